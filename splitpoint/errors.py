@@ -1,0 +1,110 @@
+"""One exception hierarchy for the whole library.
+
+Everything splitpoint raises on purpose derives from SplitpointError, so a
+caller (the CLI, a user's program) can catch one type. Errors that cross the
+gRPC boundary carry a grpc.StatusCode; the servicer maps them once, and the
+client maps grpc.RpcError back with `RemoteError.from_rpc_error` (never by
+matching message text).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+
+class SplitpointError(Exception):
+    """Base of every error splitpoint raises on purpose."""
+
+    #: the status a server answers with when this error fails a request
+    status_code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+
+class ConfigError(SplitpointError):
+    """A configuration key or command-line value is invalid."""
+
+    status_code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, key: str, value: Any, reason: str):
+        self.key, self.value, self.reason = key, value, reason
+        super().__init__(f"{key} = {value!r}: {reason}")
+
+
+class TensorError(SplitpointError):
+    """A tensor (on the wire or in memory) is malformed; names the field and value."""
+
+    status_code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, field: str, value: Any, reason: str):
+        self.field, self.value, self.reason = field, value, reason
+        shown = repr(value)
+        if len(shown) > 120:
+            shown = shown[:117] + "..."
+        super().__init__(f"{field} = {shown}: {reason}")
+
+
+class TensorTooLargeError(TensorError):
+    status_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class BundleError(SplitpointError):
+    """A bundle is missing, partial, tampered with or of an unknown format."""
+
+    status_code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class PartitionError(SplitpointError):
+    """A model cannot be partitioned as asked."""
+
+
+class VerificationError(PartitionError):
+    """A split's head+tail disagree with the float model more than allowed."""
+
+
+class BackendUnavailableError(SplitpointError):
+    """A runtime (LiteRT, TensorFlow, the Edge TPU delegate) is not installed or not usable."""
+
+    status_code = grpc.StatusCode.UNAVAILABLE
+
+
+class EdgeTpuUnavailableError(BackendUnavailableError):
+    """The Edge TPU delegate could not be loaded (no libedgetpu, no device)."""
+
+
+class RequestError(SplitpointError):
+    """A request the server refuses; carries the status code to answer with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        self.status_code = code
+        super().__init__(message)
+
+
+class RemoteError(SplitpointError):
+    """A call to the server failed; `code` is the grpc.StatusCode it failed with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        self.code = code
+        self.status_code = code
+        super().__init__(f"{code.name}: {message}")
+
+    @classmethod
+    def from_rpc_error(cls, err: grpc.RpcError) -> RemoteError:
+        code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+        details = err.details() if hasattr(err, "details") else str(err)
+        return cls(code or grpc.StatusCode.UNKNOWN, details or "")
+
+    @classmethod
+    def from_status(cls, code: int, message: str) -> RemoteError:
+        return cls(status_code_from_int(code), message)
+
+
+_CODES_BY_INT = {c.value[0]: c for c in grpc.StatusCode}
+
+
+def status_code_from_int(value: int) -> grpc.StatusCode:
+    return _CODES_BY_INT.get(value, grpc.StatusCode.UNKNOWN)
+
+
+def status_code_to_int(code: grpc.StatusCode) -> int:
+    return int(code.value[0])

@@ -1,0 +1,79 @@
+"""Reading frames from image files into the raw uint8 (H, W, C) a bundle expects.
+
+Shared by the edge agent's directory source and the partitioner's --calibration DIR.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from splitpoint.bundle import Preprocessing
+from splitpoint.errors import BackendUnavailableError, ConfigError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+ARRAY_SUFFIXES = (".npy",)
+
+
+def list_frame_files(directory: Path, key: str = "source") -> list[Path]:
+    """Image and .npy files in `directory`, sorted by name; a clear error when there are none."""
+    if not directory.is_dir():
+        raise ConfigError(key, str(directory), "not a directory")
+    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES + ARRAY_SUFFIXES)
+    if not files:
+        raise ConfigError(key, str(directory), f"no image files ({', '.join(IMAGE_SUFFIXES)}) or .npy arrays in it")
+    return files
+
+
+def fit_frame(frame: np.ndarray, pre: Preprocessing) -> np.ndarray:
+    """Any uint8 frame (H, W), (H, W, 1|3|4) -> (pre.height, pre.width, pre.channels) uint8."""
+    frame = np.asarray(frame)
+    if frame.dtype != np.uint8:
+        raise ConfigError("frame", str(frame.dtype), "frames must be uint8 images (0..255)")
+    if frame.ndim == 3 and frame.shape[-1] == 4:
+        frame = frame[..., :3]
+    if frame.ndim == 3 and frame.shape[-1] == 1:
+        frame = frame[..., 0]
+    if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[-1] != 3):
+        raise ConfigError("frame", list(frame.shape), "expected an image of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)")
+    want_gray = pre.channels == 1
+    if frame.shape[:2] != (pre.height, pre.width) or (frame.ndim == 3) == want_gray:
+        frame = _resize_convert(frame, pre)
+    if frame.ndim == 2:
+        frame = frame[..., None]
+    return np.ascontiguousarray(frame)
+
+
+def _resize_convert(frame: np.ndarray, pre: Preprocessing) -> np.ndarray:
+    try:
+        from PIL import Image
+    except ImportError:
+        raise BackendUnavailableError(
+            "resizing frames needs Pillow: pip install 'splitpoint[edge]' (package pillow)"
+        ) from None
+    img = Image.fromarray(frame)
+    img = img.convert("L" if pre.channels == 1 else "RGB")
+    if img.size != (pre.width, pre.height):
+        img = img.resize((pre.width, pre.height), Image.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def read_frame_file(path: Path, pre: Preprocessing) -> np.ndarray:
+    """One image or .npy file -> raw uint8 frame of the bundle's size."""
+    if path.suffix.lower() == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ConfigError("source", str(path), f"unreadable .npy file ({exc})") from None
+        return fit_frame(arr, pre)
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise BackendUnavailableError("reading image files needs Pillow: pip install 'splitpoint[edge]'") from None
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if pre.channels == 1 else "RGB")
+            return fit_frame(np.asarray(img, dtype=np.uint8), pre)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise ConfigError("source", str(path), f"not a readable image ({exc})") from None

@@ -1,0 +1,1 @@
+"""Runtimes: LiteRT (and the Edge TPU delegate) for heads, TensorFlow for tails."""

@@ -1,0 +1,173 @@
+"""Heads on the edge: LiteRT interpreters on the CPU or the Coral Edge TPU.
+
+The interpreter comes from the first of ai_edge_litert, tflite_runtime and
+tensorflow.lite that imports (tflite-runtime 2.14 fails under NumPy 2, LiteRT
+does not). The Edge TPU is a delegate, libedgetpu.so.1, loaded through
+Google's pycoral when it is importable and directly otherwise; the PyPI
+package named "pycoral" is an unrelated project and is never used.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from splitpoint.codec import Quantization
+from splitpoint.errors import BackendUnavailableError, ConfigError, EdgeTpuUnavailableError
+
+log = logging.getLogger(__name__)
+
+EDGETPU_SHARED_LIB = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}.get(
+    platform.system(), "libedgetpu.so.1"
+)
+_DEVICE_RE = re.compile(r"^(cpu|edgetpu)(?::((?:usb|pci)(?::\d+)?))?$")
+
+
+@dataclass(frozen=True)
+class Device:
+    """'cpu', 'edgetpu' (first Edge TPU found), 'edgetpu:usb:0', 'edgetpu:pci:1'."""
+
+    kind: str
+    address: str = ""  # 'usb:0', 'pci', ... as libedgetpu's "device" option takes it
+
+    @classmethod
+    def parse(cls, text: str, key: str = "device") -> Device:
+        m = _DEVICE_RE.match(text.strip().lower())
+        if not m or (m.group(1) == "cpu" and m.group(2)):
+            raise ConfigError(key, text, "expected cpu, edgetpu, edgetpu:usb[:N] or edgetpu:pci[:N]")
+        return cls(m.group(1), m.group(2) or "")
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.address}" if self.address else self.kind
+
+
+def interpreter_module() -> tuple[ModuleType | Any, str]:
+    """(module with Interpreter and load_delegate, its name), LiteRT first."""
+    try:
+        from ai_edge_litert import interpreter as litert
+
+        return litert, "ai_edge_litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime import interpreter as tflr  # type: ignore[import-not-found]
+
+        return tflr, "tflite_runtime"
+    except ImportError:
+        pass
+    try:
+        from splitpoint.runtime.tf import import_tensorflow
+
+        tf = import_tensorflow()
+
+        class _TfLite:  # same surface as the two packages above
+            Interpreter = tf.lite.Interpreter
+            load_delegate = staticmethod(tf.lite.experimental.load_delegate)
+
+        return _TfLite, "tensorflow.lite"
+    except BackendUnavailableError:
+        pass
+    raise BackendUnavailableError(
+        "no TFLite interpreter: install LiteRT (pip install 'splitpoint[edge]', package ai-edge-litert)"
+    )
+
+
+def runtime_versions() -> dict[str, str]:
+    """Versions of what runs heads here, for profiles and `doctor`."""
+    from importlib import metadata
+
+    out = {}
+    for dist in ("ai-edge-litert", "tflite-runtime", "tensorflow", "tensorflow-cpu", "numpy", "pycoral"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+_delegates: dict[str, Any] = {}
+_delegate_lock = threading.Lock()
+
+
+def load_edgetpu_delegate(device: Device) -> Any:
+    """The Edge TPU delegate for `device`, loaded once per address and shared.
+
+    Raises EdgeTpuUnavailableError saying what is missing: the library (install
+    libedgetpu1-std from Coral's package repository) or the device.
+    """
+    key = device.address
+    with _delegate_lock:
+        if key in _delegates:
+            return _delegates[key]
+        options = {"device": device.address} if device.address else {}
+        try:
+            try:
+                # Google's pycoral (from Coral's repository) when present; it knows the platform quirks.
+                from pycoral.utils.edgetpu import load_edgetpu_delegate as coral_load  # type: ignore[import-not-found]
+
+                delegate = coral_load(options)
+            except ImportError:
+                module, _ = interpreter_module()
+                delegate = module.load_delegate(EDGETPU_SHARED_LIB, options)
+        except (ValueError, OSError, RuntimeError) as exc:
+            raise EdgeTpuUnavailableError(
+                f"cannot load the Edge TPU delegate {EDGETPU_SHARED_LIB} for device {device} ({exc}). "
+                "Is libedgetpu installed (package libedgetpu1-std from Coral's apt repository) and the "
+                "accelerator plugged in? Use --device cpu, or allow CPU fallback, to run heads on the CPU."
+            ) from None
+        _delegates[key] = delegate
+        log.info("Edge TPU delegate loaded for %s", device)
+        return delegate
+
+
+class HeadRunner:
+    """One head (.tflite) kept loaded. Thread-safe: invocations are serialised."""
+
+    def __init__(self, path: Path, delegate: Any = None, num_threads: int | None = None):
+        module, self.backend = interpreter_module()
+        kwargs: dict[str, Any] = {"model_path": str(path)}
+        if delegate is not None:
+            kwargs["experimental_delegates"] = [delegate]
+        if num_threads:
+            kwargs["num_threads"] = num_threads
+        try:
+            self._interp = module.Interpreter(**kwargs)
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise BackendUnavailableError(f"cannot load head {path}: {exc}") from None
+        self.path = path
+        self.on_edgetpu = delegate is not None
+        inp = self._interp.get_input_details()[0]
+        out = self._interp.get_output_details()[0]
+        self._in_index, self._out_index = inp["index"], out["index"]
+        self.input_dtype = np.dtype(inp["dtype"])
+        self.input_shape = tuple(int(d) for d in inp["shape"])
+        self.input_quantization = _quantization(inp)
+        self.output_dtype = np.dtype(out["dtype"])
+        self.output_shape = tuple(int(d) for d in out["shape"])
+        self.output_quantization = _quantization(out)
+        self._lock = threading.Lock()
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Quantized input (input_dtype) -> quantized output (a copy)."""
+        with self._lock:
+            self._interp.set_tensor(self._in_index, x)
+            self._interp.invoke()
+            return self._interp.get_tensor(self._out_index).copy()
+
+
+def _quantization(detail: dict) -> Quantization | None:
+    qp = detail.get("quantization_parameters") or {}
+    scales = qp.get("scales")
+    if scales is None or len(scales) == 0:
+        return None
+    zps = qp.get("zero_points")
+    return Quantization(tuple(float(s) for s in scales), tuple(int(z) for z in zps), int(qp.get("quantized_dimension", 0)))
