@@ -18,8 +18,8 @@ PROTO_ROOT = ROOT / "proto"
 
 
 def generate(out_root: Path) -> list[Path]:
-    from grpc_tools import protoc  # dev extra: grpcio-tools
     import grpc_tools
+    from grpc_tools import protoc  # dev extra: grpcio-tools
 
     protos = sorted(PROTO_ROOT.glob("splitpoint/v1/*.proto"))
     include = Path(grpc_tools.__file__).parent / "_proto"

@@ -113,7 +113,8 @@ class Quantization:
         scale = self._broadcast(self.scale, x.ndim)
         zp = self._broadcast(self.zero_point, x.ndim)
         q = np.round(np.asarray(x, dtype=np.float32) / scale) + zp
-        return np.clip(q, info.min, info.max).astype(dtype)
+        # clip in float64: float32(int32 max) rounds up to 2**31, which wraps to int32 min
+        return np.clip(q.astype(np.float64), info.min, info.max).astype(dtype)
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,10 @@ def decode(msg: tensor_pb2.Tensor, max_bytes: int = DEFAULT_MAX_TENSOR_BYTES, fi
         raise TensorError(
             f"{field}.data", f"{len(data)} bytes", f"shape {shape} of {dtype.name} needs {nbytes} bytes"
         )
-    array = np.frombuffer(data, dtype=dtype).reshape(shape)
+    try:
+        array = np.frombuffer(data, dtype=dtype).reshape(shape)
+    except ValueError as exc:  # e.g. [0, 2**40, 2**40]: no elements, but numpy cannot represent it
+        raise TensorTooLargeError(f"{field}.shape", shape, f"not a representable array shape ({exc})") from None
     quantization = None
     if msg.HasField("quantization") and len(msg.quantization.scale) > 0:
         quantization = Quantization(

@@ -15,6 +15,7 @@ For a chain that is every layer boundary; inside a residual block there is none.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import hashlib
 import logging
 import multiprocessing
@@ -23,8 +24,9 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -395,10 +397,34 @@ def _convert_head(tf: Any, head: Any, calibration: np.ndarray) -> bytes:
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = tf.uint8
     conv.inference_output_type = tf.int8
-    try:
-        return bytes(conv.convert())
-    except Exception as exc:  # the converter raises ConverterError and plain exceptions
-        raise PartitionError(f"cannot convert {head.name} to full-integer TFLite: {str(exc).splitlines()[0]}") from None
+    with _native_stderr_captured() as captured:
+        try:
+            return bytes(conv.convert())
+        except Exception as exc:  # the converter raises ConverterError and plain exceptions
+            raise PartitionError(
+                f"cannot convert {head.name} to full-integer TFLite: {str(exc).splitlines()[0]}"
+            ) from None
+        finally:
+            log.debug("converter output for %s: %s", head.name, captured())
+
+
+@contextlib.contextmanager
+def _native_stderr_captured() -> Iterator[Callable[[], str]]:
+    """The converter's C++ code chats on file descriptor 2; keep that off the user's terminal."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+
+        def read() -> str:
+            tmp.seek(0)
+            return tmp.read().decode(errors="replace").strip()[-2000:]
+
+        try:
+            yield read
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _tflite_param_bytes(tflite: bytes) -> int:

@@ -1,0 +1,1 @@
+"""The cloud server: sessions, validation, tail execution, health and metrics."""

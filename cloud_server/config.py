@@ -1,0 +1,41 @@
+"""`splitpoint cloud` configuration (TOML keys = flags)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from splitpoint.config import option, parse_address
+from splitpoint.errors import ConfigError
+
+
+@dataclass
+class CloudConfig:
+    bundle: str = option(help="bundle directory made by `splitpoint partition`")
+    listen: str = option("127.0.0.1:50051", "HOST:PORT to serve on; port 0 picks a free port and prints it")
+    workers: int = option(2, "threads running tails")
+    max_batch: int = option(8, "frames of the same split run together when they queue up")
+    max_queue: int = option(256, "frames waiting for a worker before new ones get RESOURCE_EXHAUSTED")
+    max_streams: int = option(64, "concurrent RPCs before new ones get RESOURCE_EXHAUSTED")
+    warm_tails: int = option(0, "tails kept loaded (least recently used evicted); 0 keeps all")
+    max_message_mb: float = option(32.0, "largest request accepted, MiB (RESOURCE_EXHAUSTED above)")
+    grace_s: float = option(10.0, "on SIGTERM/SIGINT, seconds in-flight frames get to finish")
+    metrics_listen: str = option("", "HOST:PORT for Prometheus /metrics; empty = off")
+    log_level: str = option("info", "logging level", choices=("debug", "info", "warning", "error"))
+
+    @property
+    def max_message_bytes(self) -> int:
+        return int(self.max_message_mb * 1024 * 1024)
+
+    def validate(self) -> None:
+        parse_address("listen", self.listen)
+        if self.metrics_listen:
+            parse_address("metrics_listen", self.metrics_listen)
+        for key in ("workers", "max_batch", "max_queue", "max_streams"):
+            if getattr(self, key) < 1:
+                raise ConfigError(key, getattr(self, key), "must be at least 1")
+        if self.warm_tails < 0:
+            raise ConfigError("warm_tails", self.warm_tails, "must be >= 0 (0 keeps all tails warm)")
+        if not 0.001 <= self.max_message_mb <= 2047:
+            raise ConfigError("max_message_mb", self.max_message_mb, "must be between 0.001 and 2047")
+        if self.grace_s < 0:
+            raise ConfigError("grace_s", self.grace_s, "must be >= 0")

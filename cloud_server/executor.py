@@ -1,0 +1,152 @@
+"""Running tails: a bounded queue, a few worker threads, dynamic batching.
+
+Frames of the same split that are waiting together run as one batch (no frame
+waits for a batch to fill: a worker takes what is there). The queue is
+bounded; past it new frames fail with RESOURCE_EXHAUSTED rather than pile up.
+Queue wait and compute time are measured per frame and returned to the agent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from splitpoint.errors import RequestError, SplitpointError
+from splitpoint.runtime.tails import TailPool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TailResult:
+    output: np.ndarray  # (outputs,) float32
+    queue_ms: float
+    compute_ms: float
+    batch_size: int
+
+
+@dataclass
+class _Item:
+    split: int
+    x: np.ndarray  # (1, *cut shape) float32
+    received: float  # time.monotonic()
+    expires: float | None
+    future: Future
+
+
+class TailExecutor:
+    def __init__(self, tails: TailPool, workers: int = 2, max_batch: int = 8, max_queue: int = 256):
+        self.tails = tails
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.workers = workers
+        self._queue: deque[_Item] = deque()
+        self._cond = threading.Condition()
+        self._running = 0
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"tail-worker-{i}", daemon=True) for i in range(workers)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, split: int, x: np.ndarray, received: float, budget_ms: int = 0) -> Future:
+        fut: Future = Future()
+        expires = received + budget_ms / 1000.0 if budget_ms > 0 else None
+        with self._cond:
+            if self._closed:
+                raise RequestError(grpc.StatusCode.UNAVAILABLE, "server is shutting down")
+            if len(self._queue) >= self.max_queue:
+                raise RequestError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED, f"server overloaded: {len(self._queue)} frames queued (max_queue)"
+                )
+            self._queue.append(_Item(split, x, received, expires, fut))
+            self._cond.notify()
+        return fut
+
+    def load(self) -> tuple[int, int, int]:
+        """(queued, running, workers)."""
+        with self._cond:
+            return len(self._queue), self._running, self.workers
+
+    def _take_batch(self) -> list[_Item] | None:
+        with self._cond:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._cond.wait()
+            first = self._queue.popleft()
+            batch = [first]
+            if self.max_batch > 1:
+                keep: deque[_Item] = deque()
+                while self._queue and len(batch) < self.max_batch:
+                    item = self._queue.popleft()
+                    (batch if item.split == first.split else keep).append(item)
+                keep.extend(self._queue)
+                self._queue = keep
+            self._running += len(batch)
+            return batch
+
+    def _work(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            try:
+                self._run(batch)
+            finally:
+                with self._cond:
+                    self._running -= len(batch)
+                    self._cond.notify_all()
+
+    def _run(self, batch: list[_Item]) -> None:
+        start = time.monotonic()
+        live = []
+        for item in batch:
+            if item.expires is not None and start > item.expires:
+                waited = (start - item.received) * 1000
+                item.future.set_exception(
+                    RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, f"frame waited {waited:.0f} ms in the queue, over its budget")
+                )
+            else:
+                live.append(item)
+        if not live:
+            return
+        try:
+            runner = self.tails.get(live[0].split)
+            t0 = time.monotonic()
+            out = runner.run(np.concatenate([i.x for i in live]))
+            compute_ms = (time.monotonic() - t0) * 1000
+        except SplitpointError as exc:
+            for item in live:
+                item.future.set_exception(exc)
+            return
+        except Exception as exc:  # a tail that fails must fail its frames, not the worker
+            log.exception("tail %d failed on a batch of %d", live[0].split, len(live))
+            err = RequestError(grpc.StatusCode.INTERNAL, f"tail {live[0].split} failed: {type(exc).__name__}")
+            for item in live:
+                item.future.set_exception(err)
+            return
+        for i, item in enumerate(live):
+            item.future.set_result(TailResult(out[i], (t0 - item.received) * 1000, compute_ms, len(live)))
+
+    def close(self, timeout: float | None = None) -> None:
+        """Run what is queued, then stop the workers. Idempotent."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in self._threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        with self._cond:  # anything left after the timeout fails explicitly
+            while self._queue:
+                self._queue.popleft().future.set_exception(
+                    RequestError(grpc.StatusCode.UNAVAILABLE, "server shut down before this frame ran")
+                )

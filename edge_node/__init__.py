@@ -1,0 +1,1 @@
+"""The edge agent: frame sources, head execution, the streaming client, local fallback, the results log."""

@@ -1,0 +1,387 @@
+"""The edge agent: frames in, head on the edge, tail on the server, one result per frame.
+
+    source -> preprocess -> policy picks k -> head_k -> [Infer stream] -> server tail -> result log
+                                   \\-> k = K, or the link fails / the frame misses its deadline:
+                                        the whole model runs here and the result is marked "local"
+
+Up to `window` frames are in flight (throughput mode: head(n+1) overlaps with
+transfer and tail(n)); latency mode keeps one. Every frame read from the source
+ends in exactly one record: a result from the cloud, a local result, or an
+explicit failure. Whoever removes a frame from `_pending` owns finishing it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from scheduler.policy import FixedPolicy, FrameOutcome, SplitPolicy
+from splitpoint.bundle import load_bundle
+from splitpoint.codec import decode, encode
+from splitpoint.errors import (
+    ConfigError,
+    RemoteError,
+    SplitpointError,
+    TensorError,
+    status_code_from_int,
+)
+from splitpoint.metrics import LATENCY_BUCKETS, serve_metrics
+from splitpoint.v1 import offload_pb2
+
+from .client import InferStream, OffloadClient
+from .config import EdgeConfig
+from .heads import EdgeHeads
+from .results import ResultLog
+from .sources import Frame, FrameReadError, FrameSource
+
+log = logging.getLogger(__name__)
+
+#: reconnect backoff: first wait, cap (seconds); full jitter
+BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 30.0
+
+
+class EdgeMetrics:
+    def __init__(self, registry: CollectorRegistry):
+        self.frames = Counter("splitpoint_edge_frames", "frames finished", ["where", "status"], registry=registry)
+        self.errors = Counter("splitpoint_edge_errors", "frames that failed in the cloud, by status code", ["code"], registry=registry)
+        self.stage_seconds = Histogram(
+            "splitpoint_edge_stage_seconds", "time per stage", ["stage"], buckets=LATENCY_BUCKETS, registry=registry
+        )
+        self.split = Gauge("splitpoint_edge_split", "split used for the latest frame", registry=registry)
+        self.bytes_sent = Counter("splitpoint_edge_sent_bytes", "cut tensor bytes sent", registry=registry)
+
+
+@dataclass
+class _Pending:
+    frame: Frame
+    split: int
+    x: np.ndarray  # preprocessed input, kept for a local re-run
+    head_ms: float
+    preprocess_ms: float
+    wire_bytes: int
+    sent: float  # time.monotonic()
+    deadline: float
+    stream: InferStream
+
+
+@dataclass
+class RunSummary:
+    frames: int = 0
+    cloud: int = 0
+    local: int = 0
+    failed: int = 0
+    fallbacks: int = 0
+    correct: int = 0
+    labelled: int = 0
+    by_split: dict[int, int] = field(default_factory=dict)
+    end_to_end_ms: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.labelled if self.labelled else None
+
+    def median_ms(self) -> float | None:
+        return statistics.median(self.end_to_end_ms) if self.end_to_end_ms else None
+
+
+class EdgeAgent:
+    def __init__(self, config: EdgeConfig, policy: SplitPolicy | None = None,
+                 on_result: Callable[[dict[str, Any]], None] | None = None):
+        self.config = config
+        self.bundle = load_bundle(config.bundle, side="edge")
+        m = self.bundle.manifest
+        self.K = m.num_layers
+        if config.split is not None and config.split not in m.split_ids:
+            raise ConfigError("split", config.split, f"not a split of {m.model_name}; candidates: {m.split_ids}")
+        self.heads = EdgeHeads(self.bundle, config.device_spec, config.cpu_fallback, num_threads=config.threads)
+        if policy is None:
+            if config.split is None:
+                log.info("no split given: every frame runs wholly on the edge (k = %d)", self.K)
+            policy = FixedPolicy(self.K if config.split is None else config.split)
+        self.policy = policy
+        self.on_result = on_result
+        self.registry = CollectorRegistry()
+        self.metrics = EdgeMetrics(self.registry)
+        self.client = OffloadClient(config.cloud, config.max_message_bytes, config.connect_timeout_s)
+        self.results = ResultLog(config.results)
+        self.summary = RunSummary()
+        self._pending: dict[int, _Pending] = {}
+        self._lock = threading.Lock()
+        self._window = threading.BoundedSemaphore(config.window_size)
+        self._stream: InferStream | None = None
+        self._retry_at = 0.0
+        self._backoff = BACKOFF_START_S
+        self._stop = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch_deadlines, name="deadline-watchdog", daemon=True)
+        self._metrics_server: Any = None
+        self._closed = False
+        self._closed_event = threading.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def check_server(self) -> offload_pb2.BundleInfo | None:
+        """Describe the server; a digest mismatch is fatal, an unreachable server is not."""
+        try:
+            info = self.client.describe()
+        except RemoteError as err:
+            log.warning("cloud %s not reachable (%s); frames run locally until it is", self.config.cloud, err)
+            return None
+        mine = self.bundle.manifest.model_digest
+        if info.model_digest != mine:
+            raise ConfigError(
+                "cloud", self.config.cloud,
+                f"the server runs bundle {info.model_name} {info.model_digest}, this agent {mine}: partition once and deploy the same bundle to both",
+            )
+        log.info("cloud %s serves %s; warm tails %s", self.config.cloud, info.model_name, [s.split for s in info.splits if s.warm])
+        return info
+
+    def run(self, source: FrameSource) -> RunSummary:
+        """Process every frame of `source`; returns when each has its record."""
+        served = serve_metrics(self.config.metrics_listen, self.registry)
+        if served:
+            self._metrics_server = served[0]
+        self.check_server()
+        self._watchdog.start()
+        t0 = time.perf_counter()
+        try:
+            it = iter(source)
+            count = 0
+            while not self._stop.is_set():
+                if self.config.max_frames is not None and count >= self.config.max_frames:
+                    break
+                # Take a slot first, then read: a camera frame is captured when it can be worked on.
+                self._window.acquire()
+                try:
+                    frame = next(it)
+                except StopIteration:
+                    self._window.release()
+                    break
+                except FrameReadError as err:
+                    count += 1
+                    self._window.release()
+                    self._record_failure(err.index, err.origin, None, f"frame could not be read: {err}")
+                    continue
+                count += 1
+                self._process(frame)
+            self._drain()
+        finally:
+            self.summary.seconds = time.perf_counter() - t0
+            self.close()
+        return self.summary
+
+    def stop(self) -> None:
+        """Ask `run` to stop after the current frame (frames in flight still finish)."""
+        self._stop.set()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._closed_event.set()
+        self._stop.set()
+        stream = self._stream
+        if stream is not None:
+            stream.close()
+            stream.ended.wait(2.0)
+        self.client.close()
+        self.results.close()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+
+    # ------------------------------------------------------------------ one frame
+
+    def _process(self, frame: Frame) -> None:
+        t_start = time.monotonic()
+        try:
+            k = self.policy.choose(self.heads.splits)
+            if k not in self.heads.splits:
+                raise SplitpointError(f"policy {self.policy.name} chose split {k}, not loaded here ({self.heads.splits})")
+            x = self.heads.preprocess(frame.raw)
+        except SplitpointError as err:
+            self._record_failure(frame.index, frame.origin, frame.label, str(err))
+            self._window.release()
+            return
+        preprocess_ms = (time.monotonic() - t_start) * 1000
+        self.metrics.split.set(k)
+        if k == self.K:
+            self._finish_local(frame, x, k, preprocess_ms, reason=None)
+            return
+        out = self.heads.run(k, x)
+        stream = self._current_stream()
+        if stream is None:
+            self._finish_local(frame, x, k, preprocess_ms, reason="cloud unreachable (waiting to reconnect)", head_ms=out.head_ms)
+            return
+        req = offload_pb2.InferRequest(
+            frame_id=frame.index, model_digest=self.bundle.manifest.model_digest, split=k,
+            capture_time_unix_ns=frame.capture_time_ns, budget_ms=self.config.frame_deadline_ms,
+        )
+        cut_name = self.bundle.manifest.split(k).cut[0].name
+        req.tensors.append(encode(out.array, name=cut_name, quantization=out.quantization))
+        wire = len(req.tensors[0].data)
+        now = time.monotonic()
+        p = _Pending(frame, k, x, out.head_ms, preprocess_ms, wire, now, now + self.config.frame_deadline_ms / 1000, stream)
+        with self._lock:
+            self._pending[frame.index] = p
+        if stream.send(req):
+            self.metrics.bytes_sent.inc(wire)
+        else:
+            self._take_and_fallback(frame.index, "stream closed before the frame was sent")
+
+    def _current_stream(self) -> InferStream | None:
+        """The open stream, a fresh one when it is old or gone, None while backing off."""
+        stream = self._stream
+        if stream is not None and stream.accepting and stream.age_s < self.config.stream_lifetime_s:
+            return stream
+        if stream is not None and stream.accepting:
+            stream.close()  # old: let its frames finish, send new ones on a new stream
+        if time.monotonic() < self._retry_at:
+            return None
+        self._stream = self.client.open_stream(self.config.stream_lifetime_s, self._on_response, self._on_stream_end)
+        return self._stream
+
+    def _on_response(self, stream: InferStream, resp: offload_pb2.InferResponse) -> None:
+        with self._lock:
+            p = self._pending.pop(resp.frame_id, None)
+        if p is None:
+            log.debug("late or unknown response for frame %d ignored", resp.frame_id)
+            return
+        self._backoff = BACKOFF_START_S  # the link works
+        rpc_ms = (time.monotonic() - p.sent) * 1000
+        if resp.HasField("error") and resp.error.code != 0:
+            code = status_code_from_int(resp.error.code)
+            self.metrics.errors.labels(code.name).inc()
+            log.warning("frame %d failed in the cloud: %s %s", p.frame.index, code.name, resp.error.message)
+            self._finish_local(p.frame, p.x, p.split, p.preprocess_ms, reason=f"cloud {code.name}: {resp.error.message}",
+                               head_ms=p.head_ms)
+            return
+        try:
+            scores = decode(resp.outputs[0]).dequantized().reshape(-1)
+        except (IndexError, TensorError) as err:
+            self._finish_local(p.frame, p.x, p.split, p.preprocess_ms, reason=f"malformed response: {err}", head_ms=p.head_ms)
+            return
+        t = resp.timing
+        timings = {
+            "preprocess": p.preprocess_ms,
+            "head": p.head_ms,
+            "transfer": max(0.0, rpc_ms - t.total_ms),
+            "server_queue": t.queue_ms,
+            "server_compute": t.compute_ms,
+            "rpc": rpc_ms,
+        }
+        self._complete(p.frame, p.split, "cloud", scores, timings, None)
+        self.policy.observe(FrameOutcome(
+            p.frame.index, p.split, "cloud", True, p.head_ms, p.wire_bytes, rpc_ms, t.queue_ms, t.compute_ms, t.total_ms,
+            resp.load.queued,
+        ))
+
+    def _on_stream_end(self, stream: InferStream, error: RemoteError | None) -> None:
+        if error is not None and error.code != grpc.StatusCode.CANCELLED:
+            log.warning("stream to %s ended: %s", self.config.cloud, error)
+            self._retry_at = time.monotonic() + random.uniform(0, self._backoff)
+            self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
+        with self._lock:
+            lost = [fid for fid, p in self._pending.items() if p.stream is stream]
+        reason = f"stream ended before the answer ({error.code.name if error else 'closed by server'})"
+        for fid in lost:
+            self._take_and_fallback(fid, reason)
+
+    def _watch_deadlines(self) -> None:
+        while not self._closed_event.wait(0.02):
+            now = time.monotonic()
+            with self._lock:
+                late = [fid for fid, p in self._pending.items() if now > p.deadline]
+            for fid in late:
+                self._take_and_fallback(fid, f"no answer within frame_deadline_ms = {self.config.frame_deadline_ms}")
+
+    def _take_and_fallback(self, frame_id: int, reason: str) -> None:
+        with self._lock:
+            p = self._pending.pop(frame_id, None)
+        if p is not None:  # else someone else finished it already
+            self._finish_local(p.frame, p.x, p.split, p.preprocess_ms, reason=reason, head_ms=p.head_ms)
+
+    def _finish_local(self, frame: Frame, x: np.ndarray, split: int, preprocess_ms: float, reason: str | None,
+                      head_ms: float = 0.0) -> None:
+        """Run the whole model here (k = K); `reason` set means a fallback from split `split`."""
+        try:
+            scores, local_ms = self.heads.run_local(x)
+        except Exception as exc:  # the last resort must not lose the frame either
+            log.exception("local run of frame %d failed", frame.index)
+            self._record_failure(frame.index, frame.origin, frame.label, f"local run failed: {exc!r}")
+            self._window.release()
+            return
+        timings = {"preprocess": preprocess_ms, "head": head_ms, "local": local_ms}
+        if reason is not None:
+            self.summary.fallbacks += 1
+            log.info("frame %d ran locally: %s", frame.index, reason)
+        self._complete(frame, self.K if reason is None else split, "local", scores, timings, reason)
+        self.policy.observe(FrameOutcome(frame.index, split, "local", reason is None, head_ms, 0))
+
+    # ------------------------------------------------------------------ records
+
+    def _complete(self, frame: Frame, split: int, where: str, scores: np.ndarray, timings: dict[str, float],
+                  fallback: str | None) -> None:
+        e2e_ms = (time.time_ns() - frame.capture_time_ns) / 1e6
+        label = int(np.argmax(scores))
+        labels = self.bundle.manifest.labels
+        record = {
+            "frame_id": frame.index,
+            "origin": frame.origin,
+            "status": "ok",
+            "split": split,
+            "where": where,
+            "label": label,
+            "label_name": labels[label] if label < len(labels) else str(label),
+            "score": round(float(scores[label]), 6),
+            "true_label": frame.label,
+            "capture_time_unix_ns": frame.capture_time_ns,
+            "timings_ms": {k: round(v, 3) for k, v in timings.items()} | {"end_to_end": round(e2e_ms, 3)},
+        }
+        if fallback:
+            record["fallback_reason"] = fallback
+        with self._lock:  # the log line and the summary change together
+            self.results.write(record)
+            s = self.summary
+            s.frames += 1
+            s.cloud += where == "cloud"
+            s.local += where == "local"
+            s.by_split[split] = s.by_split.get(split, 0) + 1
+            s.end_to_end_ms.append(e2e_ms)
+            if frame.label is not None:
+                s.labelled += 1
+                s.correct += int(label == frame.label)
+        self.metrics.frames.labels(where, "ok").inc()
+        for stage, ms in timings.items():
+            self.metrics.stage_seconds.labels(stage).observe(ms / 1000)
+        self.metrics.stage_seconds.labels("end_to_end").observe(e2e_ms / 1000)
+        if self.on_result is not None:
+            self.on_result(record)
+        self._window.release()
+
+    def _record_failure(self, frame_id: int, origin: str, true_label: int | None, error: str) -> None:
+        record = {"frame_id": frame_id, "origin": origin, "status": "failed", "error": error, "true_label": true_label}
+        with self._lock:
+            self.results.write(record)
+            self.summary.frames += 1
+            self.summary.failed += 1
+        self.metrics.frames.labels("none", "failed").inc()
+        log.error("frame %d failed: %s", frame_id, error)
+        if self.on_result is not None:
+            self.on_result(record)
+
+    def _drain(self) -> None:
+        """Wait for every frame in flight: answered, fallen back, or timed out."""
+        for _ in range(self.config.window_size):
+            self._window.acquire()
+        for _ in range(self.config.window_size):
+            self._window.release()

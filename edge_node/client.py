@@ -1,0 +1,139 @@
+"""The agent's side of the wire: a channel, unary calls with deadlines, Infer streams."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import grpc
+
+from splitpoint.errors import RemoteError
+from splitpoint.v1 import offload_pb2, offload_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+class OffloadClient:
+    """One channel to a server. Every call has a deadline; failures are RemoteError."""
+
+    def __init__(self, address: str, max_message_bytes: int = 32 << 20, timeout_s: float = 5.0):
+        self.address = address
+        self.timeout_s = timeout_s
+        self.channel = grpc.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.max_receive_message_length", max_message_bytes),
+                # Notice a dead link on an idle stream within ~20 s instead of hours.
+                ("grpc.keepalive_time_ms", 10_000),
+                ("grpc.keepalive_timeout_ms", 10_000),
+                ("grpc.keepalive_permit_without_calls", 0),
+            ],
+        )
+        self.stub = offload_pb2_grpc.OffloadStub(self.channel)
+
+    def describe(self, timeout_s: float | None = None) -> offload_pb2.BundleInfo:
+        try:
+            return self.stub.Describe(offload_pb2.DescribeRequest(), timeout=timeout_s or self.timeout_s)
+        except grpc.RpcError as err:
+            raise RemoteError.from_rpc_error(err) from None
+
+    def probe(self, payload_bytes: int = 0, response_bytes: int = 0, timeout_s: float | None = None) -> tuple[float, offload_pb2.ProbeResponse]:
+        """(round-trip ms, response) for a probe carrying payload_bytes up and response_bytes down."""
+        req = offload_pb2.ProbeRequest(payload=b"\0" * payload_bytes, response_bytes=response_bytes)
+        t0 = time.perf_counter()
+        try:
+            resp = self.stub.Probe(req, timeout=timeout_s or self.timeout_s)
+        except grpc.RpcError as err:
+            raise RemoteError.from_rpc_error(err) from None
+        return (time.perf_counter() - t0) * 1000, resp
+
+    def infer_frame(self, req: offload_pb2.InferRequest, timeout_s: float) -> offload_pb2.InferResponse:
+        try:
+            return self.stub.InferFrame(req, timeout=timeout_s)
+        except grpc.RpcError as err:
+            raise RemoteError.from_rpc_error(err) from None
+
+    def open_stream(self, lifetime_s: float, on_response: Callable[[InferStream, offload_pb2.InferResponse], None],
+                    on_end: Callable[[InferStream, RemoteError | None], None]) -> InferStream:
+        return InferStream(self.stub, lifetime_s, on_response, on_end)
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+class InferStream:
+    """One Infer call: `send()` queues requests, a thread hands responses to `on_response`.
+
+    `on_end(stream, error)` runs once when the call ends (error None for a clean
+    end). The call's deadline is its lifetime plus a margin; the agent replaces
+    streams before they get old, so the deadline only ends a stream that hangs.
+    """
+
+    _ids = iter(range(1, 1 << 62))
+
+    def __init__(self, stub: offload_pb2_grpc.OffloadStub, lifetime_s: float,
+                 on_response: Callable[[InferStream, offload_pb2.InferResponse], None],
+                 on_end: Callable[[InferStream, RemoteError | None], None]):
+        self.id = next(self._ids)
+        self.opened = time.monotonic()
+        self.lifetime_s = lifetime_s
+        self._requests: queue.Queue = queue.Queue()
+        self._closed = False
+        self._lock = threading.Lock()
+        self.ended = threading.Event()
+        self._call = stub.Infer(self._iter_requests(), timeout=lifetime_s * 1.5 + 5)
+        self._thread = threading.Thread(target=self._receive, args=(on_response, on_end), name=f"infer-stream-{self.id}", daemon=True)
+        self._thread.start()
+
+    @property
+    def age_s(self) -> float:
+        return time.monotonic() - self.opened
+
+    @property
+    def accepting(self) -> bool:
+        return not self._closed and not self.ended.is_set()
+
+    def _iter_requests(self) -> Iterator[offload_pb2.InferRequest]:
+        while True:
+            item = self._requests.get()
+            if item is None:
+                return
+            yield item
+
+    def send(self, req: offload_pb2.InferRequest) -> bool:
+        with self._lock:
+            if not self.accepting:
+                return False
+            self._requests.put(req)
+            return True
+
+    def close(self) -> None:
+        """Half-close: no more requests; responses still arrive."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._requests.put(None)
+
+    def cancel(self) -> None:
+        self.close()
+        self._call.cancel()
+
+    def _receive(self, on_response: Callable, on_end: Callable) -> None:
+        error: RemoteError | None = None
+        try:
+            for resp in self._call:
+                on_response(self, resp)
+        except grpc.RpcError as err:
+            error = RemoteError.from_rpc_error(err)
+        except Exception as exc:  # a bug in a callback must still end the stream visibly
+            log.exception("stream %d: response handling failed", self.id)
+            error = RemoteError(grpc.StatusCode.INTERNAL, f"response handling failed: {exc!r}")
+        finally:
+            with self._lock:
+                self._closed = True
+            self.ended.set()
+            on_end(self, error)

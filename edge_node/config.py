@@ -1,0 +1,65 @@
+"""`splitpoint edge` configuration (TOML keys = flags)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from splitpoint.config import option, parse_address
+from splitpoint.errors import ConfigError
+from splitpoint.runtime.litert import Device
+
+
+@dataclass
+class EdgeConfig:
+    bundle: str = option(help="bundle directory made by `splitpoint partition`")
+    source: str = option(help="frames: a directory of images, a video file, camera:N or synthetic:N")
+    cloud: str = option("127.0.0.1:50051", "HOST:PORT of the cloud server")
+    split: int | None = option(None, "fixed split k (layers run on the edge); unset: all on the edge")
+    device: str = option("cpu", "where heads run: cpu, edgetpu, edgetpu:usb[:N], edgetpu:pci[:N]")
+    cpu_fallback: bool = option(False, "run heads on the CPU when the Edge TPU cannot be used, instead of failing")
+    threads: int = option(1, "CPU threads for LiteRT heads")
+    results: str = option("results.jsonl", "results log, one JSON line per frame")
+    mode: str = option("throughput", "throughput: overlap frames; latency: one frame in flight",
+                       choices=("throughput", "latency"))
+    window: int = option(4, "frames in flight in throughput mode")
+    fps: float | None = option(None, "pace the source like a camera at this rate")
+    max_frames: int | None = option(None, "stop after this many frames")
+    frame_deadline_ms: int = option(2000, "a frame not answered this long after it was sent runs locally")
+    connect_timeout_s: float = option(5.0, "deadline for connecting and for Describe/Probe calls")
+    stream_lifetime_s: float = option(300.0, "an Infer stream is replaced after this long (its deadline)")
+    max_message_mb: float = option(32.0, "largest message sent or received, MiB")
+    metrics_listen: str = option("", "HOST:PORT for Prometheus /metrics; empty = off")
+    log_level: str = option("info", "logging level", choices=("debug", "info", "warning", "error"))
+
+    @property
+    def window_size(self) -> int:
+        return 1 if self.mode == "latency" else self.window
+
+    @property
+    def device_spec(self) -> Device:
+        return Device.parse(self.device)
+
+    def validate(self) -> None:
+        parse_address("cloud", self.cloud, allow_zero_port=False)
+        if self.metrics_listen:
+            parse_address("metrics_listen", self.metrics_listen)
+        self.device_spec  # noqa: B018 - parses and raises ConfigError naming the value
+        if self.split is not None and self.split < 0:
+            raise ConfigError("split", self.split, "must be >= 0")
+        for key in ("threads", "window", "frame_deadline_ms"):
+            if getattr(self, key) < 1:
+                raise ConfigError(key, getattr(self, key), "must be at least 1")
+        if self.fps is not None and self.fps <= 0:
+            raise ConfigError("fps", self.fps, "must be > 0")
+        if self.max_frames is not None and self.max_frames < 0:
+            raise ConfigError("max_frames", self.max_frames, "must be >= 0")
+        if self.connect_timeout_s <= 0:
+            raise ConfigError("connect_timeout_s", self.connect_timeout_s, "must be > 0")
+        if self.stream_lifetime_s * 1000 <= 2 * self.frame_deadline_ms:
+            raise ConfigError("stream_lifetime_s", self.stream_lifetime_s, "must be more than twice frame_deadline_ms")
+        if not 0.001 <= self.max_message_mb <= 2047:
+            raise ConfigError("max_message_mb", self.max_message_mb, "must be between 0.001 and 2047")
+
+    @property
+    def max_message_bytes(self) -> int:
+        return int(self.max_message_mb * 1024 * 1024)

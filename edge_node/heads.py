@@ -1,0 +1,97 @@
+"""Heads kept loaded on the edge, one interpreter per split, so switching split is free.
+
+Attaching the Edge TPU delegate can take seconds and the first inference loads
+weights, so every head the policy may pick is loaded and run once at start.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from splitpoint.bundle import Bundle, SplitSpec
+from splitpoint.codec import Quantization
+from splitpoint.errors import EdgeTpuUnavailableError, SplitpointError
+from splitpoint.runtime.litert import Device, HeadRunner, load_edgetpu_delegate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class HeadOutput:
+    split: int
+    array: np.ndarray  # quantized cut tensor (k < K) or quantized model output (k = K)
+    quantization: Quantization
+    head_ms: float
+
+
+class EdgeHeads:
+    def __init__(self, bundle: Bundle, device: Device, cpu_fallback: bool = False,
+                 splits: list[int] | None = None, num_threads: int | None = None):
+        m = bundle.manifest
+        self.bundle = bundle
+        self.manifest = m
+        self.K = m.num_layers
+        wanted = m.split_ids if splits is None else sorted(set(splits) | {self.K})
+        delegate = None
+        self.device = Device("cpu")
+        if device.kind == "edgetpu":
+            try:
+                delegate = load_edgetpu_delegate(device)
+                self.device = device
+            except EdgeTpuUnavailableError:
+                if not cpu_fallback:
+                    raise
+                log.warning("Edge TPU unavailable; running heads on the CPU (cpu_fallback = true)")
+        self._runners: dict[int, HeadRunner] = {}
+        t0 = time.perf_counter()
+        for k in wanted:
+            spec = m.split(k)
+            if spec.head is None:
+                continue
+            self._runners[k] = self._load(spec, delegate, num_threads)
+        self.input_quantization = m.input_wire.quantization
+        assert self.input_quantization is not None, "manifest input.wire has no quantization"
+        self.splits = [k for k in wanted if k == 0 or k in self._runners]
+        zero = np.zeros((m.preprocessing.height, m.preprocessing.width, m.preprocessing.channels), np.uint8)
+        for k in self._runners:  # first inference loads weights onto the TPU: do it now
+            self.run(k, self.preprocess(zero))
+        log.info("heads %s loaded on %s in %.2fs", list(self._runners), self.device, time.perf_counter() - t0)
+
+    def _load(self, spec: SplitSpec, delegate: object, num_threads: int | None) -> HeadRunner:
+        assert spec.head is not None
+        if delegate is not None:
+            if spec.edgetpu_head is None:
+                log.warning("head %d is not compiled for the Edge TPU (%s); it runs on the CPU",
+                            spec.split, spec.edgetpu.get("reason", spec.edgetpu.get("status")))
+            else:
+                return HeadRunner(self.bundle.path(spec.edgetpu_head), delegate, num_threads)
+        return HeadRunner(self.bundle.path(spec.head), None, num_threads)
+
+    def preprocess(self, raw: np.ndarray) -> np.ndarray:
+        """uint8 frame (H, W, C) -> float32 (1, H, W, C) model input."""
+        return self.manifest.preprocessing.apply(raw)
+
+    def run(self, k: int, x: np.ndarray) -> HeadOutput:
+        """Head k on a preprocessed input; k = 0 only quantizes the input for the wire."""
+        t0 = time.perf_counter()
+        q_in = self.input_quantization
+        assert q_in is not None
+        if k == 0:
+            arr = q_in.quantize(x, np.uint8)
+            return HeadOutput(0, arr, q_in, (time.perf_counter() - t0) * 1000)
+        runner = self._runners.get(k)
+        if runner is None:
+            raise SplitpointError(f"split {k} is not loaded on this agent; loaded: {self.splits}")
+        rq = runner.input_quantization or q_in
+        out = runner.run(rq.quantize(x, runner.input_dtype))
+        assert runner.output_quantization is not None
+        return HeadOutput(k, out, runner.output_quantization, (time.perf_counter() - t0) * 1000)
+
+    def run_local(self, x: np.ndarray) -> tuple[np.ndarray, float]:
+        """The whole model on the edge (k = K): (float scores, ms)."""
+        out = self.run(self.K, x)
+        return out.quantization.dequantize(out.array).reshape(-1), out.head_ms

@@ -1,0 +1,467 @@
+"""Frame sources: where the edge agent's frames come from.
+
+`open_source(spec, preprocessing, bundle, fps)` turns the `--source` string into
+a `FrameSource`:
+
+    DIR            every image / .npy file in DIR, sorted by name
+    FILE.mp4       a video file (.mp4 .avi .mkv .mov .webm, or any other existing
+                   file that is not an image), decoded with OpenCV
+    camera:N       video device N (N >= 0), through OpenCV
+    synthetic:N    N frames cycling through the bundle's validation inputs, with labels
+
+Every frame comes out as a `Frame` whose `raw` is uint8 (H, W, C) already
+fitted to the bundle's preprocessing size and channels (`fit_frame`).
+
+A source is a single-pass stream, like a camera: `iter(source)` returns the
+source itself. Reading one frame can fail without ending the stream: the
+iterator then raises `FrameReadError` (carrying `index` and `origin`) for that
+frame, and the *next* call to `next()` continues with the following frame. A
+caller that records failures and carries on writes:
+
+    with open_source(spec, pre) as source:
+        frames = iter(source)  # the source itself: one stream
+        while True:
+            try:
+                frame = next(frames)
+            except StopIteration:
+                break
+            except FrameReadError as exc:
+                record_failure(exc.index, exc.origin, exc)
+                continue
+            handle(frame)
+
+(A plain `for frame in source:` loop stops at the first FrameReadError; a new
+`for` loop over the same source resumes after the failed frame.)
+
+With `fps` set, frames are paced like a camera: frame i is released no earlier
+than start + i / fps, where start is the moment the first frame is asked for.
+Release times come from that fixed schedule, so pacing does not drift; a
+consumer that falls behind gets the late frames at once (nothing is dropped).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from splitpoint.bundle import Bundle, Preprocessing
+from splitpoint.errors import BackendUnavailableError, ConfigError
+from splitpoint.images import (
+    ARRAY_SUFFIXES,
+    IMAGE_SUFFIXES,
+    fit_frame,
+    list_frame_files,
+    read_frame_file,
+)
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
+
+ACCEPTED_FORMS = (
+    "a source is a directory of image/.npy files, a video file "
+    f"({' '.join(VIDEO_SUFFIXES)}), camera:N (N >= 0) or synthetic:N (N >= 1)"
+)
+
+_OPENCV_HINT = "pip install 'splitpoint[video]' (package opencv-python-headless)"
+
+# What a single unreadable frame file can raise (besides ConfigError from read_frame_file).
+_FILE_ERRORS = (ConfigError, OSError, ValueError, SyntaxError, EOFError)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame, ready for `preprocessing.apply`."""
+
+    index: int  # 0-based position in the source
+    raw: np.ndarray  # uint8 (H, W, C) at the bundle's preprocessing size and channels
+    label: int | None  # true label when the source knows it (synthetic), else None
+    origin: str  # file name, "clip.mp4#12", "camera:0#17", "synthetic#3"
+    capture_time_ns: int  # time.time_ns() when the frame was read/captured (released, when paced)
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    """An iterable of Frame with close(); also a context manager."""
+
+    description: str
+
+    def __iter__(self) -> Iterator[Frame]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> FrameSource: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class FrameReadError(ConfigError):
+    """One frame of a source could not be read; the iteration can continue with the next one."""
+
+    def __init__(
+        self, index: int, origin: str, reason: str, key: str = "source", value: Any = None
+    ):
+        self.index = index
+        self.origin = origin
+        super().__init__(
+            key, origin if value is None else value, f"frame {index} ({origin}): {reason}"
+        )
+
+
+class _Source:
+    """Common machinery: single-pass iteration, resumable after FrameReadError, pacing, close.
+
+    Subclasses implement `_read(i)` -> (raw, label, origin), raising FrameReadError
+    for an unreadable frame and StopIteration at the end.
+    """
+
+    #: live sources capture when the frame is due; file sources read first, then wait
+    _pace_before_read = False
+
+    def __init__(self, description: str, fps: float | None):
+        self.description = description + (f" at {fps:g} fps" if fps else "")
+        self._fps = fps
+        self._start: float | None = None
+        self._next_index = 0
+        self._done = False
+        self._closed = False
+
+    def __iter__(self) -> _Source:
+        return self
+
+    def __next__(self) -> Frame:
+        if self._done or self._closed:
+            raise StopIteration
+        i = self._next_index
+        if self._start is None:
+            self._start = time.monotonic()
+        if self._pace_before_read:
+            self._pace(i)
+        self._next_index += 1  # before reading: a FrameReadError for i leaves the source at i + 1
+        try:
+            raw, label, origin = self._read(i)
+        except StopIteration:
+            self._done = True
+            self._release()
+            raise
+        if not self._pace_before_read:
+            self._pace(i)
+        return Frame(index=i, raw=raw, label=label, origin=origin, capture_time_ns=time.time_ns())
+
+    def _pace(self, i: int) -> None:
+        if self._fps is None or self._start is None:
+            return
+        due = self._start + i / self._fps
+        while (wait := due - time.monotonic()) > 0:
+            time.sleep(wait)
+
+    def _read(self, i: int) -> tuple[np.ndarray, int | None, str]:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        """Free backend handles; may be called more than once."""
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._release()
+        log.debug("closed %s", self.description)
+
+    def __enter__(self) -> _Source:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.description}>"
+
+
+class DirectorySource(_Source):
+    """Every image / .npy file of a directory, sorted by name."""
+
+    def __init__(self, directory: Path, pre: Preprocessing, fps: float | None, key: str):
+        self.files = list_frame_files(directory, key)
+        if any(p.suffix.lower() not in ARRAY_SUFFIXES for p in self.files):
+            try:
+                import PIL  # noqa: F401
+            except ImportError:
+                raise BackendUnavailableError(
+                    f"{directory} holds image files; reading them needs Pillow: pip install 'splitpoint[edge]'"
+                ) from None
+        self._pre = pre
+        self._key = key
+        super().__init__(f"directory {directory} ({len(self.files)} files)", fps)
+
+    def _read(self, i: int) -> tuple[np.ndarray, int | None, str]:
+        if i >= len(self.files):
+            raise StopIteration
+        path = self.files[i]
+        try:
+            raw = read_frame_file(path, self._pre)
+        except _FILE_ERRORS as exc:
+            reason = exc.reason if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+            log.debug("frame %d: cannot read %s: %s", i, path, reason)
+            raise FrameReadError(i, path.name, reason, self._key, str(path)) from None
+        return raw, None, path.name
+
+
+class SyntheticSource(_Source):
+    """`count` frames cycling through the bundle's validation inputs, with their labels."""
+
+    def __init__(
+        self, bundle: Bundle, count: int, pre: Preprocessing, fps: float | None, spec: str, key: str
+    ):
+        inputs, labels = bundle.validation_data()
+        inputs = np.asarray(inputs)
+        if inputs.ndim < 3 or len(inputs) == 0:
+            raise ConfigError(
+                key,
+                spec,
+                f"the bundle's validation inputs have shape {list(inputs.shape)}: no frames to cycle through",
+            )
+        if labels is not None and len(labels) != len(inputs):
+            raise ConfigError(
+                key,
+                spec,
+                f"the bundle has {len(inputs)} validation inputs but {len(labels)} labels",
+            )
+        self._inputs = inputs
+        self._labels = None if labels is None else np.asarray(labels)
+        self._count = count
+        self._pre = pre
+        self._key = key
+        labelled = "labelled" if labels is not None else "unlabelled"
+        super().__init__(
+            f"synthetic:{count} (cycling {len(inputs)} {labelled} validation inputs)", fps
+        )
+
+    def _read(self, i: int) -> tuple[np.ndarray, int | None, str]:
+        if i >= self._count:
+            raise StopIteration
+        j = i % len(self._inputs)
+        origin = f"synthetic#{i}"
+        try:
+            raw = fit_frame(self._inputs[j], self._pre)
+        except ConfigError as exc:
+            raise FrameReadError(i, origin, f"validation input {j}: {exc}", self._key) from None
+        if np.shares_memory(raw, self._inputs):
+            raw = raw.copy()  # frames are handed out; never let a consumer write into the cycle
+        label = None if self._labels is None else int(self._labels[j])
+        return raw, label, origin
+
+
+def _import_cv2(what: str) -> Any:
+    try:
+        import cv2
+    except ImportError:
+        raise BackendUnavailableError(f"{what} needs OpenCV: {_OPENCV_HINT}") from None
+    return cv2
+
+
+def _bgr_to_raw(cv2: Any, img: np.ndarray, pre: Preprocessing) -> np.ndarray:
+    """An OpenCV frame (BGR, BGRA or gray) -> uint8 (H, W, C) fitted to `pre`."""
+    img = np.asarray(img)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.ndim == 3 and img.shape[-1] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY if pre.channels == 1 else cv2.COLOR_BGRA2RGB)
+    elif img.ndim == 3 and img.shape[-1] == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY if pre.channels == 1 else cv2.COLOR_BGR2RGB)
+    return fit_frame(img, pre)
+
+
+class _OpenCVSource(_Source):
+    def __init__(
+        self, cv2: Any, cap: Any, description: str, pre: Preprocessing, fps: float | None, key: str
+    ):
+        self._cv2 = cv2
+        self._cap = cap
+        self._pre = pre
+        self._key = key
+        super().__init__(description, fps)
+
+    def _grab(self, i: int, origin: str) -> np.ndarray | None:
+        ok, img = self._cap.read()
+        if not ok or img is None:
+            return None
+        try:
+            return _bgr_to_raw(self._cv2, img, self._pre)
+        except ConfigError as exc:
+            raise FrameReadError(i, origin, str(exc), self._key) from None
+
+    def _release(self) -> None:
+        cap, self._cap = self._cap, None
+        if cap is not None:
+            cap.release()
+
+
+class VideoSource(_OpenCVSource):
+    """A video file decoded with OpenCV until its end."""
+
+    def __init__(self, path: Path, pre: Preprocessing, fps: float | None, key: str):
+        cv2 = _import_cv2(f"reading the video file {path}")
+        cap = cv2.VideoCapture(str(path))
+        if not cap.isOpened():
+            cap.release()
+            raise ConfigError(key, str(path), f"OpenCV cannot open it as a video; {ACCEPTED_FORMS}")
+        self.path = path
+        self._reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        super().__init__(cv2, cap, f"video {path}", pre, fps, key)
+
+    def _read(self, i: int) -> tuple[np.ndarray, int | None, str]:
+        origin = f"{self.path.name}#{i}"
+        raw = self._grab(i, origin) if self._cap is not None else None
+        if raw is None:
+            if self._reported > 0 and i < self._reported:
+                log.warning(
+                    "video %s ended after %d frames; its container announces %d",
+                    self.path,
+                    i,
+                    self._reported,
+                )
+            else:
+                log.debug("video %s: %d frames", self.path, i)
+            raise StopIteration
+        return raw, None, origin
+
+
+class CameraSource(_OpenCVSource):
+    """A live camera. A failed capture raises FrameReadError once, then the stream ends."""
+
+    _pace_before_read = True
+
+    def __init__(self, number: int, pre: Preprocessing, fps: float | None, spec: str, key: str):
+        cv2 = _import_cv2(f"camera:{number}")
+        cap = cv2.VideoCapture(number)
+        if not cap.isOpened():
+            cap.release()
+            raise ConfigError(
+                key,
+                spec,
+                f"camera {number} did not open (no such device, busy, or no permission to open /dev/video{number})",
+            )
+        self.number = number
+        super().__init__(cv2, cap, f"camera:{number}", pre, fps, key)
+
+    def _read(self, i: int) -> tuple[np.ndarray, int | None, str]:
+        origin = f"camera:{self.number}#{i}"
+        raw = self._grab(i, origin) if self._cap is not None else None
+        if raw is None:
+            # A camera that stops delivering does not come back by asking again: report it, then end.
+            self._done = True
+            self._release()
+            log.warning("camera %d stopped delivering frames after %d", self.number, i)
+            raise FrameReadError(
+                i,
+                origin,
+                f"camera {self.number} stopped delivering frames; the stream ends here",
+                self._key,
+            )
+        return raw, None, origin
+
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)$", re.DOTALL)
+
+
+def _count(spec: str, key: str, text: str, minimum: int, what: str) -> int:
+    text = text.strip()
+    if not re.fullmatch(r"\d+", text) or int(text) < minimum:
+        raise ConfigError(
+            key, spec, f"{what} must be an integer >= {minimum}, not {text!r}; {ACCEPTED_FORMS}"
+        )
+    return int(text)
+
+
+def open_source(
+    spec: str,
+    preprocessing: Preprocessing,
+    bundle: Bundle | None = None,
+    fps: float | None = None,
+    key: str = "source",
+) -> FrameSource:
+    """Open the frame source described by `spec` (the --source flag); see the module docstring.
+
+    Raises ConfigError (naming `spec`) for a bad spec, a missing path, a camera
+    that does not open or synthetic frames without a bundle, ConfigError("fps")
+    for fps <= 0, and BackendUnavailableError when OpenCV (video, camera) or
+    Pillow (image files) is not installed.
+    """
+    if fps is not None:
+        if (
+            isinstance(fps, bool)
+            or not isinstance(fps, (int, float))
+            or not math.isfinite(fps)
+            or fps <= 0
+        ):
+            raise ConfigError(
+                "fps",
+                fps,
+                "must be a positive, finite number of frames per second (or unset: no pacing)",
+            )
+        fps = float(fps)
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError(key, spec, f"empty; {ACCEPTED_FORMS}")
+
+    source: _Source
+    m = _SCHEME.match(spec)
+    scheme, rest = (m.group(1).lower(), m.group(2)) if m else ("", "")
+    if scheme == "synthetic":
+        count = _count(spec, key, rest, 1, "the number of synthetic frames")
+        if bundle is None:
+            raise ConfigError(
+                key,
+                spec,
+                "synthetic frames cycle through a bundle's validation inputs; no bundle was given",
+            )
+        source = SyntheticSource(bundle, count, preprocessing, fps, spec, key)
+    elif scheme == "camera":
+        number = _count(spec, key, rest, 0, "the camera number")
+        source = CameraSource(number, preprocessing, fps, spec, key)
+    else:
+        path = Path(spec).expanduser()
+        suffix = path.suffix.lower()
+        if path.is_dir():
+            source = DirectorySource(path, preprocessing, fps, key)
+        elif path.is_file():
+            if suffix in IMAGE_SUFFIXES + ARRAY_SUFFIXES:
+                raise ConfigError(
+                    key,
+                    spec,
+                    f"a single {suffix} file is not a source (put it in a directory and give that); {ACCEPTED_FORMS}",
+                )
+            source = VideoSource(path, preprocessing, fps, key)
+        elif len(scheme) > 1:  # "C:..." is a Windows drive, not a scheme
+            raise ConfigError(
+                key, spec, f"unknown source scheme {spec.split(':', 1)[0]!r}; {ACCEPTED_FORMS}"
+            )
+        elif suffix in VIDEO_SUFFIXES:
+            raise ConfigError(key, spec, f"no such video file; {ACCEPTED_FORMS}")
+        elif path.exists():
+            raise ConfigError(
+                key, spec, f"neither a directory nor a regular file; {ACCEPTED_FORMS}"
+            )
+        else:
+            raise ConfigError(key, spec, f"no such file or directory; {ACCEPTED_FORMS}")
+    log.info("frame source: %s", source.description)
+    return source

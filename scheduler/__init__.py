@@ -1,0 +1,1 @@
+"""The scheduler: profiles, link estimation, the cost model and split policies."""

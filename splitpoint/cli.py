@@ -1,0 +1,251 @@
+"""The `splitpoint` command line.
+
+    splitpoint partition MODEL -o BUNDLE      make a bundle (heads + tails + manifest)
+    splitpoint inspect BUNDLE                 what a bundle holds
+    splitpoint cloud --bundle DIR ...         run the server
+    splitpoint edge --bundle DIR ...          run the agent
+    splitpoint demo                           all of it on loopback with the bundled digits model
+
+Errors the user can fix print one line naming the bad value and exit 2; other
+library errors exit 1. Heavy imports (TensorFlow) happen inside the commands
+that need them, so the edge side runs without TensorFlow installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import splitpoint
+from splitpoint import config as cfg
+from splitpoint.errors import ConfigError, PartitionError, SplitpointError
+
+log = logging.getLogger("splitpoint")
+
+
+def setup_logging(level: str = "info") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+# ---------------------------------------------------------------- partition
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
+    return value
+
+
+def cmd_partition(args: argparse.Namespace) -> int:
+    import time
+
+    from splitpoint.partition import PartitionOptions, load_model_source, parse_splits, partition
+
+    t0 = time.perf_counter()
+    src = load_model_source(args.model, args.input_size)
+    opts = PartitionOptions(
+        output=Path(args.output),
+        calibration_dir=Path(args.calibration) if args.calibration else None,
+        calibration_random=args.calibration_random,
+        splits=parse_splits(args.splits) if args.splits else None,
+        min_agreement=args.min_agreement,
+        jobs=args.jobs,
+        input_size=args.input_size,
+        force=args.force,
+    )
+    manifest = partition(src, opts)
+    print(_bundle_table(manifest))
+    print(f"\nbundle written to {args.output} in {time.perf_counter() - t0:.1f}s "
+          f"({len(manifest.splits)} splits, model digest {manifest.model_digest[:23]}...)")
+    return 0
+
+
+def _bundle_table(m: object) -> str:
+    from splitpoint.bundle import EDGETPU_CACHE_BYTES, Manifest
+
+    assert isinstance(m, Manifest)
+    rows = [("k", "after layer", "cut shape", "wire bytes", "head params", "edge tpu", "top-1 agree", "max err")]
+    for s in m.splits:
+        cut = "x".join(map(str, s.cut[0].shape)) if s.cut else "-"
+        params = f"{s.head_param_bytes / 1024:.0f} KiB" + (" >8MB!" if s.head_param_bytes > EDGETPU_CACHE_BYTES else "")
+        tpu = s.edgetpu.get("status", "")
+        if tpu == "compiled":
+            tpu = f"{s.edgetpu.get('ops_on_edgetpu')} tpu/{s.edgetpu.get('ops_on_cpu')} cpu ops"
+        v = s.verification
+        rows.append((
+            str(s.split), s.after_layer or "(input)", cut, str(s.wire_bytes), params if s.head else "-", tpu,
+            f"{v.get('top1_agreement', 0):.1%}", f"{v.get('max_abs_error', 0):.4f}",
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    head = f"{m.model_name}: {m.num_layers} layers, digest {m.model_digest[:23]}..., source {m.source}"
+    return "\n".join([head, *lines])
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from splitpoint.bundle import load_bundle
+
+    bundle = load_bundle(args.bundle)
+    print(_bundle_table(bundle.manifest))
+    print(f"\n{args.bundle}: all artifacts present and matching their sha256")
+    return 0
+
+
+# ---------------------------------------------------------------- cloud / edge
+
+
+def _load_side_config(cls: type, args: argparse.Namespace) -> object:
+    conf = cfg.load(cls, args, args.config)
+    if args.print_config:
+        print(cfg.to_toml(conf), end="")
+    return conf
+
+
+def cmd_cloud(args: argparse.Namespace) -> int:
+    from cloud_server.config import CloudConfig
+
+    conf = _load_side_config(CloudConfig, args)
+    if args.print_config:
+        return 0
+    assert isinstance(conf, CloudConfig)
+    setup_logging(conf.log_level)
+    from cloud_server.server import serve
+
+    return serve(conf)
+
+
+def cmd_edge(args: argparse.Namespace) -> int:
+    from edge_node.config import EdgeConfig
+
+    conf = _load_side_config(EdgeConfig, args)
+    if args.print_config:
+        return 0
+    assert isinstance(conf, EdgeConfig)
+    setup_logging(conf.log_level)
+    import signal
+
+    from edge_node.agent import EdgeAgent
+    from edge_node.sources import open_source
+
+    agent = EdgeAgent(conf)
+    signal.signal(signal.SIGTERM, lambda *_: agent.stop())
+    with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps) as source:
+        try:
+            summary = agent.run(source)
+        except KeyboardInterrupt:
+            agent.stop()
+            summary = agent.summary
+    acc = f", accuracy {summary.accuracy:.1%}" if summary.accuracy is not None else ""
+    med = summary.median_ms()
+    print(
+        f"{summary.frames} frames in {summary.seconds:.1f}s: {summary.cloud} cloud, {summary.local} local "
+        f"({summary.fallbacks} fallbacks), {summary.failed} failed{acc}"
+        + (f", median end-to-end {med:.1f} ms" if med is not None else "")
+        + f"; results in {conf.results}"
+    )
+    return 0 if summary.failed == 0 else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from splitpoint.demo import run_demo
+
+    return run_demo(Path(args.workdir), frames=args.frames, split=args.split, rebuild=args.rebuild)
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="splitpoint", description="Split a CNN between a Coral Edge TPU and a TensorFlow server.")
+    parser.add_argument("--version", action="version", version=f"splitpoint {splitpoint.__version__}")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("partition", help="split a Keras model into int8 heads and float tails (a bundle)",
+                       description="Partition a model into a bundle: int8 heads for the edge, float tails for the server.")
+    p.add_argument("model", help="a .keras/.h5 file, a SavedModel directory, or a built-in: digits-cnn, vgg16, mobilenetv2, resnet50")
+    p.add_argument("-o", "--output", required=True, metavar="BUNDLE", help="bundle directory to write")
+    cal = p.add_mutually_exclusive_group()
+    cal.add_argument("--calibration", metavar="DIR", help="representative frames (images or .npy) for int8 calibration")
+    cal.add_argument("--calibration-random", type=_positive_int, metavar="N", help="calibrate on N random frames")
+    p.add_argument("--splits", metavar="LIST", help="only these splits, e.g. 3,5,8-10 (0 and K are always built)")
+    p.add_argument("--min-agreement", type=_fraction, metavar="F",
+                   help="fail when a split's top-1 agreement with the float model is below F (default 0.98; "
+                        "random-weight built-ins only record it unless this is given)")
+    p.add_argument("--jobs", type=_positive_int, metavar="N", help="splits converted in parallel (default: 1, or 2 for big models)")
+    p.add_argument("--input-size", type=_positive_int, metavar="PX", help="input size for vgg16/mobilenetv2/resnet50 (default 224)")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle in BUNDLE")
+    p.set_defaults(func=cmd_partition)
+
+    p = sub.add_parser("inspect", help="show a bundle's splits and check its files")
+    p.add_argument("bundle", metavar="BUNDLE")
+    p.set_defaults(func=cmd_inspect)
+
+    from cloud_server.config import CloudConfig
+    from edge_node.config import EdgeConfig
+
+    for name, cls, func, text in (
+        ("cloud", CloudConfig, cmd_cloud, "run the server: tails on TensorFlow behind gRPC"),
+        ("edge", EdgeConfig, cmd_edge, "run the agent: heads on the Edge TPU or CPU, the rest offloaded"),
+    ):
+        p = sub.add_parser(name, help=text, description=f"{text}. Every flag is also a key of the --config TOML file.")
+        p.add_argument("--config", metavar="FILE", help="TOML file; flags given here override it")
+        p.add_argument("--print-config", action="store_true", help="print the effective config as TOML and exit")
+        cfg.add_arguments(p, cls)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("demo", help="partition the bundled digits model, start a server and an agent on loopback, stream frames")
+    p.add_argument("--workdir", default="splitpoint-demo", help="where the bundle and the results go (default: ./splitpoint-demo)")
+    p.add_argument("--frames", type=_positive_int, default=24, help="frames to stream (default 24)")
+    p.add_argument("--split", type=int, default=None, help="fixed split; default: take turns over every split")
+    p.add_argument("--rebuild", action="store_true", help="partition again even if the bundle exists")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging("debug" if args.verbose else "warning" if args.command == "demo" else "info")
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as err:
+        print(f"splitpoint {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except PartitionError as err:
+        print(f"splitpoint {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except SplitpointError as err:
+        print(f"splitpoint {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""Configuration: one TOML file per side, every key also a command-line flag.
+
+A config is a dataclass whose fields carry their help text. Values come from
+the defaults, then the TOML file (`--config FILE`), then flags given on the
+command line; the result is checked field by field and by the class's
+`validate()`, and every problem is a ConfigError naming the key and the value.
+A nested dataclass field is a TOML table (`[policy]`) and its keys are flags
+with the table's name in front (`--policy-deadline-ms`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tomllib
+
+from splitpoint.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | None = None,
+           default_factory: Any = dataclasses.MISSING, secret: bool = False) -> Any:
+    """A config field. `secret` values are never printed (tokens, keys)."""
+    meta = {"help": help, "choices": choices, "secret": secret}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-").replace(".", "-")
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _fields(cls: type) -> list[tuple[dataclasses.Field, Any]]:
+    hints = typing.get_type_hints(cls)
+    return [(f, hints[f.name]) for f in dataclasses.fields(cls)]
+
+
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "", skip: tuple[str, ...] = ()) -> None:
+    """One flag per key. Flags default to 'not given' so that the TOML file is not overridden."""
+    for f, tp in _fields(cls):
+        if f.name in skip:
+            continue
+        name = prefix + f.name
+        if _is_section(tp):
+            add_arguments(parser, tp, prefix=name + ".")
+            continue
+        base, optional = _unwrap_optional(tp)
+        help_text = f.metadata.get("help", "")
+        default = None if f.default is dataclasses.MISSING else f.default
+        if default not in (None, "") and not f.metadata.get("secret"):
+            help_text += f" (default: {default})"
+        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
+        if base is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["metavar"] = f.name.upper().split(".")[-1]
+            if f.metadata.get("choices"):
+                kwargs["choices"] = f.metadata["choices"]
+                kwargs.pop("metavar")
+        parser.add_argument(_flag(name), **kwargs)
+
+
+def _coerce(key: str, value: Any, tp: Any, choices: tuple | None) -> Any:
+    base, optional = _unwrap_optional(tp)
+    if value is None or (optional and value == ""):
+        if optional:
+            return None
+        raise ConfigError(key, value, "a value is required")
+    try:
+        if base is bool:
+            if isinstance(value, bool):
+                out: Any = value
+            elif isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+                out = value.lower() in ("true", "yes", "1", "on")
+            else:
+                raise ValueError
+        elif base is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            out = int(value)
+        elif base is float:
+            if isinstance(value, bool):
+                raise ValueError
+            out = float(value)
+        elif base is str:
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise ValueError
+            out = str(value)
+        elif typing.get_origin(base) is list:
+            (item,) = typing.get_args(base)
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, list):
+                raise ValueError
+            out = [_coerce(f"{key}[{i}]", v, item, None) for i, v in enumerate(value)]
+        else:
+            out = value
+    except (TypeError, ValueError):
+        kind = getattr(base, "__name__", str(base))
+        raise ConfigError(key, value, f"expected {'a list' if typing.get_origin(base) is list else 'an' if kind == 'int' else 'a'} {kind}") from None
+    if choices and out not in choices:
+        raise ConfigError(key, value, f"must be one of {', '.join(map(str, choices))}")
+    return out
+
+
+def build(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
+    """An instance of cls from a (TOML-shaped) dict; unknown keys and bad values are ConfigErrors."""
+    known = {f.name: (f, tp) for f, tp in _fields(cls)}
+    for key in values:
+        if key not in known:
+            raise ConfigError(prefix + key, values[key], f"unknown key; known keys: {', '.join(known)}")
+    kwargs: dict[str, Any] = {}
+    for name, (f, tp) in known.items():
+        key = prefix + name
+        if _is_section(tp):
+            sub = values.get(name, {})
+            if not isinstance(sub, dict):
+                raise ConfigError(key, sub, "expected a table")
+            kwargs[name] = build(tp, sub, prefix=key + ".")
+        elif name in values:
+            kwargs[name] = _coerce(key, values[name], tp, f.metadata.get("choices"))
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(key, None, f"is required (flag {_flag(key)} or key {name!r} in the config file)")
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if validate:
+        validate()
+    return obj
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError("--config", str(p), "file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("--config", str(p), f"not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise ConfigError("--config", str(p), f"unreadable ({exc.strerror})") from None
+
+
+def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for p in parents:
+        d = d.setdefault(p, {})
+    d[last] = value
+
+
+def load(cls: type[T], args: argparse.Namespace, config_path: str | Path | None = None) -> T:
+    """Defaults < TOML file < flags given on the command line."""
+    values = read_toml(config_path) if config_path else {}
+    names = set()
+    stack: list[tuple[type, str]] = [(cls, "")]
+    while stack:
+        c, prefix = stack.pop()
+        for f, tp in _fields(c):
+            if _is_section(tp):
+                stack.append((tp, prefix + f.name + "."))
+            else:
+                names.add(prefix + f.name)
+    for dotted in names:
+        if hasattr(args, dotted):
+            _set_dotted(values, dotted, getattr(args, dotted))
+    return build(cls, values)
+
+
+def to_toml(obj: Any, table: str = "") -> str:
+    """The effective config as TOML (secrets masked); `--print-config` shows this."""
+    lines: list[str] = []
+    sections: list[tuple[str, Any]] = []
+    for f, tp in _fields(type(obj)):
+        value = getattr(obj, f.name)
+        if _is_section(tp):
+            sections.append((f.name, value))
+            continue
+        help_text = f.metadata.get("help", "")
+        if help_text:
+            lines.append(f"# {help_text}")
+        if value is None:
+            lines.append(f"# {f.name} = (not set)")
+            continue
+        if f.metadata.get("secret") and value:
+            value = "********"
+        lines.append(f"{f.name} = {_toml_value(value)}")
+    out = (f"[{table}]\n" if table else "") + "\n".join(lines) + "\n"
+    for name, value in sections:
+        out += "\n" + to_toml(value, f"{table}.{name}" if table else name)
+    return out
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    s = str(v).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{s}"'
+
+
+def parse_address(key: str, text: str, allow_zero_port: bool = True) -> tuple[str, int]:
+    """'HOST:PORT' or '[v6]:PORT' -> (host, port); names the key and value when malformed."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(key, text, "expected HOST:PORT, e.g. 127.0.0.1:50051")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(key, text, f"port {port_text!r} is not a number") from None
+    if not (0 if allow_zero_port else 1) <= port <= 65535:
+        raise ConfigError(key, text, f"port {port} is out of range")
+    return host.strip("[]"), port

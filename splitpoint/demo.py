@@ -1,0 +1,151 @@
+"""`splitpoint demo`: the whole path on one machine, with the bundled digits model.
+
+1. partition the shipped digits CNN into a bundle (once; reused afterwards),
+2. start `splitpoint cloud` as a real process on a free loopback port,
+3. run the edge agent here on the bundle's held-out digits, taking turns over
+   every split (or one fixed split), printing a line per frame,
+4. print a summary (splits used, stage timings, accuracy) and stop the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from splitpoint.errors import BundleError, SplitpointError
+
+log = logging.getLogger(__name__)
+
+SERVER_START_TIMEOUT_S = 120.0
+
+
+class TakeTurns:
+    """Demo policy: frame n uses split candidates[n % len]."""
+
+    name = "take-turns"
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def choose(self, candidates: list[int]) -> int:
+        k = candidates[self.n % len(candidates)]
+        self.n += 1
+        return k
+
+    def observe(self, outcome: Any) -> None:
+        pass
+
+
+def ensure_bundle(path: Path, rebuild: bool = False) -> Path:
+    from splitpoint.bundle import load_bundle
+
+    if not rebuild:
+        try:
+            load_bundle(path)
+            print(f"using the bundle in {path}", flush=True)
+            return path
+        except BundleError:
+            pass
+    from splitpoint.partition import PartitionOptions, load_model_source, partition
+
+    print(f"partitioning the bundled digits CNN into {path} ...", flush=True)
+    t0 = time.perf_counter()
+    partition(load_model_source("digits-cnn"), PartitionOptions(output=path, force=True))
+    print(f"bundle ready in {time.perf_counter() - t0:.1f}s", flush=True)
+    return path
+
+
+def start_server(bundle: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
+    """`splitpoint cloud` in its own process; returns it and the address it printed."""
+    cmd = [sys.executable, "-m", "splitpoint", "cloud", "--bundle", str(bundle), "--listen", "127.0.0.1:0", "--log-level", "warning"]
+    log_fh = open(log_path, "w")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_fh, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    log_fh.close()
+    assert proc.stdout is not None
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith("splitpoint cloud listening on "):
+            return proc, line.rsplit(" ", 1)[1].strip()
+    proc.kill()
+    raise SplitpointError(f"the server did not start; its log: {log_path}\n{log_path.read_text()[-2000:]}")
+
+
+def run_demo(workdir: Path, frames: int = 24, split: int | None = None, rebuild: bool = False) -> int:
+    from edge_node.agent import EdgeAgent
+    from edge_node.config import EdgeConfig
+    from edge_node.sources import open_source
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    bundle = ensure_bundle(workdir / "bundle", rebuild)
+    results = workdir / "results.jsonl"
+    results.unlink(missing_ok=True)
+    print("starting the cloud server ...", flush=True)
+    server, address = start_server(bundle, workdir / "cloud.log")
+    try:
+        print(f"cloud server (pid {server.pid}) listening on {address}\n", flush=True)
+        conf = EdgeConfig(bundle=str(bundle), source=f"synthetic:{frames}", cloud=address, split=split,
+                          results=str(results), mode="latency", log_level="warning")
+        conf.validate()
+        header = f"{'frame':>5} {'split':>5} {'where':<6} {'label':>5} {'true':>5}  {'head ms':>8} {'transfer':>8} {'server':>8} {'e2e ms':>8}"
+        print(header)
+        print("-" * len(header))
+
+        def show(r: dict) -> None:
+            if r["status"] != "ok":
+                print(f"{r['frame_id']:>5} FAILED: {r['error']}")
+                return
+            t = r["timings_ms"]
+            server_ms = t.get("server_queue", 0) + t.get("server_compute", 0)
+            mark = "" if r["true_label"] is None else (" ok" if r["label"] == r["true_label"] else " WRONG")
+            print(
+                f"{r['frame_id']:>5} {r['split']:>5} {r['where']:<6} {r['label']:>5} {str(r['true_label']):>5}  "
+                f"{t.get('head', 0) + t.get('local', 0):>8.2f} {t.get('transfer', 0):>8.2f} {server_ms:>8.2f} "
+                f"{t['end_to_end']:>8.2f}{mark}",
+                flush=True,
+            )
+
+        agent = EdgeAgent(conf, policy=None if split is not None else TakeTurns(), on_result=show)
+        with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle) as source:
+            summary = agent.run(source)
+        print()
+        _print_summary(results, summary, agent.K)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            code = server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            code = -9
+        print(f"cloud server stopped (exit {code})")
+    return 0 if summary.failed == 0 else 1
+
+
+def _print_summary(results: Path, summary: Any, K: int) -> None:
+    from edge_node.results import read_results
+
+    rows = [r for r in read_results(results) if r["status"] == "ok"]
+    print(f"{summary.frames} frames in {summary.seconds:.2f}s: {summary.cloud} answered by the cloud, "
+          f"{summary.local} run locally ({summary.fallbacks} fallbacks), {summary.failed} failed")
+    if summary.accuracy is not None:
+        print(f"accuracy against the true labels: {summary.accuracy:.1%} ({summary.correct}/{summary.labelled})")
+    print(f"\nmedian stage timings (ms) by split  [k = 0: all cloud, k = {K}: all edge]")
+    print(f"{'split':>5} {'frames':>6} {'head':>8} {'transfer':>8} {'queue':>8} {'compute':>8} {'e2e':>8}")
+    for k in sorted({r["split"] for r in rows}):
+        mine = [r["timings_ms"] for r in rows if r["split"] == k]
+
+        def med(key: str, mine: list = mine) -> str:
+            vals = [t[key] for t in mine if key in t]
+            return f"{statistics.median(vals):8.2f}" if vals else f"{'-':>8}"
+
+        head = med("head") if k != K else med("local")
+        print(f"{k:>5} {len(mine):>6} {head} {med('transfer')} {med('server_queue')} {med('server_compute')} {med('end_to_end')}")

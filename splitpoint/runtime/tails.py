@@ -1,0 +1,99 @@
+"""Tails on the server: float Keras models run by TensorFlow, in batches.
+
+TensorFlow places work on a GPU when one is visible; nothing here needs to
+choose. A runner is thread-safe: a tf.function may be called from many threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from splitpoint.bundle import Bundle
+from splitpoint.errors import BackendUnavailableError, RequestError
+from splitpoint.runtime.tf import import_tensorflow
+
+log = logging.getLogger(__name__)
+
+
+def tensorflow_devices() -> list[str]:
+    tf = import_tensorflow()
+    return [d.name for d in tf.config.list_logical_devices()]
+
+
+class TailRunner:
+    """One tail loaded and traced once for any batch size."""
+
+    def __init__(self, path: Path, split: int):
+        tf = import_tensorflow()
+        import keras
+
+        t0 = time.perf_counter()
+        try:
+            self.model = keras.models.load_model(path, compile=False)
+        except Exception as exc:  # Keras raises many types for a bad file
+            raise BackendUnavailableError(f"cannot load tail {path}: {exc}") from None
+        self.split = split
+        shape = tuple(self.model.inputs[0].shape[1:])
+        self.input_shape = shape
+        model = self.model
+        self._fn = tf.function(
+            lambda x: model(x, training=False),
+            input_signature=[tf.TensorSpec((None, *shape), tf.float32)],
+        )
+        self._tf = tf
+        self.run(np.zeros((1, *shape), np.float32))  # trace and warm now, not on the first frame
+        log.info("tail %d loaded and warm in %.2fs", split, time.perf_counter() - t0)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """float32 (N, *cut shape) -> float32 (N, outputs)."""
+        return np.asarray(self._fn(self._tf.constant(batch, dtype=self._tf.float32)))
+
+
+class TailPool:
+    """Tails kept warm: all of them, or the `budget` most recently used (LRU)."""
+
+    def __init__(self, bundle: Bundle, budget: int = 0, preload: bool = True):
+        self.bundle = bundle
+        self.budget = budget
+        self._runners: OrderedDict[int, TailRunner] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[int, threading.Lock] = {}
+        self.servable = [s.split for s in bundle.manifest.splits if s.tail is not None]
+        if preload:
+            for k in self.servable if budget <= 0 else self.servable[-budget:]:
+                self.get(k)
+
+    def warm(self) -> list[int]:
+        with self._lock:
+            return list(self._runners)
+
+    def get(self, split: int) -> TailRunner:
+        with self._lock:
+            runner = self._runners.get(split)
+            if runner is not None:
+                self._runners.move_to_end(split)
+                return runner
+            if split not in self.servable:
+                raise RequestError(grpc.StatusCode.NOT_FOUND, f"split {split} has no tail on this server; servable: {self.servable}")
+            load_lock = self._loading.setdefault(split, threading.Lock())
+        with load_lock:  # one loader per split; other splits keep running meanwhile
+            with self._lock:
+                if split in self._runners:
+                    return self._runners[split]
+            spec = self.bundle.manifest.split(split)
+            assert spec.tail is not None
+            runner = TailRunner(self.bundle.path(spec.tail), split)
+            with self._lock:
+                self._runners[split] = runner
+                while self.budget > 0 and len(self._runners) > self.budget:
+                    evicted, _ = self._runners.popitem(last=False)
+                    log.info("tail %d evicted (warm budget %d)", evicted, self.budget)
+            return runner
+

@@ -1,0 +1,412 @@
+"""Frame sources: directories, .npy, synthetic, pacing, bad specs, cameras and video files."""
+
+from __future__ import annotations
+
+import glob
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edge_node.sources import Frame, FrameReadError, FrameSource, open_source
+from splitpoint.bundle import Preprocessing
+from splitpoint.errors import BackendUnavailableError, ConfigError
+
+GRAY8 = Preprocessing(height=8, width=8, channels=1, scale=1 / 255, offset=0.0)
+RGB8 = Preprocessing(height=8, width=8, channels=3, scale=1 / 255, offset=0.0)
+
+
+class FakeBundle:
+    """Duck-typed Bundle: only validation_data(), read from a validation.npz like the real one."""
+
+    def __init__(self, npz: Path):
+        self.npz = npz
+
+    def validation_data(self) -> tuple[np.ndarray, np.ndarray | None]:
+        with np.load(self.npz) as z:
+            return z["inputs"], (z["labels"] if "labels" in z.files else None)
+
+
+def make_bundle(tmp_path: Path, n: int = 3, labels: bool = True) -> FakeBundle:
+    inputs = np.stack([np.full((8, 8), 10 * (i + 1), np.uint8) for i in range(n)])
+    if labels:
+        np.savez(
+            tmp_path / "validation.npz", inputs=inputs, labels=np.arange(7, 7 + n, dtype=np.int64)
+        )
+    else:
+        np.savez(tmp_path / "validation.npz", inputs=inputs)
+    return FakeBundle(tmp_path / "validation.npz")
+
+
+def drain(source: FrameSource) -> list[Frame]:
+    with source:
+        return list(source)
+
+
+# -- directories -----------------------------------------------------------
+
+
+def test_directory_rgb_images_become_gray_8x8(tmp_path: Path) -> None:
+    Image.new("RGB", (30, 20), (255, 0, 0)).save(tmp_path / "b.png")
+    Image.new("RGBA", (8, 8), (0, 0, 255, 128)).save(tmp_path / "a.png")
+    Image.new("P", (5, 7), 0).save(tmp_path / "c.gif")
+    (tmp_path / "notes.txt").write_text("not a frame")  # ignored: not an image suffix
+    source = open_source(str(tmp_path), GRAY8)
+    assert isinstance(source, FrameSource)
+    frames = drain(source)
+    assert [f.origin for f in frames] == ["a.png", "b.png", "c.gif"]  # sorted by name
+    assert [f.index for f in frames] == [0, 1, 2]
+    for f in frames:
+        assert f.raw.shape == (8, 8, 1) and f.raw.dtype == np.uint8
+        assert f.label is None
+    assert np.all(frames[1].raw == 76)  # PIL L of pure red: 299/1000 * 255
+    assert np.all(frames[0].raw == 29)  # pure blue: 114/1000 * 255
+
+
+def test_directory_gray_images_become_rgb_8x8(tmp_path: Path) -> None:
+    Image.new("L", (5, 7), 100).save(tmp_path / "g.png")
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / "h.png")
+    before = time.time_ns()
+    frames = drain(open_source(str(tmp_path), RGB8))
+    after = time.time_ns()
+    assert [f.raw.shape for f in frames] == [(8, 8, 3)] * 2
+    assert np.all(frames[0].raw == 100)
+    assert (frames[1].raw == np.array([1, 2, 3], np.uint8)).all()
+    assert before <= frames[0].capture_time_ns <= frames[1].capture_time_ns <= after
+
+
+def test_directory_of_npy_arrays(tmp_path: Path) -> None:
+    np.save(tmp_path / "0.npy", np.full((8, 8), 5, np.uint8))
+    np.save(tmp_path / "1.npy", np.full((16, 16, 3), 200, np.uint8))
+    frames = drain(open_source(str(tmp_path), GRAY8))
+    assert [f.origin for f in frames] == ["0.npy", "1.npy"]
+    assert np.all(frames[0].raw == 5) and frames[0].raw.shape == (8, 8, 1)
+    assert np.all(frames[1].raw == 200) and frames[1].raw.shape == (8, 8, 1)
+
+
+def test_unreadable_file_raises_frame_read_error_and_iteration_resumes(tmp_path: Path) -> None:
+    Image.new("L", (8, 8), 1).save(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes(b"this is not a png")
+    np.save(tmp_path / "c.npy", np.zeros((8, 8), np.float32))  # not uint8: unreadable as a frame
+    Image.new("L", (8, 8), 4).save(tmp_path / "d.png")
+    with open_source(str(tmp_path), GRAY8) as source:
+        frames = iter(source)
+        assert next(frames).origin == "a.png"
+        with pytest.raises(FrameReadError) as info:
+            next(frames)
+        err = info.value
+        assert isinstance(err, ConfigError)
+        assert (err.index, err.origin) == (1, "b.png")
+        assert "b.png" in str(err)
+        with pytest.raises(FrameReadError) as info:
+            next(frames)
+        assert (info.value.index, info.value.origin) == (2, "c.npy")
+        assert "uint8" in str(info.value)
+        last = next(frames)
+        assert (last.index, last.origin) == (3, "d.png")
+        assert np.all(last.raw == 4)
+        with pytest.raises(StopIteration):
+            next(frames)
+
+
+def test_for_loop_resumes_after_frame_read_error(tmp_path: Path) -> None:
+    Image.new("L", (8, 8), 1).save(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes(b"")
+    Image.new("L", (8, 8), 3).save(tmp_path / "c.png")
+    seen: list[str] = []
+    failed: list[int] = []
+    with open_source(str(tmp_path), GRAY8) as source:
+        while True:
+            try:
+                for frame in source:
+                    seen.append(frame.origin)
+                break
+            except FrameReadError as exc:
+                failed.append(exc.index)
+    assert seen == ["a.png", "c.png"] and failed == [1]
+
+
+def test_empty_directory_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no image files"):
+        open_source(str(tmp_path), GRAY8)
+
+
+def test_close_is_idempotent_and_ends_iteration(tmp_path: Path) -> None:
+    for i in range(3):
+        Image.new("L", (8, 8), i).save(tmp_path / f"{i}.png")
+    source = open_source(str(tmp_path), GRAY8)
+    assert next(iter(source)).index == 0
+    source.close()
+    source.close()
+    assert list(source) == []
+
+
+# -- synthetic -----------------------------------------------------------
+
+
+def test_synthetic_cycles_validation_inputs_with_labels(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path, n=3)
+    frames = drain(open_source("synthetic:7", GRAY8, bundle=bundle))  # type: ignore[arg-type]
+    assert [f.index for f in frames] == list(range(7))
+    assert [f.label for f in frames] == [7, 8, 9, 7, 8, 9, 7]
+    assert [f.origin for f in frames] == [f"synthetic#{i}" for i in range(7)]
+    for f in frames:
+        assert f.raw.shape == (8, 8, 1) and f.raw.dtype == np.uint8
+        assert np.all(f.raw == 10 * (f.index % 3 + 1))
+
+
+def test_synthetic_frames_do_not_share_memory_with_the_cycle(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path, n=2)
+    with open_source("synthetic:3", GRAY8, bundle=bundle) as source:  # type: ignore[arg-type]
+        frames = iter(source)
+        first = next(frames)
+        first.raw[...] = 255  # a consumer scribbling on its frame
+        next(frames)
+        third = next(frames)
+    assert np.all(third.raw == 10)
+
+
+def test_synthetic_without_labels_and_resized(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path, n=2, labels=False)
+    pre = Preprocessing(height=4, width=6, channels=3, scale=1.0, offset=0.0)
+    frames = drain(open_source("synthetic:2", pre, bundle=bundle))  # type: ignore[arg-type]
+    assert [f.label for f in frames] == [None, None]
+    assert frames[0].raw.shape == (4, 6, 3) and np.all(frames[0].raw == 10)
+
+
+def test_synthetic_needs_a_bundle() -> None:
+    with pytest.raises(ConfigError, match="synthetic:3") as info:
+        open_source("synthetic:3", GRAY8)
+    assert "bundle" in str(info.value)
+
+
+# -- pacing -----------------------------------------------------------
+
+
+def test_fps_paces_frames(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path)
+    source = open_source("synthetic:5", GRAY8, bundle=bundle, fps=50)  # type: ignore[arg-type]
+    assert "50 fps" in source.description
+    t0 = time.monotonic()
+    frames = drain(source)
+    elapsed = time.monotonic() - t0
+    assert len(frames) == 5
+    assert elapsed >= 4 / 50 - 1e-3  # frame 4 is due 80 ms after frame 0; lower bound only
+    gaps = np.diff([f.capture_time_ns for f in frames])
+    assert (gaps >= 0).all()
+
+
+def test_no_fps_means_no_pacing_delay_floor(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path)
+    frames = drain(open_source("synthetic:50", GRAY8, bundle=bundle))  # type: ignore[arg-type]
+    assert len(frames) == 50
+
+
+@pytest.mark.parametrize("fps", [0, -1, -0.5, float("nan"), float("inf")])
+def test_bad_fps_is_a_config_error(tmp_path: Path, fps: float) -> None:
+    bundle = make_bundle(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        open_source("synthetic:2", GRAY8, bundle=bundle, fps=fps)  # type: ignore[arg-type]
+    assert info.value.key == "fps"
+    assert repr(fps) in str(info.value)
+
+
+# -- bad specs -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "",
+        "synthetic:0",
+        "synthetic:x",
+        "synthetic:",
+        "synthetic:-2",
+        "camera:-1",
+        "camera:x",
+        "camera:",
+        "camera:1.5",
+        "webcam:0",
+        "rtsp://example.invalid/stream",
+        "definitely/not/here",
+        "missing_clip.mp4",
+    ],
+)
+def test_bad_spec_is_a_config_error_naming_it(tmp_path: Path, spec: str) -> None:
+    bundle = make_bundle(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        open_source(spec, GRAY8, bundle=bundle, key="--source")  # type: ignore[arg-type]
+    err = info.value
+    assert err.key == "--source"
+    assert err.value == spec
+    assert repr(spec) in str(err)
+    if spec:
+        assert "synthetic:N" in err.reason and "camera:N" in err.reason  # lists the accepted forms
+
+
+def test_single_image_file_is_not_a_source(tmp_path: Path) -> None:
+    Image.new("L", (8, 8), 1).save(tmp_path / "one.png")
+    with pytest.raises(ConfigError, match="one.png"):
+        open_source(str(tmp_path / "one.png"), GRAY8)
+
+
+# -- cameras -----------------------------------------------------------
+
+
+def fake_cv2(frames: list[np.ndarray], opens: bool = True) -> Any:
+    """Just enough of cv2 for CameraSource: VideoCapture, cvtColor and the constants it uses."""
+    mod: Any = types.ModuleType("cv2")
+    mod.COLOR_BGR2RGB, mod.COLOR_BGR2GRAY, mod.COLOR_BGRA2RGB, mod.COLOR_BGRA2GRAY = 1, 2, 3, 4
+    mod.CAP_PROP_FRAME_COUNT = 7
+    mod.captures = []
+
+    def cvt(img: np.ndarray, code: int) -> np.ndarray:
+        rgb = img[..., 2::-1]
+        return rgb.mean(axis=-1).astype(np.uint8) if code in (2, 4) else np.ascontiguousarray(rgb)
+
+    class VideoCapture:
+        def __init__(self, what: object) -> None:
+            self.what, self.released, self.left = what, 0, list(frames)
+            mod.captures.append(self)
+
+        def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
+            return opens
+
+        def read(self) -> tuple[bool, np.ndarray | None]:
+            return (True, self.left.pop(0)) if self.left else (False, None)
+
+        def get(self, prop: int) -> float:
+            return 0.0
+
+        def release(self) -> None:
+            self.released += 1
+
+    mod.VideoCapture = VideoCapture
+    mod.cvtColor = cvt
+    return mod
+
+
+def test_camera_frames_bgr_to_rgb_then_error_then_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    bgr = np.zeros((16, 16, 3), np.uint8)
+    bgr[..., 2] = 250  # red in BGR order
+    cv2 = fake_cv2([bgr, bgr])
+    monkeypatch.setitem(sys.modules, "cv2", cv2)
+    source = open_source("camera:2", RGB8, fps=100)
+    assert cv2.captures[0].what == 2
+    frames = iter(source)
+    got = [next(frames), next(frames)]
+    assert [f.origin for f in got] == ["camera:2#0", "camera:2#1"]
+    assert (got[0].raw[..., 0] == 250).all() and (got[0].raw[..., 1:] == 0).all()
+    with pytest.raises(FrameReadError, match="stopped delivering") as info:
+        next(frames)
+    assert info.value.index == 2
+    with pytest.raises(StopIteration):  # a dead camera ends the stream instead of failing forever
+        next(frames)
+    source.close()
+    source.close()
+    assert cv2.captures[0].released == 1
+
+
+def test_camera_gray_preprocessing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "cv2", fake_cv2([np.full((8, 8, 3), 90, np.uint8)]))
+    with open_source("camera:0", GRAY8) as source:
+        frame = next(iter(source))
+    assert frame.raw.shape == (8, 8, 1) and np.all(frame.raw == 90)
+
+
+def test_camera_that_does_not_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    cv2 = fake_cv2([], opens=False)
+    monkeypatch.setitem(sys.modules, "cv2", cv2)
+    with pytest.raises(ConfigError, match="camera 3 did not open") as info:
+        open_source("camera:3", GRAY8)
+    assert info.value.value == "camera:3"
+    assert cv2.captures[0].released == 1
+
+
+def test_camera_and_video_without_opencv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "cv2", None)  # makes `import cv2` fail
+    with pytest.raises(BackendUnavailableError, match=r"splitpoint\[video\]"):
+        open_source("camera:0", GRAY8)
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\0" * 16)
+    with pytest.raises(BackendUnavailableError, match="opencv-python-headless"):
+        open_source(str(clip), GRAY8)
+
+
+def test_real_camera_0_without_a_camera() -> None:
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        with pytest.raises(BackendUnavailableError, match=r"splitpoint\[video\]"):
+            open_source("camera:0", GRAY8)
+        return
+    if not sys.platform.startswith("linux") or glob.glob("/dev/video*"):
+        pytest.skip("a camera may be present (or opening one may prompt and hang) on this machine")
+    with pytest.raises(ConfigError, match="camera 0 did not open"):
+        open_source("camera:0", GRAY8)
+
+
+# -- video files -----------------------------------------------------------
+
+
+def write_video(
+    path: Path, colours_bgr: list[tuple[int, int, int]], size: tuple[int, int] = (32, 24)
+) -> None:
+    cv2 = pytest.importorskip("cv2")
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10.0, size)
+    if not writer.isOpened():
+        pytest.skip("this OpenCV build cannot write MJPG")
+    for colour in colours_bgr:
+        writer.write(np.full((size[1], size[0], 3), colour, np.uint8))
+    writer.release()
+
+
+def test_video_file_decoded_rgb(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.avi"
+    colours = [(0, 0, 255), (0, 255, 0), (255, 0, 0)] * 2  # BGR: red, green, blue
+    write_video(clip, colours)
+    source = open_source(str(clip), RGB8)
+    assert "clip.avi" in source.description
+    frames = drain(source)
+    assert [f.index for f in frames] == list(range(6))
+    assert [f.origin for f in frames] == [f"clip.avi#{i}" for i in range(6)]
+    for f, bgr in zip(frames, colours, strict=True):
+        assert f.raw.shape == (8, 8, 3) and f.raw.dtype == np.uint8 and f.label is None
+        rgb = np.array(bgr[::-1], dtype=int)
+        assert np.abs(f.raw.astype(int).mean(axis=(0, 1)) - rgb).max() < 20  # MJPG is lossy
+
+
+def test_video_file_gray_and_unusual_suffix(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.avi"
+    write_video(clip, [(200, 200, 200)] * 3)
+    # an existing file that is not an image is tried as a video, whatever its suffix
+    renamed = clip.rename(tmp_path / "recording.bin")
+    frames = drain(open_source(str(renamed), GRAY8))
+    assert len(frames) == 3
+    assert frames[0].raw.shape == (8, 8, 1)
+    assert abs(int(frames[0].raw.mean()) - 200) < 20
+
+
+def test_video_close_mid_stream(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.avi"
+    write_video(clip, [(0, 0, 0)] * 5)
+    source = open_source(str(clip), GRAY8)
+    frames = iter(source)
+    next(frames)
+    source.close()
+    source.close()
+    assert list(source) == []
+
+
+def test_file_opencv_cannot_open_is_a_config_error(tmp_path: Path) -> None:
+    pytest.importorskip("cv2")
+    junk = tmp_path / "notes.txt"
+    junk.write_text("hello, not a video")
+    with pytest.raises(ConfigError, match="notes.txt") as info:
+        open_source(str(junk), GRAY8)
+    assert "cannot open it as a video" in info.value.reason
