@@ -80,7 +80,7 @@ class Quantization:
             if not (math.isfinite(s) and s > 0):
                 raise TensorError(f"{field}.scale", s, "must be finite and > 0")
         if dtype.name not in _QUANTIZED_DTYPES:
-            raise TensorError("dtype", dtype.name, f"quantized tensors must be one of {sorted(_QUANTIZED_DTYPES)}")
+            raise TensorError(f"{field.rsplit('.', 1)[0]}.dtype" if "." in field else "dtype", dtype.name, f"quantized tensors must be one of {sorted(_QUANTIZED_DTYPES)}")
         info = np.iinfo(dtype)
         for z in self.zero_point:
             if not info.min <= z <= info.max:
@@ -177,6 +177,8 @@ def decode(msg: tensor_pb2.Tensor, max_bytes: int = DEFAULT_MAX_TENSOR_BYTES, fi
             data = inflater.decompress(data, nbytes + 1)  # bounded: a zip bomb stops here
         except zlib.error as exc:
             raise TensorError(f"{field}.data", f"{len(msg.data)} bytes", f"not valid zlib data ({exc})") from None
+        if len(data) == nbytes and not inflater.eof:
+            raise TensorError(f"{field}.data", f"{len(msg.data)} bytes", "truncated zlib stream (no end marker)")
     elif msg.compression != tensor_pb2.COMPRESSION_NONE:
         raise TensorError(f"{field}.compression", msg.compression, "unknown compression")
     if len(data) != nbytes:

@@ -1,12 +1,9 @@
-from collections.abc import Iterable as _Iterable
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar
-
+from splitpoint.v1 import tensor_pb2 as _tensor_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from google.protobuf.internal import containers as _containers
-
-from splitpoint.v1 import tensor_pb2 as _tensor_pb2
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -24,7 +21,7 @@ class InferRequest(_message.Message):
     tensors: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.Tensor]
     capture_time_unix_ns: int
     budget_ms: int
-    def __init__(self, frame_id: int | None = ..., model_digest: str | None = ..., split: int | None = ..., tensors: _Iterable[_tensor_pb2.Tensor | _Mapping] | None = ..., capture_time_unix_ns: int | None = ..., budget_ms: int | None = ...) -> None: ...
+    def __init__(self, frame_id: _Optional[int] = ..., model_digest: _Optional[str] = ..., split: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., capture_time_unix_ns: _Optional[int] = ..., budget_ms: _Optional[int] = ...) -> None: ...
 
 class ServerTiming(_message.Message):
     __slots__ = ("queue_ms", "compute_ms", "total_ms", "batch_size")
@@ -36,7 +33,7 @@ class ServerTiming(_message.Message):
     compute_ms: float
     total_ms: float
     batch_size: int
-    def __init__(self, queue_ms: float | None = ..., compute_ms: float | None = ..., total_ms: float | None = ..., batch_size: int | None = ...) -> None: ...
+    def __init__(self, queue_ms: _Optional[float] = ..., compute_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., batch_size: _Optional[int] = ...) -> None: ...
 
 class ServerLoad(_message.Message):
     __slots__ = ("queued", "running", "workers", "streams")
@@ -48,7 +45,7 @@ class ServerLoad(_message.Message):
     running: int
     workers: int
     streams: int
-    def __init__(self, queued: int | None = ..., running: int | None = ..., workers: int | None = ..., streams: int | None = ...) -> None: ...
+    def __init__(self, queued: _Optional[int] = ..., running: _Optional[int] = ..., workers: _Optional[int] = ..., streams: _Optional[int] = ...) -> None: ...
 
 class FrameError(_message.Message):
     __slots__ = ("code", "message")
@@ -56,7 +53,7 @@ class FrameError(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     code: int
     message: str
-    def __init__(self, code: int | None = ..., message: str | None = ...) -> None: ...
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class InferResponse(_message.Message):
     __slots__ = ("frame_id", "split", "outputs", "timing", "load", "error")
@@ -72,7 +69,7 @@ class InferResponse(_message.Message):
     timing: ServerTiming
     load: ServerLoad
     error: FrameError
-    def __init__(self, frame_id: int | None = ..., split: int | None = ..., outputs: _Iterable[_tensor_pb2.Tensor | _Mapping] | None = ..., timing: ServerTiming | _Mapping | None = ..., load: ServerLoad | _Mapping | None = ..., error: FrameError | _Mapping | None = ...) -> None: ...
+    def __init__(self, frame_id: _Optional[int] = ..., split: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., timing: _Optional[_Union[ServerTiming, _Mapping]] = ..., load: _Optional[_Union[ServerLoad, _Mapping]] = ..., error: _Optional[_Union[FrameError, _Mapping]] = ...) -> None: ...
 
 class DescribeRequest(_message.Message):
     __slots__ = ()
@@ -88,7 +85,7 @@ class TensorSpec(_message.Message):
     dtype: _tensor_pb2.DType
     shape: _containers.RepeatedScalarFieldContainer[int]
     quantization: _tensor_pb2.Quantization
-    def __init__(self, name: str | None = ..., dtype: _tensor_pb2.DType | str | None = ..., shape: _Iterable[int] | None = ..., quantization: _tensor_pb2.Quantization | _Mapping | None = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., quantization: _Optional[_Union[_tensor_pb2.Quantization, _Mapping]] = ...) -> None: ...
 
 class SplitInfo(_message.Message):
     __slots__ = ("split", "cut", "wire_bytes", "warm")
@@ -100,7 +97,7 @@ class SplitInfo(_message.Message):
     cut: _containers.RepeatedCompositeFieldContainer[TensorSpec]
     wire_bytes: int
     warm: bool
-    def __init__(self, split: int | None = ..., cut: _Iterable[TensorSpec | _Mapping] | None = ..., wire_bytes: int | None = ..., warm: bool | None = ...) -> None: ...
+    def __init__(self, split: _Optional[int] = ..., cut: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., wire_bytes: _Optional[int] = ..., warm: _Optional[bool] = ...) -> None: ...
 
 class BundleInfo(_message.Message):
     __slots__ = ("model_name", "model_digest", "num_layers", "splits", "server_version", "max_message_bytes")
@@ -116,7 +113,7 @@ class BundleInfo(_message.Message):
     splits: _containers.RepeatedCompositeFieldContainer[SplitInfo]
     server_version: str
     max_message_bytes: int
-    def __init__(self, model_name: str | None = ..., model_digest: str | None = ..., num_layers: int | None = ..., splits: _Iterable[SplitInfo | _Mapping] | None = ..., server_version: str | None = ..., max_message_bytes: int | None = ...) -> None: ...
+    def __init__(self, model_name: _Optional[str] = ..., model_digest: _Optional[str] = ..., num_layers: _Optional[int] = ..., splits: _Optional[_Iterable[_Union[SplitInfo, _Mapping]]] = ..., server_version: _Optional[str] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
 
 class ProbeRequest(_message.Message):
     __slots__ = ("payload", "response_bytes")
@@ -124,7 +121,7 @@ class ProbeRequest(_message.Message):
     RESPONSE_BYTES_FIELD_NUMBER: _ClassVar[int]
     payload: bytes
     response_bytes: int
-    def __init__(self, payload: bytes | None = ..., response_bytes: int | None = ...) -> None: ...
+    def __init__(self, payload: _Optional[bytes] = ..., response_bytes: _Optional[int] = ...) -> None: ...
 
 class ProbeResponse(_message.Message):
     __slots__ = ("payload", "received_bytes", "server_time_ms")
@@ -134,4 +131,4 @@ class ProbeResponse(_message.Message):
     payload: bytes
     received_bytes: int
     server_time_ms: float
-    def __init__(self, payload: bytes | None = ..., received_bytes: int | None = ..., server_time_ms: float | None = ...) -> None: ...
+    def __init__(self, payload: _Optional[bytes] = ..., received_bytes: _Optional[int] = ..., server_time_ms: _Optional[float] = ...) -> None: ...

@@ -1,11 +1,9 @@
-from collections.abc import Iterable as _Iterable
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar
-
-from google.protobuf import descriptor as _descriptor
-from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -45,7 +43,7 @@ class Quantization(_message.Message):
     scale: _containers.RepeatedScalarFieldContainer[float]
     zero_point: _containers.RepeatedScalarFieldContainer[int]
     axis: int
-    def __init__(self, scale: _Iterable[float] | None = ..., zero_point: _Iterable[int] | None = ..., axis: int | None = ...) -> None: ...
+    def __init__(self, scale: _Optional[_Iterable[float]] = ..., zero_point: _Optional[_Iterable[int]] = ..., axis: _Optional[int] = ...) -> None: ...
 
 class Tensor(_message.Message):
     __slots__ = ("name", "dtype", "shape", "data", "quantization", "compression")
@@ -61,4 +59,4 @@ class Tensor(_message.Message):
     data: bytes
     quantization: Quantization
     compression: Compression
-    def __init__(self, name: str | None = ..., dtype: DType | str | None = ..., shape: _Iterable[int] | None = ..., data: bytes | None = ..., quantization: Quantization | _Mapping | None = ..., compression: Compression | str | None = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ..., quantization: _Optional[_Union[Quantization, _Mapping]] = ..., compression: _Optional[_Union[Compression, str]] = ...) -> None: ...
