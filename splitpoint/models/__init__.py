@@ -110,6 +110,9 @@ def export_digits_data(path: Path = DIGITS_DATA) -> None:
 
 def reference_model(name: str, input_size: int | None = None, seed: int = 0) -> ModelSource:
     """One of BUILTIN, ready to partition."""
+    from splitpoint.runtime.tf import import_tensorflow
+
+    import_tensorflow()
     import keras
 
     if name == "digits-cnn":

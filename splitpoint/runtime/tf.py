@@ -15,6 +15,7 @@ def import_tensorflow() -> ModuleType:
     """TensorFlow with its C++ log spam turned down. The edge side never needs it."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
+        import keras  # noqa: F401  (Keras 3 comes with TensorFlow)
         import tensorflow as tf
     except ImportError as exc:
         raise BackendUnavailableError(
