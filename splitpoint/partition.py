@@ -70,7 +70,10 @@ def as_functional(model: Any) -> Any:
     import keras
 
     if isinstance(model, keras.Sequential):
-        inputs = model.inputs
+        try:
+            inputs = model.inputs
+        except AttributeError:  # Keras 3 raises instead of returning [] for an unbuilt Sequential
+            inputs = None
         if not inputs:
             raise PartitionError(f"Sequential model {model.name!r} is not built: give it an Input layer")
         x = inp = keras.Input(batch_shape=inputs[0].shape, dtype=inputs[0].dtype, name="input")
@@ -511,12 +514,6 @@ def partition(
     t_start = time.perf_counter()
     tf = import_tensorflow()
     out = opts.output
-    _prepare_output(out, opts.force)
-    (out / "edge").mkdir(parents=True, exist_ok=True)
-    (out / "cloud").mkdir(parents=True, exist_ok=True)
-    (out / "data").mkdir(parents=True, exist_ok=True)
-    (out / ".work").mkdir(parents=True, exist_ok=True)
-
     model = as_functional(src.model)
     cuts, K = find_cut_points(model)
     available = [c.split for c in cuts]
@@ -527,6 +524,12 @@ def partition(
             raise PartitionError(f"--splits: {bad} are not candidate splits of {src.name}; candidates: {available}")
         wanted = set(opts.splits) | {0, K}  # all-cloud and all-edge are always there
     splits = sorted(wanted)
+    # Only now touch the output: a bad --splits must not leave (or, with --force, destroy) a bundle.
+    _prepare_output(out, opts.force)
+    (out / "edge").mkdir(parents=True, exist_ok=True)
+    (out / "cloud").mkdir(parents=True, exist_ok=True)
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    (out / ".work").mkdir(parents=True, exist_ok=True)
     enforce = src.trained if opts.min_agreement is None else True
     min_agreement = DEFAULT_MIN_AGREEMENT if opts.min_agreement is None else opts.min_agreement
     if not enforce:
