@@ -1,0 +1,96 @@
+"""The cost model: predicted end-to-end latency and edge energy of every split.
+
+For split k with uplink bandwidth B, round-trip time R and server queue Q:
+
+    latency(k) = head(k) + bytes(k) / B + R + Q + tail(k)          (k = K: head(K) only)
+    energy(k)  = P_head(k) * head(k) + P_tx(B) * bytes(k) / B + P_idle * (R + Q + tail(k))
+
+head and tail come from measured profiles (median by default, or p95 for a
+cautious planner); bytes(k) is the cut tensor plus the per-frame framing; P_head
+from the edge profile's meter or a power table, P_tx from the radio model, P_idle
+from the profile or the table. Times in ms and powers in W give energy in mJ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from scheduler.link import LinkState
+from scheduler.profiles import Profile
+from splitpoint.errors import ConfigError
+
+#: protobuf + gRPC framing per frame beyond the tensor data (measured: about 60-90 bytes)
+FRAME_OVERHEAD_BYTES = 96
+
+
+@dataclass(frozen=True)
+class Prediction:
+    split: int
+    latency_ms: float
+    energy_mj: float | None
+    head_ms: float
+    transfer_ms: float
+    rtt_ms: float
+    queue_ms: float
+    tail_ms: float
+    wire_bytes: int
+
+
+@dataclass
+class EnergyModel:
+    """Where the watts come from. head_power(k) may raise ConfigError when a split has no figure."""
+
+    head_power: Callable[[int], float]
+    idle_w: float
+    tx_watts: Callable[[float], float]  # bandwidth in bit/s -> radio power while sending, W
+    source: str = ""
+
+
+@dataclass
+class CostModel:
+    edge: Profile
+    cloud: Profile
+    energy: EnergyModel | None = None
+    stat: str = "median_ms"
+    num_layers: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.edge.bundle_digest != self.cloud.bundle_digest:
+            raise ConfigError(
+                "cloud profile", self.cloud.bundle_digest,
+                f"was measured for another bundle than the edge profile ({self.edge.bundle_digest})",
+            )
+        self.num_layers = max(self.edge.splits)
+
+    @property
+    def splits(self) -> list[int]:
+        """Splits both profiles cover."""
+        return sorted(k for k in self.edge.splits if k == self.num_layers or k in self.cloud.splits)
+
+    def predict(self, k: int, link: LinkState) -> Prediction:
+        head = self.edge.latency_ms(k, self.stat)
+        if k == self.num_layers:
+            energy = None
+            if self.energy is not None:
+                energy = self.energy.head_power(k) * head
+            return Prediction(k, head, energy, head, 0.0, 0.0, 0.0, 0.0, 0)
+        wire = self.edge.splits[k].wire_bytes + FRAME_OVERHEAD_BYTES
+        if link.bandwidth_bps <= 0:
+            transfer = float("inf")
+        else:
+            transfer = wire * 8 / link.bandwidth_bps * 1000
+        tail = self.cloud.latency_ms(k, self.stat)
+        latency = head + transfer + link.rtt_ms + link.server_queue_ms + tail
+        energy = None
+        if self.energy is not None:
+            e = self.energy
+            energy = (
+                e.head_power(k) * head
+                + e.tx_watts(link.bandwidth_bps) * transfer
+                + e.idle_w * (link.rtt_ms + link.server_queue_ms + tail)
+            )
+        return Prediction(k, latency, energy, head, transfer, link.rtt_ms, link.server_queue_ms, tail, wire)
+
+    def predict_all(self, candidates: list[int], link: LinkState) -> list[Prediction]:
+        return [self.predict(k, link) for k in candidates if k in self.edge.splits and (k == self.num_layers or k in self.cloud.splits)]

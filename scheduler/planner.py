@@ -1,0 +1,129 @@
+"""Building a policy from its config: profiles, power figures, link estimator; and `explain`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import asdict
+from typing import Any
+
+from scheduler.cost import CostModel, EnergyModel, Prediction
+from scheduler.link import LinkEstimator, LinkState
+from scheduler.policy import AdaptivePolicy, Decision, FixedPolicy, PolicyConfig, SplitPolicy, decide
+from scheduler.profiles import Profile, load_profile
+from splitpoint.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+_BW_UNITS = {"bps": 1.0, "kbps": 1e3, "mbps": 1e6, "gbps": 1e9}
+_TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def parse_bandwidth(text: str, key: str = "--bandwidth") -> float:
+    """'5Mbps', '500kbps', '2.5 mbps', '1e6' (bit/s) -> bit/s."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([a-zA-Z/]*)\s*", text)
+    unit = (m.group(2).lower().replace("/s", "ps") if m else "") or "bps"
+    if not m or unit not in _BW_UNITS:
+        raise ConfigError(key, text, "expected a rate like 5Mbps, 500kbps or 2e6 (bit/s)")
+    value = float(m.group(1)) * _BW_UNITS[unit]
+    if value <= 0:
+        raise ConfigError(key, text, "must be > 0")
+    return value
+
+
+def parse_duration_ms(text: str, key: str = "--rtt") -> float:
+    """'40ms', '0.04s', '40' (ms) -> ms."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(us|ms|s)?\s*", text)
+    if not m:
+        raise ConfigError(key, text, "expected a duration like 40ms or 0.04s")
+    return float(m.group(1)) * _TIME_UNITS[m.group(2) or "ms"]
+
+
+def energy_model(cfg: PolicyConfig, edge: Profile) -> EnergyModel | None:
+    """Watts from a power table when given, else from the edge profile's meter; None if neither."""
+    from scheduler.power import PowerTable, RadioModel
+
+    radio = RadioModel.load(cfg.radio) if cfg.radio else RadioModel()
+
+    def tx(bps: float) -> float:
+        return radio.tx_watts(bps, link=cfg.link)
+
+    if cfg.power_table:
+        table = PowerTable.load(cfg.power_table)
+        return EnergyModel(table.head_power, table.idle_w, tx, f"power table {cfg.power_table}")
+    metered = {k: s.power_w for k, s in edge.splits.items() if s.power_w is not None}
+    if metered and edge.idle_power_w is not None:
+        def head_power(k: int) -> float:
+            if k not in metered:
+                raise ConfigError("policy.edge_profile", cfg.edge_profile, f"split {k} has no metered power")
+            return float(metered[k])
+
+        return EnergyModel(head_power, float(edge.idle_power_w), tx, f"edge profile meter ({edge.power_source})")
+    return None
+
+
+def build_cost_model(cfg: PolicyConfig, bundle_digest: str) -> CostModel:
+    edge = load_profile(cfg.edge_profile, "edge", bundle_digest)
+    cloud = load_profile(cfg.cloud_profile, "cloud", bundle_digest)
+    energy = energy_model(cfg, edge)
+    if energy is None and cfg.needs_energy:
+        raise ConfigError(
+            "policy.power_table", cfg.power_table,
+            f"policy {cfg.name!r} needs power figures: the edge profile has no meter readings "
+            "(no power meter was found when profiling); give a power table",
+        )
+    return CostModel(edge, cloud, energy, stat="median_ms" if cfg.stat == "median" else "p95_ms")
+
+
+def build_policy(cfg: PolicyConfig, bundle_digest: str, num_layers: int, fixed_split: int | None,
+                 link: LinkEstimator | None = None) -> SplitPolicy:
+    """The policy the agent runs; `fixed_split` is the agent's --split (a fixed policy's default)."""
+    if cfg.name == "fixed":
+        return FixedPolicy(cfg.split if cfg.split is not None else fixed_split if fixed_split is not None else num_layers)
+    from scheduler.power import read_battery_percent
+
+    cost = build_cost_model(cfg, bundle_digest)
+
+    def battery() -> float | None:
+        level, _ = read_battery_percent(cfg.battery_file or None)
+        return level
+
+    return AdaptivePolicy(cfg, cost, link or LinkEstimator(), battery if cfg.battery_low_pct is not None else None)
+
+
+def explain(cost: CostModel, cfg: PolicyConfig, link: LinkState, candidates: list[int] | None = None) -> tuple[list[Prediction], Decision]:
+    preds = cost.predict_all(candidates or cost.splits, link)
+    return preds, decide(preds, cfg.name if cfg.name != "fixed" else "min-latency", cfg)
+
+
+def explain_json(preds: list[Prediction], decision: Decision, link: LinkState, cfg: PolicyConfig) -> str:
+    return json.dumps(
+        {
+            "policy": cfg.name,
+            "link": asdict(link),
+            "deadline_ms": cfg.deadline_ms,
+            "energy_budget_mj": cfg.energy_budget_mj,
+            "chosen": decision.split,
+            "feasible": decision.feasible,
+            "reason": decision.reason,
+            "splits": [asdict(p) for p in preds],
+        },
+        indent=2,
+    )
+
+
+def explain_table(preds: list[Prediction], decision: Decision, link: LinkState, cfg: PolicyConfig) -> str:
+    rows = [f"link {link}; policy {cfg.name}"
+            + (f", deadline {cfg.deadline_ms:g} ms" if cfg.deadline_ms is not None else "")
+            + (f", energy budget {cfg.energy_budget_mj:g} mJ" if cfg.energy_budget_mj is not None else "")]
+    rows.append(f"  {'k':>3} {'wire KB':>9} {'head ms':>9} {'xfer ms':>9} {'rtt+q ms':>9} {'tail ms':>8} "
+                f"{'latency ms':>11} {'energy mJ':>10}")
+    for p in preds:
+        energy = f"{p.energy_mj:10.1f}" if p.energy_mj is not None else f"{'-':>10}"
+        mark = "->" if p.split == decision.split else "  "
+        rows.append(f"{mark}{p.split:>3} {p.wire_bytes / 1024:>9.1f} {p.head_ms:>9.2f} {p.transfer_ms:>9.2f} "
+                    f"{p.rtt_ms + p.queue_ms:>9.2f} {p.tail_ms:>8.2f} {p.latency_ms:>11.2f} {energy}")
+    rows.append(f"chosen: k={decision.split} ({decision.reason})")
+    return "\n".join(rows)
+

@@ -1,0 +1,261 @@
+"""Measured profiles: how long each split's head takes on the edge and its tail on the server.
+
+A profile is a JSON file with a schema version, the bundle digest it was measured
+for, the device it was measured on, and per split the latency distribution
+(median, p95, spread) after warm-up, the bytes on the wire, and (edge) the mean
+power while the head ran. A profile for another bundle is refused by name.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import platform
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import splitpoint
+from splitpoint.bundle import Bundle
+from splitpoint.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+FORMAT = "splitpoint-profile"
+
+
+@dataclass
+class StageStats:
+    median_ms: float
+    p95_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    samples: int
+
+    @classmethod
+    def of(cls, times_ms: list[float]) -> StageStats:
+        a = np.asarray(times_ms, dtype=np.float64)
+        return cls(
+            median_ms=round(float(np.median(a)), 4),
+            p95_ms=round(float(np.percentile(a, 95)), 4),
+            mean_ms=round(float(a.mean()), 4),
+            std_ms=round(float(a.std()), 4),
+            min_ms=round(float(a.min()), 4),
+            samples=len(times_ms),
+        )
+
+    @classmethod
+    def constant(cls, ms: float) -> StageStats:
+        return cls(ms, ms, ms, 0.0, ms, 0)
+
+
+@dataclass
+class SplitProfile:
+    split: int
+    wire_bytes: int
+    latency: StageStats
+    power_w: float | None = None  # mean power while this stage ran (edge only, when metered)
+
+
+@dataclass
+class Profile:
+    side: str  # "edge" or "cloud"
+    bundle_digest: str
+    model_name: str
+    device: dict[str, Any]
+    splits: dict[int, SplitProfile]
+    idle_power_w: float | None = None
+    power_source: str = "none"
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+    def latency_ms(self, k: int, stat: str = "median_ms") -> float:
+        sp = self.splits.get(k)
+        if sp is None:
+            raise ConfigError(f"{self.side} profile", k, f"split {k} was not profiled; profiled: {sorted(self.splits)}")
+        return float(getattr(sp.latency, stat))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "schema_version": SCHEMA_VERSION,
+            "side": self.side,
+            "bundle_digest": self.bundle_digest,
+            "model_name": self.model_name,
+            "created": self.created,
+            "device": self.device,
+            "idle_power_w": self.idle_power_w,
+            "power_source": self.power_source,
+            "splits": [asdict(s) for s in sorted(self.splits.values(), key=lambda s: s.split)],
+        }
+
+    def save(self, path: str | Path) -> None:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(p.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        tmp.replace(p)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "profile") -> Profile:
+        if d.get("format") != FORMAT:
+            raise ConfigError(where, d.get("format"), f"not a splitpoint profile (format must be {FORMAT!r})")
+        if d.get("schema_version") != SCHEMA_VERSION:
+            raise ConfigError(where, d.get("schema_version"), f"profile schema_version must be {SCHEMA_VERSION}")
+        try:
+            splits = {}
+            for s in d["splits"]:
+                sp = SplitProfile(int(s["split"]), int(s["wire_bytes"]), StageStats(**s["latency"]), s.get("power_w"))
+                if sp.latency.median_ms < 0 or not np.isfinite(sp.latency.median_ms):
+                    raise ConfigError(f"{where}: splits[{sp.split}].latency.median_ms", sp.latency.median_ms, "must be finite and >= 0")
+                splits[sp.split] = sp
+            side = d["side"]
+            if side not in ("edge", "cloud"):
+                raise ConfigError(f"{where}: side", side, "must be edge or cloud")
+            return cls(
+                side=side, bundle_digest=d["bundle_digest"], model_name=d.get("model_name", ""),
+                device=d.get("device", {}), splits=splits, idle_power_w=d.get("idle_power_w"),
+                power_source=d.get("power_source", "none"), created=d.get("created", ""),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(where, "(file)", f"malformed profile: {type(exc).__name__}: {exc}") from None
+
+
+def load_profile(path: str | Path, side: str | None = None, bundle_digest: str | None = None) -> Profile:
+    """Read a profile; refuse the wrong side or a profile of another bundle, naming both."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError("profile", str(p), "file not found") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError("profile", str(p), f"unreadable ({exc})") from None
+    prof = Profile.from_dict(data, str(p))
+    if side is not None and prof.side != side:
+        raise ConfigError("profile", str(p), f"is a {prof.side} profile; a {side} profile is needed here")
+    if bundle_digest is not None and prof.bundle_digest != bundle_digest:
+        raise ConfigError(
+            "profile", str(p),
+            f"was measured for bundle digest {prof.bundle_digest}, not this bundle's {bundle_digest}: profile again",
+        )
+    return prof
+
+
+def device_identity(extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """CPU model, cores, OS, Python and runtime versions: what a profile was measured on."""
+    from splitpoint.runtime.litert import runtime_versions
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "model\t")):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ident = {
+        "host": platform.node(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "splitpoint": splitpoint.__version__,
+        "runtimes": runtime_versions(),
+    }
+    ident.update(extra or {})
+    return ident
+
+
+def _time_runs(fn: Any, runs: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def profile_edge(heads: Any, bundle: Bundle, runs: int = 50, warmup: int = 5, meter: Any = None) -> Profile:
+    """Time every split's head on this machine (and meter its power when a meter is given).
+
+    `heads` is the agent's loaded heads (edge_node.heads.EdgeHeads): the profile measures
+    exactly what the agent runs.
+    """
+    m = bundle.manifest
+    frames, _ = bundle.validation_data()
+    xs = [heads.preprocess(f) for f in frames[: max(1, min(len(frames), 16))]]
+    idle = None
+    if meter is not None:
+        with meter.window() as w:
+            time.sleep(1.0)
+        idle = w.mean_watts
+    profiles: dict[int, SplitProfile] = {}
+    for k in heads.splits:
+        inputs = itertools.cycle(xs)
+
+        def run_once(k: int = k, inputs: Iterator[np.ndarray] = inputs) -> None:
+            heads.run(k, next(inputs))
+
+        power = None
+        if meter is not None:
+            with meter.window() as w:
+                times = _time_runs(run_once, runs, warmup)
+            power = w.mean_watts
+        else:
+            times = _time_runs(run_once, runs, warmup)
+        profiles[k] = SplitProfile(k, m.split(k).wire_bytes, StageStats.of(times), power)
+        log.info("edge split %d: median %.3f ms", k, profiles[k].latency.median_ms)
+    ident = device_identity({
+        "device": str(heads.device),
+        "edgetpu": heads.device.kind == "edgetpu",
+        "edgetpu_clock": os.environ.get("SPLITPOINT_EDGETPU_CLOCK", "unknown (std or max runtime package)"),
+    })
+    return Profile("edge", m.model_digest, m.model_name, ident, profiles, idle,
+                   getattr(meter, "description", "none") if meter is not None else "none")
+
+
+def profile_cloud(bundle: Bundle, runs: int = 50, warmup: int = 5) -> Profile:
+    """Time every split's tail on this machine, batch 1, the way the server runs it."""
+    from splitpoint.runtime.tails import TailPool, tensorflow_devices
+
+    m = bundle.manifest
+    pool = TailPool(bundle)
+    profiles: dict[int, SplitProfile] = {}
+    for k in pool.servable:
+        runner = pool.get(k)
+        x = np.random.default_rng(k).standard_normal((1, *runner.input_shape)).astype(np.float32)
+        times = _time_runs(lambda r=runner, x=x: r.run(x), runs, warmup)
+        profiles[k] = SplitProfile(k, m.split(k).wire_bytes, StageStats.of(times))
+        log.info("cloud split %d: median %.3f ms", k, profiles[k].latency.median_ms)
+    profiles[m.num_layers] = SplitProfile(m.num_layers, 0, StageStats.constant(0.0))  # no tail for k = K
+    return Profile("cloud", m.model_digest, m.model_name, device_identity({"tensorflow_devices": tensorflow_devices()}), profiles)
+
+
+def format_profile(p: Profile) -> str:
+    """The table `splitpoint profile show` prints."""
+    lines = [
+        f"{p.side} profile of {p.model_name} ({p.bundle_digest[:23]}...), {p.created}",
+        f"device: {p.device.get('device', '')} {p.device.get('cpu', '')}, {p.device.get('cores', '?')} cores"
+        + (f"; idle power {p.idle_power_w:.2f} W" if p.idle_power_w is not None else "")
+        + f"; power source: {p.power_source}",
+        f"{'k':>4} {'wire bytes':>11} {'median ms':>10} {'p95 ms':>9} {'std ms':>8} {'runs':>5} {'power W':>8}",
+    ]
+    for k in sorted(p.splits):
+        s = p.splits[k]
+        pw = f"{s.power_w:8.2f}" if s.power_w is not None else f"{'-':>8}"
+        lines.append(
+            f"{k:>4} {s.wire_bytes:>11} {s.latency.median_ms:>10.3f} {s.latency.p95_ms:>9.3f} "
+            f"{s.latency.std_ms:>8.3f} {s.latency.samples:>5} {pw}"
+        )
+    return "\n".join(lines)
+

@@ -1,0 +1,204 @@
+"""Cost model, policies, hysteresis and link estimation on synthetic profiles."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+
+from scheduler.cost import FRAME_OVERHEAD_BYTES, CostModel, EnergyModel
+from scheduler.link import LinkEstimator, LinkState
+from scheduler.policy import AdaptivePolicy, PolicyConfig, decide
+from scheduler.profiles import Profile, SplitProfile, StageStats
+from splitpoint.errors import ConfigError
+
+K = 8
+DIGEST = "sha256:test"
+# A VGG-like shape: early cuts are big, late ones small; heads get slower, tails faster.
+WIRE = [150_528, 800_000, 400_000, 200_000, 100_000, 50_000, 25_088, 4_096, 0]
+HEAD_MS = [0.2, 40.0, 90.0, 140.0, 190.0, 250.0, 300.0, 380.0, 420.0]
+TAIL_MS = [60.0, 55.0, 50.0, 40.0, 30.0, 20.0, 15.0, 5.0, 0.0]
+HEAD_W = [2.0, 3.0, 3.0, 3.2, 3.2, 3.4, 3.4, 3.6, 3.6]
+
+
+def profile(side: str, times: list[float]) -> Profile:
+    splits = {k: SplitProfile(k, WIRE[k], StageStats.constant(t)) for k, t in enumerate(times)}
+    return Profile(side, DIGEST, "synthetic", {}, splits)
+
+
+def cost_model() -> CostModel:
+    energy = EnergyModel(head_power=lambda k: HEAD_W[k], idle_w=1.5, tx_watts=lambda bps: 0.43839 * bps / 1e6 + 1.28804)
+    return CostModel(profile("edge", HEAD_MS), profile("cloud", TAIL_MS), energy)
+
+
+def brute_force(link: LinkState, objective: str, cfg: PolicyConfig) -> int:
+    """The cost model's equations written out again, and the argmin taken by enumeration."""
+    rows = []
+    for k in range(K + 1):
+        if k == K:
+            lat, en = HEAD_MS[k], HEAD_W[k] * HEAD_MS[k]
+        else:
+            xfer = (WIRE[k] + FRAME_OVERHEAD_BYTES) * 8 / link.bandwidth_bps * 1000
+            lat = HEAD_MS[k] + xfer + link.rtt_ms + link.server_queue_ms + TAIL_MS[k]
+            tx = 0.43839 * link.bandwidth_bps / 1e6 + 1.28804
+            en = HEAD_W[k] * HEAD_MS[k] + tx * xfer + 1.5 * (link.rtt_ms + link.server_queue_ms + TAIL_MS[k])
+        rows.append((k, lat, en))
+    ok = [r for r in rows if (cfg.deadline_ms is None or r[1] <= cfg.deadline_ms)
+          and (cfg.energy_budget_mj is None or r[2] <= cfg.energy_budget_mj)]
+    score = {"min-latency": lambda r: r[1], "min-energy": lambda r: r[2],
+             "weighted": lambda r: cfg.latency_weight * r[1] + cfg.energy_weight * r[2]}[objective]
+    return min(ok, key=lambda r: (score(r), r[0]))[0] if ok else -1
+
+
+LINKS = [LinkState(bw * 1e6, rtt, q) for bw, rtt, q in itertools.product((1, 2, 5, 10, 20, 50, 100), (10, 50, 150), (0, 5))]
+
+
+@pytest.mark.parametrize("objective", ["min-latency", "min-energy", "weighted"])
+def test_policy_equals_brute_force_argmin(objective: str) -> None:
+    cm = cost_model()
+    cfg = PolicyConfig(name=objective, latency_weight=1.0, energy_weight=0.05, edge_profile="e", cloud_profile="c")
+    chosen = set()
+    for link in LINKS:
+        d = decide(cm.predict_all(list(range(K + 1)), link), objective, cfg)
+        assert d.split == brute_force(link, objective, cfg), link
+        chosen.add(d.split)
+    assert len(chosen) > 1  # the links above do move the choice: the test can tell policies apart
+
+
+@pytest.mark.parametrize(("objective", "deadline", "budget"),
+                         [("min-energy", 400.0, None), ("min-energy", 250.0, None), ("min-latency", None, 1200.0),
+                          ("min-latency", None, 700.0), ("weighted", 500.0, 1500.0)])
+def test_constraints_are_honoured_when_possible(objective: str, deadline: float | None, budget: float | None) -> None:
+    cm = cost_model()
+    cfg = PolicyConfig(name=objective, deadline_ms=deadline, energy_budget_mj=budget, energy_weight=0.05,
+                       edge_profile="e", cloud_profile="c")
+    met = 0
+    for link in LINKS:
+        preds = cm.predict_all(list(range(K + 1)), link)
+        d = decide(preds, objective, cfg)
+        expect = brute_force(link, objective, cfg)
+        if expect >= 0:
+            met += 1
+            assert d.feasible and d.split == expect
+            p = next(p for p in preds if p.split == d.split)
+            assert deadline is None or p.latency_ms <= deadline
+            assert budget is None or p.energy_mj <= budget
+        else:
+            assert not d.feasible
+            assert "no split meets" in d.reason
+    assert met > 0
+
+
+def test_infeasible_deadline_takes_the_fastest_split_and_says_so() -> None:
+    cm = cost_model()
+    cfg = PolicyConfig(name="min-energy", deadline_ms=1.0, edge_profile="e", cloud_profile="c")
+    link = LinkState(5e6, 40.0)
+    preds = cm.predict_all(list(range(K + 1)), link)
+    d = decide(preds, "min-energy", cfg)
+    assert not d.feasible
+    assert d.split == min(preds, key=lambda p: p.latency_ms).split
+    assert "latency <= 1 ms" in d.reason and "fastest" in d.reason
+
+
+def test_energy_policy_without_power_figures_is_a_clear_error() -> None:
+    cm = CostModel(profile("edge", HEAD_MS), profile("cloud", TAIL_MS), None)
+    cfg = PolicyConfig(name="min-energy", edge_profile="e", cloud_profile="c")
+    with pytest.raises(ConfigError, match="power"):
+        decide(cm.predict_all(list(range(K + 1)), LinkState(5e6, 40)), "min-energy", cfg)
+
+
+def test_profiles_of_different_bundles_are_refused() -> None:
+    other = profile("cloud", TAIL_MS)
+    other.bundle_digest = "sha256:other"
+    with pytest.raises(ConfigError, match="another bundle"):
+        CostModel(profile("edge", HEAD_MS), other)
+
+
+def replay(policy: AdaptivePolicy, est: LinkEstimator, bandwidths_mbps: list[float], rng: random.Random | None = None,
+           wire: int = 200_000) -> list[int]:
+    """Feed one bandwidth sample per frame (with optional +-20% noise); return the split of each frame."""
+    out = []
+    for bw in bandwidths_mbps:
+        noisy = bw * (1 + rng.uniform(-0.2, 0.2)) if rng else bw
+        est.observe_bandwidth(noisy * 1e6)
+        out.append(policy.choose(list(range(K + 1))))
+    return out
+
+
+def adaptive(objective: str = "min-latency") -> tuple[AdaptivePolicy, LinkEstimator]:
+    est = LinkEstimator(initial_bandwidth_bps=50e6, initial_rtt_ms=20.0)
+    cfg = PolicyConfig(name=objective, margin=0.1, min_dwell_frames=3, edge_profile="e", cloud_profile="c")
+    return AdaptivePolicy(cfg, cost_model(), est), est
+
+
+def best_split(bw_mbps: float) -> int:
+    cm = cost_model()
+    return decide(cm.predict_all(list(range(K + 1)), LinkState(bw_mbps * 1e6, 20.0)), "min-latency",
+                  PolicyConfig(edge_profile="e", cloud_profile="c", name="min-latency")).split
+
+
+def test_bandwidth_step_moves_the_split_within_five_frames() -> None:
+    policy, est = adaptive()
+    assert best_split(50) != best_split(2)
+    splits = replay(policy, est, [50.0] * 30 + [2.0] * 30)
+    assert splits[29] == best_split(50)
+    after = splits[30:]
+    settled = next(i for i, k in enumerate(after) if k == best_split(2))
+    assert settled < 5, f"took {settled + 1} frames: {after[:10]}"
+    assert all(k == best_split(2) for k in after[settled:])
+    assert policy.switches == 1
+
+
+def test_no_flapping_under_twenty_percent_noise() -> None:
+    for seed in range(5):
+        policy, est = adaptive()
+        rng = random.Random(seed)
+        splits = replay(policy, est, [50.0] * 200, rng)
+        assert len(set(splits[10:])) == 1, f"seed {seed}: flapped between {sorted(set(splits[10:]))}"
+        policy, est = adaptive()
+        splits = replay(policy, est, [2.0] * 200, rng)
+        assert len(set(splits[10:])) == 1
+
+
+def test_battery_low_switches_to_the_energy_objective() -> None:
+    level = {"pct": 80.0}
+    est = LinkEstimator(initial_bandwidth_bps=2e6, initial_rtt_ms=20.0)
+    cfg = PolicyConfig(name="min-latency", battery_low_pct=30, min_dwell_frames=0, margin=0.0,
+                       edge_profile="e", cloud_profile="c")
+    cm = cost_model()
+    policy = AdaptivePolicy(cfg, cm, est, battery=lambda: level["pct"])
+    link = est.estimate()
+    fast = decide(cm.predict_all(list(range(K + 1)), link), "min-latency", cfg).split
+    frugal = decide(cm.predict_all(list(range(K + 1)), link), "min-energy", cfg).split
+    assert fast != frugal
+    assert policy.choose(list(range(K + 1))) == fast
+    level["pct"] = 20.0
+    assert policy.choose(list(range(K + 1))) == frugal
+
+
+def test_link_estimator_separates_rtt_and_bandwidth() -> None:
+    est = LinkEstimator(percentile=None)
+    for _ in range(5):
+        est.observe_transfer(100, rpc_ms=42.0, server_ms=2.0)  # small: RTT 40 ms
+    for _ in range(10):
+        # 500 kB at 10 Mbps = 400 ms on the wire + 40 ms RTT + 5 ms in the server
+        est.observe_transfer(500_000, rpc_ms=445.0, server_ms=5.0, server_queue_ms=3.0)
+    s = est.estimate()
+    assert s.rtt_ms == pytest.approx(40.0)
+    assert s.bandwidth_bps == pytest.approx(10e6, rel=0.01)
+    assert 0 < s.server_queue_ms <= 3.0
+
+
+def test_pessimistic_estimate_is_never_above_the_ewma() -> None:
+    est = LinkEstimator(percentile=20.0)
+    rng = random.Random(1)
+    for _ in range(30):
+        est.observe_bandwidth(rng.uniform(5e6, 15e6))
+    ewma = LinkEstimator(percentile=None)
+    rng = random.Random(1)
+    for _ in range(30):
+        ewma.observe_bandwidth(rng.uniform(5e6, 15e6))
+    assert est.estimate().bandwidth_bps <= ewma.estimate().bandwidth_bps
+    est.force(bandwidth_bps=1e6)
+    assert est.estimate().bandwidth_bps == 1e6 and est.estimate().forced
