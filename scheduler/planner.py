@@ -6,11 +6,17 @@ import json
 import logging
 import re
 from dataclasses import asdict
-from typing import Any
 
 from scheduler.cost import CostModel, EnergyModel, Prediction
 from scheduler.link import LinkEstimator, LinkState
-from scheduler.policy import AdaptivePolicy, Decision, FixedPolicy, PolicyConfig, SplitPolicy, decide
+from scheduler.policy import (
+    AdaptivePolicy,
+    Decision,
+    FixedPolicy,
+    PolicyConfig,
+    SplitPolicy,
+    decide,
+)
 from scheduler.profiles import Profile, load_profile
 from splitpoint.errors import ConfigError
 
