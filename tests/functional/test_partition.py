@@ -1,0 +1,572 @@
+"""Partitioning real models into bundles: conversion, verification, manifest, tampering, CLI.
+
+The digits bundle comes from the session fixture `digits_bundle` (tests/conftest.py);
+anything that modifies a bundle works on a copy of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shutil
+import stat
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+layers = keras.layers
+
+from splitpoint.bundle import MANIFEST, load_bundle  # noqa: E402
+from splitpoint.cli import main  # noqa: E402
+from splitpoint.errors import BundleError, PartitionError, VerificationError  # noqa: E402
+from splitpoint.models import ModelSource, reference_model  # noqa: E402
+from splitpoint.partition import (  # noqa: E402
+    PartitionOptions,
+    _compile_edgetpu,
+    as_functional,
+    find_cut_points,
+    model_digest,
+    partition,
+)
+from splitpoint.runtime.litert import HeadRunner  # noqa: E402
+
+DIGITS_K = 7
+
+
+class _Quiet:
+    def update(self, label: str, advance: int = 1) -> None:
+        pass
+
+
+def quiet(total: int) -> _Quiet:
+    return _Quiet()
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def bundle_copy(digits_bundle: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "bundle"
+    shutil.copytree(digits_bundle, dst)
+    return dst
+
+
+# --------------------------------------------------------------------------- the digits bundle
+
+
+def test_digits_manifest_records_agreement_for_every_split(digits_bundle: Path):
+    m = load_bundle(digits_bundle).manifest
+    assert m.split_ids == list(range(DIGITS_K + 1))
+    for s in m.splits:
+        v = s.verification
+        assert v["samples"] == 360, s.split
+        assert v["top1_agreement"] >= 0.98, (s.split, v)
+        assert v["enforced"] is True and v["passed"] is True and v["min_agreement"] == 0.98
+
+
+def test_digits_splits_recomputed_independently(digits_bundle: Path):
+    """head (LiteRT) -> dequantize -> tail (Keras) matches the float model, computed here from the files."""
+    bundle = load_bundle(digits_bundle)
+    m = bundle.manifest
+    raw, labels = bundle.validation_data()
+    assert raw.dtype == np.uint8 and len(raw) == 360 and labels is not None
+    x = m.preprocessing.apply_batch(raw)
+    assert x.shape == (360, 8, 8, 1)
+    float_model = keras.models.load_model(digits_bundle / "cloud" / "tail_0.keras", compile=False)
+    reference = np.argmax(float_model.predict(x, verbose=0), axis=1)
+    assert np.mean(reference == labels) >= 0.95
+    in_q = m.input_wire.quantization
+    assert in_q is not None and m.input_wire.dtype == "uint8"
+
+    for s in m.splits:
+        k = s.split
+        if k == 0:
+            wire = in_q.quantize(x, np.uint8)
+            assert wire.dtype == np.uint8
+            cut_q = s.cut[0].quantization
+            assert cut_q == in_q
+        else:
+            runner = HeadRunner(bundle.path(s.head))
+            assert runner.input_dtype == np.uint8
+            assert runner.input_quantization == in_q  # every head takes the same quantized input
+            wire = np.concatenate([runner.run(in_q.quantize(xi[None], np.uint8)) for xi in x])
+            if k < DIGITS_K:
+                (cut,) = s.cut
+                assert runner.output_quantization == cut.quantization
+                assert runner.output_shape == cut.shape and runner.output_dtype.name == cut.dtype == "int8"
+                cut_q = cut.quantization
+            else:
+                assert s.cut == [] and s.tail is None
+                cut_q = runner.output_quantization
+        assert cut_q is not None
+        deq = cut_q.dequantize(wire)
+        if s.tail is not None:
+            tail = keras.models.load_model(bundle.path(s.tail), compile=False)
+            out = np.asarray(tail.predict(deq, verbose=0))
+        else:
+            out = deq
+        pred = np.argmax(out.reshape(len(x), -1), axis=1)
+        agreement = float(np.mean(pred == reference))
+        assert agreement >= 0.98, (k, agreement)
+        assert float(np.mean(pred == labels)) >= 0.95, k
+        assert abs(agreement - s.verification["top1_agreement"]) <= 2 / len(x), k
+
+
+def test_digits_manifest_fields(digits_bundle: Path):
+    d = json.loads((digits_bundle / MANIFEST).read_text())
+    assert d["format"] == "splitpoint-bundle" and d["schema_version"] == 1
+    assert d["created_by"].startswith("splitpoint ")
+    model = d["model"]
+    assert model["name"] == "digits-cnn" and model["num_layers"] == DIGITS_K
+    assert model["labels"] == [str(i) for i in range(10)]
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", model["digest"])
+    assert model["digest"] == model_digest(as_functional(reference_model("digits-cnn").model))
+
+    inp = d["input"]
+    assert inp["tensor"] == {"name": "input", "shape": [1, 8, 8, 1], "dtype": "float32", "quantization": None}
+    assert inp["wire"]["shape"] == [1, 8, 8, 1] and inp["wire"]["dtype"] == "uint8"
+    wq = inp["wire"]["quantization"]
+    assert len(wq["scale"]) == 1 and wq["scale"][0] > 0 and len(wq["zero_point"]) == 1
+    assert inp["preprocessing"] == {"resize": [8, 8], "channels": 1, "scale": 1.0 / 255.0, "offset": 0.0}
+    assert d["output"]["shape"] == [1, 10] and d["output"]["dtype"] == "float32"
+
+    part = d["partition"]
+    assert part["candidate_splits"] == list(range(DIGITS_K + 1))
+    assert part["min_agreement"] == 0.98 and part["agreement_enforced"] is True
+    assert part["calibration"] == "builtin:256"
+    assert part["edgetpu_compiler"] is None
+
+    def check_artifact(art: dict, path: str) -> None:
+        assert art["path"] == path
+        assert re.fullmatch(r"[0-9a-f]{64}", art["sha256"])
+        assert art["sha256"] == sha256(digits_bundle / path)
+        assert art["bytes"] == (digits_bundle / path).stat().st_size
+
+    check_artifact(d["validation"], "data/validation.npz")
+    names = ["conv1", "conv2", "pool", "conv3", "flatten", "fc1", "predictions"]
+    cut_shapes = {0: [1, 8, 8, 1], 1: [1, 8, 8, 16], 2: [1, 8, 8, 32], 3: [1, 4, 4, 32],
+                  4: [1, 4, 4, 32], 5: [1, 512], 6: [1, 64]}
+    prev_params = 0
+    for k, s in enumerate(d["splits"]):
+        assert s["split"] == k
+        assert s["after_layer"] == (names[k - 1] if k else None)
+        v = s["verification"]
+        assert set(v) >= {"samples", "top1_agreement", "max_abs_error", "min_agreement", "enforced", "passed"}
+        assert 0 <= v["max_abs_error"] < 1
+        if k < DIGITS_K:
+            (cut,) = s["cut"]
+            assert cut["shape"] == cut_shapes[k]
+            assert cut["dtype"] == ("uint8" if k == 0 else "int8")
+            q = cut["quantization"]
+            assert len(q["scale"]) == 1 and q["scale"][0] > 0
+            info = np.iinfo(cut["dtype"])
+            assert info.min <= q["zero_point"][0] <= info.max
+            assert s["wire_bytes"] == int(np.prod(cut["shape"]))  # one byte per element
+            check_artifact(s["tail"], f"cloud/tail_{k}.keras")
+        else:
+            assert s["cut"] == [] and s["wire_bytes"] == 0 and s["tail"] is None
+        tpu = s["edgetpu"]
+        assert tpu["status"] == "not compiled" and tpu["reason"] and tpu["head"] is None
+        if k == 0:
+            assert s["head"] is None and s["head_param_bytes"] == 0
+            assert tpu["reason"] == "k = 0 has no head"
+        else:
+            check_artifact(s["head"], f"edge/head_{k}.tflite")
+            assert "edgetpu_compiler" in tpu["reason"]
+            assert s["head_param_bytes"] >= prev_params > 0 or k == 1
+            assert s["head_param_bytes"] > 0 and s["head_fits_edgetpu_cache"] is True
+            prev_params = s["head_param_bytes"]
+    # Nothing stray is left behind.
+    assert not (digits_bundle / ".work").exists()
+    assert sorted(p.name for p in (digits_bundle / "edge").iterdir()) == sorted(
+        f"head_{k}.tflite" for k in range(1, DIGITS_K + 1)
+    )
+
+
+# --------------------------------------------------------------------------- tampering
+
+
+def test_modified_head_is_refused_naming_it(bundle_copy: Path):
+    head = bundle_copy / "edge" / "head_3.tflite"
+    data = bytearray(head.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    head.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"head_3\.tflite.*modified"):
+        load_bundle(bundle_copy)
+    with pytest.raises(BundleError, match=r"head_3\.tflite"):
+        load_bundle(bundle_copy, side="edge")
+    load_bundle(bundle_copy, side="cloud")  # the cloud side does not use heads
+
+
+def test_truncated_head_is_refused(bundle_copy: Path):
+    head = bundle_copy / "edge" / "head_5.tflite"
+    head.write_bytes(head.read_bytes()[:-10])
+    with pytest.raises(BundleError, match=r"head_5\.tflite has \d+ bytes"):
+        load_bundle(bundle_copy)
+
+
+def test_missing_tail_is_refused_naming_it(bundle_copy: Path):
+    (bundle_copy / "cloud" / "tail_2.keras").unlink()
+    with pytest.raises(BundleError, match=r"tail_2\.keras is missing"):
+        load_bundle(bundle_copy)
+    with pytest.raises(BundleError, match=r"tail_2\.keras"):
+        load_bundle(bundle_copy, side="cloud")
+
+
+def test_truncated_manifest_is_refused(bundle_copy: Path):
+    mpath = bundle_copy / MANIFEST
+    text = mpath.read_text()
+    mpath.write_text(text[: len(text) // 2])
+    with pytest.raises(BundleError, match="unreadable manifest"):
+        load_bundle(bundle_copy)
+
+
+def test_missing_manifest_is_refused(bundle_copy: Path):
+    (bundle_copy / MANIFEST).unlink()
+    with pytest.raises(BundleError, match="manifest.json is missing"):
+        load_bundle(bundle_copy)
+
+
+def test_edge_side_does_not_need_cloud_files(bundle_copy: Path):
+    shutil.rmtree(bundle_copy / "cloud")
+    bundle = load_bundle(bundle_copy, side="edge")
+    assert bundle.manifest.split_ids == list(range(DIGITS_K + 1))
+    with pytest.raises(BundleError, match=r"tail_0\.keras is missing"):
+        load_bundle(bundle_copy)
+
+
+# --------------------------------------------------------------------------- options and errors
+
+
+def test_non_empty_output_without_force_is_refused(tmp_path: Path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(PartitionError, match="not empty.*--force"):
+        partition(reference_model("digits-cnn"), PartitionOptions(output=out, edgetpu_compiler=None), progress=quiet)
+    with pytest.raises(PartitionError, match="not a bundle"):
+        partition(
+            reference_model("digits-cnn"), PartitionOptions(output=out, force=True, edgetpu_compiler=None), progress=quiet
+        )
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_bad_splits_with_force_keeps_the_existing_bundle(bundle_copy: Path):
+    before = (bundle_copy / MANIFEST).read_text()
+    opts = PartitionOptions(output=bundle_copy, splits=[3, 99], force=True, edgetpu_compiler=None)
+    with pytest.raises(PartitionError, match=r"\[99\] are not candidate splits.*candidates: \[0, 1, 2, 3, 4, 5, 6, 7\]"):
+        partition(reference_model("digits-cnn"), opts, progress=quiet)
+    assert (bundle_copy / MANIFEST).read_text() == before
+    load_bundle(bundle_copy)
+
+
+@pytest.fixture(scope="module")
+def mobilenet_src() -> ModelSource:
+    return reference_model("mobilenetv2", input_size=32)
+
+
+def test_non_candidate_split_lists_candidates(mobilenet_src: ModelSource, tmp_path: Path):
+    cuts, _ = find_cut_points(as_functional(mobilenet_src.model))
+    candidates = [c.split for c in cuts]
+    inside = next(k for k in range(1, candidates[-1]) if k not in candidates)  # inside block 2
+    out = tmp_path / "mb"
+    opts = PartitionOptions(output=out, splits=[inside], calibration_random=8, edgetpu_compiler=None)
+    with pytest.raises(PartitionError) as info:
+        partition(mobilenet_src, opts, progress=quiet)
+    msg = str(info.value)
+    assert f"[{inside}] are not candidate splits of mobilenetv2" in msg
+    assert f"candidates: {candidates}" in msg
+    assert not out.exists()  # nothing was written for a bad request
+
+
+@pytest.mark.slow
+def test_mobilenetv2_selected_splits(mobilenet_src: ModelSource, tmp_path: Path):
+    model = as_functional(mobilenet_src.model)
+    cuts, num_layers = find_cut_points(model)
+    by_name = {c.layer: c for c in cuts}
+    mids = [by_name["block_2_add"], by_name["block_6_project_BN"]]
+    out = tmp_path / "mb"
+    opts = PartitionOptions(
+        output=out, splits=[c.split for c in mids], calibration_random=8, edgetpu_compiler=None
+    )
+    manifest = partition(mobilenet_src, opts, progress=quiet)
+
+    bundle = load_bundle(out)
+    m = bundle.manifest
+    assert m.split_ids == [0, mids[0].split, mids[1].split, num_layers] == manifest.split_ids
+    assert m.num_layers == num_layers == 155
+    assert m.partition["candidate_splits"] == [c.split for c in cuts]
+    assert m.partition["calibration"] == "random:8"
+    assert m.partition["agreement_enforced"] is False
+    assert m.input.shape == (1, 32, 32, 3) and m.output.shape == (1, 1000)
+    for cut in mids:
+        s = m.split(cut.split)
+        assert s.after_layer == cut.layer
+        (spec,) = s.cut
+        assert spec.shape == (1, *cut.tensor.shape[1:]) and spec.dtype == "int8"
+        assert s.wire_bytes == int(np.prod(spec.shape))
+        assert s.verification["samples"] == 8 and s.verification["enforced"] is False
+    assert sorted(p.name for p in (out / "edge").iterdir()) == sorted(
+        f"head_{k}.tflite" for k in m.split_ids if k > 0
+    )
+    assert sorted(p.name for p in (out / "cloud").iterdir()) == sorted(
+        f"tail_{k}.keras" for k in m.split_ids if k < num_layers
+    )
+    # The mid head really takes the image and emits the cut tensor.
+    runner = HeadRunner(bundle.path(m.split(mids[0].split).head))
+    assert runner.input_shape == (1, 32, 32, 3)
+    assert runner.output_shape == m.split(mids[0].split).cut[0].shape
+
+
+# --------------------------------------------------------------------------- edgetpu_compiler
+
+
+FAKE_COMPILER = """#!{python}
+import shutil, sys
+from pathlib import Path
+args = sys.argv[1:]
+with open({log!r}, "a") as f:
+    f.write(" ".join(args) + "\\n")
+out = Path(args[args.index("-o") + 1])
+head = Path(args[-1])
+shutil.copyfile(head, out / (head.stem + "_edgetpu.tflite"))
+print("Edge TPU Compiler version 16.0.384591705")
+print()
+print("Model compiled successfully in 12 ms.")
+print()
+print("Input model: " + str(head))
+print("Output model: " + str(out / (head.stem + "_edgetpu.tflite")))
+print("On-chip memory used for caching model parameters: 10.50KiB")
+print("Number of operations that will run on Edge TPU: 5")
+print("Number of operations that will run on CPU: 1")
+"""
+
+
+def _script(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+@pytest.fixture
+def fake_compiler(tmp_path: Path) -> tuple[Path, Path]:
+    log = tmp_path / "compiler.log"
+    return _script(tmp_path / "edgetpu_compiler", FAKE_COMPILER.format(python=sys.executable, log=str(log))), log
+
+
+@pytest.mark.slow
+def test_fake_edgetpu_compiler_is_recorded(fake_compiler: tuple[Path, Path], tmp_path: Path):
+    compiler, log = fake_compiler
+    out = tmp_path / "b"
+    opts = PartitionOptions(output=out, splits=[3], edgetpu_compiler=str(compiler))
+    partition(reference_model("digits-cnn"), opts, progress=quiet)
+    calls = sorted(log.read_text().splitlines())
+    assert calls == sorted(f"-s -o {out / 'edge'} {out / 'edge' / f'head_{k}.tflite'}" for k in (3, DIGITS_K))
+
+    d = json.loads((out / MANIFEST).read_text())
+    assert d["partition"]["edgetpu_compiler"] == str(compiler)
+    by_k = {s["split"]: s for s in d["splits"]}
+    assert sorted(by_k) == [0, 3, DIGITS_K]
+    assert by_k[0]["edgetpu"]["status"] == "not compiled"
+    for k in (3, DIGITS_K):
+        tpu = by_k[k]["edgetpu"]
+        assert tpu["status"] == "compiled"
+        assert tpu["compiler_version"] == "16.0.384591705"
+        assert tpu["ops_on_edgetpu"] == 5 and tpu["ops_on_cpu"] == 1
+        art = tpu["head"]
+        assert art["path"] == f"edge/head_{k}_edgetpu.tflite"
+        assert art["sha256"] == sha256(out / art["path"])
+        assert art["bytes"] == (out / art["path"]).stat().st_size
+    bundle = load_bundle(out, side="edge")
+    assert bundle.manifest.split(3).edgetpu_head is not None
+    # The compiled head is a bundle artifact like any other: tampering with it is caught.
+    tpu_head = out / "edge" / "head_3_edgetpu.tflite"
+    tpu_head.write_bytes(tpu_head.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(BundleError, match=r"head_3_edgetpu\.tflite"):
+        load_bundle(out, side="edge")
+
+
+@pytest.mark.slow
+def test_failing_edgetpu_compiler_does_not_fail_partitioning(tmp_path: Path):
+    compiler = _script(
+        tmp_path / "edgetpu_compiler",
+        "#!/bin/sh\necho 'Edge TPU Compiler version 16.0.384591705'\n"
+        "echo \"ERROR: Didn't find op for builtin opcode 'FOO'\" >&2\nexit 1\n",
+    )
+    out = tmp_path / "b"
+    opts = PartitionOptions(output=out, splits=[2], edgetpu_compiler=str(compiler))
+    manifest = partition(reference_model("digits-cnn"), opts, progress=quiet)
+    for k in (2, DIGITS_K):
+        s = manifest.split(k)
+        assert s.edgetpu["status"] == "failed"
+        assert "exit 1" in s.edgetpu["reason"] and "FOO" in s.edgetpu["reason"]
+        assert s.edgetpu_head is None
+        assert s.verification["passed"] is True
+    assert not list((out / "edge").glob("*_edgetpu.tflite"))
+    load_bundle(out)
+
+
+@pytest.mark.parametrize(
+    ("script", "reason"),
+    [
+        ("#!/bin/sh\necho 'Edge TPU Compiler version 16.0.384591705'\nexit 0\n", "exit 0"),  # no output file
+        ("#!/bin/sh\necho 'Internal compiler error. Aborting!'\nexit 2\n", "Internal compiler error"),
+        (None, "No such file"),
+    ],
+    ids=["no-output", "exit-2", "missing"],
+)
+def test_compile_edgetpu_failures(digits_bundle: Path, tmp_path: Path, script: str | None, reason: str):
+    head = tmp_path / "head_1.tflite"
+    shutil.copyfile(digits_bundle / "edge" / "head_1.tflite", head)
+    compiler = tmp_path / "edgetpu_compiler"
+    if script is not None:
+        _script(compiler, script)
+    result = _compile_edgetpu(str(compiler), head, tmp_path)
+    assert result["status"] == "failed"
+    assert reason in result["reason"]
+
+
+# --------------------------------------------------------------------------- verification
+
+
+def _tied_logits_model() -> keras.Model:
+    """Two logits 0.1% apart: the float model decides by x[0] vs x[1], int8 cannot tell them apart."""
+    inp = keras.Input((4, 4, 1), name="image")
+    x = layers.Flatten(name="flatten")(inp)
+    dense = layers.Dense(2, name="logits")
+    out = dense(x)
+    w = np.ones((16, 2), np.float32)
+    w[0, 1] += 1e-3
+    w[1, 1] -= 1e-3
+    dense.set_weights([w, np.zeros(2, np.float32)])
+    return keras.Model(inp, out, name="tied")
+
+
+def _tied_source() -> ModelSource:
+    from splitpoint.bundle import Preprocessing
+
+    return ModelSource(
+        name="tied", source="test:tied", model=_tied_logits_model(),
+        preprocessing=Preprocessing(4, 4, 1, 1.0 / 255.0, 0.0), labels=[], trained=False,
+    )
+
+
+@pytest.mark.slow
+def test_verification_failure_writes_no_manifest(tmp_path: Path):
+    out = tmp_path / "tied"
+    opts = PartitionOptions(output=out, calibration_random=16, min_agreement=0.9, edgetpu_compiler=None)
+    with pytest.raises(VerificationError) as info:
+        partition(_tied_source(), opts, progress=quiet)
+    msg = str(info.value)
+    assert "k=2" in msg and "fewer than 90%" in msg and "No manifest was written" in msg
+    assert not (out / MANIFEST).exists()
+    with pytest.raises(BundleError, match="missing"):
+        load_bundle(out)
+
+
+@pytest.mark.slow
+def test_random_weights_agreement_is_recorded_not_enforced(tmp_path: Path):
+    out = tmp_path / "tied"
+    opts = PartitionOptions(output=out, calibration_random=16, edgetpu_compiler=None)
+    manifest = partition(_tied_source(), opts, progress=quiet)
+    v = manifest.split(2).verification
+    assert v["enforced"] is False and v["passed"] is False and v["top1_agreement"] < 0.9
+    assert manifest.split(0).verification["passed"] is True
+    assert load_bundle(out).manifest.partition["agreement_enforced"] is False
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture
+def restore_logging():
+    """main() reconfigures the root logger onto the captured stderr; put it back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_cli_partition_missing_model(tmp_path: Path, capsys, restore_logging):
+    bad = tmp_path / "nonexistent.keras"
+    out = tmp_path / "out"
+    assert main(["partition", str(bad), "-o", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert "splitpoint partition: error:" in captured.err
+    assert str(bad) in captured.err
+    assert "Traceback" not in captured.err + captured.out
+    assert not out.exists()
+
+
+@pytest.mark.filterwarnings("ignore:You are saving a model that has not yet been built")
+def test_cli_partition_unbuilt_sequential(tmp_path: Path, capsys, restore_logging):
+    path = tmp_path / "unbuilt.keras"
+    keras.Sequential([layers.Conv2D(3, 3)], name="unbuilt").save(path)
+    assert main(["partition", str(path), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "'unbuilt' is not built" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("splits", "expected"),
+    [("2,x", "'x' is not a split number"), ("99", "[99] are not candidate splits of digits-cnn; candidates: [0, 1")],
+)
+def test_cli_partition_bad_splits(tmp_path: Path, capsys, restore_logging, splits: str, expected: str):
+    out = tmp_path / "out"
+    assert main(["partition", "digits-cnn", "-o", str(out), "--splits", splits]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "abc"])
+def test_cli_min_agreement_out_of_range(tmp_path: Path, capsys, value: str):
+    with pytest.raises(SystemExit) as info:
+        main(["partition", "digits-cnn", "-o", str(tmp_path / "out"), "--min-agreement", value])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--min-agreement" in err and value in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_inspect(digits_bundle: Path, capsys, restore_logging):
+    assert main(["inspect", str(digits_bundle)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith("digits-cnn: 7 layers, digest sha256:")
+    assert lines[1].split()[:3] == ["k", "after", "layer"]
+    rows = [ln.split() for ln in lines[2:2 + DIGITS_K + 1]]
+    assert [r[0] for r in rows] == [str(k) for k in range(DIGITS_K + 1)]
+    assert rows[0][1:3] == ["(input)", "1x8x8x1"]
+    assert rows[2][1:4] == ["conv2", "1x8x8x32", "2048"]
+    assert "not compiled" in out and "100.0%" in out
+    assert "all artifacts present and matching their sha256" in out
+
+
+def test_cli_inspect_tampered(bundle_copy: Path, capsys, restore_logging):
+    (bundle_copy / "cloud" / "tail_4.keras").unlink()
+    assert main(["inspect", str(bundle_copy)]) == 1
+    err = capsys.readouterr().err
+    assert "tail_4.keras is missing" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_cli_partition_and_force(tmp_path: Path, capsys, restore_logging):
+    out = tmp_path / "b"
+    assert main(["partition", "digits-cnn", "-o", str(out), "--splits", "4"]) == 0
+    captured = capsys.readouterr()
+    assert f"bundle written to {out}" in captured.out and "(3 splits" in captured.out
+    assert load_bundle(out).manifest.split_ids == [0, 4, DIGITS_K]
+    # Without --force the bundle is not replaced; a bad request with --force does not destroy it.
+    assert main(["partition", "digits-cnn", "-o", str(out)]) == 2
+    assert "use --force" in capsys.readouterr().err
+    assert main(["partition", "digits-cnn", "-o", str(out), "--splits", "99", "--force"]) == 2
+    assert load_bundle(out).manifest.split_ids == [0, 4, DIGITS_K]
