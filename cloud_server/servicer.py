@@ -136,6 +136,11 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
             while True:
                 with lock:
                     if (state["ended"] or self._draining.is_set()) and sent >= state["accepted"]:
+                        if not state["ended"]:
+                            # Shutdown ends the stream with a status (the contract), not OK:
+                            # frames the client sent that got no response were not accepted.
+                            context.set_code(grpc.StatusCode.UNAVAILABLE)
+                            context.set_details("server is shutting down; frames without a response were not accepted")
                         break
                 try:
                     item = done.get(timeout=0.1)

@@ -148,13 +148,13 @@ class EdgeAgent:
 
     def run(self, source: FrameSource) -> RunSummary:
         """Process every frame of `source`; returns when each has its record."""
-        served = serve_metrics(self.config.metrics_listen, self.registry)
-        if served:
-            self._metrics_server = served[0]
-        self.check_server()
-        self._watchdog.start()
         t0 = time.perf_counter()
-        try:
+        try:  # everything after this point is undone by close(), also when a check fails
+            served = serve_metrics(self.config.metrics_listen, self.registry)
+            if served:
+                self._metrics_server = served[0]
+            self.check_server()
+            self._watchdog.start()
             it = iter(source)
             count = 0
             while not self._stop.is_set():

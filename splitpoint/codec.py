@@ -164,6 +164,8 @@ def decode(msg: tensor_pb2.Tensor, max_bytes: int = DEFAULT_MAX_TENSOR_BYTES, fi
     for i, dim in enumerate(shape):
         if dim < 0:
             raise TensorError(f"{field}.shape[{i}]", dim, "dimensions must be >= 0")
+        if dim > max_bytes:  # even with a zero elsewhere: numpy cannot work on such a shape
+            raise TensorTooLargeError(f"{field}.shape", shape, f"dimension {i} is over the size limit of {max_bytes}")
     count = 1
     for dim in shape:
         count *= dim  # Python ints: no overflow, so a forged huge shape is caught below

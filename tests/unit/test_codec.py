@@ -478,7 +478,9 @@ def test_max_bytes_is_inclusive():
     assert "80" in err.reason and "79" in err.reason
 
 
-@pytest.mark.parametrize("shape", [[0, 2**40, 2**40], [2**62, 0, 2**62], [0, 2**63 - 1, 2**63 - 1]])
+@pytest.mark.parametrize(
+    "shape", [[0, 2**40, 2**40], [2**62, 0, 2**62], [0, 2**63 - 1, 2**63 - 1], [0, 2**31, 2**31], [0, 2**40]]
+)
 def test_empty_tensor_with_unrepresentable_shape(shape):
     # no elements and no bytes, but numpy cannot build an array of that shape
     err = decode_error(raw_tensor("int8", shape, b""))
@@ -486,9 +488,10 @@ def test_empty_tensor_with_unrepresentable_shape(shape):
     assert_error(err, "tensor.shape", repr(shape))
 
 
-def test_empty_tensor_with_large_dims_is_fine():
-    array = decode(raw_tensor("int8", [0, 2**40], b"")).array
-    assert array.shape == (0, 2**40) and array.size == 0
+def test_empty_tensor_with_large_dims_within_the_limit_is_fine():
+    array = decode(raw_tensor("int8", [0, 2**20], b"")).array
+    assert array.shape == (0, 2**20) and array.size == 0
+    assert decode(raw_tensor("int8", [0, 2**20], b"")).dequantized().shape == (0, 2**20)
 
 
 @pytest.mark.parametrize(
