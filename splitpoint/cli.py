@@ -170,6 +170,70 @@ def cmd_edge(args: argparse.Namespace) -> int:
     return 0 if summary.failed == 0 else 1
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    from scheduler.profiles import format_profile, load_profile, profile_cloud, profile_edge
+    from splitpoint.bundle import load_bundle
+
+    if args.side == "show":
+        if not args.file:
+            raise ConfigError("FILE", None, "give the profile to show: splitpoint profile show FILE")
+        print(format_profile(load_profile(args.file)))
+        return 0
+    if not args.bundle:
+        raise ConfigError("--bundle", None, "give the bundle to profile")
+    if args.side == "reference":
+        from scheduler.reference_profiles import write_reference_profiles
+
+        out = Path(args.output or "reference-profiles")
+        paths = write_reference_profiles(load_bundle(args.bundle, verify=False).manifest, out)
+        for path in paths[:2]:
+            print(format_profile(load_profile(path)), end="\n\n")
+        print("written: " + ", ".join(map(str, paths)) + "\n(a model shaped like the drone paper, not a measurement)")
+        return 0
+    if not args.output:
+        raise ConfigError("-o", None, "give the profile file to write with -o FILE")
+    if args.side == "edge":
+        from edge_node.heads import EdgeHeads
+        from scheduler.power import find_meter
+        from splitpoint.runtime.litert import Device
+
+        bundle = load_bundle(args.bundle, side="edge")
+        meter, why = find_meter()
+        if meter is None:
+            print(f"note: {why}", file=sys.stderr)
+        heads = EdgeHeads(bundle, Device.parse(args.device, "--device"), cpu_fallback=False, num_threads=args.threads)
+        prof = profile_edge(heads, bundle, runs=args.runs, meter=meter)
+    else:
+        bundle = load_bundle(args.bundle, side="cloud")
+        prof = profile_cloud(bundle, runs=args.runs)
+    prof.save(args.output)
+    print(format_profile(prof))
+    print(f"\nwritten to {args.output}")
+    return 0
+
+
+def cmd_policy_explain(args: argparse.Namespace) -> int:
+    from scheduler.link import LinkState
+    from scheduler.planner import (
+        build_cost_model,
+        explain,
+        explain_json,
+        explain_table,
+        parse_bandwidth,
+        parse_duration_ms,
+    )
+    from scheduler.policy import PolicyConfig
+    from splitpoint.bundle import load_bundle
+
+    bundle = load_bundle(args.bundle, verify=False)
+    pcfg = cfg.load(PolicyConfig, args, None)
+    link = LinkState(parse_bandwidth(args.bandwidth), parse_duration_ms(args.rtt), parse_duration_ms(args.queue, "--queue"))
+    cost = build_cost_model(pcfg, bundle.manifest.model_digest)
+    preds, decision = explain(cost, pcfg, link)
+    print(explain_json(preds, decision, link, pcfg) if args.json else explain_table(preds, decision, link, pcfg))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from splitpoint.demo import run_demo
 
@@ -217,6 +281,34 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--print-config", action="store_true", help="print the effective config as TOML and exit")
         cfg.add_arguments(p, cls)
         p.set_defaults(func=func)
+
+    p = sub.add_parser("profile", help="measure every split's head (edge) or tail (cloud) latency; show a profile")
+    p.add_argument("side", choices=("edge", "cloud", "show", "reference"),
+                   help="edge or cloud: measure here; show: print FILE; reference: write drone-paper-shaped "
+                        "edge/cloud profiles and a power table for the bundle into the -o directory")
+    p.add_argument("file", nargs="?", help="the profile to show (with `show`)")
+    p.add_argument("--bundle", help="bundle directory")
+    p.add_argument("--device", default="cpu", help="edge: cpu, edgetpu, edgetpu:usb:N (default cpu)")
+    p.add_argument("--threads", type=_positive_int, default=1, help="edge: LiteRT threads (default 1)")
+    p.add_argument("--runs", type=_positive_int, default=50, help="timed runs per split after warm-up (default 50)")
+    p.add_argument("-o", "--output", metavar="FILE", help="profile JSON to write")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("policy", help="explain what a split policy would choose")
+    psub = p.add_subparsers(dest="policy_command", required=True, metavar="SUBCOMMAND")
+    pe = psub.add_parser("explain", help="predicted latency and energy of every split, and the choice",
+                         description="Predict every split's latency and edge energy for a given link, and show the policy's choice.")
+    pe.add_argument("--bundle", required=True, help="bundle directory")
+    pe.add_argument("--bandwidth", required=True, help="uplink rate, e.g. 5Mbps")
+    pe.add_argument("--rtt", required=True, help="round-trip time, e.g. 40ms")
+    pe.add_argument("--queue", default="0ms", help="server queue wait (default 0ms)")
+    pe.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    from scheduler.policy import PolicyConfig
+
+    pe.add_argument("--policy", dest="name", choices=("min-latency", "min-energy", "weighted"),
+                    help="the policy to explain (same as --name; default min-latency)")
+    cfg.add_arguments(pe, PolicyConfig)
+    pe.set_defaults(func=cmd_policy_explain)
 
     p = sub.add_parser("demo", help="partition the bundled digits model, start a server and an agent on loopback, stream frames")
     p.add_argument("--workdir", default="splitpoint-demo", help="where the bundle and the results go (default: ./splitpoint-demo)")
