@@ -25,7 +25,9 @@ import grpc
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from scheduler.policy import FixedPolicy, FrameOutcome, SplitPolicy
+from scheduler.link import LinkEstimator
+from scheduler.planner import build_policy
+from scheduler.policy import FrameOutcome, PolicyConfig, SplitPolicy
 from splitpoint.bundle import load_bundle
 from splitpoint.codec import decode, encode
 from splitpoint.errors import (
@@ -48,6 +50,12 @@ log = logging.getLogger(__name__)
 
 #: reconnect backoff: first wait, cap (seconds); full jitter
 BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 30.0
+#: payload of the bandwidth probe
+PROBE_BYTES = 64 * 1024
+
+
+def _describe(policy: SplitPolicy) -> str:
+    return getattr(policy, "describe", lambda: policy.name)()
 
 
 class EdgeMetrics:
@@ -58,6 +66,9 @@ class EdgeMetrics:
             "splitpoint_edge_stage_seconds", "time per stage", ["stage"], buckets=LATENCY_BUCKETS, registry=registry
         )
         self.split = Gauge("splitpoint_edge_split", "split used for the latest frame", registry=registry)
+        self.bandwidth = Gauge("splitpoint_edge_link_bandwidth_bps", "uplink bandwidth estimate", registry=registry)
+        self.rtt = Gauge("splitpoint_edge_link_rtt_ms", "round-trip time estimate", registry=registry)
+        self.queue = Gauge("splitpoint_edge_server_queue_ms", "server queue wait estimate", registry=registry)
         self.bytes_sent = Counter("splitpoint_edge_sent_bytes", "cut tensor bytes sent", registry=registry)
 
 
@@ -102,14 +113,18 @@ class EdgeAgent:
         self.bundle = load_bundle(config.bundle, side="edge")
         m = self.bundle.manifest
         self.K = m.num_layers
-        if config.split is not None and config.split not in m.split_ids:
-            raise ConfigError("split", config.split, f"not a split of {m.model_name}; candidates: {m.split_ids}")
+        for key, k in (("split", config.split), ("policy.split", config.policy.split)):
+            if k is not None and k not in m.split_ids:
+                raise ConfigError(key, k, f"not a split of {m.model_name}; candidates: {m.split_ids}")
         self.heads = EdgeHeads(self.bundle, config.device_spec, config.cpu_fallback, num_threads=config.threads)
+        #: link and load estimates from live traffic and probes; adaptive policies plan with them
+        self.link = LinkEstimator()
         if policy is None:
-            if config.split is None:
-                log.info("no split given: every frame runs wholly on the edge (k = %d)", self.K)
-            policy = FixedPolicy(self.K if config.split is None else config.split)
+            policy = self._build_policy(config.policy)
         self.policy = policy
+        self._reload: Callable[[], PolicyConfig] | None = None
+        self._reload_requested = threading.Event()
+        self._last_probe = 0.0
         self.on_result = on_result
         self.registry = CollectorRegistry()
         self.metrics = EdgeMetrics(self.registry)
@@ -199,12 +214,64 @@ class EdgeAgent:
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
 
+    # ------------------------------------------------------------------ policy
+
+    def _build_policy(self, pcfg: PolicyConfig) -> SplitPolicy:
+        m = self.bundle.manifest
+        if pcfg.name == "fixed" and pcfg.split is None and self.config.split is None:
+            log.info("no split given: every frame runs wholly on the edge (k = %d)", self.K)
+        return build_policy(pcfg, m.model_digest, self.K, self.config.split, self.link)
+
+    def on_reload(self, loader: Callable[[], PolicyConfig]) -> None:
+        """Where `request_reload` gets the new [policy] table from (the CLI re-reads the config file)."""
+        self._reload = loader
+
+    def request_reload(self) -> None:
+        """Safe from a signal handler: the policy is swapped between two frames."""
+        self._reload_requested.set()
+
+    def _maybe_reload(self) -> None:
+        if not self._reload_requested.is_set() or self._reload is None:
+            return
+        self._reload_requested.clear()
+        try:
+            new = self._build_policy(self._reload())
+        except SplitpointError as err:
+            log.error("policy reload refused, keeping %s: %s", _describe(self.policy), err)
+            return
+        log.info("policy reloaded: %s -> %s", _describe(self.policy), _describe(new))
+        self.policy = new
+
+    def _maybe_probe(self) -> None:
+        """Measure the link when no frame has crossed it for a while (and at start)."""
+        if not hasattr(self.policy, "link"):  # a fixed policy does not plan with estimates
+            return
+        idle = self.config.policy.probe_idle_s
+        now = time.monotonic()
+        if self.link.idle_s() < idle or now - self._last_probe < idle or now < self._retry_at:
+            return
+        self._last_probe = now
+        try:
+            rtt_ms, resp = self.client.probe(0, 0)
+            self.link.observe_rtt(max(0.01, rtt_ms - resp.server_time_ms))
+            bulk_ms, resp = self.client.probe(PROBE_BYTES, 0)
+            self.link.observe_transfer(PROBE_BYTES, bulk_ms, resp.server_time_ms)
+            log.debug("probe: %s", self.link.estimate())
+        except RemoteError as err:
+            log.info("link probe failed: %s", err)
+
     # ------------------------------------------------------------------ one frame
 
     def _process(self, frame: Frame) -> None:
         t_start = time.monotonic()
         try:
+            self._maybe_reload()
+            self._maybe_probe()
             k = self.policy.choose(self.heads.splits)
+            est = self.link.estimate()
+            self.metrics.bandwidth.set(est.bandwidth_bps)
+            self.metrics.rtt.set(est.rtt_ms)
+            self.metrics.queue.set(est.server_queue_ms)
             if k not in self.heads.splits:
                 raise SplitpointError(f"policy {self.policy.name} chose split {k}, not loaded here ({self.heads.splits})")
             x = self.heads.preprocess(frame.raw)
@@ -302,12 +369,15 @@ class EdgeAgent:
             with self._lock:
                 late = [fid for fid, p in self._pending.items() if now > p.deadline]
             for fid in late:
-                self._take_and_fallback(fid, f"no answer within frame_deadline_ms = {self.config.frame_deadline_ms}")
+                self._take_and_fallback(fid, f"no answer within frame_deadline_ms = {self.config.frame_deadline_ms}",
+                                        timed_out=True)
 
-    def _take_and_fallback(self, frame_id: int, reason: str) -> None:
+    def _take_and_fallback(self, frame_id: int, reason: str, timed_out: bool = False) -> None:
         with self._lock:
             p = self._pending.pop(frame_id, None)
         if p is not None:  # else someone else finished it already
+            if timed_out:  # the link took at least this long: let the estimate know
+                self.link.observe_transfer(p.wire_bytes, self.config.frame_deadline_ms)
             self._finish_local(p.frame, p.x, p.split, p.preprocess_ms, reason=reason, head_ms=p.head_ms)
 
     def _finish_local(self, frame: Frame, x: np.ndarray, split: int, preprocess_ms: float, reason: str | None,

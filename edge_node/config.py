@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from scheduler.policy import PolicyConfig
 from splitpoint.config import option, parse_address
 from splitpoint.errors import ConfigError
 from splitpoint.runtime.litert import Device
@@ -30,6 +31,7 @@ class EdgeConfig:
     max_message_mb: float = option(32.0, "largest message sent or received, MiB")
     metrics_listen: str = option("", "HOST:PORT for Prometheus /metrics; empty = off")
     log_level: str = option("info", "logging level", choices=("debug", "info", "warning", "error"))
+    policy: PolicyConfig = option(default_factory=PolicyConfig, help="split policy: the [policy] table")
 
     @property
     def window_size(self) -> int:

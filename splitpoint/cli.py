@@ -153,6 +153,9 @@ def cmd_edge(args: argparse.Namespace) -> int:
 
     agent = EdgeAgent(conf)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
+    if hasattr(signal, "SIGHUP"):  # re-read [policy] from the config file, swap between frames
+        agent.on_reload(lambda: cfg.load(EdgeConfig, args, args.config).policy)
+        signal.signal(signal.SIGHUP, lambda *_: agent.request_reload())
     with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps) as source:
         try:
             summary = agent.run(source)
@@ -226,6 +229,8 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
     from splitpoint.bundle import load_bundle
 
     bundle = load_bundle(args.bundle, verify=False)
+    if not hasattr(args, "name"):
+        args.name = "min-latency"
     pcfg = cfg.load(PolicyConfig, args, None)
     link = LinkState(parse_bandwidth(args.bandwidth), parse_duration_ms(args.rtt), parse_duration_ms(args.queue, "--queue"))
     cost = build_cost_model(pcfg, bundle.manifest.model_digest)
@@ -305,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--json", action="store_true", help="print JSON instead of a table")
     from scheduler.policy import PolicyConfig
 
-    pe.add_argument("--policy", dest="name", choices=("min-latency", "min-energy", "weighted"),
+    pe.add_argument("--policy", dest="name", choices=("min-latency", "min-energy", "weighted"), default=argparse.SUPPRESS,
                     help="the policy to explain (same as --name; default min-latency)")
     cfg.add_arguments(pe, PolicyConfig)
     pe.set_defaults(func=cmd_policy_explain)

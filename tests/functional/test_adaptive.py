@@ -1,0 +1,179 @@
+"""The scheduler in the running agent: profiles from the CLI, split changes on a live server, SIGHUP."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edge_node.agent import EdgeAgent
+from edge_node.config import EdgeConfig
+from edge_node.results import read_results
+from edge_node.sources import open_source
+from scheduler.policy import AdaptivePolicy, PolicyConfig
+from scheduler.profiles import Profile, SplitProfile, StageStats, load_profile
+from splitpoint import config as cfg
+from splitpoint.bundle import load_bundle
+from splitpoint.cli import main
+from splitpoint.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_profile_commands_measure_every_split(digits_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    m = load_bundle(digits_bundle).manifest
+    assert main(["profile", "edge", "--bundle", str(digits_bundle), "--runs", "5", "-o", str(tmp_path / "e.json")]) == 0
+    assert main(["profile", "cloud", "--bundle", str(digits_bundle), "--runs", "5", "-o", str(tmp_path / "c.json")]) == 0
+    edge = load_profile(tmp_path / "e.json", "edge", m.model_digest)
+    cloud = load_profile(tmp_path / "c.json", "cloud", m.model_digest)
+    assert sorted(edge.splits) == m.split_ids
+    assert sorted(cloud.splits) == m.split_ids
+    for k, sp in edge.splits.items():
+        assert sp.wire_bytes == m.split(k).wire_bytes
+        assert sp.latency.samples == 5 and 0 <= sp.latency.median_ms <= sp.latency.p95_ms
+    assert edge.device["cpu"] and "ai-edge-litert" in edge.device["runtimes"]
+    capsys.readouterr()
+    assert main(["profile", "show", str(tmp_path / "e.json")]) == 0
+    shown = capsys.readouterr().out
+    assert "median ms" in shown and f"{m.num_layers:>4}" in shown
+
+
+def test_profile_of_another_bundle_is_refused(digits_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    m = load_bundle(digits_bundle).manifest
+    edge, cloud = synthetic_profiles(digits_bundle)
+    edge.bundle_digest = "sha256:someotherbundle"
+    edge.save(tmp_path / "e.json")
+    cloud.save(tmp_path / "c.json")
+    code = main(["policy", "explain", "--bundle", str(digits_bundle), "--edge-profile", str(tmp_path / "e.json"),
+                 "--cloud-profile", str(tmp_path / "c.json"), "--bandwidth", "5Mbps", "--rtt", "40ms"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "sha256:someotherbundle" in err and m.model_digest in err
+
+
+def synthetic_profiles(bundle: Path) -> tuple[Profile, Profile]:
+    """Heads get slower and tails faster with k: fast links favour k = 0, slow ones k = K."""
+    m = load_bundle(bundle).manifest
+    edge = {s.split: SplitProfile(s.split, s.wire_bytes, StageStats.constant(1.0 + 2.0 * s.split)) for s in m.splits}
+    cloud = {s.split: SplitProfile(s.split, s.wire_bytes, StageStats.constant(max(0.1, 8.0 - s.split))) for s in m.splits}
+    return (Profile("edge", m.model_digest, m.model_name, {}, edge),
+            Profile("cloud", m.model_digest, m.model_name, {}, cloud))
+
+
+def test_policy_explain_json_marks_the_argmin(digits_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    edge, cloud = synthetic_profiles(digits_bundle)
+    edge.save(tmp_path / "e.json")
+    cloud.save(tmp_path / "c.json")
+    args = ["policy", "explain", "--bundle", str(digits_bundle), "--edge-profile", str(tmp_path / "e.json"),
+            "--cloud-profile", str(tmp_path / "c.json"), "--rtt", "5ms", "--policy", "min-latency", "--json"]
+    results = {}
+    for bw in ("1000Mbps", "1kbps"):
+        capsys.readouterr()
+        assert main([*args, "--bandwidth", bw]) == 0
+        out = json.loads(capsys.readouterr().out)
+        best = min(out["splits"], key=lambda p: p["latency_ms"])
+        assert out["chosen"] == best["split"]
+        results[bw] = out["chosen"]
+    assert results["1000Mbps"] == 0
+    assert results["1kbps"] == load_bundle(digits_bundle).manifest.num_layers
+
+
+def test_agent_changes_split_when_its_bandwidth_estimate_changes(cloud_server, digits_bundle: Path, tmp_path: Path) -> None:
+    edge, cloud = synthetic_profiles(digits_bundle)
+    edge.save(tmp_path / "e.json")
+    cloud.save(tmp_path / "c.json")
+    K = load_bundle(digits_bundle).manifest.num_layers
+    pcfg = PolicyConfig(name="min-latency", edge_profile=str(tmp_path / "e.json"), cloud_profile=str(tmp_path / "c.json"),
+                        margin=0.1, min_dwell_frames=3, probe_idle_s=60)
+    conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:60", cloud=cloud_server.address,
+                      results=str(tmp_path / "r.jsonl"), mode="latency", fps=100.0, policy=pcfg)
+    switched_at: list[int] = []
+
+    def on_result(record: dict) -> None:
+        if record["frame_id"] == 19:  # the link "degrades" after 20 frames
+            switched_at.append(19)
+            agent.link.force(bandwidth_bps=1e3, rtt_ms=5.0)
+
+    agent = EdgeAgent(conf, on_result=on_result)
+    assert isinstance(agent.policy, AdaptivePolicy)
+    agent.link.force(bandwidth_bps=1e9, rtt_ms=5.0)
+    with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps) as source:
+        agent.run(source)
+    records = sorted(read_results(tmp_path / "r.jsonl"), key=lambda r: r["frame_id"])
+    assert [r["frame_id"] for r in records] == list(range(60))
+    splits = [r["split"] for r in records]
+    assert set(splits[:20]) == {0}, splits[:20]
+    assert all(r["where"] == "cloud" for r in records[:20])
+    after = splits[20:]
+    first_k = next(i for i, k in enumerate(after) if k == K)
+    assert first_k < 5, f"moved after {first_k + 1} frames: {after[:10]}"
+    assert set(after[first_k:]) == {K}
+    assert agent.policy.switches == 1
+
+
+def test_sighup_reloads_the_policy_without_dropping_frames(cloud_server, digits_bundle: Path, tmp_path: Path) -> None:
+    conf_path = tmp_path / "edge.toml"
+    results = tmp_path / "r.jsonl"
+    body = (f'bundle = "{digits_bundle}"\nsource = "synthetic:400"\ncloud = "{cloud_server.address}"\n'
+            f'results = "{results}"\nfps = 40.0\nmode = "latency"\n')
+    conf_path.write_text(body + "[policy]\nname = \"fixed\"\nsplit = 3\n")
+    proc = subprocess.Popen([sys.executable, "-m", "splitpoint", "edge", "--config", str(conf_path)],
+                            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not results.exists() or len(results.read_text().splitlines()) < 20):
+            time.sleep(0.1)
+        conf_path.write_text(body + "[policy]\nname = \"fixed\"\nsplit = 5\n")
+        proc.send_signal(signal.SIGHUP)
+        while time.monotonic() < deadline and len(results.read_text().splitlines()) < 60:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)  # stop after the current frame; in-flight frames finish
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    records = sorted(read_results(results), key=lambda r: r["frame_id"])
+    ids = [r["frame_id"] for r in records]
+    assert ids == list(range(len(ids))), "a frame was dropped or duplicated across the reload"
+    splits = [r["split"] for r in records]
+    assert splits[0] == 3 and splits[-1] == 5
+    change = splits.index(5)
+    assert set(splits[:change]) == {3} and set(splits[change:]) == {5}
+    assert "policy reloaded" in err
+
+
+def test_a_bad_reload_keeps_the_running_policy(digits_bundle: Path, tmp_path: Path) -> None:
+    conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:1", cloud="127.0.0.1:9", split=3,
+                      results=str(tmp_path / "r.jsonl"))
+    agent = EdgeAgent(conf)
+    try:
+        before = agent.policy
+        agent.on_reload(lambda: PolicyConfig(name="min-latency", edge_profile=str(tmp_path / "missing.json"),
+                                             cloud_profile=str(tmp_path / "missing.json")))
+        agent.request_reload()
+        agent._maybe_reload()
+        assert agent.policy is before
+    finally:
+        agent.close()
+
+
+def test_policy_table_is_a_config_section(tmp_path: Path) -> None:
+    path = tmp_path / "edge.toml"
+    path.write_text('bundle = "b"\nsource = "synthetic:1"\n[policy]\nname = "min-energy"\ndeadline_ms = 300\n')
+    p = argparse.ArgumentParser()
+    cfg.add_arguments(p, EdgeConfig)
+    args = p.parse_args(["--policy-edge-profile", "e.json", "--policy-cloud-profile", "c.json", "--policy-margin", "0.2"])
+    conf = cfg.load(EdgeConfig, args, path)
+    assert conf.policy.name == "min-energy" and conf.policy.deadline_ms == 300 and conf.policy.margin == 0.2
+    assert "[policy]" in cfg.to_toml(conf)
+    path.write_text('bundle = "b"\nsource = "synthetic:1"\n[policy]\nname = "min-energy"\n')
+    with pytest.raises(ConfigError, match="policy.name"):
+        cfg.load(EdgeConfig, p.parse_args([]), path)
