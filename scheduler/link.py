@@ -52,7 +52,7 @@ class LinkEstimator:
         self._n = 0
         self._forced: tuple[float | None, float | None] = (None, None)
         self._lock = threading.Lock()
-        self.last_traffic = time.monotonic()
+        self.last_traffic = float("-inf")  # never: the first frame triggers a probe
 
     def observe_rtt(self, rtt_ms: float) -> None:
         """A small exchange (a probe, a tiny frame): its time is the round trip."""
