@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from splitpoint.config import option, parse_address
 from splitpoint.errors import ConfigError
+from splitpoint.security import ServerSecurity
 
 
 @dataclass
@@ -18,9 +19,18 @@ class CloudConfig:
     max_streams: int = option(64, "concurrent RPCs before new ones get RESOURCE_EXHAUSTED")
     warm_tails: int = option(0, "tails kept loaded (least recently used evicted); 0 keeps all")
     max_message_mb: float = option(32.0, "largest request accepted, MiB (RESOURCE_EXHAUSTED above)")
+    tls_cert: str = option("", "server certificate (PEM) for TLS")
+    tls_key: str = option("", "private key (PEM) of tls_cert")
+    tls_client_ca: str = option("", "CA (PEM) that signs client certificates: set it for mutual TLS")
+    token_file: str = option("", "file holding the bearer token every call must carry")
+    insecure: bool = option(True, "serve plaintext without TLS (development only)")
     grace_s: float = option(10.0, "on SIGTERM/SIGINT, seconds in-flight frames get to finish")
     metrics_listen: str = option("", "HOST:PORT for Prometheus /metrics; empty = off")
     log_level: str = option("info", "logging level", choices=("debug", "info", "warning", "error"))
+
+    @property
+    def security(self) -> ServerSecurity:
+        return ServerSecurity(self.tls_cert, self.tls_key, self.tls_client_ca, self.token_file, self.insecure)
 
     @property
     def max_message_bytes(self) -> int:
@@ -28,6 +38,7 @@ class CloudConfig:
 
     def validate(self) -> None:
         parse_address("listen", self.listen)
+        self.security.validate()
         if self.metrics_listen:
             parse_address("metrics_listen", self.metrics_listen)
         for key in ("workers", "max_batch", "max_queue", "max_streams"):

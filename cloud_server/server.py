@@ -73,10 +73,18 @@ class CloudServer:
         ]
         # A streaming RPC holds a thread for its life; readers take one more each.
         pool = futures.ThreadPoolExecutor(max_workers=2 * cfg.max_streams + 4, thread_name_prefix="grpc")
-        server = grpc.server(pool, options=options, maximum_concurrent_rpcs=cfg.max_streams)
+        security = cfg.security
+        server = grpc.server(pool, options=options, maximum_concurrent_rpcs=cfg.max_streams,
+                             interceptors=security.interceptors())
         offload_pb2_grpc.add_OffloadServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        port = server.add_insecure_port(cfg.listen)
+        creds = security.credentials()
+        if creds is None:
+            log.warning("*** PLAINTEXT: serving without TLS (insecure = true): anyone on the network can read "
+                        "and send frames. Use tls_cert/tls_key (and tls_client_ca) outside development. ***")
+            port = server.add_insecure_port(cfg.listen)
+        else:
+            port = server.add_secure_port(cfg.listen, creds)
         if port == 0:
             raise SplitpointError(f"listen = {cfg.listen!r}: cannot bind (address in use or not local)")
         server.start()
@@ -86,7 +94,9 @@ class CloudServer:
         served = serve_metrics(cfg.metrics_listen, self.registry)
         if served:
             self._metrics_server, self.metrics_port = served
-        log.info("serving %s (%s) on %s", self.bundle.manifest.model_name, self.bundle.manifest.model_digest[:19], self.address)
+        log.info("serving %s (%s) on %s with %s%s", self.bundle.manifest.model_name,
+                 self.bundle.manifest.model_digest[:19], self.address, security.mode,
+                 " and a bearer token" if cfg.token_file else "")
         return self
 
     def stop(self, grace: float | None = None) -> None:

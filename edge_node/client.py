@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from splitpoint.errors import RemoteError
+from splitpoint.security import ClientSecurity
 from splitpoint.v1 import offload_pb2, offload_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -19,12 +20,14 @@ log = logging.getLogger(__name__)
 class OffloadClient:
     """One channel to a server. Every call has a deadline; failures are RemoteError."""
 
-    def __init__(self, address: str, max_message_bytes: int = 32 << 20, timeout_s: float = 5.0):
+    def __init__(self, address: str, max_message_bytes: int = 32 << 20, timeout_s: float = 5.0,
+                 security: ClientSecurity | None = None):
         self.address = address
         self.timeout_s = timeout_s
-        self.channel = grpc.insecure_channel(
+        security = security or ClientSecurity(insecure=True)
+        self.channel = security.channel(
             address,
-            options=[
+            [
                 ("grpc.max_send_message_length", max_message_bytes),
                 ("grpc.max_receive_message_length", max_message_bytes),
                 # Notice a dead link on an idle stream within ~20 s instead of hours.

@@ -8,6 +8,7 @@ from scheduler.policy import PolicyConfig
 from splitpoint.config import option, parse_address
 from splitpoint.errors import ConfigError
 from splitpoint.runtime.litert import Device
+from splitpoint.security import ClientSecurity
 
 
 @dataclass
@@ -29,6 +30,12 @@ class EdgeConfig:
     connect_timeout_s: float = option(5.0, "deadline for connecting and for Describe/Probe calls")
     stream_lifetime_s: float = option(300.0, "an Infer stream is replaced after this long (its deadline)")
     max_message_mb: float = option(32.0, "largest message sent or received, MiB")
+    tls_ca: str = option("", "CA (PEM) that signed the server's certificate: TLS")
+    tls_cert: str = option("", "this agent's certificate (PEM), for mutual TLS")
+    tls_key: str = option("", "private key (PEM) of tls_cert")
+    tls_server_name: str = option("", "name to verify in the server's certificate when it differs from the cloud host")
+    token_file: str = option("", "file holding the bearer token sent with every call")
+    insecure: bool = option(True, "talk plaintext without TLS (development only)")
     metrics_listen: str = option("", "HOST:PORT for Prometheus /metrics; empty = off")
     log_level: str = option("info", "logging level", choices=("debug", "info", "warning", "error"))
     policy: PolicyConfig = option(default_factory=PolicyConfig, help="split policy: the [policy] table")
@@ -43,6 +50,7 @@ class EdgeConfig:
 
     def validate(self) -> None:
         parse_address("cloud", self.cloud, allow_zero_port=False)
+        self.security.validate()
         if self.metrics_listen:
             parse_address("metrics_listen", self.metrics_listen)
         self.device_spec  # noqa: B018 - parses and raises ConfigError naming the value
@@ -61,6 +69,10 @@ class EdgeConfig:
             raise ConfigError("stream_lifetime_s", self.stream_lifetime_s, "must be more than twice frame_deadline_ms")
         if not 0.001 <= self.max_message_mb <= 2047:
             raise ConfigError("max_message_mb", self.max_message_mb, "must be between 0.001 and 2047")
+
+    @property
+    def security(self) -> ClientSecurity:
+        return ClientSecurity(self.tls_ca, self.tls_cert, self.tls_key, self.tls_server_name, self.token_file, self.insecure)
 
     @property
     def max_message_bytes(self) -> int:

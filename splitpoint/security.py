@@ -1,0 +1,199 @@
+"""Transport security for both sides: TLS, mutual TLS, and a bearer token.
+
+- Server: a certificate and key (TLS); with a client CA as well, clients must show a
+  certificate it signed (mTLS). A token file makes every call carry
+  `authorization: Bearer <token>`; calls without it end with UNAUTHENTICATED.
+  The health service stays open so load balancers can probe it.
+- Client: the CA that signed the server's certificate, optionally its own
+  certificate and key (mTLS), and the token file.
+- Plaintext only when asked with `insecure`; the server warns loudly when it runs so.
+
+Tokens and keys are read from files, compared in constant time, and never logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from splitpoint.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
+UNAUTHENTICATED_MESSAGE = "missing or invalid bearer token"
+
+
+def read_file(key: str, path: str) -> bytes:
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(key, path, "file not found") from None
+    except OSError as exc:
+        raise ConfigError(key, path, f"unreadable ({exc.strerror})") from None
+    if not data.strip():
+        raise ConfigError(key, path, "file is empty")
+    return data
+
+
+def read_token(key: str, path: str) -> str:
+    """The bearer token in `path` (first line). Warns when other users can read the file."""
+    token = read_file(key, path).decode("utf-8", "replace").strip().splitlines()[0].strip()
+    if len(token) < 16:
+        raise ConfigError(key, path, "the token is shorter than 16 characters")
+    try:
+        mode = os.stat(path).st_mode
+        if mode & (stat.S_IRGRP | stat.S_IROTH):
+            log.warning("token file %s is readable by other users: chmod 600 it", path)
+    except OSError:
+        pass
+    return token
+
+
+@dataclass(frozen=True)
+class ServerSecurity:
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    token_file: str = ""
+    insecure: bool = False
+
+    def validate(self) -> None:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("tls_key" if self.tls_cert else "tls_cert", "", "tls_cert and tls_key go together")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ConfigError("tls_client_ca", self.tls_client_ca, "mutual TLS needs tls_cert and tls_key too")
+        if not self.tls_cert and not self.insecure:
+            raise ConfigError(
+                "insecure", False,
+                "no TLS certificate: give tls_cert and tls_key (`splitpoint certs` makes development ones), "
+                "or --insecure to serve plaintext (development only)",
+            )
+        if self.tls_cert and self.insecure:
+            raise ConfigError("insecure", True, "cannot be combined with tls_cert: choose TLS or plaintext")
+
+    @property
+    def mode(self) -> str:
+        if self.insecure:
+            return "PLAINTEXT"
+        return "mutual TLS" if self.tls_client_ca else "TLS"
+
+    def credentials(self) -> grpc.ServerCredentials | None:
+        if self.insecure:
+            return None
+        ca = read_file("tls_client_ca", self.tls_client_ca) if self.tls_client_ca else None
+        pair = (read_file("tls_key", self.tls_key), read_file("tls_cert", self.tls_cert))
+        return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
+
+    def interceptors(self) -> list[grpc.ServerInterceptor]:
+        return [TokenAuthInterceptor(read_token("token_file", self.token_file))] if self.token_file else []
+
+
+class TokenAuthInterceptor(grpc.ServerInterceptor):
+    """Every RPC but health checks must carry `authorization: Bearer <token>`."""
+
+    def __init__(self, token: str):
+        self._expected = f"Bearer {token}".encode()
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(details)
+        if handler is None or details.method.startswith(HEALTH_PREFIX):
+            return handler
+        got = next((v for k, v in (details.invocation_metadata or ()) if k == "authorization"), "")
+        if hmac.compare_digest(got.encode() if isinstance(got, str) else got, self._expected):
+            return handler
+        log.warning("refused %s: %s", details.method, UNAUTHENTICATED_MESSAGE)
+        return _refusing(handler)
+
+
+def _refusing(handler: Any) -> Any:
+    """A handler of the same shape as `handler` that ends the call with UNAUTHENTICATED."""
+
+    def deny(_request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
+
+    kwargs = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(deny, **kwargs)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(deny, **kwargs)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(deny, **kwargs)
+    return grpc.unary_unary_rpc_method_handler(deny, **kwargs)
+
+
+@dataclass(frozen=True)
+class ClientSecurity:
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_server_name: str = ""
+    token_file: str = ""
+    insecure: bool = False
+
+    def validate(self) -> None:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("tls_key" if self.tls_cert else "tls_cert", "", "tls_cert and tls_key go together")
+        if not self.tls_ca and not self.insecure:
+            raise ConfigError(
+                "insecure", False,
+                "no tls_ca to verify the server with: give tls_ca (and tls_cert/tls_key for mutual TLS), "
+                "or --insecure to talk plaintext (development only)",
+            )
+        if self.tls_ca and self.insecure:
+            raise ConfigError("insecure", True, "cannot be combined with tls_ca: choose TLS or plaintext")
+
+    def channel(self, address: str, options: list[tuple[str, Any]]) -> grpc.Channel:
+        if self.insecure:
+            channel = grpc.insecure_channel(address, options=options)
+        else:
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=read_file("tls_ca", self.tls_ca),
+                private_key=read_file("tls_key", self.tls_key) if self.tls_key else None,
+                certificate_chain=read_file("tls_cert", self.tls_cert) if self.tls_cert else None,
+            )
+            if self.tls_server_name:
+                options = [*options, ("grpc.ssl_target_name_override", self.tls_server_name)]
+            channel = grpc.secure_channel(address, creds, options=options)
+        if self.token_file:
+            channel = grpc.intercept_channel(channel, _BearerToken(read_token("token_file", self.token_file)))
+        return channel
+
+
+class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds the token to every call (works over TLS and, for development, plaintext)."""
+
+    def __init__(self, token: str):
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _with_token(self, details: Any) -> Any:
+        metadata = list(details.metadata or []) + [self._header]
+        return _CallDetails(details.method, details.timeout, metadata, details.credentials,
+                            getattr(details, "wait_for_ready", None), getattr(details, "compression", None))
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        return continuation(self._with_token(details), request_iterator)
+
+    def __repr__(self) -> str:  # never show the token
+        return "_BearerToken(****)"
+
+
+@dataclass(frozen=True)
+class _CallDetails(grpc.ClientCallDetails):
+    method: str
+    timeout: float | None
+    metadata: Any
+    credentials: Any
+    wait_for_ready: Any
+    compression: Any

@@ -1,0 +1,137 @@
+"""TLS, mutual TLS and bearer tokens on a real server; plaintext only when asked; no secrets in logs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from cloud_server.config import CloudConfig
+from cloud_server.server import CloudServer
+from edge_node.client import OffloadClient
+from splitpoint.certs import make_dev_certs
+from splitpoint.cli import main
+from splitpoint.errors import ConfigError, RemoteError
+from splitpoint.security import ClientSecurity
+
+TOKEN = "s3cret-token-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory):
+    return make_dev_certs(tmp_path_factory.mktemp("certs"), ["localhost", "127.0.0.1"])
+
+
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    p = tmp_path / "token"
+    p.write_text(TOKEN + "\n")
+    p.chmod(0o600)
+    return p
+
+
+def start(bundle: Path, **kw: object) -> CloudServer:
+    conf = CloudConfig(bundle=str(bundle), listen="127.0.0.1:0", grace_s=1.0, **kw)  # type: ignore[arg-type]
+    conf.validate()
+    return CloudServer(conf).start()
+
+
+def test_tls_and_mutual_tls(digits_bundle: Path, certs) -> None:
+    server = start(digits_bundle, insecure=False, tls_cert=str(certs.server_cert), tls_key=str(certs.server_key),
+                   tls_client_ca=str(certs.ca_cert))
+    try:
+        good = OffloadClient(server.address, security=ClientSecurity(
+            tls_ca=str(certs.ca_cert), tls_cert=str(certs.client_cert), tls_key=str(certs.client_key)))
+        assert good.describe().model_name == "digits-cnn"
+        good.close()
+        # no client certificate: the handshake fails
+        anon = OffloadClient(server.address, timeout_s=3, security=ClientSecurity(tls_ca=str(certs.ca_cert)))
+        with pytest.raises(RemoteError) as info:
+            anon.describe()
+        assert info.value.code == grpc.StatusCode.UNAVAILABLE
+        anon.close()
+        # plaintext against a TLS server fails too
+        plain = OffloadClient(server.address, timeout_s=3, security=ClientSecurity(insecure=True))
+        with pytest.raises(RemoteError):
+            plain.describe()
+        plain.close()
+    finally:
+        server.stop()
+
+
+def test_bearer_token_is_checked_and_never_logged(digits_bundle: Path, certs, token_file: Path, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = start(digits_bundle, insecure=False, tls_cert=str(certs.server_cert), tls_key=str(certs.server_key),
+                   token_file=str(token_file))
+    try:
+        sec = dict(tls_ca=str(certs.ca_cert))
+        with_token = OffloadClient(server.address, security=ClientSecurity(**sec, token_file=str(token_file)))
+        assert with_token.describe().model_digest
+        assert with_token.probe(10, 10)[1].received_bytes == 10
+        with_token.close()
+        without = OffloadClient(server.address, security=ClientSecurity(**sec))
+        with pytest.raises(RemoteError) as info:
+            without.describe()
+        assert info.value.code == grpc.StatusCode.UNAUTHENTICATED
+        without.close()
+        wrong_file = tmp_path / "wrong"
+        wrong_file.write_text("not-the-token-but-long-enough\n")
+        wrong = OffloadClient(server.address, security=ClientSecurity(**sec, token_file=str(wrong_file)))
+        with pytest.raises(RemoteError) as info:
+            wrong.describe()
+        assert info.value.code == grpc.StatusCode.UNAUTHENTICATED
+        # a stream without the token is refused too
+        stream_err: list[RemoteError | None] = []
+        s = wrong.open_stream(30, lambda *_: None, lambda _s, e: stream_err.append(e))
+        s.close()
+        assert s.ended.wait(10)
+        assert stream_err and stream_err[0] is not None and stream_err[0].code == grpc.StatusCode.UNAUTHENTICATED
+        wrong.close()
+        # health checks stay open for load balancers
+        creds = grpc.ssl_channel_credentials(root_certificates=certs.ca_cert.read_bytes())
+        with grpc.secure_channel(server.address, creds) as ch:
+            resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            assert resp.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        server.stop()
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert TOKEN not in logged
+    assert "not-the-token" not in logged
+
+
+def test_plaintext_needs_an_explicit_insecure_and_warns(digits_bundle: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(ConfigError) as info:
+        CloudConfig(bundle=str(digits_bundle), insecure=False).validate()
+    assert info.value.key == "insecure" and "tls_cert" in str(info.value)
+    caplog.set_level(logging.WARNING)
+    server = start(digits_bundle, insecure=True)
+    server.stop()
+    assert any("PLAINTEXT" in r.getMessage() for r in caplog.records)
+
+
+def test_bad_tls_settings_are_named(digits_bundle: Path, certs, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="tls_key"):
+        CloudConfig(bundle=str(digits_bundle), insecure=False, tls_cert=str(certs.server_cert)).validate()
+    with pytest.raises(ConfigError, match="insecure"):
+        CloudConfig(bundle=str(digits_bundle), insecure=True, tls_cert=str(certs.server_cert),
+                    tls_key=str(certs.server_key)).validate()
+    with pytest.raises(ConfigError) as info:
+        start(digits_bundle, insecure=False, tls_cert=str(tmp_path / "nope.pem"), tls_key=str(certs.server_key))
+    assert info.value.key == "tls_cert" and "not found" in str(info.value)
+    short = tmp_path / "short"
+    short.write_text("abc\n")
+    with pytest.raises(ConfigError, match="shorter than 16"):
+        start(digits_bundle, insecure=True, token_file=str(short))
+
+
+def test_certs_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "c"
+    assert main(["certs", "-o", str(out), "--server-name", "drone-server.local,10.0.0.5"]) == 0
+    assert (out / "server.key").stat().st_mode & 0o777 == 0o600
+    assert main(["certs", "-o", str(out)]) == 2  # refuses to overwrite
+    assert "--force" in capsys.readouterr().err
+    assert main(["certs", "-o", str(out), "--force"]) == 0
