@@ -124,11 +124,13 @@ class ProbeRequest(_message.Message):
     def __init__(self, payload: _Optional[bytes] = ..., response_bytes: _Optional[int] = ...) -> None: ...
 
 class ProbeResponse(_message.Message):
-    __slots__ = ("payload", "received_bytes", "server_time_ms")
+    __slots__ = ("payload", "received_bytes", "server_time_ms", "server_unix_ns")
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     RECEIVED_BYTES_FIELD_NUMBER: _ClassVar[int]
     SERVER_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    SERVER_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     payload: bytes
     received_bytes: int
     server_time_ms: float
-    def __init__(self, payload: _Optional[bytes] = ..., received_bytes: _Optional[int] = ..., server_time_ms: _Optional[float] = ...) -> None: ...
+    server_unix_ns: int
+    def __init__(self, payload: _Optional[bytes] = ..., received_bytes: _Optional[int] = ..., server_time_ms: _Optional[float] = ..., server_unix_ns: _Optional[int] = ...) -> None: ...
