@@ -239,6 +239,19 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_certs(args: argparse.Namespace) -> int:
+    from splitpoint.certs import make_dev_certs
+
+    names = [n.strip() for n in args.server_name.split(",") if n.strip()]
+    paths = make_dev_certs(Path(args.output), names, force=args.force)
+    print(f"development CA and certificates in {args.output} (server names: {', '.join(names)}):")
+    for label, path in vars(paths).items():
+        print(f"  {label:<12} {path}")
+    print("server: --tls-cert server.pem --tls-key server.key [--tls-client-ca ca.pem for mutual TLS]")
+    print("agent:  --tls-ca ca.pem [--tls-cert client.pem --tls-key client.key]")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from splitpoint.demo import run_demo
 
@@ -314,6 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the policy to explain (same as --name; default min-latency)")
     cfg.add_arguments(pe, PolicyConfig)
     pe.set_defaults(func=cmd_policy_explain)
+
+    p = sub.add_parser("certs", help="make a development CA and server/client certificates for (mutual) TLS")
+    p.add_argument("-o", "--output", default="certs", help="directory to write (default ./certs)")
+    p.add_argument("--server-name", default="localhost,127.0.0.1",
+                   help="comma-separated DNS names/IPs the server certificate is valid for (default localhost,127.0.0.1)")
+    p.add_argument("--force", action="store_true", help="replace existing files")
+    p.set_defaults(func=cmd_certs)
 
     p = sub.add_parser("demo", help="partition the bundled digits model, start a server and an agent on loopback, stream frames")
     p.add_argument("--workdir", default="splitpoint-demo", help="where the bundle and the results go (default: ./splitpoint-demo)")
