@@ -23,7 +23,7 @@ class CloudConfig:
     tls_key: str = option("", "private key (PEM) of tls_cert")
     tls_client_ca: str = option("", "CA (PEM) that signs client certificates: set it for mutual TLS")
     token_file: str = option("", "file holding the bearer token every call must carry")
-    insecure: bool = option(True, "serve plaintext without TLS (development only)")
+    insecure: bool = option(False, "serve plaintext without TLS (development only; the server warns loudly)")
     grace_s: float = option(10.0, "on SIGTERM/SIGINT, seconds in-flight frames get to finish")
     metrics_listen: str = option("", "HOST:PORT for Prometheus /metrics; empty = off")
     log_level: str = option("info", "logging level", choices=("debug", "info", "warning", "error"))
@@ -38,7 +38,6 @@ class CloudConfig:
 
     def validate(self) -> None:
         parse_address("listen", self.listen)
-        self.security.validate()
         if self.metrics_listen:
             parse_address("metrics_listen", self.metrics_listen)
         for key in ("workers", "max_batch", "max_queue", "max_streams"):
@@ -50,3 +49,4 @@ class CloudConfig:
             raise ConfigError("max_message_mb", self.max_message_mb, "must be between 0.001 and 2047")
         if self.grace_s < 0:
             raise ConfigError("grace_s", self.grace_s, "must be >= 0")
+        self.security.validate()  # last: value errors are named first

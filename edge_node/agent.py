@@ -128,7 +128,7 @@ class EdgeAgent:
         self.on_result = on_result
         self.registry = CollectorRegistry()
         self.metrics = EdgeMetrics(self.registry)
-        self.client = OffloadClient(config.cloud, config.max_message_bytes, config.connect_timeout_s)
+        self.client = OffloadClient(config.cloud, config.max_message_bytes, config.connect_timeout_s, config.security)
         self.results = ResultLog(config.results)
         self.summary = RunSummary()
         self._pending: dict[int, _Pending] = {}

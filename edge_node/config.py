@@ -35,7 +35,7 @@ class EdgeConfig:
     tls_key: str = option("", "private key (PEM) of tls_cert")
     tls_server_name: str = option("", "name to verify in the server's certificate when it differs from the cloud host")
     token_file: str = option("", "file holding the bearer token sent with every call")
-    insecure: bool = option(True, "talk plaintext without TLS (development only)")
+    insecure: bool = option(False, "talk plaintext without TLS (development only)")
     metrics_listen: str = option("", "HOST:PORT for Prometheus /metrics; empty = off")
     log_level: str = option("info", "logging level", choices=("debug", "info", "warning", "error"))
     policy: PolicyConfig = option(default_factory=PolicyConfig, help="split policy: the [policy] table")
@@ -50,7 +50,6 @@ class EdgeConfig:
 
     def validate(self) -> None:
         parse_address("cloud", self.cloud, allow_zero_port=False)
-        self.security.validate()
         if self.metrics_listen:
             parse_address("metrics_listen", self.metrics_listen)
         self.device_spec  # noqa: B018 - parses and raises ConfigError naming the value
@@ -69,6 +68,7 @@ class EdgeConfig:
             raise ConfigError("stream_lifetime_s", self.stream_lifetime_s, "must be more than twice frame_deadline_ms")
         if not 0.001 <= self.max_message_mb <= 2047:
             raise ConfigError("max_message_mb", self.max_message_mb, "must be between 0.001 and 2047")
+        self.security.validate()  # last: value errors are named first
 
     @property
     def security(self) -> ClientSecurity:

@@ -64,7 +64,8 @@ def ensure_bundle(path: Path, rebuild: bool = False) -> Path:
 
 def start_server(bundle: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
     """`splitpoint cloud` in its own process; returns it and the address it printed."""
-    cmd = [sys.executable, "-m", "splitpoint", "cloud", "--bundle", str(bundle), "--listen", "127.0.0.1:0", "--log-level", "warning"]
+    cmd = [sys.executable, "-m", "splitpoint", "cloud", "--bundle", str(bundle), "--listen", "127.0.0.1:0", "--log-level", "warning",
+           "--insecure"]  # loopback only: nothing leaves this machine
     log_fh = open(log_path, "w")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_fh, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     log_fh.close()
@@ -93,7 +94,7 @@ def run_demo(workdir: Path, frames: int = 24, split: int | None = None, rebuild:
     server, address = start_server(bundle, workdir / "cloud.log")
     try:
         print(f"cloud server (pid {server.pid}) listening on {address}\n", flush=True)
-        conf = EdgeConfig(bundle=str(bundle), source=f"synthetic:{frames}", cloud=address, split=split,
+        conf = EdgeConfig(bundle=str(bundle), source=f"synthetic:{frames}", cloud=address, split=split, insecure=True,
                           results=str(results), mode="latency", log_level="warning")
         conf.validate()
         header = f"{'frame':>5} {'split':>5} {'where':<6} {'label':>5} {'true':>5}  {'head ms':>8} {'transfer':>8} {'server':>8} {'e2e ms':>8}"

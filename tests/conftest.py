@@ -38,7 +38,7 @@ def cloud_server(digits_bundle: Path) -> Iterator[object]:
     from cloud_server.config import CloudConfig
     from cloud_server.server import CloudServer
 
-    server = CloudServer(CloudConfig(bundle=str(digits_bundle), listen="127.0.0.1:0", grace_s=5.0)).start()
+    server = CloudServer(CloudConfig(bundle=str(digits_bundle), listen="127.0.0.1:0", grace_s=5.0, insecure=True)).start()
     try:
         yield server
     finally:

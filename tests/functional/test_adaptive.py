@@ -92,7 +92,7 @@ def test_agent_changes_split_when_its_bandwidth_estimate_changes(cloud_server, d
     K = load_bundle(digits_bundle).manifest.num_layers
     pcfg = PolicyConfig(name="min-latency", edge_profile=str(tmp_path / "e.json"), cloud_profile=str(tmp_path / "c.json"),
                         margin=0.1, min_dwell_frames=3, probe_idle_s=60)
-    conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:60", cloud=cloud_server.address,
+    conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:60", cloud=cloud_server.address, insecure=True,
                       results=str(tmp_path / "r.jsonl"), mode="latency", fps=100.0, policy=pcfg)
     switched_at: list[int] = []
 
@@ -122,7 +122,7 @@ def test_sighup_reloads_the_policy_without_dropping_frames(cloud_server, digits_
     conf_path = tmp_path / "edge.toml"
     results = tmp_path / "r.jsonl"
     body = (f'bundle = "{digits_bundle}"\nsource = "synthetic:400"\ncloud = "{cloud_server.address}"\n'
-            f'results = "{results}"\nfps = 40.0\nmode = "latency"\n')
+            f'results = "{results}"\nfps = 40.0\nmode = "latency"\ninsecure = true\n')
     conf_path.write_text(body + "[policy]\nname = \"fixed\"\nsplit = 3\n")
     proc = subprocess.Popen([sys.executable, "-m", "splitpoint", "edge", "--config", str(conf_path)],
                             cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
@@ -151,7 +151,7 @@ def test_sighup_reloads_the_policy_without_dropping_frames(cloud_server, digits_
 
 
 def test_a_bad_reload_keeps_the_running_policy(digits_bundle: Path, tmp_path: Path) -> None:
-    conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:1", cloud="127.0.0.1:9", split=3,
+    conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:1", cloud="127.0.0.1:9", split=3, insecure=True,
                       results=str(tmp_path / "r.jsonl"))
     agent = EdgeAgent(conf)
     try:
@@ -170,10 +170,10 @@ def test_policy_table_is_a_config_section(tmp_path: Path) -> None:
     path.write_text('bundle = "b"\nsource = "synthetic:1"\n[policy]\nname = "min-energy"\ndeadline_ms = 300\n')
     p = argparse.ArgumentParser()
     cfg.add_arguments(p, EdgeConfig)
-    args = p.parse_args(["--policy-edge-profile", "e.json", "--policy-cloud-profile", "c.json", "--policy-margin", "0.2"])
+    args = p.parse_args(["--insecure", "--policy-edge-profile", "e.json", "--policy-cloud-profile", "c.json", "--policy-margin", "0.2"])
     conf = cfg.load(EdgeConfig, args, path)
     assert conf.policy.name == "min-energy" and conf.policy.deadline_ms == 300 and conf.policy.margin == 0.2
     assert "[policy]" in cfg.to_toml(conf)
     path.write_text('bundle = "b"\nsource = "synthetic:1"\n[policy]\nname = "min-energy"\n')
     with pytest.raises(ConfigError, match="policy.name"):
-        cfg.load(EdgeConfig, p.parse_args([]), path)
+        cfg.load(EdgeConfig, p.parse_args(["--insecure"]), path)

@@ -25,7 +25,7 @@ BLOCK_TF = (
 def test_edge_agent_runs_without_tensorflow(cloud_server, digits_bundle: Path, tmp_path: Path) -> None:
     results = tmp_path / "results.jsonl"
     proc = subprocess.run(
-        [sys.executable, "-c", BLOCK_TF, "edge", "--bundle", str(digits_bundle), "--cloud", cloud_server.address,
+        [sys.executable, "-c", BLOCK_TF, "edge", "--insecure", "--bundle", str(digits_bundle), "--cloud", cloud_server.address,
          "--source", "synthetic:6", "--split", "3", "--results", str(results)],
         capture_output=True, text=True, timeout=120, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
     )

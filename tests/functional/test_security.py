@@ -135,3 +135,28 @@ def test_certs_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["certs", "-o", str(out)]) == 2  # refuses to overwrite
     assert "--force" in capsys.readouterr().err
     assert main(["certs", "-o", str(out), "--force"]) == 0
+
+
+def test_agent_over_mutual_tls_with_a_token(digits_bundle: Path, certs, token_file: Path, tmp_path: Path) -> None:
+    from edge_node.agent import EdgeAgent
+    from edge_node.config import EdgeConfig
+    from edge_node.results import read_results
+    from edge_node.sources import open_source
+
+    with pytest.raises(ConfigError) as info:
+        EdgeConfig(bundle=str(digits_bundle), source="synthetic:1").validate()
+    assert info.value.key == "insecure" and "tls_ca" in str(info.value)
+    server = start(digits_bundle, insecure=False, tls_cert=str(certs.server_cert), tls_key=str(certs.server_key),
+                   tls_client_ca=str(certs.ca_cert), token_file=str(token_file))
+    try:
+        conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:5", cloud=server.address, split=3,
+                          results=str(tmp_path / "r.jsonl"), tls_ca=str(certs.ca_cert), tls_cert=str(certs.client_cert),
+                          tls_key=str(certs.client_key), token_file=str(token_file))
+        conf.validate()
+        agent = EdgeAgent(conf)
+        with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle) as source:
+            agent.run(source)
+        records = read_results(tmp_path / "r.jsonl")
+        assert len(records) == 5 and all(r["where"] == "cloud" for r in records)
+    finally:
+        server.stop()

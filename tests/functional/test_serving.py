@@ -94,7 +94,7 @@ def make_server(digits_bundle: Path) -> Iterator[Callable[..., CloudServer]]:
     started: list[CloudServer] = []
 
     def make(**overrides: Any) -> CloudServer:
-        conf = CloudConfig(bundle=str(digits_bundle), listen="127.0.0.1:0", **{"grace_s": 5.0, **overrides})
+        conf = CloudConfig(bundle=str(digits_bundle), listen="127.0.0.1:0", **{"grace_s": 5.0, "insecure": True, **overrides})
         conf.validate()
         server = CloudServer(conf).start()
         started.append(server)
@@ -216,7 +216,7 @@ def run_in_thread(fn: Callable[[], Any], timeout_s: float = AGENT_TIMEOUT_S) -> 
 
 def make_agent(bundle: Path | str, address: str, split: int | None, frames: int, results: Path,
                on_result: Callable[[dict[str, Any]], None] | None = None, **overrides: Any) -> EdgeAgent:
-    conf = EdgeConfig(bundle=str(bundle), source=f"synthetic:{frames}", cloud=address, split=split,
+    conf = EdgeConfig(bundle=str(bundle), source=f"synthetic:{frames}", cloud=address, split=split, insecure=True,
                       results=str(results), **overrides)
     conf.validate()
     return EdgeAgent(conf, on_result=on_result)

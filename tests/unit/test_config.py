@@ -16,7 +16,7 @@ from splitpoint.errors import ConfigError
 def parse(cls: type, argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser()
     cfg.add_arguments(p, cls)
-    return p.parse_args(argv)
+    return p.parse_args(["--insecure", *argv])  # plaintext must be asked for
 
 
 def write(tmp_path: Path, text: str) -> Path:
