@@ -58,6 +58,19 @@ def read_token(key: str, path: str) -> str:
     return token
 
 
+def _check_pair(cert: str, key: str) -> None:
+    if bool(cert) != bool(key):
+        raise ConfigError("tls_key" if cert else "tls_cert", "", "tls_cert and tls_key go together")
+
+
+def _check_mode(tls_key: str, tls_value: str, insecure: bool, missing: str) -> None:
+    """TLS or plaintext, explicitly: exactly one of `tls_key` and `insecure` must be set."""
+    if not tls_value and not insecure:
+        raise ConfigError("insecure", False, missing)
+    if tls_value and insecure:
+        raise ConfigError("insecure", True, f"cannot be combined with {tls_key}: choose TLS or plaintext")
+
+
 @dataclass(frozen=True)
 class ServerSecurity:
     tls_cert: str = ""
@@ -67,18 +80,12 @@ class ServerSecurity:
     insecure: bool = False
 
     def validate(self) -> None:
-        if bool(self.tls_cert) != bool(self.tls_key):
-            raise ConfigError("tls_key" if self.tls_cert else "tls_cert", "", "tls_cert and tls_key go together")
+        _check_pair(self.tls_cert, self.tls_key)
         if self.tls_client_ca and not self.tls_cert:
             raise ConfigError("tls_client_ca", self.tls_client_ca, "mutual TLS needs tls_cert and tls_key too")
-        if not self.tls_cert and not self.insecure:
-            raise ConfigError(
-                "insecure", False,
-                "no TLS certificate: give tls_cert and tls_key (`splitpoint certs` makes development ones), "
-                "or --insecure to serve plaintext (development only)",
-            )
-        if self.tls_cert and self.insecure:
-            raise ConfigError("insecure", True, "cannot be combined with tls_cert: choose TLS or plaintext")
+        _check_mode("tls_cert", self.tls_cert, self.insecure,
+                    "no TLS certificate: give tls_cert and tls_key (`splitpoint certs` makes development ones), "
+                    "or --insecure to serve plaintext (development only)")
 
     @property
     def mode(self) -> str:
@@ -140,16 +147,10 @@ class ClientSecurity:
     insecure: bool = False
 
     def validate(self) -> None:
-        if bool(self.tls_cert) != bool(self.tls_key):
-            raise ConfigError("tls_key" if self.tls_cert else "tls_cert", "", "tls_cert and tls_key go together")
-        if not self.tls_ca and not self.insecure:
-            raise ConfigError(
-                "insecure", False,
-                "no tls_ca to verify the server with: give tls_ca (and tls_cert/tls_key for mutual TLS), "
-                "or --insecure to talk plaintext (development only)",
-            )
-        if self.tls_ca and self.insecure:
-            raise ConfigError("insecure", True, "cannot be combined with tls_ca: choose TLS or plaintext")
+        _check_pair(self.tls_cert, self.tls_key)
+        _check_mode("tls_ca", self.tls_ca, self.insecure,
+                    "no tls_ca to verify the server with: give tls_ca (and tls_cert/tls_key for mutual TLS), "
+                    "or --insecure to talk plaintext (development only)")
 
     def channel(self, address: str, options: list[tuple[str, Any]]) -> grpc.Channel:
         if self.insecure:
