@@ -196,4 +196,5 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
             payload=b"\0" * request.response_bytes,
             received_bytes=len(request.payload),
             server_time_ms=(time.perf_counter() - t0) * 1000,
+            server_unix_ns=time.time_ns(),
         )

@@ -239,6 +239,34 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from splitpoint import doctor
+    from splitpoint.security import ClientSecurity
+
+    keys = ("bundle", "cloud", "device", "results", "tls_ca", "tls_cert", "tls_key", "tls_server_name", "token_file", "insecure")
+    values = {k: v for k, v in (cfg.read_toml(args.config) if args.config else {}).items() if k in keys}
+    values.update({k: getattr(args, k) for k in keys if getattr(args, k, None) not in (None, "")})
+    checks = doctor.check_runtimes()
+    checks += doctor.check_edgetpu(values.get("device", "cpu"))
+    digest = None
+    if values.get("bundle"):
+        checks += doctor.check_bundle(values["bundle"])
+        digest = doctor.bundle_digest(values["bundle"])
+    if values.get("cloud"):
+        def make_client() -> object:
+            from edge_node.client import OffloadClient
+
+            sec = ClientSecurity(values.get("tls_ca", ""), values.get("tls_cert", ""), values.get("tls_key", ""),
+                                 values.get("tls_server_name", ""), values.get("token_file", ""),
+                                 bool(values.get("insecure", False)))
+            sec.validate()
+            return OffloadClient(values["cloud"], timeout_s=5.0, security=sec)
+
+        checks += doctor.check_cloud(make_client, digest)
+    checks += doctor.check_disk(values.get("results", "results.jsonl"))
+    return doctor.run_checks(checks)
+
+
 def cmd_certs(args: argparse.Namespace) -> int:
     from splitpoint.certs import make_dev_certs
 
@@ -327,6 +355,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the policy to explain (same as --name; default min-latency)")
     cfg.add_arguments(pe, PolicyConfig)
     pe.set_defaults(func=cmd_policy_explain)
+
+    p = sub.add_parser("doctor", help="check the Edge TPU, runtimes, bundle, cloud, TLS, clock and disk, in plain words",
+                       description="Check a field installation. Reads bundle, cloud, device, results and TLS keys from "
+                                   "the edge config when given; flags override it.")
+    p.add_argument("--config", metavar="FILE", help="the agent's TOML config")
+    p.add_argument("--bundle", help="bundle directory")
+    p.add_argument("--cloud", help="HOST:PORT of the server")
+    p.add_argument("--device", help="cpu, edgetpu, edgetpu:usb:N, edgetpu:pci:N")
+    p.add_argument("--results", help="results log path (for the free-disk check)")
+    for flag in ("tls-ca", "tls-cert", "tls-key", "tls-server-name", "token-file"):
+        p.add_argument(f"--{flag}", dest=flag.replace("-", "_"), help=argparse.SUPPRESS)
+    p.add_argument("--insecure", action="store_true", default=None, help="talk plaintext to the cloud")
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("certs", help="make a development CA and server/client certificates for (mutual) TLS")
     p.add_argument("-o", "--output", default="certs", help="directory to write (default ./certs)")

@@ -9,6 +9,7 @@ package named "pycoral" is an unrelated project and is never used.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import platform
 import re
@@ -116,6 +117,9 @@ def load_edgetpu_delegate(device: Device) -> Any:
                 delegate = coral_load(options)
             except ImportError:
                 module, _ = interpreter_module()
+                # Probe the library first: a failed load_delegate leaves a half-built Delegate
+                # whose destructor prints a traceback.
+                ctypes.CDLL(EDGETPU_SHARED_LIB)
                 delegate = module.load_delegate(EDGETPU_SHARED_LIB, options)
         except (ValueError, OSError, RuntimeError) as exc:
             raise EdgeTpuUnavailableError(
