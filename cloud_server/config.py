@@ -24,6 +24,7 @@ class CloudConfig:
     tls_client_ca: str = option("", "CA (PEM) that signs client certificates: set it for mutual TLS")
     token_file: str = option("", "file holding the bearer token every call must carry")
     insecure: bool = option(False, "serve plaintext without TLS (development only; the server warns loudly)")
+    stream_idle_timeout_s: float = option(120.0, "an Infer stream with no frame for this long is closed; 0 = never")
     grace_s: float = option(10.0, "on SIGTERM/SIGINT, seconds in-flight frames get to finish")
     metrics_listen: str = option("", "HOST:PORT for Prometheus /metrics; empty = off")
     log_level: str = option("info", "logging level", choices=("debug", "info", "warning", "error"))
@@ -47,6 +48,8 @@ class CloudConfig:
             raise ConfigError("warm_tails", self.warm_tails, "must be >= 0 (0 keeps all tails warm)")
         if not 0.001 <= self.max_message_mb <= 2047:
             raise ConfigError("max_message_mb", self.max_message_mb, "must be between 0.001 and 2047")
+        if self.stream_idle_timeout_s < 0:
+            raise ConfigError("stream_idle_timeout_s", self.stream_idle_timeout_s, "must be >= 0 (0 = never)")
         if self.grace_s < 0:
             raise ConfigError("grace_s", self.grace_s, "must be >= 0")
         self.security.validate()  # last: value errors are named first

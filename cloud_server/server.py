@@ -49,7 +49,7 @@ class CloudServer:
         self.servicer = OffloadServicer(
             self.bundle.manifest, self.executor,
             max_tensor_bytes=config.max_message_bytes, max_message_bytes=config.max_message_bytes,
-            metrics=self.metrics,
+            metrics=self.metrics, stream_idle_timeout_s=config.stream_idle_timeout_s,
         )
         self.health = health.HealthServicer()
         self._server: grpc.Server | None = None

@@ -43,12 +43,13 @@ class CloudMetrics:
 
 class OffloadServicer(offload_pb2_grpc.OffloadServicer):
     def __init__(self, manifest: Manifest, executor: TailExecutor, max_tensor_bytes: int, max_message_bytes: int,
-                 metrics: CloudMetrics):
+                 metrics: CloudMetrics, stream_idle_timeout_s: float = 0.0):
         self.manifest = manifest
         self.executor = executor
         self.max_tensor_bytes = max_tensor_bytes
         self.max_message_bytes = max_message_bytes
         self.metrics = metrics
+        self.stream_idle_timeout_s = stream_idle_timeout_s
         self._draining = threading.Event()
         self._streams = 0
         self._lock = threading.Lock()
@@ -102,7 +103,7 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
 
     def Infer(self, request_iterator: Iterator[offload_pb2.InferRequest], context: grpc.ServicerContext) -> Iterator[offload_pb2.InferResponse]:
         done: queue.Queue = queue.Queue()
-        state = {"accepted": 0, "ended": False}
+        state = {"accepted": 0, "ended": False, "last": time.monotonic()}
         lock = threading.Lock()
         with self._lock:
             self._streams += 1
@@ -114,6 +115,7 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
                 for req in request_iterator:
                     with lock:
                         state["accepted"] += 1
+                        state["last"] = time.monotonic()
                     try:
                         fut = self._accept(req)
                     except SplitpointError as err:
@@ -141,6 +143,12 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
                             # frames the client sent that got no response were not accepted.
                             context.set_code(grpc.StatusCode.UNAVAILABLE)
                             context.set_details("server is shutting down; frames without a response were not accepted")
+                        break
+                    idle = time.monotonic() - state["last"]
+                    if self.stream_idle_timeout_s and idle > self.stream_idle_timeout_s and sent >= state["accepted"]:
+                        # A stream that never sends must not hold a thread (and a max_streams slot) forever.
+                        context.set_code(grpc.StatusCode.DEADLINE_EXCEEDED)
+                        context.set_details(f"no frame for {self.stream_idle_timeout_s:g} s: stream closed")
                         break
                 try:
                     item = done.get(timeout=0.1)

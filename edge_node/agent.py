@@ -353,12 +353,15 @@ class EdgeAgent:
         ))
 
     def _on_stream_end(self, stream: InferStream, error: RemoteError | None) -> None:
-        if error is not None and error.code != grpc.StatusCode.CANCELLED:
+        with self._lock:
+            lost = [fid for fid, p in self._pending.items() if p.stream is stream]
+        idle_close = error is not None and error.code == grpc.StatusCode.DEADLINE_EXCEEDED and not lost
+        if idle_close:  # the server closed a stream we left idle: open a new one when needed, no backoff
+            log.debug("idle stream closed by the server: %s", error)
+        elif error is not None and error.code != grpc.StatusCode.CANCELLED:
             log.warning("stream to %s ended: %s", self.config.cloud, error)
             self._retry_at = time.monotonic() + random.uniform(0, self._backoff)
             self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
-        with self._lock:
-            lost = [fid for fid, p in self._pending.items() if p.stream is stream]
         reason = f"stream ended before the answer ({error.code.name if error else 'closed by server'})"
         for fid in lost:
             self._take_and_fallback(fid, reason)
