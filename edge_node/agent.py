@@ -6,8 +6,21 @@
 
 Up to `window` frames are in flight (throughput mode: head(n+1) overlaps with
 transfer and tail(n)); latency mode keeps one. Every frame read from the source
-ends in exactly one record: a result from the cloud, a local result, or an
-explicit failure. Whoever removes a frame from `_pending` owns finishing it.
+ends in exactly one record: a result from the cloud, a local result, an
+explicit failure, or (live capture) an explicit drop. Whoever removes a frame
+from `_pending` owns finishing it.
+
+Capture (`capture`): survey reads the source only when a window slot is free,
+so every frame is processed and none is dropped. Live runs a reader thread that
+keeps reading the source into a buffer of `live_buffer` frames; when it is full
+the oldest waiting frame is dropped and recorded as such (status "dropped").
+
+Resume (`resume`): the results log is durable and holds one record per frame id
+(= the source's frame index); on start the frames it already records are
+skipped, so an agent killed and restarted continues where it stopped. Frames
+that were read but not finished have no record and run again. A camera numbers
+its frames from 0 each time it opens: there the new frames are numbered after
+the largest recorded id instead.
 """
 
 from __future__ import annotations
@@ -17,7 +30,8 @@ import random
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +57,7 @@ from splitpoint.v1 import offload_pb2
 from .client import InferStream, OffloadClient
 from .config import EdgeConfig
 from .heads import EdgeHeads
-from .results import ResultLog
+from .results import backup_results, open_results
 from .sources import Frame, FrameReadError, FrameSource
 
 log = logging.getLogger(__name__)
@@ -52,6 +66,8 @@ log = logging.getLogger(__name__)
 BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 30.0
 #: payload of the bandwidth probe
 PROBE_BYTES = 64 * 1024
+#: the reason of a live-capture drop record
+DROP_REASON = "live mode: the agent fell behind the camera"
 
 
 def _describe(policy: SplitPolicy) -> str:
@@ -70,6 +86,8 @@ class EdgeMetrics:
         self.rtt = Gauge("splitpoint_edge_link_rtt_ms", "round-trip time estimate", registry=registry)
         self.queue = Gauge("splitpoint_edge_server_queue_ms", "server queue wait estimate", registry=registry)
         self.bytes_sent = Counter("splitpoint_edge_sent_bytes", "cut tensor bytes sent", registry=registry)
+        self.dropped = Counter("splitpoint_edge_dropped_frames", "frames dropped unprocessed by live capture (behind the camera)",
+                               registry=registry)
 
 
 @dataclass
@@ -85,12 +103,43 @@ class _Pending:
     stream: InferStream
 
 
+class _LiveBuffer:
+    """The frames a live reader has read ahead; `put` on a full buffer evicts (returns) the oldest."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._frames: deque[Frame] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, frame: Frame) -> Frame | None:
+        with self._cond:
+            evicted = self._frames.popleft() if len(self._frames) >= self.capacity else None
+            self._frames.append(frame)
+            self._cond.notify()
+            return evicted
+
+    def get(self) -> Frame | None:
+        """The oldest waiting frame; None once closed and empty."""
+        with self._cond:
+            while not self._frames and not self._closed:
+                self._cond.wait()
+            return self._frames.popleft() if self._frames else None
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
 @dataclass
 class RunSummary:
-    frames: int = 0
+    frames: int = 0  # records written by this run: cloud + local + failed + dropped
     cloud: int = 0
     local: int = 0
     failed: int = 0
+    dropped: int = 0  # live capture: frames dropped unprocessed (each has a "dropped" record)
+    skipped: int = 0  # resume: source frames passed over because the log already records them
     fallbacks: int = 0
     correct: int = 0
     labelled: int = 0
@@ -129,7 +178,17 @@ class EdgeAgent:
         self.registry = CollectorRegistry()
         self.metrics = EdgeMetrics(self.registry)
         self.client = OffloadClient(config.cloud, config.max_message_bytes, config.connect_timeout_s, config.security)
-        self.results = ResultLog(config.results)
+        if not config.resume:
+            moved = backup_results(config.results)
+            if moved is not None:
+                log.warning("resume is off: the old results log %s was renamed to %s; starting over", config.results, moved)
+        self.results = open_results(config.results, config.results_format, config.results_fsync)
+        #: frame ids the log recorded before this run (empty when not resuming)
+        self._done_at_start: set[int] = self.results.done_ids() if config.resume else set()
+        self._skip_ids: set[int] = set()  # filtered here for sources without skip()
+        self._filtered = 0
+        self._reader: threading.Thread | None = None
+        self._reader_error: BaseException | None = None
         self.summary = RunSummary()
         self._pending: dict[int, _Pending] = {}
         self._lock = threading.Lock()
@@ -170,30 +229,118 @@ class EdgeAgent:
                 self._metrics_server = served[0]
             self.check_server()
             self._watchdog.start()
-            it = iter(source)
-            count = 0
-            while not self._stop.is_set():
-                if self.config.max_frames is not None and count >= self.config.max_frames:
-                    break
-                # Take a slot first, then read: a camera frame is captured when it can be worked on.
-                self._window.acquire()
-                try:
-                    frame = next(it)
-                except StopIteration:
-                    self._window.release()
-                    break
-                except FrameReadError as err:
-                    count += 1
-                    self._window.release()
-                    self._record_failure(err.index, err.origin, None, f"frame could not be read: {err}")
-                    continue
-                count += 1
-                self._process(frame)
+            self._resume(source)
+            if self.config.capture == "live":
+                self._run_live(source)
+            else:
+                self._run_survey(source)
             self._drain()
         finally:
             self.summary.seconds = time.perf_counter() - t0
             self.close()
+            self.summary.skipped = int(getattr(source, "skipped", 0) or 0) + self._filtered
+            if self.summary.skipped:
+                log.info("resumed: %d frames already recorded in %s were skipped", self.summary.skipped, self.config.results)
+            if self.summary.dropped:
+                log.warning("live capture: %d frames dropped (the agent fell behind the source)", self.summary.dropped)
         return self.summary
+
+    def _resume(self, source: FrameSource) -> None:
+        """Skip what the log already records (or, for a camera, number after it)."""
+        done = self._done_at_start
+        if not done:
+            return
+        if getattr(source, "restarts_numbering", False):
+            first = max(done) + 1
+            number_from = getattr(source, "number_from", None)
+            if number_from is None:
+                raise ConfigError("resume", True, f"{source.description} restarts its frame numbers and cannot renumber; "
+                                                  "use --no-resume or another results file")
+            number_from(first)
+            log.info("resuming %s (%d records): %s numbers its frames from %d", self.config.results, len(done),
+                     source.description, first)
+            return
+        skip = getattr(source, "skip", None)
+        if skip is not None:
+            skip(done)
+        else:
+            self._skip_ids = done
+        log.info("resuming %s: %d frames already have a record and are skipped", self.config.results, len(done))
+
+    def _next_frame(self, it: Iterator[Frame]) -> Frame:
+        """next(it), passing over frames already recorded (sources without skip())."""
+        while True:
+            try:
+                frame = next(it)
+            except FrameReadError as err:
+                if err.index in self._skip_ids:
+                    self._filtered += 1
+                    continue
+                raise
+            if frame.index not in self._skip_ids:
+                return frame
+            self._filtered += 1
+
+    def _run_survey(self, source: FrameSource) -> None:
+        it = iter(source)
+        count = 0
+        while not self._stop.is_set():
+            if self.config.max_frames is not None and count >= self.config.max_frames:
+                break
+            # Take a slot first, then read: a camera frame is captured when it can be worked on.
+            self._window.acquire()
+            try:
+                frame = self._next_frame(it)
+            except StopIteration:
+                self._window.release()
+                break
+            except FrameReadError as err:
+                count += 1
+                self._window.release()
+                self._record_failure(err.index, err.origin, None, f"frame could not be read: {err}")
+                continue
+            count += 1
+            self._process(frame)
+
+    def _run_live(self, source: FrameSource) -> None:
+        """A reader thread keeps up with the source; this loop processes the newest frames it can."""
+        buffer = _LiveBuffer(self.config.live_buffer)
+        self._reader = threading.Thread(target=self._read_live, args=(iter(source), buffer), name="live-reader",
+                                        daemon=True)
+        self._reader.start()
+        while True:
+            self._window.acquire()
+            frame = buffer.get()  # after stop() or the end: what is still buffered, then None
+            if frame is None:
+                self._window.release()
+                break
+            self._process(frame)
+        self._reader.join()
+        if self._reader_error is not None:
+            raise self._reader_error
+
+    def _read_live(self, it: Iterator[Frame], buffer: _LiveBuffer) -> None:
+        count = 0
+        try:
+            while not self._stop.is_set():
+                if self.config.max_frames is not None and count >= self.config.max_frames:
+                    break
+                try:
+                    frame = self._next_frame(it)
+                except StopIteration:
+                    break
+                except FrameReadError as err:
+                    count += 1
+                    self._record_failure(err.index, err.origin, None, f"frame could not be read: {err}")
+                    continue
+                count += 1
+                evicted = buffer.put(frame)
+                if evicted is not None:
+                    self._record_dropped(evicted)
+        except BaseException as exc:  # re-raised by run(); the buffered frames are still processed
+            self._reader_error = exc
+        finally:
+            buffer.close()
 
     def stop(self) -> None:
         """Ask `run` to stop after the current frame (frames in flight still finish)."""
@@ -205,6 +352,11 @@ class EdgeAgent:
         self._closed = True
         self._closed_event.set()
         self._stop.set()
+        reader = self._reader
+        if reader is not None and reader.is_alive() and reader is not threading.current_thread():
+            reader.join(5.0)  # run() was interrupted: let the reader finish the read it is in
+            if reader.is_alive():
+                log.warning("the live reader is still reading from the source; closing anyway")
         stream = self._stream
         if stream is not None:
             stream.close()
@@ -423,9 +575,12 @@ class EdgeAgent:
         if fallback:
             record["fallback_reason"] = fallback
         with self._lock:  # the log line and the summary change together
-            self.results.write(record)
+            written = self.results.write(record)
             s = self.summary
-            s.frames += 1
+            s.frames += written
+            if not written:  # a second record for the frame: a bug, logged by the log; the first stands
+                self._window.release()
+                return
             s.cloud += where == "cloud"
             s.local += where == "local"
             s.by_split[split] = s.by_split.get(split, 0) + 1
@@ -444,11 +599,27 @@ class EdgeAgent:
     def _record_failure(self, frame_id: int, origin: str, true_label: int | None, error: str) -> None:
         record = {"frame_id": frame_id, "origin": origin, "status": "failed", "error": error, "true_label": true_label}
         with self._lock:
-            self.results.write(record)
+            if not self.results.write(record):
+                return
             self.summary.frames += 1
             self.summary.failed += 1
         self.metrics.frames.labels("none", "failed").inc()
         log.error("frame %d failed: %s", frame_id, error)
+        if self.on_result is not None:
+            self.on_result(record)
+
+    def _record_dropped(self, frame: Frame) -> None:
+        """Live capture fell behind: `frame` leaves the buffer unprocessed, with a record saying so."""
+        record = {"frame_id": frame.index, "origin": frame.origin, "status": "dropped", "reason": DROP_REASON,
+                  "true_label": frame.label}
+        with self._lock:
+            if not self.results.write(record):
+                return
+            self.summary.frames += 1
+            self.summary.dropped += 1
+        self.metrics.dropped.inc()
+        self.metrics.frames.labels("none", "dropped").inc()
+        log.debug("frame %d dropped: %s", frame.index, DROP_REASON)
         if self.on_result is not None:
             self.on_result(record)
 

@@ -20,7 +20,7 @@ class EdgeConfig:
     device: str = option("cpu", "where heads run: cpu, edgetpu, edgetpu:usb[:N], edgetpu:pci[:N]")
     cpu_fallback: bool = option(False, "run heads on the CPU when the Edge TPU cannot be used, instead of failing")
     threads: int = option(1, "CPU threads for LiteRT heads")
-    results: str = option("results.jsonl", "results log, one JSON line per frame")
+    results: str = option("results.jsonl", "results log, one record per frame id (format: results_format)")
     mode: str = option("throughput", "throughput: overlap frames; latency: one frame in flight",
                        choices=("throughput", "latency"))
     window: int = option(4, "frames in flight in throughput mode")
@@ -38,6 +38,16 @@ class EdgeConfig:
     insecure: bool = option(False, "talk plaintext without TLS (development only)")
     metrics_listen: str = option("", "HOST:PORT for Prometheus /metrics; empty = off")
     log_level: str = option("info", "logging level", choices=("debug", "info", "warning", "error"))
+    results_format: str = option("jsonl", "results log format: jsonl (JSON lines) or sqlite (SQLite, WAL mode)",
+                                 choices=("jsonl", "sqlite"))
+    results_fsync: bool = option(True, "make every record durable before going on (jsonl: fsync per line; "
+                                       "sqlite: synchronous = FULL, else NORMAL)")
+    resume: bool = option(True, "continue an existing results log: skip frames it already records (camera: number "
+                                "after its last id); --no-resume renames the old log to NAME.TIMESTAMP.bak")
+    capture: str = option("survey", "survey: every frame is processed, none dropped; live: keep up with the camera, "
+                                    "dropping (and recording) the oldest unprocessed frame when behind",
+                          choices=("survey", "live"))
+    live_buffer: int = option(2, "live capture: frames read ahead and waiting; when full the oldest is dropped")
     policy: PolicyConfig = option(default_factory=PolicyConfig, help="split policy: the [policy] table")
 
     @property
@@ -55,7 +65,7 @@ class EdgeConfig:
         self.device_spec  # noqa: B018 - parses and raises ConfigError naming the value
         if self.split is not None and self.split < 0:
             raise ConfigError("split", self.split, "must be >= 0")
-        for key in ("threads", "window", "frame_deadline_ms"):
+        for key in ("threads", "window", "frame_deadline_ms", "live_buffer"):
             if getattr(self, key) < 1:
                 raise ConfigError(key, getattr(self, key), "must be at least 1")
         if self.fps is not None and self.fps <= 0:

@@ -37,6 +37,15 @@ With `fps` set, frames are paced like a camera: frame i is released no earlier
 than start + i / fps, where start is the moment the first frame is asked for.
 Release times come from that fixed schedule, so pacing does not drift; a
 consumer that falls behind gets the late frames at once (nothing is dropped).
+
+A resumed agent (see `edge_node.agent`) calls, before the first frame:
+
+    source.skip(done_ids)       frames whose index is in done_ids are passed over:
+                                not returned, not paced (the schedule counts only the
+                                frames handed out), counted in `source.skipped`
+    source.number_from(first)   only where `restarts_numbering` is true (cameras: the
+                                index restarts at 0 each time the device is opened):
+                                frame indices (and origins) start at `first`
 """
 
 from __future__ import annotations
@@ -45,7 +54,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -131,14 +140,32 @@ class _Source:
 
     #: live sources capture when the frame is due; file sources read first, then wait
     _pace_before_read = False
+    #: true where the frame index restarts at 0 whenever the source is opened (a camera):
+    #: frame i of one run is not frame i of the next, so a resumed run renumbers instead of skipping
+    restarts_numbering = False
 
     def __init__(self, description: str, fps: float | None):
         self.description = description + (f" at {fps:g} fps" if fps else "")
         self._fps = fps
         self._start: float | None = None
-        self._next_index = 0
+        self._next_index = 0  # position in the stream (what `_read` gets)
+        self._first = 0  # index of position 0 (number_from)
+        self._released = 0  # frames handed out or failed: the pacing schedule
+        self._skip: frozenset[int] = frozenset()
+        #: frames passed over because their index was in `skip(...)`
+        self.skipped = 0
         self._done = False
         self._closed = False
+
+    def skip(self, indices: Collection[int]) -> None:
+        """Pass over the frames with these indices (already recorded by an earlier run)."""
+        self._skip = frozenset(indices)
+
+    def number_from(self, first: int) -> None:
+        """Number frames from `first` instead of 0 (before the first frame is read)."""
+        if self._next_index:
+            raise RuntimeError(f"{self.description}: number_from after frames were read")
+        self._first = int(first)
 
     def __iter__(self) -> _Source:
         return self
@@ -146,11 +173,22 @@ class _Source:
     def __next__(self) -> Frame:
         if self._done or self._closed:
             raise StopIteration
+        while self._first + self._next_index in self._skip:
+            i = self._next_index
+            self._next_index += 1
+            try:
+                self._discard(i)
+            except StopIteration:
+                self._done = True
+                self._release()
+                raise
+            self.skipped += 1
         i = self._next_index
         if self._start is None:
             self._start = time.monotonic()
+        slot = self._released
         if self._pace_before_read:
-            self._pace(i)
+            self._pace(slot)
         self._next_index += 1  # before reading: a FrameReadError for i leaves the source at i + 1
         try:
             raw, label, origin = self._read(i)
@@ -158,19 +196,30 @@ class _Source:
             self._done = True
             self._release()
             raise
+        except FrameReadError:
+            self._released += 1
+            raise
+        self._released += 1
         if not self._pace_before_read:
-            self._pace(i)
-        return Frame(index=i, raw=raw, label=label, origin=origin, capture_time_ns=time.time_ns())
+            self._pace(slot)
+        return Frame(index=self._first + i, raw=raw, label=label, origin=origin, capture_time_ns=time.time_ns())
 
-    def _pace(self, i: int) -> None:
+    def _pace(self, slot: int) -> None:
         if self._fps is None or self._start is None:
             return
-        due = self._start + i / self._fps
+        due = self._start + slot / self._fps
         while (wait := due - time.monotonic()) > 0:
             time.sleep(wait)
 
     def _read(self, i: int) -> tuple[np.ndarray, int | None, str]:
         raise NotImplementedError
+
+    def _discard(self, i: int) -> None:
+        """Advance past position i without handing it out; StopIteration at the end."""
+        try:
+            self._read(i)
+        except FrameReadError:
+            pass
 
     def _release(self) -> None:
         """Free backend handles; may be called more than once."""
@@ -345,11 +394,16 @@ class VideoSource(_OpenCVSource):
             raise StopIteration
         return raw, None, origin
 
+    def _discard(self, i: int) -> None:
+        if self._cap is None or not self._cap.grab():  # no decode: cheaper than a read
+            raise StopIteration
+
 
 class CameraSource(_OpenCVSource):
     """A live camera. A failed capture raises FrameReadError once, then the stream ends."""
 
     _pace_before_read = True
+    restarts_numbering = True
 
     def __init__(self, number: int, pre: Preprocessing, fps: float | None, spec: str, key: str):
         cv2 = _import_cv2(f"camera:{number}")
@@ -365,15 +419,16 @@ class CameraSource(_OpenCVSource):
         super().__init__(cv2, cap, f"camera:{number}", pre, fps, key)
 
     def _read(self, i: int) -> tuple[np.ndarray, int | None, str]:
-        origin = f"camera:{self.number}#{i}"
-        raw = self._grab(i, origin) if self._cap is not None else None
+        n = self._first + i  # the frame's index (number_from)
+        origin = f"camera:{self.number}#{n}"
+        raw = self._grab(n, origin) if self._cap is not None else None
         if raw is None:
             # A camera that stops delivering does not come back by asking again: report it, then end.
             self._done = True
             self._release()
             log.warning("camera %d stopped delivering frames after %d", self.number, i)
             raise FrameReadError(
-                i,
+                n,
                 origin,
                 f"camera {self.number} stopped delivering frames; the stream ends here",
                 self._key,
