@@ -102,3 +102,144 @@ def test_cli_exit_codes_and_no_tracebacks(cloud_server, digits_bundle: Path, tmp
     assert main(["doctor", "--cloud", cloud_server.address, "--tls-ca", str(tmp_path / "nope.pem")]) == 1
     captured = capsys.readouterr()
     assert "nope.pem" in captured.out and "Traceback" not in captured.out + captured.err
+
+
+
+def test_usb_device_node_and_the_settings_doctor_checks(tmp_path: Path) -> None:
+    usb_device(tmp_path, "3-1", "18d1", "9302", "5000")
+    (tmp_path / "3-1" / "busnum").write_text("3\n")
+    (tmp_path / "3-1" / "devnum").write_text("12\n")
+    assert doctor.usb_device_node(tmp_path / "3-1", Path("/dev/bus/usb")) == Path("/dev/bus/usb/003/012")
+    assert doctor.usb_device_node(tmp_path / "nothing") is None
+
+    conf = tmp_path / "edge.toml"
+    conf.write_text('bundle = "b"\nsource = "synthetic:1"\ntls_ca = "ca.pem"\n[policy]\nname = "fixed"\n')
+    values, checks = doctor.resolve_settings(str(conf), {"device": "edgetpu", "bundle": None, "results": ""})
+    assert [c.status for c in checks] == ["ok"]
+    # the agent's defaults, the file, then flags
+    assert values["cloud"] == "127.0.0.1:50051" and values["bundle"] == "b" and values["tls_ca"] == "ca.pem"
+    assert values["device"] == "edgetpu" and values["results"] == "results.jsonl" and values["insecure"] is False
+    conf.write_text('bundle = "b"\nsource = "synthetic:1"\nmode = "fast"\n')
+    _, checks = doctor.resolve_settings(str(conf), {})
+    assert checks[0].status == "FAIL" and "mode" in checks[0].detail and "fast" in checks[0].detail
+    conf.write_text("bundle = [unclosed\n")
+    values, checks = doctor.resolve_settings(str(conf), {"cloud": "h:1"})
+    assert checks[0].status == "FAIL" and "not valid TOML" in checks[0].detail and values["cloud"] == "h:1"
+    values, checks = doctor.resolve_settings(None, {})
+    assert checks == [] and "cloud" not in values  # no config, no --cloud: no cloud check
+
+
+def test_guarded_secrets_and_disk(tmp_path: Path) -> None:
+    def broken() -> list[doctor.Check]:
+        raise KeyError("boom")
+
+    (fail,) = doctor.guarded("thing", broken)
+    assert fail.status == "FAIL" and fail.name == "thing" and "boom" in fail.detail
+    token = tmp_path / "token"
+    token.write_text("x" * 20)
+    token.chmod(0o644)
+    key = tmp_path / "client.key"
+    key.write_text("k")
+    key.chmod(0o600)
+    checks = doctor.check_secret_files({"token_file": str(token), "tls_key": str(key), "tls_ca": str(tmp_path / "no")})
+    assert [(c.status, "chmod 600" in c.detail) for c in checks] == [("warn", True), ("ok", False)]
+    disk = doctor.check_disk(str(tmp_path / "not" / "yet" / "results.jsonl"))
+    assert disk[0].status == "ok" and str(tmp_path) in disk[0].detail
+
+
+def test_cloud_over_mutual_tls_with_a_token(digits_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from cloud_server.config import CloudConfig
+    from cloud_server.server import CloudServer
+    from splitpoint.certs import make_dev_certs
+
+    certs = make_dev_certs(tmp_path / "certs", ["localhost", "127.0.0.1"])
+    token = tmp_path / "token"
+    token.write_text("s3cret-token-0123456789abcdef\n")
+    token.chmod(0o600)
+    tls = CloudConfig(bundle=str(digits_bundle), listen="127.0.0.1:0", grace_s=1.0, tls_cert=str(certs.server_cert),
+                      tls_key=str(certs.server_key), tls_client_ca=str(certs.ca_cert), token_file=str(token))
+    tls.validate()
+    server = CloudServer(tls).start()
+    plain = CloudServer(CloudConfig(bundle=str(digits_bundle), listen="127.0.0.1:0", grace_s=1.0, insecure=True)).start()
+    conf = tmp_path / "edge.toml"
+    conf.write_text(f'bundle = "{digits_bundle}"\nsource = "synthetic:1"\ncloud = "{server.address}"\n'
+                    f'results = "{tmp_path / "r.jsonl"}"\ntls_ca = "{certs.ca_cert}"\ntls_cert = "{certs.client_cert}"\n'
+                    f'tls_key = "{certs.client_key}"\ntoken_file = "{token}"\n')
+    try:
+        assert main(["doctor", "--config", str(conf)]) == 0  # TLS keys come from the file
+        assert "same model digest" in capsys.readouterr().out
+        no_token = conf.read_text().replace(f'token_file = "{token}"', "")
+        conf.write_text(no_token)
+        assert main(["doctor", "--config", str(conf)]) == 1
+        assert "token_file" in capsys.readouterr().out
+        assert main(["doctor", "--config", str(conf), "--cloud", plain.address]) == 1  # TLS agent, plaintext server
+        assert "plaintext" in capsys.readouterr().out
+        assert main(["doctor", "--cloud", server.address, "--insecure"]) == 1  # plaintext agent, TLS server
+        captured = capsys.readouterr()
+        assert "expects TLS" in captured.out and "Traceback" not in captured.out + captured.err
+    finally:
+        server.stop()
+        plain.stop()
+
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+def _keys(cls: type, prefix: str = "") -> set[str]:
+    import dataclasses
+    import typing
+
+    out: set[str] = set()
+    for f in dataclasses.fields(cls):
+        tp = typing.get_type_hints(cls)[f.name]
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            out |= _keys(tp, f"{prefix}{f.name}.")
+        else:
+            out.add(prefix + f.name)
+    return out
+
+
+def _example_keys(text: str) -> set[str]:
+    """Every key the example sets or shows commented out, dotted by its [table]."""
+    import re
+
+    keys, table = set(), ""
+    for line in text.splitlines():
+        if m := re.match(r"^\[([a-z_.]+)\]", line):
+            table = m.group(1) + "."
+        elif m := re.match(r"^(?:# )?([a-z_]+) = \S", line):
+            keys.add(table + m.group(1))
+    return keys
+
+
+@pytest.mark.parametrize("side", ["edge", "cloud"])
+def test_deploy_examples_cover_every_key_and_use_tls(side: str) -> None:
+    from cloud_server.config import CloudConfig
+    from edge_node.config import EdgeConfig
+    from splitpoint import config as cfg
+
+    cls = EdgeConfig if side == "edge" else CloudConfig
+    path = DEPLOY / f"{side}.toml.example"
+    assert _example_keys(path.read_text()) == _keys(cls)  # a key added to the config must be added here
+    conf = cfg.build(cls, cfg.read_toml(path))
+    assert conf.insecure is False and conf.token_file
+
+
+def test_systemd_units() -> None:
+    import configparser
+
+    from cloud_server.config import CloudConfig
+
+    def service(name: str) -> configparser.SectionProxy:
+        parser = configparser.ConfigParser(strict=False, interpolation=None)
+        parser.optionxform = str  # type: ignore[assignment,method-assign]
+        parser.read(DEPLOY / "systemd" / name)
+        return parser["Service"]
+
+    edge = service("splitpoint-edge.service")
+    assert edge["ExecStart"] == "/opt/splitpoint/venv/bin/splitpoint edge --config /etc/splitpoint/edge.toml"
+    assert edge["ExecReload"] == "/bin/kill -HUP $MAINPID" and edge["Restart"] == "always"
+    assert "plugdev" in edge["SupplementaryGroups"].split() and edge["StateDirectory"] == "splitpoint"
+    cloud = service("splitpoint-cloud.service")
+    assert cloud["ExecStart"].endswith("splitpoint cloud --config /etc/splitpoint/cloud.toml")
+    assert float(cloud["TimeoutStopSec"]) > CloudConfig.grace_s + 5
