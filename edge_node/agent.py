@@ -63,7 +63,7 @@ from .sources import Frame, FrameReadError, FrameSource
 log = logging.getLogger(__name__)
 
 #: reconnect backoff: first wait, cap (seconds); full jitter
-BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 30.0
+BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 5.0  # a drone should find a restarted server within seconds
 #: payload of the bandwidth probe
 PROBE_BYTES = 64 * 1024
 #: the reason of a live-capture drop record
@@ -177,7 +177,10 @@ class EdgeAgent:
         self.on_result = on_result
         self.registry = CollectorRegistry()
         self.metrics = EdgeMetrics(self.registry)
-        self.client = OffloadClient(config.cloud, config.max_message_bytes, config.connect_timeout_s, config.security)
+        # One client per configured server; the agent talks to one and fails over on health.
+        self.clients = [OffloadClient(a, config.max_message_bytes, config.connect_timeout_s, config.security)
+                        for a in config.cloud_addresses]
+        self._active = 0
         if not config.resume:
             moved = backup_results(config.results)
             if moved is not None:
@@ -204,21 +207,44 @@ class EdgeAgent:
 
     # ------------------------------------------------------------------ lifecycle
 
+    @property
+    def client(self) -> OffloadClient:
+        """The client of the server frames go to now."""
+        return self.clients[self._active]
+
     def check_server(self) -> offload_pb2.BundleInfo | None:
-        """Describe the server; a digest mismatch is fatal, an unreachable server is not."""
-        try:
-            info = self.client.describe()
-        except RemoteError as err:
-            log.warning("cloud %s not reachable (%s); frames run locally until it is", self.config.cloud, err)
-            return None
+        """Describe the servers; the first reachable one is used. A digest mismatch is fatal,
+        an unreachable server is not (frames run locally until one answers)."""
         mine = self.bundle.manifest.model_digest
-        if info.model_digest != mine:
-            raise ConfigError(
-                "cloud", self.config.cloud,
-                f"the server runs bundle {info.model_name} {info.model_digest}, this agent {mine}: partition once and deploy the same bundle to both",
-            )
-        log.info("cloud %s serves %s; warm tails %s", self.config.cloud, info.model_name, [s.split for s in info.splits if s.warm])
-        return info
+        for i, client in enumerate(self.clients):
+            try:
+                info = client.describe()
+            except RemoteError as err:
+                log.warning("cloud %s not reachable (%s)", client.address, err)
+                continue
+            if info.model_digest != mine:
+                raise ConfigError(
+                    "cloud", client.address,
+                    f"the server runs bundle {info.model_name} {info.model_digest}, this agent {mine}: "
+                    "partition once and deploy the same bundle to both",
+                )
+            self._active = i
+            log.info("cloud %s serves %s; warm tails %s", client.address, info.model_name,
+                     [s.split for s in info.splits if s.warm])
+            return info
+        log.warning("no cloud server reachable; frames run locally until one is")
+        return None
+
+    def _failover(self) -> bool:
+        """After a stream failed: move to the next server whose health check says SERVING."""
+        n = len(self.clients)
+        for step in range(1, n):
+            i = (self._active + step) % n
+            if self.clients[i].healthy(min(1.0, self.config.connect_timeout_s)):
+                log.warning("failing over from %s to %s", self.client.address, self.clients[i].address)
+                self._active = i
+                return True
+        return False
 
     def run(self, source: FrameSource) -> RunSummary:
         """Process every frame of `source`; returns when each has its record."""
@@ -361,7 +387,8 @@ class EdgeAgent:
         if stream is not None:
             stream.close()
             stream.ended.wait(2.0)
-        self.client.close()
+        for client in self.clients:
+            client.close()
         self.results.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
@@ -511,9 +538,12 @@ class EdgeAgent:
         if idle_close:  # the server closed a stream we left idle: open a new one when needed, no backoff
             log.debug("idle stream closed by the server: %s", error)
         elif error is not None and error.code != grpc.StatusCode.CANCELLED:
-            log.warning("stream to %s ended: %s", self.config.cloud, error)
-            self._retry_at = time.monotonic() + random.uniform(0, self._backoff)
-            self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
+            log.warning("stream to %s ended: %s", self.client.address, error)
+            if self._failover():
+                self._retry_at, self._backoff = 0.0, BACKOFF_START_S
+            else:
+                self._retry_at = time.monotonic() + random.uniform(0, self._backoff)
+                self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
         reason = f"stream ended before the answer ({error.code.name if error else 'closed by server'})"
         for fid in lost:
             self._take_and_fallback(fid, reason)

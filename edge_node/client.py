@@ -54,6 +54,17 @@ class OffloadClient:
             raise RemoteError.from_rpc_error(err) from None
         return (time.perf_counter() - t0) * 1000, resp
 
+    def healthy(self, timeout_s: float = 1.0) -> bool:
+        """Does the server's health service say the Offload service is SERVING?"""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        try:
+            resp = health_pb2_grpc.HealthStub(self.channel).Check(
+                health_pb2.HealthCheckRequest(service="splitpoint.v1.Offload"), timeout=timeout_s)
+        except grpc.RpcError:
+            return False
+        return resp.status == health_pb2.HealthCheckResponse.SERVING
+
     def infer_frame(self, req: offload_pb2.InferRequest, timeout_s: float) -> offload_pb2.InferResponse:
         try:
             return self.stub.InferFrame(req, timeout=timeout_s)

@@ -15,7 +15,7 @@ from splitpoint.security import ClientSecurity
 class EdgeConfig:
     bundle: str = option(help="bundle directory made by `splitpoint partition`")
     source: str = option(help="frames: a directory of images, a video file, camera:N or synthetic:N")
-    cloud: str = option("127.0.0.1:50051", "HOST:PORT of the cloud server")
+    cloud: str = option("127.0.0.1:50051", "HOST:PORT of the cloud server; several, comma-separated, for failover")
     split: int | None = option(None, "fixed split k (layers run on the edge); unset: all on the edge")
     device: str = option("cpu", "where heads run: cpu, edgetpu, edgetpu:usb[:N], edgetpu:pci[:N]")
     cpu_fallback: bool = option(False, "run heads on the CPU when the Edge TPU cannot be used, instead of failing")
@@ -59,7 +59,10 @@ class EdgeConfig:
         return Device.parse(self.device)
 
     def validate(self) -> None:
-        parse_address("cloud", self.cloud, allow_zero_port=False)
+        for address in self.cloud_addresses:
+            parse_address("cloud", address, allow_zero_port=False)
+        if not self.cloud_addresses:
+            raise ConfigError("cloud", self.cloud, "give at least one HOST:PORT")
         if self.metrics_listen:
             parse_address("metrics_listen", self.metrics_listen)
         self.device_spec  # noqa: B018 - parses and raises ConfigError naming the value
@@ -79,6 +82,10 @@ class EdgeConfig:
         if not 0.001 <= self.max_message_mb <= 2047:
             raise ConfigError("max_message_mb", self.max_message_mb, "must be between 0.001 and 2047")
         self.security.validate()  # last: value errors are named first
+
+    @property
+    def cloud_addresses(self) -> list[str]:
+        return [a.strip() for a in self.cloud.split(",") if a.strip()]
 
     @property
     def security(self) -> ClientSecurity:

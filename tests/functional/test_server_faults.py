@@ -1,0 +1,104 @@
+"""Server faults: a server killed mid-stream (SIGKILL) and restarted, and failover between servers.
+Every frame ends in exactly one record; frames in flight at the kill are re-run locally."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from cloud_server.config import CloudConfig
+from cloud_server.server import CloudServer
+from edge_node.agent import EdgeAgent
+from edge_node.config import EdgeConfig
+from edge_node.results import read_results
+from edge_node.sources import open_source
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_cloud_process(bundle: Path, listen: str, log: Path) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "splitpoint", "cloud", "--insecure", "--bundle", str(bundle), "--listen", listen],
+        stdout=subprocess.PIPE, stderr=open(log, "a"), text=True, cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2"),
+    )
+    deadline = time.monotonic() + 90
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith("splitpoint cloud listening on "):
+            return proc, line.rsplit(" ", 1)[1].strip()
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError(f"server did not start: {log.read_text()[-2000:]}")
+
+
+def run_agent(conf: EdgeConfig, on_result=None) -> list[dict]:
+    agent = EdgeAgent(conf, on_result=on_result)
+    with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps) as source:
+        agent.run(source)
+    return sorted(read_results(conf.results), key=lambda r: r["frame_id"])
+
+
+def test_server_sigkilled_and_restarted_mid_stream(digits_bundle: Path, tmp_path: Path) -> None:
+    proc, address = start_cloud_process(digits_bundle, "127.0.0.1:0", tmp_path / "cloud.log")
+    restarted: list[subprocess.Popen] = []
+    seen = {"n": 0}
+
+    def chaos(record: dict) -> None:
+        seen["n"] += 1
+        if seen["n"] == 40:  # kill -9 with frames in flight, restart on the same port a moment later
+            proc.send_signal(signal.SIGKILL)
+
+            def restart() -> None:
+                time.sleep(1.0)
+                restarted.append(start_cloud_process(digits_bundle, address, tmp_path / "cloud.log")[0])
+
+            threading.Thread(target=restart, daemon=True).start()
+
+    conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:900", cloud=address, split=3, insecure=True,
+                      results=str(tmp_path / "r.jsonl"), fps=60.0, window=4, frame_deadline_ms=1000)
+    try:
+        records = run_agent(conf, chaos)
+    finally:
+        proc.kill()
+        for p in restarted:
+            p.send_signal(signal.SIGTERM)
+            p.wait(30)
+    assert [r["frame_id"] for r in records] == list(range(900))  # each frame exactly once
+    assert all(r["status"] == "ok" for r in records)
+    where = [r["where"] for r in records]
+    assert where[:30].count("cloud") == 30
+    fallbacks = [r for r in records if r.get("fallback_reason")]
+    assert fallbacks, "frames in flight at the kill should have run locally"
+    assert where[-50:].count("cloud") == 50, "the agent did not return to the restarted server"
+
+
+def test_failover_to_the_next_healthy_server(digits_bundle: Path, tmp_path: Path) -> None:
+    servers = [CloudServer(CloudConfig(bundle=str(digits_bundle), listen="127.0.0.1:0", insecure=True, grace_s=0.5)).start()
+               for _ in range(2)]
+    seen = {"n": 0}
+
+    def kill_first(record: dict) -> None:
+        seen["n"] += 1
+        if seen["n"] == 30:
+            threading.Thread(target=servers[0].stop, args=(0.0,), daemon=True).start()
+
+    conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:150", insecure=True, split=3,
+                      cloud=",".join(s.address for s in servers), results=str(tmp_path / "r.jsonl"), fps=50.0)
+    try:
+        records = run_agent(conf, kill_first)
+        served_by_second = servers[1].metrics.frames.labels("3", "OK")._value.get()
+    finally:
+        for s in servers:
+            s.stop()
+    assert [r["frame_id"] for r in records] == list(range(150))
+    assert all(r["status"] == "ok" for r in records)
+    assert [r["where"] for r in records][-60:].count("cloud") == 60
+    assert served_by_second >= 60
