@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from splitpoint.config import option, parse_address
@@ -48,8 +49,8 @@ class CloudConfig:
             raise ConfigError("warm_tails", self.warm_tails, "must be >= 0 (0 keeps all tails warm)")
         if not 0.001 <= self.max_message_mb <= 2047:
             raise ConfigError("max_message_mb", self.max_message_mb, "must be between 0.001 and 2047")
-        if self.stream_idle_timeout_s < 0:
-            raise ConfigError("stream_idle_timeout_s", self.stream_idle_timeout_s, "must be >= 0 (0 = never)")
+        if not (math.isfinite(self.stream_idle_timeout_s) and self.stream_idle_timeout_s >= 0):
+            raise ConfigError("stream_idle_timeout_s", self.stream_idle_timeout_s, "must be >= 0 and finite (0 = never)")
         if self.grace_s < 0:
             raise ConfigError("grace_s", self.grace_s, "must be >= 0")
         self.security.validate()  # last: value errors are named first

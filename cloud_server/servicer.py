@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf.message import Message
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 import splitpoint
@@ -26,6 +29,59 @@ from .validation import validate_request
 log = logging.getLogger(__name__)
 
 MAX_PROBE_BYTES = 8 * 1024 * 1024
+#: metrics label of frames naming a split the bundle does not have: one label per forged
+#: value would grow the registry (and /metrics) without bound
+OTHER_SPLIT_LABEL = "other"
+SERVICE_NAME = offload_pb2.DESCRIPTOR.services_by_name["Offload"].full_name
+
+
+class UnparseableMessage:
+    """What the servicer gets instead of a request whose bytes are not the expected message.
+
+    gRPC's own deserialization failure answers INTERNAL ("Exception deserializing request!")
+    and logs a traceback per message: a peer could flood the log, and INTERNAL says "server
+    bug". With `add_to_server` the bytes reach the servicer as this, and the call fails with
+    INVALID_ARGUMENT instead.
+    """
+
+    def __init__(self, type_name: str, size: int, reason: str):
+        self.type_name, self.size, self.reason = type_name, size, reason
+
+    def error(self) -> RequestError:
+        reason = self.reason if len(self.reason) <= 200 else self.reason[:197] + "..."
+        return RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"a message of {self.size} bytes is not a valid {self.type_name} ({reason})")
+
+
+def _tolerant_parser(cls: type[Message]) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return cls.FromString(data)
+        except Exception as exc:  # DecodeError, or anything else protobuf raises on hostile bytes
+            return UnparseableMessage(cls.DESCRIPTOR.full_name, len(data), f"{type(exc).__name__}: {exc}")
+    return parse
+
+
+def add_to_server(servicer: OffloadServicer, server: grpc.Server) -> None:
+    """Register the Offload service like `offload_pb2_grpc.add_OffloadServicer_to_server`,
+    except that unparseable requests reach the servicer (INVALID_ARGUMENT, no traceback)."""
+    pb = offload_pb2
+    handlers = {
+        "Infer": grpc.stream_stream_rpc_method_handler(
+            servicer.Infer, request_deserializer=_tolerant_parser(pb.InferRequest),
+            response_serializer=pb.InferResponse.SerializeToString),
+        "InferFrame": grpc.unary_unary_rpc_method_handler(
+            servicer.InferFrame, request_deserializer=_tolerant_parser(pb.InferRequest),
+            response_serializer=pb.InferResponse.SerializeToString),
+        "Describe": grpc.unary_unary_rpc_method_handler(
+            servicer.Describe, request_deserializer=_tolerant_parser(pb.DescribeRequest),
+            response_serializer=pb.BundleInfo.SerializeToString),
+        "Probe": grpc.unary_unary_rpc_method_handler(
+            servicer.Probe, request_deserializer=_tolerant_parser(pb.ProbeRequest),
+            response_serializer=pb.ProbeResponse.SerializeToString),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 class CloudMetrics:
@@ -43,13 +99,19 @@ class CloudMetrics:
 
 class OffloadServicer(offload_pb2_grpc.OffloadServicer):
     def __init__(self, manifest: Manifest, executor: TailExecutor, max_tensor_bytes: int, max_message_bytes: int,
-                 metrics: CloudMetrics, stream_idle_timeout_s: float = 0.0):
+                 metrics: CloudMetrics, stream_idle_timeout_s: float = 0.0, max_stream_backlog: int | None = None):
         self.manifest = manifest
         self.executor = executor
         self.max_tensor_bytes = max_tensor_bytes
         self.max_message_bytes = max_message_bytes
         self.metrics = metrics
+        #: an Infer stream with nothing in flight and no frame for this long ends (0 = never)
         self.stream_idle_timeout_s = stream_idle_timeout_s
+        #: frames of one stream without a response before the server stops reading that stream
+        #: (HTTP/2 flow control then holds the client back): a client that sends and never
+        #: reads cannot pile responses up in the server. Default: max_queue.
+        self.max_stream_backlog = max(1, max_stream_backlog or executor.max_queue)
+        self._split_labels = {s.split: str(s.split) for s in manifest.splits}
         self._draining = threading.Event()
         self._streams = 0
         self._lock = threading.Lock()
@@ -60,6 +122,9 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
         """Stop taking frames; frames already accepted still get their results."""
         self._draining.set()
 
+    def _split_label(self, k: int) -> str:
+        return self._split_labels.get(k, OTHER_SPLIT_LABEL)
+
     def _load(self) -> offload_pb2.ServerLoad:
         queued, running, workers = self.executor.load()
         return offload_pb2.ServerLoad(queued=queued, running=running, workers=workers, streams=self._streams)
@@ -69,7 +134,13 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
         received = time.monotonic()
         if self._draining.is_set():
             raise RequestError(grpc.StatusCode.UNAVAILABLE, "server is shutting down; frame not accepted")
-        spec, x = validate_request(req, self.manifest, self.max_tensor_bytes)
+        try:
+            spec, x = validate_request(req, self.manifest, self.max_tensor_bytes)
+        except SplitpointError:
+            raise
+        except Exception as exc:  # a validation bug must fail its frame, not the stream or the call
+            log.exception("validating frame %d failed", req.frame_id)
+            raise RequestError(grpc.StatusCode.INTERNAL, f"validation failed: {type(exc).__name__}") from None
         self.metrics.bytes_received.inc(sum(len(t.data) for t in req.tensors))
         fut = self.executor.submit(spec.split, x, received, req.budget_ms)
         fut.received = received  # type: ignore[attr-defined]
@@ -84,7 +155,7 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
         if err is not None:
             resp.error.code = status_code_to_int(err.status_code)
             resp.error.message = str(err)
-            self.metrics.frames.labels(str(req.split), err.status_code.name).inc()
+            self.metrics.frames.labels(self._split_label(req.split), err.status_code.name).inc()
         else:
             assert fut is not None
             result: TailResult = fut.result()
@@ -93,18 +164,33 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
             resp.timing.compute_ms = result.compute_ms
             resp.timing.batch_size = result.batch_size
             resp.timing.total_ms = (time.monotonic() - fut.received) * 1000  # type: ignore[attr-defined]
-            self.metrics.frames.labels(str(req.split), "OK").inc()
+            self.metrics.frames.labels(self._split_label(req.split), "OK").inc()
             self.metrics.queue_seconds.observe(result.queue_ms / 1000)
-            self.metrics.compute_seconds.labels(str(req.split)).observe(result.compute_ms / 1000)
+            self.metrics.compute_seconds.labels(self._split_label(req.split)).observe(result.compute_ms / 1000)
         resp.load.CopyFrom(self._load())
         return resp
+
+    def _safe_response(self, req: offload_pb2.InferRequest, fut: Future | None,
+                       err: SplitpointError | None) -> offload_pb2.InferResponse:
+        """_response that cannot raise: a frame without a response would hold its stream open."""
+        try:
+            return self._response(req, fut, err)
+        except Exception as exc:
+            log.exception("answering frame %d failed", req.frame_id)
+            fallback = RequestError(grpc.StatusCode.INTERNAL, f"answering the frame failed: {type(exc).__name__}")
+            resp = offload_pb2.InferResponse(frame_id=req.frame_id, split=req.split)
+            resp.error.code = status_code_to_int(fallback.status_code)
+            resp.error.message = str(fallback)
+            return resp
 
     # ------------------------------------------------------------------ RPCs
 
     def Infer(self, request_iterator: Iterator[offload_pb2.InferRequest], context: grpc.ServicerContext) -> Iterator[offload_pb2.InferResponse]:
         done: queue.Queue = queue.Queue()
-        state = {"accepted": 0, "ended": False, "last": time.monotonic()}
+        state: dict[str, Any] = {"accepted": 0, "ended": False, "last_request": time.monotonic(), "fault": None}
         lock = threading.Lock()
+        room = threading.Semaphore(self.max_stream_backlog)  # one slot per frame without a response
+        closing = threading.Event()  # the response side is done: the reader stops waiting for room
         with self._lock:
             self._streams += 1
         self.metrics.streams.inc()
@@ -113,15 +199,26 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
         def read() -> None:
             try:
                 for req in request_iterator:
+                    if isinstance(req, UnparseableMessage):
+                        # No frame_id to answer: a stream-level fault, like a message over the size
+                        # limit. The stream ends with the status once accepted frames are answered.
+                        with lock:
+                            state["fault"] = req.error()
+                        return
+                    # Backpressure: past max_stream_backlog unanswered frames, stop reading
+                    # until responses go out, so a client that never reads cannot fill memory.
+                    while not room.acquire(timeout=0.2):
+                        if closing.is_set():
+                            return
                     with lock:
                         state["accepted"] += 1
-                        state["last"] = time.monotonic()
+                        state["last_request"] = time.monotonic()
                     try:
                         fut = self._accept(req)
                     except SplitpointError as err:
-                        done.put(self._response(req, None, err))
+                        done.put(self._safe_response(req, None, err))
                         continue
-                    fut.add_done_callback(lambda f, r=req: done.put(self._response(r, f, None)))
+                    fut.add_done_callback(lambda f, r=req: done.put(self._safe_response(r, f, None)))
             except grpc.RpcError:
                 pass  # the client went away; frames already accepted still finish
             except Exception:  # never let a reader die silently: end the stream
@@ -134,22 +231,31 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
         reader = threading.Thread(target=read, name="infer-reader", daemon=True)
         reader.start()
         sent = 0
+        last_response = time.monotonic()
+        idle_s = self.stream_idle_timeout_s
         try:
             while True:
                 with lock:
-                    if (state["ended"] or self._draining.is_set()) and sent >= state["accepted"]:
-                        if not state["ended"]:
+                    answered_all = sent >= state["accepted"]
+                    if (state["ended"] or self._draining.is_set()) and answered_all:
+                        fault = state["fault"]
+                        if fault is not None:
+                            context.set_code(fault.status_code)
+                            context.set_details(str(fault))
+                        elif not state["ended"]:
                             # Shutdown ends the stream with a status (the contract), not OK:
                             # frames the client sent that got no response were not accepted.
                             context.set_code(grpc.StatusCode.UNAVAILABLE)
                             context.set_details("server is shutting down; frames without a response were not accepted")
                         break
-                    idle = time.monotonic() - state["last"]
-                    if self.stream_idle_timeout_s and idle > self.stream_idle_timeout_s and sent >= state["accepted"]:
-                        # A stream that never sends must not hold a thread (and a max_streams slot) forever.
-                        context.set_code(grpc.StatusCode.DEADLINE_EXCEEDED)
-                        context.set_details(f"no frame for {self.stream_idle_timeout_s:g} s: stream closed")
-                        break
+                    idle_since = max(state["last_request"], last_response)
+                if idle_s > 0 and answered_all and time.monotonic() - idle_since >= idle_s:
+                    # A stream that never sends (or stopped sending) must not hold a max_streams
+                    # slot and two threads forever. Measured from the last request or response,
+                    # whichever is later: an agent waiting for a slow answer is not idle.
+                    context.set_code(grpc.StatusCode.DEADLINE_EXCEEDED)
+                    context.set_details(f"no frame for {idle_s:g} s: stream closed")
+                    break
                 try:
                     item = done.get(timeout=0.1)
                 except queue.Empty:
@@ -158,25 +264,34 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
                     continue
                 if item is not None:
                     sent += 1
+                    room.release()
                     yield item
+                    last_response = time.monotonic()
         finally:
+            closing.set()
             with self._lock:
                 self._streams -= 1
             self.metrics.streams.dec()
 
     def InferFrame(self, request: offload_pb2.InferRequest, context: grpc.ServicerContext) -> offload_pb2.InferResponse:
+        if isinstance(request, UnparseableMessage):
+            err = request.error()
+            self.metrics.frames.labels(OTHER_SPLIT_LABEL, err.status_code.name).inc()
+            context.abort(err.status_code, str(err))
         try:
             fut = self._accept(request)
             remaining = context.time_remaining()
             fut.result(timeout=remaining)  # raises the frame's RequestError
         except SplitpointError as err:
-            self.metrics.frames.labels(str(request.split), err.status_code.name).inc()
+            self.metrics.frames.labels(self._split_label(request.split), err.status_code.name).inc()
             context.abort(err.status_code, str(err))
-        except TimeoutError:
+        except (TimeoutError, concurrent.futures.TimeoutError):  # distinct types on Python 3.10
             context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "frame did not finish before the call's deadline")
         return self._response(request, fut, None)
 
     def Describe(self, request: offload_pb2.DescribeRequest, context: grpc.ServicerContext) -> offload_pb2.BundleInfo:
+        if isinstance(request, UnparseableMessage):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request.error()))
         m = self.manifest
         warm = set(self.executor.tails.warm())
         info = offload_pb2.BundleInfo(
@@ -195,6 +310,8 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
 
     def Probe(self, request: offload_pb2.ProbeRequest, context: grpc.ServicerContext) -> offload_pb2.ProbeResponse:
         t0 = time.perf_counter()
+        if isinstance(request, UnparseableMessage):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request.error()))
         if request.response_bytes > MAX_PROBE_BYTES:
             context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,

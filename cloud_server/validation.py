@@ -20,7 +20,7 @@ def validate_request(req: offload_pb2.InferRequest, manifest: Manifest, max_tens
     if req.model_digest != manifest.model_digest:
         raise RequestError(
             grpc.StatusCode.FAILED_PRECONDITION,
-            f"model_digest {req.model_digest or '(empty)'!r} does not match the server's bundle "
+            f"model_digest {_short(req.model_digest) if req.model_digest else '(empty)'!r} does not match the server's bundle "
             f"{manifest.model_digest!r} ({manifest.model_name}): agent and server run different bundles",
         )
     k = req.split
@@ -48,7 +48,7 @@ def validate_request(req: offload_pb2.InferRequest, manifest: Manifest, max_tens
             )
         if tuple(msg.shape) != want.shape:
             raise RequestError(
-                grpc.StatusCode.INVALID_ARGUMENT, f"{field}.shape = {list(msg.shape)}: split {k} takes {list(want.shape)}"
+                grpc.StatusCode.INVALID_ARGUMENT, f"{field}.shape = {_short(list(msg.shape))}: split {k} takes {list(want.shape)}"
             )
         try:
             t = decode(msg, max_bytes=max_tensor_bytes, field=field)
@@ -58,8 +58,29 @@ def validate_request(req: offload_pb2.InferRequest, manifest: Manifest, max_tens
             raise RequestError(
                 grpc.StatusCode.INVALID_ARGUMENT, f"{field}.quantization is missing: split {k} takes a quantized {want.dtype} tensor"
             )
-        arrays.append(t.dequantized())
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = t.dequantized()
+        if not np.isfinite(x).all():
+            if t.quantization is None:
+                # the codec refused NaN and infinity, but a finite float64 (1e300) overflows float32
+                raise RequestError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"{field}.data = {t.array.dtype.name} values: out of the float32 range (overflow to infinity)",
+                )
+            # finite int data and a finite scale can still overflow float32 (scale = 3e38)
+            raise RequestError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{field}.quantization.scale = {_short(list(t.quantization.scale))}: "
+                "dequantized values overflow float32 (NaN or infinity)",
+            )
+        arrays.append(x)
     return spec, arrays[0]
+
+
+def _short(value: object, limit: int = 120) -> str:
+    """A peer's value for an error message, cut short: a 30 MB digest is not echoed back."""
+    shown = value if isinstance(value, str) else repr(value)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
 def _safe_dtype_name(value: int) -> str:
