@@ -18,8 +18,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
-  echo "installing splitpoint[edge,cloud,video,dev] into $VENV (about a minute the first time) ..." >&2
+  echo "installing splitpoint[edge,cloud,video,dev,bench] into $VENV (about a minute the first time) ..." >&2
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e "$ROOT[edge,cloud,video,dev]"
+  "$VENV/bin/python" -m pip install --quiet -e "$ROOT[edge,cloud,video,dev,bench]"
   touch "$STAMP"
 fi

@@ -152,21 +152,20 @@ def cmd_edge(args: argparse.Namespace) -> int:
     from edge_node.sources import open_source
 
     agent = EdgeAgent(conf)
+    # SIGTERM and Ctrl-C both stop after the current frame; frames in flight still get records.
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
+    signal.signal(signal.SIGINT, lambda *_: agent.stop())
     if hasattr(signal, "SIGHUP"):  # re-read [policy] from the config file, swap between frames
         agent.on_reload(lambda: cfg.load(EdgeConfig, args, args.config).policy)
         signal.signal(signal.SIGHUP, lambda *_: agent.request_reload())
     with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps) as source:
-        try:
-            summary = agent.run(source)
-        except KeyboardInterrupt:
-            agent.stop()
-            summary = agent.summary
+        summary = agent.run(source)
     acc = f", accuracy {summary.accuracy:.1%}" if summary.accuracy is not None else ""
     med = summary.median_ms()
     print(
         f"{summary.frames} frames in {summary.seconds:.1f}s: {summary.cloud} cloud, {summary.local} local "
-        f"({summary.fallbacks} fallbacks), {summary.failed} failed{acc}"
+        f"({summary.fallbacks} fallbacks), {summary.failed} failed, {summary.dropped} dropped, "
+        f"{summary.skipped} skipped (already recorded){acc}"
         + (f", median end-to-end {med:.1f} ms" if med is not None else "")
         + f"; results in {conf.results}"
     )
@@ -241,30 +240,15 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from splitpoint import doctor
-    from splitpoint.security import ClientSecurity
 
-    keys = ("bundle", "cloud", "device", "results", "tls_ca", "tls_cert", "tls_key", "tls_server_name", "token_file", "insecure")
-    values = {k: v for k, v in (cfg.read_toml(args.config) if args.config else {}).items() if k in keys}
-    values.update({k: getattr(args, k) for k in keys if getattr(args, k, None) not in (None, "")})
-    checks = doctor.check_runtimes()
-    checks += doctor.check_edgetpu(values.get("device", "cpu"))
-    digest = None
-    if values.get("bundle"):
-        checks += doctor.check_bundle(values["bundle"])
-        digest = doctor.bundle_digest(values["bundle"])
-    if values.get("cloud"):
-        def make_client() -> object:
-            from edge_node.client import OffloadClient
-
-            sec = ClientSecurity(values.get("tls_ca", ""), values.get("tls_cert", ""), values.get("tls_key", ""),
-                                 values.get("tls_server_name", ""), values.get("token_file", ""),
-                                 bool(values.get("insecure", False)))
-            sec.validate()
-            return OffloadClient(values["cloud"], timeout_s=5.0, security=sec)
-
-        checks += doctor.check_cloud(make_client, digest)
-    checks += doctor.check_disk(values.get("results", "results.jsonl"))
-    return doctor.run_checks(checks)
+    values, config_checks = doctor.resolve_settings(args.config, {k: getattr(args, k, None) for k in doctor.EDGE_KEYS})
+    cloud = values.get("cloud") or None
+    # the one client factory: OffloadClient(cloud, timeout_s=5, security=ClientSecurity(<the TLS keys>))
+    make_client, transport = doctor.client_factory(cloud or "", {k: values.get(k) for k in doctor.TRANSPORT_KEYS})
+    return doctor.run_doctor(values.get("bundle") or None, cloud, values["device"], values["results"],
+                             make_client=make_client if cloud else None, transport=transport,
+                             config_checks=config_checks,
+                             secrets={k: values[k] for k in ("tls_key", "token_file") if values.get(k)})
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
@@ -278,6 +262,13 @@ def cmd_certs(args: argparse.Namespace) -> int:
     print("server: --tls-cert server.pem --tls-key server.key [--tls-client-ca ca.pem for mutual TLS]")
     print("agent:  --tls-ca ca.pem [--tls-cert client.pem --tls-key client.key]")
     return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from splitpoint.bench.harness import options_from_args, run_bench
+
+    result = run_bench(options_from_args(args, sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == "bench" else []))
+    return 0 if result.get("complete") and not result.get("errors") else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -357,16 +348,22 @@ def build_parser() -> argparse.ArgumentParser:
     pe.set_defaults(func=cmd_policy_explain)
 
     p = sub.add_parser("doctor", help="check the Edge TPU, runtimes, bundle, cloud, TLS, clock and disk, in plain words",
-                       description="Check a field installation. Reads bundle, cloud, device, results and TLS keys from "
-                                   "the edge config when given; flags override it.")
-    p.add_argument("--config", metavar="FILE", help="the agent's TOML config")
-    p.add_argument("--bundle", help="bundle directory")
-    p.add_argument("--cloud", help="HOST:PORT of the server")
-    p.add_argument("--device", help="cpu, edgetpu, edgetpu:usb:N, edgetpu:pci:N")
-    p.add_argument("--results", help="results log path (for the free-disk check)")
-    for flag in ("tls-ca", "tls-cert", "tls-key", "tls-server-name", "token-file"):
-        p.add_argument(f"--{flag}", dest=flag.replace("-", "_"), help=argparse.SUPPRESS)
-    p.add_argument("--insecure", action="store_true", default=None, help="talk plaintext to the cloud")
+                       description="Check a field installation and print one line per finding; exit 1 when any "
+                                   "says FAIL. With --config, reads bundle, cloud, device, results and the TLS keys "
+                                   "from the agent's TOML file (and validates the whole file); flags override it. "
+                                   "Run it as the agent's user, with the agent stopped (it holds the Edge TPU).")
+    p.add_argument("--config", metavar="FILE", help="the agent's TOML config, e.g. /etc/splitpoint/edge.toml")
+    p.add_argument("--bundle", metavar="DIR", help="bundle directory (checks every edge file's sha256)")
+    p.add_argument("--cloud", metavar="HOST:PORT", help="the server to reach (Describe, Probe, digest, clock skew)")
+    p.add_argument("--device", help="cpu, edgetpu, edgetpu:usb[:N], edgetpu:pci[:N] (default cpu): "
+                                    "a missing Edge TPU fails only when asked for")
+    p.add_argument("--results", metavar="PATH", help="results log path (free disk, write access; default results.jsonl)")
+    p.add_argument("--tls-ca", metavar="FILE", help="CA (PEM) that signed the server's certificate")
+    p.add_argument("--tls-cert", metavar="FILE", help="this agent's certificate (PEM), for mutual TLS")
+    p.add_argument("--tls-key", metavar="FILE", help="private key (PEM) of --tls-cert")
+    p.add_argument("--tls-server-name", metavar="NAME", help="name to verify in the server's certificate")
+    p.add_argument("--token-file", metavar="FILE", help="file holding the bearer token")
+    p.add_argument("--insecure", action="store_true", default=None, help="talk plaintext to the cloud (development only)")
     p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("certs", help="make a development CA and server/client certificates for (mutual) TLS")
@@ -375,6 +372,45 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated DNS names/IPs the server certificate is valid for (default localhost,127.0.0.1)")
     p.add_argument("--force", action="store_true", help="replace existing files")
     p.set_defaults(func=cmd_certs)
+
+    p = sub.add_parser("bench", help="measure every split's real end-to-end latency, the scheduler's choices, traces, throughput",
+                       description="Benchmark a bundle through the real server and agent on loopback: every split at every "
+                                   "(bandwidth, RTT) condition (the oracle), the adaptive agent's settled split, a step "
+                                   "change, real uplink traces, throughput mode, goodput and per-frame overhead. "
+                                   "See docs/benchmarks.md.")
+    p.add_argument("--bundle", metavar="DIR", help="bundle to measure (default: the digits bundle, built once into the cache)")
+    p.add_argument("--bandwidths", metavar="LIST", help="uplink rates in Mbps (default 1,2,5,10,20,50,100)")
+    p.add_argument("--rtts", metavar="LIST", help="round-trip times in ms (default 10,50,150)")
+    p.add_argument("--frames", type=_positive_int, metavar="N", help="measured frames per fixed-split run (default 30)")
+    p.add_argument("--warmup", type=int, metavar="N", help="warm-up frames excluded from each run (default 3)")
+    p.add_argument("--adaptive-frames", type=_positive_int, metavar="N", help="frames of each adaptive run (default 40)")
+    p.add_argument("--splits", metavar="LIST", help="measure only these splits, e.g. 0,4,8-10 (0 and K always; the adaptive "
+                                                    "agent then chooses among the same set)")
+    p.add_argument("--smoke", action="store_true", help="CI smoke run: digits bundle, two conditions, few frames, a short trace slice")
+    p.add_argument("--json", metavar="FILE", help="write every figure and the machine description here (updated after each stage)")
+    p.add_argument("--markdown", metavar="FILE", help="write the markdown report here")
+    p.add_argument("--plots", metavar="DIR", help="write PNG plots here (needs matplotlib: the bench extra)")
+    p.add_argument("--traces-dir", metavar="DIR", help="directory of Mahimahi traces (default ../shared/data/traces beside the repo)")
+    p.add_argument("--traces", metavar="LIST", help="trace files to replay (default Verizon-LTE-short.up,ATT-LTE-driving-2016.up)")
+    p.add_argument("--trace-seconds", type=float, metavar="S", help="replay the first S seconds of each trace (default 20)")
+    p.add_argument("--trace-fps", type=float, metavar="F", help="camera rate of the trace runs (default 10)")
+    p.add_argument("--trace-rtt", type=float, metavar="MS", help="RTT during the trace runs (default 50)")
+    p.add_argument("--deadline-ms", type=float, metavar="MS", help="deadline of a trace frame (default one frame interval)")
+    p.add_argument("--step-fps", type=float, metavar="F", help="camera rate of the step-change run (default 10)")
+    p.add_argument("--step-frames", type=_positive_int, metavar="N", help="frames per phase of the step change (default 30)")
+    p.add_argument("--tp-frames", type=_positive_int, metavar="N", help="frames per throughput-mode run (default 60)")
+    p.add_argument("--overhead-frames", type=_positive_int, metavar="N", help="frames per path of the overhead measurement (default 300)")
+    p.add_argument("--skip", metavar="LIST", help="stages to skip: conditions,step,traces,throughput,overhead")
+    p.add_argument("--power-table", metavar="FILE", help="edge power table: adds energy figures and a min-energy agent per condition")
+    p.add_argument("--radio-link", choices=("wifi", "lte"), help="radio power model for energy (default wifi, as the agent)")
+    p.add_argument("--edge-cpu", type=int, metavar="N", help="CPU the edge worker is pinned to (default: the last allowed one)")
+    p.add_argument("--profile-runs", type=_positive_int, metavar="N", help="runs per split when profiling (default 20)")
+    p.add_argument("--reprofile", action="store_true", help="measure the profiles again instead of using the cached ones")
+    p.add_argument("--max-frame-s", type=float, metavar="S", help="do not run splits whose wire time alone exceeds S seconds (default 8)")
+    p.add_argument("--warm-tails", type=int, metavar="N", help="the server's warm_tails (default 0: load every tail at start)")
+    p.add_argument("--cache-dir", metavar="DIR", help="digits bundle and profiles (default ~/.cache/splitpoint/bench)")
+    p.add_argument("--keep-runs", metavar="DIR", help="keep every run's results log and the edge worker's log here")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="partition the bundled digits model, start a server and an agent on loopback, stream frames")
     p.add_argument("--workdir", default="splitpoint-demo", help="where the bundle and the results go (default: ./splitpoint-demo)")

@@ -1,0 +1,90 @@
+"""`splitpoint bench --smoke`: the whole benchmark on the digits bundle, small (CI; under 2 minutes).
+
+Checks that every stage ran and wrote sane figures; no timing target is asserted (the
+targets are reported PASS/MISS in the output, not tested).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TRACES = ROOT.parent / "shared" / "data" / "traces"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (TRACES / "Verizon-LTE-short.up").exists(), reason=f"no traces in {TRACES}")
+def test_bench_smoke_writes_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    md = tmp_path / "bench.md"
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="2")
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "splitpoint", "bench", "--smoke", "--json", str(out), "--markdown", str(md),
+         "--cache-dir", str(tmp_path / "cache")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    wall = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "[bench" in proc.stdout  # progress lines
+    r = json.loads(out.read_text())
+    assert r["format"] == "splitpoint-bench" and r["complete"] is True and r["errors"] == []
+    assert r["smoke"] is True and r["wall_time_s"] > 0
+    print(f"smoke wall time {wall:.1f}s (bench says {r['wall_time_s']} s)")
+
+    m = r["machine"]
+    assert m["cores"] >= 1 and m["python"] and "pinning" in m
+    assert r["bundle"]["model"] == "digits-cnn"
+    K = r["bundle"]["num_layers"]
+    splits = r["bundle"]["measured_splits"]
+    assert splits[0] == 0 and splits[-1] == K
+
+    conds = r["conditions"]
+    assert len(conds) == 2
+    for c in conds:
+        assert c["bandwidth_mbps"] > 0 and c["rtt_ms"] > 0
+        assert set(map(int, c["fixed"])) == set(splits)
+        for f in c["fixed"].values():
+            assert f["frames"] >= 1 and 0 < f["median_ms"] <= f["p95_ms"] < 60_000
+        assert c["oracle_split"] in splits and c["chosen_split"] in splits
+        best = min(f["median_ms"] for f in c["fixed"].values())
+        assert c["oracle_median_ms"] == best
+        assert c["chosen_over_oracle"] >= 1.0
+        assert c["speedup_vs_all_edge"] > 0 and c["speedup_vs_all_cloud"] > 0
+        assert len(c["adaptive"]["splits"]) >= 2 and c["adaptive"]["switches"] >= 0
+        # k = 0 crosses the emulated link: it cannot beat the set RTT
+        assert c["fixed"]["0"]["median_ms"] >= c["rtt_ms"] * 0.9
+
+    step = r["step"]
+    assert [c["to_mbps"] for c in step["changes"]] == [2.0, 50.0]
+    for c in step["changes"]:
+        assert c["frames_after"] >= 1 and c["frames_to_settle"] is not None and c["switches"] >= 0
+
+    (trace,) = r["traces"]
+    assert trace["trace"] == "Verizon-LTE-short.up" and trace["seconds"] <= 5
+    assert "adaptive" in trace["runs"] and trace["best_fixed"].startswith("k=")
+    for run in trace["runs"].values():
+        assert run["deadline_misses"] >= 0 and run["mean_ms"] > 0
+    assert trace["adaptive_over_best_fixed"] > 0
+
+    runs = r["throughput"]["runs"]
+    assert runs and all(x["fps"] > 0 and x["bound_fps"] > 0 and x["fps_over_bound"] > 0 for x in runs)
+    assert 0 < r["goodput"]["goodput_mbps"] and r["goodput"]["shaped_mbps"] == 10.0
+
+    ov = r["overhead"]
+    assert ov["tensor_bytes"] == 200704
+    assert 0 < ov["raw_grpc"]["median_ms"] and 0 < ov["splitpoint"]["median_ms"] < 1000
+
+    names = " ".join(t["name"] for t in r["targets"])
+    for needle in ("chosen/oracle", "step change", "trace", "throughput", "goodput", "added cost"):
+        assert needle in names
+    assert all(t["status"] in ("PASS", "MISS", "N/A") for t in r["targets"])
+    text = md.read_text()
+    assert "| target |" in text and ("PASS" in text or "MISS" in text)
