@@ -25,9 +25,10 @@ class CloudConfig:
     tls_client_ca: str = option("", "CA (PEM) that signs client certificates: set it for mutual TLS")
     token_file: str = option("", "file holding the bearer token every call must carry")
     insecure: bool = option(False, "serve plaintext without TLS (development only; the server warns loudly)")
-    stream_idle_timeout_s: float = option(120.0, "an Infer stream with no frame for this long is closed; 0 = never")
     grace_s: float = option(10.0, "on SIGTERM/SIGINT, seconds in-flight frames get to finish")
     metrics_listen: str = option("", "HOST:PORT for Prometheus /metrics; empty = off")
+    stream_idle_timeout_s: float = option(
+        120.0, "an Infer stream with nothing in flight and no frame for this long ends with DEADLINE_EXCEEDED; 0 = never")
     log_level: str = option("info", "logging level", choices=("debug", "info", "warning", "error"))
 
     @property

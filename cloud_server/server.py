@@ -25,11 +25,11 @@ from splitpoint.config import parse_address
 from splitpoint.errors import SplitpointError
 from splitpoint.metrics import serve_metrics
 from splitpoint.runtime.tails import TailPool, tensorflow_devices
-from splitpoint.v1 import offload_pb2, offload_pb2_grpc
+from splitpoint.v1 import offload_pb2
 
 from .config import CloudConfig
 from .executor import TailExecutor
-from .servicer import CloudMetrics, OffloadServicer
+from .servicer import CloudMetrics, OffloadServicer, add_to_server
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class CloudServer:
         security = cfg.security
         server = grpc.server(pool, options=options, maximum_concurrent_rpcs=cfg.max_streams,
                              interceptors=security.interceptors())
-        offload_pb2_grpc.add_OffloadServicer_to_server(self.servicer, server)
+        add_to_server(self.servicer, server)  # unparseable bytes: INVALID_ARGUMENT, no traceback
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         creds = security.credentials()
         if creds is None:
