@@ -201,6 +201,9 @@ class EdgeAgent:
         self._backoff = BACKOFF_START_S
         self._stop = threading.Event()
         self._watchdog = threading.Thread(target=self._watch_deadlines, name="deadline-watchdog", daemon=True)
+        # Probes run beside the frames, never in front of one: a 64 KiB probe on a 2 Mbps uplink
+        # takes a quarter of a second, which a frame waiting behind it would pay.
+        self._prober = threading.Thread(target=self._probe_loop, name="link-prober", daemon=True)
         self._metrics_server: Any = None
         self._closed = False
         self._closed_event = threading.Event()
@@ -255,6 +258,8 @@ class EdgeAgent:
                 self._metrics_server = served[0]
             self.check_server()
             self._watchdog.start()
+            self._maybe_probe()  # before the first frame is captured: a first estimate costs no frame
+            self._prober.start()  # idles while the policy is fixed (a reload may make it adaptive)
             self._resume(source)
             if self.config.capture == "live":
                 self._run_live(source)
@@ -378,6 +383,8 @@ class EdgeAgent:
         self._closed = True
         self._closed_event.set()
         self._stop.set()
+        if self._prober.is_alive():
+            self._prober.join(1.0)  # a probe in flight ends at its deadline or when the channel closes
         reader = self._reader
         if reader is not None and reader.is_alive() and reader is not threading.current_thread():
             reader.join(5.0)  # run() was interrupted: let the reader finish the read it is in
@@ -421,19 +428,34 @@ class EdgeAgent:
         log.info("policy reloaded: %s -> %s", _describe(self.policy), _describe(new))
         self.policy = new
 
+    def _plans_with_link(self) -> bool:
+        return hasattr(self.policy, "link")  # a fixed policy does not plan with estimates
+
+    def _probe_loop(self) -> None:
+        """Background thread: probe whenever no frame has crossed the link for probe_idle_s."""
+        while not self._stop.wait(min(0.25, self.config.policy.probe_idle_s / 4)):
+            try:
+                self._maybe_probe()
+            except Exception as err:  # noqa: BLE001 - e.g. the channel closed under a probe at shutdown
+                log.debug("link probe ended: %s", err)
+
     def _maybe_probe(self) -> None:
         """Measure the link when no frame has crossed it for a while (and at start)."""
-        if not hasattr(self.policy, "link"):  # a fixed policy does not plan with estimates
+        if not self._plans_with_link():  # also after a reload to a fixed policy
             return
         idle = self.config.policy.probe_idle_s
         now = time.monotonic()
-        if self.link.idle_s() < idle or now - self._last_probe < idle or now < self._retry_at:
+        if self._last_probe and (self.link.idle_s() < idle or now - self._last_probe < idle):
+            return
+        if now < self._retry_at:
             return
         self._last_probe = now
+        client = self.client
+        timeout_s = self.config.connect_timeout_s + max(1.0, PROBE_BYTES * 8 / 100e3)  # 100 kbps floor
         try:
-            rtt_ms, resp = self.client.probe(0, 0)
+            rtt_ms, resp = client.probe(0, 0, timeout_s=timeout_s)
             self.link.observe_rtt(max(0.01, rtt_ms - resp.server_time_ms))
-            bulk_ms, resp = self.client.probe(PROBE_BYTES, 0)
+            bulk_ms, resp = client.probe(PROBE_BYTES, 0, timeout_s=timeout_s)
             self.link.observe_transfer(PROBE_BYTES, bulk_ms, resp.server_time_ms)
             log.debug("probe: %s", self.link.estimate())
         except RemoteError as err:
@@ -445,7 +467,6 @@ class EdgeAgent:
         t_start = time.monotonic()
         try:
             self._maybe_reload()
-            self._maybe_probe()
             k = self.policy.choose(self.heads.splits)
             est = self.link.estimate()
             self.metrics.bandwidth.set(est.bandwidth_bps)

@@ -95,7 +95,9 @@ class Frame:
     raw: np.ndarray  # uint8 (H, W, C) at the bundle's preprocessing size and channels
     label: int | None  # true label when the source knows it (synthetic), else None
     origin: str  # file name, "clip.mp4#12", "camera:0#17", "synthetic#3"
-    capture_time_ns: int  # time.time_ns() when the frame was read/captured (released, when paced)
+    #: time.time_ns() when the frame was read/captured; for a paced source (fps), when it was due,
+    #: so a frame that waits for a busy agent counts the wait in its end-to-end latency, as a camera would
+    capture_time_ns: int
 
 
 @runtime_checkable
@@ -148,6 +150,7 @@ class _Source:
         self.description = description + (f" at {fps:g} fps" if fps else "")
         self._fps = fps
         self._start: float | None = None
+        self._start_unix_ns = 0
         self._next_index = 0  # position in the stream (what `_read` gets)
         self._first = 0  # index of position 0 (number_from)
         self._released = 0  # frames handed out or failed: the pacing schedule
@@ -186,6 +189,7 @@ class _Source:
         i = self._next_index
         if self._start is None:
             self._start = time.monotonic()
+            self._start_unix_ns = time.time_ns()
         slot = self._released
         if self._pace_before_read:
             self._pace(slot)
@@ -202,7 +206,13 @@ class _Source:
         self._released += 1
         if not self._pace_before_read:
             self._pace(slot)
-        return Frame(index=self._first + i, raw=raw, label=label, origin=origin, capture_time_ns=time.time_ns())
+        return Frame(index=self._first + i, raw=raw, label=label, origin=origin, capture_time_ns=self._capture_ns(slot))
+
+    def _capture_ns(self, slot: int) -> int:
+        now = time.time_ns()
+        if self._fps is None:
+            return now
+        return min(now, self._start_unix_ns + int(slot / self._fps * 1e9))
 
     def _pace(self, slot: int) -> None:
         if self._fps is None or self._start is None:

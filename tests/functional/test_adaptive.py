@@ -177,3 +177,32 @@ def test_policy_table_is_a_config_section(tmp_path: Path) -> None:
     path.write_text('bundle = "b"\nsource = "synthetic:1"\n[policy]\nname = "min-energy"\n')
     with pytest.raises(ConfigError, match="policy.name"):
         cfg.load(EdgeConfig, p.parse_args(["--insecure"]), path)
+
+
+def test_link_probes_never_delay_a_frame(cloud_server, digits_bundle: Path, tmp_path: Path) -> None:
+    """All-edge frames on a slow link: each 64 KiB probe takes about a second on the wire, and
+    runs in the background; no frame waits for one (the agent once probed inside a frame)."""
+    from splitpoint.linkemu import LinkEmulator
+
+    edge, cloud = synthetic_profiles(digits_bundle)
+    edge.save(tmp_path / "e.json")
+    cloud.save(tmp_path / "c.json")
+    K = load_bundle(digits_bundle).manifest.num_layers
+    host, port = cloud_server.address.rsplit(":", 1)
+    with LinkEmulator((host, int(port)), uplink=0.5e6, delay_ms=25) as link:
+        pcfg = PolicyConfig(name="min-latency", edge_profile=str(tmp_path / "e.json"),
+                            cloud_profile=str(tmp_path / "c.json"), probe_idle_s=0.3)
+        conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:50", cloud=link.address, insecure=True,
+                          results=str(tmp_path / "r.jsonl"), mode="latency", fps=20.0, policy=pcfg)
+        agent = EdgeAgent(conf)
+        with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps) as source:
+            agent.run(source)
+        uplink_bytes = link.stats()["up_bytes"]
+    records = sorted(read_results(tmp_path / "r.jsonl"), key=lambda r: r["frame_id"])
+    assert [r["frame_id"] for r in records] == list(range(50))
+    assert {r["split"] for r in records} == {K}  # 0.5 Mbps and 50 ms RTT: all-edge wins
+    assert agent.link.estimate().samples >= 2, "the background prober measured the link more than once"
+    assert agent.link.estimate().bandwidth_bps < 1e6
+    slowest = max(r["timings_ms"]["end_to_end"] for r in records)
+    assert slowest < 300, f"a frame took {slowest} ms: it waited for a probe"
+    assert uplink_bytes > 2 * 64 * 1024  # no frame crossed the link: these bytes are the probes

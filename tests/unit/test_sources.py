@@ -201,6 +201,20 @@ def test_fps_paces_frames(tmp_path: Path) -> None:
     assert (gaps >= 0).all()
 
 
+def test_a_late_read_frame_keeps_its_due_time_as_capture_time(tmp_path: Path) -> None:
+    """A camera does not wait for the agent: frame i exists at start + i/fps, however late it is read."""
+    bundle = make_bundle(tmp_path)
+    source = open_source("synthetic:4", GRAY8, bundle=bundle, fps=20)  # type: ignore[arg-type]
+    it = iter(source)
+    first = next(it)
+    time.sleep(0.3)  # a busy agent: frames 1..3 were due at 50, 100, 150 ms
+    rest = [next(it) for _ in range(3)]
+    source.close()
+    offsets_ms = [(f.capture_time_ns - first.capture_time_ns) / 1e6 for f in rest]
+    assert offsets_ms == pytest.approx([50, 100, 150], abs=2), offsets_ms
+    assert time.time_ns() - rest[-1].capture_time_ns > 0.14e9  # the wait is in the frame's age
+
+
 def test_no_fps_means_no_pacing_delay_floor(tmp_path: Path) -> None:
     bundle = make_bundle(tmp_path)
     frames = drain(open_source("synthetic:50", GRAY8, bundle=bundle))  # type: ignore[arg-type]
