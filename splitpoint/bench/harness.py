@@ -727,6 +727,7 @@ class Bench:
                              min(max(worst, 1000 / self.opts.step_fps), self.opts.max_frame_s * 1000), on_poll=on_poll)
         recs = ok_records(out.records)
         res: dict[str, Any] = {"rates_mbps": [hi, lo, hi], "rtt_ms": rtt, "fps": self.opts.step_fps, "phase_frames": phase,
+                               "deadline_ms": self.opts.deadline_ms or 1000.0 / self.opts.step_fps,
                                "oracles": {str(k): v for k, v in oracles.items()}, "changes": [], "frames": []}
         t_start = out.started_unix_ns or (recs[0]["capture_time_unix_ns"] if recs else time.time_ns())
         for r in recs:

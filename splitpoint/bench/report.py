@@ -67,7 +67,18 @@ def evaluate_targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     step = r.get("step")
     if step is not None:
         chs = step.get("changes", [])
-        if chs:
+        rates = step.get("rates_mbps") or []
+        first_best = step.get("oracles", {}).get(str(rates[0]) if rates else "", {}).get("split")
+        prev_best = [first_best] + [c["best_split"] for c in chs]
+        moved = [c for c, prev in zip(chs, prev_best, strict=False) if c["best_split"] != prev]
+        if chs and not moved:
+            # Nothing to settle on: a PASS here would claim what was not tested.
+            out.append(_t("settle after a step change", f"within {SETTLE_FRAMES_MAX} frames, on the new best split",
+                          f"not tested: k={first_best} is the measured best split at "
+                          f"{' and '.join(f'{x:g}' for x in sorted(set(rates)))} Mbps, so the step asks for no move; "
+                          f"the agent stayed on k={chs[-1]['final_split']} with "
+                          f"{sum(c['switches'] for c in chs)} switches", None))
+        elif chs:
             bad = [c for c in chs if not c.get("settled_on_best") or c.get("frames_to_settle") is None
                    or c["frames_to_settle"] > SETTLE_FRAMES_MAX]
             measured = "; ".join(
@@ -82,12 +93,13 @@ def evaluate_targets(r: dict[str, Any]) -> list[dict[str, Any]]:
                                        else f"did not settle on the best split k={c['best_split']} "
                                             f"(latency x{c.get('final_over_best_latency', '?')})")
                                     for c in bad)))
+        else:
+            out.append(_t("settle after a step change", f"within {SETTLE_FRAMES_MAX} frames", step.get("error", "no change"), None))
+        if chs:  # also when no move was needed: switching anyway is flapping
             worst_sw = max(c["switches"] for c in chs)
             out.append(_t("switches per step", f"<= {SWITCHES_PER_STEP_MAX}",
                           ", ".join(str(c["switches"]) for c in chs), worst_sw <= SWITCHES_PER_STEP_MAX,
                           "" if worst_sw <= SWITCHES_PER_STEP_MAX else f"{worst_sw - SWITCHES_PER_STEP_MAX} extra"))
-        else:
-            out.append(_t("settle after a step change", f"within {SETTLE_FRAMES_MAX} frames", step.get("error", "no change"), None))
     for tr in r.get("traces", []) or []:
         ratio = tr.get("adaptive_over_best_fixed")
         if ratio is None:
@@ -314,6 +326,7 @@ def render_plots(r: dict[str, Any], out_dir: Path) -> list[str]:
                     ax.plot([ch], [c["fixed"][str(ch)]["median_ms"]], "o", markersize=13, markerfacecolor="none",
                             markeredgecolor=col, markeredgewidth=2, label="agent's choice" if j == 0 else None)
             ax.set_yscale("log")
+            ax.set_xlim(-0.5, K + 0.5)  # the whole split range, also where only some splits were measured
             ax.set_title(f"{bw:g} Mbps uplink")
             ax.set_xlabel("split k (layers on the edge)")
             if i % ncols == 0:
@@ -352,7 +365,15 @@ def render_plots(r: dict[str, Any], out_dir: Path) -> list[str]:
         a2.set_ylabel("split k")
         a2.set_ylim(-0.5, K + 0.5)
         a2.legend(fontsize=7, loc="best")
-        a3.plot([f["t_s"] for f in fr], [f["end_to_end_ms"] for f in fr], ".-", color="tab:green")
+        a3.plot([f["t_s"] for f in fr], [f["end_to_end_ms"] for f in fr], ".-", color="tab:green", label="per frame")
+        deadline = step.get("deadline_ms")
+        if deadline:
+            a3.axhline(deadline, color="tab:red", alpha=0.6, linestyle=":", label=f"deadline {deadline:g} ms")
+            late = [f for f in fr if f["end_to_end_ms"] > deadline]
+            if late:
+                a3.plot([f["t_s"] for f in late], [f["end_to_end_ms"] for f in late], "x", color="tab:red",
+                        markersize=8, label=f"{len(late)} over the deadline")
+        a3.legend(fontsize=7, loc="best")
         a3.set_yscale("log")
         a3.set_ylabel("end-to-end ms")
         a3.set_xlabel("seconds since the run started")
@@ -368,26 +389,44 @@ def render_plots(r: dict[str, Any], out_dir: Path) -> list[str]:
         written.append(str(p))
     traces = [t for t in (r.get("traces") or []) if t.get("runs", {}).get("adaptive", {}).get("t_s")]
     if traces:
-        fig, axes = plt.subplots(len(traces), 1, figsize=(9, 3.2 * len(traces)), squeeze=False)
-        for ax, tr in zip(axes[:, 0], traces, strict=True):
+        # Per trace, three panels on one time axis: the uplink, the agent's split against the best
+        # fixed split, and each frame's latency against the deadline (misses in red).
+        fig, axes = plt.subplots(3 * len(traces), 1, figsize=(9, 6.2 * len(traces)), sharex=False,
+                                 gridspec_kw={"height_ratios": [1, 1, 1.3] * len(traces)})
+        for n, tr in enumerate(traces):
+            a1, a2, a3 = axes[3 * n:3 * n + 3]
             a = tr["runs"]["adaptive"]
             rates = tr["slice_rates_mbps"]
-            ax.step([i * 0.5 for i in range(len(rates))], rates, where="post", color="tab:blue", label="trace uplink Mbps")
-            ax.set_ylabel("Mbps", color="tab:blue")
-            ax.set_xlabel("seconds into the trace")
-            ax2 = ax.twinx()
-            ax2.step(a["t_s"], a["splits"], where="post", color="tab:orange", label="agent's split")
-            late = [(t, k) for t, k, ms in zip(a["t_s"], a["splits"], a["end_to_end_ms"], strict=False)
-                    if ms > tr["deadline_ms"]]
+            t_end = max(tr.get("seconds") or 0, (max(a["t_s"]) if a["t_s"] else 0)) + 0.5
+            a1.step([i * 0.5 for i in range(len(rates))], rates, where="post", color="tab:blue")
+            a1.set_ylabel("uplink Mbps")
+            a1.set_title(f"{tr['trace']}: adaptive mean {a['mean_ms']:.1f} ms vs best fixed {tr.get('best_fixed')} "
+                         f"{tr.get('best_fixed_mean_ms') or 0:.1f} ms ({tr['fps']:g} fps, RTT {tr['rtt_ms']:g} ms)")
+            a2.step(a["t_s"], a["splits"], where="post", color="tab:orange", label="agent's split")
+            a2.scatter(a["t_s"], a["splits"], s=8, color="tab:orange")
+            best = tr.get("best_fixed")
+            if best:
+                kb = int(str(best).split("=")[1])
+                a2.plot([0, t_end], [kb, kb], "--", color="k", alpha=0.6, label=f"best fixed split in hindsight ({best})")
+            a2.set_ylim(-0.5, K + 0.5)
+            a2.set_ylabel("split k")
+            a2.legend(fontsize=7, loc="best")
+            deadline = tr["deadline_ms"]
+            ms = a["end_to_end_ms"]
+            a3.plot(a["t_s"], ms, ".-", color="tab:green", label="adaptive, per frame")
+            a3.axhline(deadline, color="tab:red", alpha=0.6, linestyle=":", label=f"deadline {deadline:g} ms")
+            late = [(t, v) for t, v in zip(a["t_s"], ms, strict=False) if v > deadline]
             if late:
-                ax2.plot([t for t, _ in late], [k for _, k in late], "x", color="tab:red",
-                         label=f"over the {tr['deadline_ms']:g} ms deadline")
-                ax2.legend(fontsize=7, loc="upper right")
-            ax2.set_ylim(-0.5, K + 0.5)
-            ax2.set_ylabel("split k", color="tab:orange")
-            ax.set_title(f"{tr['trace']}: adaptive mean {a['mean_ms']:.1f} ms vs best fixed {tr.get('best_fixed')} "
-                         f"{tr.get('best_fixed_mean_ms') or 0:.1f} ms")
-            ax.grid(True, alpha=0.3)
+                a3.plot([t for t, _ in late], [v for _, v in late], "x", color="tab:red", markersize=8,
+                        label=f"{len(late)} over the deadline")
+            a3.set_yscale("log")
+            a3.set_ylabel("end-to-end ms")
+            a3.set_xlabel("seconds into the trace")
+            a3.legend(fontsize=7, loc="best")
+            for ax in (a1, a2, a3):
+                ax.set_xlim(0, t_end)
+                ax.grid(True, alpha=0.3)
+        fig.suptitle(f"{model}: replayed uplink traces")
         fig.tight_layout()
         p = out_dir / f"bench-{model}-traces.png"
         fig.savefig(p, dpi=90)

@@ -1,0 +1,45 @@
+"""Target verdicts of `splitpoint.bench.report`: what a PASS may and may not claim."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from splitpoint.bench.report import evaluate_targets
+
+
+def step_result(best_hi: int, best_lo: int, ended: tuple[int, int], settle: tuple[int, int],
+                switches: tuple[int, int]) -> dict[str, Any]:
+    changes = []
+    for to, best, final, frames, sw in ((2.0, best_lo, ended[0], settle[0], switches[0]),
+                                        (50.0, best_hi, ended[1], settle[1], switches[1])):
+        changes.append({"to_mbps": to, "t_s": 1.0, "best_split": best, "final_split": final,
+                        "settled_on_best": final == best, "frames_to_settle": frames,
+                        "seconds_to_settle": 0.1 * frames, "switches": sw})
+    return {"step": {"rates_mbps": [50.0, 2.0, 50.0], "oracles": {"50.0": {"split": best_hi}, "2.0": {"split": best_lo}},
+                     "changes": changes}}
+
+
+def verdict(r: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(t for t in evaluate_targets(r) if t["name"] == name)
+
+
+def test_a_step_that_asks_for_no_move_is_not_a_pass() -> None:
+    t = verdict(step_result(8, 8, ended=(8, 8), settle=(0, 0), switches=(0, 0)), "settle after a step change")
+    assert t["status"] == "N/A"
+    assert "not tested" in t["measured"] and "k=8" in t["measured"]
+
+
+def test_flapping_fails_even_when_no_move_was_needed() -> None:
+    r = step_result(8, 8, ended=(8, 8), settle=(0, 0), switches=(2, 0))
+    assert verdict(r, "switches per step")["status"] == "MISS"
+
+
+def test_a_real_step_is_judged_on_frames_and_the_split_it_ends_on() -> None:
+    ok = step_result(0, 8, ended=(8, 0), settle=(3, 2), switches=(1, 1))
+    assert verdict(ok, "settle after a step change")["status"] == "PASS"
+    late = step_result(0, 8, ended=(8, 0), settle=(7, 2), switches=(1, 1))
+    t = verdict(late, "settle after a step change")
+    assert t["status"] == "MISS" and "2 frames late" in t["shortfall"]
+    wrong = step_result(0, 8, ended=(5, 0), settle=(1, 2), switches=(1, 1))
+    t = verdict(wrong, "settle after a step change")
+    assert t["status"] == "MISS" and "did not settle on the best split k=8" in t["shortfall"]
