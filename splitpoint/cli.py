@@ -404,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--power-table", metavar="FILE", help="edge power table: adds energy figures and a min-energy agent per condition")
     p.add_argument("--radio-link", choices=("wifi", "lte"), help="radio power model for energy (default wifi, as the agent)")
     p.add_argument("--edge-cpu", type=int, metavar="N", help="CPU the edge worker is pinned to (default: the last allowed one)")
+    p.add_argument("--edge-slowdown", type=float, metavar="F",
+                   help="emulate an edge device F times slower than the worker's core: each head run is followed by a "
+                        "sleep of (F - 1) x its measured time (default 1: native; see docs/benchmarks.md)")
     p.add_argument("--profile-runs", type=_positive_int, metavar="N", help="runs per split when profiling (default 20)")
     p.add_argument("--reprofile", action="store_true", help="measure the profiles again instead of using the cached ones")
     p.add_argument("--max-frame-s", type=float, metavar="S", help="do not run splits whose wire time alone exceeds S seconds (default 8)")

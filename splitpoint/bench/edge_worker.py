@@ -1,6 +1,6 @@
 """The edge side of `splitpoint bench`: a separate process, one thread, one core where allowed.
 
-    python -m splitpoint.bench.edge_worker [--cpu N]
+    python -m splitpoint.bench.edge_worker [--cpu N] [--slowdown F]
 
 The harness (`splitpoint.bench.harness`) starts this once and sends it commands, one
 JSON object per line on stdin:
@@ -20,6 +20,11 @@ Before anything is imported the process pins itself to one CPU with
 `os.sched_setaffinity(0, {cpu})` when the platform has it and the CPU is allowed (it is
 not on macOS or Windows, nor when a cpuset excludes the CPU), and caps every math
 library at one thread. The `ready` line says what was applied and why not.
+
+`--slowdown F` emulates an edge device F times slower than this core: after every head
+invocation (`HeadRunner.run`, which the agent and the profiler both use) the worker sleeps
+(F - 1) times what the invocation took. A sleep holds no CPU, so the pinned core models a
+slower device, not a busier one. Bench-only: the agent itself has no such switch.
 """
 
 from __future__ import annotations
@@ -62,10 +67,28 @@ def pin_to_cpu(cpu: int | None) -> dict[str, Any]:
     return info
 
 
+def emulate_slower_device(factor: float) -> None:
+    """Stretch every head invocation to `factor` times its measured duration (factor >= 1)."""
+    from splitpoint.runtime.litert import HeadRunner
+
+    if factor == 1.0:
+        return
+    real_run = HeadRunner.run
+
+    def slowed_run(self: HeadRunner, x: Any) -> Any:
+        t0 = time.perf_counter()
+        out = real_run(self, x)
+        time.sleep((time.perf_counter() - t0) * (factor - 1.0))
+        return out
+
+    HeadRunner.run = slowed_run  # type: ignore[method-assign]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m splitpoint.bench.edge_worker",
                                      description="edge worker of `splitpoint bench` (commands on stdin)")
     parser.add_argument("--cpu", type=int, default=None, help="CPU to pin this process to (when allowed)")
+    parser.add_argument("--slowdown", type=float, default=1.0, help="emulate a device this many times slower (>= 1)")
     args = parser.parse_args(argv)
     pinning = pin_to_cpu(args.cpu)
     for key, value in _ONE_THREAD_ENV.items():
@@ -86,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     import splitpoint.runtime.litert  # noqa: F401
     from splitpoint import cli  # the agent's and the profiler's imports, paid once
 
-    say("ready", pid=os.getpid(), pinning=pinning, import_s=round(time.perf_counter() - t0, 3),
+    emulate_slower_device(max(1.0, args.slowdown))
+
+    say("ready", pid=os.getpid(), pinning=pinning, slowdown=max(1.0, args.slowdown), import_s=round(time.perf_counter() - t0, 3),
         python=sys.version.split()[0], thread_env={k: os.environ.get(k) for k in _ONE_THREAD_ENV})
     for line in sys.stdin:  # ends at EOF; each command ends when its frames are done
         line = line.strip()

@@ -97,6 +97,8 @@ class BenchOptions:
     power_table: Path | None = None
     radio_link: str = "wifi"
     edge_cpu: int | None = None  # None: the last allowed CPU
+    #: emulate an edge device this many times slower than the worker's core (1: native); see edge_worker
+    edge_slowdown: float = 1.0
     profile_runs: int = 20
     reprofile: bool = False
     max_frame_s: float = 8.0  # a split whose wire time alone exceeds this is not run (lower bound reported)
@@ -140,8 +142,9 @@ class RunOutcome:
 class EdgeWorker:
     """The pinned edge process; runs `splitpoint` command lines one at a time."""
 
-    def __init__(self, cpu: int | None, log_path: Path):
+    def __init__(self, cpu: int | None, log_path: Path, slowdown: float = 1.0):
         self.cpu = cpu
+        self.slowdown = slowdown
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
         self._events: queue.Queue = queue.Queue()
@@ -154,6 +157,8 @@ class EdgeWorker:
         cmd = [sys.executable, "-m", "splitpoint.bench.edge_worker"]
         if self.cpu is not None:
             cmd += ["--cpu", str(self.cpu)]
+        if self.slowdown != 1.0:
+            cmd += ["--slowdown", repr(self.slowdown)]
         env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
         root = str(Path(splitpoint.__file__).resolve().parents[1])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -450,6 +455,8 @@ class Bench:
 
         pin = self.result["machine"]["pinning"]
         key = f"{digest.split(':')[-1][:16]}-{platform.node()}-cpu{pin.get('edge_cpu')}-r{self.opts.profile_runs}"
+        if self.opts.edge_slowdown != 1.0:
+            key += f"-x{self.opts.edge_slowdown:g}"  # an emulated device has profiles of its own
         pdir = Path(self.opts.cache_dir) / "profiles" / key
         pdir.mkdir(parents=True, exist_ok=True)
         edge, cloud = pdir / "edge-profile.json", pdir / "cloud-profile.json"
@@ -991,11 +998,15 @@ class Bench:
                                  "splits": [{"split": s.split, "after_layer": s.after_layer, "wire_bytes": s.wire_bytes,
                                              "cut_shape": list(s.cut[0].shape) if s.cut else None} for s in m.splits]}
         self.say(f"bundle {m.model_name} ({self.bundle_path}): K = {self.K}, measuring splits {self.splits}")
-        self.worker = EdgeWorker(pinning.get("edge_cpu"), self.runs_dir / "edge-worker.log")
+        self.worker = EdgeWorker(pinning.get("edge_cpu"), self.runs_dir / "edge-worker.log", self.opts.edge_slowdown)
         ready = self.worker.start()
         pinning["edge_worker"] = ready.get("pinning")
         pinning["edge_worker_thread_env"] = ready.get("thread_env")
         self.say(f"edge worker pid {ready.get('pid')}: {ready.get('pinning', {}).get('reason')}")
+        if ready.get("slowdown", 1.0) != 1.0:
+            pinning["edge_slowdown"] = ready["slowdown"]
+            self.say(f"edge worker emulates a device {ready['slowdown']:g}x slower than its core: every head "
+                     "invocation is followed by a sleep of (factor - 1) x its measured time")
         self.edge_profile, self.cloud_profile = self._profiles(self.bundle_path, m.model_digest)
         ep, cp = load_profile(self.edge_profile), load_profile(self.cloud_profile)
         self.edge_ms = {k: ep.latency_ms(k) for k in ep.splits}
@@ -1139,7 +1150,8 @@ def options_from_args(args: Any, argv: list[str] | None = None) -> BenchOptions:
                        ("trace_seconds", "trace_seconds"), ("trace_fps", "trace_fps"), ("trace_rtt", "trace_rtt_ms"),
                        ("deadline_ms", "deadline_ms"), ("step_fps", "step_fps"), ("step_frames", "step_phase_frames"),
                        ("tp_frames", "tp_frames"), ("profile_runs", "profile_runs"), ("max_frame_s", "max_frame_s"),
-                       ("edge_cpu", "edge_cpu"), ("overhead_frames", "overhead_frames"), ("warm_tails", "warm_tails")):
+                       ("edge_cpu", "edge_cpu"), ("overhead_frames", "overhead_frames"), ("warm_tails", "warm_tails"),
+                       ("edge_slowdown", "edge_slowdown")):
         value = getattr(args, flag, None)
         if value is not None:
             setattr(opts, attr, value)
@@ -1164,6 +1176,8 @@ def options_from_args(args: Any, argv: list[str] | None = None) -> BenchOptions:
     if getattr(args, "radio_link", None):
         opts.radio_link = args.radio_link
     opts.reprofile = bool(getattr(args, "reprofile", False))
+    if not (math.isfinite(opts.edge_slowdown) and 1.0 <= opts.edge_slowdown <= 10_000):
+        raise ConfigError("--edge-slowdown", opts.edge_slowdown, "expected a factor from 1 (native) to 10000")
     if opts.frames < 1 or opts.adaptive_frames < 2 or opts.warmup < 0:
         raise ConfigError("--frames", opts.frames, "need --frames >= 1, --adaptive-frames >= 2, --warmup >= 0")
     if opts.traces_dir is None and "traces" not in opts.skip and not default_traces_dir().is_dir():

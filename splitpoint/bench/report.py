@@ -158,6 +158,9 @@ def render_markdown(r: dict[str, Any]) -> str:
                  f"`{str(b.get('digest', ''))[:23]}...`), splits measured: {b.get('measured_splits')}")
     lines.append(f"- machine: {mach.get('cpu_model') or mach.get('cpu')}, {mach.get('cores')} cores, {mach.get('os')}, Python {mach.get('python')}; "
                  f"{pin.get('note', '')}; edge worker: {(pin.get('edge_worker') or {}).get('reason', '-')}")
+    if pin.get("edge_slowdown"):
+        lines.append(f"- **emulated edge device: {pin['edge_slowdown']:g}x slower than the worker's core** (each head run "
+                     "is followed by a sleep of (factor - 1) x its measured time; the link, the server and the agent are real)")
     lines.append(f"- wall time {r.get('wall_time_s')} s; stages (s): "
                  + ", ".join(f"{k} {v}" for k, v in r.get("stage_seconds", {}).items())
                  + ("" if r.get("complete") else " (**incomplete run**)"))
