@@ -27,6 +27,13 @@ def _t(name: str, target: str, measured: str, ok: bool | None, shortfall: str = 
             "status": "N/A" if ok is None else "PASS" if ok else "MISS", "shortfall": shortfall, "detail": detail}
 
 
+def _step_ratio(step: dict[str, Any], rate: float, k: int | None, best: int | None) -> float | None:
+    """Measured median latency of split k over the best split's, at `rate` Mbps (None: not measured)."""
+    med = step.get("oracles", {}).get(str(rate), {}).get("median_ms", {})
+    a, b = med.get(str(k)), med.get(str(best))
+    return a / b if a and b else None
+
+
 def _cond_label(c: dict[str, Any]) -> str:
     return f"{c['bandwidth_mbps']:g} Mbps/{c['rtt_ms']:g} ms"
 
@@ -70,22 +77,33 @@ def evaluate_targets(r: dict[str, Any]) -> list[dict[str, Any]]:
         rates = step.get("rates_mbps") or []
         first_best = step.get("oracles", {}).get(str(rates[0]) if rates else "", {}).get("split")
         prev_best = [first_best] + [c["best_split"] for c in chs]
-        moved = [c for c, prev in zip(chs, prev_best, strict=False) if c["best_split"] != prev]
-        if chs and not moved:
+        # Splits within the chosen/oracle tolerance of the best count as best: the medians come
+        # from separate runs, and a scheduler with hysteresis rightly stays on a near-tie.
+        asks = [c for c, prev in zip(chs, prev_best, strict=False)
+                if c["best_split"] != prev and (_step_ratio(step, c["to_mbps"], prev, c["best_split"]) or 99)
+                > CHOSEN_OVER_ORACLE_MAX]
+        if chs and not asks:
             # Nothing to settle on: a PASS here would claim what was not tested.
             out.append(_t("settle after a step change", f"within {SETTLE_FRAMES_MAX} frames, on the new best split",
-                          f"not tested: k={first_best} is the measured best split at "
-                          f"{' and '.join(f'{x:g}' for x in sorted(set(rates)))} Mbps, so the step asks for no move; "
-                          f"the agent stayed on k={chs[-1]['final_split']} with "
+                          f"not tested: k={first_best} is the measured best split (or within "
+                          f"{CHOSEN_OVER_ORACLE_MAX} of it) at {' and '.join(f'{x:g}' for x in sorted(set(rates)))} Mbps, "
+                          f"so the step asks for no move; the agent ended on k={chs[-1]['final_split']} with "
                           f"{sum(c['switches'] for c in chs)} switches", None))
         elif chs:
-            bad = [c for c in chs if not c.get("settled_on_best") or c.get("frames_to_settle") is None
+            def on_best(c: dict[str, Any]) -> bool:
+                ratio = _step_ratio(step, c["to_mbps"], c["final_split"], c["best_split"])
+                return bool(c.get("settled_on_best")) or (ratio is not None and ratio <= CHOSEN_OVER_ORACLE_MAX)
+
+            bad = [c for c in chs if not on_best(c) or c.get("frames_to_settle") is None
                    or c["frames_to_settle"] > SETTLE_FRAMES_MAX]
             measured = "; ".join(
                 f"-> {c['to_mbps']:g} Mbps: {c['frames_to_settle']} frames / {c['seconds_to_settle']} s"
-                + ("" if c.get("settled_on_best") else f" (ended on k={c['final_split']}, best k={c['best_split']})")
+                + ("" if c.get("settled_on_best") else f" (ended on k={c['final_split']}, best k={c['best_split']}, "
+                   f"x{c.get('final_over_best_latency', '?')})")
+                + ("" if c in asks else " (no move needed)")
                 for c in chs)
-            out.append(_t("settle after a step change", f"within {SETTLE_FRAMES_MAX} frames, on the new best split",
+            out.append(_t("settle after a step change",
+                          f"within {SETTLE_FRAMES_MAX} frames, on the new best split (or one within {CHOSEN_OVER_ORACLE_MAX}x of it)",
                           measured, not bad,
                           "; ".join(f"-> {c['to_mbps']:g} Mbps: "
                                     + (f"{c['frames_to_settle'] - SETTLE_FRAMES_MAX} frames late"

@@ -15,8 +15,11 @@ def step_result(best_hi: int, best_lo: int, ended: tuple[int, int], settle: tupl
         changes.append({"to_mbps": to, "t_s": 1.0, "best_split": best, "final_split": final,
                         "settled_on_best": final == best, "frames_to_settle": frames,
                         "seconds_to_settle": 0.1 * frames, "switches": sw})
-    return {"step": {"rates_mbps": [50.0, 2.0, 50.0], "oracles": {"50.0": {"split": best_hi}, "2.0": {"split": best_lo}},
-                     "changes": changes}}
+    # measured medians: the best split 10 ms, any other split 20 ms (2x: a real move)
+    med = {str(k): 20.0 for k in range(9)}
+    oracles = {"50.0": {"split": best_hi, "median_ms": {**med, str(best_hi): 10.0}},
+               "2.0": {"split": best_lo, "median_ms": {**med, str(best_lo): 10.0}}}
+    return {"step": {"rates_mbps": [50.0, 2.0, 50.0], "oracles": oracles, "changes": changes}}
 
 
 def verdict(r: dict[str, Any], name: str) -> dict[str, Any]:
@@ -43,3 +46,13 @@ def test_a_real_step_is_judged_on_frames_and_the_split_it_ends_on() -> None:
     wrong = step_result(0, 8, ended=(5, 0), settle=(1, 2), switches=(1, 1))
     t = verdict(wrong, "settle after a step change")
     assert t["status"] == "MISS" and "did not settle on the best split k=8" in t["shortfall"]
+
+
+def test_a_near_tie_counts_as_the_best_split() -> None:
+    r = step_result(0, 8, ended=(5, 0), settle=(1, 2), switches=(1, 1))
+    r["step"]["oracles"]["2.0"]["median_ms"]["5"] = 10.3  # within 1.05 of the best k=8
+    assert verdict(r, "settle after a step change")["status"] == "PASS"
+    r["step"]["oracles"]["2.0"]["median_ms"]["0"] = 10.4  # and the old best too: no move was asked for
+    r["step"]["changes"][0]["final_split"] = 0
+    t = verdict(r, "settle after a step change")
+    assert t["status"] == "PASS" and "no move needed" in t["measured"]
