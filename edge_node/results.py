@@ -100,17 +100,63 @@ def _parse_jsonl(path: Path, raw: bytes) -> tuple[list[dict[str, Any]], int]:
     return records, good
 
 
-class JsonlResultLog:
+class _ResultLog:
+    """What both formats share: one record per frame id, thread-safe writes, idempotent close.
+
+    A subclass opens its file, fills `_ids` with the ids already written and implements
+    `_is_open`, `_append` (store one record durably; False when the store itself already
+    has the id) and `_close`.
+    """
+
+    path: Path
+
+    def __init__(self) -> None:
+        self._ids: set[int] = set()
+        self._lock = threading.Lock()
+
+    def write(self, record: dict[str, Any]) -> bool:
+        """Store `record`; False (and an error logged) when its frame id is already in the log."""
+        fid = _frame_id(record)
+        text = _dumps(record)
+        with self._lock:
+            if not self._is_open():
+                raise ValueError(f"results log {self.path} is closed")
+            stored = fid not in self._ids and self._append(fid, text)
+            if not stored:
+                log.error("bug: a second record for frame %d refused (the first is kept in %s): %s", fid, self.path, text)
+            self._ids.add(fid)
+        return stored
+
+    def done_ids(self) -> set[int]:
+        with self._lock:
+            return set(self._ids)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._is_open():
+                self._close()
+
+    def _is_open(self) -> bool:
+        raise NotImplementedError
+
+    def _append(self, fid: int, text: str) -> bool:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+
+class JsonlResultLog(_ResultLog):
     """Append-only JSON Lines, fsynced per record when `fsync`. Thread-safe; `close()` is idempotent."""
 
     def __init__(self, path: str | Path, fsync: bool = True):
+        super().__init__()
         self.path = Path(path)
         self.fsync = fsync
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if is_sqlite(self.path):
             raise ConfigError("results", str(self.path), "is a SQLite results log; set results_format = \"sqlite\" "
                                                           "or give another file")
-        self._ids: set[int] = set()
         if self.path.exists():
             raw = self.path.read_bytes()
             records, good = _parse_jsonl(self.path, raw)
@@ -123,51 +169,37 @@ class JsonlResultLog:
                 with open(self.path, "ab") as fh:
                     fh.write(b"\n")
         self._fh: Any = open(self.path, "a", encoding="utf-8")
-        self._lock = threading.Lock()
 
-    def write(self, record: dict[str, Any]) -> bool:
-        """Append `record`; False (and an error logged) when its frame id is already in the log."""
-        fid = _frame_id(record)
-        line = _dumps(record)
-        with self._lock:
-            if self._fh is None:
-                raise ValueError(f"results log {self.path} is closed")
-            if fid in self._ids:
-                log.error("bug: a second record for frame %d refused (the first is kept in %s): %s", fid, self.path, line)
-                return False
-            self._fh.write(line + "\n")
-            self._fh.flush()
-            if self.fsync:
-                os.fsync(self._fh.fileno())
-            self._ids.add(fid)
+    def _is_open(self) -> bool:
+        return self._fh is not None
+
+    def _append(self, fid: int, text: str) -> bool:
+        self._fh.write(text + "\n")
+        self._fh.flush()
+        if self.fsync:
+            os.fsync(self._fh.fileno())
         return True
 
-    def done_ids(self) -> set[int]:
-        with self._lock:
-            return set(self._ids)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._fh is not None:
-                self._fh.close()
-                self._fh = None
+    def _close(self) -> None:
+        self._fh.close()
+        self._fh = None
 
 
 #: the previous name of the JSONL log
 ResultLog = JsonlResultLog
 
 
-class SqliteResultLog:
+class SqliteResultLog(_ResultLog):
     """One row per frame in a WAL-mode SQLite file; one connection shared by threads under a lock."""
 
     def __init__(self, path: str | Path, fsync: bool = True):
+        super().__init__()
         self.path = Path(path)
         self.fsync = fsync
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() and self.path.stat().st_size > 0 and not is_sqlite(self.path):
             raise ConfigError("results", str(self.path), "is not a SQLite database (a JSONL log?); set "
                                                           "results_format = \"jsonl\" or give another file")
-        self._lock = threading.Lock()
         try:
             # autocommit (isolation_level None): every INSERT is its own transaction, durable on return
             self._db: sqlite3.Connection | None = sqlite3.connect(
@@ -181,35 +213,22 @@ class SqliteResultLog:
         except sqlite3.DatabaseError as exc:
             raise ConfigError("results", str(self.path), f"cannot be used as a SQLite results log ({exc})") from None
 
-    def write(self, record: dict[str, Any]) -> bool:
-        """Insert `record`; False (and an error logged) when its frame id is already in the log."""
-        fid = _frame_id(record)
-        text = _dumps(record)
-        with self._lock:
-            if self._db is None:
-                raise ValueError(f"results log {self.path} is closed")
-            if fid in self._ids:
-                log.error("bug: a second record for frame %d refused (the first is kept in %s): %s", fid, self.path, text)
-                return False
-            try:
-                self._db.execute("INSERT INTO results (frame_id, record, written_unix_ns) VALUES (?, ?, ?)",
-                                 (fid, text, time.time_ns()))
-            except sqlite3.IntegrityError:  # written by someone else on the same file
-                log.error("bug: a second record for frame %d refused (the first is kept in %s): %s", fid, self.path, text)
-                self._ids.add(fid)
-                return False
-            self._ids.add(fid)
+    def _is_open(self) -> bool:
+        return self._db is not None
+
+    def _append(self, fid: int, text: str) -> bool:
+        assert self._db is not None
+        try:
+            self._db.execute("INSERT INTO results (frame_id, record, written_unix_ns) VALUES (?, ?, ?)",
+                             (fid, text, time.time_ns()))
+        except sqlite3.IntegrityError:  # written by someone else on the same file
+            return False
         return True
 
-    def done_ids(self) -> set[int]:
-        with self._lock:
-            return set(self._ids)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()  # the last connection checkpoints the WAL into the database file
-                self._db = None
+    def _close(self) -> None:
+        assert self._db is not None
+        self._db.close()  # the last connection checkpoints the WAL into the database file
+        self._db = None
 
 
 def open_results(path: str | Path, fmt: str = "jsonl", fsync: bool = True) -> JsonlResultLog | SqliteResultLog:
