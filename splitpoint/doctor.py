@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,46 +93,6 @@ def _quiet_unraisable() -> Iterator[None]:
 
 
 # ---------------------------------------------------------------- config
-
-
-@dataclass
-class EdgeSettings:
-    """What the doctor takes from an edge config file (flags override it)."""
-
-    bundle: str | None = None
-    cloud: str | None = None
-    device: str | None = None
-    results: str | None = None
-    transport: dict[str, Any] = field(default_factory=dict)
-    config_checks: list[Check] = field(default_factory=list)
-
-
-def read_edge_settings(path: str) -> EdgeSettings:
-    """bundle, cloud, device, results and the transport keys of an edge TOML file.
-
-    The file is also checked the way `splitpoint edge` will load it; problems are
-    FAIL lines in `config_checks`, never exceptions.
-    """
-    from splitpoint.config import read_toml
-    from splitpoint.errors import ConfigError
-
-    out = EdgeSettings()
-    try:
-        values = read_toml(path)
-    except ConfigError as err:
-        out.config_checks.append(Check("FAIL", "config", f"{path}: {err.reason}"))
-        return out
-    except Exception as exc:
-        out.config_checks.append(Check("FAIL", "config", f"{path}: cannot read it ({_plain(exc)})"))
-        return out
-    defaults = _edge_defaults()
-    for key in ("bundle", "cloud", "device", "results"):
-        value = values.get(key, defaults.get(key))
-        if isinstance(value, str) and value:
-            setattr(out, key, value)
-    out.transport = {k: values[k] for k in TRANSPORT_KEYS if k in values}
-    out.config_checks.append(guarded("config", check_edge_config, path, values)[0])
-    return out
 
 
 def _edge_defaults() -> dict[str, Any]:
