@@ -304,6 +304,13 @@ def render_markdown(r: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- plots
 
 
+def _plot_tag(r: dict[str, Any]) -> str:
+    """File-name stem of a run's plots: the model, and the emulated slowdown when there is one."""
+    tag = str(r.get("bundle", {}).get("model", "model"))
+    slowdown = r.get("machine", {}).get("pinning", {}).get("edge_slowdown")
+    return f"{tag}-x{slowdown:g}" if slowdown else tag
+
+
 def render_plots(r: dict[str, Any], out_dir: Path) -> list[str]:
     """PNG plots; [] (with a note) when matplotlib is not installed."""
     try:
@@ -316,6 +323,10 @@ def render_plots(r: dict[str, Any], out_dir: Path) -> list[str]:
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
     model = r.get("bundle", {}).get("model", "model")
+    slowdown = r.get("machine", {}).get("pinning", {}).get("edge_slowdown")
+    if slowdown:
+        model = f"{model} (edge {slowdown:g}x slower)"
+    tag = _plot_tag(r)
     K = r.get("bundle", {}).get("num_layers", 1)
     written = []
     conds = r.get("conditions") or []
@@ -358,7 +369,7 @@ def render_plots(r: dict[str, Any], out_dir: Path) -> list[str]:
         axes[0][0].legend(fontsize=7)
         fig.suptitle(f"{model}: latency against split (star: oracle, circle: the adaptive agent's settled split)")
         fig.tight_layout()
-        p = out_dir / f"bench-{model}-latency-vs-split.png"
+        p = out_dir / f"bench-{tag}-latency-vs-split.png"
         fig.savefig(p, dpi=90)
         plt.close(fig)
         written.append(str(p))
@@ -404,7 +415,7 @@ def render_plots(r: dict[str, Any], out_dir: Path) -> list[str]:
             ax.grid(True, alpha=0.3)
         fig.suptitle(f"{model}: step change {' -> '.join(f'{x:g}' for x in step['rates_mbps'])} Mbps")
         fig.tight_layout()
-        p = out_dir / f"bench-{model}-step-change.png"
+        p = out_dir / f"bench-{tag}-step-change.png"
         fig.savefig(p, dpi=90)
         plt.close(fig)
         written.append(str(p))
@@ -449,7 +460,7 @@ def render_plots(r: dict[str, Any], out_dir: Path) -> list[str]:
                 ax.grid(True, alpha=0.3)
         fig.suptitle(f"{model}: replayed uplink traces")
         fig.tight_layout()
-        p = out_dir / f"bench-{model}-traces.png"
+        p = out_dir / f"bench-{tag}-traces.png"
         fig.savefig(p, dpi=90)
         plt.close(fig)
         written.append(str(p))

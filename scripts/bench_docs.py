@@ -1,0 +1,81 @@
+"""Rebuild the results part of docs/benchmarks.md from bench JSON files.
+
+    python scripts/bench_docs.py RUNS.toml
+
+RUNS.toml lists the runs in the order they appear:
+
+    [[run]]
+    json = "/tmp/bench2/digits.json"
+    title = "digits-cnn, native edge"
+    intro = "One paragraph written by a person: what the run shows."
+
+Everything after the marker line `<!-- results below ... -->` in docs/benchmarks.md is
+replaced: a summary table of every target across the runs, then per run the intro, the
+plots (re-rendered into docs/img/) and the report of `splitpoint.bench.report`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tomllib
+from pathlib import Path
+
+from splitpoint.bench.report import evaluate_targets, render_markdown, render_plots
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "benchmarks.md"
+IMG = ROOT / "docs" / "img"
+MARKER = "<!-- results below are generated from the runs' JSON by `python scripts/bench_docs.py` -->"
+
+
+def anchor(title: str) -> str:
+    return "results-" + "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-").replace("--", "-")
+
+
+def main(argv: list[str]) -> int:
+    spec = tomllib.loads(Path(argv[1]).read_text())
+    runs = []
+    for run in spec["run"]:
+        r = json.loads(Path(run["json"]).read_text())
+        r["targets"] = evaluate_targets(r)
+        runs.append((run, r))
+    out = [MARKER, "", "## Summary of the latest runs", "",
+           "Every target of the issue, per run (PASS, MISS, or N/A where the run could not test it; the "
+           "sections below give the figures and the shortfalls).", ""]
+    names: list[str] = []
+    for _, r in runs:
+        for t in r["targets"]:
+            key = t["name"].split(" (")[0] if t["name"].startswith(("throughput", "goodput", "added")) else t["name"]
+            if key not in names:
+                names.append(key)
+    out.append("| target | " + " | ".join(f"[{run['title']}](#{anchor(run['title'])})" for run, _ in runs) + " |")
+    out.append("| --- |" + " --- |" * len(runs))
+    for name in names:
+        cells = []
+        for _, r in runs:
+            found = [t for t in r["targets"] if t["name"] == name or t["name"].startswith(name + " (")]
+            cells.append(", ".join(f"{t['status']}" + (f" ({t['measured'].split(' = ')[-1]})" if "throughput" in name else "")
+                                   for t in found) or "-")
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    out.append("")
+    for run, r in runs:
+        plots = render_plots(r, IMG)
+        out += [f"## Results: {run['title']}", "", run["intro"].strip(), ""]
+        for p in plots:
+            out += [f"![{Path(p).stem}](img/{Path(p).name})", ""]
+        md = render_markdown(r).splitlines()
+        md = [line for line in md if not line.startswith("plots: ")]
+        out.append("Run: `" + md[0].split(": ", 1)[1].strip("`") + "`" if md[0].startswith("## ") else md[0])
+        for line in md[1:]:
+            out.append("#" + line if line.startswith("### ") else line)
+        out.append("")
+    text = DOC.read_text()
+    head = text.split("<!-- results below", 1)[0]
+    DOC.write_text(head + "\n".join(out).rstrip() + "\n")
+    print(f"{DOC}: {len(runs)} runs, plots in {IMG}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
