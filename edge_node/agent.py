@@ -456,7 +456,7 @@ class EdgeAgent:
             rtt_ms, resp = client.probe(0, 0, timeout_s=timeout_s)
             self.link.observe_rtt(max(0.01, rtt_ms - resp.server_time_ms))
             bulk_ms, resp = client.probe(PROBE_BYTES, 0, timeout_s=timeout_s)
-            self.link.observe_transfer(PROBE_BYTES, bulk_ms, resp.server_time_ms)
+            self.link.observe_probe(PROBE_BYTES, bulk_ms, resp.server_time_ms)
             log.debug("probe: %s", self.link.estimate())
         except RemoteError as err:
             log.info("link probe failed: %s", err)

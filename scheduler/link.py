@@ -77,6 +77,21 @@ class LinkEstimator:
                 self._n += 1
             self.last_traffic = time.monotonic()
 
+    def observe_probe(self, wire_bytes: int, rpc_ms: float, server_ms: float = 0.0) -> None:
+        """A bulk probe, sent because no frame crossed the link for a while: what was learnt before
+        is stale, so the bandwidth estimate restarts from this measurement. Without the restart an
+        agent that ran all-edge while the link was bad needed many probes (seconds apart) before
+        the pessimistic percentile let it offload again once the link recovered."""
+        transfer = max(MIN_TRANSFER_MS, rpc_ms - server_ms)
+        with self._lock:
+            on_wire = max(MIN_TRANSFER_MS, transfer - self._rtt)
+            sample = wire_bytes * 8 / (on_wire / 1000)
+            self._bw_samples.clear()
+            self._bw_samples.append(sample)
+            self._bw = sample
+            self._n += 1
+            self.last_traffic = time.monotonic()
+
     def observe_bandwidth(self, bandwidth_bps: float) -> None:
         """A direct bandwidth sample (a bulk probe, a replayed trace)."""
         with self._lock:

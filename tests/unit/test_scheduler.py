@@ -202,3 +202,20 @@ def test_pessimistic_estimate_is_never_above_the_ewma() -> None:
     assert est.estimate().bandwidth_bps <= ewma.estimate().bandwidth_bps
     est.force(bandwidth_bps=1e6)
     assert est.estimate().bandwidth_bps == 1e6 and est.estimate().forced
+
+
+def test_a_probe_after_an_idle_spell_restarts_the_bandwidth_estimate() -> None:
+    """All-edge while the link was bad, then the link recovers: the agent learns it from one probe.
+    (Before, the pessimistic percentile over the last 20 samples needed about 16 good probes, seconds apart.)"""
+    policy, est = adaptive()
+    replay(policy, est, [2.0] * 20)
+    assert policy.current == best_split(2)
+    est.observe_rtt(20.0)
+    est.observe_probe(64 * 1024, rpc_ms=20.0 + 64 * 1024 * 8 / 50e6 * 1000)  # 50 Mbps on the wire
+    assert est.estimate().bandwidth_bps == pytest.approx(50e6, rel=0.01)
+    splits = [policy.choose(list(range(K + 1))) for _ in range(3)]
+    assert splits[-1] == best_split(50) != best_split(2)
+    # and frame samples after it are judged as before: a drop still pulls the estimate down
+    for _ in range(5):
+        est.observe_bandwidth(2e6)
+    assert est.estimate().bandwidth_bps < 10e6
