@@ -21,10 +21,11 @@ Before anything is imported the process pins itself to one CPU with
 not on macOS or Windows, nor when a cpuset excludes the CPU), and caps every math
 library at one thread. The `ready` line says what was applied and why not.
 
-`--slowdown F` emulates an edge device F times slower than this core: after every head
-invocation (`HeadRunner.run`, which the agent and the profiler both use) the worker sleeps
-(F - 1) times what the invocation took. A sleep holds no CPU, so the pinned core models a
-slower device, not a busier one. Bench-only: the agent itself has no such switch.
+`--slowdown F` emulates an edge device F times slower than this core: every head invocation
+(`HeadRunner.run`, which the agent and the profiler both use) is stretched by a sleep to F times
+that head's median native duration, calibrated over its first invocations. A sleep holds no CPU,
+so the pinned core models a slower device, not a busier one. Bench-only: the agent itself has no
+such switch.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from typing import Any
@@ -67,18 +69,34 @@ def pin_to_cpu(cpu: int | None) -> dict[str, Any]:
     return info
 
 
+#: invocations of a head whose native durations set its emulated duration
+CALIBRATION_RUNS = 20
+
+
 def emulate_slower_device(factor: float) -> None:
-    """Stretch every head invocation to `factor` times its measured duration (factor >= 1)."""
+    """Make every head invocation last `factor` x that head's median native duration (factor >= 1).
+
+    The median comes from the head's first CALIBRATION_RUNS invocations in this process (the
+    profiler's, when the bench profiles). Stretching each invocation by its *own* duration instead
+    multiplied interference too: a probe shaped on the other core cost the edge core a few tenths
+    of a millisecond, and x75 turned that into 25 ms a frame.
+    """
     from splitpoint.runtime.litert import HeadRunner
 
     if factor == 1.0:
         return
     real_run = HeadRunner.run
+    native_s: dict[str, list[float]] = {}
 
     def slowed_run(self: HeadRunner, x: Any) -> Any:
         t0 = time.perf_counter()
         out = real_run(self, x)
-        time.sleep((time.perf_counter() - t0) * (factor - 1.0))
+        seen = native_s.setdefault(str(getattr(self, "path", id(self))), [])
+        if len(seen) < CALIBRATION_RUNS:
+            seen.append(time.perf_counter() - t0)
+        rest = factor * statistics.median(seen) - (time.perf_counter() - t0)
+        if rest > 0:
+            time.sleep(rest)
         return out
 
     HeadRunner.run = slowed_run  # type: ignore[method-assign]
