@@ -8,6 +8,7 @@ RUNS.toml lists the runs in the order they appear:
     json = "/tmp/bench2/digits.json"
     title = "digits-cnn, native edge"
     intro = "One paragraph written by a person: what the run shows."
+    drop = ["step", "traces"]   # optional: stages of this JSON not to report (say why in the intro)
 
 Everything after the marker line `<!-- results below ... -->` in docs/benchmarks.md is
 replaced: a summary table of every target across the runs, then per run the intro, the
@@ -38,6 +39,8 @@ def main(argv: list[str]) -> int:
     runs = []
     for run in spec["run"]:
         r = json.loads(Path(run["json"]).read_text())
+        for stage in run.get("drop", []):
+            r[stage] = None
         r["targets"] = evaluate_targets(r)
         runs.append((run, r))
     out = [MARKER, "", "## Summary of the latest runs", "",
