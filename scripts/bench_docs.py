@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import json
 import sys
-import tomllib
 from pathlib import Path
 
 from splitpoint.bench.report import evaluate_targets, render_markdown, render_plots
+from splitpoint.config import read_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -35,7 +35,7 @@ def anchor(title: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    spec = tomllib.loads(Path(argv[1]).read_text())
+    spec = read_toml(argv[1])
     runs = []
     for run in spec["run"]:
         r = json.loads(Path(run["json"]).read_text())
