@@ -125,6 +125,14 @@ def evaluate_targets(r: dict[str, Any]) -> list[dict[str, Any]]:
                           tr.get("error", "not measured"), None))
             continue
         a = tr["runs"]["adaptive"]
+        best_k = tr["runs"].get(tr.get("best_fixed", ""), {}).get("split")
+        if a.get("splits") and set(a["splits"]) == {best_k}:
+            # Two runs of the same split: their ratio is run-to-run noise, not adaptation.
+            out.append(_t(f"trace {tr['trace']}", f"adaptive mean <= {TRACE_RATIO_MAX} x best fixed in hindsight",
+                          f"not tested: the agent ran the best fixed split k={best_k} on every frame "
+                          f"({a['mean_ms']:.1f} ms vs {tr['best_fixed_mean_ms']:.1f} ms = {ratio:.3f}x is noise "
+                          "between two runs of one split); no split change could beat it on this trace", None))
+            continue
         out.append(_t(f"trace {tr['trace']}", f"adaptive mean <= {TRACE_RATIO_MAX} x best fixed in hindsight",
                       f"{a['mean_ms']:.1f} ms vs {tr['best_fixed']} {tr['best_fixed_mean_ms']:.1f} ms = {ratio:.3f}x",
                       ratio <= TRACE_RATIO_MAX,

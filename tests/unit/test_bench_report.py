@@ -56,3 +56,17 @@ def test_a_near_tie_counts_as_the_best_split() -> None:
     r["step"]["changes"][0]["final_split"] = 0
     t = verdict(r, "settle after a step change")
     assert t["status"] == "PASS" and "no move needed" in t["measured"]
+
+
+def trace_result(adaptive_splits: list[int], adaptive_mean: float) -> dict[str, Any]:
+    runs = {"adaptive": {"split": None, "mean_ms": adaptive_mean, "splits": adaptive_splits},
+            "k=0": {"split": 0, "mean_ms": 50.0}, "k=8": {"split": 8, "mean_ms": 10.0}}
+    return {"traces": [{"trace": "t.up", "runs": runs, "best_fixed": "k=8", "best_fixed_mean_ms": 10.0,
+                        "adaptive_over_best_fixed": adaptive_mean / 10.0}]}
+
+
+def test_a_trace_run_on_the_best_fixed_split_alone_is_not_a_pass() -> None:
+    t = verdict(trace_result([8] * 20, 8.0), "trace t.up")  # 0.8x, but only noise between two runs of k=8
+    assert t["status"] == "N/A" and "not tested" in t["measured"]
+    assert verdict(trace_result([0] * 5 + [8] * 15, 8.0), "trace t.up")["status"] == "PASS"
+    assert verdict(trace_result([0] * 5 + [8] * 15, 9.5), "trace t.up")["status"] == "MISS"
