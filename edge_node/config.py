@@ -18,7 +18,7 @@ class EdgeConfig:
     cloud: str = option("127.0.0.1:50051", "HOST:PORT of the cloud server; several, comma-separated, for failover")
     split: int | None = option(None, "fixed split k (layers run on the edge); unset: all on the edge")
     device: str = option("cpu", "where heads run: cpu, edgetpu, edgetpu:usb[:N], edgetpu:pci[:N]")
-    cpu_fallback: bool = option(False, "run heads on the CPU when the Edge TPU cannot be used, instead of failing")
+    cpu_fallback: bool = option(False, "run heads on the CPU when the Edge TPU, or a head compiled for it, cannot be used, instead of failing")
     threads: int = option(1, "CPU threads for LiteRT heads")
     results: str = option("results.jsonl", "results log, one record per frame id (format: results_format)")
     mode: str = option("throughput", "throughput: overlap frames; latency: one frame in flight",

@@ -14,7 +14,7 @@ import numpy as np
 
 from splitpoint.bundle import Bundle, SplitSpec
 from splitpoint.codec import Quantization
-from splitpoint.errors import EdgeTpuUnavailableError, SplitpointError
+from splitpoint.errors import BackendUnavailableError, EdgeTpuUnavailableError, SplitpointError
 from splitpoint.runtime.litert import Device, HeadRunner, load_edgetpu_delegate
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class EdgeHeads:
             spec = m.split(k)
             if spec.head is None:
                 continue
-            self._runners[k] = self._load(spec, delegate, num_threads)
+            self._runners[k] = self._load(spec, delegate, num_threads, cpu_fallback)
         self.input_quantization = m.input_wire.quantization
         assert self.input_quantization is not None, "manifest input.wire has no quantization"
         self.splits = [k for k in wanted if k == 0 or k in self._runners]
@@ -61,14 +61,22 @@ class EdgeHeads:
             self.run(k, self.preprocess(zero))
         log.info("heads %s loaded on %s in %.2fs", list(self._runners), self.device, time.perf_counter() - t0)
 
-    def _load(self, spec: SplitSpec, delegate: object, num_threads: int | None) -> HeadRunner:
+    def _load(self, spec: SplitSpec, delegate: object, num_threads: int | None, cpu_fallback: bool) -> HeadRunner:
         assert spec.head is not None
         if delegate is not None:
             if spec.edgetpu_head is None:
                 log.warning("head %d is not compiled for the Edge TPU (%s); it runs on the CPU",
                             spec.split, spec.edgetpu.get("reason", spec.edgetpu.get("status")))
             else:
-                return HeadRunner(self.bundle.path(spec.edgetpu_head), delegate, num_threads)
+                try:
+                    return HeadRunner(self.bundle.path(spec.edgetpu_head), delegate, num_threads)
+                except BackendUnavailableError as err:
+                    # The delegate loaded but this head will not prepare on it (a version mismatch
+                    # between libedgetpu, the compiler and the interpreter): the int8 CPU head computes
+                    # the same function, so a drone that allows it keeps flying, slower.
+                    if not cpu_fallback:
+                        raise
+                    log.warning("%s; head %d runs on the CPU (cpu_fallback = true)", err, spec.split)
         return HeadRunner(self.bundle.path(spec.head), None, num_threads)
 
     def preprocess(self, raw: np.ndarray) -> np.ndarray:

@@ -70,11 +70,7 @@ class LinkEstimator:
             if server_queue_ms is not None:
                 self._queue = (1 - self.alpha) * self._queue + self.alpha * server_queue_ms
             if wire_bytes >= SMALL_BYTES:
-                on_wire = max(MIN_TRANSFER_MS, transfer - self._rtt)
-                sample = wire_bytes * 8 / (on_wire / 1000)
-                self._bw_samples.append(sample)
-                self._bw = sample if self._n == 0 else (1 - self.alpha) * self._bw + self.alpha * sample
-                self._n += 1
+                self._add_bandwidth(self._wire_rate(wire_bytes, transfer))
             self.last_traffic = time.monotonic()
 
     def observe_probe(self, wire_bytes: int, rpc_ms: float, server_ms: float = 0.0) -> None:
@@ -84,20 +80,27 @@ class LinkEstimator:
         the pessimistic percentile let it offload again once the link recovered."""
         transfer = max(MIN_TRANSFER_MS, rpc_ms - server_ms)
         with self._lock:
-            on_wire = max(MIN_TRANSFER_MS, transfer - self._rtt)
-            sample = wire_bytes * 8 / (on_wire / 1000)
-            self._bw_samples.clear()
-            self._bw_samples.append(sample)
-            self._bw = sample
-            self._n += 1
+            self._add_bandwidth(self._wire_rate(wire_bytes, transfer), restart=True)
             self.last_traffic = time.monotonic()
 
     def observe_bandwidth(self, bandwidth_bps: float) -> None:
         """A direct bandwidth sample (a bulk probe, a replayed trace)."""
         with self._lock:
-            self._bw_samples.append(bandwidth_bps)
-            self._bw = bandwidth_bps if self._n == 0 else (1 - self.alpha) * self._bw + self.alpha * bandwidth_bps
-            self._n += 1
+            self._add_bandwidth(bandwidth_bps)
+
+    def _wire_rate(self, wire_bytes: int, transfer_ms: float) -> float:
+        """bit/s of a transfer that took `transfer_ms` including one round trip (under the lock)."""
+        on_wire = max(MIN_TRANSFER_MS, transfer_ms - self._rtt)
+        return wire_bytes * 8 / (on_wire / 1000)
+
+    def _add_bandwidth(self, sample_bps: float, restart: bool = False) -> None:
+        """Feed the EWMA and the percentile window (under the lock); `restart` forgets both first."""
+        if restart:
+            self._bw_samples.clear()
+        self._bw_samples.append(sample_bps)
+        fresh = restart or self._n == 0
+        self._bw = sample_bps if fresh else (1 - self.alpha) * self._bw + self.alpha * sample_bps
+        self._n += 1
 
     def force(self, bandwidth_bps: float | None = None, rtt_ms: float | None = None) -> None:
         """Pin the estimate (benchmarks, tests, an operator who knows the link); None releases it."""

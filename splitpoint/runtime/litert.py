@@ -146,7 +146,8 @@ class HeadRunner:
             self._interp = module.Interpreter(**kwargs)
             self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise BackendUnavailableError(f"cannot load head {path}: {exc}") from None
+            hint = _delegate_hint(str(exc)) if delegate is not None else ""
+            raise BackendUnavailableError(f"cannot load head {path}: {exc}{hint}") from None
         self.path = path
         self.on_edgetpu = delegate is not None
         inp = self._interp.get_input_details()[0]
@@ -166,6 +167,24 @@ class HeadRunner:
             self._interp.set_tensor(self._in_index, x)
             self._interp.invoke()
             return self._interp.get_tensor(self._out_index).copy()
+
+
+#: what the Edge TPU delegate says when versions do not match, and what to do about it
+_DELEGATE_HINTS = (
+    ("which is newer than this runtime version",
+     "the head was compiled for a newer libedgetpu than this device has: upgrade libedgetpu1-std, "
+     "or partition again with an edgetpu_compiler that targets this runtime (edgetpu_compiler -m N)"),
+    ("EdgeTpuDelegateForCustomOp",
+     "libedgetpu and this TFLite interpreter come from different TensorFlow versions: install a "
+     "matching pair (docs/field-deployment.md), or set cpu_fallback = true to run the CPU heads"),
+)
+
+
+def _delegate_hint(message: str) -> str:
+    for needle, hint in _DELEGATE_HINTS:
+        if needle in message:
+            return f" ({hint})"
+    return ""
 
 
 def _quantization(detail: dict) -> Quantization | None:

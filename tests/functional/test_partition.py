@@ -570,3 +570,52 @@ def test_cli_partition_and_force(tmp_path: Path, capsys, restore_logging):
     assert "use --force" in capsys.readouterr().err
     assert main(["partition", "digits-cnn", "-o", str(out), "--splits", "99", "--force"]) == 2
     assert load_bundle(out).manifest.split_ids == [0, 4, DIGITS_K]
+
+
+def test_a_tpu_head_that_will_not_prepare_falls_back_to_the_cpu_head_only_when_allowed(
+        fake_compiler: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The delegate loads but a compiled head fails to prepare (libedgetpu and LiteRT from different
+    TensorFlow versions): an error that says so, or, with cpu_fallback, the same head on the CPU."""
+    import types
+
+    import edge_node.heads as heads_mod
+    import splitpoint.runtime.litert as litert
+    from splitpoint.errors import BackendUnavailableError
+    from splitpoint.runtime.litert import Device
+
+    compiler, _ = fake_compiler
+    out = tmp_path / "b"
+    partition(reference_model("digits-cnn"), PartitionOptions(output=out, splits=[3], edgetpu_compiler=str(compiler)),
+              progress=quiet)
+    bundle = load_bundle(out, side="edge")
+    real_module, backend = litert.interpreter_module()
+    opened: list[tuple[str, bool]] = []
+
+    def interpreter(**kwargs: object) -> object:
+        on_tpu = "experimental_delegates" in kwargs
+        opened.append((Path(str(kwargs["model_path"])).name, on_tpu))
+        if on_tpu:  # what LiteRT raises when libedgetpu was built against another TensorFlow
+            raise RuntimeError("Internal: Unsupported data type in custom op handler: 0Node number 1 "
+                               "(EdgeTpuDelegateForCustomOp) failed to prepare.")
+        return real_module.Interpreter(**kwargs)
+
+    monkeypatch.setattr(litert, "interpreter_module",
+                        lambda: (types.SimpleNamespace(Interpreter=interpreter), backend))
+    monkeypatch.setattr(heads_mod, "load_edgetpu_delegate", lambda device: object())
+    with pytest.raises(BackendUnavailableError, match=r"head_3_edgetpu\.tflite.*different TensorFlow versions"):
+        heads_mod.EdgeHeads(bundle, Device.parse("edgetpu"), cpu_fallback=False)
+    opened.clear()
+    heads = heads_mod.EdgeHeads(bundle, Device.parse("edgetpu"), cpu_fallback=True)
+    assert ("head_3_edgetpu.tflite", True) in opened and ("head_3.tflite", False) in opened
+    assert 3 in heads.splits
+    x = heads.preprocess(np.zeros((8, 8, 1), np.uint8))
+    assert heads.run(3, x).array.shape == tuple(bundle.manifest.split(3).cut[0].shape)
+
+
+def test_delegate_errors_get_a_hint_that_names_the_fix() -> None:
+    from splitpoint.runtime.litert import _delegate_hint
+
+    assert "edgetpu_compiler -m" in _delegate_hint(
+        "Failed precondition: Package requires runtime version (14), which is newer than this runtime version (13).")
+    assert "cpu_fallback" in _delegate_hint("Node number 1 (EdgeTpuDelegateForCustomOp) failed to prepare.")
+    assert _delegate_hint("some other failure") == ""
