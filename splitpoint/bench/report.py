@@ -186,7 +186,7 @@ def render_markdown(r: dict[str, Any]) -> str:
                  f"{pin.get('note', '')}; edge worker: {(pin.get('edge_worker') or {}).get('reason', '-')}")
     if pin.get("edge_slowdown"):
         lines.append(f"- **emulated edge device: {pin['edge_slowdown']:g}x slower than the worker's core** (each head run "
-                     "is followed by a sleep of (factor - 1) x its measured time; the link, the server and the agent are real)")
+                     "lasts the factor x its median native time; the link, the server and the agent are real)")
     lines.append(f"- wall time {r.get('wall_time_s')} s; stages (s): "
                  + ", ".join(f"{k} {v}" for k, v in r.get("stage_seconds", {}).items())
                  + ("" if r.get("complete") else " (**incomplete run**)"))
