@@ -27,6 +27,14 @@ def _t(name: str, target: str, measured: str, ok: bool | None, shortfall: str = 
             "status": "N/A" if ok is None else "PASS" if ok else "MISS", "shortfall": shortfall, "detail": detail}
 
 
+def _at_least(name: str, of_what: str, measured: str, fraction: float | None, minimum: float) -> dict[str, Any]:
+    """A target met when `fraction` (measured / its bound) reaches `minimum`."""
+    if fraction is None:
+        return _t(name, f">= {minimum:.0%} {of_what}", "not measured", None)
+    return _t(name, f">= {minimum:.0%} {of_what}", f"{measured} = {fraction:.1%}", fraction >= minimum,
+              "" if fraction >= minimum else f"{(minimum - fraction) * 100:.1f} pts short")
+
+
 def _step_ratio(step: dict[str, Any], rate: float, k: int | None, best: int | None) -> float | None:
     """Measured median latency of split k over the best split's, at `rate` Mbps (None: not measured)."""
     med = step.get("oracles", {}).get(str(rate), {}).get("median_ms", {})
@@ -142,19 +150,14 @@ def evaluate_targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     if tp is not None:
         for run in tp.get("runs", []):
             v = run.get("fps_over_bound")
-            out.append(_t(f"throughput mode k={run['split']} ({run.get('limiting_stage')}-bound)",
-                          f">= {THROUGHPUT_MIN:.0%} of 1/max(head, transfer, tail)",
-                          f"{run.get('fps')} fps of {run.get('bound_fps')} = {v:.1%}" if v is not None else "not measured",
-                          None if v is None else v >= THROUGHPUT_MIN,
-                          "" if v is None or v >= THROUGHPUT_MIN else f"{(THROUGHPUT_MIN - v) * 100:.1f} pts short"))
+            out.append(_at_least(f"throughput mode k={run['split']} ({run.get('limiting_stage')}-bound)",
+                                 "of 1/max(head, transfer, tail)", f"{run.get('fps')} fps of {run.get('bound_fps')}",
+                                 v, THROUGHPUT_MIN))
     gp = r.get("goodput")
     if gp is not None:
-        v = gp.get("goodput_over_rate")
-        out.append(_t(f"goodput at {gp['shaped_mbps']:g} Mbps (k={gp['split']}, {gp['wire_bytes']} B)",
-                      f">= {GOODPUT_MIN:.0%} of the shaped rate",
-                      f"{gp.get('goodput_mbps')} Mbps = {v:.1%}" if v is not None else "not measured",
-                      None if v is None else v >= GOODPUT_MIN,
-                      "" if v is None or v >= GOODPUT_MIN else f"{(GOODPUT_MIN - v) * 100:.1f} pts short"))
+        out.append(_at_least(f"goodput at {gp['shaped_mbps']:g} Mbps (k={gp['split']}, {gp['wire_bytes']} B)",
+                             "of the shaped rate", f"{gp.get('goodput_mbps')} Mbps", gp.get("goodput_over_rate"),
+                             GOODPUT_MIN))
     ov = r.get("overhead")
     if ov is not None:
         v = ov["added_ms"]
