@@ -127,9 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     import splitpoint.runtime.litert  # noqa: F401
     from splitpoint import cli  # the agent's and the profiler's imports, paid once
 
-    emulate_slower_device(max(1.0, args.slowdown))
+    slowdown = max(1.0, args.slowdown)
+    emulate_slower_device(slowdown)
 
-    say("ready", pid=os.getpid(), pinning=pinning, slowdown=max(1.0, args.slowdown), import_s=round(time.perf_counter() - t0, 3),
+    say("ready", pid=os.getpid(), pinning=pinning, slowdown=slowdown, import_s=round(time.perf_counter() - t0, 3),
         python=sys.version.split()[0], thread_env={k: os.environ.get(k) for k in _ONE_THREAD_ENV})
     for line in sys.stdin:  # ends at EOF; each command ends when its frames are done
         line = line.strip()

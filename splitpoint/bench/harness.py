@@ -459,11 +459,12 @@ class Bench:
 
         pin = self.result["machine"]["pinning"]
         key = f"{digest.split(':')[-1][:16]}-{platform.node()}-cpu{pin.get('edge_cpu')}-r{self.opts.profile_runs}"
-        if self.opts.edge_slowdown != 1.0:
-            key += f"-x{self.opts.edge_slowdown:g}"  # an emulated device has profiles of its own
         pdir = Path(self.opts.cache_dir) / "profiles" / key
+        # An emulated edge device has an edge profile of its own; the server's tails are the same.
+        edge_dir = pdir.with_name(f"{key}-x{self.opts.edge_slowdown:g}") if self.opts.edge_slowdown != 1.0 else pdir
+        edge_dir.mkdir(parents=True, exist_ok=True)
         pdir.mkdir(parents=True, exist_ok=True)
-        edge, cloud = pdir / "edge-profile.json", pdir / "cloud-profile.json"
+        edge, cloud = edge_dir / "edge-profile.json", pdir / "cloud-profile.json"
         for p, side in ((edge, "edge"), (cloud, "cloud")):
             if p.exists() and not self.opts.reprofile:
                 try:
