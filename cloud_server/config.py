@@ -12,24 +12,24 @@ from splitpoint.security import ServerSecurity
 
 @dataclass
 class CloudConfig:
-    bundle: str = option(help="bundle directory made by `splitpoint partition`")
-    listen: str = option("127.0.0.1:50051", "HOST:PORT to serve on; port 0 picks a free port and prints it")
-    workers: int = option(2, "threads running tails")
-    max_batch: int = option(8, "frames of the same split run together when they queue up")
-    max_queue: int = option(256, "frames waiting for a worker before new ones get RESOURCE_EXHAUSTED")
-    max_streams: int = option(64, "concurrent RPCs before new ones get RESOURCE_EXHAUSTED")
-    warm_tails: int = option(0, "tails kept loaded (least recently used evicted); 0 keeps all")
-    max_message_mb: float = option(32.0, "largest request accepted, MiB (RESOURCE_EXHAUSTED above)")
-    tls_cert: str = option("", "server certificate (PEM) for TLS")
-    tls_key: str = option("", "private key (PEM) of tls_cert")
-    tls_client_ca: str = option("", "CA (PEM) that signs client certificates: set it for mutual TLS")
-    token_file: str = option("", "file holding the bearer token every call must carry")
-    insecure: bool = option(False, "serve plaintext without TLS (development only; the server warns loudly)")
-    grace_s: float = option(10.0, "on SIGTERM/SIGINT, seconds in-flight frames get to finish")
-    metrics_listen: str = option("", "HOST:PORT for Prometheus /metrics; empty = off")
+    bundle: str = option(help="bundle directory made by `splitpoint partition`", group="serving")
+    listen: str = option("127.0.0.1:50051", "HOST:PORT to serve on; port 0 picks a free port and prints it", group="serving")
+    workers: int = option(2, "threads running tails", group="capacity")
+    max_batch: int = option(8, "frames of the same split run together when they queue up", group="capacity")
+    max_queue: int = option(256, "frames waiting for a worker before new ones get RESOURCE_EXHAUSTED", group="capacity")
+    max_streams: int = option(64, "concurrent RPCs before new ones get RESOURCE_EXHAUSTED", group="capacity")
+    warm_tails: int = option(0, "tails kept loaded (least recently used evicted); 0 keeps all", group="serving")
+    max_message_mb: float = option(32.0, "largest request accepted, MiB (RESOURCE_EXHAUSTED above)", group="capacity")
+    tls_cert: str = option("", "server certificate (PEM) for TLS", group="security")
+    tls_key: str = option("", "private key (PEM) of tls_cert", group="security")
+    tls_client_ca: str = option("", "CA (PEM) that signs client certificates: set it for mutual TLS", group="security")
+    token_file: str = option("", "file holding the bearer token every call must carry", group="security")
+    insecure: bool = option(False, "serve plaintext without TLS (development only; the server warns loudly)", group="security")
+    grace_s: float = option(10.0, "on SIGTERM/SIGINT, seconds in-flight frames get to finish", group="capacity")
+    metrics_listen: str = option("", "HOST:PORT for Prometheus /metrics; empty = off", group="output")
     stream_idle_timeout_s: float = option(
-        120.0, "an Infer stream with nothing in flight and no frame for this long ends with DEADLINE_EXCEEDED; 0 = never")
-    log_level: str = option("info", "logging level", choices=("debug", "info", "warning", "error"))
+        120.0, "an Infer stream with nothing in flight and no frame for this long ends with DEADLINE_EXCEEDED; 0 = never", group="capacity")
+    log_level: str = option("info", "logging level", choices=("debug", "info", "warning", "error"), group="output")
 
     @property
     def security(self) -> ServerSecurity:

@@ -152,14 +152,11 @@ def device_identity(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """CPU model, cores, OS, Python and runtime versions: what a profile was measured on."""
     from splitpoint.runtime.litert import runtime_versions
 
-    cpu = platform.processor() or platform.machine()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "model\t")):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        cpu = cpu_name(Path("/proc/cpuinfo").read_text())
     except OSError:
-        pass
+        cpu = None
+    cpu = cpu or platform.processor() or platform.machine()
     ident = {
         "host": platform.node(),
         "cpu": cpu,
@@ -183,6 +180,20 @@ def _time_runs(fn: Any, runs: int, warmup: int) -> list[float]:
         fn()
         out.append((time.perf_counter() - t0) * 1000)
     return out
+
+
+def cpu_name(cpuinfo: str) -> str | None:
+    """The CPU's name from /proc/cpuinfo text. x86 names it in `model name` (its `model` line is
+    a number); a Raspberry Pi names the board in `Model` and the SoC in `Hardware`."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and value.strip():
+            fields.setdefault(key.strip(), value.strip())
+    for key in ("model name", "Model", "Hardware", "cpu model"):
+        if key in fields:
+            return fields[key]
+    return None
 
 
 def profile_edge(heads: Any, bundle: Bundle, runs: int = 50, warmup: int = 5, meter: Any = None) -> Profile:

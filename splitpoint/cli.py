@@ -6,8 +6,9 @@
     splitpoint edge --bundle DIR ...          run the agent
     splitpoint demo                           all of it on loopback with the bundled digits model
 
-Errors the user can fix print one line naming the bad value and exit 2; other
-library errors exit 1. Heavy imports (TensorFlow) happen inside the commands
+The grammar (flags, groups, examples) is in splitpoint/cli_parser.py. An error
+prints one line and exits with its `exit_code`: 2 when the command, its
+configuration or an input it names is wrong, 1 when the run itself failed. Heavy imports (TensorFlow) happen inside the commands
 that need them, so the edge side runs without TensorFlow installed.
 """
 
@@ -19,9 +20,10 @@ import os
 import sys
 from pathlib import Path
 
-import splitpoint
+from splitpoint import cli_parser
 from splitpoint import config as cfg
-from splitpoint.errors import ConfigError, PartitionError, SplitpointError
+from splitpoint.cli_parser import Command
+from splitpoint.errors import ConfigError, SplitpointError
 
 log = logging.getLogger("splitpoint")
 
@@ -38,26 +40,6 @@ def setup_logging(level: str = "info") -> None:
 
 
 # ---------------------------------------------------------------- partition
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
-    return value
 
 
 def cmd_partition(args: argparse.Namespace) -> int:
@@ -200,9 +182,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         from splitpoint.runtime.litert import Device
 
         bundle = load_bundle(args.bundle, side="edge")
-        meter, why = find_meter()
-        if meter is None:
-            print(f"note: {why}", file=sys.stderr)
+        meter, _ = find_meter()  # logs what it found, or why there is none
         heads = EdgeHeads(bundle, Device.parse(args.device, "--device"), cpu_fallback=False, num_threads=args.threads)
         prof = profile_edge(heads, bundle, runs=args.runs, meter=meter)
     else:
@@ -272,173 +252,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from splitpoint.demo import run_demo
+    from splitpoint.demo import default_workdir, run_demo
 
-    return run_demo(Path(args.workdir), frames=args.frames, split=args.split, rebuild=args.rebuild)
+    workdir = Path(args.workdir) if args.workdir else default_workdir()
+    return run_demo(workdir, frames=args.frames, split=args.split, rebuild=args.rebuild)
 
 
-# ---------------------------------------------------------------- parser
+COMMANDS: dict[str, Command] = {
+    "demo": cmd_demo, "partition": cmd_partition, "inspect": cmd_inspect, "cloud": cmd_cloud, "edge": cmd_edge,
+    "profile": cmd_profile, "policy": cmd_policy_explain, "doctor": cmd_doctor, "certs": cmd_certs, "bench": cmd_bench,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="splitpoint", description="Split a CNN between a Coral Edge TPU and a TensorFlow server.")
-    parser.add_argument("--version", action="version", version=f"splitpoint {splitpoint.__version__}")
-    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("partition", help="split a Keras model into int8 heads and float tails (a bundle)",
-                       description="Partition a model into a bundle: int8 heads for the edge, float tails for the server.")
-    p.add_argument("model", help="a .keras/.h5 file, a SavedModel directory, or a built-in: digits-cnn, vgg16, mobilenetv2, resnet50")
-    p.add_argument("-o", "--output", required=True, metavar="BUNDLE", help="bundle directory to write")
-    cal = p.add_mutually_exclusive_group()
-    cal.add_argument("--calibration", metavar="DIR", help="representative frames (images or .npy) for int8 calibration")
-    cal.add_argument("--calibration-random", type=_positive_int, metavar="N", help="calibrate on N random frames")
-    p.add_argument("--splits", metavar="LIST", help="only these splits, e.g. 3,5,8-10 (0 and K are always built)")
-    p.add_argument("--min-agreement", type=_fraction, metavar="F",
-                   help="fail when a split's top-1 agreement with the float model is below F (default 0.98; "
-                        "random-weight built-ins only record it unless this is given)")
-    p.add_argument("--jobs", type=_positive_int, metavar="N", help="splits converted in parallel (default: 1, or 2 for big models)")
-    p.add_argument("--input-size", type=_positive_int, metavar="PX", help="input size for vgg16/mobilenetv2/resnet50 (default 224)")
-    p.add_argument("--force", action="store_true", help="replace an existing bundle in BUNDLE")
-    p.set_defaults(func=cmd_partition)
-
-    p = sub.add_parser("inspect", help="show a bundle's splits and check its files")
-    p.add_argument("bundle", metavar="BUNDLE")
-    p.set_defaults(func=cmd_inspect)
-
-    from cloud_server.config import CloudConfig
-    from edge_node.config import EdgeConfig
-
-    for name, cls, func, text in (
-        ("cloud", CloudConfig, cmd_cloud, "run the server: tails on TensorFlow behind gRPC"),
-        ("edge", EdgeConfig, cmd_edge, "run the agent: heads on the Edge TPU or CPU, the rest offloaded"),
-    ):
-        p = sub.add_parser(name, help=text, description=f"{text}. Every flag is also a key of the --config TOML file.")
-        p.add_argument("--config", metavar="FILE", help="TOML file; flags given here override it")
-        p.add_argument("--print-config", action="store_true", help="print the effective config as TOML and exit")
-        cfg.add_arguments(p, cls)
-        p.set_defaults(func=func)
-
-    p = sub.add_parser("profile", help="measure every split's head (edge) or tail (cloud) latency; show a profile")
-    p.add_argument("side", choices=("edge", "cloud", "show", "reference"),
-                   help="edge or cloud: measure here; show: print FILE; reference: write drone-paper-shaped "
-                        "edge/cloud profiles and a power table for the bundle into the -o directory")
-    p.add_argument("file", nargs="?", help="the profile to show (with `show`)")
-    p.add_argument("--bundle", help="bundle directory")
-    p.add_argument("--device", default="cpu", help="edge: cpu, edgetpu, edgetpu:usb:N (default cpu)")
-    p.add_argument("--threads", type=_positive_int, default=1, help="edge: LiteRT threads (default 1)")
-    p.add_argument("--runs", type=_positive_int, default=50, help="timed runs per split after warm-up (default 50)")
-    p.add_argument("-o", "--output", metavar="FILE", help="profile JSON to write")
-    p.set_defaults(func=cmd_profile)
-
-    p = sub.add_parser("policy", help="explain what a split policy would choose")
-    psub = p.add_subparsers(dest="policy_command", required=True, metavar="SUBCOMMAND")
-    pe = psub.add_parser("explain", help="predicted latency and energy of every split, and the choice",
-                         description="Predict every split's latency and edge energy for a given link, and show the policy's choice.")
-    pe.add_argument("--bundle", required=True, help="bundle directory")
-    pe.add_argument("--bandwidth", required=True, help="uplink rate, e.g. 5Mbps")
-    pe.add_argument("--rtt", required=True, help="round-trip time, e.g. 40ms")
-    pe.add_argument("--queue", default="0ms", help="server queue wait (default 0ms)")
-    pe.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    from scheduler.policy import PolicyConfig
-
-    pe.add_argument("--policy", dest="name", choices=("min-latency", "min-energy", "weighted"), default=argparse.SUPPRESS,
-                    help="the policy to explain (same as --name; default min-latency)")
-    cfg.add_arguments(pe, PolicyConfig)
-    pe.set_defaults(func=cmd_policy_explain)
-
-    p = sub.add_parser("doctor", help="check the Edge TPU, runtimes, bundle, cloud, TLS, clock and disk, in plain words",
-                       description="Check a field installation and print one line per finding; exit 1 when any "
-                                   "says FAIL. With --config, reads bundle, cloud, device, results and the TLS keys "
-                                   "from the agent's TOML file (and validates the whole file); flags override it. "
-                                   "Run it as the agent's user, with the agent stopped (it holds the Edge TPU).")
-    p.add_argument("--config", metavar="FILE", help="the agent's TOML config, e.g. /etc/splitpoint/edge.toml")
-    p.add_argument("--bundle", metavar="DIR", help="bundle directory (checks every edge file's sha256)")
-    p.add_argument("--cloud", metavar="HOST:PORT", help="the server to reach (Describe, Probe, digest, clock skew)")
-    p.add_argument("--device", help="cpu, edgetpu, edgetpu:usb[:N], edgetpu:pci[:N] (default cpu): "
-                                    "a missing Edge TPU fails only when asked for")
-    p.add_argument("--results", metavar="PATH", help="results log path (free disk, write access; default results.jsonl)")
-    p.add_argument("--tls-ca", metavar="FILE", help="CA (PEM) that signed the server's certificate")
-    p.add_argument("--tls-cert", metavar="FILE", help="this agent's certificate (PEM), for mutual TLS")
-    p.add_argument("--tls-key", metavar="FILE", help="private key (PEM) of --tls-cert")
-    p.add_argument("--tls-server-name", metavar="NAME", help="name to verify in the server's certificate")
-    p.add_argument("--token-file", metavar="FILE", help="file holding the bearer token")
-    p.add_argument("--insecure", action="store_true", default=None, help="talk plaintext to the cloud (development only)")
-    p.set_defaults(func=cmd_doctor)
-
-    p = sub.add_parser("certs", help="make a development CA and server/client certificates for (mutual) TLS")
-    p.add_argument("-o", "--output", default="certs", help="directory to write (default ./certs)")
-    p.add_argument("--server-name", default="localhost,127.0.0.1",
-                   help="comma-separated DNS names/IPs the server certificate is valid for (default localhost,127.0.0.1)")
-    p.add_argument("--force", action="store_true", help="replace existing files")
-    p.set_defaults(func=cmd_certs)
-
-    p = sub.add_parser("bench", help="measure every split's real end-to-end latency, the scheduler's choices, traces, throughput",
-                       description="Benchmark a bundle through the real server and agent on loopback: every split at every "
-                                   "(bandwidth, RTT) condition (the oracle), the adaptive agent's settled split, a step "
-                                   "change, real uplink traces, throughput mode, goodput and per-frame overhead. "
-                                   "See docs/benchmarks.md.")
-    p.add_argument("--bundle", metavar="DIR", help="bundle to measure (default: the digits bundle, built once into the cache)")
-    p.add_argument("--bandwidths", metavar="LIST", help="uplink rates in Mbps (default 1,2,5,10,20,50,100)")
-    p.add_argument("--rtts", metavar="LIST", help="round-trip times in ms (default 10,50,150)")
-    p.add_argument("--frames", type=_positive_int, metavar="N", help="measured frames per fixed-split run (default 30)")
-    p.add_argument("--warmup", type=int, metavar="N", help="warm-up frames excluded from each run (default 3)")
-    p.add_argument("--adaptive-frames", type=_positive_int, metavar="N", help="frames of each adaptive run (default 40)")
-    p.add_argument("--splits", metavar="LIST", help="measure only these splits, e.g. 0,4,8-10 (0 and K always; the adaptive "
-                                                    "agent then chooses among the same set)")
-    p.add_argument("--smoke", action="store_true", help="CI smoke run: digits bundle, two conditions, few frames, a short trace slice")
-    p.add_argument("--json", metavar="FILE", help="write every figure and the machine description here (updated after each stage)")
-    p.add_argument("--markdown", metavar="FILE", help="write the markdown report here")
-    p.add_argument("--plots", metavar="DIR", help="write PNG plots here (needs matplotlib: the bench extra)")
-    p.add_argument("--traces-dir", metavar="DIR", help="directory of Mahimahi traces (default ../shared/data/traces beside the repo)")
-    p.add_argument("--traces", metavar="LIST", help="trace files to replay (default Verizon-LTE-short.up,ATT-LTE-driving-2016.up)")
-    p.add_argument("--trace-seconds", type=float, metavar="S", help="replay the first S seconds of each trace (default 20)")
-    p.add_argument("--trace-fps", type=float, metavar="F", help="camera rate of the trace runs (default 10)")
-    p.add_argument("--trace-rtt", type=float, metavar="MS", help="RTT during the trace runs (default 50)")
-    p.add_argument("--deadline-ms", type=float, metavar="MS", help="deadline of a trace frame (default one frame interval)")
-    p.add_argument("--step-fps", type=float, metavar="F", help="camera rate of the step-change run (default 10)")
-    p.add_argument("--step-frames", type=_positive_int, metavar="N", help="frames per phase of the step change (default 30)")
-    p.add_argument("--tp-frames", type=_positive_int, metavar="N", help="frames per throughput-mode run (default 60)")
-    p.add_argument("--overhead-frames", type=_positive_int, metavar="N", help="frames per path of the overhead measurement (default 300)")
-    p.add_argument("--skip", metavar="LIST", help="stages to skip: conditions,step,traces,throughput,overhead")
-    p.add_argument("--power-table", metavar="FILE", help="edge power table: adds energy figures and a min-energy agent per condition")
-    p.add_argument("--radio-link", choices=("wifi", "lte"), help="radio power model for energy (default wifi, as the agent)")
-    p.add_argument("--edge-cpu", type=int, metavar="N", help="CPU the edge worker is pinned to (default: the last allowed one)")
-    p.add_argument("--edge-slowdown", type=float, metavar="F",
-                   help="emulate an edge device F times slower than the worker's core: each head run is followed by a "
-                        "sleep of (F - 1) x its measured time (default 1: native; see docs/benchmarks.md)")
-    p.add_argument("--profile-runs", type=_positive_int, metavar="N", help="runs per split when profiling (default 20)")
-    p.add_argument("--reprofile", action="store_true", help="measure the profiles again instead of using the cached ones")
-    p.add_argument("--max-frame-s", type=float, metavar="S", help="do not run splits whose wire time alone exceeds S seconds (default 8)")
-    p.add_argument("--warm-tails", type=int, metavar="N", help="the server's warm_tails (default 0: load every tail at start)")
-    p.add_argument("--cache-dir", metavar="DIR", help="digits bundle and profiles (default ~/.cache/splitpoint/bench)")
-    p.add_argument("--keep-runs", metavar="DIR", help="keep every run's results log and the edge worker's log here")
-    p.set_defaults(func=cmd_bench)
-
-    p = sub.add_parser("demo", help="partition the bundled digits model, start a server and an agent on loopback, stream frames")
-    p.add_argument("--workdir", default="splitpoint-demo", help="where the bundle and the results go (default: ./splitpoint-demo)")
-    p.add_argument("--frames", type=_positive_int, default=24, help="frames to stream (default 24)")
-    p.add_argument("--split", type=int, default=None, help="fixed split; default: take turns over every split")
-    p.add_argument("--rebuild", action="store_true", help="partition again even if the bundle exists")
-    p.set_defaults(func=cmd_demo)
-    return parser
+    return cli_parser.build_parser(COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.command:  # bare `splitpoint`: say what there is
+        print(cli_parser.overview())
+        return 0
     setup_logging("debug" if args.verbose else "warning" if args.command == "demo" else "info")
     try:
         return int(args.func(args) or 0)
-    except ConfigError as err:
+    except SplitpointError as err:  # exit 2: fix the command, config or input; 1: the run failed
         print(f"splitpoint {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except PartitionError as err:
-        print(f"splitpoint {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except SplitpointError as err:
-        print(f"splitpoint {args.command}: error: {err}", file=sys.stderr)
-        return 1
+        return err.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -19,15 +19,15 @@ from typing import Any, TypeVar
 
 import tomllib
 
-from splitpoint.errors import ConfigError
+from splitpoint.errors import ConfigError, show_value
 
 T = TypeVar("T")
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | None = None,
-           default_factory: Any = dataclasses.MISSING, secret: bool = False) -> Any:
-    """A config field. `secret` values are never printed (tokens, keys)."""
-    meta = {"help": help, "choices": choices, "secret": secret}
+           default_factory: Any = dataclasses.MISSING, secret: bool = False, group: str = "") -> Any:
+    """A config field. `secret` values are never printed (tokens, keys); `group` heads its flag in --help."""
+    meta = {"help": help, "choices": choices, "secret": secret, "group": group}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -54,29 +54,60 @@ def _is_section(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "", skip: tuple[str, ...] = ()) -> None:
-    """One flag per key. Flags default to 'not given' so that the TOML file is not overridden."""
+def _flag_type(base: Any) -> Any:
+    """argparse converter for a flag's text: numbers are parsed here, so the TOML side can be strict."""
+    if base not in (int, float):
+        return None
+
+    def convert(text: str) -> Any:
+        try:
+            return base(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if base is int else 'a number'}") from None
+
+    convert.__name__ = "integer" if base is int else "number"
+    return convert
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "", skip: tuple[str, ...] = (),
+                  groups: dict[str, Any] | None = None) -> None:
+    """One flag per key, under the heading of its `group`. Flags default to 'not given' so that
+    the TOML file is not overridden. A key without a default is marked required (it may come
+    from the flag or from the config file)."""
+    groups = {} if groups is None else groups
+
+    def heading(title: str) -> Any:
+        if title not in groups:
+            groups[title] = parser.add_argument_group(title)
+        return groups[title]
+
     for f, tp in _fields(cls):
         if f.name in skip:
             continue
         name = prefix + f.name
         if _is_section(tp):
-            add_arguments(parser, tp, prefix=name + ".")
+            add_arguments(parser, tp, prefix=name + ".", groups=groups)
             continue
         base, optional = _unwrap_optional(tp)
         help_text = f.metadata.get("help", "")
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         default = None if f.default is dataclasses.MISSING else f.default
-        if default not in (None, "") and not f.metadata.get("secret"):
-            help_text += f" (default: {default})"
+        if required:
+            help_text = "REQUIRED (flag or config key): " + help_text
+        elif default not in (None, "") and not f.metadata.get("secret"):
+            help_text += f" (default: {show_value(default) if isinstance(default, bool) else default})"
         kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
         if base is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["metavar"] = f.name.upper().split(".")[-1]
+            if _flag_type(base):
+                kwargs["type"] = _flag_type(base)
             if f.metadata.get("choices"):
                 kwargs["choices"] = f.metadata["choices"]
                 kwargs.pop("metavar")
-        parser.add_argument(_flag(name), **kwargs)
+        title = f"[{prefix.rstrip('.')}] table" if prefix else f.metadata.get("group") or "other"
+        heading(title + " options").add_argument(_flag(name), **kwargs)
 
 
 def _coerce(key: str, value: Any, tp: Any, choices: tuple | None) -> Any:
@@ -86,19 +117,19 @@ def _coerce(key: str, value: Any, tp: Any, choices: tuple | None) -> Any:
             return None
         raise ConfigError(key, value, "a value is required")
     try:
+        # Strict: a TOML string is not a number or a boolean (`window = "4"` is refused, naming
+        # the key); flags arrive already converted by argparse (_flag_type, BooleanOptionalAction).
         if base is bool:
-            if isinstance(value, bool):
-                out: Any = value
-            elif isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
-                out = value.lower() in ("true", "yes", "1", "on")
-            else:
+            if not isinstance(value, bool):
                 raise ValueError
+            out: Any = value
         elif base is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                    isinstance(value, float) and not value.is_integer()):
                 raise ValueError
             out = int(value)
         elif base is float:
-            if isinstance(value, bool):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError
             out = float(value)
         elif base is str:
@@ -115,11 +146,18 @@ def _coerce(key: str, value: Any, tp: Any, choices: tuple | None) -> Any:
         else:
             out = value
     except (TypeError, ValueError):
-        kind = getattr(base, "__name__", str(base))
-        raise ConfigError(key, value, f"expected {'a list' if typing.get_origin(base) is list else 'an' if kind == 'int' else 'a'} {kind}") from None
+        raise ConfigError(key, value, _expected(base, value)) from None
     if choices and out not in choices:
         raise ConfigError(key, value, f"must be one of {', '.join(map(str, choices))}")
     return out
+
+
+def _expected(base: Any, value: Any) -> str:
+    want = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        base, "a list" if typing.get_origin(base) is list else getattr(base, "__name__", str(base)))
+    if isinstance(value, str) and base in (bool, int, float):
+        return f"expected {want}, not a string: write it without quotes"
+    return f"expected {want}"
 
 
 def build(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
@@ -139,7 +177,7 @@ def build(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
         elif name in values:
             kwargs[name] = _coerce(key, values[name], tp, f.metadata.get("choices"))
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(key, None, f"is required (flag {_flag(key)} or key {name!r} in the config file)")
+            raise ConfigError(key, None, f"is required: give the flag {_flag(key)} or the key {name} in the config file")
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
     if validate:

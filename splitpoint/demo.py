@@ -26,6 +26,13 @@ log = logging.getLogger(__name__)
 SERVER_START_TIMEOUT_S = 120.0
 
 
+def default_workdir() -> Path:
+    """Where the demo keeps its bundle (built once) and results: the user's cache, never the
+    current directory (a clone of the repository stays clean)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "splitpoint" / "demo"
+
+
 class TakeTurns:
     """Demo policy: frame n uses split candidates[n % len]."""
 
@@ -128,6 +135,7 @@ def run_demo(workdir: Path, frames: int = 24, split: int | None = None, rebuild:
             server.kill()
             code = -9
         print(f"cloud server stopped (exit {code})")
+    print(f"bundle and results.jsonl in {workdir}")
     return 0 if summary.failed == 0 else 1
 
 

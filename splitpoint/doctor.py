@@ -49,7 +49,7 @@ EDGE_KEYS = ("bundle", "cloud", "device", "results", *TRANSPORT_KEYS)
 
 @dataclass
 class Check:
-    status: str  # "ok", "warn", "FAIL", "skip"
+    status: str  # "ok", "warn", "FAIL", "skip", or "hint": advice, not a finding
     name: str
     detail: str
 
@@ -349,7 +349,7 @@ def check_runtimes() -> list[Check]:
                                     f"Google's pycoral {versions['pycoral']} is installed but does not import "
                                     f"({type(exc).__name__}: {_plain(exc)}); splitpoint can load libedgetpu "
                                     "without it: pip uninstall pycoral"))
-    checks.append(Check("ok", "runtime/delegate pairing",
+    checks.append(Check("hint", "runtime/delegate pairing",
                         "if a compiled head fails with 'EdgeTpuDelegateForCustomOp failed to prepare', the LiteRT and "
                         "libedgetpu versions do not match: use a libedgetpu built for this LiteRT version"))
     return checks

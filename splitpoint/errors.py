@@ -19,16 +19,35 @@ class SplitpointError(Exception):
 
     #: the status a server answers with when this error fails a request
     status_code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    #: the CLI's exit code for it: 2 = the command, its configuration or an input it names is
+    #: wrong (fix it and run again); 1 = the run itself failed (docs/configuration.md)
+    exit_code: int = 1
+
+
+def show_value(value: Any) -> str:
+    """A value as the user wrote it (TOML spelling): true, 4, "camera:0" - never None or False."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # fps = -1 in the file is read as -1.0; show what was written
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(show_value(v) for v in value) + "]"
+    return repr(value)
 
 
 class ConfigError(SplitpointError):
     """A configuration key or command-line value is invalid."""
 
     status_code = grpc.StatusCode.INVALID_ARGUMENT
+    exit_code = 2
 
     def __init__(self, key: str, value: Any, reason: str):
         self.key, self.value, self.reason = key, value, reason
-        super().__init__(f"{key} = {value!r}: {reason}")
+        # a missing or empty value is not shown: "bundle: is required", not "bundle = None: ..."
+        shown = "" if value is None or value == "" else f" = {show_value(value)}"
+        super().__init__(f"{key}{shown}: {reason}")
 
 
 class TensorError(SplitpointError):
@@ -52,10 +71,13 @@ class BundleError(SplitpointError):
     """A bundle is missing, partial, tampered with or of an unknown format."""
 
     status_code = grpc.StatusCode.FAILED_PRECONDITION
+    exit_code = 2  # the bundle the user named: missing, partial or modified
 
 
 class PartitionError(SplitpointError):
     """A model cannot be partitioned as asked."""
+
+    exit_code = 2
 
 
 class VerificationError(PartitionError):

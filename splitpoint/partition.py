@@ -193,6 +193,8 @@ def load_model_source(spec: str, input_size: int | None = None) -> ModelSource:
     path = Path(spec)
     if not path.exists():
         raise PartitionError(f"model {spec!r} is neither a file, a SavedModel directory nor a built-in ({', '.join(BUILTIN)})")
+    if path.suffix in (".keras", ".h5"):
+        _check_model_file(path)  # before TensorFlow's import: a wrong file is told in a moment
     import_tensorflow()
     import keras
 
@@ -216,6 +218,25 @@ def load_model_source(spec: str, input_size: int | None = None) -> ModelSource:
         raise PartitionError(f"model input has {c} channels; splitpoint feeds 1 (grayscale) or 3 (RGB)")
     pre = Preprocessing(height=int(h), width=int(w), channels=int(c), scale=1.0 / 255.0, offset=0.0)
     return ModelSource(name=path.stem, source=str(path), model=model, preprocessing=pre, labels=[], trained=True)
+
+
+def _check_model_file(path: Path) -> None:
+    """Keras reports any file it cannot open as "File not found"; say what is really wrong."""
+    import zipfile
+
+    if not path.is_file():
+        raise PartitionError(f"{path} is not a file")
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(8)
+    except OSError as exc:
+        raise PartitionError(f"cannot read {path}: {exc.strerror}") from None
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise PartitionError(f"{path} is not a Keras model: a .keras file is a zip archive written by "
+                             "model.save('name.keras'), and this one is not")
+    if path.suffix == ".h5" and magic != b"\x89HDF\r\n\x1a\n":
+        raise PartitionError(f"{path} is not a Keras model: a .h5 file is HDF5 written by model.save('name.h5'), "
+                             "and this one is not")
 
 
 def _saved_model_as_keras(path: Path) -> Any:

@@ -243,3 +243,9 @@ def test_systemd_units() -> None:
     cloud = service("splitpoint-cloud.service")
     assert cloud["ExecStart"].endswith("splitpoint cloud --config /etc/splitpoint/cloud.toml")
     assert float(cloud["TimeoutStopSec"]) > CloudConfig.grace_s + 5
+
+
+def test_advice_is_marked_as_a_hint_not_as_a_finding() -> None:
+    pairing = [c for c in doctor.check_runtimes() if c.name == "runtime/delegate pairing"]
+    assert [c.status for c in pairing] == ["hint"]  # advice, not "[  ok]" as if something was checked
+    assert pairing[0].line().startswith("[hint] ")

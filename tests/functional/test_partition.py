@@ -553,7 +553,7 @@ def test_cli_inspect(digits_bundle: Path, capsys, restore_logging):
 
 def test_cli_inspect_tampered(bundle_copy: Path, capsys, restore_logging):
     (bundle_copy / "cloud" / "tail_4.keras").unlink()
-    assert main(["inspect", str(bundle_copy)]) == 1
+    assert main(["inspect", str(bundle_copy)]) == 2  # an input the user named is wrong: the usage/input exit code
     err = capsys.readouterr().err
     assert "tail_4.keras is missing" in err and "Traceback" not in err
 

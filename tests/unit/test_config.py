@@ -10,7 +10,7 @@ import pytest
 from cloud_server.config import CloudConfig
 from edge_node.config import EdgeConfig
 from splitpoint import config as cfg
-from splitpoint.errors import ConfigError
+from splitpoint.errors import ConfigError, show_value
 
 
 def parse(cls: type, argv: list[str]) -> argparse.Namespace:
@@ -46,15 +46,37 @@ def test_flags_override_file_and_file_overrides_defaults(tmp_path: Path) -> None
         ("window = 0", "window", 0),
         ("split = 1.5", "split", 1.5),
         ("cpu_fallback = 3", "cpu_fallback", 3),
+        ('window = "4"', "window", "4"),  # a number written as a string is refused, not guessed
+        ('fps = "10"', "fps", "10"),
+        ('cpu_fallback = "yes"', "cpu_fallback", "yes"),
+        ('policy.margin = "0.2"', "policy.margin", "0.2"),
     ],
 )
 def test_bad_values_name_key_and_value(tmp_path: Path, text: str, key: str, value: object) -> None:
+    if text.startswith("policy."):
+        text = "[policy]\n" + text.removeprefix("policy.")
     path = write(tmp_path, f'bundle = "b"\nsource = "synthetic:5"\n{text}\n')
     with pytest.raises(ConfigError) as info:
         cfg.load(EdgeConfig, parse(EdgeConfig, []), path)
     assert info.value.key == key
     assert info.value.value == value
-    assert key in str(info.value) and repr(value) in str(info.value)
+    # the value as the user wrote it in TOML, never a Python repr
+    assert f"{key} = {show_value(value)}:" in str(info.value)
+    if isinstance(value, str) and key in ("window", "fps", "cpu_fallback", "policy.margin"):
+        assert "without quotes" in str(info.value)
+
+
+def test_messages_never_show_python_values() -> None:
+    assert str(ConfigError("bundle", None, "is required")) == "bundle: is required"
+    assert str(ConfigError("insecure", False, "x")) == "insecure = false: x"
+    assert str(ConfigError("tls_key", "", "goes with tls_cert")) == "tls_key: goes with tls_cert"
+
+
+def test_flags_are_typed_by_argparse() -> None:
+    args = parse(EdgeConfig, ["--bundle", "b", "--source", "s", "--window", "3", "--fps", "2.5"])
+    assert args.window == 3 and args.fps == 2.5
+    with pytest.raises(SystemExit):
+        parse(EdgeConfig, ["--window", "three"])
 
 
 def test_missing_required_key_says_how_to_give_it() -> None:

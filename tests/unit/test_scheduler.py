@@ -219,3 +219,28 @@ def test_a_probe_after_an_idle_spell_restarts_the_bandwidth_estimate() -> None:
     for _ in range(5):
         est.observe_bandwidth(2e6)
     assert est.estimate().bandwidth_bps < 10e6
+
+
+X86_CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 106
+model name\t: Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz
+"""
+PI4_CPUINFO = """processor\t: 0
+BogoMIPS\t: 108.00
+CPU implementer\t: 0x41
+
+Hardware\t: BCM2835
+Revision\t: c03114
+Model\t\t: Raspberry Pi 4 Model B Rev 1.4
+"""
+
+
+def test_cpu_name_reads_the_name_not_the_model_number() -> None:
+    from scheduler.profiles import cpu_name
+
+    assert cpu_name(X86_CPUINFO) == "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz"  # not "106"
+    assert cpu_name(PI4_CPUINFO) == "Raspberry Pi 4 Model B Rev 1.4"
+    assert cpu_name("processor\t: 0\nHardware\t: BCM2835\n") == "BCM2835"
+    assert cpu_name("") is None

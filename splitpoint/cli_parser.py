@@ -1,0 +1,305 @@
+"""The `splitpoint` command line's grammar: commands, their flags in groups, and examples.
+
+The commands themselves live in splitpoint/cli.py; this module only describes them, so
+that `splitpoint --help`, `splitpoint COMMAND --help` and the bare `splitpoint` overview
+read from one place. The agent's and the server's flags are generated from their config
+dataclasses (splitpoint/config.py), each under the heading of its `group`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+import splitpoint
+from splitpoint import config as cfg
+
+Command = Callable[[argparse.Namespace], int]
+
+#: name -> (one-line summary, usage line, examples); the order is the overview's order
+COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "demo": (
+        "partition the bundled digits model, start a server and an agent on loopback, stream frames",
+        "splitpoint demo [--frames N] [--split K] [--workdir DIR]",
+        ("splitpoint demo", "splitpoint demo --frames 50 --split 3"),
+    ),
+    "partition": (
+        "split a Keras model into int8 heads and float tails (a bundle)",
+        "splitpoint partition MODEL -o BUNDLE [--calibration DIR | --calibration-random N] [options]",
+        ("splitpoint partition digits-cnn -o digits-bundle/",
+         "splitpoint partition my_model.keras -o bundle/ --calibration frames/",
+         "splitpoint partition mobilenetv2 -o mnv2-bundle/ --input-size 96 --calibration-random 16 --splits 40,89"),
+    ),
+    "inspect": (
+        "show a bundle's splits and check its files",
+        "splitpoint inspect BUNDLE",
+        ("splitpoint inspect digits-bundle/",),
+    ),
+    "cloud": (
+        "run the server: tails on TensorFlow behind gRPC",
+        "splitpoint cloud --bundle DIR [--listen HOST:PORT] (--tls-cert F --tls-key F | --insecure) [options]",
+        ("splitpoint cloud --bundle digits-bundle/ --listen 127.0.0.1:50051 --insecure   # loopback, development",
+         "splitpoint cloud --bundle bundle/ --listen 0.0.0.0:50051 --tls-cert certs/server.pem "
+         "--tls-key certs/server.key --tls-client-ca certs/ca.pem",
+         "splitpoint cloud --config /etc/splitpoint/cloud.toml"),
+    ),
+    "edge": (
+        "run the agent: heads on the Edge TPU or CPU, the rest offloaded",
+        "splitpoint edge --bundle DIR --source SRC [--cloud HOST:PORT] [--split K | --policy-name P] [options]",
+        ("splitpoint edge --bundle digits-bundle/ --source synthetic:50 --cloud 127.0.0.1:50051 --split 3 --insecure",
+         "splitpoint edge --bundle bundle/ --source camera:0 --fps 10 --cloud server.example:50051 "
+         "--tls-ca certs/ca.pem --tls-cert certs/client.pem --tls-key certs/client.key --policy-name min-latency "
+         "--policy-edge-profile edge-profile.json --policy-cloud-profile cloud-profile.json",
+         "splitpoint edge --config /etc/splitpoint/edge.toml"),
+    ),
+    "profile": (
+        "measure every split's head (edge) or tail (cloud) latency; show a profile",
+        "splitpoint profile {edge,cloud,reference} --bundle DIR -o FILE | splitpoint profile show FILE",
+        ("splitpoint profile edge --bundle bundle/ --device edgetpu -o edge-profile.json",
+         "splitpoint profile cloud --bundle bundle/ -o cloud-profile.json",
+         "splitpoint profile show edge-profile.json"),
+    ),
+    "policy": (
+        "explain what a split policy would choose",
+        "splitpoint policy explain --bundle DIR --bandwidth RATE --rtt TIME [options]",
+        ("splitpoint policy explain --bundle bundle/ --bandwidth 5Mbps --rtt 40ms",
+         "splitpoint policy explain --bundle bundle/ --edge-profile edge-profile.json "
+         "--cloud-profile cloud-profile.json --bandwidth 2Mbps --rtt 80ms --policy min-energy --deadline-ms 200"),
+    ),
+    "doctor": (
+        "check the Edge TPU, runtimes, bundle, cloud, TLS, clock and disk, in plain words",
+        "splitpoint doctor [--config FILE] [--bundle DIR] [--cloud HOST:PORT] [--device D] [options]",
+        ("splitpoint doctor --config /etc/splitpoint/edge.toml",
+         "splitpoint doctor --bundle bundle/ --device edgetpu --cloud server.example:50051 --tls-ca certs/ca.pem"),
+    ),
+    "certs": (
+        "make a development CA and server/client certificates for (mutual) TLS",
+        "splitpoint certs [-o DIR] [--server-name NAMES] [--force]",
+        ("splitpoint certs -o certs/ --server-name server.example,10.0.0.5",),
+    ),
+    "bench": (
+        "measure every split's real end-to-end latency, the scheduler's choices, traces, throughput",
+        "splitpoint bench [--bundle DIR] [--json FILE] [--markdown FILE] [--plots DIR] [options]",
+        ("splitpoint bench --smoke --json smoke.json",
+         "splitpoint bench --bundle mnv2-bundle/ --edge-slowdown 75 --json out.json --markdown out.md --plots img/"),
+    ),
+}
+
+EXIT_CODES = "exit codes: 0 success; 1 the run failed; 2 a usage, configuration or input error (the message names it)"
+
+
+def overview() -> str:
+    """What bare `splitpoint` prints: every command in one line."""
+    width = max(map(len, COMMANDS))
+    lines = [f"splitpoint {splitpoint.__version__}: split a CNN between a Coral Edge TPU and a TensorFlow server.",
+             "", "usage: splitpoint [-v] COMMAND [options]      (splitpoint COMMAND --help for its options)", "",
+             "commands:"]
+    lines += [f"  {name.ljust(width)}  {summary}" for name, (summary, _, _) in COMMANDS.items()]
+    lines += ["", "start here: splitpoint demo", EXIT_CODES]
+    return "\n".join(lines)
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32, width=100)
+
+
+def _command(sub: Any, name: str, func: Command, description: str = "") -> argparse.ArgumentParser:
+    summary, usage, examples = COMMANDS[name]
+    epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples) + "\n\n" + EXIT_CODES
+    p: argparse.ArgumentParser = sub.add_parser(
+        name, help=summary, usage=usage, description=(description or summary[0].upper() + summary[1:] + "."),
+        epilog=epilog, formatter_class=_Formatter)
+    p.set_defaults(func=func)
+    return p
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
+    return value
+
+
+def build_parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
+    """The whole grammar; `commands` maps each command name to the function that runs it."""
+    parser = argparse.ArgumentParser(prog="splitpoint", usage="splitpoint [-v] COMMAND [options]",
+                                     description=overview(), formatter_class=_Formatter)
+    parser.add_argument("--version", action="version", version=f"splitpoint {splitpoint.__version__}")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="debug logging, and the native libraries' own logs (TensorFlow, LiteRT, OpenCV)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", prog="splitpoint")
+    _add_demo(_command(sub, "demo", commands["demo"]))
+    _add_partition(_command(sub, "partition", commands["partition"],
+                            "Partition a model into a bundle: int8 heads for the edge, float tails for the server."))
+    _command(sub, "inspect", commands["inspect"]).add_argument("bundle", metavar="BUNDLE", help="bundle directory")
+    from cloud_server.config import CloudConfig
+    from edge_node.config import EdgeConfig
+
+    for name, cls in (("cloud", CloudConfig), ("edge", EdgeConfig)):
+        summary = COMMANDS[name][0]
+        p = _command(sub, name, commands[name], f"{summary[0].upper()}{summary[1:]}. Every flag is also a key of "
+                                                f"the --config TOML file (docs/configuration.md); flags override it.")
+        p.add_argument("--config", metavar="FILE", help="TOML file; flags given here override it")
+        p.add_argument("--print-config", action="store_true", help="print the effective config as TOML and exit")
+        cfg.add_arguments(p, cls)
+    _add_profile(_command(sub, "profile", commands["profile"]))
+    _add_policy(_command(sub, "policy", commands["policy"]), commands["policy"])
+    _add_doctor(_command(sub, "doctor", commands["doctor"], (
+        "Check a field installation and print one line per finding; exit 1 when any says FAIL. With --config, "
+        "reads bundle, cloud, device, results and the TLS keys from the agent's TOML file (and validates the "
+        "whole file); flags override it. Run it as the agent's user, with the agent stopped (it holds the Edge TPU).")))
+    _add_certs(_command(sub, "certs", commands["certs"]))
+    _add_bench(_command(sub, "bench", commands["bench"], (
+        "Benchmark a bundle through the real server and agent on loopback: every split at every (bandwidth, RTT) "
+        "condition (the oracle), the adaptive agent's settled split, a step change, real uplink traces, "
+        "throughput mode, goodput and per-frame overhead. See docs/benchmarks.md.")))
+    return parser
+
+
+def _add_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", metavar="DIR",
+                   help="where the bundle and the results go (default: splitpoint/demo under the user's cache "
+                        "directory, $XDG_CACHE_HOME or ~/.cache)")
+    p.add_argument("--frames", type=positive_int, default=24, help="frames to stream (default 24)")
+    p.add_argument("--split", type=int, default=None, help="fixed split; default: take turns over every split")
+    p.add_argument("--rebuild", action="store_true", help="partition again even if the bundle exists")
+
+
+def _add_partition(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model and output")
+    g.add_argument("model", help="a .keras/.h5 file, a SavedModel directory, or a built-in: "
+                                 "digits-cnn, vgg16, mobilenetv2, resnet50")
+    g.add_argument("-o", "--output", required=True, metavar="BUNDLE", help="REQUIRED: bundle directory to write")
+    g.add_argument("--input-size", type=positive_int, metavar="PX",
+                   help="input size for vgg16/mobilenetv2/resnet50 (default 224)")
+    g.add_argument("--force", action="store_true", help="replace an existing bundle in BUNDLE")
+    g = p.add_argument_group("calibration (int8 quantization)")
+    cal = g.add_mutually_exclusive_group()
+    cal.add_argument("--calibration", metavar="DIR", help="representative frames (images or .npy) for int8 calibration")
+    cal.add_argument("--calibration-random", type=positive_int, metavar="N", help="calibrate on N random frames")
+    g = p.add_argument_group("splits and verification")
+    g.add_argument("--splits", metavar="LIST", help="only these splits, e.g. 3,5,8-10 (0 and K are always built)")
+    g.add_argument("--min-agreement", type=fraction, metavar="F",
+                   help="fail when a split's top-1 agreement with the float model is below F (default 0.98; "
+                        "random-weight built-ins only record it unless this is given)")
+    g.add_argument("--jobs", type=positive_int, metavar="N",
+                   help="splits converted in parallel (default: 1, or 2 for big models)")
+
+
+def _add_profile(p: argparse.ArgumentParser) -> None:
+    p.add_argument("side", choices=("edge", "cloud", "show", "reference"),
+                   help="edge or cloud: measure here; show: print FILE; reference: write drone-paper-shaped "
+                        "edge/cloud profiles and a power table for the bundle into the -o directory")
+    p.add_argument("file", nargs="?", help="the profile to show (with `show`)")
+    g = p.add_argument_group("measuring (edge, cloud, reference)")
+    g.add_argument("--bundle", metavar="DIR", help="REQUIRED except with show: bundle directory")
+    g.add_argument("-o", "--output", metavar="FILE", help="REQUIRED except with show: profile JSON to write")
+    g.add_argument("--device", default="cpu", help="edge: cpu, edgetpu, edgetpu:usb:N (default cpu)")
+    g.add_argument("--threads", type=positive_int, default=1, help="edge: LiteRT threads (default 1)")
+    g.add_argument("--runs", type=positive_int, default=50, help="timed runs per split after warm-up (default 50)")
+
+
+def _add_policy(p: argparse.ArgumentParser, func: Command) -> None:
+    from scheduler.policy import PolicyConfig
+
+    psub = p.add_subparsers(dest="policy_command", required=True, metavar="SUBCOMMAND")
+    summary, usage, examples = COMMANDS["policy"]
+    pe = psub.add_parser("explain", help="predicted latency and energy of every split, and the choice", usage=usage,
+                         description="Predict every split's latency and edge energy for a given link, and show the "
+                                     "policy's choice.", formatter_class=_Formatter,
+                         epilog="examples:\n" + "\n".join(f"  {e}" for e in examples) + "\n\n" + EXIT_CODES)
+    g = pe.add_argument_group("bundle and link")
+    g.add_argument("--bundle", required=True, metavar="DIR", help="REQUIRED: bundle directory")
+    g.add_argument("--bandwidth", required=True, help="REQUIRED: uplink rate, e.g. 5Mbps")
+    g.add_argument("--rtt", required=True, help="REQUIRED: round-trip time, e.g. 40ms")
+    g.add_argument("--queue", default="0ms", help="server queue wait (default 0ms)")
+    g.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    g.add_argument("--policy", dest="name", choices=("min-latency", "min-energy", "weighted"),
+                   default=argparse.SUPPRESS, help="the policy to explain (same as --name; default min-latency)")
+    cfg.add_arguments(pe, PolicyConfig, groups={"other options": pe.add_argument_group("policy options")})
+    pe.set_defaults(func=func)
+
+
+def _add_doctor(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("what to check")
+    g.add_argument("--config", metavar="FILE", help="the agent's TOML config, e.g. /etc/splitpoint/edge.toml")
+    g.add_argument("--bundle", metavar="DIR", help="bundle directory (checks every edge file's sha256)")
+    g.add_argument("--cloud", metavar="HOST:PORT", help="the server to reach (Describe, Probe, digest, clock skew)")
+    g.add_argument("--device", help="cpu, edgetpu, edgetpu:usb[:N], edgetpu:pci[:N] (default cpu): "
+                                    "a missing Edge TPU fails only when asked for")
+    g.add_argument("--results", metavar="PATH",
+                   help="results log path (free disk, write access; default results.jsonl)")
+    g = p.add_argument_group("security")
+    g.add_argument("--tls-ca", metavar="FILE", help="CA (PEM) that signed the server's certificate")
+    g.add_argument("--tls-cert", metavar="FILE", help="this agent's certificate (PEM), for mutual TLS")
+    g.add_argument("--tls-key", metavar="FILE", help="private key (PEM) of --tls-cert")
+    g.add_argument("--tls-server-name", metavar="NAME", help="name to verify in the server's certificate")
+    g.add_argument("--token-file", metavar="FILE", help="file holding the bearer token")
+    g.add_argument("--insecure", action="store_true", default=None, help="talk plaintext to the cloud (development only)")
+
+
+def _add_certs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", default="certs", metavar="DIR", help="directory to write (default ./certs)")
+    p.add_argument("--server-name", default="localhost,127.0.0.1", metavar="NAMES",
+                   help="comma-separated DNS names/IPs the server certificate is valid for (default localhost,127.0.0.1)")
+    p.add_argument("--force", action="store_true", help="replace existing files")
+
+
+def _add_bench(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("what to measure")
+    g.add_argument("--bundle", metavar="DIR", help="bundle to measure (default: the digits bundle, built once into the cache)")
+    g.add_argument("--smoke", action="store_true", help="CI smoke run: digits bundle, two conditions, few frames, a short trace slice")
+    g.add_argument("--splits", metavar="LIST", help="measure only these splits, e.g. 0,4,8-10 (0 and K always; the adaptive "
+                                                    "agent then chooses among the same set)")
+    g.add_argument("--skip", metavar="LIST", help="stages to skip: conditions,step,traces,throughput,overhead")
+    g.add_argument("--frames", type=positive_int, metavar="N", help="measured frames per fixed-split run (default 30)")
+    g.add_argument("--warmup", type=int, metavar="N", help="warm-up frames excluded from each run (default 3)")
+    g.add_argument("--adaptive-frames", type=positive_int, metavar="N", help="frames of each adaptive run (default 40)")
+    g.add_argument("--max-frame-s", type=float, metavar="S",
+                   help="do not run splits whose wire time alone exceeds S seconds (default 8)")
+    g = p.add_argument_group("link conditions")
+    g.add_argument("--bandwidths", metavar="LIST", help="uplink rates in Mbps (default 1,2,5,10,20,50,100)")
+    g.add_argument("--rtts", metavar="LIST", help="round-trip times in ms (default 10,50,150)")
+    g.add_argument("--step-fps", type=float, metavar="F", help="camera rate of the step-change run (default 10)")
+    g.add_argument("--step-frames", type=positive_int, metavar="N", help="frames per phase of the step change (default 30)")
+    g.add_argument("--tp-frames", type=positive_int, metavar="N", help="frames per throughput-mode run (default 60)")
+    g.add_argument("--overhead-frames", type=positive_int, metavar="N",
+                   help="frames per path of the overhead measurement (default 300)")
+    g = p.add_argument_group("uplink traces")
+    g.add_argument("--traces-dir", metavar="DIR", help="directory of Mahimahi traces (default ../shared/data/traces beside the repo)")
+    g.add_argument("--traces", metavar="LIST", help="trace files to replay (default Verizon-LTE-short.up,ATT-LTE-driving-2016.up)")
+    g.add_argument("--trace-seconds", type=float, metavar="S", help="replay the first S seconds of each trace (default 20)")
+    g.add_argument("--trace-fps", type=float, metavar="F", help="camera rate of the trace runs (default 10)")
+    g.add_argument("--trace-rtt", type=float, metavar="MS", help="RTT during the trace runs (default 50)")
+    g.add_argument("--deadline-ms", type=float, metavar="MS", help="deadline of a trace frame (default one frame interval)")
+    g = p.add_argument_group("edge device and energy")
+    g.add_argument("--edge-cpu", type=int, metavar="N", help="CPU the edge worker is pinned to (default: the last allowed one)")
+    g.add_argument("--edge-slowdown", type=float, metavar="F",
+                   help="emulate an edge device F times slower than the worker's core: each head lasts F x its "
+                        "median native time (default 1: native; see docs/benchmarks.md)")
+    g.add_argument("--power-table", metavar="FILE", help="edge power table: adds energy figures and a min-energy agent per condition")
+    g.add_argument("--radio-link", choices=("wifi", "lte"), help="radio power model for energy (default wifi, as the agent)")
+    g.add_argument("--profile-runs", type=positive_int, metavar="N", help="runs per split when profiling (default 20)")
+    g.add_argument("--reprofile", action="store_true", help="measure the profiles again instead of using the cached ones")
+    g.add_argument("--warm-tails", type=int, metavar="N", help="the server's warm_tails (default 0: load every tail at start)")
+    g = p.add_argument_group("output")
+    g.add_argument("--json", metavar="FILE", help="write every figure and the machine description here (updated after each stage)")
+    g.add_argument("--markdown", metavar="FILE", help="write the markdown report here")
+    g.add_argument("--plots", metavar="DIR", help="write PNG plots here (needs matplotlib: the bench extra)")
+    g.add_argument("--cache-dir", metavar="DIR", help="digits bundle and profiles (default ~/.cache/splitpoint/bench)")
+    g.add_argument("--keep-runs", metavar="DIR", help="keep every run's results log and the edge worker's log here")

@@ -1,0 +1,122 @@
+"""The mistakes new users make, run as they would make them: a real `splitpoint` process each.
+
+Every one must end with the documented exit code (2: the command, its configuration or an
+input it names is wrong) and one message naming the problem in the user's terms - the key,
+the flag or the file, and the value as it was written - never a traceback or a Python value
+(`None`, `False`, `'x'`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from splitpoint.cli_parser import COMMANDS
+
+PYTHON_VALUES = ("None", "False", "True", "Traceback")
+
+
+def splitpoint(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "splitpoint", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, env=env)
+
+
+def error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = [ln for ln in proc.stderr.splitlines() if ": error: " in ln]
+    assert len(lines) == 1, proc.stderr
+    for word in PYTHON_VALUES:
+        assert word not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+def test_bare_command_lists_every_command() -> None:
+    proc = splitpoint()
+    assert proc.returncode == 0
+    listed = [ln.split()[0] for ln in proc.stdout.splitlines() if ln.startswith("  ")]
+    assert listed == list(COMMANDS)
+    assert "splitpoint demo" in proc.stdout and "exit codes" in proc.stdout
+
+
+@pytest.mark.parametrize("command", ["edge", "cloud"])
+def test_a_forgotten_required_key_names_the_flag_and_the_config_key(command: str) -> None:
+    proc = splitpoint(command, "--insecure")
+    assert proc.returncode == 2
+    assert error_line(proc).endswith("bundle: is required: give the flag --bundle or the key bundle in the config file")
+
+
+@pytest.mark.parametrize("command", ["edge", "cloud"])
+def test_a_missing_bundle_is_a_usage_error(command: str, tmp_path: Path) -> None:
+    extra = ["--source", "synthetic:1"] if command == "edge" else ["--listen", "127.0.0.1:0"]
+    proc = splitpoint(command, "--insecure", "--bundle", str(tmp_path / "nope"), *extra)
+    assert proc.returncode == 2  # like every other input the user names, not 1
+    assert str(tmp_path / "nope") in error_line(proc)
+
+
+def test_a_file_that_is_not_a_model_is_not_called_missing(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.keras"
+    junk.write_text("not a model\n")
+    proc = splitpoint("partition", str(junk), "-o", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    line = error_line(proc)
+    assert "junk.keras is not a Keras model" in line and "not found" not in line.lower()
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_a_number_written_as_a_string_in_toml_is_refused(tmp_path: Path) -> None:
+    conf = tmp_path / "edge.toml"
+    conf.write_text('bundle = "b"\nsource = "synthetic:1"\ninsecure = true\nwindow = "4"\n')
+    proc = splitpoint("edge", "--config", str(conf))
+    assert proc.returncode == 2
+    assert error_line(proc).endswith('window = "4": expected an integer, not a string: write it without quotes')
+
+
+def test_an_unknown_key_lists_the_known_ones(tmp_path: Path) -> None:
+    conf = tmp_path / "cloud.toml"
+    conf.write_text('bundle = "b"\nworker = 4\n')
+    proc = splitpoint("cloud", "--config", str(conf))
+    assert proc.returncode == 2
+    line = error_line(proc)
+    assert "worker = 4: unknown key" in line and "workers" in line
+
+
+def test_a_bad_flag_value_names_the_flag_and_the_value() -> None:
+    proc = splitpoint("edge", "--window", "four")
+    assert proc.returncode == 2
+    assert "--window" in proc.stderr and "'four' is not an integer" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_an_empty_value_is_not_shown_as_a_python_value() -> None:
+    proc = splitpoint("edge", "--bundle", "b", "--source", "synthetic:1", "--tls-ca", "ca.pem", "--tls-cert", "c.pem")
+    assert proc.returncode == 2
+    line = error_line(proc)
+    assert "tls_key" in line and "''" not in line
+
+
+@pytest.mark.parametrize("command", ["edge", "cloud"])
+def test_help_groups_marks_required_and_gives_examples(command: str) -> None:
+    proc = splitpoint(command, "--help")
+    assert proc.returncode == 0
+    out = proc.stdout
+    for heading in ("security options:", "output options:"):
+        assert heading in out
+    if command == "edge":
+        assert "input options:" in out and "cloud link options:" in out and "[policy] table options:" in out
+    assert re.search(r"--bundle BUNDLE\s+REQUIRED", out)
+    assert not re.search(r"--log-level \S+\s+REQUIRED", out)
+    examples = out.split("examples:", 1)[1].split("exit codes", 1)[0]
+    assert len([ln for ln in examples.splitlines() if ln.strip().startswith("splitpoint ")]) >= 2
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c not in ("edge", "cloud")])
+def test_every_other_command_has_examples(command: str) -> None:
+    argv = [command, "explain", "--help"] if command == "policy" else [command, "--help"]
+    proc = splitpoint(*argv)
+    assert proc.returncode == 0
+    assert "examples:" in proc.stdout and f"splitpoint {command}" in proc.stdout.split("examples:", 1)[1]
