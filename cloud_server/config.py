@@ -17,7 +17,14 @@ class CloudConfig:
     workers: int = option(2, "threads running tails", group="capacity")
     max_batch: int = option(8, "frames of the same split run together when they queue up", group="capacity")
     max_queue: int = option(256, "frames waiting for a worker before new ones get RESOURCE_EXHAUSTED", group="capacity")
-    max_streams: int = option(64, "concurrent RPCs before new ones get RESOURCE_EXHAUSTED", group="capacity")
+    max_streams: int = option(256, "Infer streams open at once, over all agents; more get RESOURCE_EXHAUSTED (health and "
+                                   "control calls are never counted)", group="capacity")
+    max_streams_per_agent: int = option(4, "Infer streams one agent (client certificate, `splitpoint-agent` name, "
+                                           "or connection) may hold open", group="capacity")
+    max_queue_per_agent: int = option(16, "frames of one agent waiting for a worker (its fair share); more get "
+                                          "RESOURCE_EXHAUSTED", group="capacity")
+    max_inflight_mb: float = option(256.0, "request bytes accepted but not yet computed, over all streams, MiB; "
+                                           "past it streams are read no further until frames finish", group="capacity")
     warm_tails: int = option(0, "tails kept loaded (least recently used evicted); 0 keeps all", group="serving")
     max_message_mb: float = option(32.0, "largest request accepted, MiB (RESOURCE_EXHAUSTED above)", group="capacity")
     tls_cert: str = option("", "server certificate (PEM) for TLS", group="security")
@@ -26,6 +33,8 @@ class CloudConfig:
     token_file: str = option("", "file holding the bearer token every call must carry", group="security")
     insecure: bool = option(False, "serve plaintext without TLS (development only; the server warns loudly)", group="security")
     grace_s: float = option(10.0, "on SIGTERM/SIGINT, seconds in-flight frames get to finish", group="capacity")
+    health_listen: str = option("", "HOST:PORT serving only grpc.health.v1 in plaintext, for probes that cannot "
+                                    "speak TLS (Kubernetes gRPC probes); empty = off", group="serving")
     metrics_listen: str = option("", "HOST:PORT for Prometheus /metrics; empty = off", group="output")
     stream_idle_timeout_s: float = option(
         120.0, "an Infer stream with nothing in flight and no frame for this long ends with DEADLINE_EXCEEDED; 0 = never", group="capacity")
@@ -43,7 +52,9 @@ class CloudConfig:
         parse_address("listen", self.listen)
         if self.metrics_listen:
             parse_address("metrics_listen", self.metrics_listen)
-        for key in ("workers", "max_batch", "max_queue", "max_streams"):
+        if self.health_listen:
+            parse_address("health_listen", self.health_listen)
+        for key in ("workers", "max_batch", "max_queue", "max_streams", "max_streams_per_agent", "max_queue_per_agent"):
             if getattr(self, key) < 1:
                 raise ConfigError(key, getattr(self, key), "must be at least 1")
         if self.warm_tails < 0:
@@ -52,6 +63,8 @@ class CloudConfig:
             raise ConfigError("max_message_mb", self.max_message_mb, "must be between 0.001 and 2047")
         if not (math.isfinite(self.stream_idle_timeout_s) and self.stream_idle_timeout_s >= 0):
             raise ConfigError("stream_idle_timeout_s", self.stream_idle_timeout_s, "must be >= 0 and finite (0 = never)")
+        if not (math.isfinite(self.max_inflight_mb) and self.max_inflight_mb > 0):
+            raise ConfigError("max_inflight_mb", self.max_inflight_mb, "must be > 0")
         if self.grace_s < 0:
             raise ConfigError("grace_s", self.grace_s, "must be >= 0")
         self.security.validate()  # last: value errors are named first

@@ -1,8 +1,10 @@
 """Running tails: a bounded queue, a few worker threads, dynamic batching.
 
 Frames of the same split that are waiting together run as one batch (no frame
-waits for a batch to fill: a worker takes what is there). The queue is
-bounded; past it new frames fail with RESOURCE_EXHAUSTED rather than pile up.
+waits for a batch to fill: a worker takes what is there). Frames wait in a
+FairQueue (cloud_server/fair_queue.py): one queue per agent, served round-robin,
+bounded in all (max_queue) and per agent (max_queue_per_agent); past either,
+new frames fail with RESOURCE_EXHAUSTED rather than pile up.
 Queue wait and compute time are measured per frame and returned to the agent.
 """
 
@@ -11,7 +13,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -20,6 +21,8 @@ import numpy as np
 
 from splitpoint.errors import RequestError, SplitpointError
 from splitpoint.runtime.tails import TailPool
+
+from .fair_queue import FairQueue
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +45,14 @@ class _Item:
 
 
 class TailExecutor:
-    def __init__(self, tails: TailPool, workers: int = 2, max_batch: int = 8, max_queue: int = 256):
+    def __init__(self, tails: TailPool, workers: int = 2, max_batch: int = 8, max_queue: int = 256,
+                 max_queue_per_agent: int | None = None):
         self.tails = tails
         self.max_batch = max_batch
         self.max_queue = max_queue
+        self.max_queue_per_agent = max_queue_per_agent or max_queue
         self.workers = workers
-        self._queue: deque[_Item] = deque()
+        self._queue: FairQueue[_Item] = FairQueue(max_queue, self.max_queue_per_agent)
         self._cond = threading.Condition()
         self._running = 0
         self._closed = False
@@ -57,17 +62,14 @@ class TailExecutor:
         for t in self._threads:
             t.start()
 
-    def submit(self, split: int, x: np.ndarray, received: float, budget_ms: int = 0) -> Future:
+    def submit(self, split: int, x: np.ndarray, received: float, budget_ms: int = 0, agent: str = "") -> Future:
+        """Queue one frame of `agent`; RequestError (RESOURCE_EXHAUSTED, UNAVAILABLE) when refused."""
         fut: Future = Future()
         expires = received + budget_ms / 1000.0 if budget_ms > 0 else None
         with self._cond:
             if self._closed:
                 raise RequestError(grpc.StatusCode.UNAVAILABLE, "server is shutting down")
-            if len(self._queue) >= self.max_queue:
-                raise RequestError(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED, f"server overloaded: {len(self._queue)} frames queued (max_queue)"
-                )
-            self._queue.append(_Item(split, x, received, expires, fut))
+            self._queue.push(agent, _Item(split, x, received, expires, fut))
             self._cond.notify()
         return fut
 
@@ -81,16 +83,8 @@ class TailExecutor:
             while not self._queue:
                 if self._closed:
                     return None
-                self._cond.wait()
-            first = self._queue.popleft()
-            batch = [first]
-            if self.max_batch > 1:
-                keep: deque[_Item] = deque()
-                while self._queue and len(batch) < self.max_batch:
-                    item = self._queue.popleft()
-                    (batch if item.split == first.split else keep).append(item)
-                keep.extend(self._queue)
-                self._queue = keep
+                self._cond.wait(timeout=1.0)  # woken by submit and close; the timeout is a safety net
+            batch = self._queue.pop_batch(self.max_batch)
             self._running += len(batch)
             return batch
 
@@ -146,7 +140,7 @@ class TailExecutor:
         for t in self._threads:
             t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         with self._cond:  # anything left after the timeout fails explicitly
-            while self._queue:
-                self._queue.popleft().future.set_exception(
+            for item in self._queue.drain():
+                item.future.set_exception(
                     RequestError(grpc.StatusCode.UNAVAILABLE, "server shut down before this frame ran")
                 )

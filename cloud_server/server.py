@@ -27,6 +27,7 @@ from splitpoint.metrics import serve_metrics
 from splitpoint.runtime.tails import TailPool, tensorflow_devices
 from splitpoint.v1 import offload_pb2
 
+from .admission import InflightBytes, StreamAdmission
 from .config import CloudConfig
 from .executor import TailExecutor
 from .servicer import CloudMetrics, OffloadServicer, add_to_server
@@ -34,6 +35,10 @@ from .servicer import CloudMetrics, OffloadServicer, add_to_server
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = offload_pb2.DESCRIPTOR.services_by_name["Offload"].full_name
+#: gRPC threads beyond those streams can hold: health checks, Describe, Probe and refusals
+#: always find one (an Infer stream holds a thread for its life, and so does an agent's
+#: health Watch, which client-side health checking keeps open)
+CONTROL_THREADS = 32
 
 
 class CloudServer:
@@ -45,14 +50,19 @@ class CloudServer:
         devices = tensorflow_devices()
         log.info("TensorFlow devices: %s", ", ".join(devices))
         self.tails = TailPool(self.bundle, budget=config.warm_tails)
-        self.executor = TailExecutor(self.tails, config.workers, config.max_batch, config.max_queue)
+        self.executor = TailExecutor(self.tails, config.workers, config.max_batch, config.max_queue,
+                                     config.max_queue_per_agent)
         self.servicer = OffloadServicer(
             self.bundle.manifest, self.executor,
             max_tensor_bytes=config.max_message_bytes, max_message_bytes=config.max_message_bytes,
             metrics=self.metrics, stream_idle_timeout_s=config.stream_idle_timeout_s,
+            admission=StreamAdmission(config.max_streams, config.max_streams_per_agent),
+            inflight=InflightBytes(int(config.max_inflight_mb * 1024 * 1024)),
         )
         self.health = health.HealthServicer()
         self._server: grpc.Server | None = None
+        self._health_server: grpc.Server | None = None
+        self.health_port: int | None = None
         self._metrics_server: Any = None
         self.port: int | None = None
         self.metrics_port: int | None = None
@@ -71,11 +81,11 @@ class CloudServer:
             ("grpc.max_send_message_length", cfg.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
-        # A streaming RPC holds a thread for its life; readers take one more each.
-        pool = futures.ThreadPoolExecutor(max_workers=2 * cfg.max_streams + 4, thread_name_prefix="grpc")
+        # Infer streams are admitted by the servicer (max_streams), not by gRPC's
+        # maximum_concurrent_rpcs, which would count health checks with them.
+        pool = futures.ThreadPoolExecutor(max_workers=2 * cfg.max_streams + CONTROL_THREADS, thread_name_prefix="grpc")
         security = cfg.security
-        server = grpc.server(pool, options=options, maximum_concurrent_rpcs=cfg.max_streams,
-                             interceptors=security.interceptors())
+        server = grpc.server(pool, options=options, interceptors=security.interceptors())
         add_to_server(self.servicer, server)  # unparseable bytes: INVALID_ARGUMENT, no traceback
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         creds = security.credentials()
@@ -86,9 +96,12 @@ class CloudServer:
         else:
             port = server.add_secure_port(cfg.listen, creds)
         if port == 0:
-            raise SplitpointError(f"listen = {cfg.listen!r}: cannot bind (address in use or not local)")
+            raise SplitpointError(f'listen = "{cfg.listen}": cannot bind (address in use or not local)')
+        if cfg.health_listen:
+            self._health_server, self.health_port = self._start_health_server(cfg.health_listen)
         server.start()
         self._server, self.port = server, port
+        self.servicer.replica = self.address
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         served = serve_metrics(cfg.metrics_listen, self.registry)
@@ -98,6 +111,19 @@ class CloudServer:
                  self.bundle.manifest.model_digest[:19], self.address, security.mode,
                  " and a bearer token" if cfg.token_file else "")
         return self
+
+    def _start_health_server(self, listen: str) -> tuple[grpc.Server, int]:
+        """grpc.health.v1 alone, in plaintext, for probes that cannot speak TLS (kubelet's).
+        It shares the HealthServicer, so it says NOT_SERVING as soon as a drain starts."""
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="health"))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        port = server.add_insecure_port(listen)
+        if port == 0:
+            raise SplitpointError(f'health_listen = "{listen}": cannot bind (address in use or not local)')
+        server.start()
+        host, _ = parse_address("health_listen", listen)
+        log.info("health checks (grpc.health.v1 only, plaintext) on %s:%d", host, port)
+        return server, port
 
     def stop(self, grace: float | None = None) -> None:
         """Drain and stop. Safe to call twice and from a signal handler's thread."""
@@ -111,6 +137,8 @@ class CloudServer:
             self.executor.close(timeout=grace)
             if self._server is not None:
                 self._server.stop(grace).wait()
+            if self._health_server is not None:
+                self._health_server.stop(0).wait()  # after the main server: probes see NOT_SERVING while it drains
             if self._metrics_server is not None:
                 self._metrics_server.shutdown()
             self._stopped.set()
@@ -130,6 +158,9 @@ def serve(config: CloudConfig, ready: Any = None) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code. Prints the bound address on stdout."""
     server = CloudServer(config).start()
     print(f"splitpoint cloud listening on {server.address}", flush=True)
+    if server.health_port:
+        host = parse_address("health_listen", config.health_listen)[0]
+        print(f"health checks (grpc.health.v1, plaintext) on {host}:{server.health_port}", flush=True)
     if server.metrics_port:
         print(f"metrics on http://{parse_address('metrics_listen', config.metrics_listen)[0]}:{server.metrics_port}/metrics", flush=True)
 

@@ -22,7 +22,9 @@ from splitpoint.codec import dtype_enum, encode
 from splitpoint.errors import RequestError, SplitpointError, status_code_to_int
 from splitpoint.metrics import LATENCY_BUCKETS
 from splitpoint.v1 import offload_pb2, offload_pb2_grpc
+from splitpoint.wire_metadata import REPLICA_METADATA_KEY
 
+from .admission import InflightBytes, StreamAdmission, agent_identity
 from .executor import TailExecutor, TailResult
 from .validation import validate_request
 
@@ -99,7 +101,8 @@ class CloudMetrics:
 
 class OffloadServicer(offload_pb2_grpc.OffloadServicer):
     def __init__(self, manifest: Manifest, executor: TailExecutor, max_tensor_bytes: int, max_message_bytes: int,
-                 metrics: CloudMetrics, stream_idle_timeout_s: float = 0.0, max_stream_backlog: int | None = None):
+                 metrics: CloudMetrics, stream_idle_timeout_s: float = 0.0, max_stream_backlog: int | None = None,
+                 admission: StreamAdmission | None = None, inflight: InflightBytes | None = None):
         self.manifest = manifest
         self.executor = executor
         self.max_tensor_bytes = max_tensor_bytes
@@ -109,12 +112,17 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
         self.stream_idle_timeout_s = stream_idle_timeout_s
         #: frames of one stream without a response before the server stops reading that stream
         #: (HTTP/2 flow control then holds the client back): a client that sends and never
-        #: reads cannot pile responses up in the server. Default: max_queue.
-        self.max_stream_backlog = max(1, max_stream_backlog or executor.max_queue)
+        #: reads cannot pile responses up in the server. Default: max_queue_per_agent.
+        self.max_stream_backlog = max(1, max_stream_backlog or executor.max_queue_per_agent)
+        #: Infer streams in all and per agent (not gRPC's maximum_concurrent_rpcs: health and
+        #: control calls must never wait behind streams)
+        self.admission = admission or StreamAdmission(max_streams=1 << 30, max_per_agent=1 << 30)
+        #: request bytes accepted and not yet computed, over all streams
+        self.inflight = inflight or InflightBytes(1 << 62)
+        #: this server's name in the stream's initial metadata (set by CloudServer once bound)
+        self.replica = ""
         self._split_labels = {s.split: str(s.split) for s in manifest.splits}
         self._draining = threading.Event()
-        self._streams = 0
-        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ helpers
 
@@ -127,9 +135,10 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
 
     def _load(self) -> offload_pb2.ServerLoad:
         queued, running, workers = self.executor.load()
-        return offload_pb2.ServerLoad(queued=queued, running=running, workers=workers, streams=self._streams)
+        return offload_pb2.ServerLoad(queued=queued, running=running, workers=workers,
+                                      streams=self.admission.open_streams)
 
-    def _accept(self, req: offload_pb2.InferRequest) -> Future:
+    def _accept(self, req: offload_pb2.InferRequest, agent: str = "") -> Future:
         """Validate and queue one frame; RequestError when refused."""
         received = time.monotonic()
         if self._draining.is_set():
@@ -142,7 +151,7 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
             log.exception("validating frame %d failed", req.frame_id)
             raise RequestError(grpc.StatusCode.INTERNAL, f"validation failed: {type(exc).__name__}") from None
         self.metrics.bytes_received.inc(sum(len(t.data) for t in req.tensors))
-        fut = self.executor.submit(spec.split, x, received, req.budget_ms)
+        fut = self.executor.submit(spec.split, x, received, req.budget_ms, agent=agent)
         fut.received = received  # type: ignore[attr-defined]
         return fut
 
@@ -191,10 +200,14 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
         lock = threading.Lock()
         room = threading.Semaphore(self.max_stream_backlog)  # one slot per frame without a response
         closing = threading.Event()  # the response side is done: the reader stops waiting for room
-        with self._lock:
-            self._streams += 1
-        self.metrics.streams.inc()
         peer = context.peer()
+        agent = agent_identity(context)
+        try:
+            self.admission.admit(agent)
+        except RequestError as err:
+            context.abort(err.status_code, str(err))
+        self.metrics.streams.inc()
+        context.send_initial_metadata(((REPLICA_METADATA_KEY, self.replica),))  # who took the stream
 
         def read() -> None:
             try:
@@ -210,15 +223,27 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
                     while not room.acquire(timeout=0.2):
                         if closing.is_set():
                             return
+                    # ... and, over all streams, past max_inflight_mb of frames not yet computed
+                    size = req.ByteSize()
+                    while not self.inflight.acquire(size, timeout=0.2):
+                        if closing.is_set():
+                            room.release()
+                            return
                     with lock:
                         state["accepted"] += 1
                         state["last_request"] = time.monotonic()
                     try:
-                        fut = self._accept(req)
+                        fut = self._accept(req, agent)
                     except SplitpointError as err:
+                        self.inflight.release(size)
                         done.put(self._safe_response(req, None, err))
                         continue
-                    fut.add_done_callback(lambda f, r=req: done.put(self._safe_response(r, f, None)))
+
+                    def finished(f: Future, r: offload_pb2.InferRequest = req, n: int = size) -> None:
+                        self.inflight.release(n)  # the frame's tensors are no longer held
+                        done.put(self._safe_response(r, f, None))
+
+                    fut.add_done_callback(finished)
             except grpc.RpcError:
                 pass  # the client went away; frames already accepted still finish
             except Exception:  # never let a reader die silently: end the stream
@@ -269,8 +294,7 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
                     last_response = time.monotonic()
         finally:
             closing.set()
-            with self._lock:
-                self._streams -= 1
+            self.admission.release(agent)
             self.metrics.streams.dec()
 
     def InferFrame(self, request: offload_pb2.InferRequest, context: grpc.ServicerContext) -> offload_pb2.InferResponse:
@@ -279,7 +303,7 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
             self.metrics.frames.labels(OTHER_SPLIT_LABEL, err.status_code.name).inc()
             context.abort(err.status_code, str(err))
         try:
-            fut = self._accept(request)
+            fut = self._accept(request, agent_identity(context))
             remaining = context.time_remaining()
             fut.result(timeout=remaining)  # raises the frame's RequestError
         except SplitpointError as err:

@@ -251,6 +251,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0 if result.get("complete") and not result.get("errors") else 1
 
 
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    from splitpoint.loadtest import LoadtestConfig, run_loadtest
+
+    conf = cfg.load(LoadtestConfig, args, args.config)
+    report = run_loadtest(conf)
+    print(report.text())
+    if conf.json:
+        print(f"figures in {conf.json}")
+    return 0 if report.answered else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from splitpoint.demo import default_workdir, run_demo
 
@@ -261,6 +272,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Command] = {
     "demo": cmd_demo, "partition": cmd_partition, "inspect": cmd_inspect, "cloud": cmd_cloud, "edge": cmd_edge,
     "profile": cmd_profile, "policy": cmd_policy_explain, "doctor": cmd_doctor, "certs": cmd_certs, "bench": cmd_bench,
+    "loadtest": cmd_loadtest,
 }
 
 

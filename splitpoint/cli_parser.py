@@ -84,6 +84,13 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         ("splitpoint bench --smoke --json smoke.json",
          "splitpoint bench --bundle mnv2-bundle/ --edge-slowdown 75 --json out.json --markdown out.md --plots img/"),
     ),
+    "loadtest": (
+        "emulate a fleet of drones against a server or replicas: frames/s, latency, refusals, each replica's share",
+        "splitpoint loadtest --bundle DIR --target T [--agents N] [--fps F] [--split K] [--duration S] [options]",
+        ("splitpoint loadtest --bundle digits-bundle/ --target 127.0.0.1:50051 --agents 50 --fps 5 --insecure",
+         "splitpoint loadtest --bundle bundle/ --target dns:///splitpoint-cloud.drones.svc.cluster.local:50051 "
+         "--agents 200 --fps 10 --split 3 --duration 60 --json fleet.json --tls-ca certs/ca.pem"),
+    ),
 }
 
 EXIT_CODES = "exit codes: 0 success; 1 the run failed; 2 a usage, configuration or input error (the message names it)"
@@ -168,6 +175,14 @@ def build_parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
         "Benchmark a bundle through the real server and agent on loopback: every split at every (bandwidth, RTT) "
         "condition (the oracle), the adaptive agent's settled split, a step change, real uplink traces, "
         "throughput mode, goodput and per-frame overhead. See docs/benchmarks.md.")))
+    from splitpoint.loadtest import LoadtestConfig
+
+    p = _command(sub, "loadtest", commands["loadtest"], (
+        "Emulate N drones (each its own channel and Infer stream, paced like a camera, sending the bundle's "
+        "held-out frames cut at one split) against a target, and report frames/s, latency percentiles, "
+        "refusals by status code and each replica's share. Every flag is also a key of the --config TOML file."))
+    p.add_argument("--config", metavar="FILE", help="TOML file; flags given here override it")
+    cfg.add_arguments(p, LoadtestConfig)
     return parser
 
 

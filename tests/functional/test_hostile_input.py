@@ -10,8 +10,9 @@ test_serving.py; this file is about volume, idleness and limits):
   * a stream that never sends, and one that goes quiet after its frames: closed
     with DEADLINE_EXCEEDED after stream_idle_timeout_s, its answers delivered first;
     an active slow stream is not closed; 0 never closes; the value is validated;
-  * more streams than max_streams: the extra one gets RESOURCE_EXHAUSTED and the
-    server keeps serving once a slot frees;
+  * more Infer streams than max_streams (or max_streams_per_agent for one agent): the
+    extra one gets RESOURCE_EXHAUSTED naming the limit, health, Describe and unary
+    frames are still answered, and the server keeps serving once a slot frees;
   * a client that sends and never reads: the server stops reading that stream
     (bounded backlog) instead of piling responses up, and cleans up on cancel.
 """
@@ -33,6 +34,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cloud_server.config import CloudConfig
 from cloud_server.server import CloudServer
@@ -357,13 +359,15 @@ def test_more_streams_than_max_streams(make_server: Callable[..., CloudServer], 
             q.put(good_frame(manifest, raw_inputs[n], n))
             calls.append(stub.Infer(feed(q), timeout=30))
             assert next(calls[-1]).error.code == 0  # the stream is open and served
-        # the third RPC (stream or unary: every RPC counts) is refused, explicitly
+        # a third Infer stream is refused, explicitly, naming the limit
         with pytest.raises(grpc.RpcError) as info:
             list(stub.Infer(iter([good_frame(manifest, raw_inputs[2], 2)]), timeout=RPC_TIMEOUT_S))
-        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        with pytest.raises(grpc.RpcError) as info:
-            stub.InferFrame(good_frame(manifest, raw_inputs[3], 3), timeout=RPC_TIMEOUT_S)
-        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "max_streams" in info.value.details()
+        # only Infer streams count: a unary frame, health and Describe are answered at once
+        assert stub.InferFrame(good_frame(manifest, raw_inputs[3], 3), timeout=RPC_TIMEOUT_S).error.code == 0
+        health = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        assert stub.Describe(offload_pb2.DescribeRequest(), timeout=5).model_digest == manifest.model_digest
         # the open streams go on being served
         feeds[0].put(good_frame(manifest, raw_inputs[4], 4))
         assert next(calls[0]).frame_id == 4
@@ -371,10 +375,38 @@ def test_more_streams_than_max_streams(make_server: Callable[..., CloudServer], 
         feeds[0].put(None)
         assert list(calls[0]) == [] and calls[0].code() == grpc.StatusCode.OK
         wait_for(lambda: streams_open(server) == 1, 5.0, "the stream slot released")
-        resp = stub.InferFrame(good_frame(manifest, raw_inputs[5], 5), timeout=RPC_TIMEOUT_S)
-        assert resp.frame_id == 5 and resp.error.code == 0
+        again = stub.Infer(iter([good_frame(manifest, raw_inputs[5], 5)]), timeout=RPC_TIMEOUT_S)
+        assert [r.frame_id for r in again] == [5]
         feeds[1].put(None)
         assert list(calls[1]) == [] and calls[1].code() == grpc.StatusCode.OK
+
+
+def test_one_agent_cannot_take_every_stream(make_server: Callable[..., CloudServer], manifest: Manifest,
+                                            raw_inputs: np.ndarray) -> None:
+    server = make_server(max_streams=8, max_streams_per_agent=2)
+    named = [("splitpoint-agent", "drone-7")]
+    with grpc.insecure_channel(server.address) as ch, grpc.insecure_channel(server.address) as other:
+        stub = offload_pb2_grpc.OffloadStub(ch)
+        gates = [threading.Event(), threading.Event()]
+
+        def held(gate: threading.Event, n: int) -> Iterator[offload_pb2.InferRequest]:
+            yield good_frame(manifest, raw_inputs[n], n)
+            gate.wait(30)
+
+        calls = [stub.Infer(held(g, n), timeout=30, metadata=named) for n, g in enumerate(gates)]
+        assert [next(c).frame_id for c in calls] == [0, 1]
+        with pytest.raises(grpc.RpcError) as info:  # the same agent, a third stream
+            list(stub.Infer(iter([good_frame(manifest, raw_inputs[2], 2)]), timeout=RPC_TIMEOUT_S, metadata=named))
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "max_streams_per_agent" in info.value.details()
+        # another agent (another name, or another connection without one) is served
+        resp = list(offload_pb2_grpc.OffloadStub(other).Infer(iter([good_frame(manifest, raw_inputs[3], 3)]),
+                                                               timeout=RPC_TIMEOUT_S, metadata=[("splitpoint-agent", "drone-8")]))
+        assert [r.frame_id for r in resp] == [3]
+        for g in gates:
+            g.set()
+        for c in calls:
+            assert list(c) == []
 
 
 # ---------------------------------------------------------------- 4. a client that never reads

@@ -1,0 +1,317 @@
+"""`splitpoint loadtest`: N emulated drones against one server or a set of replicas.
+
+Each drone is its own gRPC channel (its own connection, spread over the target's
+addresses by gRPC's `round_robin` policy with client-side health checking, as real
+agents are) and its own Infer stream, paced like a camera at `fps` with a random phase,
+sending the cut tensor of split `split` for the bundle's held-out frames. The cut
+tensors are computed once, before the run, by the real int8 heads (LiteRT), so the
+generator spends its time on the wire, not on heads.
+
+Every frame sent ends in exactly one outcome: answered (its latency, send to answer,
+and the replica that answered), refused by the server (the status code in its answer,
+e.g. RESOURCE_EXHAUSTED, after which a real agent runs the frame locally), or failed
+with its stream (the stream's status code; the drone opens a new stream, which the
+channel may place on another replica). Frames still unanswered when the run ends count
+as `unanswered`.
+
+One drone holds at most `window` frames in flight; a tick that finds the window full
+is counted as a skipped frame (the camera's frame that a real agent would run locally).
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import queue
+import random
+import statistics
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import grpc
+import numpy as np
+
+from splitpoint.bundle import load_bundle
+from splitpoint.codec import encode
+from splitpoint.config import option
+from splitpoint.errors import ConfigError, status_code_from_int
+from splitpoint.security import ClientSecurity
+from splitpoint.v1 import offload_pb2, offload_pb2_grpc
+from splitpoint.wire_metadata import AGENT_METADATA_KEY, REPLICA_METADATA_KEY
+
+log = logging.getLogger(__name__)
+
+#: how many distinct frames each drone cycles through (precomputed cut tensors)
+DISTINCT_FRAMES = 16
+
+
+@dataclass
+class LoadtestConfig:
+    bundle: str = option(help="bundle directory (the server's): frames, cut tensors, digest", group="target")
+    target: str = option(help="gRPC target: HOST:PORT, several comma-separated, ipv4:A:P,B:P, or dns:///NAME:PORT",
+                         group="target")
+    agents: int = option(10, "emulated drones, each its own channel and stream", group="load")
+    fps: float = option(5.0, "frames per second per drone", group="load")
+    split: int = option(0, "split every drone sends (0: the quantized input)", group="load")
+    window: int = option(1, "frames in flight per drone; a tick with a full window skips its frame", group="load")
+    duration: float = option(20.0, "seconds the drones send", group="load")
+    timeout_s: float = option(10.0, "a frame unanswered this long after the run ends counts as unanswered",
+                              group="load")
+    json: str = option("", "write every figure here as JSON", group="output")
+    tls_ca: str = option("", "CA (PEM) that signed the servers' certificates", group="security")
+    tls_cert: str = option("", "client certificate (PEM) for mutual TLS", group="security")
+    tls_key: str = option("", "private key (PEM) of tls_cert", group="security")
+    tls_server_name: str = option("", "name to verify in the servers' certificates", group="security")
+    token_file: str = option("", "file holding the bearer token", group="security")
+    insecure: bool = option(False, "plaintext (development only)", group="security")
+
+    def validate(self) -> None:
+        for key in ("agents", "window"):
+            if getattr(self, key) < 1:
+                raise ConfigError(key, getattr(self, key), "must be at least 1")
+        for key in ("fps", "duration", "timeout_s"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(key, getattr(self, key), "must be > 0")
+        if self.split < 0:
+            raise ConfigError("split", self.split, "must be >= 0")
+        self.security.validate()
+
+    @property
+    def security(self) -> ClientSecurity:
+        return ClientSecurity(self.tls_ca, self.tls_cert, self.tls_key, self.tls_server_name, self.token_file,
+                              self.insecure)
+
+
+def grpc_target(text: str) -> str:
+    """A list `a:1,b:2` becomes gRPC's `ipv4:a:1,b:2`; a target with a scheme is kept."""
+    if ":///" in text or text.startswith(("ipv4:", "ipv6:", "unix:")):
+        return text
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    return "ipv4:" + ",".join(parts) if len(parts) > 1 else parts[0]
+
+
+def channel_options(max_message_bytes: int = 32 * 1024 * 1024) -> list[tuple[str, Any]]:
+    """round_robin over every address of the target, skipping replicas whose
+    grpc.health.v1 status is not SERVING (a draining server leaves the rotation at once)."""
+    service_config = {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}
+    # a connection of its own per drone, as real drones have (gRPC otherwise shares one
+    # connection among channels to the same target within a process)
+    return [("grpc.service_config", json.dumps(service_config)), ("grpc.enable_retries", 0),
+            ("grpc.use_local_subchannel_pool", 1),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes)]
+
+
+@dataclass
+class LoadReport:
+    config: dict[str, Any]
+    seconds: float
+    sent: int = 0
+    answered: int = 0
+    skipped: int = 0
+    unanswered: int = 0
+    refused: dict[str, int] = field(default_factory=dict)  # per-frame error code -> frames
+    stream_failures: dict[str, int] = field(default_factory=dict)  # stream status -> frames lost with it
+    replicas: dict[str, int] = field(default_factory=dict)  # replica -> frames it answered
+    per_agent_answered: list[int] = field(default_factory=list)
+    latency_ms: dict[str, float] = field(default_factory=dict)  # p50, p95, p99, mean
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.answered / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "frames_per_s": self.frames_per_s}
+
+    def text(self) -> str:
+        lines = [f"{len(self.per_agent_answered)} drones for {self.seconds:.1f}s: {self.sent} frames sent, "
+                 f"{self.answered} answered ({self.frames_per_s:.1f} frames/s), {self.skipped} skipped (window full), "
+                 f"{self.unanswered} unanswered"]
+        if self.latency_ms:
+            lat = self.latency_ms
+            lines.append(f"latency ms: p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  p99 {lat['p99']:.1f}  "
+                         f"mean {lat['mean']:.1f}")
+        for title, counts in (("refused by the server", self.refused), ("lost with their stream", self.stream_failures)):
+            if counts:
+                lines.append(f"{title}: " + ", ".join(f"{code} {n}" for code, n in sorted(counts.items())))
+        for replica, n in sorted(self.replicas.items()):
+            lines.append(f"replica {replica}: {n} frames ({n / max(1, self.answered):.1%})")
+        if self.per_agent_answered:
+            mean = statistics.fmean(self.per_agent_answered)
+            lines.append(f"answered per drone: min {min(self.per_agent_answered)}, mean {mean:.1f}, "
+                         f"max {max(self.per_agent_answered)}")
+        return "\n".join(lines)
+
+
+def _percentile(values: list[float], p: float) -> float:
+    return float(np.percentile(np.asarray(values), p)) if values else 0.0
+
+
+class _Tally:
+    """Outcomes of every frame of the run; the one lock guards all of it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.latencies: list[float] = []
+        self.refused: Counter[str] = Counter()
+        self.stream_failures: Counter[str] = Counter()
+        self.replicas: Counter[str] = Counter()
+        self.sent = self.skipped = 0
+
+
+class _Drone:
+    """One emulated agent: a channel, a stream at a time, `window` frames in flight at most."""
+
+    def __init__(self, n: int, conf: LoadtestConfig, requests: list[offload_pb2.InferRequest], tally: _Tally):
+        self.n, self.conf, self.requests, self.tally = n, conf, requests, tally
+        self.channel = conf.security.channel(grpc_target(conf.target), channel_options())
+        self.stub = offload_pb2_grpc.OffloadStub(self.channel)
+        self.answered = 0
+        self._inflight: dict[int, float] = {}  # frame id -> send time (monotonic)
+        self._lock = threading.Lock()  # guards _inflight and _feed; taken before tally.lock
+        self._feed: queue.Queue | None = None
+        self._next_id = 0
+        self._stop = threading.Event()
+        self._reader = threading.Thread(target=self._run_streams, name=f"drone-{n}", daemon=True)
+
+    def start(self) -> None:
+        self._reader.start()
+
+    def tick(self) -> None:
+        """The camera delivers a frame: send it, or skip it when the window is full."""
+        with self._lock:
+            if self._feed is None or len(self._inflight) >= self.conf.window:
+                with self.tally.lock:
+                    self.tally.skipped += 1
+                return
+            fid = self._next_id
+            self._next_id += 1
+            req = offload_pb2.InferRequest()
+            req.CopyFrom(self.requests[fid % len(self.requests)])
+            req.frame_id = fid
+            self._inflight[fid] = time.monotonic()
+            self._feed.put(req)
+        with self.tally.lock:
+            self.tally.sent += 1
+
+    def _requests(self, feed: queue.Queue) -> Iterator[offload_pb2.InferRequest]:
+        while (req := feed.get()) is not None:
+            yield req
+
+    def _run_streams(self) -> None:
+        while not self._stop.is_set():
+            feed: queue.Queue = queue.Queue()
+            with self._lock:
+                self._feed = feed
+            call = self.stub.Infer(self._requests(feed), metadata=[(AGENT_METADATA_KEY, f"loadtest-{self.n}")])
+            code = "OK"
+            try:
+                replica = dict(call.initial_metadata() or ()).get(REPLICA_METADATA_KEY, "?")
+                for resp in call:
+                    self._answer(resp, replica)
+            except grpc.RpcError as err:
+                code = err.code().name if err.code() else "UNKNOWN"
+            with self._lock:  # frames in flight on the ended stream end with it
+                lost, self._inflight = len(self._inflight), {}
+                self._feed = None
+            feed.put(None)
+            if lost:
+                with self.tally.lock:
+                    self.tally.stream_failures[code] += lost
+            self._stop.wait(0.2)  # then a new stream, which round_robin may place elsewhere
+
+    def _answer(self, resp: offload_pb2.InferResponse, replica: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            sent = self._inflight.pop(resp.frame_id, None)
+        if sent is None:
+            return  # not ours, or already counted
+        with self.tally.lock:
+            if resp.error.code:
+                self.tally.refused[status_code_from_int(resp.error.code).name] += 1
+            else:
+                self.answered += 1
+                self.tally.latencies.append((now - sent) * 1000)
+                self.tally.replicas[replica] += 1
+
+    def outstanding(self) -> int:
+        with self._lock:
+            return len(self._inflight)
+
+    def stop(self) -> int:
+        """End the drone; returns how many of its frames were never answered (each counted here
+        and nowhere else: an answer arriving now finds its frame gone)."""
+        self._stop.set()
+        with self._lock:
+            unanswered, self._inflight = len(self._inflight), {}
+            if self._feed is not None:
+                self._feed.put(None)  # half-close: the server ends the stream
+        self._reader.join(5)
+        self.channel.close()
+        return unanswered
+
+
+def cut_requests(bundle_dir: str, split: int) -> list[offload_pb2.InferRequest]:
+    """Requests for `split` made from the bundle's held-out frames by the real int8 heads."""
+    from edge_node.heads import EdgeHeads
+    from splitpoint.runtime.litert import Device
+
+    bundle = load_bundle(bundle_dir, side="edge")
+    m = bundle.manifest
+    if split not in m.split_ids or split == m.num_layers:
+        raise ConfigError("split", split, f"must be a split the server runs: one of {m.split_ids[:-1]}")
+    raw, _ = bundle.validation_data()
+    heads = EdgeHeads(bundle, Device("cpu"), splits=[split])
+    cut_name = m.split(split).cut[0].name
+    out = []
+    for i in range(min(DISTINCT_FRAMES, len(raw))):
+        head = heads.run(split, heads.preprocess(raw[i]))
+        req = offload_pb2.InferRequest(model_digest=m.model_digest, split=split)
+        req.tensors.append(encode(head.array, name=cut_name, quantization=head.quantization))
+        out.append(req)
+    return out
+
+
+def run_loadtest(conf: LoadtestConfig) -> LoadReport:
+    requests = cut_requests(conf.bundle, conf.split)
+    tally = _Tally()
+    drones = [_Drone(n, conf, requests, tally) for n in range(conf.agents)]
+    for d in drones:
+        d.start()
+    period = 1.0 / conf.fps
+    rng = random.Random(0)
+    start = time.monotonic()
+    # one pacer for every drone: drone n's frames are due at start + phase_n + i * period
+    due = [(start + rng.uniform(0, period), n) for n in range(conf.agents)]
+    heapq.heapify(due)
+    end = start + conf.duration
+    while due[0][0] < end:
+        t, n = heapq.heappop(due)
+        delay = t - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        drones[n].tick()
+        heapq.heappush(due, (t + period, n))
+    seconds = time.monotonic() - start
+    deadline = time.monotonic() + conf.timeout_s
+    while sum(d.outstanding() for d in drones) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    unanswered = sum(d.stop() for d in drones)
+    lat = tally.latencies
+    report = LoadReport(
+        config={k: v for k, v in asdict(conf).items() if k not in ("token_file",)}, seconds=seconds,
+        sent=tally.sent, answered=len(lat), skipped=tally.skipped, unanswered=unanswered,
+        refused=dict(tally.refused), stream_failures=dict(tally.stream_failures), replicas=dict(tally.replicas),
+        per_agent_answered=[d.answered for d in drones],
+        latency_ms={"p50": _percentile(lat, 50), "p95": _percentile(lat, 95), "p99": _percentile(lat, 99),
+                    "mean": statistics.fmean(lat)} if lat else {},
+    )
+    if conf.json:
+        with open(conf.json, "w") as fh:
+            json.dump(report.to_dict(), fh, indent=2)
+    return report

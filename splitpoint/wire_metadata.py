@@ -1,0 +1,12 @@
+"""gRPC metadata keys of the wire contract (besides the proto): both sides import them from here.
+
+- `splitpoint-agent` (client -> server, optional): the agent's name. Without mutual TLS the
+  server counts streams and queue shares per agent by it (cloud_server/admission.py); under
+  mutual TLS the client certificate's common name is used instead.
+- `splitpoint-replica` (server -> client, initial metadata of every Infer stream): the
+  address of the replica that took the stream, so that clients can tell replicas apart
+  behind one load-balanced target (`splitpoint loadtest` counts each replica's share by it).
+"""
+
+AGENT_METADATA_KEY = "splitpoint-agent"
+REPLICA_METADATA_KEY = "splitpoint-replica"
