@@ -25,6 +25,8 @@ class CloudConfig:
                                           "RESOURCE_EXHAUSTED", group="capacity")
     max_inflight_mb: float = option(256.0, "request bytes accepted but not yet computed, over all streams, MiB; "
                                            "past it streams are read no further until frames finish", group="capacity")
+    stream_window_kb: int = option(1024, "HTTP/2 receive window of each stream, KiB: what an unread stream may hold "
+                                         "in buffers; one stream's uplink is at most window / RTT", group="capacity")
     warm_tails: int = option(0, "tails kept loaded (least recently used evicted); 0 keeps all", group="serving")
     max_message_mb: float = option(32.0, "largest request accepted, MiB (RESOURCE_EXHAUSTED above)", group="capacity")
     tls_cert: str = option("", "server certificate (PEM) for TLS", group="security")
@@ -54,7 +56,8 @@ class CloudConfig:
             parse_address("metrics_listen", self.metrics_listen)
         if self.health_listen:
             parse_address("health_listen", self.health_listen)
-        for key in ("workers", "max_batch", "max_queue", "max_streams", "max_streams_per_agent", "max_queue_per_agent"):
+        for key in ("workers", "max_batch", "max_queue", "max_streams", "max_streams_per_agent", "max_queue_per_agent",
+                    "stream_window_kb"):
             if getattr(self, key) < 1:
                 raise ConfigError(key, getattr(self, key), "must be at least 1")
         if self.warm_tails < 0:

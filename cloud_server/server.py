@@ -30,6 +30,7 @@ from splitpoint.v1 import offload_pb2
 from .admission import InflightBytes, StreamAdmission
 from .config import CloudConfig
 from .executor import TailExecutor
+from .memory import MemoryTrimmer
 from .servicer import CloudMetrics, OffloadServicer, add_to_server
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class CloudServer:
         devices = tensorflow_devices()
         log.info("TensorFlow devices: %s", ", ".join(devices))
         self.tails = TailPool(self.bundle, budget=config.warm_tails)
+        self._trimmer = MemoryTrimmer()
         self.executor = TailExecutor(self.tails, config.workers, config.max_batch, config.max_queue,
                                      config.max_queue_per_agent)
         self.servicer = OffloadServicer(
@@ -58,6 +60,7 @@ class CloudServer:
             metrics=self.metrics, stream_idle_timeout_s=config.stream_idle_timeout_s,
             admission=StreamAdmission(config.max_streams, config.max_streams_per_agent),
             inflight=InflightBytes(int(config.max_inflight_mb * 1024 * 1024)),
+            on_stream_end=self._trimmer.stream_ended,
         )
         self.health = health.HealthServicer()
         self._server: grpc.Server | None = None
@@ -80,6 +83,12 @@ class CloudServer:
             ("grpc.max_receive_message_length", cfg.max_message_bytes),
             ("grpc.max_send_message_length", cfg.max_message_bytes),
             ("grpc.so_reuseport", 0),
+            # A fixed receive window per stream instead of one grown by BDP probing: a stream
+            # that is not read (its agent over its backlog, or a client that never reads its
+            # answers) then holds at most this much in gRPC's buffers. One stream's uplink is
+            # bounded by window / RTT: 1 MiB at 150 ms is 56 Mbit/s, above a drone's uplink.
+            ("grpc.http2.bdp_probe", 0),
+            ("grpc.http2.lookahead_bytes", int(cfg.stream_window_kb * 1024)),
         ]
         # Infer streams are admitted by the servicer (max_streams), not by gRPC's
         # maximum_concurrent_rpcs, which would count health checks with them.
@@ -100,6 +109,7 @@ class CloudServer:
         if cfg.health_listen:
             self._health_server, self.health_port = self._start_health_server(cfg.health_listen)
         server.start()
+        self._trimmer.start()
         self._server, self.port = server, port
         self.servicer.replica = self.address
         for name in ("", SERVICE_NAME):
@@ -141,6 +151,7 @@ class CloudServer:
                 self._health_server.stop(0).wait()  # after the main server: probes see NOT_SERVING while it drains
             if self._metrics_server is not None:
                 self._metrics_server.shutdown()
+            self._trimmer.stop()
             self._stopped.set()
             log.info("stopped")
 

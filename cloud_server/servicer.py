@@ -102,7 +102,8 @@ class CloudMetrics:
 class OffloadServicer(offload_pb2_grpc.OffloadServicer):
     def __init__(self, manifest: Manifest, executor: TailExecutor, max_tensor_bytes: int, max_message_bytes: int,
                  metrics: CloudMetrics, stream_idle_timeout_s: float = 0.0, max_stream_backlog: int | None = None,
-                 admission: StreamAdmission | None = None, inflight: InflightBytes | None = None):
+                 admission: StreamAdmission | None = None, inflight: InflightBytes | None = None,
+                 on_stream_end: Callable[[], None] | None = None):
         self.manifest = manifest
         self.executor = executor
         self.max_tensor_bytes = max_tensor_bytes
@@ -119,6 +120,8 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
         self.admission = admission or StreamAdmission(max_streams=1 << 30, max_per_agent=1 << 30)
         #: request bytes accepted and not yet computed, over all streams
         self.inflight = inflight or InflightBytes(1 << 62)
+        #: told when an Infer stream ends (the server trims the heap after bursts)
+        self.on_stream_end = on_stream_end or (lambda: None)
         #: this server's name in the stream's initial metadata (set by CloudServer once bound)
         self.replica = ""
         self._split_labels = {s.split: str(s.split) for s in manifest.splits}
@@ -296,6 +299,7 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
             closing.set()
             self.admission.release(agent)
             self.metrics.streams.dec()
+            self.on_stream_end()
 
     def InferFrame(self, request: offload_pb2.InferRequest, context: grpc.ServicerContext) -> offload_pb2.InferResponse:
         if isinstance(request, UnparseableMessage):

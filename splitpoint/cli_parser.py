@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import splitpoint
 from splitpoint import config as cfg
@@ -107,6 +107,13 @@ def overview() -> str:
     return "\n".join(lines)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error, with where to look."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=32, width=100)
@@ -144,12 +151,12 @@ def fraction(text: str) -> float:
 
 def build_parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
     """The whole grammar; `commands` maps each command name to the function that runs it."""
-    parser = argparse.ArgumentParser(prog="splitpoint", usage="splitpoint [-v] COMMAND [options]",
+    parser = _Parser(prog="splitpoint", usage="splitpoint [-v] COMMAND [options]",
                                      description=overview(), formatter_class=_Formatter)
     parser.add_argument("--version", action="version", version=f"splitpoint {splitpoint.__version__}")
     parser.add_argument("--verbose", "-v", action="store_true",
                         help="debug logging, and the native libraries' own logs (TensorFlow, LiteRT, OpenCV)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", prog="splitpoint")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", prog="splitpoint", parser_class=_Parser)
     _add_demo(_command(sub, "demo", commands["demo"]))
     _add_partition(_command(sub, "partition", commands["partition"],
                             "Partition a model into a bundle: int8 heads for the edge, float tails for the server."))
@@ -232,7 +239,7 @@ def _add_profile(p: argparse.ArgumentParser) -> None:
 def _add_policy(p: argparse.ArgumentParser, func: Command) -> None:
     from scheduler.policy import PolicyConfig
 
-    psub = p.add_subparsers(dest="policy_command", required=True, metavar="SUBCOMMAND")
+    psub = p.add_subparsers(dest="policy_command", required=True, metavar="SUBCOMMAND", parser_class=_Parser)
     summary, usage, examples = COMMANDS["policy"]
     pe = psub.add_parser("explain", help="predicted latency and energy of every split, and the choice", usage=usage,
                          description="Predict every split's latency and edge energy for a given link, and show the "

@@ -111,6 +111,7 @@ def channel_options(max_message_bytes: int = 32 * 1024 * 1024) -> list[tuple[str
 class LoadReport:
     config: dict[str, Any]
     seconds: float
+    connected: int = 0  # drones whose stream was open when the clock started
     sent: int = 0
     answered: int = 0
     skipped: int = 0
@@ -177,6 +178,7 @@ class _Drone:
         self._feed: queue.Queue | None = None
         self._next_id = 0
         self._stop = threading.Event()
+        self.ready = threading.Event()  # its first stream is open (the server sent its metadata)
         self._reader = threading.Thread(target=self._run_streams, name=f"drone-{n}", daemon=True)
 
     def start(self) -> None:
@@ -212,6 +214,7 @@ class _Drone:
             code = "OK"
             try:
                 replica = dict(call.initial_metadata() or ()).get(REPLICA_METADATA_KEY, "?")
+                self.ready.set()
                 for resp in call:
                     self._answer(resp, replica)
             except grpc.RpcError as err:
@@ -281,8 +284,14 @@ def run_loadtest(conf: LoadtestConfig) -> LoadReport:
     requests = cut_requests(conf.bundle, conf.split)
     tally = _Tally()
     drones = [_Drone(n, conf, requests, tally) for n in range(conf.agents)]
+    t0 = time.monotonic()
     for d in drones:
         d.start()
+    # the fleet is connected before the clock starts: connection set-up is not load
+    for d in drones:
+        d.ready.wait(max(0.0, t0 + conf.timeout_s - time.monotonic()))
+    ready = sum(d.ready.is_set() for d in drones)
+    log.info("%d of %d drones connected in %.1fs", ready, len(drones), time.monotonic() - t0)
     period = 1.0 / conf.fps
     rng = random.Random(0)
     start = time.monotonic()
@@ -305,6 +314,7 @@ def run_loadtest(conf: LoadtestConfig) -> LoadReport:
     lat = tally.latencies
     report = LoadReport(
         config={k: v for k, v in asdict(conf).items() if k not in ("token_file",)}, seconds=seconds,
+        connected=ready,
         sent=tally.sent, answered=len(lat), skipped=tally.skipped, unanswered=unanswered,
         refused=dict(tally.refused), stream_failures=dict(tally.stream_failures), replicas=dict(tally.replicas),
         per_agent_answered=[d.answered for d in drones],

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,67 @@ def cloud_server(digits_bundle: Path) -> Iterator[object]:
         yield server
     finally:
         server.stop()
+
+
+class CloudProcess:
+    """`splitpoint cloud` as a real process; `.address` is what it printed it listens on."""
+
+    def __init__(self, bundle: Path, listen: str, log: Path, extra: list[str]):
+        import os
+        import subprocess
+        import sys
+
+        root = Path(__file__).resolve().parents[1]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "splitpoint", "cloud", "--insecure", "--bundle", str(bundle), "--listen", listen,
+             *extra],
+            stdout=subprocess.PIPE, stderr=open(log, "a"), text=True, cwd=root,
+            env=dict(os.environ, PYTHONPATH=str(root), PYTHONUNBUFFERED="1"),
+        )
+        self.log = log
+        self.address = ""
+        deadline = time.monotonic() + 120
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if line.startswith("splitpoint cloud listening on "):
+                self.address = line.rsplit(" ", 1)[1].strip()
+                return
+            if not line and self.proc.poll() is not None:
+                break
+        self.proc.kill()
+        raise AssertionError(f"server did not start: {log.read_text()[-2000:]}")
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmRSS")
+
+    def stop(self, timeout: float = 30) -> int:
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+@pytest.fixture
+def cloud_process(digits_bundle: Path, tmp_path: Path) -> Iterator[Callable[..., CloudProcess]]:
+    """Start real `splitpoint cloud` processes on the digits bundle: make(*flags, listen=...)."""
+    started: list[CloudProcess] = []
+
+    def make(*extra: str, listen: str = "127.0.0.1:0") -> CloudProcess:
+        proc = CloudProcess(digits_bundle, listen, tmp_path / f"cloud-{len(started)}.log", list(extra))
+        started.append(proc)
+        return proc
+
+    yield make
+    for proc in started:
+        proc.stop()

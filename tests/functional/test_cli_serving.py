@@ -103,15 +103,15 @@ def test_edge_flags_override_the_config_file(digits_bundle: Path, tmp_path: Path
 @pytest.mark.parametrize(
     ("toml", "names"),
     [
-        ('window = "x"', ["window", "'x'", "expected an int"]),
-        ('mode = "fast"', ["mode", "'fast'", "throughput, latency"]),
-        ('cloud = "nohostport"', ["cloud", "'nohostport'", "HOST:PORT"]),
-        ('cloud = "127.0.0.1:0"', ["cloud", "'127.0.0.1:0'", "out of range"]),
+        ('window = "x"', ["window", '"x"', "expected an integer, not a string"]),
+        ('mode = "fast"', ["mode", '"fast"', "throughput, latency"]),
+        ('cloud = "nohostport"', ["cloud", '"nohostport"', "HOST:PORT"]),
+        ('cloud = "127.0.0.1:0"', ["cloud", '"127.0.0.1:0"', "out of range"]),
         ('colud = "127.0.0.1:1"', ["colud", "unknown key", "cloud"]),
         ("frame_deadline_ms = 0", ["frame_deadline_ms", "0", "at least 1"]),
         ("split = -1", ["split", "-1"]),
         ("fps = -5", ["fps", "-5"]),
-        ('device = "tpu"', ["device", "'tpu'"]),
+        ('device = "tpu"', ["device", '"tpu"']),
         ("window = [1, 2]", ["window", "[1, 2]"]),
         ("window = ", ["--config", "not valid TOML"]),
     ],
@@ -129,7 +129,7 @@ def test_edge_bad_config_file_exits_2_naming_the_key(toml: str, names: list[str]
     ("flags", "names"),
     [
         (["--window", "x"], ["window", "'x'"]),
-        (["--cloud", "nohostport"], ["cloud", "'nohostport'"]),
+        (["--cloud", "nohostport"], ["cloud", '"nohostport"']),
         (["--split", "two"], ["split", "'two'"]),
     ],
     ids=lambda v: "_".join(v) if isinstance(v, list) and v[0].startswith("--") else None,
@@ -149,7 +149,7 @@ def test_edge_bad_source_exits_2_naming_it(digits_bundle: Path, tmp_path: Path) 
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("splitpoint edge: error: source = 'synthetic:0': "), last
+    assert last.startswith('splitpoint edge: error: source = "synthetic:0": '), last
 
 
 def test_edge_bad_choice_flag_is_an_argparse_error(digits_bundle: Path, tmp_path: Path) -> None:
@@ -183,11 +183,11 @@ def test_cloud_print_config_file_and_flags(digits_bundle: Path, tmp_path: Path) 
     ("toml", "names"),
     [
         ("workers = 0", ["workers", "0", "at least 1"]),
-        ('listen = "nohostport"', ["listen", "'nohostport'"]),
+        ('listen = "nohostport"', ["listen", '"nohostport"']),
         ('listen = "127.0.0.1:99999"', ["listen", "99999"]),
         ("max_message_mb = 0", ["max_message_mb", "0"]),
-        ('grace_s = "soon"', ["grace_s", "'soon'"]),
-        ('log_level = "loud"', ["log_level", "'loud'"]),
+        ('grace_s = "soon"', ["grace_s", '"soon"']),
+        ('log_level = "loud"', ["log_level", '"loud"']),
         ("max_stream = 3", ["max_stream", "unknown key", "max_streams"]),
     ],
     ids=lambda v: v if isinstance(v, str) else None,

@@ -1,0 +1,199 @@
+"""A fleet on one server, as a hostile tester would load it: real `splitpoint cloud` processes.
+
+  * 200 idle Infer streams held open: health Check keeps answering promptly and a good
+    agent is served (streams are admitted by the servicer, not by gRPC's RPC limit);
+  * 200 emulated drones (splitpoint loadtest) overloading one small server: no INTERNAL,
+    every frame answered or refused with RESOURCE_EXHAUSTED (which an agent runs locally),
+    no frame lost, shares of the answered frames even across drones, RSS bounded;
+  * 60 raw HTTP/2 clients that send and never read (1 KiB window, no WINDOW_UPDATE): the
+    server's RSS grows by less than 500 MB and comes back after they leave.
+"""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from edge_node.agent import EdgeAgent
+from edge_node.config import EdgeConfig
+from edge_node.results import read_results
+from edge_node.sources import open_source
+from splitpoint.bundle import load_bundle
+from splitpoint.loadtest import LoadtestConfig, channel_options, cut_requests, run_loadtest
+from splitpoint.v1 import offload_pb2, offload_pb2_grpc
+
+IDLE_STREAMS = 200
+HEALTH_BOUND_MS = 100.0
+
+
+def health_check_ms(stub: health_pb2_grpc.HealthStub) -> float:
+    t0 = time.perf_counter()
+    resp = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+    assert resp.status == health_pb2.HealthCheckResponse.SERVING
+    return (time.perf_counter() - t0) * 1000
+
+
+def test_idle_streams_never_starve_health_or_a_good_agent(cloud_process: Callable, digits_bundle: Path,
+                                                          tmp_path: Path) -> None:
+    server = cloud_process()
+    release = threading.Event()
+    channels = [grpc.insecure_channel(server.address, options=channel_options()) for _ in range(IDLE_STREAMS)]
+
+    def silent() -> Iterator[offload_pb2.InferRequest]:
+        release.wait(60)
+        return
+        yield  # a generator that sends nothing until released
+
+    try:
+        calls = [offload_pb2_grpc.OffloadStub(ch).Infer(silent(), timeout=90) for ch in channels]
+        for call in calls:  # every stream admitted: the server sent its initial metadata
+            assert call.initial_metadata() is not None
+        with grpc.insecure_channel(server.address) as ch:
+            health = health_pb2_grpc.HealthStub(ch)
+            times = [health_check_ms(health)]
+            agent_done = threading.Event()
+            records: list[dict] = []
+
+            def good_agent() -> None:
+                conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:30", cloud=server.address, split=3,
+                                  insecure=True, results=str(tmp_path / "r.jsonl"), fps=20.0)
+                agent = EdgeAgent(conf)
+                with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps) as src:
+                    agent.run(src)
+                records.extend(read_results(conf.results))
+                agent_done.set()
+
+            t = threading.Thread(target=good_agent)
+            t.start()
+            while not agent_done.wait(0.05):  # health throughout the agent's run
+                times.append(health_check_ms(health))
+            t.join(30)
+    finally:
+        release.set()
+        for ch in channels:
+            ch.close()
+    assert len(records) == 30 and all(r["where"] == "cloud" for r in records), [r["where"] for r in records]
+    print(f"health Check with {IDLE_STREAMS} idle streams: median {statistics.median(times):.1f} ms, "
+          f"max {max(times):.1f} ms over {len(times)} checks")
+    assert max(times) < HEALTH_BOUND_MS, sorted(times)[-5:]
+
+
+def test_two_hundred_drones_overloading_one_server(cloud_process: Callable, digits_bundle: Path,
+                                                   tmp_path: Path) -> None:
+    # one worker and small queues: 200 drones at 5 fps are more than it can answer at once
+    server = cloud_process("--workers", "1", "--max-queue", "64", "--max-queue-per-agent", "2")
+    rss_before = server.rss_mb()
+    conf = LoadtestConfig(bundle=str(digits_bundle), target=server.address, agents=200, fps=5.0, split=0,
+                          duration=8.0, insecure=True, json=str(tmp_path / "fleet.json"))
+    report = run_loadtest(conf)
+    rss_after = server.rss_mb()
+    print(report.text())
+    print(f"server RSS {rss_before:.0f} -> {rss_after:.0f} MB")
+    assert report.sent > 1000
+    assert not report.stream_failures and report.unanswered == 0  # no frame lost
+    assert set(report.refused) <= {"RESOURCE_EXHAUSTED"}  # never INTERNAL
+    assert report.answered + sum(report.refused.values()) == report.sent  # every frame ends once
+    shares = report.per_agent_answered
+    mean = statistics.fmean(shares)
+    assert 0.5 * mean <= min(shares) and max(shares) <= 2 * mean, (min(shares), mean, max(shares))
+    assert rss_after - rss_before < 300, (rss_before, rss_after)
+
+
+# ---------------------------------------------------------------- clients that never read
+
+
+def never_reading_client(address: str, message: bytes, stop: threading.Event, progress: list[int], i: int) -> None:
+    """Raw HTTP/2: a 1 KiB receive window, never a WINDOW_UPDATE; sends frames as long as the
+    server's flow control lets it, and reads the socket only to learn about that window."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.exceptions
+    import h2.settings
+
+    host, port = address.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=5)
+    sock.settimeout(0.05)
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1024})
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":path", "/splitpoint.v1.Offload/Infer"),
+                            (":authority", address), ("content-type", "application/grpc"), ("te", "trailers")])
+    framed = b"\0" + len(message).to_bytes(4, "big") + message
+    pending = memoryview(b"")
+    try:
+        while not stop.is_set():
+            if not pending:
+                pending = memoryview(framed)
+            window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+            if window > 0:
+                chunk = pending[:window]
+                conn.send_data(sid, bytes(chunk))
+                pending = pending[len(chunk):]
+                progress[i] += len(chunk)
+            data = conn.data_to_send()
+            if data:
+                sock.sendall(data)
+            try:
+                incoming = sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not incoming:
+                return
+            conn.receive_data(incoming)  # window updates and settings; the data is never acknowledged
+    except (OSError, h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError):
+        return
+    finally:
+        sock.close()
+
+
+def test_clients_that_never_read_cost_bounded_memory(cloud_process: Callable, digits_bundle: Path) -> None:
+    server = cloud_process("--max-message-mb", "4")
+    bundle = load_bundle(digits_bundle)
+    # a large valid-looking frame: the split-0 request padded to ~1 MiB of tensor data, refused
+    # by validation (wrong size), so every message costs the server a read and an answer
+    req = cut_requests(str(digits_bundle), 0)[0]
+    req.tensors[0].data = b"\x01" * (1024 * 1024)
+    message = req.SerializeToString()
+    assert bundle.manifest.model_digest == req.model_digest
+    rss_before = server.rss_mb()
+    stop = threading.Event()
+    progress = [0] * 60
+    threads = [threading.Thread(target=never_reading_client, args=(server.address, message, stop, progress, i),
+                                daemon=True) for i in range(60)]
+    for t in threads:
+        t.start()
+    try:
+        last, still_since = -1, time.monotonic()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and time.monotonic() - still_since < 2.0:  # until they are all held
+            time.sleep(0.25)
+            total = sum(progress)
+            if total != last:
+                last, still_since = total, time.monotonic()
+        rss_held = server.rss_mb()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    deadline = time.monotonic() + 20
+    rss_after = server.rss_mb()
+    while rss_after - rss_before > 150 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        rss_after = server.rss_mb()
+    print(f"60 clients that never read sent {sum(progress) / 2**20:.0f} MiB before being held back; server RSS "
+          f"{rss_before:.0f} MB -> {rss_held:.0f} MB held -> {rss_after:.0f} MB after they left")
+    assert sum(progress) > 0
+    assert rss_held - rss_before < 500, (rss_before, rss_held)
+    assert rss_after - rss_before < 150, (rss_before, rss_after)
+    # and the server still serves
+    with grpc.insecure_channel(server.address) as ch:
+        assert health_check_ms(health_pb2_grpc.HealthStub(ch)) < 5000
