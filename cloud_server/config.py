@@ -34,6 +34,9 @@ class CloudConfig:
     tls_client_ca: str = option("", "CA (PEM) that signs client certificates: set it for mutual TLS", group="security")
     token_file: str = option("", "file holding the bearer token every call must carry", group="security")
     insecure: bool = option(False, "serve plaintext without TLS (development only; the server warns loudly)", group="security")
+    allow_plaintext_token: bool = option(
+        False, "accept token_file's bearer token over plaintext (insecure); refused without this, as anyone on "
+               "the network can read the token (development only; the server warns loudly)", group="security")
     grace_s: float = option(10.0, "on SIGTERM/SIGINT, seconds in-flight frames get to finish", group="capacity")
     health_listen: str = option("", "HOST:PORT serving only grpc.health.v1 in plaintext, for probes that cannot "
                                     "speak TLS (Kubernetes gRPC probes); empty = off", group="serving")
@@ -44,7 +47,8 @@ class CloudConfig:
 
     @property
     def security(self) -> ServerSecurity:
-        return ServerSecurity(self.tls_cert, self.tls_key, self.tls_client_ca, self.token_file, self.insecure)
+        return ServerSecurity(self.tls_cert, self.tls_key, self.tls_client_ca, self.token_file, self.insecure,
+                              self.allow_plaintext_token)
 
     @property
     def max_message_bytes(self) -> int:

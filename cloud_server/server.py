@@ -2,9 +2,9 @@
 
 `CloudServer(config).start()` binds (port 0 picks a free port; `.port` says
 which), loads and warms the tails, and serves Offload plus grpc.health.v1.
-`stop()` is idempotent and graceful: health goes NOT_SERVING, new frames are
-refused with UNAVAILABLE, frames already accepted finish (within the grace
-period), then the gRPC server stops.
+`stop()` is idempotent and graceful: health goes NOT_SERVING and open health
+Watch streams end, new frames are refused with UNAVAILABLE, frames already
+accepted finish (within the grace period), then the gRPC server stops.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from concurrent import futures
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from splitpoint.bundle import load_bundle
@@ -30,6 +30,7 @@ from splitpoint.v1 import offload_pb2
 from .admission import InflightBytes, StreamAdmission
 from .config import CloudConfig
 from .executor import TailExecutor
+from .health import DrainingHealthServicer
 from .memory import MemoryTrimmer
 from .servicer import CloudMetrics, OffloadServicer, add_to_server
 
@@ -62,7 +63,7 @@ class CloudServer:
             inflight=InflightBytes(int(config.max_inflight_mb * 1024 * 1024)),
             on_stream_end=self._trimmer.stream_ended,
         )
-        self.health = health.HealthServicer()
+        self.health = DrainingHealthServicer()
         self._server: grpc.Server | None = None
         self._health_server: grpc.Server | None = None
         self.health_port: int | None = None
@@ -143,6 +144,7 @@ class CloudServer:
             grace = self.config.grace_s if grace is None else grace
             log.info("shutting down: finishing in-flight frames (grace %.1fs)", grace)
             self.health.enter_graceful_shutdown()
+            self.health.end_watches()  # an open Watch would hold the gRPC server's stop for all of grace
             self.servicer.begin_drain()
             self.executor.close(timeout=grace)
             if self._server is not None:

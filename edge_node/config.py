@@ -36,6 +36,9 @@ class EdgeConfig:
     tls_server_name: str = option("", "name to verify in the server's certificate when it differs from the cloud host", group="security")
     token_file: str = option("", "file holding the bearer token sent with every call", group="security")
     insecure: bool = option(False, "talk plaintext without TLS (development only)", group="security")
+    allow_plaintext_token: bool = option(
+        False, "send token_file's bearer token over plaintext (insecure); refused without this, as anyone on "
+               "the network can read the token (development only; the agent warns loudly)", group="security")
     metrics_listen: str = option("", "HOST:PORT for Prometheus /metrics; empty = off", group="output")
     log_level: str = option("info", "logging level", choices=("debug", "info", "warning", "error"), group="output")
     results_format: str = option("jsonl", "results log format: jsonl (JSON lines) or sqlite (SQLite, WAL mode)",
@@ -89,7 +92,8 @@ class EdgeConfig:
 
     @property
     def security(self) -> ClientSecurity:
-        return ClientSecurity(self.tls_ca, self.tls_cert, self.tls_key, self.tls_server_name, self.token_file, self.insecure)
+        return ClientSecurity(self.tls_ca, self.tls_cert, self.tls_key, self.tls_server_name, self.token_file,
+                              self.insecure, self.allow_plaintext_token)
 
     @property
     def max_message_bytes(self) -> int:

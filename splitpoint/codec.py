@@ -181,6 +181,11 @@ def decode(msg: tensor_pb2.Tensor, max_bytes: int = DEFAULT_MAX_TENSOR_BYTES, fi
             raise TensorError(f"{field}.data", f"{len(msg.data)} bytes", f"not valid zlib data ({exc})") from None
         if len(data) == nbytes and not inflater.eof:
             raise TensorError(f"{field}.data", f"{len(msg.data)} bytes", "truncated zlib stream (no end marker)")
+        if inflater.unused_data:
+            # Bytes after the end marker are not part of the tensor: accepting them would let a
+            # peer smuggle data past the size checks, and they mean a broken or forged encoder.
+            raise TensorError(f"{field}.data", f"{len(msg.data)} bytes",
+                              f"{len(inflater.unused_data)} bytes of trailing data after the zlib stream")
     elif msg.compression != tensor_pb2.COMPRESSION_NONE:
         raise TensorError(f"{field}.compression", msg.compression, "unknown compression")
     if len(data) != nbytes:

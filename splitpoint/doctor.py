@@ -42,7 +42,8 @@ MAX_SKEW_S = 2.0
 CLOUD_TIMEOUT_S = 5.0
 LIBEDGETPU_PACKAGES = ("libedgetpu1-std", "libedgetpu1-max")
 #: the edge config keys that decide how the agent talks to the server (passed to the client factory)
-TRANSPORT_KEYS = ("tls_ca", "tls_cert", "tls_key", "tls_server_name", "token_file", "insecure")
+TRANSPORT_KEYS = ("tls_ca", "tls_cert", "tls_key", "tls_server_name", "token_file", "insecure", "allow_plaintext_token")
+_BOOL_KEYS = ("insecure", "allow_plaintext_token")
 #: every edge config key the doctor uses
 EDGE_KEYS = ("bundle", "cloud", "device", "results", *TRANSPORT_KEYS)
 
@@ -126,7 +127,7 @@ def client_factory(address: str, transport: dict[str, Any] | None = None,
         from splitpoint.security import ClientSecurity
 
         parse_address("cloud", address, allow_zero_port=False)
-        security = ClientSecurity(**{k: (bool(v) if k == "insecure" else str(v or "")) for k, v in keys.items()})
+        security = ClientSecurity(**{k: (bool(v) if k in _BOOL_KEYS else str(v or "")) for k, v in keys.items()})
         security.validate()
         return OffloadClient(address, timeout_s=timeout_s, security=security)
 
@@ -177,7 +178,7 @@ def resolve_settings(config_path: str | None, flags: dict[str, Any]) -> tuple[di
 
 
 def _setting(key: str, value: Any) -> Any:
-    if key == "insecure":
+    if key in _BOOL_KEYS:
         return value is True or str(value).lower() in ("true", "yes", "1", "on")
     return "" if value is None else str(value)
 

@@ -7,6 +7,9 @@
 - Client: the CA that signed the server's certificate, optionally its own
   certificate and key (mTLS), and the token file.
 - Plaintext only when asked with `insecure`; the server warns loudly when it runs so.
+  A bearer token over plaintext can be read (and replayed) by anyone on the path, so
+  `insecure` with a `token_file` is refused on both sides unless `allow_plaintext_token`
+  says so too, and then each side warns loudly.
 
 Tokens and keys are read from files, compared in constant time, and never logged.
 """
@@ -25,6 +28,7 @@ from typing import Any
 import grpc
 
 from splitpoint.errors import ConfigError
+from splitpoint.ratelimited_log import RefusalLog, client_of
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,23 @@ def _check_mode(tls_key: str, tls_value: str, insecure: bool, missing: str) -> N
         raise ConfigError("insecure", True, f"cannot be combined with {tls_key}: choose TLS or plaintext")
 
 
+def _check_plaintext_token(insecure: bool, token_file: str, allowed: bool, side: str) -> None:
+    """`insecure` + `token_file` is a ConfigError unless `allow_plaintext_token`; a loud WARNING if allowed."""
+    if not (insecure and token_file):
+        return
+    if not allowed:
+        raise ConfigError("token_file", token_file,
+                          f"with insecure = true the bearer token would be {side} in plaintext, readable and "
+                          "replayable by anyone on the network: use TLS (tls_cert/tls_key on the server, tls_ca on "
+                          "the agent) instead of insecure, or set allow_plaintext_token = true "
+                          "(--allow-plaintext-token) on a trusted bench")
+
+
+def _warn_plaintext_token(side: str) -> None:
+    log.warning("*** PLAINTEXT TOKEN: the bearer token is %s without TLS (insecure and allow_plaintext_token "
+                "are set): anyone on the network can read it and use it. Development only. ***", side)
+
+
 @dataclass(frozen=True)
 class ServerSecurity:
     tls_cert: str = ""
@@ -78,6 +99,7 @@ class ServerSecurity:
     tls_client_ca: str = ""
     token_file: str = ""
     insecure: bool = False
+    allow_plaintext_token: bool = False
 
     def validate(self) -> None:
         _check_pair(self.tls_cert, self.tls_key)
@@ -86,6 +108,7 @@ class ServerSecurity:
         _check_mode("tls_cert", self.tls_cert, self.insecure,
                     "no TLS certificate: give tls_cert and tls_key (`splitpoint certs` makes development ones), "
                     "or --insecure to serve plaintext (development only)")
+        _check_plaintext_token(self.insecure, self.token_file, self.allow_plaintext_token, "accepted")
 
     @property
     def mode(self) -> str:
@@ -101,14 +124,23 @@ class ServerSecurity:
         return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
 
     def interceptors(self) -> list[grpc.ServerInterceptor]:
-        return [TokenAuthInterceptor(read_token("token_file", self.token_file))] if self.token_file else []
+        if not self.token_file:
+            return []
+        _check_plaintext_token(self.insecure, self.token_file, self.allow_plaintext_token, "accepted")
+        if self.insecure:
+            _warn_plaintext_token("accepted")
+        return [TokenAuthInterceptor(read_token("token_file", self.token_file))]
 
 
 class TokenAuthInterceptor(grpc.ServerInterceptor):
-    """Every RPC but health checks must carry `authorization: Bearer <token>`."""
+    """Every RPC but health checks must carry `authorization: Bearer <token>`.
 
-    def __init__(self, token: str):
+    Refusals are logged through a RefusalLog: one line per client per interval, with a count.
+    """
+
+    def __init__(self, token: str, refusals: RefusalLog | None = None):
         self._expected = f"Bearer {token}".encode()
+        self.refusals = refusals or RefusalLog(log)
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(details)
@@ -117,14 +149,15 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
         got = next((v for k, v in (details.invocation_metadata or ()) if k == "authorization"), "")
         if hmac.compare_digest(got.encode() if isinstance(got, str) else got, self._expected):
             return handler
-        log.warning("refused %s: %s", details.method, UNAUTHENTICATED_MESSAGE)
-        return _refusing(handler)
+        return _refusing(handler, details.method, self.refusals)
 
 
-def _refusing(handler: Any) -> Any:
+def _refusing(handler: Any, method: str, refusals: RefusalLog) -> Any:
     """A handler of the same shape as `handler` that ends the call with UNAUTHENTICATED."""
 
     def deny(_request: Any, context: grpc.ServicerContext) -> Any:
+        # logged here, not in the interceptor: only the call's context knows the peer
+        refusals.note(client_of(context.peer()), f"{method}: {UNAUTHENTICATED_MESSAGE}")
         context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
 
     kwargs = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
@@ -145,14 +178,20 @@ class ClientSecurity:
     tls_server_name: str = ""
     token_file: str = ""
     insecure: bool = False
+    allow_plaintext_token: bool = False
 
     def validate(self) -> None:
         _check_pair(self.tls_cert, self.tls_key)
         _check_mode("tls_ca", self.tls_ca, self.insecure,
                     "no tls_ca to verify the server with: give tls_ca (and tls_cert/tls_key for mutual TLS), "
                     "or --insecure to talk plaintext (development only)")
+        _check_plaintext_token(self.insecure, self.token_file, self.allow_plaintext_token, "sent")
 
     def channel(self, address: str, options: list[tuple[str, Any]]) -> grpc.Channel:
+        # checked here too: a caller that skipped validate() must not leak the token either
+        _check_plaintext_token(self.insecure, self.token_file, self.allow_plaintext_token, "sent")
+        if self.insecure and self.token_file:
+            _warn_plaintext_token("sent")
         if self.insecure:
             channel = grpc.insecure_channel(address, options=options)
         else:
@@ -170,7 +209,7 @@ class ClientSecurity:
 
 
 class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
-    """Adds the token to every call (works over TLS and, for development, plaintext)."""
+    """Adds the token to every call (over TLS; over plaintext only with allow_plaintext_token)."""
 
     def __init__(self, token: str):
         self._header = ("authorization", f"Bearer {token}")

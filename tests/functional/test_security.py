@@ -125,7 +125,7 @@ def test_bad_tls_settings_are_named(digits_bundle: Path, certs, tmp_path: Path) 
     short = tmp_path / "short"
     short.write_text("abc\n")
     with pytest.raises(ConfigError, match="shorter than 16"):
-        start(digits_bundle, insecure=True, token_file=str(short))
+        start(digits_bundle, insecure=True, token_file=str(short), allow_plaintext_token=True)
 
 
 def test_certs_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
