@@ -226,3 +226,20 @@ def test_envoy_balances_grpc_over_the_headless_service_with_health_checks() -> N
     route = routes["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
     assert route["cluster"] == cluster["name"]
     assert route["timeout"] == "0s", "Infer streams are long-lived: no route timeout"
+
+
+def test_dockerfile_matches_the_deployment() -> None:
+    """The image's user, ports and command are the ones the Deployment relies on."""
+    lines = [ln.strip() for ln in (ROOT / "Dockerfile").read_text().splitlines()]
+    instructions = {}
+    for ln in lines:
+        word, _, rest = ln.partition(" ")
+        if word in ("USER", "EXPOSE", "ENTRYPOINT", "CMD"):
+            assert word not in instructions, f"two {word} lines"
+            instructions[word] = rest.strip()
+    pod = pod_spec()["securityContext"]
+    assert instructions["USER"] == f"{pod['runAsUser']}:{pod['runAsGroup']}"
+    assert {int(p) for p in instructions["EXPOSE"].split()} == set(ports().values())
+    assert instructions["ENTRYPOINT"] == '["splitpoint"]' and container()["command"] == ["splitpoint"]
+    assert instructions["CMD"].replace('"', "") == "[" + ", ".join(container()["args"]) + "]"
+    assert any("[cloud]" in ln for ln in lines if ln.startswith(("RUN", "&&"))), "installs the cloud extra"
