@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -34,7 +33,6 @@ def setup_logging(level: str = "info") -> None:
         stream=sys.stderr,
         force=True,
     )
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 # ---------------------------------------------------------------- partition
@@ -427,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from splitpoint import native_logs
+
+    native_logs.configure(args.verbose)  # before any command loads TensorFlow, LiteRT or OpenCV
     setup_logging("debug" if args.verbose else "warning" if args.command == "demo" else "info")
     try:
         return int(args.func(args) or 0)
