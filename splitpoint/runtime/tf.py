@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 from types import ModuleType
 
 from splitpoint import native_logs
@@ -14,10 +16,12 @@ log = logging.getLogger(__name__)
 def import_tensorflow() -> ModuleType:
     """TensorFlow without its load-time chatter (splitpoint -v shows it). The edge side never needs it."""
     native_logs.quiet_environment()
+    # absl prints its InitializeLog warning and the oneDNN notice while the libraries load,
+    # whatever TF_CPP_MIN_LOG_LEVEL says: only capturing fd 2 then keeps them off the screen.
+    # Once loaded, nothing prints: later calls (a tail loaded per request) leave fd 2 alone.
+    loading = native_logs.filtered_stderr() if "tensorflow" not in sys.modules else contextlib.nullcontext()
     try:
-        # absl prints its InitializeLog warning and the oneDNN notice while the libraries load,
-        # whatever TF_CPP_MIN_LOG_LEVEL says: only capturing fd 2 here keeps them off the screen.
-        with native_logs.filtered_stderr():
+        with loading:
             import keras  # noqa: F401  (Keras 3 comes with TensorFlow)
             import tensorflow as tf
     except ImportError as exc:
