@@ -115,6 +115,8 @@ def filtered_stderr() -> Iterator[None]:
             sys.stderr.flush()
             saved = os.dup(2)
         except (OSError, ValueError, AttributeError):  # no usable fd 2 (closed, or embedded): run as is
+            saved = -1
+        if saved < 0:
             yield
             return
         _depth = 1
