@@ -62,6 +62,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from splitpoint import native_logs
 from splitpoint.bundle import Bundle, Preprocessing
 from splitpoint.errors import BackendUnavailableError, ConfigError
 from splitpoint.images import (
@@ -331,6 +332,9 @@ class SyntheticSource(_Source):
 
 
 def _import_cv2(what: str) -> Any:
+    # OpenCV reads OPENCV_LOG_LEVEL when it first logs: set it now, or a missing camera prints
+    # videoio's own WARN lines ahead of our clear error (splitpoint -v keeps them).
+    native_logs.quiet_environment()
     try:
         import cv2
     except ImportError:

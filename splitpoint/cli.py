@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -36,7 +35,6 @@ def setup_logging(level: str = "info") -> None:
         stream=sys.stderr,
         force=True,
     )
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 # ---------------------------------------------------------------- partition
@@ -114,7 +112,7 @@ def cmd_cloud(args: argparse.Namespace) -> int:
     if args.print_config:
         return 0
     assert isinstance(conf, CloudConfig)
-    setup_logging(conf.log_level)
+    setup_logging("debug" if args.verbose else conf.log_level)  # -v wins over the file
     from cloud_server.server import serve
 
     return serve(conf)
@@ -127,7 +125,7 @@ def cmd_edge(args: argparse.Namespace) -> int:
     if args.print_config:
         return 0
     assert isinstance(conf, EdgeConfig)
-    setup_logging(conf.log_level)
+    setup_logging("debug" if args.verbose else conf.log_level)  # -v wins over the file
     import signal
 
     from edge_node.agent import EdgeAgent
@@ -283,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from splitpoint import native_logs
+
+    native_logs.configure(args.verbose)  # before any command loads TensorFlow, LiteRT or OpenCV
     if not args.command:  # bare `splitpoint`: say what there is
         print(cli_parser.overview())
         return 0

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from splitpoint import native_logs
 from splitpoint.errors import BundleError, SplitpointError
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def start_server(bundle: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, "-m", "splitpoint", "cloud", "--bundle", str(bundle), "--listen", "127.0.0.1:0", "--log-level", "warning",
            "--insecure"]  # loopback only: nothing leaves this machine
     log_fh = open(log_path, "w")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_fh, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_fh, text=True, env=native_logs.child_env(dict(os.environ, PYTHONUNBUFFERED="1")))
     log_fh.close()
     assert proc.stdout is not None
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S

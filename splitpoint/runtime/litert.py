@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from splitpoint import native_logs
 from splitpoint.codec import Quantization
 from splitpoint.errors import BackendUnavailableError, ConfigError, EdgeTpuUnavailableError
 
@@ -143,8 +144,11 @@ class HeadRunner:
         if num_threads:
             kwargs["num_threads"] = num_threads
         try:
-            self._interp = module.Interpreter(**kwargs)
-            self._interp.allocate_tensors()
+            # The first interpreter of a process announces its XNNPACK delegate on fd 2 (LiteRT's
+            # logger has no off switch): drop that line, keep anything else it says.
+            with native_logs.filtered_stderr():
+                self._interp = module.Interpreter(**kwargs)
+                self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             hint = _delegate_hint(str(exc)) if delegate is not None else ""
             raise BackendUnavailableError(f"cannot load head {path}: {exc}{hint}") from None
