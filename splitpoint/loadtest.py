@@ -59,6 +59,9 @@ class LoadtestConfig:
     fps: float = option(5.0, "frames per second per drone", group="load")
     split: int = option(0, "split every drone sends (0: the quantized input)", group="load")
     window: int = option(1, "frames in flight per drone; a tick with a full window skips its frame", group="load")
+    stream_frames: int = option(20, "frames a drone sends on one Infer stream before it opens the next, as agents "
+                                    "replace streams; each new stream may land on another replica (0 = one stream)",
+                                group="load")
     duration: float = option(20.0, "seconds the drones send", group="load")
     timeout_s: float = option(10.0, "a frame unanswered this long after the run ends counts as unanswered",
                               group="load")
@@ -71,6 +74,8 @@ class LoadtestConfig:
     insecure: bool = option(False, "plaintext (development only)", group="security")
 
     def validate(self) -> None:
+        if self.stream_frames < 0:
+            raise ConfigError("stream_frames", self.stream_frames, "must be >= 0 (0 = one stream per drone)")
         for key in ("agents", "window"):
             if getattr(self, key) < 1:
                 raise ConfigError(key, getattr(self, key), "must be at least 1")
@@ -177,6 +182,7 @@ class _Drone:
         self._lock = threading.Lock()  # guards _inflight and _feed; taken before tally.lock
         self._feed: queue.Queue | None = None
         self._next_id = 0
+        self._on_stream = 0  # frames sent on the current stream
         self._stop = threading.Event()
         self.ready = threading.Event()  # its first stream is open (the server sent its metadata)
         self._reader = threading.Thread(target=self._run_streams, name=f"drone-{n}", daemon=True)
@@ -198,6 +204,10 @@ class _Drone:
             req.frame_id = fid
             self._inflight[fid] = time.monotonic()
             self._feed.put(req)
+            self._on_stream += 1
+            if self._on_stream == self.conf.stream_frames:  # its quota: half-close, the reader opens the next
+                self._feed.put(None)
+                self._feed = None
         with self.tally.lock:
             self.tally.sent += 1
 
@@ -209,7 +219,7 @@ class _Drone:
         while not self._stop.is_set():
             feed: queue.Queue = queue.Queue()
             with self._lock:
-                self._feed = feed
+                self._feed, self._on_stream = feed, 0
             call = self.stub.Infer(self._requests(feed), metadata=[(AGENT_METADATA_KEY, f"loadtest-{self.n}")])
             code = "OK"
             try:
@@ -226,7 +236,9 @@ class _Drone:
             if lost:
                 with self.tally.lock:
                     self.tally.stream_failures[code] += lost
-            self._stop.wait(0.2)  # then a new stream, which round_robin may place elsewhere
+            if code != "OK":
+                self._stop.wait(0.2)  # a failed stream: a moment before the next, which round_robin places
+                                      # on a replica that reports SERVING
 
     def _answer(self, resp: offload_pb2.InferResponse, replica: str) -> None:
         now = time.monotonic()

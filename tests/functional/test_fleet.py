@@ -197,3 +197,43 @@ def test_clients_that_never_read_cost_bounded_memory(cloud_process: Callable, di
     # and the server still serves
     with grpc.insecure_channel(server.address) as ch:
         assert health_check_ms(health_pb2_grpc.HealthStub(ch)) < 5000
+
+
+# ---------------------------------------------------------------- replicas behind one target
+
+
+def test_thirty_drones_spread_over_three_replicas_and_leave_a_draining_one(cloud_process: Callable,
+                                                                          digits_bundle: Path,
+                                                                          tmp_path: Path) -> None:
+    servers = [cloud_process("--grace-s", "3", listen=f"127.0.0.{i}:0") for i in (1, 2, 3)]
+    target = "ipv4:" + ",".join(s.address for s in servers)
+    # gRPC balances per stream (round_robin, each channel starting at a random replica); a drone
+    # replaces its stream every 10 frames, as agents replace theirs, so its streams take turns
+    conf = LoadtestConfig(bundle=str(digits_bundle), target=target, agents=30, fps=5.0, split=3, duration=12.0,
+                          stream_frames=10, insecure=True)
+    first = run_loadtest(conf)
+    print(first.text())
+    assert first.answered == first.sent and not first.refused and not first.stream_failures
+    shares = {s.address: first.replicas.get(s.address, 0) / first.answered for s in servers}
+    assert all(0.20 <= share <= 0.46 for share in shares.values()), shares
+
+    # the same fleet again, and one replica is sent SIGTERM in the middle of it
+    result: list = []
+    runner = threading.Thread(target=lambda: result.append(run_loadtest(
+        LoadtestConfig(bundle=str(digits_bundle), target=target, agents=30, fps=5.0, split=3, duration=10.0,
+                       stream_frames=10, insecure=True))))
+    runner.start()
+    time.sleep(4.0)  # the fleet is connected and sending (set-up is before its clock starts)
+    assert servers[0].stop() == 0
+    runner.join(60)
+    second = result[0]
+    print(second.text())
+    # every frame ends exactly once: answered, or refused/ended by the draining replica (an
+    # agent runs those locally); none is left without an outcome
+    lost = sum(second.refused.values()) + sum(second.stream_failures.values())
+    assert second.answered + lost == second.sent and second.unanswered == 0
+    assert set(second.refused) | set(second.stream_failures) <= {"UNAVAILABLE"}
+    assert lost <= 30 * 2, (second.refused, second.stream_failures)  # at most the frames in flight at the drain
+    # the drained replica's drones moved: the other two answered the rest
+    assert second.replicas.get(servers[1].address, 0) + second.replicas.get(servers[2].address, 0) > second.answered / 2
+    assert min(second.per_agent_answered) > 0
