@@ -18,7 +18,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
-  echo "installing splitpoint[edge,cloud,video,dev,bench] into $VENV (about a minute the first time) ..." >&2
+  echo "installing splitpoint[edge,cloud,video,dev,bench] into $VENV (a few minutes the first time: TensorFlow is large) ..." >&2
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   "$VENV/bin/python" -m pip install --quiet -e "$ROOT[edge,cloud,video,dev,bench]"
   touch "$STAMP"

@@ -328,8 +328,8 @@ def check_runtimes() -> list[Check]:
         else:
             checks.append(Check("FAIL", "32-bit ARM",
                                 "this Python is 32-bit ARM and LiteRT (ai-edge-litert) publishes no 32-bit ARM wheels: "
-                                "pip install 'splitpoint[edge-32bit]' (tflite-runtime 2.14 with NumPy < 2, Python 3.11), "
-                                "or install the 64-bit Raspberry Pi OS; see docs/field-deployment.md"))
+                                "install splitpoint with its [edge-32bit] extra (tflite-runtime 2.14 with NumPy < 2, Python "
+                                "3.11), or the 64-bit Raspberry Pi OS; see docs/field-deployment.md"))
     # the same check, and the same words, as the agent and every command that loads a head
     problem = numpy_pairing_problem()
     if problem:

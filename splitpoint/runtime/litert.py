@@ -89,8 +89,8 @@ def numpy_pairing_problem() -> str | None:
     except Exception:  # a tflite_runtime without metadata still gets the message
         version = ""
     return (f"tflite-runtime{version} cannot load models under NumPy {np.__version__} (it is built for NumPy 1.x): "
-            "pip install 'numpy<2' (32-bit Raspberry Pi OS: pip install 'splitpoint[edge-32bit]'), or, on 64-bit "
-            "systems, install ai-edge-litert (pip install 'splitpoint[edge]'); see docs/field-deployment.md")
+            "pip install 'numpy<2' (on 32-bit Raspberry Pi OS install splitpoint with its [edge-32bit] extra), or, "
+            "on a 64-bit system, install ai-edge-litert (the [edge] extra); see docs/field-deployment.md")
 
 
 def interpreter_module() -> tuple[ModuleType | Any, str]:
