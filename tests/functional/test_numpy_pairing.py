@@ -66,7 +66,7 @@ def _the_message(text: str) -> str:
     return text[start:].splitlines()[0]
 
 
-def test_agent_and_doctor_refuse_tflite_runtime_under_numpy2(fake_tflite: Path, digits_bundle: Path,
+def test_agent_doctor_and_profile_refuse_tflite_runtime_under_numpy2(fake_tflite: Path, digits_bundle: Path,
                                                              tmp_path: Path) -> None:
     results = tmp_path / "results.jsonl"
     edge = _run(fake_tflite, "edge", "--insecure", "--bundle", str(digits_bundle), "--cloud", "127.0.0.1:9",
@@ -81,6 +81,13 @@ def test_agent_and_doctor_refuse_tflite_runtime_under_numpy2(fake_tflite: Path, 
     assert "Traceback" not in doctor.stderr + doctor.stdout
     assert "[FAIL] tflite-runtime + NumPy 2: " in doctor.stdout
     assert _the_message(doctor.stdout) == agent_says  # one check, one wording
+
+    # any other command that loads a head says the same
+    profile = _run(fake_tflite, "profile", "edge", "--bundle", str(digits_bundle), "--runs", "2",
+                   "-o", str(tmp_path / "edge.json"))
+    assert profile.returncode == 1, profile.stderr[-3000:]
+    assert "Traceback" not in profile.stderr + profile.stdout
+    assert _the_message(profile.stderr) == agent_says
 
 
 def test_numpy1_pairing_check_leaves_litert_alone() -> None:
