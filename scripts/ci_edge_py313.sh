@@ -8,6 +8,7 @@
 #   SPLITPOINT_VENV  the main environment, made by scripts/test.sh (default: .venv in the repository)
 #   BUILD_PYTHON     the interpreter that runs `python -m build` (default: the main environment's)
 #   KEEP_WORK=1      keep the temporary directory (wheel, environment, bundle) for a look afterwards
+# Extra arguments go to pytest.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MAIN_PY="${SPLITPOINT_VENV:-$ROOT/.venv}/bin/python"
@@ -66,4 +67,4 @@ PYTHONPATH="$ROOT" TF_CPP_MIN_LOG_LEVEL=2 "$MAIN_PY" -m splitpoint partition dig
 say "running the edge_side tests on Python 3.13 against the installed wheel"
 env -u PYTHONPATH SPLITPOINT_EDGE_WHEEL_RUN=1 SPLITPOINT_TEST_BUNDLE="$WORK/bundle" SPLITPOINT_CLOUD_PYTHON="$MAIN_PY" \
   "$EPY" -m pytest -c "$ROOT/pyproject.toml" --rootdir "$ROOT" --import-mode=importlib -p no:cacheprovider \
-  -q -m edge_side "$ROOT/tests"
+  -q -m edge_side "$@" "$ROOT/tests"
