@@ -127,7 +127,8 @@ def interpreter_module() -> tuple[ModuleType | Any, str]:
     except BackendUnavailableError:
         pass
     raise BackendUnavailableError(
-        "no TFLite interpreter: install LiteRT (pip install 'splitpoint[edge]', package ai-edge-litert)"
+        "no TFLite interpreter: install LiteRT (pip install ai-edge-litert; splitpoint's [edge] extra brings it), "
+        "or on 32-bit ARM tflite-runtime 2.14 with numpy<2 (the [edge-32bit] extra); see docs/field-deployment.md"
     )
 
 

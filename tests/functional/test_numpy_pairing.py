@@ -96,3 +96,13 @@ def test_numpy1_pairing_check_leaves_litert_alone() -> None:
     # where LiteRT imports (this environment), tflite_runtime is never the one chosen
     pytest.importorskip("ai_edge_litert.interpreter")
     assert numpy_pairing_problem() is None
+
+
+def test_no_interpreter_at_all_names_both_install_routes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from splitpoint.errors import BackendUnavailableError
+    from splitpoint.runtime.litert import interpreter_module
+
+    for name in ("ai_edge_litert", "tflite_runtime", "tensorflow", "keras"):
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(BackendUnavailableError, match=r"ai-edge-litert.*\[edge\].*tflite-runtime 2\.14.*\[edge-32bit\]"):
+        interpreter_module()
