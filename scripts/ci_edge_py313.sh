@@ -44,7 +44,10 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/splitpoint-py313.XXXXXX")"
 if [ "${KEEP_WORK:-}" = "1" ]; then say "keeping $WORK"; else trap 'rm -rf "$WORK"' EXIT; fi
 
 say "building the sdist and, from it, the wheel"
+# the sdist step leaves splitpoint.egg-info in the checkout: remove it unless it was there before
+[ -e "$ROOT/splitpoint.egg-info" ] && had_egg_info=1 || had_egg_info=0
 "$BUILD_PY" -m build --outdir "$WORK/dist" "$ROOT" >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log" >&2; exit 1; }
+[ "$had_egg_info" = 1 ] || rm -rf "$ROOT/splitpoint.egg-info"
 WHEEL="$(ls "$WORK"/dist/splitpoint-*-py3-none-any.whl)"
 
 say "installing $(basename "$WHEEL")[edge] into a fresh $("$PY313" --version) environment"
