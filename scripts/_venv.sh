@@ -8,8 +8,8 @@ VENV="${SPLITPOINT_VENV:-$ROOT/.venv}"
 if [ -z "${PYTHON:-}" ]; then
   if command -v python3.11 >/dev/null 2>&1; then PYTHON=python3.11; else PYTHON=python3; fi
 fi
-if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
-  echo "splitpoint needs Python >= 3.10; $PYTHON is $("$PYTHON" --version 2>&1). Set PYTHON=/path/to/python3.11" >&2
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "splitpoint needs Python >= 3.11; $PYTHON is $("$PYTHON" --version 2>&1). Set PYTHON=/path/to/python3.11" >&2
   exit 2
 fi
 STAMP="$VENV/.splitpoint-installed"
@@ -18,7 +18,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
-  echo "installing splitpoint[edge,cloud,video,dev,bench] into $VENV (about a minute the first time) ..." >&2
+  echo "installing splitpoint[edge,cloud,video,dev,bench] into $VENV (a few minutes the first time: TensorFlow is large) ..." >&2
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   "$VENV/bin/python" -m pip install --quiet -e "$ROOT[edge,cloud,video,dev,bench]"
   touch "$STAMP"

@@ -87,7 +87,7 @@ def make_dev_certs(out_dir: Path, server_names: list[str], client_name: str = "s
     if existing and not force:
         raise ConfigError("-o", str(out_dir), f"{existing[0].name} exists; use --force to replace the certificates")
     out_dir.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
 
     def name(cn: str) -> object:
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "splitpoint dev")])

@@ -309,7 +309,11 @@ def _pycoral_is_googles() -> bool:
 
 
 def check_runtimes() -> list[Check]:
-    from splitpoint.runtime.litert import interpreter_module, runtime_versions
+    from splitpoint.runtime.litert import (
+        interpreter_module,
+        numpy_pairing_problem,
+        runtime_versions,
+    )
 
     versions = runtime_versions()
     versions.update(guarded_packages())
@@ -319,22 +323,24 @@ def check_runtimes() -> list[Check]:
     machine = platform.machine()
     # a 32-bit userland on a 64-bit kernel (32-bit Raspberry Pi OS on a Pi 4/5) says aarch64: ask Python's own size
     if platform.system() == "Linux" and (machine in ("armv6l", "armv7l") or (machine == "aarch64" and sys.maxsize < 2**32)):
-        checks.append(Check("FAIL", "32-bit ARM",
-                            "this Python is 32-bit ARM and LiteRT (ai-edge-litert) publishes no 32-bit ARM wheels: "
-                            "install the 64-bit Raspberry Pi OS (dpkg --print-architecture must say arm64)"))
-    try:
-        _, backend = interpreter_module()
-        checks.append(Check("ok", "TFLite interpreter", f"from {backend}"))
-    except Exception as exc:
-        checks.append(Check("FAIL", "TFLite interpreter", _plain(exc)))
-    try:
-        numpy_major = int(versions.get("numpy", "0").split(".")[0])
-    except ValueError:
-        numpy_major = 0
-    if "tflite-runtime" in versions and numpy_major >= 2 and "ai-edge-litert" not in versions:
-        checks.append(Check("FAIL", "tflite-runtime + NumPy 2",
-                            f"tflite-runtime {versions['tflite-runtime']} cannot load models under NumPy {versions['numpy']}: "
-                            "install ai-edge-litert (pip install 'splitpoint[edge]')"))
+        if "tflite-runtime" in versions:
+            checks.append(Check("ok", "32-bit ARM", f"LiteRT has no 32-bit ARM wheels; tflite-runtime "
+                                                    f"{versions['tflite-runtime']} runs the heads (it needs NumPy < 2)"))
+        else:
+            checks.append(Check("FAIL", "32-bit ARM",
+                                "this Python is 32-bit ARM and LiteRT (ai-edge-litert) publishes no 32-bit ARM wheels: "
+                                "install splitpoint with its [edge-32bit] extra (tflite-runtime 2.14 with NumPy < 2, Python "
+                                "3.11), or the 64-bit Raspberry Pi OS; see docs/field-deployment.md"))
+    # the same check, and the same words, as the agent and every command that loads a head
+    problem = numpy_pairing_problem()
+    if problem:
+        checks.append(Check("FAIL", "tflite-runtime + NumPy 2", problem))
+    else:
+        try:
+            _, backend = interpreter_module()
+            checks.append(Check("ok", "TFLite interpreter", f"from {backend}"))
+        except Exception as exc:
+            checks.append(Check("FAIL", "TFLite interpreter", _plain(exc)))
     if "pycoral" in versions:
         if not _pycoral_is_googles():
             checks.append(Check("FAIL", "pycoral",

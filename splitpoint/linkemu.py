@@ -467,7 +467,7 @@ class LinkEmulator:
         try:
             try:
                 s_reader, s_writer = await asyncio.wait_for(self._connect(), timeout=self.connect_timeout_s)
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError) as exc:
                 self._connect_failures += 1
                 log.warning("link emulator %s: connection %d: cannot reach %s:%d: %r", self.name, cid,
                             self.target[0], self.target[1], exc)

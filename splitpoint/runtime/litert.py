@@ -1,8 +1,9 @@
 """Heads on the edge: LiteRT interpreters on the CPU or the Coral Edge TPU.
 
 The interpreter comes from the first of ai_edge_litert, tflite_runtime and
-tensorflow.lite that imports (tflite-runtime 2.14 fails under NumPy 2, LiteRT
-does not). The Edge TPU is a delegate, libedgetpu.so.1, loaded through
+tensorflow.lite that imports. tflite-runtime 2.14 (the only runtime for 32-bit
+ARM) is built against NumPy 1 and breaks under NumPy 2, so that pairing is
+refused before it is imported (`numpy_pairing_problem`). The Edge TPU is a delegate, libedgetpu.so.1, loaded through
 Google's pycoral when it is importable and directly otherwise; the PyPI
 package named "pycoral" is an unrelated project and is never used.
 """
@@ -10,6 +11,7 @@ package named "pycoral" is an unrelated project and is never used.
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import logging
 import platform
 import re
@@ -51,14 +53,62 @@ class Device:
         return f"{self.kind}:{self.address}" if self.address else self.kind
 
 
+def _numpy_major() -> int:
+    try:
+        return int(np.__version__.split(".")[0])
+    except ValueError:
+        return 0
+
+
+def _findable(name: str) -> bool:
+    """Is top-level module `name` installed? Finds it without running its code."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # ValueError: blocked with sys.modules[name] = None
+        return False
+
+
+def numpy_pairing_problem() -> str | None:
+    """Why heads cannot load here when tflite_runtime would run them under NumPy 2, else None.
+
+    The one check `splitpoint doctor` and everything that loads a head share. It never
+    imports tflite_runtime: under NumPy 2 that import prints NumPy's own traceback
+    ("_ARRAY_API not found") before failing, which a user would read as a crash.
+    """
+    if _numpy_major() < 2 or not _findable("tflite_runtime"):
+        return None
+    try:
+        from ai_edge_litert import interpreter  # noqa: F401  (LiteRT is preferred and NumPy 2 safe)
+
+        return None
+    except ImportError:
+        pass
+    try:
+        from importlib import metadata
+
+        version = " " + metadata.version("tflite-runtime")
+    except Exception:  # a tflite_runtime without metadata still gets the message
+        version = ""
+    return (f"tflite-runtime{version} cannot load models under NumPy {np.__version__} (it is built for NumPy 1.x): "
+            "pip install 'numpy<2' (on 32-bit Raspberry Pi OS install splitpoint with its [edge-32bit] extra), or, "
+            "on a 64-bit system, install ai-edge-litert (the [edge] extra); see docs/field-deployment.md")
+
+
 def interpreter_module() -> tuple[ModuleType | Any, str]:
-    """(module with Interpreter and load_delegate, its name), LiteRT first."""
+    """(module with Interpreter and load_delegate, its name), LiteRT first.
+
+    Raises BackendUnavailableError with `numpy_pairing_problem`'s message rather than
+    importing tflite_runtime under NumPy 2.
+    """
     try:
         from ai_edge_litert import interpreter as litert
 
         return litert, "ai_edge_litert"
     except ImportError:
         pass
+    problem = numpy_pairing_problem()
+    if problem:
+        raise BackendUnavailableError(problem)
     try:
         from tflite_runtime import interpreter as tflr  # type: ignore[import-not-found]
 
@@ -78,7 +128,8 @@ def interpreter_module() -> tuple[ModuleType | Any, str]:
     except BackendUnavailableError:
         pass
     raise BackendUnavailableError(
-        "no TFLite interpreter: install LiteRT (pip install 'splitpoint[edge]', package ai-edge-litert)"
+        "no TFLite interpreter: install LiteRT (pip install ai-edge-litert; splitpoint's [edge] extra brings it), "
+        "or on 32-bit ARM tflite-runtime 2.14 with numpy<2 (the [edge-32bit] extra); see docs/field-deployment.md"
     )
 
 

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,6 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-import tomllib
 
 from edge_node.results import read_results
 from splitpoint.bundle import Manifest, load_bundle

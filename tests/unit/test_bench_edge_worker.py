@@ -9,6 +9,8 @@ import pytest
 from splitpoint.bench.edge_worker import CALIBRATION_RUNS, emulate_slower_device
 from splitpoint.runtime.litert import HeadRunner
 
+pytestmark = pytest.mark.edge_side  # no TensorFlow: CI also runs it from the wheel on Python 3.13
+
 
 class FakeHead:
     def __init__(self, path: str, seconds: float):

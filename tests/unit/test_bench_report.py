@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from splitpoint.bench.report import evaluate_targets
+
+pytestmark = pytest.mark.edge_side  # no TensorFlow: CI also runs it from the wheel on Python 3.13
 
 
 def step_result(best_hi: int, best_lo: int, ended: tuple[int, int], settle: tuple[int, int],

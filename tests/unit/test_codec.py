@@ -24,6 +24,8 @@ from splitpoint.codec import MAX_RANK, DecodedTensor, Quantization, decode, enco
 from splitpoint.errors import SplitpointError, TensorError, TensorTooLargeError
 from splitpoint.v1 import tensor_pb2
 
+pytestmark = pytest.mark.edge_side  # no TensorFlow: CI also runs it from the wheel on Python 3.13
+
 NONE = tensor_pb2.COMPRESSION_NONE
 ZLIB = tensor_pb2.COMPRESSION_ZLIB
 

@@ -12,6 +12,8 @@ from edge_node.config import EdgeConfig
 from splitpoint import config as cfg
 from splitpoint.errors import ConfigError, show_value
 
+pytestmark = pytest.mark.edge_side  # no TensorFlow: CI also runs it from the wheel on Python 3.13
+
 
 def parse(cls: type, argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser()

@@ -32,6 +32,8 @@ from scheduler.power import (
 )
 from splitpoint.errors import BackendUnavailableError, ConfigError
 
+pytestmark = pytest.mark.edge_side  # no TensorFlow: CI also runs it from the wheel on Python 3.13
+
 
 def put(path: Path, value: object) -> None:
     """Write a sysfs-style attribute atomically, so a reader thread never sees a half-written file."""

@@ -13,6 +13,8 @@ from scheduler.policy import AdaptivePolicy, PolicyConfig, decide
 from scheduler.profiles import Profile, SplitProfile, StageStats
 from splitpoint.errors import ConfigError
 
+pytestmark = pytest.mark.edge_side  # no TensorFlow: CI also runs it from the wheel on Python 3.13
+
 K = 8
 DIGEST = "sha256:test"
 # A VGG-like shape: early cuts are big, late ones small; heads get slower, tails faster.

@@ -17,6 +17,8 @@ from edge_node.sources import Frame, FrameReadError, FrameSource, open_source
 from splitpoint.bundle import Preprocessing
 from splitpoint.errors import BackendUnavailableError, ConfigError
 
+pytestmark = pytest.mark.edge_side  # no TensorFlow: CI also runs it from the wheel on Python 3.13
+
 GRAY8 = Preprocessing(height=8, width=8, channels=1, scale=1 / 255, offset=0.0)
 RGB8 = Preprocessing(height=8, width=8, channels=3, scale=1 / 255, offset=0.0)
 

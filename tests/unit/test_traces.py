@@ -20,6 +20,8 @@ from splitpoint.traces import (
     step,
 )
 
+pytestmark = pytest.mark.edge_side  # no TensorFlow: CI also runs it from the wheel on Python 3.13
+
 TRACES = Path(__file__).resolve().parents[3] / "shared" / "data" / "traces"
 
 # file: (mean Mbps, 10th pct, 90th pct, max) from TRACES/README.md (1 s windows)
