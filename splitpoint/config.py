@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import tomllib
 import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
-
-import tomllib
 
 from splitpoint.errors import ConfigError, show_value
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import copy
 import os
 import socket
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
-import tomllib
 
 from cloud_server.config import CloudConfig
 from splitpoint.config import build, parse_address
