@@ -27,6 +27,9 @@ class CloudConfig:
                                            "past it streams are read no further until frames finish", group="capacity")
     stream_window_kb: int = option(1024, "HTTP/2 receive window of each stream, KiB: what an unread stream may hold "
                                          "in buffers; one stream's uplink is at most window / RTT", group="capacity")
+    max_connection_age_s: float = option(0.0, "close each client connection after this long (GOAWAY; its streams get "
+                                              "grace_s to finish), so clients re-resolve a DNS target and find new "
+                                              "replicas; 0 = never", group="capacity")
     warm_tails: int = option(0, "tails kept loaded (least recently used evicted); 0 keeps all", group="serving")
     max_message_mb: float = option(32.0, "largest request accepted, MiB (RESOURCE_EXHAUSTED above)", group="capacity")
     tls_cert: str = option("", "server certificate (PEM) for TLS", group="security")
@@ -72,6 +75,8 @@ class CloudConfig:
             raise ConfigError("stream_idle_timeout_s", self.stream_idle_timeout_s, "must be >= 0 and finite (0 = never)")
         if not (math.isfinite(self.max_inflight_mb) and self.max_inflight_mb > 0):
             raise ConfigError("max_inflight_mb", self.max_inflight_mb, "must be > 0")
+        if not (math.isfinite(self.max_connection_age_s) and self.max_connection_age_s >= 0):
+            raise ConfigError("max_connection_age_s", self.max_connection_age_s, "must be >= 0 and finite (0 = never)")
         if self.grace_s < 0:
             raise ConfigError("grace_s", self.grace_s, "must be >= 0")
         self.security.validate()  # last: value errors are named first
