@@ -41,11 +41,13 @@ from splitpoint.codec import encode
 from splitpoint.config import option
 from splitpoint.errors import ConfigError, status_code_from_int
 from splitpoint.security import ClientSecurity
+from splitpoint.targets import balanced_options, parse_target
 from splitpoint.v1 import offload_pb2, offload_pb2_grpc
 from splitpoint.wire_metadata import AGENT_METADATA_KEY, REPLICA_METADATA_KEY
 
 log = logging.getLogger(__name__)
 
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 #: how many distinct frames each drone cycles through (precomputed cut tensors)
 DISTINCT_FRAMES = 16
 
@@ -84,32 +86,13 @@ class LoadtestConfig:
                 raise ConfigError(key, getattr(self, key), "must be > 0")
         if self.split < 0:
             raise ConfigError("split", self.split, "must be >= 0")
+        parse_target("target", self.target)
         self.security.validate()
 
     @property
     def security(self) -> ClientSecurity:
         return ClientSecurity(self.tls_ca, self.tls_cert, self.tls_key, self.tls_server_name, self.token_file,
                               self.insecure)
-
-
-def grpc_target(text: str) -> str:
-    """A list `a:1,b:2` becomes gRPC's `ipv4:a:1,b:2`; a target with a scheme is kept."""
-    if ":///" in text or text.startswith(("ipv4:", "ipv6:", "unix:")):
-        return text
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    return "ipv4:" + ",".join(parts) if len(parts) > 1 else parts[0]
-
-
-def channel_options(max_message_bytes: int = 32 * 1024 * 1024) -> list[tuple[str, Any]]:
-    """round_robin over every address of the target, skipping replicas whose
-    grpc.health.v1 status is not SERVING (a draining server leaves the rotation at once)."""
-    service_config = {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}
-    # a connection of its own per drone, as real drones have (gRPC otherwise shares one
-    # connection among channels to the same target within a process)
-    return [("grpc.service_config", json.dumps(service_config)), ("grpc.enable_retries", 0),
-            ("grpc.use_local_subchannel_pool", 1),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_receive_message_length", max_message_bytes)]
 
 
 @dataclass
@@ -175,7 +158,8 @@ class _Drone:
 
     def __init__(self, n: int, conf: LoadtestConfig, requests: list[offload_pb2.InferRequest], tally: _Tally):
         self.n, self.conf, self.requests, self.tally = n, conf, requests, tally
-        self.channel = conf.security.channel(grpc_target(conf.target), channel_options())
+        self.channel = conf.security.channel(parse_target("target", conf.target),
+                                             balanced_options(MAX_MESSAGE_BYTES, own_connection=True))
         self.stub = offload_pb2_grpc.OffloadStub(self.channel)
         self.answered = 0
         self._inflight: dict[int, float] = {}  # frame id -> send time (monotonic)

@@ -26,7 +26,8 @@ from edge_node.config import EdgeConfig
 from edge_node.results import read_results
 from edge_node.sources import open_source
 from splitpoint.bundle import load_bundle
-from splitpoint.loadtest import LoadtestConfig, channel_options, cut_requests, run_loadtest
+from splitpoint.loadtest import LoadtestConfig, cut_requests, run_loadtest
+from splitpoint.targets import balanced_options
 from splitpoint.v1 import offload_pb2, offload_pb2_grpc
 
 IDLE_STREAMS = 200
@@ -44,7 +45,7 @@ def test_idle_streams_never_starve_health_or_a_good_agent(cloud_process: Callabl
                                                           tmp_path: Path) -> None:
     server = cloud_process()
     release = threading.Event()
-    channels = [grpc.insecure_channel(server.address, options=channel_options()) for _ in range(IDLE_STREAMS)]
+    channels = [grpc.insecure_channel(server.address, options=balanced_options(1 << 20, own_connection=True)) for _ in range(IDLE_STREAMS)]
 
     def silent() -> Iterator[offload_pb2.InferRequest]:
         release.wait(60)

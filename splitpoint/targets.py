@@ -1,0 +1,57 @@
+"""gRPC targets naming one server or several, and the channel options that balance over them.
+
+Agents and `splitpoint loadtest` accept the same `cloud`/`--target` text:
+
+    HOST:PORT                       one server
+    HOST:PORT,HOST:PORT,...         several, balanced (becomes gRPC's ipv4:/ipv6: target)
+    ipv4:A:P,B:P  ipv6:[A]:P,...    gRPC's own address-list targets
+    dns:///NAME:PORT                every address NAME resolves to (a Kubernetes headless Service)
+
+Streams are spread with gRPC's `round_robin` policy over every address, and client-side
+health checking (grpc.health.v1, service "") keeps a replica that is not SERVING (one
+draining after SIGTERM) out of the rotation: new streams go to the others at once.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from splitpoint.config import parse_address
+from splitpoint.errors import ConfigError
+
+SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:")
+
+
+def parse_target(key: str, text: str) -> str:
+    """The gRPC target for `text`; ConfigError naming `key` when it cannot be one."""
+    text = text.strip()
+    if not text:
+        raise ConfigError(key, text, "give HOST:PORT, a comma-separated list of them, or dns:///NAME:PORT")
+    if text.startswith(SCHEMES):
+        if text.startswith("dns:") and ":" in (name := text.rsplit("/", 1)[-1]):
+            parse_address(key, name, allow_zero_port=False)  # a port, when given, must be one
+        return text
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    for part in parts:
+        parse_address(key, part, allow_zero_port=False)
+    if len(parts) == 1:
+        return parts[0]
+    v6 = [p.startswith("[") for p in parts]
+    if any(v6) and not all(v6):
+        raise ConfigError(key, text, "mixes IPv4 and IPv6 addresses: give one kind, or a dns:/// name")
+    return ("ipv6:" if all(v6) else "ipv4:") + ",".join(parts)
+
+
+def balanced_options(max_message_bytes: int, own_connection: bool = False) -> list[tuple[str, Any]]:
+    """round_robin with client-side health checking; `own_connection` keeps gRPC from sharing
+    one connection among channels of this process to the same target (emulated fleets)."""
+    service_config = {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}
+    options: list[tuple[str, Any]] = [
+        ("grpc.service_config", json.dumps(service_config)),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    ]
+    if own_connection:
+        options.append(("grpc.use_local_subchannel_pool", 1))
+    return options

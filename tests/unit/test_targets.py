@@ -1,0 +1,39 @@
+"""gRPC targets: one server, a list balanced with round_robin, gRPC's own forms; bad ones named."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from splitpoint.errors import ConfigError
+from splitpoint.targets import balanced_options, parse_target
+
+pytestmark = pytest.mark.edge_side
+
+
+@pytest.mark.parametrize(("text", "target"), [
+    ("127.0.0.1:50051", "127.0.0.1:50051"),
+    ("10.0.0.1:1, 10.0.0.2:2", "ipv4:10.0.0.1:1,10.0.0.2:2"),
+    ("[::1]:1,[::2]:2", "ipv6:[::1]:1,[::2]:2"),
+    ("dns:///splitpoint-cloud.drones.svc.cluster.local:50051", "dns:///splitpoint-cloud.drones.svc.cluster.local:50051"),
+    ("ipv4:127.0.0.1:1,127.0.0.2:2", "ipv4:127.0.0.1:1,127.0.0.2:2"),
+])
+def test_targets(text: str, target: str) -> None:
+    assert parse_target("cloud", text) == target
+
+
+@pytest.mark.parametrize("text", ["", "nohostport", "a:1,b", "dns:///name:99999", "[::1]:1,10.0.0.1:2", "h:0"])
+def test_bad_targets_name_the_key(text: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_target("cloud", text)
+    assert info.value.key == "cloud"
+
+
+def test_balanced_options_ask_for_round_robin_and_health_checks() -> None:
+    opts = dict(balanced_options(1024, own_connection=True))
+    config = json.loads(opts["grpc.service_config"])
+    assert config["loadBalancingConfig"] == [{"round_robin": {}}]
+    assert config["healthCheckConfig"] == {"serviceName": ""}
+    assert opts["grpc.use_local_subchannel_pool"] == 1 and opts["grpc.max_send_message_length"] == 1024
+    assert "grpc.use_local_subchannel_pool" not in dict(balanced_options(1024))
