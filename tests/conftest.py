@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -63,23 +65,39 @@ class CloudProcess:
         )
         self.log = log
         self.address = ""
+        # stdout is read on a thread so that the start-up deadline holds even when the
+        # server prints nothing at all
+        lines: queue.Queue[str | None] = queue.Queue()
+
+        def pump() -> None:
+            assert self.proc.stdout is not None
+            for line in self.proc.stdout:
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=pump, name="cloud-stdout", daemon=True).start()
         deadline = time.monotonic() + 120
-        assert self.proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
+        while True:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                line = None
+            if line is None:
+                self.proc.kill()
+                raise AssertionError(f"server did not start: {log.read_text()[-2000:]}")
             if line.startswith("splitpoint cloud listening on "):
                 self.address = line.rsplit(" ", 1)[1].strip()
                 return
-            if not line and self.proc.poll() is not None:
-                break
-        self.proc.kill()
-        raise AssertionError(f"server did not start: {log.read_text()[-2000:]}")
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
         raise AssertionError("no VmRSS")
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
 
     def stop(self, timeout: float = 30) -> int:
         import signal

@@ -6,13 +6,12 @@ logged once per client per interval."""
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -33,28 +32,9 @@ TOKEN = "s3cret-token-0123456789abcdef"
 GRACE_S = 30.0
 
 
-def start_cloud_process(bundle: Path, log: Path, *flags: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "splitpoint", "cloud", "--insecure", "--bundle", str(bundle),
-         "--listen", "127.0.0.1:0", *flags],
-        stdout=subprocess.PIPE, stderr=open(log, "a"), text=True, cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2"),
-    )
-    deadline = time.monotonic() + 90
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if line.startswith("splitpoint cloud listening on "):
-            return proc, line.rsplit(" ", 1)[1].strip()
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    raise AssertionError(f"server did not start: {log.read_text()[-2000:]}")
-
-
-def test_sigterm_ends_an_open_health_watch_at_once(digits_bundle: Path, tmp_path: Path) -> None:
-    log = tmp_path / "cloud.log"
-    proc, address = start_cloud_process(digits_bundle, log, "--grace-s", str(GRACE_S))
+def test_sigterm_ends_an_open_health_watch_at_once(cloud_process: Callable[..., Any]) -> None:
+    server = cloud_process("--grace-s", str(GRACE_S))
+    proc, address, log = server.proc, server.address, server.log
     statuses: list[int] = []
     first = threading.Event()
     ended: dict[str, object] = {}
