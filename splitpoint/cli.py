@@ -254,6 +254,10 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
 
     conf = cfg.load(LoadtestConfig, args, args.config)
     report = run_loadtest(conf)
+    if report.connected == 0 and report.answered == 0:
+        raise SplitpointError(f"no drone could open a stream to {conf.target} "
+                              f"({report.last_error or 'no answer'}): is the server running, and are the "
+                              "address and the TLS settings right? `splitpoint doctor --cloud ...` checks them")
     print(report.text())
     if conf.json:
         print(f"figures in {conf.json}")

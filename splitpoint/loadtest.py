@@ -100,6 +100,7 @@ class LoadReport:
     config: dict[str, Any]
     seconds: float
     connected: int = 0  # drones whose stream was open when the clock started
+    last_error: str = ""  # the latest stream failure, if any
     sent: int = 0
     answered: int = 0
     skipped: int = 0
@@ -151,6 +152,7 @@ class _Tally:
         self.stream_failures: Counter[str] = Counter()
         self.replicas: Counter[str] = Counter()
         self.sent = self.skipped = 0
+        self.last_error = ""  # the latest stream failure, to tell a user why nothing connected
 
 
 class _Drone:
@@ -207,12 +209,16 @@ class _Drone:
             call = self.stub.Infer(self._requests(feed), metadata=[(AGENT_METADATA_KEY, f"loadtest-{self.n}")])
             code = "OK"
             try:
-                replica = dict(call.initial_metadata() or ()).get(REPLICA_METADATA_KEY, "?")
-                self.ready.set()
+                metadata = call.initial_metadata()
+                if not call.done():  # a call that failed to connect also "returns" its metadata
+                    self.ready.set()
+                replica = dict(metadata or ()).get(REPLICA_METADATA_KEY, "?")
                 for resp in call:
                     self._answer(resp, replica)
             except grpc.RpcError as err:
                 code = err.code().name if err.code() else "UNKNOWN"
+                with self.tally.lock:
+                    self.tally.last_error = f"{code}: {err.details()}"
             with self._lock:  # frames in flight on the ended stream end with it
                 lost, self._inflight = len(self._inflight), {}
                 self._feed = None
@@ -310,7 +316,7 @@ def run_loadtest(conf: LoadtestConfig) -> LoadReport:
     lat = tally.latencies
     report = LoadReport(
         config={k: v for k, v in asdict(conf).items() if k not in ("token_file",)}, seconds=seconds,
-        connected=ready,
+        connected=ready, last_error=tally.last_error,
         sent=tally.sent, answered=len(lat), skipped=tally.skipped, unanswered=unanswered,
         refused=dict(tally.refused), stream_failures=dict(tally.stream_failures), replicas=dict(tally.replicas),
         per_agent_answered=[d.answered for d in drones],

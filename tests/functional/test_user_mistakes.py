@@ -120,3 +120,11 @@ def test_every_other_command_has_examples(command: str) -> None:
     proc = splitpoint(*argv)
     assert proc.returncode == 0
     assert "examples:" in proc.stdout and f"splitpoint {command}" in proc.stdout.split("examples:", 1)[1]
+
+
+def test_a_loadtest_against_nothing_says_so(digits_bundle: Path) -> None:
+    proc = splitpoint("loadtest", "--bundle", str(digits_bundle), "--target", "127.0.0.1:1", "--agents", "2",
+                      "--duration", "1", "--timeout-s", "2", "--insecure")
+    assert proc.returncode == 1  # the run failed: nothing to measure
+    line = error_line(proc)
+    assert "no drone could open a stream to 127.0.0.1:1" in line and "UNAVAILABLE" in line
