@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from splitpoint.errors import ConfigError
+from splitpoint.errors import ConfigError, show_value
 from splitpoint.traces import (
     BandwidthTrace,
     constant,
@@ -130,7 +130,7 @@ def test_bad_mahimahi_names_file_line_and_text(tmp_path: Path, text: str, lineno
     assert err.value.key == f"{path}:{lineno}"
     assert err.value.value == bad
     assert why in err.value.reason
-    assert str(path) in str(err.value) and repr(bad) in str(err.value)
+    assert str(path) in str(err.value) and show_value(bad) in str(err.value)
 
 
 @pytest.mark.parametrize("text", ["", "\n\n", "0\n0\n"])
