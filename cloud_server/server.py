@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = offload_pb2.DESCRIPTOR.services_by_name["Offload"].full_name
 
+#: the shortest interval between two client keepalive pings with no data between them that the
+#: server accepts; faster pingers get GOAWAY too_many_pings. Agents ping after keepalive_s
+#: (default 20 s, at least this) without traffic, so a frame every 40 s keeps its stream.
+PERMITTED_PING_INTERVAL_MS = 5_000
+
 
 class CloudServer:
     def __init__(self, config: CloudConfig):
@@ -70,6 +75,12 @@ class CloudServer:
             ("grpc.max_receive_message_length", cfg.max_message_bytes),
             ("grpc.max_send_message_length", cfg.max_message_bytes),
             ("grpc.so_reuseport", 0),
+            # Keepalive: accept agents' pings (also between streams) up to one every
+            # PERMITTED_PING_INTERVAL_MS; gRPC's default (5 min) closes idle agents' streams.
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", PERMITTED_PING_INTERVAL_MS),
+            ("grpc.http2.min_ping_interval_without_data_ms", PERMITTED_PING_INTERVAL_MS),
+            ("grpc.http2.max_ping_strikes", 2),
         ]
         # A streaming RPC holds a thread for its life; readers take one more each.
         pool = futures.ThreadPoolExecutor(max_workers=2 * cfg.max_streams + 4, thread_name_prefix="grpc")

@@ -47,8 +47,8 @@ from splitpoint.codec import decode, encode
 from splitpoint.errors import (
     ConfigError,
     RemoteError,
+    ResultsWriteError,
     SplitpointError,
-    TensorError,
     status_code_from_int,
 )
 from splitpoint.metrics import LATENCY_BUCKETS, serve_metrics
@@ -57,7 +57,8 @@ from splitpoint.v1 import offload_pb2
 from .client import InferStream, OffloadClient
 from .config import EdgeConfig
 from .heads import EdgeHeads
-from .results import backup_results, open_results
+from .notices import FallbackDigest, nothing_to_do_message, unreached_message
+from .results import ResultStore, backup_results, open_results
 from .sources import Frame, FrameReadError, FrameSource
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,12 @@ BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 5.0  # a drone should find a restarted ser
 PROBE_BYTES = 64 * 1024
 #: the reason of a live-capture drop record
 DROP_REASON = "live mode: the agent fell behind the camera"
+#: how often a thread waiting for a window slot looks at stop, grace and fatal errors
+SLOT_POLL_S = 0.05
+
+
+class CloudNotReachedError(SplitpointError):
+    """require_cloud is set and no cloud server answered during the run."""
 
 
 def _describe(policy: SplitPolicy) -> str:
@@ -146,6 +153,15 @@ class RunSummary:
     by_split: dict[int, int] = field(default_factory=dict)
     end_to_end_ms: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    #: the configured servers, when none of them answered anything during the run (else empty)
+    unreached: list[str] = field(default_factory=list)
+    #: in flight when the grace period after SIGTERM/SIGINT ran out: no record, they run again on resume
+    abandoned: int = 0
+
+    @property
+    def nothing_to_do(self) -> bool:
+        """A resumed run that found every frame already recorded."""
+        return self.frames == 0 and self.skipped > 0
 
     @property
     def accuracy(self) -> float | None:
@@ -166,6 +182,8 @@ class EdgeAgent:
             if k is not None and k not in m.split_ids:
                 raise ConfigError(key, k, f"not a split of {m.model_name}; candidates: {m.split_ids}")
         self.heads = EdgeHeads(self.bundle, config.device_spec, config.cpu_fallback, num_threads=config.threads)
+        #: values in one answer's output tensor (a batch of one)
+        self._num_scores = int(np.prod([d for d in m.output.shape if d and d > 0], dtype=np.int64))
         #: link and load estimates from live traffic and probes; adaptive policies plan with them
         self.link = LinkEstimator()
         if policy is None:
@@ -178,16 +196,20 @@ class EdgeAgent:
         self.registry = CollectorRegistry()
         self.metrics = EdgeMetrics(self.registry)
         # One client per configured server; the agent talks to one and fails over on health.
-        self.clients = [OffloadClient(a, config.max_message_bytes, config.connect_timeout_s, config.security)
+        self.clients = [OffloadClient(a, config.max_message_bytes, config.connect_timeout_s, config.security,
+                                      keepalive_s=config.keepalive_s)
                         for a in config.cloud_addresses]
         self._active = 0
-        if not config.resume:
-            moved = backup_results(config.results)
-            if moved is not None:
-                log.warning("resume is off: the old results log %s was renamed to %s; starting over", config.results, moved)
-        self.results = open_results(config.results, config.results_format, config.results_fsync)
+        #: opened by run(), once the source is open: a source that fails to open leaves no empty log
+        self.results: ResultStore | None = None
         #: frame ids the log recorded before this run (empty when not resuming)
-        self._done_at_start: set[int] = self.results.done_ids() if config.resume else set()
+        self._done_at_start: set[int] = set()
+        #: the first results write that failed; it stops the run and run() raises it
+        self._fatal: ResultsWriteError | None = None
+        self._stop_at: float | None = None  # when stop() was first called (the grace period starts)
+        self._reached: set[str] = set()  # addresses that answered anything
+        self._wanted_cloud = 0  # frames whose split sent (or meant to send) them to the cloud
+        self.fallback_digest = FallbackDigest()
         self._skip_ids: set[int] = set()  # filtered here for sources without skip()
         self._filtered = 0
         self._reader: threading.Thread | None = None
@@ -232,6 +254,7 @@ class EdgeAgent:
                     "partition once and deploy the same bundle to both",
                 )
             self._active = i
+            self._reached.add(client.address)
             log.info("cloud %s serves %s; warm tails %s", client.address, info.model_name,
                      [s.split for s in info.splits if s.warm])
             return info
@@ -253,6 +276,7 @@ class EdgeAgent:
         """Process every frame of `source`; returns when each has its record."""
         t0 = time.perf_counter()
         try:  # everything after this point is undone by close(), also when a check fails
+            self._open_results()
             served = serve_metrics(self.config.metrics_listen, self.registry)
             if served:
                 self._metrics_server = served[0]
@@ -270,11 +294,42 @@ class EdgeAgent:
             self.summary.seconds = time.perf_counter() - t0
             self.close()
             self.summary.skipped = int(getattr(source, "skipped", 0) or 0) + self._filtered
-            if self.summary.skipped:
-                log.info("resumed: %d frames already recorded in %s were skipped", self.summary.skipped, self.config.results)
-            if self.summary.dropped:
-                log.warning("live capture: %d frames dropped (the agent fell behind the source)", self.summary.dropped)
+            if self._fatal is not None:
+                raise self._fatal  # one message (the CLI's), naming the file and the error; exit 1
+            self._report_end()
         return self.summary
+
+    def _open_results(self) -> None:
+        cfg = self.config
+        if not cfg.resume:
+            moved = backup_results(cfg.results)
+            if moved is not None:
+                log.warning("resume is off: the old results log %s was renamed to %s; starting over", cfg.results, moved)
+        self.results = open_results(cfg.results, cfg.results_format, cfg.results_fsync)
+        if cfg.resume:
+            self._done_at_start = self.results.done_ids()
+
+    def _report_end(self) -> None:
+        """The end-of-run notices: skipped, dropped, abandoned, never reached a server."""
+        s, cfg = self.summary, self.config
+        self.fallback_digest.flush()
+        if s.nothing_to_do:
+            log.warning("%s", nothing_to_do_message(cfg.results, s.skipped))
+        elif s.skipped:
+            log.info("resumed: %d frames already recorded in %s were skipped", s.skipped, cfg.results)
+        if s.dropped:
+            log.warning("live capture: %d frames dropped (the agent fell behind the source)", s.dropped)
+        if s.abandoned:
+            log.warning("stopped: %d frames in flight got no answer within grace_s = %s; they have no record "
+                        "and run again on resume", s.abandoned, cfg.grace_s)
+        if self._reached or s.frames == 0:
+            return
+        s.unreached = [c.address for c in self.clients]
+        message = unreached_message(s.unreached, s.local)
+        if cfg.require_cloud:
+            raise CloudNotReachedError(f"require_cloud: {message}; results in {cfg.results}")
+        if self._wanted_cloud:  # an all-edge run (k = K) never needed a server: no warning
+            log.warning("%s", message)
 
     def _resume(self, source: FrameSource) -> None:
         """Skip what the log already records (or, for a camera, number after it)."""
@@ -319,7 +374,8 @@ class EdgeAgent:
             if self.config.max_frames is not None and count >= self.config.max_frames:
                 break
             # Take a slot first, then read: a camera frame is captured when it can be worked on.
-            self._window.acquire()
+            if not self._acquire_slot(self._stop.is_set):
+                break
             try:
                 frame = self._next_frame(it)
             except StopIteration:
@@ -340,13 +396,16 @@ class EdgeAgent:
                                         daemon=True)
         self._reader.start()
         while True:
-            self._window.acquire()
+            # after stop() the buffered frames are still processed, within the grace period
+            if not self._acquire_slot(self._grace_over):
+                buffer.close()
+                break
             frame = buffer.get()  # after stop() or the end: what is still buffered, then None
             if frame is None:
                 self._window.release()
                 break
             self._process(frame)
-        self._reader.join()
+        self._reader.join(None if self._stop_at is None else max(0.0, self._grace_left()))
         if self._reader_error is not None:
             raise self._reader_error
 
@@ -374,13 +433,38 @@ class EdgeAgent:
             buffer.close()
 
     def stop(self) -> None:
-        """Ask `run` to stop after the current frame (frames in flight still finish)."""
+        """Ask `run` to stop after the current frame; frames in flight get `grace_s` to finish.
+
+        Safe from a signal handler: it only sets two fields."""
+        if self._stop_at is None:
+            self._stop_at = time.monotonic()
         self._stop.set()
 
+    def _grace_left(self) -> float:
+        return float("inf") if self._stop_at is None else self._stop_at + self.config.grace_s - time.monotonic()
+
+    def _grace_over(self) -> bool:
+        """Stop waiting for frames: the grace period after stop() is over, or the log cannot be written."""
+        return self._fatal is not None or self._grace_left() <= 0
+
+    def _acquire_slot(self, give_up: Callable[[], bool]) -> bool:
+        """A window slot, or False once `give_up()` or a fatal error says to stop waiting.
+
+        Never an unbounded wait: a slot held by a frame the link never answers must not keep
+        the agent from seeing SIGTERM or a fatal error."""
+        while not self._window.acquire(timeout=SLOT_POLL_S):
+            if self._fatal is not None or give_up():
+                return False
+        if self._fatal is not None:
+            self._window.release()
+            return False
+        return True
+
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+        with self._lock:  # after this no record is written (see _write)
+            if self._closed:
+                return
+            self._closed = True
         self._closed_event.set()
         self._stop.set()
         if self._prober.is_alive():
@@ -392,11 +476,16 @@ class EdgeAgent:
                 log.warning("the live reader is still reading from the source; closing anyway")
         stream = self._stream
         if stream is not None:
-            stream.close()
+            if self._pending:  # abandoned frames: their answers could not be recorded any more
+                stream.cancel()
+            else:
+                stream.close()
             stream.ended.wait(2.0)
         for client in self.clients:
             client.close()
-        self.results.close()
+        if self.results is not None:
+            with self._lock:
+                self.results.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
 
@@ -484,6 +573,7 @@ class EdgeAgent:
         if k == self.K:
             self._finish_local(frame, x, k, preprocess_ms, reason=None)
             return
+        self._wanted_cloud += 1
         out = self.heads.run(k, x)
         stream = self._current_stream()
         if stream is None:
@@ -520,10 +610,14 @@ class EdgeAgent:
     def _on_response(self, stream: InferStream, resp: offload_pb2.InferResponse) -> None:
         with self._lock:
             p = self._pending.pop(resp.frame_id, None)
+            self._reached.add(self.client.address)
         if p is None:
             log.debug("late or unknown response for frame %d ignored", resp.frame_id)
             return
         self._backoff = BACKOFF_START_S  # the link works
+        self._answered(p, resp)  # this thread now owns the frame: whatever the answer holds, one record
+
+    def _answered(self, p: _Pending, resp: offload_pb2.InferResponse) -> None:
         rpc_ms = (time.monotonic() - p.sent) * 1000
         if resp.HasField("error") and resp.error.code != 0:
             code = status_code_from_int(resp.error.code)
@@ -532,10 +626,11 @@ class EdgeAgent:
             self._finish_local(p.frame, p.x, p.split, p.preprocess_ms, reason=f"cloud {code.name}: {resp.error.message}",
                                head_ms=p.head_ms)
             return
-        try:
-            scores = decode(resp.outputs[0]).dequantized().reshape(-1)
-        except (IndexError, TensorError) as err:
-            self._finish_local(p.frame, p.x, p.split, p.preprocess_ms, reason=f"malformed response: {err}", head_ms=p.head_ms)
+        scores, problem = self._scores(resp)
+        if problem is not None:
+            log.warning("frame %d: malformed answer from the cloud (%s); running it locally", p.frame.index, problem)
+            self._finish_local(p.frame, p.x, p.split, p.preprocess_ms, reason=f"malformed response: {problem}",
+                               head_ms=p.head_ms)
             return
         t = resp.timing
         timings = {
@@ -551,6 +646,18 @@ class EdgeAgent:
             p.frame.index, p.split, "cloud", True, p.head_ms, p.wire_bytes, rpc_ms, t.queue_ms, t.compute_ms, t.total_ms,
             resp.load.queued,
         ))
+
+    def _scores(self, resp: offload_pb2.InferResponse) -> tuple[np.ndarray, str | None]:
+        """The answer's scores, or what is wrong with it (then the frame falls back)."""
+        if len(resp.outputs) != 1:
+            return np.empty(0), f"{len(resp.outputs)} output tensors, expected 1"
+        try:
+            scores = decode(resp.outputs[0]).dequantized().reshape(-1)
+        except Exception as exc:  # noqa: BLE001 - whatever the bytes hold, never a dead answer thread
+            return np.empty(0), f"output tensor unreadable: {exc}"
+        if scores.size != self._num_scores:
+            return scores, f"output tensor of {scores.size} values, expected {self._num_scores}"
+        return scores, None
 
     def _on_stream_end(self, stream: InferStream, error: RemoteError | None) -> None:
         with self._lock:
@@ -580,6 +687,8 @@ class EdgeAgent:
 
     def _take_and_fallback(self, frame_id: int, reason: str, timed_out: bool = False) -> None:
         with self._lock:
+            if self._closed:  # closing after the grace period: the frame stays unrecorded (resume re-runs it)
+                return
             p = self._pending.pop(frame_id, None)
         if p is not None:  # else someone else finished it already
             if timed_out:  # the link took at least this long: let the estimate know
@@ -598,8 +707,9 @@ class EdgeAgent:
             return
         timings = {"preprocess": preprocess_ms, "head": head_ms, "local": local_ms}
         if reason is not None:
-            self.summary.fallbacks += 1
-            log.info("frame %d ran locally: %s", frame.index, reason)
+            with self._lock:
+                self.summary.fallbacks += 1
+            self.fallback_digest.note(frame.index, reason)
         self._complete(frame, self.K if reason is None else split, "local", scores, timings, reason)
         self.policy.observe(FrameOutcome(frame.index, split, "local", reason is None, head_ms, 0))
 
@@ -610,6 +720,7 @@ class EdgeAgent:
         e2e_ms = (time.time_ns() - frame.capture_time_ns) / 1e6
         label = int(np.argmax(scores))
         labels = self.bundle.manifest.labels
+        score = float(scores[label])
         record = {
             "frame_id": frame.index,
             "origin": frame.origin,
@@ -618,15 +729,17 @@ class EdgeAgent:
             "where": where,
             "label": label,
             "label_name": labels[label] if label < len(labels) else str(label),
-            "score": round(float(scores[label]), 6),
+            "score": round(score, 6) if np.isfinite(score) else None,
             "true_label": frame.label,
             "capture_time_unix_ns": frame.capture_time_ns,
             "timings_ms": {k: round(v, 3) for k, v in timings.items()} | {"end_to_end": round(e2e_ms, 3)},
         }
+        if not np.isfinite(score):  # JSON has no Infinity/NaN: null, and why
+            record["score_not_finite"] = str(score)
         if fallback:
             record["fallback_reason"] = fallback
         with self._lock:  # the log line and the summary change together
-            written = self.results.write(record)
+            written = self._write(record)
             s = self.summary
             s.frames += written
             if not written:  # a second record for the frame: a bug, logged by the log; the first stands
@@ -650,7 +763,7 @@ class EdgeAgent:
     def _record_failure(self, frame_id: int, origin: str, true_label: int | None, error: str) -> None:
         record = {"frame_id": frame_id, "origin": origin, "status": "failed", "error": error, "true_label": true_label}
         with self._lock:
-            if not self.results.write(record):
+            if not self._write(record):
                 return
             self.summary.frames += 1
             self.summary.failed += 1
@@ -664,7 +777,7 @@ class EdgeAgent:
         record = {"frame_id": frame.index, "origin": frame.origin, "status": "dropped", "reason": DROP_REASON,
                   "true_label": frame.label}
         with self._lock:
-            if not self.results.write(record):
+            if not self._write(record):
                 return
             self.summary.frames += 1
             self.summary.dropped += 1
@@ -674,9 +787,26 @@ class EdgeAgent:
         if self.on_result is not None:
             self.on_result(record)
 
+    def _write(self, record: dict[str, Any]) -> bool:
+        """Write one record (the caller holds self._lock); False when not written.
+
+        A log that cannot be written is fatal: the first error stops the run and run() raises
+        it; frames still ending after that (and after close) are not written."""
+        if self._fatal is not None or self._closed or self.results is None:
+            return False
+        try:
+            return self.results.write(record)
+        except ResultsWriteError as err:
+            self._fatal = err
+            self._stop.set()
+            return False
+
     def _drain(self) -> None:
-        """Wait for every frame in flight: answered, fallen back, or timed out."""
-        for _ in range(self.config.window_size):
-            self._window.acquire()
-        for _ in range(self.config.window_size):
+        """Wait for every frame in flight: answered, fallen back, or timed out; after stop()
+        for at most grace_s, after a fatal error not at all."""
+        got = 0
+        while got < self.config.window_size and self._acquire_slot(self._grace_over):
+            got += 1
+        self.summary.abandoned = 0 if self._fatal is not None else self.config.window_size - got
+        for _ in range(got):
             self._window.release()
