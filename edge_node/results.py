@@ -265,6 +265,8 @@ class SqliteResultLog(_ResultLog):
             self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
             self._db.execute(_SCHEMA)
             self._ids = {row[0] for row in self._db.execute("SELECT frame_id FROM results")}
+        except sqlite3.OperationalError as exc:  # full, read-only, I/O error: the file, not the setting
+            raise ResultsWriteError(self.path, describe_os_error(exc)) from None
         except sqlite3.DatabaseError as exc:
             raise ConfigError("results", str(self.path), f"cannot be used as a SQLite results log ({exc})") from None
 
