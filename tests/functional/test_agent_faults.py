@@ -289,3 +289,66 @@ def test_keepalive_defaults_are_compatible() -> None:
     conf = EdgeConfig(bundle="b", source="synthetic:1")
     assert conf.keepalive_s * 1000 >= 2 * PERMITTED_PING_INTERVAL_MS  # room for timer jitter on both sides
     assert conf.keepalive_s < 40  # a frame every 40 s has its link checked in between
+
+
+# ---------------------------------------------------------------- no silent non-runs
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, read back, closed)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_an_agent_that_never_reached_a_server_says_so(digits_bundle: Path, tmp_path: Path) -> None:
+    address = f"127.0.0.1:{closed_port()}"
+    proc = edge_process(digits_bundle, tmp_path, "--source", "synthetic:20", "--cloud", address, "--split", "3",
+                        "--results", str(tmp_path / "r.jsonl"))
+    out, err = finish(proc)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    warnings = [line for line in err.splitlines() if "never reached" in line]
+    assert len(warnings) == 1 and "WARNING" in warnings[0], err
+    assert address in warnings[0] and "all 20 frames ran locally" in warnings[0] and "--require-cloud" in warnings[0]
+    # one line when frames start running locally, then digests: not one INFO line per frame
+    assert sum("ran locally" in line for line in err.splitlines()) <= 3, err
+    assert "0 cloud, 20 local (20 fallbacks)" in out, out
+
+
+def test_require_cloud_makes_an_unreached_server_an_error(digits_bundle: Path, tmp_path: Path) -> None:
+    address = f"127.0.0.1:{closed_port()}"
+    proc = edge_process(digits_bundle, tmp_path, "--source", "synthetic:3", "--cloud", address, "--split", "3",
+                        "--require-cloud", "--results", str(tmp_path / "r.jsonl"))
+    out, err = finish(proc)
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("splitpoint edge: error: require_cloud: never reached the cloud server at " + address), last
+    assert "all 3 frames ran locally" in last
+    assert len(read_results(tmp_path / "r.jsonl")) == 3  # the frames still have their records
+
+
+def test_a_rerun_with_every_frame_recorded_says_how_to_start_over(digits_bundle: Path, tmp_path: Path) -> None:
+    results = tmp_path / "r.jsonl"
+    args = ("--source", "synthetic:4", "--cloud", f"127.0.0.1:{closed_port()}", "--results", str(results))
+    proc = edge_process(digits_bundle, tmp_path, *args)  # all on the edge (no split): no server needed
+    out, err = finish(proc)
+    assert proc.returncode == 0 and "nothing to do" not in err, err
+    assert "never reached" not in err, err  # an all-edge run did not need a server
+    proc = edge_process(digits_bundle, tmp_path, *args)
+    out, err = finish(proc)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    (line,) = [line for line in err.splitlines() if "nothing to do" in line]
+    assert "WARNING" in line and f"all 4 frames of the source are already recorded in {results}" in line, line
+    assert "--no-resume" in line and "--results" in line, line
+    assert "0 frames in" in out and "4 skipped" in out, out
+
+
+def test_a_source_that_cannot_be_opened_leaves_no_results_file(digits_bundle: Path, tmp_path: Path) -> None:
+    results = tmp_path / "r.jsonl"
+    proc = edge_process(digits_bundle, tmp_path, "--source", str(tmp_path / "no-such-dir"), "--results", str(results))
+    out, err = finish(proc)
+    assert proc.returncode == 2 and "Traceback" not in err, err
+    assert "no-such-dir" in err.strip().splitlines()[-1]
+    assert not results.exists()
