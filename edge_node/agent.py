@@ -7,8 +7,17 @@
 Up to `window` frames are in flight (throughput mode: head(n+1) overlaps with
 transfer and tail(n)); latency mode keeps one. Every frame read from the source
 ends in exactly one record: a result from the cloud, a local result, an
-explicit failure, or (live capture) an explicit drop. Whoever removes a frame
-from `_pending` owns finishing it.
+explicit failure, or (live capture) an explicit drop. The ledger
+(`edge_node/ledger.py`) enforces it: a frame holds a window slot from `admit` to
+`finish`, and only the first `finish` writes its record and frees the slot; a
+frame waiting for the cloud is claimed by exactly one of the paths racing for it
+(answer thread, stream end, deadline watchdog). Every local run - k = K and every
+fallback - runs on one local executor thread (`edge_node/local_executor.py`),
+never on a gRPC thread or the watchdog.
+
+Locks, in the order they may be taken: the agent's `_lock` (summary, records)
+-> the results log's lock. The ledger's and the executor's locks are leaves:
+nothing else is taken while they are held.
 
 Capture (`capture`): survey reads the source only when a window slot is free,
 so every frame is processed and none is dropped. Live runs a reader thread that
@@ -57,6 +66,8 @@ from splitpoint.v1 import offload_pb2
 from .client import InferStream, OffloadClient
 from .config import EdgeConfig
 from .heads import EdgeHeads
+from .ledger import FrameLedger
+from .local_executor import LocalExecutor
 from .notices import FallbackDigest, nothing_to_do_message, unreached_message
 from .results import ResultStore, backup_results, open_results
 from .sources import Frame, FrameReadError, FrameSource
@@ -215,9 +226,9 @@ class EdgeAgent:
         self._reader: threading.Thread | None = None
         self._reader_error: BaseException | None = None
         self.summary = RunSummary()
-        self._pending: dict[int, _Pending] = {}
-        self._lock = threading.Lock()
-        self._window = threading.BoundedSemaphore(config.window_size)
+        self._ledger = FrameLedger(config.window_size)
+        self._local = LocalExecutor()
+        self._lock = threading.Lock()  # the summary and the records written together (see the module doc)
         self._stream: InferStream | None = None
         self._retry_at = 0.0
         self._backoff = BACKOFF_START_S
@@ -379,14 +390,15 @@ class EdgeAgent:
             try:
                 frame = self._next_frame(it)
             except StopIteration:
-                self._window.release()
+                self._ledger.release_unused()
                 break
             except FrameReadError as err:
                 count += 1
-                self._window.release()
+                self._ledger.release_unused()
                 self._record_failure(err.index, err.origin, None, f"frame could not be read: {err}")
                 continue
             count += 1
+            self._ledger.admit(frame.index)
             self._process(frame)
 
     def _run_live(self, source: FrameSource) -> None:
@@ -402,8 +414,9 @@ class EdgeAgent:
                 break
             frame = buffer.get()  # after stop() or the end: what is still buffered, then None
             if frame is None:
-                self._window.release()
+                self._ledger.release_unused()
                 break
+            self._ledger.admit(frame.index)
             self._process(frame)
         self._reader.join(None if self._stop_at is None else max(0.0, self._grace_left()))
         if self._reader_error is not None:
@@ -452,11 +465,11 @@ class EdgeAgent:
 
         Never an unbounded wait: a slot held by a frame the link never answers must not keep
         the agent from seeing SIGTERM or a fatal error."""
-        while not self._window.acquire(timeout=SLOT_POLL_S):
+        while not self._ledger.acquire(timeout=SLOT_POLL_S):
             if self._fatal is not None or give_up():
                 return False
         if self._fatal is not None:
-            self._window.release()
+            self._ledger.release_unused()
             return False
         return True
 
@@ -467,6 +480,7 @@ class EdgeAgent:
             self._closed = True
         self._closed_event.set()
         self._stop.set()
+        self._local.close()  # the local run in progress ends; queued ones are abandoned
         if self._prober.is_alive():
             self._prober.join(1.0)  # a probe in flight ends at its deadline or when the channel closes
         reader = self._reader
@@ -476,7 +490,7 @@ class EdgeAgent:
                 log.warning("the live reader is still reading from the source; closing anyway")
         stream = self._stream
         if stream is not None:
-            if self._pending:  # abandoned frames: their answers could not be recorded any more
+            if self._ledger.open_frames:  # abandoned frames: their answers could not be recorded any more
                 stream.cancel()
             else:
                 stream.close()
@@ -565,19 +579,19 @@ class EdgeAgent:
                 raise SplitpointError(f"policy {self.policy.name} chose split {k}, not loaded here ({self.heads.splits})")
             x = self.heads.preprocess(frame.raw)
         except SplitpointError as err:
-            self._record_failure(frame.index, frame.origin, frame.label, str(err))
-            self._window.release()
+            message = str(err)
+            self._ledger.finish(frame.index, lambda: self._record_failure(frame.index, frame.origin, frame.label, message))
             return
         preprocess_ms = (time.monotonic() - t_start) * 1000
         self.metrics.split.set(k)
         if k == self.K:
-            self._finish_local(frame, x, k, preprocess_ms, reason=None)
+            self._run_local(frame, x, k, preprocess_ms, reason=None)
             return
         self._wanted_cloud += 1
         out = self.heads.run(k, x)
         stream = self._current_stream()
         if stream is None:
-            self._finish_local(frame, x, k, preprocess_ms, reason="cloud unreachable (waiting to reconnect)", head_ms=out.head_ms)
+            self._run_local(frame, x, k, preprocess_ms, reason="cloud unreachable (waiting to reconnect)", head_ms=out.head_ms)
             return
         req = offload_pb2.InferRequest(
             frame_id=frame.index, model_digest=self.bundle.manifest.model_digest, split=k,
@@ -588,8 +602,7 @@ class EdgeAgent:
         wire = len(req.tensors[0].data)
         now = time.monotonic()
         p = _Pending(frame, k, x, out.head_ms, preprocess_ms, wire, now, now + self.config.frame_deadline_ms / 1000, stream)
-        with self._lock:
-            self._pending[frame.index] = p
+        self._ledger.hold(frame.index, p)
         if stream.send(req):
             self.metrics.bytes_sent.inc(wire)
         else:
@@ -608,8 +621,8 @@ class EdgeAgent:
         return self._stream
 
     def _on_response(self, stream: InferStream, resp: offload_pb2.InferResponse) -> None:
+        p = self._ledger.claim(resp.frame_id)
         with self._lock:
-            p = self._pending.pop(resp.frame_id, None)
             self._reached.add(self.client.address)
         if p is None:
             log.debug("late or unknown response for frame %d ignored", resp.frame_id)
@@ -623,13 +636,13 @@ class EdgeAgent:
             code = status_code_from_int(resp.error.code)
             self.metrics.errors.labels(code.name).inc()
             log.warning("frame %d failed in the cloud: %s %s", p.frame.index, code.name, resp.error.message)
-            self._finish_local(p.frame, p.x, p.split, p.preprocess_ms, reason=f"cloud {code.name}: {resp.error.message}",
+            self._run_local(p.frame, p.x, p.split, p.preprocess_ms, reason=f"cloud {code.name}: {resp.error.message}",
                                head_ms=p.head_ms)
             return
         scores, problem = self._scores(resp)
         if problem is not None:
             log.warning("frame %d: malformed answer from the cloud (%s); running it locally", p.frame.index, problem)
-            self._finish_local(p.frame, p.x, p.split, p.preprocess_ms, reason=f"malformed response: {problem}",
+            self._run_local(p.frame, p.x, p.split, p.preprocess_ms, reason=f"malformed response: {problem}",
                                head_ms=p.head_ms)
             return
         t = resp.timing
@@ -660,8 +673,7 @@ class EdgeAgent:
         return scores, None
 
     def _on_stream_end(self, stream: InferStream, error: RemoteError | None) -> None:
-        with self._lock:
-            lost = [fid for fid, p in self._pending.items() if p.stream is stream]
+        lost = self._ledger.claim_where(lambda p: p.stream is stream)
         idle_close = error is not None and error.code == grpc.StatusCode.DEADLINE_EXCEEDED and not lost
         if idle_close:  # the server closed a stream we left idle: open a new one when needed, no backoff
             log.debug("idle stream closed by the server: %s", error)
@@ -673,27 +685,32 @@ class EdgeAgent:
                 self._retry_at = time.monotonic() + random.uniform(0, self._backoff)
                 self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
         reason = f"stream ended before the answer ({error.code.name if error else 'closed by server'})"
-        for fid in lost:
-            self._take_and_fallback(fid, reason)
+        for _, p in lost:
+            self._fallback(p, reason)
 
     def _watch_deadlines(self) -> None:
         while not self._closed_event.wait(0.02):
             now = time.monotonic()
-            with self._lock:
-                late = [fid for fid, p in self._pending.items() if now > p.deadline]
-            for fid in late:
-                self._take_and_fallback(fid, f"no answer within frame_deadline_ms = {self.config.frame_deadline_ms}",
-                                        timed_out=True)
-
-    def _take_and_fallback(self, frame_id: int, reason: str, timed_out: bool = False) -> None:
-        with self._lock:
-            if self._closed:  # closing after the grace period: the frame stays unrecorded (resume re-runs it)
-                return
-            p = self._pending.pop(frame_id, None)
-        if p is not None:  # else someone else finished it already
-            if timed_out:  # the link took at least this long: let the estimate know
+            for _, p in self._ledger.claim_where(lambda p, now=now: now > p.deadline):
+                # the link took at least this long: let the estimate know
                 self.link.observe_transfer(p.wire_bytes, self.config.frame_deadline_ms)
-            self._finish_local(p.frame, p.x, p.split, p.preprocess_ms, reason=reason, head_ms=p.head_ms)
+                self._fallback(p, f"no answer within frame_deadline_ms = {self.config.frame_deadline_ms}")
+
+    def _take_and_fallback(self, frame_id: int, reason: str) -> None:
+        p = self._ledger.claim(frame_id)
+        if p is not None:  # else another path has it already
+            self._fallback(p, reason)
+
+    def _fallback(self, p: _Pending, reason: str) -> None:
+        """`p`, claimed from the ledger, runs locally instead of waiting for the cloud."""
+        self._run_local(p.frame, p.x, p.split, p.preprocess_ms, reason=reason, head_ms=p.head_ms)
+
+    def _run_local(self, frame: Frame, x: np.ndarray, split: int, preprocess_ms: float, reason: str | None,
+                   head_ms: float = 0.0) -> None:
+        """Queue the frame's local run on the local executor; the calling thread goes on at once.
+
+        After close() nothing is queued: the frame stays unfinished (abandoned; resume re-runs it)."""
+        self._local.submit(lambda: self._finish_local(frame, x, split, preprocess_ms, reason, head_ms))
 
     def _finish_local(self, frame: Frame, x: np.ndarray, split: int, preprocess_ms: float, reason: str | None,
                       head_ms: float = 0.0) -> None:
@@ -702,8 +719,8 @@ class EdgeAgent:
             scores, local_ms = self.heads.run_local(x)
         except Exception as exc:  # the last resort must not lose the frame either
             log.exception("local run of frame %d failed", frame.index)
-            self._record_failure(frame.index, frame.origin, frame.label, f"local run failed: {exc!r}")
-            self._window.release()
+            message = f"local run failed: {exc!r}"
+            self._ledger.finish(frame.index, lambda: self._record_failure(frame.index, frame.origin, frame.label, message))
             return
         timings = {"preprocess": preprocess_ms, "head": head_ms, "local": local_ms}
         if reason is not None:
@@ -738,12 +755,16 @@ class EdgeAgent:
             record["score_not_finite"] = str(score)
         if fallback:
             record["fallback_reason"] = fallback
+        # the first path to end the frame writes its record and frees its slot; a later one does nothing
+        self._ledger.finish(frame.index, lambda: self._write_ok(record, frame, split, where, label, timings, e2e_ms))
+
+    def _write_ok(self, record: dict[str, Any], frame: Frame, split: int, where: str, label: int,
+                  timings: dict[str, float], e2e_ms: float) -> None:
         with self._lock:  # the log line and the summary change together
             written = self._write(record)
             s = self.summary
             s.frames += written
-            if not written:  # a second record for the frame: a bug, logged by the log; the first stands
-                self._window.release()
+            if not written:  # fatal error, closed, or a second record for the frame (a bug the log reports)
                 return
             s.cloud += where == "cloud"
             s.local += where == "local"
@@ -758,7 +779,6 @@ class EdgeAgent:
         self.metrics.stage_seconds.labels("end_to_end").observe(e2e_ms / 1000)
         if self.on_result is not None:
             self.on_result(record)
-        self._window.release()
 
     def _record_failure(self, frame_id: int, origin: str, true_label: int | None, error: str) -> None:
         record = {"frame_id": frame_id, "origin": origin, "status": "failed", "error": error, "true_label": true_label}
@@ -804,9 +824,5 @@ class EdgeAgent:
     def _drain(self) -> None:
         """Wait for every frame in flight: answered, fallen back, or timed out; after stop()
         for at most grace_s, after a fatal error not at all."""
-        got = 0
-        while got < self.config.window_size and self._acquire_slot(self._grace_over):
-            got += 1
-        self.summary.abandoned = 0 if self._fatal is not None else self.config.window_size - got
-        for _ in range(got):
-            self._window.release()
+        if not self._ledger.wait_idle(self._grace_over, SLOT_POLL_S) and self._fatal is None:
+            self.summary.abandoned = self._ledger.open_frames
