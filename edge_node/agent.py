@@ -15,8 +15,8 @@ frame waiting for the cloud is claimed by exactly one of the paths racing for it
 fallback - runs on one local executor thread (`edge_node/local_executor.py`),
 never on a gRPC thread or the watchdog.
 
-Locks, in the order they may be taken: the agent's `_lock` (summary, records)
--> the results log's lock. The ledger's and the executor's locks are leaves:
+Locks, in the order they may be taken: the recorder's lock (summary, records)
+-> the results log's lock; the agent's `_lock` (closing, servers reached) is a leaf. The ledger's and the executor's locks are leaves:
 nothing else is taken while they are held.
 
 Capture (`capture`): survey reads the source only when a window slot is free,
@@ -36,17 +36,15 @@ from __future__ import annotations
 
 import logging
 import random
-import statistics
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
 from scheduler.link import LinkEstimator
 from scheduler.planner import build_policy
@@ -60,7 +58,7 @@ from splitpoint.errors import (
     SplitpointError,
     status_code_from_int,
 )
-from splitpoint.metrics import LATENCY_BUCKETS, serve_metrics
+from splitpoint.metrics import serve_metrics
 from splitpoint.v1 import offload_pb2
 
 from .client import InferStream, OffloadClient
@@ -69,7 +67,10 @@ from .heads import EdgeHeads
 from .ledger import FrameLedger
 from .local_executor import LocalExecutor
 from .notices import FallbackDigest, nothing_to_do_message, unreached_message
-from .results import ResultStore, backup_results, open_results
+from .recorder import DROP_REASON as DROP_REASON  # re-exported: tests and users import it from here
+from .recorder import Recorder
+from .results import ResultStore
+from .run_report import EdgeMetrics, LiveBuffer, RunSummary
 from .sources import Frame, FrameReadError, FrameSource
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,6 @@ log = logging.getLogger(__name__)
 BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 5.0  # a drone should find a restarted server within seconds
 #: payload of the bandwidth probe
 PROBE_BYTES = 64 * 1024
-#: the reason of a live-capture drop record
-DROP_REASON = "live mode: the agent fell behind the camera"
 #: how often a thread waiting for a window slot looks at stop, grace and fatal errors
 SLOT_POLL_S = 0.05
 
@@ -90,22 +89,6 @@ class CloudNotReachedError(SplitpointError):
 
 def _describe(policy: SplitPolicy) -> str:
     return getattr(policy, "describe", lambda: policy.name)()
-
-
-class EdgeMetrics:
-    def __init__(self, registry: CollectorRegistry):
-        self.frames = Counter("splitpoint_edge_frames", "frames finished", ["where", "status"], registry=registry)
-        self.errors = Counter("splitpoint_edge_errors", "frames that failed in the cloud, by status code", ["code"], registry=registry)
-        self.stage_seconds = Histogram(
-            "splitpoint_edge_stage_seconds", "time per stage", ["stage"], buckets=LATENCY_BUCKETS, registry=registry
-        )
-        self.split = Gauge("splitpoint_edge_split", "split used for the latest frame", registry=registry)
-        self.bandwidth = Gauge("splitpoint_edge_link_bandwidth_bps", "uplink bandwidth estimate", registry=registry)
-        self.rtt = Gauge("splitpoint_edge_link_rtt_ms", "round-trip time estimate", registry=registry)
-        self.queue = Gauge("splitpoint_edge_server_queue_ms", "server queue wait estimate", registry=registry)
-        self.bytes_sent = Counter("splitpoint_edge_sent_bytes", "cut tensor bytes sent", registry=registry)
-        self.dropped = Counter("splitpoint_edge_dropped_frames", "frames dropped unprocessed by live capture (behind the camera)",
-                               registry=registry)
 
 
 @dataclass
@@ -119,67 +102,6 @@ class _Pending:
     sent: float  # time.monotonic()
     deadline: float
     stream: InferStream
-
-
-class _LiveBuffer:
-    """The frames a live reader has read ahead; `put` on a full buffer evicts (returns) the oldest."""
-
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self._frames: deque[Frame] = deque()
-        self._cond = threading.Condition()
-        self._closed = False
-
-    def put(self, frame: Frame) -> Frame | None:
-        with self._cond:
-            evicted = self._frames.popleft() if len(self._frames) >= self.capacity else None
-            self._frames.append(frame)
-            self._cond.notify()
-            return evicted
-
-    def get(self) -> Frame | None:
-        """The oldest waiting frame; None once closed and empty."""
-        with self._cond:
-            while not self._frames and not self._closed:
-                self._cond.wait()
-            return self._frames.popleft() if self._frames else None
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-
-@dataclass
-class RunSummary:
-    frames: int = 0  # records written by this run: cloud + local + failed + dropped
-    cloud: int = 0
-    local: int = 0
-    failed: int = 0
-    dropped: int = 0  # live capture: frames dropped unprocessed (each has a "dropped" record)
-    skipped: int = 0  # resume: source frames passed over because the log already records them
-    fallbacks: int = 0
-    correct: int = 0
-    labelled: int = 0
-    by_split: dict[int, int] = field(default_factory=dict)
-    end_to_end_ms: list[float] = field(default_factory=list)
-    seconds: float = 0.0
-    #: the configured servers, when none of them answered anything during the run (else empty)
-    unreached: list[str] = field(default_factory=list)
-    #: in flight when the grace period after SIGTERM/SIGINT ran out: no record, they run again on resume
-    abandoned: int = 0
-
-    @property
-    def nothing_to_do(self) -> bool:
-        """A resumed run that found every frame already recorded."""
-        return self.frames == 0 and self.skipped > 0
-
-    @property
-    def accuracy(self) -> float | None:
-        return self.correct / self.labelled if self.labelled else None
-
-    def median_ms(self) -> float | None:
-        return statistics.median(self.end_to_end_ms) if self.end_to_end_ms else None
 
 
 class EdgeAgent:
@@ -203,20 +125,18 @@ class EdgeAgent:
         self._reload: Callable[[], PolicyConfig] | None = None
         self._reload_requested = threading.Event()
         self._last_probe = 0.0
-        self.on_result = on_result
         self.registry = CollectorRegistry()
         self.metrics = EdgeMetrics(self.registry)
+        self._stop = threading.Event()
+        #: the results log, the summary and the metrics; a write error sets _stop
+        self.recorder = Recorder(m.labels, self.metrics, on_fatal=self._stop.set, on_result=on_result)
         # One client per configured server; the agent talks to one and fails over on health.
         self.clients = [OffloadClient(a, config.max_message_bytes, config.connect_timeout_s, config.security,
                                       keepalive_s=config.keepalive_s)
                         for a in config.cloud_addresses]
         self._active = 0
-        #: opened by run(), once the source is open: a source that fails to open leaves no empty log
-        self.results: ResultStore | None = None
         #: frame ids the log recorded before this run (empty when not resuming)
         self._done_at_start: set[int] = set()
-        #: the first results write that failed; it stops the run and run() raises it
-        self._fatal: ResultsWriteError | None = None
         self._stop_at: float | None = None  # when stop() was first called (the grace period starts)
         self._reached: set[str] = set()  # addresses that answered anything
         self._wanted_cloud = 0  # frames whose split sent (or meant to send) them to the cloud
@@ -225,14 +145,12 @@ class EdgeAgent:
         self._filtered = 0
         self._reader: threading.Thread | None = None
         self._reader_error: BaseException | None = None
-        self.summary = RunSummary()
         self._ledger = FrameLedger(config.window_size)
         self._local = LocalExecutor()
-        self._lock = threading.Lock()  # the summary and the records written together (see the module doc)
+        self._lock = threading.Lock()  # _closed, _reached (see the lock order in the module doc)
         self._stream: InferStream | None = None
         self._retry_at = 0.0
         self._backoff = BACKOFF_START_S
-        self._stop = threading.Event()
         self._watchdog = threading.Thread(target=self._watch_deadlines, name="deadline-watchdog", daemon=True)
         # Probes run beside the frames, never in front of one: a 64 KiB probe on a 2 Mbps uplink
         # takes a quarter of a second, which a frame waiting behind it would pay.
@@ -312,13 +230,20 @@ class EdgeAgent:
 
     def _open_results(self) -> None:
         cfg = self.config
-        if not cfg.resume:
-            moved = backup_results(cfg.results)
-            if moved is not None:
-                log.warning("resume is off: the old results log %s was renamed to %s; starting over", cfg.results, moved)
-        self.results = open_results(cfg.results, cfg.results_format, cfg.results_fsync)
-        if cfg.resume:
-            self._done_at_start = self.results.done_ids()
+        self._done_at_start = self.recorder.open(cfg.results, cfg.results_format, cfg.results_fsync, cfg.resume)
+
+    @property
+    def summary(self) -> RunSummary:
+        return self.recorder.summary
+
+    @property
+    def results(self) -> ResultStore | None:
+        """The results log (opened by run())."""
+        return self.recorder.results
+
+    @property
+    def _fatal(self) -> ResultsWriteError | None:
+        return self.recorder.fatal
 
     def _report_end(self) -> None:
         """The end-of-run notices: skipped, dropped, abandoned, never reached a server."""
@@ -395,7 +320,7 @@ class EdgeAgent:
             except FrameReadError as err:
                 count += 1
                 self._ledger.release_unused()
-                self._record_failure(err.index, err.origin, None, f"frame could not be read: {err}")
+                self.recorder.failed(err.index, err.origin, None, f"frame could not be read: {err}")
                 continue
             count += 1
             self._ledger.admit(frame.index)
@@ -403,7 +328,7 @@ class EdgeAgent:
 
     def _run_live(self, source: FrameSource) -> None:
         """A reader thread keeps up with the source; this loop processes the newest frames it can."""
-        buffer = _LiveBuffer(self.config.live_buffer)
+        buffer = LiveBuffer(self.config.live_buffer)
         self._reader = threading.Thread(target=self._read_live, args=(iter(source), buffer), name="live-reader",
                                         daemon=True)
         self._reader.start()
@@ -422,7 +347,7 @@ class EdgeAgent:
         if self._reader_error is not None:
             raise self._reader_error
 
-    def _read_live(self, it: Iterator[Frame], buffer: _LiveBuffer) -> None:
+    def _read_live(self, it: Iterator[Frame], buffer: LiveBuffer) -> None:
         count = 0
         try:
             while not self._stop.is_set():
@@ -434,12 +359,12 @@ class EdgeAgent:
                     break
                 except FrameReadError as err:
                     count += 1
-                    self._record_failure(err.index, err.origin, None, f"frame could not be read: {err}")
+                    self.recorder.failed(err.index, err.origin, None, f"frame could not be read: {err}")
                     continue
                 count += 1
                 evicted = buffer.put(frame)
                 if evicted is not None:
-                    self._record_dropped(evicted)
+                    self.recorder.dropped(evicted)
         except BaseException as exc:  # re-raised by run(); the buffered frames are still processed
             self._reader_error = exc
         finally:
@@ -474,7 +399,7 @@ class EdgeAgent:
         return True
 
     def close(self) -> None:
-        with self._lock:  # after this no record is written (see _write)
+        with self._lock:
             if self._closed:
                 return
             self._closed = True
@@ -497,9 +422,7 @@ class EdgeAgent:
             stream.ended.wait(2.0)
         for client in self.clients:
             client.close()
-        if self.results is not None:
-            with self._lock:
-                self.results.close()
+        self.recorder.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
 
@@ -580,7 +503,7 @@ class EdgeAgent:
             x = self.heads.preprocess(frame.raw)
         except SplitpointError as err:
             message = str(err)
-            self._ledger.finish(frame.index, lambda: self._record_failure(frame.index, frame.origin, frame.label, message))
+            self._ledger.finish(frame.index, lambda: self.recorder.failed(frame.index, frame.origin, frame.label, message))
             return
         preprocess_ms = (time.monotonic() - t_start) * 1000
         self.metrics.split.set(k)
@@ -720,106 +643,19 @@ class EdgeAgent:
         except Exception as exc:  # the last resort must not lose the frame either
             log.exception("local run of frame %d failed", frame.index)
             message = f"local run failed: {exc!r}"
-            self._ledger.finish(frame.index, lambda: self._record_failure(frame.index, frame.origin, frame.label, message))
+            self._ledger.finish(frame.index, lambda: self.recorder.failed(frame.index, frame.origin, frame.label, message))
             return
         timings = {"preprocess": preprocess_ms, "head": head_ms, "local": local_ms}
         if reason is not None:
-            with self._lock:
-                self.summary.fallbacks += 1
+            self.recorder.count_fallback()
             self.fallback_digest.note(frame.index, reason)
         self._complete(frame, self.K if reason is None else split, "local", scores, timings, reason)
         self.policy.observe(FrameOutcome(frame.index, split, "local", reason is None, head_ms, 0))
 
-    # ------------------------------------------------------------------ records
-
     def _complete(self, frame: Frame, split: int, where: str, scores: np.ndarray, timings: dict[str, float],
                   fallback: str | None) -> None:
-        e2e_ms = (time.time_ns() - frame.capture_time_ns) / 1e6
-        label = int(np.argmax(scores))
-        labels = self.bundle.manifest.labels
-        score = float(scores[label])
-        record = {
-            "frame_id": frame.index,
-            "origin": frame.origin,
-            "status": "ok",
-            "split": split,
-            "where": where,
-            "label": label,
-            "label_name": labels[label] if label < len(labels) else str(label),
-            "score": round(score, 6) if np.isfinite(score) else None,
-            "true_label": frame.label,
-            "capture_time_unix_ns": frame.capture_time_ns,
-            "timings_ms": {k: round(v, 3) for k, v in timings.items()} | {"end_to_end": round(e2e_ms, 3)},
-        }
-        if not np.isfinite(score):  # JSON has no Infinity/NaN: null, and why
-            record["score_not_finite"] = str(score)
-        if fallback:
-            record["fallback_reason"] = fallback
         # the first path to end the frame writes its record and frees its slot; a later one does nothing
-        self._ledger.finish(frame.index, lambda: self._write_ok(record, frame, split, where, label, timings, e2e_ms))
-
-    def _write_ok(self, record: dict[str, Any], frame: Frame, split: int, where: str, label: int,
-                  timings: dict[str, float], e2e_ms: float) -> None:
-        with self._lock:  # the log line and the summary change together
-            written = self._write(record)
-            s = self.summary
-            s.frames += written
-            if not written:  # fatal error, closed, or a second record for the frame (a bug the log reports)
-                return
-            s.cloud += where == "cloud"
-            s.local += where == "local"
-            s.by_split[split] = s.by_split.get(split, 0) + 1
-            s.end_to_end_ms.append(e2e_ms)
-            if frame.label is not None:
-                s.labelled += 1
-                s.correct += int(label == frame.label)
-        self.metrics.frames.labels(where, "ok").inc()
-        for stage, ms in timings.items():
-            self.metrics.stage_seconds.labels(stage).observe(ms / 1000)
-        self.metrics.stage_seconds.labels("end_to_end").observe(e2e_ms / 1000)
-        if self.on_result is not None:
-            self.on_result(record)
-
-    def _record_failure(self, frame_id: int, origin: str, true_label: int | None, error: str) -> None:
-        record = {"frame_id": frame_id, "origin": origin, "status": "failed", "error": error, "true_label": true_label}
-        with self._lock:
-            if not self._write(record):
-                return
-            self.summary.frames += 1
-            self.summary.failed += 1
-        self.metrics.frames.labels("none", "failed").inc()
-        log.error("frame %d failed: %s", frame_id, error)
-        if self.on_result is not None:
-            self.on_result(record)
-
-    def _record_dropped(self, frame: Frame) -> None:
-        """Live capture fell behind: `frame` leaves the buffer unprocessed, with a record saying so."""
-        record = {"frame_id": frame.index, "origin": frame.origin, "status": "dropped", "reason": DROP_REASON,
-                  "true_label": frame.label}
-        with self._lock:
-            if not self._write(record):
-                return
-            self.summary.frames += 1
-            self.summary.dropped += 1
-        self.metrics.dropped.inc()
-        self.metrics.frames.labels("none", "dropped").inc()
-        log.debug("frame %d dropped: %s", frame.index, DROP_REASON)
-        if self.on_result is not None:
-            self.on_result(record)
-
-    def _write(self, record: dict[str, Any]) -> bool:
-        """Write one record (the caller holds self._lock); False when not written.
-
-        A log that cannot be written is fatal: the first error stops the run and run() raises
-        it; frames still ending after that (and after close) are not written."""
-        if self._fatal is not None or self._closed or self.results is None:
-            return False
-        try:
-            return self.results.write(record)
-        except ResultsWriteError as err:
-            self._fatal = err
-            self._stop.set()
-            return False
+        self._ledger.finish(frame.index, self.recorder.ok(frame, split, where, scores, timings, fallback))
 
     def _drain(self) -> None:
         """Wait for every frame in flight: answered, fallen back, or timed out; after stop()
