@@ -27,14 +27,16 @@ class LocalExecutor:
         self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._closed = False
         self._lock = threading.Lock()
+        # started by the first job: an agent built but never run leaves no thread behind
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
-        self._thread.start()
 
     def submit(self, job: Callable[[], None]) -> bool:
         """Queue `job`; False (not queued) once closed."""
         with self._lock:
             if self._closed:
                 return False
+            if not self._thread.is_alive() and self._thread.ident is None:
+                self._thread.start()
             self._jobs.put(job)
             return True
 
@@ -48,7 +50,7 @@ class LocalExecutor:
                 return
             self._closed = True
             self._jobs.put(None)
-        if not self.on_worker():
+        if self._thread.ident is not None and not self.on_worker():
             self._thread.join(timeout_s)
             if self._thread.is_alive():
                 log.warning("a local run is still going after %.1f s; closing anyway", timeout_s)

@@ -352,3 +352,52 @@ def test_a_source_that_cannot_be_opened_leaves_no_results_file(digits_bundle: Pa
     assert proc.returncode == 2 and "Traceback" not in err, err
     assert "no-such-dir" in err.strip().splitlines()[-1]
     assert not results.exists()
+
+
+# ---------------------------------------------------------------- one local executor
+
+
+def test_every_local_run_is_on_the_local_executor(digits_bundle: Path, fake_server: Any, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Error answers (handled on the gRPC receive thread), unanswered frames (the deadline
+    watchdog) and k = K frames all run locally, and all on the one local-executor thread."""
+    from edge_node.agent import EdgeAgent
+    from edge_node.config import EdgeConfig
+    from edge_node.heads import EdgeHeads
+    from edge_node.sources import open_source
+
+    def answer(req: offload_pb2.InferRequest) -> offload_pb2.InferResponse | None:
+        if req.frame_id % 2:
+            return None  # never answered: the watchdog falls back
+        resp = offload_pb2.InferResponse(frame_id=req.frame_id)
+        resp.error.code = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+        resp.error.message = "busy"
+        return resp
+
+    address = fake_server(FakeOffload(digits_bundle, answer))
+    threads: list[str] = []
+    run_local = EdgeHeads.run_local
+
+    def spying(self: EdgeHeads, x: np.ndarray) -> Any:
+        threads.append(threading.current_thread().name)
+        return run_local(self, x)
+
+    monkeypatch.setattr(EdgeHeads, "run_local", spying)
+    conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:8", cloud=address, split=3, insecure=True,
+                      results=str(tmp_path / "r.jsonl"), frame_deadline_ms=300)
+    conf.validate()
+    agent = EdgeAgent(conf)
+    with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle) as source:
+        summary = agent.run(source)
+    assert summary.local == 8 and summary.fallbacks == 8
+    reasons = [r["fallback_reason"] for r in read_results(tmp_path / "r.jsonl")]
+    assert sum("RESOURCE_EXHAUSTED" in r for r in reasons) == 4 and sum("frame_deadline_ms" in r for r in reasons) == 4
+    assert threads and set(threads) == {"local-executor"}, threads
+    # k = K (no split) too
+    threads.clear()
+    conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:3", cloud=address, insecure=True,
+                      results=str(tmp_path / "k.jsonl"))
+    agent = EdgeAgent(conf)
+    with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle) as source:
+        assert agent.run(source).local == 3
+    assert threads == ["local-executor"] * 3
