@@ -225,7 +225,7 @@ class EdgeAgent:
             self.summary.skipped = int(getattr(source, "skipped", 0) or 0) + self._filtered
             if self._fatal is not None:
                 raise self._fatal  # one message (the CLI's), naming the file and the error; exit 1
-            self._report_end()
+        self._report_end()  # not after an error: it would hide it
         return self.summary
 
     def _open_results(self) -> None:
