@@ -337,7 +337,7 @@ class EdgeAgent:
             if not self._acquire_slot(self._grace_over):
                 buffer.close()
                 break
-            frame = buffer.get()  # after stop() or the end: what is still buffered, then None
+            frame = buffer.get(self._grace_over)  # after stop() or the end: what is still buffered, then None
             if frame is None:
                 self._ledger.release_unused()
                 break
@@ -410,7 +410,8 @@ class EdgeAgent:
             self._prober.join(1.0)  # a probe in flight ends at its deadline or when the channel closes
         reader = self._reader
         if reader is not None and reader.is_alive() and reader is not threading.current_thread():
-            reader.join(5.0)  # run() was interrupted: let the reader finish the read it is in
+            # run() was interrupted: let the reader finish the read it is in (within grace after stop())
+            reader.join(5.0 if self._stop_at is None else max(0.1, min(5.0, self._grace_left())))
             if reader.is_alive():
                 log.warning("the live reader is still reading from the source; closing anyway")
         stream = self._stream

@@ -7,6 +7,7 @@ from __future__ import annotations
 import statistics
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -48,11 +49,13 @@ class LiveBuffer:
             self._cond.notify()
             return evicted
 
-    def get(self) -> Frame | None:
-        """The oldest waiting frame; None once closed and empty."""
+    def get(self, give_up: Callable[[], bool] = lambda: False, poll_s: float = 0.05) -> Frame | None:
+        """The oldest waiting frame; None once closed and empty, or when `give_up()` says so
+        (looked at every `poll_s`: a camera that hangs must not keep the agent from stopping)."""
         with self._cond:
             while not self._frames and not self._closed:
-                self._cond.wait()
+                if not self._cond.wait(poll_s) and give_up():
+                    return None
             return self._frames.popleft() if self._frames else None
 
     def close(self) -> None:

@@ -7,7 +7,8 @@ What is checked:
   * a server answering an empty output tensor, or scores that are not finite: that
     frame runs locally (one record, the reason says why) and the run goes on;
   * SIGTERM while the link is stalled (a server that takes the stream and never
-    answers) ends the agent within its grace period;
+    answers) ends the agent within its grace period; so does stop() in live capture
+    with a camera hung in a read;
   * keepalive: an agent with a frame every few seconds and pings in between keeps
     its one stream (intervals scaled down by configuration).
 """
@@ -401,3 +402,52 @@ def test_every_local_run_is_on_the_local_executor(digits_bundle: Path, fake_serv
     with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle) as source:
         assert agent.run(source).local == 3
     assert threads == ["local-executor"] * 3
+
+
+class HangingCamera:
+    """A live source that hands out `n` frames, then hangs in its next read until released."""
+
+    description = "a camera that hangs"
+
+    def __init__(self, shape: tuple[int, ...], n: int):
+        self.shape, self.n = shape, n
+        self.release = threading.Event()
+        self.hanging = threading.Event()
+
+    def __iter__(self) -> Iterator[Any]:
+        from edge_node.sources import Frame
+
+        for i in range(self.n):
+            yield Frame(i, np.zeros(self.shape, np.uint8), None, f"hang#{i}", time.time_ns())
+        self.hanging.set()
+        self.release.wait(PROC_TIMEOUT_S)
+
+    def close(self) -> None:
+        self.release.set()
+
+
+def test_stop_with_a_hung_camera_in_live_capture_ends_within_grace(digits_bundle: Path, tmp_path: Path) -> None:
+    from edge_node.agent import EdgeAgent
+    from edge_node.config import EdgeConfig
+
+    conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:1", cloud=f"127.0.0.1:{closed_port()}", insecure=True,
+                      results=str(tmp_path / "r.jsonl"), capture="live", grace_s=1.0)
+    agent = EdgeAgent(conf)
+    p = agent.bundle.manifest.preprocessing
+    camera = HangingCamera((p.height, p.width, p.channels), 3)
+    box: dict[str, Any] = {}
+    runner = threading.Thread(target=lambda: box.update(summary=agent.run(camera)), daemon=True)
+    runner.start()
+    try:
+        assert camera.hanging.wait(EVENT_TIMEOUT_S)
+        t0 = time.monotonic()
+        agent.stop()
+        runner.join(conf.grace_s + 3.0)
+        elapsed = time.monotonic() - t0
+        assert not runner.is_alive(), "run() did not return after stop() with the camera hung"
+    finally:
+        camera.close()
+    assert elapsed < conf.grace_s + 3.0
+    summary = box["summary"]  # the frames read before the hang have their records (unpaced: some dropped)
+    assert summary.frames == 3 and summary.local + summary.dropped == 3
+    assert sorted(r["frame_id"] for r in read_results(tmp_path / "r.jsonl")) == [0, 1, 2]
