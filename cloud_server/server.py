@@ -42,6 +42,11 @@ SERVICE_NAME = offload_pb2.DESCRIPTOR.services_by_name["Offload"].full_name
 #: health Watch, which client-side health checking keeps open)
 CONTROL_THREADS = 32
 
+#: the shortest interval between two client keepalive pings with no data between them that the
+#: server accepts; faster pingers get GOAWAY too_many_pings. Agents ping after keepalive_s
+#: (default 20 s, at least this) without traffic, so a frame every 40 s keeps its stream.
+PERMITTED_PING_INTERVAL_MS = 5_000
+
 
 class CloudServer:
     def __init__(self, config: CloudConfig):
@@ -90,6 +95,12 @@ class CloudServer:
             # bounded by window / RTT: 1 MiB at 150 ms is 56 Mbit/s, above a drone's uplink.
             ("grpc.http2.bdp_probe", 0),
             ("grpc.http2.lookahead_bytes", int(cfg.stream_window_kb * 1024)),
+            # Keepalive: accept agents' pings (also between streams) up to one every
+            # PERMITTED_PING_INTERVAL_MS; gRPC's default (5 min) closes idle agents' streams.
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", PERMITTED_PING_INTERVAL_MS),
+            ("grpc.http2.min_ping_interval_without_data_ms", PERMITTED_PING_INTERVAL_MS),
+            ("grpc.http2.max_ping_strikes", 2),
         ]
         if cfg.max_connection_age_s > 0:
             # a scaled-up fleet is found by clients only when they reconnect and re-resolve

@@ -7,8 +7,17 @@
 Up to `window` frames are in flight (throughput mode: head(n+1) overlaps with
 transfer and tail(n)); latency mode keeps one. Every frame read from the source
 ends in exactly one record: a result from the cloud, a local result, an
-explicit failure, or (live capture) an explicit drop. Whoever removes a frame
-from `_pending` owns finishing it.
+explicit failure, or (live capture) an explicit drop. The ledger
+(`edge_node/ledger.py`) enforces it: a frame holds a window slot from `admit` to
+`finish`, and only the first `finish` writes its record and frees the slot; a
+frame waiting for the cloud is claimed by exactly one of the paths racing for it
+(answer thread, stream end, deadline watchdog). Every local run - k = K and every
+fallback - runs on one local executor thread (`edge_node/local_executor.py`),
+never on a gRPC thread or the watchdog.
+
+Locks, in the order they may be taken: the recorder's lock (summary, records)
+-> the results log's lock; the agent's `_lock` (closing, servers reached) is a leaf. The ledger's and the executor's locks are leaves:
+nothing else is taken while they are held.
 
 Capture (`capture`): survey reads the source only when a window slot is free,
 so every frame is processed and none is dropped. Live runs a reader thread that
@@ -27,17 +36,15 @@ from __future__ import annotations
 
 import logging
 import random
-import statistics
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
 from scheduler.link import LinkEstimator
 from scheduler.planner import build_policy
@@ -47,17 +54,23 @@ from splitpoint.codec import decode, encode
 from splitpoint.errors import (
     ConfigError,
     RemoteError,
+    ResultsWriteError,
     SplitpointError,
-    TensorError,
     status_code_from_int,
 )
-from splitpoint.metrics import LATENCY_BUCKETS, serve_metrics
+from splitpoint.metrics import serve_metrics
 from splitpoint.v1 import offload_pb2
 
 from .client import InferStream, OffloadClient
 from .config import EdgeConfig
 from .heads import EdgeHeads
-from .results import backup_results, open_results
+from .ledger import FrameLedger
+from .local_executor import LocalExecutor
+from .notices import FallbackDigest, nothing_to_do_message, unreached_message
+from .recorder import DROP_REASON as DROP_REASON  # re-exported: tests and users import it from here
+from .recorder import Recorder
+from .results import ResultStore
+from .run_report import EdgeMetrics, LiveBuffer, RunSummary
 from .sources import Frame, FrameReadError, FrameSource
 
 log = logging.getLogger(__name__)
@@ -66,28 +79,16 @@ log = logging.getLogger(__name__)
 BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 5.0  # a drone should find a restarted server within seconds
 #: payload of the bandwidth probe
 PROBE_BYTES = 64 * 1024
-#: the reason of a live-capture drop record
-DROP_REASON = "live mode: the agent fell behind the camera"
+#: how often a thread waiting for a window slot looks at stop, grace and fatal errors
+SLOT_POLL_S = 0.05
+
+
+class CloudNotReachedError(SplitpointError):
+    """require_cloud is set and no cloud server answered during the run."""
 
 
 def _describe(policy: SplitPolicy) -> str:
     return getattr(policy, "describe", lambda: policy.name)()
-
-
-class EdgeMetrics:
-    def __init__(self, registry: CollectorRegistry):
-        self.frames = Counter("splitpoint_edge_frames", "frames finished", ["where", "status"], registry=registry)
-        self.errors = Counter("splitpoint_edge_errors", "frames that failed in the cloud, by status code", ["code"], registry=registry)
-        self.stage_seconds = Histogram(
-            "splitpoint_edge_stage_seconds", "time per stage", ["stage"], buckets=LATENCY_BUCKETS, registry=registry
-        )
-        self.split = Gauge("splitpoint_edge_split", "split used for the latest frame", registry=registry)
-        self.bandwidth = Gauge("splitpoint_edge_link_bandwidth_bps", "uplink bandwidth estimate", registry=registry)
-        self.rtt = Gauge("splitpoint_edge_link_rtt_ms", "round-trip time estimate", registry=registry)
-        self.queue = Gauge("splitpoint_edge_server_queue_ms", "server queue wait estimate", registry=registry)
-        self.bytes_sent = Counter("splitpoint_edge_sent_bytes", "cut tensor bytes sent", registry=registry)
-        self.dropped = Counter("splitpoint_edge_dropped_frames", "frames dropped unprocessed by live capture (behind the camera)",
-                               registry=registry)
 
 
 @dataclass
@@ -103,58 +104,6 @@ class _Pending:
     stream: InferStream
 
 
-class _LiveBuffer:
-    """The frames a live reader has read ahead; `put` on a full buffer evicts (returns) the oldest."""
-
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self._frames: deque[Frame] = deque()
-        self._cond = threading.Condition()
-        self._closed = False
-
-    def put(self, frame: Frame) -> Frame | None:
-        with self._cond:
-            evicted = self._frames.popleft() if len(self._frames) >= self.capacity else None
-            self._frames.append(frame)
-            self._cond.notify()
-            return evicted
-
-    def get(self) -> Frame | None:
-        """The oldest waiting frame; None once closed and empty."""
-        with self._cond:
-            while not self._frames and not self._closed:
-                self._cond.wait()
-            return self._frames.popleft() if self._frames else None
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-
-@dataclass
-class RunSummary:
-    frames: int = 0  # records written by this run: cloud + local + failed + dropped
-    cloud: int = 0
-    local: int = 0
-    failed: int = 0
-    dropped: int = 0  # live capture: frames dropped unprocessed (each has a "dropped" record)
-    skipped: int = 0  # resume: source frames passed over because the log already records them
-    fallbacks: int = 0
-    correct: int = 0
-    labelled: int = 0
-    by_split: dict[int, int] = field(default_factory=dict)
-    end_to_end_ms: list[float] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def accuracy(self) -> float | None:
-        return self.correct / self.labelled if self.labelled else None
-
-    def median_ms(self) -> float | None:
-        return statistics.median(self.end_to_end_ms) if self.end_to_end_ms else None
-
-
 class EdgeAgent:
     def __init__(self, config: EdgeConfig, policy: SplitPolicy | None = None,
                  on_result: Callable[[dict[str, Any]], None] | None = None):
@@ -166,6 +115,8 @@ class EdgeAgent:
             if k is not None and k not in m.split_ids:
                 raise ConfigError(key, k, f"not a split of {m.model_name}; candidates: {m.split_ids}")
         self.heads = EdgeHeads(self.bundle, config.device_spec, config.cpu_fallback, num_threads=config.threads)
+        #: values in one answer's output tensor (a batch of one)
+        self._num_scores = int(np.prod([d for d in m.output.shape if d and d > 0], dtype=np.int64))
         #: link and load estimates from live traffic and probes; adaptive policies plan with them
         self.link = LinkEstimator()
         if policy is None:
@@ -174,32 +125,32 @@ class EdgeAgent:
         self._reload: Callable[[], PolicyConfig] | None = None
         self._reload_requested = threading.Event()
         self._last_probe = 0.0
-        self.on_result = on_result
         self.registry = CollectorRegistry()
         self.metrics = EdgeMetrics(self.registry)
+        self._stop = threading.Event()
+        #: the results log, the summary and the metrics; a write error sets _stop
+        self.recorder = Recorder(m.labels, self.metrics, on_fatal=self._stop.set, on_result=on_result)
         # One client per configured server; the agent talks to one and fails over on health.
-        self.clients = [OffloadClient(a, config.max_message_bytes, config.connect_timeout_s, config.security)
+        self.clients = [OffloadClient(a, config.max_message_bytes, config.connect_timeout_s, config.security,
+                                      keepalive_s=config.keepalive_s)
                         for a in config.cloud_addresses]
         self._active = 0
-        if not config.resume:
-            moved = backup_results(config.results)
-            if moved is not None:
-                log.warning("resume is off: the old results log %s was renamed to %s; starting over", config.results, moved)
-        self.results = open_results(config.results, config.results_format, config.results_fsync)
         #: frame ids the log recorded before this run (empty when not resuming)
-        self._done_at_start: set[int] = self.results.done_ids() if config.resume else set()
+        self._done_at_start: set[int] = set()
+        self._stop_at: float | None = None  # when stop() was first called (the grace period starts)
+        self._reached: set[str] = set()  # addresses that answered anything
+        self._wanted_cloud = 0  # frames whose split sent (or meant to send) them to the cloud
+        self.fallback_digest = FallbackDigest()
         self._skip_ids: set[int] = set()  # filtered here for sources without skip()
         self._filtered = 0
         self._reader: threading.Thread | None = None
         self._reader_error: BaseException | None = None
-        self.summary = RunSummary()
-        self._pending: dict[int, _Pending] = {}
-        self._lock = threading.Lock()
-        self._window = threading.BoundedSemaphore(config.window_size)
+        self._ledger = FrameLedger(config.window_size)
+        self._local = LocalExecutor()
+        self._lock = threading.Lock()  # _closed, _reached (see the lock order in the module doc)
         self._stream: InferStream | None = None
         self._retry_at = 0.0
         self._backoff = BACKOFF_START_S
-        self._stop = threading.Event()
         self._watchdog = threading.Thread(target=self._watch_deadlines, name="deadline-watchdog", daemon=True)
         # Probes run beside the frames, never in front of one: a 64 KiB probe on a 2 Mbps uplink
         # takes a quarter of a second, which a frame waiting behind it would pay.
@@ -232,6 +183,7 @@ class EdgeAgent:
                     "partition once and deploy the same bundle to both",
                 )
             self._active = i
+            self._reached.add(client.address)
             log.info("cloud %s serves %s; warm tails %s", client.address, info.model_name,
                      [s.split for s in info.splits if s.warm])
             return info
@@ -253,6 +205,7 @@ class EdgeAgent:
         """Process every frame of `source`; returns when each has its record."""
         t0 = time.perf_counter()
         try:  # everything after this point is undone by close(), also when a check fails
+            self._open_results()
             served = serve_metrics(self.config.metrics_listen, self.registry)
             if served:
                 self._metrics_server = served[0]
@@ -270,11 +223,49 @@ class EdgeAgent:
             self.summary.seconds = time.perf_counter() - t0
             self.close()
             self.summary.skipped = int(getattr(source, "skipped", 0) or 0) + self._filtered
-            if self.summary.skipped:
-                log.info("resumed: %d frames already recorded in %s were skipped", self.summary.skipped, self.config.results)
-            if self.summary.dropped:
-                log.warning("live capture: %d frames dropped (the agent fell behind the source)", self.summary.dropped)
+            if self._fatal is not None:
+                raise self._fatal  # one message (the CLI's), naming the file and the error; exit 1
+        self._report_end()  # not after an error: it would hide it
         return self.summary
+
+    def _open_results(self) -> None:
+        cfg = self.config
+        self._done_at_start = self.recorder.open(cfg.results, cfg.results_format, cfg.results_fsync, cfg.resume)
+
+    @property
+    def summary(self) -> RunSummary:
+        return self.recorder.summary
+
+    @property
+    def results(self) -> ResultStore | None:
+        """The results log (opened by run())."""
+        return self.recorder.results
+
+    @property
+    def _fatal(self) -> ResultsWriteError | None:
+        return self.recorder.fatal
+
+    def _report_end(self) -> None:
+        """The end-of-run notices: skipped, dropped, abandoned, never reached a server."""
+        s, cfg = self.summary, self.config
+        self.fallback_digest.flush()
+        if s.nothing_to_do:
+            log.warning("%s", nothing_to_do_message(cfg.results, s.skipped))
+        elif s.skipped:
+            log.info("resumed: %d frames already recorded in %s were skipped", s.skipped, cfg.results)
+        if s.dropped:
+            log.warning("live capture: %d frames dropped (the agent fell behind the source)", s.dropped)
+        if s.abandoned:
+            log.warning("stopped: %d frames in flight got no answer within grace_s = %s; they have no record "
+                        "and run again on resume", s.abandoned, cfg.grace_s)
+        if self._reached or s.frames == 0:
+            return
+        s.unreached = [c.address for c in self.clients]
+        message = unreached_message(s.unreached, s.local)
+        if cfg.require_cloud:
+            raise CloudNotReachedError(f"require_cloud: {message}; results in {cfg.results}")
+        if self._wanted_cloud:  # an all-edge run (k = K) never needed a server: no warning
+            log.warning("%s", message)
 
     def _resume(self, source: FrameSource) -> None:
         """Skip what the log already records (or, for a camera, number after it)."""
@@ -319,38 +310,44 @@ class EdgeAgent:
             if self.config.max_frames is not None and count >= self.config.max_frames:
                 break
             # Take a slot first, then read: a camera frame is captured when it can be worked on.
-            self._window.acquire()
+            if not self._acquire_slot(self._stop.is_set):
+                break
             try:
                 frame = self._next_frame(it)
             except StopIteration:
-                self._window.release()
+                self._ledger.release_unused()
                 break
             except FrameReadError as err:
                 count += 1
-                self._window.release()
-                self._record_failure(err.index, err.origin, None, f"frame could not be read: {err}")
+                self._ledger.release_unused()
+                self.recorder.failed(err.index, err.origin, None, f"frame could not be read: {err}")
                 continue
             count += 1
+            self._ledger.admit(frame.index)
             self._process(frame)
 
     def _run_live(self, source: FrameSource) -> None:
         """A reader thread keeps up with the source; this loop processes the newest frames it can."""
-        buffer = _LiveBuffer(self.config.live_buffer)
+        buffer = LiveBuffer(self.config.live_buffer)
         self._reader = threading.Thread(target=self._read_live, args=(iter(source), buffer), name="live-reader",
                                         daemon=True)
         self._reader.start()
         while True:
-            self._window.acquire()
-            frame = buffer.get()  # after stop() or the end: what is still buffered, then None
-            if frame is None:
-                self._window.release()
+            # after stop() the buffered frames are still processed, within the grace period
+            if not self._acquire_slot(self._grace_over):
+                buffer.close()
                 break
+            frame = buffer.get(self._grace_over)  # after stop() or the end: what is still buffered, then None
+            if frame is None:
+                self._ledger.release_unused()
+                break
+            self._ledger.admit(frame.index)
             self._process(frame)
-        self._reader.join()
+        self._reader.join(None if self._stop_at is None else max(0.0, self._grace_left()))
         if self._reader_error is not None:
             raise self._reader_error
 
-    def _read_live(self, it: Iterator[Frame], buffer: _LiveBuffer) -> None:
+    def _read_live(self, it: Iterator[Frame], buffer: LiveBuffer) -> None:
         count = 0
         try:
             while not self._stop.is_set():
@@ -362,41 +359,71 @@ class EdgeAgent:
                     break
                 except FrameReadError as err:
                     count += 1
-                    self._record_failure(err.index, err.origin, None, f"frame could not be read: {err}")
+                    self.recorder.failed(err.index, err.origin, None, f"frame could not be read: {err}")
                     continue
                 count += 1
                 evicted = buffer.put(frame)
                 if evicted is not None:
-                    self._record_dropped(evicted)
+                    self.recorder.dropped(evicted)
         except BaseException as exc:  # re-raised by run(); the buffered frames are still processed
             self._reader_error = exc
         finally:
             buffer.close()
 
     def stop(self) -> None:
-        """Ask `run` to stop after the current frame (frames in flight still finish)."""
+        """Ask `run` to stop after the current frame; frames in flight get `grace_s` to finish.
+
+        Safe from a signal handler: it only sets two fields."""
+        if self._stop_at is None:
+            self._stop_at = time.monotonic()
         self._stop.set()
 
+    def _grace_left(self) -> float:
+        return float("inf") if self._stop_at is None else self._stop_at + self.config.grace_s - time.monotonic()
+
+    def _grace_over(self) -> bool:
+        """Stop waiting for frames: the grace period after stop() is over, or the log cannot be written."""
+        return self._fatal is not None or self._grace_left() <= 0
+
+    def _acquire_slot(self, give_up: Callable[[], bool]) -> bool:
+        """A window slot, or False once `give_up()` or a fatal error says to stop waiting.
+
+        Never an unbounded wait: a slot held by a frame the link never answers must not keep
+        the agent from seeing SIGTERM or a fatal error."""
+        while not self._ledger.acquire(timeout=SLOT_POLL_S):
+            if self._fatal is not None or give_up():
+                return False
+        if self._fatal is not None:
+            self._ledger.release_unused()
+            return False
+        return True
+
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         self._closed_event.set()
         self._stop.set()
+        self._local.close()  # the local run in progress ends; queued ones are abandoned
         if self._prober.is_alive():
             self._prober.join(1.0)  # a probe in flight ends at its deadline or when the channel closes
         reader = self._reader
         if reader is not None and reader.is_alive() and reader is not threading.current_thread():
-            reader.join(5.0)  # run() was interrupted: let the reader finish the read it is in
+            # run() was interrupted: let the reader finish the read it is in (within grace after stop())
+            reader.join(5.0 if self._stop_at is None else max(0.1, min(5.0, self._grace_left())))
             if reader.is_alive():
                 log.warning("the live reader is still reading from the source; closing anyway")
         stream = self._stream
         if stream is not None:
-            stream.close()
+            if self._ledger.open_frames:  # abandoned frames: their answers could not be recorded any more
+                stream.cancel()
+            else:
+                stream.close()
             stream.ended.wait(2.0)
         for client in self.clients:
             client.close()
-        self.results.close()
+        self.recorder.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
 
@@ -476,18 +503,19 @@ class EdgeAgent:
                 raise SplitpointError(f"policy {self.policy.name} chose split {k}, not loaded here ({self.heads.splits})")
             x = self.heads.preprocess(frame.raw)
         except SplitpointError as err:
-            self._record_failure(frame.index, frame.origin, frame.label, str(err))
-            self._window.release()
+            message = str(err)
+            self._ledger.finish(frame.index, lambda: self.recorder.failed(frame.index, frame.origin, frame.label, message))
             return
         preprocess_ms = (time.monotonic() - t_start) * 1000
         self.metrics.split.set(k)
         if k == self.K:
-            self._finish_local(frame, x, k, preprocess_ms, reason=None)
+            self._run_local(frame, x, k, preprocess_ms, reason=None)
             return
+        self._wanted_cloud += 1
         out = self.heads.run(k, x)
         stream = self._current_stream()
         if stream is None:
-            self._finish_local(frame, x, k, preprocess_ms, reason="cloud unreachable (waiting to reconnect)", head_ms=out.head_ms)
+            self._run_local(frame, x, k, preprocess_ms, reason="cloud unreachable (waiting to reconnect)", head_ms=out.head_ms)
             return
         req = offload_pb2.InferRequest(
             frame_id=frame.index, model_digest=self.bundle.manifest.model_digest, split=k,
@@ -498,8 +526,7 @@ class EdgeAgent:
         wire = len(req.tensors[0].data)
         now = time.monotonic()
         p = _Pending(frame, k, x, out.head_ms, preprocess_ms, wire, now, now + self.config.frame_deadline_ms / 1000, stream)
-        with self._lock:
-            self._pending[frame.index] = p
+        self._ledger.hold(frame.index, p)
         if stream.send(req):
             self.metrics.bytes_sent.inc(wire)
         else:
@@ -518,24 +545,29 @@ class EdgeAgent:
         return self._stream
 
     def _on_response(self, stream: InferStream, resp: offload_pb2.InferResponse) -> None:
+        p = self._ledger.claim(resp.frame_id)
         with self._lock:
-            p = self._pending.pop(resp.frame_id, None)
+            self._reached.add(self.client.address)
         if p is None:
             log.debug("late or unknown response for frame %d ignored", resp.frame_id)
             return
         self._backoff = BACKOFF_START_S  # the link works
+        self._answered(p, resp)  # this thread now owns the frame: whatever the answer holds, one record
+
+    def _answered(self, p: _Pending, resp: offload_pb2.InferResponse) -> None:
         rpc_ms = (time.monotonic() - p.sent) * 1000
         if resp.HasField("error") and resp.error.code != 0:
             code = status_code_from_int(resp.error.code)
             self.metrics.errors.labels(code.name).inc()
             log.warning("frame %d failed in the cloud: %s %s", p.frame.index, code.name, resp.error.message)
-            self._finish_local(p.frame, p.x, p.split, p.preprocess_ms, reason=f"cloud {code.name}: {resp.error.message}",
+            self._run_local(p.frame, p.x, p.split, p.preprocess_ms, reason=f"cloud {code.name}: {resp.error.message}",
                                head_ms=p.head_ms)
             return
-        try:
-            scores = decode(resp.outputs[0]).dequantized().reshape(-1)
-        except (IndexError, TensorError) as err:
-            self._finish_local(p.frame, p.x, p.split, p.preprocess_ms, reason=f"malformed response: {err}", head_ms=p.head_ms)
+        scores, problem = self._scores(resp)
+        if problem is not None:
+            log.warning("frame %d: malformed answer from the cloud (%s); running it locally", p.frame.index, problem)
+            self._run_local(p.frame, p.x, p.split, p.preprocess_ms, reason=f"malformed response: {problem}",
+                               head_ms=p.head_ms)
             return
         t = resp.timing
         timings = {
@@ -552,9 +584,20 @@ class EdgeAgent:
             resp.load.queued,
         ))
 
+    def _scores(self, resp: offload_pb2.InferResponse) -> tuple[np.ndarray, str | None]:
+        """The answer's scores, or what is wrong with it (then the frame falls back)."""
+        if len(resp.outputs) != 1:
+            return np.empty(0), f"{len(resp.outputs)} output tensors, expected 1"
+        try:
+            scores = decode(resp.outputs[0]).dequantized().reshape(-1)
+        except Exception as exc:  # noqa: BLE001 - whatever the bytes hold, never a dead answer thread
+            return np.empty(0), f"output tensor unreadable: {exc}"
+        if scores.size != self._num_scores:
+            return scores, f"output tensor of {scores.size} values, expected {self._num_scores}"
+        return scores, None
+
     def _on_stream_end(self, stream: InferStream, error: RemoteError | None) -> None:
-        with self._lock:
-            lost = [fid for fid, p in self._pending.items() if p.stream is stream]
+        lost = self._ledger.claim_where(lambda p: p.stream is stream)
         idle_close = error is not None and error.code == grpc.StatusCode.DEADLINE_EXCEEDED and not lost
         if idle_close:  # the server closed a stream we left idle: open a new one when needed, no backoff
             log.debug("idle stream closed by the server: %s", error)
@@ -566,25 +609,32 @@ class EdgeAgent:
                 self._retry_at = time.monotonic() + random.uniform(0, self._backoff)
                 self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
         reason = f"stream ended before the answer ({error.code.name if error else 'closed by server'})"
-        for fid in lost:
-            self._take_and_fallback(fid, reason)
+        for _, p in lost:
+            self._fallback(p, reason)
 
     def _watch_deadlines(self) -> None:
         while not self._closed_event.wait(0.02):
             now = time.monotonic()
-            with self._lock:
-                late = [fid for fid, p in self._pending.items() if now > p.deadline]
-            for fid in late:
-                self._take_and_fallback(fid, f"no answer within frame_deadline_ms = {self.config.frame_deadline_ms}",
-                                        timed_out=True)
-
-    def _take_and_fallback(self, frame_id: int, reason: str, timed_out: bool = False) -> None:
-        with self._lock:
-            p = self._pending.pop(frame_id, None)
-        if p is not None:  # else someone else finished it already
-            if timed_out:  # the link took at least this long: let the estimate know
+            for _, p in self._ledger.claim_where(lambda p, now=now: now > p.deadline):
+                # the link took at least this long: let the estimate know
                 self.link.observe_transfer(p.wire_bytes, self.config.frame_deadline_ms)
-            self._finish_local(p.frame, p.x, p.split, p.preprocess_ms, reason=reason, head_ms=p.head_ms)
+                self._fallback(p, f"no answer within frame_deadline_ms = {self.config.frame_deadline_ms}")
+
+    def _take_and_fallback(self, frame_id: int, reason: str) -> None:
+        p = self._ledger.claim(frame_id)
+        if p is not None:  # else another path has it already
+            self._fallback(p, reason)
+
+    def _fallback(self, p: _Pending, reason: str) -> None:
+        """`p`, claimed from the ledger, runs locally instead of waiting for the cloud."""
+        self._run_local(p.frame, p.x, p.split, p.preprocess_ms, reason=reason, head_ms=p.head_ms)
+
+    def _run_local(self, frame: Frame, x: np.ndarray, split: int, preprocess_ms: float, reason: str | None,
+                   head_ms: float = 0.0) -> None:
+        """Queue the frame's local run on the local executor; the calling thread goes on at once.
+
+        After close() nothing is queued: the frame stays unfinished (abandoned; resume re-runs it)."""
+        self._local.submit(lambda: self._finish_local(frame, x, split, preprocess_ms, reason, head_ms))
 
     def _finish_local(self, frame: Frame, x: np.ndarray, split: int, preprocess_ms: float, reason: str | None,
                       head_ms: float = 0.0) -> None:
@@ -593,90 +643,23 @@ class EdgeAgent:
             scores, local_ms = self.heads.run_local(x)
         except Exception as exc:  # the last resort must not lose the frame either
             log.exception("local run of frame %d failed", frame.index)
-            self._record_failure(frame.index, frame.origin, frame.label, f"local run failed: {exc!r}")
-            self._window.release()
+            message = f"local run failed: {exc!r}"
+            self._ledger.finish(frame.index, lambda: self.recorder.failed(frame.index, frame.origin, frame.label, message))
             return
         timings = {"preprocess": preprocess_ms, "head": head_ms, "local": local_ms}
         if reason is not None:
-            self.summary.fallbacks += 1
-            log.info("frame %d ran locally: %s", frame.index, reason)
+            self.recorder.count_fallback()
+            self.fallback_digest.note(frame.index, reason)
         self._complete(frame, self.K if reason is None else split, "local", scores, timings, reason)
         self.policy.observe(FrameOutcome(frame.index, split, "local", reason is None, head_ms, 0))
 
-    # ------------------------------------------------------------------ records
-
     def _complete(self, frame: Frame, split: int, where: str, scores: np.ndarray, timings: dict[str, float],
                   fallback: str | None) -> None:
-        e2e_ms = (time.time_ns() - frame.capture_time_ns) / 1e6
-        label = int(np.argmax(scores))
-        labels = self.bundle.manifest.labels
-        record = {
-            "frame_id": frame.index,
-            "origin": frame.origin,
-            "status": "ok",
-            "split": split,
-            "where": where,
-            "label": label,
-            "label_name": labels[label] if label < len(labels) else str(label),
-            "score": round(float(scores[label]), 6),
-            "true_label": frame.label,
-            "capture_time_unix_ns": frame.capture_time_ns,
-            "timings_ms": {k: round(v, 3) for k, v in timings.items()} | {"end_to_end": round(e2e_ms, 3)},
-        }
-        if fallback:
-            record["fallback_reason"] = fallback
-        with self._lock:  # the log line and the summary change together
-            written = self.results.write(record)
-            s = self.summary
-            s.frames += written
-            if not written:  # a second record for the frame: a bug, logged by the log; the first stands
-                self._window.release()
-                return
-            s.cloud += where == "cloud"
-            s.local += where == "local"
-            s.by_split[split] = s.by_split.get(split, 0) + 1
-            s.end_to_end_ms.append(e2e_ms)
-            if frame.label is not None:
-                s.labelled += 1
-                s.correct += int(label == frame.label)
-        self.metrics.frames.labels(where, "ok").inc()
-        for stage, ms in timings.items():
-            self.metrics.stage_seconds.labels(stage).observe(ms / 1000)
-        self.metrics.stage_seconds.labels("end_to_end").observe(e2e_ms / 1000)
-        if self.on_result is not None:
-            self.on_result(record)
-        self._window.release()
-
-    def _record_failure(self, frame_id: int, origin: str, true_label: int | None, error: str) -> None:
-        record = {"frame_id": frame_id, "origin": origin, "status": "failed", "error": error, "true_label": true_label}
-        with self._lock:
-            if not self.results.write(record):
-                return
-            self.summary.frames += 1
-            self.summary.failed += 1
-        self.metrics.frames.labels("none", "failed").inc()
-        log.error("frame %d failed: %s", frame_id, error)
-        if self.on_result is not None:
-            self.on_result(record)
-
-    def _record_dropped(self, frame: Frame) -> None:
-        """Live capture fell behind: `frame` leaves the buffer unprocessed, with a record saying so."""
-        record = {"frame_id": frame.index, "origin": frame.origin, "status": "dropped", "reason": DROP_REASON,
-                  "true_label": frame.label}
-        with self._lock:
-            if not self.results.write(record):
-                return
-            self.summary.frames += 1
-            self.summary.dropped += 1
-        self.metrics.dropped.inc()
-        self.metrics.frames.labels("none", "dropped").inc()
-        log.debug("frame %d dropped: %s", frame.index, DROP_REASON)
-        if self.on_result is not None:
-            self.on_result(record)
+        # the first path to end the frame writes its record and frees its slot; a later one does nothing
+        self._ledger.finish(frame.index, self.recorder.ok(frame, split, where, scores, timings, fallback))
 
     def _drain(self) -> None:
-        """Wait for every frame in flight: answered, fallen back, or timed out."""
-        for _ in range(self.config.window_size):
-            self._window.acquire()
-        for _ in range(self.config.window_size):
-            self._window.release()
+        """Wait for every frame in flight: answered, fallen back, or timed out; after stop()
+        for at most grace_s, after a fatal error not at all."""
+        if not self._ledger.wait_idle(self._grace_over, SLOT_POLL_S) and self._fatal is None:
+            self.summary.abandoned = self._ledger.open_frames

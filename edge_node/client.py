@@ -16,12 +16,15 @@ from splitpoint.v1 import offload_pb2, offload_pb2_grpc
 
 log = logging.getLogger(__name__)
 
+#: how long a keepalive ping may go unanswered before the link is declared dead
+KEEPALIVE_TIMEOUT_S = 10.0
+
 
 class OffloadClient:
     """One channel to a server. Every call has a deadline; failures are RemoteError."""
 
     def __init__(self, address: str, max_message_bytes: int = 32 << 20, timeout_s: float = 5.0,
-                 security: ClientSecurity | None = None):
+                 security: ClientSecurity | None = None, keepalive_s: float = 20.0):
         self.address = address
         self.timeout_s = timeout_s
         security = security or ClientSecurity(insecure=True)
@@ -30,10 +33,15 @@ class OffloadClient:
             [
                 ("grpc.max_send_message_length", max_message_bytes),
                 ("grpc.max_receive_message_length", max_message_bytes),
-                # Notice a dead link on an idle stream within ~20 s instead of hours.
-                ("grpc.keepalive_time_ms", 10_000),
-                ("grpc.keepalive_timeout_ms", 10_000),
-                ("grpc.keepalive_permit_without_calls", 0),
+                # Notice a dead link on an idle stream within keepalive_s + 10 s instead of hours.
+                # The server must permit this rate: it accepts a ping every 5 s without data
+                # (cloud_server/server.py, PERMITTED_PING_INTERVAL_MS); pinging faster than the
+                # server permits gets the connection closed (GOAWAY too_many_pings).
+                ("grpc.keepalive_time_ms", int(keepalive_s * 1000)),
+                ("grpc.keepalive_timeout_ms", int(KEEPALIVE_TIMEOUT_S * 1000)),
+                ("grpc.keepalive_permit_without_calls", 0),  # only while a stream is open
+                # No cap on pings between two frames: a frame every 40 s still has its link checked.
+                ("grpc.http2.max_pings_without_data", 0),
             ],
         )
         self.stub = offload_pb2_grpc.OffloadStub(self.channel)

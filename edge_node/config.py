@@ -50,6 +50,12 @@ class EdgeConfig:
     capture: str = option("survey", "survey: every frame is processed, none dropped; live: keep up with the camera, "
                                     "dropping (and recording) the oldest unprocessed frame when behind",
                           choices=("survey", "live"), group="input")
+    grace_s: float = option(10.0, "SIGTERM/SIGINT: time frames in flight get to finish; then the agent exits anyway "
+                                  "(unfinished frames have no record and run again on resume)", group="output")
+    keepalive_s: float = option(20.0, "ping an open stream after this long without traffic, to notice a dead link; "
+                                      "the server permits one ping every 5 s, so keep it at 5 or more", group="cloud link")
+    require_cloud: bool = option(False, "exit with an error (1) when no cloud server was reached during the run, "
+                                        "instead of a warning after running every frame locally", group="cloud link")
     live_buffer: int = option(2, "live capture: frames read ahead and waiting; when full the oldest is dropped", group="input")
     policy: PolicyConfig = option(default_factory=PolicyConfig, help="split policy: the [policy] table")
 
@@ -78,6 +84,10 @@ class EdgeConfig:
             raise ConfigError("fps", self.fps, "must be > 0")
         if self.max_frames is not None and self.max_frames < 0:
             raise ConfigError("max_frames", self.max_frames, "must be >= 0")
+        if self.grace_s < 0:
+            raise ConfigError("grace_s", self.grace_s, "must be >= 0")
+        if self.keepalive_s < 1:
+            raise ConfigError("keepalive_s", self.keepalive_s, "must be at least 1 (the server permits one ping every 5 s)")
         if self.connect_timeout_s <= 0:
             raise ConfigError("connect_timeout_s", self.connect_timeout_s, "must be > 0")
         if self.stream_lifetime_s * 1000 <= 2 * self.frame_deadline_ms:

@@ -18,6 +18,12 @@ and refuse a second record for the same frame id: that is a bug upstream, so it
 is logged as an error and the first record is kept. `done_ids()` is what an
 agent restarting on the same log skips.
 
+A store that cannot be written (ENOSPC, EIO, a read-only file system) raises
+ResultsWriteError naming the file and the error; the records written before
+stay intact (a JSONL line cut short is truncated away) and every later write
+raises the same error without touching the file again. Scores and timings that
+are not finite are written as null, so the log is always valid JSON.
+
 `read_results(path)` reads either format (a SQLite file starts with the header
 "SQLite format 3\\0"). A crash can tear the last JSON line; reading ignores an
 unparsable final line with a warning, and opening such a log for appending cuts
@@ -26,8 +32,10 @@ the torn tail off first, so the next record starts on a line of its own.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -35,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from splitpoint.errors import ConfigError
+from splitpoint.errors import ConfigError, ResultsWriteError
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +76,30 @@ def is_sqlite(path: str | Path) -> bool:
         return False
 
 
+def _finite(value: Any) -> Any:
+    """`value` with every non-finite float replaced by None (JSON has no Infinity or NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _dumps(record: dict[str, Any]) -> str:
-    return json.dumps(record, separators=(",", ":"), default=float)
+    try:
+        return json.dumps(record, separators=(",", ":"), default=float, allow_nan=False)
+    except ValueError:  # a bare NaN/Infinity would make the line unreadable to strict JSON readers
+        return json.dumps(_finite(record), separators=(",", ":"), default=float, allow_nan=False)
+
+
+def describe_os_error(exc: BaseException) -> str:
+    """'No space left on device (ENOSPC)' rather than '[Errno 28] ...'; other errors as they print."""
+    code = getattr(exc, "errno", None)
+    if isinstance(code, int) and code in errno.errorcode:
+        return f"{os.strerror(code)} ({errno.errorcode[code]})"
+    return str(exc) or type(exc).__name__
 
 
 def _frame_id(record: dict[str, Any]) -> int:
@@ -113,15 +143,26 @@ class _ResultLog:
     def __init__(self) -> None:
         self._ids: set[int] = set()
         self._lock = threading.Lock()
+        #: set by the first failed write; every later write raises it without touching the file
+        self.failed: ResultsWriteError | None = None
 
     def write(self, record: dict[str, Any]) -> bool:
-        """Store `record`; False (and an error logged) when its frame id is already in the log."""
+        """Store `record`; False (and an error logged) when its frame id is already in the log.
+
+        Raises ResultsWriteError when the store cannot be written (then and ever after)."""
         fid = _frame_id(record)
         text = _dumps(record)
         with self._lock:
             if not self._is_open():
                 raise ValueError(f"results log {self.path} is closed")
-            stored = fid not in self._ids and self._append(fid, text)
+            if self.failed is not None:
+                raise self.failed
+            try:
+                stored = fid not in self._ids and self._append(fid, text)
+            except (OSError, sqlite3.Error) as exc:
+                self.failed = ResultsWriteError(
+                    self.path, f"{describe_os_error(exc)}; the {len(self._ids)} records written before stay intact")
+                raise self.failed from None
             if not stored:
                 log.error("bug: a second record for frame %d refused (the first is kept in %s): %s", fid, self.path, text)
             self._ids.add(fid)
@@ -168,16 +209,30 @@ class JsonlResultLog(_ResultLog):
             elif raw and not raw.endswith(b"\n"):  # a whole record whose newline was not written
                 with open(self.path, "ab") as fh:
                     fh.write(b"\n")
-        self._fh: Any = open(self.path, "a", encoding="utf-8")
+        # Unbuffered: a write that fails (a full disk) leaves nothing queued to be flushed at close.
+        self._fh: Any = open(self.path, "ab", buffering=0)
 
     def _is_open(self) -> bool:
         return self._fh is not None
 
     def _append(self, fid: int, text: str) -> bool:
-        self._fh.write(text + "\n")
-        self._fh.flush()
-        if self.fsync:
-            os.fsync(self._fh.fileno())
+        data = (text + "\n").encode("utf-8")
+        start = self._fh.seek(0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:  # a nearly full disk takes part of a line, then refuses the rest
+                n = self._fh.write(view)
+                if not n:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                view = view[n:]
+            if self.fsync:
+                os.fsync(self._fh.fileno())
+        except OSError:
+            try:  # cut the partial line off: the records before it stay a valid log
+                os.ftruncate(self._fh.fileno(), start)
+            except OSError as exc:
+                log.debug("results log %s: could not cut a partial line off (%s)", self.path, exc)
+            raise
         return True
 
     def _close(self) -> None:
@@ -210,6 +265,8 @@ class SqliteResultLog(_ResultLog):
             self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
             self._db.execute(_SCHEMA)
             self._ids = {row[0] for row in self._db.execute("SELECT frame_id FROM results")}
+        except sqlite3.OperationalError as exc:  # full, read-only, I/O error: the file, not the setting
+            raise ResultsWriteError(self.path, describe_os_error(exc)) from None
         except sqlite3.DatabaseError as exc:
             raise ConfigError("results", str(self.path), f"cannot be used as a SQLite results log ({exc})") from None
 
@@ -233,11 +290,12 @@ class SqliteResultLog(_ResultLog):
 
 def open_results(path: str | Path, fmt: str = "jsonl", fsync: bool = True) -> JsonlResultLog | SqliteResultLog:
     """The results log at `path` in format `fmt` ("jsonl" or "sqlite"), created or opened for appending."""
-    if fmt == "jsonl":
-        return JsonlResultLog(path, fsync)
-    if fmt == "sqlite":
-        return SqliteResultLog(path, fsync)
-    raise ConfigError("results_format", fmt, f"must be one of {', '.join(FORMATS)}")
+    if fmt not in FORMATS:
+        raise ConfigError("results_format", fmt, f"must be one of {', '.join(FORMATS)}")
+    try:
+        return JsonlResultLog(path, fsync) if fmt == "jsonl" else SqliteResultLog(path, fsync)
+    except OSError as exc:  # e.g. a read-only directory: one clear error, not a traceback
+        raise ResultsWriteError(path, describe_os_error(exc)) from None
 
 
 def backup_results(path: str | Path) -> Path | None:

@@ -94,6 +94,14 @@ class EdgeTpuUnavailableError(BackendUnavailableError):
     """The Edge TPU delegate could not be loaded (no libedgetpu, no device)."""
 
 
+class ResultsWriteError(SplitpointError):
+    """The results log cannot be written (ENOSPC, EIO, read-only...): fatal, the agent stops."""
+
+    def __init__(self, path: Any, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"results log {path} cannot be written: {reason}")
+
+
 class RequestError(SplitpointError):
     """A request the server refuses; carries the status code to answer with."""
 

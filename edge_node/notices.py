@@ -1,0 +1,86 @@
+"""What the agent tells its user about a run, beyond one record per frame.
+
+A run can look fine and not be: every frame ran locally because the cloud was
+never reached (a wrong port, a forgotten --cloud), or nothing ran because the
+results log already records every frame. These are said once, clearly, at the
+end; the per-frame "ran locally" detail is at DEBUG and INFO gets a periodic
+digest instead of one line per frame (a drone at 10 fps would log ten a second).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+
+log = logging.getLogger("edge_node.agent")  # the agent's logger: users filter on one name
+
+#: seconds between two digests of the frames that ran locally
+DIGEST_PERIOD_S = 10.0
+
+
+class FallbackDigest:
+    """Counts fallbacks by reason; the first is logged at once, then one INFO digest per period."""
+
+    def __init__(self, period_s: float = DIGEST_PERIOD_S, clock=time.monotonic):
+        self.period_s = period_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._reasons: Counter[str] = Counter()
+        self._since: float | None = None  # start of the current digest period
+        self._announced = False
+
+    def note(self, frame_id: int, reason: str) -> None:
+        log.debug("frame %d ran locally: %s", frame_id, reason)
+        first = False
+        with self._lock:
+            if not self._announced:
+                self._announced = first = True
+            else:
+                self._reasons[reason] += 1
+                if self._since is None:
+                    self._since = self._clock()
+        if first:  # the moment frames start falling back is worth a line of its own
+            log.info("frame %d ran locally: %s (further local runs are summarised every %.0f s)",
+                     frame_id, reason, self.period_s)
+        self.maybe_flush()
+
+    def maybe_flush(self) -> None:
+        """Log the digest if its period has passed (called from any thread, cheaply)."""
+        with self._lock:
+            if self._since is None or self._clock() - self._since < self.period_s:
+                return
+            self._log_locked()
+
+    def flush(self) -> None:
+        """Log what is counted and not yet reported (end of run)."""
+        with self._lock:
+            if self._reasons:
+                self._log_locked()
+
+    def _log_locked(self) -> None:
+        assert self._since is not None
+        n = sum(self._reasons.values())
+        span = self._clock() - self._since
+        reasons = "; ".join(f"{count} x {reason}" for reason, count in self._reasons.most_common(3))
+        more = len(self._reasons) - 3
+        log.info("%d frames ran locally in the last %.0f s: %s%s", n, span, reasons,
+                 f"; and {more} other reasons" if more > 0 else "")
+        self._reasons.clear()
+        self._since = None
+
+
+def unreached_message(addresses: Sequence[str], local: int) -> str:
+    """The end-of-run line of an agent that never reached a server."""
+    where = ", ".join(addresses)
+    servers = "the cloud server" if len(addresses) == 1 else "any of the cloud servers"
+    return (f"never reached {servers} at {where}: all {local} frames ran locally on the edge "
+            "(check --cloud and that the server is running; --require-cloud makes this an error)")
+
+
+def nothing_to_do_message(results: str, skipped: int) -> str:
+    """The end-of-run line of a resumed run that found every frame already recorded."""
+    return (f"nothing to do: all {skipped} frames of the source are already recorded in {results}; "
+            "to run them again, use --no-resume (the old log is renamed to .bak) or another --results file")

@@ -1,0 +1,156 @@
+"""The agent's records: one per frame in the results log, with the summary and metrics.
+
+`Recorder` builds a frame's record (ok, failed, dropped), writes it, and updates
+the run summary and the Prometheus metrics with it, under one lock so that the
+log and the summary always agree. It is what a frame's `FrameLedger.finish`
+runs. A results log that cannot be written is fatal: the first
+ResultsWriteError is kept in `fatal`, `on_fatal` is called (the agent stops),
+and nothing more is written; `EdgeAgent.run` raises it. After `close()` nothing
+is written either (frames still ending then are abandoned, resume re-runs them).
+
+Lock order: `Recorder._lock` -> the results log's lock; callbacks (`on_result`,
+`on_fatal`) run outside the lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from splitpoint.errors import ResultsWriteError
+
+from .results import ResultStore, backup_results, open_results
+from .run_report import EdgeMetrics, RunSummary
+from .sources import Frame
+
+log = logging.getLogger("edge_node.agent")  # the agent's logger: users filter on one name
+
+#: the reason of a live-capture drop record
+DROP_REASON = "live mode: the agent fell behind the camera"
+
+
+class Recorder:
+    def __init__(self, labels: list[str], metrics: EdgeMetrics, on_fatal: Callable[[], None],
+                 on_result: Callable[[dict[str, Any]], None] | None = None):
+        self.labels = labels
+        self.metrics = metrics
+        self.on_fatal = on_fatal
+        self.on_result = on_result
+        self.summary = RunSummary()
+        #: opened by `open`, once the source is open: a source that fails to open leaves no empty log
+        self.results: ResultStore | None = None
+        #: the first results write that failed
+        self.fatal: ResultsWriteError | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def open(self, path: str, fmt: str, fsync: bool, resume: bool) -> set[int]:
+        """Open (or, without resume, first move aside) the log; the frame ids it already records."""
+        if not resume:
+            moved = backup_results(path)
+            if moved is not None:
+                log.warning("resume is off: the old results log %s was renamed to %s; starting over", path, moved)
+        self.results = open_results(path, fmt, fsync)
+        return self.results.done_ids() if resume else set()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self.results is not None:
+                self.results.close()
+
+    def count_fallback(self) -> None:
+        with self._lock:
+            self.summary.fallbacks += 1
+
+    # ------------------------------------------------------------------ records
+
+    def ok(self, frame: Frame, split: int, where: str, scores: np.ndarray, timings: dict[str, float],
+           fallback: str | None) -> Callable[[], None]:
+        """The record of a result, as the write for the frame's `FrameLedger.finish`."""
+        e2e_ms = (time.time_ns() - frame.capture_time_ns) / 1e6
+        label = int(np.argmax(scores))
+        score = float(scores[label])
+        record: dict[str, Any] = {
+            "frame_id": frame.index,
+            "origin": frame.origin,
+            "status": "ok",
+            "split": split,
+            "where": where,
+            "label": label,
+            "label_name": self.labels[label] if label < len(self.labels) else str(label),
+            "score": round(score, 6) if np.isfinite(score) else None,
+            "true_label": frame.label,
+            "capture_time_unix_ns": frame.capture_time_ns,
+            "timings_ms": {k: round(v, 3) for k, v in timings.items()} | {"end_to_end": round(e2e_ms, 3)},
+        }
+        if not np.isfinite(score):  # JSON has no Infinity/NaN: null, and why
+            record["score_not_finite"] = str(score)
+        if fallback:
+            record["fallback_reason"] = fallback
+        return lambda: self._write_ok(record, frame, split, where, label, timings, e2e_ms)
+
+    def _write_ok(self, record: dict[str, Any], frame: Frame, split: int, where: str, label: int,
+                  timings: dict[str, float], e2e_ms: float) -> None:
+        with self._lock:  # the log line and the summary change together
+            if not self._write(record):  # fatal, closed, or a second record (a bug the log reports)
+                return
+            s = self.summary
+            s.frames += 1
+            s.cloud += where == "cloud"
+            s.local += where == "local"
+            s.by_split[split] = s.by_split.get(split, 0) + 1
+            s.end_to_end_ms.append(e2e_ms)
+            if frame.label is not None:
+                s.labelled += 1
+                s.correct += int(label == frame.label)
+        self.metrics.frames.labels(where, "ok").inc()
+        for stage, ms in timings.items():
+            self.metrics.stage_seconds.labels(stage).observe(ms / 1000)
+        self.metrics.stage_seconds.labels("end_to_end").observe(e2e_ms / 1000)
+        self._tell(record)
+
+    def failed(self, frame_id: int, origin: str, true_label: int | None, error: str) -> None:
+        record = {"frame_id": frame_id, "origin": origin, "status": "failed", "error": error, "true_label": true_label}
+        with self._lock:
+            if not self._write(record):
+                return
+            self.summary.frames += 1
+            self.summary.failed += 1
+        self.metrics.frames.labels("none", "failed").inc()
+        log.error("frame %d failed: %s", frame_id, error)
+        self._tell(record)
+
+    def dropped(self, frame: Frame) -> None:
+        """Live capture fell behind: `frame` leaves the buffer unprocessed, with a record saying so."""
+        record = {"frame_id": frame.index, "origin": frame.origin, "status": "dropped", "reason": DROP_REASON,
+                  "true_label": frame.label}
+        with self._lock:
+            if not self._write(record):
+                return
+            self.summary.frames += 1
+            self.summary.dropped += 1
+        self.metrics.dropped.inc()
+        self.metrics.frames.labels("none", "dropped").inc()
+        log.debug("frame %d dropped: %s", frame.index, DROP_REASON)
+        self._tell(record)
+
+    def _write(self, record: dict[str, Any]) -> bool:
+        """Write one record (the caller holds self._lock); False when not written."""
+        if self.fatal is not None or self._closed or self.results is None:
+            return False
+        try:
+            return self.results.write(record)
+        except ResultsWriteError as err:
+            self.fatal = err
+            self.on_fatal()  # only sets an event: safe under the lock
+            return False
+
+    def _tell(self, record: dict[str, Any]) -> None:
+        if self.on_result is not None:
+            self.on_result(record)

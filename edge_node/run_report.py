@@ -1,0 +1,96 @@
+"""What a run of the edge agent reports: its summary (returned by `EdgeAgent.run`) and its
+Prometheus metrics, plus the live-capture read-ahead buffer. Kept apart from the agent's
+control flow so the agent module holds only the frame pipeline."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from splitpoint.metrics import LATENCY_BUCKETS
+
+from .sources import Frame
+
+
+class EdgeMetrics:
+    def __init__(self, registry: CollectorRegistry):
+        self.frames = Counter("splitpoint_edge_frames", "frames finished", ["where", "status"], registry=registry)
+        self.errors = Counter("splitpoint_edge_errors", "frames that failed in the cloud, by status code", ["code"], registry=registry)
+        self.stage_seconds = Histogram(
+            "splitpoint_edge_stage_seconds", "time per stage", ["stage"], buckets=LATENCY_BUCKETS, registry=registry
+        )
+        self.split = Gauge("splitpoint_edge_split", "split used for the latest frame", registry=registry)
+        self.bandwidth = Gauge("splitpoint_edge_link_bandwidth_bps", "uplink bandwidth estimate", registry=registry)
+        self.rtt = Gauge("splitpoint_edge_link_rtt_ms", "round-trip time estimate", registry=registry)
+        self.queue = Gauge("splitpoint_edge_server_queue_ms", "server queue wait estimate", registry=registry)
+        self.bytes_sent = Counter("splitpoint_edge_sent_bytes", "cut tensor bytes sent", registry=registry)
+        self.dropped = Counter("splitpoint_edge_dropped_frames", "frames dropped unprocessed by live capture (behind the camera)",
+                               registry=registry)
+
+
+class LiveBuffer:
+    """The frames a live reader has read ahead; `put` on a full buffer evicts (returns) the oldest."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._frames: deque[Frame] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, frame: Frame) -> Frame | None:
+        with self._cond:
+            evicted = self._frames.popleft() if len(self._frames) >= self.capacity else None
+            self._frames.append(frame)
+            self._cond.notify()
+            return evicted
+
+    def get(self, give_up: Callable[[], bool] = lambda: False, poll_s: float = 0.05) -> Frame | None:
+        """The oldest waiting frame; None once closed and empty, or when `give_up()` says so
+        (looked at every `poll_s`: a camera that hangs must not keep the agent from stopping)."""
+        with self._cond:
+            while not self._frames and not self._closed:
+                if not self._cond.wait(poll_s) and give_up():
+                    return None
+            return self._frames.popleft() if self._frames else None
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+@dataclass
+class RunSummary:
+    frames: int = 0  # records written by this run: cloud + local + failed + dropped
+    cloud: int = 0
+    local: int = 0
+    failed: int = 0
+    dropped: int = 0  # live capture: frames dropped unprocessed (each has a "dropped" record)
+    skipped: int = 0  # resume: source frames passed over because the log already records them
+    fallbacks: int = 0
+    correct: int = 0
+    labelled: int = 0
+    by_split: dict[int, int] = field(default_factory=dict)
+    end_to_end_ms: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    #: the configured servers, when none of them answered anything during the run (else empty)
+    unreached: list[str] = field(default_factory=list)
+    #: in flight when the grace period after SIGTERM/SIGINT ran out: no record, they run again on resume
+    abandoned: int = 0
+
+    @property
+    def nothing_to_do(self) -> bool:
+        """A resumed run that found every frame already recorded."""
+        return self.frames == 0 and self.skipped > 0
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.labelled if self.labelled else None
+
+    def median_ms(self) -> float | None:
+        return statistics.median(self.end_to_end_ms) if self.end_to_end_ms else None

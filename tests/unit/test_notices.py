@@ -1,0 +1,54 @@
+"""The fallback digest: the first local run is said at once, then one INFO line per period."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from edge_node.notices import FallbackDigest, nothing_to_do_message, unreached_message
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def info_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+
+
+def test_the_first_fallback_is_logged_then_a_digest_per_period(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    digest = FallbackDigest(period_s=10.0, clock=clock)
+    with caplog.at_level(logging.DEBUG, logger="edge_node.agent"):
+        digest.note(0, "cloud unreachable")
+        assert len(info_lines(caplog)) == 1 and "frame 0 ran locally: cloud unreachable" in info_lines(caplog)[0]
+        for i in range(1, 50):
+            clock.t += 0.1
+            digest.note(i, "cloud unreachable" if i % 2 else "no answer within frame_deadline_ms = 2000")
+        assert len(info_lines(caplog)) == 1  # 4.9 s: still within the period
+        clock.t += 6.0
+        digest.maybe_flush()
+        lines = info_lines(caplog)
+        assert len(lines) == 2 and lines[1].startswith("49 frames ran locally in the last 11 s: 25 x cloud unreachable; "
+                                                       "24 x no answer"), lines
+        digest.maybe_flush()
+        digest.flush()  # nothing new: no line
+        assert len(info_lines(caplog)) == 2
+        digest.note(50, "x")
+        digest.flush()
+        assert info_lines(caplog)[-1].startswith("1 frames ran locally in the last 0 s: 1 x x")
+    # every frame is still at DEBUG, with its number
+    assert sum("ran locally" in r.getMessage() and r.levelno == logging.DEBUG for r in caplog.records) == 51
+
+
+def test_messages_name_the_addresses_the_file_and_the_way_out() -> None:
+    one = unreached_message(["10.0.0.1:50051"], 7)
+    assert "the cloud server at 10.0.0.1:50051" in one and "all 7 frames ran locally" in one
+    assert "any of the cloud servers at a:1, b:2" in unreached_message(["a:1", "b:2"], 0)
+    msg = nothing_to_do_message("out/r.jsonl", 12)
+    assert "12 frames" in msg and "out/r.jsonl" in msg and "--no-resume" in msg and "--results" in msg
