@@ -140,6 +140,10 @@ def cmd_edge(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGHUP, lambda *_: agent.request_reload())
     with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps) as source:
         summary = agent.run(source)
+    if summary.nothing_to_do:
+        print(f"nothing to do: all {summary.skipped} frames are already recorded in {conf.results}; "
+              "start over with --no-resume (the old log is kept as a .bak) or another --results")
+        return 0
     acc = f", accuracy {summary.accuracy:.1%}" if summary.accuracy is not None else ""
     med = summary.median_ms()
     print(
@@ -147,6 +151,8 @@ def cmd_edge(args: argparse.Namespace) -> int:
         f"({summary.fallbacks} fallbacks), {summary.failed} failed, {summary.dropped} dropped, "
         f"{summary.skipped} skipped (already recorded){acc}"
         + (f", median end-to-end {med:.1f} ms" if med is not None else "")
+        + (f", {summary.abandoned} unfinished at stop (they run again on resume)" if summary.abandoned else "")
+        + (f"; never reached the cloud at {', '.join(summary.unreached)}" if summary.unreached else "")
         + f"; results in {conf.results}"
     )
     return 0 if summary.failed == 0 else 1
