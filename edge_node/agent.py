@@ -77,6 +77,8 @@ log = logging.getLogger(__name__)
 
 #: reconnect backoff: first wait, cap (seconds); full jitter
 BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 5.0  # a drone should find a restarted server within seconds
+#: a frame answered with one of these moves the agent off that stream's replica
+MOVE_ON_CODES = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
 #: payload of the bandwidth probe
 PROBE_BYTES = 64 * 1024
 #: how often a thread waiting for a window slot looks at stop, grace and fatal errors
@@ -130,11 +132,10 @@ class EdgeAgent:
         self._stop = threading.Event()
         #: the results log, the summary and the metrics; a write error sets _stop
         self.recorder = Recorder(m.labels, self.metrics, on_fatal=self._stop.set, on_result=on_result)
-        # One client per configured server; the agent talks to one and fails over on health.
-        self.clients = [OffloadClient(a, config.max_message_bytes, config.connect_timeout_s, config.security,
-                                      keepalive_s=config.keepalive_s)
-                        for a in config.cloud_addresses]
-        self._active = 0
+        # One channel for every configured server: gRPC spreads streams over them (round_robin)
+        # and skips a replica whose health is not SERVING, so a draining server loses its streams.
+        self.client = OffloadClient(config.cloud, config.max_message_bytes, config.connect_timeout_s,
+                                    config.security, keepalive_s=config.keepalive_s, agent_name=config.agent_name)
         #: frame ids the log recorded before this run (empty when not resuming)
         self._done_at_start: set[int] = set()
         self._stop_at: float | None = None  # when stop() was first called (the grace period starts)
@@ -161,45 +162,26 @@ class EdgeAgent:
 
     # ------------------------------------------------------------------ lifecycle
 
-    @property
-    def client(self) -> OffloadClient:
-        """The client of the server frames go to now."""
-        return self.clients[self._active]
-
     def check_server(self) -> offload_pb2.BundleInfo | None:
-        """Describe the servers; the first reachable one is used. A digest mismatch is fatal,
-        an unreachable server is not (frames run locally until one answers)."""
+        """Describe the server (a replica of the target). A digest mismatch is fatal, an
+        unreachable server is not (frames run locally until one answers)."""
         mine = self.bundle.manifest.model_digest
-        for i, client in enumerate(self.clients):
-            try:
-                info = client.describe()
-            except RemoteError as err:
-                log.warning("cloud %s not reachable (%s)", client.address, err)
-                continue
-            if info.model_digest != mine:
-                raise ConfigError(
-                    "cloud", client.address,
-                    f"the server runs bundle {info.model_name} {info.model_digest}, this agent {mine}: "
-                    "partition once and deploy the same bundle to both",
-                )
-            self._active = i
-            self._reached.add(client.address)
-            log.info("cloud %s serves %s; warm tails %s", client.address, info.model_name,
-                     [s.split for s in info.splits if s.warm])
-            return info
-        log.warning("no cloud server reachable; frames run locally until one is")
-        return None
-
-    def _failover(self) -> bool:
-        """After a stream failed: move to the next server whose health check says SERVING."""
-        n = len(self.clients)
-        for step in range(1, n):
-            i = (self._active + step) % n
-            if self.clients[i].healthy(min(1.0, self.config.connect_timeout_s)):
-                log.warning("failing over from %s to %s", self.client.address, self.clients[i].address)
-                self._active = i
-                return True
-        return False
+        try:
+            info = self.client.describe()
+        except RemoteError as err:
+            log.warning("cloud %s not reachable (%s); frames run locally until it is", self.client.address, err)
+            return None
+        if info.model_digest != mine:
+            raise ConfigError(
+                "cloud", self.client.address,
+                f"the server runs bundle {info.model_name} {info.model_digest}, this agent {mine}: "
+                "partition once and deploy the same bundle to both",
+            )
+        with self._lock:
+            self._reached.add(self.client.address)
+        log.info("cloud %s serves %s; warm tails %s", self.client.address, info.model_name,
+                 [s.split for s in info.splits if s.warm])
+        return info
 
     def run(self, source: FrameSource) -> RunSummary:
         """Process every frame of `source`; returns when each has its record."""
@@ -260,7 +242,7 @@ class EdgeAgent:
                         "and run again on resume", s.abandoned, cfg.grace_s)
         if self._reached or s.frames == 0:
             return
-        s.unreached = [c.address for c in self.clients]
+        s.unreached = [self.client.address]
         message = unreached_message(s.unreached, s.local)
         if cfg.require_cloud:
             raise CloudNotReachedError(f"require_cloud: {message}; results in {cfg.results}")
@@ -421,8 +403,7 @@ class EdgeAgent:
             else:
                 stream.close()
             stream.ended.wait(2.0)
-        for client in self.clients:
-            client.close()
+        self.client.close()
         self.recorder.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
@@ -559,6 +540,11 @@ class EdgeAgent:
         if resp.HasField("error") and resp.error.code != 0:
             code = status_code_from_int(resp.error.code)
             self.metrics.errors.labels(code.name).inc()
+            if code in MOVE_ON_CODES and p.stream.accepting:
+                # the replica is overloaded or draining: the next frame opens a new stream,
+                # which round_robin places on another replica
+                log.info("replica %s answered %s: moving to another stream", p.stream.replica or "?", code.name)
+                p.stream.close()
             log.warning("frame %d failed in the cloud: %s %s", p.frame.index, code.name, resp.error.message)
             self._run_local(p.frame, p.x, p.split, p.preprocess_ms, reason=f"cloud {code.name}: {resp.error.message}",
                                head_ms=p.head_ms)
@@ -578,7 +564,7 @@ class EdgeAgent:
             "server_compute": t.compute_ms,
             "rpc": rpc_ms,
         }
-        self._complete(p.frame, p.split, "cloud", scores, timings, None)
+        self._complete(p.frame, p.split, "cloud", scores, timings, None, replica=p.stream.replica)
         self.policy.observe(FrameOutcome(
             p.frame.index, p.split, "cloud", True, p.head_ms, p.wire_bytes, rpc_ms, t.queue_ms, t.compute_ms, t.total_ms,
             resp.load.queued,
@@ -602,12 +588,10 @@ class EdgeAgent:
         if idle_close:  # the server closed a stream we left idle: open a new one when needed, no backoff
             log.debug("idle stream closed by the server: %s", error)
         elif error is not None and error.code != grpc.StatusCode.CANCELLED:
-            log.warning("stream to %s ended: %s", self.client.address, error)
-            if self._failover():
-                self._retry_at, self._backoff = 0.0, BACKOFF_START_S
-            else:
-                self._retry_at = time.monotonic() + random.uniform(0, self._backoff)
-                self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
+            log.warning("stream to %s ended: %s", stream.replica or self.client.address, error)
+            # the next stream is placed by round_robin on a replica that is SERVING, if any
+            self._retry_at = time.monotonic() + random.uniform(0, self._backoff)
+            self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
         reason = f"stream ended before the answer ({error.code.name if error else 'closed by server'})"
         for _, p in lost:
             self._fallback(p, reason)
@@ -654,9 +638,9 @@ class EdgeAgent:
         self.policy.observe(FrameOutcome(frame.index, split, "local", reason is None, head_ms, 0))
 
     def _complete(self, frame: Frame, split: int, where: str, scores: np.ndarray, timings: dict[str, float],
-                  fallback: str | None) -> None:
+                  fallback: str | None, replica: str = "") -> None:
         # the first path to end the frame writes its record and frees its slot; a later one does nothing
-        self._ledger.finish(frame.index, self.recorder.ok(frame, split, where, scores, timings, fallback))
+        self._ledger.finish(frame.index, self.recorder.ok(frame, split, where, scores, timings, fallback, replica))
 
     def _drain(self) -> None:
         """Wait for every frame in flight: answered, fallen back, or timed out; after stop()

@@ -12,7 +12,9 @@ import grpc
 
 from splitpoint.errors import RemoteError
 from splitpoint.security import ClientSecurity
+from splitpoint.targets import balanced_options, parse_target
 from splitpoint.v1 import offload_pb2, offload_pb2_grpc
+from splitpoint.wire_metadata import AGENT_METADATA_KEY, REPLICA_METADATA_KEY
 
 log = logging.getLogger(__name__)
 
@@ -21,18 +23,22 @@ KEEPALIVE_TIMEOUT_S = 10.0
 
 
 class OffloadClient:
-    """One channel to a server. Every call has a deadline; failures are RemoteError."""
+    """One channel to a server, or to every replica of a target (splitpoint/targets.py: streams
+    spread with round_robin, replicas not SERVING skipped). Every call has a deadline; failures
+    are RemoteError."""
 
     def __init__(self, address: str, max_message_bytes: int = 32 << 20, timeout_s: float = 5.0,
-                 security: ClientSecurity | None = None, keepalive_s: float = 20.0):
+                 security: ClientSecurity | None = None, keepalive_s: float = 20.0, agent_name: str = ""):
         self.address = address
         self.timeout_s = timeout_s
+        #: sent with every Infer stream: the server's fair share counts per agent
+        self.metadata = [(AGENT_METADATA_KEY, agent_name)] if agent_name else []
         security = security or ClientSecurity(insecure=True)
         self.channel = security.channel(
-            address,
+            parse_target("cloud", address),
             [
-                ("grpc.max_send_message_length", max_message_bytes),
-                ("grpc.max_receive_message_length", max_message_bytes),
+                # one connection per agent (a drone has its own), even when a process runs several
+                *balanced_options(max_message_bytes, own_connection=True),
                 # Notice a dead link on an idle stream within keepalive_s + 10 s instead of hours.
                 # The server must permit this rate: it accepts a ping every 5 s without data
                 # (cloud_server/server.py, PERMITTED_PING_INTERVAL_MS); pinging faster than the
@@ -81,7 +87,7 @@ class OffloadClient:
 
     def open_stream(self, lifetime_s: float, on_response: Callable[[InferStream, offload_pb2.InferResponse], None],
                     on_end: Callable[[InferStream, RemoteError | None], None]) -> InferStream:
-        return InferStream(self.stub, lifetime_s, on_response, on_end)
+        return InferStream(self.stub, lifetime_s, on_response, on_end, self.metadata)
 
     def close(self) -> None:
         self.channel.close()
@@ -99,15 +105,18 @@ class InferStream:
 
     def __init__(self, stub: offload_pb2_grpc.OffloadStub, lifetime_s: float,
                  on_response: Callable[[InferStream, offload_pb2.InferResponse], None],
-                 on_end: Callable[[InferStream, RemoteError | None], None]):
+                 on_end: Callable[[InferStream, RemoteError | None], None],
+                 metadata: list[tuple[str, str]] | None = None):
         self.id = next(self._ids)
+        #: the replica that took the stream (its initial metadata), once known
+        self.replica = ""
         self.opened = time.monotonic()
         self.lifetime_s = lifetime_s
         self._requests: queue.Queue = queue.Queue()
         self._closed = False
         self._lock = threading.Lock()
         self.ended = threading.Event()
-        self._call = stub.Infer(self._iter_requests(), timeout=lifetime_s * 1.5 + 5)
+        self._call = stub.Infer(self._iter_requests(), timeout=lifetime_s * 1.5 + 5, metadata=metadata or None)
         self._thread = threading.Thread(target=self._receive, args=(on_response, on_end), name=f"infer-stream-{self.id}", daemon=True)
         self._thread.start()
 
@@ -147,6 +156,7 @@ class InferStream:
     def _receive(self, on_response: Callable, on_end: Callable) -> None:
         error: RemoteError | None = None
         try:
+            self.replica = dict(self._call.initial_metadata() or ()).get(REPLICA_METADATA_KEY, "")
             for resp in self._call:
                 on_response(self, resp)
         except grpc.RpcError as err:

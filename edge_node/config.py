@@ -9,13 +9,20 @@ from splitpoint.config import option, parse_address
 from splitpoint.errors import ConfigError
 from splitpoint.runtime.litert import Device
 from splitpoint.security import ClientSecurity
+from splitpoint.targets import parse_target
 
 
 @dataclass
 class EdgeConfig:
     bundle: str = option(help="bundle directory made by `splitpoint partition`", group="input")
     source: str = option(help="frames: a directory of images, a video file, camera:N or synthetic:N", group="input")
-    cloud: str = option("127.0.0.1:50051", "HOST:PORT of the cloud server; several, comma-separated, for failover", group="cloud link")
+    cloud: str = option("127.0.0.1:50051", "the cloud server(s): HOST:PORT; several, comma-separated, or "
+                                            "dns:///NAME:PORT for every address NAME resolves to: streams are spread "
+                                            "over them (round_robin) and a replica that is not SERVING is skipped",
+                         group="cloud link")
+    agent_name: str = option("", "this agent's name for the server's fair share (sent as splitpoint-agent metadata; "
+                                 "under mutual TLS the certificate's name counts instead); empty: its connection",
+                             group="cloud link")
     split: int | None = option(None, "fixed split k (layers run on the edge); unset: all on the edge", group="cloud link")
     device: str = option("cpu", "where heads run: cpu, edgetpu, edgetpu:usb[:N], edgetpu:pci[:N]", group="edge device")
     cpu_fallback: bool = option(False, "run heads on the CPU when the Edge TPU, or a head compiled for it, cannot be used, instead of failing", group="edge device")
@@ -68,10 +75,7 @@ class EdgeConfig:
         return Device.parse(self.device)
 
     def validate(self) -> None:
-        for address in self.cloud_addresses:
-            parse_address("cloud", address, allow_zero_port=False)
-        if not self.cloud_addresses:
-            raise ConfigError("cloud", self.cloud, "give at least one HOST:PORT")
+        parse_target("cloud", self.cloud)
         if self.metrics_listen:
             parse_address("metrics_listen", self.metrics_listen)
         self.device_spec  # noqa: B018 - parses and raises ConfigError naming the value
@@ -97,8 +101,9 @@ class EdgeConfig:
         self.security.validate()  # last: value errors are named first
 
     @property
-    def cloud_addresses(self) -> list[str]:
-        return [a.strip() for a in self.cloud.split(",") if a.strip()]
+    def cloud_target(self) -> str:
+        """The gRPC target for `cloud` (a list becomes ipv4:A,B; dns:/// stays)."""
+        return parse_target("cloud", self.cloud)
 
     @property
     def security(self) -> ClientSecurity:

@@ -71,7 +71,7 @@ class Recorder:
     # ------------------------------------------------------------------ records
 
     def ok(self, frame: Frame, split: int, where: str, scores: np.ndarray, timings: dict[str, float],
-           fallback: str | None) -> Callable[[], None]:
+           fallback: str | None, replica: str = "") -> Callable[[], None]:
         """The record of a result, as the write for the frame's `FrameLedger.finish`."""
         e2e_ms = (time.time_ns() - frame.capture_time_ns) / 1e6
         label = int(np.argmax(scores))
@@ -93,6 +93,8 @@ class Recorder:
             record["score_not_finite"] = str(score)
         if fallback:
             record["fallback_reason"] = fallback
+        if replica:  # which server answered (several behind one target)
+            record["replica"] = replica
         return lambda: self._write_ok(record, frame, split, where, label, timings, e2e_ms)
 
     def _write_ok(self, record: dict[str, Any], frame: Frame, split: int, where: str, label: int,

@@ -140,10 +140,6 @@ def cmd_edge(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGHUP, lambda *_: agent.request_reload())
     with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps) as source:
         summary = agent.run(source)
-    if summary.nothing_to_do:
-        print(f"nothing to do: all {summary.skipped} frames are already recorded in {conf.results}; "
-              "start over with --no-resume (the old log is kept as a .bak) or another --results")
-        return 0
     acc = f", accuracy {summary.accuracy:.1%}" if summary.accuracy is not None else ""
     med = summary.median_ms()
     print(

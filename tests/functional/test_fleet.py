@@ -238,3 +238,55 @@ def test_thirty_drones_spread_over_three_replicas_and_leave_a_draining_one(cloud
     # the drained replica's drones moved: the other two answered the rest
     assert second.replicas.get(servers[1].address, 0) + second.replicas.get(servers[2].address, 0) > second.answered / 2
     assert min(second.per_agent_answered) > 0
+
+
+def test_thirty_agents_behind_one_target_spread_and_move_off_a_draining_replica(cloud_process: Callable,
+                                                                               digits_bundle: Path,
+                                                                               tmp_path: Path) -> None:
+    servers = [cloud_process("--grace-s", "3", listen=f"127.0.0.{i}:0") for i in (1, 2, 3)]
+    cloud = ",".join(s.address for s in servers)  # one target naming all three
+
+    def fleet(name: str, frames: int, on_running: Callable[[], None] | None = None) -> list[list[dict]]:
+        agents = []
+        for n in range(30):
+            # streams are replaced every 2 s, as agents replace theirs (stream_lifetime_s): each new
+            # stream is placed by round_robin, so an agent's frames take turns over the replicas
+            conf = EdgeConfig(bundle=str(digits_bundle), source=f"synthetic:{frames}", cloud=cloud, split=3,
+                              insecure=True, results=str(tmp_path / f"{name}-{n}.jsonl"), fps=5.0,
+                              stream_lifetime_s=2.0, frame_deadline_ms=900, mode="latency")
+            agents.append((conf, EdgeAgent(conf)))
+
+        def run(conf: EdgeConfig, agent: EdgeAgent) -> None:
+            with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps) as src:
+                agent.run(src)
+
+        threads = [threading.Thread(target=run, args=a) for a in agents]
+        for t in threads:
+            t.start()
+        if on_running is not None:
+            on_running()
+        for t in threads:
+            t.join(120)
+        return [sorted(read_results(conf.results), key=lambda r: r["frame_id"]) for conf, _ in agents]
+
+    first = fleet("a", 40)
+    records = [r for recs in first for r in recs]
+    assert all([r["frame_id"] for r in recs] == list(range(40)) for recs in first)  # every frame once
+    assert all(r["status"] == "ok" and r["where"] == "cloud" for r in records), \
+        [r.get("fallback_reason") for r in records if r["where"] != "cloud"][:5]
+    shares = {s.address: sum(r.get("replica") == s.address for r in records) / len(records) for s in servers}
+    print("shares of 30 agents over three replicas:", shares)
+    assert all(0.20 <= share <= 0.46 for share in shares.values()), shares
+
+    # again, and one replica gets SIGTERM in the middle: its agents move, no frame lost or doubled
+    def drain_first() -> None:
+        time.sleep(4.0)
+        assert servers[0].stop() == 0
+
+    second = fleet("b", 50, drain_first)
+    records = [r for recs in second for r in recs]
+    assert all([r["frame_id"] for r in recs] == list(range(50)) for recs in second)
+    assert all(r["status"] == "ok" for r in records)
+    late = [r for recs in second for r in recs[-15:]]  # the last 3 s of every agent: after the drain
+    assert not [r for r in late if r.get("replica") == servers[0].address]
+    assert sum(r["where"] == "cloud" for r in late) >= 0.9 * len(late)  # the others took them over
