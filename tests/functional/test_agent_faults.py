@@ -392,7 +392,10 @@ def test_every_local_run_is_on_the_local_executor(digits_bundle: Path, fake_serv
         summary = agent.run(source)
     assert summary.local == 8 and summary.fallbacks == 8
     reasons = [r["fallback_reason"] for r in read_results(tmp_path / "r.jsonl")]
-    assert sum("RESOURCE_EXHAUSTED" in r for r in reasons) == 4 and sum("frame_deadline_ms" in r for r in reasons) == 4
+    # the unanswered ones fall back by the deadline, or when the agent leaves the stream of a
+    # replica that answered RESOURCE_EXHAUSTED (it moves to another stream)
+    assert sum("RESOURCE_EXHAUSTED" in r for r in reasons) == 4
+    assert sum("frame_deadline_ms" in r or "stream ended before the answer" in r for r in reasons) == 4
     assert threads and set(threads) == {"local-executor"}, threads
     # k = K (no split) too
     threads.clear()
