@@ -128,3 +128,24 @@ def test_a_loadtest_against_nothing_says_so(digits_bundle: Path) -> None:
     assert proc.returncode == 1  # the run failed: nothing to measure
     line = error_line(proc)
     assert "no drone could open a stream to 127.0.0.1:1" in line and "UNAVAILABLE" in line
+
+
+def test_profile_says_once_that_there_is_no_power_meter(digits_bundle: Path, tmp_path: Path) -> None:
+    proc = splitpoint("profile", "edge", "--bundle", str(digits_bundle), "--runs", "2", "-o", str(tmp_path / "e.json"))
+    assert proc.returncode == 0, proc.stderr
+    notes = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "power meter" in ln]
+    assert len(notes) <= 1, notes  # said once (or not at all where a meter exists), not twice
+    from scheduler.profiles import cpu_name
+
+    name = cpu_name(Path("/proc/cpuinfo").read_text())
+    if name:  # the profile names the CPU as /proc/cpuinfo does, not by its model number
+        assert name in proc.stdout, proc.stdout
+
+
+def test_the_demo_works_outside_the_repository(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from splitpoint.demo import default_workdir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert default_workdir() == tmp_path / "cache" / "splitpoint" / "demo"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert default_workdir() == Path.home() / ".cache" / "splitpoint" / "demo"
