@@ -414,7 +414,7 @@ def test_one_agent_cannot_take_every_stream(make_server: Callable[..., CloudServ
 
 def test_a_client_that_never_reads_is_held_back(make_server: Callable[..., CloudServer], manifest: Manifest) -> None:
     backlog, sent_max = 16, 20_000
-    server = make_server(max_queue=backlog)
+    server = make_server(max_queue_per_agent=backlog)  # a stream is read no further past its share
     assert server.servicer.max_stream_backlog == backlog
     hostile = Hostile(manifest, server.config.max_message_bytes)
     bad = next(req for name, req, _ in hostile.kinds if name == "wrong-digest")
