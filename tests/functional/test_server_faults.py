@@ -32,6 +32,7 @@ def test_server_sigkilled_and_restarted_mid_stream(digits_bundle: Path, tmp_path
     restarted = threading.Event()  # the new server on the same port is listening
     seen = {"n": 0, "cloud_after_restart": 0}
     agent_box: list[EdgeAgent] = []
+    restarter: list[threading.Thread] = []
 
     def chaos(record: dict) -> None:
         seen["n"] += 1
@@ -43,7 +44,8 @@ def test_server_sigkilled_and_restarted_mid_stream(digits_bundle: Path, tmp_path
                 cloud_process(listen=first.address)
                 restarted.set()
 
-            threading.Thread(target=restart, daemon=True).start()
+            restarter.append(threading.Thread(target=restart, daemon=True))
+            restarter[0].start()
         if restarted.is_set() and record.get("where") == "cloud":
             seen["cloud_after_restart"] += 1
             if seen["cloud_after_restart"] == 50:  # back on the restarted server: enough
@@ -55,8 +57,12 @@ def test_server_sigkilled_and_restarted_mid_stream(digits_bundle: Path, tmp_path
                       insecure=True, results=str(tmp_path / "r.jsonl"), fps=60.0, window=4, frame_deadline_ms=1000)
     agent = EdgeAgent(conf, on_result=chaos)
     agent_box.append(agent)
-    with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps) as source:
-        agent.run(source)
+    try:
+        with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps) as source:
+            agent.run(source)
+    finally:
+        for t in restarter:  # the restarted server must be known to the fixture before it cleans up
+            t.join(150)
     records = sorted(read_results(conf.results), key=lambda r: r["frame_id"])
     assert restarted.is_set(), "the server was not restarted"
     assert seen["cloud_after_restart"] >= 50, "the agent did not return to the restarted server"
