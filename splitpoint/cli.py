@@ -99,7 +99,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _load_side_config(cls: type, args: argparse.Namespace) -> object:
-    conf = cfg.load(cls, args, args.config)
+    conf: object = cfg.load(cls, args, args.config)
     if args.print_config:
         print(cfg.to_toml(conf), end="")
     return conf
