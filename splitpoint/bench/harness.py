@@ -60,9 +60,6 @@ def default_traces_dir() -> Path:
     return Path(splitpoint.__file__).resolve().parents[2] / "shared" / "data" / "traces"
 
 
-#: the link emulator's token-bucket floor for every bench run (see Bench._run_stages)
-LINK_BURST_BYTES = 1500
-
 
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -1032,14 +1029,12 @@ class Bench:
                                               log_level="warning", grace_s=5.0, warm_tails=opts.warm_tails)).start()
         _quiet_logging()
         host, port = self.server.address.rsplit(":", 1)
-        # A shallow bucket (one packet, or 10 ms at the rate): with the emulator's default 15 kB, a frame
-        # under 15 kB crossed a 1 Mbps link at loopback speed after an idle gap (120 ms of credit), so
-        # "1 Mbps" meant a different link for small cut tensors than for large ones.
-        self.link = LinkEmulator((host, int(port)), uplink=None, downlink=None, delay_ms=0,
-                                 burst_bytes=LINK_BURST_BYTES).start()
+        # The emulator serializes at the rate with no burst credit (docs/link-emulation.md), so
+        # "1 Mbps" is the same link for small cut tensors as for large ones.
+        self.link = LinkEmulator((host, int(port)), uplink=None, downlink=None, delay_ms=0).start()
         self.result["link"] = {"emulator": "splitpoint.linkemu.LinkEmulator (userspace TCP proxy on 127.0.0.1)",
-                               "uplink": "the condition's rate (token bucket) or trace",
-                               "bucket_depth": f"max({LINK_BURST_BYTES} B, 10 ms at the rate)", "downlink": "unlimited",
+                               "uplink": "the condition's rate or trace (serialized at the rate, no burst credit)",
+                               "downlink": "unlimited",
                                "delay": "RTT/2 each way", "server": self.server.address, "proxy": self.link.address,
                                "frame_deadline_ms": self.frame_deadline_ms}
         self.result["stage_seconds"]["setup"] = round(time.monotonic() - t, 2)
