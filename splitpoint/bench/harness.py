@@ -825,12 +825,15 @@ class Bench:
                 entry["runs"][label]["trace_synced_to_source_open"] = sync.synced
                 self.save()
             self._trace_summary(entry)
+            entry["clairvoyant"] = self._clairvoyant(trace, entry)
             self.result["traces"].append(entry)
             self.save()
             a = entry["runs"].get("adaptive", {})
+            cv = entry["clairvoyant"]
             self.say(f"  adaptive mean {a.get('mean_ms')} ms p95 {a.get('p95_ms')} ms misses {a.get('deadline_misses')}; "
                      f"best fixed {entry.get('best_fixed')} mean {entry.get('best_fixed_mean_ms')} ms; "
-                     f"ratio {entry.get('adaptive_over_best_fixed')}")
+                     f"ratio {entry.get('adaptive_over_best_fixed')}; clairvoyant ({cv.get('kind', cv.get('error'))}) "
+                     f"mean {cv.get('mean_ms')} ms, adaptive/clairvoyant {cv.get('adaptive_over_clairvoyant')}")
 
     def _trace_stats(self, out: RunOutcome, k: int | None, warm: int, deadline: float, t_set: int) -> dict[str, Any]:
         recs_all = sorted(out.records, key=lambda r: r["frame_id"])
@@ -854,6 +857,19 @@ class Bench:
         if out.error or out.rc:
             s["error"] = out.error or f"exit {out.rc}"
         return s
+
+    def _clairvoyant(self, trace: Any, entry: dict[str, Any]) -> dict[str, Any]:
+        """The best mean any scheduler knowing this trace could reach (splitpoint/bench/clairvoyant.py)."""
+        from splitpoint.bench import clairvoyant as cv
+
+        head, tail, queue = cv.measured_stage_times(self.result.get("conditions") or [], self.K, self.edge_ms,
+                                                    self.cloud_ms)
+        paths = cv.paths_from_profiles(self.splits, self.K, head, tail, self.wire, FRAME_OVERHEAD_BYTES, queue)
+        try:
+            return cv.trace_bound(trace, paths, entry["fps"], entry["frames"], entry["rtt_ms"], entry["warmup"],
+                                  entry["deadline_ms"], entry["runs"].get("adaptive", {}).get("mean_ms"))
+        except ValueError as exc:
+            return {"error": str(exc)}
 
     @staticmethod
     def _trace_summary(entry: dict[str, Any]) -> None:
