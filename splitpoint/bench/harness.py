@@ -1042,7 +1042,8 @@ class Bench:
             self.result["power"] = {"table": str(opts.power_table), "radio_link": opts.radio_link}
         self.say("starting the server (in this process) and the link emulator ...")
         self.server = CloudServer(CloudConfig(bundle=str(self.bundle_path), listen="127.0.0.1:0", insecure=True,
-                                              log_level="warning", grace_s=5.0, warm_tails=opts.warm_tails)).start()
+                                              log_level="warning", grace_s=5.0, warm_tails=opts.warm_tails,
+                                              splits=self.splits if opts.splits else [])).start()
         _quiet_logging()
         host, port = self.server.address.rsplit(":", 1)
         # The emulator serializes at the rate with no burst credit (docs/link-emulation.md), so
