@@ -60,7 +60,6 @@ def default_traces_dir() -> Path:
     return Path(splitpoint.__file__).resolve().parents[2] / "shared" / "data" / "traces"
 
 
-
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "splitpoint" / "bench"
