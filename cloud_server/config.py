@@ -31,6 +31,8 @@ class CloudConfig:
                                               "grace_s to finish), so clients re-resolve a DNS target and find new "
                                               "replicas; 0 = never", group="capacity")
     warm_tails: int = option(0, "tails kept loaded (least recently used evicted); 0 keeps all", group="serving")
+    splits: list[int] = option(default_factory=list, help="serve only these splits (e.g. 3,7): only their tails are "
+                               "loaded, frames for others get NOT_FOUND; empty serves every split", group="serving")
     max_message_mb: float = option(32.0, "largest request accepted, MiB (RESOURCE_EXHAUSTED above)", group="capacity")
     tls_cert: str = option("", "server certificate (PEM) for TLS", group="security")
     tls_key: str = option("", "private key (PEM) of tls_cert", group="security")
@@ -67,6 +69,9 @@ class CloudConfig:
                     "stream_window_kb"):
             if getattr(self, key) < 1:
                 raise ConfigError(key, getattr(self, key), "must be at least 1")
+        bad = [k for k in self.splits if k < 0]
+        if bad:
+            raise ConfigError("splits", bad, "split numbers are >= 0")
         if self.warm_tails < 0:
             raise ConfigError("warm_tails", self.warm_tails, "must be >= 0 (0 keeps all tails warm)")
         if not 0.001 <= self.max_message_mb <= 2047:

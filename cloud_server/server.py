@@ -56,7 +56,7 @@ class CloudServer:
         self.metrics = CloudMetrics(self.registry)
         devices = tensorflow_devices()
         log.info("TensorFlow devices: %s", ", ".join(devices))
-        self.tails = TailPool(self.bundle, budget=config.warm_tails)
+        self.tails = TailPool(self.bundle, budget=config.warm_tails, splits=config.splits)
         self._trimmer = MemoryTrimmer()
         self.executor = TailExecutor(self.tails, config.workers, config.max_batch, config.max_queue,
                                      config.max_queue_per_agent)

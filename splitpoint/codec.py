@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from splitpoint.errors import TensorError, TensorTooLargeError
 from splitpoint.v1 import tensor_pb2
@@ -32,7 +33,10 @@ _DTYPES: dict[int, np.dtype] = {
     tensor_pb2.DTYPE_FLOAT32: np.dtype("<f4"),
     tensor_pb2.DTYPE_FLOAT64: np.dtype("<f8"),
 }
-_ENUM_BY_NAME = {np.dtype(v).name: k for k, v in _DTYPES.items()}
+# the wire's enum values by numpy name, typed as the enum the generated message fields take
+_ENUM_BY_NAME: dict[str, tensor_pb2.DType] = {
+    np.dtype(v).name: tensor_pb2.DType.Value(tensor_pb2.DType.Name(k)) for k, v in _DTYPES.items()
+}
 _QUANTIZED_DTYPES = {"int8", "uint8", "int16", "int32"}
 
 
@@ -43,7 +47,7 @@ def dtype_name(enum_value: int) -> str:
     return _DTYPES[enum_value].name
 
 
-def dtype_enum(name: str | np.dtype) -> int:
+def dtype_enum(name: str | np.dtype) -> tensor_pb2.DType:
     key = np.dtype(name).name
     if key not in _ENUM_BY_NAME:
         raise TensorError("dtype", key, f"not supported on the wire; supported: {sorted(_ENUM_BY_NAME)}")
@@ -107,7 +111,7 @@ class Quantization:
         zp = self._broadcast(self.zero_point, q.ndim)
         return (q.astype(np.float32) - zp) * scale
 
-    def quantize(self, x: np.ndarray, dtype: np.dtype | str) -> np.ndarray:
+    def quantize(self, x: np.ndarray, dtype: npt.DTypeLike) -> np.ndarray:
         dtype = np.dtype(dtype)
         info = np.iinfo(dtype)
         scale = self._broadcast(self.scale, x.ndim)
@@ -134,7 +138,7 @@ def encode(
     array: np.ndarray,
     name: str = "",
     quantization: Quantization | None = None,
-    compression: int = tensor_pb2.COMPRESSION_NONE,
+    compression: tensor_pb2.Compression = tensor_pb2.COMPRESSION_NONE,
 ) -> tensor_pb2.Tensor:
     array = np.asarray(array)
     enum = dtype_enum(array.dtype)

@@ -55,6 +55,14 @@ def _is_section(tp: Any) -> bool:
 
 def _flag_type(base: Any) -> Any:
     """argparse converter for a flag's text: numbers are parsed here, so the TOML side can be strict."""
+    if typing.get_origin(base) is list and typing.get_args(base)[0] in (int, float):
+        item = _flag_type(typing.get_args(base)[0])
+
+        def convert_list(text: str) -> list:  # `--splits 3,7`: a comma-separated list of numbers
+            return [item(v.strip()) for v in text.split(",") if v.strip()]
+
+        convert_list.__name__ = f"comma-separated list of {item.__name__}s"
+        return convert_list
     if base not in (int, float):
         return None
 

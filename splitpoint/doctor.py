@@ -127,7 +127,12 @@ def client_factory(address: str, transport: dict[str, Any] | None = None,
         from splitpoint.security import ClientSecurity
 
         parse_address("cloud", address, allow_zero_port=False)
-        security = ClientSecurity(**{k: (bool(v) if k in _BOOL_KEYS else str(v or "")) for k, v in keys.items()})
+        text = {k: str(keys.get(k) or "") for k in TRANSPORT_KEYS if k not in _BOOL_KEYS}
+        security = ClientSecurity(
+            tls_ca=text["tls_ca"], tls_cert=text["tls_cert"], tls_key=text["tls_key"],
+            tls_server_name=text["tls_server_name"], token_file=text["token_file"],
+            insecure=bool(keys.get("insecure")), allow_plaintext_token=bool(keys.get("allow_plaintext_token")),
+        )
         security.validate()
         return OffloadClient(address, timeout_s=timeout_s, security=security)
 

@@ -55,7 +55,7 @@ def _resize_convert(frame: np.ndarray, pre: Preprocessing) -> np.ndarray:
     img = Image.fromarray(frame)
     img = img.convert("L" if pre.channels == 1 else "RGB")
     if img.size != (pre.width, pre.height):
-        img = img.resize((pre.width, pre.height), Image.BILINEAR)
+        img = img.resize((pre.width, pre.height), Image.Resampling.BILINEAR)
     return np.asarray(img, dtype=np.uint8)
 
 
@@ -72,8 +72,8 @@ def read_frame_file(path: Path, pre: Preprocessing) -> np.ndarray:
     except ImportError:
         raise BackendUnavailableError("reading image files needs Pillow: pip install 'splitpoint[edge]'") from None
     try:
-        with Image.open(path) as img:
-            img = img.convert("L" if pre.channels == 1 else "RGB")
+        with Image.open(path) as opened:
+            img = opened.convert("L" if pre.channels == 1 else "RGB")
             return fit_frame(np.asarray(img, dtype=np.uint8), pre)
     except (OSError, UnidentifiedImageError) as exc:
         raise ConfigError("source", str(path), f"not a readable image ({exc})") from None

@@ -5,24 +5,26 @@
 Bytes from the client to the target ("up") and back ("down") go through a
 model of a link per direction, shared by all connections:
 
-1. a token bucket whose fill rate is the direction's bandwidth trace (or a
-   fixed bps, or unlimited); its depth is small (`burst_bytes`, default
-   15 KB, or 10 ms at the current rate if that is more), so bursts are not
-   much larger than the link allows. Acquiring tokens is first come, first
-   served across connections (an asyncio.Lock is FIFO); a waiting sender is
-   granted all the bucket holds once it holds a packet's worth (1500 B), so
-   the bucket never overflows while bytes wait (no capacity is lost).
-2. a delay line: a piece that left the bucket at t is written to the other
-   side no earlier than t + delay, in order. Serialization at the rate, then
-   propagation delay, as on a real link.
+1. a serializer on a virtual clock: the direction's bandwidth trace (or a
+   fixed bps, or unlimited) carries one piece at a time, first come, first
+   served across connections (an asyncio.Lock is FIFO). A piece of n bytes
+   that starts at s = max(now, when the link frees) finishes at the exact time
+   f at which the trace has carried 8n bits since s (the integral of the
+   rate), and the link is busy until f. An idle link gains no credit, so no
+   burst ever beats the rate; and since f is computed, not slept, a late
+   wake-up of the event loop costs nothing as long as the link was scheduled
+   ahead: pieces are scheduled up to `_AHEAD_S` before the link frees.
+2. a delay line: a piece that finished serializing at f is written to the
+   other side at f + delay (no earlier), in order. Serialization at the rate,
+   then propagation delay, as on a real link.
 
-Outage windows stop the bucket (no bytes enter the link; connections stay
-open and bytes wait, nothing is lost). `reset_at` times abort every current
-connection with an RST on both sides.
+Outage windows carry nothing (a piece that would overlap one starts after
+it; connections stay open and bytes wait, nothing is lost). `reset_at` times
+abort every current connection with an RST on both sides.
 
 Everything runs in one asyncio event loop in a background thread; the public
 methods are thread-safe. Reading from a source stops while its bytes wait for
-tokens (and while the delay line holds more than `max_inflight_bytes`), so TCP
+the link (and while the delay line holds more than `max_inflight_bytes`), so TCP
 flow control pushes back on the sender instead of the proxy buffering
 without bound.
 """
@@ -53,8 +55,13 @@ _READ_CHUNK = 64 * 1024
 _READER_LIMIT = 16 * 1024      # asyncio pauses reading a socket beyond 2x this
 _MAX_SLEEP_S = 0.010
 _MIN_SLEEP_S = 0.0005
-_BUCKET_TIME_S = 0.010
-_MIN_GRANT = 1500
+#: the serializer schedules the next piece up to this long before the link frees, so a stalled
+#: event loop does not leave the link idle (stalls of 100-150 ms were seen on a 2-core machine at
+#: load 7); bytes scheduled ahead wait in the delay line, each for its own finish time
+_AHEAD_S = 0.200
+#: a piece: one packet, or 1 ms at the current rate if that is more (few wake-ups at 100 Mbps)
+_PIECE_BYTES = 1500
+_PIECE_TIME_S = 0.001
 
 
 def _check_address(key: str, value: Any) -> tuple[str, int]:
@@ -88,87 +95,98 @@ def _merge(windows: Iterable[tuple[float, float]]) -> tuple[tuple[float, float],
     return tuple((s, e) for s, e in merged)
 
 
+def _constant(trace: BandwidthTrace | None) -> float | None:
+    """The rate of a one-segment trace (a fixed rate): its finish times need no search."""
+    if trace is None:
+        return None
+    segments = trace.segments
+    return segments[0][1] if len(segments) == 1 else None
+
+
 class _Link:
-    """One direction of the link: a shared token bucket driven by a trace."""
+    """One direction of the link: a serializer driven by a trace, shared by every connection."""
 
     def __init__(self, emu: LinkEmulator, name: str, trace: BandwidthTrace | None):
         self.emu = emu
         self.name = name
         self.trace = trace
+        self.constant_bps = _constant(trace)
         self.origin = 0.0          # monotonic time that is t=0 of the trace
-        self.tokens = 0.0          # bytes
-        self.last = 0.0
+        self.free_at = 0.0         # monotonic time the last scheduled piece finishes serializing
         self.lock: asyncio.Lock | None = None
         self.bytes_in = 0          # read from the source side
         self.bytes_out = 0         # written to the destination side
 
     def start(self, now: float) -> None:
         self.origin = now
-        self.last = now
-        self.tokens = self.depth(now)
+        self.free_at = now
         self.lock = asyncio.Lock()
 
     def set_trace(self, trace: BandwidthTrace | None, now: float) -> None:
-        """Called on the loop thread. A new trace starts at its t=0 now."""
-        self.refill(now)
+        """Called on the loop thread. A new trace starts at its t=0 now; pieces already
+        scheduled keep their times (they were serialized at the old rate)."""
         self.trace = trace
+        self.constant_bps = _constant(trace)
         self.origin = now
-        self.last = now
-        if trace is not None:
-            self.tokens = min(self.tokens, self.depth(now))
 
     def rate_bps(self, now: float) -> float:
         if self.trace is None:
             return math.inf
         return self.trace.rate_bps(now - self.origin)
 
-    def depth(self, now: float) -> float:
-        rate = self.rate_bps(now)
-        if not math.isfinite(rate):
-            return float(self.emu.burst_bytes)
-        return max(float(self.emu.burst_bytes), rate / 8 * _BUCKET_TIME_S)
-
-    def _bytes_between(self, a: float, b: float) -> float:
+    def finish(self, start: float, nbytes: int) -> float:
+        """The time at which the trace, starting at `start`, has carried nbytes (outages carry nothing)."""
         assert self.trace is not None
-        return self.trace.bits_between(a - self.origin, b - self.origin) / 8
+        while True:
+            end = self._carried(start, nbytes * 8.0)
+            hit = next(((s, e) for s, e in self.emu._outage_windows if s < end and e > start), None)
+            if hit is None:
+                return end
+            start = max(start, hit[1])   # the piece waits for the outage to end (nothing is lost)
 
-    def refill(self, now: float) -> None:
-        if self.trace is None or now <= self.last:
-            self.last = max(self.last, now)
-            return
-        gained = self._bytes_between(self.last, now)
-        for s, e in self.emu._outage_windows:
-            lo, hi = max(s, self.last), min(e, now)
-            if hi > lo:
-                gained -= self._bytes_between(lo, hi)
-        self.tokens = min(self.depth(now), self.tokens + max(0.0, gained))
-        self.last = now
+    def _carried(self, start: float, bits: float) -> float:
+        """The earliest t with trace.bits_between(start, t) >= bits (the rate's integral, inverted)."""
+        assert self.trace is not None
+        t0 = start - self.origin
+        if self.constant_bps is not None:
+            return start + bits / self.constant_bps
+        lo, step = t0, max(bits / max(self.trace.rate_bps(t0), 1.0), 1e-3)
+        hi = t0 + step
+        while self.trace.bits_between(t0, hi) < bits:   # bounded: some segment's rate is > 0
+            lo, step = hi, step * 2
+            hi = t0 + step
+        for _ in range(60):                             # bisection to well under a microsecond
+            if hi - lo < 1e-7:
+                break
+            mid = (lo + hi) / 2
+            if self.trace.bits_between(t0, mid) >= bits:
+                hi = mid
+            else:
+                lo = mid
+        return self.origin + hi
 
-    async def take(self, want: int) -> int:
-        """Wait until bytes may enter the link; returns how many (1..want).
-
-        Grants whatever the bucket holds once it holds one packet's worth (or
-        `want`, if less), so a waiting sender never lets the bucket overflow.
-        """
+    async def take(self, want: int) -> tuple[int, float]:
+        """Wait until bytes may enter the link; returns how many (1..want) and the time the last
+        of them finishes serializing (now, for an unlimited link)."""
         assert self.lock is not None
-        need = min(want, _MIN_GRANT)
         async with self.lock:
             while True:
                 now = time.monotonic()
-                self.refill(now)
                 end = self.emu._outage_end(now)
                 if end is not None:
                     await asyncio.sleep(min(end - now, 0.05) + _MIN_SLEEP_S)
                     continue
                 if self.trace is None:
-                    return want
-                if self.tokens >= need:
-                    granted = min(want, int(self.tokens))
-                    self.tokens -= granted
-                    return granted
-                rate = self.rate_bps(now) / 8
-                wait = (need - self.tokens) / rate if rate > 0 else _MAX_SLEEP_S
-                await asyncio.sleep(min(max(wait, _MIN_SLEEP_S), _MAX_SLEEP_S))
+                    return want, now
+                ahead = self.free_at - now
+                if ahead > _AHEAD_S:
+                    await asyncio.sleep(min(max(ahead - _AHEAD_S, _MIN_SLEEP_S), _MAX_SLEEP_S))
+                    continue
+                start = max(now, self.free_at)   # an idle link starts now: no credit from idling
+                piece = max(_PIECE_BYTES, int(self.rate_bps(start) / 8 * _PIECE_TIME_S))
+                granted = min(want, piece)
+                self.free_at = self.finish(start, granted)
+                return granted, self.free_at
 
 
 class _Conn:
@@ -189,7 +207,6 @@ class LinkEmulator:
     delay_ms: one-way delay added in each direction (the RTT grows by twice that).
     outages: (start_s, end_s) windows, relative to start(), when no bytes flow.
     reset_at: times (s after start()) at which every open connection is reset.
-    burst_bytes: token bucket depth (at least; 10 ms at the current rate if larger).
     max_inflight_bytes: bytes a connection may have in the delay line per direction
         before the proxy stops reading (only matters with an unlimited rate).
     socket_buffer_bytes: SO_RCVBUF/SO_SNDBUF for the proxy's sockets (None: kernel
@@ -200,7 +217,7 @@ class LinkEmulator:
     def __init__(self, target: tuple[str, int], listen: tuple[str, int] = ("127.0.0.1", 0), *,
                  uplink: LinkSpec = None, downlink: LinkSpec = None, delay_ms: float = 0.0,
                  outages: Sequence[tuple[float, float]] = (), reset_at: Sequence[float] = (),
-                 burst_bytes: int = 15_000, max_inflight_bytes: int = 4 * 1024 * 1024,
+                 max_inflight_bytes: int = 4 * 1024 * 1024,
                  socket_buffer_bytes: int | None = 64 * 1024, connect_timeout_s: float = 5.0,
                  name: str = "link"):
         self.target = _check_address("target", target)
@@ -222,14 +239,12 @@ class LinkEmulator:
             if isinstance(t, bool) or not isinstance(t, int | float) or not (math.isfinite(t) and t >= 0):
                 raise ConfigError("reset_at", t, "expected times in seconds >= 0")
             self._reset_rel.append(float(t))
-        for key, value, lo in (("burst_bytes", burst_bytes, 1500), ("max_inflight_bytes", max_inflight_bytes, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-                raise ConfigError(key, value, f"must be an integer >= {lo}")
+        if isinstance(max_inflight_bytes, bool) or not isinstance(max_inflight_bytes, int) or max_inflight_bytes < 1:
+            raise ConfigError("max_inflight_bytes", max_inflight_bytes, "must be an integer >= 1")
         if socket_buffer_bytes is not None and (isinstance(socket_buffer_bytes, bool)
                                                 or not isinstance(socket_buffer_bytes, int)
                                                 or socket_buffer_bytes < 4096):
             raise ConfigError("socket_buffer_bytes", socket_buffer_bytes, "must be an integer >= 4096 or None")
-        self.burst_bytes = burst_bytes
         self.max_inflight_bytes = max_inflight_bytes
         self.socket_buffer_bytes = socket_buffer_bytes
         if (isinstance(connect_timeout_s, bool) or not isinstance(connect_timeout_s, int | float)
@@ -545,8 +560,9 @@ class LinkEmulator:
                 if state["queued"] <= self.max_inflight_bytes:
                     room.set()
 
-        def push(data: bytes | None) -> None:
-            due = time.monotonic() + self._delay_s
+        def push(data: bytes | None, leaves: float | None = None) -> None:
+            """Queue data for delivery at `leaves` (when it finished serializing; default now) + delay."""
+            due = (time.monotonic() if leaves is None else leaves) + self._delay_s
             if line and line[-1][0] > due:
                 due = line[-1][0]        # a lowered delay must not reorder bytes
             line.append((due, data))
@@ -573,8 +589,8 @@ class LinkEmulator:
                 link.bytes_in += len(data)
                 off = 0
                 while off < len(data) and not delivery.done():
-                    granted = await link.take(len(data) - off)
-                    push(data[off:off + granted])
+                    granted, leaves = await link.take(len(data) - off)
+                    push(data[off:off + granted], leaves)
                     off += granted
                     if not room.is_set():
                         waiter = asyncio.ensure_future(room.wait())

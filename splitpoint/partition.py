@@ -354,6 +354,7 @@ def _build_split(job: _Job) -> dict:
     edgetpu: dict[str, Any] = {"status": "not compiled", "reason": "k = 0 has no head"}
     cut_specs: list[TensorSpec] = []
     head_out_val: np.ndarray
+    input_quant = job.input_quant  # k > 0: the head's own input quantization, set below
     if k == 0:
         q = Quantization.from_dict(job.input_quant) if job.input_quant else None
         assert q is not None
@@ -372,6 +373,7 @@ def _build_split(job: _Job) -> dict:
         runner = HeadRunner(job.bundle / rel)
         in_q = runner.input_quantization
         assert in_q is not None and runner.output_quantization is not None
+        input_quant = in_q.to_dict()
         outs = [runner.run(in_q.quantize(x[None], runner.input_dtype)) for x in sh.validation]
         head_out_val = runner.output_quantization.dequantize(np.concatenate(outs))
         if k < K:
@@ -403,7 +405,6 @@ def _build_split(job: _Job) -> dict:
         split=k, after_layer=cut.layer or None, cut=cut_specs, head=head_art, head_param_bytes=param_bytes,
         edgetpu=edgetpu, edgetpu_head=tpu_art, tail=tail_art, verification=verification,
     )
-    input_quant = in_q.to_dict() if k > 0 else job.input_quant
     return {"spec": spec.to_dict(), "input_quantization": input_quant, "seconds": time.perf_counter() - t0}
 
 
@@ -562,7 +563,10 @@ def partition(
     validation = pre.apply_batch(val_raw)
     reference = np.asarray(model.predict(validation, verbose=0, batch_size=32))
     reference = reference.reshape(len(validation), -1)
-    np.savez_compressed(out / "data" / "validation.npz", inputs=val_raw, **({"labels": val_labels} if val_labels is not None else {}))
+    if val_labels is not None:
+        np.savez_compressed(out / "data" / "validation.npz", inputs=val_raw, labels=val_labels)
+    else:
+        np.savez_compressed(out / "data" / "validation.npz", inputs=val_raw)
     digest = model_digest(model)
 
     # The full float model is tail_0; workers load it from there.

@@ -12,8 +12,8 @@ A trace is a piecewise-constant rate in bits per second. Sources:
 Mahimahi and simple traces repeat when they reach their end (`repeat=True`), as
 mm-link does. A `step()` schedule does not: its last rate holds forever.
 
-`bits_between(t0, t1)` integrates the rate exactly; the emulator's token bucket
-uses it so that a rate change inside a sleep is accounted for.
+`bits_between(t0, t1)` integrates the rate exactly; the emulator's serializer
+inverts it to find when a piece of bytes has finished crossing the link.
 """
 
 from __future__ import annotations

@@ -14,6 +14,27 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+#: the shared data next to the checkout (../shared): the real bandwidth traces
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def require_shared(relpath: str) -> Path:
+    """SHARED/relpath; missing, a skip on a developer's machine but a failure in CI (CI=true),
+    where a silently skipped trace test would let the benchmark's inputs go untested."""
+    path = SHARED / relpath
+    if not path.exists():
+        msg = f"{path} is missing: the shared data set (../shared next to the checkout) is needed"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg + " and CI=true", pytrace=False)
+        pytest.skip(msg)
+    return path
+
+
+@pytest.fixture
+def shared_file() -> Callable[[str], Path]:
+    """`shared_file("data/traces/X")`: the path, or a skip (a failure in CI) when it is missing."""
+    return require_shared
+
 
 @pytest.fixture(scope="session")
 def digits_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -4,6 +4,7 @@
     edge_worker.py  the edge process (`python -m splitpoint.bench.edge_worker`)
     overhead.py     what splitpoint adds per frame over a raw gRPC stream
     report.py       targets (PASS/MISS), markdown tables, PNG plots
+    clairvoyant.py  the best a scheduler knowing a trace's future could do (the regret's reference)
 
 See docs/benchmarks.md for what is measured, how, and the latest figures.
 """

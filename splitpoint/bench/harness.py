@@ -60,10 +60,6 @@ def default_traces_dir() -> Path:
     return Path(splitpoint.__file__).resolve().parents[2] / "shared" / "data" / "traces"
 
 
-#: the link emulator's token-bucket floor for every bench run (see Bench._run_stages)
-LINK_BURST_BYTES = 1500
-
-
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "splitpoint" / "bench"
@@ -828,12 +824,15 @@ class Bench:
                 entry["runs"][label]["trace_synced_to_source_open"] = sync.synced
                 self.save()
             self._trace_summary(entry)
+            entry["clairvoyant"] = self._clairvoyant(trace, entry)
             self.result["traces"].append(entry)
             self.save()
             a = entry["runs"].get("adaptive", {})
+            cv = entry["clairvoyant"]
             self.say(f"  adaptive mean {a.get('mean_ms')} ms p95 {a.get('p95_ms')} ms misses {a.get('deadline_misses')}; "
                      f"best fixed {entry.get('best_fixed')} mean {entry.get('best_fixed_mean_ms')} ms; "
-                     f"ratio {entry.get('adaptive_over_best_fixed')}")
+                     f"ratio {entry.get('adaptive_over_best_fixed')}; clairvoyant ({cv.get('kind', cv.get('error'))}) "
+                     f"mean {cv.get('mean_ms')} ms, adaptive/clairvoyant {cv.get('adaptive_over_clairvoyant')}")
 
     def _trace_stats(self, out: RunOutcome, k: int | None, warm: int, deadline: float, t_set: int) -> dict[str, Any]:
         recs_all = sorted(out.records, key=lambda r: r["frame_id"])
@@ -857,6 +856,19 @@ class Bench:
         if out.error or out.rc:
             s["error"] = out.error or f"exit {out.rc}"
         return s
+
+    def _clairvoyant(self, trace: Any, entry: dict[str, Any]) -> dict[str, Any]:
+        """The best mean any scheduler knowing this trace could reach (splitpoint/bench/clairvoyant.py)."""
+        from splitpoint.bench import clairvoyant as cv
+
+        head, tail, queue = cv.measured_stage_times(self.result.get("conditions") or [], self.K, self.edge_ms,
+                                                    self.cloud_ms)
+        paths = cv.paths_from_profiles(self.splits, self.K, head, tail, self.wire, FRAME_OVERHEAD_BYTES, queue)
+        try:
+            return cv.trace_bound(trace, paths, entry["fps"], entry["frames"], entry["rtt_ms"], entry["warmup"],
+                                  entry["deadline_ms"], entry["runs"].get("adaptive", {}).get("mean_ms"))
+        except ValueError as exc:
+            return {"error": str(exc)}
 
     @staticmethod
     def _trace_summary(entry: dict[str, Any]) -> None:
@@ -1029,17 +1041,16 @@ class Bench:
             self.result["power"] = {"table": str(opts.power_table), "radio_link": opts.radio_link}
         self.say("starting the server (in this process) and the link emulator ...")
         self.server = CloudServer(CloudConfig(bundle=str(self.bundle_path), listen="127.0.0.1:0", insecure=True,
-                                              log_level="warning", grace_s=5.0, warm_tails=opts.warm_tails)).start()
+                                              log_level="warning", grace_s=5.0, warm_tails=opts.warm_tails,
+                                              splits=self.splits if opts.splits else [])).start()
         _quiet_logging()
         host, port = self.server.address.rsplit(":", 1)
-        # A shallow bucket (one packet, or 10 ms at the rate): with the emulator's default 15 kB, a frame
-        # under 15 kB crossed a 1 Mbps link at loopback speed after an idle gap (120 ms of credit), so
-        # "1 Mbps" meant a different link for small cut tensors than for large ones.
-        self.link = LinkEmulator((host, int(port)), uplink=None, downlink=None, delay_ms=0,
-                                 burst_bytes=LINK_BURST_BYTES).start()
+        # The emulator serializes at the rate with no burst credit (docs/link-emulation.md), so
+        # "1 Mbps" is the same link for small cut tensors as for large ones.
+        self.link = LinkEmulator((host, int(port)), uplink=None, downlink=None, delay_ms=0).start()
         self.result["link"] = {"emulator": "splitpoint.linkemu.LinkEmulator (userspace TCP proxy on 127.0.0.1)",
-                               "uplink": "the condition's rate (token bucket) or trace",
-                               "bucket_depth": f"max({LINK_BURST_BYTES} B, 10 ms at the rate)", "downlink": "unlimited",
+                               "uplink": "the condition's rate or trace (serialized at the rate, no burst credit)",
+                               "downlink": "unlimited",
                                "delay": "RTT/2 each way", "server": self.server.address, "proxy": self.link.address,
                                "frame_deadline_ms": self.frame_deadline_ms}
         self.result["stage_seconds"]["setup"] = round(time.monotonic() - t, 2)

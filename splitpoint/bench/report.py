@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from splitpoint.bench import clairvoyant
+
 #: the issue's targets (figures the report shows; nothing here is tuned to meet them)
 CHOSEN_OVER_ORACLE_MAX = 1.05
 SETTLE_FRAMES_MAX = 5
@@ -278,7 +280,12 @@ def render_markdown(r: dict[str, Any]) -> str:
             lines.append(f"| {name} | {run.get('frames')} | {_f(run.get('mean_ms'), 2)} | {_f(run.get('median_ms'), 2)} | "
                          f"{_f(run.get('p95_ms'), 2)} | {run.get('deadline_misses')}/{run.get('counted_frames')} | "
                          f"{run.get('fallbacks')} | {_f(run.get('duration_s'), 1)} |")
-        lines.append(f"\nadaptive / best fixed in hindsight ({tr.get('best_fixed')}): **{_f(tr.get('adaptive_over_best_fixed'), 3)}**\n")
+        lines += clairvoyant.markdown_row(tr)
+        ratios = f"\nadaptive / best fixed in hindsight ({tr.get('best_fixed')}): **{_f(tr.get('adaptive_over_best_fixed'), 3)}**"
+        regret = (tr.get("clairvoyant") or {}).get("adaptive_over_clairvoyant")
+        if regret is not None:
+            ratios += f"; adaptive / clairvoyant ({tr['clairvoyant']['kind']}), the regret: **{_f(regret, 3)}**"
+        lines.append(ratios + "\n")
     tp = r.get("throughput")
     if tp:
         lines += [f"### Throughput mode ({tp['bandwidth_mbps']:g} Mbps, no added delay, window {tp['window']}, "

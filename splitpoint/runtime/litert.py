@@ -248,4 +248,6 @@ def _quantization(detail: dict) -> Quantization | None:
     if scales is None or len(scales) == 0:
         return None
     zps = qp.get("zero_points")
+    if zps is None:  # TFLite's flatbuffer default: symmetric quantization, zero point 0
+        zps = [0] * len(scales)
     return Quantization(tuple(float(s) for s in scales), tuple(int(z) for z in zps), int(qp.get("quantized_dimension", 0)))

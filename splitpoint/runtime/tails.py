@@ -10,13 +10,14 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
 import numpy as np
 
 from splitpoint.bundle import Bundle
-from splitpoint.errors import BackendUnavailableError, RequestError
+from splitpoint.errors import BackendUnavailableError, ConfigError, RequestError
 from splitpoint.runtime.tf import import_tensorflow
 
 log = logging.getLogger(__name__)
@@ -57,15 +58,26 @@ class TailRunner:
 
 
 class TailPool:
-    """Tails kept warm: all of them, or the `budget` most recently used (LRU)."""
+    """Tails kept warm: all of them, or the `budget` most recently used (LRU).
 
-    def __init__(self, bundle: Bundle, budget: int = 0, preload: bool = True):
+    `splits` (not empty) restricts the pool to those splits: the others are never loaded (a
+    benchmark of a few splits of a large model must not load every tail: minutes and gigabytes).
+    """
+
+    def __init__(self, bundle: Bundle, budget: int = 0, preload: bool = True, splits: Sequence[int] = ()):
         self.bundle = bundle
         self.budget = budget
         self._runners: OrderedDict[int, TailRunner] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[int, threading.Lock] = {}
         self.servable = [s.split for s in bundle.manifest.splits if s.tail is not None]
+        if splits:
+            ids = bundle.manifest.split_ids
+            unknown = sorted({k for k in splits if k not in ids})
+            if unknown:
+                raise ConfigError("splits", unknown, f"not splits of {bundle.manifest.model_name}; its splits: {ids}")
+            self.servable = [k for k in self.servable if k in set(splits)]
+            log.info("serving splits %s only (tails loaded: %s)", sorted(set(splits)), self.servable)
         if preload:
             for k in self.servable if budget <= 0 else self.servable[-budget:]:
                 self.get(k)

@@ -4,13 +4,14 @@ Whatever arrives, validate_request either returns the tail input (right shape, f
 finite) or refuses with one of the contract's status codes; nothing else escapes.
 
 Examples per run (derandomized: the same examples every run). Byte strings protobuf
-cannot parse are skipped; `VALIDATED` counts the messages that reached validate_request
-and the last test checks the total is at least 10,000 when every fuzzer ran.
+cannot parse are skipped. Each fuzzing test counts, in its own tally, the messages that
+reached validate_request and what became of them, and checks its own minimum, so every test
+proves its share of the 10,000+ whatever else ran (or in what order):
 
     near-valid requests (one valid frame, a few fields mutated)   6,000 (all validated)
     random structured requests                                    4,000 (all validated)
-    valid serialized requests with bytes flipped/cut/inserted     6,000 (about 1,500 parse)
-    arbitrary bytes parsed as InferRequest                        3,000 (about 100 parse)
+    valid serialized requests with bytes flipped/cut/inserted     6,000 (about 1,750 parse)
+    arbitrary bytes parsed as InferRequest                        3,000 (about 90 parse)
 """
 
 from __future__ import annotations
@@ -62,28 +63,30 @@ def fuzz_settings(n: int) -> settings:
                     suppress_health_check=list(HealthCheck))
 
 
-#: messages that reached validate_request, per fuzzer; and what became of them
-VALIDATED: dict[str, int] = {}
-OUTCOMES: Counter[str] = Counter()
-FUZZERS = ("near_valid", "arbitrary_bytes", "mutated_bytes", "structured")
+#: the parseable byte strings each test must validate at least (derandomized, today's counts
+#: are 90 of 3,000 arbitrary and 1,752 of 6,000 mutated; a little slack for Hypothesis updates)
+ARBITRARY_MIN = 80
+MUTATED_MIN = 1500
+#: every outcome validation can have: the tail input, or a refusal with one of ALLOWED
+EVERY_OUTCOME = {"OK"} | {c.name for c in ALLOWED}
 
 
-def check(req: offload_pb2.InferRequest, fuzzer: str) -> None:
-    VALIDATED[fuzzer] = VALIDATED.get(fuzzer, 0) + 1
+def check(req: offload_pb2.InferRequest, tally: Counter[str]) -> None:
+    """Validate one message, assert the contract, and count its outcome in `tally`."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a numpy overflow warning is a missed check, not noise
         try:
             spec, x = validate_request(req, MANIFEST, MAX_BYTES)
         except RequestError as err:
             assert err.status_code in ALLOWED, (err.status_code, str(err))
-            OUTCOMES[err.status_code.name] += 1
+            tally[err.status_code.name] += 1
             assert str(err) and len(str(err)) < 1000, "error messages must not echo a peer's payload"
             return
     want = CUTS[spec.split]
     assert want.nbytes <= MAX_BYTES, "a tensor over the size limit was accepted"
     assert x.dtype == np.float32 and x.shape == want.shape
     assert np.isfinite(x).all()
-    OUTCOMES["OK"] += 1
+    tally["OK"] += 1
 
 
 def valid_request(k: int, raw: bytes) -> offload_pb2.InferRequest:
@@ -172,10 +175,18 @@ def near_valid(draw: st.DrawFn) -> offload_pb2.InferRequest:
     return req
 
 
-@fuzz_settings(6000)
-@given(near_valid())
-def test_near_valid_requests(req: offload_pb2.InferRequest) -> None:
-    check(req, "near_valid")
+def test_near_valid_requests() -> None:
+    tally: Counter[str] = Counter()
+
+    @fuzz_settings(6000)
+    @given(near_valid())
+    def fuzz(req: offload_pb2.InferRequest) -> None:
+        check(req, tally)
+
+    fuzz()
+    assert tally.total() >= 6000, tally
+    # mutations of valid frames reach every outcome: the fuzzer gets past the first check
+    assert set(tally) == EVERY_OUTCOME, tally
 
 
 def parse(data: bytes) -> offload_pb2.InferRequest | None:
@@ -185,11 +196,17 @@ def parse(data: bytes) -> offload_pb2.InferRequest | None:
         return None  # not a message: nothing to validate (the gRPC layer refuses it)
 
 
-@fuzz_settings(3000)
-@given(st.binary(max_size=512))
-def test_arbitrary_bytes(data: bytes) -> None:
-    if (req := parse(data)) is not None:
-        check(req, "arbitrary_bytes")
+def test_arbitrary_bytes() -> None:
+    tally: Counter[str] = Counter()
+
+    @fuzz_settings(3000)
+    @given(st.binary(max_size=512))
+    def fuzz(data: bytes) -> None:
+        if (req := parse(data)) is not None:
+            check(req, tally)
+
+    fuzz()
+    assert tally.total() >= ARBITRARY_MIN, tally
 
 
 SEEDS = [valid_request(0, bytes(range(64))), valid_request(2, bytes(256)),
@@ -215,15 +232,20 @@ def mutated_bytes(draw: st.DrawFn) -> bytes:
     return bytes(buf)
 
 
-@fuzz_settings(6000)
-@given(mutated_bytes())
-def test_mutated_valid_messages(data: bytes) -> None:
-    if (req := parse(data)) is not None:
-        check(req, "mutated_bytes")
+def test_mutated_valid_messages() -> None:
+    tally: Counter[str] = Counter()
+
+    @fuzz_settings(6000)
+    @given(mutated_bytes())
+    def fuzz(data: bytes) -> None:
+        if (req := parse(data)) is not None:
+            check(req, tally)
+
+    fuzz()
+    assert tally.total() >= MUTATED_MIN, tally
 
 
-@fuzz_settings(4000)
-@given(st.builds(
+STRUCTURED = st.builds(
     offload_pb2.InferRequest,
     model_digest=st.sampled_from([DIGEST, "", "sha256:x"]),
     split=st.sampled_from([0, 2, 3, 5, 9, -1]),
@@ -232,9 +254,19 @@ def test_mutated_valid_messages(data: bytes) -> None:
         shape=st.lists(st.integers(-3, 2**40), max_size=5),
         data=st.binary(max_size=1100), compression=st.sampled_from([0, 1, 5]),
     ), max_size=2),
-))
-def test_random_structured_requests(req: offload_pb2.InferRequest) -> None:
-    check(req, "structured")
+)
+
+
+def test_random_structured_requests() -> None:
+    tally: Counter[str] = Counter()
+
+    @fuzz_settings(4000)
+    @given(STRUCTURED)
+    def fuzz(req: offload_pb2.InferRequest) -> None:
+        check(req, tally)
+
+    fuzz()
+    assert tally.total() >= 4000, tally
 
 
 # ---------------------------------------------------------------- specific cases the fuzzers must reach
@@ -313,15 +345,3 @@ def test_a_float64_value_beyond_float32_is_refused() -> None:
     assert info.value.status_code == grpc.StatusCode.INVALID_ARGUMENT
     assert "tensors[0].data" in str(info.value) and "float32 range" in str(info.value)
     assert spec.split == 1 and x.dtype == np.float32 and x.shape == (1, 4) and np.isfinite(x).all()
-
-
-def test_at_least_10000_messages_were_validated() -> None:
-    """Runs last (file order): the fuzzers above drove validation with 10,000+ messages."""
-    if set(VALIDATED) != set(FUZZERS):
-        pytest.skip(f"not every fuzzer ran in this process: {sorted(VALIDATED)}")
-    total = sum(VALIDATED.values())
-    print(f"messages validated: {total} {VALIDATED}; outcomes {dict(OUTCOMES)}")
-    assert total >= 10_000, VALIDATED
-    # every outcome was reached: the fuzzers do not just bounce off the first check
-    assert set(OUTCOMES) == {"OK"} | {c.name for c in ALLOWED}, OUTCOMES
-

@@ -5,6 +5,7 @@ line and text."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,8 @@ from splitpoint.traces import (
 
 pytestmark = pytest.mark.edge_side  # no TensorFlow: CI also runs it from the wheel on Python 3.13
 
-TRACES = Path(__file__).resolve().parents[3] / "shared" / "data" / "traces"
 
-# file: (mean Mbps, 10th pct, 90th pct, max) from TRACES/README.md (1 s windows)
+# file: (mean Mbps, 10th pct, 90th pct, max) from ../shared/data/traces/README.md (1 s windows)
 README_TABLE = {
     "TMobile-LTE-short.up": (13.2, 3.3, 25.3, 29.8),
     "Verizon-LTE-short.up": (5.9, 2.3, 10.6, 13.0),
@@ -38,11 +38,20 @@ README_LENGTH_S = {
 }
 
 
-def real_trace(name: str) -> Path:
-    path = TRACES / name
-    if not path.is_file():
-        pytest.skip(f"trace {path} not present")
-    return path
+@pytest.fixture
+def real_trace(shared_file: Callable[[str], Path]) -> Callable[[str], Path]:
+    """A real trace from ../shared/data/traces (missing: skipped, but a failure in CI)."""
+    return lambda name: shared_file(f"data/traces/{name}")
+
+
+def test_missing_shared_data_fails_in_ci_and_skips_elsewhere(shared_file: Callable[[str], Path],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no-such-trace.up is missing.*CI=true"):
+        shared_file("data/traces/no-such-trace.up")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="no-such-trace.up is missing"):
+        shared_file("data/traces/no-such-trace.up")
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -53,7 +62,7 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 
 # ---------------------------------------------------------------- real Mahimahi traces
 @pytest.mark.parametrize("name", sorted(README_TABLE))
-def test_real_trace_matches_readme(name: str) -> None:
+def test_real_trace_matches_readme(name: str, real_trace: Callable[[str], Path]) -> None:
     trace = load_trace(real_trace(name))
     mean, p10, p90, top = README_TABLE[name]
     assert trace.name == name
@@ -66,13 +75,13 @@ def test_real_trace_matches_readme(name: str) -> None:
     assert trace.percentile_bps(10) / 1e6 == pytest.approx(p10, rel=0.35, abs=0.06)
 
 
-def test_named_means() -> None:
+def test_named_means(real_trace: Callable[[str], Path]) -> None:
     """The two the benchmark uses most, spelled out."""
     assert load_mahimahi(real_trace("Verizon-LTE-short.up")).mean_bps / 1e6 == pytest.approx(5.9, rel=0.1)
     assert load_mahimahi(real_trace("ATT-LTE-driving-2016.up")).mean_bps / 1e6 == pytest.approx(1.9, rel=0.1)
 
 
-def test_mahimahi_binning_and_opportunities() -> None:
+def test_mahimahi_binning_and_opportunities(real_trace: Callable[[str], Path]) -> None:
     path = real_trace("Verizon-LTE-short.up")
     trace = load_mahimahi(path)
     raw = np.loadtxt(path, dtype=np.int64)
@@ -88,7 +97,7 @@ def test_mahimahi_binning_and_opportunities() -> None:
     assert len(coarse.segments) == 140
 
 
-def test_trace_repeats() -> None:
+def test_trace_repeats(real_trace: Callable[[str], Path]) -> None:
     trace = load_mahimahi(real_trace("ATT-LTE-driving-2016.up"))
     d = trace.duration_s
     for t in (0.05, 3.3, 77.7):
