@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 import splitpoint
+from splitpoint import cuts as cuts_mod
 from splitpoint.bundle import (
     MANIFEST,
     Artifact,
@@ -61,8 +62,13 @@ EDGETPU_COMPILER = "edgetpu_compiler"
 @dataclass(frozen=True)
 class CutPoint:
     split: int  # layers on the edge
-    layer: str  # the last edge layer
-    tensor: Any  # the KerasTensor that crosses the cut (None for k = 0)
+    layer: str  # the last edge layer (in topological order)
+    tensors: tuple[Any, ...]  # the KerasTensors that cross the cut (the model outputs for k = K, () for k = 0)
+
+    @property
+    def tensor(self) -> Any:
+        """The one tensor of a single-tensor cut (None for k = 0)."""
+        return self.tensors[0] if self.tensors else None
 
 
 def as_functional(model: Any) -> Any:
@@ -90,14 +96,33 @@ def _node_key(tensor: Any) -> tuple[int, int]:
     return id(op), node_index
 
 
-def find_cut_points(model: Any) -> tuple[list[CutPoint], int]:
-    """(candidate cut points including k = 0 and k = K, K) for a functional model."""
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
+def find_cut_points(model: Any, max_cut_tensors: int = 1) -> tuple[list[CutPoint], int]:
+    """(offered cut points including k = 0 and k = K, K) for a functional model.
+
+    With max_cut_tensors = 1 these are the points where one tensor carries all state
+    forward; with more, cuts whose frontier is up to that many tensors (splitpoint/cuts.py).
+    """
+    if len(model.inputs) != 1:
         raise PartitionError(
             f"model {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
-            "splitpoint partitions models with one input and one output"
+            "splitpoint partitions models with one image input"
         )
-    # Walk back from the output: the nodes that matter, each with its input tensors.
+    if max_cut_tensors < 1:
+        raise PartitionError(f"--max-cut-tensors {max_cut_tensors}: must be at least 1")
+    compute = layer_nodes(model)
+    graph, tensors = model_graph(model, compute)
+    offered = cuts_mod.offered_cuts(graph, max_cut_tensors)
+    out = [CutPoint(0, "", ())]
+    for c in offered[1:]:
+        last = compute[c.last_node].operation.name
+        frontier = tuple(model.outputs) if c.size == len(compute) else tuple(tensors[t] for t in c.frontier)
+        out.append(CutPoint(c.size, last, frontier))
+    return out, len(compute)
+
+
+def layer_nodes(model: Any) -> list[Any]:
+    """The model's layer calls (Keras nodes) that lead to its outputs, in topological order."""
+    # Walk back from the outputs: the nodes that matter, each with its input tensors.
     nodes: dict[tuple[int, int], Any] = {}
     stack = list(model.outputs)
     while stack:
@@ -122,38 +147,29 @@ def find_cut_points(model: Any) -> tuple[list[CutPoint], int]:
         done.add(k)
         newly = [c for c, d in deps.items() if c not in done and c not in ready and d <= done]
         ready = sorted(ready + newly, key=lambda k: (layer_rank.get(k[0], -1), k[1]))
-    compute = [k for k in order if nodes[k].input_tensors]  # InputLayer nodes have no inputs
-    num_layers = len(compute)
-    consumers: dict[int, list[tuple[int, int]]] = {}
-    for k in compute:
-        for t in nodes[k].input_tensors:
-            consumers.setdefault(id(t), []).append(k)
-    input_ids = {id(t) for t in model.inputs}
-    output_id = id(model.outputs[0])
+    return [nodes[k] for k in order if nodes[k].input_tensors]  # InputLayer nodes have no inputs
 
-    def output_reachable_without(blocked: Any) -> bool:
-        seen = set(input_ids)
-        frontier = [t for t in model.inputs]
-        while frontier:
-            t = frontier.pop()
-            if id(t) == output_id:
-                return True
-            for ck in consumers.get(id(t), []):
-                for out in nodes[ck].output_tensors:
-                    if out is not blocked and id(out) not in seen:
-                        seen.add(id(out))
-                        frontier.append(out)
-        return False
 
-    cuts = [CutPoint(0, "", None)]
-    for pos, k in enumerate(compute, start=1):
-        node = nodes[k]
-        outs = node.output_tensors
-        if len(outs) != 1:
-            continue
-        if pos == num_layers or not output_reachable_without(outs[0]):
-            cuts.append(CutPoint(pos, node.operation.name, outs[0]))
-    return cuts, num_layers
+def model_graph(model: Any, compute: list[Any]) -> tuple[cuts_mod.Graph, dict[int, Any]]:
+    """The cut search's view of the model (compute: its layer nodes in topological order):
+    (graph with tensor ids in production order and int8 bytes each, tensor id -> KerasTensor)."""
+    ids: dict[int, int] = {}
+    tensors: dict[int, Any] = {}
+
+    def tid(t: Any) -> int:
+        if id(t) not in ids:
+            ids[id(t)] = len(ids)
+            tensors[ids[id(t)]] = t
+        return ids[id(t)]
+
+    for t in model.inputs:
+        tid(t)
+    node_inputs = tuple(tuple(tid(t) for t in n.input_tensors) for n in compute)
+    node_outputs = tuple(tuple(tid(t) for t in n.output_tensors) for n in compute)
+    sizes = {i: int(np.prod([d or 1 for d in t.shape[1:]], dtype=np.int64)) for i, t in tensors.items()}
+    graph = cuts_mod.Graph(node_inputs, node_outputs, sizes,
+                           frozenset(ids[id(t)] for t in model.inputs), frozenset(ids[id(t)] for t in model.outputs))
+    return graph, tensors
 
 
 def model_digest(model: Any) -> str:
