@@ -56,6 +56,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         input_size=args.input_size,
         force=args.force,
+        max_cut_tensors=args.max_cut_tensors,
     )
     manifest = partition(src, opts)
     print(_bundle_table(manifest))

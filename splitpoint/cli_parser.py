@@ -216,8 +216,12 @@ def _add_partition(p: argparse.ArgumentParser) -> None:
     cal.add_argument("--calibration-random", type=positive_int, metavar="N", help="calibrate on N random frames")
     g = p.add_argument_group("splits and verification")
     g.add_argument("--splits", metavar="LIST", help="only these splits, e.g. 3,5,8-10 (0 and K are always built)")
+    g.add_argument("--max-cut-tensors", type=positive_int, default=4, metavar="N",
+                   help="offer cuts whose frontier is up to N tensors (skip connections, feature pyramids); "
+                        "1 = only points where one tensor carries everything (default 4)")
     g.add_argument("--min-agreement", type=fraction, metavar="F",
-                   help="fail when a split's top-1 agreement with the float model is below F (default 0.98; "
+                   help="fail when a split's top-1 agreement (a detector's: detection agreement, both ways) with "
+                        "the float model is below F (default 0.98; "
                         "random-weight built-ins only record it unless this is given)")
     g.add_argument("--jobs", type=positive_int, metavar="N",
                    help="splits converted in parallel (default: 1, or 2 for big models)")

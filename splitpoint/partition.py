@@ -2,14 +2,17 @@
 
 For every candidate split k (the first k layers on the edge):
   edge/head_<k>.tflite   full-integer int8, uint8 input, calibrated on representative frames
-  cloud/tail_<k>.keras   float, taking the dequantized cut tensor
+  cloud/tail_<k>.keras   float, taking the dequantized cut tensor(s), returning every output
 and, when edgetpu_compiler is on PATH, edge/head_<k>_edgetpu.tflite with its op counts.
 Every split is verified (head -> dequantize -> tail against the float model on
-held-out frames) before the manifest, written last, makes the bundle valid.
+held-out frames; splitpoint/verify.py) before the manifest, written last, makes
+the bundle valid.
 
-Candidate splits are the points where one tensor carries all state forward: a
-tensor t such that every path from the input to the output passes through t.
-For a chain that is every layer boundary; inside a residual block there is none.
+Candidate splits are cuts whose frontier is at most --max-cut-tensors tensors
+(splitpoint/cuts.py): with 1, the points where one tensor carries all state
+forward (every layer boundary of a chain, none inside a residual block); with
+more, also cuts through skip connections and feature pyramids, whose heads have
+one output per cut tensor.
 """
 
 from __future__ import annotations
@@ -49,10 +52,15 @@ from splitpoint.errors import PartitionError, VerificationError
 from splitpoint.images import list_frame_files, read_frame_file
 from splitpoint.models import BUILTIN, ModelSource, reference_model
 from splitpoint.runtime.tf import import_tensorflow
+from splitpoint.verify import verify_outputs
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MIN_AGREEMENT = 0.98
+#: a detector's default: detection agreement (both ways, IoU >= 0.5, same class; splitpoint/verify.py)
+DEFAULT_MIN_DETECTION_AGREEMENT = 0.95
+#: cuts may carry up to this many tensors (--max-cut-tensors); 1 = single-tensor cut points only
+DEFAULT_MAX_CUT_TENSORS = 4
 EDGETPU_COMPILER = "edgetpu_compiler"
 
 
@@ -333,13 +341,15 @@ class _Shared:
     preprocessing: Preprocessing
     calibration: np.ndarray  # float, preprocessed
     validation: np.ndarray  # float, preprocessed
-    reference: np.ndarray  # float model outputs on `validation`
+    reference: list[np.ndarray]  # float model outputs on `validation`, one array per output
+    detection: dict | None = None  # the manifest's detection block: agreement on detections
 
 
 _shared: _Shared | None = None
 
 
-def _init_worker(model_path: str, pre: dict, cal_path: str, val_path: str, ref_path: str) -> None:
+def _init_worker(model_path: str, pre: dict, cal_path: str, val_path: str, ref_path: str,
+                 max_cut_tensors: int, detection: dict | None) -> None:
     """Process-pool initializer: load the model once per worker."""
     global _shared
     logging.basicConfig(level=logging.WARNING)
@@ -347,11 +357,19 @@ def _init_worker(model_path: str, pre: dict, cal_path: str, val_path: str, ref_p
     import keras
 
     model = as_functional(keras.models.load_model(model_path, compile=False))
-    cuts, _ = find_cut_points(model)
+    cuts, _ = find_cut_points(model, max_cut_tensors)
+    with np.load(ref_path) as z:
+        reference = [z[f"out_{i}"] for i in range(len(z.files))]
     _shared = _Shared(
         model, {c.split: c for c in cuts}, Preprocessing.from_dict(pre),
-        np.load(cal_path), np.load(val_path), np.load(ref_path),
+        np.load(cal_path), np.load(val_path), reference, detection,
     )
+
+
+def tensor_name(t: Any) -> str:
+    """A cut tensor's name on the wire: its layer's, with the output index for multi-output layers."""
+    op, _, index = t._keras_history
+    return op.name if index == 0 else f"{op.name}:{index}"
 
 
 def _build_split(job: _Job) -> dict:
@@ -369,15 +387,15 @@ def _build_split(job: _Job) -> dict:
     param_bytes = 0
     edgetpu: dict[str, Any] = {"status": "not compiled", "reason": "k = 0 has no head"}
     cut_specs: list[TensorSpec] = []
-    head_out_val: np.ndarray
+    head_out_val: list[np.ndarray]
     if k == 0:
         q = Quantization.from_dict(job.input_quant) if job.input_quant else None
         assert q is not None
         wire = q.quantize(sh.validation, np.uint8)
-        head_out_val = q.dequantize(wire)
+        head_out_val = [q.dequantize(wire)]
         cut_specs = [TensorSpec("input", tuple([1, *sh.validation.shape[1:]]), "uint8", q)]
     else:
-        head = keras.Model(sh.model.inputs, cut.tensor, name=f"head_{k}")
+        head = keras.Model(sh.model.inputs, list(cut.tensors), name=f"head_{k}")
         tflite = _convert_head(tf, head, sh.calibration)
         rel = f"edge/head_{k}.tflite"
         (job.bundle / rel).write_bytes(tflite)
@@ -387,34 +405,33 @@ def _build_split(job: _Job) -> dict:
 
         runner = HeadRunner(job.bundle / rel)
         in_q = runner.input_quantization
-        assert in_q is not None and runner.output_quantization is not None
-        outs = [runner.run(in_q.quantize(x[None], runner.input_dtype)) for x in sh.validation]
-        head_out_val = runner.output_quantization.dequantize(np.concatenate(outs))
+        assert in_q is not None and all(q is not None for q in runner.output_quantizations)
+        per_frame = [runner.run_all(in_q.quantize(x[None], runner.input_dtype)) for x in sh.validation]
+        head_out_val = [q.dequantize(np.concatenate([f[i] for f in per_frame]))  # type: ignore[union-attr]
+                        for i, q in enumerate(runner.output_quantizations)]
         if k < K:
-            cut_specs = [TensorSpec(cut.layer, runner.output_shape, runner.output_dtype.name, runner.output_quantization)]
+            cut_specs = [TensorSpec(tensor_name(t), shape, dt.name, q)
+                         for t, shape, dt, q in zip(cut.tensors, runner.output_shapes, runner.output_dtypes,
+                                                    runner.output_quantizations, strict=True)]
         edgetpu = _compile_edgetpu(job.edgetpu_compiler, job.bundle / rel, edge_dir)
         if edgetpu.get("status") == "compiled":
             tpu_art = Artifact.of(job.bundle, f"edge/head_{k}_edgetpu.tflite")
     if k < K:
-        tail = sh.model if k == 0 else keras.Model(cut.tensor, sh.model.outputs, name=f"tail_{k}")
+        inputs = list(cut.tensors) if len(cut.tensors) > 1 else cut.tensor
+        tail = sh.model if k == 0 else keras.Model(inputs, sh.model.outputs, name=f"tail_{k}")
         rel = f"cloud/tail_{k}.keras"
         tail.save(cloud_dir / f"tail_{k}.keras")
         tail_art = Artifact.of(job.bundle, rel)
         reloaded = keras.models.load_model(cloud_dir / f"tail_{k}.keras", compile=False)
-        got = np.asarray(reloaded.predict(head_out_val, verbose=0, batch_size=32))
+        feed = head_out_val if len(head_out_val) > 1 else head_out_val[0]
+        pred = reloaded.predict(feed, verbose=0, batch_size=32)
+        got = [np.asarray(p) for p in (pred if isinstance(pred, (list, tuple)) else [pred])]
     else:
         got = head_out_val
-    got = got.reshape(sh.reference.shape)
-    agreement = float(np.mean(np.argmax(got, axis=1) == np.argmax(sh.reference, axis=1)))
-    max_err = float(np.max(np.abs(got - sh.reference)))
-    verification = {
-        "samples": int(len(sh.reference)),
-        "top1_agreement": round(agreement, 6),
-        "max_abs_error": round(max_err, 6),
-        "min_agreement": job.min_agreement,
-        "enforced": job.enforce,
-        "passed": agreement >= job.min_agreement,
-    }
+    got = [g.reshape(r.shape) for g, r in zip(got, sh.reference, strict=True)]
+    verification = verify_outputs(got, sh.reference, sh.detection)
+    verification.update(min_agreement=job.min_agreement, enforced=job.enforce,
+                        passed=verification["agreement"] >= job.min_agreement)
     spec = SplitSpec(
         split=k, after_layer=cut.layer or None, cut=cut_specs, head=head_art, head_param_bytes=param_bytes,
         edgetpu=edgetpu, edgetpu_head=tpu_art, tail=tail_art, verification=verification,
@@ -423,10 +440,15 @@ def _build_split(job: _Job) -> dict:
     return {"spec": spec.to_dict(), "input_quantization": input_quant, "seconds": time.perf_counter() - t0}
 
 
+def _as_list(out: Any) -> list[Any]:
+    return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
 def _convert_head(tf: Any, head: Any, calibration: np.ndarray) -> bytes:
     """Full-integer int8 TFLite with a static batch of 1: what edgetpu_compiler accepts."""
     in_shape = (1, *head.inputs[0].shape[1:])
-    fn = tf.function(lambda x: head(x, training=False))
+    # Named outputs: the head's signature keeps their order (runtime/litert.py reads it back).
+    fn = tf.function(lambda x: {f"cut_{i:02d}": t for i, t in enumerate(_as_list(head(x, training=False)))})
     concrete = fn.get_concrete_function(tf.TensorSpec(in_shape, tf.float32))
     # The converter freezes the variables it finds on this trackable: hand it the backend ones.
     holder = tf.Module()
@@ -520,6 +542,7 @@ class PartitionOptions:
     input_size: int | None = None
     force: bool = False
     edgetpu_compiler: str | None = field(default_factory=find_edgetpu_compiler)
+    max_cut_tensors: int = DEFAULT_MAX_CUT_TENSORS
 
 
 class Progress:
@@ -552,7 +575,7 @@ def partition(
     tf = import_tensorflow()
     out = opts.output
     model = as_functional(src.model)
-    cuts, K = find_cut_points(model)
+    cuts, K = find_cut_points(model, opts.max_cut_tensors)
     available = [c.split for c in cuts]
     wanted = set(available)
     if opts.splits is not None:
@@ -568,7 +591,8 @@ def partition(
     (out / "data").mkdir(parents=True, exist_ok=True)
     (out / ".work").mkdir(parents=True, exist_ok=True)
     enforce = src.trained if opts.min_agreement is None else True
-    min_agreement = DEFAULT_MIN_AGREEMENT if opts.min_agreement is None else opts.min_agreement
+    default_agreement = DEFAULT_MIN_DETECTION_AGREEMENT if src.detection else DEFAULT_MIN_AGREEMENT
+    min_agreement = default_agreement if opts.min_agreement is None else opts.min_agreement
     if not enforce:
         log.warning("%s has random weights: split agreement is recorded, not enforced", src.name)
 
@@ -576,8 +600,13 @@ def partition(
     pre = src.preprocessing
     calibration = pre.apply_batch(cal_raw)
     validation = pre.apply_batch(val_raw)
-    reference = np.asarray(model.predict(validation, verbose=0, batch_size=32))
-    reference = reference.reshape(len(validation), -1)
+    predicted = model.predict(validation, verbose=0, batch_size=32)
+    if len(model.outputs) == 1:  # a classifier's scores, flat as a single-output manifest has always had them
+        reference = [np.asarray(predicted).reshape(len(validation), -1)]
+    else:
+        reference = [np.asarray(p) for p in predicted]
+    detection = src.detection
+    accuracy = _detection_accuracy(reference, detection, src.validation_boxes) if detection else None
     np.savez_compressed(out / "data" / "validation.npz", inputs=val_raw, **({"labels": val_labels} if val_labels is not None else {}))
     digest = model_digest(model)
 
@@ -587,7 +616,7 @@ def partition(
     work = out / ".work"
     np.save(work / "cal.npy", calibration)
     np.save(work / "val.npy", validation)
-    np.save(work / "ref.npy", reference)
+    np.savez(work / "ref.npz", **{f"out_{i}": r for i, r in enumerate(reference)})
     params = model.count_params()
     jobs = opts.jobs or (1 if params < 5_000_000 else min(2, os.cpu_count() or 1))
     bar = (progress or (lambda n: Progress(n)))(len(splits))
@@ -598,13 +627,14 @@ def partition(
             yield _Job(out, k, K, input_quant, min_agreement, enforce, opts.edgetpu_compiler)
 
     results: dict[int, dict] = {}
-    init_args = (str(model_path), pre.to_dict(), str(work / "cal.npy"), str(work / "val.npy"), str(work / "ref.npy"))
+    init_args = (str(model_path), pre.to_dict(), str(work / "cal.npy"), str(work / "val.npy"), str(work / "ref.npz"),
+                 opts.max_cut_tensors, detection)
     # head_K first: its input quantization is what the edge uses to send k = 0.
     all_jobs = list(make_jobs(None))
     last = all_jobs.pop(-1)
     if jobs == 1:
         global _shared
-        _shared = _Shared(model, {c.split: c for c in cuts}, pre, calibration, validation, reference)
+        _shared = _Shared(model, {c.split: c for c in cuts}, pre, calibration, validation, reference, detection)
         results[K] = _build_split(last)
         bar.update(f"split {K}")
         input_quant = results[K]["input_quantization"]
@@ -631,7 +661,11 @@ def partition(
     failed = [s for s in specs if not s.verification["passed"]]
     input_q = Quantization.from_dict(input_quant)
     in_shape = (1, pre.height, pre.width, pre.channels)
-    out_spec = TensorSpec("output", (1, reference.shape[1]), "float32", None)
+    if len(reference) == 1:
+        out_specs = [TensorSpec("output", (1, reference[0].shape[1]), "float32", None)]
+    else:
+        out_specs = [TensorSpec(tensor_name(t), (1, *r.shape[1:]), "float32", None)
+                     for t, r in zip(model.outputs, reference, strict=True)]
     manifest = Manifest(
         model_name=src.name,
         model_digest=digest,
@@ -641,11 +675,16 @@ def partition(
         input=TensorSpec("input", in_shape, "float32", None),
         input_wire=TensorSpec("input", in_shape, "uint8", input_q),
         preprocessing=pre,
-        output=out_spec,
+        output=out_specs[0],
+        outputs=out_specs,
+        detection=detection,
         splits=specs,
         validation=Artifact.of(out, "data/validation.npz"),
         partition={
             "candidate_splits": available,
+            "max_cut_tensors": opts.max_cut_tensors,
+            **({"accuracy": accuracy} if accuracy else {}),
+            "cut_tensors": {str(c.split): len(c.tensors) for c in cuts if 0 < c.split < K},
             "calibration": (
                 f"dir:{opts.calibration_dir}" if opts.calibration_dir else
                 f"random:{len(cal_raw)}" if (opts.calibration_random or src.calibration is None) else f"builtin:{len(cal_raw)}"
@@ -660,17 +699,30 @@ def partition(
         created_by=f"splitpoint {splitpoint.__version__}",
     )
     if enforce and failed:
-        worst = min(failed, key=lambda s: s.verification["top1_agreement"])
+        worst = min(failed, key=lambda s: s.verification["agreement"])
         raise VerificationError(
             f"{len(failed)} split(s) agree with the float model on fewer than {min_agreement:.0%} of "
             f"{worst.verification['samples']} held-out inputs: "
-            + ", ".join(f"k={s.split}: {s.verification['top1_agreement']:.1%}" for s in failed)
+            + ", ".join(f"k={s.split}: {s.verification['agreement']:.1%}" for s in failed)
             + f" (worst k={worst.split}). Give better calibration data (--calibration DIR) or lower --min-agreement. "
             "No manifest was written."
         )
     manifest.write(out)
     load_bundle(out)  # what we wrote must load and verify
     return manifest
+
+
+def _detection_accuracy(reference: list[np.ndarray], detection: dict, truth: list | None) -> dict | None:
+    """The float model's detections on the held-out frames against their ground truth, when known."""
+    if truth is None or len(truth) != len(reference[0]):
+        return None
+    from splitpoint.detection import decode_batch
+    from splitpoint.verify import detection_agreement
+
+    gt = [[{"class": o["class"], "score": 1.0, "box": o["box"]} for o in objs] for objs in truth]
+    recall, precision, n = detection_agreement(gt, decode_batch(reference, detection))
+    return {"against": "synthetic ground truth of the held-out frames (IoU >= 0.5, same class)",
+            "objects": n, "recall": round(recall, 4), "precision": round(precision, 4)}
 
 
 def _prepare_output(out: Path, force: bool) -> None:
