@@ -265,6 +265,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from splitpoint.demo import default_workdir, run_demo
 
     workdir = Path(args.workdir) if args.workdir else default_workdir()
+    if args.model == "digits-detector":
+        from splitpoint.demo_detect import run_detector_demo
+
+        return run_detector_demo(workdir, frames=args.frames, split=args.split, rebuild=args.rebuild)
     return run_demo(workdir, frames=args.frames, split=args.split, rebuild=args.rebuild)
 
 

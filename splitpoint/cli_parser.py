@@ -199,6 +199,9 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
                         "directory, $XDG_CACHE_HOME or ~/.cache)")
     p.add_argument("--frames", type=positive_int, default=24, help="frames to stream (default 24)")
     p.add_argument("--split", type=int, default=None, help="fixed split; default: take turns over every split")
+    p.add_argument("--model", choices=("digits-cnn", "digits-detector"), default="digits-cnn",
+                   help="the bundled classifier (default) or the digits detector: several outputs, "
+                        "multi-tensor cuts, detections in source-image pixels")
     p.add_argument("--rebuild", action="store_true", help="partition again even if the bundle exists")
 
 

@@ -6,12 +6,13 @@ pixels. Decoding: a cell is a peak when it is the maximum of its 3x3
 neighbourhood and its score reaches `score_threshold`; at most `max_detections`
 peaks are kept, highest first; the box is centred on the cell; class-wise
 non-maximum suppression (IoU over `nms_iou`) removes duplicates that neighbouring
-peaks of one object leave. Boxes are [x0, y0, x1, y1] in model-input pixels,
+peaks of one object leave (across classes with `class_agnostic_nms`, for objects
+that never overlap, so one object cannot be reported as two classes). Boxes are [x0, y0, x1, y1] in model-input pixels,
 then scaled to the source image's pixels for the records.
 
 The manifest's `detection` block says how to read the outputs:
     {"kind": "centernet", "heatmap": 0, "size": 1, "stride": 4,
-     "score_threshold": 0.3, "nms_iou": 0.5, "max_detections": 20}
+     "score_threshold": 0.3, "nms_iou": 0.5, "max_detections": 20, "class_agnostic_nms": false}
 (`heatmap` and `size` index the manifest's outputs).
 """
 
@@ -23,7 +24,8 @@ import numpy as np
 
 KIND = "centernet"
 DEFAULTS: dict[str, Any] = {"kind": KIND, "heatmap": 0, "size": 1, "stride": 4,
-                            "score_threshold": 0.3, "nms_iou": 0.5, "max_detections": 20}
+                            "score_threshold": 0.3, "nms_iou": 0.5, "max_detections": 20,
+                            "class_agnostic_nms": False}
 
 
 def config(**overrides: Any) -> dict[str, Any]:
@@ -89,8 +91,9 @@ def decode_frame(outputs: list[np.ndarray], cfg: dict[str, Any]) -> list[dict[st
         classes.append(k)
     boxes_a, scores_a, classes_a = np.array(boxes), np.array(scores), np.array(classes)
     kept: list[int] = []
-    for k in sorted(set(classes)):
-        idx = np.nonzero(classes_a == k)[0]
+    groups = [None] if cfg.get("class_agnostic_nms") else sorted(set(classes))
+    for k in groups:
+        idx = np.arange(len(classes_a)) if k is None else np.nonzero(classes_a == k)[0]
         kept += [int(idx[j]) for j in nms(boxes_a[idx], scores_a[idx], float(cfg["nms_iou"]))]
     kept.sort(key=lambda i: -scores_a[i])
     return [{"class": int(classes_a[i]), "score": float(scores_a[i]), "box": [float(v) for v in boxes_a[i]]}

@@ -606,8 +606,14 @@ def partition(
     else:
         reference = [np.asarray(p) for p in predicted]
     detection = src.detection
-    accuracy = _detection_accuracy(reference, detection, src.validation_boxes) if detection else None
-    np.savez_compressed(out / "data" / "validation.npz", inputs=val_raw, **({"labels": val_labels} if val_labels is not None else {}))
+    truth = src.validation_boxes if opts.calibration_dir is None else None
+    accuracy = _detection_accuracy(reference, detection, truth) if detection else None
+    extra: dict[str, np.ndarray] = {"labels": val_labels} if val_labels is not None else {}
+    if src.validation_boxes is not None and opts.calibration_dir is None:
+        # ground truth of a detector's held-out frames: rows (frame, class, x0, y0, x1, y1), input pixels
+        extra["boxes"] = np.array([[i, o["class"], *o["box"]] for i, objs in enumerate(src.validation_boxes) for o in objs],
+                                  np.float32).reshape(-1, 6)
+    np.savez_compressed(out / "data" / "validation.npz", inputs=val_raw, **extra)
     digest = model_digest(model)
 
     # The full float model is tail_0; workers load it from there.

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 CANVAS = 64
 STRIDE = 4
 DIGIT_PX = (10, 20)
-DETECTION = detection.config(stride=STRIDE, score_threshold=0.3, nms_iou=0.5, max_detections=20)
+#: digits never overlap on the canvases: one box is one digit, whatever the classes' scores
+DETECTION = detection.config(stride=STRIDE, score_threshold=0.3, nms_iou=0.5, max_detections=20, class_agnostic_nms=True)
 DETECTOR_PREPROCESSING = Preprocessing(height=CANVAS, width=CANVAS, channels=1, scale=1.0 / 255.0, offset=0.0)
 
 
@@ -109,7 +110,7 @@ def targets(truth: list[list[dict]], size: int = CANVAS, classes: int = 10) -> t
     return heat, wh, mask
 
 
-def train_digits_detector(epochs: int = 30, n_train: int = 3000, seed: int = 0) -> tuple[keras.Model, dict]:
+def train_digits_detector(epochs: int = 40, n_train: int = 4000, seed: int = 0) -> tuple[keras.Model, dict]:
     """Train on canvases of the training digits; returns (model, accuracy on held-out canvases)."""
     import keras
     from keras import ops
@@ -133,7 +134,9 @@ def train_digits_detector(epochs: int = 30, n_train: int = 3000, seed: int = 0) 
         m = ops.cast(ops.sum(y_true, axis=-1, keepdims=True) > 0, "float32")
         return ops.sum(ops.abs(y_pred - y_true) * m) / ops.maximum(ops.sum(m), 1.0)
 
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=[focal, size_l1], loss_weights=[1.0, 0.05])
+    steps = epochs * -(-n_train // 32)
+    rate = keras.optimizers.schedules.CosineDecay(3e-3, decay_steps=steps, alpha=0.02)
+    model.compile(optimizer=keras.optimizers.Adam(rate), loss=[focal, size_l1], loss_weights=[1.0, 0.05])
     x = DETECTOR_PREPROCESSING.apply_batch(canvases)
     model.fit(x, [heat_t, wh_t], epochs=epochs, batch_size=32, verbose=0)
     return model, detector_accuracy(model, *holdout_canvases())

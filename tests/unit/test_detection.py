@@ -53,6 +53,9 @@ def test_neighbouring_cells_of_one_object_give_one_detection():
     # the same two peaks of different classes are two objects
     heat[0, 5, 6, 0], heat[0, 5, 6, 1] = 0.0, 0.9
     assert len(decode_frame([heat, size], CFG)) == 2
+    # ... unless objects never overlap: then the lower-scored class at the same place goes
+    heat[0, 5, 6, 1] = 0.8
+    assert [d["class"] for d in decode_frame([heat, size], config(class_agnostic_nms=True))] == [0]
 
 
 def test_nms_keeps_the_best_of_overlapping_boxes():
