@@ -172,3 +172,18 @@ def test_server_refuses_missing_extra_and_misshaped_tensors(pyramid_bundle: Path
     bent.tensors[0].shape.extend([1, 3, 3, 3])
     msg = _refused(stub, bent)
     assert repr(name) in msg and "shape" in msg
+
+
+def test_profiles_time_multi_tensor_splits(pyramid_bundle: Path):
+    from scheduler.profiles import profile_cloud, profile_edge
+
+    bundle = load_bundle(pyramid_bundle)
+    m = bundle.manifest
+    cloud = profile_cloud(bundle, runs=3, warmup=1)
+    edge = profile_edge(EdgeHeads(bundle, Device("cpu")), bundle, runs=3, warmup=1)
+    for prof in (cloud, edge):
+        assert set(prof.splits) == set(m.split_ids)
+        for k, sp in prof.splits.items():
+            assert sp.wire_bytes == m.split(k).wire_bytes  # the sum over a multi-tensor cut
+    wide = next(s.split for s in m.splits if len(s.cut) > 1)
+    assert cloud.splits[wide].latency.median_ms > 0 and edge.splits[wide].latency.median_ms > 0
