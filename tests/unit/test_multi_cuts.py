@@ -13,8 +13,8 @@ keras = pytest.importorskip("keras")
 layers = keras.layers
 
 from splitpoint import cuts  # noqa: E402
+from splitpoint.cut_points import find_cut_points, layer_nodes, model_graph  # noqa: E402
 from splitpoint.errors import PartitionError  # noqa: E402
-from splitpoint.partition import find_cut_points, layer_nodes, model_graph  # noqa: E402
 
 
 def fpn():
