@@ -29,16 +29,21 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TailResult:
-    output: np.ndarray  # (outputs,) float32
+    outputs: list[np.ndarray]  # one float32 array per model output, this frame's (no batch axis)
     queue_ms: float
     compute_ms: float
     batch_size: int
+
+    @property
+    def output(self) -> np.ndarray:
+        """The first output (a classifier's scores)."""
+        return self.outputs[0]
 
 
 @dataclass
 class _Item:
     split: int
-    x: np.ndarray  # (1, *cut shape) float32
+    x: list[np.ndarray]  # per cut tensor: (1, *shape) float32
     received: float  # time.monotonic()
     expires: float | None
     future: Future
@@ -62,9 +67,12 @@ class TailExecutor:
         for t in self._threads:
             t.start()
 
-    def submit(self, split: int, x: np.ndarray, received: float, budget_ms: int = 0, agent: str = "") -> Future:
-        """Queue one frame of `agent`; RequestError (RESOURCE_EXHAUSTED, UNAVAILABLE) when refused."""
+    def submit(self, split: int, x: np.ndarray | list[np.ndarray], received: float, budget_ms: int = 0,
+               agent: str = "") -> Future:
+        """Queue one frame of `agent` (x: its cut tensor, or one per tensor of a multi-tensor cut);
+        RequestError (RESOURCE_EXHAUSTED, UNAVAILABLE) when refused."""
         fut: Future = Future()
+        x = list(x) if isinstance(x, (list, tuple)) else [x]
         expires = received + budget_ms / 1000.0 if budget_ms > 0 else None
         with self._cond:
             if self._closed:
@@ -116,7 +124,11 @@ class TailExecutor:
         try:
             runner = self.tails.get(live[0].split)
             t0 = time.monotonic()
-            out = runner.run(np.concatenate([i.x for i in live]))
+            batches = [np.concatenate([i.x[j] for i in live]) for j in range(len(live[0].x))]
+            # run_all: every input and output of a multi-tensor / multi-output tail; a runner with
+            # only run() (one input, one output: stand-ins in the bench and tests) still serves
+            run_all = getattr(runner, "run_all", None)
+            outs = run_all(batches) if run_all is not None else [runner.run(batches[0])]
             compute_ms = (time.monotonic() - t0) * 1000
         except SplitpointError as exc:
             for item in live:
@@ -129,7 +141,7 @@ class TailExecutor:
                 item.future.set_exception(err)
             return
         for i, item in enumerate(live):
-            item.future.set_result(TailResult(out[i], (t0 - item.received) * 1000, compute_ms, len(live)))
+            item.future.set_result(TailResult([o[i] for o in outs], (t0 - item.received) * 1000, compute_ms, len(live)))
 
     def close(self, timeout: float | None = None) -> None:
         """Run what is queued, then stop the workers. Idempotent."""

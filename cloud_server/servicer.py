@@ -26,7 +26,7 @@ from splitpoint.wire_metadata import REPLICA_METADATA_KEY
 
 from .admission import InflightBytes, StreamAdmission, agent_identity
 from .executor import TailExecutor, TailResult
-from .validation import validate_request
+from .validation import validate_tensors
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
         if self._draining.is_set():
             raise RequestError(grpc.StatusCode.UNAVAILABLE, "server is shutting down; frame not accepted")
         try:
-            spec, x = validate_request(req, self.manifest, self.max_tensor_bytes)
+            spec, x = validate_tensors(req, self.manifest, self.max_tensor_bytes)
         except SplitpointError:
             raise
         except Exception as exc:  # a validation bug must fail its frame, not the stream or the call
@@ -171,7 +171,8 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
         else:
             assert fut is not None
             result: TailResult = fut.result()
-            resp.outputs.append(encode(np.asarray(result.output, np.float32)[None], name="output"))
+            for spec, out in zip(self.manifest.outputs, result.outputs, strict=False):  # every output, by name
+                resp.outputs.append(encode(np.asarray(out, np.float32)[None], name=spec.name))
             resp.timing.queue_ms = result.queue_ms
             resp.timing.compute_ms = result.compute_ms
             resp.timing.batch_size = result.batch_size

@@ -9,14 +9,23 @@ from __future__ import annotations
 import grpc
 import numpy as np
 
-from splitpoint.bundle import Manifest, SplitSpec
+from splitpoint.bundle import Manifest, SplitSpec, TensorSpec
 from splitpoint.codec import decode, dtype_name
 from splitpoint.errors import RequestError, TensorError
 from splitpoint.v1 import offload_pb2
 
 
 def validate_request(req: offload_pb2.InferRequest, manifest: Manifest, max_tensor_bytes: int) -> tuple[SplitSpec, np.ndarray]:
-    """(split spec, float32 tail input of batch 1) or RequestError."""
+    """(split spec, float32 tail input of batch 1) or RequestError; the first input of a
+    multi-tensor cut (validate_tensors gives them all)."""
+    spec, arrays = validate_tensors(req, manifest, max_tensor_bytes)
+    return spec, arrays[0]
+
+
+def validate_tensors(req: offload_pb2.InferRequest, manifest: Manifest,
+                     max_tensor_bytes: int) -> tuple[SplitSpec, list[np.ndarray]]:
+    """(split spec, one float32 tail input of batch 1 per cut tensor, in the manifest's order)
+    or RequestError naming the missing, extra or malformed tensor."""
     if req.model_digest != manifest.model_digest:
         raise RequestError(
             grpc.StatusCode.FAILED_PRECONDITION,
@@ -32,14 +41,10 @@ def validate_request(req: offload_pb2.InferRequest, manifest: Manifest, max_tens
         raise RequestError(
             grpc.StatusCode.INVALID_ARGUMENT, f"split {k} runs the whole model on the edge; there is no tail to run"
         )
-    if len(req.tensors) != len(spec.cut):
-        raise RequestError(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            f"tensors: {len(req.tensors)} given, split {k} takes {len(spec.cut)} ({', '.join(t.name for t in spec.cut)})",
-        )
+    messages = _match_tensors(req, spec)
     arrays = []
-    for i, (msg, want) in enumerate(zip(req.tensors, spec.cut, strict=True)):
-        field = f"tensors[{i}]"
+    for i, msg, want in messages:
+        field = f"tensors[{i}]" if len(spec.cut) == 1 else f"tensors[{i}] ({want.name!r})"
         # Cheap header checks first, so a forged shape is refused before its data is touched.
         if msg.dtype and _safe_dtype_name(msg.dtype) != want.dtype:
             raise RequestError(
@@ -74,7 +79,40 @@ def validate_request(req: offload_pb2.InferRequest, manifest: Manifest, max_tens
                 "dequantized values overflow float32 (NaN or infinity)",
             )
         arrays.append(x)
-    return spec, arrays[0]
+    return spec, arrays
+
+
+def _match_tensors(req: offload_pb2.InferRequest, spec: SplitSpec) -> list[tuple[int, offload_pb2.Tensor, TensorSpec]]:
+    """(position in the request, tensor, what the manifest wants), in the manifest's order.
+
+    The tensors of a multi-tensor cut are matched by name. A single-tensor cut, or a
+    request whose tensors are all unnamed, is matched by position, as before cuts had
+    several tensors (agents then named the tensor loosely).
+    """
+    k, want = spec.split, spec.cut
+    names = ", ".join(repr(t.name) for t in want)
+    if len(want) <= 1 or not any(m.name for m in req.tensors):
+        if len(req.tensors) != len(want):
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"tensors: {len(req.tensors)} given, split {k} takes {len(want)} ({names})")
+        return [(i, m, w) for i, (m, w) in enumerate(zip(req.tensors, want, strict=True))]
+    given: dict[str, int] = {}
+    for i, m in enumerate(req.tensors):
+        if m.name in given:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"tensors[{i}]: tensor {_short(m.name)!r} is given twice; split {k} takes {names}")
+        given[m.name] = i
+    wanted = {t.name for t in want}
+    extra = [n for n in given if n not in wanted]
+    if extra:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"tensors[{given[extra[0]]}]: tensor {_short(extra[0])!r} is not part of split {k}, "
+                           f"which takes {names}")
+    missing = [t.name for t in want if t.name not in given]
+    if missing:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"tensors: tensor {missing[0]!r} is missing; split {k} takes {names}")
+    return [(given[w.name], req.tensors[given[w.name]], w) for w in want]
 
 
 def _short(value: object, limit: int = 120) -> str:

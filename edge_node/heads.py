@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,9 +23,16 @@ log = logging.getLogger(__name__)
 @dataclass
 class HeadOutput:
     split: int
-    array: np.ndarray  # quantized cut tensor (k < K) or quantized model output (k = K)
+    array: np.ndarray  # quantized cut tensor (k < K) or quantized model output (k = K); the first of several
     quantization: Quantization
     head_ms: float
+    #: every tensor of a multi-tensor cut (or every model output at k = K), in the manifest's order
+    arrays: list[np.ndarray] = field(default_factory=list)
+    quantizations: list[Quantization] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.arrays:
+            self.arrays, self.quantizations = [self.array], [self.quantization]
 
 
 class EdgeHeads:
@@ -95,11 +102,18 @@ class EdgeHeads:
         if runner is None:
             raise SplitpointError(f"split {k} is not loaded on this agent; loaded: {self.splits}")
         rq = runner.input_quantization or q_in
-        out = runner.run(rq.quantize(x, runner.input_dtype))
-        assert runner.output_quantization is not None
-        return HeadOutput(k, out, runner.output_quantization, (time.perf_counter() - t0) * 1000)
+        outs = runner.run_all(rq.quantize(x, runner.input_dtype))
+        quants = runner.output_quantizations
+        assert all(q is not None for q in quants)
+        return HeadOutput(k, outs[0], quants[0], (time.perf_counter() - t0) * 1000,  # type: ignore[arg-type]
+                          outs, quants)  # type: ignore[arg-type]
 
     def run_local(self, x: np.ndarray) -> tuple[np.ndarray, float]:
-        """The whole model on the edge (k = K): (float scores, ms)."""
+        """The whole model on the edge (k = K): (float scores, ms); the first output of several."""
         out = self.run(self.K, x)
         return out.quantization.dequantize(out.array).reshape(-1), out.head_ms
+
+    def run_local_all(self, x: np.ndarray) -> tuple[list[np.ndarray], float]:
+        """The whole model on the edge (k = K): (every float output, batch 1, manifest order; ms)."""
+        out = self.run(self.K, x)
+        return [q.dequantize(a) for a, q in zip(out.arrays, out.quantizations, strict=True)], out.head_ms

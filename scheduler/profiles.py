@@ -244,8 +244,10 @@ def profile_cloud(bundle: Bundle, runs: int = 50, warmup: int = 5) -> Profile:
     profiles: dict[int, SplitProfile] = {}
     for k in pool.servable:
         runner = pool.get(k)
-        x = np.random.default_rng(k).standard_normal((1, *runner.input_shape)).astype(np.float32)
-        times = _time_runs(lambda r=runner, x=x: r.run(x), runs, warmup)
+        rng = np.random.default_rng(k)
+        # one batch per tail input: a multi-tensor cut's tail takes several
+        xs = [rng.standard_normal((1, *shape)).astype(np.float32) for shape in runner.input_shapes]
+        times = _time_runs(lambda r=runner, xs=xs: r.run_all(xs), runs, warmup)
         profiles[k] = SplitProfile(k, m.split(k).wire_bytes, StageStats.of(times))
         log.info("cloud split %d: median %.3f ms", k, profiles[k].latency.median_ms)
     profiles[m.num_layers] = SplitProfile(m.num_layers, 0, StageStats.constant(0.0))  # no tail for k = K

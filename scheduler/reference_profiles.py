@@ -59,8 +59,9 @@ def layer_costs(m: Manifest) -> list[LayerCost]:
             continue
         weights = max(0, s.head_param_bytes - prev_params)
         prev_params = s.head_param_bytes
-        shape = s.cut[0].shape if s.cut else m.output.shape
-        spatial = int(shape[1] * shape[2]) if len(shape) == 4 else 1
+        # the widest tensor of the cut (a multi-tensor cut's pyramid levels differ) sets the spatial size
+        shapes = [t.shape for t in s.cut] if s.cut else [t.shape for t in m.outputs]
+        spatial = max(int(sh[1] * sh[2]) if len(sh) == 4 else 1 for sh in shapes)
         macs = float(weights * spatial)
         compute_s = macs / (PI_MACS_PER_S * EDGETPU_SPEEDUP)
         in_cache = max(0, min(weights, EDGETPU_CACHE_BYTES - cached))

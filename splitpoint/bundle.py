@@ -175,11 +175,19 @@ class Manifest:
     input: TensorSpec  # float model input (batch 1)
     input_wire: TensorSpec  # the quantized input: what head_k takes and what k = 0 sends
     preprocessing: Preprocessing
-    output: TensorSpec
+    output: TensorSpec  # the first output (all a classifier has)
     splits: list[SplitSpec]
     validation: Artifact | None
     partition: dict[str, Any] = field(default_factory=dict)
     created_by: str = ""
+    #: every model output in the tail's order; a manifest without the list has one output
+    outputs: list[TensorSpec] = field(default_factory=list)
+    #: how raw outputs become detections (splitpoint/detection.py); None for a classifier
+    detection: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.outputs:
+            self.outputs = [self.output]
 
     def split(self, k: int) -> SplitSpec:
         for s in self.splits:
@@ -209,6 +217,8 @@ class Manifest:
                 "preprocessing": self.preprocessing.to_dict(),
             },
             "output": self.output.to_dict(),
+            "outputs": [t.to_dict() for t in self.outputs],
+            **({"detection": self.detection} if self.detection else {}),
             "validation": self.validation.to_dict() if self.validation else None,
             "partition": self.partition,
             "splits": [s.to_dict() for s in self.splits],
@@ -238,6 +248,8 @@ class Manifest:
                 validation=Artifact.from_dict(d.get("validation")),
                 partition=d.get("partition", {}),
                 created_by=d.get("created_by", ""),
+                outputs=[TensorSpec.from_dict(t) for t in d.get("outputs") or [d["output"]]],
+                detection=d.get("detection"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{where}: malformed manifest ({type(exc).__name__}: {exc})") from None

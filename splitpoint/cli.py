@@ -56,6 +56,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         input_size=args.input_size,
         force=args.force,
+        max_cut_tensors=args.max_cut_tensors,
     )
     manifest = partition(src, opts)
     print(_bundle_table(manifest))
@@ -270,6 +271,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from splitpoint.demo import default_workdir, run_demo
 
     workdir = Path(args.workdir) if args.workdir else default_workdir()
+    if args.model == "digits-detector":
+        from splitpoint.demo_detect import run_detector_demo
+
+        return run_detector_demo(workdir, frames=args.frames, split=args.split, rebuild=args.rebuild)
     return run_demo(workdir, frames=args.frames, split=args.split, rebuild=args.rebuild)
 
 

@@ -199,6 +199,9 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
                         "directory, $XDG_CACHE_HOME or ~/.cache)")
     p.add_argument("--frames", type=positive_int, default=24, help="frames to stream (default 24)")
     p.add_argument("--split", type=int, default=None, help="fixed split; default: take turns over every split")
+    p.add_argument("--model", choices=("digits-cnn", "digits-detector"), default="digits-cnn",
+                   help="the bundled classifier (default) or the digits detector: several outputs, "
+                        "multi-tensor cuts, detections in source-image pixels")
     p.add_argument("--rebuild", action="store_true", help="partition again even if the bundle exists")
 
 
@@ -216,8 +219,12 @@ def _add_partition(p: argparse.ArgumentParser) -> None:
     cal.add_argument("--calibration-random", type=positive_int, metavar="N", help="calibrate on N random frames")
     g = p.add_argument_group("splits and verification")
     g.add_argument("--splits", metavar="LIST", help="only these splits, e.g. 3,5,8-10 (0 and K are always built)")
+    g.add_argument("--max-cut-tensors", type=positive_int, default=4, metavar="N",
+                   help="offer cuts whose frontier is up to N tensors (skip connections, feature pyramids); "
+                        "1 = only points where one tensor carries everything (default 4)")
     g.add_argument("--min-agreement", type=fraction, metavar="F",
-                   help="fail when a split's top-1 agreement with the float model is below F (default 0.98; "
+                   help="fail when a split's top-1 agreement (a detector's: detection agreement, both ways) with "
+                        "the float model is below F (default 0.98; "
                         "random-weight built-ins only record it unless this is given)")
     g.add_argument("--jobs", type=positive_int, metavar="N",
                    help="splits converted in parallel (default: 1, or 2 for big models)")

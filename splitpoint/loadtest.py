@@ -37,7 +37,6 @@ import grpc
 import numpy as np
 
 from splitpoint.bundle import load_bundle
-from splitpoint.codec import encode
 from splitpoint.config import option
 from splitpoint.errors import ConfigError, status_code_from_int
 from splitpoint.security import ClientSecurity
@@ -264,6 +263,7 @@ class _Drone:
 def cut_requests(bundle_dir: str, split: int) -> list[offload_pb2.InferRequest]:
     """Requests for `split` made from the bundle's held-out frames by the real int8 heads."""
     from edge_node.heads import EdgeHeads
+    from edge_node.outputs import cut_request_tensors
     from splitpoint.runtime.litert import Device
 
     bundle = load_bundle(bundle_dir, side="edge")
@@ -272,12 +272,12 @@ def cut_requests(bundle_dir: str, split: int) -> list[offload_pb2.InferRequest]:
         raise ConfigError("split", split, f"must be a split the server runs: one of {m.split_ids[:-1]}")
     raw, _ = bundle.validation_data()
     heads = EdgeHeads(bundle, Device("cpu"), splits=[split])
-    cut_name = m.split(split).cut[0].name
+    spec = m.split(split)
     out = []
     for i in range(min(DISTINCT_FRAMES, len(raw))):
         head = heads.run(split, heads.preprocess(raw[i]))
         req = offload_pb2.InferRequest(model_digest=m.model_digest, split=split)
-        req.tensors.append(encode(head.array, name=cut_name, quantization=head.quantization))
+        req.tensors.extend(cut_request_tensors(head, spec))  # every tensor of a multi-tensor cut
         out.append(req)
     return out
 

@@ -2,14 +2,17 @@
 
 For every candidate split k (the first k layers on the edge):
   edge/head_<k>.tflite   full-integer int8, uint8 input, calibrated on representative frames
-  cloud/tail_<k>.keras   float, taking the dequantized cut tensor
+  cloud/tail_<k>.keras   float, taking the dequantized cut tensor(s), returning every output
 and, when edgetpu_compiler is on PATH, edge/head_<k>_edgetpu.tflite with its op counts.
 Every split is verified (head -> dequantize -> tail against the float model on
-held-out frames) before the manifest, written last, makes the bundle valid.
+held-out frames; splitpoint/verify.py) before the manifest, written last, makes
+the bundle valid.
 
-Candidate splits are the points where one tensor carries all state forward: a
-tensor t such that every path from the input to the output passes through t.
-For a chain that is every layer boundary; inside a residual block there is none.
+Candidate splits are cuts whose frontier is at most --max-cut-tensors tensors
+(splitpoint/cut_points.py, splitpoint/cuts.py): with 1, the points where one tensor carries all state
+forward (every layer boundary of a chain, none inside a residual block); with
+more, also cuts through skip connections and feature pyramids, whose heads have
+one output per cut tensor.
 """
 
 from __future__ import annotations
@@ -44,116 +47,21 @@ from splitpoint.bundle import (
     load_bundle,
 )
 from splitpoint.codec import Quantization
+from splitpoint.cut_points import CutPoint, as_functional, find_cut_points, tensor_name
 from splitpoint.errors import PartitionError, VerificationError
 from splitpoint.images import list_frame_files, read_frame_file
 from splitpoint.models import BUILTIN, ModelSource, reference_model
 from splitpoint.runtime.tf import import_tensorflow
+from splitpoint.verify import verify_outputs
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MIN_AGREEMENT = 0.98
+#: a detector's default: detection agreement (both ways, IoU >= 0.5, same class; splitpoint/verify.py)
+DEFAULT_MIN_DETECTION_AGREEMENT = 0.95
+#: cuts may carry up to this many tensors (--max-cut-tensors); 1 = single-tensor cut points only
+DEFAULT_MAX_CUT_TENSORS = 4
 EDGETPU_COMPILER = "edgetpu_compiler"
-
-
-# --------------------------------------------------------------------------- cut points
-
-
-@dataclass(frozen=True)
-class CutPoint:
-    split: int  # layers on the edge
-    layer: str  # the last edge layer
-    tensor: Any  # the KerasTensor that crosses the cut (None for k = 0)
-
-
-def as_functional(model: Any) -> Any:
-    """A Sequential model rebuilt as a functional one over the same layers (weights shared)."""
-    import keras
-
-    if isinstance(model, keras.Sequential):
-        try:
-            inputs = model.inputs
-        except AttributeError:  # Keras 3 raises instead of returning [] for an unbuilt Sequential
-            inputs = None
-        if not inputs:
-            raise PartitionError(f"Sequential model {model.name!r} is not built: give it an Input layer")
-        x = inp = keras.Input(batch_shape=inputs[0].shape, dtype=inputs[0].dtype, name="input")
-        for layer in model.layers:
-            x = layer(x)
-        return keras.Model(inp, x, name=model.name)
-    if not hasattr(model, "inputs") or not model.inputs:
-        raise PartitionError(f"model {getattr(model, 'name', model)!r} is subclassed or not built; use a functional or Sequential model")
-    return model
-
-
-def _node_key(tensor: Any) -> tuple[int, int]:
-    op, node_index, _ = tensor._keras_history
-    return id(op), node_index
-
-
-def find_cut_points(model: Any) -> tuple[list[CutPoint], int]:
-    """(candidate cut points including k = 0 and k = K, K) for a functional model."""
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise PartitionError(
-            f"model {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
-            "splitpoint partitions models with one input and one output"
-        )
-    # Walk back from the output: the nodes that matter, each with its input tensors.
-    nodes: dict[tuple[int, int], Any] = {}
-    stack = list(model.outputs)
-    while stack:
-        t = stack.pop()
-        key = _node_key(t)
-        if key in nodes:
-            continue
-        op, node_index, _ = t._keras_history
-        node = op._inbound_nodes[node_index]
-        nodes[key] = node
-        stack.extend(node.input_tensors)
-    # Topological order: Kahn's algorithm, ties broken by the model's layer order so
-    # that k counts layers the way model.summary() lists them.
-    layer_rank = {id(layer): i for i, layer in enumerate(model.layers)}
-    deps = {k: {_node_key(t) for t in n.input_tensors} for k, n in nodes.items()}
-    order: list[tuple[int, int]] = []
-    ready = sorted((k for k, d in deps.items() if not d), key=lambda k: (layer_rank.get(k[0], -1), k[1]))
-    done: set[tuple[int, int]] = set()
-    while ready:
-        k = ready.pop(0)
-        order.append(k)
-        done.add(k)
-        newly = [c for c, d in deps.items() if c not in done and c not in ready and d <= done]
-        ready = sorted(ready + newly, key=lambda k: (layer_rank.get(k[0], -1), k[1]))
-    compute = [k for k in order if nodes[k].input_tensors]  # InputLayer nodes have no inputs
-    num_layers = len(compute)
-    consumers: dict[int, list[tuple[int, int]]] = {}
-    for k in compute:
-        for t in nodes[k].input_tensors:
-            consumers.setdefault(id(t), []).append(k)
-    input_ids = {id(t) for t in model.inputs}
-    output_id = id(model.outputs[0])
-
-    def output_reachable_without(blocked: Any) -> bool:
-        seen = set(input_ids)
-        frontier = [t for t in model.inputs]
-        while frontier:
-            t = frontier.pop()
-            if id(t) == output_id:
-                return True
-            for ck in consumers.get(id(t), []):
-                for out in nodes[ck].output_tensors:
-                    if out is not blocked and id(out) not in seen:
-                        seen.add(id(out))
-                        frontier.append(out)
-        return False
-
-    cuts = [CutPoint(0, "", None)]
-    for pos, k in enumerate(compute, start=1):
-        node = nodes[k]
-        outs = node.output_tensors
-        if len(outs) != 1:
-            continue
-        if pos == num_layers or not output_reachable_without(outs[0]):
-            cuts.append(CutPoint(pos, node.operation.name, outs[0]))
-    return cuts, num_layers
 
 
 def model_digest(model: Any) -> str:
@@ -317,13 +225,15 @@ class _Shared:
     preprocessing: Preprocessing
     calibration: np.ndarray  # float, preprocessed
     validation: np.ndarray  # float, preprocessed
-    reference: np.ndarray  # float model outputs on `validation`
+    reference: list[np.ndarray]  # float model outputs on `validation`, one array per output
+    detection: dict | None = None  # the manifest's detection block: agreement on detections
 
 
 _shared: _Shared | None = None
 
 
-def _init_worker(model_path: str, pre: dict, cal_path: str, val_path: str, ref_path: str) -> None:
+def _init_worker(model_path: str, pre: dict, cal_path: str, val_path: str, ref_path: str,
+                 max_cut_tensors: int, detection: dict | None) -> None:
     """Process-pool initializer: load the model once per worker."""
     global _shared
     logging.basicConfig(level=logging.WARNING)
@@ -331,10 +241,12 @@ def _init_worker(model_path: str, pre: dict, cal_path: str, val_path: str, ref_p
     import keras
 
     model = as_functional(keras.models.load_model(model_path, compile=False))
-    cuts, _ = find_cut_points(model)
+    cuts, _ = find_cut_points(model, max_cut_tensors)
+    with np.load(ref_path) as z:
+        reference = [z[f"out_{i}"] for i in range(len(z.files))]
     _shared = _Shared(
         model, {c.split: c for c in cuts}, Preprocessing.from_dict(pre),
-        np.load(cal_path), np.load(val_path), np.load(ref_path),
+        np.load(cal_path), np.load(val_path), reference, detection,
     )
 
 
@@ -353,16 +265,16 @@ def _build_split(job: _Job) -> dict:
     param_bytes = 0
     edgetpu: dict[str, Any] = {"status": "not compiled", "reason": "k = 0 has no head"}
     cut_specs: list[TensorSpec] = []
-    head_out_val: np.ndarray
+    head_out_val: list[np.ndarray]
     input_quant = job.input_quant  # k > 0: the head's own input quantization, set below
     if k == 0:
         q = Quantization.from_dict(job.input_quant) if job.input_quant else None
         assert q is not None
         wire = q.quantize(sh.validation, np.uint8)
-        head_out_val = q.dequantize(wire)
+        head_out_val = [q.dequantize(wire)]
         cut_specs = [TensorSpec("input", tuple([1, *sh.validation.shape[1:]]), "uint8", q)]
     else:
-        head = keras.Model(sh.model.inputs, cut.tensor, name=f"head_{k}")
+        head = keras.Model(sh.model.inputs, list(cut.tensors), name=f"head_{k}")
         tflite = _convert_head(tf, head, sh.calibration)
         rel = f"edge/head_{k}.tflite"
         (job.bundle / rel).write_bytes(tflite)
@@ -372,35 +284,34 @@ def _build_split(job: _Job) -> dict:
 
         runner = HeadRunner(job.bundle / rel)
         in_q = runner.input_quantization
-        assert in_q is not None and runner.output_quantization is not None
+        assert in_q is not None and all(q is not None for q in runner.output_quantizations)
         input_quant = in_q.to_dict()
-        outs = [runner.run(in_q.quantize(x[None], runner.input_dtype)) for x in sh.validation]
-        head_out_val = runner.output_quantization.dequantize(np.concatenate(outs))
+        per_frame = [runner.run_all(in_q.quantize(x[None], runner.input_dtype)) for x in sh.validation]
+        head_out_val = [q.dequantize(np.concatenate([f[i] for f in per_frame]))  # type: ignore[union-attr]
+                        for i, q in enumerate(runner.output_quantizations)]
         if k < K:
-            cut_specs = [TensorSpec(cut.layer, runner.output_shape, runner.output_dtype.name, runner.output_quantization)]
+            cut_specs = [TensorSpec(tensor_name(t), shape, dt.name, q)
+                         for t, shape, dt, q in zip(cut.tensors, runner.output_shapes, runner.output_dtypes,
+                                                    runner.output_quantizations, strict=True)]
         edgetpu = _compile_edgetpu(job.edgetpu_compiler, job.bundle / rel, edge_dir)
         if edgetpu.get("status") == "compiled":
             tpu_art = Artifact.of(job.bundle, f"edge/head_{k}_edgetpu.tflite")
     if k < K:
-        tail = sh.model if k == 0 else keras.Model(cut.tensor, sh.model.outputs, name=f"tail_{k}")
+        inputs = list(cut.tensors) if len(cut.tensors) > 1 else cut.tensor
+        tail = sh.model if k == 0 else keras.Model(inputs, sh.model.outputs, name=f"tail_{k}")
         rel = f"cloud/tail_{k}.keras"
         tail.save(cloud_dir / f"tail_{k}.keras")
         tail_art = Artifact.of(job.bundle, rel)
         reloaded = keras.models.load_model(cloud_dir / f"tail_{k}.keras", compile=False)
-        got = np.asarray(reloaded.predict(head_out_val, verbose=0, batch_size=32))
+        feed = head_out_val if len(head_out_val) > 1 else head_out_val[0]
+        pred = reloaded.predict(feed, verbose=0, batch_size=32)
+        got = [np.asarray(p) for p in (pred if isinstance(pred, (list, tuple)) else [pred])]
     else:
         got = head_out_val
-    got = got.reshape(sh.reference.shape)
-    agreement = float(np.mean(np.argmax(got, axis=1) == np.argmax(sh.reference, axis=1)))
-    max_err = float(np.max(np.abs(got - sh.reference)))
-    verification = {
-        "samples": int(len(sh.reference)),
-        "top1_agreement": round(agreement, 6),
-        "max_abs_error": round(max_err, 6),
-        "min_agreement": job.min_agreement,
-        "enforced": job.enforce,
-        "passed": agreement >= job.min_agreement,
-    }
+    got = [g.reshape(r.shape) for g, r in zip(got, sh.reference, strict=True)]
+    verification = verify_outputs(got, sh.reference, sh.detection)
+    verification.update(min_agreement=job.min_agreement, enforced=job.enforce,
+                        passed=verification["agreement"] >= job.min_agreement)
     spec = SplitSpec(
         split=k, after_layer=cut.layer or None, cut=cut_specs, head=head_art, head_param_bytes=param_bytes,
         edgetpu=edgetpu, edgetpu_head=tpu_art, tail=tail_art, verification=verification,
@@ -408,10 +319,15 @@ def _build_split(job: _Job) -> dict:
     return {"spec": spec.to_dict(), "input_quantization": input_quant, "seconds": time.perf_counter() - t0}
 
 
+def _as_list(out: Any) -> list[Any]:
+    return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
 def _convert_head(tf: Any, head: Any, calibration: np.ndarray) -> bytes:
     """Full-integer int8 TFLite with a static batch of 1: what edgetpu_compiler accepts."""
     in_shape = (1, *head.inputs[0].shape[1:])
-    fn = tf.function(lambda x: head(x, training=False))
+    # Named outputs: the head's signature keeps their order (runtime/litert.py reads it back).
+    fn = tf.function(lambda x: {f"cut_{i:02d}": t for i, t in enumerate(_as_list(head(x, training=False)))})
     concrete = fn.get_concrete_function(tf.TensorSpec(in_shape, tf.float32))
     # The converter freezes the variables it finds on this trackable: hand it the backend ones.
     holder = tf.Module()
@@ -505,6 +421,7 @@ class PartitionOptions:
     input_size: int | None = None
     force: bool = False
     edgetpu_compiler: str | None = field(default_factory=find_edgetpu_compiler)
+    max_cut_tensors: int = DEFAULT_MAX_CUT_TENSORS
 
 
 class Progress:
@@ -537,7 +454,7 @@ def partition(
     tf = import_tensorflow()
     out = opts.output
     model = as_functional(src.model)
-    cuts, K = find_cut_points(model)
+    cuts, K = find_cut_points(model, opts.max_cut_tensors)
     available = [c.split for c in cuts]
     wanted = set(available)
     if opts.splits is not None:
@@ -553,7 +470,8 @@ def partition(
     (out / "data").mkdir(parents=True, exist_ok=True)
     (out / ".work").mkdir(parents=True, exist_ok=True)
     enforce = src.trained if opts.min_agreement is None else True
-    min_agreement = DEFAULT_MIN_AGREEMENT if opts.min_agreement is None else opts.min_agreement
+    default_agreement = DEFAULT_MIN_DETECTION_AGREEMENT if src.detection else DEFAULT_MIN_AGREEMENT
+    min_agreement = default_agreement if opts.min_agreement is None else opts.min_agreement
     if not enforce:
         log.warning("%s has random weights: split agreement is recorded, not enforced", src.name)
 
@@ -561,12 +479,20 @@ def partition(
     pre = src.preprocessing
     calibration = pre.apply_batch(cal_raw)
     validation = pre.apply_batch(val_raw)
-    reference = np.asarray(model.predict(validation, verbose=0, batch_size=32))
-    reference = reference.reshape(len(validation), -1)
-    if val_labels is not None:
-        np.savez_compressed(out / "data" / "validation.npz", inputs=val_raw, labels=val_labels)
+    predicted = model.predict(validation, verbose=0, batch_size=32)
+    if len(model.outputs) == 1:  # a classifier's scores, flat as a single-output manifest has always had them
+        reference = [np.asarray(predicted).reshape(len(validation), -1)]
     else:
-        np.savez_compressed(out / "data" / "validation.npz", inputs=val_raw)
+        reference = [np.asarray(p) for p in predicted]
+    detection = src.detection
+    truth = src.validation_boxes if opts.calibration_dir is None else None
+    accuracy = _detection_accuracy(reference, detection, truth) if detection else None
+    extra: dict[str, np.ndarray] = {"labels": val_labels} if val_labels is not None else {}
+    if src.validation_boxes is not None and opts.calibration_dir is None:
+        # ground truth of a detector's held-out frames: rows (frame, class, x0, y0, x1, y1), input pixels
+        extra["boxes"] = np.array([[i, o["class"], *o["box"]] for i, objs in enumerate(src.validation_boxes) for o in objs],
+                                  np.float32).reshape(-1, 6)
+    np.savez_compressed(out / "data" / "validation.npz", inputs=val_raw, **extra)
     digest = model_digest(model)
 
     # The full float model is tail_0; workers load it from there.
@@ -575,7 +501,7 @@ def partition(
     work = out / ".work"
     np.save(work / "cal.npy", calibration)
     np.save(work / "val.npy", validation)
-    np.save(work / "ref.npy", reference)
+    np.savez(work / "ref.npz", **{f"out_{i}": r for i, r in enumerate(reference)})
     params = model.count_params()
     jobs = opts.jobs or (1 if params < 5_000_000 else min(2, os.cpu_count() or 1))
     bar = (progress or (lambda n: Progress(n)))(len(splits))
@@ -586,13 +512,14 @@ def partition(
             yield _Job(out, k, K, input_quant, min_agreement, enforce, opts.edgetpu_compiler)
 
     results: dict[int, dict] = {}
-    init_args = (str(model_path), pre.to_dict(), str(work / "cal.npy"), str(work / "val.npy"), str(work / "ref.npy"))
+    init_args = (str(model_path), pre.to_dict(), str(work / "cal.npy"), str(work / "val.npy"), str(work / "ref.npz"),
+                 opts.max_cut_tensors, detection)
     # head_K first: its input quantization is what the edge uses to send k = 0.
     all_jobs = list(make_jobs(None))
     last = all_jobs.pop(-1)
     if jobs == 1:
         global _shared
-        _shared = _Shared(model, {c.split: c for c in cuts}, pre, calibration, validation, reference)
+        _shared = _Shared(model, {c.split: c for c in cuts}, pre, calibration, validation, reference, detection)
         results[K] = _build_split(last)
         bar.update(f"split {K}")
         input_quant = results[K]["input_quantization"]
@@ -619,7 +546,11 @@ def partition(
     failed = [s for s in specs if not s.verification["passed"]]
     input_q = Quantization.from_dict(input_quant)
     in_shape = (1, pre.height, pre.width, pre.channels)
-    out_spec = TensorSpec("output", (1, reference.shape[1]), "float32", None)
+    if len(reference) == 1:
+        out_specs = [TensorSpec("output", (1, reference[0].shape[1]), "float32", None)]
+    else:
+        out_specs = [TensorSpec(tensor_name(t), (1, *r.shape[1:]), "float32", None)
+                     for t, r in zip(model.outputs, reference, strict=True)]
     manifest = Manifest(
         model_name=src.name,
         model_digest=digest,
@@ -629,11 +560,16 @@ def partition(
         input=TensorSpec("input", in_shape, "float32", None),
         input_wire=TensorSpec("input", in_shape, "uint8", input_q),
         preprocessing=pre,
-        output=out_spec,
+        output=out_specs[0],
+        outputs=out_specs,
+        detection=detection,
         splits=specs,
         validation=Artifact.of(out, "data/validation.npz"),
         partition={
             "candidate_splits": available,
+            "max_cut_tensors": opts.max_cut_tensors,
+            **({"accuracy": accuracy} if accuracy else {}),
+            "cut_tensors": {str(c.split): len(c.tensors) for c in cuts if 0 < c.split < K},
             "calibration": (
                 f"dir:{opts.calibration_dir}" if opts.calibration_dir else
                 f"random:{len(cal_raw)}" if (opts.calibration_random or src.calibration is None) else f"builtin:{len(cal_raw)}"
@@ -648,17 +584,30 @@ def partition(
         created_by=f"splitpoint {splitpoint.__version__}",
     )
     if enforce and failed:
-        worst = min(failed, key=lambda s: s.verification["top1_agreement"])
+        worst = min(failed, key=lambda s: s.verification["agreement"])
         raise VerificationError(
             f"{len(failed)} split(s) agree with the float model on fewer than {min_agreement:.0%} of "
             f"{worst.verification['samples']} held-out inputs: "
-            + ", ".join(f"k={s.split}: {s.verification['top1_agreement']:.1%}" for s in failed)
+            + ", ".join(f"k={s.split}: {s.verification['agreement']:.1%}" for s in failed)
             + f" (worst k={worst.split}). Give better calibration data (--calibration DIR) or lower --min-agreement. "
             "No manifest was written."
         )
     manifest.write(out)
     load_bundle(out)  # what we wrote must load and verify
     return manifest
+
+
+def _detection_accuracy(reference: list[np.ndarray], detection: dict, truth: list | None) -> dict | None:
+    """The float model's detections on the held-out frames against their ground truth, when known."""
+    if truth is None or len(truth) != len(reference[0]):
+        return None
+    from splitpoint.detection import decode_batch
+    from splitpoint.verify import detection_agreement
+
+    gt = [[{"class": o["class"], "score": 1.0, "box": o["box"]} for o in objs] for objs in truth]
+    recall, precision, n = detection_agreement(gt, decode_batch(reference, detection))
+    return {"against": "synthetic ground truth of the held-out frames (IoU >= 0.5, same class)",
+            "objects": n, "recall": round(recall, 4), "precision": round(precision, 4)}
 
 
 def _prepare_output(out: Path, force: bool) -> None:

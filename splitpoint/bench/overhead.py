@@ -65,7 +65,7 @@ class _ZeroTails:
 
 
 def _manifest(shape: tuple[int, ...], quant: Any) -> Any:
-    """The parts of a Manifest the servicer's validation reads: one split whose cut is `shape` int8."""
+    """The parts of a Manifest the servicer reads: one split whose cut is `shape` int8, one output."""
     from splitpoint.bundle import TensorSpec
 
     cut = TensorSpec("cut", tuple(shape), "int8", quant)
@@ -77,7 +77,7 @@ def _manifest(shape: tuple[int, ...], quant: Any) -> Any:
         return spec
 
     return SimpleNamespace(model_digest=_DIGEST, model_name="bench-overhead", split_ids=[1], split=split,
-                           num_layers=2, splits=[spec])
+                           num_layers=2, splits=[spec], outputs=[TensorSpec("output", (1, 10), "float32", None)])
 
 
 @dataclass

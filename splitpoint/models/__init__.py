@@ -3,10 +3,14 @@
 - ``digits-cnn``: a small CNN trained on scikit-learn's 8x8 digits. Shipped
   trained (``data/digits_cnn.keras``) with the data set (``data/digits.npz``),
   so accuracy checks mean something; ``train_digits_cnn`` rebuilds it in seconds.
+- ``digits-detector``: a CenterNet-style detector with a feature pyramid and two
+  outputs (class heatmap, box sizes), trained here on synthetic canvases of the
+  digits and shipped as ``data/digits_detector.keras`` (models/detector.py).
 - ``vgg16`` (chain, the drone paper's model), ``mobilenetv2`` and ``resnet50``
-  (DAGs): ``keras.applications`` with ``weights=None`` (random weights), for
-  profiling. Their outputs are meaningless, so verification records agreement
-  but does not enforce it by default.
+  (DAGs): ``keras.applications`` with ``weights=None`` (random weights), and
+  ``centernet-fpn`` (the detector's architecture at 256 px RGB), for profiling.
+  Their outputs are meaningless, so verification records agreement but does not
+  enforce it by default.
 
 TensorFlow is imported lazily: the edge side imports this package without it.
 """
@@ -28,11 +32,12 @@ if TYPE_CHECKING:
 DATA_DIR = Path(__file__).parent / "data"
 DIGITS_DATA = DATA_DIR / "digits.npz"
 DIGITS_MODEL = DATA_DIR / "digits_cnn.keras"
+DIGITS_DETECTOR = DATA_DIR / "digits_detector.keras"
 #: digits held out from training: the validation set of the digits bundle
 DIGITS_HOLDOUT = 360
 
-BUILTIN = ("digits-cnn", "vgg16", "mobilenetv2", "resnet50")
-_DEFAULT_SIZE = {"vgg16": 224, "mobilenetv2": 224, "resnet50": 224}
+BUILTIN = ("digits-cnn", "digits-detector", "vgg16", "mobilenetv2", "resnet50", "centernet-fpn")
+_DEFAULT_SIZE = {"vgg16": 224, "mobilenetv2": 224, "resnet50": 224, "centernet-fpn": 256}
 
 
 @dataclass
@@ -50,6 +55,10 @@ class ModelSource:
     validation_labels: np.ndarray | None = None
     #: weights are trained: agreement below the threshold is an error
     trained: bool = True
+    #: a detector: how its outputs decode to detections (splitpoint/detection.py), else None
+    detection: dict | None = None
+    #: ground-truth detections of `validation` (per frame, source-image pixels) for accuracy
+    validation_boxes: list | None = None
 
 
 def load_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -125,21 +134,61 @@ def reference_model(name: str, input_size: int | None = None, seed: int = 0) -> 
             preprocessing=DIGITS_PREPROCESSING, labels=[str(i) for i in range(10)],
             calibration=xtr[:256], validation=xte, validation_labels=yte, trained=True,
         )
+    if name == "digits-detector":
+        return _digits_detector(input_size)
     if name not in _DEFAULT_SIZE:
         raise PartitionError(f"unknown built-in model {name!r}; built-in models: {', '.join(BUILTIN)}")
     size = input_size or _DEFAULT_SIZE[name]
     if size < 32:
         raise PartitionError(f"--input-size {size} is too small for {name} (at least 32)")
     keras.utils.set_random_seed(seed)
+    # Random weights: preprocessing maps 0..255 to [-1, 1] as MobileNetV2 expects.
+    pre = Preprocessing(height=size, width=size, channels=3, scale=1.0 / 127.5, offset=-1.0)
+    if name == "centernet-fpn":
+        from splitpoint.models.detector import DETECTION, build_detector
+
+        if size % 16:
+            raise PartitionError(f"--input-size {size}: centernet-fpn takes a multiple of 16 (224-320 for profiling)")
+        model = build_detector(size, channels=3, classes=20, width=32, name="centernet_fpn")
+        return ModelSource(name=name, source=f"builtin:{name}@{size}", model=model, preprocessing=pre,
+                           labels=[], trained=False, detection=dict(DETECTION))
     apps = keras.applications
     builder = {"vgg16": apps.VGG16, "mobilenetv2": apps.MobileNetV2, "resnet50": apps.ResNet50}[name]
     model = builder(weights=None, input_shape=(size, size, 3), classes=1000)
-    # Random weights: preprocessing maps 0..255 to [-1, 1] as MobileNetV2 expects.
-    pre = Preprocessing(height=size, width=size, channels=3, scale=1.0 / 127.5, offset=-1.0)
     return ModelSource(
         name=name, source=f"builtin:{name}@{size}", model=model, preprocessing=pre,
         labels=[], trained=False,
     )
+
+
+def _digits_detector(input_size: int | None) -> ModelSource:
+    import keras
+
+    from splitpoint.models import detector
+
+    if input_size not in (None, detector.CANVAS):
+        raise PartitionError(f"digits-detector takes {detector.CANVAS}x{detector.CANVAS} inputs; --input-size does not apply")
+    model = keras.models.load_model(DIGITS_DETECTOR, compile=False)
+    xtr, ytr, _, _ = digits_split()
+    calibration, _ = detector.synthetic_canvases(xtr, ytr, 128, seed=7)
+    validation, truth = detector.holdout_canvases()
+    return ModelSource(
+        name="digits-detector", source="builtin:digits-detector", model=model,
+        preprocessing=detector.DETECTOR_PREPROCESSING, labels=[str(i) for i in range(10)],
+        calibration=calibration, validation=validation, trained=True,
+        detection=dict(detector.DETECTION), validation_boxes=truth,
+    )
+
+
+def regenerate_digits_detector() -> dict:
+    """Retrain data/digits_detector.keras from data/digits.npz (a few minutes); returns its accuracy."""
+    from splitpoint.models.detector import build_detector, train_digits_detector
+
+    trained, acc = train_digits_detector()
+    clean = build_detector()  # no optimizer state in the shipped file
+    clean.set_weights(trained.get_weights())
+    clean.save(DIGITS_DETECTOR)
+    return acc
 
 
 def regenerate_digits_assets() -> float:

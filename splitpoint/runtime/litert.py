@@ -206,22 +206,65 @@ class HeadRunner:
         self.path = path
         self.on_edgetpu = delegate is not None
         inp = self._interp.get_input_details()[0]
-        out = self._interp.get_output_details()[0]
-        self._in_index, self._out_index = inp["index"], out["index"]
+        outs = _ordered_outputs(self._interp)
+        self._in_index = inp["index"]
         self.input_dtype = np.dtype(inp["dtype"])
         self.input_shape = tuple(int(d) for d in inp["shape"])
         self.input_quantization = _quantization(inp)
-        self.output_dtype = np.dtype(out["dtype"])
-        self.output_shape = tuple(int(d) for d in out["shape"])
-        self.output_quantization = _quantization(out)
+        self._out_indices = [d["index"] for d in outs]
+        self.output_dtypes = [np.dtype(d["dtype"]) for d in outs]
+        self.output_shapes = [tuple(int(x) for x in d["shape"]) for d in outs]
+        self.output_quantizations = [_quantization(d) for d in outs]
         self._lock = threading.Lock()
 
+    # The first output: a head with one output (every single-tensor cut) needs nothing else.
+    @property
+    def output_dtype(self) -> np.dtype:
+        return self.output_dtypes[0]
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.output_shapes[0]
+
+    @property
+    def output_quantization(self) -> Quantization | None:
+        return self.output_quantizations[0]
+
     def run(self, x: np.ndarray) -> np.ndarray:
-        """Quantized input (input_dtype) -> quantized output (a copy)."""
+        """Quantized input (input_dtype) -> quantized first output (a copy)."""
+        return self.run_all(x)[0]
+
+    def run_all(self, x: np.ndarray) -> list[np.ndarray]:
+        """Quantized input (input_dtype) -> every quantized output, in the head's order (copies)."""
         with self._lock:
             self._interp.set_tensor(self._in_index, x)
             self._interp.invoke()
-            return self._interp.get_tensor(self._out_index).copy()
+            return [self._interp.get_tensor(i).copy() for i in self._out_indices]
+
+
+def _ordered_outputs(interp: Any) -> list[dict]:
+    """Output details in the order the head was built with.
+
+    The partitioner names a head's outputs cut_00, cut_01, ... in its signature;
+    get_output_details() lists them in the converter's tensor order, which is not
+    that order once there are several.
+    """
+    details = interp.get_output_details()
+    if len(details) == 1:
+        return details
+    by_index = {d["index"]: d for d in details}
+    try:
+        sigs = interp._get_full_signature_list()  # the name -> tensor index map; no public accessor
+        outputs = next(iter(sigs.values()))["outputs"]
+        return [by_index[outputs[name]] for name in sorted(outputs)]
+    except (AttributeError, KeyError, StopIteration):
+        pass
+
+    def position(d: dict) -> int:  # "StatefulPartitionedCall:3" is the function's fourth output
+        m = re.search(r":(\d+)$", d.get("name", ""))
+        return int(m.group(1)) if m else 0
+
+    return sorted(details, key=position)
 
 
 #: what the Edge TPU delegate says when versions do not match, and what to do about it

@@ -41,20 +41,32 @@ class TailRunner:
         except Exception as exc:  # Keras raises many types for a bad file
             raise BackendUnavailableError(f"cannot load tail {path}: {exc}") from None
         self.split = split
-        shape = tuple(self.model.inputs[0].shape[1:])
-        self.input_shape = shape
+        #: one shape per tail input: a multi-tensor cut hands the tail several tensors
+        self.input_shapes = [tuple(t.shape[1:]) for t in self.model.inputs]
+        self.input_shape = self.input_shapes[0]
+        self.num_outputs = len(self.model.outputs)
         model = self.model
-        self._fn = tf.function(
-            lambda x: model(x, training=False),
-            input_signature=[tf.TensorSpec((None, *shape), tf.float32)],
-        )
+        signature = [tf.TensorSpec((None, *s), tf.float32) for s in self.input_shapes]
+        if len(signature) == 1:
+            fn = lambda x: model(x, training=False)  # noqa: E731
+        else:
+            fn = lambda *xs: model(list(xs), training=False)  # noqa: E731
+        self._fn = tf.function(fn, input_signature=signature)
         self._tf = tf
-        self.run(np.zeros((1, *shape), np.float32))  # trace and warm now, not on the first frame
+        self.run_all([np.zeros((1, *s), np.float32) for s in self.input_shapes])  # trace and warm now
         log.info("tail %d loaded and warm in %.2fs", split, time.perf_counter() - t0)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """float32 (N, *cut shape) -> float32 (N, outputs)."""
+        """float32 (N, *cut shape) -> float32 (N, outputs): a tail with one input and one output."""
         return np.asarray(self._fn(self._tf.constant(batch, dtype=self._tf.float32)))
+
+    def run_all(self, batches: list[np.ndarray]) -> list[np.ndarray]:
+        """One float32 batch per tail input -> one float32 batch per model output, in the manifest's order."""
+        if len(batches) == 1 and self.num_outputs == 1:
+            return [self.run(batches[0])]
+        out = self._fn(*(self._tf.constant(b, dtype=self._tf.float32) for b in batches))
+        outs = out if isinstance(out, (list, tuple)) else [out]
+        return [np.asarray(o) for o in outs]
 
 
 class TailPool:

@@ -277,7 +277,8 @@ def test_non_candidate_split_lists_candidates(mobilenet_src: ModelSource, tmp_pa
     candidates = [c.split for c in cuts]
     inside = next(k for k in range(1, candidates[-1]) if k not in candidates)  # inside block 2
     out = tmp_path / "mb"
-    opts = PartitionOptions(output=out, splits=[inside], calibration_random=8, edgetpu_compiler=None)
+    opts = PartitionOptions(output=out, splits=[inside], calibration_random=8, edgetpu_compiler=None,
+                            max_cut_tensors=1)  # single-tensor cut points: the block's inside is no candidate
     with pytest.raises(PartitionError) as info:
         partition(mobilenet_src, opts, progress=quiet)
     msg = str(info.value)
@@ -294,7 +295,7 @@ def test_mobilenetv2_selected_splits(mobilenet_src: ModelSource, tmp_path: Path)
     mids = [by_name["block_2_add"], by_name["block_6_project_BN"]]
     out = tmp_path / "mb"
     opts = PartitionOptions(
-        output=out, splits=[c.split for c in mids], calibration_random=8, edgetpu_compiler=None
+        output=out, splits=[c.split for c in mids], calibration_random=8, edgetpu_compiler=None, max_cut_tensors=1
     )
     manifest = partition(mobilenet_src, opts, progress=quiet)
 

@@ -1,0 +1,56 @@
+"""Pure functions between the heads, the wire and the records, for cuts and models with
+several tensors (the agent calls them; they hold no state).
+
+- `cut_request_tensors`: a head's output -> the request's tensors, each named as the
+  manifest names it, each with its own quantization.
+- `decode_outputs`: a response -> every model output as float32, in the manifest's order.
+- `local_outputs`: the k = K head's output -> the same, when the edge ran everything.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from splitpoint.bundle import Manifest, SplitSpec
+from splitpoint.codec import decode, encode
+from splitpoint.errors import TensorError
+from splitpoint.v1 import offload_pb2, tensor_pb2
+
+from .heads import HeadOutput
+
+
+def cut_request_tensors(out: HeadOutput, spec: SplitSpec) -> list[tensor_pb2.Tensor]:
+    """The tensors of split `spec` for InferRequest.tensors (extend req.tensors with them)."""
+    if len(out.arrays) != len(spec.cut):
+        raise ValueError(f"head {spec.split} gave {len(out.arrays)} tensors, split {spec.split} takes {len(spec.cut)}")
+    return [encode(a, name=t.name, quantization=q) for a, q, t in zip(out.arrays, out.quantizations, spec.cut, strict=True)]
+
+
+def decode_outputs(resp: offload_pb2.InferResponse, manifest: Manifest) -> list[np.ndarray]:
+    """Every output of a response as float32 of the manifest's shape, in the manifest's order.
+
+    Matched by name; a response with one unnamed or differently named output (servers
+    before several outputs) stands for the first. TensorError when one is missing or malformed.
+    """
+    specs = manifest.outputs
+    by_name = {t.name: t for t in resp.outputs}
+    if len(specs) == 1 and len(resp.outputs) == 1:
+        chosen = [resp.outputs[0]]
+    else:
+        missing = [s.name for s in specs if s.name not in by_name]
+        if missing:
+            raise TensorError("outputs", [t.name for t in resp.outputs], f"output {missing[0]!r} is missing")
+        chosen = [by_name[s.name] for s in specs]
+    arrays = []
+    for msg, spec in zip(chosen, specs, strict=True):
+        x = decode(msg, field=f"outputs[{spec.name!r}]").dequantized().astype(np.float32, copy=False)
+        if x.size != int(np.prod(spec.shape)):
+            raise TensorError(f"outputs[{spec.name!r}]", list(x.shape), f"the manifest says shape {list(spec.shape)}")
+        arrays.append(x.reshape(spec.shape))
+    return arrays
+
+
+def local_outputs(out: HeadOutput, manifest: Manifest) -> list[np.ndarray]:
+    """The k = K head's outputs dequantized, shaped as the manifest's outputs."""
+    return [q.dequantize(a).astype(np.float32).reshape(spec.shape)
+            for a, q, spec in zip(out.arrays, out.quantizations, manifest.outputs, strict=True)]

@@ -1,0 +1,135 @@
+"""Detections from a CenterNet-style detector's raw outputs, in numpy (edge and cloud alike).
+
+The model outputs, at `stride` pixels per cell, a class heatmap (H, W, C) of
+sigmoid scores and a box size map (H, W, 2) of (width, height) in model-input
+pixels. Decoding: a cell is a peak when it is the maximum of its 3x3
+neighbourhood and its score reaches `score_threshold`; at most `max_detections`
+peaks are kept, highest first; the box is centred on the cell; class-wise
+non-maximum suppression (IoU over `nms_iou`) removes duplicates that neighbouring
+peaks of one object leave (across classes with `class_agnostic_nms`, for objects
+that never overlap, so one object cannot be reported as two classes). Boxes are [x0, y0, x1, y1] in model-input pixels,
+then scaled to the source image's pixels for the records.
+
+The manifest's `detection` block says how to read the outputs:
+    {"kind": "centernet", "heatmap": 0, "size": 1, "stride": 4,
+     "score_threshold": 0.3, "nms_iou": 0.5, "max_detections": 20, "class_agnostic_nms": false}
+(`heatmap` and `size` index the manifest's outputs).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+KIND = "centernet"
+DEFAULTS: dict[str, Any] = {"kind": KIND, "heatmap": 0, "size": 1, "stride": 4,
+                            "score_threshold": 0.3, "nms_iou": 0.5, "max_detections": 20,
+                            "class_agnostic_nms": False}
+
+
+def config(**overrides: Any) -> dict[str, Any]:
+    """A detection block with the defaults filled in; ValueError naming a bad key or value."""
+    cfg = dict(DEFAULTS, **overrides)
+    unknown = set(cfg) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"detection: unknown key(s) {sorted(unknown)}")
+    if cfg["kind"] != KIND:
+        raise ValueError(f"detection.kind = {cfg['kind']!r}: only {KIND!r} is supported")
+    if not 0 < float(cfg["score_threshold"]) < 1:
+        raise ValueError(f"detection.score_threshold = {cfg['score_threshold']!r}: must be in (0, 1)")
+    if int(cfg["stride"]) < 1 or int(cfg["max_detections"]) < 1:
+        raise ValueError("detection.stride and detection.max_detections must be at least 1")
+    return cfg
+
+
+def _peaks(heat: np.ndarray, threshold: float, limit: int) -> list[tuple[int, int, int, float]]:
+    """(row, col, class, score) of 3x3 local maxima at or over threshold, highest first."""
+    h, w, _ = heat.shape
+    padded = np.pad(heat, ((1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
+    neighbourhood = np.max(
+        np.stack([padded[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)]), axis=0)
+    mask = (heat >= neighbourhood) & (heat >= threshold)
+    rows, cols, classes = np.nonzero(mask)
+    scores = heat[rows, cols, classes]
+    order = np.argsort(-scores, kind="stable")[:limit]
+    return [(int(rows[i]), int(cols[i]), int(classes[i]), float(scores[i])) for i in order]
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> list[int]:
+    """Indices kept by greedy non-maximum suppression, highest score first."""
+    from splitpoint.verify import iou
+
+    order = list(np.argsort(-np.asarray(scores), kind="stable"))
+    keep: list[int] = []
+    while order:
+        i = int(order.pop(0))
+        keep.append(i)
+        if order:
+            overlaps = iou(boxes[i:i + 1], boxes[order])[0]
+            order = [j for j, o in zip(order, overlaps, strict=True) if o <= iou_threshold]
+    return keep
+
+
+def decode_frame(outputs: list[np.ndarray], cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """One frame's outputs (manifest order, with or without the batch axis of 1) ->
+    [{"class", "score", "box"}] with boxes in model-input pixels, highest score first."""
+    heat = np.asarray(outputs[cfg["heatmap"]], np.float32)
+    size = np.asarray(outputs[cfg["size"]], np.float32)
+    heat = heat.reshape(heat.shape[-3:])
+    size = size.reshape(size.shape[-3:])
+    stride = float(cfg["stride"])
+    found = _peaks(heat, float(cfg["score_threshold"]), int(cfg["max_detections"]))
+    if not found:
+        return []
+    boxes, scores, classes = [], [], []
+    for r, c, k, score in found:
+        cx, cy = (c + 0.5) * stride, (r + 0.5) * stride
+        bw, bh = max(0.0, float(size[r, c, 0])), max(0.0, float(size[r, c, 1]))
+        boxes.append([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2])
+        scores.append(score)
+        classes.append(k)
+    boxes_a, scores_a, classes_a = np.array(boxes), np.array(scores), np.array(classes)
+    kept: list[int] = []
+    groups = [None] if cfg.get("class_agnostic_nms") else sorted(set(classes))
+    for k in groups:
+        idx = np.arange(len(classes_a)) if k is None else np.nonzero(classes_a == k)[0]
+        kept += [int(idx[j]) for j in nms(boxes_a[idx], scores_a[idx], float(cfg["nms_iou"]))]
+    kept.sort(key=lambda i: -scores_a[i])
+    return [{"class": int(classes_a[i]), "score": float(scores_a[i]), "box": [float(v) for v in boxes_a[i]]}
+            for i in kept]
+
+
+def decode_batch(outputs: list[np.ndarray], cfg: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """Batched outputs (each (N, ...), manifest order) -> detections per frame (model-input pixels)."""
+    n = len(outputs[0])
+    return [decode_frame([o[i] for o in outputs], cfg) for i in range(n)]
+
+
+def to_source_pixels(dets: list[dict[str, Any]], input_size: tuple[int, int], source_size: tuple[int, int],
+                     labels: list[str] | None = None) -> list[dict[str, Any]]:
+    """Detections in model-input pixels -> records in source-image pixels.
+
+    input_size and source_size are (width, height); boxes are clipped to the source image.
+    """
+    sx, sy = source_size[0] / input_size[0], source_size[1] / input_size[1]
+    out = []
+    for d in dets:
+        x0, y0, x1, y1 = d["box"]
+        box = [min(max(x0 * sx, 0.0), source_size[0]), min(max(y0 * sy, 0.0), source_size[1]),
+               min(max(x1 * sx, 0.0), source_size[0]), min(max(y1 * sy, 0.0), source_size[1])]
+        k = int(d["class"])
+        out.append({"class": k, "label_name": labels[k] if labels and k < len(labels) else str(k),
+                    "score": round(float(d["score"]), 4), "box": [round(v, 1) for v in box]})
+    return out
+
+
+def detection_records(outputs: list[np.ndarray], manifest: Any, source_size: tuple[int, int]) -> list[dict[str, Any]]:
+    """What the results log holds for one frame of a detector bundle: outputs (manifest order,
+    batch 1, as decode_outputs / local_outputs give them) -> [{class, label_name, score, box}]
+    with box [x0, y0, x1, y1] in pixels of the source image of size (width, height)."""
+    cfg = manifest.detection
+    if not cfg:
+        raise ValueError(f"bundle {manifest.model_name!r} is not a detector (its manifest has no detection block)")
+    pre = manifest.preprocessing
+    return to_source_pixels(decode_frame(outputs, cfg), (pre.width, pre.height), source_size, manifest.labels)
