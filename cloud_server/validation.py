@@ -12,7 +12,7 @@ import numpy as np
 from splitpoint.bundle import Manifest, SplitSpec, TensorSpec
 from splitpoint.codec import decode, dtype_name
 from splitpoint.errors import RequestError, TensorError
-from splitpoint.v1 import offload_pb2
+from splitpoint.v1 import offload_pb2, tensor_pb2
 
 
 def validate_request(req: offload_pb2.InferRequest, manifest: Manifest, max_tensor_bytes: int) -> tuple[SplitSpec, np.ndarray]:
@@ -82,7 +82,7 @@ def validate_tensors(req: offload_pb2.InferRequest, manifest: Manifest,
     return spec, arrays
 
 
-def _match_tensors(req: offload_pb2.InferRequest, spec: SplitSpec) -> list[tuple[int, offload_pb2.Tensor, TensorSpec]]:
+def _match_tensors(req: offload_pb2.InferRequest, spec: SplitSpec) -> list[tuple[int, tensor_pb2.Tensor, TensorSpec]]:
     """(position in the request, tensor, what the manifest wants), in the manifest's order.
 
     The tensors of a multi-tensor cut are matched by name. A single-tensor cut, or a

@@ -91,9 +91,9 @@ def decode_frame(outputs: list[np.ndarray], cfg: dict[str, Any]) -> list[dict[st
         classes.append(k)
     boxes_a, scores_a, classes_a = np.array(boxes), np.array(scores), np.array(classes)
     kept: list[int] = []
-    groups = [None] if cfg.get("class_agnostic_nms") else sorted(set(classes))
-    for k in groups:
-        idx = np.arange(len(classes_a)) if k is None else np.nonzero(classes_a == k)[0]
+    groups: list[int | None] = [None] if cfg.get("class_agnostic_nms") else list(sorted(set(classes)))
+    for group in groups:
+        idx = np.arange(len(classes_a)) if group is None else np.nonzero(classes_a == group)[0]
         kept += [int(idx[j]) for j in nms(boxes_a[idx], scores_a[idx], float(cfg["nms_iou"]))]
     kept.sort(key=lambda i: -scores_a[i])
     return [{"class": int(classes_a[i]), "score": float(scores_a[i]), "box": [float(v) for v in boxes_a[i]]}

@@ -492,7 +492,8 @@ def partition(
         # ground truth of a detector's held-out frames: rows (frame, class, x0, y0, x1, y1), input pixels
         extra["boxes"] = np.array([[i, o["class"], *o["box"]] for i, objs in enumerate(src.validation_boxes) for o in objs],
                                   np.float32).reshape(-1, 6)
-    np.savez_compressed(out / "data" / "validation.npz", inputs=val_raw, **extra)
+    save_npz: Any = np.savez_compressed  # numpy's stub reads **arrays as its allow_pickle flag
+    save_npz(out / "data" / "validation.npz", inputs=val_raw, **extra)
     digest = model_digest(model)
 
     # The full float model is tail_0; workers load it from there.
@@ -501,7 +502,7 @@ def partition(
     work = out / ".work"
     np.save(work / "cal.npy", calibration)
     np.save(work / "val.npy", validation)
-    np.savez(work / "ref.npz", **{f"out_{i}": r for i, r in enumerate(reference)})
+    save_npz(work / "ref.npz", **{f"out_{i}": r for i, r in enumerate(reference)})
     params = model.count_params()
     jobs = opts.jobs or (1 if params < 5_000_000 else min(2, os.cpu_count() or 1))
     bar = (progress or (lambda n: Progress(n)))(len(splits))
