@@ -603,7 +603,8 @@ class EdgeAgent:
             resp.load.queued,
         ))
         if p.hedge.predicted_ms is not None and p.hedge.basis != "deadline":
-            self.margin.observe(p.head_ms + rpc_ms, p.hedge.predicted_ms)
+            cap = MarginLearner.late_cap_ms(p.hedge.margin_ms) if p.hedged else None
+            self.margin.observe(p.head_ms + rpc_ms, p.hedge.predicted_ms, cap)
 
     def _learn_late(self, p: _Pending, resp: offload_pb2.InferResponse) -> None:
         """The answer to a frame whose hedged local result was recorded first."""

@@ -46,9 +46,22 @@ class MarginLearner:
         self._errors: deque[float] = deque(maxlen=window)
         self._lock = threading.Lock()
 
-    def observe(self, actual_ms: float, predicted_ms: float) -> None:
+    def observe(self, actual_ms: float, predicted_ms: float, cap_ms: float | None = None) -> None:
+        """One answer's error actual - predicted, counted at most `cap_ms` (see `late_cap_ms`)."""
+        error = actual_ms - predicted_ms
         with self._lock:
-            self._errors.append(actual_ms - predicted_ms)
+            self._errors.append(error if cap_ms is None else min(error, cap_ms))
+
+    @staticmethod
+    def late_cap_ms(margin_ms: float) -> float:
+        """What the answer to a hedged frame may add: at most twice the margin it was hedged with.
+
+        Its error is censored by the hedge (the local result stood in for it). Counted in full,
+        one 2 s outage would set the margin to 2 s for the next `window` frames, and a second
+        outage in that time would not be hedged at all; ignored, a policy that predicts 30 ms
+        too low would be hedged on every frame forever. Doubling per answer lets a systematic
+        error be learnt within a few frames and an outage only widen the margin step by step."""
+        return 2 * margin_ms
 
     def margin_ms(self) -> float:
         with self._lock:

@@ -177,3 +177,11 @@ def test_forcing_still_pins_the_estimate() -> None:
     est.observe_censored(100_000, 5000.0)
     est.force(bandwidth_bps=3e6)
     assert est.estimate().bandwidth_bps == 3e6 and est.estimate().forced
+
+
+def test_a_hedged_answer_widens_the_margin_at_most_twofold() -> None:
+    m = MarginLearner(floor_ms=20.0, quantile=1.0)
+    m.observe(2100.0, 100.0, cap_ms=MarginLearner.late_cap_ms(20.0))  # answered after a 2 s outage
+    assert m.margin_ms() == 40.0
+    m.observe(130.0, 100.0, cap_ms=MarginLearner.late_cap_ms(40.0))  # a 30 ms error is learnt in full
+    assert m.margin_ms() == 40.0 and m.samples == 2
