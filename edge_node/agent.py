@@ -713,9 +713,6 @@ class EdgeAgent:
             self._ledger.finish(frame.index, lambda: self.recorder.failed(frame.index, frame.origin, frame.label, message))
             return
         timings = {"preprocess": preprocess_ms, "head": head_ms, "local": local_ms}
-        if reason is not None:
-            self.recorder.count_fallback()
-            self.fallback_digest.note(frame.index, reason)
         self._complete(frame, self.K if reason is None else split, "local", scores, timings, reason, pending=pending)
         self.policy.observe(FrameOutcome(frame.index, split, "local", reason is None, head_ms, 0))
 
@@ -725,8 +722,15 @@ class EdgeAgent:
         hedge_ms, hedged = (None, False) if pending is None else (pending.hedge_ms, pending.hedged)
         if hedged and where == "cloud":
             fallback = None  # the cloud answered first after all
-        self._ledger.finish(frame.index, self.recorder.ok(frame, split, where, scores, timings, fallback, replica,
-                                                          hedge_ms=hedge_ms, hedged=hedged))
+        record = self.recorder.ok(frame, split, where, scores, timings, fallback, replica, hedge_ms=hedge_ms, hedged=hedged)
+
+        def write() -> None:
+            record()
+            if fallback is not None:  # counted by the write that wins, not by a hedged run that lost
+                self.recorder.count_fallback()
+                self.fallback_digest.note(frame.index, fallback)
+
+        self._ledger.finish(frame.index, write)
 
     def _drain(self) -> None:
         """Wait for every frame in flight: answered, fallen back, or timed out; after stop()
