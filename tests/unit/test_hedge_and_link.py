@@ -185,3 +185,37 @@ def test_a_hedged_answer_widens_the_margin_at_most_twofold() -> None:
     assert m.margin_ms() == 40.0
     m.observe(130.0, 100.0, cap_ms=MarginLearner.late_cap_ms(40.0))  # a 30 ms error is learnt in full
     assert m.margin_ms() == 40.0 and m.samples == 2
+
+
+# ---------------------------------------------------------------------------- the policy's side
+
+
+def _policy(name: str, deadline_ms: float | None = None):  # noqa: ANN202 - test helper
+    from scheduler.cost import CostModel, EnergyModel
+    from scheduler.policy import AdaptivePolicy, PolicyConfig
+    from scheduler.profiles import Profile, SplitProfile, StageStats
+
+    wire, head, tail = [50_000, 10_000, 0], [1.0, 20.0, 60.0], [10.0, 5.0, 0.0]
+    edge = Profile("edge", "d", "m", {}, {k: SplitProfile(k, wire[k], StageStats.constant(head[k])) for k in range(3)})
+    cloud = Profile("cloud", "d", "m", {}, {k: SplitProfile(k, wire[k], StageStats.constant(tail[k])) for k in range(3)})
+    energy = EnergyModel(head_power=lambda k: 3.0, idle_w=1.0, tx_watts=lambda bps: 1.0)
+    cfg = PolicyConfig(name=name, deadline_ms=deadline_ms, edge_profile="e", cloud_profile="c")
+    est = LinkEstimator(initial_bandwidth_bps=8e6, initial_rtt_ms=20.0, clock=Clock())
+    return AdaptivePolicy(cfg, CostModel(edge, cloud, energy), est)
+
+
+def test_the_policy_hedges_with_its_own_prediction_for_the_split() -> None:
+    policy = _policy("min-latency")
+    k = policy.choose([0, 1, 2])
+    latency, is_deadline, server_ms = policy.hedge_prediction(k)
+    # k = 1: head 20 + 10096 B at 8 Mbps (10.1 ms) + RTT 20 + tail 5 (k = 0: 81 ms, k = 2: 60 ms)
+    assert k == 1 and not is_deadline
+    assert latency == pytest.approx(20.0 + 10_096 * 8 / 8e6 * 1000 + 20.0 + 5.0)
+    assert server_ms == pytest.approx(5.0)
+
+
+def test_under_min_energy_with_a_deadline_the_deadline_is_the_hedge_time() -> None:
+    policy = _policy("min-energy", deadline_ms=250.0)
+    k = policy.choose([0, 1, 2])
+    assert policy.hedge_prediction(k)[:2] == (250.0, True)
+    assert _policy("min-energy").hedge_prediction(0) is None  # nothing chosen yet: no prediction
