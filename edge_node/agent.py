@@ -1,8 +1,9 @@
 """The edge agent: frames in, head on the edge, tail on the server, one result per frame.
 
     source -> preprocess -> policy picks k -> head_k -> [Infer stream] -> server tail -> result log
-                                   \\-> k = K, or the link fails / the frame misses its deadline:
-                                        the whole model runs here and the result is marked "local"
+                                   \\-> k = K, or the link fails: the whole model runs here ("local")
+                                   \\-> no answer by the frame's hedge time (edge_node/hedge.py): it
+                                        also runs here; the first result is recorded (`hedged`)
 
 Up to `window` frames are in flight (throughput mode: head(n+1) overlaps with
 transfer and tail(n)); latency mode keeps one. Every frame read from the source
@@ -11,7 +12,8 @@ explicit failure, or (live capture) an explicit drop. The ledger
 (`edge_node/ledger.py`) enforces it: a frame holds a window slot from `admit` to
 `finish`, and only the first `finish` writes its record and frees the slot; a
 frame waiting for the cloud is claimed by exactly one of the paths racing for it
-(answer thread, stream end, deadline watchdog). Every local run - k = K and every
+(answer thread, stream end; the deadline watchdog only with hedge = "off"). A hedged frame
+is not claimed: its local run races the answer, and `finish` keeps the first. Every local run - k = K and every
 fallback - runs on one local executor thread (`edge_node/local_executor.py`),
 never on a gRPC thread or the watchdog.
 

@@ -58,6 +58,15 @@ def test_an_uplink_outage_is_hedged_within_hedge_time_plus_head_k(cloud_server, 
                           results_fsync=False)  # an fsync on a busy disk is not what this test measures
         conf.validate()
         agent = EdgeAgent(conf, on_result=on_result)
+        late: list[int] = []  # spy: hedged frames whose cloud answer came after the local result
+        learn_late = agent._learn_late
+
+        def spy(p, resp) -> None:  # noqa: ANN001 - the agent's private types
+            if not (resp.HasField("error") and resp.error.code != 0):
+                late.append(resp.frame_id)
+            learn_late(p, resp)
+
+        agent._learn_late = spy  # type: ignore[method-assign]
         done = threading.Event()
         failure: list[BaseException] = []
 
@@ -101,3 +110,6 @@ def test_an_uplink_outage_is_hedged_within_hedge_time_plus_head_k(cloud_server, 
     # no frame waited behind the outage: the hedged ones were recorded within about their hedge time
     assert max(r["timings_ms"]["end_to_end"] for r in hedged) < 500
     assert agent.summary.frames == FRAMES
+    # the answers that lost the race still came, and taught the estimates
+    hedged_local = {r["frame_id"] for r in hedged if r["where"] == "local"}
+    assert late and set(late) <= hedged_local, (late, sorted(hedged_local))
