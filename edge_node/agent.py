@@ -1,8 +1,9 @@
 """The edge agent: frames in, head on the edge, tail on the server, one result per frame.
 
     source -> preprocess -> policy picks k -> head_k -> [Infer stream] -> server tail -> result log
-                                   \\-> k = K, or the link fails / the frame misses its deadline:
-                                        the whole model runs here and the result is marked "local"
+                                   \\-> k = K, or the link fails: the whole model runs here ("local")
+                                   \\-> no answer by the frame's hedge time (edge_node/hedge.py): it
+                                        also runs here; the first result is recorded (`hedged`)
 
 Up to `window` frames are in flight (throughput mode: head(n+1) overlaps with
 transfer and tail(n)); latency mode keeps one. Every frame read from the source
@@ -11,7 +12,8 @@ explicit failure, or (live capture) an explicit drop. The ledger
 (`edge_node/ledger.py`) enforces it: a frame holds a window slot from `admit` to
 `finish`, and only the first `finish` writes its record and frees the slot; a
 frame waiting for the cloud is claimed by exactly one of the paths racing for it
-(answer thread, stream end, deadline watchdog). Every local run - k = K and every
+(answer thread, stream end; the deadline watchdog only with hedge = "off"). A hedged frame
+is not claimed: its local run races the answer, and `finish` keeps the first. Every local run - k = K and every
 fallback - runs on one local executor thread (`edge_node/local_executor.py`),
 never on a gRPC thread or the watchdog.
 
@@ -39,14 +41,14 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from scheduler.link import LinkEstimator
+from scheduler.link import LinkEstimator, probe_bytes
 from scheduler.planner import build_policy
 from scheduler.policy import FrameOutcome, PolicyConfig, SplitPolicy
 from splitpoint.bundle import load_bundle
@@ -64,6 +66,7 @@ from splitpoint.v1 import offload_pb2
 from .client import InferStream, OffloadClient
 from .config import EdgeConfig
 from .heads import EdgeHeads
+from .hedge import HedgePlan, MarginLearner, plan_hedge
 from .ledger import FrameLedger
 from .local_executor import LocalExecutor
 from .notices import FallbackDigest, nothing_to_do_message, unreached_message
@@ -79,7 +82,7 @@ log = logging.getLogger(__name__)
 BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 5.0  # a drone should find a restarted server within seconds
 #: a frame answered with one of these moves the agent off that stream's replica
 MOVE_ON_CODES = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
-#: payload of the bandwidth probe
+#: the largest bandwidth probe (probes are sized to the estimate: scheduler.link.probe_bytes)
 PROBE_BYTES = 64 * 1024
 #: how often a thread waiting for a window slot looks at stop, grace and fatal errors
 SLOT_POLL_S = 0.05
@@ -102,8 +105,15 @@ class _Pending:
     preprocess_ms: float
     wire_bytes: int
     sent: float  # time.monotonic()
-    deadline: float
+    deadline: float  # the hedge time (time.monotonic()); hedge = off: sent + frame_deadline_ms
     stream: InferStream
+    hedge: HedgePlan
+    hedge_ms: float  # the hedge time as ms after capture, for the record
+    server_ms: float  # the time the policy expects the server to take (queue + tail); 0 without a prediction
+    #: set by the watchdog when the hedge fired (the local run is queued); read by the other paths
+    hedged: bool = False
+    #: set by the cloud answer that won: a hedged local run still queued then does not run
+    settled: threading.Event = field(default_factory=threading.Event)
 
 
 class EdgeAgent:
@@ -148,7 +158,11 @@ class EdgeAgent:
         self._reader_error: BaseException | None = None
         self._ledger = FrameLedger(config.window_size)
         self._local = LocalExecutor()
-        self._lock = threading.Lock()  # _closed, _reached (see the lock order in the module doc)
+        self._lock = threading.Lock()  # _closed, _reached, _late (see the lock order in the module doc)
+        #: the margin a predicted latency gets before the frame is hedged, learnt from cloud answers
+        self.margin = MarginLearner(config.hedge_margin)
+        #: hedged frames whose cloud answer may still come: it teaches the estimates, not the log
+        self._late: dict[int, _Pending] = {}
         self._stream: InferStream | None = None
         self._retry_at = 0.0
         self._backoff = BACKOFF_START_S
@@ -459,12 +473,13 @@ class EdgeAgent:
             return
         self._last_probe = now
         client = self.client
-        timeout_s = self.config.connect_timeout_s + max(1.0, PROBE_BYTES * 8 / 100e3)  # 100 kbps floor
+        size = min(PROBE_BYTES, probe_bytes(self.link.estimate().bandwidth_bps))  # ~50 ms of traffic, bounded
+        timeout_s = self.config.connect_timeout_s + max(1.0, size * 8 / 100e3)  # 100 kbps floor
         try:
             rtt_ms, resp = client.probe(0, 0, timeout_s=timeout_s)
             self.link.observe_rtt(max(0.01, rtt_ms - resp.server_time_ms))
-            bulk_ms, resp = client.probe(PROBE_BYTES, 0, timeout_s=timeout_s)
-            self.link.observe_probe(PROBE_BYTES, bulk_ms, resp.server_time_ms)
+            bulk_ms, resp = client.probe(size, 0, timeout_s=timeout_s)
+            self.link.observe_probe(size, bulk_ms, resp.server_time_ms)
             log.debug("probe: %s", self.link.estimate())
         except RemoteError as err:
             log.info("link probe failed: %s", err)
@@ -476,6 +491,7 @@ class EdgeAgent:
         try:
             self._maybe_reload()
             k = self.policy.choose(self.heads.splits)
+            prediction = self._prediction(k)
             est = self.link.estimate()
             self.metrics.bandwidth.set(est.bandwidth_bps)
             self.metrics.rtt.set(est.rtt_ms)
@@ -493,6 +509,8 @@ class EdgeAgent:
             self._run_local(frame, x, k, preprocess_ms, reason=None)
             return
         self._wanted_cloud += 1
+        head_start = time.monotonic()
+        hedge = plan_hedge(self.config.hedge, prediction, self.margin, self.config.frame_deadline_ms)
         out = self.heads.run(k, x)
         stream = self._current_stream()
         if stream is None:
@@ -506,12 +524,21 @@ class EdgeAgent:
         req.tensors.append(encode(out.array, name=cut_name, quantization=out.quantization))
         wire = len(req.tensors[0].data)
         now = time.monotonic()
-        p = _Pending(frame, k, x, out.head_ms, preprocess_ms, wire, now, now + self.config.frame_deadline_ms / 1000, stream)
+        # counted from the head's start, as the prediction is; never after the frame's deadline
+        hedge_at = min(head_start + hedge.budget_ms / 1000, now + self.config.frame_deadline_ms / 1000)
+        since_capture_ms = (time.time_ns() - frame.capture_time_ns) / 1e6
+        p = _Pending(frame, k, x, out.head_ms, preprocess_ms, wire, now, hedge_at, stream, hedge,
+                     since_capture_ms + (hedge_at - now) * 1000, 0.0 if prediction is None else prediction[2])
         self._ledger.hold(frame.index, p)
         if stream.send(req):
             self.metrics.bytes_sent.inc(wire)
         else:
             self._take_and_fallback(frame.index, "stream closed before the frame was sent")
+
+    def _prediction(self, k: int) -> tuple[float, bool, float] | None:
+        """The policy's (latency ms, is_deadline, server ms) for split k, None without one (the fixed policy)."""
+        predict = getattr(self.policy, "hedge_prediction", None)
+        return None if predict is None else predict(k)
 
     def _current_stream(self) -> InferStream | None:
         """The open stream, a fresh one when it is old or gone, None while backing off."""
@@ -529,8 +556,12 @@ class EdgeAgent:
         p = self._ledger.claim(resp.frame_id)
         with self._lock:
             self._reached.add(self.client.address)
+            late = self._late.pop(resp.frame_id, None)
         if p is None:
-            log.debug("late or unknown response for frame %d ignored", resp.frame_id)
+            if late is not None:  # hedged, and the local result won: the answer still teaches the estimates
+                self._learn_late(late, resp)
+            else:
+                log.debug("late or unknown response for frame %d ignored", resp.frame_id)
             return
         self._backoff = BACKOFF_START_S  # the link works
         self._answered(p, resp)  # this thread now owns the frame: whatever the answer holds, one record
@@ -546,14 +577,12 @@ class EdgeAgent:
                 log.info("replica %s answered %s: moving to another stream", p.stream.replica or "?", code.name)
                 p.stream.close()
             log.warning("frame %d failed in the cloud: %s %s", p.frame.index, code.name, resp.error.message)
-            self._run_local(p.frame, p.x, p.split, p.preprocess_ms, reason=f"cloud {code.name}: {resp.error.message}",
-                               head_ms=p.head_ms)
+            self._fallback(p, f"cloud {code.name}: {resp.error.message}")
             return
         scores, problem = self._scores(resp)
         if problem is not None:
             log.warning("frame %d: malformed answer from the cloud (%s); running it locally", p.frame.index, problem)
-            self._run_local(p.frame, p.x, p.split, p.preprocess_ms, reason=f"malformed response: {problem}",
-                               head_ms=p.head_ms)
+            self._fallback(p, f"malformed response: {problem}")
             return
         t = resp.timing
         timings = {
@@ -564,11 +593,27 @@ class EdgeAgent:
             "server_compute": t.compute_ms,
             "rpc": rpc_ms,
         }
-        self._complete(p.frame, p.split, "cloud", scores, timings, None, replica=p.stream.replica)
+        p.settled.set()  # a hedged local run still queued need not run
+        self._complete(p.frame, p.split, "cloud", scores, timings, None, replica=p.stream.replica, pending=p)
+        self._learn(p, resp, rpc_ms)
+
+    def _learn(self, p: _Pending, resp: offload_pb2.InferResponse, rpc_ms: float) -> None:
+        """A cloud answer, recorded or late: the link estimate and the hedge margin learn from it."""
+        t = resp.timing
         self.policy.observe(FrameOutcome(
             p.frame.index, p.split, "cloud", True, p.head_ms, p.wire_bytes, rpc_ms, t.queue_ms, t.compute_ms, t.total_ms,
             resp.load.queued,
         ))
+        if p.hedge.predicted_ms is not None and p.hedge.basis != "deadline":
+            cap = MarginLearner.late_cap_ms(p.hedge.margin_ms) if p.hedged else None
+            self.margin.observe(p.head_ms + rpc_ms, p.hedge.predicted_ms, cap)
+
+    def _learn_late(self, p: _Pending, resp: offload_pb2.InferResponse) -> None:
+        """The answer to a frame whose hedged local result was recorded first."""
+        if resp.HasField("error") and resp.error.code != 0:
+            return  # e.g. DEADLINE_EXCEEDED: the server gave up, nothing measured
+        log.debug("frame %d: cloud answer after its hedge; used for the estimates only", p.frame.index)
+        self._learn(p, resp, (time.monotonic() - p.sent) * 1000)
 
     def _scores(self, resp: offload_pb2.InferResponse) -> tuple[np.ndarray, str | None]:
         """The answer's scores, or what is wrong with it (then the frame falls back)."""
@@ -593,16 +638,50 @@ class EdgeAgent:
             self._retry_at = time.monotonic() + random.uniform(0, self._backoff)
             self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
         reason = f"stream ended before the answer ({error.code.name if error else 'closed by server'})"
+        with self._lock:  # no answer can come on this stream any more
+            for fid in [fid for fid, p in self._late.items() if p.stream is stream]:
+                del self._late[fid]
         for _, p in lost:
             self._fallback(p, reason)
 
     def _watch_deadlines(self) -> None:
+        """Every 20 ms: frames past their hedge time. The watchdog only queues their local runs
+        (on the local executor) and never runs one itself: a full-model run here would delay
+        every other frame's hedge."""
         while not self._closed_event.wait(0.02):
             now = time.monotonic()
-            for _, p in self._ledger.claim_where(lambda p, now=now: now > p.deadline):
-                # the link took at least this long: let the estimate know
-                self.link.observe_transfer(p.wire_bytes, self.config.frame_deadline_ms)
-                self._fallback(p, f"no answer within frame_deadline_ms = {self.config.frame_deadline_ms}")
+            with self._lock:
+                late = list(self._late.values())
+            for p in [p for _, p in self._ledger.held() if now > p.deadline] + late:
+                # overdue is evidence now: the uplink is at most bytes / (elapsed - the server's expected time)
+                self.link.observe_censored(p.wire_bytes, (now - p.sent) * 1000 - p.server_ms)
+            if self.config.hedge == "off":
+                for _, p in self._ledger.claim_where(lambda p, now=now: now > p.deadline):
+                    self._fallback(p, p.hedge.reason())
+            else:
+                for fid, p in self._ledger.held():
+                    if now > p.deadline and not p.hedged:
+                        self._hedge(fid, p)
+            self._forget_late(now)
+
+    def _hedge(self, fid: int, p: _Pending) -> None:
+        """`p` passed its hedge time: run it locally too; it stays held, so the cloud answer,
+        should it come first, is still recorded (the ledger keeps the first)."""
+        with self._lock:
+            if p.hedged:
+                return
+            p.hedged = True
+            self._late[fid] = p
+        log.debug("frame %d hedged after %.0f ms: %s", fid, p.hedge.budget_ms, p.hedge.reason())
+        self._run_local(p.frame, p.x, p.split, p.preprocess_ms, reason=p.hedge.reason(), head_ms=p.head_ms, pending=p)
+
+    def _forget_late(self, now: float) -> None:
+        """Hedged frames whose answer is no longer expected: the server drops a frame whose budget
+        (frame_deadline_ms) ran out, so twice that is ample."""
+        horizon = 2 * self.config.frame_deadline_ms / 1000
+        with self._lock:
+            for fid in [fid for fid, p in self._late.items() if now - p.sent > horizon]:
+                del self._late[fid]
 
     def _take_and_fallback(self, frame_id: int, reason: str) -> None:
         p = self._ledger.claim(frame_id)
@@ -611,18 +690,23 @@ class EdgeAgent:
 
     def _fallback(self, p: _Pending, reason: str) -> None:
         """`p`, claimed from the ledger, runs locally instead of waiting for the cloud."""
-        self._run_local(p.frame, p.x, p.split, p.preprocess_ms, reason=reason, head_ms=p.head_ms)
+        if p.hedged:  # its local run is queued already
+            return
+        self._run_local(p.frame, p.x, p.split, p.preprocess_ms, reason=reason, head_ms=p.head_ms, pending=p)
 
     def _run_local(self, frame: Frame, x: np.ndarray, split: int, preprocess_ms: float, reason: str | None,
-                   head_ms: float = 0.0) -> None:
+                   head_ms: float = 0.0, pending: _Pending | None = None) -> None:
         """Queue the frame's local run on the local executor; the calling thread goes on at once.
 
         After close() nothing is queued: the frame stays unfinished (abandoned; resume re-runs it)."""
-        self._local.submit(lambda: self._finish_local(frame, x, split, preprocess_ms, reason, head_ms))
+        self._local.submit(lambda: self._finish_local(frame, x, split, preprocess_ms, reason, head_ms, pending))
 
     def _finish_local(self, frame: Frame, x: np.ndarray, split: int, preprocess_ms: float, reason: str | None,
-                      head_ms: float = 0.0) -> None:
-        """Run the whole model here (k = K); `reason` set means a fallback from split `split`."""
+                      head_ms: float = 0.0, pending: _Pending | None = None) -> None:
+        """Run the whole model here (k = K); `reason` set means a fallback from split `split`;
+        `pending`: the frame as it was sent (its hedge, and whether the cloud answered first)."""
+        if pending is not None and pending.settled.is_set():
+            return  # hedged, and the cloud answer was recorded while this waited in the queue
         try:
             scores, local_ms = self.heads.run_local(x)
         except Exception as exc:  # the last resort must not lose the frame either
@@ -631,16 +715,24 @@ class EdgeAgent:
             self._ledger.finish(frame.index, lambda: self.recorder.failed(frame.index, frame.origin, frame.label, message))
             return
         timings = {"preprocess": preprocess_ms, "head": head_ms, "local": local_ms}
-        if reason is not None:
-            self.recorder.count_fallback()
-            self.fallback_digest.note(frame.index, reason)
-        self._complete(frame, self.K if reason is None else split, "local", scores, timings, reason)
+        self._complete(frame, self.K if reason is None else split, "local", scores, timings, reason, pending=pending)
         self.policy.observe(FrameOutcome(frame.index, split, "local", reason is None, head_ms, 0))
 
     def _complete(self, frame: Frame, split: int, where: str, scores: np.ndarray, timings: dict[str, float],
-                  fallback: str | None, replica: str = "") -> None:
+                  fallback: str | None, replica: str = "", pending: _Pending | None = None) -> None:
         # the first path to end the frame writes its record and frees its slot; a later one does nothing
-        self._ledger.finish(frame.index, self.recorder.ok(frame, split, where, scores, timings, fallback, replica))
+        hedge_ms, hedged = (None, False) if pending is None else (pending.hedge_ms, pending.hedged)
+        if hedged and where == "cloud":
+            fallback = None  # the cloud answered first after all
+        record = self.recorder.ok(frame, split, where, scores, timings, fallback, replica, hedge_ms=hedge_ms, hedged=hedged)
+
+        def write() -> None:
+            record()
+            if fallback is not None:  # counted by the write that wins, not by a hedged run that lost
+                self.recorder.count_fallback()
+                self.fallback_digest.note(frame.index, fallback)
+
+        self._ledger.finish(frame.index, write)
 
     def _drain(self) -> None:
         """Wait for every frame in flight: answered, fallen back, or timed out; after stop()

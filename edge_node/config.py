@@ -34,6 +34,13 @@ class EdgeConfig:
     fps: float | None = option(None, "pace the source like a camera at this rate", group="input")
     max_frames: int | None = option(None, "stop after this many frames", group="input")
     frame_deadline_ms: int = option(2000, "a frame not answered this long after it was sent runs locally", group="cloud link")
+    hedge: str = option("auto", "auto: an offloaded frame not answered by its hedge time (the policy's predicted latency "
+                                "+ a margin learnt from recent errors; min-energy: deadline_ms; fixed: frame_deadline_ms) "
+                                "also runs locally and the first result wins; off: wait for frame_deadline_ms",
+                        choices=("auto", "off"), group="cloud link")
+    hedge_margin: float = option(20.0, "hedge = auto: the least margin (ms) added to a predicted latency; the learnt "
+                                       "margin (95th percentile of recent actual - predicted) is used when larger",
+                                 group="cloud link")
     connect_timeout_s: float = option(5.0, "deadline for connecting and for Describe/Probe calls", group="cloud link")
     stream_lifetime_s: float = option(300.0, "an Infer stream is replaced after this long (its deadline)", group="cloud link")
     max_message_mb: float = option(32.0, "largest message sent or received, MiB", group="cloud link")
@@ -88,6 +95,8 @@ class EdgeConfig:
             raise ConfigError("fps", self.fps, "must be > 0")
         if self.max_frames is not None and self.max_frames < 0:
             raise ConfigError("max_frames", self.max_frames, "must be >= 0")
+        if self.hedge_margin < 0:
+            raise ConfigError("hedge_margin", self.hedge_margin, "must be >= 0 (ms)")
         if self.grace_s < 0:
             raise ConfigError("grace_s", self.grace_s, "must be >= 0")
         if self.keepalive_s < 1:

@@ -71,8 +71,11 @@ class Recorder:
     # ------------------------------------------------------------------ records
 
     def ok(self, frame: Frame, split: int, where: str, scores: np.ndarray, timings: dict[str, float],
-           fallback: str | None, replica: str = "") -> Callable[[], None]:
-        """The record of a result, as the write for the frame's `FrameLedger.finish`."""
+           fallback: str | None, replica: str = "", hedge_ms: float | None = None,
+           hedged: bool = False) -> Callable[[], None]:
+        """The record of a result, as the write for the frame's `FrameLedger.finish`. `hedge_ms`:
+        an offloaded frame's hedge time (ms after capture); `hedged`: it passed with no answer,
+        so the frame also ran locally, and `where` says which result came first."""
         e2e_ms = (time.time_ns() - frame.capture_time_ns) / 1e6
         label = int(np.argmax(scores))
         score = float(scores[label])
@@ -95,6 +98,9 @@ class Recorder:
             record["fallback_reason"] = fallback
         if replica:  # which server answered (several behind one target)
             record["replica"] = replica
+        if hedge_ms is not None:  # offloaded: when it would run (or ran) locally too, and whether it did
+            record["hedge_ms"] = round(hedge_ms, 3)
+            record["hedged"] = hedged
         return lambda: self._write_ok(record, frame, split, where, label, timings, e2e_ms)
 
     def _write_ok(self, record: dict[str, Any], frame: Frame, split: int, where: str, label: int,

@@ -3,10 +3,30 @@
 Each answered frame gives one sample: the time from sending to the answer,
 minus the time the server says it spent, is RTT + bytes / bandwidth. The RTT is
 tracked as a windowed minimum of small exchanges (probes and the smallest
-frames), the bandwidth from each frame as bytes / (transfer - RTT). Both are
-smoothed with an EWMA; the estimate the scheduler uses can be the EWMA or a
-pessimistic percentile of recent samples (a low bandwidth, a high RTT), which
-matters on cellular links whose rate swings from second to second.
+frames), the bandwidth from each frame as bytes / (transfer - RTT).
+
+The bandwidth the scheduler plans with is robust, as robust MPC plans video
+bitrates: a base prediction (an EWMA of the samples, optionally capped by a low
+percentile of the last `window`) divided by (1 + the largest relative
+over-prediction of the last `horizon` samples). A cellular uplink that just fell
+from 10 to 2 Mbps made the last predictions 5x too high, so the next ones are
+discounted until the errors age out of the horizon. Only over-predictions count:
+a link that turned out faster than predicted cost no deadline, and counting it
+would slow the recovery. The error is capped at `max_error` (the discount at
+1 / (1 + max_error)) so that one collapse does not pin the estimate near zero
+long after the base has caught up.
+
+Two more sources of evidence:
+
+- a censored sample (`observe_censored`): a frame still unanswered after
+  `elapsed` ms says the uplink is at most bytes / (elapsed - RTT). It caps the
+  estimate at once, and counts as an over-prediction, instead of waiting for the
+  answer that a dead link never delivers. The next real sample lifts the cap.
+- a bulk probe (`observe_probe`), sent after an idle spell: what was learnt
+  before is stale, so samples, errors and cap restart from it. An agent that
+  went all-edge on a bad link therefore recovers at the first probe after the
+  link does, within one probe period. Probes are sized to the estimate
+  (`probe_bytes`: about PROBE_TARGET_MS of traffic, bounded), not a fixed 64 KiB.
 """
 
 from __future__ import annotations
@@ -14,6 +34,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +42,13 @@ import numpy as np
 #: payloads below this many bytes are treated as RTT samples (transfer time negligible)
 SMALL_BYTES = 2048
 MIN_TRANSFER_MS = 0.05
+#: a probe carries about this much time of traffic at the current estimate ...
+PROBE_TARGET_MS = 50.0
+#: ... within these bounds. The floor is set by the link's burst allowance, not the RTT: a
+#: shaper (a cellular scheduler, the link emulator's 15 KB bucket) lets its first tens of KB
+#: through at once, so a 6 KB probe on a 0.5 Mbps link measured 40-90 Mbps; 32 KiB keeps that
+#: error under 2x. The cap keeps every probe cheaper than the 64 KiB ones used before.
+PROBE_MIN_BYTES, PROBE_MAX_BYTES = 32 * 1024, 48 * 1024
 
 
 @dataclass(frozen=True)
@@ -35,20 +63,35 @@ class LinkState:
         return f"{self.bandwidth_bps / 1e6:.2f} Mbps, RTT {self.rtt_ms:.1f} ms, queue {self.server_queue_ms:.1f} ms"
 
 
+def probe_bytes(bandwidth_bps: float) -> int:
+    """Payload of a bulk probe: about PROBE_TARGET_MS at `bandwidth_bps`, bounded."""
+    want = bandwidth_bps * PROBE_TARGET_MS / 1000 / 8
+    return int(min(PROBE_MAX_BYTES, max(PROBE_MIN_BYTES, want)))
+
+
 class LinkEstimator:
     """Thread-safe estimates of uplink bandwidth, RTT and the server's queue."""
 
     def __init__(self, alpha: float = 0.3, window: int = 20, percentile: float | None = 20.0,
-                 initial_bandwidth_bps: float = 10e6, initial_rtt_ms: float = 50.0):
+                 initial_bandwidth_bps: float = 10e6, initial_rtt_ms: float = 50.0,
+                 horizon: int = 5, max_error: float = 0.5, clock: Callable[[], float] = time.monotonic):
         if not 0 < alpha <= 1:
             raise ValueError(f"alpha must be in (0, 1], not {alpha}")
+        if horizon < 0 or max_error < 0:
+            raise ValueError(f"horizon and max_error must be >= 0, not {horizon}, {max_error}")
         self.alpha = alpha
         self.percentile = percentile
+        self.max_error = max_error
+        self._clock = clock
         self._bw = initial_bandwidth_bps
         self._rtt = initial_rtt_ms
         self._queue = 0.0
         self._bw_samples: deque[float] = deque(maxlen=window)
         self._rtt_samples: deque[float] = deque(maxlen=window)
+        #: relative over-predictions of the last `horizon` samples (0 when not over)
+        self._errors: deque[float] = deque(maxlen=horizon)
+        #: censored: the uplink is at most this (bit/s) until the next real sample
+        self._cap: float | None = None
         self._n = 0
         self._forced: tuple[float | None, float | None] = (None, None)
         self._lock = threading.Lock()
@@ -59,7 +102,7 @@ class LinkEstimator:
         with self._lock:
             self._rtt_samples.append(rtt_ms)
             self._rtt = min(self._rtt_samples)  # the least-queued recent round trip
-            self.last_traffic = time.monotonic()
+            self.last_traffic = self._clock()
 
     def observe_transfer(self, wire_bytes: int, rpc_ms: float, server_ms: float = 0.0, server_queue_ms: float | None = None) -> None:
         """One answered frame: `rpc_ms` from send to answer, `server_ms` spent inside the server."""
@@ -71,36 +114,75 @@ class LinkEstimator:
                 self._queue = (1 - self.alpha) * self._queue + self.alpha * server_queue_ms
             if wire_bytes >= SMALL_BYTES:
                 self._add_bandwidth(self._wire_rate(wire_bytes, transfer))
-            self.last_traffic = time.monotonic()
+            self.last_traffic = self._clock()
 
     def observe_probe(self, wire_bytes: int, rpc_ms: float, server_ms: float = 0.0) -> None:
         """A bulk probe, sent because no frame crossed the link for a while: what was learnt before
-        is stale, so the bandwidth estimate restarts from this measurement. Without the restart an
-        agent that ran all-edge while the link was bad needed many probes (seconds apart) before
-        the pessimistic percentile let it offload again once the link recovered."""
+        is stale, so the bandwidth estimate restarts from this measurement (samples, errors and
+        any censored cap). Without the restart an agent that ran all-edge while the link was bad
+        needed many probes (seconds apart) before it offloaded again once the link recovered."""
         transfer = max(MIN_TRANSFER_MS, rpc_ms - server_ms)
         with self._lock:
             self._add_bandwidth(self._wire_rate(wire_bytes, transfer), restart=True)
-            self.last_traffic = time.monotonic()
+            self.last_traffic = self._clock()
 
     def observe_bandwidth(self, bandwidth_bps: float) -> None:
-        """A direct bandwidth sample (a bulk probe, a replayed trace)."""
+        """A direct bandwidth sample (a replayed trace, a test)."""
         with self._lock:
             self._add_bandwidth(bandwidth_bps)
+
+    def observe_censored(self, wire_bytes: int, elapsed_ms: float) -> bool:
+        """`wire_bytes` sent `elapsed_ms` ago are still unanswered: the uplink is at most
+        bytes / (elapsed - RTT). Caps the estimate now (and counts as an over-prediction);
+        True when it lowered it. No evidence while elapsed is within one RTT."""
+        with self._lock:
+            on_wire = elapsed_ms - self._rtt
+            if wire_bytes < SMALL_BYTES or on_wire <= MIN_TRANSFER_MS:
+                return False
+            bound = wire_bytes * 8 / (on_wire / 1000)
+            before = self._robust()
+            if bound >= before:
+                return False
+            self._cap = bound if self._cap is None else min(self._cap, bound)
+            self._note_error(self._base(), bound)
+            return True
 
     def _wire_rate(self, wire_bytes: int, transfer_ms: float) -> float:
         """bit/s of a transfer that took `transfer_ms` including one round trip (under the lock)."""
         on_wire = max(MIN_TRANSFER_MS, transfer_ms - self._rtt)
         return wire_bytes * 8 / (on_wire / 1000)
 
+    def _note_error(self, predicted_bps: float, actual_bps: float) -> None:
+        """Record how far `predicted_bps` over-shot `actual_bps` (under the lock)."""
+        over = max(0.0, (predicted_bps - actual_bps) / actual_bps) if actual_bps > 0 else self.max_error
+        self._errors.append(min(self.max_error, over))
+
     def _add_bandwidth(self, sample_bps: float, restart: bool = False) -> None:
-        """Feed the EWMA and the percentile window (under the lock); `restart` forgets both first."""
+        """Feed the EWMA, the percentile window and the error horizon (under the lock);
+        `restart` forgets all of them first."""
         if restart:
             self._bw_samples.clear()
+            self._errors.clear()
+        elif self._n > 0:  # the initial figure is a guess, not a prediction to judge
+            self._note_error(self._base(), sample_bps)
+        self._cap = None  # a real sample supersedes the censored bound
         self._bw_samples.append(sample_bps)
         fresh = restart or self._n == 0
         self._bw = sample_bps if fresh else (1 - self.alpha) * self._bw + self.alpha * sample_bps
         self._n += 1
+
+    def _base(self) -> float:
+        """The undiscounted prediction: the EWMA, capped by a low percentile when set (under the lock)."""
+        bw = self._bw
+        if self.percentile is not None and len(self._bw_samples) >= 3:
+            bw = min(bw, float(np.percentile(self._bw_samples, self.percentile)))
+        return bw
+
+    def _robust(self) -> float:
+        """The prediction to plan with: discounted by the worst recent over-prediction, then
+        capped by a censored bound (under the lock)."""
+        bw = self._base() / (1 + max(self._errors, default=0.0))
+        return bw if self._cap is None else min(bw, self._cap)
 
     def force(self, bandwidth_bps: float | None = None, rtt_ms: float | None = None) -> None:
         """Pin the estimate (benchmarks, tests, an operator who knows the link); None releases it."""
@@ -108,14 +190,11 @@ class LinkEstimator:
             self._forced = (bandwidth_bps, rtt_ms)
 
     def idle_s(self) -> float:
-        return time.monotonic() - self.last_traffic
+        return self._clock() - self.last_traffic
 
     def estimate(self) -> LinkState:
         with self._lock:
-            bw, rtt = self._bw, self._rtt
-            if self.percentile is not None and len(self._bw_samples) >= 3:
-                # pessimistic: a low percentile of recent samples, never above the EWMA
-                bw = min(bw, float(np.percentile(self._bw_samples, self.percentile)))
+            bw, rtt = self._robust(), self._rtt
             fb, fr = self._forced
             return LinkState(
                 bandwidth_bps=fb if fb is not None else bw,

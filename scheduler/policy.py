@@ -8,6 +8,7 @@ loaded and warm on the agent).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -182,6 +183,9 @@ class AdaptivePolicy:
         self.dwell = 0
         self.switches = 0
         self.last_decision: Decision | None = None
+        #: the predictions and objective of the last choose(): what a frame's hedge time is made of
+        self._last_preds: dict[int, Prediction] = {}
+        self._last_objective = cfg.name
         self._lock = threading.Lock()
 
     def _active_objective(self) -> str:
@@ -198,6 +202,8 @@ class AdaptivePolicy:
             name = self._active_objective()
             decision = decide(preds, name, self.cfg)
             self.last_decision = decision
+            self._last_preds = {p.split: p for p in preds}
+            self._last_objective = name
             self.dwell += 1
             if self.current is None or self.current not in candidates:
                 self._switch(decision, state, None)
@@ -215,6 +221,20 @@ class AdaptivePolicy:
                 return self.current
             self._switch(decision, state, gain)
             return decision.split
+
+    def hedge_prediction(self, k: int) -> tuple[float, bool, float] | None:
+        """What the last choose() expected of split `k`: (latency ms, False, server ms), or under
+        min-energy with a deadline (deadline_ms, True, server ms) - the split was picked to meet
+        it, so the deadline is when to stop waiting. Server ms = queue + tail (what is not the
+        link). None when it made no finite prediction for `k`."""
+        with self._lock:
+            p = self._last_preds.get(k)
+            server = 0.0 if p is None else p.queue_ms + p.tail_ms
+            if self._last_objective == "min-energy" and self.cfg.deadline_ms is not None:
+                return float(self.cfg.deadline_ms), True, server
+            if p is None or not math.isfinite(p.latency_ms):
+                return None
+            return p.latency_ms, False, server
 
     def _meets_constraints(self, p: Prediction | None) -> bool:
         if p is None:

@@ -1,0 +1,221 @@
+"""The hedge margin learner, the hedge plan, and the robust link estimator: deterministic,
+an injected clock, no sleeps."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_node.hedge import HedgePlan, MarginLearner, plan_hedge
+from scheduler.link import PROBE_MAX_BYTES, PROBE_MIN_BYTES, LinkEstimator, probe_bytes
+
+pytestmark = pytest.mark.edge_side
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def estimator(**kw: object) -> LinkEstimator:
+    kw.setdefault("initial_rtt_ms", 20.0)
+    return LinkEstimator(clock=Clock(), **kw)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------- margin learner
+
+
+def test_margin_is_the_floor_until_predictions_prove_wrong() -> None:
+    m = MarginLearner(floor_ms=15.0)
+    assert m.margin_ms() == 15.0
+    for _ in range(20):
+        m.observe(actual_ms=90.0, predicted_ms=100.0)  # the policy over-estimates: no wider margin
+    assert m.margin_ms() == 15.0
+
+
+def test_margin_is_a_high_quantile_of_recent_errors() -> None:
+    m = MarginLearner(floor_ms=5.0, quantile=0.9, window=10)
+    for err in range(10):  # errors 0, 10, ..., 90 ms
+        m.observe(100.0 + 10 * err, 100.0)
+    assert m.margin_ms() == pytest.approx(81.0)  # numpy's linear 90th percentile of 0..90
+    assert m.samples == 10
+
+
+def test_margin_forgets_old_errors_beyond_its_window() -> None:
+    m = MarginLearner(floor_ms=5.0, quantile=1.0, window=4)
+    m.observe(600.0, 100.0)  # one outage: a 500 ms miss
+    assert m.margin_ms() == 500.0
+    for _ in range(4):
+        m.observe(110.0, 100.0)
+    assert m.margin_ms() == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("bad", [{"floor_ms": -1.0}, {"floor_ms": 1.0, "quantile": 0.0}, {"floor_ms": 1.0, "window": 0}])
+def test_margin_learner_refuses_bad_parameters(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        MarginLearner(**bad)
+
+
+# ---------------------------------------------------------------------------- hedge plan
+
+
+def test_hedge_is_prediction_plus_learnt_margin() -> None:
+    m = MarginLearner(floor_ms=20.0, quantile=1.0)
+    plan = plan_hedge("auto", (80.0, False, 10.0), m, 2000)
+    assert plan == HedgePlan(100.0, "predicted", 80.0, 20.0)
+    assert "predicted 80 ms" in plan.reason() and "margin 20 ms" in plan.reason()
+    m.observe(200.0, 80.0)  # one answer came 120 ms after its prediction
+    assert plan_hedge("auto", (80.0, False, 10.0), m, 2000).budget_ms == 200.0
+
+
+def test_min_energy_deadline_is_the_hedge_time_without_margin() -> None:
+    m = MarginLearner(floor_ms=20.0)
+    plan = plan_hedge("auto", (300.0, True, 10.0), m, 2000)
+    assert (plan.budget_ms, plan.basis) == (300.0, "deadline")
+    assert "deadline_ms = 300" in plan.reason()
+
+
+def test_without_a_prediction_or_with_hedging_off_the_frame_deadline_counts() -> None:
+    m = MarginLearner(floor_ms=20.0)
+    for plan in (plan_hedge("auto", None, m, 1500), plan_hedge("off", (80.0, False, 0.0), m, 1500)):
+        assert (plan.budget_ms, plan.basis) == (1500.0, "frame_deadline_ms")
+        assert plan.reason() == "no answer within frame_deadline_ms = 1500"
+
+
+def test_hedge_is_never_later_than_the_frame_deadline() -> None:
+    m = MarginLearner(floor_ms=20.0)
+    plan = plan_hedge("auto", (1990.0, False, 0.0), m, 2000)
+    assert (plan.budget_ms, plan.basis) == (2000.0, "frame_deadline_ms")
+
+
+# ---------------------------------------------------------------------------- link estimator
+
+
+def test_steady_link_is_estimated_without_discount() -> None:
+    est = estimator()
+    for _ in range(10):
+        est.observe_bandwidth(8e6)
+    assert est.estimate().bandwidth_bps == pytest.approx(8e6)
+
+
+def test_over_predictions_discount_the_estimate_until_they_age_out() -> None:
+    est = estimator(percentile=None, horizon=3, max_error=0.5)
+    for _ in range(10):
+        est.observe_bandwidth(10e6)
+    est.observe_bandwidth(5e6)  # predicted 10 Mbps, got 5: 100% over, capped at 50%
+    ewma = 0.7 * 10e6 + 0.3 * 5e6
+    assert est.estimate().bandwidth_bps == pytest.approx(ewma / 1.5)
+    for _ in range(3):  # back to 10: under-predictions do not discount; the big error ages out
+        est.observe_bandwidth(10e6)
+    s = est.estimate().bandwidth_bps
+    assert 9e6 < s <= 10e6
+
+
+def test_a_faster_link_than_predicted_is_not_discounted() -> None:
+    est = estimator(percentile=None, horizon=5)
+    est.observe_bandwidth(2e6)
+    est.observe_bandwidth(20e6)
+    assert est.estimate().bandwidth_bps == pytest.approx(0.7 * 2e6 + 0.3 * 20e6)
+
+
+def test_a_censored_sample_lowers_the_estimate_at_once() -> None:
+    est = estimator(percentile=None)
+    for _ in range(5):
+        est.observe_bandwidth(10e6)
+    # 100 kB unanswered after 520 ms with a 20 ms RTT: the uplink is at most 1.6 Mbps
+    assert est.observe_censored(100_000, 520.0)
+    assert est.estimate().bandwidth_bps == pytest.approx(1.6e6)
+    # more time without an answer: a tighter bound
+    assert est.observe_censored(100_000, 1020.0)
+    assert est.estimate().bandwidth_bps == pytest.approx(0.8e6)
+    # no evidence: elapsed within the RTT, a small payload, or a bound above the estimate
+    assert not est.observe_censored(100_000, 15.0)
+    assert not est.observe_censored(100, 5000.0)
+    assert not est.observe_censored(100_000, 60.0)
+    assert est.estimate().bandwidth_bps == pytest.approx(0.8e6)
+
+
+def test_a_real_sample_lifts_the_censored_cap_but_the_error_is_remembered() -> None:
+    est = estimator(percentile=None, horizon=5, max_error=0.5)
+    for _ in range(5):
+        est.observe_bandwidth(10e6)
+    est.observe_censored(100_000, 1020.0)  # at most 0.8 Mbps
+    est.observe_bandwidth(10e6)  # the link answers at 10 Mbps again
+    s = est.estimate().bandwidth_bps
+    assert s == pytest.approx(10e6 / 1.5)  # no cap, but the over-prediction still discounts
+
+
+def test_a_probe_restarts_the_estimate_within_one_probe_period() -> None:
+    """The link died (censored), the policy went all-edge, the link came back: the next probe
+    (sent after probe_idle_s of no traffic) restores the full estimate."""
+    clock = Clock()
+    est = LinkEstimator(percentile=20.0, initial_rtt_ms=20.0, clock=clock)
+    for _ in range(10):
+        est.observe_bandwidth(10e6)
+    est.observe_censored(100_000, 2020.0)
+    for _ in range(5):
+        est.observe_bandwidth(0.5e6)  # the late answers of the outage
+    assert est.estimate().bandwidth_bps < 1e6
+    clock.t += 2.0
+    bulk = probe_bytes(est.estimate().bandwidth_bps)
+    est.observe_probe(bulk, rpc_ms=20.0 + bulk * 8 / 10e6 * 1000)  # 10 Mbps on the wire again
+    assert est.estimate().bandwidth_bps == pytest.approx(10e6, rel=0.01)
+    assert est.idle_s() == 0.0
+
+
+def test_probes_are_sized_to_the_estimate_and_cost_less_than_64_kib() -> None:
+    assert probe_bytes(0.1e6) == PROBE_MIN_BYTES
+    assert probe_bytes(1e9) == PROBE_MAX_BYTES < 64 * 1024
+    mid = probe_bytes(6e6)  # 50 ms at 6 Mbps = 37.5 kB
+    assert mid == 37_500 and PROBE_MIN_BYTES < mid < PROBE_MAX_BYTES
+
+
+def test_forcing_still_pins_the_estimate() -> None:
+    est = estimator()
+    est.observe_censored(100_000, 5000.0)
+    est.force(bandwidth_bps=3e6)
+    assert est.estimate().bandwidth_bps == 3e6 and est.estimate().forced
+
+
+def test_a_hedged_answer_widens_the_margin_at_most_twofold() -> None:
+    m = MarginLearner(floor_ms=20.0, quantile=1.0)
+    m.observe(2100.0, 100.0, cap_ms=MarginLearner.late_cap_ms(20.0))  # answered after a 2 s outage
+    assert m.margin_ms() == 40.0
+    m.observe(130.0, 100.0, cap_ms=MarginLearner.late_cap_ms(40.0))  # a 30 ms error is learnt in full
+    assert m.margin_ms() == 40.0 and m.samples == 2
+
+
+# ---------------------------------------------------------------------------- the policy's side
+
+
+def _policy(name: str, deadline_ms: float | None = None):  # noqa: ANN202 - test helper
+    from scheduler.cost import CostModel, EnergyModel
+    from scheduler.policy import AdaptivePolicy, PolicyConfig
+    from scheduler.profiles import Profile, SplitProfile, StageStats
+
+    wire, head, tail = [50_000, 10_000, 0], [1.0, 20.0, 60.0], [10.0, 5.0, 0.0]
+    edge = Profile("edge", "d", "m", {}, {k: SplitProfile(k, wire[k], StageStats.constant(head[k])) for k in range(3)})
+    cloud = Profile("cloud", "d", "m", {}, {k: SplitProfile(k, wire[k], StageStats.constant(tail[k])) for k in range(3)})
+    energy = EnergyModel(head_power=lambda k: 3.0, idle_w=1.0, tx_watts=lambda bps: 1.0)
+    cfg = PolicyConfig(name=name, deadline_ms=deadline_ms, edge_profile="e", cloud_profile="c")
+    est = LinkEstimator(initial_bandwidth_bps=8e6, initial_rtt_ms=20.0, clock=Clock())
+    return AdaptivePolicy(cfg, CostModel(edge, cloud, energy), est)
+
+
+def test_the_policy_hedges_with_its_own_prediction_for_the_split() -> None:
+    policy = _policy("min-latency")
+    k = policy.choose([0, 1, 2])
+    latency, is_deadline, server_ms = policy.hedge_prediction(k)
+    # k = 1: head 20 + 10096 B at 8 Mbps (10.1 ms) + RTT 20 + tail 5 (k = 0: 81 ms, k = 2: 60 ms)
+    assert k == 1 and not is_deadline
+    assert latency == pytest.approx(20.0 + 10_096 * 8 / 8e6 * 1000 + 20.0 + 5.0)
+    assert server_ms == pytest.approx(5.0)
+
+
+def test_under_min_energy_with_a_deadline_the_deadline_is_the_hedge_time() -> None:
+    policy = _policy("min-energy", deadline_ms=250.0)
+    k = policy.choose([0, 1, 2])
+    assert policy.hedge_prediction(k)[:2] == (250.0, True)
+    assert _policy("min-energy").hedge_prediction(0) is None  # nothing chosen yet: no prediction
