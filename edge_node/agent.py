@@ -52,7 +52,7 @@ from scheduler.link import LinkEstimator, probe_bytes
 from scheduler.planner import build_policy
 from scheduler.policy import FrameOutcome, PolicyConfig, SplitPolicy
 from splitpoint.bundle import load_bundle
-from splitpoint.codec import decode, encode
+from splitpoint.detection import detection_records
 from splitpoint.errors import (
     ConfigError,
     RemoteError,
@@ -70,6 +70,7 @@ from .hedge import HedgePlan, MarginLearner, plan_hedge
 from .ledger import FrameLedger
 from .local_executor import LocalExecutor
 from .notices import FallbackDigest, nothing_to_do_message, unreached_message
+from .outputs import cut_request_tensors, decode_outputs
 from .recorder import DROP_REASON as DROP_REASON  # re-exported: tests and users import it from here
 from .recorder import Recorder
 from .results import ResultStore
@@ -520,9 +521,9 @@ class EdgeAgent:
             frame_id=frame.index, model_digest=self.bundle.manifest.model_digest, split=k,
             capture_time_unix_ns=frame.capture_time_ns, budget_ms=self.config.frame_deadline_ms,
         )
-        cut_name = self.bundle.manifest.split(k).cut[0].name
-        req.tensors.append(encode(out.array, name=cut_name, quantization=out.quantization))
-        wire = len(req.tensors[0].data)
+        # every tensor of the cut (one, or several for a multi-tensor cut), each with its quantization
+        req.tensors.extend(cut_request_tensors(out, self.bundle.manifest.split(k)))
+        wire = sum(len(t.data) for t in req.tensors)
         now = time.monotonic()
         # counted from the head's start, as the prediction is; never after the frame's deadline
         hedge_at = min(head_start + hedge.budget_ms / 1000, now + self.config.frame_deadline_ms / 1000)
@@ -579,7 +580,7 @@ class EdgeAgent:
             log.warning("frame %d failed in the cloud: %s %s", p.frame.index, code.name, resp.error.message)
             self._fallback(p, f"cloud {code.name}: {resp.error.message}")
             return
-        scores, problem = self._scores(resp)
+        outputs, problem = self._outputs(resp)
         if problem is not None:
             log.warning("frame %d: malformed answer from the cloud (%s); running it locally", p.frame.index, problem)
             self._fallback(p, f"malformed response: {problem}")
@@ -594,7 +595,7 @@ class EdgeAgent:
             "rpc": rpc_ms,
         }
         p.settled.set()  # a hedged local run still queued need not run
-        self._complete(p.frame, p.split, "cloud", scores, timings, None, replica=p.stream.replica, pending=p)
+        self._complete(p.frame, p.split, "cloud", outputs, timings, None, replica=p.stream.replica, pending=p)
         self._learn(p, resp, rpc_ms)
 
     def _learn(self, p: _Pending, resp: offload_pb2.InferResponse, rpc_ms: float) -> None:
@@ -615,17 +616,16 @@ class EdgeAgent:
         log.debug("frame %d: cloud answer after its hedge; used for the estimates only", p.frame.index)
         self._learn(p, resp, (time.monotonic() - p.sent) * 1000)
 
-    def _scores(self, resp: offload_pb2.InferResponse) -> tuple[np.ndarray, str | None]:
-        """The answer's scores, or what is wrong with it (then the frame falls back)."""
-        if len(resp.outputs) != 1:
-            return np.empty(0), f"{len(resp.outputs)} output tensors, expected 1"
+    def _outputs(self, resp: offload_pb2.InferResponse) -> tuple[list[np.ndarray], str | None]:
+        """Every output of the answer (manifest order and shapes), or what is wrong with it
+        (then the frame falls back)."""
         try:
-            scores = decode(resp.outputs[0]).dequantized().reshape(-1)
+            outputs = decode_outputs(resp, self.bundle.manifest)
         except Exception as exc:  # noqa: BLE001 - whatever the bytes hold, never a dead answer thread
-            return np.empty(0), f"output tensor unreadable: {exc}"
-        if scores.size != self._num_scores:
-            return scores, f"output tensor of {scores.size} values, expected {self._num_scores}"
-        return scores, None
+            return [], f"output tensors unreadable: {exc}"
+        if len(outputs) == 1 and outputs[0].size != self._num_scores:
+            return [], f"output tensor of {outputs[0].size} values, expected {self._num_scores}"
+        return outputs, None
 
     def _on_stream_end(self, stream: InferStream, error: RemoteError | None) -> None:
         lost = self._ledger.claim_where(lambda p: p.stream is stream)
@@ -656,7 +656,10 @@ class EdgeAgent:
                 # overdue is evidence now: the uplink is at most bytes / (elapsed - the server's expected time)
                 self.link.observe_censored(p.wire_bytes, (now - p.sent) * 1000 - p.server_ms)
             if self.config.hedge == "off":
-                for _, p in self._ledger.claim_where(lambda p, now=now: now > p.deadline):
+                def overdue(p: _Pending, now: float = now) -> bool:
+                    return now > p.deadline
+
+                for _, p in self._ledger.claim_where(overdue):
                     self._fallback(p, p.hedge.reason())
             else:
                 for fid, p in self._ledger.held():
@@ -708,23 +711,28 @@ class EdgeAgent:
         if pending is not None and pending.settled.is_set():
             return  # hedged, and the cloud answer was recorded while this waited in the queue
         try:
-            scores, local_ms = self.heads.run_local(x)
+            arrays, local_ms = self.heads.run_local_all(x)
+            outputs = [a.reshape(o.shape) for a, o in zip(arrays, self.bundle.manifest.outputs, strict=True)]
         except Exception as exc:  # the last resort must not lose the frame either
             log.exception("local run of frame %d failed", frame.index)
             message = f"local run failed: {exc!r}"
             self._ledger.finish(frame.index, lambda: self.recorder.failed(frame.index, frame.origin, frame.label, message))
             return
         timings = {"preprocess": preprocess_ms, "head": head_ms, "local": local_ms}
-        self._complete(frame, self.K if reason is None else split, "local", scores, timings, reason, pending=pending)
+        self._complete(frame, self.K if reason is None else split, "local", outputs, timings, reason, pending=pending)
         self.policy.observe(FrameOutcome(frame.index, split, "local", reason is None, head_ms, 0))
 
-    def _complete(self, frame: Frame, split: int, where: str, scores: np.ndarray, timings: dict[str, float],
+    def _complete(self, frame: Frame, split: int, where: str, outputs: list[np.ndarray], timings: dict[str, float],
                   fallback: str | None, replica: str = "", pending: _Pending | None = None) -> None:
         # the first path to end the frame writes its record and frees its slot; a later one does nothing
         hedge_ms, hedged = (None, False) if pending is None else (pending.hedge_ms, pending.hedged)
         if hedged and where == "cloud":
             fallback = None  # the cloud answered first after all
-        record = self.recorder.ok(frame, split, where, scores, timings, fallback, replica, hedge_ms=hedge_ms, hedged=hedged)
+        m = self.bundle.manifest
+        # a detector's outputs become boxes in the frame's pixels; a classifier's are its scores
+        detections = detection_records(outputs, m, frame.source_size) if m.detection else None
+        record = self.recorder.ok(frame, split, where, outputs[0].reshape(-1), timings, fallback, replica,
+                                  hedge_ms=hedge_ms, hedged=hedged, detections=detections)
 
         def write() -> None:
             record()

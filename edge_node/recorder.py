@@ -72,13 +72,17 @@ class Recorder:
 
     def ok(self, frame: Frame, split: int, where: str, scores: np.ndarray, timings: dict[str, float],
            fallback: str | None, replica: str = "", hedge_ms: float | None = None,
-           hedged: bool = False) -> Callable[[], None]:
+           hedged: bool = False, detections: list[dict[str, Any]] | None = None) -> Callable[[], None]:
         """The record of a result, as the write for the frame's `FrameLedger.finish`. `hedge_ms`:
         an offloaded frame's hedge time (ms after capture); `hedged`: it passed with no answer,
         so the frame also ran locally, and `where` says which result came first."""
         e2e_ms = (time.time_ns() - frame.capture_time_ns) / 1e6
-        label = int(np.argmax(scores))
-        score = float(scores[label])
+        if detections is not None:  # a detector: the record's label and score are its top detection's
+            label = int(detections[0]["class"]) if detections else -1
+            score = float(detections[0]["score"]) if detections else 0.0
+        else:
+            label = int(np.argmax(scores))
+            score = float(scores[label])
         record: dict[str, Any] = {
             "frame_id": frame.index,
             "origin": frame.origin,
@@ -86,12 +90,14 @@ class Recorder:
             "split": split,
             "where": where,
             "label": label,
-            "label_name": self.labels[label] if label < len(self.labels) else str(label),
+            "label_name": self.labels[label] if 0 <= label < len(self.labels) else str(label),
             "score": round(score, 6) if np.isfinite(score) else None,
             "true_label": frame.label,
             "capture_time_unix_ns": frame.capture_time_ns,
             "timings_ms": {k: round(v, 3) for k, v in timings.items()} | {"end_to_end": round(e2e_ms, 3)},
         }
+        if detections is not None:
+            record["detections"] = detections
         if not np.isfinite(score):  # JSON has no Infinity/NaN: null, and why
             record["score_not_finite"] = str(score)
         if fallback:

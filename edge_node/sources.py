@@ -99,6 +99,12 @@ class Frame:
     #: time.time_ns() when the frame was read/captured; for a paced source (fps), when it was due,
     #: so a frame that waits for a busy agent counts the wait in its end-to-end latency, as a camera would
     capture_time_ns: int
+    @property
+    def source_size(self) -> tuple[int, int]:
+        """(width, height) of the frame as the source delivers it (fitted to the bundle's input
+        size): detections are given in these pixels. Sources do not yet keep the size of an
+        image they resized, so for those the boxes are not mapped back to it (issue 13)."""
+        return int(self.raw.shape[1]), int(self.raw.shape[0])
 
 
 @runtime_checkable

@@ -98,3 +98,43 @@ def test_demo_serves_every_split_with_the_float_models_detections(detector_bundl
                 assert 0 <= x0 < x1 <= size[0] and 0 <= y0 < y1 <= size[1]
                 assert d["label_name"] == str(d["class"]) and d["score"] >= m.detection["score_threshold"]
     assert np.isfinite([r["e2e_ms"] for r in records]).all()
+
+
+def test_the_agent_records_detections_for_single_and_multi_tensor_splits(detector_bundle: Path, tmp_path: Path):
+    """The edge agent itself (not the demo's loop): a multi-tensor cut's every tensor on the
+    wire, every output back, and the detections in the results log, for a cloud split and
+    for the whole model on the edge."""
+    import keras
+
+    from cloud_server.config import CloudConfig
+    from cloud_server.server import CloudServer
+    from edge_node.agent import EdgeAgent
+    from edge_node.config import EdgeConfig
+    from edge_node.results import read_results
+    from edge_node.sources import open_source
+
+    bundle = load_bundle(detector_bundle)
+    m = bundle.manifest
+    raw, _ = bundle.validation_data()
+    multi = next(s.split for s in m.splits if len(s.cut) > 1)
+    model = keras.models.load_model(detector_bundle / "cloud" / "tail_0.keras", compile=False)
+    outs = model.predict(m.preprocessing.apply_batch(raw), verbose=0)
+    size = (m.preprocessing.width, m.preprocessing.height)
+    server = CloudServer(CloudConfig(bundle=str(detector_bundle), listen="127.0.0.1:0", insecure=True,
+                                     grace_s=2.0)).start()
+    try:
+        for k in (multi, m.num_layers):
+            conf = EdgeConfig(bundle=str(detector_bundle), source=f"synthetic:{len(raw)}", cloud=server.address,
+                              split=k, insecure=True, results=str(tmp_path / f"r{k}.jsonl"))
+            agent = EdgeAgent(conf)
+            with open_source(conf.source, m.preprocessing, agent.bundle) as source:
+                summary = agent.run(source)
+            records = sorted(read_results(conf.results), key=lambda r: r["frame_id"])
+            assert len(records) == len(raw) and summary.failed == 0
+            assert {r["where"] for r in records} == ({"cloud"} if k < m.num_layers else {"local"}), k
+            want = [to_source_pixels(decode_frame([o[r["frame_id"]] for o in outs], m.detection), size, size,
+                                     m.labels) for r in records]
+            recall, precision, n = detection_agreement(want, [r["detections"] for r in records])
+            assert n > 0 and recall >= 0.95 and precision >= 0.95, (k, recall, precision)
+    finally:
+        server.stop()
