@@ -108,11 +108,6 @@ class EdgeHeads:
         return HeadOutput(k, outs[0], quants[0], (time.perf_counter() - t0) * 1000,  # type: ignore[arg-type]
                           outs, quants)  # type: ignore[arg-type]
 
-    def run_local(self, x: np.ndarray) -> tuple[np.ndarray, float]:
-        """The whole model on the edge (k = K): (float scores, ms); the first output of several."""
-        out = self.run(self.K, x)
-        return out.quantization.dequantize(out.array).reshape(-1), out.head_ms
-
     def run_local_all(self, x: np.ndarray) -> tuple[list[np.ndarray], float]:
         """The whole model on the edge (k = K): (every float output, batch 1, manifest order; ms)."""
         out = self.run(self.K, x)

@@ -377,13 +377,13 @@ def test_every_local_run_is_on_the_local_executor(digits_bundle: Path, fake_serv
 
     address = fake_server(FakeOffload(digits_bundle, answer))
     threads: list[str] = []
-    run_local = EdgeHeads.run_local
+    run_local_all = EdgeHeads.run_local_all
 
     def spying(self: EdgeHeads, x: np.ndarray) -> Any:
         threads.append(threading.current_thread().name)
-        return run_local(self, x)
+        return run_local_all(self, x)
 
-    monkeypatch.setattr(EdgeHeads, "run_local", spying)
+    monkeypatch.setattr(EdgeHeads, "run_local_all", spying)
     conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:8", cloud=address, split=3, insecure=True,
                       results=str(tmp_path / "r.jsonl"), frame_deadline_ms=300)
     conf.validate()
