@@ -51,7 +51,8 @@ class TakeTurns:
         pass
 
 
-def ensure_bundle(path: Path, rebuild: bool = False) -> Path:
+def ensure_bundle(path: Path, rebuild: bool = False, model: str = "digits-cnn") -> Path:
+    """The bundle of built-in `model` at `path`: reused when valid, else partitioned (once)."""
     from splitpoint.bundle import load_bundle
 
     if not rebuild:
@@ -63,9 +64,9 @@ def ensure_bundle(path: Path, rebuild: bool = False) -> Path:
             pass
     from splitpoint.partition import PartitionOptions, load_model_source, partition
 
-    print(f"partitioning the bundled digits CNN into {path} ...", flush=True)
+    print(f"partitioning the bundled {model} into {path} ...", flush=True)
     t0 = time.perf_counter()
-    partition(load_model_source("digits-cnn"), PartitionOptions(output=path, force=True))
+    partition(load_model_source(model), PartitionOptions(output=path, force=True))
     print(f"bundle ready in {time.perf_counter() - t0:.1f}s", flush=True)
     return path
 

@@ -22,30 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from splitpoint.errors import BundleError
-
 log = logging.getLogger(__name__)
 
 RPC_TIMEOUT_S = 30.0
-
-
-def ensure_detector_bundle(path: Path, rebuild: bool = False) -> Path:
-    from splitpoint.bundle import load_bundle
-
-    if not rebuild:
-        try:
-            load_bundle(path)
-            print(f"using the bundle in {path}", flush=True)
-            return path
-        except BundleError:
-            pass
-    from splitpoint.partition import PartitionOptions, load_model_source, partition
-
-    print(f"partitioning the bundled digits detector into {path} ...", flush=True)
-    t0 = time.perf_counter()
-    partition(load_model_source("digits-detector"), PartitionOptions(output=path, force=True))
-    print(f"bundle ready in {time.perf_counter() - t0:.1f}s", flush=True)
-    return path
 
 
 def truth_by_frame(boxes: np.ndarray | None, frames: int) -> list[list[dict]]:
@@ -62,14 +41,14 @@ def run_detector_demo(workdir: Path, frames: int = 24, split: int | None = None,
     from edge_node.heads import EdgeHeads
     from edge_node.outputs import cut_request_tensors, decode_outputs, local_outputs
     from splitpoint.bundle import load_bundle
-    from splitpoint.demo import start_server
+    from splitpoint.demo import ensure_bundle, start_server
     from splitpoint.detection import detection_records
     from splitpoint.runtime.litert import Device
     from splitpoint.v1 import offload_pb2, offload_pb2_grpc
     from splitpoint.verify import detection_agreement
 
     workdir.mkdir(parents=True, exist_ok=True)
-    path = ensure_detector_bundle(workdir / "bundle-detector", rebuild)
+    path = ensure_bundle(workdir / "bundle-detector", rebuild, model="digits-detector")
     bundle = load_bundle(path)
     m = bundle.manifest
     if split is not None and split not in m.split_ids:
