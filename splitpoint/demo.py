@@ -51,6 +51,16 @@ class TakeTurns:
         pass
 
 
+def stop_server(server: subprocess.Popen) -> int:
+    """SIGTERM the demo's server and wait for its drain; its exit code (-9 if it had to be killed)."""
+    server.send_signal(signal.SIGTERM)
+    try:
+        return server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        return -9
+
+
 def ensure_bundle(path: Path, rebuild: bool = False, model: str = "digits-cnn") -> Path:
     """The bundle of built-in `model` at `path`: reused when valid, else partitioned (once)."""
     from splitpoint.bundle import load_bundle
@@ -130,12 +140,7 @@ def run_demo(workdir: Path, frames: int = 24, split: int | None = None, rebuild:
         print()
         _print_summary(results, summary, agent.K)
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            code = server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            code = -9
+        code = stop_server(server)
         print(f"cloud server stopped (exit {code})")
     print(f"bundle and results.jsonl in {workdir}")
     return 0 if summary.failed == 0 else 1

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -41,7 +39,7 @@ def run_detector_demo(workdir: Path, frames: int = 24, split: int | None = None,
     from edge_node.heads import EdgeHeads
     from edge_node.outputs import cut_request_tensors, decode_outputs, local_outputs
     from splitpoint.bundle import load_bundle
-    from splitpoint.demo import ensure_bundle, start_server
+    from splitpoint.demo import ensure_bundle, start_server, stop_server
     from splitpoint.detection import detection_records
     from splitpoint.runtime.litert import Device
     from splitpoint.v1 import offload_pb2, offload_pb2_grpc
@@ -101,12 +99,7 @@ def run_detector_demo(workdir: Path, frames: int = 24, split: int | None = None,
                 print(f"{n:>5} k={k:<3} {where:<5} {len(spec.cut)} tensor(s) {spec.wire_bytes:>6} B {ms:7.1f} ms  "
                       f"truth [{want}]  found {shown}", flush=True)
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            code = server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            code = -9
+        code = stop_server(server)
     recall, precision, objects = detection_agreement(truth_all, found_all)
     print(f"\n{len(found_all)} frames, {failed} failed; against the ground truth ({objects} digits): "
           f"recall {recall:.1%}, precision {precision:.1%} (IoU >= 0.5, same class)")
