@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -341,3 +342,48 @@ def test_hedge_prediction_counts_the_wait_for_the_link() -> None:
     lat, is_deadline, server = policy.hedge_prediction(0)
     assert lat == pytest.approx((0.544 - 0.175) * 1000) and not is_deadline and server == 10.0
     assert tl.pending() == ([1, 2, 8], [2, 7])
+
+
+def test_a_frame_waiting_behind_this_one_tips_it_to_the_link() -> None:
+    # the edge is busy for 150 ms, the link idle: alone, local (275 ms) beats cloud (394 ms)
+    tl = Timeline()
+    tl.edge_reserved(8, 0.0, 150.0)
+    assert policy_for(issue_model()).plan(1, [0, 1], 0.0, tl).split == 1
+    # two more frames waiting (next_arrival = now): after local, their best is cloud then local,
+    # 519 + 400 ms; after cloud, local then local, 275 + 400 ms: local is charged 244 ms
+    tl = Timeline()
+    tl.edge_reserved(8, 0.0, 150.0)
+    c = policy_for(issue_model()).plan(1, [0, 1], 0.0, tl, next_arrival=0.0)
+    assert c.split == 0 and c.predicted_ms == pytest.approx(394)
+
+
+def test_a_dead_link_estimate_plans_local_and_never_nan() -> None:
+    policy = policy_for(issue_model(), bw=0.0)  # no bandwidth: every transfer takes forever
+    tl = Timeline()
+    assert policy.plan(1, [0, 1], 0.0, tl, next_arrival=0.1).split == 1
+    c = policy.plan(2, [0], 0.0, tl)  # the link is all there is
+    assert c.split == 0 and c.finish_s == math.inf and c.predicted_ms == math.inf
+    assert policy.hedge_prediction(0) is None  # no finite prediction to hedge with
+    assert tl.free_at(1.0)[1] == math.inf and tl.free_at(1.0)[0] == pytest.approx(1.0)
+    tl.link_done(2, 1.0, answered=False)
+    assert tl.free_at(1.0) == (1.0, 1.0)
+
+
+def test_without_following_frames_the_plan_is_the_earliest_finish_written_out() -> None:
+    """Random queues on both resources, the issue's model: the chosen path is the argmin of the
+    formulas written out again (ties: local)."""
+    import random
+
+    rng = random.Random(7)
+    cost = issue_model()
+    for _ in range(200):
+        bw = rng.uniform(0.3e6, 20e6)
+        te, tl_ = rng.uniform(0, 0.5), rng.uniform(0, 0.5)
+        tl = Timeline()
+        tl.edge_reserved(100, 0.0, te * 1000)
+        tl.link_sent(101, 27_600, 0.0, tl_ * 1000, 0.0)
+        c = policy_for(cost, bw=bw).plan(1, [0, 1], 0.0, tl)
+        local = te + 0.125
+        cloud = max(te, tl_) + 27_600 * 8 / bw + RTT / 1000 + 0.010
+        assert c.split == (0 if cloud < local else 1), (bw, te, tl_)
+        assert c.finish_s == pytest.approx(min(local, cloud))
