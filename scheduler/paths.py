@@ -90,7 +90,9 @@ class Timeline:
 
     def link_done(self, frame_id: int, now: float, answered: bool = True) -> None:
         """No more of the frame's bytes will use the link: its answer came (`answered`; even when a
-        hedge already won), its stream ended, or the agent gave up on the answer."""
+        hedge already won), its stream ended, or the agent gave up on the answer. Every sent
+        frame needs this call: one never released counts as overdue, and keeps the link busy,
+        for ever."""
         with self._lock:
             b = self._link.pop(frame_id, None)
             if b is not None and answered and b.sent:
