@@ -1,8 +1,15 @@
 """Split policies: given what the agent knows now, which split should the next frame use?
 
-The agent asks `choose()` once per frame and reports every finished frame to
-`observe()`. A policy only picks among `candidates` (splits whose heads are
-loaded and warm on the agent).
+The agent asks `choose()` once per frame - or `plan()`, which also weighs what is
+already queued on the edge and the uplink (scheduler/paths.py) - and reports every
+finished frame to `observe()`. A policy only picks among `candidates` (splits
+whose heads are loaded and warm on the agent).
+
+How `plan()` and the hysteresis share the work: hysteresis (margin, dwell) picks
+*which offload split* is the cloud path - among the splits below K, so that the
+cut does not flap on a noisy estimate. Each frame then goes down the cloud path or
+runs locally (K), whichever finishes first under the objective given t_e and t_l,
+with no hysteresis: a frame never queues behind a busy link to honour a dwell.
 """
 
 from __future__ import annotations
@@ -11,11 +18,12 @@ import logging
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from scheduler.cost import CostModel, Prediction
 from scheduler.link import LinkEstimator, LinkState
+from scheduler.paths import PathChoice, Timeline, evaluate
 from splitpoint.config import option
 from splitpoint.errors import ConfigError
 
@@ -45,6 +53,9 @@ class SplitPolicy(Protocol):
 
     def choose(self, candidates: list[int]) -> int: ...
 
+    def plan(self, frame_id: int, candidates: list[int], now: float, timeline: Timeline,
+             arrived: float | None = None, next_arrival: float | None = None) -> PathChoice: ...
+
     def observe(self, outcome: FrameOutcome) -> None: ...
 
 
@@ -58,6 +69,12 @@ class FixedPolicy:
 
     def choose(self, candidates: list[int]) -> int:
         return self.split
+
+    def plan(self, frame_id: int, candidates: list[int], now: float, timeline: Timeline,
+             arrived: float | None = None, next_arrival: float | None = None) -> PathChoice:
+        """Always the fixed split (the benchmark's fixed splits must stay fixed); books nothing,
+        it has no profiles to predict with."""
+        return PathChoice(frame_id, self.split, reason=f"fixed split {self.split}")
 
     def observe(self, outcome: FrameOutcome) -> None:
         pass
@@ -138,8 +155,10 @@ def _energy(p: Prediction) -> float:
     return p.energy_mj
 
 
-def decide(preds: list[Prediction], name: str, cfg: PolicyConfig) -> Decision:
-    """The split the policy wants for these predictions, honouring deadline and budget when it can."""
+def decide(preds: list[Prediction], name: str, cfg: PolicyConfig,
+           tie: Callable[[Prediction], tuple] = lambda p: (p.split,)) -> Decision:
+    """The split the policy wants for these predictions, honouring deadline and budget when it can.
+    Equal objectives go to the least `tie` (default: the lower split)."""
     if not preds:
         raise ConfigError("policy", name, "no candidate split has both an edge and a cloud profile")
     obj = objective_of(name, cfg)
@@ -152,21 +171,35 @@ def decide(preds: list[Prediction], name: str, cfg: PolicyConfig) -> Decision:
         feasible = [p for p in feasible if _energy(p) <= cfg.energy_budget_mj]
         notes.append(f"energy <= {cfg.energy_budget_mj:g} mJ")
     if feasible:
-        best = min(feasible, key=lambda p: (obj(p), p.split))
+        best = min(feasible, key=lambda p: (obj(p), *tie(p)))
         why = f"{name}: lowest {'latency' if name == 'min-latency' else 'energy' if name == 'min-energy' else 'weighted cost'}"
         if notes:
             why += f" among {len(feasible)} of {len(preds)} splits with {' and '.join(notes)}"
         return Decision(best.split, name, obj(best), True, why)
     # Nothing meets the constraints: get as close as possible to the one that binds.
     if cfg.deadline_ms is not None:
-        best = min(preds, key=lambda p: (p.latency_ms, p.split))
+        best = min(preds, key=lambda p: (p.latency_ms, *tie(p)))
         why = (f"no split meets {' and '.join(notes)}; taking the fastest (k={best.split}, "
                f"{best.latency_ms:.1f} ms) to miss the deadline by the least")
     else:
-        best = min(preds, key=lambda p: (_energy(p), p.split))
+        best = min(preds, key=lambda p: (_energy(p), *tie(p)))
         why = (f"no split meets {' and '.join(notes)}; taking the least energy (k={best.split}, "
                f"{_energy(best):.1f} mJ) to overrun the budget by the least")
     return Decision(best.split, name, obj(best), False, why)
+
+
+#: how fast the learnt camera spacing follows a change of frame rate
+SPACING_ALPHA = 0.3
+
+
+@dataclass
+class _Sticky:
+    """One hysteresis state: the split held, frames since the last switch, switches so far."""
+
+    label: str
+    current: int | None = None
+    dwell: int = 0
+    switches: int = 0
 
 
 class AdaptivePolicy:
@@ -179,14 +212,33 @@ class AdaptivePolicy:
         self.link = link
         self.battery = battery
         self.name = cfg.name
-        self.current: int | None = None
-        self.dwell = 0
-        self.switches = 0
+        self._split = _Sticky("split")  # choose(): among every candidate
+        self._cloud = _Sticky("cloud path")  # plan(): among the offload splits (k < K)
         self.last_decision: Decision | None = None
         #: the predictions and objective of the last choose(): what a frame's hedge time is made of
         self._last_preds: dict[int, Prediction] = {}
         self._last_objective = cfg.name
+        #: plan(): the last frame's arrival and the learnt camera spacing (s)
+        self._last_arrived: float | None = None
+        self._spacing: float | None = None
         self._lock = threading.Lock()
+
+    @property
+    def current(self) -> int | None:
+        return self._split.current
+
+    @property
+    def dwell(self) -> int:
+        return self._split.dwell
+
+    @property
+    def switches(self) -> int:
+        return self._split.switches + self._cloud.switches
+
+    @property
+    def cloud_path(self) -> int | None:
+        """The offload split plan() currently sends frames down (None before the first plan)."""
+        return self._cloud.current
 
     def _active_objective(self) -> str:
         if self.cfg.battery_low_pct is not None and self.battery is not None:
@@ -204,29 +256,72 @@ class AdaptivePolicy:
             self.last_decision = decision
             self._last_preds = {p.split: p for p in preds}
             self._last_objective = name
-            self.dwell += 1
-            if self.current is None or self.current not in candidates:
-                self._switch(decision, state, None)
-                return decision.split
-            if decision.split == self.current:
-                return self.current
-            by_split = {p.split: p for p in preds}
-            obj = objective_of(name, self.cfg)
-            now = obj(by_split[self.current]) if self.current in by_split else float("inf")
-            gain = (now - decision.value) / now if now > 0 else 0.0
-            current_ok = self._meets_constraints(by_split.get(self.current))
-            if self.dwell < self.cfg.min_dwell_frames and current_ok:
-                return self.current
-            if gain <= self.cfg.margin and current_ok:
-                return self.current
-            self._switch(decision, state, gain)
-            return decision.split
+            return self._hold(self._split, decision, preds, candidates, name, state)
+
+    def plan(self, frame_id: int, candidates: list[int], now: float, timeline: Timeline,
+             arrived: float | None = None, next_arrival: float | None = None) -> PathChoice:
+        """The path for one frame, booked on `timeline`: local (K) or the cloud path, whichever
+        finishes it first under the objective given when the edge and the uplink are free.
+
+        `now`: the caller's clock (s). `arrived`: when the frame came from the camera (default
+        now); the latency and the deadline count from it, and the spacing of arrivals is
+        learnt. `next_arrival`: when the next frame is expected (now if one is already
+        waiting); default arrived + the learnt spacing. Each path is charged what it adds to
+        the next frames' latencies (paths.evaluate), so the edge and the link share the load
+        when neither alone keeps up. Ties go to the earlier own finish, then local.
+        Afterwards hedge_prediction(split) is counted from the head's start including the
+        wait for the link."""
+        with self._lock:
+            state = self.link.estimate()
+            arrived = now if arrived is None else arrived
+            next_at = self._next_at(arrived, now, next_arrival)
+            name = self._active_objective()
+            local_k = self.cost.num_layers
+            preds = self.cost.predict_all(candidates, state)
+            paths = [p for p in preds if p.split == local_k]
+            offload = [p for p in preds if p.split != local_k]
+            if offload:
+                held = self._hold(self._cloud, decide(offload, name, self.cfg), offload,
+                                  [p.split for p in offload], name, state)
+                paths += [p for p in offload if p.split == held]
+            t_e, t_l = timeline.free_at(now, state.bandwidth_bps)
+            options = {o.prediction.split: o for o in evaluate(paths, local_k, now, t_e, t_l, arrived, next_at,
+                                                               self._spacing or 0.0)}
+            effective = [replace(o.prediction, latency_ms=o.latency_ms + o.delay_ms) for o in options.values()]
+            decision = decide(effective, name, self.cfg,
+                              tie=lambda p: (options[p.split].times.finish_s, p.split != local_k, p.split))
+            chosen = options[decision.split]
+            p, t = chosen.prediction, chosen.times
+            timeline.edge_reserved(frame_id, now, p.head_ms)
+            if not t.local:
+                timeline.link_sent(frame_id, p.wire_bytes, t.head_done_s, p.transfer_ms,
+                                   p.latency_ms - p.head_ms - p.transfer_ms, planned=True)
+            self.last_decision = decision
+            self._last_objective = name
+            self._last_preds = {q.split: q for q in preds}
+            if math.isfinite(t.finish_s):
+                self._last_preds[p.split] = replace(p, latency_ms=(t.finish_s - t.head_start_s) * 1000)
+            local = next((q.latency_ms for q in preds if q.split == local_k), None)
+            reason = (f"{decision.reason}; edge free in {(t_e - now) * 1000:.0f} ms, "
+                      f"link in {(t_l - now) * 1000:.0f} ms")
+            return PathChoice(frame_id, p.split, t.finish_s, chosen.latency_ms, t.head_start_s,
+                              t.transfer_start_s, p, local, reason)
+
+    def _next_at(self, arrived: float, now: float, next_arrival: float | None) -> float | None:
+        """When the next frame is expected (under the lock); learns the camera's spacing."""
+        last, self._last_arrived = self._last_arrived, arrived
+        if last is not None and arrived > last:
+            gap = arrived - last
+            self._spacing = gap if self._spacing is None else (1 - SPACING_ALPHA) * self._spacing + SPACING_ALPHA * gap
+        if next_arrival is not None:
+            return max(now, next_arrival)
+        return None if self._spacing is None else max(now, arrived + self._spacing)
 
     def hedge_prediction(self, k: int) -> tuple[float, bool, float] | None:
-        """What the last choose() expected of split `k`: (latency ms, False, server ms), or under
-        min-energy with a deadline (deadline_ms, True, server ms) - the split was picked to meet
-        it, so the deadline is when to stop waiting. Server ms = queue + tail (what is not the
-        link). None when it made no finite prediction for `k`."""
+        """What the last choose() or plan() expected of split `k`: (latency ms, False, server ms),
+        or under min-energy with a deadline (deadline_ms, True, server ms) - the split was picked
+        to meet it, so the deadline is when to stop waiting. Server ms = queue + tail (what is
+        not the link). None when it made no finite prediction for `k`."""
         with self._lock:
             p = self._last_preds.get(k)
             server = 0.0 if p is None else p.queue_ms + p.tail_ms
@@ -245,15 +340,37 @@ class AdaptivePolicy:
             return False
         return True
 
-    def _switch(self, decision: Decision, state: LinkState, gain: float | None) -> None:
-        previous = self.current
-        self.current = decision.split
-        self.dwell = 0
+    def _hold(self, sticky: _Sticky, decision: Decision, preds: list[Prediction], candidates: list[int],
+              name: str, state: LinkState) -> int:
+        """Hysteresis (under the lock): keep `sticky.current` unless `decision` gains more than the
+        margin after the dwell, or the current split breaks a constraint."""
+        sticky.dwell += 1
+        if sticky.current is None or sticky.current not in candidates:
+            self._switch(sticky, decision, state, None)
+            return decision.split
+        if decision.split == sticky.current:
+            return sticky.current
+        by_split = {p.split: p for p in preds}
+        obj = objective_of(name, self.cfg)
+        now = obj(by_split[sticky.current]) if sticky.current in by_split else float("inf")
+        gain = (now - decision.value) / now if now > 0 else 0.0
+        current_ok = self._meets_constraints(by_split.get(sticky.current))
+        if sticky.dwell < self.cfg.min_dwell_frames and current_ok:
+            return sticky.current
+        if gain <= self.cfg.margin and current_ok:
+            return sticky.current
+        self._switch(sticky, decision, state, gain)
+        return decision.split
+
+    def _switch(self, sticky: _Sticky, decision: Decision, state: LinkState, gain: float | None) -> None:
+        previous = sticky.current
+        sticky.current = decision.split
+        sticky.dwell = 0
         if previous is not None:
-            self.switches += 1
+            sticky.switches += 1
         log.info(
-            "split %s -> %d (%s; predicted gain %s) with link %s",
-            previous, decision.split, decision.reason, "n/a" if gain is None else f"{gain:.0%}", state,
+            "%s %s -> %d (%s; predicted gain %s) with link %s",
+            sticky.label, previous, decision.split, decision.reason, "n/a" if gain is None else f"{gain:.0%}", state,
         )
 
     def observe(self, outcome: FrameOutcome) -> None:

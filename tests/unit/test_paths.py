@@ -1,0 +1,389 @@
+"""Per-frame path planning: the resource timeline, finish times, and a discrete-event camera.
+
+The issue's example: an edge needing 125 ms per frame (head(K)) and a 1.2 Mbps uplink needing
+184 ms for k = 0 (27 504 + 96 bytes), RTT 50 ms, tail(0) 10 ms: alone, each falls behind a
+10 fps camera; together they sustain 1/0.125 + 1/0.184 = 13.4 frames/s.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from scheduler.cost import CostModel, EnergyModel
+from scheduler.link import LinkEstimator
+from scheduler.paths import PathChoice, Timeline, evaluate, path_times
+from scheduler.policy import AdaptivePolicy, FixedPolicy, PolicyConfig
+from scheduler.profiles import Profile, SplitProfile, StageStats
+
+pytestmark = pytest.mark.edge_side  # no TensorFlow
+
+DIGEST = "sha256:paths"
+BW = 1.2e6
+RTT = 50.0
+
+
+def cost_model(wire: list[int], head: list[float], tail: list[float], head_w: list[float] | None = None) -> CostModel:
+    def profile(side: str, times: list[float]) -> Profile:
+        return Profile(side, DIGEST, "synthetic", {},
+                       {k: SplitProfile(k, wire[k], StageStats.constant(t)) for k, t in enumerate(times)})
+
+    energy = None
+    if head_w is not None:
+        energy = EnergyModel(head_power=lambda k: head_w[k], idle_w=1.0, tx_watts=lambda bps: 2.0)
+    return CostModel(profile("edge", head), profile("cloud", tail), energy)
+
+
+def issue_model(**kw) -> CostModel:
+    """k = 0 (send the input, 184 ms at 1.2 Mbps) or K = 1 (125 ms on the edge)."""
+    return cost_model([27_504, 0], [0.0, 125.0], [10.0, 0.0], **kw)
+
+
+def policy_for(cost: CostModel, name: str = "min-latency", bw: float = BW, **cfg) -> AdaptivePolicy:
+    link = LinkEstimator()
+    link.force(bandwidth_bps=bw, rtt_ms=RTT)
+    return AdaptivePolicy(PolicyConfig(name=name, edge_profile="e", cloud_profile="c", **cfg), cost, link)
+
+
+# --------------------------------------------------------------------------- the timeline
+
+
+def test_an_empty_timeline_is_free_now() -> None:
+    assert Timeline().free_at(5.0) == (5.0, 5.0)
+
+
+def test_edge_bookings_queue_in_order_and_free_early_when_done() -> None:
+    tl = Timeline()
+    tl.edge_reserved(1, 0.0, 125.0)
+    tl.edge_reserved(2, 0.05, 125.0)
+    assert tl.free_at(0.1) == pytest.approx((0.25, 0.1))
+    tl.edge_done(1, 0.11)  # finished 15 ms early: frame 2 started then
+    assert tl.free_at(0.12)[0] == pytest.approx(0.235)
+    tl.edge_done(2, 0.2)
+    assert tl.free_at(0.2)[0] == pytest.approx(0.2)
+
+
+def test_an_edge_run_past_its_prediction_ends_no_earlier_than_now() -> None:
+    tl = Timeline()
+    tl.edge_reserved(1, 0.0, 100.0)
+    tl.edge_reserved(2, 0.0, 100.0)
+    assert tl.free_at(0.15)[0] == pytest.approx(0.25)
+    assert tl.free_at(0.3)[0] == pytest.approx(0.4)  # 1 overran: 2 cannot have started yet
+
+
+def test_transfers_queue_behind_each_other_and_the_answer_frees_the_link() -> None:
+    tl = Timeline()
+    tl.link_sent(1, 27_600, 0.0, 184.0, 60.0)
+    tl.link_sent(2, 27_600, 0.1, 184.0, 60.0)
+    assert tl.free_at(0.1)[1] == pytest.approx(0.368)
+    # 1 is past its transfer but its answer is not due (0.244): the link is not judged overdue
+    assert tl.free_at(0.2)[1] == pytest.approx(0.368)
+    tl.link_done(1, 0.244)  # answered: its bytes were through at 0.184
+    assert tl.free_at(0.25)[1] == pytest.approx(0.368)
+    tl.link_done(2, 0.43)
+    assert tl.free_at(0.43) == (0.43, 0.43)
+
+
+def test_a_planned_transfer_waits_for_now_until_it_is_sent() -> None:
+    tl = Timeline()
+    tl.link_sent(1, 27_600, 0.05, 184.0, 60.0, planned=True)
+    assert tl.free_at(0.0)[1] == pytest.approx(0.234)
+    assert tl.free_at(0.1)[1] == pytest.approx(0.284)  # the head is late: not sent before now
+    tl.link_sent(1, 27_600, 0.07)  # sent at 0.07, predictions kept from the plan
+    assert tl.free_at(0.1)[1] == pytest.approx(0.254)
+
+
+def test_an_overdue_transfer_keeps_the_link_busy_longer_the_longer_it_stalls() -> None:
+    tl = Timeline()
+    tl.link_sent(1, 27_600, 0.0, 184.0, 60.0)  # answer due at 0.244
+    assert tl.free_at(0.24)[1] == pytest.approx(0.24)  # through, answer on its way
+    # at 0.3 s it has been on the wire for at least 0.24 s: all 220 800 bits at <= 0.92 Mbps
+    assert tl.free_at(0.3)[1] == pytest.approx(0.3 + 0.24)
+    assert tl.free_at(1.0)[1] == pytest.approx(1.0 + 0.94)
+    # a lower estimate (censored samples in the LinkEstimator) stretches it further
+    assert tl.free_at(1.0, bandwidth_bps=0.2e6)[1] == pytest.approx(1.0 + 220_800 / 0.2e6)
+    tl.link_sent(2, 27_600, 0.5, 184.0, 60.0)  # queued behind the stalled one
+    assert tl.free_at(1.0)[1] == pytest.approx(1.94 + 0.184)
+    tl.link_done(1, 1.2)
+    assert tl.free_at(1.2)[1] == pytest.approx(1.2 - 0.06 + 0.184)
+
+
+def test_stream_end_frees_the_link_without_claiming_when() -> None:
+    tl = Timeline()
+    tl.link_sent(1, 27_600, 0.0, 184.0, 60.0)
+    tl.link_done(1, 0.5, answered=False)
+    tl.edge_done(99, 0.5)  # unknown frames are ignored
+    tl.link_sent(7, 100, 0.5)  # no booking and no prediction (a fixed policy): not tracked
+    assert tl.free_at(0.5) == (0.5, 0.5) and tl.pending() == ([], [])
+
+
+# --------------------------------------------------------------------------- finish times
+
+
+def test_path_times_follow_the_cost_model() -> None:
+    cost = issue_model()
+    link = policy_for(cost).link.estimate()
+    local, cloud = cost.predict(1, link), cost.predict(0, link)
+    t = path_times(local, 1, now=1.0, t_e=1.1, t_l=1.5)
+    assert (t.head_start_s, t.finish_s, t.edge_free_s, t.link_free_s) == pytest.approx((1.1, 1.225, 1.225, 1.5))
+    t = path_times(cloud, 1, now=1.0, t_e=1.1, t_l=1.5)
+    assert t.transfer_start_s == pytest.approx(1.5)
+    assert t.finish_s == pytest.approx(1.5 + 0.184 + 0.05 + 0.01)
+    assert t.link_free_s == pytest.approx(1.684) and t.edge_free_s == pytest.approx(1.1)
+
+
+def test_the_next_frame_is_charged_the_wait_a_choice_leaves_it() -> None:
+    cost = issue_model()
+    link = policy_for(cost).link.estimate()
+    preds = cost.predict_all([0, 1], link)
+    # edge busy for 100 ms more, link idle, next frame in 100 ms
+    by = {o.prediction.split: o for o in evaluate(preds, 1, 0.0, 0.1, 0.0, 0.0, 0.1, lookahead=1)}
+    assert by[1].latency_ms == pytest.approx(225) and by[0].latency_ms == pytest.approx(344)
+    # after local the next (at 0.1) runs 0.225-0.35: 250 ms; after cloud it runs 0.1-0.225: 125 ms
+    assert by[1].delay_ms == pytest.approx(125) and by[0].delay_ms == 0
+    alone = {o.prediction.split: o for o in evaluate(preds, 1, 0.0, 0.1, 0.0, 0.0, None)}
+    assert alone[1].delay_ms == alone[0].delay_ms == 0
+
+
+# --------------------------------------------------------------------------- a camera, simulated
+
+
+@dataclass
+class Done:
+    frame: int
+    split: int
+    arrived: float
+    planned: float
+    finish: float
+    predicted: float  # the plan's finish
+
+    @property
+    def latency_ms(self) -> float:
+        return (self.finish - self.arrived) * 1000
+
+
+class World:
+    """The true edge (one FIFO accelerator) and uplink (one FIFO pipe); `stall` is a window
+    (start, end) in which the uplink carries nothing. Reports events to the timeline as the
+    agent would, in time order."""
+
+    def __init__(self, cost: CostModel, stall: tuple[float, float] | None = None):
+        self.cost, self.stall = cost, stall
+        self.edge = self.link = 0.0
+        self.events: list[tuple[float, int, Callable[[], None]]] = []
+        self.seq = itertools.count()
+
+    def at(self, t: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self.events, (t, next(self.seq), fn))
+
+    def run_until(self, t: float) -> None:
+        while self.events and self.events[0][0] <= t:
+            heapq.heappop(self.events)[2]()
+
+    def transfer_end(self, start: float, seconds: float) -> float:
+        if self.stall is None or start + seconds <= self.stall[0] or start >= self.stall[1]:
+            return start + seconds
+        before = max(0.0, self.stall[0] - start)
+        return self.stall[1] + seconds - before
+
+    def execute(self, c: PathChoice, now: float, tl: Timeline, done: list[Done], arrived: float) -> None:
+        p = c.prediction
+        head_start = max(now, self.edge)
+        head_done = self.edge = head_start + p.head_ms / 1000
+        self.at(head_done, lambda: tl.edge_done(c.frame_id, head_done))
+        if p.split == self.cost.num_layers:
+            done.append(Done(c.frame_id, p.split, arrived, now, head_done, c.finish_s))
+            return
+        start = max(head_done, self.link)
+        end = self.link = self.transfer_end(start, p.transfer_ms / 1000)
+        answer = end + (p.latency_ms - p.head_ms - p.transfer_ms) / 1000
+        self.at(head_done, lambda: tl.link_sent(c.frame_id, p.wire_bytes, head_done))
+        self.at(answer, lambda: tl.link_done(c.frame_id, answer))
+        done.append(Done(c.frame_id, p.split, arrived, now, answer, c.finish_s))
+
+
+def camera(policy: AdaptivePolicy, candidates: list[int], fps: float, frames: int,
+           stall: tuple[float, float] | None = None) -> list[Done]:
+    """Frames arrive every 1/fps s and are planned on arrival; the world runs them as planned."""
+    tl, world, done = Timeline(), World(policy.cost, stall), []
+    for i in range(frames):
+        now = i / fps
+        world.run_until(now)
+        choice = policy.plan(i, candidates, now, tl, arrived=now)
+        assert choice.split in candidates and choice.predicted_ms is not None
+        world.execute(choice, now, tl, done, now)
+    return done
+
+
+def test_edge_and_link_together_keep_up_with_a_camera_neither_keeps_up_with_alone() -> None:
+    both = camera(policy_for(issue_model()), [0, 1], fps=10, frames=300)
+    lat = [d.latency_ms for d in both]
+    assert max(lat) < 400, max(lat)
+    assert statistics.median(lat[-50:]) <= 1.5 * statistics.median(lat[:50])
+    uses = [d.split for d in both[50:]]
+    assert 0.15 < uses.count(0) / len(uses) < 0.6  # the edge takes 8/s, the link the rest
+    longest = max(len(list(g)) for _, g in itertools.groupby(uses))
+    assert longest <= 3, f"frames should alternate, not queue behind one path: {uses[:30]}"
+    for alone in ([1], [0]):
+        lat = [d.latency_ms for d in camera(policy_for(issue_model()), alone, fps=10, frames=300)]
+        assert lat[-1] > 3000 and lat[-1] > lat[150] > lat[50]  # the queue grows without bound
+
+
+def test_a_saturated_camera_gets_about_thirteen_frames_per_second() -> None:
+    done = camera(policy_for(issue_model()), [0, 1], fps=30, frames=600)
+    ends = sorted(d.finish for d in done)
+    rate = (len(ends) - 101) / (ends[-1] - ends[100])  # steady state, past the first frames
+    assert rate == pytest.approx(1 / 0.125 + 1 / 0.184, rel=0.05)
+
+
+def test_an_overdue_transfer_sends_the_next_frames_local_at_once_and_recovery_brings_them_back() -> None:
+    stall = (2.0, 4.0)  # the uplink carries nothing for 2 s; the planner is not told
+    done = camera(policy_for(issue_model()), [0, 1], fps=10, frames=100, stall=stall)
+    stuck = next(d for d in done if d.split == 0 and d.planned <= stall[0] < d.finish)
+    assert stuck.finish > stall[1] > stuck.predicted + 1.0
+    # from the moment its answer is overdue, every frame runs locally until it comes
+    during = [d for d in done if stuck.predicted <= d.planned < stuck.finish]
+    assert len(during) >= 15 and all(d.split == 1 for d in during), [(d.frame, d.split) for d in during]
+    # the link answers again: frames come back to it within a few frames, and the backlog drains
+    after = [d for d in done if d.planned >= stuck.finish]
+    assert 0 in [d.split for d in after[:3]]
+    assert max(d.latency_ms for d in done[-20:]) < 350
+
+
+def test_min_energy_meets_the_deadline_by_paying_for_local_runs_only_when_it_must() -> None:
+    # local costs 3 W x 125 ms = 375 mJ; cloud 2 W x 184 ms + 1 W x 60 ms = 428 mJ at 1.2 Mbps:
+    # at 12 Mbps cloud costs 36.8 + 60 = 97 mJ and takes 18 + 60 = 78 ms.
+    cost = issue_model(head_w=[1.0, 3.0])
+    policy = policy_for(cost, "min-energy", bw=12e6, deadline_ms=200.0)
+    tl = Timeline()
+    c = policy.plan(1, [0, 1], 0.0, tl)
+    assert c.split == 0 and c.predicted_ms == pytest.approx(78.4, abs=0.1)
+    # the link is now busy for 18 ms; frame 2 arrives at once: cloud still meets 200 ms
+    assert policy.plan(2, [0, 1], 0.0, tl).split == 0
+    # a stalled transfer: the link is busy for long, cloud would miss the deadline -> local
+    tl2 = Timeline()
+    tl2.link_sent(7, 27_600, 0.0, 18.0, 60.0)
+    c = policy.plan(3, [0, 1], 1.0, tl2)
+    assert c.split == 1 and "fastest" not in c.reason
+    # nothing meets the deadline: the earliest finish. The edge is busy until 0.5 (local ends at
+    # 0.625); the overdue transfer holds the link until 0.2 + 0.14 s, so cloud ends at 0.578
+    tl3 = Timeline()
+    tl3.edge_reserved(8, 0.0, 500.0)
+    tl3.link_sent(9, 27_600, 0.0, 18.0, 60.0)
+    c = policy.plan(4, [0, 1], 0.2, tl3)
+    assert c.split == 0 and c.finish_s == pytest.approx(0.5784) and "fastest" in c.reason
+
+
+def test_weighted_uses_the_finish_time_as_the_latency() -> None:
+    cost = issue_model(head_w=[1.0, 3.0])
+    # cloud: 97 mJ, 78 ms; local: 375 mJ, 125 ms. latency_weight 1, energy_weight 1: cloud wins
+    policy = policy_for(cost, "weighted", bw=12e6)
+    assert policy.plan(1, [0, 1], 0.0, Timeline()).split == 0
+    tl = Timeline()
+    tl.link_sent(7, 27_600, 0.0, 500.0, 60.0)  # cloud waits 500 ms for the link: 578 + 97 > 125 + 375
+    assert policy.plan(2, [0, 1], 0.0, tl).split == 1
+
+
+def test_ties_go_to_the_earlier_own_finish_then_local() -> None:
+    # cloud: 0 + 65 + 50 + 10 = 125 ms = head(K): a tie on the objective and on the finish
+    wire = int(65e-3 * BW / 8) - 96
+    cost = cost_model([wire, 0], [0.0, 125.0], [10.0, 0.0])
+    for cands in ([0, 1], [1, 0]):
+        c = policy_for(cost).plan(1, cands, 0.0, Timeline())
+        assert c.split == 1 and c.finish_s == pytest.approx(0.125)
+
+
+def test_a_fixed_policy_stays_fixed_and_books_nothing() -> None:
+    tl = Timeline()
+    tl.link_sent(7, 27_600, 0.0, 5000.0, 60.0)  # a link busy for five seconds
+    c = FixedPolicy(0).plan(1, [0, 1], 0.0, tl)
+    assert c == PathChoice(1, 0, reason="fixed split 0")
+    assert tl.pending() == ([], [7])
+
+
+def test_hysteresis_holds_the_cloud_split_while_each_frame_still_picks_local_or_cloud() -> None:
+    # k = 1 sends 8 KB after a 60 ms head, k = 0 the input; at 1.2 Mbps k = 1 (169 ms) beats
+    # k = 0 (244 ms) and both lose to local (125 ms) on an idle system
+    cost = cost_model([27_504, 8_000, 0], [0.0, 60.0, 125.0], [10.0, 5.0, 0.0])
+    policy = policy_for(cost, margin=0.1, min_dwell_frames=5)
+    assert policy.plan(1, [0, 1, 2], 0.0, Timeline()).split == 2 and policy.cloud_path == 1
+    # 3.5 Mbps: k = 0 (123 ms) gains 8% on k = 1 (133.5 ms), under the margin: the cloud path holds
+    policy.link.force(bandwidth_bps=3.5e6, rtt_ms=RTT)
+    for i in range(6):
+        policy.plan(2 + i, [0, 1, 2], 0.0, Timeline())
+    assert policy.cloud_path == 1 and policy.switches == 0
+    # 10 Mbps: k = 0 (82 ms) gains 32%: the cloud path moves, and the idle frame goes to it
+    policy.link.force(bandwidth_bps=10e6, rtt_ms=RTT)
+    assert policy.plan(10, [0, 1, 2], 0.0, Timeline()).split == 0
+    assert policy.cloud_path == 0 and policy.switches == 1
+    # a busy link sends the next frame local at once; the cloud path and its dwell are untouched
+    tl = Timeline()
+    tl.link_sent(7, 27_600, 0.0, 400.0, 60.0)
+    assert policy.plan(11, [0, 1, 2], 0.0, tl).split == 2
+    assert policy.cloud_path == 0 and policy.switches == 1
+
+
+def test_hedge_prediction_counts_the_wait_for_the_link() -> None:
+    policy = policy_for(issue_model())
+    tl = Timeline()
+    tl.link_sent(7, 27_600, 0.0, 300.0, 60.0)  # the link is busy until 0.3
+    tl.edge_reserved(8, 0.0, 50.0)  # the edge until 0.05
+    # local: 0.05 + 0.125 = 0.175; cloud: head at 0.05, transfer 0.3-0.484, answer 0.544
+    c = policy.plan(1, [0, 1], 0.0, tl)
+    assert c.split == 1 and c.finish_s == pytest.approx(0.175) and c.local_ms == 125.0
+    c = policy.plan(2, [0], 0.0, tl)  # cloud only: head at 0.175, waits for the link until 0.3
+    assert c.head_start_s == pytest.approx(0.175) and c.transfer_start_s == pytest.approx(0.3)
+    lat, is_deadline, server = policy.hedge_prediction(0)
+    assert lat == pytest.approx((0.544 - 0.175) * 1000) and not is_deadline and server == 10.0
+    assert tl.pending() == ([1, 2, 8], [2, 7])
+
+
+def test_a_frame_waiting_behind_this_one_tips_it_to_the_link() -> None:
+    # the edge is busy for 150 ms, the link idle: alone, local (275 ms) beats cloud (394 ms)
+    tl = Timeline()
+    tl.edge_reserved(8, 0.0, 150.0)
+    assert policy_for(issue_model()).plan(1, [0, 1], 0.0, tl).split == 1
+    # two more frames waiting (next_arrival = now): after local, their best is cloud then local,
+    # 519 + 400 ms; after cloud, local then local, 275 + 400 ms: local is charged 244 ms
+    tl = Timeline()
+    tl.edge_reserved(8, 0.0, 150.0)
+    c = policy_for(issue_model()).plan(1, [0, 1], 0.0, tl, next_arrival=0.0)
+    assert c.split == 0 and c.predicted_ms == pytest.approx(394)
+
+
+def test_a_dead_link_estimate_plans_local_and_never_nan() -> None:
+    policy = policy_for(issue_model(), bw=0.0)  # no bandwidth: every transfer takes forever
+    tl = Timeline()
+    assert policy.plan(1, [0, 1], 0.0, tl, next_arrival=0.1).split == 1
+    c = policy.plan(2, [0], 0.0, tl)  # the link is all there is
+    assert c.split == 0 and c.finish_s == math.inf and c.predicted_ms == math.inf
+    assert policy.hedge_prediction(0) is None  # no finite prediction to hedge with
+    assert tl.free_at(1.0)[1] == math.inf and tl.free_at(1.0)[0] == pytest.approx(1.0)
+    tl.link_done(2, 1.0, answered=False)
+    assert tl.free_at(1.0) == (1.0, 1.0)
+
+
+def test_without_following_frames_the_plan_is_the_earliest_finish_written_out() -> None:
+    """Random queues on both resources, the issue's model: the chosen path is the argmin of the
+    formulas written out again (ties: local)."""
+    import random
+
+    rng = random.Random(7)
+    cost = issue_model()
+    for _ in range(200):
+        bw = rng.uniform(0.3e6, 20e6)
+        te, tl_ = rng.uniform(0, 0.5), rng.uniform(0, 0.5)
+        tl = Timeline()
+        tl.edge_reserved(100, 0.0, te * 1000)
+        tl.link_sent(101, 27_600, 0.0, tl_ * 1000, 0.0)
+        c = policy_for(cost, bw=bw).plan(1, [0, 1], 0.0, tl)
+        local = te + 0.125
+        cloud = max(te, tl_) + 27_600 * 8 / bw + RTT / 1000 + 0.010
+        assert c.split == (0 if cloud < local else 1), (bw, te, tl_)
+        assert c.finish_s == pytest.approx(min(local, cloud))
