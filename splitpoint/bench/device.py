@@ -20,7 +20,9 @@ A device file is one of:
 
 Shipped files (splitpoint/data/devices/, `shipped_device(name)`): `mobilenetv2-96-documented.json`
 (the device of the documented MobileNetV2 runs, all-edge 77 ms) and `mobilenetv2-96-slow125.toml`
-(the same shape, all-edge 125 ms). docs/benchmarks.md says how the first was derived.
+(the same shape, all-edge 125 ms). docs/benchmarks.md says how the first was derived. The
+reference power table of the same package data (`REFERENCE_POWER_TABLE`) is described in
+docs/power.md.
 """
 
 from __future__ import annotations
@@ -34,7 +36,12 @@ from typing import Any
 
 from splitpoint.errors import ConfigError
 
-DEVICES_DIR = Path(__file__).resolve().parent.parent / "data" / "devices"
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DEVICES_DIR = DATA_DIR / "devices"
+#: the reference power table of a Pi 4 + Coral USB Accelerator (+ LTE via the radio model): modelled
+#: from published figures, not metered (docs/power.md); the power table of the bench's energy stage
+#: when no measured one is given
+REFERENCE_POWER_TABLE = DATA_DIR / "power" / "pi4-coral-lte.toml"
 
 #: a head's file in a bundle: edge/head_<k>.tflite or edge/head_<k>_edgetpu.tflite
 _HEAD_NAME = re.compile(r"head_(\d+)(?:_edgetpu)?\.tflite$")
