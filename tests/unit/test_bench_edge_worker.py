@@ -96,12 +96,12 @@ def test_device_mode_gives_each_split_its_time_from_the_file_whatever_the_native
     # the same file gives the same head time on a fast and on a 4x slower machine
     for head in (fast, slower_machine):
         took = [timed(head) for _ in range(3)]
-        assert 0.015 <= min(took) and max(took) < 0.028, took
+        assert 0.015 <= min(took) and max(took) < 0.035, took
     took3 = timed(bundle_head(tmp_path, 3, 0.001))
-    assert 0.030 <= took3 < 0.045, took3
+    assert 0.030 <= took3 < 0.050, took3
     # interference on one run adds nothing while the native run stays under the target
     fast.seconds = 0.010
-    assert 0.015 <= timed(fast) < 0.028
+    assert 0.015 <= timed(fast) < 0.035
     assert counter.take(device) == {"head_runs": 8, "too_slow": {}}
 
 
