@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import select
+import statistics
 import subprocess
 import sys
 import time
@@ -41,7 +42,10 @@ def test_each_head_lasts_factor_times_its_median_native_time(monkeypatch: pytest
     fast, slow = FakeHead("a.tflite", 0.002), FakeHead("b.tflite", 0.005)
     took_fast = [timed(fast) for _ in range(CALIBRATION_RUNS)]
     took_slow = [timed(slow) for _ in range(5)]
-    assert 0.008 <= min(took_fast[5:]) and max(took_fast[5:]) < 0.02, took_fast
+    # every run lasts at least the target; the typical run not much more (one sleeper woken late on a
+    # loaded machine is not the emulation's error: the median, not the max, is held to the target)
+    assert 0.008 <= min(took_fast[5:]) and statistics.median(took_fast[5:]) < 0.012, took_fast
+    assert max(took_fast[5:]) < 0.04, took_fast
     assert 0.020 <= min(took_slow) < 0.035, took_slow
 
 
