@@ -1,12 +1,20 @@
-"""The bench edge worker's emulated slower device."""
+"""The bench edge worker's emulated slower device: the factor mode (calibrated in-run) and device files."""
 
 from __future__ import annotations
 
+import json
+import select
+import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from splitpoint.bench.edge_worker import CALIBRATION_RUNS, emulate_slower_device
+from splitpoint.bench.device import OverrunCounter, load_device, shipped_device, split_of_head
+from splitpoint.bench.edge_worker import CALIBRATION_RUNS, emulate_device, emulate_slower_device
+from splitpoint.errors import ConfigError
 from splitpoint.runtime.litert import HeadRunner
 
 pytestmark = pytest.mark.edge_side  # no TensorFlow: CI also runs it from the wheel on Python 3.13
@@ -34,7 +42,10 @@ def test_each_head_lasts_factor_times_its_median_native_time(monkeypatch: pytest
     fast, slow = FakeHead("a.tflite", 0.002), FakeHead("b.tflite", 0.005)
     took_fast = [timed(fast) for _ in range(CALIBRATION_RUNS)]
     took_slow = [timed(slow) for _ in range(5)]
-    assert 0.008 <= min(took_fast[5:]) and max(took_fast[5:]) < 0.02, took_fast
+    # every run lasts at least the target; the typical run not much more (one sleeper woken late on a
+    # loaded machine is not the emulation's error: the median, not the max, is held to the target)
+    assert 0.008 <= min(took_fast[5:]) and statistics.median(took_fast[5:]) < 0.012, took_fast
+    assert max(took_fast[5:]) < 0.04, took_fast
     assert 0.020 <= min(took_slow) < 0.035, took_slow
 
 
@@ -54,3 +65,164 @@ def test_factor_one_leaves_the_runner_alone(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(HeadRunner, "run", fake_run)
     emulate_slower_device(1.0)
     assert HeadRunner.run is fake_run
+
+
+# --------------------------------------------------------------------------- device-profile mode
+
+DOCUMENTED = "mobilenetv2-96-documented.json"
+SLOW = "mobilenetv2-96-slow125.toml"
+
+
+def device_file(tmp_path: Path, head_ms: dict[int, float], model: str = "hand") -> Path:
+    splits = [{"split": k, "wire_bytes": 100, "latency": {"median_ms": t, "p95_ms": t, "mean_ms": t, "std_ms": 0.0,
+                                                          "min_ms": t, "samples": 0}} for k, t in head_ms.items()]
+    path = tmp_path / "device.json"
+    path.write_text(json.dumps({"format": "splitpoint-profile", "schema_version": 1, "side": "edge",
+                                "bundle_digest": "sha256:x", "model_name": model, "device": {"device": "test board"},
+                                "splits": splits}))
+    return path
+
+
+def bundle_head(tmp_path: Path, k: int, seconds: float, model: str = "hand") -> FakeHead:
+    """A fake head at bundle/edge/head_<k>.tflite, in a bundle whose manifest names `model`."""
+    (tmp_path / "bundle" / "edge").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "bundle" / "manifest.json").write_text(json.dumps({"model": {"name": model}}))
+    return FakeHead(str(tmp_path / "bundle" / "edge" / f"head_{k}.tflite"), seconds)
+
+
+def test_device_mode_gives_each_split_its_time_from_the_file_whatever_the_native_speed(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(HeadRunner, "run", fake_run)
+    device = load_device(device_file(tmp_path, {1: 15.0, 3: 30.0}))
+    counter = OverrunCounter()
+    emulate_device(device, counter)
+    fast, slower_machine = bundle_head(tmp_path, 1, 0.002), bundle_head(tmp_path, 1, 0.008)
+    # the same file gives the same head time on a fast and on a 4x slower machine
+    for head in (fast, slower_machine):
+        took = [timed(head) for _ in range(3)]
+        assert 0.015 <= min(took) and max(took) < 0.035, took
+    took3 = timed(bundle_head(tmp_path, 3, 0.001))
+    assert 0.030 <= took3 < 0.050, took3
+    # interference on one run adds nothing while the native run stays under the target
+    fast.seconds = 0.010
+    assert 0.015 <= timed(fast) < 0.035
+    assert counter.take(device) == {"head_runs": 8, "too_slow": {}}
+
+
+def test_device_mode_says_when_the_native_run_is_already_slower_than_the_device(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(HeadRunner, "run", fake_run)
+    device = load_device(device_file(tmp_path, {2: 5.0}))
+    counter = OverrunCounter()
+    emulate_device(device, counter)
+    head = bundle_head(tmp_path, 2, 0.012)  # 12 ms natively, the device takes 5 ms: cannot be emulated
+    took = timed(head)
+    assert 0.012 <= took < 0.020, took  # its native time, no sleep added
+    head.seconds = 0.001
+    timed(head)
+    said = counter.take(device)
+    assert said["head_runs"] == 2
+    assert said["too_slow"]["2"]["slower_than_target"] == 1 and said["too_slow"]["2"]["runs"] == 2
+    assert said["too_slow"]["2"]["target_ms"] == 5.0 and said["too_slow"]["2"]["worst_native_ms"] >= 12.0
+    assert "cannot be emulated" in said["note"]
+    assert counter.take(device) == {"head_runs": 0, "too_slow": {}}  # counted afresh per command
+
+
+def test_device_mode_refuses_a_split_or_a_model_the_file_has_no_time_for(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(HeadRunner, "run", fake_run)
+    emulate_device(load_device(device_file(tmp_path, {1: 5.0, 3: 9.0})), OverrunCounter())
+    with pytest.raises(ConfigError, match=r"no head time for split 2 \(it has \[1, 3\]\)"):
+        timed(bundle_head(tmp_path, 2, 0.001))
+    with pytest.raises(ConfigError, match="cannot tell which split"):
+        timed(FakeHead(str(tmp_path / "model.tflite"), 0.001))
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(ConfigError, match="is a hand device file; this bundle is vgg16"):
+        timed(bundle_head(other, 1, 0.001, model="vgg16"))
+
+
+def test_split_of_head_reads_cpu_and_edgetpu_head_names() -> None:
+    assert split_of_head("/b/edge/head_17.tflite") == 17
+    assert split_of_head("/b/edge/head_8_edgetpu.tflite") == 8
+    assert split_of_head("/b/edge/tail_8.keras") is None
+
+
+def test_shipped_documented_device_reproduces_the_documented_figures() -> None:
+    """docs/benchmarks.md: profile medians head(8) = 14.91 ms, head(154) = 63.70 ms, all-edge about 77 ms."""
+    dev = load_device(shipped_device(DOCUMENTED))
+    assert dev.model_name == "mobilenetv2" and dev.how == "edge profile"
+    assert (dev.head_ms[8], dev.head_ms[154], dev.head_ms[155]) == (14.91, 63.70, 77.0)
+    measured = [0, 8, 17, 26, 53, 89, 115, 142, 150, 154, 155]
+    assert set(measured) <= set(dev.head_ms)
+    times = [dev.head_ms[k] for k in sorted(dev.head_ms)]
+    assert times == sorted(times)  # more of the network on the edge never takes less time
+
+
+def test_shipped_slow_device_is_the_documented_shape_at_125_ms() -> None:
+    slow, base = load_device(shipped_device(SLOW)), load_device(shipped_device(DOCUMENTED))
+    assert slow.head_ms[155] == pytest.approx(125.0)
+    assert set(slow.head_ms) == set(base.head_ms)
+    for k, t in base.head_ms.items():
+        assert slow.head_ms[k] == pytest.approx(t * 125.0 / 77.0, abs=1e-3)
+    assert "scaled from mobilenetv2-96-documented.json to all-edge 125 ms" in slow.how
+
+
+def test_scaling_file_resolves_its_shape_next_to_itself(tmp_path: Path) -> None:
+    device_file(tmp_path, {0: 0.0, 1: 2.0, 2: 4.0})
+    (tmp_path / "slow.toml").write_text('all_edge_ms = 40\nshape = "device.json"\n')
+    dev = load_device(tmp_path / "slow.toml")
+    assert dev.head_ms == {0: 0.0, 1: 20.0, 2: 40.0}
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ('shape = "device.json"\n', "all_edge_ms: is required"),
+    ('all_edge_ms = -3\nshape = "device.json"\n', "all_edge_ms = -3: must be a finite number of ms > 0"),
+    ('all_edge_ms = 50\n', "shape: is required"),
+    ('all_edge_ms = 50\nshape = "missing.json"\nx = 1\n', "x = 1: unknown key"),
+    ('all_edge_ms = 50\nshape = "missing.json"\n', "file not found"),
+    ('all_edge_ms = 50\nshape = \n', "not a readable TOML file"),
+])
+def test_bad_device_files_are_config_errors_naming_the_key(tmp_path: Path, text: str, match: str) -> None:
+    device_file(tmp_path, {1: 2.0})
+    (tmp_path / "bad.toml").write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_device(tmp_path / "bad.toml")
+    with pytest.raises(ConfigError, match="file not found"):
+        load_device(tmp_path / "nowhere.json")
+    with pytest.raises(ConfigError, match="no such shipped device file; shipped: .*mobilenetv2-96-documented.json"):
+        shipped_device("pi5.json")
+
+
+def worker(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "splitpoint.bench.edge_worker", *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_worker_with_a_bad_device_file_exits_2_naming_it(tmp_path: Path) -> None:
+    proc = worker("--device", str(tmp_path / "nowhere.toml"))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "nowhere.toml" in err and "file not found" in err and "Traceback" not in err
+    proc = worker("--device", str(shipped_device(SLOW)), "--slowdown", "2")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "not allowed with argument" in err
+
+
+def test_worker_ready_line_records_the_device(tmp_path: Path) -> None:
+    proc = worker("--device", str(shipped_device(SLOW)))
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        readable, _, _ = select.select([proc.stdout], [], [], 60)
+        assert readable, "no ready line from the worker within 60 s"
+        ready = json.loads(proc.stdout.readline())  # the worker writes whole lines
+        proc.stdin.write('{"quit": true}\n')
+        proc.stdin.close()
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert ready["event"] == "ready" and ready["slowdown"] == 1.0
+    emu = ready["emulation"]
+    assert emu["mode"] == "device" and emu["model_name"] == "mobilenetv2"
+    assert emu["head_ms"]["155"] == pytest.approx(125.0) and emu["path"].endswith(SLOW)

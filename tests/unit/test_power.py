@@ -520,3 +520,55 @@ def test_bad_battery_file(tmp_path: Path, content: str) -> None:
 def test_battery_file_not_written_yet(tmp_path: Path) -> None:
     percent, why = read_battery_percent(tmp_path / "battery")
     assert percent is None and str(tmp_path / "battery") in why
+
+
+# --------------------------------------------------------------------------- the shipped reference table
+
+
+def test_reference_power_table_loads_and_gives_the_cost_model_its_energy() -> None:
+    """The shipped Pi 4 + Coral + LTE table through the real loaders (PowerTable via the planner's
+    energy_model, the built-in lte radio model) and the cost model, on a case worked out by hand:
+    split 1, 10 ms head, 19,904 + 96 = 20,000 bytes at 5 Mbit/s = 32 ms, RTT 50 ms, tail 4 ms:
+        5.625 W x 10 ms + (438.39 x 5 + 1288.04) mW x 32 ms + 2.7 W x (50 + 4) ms = 313.41 mJ,
+    and all-edge (k = 2, 60 ms) 5.625 W x 60 ms = 337.5 mJ."""
+    from scheduler.cost import FRAME_OVERHEAD_BYTES, CostModel
+    from scheduler.link import LinkState
+    from scheduler.planner import energy_model
+    from scheduler.policy import PolicyConfig
+    from scheduler.profiles import Profile, SplitProfile, StageStats
+    from splitpoint.bench.device import REFERENCE_POWER_TABLE
+
+    table = PowerTable.load(REFERENCE_POWER_TABLE)
+    assert (table.idle_w, table.head_power(0), table.head_power(1), table.head_power(155)) == (2.7, 2.7, 5.625, 5.625)
+    assert "not metered" in table.source and "Huang" in table.source
+    text = REFERENCE_POWER_TABLE.read_text()
+    assert "NOT METERED" in text and "438.39" in text and "1288.04" in text  # the radio figures it relies on ...
+    assert RADIO_DEFAULTS["lte"].alpha_mw_per_mbps == 438.39 and RADIO_DEFAULTS["lte"].beta_mw == 1288.04  # ... are the built-in ones
+
+    def prof(side: str, ms: dict[int, float]) -> Profile:
+        return Profile(side, "sha256:t", "t", {}, {k: SplitProfile(k, 20_000 - FRAME_OVERHEAD_BYTES, StageStats.constant(t))
+                                                   for k, t in ms.items()})
+
+    edge = prof("edge", {0: 0.0, 1: 10.0, 2: 60.0})
+    energy = energy_model(PolicyConfig(power_table=str(REFERENCE_POWER_TABLE), link="lte"), edge)
+    assert energy is not None
+    cost = CostModel(edge, prof("cloud", {0: 6.0, 1: 4.0}), energy)
+    pred = cost.predict(1, LinkState(5e6, 50.0))
+    assert pred.transfer_ms == pytest.approx(32.0)
+    assert pred.energy_mj == pytest.approx(5.625 * 10 + (438.39 * 5 + 1288.04) / 1000 * 32 + 2.7 * 54)
+    assert pred.energy_mj == pytest.approx(313.41, abs=0.01)
+    assert cost.predict(2, LinkState(5e6, 50.0)).energy_mj == pytest.approx(337.5)
+
+
+def test_reference_files_are_package_data() -> None:
+    """The wheel ships them: pyproject's package-data covers the reference table and the device files."""
+    import tomllib
+
+    from splitpoint.bench.device import DATA_DIR, REFERENCE_POWER_TABLE
+
+    root = Path(__file__).resolve().parents[2]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["splitpoint"]
+    shipped = [REFERENCE_POWER_TABLE, *sorted((DATA_DIR / "devices").iterdir())]
+    for path in shipped:
+        rel = path.relative_to(DATA_DIR.parent)
+        assert any(rel.match(p) for p in patterns), (rel, patterns)
