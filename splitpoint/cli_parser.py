@@ -170,6 +170,10 @@ def build_parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
                                                 f"the --config TOML file (docs/configuration.md); flags override it.")
         p.add_argument("--config", metavar="FILE", help="TOML file; flags given here override it")
         p.add_argument("--print-config", action="store_true", help="print the effective config as TOML and exit")
+        if name == "edge":  # for programs that drive the agent (splitpoint bench); not a config key
+            p.add_argument("--events", metavar="FILE",
+                           help='append one JSON line per milestone here: {"event": "source-open", ...} when the '
+                                "frame source has opened, right before the first frame")
         cfg.add_arguments(p, cls)
     _add_profile(_command(sub, "profile", commands["profile"]))
     _add_policy(_command(sub, "policy", commands["policy"]), commands["policy"])
