@@ -263,10 +263,16 @@ def cmd_certs(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from splitpoint.bench.harness import options_from_args, run_bench
+    from splitpoint.bench.harness import run_bench
+    from splitpoint.bench.options import load_options
 
-    result = run_bench(options_from_args(args, sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == "bench" else []))
-    return 0 if result.get("complete") and not result.get("errors") else 1
+    opts = load_options(args)
+    if args.print_config:
+        print(cfg.to_toml(opts), end="")
+        return 0
+    opts.check_inputs()
+    result = run_bench(opts, sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == "bench" else [])
+    return 0 if result.complete and not result.errors else 1
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:

@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from scheduler.cost import bits, wire_bytes
+from splitpoint.bench.results import ConditionResult, TraceResult
 from splitpoint.traces import BandwidthTrace
 
 __all__ = ["Capacity", "ClairvoyantResult", "PathCost", "clairvoyant", "markdown_row", "measured_stage_times",
@@ -119,7 +121,7 @@ class Capacity:
         """The earliest t >= start_s with 8 * nbytes bits carried in [start_s, t] (inf: never)."""
         if nbytes <= 0:
             return start_s
-        target = self.bits_by(start_s) + nbytes * 8.0
+        target = self.bits_by(start_s) + bits(nbytes)
         i = bisect.bisect_left(self._cum, target) - 1    # the segment in which cum reaches target
         if i >= len(self._cum) - 1 or i < 0:
             i = len(self._cum) - 1
@@ -220,9 +222,9 @@ def clairvoyant(paths: list[PathCost], capacity: Capacity, fps: float, frames: i
 
 
 def paths_from_profiles(splits: list[int], num_layers: int, head_ms: dict[int, float], tail_ms: dict[int, float],
-                        wire_bytes: dict[int, int], overhead_bytes: int,
+                        tensor_bytes: dict[int, int],
                         queue_ms: dict[int, float] | None = None) -> list[PathCost]:
-    """Paths from the bench's measured per-split times; splits no other beats in head, bytes and
+    """Paths from the bench's measured per-split times (bytes on the wire as the cost model counts them); splits no other beats in head, bytes and
     server time only (a dominated split can never be the better choice for any frame)."""
     queue_ms = queue_ms or {}
     paths = []
@@ -230,7 +232,7 @@ def paths_from_profiles(splits: list[int], num_layers: int, head_ms: dict[int, f
         if k == num_layers:
             paths.append(PathCost(k, head_ms.get(k, 0.0)))
         else:
-            paths.append(PathCost(k, head_ms.get(k, 0.0), wire_bytes[k] + overhead_bytes,
+            paths.append(PathCost(k, head_ms.get(k, 0.0), wire_bytes(tensor_bytes[k]),
                                   tail_ms.get(k, 0.0) + queue_ms.get(k, 0.0)))
     remote = [p for p in paths if not p.local]
     kept = [p for p in paths if p.local or not any(
@@ -253,7 +255,7 @@ def trace_bound(trace: BandwidthTrace, paths: list[PathCost], fps: float, frames
     return out
 
 
-def measured_stage_times(conditions: list[dict[str, Any]], num_layers: int, edge_ms: dict[int, float],
+def measured_stage_times(conditions: list[ConditionResult], num_layers: int, edge_ms: dict[int, float],
                          cloud_ms: dict[int, float]) -> tuple[dict[int, float], dict[int, float], dict[int, float]]:
     """(head, tail, server queue) per split, in ms: the median over the bench's conditions of each
     fixed run's stage medians (the edge's time is "local" for k = K); a split no condition ran
@@ -261,8 +263,8 @@ def measured_stage_times(conditions: list[dict[str, Any]], num_layers: int, edge
     head, tail, queue = dict(edge_ms), dict(cloud_ms), {}
     seen: dict[int, dict[str, list[float]]] = {}
     for cond in conditions:
-        for key, run in (cond.get("fixed") or {}).items():
-            stages = run.get("stages_median_ms") or {}
+        for key, run in cond.fixed.items():
+            stages = run.stages_median_ms
             for stage in ("head", "local", "server_queue", "server_compute"):
                 if stages.get(stage) is not None:
                     seen.setdefault(int(key), {}).setdefault(stage, []).append(float(stages[stage]))
@@ -277,9 +279,9 @@ def measured_stage_times(conditions: list[dict[str, Any]], num_layers: int, edge
     return head, tail, queue
 
 
-def markdown_row(entry: dict[str, Any]) -> list[str]:
+def markdown_row(entry: TraceResult) -> list[str]:
     """The clairvoyant line of a trace table (same columns as the runs) and the regret."""
-    cv = entry.get("clairvoyant")
+    cv = entry.clairvoyant
     if not cv:
         return []
     if cv.get("error"):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
 from splitpoint.bench.edge_worker import CALIBRATION_RUNS, emulate_slower_device
+from splitpoint.bench.worker_client import SourceOpenWatch
 from splitpoint.runtime.litert import HeadRunner
 
 pytestmark = pytest.mark.edge_side  # no TensorFlow: CI also runs it from the wheel on Python 3.13
@@ -54,3 +56,27 @@ def test_factor_one_leaves_the_runner_alone(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(HeadRunner, "run", fake_run)
     emulate_slower_device(1.0)
     assert HeadRunner.run is fake_run
+
+
+def test_the_source_open_watch_fires_once_on_a_complete_line_only(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    fired: list[int] = []
+    watch = SourceOpenWatch(events, lambda: fired.append(1))
+    watch.poll()  # no file yet: nothing
+    with open(events, "a") as fh:
+        fh.write('not json\n{"event": "other"}\n{"event": "source-open", "t_unix_ns": 1')  # the line is unfinished
+    watch.poll()
+    assert fired == [] and not watch.synced
+    with open(events, "a") as fh:
+        fh.write('}\n{"event": "source-open", "t_unix_ns": 2}\n')
+    watch.poll()
+    watch.poll()
+    assert fired == [1] and watch.opened == {"event": "source-open", "t_unix_ns": 1}
+
+
+def test_a_log_line_that_looks_like_the_old_mark_does_not_start_the_trace(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text("12:00:00 INFO edge_node.sources: frame source: synthetic:3\n")
+    fired: list[int] = []
+    SourceOpenWatch(events, lambda: fired.append(1)).poll()
+    assert fired == []
