@@ -266,8 +266,9 @@ def measured_stage_times(conditions: list[ConditionResult], num_layers: int, edg
         for key, run in cond.fixed.items():
             stages = run.stages_median_ms
             for stage in ("head", "local", "server_queue", "server_compute"):
-                if stages.get(stage) is not None:
-                    seen.setdefault(int(key), {}).setdefault(stage, []).append(float(stages[stage]))
+                value = stages.get(stage)
+                if value is not None:
+                    seen.setdefault(int(key), {}).setdefault(stage, []).append(float(value))
     for k, st in seen.items():
         edge = st.get("local" if k == num_layers else "head")
         if edge:

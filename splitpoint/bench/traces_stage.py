@@ -130,9 +130,9 @@ def _summarise(entry: TraceResult) -> None:
     entry.best_fixed_mean_ms = fixed[best].mean_ms
     entry.best_fixed_p95_ms = fixed[best].p95_ms
     entry.best_fixed_misses = fixed[best].deadline_misses
-    a = entry.runs.get("adaptive")
-    if a is not None and a.mean_ms and fixed[best].mean_ms:
-        entry.adaptive_over_best_fixed = rnd(a.mean_ms / fixed[best].mean_ms, 4)
+    a, best_mean = entry.runs.get("adaptive"), fixed[best].mean_ms
+    if a is not None and a.mean_ms and best_mean:
+        entry.adaptive_over_best_fixed = rnd(a.mean_ms / best_mean, 4)
 
 
 def _clairvoyant(b: Bench, trace: Any, entry: TraceResult) -> dict[str, Any]:
