@@ -49,7 +49,8 @@ def main(argv: list[str]) -> int:
     names: list[str] = []
     for _, r in runs:
         for t in r.targets:
-            key = t.name.split(" (")[0] if t.name.startswith(("throughput", "goodput", "added")) else t.name
+            # one row per throughput split, goodput, added cost and trace file (its slices and RTTs in one cell)
+            key = t.name.split(" (")[0] if t.name.startswith(("throughput", "goodput", "added", "trace")) else t.name
             if key not in names:
                 names.append(key)
     out.append("| target | " + " | ".join(f"[{run['title']}](#{anchor(run['title'])})" for run, _ in runs) + " |")

@@ -27,13 +27,15 @@ DEFAULT_RTTS_MS = (10.0, 50.0, 150.0)
 #: the smoke run's conditions (Mbps x RTT ms): 50 and 2 Mbps at 50 ms, also the step change's two rates
 SMOKE_BANDWIDTHS_MBPS = (50.0, 2.0)
 SMOKE_RTTS_MS = (50.0,)
-DEFAULT_TRACES = ("Verizon-LTE-short.up", "ATT-LTE-driving-2016.up")
+#: the smoke run's trace; by default every *.up file of the traces directory is replayed
+SMOKE_TRACE = "Verizon-LTE-short.up"
+DEFAULT_TRACE_RTTS_MS = (10.0, 50.0)
 STAGES = ("conditions", "step", "traces", "throughput", "overhead")
 
 #: what --smoke changes (explicit flags and TOML keys still win): small and quick, for CI
 SMOKE_VALUES: dict[str, Any] = {
     "bandwidths": list(SMOKE_BANDWIDTHS_MBPS), "rtts": list(SMOKE_RTTS_MS), "frames": 6, "warmup": 2,
-    "adaptive_frames": 12, "trace_seconds": 1.5, "traces": [DEFAULT_TRACES[0]], "step_frames": 8,
+    "adaptive_frames": 12, "trace_seconds": 1.5, "traces": [SMOKE_TRACE], "trace_rtt": [50.0], "step_frames": 8,
     "step_fps": 20.0, "tp_frames": 40, "overhead_frames": 100, "profile_runs": 10,
 }
 
@@ -78,11 +80,15 @@ class BenchOptions:
     overhead_frames: int = option(300, "frames per path of the overhead measurement", group=L)
     traces_dir: str | None = option(None, "directory of Mahimahi traces (default ../shared/data/traces beside the "
                                           "repository)", group=T)
-    traces: list[str] = option(help="trace files to replay (default Verizon-LTE-short.up,ATT-LTE-driving-2016.up)",
-                               default_factory=lambda: list(DEFAULT_TRACES), group=T)
-    trace_seconds: float = option(20.0, "replay the first this many seconds of each trace", group=T)
+    traces: list[str] = option(help="trace files to replay (default: every *.up file in the traces directory)",
+                               default_factory=list, group=T)
+    trace_seconds: float = option(20.0, "replay this many seconds of each trace (each slice)", group=T)
+    trace_long_s: float = option(300.0, "a trace longer than this many seconds is replayed in several slices",
+                                 group=T)
+    trace_slices: int = option(3, "slices of a long trace, at offsets spread from its start to its end", group=T)
     trace_fps: float = option(10.0, "camera rate of the trace runs", group=T)
-    trace_rtt: float = option(50.0, "RTT during the trace runs, ms", group=T)
+    trace_rtt: list[float] = option(help="RTTs of the trace runs in ms, each trace (slice) at each (default 10,50)",
+                                    default_factory=lambda: list(DEFAULT_TRACE_RTTS_MS), group=T)
     deadline_ms: float | None = option(None, "deadline of a trace frame (default one frame interval)", group=T)
     edge_cpu: int | None = option(None, "CPU the edge worker is pinned to (default: the last allowed one)", group=E)
     edge_slowdown: float = option(1.0, "emulate an edge device this many times slower than the worker's core: each "
@@ -105,6 +111,8 @@ class BenchOptions:
         for key, values in (("bandwidths", self.bandwidths), ("rtts", self.rtts), ("step_rates", self.step_rates)):
             if not values or any(not (v > 0 and math.isfinite(v)) for v in values):
                 raise ConfigError(key, values, "expected positive numbers, e.g. 1,2,5")
+        if not self.trace_rtt or any(not (v >= 0 and math.isfinite(v)) for v in self.trace_rtt):
+            raise ConfigError("trace_rtt", self.trace_rtt, "expected RTTs in ms, 0 or more, e.g. 10,50")
         if len(self.step_rates) != 2:
             raise ConfigError("step_rates", self.step_rates, "expected two rates: high, low")
         bad = sorted(set(self.skip) - set(STAGES))
@@ -115,17 +123,17 @@ class BenchOptions:
             raise ConfigError("edge_slowdown", self.edge_slowdown, "expected a factor from 1 (native) to 10000")
         if self.frames < 1 or self.adaptive_frames < 2 or self.warmup < 0:
             raise ConfigError("frames", self.frames, "need frames >= 1, adaptive_frames >= 2, warmup >= 0")
-        for key in ("step_frames", "tp_frames", "tp_window", "overhead_frames", "profile_runs"):
+        for key in ("step_frames", "tp_frames", "tp_window", "overhead_frames", "profile_runs", "trace_slices"):
             if getattr(self, key) < 1:
                 raise ConfigError(key, getattr(self, key), "expected a positive integer")
-        for key in ("max_frame_s", "trace_seconds", "trace_fps", "step_fps", "tp_bandwidth"):
+        for key in ("max_frame_s", "trace_seconds", "trace_long_s", "trace_fps", "step_fps", "tp_bandwidth"):
             v = getattr(self, key)
             if not (v > 0 and math.isfinite(v)):
                 raise ConfigError(key, v, "expected a positive number")
         if self.deadline_ms is not None and not self.deadline_ms > 0:
             raise ConfigError("deadline_ms", self.deadline_ms, "expected a positive number of ms")
-        if self.warm_tails < 0 or self.step_rtt < 0 or self.trace_rtt < 0:
-            raise ConfigError("warm_tails", self.warm_tails, "warm_tails, step_rtt and trace_rtt must be >= 0")
+        if self.warm_tails < 0 or self.step_rtt < 0:
+            raise ConfigError("warm_tails", self.warm_tails, "warm_tails and step_rtt must be >= 0")
 
     # ------------------------------------------------------------------ derived values
 
@@ -149,6 +157,12 @@ class BenchOptions:
 
     def traces_path(self) -> Path:
         return Path(self.traces_dir) if self.traces_dir else default_traces_dir()
+
+    def trace_names(self) -> list[str]:
+        """The traces to replay: --traces, or every *.up file of the traces directory (sorted)."""
+        if self.traces:
+            return list(self.traces)
+        return sorted(p.name for p in self.traces_path().glob("*.up"))
 
     def check_inputs(self) -> None:
         """What the file system must offer before a run starts (not checked by --print-config)."""

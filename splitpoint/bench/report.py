@@ -138,22 +138,23 @@ def evaluate_targets(r: BenchResult) -> list[Target]:
                           ", ".join(str(c.switches) for c in chs), worst_sw <= SWITCHES_PER_STEP_MAX,
                           "" if worst_sw <= SWITCHES_PER_STEP_MAX else f"{worst_sw - SWITCHES_PER_STEP_MAX} extra"))
     for tr in r.traces or []:
+        name = f"trace {tr.trace}" + ("" if tr.error else f" ({tr.slice_label}, RTT {tr.rtt_ms:g} ms)")
         ratio = tr.adaptive_over_best_fixed
         a = tr.runs.get("adaptive")
         if ratio is None or a is None:
-            out.append(_t(f"trace {tr.trace}", f"adaptive mean <= {TRACE_RATIO_MAX} x best fixed",
+            out.append(_t(name, f"adaptive mean <= {TRACE_RATIO_MAX} x best fixed",
                           tr.error or "not measured", None))
             continue
         best_run = tr.runs.get(tr.best_fixed or "")
         best_k = best_run.split if best_run is not None else None
         if a.splits and set(a.splits) == {best_k}:
             # Two runs of the same split: their ratio is run-to-run noise, not adaptation.
-            out.append(_t(f"trace {tr.trace}", f"adaptive mean <= {TRACE_RATIO_MAX} x best fixed in hindsight",
+            out.append(_t(name, f"adaptive mean <= {TRACE_RATIO_MAX} x best fixed in hindsight",
                           f"not tested: the agent ran the best fixed split k={best_k} on every frame "
                           f"({a.mean_ms:.1f} ms vs {tr.best_fixed_mean_ms:.1f} ms = {ratio:.3f}x is noise "
                           "between two runs of one split); no split change could beat it on this trace", None))
             continue
-        out.append(_t(f"trace {tr.trace}", f"adaptive mean <= {TRACE_RATIO_MAX} x best fixed in hindsight",
+        out.append(_t(name, f"adaptive mean <= {TRACE_RATIO_MAX} x best fixed in hindsight",
                       f"{a.mean_ms:.1f} ms vs {tr.best_fixed} {tr.best_fixed_mean_ms:.1f} ms = {ratio:.3f}x",
                       ratio <= TRACE_RATIO_MAX,
                       "" if ratio <= TRACE_RATIO_MAX else f"{(ratio - TRACE_RATIO_MAX) * 100:.1f} pts over "

@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from splitpoint.bench import clairvoyant
-from splitpoint.bench.results import BenchResult, ConditionResult, FixedRun, TraceResult
+from splitpoint.bench.results import (
+    PEER_RULES,
+    BenchResult,
+    ConditionResult,
+    FixedRun,
+    TraceResult,
+    TraceRunResult,
+)
 
 
 def _f(x: Any, nd: int = 1) -> str:
@@ -26,6 +33,8 @@ def render_markdown(r: BenchResult) -> str:
     if r.conditions:
         lines += _conditions(r.conditions)
     lines += _step(r)
+    if r.traces:
+        lines += _trace_summary(r.traces)
     for tr in r.traces or []:
         lines += _trace(tr)
     lines += _throughput(r)
@@ -130,10 +139,46 @@ def _step(r: BenchResult) -> list[str]:
     return lines
 
 
+def _mpm(mean: float | None, p95: float | None, misses: int | None, counted: int | None) -> str:
+    """mean / p95 ms, misses/frames: one cell of the trace summary."""
+    if mean is None:
+        return "-"
+    return f"{_f(mean, 1)} / {_f(p95, 1)}, {_f(misses)}/{_f(counted)}"
+
+
+def _run_cell(run: TraceRunResult | None) -> str:
+    return "-" if run is None or run.skipped else _mpm(run.mean_ms, run.p95_ms, run.deadline_misses, run.counted_frames)
+
+
+def _trace_summary(traces: list[TraceResult]) -> list[str]:
+    """Every trace run in one table: adaptive, best fixed, the peers' rules, the clairvoyant bound."""
+    peers = list(PEER_RULES)
+    lines = ["### Traces: summary (mean / p95 ms, deadline misses / frames)", "",
+             "| trace | slice | RTT | adaptive | best fixed | " + " | ".join(peers)
+             + " | clairvoyant | adaptive / best fixed | adaptive / clairvoyant |",
+             "| --- | --- | ---: |" + " ---: |" * (len(peers) + 5)]
+    for tr in traces:
+        if tr.error:
+            lines.append(f"| {tr.trace} | - | - | {tr.error} |" + " |" * (len(peers) + 4))
+            continue
+        best = tr.runs.get(tr.best_fixed or "")
+        cv = tr.clairvoyant
+        counted = cv.get("frames")
+        lines.append(f"| {tr.trace} | {tr.slice_label} | {tr.rtt_ms:g} ms | {_run_cell(tr.runs.get('adaptive'))} | "
+                     + (f"{tr.best_fixed}: {_run_cell(best)}" if best is not None else "-") + " | "
+                     + " | ".join(_run_cell(tr.runs.get(p)) for p in peers) + " | "
+                     + ("-" if cv.get("error") or not cv else _mpm(cv.get("mean_ms"), cv.get("p95_ms"),
+                                                                   cv.get("deadline_misses"), counted))
+                     + f" | {_f(tr.adaptive_over_best_fixed, 3)} | {_f(cv.get('adaptive_over_clairvoyant'), 3)} |")
+    lines += ["", "Peers' rules: " + "; ".join(f"**{k}**: {v}" for k, v in PEER_RULES.items())
+              + " (- where the run did not include them).", ""]
+    return lines
+
+
 def _trace(tr: TraceResult) -> list[str]:
     if tr.error:
         return [f"### Trace {tr.trace}: {tr.error}", ""]
-    lines = [f"### Trace {tr.trace}: first {tr.seconds:g} s (mean {tr.slice_mean_mbps} Mbps), "
+    lines = [f"### Trace {tr.trace}: {tr.slice_label} (mean {tr.slice_mean_mbps} Mbps), "
              f"{tr.fps:g} fps, RTT {tr.rtt_ms:g} ms, deadline {tr.deadline_ms:g} ms", "",
              "| run | frames | mean ms | median ms | p95 ms | deadline misses | fallbacks | run time s |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]

@@ -184,10 +184,24 @@ class TraceRunResult:
     skipped: str | None = None
 
 
+#: runs of a trace labelled with a peer's rule (splitpoint/bench/peers.py picks the split; the trace
+#: stage runs it fixed), and how the report names them: after the rule, not the project
+PEER_RULES = {
+    "rule: start-up bandwidth": "one split from latency predictions at the bandwidth measured at start-up, kept "
+                                "(Neurosurgeon's rule)",
+    "rule: deadline, nominal bandwidth": "the lowest-energy split whose profiled latency at a nominal bandwidth "
+                                         "meets the deadline (SPLINTER's per-request pick)",
+}
+
+
 @dataclass
 class TraceResult:
+    """One replay of a trace slice at one RTT: the adaptive agent, every fixed split, the bound."""
+
     trace: str = ""
     path: str = ""
+    offset_s: float = 0.0        # where in the trace the slice starts (long traces are replayed in slices)
+    trace_duration_s: float | None = None
     seconds: float = 0.0
     fps: float = 0.0
     frames: int = 0
@@ -197,7 +211,7 @@ class TraceResult:
     trace_mean_mbps: float | None = None
     slice_mean_mbps: float | None = None
     slice_rates_mbps: list[float | None] = field(default_factory=list)
-    runs: dict[str, TraceRunResult] = field(default_factory=dict)   # "adaptive", "k=3", ...
+    runs: dict[str, TraceRunResult] = field(default_factory=dict)   # "adaptive", "k=3", a PEER_RULES key
     best_fixed: str | None = None
     best_fixed_mean_ms: float | None = None
     best_fixed_p95_ms: float | None = None
@@ -206,6 +220,10 @@ class TraceResult:
     #: splitpoint.bench.clairvoyant.trace_bound's answer (its own record: kind, mean, regret, paths)
     clairvoyant: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+
+    @property
+    def slice_label(self) -> str:
+        return f"{self.offset_s:g}-{self.offset_s + self.seconds:g} s"
 
 
 @dataclass

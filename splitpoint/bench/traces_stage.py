@@ -1,6 +1,8 @@
 """Stage `traces`: real cellular uplink traces, frames paced like a camera; adaptive vs every fixed split.
 
-Each run replays the same slice of the trace: the link gets the trace when the run starts and
+Which runs: every trace of --traces (default: every *.up file of the traces directory); a trace
+longer than --trace-long-s in --trace-slices slices at offsets spread over it (a slice is the
+trace rotated to start at its offset); each slice at every RTT of --trace-rtt. Each run replays the same slice of the trace: the link gets the trace when the run starts and
 gets it again, from its t = 0, when the agent signals (`splitpoint edge --events`, line
 `source-open`) that its frame source has opened, right before its first frame. So every run,
 fixed or adaptive, meets the same capacity at the same frame whatever its start-up took.
@@ -21,23 +23,49 @@ import numpy as np
 from splitpoint.bench.results import TraceResult, TraceRunResult
 from splitpoint.bench.stats import completion_ns, count_switches, latency_stats, ok_records, rnd
 from splitpoint.bench.worker_client import RunOutcome, SourceOpenWatch
+from splitpoint.traces import BandwidthTrace
 
 if TYPE_CHECKING:
     from splitpoint.bench.harness import Bench
+
+
+def slice_offsets(duration_s: float, seconds: float, long_s: float, slices: int) -> list[float]:
+    """Where the replayed slices start: 0 for a trace up to `long_s` long; else `slices` offsets
+    spread evenly from its start to its end (the last slice ends where the trace ends)."""
+    if duration_s <= long_s or slices <= 1 or duration_s <= seconds:
+        return [0.0]
+    span = duration_s - seconds
+    return [round(span * i / (slices - 1), 3) for i in range(slices)]
+
+
+def rotated(trace: BandwidthTrace, offset_s: float) -> BandwidthTrace:
+    """The trace as seen from `offset_s` on (a repeating trace wraps around): t = 0 is offset_s."""
+    if offset_s <= 0:
+        return trace
+    starts, rates = [0.0], [trace.rate_bps(offset_s)]
+    segs = trace.segments
+    starts += [s - offset_s for s, _ in segs if s > offset_s]
+    rates += [r for s, r in segs if s > offset_s]
+    if not trace.repeat:
+        return BandwidthTrace(starts, rates, repeat=False, name=f"{trace.name}@{offset_s:g}s")
+    tail = trace.duration_s - offset_s
+    starts += [tail + s for s, _ in segs if s < offset_s]
+    rates += [r for s, r in segs if s < offset_s]
+    return BandwidthTrace(starts, rates, duration_s=trace.duration_s, repeat=True, name=f"{trace.name}@{offset_s:g}s")
 
 
 def run(b: Bench) -> None:
     from splitpoint.traces import load_trace
 
     tdir = b.opts.traces_path()
-    fps = b.opts.trace_fps
-    seconds = b.opts.trace_seconds
-    deadline = b.opts.deadline_ms or 1000.0 / fps
-    rtt = b.opts.trace_rtt
-    n = max(2, int(round(seconds * fps)))
-    warm = min(b.opts.warmup, n // 4)
+    names = b.opts.trace_names()
     b.result.traces = []
-    for name in b.opts.traces:
+    if not names:
+        msg = f"no *.up traces in {tdir} (--traces-dir, --traces)"
+        b.say("  " + msg)
+        b.error(msg)
+        return
+    for name in names:
         path = tdir / name
         if not path.exists():
             msg = f"trace {path} not found (--traces-dir)"
@@ -45,44 +73,59 @@ def run(b: Bench) -> None:
             b.error(msg)
             b.result.traces.append(TraceResult(trace=name, error=msg))
             continue
-        trace = load_trace(path)
-        mean_mbps = trace.mean_bps / 1e6
-        slice_rate = trace.bits_between(0, seconds) / seconds / 1e6
-        b.say(f"trace {name}: first {seconds:g} s (mean {slice_rate:.2f} Mbps; whole trace {mean_mbps:.2f}), "
-              f"{fps:g} fps, RTT {rtt:g} ms, deadline {deadline:g} ms: adaptive + {len(b.splits)} fixed splits ...")
-        entry = TraceResult(trace=name, path=str(path), seconds=seconds, fps=fps, frames=n, warmup=warm, rtt_ms=rtt,
-                            deadline_ms=deadline, trace_mean_mbps=rnd(mean_mbps), slice_mean_mbps=rnd(slice_rate),
-                            slice_rates_mbps=[rnd(trace.bits_between(t, t + 0.5) / 0.5 / 1e6)
-                                              for t in np.arange(0, seconds, 0.5)])
-        for label, k in [("adaptive", None)] + [(f"k={k}", k) for k in b.splits]:
-            if k is not None and k != b.K:
-                wire_ms = b.wire_ms(k, max(slice_rate, 1e-6))
-                if wire_ms > b.opts.max_frame_s * 1000:
-                    entry.runs[label] = TraceRunResult(split=k, skipped=f"wire time at the slice's mean rate "
-                                                                        f"{wire_ms / 1000:.1f} s > --max-frame-s "
-                                                                        f"{b.opts.max_frame_s:g}")
-                    continue
-            entry.runs[label] = _one_run(b, trace, name, label, k, n, warm, deadline, slice_rate)
-            b.save()
-        _summarise(entry)
-        entry.clairvoyant = _clairvoyant(b, trace, entry)
-        b.result.traces.append(entry)
+        whole = load_trace(path)
+        for offset in slice_offsets(whole.duration_s, b.opts.trace_seconds, b.opts.trace_long_s, b.opts.trace_slices):
+            for rtt in b.opts.trace_rtt:
+                entry = replay(b, whole, path, offset, rtt)
+                b.result.traces.append(entry)
+                b.save()
+
+
+def replay(b: Bench, whole: BandwidthTrace, path: Path, offset: float, rtt: float) -> TraceResult:
+    """The adaptive agent and every fixed split over one slice of a trace at one RTT; the bound."""
+    fps, seconds = b.opts.trace_fps, b.opts.trace_seconds
+    deadline = b.opts.deadline_ms or 1000.0 / fps
+    n = max(2, int(round(seconds * fps)))
+    warm = min(b.opts.warmup, n // 4)
+    trace = rotated(whole, offset)
+    slice_rate = trace.bits_between(0, seconds) / seconds / 1e6
+    entry = TraceResult(trace=path.name, path=str(path), offset_s=offset, trace_duration_s=rnd(whole.duration_s),
+                        seconds=seconds, fps=fps, frames=n, warmup=warm, rtt_ms=rtt, deadline_ms=deadline,
+                        trace_mean_mbps=rnd(whole.mean_bps / 1e6), slice_mean_mbps=rnd(slice_rate),
+                        slice_rates_mbps=[rnd(trace.bits_between(t, t + 0.5) / 0.5 / 1e6)
+                                          for t in np.arange(0, seconds, 0.5)])
+    b.say(f"trace {path.name}: {entry.slice_label} (mean {slice_rate:.2f} Mbps; whole trace "
+          f"{whole.mean_bps / 1e6:.2f}), {fps:g} fps, RTT {rtt:g} ms, deadline {deadline:g} ms: adaptive + "
+          f"{len(b.splits)} fixed splits ...")
+    tag = f"{path.stem}-{offset:g}s-{rtt:g}ms"
+    for label, k in [("adaptive", None)] + [(f"k={k}", k) for k in b.splits]:
+        if k is not None and k != b.K:
+            wire_ms = b.wire_ms(k, max(slice_rate, 1e-6))
+            if wire_ms > b.opts.max_frame_s * 1000:
+                entry.runs[label] = TraceRunResult(split=k, skipped=f"wire time at the slice's mean rate "
+                                                                    f"{wire_ms / 1000:.1f} s > --max-frame-s "
+                                                                    f"{b.opts.max_frame_s:g}")
+                continue
+        entry.runs[label] = _one_run(b, trace, tag, label, k, n, warm, deadline, slice_rate, rtt)
         b.save()
-        a = entry.runs.get("adaptive") or TraceRunResult()
-        cv = entry.clairvoyant
-        b.say(f"  adaptive mean {a.mean_ms} ms p95 {a.p95_ms} ms misses {a.deadline_misses}; best fixed "
-              f"{entry.best_fixed} mean {entry.best_fixed_mean_ms} ms; ratio {entry.adaptive_over_best_fixed}; "
-              f"clairvoyant ({cv.get('kind', cv.get('error'))}) mean {cv.get('mean_ms')} ms, "
-              f"adaptive/clairvoyant {cv.get('adaptive_over_clairvoyant')}")
+    _summarise(entry)
+    entry.clairvoyant = _clairvoyant(b, trace, entry)
+    a = entry.runs.get("adaptive") or TraceRunResult()
+    cv = entry.clairvoyant
+    b.say(f"  adaptive mean {a.mean_ms} ms p95 {a.p95_ms} ms misses {a.deadline_misses}; best fixed "
+          f"{entry.best_fixed} mean {entry.best_fixed_mean_ms} ms; ratio {entry.adaptive_over_best_fixed}; "
+          f"clairvoyant ({cv.get('kind', cv.get('error'))}) mean {cv.get('mean_ms')} ms, "
+          f"adaptive/clairvoyant {cv.get('adaptive_over_clairvoyant')}")
+    return entry
 
 
-def _one_run(b: Bench, trace: Any, name: str, label: str, k: int | None, n: int, warm: int, deadline: float,
-             slice_rate: float) -> TraceRunResult:
-    fps, rtt = b.opts.trace_fps, b.opts.trace_rtt
+def _one_run(b: Bench, trace: BandwidthTrace, tag: str, label: str, k: int | None, n: int, warm: int,
+             deadline: float, slice_rate: float, rtt: float) -> TraceRunResult:
+    fps = b.opts.trace_fps
     extra = ["--mode", "latency", "--fps", str(fps)]
     extra += b.adaptive_flags() if k is None else ["--split", str(k)]
     per = b.predict_ms(k if k is not None else 0, max(slice_rate, 0.2), rtt)
-    run_name = f"trace-{Path(name).stem}-{label.replace('=', '')}"
+    run_name = f"trace-{tag}-{label.replace('=', '')}"
     events = b.runs_dir / f"{run_name}-{time.time_ns()}.events.jsonl"
     b.set_link(None, rtt, trace)
     # a trace given to set_uplink starts at its own t = 0: given again when the agent's source opens
@@ -122,7 +165,7 @@ def trace_stats(out: RunOutcome, k: int | None, warm: int, deadline: float, t_se
 
 
 def _summarise(entry: TraceResult) -> None:
-    fixed = {lbl: r for lbl, r in entry.runs.items() if lbl != "adaptive" and r.mean_ms is not None}
+    fixed = {lbl: r for lbl, r in entry.runs.items() if lbl.startswith("k=") and r.mean_ms is not None}
     if not fixed:
         return
     best = min(fixed, key=lambda lbl: fixed[lbl].mean_ms or 0.0)
