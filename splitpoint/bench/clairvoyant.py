@@ -30,12 +30,11 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from scheduler.cost import bits, wire_bytes
-from splitpoint.bench.results import ConditionResult, TraceResult
+from splitpoint.bench.results import BoundPath, ClairvoyantBound, ConditionResult, TraceResult
 from splitpoint.traces import BandwidthTrace
 
 __all__ = ["Capacity", "ClairvoyantResult", "PathCost", "clairvoyant", "markdown_row", "measured_stage_times",
@@ -73,14 +72,16 @@ class ClairvoyantResult:
     max_front: int = 0
     warmup: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
+    def record(self) -> ClairvoyantBound:
+        """The bench's record of the result (splitpoint.bench.results)."""
         counts: dict[str, int] = {}  # over the counted frames, like `frames` and the mean
         for k in self.splits[self.warmup:]:
             counts[str(k)] = counts.get(str(k), 0) + 1
-        return {"mean_ms": round(self.mean_ms, 3), "p95_ms": None if self.p95_ms is None else round(self.p95_ms, 3),
-                "deadline_misses": self.deadline_misses, "frames": self.frames,
-                "kind": "exact optimum" if self.exact else "lower bound", "exact": self.exact,
-                "split_counts": dict(sorted(counts.items(), key=lambda kv: int(kv[0]))), "max_front": self.max_front}
+        return ClairvoyantBound(mean_ms=round(self.mean_ms, 3), p95_ms=None if self.p95_ms is None else round(self.p95_ms, 3),
+                                deadline_misses=self.deadline_misses, frames=self.frames,
+                                kind="exact optimum" if self.exact else "lower bound", exact=self.exact,
+                                split_counts=dict(sorted(counts.items(), key=lambda kv: int(kv[0]))),
+                                max_front=self.max_front)
 
 
 class Capacity:
@@ -243,15 +244,14 @@ def paths_from_profiles(splits: list[int], num_layers: int, head_ms: dict[int, f
 
 
 def trace_bound(trace: BandwidthTrace, paths: list[PathCost], fps: float, frames: int, rtt_ms: float,
-                warmup: int, deadline_ms: float | None, adaptive_mean_ms: float | None = None) -> dict[str, Any]:
-    """The bound of one trace run as the bench's JSON: the result, what it assumed, the regret."""
+                warmup: int, deadline_ms: float | None, adaptive_mean_ms: float | None = None) -> ClairvoyantBound:
+    """The bound of one trace run as the bench records it: the result, what it assumed, the regret."""
     horizon = frames / fps + 600.0   # room for a backlog to drain on a slow trace
     res = clairvoyant(paths, Capacity(trace, horizon), fps, frames, rtt_ms, warmup, deadline_ms)
-    out = res.to_dict()
-    out["paths"] = [{"split": p.split, "head_ms": round(p.head_ms, 3), "wire_bytes": p.wire_bytes,
-                     "server_ms": round(p.server_ms, 3)} for p in paths]
+    out = res.record()
+    out.paths = [BoundPath(p.split, round(p.head_ms, 3), p.wire_bytes, round(p.server_ms, 3)) for p in paths]
     if adaptive_mean_ms and res.mean_ms > 0:
-        out["adaptive_over_clairvoyant"] = round(adaptive_mean_ms / res.mean_ms, 4)
+        out.adaptive_over_clairvoyant = round(adaptive_mean_ms / res.mean_ms, 4)
     return out
 
 
@@ -283,15 +283,15 @@ def measured_stage_times(conditions: list[ConditionResult], num_layers: int, edg
 def markdown_row(entry: TraceResult) -> list[str]:
     """The clairvoyant line of a trace table (same columns as the runs) and the regret."""
     cv = entry.clairvoyant
-    if not cv:
+    if cv is None:
         return []
-    if cv.get("error"):
-        return [f"| clairvoyant | - | not computed: {cv['error']} | | | | | |"]
+    if cv.error:
+        return [f"| clairvoyant | - | not computed: {cv.error} | | | | | |"]
 
     def f(x: float | None) -> str:
         return "-" if x is None else f"{x:.2f}"
 
-    counts = ", ".join(f"k={k}: {n}" for k, n in (cv.get("split_counts") or {}).items())
-    misses = "-" if cv.get("deadline_misses") is None else f"{cv['deadline_misses']}/{cv['frames']}"
-    name = f"clairvoyant, {cv['kind']}" + (f" ({counts})" if counts else "")
-    return [f"| {name} | {cv['frames']} | {f(cv.get('mean_ms'))} | - | {f(cv.get('p95_ms'))} | {misses} | - | - |"]
+    counts = ", ".join(f"k={k}: {n}" for k, n in cv.split_counts.items())
+    misses = "-" if cv.deadline_misses is None else f"{cv.deadline_misses}/{cv.frames}"
+    name = f"clairvoyant, {cv.kind}" + (f" ({counts})" if counts else "")
+    return [f"| {name} | {cv.frames} | {f(cv.mean_ms)} | - | {f(cv.p95_ms)} | {misses} | - | - |"]

@@ -43,7 +43,7 @@ from scheduler.link import LinkState
 from splitpoint.bench import conditions, step, throughput, traces_stage
 from splitpoint.bench.machine import machine_description, plan_pinning
 from splitpoint.bench.options import STAGES, BenchOptions
-from splitpoint.bench.results import BenchResult
+from splitpoint.bench.results import BenchResult, BundleInfo, SplitInfo
 from splitpoint.bench.worker_client import BenchError, EdgeWorker, RunOutcome
 from splitpoint.errors import ConfigError, SplitpointError
 
@@ -286,10 +286,11 @@ class Bench:
             self.splits = sorted(set(subset) | {0, self.K})
         else:
             self.splits = list(m.split_ids)
-        self.result.bundle = {"path": str(self.bundle_path), "model": m.model_name, "digest": m.model_digest,
-                              "num_layers": self.K, "source": m.source, "measured_splits": self.splits,
-                              "splits": [{"split": s.split, "after_layer": s.after_layer, "wire_bytes": s.wire_bytes,
-                                          "cut_shape": list(s.cut[0].shape) if s.cut else None} for s in m.splits]}
+        self.result.bundle = BundleInfo(
+            path=str(self.bundle_path), model=m.model_name, digest=m.model_digest, num_layers=self.K,
+            source=m.source, measured_splits=self.splits,
+            splits=[SplitInfo(s.split, s.after_layer, s.wire_bytes, list(s.cut[0].shape) if s.cut else None)
+                    for s in m.splits])
         self.say(f"bundle {m.model_name} ({self.bundle_path}): K = {self.K}, measuring splits {self.splits}")
         self.worker = EdgeWorker(pinning.get("edge_cpu"), self.runs_dir / "edge-worker.log", opts.edge_slowdown)
         ready = self.worker.start()

@@ -170,9 +170,9 @@ def evaluate_targets(r: BenchResult) -> list[Target]:
                              "of the shaped rate", f"{gp.goodput_mbps} Mbps", gp.goodput_over_rate, GOODPUT_MIN))
     ov = r.overhead
     if ov is not None:
-        v = ov["added_ms"]
-        out.append(_t(f"added cost per frame ({ov['tensor_bytes'] / 1000:.0f} KB cut tensor)", f"< {ADDED_COST_MAX_MS:g} ms",
-                      f"{v:.3f} ms (splitpoint {ov['splitpoint']['median_ms']:.3f} - raw gRPC {ov['raw_grpc']['median_ms']:.3f})",
+        v = ov.added_ms
+        out.append(_t(f"added cost per frame ({ov.tensor_bytes / 1000:.0f} KB cut tensor)", f"< {ADDED_COST_MAX_MS:g} ms",
+                      f"{v:.3f} ms (splitpoint {ov.splitpoint.median_ms:.3f} - raw gRPC {ov.raw_grpc.median_ms:.3f})",
                       v < ADDED_COST_MAX_MS, "" if v < ADDED_COST_MAX_MS else f"{v - ADDED_COST_MAX_MS:.3f} ms over"))
     return out
 

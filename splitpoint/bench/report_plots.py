@@ -11,7 +11,7 @@ from splitpoint.bench.results import BenchResult, ConditionResult, StepResult, T
 
 def _plot_tag(r: BenchResult) -> str:
     """File-name stem of a run's plots: the model, and the emulated slowdown when there is one."""
-    tag = str(r.bundle.get("model", "model"))
+    tag = r.bundle.model
     slowdown = r.machine.get("pinning", {}).get("edge_slowdown")
     return f"{tag}-x{slowdown:g}" if slowdown else tag
 
@@ -27,12 +27,12 @@ def render_plots(r: BenchResult, out_dir: Path) -> list[str]:
         print("plots skipped: matplotlib is not installed (pip install 'splitpoint[bench]')", file=sys.stderr)
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = r.bundle.get("model", "model")
+    model = r.bundle.model
     slowdown = r.machine.get("pinning", {}).get("edge_slowdown")
     if slowdown:
         model = f"{model} (edge {slowdown:g}x slower)"
     tag = _plot_tag(r)
-    K = r.bundle.get("num_layers", 1)
+    K = r.bundle.num_layers or 1
     written = []
     if r.conditions:
         written.append(_latency_vs_split(plt, r.conditions, model, tag, K, out_dir))

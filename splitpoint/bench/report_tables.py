@@ -8,6 +8,7 @@ from splitpoint.bench import clairvoyant
 from splitpoint.bench.results import (
     PEER_RULES,
     BenchResult,
+    ClairvoyantBound,
     ConditionResult,
     FixedRun,
     TraceResult,
@@ -48,9 +49,9 @@ def render_markdown(r: BenchResult) -> str:
 def _header(r: BenchResult) -> list[str]:
     b, mach = r.bundle, r.machine
     pin = mach.get("pinning", {})
-    lines = [f"## `{b.get('model', '?')}`: {' '.join(r.command)}", ""]
-    lines.append(f"- bundle: `{b.get('path')}` ({b.get('model')}, K = {b.get('num_layers')}, digest "
-                 f"`{str(b.get('digest', ''))[:23]}...`), splits measured: {b.get('measured_splits')}")
+    lines = [f"## `{b.model}`: {' '.join(r.command)}", ""]
+    lines.append(f"- bundle: `{b.path}` ({b.model}, K = {b.num_layers}, digest `{b.digest[:23]}...`), "
+                 f"splits measured: {b.measured_splits}")
     lines.append(f"- machine: {mach.get('cpu_model') or mach.get('cpu')}, {mach.get('cores')} cores, {mach.get('os')}, "
                  f"Python {mach.get('python')}; {pin.get('note', '')}; edge worker: "
                  f"{(pin.get('edge_worker') or {}).get('reason', '-')}")
@@ -162,14 +163,12 @@ def _trace_summary(traces: list[TraceResult]) -> list[str]:
             lines.append(f"| {tr.trace} | - | - | {tr.error} |" + " |" * (len(peers) + 4))
             continue
         best = tr.runs.get(tr.best_fixed or "")
-        cv = tr.clairvoyant
-        counted = cv.get("frames")
+        cv = tr.clairvoyant or ClairvoyantBound(error="not computed")
         lines.append(f"| {tr.trace} | {tr.slice_label} | {tr.rtt_ms:g} ms | {_run_cell(tr.runs.get('adaptive'))} | "
                      + (f"{tr.best_fixed}: {_run_cell(best)}" if best is not None else "-") + " | "
                      + " | ".join(_run_cell(tr.runs.get(p)) for p in peers) + " | "
-                     + ("-" if cv.get("error") or not cv else _mpm(cv.get("mean_ms"), cv.get("p95_ms"),
-                                                                   cv.get("deadline_misses"), counted))
-                     + f" | {_f(tr.adaptive_over_best_fixed, 3)} | {_f(cv.get('adaptive_over_clairvoyant'), 3)} |")
+                     + ("-" if cv.error else _mpm(cv.mean_ms, cv.p95_ms, cv.deadline_misses, cv.frames))
+                     + f" | {_f(tr.adaptive_over_best_fixed, 3)} | {_f(cv.adaptive_over_clairvoyant, 3)} |")
     lines += ["", "Peers' rules: " + "; ".join(f"**{k}**: {v}" for k, v in PEER_RULES.items())
               + " (- where the run did not include them).", ""]
     return lines
@@ -194,9 +193,9 @@ def _trace(tr: TraceResult) -> list[str]:
                      f"{run.fallbacks} | {_f(run.duration_s, 1)} |")
     lines += clairvoyant.markdown_row(tr)
     ratios = f"\nadaptive / best fixed in hindsight ({tr.best_fixed}): **{_f(tr.adaptive_over_best_fixed, 3)}**"
-    regret = tr.clairvoyant.get("adaptive_over_clairvoyant")
-    if regret is not None:
-        ratios += f"; adaptive / clairvoyant ({tr.clairvoyant['kind']}), the regret: **{_f(regret, 3)}**"
+    cv = tr.clairvoyant
+    if cv is not None and cv.adaptive_over_clairvoyant is not None:
+        ratios += f"; adaptive / clairvoyant ({cv.kind}), the regret: **{_f(cv.adaptive_over_clairvoyant, 3)}**"
     lines.append(ratios + "\n")
     return lines
 
@@ -223,17 +222,17 @@ def _overhead(r: BenchResult) -> list[str]:
     ov = r.overhead
     if not ov:
         return []
-    sp, raw = ov["splitpoint"], ov["raw_grpc"]
-    lines = [f"### Added cost per frame ({ov['tensor_bytes']} B int8 cut tensor, {sp['frames']} frames each)", "",
+    sp, raw = ov.splitpoint, ov.raw_grpc
+    lines = [f"### Added cost per frame ({ov.tensor_bytes} B int8 cut tensor, {sp.frames} frames each)", "",
              "| path | median ms | p90 ms | mean ms |", "| --- | ---: | ---: | ---: |",
-             f"| splitpoint Infer stream, zero-cost tail | {sp['median_ms']:.3f} | {sp['p90_ms']:.3f} | {sp['mean_ms']:.3f} |",
-             f"| raw gRPC bytes stream, same sizes | {raw['median_ms']:.3f} | {raw['p90_ms']:.3f} | {raw['mean_ms']:.3f} |",
-             f"| **added** | **{ov['added_ms']:.3f}** | | |", "",
+             f"| splitpoint Infer stream, zero-cost tail | {sp.median_ms:.3f} | {sp.p90_ms:.3f} | {sp.mean_ms:.3f} |",
+             f"| raw gRPC bytes stream, same sizes | {raw.median_ms:.3f} | {raw.p90_ms:.3f} | {raw.mean_ms:.3f} |",
+             f"| **added** | **{ov.added_ms:.3f}** | | |", "",
              "pieces alone (median us): " + ", ".join(f"{k.removesuffix('_us').replace('_', ' ')} {v}"
-                                                      for k, v in ov["pieces"].items())]
-    if ov.get("end_to_end_residual_ms"):
-        res = ov["end_to_end_residual_ms"]
-        lines.append(f"\nin the real runs, end-to-end minus head, server, wire time and RTT: median {res['median']} ms "
-                     f"over {res['runs']} runs (includes the link emulator's own scheduling)")
+                                                      for k, v in ov.pieces.items())]
+    res = ov.end_to_end_residual_ms
+    if res is not None:
+        lines.append(f"\nin the real runs, end-to-end minus head, server, wire time and RTT: median {res.median} ms "
+                     f"over {res.runs} runs (includes the link emulator's own scheduling)")
     lines.append("")
     return lines

@@ -184,6 +184,33 @@ class TraceRunResult:
     skipped: str | None = None
 
 
+@dataclass
+class BoundPath:
+    """One path the clairvoyant bound could use: split k, its head, bytes on the wire, server time."""
+
+    split: int = 0
+    head_ms: float = 0.0
+    wire_bytes: int = 0
+    server_ms: float = 0.0
+
+
+@dataclass
+class ClairvoyantBound:
+    """The best mean latency a scheduler knowing the trace's future could reach (clairvoyant.py)."""
+
+    mean_ms: float | None = None
+    p95_ms: float | None = None          # of the mean-optimal schedule (exact only)
+    deadline_misses: int | None = None   # of the mean-optimal schedule (exact only)
+    frames: int = 0                      # frames counted (after the warm-up)
+    kind: str = ""                       # "exact optimum" or "lower bound"
+    exact: bool = False
+    split_counts: dict[str, int] = field(default_factory=dict)
+    max_front: int = 0
+    paths: list[BoundPath] = field(default_factory=list)
+    adaptive_over_clairvoyant: float | None = None   # the regret
+    error: str | None = None             # not computed, and why
+
+
 #: runs of a trace labelled with a peer's rule (splitpoint/bench/peers.py picks the split; the trace
 #: stage runs it fixed), and how the report names them: after the rule, not the project
 PEER_RULES = {
@@ -217,8 +244,7 @@ class TraceResult:
     best_fixed_p95_ms: float | None = None
     best_fixed_misses: int | None = None
     adaptive_over_best_fixed: float | None = None
-    #: splitpoint.bench.clairvoyant.trace_bound's answer (its own record: kind, mean, regret, paths)
-    clairvoyant: dict[str, Any] = field(default_factory=dict)
+    clairvoyant: ClairvoyantBound | None = None
     error: str | None = None
 
     @property
@@ -264,6 +290,60 @@ class Goodput:
 
 
 @dataclass
+class PathTimes:
+    """One path's per-frame times in the overhead measurement."""
+
+    frames: int = 0
+    median_ms: float = 0.0
+    p90_ms: float = 0.0
+    mean_ms: float = 0.0
+    min_ms: float = 0.0
+
+
+@dataclass
+class Residual:
+    median: float | None = None
+    runs: int = 0
+    what: str = ""
+
+
+@dataclass
+class OverheadResult:
+    """What splitpoint adds per frame over a raw gRPC stream (splitpoint.bench.overhead)."""
+
+    tensor_shape: list[int] = field(default_factory=list)
+    tensor_bytes: int = 0
+    answer_bytes: int = 0
+    splitpoint: PathTimes = field(default_factory=PathTimes)
+    raw_grpc: PathTimes = field(default_factory=PathTimes)
+    added_ms: float = 0.0
+    pieces: dict[str, float] = field(default_factory=dict)   # each piece alone, median us
+    method: str = ""
+    end_to_end_residual_ms: Residual | None = None            # the same, read from the conditions' runs
+
+
+@dataclass
+class SplitInfo:
+    split: int = 0
+    after_layer: str | None = None
+    wire_bytes: int = 0
+    cut_shape: list[int | None] | None = None
+
+
+@dataclass
+class BundleInfo:
+    """The measured bundle, as its manifest describes it."""
+
+    path: str = ""
+    model: str = "?"
+    digest: str = ""
+    num_layers: int = 0
+    source: str | None = None
+    measured_splits: list[int] = field(default_factory=list)
+    splits: list[SplitInfo] = field(default_factory=list)
+
+
+@dataclass
 class BenchResult:
     format: str = FORMAT
     schema_version: int = SCHEMA_VERSION
@@ -277,7 +357,7 @@ class BenchResult:
     wall_time_s: float | None = None
     # descriptions of the set-up, as measured (free-form: what the platform offers varies)
     machine: dict[str, Any] = field(default_factory=dict)
-    bundle: dict[str, Any] = field(default_factory=dict)
+    bundle: BundleInfo = field(default_factory=BundleInfo)
     profiles: dict[str, Any] = field(default_factory=dict)
     power: dict[str, Any] | None = None
     link: dict[str, Any] = field(default_factory=dict)
@@ -288,7 +368,7 @@ class BenchResult:
     traces: list[TraceResult] | None = None
     throughput: ThroughputResult | None = None
     goodput: Goodput | None = None
-    overhead: dict[str, Any] | None = None   # splitpoint.bench.overhead.measure_overhead's record
+    overhead: OverheadResult | None = None
     targets: list[Target] = field(default_factory=list)
     plots: list[str] = field(default_factory=list)
 

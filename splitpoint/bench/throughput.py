@@ -15,7 +15,7 @@ import statistics
 from typing import TYPE_CHECKING
 
 from scheduler.cost import bits
-from splitpoint.bench.results import Goodput, ThroughputResult, ThroughputRun
+from splitpoint.bench.results import Goodput, Residual, ThroughputResult, ThroughputRun
 from splitpoint.bench.stats import completion_ns, median, ok_records, rnd
 
 if TYPE_CHECKING:
@@ -85,10 +85,10 @@ def run_overhead(b: Bench) -> None:
             resid.append(f.median_ms - (st["head"] or 0.0) - (st.get("server_queue") or 0)
                          - (st.get("server_compute") or 0) - b.wire_ms(k, cond.bandwidth_mbps) - cond.rtt_ms)
     if resid:
-        res["end_to_end_residual_ms"] = {"median": rnd(statistics.median(resid)), "runs": len(resid),
-                                         "what": "median over fixed-split runs of: median end-to-end - head - server "
-                                                 "queue - server compute - wire time at the set rate - set RTT "
-                                                 "(includes the link emulator's own delays)"}
+        res.end_to_end_residual_ms = Residual(
+            median=rnd(statistics.median(resid)), runs=len(resid),
+            what="median over fixed-split runs of: median end-to-end - head - server queue - server compute - "
+                 "wire time at the set rate - set RTT (includes the link emulator's own delays)")
     b.result.overhead = res
-    b.say(f"  splitpoint {res['splitpoint']['median_ms']} ms, raw gRPC {res['raw_grpc']['median_ms']} ms: "
-          f"added {res['added_ms']} ms per frame")
+    b.say(f"  splitpoint {res.splitpoint.median_ms} ms, raw gRPC {res.raw_grpc.median_ms} ms: "
+          f"added {res.added_ms} ms per frame")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from splitpoint.bench.results import TraceResult, TraceRunResult
+from splitpoint.bench.results import ClairvoyantBound, TraceResult, TraceRunResult
 from splitpoint.bench.stats import completion_ns, count_switches, latency_stats, ok_records, rnd
 from splitpoint.bench.worker_client import RunOutcome, SourceOpenWatch
 from splitpoint.traces import BandwidthTrace
@@ -114,8 +114,8 @@ def replay(b: Bench, whole: BandwidthTrace, path: Path, offset: float, rtt: floa
     cv = entry.clairvoyant
     b.say(f"  adaptive mean {a.mean_ms} ms p95 {a.p95_ms} ms misses {a.deadline_misses}; best fixed "
           f"{entry.best_fixed} mean {entry.best_fixed_mean_ms} ms; ratio {entry.adaptive_over_best_fixed}; "
-          f"clairvoyant ({cv.get('kind', cv.get('error'))}) mean {cv.get('mean_ms')} ms, "
-          f"adaptive/clairvoyant {cv.get('adaptive_over_clairvoyant')}")
+          f"clairvoyant ({cv.error or cv.kind}) mean {cv.mean_ms} ms, adaptive/clairvoyant "
+          f"{cv.adaptive_over_clairvoyant}")
     return entry
 
 
@@ -178,7 +178,7 @@ def _summarise(entry: TraceResult) -> None:
         entry.adaptive_over_best_fixed = rnd(a.mean_ms / best_mean, 4)
 
 
-def _clairvoyant(b: Bench, trace: Any, entry: TraceResult) -> dict[str, Any]:
+def _clairvoyant(b: Bench, trace: Any, entry: TraceResult) -> ClairvoyantBound:
     """The best mean any scheduler knowing this trace could reach (splitpoint/bench/clairvoyant.py)."""
     from splitpoint.bench import clairvoyant as cv
 
@@ -189,5 +189,5 @@ def _clairvoyant(b: Bench, trace: Any, entry: TraceResult) -> dict[str, Any]:
         return cv.trace_bound(trace, paths, entry.fps, entry.frames, entry.rtt_ms, entry.warmup, entry.deadline_ms,
                               a.mean_ms if a is not None else None)
     except ValueError as exc:
-        return {"error": str(exc)}
+        return ClairvoyantBound(error=str(exc))
 

@@ -10,6 +10,7 @@ from splitpoint.bench.report import evaluate_targets, render_markdown
 from splitpoint.bench.results import (
     AdaptiveRun,
     BenchResult,
+    BundleInfo,
     ConditionResult,
     FixedRun,
     StepChange,
@@ -39,7 +40,7 @@ def sample() -> BenchResult:
                               "k=3": TraceRunResult(split=3, mean_ms=31.0, deadline_misses=0, counted_frames=2)},
                         best_fixed="k=3", best_fixed_mean_ms=31.0, adaptive_over_best_fixed=0.9677)
     return BenchResult(command=["splitpoint", "bench"], conditions=[cond], step=step, traces=[trace],
-                       machine={"pinning": {"note": "x"}}, bundle={"model": "m", "num_layers": 5})
+                       machine={"pinning": {"note": "x"}}, bundle=BundleInfo(model="m", num_layers=5))
 
 
 def test_a_result_reads_back_equal_to_what_was_written() -> None:

@@ -9,7 +9,13 @@ import pytest
 from splitpoint import cli
 from splitpoint.bench.options import load_options
 from splitpoint.bench.report import evaluate_targets, render_markdown
-from splitpoint.bench.results import PEER_RULES, BenchResult, TraceResult, TraceRunResult
+from splitpoint.bench.results import (
+    PEER_RULES,
+    BenchResult,
+    ClairvoyantBound,
+    TraceResult,
+    TraceRunResult,
+)
 from splitpoint.bench.traces_stage import rotated, slice_offsets
 from splitpoint.traces import BandwidthTrace
 
@@ -53,8 +59,8 @@ def entry(offset: float, rtt: float, peers: bool) -> TraceResult:
         runs.update({p: run for p in PEER_RULES})
     return TraceResult(trace="long.up", offset_s=offset, seconds=20.0, fps=10.0, rtt_ms=rtt, deadline_ms=100.0,
                        runs=runs, best_fixed="k=3", best_fixed_mean_ms=40.0, adaptive_over_best_fixed=0.75,
-                       clairvoyant={"mean_ms": 25.0, "p95_ms": 40.0, "deadline_misses": 0, "frames": 10,
-                                    "kind": "exact optimum", "adaptive_over_clairvoyant": 1.2})
+                       clairvoyant=ClairvoyantBound(mean_ms=25.0, p95_ms=40.0, deadline_misses=0, frames=10,
+                                                    kind="exact optimum", adaptive_over_clairvoyant=1.2))
 
 
 def test_the_summary_has_a_row_per_run_with_the_bound_and_the_peer_columns() -> None:
