@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
+from splitpoint.bench.typed_json import from_dict, jsonable
 
 FORMAT = "splitpoint-bench"
 SCHEMA_VERSION = 2
@@ -373,7 +370,7 @@ class BenchResult:
     plots: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, default=_jsonable) + "\n"
+        return json.dumps(dataclasses.asdict(self), indent=2, default=jsonable) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> BenchResult:
@@ -391,44 +388,3 @@ class BenchResult:
         if not hasattr(self, stage) or stage in ("format", "schema_version"):
             raise ValueError(f"no stage {stage!r} in a bench result")
         setattr(self, stage, None)
-
-
-def from_dict(cls: type[T], data: Any) -> T:
-    """An instance of dataclass `cls` from its JSON form (unknown keys are ignored: newer writers)."""
-    return _convert(cls, data)  # type: ignore[no-any-return]
-
-
-def _convert(tp: Any, value: Any) -> Any:
-    if value is None:
-        return None
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _convert(inner[0], value) if len(inner) == 1 else value
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ValueError(f"{tp.__name__}: expected an object, got {type(value).__name__}")
-        hints = typing.get_type_hints(tp)
-        return tp(**{f.name: _convert(hints[f.name], value[f.name])
-                     for f in dataclasses.fields(tp) if f.name in value})
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        return [_convert(item, v) for v in value]
-    if origin is dict:
-        _, item = typing.get_args(tp)
-        return {str(k): _convert(item, v) for k, v in value.items()}
-    return value
-
-
-def _jsonable(o: Any) -> Any:
-    import numpy as np
-
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o) if math.isfinite(float(o)) else None
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, set):
-        return sorted(o)
-    return str(o)
