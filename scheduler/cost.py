@@ -24,6 +24,23 @@ from splitpoint.errors import ConfigError
 FRAME_OVERHEAD_BYTES = 96
 
 
+def wire_bytes(tensor_bytes: int) -> int:
+    """Bytes one frame puts on the uplink: the cut tensor plus the per-frame framing."""
+    return int(tensor_bytes) + FRAME_OVERHEAD_BYTES
+
+
+def bits(nbytes: float) -> float:
+    """Bits in `nbytes` bytes (the one place the planner, the bench and its bounds convert)."""
+    return nbytes * 8.0
+
+
+def transfer_ms(wire_bytes: int, bandwidth_bps: float) -> float:
+    """Serialization time of `wire_bytes` (framing included) at `bandwidth_bps`, ms; inf on a dead link."""
+    if bandwidth_bps <= 0:
+        return float("inf")
+    return bits(wire_bytes) / bandwidth_bps * 1000.0
+
+
 @dataclass(frozen=True)
 class Prediction:
     split: int
@@ -45,6 +62,16 @@ class EnergyModel:
     idle_w: float
     tx_watts: Callable[[float], float]  # bandwidth in bit/s -> radio power while sending, W
     source: str = ""
+
+    def frame_mj(self, k: int, head_ms: float, transfer_ms: float = 0.0, bandwidth_bps: float = 0.0,
+                 idle_ms: float = 0.0) -> float:
+        """Edge energy of one frame: P_head(k) x head + P_tx(B) x transfer + P_idle x the waiting (mJ).
+
+        The planner predicts with it and the bench measures with it, so the two cannot disagree."""
+        energy = self.head_power(k) * head_ms + self.idle_w * idle_ms
+        if transfer_ms > 0:
+            energy += self.tx_watts(bandwidth_bps) * transfer_ms
+        return energy
 
 
 @dataclass
@@ -73,23 +100,16 @@ class CostModel:
         if k == self.num_layers:
             energy = None
             if self.energy is not None:
-                energy = self.energy.head_power(k) * head
+                energy = self.energy.frame_mj(k, head)
             return Prediction(k, head, energy, head, 0.0, 0.0, 0.0, 0.0, 0)
-        wire = self.edge.splits[k].wire_bytes + FRAME_OVERHEAD_BYTES
-        if link.bandwidth_bps <= 0:
-            transfer = float("inf")
-        else:
-            transfer = wire * 8 / link.bandwidth_bps * 1000
+        wire = wire_bytes(self.edge.splits[k].wire_bytes)
+        transfer = transfer_ms(wire, link.bandwidth_bps)
         tail = self.cloud.latency_ms(k, self.stat)
         latency = head + transfer + link.rtt_ms + link.server_queue_ms + tail
         energy = None
         if self.energy is not None:
-            e = self.energy
-            energy = (
-                e.head_power(k) * head
-                + e.tx_watts(link.bandwidth_bps) * transfer
-                + e.idle_w * (link.rtt_ms + link.server_queue_ms + tail)
-            )
+            energy = self.energy.frame_mj(k, head, transfer, link.bandwidth_bps,
+                                          link.rtt_ms + link.server_queue_ms + tail)
         return Prediction(k, latency, energy, head, transfer, link.rtt_ms, link.server_queue_ms, tail, wire)
 
     def predict_all(self, candidates: list[int], link: LinkState) -> list[Prediction]:

@@ -17,11 +17,11 @@ plots (re-rendered into docs/img/) and the report of `splitpoint.bench.report`.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from splitpoint.bench.report import evaluate_targets, render_markdown, render_plots
+from splitpoint.bench.results import BenchResult
 from splitpoint.config import read_toml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,18 +38,19 @@ def main(argv: list[str]) -> int:
     spec = read_toml(argv[1])
     runs = []
     for run in spec["run"]:
-        r = json.loads(Path(run["json"]).read_text())
+        r = BenchResult.load(run["json"])
         for stage in run.get("drop", []):
-            r[stage] = None
-        r["targets"] = evaluate_targets(r)
+            r.drop(stage)
+        r.targets = evaluate_targets(r)
         runs.append((run, r))
     out = [MARKER, "", "## Summary of the latest runs", "",
            "Every target of the issue, per run (PASS, MISS, or N/A where the run could not test it; the "
            "sections below give the figures and the shortfalls).", ""]
     names: list[str] = []
     for _, r in runs:
-        for t in r["targets"]:
-            key = t["name"].split(" (")[0] if t["name"].startswith(("throughput", "goodput", "added")) else t["name"]
+        for t in r.targets:
+            # one row per throughput split, goodput, added cost and trace file (its slices and RTTs in one cell)
+            key = t.name.split(" (")[0] if t.name.startswith(("throughput", "goodput", "added", "trace")) else t.name
             if key not in names:
                 names.append(key)
     out.append("| target | " + " | ".join(f"[{run['title']}](#{anchor(run['title'])})" for run, _ in runs) + " |")
@@ -57,8 +58,8 @@ def main(argv: list[str]) -> int:
     for name in names:
         cells = []
         for _, r in runs:
-            found = [t for t in r["targets"] if t["name"] == name or t["name"].startswith(name + " (")]
-            cells.append(", ".join(f"{t['status']}" + (f" ({t['measured'].split(' = ')[-1]})" if "throughput" in name else "")
+            found = [t for t in r.targets if t.name == name or t.name.startswith(name + " (")]
+            cells.append(", ".join(t.status + (f" ({t.measured.split(' = ')[-1]})" if "throughput" in name else "")
                                    for t in found) or "-")
         out.append(f"| {name} | " + " | ".join(cells) + " |")
     out.append("")

@@ -15,8 +15,11 @@ that need them, so the edge side runs without TensorFlow installed.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
+import time
 from pathlib import Path
 
 from splitpoint import cli_parser
@@ -140,6 +143,8 @@ def cmd_edge(args: argparse.Namespace) -> int:
         agent.on_reload(lambda: cfg.load(EdgeConfig, args, args.config).policy)
         signal.signal(signal.SIGHUP, lambda *_: agent.request_reload())
     with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps) as source:
+        if args.events:  # the explicit start signal a driver waits for (not a log line: those get reworded)
+            write_event(args.events, "source-open", source=str(getattr(source, "description", conf.source)))
         summary = agent.run(source)
     acc = f", accuracy {summary.accuracy:.1%}" if summary.accuracy is not None else ""
     med = summary.median_ms()
@@ -153,6 +158,18 @@ def cmd_edge(args: argparse.Namespace) -> int:
         + f"; results in {conf.results}"
     )
     return 0 if summary.failed == 0 else 1
+
+
+def write_event(path: str | Path, event: str, **fields: object) -> None:
+    """Append `{"event": ..., "t_unix_ns": ..., **fields}` as one line to `path` (`splitpoint edge --events`).
+
+    One write of a whole line, flushed: a reader polling the file sees a line complete or not at all."""
+    line = json.dumps({"event": event, "t_unix_ns": time.time_ns(), "pid": os.getpid(), **fields}) + "\n"
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+    except OSError as exc:
+        raise ConfigError("--events", str(path), f"cannot write the events file ({exc.strerror})") from None
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -246,10 +263,16 @@ def cmd_certs(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from splitpoint.bench.harness import options_from_args, run_bench
+    from splitpoint.bench.harness import run_bench
+    from splitpoint.bench.options import load_options
 
-    result = run_bench(options_from_args(args, sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == "bench" else []))
-    return 0 if result.get("complete") and not result.get("errors") else 1
+    opts = load_options(args)
+    if args.print_config:
+        print(cfg.to_toml(opts), end="")
+        return 0
+    opts.check_inputs()
+    result = run_bench(opts, sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == "bench" else [])
+    return 0 if result.complete and not result.errors else 1
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:

@@ -170,6 +170,10 @@ def build_parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
                                                 f"the --config TOML file (docs/configuration.md); flags override it.")
         p.add_argument("--config", metavar="FILE", help="TOML file; flags given here override it")
         p.add_argument("--print-config", action="store_true", help="print the effective config as TOML and exit")
+        if name == "edge":  # for programs that drive the agent (splitpoint bench); not a config key
+            p.add_argument("--events", metavar="FILE",
+                           help='append one JSON line per milestone here: {"event": "source-open", ...} when the '
+                                "frame source has opened, right before the first frame")
         cfg.add_arguments(p, cls)
     _add_profile(_command(sub, "profile", commands["profile"]))
     _add_policy(_command(sub, "policy", commands["policy"]), commands["policy"])
@@ -181,7 +185,8 @@ def build_parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
     _add_bench(_command(sub, "bench", commands["bench"], (
         "Benchmark a bundle through the real server and agent on loopback: every split at every (bandwidth, RTT) "
         "condition (the oracle), the adaptive agent's settled split, a step change, real uplink traces, "
-        "throughput mode, goodput and per-frame overhead. See docs/benchmarks.md.")))
+        "throughput mode, goodput and per-frame overhead. Every flag is also a key of the --config TOML file; "
+        "flags override it. See docs/benchmarks.md.")))
     from splitpoint.loadtest import LoadtestConfig
 
     p = _command(sub, "loadtest", commands["loadtest"], (
@@ -290,45 +295,6 @@ def _add_certs(p: argparse.ArgumentParser) -> None:
 
 
 def _add_bench(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("what to measure")
-    g.add_argument("--bundle", metavar="DIR", help="bundle to measure (default: the digits bundle, built once into the cache)")
-    g.add_argument("--smoke", action="store_true", help="CI smoke run: digits bundle, two conditions, few frames, a short trace slice")
-    g.add_argument("--splits", metavar="LIST", help="measure only these splits, e.g. 0,4,8-10 (0 and K always; the adaptive "
-                                                    "agent then chooses among the same set)")
-    g.add_argument("--skip", metavar="LIST", help="stages to skip: conditions,step,traces,throughput,overhead")
-    g.add_argument("--frames", type=positive_int, metavar="N", help="measured frames per fixed-split run (default 30)")
-    g.add_argument("--warmup", type=int, metavar="N", help="warm-up frames excluded from each run (default 3)")
-    g.add_argument("--adaptive-frames", type=positive_int, metavar="N", help="frames of each adaptive run (default 40)")
-    g.add_argument("--max-frame-s", type=float, metavar="S",
-                   help="do not run splits whose wire time alone exceeds S seconds (default 8)")
-    g = p.add_argument_group("link conditions")
-    g.add_argument("--bandwidths", metavar="LIST", help="uplink rates in Mbps (default 1,2,5,10,20,50,100)")
-    g.add_argument("--rtts", metavar="LIST", help="round-trip times in ms (default 10,50,150)")
-    g.add_argument("--step-fps", type=float, metavar="F", help="camera rate of the step-change run (default 10)")
-    g.add_argument("--step-frames", type=positive_int, metavar="N", help="frames per phase of the step change (default 30)")
-    g.add_argument("--tp-frames", type=positive_int, metavar="N", help="frames per throughput-mode run (default 60)")
-    g.add_argument("--overhead-frames", type=positive_int, metavar="N",
-                   help="frames per path of the overhead measurement (default 300)")
-    g = p.add_argument_group("uplink traces")
-    g.add_argument("--traces-dir", metavar="DIR", help="directory of Mahimahi traces (default ../shared/data/traces beside the repo)")
-    g.add_argument("--traces", metavar="LIST", help="trace files to replay (default Verizon-LTE-short.up,ATT-LTE-driving-2016.up)")
-    g.add_argument("--trace-seconds", type=float, metavar="S", help="replay the first S seconds of each trace (default 20)")
-    g.add_argument("--trace-fps", type=float, metavar="F", help="camera rate of the trace runs (default 10)")
-    g.add_argument("--trace-rtt", type=float, metavar="MS", help="RTT during the trace runs (default 50)")
-    g.add_argument("--deadline-ms", type=float, metavar="MS", help="deadline of a trace frame (default one frame interval)")
-    g = p.add_argument_group("edge device and energy")
-    g.add_argument("--edge-cpu", type=int, metavar="N", help="CPU the edge worker is pinned to (default: the last allowed one)")
-    g.add_argument("--edge-slowdown", type=float, metavar="F",
-                   help="emulate an edge device F times slower than the worker's core: each head lasts F x its "
-                        "median native time (default 1: native; see docs/benchmarks.md)")
-    g.add_argument("--power-table", metavar="FILE", help="edge power table: adds energy figures and a min-energy agent per condition")
-    g.add_argument("--radio-link", choices=("wifi", "lte"), help="radio power model for energy (default wifi, as the agent)")
-    g.add_argument("--profile-runs", type=positive_int, metavar="N", help="runs per split when profiling (default 20)")
-    g.add_argument("--reprofile", action="store_true", help="measure the profiles again instead of using the cached ones")
-    g.add_argument("--warm-tails", type=int, metavar="N", help="the server's warm_tails (default 0: load every tail at start)")
-    g = p.add_argument_group("output")
-    g.add_argument("--json", metavar="FILE", help="write every figure and the machine description here (updated after each stage)")
-    g.add_argument("--markdown", metavar="FILE", help="write the markdown report here")
-    g.add_argument("--plots", metavar="DIR", help="write PNG plots here (needs matplotlib: the bench extra)")
-    g.add_argument("--cache-dir", metavar="DIR", help="digits bundle and profiles (default ~/.cache/splitpoint/bench)")
-    g.add_argument("--keep-runs", metavar="DIR", help="keep every run's results log and the edge worker's log here")
+    from splitpoint.bench.options import add_arguments  # declared once, as BenchOptions
+
+    add_arguments(p)

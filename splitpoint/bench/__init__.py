@@ -1,6 +1,10 @@
 """`splitpoint bench`: measure every split, the scheduler's choices, real traces, throughput and overhead.
 
-    harness.py      the driver: server + link emulator here, the agent in a pinned worker process
+    options.py      BenchOptions: every option once (flags, --config TOML, --print-config)
+    harness.py      the driver: set-up (profiles, server, link emulator), the stages in order
+    worker_client.py  the harness's side of the edge worker; the agent's source-open signal
+    conditions.py, step.py, traces_stage.py, throughput.py   one stage each
+    results.py      the typed results (JSON written and read back by typed_json.py); stats.py, machine.py: helpers
     edge_worker.py  the edge process (`python -m splitpoint.bench.edge_worker`)
     overhead.py     what splitpoint adds per frame over a raw gRPC stream
     report.py       targets (PASS/MISS), markdown tables, PNG plots
@@ -11,12 +15,20 @@ See docs/benchmarks.md for what is measured, how, and the latest figures.
 
 from __future__ import annotations
 
-__all__ = ["BenchOptions", "options_from_args", "run_bench"]
+__all__ = ["BenchOptions", "BenchResult", "run_bench"]
 
 
 def __getattr__(name: str):  # keep `import splitpoint.bench` light: the harness imports on use
-    if name in __all__:
-        from splitpoint.bench import harness
+    if name == "BenchOptions":
+        from splitpoint.bench.options import BenchOptions
 
-        return getattr(harness, name)
+        return BenchOptions
+    if name == "BenchResult":
+        from splitpoint.bench.results import BenchResult
+
+        return BenchResult
+    if name == "run_bench":
+        from splitpoint.bench.harness import run_bench
+
+        return run_bench
     raise AttributeError(name)

@@ -30,10 +30,11 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
+from scheduler.cost import bits, wire_bytes
+from splitpoint.bench.results import BoundPath, ClairvoyantBound, ConditionResult, TraceResult
 from splitpoint.traces import BandwidthTrace
 
 __all__ = ["Capacity", "ClairvoyantResult", "PathCost", "clairvoyant", "markdown_row", "measured_stage_times",
@@ -71,14 +72,16 @@ class ClairvoyantResult:
     max_front: int = 0
     warmup: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
+    def record(self) -> ClairvoyantBound:
+        """The bench's record of the result (splitpoint.bench.results)."""
         counts: dict[str, int] = {}  # over the counted frames, like `frames` and the mean
         for k in self.splits[self.warmup:]:
             counts[str(k)] = counts.get(str(k), 0) + 1
-        return {"mean_ms": round(self.mean_ms, 3), "p95_ms": None if self.p95_ms is None else round(self.p95_ms, 3),
-                "deadline_misses": self.deadline_misses, "frames": self.frames,
-                "kind": "exact optimum" if self.exact else "lower bound", "exact": self.exact,
-                "split_counts": dict(sorted(counts.items(), key=lambda kv: int(kv[0]))), "max_front": self.max_front}
+        return ClairvoyantBound(mean_ms=round(self.mean_ms, 3), p95_ms=None if self.p95_ms is None else round(self.p95_ms, 3),
+                                deadline_misses=self.deadline_misses, frames=self.frames,
+                                kind="exact optimum" if self.exact else "lower bound", exact=self.exact,
+                                split_counts=dict(sorted(counts.items(), key=lambda kv: int(kv[0]))),
+                                max_front=self.max_front)
 
 
 class Capacity:
@@ -119,7 +122,7 @@ class Capacity:
         """The earliest t >= start_s with 8 * nbytes bits carried in [start_s, t] (inf: never)."""
         if nbytes <= 0:
             return start_s
-        target = self.bits_by(start_s) + nbytes * 8.0
+        target = self.bits_by(start_s) + bits(nbytes)
         i = bisect.bisect_left(self._cum, target) - 1    # the segment in which cum reaches target
         if i >= len(self._cum) - 1 or i < 0:
             i = len(self._cum) - 1
@@ -220,9 +223,9 @@ def clairvoyant(paths: list[PathCost], capacity: Capacity, fps: float, frames: i
 
 
 def paths_from_profiles(splits: list[int], num_layers: int, head_ms: dict[int, float], tail_ms: dict[int, float],
-                        wire_bytes: dict[int, int], overhead_bytes: int,
+                        tensor_bytes: dict[int, int],
                         queue_ms: dict[int, float] | None = None) -> list[PathCost]:
-    """Paths from the bench's measured per-split times; splits no other beats in head, bytes and
+    """Paths from the bench's measured per-split times (bytes on the wire as the cost model counts them); splits no other beats in head, bytes and
     server time only (a dominated split can never be the better choice for any frame)."""
     queue_ms = queue_ms or {}
     paths = []
@@ -230,7 +233,7 @@ def paths_from_profiles(splits: list[int], num_layers: int, head_ms: dict[int, f
         if k == num_layers:
             paths.append(PathCost(k, head_ms.get(k, 0.0)))
         else:
-            paths.append(PathCost(k, head_ms.get(k, 0.0), wire_bytes[k] + overhead_bytes,
+            paths.append(PathCost(k, head_ms.get(k, 0.0), wire_bytes(tensor_bytes[k]),
                                   tail_ms.get(k, 0.0) + queue_ms.get(k, 0.0)))
     remote = [p for p in paths if not p.local]
     kept = [p for p in paths if p.local or not any(
@@ -241,19 +244,18 @@ def paths_from_profiles(splits: list[int], num_layers: int, head_ms: dict[int, f
 
 
 def trace_bound(trace: BandwidthTrace, paths: list[PathCost], fps: float, frames: int, rtt_ms: float,
-                warmup: int, deadline_ms: float | None, adaptive_mean_ms: float | None = None) -> dict[str, Any]:
-    """The bound of one trace run as the bench's JSON: the result, what it assumed, the regret."""
+                warmup: int, deadline_ms: float | None, adaptive_mean_ms: float | None = None) -> ClairvoyantBound:
+    """The bound of one trace run as the bench records it: the result, what it assumed, the regret."""
     horizon = frames / fps + 600.0   # room for a backlog to drain on a slow trace
     res = clairvoyant(paths, Capacity(trace, horizon), fps, frames, rtt_ms, warmup, deadline_ms)
-    out = res.to_dict()
-    out["paths"] = [{"split": p.split, "head_ms": round(p.head_ms, 3), "wire_bytes": p.wire_bytes,
-                     "server_ms": round(p.server_ms, 3)} for p in paths]
+    out = res.record()
+    out.paths = [BoundPath(p.split, round(p.head_ms, 3), p.wire_bytes, round(p.server_ms, 3)) for p in paths]
     if adaptive_mean_ms and res.mean_ms > 0:
-        out["adaptive_over_clairvoyant"] = round(adaptive_mean_ms / res.mean_ms, 4)
+        out.adaptive_over_clairvoyant = round(adaptive_mean_ms / res.mean_ms, 4)
     return out
 
 
-def measured_stage_times(conditions: list[dict[str, Any]], num_layers: int, edge_ms: dict[int, float],
+def measured_stage_times(conditions: list[ConditionResult], num_layers: int, edge_ms: dict[int, float],
                          cloud_ms: dict[int, float]) -> tuple[dict[int, float], dict[int, float], dict[int, float]]:
     """(head, tail, server queue) per split, in ms: the median over the bench's conditions of each
     fixed run's stage medians (the edge's time is "local" for k = K); a split no condition ran
@@ -261,11 +263,12 @@ def measured_stage_times(conditions: list[dict[str, Any]], num_layers: int, edge
     head, tail, queue = dict(edge_ms), dict(cloud_ms), {}
     seen: dict[int, dict[str, list[float]]] = {}
     for cond in conditions:
-        for key, run in (cond.get("fixed") or {}).items():
-            stages = run.get("stages_median_ms") or {}
+        for key, run in cond.fixed.items():
+            stages = run.stages_median_ms
             for stage in ("head", "local", "server_queue", "server_compute"):
-                if stages.get(stage) is not None:
-                    seen.setdefault(int(key), {}).setdefault(stage, []).append(float(stages[stage]))
+                value = stages.get(stage)
+                if value is not None:
+                    seen.setdefault(int(key), {}).setdefault(stage, []).append(float(value))
     for k, st in seen.items():
         edge = st.get("local" if k == num_layers else "head")
         if edge:
@@ -277,18 +280,18 @@ def measured_stage_times(conditions: list[dict[str, Any]], num_layers: int, edge
     return head, tail, queue
 
 
-def markdown_row(entry: dict[str, Any]) -> list[str]:
+def markdown_row(entry: TraceResult) -> list[str]:
     """The clairvoyant line of a trace table (same columns as the runs) and the regret."""
-    cv = entry.get("clairvoyant")
-    if not cv:
+    cv = entry.clairvoyant
+    if cv is None:
         return []
-    if cv.get("error"):
-        return [f"| clairvoyant | - | not computed: {cv['error']} | | | | | |"]
+    if cv.error:
+        return [f"| clairvoyant | - | not computed: {cv.error} | | | | | |"]
 
     def f(x: float | None) -> str:
         return "-" if x is None else f"{x:.2f}"
 
-    counts = ", ".join(f"k={k}: {n}" for k, n in (cv.get("split_counts") or {}).items())
-    misses = "-" if cv.get("deadline_misses") is None else f"{cv['deadline_misses']}/{cv['frames']}"
-    name = f"clairvoyant, {cv['kind']}" + (f" ({counts})" if counts else "")
-    return [f"| {name} | {cv['frames']} | {f(cv.get('mean_ms'))} | - | {f(cv.get('p95_ms'))} | {misses} | - | - |"]
+    counts = ", ".join(f"k={k}: {n}" for k, n in cv.split_counts.items())
+    misses = "-" if cv.deadline_misses is None else f"{cv.deadline_misses}/{cv.frames}"
+    name = f"clairvoyant, {cv.kind}" + (f" ({counts})" if counts else "")
+    return [f"| {name} | {cv.frames} | {f(cv.mean_ms)} | - | {f(cv.p95_ms)} | {misses} | - | - |"]

@@ -41,6 +41,8 @@ from typing import Any
 import grpc
 import numpy as np
 
+from splitpoint.bench.results import OverheadResult, PathTimes
+
 #: the cut tensor of the measurement: VGG16's block3_pool shape, 200,704 bytes of int8
 DEFAULT_SHAPE = (1, 28, 28, 256)
 _DIGEST = "sha256:bench-overhead"
@@ -147,10 +149,10 @@ class _RawStream:
         self._thread.join(5.0)
 
 
-def _stats(ms: list[float]) -> dict[str, float]:
+def _stats(ms: list[float]) -> PathTimes:
     a = np.asarray(ms)
-    return {"frames": len(ms), "median_ms": round(float(np.median(a)), 4), "p90_ms": round(float(np.percentile(a, 90)), 4),
-            "mean_ms": round(float(a.mean()), 4), "min_ms": round(float(a.min()), 4)}
+    return PathTimes(frames=len(ms), median_ms=round(float(np.median(a)), 4), p90_ms=round(float(np.percentile(a, 90)), 4),
+                     mean_ms=round(float(a.mean()), 4), min_ms=round(float(a.min()), 4))
 
 
 def _micro(fn: Any, runs: int) -> float:
@@ -164,7 +166,7 @@ def _micro(fn: Any, runs: int) -> float:
 
 
 def measure_overhead(shape: tuple[int, ...] = DEFAULT_SHAPE, frames: int = 300, warmup: int = 30,
-                     block: int = 50, time_limit_s: float = 120.0) -> dict[str, Any]:
+                     block: int = 50, time_limit_s: float = 120.0) -> OverheadResult:
     """Added cost per frame of splitpoint's path over a raw gRPC stream for one int8 tensor of `shape`."""
     from cloud_server.validation import validate_request
     from edge_node.client import OffloadClient
@@ -260,20 +262,15 @@ def measure_overhead(shape: tuple[int, ...] = DEFAULT_SHAPE, frames: int = 300, 
         srv.server.stop(1.0).wait(5.0)
         srv.executor.close(timeout=2.0)
     sp, raw = _stats(sp_ms), _stats(raw_ms)
-    return {
-        "tensor_shape": list(shape),
-        "tensor_bytes": int(arr.nbytes),
-        "answer_bytes": response_bytes,
-        "splitpoint": sp,
-        "raw_grpc": raw,
-        "added_ms": round(sp["median_ms"] - raw["median_ms"], 4),
-        "pieces": micro,
-        "method": "in-process loopback; splitpoint Infer stream with a zero-cost tail vs a raw gRPC bytes stream "
-                  "of the same sizes; medians of alternating blocks",
-    }
+    return OverheadResult(
+        tensor_shape=list(shape), tensor_bytes=int(arr.nbytes), answer_bytes=response_bytes, splitpoint=sp,
+        raw_grpc=raw, added_ms=round(sp.median_ms - raw.median_ms, 4), pieces=micro,
+        method="in-process loopback; splitpoint Infer stream with a zero-cost tail vs a raw gRPC bytes stream "
+               "of the same sizes; medians of alternating blocks")
 
 
 if __name__ == "__main__":  # python -m splitpoint.bench.overhead
+    import dataclasses
     import json
 
-    print(json.dumps(measure_overhead(), indent=2))
+    print(json.dumps(dataclasses.asdict(measure_overhead()), indent=2))

@@ -102,6 +102,7 @@ def test_bench_smoke_writes_every_figure(tmp_path: Path, shared_file: Callable[[
     assert "adaptive" in trace["runs"] and trace["best_fixed"].startswith("k=")
     for run in trace["runs"].values():
         assert 0 <= run["deadline_misses"] <= run["counted_frames"] and run["mean_ms"] > 0
+        assert run["trace_synced_to_source_open"] is True  # the agent's explicit source-open signal arrived
     adaptive = trace["runs"]["adaptive"]
     assert adaptive["switches"] == switches(adaptive["splits"])
     assert trace["adaptive_over_best_fixed"] > 0

@@ -14,6 +14,7 @@ import pytest
 
 from splitpoint.bench.device import OverrunCounter, load_device, shipped_device, split_of_head
 from splitpoint.bench.edge_worker import CALIBRATION_RUNS, emulate_device, emulate_slower_device
+from splitpoint.bench.worker_client import SourceOpenWatch
 from splitpoint.errors import ConfigError
 from splitpoint.runtime.litert import HeadRunner
 
@@ -226,3 +227,25 @@ def test_worker_ready_line_records_the_device(tmp_path: Path) -> None:
     emu = ready["emulation"]
     assert emu["mode"] == "device" and emu["model_name"] == "mobilenetv2"
     assert emu["head_ms"]["155"] == pytest.approx(125.0) and emu["path"].endswith(SLOW)
+def test_the_source_open_watch_fires_once_on_a_complete_line_only(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    fired: list[int] = []
+    watch = SourceOpenWatch(events, lambda: fired.append(1))
+    watch.poll()  # no file yet: nothing
+    with open(events, "a") as fh:
+        fh.write('not json\n{"event": "other"}\n{"event": "source-open", "t_unix_ns": 1')  # the line is unfinished
+    watch.poll()
+    assert fired == [] and not watch.synced
+    with open(events, "a") as fh:
+        fh.write('}\n{"event": "source-open", "t_unix_ns": 2}\n')
+    watch.poll()
+    watch.poll()
+    assert fired == [1] and watch.opened == {"event": "source-open", "t_unix_ns": 1}
+
+
+def test_a_log_line_that_looks_like_the_old_mark_does_not_start_the_trace(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text("12:00:00 INFO edge_node.sources: frame source: synthetic:3\n")
+    fired: list[int] = []
+    SourceOpenWatch(events, lambda: fired.append(1)).poll()
+    assert fired == []

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from splitpoint.bench.report import evaluate_targets
+from splitpoint.bench.results import BenchResult, Target, from_dict
 
 pytestmark = pytest.mark.edge_side  # no TensorFlow: CI also runs it from the wheel on Python 3.13
 
@@ -26,40 +27,41 @@ def step_result(best_hi: int, best_lo: int, ended: tuple[int, int], settle: tupl
     return {"step": {"rates_mbps": [50.0, 2.0, 50.0], "oracles": oracles, "changes": changes}}
 
 
-def verdict(r: dict[str, Any], name: str) -> dict[str, Any]:
-    return next(t for t in evaluate_targets(r) if t["name"] == name)
+def verdict(r: dict[str, Any], name: str) -> Target:
+    """The verdict on the result as the report reads it back from the JSON (typed)."""
+    return next(t for t in evaluate_targets(from_dict(BenchResult, r)) if t.name == name or t.name.startswith(name + " ("))
 
 
 def test_a_step_that_asks_for_no_move_is_not_a_pass() -> None:
     t = verdict(step_result(8, 8, ended=(8, 8), settle=(0, 0), switches=(0, 0)), "settle after a step change")
-    assert t["status"] == "N/A"
-    assert "not tested" in t["measured"] and "k=8" in t["measured"]
+    assert t.status == "N/A"
+    assert "not tested" in t.measured and "k=8" in t.measured
 
 
 def test_flapping_fails_even_when_no_move_was_needed() -> None:
     r = step_result(8, 8, ended=(8, 8), settle=(0, 0), switches=(2, 0))
-    assert verdict(r, "switches per step")["status"] == "MISS"
+    assert verdict(r, "switches per step").status == "MISS"
 
 
 def test_a_real_step_is_judged_on_frames_and_the_split_it_ends_on() -> None:
     ok = step_result(0, 8, ended=(8, 0), settle=(3, 2), switches=(1, 1))
-    assert verdict(ok, "settle after a step change")["status"] == "PASS"
+    assert verdict(ok, "settle after a step change").status == "PASS"
     late = step_result(0, 8, ended=(8, 0), settle=(7, 2), switches=(1, 1))
     t = verdict(late, "settle after a step change")
-    assert t["status"] == "MISS" and "2 frames late" in t["shortfall"]
+    assert t.status == "MISS" and "2 frames late" in t.shortfall
     wrong = step_result(0, 8, ended=(5, 0), settle=(1, 2), switches=(1, 1))
     t = verdict(wrong, "settle after a step change")
-    assert t["status"] == "MISS" and "did not settle on the best split k=8" in t["shortfall"]
+    assert t.status == "MISS" and "did not settle on the best split k=8" in t.shortfall
 
 
 def test_a_near_tie_counts_as_the_best_split() -> None:
     r = step_result(0, 8, ended=(5, 0), settle=(1, 2), switches=(1, 1))
     r["step"]["oracles"]["2.0"]["median_ms"]["5"] = 10.3  # within 1.05 of the best k=8
-    assert verdict(r, "settle after a step change")["status"] == "PASS"
+    assert verdict(r, "settle after a step change").status == "PASS"
     r["step"]["oracles"]["2.0"]["median_ms"]["0"] = 10.4  # and the old best too: no move was asked for
     r["step"]["changes"][0]["final_split"] = 0
     t = verdict(r, "settle after a step change")
-    assert t["status"] == "PASS" and "no move needed" in t["measured"]
+    assert t.status == "PASS" and "no move needed" in t.measured
 
 
 def trace_result(adaptive_splits: list[int], adaptive_mean: float) -> dict[str, Any]:
@@ -71,6 +73,6 @@ def trace_result(adaptive_splits: list[int], adaptive_mean: float) -> dict[str, 
 
 def test_a_trace_run_on_the_best_fixed_split_alone_is_not_a_pass() -> None:
     t = verdict(trace_result([8] * 20, 8.0), "trace t.up")  # 0.8x, but only noise between two runs of k=8
-    assert t["status"] == "N/A" and "not tested" in t["measured"]
-    assert verdict(trace_result([0] * 5 + [8] * 15, 8.0), "trace t.up")["status"] == "PASS"
-    assert verdict(trace_result([0] * 5 + [8] * 15, 9.5), "trace t.up")["status"] == "MISS"
+    assert t.status == "N/A" and "not tested" in t.measured
+    assert verdict(trace_result([0] * 5 + [8] * 15, 8.0), "trace t.up").status == "PASS"
+    assert verdict(trace_result([0] * 5 + [8] * 15, 9.5), "trace t.up").status == "MISS"

@@ -3,12 +3,14 @@ brute-force search over every schedule on small random instances."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 
 import numpy as np
 import pytest
 
+from scheduler.cost import FRAME_OVERHEAD_BYTES
 from splitpoint.bench.clairvoyant import (
     Capacity,
     PathCost,
@@ -122,7 +124,7 @@ def test_a_merged_front_is_a_lower_bound_and_says_so() -> None:
     low = clairvoyant(paths, Capacity(trace, 30), 30.0, 12, 10.0, max_states=1)
     assert exact.exact and not low.exact
     assert low.mean_ms <= exact.mean_ms + 1e-9
-    assert low.p95_ms is None and low.splits == [] and low.to_dict()["kind"] == "lower bound"
+    assert low.p95_ms is None and low.splits == [] and low.record().kind == "lower bound"
 
 
 def test_capacity_inverts_the_trace_including_repeats_and_zero_bins() -> None:
@@ -140,21 +142,22 @@ def test_paths_from_profiles_drop_dominated_splits() -> None:
     head = {0: 0.1, 1: 5.0, 2: 4.0, 3: 30.0}
     tail = {0: 10.0, 1: 8.0, 2: 8.0}
     wire = {0: 3000, 1: 2000, 2: 2000}
-    paths = paths_from_profiles([0, 1, 2, 3], 3, head, tail, wire, overhead_bytes=96, queue_ms={0: 1.0})
+    paths = paths_from_profiles([0, 1, 2, 3], 3, head, tail, wire, queue_ms={0: 1.0})
     # split 1 is split 2 with a slower head: never the better choice
     assert [p.split for p in paths] == [0, 2, 3]
-    assert paths[0] == PathCost(0, 0.1, 3096, 11.0) and paths[-1].local
+    assert paths[0] == PathCost(0, 0.1, 3000 + FRAME_OVERHEAD_BYTES, 11.0) and paths[-1].local
 
 
 def test_trace_bound_reports_the_regret() -> None:
     paths = [PathCost(1, 5.0, 10_000, 5.0), PathCost(9, 50.0)]
     out = trace_bound(MBPS8, paths, fps=10, frames=5, rtt_ms=20.0, warmup=1, deadline_ms=100.0, adaptive_mean_ms=50.0)
-    assert out["kind"] == "exact optimum" and out["mean_ms"] == 40.0 and out["frames"] == 4
-    assert out["adaptive_over_clairvoyant"] == 1.25 and out["split_counts"] == {"1": 4}  # the counted frames
+    assert out.kind == "exact optimum" and out.mean_ms == 40.0 and out.frames == 4
+    assert out.adaptive_over_clairvoyant == 1.25 and out.split_counts == {"1": 4}  # the counted frames
 
 
 def test_the_report_shows_the_bound_next_to_the_runs_and_the_regret() -> None:
     from splitpoint.bench.report import render_markdown
+    from splitpoint.bench.results import BenchResult, from_dict
 
     paths = [PathCost(1, 5.0, 10_000, 5.0), PathCost(9, 50.0)]
     run = {"frames": 5, "mean_ms": 50.0, "median_ms": 50.0, "p95_ms": 60.0, "deadline_misses": 1, "counted_frames": 4,
@@ -162,8 +165,8 @@ def test_the_report_shows_the_bound_next_to_the_runs_and_the_regret() -> None:
     entry = {"trace": "hand-made", "seconds": 0.5, "slice_mean_mbps": 8.0, "fps": 10.0, "rtt_ms": 20.0,
              "deadline_ms": 100.0, "runs": {"adaptive": {**run, "split_counts": {"1": 5}}, "k=1": run},
              "best_fixed": "k=1", "adaptive_over_best_fixed": 1.0,
-             "clairvoyant": trace_bound(MBPS8, paths, 10, 5, 20.0, 1, 100.0, adaptive_mean_ms=50.0)}
-    text = render_markdown({"traces": [entry]})
+             "clairvoyant": dataclasses.asdict(trace_bound(MBPS8, paths, 10, 5, 20.0, 1, 100.0, adaptive_mean_ms=50.0))}
+    text = render_markdown(from_dict(BenchResult, {"traces": [entry]}))
     row = next(line for line in text.splitlines() if line.startswith("| clairvoyant, exact optimum"))
     assert "(k=1: 4)" in row and "| 40.00 |" in row and "| 0/4 |" in row
     assert "adaptive / clairvoyant (exact optimum), the regret: **1.250**" in text

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import math
 import random
 
 import pytest
 
-from scheduler.cost import FRAME_OVERHEAD_BYTES, CostModel, EnergyModel
+from scheduler.cost import FRAME_OVERHEAD_BYTES, CostModel, EnergyModel, transfer_ms, wire_bytes
 from scheduler.link import LinkEstimator, LinkState
 from scheduler.policy import AdaptivePolicy, PolicyConfig, decide
 from scheduler.profiles import Profile, SplitProfile, StageStats
@@ -247,3 +248,29 @@ def test_cpu_name_reads_the_name_not_the_model_number() -> None:
     assert cpu_name(PI4_CPUINFO) == "Raspberry Pi 4 Model B Rev 1.4"
     assert cpu_name("processor\t: 0\nHardware\t: BCM2835\n") == "BCM2835"
     assert cpu_name("") is None
+
+
+# ---------------------------------------------------------------- the one wire-time and energy formula
+
+
+def test_wire_time_by_hand() -> None:
+    assert wire_bytes(1000) == 1000 + FRAME_OVERHEAD_BYTES
+    assert transfer_ms(1250, 1e6) == pytest.approx(10.0)   # 10,000 bits at 1 Mbit/s
+    assert transfer_ms(1250, 0.0) == math.inf and transfer_ms(1250, math.inf) == 0.0
+
+
+def test_the_planner_predicts_with_the_same_functions() -> None:
+    model, link = cost_model(), LinkState(bandwidth_bps=5e6, rtt_ms=40.0, server_queue_ms=3.0)
+    for k in range(len(WIRE) - 1):
+        p = model.predict(k, link)
+        assert p.wire_bytes == wire_bytes(WIRE[k])
+        assert p.transfer_ms == transfer_ms(p.wire_bytes, 5e6)
+        assert p.latency_ms == pytest.approx(HEAD_MS[k] + p.transfer_ms + 40.0 + 3.0 + TAIL_MS[k])
+        # the bench's per-frame energy of the predicted frame is the planner's prediction
+        assert model.energy is not None
+        assert p.energy_mj == pytest.approx(model.energy.frame_mj(k, HEAD_MS[k], p.transfer_ms, 5e6, 40.0 + 3.0
+                                                                  + TAIL_MS[k]))
+        tx = 0.43839 * 5 + 1.28804
+        assert p.energy_mj == pytest.approx(HEAD_W[k] * HEAD_MS[k] + tx * p.transfer_ms + 1.5 * (43.0 + TAIL_MS[k]))
+    local = model.predict(len(WIRE) - 1, link)
+    assert local.energy_mj == pytest.approx(HEAD_W[-1] * HEAD_MS[-1]) and local.transfer_ms == 0.0

@@ -1,0 +1,192 @@
+"""What `splitpoint bench` runs: every option declared once.
+
+BenchOptions uses the same `option()` mechanism as the agent's and the server's configs
+(splitpoint/config.py), so each field is at once a flag (`--trace-fps`), a key of the
+`--config` TOML file (`trace_fps = 10.0`) and a line of `--print-config`. Values come from
+the defaults, then the smoke profile (`--smoke`, or `smoke = true` in the file), then the
+TOML file, then the flags given on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import splitpoint
+from splitpoint import config as cfg
+from splitpoint.config import option
+from splitpoint.errors import ConfigError
+
+DEFAULT_BANDWIDTHS_MBPS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+DEFAULT_RTTS_MS = (10.0, 50.0, 150.0)
+#: the smoke run's conditions (Mbps x RTT ms): 50 and 2 Mbps at 50 ms, also the step change's two rates
+SMOKE_BANDWIDTHS_MBPS = (50.0, 2.0)
+SMOKE_RTTS_MS = (50.0,)
+#: the smoke run's trace; by default every *.up file of the traces directory is replayed
+SMOKE_TRACE = "Verizon-LTE-short.up"
+DEFAULT_TRACE_RTTS_MS = (10.0, 50.0)
+STAGES = ("conditions", "step", "traces", "throughput", "overhead")
+
+#: what --smoke changes (explicit flags and TOML keys still win): small and quick, for CI
+SMOKE_VALUES: dict[str, Any] = {
+    "bandwidths": list(SMOKE_BANDWIDTHS_MBPS), "rtts": list(SMOKE_RTTS_MS), "frames": 6, "warmup": 2,
+    "adaptive_frames": 12, "trace_seconds": 1.5, "traces": [SMOKE_TRACE], "trace_rtt": [50.0], "step_frames": 8,
+    "step_fps": 20.0, "tp_frames": 40, "overhead_frames": 100, "profile_runs": 10,
+}
+
+W, L, T, E, OUT = "what to measure", "link conditions", "uplink traces", "edge device and energy", "output"
+
+
+def default_traces_dir() -> Path:
+    """../shared/data/traces beside the repository."""
+    return Path(splitpoint.__file__).resolve().parents[2] / "shared" / "data" / "traces"
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "splitpoint" / "bench"
+
+
+@dataclass
+class BenchOptions:
+    bundle: str | None = option(None, "bundle to measure (default: the digits bundle, built once into the cache)",
+                                group=W)
+    smoke: bool = option(False, "CI smoke run: digits bundle, two conditions, few frames, a short trace slice "
+                                "(explicit flags and keys still win)", group=W)
+    splits: list[str] = option(help="measure only these splits, e.g. 0,4,8-10 (0 and K always; the adaptive agent "
+                                    "then chooses among the same set)", default_factory=list, group=W)
+    skip: list[str] = option(help="stages to skip: " + ",".join(STAGES), default_factory=list, group=W)
+    frames: int = option(30, "measured frames per fixed-split run", group=W)
+    warmup: int = option(3, "warm-up frames excluded from each run", group=W)
+    adaptive_frames: int = option(40, "frames of each adaptive run", group=W)
+    max_frame_s: float = option(8.0, "do not run splits whose wire time alone exceeds this many seconds", group=W)
+    bandwidths: list[float] = option(help="uplink rates in Mbps (default 1,2,5,10,20,50,100)",
+                                     default_factory=lambda: list(DEFAULT_BANDWIDTHS_MBPS), group=L)
+    rtts: list[float] = option(help="round-trip times in ms (default 10,50,150)",
+                               default_factory=lambda: list(DEFAULT_RTTS_MS), group=L)
+    step_rates: list[float] = option(help="the step change's two uplink rates in Mbps: high, low (default 50,2)",
+                                     default_factory=lambda: [50.0, 2.0], group=L)
+    step_rtt: float = option(50.0, "RTT of the step change in ms", group=L)
+    step_fps: float = option(10.0, "camera rate of the step-change run", group=L)
+    step_frames: int = option(30, "frames per phase of the step change", group=L)
+    tp_bandwidth: float = option(10.0, "uplink rate of the throughput-mode runs and the goodput figure, Mbps", group=L)
+    tp_frames: int = option(60, "frames per throughput-mode run", group=L)
+    tp_window: int = option(4, "frames in flight in throughput mode", group=L)
+    overhead_frames: int = option(300, "frames per path of the overhead measurement", group=L)
+    traces_dir: str | None = option(None, "directory of Mahimahi traces (default ../shared/data/traces beside the "
+                                          "repository)", group=T)
+    traces: list[str] = option(help="trace files to replay (default: every *.up file in the traces directory)",
+                               default_factory=list, group=T)
+    trace_seconds: float = option(20.0, "replay this many seconds of each trace (each slice)", group=T)
+    trace_long_s: float = option(300.0, "a trace longer than this many seconds is replayed in several slices",
+                                 group=T)
+    trace_slices: int = option(3, "slices of a long trace, at offsets spread from its start to its end", group=T)
+    trace_fps: float = option(10.0, "camera rate of the trace runs", group=T)
+    trace_rtt: list[float] = option(help="RTTs of the trace runs in ms, each trace (slice) at each (default 10,50)",
+                                    default_factory=lambda: list(DEFAULT_TRACE_RTTS_MS), group=T)
+    deadline_ms: float | None = option(None, "deadline of a trace frame (default one frame interval)", group=T)
+    edge_cpu: int | None = option(None, "CPU the edge worker is pinned to (default: the last allowed one)", group=E)
+    edge_slowdown: float = option(1.0, "emulate an edge device this many times slower than the worker's core: each "
+                                       "head lasts the factor x its median native time (1: native; see "
+                                       "docs/benchmarks.md)", group=E)
+    power_table: str | None = option(None, "edge power table: adds energy figures and a min-energy agent per "
+                                           "condition", group=E)
+    radio_link: str = option("wifi", "radio power model for energy (as the agent)", choices=("wifi", "lte"), group=E)
+    profile_runs: int = option(20, "runs per split when profiling", group=E)
+    reprofile: bool = option(False, "measure the profiles again instead of using the cached ones", group=E)
+    warm_tails: int = option(0, "the server's warm_tails (0: load every measured tail at start)", group=E)
+    json: str | None = option(None, "write every figure and the machine description here (updated after each "
+                                    "stage)", group=OUT)
+    markdown: str | None = option(None, "write the markdown report here", group=OUT)
+    plots: str | None = option(None, "write PNG plots here (needs matplotlib: the bench extra)", group=OUT)
+    cache_dir: str | None = option(None, "digits bundle and profiles (default ~/.cache/splitpoint/bench)", group=OUT)
+    keep_runs: str | None = option(None, "keep every run's results log and the edge worker's log here", group=OUT)
+
+    def validate(self) -> None:
+        for key, values in (("bandwidths", self.bandwidths), ("rtts", self.rtts), ("step_rates", self.step_rates)):
+            if not values or any(not (v > 0 and math.isfinite(v)) for v in values):
+                raise ConfigError(key, values, "expected positive numbers, e.g. 1,2,5")
+        if not self.trace_rtt or any(not (v >= 0 and math.isfinite(v)) for v in self.trace_rtt):
+            raise ConfigError("trace_rtt", self.trace_rtt, "expected RTTs in ms, 0 or more, e.g. 10,50")
+        if len(self.step_rates) != 2:
+            raise ConfigError("step_rates", self.step_rates, "expected two rates: high, low")
+        bad = sorted(set(self.skip) - set(STAGES))
+        if bad:
+            raise ConfigError("skip", ",".join(self.skip), f"unknown stage(s) {bad}; stages: {', '.join(STAGES)}")
+        self.split_list()  # a bad list is an error now, not after the set-up
+        if not (math.isfinite(self.edge_slowdown) and 1.0 <= self.edge_slowdown <= 10_000):
+            raise ConfigError("edge_slowdown", self.edge_slowdown, "expected a factor from 1 (native) to 10000")
+        if self.frames < 1 or self.adaptive_frames < 2 or self.warmup < 0:
+            raise ConfigError("frames", self.frames, "need frames >= 1, adaptive_frames >= 2, warmup >= 0")
+        for key in ("step_frames", "tp_frames", "tp_window", "overhead_frames", "profile_runs", "trace_slices"):
+            if getattr(self, key) < 1:
+                raise ConfigError(key, getattr(self, key), "expected a positive integer")
+        for key in ("max_frame_s", "trace_seconds", "trace_long_s", "trace_fps", "step_fps", "tp_bandwidth"):
+            v = getattr(self, key)
+            if not (v > 0 and math.isfinite(v)):
+                raise ConfigError(key, v, "expected a positive number")
+        if self.deadline_ms is not None and not self.deadline_ms > 0:
+            raise ConfigError("deadline_ms", self.deadline_ms, "expected a positive number of ms")
+        if self.warm_tails < 0 or self.step_rtt < 0:
+            raise ConfigError("warm_tails", self.warm_tails, "warm_tails and step_rtt must be >= 0")
+
+    # ------------------------------------------------------------------ derived values
+
+    def split_list(self) -> list[int] | None:
+        """The --splits subset as numbers (None: every split)."""
+        if not self.splits:
+            return None
+        from splitpoint.errors import PartitionError
+        from splitpoint.partition import parse_splits
+
+        try:
+            return parse_splits(",".join(self.splits))
+        except PartitionError as exc:
+            raise ConfigError("splits", ",".join(self.splits), str(exc).removeprefix("--splits: ")) from None
+
+    def condition_list(self) -> list[tuple[float, float]]:
+        return [(bw, rtt) for bw in self.bandwidths for rtt in self.rtts]
+
+    def cache_path(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir else default_cache_dir()
+
+    def traces_path(self) -> Path:
+        return Path(self.traces_dir) if self.traces_dir else default_traces_dir()
+
+    def trace_names(self) -> list[str]:
+        """The traces to replay: --traces, or every *.up file of the traces directory (sorted)."""
+        if self.traces:
+            return list(self.traces)
+        return sorted(p.name for p in self.traces_path().glob("*.up"))
+
+    def check_inputs(self) -> None:
+        """What the file system must offer before a run starts (not checked by --print-config)."""
+        if self.traces_dir is None and "traces" not in self.skip and not default_traces_dir().is_dir():
+            raise ConfigError("--traces-dir", str(default_traces_dir()),
+                              "no traces there; give --traces-dir DIR or --skip traces")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`splitpoint bench`'s flags: --config, --print-config and one per BenchOptions field."""
+    parser.add_argument("--config", metavar="FILE", help="TOML file of bench options; flags given here override it")
+    parser.add_argument("--print-config", action="store_true", help="print the effective options as TOML and exit")
+    cfg.add_arguments(parser, BenchOptions)
+
+
+def load_options(args: argparse.Namespace) -> BenchOptions:
+    """Defaults < the smoke profile < the TOML file < flags given on the command line."""
+    config_path = getattr(args, "config", None)
+    values = cfg.read_toml(config_path) if config_path else {}
+    smoke = getattr(args, "smoke", values.get("smoke", False))
+    merged: dict[str, Any] = dict(SMOKE_VALUES) if smoke is True else {}
+    merged.update(values)
+    for f in dataclasses.fields(BenchOptions):
+        name = f.name
+        if hasattr(args, name):
+            merged[name] = getattr(args, name)
+    return cfg.build(BenchOptions, merged)

@@ -1,0 +1,53 @@
+"""Dataclasses from their JSON form and back: the generic half of splitpoint.bench.results."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def from_dict(cls: type[T], data: Any) -> T:
+    """An instance of dataclass `cls` from its JSON form (unknown keys are ignored: newer writers)."""
+    return _convert(cls, data)  # type: ignore[no-any-return]
+
+
+def _convert(tp: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _convert(inner[0], value) if len(inner) == 1 else value
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ValueError(f"{tp.__name__}: expected an object, got {type(value).__name__}")
+        hints = typing.get_type_hints(tp)
+        return tp(**{f.name: _convert(hints[f.name], value[f.name])
+                     for f in dataclasses.fields(tp) if f.name in value})
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return [_convert(item, v) for v in value]
+    if origin is dict:
+        _, item = typing.get_args(tp)
+        return {str(k): _convert(item, v) for k, v in value.items()}
+    return value
+
+
+def jsonable(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o) if math.isfinite(float(o)) else None
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, set):
+        return sorted(o)
+    return str(o)

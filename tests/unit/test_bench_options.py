@@ -1,0 +1,107 @@
+"""`splitpoint bench` options: flags, the --config TOML file and --print-config from one declaration."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from splitpoint import cli
+from splitpoint.bench.options import SMOKE_VALUES, BenchOptions, load_options
+from splitpoint.config import to_toml
+from splitpoint.errors import ConfigError
+
+pytestmark = pytest.mark.edge_side  # no TensorFlow needed
+
+#: the flags docs/benchmarks.md, docs/bench-runs.toml and the CI smoke test use: documented contracts
+DOCUMENTED_FLAGS = (
+    "--bundle", "--smoke", "--splits", "--skip", "--frames", "--warmup", "--adaptive-frames", "--max-frame-s",
+    "--bandwidths", "--rtts", "--step-fps", "--step-frames", "--tp-frames", "--overhead-frames", "--traces-dir",
+    "--traces", "--trace-seconds", "--trace-fps", "--trace-rtt", "--deadline-ms", "--edge-cpu", "--edge-slowdown",
+    "--power-table", "--radio-link", "--profile-runs", "--reprofile", "--warm-tails", "--json", "--markdown",
+    "--plots", "--cache-dir", "--keep-runs",
+)
+
+
+def options(*argv: str) -> BenchOptions:
+    return load_options(cli.build_parser().parse_args(["bench", *argv]))
+
+
+def test_every_field_is_a_flag_and_every_documented_flag_exists(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--help"])
+    flags = set(re.findall(r"--[a-z][a-z-]*", capsys.readouterr().out))
+    for f in dataclasses.fields(BenchOptions):
+        assert "--" + f.name.replace("_", "-") in flags, f.name
+    missing = [f for f in DOCUMENTED_FLAGS if f not in flags]
+    assert not missing
+
+
+def test_flags_parse_into_the_declared_types() -> None:
+    o = options("--bandwidths", "1,2.5", "--rtts", "10", "--splits", "0,4,8-10", "--skip", "step,overhead",
+                "--frames", "7", "--trace-rtt", "20", "--edge-slowdown", "75", "--reprofile", "--json", "out.json")
+    assert o.bandwidths == [1.0, 2.5] and o.rtts == [10.0] and o.condition_list() == [(1.0, 10.0), (2.5, 10.0)]
+    assert o.split_list() == [0, 4, 8, 9, 10] and o.skip == ["step", "overhead"]
+    assert o.frames == 7 and o.trace_rtt == [20.0] and o.edge_slowdown == 75.0 and o.reprofile is True
+    assert o.json == "out.json"
+
+
+def test_smoke_sets_small_defaults_that_flags_and_the_file_override(tmp_path: Path) -> None:
+    o = options("--smoke")
+    assert o.smoke and o.frames == SMOKE_VALUES["frames"] and o.condition_list() == [(50.0, 50.0), (2.0, 50.0)]
+    # an explicit axis replaces the smoke one; the other keeps the smoke values
+    o = options("--smoke", "--bandwidths", "5", "--frames", "9")
+    assert o.condition_list() == [(5.0, 50.0)] and o.frames == 9 and o.warmup == SMOKE_VALUES["warmup"]
+    conf = tmp_path / "bench.toml"
+    conf.write_text("smoke = true\nframes = 4\n")
+    o = options("--config", str(conf))
+    assert o.smoke and o.frames == 4 and o.adaptive_frames == SMOKE_VALUES["adaptive_frames"]
+    assert options("--config", str(conf), "--frames", "5").frames == 5  # flags win over the file
+
+
+def test_the_toml_file_sets_every_kind_of_key(tmp_path: Path) -> None:
+    conf = tmp_path / "bench.toml"
+    conf.write_text('bandwidths = [1, 10]\nsplits = [0, "4-5"]\ntraces = ["a.up"]\ntrace_fps = 5\n'
+                    'radio_link = "lte"\ndeadline_ms = 250.0\n')
+    o = options("--config", str(conf))
+    assert o.bandwidths == [1.0, 10.0] and o.split_list() == [0, 4, 5] and o.traces == ["a.up"]
+    assert o.trace_fps == 5.0 and o.radio_link == "lte" and o.deadline_ms == 250.0
+
+
+def test_print_config_round_trips_through_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["bench", "--smoke", "--trace-rtt", "10", "--splits", "0,3", "--print-config"]) == 0
+    text = capsys.readouterr().out
+    assert "# camera rate of the trace runs" in text and "trace_rtt = [10.0]" in text
+    conf = tmp_path / "printed.toml"
+    conf.write_text(text)
+    tomllib.loads(text)  # valid TOML
+    again = options("--config", str(conf))
+    assert again == options("--smoke", "--trace-rtt", "10", "--splits", "0,3")
+    assert to_toml(again) == text
+
+
+@pytest.mark.parametrize(("argv", "key"), [
+    (["--skip", "conditions,nonsense"], "skip"),
+    (["--bandwidths", "0,5"], "bandwidths"),
+    (["--edge-slowdown", "0.5"], "edge_slowdown"),
+    (["--frames", "0"], "frames"),
+    (["--splits", "3-x"], "splits"),
+])
+def test_bad_values_name_the_key(argv: list[str], key: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        options(*argv)
+    assert key in str(exc.value)
+
+
+def test_a_bad_value_exits_2_with_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    conf = tmp_path / "bench.toml"
+    conf.write_text('frames = "many"\n')
+    assert cli.main(["bench", "--config", str(conf)]) == 2
+    err = capsys.readouterr().err
+    assert "frames" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as exc:  # argparse: not a number
+        cli.main(["bench", "--trace-fps", "fast"])
+    assert exc.value.code == 2
