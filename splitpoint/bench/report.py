@@ -337,7 +337,8 @@ def render_plots(r: dict[str, Any], out_dir: Path) -> list[str]:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("plots skipped: matplotlib is not installed (pip install 'splitpoint[bench]')", file=sys.stderr)
+        print("plots skipped: matplotlib is not installed (pip install '.[bench]' from a splitpoint checkout,"
+              " or the splitpoint wheel with [bench])", file=sys.stderr)
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
     model = r.get("bundle", {}).get("model", "model")
