@@ -82,7 +82,8 @@ ACCEPTED_FORMS = (
     f"({' '.join(VIDEO_SUFFIXES)}), camera:N (N >= 0) or synthetic:N (N >= 1)"
 )
 
-_OPENCV_HINT = "pip install 'splitpoint[video]' (package opencv-python-headless)"
+_OPENCV_HINT = ("pip install '.[video]' from a splitpoint checkout, or the splitpoint wheel with [video]"
+                " (package opencv-python-headless)")
 
 # What a single unreadable frame file can raise (besides ConfigError from read_frame_file).
 _FILE_ERRORS = (ConfigError, OSError, ValueError, SyntaxError, EOFError)
@@ -273,7 +274,8 @@ class DirectorySource(_Source):
                 import PIL  # noqa: F401
             except ImportError:
                 raise BackendUnavailableError(
-                    f"{directory} holds image files; reading them needs Pillow: pip install 'splitpoint[edge]'"
+                    f"{directory} holds image files; reading them needs Pillow: pip install '.[edge]' from a "
+                    "splitpoint checkout, or the splitpoint wheel with [edge] (package pillow)"
                 ) from None
         self._pre = pre
         self._key = key

@@ -11,6 +11,7 @@ import numpy as np
 
 from splitpoint.bundle import Preprocessing
 from splitpoint.errors import BackendUnavailableError, ConfigError
+from splitpoint.extras import install_hint
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 ARRAY_SUFFIXES = (".npy",)
@@ -50,7 +51,7 @@ def _resize_convert(frame: np.ndarray, pre: Preprocessing) -> np.ndarray:
         from PIL import Image
     except ImportError:
         raise BackendUnavailableError(
-            "resizing frames needs Pillow: pip install 'splitpoint[edge]' (package pillow)"
+            f"resizing frames needs Pillow: {install_hint('edge', 'pillow')}"
         ) from None
     img = Image.fromarray(frame)
     img = img.convert("L" if pre.channels == 1 else "RGB")
@@ -70,7 +71,7 @@ def read_frame_file(path: Path, pre: Preprocessing) -> np.ndarray:
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
-        raise BackendUnavailableError("reading image files needs Pillow: pip install 'splitpoint[edge]'") from None
+        raise BackendUnavailableError(f"reading image files needs Pillow: {install_hint('edge', 'pillow')}") from None
     try:
         with Image.open(path) as opened:
             img = opened.convert("L" if pre.channels == 1 else "RGB")

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import os
-import queue
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from helpers import CloudProcess, quiet_progress, running_server
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -43,104 +40,29 @@ def digits_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from splitpoint.partition import PartitionOptions, partition
 
     out = tmp_path_factory.mktemp("bundles") / "digits"
-    partition(reference_model("digits-cnn"), PartitionOptions(output=out, edgetpu_compiler=None), progress=_quiet)
+    partition(reference_model("digits-cnn"), PartitionOptions(output=out, edgetpu_compiler=None), progress=quiet_progress)
     return out
-
-
-class _QuietProgress:
-    def update(self, label: str, advance: int = 1) -> None:
-        logging.getLogger("tests").debug("partition progress: %s", label)
-
-
-def _quiet(total: int) -> _QuietProgress:
-    return _QuietProgress()
 
 
 @pytest.fixture
 def cloud_server(digits_bundle: Path) -> Iterator[object]:
     """A real server on 127.0.0.1, port 0 (the port it bound is `.port`)."""
-    from cloud_server.config import CloudConfig
-    from cloud_server.server import CloudServer
-
-    server = CloudServer(CloudConfig(bundle=str(digits_bundle), listen="127.0.0.1:0", grace_s=5.0, insecure=True)).start()
-    try:
+    with running_server(digits_bundle) as server:
         yield server
-    finally:
-        server.stop()
-
-
-class CloudProcess:
-    """`splitpoint cloud` as a real process; `.address` is what it printed it listens on."""
-
-    def __init__(self, bundle: Path, listen: str, log: Path, extra: list[str]):
-        import os
-        import subprocess
-        import sys
-
-        root = Path(__file__).resolve().parents[1]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "splitpoint", "cloud", "--insecure", "--bundle", str(bundle), "--listen", listen,
-             *extra],
-            stdout=subprocess.PIPE, stderr=open(log, "a"), text=True, cwd=root,
-            env=dict(os.environ, PYTHONPATH=str(root), PYTHONUNBUFFERED="1"),
-        )
-        self.log = log
-        self.address = ""
-        # stdout is read on a thread so that the start-up deadline holds even when the
-        # server prints nothing at all
-        lines: queue.Queue[str | None] = queue.Queue()
-
-        def pump() -> None:
-            assert self.proc.stdout is not None
-            for line in self.proc.stdout:
-                lines.put(line)
-            lines.put(None)
-
-        threading.Thread(target=pump, name="cloud-stdout", daemon=True).start()
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                line = None
-            if line is None:
-                self.proc.kill()
-                raise AssertionError(f"server did not start: {log.read_text()[-2000:]}")
-            if line.startswith("splitpoint cloud listening on "):
-                self.address = line.rsplit(" ", 1)[1].strip()
-                return
-
-    def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise AssertionError("no VmRSS")
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def stop(self, timeout: float = 30) -> int:
-        import signal
-        import subprocess
-
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
 
 
 @pytest.fixture
-def cloud_process(digits_bundle: Path, tmp_path: Path) -> Iterator[Callable[..., CloudProcess]]:
-    """Start real `splitpoint cloud` processes on the digits bundle: make(*flags, listen=...)."""
+def cloud_process(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., CloudProcess]]:
+    """Start real `splitpoint cloud` processes: make(*flags, listen=..., bundle=..., python=...).
+    The bundle is the digits bundle unless given (asked for only then: partitioning needs
+    TensorFlow, which the edge-side wheel run lacks). Each is stopped (SIGTERM) at the end."""
     started: list[CloudProcess] = []
 
-    def make(*extra: str, listen: str = "127.0.0.1:0") -> CloudProcess:
-        proc = CloudProcess(digits_bundle, listen, tmp_path / f"cloud-{len(started)}.log", list(extra))
+    def make(*extra: str, listen: str = "127.0.0.1:0", bundle: Path | None = None,
+             python: str | None = None) -> CloudProcess:
+        if bundle is None:
+            bundle = request.getfixturevalue("digits_bundle")
+        proc = CloudProcess(bundle, listen, tmp_path / f"cloud-{len(started)}.log", list(extra), python=python)
         started.append(proc)
         return proc
 

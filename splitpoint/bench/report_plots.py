@@ -24,7 +24,8 @@ def render_plots(r: BenchResult, out_dir: Path) -> list[str]:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("plots skipped: matplotlib is not installed (pip install 'splitpoint[bench]')", file=sys.stderr)
+        print("plots skipped: matplotlib is not installed (pip install '.[bench]' from a splitpoint checkout,"
+              " or the splitpoint wheel with [bench])", file=sys.stderr)
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
     model = r.bundle.model

@@ -9,6 +9,7 @@ from types import ModuleType
 
 from splitpoint import native_logs
 from splitpoint.errors import BackendUnavailableError
+from splitpoint.extras import install_hint
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def import_tensorflow() -> ModuleType:
     except ImportError as exc:
         raise BackendUnavailableError(
             f"TensorFlow is not installed ({exc}); the server and the partitioner need it: "
-            "pip install 'splitpoint[cloud]'"
+            f"{install_hint('cloud', 'tensorflow')}"
         ) from None
     if native_logs.verbose():
         return tf

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -31,23 +30,15 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from helpers import cli_env
 
 from edge_node.results import read_results
 from splitpoint.bundle import load_bundle
 from splitpoint.codec import encode
 from splitpoint.v1 import offload_pb2, offload_pb2_grpc
 
-REPO = Path(__file__).resolve().parents[2]
 PROC_TIMEOUT_S = 60.0
 EVENT_TIMEOUT_S = 30.0
-
-
-def cli_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 # ---------------------------------------------------------------- helpers

@@ -9,37 +9,27 @@ within its grace period.
 
 from __future__ import annotations
 
-import os
 import queue
 import signal
 import subprocess
 import sys
-import threading
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
 import pytest
+from helpers import CloudProcess, cli_env
 
 from edge_node.results import read_results
 from splitpoint.bundle import Manifest, load_bundle
 from splitpoint.codec import decode, encode
 from splitpoint.v1 import offload_pb2, offload_pb2_grpc
 
-REPO = Path(__file__).resolve().parents[2]
 RPC_TIMEOUT_S = 10.0
-
-
-def cli_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 def splitpoint(*args: str, cwd: Path, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
@@ -257,54 +247,26 @@ def _frame(m: Manifest, inputs: np.ndarray, frame_id: int) -> offload_pb2.InferR
     return req
 
 
+GRACE_S = 10.0
+
+
 @pytest.fixture
-def cloud_process(digits_bundle: Path, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """`python -m splitpoint cloud --listen 127.0.0.1:0`, its address read from its stdout."""
-    grace_s = 10.0
-    log_path = tmp_path / "cloud.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "splitpoint", "cloud", "--insecure", "--bundle", str(digits_bundle),
-             "--listen", "127.0.0.1:0", "--workers", "1", "--max-batch", "1", "--grace-s", str(grace_s)],
-            stdout=subprocess.PIPE, stderr=log, text=True, env=cli_env(), cwd=tmp_path,
-        )
-    lines: queue.Queue = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, name="cloud-stdout", daemon=True).start()
-    try:
-        address = None
-        deadline = time.monotonic() + 90
-        while address is None:
-            try:
-                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no 'listening' line within 90 s; log:\n{log_path.read_text()}") from None
-            assert line is not None, f"the server exited ({proc.wait()}); log:\n{log_path.read_text()}"
-            prefix = "splitpoint cloud listening on "
-            if line.startswith(prefix):
-                address = line[len(prefix):].strip()
-        host, _, port = address.rpartition(":")
-        assert host == "127.0.0.1" and int(port) > 0
-        yield {"proc": proc, "address": address, "grace_s": grace_s, "log": log_path, "stdout": lines}
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+def one_worker_server(cloud_process: Callable[..., CloudProcess]) -> CloudProcess:
+    """`python -m splitpoint cloud --listen 127.0.0.1:0` with one worker, batches of one and a
+    10 s grace period; its address read from its stdout."""
+    server = cloud_process("--workers", "1", "--max-batch", "1", "--grace-s", str(GRACE_S))
+    host, _, port = server.address.rpartition(":")
+    assert host == "127.0.0.1" and int(port) > 0
+    return server
 
 
-def test_cloud_sigterm_drains_frames_in_flight_and_exits_0(cloud_process: dict[str, Any], digits_bundle: Path,
+def test_cloud_sigterm_drains_frames_in_flight_and_exits_0(one_worker_server: CloudProcess, digits_bundle: Path,
                                                            float_labels: np.ndarray) -> None:
-    proc: subprocess.Popen = cloud_process["proc"]
+    proc: subprocess.Popen = one_worker_server.proc
     m = load_bundle(digits_bundle, side="cloud").manifest
     inputs, _ = load_bundle(digits_bundle, side="cloud").validation_data()
     n = 240  # under max_queue (256): all are queued, none refused for overload
-    with grpc.insecure_channel(cloud_process["address"]) as ch:
+    with grpc.insecure_channel(one_worker_server.address) as ch:
         grpc.channel_ready_future(ch).result(timeout=RPC_TIMEOUT_S)
         stub = offload_pb2_grpc.OffloadStub(ch)
         requests: queue.Queue = queue.Queue()
@@ -339,11 +301,11 @@ def test_cloud_sigterm_drains_frames_in_flight_and_exits_0(cloud_process: dict[s
             responses.extend(it)
         except grpc.RpcError as err:
             status = err.code()
-        rc = proc.wait(timeout=cloud_process["grace_s"] + 10)
+        rc = proc.wait(timeout=GRACE_S + 10)
         exit_s = time.monotonic() - t_kill
 
-    assert rc == 0, cloud_process["log"].read_text()
-    assert exit_s < cloud_process["grace_s"], exit_s
+    assert rc == 0, one_worker_server.log.read_text()
+    assert exit_s < GRACE_S, exit_s
     assert answered_before < n, "nothing was in flight at SIGTERM: the test proves nothing"
     answers: dict[int, list[offload_pb2.InferResponse]] = {}
     for r in responses:
@@ -367,6 +329,6 @@ def test_cloud_sigterm_drains_frames_in_flight_and_exits_0(cloud_process: dict[s
             assert r.error.code in (0, grpc.StatusCode.UNAVAILABLE.value[0]), r.error
         else:
             assert status == grpc.StatusCode.UNAVAILABLE, (i, status)
-    log_text = cloud_process["log"].read_text()
+    log_text = one_worker_server.log.read_text()
     assert "Traceback" not in log_text
     assert "received SIGTERM" in log_text and "stopped" in log_text

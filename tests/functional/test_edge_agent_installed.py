@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,45 +35,11 @@ def edge_bundle(request: pytest.FixtureRequest) -> Path:
 
 
 @pytest.fixture
-def cloud_address(edge_bundle: Path, tmp_path: Path) -> Iterator[str]:
-    """`splitpoint cloud --listen 127.0.0.1:0` in its own process; its address read from its stdout."""
+def cloud_address(cloud_process: Callable[..., Any], edge_bundle: Path) -> str:
+    """`splitpoint cloud --listen 127.0.0.1:0` in its own process (under SPLITPOINT_CLOUD_PYTHON
+    when set: the wheel run has no TensorFlow); its address read from its stdout."""
     python = os.environ.get("SPLITPOINT_CLOUD_PYTHON") or sys.executable
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-    log_path = tmp_path / "cloud.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [python, "-m", "splitpoint", "cloud", "--insecure", "--bundle", str(edge_bundle),
-             "--listen", "127.0.0.1:0", "--workers", "1"],
-            stdout=subprocess.PIPE, stderr=log, text=True, env=env, cwd=tmp_path,
-        )
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, name="cloud-stdout", daemon=True).start()
-    prefix = "splitpoint cloud listening on "
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no 'listening' line within 90 s; log:\n{log_path.read_text()}") from None
-            assert line is not None, f"the server exited ({proc.wait()}); log:\n{log_path.read_text()}"
-            if line.startswith(prefix):
-                yield line[len(prefix):].strip()
-                return
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+    return cloud_process("--workers", "1", bundle=edge_bundle, python=python).address
 
 
 def test_splitpoint_comes_from_the_installation_under_test(tmp_path: Path) -> None:

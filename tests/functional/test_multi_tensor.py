@@ -16,8 +16,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from helpers import quiet_progress, running_server
 
-from cloud_server.config import CloudConfig
 from cloud_server.server import CloudServer
 from edge_node.heads import EdgeHeads
 from edge_node.outputs import cut_request_tensors, decode_outputs, local_outputs
@@ -57,26 +57,14 @@ def pyramid_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = ModelSource("pyramid", "test:pyramid", pyramid_model(), Preprocessing(32, 32, 1, 1 / 255, 0.0), [],
                       calibration=frames[:32], validation=frames[32:], trained=False)
     out = tmp_path_factory.mktemp("bundles") / "pyramid"
-    partition(src, PartitionOptions(output=out, edgetpu_compiler=None, max_cut_tensors=4), progress=_quiet)
+    partition(src, PartitionOptions(output=out, edgetpu_compiler=None, max_cut_tensors=4), progress=quiet_progress)
     return out
-
-
-class _Quiet:
-    def update(self, label: str, advance: int = 1) -> None:
-        pass
-
-
-def _quiet(total: int) -> _Quiet:
-    return _Quiet()
 
 
 @pytest.fixture(scope="module")
 def server(pyramid_bundle: Path) -> Iterator[CloudServer]:
-    srv = CloudServer(CloudConfig(bundle=str(pyramid_bundle), listen="127.0.0.1:0", grace_s=5.0, insecure=True)).start()
-    try:
+    with running_server(pyramid_bundle) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture

@@ -1,0 +1,129 @@
+"""Helpers the tests share that are not fixtures: the environment for `python -m splitpoint`
+subprocesses, `splitpoint cloud` as a real process, an in-process server, a silent progress.
+
+Importable as `helpers` from every test module and from conftest.py: pyproject.toml puts tests/
+on sys.path (`pythonpath`), also under --import-mode=importlib (scripts/ci_edge_py313.sh).
+Nothing here imports TensorFlow at import time: the edge_side tests run without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+#: the checkout these tests belong to
+REPO = Path(__file__).resolve().parents[1]
+
+_LISTENING = "splitpoint cloud listening on "
+
+
+def cli_env() -> dict[str, str]:
+    """os.environ for a `python -m splitpoint` subprocess: this checkout first on PYTHONPATH
+    (the code under test, not an installed copy), TensorFlow's C++ chatter off, output unbuffered
+    so that a line the test waits for arrives when it is printed."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class CloudProcess:
+    """`splitpoint cloud` as a real process; `.address` is what it printed it listens on.
+
+    python: the interpreter (the edge-side wheel run starts the server under another one, which
+    has TensorFlow). stderr goes to `log`; a server that exits or prints no listening line within
+    `start_timeout_s` fails the test with the log's tail."""
+
+    def __init__(self, bundle: Path, listen: str, log: Path, extra: list[str], *,
+                 python: str | None = None, start_timeout_s: float = 120.0):
+        with open(log, "a") as err:
+            self.proc = subprocess.Popen(
+                [python or sys.executable, "-m", "splitpoint", "cloud", "--insecure", "--bundle", str(bundle),
+                 "--listen", listen, *extra],
+                stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO, env=cli_env(),
+            )
+        self.log = log
+        self.address = ""
+        # stdout is read on a thread so that the start-up deadline holds even when the
+        # server prints nothing at all
+        lines: queue.Queue[str | None] = queue.Queue()
+
+        def pump() -> None:
+            assert self.proc.stdout is not None
+            for line in self.proc.stdout:
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=pump, name="cloud-stdout", daemon=True).start()
+        deadline = time.monotonic() + start_timeout_s
+        while True:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                self.kill()
+                raise AssertionError(f"server printed no listening line within {start_timeout_s:.0f} s: "
+                                     f"{log.read_text()[-2000:]}") from None
+            if line is None:
+                self.kill()
+                raise AssertionError(f"server exited ({self.proc.returncode}) before listening: "
+                                     f"{log.read_text()[-2000:]}")
+            if line.startswith(_LISTENING):
+                self.address = line[len(_LISTENING):].strip()
+                return
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmRSS")
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM (the server drains), then kill after `timeout`; the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+@contextmanager
+def running_server(bundle: Path, **config: Any) -> Iterator[Any]:
+    """An in-process CloudServer on 127.0.0.1, port 0 (the port it bound is `.port`), stopped on exit.
+    config: more CloudConfig fields."""
+    from cloud_server.config import CloudConfig
+    from cloud_server.server import CloudServer
+
+    settings: dict[str, Any] = {"listen": "127.0.0.1:0", "grace_s": 5.0, "insecure": True, **config}
+    server = CloudServer(CloudConfig(bundle=str(bundle), **settings)).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class _QuietProgress:
+    def update(self, label: str, advance: int = 1) -> None:
+        logging.getLogger("tests").debug("partition progress: %s", label)
+
+
+def quiet_progress(total: int) -> _QuietProgress:
+    """`partition(..., progress=quiet_progress)`: progress to a debug log, not the terminal."""
+    return _QuietProgress()
