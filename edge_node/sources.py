@@ -10,7 +10,9 @@ a `FrameSource`:
     synthetic:N    N frames cycling through the bundle's validation inputs, with labels
 
 Every frame comes out as a `Frame` whose `raw` is uint8 (H, W, C) already
-fitted to the bundle's preprocessing size and channels (`fit_frame`).
+fitted to the bundle's preprocessing size and channels (`fit_frame`), and whose
+`source_size` is the (width, height) of the image as the source read it, before
+fitting: a detector's boxes are given in that image's pixels.
 
 A source is a single-pass stream, like a camera: `iter(source)` returns the
 source itself. Reading one frame can fail without ending the stream: the
@@ -69,8 +71,9 @@ from splitpoint.images import (
     ARRAY_SUFFIXES,
     IMAGE_SUFFIXES,
     fit_frame,
+    image_size,
     list_frame_files,
-    read_frame_file,
+    read_frame_file_sized,
 )
 
 log = logging.getLogger(__name__)
@@ -83,6 +86,9 @@ ACCEPTED_FORMS = (
 )
 
 _OPENCV_HINT = "pip install 'splitpoint[video]' (package opencv-python-headless)"
+
+#: what `_Source._read` returns: (raw fitted frame, label, origin, (width, height) before fitting)
+_Read = tuple[np.ndarray, int | None, str, tuple[int, int]]
 
 # What a single unreadable frame file can raise (besides ConfigError from read_frame_file).
 _FILE_ERRORS = (ConfigError, OSError, ValueError, SyntaxError, EOFError)
@@ -99,11 +105,15 @@ class Frame:
     #: time.time_ns() when the frame was read/captured; for a paced source (fps), when it was due,
     #: so a frame that waits for a busy agent counts the wait in its end-to-end latency, as a camera would
     capture_time_ns: int
+    #: (width, height) of the image as read (file, video frame, camera capture, validation input),
+    #: before it was fitted to the bundle's input; None: the same as `raw`
+    original_size: tuple[int, int] | None = None
+
     @property
     def source_size(self) -> tuple[int, int]:
-        """(width, height) of the frame as the source delivers it (fitted to the bundle's input
-        size): detections are given in these pixels. Sources do not yet keep the size of an
-        image they resized, so for those the boxes are not mapped back to it (issue 13)."""
+        """(width, height) of the source image: detections are given in these pixels."""
+        if self.original_size is not None:
+            return self.original_size
         return int(self.raw.shape[1]), int(self.raw.shape[0])
 
 
@@ -202,7 +212,7 @@ class _Source:
             self._pace(slot)
         self._next_index += 1  # before reading: a FrameReadError for i leaves the source at i + 1
         try:
-            raw, label, origin = self._read(i)
+            raw, label, origin, size = self._read(i)
         except StopIteration:
             self._done = True
             self._release()
@@ -213,7 +223,8 @@ class _Source:
         self._released += 1
         if not self._pace_before_read:
             self._pace(slot)
-        return Frame(index=self._first + i, raw=raw, label=label, origin=origin, capture_time_ns=self._capture_ns(slot))
+        return Frame(index=self._first + i, raw=raw, label=label, origin=origin, capture_time_ns=self._capture_ns(slot),
+                     original_size=size)
 
     def _capture_ns(self, slot: int) -> int:
         now = time.time_ns()
@@ -228,7 +239,8 @@ class _Source:
         while (wait := due - time.monotonic()) > 0:
             time.sleep(wait)
 
-    def _read(self, i: int) -> tuple[np.ndarray, int | None, str]:
+    def _read(self, i: int) -> _Read:
+        """(raw fitted frame, label, origin, (width, height) before fitting) of position i."""
         raise NotImplementedError
 
     def _discard(self, i: int) -> None:
@@ -279,17 +291,17 @@ class DirectorySource(_Source):
         self._key = key
         super().__init__(f"directory {directory} ({len(self.files)} files)", fps)
 
-    def _read(self, i: int) -> tuple[np.ndarray, int | None, str]:
+    def _read(self, i: int) -> _Read:
         if i >= len(self.files):
             raise StopIteration
         path = self.files[i]
         try:
-            raw = read_frame_file(path, self._pre)
+            raw, size = read_frame_file_sized(path, self._pre)
         except _FILE_ERRORS as exc:
             reason = exc.reason if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
             log.debug("frame %d: cannot read %s: %s", i, path, reason)
             raise FrameReadError(i, path.name, reason, self._key, str(path)) from None
-        return raw, None, path.name
+        return raw, None, path.name, size
 
 
 class SyntheticSource(_Source):
@@ -322,7 +334,7 @@ class SyntheticSource(_Source):
             f"synthetic:{count} (cycling {len(inputs)} {labelled} validation inputs)", fps
         )
 
-    def _read(self, i: int) -> tuple[np.ndarray, int | None, str]:
+    def _read(self, i: int) -> _Read:
         if i >= self._count:
             raise StopIteration
         j = i % len(self._inputs)
@@ -334,7 +346,7 @@ class SyntheticSource(_Source):
         if np.shares_memory(raw, self._inputs):
             raw = raw.copy()  # frames are handed out; never let a consumer write into the cycle
         label = None if self._labels is None else int(self._labels[j])
-        return raw, label, origin
+        return raw, label, origin, image_size(self._inputs[j])
 
 
 def _import_cv2(what: str) -> Any:
@@ -349,7 +361,8 @@ def _import_cv2(what: str) -> Any:
 
 
 def _bgr_to_raw(cv2: Any, img: np.ndarray, pre: Preprocessing) -> np.ndarray:
-    """An OpenCV frame (BGR, BGRA or gray) -> uint8 (H, W, C) fitted to `pre`."""
+    """An OpenCV frame (BGR, BGRA or gray) -> uint8 (H, W, C) fitted to `pre`; the capture's own
+    size is `image_size(img)`."""
     img = np.asarray(img)
     if img.ndim == 3 and img.shape[-1] == 1:
         img = img[..., 0]
@@ -370,12 +383,13 @@ class _OpenCVSource(_Source):
         self._key = key
         super().__init__(description, fps)
 
-    def _grab(self, i: int, origin: str) -> np.ndarray | None:
+    def _grab(self, i: int, origin: str) -> tuple[np.ndarray, tuple[int, int]] | None:
+        """(fitted frame, (width, height) as captured), or None at the end of the stream."""
         ok, img = self._cap.read()
         if not ok or img is None:
             return None
         try:
-            return _bgr_to_raw(self._cv2, img, self._pre)
+            return _bgr_to_raw(self._cv2, img, self._pre), image_size(img)
         except ConfigError as exc:
             raise FrameReadError(i, origin, str(exc), self._key) from None
 
@@ -398,10 +412,10 @@ class VideoSource(_OpenCVSource):
         self._reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         super().__init__(cv2, cap, f"video {path}", pre, fps, key)
 
-    def _read(self, i: int) -> tuple[np.ndarray, int | None, str]:
+    def _read(self, i: int) -> _Read:
         origin = f"{self.path.name}#{i}"
-        raw = self._grab(i, origin) if self._cap is not None else None
-        if raw is None:
+        grabbed = self._grab(i, origin) if self._cap is not None else None
+        if grabbed is None:
             if self._reported > 0 and i < self._reported:
                 log.warning(
                     "video %s ended after %d frames; its container announces %d",
@@ -412,7 +426,7 @@ class VideoSource(_OpenCVSource):
             else:
                 log.debug("video %s: %d frames", self.path, i)
             raise StopIteration
-        return raw, None, origin
+        return grabbed[0], None, origin, grabbed[1]
 
     def _discard(self, i: int) -> None:
         if self._cap is None or not self._cap.grab():  # no decode: cheaper than a read
@@ -438,11 +452,11 @@ class CameraSource(_OpenCVSource):
         self.number = number
         super().__init__(cv2, cap, f"camera:{number}", pre, fps, key)
 
-    def _read(self, i: int) -> tuple[np.ndarray, int | None, str]:
+    def _read(self, i: int) -> _Read:
         n = self._first + i  # the frame's index (number_from)
         origin = f"camera:{self.number}#{n}"
-        raw = self._grab(n, origin) if self._cap is not None else None
-        if raw is None:
+        grabbed = self._grab(n, origin) if self._cap is not None else None
+        if grabbed is None:
             # A camera that stops delivering does not come back by asking again: report it, then end.
             self._done = True
             self._release()
@@ -453,7 +467,7 @@ class CameraSource(_OpenCVSource):
                 f"camera {self.number} stopped delivering frames; the stream ends here",
                 self._key,
             )
-        return raw, None, origin
+        return grabbed[0], None, origin, grabbed[1]
 
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)$", re.DOTALL)

@@ -106,3 +106,37 @@ def test_verification_of_a_detector_uses_detection_agreement():
     assert (v["detection_recall"], v["detection_precision"], v["agreement"]) == (0.5, 1.0, 0.5)
     assert verify_outputs(ref, ref, CFG)["agreement"] == 1.0
     assert len(decode_batch(ref, CFG)) == 1
+
+
+def test_the_run_summary_counts_what_the_results_log_holds(tmp_path):
+    """The agent's recorder counts a detector's detections from the records it writes:
+    frames with detections, the total and per label; a classifier's summary has none."""
+    from prometheus_client import CollectorRegistry
+
+    from edge_node.recorder import Recorder
+    from edge_node.results import read_results
+    from edge_node.run_report import EdgeMetrics
+    from edge_node.sources import Frame
+
+    rec = Recorder(["zero", "one"], EdgeMetrics(CollectorRegistry()), on_fatal=lambda: None)
+    rec.open(str(tmp_path / "r.jsonl"), "jsonl", False, resume=False)
+
+    def det(k, name):
+        return {"class": k, "label_name": name, "score": 0.9, "box": [0.0, 0.0, 4.0, 4.0]}
+
+    per_frame = [[det(1, "one"), det(0, "zero"), det(1, "one")], [], [det(0, "zero")]]
+    for i, dets in enumerate(per_frame):
+        frame = Frame(i, np.zeros((8, 8, 1), np.uint8), None, f"f{i}", 0)
+        rec.ok(frame, 2, "cloud", np.zeros(2), {}, None, detections=dets)()
+    rec.close()
+    s = rec.summary
+    assert (s.detector_frames, s.frames_with_detections, s.detections) == (3, 2, 4)
+    assert s.detections_by_label == {"one": 2, "zero": 2}
+    assert s.detection_summary() == "4 detections in 2 of 3 frames (one: 2, zero: 2)"
+    logged = sorted(read_results(str(tmp_path / "r.jsonl")), key=lambda r: r["frame_id"])
+    assert sum(len(r["detections"]) for r in logged) == s.detections
+
+    classifier = Recorder(["zero", "one"], EdgeMetrics(CollectorRegistry()), on_fatal=lambda: None)
+    classifier.open(str(tmp_path / "c.jsonl"), "jsonl", False, resume=False)
+    classifier.ok(Frame(0, np.zeros((8, 8, 1), np.uint8), None, "f", 0), 2, "cloud", np.array([0.2, 0.8]), {}, None)()
+    assert classifier.summary.detection_summary() is None and classifier.summary.frames == 1
