@@ -43,9 +43,12 @@ def setup_logging(level: str = "info") -> None:
 def cmd_partition(args: argparse.Namespace) -> int:
     import time
 
+    from splitpoint import detection_config
     from splitpoint.partition import PartitionOptions, load_model_source, parse_splits, partition
 
     t0 = time.perf_counter()
+    labels = detection_config.parse_labels(args.labels) if args.labels is not None else None
+    detection, labels = detection_config.build(args.detection, vars(args), labels)  # checked before the model loads
     src = load_model_source(args.model, args.input_size)
     opts = PartitionOptions(
         output=Path(args.output),
@@ -57,6 +60,8 @@ def cmd_partition(args: argparse.Namespace) -> int:
         input_size=args.input_size,
         force=args.force,
         max_cut_tensors=args.max_cut_tensors,
+        detection=detection,
+        labels=labels,
     )
     manifest = partition(src, opts)
     print(_bundle_table(manifest))

@@ -37,8 +37,9 @@ import splitpoint
 from splitpoint.bundle import MANIFEST, Artifact, Manifest, SplitSpec, TensorSpec, load_bundle
 from splitpoint.codec import Quantization
 from splitpoint.cut_points import as_functional, find_cut_points, tensor_name
+from splitpoint.detection_config import check_against_model
 from splitpoint.edgetpu_compile import EDGETPU_COMPILER, compile_edgetpu, find_edgetpu_compiler
-from splitpoint.errors import PartitionError, VerificationError
+from splitpoint.errors import ConfigError, PartitionError, VerificationError
 from splitpoint.models import ModelSource
 from splitpoint.partition_inputs import load_calibration, load_model_source
 from splitpoint.runtime.tf import import_tensorflow
@@ -100,6 +101,10 @@ class PartitionOptions:
     force: bool = False
     edgetpu_compiler: str | None = field(default_factory=find_edgetpu_compiler)
     max_cut_tensors: int = DEFAULT_MAX_CUT_TENSORS
+    #: a detector's decoder settings (splitpoint/detection_config.py); None: the model source's own
+    detection: dict | None = None
+    #: class labels for the manifest; None: the model source's own
+    labels: list[str] | None = None
 
 
 class Progress:
@@ -141,6 +146,9 @@ def partition(
             raise PartitionError(f"--splits: {bad} are not candidate splits of {src.name}; candidates: {available}")
         wanted = set(opts.splits) | {0, K}  # all-cloud and all-edge are always there
     splits = sorted(wanted)
+    detection = opts.detection if opts.detection is not None else src.detection
+    labels = opts.labels if opts.labels is not None else src.labels
+    _check_decoder(model, src, detection, opts.labels)
     # Only now touch the output: a bad --splits must not leave (or, with --force, destroy) a bundle.
     _prepare_output(out, opts.force)
     (out / "edge").mkdir(parents=True, exist_ok=True)
@@ -148,7 +156,7 @@ def partition(
     (out / "data").mkdir(parents=True, exist_ok=True)
     (out / ".work").mkdir(parents=True, exist_ok=True)
     enforce = src.trained if opts.min_agreement is None else True
-    default_agreement = DEFAULT_MIN_DETECTION_AGREEMENT if src.detection else DEFAULT_MIN_AGREEMENT
+    default_agreement = DEFAULT_MIN_DETECTION_AGREEMENT if detection else DEFAULT_MIN_AGREEMENT
     min_agreement = default_agreement if opts.min_agreement is None else opts.min_agreement
     if not enforce:
         log.warning("%s has random weights: split agreement is recorded, not enforced", src.name)
@@ -162,7 +170,6 @@ def partition(
         reference = [np.asarray(predicted).reshape(len(validation), -1)]
     else:
         reference = [np.asarray(p) for p in predicted]
-    detection = src.detection
     truth = src.validation_boxes if opts.calibration_dir is None else None
     accuracy = _detection_accuracy(reference, detection, truth) if detection else None
     extra: dict[str, np.ndarray] = {"labels": val_labels} if val_labels is not None else {}
@@ -234,7 +241,7 @@ def partition(
         model_digest=digest,
         num_layers=K,
         source=src.source,
-        labels=src.labels,
+        labels=labels,
         input=TensorSpec("input", in_shape, "float32", None),
         input_wire=TensorSpec("input", in_shape, "uint8", input_q),
         preprocessing=pre,
@@ -286,6 +293,16 @@ def _detection_accuracy(reference: list[np.ndarray], detection: dict, truth: lis
     recall, precision, n = detection_agreement(gt, decode_batch(reference, detection))
     return {"against": "synthetic ground truth of the held-out frames (IoU >= 0.5, same class)",
             "objects": n, "recall": round(recall, 4), "precision": round(precision, 4)}
+
+
+def _check_decoder(model: Any, src: ModelSource, detection: dict | None, labels: list[str] | None) -> None:
+    """A detection block and labels that do not fit the model are refused before anything is written."""
+    shapes = [tuple(o.shape) for o in model.outputs]
+    pre = src.preprocessing
+    if detection is not None:
+        check_against_model(detection, labels, shapes, (pre.height, pre.width))
+    elif labels is not None and len(shapes) == 1 and len(labels) != shapes[0][-1]:
+        raise ConfigError("labels", labels, f"{src.name} has {shapes[0][-1]} classes; give one label per class")
 
 
 def _prepare_output(out: Path, force: bool) -> None:

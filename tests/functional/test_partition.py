@@ -6,6 +6,7 @@ anything that modifies a bundle works on a copy of it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -780,3 +781,58 @@ def test_compiler_output_parsing_matches_the_real_formats() -> None:
     assert parse_compiler_output(partial) == {
         "compiler_version": "16.0.384591198", "ops_on_edgetpu": 289, "ops_on_cpu": 5, "edgetpu_subgraphs": 2,
         "cpu_operators": {"CONCATENATION": 1, "TRANSPOSE": 4}}
+
+
+# --------------------------------------------------------------------------- a detector of one's own
+
+
+@pytest.fixture(scope="module")
+def own_detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("own") / "my_detector.keras"
+    _two_output_pyramid().save(path)  # 16x16 input, an 8x8x3 heatmap and an 8x8x2 size map: stride 2
+    return path
+
+
+def test_partition_a_detector_of_ones_own_with_a_decoder_file(own_detector: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    decoder = tmp_path / "decoder.toml"
+    decoder.write_text('kind = "centernet"\nheatmap = 0\nsize = 1\nstride = 2\nbox_format = "size_cells"\n'
+                       'score_threshold = 0.6\nnms_iou = 0.4\nlabels = ["car", "person", "cow"]\n')
+    out = tmp_path / "b"
+    argv = ["partition", str(own_detector), "-o", str(out), "--calibration-random", "8", "--min-agreement", "0",
+            "--detection", str(decoder), "--max-detections", "7", "--splits", "1"]
+    assert main(argv) == 0, capsys.readouterr().err
+    m = load_bundle(out).manifest
+    assert m.detection == {"kind": "centernet", "heatmap": 0, "size": 1, "stride": 2, "box_format": "size_cells",
+                           "score_threshold": 0.6, "nms_iou": 0.4, "max_detections": 7, "class_agnostic_nms": False}
+    assert m.labels == ["car", "person", "cow"]
+    v = m.split(1).verification  # verified as a detector: detection agreement, not top-1
+    assert "detection_recall" in v and "detection_precision" in v
+    assert m.partition["min_agreement"] == 0.0
+
+
+@pytest.mark.parametrize(("extra", "names"), [
+    (["--score-threshold", "1.5"], ["--score-threshold = 1.5", "(0, 1)"]),
+    (["--max-detections", "0"], ["--max-detections = 0", "integer >= 1"]),
+    (["--box-format", "xyxy"], ['--box-format = "xyxy"', "size_pixels"]),
+    (["--detection-kind", "ssd"], ['--detection-kind = "ssd"', "supported: centernet"]),
+    (["--detection-kind", "centernet"], ["stride = 4", "covers 32x32 pixels, but the input is 16x16"]),
+    (["--detection-kind", "centernet", "--stride-typo"], ["unrecognized arguments: --stride-typo"]),
+    (["--score-threshold", "high"], ["--score-threshold", "invalid float value: 'high'"]),
+    (["--detection", "GOOD", "--labels", "car,person"], ["labels = [\"car\", \"person\"]", "3 classes"]),
+    (["--detection", "BAD", "--labels", "a,b,c"], ["BAD: size = 0", "another output"]),
+])
+def test_bad_decoder_settings_exit_2_naming_the_value(own_detector: Path, tmp_path: Path, extra: list[str],
+                                                       names: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    files = {"BAD": tmp_path / "bad.toml", "GOOD": tmp_path / "good.toml"}
+    files["BAD"].write_text("heatmap = 0\nsize = 0\n")
+    files["GOOD"].write_text("stride = 2\n")  # fits the model: the labels are what is wrong
+    extra = [str(files[e]) if e in files else e for e in extra]
+    names = [n.replace("BAD", str(files["BAD"])) for n in names]
+    out = tmp_path / "b"
+    with contextlib.suppress(SystemExit):  # argparse's own errors exit 2 by SystemExit
+        assert main(["partition", str(own_detector), "-o", str(out), "--calibration-random", "8", *extra]) == 2
+    err = capsys.readouterr().err
+    assert all(n in err for n in names), err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()  # refused before anything was written
