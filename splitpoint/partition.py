@@ -8,6 +8,12 @@ Every split is verified (head -> dequantize -> tail against the float model on
 held-out frames; splitpoint/verify.py) before the manifest, written last, makes
 the bundle valid.
 
+This module is the driver: which splits, the reference outputs, the workers, the
+manifest. What it reads is in splitpoint/partition_inputs.py; one split is built in
+splitpoint/split_build.py (conversion: splitpoint/convert.py; the Edge TPU compile:
+splitpoint/edgetpu_compile.py); a detector's decoder settings are checked against the
+model by splitpoint/detection_config.py before anything is written.
+
 Candidate splits are cuts whose frontier is at most --max-cut-tensors tensors
 (splitpoint/cut_points.py, splitpoint/cuts.py): with 1, the points where one tensor carries all state
 forward (every layer boundary of a chain, none inside a residual block); with
@@ -48,7 +54,6 @@ from splitpoint.split_build import Job, Shared, build_split, init_worker, use_in
 # Re-exported: callers and tests import these from the partitioner.
 __all__ = ["EDGETPU_COMPILER", "PartitionOptions", "Progress", "as_functional", "compile_edgetpu",
            "find_cut_points", "load_calibration", "load_model_source", "model_digest", "parse_splits", "partition"]
-_compile_edgetpu = compile_edgetpu  # the name the tests knew
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from splitpoint.errors import BundleError, PartitionError, VerificationError  # 
 from splitpoint.models import ModelSource, reference_model  # noqa: E402
 from splitpoint.partition import (  # noqa: E402
     PartitionOptions,
-    _compile_edgetpu,
     as_functional,
+    compile_edgetpu,
     find_cut_points,
     model_digest,
     partition,
@@ -431,7 +431,7 @@ def test_compile_edgetpu_failures(digits_bundle: Path, tmp_path: Path, script: s
     compiler = tmp_path / "edgetpu_compiler"
     if script is not None:
         _script(compiler, script)
-    result = _compile_edgetpu(str(compiler), head, tmp_path)
+    result = compile_edgetpu(str(compiler), head, tmp_path)
     assert result["status"] == "failed"
     assert reason in result["reason"]
 
@@ -741,7 +741,6 @@ def test_a_compiled_head_that_lost_an_output_is_refused(digits_bundle: Path, tmp
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A compiled model whose outputs are not the head's (here: one instead of two) would have the edge
     read the wrong tensors: the split records why and offers no Edge TPU head."""
-    from splitpoint.edgetpu_compile import compile_edgetpu
     from splitpoint.runtime.tf import import_tensorflow
 
     compiler = _script(tmp_path / "edgetpu_compiler", REAL_FORMAT_COMPILER.format(
