@@ -82,6 +82,31 @@ class RunSummary:
     unreached: list[str] = field(default_factory=list)
     #: in flight when the grace period after SIGTERM/SIGINT ran out: no record, they run again on resume
     abandoned: int = 0
+    #: a detector bundle's results: frames decoded for detections (ok records with a `detections`
+    #: list), how many of them had at least one, the detections in all and per label name
+    detector_frames: int = 0
+    frames_with_detections: int = 0
+    detections: int = 0
+    detections_by_label: dict[str, int] = field(default_factory=dict)
+
+    def count_detections(self, detections: list[dict]) -> None:
+        """One ok record's detections (the caller holds the recorder's lock)."""
+        self.detector_frames += 1
+        self.frames_with_detections += bool(detections)
+        self.detections += len(detections)
+        for d in detections:
+            name = str(d.get("label_name", d.get("class")))
+            self.detections_by_label[name] = self.detections_by_label.get(name, 0) + 1
+
+    def detection_summary(self) -> str | None:
+        """'37 detections in 20 of 24 frames (3: 10, 7: 9, ...)', most frequent label first;
+        None when no frame was decoded for detections (not a detector bundle)."""
+        if not self.detector_frames:
+            return None
+        ranked = sorted(self.detections_by_label.items(), key=lambda kv: (-kv[1], kv[0]))
+        per_label = f" ({', '.join(f'{name}: {n}' for name, n in ranked)})" if ranked else ""
+        return (f"{self.detections} detections in {self.frames_with_detections} of {self.detector_frames} "
+                f"frames{per_label}")
 
     @property
     def nothing_to_do(self) -> bool:

@@ -9,8 +9,12 @@ a `FrameSource`:
     camera:N       video device N (N >= 0), through OpenCV
     synthetic:N    N frames cycling through the bundle's validation inputs, with labels
 
+(The OpenCV sources, video and camera, are in edge_node/video_sources.py.)
+
 Every frame comes out as a `Frame` whose `raw` is uint8 (H, W, C) already
-fitted to the bundle's preprocessing size and channels (`fit_frame`).
+fitted to the bundle's preprocessing size and channels (`fit_frame`), and whose
+`source_size` is the (width, height) of the image as the source read it, before
+fitting: a detector's boxes are given in that image's pixels.
 
 A source is a single-pass stream, like a camera: `iter(source)` returns the
 source itself. Reading one frame can fail without ending the stream: the
@@ -62,15 +66,15 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from splitpoint import native_logs
 from splitpoint.bundle import Bundle, Preprocessing
 from splitpoint.errors import BackendUnavailableError, ConfigError
 from splitpoint.images import (
     ARRAY_SUFFIXES,
     IMAGE_SUFFIXES,
     fit_frame,
+    image_size,
     list_frame_files,
-    read_frame_file,
+    read_frame_file_sized,
 )
 
 log = logging.getLogger(__name__)
@@ -82,8 +86,8 @@ ACCEPTED_FORMS = (
     f"({' '.join(VIDEO_SUFFIXES)}), camera:N (N >= 0) or synthetic:N (N >= 1)"
 )
 
-_OPENCV_HINT = ("pip install '.[video]' from a splitpoint checkout, or the splitpoint wheel with [video]"
-                " (package opencv-python-headless)")
+#: what `_Source._read` returns: (raw fitted frame, label, origin, (width, height) before fitting)
+_Read = tuple[np.ndarray, int | None, str, tuple[int, int]]
 
 # What a single unreadable frame file can raise (besides ConfigError from read_frame_file).
 _FILE_ERRORS = (ConfigError, OSError, ValueError, SyntaxError, EOFError)
@@ -100,11 +104,15 @@ class Frame:
     #: time.time_ns() when the frame was read/captured; for a paced source (fps), when it was due,
     #: so a frame that waits for a busy agent counts the wait in its end-to-end latency, as a camera would
     capture_time_ns: int
+    #: (width, height) of the image as read (file, video frame, camera capture, validation input),
+    #: before it was fitted to the bundle's input; None: the same as `raw`
+    original_size: tuple[int, int] | None = None
+
     @property
     def source_size(self) -> tuple[int, int]:
-        """(width, height) of the frame as the source delivers it (fitted to the bundle's input
-        size): detections are given in these pixels. Sources do not yet keep the size of an
-        image they resized, so for those the boxes are not mapped back to it (issue 13)."""
+        """(width, height) of the source image: detections are given in these pixels."""
+        if self.original_size is not None:
+            return self.original_size
         return int(self.raw.shape[1]), int(self.raw.shape[0])
 
 
@@ -203,7 +211,7 @@ class _Source:
             self._pace(slot)
         self._next_index += 1  # before reading: a FrameReadError for i leaves the source at i + 1
         try:
-            raw, label, origin = self._read(i)
+            raw, label, origin, size = self._read(i)
         except StopIteration:
             self._done = True
             self._release()
@@ -214,7 +222,8 @@ class _Source:
         self._released += 1
         if not self._pace_before_read:
             self._pace(slot)
-        return Frame(index=self._first + i, raw=raw, label=label, origin=origin, capture_time_ns=self._capture_ns(slot))
+        return Frame(index=self._first + i, raw=raw, label=label, origin=origin, capture_time_ns=self._capture_ns(slot),
+                     original_size=size)
 
     def _capture_ns(self, slot: int) -> int:
         now = time.time_ns()
@@ -229,7 +238,8 @@ class _Source:
         while (wait := due - time.monotonic()) > 0:
             time.sleep(wait)
 
-    def _read(self, i: int) -> tuple[np.ndarray, int | None, str]:
+    def _read(self, i: int) -> _Read:
+        """(raw fitted frame, label, origin, (width, height) before fitting) of position i."""
         raise NotImplementedError
 
     def _discard(self, i: int) -> None:
@@ -281,17 +291,17 @@ class DirectorySource(_Source):
         self._key = key
         super().__init__(f"directory {directory} ({len(self.files)} files)", fps)
 
-    def _read(self, i: int) -> tuple[np.ndarray, int | None, str]:
+    def _read(self, i: int) -> _Read:
         if i >= len(self.files):
             raise StopIteration
         path = self.files[i]
         try:
-            raw = read_frame_file(path, self._pre)
+            raw, size = read_frame_file_sized(path, self._pre)
         except _FILE_ERRORS as exc:
             reason = exc.reason if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
             log.debug("frame %d: cannot read %s: %s", i, path, reason)
             raise FrameReadError(i, path.name, reason, self._key, str(path)) from None
-        return raw, None, path.name
+        return raw, None, path.name, size
 
 
 class SyntheticSource(_Source):
@@ -324,7 +334,7 @@ class SyntheticSource(_Source):
             f"synthetic:{count} (cycling {len(inputs)} {labelled} validation inputs)", fps
         )
 
-    def _read(self, i: int) -> tuple[np.ndarray, int | None, str]:
+    def _read(self, i: int) -> _Read:
         if i >= self._count:
             raise StopIteration
         j = i % len(self._inputs)
@@ -336,126 +346,7 @@ class SyntheticSource(_Source):
         if np.shares_memory(raw, self._inputs):
             raw = raw.copy()  # frames are handed out; never let a consumer write into the cycle
         label = None if self._labels is None else int(self._labels[j])
-        return raw, label, origin
-
-
-def _import_cv2(what: str) -> Any:
-    # OpenCV reads OPENCV_LOG_LEVEL when it first logs: set it now, or a missing camera prints
-    # videoio's own WARN lines ahead of our clear error (splitpoint -v keeps them).
-    native_logs.quiet_environment()
-    try:
-        import cv2
-    except ImportError:
-        raise BackendUnavailableError(f"{what} needs OpenCV: {_OPENCV_HINT}") from None
-    return cv2
-
-
-def _bgr_to_raw(cv2: Any, img: np.ndarray, pre: Preprocessing) -> np.ndarray:
-    """An OpenCV frame (BGR, BGRA or gray) -> uint8 (H, W, C) fitted to `pre`."""
-    img = np.asarray(img)
-    if img.ndim == 3 and img.shape[-1] == 1:
-        img = img[..., 0]
-    if img.ndim == 3 and img.shape[-1] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY if pre.channels == 1 else cv2.COLOR_BGRA2RGB)
-    elif img.ndim == 3 and img.shape[-1] == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY if pre.channels == 1 else cv2.COLOR_BGR2RGB)
-    return fit_frame(img, pre)
-
-
-class _OpenCVSource(_Source):
-    def __init__(
-        self, cv2: Any, cap: Any, description: str, pre: Preprocessing, fps: float | None, key: str
-    ):
-        self._cv2 = cv2
-        self._cap = cap
-        self._pre = pre
-        self._key = key
-        super().__init__(description, fps)
-
-    def _grab(self, i: int, origin: str) -> np.ndarray | None:
-        ok, img = self._cap.read()
-        if not ok or img is None:
-            return None
-        try:
-            return _bgr_to_raw(self._cv2, img, self._pre)
-        except ConfigError as exc:
-            raise FrameReadError(i, origin, str(exc), self._key) from None
-
-    def _release(self) -> None:
-        cap, self._cap = self._cap, None
-        if cap is not None:
-            cap.release()
-
-
-class VideoSource(_OpenCVSource):
-    """A video file decoded with OpenCV until its end."""
-
-    def __init__(self, path: Path, pre: Preprocessing, fps: float | None, key: str):
-        cv2 = _import_cv2(f"reading the video file {path}")
-        cap = cv2.VideoCapture(str(path))
-        if not cap.isOpened():
-            cap.release()
-            raise ConfigError(key, str(path), f"OpenCV cannot open it as a video; {ACCEPTED_FORMS}")
-        self.path = path
-        self._reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        super().__init__(cv2, cap, f"video {path}", pre, fps, key)
-
-    def _read(self, i: int) -> tuple[np.ndarray, int | None, str]:
-        origin = f"{self.path.name}#{i}"
-        raw = self._grab(i, origin) if self._cap is not None else None
-        if raw is None:
-            if self._reported > 0 and i < self._reported:
-                log.warning(
-                    "video %s ended after %d frames; its container announces %d",
-                    self.path,
-                    i,
-                    self._reported,
-                )
-            else:
-                log.debug("video %s: %d frames", self.path, i)
-            raise StopIteration
-        return raw, None, origin
-
-    def _discard(self, i: int) -> None:
-        if self._cap is None or not self._cap.grab():  # no decode: cheaper than a read
-            raise StopIteration
-
-
-class CameraSource(_OpenCVSource):
-    """A live camera. A failed capture raises FrameReadError once, then the stream ends."""
-
-    _pace_before_read = True
-    restarts_numbering = True
-
-    def __init__(self, number: int, pre: Preprocessing, fps: float | None, spec: str, key: str):
-        cv2 = _import_cv2(f"camera:{number}")
-        cap = cv2.VideoCapture(number)
-        if not cap.isOpened():
-            cap.release()
-            raise ConfigError(
-                key,
-                spec,
-                f"camera {number} did not open (no such device, busy, or no permission to open /dev/video{number})",
-            )
-        self.number = number
-        super().__init__(cv2, cap, f"camera:{number}", pre, fps, key)
-
-    def _read(self, i: int) -> tuple[np.ndarray, int | None, str]:
-        n = self._first + i  # the frame's index (number_from)
-        origin = f"camera:{self.number}#{n}"
-        raw = self._grab(n, origin) if self._cap is not None else None
-        if raw is None:
-            # A camera that stops delivering does not come back by asking again: report it, then end.
-            self._done = True
-            self._release()
-            log.warning("camera %d stopped delivering frames after %d", self.number, i)
-            raise FrameReadError(
-                n,
-                origin,
-                f"camera {self.number} stopped delivering frames; the stream ends here",
-                self._key,
-            )
-        return raw, None, origin
+        return raw, label, origin, image_size(self._inputs[j])
 
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)$", re.DOTALL)
@@ -513,6 +404,8 @@ def open_source(
             )
         source = SyntheticSource(bundle, count, preprocessing, fps, spec, key)
     elif scheme == "camera":
+        from .video_sources import CameraSource  # OpenCV's sources, apart: they subclass _Source
+
         number = _count(spec, key, rest, 0, "the camera number")
         source = CameraSource(number, preprocessing, fps, spec, key)
     else:
@@ -527,6 +420,8 @@ def open_source(
                     spec,
                     f"a single {suffix} file is not a source (put it in a directory and give that); {ACCEPTED_FORMS}",
                 )
+            from .video_sources import VideoSource
+
             source = VideoSource(path, preprocessing, fps, key)
         elif len(scheme) > 1:  # "C:..." is a Windows drive, not a scheme
             raise ConfigError(

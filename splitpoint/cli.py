@@ -84,9 +84,12 @@ def _logging_restored() -> Iterator[None]:
 def cmd_partition(args: argparse.Namespace) -> int:
     import time
 
+    from splitpoint import detection_config
     from splitpoint.partition import PartitionOptions, load_model_source, parse_splits, partition
 
     t0 = time.perf_counter()
+    labels = detection_config.parse_labels(args.labels) if args.labels is not None else None
+    detection, labels = detection_config.build(args.detection, vars(args), labels)  # checked before the model loads
     src = load_model_source(args.model, args.input_size)
     opts = PartitionOptions(
         output=Path(args.output),
@@ -98,6 +101,8 @@ def cmd_partition(args: argparse.Namespace) -> int:
         input_size=args.input_size,
         force=args.force,
         max_cut_tensors=args.max_cut_tensors,
+        detection=detection,
+        labels=labels,
     )
     manifest = partition(src, opts)
     print(_bundle_table(manifest))
@@ -193,6 +198,7 @@ def cmd_edge(args: argparse.Namespace) -> int:
         + (f", median end-to-end {med:.1f} ms" if med is not None else "")
         + (f", {summary.abandoned} unfinished at stop (they run again on resume)" if summary.abandoned else "")
         + (f"; never reached the cloud at {', '.join(summary.unreached)}" if summary.unreached else "")
+        + (f"; {dets}" if (dets := summary.detection_summary()) else "")
         + f"; results in {conf.results}"
     )
     return 0 if summary.failed == 0 else 1

@@ -29,7 +29,8 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "splitpoint partition MODEL -o BUNDLE [--calibration DIR | --calibration-random N] [options]",
         ("splitpoint partition digits-cnn -o digits-bundle/",
          "splitpoint partition my_model.keras -o bundle/ --calibration frames/",
-         "splitpoint partition mobilenetv2 -o mnv2-bundle/ --input-size 96 --calibration-random 16 --splits 40,89"),
+         "splitpoint partition mobilenetv2 -o mnv2-bundle/ --input-size 96 --calibration-random 16 --splits 40,89",
+         "splitpoint partition my_detector.keras -o det-bundle/ --calibration frames/ --detection decoder.toml"),
     ),
     "inspect": (
         "show a bundle's splits and check its files",
@@ -233,6 +234,19 @@ def _add_partition(p: argparse.ArgumentParser) -> None:
                         "random-weight built-ins only record it unless this is given)")
     g.add_argument("--jobs", type=positive_int, metavar="N",
                    help="splits converted in parallel (default: 1, or 2 for big models)")
+    g = p.add_argument_group(
+        "a detector of one's own (decoder settings; docs/bundle.md, splitpoint/detection_config.py)")
+    g.add_argument("--detection", metavar="FILE",
+                   help="TOML or JSON file: kind, heatmap, size, stride, box_format, score_threshold, nms_iou, "
+                        "max_detections, class_agnostic_nms, labels; the flags below override it")
+    g.add_argument("--detection-kind", metavar="KIND", help="how outputs decode: centernet (the default)")
+    g.add_argument("--score-threshold", type=float, metavar="F", help="detections below F are dropped (default 0.3)")
+    g.add_argument("--nms-iou", type=float, metavar="F", help="non-maximum suppression IoU (default 0.5)")
+    g.add_argument("--max-detections", type=int, metavar="N", help="at most N detections per frame (default 20)")
+    g.add_argument("--box-format", metavar="FMT",
+                   help="the size map's unit: size_pixels (default), size_cells or size_normalized")
+    g.add_argument("--labels", metavar="LIST|FILE",
+                   help="class labels, comma-separated or one per line in FILE (any model)")
 
 
 def _add_profile(p: argparse.ArgumentParser) -> None:

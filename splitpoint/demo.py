@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from scheduler.paths import PathChoice
 from splitpoint import native_logs
 from splitpoint.errors import BundleError, SplitpointError
 
@@ -46,6 +47,11 @@ class TakeTurns:
         k = candidates[self.n % len(candidates)]
         self.n += 1
         return k
+
+    def plan(self, frame_id: int, candidates: list[int], now: float, timeline: Any,
+             arrived: float | None = None, next_arrival: float | None = None) -> PathChoice:
+        """The next split in turn; it predicts nothing, so it books nothing (as a fixed policy)."""
+        return PathChoice(frame_id, self.choose(candidates), reason="take turns")
 
     def observe(self, outcome: Any) -> None:
         pass

@@ -38,6 +38,7 @@ def run_detector_demo(workdir: Path, frames: int = 24, split: int | None = None,
 
     from edge_node.heads import EdgeHeads
     from edge_node.outputs import cut_request_tensors, decode_outputs, local_outputs
+    from edge_node.run_report import RunSummary
     from splitpoint.bundle import load_bundle
     from splitpoint.demo import ensure_bundle, start_server, stop_server
     from splitpoint.detection import detection_records
@@ -64,6 +65,7 @@ def run_detector_demo(workdir: Path, frames: int = 24, split: int | None = None,
     found_all: list[list[dict]] = []
     truth_all: list[list[dict]] = []
     failed = 0
+    counts = RunSummary()  # the agent's end-of-run detection counts, for the same line
     try:
         print(f"cloud server (pid {server.pid}) listening on {address}\n", flush=True)
         with grpc.insecure_channel(address) as channel, open(results, "w") as out:
@@ -89,6 +91,7 @@ def run_detector_demo(workdir: Path, frames: int = 24, split: int | None = None,
                 dets = detection_records(outputs, m, size)
                 ms = (time.perf_counter() - t0) * 1000
                 found_all.append(dets)
+                counts.count_detections(dets)
                 truth_all.append(truth[i])
                 record = {"frame_id": n, "split": k, "where": where, "wire_bytes": spec.wire_bytes,
                           "cut_tensors": len(spec.cut), "e2e_ms": round(ms, 2), "detections": dets}
@@ -103,6 +106,8 @@ def run_detector_demo(workdir: Path, frames: int = 24, split: int | None = None,
     recall, precision, objects = detection_agreement(truth_all, found_all)
     print(f"\n{len(found_all)} frames, {failed} failed; against the ground truth ({objects} digits): "
           f"recall {recall:.1%}, precision {precision:.1%} (IoU >= 0.5, same class)")
+    if counts.detection_summary():
+        print(f"found {counts.detection_summary()}")
     print(f"cloud server stopped (exit {code}); detections in {results}")
     return 0 if failed == 0 else 1
 

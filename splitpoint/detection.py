@@ -1,8 +1,9 @@
 """Detections from a CenterNet-style detector's raw outputs, in numpy (edge and cloud alike).
 
 The model outputs, at `stride` pixels per cell, a class heatmap (H, W, C) of
-sigmoid scores and a box size map (H, W, 2) of (width, height) in model-input
-pixels. Decoding: a cell is a peak when it is the maximum of its 3x3
+sigmoid scores and a box size map (H, W, 2) of (width, height), in model-input
+pixels (`box_format` "size_pixels"), in heatmap cells ("size_cells", CenterNet's
+own convention) or as fractions of the input's width and height ("size_normalized"). Decoding: a cell is a peak when it is the maximum of its 3x3
 neighbourhood and its score reaches `score_threshold`; at most `max_detections`
 peaks are kept, highest first; the box is centred on the cell; class-wise
 non-maximum suppression (IoU over `nms_iou`) removes duplicates that neighbouring
@@ -11,9 +12,11 @@ that never overlap, so one object cannot be reported as two classes). Boxes are 
 then scaled to the source image's pixels for the records.
 
 The manifest's `detection` block says how to read the outputs:
-    {"kind": "centernet", "heatmap": 0, "size": 1, "stride": 4,
+    {"kind": "centernet", "heatmap": 0, "size": 1, "stride": 4, "box_format": "size_pixels",
      "score_threshold": 0.3, "nms_iou": 0.5, "max_detections": 20, "class_agnostic_nms": false}
-(`heatmap` and `size` index the manifest's outputs).
+(`heatmap` and `size` index the manifest's outputs; a block without `box_format` means
+"size_pixels"). `config` checks one; splitpoint/detection_config.py reads one from a
+file and flags and checks it against the model.
 """
 
 from __future__ import annotations
@@ -23,23 +26,59 @@ from typing import Any
 import numpy as np
 
 KIND = "centernet"
-DEFAULTS: dict[str, Any] = {"kind": KIND, "heatmap": 0, "size": 1, "stride": 4,
+KINDS = (KIND,)
+BOX_FORMATS = ("size_pixels", "size_cells", "size_normalized")
+DEFAULTS: dict[str, Any] = {"kind": KIND, "heatmap": 0, "size": 1, "stride": 4, "box_format": "size_pixels",
                             "score_threshold": 0.3, "nms_iou": 0.5, "max_detections": 20,
                             "class_agnostic_nms": False}
 
 
+class DetectionConfigError(ValueError):
+    """A detection block's key has a bad value: `key`, `value` and `reason` say which and why."""
+
+    def __init__(self, key: str, value: Any, reason: str):
+        self.key, self.value, self.reason = key, value, reason
+        super().__init__(f"detection.{key} = {value!r}: {reason}")
+
+
+def _integer(key: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise DetectionConfigError(key, value, f"must be an integer >= {minimum}")
+    return int(value)
+
+
+def _fraction(key: str, value: Any, low_open: bool, high_open: bool) -> float:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and np.isfinite(value)
+    if ok:
+        v = float(value)
+        ok = (v > 0 if low_open else v >= 0) and (v < 1 if high_open else v <= 1)
+    if not ok:
+        raise DetectionConfigError(key, value, f"must be a number in {'(' if low_open else '['}0, 1{')' if high_open else ']'}")
+    return float(value)
+
+
 def config(**overrides: Any) -> dict[str, Any]:
-    """A detection block with the defaults filled in; ValueError naming a bad key or value."""
-    cfg = dict(DEFAULTS, **overrides)
-    unknown = set(cfg) - set(DEFAULTS)
+    """A detection block with the defaults filled in; DetectionConfigError (a ValueError) naming a
+    bad key or value."""
+    unknown = sorted(set(overrides) - set(DEFAULTS))
     if unknown:
-        raise ValueError(f"detection: unknown key(s) {sorted(unknown)}")
-    if cfg["kind"] != KIND:
-        raise ValueError(f"detection.kind = {cfg['kind']!r}: only {KIND!r} is supported")
-    if not 0 < float(cfg["score_threshold"]) < 1:
-        raise ValueError(f"detection.score_threshold = {cfg['score_threshold']!r}: must be in (0, 1)")
-    if int(cfg["stride"]) < 1 or int(cfg["max_detections"]) < 1:
-        raise ValueError("detection.stride and detection.max_detections must be at least 1")
+        raise DetectionConfigError(unknown[0], overrides[unknown[0]],
+                                   f"unknown key (the keys are {', '.join(DEFAULTS)})")
+    cfg = dict(DEFAULTS, **overrides)
+    if cfg["kind"] not in KINDS:
+        raise DetectionConfigError("kind", cfg["kind"], f"unsupported; supported: {', '.join(KINDS)}")
+    if cfg["box_format"] not in BOX_FORMATS:
+        raise DetectionConfigError("box_format", cfg["box_format"], f"must be one of {', '.join(BOX_FORMATS)}")
+    cfg["heatmap"] = _integer("heatmap", cfg["heatmap"], 0)
+    cfg["size"] = _integer("size", cfg["size"], 0)
+    if cfg["heatmap"] == cfg["size"]:
+        raise DetectionConfigError("size", cfg["size"], "the size map must be another output than the heatmap")
+    cfg["stride"] = _integer("stride", cfg["stride"], 1)
+    cfg["max_detections"] = _integer("max_detections", cfg["max_detections"], 1)
+    cfg["score_threshold"] = _fraction("score_threshold", cfg["score_threshold"], True, True)
+    cfg["nms_iou"] = _fraction("nms_iou", cfg["nms_iou"], True, False)
+    if not isinstance(cfg["class_agnostic_nms"], bool):
+        raise DetectionConfigError("class_agnostic_nms", cfg["class_agnostic_nms"], "must be true or false")
     return cfg
 
 
@@ -79,13 +118,19 @@ def decode_frame(outputs: list[np.ndarray], cfg: dict[str, Any]) -> list[dict[st
     heat = heat.reshape(heat.shape[-3:])
     size = size.reshape(size.shape[-3:])
     stride = float(cfg["stride"])
+    # the size map's unit -> model-input pixels, per axis (width, height)
+    fmt = cfg.get("box_format", "size_pixels")
+    grid: tuple[int, ...] = tuple(heat.shape)  # (rows, columns, classes)
+    grid_h, grid_w = grid[0], grid[1]
+    unit_w, unit_h = ((stride, stride) if fmt == "size_cells" else
+                      (grid_w * stride, grid_h * stride) if fmt == "size_normalized" else (1.0, 1.0))
     found = _peaks(heat, float(cfg["score_threshold"]), int(cfg["max_detections"]))
     if not found:
         return []
     boxes, scores, classes = [], [], []
     for r, c, k, score in found:
         cx, cy = (c + 0.5) * stride, (r + 0.5) * stride
-        bw, bh = max(0.0, float(size[r, c, 0])), max(0.0, float(size[r, c, 1]))
+        bw, bh = max(0.0, float(size[r, c, 0])) * unit_w, max(0.0, float(size[r, c, 1])) * unit_h
         boxes.append([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2])
         scores.append(score)
         classes.append(k)

@@ -62,12 +62,18 @@ def _resize_convert(frame: np.ndarray, pre: Preprocessing) -> np.ndarray:
 
 def read_frame_file(path: Path, pre: Preprocessing) -> np.ndarray:
     """One image or .npy file -> raw uint8 frame of the bundle's size."""
+    return read_frame_file_sized(path, pre)[0]
+
+
+def read_frame_file_sized(path: Path, pre: Preprocessing) -> tuple[np.ndarray, tuple[int, int]]:
+    """One image or .npy file -> (raw uint8 frame of the bundle's size, (width, height) of the file's
+    image before it was fitted): a detector's boxes are mapped back to the latter."""
     if path.suffix.lower() == ".npy":
         try:
             arr = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise ConfigError("source", str(path), f"unreadable .npy file ({exc})") from None
-        return fit_frame(arr, pre)
+        return fit_frame(arr, pre), image_size(arr)
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
@@ -75,6 +81,12 @@ def read_frame_file(path: Path, pre: Preprocessing) -> np.ndarray:
     try:
         with Image.open(path) as opened:
             img = opened.convert("L" if pre.channels == 1 else "RGB")
-            return fit_frame(np.asarray(img, dtype=np.uint8), pre)
+            return fit_frame(np.asarray(img, dtype=np.uint8), pre), (int(img.width), int(img.height))
     except (OSError, UnidentifiedImageError) as exc:
         raise ConfigError("source", str(path), f"not a readable image ({exc})") from None
+
+
+def image_size(frame: np.ndarray) -> tuple[int, int]:
+    """(width, height) of an (H, W) or (H, W, C) array; (0, 0) for anything else (fit_frame refuses it)."""
+    shape = np.shape(frame)
+    return (int(shape[1]), int(shape[0])) if len(shape) in (2, 3) else (0, 0)

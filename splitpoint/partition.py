@@ -8,6 +8,12 @@ Every split is verified (head -> dequantize -> tail against the float model on
 held-out frames; splitpoint/verify.py) before the manifest, written last, makes
 the bundle valid.
 
+This module is the driver: which splits, the reference outputs, the workers, the
+manifest. What it reads is in splitpoint/partition_inputs.py; one split is built in
+splitpoint/split_build.py (conversion: splitpoint/convert.py; the Edge TPU compile:
+splitpoint/edgetpu_compile.py); a detector's decoder settings are checked against the
+model by splitpoint/detection_config.py before anything is written.
+
 Candidate splits are cuts whose frontier is at most --max-cut-tensors tensors
 (splitpoint/cut_points.py, splitpoint/cuts.py): with 1, the points where one tensor carries all state
 forward (every layer boundary of a chain, none inside a residual block); with
@@ -18,18 +24,15 @@ one output per cut tensor.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
 import hashlib
 import logging
 import multiprocessing
 import os
 import re
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,22 +40,20 @@ from typing import Any
 import numpy as np
 
 import splitpoint
-from splitpoint.bundle import (
-    MANIFEST,
-    Artifact,
-    Manifest,
-    Preprocessing,
-    SplitSpec,
-    TensorSpec,
-    load_bundle,
-)
+from splitpoint.bundle import MANIFEST, Artifact, Manifest, SplitSpec, TensorSpec, load_bundle
 from splitpoint.codec import Quantization
-from splitpoint.cut_points import CutPoint, as_functional, find_cut_points, tensor_name
-from splitpoint.errors import PartitionError, VerificationError
-from splitpoint.images import list_frame_files, read_frame_file
-from splitpoint.models import BUILTIN, ModelSource, reference_model
+from splitpoint.cut_points import as_functional, find_cut_points, tensor_name
+from splitpoint.detection_config import check_against_model
+from splitpoint.edgetpu_compile import EDGETPU_COMPILER, compile_edgetpu, find_edgetpu_compiler
+from splitpoint.errors import ConfigError, PartitionError, VerificationError
+from splitpoint.models import ModelSource
+from splitpoint.partition_inputs import load_calibration, load_model_source
 from splitpoint.runtime.tf import import_tensorflow
-from splitpoint.verify import verify_outputs
+from splitpoint.split_build import Job, Shared, build_split, init_worker, use_in_process
+
+# Re-exported: callers and tests import these from the partitioner.
+__all__ = ["EDGETPU_COMPILER", "PartitionOptions", "Progress", "as_functional", "compile_edgetpu",
+           "find_cut_points", "load_calibration", "load_model_source", "model_digest", "parse_splits", "partition"]
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,6 @@ DEFAULT_MIN_AGREEMENT = 0.98
 DEFAULT_MIN_DETECTION_AGREEMENT = 0.95
 #: cuts may carry up to this many tensors (--max-cut-tensors); 1 = single-tensor cut points only
 DEFAULT_MAX_CUT_TENSORS = 4
-EDGETPU_COMPILER = "edgetpu_compiler"
 
 
 def model_digest(model: Any) -> str:
@@ -91,322 +91,6 @@ def parse_splits(text: str) -> list[int]:
     return sorted(set(out))
 
 
-# --------------------------------------------------------------------------- inputs
-
-
-def load_model_source(spec: str, input_size: int | None = None) -> ModelSource:
-    """A built-in name, a .keras/.h5 file, or a SavedModel directory."""
-    if spec in BUILTIN:
-        return reference_model(spec, input_size)
-    path = Path(spec)
-    if not path.exists():
-        raise PartitionError(f"model {spec!r} is neither a file, a SavedModel directory nor a built-in ({', '.join(BUILTIN)})")
-    if path.suffix in (".keras", ".h5"):
-        _check_model_file(path)  # before TensorFlow's import: a wrong file is told in a moment
-    import_tensorflow()
-    import keras
-
-    if path.is_dir():
-        if not (path / "saved_model.pb").exists():
-            raise PartitionError(f"{path} is a directory without saved_model.pb: not a SavedModel")
-        model = _saved_model_as_keras(path)
-    elif path.suffix in (".keras", ".h5"):
-        try:
-            model = keras.models.load_model(path, compile=False)
-        except Exception as exc:  # Keras raises many types for a bad file
-            raise PartitionError(f"cannot load Keras model {path}: {exc}") from None
-    else:
-        raise PartitionError(f"{path}: unknown model format (expected .keras, .h5 or a SavedModel directory)")
-    model = as_functional(model)
-    shape = model.inputs[0].shape
-    if len(shape) != 4 or None in shape[1:]:
-        raise PartitionError(f"model input shape {tuple(shape)} is not an image batch (N, H, W, C) with a static size")
-    _, h, w, c = shape
-    if c not in (1, 3):
-        raise PartitionError(f"model input has {c} channels; splitpoint feeds 1 (grayscale) or 3 (RGB)")
-    pre = Preprocessing(height=int(h), width=int(w), channels=int(c), scale=1.0 / 255.0, offset=0.0)
-    return ModelSource(name=path.stem, source=str(path), model=model, preprocessing=pre, labels=[], trained=True)
-
-
-def _check_model_file(path: Path) -> None:
-    """Keras reports any file it cannot open as "File not found"; say what is really wrong."""
-    import zipfile
-
-    if not path.is_file():
-        raise PartitionError(f"{path} is not a file")
-    try:
-        with open(path, "rb") as fh:
-            magic = fh.read(8)
-    except OSError as exc:
-        raise PartitionError(f"cannot read {path}: {exc.strerror}") from None
-    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
-        raise PartitionError(f"{path} is not a Keras model: a .keras file is a zip archive written by "
-                             "model.save('name.keras'), and this one is not")
-    if path.suffix == ".h5" and magic != b"\x89HDF\r\n\x1a\n":
-        raise PartitionError(f"{path} is not a Keras model: a .h5 file is HDF5 written by model.save('name.h5'), "
-                             "and this one is not")
-
-
-def _saved_model_as_keras(path: Path) -> Any:
-    """A SavedModel has no layer structure Keras 3 can read back: wrap it as one opaque layer.
-
-    Only k = 0 and k = K are then candidates; save the model as .keras for finer splits.
-    """
-    import keras
-
-    try:
-        layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
-    except Exception as exc:
-        raise PartitionError(f"cannot load SavedModel {path}: {exc}") from None
-    spec = layer._endpoint_signatures["serving_default"].structured_input_signature[1]  # type: ignore[attr-defined]
-    (name, tspec), = spec.items()
-    inp = keras.Input(batch_shape=tuple(tspec.shape), name=name)
-    out = layer(inp)
-    if isinstance(out, dict):
-        if len(out) != 1:
-            raise PartitionError(f"SavedModel {path} has {len(out)} outputs; splitpoint needs one")
-        out = next(iter(out.values()))
-    log.warning("%s is a SavedModel: its layers are not visible, so only k = 0 and k = K can be offered", path)
-    return keras.Model(inp, out, name=path.name)
-
-
-def load_calibration(
-    src: ModelSource, calibration_dir: Path | None, calibration_random: int | None, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(calibration frames, held-out frames, held-out labels or None), all raw uint8 (N, H, W, C)."""
-    pre = src.preprocessing
-    shape = (pre.height, pre.width, pre.channels)
-
-    def fit(frames: np.ndarray) -> np.ndarray:
-        return frames.reshape((len(frames), *shape))
-
-    if calibration_dir is not None:
-        frames = np.stack([read_frame_file(p, pre) for p in list_frame_files(calibration_dir, "--calibration")])
-        if len(frames) < 2:
-            raise PartitionError(f"--calibration {calibration_dir}: need at least 2 frames (some are held out to verify)")
-        held = max(1, len(frames) // 5)
-        return frames[:-held], frames[-held:], None
-    if calibration_random is not None or src.calibration is None:
-        n = calibration_random or 32
-        if n < 1:
-            raise PartitionError(f"--calibration-random {n}: must be at least 1")
-        if src.trained and calibration_random is None:
-            log.warning("no calibration data given: calibrating %s on %d random frames (quantization will be poor)", src.name, n)
-        rng = np.random.default_rng(seed)
-        cal = rng.integers(0, 256, size=(n, *shape), dtype=np.uint8)
-        if src.validation is not None:
-            return cal, fit(src.validation), src.validation_labels
-        val = np.random.default_rng(seed + 1).integers(0, 256, size=(max(4, min(n, 16)), *shape), dtype=np.uint8)
-        return cal, val, None
-    assert src.validation is not None
-    return fit(src.calibration), fit(src.validation), src.validation_labels
-
-
-# --------------------------------------------------------------------------- per-split work
-
-
-@dataclass
-class _Job:
-    """What a worker needs to build and check one split (picklable)."""
-
-    bundle: Path
-    split: int
-    num_layers: int
-    input_quant: dict | None  # set for k = 0: how the edge quantizes the input
-    min_agreement: float
-    enforce: bool
-    edgetpu_compiler: str | None
-
-
-@dataclass
-class _Shared:
-    model: Any
-    cuts: dict[int, CutPoint]
-    preprocessing: Preprocessing
-    calibration: np.ndarray  # float, preprocessed
-    validation: np.ndarray  # float, preprocessed
-    reference: list[np.ndarray]  # float model outputs on `validation`, one array per output
-    detection: dict | None = None  # the manifest's detection block: agreement on detections
-
-
-_shared: _Shared | None = None
-
-
-def _init_worker(model_path: str, pre: dict, cal_path: str, val_path: str, ref_path: str,
-                 max_cut_tensors: int, detection: dict | None) -> None:
-    """Process-pool initializer: load the model once per worker."""
-    global _shared
-    logging.basicConfig(level=logging.WARNING)
-    import_tensorflow()
-    import keras
-
-    model = as_functional(keras.models.load_model(model_path, compile=False))
-    cuts, _ = find_cut_points(model, max_cut_tensors)
-    with np.load(ref_path) as z:
-        reference = [z[f"out_{i}"] for i in range(len(z.files))]
-    _shared = _Shared(
-        model, {c.split: c for c in cuts}, Preprocessing.from_dict(pre),
-        np.load(cal_path), np.load(val_path), reference, detection,
-    )
-
-
-def _build_split(job: _Job) -> dict:
-    """Convert, save, compile and verify one split; returns its SplitSpec as a dict + timings."""
-    assert _shared is not None, "worker not initialised"
-    t0 = time.perf_counter()
-    tf = import_tensorflow()
-    import keras
-
-    sh = _shared
-    cut = sh.cuts[job.split]
-    k, K = job.split, job.num_layers
-    edge_dir, cloud_dir = job.bundle / "edge", job.bundle / "cloud"
-    head_art = tail_art = tpu_art = None
-    param_bytes = 0
-    edgetpu: dict[str, Any] = {"status": "not compiled", "reason": "k = 0 has no head"}
-    cut_specs: list[TensorSpec] = []
-    head_out_val: list[np.ndarray]
-    input_quant = job.input_quant  # k > 0: the head's own input quantization, set below
-    if k == 0:
-        q = Quantization.from_dict(job.input_quant) if job.input_quant else None
-        assert q is not None
-        wire = q.quantize(sh.validation, np.uint8)
-        head_out_val = [q.dequantize(wire)]
-        cut_specs = [TensorSpec("input", tuple([1, *sh.validation.shape[1:]]), "uint8", q)]
-    else:
-        head = keras.Model(sh.model.inputs, list(cut.tensors), name=f"head_{k}")
-        tflite = _convert_head(tf, head, sh.calibration)
-        rel = f"edge/head_{k}.tflite"
-        (job.bundle / rel).write_bytes(tflite)
-        head_art = Artifact.of(job.bundle, rel)
-        param_bytes = _tflite_param_bytes(tflite)
-        from splitpoint.runtime.litert import HeadRunner
-
-        runner = HeadRunner(job.bundle / rel)
-        in_q = runner.input_quantization
-        assert in_q is not None and all(q is not None for q in runner.output_quantizations)
-        input_quant = in_q.to_dict()
-        per_frame = [runner.run_all(in_q.quantize(x[None], runner.input_dtype)) for x in sh.validation]
-        head_out_val = [q.dequantize(np.concatenate([f[i] for f in per_frame]))  # type: ignore[union-attr]
-                        for i, q in enumerate(runner.output_quantizations)]
-        if k < K:
-            cut_specs = [TensorSpec(tensor_name(t), shape, dt.name, q)
-                         for t, shape, dt, q in zip(cut.tensors, runner.output_shapes, runner.output_dtypes,
-                                                    runner.output_quantizations, strict=True)]
-        edgetpu = _compile_edgetpu(job.edgetpu_compiler, job.bundle / rel, edge_dir)
-        if edgetpu.get("status") == "compiled":
-            tpu_art = Artifact.of(job.bundle, f"edge/head_{k}_edgetpu.tflite")
-    if k < K:
-        inputs = list(cut.tensors) if len(cut.tensors) > 1 else cut.tensor
-        tail = sh.model if k == 0 else keras.Model(inputs, sh.model.outputs, name=f"tail_{k}")
-        rel = f"cloud/tail_{k}.keras"
-        tail.save(cloud_dir / f"tail_{k}.keras")
-        tail_art = Artifact.of(job.bundle, rel)
-        reloaded = keras.models.load_model(cloud_dir / f"tail_{k}.keras", compile=False)
-        feed = head_out_val if len(head_out_val) > 1 else head_out_val[0]
-        pred = reloaded.predict(feed, verbose=0, batch_size=32)
-        got = [np.asarray(p) for p in (pred if isinstance(pred, (list, tuple)) else [pred])]
-    else:
-        got = head_out_val
-    got = [g.reshape(r.shape) for g, r in zip(got, sh.reference, strict=True)]
-    verification = verify_outputs(got, sh.reference, sh.detection)
-    verification.update(min_agreement=job.min_agreement, enforced=job.enforce,
-                        passed=verification["agreement"] >= job.min_agreement)
-    spec = SplitSpec(
-        split=k, after_layer=cut.layer or None, cut=cut_specs, head=head_art, head_param_bytes=param_bytes,
-        edgetpu=edgetpu, edgetpu_head=tpu_art, tail=tail_art, verification=verification,
-    )
-    return {"spec": spec.to_dict(), "input_quantization": input_quant, "seconds": time.perf_counter() - t0}
-
-
-def _as_list(out: Any) -> list[Any]:
-    return list(out) if isinstance(out, (list, tuple)) else [out]
-
-
-def _convert_head(tf: Any, head: Any, calibration: np.ndarray) -> bytes:
-    """Full-integer int8 TFLite with a static batch of 1: what edgetpu_compiler accepts."""
-    in_shape = (1, *head.inputs[0].shape[1:])
-    # Named outputs: the head's signature keeps their order (runtime/litert.py reads it back).
-    fn = tf.function(lambda x: {f"cut_{i:02d}": t for i, t in enumerate(_as_list(head(x, training=False)))})
-    concrete = fn.get_concrete_function(tf.TensorSpec(in_shape, tf.float32))
-    # The converter freezes the variables it finds on this trackable: hand it the backend ones.
-    holder = tf.Module()
-    holder.variables_ = [getattr(v, "value", v) for v in head.weights]
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([x[None].astype(np.float32)] for x in calibration)
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.uint8
-    conv.inference_output_type = tf.int8
-    with _native_stderr_captured() as captured:
-        try:
-            return bytes(conv.convert())
-        except Exception as exc:  # the converter raises ConverterError and plain exceptions
-            raise PartitionError(
-                f"cannot convert {head.name} to full-integer TFLite: {str(exc).splitlines()[0]}"
-            ) from None
-        finally:
-            log.debug("converter output for %s: %s", head.name, captured())
-
-
-@contextlib.contextmanager
-def _native_stderr_captured() -> Iterator[Callable[[], str]]:
-    """The converter's C++ code chats on file descriptor 2; keep that off the user's terminal."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        os.dup2(tmp.fileno(), 2)
-
-        def read() -> str:
-            tmp.seek(0)
-            return tmp.read().decode(errors="replace").strip()[-2000:]
-
-        try:
-            yield read
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
-def _tflite_param_bytes(tflite: bytes) -> int:
-    """Bytes of constant buffers (weights, biases) in a .tflite model."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    m = schema.Model.GetRootAsModel(tflite, 0)
-    return int(sum(m.Buffers(i).DataLength() for i in range(m.BuffersLength())))
-
-
-_EDGETPU_OPS = re.compile(r"Number of operations that will run on (Edge TPU|CPU):\s*(\d+)")
-
-
-def find_edgetpu_compiler() -> str | None:
-    return shutil.which(EDGETPU_COMPILER)
-
-
-def _compile_edgetpu(compiler: str | None, head: Path, out_dir: Path) -> dict[str, Any]:
-    """Run edgetpu_compiler on one head; record how many ops it mapped where."""
-    if compiler is None:
-        return {"status": "not compiled", "reason": f"{EDGETPU_COMPILER} not found on PATH (it runs on x86-64 Linux only)"}
-    try:
-        proc = subprocess.run(
-            [compiler, "-s", "-o", str(out_dir), str(head)], capture_output=True, text=True, timeout=600, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return {"status": "failed", "reason": f"{compiler}: {exc}"}
-    compiled = out_dir / (head.stem + "_edgetpu.tflite")
-    counts = {name: int(n) for name, n in _EDGETPU_OPS.findall(proc.stdout)}
-    if proc.returncode != 0 or not compiled.exists():
-        tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
-        return {"status": "failed", "reason": f"exit {proc.returncode}: {' | '.join(tail)}"}
-    version = re.search(r"Edge TPU Compiler version ([\w.]+)", proc.stdout)
-    return {
-        "status": "compiled",
-        "compiler_version": version.group(1) if version else "",
-        "ops_on_edgetpu": counts.get("Edge TPU", 0),
-        "ops_on_cpu": counts.get("CPU", 0),
-    }
-
-
 # --------------------------------------------------------------------------- driver
 
 
@@ -422,6 +106,10 @@ class PartitionOptions:
     force: bool = False
     edgetpu_compiler: str | None = field(default_factory=find_edgetpu_compiler)
     max_cut_tensors: int = DEFAULT_MAX_CUT_TENSORS
+    #: a detector's decoder settings (splitpoint/detection_config.py); None: the model source's own
+    detection: dict | None = None
+    #: class labels for the manifest; None: the model source's own
+    labels: list[str] | None = None
 
 
 class Progress:
@@ -463,6 +151,9 @@ def partition(
             raise PartitionError(f"--splits: {bad} are not candidate splits of {src.name}; candidates: {available}")
         wanted = set(opts.splits) | {0, K}  # all-cloud and all-edge are always there
     splits = sorted(wanted)
+    detection = opts.detection if opts.detection is not None else src.detection
+    labels = opts.labels if opts.labels is not None else src.labels
+    _check_decoder(model, src, detection, opts.labels)
     # Only now touch the output: a bad --splits must not leave (or, with --force, destroy) a bundle.
     _prepare_output(out, opts.force)
     (out / "edge").mkdir(parents=True, exist_ok=True)
@@ -470,7 +161,7 @@ def partition(
     (out / "data").mkdir(parents=True, exist_ok=True)
     (out / ".work").mkdir(parents=True, exist_ok=True)
     enforce = src.trained if opts.min_agreement is None else True
-    default_agreement = DEFAULT_MIN_DETECTION_AGREEMENT if src.detection else DEFAULT_MIN_AGREEMENT
+    default_agreement = DEFAULT_MIN_DETECTION_AGREEMENT if detection else DEFAULT_MIN_AGREEMENT
     min_agreement = default_agreement if opts.min_agreement is None else opts.min_agreement
     if not enforce:
         log.warning("%s has random weights: split agreement is recorded, not enforced", src.name)
@@ -484,7 +175,6 @@ def partition(
         reference = [np.asarray(predicted).reshape(len(validation), -1)]
     else:
         reference = [np.asarray(p) for p in predicted]
-    detection = src.detection
     truth = src.validation_boxes if opts.calibration_dir is None else None
     accuracy = _detection_accuracy(reference, detection, truth) if detection else None
     extra: dict[str, np.ndarray] = {"labels": val_labels} if val_labels is not None else {}
@@ -508,9 +198,9 @@ def partition(
     bar = (progress or (lambda n: Progress(n)))(len(splits))
     log.info("partitioning %s: %d layers, %d candidate splits, building %s with %d job(s)", src.name, K, len(available), splits, jobs)
 
-    def make_jobs(input_quant: dict | None) -> Iterable[_Job]:
+    def make_jobs(input_quant: dict | None) -> Iterable[Job]:
         for k in splits:
-            yield _Job(out, k, K, input_quant, min_agreement, enforce, opts.edgetpu_compiler)
+            yield Job(out, k, K, input_quant, min_agreement, enforce, opts.edgetpu_compiler)
 
     results: dict[int, dict] = {}
     init_args = (str(model_path), pre.to_dict(), str(work / "cal.npy"), str(work / "val.npy"), str(work / "ref.npz"),
@@ -519,25 +209,24 @@ def partition(
     all_jobs = list(make_jobs(None))
     last = all_jobs.pop(-1)
     if jobs == 1:
-        global _shared
-        _shared = _Shared(model, {c.split: c for c in cuts}, pre, calibration, validation, reference, detection)
-        results[K] = _build_split(last)
+        use_in_process(Shared(model, {c.split: c for c in cuts}, pre, calibration, validation, reference, detection))
+        results[K] = build_split(last)
         bar.update(f"split {K}")
         input_quant = results[K]["input_quantization"]
         for job in all_jobs:
             job.input_quant = input_quant
-            results[job.split] = _build_split(job)
+            results[job.split] = build_split(job)
             bar.update(f"split {job.split}")
     else:
         ctx = multiprocessing.get_context("spawn")  # TensorFlow does not survive fork
-        with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=init_args) as pool:
-            results[K] = pool.submit(_build_split, last).result()
+        with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=init_worker, initargs=init_args) as pool:
+            results[K] = pool.submit(build_split, last).result()
             bar.update(f"split {K}")
             input_quant = results[K]["input_quantization"]
             futures = {}
             for job in all_jobs:
                 job.input_quant = input_quant
-                futures[pool.submit(_build_split, job)] = job.split
+                futures[pool.submit(build_split, job)] = job.split
             for fut in cf.as_completed(futures):
                 results[futures[fut]] = fut.result()
                 bar.update(f"split {futures[fut]}")
@@ -557,7 +246,7 @@ def partition(
         model_digest=digest,
         num_layers=K,
         source=src.source,
-        labels=src.labels,
+        labels=labels,
         input=TensorSpec("input", in_shape, "float32", None),
         input_wire=TensorSpec("input", in_shape, "uint8", input_q),
         preprocessing=pre,
@@ -609,6 +298,16 @@ def _detection_accuracy(reference: list[np.ndarray], detection: dict, truth: lis
     recall, precision, n = detection_agreement(gt, decode_batch(reference, detection))
     return {"against": "synthetic ground truth of the held-out frames (IoU >= 0.5, same class)",
             "objects": n, "recall": round(recall, 4), "precision": round(precision, 4)}
+
+
+def _check_decoder(model: Any, src: ModelSource, detection: dict | None, labels: list[str] | None) -> None:
+    """A detection block and labels that do not fit the model are refused before anything is written."""
+    shapes = [tuple(o.shape) for o in model.outputs]
+    pre = src.preprocessing
+    if detection is not None:
+        check_against_model(detection, labels, shapes, (pre.height, pre.width))
+    elif labels is not None and len(shapes) == 1 and len(labels) != shapes[0][-1]:
+        raise ConfigError("labels", labels, f"{src.name} has {shapes[0][-1]} classes; give one label per class")
 
 
 def _prepare_output(out: Path, force: bool) -> None:

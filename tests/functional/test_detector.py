@@ -138,3 +138,83 @@ def test_the_agent_records_detections_for_single_and_multi_tensor_splits(detecto
             assert n > 0 and recall >= 0.95 and precision >= 0.95, (k, recall, precision)
     finally:
         server.stop()
+
+
+#: (width, height) of the source images: larger and smaller than the 64x64 input, none square
+SOURCE_SIZES = [(160, 96), (100, 140), (56, 48), (48, 60)]
+
+
+def test_boxes_are_in_the_original_images_pixels_through_real_processes(detector_bundle: Path, tmp_path: Path):
+    """Canvases saved as images of other sizes than the model's input, streamed by `splitpoint edge`
+    (a real process) through `splitpoint cloud` (another) at a multi-tensor split: every known digit
+    comes back with its box in the saved image's pixels, and the agent's summary counts the detections."""
+    import keras
+    from conftest import CloudProcess
+    from PIL import Image
+
+    from edge_node.results import read_results
+    from splitpoint.images import read_frame_file
+
+    bundle = load_bundle(detector_bundle)
+    m = bundle.manifest
+    pre = m.preprocessing
+    raw, _ = bundle.validation_data()
+    with np.load(bundle.path(m.validation)) as z:  # type: ignore[arg-type]
+        rows = z["boxes"]
+    truth: list[list[dict]] = [[] for _ in range(len(raw))]
+    for row in rows:
+        truth[int(row[0])].append({"class": int(row[1]), "score": 1.0, "box": [float(v) for v in row[2:]]})
+    model = keras.models.load_model(detector_bundle / "cloud" / "tail_0.keras", compile=False)
+
+    # Write each size's image from the first canvas the float model reads right once resized there and
+    # back (the resampling is not what is tested): its digits are the known objects.
+    source = tmp_path / "frames"
+    source.mkdir()
+    expected: dict[str, tuple[list[dict], tuple[int, int]]] = {}
+    candidates = iter(range(len(raw)))
+    for n, (w, h) in enumerate(SOURCE_SIZES):
+        for i in candidates:
+            path = source / f"{n:02d}_{w}x{h}.png"
+            Image.fromarray(raw[i][..., 0]).resize((w, h), Image.Resampling.BILINEAR).save(path)
+            fitted = read_frame_file(path, pre)
+            outs = model.predict(pre.apply_batch(fitted[None]), verbose=0)
+            found = decode_frame([o[0] for o in outs], m.detection)
+            recall, precision, _ = detection_agreement([truth[i]], [found])
+            if truth[i] and recall == 1.0 and precision == 1.0:
+                sx, sy = w / pre.width, h / pre.height
+                known = [{"class": o["class"], "score": 1.0,
+                          "box": [o["box"][0] * sx, o["box"][1] * sy, o["box"][2] * sx, o["box"][3] * sy]}
+                         for o in truth[i]]
+                expected[path.name] = (known, (w, h))
+                break
+            path.unlink()
+    assert len(expected) == len(SOURCE_SIZES), "too few canvases survive resizing"
+
+    multi = next(s.split for s in m.splits if len(s.cut) > 1 and s.tail is not None)
+    server = CloudProcess(detector_bundle, "127.0.0.1:0", tmp_path / "cloud.log", [])
+    try:
+        results = tmp_path / "results.jsonl"
+        proc = subprocess.run(
+            [sys.executable, "-m", "splitpoint", "edge", "--insecure", "--bundle", str(detector_bundle),
+             "--source", str(source), "--cloud", server.address, "--split", str(multi),
+             "--results", str(results), "--log-level", "warning"],
+            capture_output=True, text=True, timeout=300, cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1"),
+        )
+    finally:
+        assert server.stop() == 0
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    records = {r["origin"]: r for r in read_results(results)}
+    assert set(records) == set(expected)
+    for name, (known, (w, h)) in expected.items():
+        r = records[name]
+        assert (r["status"], r["where"], r["split"]) == ("ok", "cloud", multi)
+        recall, _, n = detection_agreement([known], [r["detections"]])
+        assert n == len(known) and recall == 1.0, (name, known, r["detections"])
+        for d in r["detections"]:
+            x0, y0, x1, y1 = d["box"]
+            assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h, (name, d)
+    # the end-of-run summary counts what the log holds
+    total = sum(len(r["detections"]) for r in records.values())
+    with_dets = sum(bool(r["detections"]) for r in records.values())
+    assert f"{total} detections in {with_dets} of {len(expected)} frames (" in proc.stdout, proc.stdout

@@ -6,9 +6,11 @@ anything that modifies a bundle works on a copy of it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
 import stat
@@ -21,14 +23,14 @@ import pytest
 keras = pytest.importorskip("keras")
 layers = keras.layers
 
-from splitpoint.bundle import MANIFEST, load_bundle  # noqa: E402
+from splitpoint.bundle import MANIFEST, Preprocessing, load_bundle  # noqa: E402
 from splitpoint.cli import main  # noqa: E402
 from splitpoint.errors import BundleError, PartitionError, VerificationError  # noqa: E402
 from splitpoint.models import ModelSource, reference_model  # noqa: E402
 from splitpoint.partition import (  # noqa: E402
     PartitionOptions,
-    _compile_edgetpu,
     as_functional,
+    compile_edgetpu,
     find_cut_points,
     model_digest,
     partition,
@@ -429,7 +431,7 @@ def test_compile_edgetpu_failures(digits_bundle: Path, tmp_path: Path, script: s
     compiler = tmp_path / "edgetpu_compiler"
     if script is not None:
         _script(compiler, script)
-    result = _compile_edgetpu(str(compiler), head, tmp_path)
+    result = compile_edgetpu(str(compiler), head, tmp_path)
     assert result["status"] == "failed"
     assert reason in result["reason"]
 
@@ -620,3 +622,216 @@ def test_delegate_errors_get_a_hint_that_names_the_fix() -> None:
         "Failed precondition: Package requires runtime version (14), which is newer than this runtime version (13).")
     assert "cpu_fallback" in _delegate_hint("Node number 1 (EdgeTpuDelegateForCustomOp) failed to prepare.")
     assert _delegate_hint("some other failure") == ""
+
+
+# --------------------------------------------------------------------------- Edge TPU: several outputs
+
+#: A stand-in for edgetpu_compiler 16 that answers as the real one does (stdout, and the operation
+#: log next to the compiled model): MODE=all maps every operation, so the real compiler prints only
+#: the total; MODE=partial leaves a DEQUANTIZE on the CPU and prints the per-device counts;
+#: MODE=lose-output writes a compiled model with one output fewer than the head.
+REAL_FORMAT_COMPILER = """#!{python}
+import os, shutil, sys
+from pathlib import Path
+args = sys.argv[1:]
+with open({calls!r}, "a") as f:
+    f.write(" ".join(args) + "\\n")
+out = Path(args[args.index("-o") + 1])
+head = Path(args[-1])
+compiled = out / (head.stem + "_edgetpu.tflite")
+mode = os.environ.get("FAKE_EDGETPU_MODE", "all")
+shutil.copyfile({single!r} if mode == "lose-output" else head, compiled)
+rows = [("QUANTIZE", 1, "Mapped to Edge TPU"), ("CONV_2D", 4, "Mapped to Edge TPU"), ("ADD", 1, "Mapped to Edge TPU")]
+if mode == "partial":
+    rows.append(("DEQUANTIZE", 2, "Operation is working on an unsupported data type"))
+table = ["Operator                       Count      Status", ""]
+table += [f"{{op:<31}}{{n:<11}}{{status}}" for op, n, status in rows]
+total = sum(n for _, n, _ in rows)
+print("Edge TPU Compiler version 16.0.384591198")
+print("Started a compilation timeout timer of 180 seconds.")
+print()
+print("Model compiled successfully in 47 ms.")
+print()
+print("Input model: " + str(head))
+print("Input size: 21.30KiB")
+print("Output model: " + str(compiled))
+print("Output size: 96.41KiB")
+print("On-chip memory used for caching model parameters: 14.25KiB")
+print("On-chip memory remaining for caching model parameters: 7.98MiB")
+print("Off-chip memory used for streaming uncached model parameters: 0.00B")
+print("Number of Edge TPU subgraphs: 1")
+print(f"Total number of operations: {{total}}")
+print("Operation log: " + compiled.stem + ".log")
+print()
+if mode == "partial":
+    print("Model successfully compiled but not all operations are supported by the Edge TPU. A percentage of "
+          "the model will instead run on the CPU, which is slower. If possible, consider updating your model "
+          "to use only operations supported by the Edge TPU. For details, visit g.co/coral/model-reqs.")
+    print(f"Number of operations that will run on Edge TPU: {{total - 2}}")
+    print("Number of operations that will run on CPU: 2")
+    print()
+else:
+    print("See the operation log file for individual operation details.")
+print("\\n".join(table))
+(out / (compiled.stem + ".log")).write_text(
+    "Edge TPU Compiler version 16.0.384591198\\nInput: " + str(head) + "\\nOutput: " + str(compiled) + "\\n\\n"
+    + "\\n".join(table) + "\\n")
+print("Compilation child process completed within timeout period.")
+print("Compilation succeeded! ")
+"""
+
+
+def _two_output_pyramid() -> keras.Model:
+    """A tiny FPN with two outputs: its cuts after the taps are two tensors, its last head two outputs."""
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((16, 16, 1), name="image")
+    c1 = layers.Conv2D(4, 3, strides=2, padding="same", activation="relu", name="c1")(inp)
+    c2 = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="c2")(c1)
+    lat = layers.Conv2D(4, 1, activation="relu", name="lat")(c1)
+    p = layers.Add(name="p")([layers.UpSampling2D(name="up")(layers.Conv2D(4, 1, name="top")(c2)), lat])
+    heat = layers.Conv2D(3, 1, activation="sigmoid", name="heatmap")(p)
+    size = layers.Conv2D(2, 1, activation="relu", name="size")(p)
+    return keras.Model(inp, [heat, size], name="two_outputs")
+
+
+@pytest.mark.parametrize("mode", ["all", "partial"])
+def test_edgetpu_compile_of_multi_output_and_multi_tensor_heads(
+        digits_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    """edgetpu_compiler found on PATH compiles every head of a two-output model, those of multi-tensor
+    cuts (one output per cut tensor) among them; the manifest's op counts are the compiler's, read
+    from its real output format, whether it prints the per-device lines (some ops on the CPU) or not."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls.log"
+    _script(bin_dir / "edgetpu_compiler", REAL_FORMAT_COMPILER.format(
+        python=sys.executable, calls=str(calls), single=str(digits_bundle / "edge" / "head_1.tflite")))
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_EDGETPU_MODE", mode)
+    src = ModelSource(name="two_outputs", source="test:two_outputs", model=_two_output_pyramid(),
+                      preprocessing=Preprocessing(16, 16, 1, 1.0 / 255.0, 0.0), labels=[], trained=False)
+    out = tmp_path / "b"
+    opts = PartitionOptions(output=out, calibration_random=8)  # the compiler: whatever PATH finds
+    assert opts.edgetpu_compiler == str(bin_dir / "edgetpu_compiler")
+    manifest = partition(src, opts, progress=quiet)
+
+    K = manifest.num_layers
+    heads = [s for s in manifest.splits if s.split > 0]
+    assert any(len(s.cut) > 1 for s in heads), "no multi-tensor cut among the splits"
+    assert len(calls.read_text().splitlines()) == len(heads)
+    for s in heads:
+        tpu = s.edgetpu
+        assert tpu["status"] == "compiled", (s.split, tpu)
+        assert tpu["compiler_version"] == "16.0.384591198" and tpu["edgetpu_subgraphs"] == 1
+        if mode == "all":  # no "will run on" lines: every one of the 6 operations is on the Edge TPU
+            assert (tpu["ops_on_edgetpu"], tpu["ops_on_cpu"]) == (6, 0) and "cpu_operators" not in tpu
+        else:
+            assert (tpu["ops_on_edgetpu"], tpu["ops_on_cpu"]) == (6, 2)
+            assert tpu["cpu_operators"] == {"DEQUANTIZE": 2}
+        assert s.edgetpu_head is not None and s.edgetpu_head.path == f"edge/head_{s.split}_edgetpu.tflite"
+    # the compiled heads keep every output: the all-edge head its two maps, a multi-tensor cut its tensors
+    bundle = load_bundle(out, side="edge")
+    for s in (manifest.split(K), next(s for s in heads if len(s.cut) > 1)):
+        runner = HeadRunner(bundle.path(s.edgetpu_head))
+        want = [tuple(o.shape) for o in (manifest.outputs if s.split == K else s.cut)]
+        assert sorted(runner.output_shapes) == sorted(want), s.split
+    assert main(["inspect", str(out)]) == 0
+
+
+def test_a_compiled_head_that_lost_an_output_is_refused(digits_bundle: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compiled model whose outputs are not the head's (here: one instead of two) would have the edge
+    read the wrong tensors: the split records why and offers no Edge TPU head."""
+    from splitpoint.runtime.tf import import_tensorflow
+
+    compiler = _script(tmp_path / "edgetpu_compiler", REAL_FORMAT_COMPILER.format(
+        python=sys.executable, calls=str(tmp_path / "calls.log"), single=str(digits_bundle / "edge" / "head_1.tflite")))
+    monkeypatch.setenv("FAKE_EDGETPU_MODE", "lose-output")
+    from splitpoint.convert import convert_head
+
+    model = _two_output_pyramid()
+    head = tmp_path / "head_9.tflite"
+    head.write_bytes(convert_head(import_tensorflow(), model, np.random.default_rng(0).random((4, 16, 16, 1),
+                                                                                             np.float32)))
+    result = compile_edgetpu(str(compiler), head, tmp_path)
+    assert result["status"] == "failed"
+    assert "head_9_edgetpu.tflite has inputs [(1, 8, 8, 1)]" in result["reason"], result
+    assert "(1, 8, 8, 3)" in result["reason"] and "(1, 8, 8, 2)" in result["reason"]
+    assert not (tmp_path / "head_9_edgetpu.tflite").exists()
+
+
+def test_compiler_output_parsing_matches_the_real_formats() -> None:
+    from splitpoint.edgetpu_compile import parse_compiler_output
+
+    all_mapped = ("Edge TPU Compiler version 15.0.340273435\n\nModel compiled successfully in 787 ms.\n\n"
+                  "Input model: m.tflite\nNumber of Edge TPU subgraphs: 1\nTotal number of operations: 31\n"
+                  "Operation log: m_edgetpu.log\nSee the operation log file for individual operation details.\n")
+    assert parse_compiler_output(all_mapped) == {"compiler_version": "15.0.340273435", "ops_on_edgetpu": 31,
+                                                 "ops_on_cpu": 0, "edgetpu_subgraphs": 1}
+    partial = ("Edge TPU Compiler version 16.0.384591198\nNumber of Edge TPU subgraphs: 2\n"
+               "Total number of operations: 294\n"
+               "Number of operations that will run on Edge TPU: 289\nNumber of operations that will run on CPU: 5\n\n"
+               "Operator                       Count      Status\n\n"
+               "RESIZE_NEAREST_NEIGHBOR        2          Mapped to Edge TPU\n"
+               "CONCATENATION                  1          Operation is otherwise supported, but not mapped due to "
+               "some unspecified limitation\n"
+               "CONCATENATION                  17         Mapped to Edge TPU\n"
+               "TRANSPOSE                      4          Operation is otherwise supported, but not mapped due to "
+               "some unspecified limitation\n")
+    assert parse_compiler_output(partial) == {
+        "compiler_version": "16.0.384591198", "ops_on_edgetpu": 289, "ops_on_cpu": 5, "edgetpu_subgraphs": 2,
+        "cpu_operators": {"CONCATENATION": 1, "TRANSPOSE": 4}}
+
+
+# --------------------------------------------------------------------------- a detector of one's own
+
+
+@pytest.fixture(scope="module")
+def own_detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("own") / "my_detector.keras"
+    _two_output_pyramid().save(path)  # 16x16 input, an 8x8x3 heatmap and an 8x8x2 size map: stride 2
+    return path
+
+
+def test_partition_a_detector_of_ones_own_with_a_decoder_file(own_detector: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    decoder = tmp_path / "decoder.toml"
+    decoder.write_text('kind = "centernet"\nheatmap = 0\nsize = 1\nstride = 2\nbox_format = "size_cells"\n'
+                       'score_threshold = 0.6\nnms_iou = 0.4\nlabels = ["car", "person", "cow"]\n')
+    out = tmp_path / "b"
+    argv = ["partition", str(own_detector), "-o", str(out), "--calibration-random", "8", "--min-agreement", "0",
+            "--detection", str(decoder), "--max-detections", "7", "--splits", "1"]
+    assert main(argv) == 0, capsys.readouterr().err
+    m = load_bundle(out).manifest
+    assert m.detection == {"kind": "centernet", "heatmap": 0, "size": 1, "stride": 2, "box_format": "size_cells",
+                           "score_threshold": 0.6, "nms_iou": 0.4, "max_detections": 7, "class_agnostic_nms": False}
+    assert m.labels == ["car", "person", "cow"]
+    v = m.split(1).verification  # verified as a detector: detection agreement, not top-1
+    assert "detection_recall" in v and "detection_precision" in v
+    assert m.partition["min_agreement"] == 0.0
+
+
+@pytest.mark.parametrize(("extra", "names"), [
+    (["--score-threshold", "1.5"], ["--score-threshold = 1.5", "(0, 1)"]),
+    (["--max-detections", "0"], ["--max-detections = 0", "integer >= 1"]),
+    (["--box-format", "xyxy"], ['--box-format = "xyxy"', "size_pixels"]),
+    (["--detection-kind", "ssd"], ['--detection-kind = "ssd"', "supported: centernet"]),
+    (["--detection-kind", "centernet"], ["stride = 4", "covers 32x32 pixels, but the input is 16x16"]),
+    (["--detection-kind", "centernet", "--stride-typo"], ["unrecognized arguments: --stride-typo"]),
+    (["--score-threshold", "high"], ["--score-threshold", "invalid float value: 'high'"]),
+    (["--detection", "GOOD", "--labels", "car,person"], ["labels = [\"car\", \"person\"]", "3 classes"]),
+    (["--detection", "BAD", "--labels", "a,b,c"], ["BAD: size = 0", "another output"]),
+])
+def test_bad_decoder_settings_exit_2_naming_the_value(own_detector: Path, tmp_path: Path, extra: list[str],
+                                                       names: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    files = {"BAD": tmp_path / "bad.toml", "GOOD": tmp_path / "good.toml"}
+    files["BAD"].write_text("heatmap = 0\nsize = 0\n")
+    files["GOOD"].write_text("stride = 2\n")  # fits the model: the labels are what is wrong
+    extra = [str(files[e]) if e in files else e for e in extra]
+    names = [n.replace("BAD", str(files["BAD"])) for n in names]
+    out = tmp_path / "b"
+    with contextlib.suppress(SystemExit):  # argparse's own errors exit 2 by SystemExit
+        assert main(["partition", str(own_detector), "-o", str(out), "--calibration-random", "8", *extra]) == 2
+    err = capsys.readouterr().err
+    assert all(n in err for n in names), err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()  # refused before anything was written

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -106,3 +107,160 @@ def test_verification_of_a_detector_uses_detection_agreement():
     assert (v["detection_recall"], v["detection_precision"], v["agreement"]) == (0.5, 1.0, 0.5)
     assert verify_outputs(ref, ref, CFG)["agreement"] == 1.0
     assert len(decode_batch(ref, CFG)) == 1
+
+
+def test_the_run_summary_counts_what_the_results_log_holds(tmp_path):
+    """The agent's recorder counts a detector's detections from the records it writes:
+    frames with detections, the total and per label; a classifier's summary has none."""
+    from prometheus_client import CollectorRegistry
+
+    from edge_node.recorder import Recorder
+    from edge_node.results import read_results
+    from edge_node.run_report import EdgeMetrics
+    from edge_node.sources import Frame
+
+    rec = Recorder(["zero", "one"], EdgeMetrics(CollectorRegistry()), on_fatal=lambda: None)
+    rec.open(str(tmp_path / "r.jsonl"), "jsonl", False, resume=False)
+
+    def det(k, name):
+        return {"class": k, "label_name": name, "score": 0.9, "box": [0.0, 0.0, 4.0, 4.0]}
+
+    per_frame = [[det(1, "one"), det(0, "zero"), det(1, "one")], [], [det(0, "zero")]]
+    for i, dets in enumerate(per_frame):
+        frame = Frame(i, np.zeros((8, 8, 1), np.uint8), None, f"f{i}", 0)
+        rec.ok(frame, 2, "cloud", np.zeros(2), {}, None, detections=dets)()
+    rec.close()
+    s = rec.summary
+    assert (s.detector_frames, s.frames_with_detections, s.detections) == (3, 2, 4)
+    assert s.detections_by_label == {"one": 2, "zero": 2}
+    assert s.detection_summary() == "4 detections in 2 of 3 frames (one: 2, zero: 2)"
+    logged = sorted(read_results(str(tmp_path / "r.jsonl")), key=lambda r: r["frame_id"])
+    assert sum(len(r["detections"]) for r in logged) == s.detections
+
+    classifier = Recorder(["zero", "one"], EdgeMetrics(CollectorRegistry()), on_fatal=lambda: None)
+    classifier.open(str(tmp_path / "c.jsonl"), "jsonl", False, resume=False)
+    classifier.ok(Frame(0, np.zeros((8, 8, 1), np.uint8), None, "f", 0), 2, "cloud", np.array([0.2, 0.8]), {}, None)()
+    assert classifier.summary.detection_summary() is None and classifier.summary.frames == 1
+
+
+# --------------------------------------------------------------------------- a detector of one's own
+
+
+def test_box_formats_scale_the_size_map_to_input_pixels():
+    out = maps([(2, 3, 1, 0.9, 2, 3)])  # at stride 4: centre (14, 10); a 16x16 grid covers 64x64 pixels
+    assert decode_frame(out, config(box_format="size_pixels"))[0]["box"] == pytest.approx([13, 8.5, 15, 11.5])
+    assert decode_frame(out, config(box_format="size_cells"))[0]["box"] == pytest.approx([10, 4, 18, 16])
+    small = maps([(2, 3, 1, 0.9, 0.125, 0.25)])
+    assert decode_frame(small, config(box_format="size_normalized"))[0]["box"] == pytest.approx([10, 2, 18, 18])
+    old = {k: v for k, v in CFG.items() if k != "box_format"}  # a bundle written before box_format
+    assert decode_frame(out, old) == decode_frame(out, CFG)
+
+
+GOOD_TOML = """
+kind = "centernet"
+heatmap = 1
+size = 0
+stride = 8
+box_format = "size_cells"
+score_threshold = 0.4
+nms_iou = 0.6
+max_detections = 5
+class_agnostic_nms = true
+labels = ["car", "person"]
+"""
+
+
+def test_decoder_settings_from_toml_json_and_flags(tmp_path):
+    from splitpoint.detection_config import build
+
+    toml = tmp_path / "decoder.toml"
+    toml.write_text(GOOD_TOML)
+    cfg, labels = build(str(toml), {}, None)
+    assert cfg == {"kind": "centernet", "heatmap": 1, "size": 0, "stride": 8, "box_format": "size_cells",
+                   "score_threshold": 0.4, "nms_iou": 0.6, "max_detections": 5, "class_agnostic_nms": True}
+    assert labels == ["car", "person"]
+    # the same in JSON, and under a [detection] table
+    (tmp_path / "d.json").write_text(json.dumps(dict(cfg, labels=labels)))
+    assert build(str(tmp_path / "d.json"), {}, None) == (cfg, labels)
+    (tmp_path / "t.toml").write_text("[detection]\n" + GOOD_TOML)
+    assert build(str(tmp_path / "t.toml"), {}, None) == (cfg, labels)
+    # flags override the file; --labels overrides its labels
+    flags = {"score_threshold": 0.25, "max_detections": 9, "nms_iou": None}
+    cfg2, labels2 = build(str(toml), flags, ["a", "b"])
+    assert (cfg2["score_threshold"], cfg2["max_detections"], cfg2["nms_iou"], labels2) == (0.25, 9, 0.6, ["a", "b"])
+    # flags alone make a detector with the defaults; no file and no flags: not a detector
+    assert build(None, {"box_format": "size_normalized"}, None)[0] == config(box_format="size_normalized")
+    assert build(None, {"score_threshold": None}, ["x"]) == (None, ["x"])
+
+
+@pytest.mark.parametrize(("text", "flags", "where", "value", "reason"), [
+    ('kind = "yolo"', {}, "decoder.toml: kind", '"yolo"', "supported: centernet"),
+    ("score_threshold = 1.5", {}, "decoder.toml: score_threshold", "1.5", "(0, 1)"),
+    ("score_threshold = 0", {}, "decoder.toml: score_threshold", "0", "(0, 1)"),
+    ("nms_iou = -0.1", {}, "decoder.toml: nms_iou", "-0.1", "(0, 1]"),
+    ("max_detections = 0", {}, "decoder.toml: max_detections", "0", "integer >= 1"),
+    ("max_detections = 2.5", {}, "decoder.toml: max_detections", "2.5", "integer >= 1"),
+    ('stride = "4"', {}, "decoder.toml: stride", '"4"', "integer >= 1"),
+    ("heatmap = -1", {}, "decoder.toml: heatmap", "-1", "integer >= 0"),
+    ("heatmap = 1\nsize = 1", {}, "decoder.toml: size", "1", "another output"),
+    ('box_format = "xyxy"', {}, "decoder.toml: box_format", '"xyxy"', "size_pixels, size_cells, size_normalized"),
+    ('class_agnostic_nms = "yes"', {}, "decoder.toml: class_agnostic_nms", '"yes"', "true or false"),
+    ("anchors = 9", {}, "decoder.toml: anchors", "9", "unknown key"),
+    ('labels = "car"', {}, "decoder.toml: labels", '"car"', "list of non-empty strings"),
+    ('labels = ["car", ""]', {}, "decoder.toml: labels", '["car", ""]', "list of non-empty strings"),
+    ("", {"score_threshold": float("nan")}, "--score-threshold", "nan", "(0, 1)"),
+    ("", {"max_detections": -3}, "--max-detections", "-3", "integer >= 1"),
+    ("", {"detection_kind": "ssd"}, "--detection-kind", '"ssd"', "supported: centernet"),
+    ("", {"box_format": "cxcywh"}, "--box-format", '"cxcywh"', "must be one of"),
+    ("", {"nms_iou": 2.0}, "--nms-iou", "2", "(0, 1]"),
+    ("stride = [", {}, "--detection", "decoder.toml", "not valid TOML"),
+])
+def test_each_bad_decoder_setting_is_named(tmp_path, text, flags, where, value, reason):
+    from splitpoint.detection_config import build
+    from splitpoint.errors import ConfigError
+
+    toml = tmp_path / "decoder.toml"
+    toml.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        build(str(toml), flags, None)
+    msg = str(info.value)
+    assert where in msg and value in msg and reason in msg, msg
+    assert info.value.exit_code == 2
+
+
+def test_decoder_files_and_labels_that_cannot_be_read(tmp_path):
+    from splitpoint.detection_config import build, parse_labels
+    from splitpoint.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--detection = \".*nope.toml\": no such file"):
+        build(str(tmp_path / "nope.toml"), {}, None)
+    (tmp_path / "d.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="must hold a table"):
+        build(str(tmp_path / "d.json"), {}, None)
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        build(str(tmp_path / "bad.json"), {}, None)
+    assert parse_labels("car, person ,cow") == ["car", "person", "cow"]
+    (tmp_path / "labels.txt").write_text("car\n\nperson\n")
+    assert parse_labels(str(tmp_path / "labels.txt")) == ["car", "person"]
+    with pytest.raises(ConfigError, match=r"--labels = \"car,,cow\": .*none of them empty"):
+        parse_labels("car,,cow")
+
+
+@pytest.mark.parametrize(("cfg", "labels", "key", "reason"), [
+    (config(heatmap=2, size=1), None, "heatmap = 2", "the model has 2 output(s), numbered 0 to 1"),
+    (config(heatmap=1, size=0), None, "heatmap = 1", "not a map"),
+    (config(stride=8), None, "stride = 8", "covers 128x128 pixels, but the input is 64x64"),
+    (config(), ["a", "b"], "labels", "the heatmap has 3 classes"),
+])
+def test_decoder_settings_that_do_not_fit_the_model(cfg, labels, key, reason):
+    from splitpoint.detection_config import check_against_model
+    from splitpoint.errors import ConfigError
+
+    shapes = [(None, 16, 16, 3), (None, 16, 16, 2)] if cfg["heatmap"] != 1 else [(None, 16, 16, 2), (None, 3)]
+    with pytest.raises(ConfigError) as info:
+        check_against_model(cfg, labels, shapes, (64, 64))
+    assert key in str(info.value) and reason in str(info.value), str(info.value)
+    check_against_model(config(), ["a", "b", "c"], [(None, 16, 16, 3), (None, 16, 16, 2)], (64, 64))  # fits
+    with pytest.raises(ConfigError, match=r"size = 1: output 1 has shape \[None, 8, 8, 2\]"):
+        check_against_model(config(), None, [(None, 16, 16, 3), (None, 8, 8, 2)], (64, 64))

@@ -428,3 +428,41 @@ def test_file_opencv_cannot_open_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="notes.txt") as info:
         open_source(str(junk), GRAY8)
     assert "cannot open it as a video" in info.value.reason
+
+
+# -- the source image's size (a detector's boxes are mapped back to it) ------
+
+
+def test_every_kind_of_source_keeps_the_size_it_read_before_fitting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frames_dir = tmp_path / "frames"
+    frames_dir.mkdir()
+    Image.new("RGB", (30, 20), (255, 0, 0)).save(frames_dir / "a.png")  # larger, wide
+    Image.new("L", (5, 7), 0).save(frames_dir / "b.png")  # smaller, tall
+    np.save(frames_dir / "c.npy", np.zeros((3, 11), np.uint8))
+    np.save(frames_dir / "d.npy", np.zeros((8, 8, 1), np.uint8))  # already the input size
+    got = drain(open_source(str(frames_dir), GRAY8))
+    assert [f.source_size for f in got] == [(30, 20), (5, 7), (11, 3), (8, 8)]
+    assert all(f.raw.shape == (8, 8, 1) for f in got)
+
+    # synthetic: the validation inputs' own size, not the preprocessing's
+    pre = Preprocessing(height=4, width=6, channels=1, scale=1.0, offset=0.0)
+    synth = drain(open_source("synthetic:2", pre, bundle=make_bundle(tmp_path)))  # type: ignore[arg-type]
+    assert [f.source_size for f in synth] == [(8, 8), (8, 8)] and synth[0].raw.shape == (4, 6, 1)
+
+    # camera: the capture's size
+    monkeypatch.setitem(sys.modules, "cv2", fake_cv2([np.zeros((48, 64, 3), np.uint8)]))
+    with open_source("camera:0", GRAY8) as source:
+        frame = next(iter(source))
+    assert frame.source_size == (64, 48) and frame.raw.shape == (8, 8, 1)
+
+    # a Frame made without a size (older callers, tests) reports its raw size
+    assert Frame(0, np.zeros((4, 6, 1), np.uint8), None, "x", 0).source_size == (6, 4)
+
+
+def test_video_frames_keep_the_decoded_size(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.avi"
+    write_video(clip, [(10, 10, 10)] * 2, size=(40, 24))
+    frames = drain(open_source(str(clip), GRAY8))
+    assert [f.source_size for f in frames] == [(40, 24), (40, 24)]

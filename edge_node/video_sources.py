@@ -1,0 +1,143 @@
+"""The OpenCV frame sources: a video file and a live camera (see edge_node/sources.py for
+the source protocol and `open_source`, which picks these for FILE.mp4 and camera:N)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from splitpoint import native_logs
+from splitpoint.bundle import Preprocessing
+from splitpoint.errors import BackendUnavailableError, ConfigError
+from splitpoint.images import fit_frame, image_size
+
+from .sources import ACCEPTED_FORMS, FrameReadError, _Read, _Source
+
+log = logging.getLogger("edge_node.sources")  # the sources' logger: users filter on one name
+
+_OPENCV_HINT = ("pip install '.[video]' from a splitpoint checkout, or the splitpoint wheel with [video]"
+                " (package opencv-python-headless)")
+
+
+def _import_cv2(what: str) -> Any:
+    # OpenCV reads OPENCV_LOG_LEVEL when it first logs: set it now, or a missing camera prints
+    # videoio's own WARN lines ahead of our clear error (splitpoint -v keeps them).
+    native_logs.quiet_environment()
+    try:
+        import cv2
+    except ImportError:
+        raise BackendUnavailableError(f"{what} needs OpenCV: {_OPENCV_HINT}") from None
+    return cv2
+
+
+def _bgr_to_raw(cv2: Any, img: np.ndarray, pre: Preprocessing) -> np.ndarray:
+    """An OpenCV frame (BGR, BGRA or gray) -> uint8 (H, W, C) fitted to `pre`; the capture's own
+    size is `image_size(img)`."""
+    img = np.asarray(img)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.ndim == 3 and img.shape[-1] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY if pre.channels == 1 else cv2.COLOR_BGRA2RGB)
+    elif img.ndim == 3 and img.shape[-1] == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY if pre.channels == 1 else cv2.COLOR_BGR2RGB)
+    return fit_frame(img, pre)
+
+
+class _OpenCVSource(_Source):
+    def __init__(
+        self, cv2: Any, cap: Any, description: str, pre: Preprocessing, fps: float | None, key: str
+    ):
+        self._cv2 = cv2
+        self._cap = cap
+        self._pre = pre
+        self._key = key
+        super().__init__(description, fps)
+
+    def _grab(self, i: int, origin: str) -> tuple[np.ndarray, tuple[int, int]] | None:
+        """(fitted frame, (width, height) as captured), or None at the end of the stream."""
+        ok, img = self._cap.read()
+        if not ok or img is None:
+            return None
+        try:
+            return _bgr_to_raw(self._cv2, img, self._pre), image_size(img)
+        except ConfigError as exc:
+            raise FrameReadError(i, origin, str(exc), self._key) from None
+
+    def _release(self) -> None:
+        cap, self._cap = self._cap, None
+        if cap is not None:
+            cap.release()
+
+
+class VideoSource(_OpenCVSource):
+    """A video file decoded with OpenCV until its end."""
+
+    def __init__(self, path: Path, pre: Preprocessing, fps: float | None, key: str):
+        cv2 = _import_cv2(f"reading the video file {path}")
+        cap = cv2.VideoCapture(str(path))
+        if not cap.isOpened():
+            cap.release()
+            raise ConfigError(key, str(path), f"OpenCV cannot open it as a video; {ACCEPTED_FORMS}")
+        self.path = path
+        self._reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        super().__init__(cv2, cap, f"video {path}", pre, fps, key)
+
+    def _read(self, i: int) -> _Read:
+        origin = f"{self.path.name}#{i}"
+        grabbed = self._grab(i, origin) if self._cap is not None else None
+        if grabbed is None:
+            if self._reported > 0 and i < self._reported:
+                log.warning(
+                    "video %s ended after %d frames; its container announces %d",
+                    self.path,
+                    i,
+                    self._reported,
+                )
+            else:
+                log.debug("video %s: %d frames", self.path, i)
+            raise StopIteration
+        return grabbed[0], None, origin, grabbed[1]
+
+    def _discard(self, i: int) -> None:
+        if self._cap is None or not self._cap.grab():  # no decode: cheaper than a read
+            raise StopIteration
+
+
+class CameraSource(_OpenCVSource):
+    """A live camera. A failed capture raises FrameReadError once, then the stream ends."""
+
+    _pace_before_read = True
+    restarts_numbering = True
+
+    def __init__(self, number: int, pre: Preprocessing, fps: float | None, spec: str, key: str):
+        cv2 = _import_cv2(f"camera:{number}")
+        cap = cv2.VideoCapture(number)
+        if not cap.isOpened():
+            cap.release()
+            raise ConfigError(
+                key,
+                spec,
+                f"camera {number} did not open (no such device, busy, or no permission to open /dev/video{number})",
+            )
+        self.number = number
+        super().__init__(cv2, cap, f"camera:{number}", pre, fps, key)
+
+    def _read(self, i: int) -> _Read:
+        n = self._first + i  # the frame's index (number_from)
+        origin = f"camera:{self.number}#{n}"
+        grabbed = self._grab(n, origin) if self._cap is not None else None
+        if grabbed is None:
+            # A camera that stops delivering does not come back by asking again: report it, then end.
+            self._done = True
+            self._release()
+            log.warning("camera %d stopped delivering frames after %d", self.number, i)
+            raise FrameReadError(
+                n,
+                origin,
+                f"camera {self.number} stopped delivering frames; the stream ends here",
+                self._key,
+            )
+        return grabbed[0], None, origin, grabbed[1]

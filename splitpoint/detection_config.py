@@ -1,0 +1,127 @@
+"""A detector of one's own: its decoder settings, from a TOML/JSON file and flags, checked
+against the model before anything is written.
+
+`splitpoint partition my_detector.keras -o B --detection decoder.toml` reads
+
+    kind = "centernet"            # the only kind so far (splitpoint/detection.py)
+    heatmap = 0                   # which model output is the class heatmap ...
+    size = 1                      # ... and which the box size map
+    stride = 4                    # input pixels per heatmap cell
+    box_format = "size_pixels"    # or "size_cells", "size_normalized"
+    score_threshold = 0.3
+    nms_iou = 0.5
+    max_detections = 20
+    class_agnostic_nms = false
+    labels = ["car", "person", "cow"]   # one per heatmap class, in class order
+
+(top level, or under a [detection] table; a .json file holds the same object). The
+flags --detection-kind, --score-threshold, --nms-iou, --max-detections, --box-format
+and --labels override the file, or make a detector without one. The block goes into
+the manifest's `detection`, the labels into `model.labels`.
+
+Every bad value is a ConfigError naming where it came from (the file's key or the
+flag), the value and why: the CLI exits 2 with that line.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from splitpoint import detection
+from splitpoint.errors import ConfigError
+
+#: the partition flags that set a detection key (argparse dest -> key)
+FLAG_KEYS = {"detection_kind": "kind", "score_threshold": "score_threshold", "nms_iou": "nms_iou",
+             "max_detections": "max_detections", "box_format": "box_format"}
+FLAG_NAMES = {key: "--" + dest.replace("_", "-") for dest, key in FLAG_KEYS.items()}
+
+
+def read_file(path: str) -> dict[str, Any]:
+    """The decoder settings in a .toml or .json file (keys as in the module docstring)."""
+    p = Path(path)
+    key = "--detection"
+    if not p.is_file():
+        raise ConfigError(key, path, "no such file")
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(key, path, f"cannot read it: {exc}") from None
+    try:
+        data = json.loads(text) if p.suffix.lower() == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        kind = "JSON" if p.suffix.lower() == ".json" else "TOML (give a .json file for JSON)"
+        raise ConfigError(key, path, f"not valid {kind}: {exc}") from None
+    if isinstance(data, dict) and isinstance(data.get("detection"), dict) and len(data) == 1:
+        data = data["detection"]
+    if not isinstance(data, dict):
+        raise ConfigError(key, path, "must hold a table (TOML) or an object (JSON) of decoder settings")
+    return data
+
+
+def parse_labels(text: str) -> list[str]:
+    """--labels: a file with one label per line, or labels separated by commas."""
+    p = Path(text)
+    if p.is_file():
+        try:
+            labels = [line.strip() for line in p.read_text().splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError("--labels", text, f"cannot read it: {exc}") from None
+    else:
+        labels = [item.strip() for item in text.split(",")]
+    if not labels or any(not label for label in labels):
+        raise ConfigError("--labels", text, "give a file with one label per line or labels separated by commas, "
+                                            "none of them empty")
+    return labels
+
+
+def build(file: str | None, flags: dict[str, Any], labels: list[str] | None) -> tuple[dict | None, list[str] | None]:
+    """(detection block or None, labels or None) from --detection FILE, the individual flags
+    (dest -> value, None when not given) and --labels; ConfigError naming the bad value."""
+    given = {key: flags[dest] for dest, key in FLAG_KEYS.items() if flags.get(dest) is not None}
+    where: dict[str, str] = {key: FLAG_NAMES[key] for key in given}
+    settings: dict[str, Any] = {}
+    if file is not None:
+        data = read_file(file)
+        file_labels = data.pop("labels", None)
+        if file_labels is not None:
+            if (not isinstance(file_labels, list) or not file_labels
+                    or not all(isinstance(x, str) and x.strip() for x in file_labels)):
+                raise ConfigError(f"--detection {file}: labels", file_labels, "must be a list of non-empty strings")
+            labels = labels if labels is not None else [str(x) for x in file_labels]
+        settings.update(data)
+        where.update({k: f"--detection {file}: {k}" for k in data if k not in given})
+    if file is None and not given:
+        return None, labels
+    settings.update(given)
+    try:
+        return detection.config(**settings), labels
+    except detection.DetectionConfigError as exc:
+        raise ConfigError(where.get(exc.key, f"detection.{exc.key}"), exc.value, exc.reason) from None
+
+
+def check_against_model(cfg: dict, labels: list[str] | None, output_shapes: list[tuple],
+                        input_hw: tuple[int, int], source: str = "--detection") -> None:
+    """The block must fit the model: its heatmap and size outputs exist and are maps of one grid,
+    `stride` times that grid is the input, and there is one label per heatmap class."""
+    n = len(output_shapes)
+    for key in ("heatmap", "size"):
+        if cfg[key] >= n:
+            raise ConfigError(f"{source}: {key}", cfg[key], f"the model has {n} output(s), numbered 0 to {n - 1}")
+    heat, size = (tuple(output_shapes[cfg[k]]) for k in ("heatmap", "size"))
+    if len(heat) != 4:
+        raise ConfigError(f"{source}: heatmap", cfg["heatmap"],
+                          f"output {cfg['heatmap']} has shape {list(heat)}, not a map (N, H, W, classes)")
+    if len(size) != 4 or size[-1] != 2 or size[1:3] != heat[1:3]:
+        raise ConfigError(f"{source}: size", cfg["size"],
+                          f"output {cfg['size']} has shape {list(size)}; the size map must be (N, {heat[1]}, "
+                          f"{heat[2]}, 2) like the heatmap's grid")
+    grid = (heat[1] * cfg["stride"], heat[2] * cfg["stride"])
+    if grid != tuple(input_hw):
+        raise ConfigError(f"{source}: stride", cfg["stride"],
+                          f"a {heat[1]}x{heat[2]} heatmap at stride {cfg['stride']} covers {grid[0]}x{grid[1]} "
+                          f"pixels, but the input is {input_hw[0]}x{input_hw[1]}")
+    if labels is not None and len(labels) != heat[3]:
+        raise ConfigError("labels", labels, f"the heatmap has {heat[3]} classes; give one label per class")

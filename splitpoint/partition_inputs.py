@@ -1,0 +1,127 @@
+"""What the partitioner reads: the model (a built-in, a .keras/.h5 file or a SavedModel) and the
+frames it calibrates and verifies on. Every way these can be wrong is a PartitionError naming it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from splitpoint.bundle import Preprocessing
+from splitpoint.cut_points import as_functional
+from splitpoint.errors import PartitionError
+from splitpoint.images import list_frame_files, read_frame_file
+from splitpoint.models import BUILTIN, ModelSource, reference_model
+from splitpoint.runtime.tf import import_tensorflow
+
+log = logging.getLogger("splitpoint.partition")  # the partitioner's logger: users filter on one name
+
+
+def load_model_source(spec: str, input_size: int | None = None) -> ModelSource:
+    """A built-in name, a .keras/.h5 file, or a SavedModel directory."""
+    if spec in BUILTIN:
+        return reference_model(spec, input_size)
+    path = Path(spec)
+    if not path.exists():
+        raise PartitionError(f"model {spec!r} is neither a file, a SavedModel directory nor a built-in ({', '.join(BUILTIN)})")
+    if path.suffix in (".keras", ".h5"):
+        _check_model_file(path)  # before TensorFlow's import: a wrong file is told in a moment
+    import_tensorflow()
+    import keras
+
+    if path.is_dir():
+        if not (path / "saved_model.pb").exists():
+            raise PartitionError(f"{path} is a directory without saved_model.pb: not a SavedModel")
+        model = _saved_model_as_keras(path)
+    elif path.suffix in (".keras", ".h5"):
+        try:
+            model = keras.models.load_model(path, compile=False)
+        except Exception as exc:  # Keras raises many types for a bad file
+            raise PartitionError(f"cannot load Keras model {path}: {exc}") from None
+    else:
+        raise PartitionError(f"{path}: unknown model format (expected .keras, .h5 or a SavedModel directory)")
+    model = as_functional(model)
+    shape = model.inputs[0].shape
+    if len(shape) != 4 or None in shape[1:]:
+        raise PartitionError(f"model input shape {tuple(shape)} is not an image batch (N, H, W, C) with a static size")
+    _, h, w, c = shape
+    if c not in (1, 3):
+        raise PartitionError(f"model input has {c} channels; splitpoint feeds 1 (grayscale) or 3 (RGB)")
+    pre = Preprocessing(height=int(h), width=int(w), channels=int(c), scale=1.0 / 255.0, offset=0.0)
+    return ModelSource(name=path.stem, source=str(path), model=model, preprocessing=pre, labels=[], trained=True)
+
+
+def _check_model_file(path: Path) -> None:
+    """Keras reports any file it cannot open as "File not found"; say what is really wrong."""
+    import zipfile
+
+    if not path.is_file():
+        raise PartitionError(f"{path} is not a file")
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(8)
+    except OSError as exc:
+        raise PartitionError(f"cannot read {path}: {exc.strerror}") from None
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise PartitionError(f"{path} is not a Keras model: a .keras file is a zip archive written by "
+                             "model.save('name.keras'), and this one is not")
+    if path.suffix == ".h5" and magic != b"\x89HDF\r\n\x1a\n":
+        raise PartitionError(f"{path} is not a Keras model: a .h5 file is HDF5 written by model.save('name.h5'), "
+                             "and this one is not")
+
+
+def _saved_model_as_keras(path: Path) -> Any:
+    """A SavedModel has no layer structure Keras 3 can read back: wrap it as one opaque layer.
+
+    Only k = 0 and k = K are then candidates; save the model as .keras for finer splits.
+    """
+    import keras
+
+    try:
+        layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
+    except Exception as exc:
+        raise PartitionError(f"cannot load SavedModel {path}: {exc}") from None
+    spec = layer._endpoint_signatures["serving_default"].structured_input_signature[1]  # type: ignore[attr-defined]
+    (name, tspec), = spec.items()
+    inp = keras.Input(batch_shape=tuple(tspec.shape), name=name)
+    out = layer(inp)
+    if isinstance(out, dict):
+        if len(out) != 1:
+            raise PartitionError(f"SavedModel {path} has {len(out)} outputs; splitpoint needs one")
+        out = next(iter(out.values()))
+    log.warning("%s is a SavedModel: its layers are not visible, so only k = 0 and k = K can be offered", path)
+    return keras.Model(inp, out, name=path.name)
+
+
+def load_calibration(
+    src: ModelSource, calibration_dir: Path | None, calibration_random: int | None, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(calibration frames, held-out frames, held-out labels or None), all raw uint8 (N, H, W, C)."""
+    pre = src.preprocessing
+    shape = (pre.height, pre.width, pre.channels)
+
+    def fit(frames: np.ndarray) -> np.ndarray:
+        return frames.reshape((len(frames), *shape))
+
+    if calibration_dir is not None:
+        frames = np.stack([read_frame_file(p, pre) for p in list_frame_files(calibration_dir, "--calibration")])
+        if len(frames) < 2:
+            raise PartitionError(f"--calibration {calibration_dir}: need at least 2 frames (some are held out to verify)")
+        held = max(1, len(frames) // 5)
+        return frames[:-held], frames[-held:], None
+    if calibration_random is not None or src.calibration is None:
+        n = calibration_random or 32
+        if n < 1:
+            raise PartitionError(f"--calibration-random {n}: must be at least 1")
+        if src.trained and calibration_random is None:
+            log.warning("no calibration data given: calibrating %s on %d random frames (quantization will be poor)", src.name, n)
+        rng = np.random.default_rng(seed)
+        cal = rng.integers(0, 256, size=(n, *shape), dtype=np.uint8)
+        if src.validation is not None:
+            return cal, fit(src.validation), src.validation_labels
+        val = np.random.default_rng(seed + 1).integers(0, 256, size=(max(4, min(n, 16)), *shape), dtype=np.uint8)
+        return cal, val, None
+    assert src.validation is not None
+    return fit(src.calibration), fit(src.validation), src.validation_labels
