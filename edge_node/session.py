@@ -94,7 +94,8 @@ class OffloadSession:
     """The real session: an OffloadClient and its Infer streams (see the module doc)."""
 
     def __init__(self, config: EdgeConfig, model_digest: str, link: LinkEstimator,
-                 client: OffloadClient | None = None):
+                 client: OffloadClient | None = None,
+                 jitter: Callable[[float], float] = lambda backoff: random.uniform(0, backoff)):
         self.config = config
         self.model_digest = model_digest
         self.link = link
@@ -102,6 +103,7 @@ class OffloadSession:
             config.cloud, config.max_message_bytes, config.connect_timeout_s, config.security,
             keepalive_s=config.keepalive_s, agent_name=config.agent_name)
         self.address = self.client.address
+        self._jitter = jitter  # the wait before reconnecting, given the backoff (full jitter)
         self._callbacks: SessionCallbacks | None = None
         self._lock = threading.Lock()  # _stream, _retry_at, _backoff, _reached (a leaf)
         self._stream: InferStream | None = None
@@ -203,7 +205,7 @@ class OffloadSession:
         log.warning("stream to %s ended: %s", stream.replica or self.address, error)
         # the next stream is placed by round_robin on a replica that is SERVING, if any
         with self._lock:
-            self._retry_at = time.monotonic() + random.uniform(0, self._backoff)
+            self._retry_at = time.monotonic() + self._jitter(self._backoff)
             self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
 
     # ------------------------------------------------------------------ probes
