@@ -12,8 +12,8 @@ re-run needs; `claim` hands it to exactly one of the paths racing for it (the
 answer thread, the watchdog, the stream-end handler).
 
 Lock order: `FrameLedger._lock` is a leaf. No callback (`write`, a predicate)
-runs while it is held, so `write` may take the agent's lock and the results
-log's lock (agent lock -> results lock) without any order against this one.
+runs while it is held, so `write` may take the recorder's lock and the results
+log's lock (recorder lock -> results lock) without any order against this one.
 """
 
 from __future__ import annotations

@@ -178,7 +178,7 @@ def cmd_edge(args: argparse.Namespace) -> int:
     from edge_node.agent import EdgeAgent
     from edge_node.sources import open_source
 
-    agent = EdgeAgent(conf)
+    agent = EdgeAgent.from_config(conf)
     # SIGTERM and Ctrl-C both stop after the current frame; frames in flight still get records.
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())

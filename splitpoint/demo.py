@@ -140,7 +140,7 @@ def run_demo(workdir: Path, frames: int = 24, split: int | None = None, rebuild:
                 flush=True,
             )
 
-        agent = EdgeAgent(conf, policy=None if split is not None else TakeTurns(), on_result=show)
+        agent = EdgeAgent.from_config(conf, policy=None if split is not None else TakeTurns(), on_result=show)
         with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle) as source:
             summary = agent.run(source)
         print()

@@ -101,7 +101,7 @@ def test_agent_changes_split_when_its_bandwidth_estimate_changes(cloud_server, d
             switched_at.append(19)
             agent.link.force(bandwidth_bps=1e3, rtt_ms=5.0)
 
-    agent = EdgeAgent(conf, on_result=on_result)
+    agent = EdgeAgent.from_config(conf, on_result=on_result)
     assert isinstance(agent.policy, AdaptivePolicy)
     agent.link.force(bandwidth_bps=1e9, rtt_ms=5.0)
     with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps) as source:
@@ -153,7 +153,7 @@ def test_sighup_reloads_the_policy_without_dropping_frames(cloud_server, digits_
 def test_a_bad_reload_keeps_the_running_policy(digits_bundle: Path, tmp_path: Path) -> None:
     conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:1", cloud="127.0.0.1:9", split=3, insecure=True,
                       results=str(tmp_path / "r.jsonl"))
-    agent = EdgeAgent(conf)
+    agent = EdgeAgent.from_config(conf)
     try:
         before = agent.policy
         agent.on_reload(lambda: PolicyConfig(name="min-latency", edge_profile=str(tmp_path / "missing.json"),
@@ -195,7 +195,7 @@ def test_link_probes_never_delay_a_frame(cloud_server, digits_bundle: Path, tmp_
                             cloud_profile=str(tmp_path / "c.json"), probe_idle_s=0.3)
         conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:50", cloud=link.address, insecure=True,
                           results=str(tmp_path / "r.jsonl"), mode="latency", fps=20.0, policy=pcfg)
-        agent = EdgeAgent(conf)
+        agent = EdgeAgent.from_config(conf)
         with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps) as source:
             agent.run(source)
         uplink_bytes = link.stats()["up_bytes"]

@@ -253,9 +253,9 @@ def test_an_agent_with_a_frame_every_few_seconds_keeps_its_stream(digits_bundle:
         conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:4", cloud=server.address, split=3, insecure=True,
                           results=str(tmp_path / "r.jsonl"), fps=1 / 3.5, keepalive_s=1.0, frame_deadline_ms=5000)
         conf.validate()
-        agent = EdgeAgent(conf)
+        agent = EdgeAgent.from_config(conf)
         streams: list[int] = []
-        opened = agent._current_stream
+        opened = agent.session.current_stream
 
         def counting() -> Any:
             stream = opened()
@@ -263,7 +263,7 @@ def test_an_agent_with_a_frame_every_few_seconds_keeps_its_stream(digits_bundle:
                 streams.append(stream.id)
             return stream
 
-        agent._current_stream = counting  # type: ignore[method-assign]
+        agent.session.current_stream = counting  # type: ignore[method-assign]
         with caplog.at_level(logging.INFO), open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle,
                                                          conf.fps) as source:
             summary = agent.run(source)
@@ -378,7 +378,7 @@ def test_every_local_run_is_on_the_local_executor(digits_bundle: Path, fake_serv
     conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:8", cloud=address, split=3, insecure=True,
                       results=str(tmp_path / "r.jsonl"), frame_deadline_ms=300)
     conf.validate()
-    agent = EdgeAgent(conf)
+    agent = EdgeAgent.from_config(conf)
     with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle) as source:
         summary = agent.run(source)
     assert summary.local == 8 and summary.fallbacks == 8
@@ -392,7 +392,7 @@ def test_every_local_run_is_on_the_local_executor(digits_bundle: Path, fake_serv
     threads.clear()
     conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:3", cloud=address, insecure=True,
                       results=str(tmp_path / "k.jsonl"))
-    agent = EdgeAgent(conf)
+    agent = EdgeAgent.from_config(conf)
     with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle) as source:
         assert agent.run(source).local == 3
     assert threads == ["local-executor"] * 3
@@ -426,7 +426,7 @@ def test_stop_with_a_hung_camera_in_live_capture_ends_within_grace(digits_bundle
 
     conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:1", cloud=f"127.0.0.1:{closed_port()}", insecure=True,
                       results=str(tmp_path / "r.jsonl"), capture="live", grace_s=1.0)
-    agent = EdgeAgent(conf)
+    agent = EdgeAgent.from_config(conf)
     p = agent.bundle.manifest.preprocessing
     camera = HangingCamera((p.height, p.width, p.channels), 3)
     box: dict[str, Any] = {}

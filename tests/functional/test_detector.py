@@ -126,7 +126,7 @@ def test_the_agent_records_detections_for_single_and_multi_tensor_splits(detecto
         for k in (multi, m.num_layers):
             conf = EdgeConfig(bundle=str(detector_bundle), source=f"synthetic:{len(raw)}", cloud=server.address,
                               split=k, insecure=True, results=str(tmp_path / f"r{k}.jsonl"))
-            agent = EdgeAgent(conf)
+            agent = EdgeAgent.from_config(conf)
             with open_source(conf.source, m.preprocessing, agent.bundle) as source:
                 summary = agent.run(source)
             records = sorted(read_results(conf.results), key=lambda r: r["frame_id"])

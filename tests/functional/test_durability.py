@@ -204,7 +204,7 @@ def test_no_resume_moves_the_old_log_aside(digits_bundle: Path, cloud_server: An
     conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:5", cloud=cloud_server.address, split=3,
                       insecure=True, results=str(results), resume=False)
     conf.validate()
-    summary, records = run_agent(EdgeAgent(conf))
+    summary, records = run_agent(EdgeAgent.from_config(conf))
     assert summary.skipped == 0 and summary.frames == 5
     assert sorted(r["frame_id"] for r in records) == list(range(5))
     (bak,) = tmp_path.glob("r.jsonl.*.bak")
@@ -254,7 +254,7 @@ def capture_agent(digits_bundle: Path, address: str, results: Path, capture: str
                       results=str(results), fps=200.0, mode="latency", capture=capture, live_buffer=2,
                       **overrides)
     conf.validate()
-    return EdgeAgent(conf, on_result=on_result)
+    return EdgeAgent.from_config(conf, on_result=on_result)
 
 
 def test_live_capture_drops_the_oldest_and_records_them(digits_bundle: Path, cloud_server: Any, tmp_path: Path,

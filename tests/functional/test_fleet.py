@@ -65,7 +65,7 @@ def test_idle_streams_never_starve_health_or_a_good_agent(cloud_process: Callabl
             def good_agent() -> None:
                 conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:30", cloud=server.address, split=3,
                                   insecure=True, results=str(tmp_path / "r.jsonl"), fps=20.0)
-                agent = EdgeAgent(conf)
+                agent = EdgeAgent.from_config(conf)
                 with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps) as src:
                     agent.run(src)
                 records.extend(read_results(conf.results))
@@ -254,7 +254,7 @@ def test_thirty_agents_behind_one_target_spread_and_move_off_a_draining_replica(
             conf = EdgeConfig(bundle=str(digits_bundle), source=f"synthetic:{frames}", cloud=cloud, split=3,
                               insecure=True, results=str(tmp_path / f"{name}-{n}.jsonl"), fps=5.0,
                               stream_lifetime_s=2.0, frame_deadline_ms=900, mode="latency")
-            agents.append((conf, EdgeAgent(conf)))
+            agents.append((conf, EdgeAgent.from_config(conf)))
 
         def run(conf: EdgeConfig, agent: EdgeAgent) -> None:
             with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps) as src:

@@ -57,16 +57,16 @@ def test_an_uplink_outage_is_hedged_within_hedge_time_plus_head_k(cloud_server, 
                           results=str(tmp_path / "r.jsonl"), fps=FPS, policy=pcfg, hedge="auto", hedge_margin=20.0,
                           results_fsync=False)  # an fsync on a busy disk is not what this test measures
         conf.validate()
-        agent = EdgeAgent(conf, on_result=on_result)
+        agent = EdgeAgent.from_config(conf, on_result=on_result)
         late: list[int] = []  # spy: hedged frames whose cloud answer came after the local result
-        learn_late = agent._learn_late
+        learn_late = agent.cloud.learn_late
 
         def spy(p, resp) -> None:  # noqa: ANN001 - the agent's private types
             if not (resp.HasField("error") and resp.error.code != 0):
                 late.append(resp.frame_id)
             learn_late(p, resp)
 
-        agent._learn_late = spy  # type: ignore[method-assign]
+        agent.cloud.learn_late = spy  # type: ignore[method-assign]
         done = threading.Event()
         failure: list[BaseException] = []
 

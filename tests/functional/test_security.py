@@ -153,7 +153,7 @@ def test_agent_over_mutual_tls_with_a_token(digits_bundle: Path, certs, token_fi
                           results=str(tmp_path / "r.jsonl"), tls_ca=str(certs.ca_cert), tls_cert=str(certs.client_cert),
                           tls_key=str(certs.client_key), token_file=str(token_file))
         conf.validate()
-        agent = EdgeAgent(conf)
+        agent = EdgeAgent.from_config(conf)
         with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle) as source:
             agent.run(source)
         records = read_results(tmp_path / "r.jsonl")

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_agent(conf: EdgeConfig, on_result=None) -> list[dict]:
-    agent = EdgeAgent(conf, on_result=on_result)
+    agent = EdgeAgent.from_config(conf, on_result=on_result)
     with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps) as source:
         agent.run(source)
     return sorted(read_results(conf.results), key=lambda r: r["frame_id"])
@@ -55,7 +55,7 @@ def test_server_sigkilled_and_restarted_mid_stream(digits_bundle: Path, tmp_path
     # however long the restart takes on a busy machine
     conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:20000", cloud=first.address, split=3,
                       insecure=True, results=str(tmp_path / "r.jsonl"), fps=60.0, window=4, frame_deadline_ms=1000)
-    agent = EdgeAgent(conf, on_result=chaos)
+    agent = EdgeAgent.from_config(conf, on_result=chaos)
     agent_box.append(agent)
     try:
         with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps) as source:

@@ -219,7 +219,7 @@ def make_agent(bundle: Path | str, address: str, split: int | None, frames: int,
     conf = EdgeConfig(bundle=str(bundle), source=f"synthetic:{frames}", cloud=address, split=split, insecure=True,
                       results=str(results), **overrides)
     conf.validate()
-    return EdgeAgent(conf, on_result=on_result)
+    return EdgeAgent.from_config(conf, on_result=on_result)
 
 
 def run_agent(agent: EdgeAgent, timeout_s: float = AGENT_TIMEOUT_S) -> tuple[RunSummary, list[dict[str, Any]]]:
@@ -706,13 +706,13 @@ def test_agent_falls_back_on_missed_deadlines_and_ignores_late_answers(
     agent = make_agent(digits_bundle, cloud_server.address, 2, frames, tmp_path / "r.jsonl",
                        frame_deadline_ms=deadline_ms, window=2)
     answers: list[offload_pb2.InferResponse] = []
-    on_response = agent._on_response  # spy: the late answers do reach the agent
+    on_response = agent.cloud.on_answer  # spy: the late answers do reach the agent
 
     def spy(stream: Any, resp: offload_pb2.InferResponse) -> None:
         answers.append(resp)
         on_response(stream, resp)
 
-    agent._on_response = spy  # type: ignore[method-assign]
+    agent.cloud.on_answer = spy  # type: ignore[method-assign]
     summary, records = run_agent(agent)
     by_id = check_one_record_per_frame(records, frames, reference)
     for r in by_id.values():

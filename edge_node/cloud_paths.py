@@ -1,0 +1,239 @@
+"""The link's side of a frame: sending it, and every way its wait for the cloud ends.
+
+    offload(frame) -> held in the ledger -> session stream -> one of:
+        answer               -> recorded, where "cloud"; the link estimate and the hedge margin learn
+        error answer         -> local fallback (the session moves off a RESOURCE_EXHAUSTED/UNAVAILABLE replica)
+        malformed answer     -> local fallback
+        stream end           -> local fallback for every frame held on that stream
+        hedge time passes    -> `hedge`: the local run is queued and the frame stays held; the first
+                                result is recorded (edge_node/watchdog.py calls it)
+        no stream (backoff)  -> local run at once
+
+A held frame is claimed from the ledger by exactly one of the answer thread and the
+stream-end handler (and the watchdog with hedge = "off"), which then owns it: whatever
+the answer holds, the frame ends in one record. A hedged frame whose local result won
+is kept in `_late` so that its cloud answer, should it come, still teaches the estimates.
+
+Locks: `CloudPaths._lock` (the `_late` frames, `Pending.hedged`) is a leaf; nothing else is
+taken while it is held. The session's callbacks run on gRPC receive threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from scheduler.policy import FrameOutcome
+from splitpoint.errors import RemoteError, status_code_from_int
+from splitpoint.v1 import offload_pb2
+
+from .config import EdgeConfig
+from .edge_work import EdgeWork
+from .heads import HeadOutput
+from .hedge import HedgePlan, MarginLearner
+from .ledger import FrameLedger
+from .outputs import cut_request_tensors, decode_outputs
+from .run_report import EdgeMetrics
+from .session import Session, SessionCallbacks, Stream
+from .sources import Frame
+
+log = logging.getLogger("edge_node.agent")  # the agent's logger: users filter on one name
+
+
+@dataclass
+class Pending:
+    frame: Frame
+    split: int
+    x: np.ndarray  # preprocessed input, kept for a local re-run
+    head_ms: float
+    preprocess_ms: float
+    wire_bytes: int
+    sent: float  # clock()
+    deadline: float  # the hedge time (clock()); hedge = off: sent + frame_deadline_ms
+    stream: Stream
+    hedge: HedgePlan
+    hedge_ms: float  # the hedge time as ms after capture, for the record
+    server_ms: float  # the time the policy expects the server to take (queue + tail); 0 without a prediction
+    #: set by the watchdog when the hedge fired (the local run is queued); read by the other paths
+    hedged: bool = False
+    #: set by the cloud answer that won: a hedged local run still queued then does not run
+    settled: threading.Event = field(default_factory=threading.Event)
+
+
+class CloudPaths:
+    def __init__(self, config: EdgeConfig, manifest: Any, session: Session, ledger: FrameLedger, edge: EdgeWork,
+                 metrics: EdgeMetrics, margin: MarginLearner, observe: Callable[[FrameOutcome], None],
+                 clock: Callable[[], float] = time.monotonic):
+        self.config = config
+        self.manifest = manifest
+        self.session = session
+        self.ledger = ledger
+        self.edge = edge
+        self.metrics = metrics
+        self.margin = margin
+        self.observe = observe  # the current policy's observe (a reload swaps the policy)
+        self.clock = clock
+        #: values in one answer's output tensor (a batch of one)
+        self._num_scores = int(np.prod([d for d in manifest.output.shape if d and d > 0], dtype=np.int64))
+        self._lock = threading.Lock()  # _late and Pending.hedged (a leaf)
+        #: hedged frames whose cloud answer may still come: it teaches the estimates, not the log
+        self._late: dict[int, Pending] = {}
+
+    def callbacks(self, wants_probes: Callable[[], bool]) -> SessionCallbacks:
+        # looked up now, not bound at construction: tests spy on these methods
+        return SessionCallbacks(self.on_answer, self.on_stream_end, wants_probes)
+
+    # ------------------------------------------------------------------ sending
+
+    def offload(self, frame: Frame, x: np.ndarray, out: HeadOutput, preprocess_ms: float, head_start: float,
+                hedge: HedgePlan, server_ms: float) -> None:
+        """Send the head's output of `frame` (split out.split) to the cloud; without a stream, run it here."""
+        k = out.split
+        stream = self.session.current_stream()
+        if stream is None:
+            self.edge.run_local(frame, x, k, preprocess_ms, reason="cloud unreachable (waiting to reconnect)",
+                                head_ms=out.head_ms)
+            return
+        req = offload_pb2.InferRequest(
+            frame_id=frame.index, model_digest=self.manifest.model_digest, split=k,
+            capture_time_unix_ns=frame.capture_time_ns, budget_ms=self.config.frame_deadline_ms,
+        )
+        # every tensor of the cut (one, or several for a multi-tensor cut), each with its quantization
+        req.tensors.extend(cut_request_tensors(out, self.manifest.split(k)))
+        wire = sum(len(t.data) for t in req.tensors)
+        now = self.clock()
+        # counted from the head's start, as the prediction is; never after the frame's deadline
+        hedge_at = min(head_start + hedge.budget_ms / 1000, now + self.config.frame_deadline_ms / 1000)
+        since_capture_ms = (time.time_ns() - frame.capture_time_ns) / 1e6
+        p = Pending(frame, k, x, out.head_ms, preprocess_ms, wire, now, hedge_at, stream, hedge,
+                    since_capture_ms + (hedge_at - now) * 1000, server_ms)
+        self.ledger.hold(frame.index, p)
+        if stream.send(req):
+            self.metrics.bytes_sent.inc(wire)
+        else:
+            self.take_and_fallback(frame.index, "stream closed before the frame was sent")
+
+    # ------------------------------------------------------------------ answers
+
+    def on_answer(self, stream: Stream, resp: offload_pb2.InferResponse) -> None:
+        p = self.ledger.claim(resp.frame_id)
+        with self._lock:
+            late = self._late.pop(resp.frame_id, None)
+        if p is None:
+            if late is not None:  # hedged, and the local result won: the answer still teaches the estimates
+                self.learn_late(late, resp)
+            else:
+                log.debug("late or unknown response for frame %d ignored", resp.frame_id)
+            return
+        self.answered(p, resp)  # this thread now owns the frame: whatever the answer holds, one record
+
+    def answered(self, p: Pending, resp: offload_pb2.InferResponse) -> None:
+        rpc_ms = (self.clock() - p.sent) * 1000
+        if resp.HasField("error") and resp.error.code != 0:
+            code = status_code_from_int(resp.error.code)
+            self.metrics.errors.labels(code.name).inc()
+            log.warning("frame %d failed in the cloud: %s %s", p.frame.index, code.name, resp.error.message)
+            self.fallback(p, f"cloud {code.name}: {resp.error.message}")
+            return
+        outputs, problem = self.outputs(resp)
+        if problem is not None:
+            log.warning("frame %d: malformed answer from the cloud (%s); running it locally", p.frame.index, problem)
+            self.fallback(p, f"malformed response: {problem}")
+            return
+        t = resp.timing
+        timings = {
+            "preprocess": p.preprocess_ms,
+            "head": p.head_ms,
+            "transfer": max(0.0, rpc_ms - t.total_ms),
+            "server_queue": t.queue_ms,
+            "server_compute": t.compute_ms,
+            "rpc": rpc_ms,
+        }
+        p.settled.set()  # a hedged local run still queued need not run
+        self.edge.complete(p.frame, p.split, "cloud", outputs, timings, None, replica=p.stream.replica, pending=p)
+        self.learn(p, resp, rpc_ms)
+
+    def learn(self, p: Pending, resp: offload_pb2.InferResponse, rpc_ms: float) -> None:
+        """A cloud answer, recorded or late: the link estimate and the hedge margin learn from it."""
+        t = resp.timing
+        self.observe(FrameOutcome(
+            p.frame.index, p.split, "cloud", True, p.head_ms, p.wire_bytes, rpc_ms, t.queue_ms, t.compute_ms, t.total_ms,
+            resp.load.queued,
+        ))
+        if p.hedge.predicted_ms is not None and p.hedge.basis != "deadline":
+            cap = MarginLearner.late_cap_ms(p.hedge.margin_ms) if p.hedged else None
+            self.margin.observe(p.head_ms + rpc_ms, p.hedge.predicted_ms, cap)
+
+    def learn_late(self, p: Pending, resp: offload_pb2.InferResponse) -> None:
+        """The answer to a frame whose hedged local result was recorded first."""
+        if resp.HasField("error") and resp.error.code != 0:
+            return  # e.g. DEADLINE_EXCEEDED: the server gave up, nothing measured
+        log.debug("frame %d: cloud answer after its hedge; used for the estimates only", p.frame.index)
+        self.learn(p, resp, (self.clock() - p.sent) * 1000)
+
+    def outputs(self, resp: offload_pb2.InferResponse) -> tuple[list[np.ndarray], str | None]:
+        """Every output of the answer (manifest order and shapes), or what is wrong with it
+        (then the frame falls back)."""
+        try:
+            outputs = decode_outputs(resp, self.manifest)
+        except Exception as exc:  # noqa: BLE001 - whatever the bytes hold, never a dead answer thread
+            return [], f"output tensors unreadable: {exc}"
+        if len(outputs) == 1 and outputs[0].size != self._num_scores:
+            return [], f"output tensor of {outputs[0].size} values, expected {self._num_scores}"
+        return outputs, None
+
+    def on_stream_end(self, stream: Stream, error: RemoteError | None) -> int:
+        """No more answers come on `stream`: its frames fall back. Returns how many it held."""
+        lost = self.ledger.claim_where(lambda p: p.stream is stream)
+        reason = f"stream ended before the answer ({error.code.name if error else 'closed by server'})"
+        with self._lock:  # no answer can come on this stream any more
+            for fid in [fid for fid, p in self._late.items() if p.stream is stream]:
+                del self._late[fid]
+        for _, p in lost:
+            self.fallback(p, reason)
+        return len(lost)
+
+    # ------------------------------------------------------------------ hedges and fallbacks
+
+    def hedge(self, fid: int, p: Pending) -> None:
+        """`p` passed its hedge time: run it locally too; it stays held, so the cloud answer,
+        should it come first, is still recorded (the ledger keeps the first)."""
+        with self._lock:
+            if p.hedged:
+                return
+            p.hedged = True
+            self._late[fid] = p
+        log.debug("frame %d hedged after %.0f ms: %s", fid, p.hedge.budget_ms, p.hedge.reason())
+        self.edge.run_local(p.frame, p.x, p.split, p.preprocess_ms, reason=p.hedge.reason(), head_ms=p.head_ms,
+                            pending=p)
+
+    def late_frames(self) -> list[Pending]:
+        with self._lock:
+            return list(self._late.values())
+
+    def forget_late(self, now: float) -> None:
+        """Hedged frames whose answer is no longer expected: the server drops a frame whose budget
+        (frame_deadline_ms) ran out, so twice that is ample."""
+        horizon = 2 * self.config.frame_deadline_ms / 1000
+        with self._lock:
+            for fid in [fid for fid, p in self._late.items() if now - p.sent > horizon]:
+                del self._late[fid]
+
+    def take_and_fallback(self, frame_id: int, reason: str) -> None:
+        p = self.ledger.claim(frame_id)
+        if p is not None:  # else another path has it already
+            self.fallback(p, reason)
+
+    def fallback(self, p: Pending, reason: str) -> None:
+        """`p`, claimed from the ledger, runs locally instead of waiting for the cloud."""
+        with self._lock:
+            hedged = p.hedged
+        if hedged:  # its local run is queued already
+            return
+        self.edge.run_local(p.frame, p.x, p.split, p.preprocess_ms, reason=reason, head_ms=p.head_ms, pending=p)

@@ -1,0 +1,104 @@
+"""The edge's side of a frame's end: local runs, and the one record that ends a frame.
+
+Every local run - k = K and every fallback from the cloud - is queued on the one
+local executor (edge_node/local_executor.py) by `run_local`; the calling thread
+(the capture loop, a gRPC receive thread, the deadline watchdog) goes on at once.
+`complete` and `fail` end a frame through the ledger, so only the first path to
+end it writes its record and frees its window slot; a later one writes nothing.
+
+A hedged frame (edge_node/cloud_paths.py) is run here while it is still held for
+the cloud: if the cloud answer is recorded while the run waits in the queue, the
+run is skipped (`pending.settled`); if it is recorded during the run, the ledger
+discards the local result.
+
+Locks: none of its own. `complete` runs the recorder (its lock -> the results log's
+lock) inside `FrameLedger.finish`, which holds no lock while writing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from scheduler.policy import FrameOutcome
+from splitpoint.detection import detection_records
+
+from .ledger import FrameLedger
+from .notices import FallbackDigest
+from .recorder import Recorder
+from .sources import Frame
+
+if TYPE_CHECKING:
+    from .cloud_paths import Pending
+
+log = logging.getLogger("edge_node.agent")  # the agent's logger: users filter on one name
+
+
+class Executor(Protocol):
+    def submit(self, job: Callable[[], None]) -> bool: ...
+
+    def close(self, timeout_s: float = 5.0) -> None: ...
+
+
+class EdgeWork:
+    def __init__(self, manifest: Any, heads: Any, ledger: FrameLedger, recorder: Recorder, executor: Executor,
+                 observe: Callable[[FrameOutcome], None], fallback_digest: FallbackDigest):
+        self.manifest = manifest
+        self.K = manifest.num_layers
+        self.heads = heads
+        self.ledger = ledger
+        self.recorder = recorder
+        self.executor = executor
+        self.observe = observe  # the current policy's observe (a reload swaps the policy)
+        self.fallback_digest = fallback_digest
+
+    def fail(self, frame: Frame, message: str) -> None:
+        """End `frame` with an explicit failure record."""
+        self.ledger.finish(frame.index, lambda: self.recorder.failed(frame.index, frame.origin, frame.label, message))
+
+    def run_local(self, frame: Frame, x: np.ndarray, split: int, preprocess_ms: float, reason: str | None,
+                  head_ms: float = 0.0, pending: Pending | None = None) -> None:
+        """Queue the frame's local run on the local executor; the calling thread goes on at once.
+
+        After close() nothing is queued: the frame stays unfinished (abandoned; resume re-runs it)."""
+        self.executor.submit(lambda: self._finish_local(frame, x, split, preprocess_ms, reason, head_ms, pending))
+
+    def _finish_local(self, frame: Frame, x: np.ndarray, split: int, preprocess_ms: float, reason: str | None,
+                      head_ms: float, pending: Pending | None) -> None:
+        """Run the whole model here (k = K); `reason` set means a fallback from split `split`;
+        `pending`: the frame as it was sent (its hedge, and whether the cloud answered first)."""
+        if pending is not None and pending.settled.is_set():
+            return  # hedged, and the cloud answer was recorded while this waited in the queue
+        try:
+            arrays, local_ms = self.heads.run_local_all(x)
+            outputs = [a.reshape(o.shape) for a, o in zip(arrays, self.manifest.outputs, strict=True)]
+        except Exception as exc:  # the last resort must not lose the frame either
+            log.exception("local run of frame %d failed", frame.index)
+            self.fail(frame, f"local run failed: {exc!r}")
+            return
+        timings = {"preprocess": preprocess_ms, "head": head_ms, "local": local_ms}
+        self.complete(frame, self.K if reason is None else split, "local", outputs, timings, reason, pending=pending)
+        self.observe(FrameOutcome(frame.index, split, "local", reason is None, head_ms, 0))
+
+    def complete(self, frame: Frame, split: int, where: str, outputs: list[np.ndarray], timings: dict[str, float],
+                 fallback: str | None, replica: str = "", pending: Pending | None = None) -> bool:
+        """End `frame` with a result; False if another path ended it first (nothing written)."""
+        hedge_ms, hedged = (None, False) if pending is None else (pending.hedge_ms, pending.hedged)
+        if hedged and where == "cloud":
+            fallback = None  # the cloud answered first after all
+        m = self.manifest
+        # a detector's outputs become boxes in the frame's pixels; a classifier's are its scores
+        detections = detection_records(outputs, m, frame.source_size) if getattr(m, "detection", None) else None
+        record = self.recorder.ok(frame, split, where, outputs[0].reshape(-1), timings, fallback, replica,
+                                  hedge_ms=hedge_ms, hedged=hedged, detections=detections)
+
+        def write() -> None:
+            record()
+            if fallback is not None:  # counted by the write that wins, not by a hedged run that lost
+                self.recorder.count_fallback()
+                self.fallback_digest.note(frame.index, fallback)
+
+        return self.ledger.finish(frame.index, write)

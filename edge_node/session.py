@@ -1,0 +1,242 @@
+"""The agent's session with the cloud: channel, streams, failover, backoff, probes.
+
+The agent (edge_node/agent.py) depends on the `Session` protocol below, not on
+gRPC: unit tests hand it a fake session (tests/unit/test_agent_loop.py).
+`OffloadSession` is the real one. Its interface, all of it:
+
+    check_server() -> BundleInfo | None   describe the server; digest mismatch: ConfigError
+    start(callbacks)                      take the agent's callbacks; first probe; prober thread
+    current_stream() -> Stream | None     the stream to send the next frame on; None: backing off
+    reached() -> bool                     has any server answered anything this run
+    address                               what the session connects to (for messages)
+    close(abandon)                        end the streams (cancel them when frames are abandoned)
+
+and what it reports to the agent (`SessionCallbacks`), each on a gRPC receive thread:
+
+    answer(stream, resp)                  an answer to a frame sent on `stream`
+    stream_ended(stream, error) -> int    `stream` ended (error None: cleanly); no more answers
+                                          come on it. Returns how many frames it lost (the agent
+                                          falls them back); a lossless DEADLINE_EXCEEDED is the
+                                          server closing an idle stream, not a reason to back off
+    wants_probes() -> bool                does the policy plan with link estimates (else no probes)
+
+A `Stream` is what `current_stream` returns and the callbacks name: `send(req) -> bool`
+(False: the stream closed first) and `replica` (who took it, for the record).
+
+Inside: one channel for every configured server (round_robin spreads streams over the
+replicas and skips one that is not SERVING). A stream older than stream_lifetime_s is
+half-closed (its frames still get their answers) and the next frame opens a new one. An
+answer with RESOURCE_EXHAUSTED or UNAVAILABLE half-closes its stream, so the next frame
+lands on another replica. A stream that ends with an error starts a reconnect backoff
+with full jitter (0.5 s doubling to 5 s), reset by the next answer; during it
+`current_stream` is None (the agent runs frames locally).
+
+Locks: `OffloadSession._lock` (stream, backoff, reached) is a leaf; callbacks run without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+
+from scheduler.link import LinkEstimator, probe_bytes
+from splitpoint.errors import ConfigError, RemoteError, status_code_from_int
+from splitpoint.v1 import offload_pb2
+
+from .client import InferStream, OffloadClient
+from .config import EdgeConfig
+
+log = logging.getLogger("edge_node.agent")  # the agent's logger: users filter on one name
+
+#: reconnect backoff: first wait, cap (seconds); full jitter
+BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 5.0  # a drone should find a restarted server within seconds
+#: a frame answered with one of these moves the agent off that stream's replica
+MOVE_ON_CODES = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
+#: the largest bandwidth probe (probes are sized to the estimate: scheduler.link.probe_bytes)
+PROBE_BYTES = 64 * 1024
+
+
+class Stream(Protocol):
+    replica: str
+
+    def send(self, req: offload_pb2.InferRequest) -> bool: ...
+
+
+@dataclass(frozen=True)
+class SessionCallbacks:
+    answer: Callable[[Stream, offload_pb2.InferResponse], None]
+    stream_ended: Callable[[Stream, RemoteError | None], int]
+    wants_probes: Callable[[], bool] = lambda: False
+
+
+class Session(Protocol):
+    address: str
+
+    def check_server(self) -> offload_pb2.BundleInfo | None: ...
+
+    def start(self, callbacks: SessionCallbacks) -> None: ...
+
+    def current_stream(self) -> Stream | None: ...
+
+    def reached(self) -> bool: ...
+
+    def close(self, abandon: bool) -> None: ...
+
+
+class OffloadSession:
+    """The real session: an OffloadClient and its Infer streams (see the module doc)."""
+
+    def __init__(self, config: EdgeConfig, model_digest: str, link: LinkEstimator,
+                 client: OffloadClient | None = None,
+                 jitter: Callable[[float], float] = lambda backoff: random.uniform(0, backoff)):
+        self.config = config
+        self.model_digest = model_digest
+        self.link = link
+        self.client = client or OffloadClient(
+            config.cloud, config.max_message_bytes, config.connect_timeout_s, config.security,
+            keepalive_s=config.keepalive_s, agent_name=config.agent_name)
+        self.address = self.client.address
+        self._jitter = jitter  # the wait before reconnecting, given the backoff (full jitter)
+        self._callbacks: SessionCallbacks | None = None
+        self._lock = threading.Lock()  # _stream, _retry_at, _backoff, _reached (a leaf)
+        self._stream: InferStream | None = None
+        self._retry_at = 0.0
+        self._backoff = BACKOFF_START_S
+        self._reached: set[str] = set()  # addresses that answered anything
+        self._last_probe = 0.0
+        self._stop = threading.Event()
+        # Probes run beside the frames, never in front of one: a 64 KiB probe on a 2 Mbps uplink
+        # takes a quarter of a second, which a frame waiting behind it would pay.
+        self._prober = threading.Thread(target=self._probe_loop, name="link-prober", daemon=True)
+
+    # ------------------------------------------------------------------ the agent's side
+
+    def check_server(self) -> offload_pb2.BundleInfo | None:
+        """Describe the server (a replica of the target). A digest mismatch is fatal, an
+        unreachable server is not (frames run locally until one answers)."""
+        try:
+            info = self.client.describe()
+        except RemoteError as err:
+            log.warning("cloud %s not reachable (%s); frames run locally until it is", self.address, err)
+            return None
+        if info.model_digest != self.model_digest:
+            raise ConfigError(
+                "cloud", self.address,
+                f"the server runs bundle {info.model_name} {info.model_digest}, this agent {self.model_digest}: "
+                "partition once and deploy the same bundle to both",
+            )
+        with self._lock:
+            self._reached.add(self.address)
+        log.info("cloud %s serves %s; warm tails %s", self.address, info.model_name,
+                 [s.split for s in info.splits if s.warm])
+        return info
+
+    def start(self, callbacks: SessionCallbacks) -> None:
+        self._callbacks = callbacks
+        self.maybe_probe()  # before the first frame is captured: a first estimate costs no frame
+        self._prober.start()  # idles while the policy is fixed (a reload may make it adaptive)
+
+    def current_stream(self) -> InferStream | None:
+        """The open stream, a fresh one when it is old or gone, None while backing off."""
+        lifetime = self.config.stream_lifetime_s
+        with self._lock:
+            stream = self._stream
+            if stream is not None and stream.accepting and stream.age_s < lifetime:
+                return stream
+            if stream is not None and stream.accepting:
+                stream.close()  # old: let its frames finish, send new ones on a new stream
+            if time.monotonic() < self._retry_at:
+                return None
+            self._stream = self.client.open_stream(lifetime, self._on_response, self._on_stream_end)
+            return self._stream
+
+    def reached(self) -> bool:
+        with self._lock:
+            return bool(self._reached)
+
+    def close(self, abandon: bool) -> None:
+        """End the session; `abandon`: frames are still in flight and their answers cannot be
+        recorded any more, so the stream is cancelled rather than half-closed."""
+        self._stop.set()
+        if self._prober.is_alive():
+            self._prober.join(1.0)  # a probe in flight ends at its deadline or when the channel closes
+        with self._lock:
+            stream = self._stream
+        if stream is not None:
+            if abandon:
+                stream.cancel()
+            else:
+                stream.close()
+            stream.ended.wait(2.0)
+        self.client.close()
+
+    # ------------------------------------------------------------------ the streams' side
+
+    def _on_response(self, stream: InferStream, resp: offload_pb2.InferResponse) -> None:
+        with self._lock:
+            self._reached.add(self.address)
+            self._backoff = BACKOFF_START_S  # the link works
+        if resp.HasField("error") and resp.error.code != 0:
+            code = status_code_from_int(resp.error.code)
+            if code in MOVE_ON_CODES and stream.accepting:
+                # the replica is overloaded or draining: the next frame opens a new stream,
+                # which round_robin places on another replica
+                log.info("replica %s answered %s: moving to another stream", stream.replica or "?", code.name)
+                stream.close()
+        assert self._callbacks is not None
+        self._callbacks.answer(stream, resp)
+
+    def _on_stream_end(self, stream: InferStream, error: RemoteError | None) -> None:
+        assert self._callbacks is not None
+        lost = self._callbacks.stream_ended(stream, error)
+        if error is None or error.code == grpc.StatusCode.CANCELLED:
+            return
+        if error.code == grpc.StatusCode.DEADLINE_EXCEEDED and not lost:
+            # the server closed a stream we left idle: open a new one when needed, no backoff
+            log.debug("idle stream closed by the server: %s", error)
+            return
+        log.warning("stream to %s ended: %s", stream.replica or self.address, error)
+        # the next stream is placed by round_robin on a replica that is SERVING, if any
+        with self._lock:
+            self._retry_at = time.monotonic() + self._jitter(self._backoff)
+            self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
+
+    # ------------------------------------------------------------------ probes
+
+    def _probe_loop(self) -> None:
+        """Background thread: probe whenever no frame has crossed the link for probe_idle_s."""
+        while not self._stop.wait(min(0.25, self.config.policy.probe_idle_s / 4)):
+            try:
+                self.maybe_probe()
+            except Exception as err:  # noqa: BLE001 - e.g. the channel closed under a probe at shutdown
+                log.debug("link probe ended: %s", err)
+
+    def maybe_probe(self) -> None:
+        """Measure the link when no frame has crossed it for a while (and at start)."""
+        if self._callbacks is None or not self._callbacks.wants_probes():  # also after a reload to fixed
+            return
+        idle = self.config.policy.probe_idle_s
+        now = time.monotonic()
+        with self._lock:
+            if self._last_probe and (self.link.idle_s() < idle or now - self._last_probe < idle):
+                return
+            if now < self._retry_at:
+                return
+            self._last_probe = now
+        size = min(PROBE_BYTES, probe_bytes(self.link.estimate().bandwidth_bps))  # ~50 ms of traffic, bounded
+        timeout_s = self.config.connect_timeout_s + max(1.0, size * 8 / 100e3)  # 100 kbps floor
+        try:
+            rtt_ms, resp = self.client.probe(0, 0, timeout_s=timeout_s)
+            self.link.observe_rtt(max(0.01, rtt_ms - resp.server_time_ms))
+            bulk_ms, resp = self.client.probe(size, 0, timeout_s=timeout_s)
+            self.link.observe_probe(size, bulk_ms, resp.server_time_ms)
+            log.debug("probe: %s", self.link.estimate())
+        except RemoteError as err:
+            log.info("link probe failed: %s", err)

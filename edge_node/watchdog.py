@@ -1,0 +1,77 @@
+"""The deadline watchdog: frames held for the cloud past their hedge time.
+
+Every `period_s` (20 ms) `tick` looks at the frames held in the ledger:
+
+- an overdue transfer is evidence now, not when it ends: the uplink is at most
+  bytes / (elapsed - the server's expected time), a censored sample for the link estimate;
+- hedge = "auto": a frame past its hedge time is hedged (edge_node/cloud_paths.py: its
+  local run is queued, the frame stays held and the first result wins);
+- hedge = "off": a frame past frame_deadline_ms is claimed and falls back, as before hedging.
+
+The watchdog only queues local runs (on the local executor) and never runs one itself:
+a full-model run here would delay every other frame's hedge. Tests call `tick()`
+directly with a manual clock and no thread (period_s None).
+
+Locks: none of its own; it takes the ledger's and CloudPaths' leaf locks one at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from scheduler.link import LinkEstimator
+
+from .cloud_paths import CloudPaths, Pending
+from .ledger import FrameLedger
+
+log = logging.getLogger("edge_node.agent")  # the agent's logger: users filter on one name
+
+
+class DeadlineWatchdog:
+    def __init__(self, cloud: CloudPaths, ledger: FrameLedger, link: LinkEstimator, hedge_mode: str,
+                 clock: Callable[[], float], period_s: float | None = 0.02):
+        self.cloud = cloud
+        self.ledger = ledger
+        self.link = link
+        self.hedge_mode = hedge_mode
+        self.clock = clock
+        self.period_s = period_s
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.period_s is None:  # driven by the caller's tick()
+            return
+        self._thread = threading.Thread(target=self._loop, name="deadline-watchdog", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _loop(self) -> None:
+        assert self.period_s is not None
+        while not self._stopped.wait(self.period_s):
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - a dead watchdog would leave every unanswered frame waiting
+                log.exception("deadline watchdog: check failed")
+
+    def tick(self) -> None:
+        now = self.clock()
+        late = self.cloud.late_frames()
+        for p in [p for _, p in self.ledger.held() if now > p.deadline] + late:
+            # overdue is evidence now: the uplink is at most bytes / (elapsed - the server's expected time)
+            self.link.observe_censored(p.wire_bytes, (now - p.sent) * 1000 - p.server_ms)
+        if self.hedge_mode == "off":
+            def overdue(p: Pending) -> bool:
+                return now > p.deadline
+
+            for _, p in self.ledger.claim_where(overdue):
+                self.cloud.fallback(p, p.hedge.reason())
+        else:
+            for fid, p in self.ledger.held():
+                if now > p.deadline and not p.hedged:
+                    self.cloud.hedge(fid, p)
+        self.cloud.forget_late(now)

@@ -1,0 +1,560 @@
+"""The agent loop with fakes: every path a frame can end by, and random interleavings of them.
+
+The real EdgeAgent (its capture, cloud paths, edge work, watchdog, ledger, recorder and
+results log) runs against a fake session (it records the requests it is given; the test
+decides when each is answered, errored, malformed or its stream ended), fake heads (numpy,
+instant), a manual clock, and a local executor that runs a queued job only when the test
+says so. No sockets, no sleeps, no threads of the agent's own (the test ticks the watchdog).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from prometheus_client import CollectorRegistry
+
+from edge_node.agent import EdgeAgent
+from edge_node.config import EdgeConfig
+from edge_node.heads import HeadOutput
+from edge_node.recorder import DROP_REASON, Recorder
+from edge_node.run_report import EdgeMetrics, LiveBuffer
+from edge_node.session import BACKOFF_START_S, OffloadSession, SessionCallbacks
+from edge_node.sources import Frame, FrameReadError
+from scheduler.link import LinkEstimator
+from splitpoint.bundle import TensorSpec
+from splitpoint.codec import Quantization, encode
+from splitpoint.errors import RemoteError
+from splitpoint.v1 import offload_pb2
+
+K = 3  # the fake model's layers: split 1 goes to the cloud, split 3 runs wholly here
+Q = Quantization((0.5,), (0,), 0)
+SCORES = np.array([[0.1, 0.7, 0.1, 0.1]], np.float32)  # label 1
+LOCAL_SCORES = np.array([[0.1, 0.1, 0.7, 0.1]], np.float32)  # label 2: tells a local result from a cloud one
+OUTPUT = TensorSpec("scores", (1, 4), "float32", None)
+MANIFEST = SimpleNamespace(
+    num_layers=K, split_ids=[0, 1, K], model_name="fake", model_digest="sha256:fake", labels=["a", "b", "c", "d"],
+    output=OUTPUT, outputs=[OUTPUT], detection=None,
+    split=lambda k: SimpleNamespace(split=k, cut=[TensorSpec("cut", (1, 2), "int8", Q)]),
+)
+PREDICTED_MS = 50.0  # the fake policy's latency for split 1: the hedge fires 50 + 20 ms after the head
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class FakeHeads:
+    splits = [0, 1, K]
+
+    def __init__(self) -> None:
+        self.local_runs = 0
+        self.fail_local = False
+
+    def preprocess(self, raw: np.ndarray) -> np.ndarray:
+        return raw.astype(np.float32)[None]
+
+    def run(self, k: int, x: np.ndarray) -> HeadOutput:
+        return HeadOutput(k, np.zeros((1, 2), np.int8), Q, 1.0)
+
+    def run_local_all(self, x: np.ndarray) -> tuple[list[np.ndarray], float]:
+        self.local_runs += 1
+        if self.fail_local:
+            raise RuntimeError("accelerator gone")
+        return [LOCAL_SCORES], 2.0
+
+
+class FakePolicy:
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.k = 1
+        self.observed: list[Any] = []
+
+    def choose(self, splits: list[int]) -> int:
+        return self.k
+
+    def hedge_prediction(self, k: int) -> tuple[float, bool, float]:
+        return PREDICTED_MS, False, 5.0
+
+    def observe(self, outcome: Any) -> None:
+        self.observed.append(outcome)
+
+
+class ManualExecutor:
+    """Local runs wait until the test runs them (one accelerator: in order)."""
+
+    def __init__(self) -> None:
+        self.jobs: list[Any] = []
+        self.closed = False
+
+    def submit(self, job: Any) -> bool:
+        if self.closed:
+            return False
+        self.jobs.append(job)
+        return True
+
+    def run_one(self) -> None:
+        self.jobs.pop(0)()
+
+    def run_all(self) -> None:
+        while self.jobs:
+            self.run_one()
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        self.closed = True
+        self.jobs.clear()
+
+
+class ImmediateExecutor(ManualExecutor):
+    def submit(self, job: Any) -> bool:
+        if self.closed:
+            return False
+        job()
+        return True
+
+
+class FakeStream:
+    def __init__(self, n: int) -> None:
+        self.replica = f"replica-{n}"
+        self.open = True
+        self.sent: list[offload_pb2.InferRequest] = []
+
+    def send(self, req: offload_pb2.InferRequest) -> bool:
+        if not self.open:
+            return False
+        self.sent.append(req)
+        return True
+
+
+class FakeSession:
+    address = "fake:1"
+
+    def __init__(self) -> None:
+        self.streams: list[FakeStream] = []
+        self.available = True  # False: backing off, no stream
+        self.callbacks: SessionCallbacks | None = None
+        self.closed_with: bool | None = None
+        self.lost: list[int] = []
+
+    def check_server(self) -> None:
+        return None
+
+    def start(self, callbacks: SessionCallbacks) -> None:
+        self.callbacks = callbacks
+
+    def current_stream(self) -> FakeStream | None:
+        if not self.available:
+            return None
+        if not self.streams or not self.streams[-1].open:
+            self.streams.append(FakeStream(len(self.streams)))
+        return self.streams[-1]
+
+    def reached(self) -> bool:
+        return False
+
+    def close(self, abandon: bool) -> None:
+        self.closed_with = abandon
+
+    # ------------------------------------------------------------------ what the test makes the cloud do
+
+    def stream_of(self, fid: int) -> FakeStream:
+        return next(s for s in self.streams if any(r.frame_id == fid for r in s.sent))
+
+    def answer(self, fid: int, kind: str = "ok") -> None:
+        resp = offload_pb2.InferResponse(frame_id=fid)
+        if kind == "ok":
+            resp.outputs.append(encode(SCORES, name="scores"))
+            resp.timing.total_ms, resp.timing.compute_ms = 5.0, 4.0
+        elif kind == "malformed":
+            resp.outputs.append(encode(np.zeros((1, 3), np.float32), name="scores"))
+        else:  # an error answer: kind is the status code's name
+            resp.error.code = grpc.StatusCode[kind].value[0]
+            resp.error.message = "busy"
+        assert self.callbacks is not None
+        self.callbacks.answer(self.stream_of(fid), resp)
+
+    def end(self, stream: FakeStream, code: grpc.StatusCode | None = grpc.StatusCode.UNAVAILABLE) -> None:
+        stream.open = False
+        assert self.callbacks is not None
+        self.lost.append(self.callbacks.stream_ended(stream, None if code is None else RemoteError(code, "gone")))
+
+
+class Harness:
+    def __init__(self, results: Path, executor: ManualExecutor | None = None, **overrides: Any) -> None:
+        conf = dict(bundle="fake", source="fake", results=str(results), results_fsync=False, window=4,
+                    hedge="auto", hedge_margin=20.0, frame_deadline_ms=1000, grace_s=1.0)
+        self.config = EdgeConfig(**(conf | overrides))
+        self.clock = ManualClock()
+        self.session = FakeSession()
+        self.heads = FakeHeads()
+        self.policy = FakePolicy()
+        self.local = executor or ManualExecutor()
+        self.records: list[dict[str, Any]] = []
+        recorder = Recorder(MANIFEST.labels, EdgeMetrics(CollectorRegistry()), on_fatal=lambda: None,
+                            on_result=self.records.append)
+        self.agent = EdgeAgent(self.config, bundle=SimpleNamespace(manifest=MANIFEST), heads=self.heads,
+                               session=self.session, link=LinkEstimator(), policy=self.policy, recorder=recorder,
+                               local=self.local, clock=self.clock, watchdog_period_s=None)
+        self.finishes: Counter[int] = Counter()  # frames whose finish wrote (and freed their slot)
+        finish = self.agent.ledger.finish
+
+        def counting(fid: int, write: Any = None) -> bool:
+            done = finish(fid, write)
+            if done:
+                self.finishes[fid] += 1
+            return done
+
+        self.agent.ledger.finish = counting  # type: ignore[method-assign]
+
+    def start(self) -> Harness:
+        self.agent.start()
+        return self
+
+    def feed(self, fid: int, k: int = 1) -> None:
+        """What the capture loop does with one frame: a slot, admit, process."""
+        self.policy.k = k
+        assert self.agent.ledger.acquire(timeout=0), "no free window slot"
+        self.agent.ledger.admit(fid)
+        self.agent.process(Frame(fid, np.zeros((2, 2, 1), np.uint8), None, f"fake#{fid}", time.time_ns()))
+
+    def hedge_time_passes(self) -> None:
+        self.clock.t += (PREDICTED_MS + 20.0) / 1000 + 0.001
+        self.agent.watchdog.tick()
+
+    def by_id(self) -> dict[int, dict[str, Any]]:
+        ids = Counter(r["frame_id"] for r in self.records)
+        assert all(n == 1 for n in ids.values()), f"frames with several records: {ids}"
+        return {r["frame_id"]: r for r in self.records}
+
+    def idle(self) -> bool:
+        ledger = self.agent.ledger
+        ledger._invariant()
+        return ledger.open_frames == 0 and ledger._free == ledger.window  # every slot released
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Harness:
+    harness = Harness(tmp_path / "r.jsonl").start()
+    yield harness
+    harness.agent.close()
+
+
+def test_cloud_answer(h: Harness) -> None:
+    h.feed(0)
+    assert [r.frame_id for r in h.session.streams[0].sent] == [0] and not h.records
+    h.session.answer(0)
+    r = h.by_id()[0]
+    assert (r["where"], r["split"], r["label"], r["hedged"], r["replica"]) == ("cloud", 1, 1, False, "replica-0")
+    assert "fallback_reason" not in r and h.idle() and h.finishes == {0: 1}
+    assert [o.where for o in h.policy.observed] == ["cloud"]
+    assert h.agent.margin.samples == 1  # the hedge margin learnt from the answer
+    h.session.answer(0)  # a duplicate answer writes nothing
+    assert len(h.records) == 1 and h.finishes == {0: 1}
+
+
+def test_all_on_the_edge(h: Harness) -> None:
+    h.feed(0, k=K)
+    assert not h.session.streams and not h.records  # the local run waits for the executor
+    h.local.run_all()
+    r = h.by_id()[0]
+    assert (r["where"], r["split"], r["label"]) == ("local", K, 2) and "fallback_reason" not in r and "hedged" not in r
+    assert h.idle() and h.heads.local_runs == 1
+
+
+def test_hedge_fires_then_the_cloud_wins(h: Harness) -> None:
+    h.feed(0)
+    h.hedge_time_passes()
+    assert len(h.local.jobs) == 1 and not h.records  # hedged: the local run is queued, the frame still held
+    h.session.answer(0)
+    h.local.run_all()  # the cloud result was recorded first: the queued local run does not even run
+    r = h.by_id()[0]
+    assert (r["where"], r["hedged"], r.get("fallback_reason")) == ("cloud", True, None)
+    assert h.heads.local_runs == 0 and h.idle() and h.finishes == {0: 1}
+    assert h.agent.summary.fallbacks == 0
+
+
+def test_hedge_fires_then_the_local_run_wins(h: Harness) -> None:
+    h.feed(0)
+    h.hedge_time_passes()
+    h.local.run_all()
+    r = h.by_id()[0]
+    assert (r["where"], r["split"], r["hedged"]) == ("local", 1, True)
+    assert r["fallback_reason"].startswith("hedged: no answer within 70 ms")
+    h.session.answer(0)  # late: it teaches the estimates, the log keeps the local result
+    assert len(h.records) == 1 and h.finishes == {0: 1} and h.idle()
+    assert [o.where for o in h.policy.observed] == ["local", "cloud"]
+    assert h.agent.summary.fallbacks == 1
+
+
+@pytest.mark.parametrize("code", ["RESOURCE_EXHAUSTED", "UNAVAILABLE", "INTERNAL"])
+def test_error_answer_falls_back(h: Harness, code: str) -> None:
+    h.feed(0)
+    h.session.answer(0, code)
+    assert not h.records
+    h.local.run_all()
+    r = h.by_id()[0]
+    assert (r["where"], r["split"], r["fallback_reason"]) == ("local", 1, f"cloud {code}: busy")
+    assert h.idle() and h.agent.metrics.errors.labels(code)._value.get() == 1
+
+
+def test_malformed_answer_falls_back(h: Harness) -> None:
+    h.feed(0)
+    h.session.answer(0, "malformed")
+    h.local.run_all()
+    r = h.by_id()[0]
+    assert r["where"] == "local"
+    assert r["fallback_reason"] == ("malformed response: output tensors unreadable: outputs['scores'] = [1, 3]: "
+                                    "the manifest says shape [1, 4]")
+    assert h.idle()
+
+
+def test_stream_end_falls_back_every_frame_on_it(h: Harness) -> None:
+    h.feed(0)
+    h.feed(1)
+    h.session.answer(1)
+    h.session.end(h.session.streams[0])
+    assert h.session.lost == [1]  # frame 0 was lost; 1 had its answer
+    h.local.run_all()
+    by_id = h.by_id()
+    assert by_id[1]["where"] == "cloud"
+    assert (by_id[0]["where"], by_id[0]["fallback_reason"]) == ("local", "stream ended before the answer (UNAVAILABLE)")
+    h.feed(2)  # the next frame goes on a new stream
+    assert [r.frame_id for r in h.session.streams[1].sent] == [2]
+
+
+def test_no_stream_while_backing_off_runs_locally(h: Harness) -> None:
+    h.session.available = False
+    h.feed(0)
+    h.local.run_all()
+    r = h.by_id()[0]
+    assert (r["where"], r["fallback_reason"]) == ("local", "cloud unreachable (waiting to reconnect)")
+    assert "hedged" not in r and h.idle()
+
+
+def test_a_stream_closed_before_the_send_falls_back(h: Harness) -> None:
+    h.session.current_stream().open = False
+    h.session.current_stream = lambda: h.session.streams[0]  # type: ignore[method-assign]
+    h.feed(0)
+    h.local.run_all()
+    assert h.by_id()[0]["fallback_reason"] == "stream closed before the frame was sent" and h.idle()
+
+
+def test_hedge_off_gives_up_at_frame_deadline(tmp_path: Path) -> None:
+    h = Harness(tmp_path / "r.jsonl", hedge="off", frame_deadline_ms=300).start()
+    h.feed(0)
+    h.hedge_time_passes()  # not yet: without hedging the frame waits frame_deadline_ms
+    assert not h.local.jobs
+    h.clock.t += 0.3
+    h.agent.watchdog.tick()
+    h.session.answer(0)  # claimed by the watchdog already: ignored
+    h.local.run_all()
+    r = h.by_id()[0]
+    assert (r["where"], r["fallback_reason"]) == ("local", "no answer within frame_deadline_ms = 300")
+    assert h.idle()
+    h.agent.close()
+
+
+def test_a_local_run_that_fails_is_a_failure_record(h: Harness) -> None:
+    h.heads.fail_local = True
+    h.feed(0, k=K)
+    h.local.run_all()
+    r = h.by_id()[0]
+    assert r["status"] == "failed" and "accelerator gone" in r["error"] and h.idle()
+
+
+def test_survey_run_with_a_read_failure(tmp_path: Path) -> None:
+    h = Harness(tmp_path / "r.jsonl", executor=ImmediateExecutor(), window=2)
+    h.policy.k = K
+
+    frames = [Frame(i, np.zeros((2, 2, 1), np.uint8), None, f"fake#{i}", time.time_ns()) for i in (0, 1, 3)]
+
+    class ReadFails:
+        """next() gives 0, 1, a read failure for 2, then 3 (as a source does)."""
+
+        description = "fake"
+
+        def __iter__(self) -> Any:
+            return self
+
+        def __init__(self) -> None:
+            self.n = 0
+
+        def __next__(self) -> Frame:
+            self.n += 1
+            if self.n == 3:
+                raise FrameReadError(2, "fake#2", "truncated")
+            if not frames:
+                raise StopIteration
+            return frames.pop(0)
+
+    summary = h.agent.run(ReadFails())
+    by_id = h.by_id()
+    assert sorted(by_id) == [0, 1, 2, 3]
+    assert by_id[2]["status"] == "failed" and "truncated" in by_id[2]["error"]
+    assert all(by_id[i]["where"] == "local" for i in (0, 1, 3))
+    assert summary.frames == 4 and summary.failed == 1 and summary.local == 3
+    assert [json.loads(line)["frame_id"] for line in (tmp_path / "r.jsonl").read_text().splitlines()] == [0, 1, 2, 3]
+    assert h.session.closed_with is False and h.local.closed
+
+
+def test_live_capture_drops_the_oldest_when_behind(h: Harness) -> None:
+    buffer = LiveBuffer(1)
+    frames = iter([Frame(i, np.zeros((2, 2, 1), np.uint8), None, f"fake#{i}", time.time_ns()) for i in range(3)])
+    h.agent.capture._read_live(frames, buffer)  # the reader thread's body, here on the test's thread
+    assert [(r["frame_id"], r["status"], r["reason"]) for r in h.records] == [(0, "dropped", DROP_REASON),
+                                                                            (1, "dropped", DROP_REASON)]
+    assert buffer.get().index == 2 and h.agent.summary.dropped == 2
+
+
+def test_stop_abandons_what_the_link_never_answers_within_grace(h: Harness) -> None:
+    h.feed(0)
+    h.feed(1)
+    h.session.answer(1)
+    h.agent.stop()
+    h.clock.t += h.config.grace_s + 0.01  # the grace period passes with frame 0 unanswered
+    h.agent.drain()
+    assert h.agent.summary.abandoned == 1
+    h.agent.close()
+    assert h.session.closed_with is True and h.local.closed  # its stream is cancelled
+    h.session.answer(0)  # too late: the log is closed
+    h.local.run_all()
+    assert list(h.by_id()) == [1]
+
+
+def test_the_session_moves_off_a_busy_replica_and_backs_off_after_a_stream_error() -> None:
+    """OffloadSession's own decisions, with a stand-in for the client and its streams."""
+    opened: list[Any] = []
+
+    def open_stream(lifetime: float, on_response: Any, on_end: Any) -> Any:
+        stream = SimpleNamespace(accepting=True, age_s=0.0, replica="r", closed=False)
+        stream.close = lambda: setattr(stream, "accepting", False)
+        opened.append(stream)
+        return stream
+
+    client = SimpleNamespace(address="fake:1", open_stream=open_stream)
+    session = OffloadSession(EdgeConfig(bundle="b", source="s"), "sha256:fake", LinkEstimator(), client=client,
+                             jitter=lambda backoff: 60.0)  # a wait no test outlives
+    answers: list[int] = []
+    session.start(SessionCallbacks(lambda s, r: answers.append(r.frame_id), lambda s, e: 1))
+    stream = session.current_stream()
+    assert session.current_stream() is stream and not session.reached()
+    busy = offload_pb2.InferResponse(frame_id=7)
+    busy.error.code = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    session._on_response(stream, busy)
+    assert answers == [7] and session.reached() and not stream.accepting  # moved off that replica
+    second = session.current_stream()
+    assert second is not stream and len(opened) == 2
+    second.accepting = False  # as an InferStream that ended
+    session._on_stream_end(second, RemoteError(grpc.StatusCode.UNAVAILABLE, "connection reset"))
+    assert session.current_stream() is None  # backing off
+    assert session._backoff == 2 * BACKOFF_START_S
+    session._on_response(second, offload_pb2.InferResponse(frame_id=8))  # the link works again
+    assert session._backoff == BACKOFF_START_S
+
+
+# ---------------------------------------------------------------------- random interleavings
+
+
+class AgentLoopMachine(RuleBasedStateMachine):
+    """Frames fed, answered (well, with errors, malformed, twice), their streams ended, hedges
+    fired, local runs run, and stop - in any order. Every frame ends in at most one record,
+    and once everything settles in exactly one, with its slot released exactly once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = Path(tempfile.mkdtemp(prefix="agent-loop-"))
+        self.h = Harness(self.dir / "r.jsonl", window=3).start()
+        self.next_id = 0
+        self.fed: list[int] = []
+        self.stopped = False
+
+    def _sent(self) -> list[int]:
+        return sorted({r.frame_id for s in self.h.session.streams for r in s.sent})
+
+    @precondition(lambda self: not self.stopped)
+    @rule(k=st.sampled_from([1, 1, K]), backing_off=st.booleans())
+    def feed(self, k: int, backing_off: bool) -> None:
+        if not self.h.agent.ledger.acquire(timeout=0):
+            return  # the window is full: the capture loop would wait
+        self.h.agent.ledger.release_unused()
+        self.h.session.available = not backing_off
+        self.h.feed(self.next_id, k)
+        self.fed.append(self.next_id)
+        self.next_id += 1
+
+    @rule(data=st.data(), kind=st.sampled_from(["ok", "ok", "malformed", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"]))
+    def answer(self, data: st.DataObject, kind: str) -> None:
+        sent = self._sent()
+        if sent:
+            self.h.session.answer(data.draw(st.sampled_from(sent)), kind)
+
+    @rule(data=st.data(), code=st.sampled_from([grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, None]))
+    def end_stream(self, data: st.DataObject, code: grpc.StatusCode | None) -> None:
+        live = [s for s in self.h.session.streams if s.open]
+        if live:
+            self.h.session.end(data.draw(st.sampled_from(live)), code)
+
+    @rule()
+    def hedge_time_passes(self) -> None:
+        self.h.hedge_time_passes()
+
+    @rule()
+    def run_a_local_job(self) -> None:
+        if self.h.local.jobs:
+            self.h.local.run_one()
+
+    @precondition(lambda self: not self.stopped)
+    @rule()
+    def stop(self) -> None:
+        self.stopped = True
+        self.h.agent.stop()
+        self.h.clock.t += self.h.config.grace_s + 0.01
+        self.h.agent.drain()
+        self.h.agent.close()
+
+    @invariant()
+    def at_most_one_record_and_one_release_per_frame(self) -> None:
+        self.h.agent.ledger._invariant()
+        self.h.by_id()
+        assert all(n == 1 for n in self.h.finishes.values()), self.h.finishes
+        assert set(self.h.finishes) <= set(self.fed)
+
+    def teardown(self) -> None:
+        try:
+            h = self.h
+            if not self.stopped:
+                for s in [s for s in h.session.streams if s.open]:  # whatever is still waiting ends
+                    h.session.end(s)
+                h.clock.t += 10.0
+                h.agent.watchdog.tick()
+                h.local.run_all()
+                assert sorted(h.by_id()) == self.fed, "every frame ends in exactly one record"
+                assert sorted(h.finishes) == self.fed and h.idle()
+            else:
+                recorded = set(h.by_id())
+                assert recorded <= set(self.fed)
+                assert h.agent.summary.abandoned == len(self.fed) - len(recorded)  # the rest: no record
+            h.agent.close()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+TestAgentLoopMachine = AgentLoopMachine.TestCase
+TestAgentLoopMachine.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
