@@ -17,19 +17,26 @@ builds the real ones from an EdgeConfig:
     recorder.py     the results log, summary and metrics
 
 Up to `window` frames are in flight (throughput mode: head(n+1) overlaps with
-transfer and tail(n)); latency mode keeps one. Every frame read from the source
+transfer and tail(n)). Latency mode keeps one with a fixed policy; with an adaptive
+policy it also allows `window`, and the policy plans each frame's path by when the edge
+and the uplink will be free (`scheduler/paths.py`: the agent's `timeline`), so the next
+frame never waits behind one on a stalled link. Every frame read from the source
 ends in exactly one record: a result from the cloud, a local result, an explicit
 failure, or (live capture) an explicit drop; the ledger enforces it.
 
-Where a frame's path is chosen: `choose_split` (the policy today; a planner that
-weighs when the edge and the uplink are free plugs in there). Edge work (head and
-local runs) happens in `process` and edge_work.py, link work (sends, answers) in
-cloud_paths.py and session.py.
+Where a frame's path is chosen: `choose_split`, by `policy.plan` over the timeline of
+the two resources. The timeline hears of every frame's use of them: the plan books the
+head (or the local run) and the transfer; the head's end (`process`), local runs
+(edge_work.py) and sends, answers, stream ends and given-up answers (cloud_paths.py)
+release them. Edge work (head and local runs) happens in `process` and edge_work.py,
+link work (sends, answers) in cloud_paths.py and session.py.
 
 Locks, in the order they may be taken: the recorder's lock (summary, records) -> the
 results log's lock. Every other lock is a leaf, nothing else is taken while it is held:
 the agent's `_lock` (closing), the ledger's, the local executor's, CloudPaths' (late
-frames, `hedged`), the session's (stream, backoff, servers reached), the margin learner's.
+frames, `hedged`), the session's (stream, backoff, servers reached), the margin learner's,
+the heads' accelerator lock, the timeline's. The policy's lock is taken before the
+timeline's (plan books while it holds it), never the other way round.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from scheduler.link import LinkEstimator
+from scheduler.paths import Timeline
 from scheduler.planner import build_policy
 from scheduler.policy import FrameOutcome, PolicyConfig, SplitPolicy
 from splitpoint.bundle import load_bundle
@@ -109,13 +117,16 @@ class EdgeAgent:
         self._done_at_start: set[int] = set()  # frame ids the log recorded before this run
         self._wanted_cloud = 0  # frames whose split sent (or meant to send) them to the cloud
         self.fallback_digest = FallbackDigest()
-        self.ledger = FrameLedger(config.window_size)
+        #: when the edge and the uplink will be free: what the policy plans each frame's path with
+        self.timeline = Timeline()
+        self.ledger = FrameLedger(config.window if _plans_paths(policy) else config.window_size)
         self.local = local
         #: the margin a predicted latency gets before the frame is hedged, learnt from cloud answers
         self.margin = MarginLearner(config.hedge_margin)
-        self.edge = EdgeWork(m, heads, self.ledger, recorder, local, self._observe, self.fallback_digest)
+        self.edge = EdgeWork(m, heads, self.ledger, recorder, local, self._observe, self.fallback_digest,
+                             self.timeline, clock)
         self.cloud = CloudPaths(config, m, session, self.ledger, self.edge, self.metrics, self.margin,
-                                self._observe, clock)
+                                self._observe, clock, self.timeline)
         self.watchdog = DeadlineWatchdog(self.cloud, self.ledger, link, config.hedge, clock, watchdog_period_s)
         self.capture = Capture(config, self.ledger, recorder, self.process, self._stop, self._grace_over,
                                self._grace_left)
@@ -280,7 +291,15 @@ class EdgeAgent:
         self.policy = new
 
     def _plans_with_link(self) -> bool:
-        return hasattr(self.policy, "link")  # a fixed policy does not plan with estimates
+        return _plans_paths(self.policy)  # a fixed policy does not plan with estimates
+
+    def _arrived(self, frame: Frame, now: float) -> float:
+        """When the frame came from the camera, on this agent's clock: its age from the capture
+        time (wall clock) back from now; never in the future."""
+        if not frame.capture_time_ns:
+            return now
+        age_s = max(0.0, (time.time_ns() - frame.capture_time_ns) / 1e9)
+        return now - age_s
 
     def _observe(self, outcome: FrameOutcome) -> None:
         self.policy.observe(outcome)  # the policy of now: a reload may have swapped it
@@ -289,8 +308,15 @@ class EdgeAgent:
 
     def choose_split(self, frame: Frame) -> tuple[int, tuple[float, bool, float] | None]:
         """The one place a frame's path is chosen: split k (K = all on the edge), and the
-        policy's (latency ms, is_deadline, server ms) prediction for it (None without one)."""
-        k = self.policy.choose(self.heads.splits)
+        policy's (latency ms, is_deadline, server ms) prediction for it (None without one).
+
+        The policy plans by predicted finish time given the timeline (scheduler/paths.py) and
+        books the frame's use of the edge and the link on it; a fixed policy books nothing."""
+        now = self.clock()
+        choice = self.policy.plan(frame.index, self.heads.splits, now, self.timeline, arrived=self._arrived(frame, now))
+        k = choice.split
+        if choice.local_ms is not None:
+            self.edge.local_ms_guess = choice.local_ms  # what a hedge's or fallback's local run books
         predict = getattr(self.policy, "hedge_prediction", None)
         prediction = None if predict is None else predict(k)
         est = self.link.estimate()
@@ -310,7 +336,7 @@ class EdgeAgent:
             k, prediction = self.choose_split(frame)
             x: np.ndarray = self.heads.preprocess(frame.raw)
         except SplitpointError as err:
-            self.edge.fail(frame, str(err))
+            self.edge.fail(frame, str(err))  # also releases what a plan booked for it
             return
         preprocess_ms = (self.clock() - t_start) * 1000
         self.metrics.split.set(k)
@@ -320,9 +346,18 @@ class EdgeAgent:
         self._wanted_cloud += 1
         head_start = self.clock()
         hedge = plan_hedge(self.config.hedge, prediction, self.margin, self.config.frame_deadline_ms)
-        out = self.heads.run(k, x)  # edge work ends here; the rest is the link's
+        try:
+            out = self.heads.run(k, x)  # edge work ends here; the rest is the link's
+        finally:
+            self.timeline.edge_done(frame.index, self.clock())
         self.cloud.offload(frame, x, out, preprocess_ms, head_start, hedge,
                            0.0 if prediction is None else prediction[2])
+
+
+def _plans_paths(policy: SplitPolicy) -> bool:
+    """Whether the policy predicts (an adaptive one): it then plans each frame's path, and
+    frames may be in flight on the link while the next runs on the edge, also in latency mode."""
+    return hasattr(policy, "link")
 
 
 def _build_policy(config: EdgeConfig, manifest: Any, pcfg: PolicyConfig, link: LinkEstimator) -> SplitPolicy:

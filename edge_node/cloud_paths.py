@@ -14,6 +14,11 @@ stream-end handler (and the watchdog with hedge = "off"), which then owns it: wh
 the answer holds, the frame ends in one record. A hedged frame whose local result won
 is kept in `_late` so that its cloud answer, should it come, still teaches the estimates.
 
+The timeline (scheduler/paths.py) hears of the link's use: `link_sent` when the bytes go
+out, `link_done` when the answer comes (also a late one), and `link_done(answered=False)`
+when none will: the send failed, the stream ended, a hedged frame's answer is forgotten.
+A frame left booked would look like a stalled transfer for ever.
+
 Locks: `CloudPaths._lock` (the `_late` frames, `Pending.hedged`) is a leaf; nothing else is
 taken while it is held. The session's callbacks run on gRPC receive threads.
 """
@@ -29,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from scheduler.paths import Timeline
 from scheduler.policy import FrameOutcome
 from splitpoint.errors import RemoteError, status_code_from_int
 from splitpoint.v1 import offload_pb2
@@ -69,7 +75,7 @@ class Pending:
 class CloudPaths:
     def __init__(self, config: EdgeConfig, manifest: Any, session: Session, ledger: FrameLedger, edge: EdgeWork,
                  metrics: EdgeMetrics, margin: MarginLearner, observe: Callable[[FrameOutcome], None],
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, timeline: Timeline | None = None):
         self.config = config
         self.manifest = manifest
         self.session = session
@@ -79,6 +85,7 @@ class CloudPaths:
         self.margin = margin
         self.observe = observe  # the current policy's observe (a reload swaps the policy)
         self.clock = clock
+        self.timeline = Timeline() if timeline is None else timeline
         #: values in one answer's output tensor (a batch of one)
         self._num_scores = int(np.prod([d for d in manifest.output.shape if d and d > 0], dtype=np.int64))
         self._lock = threading.Lock()  # _late and Pending.hedged (a leaf)
@@ -114,14 +121,17 @@ class CloudPaths:
         p = Pending(frame, k, x, out.head_ms, preprocess_ms, wire, now, hedge_at, stream, hedge,
                     since_capture_ms + (hedge_at - now) * 1000, server_ms)
         self.ledger.hold(frame.index, p)
+        self.timeline.link_sent(frame.index, wire, now)
         if stream.send(req):
             self.metrics.bytes_sent.inc(wire)
         else:
+            self.timeline.link_done(frame.index, self.clock(), answered=False)
             self.take_and_fallback(frame.index, "stream closed before the frame was sent")
 
     # ------------------------------------------------------------------ answers
 
     def on_answer(self, stream: Stream, resp: offload_pb2.InferResponse) -> None:
+        self.timeline.link_done(resp.frame_id, self.clock())  # its bytes are through, whoever wins
         p = self.ledger.claim(resp.frame_id)
         with self._lock:
             late = self._late.pop(resp.frame_id, None)
@@ -193,8 +203,12 @@ class CloudPaths:
         lost = self.ledger.claim_where(lambda p: p.stream is stream)
         reason = f"stream ended before the answer ({error.code.name if error else 'closed by server'})"
         with self._lock:  # no answer can come on this stream any more
-            for fid in [fid for fid, p in self._late.items() if p.stream is stream]:
+            gone = [fid for fid, p in self._late.items() if p.stream is stream]
+            for fid in gone:
                 del self._late[fid]
+        now = self.clock()
+        for fid in gone + [fid for fid, _ in lost]:
+            self.timeline.link_done(fid, now, answered=False)
         for _, p in lost:
             self.fallback(p, reason)
         return len(lost)
@@ -222,8 +236,11 @@ class CloudPaths:
         (frame_deadline_ms) ran out, so twice that is ample."""
         horizon = 2 * self.config.frame_deadline_ms / 1000
         with self._lock:
-            for fid in [fid for fid, p in self._late.items() if now - p.sent > horizon]:
+            gone = [fid for fid, p in self._late.items() if now - p.sent > horizon]
+            for fid in gone:
                 del self._late[fid]
+        for fid in gone:
+            self.timeline.link_done(fid, now, answered=False)
 
     def take_and_fallback(self, frame_id: int, reason: str) -> None:
         p = self.ledger.claim(frame_id)

@@ -28,9 +28,11 @@ class EdgeConfig:
     cpu_fallback: bool = option(False, "run heads on the CPU when the Edge TPU, or a head compiled for it, cannot be used, instead of failing", group="edge device")
     threads: int = option(1, "CPU threads for LiteRT heads", group="edge device")
     results: str = option("results.jsonl", "results log, one record per frame id (format: results_format)", group="output")
-    mode: str = option("throughput", "throughput: overlap frames; latency: one frame in flight",
+    mode: str = option("throughput", "throughput: overlap frames; latency: one frame in flight (an adaptive policy: "
+                       "up to `window`, each frame's path planned so none waits behind the link)",
                        choices=("throughput", "latency"), group="cloud link")
-    window: int = option(4, "frames in flight in throughput mode", group="cloud link")
+    window: int = option(4, "frames in flight in throughput mode, and in latency mode with an adaptive policy",
+                         group="cloud link")
     fps: float | None = option(None, "pace the source like a camera at this rate", group="input")
     max_frames: int | None = option(None, "stop after this many frames", group="input")
     frame_deadline_ms: int = option(2000, "a frame not answered this long after it was sent runs locally", group="cloud link")

@@ -11,6 +11,11 @@ the cloud: if the cloud answer is recorded while the run waits in the queue, the
 run is skipped (`pending.settled`); if it is recorded during the run, the ledger
 discards the local result.
 
+The timeline (scheduler/paths.py) hears of the edge's use: a fallback's or a hedge's local
+run is booked when it is queued (a planned k = K run was booked by the plan), and freed when
+it ends or is skipped; a frame's end also releases a transfer the plan booked but that
+never happened (no stream, a failure), unless a hedged frame's cloud answer may still come.
+
 Locks: none of its own. `complete` runs the recorder (its lock -> the results log's
 lock) inside `FrameLedger.finish`, which holds no lock while writing.
 """
@@ -18,11 +23,13 @@ lock) inside `FrameLedger.finish`, which holds no lock while writing.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from scheduler.paths import Timeline
 from scheduler.policy import FrameOutcome
 from splitpoint.detection import detection_records
 
@@ -45,7 +52,8 @@ class Executor(Protocol):
 
 class EdgeWork:
     def __init__(self, manifest: Any, heads: Any, ledger: FrameLedger, recorder: Recorder, executor: Executor,
-                 observe: Callable[[FrameOutcome], None], fallback_digest: FallbackDigest):
+                 observe: Callable[[FrameOutcome], None], fallback_digest: FallbackDigest,
+                 timeline: Timeline | None = None, clock: Callable[[], float] = time.monotonic):
         self.manifest = manifest
         self.K = manifest.num_layers
         self.heads = heads
@@ -54,16 +62,32 @@ class EdgeWork:
         self.executor = executor
         self.observe = observe  # the current policy's observe (a reload swaps the policy)
         self.fallback_digest = fallback_digest
+        self.timeline = Timeline() if timeline is None else timeline
+        self.clock = clock
+        #: head(K) as the policy predicts it, for booking unplanned local runs (0 until known)
+        self.local_ms_guess = 0.0
 
     def fail(self, frame: Frame, message: str) -> None:
         """End `frame` with an explicit failure record."""
         self.ledger.finish(frame.index, lambda: self.recorder.failed(frame.index, frame.origin, frame.label, message))
+        self._release(frame.index, None)
+
+    def _release(self, frame_id: int, pending: Pending | None) -> None:
+        """The frame ended: nothing of it runs on the edge any more, and unless it was hedged
+        (its cloud answer may still come, and cloud_paths releases the link then) no bytes of
+        it are still to cross the link."""
+        now = self.clock()
+        self.timeline.edge_done(frame_id, now)
+        if pending is None or not pending.hedged:
+            self.timeline.link_done(frame_id, now, answered=False)  # a no-op after its answer came
 
     def run_local(self, frame: Frame, x: np.ndarray, split: int, preprocess_ms: float, reason: str | None,
                   head_ms: float = 0.0, pending: Pending | None = None) -> None:
         """Queue the frame's local run on the local executor; the calling thread goes on at once.
 
         After close() nothing is queued: the frame stays unfinished (abandoned; resume re-runs it)."""
+        if reason is not None:  # a fallback or a hedge: a run the plan did not foresee
+            self.timeline.edge_reserved(frame.index, self.clock(), self.local_ms_guess)
         self.executor.submit(lambda: self._finish_local(frame, x, split, preprocess_ms, reason, head_ms, pending))
 
     def _finish_local(self, frame: Frame, x: np.ndarray, split: int, preprocess_ms: float, reason: str | None,
@@ -71,9 +95,13 @@ class EdgeWork:
         """Run the whole model here (k = K); `reason` set means a fallback from split `split`;
         `pending`: the frame as it was sent (its hedge, and whether the cloud answered first)."""
         if pending is not None and pending.settled.is_set():
+            self.timeline.edge_done(frame.index, self.clock())
             return  # hedged, and the cloud answer was recorded while this waited in the queue
         try:
-            arrays, local_ms = self.heads.run_local_all(x)
+            try:
+                arrays, local_ms = self.heads.run_local_all(x)
+            finally:
+                self.timeline.edge_done(frame.index, self.clock())
             outputs = [a.reshape(o.shape) for a, o in zip(arrays, self.manifest.outputs, strict=True)]
         except Exception as exc:  # the last resort must not lose the frame either
             log.exception("local run of frame %d failed", frame.index)
@@ -101,4 +129,6 @@ class EdgeWork:
                 self.recorder.count_fallback()
                 self.fallback_digest.note(frame.index, fallback)
 
-        return self.ledger.finish(frame.index, write)
+        won = self.ledger.finish(frame.index, write)
+        self._release(frame.index, pending if where == "local" else None)
+        return won

@@ -7,6 +7,7 @@ weights, so every head the policy may pick is loaded and run once at start.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -54,6 +55,7 @@ class EdgeHeads:
                     raise
                 log.warning("Edge TPU unavailable; running heads on the CPU (cpu_fallback = true)")
         self._runners: dict[int, HeadRunner] = {}
+        self._accelerator = threading.Lock()
         t0 = time.perf_counter()
         for k in wanted:
             spec = m.split(k)
@@ -91,7 +93,15 @@ class EdgeHeads:
         return self.manifest.preprocessing.apply(raw)
 
     def run(self, k: int, x: np.ndarray) -> HeadOutput:
-        """Head k on a preprocessed input; k = 0 only quantizes the input for the wire."""
+        """Head k on a preprocessed input; k = 0 only quantizes the input for the wire.
+
+        One invocation at a time (`_accelerator`, a leaf lock): an edge device has one
+        accelerator, so a head on the capture thread waits for a local run on the executor,
+        as the planner's timeline assumes (scheduler/paths.py). The wait is not in head_ms."""
+        with self._accelerator:
+            return self._run(k, x)
+
+    def _run(self, k: int, x: np.ndarray) -> HeadOutput:
         t0 = time.perf_counter()
         q_in = self.input_quantization
         assert q_in is not None

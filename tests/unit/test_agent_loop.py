@@ -34,6 +34,7 @@ from edge_node.run_report import EdgeMetrics, LiveBuffer
 from edge_node.session import BACKOFF_START_S, OffloadSession, SessionCallbacks
 from edge_node.sources import Frame, FrameReadError
 from scheduler.link import LinkEstimator
+from scheduler.paths import PathChoice, Timeline
 from splitpoint.bundle import TensorSpec
 from splitpoint.codec import Quantization, encode
 from splitpoint.errors import RemoteError
@@ -89,6 +90,15 @@ class FakePolicy:
 
     def choose(self, splits: list[int]) -> int:
         return self.k
+
+    def plan(self, frame_id: int, candidates: list[int], now: float, timeline: Timeline,
+             arrived: float | None = None, next_arrival: float | None = None) -> PathChoice:
+        """Books the frame's head (or local run) and, for a split, its transfer, as the adaptive
+        policy does: the agent must release every booking, whichever path ends the frame."""
+        timeline.edge_reserved(frame_id, now, 1.0)
+        if self.k != K:
+            timeline.link_sent(frame_id, 0, now, predicted_transfer_ms=10.0, after_ms=5.0, planned=True)
+        return PathChoice(frame_id, self.k, local_ms=2.0)
 
     def hedge_prediction(self, k: int) -> tuple[float, bool, float]:
         return PREDICTED_MS, False, 5.0
@@ -248,6 +258,10 @@ class Harness:
         ledger._invariant()
         return ledger.open_frames == 0 and ledger._free == ledger.window  # every slot released
 
+    def booked(self) -> tuple[list[int], list[int]]:
+        """Frames still booked on (the edge, the link) of the planner's timeline."""
+        return self.agent.timeline.pending()
+
 
 @pytest.fixture
 def h(tmp_path: Path) -> Harness:
@@ -263,6 +277,7 @@ def test_cloud_answer(h: Harness) -> None:
     r = h.by_id()[0]
     assert (r["where"], r["split"], r["label"], r["hedged"], r["replica"]) == ("cloud", 1, 1, False, "replica-0")
     assert "fallback_reason" not in r and h.idle() and h.finishes == {0: 1}
+    assert h.booked() == ([], [])  # the head's end freed the edge, the answer the link
     assert [o.where for o in h.policy.observed] == ["cloud"]
     assert h.agent.margin.samples == 1  # the hedge margin learnt from the answer
     h.session.answer(0)  # a duplicate answer writes nothing
@@ -272,7 +287,9 @@ def test_cloud_answer(h: Harness) -> None:
 def test_all_on_the_edge(h: Harness) -> None:
     h.feed(0, k=K)
     assert not h.session.streams and not h.records  # the local run waits for the executor
+    assert h.booked() == ([0], [])  # the plan booked the edge until the local run ends
     h.local.run_all()
+    assert h.booked() == ([], [])
     r = h.by_id()[0]
     assert (r["where"], r["split"], r["label"]) == ("local", K, 2) and "fallback_reason" not in r and "hedged" not in r
     assert h.idle() and h.heads.local_runs == 1
@@ -297,10 +314,23 @@ def test_hedge_fires_then_the_local_run_wins(h: Harness) -> None:
     r = h.by_id()[0]
     assert (r["where"], r["split"], r["hedged"]) == ("local", 1, True)
     assert r["fallback_reason"].startswith("hedged: no answer within 70 ms")
+    assert h.booked() == ([], [0])  # its answer may still come: the link stays booked (overdue) until then
+    h.session.answer(0)
+    assert h.booked() == ([], [])
     h.session.answer(0)  # late: it teaches the estimates, the log keeps the local result
     assert len(h.records) == 1 and h.finishes == {0: 1} and h.idle()
     assert [o.where for o in h.policy.observed] == ["local", "cloud"]
     assert h.agent.summary.fallbacks == 1
+
+
+def test_a_hedged_frame_whose_answer_never_comes_frees_the_link_when_forgotten(h: Harness) -> None:
+    h.feed(0)
+    h.hedge_time_passes()
+    h.local.run_all()  # the local result wins; the answer may still come
+    assert h.booked() == ([], [0])
+    h.clock.t += 2 * h.config.frame_deadline_ms / 1000  # the server has dropped it by now
+    h.agent.watchdog.tick()
+    assert h.booked() == ([], [])  # else the link would look stalled for ever
 
 
 @pytest.mark.parametrize("code", ["RESOURCE_EXHAUSTED", "UNAVAILABLE", "INTERNAL"])
@@ -311,7 +341,7 @@ def test_error_answer_falls_back(h: Harness, code: str) -> None:
     h.local.run_all()
     r = h.by_id()[0]
     assert (r["where"], r["split"], r["fallback_reason"]) == ("local", 1, f"cloud {code}: busy")
-    assert h.idle() and h.agent.metrics.errors.labels(code)._value.get() == 1
+    assert h.idle() and h.booked() == ([], []) and h.agent.metrics.errors.labels(code)._value.get() == 1
 
 
 def test_malformed_answer_falls_back(h: Harness) -> None:
@@ -322,7 +352,7 @@ def test_malformed_answer_falls_back(h: Harness) -> None:
     assert r["where"] == "local"
     assert r["fallback_reason"] == ("malformed response: output tensors unreadable: outputs['scores'] = [1, 3]: "
                                     "the manifest says shape [1, 4]")
-    assert h.idle()
+    assert h.idle() and h.booked() == ([], [])
 
 
 def test_stream_end_falls_back_every_frame_on_it(h: Harness) -> None:
@@ -335,6 +365,7 @@ def test_stream_end_falls_back_every_frame_on_it(h: Harness) -> None:
     by_id = h.by_id()
     assert by_id[1]["where"] == "cloud"
     assert (by_id[0]["where"], by_id[0]["fallback_reason"]) == ("local", "stream ended before the answer (UNAVAILABLE)")
+    assert h.booked() == ([], [])
     h.feed(2)  # the next frame goes on a new stream
     assert [r.frame_id for r in h.session.streams[1].sent] == [2]
 
@@ -346,6 +377,7 @@ def test_no_stream_while_backing_off_runs_locally(h: Harness) -> None:
     r = h.by_id()[0]
     assert (r["where"], r["fallback_reason"]) == ("local", "cloud unreachable (waiting to reconnect)")
     assert "hedged" not in r and h.idle()
+    assert h.booked() == ([], [])  # the transfer the plan booked never happened: released at the frame's end
 
 
 def test_a_stream_closed_before_the_send_falls_back(h: Harness) -> None:
@@ -354,6 +386,7 @@ def test_a_stream_closed_before_the_send_falls_back(h: Harness) -> None:
     h.feed(0)
     h.local.run_all()
     assert h.by_id()[0]["fallback_reason"] == "stream closed before the frame was sent" and h.idle()
+    assert h.booked() == ([], [])
 
 
 def test_hedge_off_gives_up_at_frame_deadline(tmp_path: Path) -> None:
@@ -367,7 +400,7 @@ def test_hedge_off_gives_up_at_frame_deadline(tmp_path: Path) -> None:
     h.local.run_all()
     r = h.by_id()[0]
     assert (r["where"], r["fallback_reason"]) == ("local", "no answer within frame_deadline_ms = 300")
-    assert h.idle()
+    assert h.idle() and h.booked() == ([], [])
     h.agent.close()
 
 
@@ -377,6 +410,7 @@ def test_a_local_run_that_fails_is_a_failure_record(h: Harness) -> None:
     h.local.run_all()
     r = h.by_id()[0]
     assert r["status"] == "failed" and "accelerator gone" in r["error"] and h.idle()
+    assert h.booked() == ([], [])
 
 
 def test_survey_run_with_a_read_failure(tmp_path: Path) -> None:
@@ -547,6 +581,9 @@ class AgentLoopMachine(RuleBasedStateMachine):
                 h.local.run_all()
                 assert sorted(h.by_id()) == self.fed, "every frame ends in exactly one record"
                 assert sorted(h.finishes) == self.fed and h.idle()
+                # every booking the plans made was released: a forgotten one would look like a
+                # stalled transfer for ever and send every later frame local
+                assert h.booked() == ([], []), h.booked()
             else:
                 recorded = set(h.by_id())
                 assert recorded <= set(self.fed)
