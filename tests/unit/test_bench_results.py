@@ -134,3 +134,13 @@ def test_peer_rows_devices_and_modelled_energy_read_back_and_show_in_the_report(
 def test_a_native_run_says_nothing_of_devices() -> None:
     text = render_markdown(sample())
     assert "emulated edge device" not in text and "energy modelled" not in text and "Peers' rules at each" not in text
+
+
+def test_a_device_runs_plots_are_named_after_the_device_not_over_the_native_ones() -> None:
+    from splitpoint.bench.report_plots import _plot_tag
+
+    assert _plot_tag(sample()) == "m"
+    assert _plot_tag(with_peers()) == "m-mobilenetv2-96-slow125"
+    r = sample()
+    r.machine["pinning"]["edge_slowdown"] = 75.0
+    assert _plot_tag(r) == "m-x75"
