@@ -15,8 +15,10 @@ Stages (each written into the JSON as soon as it is done), one module each:
     throughput   throughput mode against the stage bound 1/max(head, transfer, tail); goodput at 10 Mbps
     overhead     what splitpoint adds per frame beyond compute and wire time (splitpoint.bench.overhead)
 
-Predictions (run timeouts, which splits are too slow to run) and energy figures come from
-the planner's own cost model (scheduler.cost), so the bench and the agent cannot disagree.
+Predictions (run timeouts, which splits are too slow to run, the peers' picks) and energy figures
+come from the planner's own cost model (scheduler.cost), so the bench and the agent cannot
+disagree; energy is modelled from --power-table, by default the shipped reference table. The
+edge device is the worker's core, or emulated from --edge-device FILE or --edge-slowdown F.
 Every wait is bounded: runs have a timeout computed from the profiles (the worker is
 killed and restarted when one is exceeded), polls sleep, counts are fixed.
 """
