@@ -43,7 +43,7 @@ import splitpoint
 from scheduler.cost import CostModel, EnergyModel, transfer_ms, wire_bytes
 from scheduler.link import LinkState
 from splitpoint.bench import conditions, emulation, step, throughput, traces_stage
-from splitpoint.bench.machine import machine_description, plan_pinning
+from splitpoint.bench.machine import machine_description, pin_harness
 from splitpoint.bench.options import STAGES, BenchOptions
 from splitpoint.bench.results import BenchResult, BundleInfo, SplitInfo
 from splitpoint.bench.worker_client import BenchError, EdgeWorker, RunOutcome
@@ -159,17 +159,6 @@ class Bench:
 
     # ------------------------------------------------------------------ setup
 
-    def _pin_harness(self) -> dict[str, Any]:
-        pinning = plan_pinning(self.opts.edge_cpu)
-        if pinning.get("supported") and pinning.get("server_cpus"):
-            try:  # before TensorFlow and the server start their threads: they inherit it
-                os.sched_setaffinity(0, set(pinning["server_cpus"]))
-                pinning["server_applied"] = True
-            except OSError as exc:
-                pinning["server_applied"] = False
-                pinning["note"] += f" (harness pinning refused: {exc})"
-        return pinning
-
     def _bundle(self) -> Path:
         if self.opts.bundle is not None:
             return Path(self.opts.bundle)
@@ -254,7 +243,7 @@ class Bench:
 
     def run(self) -> BenchResult:
         opts = self.opts
-        pinning = self._pin_harness()
+        pinning = pin_harness(self.opts.edge_cpu)
         self.result.machine = machine_description(pinning)
         self.say(pinning["note"])
         if opts.keep_runs is not None:
