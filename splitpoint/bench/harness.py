@@ -198,6 +198,7 @@ class Bench:
                                                  "--runs", runs, "-o", str(p)], timeout_s=3600)
                 if rc != 0:
                     raise BenchError(f"splitpoint profile edge failed ({err or rc}); log: {self.worker.log_path}")
+                emulation.note_too_slow(self, "profile-edge", self.worker.last_emulation)
             else:
                 self.say(f"profiling the tails ({runs} runs per split) ...")
                 # its own process (on the server's CPUs): the tails it loads are freed when it exits
