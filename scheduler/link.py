@@ -139,7 +139,9 @@ class LinkEstimator:
             on_wire = elapsed_ms - self._rtt
             if wire_bytes < SMALL_BYTES or on_wire <= MIN_TRANSFER_MS:
                 return False
-            bound = wire_bytes * 8 / (on_wire / 1000)
+            from scheduler.cost import bits  # here: scheduler.cost imports this module
+
+            bound = bits(wire_bytes) / (on_wire / 1000)
             before = self._robust()
             if bound >= before:
                 return False
@@ -149,8 +151,10 @@ class LinkEstimator:
 
     def _wire_rate(self, wire_bytes: int, transfer_ms: float) -> float:
         """bit/s of a transfer that took `transfer_ms` including one round trip (under the lock)."""
+        from scheduler.cost import bits  # here: scheduler.cost imports this module
+
         on_wire = max(MIN_TRANSFER_MS, transfer_ms - self._rtt)
-        return wire_bytes * 8 / (on_wire / 1000)
+        return bits(wire_bytes) / (on_wire / 1000)
 
     def _note_error(self, predicted_bps: float, actual_bps: float) -> None:
         """Record how far `predicted_bps` over-shot `actual_bps` (under the lock)."""

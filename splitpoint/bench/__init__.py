@@ -9,6 +9,8 @@
     overhead.py     what splitpoint adds per frame over a raw gRPC stream
     report.py       targets (PASS/MISS), markdown tables, PNG plots
     clairvoyant.py  the best a scheduler knowing a trace's future could do (the regret's reference)
+    peers.py        peers' split rules (start-up bandwidth, deadline at nominal); peer_runs.py: their picks per run
+    device.py       device files of an emulated edge, the reference power table; emulation.py: the harness's checks
 
 See docs/benchmarks.md for what is measured, how, and the latest figures.
 """

@@ -4,7 +4,8 @@ For each condition every measured split runs fixed (`--split k --mode latency`) 
 frames frames; the oracle is the split with the lowest median. The adaptive agent then runs
 and its settled split (the mode of the last half of its frames) is compared with the oracle
 through the fixed runs' medians, so chosen/oracle compares like with like. A split whose wire
-time alone exceeds --max-frame-s is not run; its lower bound (wire time + RTT) is kept instead.
+time alone exceeds --max-frame-s is not run; its lower bound (wire time + RTT) is kept instead. The peers' rules pick among the same fixed runs
+(peer_runs.condition_picks: no extra runs).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from splitpoint.bench import peer_runs
 from splitpoint.bench.results import AdaptiveRun, ConditionResult, EnergyResult, FixedRun
 from splitpoint.bench.stats import (
     count_switches,
@@ -54,6 +56,7 @@ def run(b: Bench) -> None:
         b.say(f"condition {i}/{len(conds)}: {bw:g} Mbps, RTT {rtt:g} ms: {len(b.splits)} fixed splits ...")
         sweep = fixed_sweep(b, bw, rtt)
         cond = condition_result(b, sweep, adaptive_run(b, bw, rtt))
+        cond.peers = peer_runs.condition_picks(b, sweep)
         if b.energy is not None:
             cond.energy = energy_result(b, sweep, adaptive_run(b, bw, rtt, "min-energy"))
         b.result.conditions.append(cond)

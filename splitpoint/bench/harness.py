@@ -15,8 +15,10 @@ Stages (each written into the JSON as soon as it is done), one module each:
     throughput   throughput mode against the stage bound 1/max(head, transfer, tail); goodput at 10 Mbps
     overhead     what splitpoint adds per frame beyond compute and wire time (splitpoint.bench.overhead)
 
-Predictions (run timeouts, which splits are too slow to run) and energy figures come from
-the planner's own cost model (scheduler.cost), so the bench and the agent cannot disagree.
+Predictions (run timeouts, which splits are too slow to run, the peers' picks) and energy figures
+come from the planner's own cost model (scheduler.cost), so the bench and the agent cannot
+disagree; energy is modelled from --power-table, by default the shipped reference table. The
+edge device is the worker's core, or emulated from --edge-device FILE or --edge-slowdown F.
 Every wait is bounded: runs have a timeout computed from the profiles (the worker is
 killed and restarted when one is exceeded), polls sleep, counts are fixed.
 """
@@ -40,8 +42,8 @@ from typing import Any
 import splitpoint
 from scheduler.cost import CostModel, EnergyModel, transfer_ms, wire_bytes
 from scheduler.link import LinkState
-from splitpoint.bench import conditions, step, throughput, traces_stage
-from splitpoint.bench.machine import machine_description, plan_pinning
+from splitpoint.bench import conditions, emulation, step, throughput, traces_stage
+from splitpoint.bench.machine import machine_description, pin_harness
 from splitpoint.bench.options import STAGES, BenchOptions
 from splitpoint.bench.results import BenchResult, BundleInfo, SplitInfo
 from splitpoint.bench.worker_client import BenchError, EdgeWorker, RunOutcome
@@ -77,6 +79,9 @@ class Bench:
         self.edge_ms: dict[int, float] = {}
         self.cloud_ms: dict[int, float] = {}
         self.fixed_cache: dict[tuple[float, float], Any] = {}
+        self.device_path: Path | None = None   # --edge-device, resolved
+        self.power_table = Path()               # the energy figures' power table and radio link
+        self.radio_link = "lte"
         self.frame_deadline_ms = 0
         self.runs_dir = Path(".")
         self._tmp: tempfile.TemporaryDirectory | None = None
@@ -129,6 +134,7 @@ class Bench:
         if events is not None:
             argv += ["--events", str(events)]
         rc, seconds, err, start_ns = self.worker.run(argv, self._timeout(frames, per_frame_ms), on_poll)
+        emulation.note_too_slow(self, name, self.worker.last_emulation)
         records = read_results(results) if results.exists() else []
         if rc != 0 or err:
             msg = f"run {name}: exit {rc}" + (f": {err}" if err else "") + f" ({len(records)} records)"
@@ -147,22 +153,11 @@ class Bench:
     def adaptive_flags(self, objective: str = "min-latency") -> list[str]:
         flags = ["--policy-name", objective, "--policy-edge-profile", str(self.edge_profile),
                  "--policy-cloud-profile", str(self.cloud_profile)]
-        if objective != "min-latency" and self.opts.power_table is not None:
-            flags += ["--policy-power-table", str(self.opts.power_table), "--policy-link", self.opts.radio_link]
+        if objective != "min-latency":
+            flags += ["--policy-power-table", str(self.power_table), "--policy-link", self.radio_link]
         return flags
 
     # ------------------------------------------------------------------ setup
-
-    def _pin_harness(self) -> dict[str, Any]:
-        pinning = plan_pinning(self.opts.edge_cpu)
-        if pinning.get("supported") and pinning.get("server_cpus"):
-            try:  # before TensorFlow and the server start their threads: they inherit it
-                os.sched_setaffinity(0, set(pinning["server_cpus"]))
-                pinning["server_applied"] = True
-            except OSError as exc:
-                pinning["server_applied"] = False
-                pinning["note"] += f" (harness pinning refused: {exc})"
-        return pinning
 
     def _bundle(self) -> Path:
         if self.opts.bundle is not None:
@@ -181,7 +176,8 @@ class Bench:
         key = f"{digest.split(':')[-1][:16]}-{platform.node()}-cpu{pin.get('edge_cpu')}-r{self.opts.profile_runs}"
         pdir = self.opts.cache_path() / "profiles" / key
         # An emulated edge device has an edge profile of its own; the server's tails are the same.
-        edge_dir = pdir.with_name(f"{key}-x{self.opts.edge_slowdown:g}") if self.opts.edge_slowdown != 1.0 else pdir
+        suffix = emulation.profile_suffix(self.device_path, self.opts.edge_slowdown)
+        edge_dir = pdir.with_name(key + suffix) if suffix else pdir
         edge_dir.mkdir(parents=True, exist_ok=True)
         pdir.mkdir(parents=True, exist_ok=True)
         edge, cloud = edge_dir / "edge-profile.json", pdir / "cloud-profile.json"
@@ -202,6 +198,7 @@ class Bench:
                                                  "--runs", runs, "-o", str(p)], timeout_s=3600)
                 if rc != 0:
                     raise BenchError(f"splitpoint profile edge failed ({err or rc}); log: {self.worker.log_path}")
+                emulation.note_too_slow(self, "profile-edge", self.worker.last_emulation)
             else:
                 self.say(f"profiling the tails ({runs} runs per split) ...")
                 # its own process (on the server's CPUs): the tails it loads are freed when it exits
@@ -230,22 +227,24 @@ class Bench:
             out.append(q)
         return out[0], out[1]
 
-    def _energy_model(self) -> EnergyModel | None:
-        """The planner's energy model from --power-table and the radio model of --radio-link."""
-        if self.opts.power_table is None:
-            return None
+    def _energy_model(self) -> EnergyModel:
+        """The planner's energy model: --power-table (default: the shipped reference table, whose radio
+        part is the LTE model) and the radio model of --radio-link. Modelled, never metered."""
         from scheduler.power import PowerTable, RadioModel
 
-        table, radio, link = PowerTable.load(self.opts.power_table), RadioModel(), self.opts.radio_link
-        self.result.power = {"table": str(self.opts.power_table), "radio_link": link}
+        path, link, reference = self.opts.power_table_path()
+        table, radio = PowerTable.load(path), RadioModel()
+        self.power_table, self.radio_link = path, link
+        self.result.power = {"table": str(path), "reference": reference, "device": table.device,
+                             "source": table.source, "radio_link": link, "metered": False}
         return EnergyModel(table.head_power, table.idle_w, lambda bps: radio.tx_watts(bps, link=link),
-                           f"power table {self.opts.power_table}")
+                           f"power table {path}")
 
     # ------------------------------------------------------------------ driver
 
     def run(self) -> BenchResult:
         opts = self.opts
-        pinning = self._pin_harness()
+        pinning = pin_harness(self.opts.edge_cpu)
         self.result.machine = machine_description(pinning)
         self.say(pinning["note"])
         if opts.keep_runs is not None:
@@ -292,8 +291,16 @@ class Bench:
             splits=[SplitInfo(s.split, s.after_layer, s.wire_bytes, list(s.cut[0].shape) if s.cut else None)
                     for s in m.splits])
         self.say(f"bundle {m.model_name} ({self.bundle_path}): K = {self.K}, measuring splits {self.splits}")
-        self.worker = EdgeWorker(pinning.get("edge_cpu"), self.runs_dir / "edge-worker.log", opts.edge_slowdown)
+        self.device_path = opts.device_path()
+        if self.device_path is not None:  # before the worker starts: a mismatch is the options' error
+            emulation.check_device(self.device_path, m.model_name, self.splits)
+        self.worker = EdgeWorker(pinning.get("edge_cpu"), self.runs_dir / "edge-worker.log", opts.edge_slowdown,
+                                 self.device_path)
         ready = self.worker.start()
+        self.result.machine["emulation"] = ready.get("emulation") or {"mode": "native"}
+        if self.device_path is not None:
+            self.say(f"edge worker emulates the device of {self.device_path}: every head run lasts its split's time "
+                     "in the file")
         pinning["edge_worker"] = ready.get("pinning")
         pinning["edge_worker_thread_env"] = ready.get("thread_env")
         self.say(f"edge worker pid {ready.get('pid')}: {ready.get('pinning', {}).get('reason')}")

@@ -63,3 +63,16 @@ def plan_pinning(edge_cpu: int | None) -> dict[str, Any]:
     note = (f"edge worker on CPU {edge_cpu}; server, link emulator and harness on CPUs {others}"
             if others else f"only CPU {edge_cpu} is available: edge and server share it")
     return {"supported": True, "allowed": allowed, "edge_cpu": edge_cpu, "server_cpus": others or allowed, "note": note}
+
+
+def pin_harness(edge_cpu: int | None) -> dict[str, Any]:
+    """Plan the pinning and move this process (the server's side) onto the server's CPUs."""
+    pinning = plan_pinning(edge_cpu)
+    if pinning.get("supported") and pinning.get("server_cpus"):
+        try:  # before TensorFlow and the server start their threads: they inherit it
+            os.sched_setaffinity(0, set(pinning["server_cpus"]))
+            pinning["server_applied"] = True
+        except OSError as exc:
+            pinning["server_applied"] = False
+            pinning["note"] += f" (harness pinning refused: {exc})"
+    return pinning

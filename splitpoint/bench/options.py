@@ -91,12 +91,19 @@ class BenchOptions:
                                     default_factory=lambda: list(DEFAULT_TRACE_RTTS_MS), group=T)
     deadline_ms: float | None = option(None, "deadline of a trace frame (default one frame interval)", group=T)
     edge_cpu: int | None = option(None, "CPU the edge worker is pinned to (default: the last allowed one)", group=E)
-    edge_slowdown: float = option(1.0, "emulate an edge device this many times slower than the worker's core: each "
-                                       "head lasts the factor x its median native time (1: native; see "
-                                       "docs/benchmarks.md)", group=E)
-    power_table: str | None = option(None, "edge power table: adds energy figures and a min-energy agent per "
-                                           "condition", group=E)
-    radio_link: str = option("wifi", "radio power model for energy (as the agent)", choices=("wifi", "lte"), group=E)
+    edge_device: str = option("", "emulate the edge device of this file: each split's head lasts its time in it (a "
+                                  "path, or a shipped name: mobilenetv2-96-documented.json, mobilenetv2-96-slow125.toml"
+                                  "); excludes --edge-slowdown", group=E)
+    edge_slowdown: float = option(1.0, "factor mode, calibrated in-run: each head lasts F x its median native time "
+                                       "over its first 20 runs in the worker (1: native; calibrate with nothing else "
+                                       "running; see docs/benchmarks.md)", group=E)
+    power_table: str | None = option(None, "edge power table of the energy figures and the min-energy agent (default: "
+                                           "the shipped reference table, modelled, not metered: docs/power.md)", group=E)
+    radio_link: str | None = option(None, "radio power model for energy, as the agent's (default: lte with the "
+                                          "reference table, wifi with --power-table)", choices=("wifi", "lte"), group=E)
+    peer_nominal_mbps: float | None = option(None, "nominal bandwidth of the 'deadline at nominal bandwidth' rule, "
+                                                   "Mbps (default: the trace's long-run mean; a condition: its rate)",
+                                             group=E)
     profile_runs: int = option(20, "runs per split when profiling", group=E)
     reprofile: bool = option(False, "measure the profiles again instead of using the cached ones", group=E)
     warm_tails: int = option(0, "the server's warm_tails (0: load every measured tail at start)", group=E)
@@ -121,6 +128,12 @@ class BenchOptions:
         self.split_list()  # a bad list is an error now, not after the set-up
         if not (math.isfinite(self.edge_slowdown) and 1.0 <= self.edge_slowdown <= 10_000):
             raise ConfigError("edge_slowdown", self.edge_slowdown, "expected a factor from 1 (native) to 10000")
+        if self.edge_device and self.edge_slowdown != 1.0:
+            raise ConfigError("edge_device", self.edge_device,
+                              f"--edge-device and --edge-slowdown {self.edge_slowdown:g} exclude each other: "
+                              "give one way to emulate the edge device")
+        if self.peer_nominal_mbps is not None and not (self.peer_nominal_mbps > 0 and math.isfinite(self.peer_nominal_mbps)):
+            raise ConfigError("peer_nominal_mbps", self.peer_nominal_mbps, "expected a positive number of Mbps")
         if self.frames < 1 or self.adaptive_frames < 2 or self.warmup < 0:
             raise ConfigError("frames", self.frames, "need frames >= 1, adaptive_frames >= 2, warmup >= 0")
         for key in ("step_frames", "tp_frames", "tp_window", "overhead_frames", "profile_runs", "trace_slices"):
@@ -164,8 +177,37 @@ class BenchOptions:
             return list(self.traces)
         return sorted(p.name for p in self.traces_path().glob("*.up"))
 
+    def device_path(self) -> Path | None:
+        """The --edge-device file: a path, else a shipped device file's name (None: no device file)."""
+        if not self.edge_device:
+            return None
+        p = Path(self.edge_device)
+        if p.is_file():
+            return p
+        from splitpoint.bench.device import DEVICES_DIR
+
+        q = DEVICES_DIR / self.edge_device
+        if q.is_file():
+            return q
+        shipped = ", ".join(sorted(x.name for x in DEVICES_DIR.glob("*") if x.is_file()))
+        raise ConfigError("--edge-device", self.edge_device, f"neither a file nor a shipped device; shipped: {shipped}")
+
+    def power_table_path(self) -> tuple[Path, str, bool]:
+        """(power table, radio link, is it the shipped reference table) of the energy figures."""
+        from splitpoint.bench.device import REFERENCE_POWER_TABLE
+
+        if self.power_table is None:  # the reference table's radio part is the built-in LTE model
+            return REFERENCE_POWER_TABLE, self.radio_link or "lte", True
+        return Path(self.power_table), self.radio_link or "wifi", False
+
     def check_inputs(self) -> None:
         """What the file system must offer before a run starts (not checked by --print-config)."""
+        if self.edge_device:
+            from splitpoint.bench.device import load_device
+
+            load_device(self.device_path())  # a bad file is an error before anything starts
+        if self.power_table is not None and not Path(self.power_table).is_file():
+            raise ConfigError("--power-table", self.power_table, "file not found")
         if self.traces_dir is None and "traces" not in self.skip and not default_traces_dir().is_dir():
             raise ConfigError("--traces-dir", str(default_traces_dir()),
                               "no traces there; give --traces-dir DIR or --skip traces")

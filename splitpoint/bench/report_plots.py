@@ -10,10 +10,20 @@ from splitpoint.bench.results import BenchResult, ConditionResult, StepResult, T
 
 
 def _plot_tag(r: BenchResult) -> str:
-    """File-name stem of a run's plots: the model, and the emulated slowdown when there is one."""
+    """File-name stem of a run's plots: the model, and the emulated device or slowdown when there is one
+    (so a device run does not overwrite the native run's plots)."""
     tag = r.bundle.model
+    device = _device_name(r)
+    if device:
+        return f"{tag}-{device.rsplit('.', 1)[0]}"
     slowdown = r.machine.get("pinning", {}).get("edge_slowdown")
     return f"{tag}-x{slowdown:g}" if slowdown else tag
+
+
+def _device_name(r: BenchResult) -> str | None:
+    """The --edge-device file's name, when the run emulated one."""
+    emu = r.machine.get("emulation") or {}
+    return Path(str(emu.get("path", "device"))).name if emu.get("mode") == "device" else None
 
 
 def render_plots(r: BenchResult, out_dir: Path) -> list[str]:
@@ -32,6 +42,8 @@ def render_plots(r: BenchResult, out_dir: Path) -> list[str]:
     slowdown = r.machine.get("pinning", {}).get("edge_slowdown")
     if slowdown:
         model = f"{model} (edge {slowdown:g}x slower)"
+    if _device_name(r):
+        model = f"{model} (edge device: {_device_name(r)})"
     tag = _plot_tag(r)
     K = r.bundle.num_layers or 1
     written = []

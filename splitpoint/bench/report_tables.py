@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from splitpoint.bench import clairvoyant
+from splitpoint.bench.emulation import header_lines
 from splitpoint.bench.results import (
     PEER_RULES,
     BenchResult,
@@ -32,7 +33,7 @@ def render_markdown(r: BenchResult) -> str:
             lines.append(f"| {t.name} | {t.target} | {t.measured} | **{t.status}** | {t.shortfall or '-'} |")
         lines.append("")
     if r.conditions:
-        lines += _conditions(r.conditions)
+        lines += _conditions(r.conditions, r.power)
     lines += _step(r)
     if r.traces:
         lines += _trace_summary(r.traces)
@@ -58,6 +59,9 @@ def _header(r: BenchResult) -> list[str]:
     if pin.get("edge_slowdown"):
         lines.append(f"- **emulated edge device: {pin['edge_slowdown']:g}x slower than the worker's core** (each head run "
                      "lasts the factor x its median native time; the link, the server and the agent are real)")
+    lines += header_lines(mach.get("emulation"))
+    if r.power:
+        lines.append(f"- energy figures: {energy_source(r.power)}; radio model `{r.power.get('radio_link')}`")
     lines.append(f"- wall time {r.wall_time_s} s; stages (s): "
                  + ", ".join(f"{k} {v}" for k, v in r.stage_seconds.items())
                  + ("" if r.complete else " (**incomplete run**)"))
@@ -65,6 +69,15 @@ def _header(r: BenchResult) -> list[str]:
         lines.append(f"- errors: {len(r.errors)}: " + "; ".join(r.errors[:5]))
     lines.append("")
     return lines
+
+
+def energy_source(power: dict[str, Any] | None) -> str:
+    """What every energy figure of the report is: modelled from a power table, never metered."""
+    if not power:
+        return "no energy figures"
+    name = str(power.get("table", "?")).rsplit("/", 1)[-1]
+    ref = ", the shipped reference table" if power.get("reference") else ""
+    return f"energy modelled from {power.get('device') or 'the edge device'} (`{name}`{ref}), not metered"
 
 
 def _fixed_cell(f: FixedRun | None) -> str:
@@ -75,7 +88,7 @@ def _fixed_cell(f: FixedRun | None) -> str:
     return f">{f.lower_bound_ms:.0f} (not run)" if f.lower_bound_ms else "-"
 
 
-def _conditions(conds: list[ConditionResult]) -> list[str]:
+def _conditions(conds: list[ConditionResult], power: dict[str, Any] | None = None) -> list[str]:
     lines = ["### Conditions: oracle vs the adaptive agent (median end-to-end ms)", "",
              "| uplink | RTT | oracle k | oracle median / p95 | agent settled k | its median / p95 | chosen/oracle "
              "| speed-up vs all-edge | vs all-cloud | all-edge | all-cloud | agent's own median | switches |",
@@ -108,7 +121,7 @@ def _conditions(conds: list[ConditionResult]) -> list[str]:
     lines.append("")
     energy = [(c, c.energy) for c in conds if c.energy is not None]
     if energy:
-        lines += ["Edge energy (median mJ per frame, power table + radio model):", "",
+        lines += [f"Edge energy (median mJ per frame, power table + radio model; {energy_source(power)}):", "",
                   "| uplink | RTT | oracle k | oracle mJ | agent k | its mJ | chosen/oracle | saving vs all-edge | "
                   "vs all-cloud |",
                   "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -118,6 +131,31 @@ def _conditions(conds: list[ConditionResult]) -> list[str]:
                          f"{_f(e.chosen_over_oracle, 3)} | {_f(e.saving_vs_all_edge, 2)}x | "
                          f"{_f(e.saving_vs_all_cloud, 2)}x |")
         lines.append("")
+    lines += _condition_peers(conds)
+    return lines
+
+
+def _condition_peers(conds: list[ConditionResult]) -> list[str]:
+    """Each peer rule's split at each condition, on the fixed runs' medians (no extra runs)."""
+    if not any(c.peers for c in conds):
+        return []
+    rules = list(PEER_RULES)
+    lines = ["Peers' rules at each condition (their split's fixed run: median / p95 ms, over the oracle's median):",
+             "", "| uplink / RTT | oracle | " + " | ".join(rules) + " |", "| --- | ---: |" + " ---: |" * len(rules)]
+    for c in conds:
+        by_rule = {p.rule: p for p in c.peers}
+        cells = []
+        for rule in rules:
+            p = by_rule.get(rule)
+            if p is None or p.split is None:
+                cells.append("-" if p is None else f"no pick: {p.error}")
+                continue
+            ratio = f", x{p.median_ms / c.oracle_median_ms:.3f}" if p.median_ms and c.oracle_median_ms else ""
+            cells.append(f"k={p.split}: {_f(p.median_ms, 2)} / {_f(p.p95_ms, 2)}{ratio}"
+                         + ("" if p.feasible else " (none met the deadline: fastest)"))
+        lines.append(f"| {c.bandwidth_mbps:g} Mbps / {c.rtt_ms:g} ms | k={_f(c.oracle_split)}: "
+                     f"{_f(c.oracle_median_ms, 2)} | " + " | ".join(cells) + " |")
+    lines.append("")
     return lines
 
 
@@ -151,6 +189,25 @@ def _run_cell(run: TraceRunResult | None) -> str:
     return "-" if run is None or run.skipped else _mpm(run.mean_ms, run.p95_ms, run.deadline_misses, run.counted_frames)
 
 
+def _rule_cell(tr: TraceResult, rule: str) -> str:
+    """A peer rule's cell of the summary: its split, then its run's figures."""
+    run = tr.runs.get(rule)
+    if run is None:
+        return "-"
+    if run.skipped:
+        return f"k={_f(run.split)}: not run" if run.split is not None else "no pick"
+    return f"k={run.split}: {_run_cell(run)}"
+
+
+def _rule_name(tr: TraceResult, label: str, run: TraceRunResult) -> str:
+    """A peer rule's row name: the rule, its split, whose run it is, and an infeasible pick said."""
+    pick = next((p for p in tr.peers if p.rule == label), None)
+    name = f"{label} (k={_f(run.split)}" + (f"; the {run.reused_from} run above" if run.reused_from else "") + ")"
+    if pick is not None and not pick.feasible:
+        name += " (no split met the deadline at nominal: fastest taken)"
+    return name
+
+
 def _trace_summary(traces: list[TraceResult]) -> list[str]:
     """Every trace run in one table: adaptive, best fixed, the peers' rules, the clairvoyant bound."""
     peers = list(PEER_RULES)
@@ -166,7 +223,7 @@ def _trace_summary(traces: list[TraceResult]) -> list[str]:
         cv = tr.clairvoyant or ClairvoyantBound(error="not computed")
         lines.append(f"| {tr.trace} | {tr.slice_label} | {tr.rtt_ms:g} ms | {_run_cell(tr.runs.get('adaptive'))} | "
                      + (f"{tr.best_fixed}: {_run_cell(best)}" if best is not None else "-") + " | "
-                     + " | ".join(_run_cell(tr.runs.get(p)) for p in peers) + " | "
+                     + " | ".join(_rule_cell(tr, p) for p in peers) + " | "
                      + ("-" if cv.error else _mpm(cv.mean_ms, cv.p95_ms, cv.deadline_misses, cv.frames))
                      + f" | {_f(tr.adaptive_over_best_fixed, 3)} | {_f(cv.adaptive_over_clairvoyant, 3)} |")
     lines += ["", "Peers' rules: " + "; ".join(f"**{k}**: {v}" for k, v in PEER_RULES.items())
@@ -182,10 +239,12 @@ def _trace(tr: TraceResult) -> list[str]:
              "| run | frames | mean ms | median ms | p95 ms | deadline misses | fallbacks | run time s |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for label, run in tr.runs.items():
-        if run.skipped:
-            lines.append(f"| {label} | - | not run: {run.skipped} | | | | | |")
-            continue
         name = label + (" (best fixed)" if label == tr.best_fixed else "")
+        if label in PEER_RULES:
+            name = _rule_name(tr, label, run)
+        if run.skipped:
+            lines.append(f"| {name} | - | not run: {run.skipped} | | | | | |")
+            continue
         if label == "adaptive":
             name = "**adaptive** (" + ", ".join(f"k={k}: {n}" for k, n in run.split_counts.items()) + ")"
         lines.append(f"| {name} | {run.frames} | {_f(run.mean_ms, 2)} | {_f(run.median_ms, 2)} | "

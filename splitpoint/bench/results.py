@@ -105,6 +105,7 @@ class ConditionResult:
     better_of_edge_cloud_ms: float | None = None
     chosen_over_better_of_edge_cloud: float | None = None
     energy: EnergyResult | None = None
+    peers: list[PeerPickResult] = field(default_factory=list)   # picked among the fixed runs: no extra runs
 
     def median(self, k: int | None) -> float | None:
         run = self.fixed.get(str(k)) if k is not None else None
@@ -179,6 +180,7 @@ class TraceRunResult:
     split_counts: dict[str, int] = field(default_factory=dict)
     error: str | None = None
     skipped: str | None = None
+    reused_from: str | None = None   # a peer rule's row: the fixed run of its split in this replay ("k=89")
 
 
 @dataclass
@@ -209,13 +211,32 @@ class ClairvoyantBound:
 
 
 #: runs of a trace labelled with a peer's rule (splitpoint/bench/peers.py picks the split; the trace
-#: stage runs it fixed), and how the report names them: after the rule, not the project
+#: stage runs it fixed), and how the report names them: after the rule, not the project. The keys
+#: are peers.RULE_STARTUP and peers.RULE_DEADLINE (tests/unit/test_peers.py checks they agree).
 PEER_RULES = {
-    "rule: start-up bandwidth": "one split from latency predictions at the bandwidth measured at start-up, kept "
-                                "(Neurosurgeon's rule)",
-    "rule: deadline, nominal bandwidth": "the lowest-energy split whose profiled latency at a nominal bandwidth "
-                                         "meets the deadline (SPLINTER's per-request pick)",
+    "fixed from start-up bandwidth": "one split from latency predictions at the bandwidth measured at start-up, "
+                                     "kept (Neurosurgeon's rule)",
+    "deadline at nominal bandwidth": "the lowest-energy split whose profiled latency at a nominal bandwidth "
+                                     "meets the deadline (SPLINTER's per-request pick)",
 }
+
+
+@dataclass
+class PeerPickResult:
+    """The split a peer's rule picks for one trace replay or condition, what it assumed, whose run it is."""
+
+    rule: str = ""
+    split: int | None = None
+    bandwidth_bps: float | None = None    # what the rule planned with: start-up measurement or nominal rate
+    rtt_ms: float | None = None
+    predicted_latency_ms: float | None = None
+    predicted_energy_mj: float | None = None
+    feasible: bool = True                 # False: no split met the deadline at nominal (the fastest taken)
+    reason: str = ""
+    run: str | None = None                # the fixed run its figures come from ("k=89"), when reused
+    median_ms: float | None = None        # conditions: that fixed run's median and p95
+    p95_ms: float | None = None
+    error: str | None = None              # the rule could not pick, and why
 
 
 @dataclass
@@ -236,6 +257,7 @@ class TraceResult:
     slice_mean_mbps: float | None = None
     slice_rates_mbps: list[float | None] = field(default_factory=list)
     runs: dict[str, TraceRunResult] = field(default_factory=dict)   # "adaptive", "k=3", a PEER_RULES key
+    peers: list[PeerPickResult] = field(default_factory=list)
     best_fixed: str | None = None
     best_fixed_mean_ms: float | None = None
     best_fixed_p95_ms: float | None = None

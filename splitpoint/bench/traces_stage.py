@@ -8,7 +8,8 @@ gets it again, from its t = 0, when the agent signals (`splitpoint edge --events
 fixed or adaptive, meets the same capacity at the same frame whatever its start-up took.
 Each frame's latency counts from the time the camera would have taken it. The best fixed split
 in hindsight is the one with the lowest mean; the clairvoyant bound (clairvoyant.py) is the best
-mean any scheduler knowing the trace's future could reach.
+mean any scheduler knowing the trace's future could reach. The peers' rules (peer_runs.py) pick
+a split each from the replay's start and are shown beside them, on that split's fixed run.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from splitpoint.bench import peer_runs
 from splitpoint.bench.results import ClairvoyantBound, TraceResult, TraceRunResult
 from splitpoint.bench.stats import completion_ns, count_switches, latency_stats, ok_records, rnd
 from splitpoint.bench.worker_client import RunOutcome, SourceOpenWatch
@@ -98,6 +100,9 @@ def replay(b: Bench, whole: BandwidthTrace, path: Path, offset: float, rtt: floa
           f"{whole.mean_bps / 1e6:.2f}), {fps:g} fps, RTT {rtt:g} ms, deadline {deadline:g} ms: adaptive + "
           f"{len(b.splits)} fixed splits ...")
     tag = f"{path.stem}-{offset:g}s-{rtt:g}ms"
+    entry.peers = peer_runs.trace_picks(b, trace, whole, rtt, deadline)
+    for p in entry.peers:
+        b.say(f"  {p.reason or p.error}")
     for label, k in [("adaptive", None)] + [(f"k={k}", k) for k in b.splits]:
         if k is not None and k != b.K:
             wire_ms = b.wire_ms(k, max(slice_rate, 1e-6))
@@ -108,6 +113,7 @@ def replay(b: Bench, whole: BandwidthTrace, path: Path, offset: float, rtt: floa
                 continue
         entry.runs[label] = _one_run(b, trace, tag, label, k, n, warm, deadline, slice_rate, rtt)
         b.save()
+    peer_runs.rule_runs(entry, lambda label, k: _one_run(b, trace, tag, label, k, n, warm, deadline, slice_rate, rtt))
     _summarise(entry)
     entry.clairvoyant = _clairvoyant(b, trace, entry)
     a = entry.runs.get("adaptive") or TraceRunResult()
@@ -125,7 +131,7 @@ def _one_run(b: Bench, trace: BandwidthTrace, tag: str, label: str, k: int | Non
     extra = ["--mode", "latency", "--fps", str(fps)]
     extra += b.adaptive_flags() if k is None else ["--split", str(k)]
     per = b.predict_ms(k if k is not None else 0, max(slice_rate, 0.2), rtt)
-    run_name = f"trace-{tag}-{label.replace('=', '')}"
+    run_name = f"trace-{tag}-{label.replace('=', '').replace(' ', '-')}"
     events = b.runs_dir / f"{run_name}-{time.time_ns()}.events.jsonl"
     b.set_link(None, rtt, trace)
     # a trace given to set_uplink starts at its own t = 0: given again when the agent's source opens

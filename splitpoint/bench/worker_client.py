@@ -47,9 +47,12 @@ class RunOutcome:
 class EdgeWorker:
     """The pinned edge process; runs `splitpoint` command lines one at a time."""
 
-    def __init__(self, cpu: int | None, log_path: Path, slowdown: float = 1.0):
+    def __init__(self, cpu: int | None, log_path: Path, slowdown: float = 1.0, device: Path | None = None):
         self.cpu = cpu
         self.slowdown = slowdown
+        self.device = device
+        #: the last `done` answer's emulation report (device mode: head runs slower than the device)
+        self.last_emulation: dict[str, Any] | None = None
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
         self._events: queue.Queue = queue.Queue()
@@ -62,7 +65,9 @@ class EdgeWorker:
         cmd = [sys.executable, "-m", "splitpoint.bench.edge_worker"]
         if self.cpu is not None:
             cmd += ["--cpu", str(self.cpu)]
-        if self.slowdown != 1.0:
+        if self.device is not None:  # never together with --slowdown (the options refuse both)
+            cmd += ["--device", str(self.device)]
+        elif self.slowdown != 1.0:
             cmd += ["--slowdown", repr(self.slowdown)]
         env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
         root = str(Path(splitpoint.__file__).resolve().parents[1])
@@ -123,6 +128,7 @@ class EdgeWorker:
         self._next_id += 1
         run_id = self._next_id
         self._started = {}
+        self.last_emulation = None
         t0 = time.perf_counter()
         self.proc.stdin.write(json.dumps({"id": run_id, "argv": argv}) + "\n")
         self.proc.stdin.flush()
@@ -138,6 +144,7 @@ class EdgeWorker:
             except subprocess.TimeoutExpired:
                 self.kill()
             return None, seconds, f"the edge worker exited (code {self.proc.returncode}); log: {self.log_path}", start_ns
+        self.last_emulation = ev.get("emulation")
         return ev.get("rc"), seconds, ev.get("error"), start_ns
 
     def kill(self) -> None:

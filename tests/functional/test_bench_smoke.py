@@ -106,6 +106,20 @@ def test_bench_smoke_writes_every_figure(tmp_path: Path, shared_file: Callable[[
     adaptive = trace["runs"]["adaptive"]
     assert adaptive["switches"] == switches(adaptive["splits"])
     assert trace["adaptive_over_best_fixed"] > 0
+    # the peers' rules: a row each, on the replay's own fixed run of their split (not run twice)
+    rules = ["fixed from start-up bandwidth", "deadline at nominal bandwidth"]
+    assert [p["rule"] for p in trace["peers"]] == rules
+    for p in trace["peers"]:
+        assert p["split"] in splits and p["run"] == f"k={p['split']}" and p["reason"]
+        row = trace["runs"][p["rule"]]
+        assert row["reused_from"] == p["run"] and row["mean_ms"] == trace["runs"][p["run"]]["mean_ms"]
+    for c in conds:  # at a condition: picked among the fixed runs, their medians
+        assert [p["rule"] for p in c["peers"]] == rules
+        assert all(p["median_ms"] == c["fixed"][str(p["split"])]["median_ms"] for p in c["peers"])
+    # energy from the reference power table by default, modelled; a native edge
+    assert r["power"]["reference"] is True and r["power"]["metered"] is False and r["power"]["radio_link"] == "lte"
+    assert all(c["energy"]["oracle_mj"] > 0 and c["energy"]["adaptive"]["frames"] >= 2 for c in conds)
+    assert r["machine"]["emulation"] == {"mode": "native"}
 
     runs = r["throughput"]["runs"]
     assert runs and all(x["fps"] > 0 and x["bound_fps"] > 0 and x["fps_over_bound"] > 0 for x in runs)
@@ -121,3 +135,4 @@ def test_bench_smoke_writes_every_figure(tmp_path: Path, shared_file: Callable[[
     assert all(t["status"] in ("PASS", "MISS", "N/A") for t in r["targets"])
     text = md.read_text()
     assert "| target |" in text and ("PASS" in text or "MISS" in text)
+    assert f"| {rules[0]} (k={trace['peers'][0]['split']}; the k=" in text and "not metered" in text

@@ -249,3 +249,18 @@ def test_a_log_line_that_looks_like_the_old_mark_does_not_start_the_trace(tmp_pa
     fired: list[int] = []
     SourceOpenWatch(events, lambda: fired.append(1)).poll()
     assert fired == []
+
+
+def test_the_harness_client_starts_the_worker_on_the_device_and_keeps_each_runs_report(tmp_path: Path) -> None:
+    """EdgeWorker (the harness's side) passes --device, and each run's `done` emulation report is kept."""
+    from splitpoint.bench.worker_client import EdgeWorker
+
+    w = EdgeWorker(None, tmp_path / "worker.log", device=shipped_device(SLOW))
+    try:
+        ready = w.start(timeout_s=60)
+        assert ready["emulation"]["mode"] == "device" and ready["emulation"]["path"].endswith(SLOW)
+        rc, _, err, _ = w.run(["--version"], timeout_s=60)
+        assert (rc, err) == (0, "exit 0")
+        assert w.last_emulation == {"head_runs": 0, "too_slow": {}}  # no head ran: nothing too slow
+    finally:
+        w.stop()

@@ -21,7 +21,7 @@ DOCUMENTED_FLAGS = (
     "--bundle", "--smoke", "--splits", "--skip", "--frames", "--warmup", "--adaptive-frames", "--max-frame-s",
     "--bandwidths", "--rtts", "--step-fps", "--step-frames", "--tp-frames", "--overhead-frames", "--traces-dir",
     "--traces", "--trace-seconds", "--trace-fps", "--trace-rtt", "--deadline-ms", "--edge-cpu", "--edge-slowdown",
-    "--power-table", "--radio-link", "--profile-runs", "--reprofile", "--warm-tails", "--json", "--markdown",
+    "--edge-device", "--peer-nominal-mbps", "--power-table", "--radio-link", "--profile-runs", "--reprofile", "--warm-tails", "--json", "--markdown",
     "--plots", "--cache-dir", "--keep-runs",
 )
 
@@ -89,6 +89,7 @@ def test_print_config_round_trips_through_the_file(tmp_path: Path, capsys: pytes
     (["--edge-slowdown", "0.5"], "edge_slowdown"),
     (["--frames", "0"], "frames"),
     (["--splits", "3-x"], "splits"),
+    (["--peer-nominal-mbps", "0"], "peer_nominal_mbps"),
 ])
 def test_bad_values_name_the_key(argv: list[str], key: str) -> None:
     with pytest.raises(ConfigError) as exc:
@@ -105,3 +106,64 @@ def test_a_bad_value_exits_2_with_one_line(capsys: pytest.CaptureFixture[str], t
     with pytest.raises(SystemExit) as exc:  # argparse: not a number
         cli.main(["bench", "--trace-fps", "fast"])
     assert exc.value.code == 2
+
+
+def test_edge_device_and_edge_slowdown_exclude_each_other() -> None:
+    with pytest.raises(ConfigError) as exc:
+        options("--edge-device", "mobilenetv2-96-documented.json", "--edge-slowdown", "75")
+    assert "--edge-device" in str(exc.value) and "--edge-slowdown 75" in str(exc.value)
+    assert options("--edge-device", "mobilenetv2-96-slow125.toml").edge_slowdown == 1.0  # alone: fine
+
+
+def test_edge_device_is_a_path_or_a_shipped_name(tmp_path: Path) -> None:
+    from splitpoint.bench.device import DEVICES_DIR
+
+    assert options().device_path() is None
+    assert options("--edge-device", "mobilenetv2-96-slow125.toml").device_path() == DEVICES_DIR / "mobilenetv2-96-slow125.toml"
+    own = tmp_path / "mine.toml"
+    own.write_text(f'all_edge_ms = 50.0\nshape = "{DEVICES_DIR / "mobilenetv2-96-documented.json"}"\n')
+    o = options("--edge-device", str(own))
+    assert o.device_path() == own
+    o.check_inputs()  # loads: a good file
+    with pytest.raises(ConfigError) as exc:
+        options("--edge-device", "pi9.toml").device_path()
+    assert "pi9.toml" in str(exc.value) and "mobilenetv2-96-documented.json" in str(exc.value)  # lists the shipped
+    own.write_text("all_edge_ms = 50.0\n")  # no shape: the file's error, before anything starts
+    with pytest.raises(ConfigError, match="shape"):
+        options("--edge-device", str(own), "--skip", "traces").check_inputs()
+
+
+def test_a_bad_edge_device_exits_2_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["bench", "--edge-device", "pi9.toml", "--skip", "traces"]) == 2
+    err = capsys.readouterr().err
+    assert "--edge-device" in err and "pi9.toml" in err and "Traceback" not in err
+
+
+def test_energy_defaults_to_the_reference_power_table_with_the_lte_radio(tmp_path: Path) -> None:
+    from splitpoint.bench.device import REFERENCE_POWER_TABLE
+
+    assert options().power_table_path() == (REFERENCE_POWER_TABLE, "lte", True)
+    table = tmp_path / "board.toml"
+    assert options("--power-table", str(table)).power_table_path() == (table, "wifi", False)
+    assert options("--power-table", str(table), "--radio-link", "lte").power_table_path() == (table, "lte", False)
+    assert options("--radio-link", "wifi").power_table_path() == (REFERENCE_POWER_TABLE, "wifi", True)
+    with pytest.raises(ConfigError, match="power-table"):  # a missing table: before anything starts
+        options("--power-table", str(table), "--skip", "traces").check_inputs()
+
+
+def test_a_device_file_is_checked_against_the_bundle_before_the_worker_starts(tmp_path: Path) -> None:
+    from splitpoint.bench.device import DEVICES_DIR
+    from splitpoint.bench.emulation import check_device, profile_suffix
+
+    doc = DEVICES_DIR / "mobilenetv2-96-documented.json"
+    check_device(doc, "mobilenetv2", [0, 1, 155])  # k = 0 runs no head: never missing
+    with pytest.raises(ConfigError) as exc:
+        check_device(doc, "vgg16", [0, 5])
+    assert "--edge-device" in str(exc.value) and "mobilenetv2" in str(exc.value) and "vgg16" in str(exc.value)
+    with pytest.raises(ConfigError, match=r"\[9999\]"):
+        check_device(doc, "mobilenetv2", [0, 1, 9999])
+    # the cached edge profile follows the device file's content, not its name
+    copy = tmp_path / "renamed.json"
+    copy.write_bytes(doc.read_bytes())
+    assert profile_suffix(copy, 1.0) == profile_suffix(doc, 1.0) != profile_suffix(DEVICES_DIR / "mobilenetv2-96-slow125.toml", 1.0)
+    assert profile_suffix(None, 75.0) == "-x75" and profile_suffix(None, 1.0) == ""

@@ -6,13 +6,16 @@ import json
 
 import pytest
 
+from splitpoint.bench.peers import RULE_DEADLINE, RULE_STARTUP
 from splitpoint.bench.report import evaluate_targets, render_markdown
 from splitpoint.bench.results import (
     AdaptiveRun,
     BenchResult,
     BundleInfo,
     ConditionResult,
+    EnergyResult,
     FixedRun,
+    PeerPickResult,
     StepChange,
     StepOracle,
     StepResult,
@@ -77,3 +80,67 @@ def test_a_dropped_stage_leaves_the_report_and_its_targets() -> None:
     assert "### Conditions" in text and "### Trace" not in text and ">9000 (not run)" in text
     with pytest.raises(ValueError):
         r.drop("nonsense")
+
+
+def with_peers() -> BenchResult:
+    """sample() with the peers' rules in its trace replay and condition, a device and the reference table."""
+    r = sample()
+    tr = r.traces[0]  # type: ignore[index]
+    tr.runs["k=0"] = TraceRunResult(split=0, mean_ms=80.0, p95_ms=95.0, deadline_misses=3, counted_frames=20)
+    tr.runs[RULE_STARTUP] = TraceRunResult(split=0, mean_ms=80.0, p95_ms=95.0, deadline_misses=3, counted_frames=20,
+                                           reused_from="k=0")
+    tr.runs[RULE_DEADLINE] = TraceRunResult(split=3, mean_ms=31.0, deadline_misses=0, counted_frames=2,
+                                            reused_from="k=3")
+    tr.peers = [PeerPickResult(rule=RULE_STARTUP, split=0, run="k=0"),
+                PeerPickResult(rule=RULE_DEADLINE, split=3, run="k=3", feasible=False)]
+    cond = r.conditions[0]  # type: ignore[index]
+    cond.oracle_median_ms = 20.0
+    cond.peers = [PeerPickResult(rule=RULE_STARTUP, split=0, run="k=0", median_ms=60.0, p95_ms=70.0),
+                  PeerPickResult(rule=RULE_DEADLINE, error="deadline_ms: no table")]
+    cond.energy = EnergyResult(oracle_split=3, oracle_mj=10.0, chosen_split=3, chosen_mj=10.0)
+    r.machine["emulation"] = {"mode": "device", "path": "/x/mobilenetv2-96-slow125.toml", "description": "slow board",
+                              "how": "scaled", "head_ms": {"1": 2.0, "155": 125.0},
+                              "too_slow_runs": [{"run": "fixed-k155-2M-50ms", "too_slow": {
+                                  "155": {"runs": 10, "slower_than_target": 2, "worst_native_ms": 130.0,
+                                          "target_ms": 125.0}}}]}
+    r.power = {"table": "/pkg/data/power/pi4-coral-lte.toml", "reference": True, "device": "Pi 4 + Coral",
+               "source": "published figures", "radio_link": "lte", "metered": False}
+    return r
+
+
+def test_peer_rows_devices_and_modelled_energy_read_back_and_show_in_the_report() -> None:
+    r = with_peers()
+    back = BenchResult.from_json(r.to_json())
+    assert back == r and isinstance(back.traces[0].peers[0], PeerPickResult)  # type: ignore[index]
+    text = render_markdown(back)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    # the trace table: one row per rule, named by the rule and its split, saying whose run it is
+    startup = rows[f"{RULE_STARTUP} (k=0; the k=0 run above)"]
+    assert "80.00" in startup and "3/20" in startup
+    assert f"{RULE_DEADLINE} (k=3; the k=3 run above) (no split met the deadline at nominal: fastest taken)" in rows
+    # the summary: adaptive, best fixed, both rules with their split, clairvoyant
+    summary = next(line for line in text.splitlines() if line.startswith("| t.up | 0-2 s"))
+    assert "k=0: 80.0 / 95.0, 3/20" in summary and "k=3: 31.0 / -, 0/2" in summary
+    # the conditions' peers table: the fixed run's median and its ratio to the oracle; a rule without a pick says why
+    cond_row = next(line for line in text.splitlines() if line.startswith("| 2 Mbps / 50 ms | k=3"))
+    assert "k=0: 60.00 / 70.00, x3.000" in cond_row and "no pick: deadline_ms: no table" in cond_row
+    # the header: the device file, the run it could not be emulated on, the energy's source
+    assert "emulated edge device from `mobilenetv2-96-slow125.toml`** (slow board; all-edge 125.0 ms" in text
+    assert "run `fixed-k155-2M-50ms` is not of the emulated device" in text and "k=155 (2/10 over 125.0 ms)" in text
+    modelled = "energy modelled from Pi 4 + Coral (`pi4-coral-lte.toml`, the shipped reference table), not metered"
+    assert text.count(modelled) == 2  # the header and the energy table
+
+
+def test_a_native_run_says_nothing_of_devices() -> None:
+    text = render_markdown(sample())
+    assert "emulated edge device" not in text and "energy modelled" not in text and "Peers' rules at each" not in text
+
+
+def test_a_device_runs_plots_are_named_after_the_device_not_over_the_native_ones() -> None:
+    from splitpoint.bench.report_plots import _plot_tag
+
+    assert _plot_tag(sample()) == "m"
+    assert _plot_tag(with_peers()) == "m-mobilenetv2-96-slow125"
+    r = sample()
+    r.machine["pinning"]["edge_slowdown"] = 75.0
+    assert _plot_tag(r) == "m-x75"

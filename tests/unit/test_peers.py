@@ -13,17 +13,28 @@ Profile (K = 3), RTT 20 ms, no server queue; wire bytes include the 96-byte fram
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from scheduler.cost import FRAME_OVERHEAD_BYTES, CostModel, EnergyModel
 from scheduler.link import LinkState
 from scheduler.profiles import Profile, SplitProfile, StageStats
+from splitpoint.bench import peer_runs
+from splitpoint.bench.conditions import Sweep
 from splitpoint.bench.peers import (
     RULE_DEADLINE,
     RULE_STARTUP,
     deadline_at_nominal,
     fixed_from_startup,
     startup_bandwidth_bps,
+)
+from splitpoint.bench.results import (
+    PEER_RULES,
+    FixedRun,
+    PeerPickResult,
+    TraceResult,
+    TraceRunResult,
 )
 from splitpoint.errors import ConfigError
 from splitpoint.traces import constant, step
@@ -120,3 +131,75 @@ def test_pick_serialises_for_the_results_json() -> None:
     d = fixed_from_startup(cost_model(), 10 * MBPS, RTT).to_dict()
     assert d["rule"] == RULE_STARTUP and d["split"] == 1 and d["bandwidth_bps"] == 10 * MBPS
     assert "kept for the run" in str(d["reason"])
+
+
+# ---------------------------------------------------------------- the bench's wiring (peer_runs.py)
+
+def fake_bench(nominal_mbps: float | None = None, deadline_ms: float | None = None) -> SimpleNamespace:
+    """What peer_runs reads of the harness: the cost model, the measured splits, two options."""
+    opts = SimpleNamespace(peer_nominal_mbps=nominal_mbps, deadline_ms=deadline_ms)
+    return SimpleNamespace(cost=cost_model(), splits=[0, 1, 2, 3], opts=opts)
+
+
+def test_the_report_names_the_rules_as_the_rules_name_themselves() -> None:
+    assert list(PEER_RULES) == [RULE_STARTUP, RULE_DEADLINE]
+    assert [p.rule for p in peer_runs.pick(cost_model(), [0, 1, 2, 3], 10 * MBPS, 10 * MBPS, RTT, 70.0)] == \
+        list(PEER_RULES)
+
+
+def test_a_rule_that_cannot_pick_is_filed_with_its_reason_not_raised() -> None:
+    picks = peer_runs.pick(cost_model(energy=False), [0, 1, 2, 3], 10 * MBPS, 10 * MBPS, RTT, 70.0)
+    assert picks[0].split == 1 and picks[0].error is None
+    assert picks[1].split is None and "power table" in (picks[1].error or "")
+
+
+def test_trace_picks_measure_the_slice_start_and_default_to_the_trace_mean() -> None:
+    """The slice delivers 10 Mbps for its first second, then 1 Mbps; the whole trace averages 1 Mbps."""
+    slice_trace = step([(0.0, 10.0), (1.0, 1.0)])
+    whole = constant(1.0)
+    a, b = peer_runs.trace_picks(fake_bench(), slice_trace, whole, RTT, 70.0)  # type: ignore[arg-type]
+    assert (a.split, a.bandwidth_bps) == (1, pytest.approx(10 * MBPS))
+    assert (b.split, b.bandwidth_bps) == (3, pytest.approx(1 * MBPS))  # 1 Mbps: k = 2 (68) and 3 (60); k = 3 cheaper
+    _, b = peer_runs.trace_picks(fake_bench(nominal_mbps=10.0), slice_trace, whole, RTT, 55.0)  # type: ignore[arg-type]
+    assert (b.split, b.bandwidth_bps) == (1, 10 * MBPS)  # --peer-nominal-mbps wins over the trace's mean
+
+
+def test_rule_rows_reuse_the_replays_fixed_run_of_their_split() -> None:
+    entry = TraceResult(runs={"adaptive": TraceRunResult(mean_ms=40.0),
+                              "k=1": TraceRunResult(split=1, mean_ms=51.0, deadline_misses=2, counted_frames=20),
+                              "k=3": TraceRunResult(split=3, skipped="too slow on the wire")})
+    entry.peers = [PeerPickResult(rule=RULE_STARTUP, split=1), PeerPickResult(rule=RULE_DEADLINE, split=3)]
+    ran: list[tuple[str, int]] = []
+    peer_runs.rule_runs(entry, lambda label, k: ran.append((label, k)) or TraceRunResult(split=k))  # type: ignore[func-returns-value]
+    assert not ran  # both splits were in the replay: nothing run twice
+    startup = entry.runs[RULE_STARTUP]
+    assert startup.reused_from == "k=1" and startup.mean_ms == 51.0 and startup.deadline_misses == 2
+    assert entry.runs["k=1"].reused_from is None  # the fixed run itself is unchanged
+    assert entry.runs[RULE_DEADLINE].skipped == "too slow on the wire"  # not run for the rule either
+    assert [p.run for p in entry.peers] == ["k=1", "k=3"]
+
+
+def test_a_rule_split_the_replay_did_not_run_is_run_under_the_rules_label() -> None:
+    entry = TraceResult(runs={"k=0": TraceRunResult(split=0, mean_ms=90.0)})
+    entry.peers = [PeerPickResult(rule=RULE_STARTUP, split=2), PeerPickResult(rule=RULE_DEADLINE, error="no table")]
+    ran: list[tuple[str, int]] = []
+
+    def run_fixed(label: str, k: int) -> TraceRunResult:
+        ran.append((label, k))
+        return TraceRunResult(split=k, mean_ms=55.0)
+
+    peer_runs.rule_runs(entry, run_fixed)
+    assert ran == [(RULE_STARTUP, 2)]
+    assert entry.runs[RULE_STARTUP].mean_ms == 55.0 and entry.runs[RULE_STARTUP].reused_from is None
+    assert entry.runs[RULE_DEADLINE].skipped and "no table" in entry.runs[RULE_DEADLINE].skipped
+
+
+def test_condition_picks_take_their_figures_from_the_fixed_runs() -> None:
+    sweep = Sweep(10.0, RTT, fixed={1: FixedRun(split=1, median_ms=52.0, p95_ms=58.0),
+                                    3: FixedRun(split=3, median_ms=61.0, p95_ms=63.0)})
+    a, b = peer_runs.condition_picks(fake_bench(), sweep)  # type: ignore[arg-type]
+    assert (a.split, a.run, a.median_ms, a.p95_ms) == (1, "k=1", 52.0, 58.0)  # start-up = the rate: 10 Mbps
+    # no --deadline-ms: 100 ms; at 10 Mbps nominal k = 1, 2, 3 meet it and k = 3 spends least
+    assert (b.split, b.run, b.median_ms, b.bandwidth_bps) == (3, "k=3", 61.0, 10 * MBPS)
+    _, b = peer_runs.condition_picks(fake_bench(nominal_mbps=1.0, deadline_ms=50.0), sweep)  # type: ignore[arg-type]
+    assert (b.split, b.feasible, b.bandwidth_bps) == (3, False, 1 * MBPS)  # nothing within 50 ms at 1 Mbps
