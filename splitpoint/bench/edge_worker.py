@@ -22,7 +22,7 @@ not on macOS or Windows, nor when a cpuset excludes the CPU), and caps every mat
 library at one thread. The `ready` line says what was applied and why not.
 
 Two ways to emulate an edge device slower than this core (bench-only: the agent itself has no
-such switch). Both stretch every head invocation (`HeadRunner.run`, which the agent and the
+such switch). Both stretch every head invocation (`HeadRunner.run_all`: `run` calls it, the agent and the
 profiler both use) with a sleep; a sleep holds no CPU, so the pinned core models a slower
 device, not a busier one.
 
@@ -103,7 +103,7 @@ def emulate_slower_device(factor: float) -> None:
 
     if factor == 1.0:
         return
-    real_run = HeadRunner.run
+    real_run = HeadRunner.run_all
     native_s: dict[str, list[float]] = {}
 
     def slowed_run(self: HeadRunner, x: Any) -> Any:
@@ -117,7 +117,7 @@ def emulate_slower_device(factor: float) -> None:
             time.sleep(rest)
         return out
 
-    HeadRunner.run = slowed_run  # type: ignore[method-assign]
+    HeadRunner.run_all = slowed_run  # type: ignore[method-assign]
 
 
 def _bundle_model_name(head_path: Path) -> str | None:
@@ -140,7 +140,7 @@ def emulate_device(device: DeviceProfile, overruns: OverrunCounter) -> None:
     from splitpoint.errors import ConfigError
     from splitpoint.runtime.litert import HeadRunner
 
-    real_run = HeadRunner.run
+    real_run = HeadRunner.run_all
     checked: dict[str, int] = {}  # head path -> its split, once the path and the model are checked
     warned: set[int] = set()
 
@@ -175,7 +175,7 @@ def emulate_device(device: DeviceProfile, overruns: OverrunCounter) -> None:
             time.sleep(rest)
         return out
 
-    HeadRunner.run = device_run  # type: ignore[method-assign]
+    HeadRunner.run_all = device_run  # type: ignore[method-assign]
 
 
 def main(argv: list[str] | None = None) -> int:

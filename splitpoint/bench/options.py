@@ -205,7 +205,9 @@ class BenchOptions:
         if self.edge_device:
             from splitpoint.bench.device import load_device
 
-            load_device(self.device_path())  # a bad file is an error before anything starts
+            path = self.device_path()
+            assert path is not None  # edge_device is set
+            load_device(path)  # a bad file is an error before anything starts
         if self.power_table is not None and not Path(self.power_table).is_file():
             raise ConfigError("--power-table", self.power_table, "file not found")
         if self.traces_dir is None and "traces" not in self.skip and not default_traces_dir().is_dir():
