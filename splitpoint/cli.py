@@ -216,6 +216,20 @@ def write_event(path: str | Path, event: str, **fields: object) -> None:
         raise ConfigError("--events", str(path), f"cannot write the events file ({exc.strerror})") from None
 
 
+def _split_list(text: str, split_ids: list[int]) -> list[int]:
+    """`--splits 0,8,155` -> [0, 8, 155]; a value that is not a split of the bundle is named."""
+    out = []
+    for part in text.split(","):
+        try:
+            k = int(part.strip())
+        except ValueError:
+            raise ConfigError("--splits", text, f"{part.strip()!r} is not a split number; e.g. --splits 0,8,155") from None
+        if k not in split_ids:
+            raise ConfigError("--splits", text, f"{k} is not a split of this bundle; its splits: {split_ids}")
+        out.append(k)
+    return out
+
+
 def cmd_profile(args: argparse.Namespace) -> int:
     from scheduler.profiles import format_profile, load_profile, profile_cloud, profile_edge
     from splitpoint.bundle import load_bundle
@@ -244,8 +258,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
         from splitpoint.runtime.litert import Device
 
         bundle = load_bundle(args.bundle, side="edge")
+        only = _split_list(args.splits, bundle.manifest.split_ids) if args.splits else None
         meter, _ = find_meter()  # logs what it found, or why there is none
-        heads = EdgeHeads(bundle, Device.parse(args.device, "--device"), cpu_fallback=False, num_threads=args.threads)
+        heads = EdgeHeads(bundle, Device.parse(args.device, "--device"), cpu_fallback=False, splits=only,
+                          num_threads=args.threads)
         prof = profile_edge(heads, bundle, runs=args.runs, meter=meter)
     else:
         bundle = load_bundle(args.bundle, side="cloud")

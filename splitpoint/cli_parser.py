@@ -260,6 +260,7 @@ def _add_profile(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="cpu", help="edge: cpu, edgetpu, edgetpu:usb:N (default cpu)")
     g.add_argument("--threads", type=positive_int, default=1, help="edge: LiteRT threads (default 1)")
     g.add_argument("--runs", type=positive_int, default=50, help="timed runs per split after warm-up (default 50)")
+    g.add_argument("--splits", metavar="K,K,...", help="edge: profile only these splits (and K); default every split")
 
 
 def _add_policy(p: argparse.ArgumentParser, func: Command) -> None:

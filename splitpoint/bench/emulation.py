@@ -36,11 +36,15 @@ def check_device(path: Path, model_name: str, splits: list[int]) -> None:
                                                       "its splits or a device file for this bundle")
 
 
-def profile_suffix(device_path: Path | None, slowdown: float) -> str:
+def profile_suffix(device_path: Path | None, slowdown: float, splits: list[int] | None = None) -> str:
     """What the edge profile's cache directory adds for the emulated device: the device file's
-    content (the same file under another name or path is the same device), or the factor."""
+    content (the same file under another name or path is the same device) and the splits profiled
+    (a device file need not cover every split of a bundle: only the measured ones are profiled),
+    or the factor."""
     if device_path is not None:
-        return f"-dev{hashlib.sha256(device_path.read_bytes()).hexdigest()[:12]}"
+        digest = hashlib.sha256(device_path.read_bytes())
+        digest.update(repr(sorted(splits or [])).encode())
+        return f"-dev{digest.hexdigest()[:12]}"
     return f"-x{slowdown:g}" if slowdown != 1.0 else ""
 
 

@@ -176,7 +176,7 @@ class Bench:
         key = f"{digest.split(':')[-1][:16]}-{platform.node()}-cpu{pin.get('edge_cpu')}-r{self.opts.profile_runs}"
         pdir = self.opts.cache_path() / "profiles" / key
         # An emulated edge device has an edge profile of its own; the server's tails are the same.
-        suffix = emulation.profile_suffix(self.device_path, self.opts.edge_slowdown)
+        suffix = emulation.profile_suffix(self.device_path, self.opts.edge_slowdown, self.splits)
         edge_dir = pdir.with_name(key + suffix) if suffix else pdir
         edge_dir.mkdir(parents=True, exist_ok=True)
         pdir.mkdir(parents=True, exist_ok=True)
@@ -194,8 +194,10 @@ class Bench:
             if side == "edge":
                 self.say(f"profiling the heads in the pinned edge worker ({runs} runs per split) ...")
                 assert self.worker is not None
+                # an emulated device's file covers the measured splits, not necessarily the bundle's
+                only = ["--splits", ",".join(map(str, self.splits))] if self.device_path is not None else []
                 rc, _, err, _ = self.worker.run(["profile", "edge", "--bundle", str(bundle_path), "--threads", "1",
-                                                 "--runs", runs, "-o", str(p)], timeout_s=3600)
+                                                 "--runs", runs, "-o", str(p), *only], timeout_s=3600)
                 if rc != 0:
                     raise BenchError(f"splitpoint profile edge failed ({err or rc}); log: {self.worker.log_path}")
                 emulation.note_too_slow(self, "profile-edge", self.worker.last_emulation)

@@ -27,6 +27,20 @@ from splitpoint.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def test_profile_edge_measures_only_the_splits_asked_for(digits_bundle: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    m = load_bundle(digits_bundle).manifest
+    k = m.split_ids[1]
+    assert main(["profile", "edge", "--bundle", str(digits_bundle), "--runs", "2", "--splits", f"0,{k}",
+                 "-o", str(tmp_path / "e.json")]) == 0
+    assert sorted(load_profile(tmp_path / "e.json", "edge", m.model_digest).splits) == [0, k, m.num_layers]
+    for bad, named in (("0,x", "'x' is not a split number"), ("0,999", "999 is not a split of this bundle")):
+        capsys.readouterr()
+        assert main(["profile", "edge", "--bundle", str(digits_bundle), "--splits", bad, "-o", str(tmp_path / "f.json")]) == 2
+        assert named in capsys.readouterr().err
+    assert not (tmp_path / "f.json").exists()
+
+
 def test_profile_commands_measure_every_split(digits_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     m = load_bundle(digits_bundle).manifest
     assert main(["profile", "edge", "--bundle", str(digits_bundle), "--runs", "5", "-o", str(tmp_path / "e.json")]) == 0
