@@ -141,12 +141,19 @@ class EdgeAgent:
         the policy of `config` (or `policy`), the results log, one local executor."""
         bundle = load_bundle(config.bundle, side="edge")
         m = bundle.manifest
+        for wanted in config.splits:
+            if wanted not in m.split_ids:
+                raise ConfigError("splits", config.splits,
+                                  f"{wanted} is not a split of {m.model_name}; candidates: {m.split_ids}")
+        loaded = sorted(set(config.splits) | {m.num_layers}) if config.splits else m.split_ids
         for key, k in (("split", config.split), ("policy.split", config.policy.split)):
-            if k is not None and k not in m.split_ids:
-                raise ConfigError(key, k, f"not a split of {m.model_name}; candidates: {m.split_ids}")
+            if k is not None and k not in loaded:
+                raise ConfigError(key, k, f"not a split {'loaded here (splits)' if config.splits else 'of ' + m.model_name}; "
+                                          f"candidates: {loaded}")
         from .heads import EdgeHeads  # LiteRT: only the real agent needs it
 
-        heads = EdgeHeads(bundle, config.device_spec, config.cpu_fallback, num_threads=config.threads)
+        heads = EdgeHeads(bundle, config.device_spec, config.cpu_fallback, splits=config.splits or None,
+                          num_threads=config.threads)
         link = LinkEstimator()
         if policy is None:
             policy = _build_policy(config, m, config.policy, link)

@@ -27,6 +27,9 @@ class EdgeConfig:
     device: str = option("cpu", "where heads run: cpu, edgetpu, edgetpu:usb[:N], edgetpu:pci[:N]", group="edge device")
     cpu_fallback: bool = option(False, "run heads on the CPU when the Edge TPU, or a head compiled for it, cannot be used, instead of failing", group="edge device")
     threads: int = option(1, "CPU threads for LiteRT heads", group="edge device")
+    splits: list[int] = option(default_factory=list, help="load only these splits' heads (e.g. 0,8,89; K always): "
+                               "less memory and start-up, and the policy chooses among them; empty loads every split",
+                               group="edge device")
     results: str = option("results.jsonl", "results log, one record per frame id (format: results_format)", group="output")
     mode: str = option("throughput", "throughput: overlap frames; latency: one frame in flight (an adaptive policy: "
                        "up to `window`, each frame's path planned so none waits behind the link)",
@@ -90,6 +93,8 @@ class EdgeConfig:
         self.device_spec  # noqa: B018 - parses and raises ConfigError naming the value
         if self.split is not None and self.split < 0:
             raise ConfigError("split", self.split, "must be >= 0")
+        if any(k < 0 for k in self.splits):
+            raise ConfigError("splits", self.splits, "split numbers are >= 0")
         for key in ("threads", "window", "frame_deadline_ms", "live_buffer"):
             if getattr(self, key) < 1:
                 raise ConfigError(key, getattr(self, key), "must be at least 1")

@@ -130,7 +130,8 @@ class Bench:
         results = self.runs_dir / f"{self._run_no:04d}-{name}.jsonl"
         argv = ["edge", "--bundle", str(self.bundle_path), "--cloud", self.link.address, "--threads", "1", "--insecure",
                 "--no-resume", "--results", str(results), "--log-level", "info", "--source", f"synthetic:{frames}",
-                "--max-frames", str(frames), "--frame-deadline-ms", str(self.frame_deadline_ms), *extra]
+                "--max-frames", str(frames), "--frame-deadline-ms", str(self.frame_deadline_ms),
+                "--splits", ",".join(map(str, self.splits)), *extra]
         if events is not None:
             argv += ["--events", str(events)]
         rc, seconds, err, start_ns = self.worker.run(argv, self._timeout(frames, per_frame_ms), on_poll)

@@ -41,6 +41,22 @@ def test_profile_edge_measures_only_the_splits_asked_for(digits_bundle: Path, tm
     assert not (tmp_path / "f.json").exists()
 
 
+def test_the_agent_loads_only_the_splits_asked_for(digits_bundle: Path, tmp_path: Path) -> None:
+    m = load_bundle(digits_bundle).manifest
+    k = m.split_ids[1]
+    conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:2", results=str(tmp_path / "r.jsonl"), splits=[0, k],
+                      insecure=True)
+    agent = EdgeAgent.from_config(conf)
+    try:
+        assert agent.heads.splits == [0, k, m.num_layers]  # K always: every fallback runs it
+    finally:
+        agent.close()
+    with pytest.raises(ConfigError, match="999 is not a split of"):
+        EdgeAgent.from_config(EdgeConfig(bundle=str(digits_bundle), source="synthetic:2", splits=[0, 999], insecure=True))
+    with pytest.raises(ConfigError, match=r"split = \d+: not a split loaded here"):
+        EdgeAgent.from_config(EdgeConfig(bundle=str(digits_bundle), source="synthetic:2", splits=[0], split=k, insecure=True))
+
+
 def test_profile_commands_measure_every_split(digits_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     m = load_bundle(digits_bundle).manifest
     assert main(["profile", "edge", "--bundle", str(digits_bundle), "--runs", "5", "-o", str(tmp_path / "e.json")]) == 0
