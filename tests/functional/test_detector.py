@@ -5,7 +5,8 @@ Checked: at least 6 splits spread through the detector, multi-tensor cuts among 
 every split's detection agreement with the float model >= 0.95 both ways, accuracy
 against the synthetic ground truth in the manifest; and every split's detections as
 served over gRPC agree with the float model's (same rule) in the results log, whose
-boxes are in source-image pixels.
+boxes are in source-image pixels; the server answers with compact detections (the
+decoder's result of the split's own tail), far smaller on the wire than the raw maps.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def test_demo_serves_every_split_with_the_float_models_detections(detector_bundl
 
 def test_the_agent_records_detections_for_single_and_multi_tensor_splits(detector_bundle: Path, tmp_path: Path):
     """The edge agent itself (not the demo's loop): a multi-tensor cut's every tensor on the
-    wire, every output back, and the detections in the results log, for a cloud split and
+    wire, the compact detections back, and the detections in the results log, for a cloud split and
     for the whole model on the edge."""
     import keras
 
