@@ -137,8 +137,9 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
         self._split_labels = {s.split: str(s.split) for s in manifest.splits}
         #: the names of an answer's tensors: a detector's is its decoded detections, which the
         #: executor's workers make from the raw maps; a classifier's are the model's outputs
-        if manifest.detection:
-            executor.postprocess = detections_postprocess(manifest.detection)
+        detection = getattr(manifest, "detection", None)  # stand-in manifests (the bench's) have none
+        if detection:
+            executor.postprocess = detections_postprocess(detection)
             self._answer_names = [COMPACT_NAME]
         else:
             self._answer_names = [spec.name for spec in manifest.outputs]

@@ -135,3 +135,21 @@ def test_a_postprocess_that_fails_fails_its_frames_not_the_worker():
         assert any(t.name.startswith("tail-worker") and t.is_alive() for t in threading.enumerate())
     finally:
         ex.close(timeout=TIMEOUT_S)
+
+
+def test_only_a_detector_bundle_gets_the_decoder():
+    from prometheus_client import CollectorRegistry
+
+    from cloud_server.executor import per_frame
+    from cloud_server.servicer import CloudMetrics, OffloadServicer
+
+    for manifest, decodes in [(SimpleNamespace(splits=[], outputs=OUTPUTS), False),  # no detection attribute
+                              (SimpleNamespace(splits=[], outputs=OUTPUTS, detection=None), False),
+                              (SimpleNamespace(splits=[], outputs=OUTPUTS, detection=CFG), True)]:
+        ex = TailExecutor(SimpleNamespace(get=lambda k: _Runner()), workers=1)
+        try:
+            servicer = OffloadServicer(manifest, ex, 1 << 20, 1 << 20, CloudMetrics(CollectorRegistry()))
+            assert (ex.postprocess is not per_frame) is decodes
+            assert servicer._answer_names == ([COMPACT_NAME] if decodes else ["heatmap", "size"])
+        finally:
+            ex.close(timeout=TIMEOUT_S)
