@@ -6,6 +6,8 @@ FairQueue (cloud_server/fair_queue.py): one queue per agent, served round-robin,
 bounded in all (max_queue) and per agent (max_queue_per_agent); past either,
 new frames fail with RESOURCE_EXHAUSTED rather than pile up.
 Queue wait and compute time are measured per frame and returned to the agent.
+A `postprocess` (set by the servicer for a detector bundle: its detections decoder) turns a
+batch's outputs into each frame's answer on the worker, never on a gRPC thread.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -29,7 +32,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TailResult:
-    outputs: list[np.ndarray]  # one float32 array per model output, this frame's (no batch axis)
+    #: one float32 array per model output, this frame's (no batch axis); with a postprocess,
+    #: what it made of them (a detector: one (N, 6) array of detections)
+    outputs: list[np.ndarray]
     queue_ms: float
     compute_ms: float
     batch_size: int
@@ -49,10 +54,21 @@ class _Item:
     future: Future
 
 
+#: a batch's outputs (each (n, ...), model order) -> each of its n frames' answer arrays
+Postprocess = Callable[[list[np.ndarray]], list[list[np.ndarray]]]
+
+
+def per_frame(outs: list[np.ndarray]) -> list[list[np.ndarray]]:
+    """The default postprocess: each frame's slice of every output."""
+    return [[o[i] for o in outs] for i in range(len(outs[0]))]
+
+
 class TailExecutor:
     def __init__(self, tails: TailPool, workers: int = 2, max_batch: int = 8, max_queue: int = 256,
-                 max_queue_per_agent: int | None = None):
+                 max_queue_per_agent: int | None = None, postprocess: Postprocess | None = None):
         self.tails = tails
+        #: runs on the worker after each batch (in compute_ms: the agent waits for it too)
+        self.postprocess: Postprocess = postprocess or per_frame
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.max_queue_per_agent = max_queue_per_agent or max_queue
@@ -129,6 +145,7 @@ class TailExecutor:
             # only run() (one input, one output: stand-ins in the bench and tests) still serves
             run_all = getattr(runner, "run_all", None)
             outs = run_all(batches) if run_all is not None else [runner.run(batches[0])]
+            answers = self.postprocess([np.asarray(o) for o in outs])
             compute_ms = (time.monotonic() - t0) * 1000
         except SplitpointError as exc:
             for item in live:
@@ -141,7 +158,7 @@ class TailExecutor:
                 item.future.set_exception(err)
             return
         for i, item in enumerate(live):
-            item.future.set_result(TailResult([o[i] for o in outs], (t0 - item.received) * 1000, compute_ms, len(live)))
+            item.future.set_result(TailResult(answers[i], (t0 - item.received) * 1000, compute_ms, len(live)))
 
     def close(self, timeout: float | None = None) -> None:
         """Run what is queued, then stop the workers. Idempotent."""

@@ -19,13 +19,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 import splitpoint
 from splitpoint.bundle import Manifest
 from splitpoint.codec import dtype_enum, encode
+from splitpoint.detection import COMPACT_NAME, decode_batch, to_compact
 from splitpoint.errors import RequestError, SplitpointError, status_code_to_int
 from splitpoint.metrics import LATENCY_BUCKETS
 from splitpoint.v1 import offload_pb2, offload_pb2_grpc
 from splitpoint.wire_metadata import REPLICA_METADATA_KEY
 
 from .admission import InflightBytes, StreamAdmission, agent_identity
-from .executor import TailExecutor, TailResult
+from .executor import Postprocess, TailExecutor, TailResult
 from .validation import validate_tensors
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,15 @@ def add_to_server(servicer: OffloadServicer, server: grpc.Server) -> None:
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
+def detections_postprocess(cfg: dict[str, Any]) -> Postprocess:
+    """A detector's batch of raw maps -> each frame's one compact detections array (N, 6): the
+    same decoder the agent runs on a local result (splitpoint/detection.py), so the answer
+    holds a few rows instead of the maps."""
+    def post(outs: list[np.ndarray]) -> list[list[np.ndarray]]:
+        return [[to_compact(dets)] for dets in decode_batch(outs, cfg)]
+    return post
+
+
 class CloudMetrics:
     def __init__(self, registry: CollectorRegistry):
         self.frames = Counter("splitpoint_cloud_frames", "frames answered", ["split", "status"], registry=registry)
@@ -125,6 +135,14 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
         #: this server's name in the stream's initial metadata (set by CloudServer once bound)
         self.replica = ""
         self._split_labels = {s.split: str(s.split) for s in manifest.splits}
+        #: the names of an answer's tensors: a detector's is its decoded detections, which the
+        #: executor's workers make from the raw maps; a classifier's are the model's outputs
+        detection = getattr(manifest, "detection", None)  # stand-in manifests (the bench's) have none
+        if detection:
+            executor.postprocess = detections_postprocess(detection)
+            self._answer_names = [COMPACT_NAME]
+        else:
+            self._answer_names = [spec.name for spec in manifest.outputs]
         self._draining = threading.Event()
 
     # ------------------------------------------------------------------ helpers
@@ -171,8 +189,8 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
         else:
             assert fut is not None
             result: TailResult = fut.result()
-            for spec, out in zip(self.manifest.outputs, result.outputs, strict=False):  # every output, by name
-                resp.outputs.append(encode(np.asarray(out, np.float32)[None], name=spec.name))
+            for name, out in zip(self._answer_names, result.outputs, strict=False):  # every output, by name
+                resp.outputs.append(encode(np.asarray(out, np.float32)[None], name=name))
             resp.timing.queue_ms = result.queue_ms
             resp.timing.compute_ms = result.compute_ms
             resp.timing.batch_size = result.batch_size

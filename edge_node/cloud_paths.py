@@ -44,7 +44,7 @@ from .edge_work import EdgeWork
 from .heads import HeadOutput
 from .hedge import HedgePlan, MarginLearner
 from .ledger import FrameLedger
-from .outputs import cut_request_tensors, decode_outputs
+from .outputs import cut_request_tensors, decode_detections, decode_outputs
 from .run_report import EdgeMetrics
 from .session import Session, SessionCallbacks, Stream
 from .sources import Frame
@@ -189,7 +189,13 @@ class CloudPaths:
 
     def outputs(self, resp: offload_pb2.InferResponse) -> tuple[list[np.ndarray], str | None]:
         """Every output of the answer (manifest order and shapes), or what is wrong with it
-        (then the frame falls back)."""
+        (then the frame falls back). A detector's answer is its one compact detections tensor
+        (splitpoint/detection.py), returned as the only output."""
+        if getattr(self.manifest, "detection", None):
+            try:
+                return [decode_detections(resp, self.manifest)], None
+            except Exception as exc:  # noqa: BLE001 - whatever the bytes hold, never a dead answer thread
+                return [], f"detections unreadable: {exc}"
         try:
             outputs = decode_outputs(resp, self.manifest)
         except Exception as exc:  # noqa: BLE001 - whatever the bytes hold, never a dead answer thread

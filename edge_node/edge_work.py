@@ -31,7 +31,7 @@ import numpy as np
 
 from scheduler.paths import Timeline
 from scheduler.policy import FrameOutcome
-from splitpoint.detection import detection_records
+from splitpoint.detection import compact_records, detection_records
 
 from .ledger import FrameLedger
 from .notices import FallbackDigest
@@ -118,8 +118,13 @@ class EdgeWork:
         if hedged and where == "cloud":
             fallback = None  # the cloud answered first after all
         m = self.manifest
-        # a detector's outputs become boxes in the frame's pixels; a classifier's are its scores
-        detections = detection_records(outputs, m, frame.source_size) if getattr(m, "detection", None) else None
+        # a detector's outputs become boxes in the frame's pixels; a classifier's are its scores.
+        # The cloud answers a detector with its decoded detections (cloud_paths.outputs checked
+        # them); a local run has the raw maps. Both give the same records, label and score too.
+        detections = None
+        if getattr(m, "detection", None):
+            detections = (compact_records(outputs[0], m, frame.source_size) if where == "cloud"
+                          else detection_records(outputs, m, frame.source_size))
         record = self.recorder.ok(frame, split, where, outputs[0].reshape(-1), timings, fallback, replica,
                                   hedge_ms=hedge_ms, hedged=hedged, detections=detections)
 

@@ -4,6 +4,7 @@ several tensors (the agent calls them; they hold no state).
 - `cut_request_tensors`: a head's output -> the request's tensors, each named as the
   manifest names it, each with its own quantization.
 - `decode_outputs`: a response -> every model output as float32, in the manifest's order.
+- `decode_detections`: a detector's response -> its compact detections, checked.
 - `local_outputs`: the k = K head's output -> the same, when the edge ran everything.
 """
 
@@ -13,6 +14,7 @@ import numpy as np
 
 from splitpoint.bundle import Manifest, SplitSpec
 from splitpoint.codec import decode, encode
+from splitpoint.detection import COMPACT_NAME, from_compact, num_classes
 from splitpoint.errors import TensorError
 from splitpoint.v1 import offload_pb2, tensor_pb2
 
@@ -48,6 +50,25 @@ def decode_outputs(resp: offload_pb2.InferResponse, manifest: Manifest) -> list[
             raise TensorError(f"outputs[{spec.name!r}]", list(x.shape), f"the manifest says shape {list(spec.shape)}")
         arrays.append(x.reshape(spec.shape))
     return arrays
+
+
+def decode_detections(resp: offload_pb2.InferResponse, manifest: Manifest) -> np.ndarray:
+    """A detector bundle's answer: its one tensor "detections", float32 (1, N, 6) with
+    N <= max_detections, finite values and each class an integer the model has
+    (splitpoint/detection.py). TensorError naming what is wrong otherwise."""
+    names = [t.name for t in resp.outputs]
+    if names != [COMPACT_NAME]:
+        raise TensorError("outputs", names, f"a detector's answer is one tensor named {COMPACT_NAME!r}")
+    field = f"outputs[{COMPACT_NAME!r}]"
+    msg = decode(resp.outputs[0], field=field)
+    if msg.quantization is not None:
+        raise TensorError(field, "quantized", "detections are plain float32")
+    assert manifest.detection is not None
+    try:
+        from_compact(msg.array, int(manifest.detection["max_detections"]), num_classes(manifest))
+    except ValueError as exc:
+        raise TensorError(field, list(msg.array.shape), str(exc)) from None
+    return msg.array
 
 
 def local_outputs(out: HeadOutput, manifest: Manifest) -> list[np.ndarray]:

@@ -2,8 +2,8 @@
 
 Partition the shipped digits detector (once), start `splitpoint cloud` as a real
 process on a loopback port, then for each held-out canvas take turns over the
-splits: run the int8 head here, send every tensor of the cut, decode every output
-of the answer into detections in source-image pixels, print them against the
+splits: run the int8 head here, send every tensor of the cut, take the answer's
+compact detections (the server decodes the maps) into source-image pixels, print them against the
 synthetic ground truth and write them to results.jsonl.
 
 The agent proper (edge_node/agent.py) drives classifiers; until it calls
@@ -37,11 +37,11 @@ def run_detector_demo(workdir: Path, frames: int = 24, split: int | None = None,
     import grpc
 
     from edge_node.heads import EdgeHeads
-    from edge_node.outputs import cut_request_tensors, decode_outputs, local_outputs
+    from edge_node.outputs import cut_request_tensors, decode_detections, local_outputs
     from edge_node.run_report import RunSummary
     from splitpoint.bundle import load_bundle
     from splitpoint.demo import ensure_bundle, start_server, stop_server
-    from splitpoint.detection import detection_records
+    from splitpoint.detection import compact_records, detection_records
     from splitpoint.runtime.litert import Device
     from splitpoint.v1 import offload_pb2, offload_pb2_grpc
     from splitpoint.verify import detection_agreement
@@ -77,7 +77,7 @@ def run_detector_demo(workdir: Path, frames: int = 24, split: int | None = None,
                 head = heads.run(k, x)
                 spec = m.split(k)
                 if spec.tail is None:
-                    where, outputs = "edge", local_outputs(head, m)
+                    where, dets = "edge", detection_records(local_outputs(head, m), m, size)
                 else:
                     req = offload_pb2.InferRequest(frame_id=n, model_digest=m.model_digest, split=k)
                     req.tensors.extend(cut_request_tensors(head, spec))
@@ -87,8 +87,8 @@ def run_detector_demo(workdir: Path, frames: int = 24, split: int | None = None,
                         failed += 1
                         print(f"{n:>5} {k:>5} FAILED: {err.code().name} {err.details()}")
                         continue
-                    where, outputs = "cloud", decode_outputs(resp, m)
-                dets = detection_records(outputs, m, size)
+                    # the server answers a detector with its decoded detections, not the maps
+                    where, dets = "cloud", compact_records(decode_detections(resp, m), m, size)
                 ms = (time.perf_counter() - t0) * 1000
                 found_all.append(dets)
                 counts.count_detections(dets)

@@ -17,6 +17,11 @@ The manifest's `detection` block says how to read the outputs:
 (`heatmap` and `size` index the manifest's outputs; a block without `box_format` means
 "size_pixels"). `config` checks one; splitpoint/detection_config.py reads one from a
 file and flags and checks it against the model.
+
+Over the wire the cloud answers a detector's frame with the decoded detections, not the raw
+maps: ONE float32 tensor named "detections" of shape (1, N, 6), rows [x0, y0, x1, y1, score,
+class] in model-input pixels, highest score first (N may be 0). `to_compact` builds it,
+`from_compact` checks and reads it back (a few hundred bytes instead of the maps' tens of KB).
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from typing import Any
 import numpy as np
 
 KIND = "centernet"
+#: the name of the one tensor a detector's cloud answer holds
+COMPACT_NAME = "detections"
+COMPACT_COLUMNS = 6  # x0, y0, x1, y1, score, class
 KINDS = (KIND,)
 BOX_FORMATS = ("size_pixels", "size_cells", "size_normalized")
 DEFAULTS: dict[str, Any] = {"kind": KIND, "heatmap": 0, "size": 1, "stride": 4, "box_format": "size_pixels",
@@ -151,6 +159,33 @@ def decode_batch(outputs: list[np.ndarray], cfg: dict[str, Any]) -> list[list[di
     return [decode_frame([o[i] for o in outputs], cfg) for i in range(n)]
 
 
+def to_compact(dets: list[dict[str, Any]]) -> np.ndarray:
+    """decode_frame's detections -> the compact answer's rows: float32 (N, 6), [x0, y0, x1, y1, score, class]."""
+    rows = [[*d["box"], d["score"], d["class"]] for d in dets]
+    return np.asarray(rows, np.float32).reshape(len(rows), COMPACT_COLUMNS)
+
+
+def from_compact(arr: np.ndarray, max_detections: int, num_classes: int) -> list[dict[str, Any]]:
+    """A compact answer's array ((1, N, 6) float32) -> decode_frame's detections (model-input
+    pixels). ValueError saying what is wrong when it is not one: the agent then runs the frame
+    locally rather than record what a broken or hostile server sent."""
+    if arr.dtype != np.float32:
+        raise ValueError(f"dtype {arr.dtype}, expected float32")
+    if arr.ndim != 3 or arr.shape[0] != 1 or arr.shape[2] != COMPACT_COLUMNS:
+        raise ValueError(f"shape {list(arr.shape)}, expected [1, N, {COMPACT_COLUMNS}]")
+    n = arr.shape[1]
+    if n > max_detections:
+        raise ValueError(f"{n} detections, over max_detections = {max_detections}")
+    rows = arr[0]
+    if not np.all(np.isfinite(rows)):
+        raise ValueError("non-finite values")
+    classes = rows[:, 5]
+    bad = (classes != np.round(classes)) | (classes < 0) | (classes >= num_classes)
+    if np.any(bad):
+        raise ValueError(f"class {float(classes[np.argmax(bad)])!r} is not an integer in [0, {num_classes})")
+    return [{"class": int(r[5]), "score": float(r[4]), "box": [float(v) for v in r[:4]]} for r in rows]
+
+
 def to_source_pixels(dets: list[dict[str, Any]], input_size: tuple[int, int], source_size: tuple[int, int],
                      labels: list[str] | None = None) -> list[dict[str, Any]]:
     """Detections in model-input pixels -> records in source-image pixels.
@@ -178,3 +213,16 @@ def detection_records(outputs: list[np.ndarray], manifest: Any, source_size: tup
         raise ValueError(f"bundle {manifest.model_name!r} is not a detector (its manifest has no detection block)")
     pre = manifest.preprocessing
     return to_source_pixels(decode_frame(outputs, cfg), (pre.width, pre.height), source_size, manifest.labels)
+
+
+def compact_records(compact: np.ndarray, manifest: Any, source_size: tuple[int, int]) -> list[dict[str, Any]]:
+    """detection_records for a cloud answer: its compact array (already checked by the agent's
+    decode_detections) -> the same records a local run of the frame gives."""
+    pre = manifest.preprocessing
+    dets = from_compact(np.asarray(compact), int(manifest.detection["max_detections"]), num_classes(manifest))
+    return to_source_pixels(dets, (pre.width, pre.height), source_size, manifest.labels)
+
+
+def num_classes(manifest: Any) -> int:
+    """A detector bundle's classes: the channels of its heatmap output."""
+    return int(manifest.outputs[manifest.detection["heatmap"]].shape[-1])

@@ -5,7 +5,8 @@ Checked: at least 6 splits spread through the detector, multi-tensor cuts among 
 every split's detection agreement with the float model >= 0.95 both ways, accuracy
 against the synthetic ground truth in the manifest; and every split's detections as
 served over gRPC agree with the float model's (same rule) in the results log, whose
-boxes are in source-image pixels.
+boxes are in source-image pixels; the server answers with compact detections (the
+decoder's result of the split's own tail), far smaller on the wire than the raw maps.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def test_demo_serves_every_split_with_the_float_models_detections(detector_bundl
 
 def test_the_agent_records_detections_for_single_and_multi_tensor_splits(detector_bundle: Path, tmp_path: Path):
     """The edge agent itself (not the demo's loop): a multi-tensor cut's every tensor on the
-    wire, every output back, and the detections in the results log, for a cloud split and
+    wire, the compact detections back, and the detections in the results log, for a cloud split and
     for the whole model on the edge."""
     import keras
 
@@ -218,3 +219,50 @@ def test_boxes_are_in_the_original_images_pixels_through_real_processes(detector
     total = sum(len(r["detections"]) for r in records.values())
     with_dets = sum(bool(r["detections"]) for r in records.values())
     assert f"{total} detections in {with_dets} of {len(expected)} frames (" in proc.stdout, proc.stdout
+
+
+def test_the_cloud_answers_with_compact_detections_smaller_than_the_raw_maps(detector_bundle: Path):
+    """Every cloud split of the digits detector over a real gRPC server: the answer is one
+    "detections" tensor holding what the decoder makes of the split's tail run here on the
+    same tensors, and its wire size is a small fraction of the raw maps' it replaces."""
+    import grpc
+    import keras
+    from helpers import running_server
+
+    from edge_node.heads import EdgeHeads
+    from edge_node.outputs import cut_request_tensors, decode_detections
+    from splitpoint.codec import encode
+    from splitpoint.detection import from_compact, num_classes
+    from splitpoint.runtime.litert import Device
+    from splitpoint.v1 import offload_pb2, offload_pb2_grpc
+
+    bundle = load_bundle(detector_bundle)
+    m = bundle.manifest
+    heads = EdgeHeads(bundle, Device("cpu"))
+    raw, _ = bundle.validation_data()
+    frames = raw[:3]
+    sizes: list[tuple[int, int]] = []
+    with running_server(detector_bundle) as server, grpc.insecure_channel(server.address) as ch:
+        stub = offload_pb2_grpc.OffloadStub(ch)
+        for s in m.splits:
+            if s.tail is None:
+                continue
+            tail = keras.models.load_model(bundle.path(s.tail), compile=False)
+            for i, frame in enumerate(frames):
+                out = heads.run(s.split, heads.preprocess(frame))
+                req = offload_pb2.InferRequest(frame_id=i, model_digest=m.model_digest, split=s.split)
+                req.tensors.extend(cut_request_tensors(out, s))
+                resp = stub.InferFrame(req, timeout=60)
+                assert [t.name for t in resp.outputs] == ["detections"], s.split
+                compact = decode_detections(resp, m)
+                got = from_compact(compact, m.detection["max_detections"], num_classes(m))
+                feed = [q.dequantize(a) for a, q in zip(out.arrays, out.quantizations, strict=True)]
+                maps = [np.asarray(o) for o in tail(feed if len(feed) > 1 else feed[0], training=False)]
+                want = decode_frame(maps, m.detection)
+                recall, precision, _ = detection_agreement([want], [got])
+                assert len(got) == len(want) and (recall, precision) == (1.0, 1.0), (s.split, want, got)
+                raw_maps = [encode(np.asarray(o, np.float32), name=t.name) for o, t in zip(maps, m.outputs, strict=True)]
+                sizes.append((sum(t.ByteSize() for t in resp.outputs), sum(t.ByteSize() for t in raw_maps)))
+    assert sizes
+    for answer, maps_bytes in sizes:  # e.g. ~100-500 bytes against 12 KB of maps
+        assert answer * 10 < maps_bytes, (answer, maps_bytes)
