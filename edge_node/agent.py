@@ -127,7 +127,8 @@ class EdgeAgent:
                              self.timeline, clock)
         self.cloud = CloudPaths(config, m, session, self.ledger, self.edge, self.metrics, self.margin,
                                 self._observe, clock, self.timeline)
-        self.watchdog = DeadlineWatchdog(self.cloud, self.ledger, link, config.hedge, clock, watchdog_period_s)
+        self.watchdog = DeadlineWatchdog(self.cloud, self.ledger, link, config.hedge, clock, watchdog_period_s,
+                                         self.timeline, lambda: self.edge.local_ms_guess)
         self.capture = Capture(config, self.ledger, recorder, self.process, self._stop, self._grace_over,
                                self._grace_left)
         self._metrics_server: Any = None
@@ -351,12 +352,16 @@ class EdgeAgent:
             self.edge.run_local(frame, x, k, preprocess_ms, reason=None)
             return
         self._wanted_cloud += 1
-        head_start = self.clock()
         hedge = plan_hedge(self.config.hedge, prediction, self.margin, self.config.frame_deadline_ms)
         try:
             out = self.heads.run(k, x)  # edge work ends here; the rest is the link's
         finally:
-            self.timeline.edge_done(frame.index, self.clock())
+            head_end = self.clock()
+            self.timeline.edge_done(frame.index, head_end)
+        # the hedge time counts from when the head really started: a wait for the accelerator (a
+        # local run in progress) is in the plan's queue, not in its prediction, and counting it
+        # would hedge frames because the edge was busy - more local runs, a busier edge
+        head_start = head_end - out.head_ms / 1000
         self.cloud.offload(frame, x, out, preprocess_ms, head_start, hedge,
                            0.0 if prediction is None else prediction[2])
 

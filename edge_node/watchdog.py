@@ -5,7 +5,14 @@ Every `period_s` (20 ms) `tick` looks at the frames held in the ledger:
 - an overdue transfer is evidence now, not when it ends: the uplink is at most
   bytes / (elapsed - the server's expected time), a censored sample for the link estimate;
 - hedge = "auto": a frame past its hedge time is hedged (edge_node/cloud_paths.py: its
-  local run is queued, the frame stays held and the first result wins);
+  local run is queued, the frame stays held and the first result wins) - once the local run
+  is predicted to finish before the cloud answer: when the edge is free at t_e (the
+  planner's timeline) + head(K) < now + the time the frame has already spent on the wire
+  (an overdue transfer takes at least as long again, as the timeline assumes) + the server's
+  expected time. A hedge that cannot win only takes the accelerator from the next frames'
+  heads: on an edge slower than the camera that made every other frame late, and the
+  camera's queue grew without bound. On a dead link the wait grows every tick, so the hedge
+  fires at most about head(K) + the edge's queue after its hedge time;
 - hedge = "off": a frame past frame_deadline_ms is claimed and falls back, as before hedging.
 
 The watchdog only queues local runs (on the local executor) and never runs one itself:
@@ -22,6 +29,7 @@ import threading
 from collections.abc import Callable
 
 from scheduler.link import LinkEstimator
+from scheduler.paths import Timeline
 
 from .cloud_paths import CloudPaths, Pending
 from .ledger import FrameLedger
@@ -31,13 +39,16 @@ log = logging.getLogger("edge_node.agent")  # the agent's logger: users filter o
 
 class DeadlineWatchdog:
     def __init__(self, cloud: CloudPaths, ledger: FrameLedger, link: LinkEstimator, hedge_mode: str,
-                 clock: Callable[[], float], period_s: float | None = 0.02):
+                 clock: Callable[[], float], period_s: float | None = 0.02, timeline: Timeline | None = None,
+                 local_ms: Callable[[], float] = lambda: 0.0):
         self.cloud = cloud
         self.ledger = ledger
         self.link = link
         self.hedge_mode = hedge_mode
         self.clock = clock
         self.period_s = period_s
+        self.timeline = Timeline() if timeline is None else timeline
+        self.local_ms = local_ms  # head(K) as the policy predicts it (0: unknown, hedge at the hedge time)
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -72,6 +83,14 @@ class DeadlineWatchdog:
                 self.cloud.fallback(p, p.hedge.reason())
         else:
             for fid, p in self.ledger.held():
-                if now > p.deadline and not p.hedged:
+                if now > p.deadline and not p.hedged and self._local_can_win(p, now):
                     self.cloud.hedge(fid, p)
         self.cloud.forget_late(now)
+
+    def _local_can_win(self, p: Pending, now: float) -> bool:
+        """Whether `p`'s local run, started when the edge is free, would finish before its cloud
+        answer is expected (see the module doc)."""
+        t_e, _ = self.timeline.free_at(now)
+        local_done = max(now, t_e) + self.local_ms() / 1000
+        on_wire = max(0.0, now - p.sent - p.server_ms / 1000)
+        return local_done < now + on_wire + p.server_ms / 1000

@@ -323,6 +323,20 @@ def test_hedge_fires_then_the_local_run_wins(h: Harness) -> None:
     assert h.agent.summary.fallbacks == 1
 
 
+def test_no_hedge_while_the_local_run_could_not_win(h: Harness) -> None:
+    """An edge busy for 500 ms more and a 100 ms local run cannot beat an answer that is 70 ms
+    late; a hedge then only takes the accelerator from the next heads. Once the link has been
+    silent longer than the local path needs, the frame is hedged."""
+    h.agent.edge.local_ms_guess = 100.0
+    h.agent.timeline.edge_reserved(99, h.clock.t, 500.0)  # another frame's run holds the edge
+    h.feed(0)
+    h.hedge_time_passes()
+    assert not h.local.jobs  # past its hedge time, but a local run would finish later than the answer
+    h.clock.t += 0.6
+    h.agent.watchdog.tick()
+    assert len(h.local.jobs) == 1  # the link's silence now outlasts the edge's queue + head(K)
+
+
 def test_a_hedged_frame_whose_answer_never_comes_frees_the_link_when_forgotten(h: Harness) -> None:
     h.feed(0)
     h.hedge_time_passes()
