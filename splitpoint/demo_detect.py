@@ -6,9 +6,9 @@ splits: run the int8 head here, send every tensor of the cut, take the answer's
 compact detections (the server decodes the maps) into source-image pixels, print them against the
 synthetic ground truth and write them to results.jsonl.
 
-The agent proper (edge_node/agent.py) drives classifiers; until it calls
-edge_node/outputs.py and splitpoint/detection.py itself, this loop is the
-detector's path, built from the same pieces.
+The agent (`splitpoint edge`) runs detectors too and records the same detections; this
+demo drives the pieces directly so that it can print each split's boxes beside the
+ground truth, one canvas at a time.
 """
 
 from __future__ import annotations
