@@ -1,5 +1,3 @@
-import sys
+from splitpoint.cli import run
 
-from splitpoint.cli import main
-
-sys.exit(main())
+run()
