@@ -126,9 +126,9 @@ class EdgeAgent:
         self.edge = EdgeWork(m, heads, self.ledger, recorder, local, self._observe, self.fallback_digest,
                              self.timeline, clock)
         self.cloud = CloudPaths(config, m, session, self.ledger, self.edge, self.metrics, self.margin,
-                                self._observe, clock, self.timeline)
-        self.watchdog = DeadlineWatchdog(self.cloud, self.ledger, link, config.hedge, clock, watchdog_period_s,
-                                         self.timeline, lambda: self.edge.local_ms_guess)
+                                self._observe, self.timeline, clock)
+        self.watchdog = DeadlineWatchdog(self.cloud, self.ledger, link, config.hedge, clock, self.timeline,
+                                         watchdog_period_s, lambda: self.edge.local_ms_guess)
         self.capture = Capture(config, self.ledger, recorder, self.process, self._stop, self._grace_over,
                                self._grace_left)
         self._metrics_server: Any = None

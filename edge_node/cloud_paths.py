@@ -75,7 +75,7 @@ class Pending:
 class CloudPaths:
     def __init__(self, config: EdgeConfig, manifest: Any, session: Session, ledger: FrameLedger, edge: EdgeWork,
                  metrics: EdgeMetrics, margin: MarginLearner, observe: Callable[[FrameOutcome], None],
-                 clock: Callable[[], float] = time.monotonic, timeline: Timeline | None = None):
+                 timeline: Timeline, clock: Callable[[], float] = time.monotonic):
         self.config = config
         self.manifest = manifest
         self.session = session
@@ -85,7 +85,7 @@ class CloudPaths:
         self.margin = margin
         self.observe = observe  # the current policy's observe (a reload swaps the policy)
         self.clock = clock
-        self.timeline = Timeline() if timeline is None else timeline
+        self.timeline = timeline  # the agent's one timeline: the planner reads what every path books
         #: values in one answer's output tensor (a batch of one)
         self._num_scores = int(np.prod([d for d in manifest.output.shape if d and d > 0], dtype=np.int64))
         self._lock = threading.Lock()  # _late and Pending.hedged (a leaf)

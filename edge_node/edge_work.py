@@ -53,7 +53,7 @@ class Executor(Protocol):
 class EdgeWork:
     def __init__(self, manifest: Any, heads: Any, ledger: FrameLedger, recorder: Recorder, executor: Executor,
                  observe: Callable[[FrameOutcome], None], fallback_digest: FallbackDigest,
-                 timeline: Timeline | None = None, clock: Callable[[], float] = time.monotonic):
+                 timeline: Timeline, clock: Callable[[], float] = time.monotonic):
         self.manifest = manifest
         self.K = manifest.num_layers
         self.heads = heads
@@ -62,7 +62,7 @@ class EdgeWork:
         self.executor = executor
         self.observe = observe  # the current policy's observe (a reload swaps the policy)
         self.fallback_digest = fallback_digest
-        self.timeline = Timeline() if timeline is None else timeline
+        self.timeline = timeline  # the agent's one timeline: the planner reads what every path books
         self.clock = clock
         #: head(K) as the policy predicts it, for booking unplanned local runs (0 until known)
         self.local_ms_guess = 0.0

@@ -39,7 +39,7 @@ log = logging.getLogger("edge_node.agent")  # the agent's logger: users filter o
 
 class DeadlineWatchdog:
     def __init__(self, cloud: CloudPaths, ledger: FrameLedger, link: LinkEstimator, hedge_mode: str,
-                 clock: Callable[[], float], period_s: float | None = 0.02, timeline: Timeline | None = None,
+                 clock: Callable[[], float], timeline: Timeline, period_s: float | None = 0.02,
                  local_ms: Callable[[], float] = lambda: 0.0):
         self.cloud = cloud
         self.ledger = ledger
@@ -47,7 +47,7 @@ class DeadlineWatchdog:
         self.hedge_mode = hedge_mode
         self.clock = clock
         self.period_s = period_s
-        self.timeline = Timeline() if timeline is None else timeline
+        self.timeline = timeline  # the agent's one timeline
         self.local_ms = local_ms  # head(K) as the policy predicts it (0: unknown, hedge at the hedge time)
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
