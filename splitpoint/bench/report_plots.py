@@ -52,8 +52,9 @@ def render_plots(r: BenchResult, out_dir: Path) -> list[str]:
     if r.step and r.step.frames:
         written.append(_step_plot(plt, r.step, model, tag, K, out_dir))
     traces = [t for t in r.traces or [] if "adaptive" in t.runs and t.runs["adaptive"].t_s]
-    if traces:
-        written.append(_traces_plot(plt, traces, model, tag, K, out_dir))
+    # one figure per trace RTT (a run replays every slice at each): the file names say which
+    for rtt in sorted({t.rtt_ms for t in traces}):
+        written.append(_traces_plot(plt, [t for t in traces if t.rtt_ms == rtt], model, tag, K, out_dir))
     return written
 
 
@@ -94,12 +95,8 @@ def _latency_vs_split(plt: Any, conds: list[ConditionResult], model: str, tag: s
     for i in range(len(bws), nrows * ncols):
         axes[i // ncols][i % ncols].axis("off")
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"{model}: latency against split (star: oracle, circle: the adaptive agent's settled split)")
-    fig.tight_layout()
-    p = out_dir / f"bench-{tag}-latency-vs-split.png"
-    fig.savefig(p, dpi=90)
-    plt.close(fig)
-    return str(p)
+    return _save(plt, fig, f"{model}: latency against split (star: oracle, circle: the adaptive agent's settled split)",
+                 out_dir / f"bench-{tag}-latency-vs-split.png")
 
 
 def _step_plot(plt: Any, step: StepResult, model: str, tag: str, K: int, out_dir: Path) -> str:
@@ -142,18 +139,14 @@ def _step_plot(plt: Any, step: StepResult, model: str, tag: str, K: int, out_dir
         for c in step.changes:
             ax.axvline(c.t_s, color="gray", alpha=0.4)
         ax.grid(True, alpha=0.3)
-    fig.suptitle(f"{model}: step change {' -> '.join(f'{x:g}' for x in step.rates_mbps)} Mbps")
-    fig.tight_layout()
-    p = out_dir / f"bench-{tag}-step-change.png"
-    fig.savefig(p, dpi=90)
-    plt.close(fig)
-    return str(p)
+    return _save(plt, fig, f"{model}: step change {' -> '.join(f'{x:g}' for x in step.rates_mbps)} Mbps",
+                 out_dir / f"bench-{tag}-step-change.png")
 
 
 def _traces_plot(plt: Any, traces: list[TraceResult], model: str, tag: str, K: int, out_dir: Path) -> str:
-    # Per trace, three panels on one time axis: the uplink, the agent's split against the best
-    # fixed split, and each frame's latency against the deadline (misses in red).
-    fig, axes = plt.subplots(3 * len(traces), 1, figsize=(9, 6.2 * len(traces)), sharex=False,
+    # Per trace slice (all at one RTT), three panels on one time axis: the uplink, the agent's split
+    # against the best fixed split, and each frame's latency against the deadline (misses in red).
+    fig, axes = plt.subplots(3 * len(traces), 1, figsize=(9, 5.2 * len(traces)), sharex=False,
                              gridspec_kw={"height_ratios": [1, 1, 1.3] * len(traces)})
     for n, tr in enumerate(traces):
         a1, a2, a3 = axes[3 * n:3 * n + 3]
@@ -163,7 +156,7 @@ def _traces_plot(plt: Any, traces: list[TraceResult], model: str, tag: str, K: i
         t_end = max(tr.seconds or 0, (max(t_s) if t_s else 0)) + 0.5
         a1.step([i * 0.5 for i in range(len(rates))], rates, where="post", color="tab:blue")
         a1.set_ylabel("uplink Mbps")
-        a1.set_title(f"{tr.trace}: adaptive mean {a.mean_ms or 0:.1f} ms vs best fixed {tr.best_fixed} "
+        a1.set_title(f"{tr.trace} {tr.slice_label}: adaptive mean {a.mean_ms or 0:.1f} ms vs best fixed {tr.best_fixed} "
                      f"{tr.best_fixed_mean_ms or 0:.1f} ms ({tr.fps:g} fps, RTT {tr.rtt_ms:g} ms)")
         a2.step(t_s, a.splits, where="post", color="tab:orange", label="agent's split")
         a2.scatter(t_s, a.splits, s=8, color="tab:orange")
@@ -189,9 +182,13 @@ def _traces_plot(plt: Any, traces: list[TraceResult], model: str, tag: str, K: i
         for ax in (a1, a2, a3):
             ax.set_xlim(0, t_end)
             ax.grid(True, alpha=0.3)
-    fig.suptitle(f"{model}: replayed uplink traces")
+    return _save(plt, fig, f"{model}: replayed uplink traces, RTT {traces[0].rtt_ms:g} ms",
+                 out_dir / f"bench-{tag}-traces-rtt{traces[0].rtt_ms:g}.png")
+
+
+def _save(plt: Any, fig: Any, title: str, path: Path) -> str:
+    fig.suptitle(title)
     fig.tight_layout()
-    p = out_dir / f"bench-{tag}-traces.png"
-    fig.savefig(p, dpi=90)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
-    return str(p)
+    return str(path)

@@ -99,3 +99,21 @@ def test_where_the_clairvoyant_bound_leaves_room_the_trace_target_asks_a_tenth_o
     t = verdict(trace_result(mixed, 9.5, bound=8.5), "trace t.up")
     assert t.status == "MISS" and "over 0.9x (the bound is 0.85x)" in t.shortfall
     assert verdict(trace_result(mixed, 9.0, bound=8.5), "trace t.up").status == "PASS"
+
+
+def test_trace_plots_are_one_figure_per_rtt_named_by_it(tmp_path: Any) -> None:
+    pytest.importorskip("matplotlib")
+    from splitpoint.bench.report import render_plots
+
+    def tr(offset: float, rtt: float) -> dict[str, Any]:
+        adaptive = {"split": None, "mean_ms": 50.0, "t_s": [0.0, 0.1, 0.2], "splits": [0, 8, 8],
+                    "end_to_end_ms": [40.0, 120.0, 50.0]}
+        return {"trace": "t.up", "offset_s": offset, "seconds": 0.3, "fps": 10.0, "rtt_ms": rtt,
+                "deadline_ms": 100.0, "slice_rates_mbps": [3.0], "runs": {"adaptive": adaptive},
+                "best_fixed": "k=8", "best_fixed_mean_ms": 60.0}
+
+    r = from_dict(BenchResult, {"bundle": {"model": "m", "num_layers": 8},
+                                "traces": [tr(0, 10), tr(100, 10), tr(0, 50)]})
+    written = render_plots(r, tmp_path)
+    assert sorted(p.split("/")[-1] for p in written) == ["bench-m-traces-rtt10.png", "bench-m-traces-rtt50.png"]
+    assert all((tmp_path / p.split("/")[-1]).stat().st_size > 0 for p in written)
