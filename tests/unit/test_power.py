@@ -18,7 +18,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scheduler import power
+from scheduler import meters
+from scheduler import rapl as rapl_meter
 from scheduler.power import (
     RADIO_DEFAULTS,
     HwmonMeter,
@@ -208,15 +209,15 @@ def test_trapezoid_mean_lies_between_min_and_max(points: list[tuple[float, float
         t += dt
         times.append(t)
         watts.append(w)
-    mean = power._trapezoid_mean(times, watts)
+    mean = meters._trapezoid_mean(times, watts)
     assert mean is not None
     assert min(watts) - 1e-9 <= mean <= max(watts) + 1e-9
 
 
 def test_trapezoid_weights_by_time() -> None:
     # 1 W for 9 s, then a ramp to 3 W over the last second: mean = (9*1 + 1*2) / 10.
-    assert power._trapezoid_mean([0.0, 9.0, 10.0], [1.0, 1.0, 3.0]) == pytest.approx(1.1)
-    assert power._trapezoid_mean([], []) is None
+    assert meters._trapezoid_mean([0.0, 9.0, 10.0], [1.0, 1.0, 3.0]) == pytest.approx(1.1)
+    assert meters._trapezoid_mean([], []) is None
 
 
 # --------------------------------------------------------------------------- RAPL
@@ -256,14 +257,14 @@ def test_rapl_read_watts_of_an_idle_counter(tmp_path: Path) -> None:
 def test_rapl_unreadable_counter_is_absent_with_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rapl(tmp_path, "intel-rapl:0", 1)
     rapl(tmp_path, "intel-rapl:1", 1, label="package-1")
-    real = power._read_int
+    real = rapl_meter._read_int
 
     def deny_package_0(path: Path) -> int:  # chmod does not stop root, so fake the kernel's refusal
         if path.parent.name == "intel-rapl:0" and path.name == "energy_uj":
             raise PermissionError(13, "Permission denied", str(path))
         return real(path)
 
-    monkeypatch.setattr(power, "_read_int", deny_package_0)
+    monkeypatch.setattr(rapl_meter, "_read_int", deny_package_0)
     meter = RaplMeter(tmp_path)
     assert meter.description == "RAPL package-1 (intel-rapl:1)"
     (tmp_path / "intel-rapl:1" / "energy_uj").unlink()

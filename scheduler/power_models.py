@@ -1,0 +1,291 @@
+"""What cannot be measured on the drone, modelled: PowerTable (edge figures measured with an
+external meter, from a file), RadioModel (the radio's transmit power as a function of uplink
+throughput, published figures: docs/power.md) and read_battery_percent (how much energy is left).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scheduler.meters import POWER_SUPPLY_ROOT, _os_reason, _read_text
+from splitpoint.config import read_toml
+from splitpoint.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _load_mapping(path: str | Path, key: str) -> dict[str, Any]:
+    """A TOML or JSON file (by suffix: .json is JSON, anything else TOML) as a dict."""
+    p = Path(path)
+    if p.suffix.lower() != ".json":
+        try:
+            return read_toml(p)
+        except ConfigError as exc:
+            raise ConfigError(key, str(p), exc.reason) from None
+    try:
+        with open(p, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(key, str(p), "file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(key, str(p), f"not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(key, str(p), f"unreadable ({_os_reason(exc)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(key, str(p), "expected a JSON object at the top level")
+    return data
+
+
+def _number(key: str, value: Any, where: str, unit: str) -> float:
+    """A finite, non-negative number (bools are not numbers here, though Python says so)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ConfigError(key, value, f"must be a finite number >= 0 ({unit}) in {where}")
+    return float(value)
+
+
+def _text(key: str, value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(key, value, f"expected a string in {where}")
+    return value
+
+
+def _check_keys(data: dict[str, Any], known: tuple[str, ...], prefix: str, where: str) -> None:
+    for k, v in data.items():
+        if k not in known:
+            raise ConfigError(prefix + k, v, f"unknown key in {where}; known keys: {', '.join(known)}")
+
+
+@dataclass
+class PowerTable:
+    """Edge power figures measured with an external meter (a USB power meter between the
+    supply and the Pi), for when the board has no sensor of its own.
+
+    `head_w[k]` is the mean power of the whole board while head k runs (the first k layers,
+    on the Edge TPU), `idle_w` the board's power while it waits (for the radio or the server).
+    A split that was not measured is an error unless `default_head_w` is given: guessing
+    between splits would hide that the table is incomplete, and head power is not monotone in k.
+    """
+
+    idle_w: float
+    source: str
+    head_w: dict[int, float] = field(default_factory=dict)
+    device: str | None = None
+    default_head_w: float | None = None
+    path: str | None = None
+
+    _KEYS = ("idle_w", "source", "device", "head_w", "default_head_w")
+
+    @classmethod
+    def load(cls, path: str | Path) -> PowerTable:
+        """Read and check a power table (TOML, or JSON if the name ends in .json)."""
+        return cls.from_dict(_load_mapping(path, "--power-table"), where=f"power table {path}", path=str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "power table", path: str | None = None) -> PowerTable:
+        """Build from a file-shaped dict; every problem is a ConfigError naming the key and value."""
+        _check_keys(data, cls._KEYS, "", where)
+        for required in ("idle_w", "source"):
+            if required not in data:
+                raise ConfigError(required, None, f"is required in {where}")
+        idle_w = _number("idle_w", data["idle_w"], where, "W")
+        source = _text("source", data["source"], where)
+        device = _text("device", data["device"], where) if "device" in data else None
+        default = _number("default_head_w", data["default_head_w"], where, "W") if "default_head_w" in data else None
+        raw = data.get("head_w", {})
+        heads: dict[int, float] = {}
+        if isinstance(raw, list):
+            for k, v in enumerate(raw):
+                heads[k] = _number(f"head_w[{k}]", v, where, "W")
+        elif isinstance(raw, dict):
+            for k, v in raw.items():
+                if not (isinstance(k, str) and k.isascii() and k.isdigit()):
+                    raise ConfigError(f"head_w.{k}", v, f"keys of head_w must be split numbers (\"0\", \"1\", ...) in {where}")
+                heads[int(k)] = _number(f"head_w.{k}", v, where, "W")
+        else:
+            raise ConfigError("head_w", raw, f"expected a table of split -> W or a list in {where}")
+        if not heads and default is None:
+            raise ConfigError("head_w", raw, f"needs at least one split's figure, or default_head_w, in {where}")
+        return cls(idle_w=idle_w, source=source, head_w=heads, device=device, default_head_w=default, path=path)
+
+    @property
+    def splits(self) -> list[int]:
+        """The splits that were measured."""
+        return sorted(self.head_w)
+
+    def head_power(self, k: int) -> float:
+        """Mean board power while head k runs, W."""
+        if k in self.head_w:
+            return self.head_w[k]
+        if self.default_head_w is not None:
+            return self.default_head_w
+        measured = ", ".join(map(str, self.splits)) or "none"
+        raise ConfigError(
+            f"head_w.{k}", None,
+            f"split {k} has no figure in {self.path or 'the power table'} (measured: {measured}) and no default_head_w is set",
+        )
+
+
+# --------------------------------------------------------------------------- radio
+
+
+@dataclass(frozen=True)
+class RadioParams:
+    """Linear transmit-power model of one link type: P_tx(B) = alpha * B + beta while sending.
+
+    `idle_mw` is what the radio draws when not sending but still connected (the LTE "tail"):
+    it is paid after every upload whatever the split, so it matters for the energy of sending
+    at all, not for choosing between splits.
+    """
+
+    alpha_mw_per_mbps: float
+    beta_mw: float
+    idle_mw: float = 0.0
+    source: str = ""
+
+
+# Huang, Qian, Gerber, Mao, Sen, Spatscheck: "A close examination of performance and power
+# characteristics of 4G LTE networks", MobiSys 2012: the uplink slope alpha_u and base beta of
+# its throughput power model, and its LTE tail base power (1060 mW). Measured on smartphones
+# on a commercial network: published averages for phones, not figures for this drone's modem.
+# WiFi idle is left at 0 (not modelled): no WiFi tail figure is taken over from the paper.
+RADIO_DEFAULTS: dict[str, RadioParams] = {
+    "lte": RadioParams(438.39, 1288.04, 1060.0, "Huang et al., MobiSys 2012 (LTE uplink; tail base 1060 mW)"),
+    "wifi": RadioParams(283.17, 132.86, 0.0, "Huang et al., MobiSys 2012 (WiFi uplink; idle not modelled)"),
+}
+
+
+class RadioModel:
+    """Transmit power of the drone's radio as a function of uplink throughput, per link type.
+
+    The drone's modem has no power sensor of its own that we can read, and its draw depends on
+    throughput, so it is modelled rather than measured. Defaults are RADIO_DEFAULTS; a file
+    overrides any field of a known link type or adds a link type (then alpha and beta are
+    required).
+    """
+
+    _FIELDS = ("alpha_mw_per_mbps", "beta_mw", "idle_mw", "source")
+
+    def __init__(self, links: dict[str, RadioParams] | None = None):
+        self.links: dict[str, RadioParams] = dict(RADIO_DEFAULTS if links is None else links)
+
+    @classmethod
+    def load(cls, path: str | Path) -> RadioModel:
+        """Defaults overridden by a TOML/JSON file with one table per link type:
+
+            [lte]
+            alpha_mw_per_mbps = 500.0
+            beta_mw = 1200.0
+        """
+        return cls.from_dict(_load_mapping(path, "--radio"), where=f"radio model {path}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "radio model") -> RadioModel:
+        links = dict(RADIO_DEFAULTS)
+        for link, table in data.items():
+            if not isinstance(table, dict):
+                raise ConfigError(link, table, f"expected a table of {', '.join(cls._FIELDS)} in {where}")
+            _check_keys(table, cls._FIELDS, f"{link}.", where)
+            base = links.get(link)
+            if base is None:
+                for required in ("alpha_mw_per_mbps", "beta_mw"):
+                    if required not in table:
+                        raise ConfigError(f"{link}.{required}", None, f"is required for a new link type in {where}")
+            values: dict[str, Any] = {}
+            for name in ("alpha_mw_per_mbps", "beta_mw", "idle_mw"):
+                if name in table:
+                    values[name] = _number(f"{link}.{name}", table[name], where, "mW/Mbps" if name.startswith("alpha") else "mW")
+                elif base is not None:
+                    values[name] = getattr(base, name)
+            values["source"] = _text(f"{link}.source", table["source"], where) if "source" in table else where
+            links[link] = RadioParams(**values)
+        return cls(links)
+
+    def params(self, link: str) -> RadioParams:
+        try:
+            return self.links[link]
+        except KeyError:
+            raise ConfigError("link", link, f"unknown link type; known: {', '.join(sorted(self.links))}") from None
+
+    def tx_watts(self, bandwidth_bps: float, link: str = "lte") -> float:
+        """Radio power while sending at `bandwidth_bps` (uplink throughput, bit/s), W."""
+        if isinstance(bandwidth_bps, bool) or not isinstance(bandwidth_bps, (int, float)) or not math.isfinite(bandwidth_bps) or bandwidth_bps < 0:
+            raise ConfigError("bandwidth_bps", bandwidth_bps, "must be a finite number of bit/s >= 0")
+        p = self.params(link)
+        return (p.alpha_mw_per_mbps * bandwidth_bps / 1e6 + p.beta_mw) / 1000.0
+
+    def idle_watts(self, link: str = "lte") -> float:
+        """Radio power while connected but not sending (the tail), W."""
+        return self.params(link).idle_mw / 1000.0
+
+
+# --------------------------------------------------------------------------- battery
+
+
+def _parse_percent(key: str, text: str) -> float:
+    raw = text.strip()
+    try:
+        value = float(raw[:-1] if raw.endswith("%") else raw)
+    except ValueError:
+        raise ConfigError(key, text, "expected a battery level in percent (a number from 0 to 100)") from None
+    if not math.isfinite(value) or not 0 <= value <= 100:
+        raise ConfigError(key, text, "battery level must be between 0 and 100 (percent)")
+    return value
+
+
+def read_battery_percent(
+    path: str | Path | None = None, *, power_supply_root: Path = POWER_SUPPLY_ROOT
+) -> tuple[float | None, str]:
+    """The battery level in percent and where it came from, or None and why there is none.
+
+    With `path`: that file holds a number (optionally with '%'), e.g. written by a flight
+    controller bridge; a missing file is "no level yet" (None), bad content is a ConfigError
+    naming the file and the content, since it means the writer and reader disagree.
+    Without: the first power_supply whose `type` is Battery and whose `scope` is not Device
+    (a Bluetooth mouse's battery is not the drone's). A kernel battery whose capacity cannot
+    be read is skipped, and said so.
+    """
+    if path is not None:
+        p = Path(path)
+        try:
+            text = _read_text(p)
+        except FileNotFoundError:
+            return None, f"battery file {p} does not exist (yet)"
+        except OSError as exc:
+            return None, f"battery file {p} unreadable ({_os_reason(exc)})"
+        return _parse_percent(str(p), text), f"battery file {p}"
+
+    root = Path(power_supply_root)
+    skipped: list[str] = []
+    try:
+        supplies = sorted(root.iterdir())
+    except OSError:
+        supplies = []
+    for d in supplies:
+        try:
+            if _read_text(d / "type") != "Battery":
+                continue
+        except OSError:
+            continue
+        with contextlib.suppress(OSError):
+            if _read_text(d / "scope") == "Device":
+                continue
+        capacity = d / "capacity"
+        try:
+            return _parse_percent(str(capacity), _read_text(capacity)), f"power_supply {d.name} ({capacity})"
+        except OSError as exc:
+            skipped.append(f"{d.name}: capacity {_os_reason(exc)}")
+        except ConfigError as exc:
+            skipped.append(f"{d.name}: {exc}")
+    why = f"no battery under {root} (no supply of type Battery with a readable capacity)"
+    if skipped:
+        why += f"; skipped {'; '.join(skipped)}"
+    return None, why + "; give a file the flight controller writes the level into"
