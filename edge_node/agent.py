@@ -42,6 +42,7 @@ timeline's (plan books while it holds it), never the other way round.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -120,6 +121,8 @@ class EdgeAgent:
         #: when the edge and the uplink will be free: what the policy plans each frame's path with
         self.timeline = Timeline()
         self.ledger = FrameLedger(config.window if _plans_paths(policy) else config.window_size)
+        #: latency mode on an unpaced source: one frame in flight, and no next frame to plan for
+        self._one_in_flight = False
         self.local = local
         #: the margin a predicted latency gets before the frame is hedged, learnt from cloud answers
         self.margin = MarginLearner(config.hedge_margin)
@@ -175,6 +178,13 @@ class EdgeAgent:
     def run(self, source: FrameSource) -> RunSummary:
         """Process every frame of `source`; returns when each has its record."""
         t0 = time.perf_counter()
+        if self.config.mode == "latency" and self.ledger.window > 1 and not getattr(source, "paced", False):
+            # An unpaced source (files; synthetic frames without fps) is read when a slot frees and
+            # a frame's latency counts from its read: a frame read early only waits for the edge
+            # or the link, so no mix of paths beats one frame in flight. Paced frames (a camera,
+            # fps) come whether or not the agent is ready: those may overlap on the two resources.
+            self.ledger.narrow(1)
+            self._one_in_flight = True
         try:  # everything after this point is undone by close(), also when a check fails
             self.start()
             self.capture.resume(source, self._done_at_start)
@@ -321,7 +331,10 @@ class EdgeAgent:
         The policy plans by predicted finish time given the timeline (scheduler/paths.py) and
         books the frame's use of the edge and the link on it; a fixed policy books nothing."""
         now = self.clock()
-        choice = self.policy.plan(frame.index, self.heads.splits, now, self.timeline, arrived=self._arrived(frame, now))
+        # one frame in flight: the next is read only when this one ends, so a path that keeps the
+        # edge busy delays no other frame (math.inf: no next frame to charge)
+        choice = self.policy.plan(frame.index, self.heads.splits, now, self.timeline, arrived=self._arrived(frame, now),
+                                  next_arrival=math.inf if self._one_in_flight else None)
         k = choice.split
         if choice.local_ms is not None:
             self.edge.local_ms_guess = choice.local_ms  # what a hedge's or fallback's local run books

@@ -31,10 +31,12 @@ class EdgeConfig:
                                "less memory and start-up, and the policy chooses among them; empty loads every split",
                                group="edge device")
     results: str = option("results.jsonl", "results log, one record per frame id (format: results_format)", group="output")
-    mode: str = option("throughput", "throughput: overlap frames; latency: one frame in flight (an adaptive policy: "
-                       "up to `window`, each frame's path planned so none waits behind the link)",
+    mode: str = option("throughput", "throughput: overlap frames; latency: one frame in flight (an adaptive policy "
+                       "on a paced source - a camera, or fps: up to `window`, each frame's path planned so none "
+                       "waits behind the link)",
                        choices=("throughput", "latency"), group="cloud link")
-    window: int = option(4, "frames in flight in throughput mode, and in latency mode with an adaptive policy",
+    window: int = option(4, "frames in flight in throughput mode, and in latency mode with an adaptive policy on a "
+                            "paced source",
                          group="cloud link")
     fps: float | None = option(None, "pace the source like a camera at this rate", group="input")
     max_frames: int | None = option(None, "stop after this many frames", group="input")

@@ -38,6 +38,16 @@ class FrameLedger:
 
     # ------------------------------------------------------------------ slots
 
+    def narrow(self, window: int) -> None:
+        """Lower the window before the first slot is taken (the agent learns at run() whether its
+        source is paced, which decides how many frames may be in flight)."""
+        with self._changed:
+            if self._free != self.window:
+                raise RuntimeError("narrow after a slot was taken")
+            if not 1 <= window <= self.window:
+                raise ValueError(f"window must be from 1 to {self.window}, not {window}")
+            self.window = self._free = window
+
     def acquire(self, timeout: float | None = None) -> bool:
         """Take a window slot (before reading a frame); False if none freed within `timeout`."""
         with self._changed:

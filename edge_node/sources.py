@@ -122,6 +122,12 @@ class FrameSource(Protocol):
 
     description: str
 
+    @property
+    def paced(self) -> bool:
+        """Frames come at a camera's rate (a camera, or fps set): a frame waits for its time, not
+        for the agent, and its latency counts from when it was due."""
+        ...
+
     def __iter__(self) -> Iterator[Frame]: ...
 
     def close(self) -> None: ...
@@ -175,6 +181,10 @@ class _Source:
         self.skipped = 0
         self._done = False
         self._closed = False
+
+    @property
+    def paced(self) -> bool:
+        return self._fps is not None
 
     def skip(self, indices: Collection[int]) -> None:
         """Pass over the frames with these indices (already recorded by an earlier run)."""

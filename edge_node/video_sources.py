@@ -112,6 +112,10 @@ class CameraSource(_OpenCVSource):
     _pace_before_read = True
     restarts_numbering = True
 
+    @property
+    def paced(self) -> bool:
+        return True  # frames come at the camera's rate, whether or not fps is set
+
     def __init__(self, number: int, pre: Preprocessing, fps: float | None, spec: str, key: str):
         cv2 = _import_cv2(f"camera:{number}")
         cap = cv2.VideoCapture(number)

@@ -266,7 +266,8 @@ class AdaptivePolicy:
         `now`: the caller's clock (s). `arrived`: when the frame came from the camera (default
         now); the latency and the deadline count from it, and the spacing of arrivals is
         learnt. `next_arrival`: when the next frame is expected (now if one is already
-        waiting); default arrived + the learnt spacing. Each path is charged what it adds to
+        waiting; math.inf: none before this one ends, e.g. one frame in flight); default
+        arrived + the learnt spacing. Each path is charged what it adds to
         the next frames' latencies (paths.evaluate), so the edge and the link share the load
         when neither alone keeps up. Ties go to the earlier own finish, then local.
         Afterwards hedge_prediction(split) is counted from the head's start including the
@@ -314,7 +315,7 @@ class AdaptivePolicy:
             gap = arrived - last
             self._spacing = gap if self._spacing is None else (1 - SPACING_ALPHA) * self._spacing + SPACING_ALPHA * gap
         if next_arrival is not None:
-            return max(now, next_arrival)
+            return None if math.isinf(next_arrival) else max(now, next_arrival)
         return None if self._spacing is None else max(now, arrived + self._spacing)
 
     def hedge_prediction(self, k: int) -> tuple[float, bool, float] | None:

@@ -357,6 +357,20 @@ def test_a_frame_waiting_behind_this_one_tips_it_to_the_link() -> None:
     assert c.split == 0 and c.predicted_ms == pytest.approx(394)
 
 
+def test_no_next_frame_before_this_one_ends_charges_nothing() -> None:
+    """One frame in flight (an unpaced source in latency mode): next_arrival = inf, the plan is
+    the frame's own earliest finish, local, where a waiting frame tipped it to the link above."""
+    policy = policy_for(issue_model())
+    for fid, t in enumerate((0.0, 0.01, 0.02)):  # frames 10 ms apart: a learnt spacing to charge with
+        tl = Timeline()
+        tl.edge_reserved(8, t, 150.0)
+        c = policy.plan(fid, [0, 1], t, tl, arrived=t, next_arrival=math.inf)
+        assert c.split == 1 and c.predicted_ms == pytest.approx(275)
+    tl = Timeline()
+    tl.edge_reserved(8, 0.03, 150.0)
+    assert policy.plan(9, [0, 1], 0.03, tl, arrived=0.03).split == 0  # the default charges the next frame
+
+
 def test_a_dead_link_estimate_plans_local_and_never_nan() -> None:
     policy = policy_for(issue_model(), bw=0.0)  # no bandwidth: every transfer takes forever
     tl = Timeline()

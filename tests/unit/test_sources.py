@@ -192,8 +192,9 @@ def test_synthetic_needs_a_bundle() -> None:
 
 def test_fps_paces_frames(tmp_path: Path) -> None:
     bundle = make_bundle(tmp_path)
+    assert not open_source("synthetic:5", GRAY8, bundle=bundle).paced  # type: ignore[arg-type]
     source = open_source("synthetic:5", GRAY8, bundle=bundle, fps=50)  # type: ignore[arg-type]
-    assert "50 fps" in source.description
+    assert "50 fps" in source.description and source.paced
     t0 = time.monotonic()
     frames = drain(source)
     elapsed = time.monotonic() - t0
@@ -315,7 +316,10 @@ def test_camera_frames_bgr_to_rgb_then_error_then_end(monkeypatch: pytest.Monkey
     cv2 = fake_cv2([bgr, bgr])
     monkeypatch.setitem(sys.modules, "cv2", cv2)
     source = open_source("camera:2", RGB8, fps=100)
-    assert cv2.captures[0].what == 2
+    assert cv2.captures[0].what == 2 and source.paced
+    camera = open_source("camera:3", RGB8)
+    assert camera.paced  # a camera paces itself, fps or not
+    camera.close()
     frames = iter(source)
     got = [next(frames), next(frames)]
     assert [f.origin for f in got] == ["camera:2#0", "camera:2#1"]
