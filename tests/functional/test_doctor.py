@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from splitpoint import doctor
+from splitpoint import doctor, doctor_device
 from splitpoint.cli import main
+from splitpoint.doctor_checks import Check, guarded
 
 
 def usb_device(root: Path, name: str, vid: str, pid: str, speed: str | None = None) -> None:
@@ -25,27 +26,27 @@ def test_finds_coral_usb_ids_and_warns_about_usb2(tmp_path: Path) -> None:
     usb_device(tmp_path, "1-1", "1a6e", "089a", "480")
     usb_device(tmp_path, "2-1", "18d1", "9302", "5000")
     usb_device(tmp_path, "1-2", "046d", "c52b", "12")  # a mouse
-    found = doctor.find_edgetpu_usb(tmp_path)
+    found = doctor_device.find_edgetpu_usb(tmp_path)
     assert [(n, ids) for n, ids, _ in found] == [("1-1", "1a6e:089a"), ("2-1", "18d1:9302")]
     assert "USB 2" in found[0][2] and "firmware not loaded" in found[0][2]
     assert "USB 2" not in found[1][2]
-    checks = doctor.check_edgetpu("cpu", usb_root=tmp_path, apex=tmp_path / "no-apex")
+    checks = doctor_device.check_edgetpu("cpu", usb_root=tmp_path, apex=tmp_path / "no-apex")
     usb = [c for c in checks if c.name == "Edge TPU (USB)"]
     assert [c.status for c in usb] == ["warn", "ok"]
 
 
 def test_no_edgetpu_here_is_a_failure_only_when_asked_for(tmp_path: Path) -> None:
-    asked = doctor.check_edgetpu("edgetpu", usb_root=tmp_path, apex=tmp_path / "none")
+    asked = doctor_device.check_edgetpu("edgetpu", usb_root=tmp_path, apex=tmp_path / "none")
     assert {c.status for c in asked} == {"FAIL"}
     assert any("libedgetpu" in c.detail for c in asked)
-    on_cpu = doctor.check_edgetpu("cpu", usb_root=tmp_path, apex=tmp_path / "none")
+    on_cpu = doctor_device.check_edgetpu("cpu", usb_root=tmp_path, apex=tmp_path / "none")
     assert {c.status for c in on_cpu} == {"warn"}
-    bad = doctor.check_edgetpu("tpu9", usb_root=tmp_path, apex=tmp_path / "none")
+    bad = doctor_device.check_edgetpu("tpu9", usb_root=tmp_path, apex=tmp_path / "none")
     assert any(c.status == "FAIL" and "tpu9" in c.detail for c in bad)
 
 
 def test_runtimes_are_listed() -> None:
-    checks = doctor.check_runtimes()
+    checks = doctor_device.check_runtimes()
     assert "ai-edge-litert" in checks[0].detail
     assert not [c for c in checks if c.status == "FAIL"]
 
@@ -109,8 +110,8 @@ def test_usb_device_node_and_the_settings_doctor_checks(tmp_path: Path) -> None:
     usb_device(tmp_path, "3-1", "18d1", "9302", "5000")
     (tmp_path / "3-1" / "busnum").write_text("3\n")
     (tmp_path / "3-1" / "devnum").write_text("12\n")
-    assert doctor.usb_device_node(tmp_path / "3-1", Path("/dev/bus/usb")) == Path("/dev/bus/usb/003/012")
-    assert doctor.usb_device_node(tmp_path / "nothing") is None
+    assert doctor_device.usb_device_node(tmp_path / "3-1", Path("/dev/bus/usb")) == Path("/dev/bus/usb/003/012")
+    assert doctor_device.usb_device_node(tmp_path / "nothing") is None
 
     conf = tmp_path / "edge.toml"
     conf.write_text('bundle = "b"\nsource = "synthetic:1"\ntls_ca = "ca.pem"\n[policy]\nname = "fixed"\n')
@@ -130,10 +131,10 @@ def test_usb_device_node_and_the_settings_doctor_checks(tmp_path: Path) -> None:
 
 
 def test_guarded_secrets_and_disk(tmp_path: Path) -> None:
-    def broken() -> list[doctor.Check]:
+    def broken() -> list[Check]:
         raise KeyError("boom")
 
-    (fail,) = doctor.guarded("thing", broken)
+    (fail,) = guarded("thing", broken)
     assert fail.status == "FAIL" and fail.name == "thing" and "boom" in fail.detail
     token = tmp_path / "token"
     token.write_text("x" * 20)
@@ -246,6 +247,6 @@ def test_systemd_units() -> None:
 
 
 def test_advice_is_marked_as_a_hint_not_as_a_finding() -> None:
-    pairing = [c for c in doctor.check_runtimes() if c.name == "runtime/delegate pairing"]
+    pairing = [c for c in doctor_device.check_runtimes() if c.name == "runtime/delegate pairing"]
     assert [c.status for c in pairing] == ["hint"]  # advice, not "[  ok]" as if something was checked
     assert pairing[0].line().startswith("[hint] ")
