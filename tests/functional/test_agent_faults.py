@@ -47,13 +47,23 @@ EVENT_TIMEOUT_S = 30.0
 def edge_process(bundle: Path, cwd: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "splitpoint", "edge", "--insecure", "--bundle", str(bundle), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=cwd,
+        # faulthandler: a hung agent told SIGABRT prints every thread's stack (see finish)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env() | {"PYTHONFAULTHANDLER": "1"},
+        cwd=cwd,
     )
 
 
 def finish(proc: subprocess.Popen[str], timeout_s: float = PROC_TIMEOUT_S) -> tuple[str, str]:
+    """The agent's output once it exits; a hang fails with every thread's stack, not just a timeout."""
     try:
         return proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            _, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            err = "(no stack dump within 10 s)"
+        raise AssertionError(f"the agent did not exit within {timeout_s:g} s; its threads:\n{err[-10000:]}") from None
     finally:
         if proc.poll() is None:
             proc.kill()
