@@ -59,6 +59,11 @@ def main(argv: list[str]) -> int:
         cells = []
         for _, r in runs:
             found = [t for t in r.targets if t.name == name or t.name.startswith(name + " (")]
+            if len(found) > 1 and name.startswith("trace"):  # its slices and RTTs: how many passed
+                cells.append(f"{sum(t.status == 'PASS' for t in found)} of {len(found)} PASS"
+                             + "".join(f", {n} {st}" for st in ("MISS", "N/A")
+                                       if (n := sum(t.status == st for t in found))))
+                continue
             cells.append(", ".join(t.status + (f" ({t.measured.split(' = ')[-1]})" if "throughput" in name else "")
                                    for t in found) or "-")
         out.append(f"| {name} | " + " | ".join(cells) + " |")
