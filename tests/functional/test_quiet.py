@@ -9,7 +9,6 @@ a line through fails here.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import cli_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,10 +32,10 @@ CHATTER = re.compile(
 
 
 def user_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("TF_CPP_MIN_LOG_LEVEL", "OPENCV_LOG_LEVEL", "SPLITPOINT_NATIVE_LOGS")}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
+    """The tests' subprocess environment without the knobs that would quiet the libraries."""
+    env = cli_env()
+    for knob in ("TF_CPP_MIN_LOG_LEVEL", "OPENCV_LOG_LEVEL", "SPLITPOINT_NATIVE_LOGS"):
+        env.pop(knob, None)
     env.update(extra)
     return env
 
