@@ -18,8 +18,6 @@ from pathlib import Path
 import pytest
 from helpers import cli_env
 
-REPO = Path(__file__).resolve().parents[2]
-
 #: what the native libraries print on their own: absl/glog-format lines, the absl
 #: InitializeLog warning, TensorFlow's oneDNN and CPU-feature notices, LiteRT's
 #: XNNPACK line, OpenCV's "[ WARN:0@0.012] global cap_v4l.cpp" lines
