@@ -16,12 +16,20 @@ would slow the recovery. The error is capped at `max_error` (the discount at
 1 / (1 + max_error)) so that one collapse does not pin the estimate near zero
 long after the base has caught up.
 
-Two more sources of evidence:
+Three more sources of evidence:
 
 - a censored sample (`observe_censored`): a frame still unanswered after
   `elapsed` ms says the uplink is at most bytes / (elapsed - RTT). It caps the
   estimate at once, and counts as an over-prediction, instead of waiting for the
   answer that a dead link never delivers. The next real sample lifts the cap.
+- a collapse: a real sample further below the prediction than the discount covers
+  (over-predicted by more than `max_error`) caps the estimate at that sample until
+  the next one, so that the frames after it are not sent into the fallen link
+  while the EWMA comes down.
+
+A frame under JUDGED_MIN_BYTES, or whose time on the wire was shorter than one RTT, measures
+the link's timing (a burst allowance, the wait for a delivery slot) more than its rate: its
+sample feeds the EWMA and the window but is not judged (no error, no collapse).
 - a bulk probe (`observe_probe`), sent after an idle spell: what was learnt
   before is stale, so samples, errors and cap restart from it. An agent that
   went all-edge on a bad link therefore recovers at the first probe after the
@@ -49,6 +57,9 @@ PROBE_TARGET_MS = 50.0
 #: through at once, so a 6 KB probe on a 0.5 Mbps link measured 40-90 Mbps; 32 KiB keeps that
 #: error under 2x. The cap keeps every probe cheaper than the 64 KiB ones used before.
 PROBE_MIN_BYTES, PROBE_MAX_BYTES = 32 * 1024, 48 * 1024
+#: frames smaller than this give samples that are not judged (no error, no collapse): above the
+#: emulator's 15 KB bucket, and half the probe floor (a 96 px input, 27 KB, is judged)
+JUDGED_MIN_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -113,7 +124,13 @@ class LinkEstimator:
             if server_queue_ms is not None:
                 self._queue = (1 - self.alpha) * self._queue + self.alpha * server_queue_ms
             if wire_bytes >= SMALL_BYTES:
-                self._add_bandwidth(self._wire_rate(wire_bytes, transfer))
+                # A small payload, or a transfer shorter on the wire than one round trip, measures
+                # the link's timing more than its rate: a burst allowance lets it through at once,
+                # or it waits for the next delivery slot (a 2.3 KB cut that waited 25 ms on a
+                # 3 Mbps cellular link "measures" 0.7 Mbps). It feeds the estimate but is not
+                # judged as a surprise (error, collapse); hedges and scheduler.risk see those frames.
+                judged = wire_bytes >= JUDGED_MIN_BYTES and transfer - self._rtt >= self._rtt
+                self._add_bandwidth(self._wire_rate(wire_bytes, transfer), judged=judged)
             self.last_traffic = self._clock()
 
     def observe_probe(self, wire_bytes: int, rpc_ms: float, server_ms: float = 0.0) -> None:
@@ -161,15 +178,22 @@ class LinkEstimator:
         over = max(0.0, (predicted_bps - actual_bps) / actual_bps) if actual_bps > 0 else self.max_error
         self._errors.append(min(self.max_error, over))
 
-    def _add_bandwidth(self, sample_bps: float, restart: bool = False) -> None:
+    def _add_bandwidth(self, sample_bps: float, restart: bool = False, judged: bool = True) -> None:
         """Feed the EWMA, the percentile window and the error horizon (under the lock);
-        `restart` forgets all of them first."""
+        `restart` forgets all of them first; a sample not `judged` adds no error and no cap."""
+        collapsed = False
         if restart:
             self._bw_samples.clear()
             self._errors.clear()
-        elif self._n > 0:  # the initial figure is a guess, not a prediction to judge
-            self._note_error(self._base(), sample_bps)
-        self._cap = None  # a real sample supersedes the censored bound
+        elif self._n > 0 and judged:  # the initial figure is a guess, not a prediction to judge
+            base = self._base()
+            self._note_error(base, sample_bps)
+            collapsed = sample_bps * (1 + self.max_error) < base
+        # A real sample supersedes the censored bound. One the discount cannot cover (the link
+        # fell further than max_error below the prediction) caps the estimate itself until the
+        # next sample: the EWMA would take several frames, each sent into the collapsed link,
+        # to come down.
+        self._cap = sample_bps if collapsed else None
         self._bw_samples.append(sample_bps)
         fresh = restart or self._n == 0
         self._bw = sample_bps if fresh else (1 - self.alpha) * self._bw + self.alpha * sample_bps

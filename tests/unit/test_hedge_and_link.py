@@ -104,13 +104,45 @@ def test_over_predictions_discount_the_estimate_until_they_age_out() -> None:
     est = estimator(percentile=None, horizon=3, max_error=0.5)
     for _ in range(10):
         est.observe_bandwidth(10e6)
-    est.observe_bandwidth(5e6)  # predicted 10 Mbps, got 5: 100% over, capped at 50%
-    ewma = 0.7 * 10e6 + 0.3 * 5e6
-    assert est.estimate().bandwidth_bps == pytest.approx(ewma / 1.5)
+    est.observe_bandwidth(7.5e6)  # predicted 10 Mbps, got 7.5: a third over
+    ewma = 0.7 * 10e6 + 0.3 * 7.5e6
+    assert est.estimate().bandwidth_bps == pytest.approx(ewma / (1 + 1 / 3))
     for _ in range(3):  # back to 10: under-predictions do not discount; the big error ages out
         est.observe_bandwidth(10e6)
     s = est.estimate().bandwidth_bps
     assert 9e6 < s <= 10e6
+
+
+def test_a_collapse_beyond_the_discount_caps_the_estimate_at_the_sample_until_the_next() -> None:
+    est = estimator(percentile=None, horizon=3, max_error=0.5)
+    for _ in range(10):
+        est.observe_bandwidth(10e6)
+    est.observe_bandwidth(2e6)  # 5x over: the discount (at most 1/1.5) would plan with 5.7 Mbps
+    assert est.estimate().bandwidth_bps == pytest.approx(2e6)
+    est.observe_bandwidth(2.5e6)  # still far below the EWMA (5.9 Mbps): capped at this sample
+    assert est.estimate().bandwidth_bps == pytest.approx(2.5e6)
+    est.observe_bandwidth(10e6)  # the link is back: no cap, the errors still discount
+    ewma = ((0.7 * 10e6 + 0.3 * 2e6) * 0.7 + 0.3 * 2.5e6) * 0.7 + 0.3 * 10e6
+    assert est.estimate().bandwidth_bps == pytest.approx(ewma / 1.5)
+
+
+def test_small_or_quick_transfers_are_not_judged() -> None:
+    """A 2.3 KB cut that waited 25 ms for a delivery slot on a 5 Mbps link 'measures' 0.7 Mbps;
+    a 27 KB frame 45 ms on the wire of a 50 ms round trip is mostly that round trip's jitter.
+    Neither is an over-prediction or a collapse; a 27 KB frame 116 ms on the wire is."""
+    def after(wire_bytes: int, on_wire_ms: float, rtt_ms: float, base_bps: float) -> float:
+        est = LinkEstimator(percentile=None, initial_rtt_ms=rtt_ms, horizon=5, max_error=0.5)
+        for _ in range(5):
+            est.observe_bandwidth(base_bps)
+        est.observe_transfer(wire_bytes, rpc_ms=rtt_ms + on_wire_ms)
+        return est.estimate().bandwidth_bps
+
+    def fed(wire_bytes: int, on_wire_ms: float, base_bps: float) -> float:  # into the EWMA only
+        return 0.7 * base_bps + 0.3 * wire_bytes * 8 / (on_wire_ms / 1000)
+
+    assert after(2304, 25.0, 10.0, 5e6) == pytest.approx(fed(2304, 25.0, 5e6))  # small
+    assert after(27_648, 45.0, 50.0, 50e6) == pytest.approx(fed(27_648, 45.0, 50e6))  # within one RTT
+    assert after(27_648, 116.0, 50.0, 50e6) == pytest.approx(27_648 * 8 / 0.116)  # judged: capped at it
 
 
 def test_a_faster_link_than_predicted_is_not_discounted() -> None:
@@ -219,3 +251,45 @@ def test_under_min_energy_with_a_deadline_the_deadline_is_the_hedge_time() -> No
     k = policy.choose([0, 1, 2])
     assert policy.hedge_prediction(k)[:2] == (250.0, True)
     assert _policy("min-energy").hedge_prediction(0) is None  # nothing chosen yet: no prediction
+
+
+# ---------------------------------------------------------------------------- idle probes
+
+
+def test_idle_probes_start_soon_after_the_last_frame_and_back_off_to_probe_idle_s() -> None:
+    """A sag is often short: the first probe of an idle spell comes probe_first_s after the last
+    frame, the next ones twice as far apart each, up to probe_idle_s; a frame resets that."""
+    from types import SimpleNamespace
+
+    from edge_node.config import EdgeConfig
+    from edge_node.session import OffloadSession, SessionCallbacks
+    from splitpoint.v1 import offload_pb2
+
+    clock = Clock()
+    link = LinkEstimator(clock=clock)
+    probes: list[tuple[float, int]] = []
+
+    def probe(size: int, _tail: int, timeout_s: float) -> tuple[float, offload_pb2.ProbeResponse]:
+        probes.append((clock.t, size))
+        return 20.0 + size * 8 / 10e6 * 1000, offload_pb2.ProbeResponse()
+
+    client = SimpleNamespace(address="fake:1", probe=probe)
+    cfg = EdgeConfig(bundle="b", source="s")
+    cfg.policy.probe_first_s, cfg.policy.probe_idle_s = 0.5, 2.0
+    session = OffloadSession(cfg, "sha256:fake", link, client=client, clock=clock)
+    session._callbacks = SessionCallbacks(lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True)
+
+    def bulk_probe_times(until: float) -> list[float]:
+        """Probe times (step 1/8 s: exact in binary) after the clock's now, up to `until`."""
+        start = clock.t
+        while clock.t < until:
+            session.maybe_probe()
+            clock.t += 0.125
+        return [t - start for t, size in probes if size > 0 and t >= start]
+
+    assert bulk_probe_times(100.125) == [0.0]  # at start
+    link.observe_transfer(30_000, 60.0)  # a frame crossed at t = 100.125
+    assert bulk_probe_times(108.125) == [0.5, 1.5, 3.5, 5.5, 7.5]
+    clock.t = 108.25
+    link.observe_transfer(30_000, 60.0)  # offloading again, then idle again: back to 0.5 s
+    assert bulk_probe_times(110.25) == [0.5, 1.5]
