@@ -172,9 +172,12 @@ class CloudPaths:
     def learn(self, p: Pending, resp: offload_pb2.InferResponse, rpc_ms: float) -> None:
         """A cloud answer, recorded or late: the link estimate and the hedge margin learn from it."""
         t = resp.timing
+        with self._lock:
+            hedged = p.hedged
+        now = self.clock()
         self.observe(FrameOutcome(
             p.frame.index, p.split, "cloud", True, p.head_ms, p.wire_bytes, rpc_ms, t.queue_ms, t.compute_ms, t.total_ms,
-            resp.load.queued,
+            resp.load.queued, hedged=hedged, late=now > p.deadline, at=now,
         ))
         if p.hedge.predicted_ms is not None and p.hedge.basis != "deadline":
             cap = MarginLearner.late_cap_ms(p.hedge.margin_ms) if p.hedged else None
@@ -230,6 +233,8 @@ class CloudPaths:
             p.hedged = True
             self._late[fid] = p
         log.debug("frame %d hedged after %.0f ms: %s", fid, p.hedge.budget_ms, p.hedge.reason())
+        # the policy counts it (scheduler/risk.py): no rpc_ms, nothing crossed the link yet
+        self.observe(FrameOutcome(fid, p.split, "cloud", False, p.head_ms, p.wire_bytes, hedged=True, at=self.clock()))
         self.edge.run_local(p.frame, p.x, p.split, p.preprocess_ms, reason=p.hedge.reason(), head_ms=p.head_ms,
                             pending=p)
 

@@ -95,8 +95,10 @@ class OffloadSession:
 
     def __init__(self, config: EdgeConfig, model_digest: str, link: LinkEstimator,
                  client: OffloadClient | None = None,
-                 jitter: Callable[[float], float] = lambda backoff: random.uniform(0, backoff)):
+                 jitter: Callable[[float], float] = lambda backoff: random.uniform(0, backoff),
+                 clock: Callable[[], float] = time.monotonic):
         self.config = config
+        self._clock = clock  # backoff and probe times (the link estimator keeps its own clock)
         self.model_digest = model_digest
         self.link = link
         self.client = client or OffloadClient(
@@ -111,6 +113,12 @@ class OffloadSession:
         self._backoff = BACKOFF_START_S
         self._reached: set[str] = set()  # addresses that answered anything
         self._last_probe = 0.0
+        #: the wait before the next idle probe: probe_first_s after a frame crossed the link,
+        #: doubling up to probe_idle_s while none does (a sag is often short; a long outage
+        #: costs no more probes than before). _probed_traffic is the link's last_traffic right
+        #: after our own last probe: when it moves, a frame crossed since.
+        self._probe_gap = 0.0
+        self._probed_traffic: float | None = None
         self._stop = threading.Event()
         # Probes run beside the frames, never in front of one: a 64 KiB probe on a 2 Mbps uplink
         # takes a quarter of a second, which a frame waiting behind it would pay.
@@ -152,7 +160,7 @@ class OffloadSession:
                 return stream
             if stream is not None and stream.accepting:
                 stream.close()  # old: let its frames finish, send new ones on a new stream
-            if time.monotonic() < self._retry_at:
+            if self._clock() < self._retry_at:
                 return None
             self._stream = self.client.open_stream(lifetime, self._on_response, self._on_stream_end)
             return self._stream
@@ -205,14 +213,16 @@ class OffloadSession:
         log.warning("stream to %s ended: %s", stream.replica or self.address, error)
         # the next stream is placed by round_robin on a replica that is SERVING, if any
         with self._lock:
-            self._retry_at = time.monotonic() + self._jitter(self._backoff)
+            self._retry_at = self._clock() + self._jitter(self._backoff)
             self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
 
     # ------------------------------------------------------------------ probes
 
     def _probe_loop(self) -> None:
-        """Background thread: probe whenever no frame has crossed the link for probe_idle_s."""
-        while not self._stop.wait(min(0.25, self.config.policy.probe_idle_s / 4)):
+        """Background thread: probe whenever no frame has crossed the link for a while
+        (probe_first_s, then doubling up to probe_idle_s)."""
+        policy = self.config.policy
+        while not self._stop.wait(min(0.1, policy.probe_first_s / 4, policy.probe_idle_s / 4)):
             try:
                 self.maybe_probe()
             except Exception as err:  # noqa: BLE001 - e.g. the channel closed under a probe at shutdown
@@ -222,14 +232,18 @@ class OffloadSession:
         """Measure the link when no frame has crossed it for a while (and at start)."""
         if self._callbacks is None or not self._callbacks.wants_probes():  # also after a reload to fixed
             return
-        idle = self.config.policy.probe_idle_s
-        now = time.monotonic()
+        policy = self.config.policy
+        now = self._clock()
         with self._lock:
-            if self._last_probe and (self.link.idle_s() < idle or now - self._last_probe < idle):
+            if self.link.last_traffic != self._probed_traffic:  # frames crossed: a new idle spell
+                self._probe_gap = min(policy.probe_first_s, policy.probe_idle_s)
+            gap = self._probe_gap
+            if self._last_probe and (self.link.idle_s() < gap or now - self._last_probe < gap):
                 return
             if now < self._retry_at:
                 return
             self._last_probe = now
+            self._probe_gap = min(policy.probe_idle_s, 2 * gap)
         size = min(PROBE_BYTES, probe_bytes(self.link.estimate().bandwidth_bps))  # ~50 ms of traffic, bounded
         timeout_s = self.config.connect_timeout_s + max(1.0, size * 8 / 100e3)  # 100 kbps floor
         try:
@@ -237,6 +251,8 @@ class OffloadSession:
             self.link.observe_rtt(max(0.01, rtt_ms - resp.server_time_ms))
             bulk_ms, resp = self.client.probe(size, 0, timeout_s=timeout_s)
             self.link.observe_probe(size, bulk_ms, resp.server_time_ms)
+            with self._lock:
+                self._probed_traffic = self.link.last_traffic
             log.debug("probe: %s", self.link.estimate())
         except RemoteError as err:
             log.info("link probe failed: %s", err)

@@ -24,6 +24,7 @@ from typing import Protocol
 from scheduler.cost import CostModel, Prediction
 from scheduler.link import LinkEstimator, LinkState
 from scheduler.paths import PathChoice, Timeline, evaluate
+from scheduler.risk import OffloadRisk
 from splitpoint.config import option
 from splitpoint.errors import ConfigError
 
@@ -46,6 +47,12 @@ class FrameOutcome:
     server_total_ms: float | None = None
     server_queued: int | None = None
     extra: dict = field(default_factory=dict)
+    #: the frame's hedge fired: reported when it fires (no rpc_ms: nothing crossed yet), and
+    #: again, for the link's sake only, if its answer comes
+    hedged: bool = False
+    #: an answer that came after the frame's hedge time (hedged or not: the local run could not win)
+    late: bool = False
+    at: float | None = None  # when (the agent's clock, s): what scheduler.risk counts in its window
 
 
 class SplitPolicy(Protocol):
@@ -108,7 +115,9 @@ class PolicyConfig:
     link: str = option("wifi", "uplink type for the radio power model", choices=("wifi", "lte"))
     battery_file: str = option("", "battery level file (percent); default: /sys/class/power_supply/*/capacity")
     battery_low_pct: float | None = option(None, "below this battery level switch to min-energy (with deadline_ms if set)")
-    probe_idle_s: float = option(2.0, "probe the link after this long without offloaded traffic")
+    probe_idle_s: float = option(2.0, "probe the link after this long without offloaded traffic (the longest gap)")
+    probe_first_s: float = option(0.5, "the first probe of an idle spell after this long; each further probe "
+                                       "waits twice as long, up to probe_idle_s")
 
     def validate(self) -> None:
         if self.deadline_ms is not None and self.deadline_ms <= 0:
@@ -118,6 +127,9 @@ class PolicyConfig:
         for key in ("latency_weight", "energy_weight", "margin"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"policy.{key}", getattr(self, key), "must be >= 0")
+        for key in ("probe_idle_s", "probe_first_s"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"policy.{key}", getattr(self, key), "must be > 0")
         if self.min_dwell_frames < 0:
             raise ConfigError("policy.min_dwell_frames", self.min_dwell_frames, "must be >= 0")
         if self.battery_low_pct is not None and not 0 <= self.battery_low_pct <= 100:
@@ -218,6 +230,8 @@ class AdaptivePolicy:
         #: the predictions and objective of the last choose(): what a frame's hedge time is made of
         self._last_preds: dict[int, Prediction] = {}
         self._last_objective = cfg.name
+        #: plan(): how often offloaded frames were hedged lately (what a cloud path risks)
+        self.risk = OffloadRisk()
         #: plan(): the last frame's arrival and the learnt camera spacing (s)
         self._last_arrived: float | None = None
         self._spacing: float | None = None
@@ -288,7 +302,9 @@ class AdaptivePolicy:
             t_e, t_l = timeline.free_at(now, state.bandwidth_bps)
             options = {o.prediction.split: o for o in evaluate(paths, local_k, now, t_e, t_l, arrived, next_at,
                                                                self._spacing or 0.0)}
-            effective = [replace(o.prediction, latency_ms=o.latency_ms + o.delay_ms) for o in options.values()]
+            risk_ms = self._risk_ms(now, preds, local_k, next_at is not None)
+            effective = [replace(o.prediction, latency_ms=o.latency_ms + o.delay_ms
+                                 + (0.0 if o.prediction.split == local_k else risk_ms)) for o in options.values()]
             decision = decide(effective, name, self.cfg,
                               tie=lambda p: (options[p.split].times.finish_s, p.split != local_k, p.split))
             chosen = options[decision.split]
@@ -304,9 +320,20 @@ class AdaptivePolicy:
                 self._last_preds[p.split] = replace(p, latency_ms=(t.finish_s - t.head_start_s) * 1000)
             local = next((q.latency_ms for q in preds if q.split == local_k), None)
             reason = (f"{decision.reason}; edge free in {(t_e - now) * 1000:.0f} ms, "
-                      f"link in {(t_l - now) * 1000:.0f} ms")
+                      f"link in {(t_l - now) * 1000:.0f} ms" + (f", hedge risk {risk_ms:.0f} ms" if risk_ms else ""))
             return PathChoice(frame_id, p.split, t.finish_s, chosen.latency_ms, t.head_start_s,
                               t.transfer_start_s, p, local, reason)
+
+    def _risk_ms(self, now: float, preds: list[Prediction], local_k: int, followed: bool) -> float:
+        """What sending a frame to the cloud risks, in expected ms (under the lock): the share of
+        recent offloads that were hedged (scheduler/risk.py) times what a hedged frame costs - its
+        local run, head(K), after the wait, and, when frames follow, that run's time taken from
+        them on the edge. The hedge's wait itself (the margin) is left out: the figure is a floor."""
+        p = self.risk.probability(now)
+        local = next((q.head_ms for q in preds if q.split == local_k), None)
+        if p <= 0 or local is None or not math.isfinite(local):
+            return 0.0
+        return p * local * (2 if followed else 1)
 
     def _next_at(self, arrived: float, now: float, next_arrival: float | None) -> float | None:
         """When the next frame is expected (under the lock); learns the camera's spacing."""
@@ -375,9 +402,17 @@ class AdaptivePolicy:
         )
 
     def observe(self, outcome: FrameOutcome) -> None:
-        if outcome.where == "cloud" and outcome.rpc_ms is not None:
+        if outcome.where != "cloud":
+            return
+        if outcome.rpc_ms is not None:
             self.link.observe_transfer(outcome.wire_bytes, outcome.rpc_ms, outcome.server_total_ms or 0.0,
                                        outcome.server_queue_ms)
+        if outcome.at is not None:
+            if outcome.rpc_ms is None:  # a hedge firing
+                if outcome.hedged:
+                    self.risk.hit(outcome.at)
+            elif not outcome.hedged:  # an answer; a hedged frame's was counted when its hedge fired
+                (self.risk.hit if outcome.late else self.risk.clean)(outcome.at)
 
     def describe(self) -> str:
         return f"{self.name} (margin {self.cfg.margin:.0%}, dwell {self.cfg.min_dwell_frames} frames)"

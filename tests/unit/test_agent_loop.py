@@ -321,7 +321,9 @@ def test_hedge_fires_then_the_local_run_wins(h: Harness) -> None:
     assert h.booked() == ([], [])
     h.session.answer(0)  # late: it teaches the estimates, the log keeps the local result
     assert len(h.records) == 1 and h.finishes == {0: 1} and h.idle()
-    assert [o.where for o in h.policy.observed] == ["local", "cloud"]
+    # the hedge firing (no rpc: what scheduler.risk counts), the local result, the late answer
+    assert [(o.where, o.hedged, o.rpc_ms is not None) for o in h.policy.observed] == [
+        ("cloud", True, False), ("local", False, False), ("cloud", True, True)]
     assert h.agent.summary.fallbacks == 1
 
 

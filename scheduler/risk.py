@@ -1,0 +1,76 @@
+"""How likely an offloaded frame is to be caught by the link: the share of recent offloads hedged.
+
+A frame sent into a sag or an outage costs far more than its prediction says: its hedge time
+passes, it runs locally after all (head(K) on the edge, after the wait), and that run takes the
+edge from the frames behind it. The bandwidth estimate cannot see this coming - an outage on a
+cellular uplink starts between two frames - but how often it has happened lately can be
+counted. `OffloadRisk` counts, over the last `window_s` seconds, the offloaded frames whose
+hedge fired (`hit`) and those answered in time (`clean`), with `prior_clean` clean frames
+added so that one early hit is not read as certainty:
+
+    p = hits / (hits + cleans + prior_clean)          (over the last window_s seconds)
+
+The planner (AdaptivePolicy.plan) adds p x (what a hit costs) to each cloud path's predicted
+latency, so that on a link that keeps dropping out the edge keeps the frames whose predicted gain
+is smaller than the expected loss, and on a steady link (p near 0) nothing changes. With no
+offload in the window p is 0 again: the link gets another chance, as after a probe.
+
+Pure: times are passed in (seconds, the agent's clock). Thread-safe: hedges fire on the
+watchdog thread, answers come on gRPC threads, plans are made on the agent's loop; the lock is a
+leaf.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+#: how far back hedges are counted: a few seconds, the time scale of a cellular sag or of a
+#: run of handovers, not minutes (the link's character changes as the drone moves)
+RISK_WINDOW_S = 10.0
+#: clean offloads assumed before any is seen: one hit among the first frames reads 1/3, not 1
+RISK_PRIOR_CLEAN = 2.0
+
+
+class OffloadRisk:
+    """The share of the last `window_s` seconds' offloaded frames whose hedge fired."""
+
+    def __init__(self, window_s: float = RISK_WINDOW_S, prior_clean: float = RISK_PRIOR_CLEAN):
+        if window_s <= 0 or prior_clean < 0:
+            raise ValueError(f"window_s must be > 0 and prior_clean >= 0, not {window_s}, {prior_clean}")
+        self.window_s = window_s
+        self.prior_clean = prior_clean
+        self._events: deque[tuple[float, bool]] = deque()  # (time s, hit), oldest first
+        self._lock = threading.Lock()
+
+    def hit(self, now: float) -> None:
+        """An offloaded frame's hedge fired: it ran (or will run) locally after waiting."""
+        self._add(now, True)
+
+    def clean(self, now: float) -> None:
+        """An offloaded frame was answered before its hedge time."""
+        self._add(now, False)
+
+    def _add(self, now: float, hit: bool) -> None:
+        with self._lock:
+            self._events.append((now, hit))
+            self._expire(now)
+
+    def _expire(self, now: float) -> None:
+        """Forget what is older than the window (under the lock)."""
+        while self._events and self._events[0][0] < now - self.window_s:
+            self._events.popleft()
+
+    def probability(self, now: float) -> float:
+        with self._lock:
+            self._expire(now)
+            hits = sum(1 for _, h in self._events if h)
+            total = len(self._events) + self.prior_clean
+            return hits / total if total > 0 else 0.0
+
+    def counts(self, now: float) -> tuple[int, int]:
+        """(hits, cleans) in the window: for logs and tests."""
+        with self._lock:
+            self._expire(now)
+            hits = sum(1 for _, h in self._events if h)
+            return hits, len(self._events) - hits

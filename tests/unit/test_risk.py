@@ -1,0 +1,79 @@
+"""scheduler/risk.py and how the planner weighs it: the share of recent offloads whose hedge fired."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from scheduler.paths import Timeline
+from scheduler.policy import FrameOutcome
+from scheduler.risk import OffloadRisk
+from tests.unit.test_hedge_and_link import _policy
+
+
+def test_the_risk_is_the_share_of_hits_in_the_window_with_a_prior_of_clean_frames() -> None:
+    risk = OffloadRisk(window_s=10.0, prior_clean=2.0)
+    assert risk.probability(0.0) == 0.0
+    risk.hit(1.0)
+    assert risk.probability(1.0) == pytest.approx(1 / 3)  # one early hit is not certainty
+    for t in range(2, 9):
+        risk.clean(float(t))
+    assert risk.counts(8.0) == (1, 7)
+    assert risk.probability(8.0) == pytest.approx(1 / 10)
+    assert risk.probability(11.5) == pytest.approx(0.0)  # the hit left the window: a fresh chance
+    assert risk.counts(11.5) == (0, 7)
+
+
+def test_bad_parameters_are_refused() -> None:
+    with pytest.raises(ValueError, match="window_s"):
+        OffloadRisk(window_s=0)
+
+
+def _hedge_fired(policy, at: float) -> None:  # noqa: ANN001 - test helper
+    policy.observe(FrameOutcome(0, 1, "cloud", False, 20.0, 10_096, hedged=True, at=at))
+
+
+def _answered(policy, at: float, late: bool = False) -> None:  # noqa: ANN001 - test helper
+    policy.observe(FrameOutcome(0, 1, "cloud", True, 20.0, 10_096, rpc_ms=35.1, server_total_ms=5.0,
+                                late=late, at=at))
+
+
+def test_hedged_offloads_send_a_marginal_frame_to_the_edge_until_they_age_out() -> None:
+    """k = 1 is predicted 55 ms, local 60 ms: a gain smaller than what a frame caught by the link
+    costs (a local run after the wait) once one offload in three was hedged."""
+    policy = _policy("min-latency")
+    policy.link.force(bandwidth_bps=8e6, rtt_ms=20.0)
+    assert policy.plan(1, [0, 1, 2], 0.0, Timeline(), next_arrival=math.inf).split == 1
+    _hedge_fired(policy, 0.1)
+    choice = policy.plan(2, [0, 1, 2], 0.2, Timeline(), next_arrival=math.inf)
+    assert choice.split == 2 and "hedge risk 20 ms" in choice.reason  # 1/3 x head(K) 60 ms
+    # the late answer of the hedged frame teaches the link only: the hit is not counted twice
+    policy.observe(FrameOutcome(0, 1, "cloud", True, 20.0, 10_096, rpc_ms=900.0, hedged=True, late=True, at=0.9))
+    assert policy.risk.counts(1.0) == (1, 0)
+    assert policy.plan(3, [0, 1, 2], 10.5, Timeline(), next_arrival=math.inf).split == 1  # aged out
+
+
+def test_many_clean_answers_outweigh_one_hit_and_late_answers_count_as_hits() -> None:
+    policy = _policy("min-latency")
+    policy.link.force(bandwidth_bps=8e6, rtt_ms=20.0)
+    _hedge_fired(policy, 0.0)
+    for i in range(17):
+        _answered(policy, 0.1 * i)
+    assert policy.risk.probability(2.0) == pytest.approx(1 / 20)  # 3 ms: k = 1 still gains
+    assert policy.plan(1, [0, 1, 2], 2.0, Timeline(), next_arrival=math.inf).split == 1
+    _answered(policy, 2.1, late=True)  # answered after its hedge time, not hedged: still a hit
+    assert policy.risk.counts(2.1) == (2, 17)
+
+
+def test_with_frames_following_a_hit_also_costs_them_the_edge() -> None:
+    """Paced: the hedged frame's local run takes head(K) of edge time from the frames behind it."""
+    policy = _policy("min-latency")
+    policy.link.force(bandwidth_bps=8e6, rtt_ms=20.0)
+    for i in range(18):
+        _answered(policy, 0.01 * i)
+    _hedge_fired(policy, 0.2)  # p = 1/21: 2.9 ms unpaced, 5.7 ms with frames following
+    unpaced = policy.plan(1, [0, 1, 2], 0.3, Timeline(), next_arrival=math.inf)
+    assert unpaced.split == 1 and "hedge risk 3 ms" in unpaced.reason
+    paced = policy.plan(2, [0, 1, 2], 0.3, Timeline(), arrived=0.3, next_arrival=0.8)
+    assert "hedge risk 6 ms" in paced.reason
