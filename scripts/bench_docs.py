@@ -9,6 +9,8 @@ RUNS.toml lists the runs in the order they appear:
     title = "digits-cnn, native edge"
     intro = "One paragraph written by a person: what the run shows."
     drop = ["step", "traces"]   # optional: stages of this JSON not to report (say why in the intro)
+    plot_tag = "agent-new"      # optional: appended to this run's plot file names; needed when two
+                                # runs would otherwise write the same plots (same model and device)
 
 Everything after the marker line `<!-- results below ... -->` in docs/benchmarks.md is
 replaced: a summary table of every target across the runs, then per run the intro, the
@@ -68,8 +70,22 @@ def main(argv: list[str]) -> int:
                                    for t in found) or "-")
         out.append(f"| {name} | " + " | ".join(cells) + " |")
     out.append("")
+    written: dict[str, str] = {}  # plot file -> the run that wrote it
     for run, r in runs:
         plots = render_plots(r, IMG)
+        if run.get("plot_tag"):
+            tagged = []
+            for p in map(Path, plots):
+                dest = p.with_name(f"{p.stem}-{run['plot_tag']}{p.suffix}")
+                p.replace(dest)
+                tagged.append(str(dest))
+            plots = tagged
+        for p in plots:
+            if Path(p).name in written:
+                print(f"{run['title']!r} and {written[Path(p).name]!r} both write {Path(p).name}: "
+                      "give one of them a plot_tag", file=sys.stderr)
+                return 2
+            written[Path(p).name] = run["title"]
         out += [f"## Results: {run['title']}", "", run["intro"].strip(), ""]
         for p in plots:
             out += [f"![{Path(p).stem}](img/{Path(p).name})", ""]
