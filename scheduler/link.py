@@ -26,15 +26,15 @@ Three more sources of evidence:
   (over-predicted by more than `max_error`) caps the estimate at that sample until
   the next one, so that the frames after it are not sent into the fallen link
   while the EWMA comes down.
-
-A frame under JUDGED_MIN_BYTES, or whose time on the wire was shorter than one RTT, measures
-the link's timing (a burst allowance, the wait for a delivery slot) more than its rate: its
-sample feeds the EWMA and the window but is not judged (no error, no collapse).
 - a bulk probe (`observe_probe`), sent after an idle spell: what was learnt
   before is stale, so samples, errors and cap restart from it. An agent that
   went all-edge on a bad link therefore recovers at the first probe after the
   link does, within one probe period. Probes are sized to the estimate
   (`probe_bytes`: about PROBE_TARGET_MS of traffic, bounded), not a fixed 64 KiB.
+
+A frame under JUDGED_MIN_BYTES, or whose time on the wire was shorter than one RTT, measures
+the link's timing (a burst allowance, the wait for a delivery slot) more than its rate: its
+sample feeds the EWMA and the window but is not judged (no error, no collapse).
 """
 
 from __future__ import annotations

@@ -62,14 +62,12 @@ class OffloadRisk:
             self._events.popleft()
 
     def probability(self, now: float) -> float:
-        with self._lock:
-            self._expire(now)
-            hits = sum(1 for _, h in self._events if h)
-            total = len(self._events) + self.prior_clean
-            return hits / total if total > 0 else 0.0
+        hits, cleans = self.counts(now)
+        total = hits + cleans + self.prior_clean
+        return hits / total if total > 0 else 0.0
 
     def counts(self, now: float) -> tuple[int, int]:
-        """(hits, cleans) in the window: for logs and tests."""
+        """(hits, cleans) in the window."""
         with self._lock:
             self._expire(now)
             hits = sum(1 for _, h in self._events if h)
