@@ -117,6 +117,7 @@ class EdgeAgent:
         self._stop_at: float | None = None  # when stop() was first called (the grace period starts)
         self._done_at_start: set[int] = set()  # frame ids the log recorded before this run
         self._wanted_cloud = 0  # frames whose split sent (or meant to send) them to the cloud
+        self._planned = 0  # frames planned (any path): the session probes faster while it moves
         self.fallback_digest = FallbackDigest()
         #: when the edge and the uplink will be free: what the policy plans each frame's path with
         self.timeline = Timeline()
@@ -213,7 +214,7 @@ class EdgeAgent:
                 self._metrics_server = served[0]
         self.session.check_server()
         self.watchdog.start()
-        self.session.start(self.cloud.callbacks(self._plans_with_link))
+        self.session.start(self.cloud.callbacks(self._plans_with_link, lambda: self._planned))
 
     @property
     def summary(self) -> RunSummary:
@@ -331,6 +332,7 @@ class EdgeAgent:
         The policy plans by predicted finish time given the timeline (scheduler/paths.py) and
         books the frame's use of the edge and the link on it; a fixed policy books nothing."""
         now = self.clock()
+        self._planned += 1  # read by the session's prober (an int: no lock needed)
         # one frame in flight: the next is read only when this one ends, so a path that keeps the
         # edge busy delays no other frame (math.inf: no next frame to charge)
         choice = self.policy.plan(frame.index, self.heads.splits, now, self.timeline, arrived=self._arrived(frame, now),

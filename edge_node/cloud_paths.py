@@ -92,9 +92,9 @@ class CloudPaths:
         #: hedged frames whose cloud answer may still come: it teaches the estimates, not the log
         self._late: dict[int, Pending] = {}
 
-    def callbacks(self, wants_probes: Callable[[], bool]) -> SessionCallbacks:
+    def callbacks(self, wants_probes: Callable[[], bool], frames_planned: Callable[[], int]) -> SessionCallbacks:
         # looked up now, not bound at construction: tests spy on these methods
-        return SessionCallbacks(self.on_answer, self.on_stream_end, wants_probes)
+        return SessionCallbacks(self.on_answer, self.on_stream_end, wants_probes, frames_planned)
 
     # ------------------------------------------------------------------ sending
 

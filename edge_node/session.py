@@ -19,6 +19,8 @@ and what it reports to the agent (`SessionCallbacks`), each on a gRPC receive th
                                           falls them back); a lossless DEADLINE_EXCEEDED is the
                                           server closing an idle stream, not a reason to back off
     wants_probes() -> bool                does the policy plan with link estimates (else no probes)
+    frames_planned() -> int               how many frames the agent has planned (any path): while
+                                          the count moves, idle probes keep to probe_first_s
 
 A `Stream` is what `current_stream` returns and the callbacks name: `send(req) -> bool`
 (False: the stream closed first) and `replica` (who took it, for the record).
@@ -74,6 +76,7 @@ class SessionCallbacks:
     answer: Callable[[Stream, offload_pb2.InferResponse], None]
     stream_ended: Callable[[Stream, RemoteError | None], int]
     wants_probes: Callable[[], bool] = lambda: False
+    frames_planned: Callable[[], int] = lambda: 0
 
 
 class Session(Protocol):
@@ -113,12 +116,15 @@ class OffloadSession:
         self._backoff = BACKOFF_START_S
         self._reached: set[str] = set()  # addresses that answered anything
         self._last_probe = 0.0
-        #: the wait before the next idle probe: probe_first_s after a frame crossed the link,
-        #: doubling up to probe_idle_s while none does (a sag is often short; a long outage
-        #: costs no more probes than before). _probed_traffic is the link's last_traffic right
-        #: after our own last probe: when it moves, a frame crossed since.
+        #: the wait before the next idle probe: probe_first_s after a frame crossed the link and
+        #: while the camera keeps giving frames that run on the edge (the link is the path they
+        #: may be missing: a link that came back is seen within probe_first_s, not probe_idle_s);
+        #: doubling up to probe_idle_s while neither happens (no frames: nothing to gain).
+        #: _probed_traffic is the link's last_traffic right after our own last probe: when it
+        #: moves, a frame crossed since; _probed_frames the agent's frames_planned() at that probe.
         self._probe_gap = 0.0
         self._probed_traffic: float | None = None
+        self._probed_frames = 0
         self._stop = threading.Event()
         # Probes run beside the frames, never in front of one: a 64 KiB probe on a 2 Mbps uplink
         # takes a quarter of a second, which a frame waiting behind it would pay.
@@ -220,7 +226,7 @@ class OffloadSession:
 
     def _probe_loop(self) -> None:
         """Background thread: probe whenever no frame has crossed the link for a while
-        (probe_first_s, then doubling up to probe_idle_s)."""
+        (probe_first_s; doubling up to probe_idle_s once frames stop coming)."""
         policy = self.config.policy
         while not self._stop.wait(min(0.1, policy.probe_first_s / 4, policy.probe_idle_s / 4)):
             try:
@@ -234,16 +240,23 @@ class OffloadSession:
             return
         policy = self.config.policy
         now = self._clock()
+        first = min(policy.probe_first_s, policy.probe_idle_s)
+        planned = self._callbacks.frames_planned()
         with self._lock:
             if self.link.last_traffic != self._probed_traffic:  # frames crossed: a new idle spell
-                self._probe_gap = min(policy.probe_first_s, policy.probe_idle_s)
+                self._probe_gap = first
             gap = self._probe_gap
             if self._last_probe and (self.link.idle_s() < gap or now - self._last_probe < gap):
                 return
             if now < self._retry_at:
                 return
             self._last_probe = now
-            self._probe_gap = min(policy.probe_idle_s, 2 * gap)
+            # Frames planned since the last probe ran on the edge (none crossed): the camera is
+            # live, so keep watching the link at probe_first_s. Costs up to one probe (32-48 KiB)
+            # per probe_first_s while the agent is all-edge; no frames: back off.
+            camera_live = planned != self._probed_frames
+            self._probed_frames = planned
+            self._probe_gap = first if camera_live else min(policy.probe_idle_s, 2 * gap)
         size = min(PROBE_BYTES, probe_bytes(self.link.estimate().bandwidth_bps))  # ~50 ms of traffic, bounded
         timeout_s = self.config.connect_timeout_s + max(1.0, size * 8 / 100e3)  # 100 kbps floor
         try:

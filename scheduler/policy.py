@@ -116,7 +116,8 @@ class PolicyConfig:
     battery_file: str = option("", "battery level file (percent); default: /sys/class/power_supply/*/capacity")
     battery_low_pct: float | None = option(None, "below this battery level switch to min-energy (with deadline_ms if set)")
     probe_idle_s: float = option(2.0, "probe the link after this long without offloaded traffic (the longest gap)")
-    probe_first_s: float = option(0.5, "the first probe of an idle spell after this long; each further probe "
+    probe_first_s: float = option(0.5, "the first probe of an idle spell after this long; while frames keep coming "
+                                       "(run on the edge) every probe waits this long, else each further probe "
                                        "waits twice as long, up to probe_idle_s")
 
     def validate(self) -> None:

@@ -293,3 +293,43 @@ def test_idle_probes_start_soon_after_the_last_frame_and_back_off_to_probe_idle_
     clock.t = 108.25
     link.observe_transfer(30_000, 60.0)  # offloading again, then idle again: back to 0.5 s
     assert bulk_probe_times(110.25) == [0.5, 1.5]
+
+
+def test_idle_probes_keep_to_probe_first_s_while_frames_run_on_the_edge() -> None:
+    """An all-edge agent whose camera keeps giving frames probes every probe_first_s (a link that
+    came back is seen within that), and backs off to probe_idle_s only once frames stop."""
+    from types import SimpleNamespace
+
+    from edge_node.config import EdgeConfig
+    from edge_node.session import OffloadSession, SessionCallbacks
+    from splitpoint.v1 import offload_pb2
+
+    clock = Clock()
+    link = LinkEstimator(clock=clock)
+    probes: list[float] = []
+    planned = [0]
+
+    def probe(size: int, _tail: int, timeout_s: float) -> tuple[float, offload_pb2.ProbeResponse]:
+        if size:
+            probes.append(clock.t)
+        return 20.0 + size * 8 / 10e6 * 1000, offload_pb2.ProbeResponse()
+
+    cfg = EdgeConfig(bundle="b", source="s")
+    cfg.policy.probe_first_s, cfg.policy.probe_idle_s = 0.5, 2.0
+    session = OffloadSession(cfg, "sha256:fake", link, client=SimpleNamespace(address="fake:1", probe=probe), clock=clock)
+    session._callbacks = SessionCallbacks(lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True,
+                                          frames_planned=lambda: planned[0])
+
+    def run(until: float, frames: bool) -> list[float]:
+        """Probe times after now up to `until`, a frame planned (run locally) every 1/8 s if `frames`."""
+        start = clock.t
+        while clock.t < until:
+            session.maybe_probe()
+            clock.t += 0.125
+            planned[0] += frames
+        return [t - start for t in probes if t >= start]
+
+    assert run(100.125, frames=False) == [0.0]  # at start
+    link.observe_transfer(30_000, 60.0)  # the last frame that crossed, at t = 100.125
+    assert run(104.125, frames=True) == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]  # all-edge, camera live
+    assert run(110.125, frames=False) == [0.0, 0.5, 1.5, 3.5, 5.5]  # camera stopped: backs off
