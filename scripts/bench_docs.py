@@ -5,7 +5,7 @@
 RUNS.toml lists the runs in the order they appear:
 
     [[run]]
-    json = "/tmp/bench2/digits.json"
+    json = "bench-data/mnv2-cond.json.gz"  # relative to RUNS.toml; .gz is read gzipped
     title = "digits-cnn, native edge"
     intro = "One paragraph written by a person: what the run shows."
     drop = ["step", "traces"]   # optional: stages of this JSON not to report (say why in the intro)
@@ -15,10 +15,15 @@ RUNS.toml lists the runs in the order they appear:
 Everything after the marker line `<!-- results below ... -->` in docs/benchmarks.md is
 replaced: a summary table of every target across the runs, then per run the intro, the
 plots (re-rendered into docs/img/) and the report of `splitpoint.bench.report`.
+
+A run whose JSON is not on this machine (the runs before docs/bench-data/ kept them lived under
+/tmp) keeps what the page already shows for it: its section as written and its column of the
+summary table, found by its title. A run neither on disk nor on the page is an error.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -30,17 +35,54 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
 IMG = ROOT / "docs" / "img"
 MARKER = "<!-- results below are generated from the runs' JSON by `python scripts/bench_docs.py` -->"
+SECTION = "## Results: "
 
 
 def anchor(title: str) -> str:
     return "results-" + "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-").replace("--", "-")
 
 
-def main(argv: list[str]) -> int:
-    spec = read_toml(argv[1])
-    runs = []
+def published(results: str) -> tuple[dict[str, list[str]], dict[str, dict[str, str]], list[str]]:
+    """What the page shows now, per run title: its section's lines, its summary cells by target
+    name; and the target names in the table's order."""
+    sections: dict[str, list[str]] = {}
+    title = None
+    for line in results.splitlines():
+        if line.startswith(SECTION):
+            title = line[len(SECTION):]
+            sections[title] = []
+        if title is not None:
+            sections[title].append(line)
+    table = [line for line in results.split(SECTION, 1)[0].splitlines() if line.startswith("| ")]
+    cells: dict[str, dict[str, str]] = {}
+    names: list[str] = []
+    if table and table[0].startswith("| target |"):
+        titles = [re.sub(r"^\[(.*)\]\(#[^)]*\)$", r"\1", c.strip()) for c in table[0].strip("|").split(" | ")[1:]]
+        for row in table[2:]:
+            name, *values = (c.strip() for c in row.strip()[2:-2].split(" | "))
+            names.append(name)
+            for t, value in zip(titles, values, strict=True):
+                cells.setdefault(t, {})[name] = value
+    return sections, cells, names
+
+
+def main(argv: list[str], doc: Path = DOC, img: Path = IMG) -> int:
+    spec_path = Path(argv[1])
+    spec = read_toml(spec_path)
+    text = doc.read_text()
+    head, _, results = text.partition("<!-- results below")
+    sections, old_cells, old_names = published(results)
+    runs: list[tuple[dict, BenchResult | None]] = []
     for run in spec["run"]:
-        r = BenchResult.load(run["json"])
+        path = spec_path.parent / run["json"]
+        if not path.exists():
+            if run["title"] not in sections:
+                print(f"{path}: not found, and the page has no section {run['title']!r} to keep", file=sys.stderr)
+                return 2
+            print(f"{path}: not found; keeping the page's section {run['title']!r}")
+            runs.append((run, None))
+            continue
+        r = BenchResult.load(path)
         for stage in run.get("drop", []):
             r.drop(stage)
         r.targets = evaluate_targets(r)
@@ -49,17 +91,22 @@ def main(argv: list[str]) -> int:
            "Every target of the issue, per run (PASS, MISS, or N/A where the run could not test it; the "
            "sections below give the figures and the shortfalls).", ""]
     names: list[str] = []
-    for _, r in runs:
-        for t in r.targets:
+    for run, r in runs:
+        kept = [n for n in old_names if old_cells.get(run["title"], {}).get(n, "-") != "-"] if r is None else []
+        for t in kept if r is None else r.targets:
             # one row per throughput split, goodput, added cost and trace file (its slices and RTTs in one cell)
-            key = t.name.split(" (")[0] if t.name.startswith(("throughput", "goodput", "added", "trace")) else t.name
+            key = t if isinstance(t, str) else (
+                t.name.split(" (")[0] if t.name.startswith(("throughput", "goodput", "added", "trace")) else t.name)
             if key not in names:
                 names.append(key)
     out.append("| target | " + " | ".join(f"[{run['title']}](#{anchor(run['title'])})" for run, _ in runs) + " |")
     out.append("| --- |" + " --- |" * len(runs))
     for name in names:
         cells = []
-        for _, r in runs:
+        for run, r in runs:
+            if r is None:
+                cells.append(old_cells.get(run["title"], {}).get(name, "-"))
+                continue
             found = [t for t in r.targets if t.name == name or t.name.startswith(name + " (")]
             if len(found) > 1 and name.startswith("trace"):  # its slices and RTTs: how many passed
                 cells.append(f"{sum(t.status == 'PASS' for t in found)} of {len(found)} PASS"
@@ -70,23 +117,30 @@ def main(argv: list[str]) -> int:
                                    for t in found) or "-")
         out.append(f"| {name} | " + " | ".join(cells) + " |")
     out.append("")
-    written: dict[str, str] = {}  # plot file -> the run that wrote it
+    written: dict[str, str] = {}  # plot file -> the run that wrote it (or shows it, when kept)
     for run, r in runs:
-        plots = render_plots(r, IMG)
-        if run.get("plot_tag"):
-            tagged = []
-            for p in map(Path, plots):
-                dest = p.with_name(f"{p.stem}-{run['plot_tag']}{p.suffix}")
-                p.replace(dest)
-                tagged.append(str(dest))
-            plots = tagged
+        if r is None:
+            section = sections[run["title"]]
+            plots = [m.group(1) for line in section if (m := re.match(r"!\[[^\]]*\]\(img/([^)]+)\)", line))]
+        else:
+            plots = render_plots(r, img)
+            if run.get("plot_tag"):
+                tagged = []
+                for p in map(Path, plots):
+                    dest = p.with_name(f"{p.stem}-{run['plot_tag']}{p.suffix}")
+                    p.replace(dest)
+                    tagged.append(str(dest))
+                plots = tagged
         for p in plots:
             if Path(p).name in written:
                 print(f"{run['title']!r} and {written[Path(p).name]!r} both write {Path(p).name}: "
                       "give one of them a plot_tag", file=sys.stderr)
                 return 2
             written[Path(p).name] = run["title"]
-        out += [f"## Results: {run['title']}", "", run["intro"].strip(), ""]
+        if r is None:
+            out += section + ([""] if section[-1].strip() else [])  # as published, blank lines and all
+            continue
+        out += [f"{SECTION}{run['title']}", "", run["intro"].strip(), ""]
         for p in plots:
             out += [f"![{Path(p).stem}](img/{Path(p).name})", ""]
         md = render_markdown(r).splitlines()
@@ -95,10 +149,8 @@ def main(argv: list[str]) -> int:
         for line in md[1:]:
             out.append("#" + line if line.startswith("### ") else line)
         out.append("")
-    text = DOC.read_text()
-    head = text.split("<!-- results below", 1)[0]
-    DOC.write_text(head + "\n".join(out).rstrip() + "\n")
-    print(f"{DOC}: {len(runs)} runs, plots in {IMG}")
+    doc.write_text(head + "\n".join(out).rstrip() + "\n")
+    print(f"{doc}: {len(runs)} runs ({sum(r is None for _, r in runs)} kept as published), plots in {img}")
     return 0
 
 

@@ -27,6 +27,33 @@ REPO = Path(__file__).resolve().parents[1]
 _LISTENING = "splitpoint cloud listening on "
 
 
+class ManualClock:
+    """A clock the test moves by hand (`clock.t += 0.5`): for units that take `clock=`."""
+
+    def __init__(self, t: float = 100.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def three_split_policy(name: str, deadline_ms: float | None = None) -> Any:
+    """An AdaptivePolicy over a made-up model of three splits (k = 0: 50 kB cut, 1 ms head,
+    10 ms tail; k = 1: 10 kB, 20 ms, 5 ms; k = 2 = all-edge: 60 ms) on an 8 Mbps, 20 ms link."""
+    from scheduler.cost import CostModel, EnergyModel
+    from scheduler.link import LinkEstimator
+    from scheduler.policy import AdaptivePolicy, PolicyConfig
+    from scheduler.profiles import Profile, SplitProfile, StageStats
+
+    wire, head, tail = [50_000, 10_000, 0], [1.0, 20.0, 60.0], [10.0, 5.0, 0.0]
+    edge = Profile("edge", "d", "m", {}, {k: SplitProfile(k, wire[k], StageStats.constant(head[k])) for k in range(3)})
+    cloud = Profile("cloud", "d", "m", {}, {k: SplitProfile(k, wire[k], StageStats.constant(tail[k])) for k in range(3)})
+    energy = EnergyModel(head_power=lambda k: 3.0, idle_w=1.0, tx_watts=lambda bps: 1.0)
+    cfg = PolicyConfig(name=name, deadline_ms=deadline_ms, edge_profile="e", cloud_profile="c")
+    est = LinkEstimator(initial_bandwidth_bps=8e6, initial_rtt_ms=20.0, clock=ManualClock())
+    return AdaptivePolicy(cfg, CostModel(edge, cloud, energy), est)
+
+
 def cli_env() -> dict[str, str]:
     """os.environ for a `python -m splitpoint` subprocess: this checkout first on PYTHONPATH
     (the code under test, not an installed copy), TensorFlow's C++ chatter off, output unbuffered

@@ -10,6 +10,7 @@ older version (or by a run that stopped early) still loads, its missing figures 
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -403,7 +404,11 @@ class BenchResult:
 
     @classmethod
     def load(cls, path: str | Path) -> BenchResult:
-        return cls.from_json(Path(path).read_text())
+        """Read a result JSON, gzipped when its name ends in .gz (as docs/bench-data/ keeps them)."""
+        path = Path(path)
+        if path.suffix == ".gz":
+            return cls.from_json(gzip.decompress(path.read_bytes()).decode())
+        return cls.from_json(path.read_text())
 
     def drop(self, stage: str) -> None:
         """Leave a stage out of the report (bench_docs' `drop`)."""

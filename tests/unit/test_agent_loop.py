@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from helpers import ManualClock
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -52,14 +53,6 @@ MANIFEST = SimpleNamespace(
     split=lambda k: SimpleNamespace(split=k, cut=[TensorSpec("cut", (1, 2), "int8", Q)]),
 )
 PREDICTED_MS = 50.0  # the fake policy's latency for split 1: the hedge fires 50 + 20 ms after the head
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class FakeHeads:
@@ -213,7 +206,7 @@ class Harness:
         conf = dict(bundle="fake", source="fake", results=str(results), results_fsync=False, window=4,
                     hedge="auto", hedge_margin=20.0, frame_deadline_ms=1000, grace_s=1.0)
         self.config = EdgeConfig(**(conf | overrides))
-        self.clock = ManualClock()
+        self.clock = ManualClock(1000.0)
         self.session = FakeSession()
         self.heads = FakeHeads()
         self.policy = policy or FakePolicy()

@@ -4,19 +4,13 @@ an injected clock, no sleeps."""
 from __future__ import annotations
 
 import pytest
+from helpers import ManualClock as Clock
+from helpers import three_split_policy
 
 from edge_node.hedge import HedgePlan, MarginLearner, plan_hedge
 from scheduler.link import PROBE_MAX_BYTES, PROBE_MIN_BYTES, LinkEstimator, probe_bytes
 
 pytestmark = pytest.mark.edge_side
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def estimator(**kw: object) -> LinkEstimator:
@@ -222,22 +216,8 @@ def test_a_hedged_answer_widens_the_margin_at_most_twofold() -> None:
 # ---------------------------------------------------------------------------- the policy's side
 
 
-def _policy(name: str, deadline_ms: float | None = None):  # noqa: ANN202 - test helper
-    from scheduler.cost import CostModel, EnergyModel
-    from scheduler.policy import AdaptivePolicy, PolicyConfig
-    from scheduler.profiles import Profile, SplitProfile, StageStats
-
-    wire, head, tail = [50_000, 10_000, 0], [1.0, 20.0, 60.0], [10.0, 5.0, 0.0]
-    edge = Profile("edge", "d", "m", {}, {k: SplitProfile(k, wire[k], StageStats.constant(head[k])) for k in range(3)})
-    cloud = Profile("cloud", "d", "m", {}, {k: SplitProfile(k, wire[k], StageStats.constant(tail[k])) for k in range(3)})
-    energy = EnergyModel(head_power=lambda k: 3.0, idle_w=1.0, tx_watts=lambda bps: 1.0)
-    cfg = PolicyConfig(name=name, deadline_ms=deadline_ms, edge_profile="e", cloud_profile="c")
-    est = LinkEstimator(initial_bandwidth_bps=8e6, initial_rtt_ms=20.0, clock=Clock())
-    return AdaptivePolicy(cfg, CostModel(edge, cloud, energy), est)
-
-
 def test_the_policy_hedges_with_its_own_prediction_for_the_split() -> None:
-    policy = _policy("min-latency")
+    policy = three_split_policy("min-latency")
     k = policy.choose([0, 1, 2])
     latency, is_deadline, server_ms = policy.hedge_prediction(k)
     # k = 1: head 20 + 10096 B at 8 Mbps (10.1 ms) + RTT 20 + tail 5 (k = 0: 81 ms, k = 2: 60 ms)
@@ -247,10 +227,10 @@ def test_the_policy_hedges_with_its_own_prediction_for_the_split() -> None:
 
 
 def test_under_min_energy_with_a_deadline_the_deadline_is_the_hedge_time() -> None:
-    policy = _policy("min-energy", deadline_ms=250.0)
+    policy = three_split_policy("min-energy", deadline_ms=250.0)
     k = policy.choose([0, 1, 2])
     assert policy.hedge_prediction(k)[:2] == (250.0, True)
-    assert _policy("min-energy").hedge_prediction(0) is None  # nothing chosen yet: no prediction
+    assert three_split_policy("min-energy").hedge_prediction(0) is None  # nothing chosen yet: no prediction
 
 
 # ---------------------------------------------------------------------------- idle probes

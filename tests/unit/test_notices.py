@@ -5,16 +5,9 @@ from __future__ import annotations
 import logging
 
 import pytest
+from helpers import ManualClock as Clock
 
 from edge_node.notices import FallbackDigest, nothing_to_do_message, unreached_message
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def info_lines(caplog: pytest.LogCaptureFixture) -> list[str]:

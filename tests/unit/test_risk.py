@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
+from helpers import three_split_policy
 
 from scheduler.paths import Timeline
 from scheduler.policy import FrameOutcome
 from scheduler.risk import OffloadRisk
-from tests.unit.test_hedge_and_link import _policy
 
 
 def test_the_risk_is_the_share_of_hits_in_the_window_with_a_prior_of_clean_frames() -> None:
@@ -42,7 +42,7 @@ def _answered(policy, at: float, late: bool = False) -> None:  # noqa: ANN001 - 
 def test_hedged_offloads_send_a_marginal_frame_to_the_edge_until_they_age_out() -> None:
     """k = 1 is predicted 55 ms, local 60 ms: a gain smaller than what a frame caught by the link
     costs (a local run after the wait) once one offload in three was hedged."""
-    policy = _policy("min-latency")
+    policy = three_split_policy("min-latency")
     policy.link.force(bandwidth_bps=8e6, rtt_ms=20.0)
     assert policy.plan(1, [0, 1, 2], 0.0, Timeline(), next_arrival=math.inf).split == 1
     _hedge_fired(policy, 0.1)
@@ -55,7 +55,7 @@ def test_hedged_offloads_send_a_marginal_frame_to_the_edge_until_they_age_out() 
 
 
 def test_many_clean_answers_outweigh_one_hit_and_late_answers_count_as_hits() -> None:
-    policy = _policy("min-latency")
+    policy = three_split_policy("min-latency")
     policy.link.force(bandwidth_bps=8e6, rtt_ms=20.0)
     _hedge_fired(policy, 0.0)
     for i in range(17):
@@ -68,7 +68,7 @@ def test_many_clean_answers_outweigh_one_hit_and_late_answers_count_as_hits() ->
 
 def test_with_frames_following_a_hit_also_costs_them_the_edge() -> None:
     """Paced: the hedged frame's local run takes head(K) of edge time from the frames behind it."""
-    policy = _policy("min-latency")
+    policy = three_split_policy("min-latency")
     policy.link.force(bandwidth_bps=8e6, rtt_ms=20.0)
     for i in range(18):
         _answered(policy, 0.01 * i)

@@ -1,0 +1,92 @@
+"""scripts/bench_docs.py: the results part of docs/benchmarks.md is rebuilt from the runs' JSON;
+a run whose JSON is gone keeps what the page shows for it."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from splitpoint.bench.results import BenchResult, from_dict
+from tests.unit.test_bench_report import step_result
+
+pytestmark = pytest.mark.edge_side
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("bench_docs", ROOT / "scripts" / "bench_docs.py")
+assert spec and spec.loader
+bench_docs = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench_docs)
+
+PAGE = f"""# Benchmarks
+
+Hand-written part.
+
+{bench_docs.MARKER}
+
+## Summary of the latest runs
+
+Every target of the issue, per run (PASS, MISS, or N/A where the run could not test it; the sections below give the figures and the shortfalls).
+
+| target | [old run](#results-old-run) |
+| --- | --- |
+| settle after a step change | MISS |
+| chosen/oracle | PASS |
+
+## Results: old run
+
+Written long ago; its JSON was under /tmp.
+
+![old-step](img/old-step.png)
+
+| a | table |
+
+
+"""
+
+
+def write_runs(tmp: Path, runs: list[dict[str, Any]]) -> Path:
+    lines = []
+    for run in runs:
+        lines += ["[[run]]"] + [f"{k} = {json.dumps(v)}" for k, v in run.items()] + [""]
+    path = tmp / "runs.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def test_a_run_without_its_json_keeps_its_section_and_summary_column(tmp_path: Path) -> None:
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(PAGE)
+    spec = write_runs(tmp_path, [{"json": "gone.json", "title": "old run", "intro": "x"}])
+    assert bench_docs.main(["bench_docs", str(spec)], doc=doc, img=tmp_path / "img") == 0
+    assert doc.read_text() == PAGE.rstrip() + "\n"  # nothing but the trailing blank lines moved
+
+
+def test_a_new_run_from_gzipped_json_joins_the_kept_one(tmp_path: Path) -> None:
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(PAGE)
+    result = from_dict(BenchResult, step_result(best_hi=0, best_lo=8, ended=(8, 0), settle=(2, 3), switches=(1, 1)))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "new.json.gz").write_bytes(gzip.compress(result.to_json().encode()))
+    spec = write_runs(tmp_path, [{"json": "data/new.json.gz", "title": "new run", "intro": "Fresh."},
+                                 {"json": "gone.json", "title": "old run", "intro": "x"}])
+    assert bench_docs.main(["bench_docs", str(spec)], doc=doc, img=tmp_path / "img") == 0
+    text = doc.read_text()
+    assert "| target | [new run](#results-new-run) | [old run](#results-old-run) |" in text
+    assert "| settle after a step change | PASS | MISS |" in text  # the new run judged, the old one kept
+    assert "| chosen/oracle | - | PASS |" in text  # a target only the kept run had
+    assert text.index("## Results: new run") < text.index("## Results: old run")
+    assert "Fresh." in text and "Written long ago" in text and "![old-step](img/old-step.png)" in text
+
+
+def test_a_run_neither_on_disk_nor_on_the_page_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(PAGE)
+    spec = write_runs(tmp_path, [{"json": "gone.json", "title": "never published", "intro": "x"}])
+    assert bench_docs.main(["bench_docs", str(spec)], doc=doc, img=tmp_path / "img") == 2
+    assert "never published" in capsys.readouterr().err
+    assert doc.read_text() == PAGE  # untouched
