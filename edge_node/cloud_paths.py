@@ -233,6 +233,7 @@ class CloudPaths:
             p.hedged = True
             self._late[fid] = p
         log.debug("frame %d hedged after %.0f ms: %s", fid, p.hedge.budget_ms, p.hedge.reason())
+        self.timeline.link_hedged(fid)  # the planner sees the stall until its answer (scheduler/risk.py)
         # the policy counts it (scheduler/risk.py): no rpc_ms, nothing crossed the link yet
         self.observe(FrameOutcome(fid, p.split, "cloud", False, p.head_ms, p.wire_bytes, hedged=True, at=self.clock()))
         self.edge.run_local(p.frame, p.x, p.split, p.preprocess_ms, reason=p.hedge.reason(), head_ms=p.head_ms,

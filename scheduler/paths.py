@@ -9,8 +9,9 @@ A frame has two resources, and two frames can use them at once::
 
 `Timeline` keeps what is booked on each: the accelerator is one FIFO (heads and local runs,
 booked when planned, freed by `edge_done`), the uplink another (a transfer booked when
-planned, marked sent when the bytes go out, freed by `link_done`). `free_at(now)` says when
-each will be free. `path_times` turns one `CostModel.predict` figure into the times of a path
+planned, marked sent when the bytes go out, marked by `link_hedged` when its hedge fires, freed
+by `link_done`). `free_at(now)` says when each will be free; `hedged_in_flight()` whether a
+hedged frame's answer is still out (a stall in progress: the planner's risk, scheduler/risk.py). `path_times` turns one `CostModel.predict` figure into the times of a path
 started now, and `evaluate` adds what a choice costs the following frames (see its docstring); the
 objective itself is applied by `AdaptivePolicy.plan` (scheduler/policy.py).
 
@@ -41,6 +42,7 @@ class _Booking:
     sent: bool = False  # link: the bytes were handed to the stream, not only planned
     wire_bytes: int = 0
     after_s: float = 0.0  # link: RTT + queue + tail predicted after the transfer, before the answer
+    hedged: bool = False  # link: its hedge fired before the answer came (the link may be stalled)
 
 
 class Timeline:
@@ -86,7 +88,21 @@ class Timeline:
                 old = _Booking(next(self._seq), now, predicted_transfer_ms / 1000, after_s=after_ms / 1000)
             duration = old.duration_s if predicted_transfer_ms is None else predicted_transfer_ms / 1000
             after = old.after_s if after_ms is None else after_ms / 1000
-            self._link[frame_id] = _Booking(old.seq, now, duration, not planned, wire_bytes, after)
+            self._link[frame_id] = _Booking(old.seq, now, duration, not planned, wire_bytes, after, old.hedged)
+
+    def link_hedged(self, frame_id: int) -> None:
+        """The frame's hedge fired with its answer still to come: the link is caught in a sag or
+        an outage until that answer comes (or `link_done` says none will)."""
+        with self._lock:
+            b = self._link.get(frame_id)
+            if b is not None:
+                b.hedged = True
+
+    def hedged_in_flight(self) -> int:
+        """Sent frames whose hedge fired and whose answer has not come: while there is one, a
+        new offload queues behind a transfer already later than the agent's worst expectation."""
+        with self._lock:
+            return sum(1 for b in self._link.values() if b.hedged)
 
     def link_done(self, frame_id: int, now: float, answered: bool = True) -> None:
         """No more of the frame's bytes will use the link: its answer came (`answered`; even when a

@@ -15,6 +15,9 @@ latency, so that on a link that keeps dropping out the edge keeps the frames who
 is smaller than the expected loss, and on a steady link (p near 0) nothing changes. With no
 offload in the window p is 0 again: the link gets another chance, as after a probe.
 
+What the window cannot say is that the link is stalled *now*: the planner takes p as 1 while a
+hedged frame's answer is still out (`Timeline.hedged_in_flight`, scheduler/paths.py).
+
 Pure: times are passed in (seconds, the agent's clock). Thread-safe: hedges fire on the
 watchdog thread, answers come on gRPC threads, plans are made on the agent's loop; the lock is a
 leaf.

@@ -310,8 +310,9 @@ def test_hedge_fires_then_the_local_run_wins(h: Harness) -> None:
     assert (r["where"], r["split"], r["hedged"]) == ("local", 1, True)
     assert r["fallback_reason"].startswith("hedged: no answer within 70 ms")
     assert h.booked() == ([], [0])  # its answer may still come: the link stays booked (overdue) until then
+    assert h.agent.timeline.hedged_in_flight() == 1  # the planner reads a stall in progress
     h.session.answer(0)
-    assert h.booked() == ([], [])
+    assert h.booked() == ([], []) and h.agent.timeline.hedged_in_flight() == 0
     h.session.answer(0)  # late: it teaches the estimates, the log keeps the local result
     assert len(h.records) == 1 and h.finishes == {0: 1} and h.idle()
     # the hedge firing (no rpc: what scheduler.risk counts), the local result, the late answer

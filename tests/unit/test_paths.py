@@ -114,6 +114,21 @@ def test_an_overdue_transfer_keeps_the_link_busy_longer_the_longer_it_stalls() -
     assert tl.free_at(1.2)[1] == pytest.approx(1.2 - 0.06 + 0.184)
 
 
+def test_a_hedged_transfer_counts_as_a_stall_until_its_answer_or_stream_end() -> None:
+    tl = Timeline()
+    tl.link_sent(1, 27_600, 0.0, 184.0, 60.0)
+    tl.link_sent(2, 27_600, 0.1, 184.0, 60.0)
+    tl.link_hedged(1)
+    tl.link_hedged(99)  # unknown (already answered): ignored
+    tl.link_sent(1, 27_600, 0.2)  # a later report of the same send keeps the mark
+    assert tl.hedged_in_flight() == 1
+    tl.link_hedged(2)
+    tl.link_done(1, 0.5)  # the late answer
+    assert tl.hedged_in_flight() == 1
+    tl.link_done(2, 0.6, answered=False)  # its stream ended
+    assert tl.hedged_in_flight() == 0
+
+
 def test_stream_end_frees_the_link_without_claiming_when() -> None:
     tl = Timeline()
     tl.link_sent(1, 27_600, 0.0, 184.0, 60.0)

@@ -77,3 +77,26 @@ def test_with_frames_following_a_hit_also_costs_them_the_edge() -> None:
     assert unpaced.split == 1 and "hedge risk 3 ms" in unpaced.reason
     paced = policy.plan(2, [0, 1, 2], 0.3, Timeline(), arrived=0.3, next_arrival=0.8)
     assert "hedge risk 6 ms" in paced.reason
+
+
+def test_while_a_hedged_frames_answer_is_out_the_risk_is_certain() -> None:
+    """A hedge that fired with its answer still to come is a stall in progress: a new offload's
+    bytes would queue behind it. Until that answer comes (or none will), the planner counts the
+    risk as certain and the frames stay on the edge; the window's share then applies again."""
+    policy = three_split_policy("min-latency")
+    policy.link.force(bandwidth_bps=8e6, rtt_ms=20.0)
+    for i in range(40):
+        _answered(policy, 0.01 * i)
+    timeline = Timeline()
+    timeline.link_sent(7, 10_096, 0.4, predicted_transfer_ms=10.0, after_ms=25.0)
+    timeline.link_hedged(7)
+    _hedge_fired(policy, 0.5)  # 1 in 43: 1.4 ms from the window alone, not enough to stay local
+    assert timeline.hedged_in_flight() == 1
+    choice = policy.plan(1, [0, 1, 2], 0.6, timeline, next_arrival=math.inf)
+    assert choice.split == 2
+    assert "hedge risk 60 ms (a hedged frame's answer is still out)" in choice.reason
+    timeline.edge_done(1, 0.66)
+    timeline.link_done(7, 0.7)  # the late answer: the link delivers again
+    assert timeline.hedged_in_flight() == 0
+    after = policy.plan(2, [0, 1, 2], 0.7, timeline, next_arrival=math.inf)
+    assert after.split == 1 and "hedge risk 1 ms" in after.reason
