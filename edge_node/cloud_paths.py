@@ -177,7 +177,7 @@ class CloudPaths:
         now = self.clock()
         self.observe(FrameOutcome(
             p.frame.index, p.split, "cloud", True, p.head_ms, p.wire_bytes, rpc_ms, t.queue_ms, t.compute_ms, t.total_ms,
-            resp.load.queued, hedged=hedged, late=now > p.deadline, at=now,
+            resp.load.queued, hedged=hedged, late_ms=max(0.0, (now - p.deadline) * 1000), at=now,
         ))
         if p.hedge.predicted_ms is not None and p.hedge.basis != "deadline":
             cap = MarginLearner.late_cap_ms(p.hedge.margin_ms) if p.hedged else None

@@ -50,8 +50,9 @@ class FrameOutcome:
     #: the frame's hedge fired: reported when it fires (no rpc_ms: nothing crossed yet), and
     #: again, for the link's sake only, if its answer comes
     hedged: bool = False
-    #: an answer that came after the frame's hedge time (hedged or not: the local run could not win)
-    late: bool = False
+    #: how long after the frame's hedge time its answer came (0: in time; hedged or not: without
+    #: a hedge the local run could not have won)
+    late_ms: float = 0.0
     at: float | None = None  # when (the agent's clock, s): what scheduler.risk counts in its window
 
 
@@ -233,6 +234,7 @@ class AdaptivePolicy:
         self._last_objective = cfg.name
         #: plan(): how often offloaded frames were hedged lately (what a cloud path risks)
         self.risk = OffloadRisk()
+        self._probes_seen = 0  # link.probes when plan() last looked: new ones count as clean
         #: plan(): the last frame's arrival and the learnt camera spacing (s)
         self._last_arrived: float | None = None
         self._spacing: float | None = None
@@ -289,6 +291,9 @@ class AdaptivePolicy:
         wait for the link."""
         with self._lock:
             state = self.link.estimate()
+            probes, self._probes_seen = self.link.probes - self._probes_seen, self.link.probes
+            for _ in range(probes):  # answered probes: the link delivered on time (scheduler/risk.py)
+                self.risk.clean(now)
             arrived = now if arrived is None else arrived
             next_at = self._next_at(arrived, now, next_arrival)
             name = self._active_objective()
@@ -417,7 +422,9 @@ class AdaptivePolicy:
                 if outcome.hedged:
                     self.risk.hit(outcome.at)
             elif not outcome.hedged:  # an answer; a hedged frame's was counted when its hedge fired
-                (self.risk.hit if outcome.late else self.risk.clean)(outcome.at)
+                # late by head(K) or more costs what a hit does; less, that share of one
+                local_ms = self.cost.edge.latency_ms(self.cost.num_layers, self.cost.stat)
+                self.risk.add(outcome.at, outcome.late_ms / local_ms if local_ms > 0 else float(outcome.late_ms > 0))
 
     def describe(self) -> str:
         return f"{self.name} (margin {self.cfg.margin:.0%}, dwell {self.cfg.min_dwell_frames} frames)"

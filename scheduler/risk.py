@@ -5,10 +5,16 @@ passes, it runs locally after all (head(K) on the edge, after the wait), and tha
 edge from the frames behind it. The bandwidth estimate cannot see this coming - an outage on a
 cellular uplink starts between two frames - but how often it has happened lately can be
 counted. `OffloadRisk` counts, over the last `window_s` seconds, the offloaded frames whose
-hedge fired (`hit`) and those answered in time (`clean`), with `prior_clean` clean frames
-added so that one early hit is not read as certainty:
+hedge fired (`hit`), those answered in time and the link probes answered (`clean`), and
+answers that came after their hedge time without a hedge (the local run could not have won):
+those are part hit, part clean, by how late they came against what a hit costs (`add(weight)`).
+`prior_clean` clean frames are added so that one early hit is not read as certainty:
 
-    p = hits / (hits + cleans + prior_clean)          (over the last window_s seconds)
+    p = sum of hit weights / (events + prior_clean)    (over the last window_s seconds)
+
+Probes count because without them the share could only fall through offloads, which a high
+share prevents: one late answer among the first frames (p = 1/3) kept a Verizon-LTE-short run
+on the edge for the whole window (10 s) while every probe said the link was fine.
 
 The planner (AdaptivePolicy.plan) adds p x (what a hit costs) to each cloud path's predicted
 latency, so that on a link that keeps dropping out the edge keeps the frames whose predicted gain
@@ -43,20 +49,21 @@ class OffloadRisk:
             raise ValueError(f"window_s must be > 0 and prior_clean >= 0, not {window_s}, {prior_clean}")
         self.window_s = window_s
         self.prior_clean = prior_clean
-        self._events: deque[tuple[float, bool]] = deque()  # (time s, hit), oldest first
+        self._events: deque[tuple[float, float]] = deque()  # (time s, hit weight), oldest first
         self._lock = threading.Lock()
 
     def hit(self, now: float) -> None:
         """An offloaded frame's hedge fired: it ran (or will run) locally after waiting."""
-        self._add(now, True)
+        self.add(now, 1.0)
 
     def clean(self, now: float) -> None:
-        """An offloaded frame was answered before its hedge time."""
-        self._add(now, False)
+        """An offloaded frame was answered before its hedge time, or a probe was answered."""
+        self.add(now, 0.0)
 
-    def _add(self, now: float, hit: bool) -> None:
+    def add(self, now: float, weight: float) -> None:
+        """One event that is `weight` a hit (0: clean, 1: a hit; clamped) and the rest clean."""
         with self._lock:
-            self._events.append((now, hit))
+            self._events.append((now, min(1.0, max(0.0, weight))))
             self._expire(now)
 
     def _expire(self, now: float) -> None:
@@ -69,9 +76,9 @@ class OffloadRisk:
         total = hits + cleans + self.prior_clean
         return hits / total if total > 0 else 0.0
 
-    def counts(self, now: float) -> tuple[int, int]:
-        """(hits, cleans) in the window."""
+    def counts(self, now: float) -> tuple[float, float]:
+        """(hits, cleans) in the window: the sum of the hit weights, and the rest of the events."""
         with self._lock:
             self._expire(now)
-            hits = sum(1 for _, h in self._events if h)
+            hits = sum(w for _, w in self._events)
             return hits, len(self._events) - hits

@@ -34,9 +34,9 @@ def _hedge_fired(policy, at: float) -> None:  # noqa: ANN001 - test helper
     policy.observe(FrameOutcome(0, 1, "cloud", False, 20.0, 10_096, hedged=True, at=at))
 
 
-def _answered(policy, at: float, late: bool = False) -> None:  # noqa: ANN001 - test helper
+def _answered(policy, at: float, late_ms: float = 0.0) -> None:  # noqa: ANN001 - test helper
     policy.observe(FrameOutcome(0, 1, "cloud", True, 20.0, 10_096, rpc_ms=35.1, server_total_ms=5.0,
-                                late=late, at=at))
+                                late_ms=late_ms, at=at))
 
 
 def test_hedged_offloads_send_a_marginal_frame_to_the_edge_until_they_age_out() -> None:
@@ -49,12 +49,12 @@ def test_hedged_offloads_send_a_marginal_frame_to_the_edge_until_they_age_out() 
     choice = policy.plan(2, [0, 1, 2], 0.2, Timeline(), next_arrival=math.inf)
     assert choice.split == 2 and "hedge risk 20 ms" in choice.reason  # 1/3 x head(K) 60 ms
     # the late answer of the hedged frame teaches the link only: the hit is not counted twice
-    policy.observe(FrameOutcome(0, 1, "cloud", True, 20.0, 10_096, rpc_ms=900.0, hedged=True, late=True, at=0.9))
+    policy.observe(FrameOutcome(0, 1, "cloud", True, 20.0, 10_096, rpc_ms=900.0, hedged=True, late_ms=800.0, at=0.9))
     assert policy.risk.counts(1.0) == (1, 0)
     assert policy.plan(3, [0, 1, 2], 10.5, Timeline(), next_arrival=math.inf).split == 1  # aged out
 
 
-def test_many_clean_answers_outweigh_one_hit_and_late_answers_count_as_hits() -> None:
+def test_many_clean_answers_outweigh_one_hit_and_late_answers_count_by_how_late() -> None:
     policy = three_split_policy("min-latency")
     policy.link.force(bandwidth_bps=8e6, rtt_ms=20.0)
     _hedge_fired(policy, 0.0)
@@ -62,8 +62,30 @@ def test_many_clean_answers_outweigh_one_hit_and_late_answers_count_as_hits() ->
         _answered(policy, 0.1 * i)
     assert policy.risk.probability(2.0) == pytest.approx(1 / 20)  # 3 ms: k = 1 still gains
     assert policy.plan(1, [0, 1, 2], 2.0, Timeline(), next_arrival=math.inf).split == 1
-    _answered(policy, 2.1, late=True)  # answered after its hedge time, not hedged: still a hit
-    assert policy.risk.counts(2.1) == (2, 17)
+    # answered after its hedge time, not hedged (the local run could not have won): as much a hit
+    # as it was late against head(K) = 60 ms; as late as a local run or more, a whole one
+    _answered(policy, 2.1, late_ms=15.0)
+    assert policy.risk.counts(2.1) == pytest.approx((1.25, 17.75))
+    _answered(policy, 2.2, late_ms=600.0)
+    assert policy.risk.counts(2.2) == pytest.approx((2.25, 17.75))
+
+
+def test_answered_probes_count_as_clean_offloads() -> None:
+    """A high share cannot fall through offloads that it prevents: the probes sent while the
+    frames stay on the edge are the link's answers, and dilute it."""
+    policy = three_split_policy("min-latency")
+    policy.link.force(bandwidth_bps=8e6, rtt_ms=20.0)
+    _hedge_fired(policy, 0.1)
+    assert policy.plan(1, [0, 1, 2], 0.2, Timeline(), next_arrival=math.inf).split == 2  # p = 1/3
+    for _ in range(4):
+        policy.link.observe_probe(40_000, 60.0)
+    choice = policy.plan(2, [0, 1, 2], 2.2, Timeline(), next_arrival=math.inf)
+    assert policy.risk.counts(2.2) == (1, 4)
+    assert choice.split == 2 and "hedge risk 9 ms" in choice.reason  # 1/7 x 60 ms: 64 ms > 60 still
+    for _ in range(8):
+        policy.link.observe_probe(40_000, 60.0)
+    choice = policy.plan(3, [0, 1, 2], 6.2, Timeline(), next_arrival=math.inf)
+    assert choice.split == 1 and "hedge risk 4 ms" in choice.reason  # 1/15 x 60 ms
 
 
 def test_with_frames_following_a_hit_also_costs_them_the_edge() -> None:
