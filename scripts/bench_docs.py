@@ -24,7 +24,9 @@ summary table, found by its title. A run neither on disk nor on the page is an e
 from __future__ import annotations
 
 import re
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from splitpoint.bench.report import evaluate_targets, render_markdown, render_plots
@@ -123,14 +125,16 @@ def main(argv: list[str], doc: Path = DOC, img: Path = IMG) -> int:
             section = sections[run["title"]]
             plots = [m.group(1) for line in section if (m := re.match(r"!\[[^\]]*\]\(img/([^)]+)\)", line))]
         else:
-            plots = render_plots(r, img)
             if run.get("plot_tag"):
-                tagged = []
-                for p in map(Path, plots):
-                    dest = p.with_name(f"{p.stem}-{run['plot_tag']}{p.suffix}")
-                    p.replace(dest)
-                    tagged.append(str(dest))
-                plots = tagged
+                # rendered aside, then renamed: the untagged names may be another run's plots
+                with tempfile.TemporaryDirectory() as aside:
+                    plots = []
+                    for p in map(Path, render_plots(r, Path(aside))):
+                        dest = img / f"{p.stem}-{run['plot_tag']}{p.suffix}"
+                        shutil.move(p, dest)
+                        plots.append(str(dest))
+            else:
+                plots = render_plots(r, img)
         for p in plots:
             if Path(p).name in written:
                 print(f"{run['title']!r} and {written[Path(p).name]!r} both write {Path(p).name}: "

@@ -90,3 +90,29 @@ def test_a_run_neither_on_disk_nor_on_the_page_is_an_error(tmp_path: Path, capsy
     assert bench_docs.main(["bench_docs", str(spec)], doc=doc, img=tmp_path / "img") == 2
     assert "never published" in capsys.readouterr().err
     assert doc.read_text() == PAGE  # untouched
+
+
+def test_a_tagged_run_never_overwrites_the_untagged_plots_of_a_kept_run(tmp_path: Path) -> None:
+    """Two runs of one model and device: the kept one shows the untagged plot names, the new one
+    (plot_tag) must render beside them, not over them."""
+    pytest.importorskip("matplotlib")
+    adaptive = {"split": None, "mean_ms": 50.0, "t_s": [0.0, 0.1], "splits": [0, 8], "end_to_end_ms": [40.0, 60.0]}
+    trace = {"trace": "t.up", "seconds": 0.2, "fps": 10.0, "rtt_ms": 10.0, "deadline_ms": 100.0,
+             "runs": {"adaptive": adaptive}, "best_fixed": "k=8", "best_fixed_mean_ms": 60.0}
+    result = from_dict(BenchResult, {"bundle": {"model": "m", "num_layers": 8}, "traces": [trace]})
+    (tmp_path / "new.json").write_text(result.to_json())
+    names = [Path(p).name for p in bench_docs.render_plots(result, tmp_path / "scratch")]
+    assert names == ["bench-m-traces-rtt10.png"]
+    img = tmp_path / "img"
+    img.mkdir()
+    for name in names:
+        (img / name).write_bytes(b"the kept run's plot")
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(PAGE.replace("![old-step](img/old-step.png)", "\n\n".join(f"![x](img/{n})" for n in names)))
+    spec = write_runs(tmp_path, [{"json": "new.json", "title": "new run", "intro": "x", "plot_tag": "v2"},
+                                 {"json": "gone.json", "title": "old run", "intro": "x"}])
+    assert bench_docs.main(["bench_docs", str(spec)], doc=doc, img=img) == 0
+    for name in names:
+        assert (img / name).read_bytes() == b"the kept run's plot"
+        tagged = img / f"{Path(name).stem}-v2{Path(name).suffix}"
+        assert tagged.exists() and f"(img/{tagged.name})" in doc.read_text()
