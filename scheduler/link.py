@@ -107,7 +107,6 @@ class LinkEstimator:
         self._forced: tuple[float | None, float | None] = (None, None)
         self._lock = threading.Lock()
         self.last_traffic = float("-inf")  # never: the first frame triggers a probe
-        self.probes = 0  # bulk probes answered (the planner counts them as clean offloads)
 
     def observe_rtt(self, rtt_ms: float) -> None:
         """A small exchange (a probe, a tiny frame): its time is the round trip."""
@@ -143,7 +142,6 @@ class LinkEstimator:
         with self._lock:
             self._add_bandwidth(self._wire_rate(wire_bytes, transfer), restart=True)
             self.last_traffic = self._clock()
-            self.probes += 1
 
     def observe_bandwidth(self, bandwidth_bps: float) -> None:
         """A direct bandwidth sample (a replayed trace, a test)."""

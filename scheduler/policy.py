@@ -234,7 +234,6 @@ class AdaptivePolicy:
         self._last_objective = cfg.name
         #: plan(): how often offloaded frames were hedged lately (what a cloud path risks)
         self.risk = OffloadRisk()
-        self._probes_seen = 0  # link.probes when plan() last looked: new ones count as clean
         #: plan(): the last frame's arrival and the learnt camera spacing (s)
         self._last_arrived: float | None = None
         self._spacing: float | None = None
@@ -291,9 +290,6 @@ class AdaptivePolicy:
         wait for the link."""
         with self._lock:
             state = self.link.estimate()
-            probes, self._probes_seen = self.link.probes - self._probes_seen, self.link.probes
-            for _ in range(probes):  # answered probes: the link delivered on time (scheduler/risk.py)
-                self.risk.clean(now)
             arrived = now if arrived is None else arrived
             next_at = self._next_at(arrived, now, next_arrival)
             name = self._active_objective()

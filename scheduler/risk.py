@@ -5,16 +5,15 @@ passes, it runs locally after all (head(K) on the edge, after the wait), and tha
 edge from the frames behind it. The bandwidth estimate cannot see this coming - an outage on a
 cellular uplink starts between two frames - but how often it has happened lately can be
 counted. `OffloadRisk` counts, over the last `window_s` seconds, the offloaded frames whose
-hedge fired (`hit`), those answered in time and the link probes answered (`clean`), and
-answers that came after their hedge time without a hedge (the local run could not have won):
-those are part hit, part clean, by how late they came against what a hit costs (`add(weight)`).
-`prior_clean` clean frames are added so that one early hit is not read as certainty:
+hedge fired (`hit`), those answered in time (`clean`), and answers that came after their hedge
+time without a hedge (the local run could not have won): those are part hit, part clean, by how
+late they came against what a hit costs (`add(weight)`). `prior_clean` clean frames are added
+so that one early hit is not read as certainty:
 
     p = sum of hit weights / (events + prior_clean)    (over the last window_s seconds)
 
-Probes count because without them the share could only fall through offloads, which a high
-share prevents: one late answer among the first frames (p = 1/3) kept a Verizon-LTE-short run
-on the edge for the whole window (10 s) while every probe said the link was fine.
+Counted as whole hits, a first answer 2.6 ms late (p = 1/4) kept a Verizon-LTE-short run on the
+edge, where no offload could lower the share again, for the whole window (10 s).
 
 The planner (AdaptivePolicy.plan) adds p x (what a hit costs) to each cloud path's predicted
 latency, so that on a link that keeps dropping out the edge keeps the frames whose predicted gain
@@ -57,7 +56,7 @@ class OffloadRisk:
         self.add(now, 1.0)
 
     def clean(self, now: float) -> None:
-        """An offloaded frame was answered before its hedge time, or a probe was answered."""
+        """An offloaded frame was answered before its hedge time."""
         self.add(now, 0.0)
 
     def add(self, now: float, weight: float) -> None:

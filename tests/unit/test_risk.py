@@ -70,24 +70,6 @@ def test_many_clean_answers_outweigh_one_hit_and_late_answers_count_by_how_late(
     assert policy.risk.counts(2.2) == pytest.approx((2.25, 17.75))
 
 
-def test_answered_probes_count_as_clean_offloads() -> None:
-    """A high share cannot fall through offloads that it prevents: the probes sent while the
-    frames stay on the edge are the link's answers, and dilute it."""
-    policy = three_split_policy("min-latency")
-    policy.link.force(bandwidth_bps=8e6, rtt_ms=20.0)
-    _hedge_fired(policy, 0.1)
-    assert policy.plan(1, [0, 1, 2], 0.2, Timeline(), next_arrival=math.inf).split == 2  # p = 1/3
-    for _ in range(4):
-        policy.link.observe_probe(40_000, 60.0)
-    choice = policy.plan(2, [0, 1, 2], 2.2, Timeline(), next_arrival=math.inf)
-    assert policy.risk.counts(2.2) == (1, 4)
-    assert choice.split == 2 and "hedge risk 9 ms" in choice.reason  # 1/7 x 60 ms: 64 ms > 60 still
-    for _ in range(8):
-        policy.link.observe_probe(40_000, 60.0)
-    choice = policy.plan(3, [0, 1, 2], 6.2, Timeline(), next_arrival=math.inf)
-    assert choice.split == 1 and "hedge risk 4 ms" in choice.reason  # 1/15 x 60 ms
-
-
 def test_with_frames_following_a_hit_also_costs_them_the_edge() -> None:
     """Paced: the hedged frame's local run takes head(K) of edge time from the frames behind it."""
     policy = three_split_policy("min-latency")
