@@ -11,9 +11,10 @@ A frame has two resources, and two frames can use them at once::
 booked when planned, freed by `edge_done`), the uplink another (a transfer booked when
 planned, marked sent when the bytes go out, marked by `link_hedged` when its hedge fires, freed
 by `link_done`). `free_at(now)` says when each will be free; `hedged_in_flight()` whether a
-hedged frame's answer is still out (a stall in progress: the planner's risk, scheduler/risk.py). `path_times` turns one `CostModel.predict` figure into the times of a path
-started now, and `evaluate` adds what a choice costs the following frames (see its docstring); the
-objective itself is applied by `AdaptivePolicy.plan` (scheduler/policy.py).
+hedged frame's answer is still out (a stall in progress: the planner's risk, scheduler/risk.py).
+`path_times` turns one `CostModel.predict` figure into the times of a path started now, and
+`evaluate` adds what a choice costs the following frames (see its docstring); the objective
+itself is applied by `AdaptivePolicy.plan` (scheduler/policy.py).
 
 Pure: no threads, sockets or clocks - every time is passed in (seconds, a monotonic clock);
 durations are ms, as in the cost model. Thread-safe: the agent reports events from several
