@@ -94,13 +94,12 @@ def main(argv: list[str], doc: Path = DOC, img: Path = IMG) -> int:
            "sections below give the figures and the shortfalls).", ""]
     names: list[str] = []
     for run, r in runs:
-        kept = [n for n in old_names if old_cells.get(run["title"], {}).get(n, "-") != "-"] if r is None else []
-        for t in kept if r is None else r.targets:
-            # one row per throughput split, goodput, added cost and trace file (its slices and RTTs in one cell)
-            key = t if isinstance(t, str) else (
-                t.name.split(" (")[0] if t.name.startswith(("throughput", "goodput", "added", "trace")) else t.name)
-            if key not in names:
-                names.append(key)
+        if r is None:  # the rows its published column fills
+            keys = [n for n in old_names if old_cells.get(run["title"], {}).get(n, "-") != "-"]
+        else:  # one row per throughput split, goodput, added cost and trace file (its slices and RTTs in one cell)
+            keys = [t.name.split(" (")[0] if t.name.startswith(("throughput", "goodput", "added", "trace")) else t.name
+                    for t in r.targets]
+        names += [key for key in dict.fromkeys(keys) if key not in names]
     out.append("| target | " + " | ".join(f"[{run['title']}](#{anchor(run['title'])})" for run, _ in runs) + " |")
     out.append("| --- |" + " --- |" * len(runs))
     for name in names:
