@@ -32,6 +32,7 @@ from pathlib import Path
 from splitpoint.bench.report import evaluate_targets, render_markdown, render_plots
 from splitpoint.bench.results import BenchResult
 from splitpoint.config import read_toml
+from splitpoint.errors import SplitpointError
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -158,4 +159,9 @@ def main(argv: list[str], doc: Path = DOC, img: Path = IMG) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    if len(sys.argv) != 2:
+        sys.exit("usage: python scripts/bench_docs.py RUNS.toml")
+    try:
+        sys.exit(main(sys.argv))
+    except (SplitpointError, OSError, ValueError) as err:  # a bad TOML or result file: say which
+        sys.exit(f"bench_docs: {err}")
