@@ -27,10 +27,23 @@ Three more sources of evidence:
   the next one, so that the frames after it are not sent into the fallen link
   while the EWMA comes down.
 - a bulk probe (`observe_probe`), sent after an idle spell: what was learnt
-  before is stale, so samples, errors and cap restart from it. An agent that
+  before is stale, so samples, errors and cap restart from it (the probe is judged
+  against the prediction first, for the count of drops below). An agent that
   went all-edge on a bad link therefore recovers at the first probe after the
   link does, within one probe period. Probes are sized to the estimate
   (`probe_bytes`: about PROBE_TARGET_MS of traffic, bounded), not a fixed 64 KiB.
+
+How often the link dropped out lately (`drop_counts`): every judged sample, probes included, is
+kept with its time and whether it came in at under 1/DROP_FACTOR of its prediction (a transfer
+that took more than twice as long as predicted), over a window that probes do not restart. An
+agent that runs all-edge while probing a link that keeps dropping out has no offload outcome to
+learn its risk from (scheduler/risk.py), but its probes keep landing in the drops: a probe that
+reads 0.79 Mbps two seconds after one that read 0.14 Mbps is not a link to send a frame into for
+a 7 ms gain. A step to a better link is no drop (each probe came in as the one before said), so
+it does not hold the agent back. A drop is deeper than a collapse (1.5x under, max_error):
+counted at 1.5x, a fast, noisy LTE uplink came in that far under often enough that the agent
+ran 5 s of Verizon-LTE-short on the edge where the earlier agent had offloaded without a
+hedge (one paired run; docs/benchmarks.md).
 
 A frame under JUDGED_MIN_BYTES, or whose time on the wire was shorter than one RTT, measures
 the link's timing (a burst allowance, the wait for a delivery slot) more than its rate: its
@@ -60,6 +73,10 @@ PROBE_MIN_BYTES, PROBE_MAX_BYTES = 32 * 1024, 48 * 1024
 #: frames smaller than this give samples that are not judged (no error, no collapse): above the
 #: emulator's 15 KB bucket, and half the probe floor (a 96 px input, 27 KB, is judged)
 JUDGED_MIN_BYTES = 16 * 1024
+#: a judged sample under 1/DROP_FACTOR of its prediction is a drop (`drop_counts`)
+DROP_FACTOR = 2.0
+#: judged samples kept for `drop_counts` (at 10 fps of judged frames, the last ~25 s)
+DROP_HISTORY = 256
 
 
 @dataclass(frozen=True)
@@ -103,6 +120,8 @@ class LinkEstimator:
         self._errors: deque[float] = deque(maxlen=horizon)
         #: censored: the uplink is at most this (bit/s) until the next real sample
         self._cap: float | None = None
+        #: (time s, dropped) of every judged sample, probes included; not restarted by probes
+        self._judged: deque[tuple[float, bool]] = deque(maxlen=DROP_HISTORY)
         self._n = 0
         self._forced: tuple[float | None, float | None] = (None, None)
         self._lock = threading.Lock()
@@ -143,6 +162,14 @@ class LinkEstimator:
             self._add_bandwidth(self._wire_rate(wire_bytes, transfer), restart=True)
             self.last_traffic = self._clock()
 
+    def drop_counts(self, window_s: float) -> tuple[int, int]:
+        """(drops, judged samples) over the last `window_s` seconds of this estimator's clock:
+        how often the link came in at under 1/DROP_FACTOR of its prediction."""
+        with self._lock:
+            since = self._clock() - window_s
+            recent = [dropped for t, dropped in self._judged if t >= since]
+            return sum(recent), len(recent)
+
     def observe_bandwidth(self, bandwidth_bps: float) -> None:
         """A direct bandwidth sample (a replayed trace, a test)."""
         with self._lock:
@@ -180,15 +207,19 @@ class LinkEstimator:
 
     def _add_bandwidth(self, sample_bps: float, restart: bool = False, judged: bool = True) -> None:
         """Feed the EWMA, the percentile window and the error horizon (under the lock);
-        `restart` forgets all of them first; a sample not `judged` adds no error and no cap."""
+        `restart` forgets all of them first (not the drops: `drop_counts`); a sample not `judged`
+        adds no error, no cap and no drop record."""
         collapsed = False
+        if self._n > 0 and judged:  # the initial figure is a guess, not a prediction to judge
+            base = self._base()
+            collapsed = sample_bps * (1 + self.max_error) < base
+            self._judged.append((self._clock(), sample_bps * DROP_FACTOR < base))
+            if not restart:
+                self._note_error(base, sample_bps)
         if restart:
             self._bw_samples.clear()
             self._errors.clear()
-        elif self._n > 0 and judged:  # the initial figure is a guess, not a prediction to judge
-            base = self._base()
-            self._note_error(base, sample_bps)
-            collapsed = sample_bps * (1 + self.max_error) < base
+            collapsed = False
         # A real sample supersedes the censored bound. One the discount cannot cover (the link
         # fell further than max_error below the prediction) caps the estimate itself until the
         # next sample: the EWMA would take several frames, each sent into the collapsed link,

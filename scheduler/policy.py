@@ -304,8 +304,8 @@ class AdaptivePolicy:
             t_e, t_l = timeline.free_at(now, state.bandwidth_bps)
             options = {o.prediction.split: o for o in evaluate(paths, local_k, now, t_e, t_l, arrived, next_at,
                                                                self._spacing or 0.0)}
-            stalled = timeline.hedged_in_flight() > 0
-            risk_ms = self._risk_ms(now, preds, local_k, next_at is not None, stalled)
+            risk_ms, risk_why = self._risk_ms(now, preds, local_k, next_at is not None,
+                                              stalled=timeline.hedged_in_flight() > 0)
             effective = [replace(o.prediction, latency_ms=o.latency_ms + o.delay_ms
                                  + (0.0 if o.prediction.split == local_k else risk_ms)) for o in options.values()]
             decision = decide(effective, name, self.cfg,
@@ -323,23 +323,31 @@ class AdaptivePolicy:
                 self._last_preds[p.split] = replace(p, latency_ms=(t.finish_s - t.head_start_s) * 1000)
             local = next((q.latency_ms for q in preds if q.split == local_k), None)
             reason = (f"{decision.reason}; edge free in {(t_e - now) * 1000:.0f} ms, "
-                      f"link in {(t_l - now) * 1000:.0f} ms" + (f", hedge risk {risk_ms:.0f} ms" if risk_ms else "")
-                      + (" (a hedged frame's answer is still out)" if stalled and risk_ms else ""))
+                      f"link in {(t_l - now) * 1000:.0f} ms" + (f", hedge risk {risk_ms:.0f} ms ({risk_why})" if risk_ms else ""))
             return PathChoice(frame_id, p.split, t.finish_s, chosen.latency_ms, t.head_start_s,
                               t.transfer_start_s, p, local, reason)
 
-    def _risk_ms(self, now: float, preds: list[Prediction], local_k: int, followed: bool, stalled: bool) -> float:
-        """What sending a frame to the cloud risks, in expected ms (under the lock): the share of
-        recent offloads that were hedged (scheduler/risk.py) times what a hedged frame costs - its
-        local run, head(K), after the wait, and, when frames follow, that run's time taken from
-        them on the edge. The hedge's wait itself (the margin) is left out: the figure is a floor.
-        `stalled`: a hedged frame's answer is still out, so a new offload's bytes would queue
-        behind a transfer already later than the worst the agent expected: p is taken as 1."""
-        p = 1.0 if stalled else self.risk.probability(now)
+    def _risk_ms(self, now: float, preds: list[Prediction], local_k: int, followed: bool,
+                 stalled: bool) -> tuple[float, str]:
+        """What sending a frame to the cloud risks, in expected ms, and where p came from (under
+        the lock): the chance of a hit (scheduler/risk.py: recent offloads hedged, or the link's
+        recent drops) times what a hit costs - its local run, head(K), after the wait, and, when
+        frames follow, that run's time taken from them on the edge. The hedge's wait itself (the
+        margin) is left out: the figure is a floor. `stalled`: a hedged frame's answer is still
+        out, so a new offload's bytes would queue behind a transfer already later than the worst
+        the agent expected: p is taken as 1."""
+        if stalled:
+            p, why = 1.0, "a hedged frame's answer is still out"
+        else:
+            drops, samples = self.link.drop_counts(self.risk.window_s)
+            p = self.risk.probability(now, (drops, samples))
+            hedged = self.risk.probability(now)
+            why = (f"{hedged:.0%} of recent offloads hedged" if hedged >= p
+                   else f"{drops} of {samples} recent link samples dropped")
         local = next((q.head_ms for q in preds if q.split == local_k), None)
         if p <= 0 or local is None or not math.isfinite(local):
-            return 0.0
-        return p * local * (2 if followed else 1)
+            return 0.0, ""
+        return p * local * (2 if followed else 1), why
 
     def _next_at(self, arrived: float, now: float, next_arrival: float | None) -> float | None:
         """When the next frame is expected (under the lock); learns the camera's spacing."""

@@ -12,6 +12,18 @@ so that one early hit is not read as certainty:
 
     p = sum of hit weights / (events + prior_clean)    (over the last window_s seconds)
 
+With no offload in the window that share says nothing, and an agent on the edge stops
+offloading, so the link's own record fills in: the share of its judged samples (probes
+included) that came in at under half their prediction over the same window
+(`LinkEstimator.drop_counts`, scheduler/link.py), with the same prior. The planner takes
+the larger of the two:
+
+    p = max(hits / (events + prior_clean), drops / (samples + prior_clean))
+
+Without it an agent that had sat on the edge for 10 s through a link that kept dropping out
+read p = 0 at the first good probe, offloaded two frames for a predicted 7 ms gain, and both
+were caught in the next drop (Verizon-EVDO-driving at 1044 s: 5 deadline misses, all-edge none).
+
 Counted as whole hits, a first answer 2.6 ms late (p = 1/4) kept a Verizon-LTE-short run on the
 edge, where no offload could lower the share again, for the whole window (10 s).
 
@@ -70,10 +82,14 @@ class OffloadRisk:
         while self._events and self._events[0][0] < now - self.window_s:
             self._events.popleft()
 
-    def probability(self, now: float) -> float:
+    def probability(self, now: float, link: tuple[int, int] = (0, 0)) -> float:
+        """p at `now`; `link`: the link's (drops, judged samples) over the same window."""
         hits, cleans = self.counts(now)
-        total = hits + cleans + self.prior_clean
-        return hits / total if total > 0 else 0.0
+        return max(self._share(hits, hits + cleans), self._share(*link))
+
+    def _share(self, bad: float, events: float) -> float:
+        total = events + self.prior_clean
+        return bad / total if total > 0 else 0.0
 
     def counts(self, now: float) -> tuple[float, float]:
         """(hits, cleans) in the window: the sum of the hit weights, and the rest of the events."""

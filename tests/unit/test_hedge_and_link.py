@@ -191,6 +191,37 @@ def test_a_probe_restarts_the_estimate_within_one_probe_period() -> None:
     assert est.idle_s() == 0.0
 
 
+def _probe(est: LinkEstimator, bps: float) -> None:
+    bulk = probe_bytes(est.estimate().bandwidth_bps)
+    est.observe_probe(bulk, rpc_ms=20.0 + bulk * 8 / bps * 1000)
+
+
+def test_probes_that_land_in_drops_are_counted_as_drops_across_restarts() -> None:
+    """An agent on the edge probes every 0.5 s; each probe restarts the estimate, but whether it
+    came in far below what the one before said is kept for the window."""
+    clock = Clock()
+    est = LinkEstimator(initial_rtt_ms=20.0, clock=clock)
+    # a link that keeps dropping out; 0.6 Mbps after 1 is a collapse (over max_error) but no drop
+    for bps in (1e6, 1e6, 0.14e6, 0.8e6, 1e6, 0.6e6, 1e6, 0.2e6, 1e6):
+        clock.t += 0.5
+        _probe(est, bps)
+    assert est.drop_counts(10.0) == (2, 8)  # the first probe is judged against a guess: not counted
+    assert est.estimate().bandwidth_bps == pytest.approx(1e6, rel=0.01)  # the estimate itself restarted
+    clock.t += 8.0
+    assert est.drop_counts(10.0) == (1, 5)  # the first drop left the window
+    clock.t += 10.0
+    assert est.drop_counts(10.0) == (0, 0)
+
+
+def test_a_step_to_a_better_link_is_no_drop() -> None:
+    clock = Clock()
+    est = LinkEstimator(initial_rtt_ms=20.0, clock=clock)
+    for bps in (0.5e6,) * 5 + (8e6,) * 3:
+        clock.t += 0.5
+        _probe(est, bps)
+    assert est.drop_counts(10.0) == (0, 7)
+
+
 def test_probes_are_sized_to_the_estimate_and_cost_less_than_64_kib() -> None:
     assert probe_bytes(0.1e6) == PROBE_MIN_BYTES
     assert probe_bytes(1e9) == PROBE_MAX_BYTES < 64 * 1024

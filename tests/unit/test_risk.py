@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from helpers import three_split_policy
+from helpers import ManualClock, three_split_policy
 
 from scheduler.paths import Timeline
 from scheduler.policy import FrameOutcome
@@ -23,6 +23,15 @@ def test_the_risk_is_the_share_of_hits_in_the_window_with_a_prior_of_clean_frame
     assert risk.probability(8.0) == pytest.approx(1 / 10)
     assert risk.probability(11.5) == pytest.approx(0.0)  # the hit left the window: a fresh chance
     assert risk.counts(11.5) == (0, 7)
+
+
+def test_with_no_offload_in_the_window_the_links_drops_fill_in() -> None:
+    """The larger of the two shares: offloads hedged, and the link's judged samples dropped."""
+    risk = OffloadRisk(window_s=10.0, prior_clean=2.0)
+    assert risk.probability(0.0, link=(2, 18)) == pytest.approx(2 / 20)
+    risk.hit(1.0)
+    assert risk.probability(1.0, link=(2, 18)) == pytest.approx(1 / 3)
+    assert risk.probability(1.0, link=(0, 0)) == pytest.approx(1 / 3)
 
 
 def test_bad_parameters_are_refused() -> None:
@@ -47,7 +56,7 @@ def test_hedged_offloads_send_a_marginal_frame_to_the_edge_until_they_age_out() 
     assert policy.plan(1, [0, 1, 2], 0.0, Timeline(), next_arrival=math.inf).split == 1
     _hedge_fired(policy, 0.1)
     choice = policy.plan(2, [0, 1, 2], 0.2, Timeline(), next_arrival=math.inf)
-    assert choice.split == 2 and "hedge risk 20 ms" in choice.reason  # 1/3 x head(K) 60 ms
+    assert choice.split == 2 and "hedge risk 20 ms (33% of recent offloads hedged)" in choice.reason  # 1/3 x 60 ms
     # the late answer of the hedged frame teaches the link only: the hit is not counted twice
     policy.observe(FrameOutcome(0, 1, "cloud", True, 20.0, 10_096, rpc_ms=900.0, hedged=True, late_ms=800.0, at=0.9))
     assert policy.risk.counts(1.0) == (1, 0)
@@ -104,3 +113,23 @@ def test_while_a_hedged_frames_answer_is_out_the_risk_is_certain() -> None:
     assert timeline.hedged_in_flight() == 0
     after = policy.plan(2, [0, 1, 2], 0.7, timeline, next_arrival=math.inf)
     assert after.split == 1 and "hedge risk 1 ms" in after.reason
+
+
+def test_probes_that_keep_landing_in_drops_keep_a_marginal_frame_on_the_edge() -> None:
+    """No offload for 10 s, so no hedge to count; the agent's probes read the link at 8 Mbps,
+    then 1 Mbps, and so on. At the next good reading a frame would gain 5 ms by k = 1 - less than
+    what the drops the probes keep finding would cost it; on a link whose probes read steady the
+    same frame goes."""
+    clock = ManualClock()
+    steady = three_split_policy("min-latency", clock=clock)
+    flaky = three_split_policy("min-latency", clock=clock)
+    for i in range(12):
+        clock.t += 0.5
+        for policy, bps in ((steady, 8e6), (flaky, 8e6 if i % 3 else 1e6)):
+            policy.link.observe_probe(40_000, rpc_ms=20.0 + 40_000 * 8 / bps * 1000)
+    assert steady.link.drop_counts(10.0) == (0, 11)
+    assert flaky.link.drop_counts(10.0) == (3, 11)  # p = 3 / 13: 14 ms against a 5 ms gain
+    now = clock.t
+    assert steady.plan(1, [0, 1, 2], now, Timeline(), next_arrival=math.inf).split == 1
+    choice = flaky.plan(1, [0, 1, 2], now, Timeline(), next_arrival=math.inf)
+    assert choice.split == 2 and "hedge risk 14 ms (3 of 11 recent link samples dropped)" in choice.reason
