@@ -52,9 +52,10 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from scheduler.link import LinkEstimator
+from scheduler.objectives import PolicyConfig
 from scheduler.paths import Timeline
 from scheduler.planner import build_policy
-from scheduler.policy import FrameOutcome, PolicyConfig, SplitPolicy
+from scheduler.policy import FrameOutcome, SplitPolicy
 from splitpoint.bundle import load_bundle
 from splitpoint.errors import ConfigError, ResultsWriteError, SplitpointError
 from splitpoint.metrics import serve_metrics

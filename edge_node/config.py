@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scheduler.policy import PolicyConfig
+from scheduler.objectives import PolicyConfig
 from splitpoint.config import option, parse_address
 from splitpoint.errors import ConfigError
 from splitpoint.runtime.litert import Device

@@ -9,14 +9,8 @@ from dataclasses import asdict
 
 from scheduler.cost import CostModel, EnergyModel, Prediction
 from scheduler.link import LinkEstimator, LinkState
-from scheduler.policy import (
-    AdaptivePolicy,
-    Decision,
-    FixedPolicy,
-    PolicyConfig,
-    SplitPolicy,
-    decide,
-)
+from scheduler.objectives import Decision, PolicyConfig, decide
+from scheduler.policy import AdaptivePolicy, FixedPolicy, SplitPolicy
 from scheduler.profiles import Profile, load_profile
 from splitpoint.errors import ConfigError
 

@@ -274,6 +274,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def cmd_policy_explain(args: argparse.Namespace) -> int:
     from scheduler.link import LinkState
+    from scheduler.objectives import PolicyConfig
     from scheduler.planner import (
         build_cost_model,
         explain,
@@ -282,7 +283,6 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
         parse_bandwidth,
         parse_duration_ms,
     )
-    from scheduler.policy import PolicyConfig
     from splitpoint.bundle import load_bundle
 
     bundle = load_bundle(args.bundle, verify=False)

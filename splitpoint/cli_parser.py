@@ -264,7 +264,7 @@ def _add_profile(p: argparse.ArgumentParser) -> None:
 
 
 def _add_policy(p: argparse.ArgumentParser, func: Command) -> None:
-    from scheduler.policy import PolicyConfig
+    from scheduler.objectives import PolicyConfig
 
     psub = p.add_subparsers(dest="policy_command", required=True, metavar="SUBCOMMAND", parser_class=_Parser)
     summary, usage, examples = COMMANDS["policy"]

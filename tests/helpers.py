@@ -43,7 +43,8 @@ def three_split_policy(name: str, deadline_ms: float | None = None, clock: Manua
     `clock`: its link estimator's."""
     from scheduler.cost import CostModel, EnergyModel
     from scheduler.link import LinkEstimator
-    from scheduler.policy import AdaptivePolicy, PolicyConfig
+    from scheduler.objectives import PolicyConfig
+    from scheduler.policy import AdaptivePolicy
     from scheduler.profiles import Profile, SplitProfile, StageStats
 
     wire, head, tail = [50_000, 10_000, 0], [1.0, 20.0, 60.0], [10.0, 5.0, 0.0]

@@ -17,7 +17,8 @@ from edge_node.agent import EdgeAgent
 from edge_node.config import EdgeConfig
 from edge_node.results import read_results
 from edge_node.sources import open_source
-from scheduler.policy import AdaptivePolicy, PolicyConfig
+from scheduler.objectives import PolicyConfig
+from scheduler.policy import AdaptivePolicy
 from scheduler.profiles import Profile, SplitProfile, StageStats, load_profile
 from splitpoint import config as cfg
 from splitpoint.bundle import load_bundle

@@ -18,8 +18,9 @@ import pytest
 
 from scheduler.cost import CostModel, EnergyModel
 from scheduler.link import LinkEstimator
+from scheduler.objectives import PolicyConfig
 from scheduler.paths import PathChoice, Timeline, evaluate, path_times
-from scheduler.policy import AdaptivePolicy, FixedPolicy, PolicyConfig
+from scheduler.policy import AdaptivePolicy, FixedPolicy
 from scheduler.profiles import Profile, SplitProfile, StageStats
 
 pytestmark = pytest.mark.edge_side  # no TensorFlow

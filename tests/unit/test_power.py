@@ -534,8 +534,8 @@ def test_reference_power_table_loads_and_gives_the_cost_model_its_energy() -> No
     and all-edge (k = 2, 60 ms) 5.625 W x 60 ms = 337.5 mJ."""
     from scheduler.cost import FRAME_OVERHEAD_BYTES, CostModel
     from scheduler.link import LinkState
+    from scheduler.objectives import PolicyConfig
     from scheduler.planner import energy_model
-    from scheduler.policy import PolicyConfig
     from scheduler.profiles import Profile, SplitProfile, StageStats
     from splitpoint.bench.device import REFERENCE_POWER_TABLE
 

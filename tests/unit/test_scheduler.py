@@ -10,7 +10,8 @@ import pytest
 
 from scheduler.cost import FRAME_OVERHEAD_BYTES, CostModel, EnergyModel, transfer_ms, wire_bytes
 from scheduler.link import LinkEstimator, LinkState
-from scheduler.policy import AdaptivePolicy, PolicyConfig, decide
+from scheduler.objectives import PolicyConfig, decide
+from scheduler.policy import AdaptivePolicy
 from scheduler.profiles import Profile, SplitProfile, StageStats
 from splitpoint.errors import ConfigError
 

@@ -9,7 +9,7 @@ import pytest
 
 from scheduler.cost import CostModel, EnergyModel
 from scheduler.link import LinkState
-from scheduler.policy import PolicyConfig, decide
+from scheduler.objectives import PolicyConfig, decide
 from scheduler.power import PowerTable, RadioModel
 from scheduler.reference_profiles import reference_profiles
 from splitpoint.bundle import Artifact, Manifest, Preprocessing, SplitSpec, TensorSpec
