@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import ManualClock
 
 from cloud_server.config import CloudConfig
 from edge_node.config import EdgeConfig
@@ -135,30 +136,22 @@ def test_cli_exits_2_naming_the_keys(command: list[str], token_file: Path, tmp_p
 # ---------------------------------------------------------------- refusal log
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def _lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "test.refusals"]
 
 
 def test_refusals_are_logged_once_per_client_per_interval_with_a_count(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="test.refusals")
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     refusals = RefusalLog(logging.getLogger("test.refusals"), interval_s=60, clock=clock)
     for _ in range(300):
         refusals.note("ipv4:10.0.0.5", "/splitpoint.v1.Offload/Describe: missing or invalid bearer token")
-        clock.now += 0.1  # 300 calls in 30 s: one interval
+        clock.t += 0.1  # 300 calls in 30 s: one interval
     refusals.note("ipv4:10.0.0.6", "/x: no")
     lines = _lines(caplog)
     assert len(lines) == 2
     assert "10.0.0.5" in lines[0] and "Describe" in lines[0] and "10.0.0.6" in lines[1]
-    clock.now += 60  # both windows are over: the next refusal from anyone reports the counts
+    clock.t += 60  # both windows are over: the next refusal from anyone reports the counts
     refusals.note("ipv4:10.0.0.7", "/y: no")
     lines = _lines(caplog)[2:]
     assert len(lines) == 2
@@ -174,7 +167,7 @@ def test_refusals_are_logged_once_per_client_per_interval_with_a_count(caplog: p
 
 def test_refusal_log_tracks_a_bounded_number_of_clients(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="test.refusals")
-    refusals = RefusalLog(logging.getLogger("test.refusals"), interval_s=60, max_clients=4, clock=FakeClock())
+    refusals = RefusalLog(logging.getLogger("test.refusals"), interval_s=60, max_clients=4, clock=ManualClock(1000.0))
     for i in range(1000):  # forged source addresses
         refusals.note(f"ipv4:10.0.{i // 256}.{i % 256}", "no")
     assert len(refusals._windows) <= 5
