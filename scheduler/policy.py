@@ -228,9 +228,9 @@ class AdaptivePolicy:
             p, why = 1.0, "a hedged frame's answer is still out"
         else:
             drops, samples = self.link.drop_counts(self.risk.window_s)
-            p = self.risk.probability(now, (drops, samples))
-            hedged = self.risk.probability(now)
-            why = (f"{hedged:.0%} of recent offloads hedged" if hedged >= p
+            hedged, dropped = self.risk.shares(now, (drops, samples))
+            p = max(hedged, dropped)
+            why = (f"{hedged:.0%} of recent offloads hedged" if hedged >= dropped
                    else f"{drops} of {samples} recent link samples dropped")
         local = next((q.head_ms for q in preds if q.split == local_k), None)
         if p <= 0 or local is None or not math.isfinite(local):

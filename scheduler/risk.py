@@ -84,8 +84,12 @@ class OffloadRisk:
 
     def probability(self, now: float, link: tuple[int, int] = (0, 0)) -> float:
         """p at `now`; `link`: the link's (drops, judged samples) over the same window."""
+        return max(self.shares(now, link))
+
+    def shares(self, now: float, link: tuple[int, int] = (0, 0)) -> tuple[float, float]:
+        """(the share of offloads hedged, the share of the link's samples dropped) at `now`."""
         hits, cleans = self.counts(now)
-        return max(self._share(hits, hits + cleans), self._share(*link))
+        return self._share(hits, hits + cleans), self._share(*link)
 
     def _share(self, bad: float, events: float) -> float:
         total = events + self.prior_clean

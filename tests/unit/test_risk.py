@@ -31,6 +31,7 @@ def test_with_no_offload_in_the_window_the_links_drops_fill_in() -> None:
     assert risk.probability(0.0, link=(2, 18)) == pytest.approx(2 / 20)
     risk.hit(1.0)
     assert risk.probability(1.0, link=(2, 18)) == pytest.approx(1 / 3)
+    assert risk.shares(1.0, link=(2, 18)) == pytest.approx((1 / 3, 2 / 20))
     assert risk.probability(1.0, link=(0, 0)) == pytest.approx(1 / 3)
 
 
