@@ -34,16 +34,20 @@ Three more sources of evidence:
   (`probe_bytes`: about PROBE_TARGET_MS of traffic, bounded), not a fixed 64 KiB.
 
 How often the link dropped out lately (`drop_counts`): every judged sample, probes included, is
-kept with its time and whether it came in at under 1/DROP_FACTOR of its prediction (a transfer
-that took more than twice as long as predicted), over a window that probes do not restart. An
-agent that runs all-edge while probing a link that keeps dropping out has no offload outcome to
-learn its risk from (scheduler/risk.py), but its probes keep landing in the drops: a probe that
-reads 0.79 Mbps two seconds after one that read 0.14 Mbps is not a link to send a frame into for
-a 7 ms gain. A step to a better link is no drop (each probe came in as the one before said), so
-it does not hold the agent back. A drop is deeper than a collapse (1.5x under, max_error):
-counted at 1.5x, a fast, noisy LTE uplink came in that far under often enough that the agent
-ran 5 s of Verizon-LTE-short on the edge where the earlier agent had offloaded without a
-hedge (one paired run; docs/benchmarks.md).
+kept with its time and its prediction, over a window that probes do not restart. A drop is a
+sample under 1/DROP_FACTOR of its prediction (a transfer that took more than twice as long as
+predicted) that the link came back from: the next sample is at 1/DROP_FACTOR of that prediction
+or more (or there is no next sample yet). An agent that runs all-edge while probing a link that
+keeps dropping out has no offload outcome to learn its risk from (scheduler/risk.py), but its
+probes keep landing in the drops: a probe that reads 0.79 Mbps two seconds after one that read
+0.14 Mbps is not a link to send a frame into for a 7 ms gain. A step to another level is no
+drop: down, the samples after it stay down (the estimate follows; that is not a dropout to
+fear once it has); up, each sample came in above its prediction. Counted without the recovery,
+the fall of a 50 -> 2 -> 50 Mbps step kept the agent on the edge after the rise (its k = 0
+frames at 50 Mbps are too quick to be judged, the slow ones at 2 Mbps are). A drop is deeper
+than a collapse (1.5x under, max_error): counted at 1.5x, a fast, noisy LTE uplink came in that
+far under often enough that the agent ran 5 s of Verizon-LTE-short on the edge where the
+earlier agent had offloaded without a hedge (one paired run; docs/benchmarks.md).
 
 A frame under JUDGED_MIN_BYTES, or whose time on the wire was shorter than one RTT, measures
 the link's timing (a burst allowance, the wait for a delivery slot) more than its rate: its
@@ -73,7 +77,7 @@ PROBE_MIN_BYTES, PROBE_MAX_BYTES = 32 * 1024, 48 * 1024
 #: frames smaller than this give samples that are not judged (no error, no collapse): above the
 #: emulator's 15 KB bucket, and half the probe floor (a 96 px input, 27 KB, is judged)
 JUDGED_MIN_BYTES = 16 * 1024
-#: a judged sample under 1/DROP_FACTOR of its prediction is a drop (`drop_counts`)
+#: a judged sample under 1/DROP_FACTOR of its prediction, that the link came back from, is a drop
 DROP_FACTOR = 2.0
 #: judged samples kept for `drop_counts` (at 10 fps of judged frames, the last ~25 s)
 DROP_HISTORY = 256
@@ -120,8 +124,9 @@ class LinkEstimator:
         self._errors: deque[float] = deque(maxlen=horizon)
         #: censored: the uplink is at most this (bit/s) until the next real sample
         self._cap: float | None = None
-        #: (time s, dropped) of every judged sample, probes included; not restarted by probes
-        self._judged: deque[tuple[float, bool]] = deque(maxlen=DROP_HISTORY)
+        #: (time s, sample, prediction) of every judged sample, probes included (bit/s); not
+        #: restarted by probes
+        self._judged: deque[tuple[float, float, float]] = deque(maxlen=DROP_HISTORY)
         self._n = 0
         self._forced: tuple[float | None, float | None] = (None, None)
         self._lock = threading.Lock()
@@ -163,12 +168,17 @@ class LinkEstimator:
             self.last_traffic = self._clock()
 
     def drop_counts(self, window_s: float) -> tuple[int, int]:
-        """(drops, judged samples) over the last `window_s` seconds of this estimator's clock:
-        how often the link came in at under 1/DROP_FACTOR of its prediction."""
+        """(drops, judged samples) over the last `window_s` seconds of this estimator's clock: how
+        often the link came in at under 1/DROP_FACTOR of its prediction and came back from it."""
         with self._lock:
             since = self._clock() - window_s
-            recent = [dropped for t, dropped in self._judged if t >= since]
-            return sum(recent), len(recent)
+            recent = [(sample, predicted) for t, sample, predicted in self._judged if t >= since]
+        drops = 0
+        for i, (sample, predicted) in enumerate(recent):
+            came_back = i + 1 == len(recent) or recent[i + 1][0] * DROP_FACTOR >= predicted
+            if sample * DROP_FACTOR < predicted and came_back:
+                drops += 1
+        return drops, len(recent)
 
     def observe_bandwidth(self, bandwidth_bps: float) -> None:
         """A direct bandwidth sample (a replayed trace, a test)."""
@@ -213,7 +223,7 @@ class LinkEstimator:
         if self._n > 0 and judged:  # the initial figure is a guess, not a prediction to judge
             base = self._base()
             collapsed = sample_bps * (1 + self.max_error) < base
-            self._judged.append((self._clock(), sample_bps * DROP_FACTOR < base))
+            self._judged.append((self._clock(), sample_bps, base))
             if not restart:
                 self._note_error(base, sample_bps)
         if restart:

@@ -213,13 +213,27 @@ def test_probes_that_land_in_drops_are_counted_as_drops_across_restarts() -> Non
     assert est.drop_counts(10.0) == (0, 0)
 
 
-def test_a_step_to_a_better_link_is_no_drop() -> None:
+def test_a_step_to_another_level_is_no_drop() -> None:
+    """50 -> 2 -> 50 Mbps (the benchmark's step): the fall is a new level, not a dropout - the
+    samples after it stay down - and the rise is above every prediction."""
     clock = Clock()
     est = LinkEstimator(initial_rtt_ms=20.0, clock=clock)
-    for bps in (0.5e6,) * 5 + (8e6,) * 3:
+    for bps in (50e6,) * 3 + (2e6,) * 4 + (50e6,) * 2:
         clock.t += 0.5
         _probe(est, bps)
-    assert est.drop_counts(10.0) == (0, 7)
+    assert est.drop_counts(10.0) == (0, 8)
+
+
+def test_a_fall_counts_as_a_drop_until_the_next_sample_shows_it_stayed() -> None:
+    clock = Clock()
+    est = LinkEstimator(initial_rtt_ms=20.0, clock=clock)
+    for bps in (1e6, 1e6, 0.2e6):
+        clock.t += 0.5
+        _probe(est, bps)
+    assert est.drop_counts(10.0) == (1, 2)  # nothing says yet whether the link comes back
+    clock.t += 0.5
+    _probe(est, 0.2e6)
+    assert est.drop_counts(10.0) == (0, 3)  # it stayed: a level, which the estimate follows
 
 
 def test_probes_are_sized_to_the_estimate_and_cost_less_than_64_kib() -> None:
