@@ -14,8 +14,9 @@ so that one early hit is not read as certainty:
 
 With no offload in the window that share says nothing, and an agent on the edge stops
 offloading, so the link's own record fills in: the share of its judged samples (probes
-included) that came in at under half their prediction over the same window
-(`LinkEstimator.drop_counts`, scheduler/link.py), with the same prior. The planner takes
+included) that came in at under half their prediction and that the link came back from (a
+dropout, not a new level), over the same window (`LinkEstimator.drop_counts`,
+scheduler/link.py), with the same prior. The planner takes
 the larger of the two:
 
     p = max(hits / (events + prior_clean), drops / (samples + prior_clean))
