@@ -222,14 +222,13 @@ class LinkEstimator:
         collapsed = False
         if self._n > 0 and judged:  # the initial figure is a guess, not a prediction to judge
             base = self._base()
-            collapsed = sample_bps * (1 + self.max_error) < base
             self._judged.append((self._clock(), sample_bps, base))
-            if not restart:
+            if not restart:  # a restart's sample is the new estimate: no error, no cap
                 self._note_error(base, sample_bps)
+                collapsed = sample_bps * (1 + self.max_error) < base
         if restart:
             self._bw_samples.clear()
             self._errors.clear()
-            collapsed = False
         # A real sample supersedes the censored bound. One the discount cannot cover (the link
         # fell further than max_error below the prediction) caps the estimate itself until the
         # next sample: the EWMA would take several frames, each sent into the collapsed link,
