@@ -157,18 +157,15 @@ class LinkEstimator:
                 self._add_bandwidth(self._wire_rate(wire_bytes, transfer), judged=judged)
             self.last_traffic = self._clock()
 
-    def observe_probe(self, wire_bytes: int, rpc_ms: float, server_ms: float = 0.0) -> float:
+    def observe_probe(self, wire_bytes: int, rpc_ms: float, server_ms: float = 0.0) -> None:
         """A bulk probe, sent because no frame crossed the link for a while: what was learnt before
         is stale, so the bandwidth estimate restarts from this measurement (samples, errors and
         any censored cap). Without the restart an agent that ran all-edge while the link was bad
-        needed many probes (seconds apart) before it offloaded again once the link recovered.
-        Returns the probe's reading (bit/s)."""
+        needed many probes (seconds apart) before it offloaded again once the link recovered."""
         transfer = max(MIN_TRANSFER_MS, rpc_ms - server_ms)
         with self._lock:
-            sample_bps = self._wire_rate(wire_bytes, transfer)
-            self._add_bandwidth(sample_bps, restart=True)
+            self._add_bandwidth(self._wire_rate(wire_bytes, transfer), restart=True)
             self.last_traffic = self._clock()
-        return sample_bps
 
     def drop_counts(self, window_s: float) -> tuple[int, int]:
         """(drops, judged samples) over the last `window_s` seconds of this estimator's clock: how
