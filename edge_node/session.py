@@ -39,6 +39,7 @@ Locks: `OffloadSession._lock` (stream, backoff, reached) is a leaf; callbacks ru
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -63,6 +64,10 @@ BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 5.0  # a drone should find a restarted ser
 MOVE_ON_CODES = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
 #: the largest bandwidth probe (probes are sized to the estimate: scheduler.link.probe_bytes)
 PROBE_BYTES = 64 * 1024
+#: a probe that reads this many times the estimate it was sized by is repeated at once
+REPROBE_RISE = 1.5
+#: the prober never waits less than this between looks (a probe just fell due: poll again soon)
+PROBE_WAKE_MIN_S = 0.005
 
 
 class Stream(Protocol):
@@ -110,7 +115,7 @@ class OffloadSession:
         self.address = self.client.address
         self._jitter = jitter  # the wait before reconnecting, given the backoff (full jitter)
         self._callbacks: SessionCallbacks | None = None
-        self._lock = threading.Lock()  # _stream, _retry_at, _backoff, _reached (a leaf)
+        self._lock = threading.Lock()  # _stream, _retry_at, _backoff, _reached, the probe schedule (a leaf)
         self._stream: InferStream | None = None
         self._retry_at = 0.0
         self._backoff = BACKOFF_START_S
@@ -123,6 +128,8 @@ class OffloadSession:
         #: _probed_traffic is the link's last_traffic right after our own last probe: when it
         #: moves, a frame crossed since; _probed_frames the agent's frames_planned() at that probe.
         self._probe_gap = 0.0
+        self._reprobe = False  # the last probe read a rise: the next one is due now
+        self._probe_took_s = 0.0  # how long the last probe took (its RTT exchange and bulk)
         self._probed_traffic: float | None = None
         self._probed_frames = 0
         self._stop = threading.Event()
@@ -228,44 +235,71 @@ class OffloadSession:
         """Background thread: probe whenever no frame has crossed the link for a while
         (probe_first_s; doubling up to probe_idle_s once frames stop coming)."""
         policy = self.config.policy
-        while not self._stop.wait(min(0.1, policy.probe_first_s / 4, policy.probe_idle_s / 4)):
+        poll_s = min(0.1, policy.probe_first_s / 4, policy.probe_idle_s / 4)
+        wait_s = poll_s
+        while not self._stop.wait(wait_s):
+            wait_s = poll_s
             try:
-                self.maybe_probe()
+                # Wake when the next probe falls due rather than up to a poll later: with the
+                # camera live the probe period is what bounds how soon a risen link is seen.
+                wait_s = min(poll_s, max(PROBE_WAKE_MIN_S, self.maybe_probe()))
             except Exception as err:  # noqa: BLE001 - e.g. the channel closed under a probe at shutdown
                 log.debug("link probe ended: %s", err)
 
-    def maybe_probe(self) -> None:
-        """Measure the link when no frame has crossed it for a while (and at start)."""
+    def maybe_probe(self) -> float:
+        """Measure the link when no frame has crossed it for a while (and at start). Returns
+        the seconds until the next probe could fall due (the prober's wait; frames may push it)."""
         if self._callbacks is None or not self._callbacks.wants_probes():  # also after a reload to fixed
-            return
+            return math.inf
         policy = self.config.policy
         now = self._clock()
         first = min(policy.probe_first_s, policy.probe_idle_s)
         planned = self._callbacks.frames_planned()
         with self._lock:
-            if self.link.last_traffic != self._probed_traffic:  # frames crossed: a new idle spell
+            frame_crossed = self.link.last_traffic != self._probed_traffic
+            if frame_crossed:  # a new idle spell
                 self._probe_gap = first
             gap = self._probe_gap
-            if self._last_probe and (self.link.idle_s() < gap or now - self._last_probe < gap):
-                return
+            if self._last_probe and not self._reprobe:
+                # The spell is timed from the last frame that crossed, or, when only our probes
+                # did, from the last probe's start: timed from its end, every probe's own
+                # transfer (130 ms for 32 KiB at 2 Mbps) stretched the period by that much.
+                # Probes keep the link at most half busy: a slow one waits twice its length.
+                wait = self._last_probe + max(gap, 2 * self._probe_took_s) - now
+                if frame_crossed:
+                    wait = max(wait, gap - self.link.idle_s())
+                if wait > 0:
+                    return wait
             if now < self._retry_at:
-                return
+                return self._retry_at - now
             self._last_probe = now
+            reprobing, self._reprobe = self._reprobe, False
             # Frames planned since the last probe ran on the edge (none crossed): the camera is
             # live, so keep watching the link at probe_first_s. Costs up to one probe (32-48 KiB)
             # per probe_first_s while the agent is all-edge; no frames: back off.
             camera_live = planned != self._probed_frames
             self._probed_frames = planned
             self._probe_gap = first if camera_live else min(policy.probe_idle_s, 2 * gap)
-        size = min(PROBE_BYTES, probe_bytes(self.link.estimate().bandwidth_bps))  # ~50 ms of traffic, bounded
+        before_bps = self.link.estimate().bandwidth_bps
+        size = min(PROBE_BYTES, probe_bytes(before_bps))  # ~50 ms of traffic, bounded
         timeout_s = self.config.connect_timeout_s + max(1.0, size * 8 / 100e3)  # 100 kbps floor
         try:
             rtt_ms, resp = self.client.probe(0, 0, timeout_s=timeout_s)
             self.link.observe_rtt(max(0.01, rtt_ms - resp.server_time_ms))
             bulk_ms, resp = self.client.probe(size, 0, timeout_s=timeout_s)
-            self.link.observe_probe(size, bulk_ms, resp.server_time_ms)
+            # A re-probe is not judged for drops: its prediction is the one reading it repeats,
+            # and a noisy high one (48 KiB is 8 ms on the wire at 50 Mbps) made the re-probe
+            # after it look like a drop; counted, those kept the agent on the edge at 50 Mbps.
+            sample_bps = self.link.observe_probe(size, bulk_ms, resp.server_time_ms, judged=not reprobing)
             with self._lock:
                 self._probed_traffic = self.link.last_traffic
+                self._probe_took_s = self._clock() - now
+                # A link that rose during the probe: the reading blends the old rate and the new
+                # (a 32 KiB probe at 2 Mbps that a rise to 50 Mbps hits half way through reads
+                # 3.8 Mbps). Read it again at once rather than a probe period later; one
+                # re-probe per reading, so a noisy link costs at most twice the probes.
+                self._reprobe = sample_bps > REPROBE_RISE * before_bps and not reprobing
             log.debug("probe: %s", self.link.estimate())
         except RemoteError as err:
             log.info("link probe failed: %s", err)
+        return 0.0  # look again at once: what is due next is worked out there

@@ -33,8 +33,8 @@ Three more sources of evidence:
   link does, within one probe period. Probes are sized to the estimate
   (`probe_bytes`: about PROBE_TARGET_MS of traffic, bounded), not a fixed 64 KiB.
 
-How often the link dropped out lately (`drop_counts`): every judged sample, probes included, is
-kept with its time and its prediction, over a window that probes do not restart. A drop is a
+How often the link dropped out lately (`drop_counts`): every judged sample, probes included
+(re-probes not: edge_node/session.py), is kept with its time and its prediction, over a window that probes do not restart. A drop is a
 sample under 1/DROP_FACTOR of its prediction (a transfer that took more than twice as long as
 predicted) that the link came back from: the next sample is at 1/DROP_FACTOR of that prediction
 or more (or there is no next sample yet). An agent that runs all-edge while probing a link that
@@ -157,15 +157,19 @@ class LinkEstimator:
                 self._add_bandwidth(self._wire_rate(wire_bytes, transfer), judged=judged)
             self.last_traffic = self._clock()
 
-    def observe_probe(self, wire_bytes: int, rpc_ms: float, server_ms: float = 0.0) -> None:
+    def observe_probe(self, wire_bytes: int, rpc_ms: float, server_ms: float = 0.0, judged: bool = True) -> float:
         """A bulk probe, sent because no frame crossed the link for a while: what was learnt before
         is stale, so the bandwidth estimate restarts from this measurement (samples, errors and
         any censored cap). Without the restart an agent that ran all-edge while the link was bad
-        needed many probes (seconds apart) before it offloaded again once the link recovered."""
+        needed many probes (seconds apart) before it offloaded again once the link recovered.
+        A probe not `judged` leaves no drop record (a re-probe: its prediction is one reading).
+        Returns the probe's reading (bit/s)."""
         transfer = max(MIN_TRANSFER_MS, rpc_ms - server_ms)
         with self._lock:
-            self._add_bandwidth(self._wire_rate(wire_bytes, transfer), restart=True)
+            sample_bps = self._wire_rate(wire_bytes, transfer)
+            self._add_bandwidth(sample_bps, restart=True, judged=judged)
             self.last_traffic = self._clock()
+        return sample_bps
 
     def drop_counts(self, window_s: float) -> tuple[int, int]:
         """(drops, judged samples) over the last `window_s` seconds of this estimator's clock: how

@@ -313,10 +313,10 @@ def test_idle_probes_start_soon_after_the_last_frame_and_back_off_to_probe_idle_
         return [t - start for t, size in probes if size > 0 and t >= start]
 
     assert bulk_probe_times(100.125) == [0.0]  # at start
-    link.observe_transfer(30_000, 60.0)  # a frame crossed at t = 100.125
+    link.observe_transfer(30_000, 44.0)  # a frame crossed at t = 100.125
     assert bulk_probe_times(108.125) == [0.5, 1.5, 3.5, 5.5, 7.5]
     clock.t = 108.25
-    link.observe_transfer(30_000, 60.0)  # offloading again, then idle again: back to 0.5 s
+    link.observe_transfer(30_000, 44.0)  # offloading again, then idle again: back to 0.5 s
     assert bulk_probe_times(110.25) == [0.5, 1.5]
 
 
@@ -355,6 +355,128 @@ def test_idle_probes_keep_to_probe_first_s_while_frames_run_on_the_edge() -> Non
         return [t - start for t in probes if t >= start]
 
     assert run(100.125, frames=False) == [0.0]  # at start
-    link.observe_transfer(30_000, 60.0)  # the last frame that crossed, at t = 100.125
+    link.observe_transfer(30_000, 44.0)  # the last frame that crossed, at t = 100.125
     assert run(104.125, frames=True) == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]  # all-edge, camera live
     assert run(110.125, frames=False) == [0.0, 0.5, 1.5, 3.5, 5.5]  # camera stopped: backs off
+
+
+class SteppedUplink:
+    """A fake client whose uplink rate steps at given times: a probe takes the clock along for
+    its round trip and its bulk transfer, at whatever rate holds while each bit is sent."""
+
+    def __init__(self, clock: Clock, steps: list[tuple[float, float]], rtt_ms: float = 20.0):
+        self.address, self.clock, self.steps, self.rtt_s = "fake:1", clock, steps, rtt_ms / 1000
+        self.bulk_starts: list[float] = []
+
+    def _rate_and_until(self, t: float) -> tuple[float, float]:
+        """The rate at `t` (bit/s) and when it next changes."""
+        rate = self.steps[0][1]
+        for at, bps in self.steps:
+            if at <= t:
+                rate = bps
+            else:
+                return rate, at
+        return rate, float("inf")
+
+    def probe(self, size: int, _tail: int, timeout_s: float) -> tuple[float, object]:
+        from splitpoint.v1 import offload_pb2
+
+        start = t = self.clock.t
+        if size:
+            self.bulk_starts.append(start)
+        left = size * 8.0
+        while left > 0:
+            rate, until = self._rate_and_until(t)
+            sent = min(left, rate * (until - t))
+            t, left = t + sent / rate, left - sent
+        self.clock.t = t + self.rtt_s
+        return (self.clock.t - start) * 1000, offload_pb2.ProbeResponse()
+
+
+def _all_edge_session(uplink: SteppedUplink, link: LinkEstimator):
+    """A session whose camera keeps giving frames that run on the edge (planned moves on every
+    look), driven the way its prober thread drives it: wait what maybe_probe returns."""
+    from edge_node.config import EdgeConfig
+    from edge_node.session import PROBE_WAKE_MIN_S, OffloadSession, SessionCallbacks
+
+    cfg = EdgeConfig(bundle="b", source="s")
+    cfg.policy.probe_first_s, cfg.policy.probe_idle_s = 0.5, 2.0
+    session = OffloadSession(cfg, "sha256:fake", link, client=uplink, clock=uplink.clock)  # type: ignore[arg-type]
+    planned = [0]
+
+    def frames_planned() -> int:
+        planned[0] += 1
+        return planned[0]
+
+    session._callbacks = SessionCallbacks(lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True,
+                                          frames_planned=frames_planned)
+
+    def run_until(until: float) -> None:
+        while uplink.clock.t < until:
+            wait = min(0.1, max(PROBE_WAKE_MIN_S, session.maybe_probe()))  # moves the clock by its probe
+            uplink.clock.t += wait
+
+    return run_until
+
+
+def test_probes_are_timed_from_their_start_and_keep_a_slow_link_at_most_half_busy() -> None:
+    """While frames run on the edge the probe period is probe_first_s from one probe's start to
+    the next's (timed from the end, a 2 Mbps probe's own 150 ms stretched it to 0.65 s); a
+    probe that takes longer than half the period waits twice its length."""
+    clock = Clock()
+    uplink = SteppedUplink(clock, [(0.0, 2e6)])
+    run_until = _all_edge_session(uplink, LinkEstimator(clock=clock, initial_bandwidth_bps=2e6))
+    run_until(105.0)
+    gaps = [b - a for a, b in zip(uplink.bulk_starts, uplink.bulk_starts[1:])]
+    assert gaps and all(g == pytest.approx(0.5, abs=1e-6) for g in gaps), gaps
+
+    clock = Clock()
+    uplink = SteppedUplink(clock, [(0.0, 0.2e6)])  # 32 KiB take 1.33 s
+    run_until = _all_edge_session(uplink, LinkEstimator(clock=clock, initial_bandwidth_bps=0.2e6))
+    run_until(120.0)
+    took = 32 * 1024 * 8 / 0.2e6 + 2 * 0.020
+    gaps = [b - a for a, b in zip(uplink.bulk_starts, uplink.bulk_starts[1:])]
+    assert gaps and all(g == pytest.approx(2 * took, abs=1e-6) for g in gaps), gaps
+
+
+@pytest.mark.parametrize("rise_into_probe", [0.0, 0.1, 0.3, 0.5, 0.6, 0.8, 0.95, 1.2, 2.0, 3.0])
+def test_a_risen_link_is_seen_within_one_probe_period_wherever_the_rise_falls(rise_into_probe: float) -> None:
+    """2 -> 50 Mbps while the agent runs all-edge: the estimate reads the new link within
+    probe_first_s (plus the probe's round trips) of the rise, wherever it lands. A probe the rise
+    hits early enough to read 1.5x its prediction is repeated at once; one it hits later read
+    nearly all of its bytes at the old rate and the next regular probe sees the rise."""
+    clock = Clock()
+    bulk_s = 32 * 1024 * 8 / 2e6  # a probe's bulk at 2 Mbps (0.131 s), after its 2 x 20 ms exchange
+    rise = 101.02 + rise_into_probe * bulk_s  # probes start at 100.0, 100.5, 101.0, ... (bulk 20 ms later)
+    uplink = SteppedUplink(clock, [(0.0, 2e6), (rise, 50e6)])
+    link = LinkEstimator(clock=clock, initial_bandwidth_bps=2e6)
+    run_until = _all_edge_session(uplink, link)
+    run_until(rise)
+    while link.estimate().bandwidth_bps < 40e6:
+        run_until(clock.t + 0.001)
+    assert clock.t - rise <= 0.5 + 0.05, f"seen {clock.t - rise:.3f} s after the rise"
+    if 0.0 < rise_into_probe <= 0.5:  # the blend read >= 1.5x its prediction: re-probed at once
+        assert clock.t - rise < bulk_s + 0.1
+    run_until(clock.t + 3.0)
+    # One re-probe per rise: after the blend, or confirming a clean reading; none once the
+    # readings match the estimate.
+    reprobes = [b for a, b in zip(uplink.bulk_starts, uplink.bulk_starts[1:]) if b - a < 0.5 - 1e-6]
+    assert len(reprobes) == 1 and reprobes[0] > rise, uplink.bulk_starts
+
+
+def test_a_re_probe_after_a_noisy_high_reading_is_not_counted_as_a_drop() -> None:
+    """A 48 KiB probe at 50 Mbps is 8 ms on the wire: its readings scatter. One that reads 90
+    triggers a re-probe; that one reading 40 was, judged against the 90 it repeats, a drop the
+    link came back from (the next probe reads 50), and counted drops keep the agent on the edge
+    (the hedge risk). A re-probe is not judged; the regular probes around it still are."""
+    clock = Clock()
+    uplink = SteppedUplink(clock, [(0.0, 50e6), (101.015, 90e6), (101.03, 40e6), (101.1, 50e6)])
+    link = LinkEstimator(clock=clock, initial_bandwidth_bps=50e6)
+    run_until = _all_edge_session(uplink, link)
+    run_until(104.0)
+    assert any(abs(b - 101.02) < 1e-3 for b in uplink.bulk_starts)  # the 90 Mbps reading
+    reprobes = [b for a, b in zip(uplink.bulk_starts, uplink.bulk_starts[1:]) if b - a < 0.5 - 1e-6]
+    assert len(reprobes) == 1 and 101.03 < reprobes[0] < 101.1, uplink.bulk_starts  # read at 40 Mbps
+    drops, judged = link.drop_counts(10.0)
+    assert drops == 0 and judged == len(uplink.bulk_starts) - 2  # not the first (against a guess), nor the re-probe
+    assert link.estimate().bandwidth_bps == pytest.approx(50e6, rel=0.01)
