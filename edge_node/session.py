@@ -129,6 +129,8 @@ class OffloadSession:
         #: moves, a frame crossed since; _probed_frames the agent's frames_planned() at that probe.
         self._probe_gap = 0.0
         self._reprobe = False  # the last probe read a rise: the next one is due now
+        self._streams_handed = 0  # frames given a stream to be sent on (current_stream)
+        self._probed_sends = 0  # _streams_handed when the last probe started
         self._probe_took_s = 0.0  # how long the last probe took (its RTT exchange and bulk)
         self._probed_traffic: float | None = None
         self._probed_frames = 0
@@ -170,12 +172,14 @@ class OffloadSession:
         with self._lock:
             stream = self._stream
             if stream is not None and stream.accepting and stream.age_s < lifetime:
+                self._streams_handed += 1
                 return stream
             if stream is not None and stream.accepting:
                 stream.close()  # old: let its frames finish, send new ones on a new stream
             if self._clock() < self._retry_at:
                 return None
             self._stream = self.client.open_stream(lifetime, self._on_response, self._on_stream_end)
+            self._streams_handed += 1
             return self._stream
 
     def reached(self) -> bool:
@@ -257,6 +261,11 @@ class OffloadSession:
         planned = self._callbacks.frames_planned()
         with self._lock:
             frame_crossed = self.link.last_traffic != self._probed_traffic
+            if frame_crossed or self._streams_handed != self._probed_sends:
+                # Frames are crossing (or on their way): they measure the link, and a re-probe
+                # beside them delays them (at the start, a re-probe of the first reading beside
+                # the first frames pushed one past its hedge time).
+                self._reprobe = False
             if frame_crossed:  # a new idle spell
                 self._probe_gap = first
             gap = self._probe_gap
@@ -274,13 +283,15 @@ class OffloadSession:
                 return self._retry_at - now
             self._last_probe = now
             reprobing, self._reprobe = self._reprobe, False
+            self._probed_sends = self._streams_handed
             # Frames planned since the last probe ran on the edge (none crossed): the camera is
             # live, so keep watching the link at probe_first_s. Costs up to one probe (32-48 KiB)
             # per probe_first_s while the agent is all-edge; no frames: back off.
             camera_live = planned != self._probed_frames
             self._probed_frames = planned
             self._probe_gap = first if camera_live else min(policy.probe_idle_s, 2 * gap)
-        before_bps = self.link.estimate().bandwidth_bps
+        before = self.link.estimate()
+        before_bps, measured = before.bandwidth_bps, before.samples > 0
         size = min(PROBE_BYTES, probe_bytes(before_bps))  # ~50 ms of traffic, bounded
         timeout_s = self.config.connect_timeout_s + max(1.0, size * 8 / 100e3)  # 100 kbps floor
         try:
@@ -289,7 +300,7 @@ class OffloadSession:
             bulk_ms, resp = self.client.probe(size, 0, timeout_s=timeout_s)
             # A re-probe is not judged for drops: its prediction is the one reading it repeats,
             # and a noisy high one (48 KiB is 8 ms on the wire at 50 Mbps) made the re-probe
-            # after it look like a drop; counted, those kept the agent on the edge at 50 Mbps.
+            # after it look like a drop, which the hedge risk would count against offloading.
             sample_bps = self.link.observe_probe(size, bulk_ms, resp.server_time_ms, judged=not reprobing)
             with self._lock:
                 self._probed_traffic = self.link.last_traffic
@@ -298,7 +309,8 @@ class OffloadSession:
                 # (a 32 KiB probe at 2 Mbps that a rise to 50 Mbps hits half way through reads
                 # 3.8 Mbps). Read it again at once rather than a probe period later; one
                 # re-probe per reading, so a noisy link costs at most twice the probes.
-                self._reprobe = sample_bps > REPROBE_RISE * before_bps and not reprobing
+                # Not after a first reading: the estimate it is compared with was a guess.
+                self._reprobe = sample_bps > REPROBE_RISE * before_bps and not reprobing and measured
             log.debug("probe: %s", self.link.estimate())
         except RemoteError as err:
             log.info("link probe failed: %s", err)

@@ -378,6 +378,10 @@ class SteppedUplink:
                 return rate, at
         return rate, float("inf")
 
+    def open_stream(self, _lifetime: float, _on_response: object, _on_end: object) -> object:
+        """A stream that stays open (the session hands it to every frame)."""
+        return type("OpenStream", (), {"accepting": True, "age_s": 0.0})()
+
     def probe(self, size: int, _tail: int, timeout_s: float) -> tuple[float, object]:
         from splitpoint.v1 import offload_pb2
 
@@ -416,6 +420,7 @@ def _all_edge_session(uplink: SteppedUplink, link: LinkEstimator):
             wait = min(0.1, max(PROBE_WAKE_MIN_S, session.maybe_probe()))  # moves the clock by its probe
             uplink.clock.t += wait
 
+    run_until.session = session  # type: ignore[attr-defined]
     return run_until
 
 
@@ -480,3 +485,35 @@ def test_a_re_probe_after_a_noisy_high_reading_is_not_counted_as_a_drop() -> Non
     drops, judged = link.drop_counts(10.0)
     assert drops == 0 and judged == len(uplink.bulk_starts) - 2  # not the first (against a guess), nor the re-probe
     assert link.estimate().bandwidth_bps == pytest.approx(50e6, rel=0.01)
+
+
+def _reprobes(uplink: SteppedUplink) -> list[float]:
+    return [b for a, b in zip(uplink.bulk_starts, uplink.bulk_starts[1:]) if b - a < 0.5 - 1e-6]
+
+
+def test_no_re_probe_after_the_first_reading_it_was_compared_with_a_guess() -> None:
+    """At start the estimate is the configured guess (10 Mbps): a first reading of 50 Mbps is
+    no rise, and a re-probe then ran beside the first frames (one went past its hedge time)."""
+    clock = Clock()
+    uplink = SteppedUplink(clock, [(0.0, 50e6)])
+    link = LinkEstimator(clock=clock, initial_bandwidth_bps=10e6)
+    run_until = _all_edge_session(uplink, link)
+    run_until(103.0)
+    assert len(uplink.bulk_starts) >= 5 and _reprobes(uplink) == [], uplink.bulk_starts
+
+
+def test_a_re_probe_is_dropped_once_a_frame_is_sent() -> None:
+    """2 -> 50 Mbps: the probe after the rise reads it and would be repeated, but the agent
+    offloads a frame first: that frame measures the link, and a re-probe would delay it."""
+    clock = Clock()
+    uplink = SteppedUplink(clock, [(0.0, 2e6), (101.01, 50e6)])  # before the bulk of the probe at 101.0
+    link = LinkEstimator(clock=clock, initial_bandwidth_bps=2e6)
+    run_until = _all_edge_session(uplink, link)
+    run_until(101.0)
+    session = run_until.session  # type: ignore[attr-defined]
+    while link.estimate().bandwidth_bps < 40e6:
+        run_until(clock.t + 0.001)
+    assert session._reprobe  # the rise was read: a re-probe is due ...
+    assert session.current_stream() is not None  # ... and a frame is sent on the new estimate
+    run_until(clock.t + 0.3)
+    assert _reprobes(uplink) == [], uplink.bulk_starts
