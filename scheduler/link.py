@@ -51,7 +51,8 @@ earlier agent had offloaded without a hedge (one paired run; docs/benchmarks.md)
 
 A frame under JUDGED_MIN_BYTES, or whose time on the wire was shorter than one RTT, measures
 the link's timing (a burst allowance, the wait for a delivery slot) more than its rate: its
-sample feeds the EWMA and the window but is not judged (no error, no collapse).
+sample feeds the EWMA and the window but is not judged (no error, no collapse). A probe on the
+wire for less than one RTT is not judged either (no drop record).
 """
 
 from __future__ import annotations
@@ -162,11 +163,17 @@ class LinkEstimator:
         is stale, so the bandwidth estimate restarts from this measurement (samples, errors and
         any censored cap). Without the restart an agent that ran all-edge while the link was bad
         needed many probes (seconds apart) before it offloaded again once the link recovered.
-        A probe not `judged` leaves no drop record (a re-probe: its prediction is one reading).
+        A probe not `judged` (a re-probe: its prediction is one reading), or on the wire for less
+        than one RTT, leaves no drop record.
         Returns the probe's reading (bit/s)."""
         transfer = max(MIN_TRANSFER_MS, rpc_ms - server_ms)
         with self._lock:
             sample_bps = self._wire_rate(wire_bytes, transfer)
+            # Judged by the frames' rule: 48 KiB at 50 Mbps spend 8 ms on the wire, and readings
+            # that short scatter. In a step-only run an agent that went to the edge at 50 Mbps
+            # stayed there for 8 s with its estimate at 55 Mbps and no frame hedged: its probes,
+            # the only samples judged there, had left drops for the hedge risk.
+            judged = judged and transfer - self._rtt >= self._rtt
             self._add_bandwidth(sample_bps, restart=True, judged=judged)
             self.last_traffic = self._clock()
         return sample_bps

@@ -221,7 +221,22 @@ def test_a_step_to_another_level_is_no_drop() -> None:
     for bps in (50e6,) * 3 + (2e6,) * 4 + (50e6,) * 2:
         clock.t += 0.5
         _probe(est, bps)
-    assert est.drop_counts(10.0) == (0, 8)
+    assert est.drop_counts(10.0) == (0, 4)  # the 2 Mbps ones: at 50 Mbps 48 KiB spend 8 ms on the wire
+
+
+def test_a_probe_on_the_wire_for_less_than_one_rtt_is_not_judged() -> None:
+    """The frames' rule: a reading that short measures the link's timing more than its rate.
+    At 50 Mbps and RTT 20 ms probes scatter between 25 and 100 Mbps; none is a drop."""
+    clock = Clock()
+    est = LinkEstimator(initial_rtt_ms=20.0, clock=clock)
+    for bps in (50e6, 100e6, 25e6, 60e6, 100e6, 30e6, 50e6):
+        clock.t += 0.5
+        _probe(est, bps)
+    assert est.drop_counts(10.0) == (0, 0)
+    for bps in (2e6, 1e6, 0.4e6, 2e6):  # 32 KiB at 2 Mbps: 131 ms on the wire, judged
+        clock.t += 0.5
+        _probe(est, bps)
+    assert est.drop_counts(10.0) == (1, 4)
 
 
 def test_a_fall_counts_as_a_drop_until_the_next_sample_shows_it_stayed() -> None:
@@ -470,21 +485,22 @@ def test_a_risen_link_is_seen_within_one_probe_period_wherever_the_rise_falls(ri
 
 
 def test_a_re_probe_after_a_noisy_high_reading_is_not_counted_as_a_drop() -> None:
-    """A 48 KiB probe at 50 Mbps is 8 ms on the wire: its readings scatter. One that reads 90
-    triggers a re-probe; that one reading 40 was, judged against the 90 it repeats, a drop the
-    link came back from (the next probe reads 50), and counted drops keep the agent on the edge
-    (the hedge risk). A re-probe is not judged; the regular probes around it still are."""
+    """A reading of 18 Mbps on a 10 Mbps link (a burst let it through) triggers a re-probe; that
+    one reading 8 was, judged against the 18 it repeats, a drop the link came back from (the next
+    probe reads 10), and counted drops keep the agent on the edge (the hedge risk). A re-probe
+    is not judged; the regular probes around it still are (48 KiB at 10 Mbps: 39 ms on the
+    wire, over the 20 ms RTT)."""
     clock = Clock()
-    uplink = SteppedUplink(clock, [(0.0, 50e6), (101.015, 90e6), (101.03, 40e6), (101.1, 50e6)])
-    link = LinkEstimator(clock=clock, initial_bandwidth_bps=50e6)
+    uplink = SteppedUplink(clock, [(0.0, 10e6), (101.015, 18e6), (101.05, 8e6), (101.2, 10e6)])
+    link = LinkEstimator(clock=clock, initial_bandwidth_bps=10e6)
     run_until = _all_edge_session(uplink, link)
     run_until(104.0)
-    assert any(abs(b - 101.02) < 1e-3 for b in uplink.bulk_starts)  # the 90 Mbps reading
+    assert any(abs(b - 101.02) < 1e-3 for b in uplink.bulk_starts)  # the 18 Mbps reading
     reprobes = [b for a, b in zip(uplink.bulk_starts, uplink.bulk_starts[1:]) if b - a < 0.5 - 1e-6]
-    assert len(reprobes) == 1 and 101.03 < reprobes[0] < 101.1, uplink.bulk_starts  # read at 40 Mbps
+    assert len(reprobes) == 1 and 101.05 < reprobes[0] < 101.15, uplink.bulk_starts  # read at 8 Mbps
     drops, judged = link.drop_counts(10.0)
     assert drops == 0 and judged == len(uplink.bulk_starts) - 2  # not the first (against a guess), nor the re-probe
-    assert link.estimate().bandwidth_bps == pytest.approx(50e6, rel=0.01)
+    assert link.estimate().bandwidth_bps == pytest.approx(10e6, rel=0.01)
 
 
 def _reprobes(uplink: SteppedUplink) -> list[float]:
