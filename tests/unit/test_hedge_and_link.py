@@ -3,6 +3,8 @@ an injected clock, no sleeps."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 from helpers import ManualClock as Clock
 from helpers import three_split_policy
@@ -447,7 +449,7 @@ def test_probes_are_timed_from_their_start_and_keep_a_slow_link_at_most_half_bus
     uplink = SteppedUplink(clock, [(0.0, 2e6)])
     run_until = _all_edge_session(uplink, LinkEstimator(clock=clock, initial_bandwidth_bps=2e6))
     run_until(105.0)
-    gaps = [b - a for a, b in zip(uplink.bulk_starts, uplink.bulk_starts[1:])]
+    gaps = [b - a for a, b in pairwise(uplink.bulk_starts)]
     assert gaps and all(g == pytest.approx(0.5, abs=1e-6) for g in gaps), gaps
 
     clock = Clock()
@@ -455,7 +457,7 @@ def test_probes_are_timed_from_their_start_and_keep_a_slow_link_at_most_half_bus
     run_until = _all_edge_session(uplink, LinkEstimator(clock=clock, initial_bandwidth_bps=0.2e6))
     run_until(120.0)
     took = 32 * 1024 * 8 / 0.2e6 + 2 * 0.020
-    gaps = [b - a for a, b in zip(uplink.bulk_starts, uplink.bulk_starts[1:])]
+    gaps = [b - a for a, b in pairwise(uplink.bulk_starts)]
     assert gaps and all(g == pytest.approx(2 * took, abs=1e-6) for g in gaps), gaps
 
 
@@ -480,7 +482,7 @@ def test_a_risen_link_is_seen_within_one_probe_period_wherever_the_rise_falls(ri
     run_until(clock.t + 3.0)
     # One re-probe per rise: after the blend, or confirming a clean reading; none once the
     # readings match the estimate.
-    reprobes = [b for a, b in zip(uplink.bulk_starts, uplink.bulk_starts[1:]) if b - a < 0.5 - 1e-6]
+    reprobes = [b for a, b in pairwise(uplink.bulk_starts) if b - a < 0.5 - 1e-6]
     assert len(reprobes) == 1 and reprobes[0] > rise, uplink.bulk_starts
 
 
@@ -496,7 +498,7 @@ def test_a_re_probe_after_a_noisy_high_reading_is_not_counted_as_a_drop() -> Non
     run_until = _all_edge_session(uplink, link)
     run_until(104.0)
     assert any(abs(b - 101.02) < 1e-3 for b in uplink.bulk_starts)  # the 18 Mbps reading
-    reprobes = [b for a, b in zip(uplink.bulk_starts, uplink.bulk_starts[1:]) if b - a < 0.5 - 1e-6]
+    reprobes = [b for a, b in pairwise(uplink.bulk_starts) if b - a < 0.5 - 1e-6]
     assert len(reprobes) == 1 and 101.05 < reprobes[0] < 101.15, uplink.bulk_starts  # read at 8 Mbps
     drops, judged = link.drop_counts(10.0)
     assert drops == 0 and judged == len(uplink.bulk_starts) - 2  # not the first (against a guess), nor the re-probe
@@ -504,7 +506,7 @@ def test_a_re_probe_after_a_noisy_high_reading_is_not_counted_as_a_drop() -> Non
 
 
 def _reprobes(uplink: SteppedUplink) -> list[float]:
-    return [b for a, b in zip(uplink.bulk_starts, uplink.bulk_starts[1:]) if b - a < 0.5 - 1e-6]
+    return [b for a, b in pairwise(uplink.bulk_starts) if b - a < 0.5 - 1e-6]
 
 
 def test_no_re_probe_after_the_first_reading_it_was_compared_with_a_guess() -> None:
