@@ -263,8 +263,8 @@ class OffloadSession:
             frame_crossed = self.link.last_traffic != self._probed_traffic
             if frame_crossed or self._streams_handed != self._probed_sends:
                 # Frames are crossing (or on their way): they measure the link, and a re-probe
-                # beside them delays them (at the start, a re-probe of the first reading beside
-                # the first frames pushed one past its hedge time).
+                # beside them delays them (in a step-only run, most likely what pushed one of
+                # the first frames past its hedge time).
                 self._reprobe = False
             if frame_crossed:  # a new idle spell
                 self._probe_gap = first
