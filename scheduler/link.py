@@ -172,7 +172,7 @@ class LinkEstimator:
             # Judged by the frames' rule: 48 KiB at 50 Mbps spend 8 ms on the wire, and readings
             # that short scatter. In a step-only run an agent that went to the edge at 50 Mbps
             # stayed there for 8 s with its estimate at 55 Mbps and no frame hedged: its probes,
-            # the only samples judged there, had left drops for the hedge risk.
+            # the only samples judged there, must have left the drops that held it (not logged).
             judged = judged and transfer - self._rtt >= self._rtt
             self._add_bandwidth(sample_bps, restart=True, judged=judged)
             self.last_traffic = self._clock()
