@@ -154,7 +154,7 @@ class LinkEstimator:
                 # or it waits for the next delivery slot (a 2.3 KB cut that waited 25 ms on a
                 # 3 Mbps cellular link "measures" 0.7 Mbps). It feeds the estimate but is not
                 # judged as a surprise (error, collapse); hedges and scheduler.risk see those frames.
-                judged = wire_bytes >= JUDGED_MIN_BYTES and transfer - self._rtt >= self._rtt
+                judged = wire_bytes >= JUDGED_MIN_BYTES and self._long_on_wire(transfer)
                 self._add_bandwidth(self._wire_rate(wire_bytes, transfer), judged=judged)
             self.last_traffic = self._clock()
 
@@ -173,7 +173,7 @@ class LinkEstimator:
             # that short scatter. In a step-only run an agent that went to the edge at 50 Mbps
             # stayed there for 8 s with its estimate at 55 Mbps and no frame hedged: its probes,
             # the only samples judged there, must have left the drops that held it (not logged).
-            judged = judged and transfer - self._rtt >= self._rtt
+            judged = judged and self._long_on_wire(transfer)
             self._add_bandwidth(sample_bps, restart=True, judged=judged)
             self.last_traffic = self._clock()
         return sample_bps
@@ -213,6 +213,11 @@ class LinkEstimator:
             self._cap = bound if self._cap is None else min(self._cap, bound)
             self._note_error(self._base(), bound)
             return True
+
+    def _long_on_wire(self, transfer_ms: float) -> bool:
+        """Was the transfer on the wire (its time less one RTT) for at least one RTT, long enough
+        to measure the link's rate rather than its timing? Frames and probes alike (under the lock)."""
+        return transfer_ms - self._rtt >= self._rtt
 
     def _wire_rate(self, wire_bytes: int, transfer_ms: float) -> float:
         """bit/s of a transfer that took `transfer_ms` including one round trip (under the lock)."""
