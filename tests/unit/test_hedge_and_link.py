@@ -441,6 +441,11 @@ def _all_edge_session(uplink: SteppedUplink, link: LinkEstimator):
     return run_until
 
 
+def _reprobes(uplink: SteppedUplink) -> list[float]:
+    """Bulk starts that came sooner than a probe period after the one before: re-probes."""
+    return [b for a, b in pairwise(uplink.bulk_starts) if b - a < 0.5 - 1e-6]
+
+
 def test_probes_are_timed_from_their_start_and_keep_a_slow_link_at_most_half_busy() -> None:
     """While frames run on the edge the probe period is probe_first_s from one probe's start to
     the next's (timed from the end, a 2 Mbps probe's own 150 ms stretched it to 0.65 s); a
@@ -482,7 +487,7 @@ def test_a_risen_link_is_seen_within_one_probe_period_wherever_the_rise_falls(ri
     run_until(clock.t + 3.0)
     # One re-probe per rise: after the blend, or confirming a clean reading; none once the
     # readings match the estimate.
-    reprobes = [b for a, b in pairwise(uplink.bulk_starts) if b - a < 0.5 - 1e-6]
+    reprobes = _reprobes(uplink)
     assert len(reprobes) == 1 and reprobes[0] > rise, uplink.bulk_starts
 
 
@@ -498,15 +503,11 @@ def test_a_re_probe_after_a_noisy_high_reading_is_not_counted_as_a_drop() -> Non
     run_until = _all_edge_session(uplink, link)
     run_until(104.0)
     assert any(abs(b - 101.02) < 1e-3 for b in uplink.bulk_starts)  # the 18 Mbps reading
-    reprobes = [b for a, b in pairwise(uplink.bulk_starts) if b - a < 0.5 - 1e-6]
+    reprobes = _reprobes(uplink)
     assert len(reprobes) == 1 and 101.05 < reprobes[0] < 101.15, uplink.bulk_starts  # read at 8 Mbps
     drops, judged = link.drop_counts(10.0)
     assert drops == 0 and judged == len(uplink.bulk_starts) - 2  # not the first (against a guess), nor the re-probe
     assert link.estimate().bandwidth_bps == pytest.approx(10e6, rel=0.01)
-
-
-def _reprobes(uplink: SteppedUplink) -> list[float]:
-    return [b for a, b in pairwise(uplink.bulk_starts) if b - a < 0.5 - 1e-6]
 
 
 def test_no_re_probe_after_the_first_reading_it_was_compared_with_a_guess() -> None:
