@@ -34,8 +34,8 @@ Three more sources of evidence:
   (`probe_bytes`: about PROBE_TARGET_MS of traffic, bounded), not a fixed 64 KiB.
 
 How often the link dropped out lately (`drop_counts`): every judged sample, probes included
-(re-probes not: edge_node/session.py), is kept with its time and its prediction, over a window that probes do not restart. A drop is a
-sample under 1/DROP_FACTOR of its prediction (a transfer that took more than twice as long as
+(re-probes not: edge_node/session.py), is kept with its time and its prediction, over a window
+that probes do not restart. A drop is a sample under 1/DROP_FACTOR of its prediction (a transfer that took more than twice as long as
 predicted) that the link came back from: the next sample is at 1/DROP_FACTOR of that prediction
 or more (or there is no next sample yet). An agent that runs all-edge while probing a link that
 keeps dropping out has no offload outcome to learn its risk from (scheduler/risk.py), but its
