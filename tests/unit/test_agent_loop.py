@@ -335,6 +335,55 @@ def test_no_hedge_while_the_local_run_could_not_win(h: Harness) -> None:
     assert len(h.local.jobs) == 1  # the link's silence now outlasts the edge's queue + head(K)
 
 
+def test_the_watchdog_sleeps_until_the_next_hedge_is_due(h: Harness) -> None:
+    """A hedge fires at its time, not up to a watchdog period later: each check returns how long
+    the watchdog thread sleeps - the period, or less when a held frame's hedge is due sooner."""
+    wd = h.agent.watchdog
+    wd.period_s = 0.02  # the thread's period (the harness ticks by hand)
+    assert wd.tick() == 0.02  # nothing held
+    h.feed(0)
+    due = dict(h.agent.ledger.held())[0].deadline  # the hedge time
+    assert wd.tick() == 0.02  # due in 70 ms: a period first
+    h.clock.t = due - 0.005
+    wait = wd.tick()
+    assert wait == pytest.approx(0.005) and not h.local.jobs
+    h.clock.t += wait + 1e-6  # the thread wakes
+    assert wd.tick() == 0.02 and len(h.local.jobs) == 1  # hedged; nothing else due
+
+
+def test_the_watchdog_wakes_when_the_local_run_can_win(h: Harness) -> None:
+    """With the edge busy the hedge waits until its local run can beat the answer
+    (test_no_hedge_while_the_local_run_could_not_win); the watchdog wakes then, not a period
+    later, and not before (a wake that cannot hedge would be a wasted check)."""
+    wd = h.agent.watchdog
+    wd.period_s = 1.0  # long: only the due time can wake it in time
+    h.agent.timeline.edge_reserved(99, h.clock.t, 500.0)  # another frame's run holds the edge
+    h.feed(0)
+    h.agent.edge.local_ms_guess = 100.0  # head(K) (the fake plan said 2 ms)
+    h.hedge_time_passes()  # past its hedge time: the edge is the wait now
+    wait = wd.tick()
+    assert 0.1 < wait < 1.0
+    h.clock.t += wait - 0.001
+    assert wd.tick() == pytest.approx(0.001, abs=1e-6) and not h.local.jobs
+    h.clock.t += 0.001 + 1e-6
+    wd.tick()
+    assert len(h.local.jobs) == 1
+
+
+def test_the_due_time_follows_the_edge_queue(h: Harness) -> None:
+    """The edge got busier after the watchdog worked out when to wake: it wakes, cannot hedge
+    yet, and works the due time out again from the new queue - it does not check every ms."""
+    wd = h.agent.watchdog
+    wd.period_s = 0.02
+    h.feed(0)
+    h.agent.edge.local_ms_guess = 100.0  # head(K) (the fake plan said 2 ms)
+    h.clock.t = dict(h.agent.ledger.held())[0].sent + 0.099  # the local run could win in 1 ms
+    assert wd.tick() == pytest.approx(0.001, abs=1e-6)
+    h.agent.timeline.edge_reserved(99, h.clock.t, 500.0)  # now another frame's run holds the edge
+    h.clock.t += 0.0011
+    assert wd.tick() == 0.02 and not h.local.jobs  # due again in ~0.3 s: the period first
+
+
 def test_a_hedged_frame_whose_answer_never_comes_frees_the_link_when_forgotten(h: Harness) -> None:
     h.feed(0)
     h.hedge_time_passes()
