@@ -83,12 +83,9 @@ class OffloadRisk:
         while self._events and self._events[0][0] < now - self.window_s:
             self._events.popleft()
 
-    def probability(self, now: float, link: tuple[int, int] = (0, 0)) -> float:
-        """p at `now`; `link`: the link's (drops, judged samples) over the same window."""
-        return max(self.shares(now, link))
-
     def shares(self, now: float, link: tuple[int, int] = (0, 0)) -> tuple[float, float]:
-        """(the share of offloads hedged, the share of the link's samples dropped) at `now`."""
+        """(the share of offloads hedged, the share of the link's samples dropped) at `now`;
+        `link`: the link's (drops, judged samples) over the same window. p is the larger."""
         hits, cleans = self.counts(now)
         return self._share(hits, hits + cleans), self._share(*link)
 

@@ -14,25 +14,25 @@ from scheduler.risk import OffloadRisk
 
 def test_the_risk_is_the_share_of_hits_in_the_window_with_a_prior_of_clean_frames() -> None:
     risk = OffloadRisk(window_s=10.0, prior_clean=2.0)
-    assert risk.probability(0.0) == 0.0
+    assert max(risk.shares(0.0)) == 0.0
     risk.hit(1.0)
-    assert risk.probability(1.0) == pytest.approx(1 / 3)  # one early hit is not certainty
+    assert max(risk.shares(1.0)) == pytest.approx(1 / 3)  # one early hit is not certainty
     for t in range(2, 9):
         risk.clean(float(t))
     assert risk.counts(8.0) == (1, 7)
-    assert risk.probability(8.0) == pytest.approx(1 / 10)
-    assert risk.probability(11.5) == pytest.approx(0.0)  # the hit left the window: a fresh chance
+    assert max(risk.shares(8.0)) == pytest.approx(1 / 10)
+    assert max(risk.shares(11.5)) == pytest.approx(0.0)  # the hit left the window: a fresh chance
     assert risk.counts(11.5) == (0, 7)
 
 
 def test_with_no_offload_in_the_window_the_links_drops_fill_in() -> None:
     """The larger of the two shares: offloads hedged, and the link's judged samples dropped."""
     risk = OffloadRisk(window_s=10.0, prior_clean=2.0)
-    assert risk.probability(0.0, link=(2, 18)) == pytest.approx(2 / 20)
+    assert max(risk.shares(0.0, link=(2, 18))) == pytest.approx(2 / 20)
     risk.hit(1.0)
-    assert risk.probability(1.0, link=(2, 18)) == pytest.approx(1 / 3)
+    assert max(risk.shares(1.0, link=(2, 18))) == pytest.approx(1 / 3)
     assert risk.shares(1.0, link=(2, 18)) == pytest.approx((1 / 3, 2 / 20))
-    assert risk.probability(1.0, link=(0, 0)) == pytest.approx(1 / 3)
+    assert max(risk.shares(1.0, link=(0, 0))) == pytest.approx(1 / 3)
 
 
 def test_bad_parameters_are_refused() -> None:
@@ -70,7 +70,7 @@ def test_many_clean_answers_outweigh_one_hit_and_late_answers_count_by_how_late(
     _hedge_fired(policy, 0.0)
     for i in range(17):
         _answered(policy, 0.1 * i)
-    assert policy.risk.probability(2.0) == pytest.approx(1 / 20)  # 3 ms: k = 1 still gains
+    assert max(policy.risk.shares(2.0)) == pytest.approx(1 / 20)  # 3 ms: k = 1 still gains
     assert policy.plan(1, [0, 1, 2], 2.0, Timeline(), next_arrival=math.inf).split == 1
     # answered after its hedge time, not hedged (the local run could not have won): as much a hit
     # as it was late against head(K) = 60 ms; as late as a local run or more, a whole one
