@@ -1,7 +1,7 @@
 """Frame sources: where the edge agent's frames come from.
 
-`open_source(spec, preprocessing, bundle, fps)` turns the `--source` string into
-a `FrameSource`:
+`open_source(spec, preprocessing, bundle, fps)` (edge_node/source_spec.py) turns
+the `--source` string into a `FrameSource`:
 
     DIR            every image / .npy file in DIR, sorted by name
     FILE.mp4       a video file (.mp4 .avi .mkv .mov .webm, or any other existing
@@ -55,8 +55,6 @@ A resumed agent (see `edge_node.agent`) calls, before the first frame:
 from __future__ import annotations
 
 import logging
-import math
-import re
 import time
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -70,7 +68,6 @@ from splitpoint.bundle import Bundle, Preprocessing
 from splitpoint.errors import BackendUnavailableError, ConfigError
 from splitpoint.images import (
     ARRAY_SUFFIXES,
-    IMAGE_SUFFIXES,
     fit_frame,
     image_size,
     list_frame_files,
@@ -357,93 +354,3 @@ class SyntheticSource(_Source):
             raw = raw.copy()  # frames are handed out; never let a consumer write into the cycle
         label = None if self._labels is None else int(self._labels[j])
         return raw, label, origin, image_size(self._inputs[j])
-
-
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)$", re.DOTALL)
-
-
-def _count(spec: str, key: str, text: str, minimum: int, what: str) -> int:
-    text = text.strip()
-    if not re.fullmatch(r"\d+", text) or int(text) < minimum:
-        raise ConfigError(
-            key, spec, f"{what} must be an integer >= {minimum}, not {text!r}; {ACCEPTED_FORMS}"
-        )
-    return int(text)
-
-
-def open_source(
-    spec: str,
-    preprocessing: Preprocessing,
-    bundle: Bundle | None = None,
-    fps: float | None = None,
-    key: str = "source",
-) -> FrameSource:
-    """Open the frame source described by `spec` (the --source flag); see the module docstring.
-
-    Raises ConfigError (naming `spec`) for a bad spec, a missing path, a camera
-    that does not open or synthetic frames without a bundle, ConfigError("fps")
-    for fps <= 0, and BackendUnavailableError when OpenCV (video, camera) or
-    Pillow (image files) is not installed.
-    """
-    if fps is not None:
-        if (
-            isinstance(fps, bool)
-            or not isinstance(fps, (int, float))
-            or not math.isfinite(fps)
-            or fps <= 0
-        ):
-            raise ConfigError(
-                "fps",
-                fps,
-                "must be a positive, finite number of frames per second (or unset: no pacing)",
-            )
-        fps = float(fps)
-    if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError(key, spec, f"empty; {ACCEPTED_FORMS}")
-
-    source: _Source
-    m = _SCHEME.match(spec)
-    scheme, rest = (m.group(1).lower(), m.group(2)) if m else ("", "")
-    if scheme == "synthetic":
-        count = _count(spec, key, rest, 1, "the number of synthetic frames")
-        if bundle is None:
-            raise ConfigError(
-                key,
-                spec,
-                "synthetic frames cycle through a bundle's validation inputs; no bundle was given",
-            )
-        source = SyntheticSource(bundle, count, preprocessing, fps, spec, key)
-    elif scheme == "camera":
-        from .video_sources import CameraSource  # OpenCV's sources, apart: they subclass _Source
-
-        number = _count(spec, key, rest, 0, "the camera number")
-        source = CameraSource(number, preprocessing, fps, spec, key)
-    else:
-        path = Path(spec).expanduser()
-        suffix = path.suffix.lower()
-        if path.is_dir():
-            source = DirectorySource(path, preprocessing, fps, key)
-        elif path.is_file():
-            if suffix in IMAGE_SUFFIXES + ARRAY_SUFFIXES:
-                raise ConfigError(
-                    key,
-                    spec,
-                    f"a single {suffix} file is not a source (put it in a directory and give that); {ACCEPTED_FORMS}",
-                )
-            from .video_sources import VideoSource
-
-            source = VideoSource(path, preprocessing, fps, key)
-        elif len(scheme) > 1:  # "C:..." is a Windows drive, not a scheme
-            raise ConfigError(
-                key, spec, f"unknown source scheme {spec.split(':', 1)[0]!r}; {ACCEPTED_FORMS}"
-            )
-        elif suffix in VIDEO_SUFFIXES:
-            raise ConfigError(key, spec, f"no such video file; {ACCEPTED_FORMS}")
-        elif path.exists():
-            raise ConfigError(
-                key, spec, f"neither a directory nor a regular file; {ACCEPTED_FORMS}"
-            )
-        else:
-            raise ConfigError(key, spec, f"no such file or directory; {ACCEPTED_FORMS}")
-    log.info("frame source: %s", source.description)
-    return source

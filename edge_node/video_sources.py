@@ -1,5 +1,5 @@
 """The OpenCV frame sources: a video file and a live camera (see edge_node/sources.py for
-the source protocol and `open_source`, which picks these for FILE.mp4 and camera:N)."""
+the source protocol, and edge_node/source_spec.py: `open_source`, which picks these for FILE.mp4 and camera:N)."""
 
 from __future__ import annotations
 

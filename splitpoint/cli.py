@@ -176,7 +176,7 @@ def cmd_edge(args: argparse.Namespace) -> int:
     import signal
 
     from edge_node.agent import EdgeAgent
-    from edge_node.sources import open_source
+    from edge_node.source_spec import open_source
 
     agent = EdgeAgent.from_config(conf)
     # SIGTERM and Ctrl-C both stop after the current frame; frames in flight still get records.

@@ -109,7 +109,7 @@ def start_server(bundle: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
 def run_demo(workdir: Path, frames: int = 24, split: int | None = None, rebuild: bool = False) -> int:
     from edge_node.agent import EdgeAgent
     from edge_node.config import EdgeConfig
-    from edge_node.sources import open_source
+    from edge_node.source_spec import open_source
 
     workdir.mkdir(parents=True, exist_ok=True)
     bundle = ensure_bundle(workdir / "bundle", rebuild)

@@ -255,7 +255,7 @@ def test_an_agent_with_a_frame_every_few_seconds_keeps_its_stream(digits_bundle:
     from cloud_server.server import CloudServer
     from edge_node.agent import EdgeAgent
     from edge_node.config import EdgeConfig
-    from edge_node.sources import open_source
+    from edge_node.source_spec import open_source
 
     monkeypatch.setattr(server_module, "PERMITTED_PING_INTERVAL_MS", 500)
     server = CloudServer(CloudConfig(bundle=str(digits_bundle), listen="127.0.0.1:0", grace_s=5.0, insecure=True)).start()
@@ -366,7 +366,7 @@ def test_every_local_run_is_on_the_local_executor(digits_bundle: Path, fake_serv
     from edge_node.agent import EdgeAgent
     from edge_node.config import EdgeConfig
     from edge_node.heads import EdgeHeads
-    from edge_node.sources import open_source
+    from edge_node.source_spec import open_source
 
     def answer(req: offload_pb2.InferRequest) -> offload_pb2.InferResponse | None:
         if req.frame_id % 2:

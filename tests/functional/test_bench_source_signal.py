@@ -45,10 +45,10 @@ def restore_signals() -> Iterator[None]:
 def test_the_agent_signals_source_open_whatever_its_log_says(digits_bundle: Path, cloud_server: Any, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch,
                                                                restore_signals: None) -> None:
-    import edge_node.sources
+    import edge_node.source_spec
 
     reworded = RewordedLog()
-    monkeypatch.setattr(edge_node.sources, "log", reworded)
+    monkeypatch.setattr(edge_node.source_spec, "log", reworded)
     events, results = tmp_path / "events.jsonl", tmp_path / "r.jsonl"
     t0 = time.time_ns()
     rc = cli.main(["edge", "--bundle", str(digits_bundle), "--source", "synthetic:3", "--cloud", cloud_server.address,

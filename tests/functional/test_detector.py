@@ -112,7 +112,7 @@ def test_the_agent_records_detections_for_single_and_multi_tensor_splits(detecto
     from edge_node.agent import EdgeAgent
     from edge_node.config import EdgeConfig
     from edge_node.results import read_results
-    from edge_node.sources import open_source
+    from edge_node.source_spec import open_source
 
     bundle = load_bundle(detector_bundle)
     m = bundle.manifest

@@ -35,7 +35,7 @@ from edge_node.agent import DROP_REASON, EdgeAgent, RunSummary
 from edge_node.config import EdgeConfig
 from edge_node.heads import EdgeHeads
 from edge_node.results import is_sqlite, open_results, read_results
-from edge_node.sources import open_source
+from edge_node.source_spec import open_source
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT_TIMEOUT_S = 60.0

@@ -24,7 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from edge_node.agent import EdgeAgent
 from edge_node.config import EdgeConfig
 from edge_node.results import read_results
-from edge_node.sources import open_source
+from edge_node.source_spec import open_source
 from splitpoint.bundle import load_bundle
 from splitpoint.loadtest import LoadtestConfig, cut_requests, run_loadtest
 from splitpoint.targets import balanced_options

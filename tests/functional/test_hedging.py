@@ -9,7 +9,7 @@ from pathlib import Path
 from edge_node.agent import EdgeAgent
 from edge_node.config import EdgeConfig
 from edge_node.results import read_results
-from edge_node.sources import open_source
+from edge_node.source_spec import open_source
 from scheduler.objectives import PolicyConfig
 from scheduler.profiles import Profile, SplitProfile, StageStats
 from splitpoint.bundle import load_bundle

@@ -141,7 +141,7 @@ def test_agent_over_mutual_tls_with_a_token(digits_bundle: Path, certs, token_fi
     from edge_node.agent import EdgeAgent
     from edge_node.config import EdgeConfig
     from edge_node.results import read_results
-    from edge_node.sources import open_source
+    from edge_node.source_spec import open_source
 
     with pytest.raises(ConfigError) as info:
         EdgeConfig(bundle=str(digits_bundle), source="synthetic:1").validate()

@@ -14,7 +14,7 @@ from cloud_server.server import CloudServer
 from edge_node.agent import EdgeAgent
 from edge_node.config import EdgeConfig
 from edge_node.results import read_results
-from edge_node.sources import open_source
+from edge_node.source_spec import open_source
 
 ROOT = Path(__file__).resolve().parents[2]
 

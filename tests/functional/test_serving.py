@@ -45,7 +45,7 @@ from edge_node.agent import EdgeAgent, RunSummary
 from edge_node.client import OffloadClient
 from edge_node.config import EdgeConfig
 from edge_node.results import read_results
-from edge_node.sources import open_source
+from edge_node.source_spec import open_source
 from splitpoint.bundle import Manifest, load_bundle
 from splitpoint.codec import decode, dtype_enum, encode
 from splitpoint.errors import ConfigError, TensorError

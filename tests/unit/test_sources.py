@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_node.sources import Frame, FrameReadError, FrameSource, open_source
+from edge_node.source_spec import open_source
+from edge_node.sources import Frame, FrameReadError, FrameSource
 from splitpoint.bundle import Preprocessing
 from splitpoint.errors import BackendUnavailableError, ConfigError, show_value
 
