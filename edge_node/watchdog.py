@@ -18,8 +18,8 @@ the frames held in the ledger:
 
 The loop sleeps until the next check is due (`tick` returns how long): the period, or less,
 to the earliest time a held frame can be hedged (`_hedge_due`) - a hedge fires at its time,
-not up to a period later. On the recorded uplinks a 20 ms tick fired hedges 0-20 ms late, and
-each of those ms was added to the hedged frame and to every frame queued behind its local run.
+not up to a period later. A 20 ms tick alone fires a hedge up to 20 ms late, and each of those
+ms is added to the hedged frame and to every frame queued behind its local run.
 
 The watchdog only queues local runs (on the local executor) and never runs one itself:
 a full-model run here would delay every other frame's hedge. Tests call `tick()`
