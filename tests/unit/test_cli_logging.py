@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from splitpoint import cli
+from splitpoint import cli, cli_logging
 
 
 def test_two_in_process_main_calls_leave_no_stale_handler(tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -41,8 +41,8 @@ def test_two_in_process_main_calls_leave_no_stale_handler(tmp_path: Path, capsys
 def test_the_handler_follows_sys_stderr() -> None:
     # a thread may log after main() returned, or while a caller has swapped sys.stderr
     log = logging.getLogger("splitpoint.tests")
-    with cli._logging_restored():
-        cli.setup_logging("info")
+    with cli_logging.logging_restored():
+        cli_logging.setup_logging("info")
         for i in range(2):
             stream = io.StringIO()
             with redirect_stderr(stream):

@@ -1,0 +1,55 @@
+"""Logging for the `splitpoint` command line: the root logger to stderr, and put back as it was
+when an in-process main() returns (tests and scripts call it)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to sys.stderr as it is when a record is written, not as it was when logging was set
+    up: a caller running main() in-process (pytest's capture, for one) swaps sys.stderr and closes
+    the old one, and a thread still logging afterwards must not write to a closed file."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # always the current sys.stderr (StreamHandler.__init__ assigns one)
+
+
+def setup_logging(level: str = "info") -> None:
+    """The root logger to stderr at `level`, in place of whatever handlers it had (main() puts
+    those back when it returns)."""
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        root.removeHandler(handler)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+
+
+@contextmanager
+def logging_restored() -> Iterator[None]:
+    """The root logger's handlers and level as they were, once the block ends: an in-process
+    main() (tests, scripts) leaves no handler of its own behind."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+        for handler in handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(level)
