@@ -198,7 +198,7 @@ class AdaptivePolicy:
             options = {o.prediction.split: o for o in evaluate(paths, local_k, now, t_e, t_l, arrived, next_at,
                                                                self._spacing or 0.0)}
             p_hit, risk_why = self._hit_chance(now, stalled=timeline.hedged_in_flight() > 0)
-            risks = {k: self._risk_ms(p_hit, o, options.get(local_k), hedge_margin_ms, next_at)
+            risks = {k: self._risk_ms(p_hit, o, options.get(local_k), name, hedge_margin_ms, next_at)
                      for k, o in options.items() if k != local_k}
             effective = [replace(o.prediction, latency_ms=o.latency_ms + o.delay_ms + risks.get(k, 0.0))
                          for k, o in options.items()]
@@ -235,8 +235,8 @@ class AdaptivePolicy:
                else f"{drops} of {samples} recent link samples dropped")
         return max(hedged, dropped), why
 
-    def _risk_ms(self, p_hit: float, cloud: PathOption, local: PathOption | None, margin_ms: float,
-                 next_at: float | None) -> float:
+    def _risk_ms(self, p_hit: float, cloud: PathOption, local: PathOption | None, objective: str,
+                 margin_ms: float, next_at: float | None) -> float:
         """What sending this frame down `cloud` risks, in expected ms (under the lock): the chance
         of a hit times what one costs it and the frames behind it (risk.hit_cost_ms), with the
         hedge time the agent would give it (hedge_prediction: the prediction + `margin_ms`, or
@@ -247,7 +247,7 @@ class AdaptivePolicy:
         predicted_ms = (t.finish_s - t.head_start_s) * 1000
         if not math.isfinite(predicted_ms):
             return 0.0
-        if self._active_objective() == "min-energy" and self.cfg.deadline_ms is not None:
+        if objective == "min-energy" and self.cfg.deadline_ms is not None:
             hedge_ms = float(self.cfg.deadline_ms)
         else:
             hedge_ms = predicted_ms + margin_ms

@@ -164,3 +164,12 @@ def test_the_hedge_margin_the_agent_adds_is_part_of_what_a_hit_costs() -> None:
     assert "hedge risk 28 ms" in policy.plan(1, [0, 1, 2], 0.2, Timeline(), next_arrival=math.inf).reason
     assert "hedge risk 40 ms" in policy.plan(2, [0, 1, 2], 0.2, Timeline(), next_arrival=math.inf,
                                              hedge_margin_ms=60.0).reason  # (115 + 60 - 55) / 3
+
+
+def test_under_min_energy_with_a_deadline_a_hit_waits_for_the_deadline() -> None:
+    """The agent hedges such a frame at the deadline (hedge_prediction), margin or not."""
+    policy = three_split_policy("min-energy", deadline_ms=200.0)
+    policy.link.force(bandwidth_bps=8e6, rtt_ms=20.0)
+    _hedge_fired(policy, 0.1)  # k = 0 (the least energy) predicted 81 ms: p = 1/3 of 200 + 60 - 81 ms
+    choice = policy.plan(1, [0, 1, 2], 0.2, Timeline(), next_arrival=math.inf, hedge_margin_ms=5.0)
+    assert choice.split == 0 and "hedge risk 60 ms" in choice.reason  # by the margin it would be 22
