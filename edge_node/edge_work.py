@@ -115,6 +115,9 @@ class EdgeWork:
                  fallback: str | None, replica: str = "", pending: Pending | None = None) -> bool:
         """End `frame` with a result; False if another path ended it first (nothing written)."""
         hedge_ms, hedged = (None, False) if pending is None else (pending.hedge_ms, pending.hedged)
+        predicted_ms = None  # the plan's latency for the offload, ms after capture (its hedge time less the margin)
+        if pending is not None and pending.hedge.basis == "predicted":
+            predicted_ms = pending.hedge_ms - pending.hedge.margin_ms
         if hedged and where == "cloud":
             fallback = None  # the cloud answered first after all
         m = self.manifest
@@ -126,7 +129,7 @@ class EdgeWork:
             detections = (compact_records(outputs[0], m, frame.source_size) if where == "cloud"
                           else detection_records(outputs, m, frame.source_size))
         record = self.recorder.ok(frame, split, where, outputs[0].reshape(-1), timings, fallback, replica,
-                                  hedge_ms=hedge_ms, hedged=hedged, detections=detections)
+                                  hedge_ms=hedge_ms, hedged=hedged, predicted_ms=predicted_ms, detections=detections)
 
         def write() -> None:
             record()

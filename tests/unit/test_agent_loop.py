@@ -272,6 +272,7 @@ def test_cloud_answer(h: Harness) -> None:
     h.session.answer(0)
     r = h.by_id()[0]
     assert (r["where"], r["split"], r["label"], r["hedged"], r["replica"]) == ("cloud", 1, 1, False, "replica-0")
+    assert r["predicted_ms"] == pytest.approx(r["hedge_ms"] - 20.0)  # the hedge time less its margin
     assert "fallback_reason" not in r and h.idle() and h.finishes == {0: 1}
     assert h.booked() == ([], [])  # the head's end freed the edge, the answer the link
     assert [o.where for o in h.policy.observed] == ["cloud"]
@@ -288,6 +289,7 @@ def test_all_on_the_edge(h: Harness) -> None:
     assert h.booked() == ([], [])
     r = h.by_id()[0]
     assert (r["where"], r["split"], r["label"]) == ("local", K, 2) and "fallback_reason" not in r and "hedged" not in r
+    assert "predicted_ms" not in r
     assert h.idle() and h.heads.local_runs == 1
 
 
