@@ -337,8 +337,7 @@ class EdgeAgent:
         # one frame in flight: the next is read only when this one ends, so a path that keeps the
         # edge busy delays no other frame (math.inf: no next frame to charge)
         choice = self.policy.plan(frame.index, self.heads.splits, now, self.timeline, arrived=self._arrived(frame, now),
-                                  next_arrival=math.inf if self._one_in_flight else None,
-                                  hedge_margin_ms=self.margin.margin_ms() if self.config.hedge == "auto" else 0.0)
+                                  next_arrival=math.inf if self._one_in_flight else None)
         k = choice.split
         if choice.local_ms is not None:
             self.edge.local_ms_guess = choice.local_ms  # what a hedge's or fallback's local run books

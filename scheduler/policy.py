@@ -24,8 +24,8 @@ from typing import Protocol
 from scheduler.cost import CostModel, Prediction
 from scheduler.link import LinkEstimator, LinkState
 from scheduler.objectives import Decision, PolicyConfig, decide, objective_of
-from scheduler.paths import LOOKAHEAD_FRAMES, PathChoice, PathOption, Timeline, evaluate
-from scheduler.risk import OffloadRisk, hit_cost_ms
+from scheduler.paths import PathChoice, Timeline, evaluate
+from scheduler.risk import OffloadRisk
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,7 @@ class SplitPolicy(Protocol):
     def choose(self, candidates: list[int]) -> int: ...
 
     def plan(self, frame_id: int, candidates: list[int], now: float, timeline: Timeline,
-             arrived: float | None = None, next_arrival: float | None = None,
-             hedge_margin_ms: float = 0.0) -> PathChoice: ...
+             arrived: float | None = None, next_arrival: float | None = None) -> PathChoice: ...
 
     def observe(self, outcome: FrameOutcome) -> None: ...
 
@@ -79,8 +78,7 @@ class FixedPolicy:
         return self.split
 
     def plan(self, frame_id: int, candidates: list[int], now: float, timeline: Timeline,
-             arrived: float | None = None, next_arrival: float | None = None,
-             hedge_margin_ms: float = 0.0) -> PathChoice:
+             arrived: float | None = None, next_arrival: float | None = None) -> PathChoice:
         """Always the fixed split (the benchmark's fixed splits must stay fixed); books nothing,
         it has no profiles to predict with."""
         return PathChoice(frame_id, self.split, reason=f"fixed split {self.split}")
@@ -165,8 +163,7 @@ class AdaptivePolicy:
             return self._hold(self._split, decision, preds, candidates, name, state)
 
     def plan(self, frame_id: int, candidates: list[int], now: float, timeline: Timeline,
-             arrived: float | None = None, next_arrival: float | None = None,
-             hedge_margin_ms: float = 0.0) -> PathChoice:
+             arrived: float | None = None, next_arrival: float | None = None) -> PathChoice:
         """The path for one frame, booked on `timeline`: local (K) or the cloud path, whichever
         finishes it first under the objective given when the edge and the uplink are free.
 
@@ -176,9 +173,7 @@ class AdaptivePolicy:
         waiting; math.inf: none before this one ends, e.g. one frame in flight); default
         arrived + the learnt spacing. Each path is charged what it adds to
         the next frames' latencies (paths.evaluate), so the edge and the link share the load
-        when neither alone keeps up, and the cloud path what a hit by the link is expected to
-        cost (`_risk_ms`; `hedge_margin_ms`: the margin the agent's hedge adds to a prediction).
-        Ties go to the earlier own finish, then local.
+        when neither alone keeps up. Ties go to the earlier own finish, then local.
         Afterwards hedge_prediction(split) is counted from the head's start including the
         wait for the link."""
         with self._lock:
@@ -197,11 +192,10 @@ class AdaptivePolicy:
             t_e, t_l = timeline.free_at(now, state.bandwidth_bps)
             options = {o.prediction.split: o for o in evaluate(paths, local_k, now, t_e, t_l, arrived, next_at,
                                                                self._spacing or 0.0)}
-            p_hit, risk_why = self._hit_chance(now, stalled=timeline.hedged_in_flight() > 0)
-            risks = {k: self._risk_ms(p_hit, o, options.get(local_k), name, hedge_margin_ms, next_at)
-                     for k, o in options.items() if k != local_k}
-            effective = [replace(o.prediction, latency_ms=o.latency_ms + o.delay_ms + risks.get(k, 0.0))
-                         for k, o in options.items()]
+            risk_ms, risk_why = self._risk_ms(now, preds, local_k, next_at is not None,
+                                              stalled=timeline.hedged_in_flight() > 0)
+            effective = [replace(o.prediction, latency_ms=o.latency_ms + o.delay_ms
+                                 + (0.0 if o.prediction.split == local_k else risk_ms)) for o in options.values()]
             decision = decide(effective, name, self.cfg,
                               tie=lambda p: (options[p.split].times.finish_s, p.split != local_k, p.split))
             chosen = options[decision.split]
@@ -216,45 +210,32 @@ class AdaptivePolicy:
             if math.isfinite(t.finish_s):
                 self._last_preds[p.split] = replace(p, latency_ms=(t.finish_s - t.head_start_s) * 1000)
             local = next((q.latency_ms for q in preds if q.split == local_k), None)
-            risk_ms = max(risks.values(), default=0.0)
             reason = (f"{decision.reason}; edge free in {(t_e - now) * 1000:.0f} ms, "
                       f"link in {(t_l - now) * 1000:.0f} ms" + (f", hedge risk {risk_ms:.0f} ms ({risk_why})" if risk_ms else ""))
             return PathChoice(frame_id, p.split, t.finish_s, chosen.latency_ms, t.head_start_s,
                               t.transfer_start_s, p, local, reason)
 
-    def _hit_chance(self, now: float, stalled: bool) -> tuple[float, str]:
-        """The chance that a frame sent to the cloud now is caught by the link, and where it came
-        from (under the lock): scheduler/risk.py (recent offloads hedged, or the link's recent
-        drops). `stalled`: a hedged frame's answer is still out, so a new offload's bytes would
-        queue behind a transfer already later than the worst the agent expected: p is 1."""
+    def _risk_ms(self, now: float, preds: list[Prediction], local_k: int, followed: bool,
+                 stalled: bool) -> tuple[float, str]:
+        """What sending a frame to the cloud risks, in expected ms, and where p came from (under
+        the lock): the chance of a hit (scheduler/risk.py: recent offloads hedged, or the link's
+        recent drops) times what a hit costs - its local run, head(K), after the wait, and, when
+        frames follow, that run's time taken from them on the edge. The hedge's wait itself (the
+        margin) is left out: the figure is a floor. `stalled`: a hedged frame's answer is still
+        out, so a new offload's bytes would queue behind a transfer already later than the worst
+        the agent expected: p is taken as 1."""
         if stalled:
-            return 1.0, "a hedged frame's answer is still out"
-        drops, samples = self.link.drop_counts(self.risk.window_s)
-        hedged, dropped = self.risk.shares(now, (drops, samples))
-        why = (f"{hedged:.0%} of recent offloads hedged" if hedged >= dropped
-               else f"{drops} of {samples} recent link samples dropped")
-        return max(hedged, dropped), why
-
-    def _risk_ms(self, p_hit: float, cloud: PathOption, local: PathOption | None, objective: str,
-                 margin_ms: float, next_at: float | None) -> float:
-        """What sending this frame down `cloud` risks, in expected ms (under the lock): the chance
-        of a hit times what one costs it and the frames behind it (risk.hit_cost_ms), with the
-        hedge time the agent would give it (hedge_prediction: the prediction + `margin_ms`, or
-        the deadline under min-energy)."""
-        if p_hit <= 0 or local is None or not math.isfinite(local.prediction.head_ms):
-            return 0.0
-        t = cloud.times
-        predicted_ms = (t.finish_s - t.head_start_s) * 1000
-        if not math.isfinite(predicted_ms):
-            return 0.0
-        if objective == "min-energy" and self.cfg.deadline_ms is not None:
-            hedge_ms = float(self.cfg.deadline_ms)
+            p, why = 1.0, "a hedged frame's answer is still out"
         else:
-            hedge_ms = predicted_ms + margin_ms
-        next_in = None if next_at is None else max(0.0, (next_at - t.head_start_s) * 1000)
-        spacing = None if self._spacing is None else self._spacing * 1000
-        return p_hit * hit_cost_ms(predicted_ms, cloud.prediction.head_ms, local.prediction.head_ms, hedge_ms,
-                                   next_in, spacing, followers=LOOKAHEAD_FRAMES)
+            drops, samples = self.link.drop_counts(self.risk.window_s)
+            hedged, dropped = self.risk.shares(now, (drops, samples))
+            p = max(hedged, dropped)
+            why = (f"{hedged:.0%} of recent offloads hedged" if hedged >= dropped
+                   else f"{drops} of {samples} recent link samples dropped")
+        local = next((q.head_ms for q in preds if q.split == local_k), None)
+        if p <= 0 or local is None or not math.isfinite(local):
+            return 0.0, ""
+        return p * local * (2 if followed else 1), why
 
     def _next_at(self, arrived: float, now: float, next_arrival: float | None) -> float | None:
         """When the next frame is expected (under the lock); learns the camera's spacing."""

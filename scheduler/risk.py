@@ -28,9 +28,8 @@ were caught in the next drop (Verizon-EVDO-driving at 1044 s: 5 deadline misses,
 Counted as whole hits, a first answer 2.6 ms late (p = 1/4) kept a Verizon-LTE-short run on the
 edge, where no offload could lower the share again, for the whole window (10 s).
 
-The planner (AdaptivePolicy.plan) adds p x `hit_cost_ms` (what a hit costs, by the agent's own
-hedge rule, to the frame and to the frames queued behind its local run) to the cloud path's
-predicted latency, so that on a link that keeps dropping out the edge keeps the frames whose predicted gain
+The planner (AdaptivePolicy.plan) adds p x (what a hit costs) to each cloud path's predicted
+latency, so that on a link that keeps dropping out the edge keeps the frames whose predicted gain
 is smaller than the expected loss, and on a steady link (p near 0) nothing changes. With no
 offload in the window p is 0 again: the link gets another chance, as after a probe.
 
@@ -100,39 +99,3 @@ class OffloadRisk:
             self._expire(now)
             hits = sum(w for _, w in self._events)
             return hits, len(self._events) - hits
-
-
-def hit_cost_ms(predicted_ms: float, head_ms: float, local_ms: float, hedge_ms: float,
-                next_in_ms: float | None = None, spacing_ms: float | None = None,
-                followers: int = 2) -> float:
-    """What a hit adds, in ms, to the latencies of an offloaded frame and the frames behind it.
-
-    All times count from the frame's head start. `predicted_ms`: its predicted latency;
-    `head_ms`: its head, head(k); `local_ms`: head(K); `hedge_ms`: its hedge time (prediction +
-    margin, or the deadline). The watchdog hedges at the hedge time and no sooner than the
-    frame has been on the link for head(K) (edge_node/watchdog.py: before that its local run
-    could not win), so the hedge fires at max(hedge_ms, head_ms + local_ms) and the frame ends
-    head(K) later: that minus `predicted_ms` is its own loss.
-
-    The next frame (`next_in_ms` after the head start; None: none expected) finds the edge busy
-    with that run until it ends; while the link is stalled it runs on the edge, so each later
-    one (every `spacing_ms`, default `next_in_ms`) waits spacing - head(K) less (the edge's
-    slack per frame; none when head(K) >= spacing). `followers` of them are counted, the
-    planner's own look-ahead (scheduler/paths.py): a drain longer than that is left out.
-
-    Measured on ATT-LTE-driving-2016 at RTT 10 ms (k = 0, predicted about 47 ms, hedge time 75,
-    head(K) 77, 10 fps): the hedged frame ended at 159 ms and the next three waited 59, 37 and
-    15 ms; this gives 107 + 54 + 31. Only an approximation: a frame that comes before the hedge
-    fires takes the edge first, which moves the loss onto the hedged frame."""
-    fires = max(hedge_ms, head_ms + local_ms)
-    cost = max(0.0, fires + local_ms - predicted_ms)
-    if next_in_ms is None:
-        return cost
-    slack = (next_in_ms if spacing_ms is None else spacing_ms) - local_ms
-    wait = fires + local_ms - next_in_ms
-    for _ in range(followers):
-        if wait <= 0:
-            break
-        cost += wait
-        wait -= slack
-    return cost

@@ -49,8 +49,7 @@ class TakeTurns:
         return k
 
     def plan(self, frame_id: int, candidates: list[int], now: float, timeline: Any,
-             arrived: float | None = None, next_arrival: float | None = None,
-             hedge_margin_ms: float = 0.0) -> PathChoice:
+             arrived: float | None = None, next_arrival: float | None = None) -> PathChoice:
         """The next split in turn; it predicts nothing, so it books nothing (as a fixed policy)."""
         return PathChoice(frame_id, self.choose(candidates), reason="take turns")
 

@@ -86,8 +86,7 @@ class FakePolicy:
         return self.k
 
     def plan(self, frame_id: int, candidates: list[int], now: float, timeline: Timeline,
-             arrived: float | None = None, next_arrival: float | None = None,
-             hedge_margin_ms: float = 0.0) -> PathChoice:
+             arrived: float | None = None, next_arrival: float | None = None) -> PathChoice:
         """Books the frame's head (or local run) and, for a split, its transfer, as the adaptive
         policy does: the agent must release every booking, whichever path ends the frame."""
         timeline.edge_reserved(frame_id, now, 1.0)
@@ -521,10 +520,9 @@ class PlanningPolicy(FakePolicy):
         self.next_arrivals: list[float | None] = []
 
     def plan(self, frame_id: int, candidates: list[int], now: float, timeline: Timeline,
-             arrived: float | None = None, next_arrival: float | None = None,
-             hedge_margin_ms: float = 0.0) -> PathChoice:
+             arrived: float | None = None, next_arrival: float | None = None) -> PathChoice:
         self.next_arrivals.append(next_arrival)
-        return super().plan(frame_id, candidates, now, timeline, arrived, next_arrival, hedge_margin_ms)
+        return super().plan(frame_id, candidates, now, timeline, arrived, next_arrival)
 
 
 class ListSource:
