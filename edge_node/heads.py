@@ -97,7 +97,11 @@ class EdgeHeads:
 
         One invocation at a time (`_accelerator`, a leaf lock): an edge device has one
         accelerator, so a head on the capture thread waits for a local run on the executor,
-        as the planner's timeline assumes (scheduler/paths.py). The wait is not in head_ms."""
+        as the planner's timeline assumes (scheduler/paths.py). The wait is not in head_ms.
+        k = 0 runs nothing on the accelerator (quantizing the input is CPU work), so it never
+        waits for a local run: the frame goes to the link while the edge works on another."""
+        if k == 0:
+            return self._run(0, x)
         with self._accelerator:
             return self._run(k, x)
 

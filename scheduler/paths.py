@@ -176,16 +176,19 @@ class PathTimes:
 def path_times(p: Prediction, num_layers: int, now: float, t_e: float, t_l: float) -> PathTimes:
     """local: max(now, t_e) + head(K); split k: the head ends at max(now, t_e) + head(k), the
     transfer starts at max(head end, t_l), and the answer comes the predicted transfer + RTT +
-    queue + tail(k) later. Every figure is `p`'s (CostModel.predict): what follows the head is
-    latency - head, the link's share is transfer_ms."""
-    head_start = max(now, t_e)
+    queue + tail(k) later. k = 0 has no head (the input is quantized on the CPU, not queued
+    for the accelerator: edge_node/heads.py), so it starts now whatever the edge's queue.
+    Every figure is `p`'s (CostModel.predict): what follows the head is latency - head, the
+    link's share is transfer_ms."""
+    head_start = now if p.split == 0 else max(now, t_e)
     head_done = head_start + p.head_ms / 1000
     if p.split == num_layers:
         return PathTimes(p.split, True, head_start, head_done, None,
                          head_start + p.latency_ms / 1000, head_done, t_l)
     start = max(head_done, t_l)
+    edge_free = max(now, t_e) if p.split == 0 else head_done  # k = 0 leaves the edge's queue as it was
     return PathTimes(p.split, False, head_start, head_done, start,
-                     start + (p.latency_ms - p.head_ms) / 1000, head_done, start + p.transfer_ms / 1000)
+                     start + (p.latency_ms - p.head_ms) / 1000, edge_free, start + p.transfer_ms / 1000)
 
 
 #: how many following frames a choice is charged for. One is not enough: with a FIFO
@@ -205,10 +208,13 @@ class PathOption:
 
 def evaluate(preds: Iterable[Prediction], num_layers: int, now: float, t_e: float, t_l: float,
              arrived: float, next_at: float | None, spacing_s: float = 0.0,
-             lookahead: int = LOOKAHEAD_FRAMES) -> list[PathOption]:
+             lookahead: int = LOOKAHEAD_FRAMES, follow: Iterable[Prediction] | None = None) -> list[PathOption]:
     """Each path's finish time and, when a next frame is expected at `next_at` (and then every
     `spacing_s`), what the choice adds to the next `lookahead` frames: the least sum of their
-    latencies after this choice, minus the least such sum over choices.
+    latencies after this choice, minus the least such sum over choices. `follow`: the paths
+    the following frames may take (default `preds`); the planner passes local and the cloud
+    path it holds, so that weighing every split costs len(preds) x (2 + 4) path times, not
+    len(preds) ** 3.
 
     Why the next frames count: a split's head waits for the accelerator too, so a frame's own
     earliest finish is always local whenever head(K) < head(k) + transfer + RTT + tail(k) and
@@ -217,12 +223,13 @@ def evaluate(preds: Iterable[Prediction], num_layers: int, now: float, t_e: floa
     sends a frame to the link once the edge backlog costs more than the detour, which is what
     keeps both resources busy. Without a next frame this is plain earliest finish."""
     preds = list(preds)
+    following = preds if follow is None else list(follow)
     options = []
     for p in preds:
         times = path_times(p, num_layers, now, t_e, t_l)
         later = math.inf
         if next_at is not None:
-            later = _least_sum(preds, num_layers, max(now, next_at), max(0.0, spacing_s),
+            later = _least_sum(following, num_layers, max(now, next_at), max(0.0, spacing_s),
                                times.edge_free_s, times.link_free_s, lookahead)
         options.append((p, times, later))
     least = min((n for _, _, n in options), default=math.inf)

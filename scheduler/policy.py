@@ -183,24 +183,31 @@ class AdaptivePolicy:
             name = self._active_objective()
             local_k = self.cost.num_layers
             preds = self.cost.predict_all(candidates, state)
-            paths = [p for p in preds if p.split == local_k]
-            offload = [p for p in preds if p.split != local_k]
-            if offload:
-                held = self._hold(self._cloud, decide(offload, name, self.cfg), offload,
-                                  [p.split for p in offload], name, state)
-                paths += [p for p in offload if p.split == held]
+            by_split = {p.split: p for p in preds}
+            # the following frames may go local or down the cloud path held now (paths.evaluate)
+            follow = [by_split[k] for k in (local_k, self._cloud.current) if k in by_split]
             t_e, t_l = timeline.free_at(now, state.bandwidth_bps)
-            options = {o.prediction.split: o for o in evaluate(paths, local_k, now, t_e, t_l, arrived, next_at,
-                                                               self._spacing or 0.0)}
+            options = {o.prediction.split: o for o in evaluate(preds, local_k, now, t_e, t_l, arrived, next_at,
+                                                               self._spacing or 0.0, follow=follow)}
             risk_ms, risk_why = self._risk_ms(now, preds, local_k, next_at is not None,
                                               stalled=timeline.hedged_in_flight() > 0)
-            effective = [replace(o.prediction, latency_ms=o.latency_ms + o.delay_ms
-                                 + (0.0 if o.prediction.split == local_k else risk_ms)) for o in options.values()]
-            decision = decide(effective, name, self.cfg,
+            effective = {k: replace(o.prediction, latency_ms=o.latency_ms + o.delay_ms
+                                    + (0.0 if k == local_k else risk_ms)) for k, o in options.items()}
+            paths = [effective[local_k]] if local_k in effective else []
+            if len(effective) > len(paths):
+                # the cloud path: every split below K by its finish time as things stand (counted
+                # from now, so that a wait all paths share does not dilute the margin), held
+                waited_ms = (now - arrived) * 1000
+                offload = [replace(e, latency_ms=e.latency_ms - waited_ms) for k, e in effective.items() if k != local_k]
+                held = self._hold(self._cloud, decide(offload, name, self.cfg), offload,
+                                  [p.split for p in offload], name, state)
+                paths.append(effective[held])
+            decision = decide(paths, name, self.cfg,
                               tie=lambda p: (options[p.split].times.finish_s, p.split != local_k, p.split))
             chosen = options[decision.split]
             p, t = chosen.prediction, chosen.times
-            timeline.edge_reserved(frame_id, now, p.head_ms)
+            if p.split != 0:  # k = 0 runs nothing on the accelerator (paths.path_times)
+                timeline.edge_reserved(frame_id, now, p.head_ms)
             if not t.local:
                 timeline.link_sent(frame_id, p.wire_bytes, t.head_done_s, p.transfer_ms,
                                    p.latency_ms - p.head_ms - p.transfer_ms, planned=True)

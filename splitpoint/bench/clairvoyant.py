@@ -9,6 +9,8 @@ The model (the same pipeline the agent runs on the emulated link):
 * the edge works on one frame at a time and the uplink carries one frame at a time, in capture
   order, but the two work on different frames at once (frame i+1's head runs while frame i
   crosses the link);
+* k = 0 has no head (the agent quantizes the input on the CPU, its "head" time): its input goes
+  to the uplink whatever the edge is doing;
 * a head takes its measured time; the cut tensor of n bytes starting to cross at s is through
   at the exact time the trace has carried 8n bits since s (`BandwidthTrace.bits_between`
   inverted, as the emulator does); then the set RTT and the server's measured queue + tail
@@ -186,11 +188,14 @@ def clairvoyant(paths: list[PathCost], capacity: Capacity, fps: float, frames: i
         for idx, (e, u, c, _, _, _) in enumerate(prev):
             e0, u0 = max(e, t), max(u, t)
             for p in paths:
-                e1 = e0 + p.head_ms / 1000.0
+                if p.split == 0:  # no head: the input is quantized on the CPU, the edge left as it was
+                    e1, sent = e, t + p.head_ms / 1000.0
+                else:
+                    e1 = sent = e0 + p.head_ms / 1000.0
                 if p.local:
                     u1, done = u0, e1
                 else:
-                    u1 = capacity.finish(max(e1, u0), p.wire_bytes)
+                    u1 = capacity.finish(max(sent, u0), p.wire_bytes)
                     done = u1 + rtt + p.server_ms / 1000.0
                 lat = (done - t) * 1000.0
                 if not math.isfinite(lat):

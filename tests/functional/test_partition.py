@@ -835,3 +835,27 @@ def test_bad_decoder_settings_exit_2_naming_the_value(own_detector: Path, tmp_pa
     assert all(n in err for n in names), err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists()  # refused before anything was written
+
+
+def test_split_0_does_not_wait_for_the_accelerator(digits_bundle: Path) -> None:
+    """k = 0 only quantizes the input (CPU work): it goes to the link while a local run holds the
+    accelerator, as the planner assumes (scheduler/paths.py); a real head waits for it."""
+    import threading
+
+    from edge_node.heads import EdgeHeads
+    from splitpoint.runtime.litert import Device
+
+    heads = EdgeHeads(load_bundle(digits_bundle, side="edge"), Device("cpu"))
+    x = heads.preprocess(np.zeros((8, 8, 1), np.uint8))
+    done: dict[int, threading.Event] = {k: threading.Event() for k in (0, 3)}
+
+    def run(k: int) -> None:
+        heads.run(k, x)
+        done[k].set()
+
+    with heads._accelerator:  # a local run in progress on the executor
+        for k in done:
+            threading.Thread(target=run, args=(k,), daemon=True).start()
+        assert done[0].wait(10.0), "k = 0 waited for the accelerator"
+        assert not done[3].wait(0.2)  # head 3 waits for the run to end
+    assert done[3].wait(10.0)

@@ -89,11 +89,14 @@ def _simulate(choice: tuple[PathCost, ...], trace: BandwidthTrace, fps: float, r
     lats = []
     for i, p in enumerate(choice):
         t = i / fps
-        edge = max(edge, t) + p.head_ms / 1000
+        if p.split == 0:  # quantized on the CPU: the edge is not used
+            sent = t + p.head_ms / 1000
+        else:
+            sent = edge = max(edge, t) + p.head_ms / 1000
         if p.local:
             lats.append((edge - t) * 1000)
         else:
-            link = _finish(trace, max(edge, link), p.wire_bytes)
+            link = _finish(trace, max(sent, link), p.wire_bytes)
             lats.append((link - t) * 1000 + rtt_ms + p.server_ms)
     return lats
 
