@@ -5,11 +5,13 @@ already queued on the edge and the uplink (scheduler/paths.py) - and reports eve
 finished frame to `observe()`. A policy only picks among `candidates` (splits
 whose heads are loaded and warm on the agent).
 
-How `plan()` and the hysteresis share the work: hysteresis (margin, dwell) picks
-*which offload split* is the cloud path - among the splits below K, so that the
-cut does not flap on a noisy estimate. Each frame then goes down the cloud path or
-runs locally (K), whichever finishes first under the objective given t_e and t_l,
-with no hysteresis: a frame never queues behind a busy link to honour a dwell.
+How `plan()` and the hysteresis share the work: every split is evaluated by its
+finish given t_e and t_l (scheduler/paths.py), what it adds to the following frames,
+and the hedge risk; hysteresis (margin, dwell) then picks *which offload split* is the
+cloud path - among the splits below K, by those figures, so that the cut does not flap
+on a noisy estimate. Each frame then goes down the cloud path or runs locally (K),
+whichever wins under the objective, with no hysteresis: a frame never queues behind a
+busy link to honour a dwell.
 """
 
 from __future__ import annotations
@@ -165,7 +167,8 @@ class AdaptivePolicy:
     def plan(self, frame_id: int, candidates: list[int], now: float, timeline: Timeline,
              arrived: float | None = None, next_arrival: float | None = None) -> PathChoice:
         """The path for one frame, booked on `timeline`: local (K) or the cloud path, whichever
-        finishes it first under the objective given when the edge and the uplink are free.
+        finishes it first under the objective given when the edge and the uplink are free. The
+        cloud path is the offload split held (`_hold`) on the same finish-time figures.
 
         `now`: the caller's clock (s). `arrived`: when the frame came from the camera (default
         now); the latency and the deadline count from it, and the spacing of arrivals is
