@@ -284,8 +284,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(cfg.to_toml(opts), end="")
         return 0
     opts.check_inputs()
-    result = run_bench(opts, sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == "bench" else [])
+    import signal
+
+    # SIGTERM unwinds like Ctrl-C: the harness stops its edge worker, link emulator and server and
+    # saves what it measured (killed outright, it left the worker running its command)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        result = run_bench(opts, sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == "bench" else [])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0 if result.complete and not result.errors else 1
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:

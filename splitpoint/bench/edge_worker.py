@@ -178,6 +178,22 @@ def emulate_device(device: DeviceProfile, overruns: OverrunCounter) -> None:
     HeadRunner.run_all = device_run  # type: ignore[method-assign]
 
 
+def _die_with_parent() -> None:
+    """Linux: be sent SIGTERM when the harness dies, however it dies (SIGKILL included), so that
+    no worker is left running a command for nobody. The command's own SIGTERM handling (an edge
+    agent stops within its grace) then ends it; elsewhere a stdin at EOF still ends the loop."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the stdin EOF is what ends the worker
+        return
+    if os.getppid() == 1:  # the harness died before prctl took hold
+        sys.exit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m splitpoint.bench.edge_worker",
                                      description="edge worker of `splitpoint bench` (commands on stdin)")
@@ -190,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                       help="device-profile mode: each head of split k lasts split k's time in FILE (an edge "
                            "profile JSON, or a TOML of all_edge_ms + shape); the same on any machine")
     args = parser.parse_args(argv)
+    _die_with_parent()
     pinning = pin_to_cpu(args.cpu)
     for key, value in _ONE_THREAD_ENV.items():
         os.environ.setdefault(key, value)

@@ -60,6 +60,7 @@ class EdgeWorker:
         self.ready: dict[str, Any] = {}
         self._next_id = 0
         self.restarts = 0
+        self._running = False  # a command is running (stop() then asks it to end first)
 
     def start(self, timeout_s: float = 120.0) -> dict[str, Any]:
         cmd = [sys.executable, "-m", "splitpoint.bench.edge_worker"]
@@ -132,7 +133,9 @@ class EdgeWorker:
         t0 = time.perf_counter()
         self.proc.stdin.write(json.dumps({"id": run_id, "argv": argv}) + "\n")
         self.proc.stdin.flush()
-        ev = self._wait("done", run_id, timeout_s, on_poll)
+        self._running = True
+        ev = self._wait("done", run_id, timeout_s, on_poll)  # a KeyboardInterrupt leaves _running set
+        self._running = False
         seconds = time.perf_counter() - t0
         start_ns = self._started.get("t_unix_ns")
         if ev is None:
@@ -156,9 +159,14 @@ class EdgeWorker:
                 pass
 
     def stop(self) -> None:
+        """Quit the worker. Interrupted mid-command (SIGTERM or Ctrl-C to the harness), it is sent
+        SIGTERM first: its `splitpoint edge` stops within its grace (records of the frames in
+        flight written), where a quit line would wait for the command's last frame."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
+            if self._running:
+                self.proc.terminate()  # our own child, by its handle
             try:
                 assert self.proc.stdin is not None
                 self.proc.stdin.write(json.dumps({"quit": True}) + "\n")

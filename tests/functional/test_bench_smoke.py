@@ -136,3 +136,48 @@ def test_bench_smoke_writes_every_figure(tmp_path: Path, shared_file: Callable[[
     text = md.read_text()
     assert "| target |" in text and ("PASS" in text or "MISS" in text)
     assert f"| {rules[0]} (k={trace['peers'][0]['split']}; the k=" in text and "not metered" in text
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_bench_and_its_edge_worker_mid_command(tmp_path: Path,
+                                                                 shared_file: Callable[[str], Path]) -> None:
+    """SIGTERM to `splitpoint bench` while its edge worker runs an agent: the harness unwinds as
+    for Ctrl-C (exit 130), its worker is gone by the time it has exited (asked to stop its
+    command, not left to finish it for nobody), and the JSON says the run is incomplete."""
+    traces = shared_file("data/traces/Verizon-LTE-short.up").parent
+    runs, out = tmp_path / "runs", tmp_path / "bench.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "splitpoint", "bench", "--smoke", "--json", str(out), "--keep-runs", str(runs),
+         "--cache-dir", str(tmp_path / "cache"), "--traces-dir", str(traces)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        worker = None
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the harness names its worker, then runs the first condition
+            if "edge worker pid" in line:
+                worker = int(line.split("edge worker pid")[1].split(":")[0])
+            if "condition 1/" in line:
+                break
+        assert worker is not None and Path(f"/proc/{worker}").exists()
+        deadline = time.monotonic() + 120
+        while not any(p.stat().st_size > 0 for p in runs.glob("*.jsonl")):  # an agent is writing records
+            assert time.monotonic() < deadline and proc.poll() is None, "no agent run started"
+            time.sleep(0.05)
+        proc.terminate()
+        rest = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "interrupted" in rest, rest[-2000:]
+    assert not _running(worker), "the edge worker outlived the harness"
+    r = json.loads(out.read_text())
+    assert r["complete"] is False
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` is a live process (not gone, not a zombie waiting to be reaped)."""
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
