@@ -326,9 +326,10 @@ class EdgeAgent:
 
     # ------------------------------------------------------------------ one frame
 
-    def choose_split(self, frame: Frame) -> tuple[int, tuple[float, bool, float] | None]:
-        """The one place a frame's path is chosen: split k (K = all on the edge), and the
-        policy's (latency ms, is_deadline, server ms) prediction for it (None without one).
+    def choose_split(self, frame: Frame) -> tuple[int, tuple[float, bool, float] | None, bool]:
+        """The one place a frame's path is chosen: split k (K = all on the edge), the policy's
+        (latency ms, is_deadline, server ms) prediction for it (None without one), and whether
+        the frame is raced (run here and sent as k = 0 at once; `PathChoice.raced`).
 
         The policy plans by predicted finish time given the timeline (scheduler/paths.py) and
         books the frame's use of the edge and the link on it; a fixed policy books nothing."""
@@ -349,7 +350,7 @@ class EdgeAgent:
         self.metrics.queue.set(est.server_queue_ms)
         if k not in self.heads.splits:
             raise SplitpointError(f"policy {self.policy.name} chose split {k}, not loaded here ({self.heads.splits})")
-        return k, prediction
+        return k, prediction, choice.raced
 
     def process(self, frame: Frame) -> None:
         """One admitted frame: its split chosen, its head run here, then sent (cloud_paths) or run
@@ -357,7 +358,7 @@ class EdgeAgent:
         t_start = self.clock()
         try:
             self._maybe_reload()
-            k, prediction = self.choose_split(frame)
+            k, prediction, raced = self.choose_split(frame)
             x: np.ndarray = self.heads.preprocess(frame.raw)
         except SplitpointError as err:
             self.edge.fail(frame, str(err))  # also releases what a plan booked for it
@@ -373,13 +374,14 @@ class EdgeAgent:
             out = self.heads.run(k, x)  # edge work ends here; the rest is the link's
         finally:
             head_end = self.clock()
-            self.timeline.edge_done(frame.index, head_end)
+            if not raced:  # a raced frame's booking is its local run's (k = 0 takes no edge time)
+                self.timeline.edge_done(frame.index, head_end)
         # the hedge time counts from when the head really started: a wait for the accelerator (a
         # local run in progress) is in the plan's queue, not in its prediction, and counting it
         # would hedge frames because the edge was busy - more local runs, a busier edge
         head_start = head_end - out.head_ms / 1000
         self.cloud.offload(frame, x, out, preprocess_ms, head_start, hedge,
-                           0.0 if prediction is None else prediction[2])
+                           0.0 if prediction is None else prediction[2], raced=raced)
 
 
 def _plans_paths(policy: SplitPolicy) -> bool:

@@ -7,6 +7,8 @@
         stream end           -> local fallback for every frame held on that stream
         hedge time passes    -> `hedge`: the local run is queued and the frame stays held; the first
                                 result is recorded (edge_node/watchdog.py calls it)
+        raced (k = 0)        -> the local run is queued as soon as the frame is sent; the first
+                                result is recorded; a hedge then only tells the planner of the stall
         no stream (backoff)  -> local run at once
 
 A held frame is claimed from the ledger by exactly one of the answer thread and the
@@ -68,8 +70,15 @@ class Pending:
     server_ms: float  # the time the policy expects the server to take (queue + tail); 0 without a prediction
     #: set by the watchdog when the hedge fired (the local run is queued); read by the other paths
     hedged: bool = False
+    #: run locally and sent (k = 0) at once: its local run was queued when it was sent (the plan's)
+    raced: bool = False
     #: set by the cloud answer that won: a hedged local run still queued then does not run
     settled: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def local_queued(self) -> bool:
+        """Its local run is queued (hedged or raced): no other path may queue another."""
+        return self.hedged or self.raced
 
 
 class CloudPaths:
@@ -99,11 +108,15 @@ class CloudPaths:
     # ------------------------------------------------------------------ sending
 
     def offload(self, frame: Frame, x: np.ndarray, out: HeadOutput, preprocess_ms: float, head_start: float,
-                hedge: HedgePlan, server_ms: float) -> None:
-        """Send the head's output of `frame` (split out.split) to the cloud; without a stream, run it here."""
+                hedge: HedgePlan, server_ms: float, raced: bool = False) -> None:
+        """Send the head's output of `frame` (split out.split) to the cloud; without a stream, run it here.
+        `raced`: the plan also runs it here at once (k = 0 beside a local run; its edge time is booked)."""
         k = out.split
         stream = self.session.current_stream()
         if stream is None:
+            if raced:  # the local run the plan booked is all there is
+                self.edge.run_local(frame, x, k, preprocess_ms, reason=None)
+                return
             self.edge.run_local(frame, x, k, preprocess_ms, reason="cloud unreachable (waiting to reconnect)",
                                 head_ms=out.head_ms)
             return
@@ -119,14 +132,21 @@ class CloudPaths:
         hedge_at = min(head_start + hedge.budget_ms / 1000, now + self.config.frame_deadline_ms / 1000)
         since_capture_ms = (time.time_ns() - frame.capture_time_ns) / 1e6
         p = Pending(frame, k, x, out.head_ms, preprocess_ms, wire, now, hedge_at, stream, hedge,
-                    since_capture_ms + (hedge_at - now) * 1000, server_ms)
+                    since_capture_ms + (hedge_at - now) * 1000, server_ms, raced=raced)
         self.ledger.hold(frame.index, p)
+        if raced:
+            with self._lock:  # its answer teaches the estimates even when the local result wins
+                self._late[frame.index] = p
         self.timeline.link_sent(frame.index, wire, now)
         if stream.send(req):
             self.metrics.bytes_sent.inc(wire)
         else:
             self.timeline.link_done(frame.index, self.clock(), answered=False)
+            with self._lock:
+                self._late.pop(frame.index, None)
             self.take_and_fallback(frame.index, "stream closed before the frame was sent")
+        if raced:  # sent first: the transfer is the longer of the two, and k = 0 needs no accelerator
+            self.edge.run_local(frame, x, k, preprocess_ms, reason=None, pending=p)
 
     # ------------------------------------------------------------------ answers
 
@@ -180,7 +200,8 @@ class CloudPaths:
             resp.load.queued, hedged=hedged, late_ms=max(0.0, (now - p.deadline) * 1000), at=now,
         ))
         if p.hedge.predicted_ms is not None and p.hedge.basis != "deadline":
-            cap = MarginLearner.late_cap_ms(p.hedge.margin_ms) if p.hedged else None
+            # censored, as a hedged frame's: a raced frame's local result may have stood in for it
+            cap = MarginLearner.late_cap_ms(p.hedge.margin_ms) if p.local_queued else None
             self.margin.observe(p.head_ms + rpc_ms, p.hedge.predicted_ms, cap)
 
     def learn_late(self, p: Pending, resp: offload_pb2.InferResponse) -> None:
@@ -226,7 +247,9 @@ class CloudPaths:
 
     def hedge(self, fid: int, p: Pending) -> None:
         """`p` passed its hedge time: run it locally too; it stays held, so the cloud answer,
-        should it come first, is still recorded (the ledger keeps the first)."""
+        should it come first, is still recorded (the ledger keeps the first). A raced frame's
+        local run is queued already (its local result may even be recorded): the hedge only
+        tells the planner and the risk that its answer is late, as any offload's would be."""
         with self._lock:
             if p.hedged:
                 return
@@ -236,10 +259,12 @@ class CloudPaths:
         self.timeline.link_hedged(fid)  # the planner sees the stall until its answer (scheduler/risk.py)
         # the policy counts it (scheduler/risk.py): no rpc_ms, nothing crossed the link yet
         self.observe(FrameOutcome(fid, p.split, "cloud", False, p.head_ms, p.wire_bytes, hedged=True, at=self.clock()))
-        self.edge.run_local(p.frame, p.x, p.split, p.preprocess_ms, reason=p.hedge.reason(), head_ms=p.head_ms,
-                            pending=p)
+        if not p.raced:
+            self.edge.run_local(p.frame, p.x, p.split, p.preprocess_ms, reason=p.hedge.reason(), head_ms=p.head_ms,
+                                pending=p)
 
     def late_frames(self) -> list[Pending]:
+        """Frames whose local run is queued or done and whose cloud answer may still come."""
         with self._lock:
             return list(self._late.values())
 
@@ -262,7 +287,7 @@ class CloudPaths:
     def fallback(self, p: Pending, reason: str) -> None:
         """`p`, claimed from the ledger, runs locally instead of waiting for the cloud."""
         with self._lock:
-            hedged = p.hedged
-        if hedged:  # its local run is queued already
+            queued = p.local_queued
+        if queued:  # its local run is queued already
             return
         self.edge.run_local(p.frame, p.x, p.split, p.preprocess_ms, reason=reason, head_ms=p.head_ms, pending=p)

@@ -6,8 +6,8 @@ local executor (edge_node/local_executor.py) by `run_local`; the calling thread
 `complete` and `fail` end a frame through the ledger, so only the first path to
 end it writes its record and frees its window slot; a later one writes nothing.
 
-A hedged frame (edge_node/cloud_paths.py) is run here while it is still held for
-the cloud: if the cloud answer is recorded while the run waits in the queue, the
+A hedged or raced frame (edge_node/cloud_paths.py) is run here while it is still held
+for the cloud: if the cloud answer is recorded while the run waits in the queue, the
 run is skipped (`pending.settled`); if it is recorded during the run, the ledger
 discards the local result.
 
@@ -73,12 +73,12 @@ class EdgeWork:
         self._release(frame.index, None)
 
     def _release(self, frame_id: int, pending: Pending | None) -> None:
-        """The frame ended: nothing of it runs on the edge any more, and unless it was hedged
-        (its cloud answer may still come, and cloud_paths releases the link then) no bytes of
-        it are still to cross the link."""
+        """The frame ended: nothing of it runs on the edge any more, and unless it was hedged or
+        raced (its cloud answer may still come, and cloud_paths releases the link then) no bytes
+        of it are still to cross the link."""
         now = self.clock()
         self.timeline.edge_done(frame_id, now)
-        if pending is None or not pending.hedged:
+        if pending is None or not pending.local_queued:
             self.timeline.link_done(frame_id, now, answered=False)  # a no-op after its answer came
 
     def run_local(self, frame: Frame, x: np.ndarray, split: int, preprocess_ms: float, reason: str | None,
@@ -129,7 +129,8 @@ class EdgeWork:
             detections = (compact_records(outputs[0], m, frame.source_size) if where == "cloud"
                           else detection_records(outputs, m, frame.source_size))
         record = self.recorder.ok(frame, split, where, outputs[0].reshape(-1), timings, fallback, replica,
-                                  hedge_ms=hedge_ms, hedged=hedged, predicted_ms=predicted_ms, detections=detections)
+                                  hedge_ms=hedge_ms, hedged=hedged, predicted_ms=predicted_ms, detections=detections,
+                                  raced=pending is not None and pending.raced)
 
         def write() -> None:
             record()

@@ -86,19 +86,22 @@ class DeadlineWatchdog:
         period, or less when a held frame's hedge is due sooner (math.inf: no period and
         nothing due)."""
         now = self.clock()
-        late = self.cloud.late_frames()
-        for p in [p for _, p in self.ledger.held() if now > p.deadline] + late:
+        overdue = {p.frame.index: p for _, p in self.ledger.held() if now > p.deadline}
+        overdue.update((p.frame.index, p) for p in self.cloud.late_frames() if now > p.deadline)
+        for p in overdue.values():
             # overdue is evidence now: the uplink is at most bytes / (elapsed - the server's expected time)
             self.link.observe_censored(p.wire_bytes, (now - p.sent) * 1000 - p.server_ms)
         if self.hedge_mode == "off":
-            def overdue(p: Pending) -> bool:
+            def past_deadline(p: Pending) -> bool:
                 return now > p.deadline
 
-            for _, p in self.ledger.claim_where(overdue):
+            for _, p in self.ledger.claim_where(past_deadline):
                 self.cloud.fallback(p, p.hedge.reason())
         else:
-            for fid, p in self.ledger.held():
-                if now > p.deadline and not p.hedged and self._local_can_win(p, now):
+            # a raced frame's local run is queued already: its hedge is news for the planner
+            # only, at its hedge time, also when its local result has been recorded
+            for fid, p in overdue.items():
+                if not p.hedged and (p.raced or self._local_can_win(p, now)):
                     self.cloud.hedge(fid, p)
         self.cloud.forget_late(now)
         return self._next_wait(now)
@@ -109,7 +112,8 @@ class DeadlineWatchdog:
         busier) is left to the period, so a wrong estimate costs a period, never a busy loop."""
         period = math.inf if self.period_s is None else self.period_s
         t_e, _ = self.timeline.free_at(now)
-        dues = [self._hedge_due(p, t_e) for _, p in self.ledger.held() if not p.hedged]
+        waiting = [p for _, p in self.ledger.held()] + [p for p in self.cloud.late_frames() if p.raced]
+        dues = [self._hedge_due(p, t_e) for p in waiting if not p.hedged]
         soonest = min((d for d in dues if d >= now), default=math.inf)
         return min(period, max(MIN_WAIT_S, soonest - now))
 
@@ -118,7 +122,7 @@ class DeadlineWatchdog:
         to stay as it is (free at `t_e`): its hedge time, and for a hedge also no sooner than its
         local run can win (`_local_can_win`: the frame has been out longer than head(K) plus the
         wait for the edge, half of which the link's silence earns while the edge works)."""
-        if self.hedge_mode == "off":
+        if self.hedge_mode == "off" or p.raced:
             return p.deadline
         local_s = self.local_ms() / 1000
         lone = p.sent + local_s  # the edge free by then: out longer than head(K)

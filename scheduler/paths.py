@@ -173,6 +173,14 @@ class PathTimes:
     link_free_s: float  # t_l after this frame
 
 
+def race_times(local: PathTimes, sent: PathTimes) -> PathTimes:
+    """A frame run locally and sent as k = 0 at once (`sent`: k = 0's times, which start now
+    and take nothing of the edge): its result is the first of the two, the edge is taken as
+    by the local run and the link as by the transfer."""
+    return PathTimes(sent.split, False, local.head_start_s, local.head_done_s, sent.transfer_start_s,
+                     min(local.finish_s, sent.finish_s), local.edge_free_s, sent.link_free_s)
+
+
 def path_times(p: Prediction, num_layers: int, now: float, t_e: float, t_l: float) -> PathTimes:
     """local: max(now, t_e) + head(K); split k: the head ends at max(now, t_e) + head(k), the
     transfer starts at max(head end, t_l), and the answer comes the predicted transfer + RTT +
@@ -204,17 +212,21 @@ class PathOption:
     times: PathTimes
     latency_ms: float  # finish - the frame's arrival
     delay_ms: float  # what this choice adds to the following frames' latencies (0 without them)
+    #: run locally and sent as k = 0 at once (`prediction` is k = 0's): the first result counts
+    raced: bool = False
 
 
 def evaluate(preds: Iterable[Prediction], num_layers: int, now: float, t_e: float, t_l: float,
              arrived: float, next_at: float | None, spacing_s: float = 0.0,
-             lookahead: int = LOOKAHEAD_FRAMES, follow: Iterable[Prediction] | None = None) -> list[PathOption]:
+             lookahead: int = LOOKAHEAD_FRAMES, follow: Iterable[Prediction] | None = None,
+             race: bool = False) -> list[PathOption]:
     """Each path's finish time and, when a next frame is expected at `next_at` (and then every
     `spacing_s`), what the choice adds to the next `lookahead` frames: the least sum of their
     latencies after this choice, minus the least such sum over choices. `follow`: the paths
     the following frames may take (default `preds`); the planner passes local and the cloud
     path it holds, so that weighing every split costs len(preds) x (2 + 4) path times, not
-    len(preds) ** 3.
+    len(preds) ** 3. `race`: one more option when `preds` has both k = 0 and K, the frame run
+    locally and sent as k = 0 at once (`race_times`; `PathOption.raced`).
 
     Why the next frames count: a split's head waits for the accelerator too, so a frame's own
     earliest finish is always local whenever head(K) < head(k) + transfer + RTT + tail(k) and
@@ -224,19 +236,24 @@ def evaluate(preds: Iterable[Prediction], num_layers: int, now: float, t_e: floa
     keeps both resources busy. Without a next frame this is plain earliest finish."""
     preds = list(preds)
     following = preds if follow is None else list(follow)
+    paths = [(p, path_times(p, num_layers, now, t_e, t_l), False) for p in preds]
+    if race:
+        by_split = {p.split: (p, t) for p, t, _ in paths}
+        if 0 in by_split and num_layers in by_split and num_layers != 0:
+            sent, sent_times = by_split[0]
+            paths.append((sent, race_times(by_split[num_layers][1], sent_times), True))
     options = []
-    for p in preds:
-        times = path_times(p, num_layers, now, t_e, t_l)
+    for p, times, raced in paths:
         later = math.inf
         if next_at is not None:
             later = _least_sum(following, num_layers, max(now, next_at), max(0.0, spacing_s),
                                times.edge_free_s, times.link_free_s, lookahead)
-        options.append((p, times, later))
-    least = min((n for _, _, n in options), default=math.inf)
+        options.append((p, times, raced, later))
+    least = min((n for *_, n in options), default=math.inf)
     out = []
-    for p, times, later in options:
+    for p, times, raced, later in options:
         delay = (later - least) * 1000 if math.isfinite(least) else 0.0
-        out.append(PathOption(p, times, (times.finish_s - arrived) * 1000, delay))
+        out.append(PathOption(p, times, (times.finish_s - arrived) * 1000, delay, raced))
     return out
 
 
@@ -267,3 +284,5 @@ class PathChoice:
     prediction: Prediction | None = None  # CostModel.predict for the split, queueing not included
     local_ms: float | None = None  # head(K): what a hedge's or a fallback's local run books
     reason: str = ""
+    #: run locally (booked on the edge) and sent as k = 0 (booked on the link) at once
+    raced: bool = False

@@ -26,7 +26,7 @@ from typing import Protocol
 from scheduler.cost import CostModel, Prediction
 from scheduler.link import LinkEstimator, LinkState
 from scheduler.objectives import Decision, PolicyConfig, decide, objective_of
-from scheduler.paths import PathChoice, Timeline, evaluate
+from scheduler.paths import PathChoice, Timeline, evaluate, path_times
 from scheduler.risk import OffloadRisk
 
 log = logging.getLogger(__name__)
@@ -190,8 +190,10 @@ class AdaptivePolicy:
             # the following frames may go local or down the cloud path held now (paths.evaluate)
             follow = [by_split[k] for k in (local_k, self._cloud.current) if k in by_split]
             t_e, t_l = timeline.free_at(now, state.bandwidth_bps)
-            options = {o.prediction.split: o for o in evaluate(preds, local_k, now, t_e, t_l, arrived, next_at,
-                                                               self._spacing or 0.0, follow=follow)}
+            evaluated = evaluate(preds, local_k, now, t_e, t_l, arrived, next_at, self._spacing or 0.0,
+                                 follow=follow, race=self._races(name))
+            options = {o.prediction.split: o for o in evaluated if not o.raced}
+            race = next((o for o in evaluated if o.raced), None)
             risk_ms, risk_why = self._risk_ms(now, preds, local_k, next_at is not None,
                                               stalled=timeline.hedged_in_flight() > 0)
             effective = {k: replace(o.prediction, latency_ms=o.latency_ms + o.delay_ms
@@ -208,22 +210,38 @@ class AdaptivePolicy:
             decision = decide(paths, name, self.cfg,
                               tie=lambda p: (options[p.split].times.finish_s, p.split != local_k, p.split))
             chosen = options[decision.split]
+            # racing: only when it finishes the frame strictly sooner, the following frames counted
+            # (it costs the link's and the server's work and radio energy for nothing otherwise)
+            raced = race is not None and race.latency_ms + race.delay_ms < effective[decision.split].latency_ms
+            if raced:
+                assert race is not None
+                chosen = race
             p, t = chosen.prediction, chosen.times
-            if p.split != 0:  # k = 0 runs nothing on the accelerator (paths.path_times)
+            sent = path_times(p, local_k, now, t_e, t_l)  # the offload's own times (raced: k = 0's)
+            if raced:
+                timeline.edge_reserved(frame_id, now, by_split[local_k].head_ms)
+            elif p.split != 0:  # k = 0 runs nothing on the accelerator (paths.path_times)
                 timeline.edge_reserved(frame_id, now, p.head_ms)
             if not t.local:
-                timeline.link_sent(frame_id, p.wire_bytes, t.head_done_s, p.transfer_ms,
+                timeline.link_sent(frame_id, p.wire_bytes, sent.head_done_s, p.transfer_ms,
                                    p.latency_ms - p.head_ms - p.transfer_ms, planned=True)
             self.last_decision = decision
             self._last_objective = name
             self._last_preds = {q.split: q for q in preds}
-            if math.isfinite(t.finish_s):
-                self._last_preds[p.split] = replace(p, latency_ms=(t.finish_s - t.head_start_s) * 1000)
+            if math.isfinite(sent.finish_s):
+                self._last_preds[p.split] = replace(p, latency_ms=(sent.finish_s - sent.head_start_s) * 1000)
             local = next((q.latency_ms for q in preds if q.split == local_k), None)
-            reason = (f"{decision.reason}; edge free in {(t_e - now) * 1000:.0f} ms, "
+            reason = (("raced: run here and sent as k = 0 at once; " if raced else "") +
+                      f"{decision.reason}; edge free in {(t_e - now) * 1000:.0f} ms, "
                       f"link in {(t_l - now) * 1000:.0f} ms" + (f", hedge risk {risk_ms:.0f} ms ({risk_why})" if risk_ms else ""))
             return PathChoice(frame_id, p.split, t.finish_s, chosen.latency_ms, t.head_start_s,
-                              t.transfer_start_s, p, local, reason)
+                              sent.transfer_start_s, p, local, reason, raced)
+
+    def _races(self, name: str) -> bool:
+        """Whether plan() may race a frame (run it here and send it as k = 0 at once): under
+        min-latency only, and without an energy budget - it spends radio energy on a result
+        the local run may give anyway."""
+        return name == "min-latency" and self.cfg.energy_budget_mj is None
 
     def _risk_ms(self, now: float, preds: list[Prediction], local_k: int, followed: bool,
                  stalled: bool) -> tuple[float, str]:

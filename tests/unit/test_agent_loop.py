@@ -80,6 +80,7 @@ class FakePolicy:
 
     def __init__(self) -> None:
         self.k = 1
+        self.raced = False  # plan k = 0 run here and sent at once (AdaptivePolicy's race)
         self.observed: list[Any] = []
 
     def choose(self, splits: list[int]) -> int:
@@ -92,7 +93,7 @@ class FakePolicy:
         timeline.edge_reserved(frame_id, now, 1.0)
         if self.k != K:
             timeline.link_sent(frame_id, 0, now, predicted_transfer_ms=10.0, after_ms=5.0, planned=True)
-        return PathChoice(frame_id, self.k, local_ms=2.0)
+        return PathChoice(frame_id, self.k, local_ms=2.0, raced=self.raced)
 
     def hedge_prediction(self, k: int) -> tuple[float, bool, float]:
         return PREDICTED_MS, False, 5.0
@@ -232,9 +233,10 @@ class Harness:
         self.agent.start()
         return self
 
-    def feed(self, fid: int, k: int = 1) -> None:
-        """What the capture loop does with one frame: a slot, admit, process."""
-        self.policy.k = k
+    def feed(self, fid: int, k: int = 1, raced: bool = False) -> None:
+        """What the capture loop does with one frame: a slot, admit, process. `raced`: the plan
+        runs it here and sends it as k = 0 at once."""
+        self.policy.k, self.policy.raced = (0, True) if raced else (k, False)
         assert self.agent.ledger.acquire(timeout=0), "no free window slot"
         self.agent.ledger.admit(fid)
         self.agent.process(Frame(fid, np.zeros((2, 2, 1), np.uint8), None, f"fake#{fid}", time.time_ns()))
@@ -394,6 +396,74 @@ def test_a_hedged_frame_whose_answer_never_comes_frees_the_link_when_forgotten(h
     h.clock.t += 2 * h.config.frame_deadline_ms / 1000  # the server has dropped it by now
     h.agent.watchdog.tick()
     assert h.booked() == ([], [])  # else the link would look stalled for ever
+
+
+# ---------------------------------------------------------------------- raced frames (k = 0 beside a local run)
+
+
+def test_a_raced_frame_is_sent_and_queued_locally_at_once_and_the_cloud_wins(h: Harness) -> None:
+    h.feed(0, raced=True)
+    assert [r.split for r in h.session.streams[0].sent] == [0] and len(h.local.jobs) == 1
+    assert h.booked() == ([0], [0])  # the edge for its local run, the link for its transfer
+    h.session.answer(0)
+    h.local.run_all()  # the cloud result came first: the queued local run does not run
+    r = h.by_id()[0]
+    assert (r["where"], r["split"], r["raced"], r["hedged"]) == ("cloud", 0, True, False)
+    assert "fallback_reason" not in r and h.heads.local_runs == 0
+    assert h.idle() and h.finishes == {0: 1} and h.booked() == ([], [])
+    assert h.agent.summary.fallbacks == 0
+
+
+def test_a_raced_frame_whose_local_run_wins_still_learns_from_its_answer(h: Harness) -> None:
+    h.feed(0, raced=True)
+    h.local.run_all()
+    r = h.by_id()[0]
+    assert (r["where"], r["split"], r["raced"], r["hedged"]) == ("local", K, True, False)
+    assert "fallback_reason" not in r and h.agent.summary.fallbacks == 0  # the plan's choice, not a fallback
+    assert h.booked() == ([], [0])  # its answer may still come
+    h.session.answer(0)
+    assert len(h.records) == 1 and h.finishes == {0: 1} and h.idle() and h.booked() == ([], [])
+    # the answer teaches the link estimate and the risk as any offload's (not hedged: counted now)
+    cloud = [o for o in h.policy.observed if o.where == "cloud"]
+    assert [(o.hedged, o.rpc_ms is not None) for o in cloud] == [(False, True)]
+    assert h.agent.margin.samples == 1
+
+
+def test_a_raced_frame_past_its_hedge_time_runs_once_and_tells_the_planner(h: Harness) -> None:
+    """Its local run is queued already: the hedge queues no second one, but the planner hears
+    of the stall (the risk's hit, the timeline's hedged transfer) as for any offload - also
+    when the local result was recorded before the hedge time. It fires at the hedge time even
+    while no new local run could win (test_no_hedge_while_the_local_run_could_not_win)."""
+    h.feed(0, raced=True)
+    h.agent.edge.local_ms_guess = 100.0
+    h.agent.timeline.edge_reserved(99, h.clock.t, 500.0)  # another frame's run holds the edge
+    h.hedge_time_passes()
+    assert len(h.local.jobs) == 1 and h.agent.timeline.hedged_in_flight() == 1
+    h.agent.timeline.edge_done(99, h.clock.t)
+    assert [(o.where, o.hedged, o.rpc_ms) for o in h.policy.observed] == [("cloud", True, None)]
+    h.local.run_all()
+    r = h.by_id()[0]
+    assert (r["where"], r["raced"], r["hedged"]) == ("local", True, True) and "fallback_reason" not in r
+    assert h.heads.local_runs == 1
+    h.feed(1, raced=True)
+    h.local.run_all()  # recorded locally first, the answer still out
+    h.hedge_time_passes()
+    assert h.agent.timeline.hedged_in_flight() == 2 and h.heads.local_runs == 2
+    h.clock.t += 2 * h.config.frame_deadline_ms / 1000  # never answered: forgotten, the link freed
+    h.agent.watchdog.tick()
+    assert h.booked() == ([], []) and h.idle() and h.finishes == {0: 1, 1: 1}
+
+
+def test_a_raced_frame_loses_its_stream_or_has_none_and_runs_once(h: Harness) -> None:
+    h.feed(0, raced=True)
+    h.session.end(h.session.streams[0])
+    assert h.session.lost == [1] and len(h.local.jobs) == 1  # no fallback run beside the raced one
+    h.session.available = False
+    h.feed(1, raced=True)  # backing off: the local run the plan booked is all there is
+    h.local.run_all()
+    by_id = h.by_id()
+    assert [(by_id[i]["where"], by_id[i].get("fallback_reason")) for i in (0, 1)] == [("local", None)] * 2
+    assert h.heads.local_runs == 2 and h.idle() and h.booked() == ([], [])
 
 
 @pytest.mark.parametrize("code", ["RESOURCE_EXHAUSTED", "UNAVAILABLE", "INTERNAL"])
@@ -623,13 +693,13 @@ class AgentLoopMachine(RuleBasedStateMachine):
         return sorted({r.frame_id for s in self.h.session.streams for r in s.sent})
 
     @precondition(lambda self: not self.stopped)
-    @rule(k=st.sampled_from([1, 1, K]), backing_off=st.booleans())
-    def feed(self, k: int, backing_off: bool) -> None:
+    @rule(k=st.sampled_from([1, 1, K, "raced"]), backing_off=st.booleans())
+    def feed(self, k: int | str, backing_off: bool) -> None:
         if not self.h.agent.ledger.acquire(timeout=0):
             return  # the window is full: the capture loop would wait
         self.h.agent.ledger.release_unused()
         self.h.session.available = not backing_off
-        self.h.feed(self.next_id, k)
+        self.h.feed(self.next_id, 0 if k == "raced" else int(k), raced=k == "raced")
         self.fed.append(self.next_id)
         self.next_id += 1
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import pytest
 
 from scheduler.cost import CostModel, EnergyModel
-from scheduler.link import LinkEstimator
+from scheduler.link import LinkEstimator, LinkState
 from scheduler.objectives import PolicyConfig
-from scheduler.paths import PathChoice, Timeline, evaluate, path_times
-from scheduler.policy import AdaptivePolicy, FixedPolicy
+from scheduler.paths import PathChoice, Timeline, evaluate, path_times, race_times
+from scheduler.policy import AdaptivePolicy, FixedPolicy, FrameOutcome
 from scheduler.profiles import Profile, SplitProfile, StageStats
 
 pytestmark = pytest.mark.edge_side  # no TensorFlow
@@ -447,3 +447,64 @@ def test_without_following_frames_the_plan_is_the_earliest_finish_written_out() 
         cloud = tl_ + 27_600 * 8 / bw + RTT / 1000 + 0.010  # k = 0: no head, no wait for the edge
         assert c.split == (0 if cloud < local else 1), (bw, te, tl_)
         assert c.finish_s == pytest.approx(min(local, cloud))
+
+
+# --------------------------------------------------------------------------- racing k = 0 beside a local run
+
+
+def _hit(policy: AdaptivePolicy, at: float) -> None:
+    """An offloaded frame's hedge fired (what scheduler/risk.py counts)."""
+    policy.observe(FrameOutcome(0, 0, "cloud", False, 0.0, 27_600, hedged=True, at=at))
+
+
+def test_a_risky_link_races_k0_beside_a_local_run_under_min_latency() -> None:
+    """At 12 Mbps k = 0 answers in 78.4 ms, local takes 125 ms. One hedge in three lately: the
+    cloud path is charged 1/3 x 125 ms and still wins alone, but run here and sent at once the
+    frame ends at the cloud's time with no risk - whichever comes first is its result."""
+    policy = policy_for(issue_model(), bw=12e6)
+    c = policy.plan(1, [0, 1], 0.0, Timeline(), next_arrival=math.inf)
+    assert c.split == 0 and not c.raced  # a clean link: no reason to spend the edge
+    _hit(policy, 0.5)
+    tl = Timeline()
+    c = policy.plan(2, [0, 1], 1.0, tl, next_arrival=math.inf)
+    assert c.split == 0 and c.raced and c.reason.startswith("raced: ")
+    assert c.finish_s == pytest.approx(1.0784) and c.predicted_ms == pytest.approx(78.4)
+    assert c.transfer_start_s == pytest.approx(1.0)
+    assert tl.pending() == ([2], [2])  # the local run on the edge, the transfer on the link
+    assert tl.free_at(1.0)[0] == pytest.approx(1.125)
+    lat, _, _ = policy.hedge_prediction(0)  # the hedge of the transfer: k = 0's own time
+    assert lat == pytest.approx(78.4)
+
+
+def test_racing_loses_to_the_cloud_alone_when_the_edge_is_wanted_by_the_next_frames() -> None:
+    """Frames waiting (next_arrival = now): a local run beside the transfer takes the edge from
+    them for 125 ms, more than the risk the race saves."""
+    policy = policy_for(issue_model(), bw=12e6)
+    _hit(policy, 0.5)
+    c = policy.plan(2, [0, 1], 1.0, Timeline(), next_arrival=1.0)
+    assert c.split == 0 and not c.raced
+
+
+@pytest.mark.parametrize("name, cfg", [("min-energy", {}), ("weighted", {}),
+                                       ("min-latency", {"energy_budget_mj": 1000.0})])
+def test_racing_is_offered_under_min_latency_without_an_energy_budget_only(name: str, cfg: dict) -> None:
+    policy = policy_for(issue_model(head_w=[1.0, 3.0]), name, bw=12e6, **cfg)
+    _hit(policy, 0.5)
+    assert not policy.plan(2, [0, 1], 1.0, Timeline(), next_arrival=math.inf).raced
+
+
+def test_racing_needs_k0_loaded() -> None:
+    cost = cost_model([27_504, 8_000, 0], [0.0, 20.0, 125.0], [10.0, 5.0, 0.0])
+    policy = policy_for(cost, bw=12e6)
+    _hit(policy, 0.5)
+    assert policy.plan(2, [0, 1, 2], 1.0, Timeline(), next_arrival=math.inf).raced
+    assert not policy.plan(3, [1, 2], 1.0, Timeline(), next_arrival=math.inf).raced
+
+
+def test_race_times_are_the_first_result_with_both_resources_taken() -> None:
+    cost = issue_model()
+    local, sent = (path_times(cost.predict(k, LinkState(12e6, RTT)), 1, 0.0, 0.05, 0.02) for k in (1, 0))
+    t = race_times(local, sent)
+    assert t.finish_s == pytest.approx(min(local.finish_s, sent.finish_s))
+    assert (t.edge_free_s, t.link_free_s) == (local.edge_free_s, sent.link_free_s)
+    assert t.transfer_start_s == pytest.approx(0.02) and not t.local
