@@ -28,6 +28,8 @@ class PolicyConfig:
     energy_weight: float = option(1.0, "weighted: see latency_weight")
     margin: float = option(0.1, "switch only for a predicted gain above this fraction (hysteresis)")
     min_dwell_frames: int = option(3, "frames to stay on a split before switching again")
+    race: bool = option(True, "min-latency without energy_budget_mj: run a frame here and send it as k = 0 at once "
+                              "when that finishes it sooner on a risky or untried link (docs/scheduler.md)")
     stat: str = option("median", "profile statistic to plan with", choices=("median", "p95"))
     edge_profile: str = option("", "edge profile JSON (splitpoint profile edge)")
     cloud_profile: str = option("", "cloud profile JSON (splitpoint profile cloud)")

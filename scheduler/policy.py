@@ -194,8 +194,8 @@ class AdaptivePolicy:
                                  follow=follow, race=self._races(name))
             options = {o.prediction.split: o for o in evaluated if not o.raced}
             race = next((o for o in evaluated if o.raced), None)
-            risk_ms, risk_why = self._risk_ms(now, preds, local_k, next_at is not None,
-                                              stalled=timeline.hedged_in_flight() > 0)
+            risk_ms, risk_why, untried_ms = self._risk_ms(now, preds, local_k, next_at is not None,
+                                                          stalled=timeline.hedged_in_flight() > 0)
             effective = {k: replace(o.prediction, latency_ms=o.latency_ms + o.delay_ms
                                     + (0.0 if k == local_k else risk_ms)) for k, o in options.items()}
             paths = [effective[local_k]] if local_k in effective else []
@@ -211,8 +211,12 @@ class AdaptivePolicy:
                               tie=lambda p: (options[p.split].times.finish_s, p.split != local_k, p.split))
             chosen = options[decision.split]
             # racing: only when it finishes the frame strictly sooner, the following frames counted
-            # (it costs the link's and the server's work and radio energy for nothing otherwise)
-            raced = race is not None and race.latency_ms + race.delay_ms < effective[decision.split].latency_ms
+            # (it costs the link's and the server's work and radio energy for nothing otherwise);
+            # against a cloud path with the risk of an untried link (scheduler/risk.py, untried_share)
+            against = effective[decision.split].latency_ms
+            if decision.split != local_k:
+                against += untried_ms - risk_ms
+            raced = race is not None and race.latency_ms + race.delay_ms < against
             if raced:
                 assert race is not None
                 chosen = race
@@ -238,20 +242,22 @@ class AdaptivePolicy:
                               sent.transfer_start_s, p, local, reason, raced)
 
     def _races(self, name: str) -> bool:
-        """Whether plan() may race a frame (run it here and send it as k = 0 at once): under
-        min-latency only, and without an energy budget - it spends radio energy on a result
-        the local run may give anyway."""
-        return name == "min-latency" and self.cfg.energy_budget_mj is None
+        """Whether plan() may race a frame (run it here and send it as k = 0 at once): `race`,
+        under min-latency only, and without an energy budget - it spends radio energy on a
+        result the local run may give anyway."""
+        return self.cfg.race and name == "min-latency" and self.cfg.energy_budget_mj is None
 
     def _risk_ms(self, now: float, preds: list[Prediction], local_k: int, followed: bool,
-                 stalled: bool) -> tuple[float, str]:
+                 stalled: bool) -> tuple[float, str, float]:
         """What sending a frame to the cloud risks, in expected ms, and where p came from (under
         the lock): the chance of a hit (scheduler/risk.py: recent offloads hedged, or the link's
         recent drops) times what a hit costs - its local run, head(K), after the wait, and, when
         frames follow, that run's time taken from them on the edge. The hedge's wait itself (the
         margin) is left out: the figure is a floor. `stalled`: a hedged frame's answer is still
         out, so a new offload's bytes would queue behind a transfer already later than the worst
-        the agent expected: p is taken as 1."""
+        the agent expected: p is taken as 1. The third figure is the same with p at least
+        `OffloadRisk.untried_share` (a hit assumed beside the clean prior): what racing is
+        weighed against (plan)."""
         if stalled:
             p, why = 1.0, "a hedged frame's answer is still out"
         else:
@@ -261,9 +267,11 @@ class AdaptivePolicy:
             why = (f"{hedged:.0%} of recent offloads hedged" if hedged >= dropped
                    else f"{drops} of {samples} recent link samples dropped")
         local = next((q.head_ms for q in preds if q.split == local_k), None)
-        if p <= 0 or local is None or not math.isfinite(local):
-            return 0.0, ""
-        return p * local * (2 if followed else 1), why
+        if local is None or not math.isfinite(local):
+            return 0.0, "", 0.0
+        cost = local * (2 if followed else 1)
+        untried = max(p, self.risk.untried_share(now)) * cost
+        return (p * cost, why, untried) if p > 0 else (0.0, "", untried)
 
     def _next_at(self, arrived: float, now: float, next_arrival: float | None) -> float | None:
         """When the next frame is expected (under the lock); learns the camera's spacing."""

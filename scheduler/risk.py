@@ -51,6 +51,9 @@ from collections import deque
 RISK_WINDOW_S = 10.0
 #: clean offloads assumed before any is seen: one hit among the first frames reads 1/3, not 1
 RISK_PRIOR_CLEAN = 2.0
+#: hits assumed beside them when racing is weighed (`untried_share`): an offload with none tried
+#: lately is taken as a 1-in-5 chance of being caught, not as certainly safe
+RACE_PRIOR_HIT = 0.5
 
 
 class OffloadRisk:
@@ -88,6 +91,17 @@ class OffloadRisk:
         `link`: the link's (drops, judged samples) over the same window. p is the larger."""
         hits, cleans = self.counts(now)
         return self._share(hits, hits + cleans), self._share(*link)
+
+    def untried_share(self, now: float, prior_hit: float = RACE_PRIOR_HIT) -> float:
+        """The share of offloads hedged with `prior_hit` hits assumed beside the clean prior:
+        (hits + prior_hit) / (events + prior_clean + prior_hit), 1/5 with no event in the
+        window and about prior_hit / n after n clean ones. `shares` reads 0 with no event, so
+        that an agent on the edge gets back to the link; this is what plan() weighs racing
+        with (scheduler/policy.py): a link not tried lately is then raced - a probe that
+        cannot cost the frame - instead of sent blind, where half the hits of the RTT 10 ms
+        trace runs of b5ba038 fell."""
+        hits, cleans = self.counts(now)
+        return (hits + prior_hit) / (hits + cleans + self.prior_clean + prior_hit)
 
     def _share(self, bad: float, events: float) -> float:
         total = events + self.prior_clean

@@ -37,10 +37,11 @@ class ManualClock:
         return self.t
 
 
-def three_split_policy(name: str, deadline_ms: float | None = None, clock: ManualClock | None = None) -> Any:
+def three_split_policy(name: str, deadline_ms: float | None = None, clock: ManualClock | None = None,
+                       race: bool = True) -> Any:
     """An AdaptivePolicy over a made-up model of three splits (k = 0: 50 kB cut, 1 ms head,
     10 ms tail; k = 1: 10 kB, 20 ms, 5 ms; k = 2 = all-edge: 60 ms) on an 8 Mbps, 20 ms link;
-    `clock`: its link estimator's."""
+    `clock`: its link estimator's; `race`: PolicyConfig.race."""
     from scheduler.cost import CostModel, EnergyModel
     from scheduler.link import LinkEstimator
     from scheduler.objectives import PolicyConfig
@@ -51,7 +52,7 @@ def three_split_policy(name: str, deadline_ms: float | None = None, clock: Manua
     edge = Profile("edge", "d", "m", {}, {k: SplitProfile(k, wire[k], StageStats.constant(head[k])) for k in range(3)})
     cloud = Profile("cloud", "d", "m", {}, {k: SplitProfile(k, wire[k], StageStats.constant(tail[k])) for k in range(3)})
     energy = EnergyModel(head_power=lambda k: 3.0, idle_w=1.0, tx_watts=lambda bps: 1.0)
-    cfg = PolicyConfig(name=name, deadline_ms=deadline_ms, edge_profile="e", cloud_profile="c")
+    cfg = PolicyConfig(name=name, deadline_ms=deadline_ms, edge_profile="e", cloud_profile="c", race=race)
     est = LinkEstimator(initial_bandwidth_bps=8e6, initial_rtt_ms=20.0, clock=clock or ManualClock())
     return AdaptivePolicy(cfg, CostModel(edge, cloud, energy), est)
 

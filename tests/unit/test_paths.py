@@ -360,7 +360,7 @@ def test_the_cloud_path_is_chosen_by_finish_time_with_the_edge_queue_counted() -
     # 152 ms) and both beat local (125 ms)? no: local wins; with the edge busy for 300 ms local
     # ends at 425 ms, k = 1 at 441.7 ms (its head waits), k = 0 at 152 ms (no head)
     cost = cost_model([27_504, 8_000, 0], [0.0, 60.0, 125.0], [10.0, 5.0, 0.0])
-    policy = policy_for(cost, bw=2.4e6, margin=0.1, min_dwell_frames=5)
+    policy = policy_for(cost, bw=2.4e6, margin=0.1, min_dwell_frames=5, race=False)  # the plain paths
     tl = Timeline()
     tl.edge_reserved(8, 0.0, 300.0)
     c = policy.plan(1, [0, 1, 2], 0.0, tl, next_arrival=math.inf)
@@ -461,9 +461,11 @@ def test_a_risky_link_races_k0_beside_a_local_run_under_min_latency() -> None:
     """At 12 Mbps k = 0 answers in 78.4 ms, local takes 125 ms. One hedge in three lately: the
     cloud path is charged 1/3 x 125 ms and still wins alone, but run here and sent at once the
     frame ends at the cloud's time with no risk - whichever comes first is its result."""
+    policy = policy_for(issue_model(), bw=12e6, race=False)
+    _hit(policy, 0.5)
+    c = policy.plan(1, [0, 1], 1.0, Timeline(), next_arrival=math.inf)
+    assert c.split == 0 and not c.raced and "hedge risk 42 ms" in c.reason  # race = false: the plain paths
     policy = policy_for(issue_model(), bw=12e6)
-    c = policy.plan(1, [0, 1], 0.0, Timeline(), next_arrival=math.inf)
-    assert c.split == 0 and not c.raced  # a clean link: no reason to spend the edge
     _hit(policy, 0.5)
     tl = Timeline()
     c = policy.plan(2, [0, 1], 1.0, tl, next_arrival=math.inf)
@@ -474,6 +476,25 @@ def test_a_risky_link_races_k0_beside_a_local_run_under_min_latency() -> None:
     assert tl.free_at(1.0)[0] == pytest.approx(1.125)
     lat, _, _ = policy.hedge_prediction(0)  # the hedge of the transfer: k = 0's own time
     assert lat == pytest.approx(78.4)
+
+
+def test_an_untried_link_is_raced_and_one_proven_clean_is_not() -> None:
+    """No offload in the window: p reads 0 for the plain paths (an agent on the edge must get
+    back to the link), but racing is weighed against 1/5 of a hit (risk.untried_share); after
+    enough clean answers that share is worth less than what the local run beside the transfer
+    takes from the next frame, whose head (k = 1) would wait for it. (Sooner, 100 ms after
+    this one, that wait outweighs even the untried share; after the local run, it is free.)"""
+    cost = cost_model([27_504, 2_000, 0], [0.0, 20.0, 125.0], [10.0, 5.0, 0.0])
+    policy = policy_for(cost, bw=12e6)
+    assert policy.risk.untried_share(0.0) == pytest.approx(1 / 5)
+    c = policy.plan(1, [0, 1, 2], 0.0, Timeline(), next_arrival=0.11)
+    assert c.split == 0 and c.raced and "hedge risk" not in c.reason
+    for i in range(30):
+        policy.observe(FrameOutcome(i, 1, "cloud", True, 20.0, 2_000, rpc_ms=56.0, server_total_ms=5.0,
+                                    at=0.1 + 0.01 * i))
+    assert policy.risk.untried_share(0.5) == pytest.approx(0.5 / 32.5)
+    c = policy.plan(2, [0, 1, 2], 0.5, Timeline(), next_arrival=0.61)
+    assert c.split == 1 and not c.raced
 
 
 def test_racing_loses_to_the_cloud_alone_when_the_edge_is_wanted_by_the_next_frames() -> None:

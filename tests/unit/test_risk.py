@@ -52,7 +52,7 @@ def _answered(policy, at: float, late_ms: float = 0.0) -> None:  # noqa: ANN001 
 def test_hedged_offloads_send_a_marginal_frame_to_the_edge_until_they_age_out() -> None:
     """k = 1 is predicted 55 ms, local 60 ms: a gain smaller than what a frame caught by the link
     costs (a local run after the wait) once one offload in three was hedged."""
-    policy = three_split_policy("min-latency")
+    policy = three_split_policy("min-latency", race=False)
     policy.link.force(bandwidth_bps=8e6, rtt_ms=20.0)
     assert policy.plan(1, [0, 1, 2], 0.0, Timeline(), next_arrival=math.inf).split == 1
     _hedge_fired(policy, 0.1)
@@ -65,7 +65,7 @@ def test_hedged_offloads_send_a_marginal_frame_to_the_edge_until_they_age_out() 
 
 
 def test_many_clean_answers_outweigh_one_hit_and_late_answers_count_by_how_late() -> None:
-    policy = three_split_policy("min-latency")
+    policy = three_split_policy("min-latency", race=False)
     policy.link.force(bandwidth_bps=8e6, rtt_ms=20.0)
     _hedge_fired(policy, 0.0)
     for i in range(17):
@@ -82,7 +82,7 @@ def test_many_clean_answers_outweigh_one_hit_and_late_answers_count_by_how_late(
 
 def test_with_frames_following_a_hit_also_costs_them_the_edge() -> None:
     """Paced: the hedged frame's local run takes head(K) of edge time from the frames behind it."""
-    policy = three_split_policy("min-latency")
+    policy = three_split_policy("min-latency", race=False)
     policy.link.force(bandwidth_bps=8e6, rtt_ms=20.0)
     for i in range(18):
         _answered(policy, 0.01 * i)
@@ -97,7 +97,7 @@ def test_while_a_hedged_frames_answer_is_out_the_risk_is_certain() -> None:
     """A hedge that fired with its answer still to come is a stall in progress: a new offload's
     bytes would queue behind it. Until that answer comes (or none will), the planner counts the
     risk as certain and the frames stay on the edge; the window's share then applies again."""
-    policy = three_split_policy("min-latency")
+    policy = three_split_policy("min-latency", race=False)
     policy.link.force(bandwidth_bps=8e6, rtt_ms=20.0)
     for i in range(40):
         _answered(policy, 0.01 * i)
@@ -122,8 +122,8 @@ def test_probes_that_keep_landing_in_drops_keep_a_marginal_frame_on_the_edge() -
     what the drops the probes keep finding would cost it; on a link whose probes read steady the
     same frame goes."""
     clock = ManualClock()
-    steady = three_split_policy("min-latency", clock=clock)
-    flaky = three_split_policy("min-latency", clock=clock)
+    steady = three_split_policy("min-latency", clock=clock, race=False)
+    flaky = three_split_policy("min-latency", clock=clock, race=False)
     for i in range(12):
         clock.t += 0.5
         for policy, bps in ((steady, 8e6), (flaky, 8e6 if i % 3 else 1e6)):
