@@ -11,7 +11,9 @@ and the hedge risk; hysteresis (margin, dwell) then picks *which offload split* 
 cloud path - among the splits below K, by those figures, so that the cut does not flap
 on a noisy estimate. Each frame then goes down the cloud path or runs locally (K),
 whichever wins under the objective, with no hysteresis: a frame never queues behind a
-busy link to honour a dwell.
+busy link to honour a dwell. Under min-latency a frame may also be raced - run here and sent
+as k = 0 at once, the first result counts - when that finishes it sooner on a risky or
+untried link (`_races`, paths.race_times, risk.untried_share).
 """
 
 from __future__ import annotations
@@ -210,13 +212,14 @@ class AdaptivePolicy:
             decision = decide(paths, name, self.cfg,
                               tie=lambda p: (options[p.split].times.finish_s, p.split != local_k, p.split))
             chosen = options[decision.split]
-            # racing: only when it finishes the frame strictly sooner, the following frames counted
-            # (it costs the link's and the server's work and radio energy for nothing otherwise);
-            # against a cloud path with the risk of an untried link (scheduler/risk.py, untried_share)
+            # racing: only when it finishes the frame sooner by more than the margin, the following
+            # frames counted - it doubles the work (a local run, the server's whole model) and
+            # spends radio energy, so not for a fraction of a ms; against a cloud path with the
+            # risk of an untried link (scheduler/risk.py, untried_share)
             against = effective[decision.split].latency_ms
             if decision.split != local_k:
                 against += untried_ms - risk_ms
-            raced = race is not None and race.latency_ms + race.delay_ms < against
+            raced = race is not None and race.latency_ms + race.delay_ms < against * (1 - self.cfg.margin)
             if raced:
                 assert race is not None
                 chosen = race

@@ -33,6 +33,10 @@ latency, so that on a link that keeps dropping out the edge keeps the frames who
 is smaller than the expected loss, and on a steady link (p near 0) nothing changes. With no
 offload in the window p is 0 again: the link gets another chance, as after a probe.
 
+With no offload in the window p reads 0 - the link gets another chance - but that chance is a
+frame sent blind; racing (scheduler/policy.py: the frame run here and sent as k = 0 at once)
+is weighed with `untried_share`, which assumes half a hit beside the clean prior.
+
 What the window cannot say is that the link is stalled *now*: the planner takes p as 1 while a
 hedged frame's answer is still out (`Timeline.hedged_in_flight`, scheduler/paths.py).
 

@@ -122,7 +122,7 @@ def test_agent_changes_split_when_its_bandwidth_estimate_changes(cloud_server, d
     cloud.save(tmp_path / "c.json")
     K = load_bundle(digits_bundle).manifest.num_layers
     pcfg = PolicyConfig(name="min-latency", edge_profile=str(tmp_path / "e.json"), cloud_profile=str(tmp_path / "c.json"),
-                        margin=0.1, min_dwell_frames=3, probe_idle_s=60)
+                        margin=0.1, min_dwell_frames=3, probe_idle_s=60, race=False)
     # Unpaced (one frame in flight, each planned with an idle link) and unhedged: at a camera's
     # pace on a loaded machine the planner may rightly run a frame locally while the link is busy
     # with the last one, and a late answer may be hedged; neither is what this test is about.
