@@ -18,10 +18,7 @@ from splitpoint.bundle import load_bundle
 from splitpoint.linkemu import LinkEmulator
 
 FRAMES, FPS = 70, 10.0
-#: racing: the first ~35 frames on the untried link are raced and won here (the digits model runs in
-#: under a ms), so the 15 cloud answers before the cut take that much longer to come
-RACED_FRAMES = 35
-CUT_AFTER, OUTAGE_S = 15, 2.0  # the uplink dies for 2 s once 15 frames came back from the cloud
+CUT_AFTER, OUTAGE_S = 15, 2.0  # the uplink dies for 2 s once 15 frames came back from the cloud (or raced)
 SLACK_MS = 50.0
 
 
@@ -40,29 +37,30 @@ def cloud_friendly_profiles(bundle: Path) -> tuple[Profile, Profile]:
 @pytest.mark.parametrize("race", [False, True])
 def test_an_uplink_outage_is_hedged_within_hedge_time_plus_head_k(cloud_server, digits_bundle: Path,
                                                                   tmp_path: Path, race: bool) -> None:
-    """With racing on, the first frames on the untried link are also run here (the digits model
-    runs in well under a ms, so their local results win), and the same bounds hold."""
-    frames = FRAMES + (RACED_FRAMES if race else 0)
+    """With racing on, frames are also run here as they are sent (the digits model runs in well
+    under a ms, so their local results win and the outage reaches no record), and the same
+    bounds hold: one record per frame, none later than its hedge time + head(K)."""
     edge, cloud = cloud_friendly_profiles(digits_bundle)
     edge.save(tmp_path / "e.json")
     cloud.save(tmp_path / "c.json")
     host, port = cloud_server.address.rsplit(":", 1)
     answered: list[int] = []
-    outage_seen = threading.Event()
+    outage_seen, cut = threading.Event(), threading.Event()
 
     def on_result(record: dict) -> None:
         # mid-run, however long the agent took to start: the cut follows the frames, not the clock
-        if record.get("where") == "cloud" and not record.get("hedged"):
-            answered.append(record["frame_id"])
+        if (record.get("where") == "cloud" or record.get("raced")) and not record.get("hedged"):
+            answered.append(record["frame_id"])  # raced: its transfer went through the link too
             if len(answered) == CUT_AFTER:
                 link.outage(OUTAGE_S)
+                cut.set()
         if record.get("hedged"):
             outage_seen.set()
 
     with LinkEmulator((host, int(port)), uplink=20e6, delay_ms=2) as link:
         pcfg = PolicyConfig(name="min-latency", edge_profile=str(tmp_path / "e.json"),
                             cloud_profile=str(tmp_path / "c.json"), min_dwell_frames=0, race=race)
-        conf = EdgeConfig(bundle=str(digits_bundle), source=f"synthetic:{frames}", cloud=link.address, insecure=True,
+        conf = EdgeConfig(bundle=str(digits_bundle), source=f"synthetic:{FRAMES}", cloud=link.address, insecure=True,
                           results=str(tmp_path / "r.jsonl"), fps=FPS, policy=pcfg, hedge="auto", hedge_margin=20.0,
                           results_fsync=False)  # an fsync on a busy disk is not what this test measures
         conf.validate()
@@ -89,22 +87,22 @@ def test_an_uplink_outage_is_hedged_within_hedge_time_plus_head_k(cloud_server, 
                 done.set()
 
         threading.Thread(target=go, name="agent", daemon=True).start()
-        finished = done.wait(60.0 + frames / FPS - FRAMES / FPS)
+        finished = done.wait(60.0)
         if not finished:
             agent.stop()
             done.wait(15.0)
-        assert finished, f"the agent did not finish {frames} frames at 10 fps in time"
+        assert finished, "the agent did not finish 70 frames at 10 fps within 60 s"
         assert not failure, failure
-        assert outage_seen.is_set()
+        assert cut.is_set() and (race or outage_seen.is_set())
 
     logged = sorted(read_results(tmp_path / "r.jsonl"), key=lambda r: r["frame_id"])
-    assert [r["frame_id"] for r in logged] == list(range(frames))
+    assert [r["frame_id"] for r in logged] == list(range(FRAMES))
     assert all(r["status"] == "ok" for r in logged)
     # head(K): the longest whole-model run this agent did
     head_k = max(r["timings_ms"]["local"] for r in logged if "local" in r["timings_ms"])
     offloaded = [r for r in logged if "hedge_ms" in r]
     hedged = [r for r in offloaded if r["hedged"]]
-    assert len(offloaded) >= 20 and hedged, (len(offloaded), len(hedged))
+    assert len(offloaded) >= 20 and (race or hedged), (len(offloaded), len(hedged))
     for r in offloaded:
         bound = r["hedge_ms"] + head_k + SLACK_MS
         assert r["timings_ms"]["end_to_end"] <= bound, (r["frame_id"], r["where"], r["timings_ms"], r["hedge_ms"])
@@ -118,10 +116,11 @@ def test_an_uplink_outage_is_hedged_within_hedge_time_plus_head_k(cloud_server, 
     # frames before and after the outage were answered by the cloud; those in it were hedged.
     # Raced, a frame's local result wins here whatever the link does: then it was sent, unhedged
     cloud_ids = [r["frame_id"] for r in logged if r["where"] == "cloud" or (r.get("raced") and not r["hedged"])]
-    assert min(cloud_ids) < min(r["frame_id"] for r in hedged) < max(cloud_ids)
-    # no frame waited behind the outage: the hedged ones were recorded within about their hedge time
-    assert max(r["timings_ms"]["end_to_end"] for r in hedged) < 500
-    assert agent.summary.frames == frames
+    if hedged:
+        assert min(cloud_ids) < min(r["frame_id"] for r in hedged) < max(cloud_ids)
+        # no frame waited behind the outage: the hedged ones were recorded within about their hedge time
+        assert max(r["timings_ms"]["end_to_end"] for r in hedged) < 500
+    assert agent.summary.frames == FRAMES
     # the answers that lost the race still came, and taught the estimates
     hedged_local = {r["frame_id"] for r in hedged if r["where"] == "local"}
     raced_local = {r["frame_id"] for r in offloaded if r.get("raced") and r["where"] == "local"}
