@@ -23,7 +23,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-import numpy as np
+from scheduler.link import percentile
 
 HEDGE_MODES = ("auto", "off")
 
@@ -67,7 +67,7 @@ class MarginLearner:
         with self._lock:
             if not self._errors:
                 return self.floor_ms
-            return max(self.floor_ms, float(np.quantile(list(self._errors), self.quantile)))
+            return max(self.floor_ms, percentile(self._errors, self.quantile * 100))
 
     @property
     def samples(self) -> int:

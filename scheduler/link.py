@@ -60,10 +60,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-
-import numpy as np
 
 #: payloads below this many bytes are treated as RTT samples (transfer time negligible)
 SMALL_BYTES = 2048
@@ -94,6 +92,19 @@ class LinkState:
 
     def __str__(self) -> str:
         return f"{self.bandwidth_bps / 1e6:.2f} Mbps, RTT {self.rtt_ms:.1f} ms, queue {self.server_queue_ms:.1f} ms"
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    """numpy.percentile's default (linear) of a few values, in plain Python: the planner reads
+    the estimate for every frame, and numpy's call costs about 80 us on 20 values - a tenth of
+    a frame's planning - where sorting them costs 2 us."""
+    xs = sorted(values)
+    if not xs:
+        raise ValueError("percentile of no values")
+    pos = (len(xs) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 def probe_bytes(bandwidth_bps: float) -> int:
@@ -259,7 +270,7 @@ class LinkEstimator:
         """The undiscounted prediction: the EWMA, capped by a low percentile when set (under the lock)."""
         bw = self._bw
         if self.percentile is not None and len(self._bw_samples) >= 3:
-            bw = min(bw, float(np.percentile(self._bw_samples, self.percentile)))
+            bw = min(bw, percentile(self._bw_samples, self.percentile))
         return bw
 
     def _robust(self) -> float:

@@ -29,6 +29,7 @@ import math
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from scheduler.cost import Prediction
 
@@ -159,9 +160,10 @@ def _remaining_s(b: _Booking, on_wire_s: float, bandwidth_bps: float | None) -> 
 # --------------------------------------------------------------------------- one path's times
 
 
-@dataclass(frozen=True)
-class PathTimes:
-    """When a path started at `now` would run, given t_e and t_l (seconds)."""
+class PathTimes(NamedTuple):
+    """When a path started at `now` would run, given t_e and t_l (seconds). A named tuple, not a
+    frozen dataclass: a plan builds about 90 of them (evaluate's lookahead), and a frozen
+    dataclass's constructor cost a quarter of the plan's time."""
 
     split: int
     local: bool

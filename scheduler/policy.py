@@ -22,7 +22,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from scheduler.cost import CostModel, Prediction
@@ -200,14 +200,14 @@ class AdaptivePolicy:
             race = next((o for o in evaluated if o.raced), None)
             risk_ms, risk_why, untried_ms = self._risk_ms(now, preds, local_k, next_at is not None,
                                                           stalled=timeline.hedged_in_flight() > 0)
-            effective = {k: replace(o.prediction, latency_ms=o.latency_ms + o.delay_ms
-                                    + (0.0 if k == local_k else risk_ms)) for k, o in options.items()}
+            effective = {k: o.prediction.with_latency(o.latency_ms + o.delay_ms + (0.0 if k == local_k else risk_ms))
+                         for k, o in options.items()}
             paths = [effective[local_k]] if local_k in effective else []
             if len(effective) > len(paths):
                 # the cloud path: every split below K by its finish time as things stand (counted
                 # from now, so that a wait all paths share does not dilute the margin), held
                 waited_ms = (now - arrived) * 1000
-                offload = [replace(e, latency_ms=e.latency_ms - waited_ms) for k, e in effective.items() if k != local_k]
+                offload = [e.with_latency(e.latency_ms - waited_ms) for k, e in effective.items() if k != local_k]
                 held = self._hold(self._cloud, decide(offload, name, self.cfg), offload,
                                   [p.split for p in offload], name, state)
                 paths.append(effective[held])
@@ -239,7 +239,7 @@ class AdaptivePolicy:
             self._last_objective = name
             self._last_preds = {q.split: q for q in preds}
             if math.isfinite(sent.finish_s):
-                self._last_preds[p.split] = replace(p, latency_ms=(sent.finish_s - sent.head_start_s) * 1000)
+                self._last_preds[p.split] = p.with_latency((sent.finish_s - sent.head_start_s) * 1000)
             local = next((q.latency_ms for q in preds if q.split == local_k), None)
             reason = (("raced: run here and sent as k = 0 at once; " if raced else "") +
                       f"{decision.reason}; edge free in {(t_e - now) * 1000:.0f} ms, "

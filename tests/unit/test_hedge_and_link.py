@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from itertools import pairwise
 
+import numpy as np
 import pytest
 from helpers import ManualClock as Clock
 from helpers import three_split_policy
 
 from edge_node.hedge import HedgePlan, MarginLearner, plan_hedge
-from scheduler.link import PROBE_MAX_BYTES, PROBE_MIN_BYTES, LinkEstimator, probe_bytes
+from scheduler.link import PROBE_MAX_BYTES, PROBE_MIN_BYTES, LinkEstimator, percentile, probe_bytes
 
 pytestmark = pytest.mark.edge_side
 
@@ -21,6 +22,17 @@ def estimator(**kw: object) -> LinkEstimator:
 
 
 # ---------------------------------------------------------------------------- margin learner
+
+
+@pytest.mark.parametrize("values", [[5.0], [3.0, 1.0], [7.0, 1.0, 4.0, 4.0, 9.5, -2.0], list(range(20, 0, -1))])
+@pytest.mark.parametrize("q", [0.0, 20.0, 50.0, 90.0, 95.0, 100.0])
+def test_percentile_is_numpys_linear_percentile(values: list[float], q: float) -> None:
+    assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)), rel=1e-12, abs=1e-12)
+
+
+def test_percentile_of_nothing_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no values"):
+        percentile([], 50.0)
 
 
 def test_margin_is_the_floor_until_predictions_prove_wrong() -> None:
