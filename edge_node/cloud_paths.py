@@ -197,7 +197,7 @@ class CloudPaths:
         now = self.clock()
         self.observe(FrameOutcome(
             p.frame.index, p.split, "cloud", True, p.head_ms, p.wire_bytes, rpc_ms, t.queue_ms, t.compute_ms, t.total_ms,
-            resp.load.queued, hedged=hedged, late_ms=max(0.0, (now - p.deadline) * 1000), at=now, raced=p.raced,
+            resp.load.queued, hedged=hedged, late_ms=max(0.0, (now - p.deadline) * 1000), at=now,
         ))
         if p.hedge.predicted_ms is not None and p.hedge.basis != "deadline":
             # censored, as a hedged frame's: a raced frame's local result may have stood in for it
@@ -258,8 +258,7 @@ class CloudPaths:
         log.debug("frame %d hedged after %.0f ms: %s", fid, p.hedge.budget_ms, p.hedge.reason())
         self.timeline.link_hedged(fid)  # the planner sees the stall until its answer (scheduler/risk.py)
         # the policy counts it (scheduler/risk.py): no rpc_ms, nothing crossed the link yet
-        self.observe(FrameOutcome(fid, p.split, "cloud", False, p.head_ms, p.wire_bytes, hedged=True, at=self.clock(),
-                                  raced=p.raced))
+        self.observe(FrameOutcome(fid, p.split, "cloud", False, p.head_ms, p.wire_bytes, hedged=True, at=self.clock()))
         if not p.raced:
             self.edge.run_local(p.frame, p.x, p.split, p.preprocess_ms, reason=p.hedge.reason(), head_ms=p.head_ms,
                                 pending=p)

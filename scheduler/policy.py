@@ -57,8 +57,6 @@ class FrameOutcome:
     #: a hedge the local run could not have won)
     late_ms: float = 0.0
     at: float | None = None  # when (the agent's clock, s): what scheduler.risk counts in its window
-    #: sent as k = 0 beside its own local run (a race): its lateness is never a hit (scheduler/risk.py)
-    raced: bool = False
 
 
 class SplitPolicy(Protocol):
@@ -351,22 +349,14 @@ class AdaptivePolicy:
         if outcome.rpc_ms is not None:
             self.link.observe_transfer(outcome.wire_bytes, outcome.rpc_ms, outcome.server_total_ms or 0.0,
                                        outcome.server_queue_ms)
-        if outcome.at is None:
-            return
-        if outcome.raced:
-            # a race cannot cost its frame, and its k = 0 transfer is the largest there is: late, it
-            # says the link is slower than predicted (the estimate learnt that above), not that a
-            # smaller split would be caught; in time, it is clean evidence like any answer
-            if outcome.rpc_ms is not None and outcome.late_ms <= 0:
-                self.risk.clean(outcome.at)
-            return
-        if outcome.rpc_ms is None:  # a hedge firing
-            if outcome.hedged:
-                self.risk.hit(outcome.at)
-        elif not outcome.hedged:  # an answer; a hedged frame's was counted when its hedge fired
-            # late by head(K) or more costs what a hit does; less, that share of one
-            local_ms = self.cost.edge.latency_ms(self.cost.num_layers, self.cost.stat)
-            self.risk.add(outcome.at, outcome.late_ms / local_ms if local_ms > 0 else float(outcome.late_ms > 0))
+        if outcome.at is not None:
+            if outcome.rpc_ms is None:  # a hedge firing
+                if outcome.hedged:
+                    self.risk.hit(outcome.at)
+            elif not outcome.hedged:  # an answer; a hedged frame's was counted when its hedge fired
+                # late by head(K) or more costs what a hit does; less, that share of one
+                local_ms = self.cost.edge.latency_ms(self.cost.num_layers, self.cost.stat)
+                self.risk.add(outcome.at, outcome.late_ms / local_ms if local_ms > 0 else float(outcome.late_ms > 0))
 
     def describe(self) -> str:
         return f"{self.name} (margin {self.cfg.margin:.0%}, dwell {self.cfg.min_dwell_frames} frames)"

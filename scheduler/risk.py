@@ -35,9 +35,7 @@ offload in the window p is 0 again: the link gets another chance, as after a pro
 
 With no offload in the window p reads 0 - the link gets another chance - but that chance is a
 frame sent blind; racing (scheduler/policy.py: the frame run here and sent as k = 0 at once)
-is weighed with `untried_share`, which assumes half a hit beside the clean prior. A raced
-frame's answer counts clean when in time and not at all when late (AdaptivePolicy.observe): the
-race could not cost its frame, and its k = 0 transfer's lateness is the link estimate's news.
+is weighed with `untried_share`, which assumes half a hit beside the clean prior.
 
 What the window cannot say is that the link is stalled *now*: the planner takes p as 1 while a
 hedged frame's answer is still out (`Timeline.hedged_in_flight`, scheduler/paths.py).

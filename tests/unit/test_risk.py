@@ -80,27 +80,6 @@ def test_many_clean_answers_outweigh_one_hit_and_late_answers_count_by_how_late(
     assert policy.risk.counts(2.2) == pytest.approx((2.25, 17.75))
 
 
-def test_a_raced_frame_is_clean_evidence_in_time_and_never_a_hit() -> None:
-    """A race (k = 0 sent beside the frame's own local run) cannot cost its frame, and its k = 0
-    transfer is the largest there is: late, it says the link is slower than predicted - the link
-    estimate learns that - not that a smaller split would be caught. On TMobile-LTE-short one
-    late raced answer counted as a hit kept k = 53 on the edge for 8 s (docs/benchmarks.md)."""
-    policy = three_split_policy("min-latency", race=False)
-    policy.link.force(bandwidth_bps=8e6, rtt_ms=20.0)
-    raced = dict(split=0, where="cloud", head_ms=0.0, wire_bytes=27_600, raced=True)
-    policy.observe(FrameOutcome(0, ok=False, hedged=True, at=0.1, **raced))  # its hedge fired
-    policy.observe(FrameOutcome(0, ok=True, rpc_ms=900.0, hedged=True, late_ms=800.0, at=0.9, **raced))
-    policy.observe(FrameOutcome(1, ok=True, rpc_ms=300.0, late_ms=200.0, at=1.0, **raced))  # late, no hedge
-    assert policy.risk.counts(1.0) == (0, 0)
-    policy.observe(FrameOutcome(2, ok=True, rpc_ms=40.0, at=1.1, **raced))
-    assert policy.risk.counts(1.1) == (0, 1)
-    assert policy.link.estimate().samples == 3  # the answers still taught the link estimate
-    # the same late answers of plain offloads are hits
-    _hedge_fired(policy, 1.2)
-    _answered(policy, 1.3, late_ms=600.0)
-    assert policy.risk.counts(1.3) == (2, 1)
-
-
 def test_with_frames_following_a_hit_also_costs_them_the_edge() -> None:
     """Paced: the hedged frame's local run takes head(K) of edge time from the frames behind it."""
     policy = three_split_policy("min-latency", race=False)
