@@ -95,9 +95,9 @@ class LinkState:
 
 
 def percentile(values: Iterable[float], q: float) -> float:
-    """numpy.percentile's default (linear) of a few values, in plain Python: the planner reads
-    the estimate for every frame, and numpy's call costs about 80 us on 20 values - a tenth of
-    a frame's planning - where sorting them costs 2 us."""
+    """numpy.percentile's default (linear) of a few values, in plain Python: the agent reads
+    the estimate twice a frame, and numpy's call cost about 80 us on 20 values each time -
+    half of a 0.32 ms plan - where sorting them costs 2 us (docs/scheduler.md)."""
     xs = sorted(values)
     if not xs:
         raise ValueError("percentile of no values")

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import random
 
 import pytest
 
-from scheduler.cost import FRAME_OVERHEAD_BYTES, CostModel, EnergyModel, transfer_ms, wire_bytes
+from scheduler.cost import (
+    FRAME_OVERHEAD_BYTES,
+    CostModel,
+    EnergyModel,
+    Prediction,
+    transfer_ms,
+    wire_bytes,
+)
 from scheduler.link import LinkEstimator, LinkState
 from scheduler.objectives import PolicyConfig, decide
 from scheduler.policy import AdaptivePolicy
@@ -56,6 +64,14 @@ def brute_force(link: LinkState, objective: str, cfg: PolicyConfig) -> int:
 
 
 LINKS = [LinkState(bw * 1e6, rtt, q) for bw, rtt, q in itertools.product((1, 2, 5, 10, 20, 50, 100), (10, 50, 150), (0, 5))]
+
+
+def test_with_latency_is_replace_of_the_latency_alone() -> None:
+    """Prediction.with_latency builds the copy field by field (the planner's speed): every
+    field but the latency must survive, including one added later."""
+    values = {f.name: float(i + 1) for i, f in enumerate(dataclasses.fields(Prediction))}
+    p = Prediction(**values)  # type: ignore[arg-type]
+    assert p.with_latency(-7.5) == dataclasses.replace(p, latency_ms=-7.5)
 
 
 @pytest.mark.parametrize("objective", ["min-latency", "min-energy", "weighted"])
