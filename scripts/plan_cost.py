@@ -27,6 +27,7 @@ from scheduler.objectives import PolicyConfig  # noqa: E402
 from scheduler.paths import Timeline  # noqa: E402
 from scheduler.planner import build_cost_model  # noqa: E402
 from scheduler.policy import AdaptivePolicy  # noqa: E402
+from splitpoint.errors import SplitpointError  # noqa: E402
 
 BATCH = 100
 
@@ -43,8 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, KeyError) as exc:
         print(f"plan_cost: cannot read the bundle digest of {args.edge_profile}: {exc}", file=sys.stderr)
         return 2
-    cfg = PolicyConfig(name=args.policy, edge_profile=args.edge_profile, cloud_profile=args.cloud_profile)
-    cost = build_cost_model(cfg, digest)
+    try:
+        cfg = PolicyConfig(name=args.policy, edge_profile=args.edge_profile, cloud_profile=args.cloud_profile)
+        cost = build_cost_model(cfg, digest)
+    except SplitpointError as err:  # a malformed profile, profiles of two bundles, a bad policy name
+        print(f"plan_cost: {err}", file=sys.stderr)
+        return 2
     clock = [0.0]
     link = LinkEstimator(initial_bandwidth_bps=1.5e6, initial_rtt_ms=10.0, clock=lambda: clock[0])
     policy = AdaptivePolicy(cfg, cost, link)

@@ -47,3 +47,7 @@ def test_it_times_the_planner_on_the_profiles_given(tmp_path: Path, capsys: pyte
 def test_a_profile_it_cannot_read_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _script().main([str(tmp_path / "missing.json"), str(tmp_path / "c.json")]) == 2
     assert "missing.json" in capsys.readouterr().err
+    edge, _ = _profiles(tmp_path)
+    (tmp_path / "broken.json").write_text('{"format": "splitpoint-profile", "schema_version": 1, "side": "cloud"}')
+    assert _script().main([str(edge), str(tmp_path / "broken.json")]) == 2  # a message, not a traceback
+    assert "malformed profile" in capsys.readouterr().err
