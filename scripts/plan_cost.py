@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scheduler.link import LinkEstimator  # noqa: E402 - after the path fix above
+from scheduler.link import LinkEstimator, percentile  # noqa: E402 - after the path fix above
 from scheduler.objectives import PolicyConfig  # noqa: E402
 from scheduler.paths import Timeline  # noqa: E402
 from scheduler.planner import build_cost_model  # noqa: E402
@@ -73,10 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         plans(BATCH, 200 + b * BATCH)
         per_plan.append((time.perf_counter() - t0) / BATCH * 1000)
-    per_plan.sort()
-    p95 = per_plan[min(len(per_plan) - 1, int(0.95 * len(per_plan)))]
-    print(f"{args.policy} over {len(splits)} splits: median {statistics.median(per_plan):.3f} ms per plan, "
-          f"p95 {p95:.3f} ms ({len(per_plan)} batches of {BATCH})")
+    print(f"{args.policy} over {len(splits)} splits: median {percentile(per_plan, 50):.3f} ms per plan, "
+          f"p95 {percentile(per_plan, 95):.3f} ms ({len(per_plan)} batches of {BATCH})")
     return 0
 
 
