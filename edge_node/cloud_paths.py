@@ -19,7 +19,8 @@ is kept in `_late` so that its cloud answer, should it come, still teaches the e
 The timeline (scheduler/paths.py) hears of the link's use: `link_sent` when the bytes go
 out, `link_done` when the answer comes (also a late one), and `link_done(answered=False)`
 when none will: the send failed, the stream ended, a hedged frame's answer is forgotten.
-A frame left booked would look like a stalled transfer for ever.
+A frame left booked would look like a stalled transfer for ever. The session's bulk probes
+are booked the same way (`probe_sent` to `probe_done`, from the session's callbacks).
 
 Locks: `CloudPaths._lock` (the `_late` frames, `Pending.hedged`) is a leaf; nothing else is
 taken while it is held. The session's callbacks run on gRPC receive threads.
@@ -103,7 +104,15 @@ class CloudPaths:
 
     def callbacks(self, wants_probes: Callable[[], bool], frames_planned: Callable[[], int]) -> SessionCallbacks:
         # looked up now, not bound at construction: tests spy on these methods
-        return SessionCallbacks(self.on_answer, self.on_stream_end, wants_probes, frames_planned)
+        return SessionCallbacks(self.on_answer, self.on_stream_end, wants_probes, frames_planned,
+                                self.on_probe_sent, self.on_probe_done)
+
+    def on_probe_sent(self, wire_bytes: int, transfer_ms: float, after_ms: float) -> None:
+        """The session's bulk probe is on the link: frames planned meanwhile queue behind it."""
+        self.timeline.probe_sent(wire_bytes, self.clock(), transfer_ms, after_ms)
+
+    def on_probe_done(self, answered: bool) -> None:
+        self.timeline.probe_done(self.clock(), answered)
 
     # ------------------------------------------------------------------ sending
 

@@ -21,6 +21,9 @@ and what it reports to the agent (`SessionCallbacks`), each on a gRPC receive th
     wants_probes() -> bool                does the policy plan with link estimates (else no probes)
     frames_planned() -> int               how many frames the agent has planned (any path): while
                                           the count moves, idle probes keep to probe_first_s
+    probe_sent(bytes, transfer_ms, after_ms), probe_done(answered)
+                                          (on the prober thread) a bulk probe holds the link from
+                                          one to the other: frames planned meanwhile queue behind it
 
 A `Stream` is what `current_stream` returns and the callbacks name: `send(req) -> bool`
 (False: the stream closed first) and `replica` (who took it, for the record).
@@ -82,6 +85,10 @@ class SessionCallbacks:
     stream_ended: Callable[[Stream, RemoteError | None], int]
     wants_probes: Callable[[], bool] = lambda: False
     frames_planned: Callable[[], int] = lambda: 0
+    #: the bulk probe went out (its bytes, predicted transfer ms, predicted ms after the transfer)
+    #: and ended (True: its reply came): the planner books it on the link like a frame's transfer
+    probe_sent: Callable[[int, float, float], None] = lambda wire_bytes, transfer_ms, after_ms: None
+    probe_done: Callable[[bool], None] = lambda answered: None
 
 
 class Session(Protocol):
@@ -253,12 +260,13 @@ class OffloadSession:
     def maybe_probe(self) -> float:
         """Measure the link when no frame has crossed it for a while (and at start). Returns
         the seconds until the next probe could fall due (the prober's wait; frames may push it)."""
-        if self._callbacks is None or not self._callbacks.wants_probes():  # also after a reload to fixed
+        callbacks = self._callbacks
+        if callbacks is None or not callbacks.wants_probes():  # also after a reload to fixed
             return math.inf
         policy = self.config.policy
         now = self._clock()
         first = min(policy.probe_first_s, policy.probe_idle_s)
-        planned = self._callbacks.frames_planned()
+        planned = callbacks.frames_planned()
         with self._lock:
             frame_crossed = self.link.last_traffic != self._probed_traffic
             if frame_crossed or self._streams_handed != self._probed_sends:
@@ -297,7 +305,13 @@ class OffloadSession:
         try:
             rtt_ms, resp = self.client.probe(0, 0, timeout_s=timeout_s)
             self.link.observe_rtt(max(0.01, rtt_ms - resp.server_time_ms))
-            bulk_ms, resp = self.client.probe(size, 0, timeout_s=timeout_s)
+            callbacks.probe_sent(size, size * 8 / max(before_bps, 1.0) * 1000, before.rtt_ms)
+            answered = False
+            try:
+                bulk_ms, resp = self.client.probe(size, 0, timeout_s=timeout_s)
+                answered = True
+            finally:
+                callbacks.probe_done(answered)
             # A re-probe is not judged for drops: its prediction is the one reading it repeats,
             # and a noisy high one (48 KiB is 8 ms on the wire at 50 Mbps) made the re-probe
             # after it look like a drop, which the hedge risk would count against offloading.

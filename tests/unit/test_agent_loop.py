@@ -267,6 +267,18 @@ def h(tmp_path: Path) -> Harness:
     harness.agent.close()
 
 
+def test_the_sessions_probe_is_booked_on_the_agents_timeline(h: Harness) -> None:
+    """The session reports its bulk probe through the callbacks; the planner's timeline holds
+    the link from probe_sent to probe_done (ms here are the clock's seconds x 1000)."""
+    assert h.session.callbacks is not None
+    h.session.callbacks.probe_sent(32_768, 238.0, 10.0)
+    assert h.agent.timeline.probing()
+    assert h.agent.timeline.free_at(h.clock.t)[1] == pytest.approx(h.clock.t + 0.238)
+    h.clock.t += 0.25
+    h.session.callbacks.probe_done(True)
+    assert not h.agent.timeline.probing() and h.agent.timeline.free_at(h.clock.t)[1] == h.clock.t
+
+
 def test_cloud_answer(h: Harness) -> None:
     h.feed(0)
     assert [r.frame_id for r in h.session.streams[0].sent] == [0] and not h.records

@@ -453,6 +453,47 @@ def _all_edge_session(uplink: SteppedUplink, link: LinkEstimator):
     return run_until
 
 
+def test_the_bulk_probe_is_reported_to_the_planner_while_it_holds_the_link() -> None:
+    """probe_sent when the bulk probe goes out (not the RTT exchange before it), with the transfer
+    the estimate predicts for its bytes; probe_done when its reply came, or answered=False when
+    it failed - a probe left booked would look like a stalled link for ever."""
+    import grpc
+
+    from edge_node.config import EdgeConfig
+    from edge_node.session import OffloadSession, SessionCallbacks
+    from splitpoint.errors import RemoteError
+    from splitpoint.v1 import offload_pb2
+
+    clock = Clock()
+    clock.t = 100.0
+    uplink = SteppedUplink(clock, [(0.0, 1.1e6)], rtt_ms=10.0)
+    link = LinkEstimator(clock=clock, initial_bandwidth_bps=1.1e6)
+    events: list[tuple] = []
+    session = OffloadSession(EdgeConfig(bundle="b", source="s"), "sha256:fake", link, client=uplink,  # type: ignore[arg-type]
+                             clock=clock)
+    session._callbacks = SessionCallbacks(
+        lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True,
+        probe_sent=lambda size, transfer_ms, after_ms: events.append(("sent", clock.t, size, transfer_ms, after_ms)),
+        probe_done=lambda answered: events.append(("done", clock.t, answered)))
+    session.maybe_probe()
+    (_, sent_t, size, transfer_ms, after_ms), (_, done_t, answered) = events
+    assert sent_t == pytest.approx(100.010)  # after the 10 ms RTT exchange
+    assert size == PROBE_MIN_BYTES and transfer_ms == pytest.approx(size * 8 / 1.1e6 * 1000)
+    assert after_ms == pytest.approx(50.0)  # the RTT estimate before this probe (the initial guess)
+    assert answered and done_t == pytest.approx(sent_t + transfer_ms / 1000 + 0.010)
+
+    def broken(size: int, _tail: int, timeout_s: float) -> tuple[float, offload_pb2.ProbeResponse]:
+        if size:
+            raise RemoteError(grpc.StatusCode.UNAVAILABLE, "link down")
+        return 10.0, offload_pb2.ProbeResponse()
+
+    uplink.probe = broken  # type: ignore[method-assign]
+    events.clear()
+    session._reprobe, clock.t = True, clock.t + 5.0
+    session.maybe_probe()
+    assert [e[0] for e in events] == ["sent", "done"] and events[1][2] is False
+
+
 def _reprobes(uplink: SteppedUplink) -> list[float]:
     """Bulk starts that came sooner than a probe period after the one before: re-probes."""
     return [b for a, b in pairwise(uplink.bulk_starts) if b - a < 0.5 - 1e-6]

@@ -139,6 +139,43 @@ def test_stream_end_frees_the_link_without_claiming_when() -> None:
     assert tl.free_at(0.5) == (0.5, 0.5) and tl.pending() == ([], [])
 
 
+def test_a_probe_holds_the_link_like_a_transfer_until_its_reply() -> None:
+    tl = Timeline()
+    tl.probe_sent(32_768, 0.0, 238.0, 10.0)  # 32 KiB at 1.1 Mbps
+    assert tl.probing() and tl.pending() == ([], [])  # a probe is not a frame
+    assert tl.free_at(0.1)[1] == pytest.approx(0.238)
+    tl.link_sent(5, 4_000, 0.1, 29.0, 13.5)  # a frame sent meanwhile queues behind it
+    assert tl.free_at(0.1)[1] == pytest.approx(0.267)
+    tl.probe_done(0.25)  # its bytes were through at 0.24
+    assert not tl.probing() and tl.free_at(0.25)[1] == pytest.approx(0.269)
+    tl.link_done(5, 0.29)
+    # a probe that failed frees the link without saying when its bytes were through
+    tl.probe_sent(32_768, 1.0, 238.0, 10.0)
+    tl.probe_done(1.05, answered=False)
+    assert tl.free_at(1.05) == (1.05, 1.05)
+
+
+def test_a_stalled_probe_keeps_the_link_busy_as_a_stalled_frame_does() -> None:
+    tl = Timeline()
+    tl.probe_sent(32_768, 0.0, 238.0, 10.0)
+    # at 0.5 s it has been on the wire 0.49 s: all 262 144 bits at <= 0.535 Mbps
+    assert tl.free_at(0.5)[1] == pytest.approx(0.5 + 0.49)
+
+
+def test_the_plan_does_not_send_a_frame_into_a_link_a_probe_holds() -> None:
+    """The case from the ATT-LTE-driving 496 s slice at RTT 10 ms: head(89) 38 ms + 4 KB at
+    1.1 Mbps + 13.5 ms beat head(K) 77 ms on a free link, but a 32 KiB probe had 130 ms to go."""
+    cost = cost_model([27_504, 3_000, 0], [0.0, 38.0, 77.0], [10.0, 3.5, 0.0])
+    policy = policy_for(cost, bw=1.1e6)
+    policy.link.force(bandwidth_bps=1.1e6, rtt_ms=10.0)
+    free = policy.plan(1, [1, 2], 0.0, Timeline())
+    assert free.split == 1 and free.predicted_ms < 77.0
+    tl = Timeline()
+    tl.probe_sent(32_768, 0.0, 238.0, 10.0)
+    busy = policy.plan(2, [1, 2], 0.1, tl)
+    assert busy.split == 2
+
+
 # --------------------------------------------------------------------------- finish times
 
 
