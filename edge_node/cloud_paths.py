@@ -105,7 +105,7 @@ class CloudPaths:
     def callbacks(self, wants_probes: Callable[[], bool], frames_planned: Callable[[], int]) -> SessionCallbacks:
         # looked up now, not bound at construction: tests spy on these methods
         return SessionCallbacks(self.on_answer, self.on_stream_end, wants_probes, frames_planned,
-                                self.on_probe_sent, self.on_probe_done)
+                                self.on_probe_sent, self.on_probe_done, self.timeline.frames_on_link)
 
     def on_probe_sent(self, wire_bytes: int, transfer_ms: float, after_ms: float) -> None:
         """The session's bulk probe is on the link: frames planned meanwhile queue behind it."""

@@ -163,6 +163,12 @@ class Timeline:
         with self._lock:
             return sorted(self._edge), sorted(f for f in self._link if f != _PROBE)
 
+    def frames_on_link(self) -> bool:
+        """Whether a frame's transfer is booked on the link: planned (its head still running) or
+        sent and not answered. The session does not start a probe then (it would go first)."""
+        with self._lock:
+            return any(f != _PROBE for f in self._link)
+
     def probing(self) -> bool:
         """Whether a probe is booked on the link (for tests and logs)."""
         with self._lock:

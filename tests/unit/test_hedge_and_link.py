@@ -494,6 +494,26 @@ def test_the_bulk_probe_is_reported_to_the_planner_while_it_holds_the_link() -> 
     assert [e[0] for e in events] == ["sent", "done"] and events[1][2] is False
 
 
+def test_no_probe_starts_while_a_frame_is_planned_for_the_link() -> None:
+    """A frame whose head is running has its transfer booked on a link the plan saw free: a
+    probe started then would go ahead of it. The prober looks again soon instead."""
+    from edge_node.config import EdgeConfig
+    from edge_node.session import PROBE_WAKE_MIN_S, OffloadSession, SessionCallbacks
+
+    clock = Clock()
+    clock.t = 100.0
+    uplink = SteppedUplink(clock, [(0.0, 1.1e6)], rtt_ms=10.0)
+    busy = [True]
+    session = OffloadSession(EdgeConfig(bundle="b", source="s"), "sha256:fake", LinkEstimator(clock=clock),
+                             client=uplink, clock=clock)  # type: ignore[arg-type]
+    session._callbacks = SessionCallbacks(lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True,
+                                          frames_on_link=lambda: busy[0])
+    assert session.maybe_probe() == PROBE_WAKE_MIN_S and uplink.bulk_starts == []
+    busy[0] = False
+    session.maybe_probe()
+    assert uplink.bulk_starts == [pytest.approx(100.010)]
+
+
 def _reprobes(uplink: SteppedUplink) -> list[float]:
     """Bulk starts that came sooner than a probe period after the one before: re-probes."""
     return [b for a, b in pairwise(uplink.bulk_starts) if b - a < 0.5 - 1e-6]

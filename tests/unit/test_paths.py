@@ -94,6 +94,7 @@ def test_transfers_queue_behind_each_other_and_the_answer_frees_the_link() -> No
 def test_a_planned_transfer_waits_for_now_until_it_is_sent() -> None:
     tl = Timeline()
     tl.link_sent(1, 27_600, 0.05, 184.0, 60.0, planned=True)
+    assert tl.frames_on_link()  # planned counts: the session starts no probe ahead of it
     assert tl.free_at(0.0)[1] == pytest.approx(0.234)
     assert tl.free_at(0.1)[1] == pytest.approx(0.284)  # the head is late: not sent before now
     tl.link_sent(1, 27_600, 0.07)  # sent at 0.07, predictions kept from the plan
@@ -142,13 +143,15 @@ def test_stream_end_frees_the_link_without_claiming_when() -> None:
 def test_a_probe_holds_the_link_like_a_transfer_until_its_reply() -> None:
     tl = Timeline()
     tl.probe_sent(32_768, 0.0, 238.0, 10.0)  # 32 KiB at 1.1 Mbps
-    assert tl.probing() and tl.pending() == ([], [])  # a probe is not a frame
+    assert tl.probing() and tl.pending() == ([], []) and not tl.frames_on_link()  # a probe is not a frame
     assert tl.free_at(0.1)[1] == pytest.approx(0.238)
     tl.link_sent(5, 4_000, 0.1, 29.0, 13.5)  # a frame sent meanwhile queues behind it
+    assert tl.frames_on_link()
     assert tl.free_at(0.1)[1] == pytest.approx(0.267)
     tl.probe_done(0.25)  # its bytes were through at 0.24
     assert not tl.probing() and tl.free_at(0.25)[1] == pytest.approx(0.269)
     tl.link_done(5, 0.29)
+    assert not tl.frames_on_link()
     # a probe that failed frees the link without saying when its bytes were through
     tl.probe_sent(32_768, 1.0, 238.0, 10.0)
     tl.probe_done(1.05, answered=False)
