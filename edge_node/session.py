@@ -299,8 +299,10 @@ class OffloadSession:
                 # the plan booked its transfer on a link it saw free. In the trace stage (RTT 10 ms,
                 # 792d828) the one k = 89 frame sent after an all-edge spell on ATT-LTE-driving 0 s
                 # and on Verizon-EVDO 1045 s ended hedged at 257 ms (3 frames late behind it) where
-                # the fixed k = 89 run sent it in 27-29 ms. Frames on the link measure it anyway.
-                return PROBE_WAKE_MIN_S
+                # the fixed k = 89 run sent it in 27-29 ms. Frames on the link measure it anyway,
+                # and their answers restart the spell: look again a poll later, not in 5 ms steps
+                # for as long as a stalled frame holds the link.
+                return first
             self._last_probe = now
             reprobing, self._reprobe = self._reprobe, False
             self._probed_sends = self._streams_handed

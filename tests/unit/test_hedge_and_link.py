@@ -496,9 +496,10 @@ def test_the_bulk_probe_is_reported_to_the_planner_while_it_holds_the_link() -> 
 
 def test_no_probe_starts_while_a_frame_is_planned_for_the_link() -> None:
     """A frame whose head is running has its transfer booked on a link the plan saw free: a
-    probe started then would go ahead of it. The prober looks again soon instead."""
+    probe started then would go ahead of it. The prober looks again a probe period later (its
+    loop polls at most every 0.1 s), not in 5 ms steps while a stalled frame holds the link."""
     from edge_node.config import EdgeConfig
-    from edge_node.session import PROBE_WAKE_MIN_S, OffloadSession, SessionCallbacks
+    from edge_node.session import OffloadSession, SessionCallbacks
 
     clock = Clock()
     clock.t = 100.0
@@ -508,7 +509,7 @@ def test_no_probe_starts_while_a_frame_is_planned_for_the_link() -> None:
                              client=uplink, clock=clock)  # type: ignore[arg-type]
     session._callbacks = SessionCallbacks(lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True,
                                           frames_on_link=lambda: busy[0])
-    assert session.maybe_probe() == PROBE_WAKE_MIN_S and uplink.bulk_starts == []
+    assert session.maybe_probe() == 0.5 and uplink.bulk_starts == []  # probe_first_s
     busy[0] = False
     session.maybe_probe()
     assert uplink.bulk_starts == [pytest.approx(100.010)]
