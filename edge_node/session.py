@@ -54,6 +54,7 @@ from typing import Protocol
 
 import grpc
 
+from scheduler.cost import transfer_ms
 from scheduler.link import LinkEstimator, probe_bytes
 from splitpoint.errors import ConfigError, RemoteError, status_code_from_int
 from splitpoint.v1 import offload_pb2
@@ -319,7 +320,7 @@ class OffloadSession:
         try:
             rtt_ms, resp = self.client.probe(0, 0, timeout_s=timeout_s)
             self.link.observe_rtt(max(0.01, rtt_ms - resp.server_time_ms))
-            callbacks.probe_sent(size, size * 8 / max(before_bps, 1.0) * 1000, before.rtt_ms)
+            callbacks.probe_sent(size, transfer_ms(size, before_bps), before.rtt_ms)  # the cost model's time
             answered = False
             try:
                 bulk_ms, resp = self.client.probe(size, 0, timeout_s=timeout_s)

@@ -461,6 +461,7 @@ def test_the_bulk_probe_is_reported_to_the_planner_while_it_holds_the_link() -> 
 
     from edge_node.config import EdgeConfig
     from edge_node.session import OffloadSession, SessionCallbacks
+    from scheduler.cost import transfer_ms as cost_transfer_ms
     from splitpoint.errors import RemoteError
     from splitpoint.v1 import offload_pb2
 
@@ -478,7 +479,7 @@ def test_the_bulk_probe_is_reported_to_the_planner_while_it_holds_the_link() -> 
     session.maybe_probe()
     (_, sent_t, size, transfer_ms, after_ms), (_, done_t, answered) = events
     assert sent_t == pytest.approx(100.010)  # after the 10 ms RTT exchange
-    assert size == PROBE_MIN_BYTES and transfer_ms == pytest.approx(size * 8 / 1.1e6 * 1000)
+    assert size == PROBE_MIN_BYTES and transfer_ms == pytest.approx(cost_transfer_ms(size, 1.1e6))  # framing included
     assert after_ms == pytest.approx(50.0)  # the RTT estimate before this probe (the initial guess)
     assert answered and done_t == pytest.approx(sent_t + transfer_ms / 1000 + 0.010)
 

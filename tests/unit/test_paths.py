@@ -166,7 +166,7 @@ def test_a_stalled_probe_keeps_the_link_busy_as_a_stalled_frame_does() -> None:
 
 
 def test_the_plan_does_not_send_a_frame_into_a_link_a_probe_holds() -> None:
-    """The case from the ATT-LTE-driving 496 s slice at RTT 10 ms: head(89) 38 ms + 4 KB at
+    """The case from the ATT-LTE-driving 496 s slice at RTT 10 ms: head(89) 38 ms + a small cut at
     1.1 Mbps + 13.5 ms beat head(K) 77 ms on a free link, but a 32 KiB probe had 130 ms to go."""
     cost = cost_model([27_504, 3_000, 0], [0.0, 38.0, 77.0], [10.0, 3.5, 0.0])
     policy = policy_for(cost, bw=1.1e6)
