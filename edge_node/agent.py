@@ -133,7 +133,7 @@ class EdgeAgent:
         self.cloud = CloudPaths(config, m, session, self.ledger, self.edge, self.metrics, self.margin,
                                 self._observe, self.timeline, clock)
         self.watchdog = DeadlineWatchdog(self.cloud, self.ledger, link, config.hedge, clock, self.timeline,
-                                         watchdog_period_s, lambda: self.edge.local_ms_guess)
+                                         watchdog_period_s, lambda: self.edge.local_ms_guess, self._hedge_delay_ms)
         self.capture = Capture(config, self.ledger, recorder, self.process, self._stop, self._grace_over,
                                self._grace_left)
         self._metrics_server: Any = None
@@ -323,6 +323,12 @@ class EdgeAgent:
 
     def _observe(self, outcome: FrameOutcome) -> None:
         self.policy.observe(outcome)  # the policy of now: a reload may have swapped it
+
+    def _hedge_delay_ms(self, now: float, run_ms: float) -> float:
+        """What a hedge's local run queued now costs the following frames, by the policy of now
+        (the watchdog weighs it against what the run saves); 0 for a policy that plans nothing."""
+        charge = getattr(self.policy, "hedge_delay_ms", None)
+        return 0.0 if charge is None else charge(now, self.timeline, run_ms)
 
     # ------------------------------------------------------------------ one frame
 

@@ -12,8 +12,13 @@ the frames held in the ledger:
   (an overdue transfer takes at least as long again, as the timeline assumes) + the server's
   expected time. A hedge that cannot win only takes the accelerator from the next frames'
   heads: on an edge slower than the camera that made every other frame late, and the
-  camera's queue grew without bound. On a dead link the wait grows every tick, so the hedge
-  fires at most about head(K) + the edge's queue after its hedge time;
+  camera's queue grew without bound. And once it can win, it must win by more than it costs
+  the frames that follow (`hedge_delay_ms`: the policy's charge for keeping the edge busy,
+  scheduler/paths.py `delay_of_edge_run`): on an edge that needs 77 of every 100 ms, a hedge
+  that saved its frame nothing (the answer came 40 ms into the run) or that the answer would
+  have matched made the next two frames late (docs/benchmarks.md). On a dead link the saving
+  grows by a ms per ms of silence while the cost is at most a few head(K)s, so the hedge fires
+  at most about head(K) + the edge's queue + that cost after its hedge time;
 - hedge = "off": a frame past frame_deadline_ms is claimed and falls back, as before hedging.
 
 The loop sleeps until the next check is due (`tick` returns how long): the period, or less,
@@ -50,7 +55,8 @@ MIN_WAIT_S = 0.001
 class DeadlineWatchdog:
     def __init__(self, cloud: CloudPaths, ledger: FrameLedger, link: LinkEstimator, hedge_mode: str,
                  clock: Callable[[], float], timeline: Timeline, period_s: float | None = 0.02,
-                 local_ms: Callable[[], float] = lambda: 0.0):
+                 local_ms: Callable[[], float] = lambda: 0.0,
+                 hedge_delay_ms: Callable[[float, float], float] = lambda now, run_ms: 0.0):
         self.cloud = cloud
         self.ledger = ledger
         self.link = link
@@ -59,6 +65,8 @@ class DeadlineWatchdog:
         self.period_s = period_s
         self.timeline = timeline  # the agent's one timeline
         self.local_ms = local_ms  # head(K) as the policy predicts it (0: unknown, hedge at the hedge time)
+        #: (now, run ms) -> what a local run queued now adds to the frames that follow (the policy's)
+        self.hedge_delay_ms = hedge_delay_ms
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -101,7 +109,7 @@ class DeadlineWatchdog:
             # a raced frame's local run is queued already: its hedge is news for the planner
             # only, at its hedge time, also when its local result has been recorded
             for fid, p in overdue.items():
-                if not p.hedged and (p.raced or self._local_can_win(p, now)):
+                if not p.hedged and (p.raced or self._hedge_pays(p, now)):
                     self.cloud.hedge(fid, p)
         self.cloud.forget_late(now)
         return self._next_wait(now)
@@ -113,25 +121,31 @@ class DeadlineWatchdog:
         period = math.inf if self.period_s is None else self.period_s
         t_e, _ = self.timeline.free_at(now)
         waiting = [p for _, p in self.ledger.held()] + [p for p in self.cloud.late_frames() if p.raced]
-        dues = [self._hedge_due(p, t_e) for p in waiting if not p.hedged]
+        waiting = [p for p in waiting if not p.hedged]
+        run_ms = self.local_ms()
+        cost_ms = self.hedge_delay_ms(now, run_ms) if waiting and self.hedge_mode != "off" else 0.0
+        dues = [self._hedge_due(p, t_e, (run_ms + cost_ms) / 1000) for p in waiting]
         soonest = min((d for d in dues if d >= now), default=math.inf)
         return min(period, max(MIN_WAIT_S, soonest - now))
 
-    def _hedge_due(self, p: Pending, t_e: float) -> float:
+    def _hedge_due(self, p: Pending, t_e: float, local_s: float) -> float:
         """The earliest time `tick` would hedge (hedge off: give up on) `p`, were the edge's queue
-        to stay as it is (free at `t_e`): its hedge time, and for a hedge also no sooner than its
-        local run can win (`_local_can_win`: the frame has been out longer than head(K) plus the
-        wait for the edge, half of which the link's silence earns while the edge works)."""
+        to stay as it is (free at `t_e`): its hedge time, and for a hedge also no sooner than it
+        pays (`_hedge_pays`: the frame has been out longer than head(K) plus what the run costs
+        the frames behind it plus the wait for the edge, half of which the link's silence earns
+        while the edge works). `local_s`: head(K) + that cost as it is now (s) - an estimate,
+        checked again when due."""
         if self.hedge_mode == "off" or p.raced:
             return p.deadline
-        local_s = self.local_ms() / 1000
-        lone = p.sent + local_s  # the edge free by then: out longer than head(K)
+        lone = p.sent + local_s  # the edge free by then: out longer than head(K) + the cost
         return max(p.deadline, lone if t_e <= lone else (t_e + local_s + p.sent) / 2)
 
-    def _local_can_win(self, p: Pending, now: float) -> bool:
+    def _hedge_pays(self, p: Pending, now: float) -> bool:
         """Whether `p`'s local run, started when the edge is free, would finish before its cloud
-        answer is expected (see the module doc)."""
+        answer is expected by more than it delays the frames that follow (see the module doc)."""
         t_e, _ = self.timeline.free_at(now)
-        local_done = max(now, t_e) + self.local_ms() / 1000
+        run_ms = self.local_ms()
+        local_done = max(now, t_e) + run_ms / 1000
         on_wire = max(0.0, now - p.sent - p.server_ms / 1000)
-        return local_done < now + on_wire + p.server_ms / 1000
+        saved_ms = (now + on_wire + p.server_ms / 1000 - local_done) * 1000
+        return saved_ms > 0 and saved_ms > self.hedge_delay_ms(now, run_ms)

@@ -299,6 +299,22 @@ def _least_sum(preds: list[Prediction], num_layers: int, when: float, spacing_s:
     return best
 
 
+def delay_of_edge_run(follow: Iterable[Prediction], num_layers: int, next_at: float | None, spacing_s: float,
+                      t_e: float, run_end: float, t_l: float, lookahead: int = LOOKAHEAD_FRAMES) -> float:
+    """What keeping the edge busy until `run_end` instead of `t_e` adds to the latencies of the
+    next `lookahead` frames (ms), the first arriving at `next_at`, then every `spacing_s`, each
+    taking the best of `follow` - the charge `evaluate` gives a choice (`PathOption.delay_ms`),
+    for a run no plan chose: a hedge's local run (edge_node/watchdog.py). 0 without a next frame."""
+    if next_at is None or run_end <= t_e:
+        return 0.0
+    follow = list(follow)
+    before = _least_sum(follow, num_layers, next_at, spacing_s, t_e, t_l, lookahead)
+    after = _least_sum(follow, num_layers, next_at, spacing_s, run_end, t_l, lookahead)
+    if not (math.isfinite(before) and math.isfinite(after)):
+        return 0.0
+    return max(0.0, (after - before) * 1000)
+
+
 @dataclass(frozen=True)
 class PathChoice:
     """What the planner decided for one frame. Times are on the caller's clock (seconds); with a

@@ -28,7 +28,7 @@ from typing import Protocol
 from scheduler.cost import CostModel, Prediction
 from scheduler.link import LinkEstimator, LinkState
 from scheduler.objectives import Decision, PolicyConfig, decide, objective_of
-from scheduler.paths import PathChoice, Timeline, evaluate, path_times
+from scheduler.paths import PathChoice, Timeline, delay_of_edge_run, evaluate, path_times
 from scheduler.risk import OffloadRisk
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,8 @@ class AdaptivePolicy:
         #: plan(): the last frame's arrival and the learnt camera spacing (s)
         self._last_arrived: float | None = None
         self._spacing: float | None = None
+        #: plan(): when the last plan expected the next frame (None: none before that one ended)
+        self._next_at: float | None = None
         self._lock = threading.Lock()
 
     @property
@@ -184,7 +186,7 @@ class AdaptivePolicy:
         with self._lock:
             state = self.link.estimate()
             arrived = now if arrived is None else arrived
-            next_at = self._next_at(arrived, now, next_arrival)
+            next_at = self._next_at = self._expect_next(arrived, now, next_arrival)
             name = self._active_objective()
             local_k = self.cost.num_layers
             preds = self.cost.predict_all(candidates, state)
@@ -277,7 +279,7 @@ class AdaptivePolicy:
         untried = max(p, self.risk.untried_share(now)) * cost
         return (p * cost, why, untried) if p > 0 else (0.0, "", untried)
 
-    def _next_at(self, arrived: float, now: float, next_arrival: float | None) -> float | None:
+    def _expect_next(self, arrived: float, now: float, next_arrival: float | None) -> float | None:
         """When the next frame is expected (under the lock); learns the camera's spacing."""
         last, self._last_arrived = self._last_arrived, arrived
         if last is not None and arrived > last:
@@ -286,6 +288,23 @@ class AdaptivePolicy:
         if next_arrival is not None:
             return None if math.isinf(next_arrival) else max(now, next_arrival)
         return None if self._spacing is None else max(now, arrived + self._spacing)
+
+    def hedge_delay_ms(self, now: float, timeline: Timeline, run_ms: float) -> float:
+        """What a hedge's local run of `run_ms`, queued on the edge now, adds to the frames that
+        follow (ms; paths.delay_of_edge_run): the charge plan() gives its own choices, with the
+        paths the following frames may take (local and the cloud path held) under the link as
+        estimated now - a link the hedge's silence has censored sends them local, so the run
+        costs them its whole length. 0 when the last plan expected no next frame."""
+        with self._lock:
+            if self._next_at is None:
+                return 0.0
+            state = self.link.estimate()
+            local_k = self.cost.num_layers
+            follow = [p for p in self.cost.predict_all([k for k in (local_k, self._cloud.current) if k is not None],
+                                                       state) if math.isfinite(p.latency_ms)]
+            t_e, t_l = timeline.free_at(now, state.bandwidth_bps)
+            run_end = max(now, t_e) + run_ms / 1000
+            return delay_of_edge_run(follow, local_k, max(now, self._next_at), self._spacing or 0.0, t_e, run_end, t_l)
 
     def hedge_prediction(self, k: int) -> tuple[float, bool, float] | None:
         """What the last choose() or plan() expected of split `k`: (latency ms, False, server ms),

@@ -351,6 +351,42 @@ def test_no_hedge_while_the_local_run_could_not_win(h: Harness) -> None:
     assert len(h.local.jobs) == 1  # the link's silence now outlasts the edge's queue + head(K)
 
 
+class ChargingPolicy(FakePolicy):
+    """Says a local run queued now would delay the following frames by `delay` ms."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+        self.asked: list[float] = []
+
+    def hedge_delay_ms(self, now: float, timeline: Timeline, run_ms: float) -> float:
+        self.asked.append(run_ms)
+        return self.delay
+
+
+def test_no_hedge_while_its_local_run_costs_the_next_frames_more_than_it_saves(tmp_path: Path) -> None:
+    """The edge is free and the local run (100 ms) can beat the answer, but it would delay the
+    frames that follow by 60 ms in all: the hedge waits until the link's silence makes it save
+    more than that - sent at s, the answer is expected at 2 now - s, the run ends at now + 0.1,
+    so it fires once now > s + 0.16 - and the watchdog wakes for it then."""
+    h = Harness(tmp_path / "r.jsonl", policy=ChargingPolicy(60.0)).start()
+    try:
+        wd = h.agent.watchdog
+        wd.period_s = 1.0  # long: only the due time can wake it in time
+        h.feed(0)
+        h.agent.edge.local_ms_guess = 100.0
+        sent = dict(h.agent.ledger.held())[0].sent
+        h.clock.t = sent + 0.15  # saves 50 ms, costs 60: no
+        wait = wd.tick()
+        assert not h.local.jobs and h.policy.asked and h.policy.asked[-1] == 100.0
+        assert wait == pytest.approx(0.01, abs=1e-6)  # due at sent + 0.16
+        h.clock.t += wait + 0.001
+        wd.tick()
+        assert len(h.local.jobs) == 1  # saves 62 ms > 60
+    finally:
+        h.agent.close()
+
+
 def test_the_watchdog_sleeps_until_the_next_hedge_is_due(h: Harness) -> None:
     """A hedge fires at its time, not up to a watchdog period later: each check returns how long
     the watchdog thread sleeps - the period, or less when a held frame's hedge is due sooner."""
