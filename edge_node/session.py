@@ -320,6 +320,12 @@ class OffloadSession:
         try:
             rtt_ms, resp = self.client.probe(0, 0, timeout_s=timeout_s)
             self.link.observe_rtt(max(0.01, rtt_ms - resp.server_time_ms))
+            if callbacks.frames_on_link():
+                # planned during the RTT exchange (an RTT or more: 10-70 ms): its plan did not see
+                # this probe, so the bulk would go ahead of it. Checked again here, the window in
+                # which a plan can miss a probe is the few microseconds to probe_sent below.
+                log.debug("probe: a frame was planned for the link during the RTT exchange; no bulk")
+                return 0.0
             callbacks.probe_sent(size, transfer_ms(size, before_bps), before.rtt_ms)  # the cost model's time
             answered = False
             try:

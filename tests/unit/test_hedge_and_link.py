@@ -516,6 +516,36 @@ def test_no_probe_starts_while_a_frame_is_planned_for_the_link() -> None:
     assert uplink.bulk_starts == [pytest.approx(100.010)]
 
 
+def test_no_bulk_probe_after_a_frame_was_planned_during_its_rtt_exchange() -> None:
+    """The RTT exchange before the bulk takes a round trip: a frame planned then did not see the
+    probe (it is booked only when the bulk goes out), so the bulk is skipped; the RTT reading stays."""
+    from edge_node.config import EdgeConfig
+    from edge_node.session import OffloadSession, SessionCallbacks
+
+    clock = Clock()
+    clock.t = 100.0
+    uplink = SteppedUplink(clock, [(0.0, 1.1e6)], rtt_ms=10.0)
+    busy = [False]
+    exchange = uplink.probe
+
+    def planned_meanwhile(size: int, tail: int, timeout_s: float) -> tuple[float, object]:
+        out = exchange(size, tail, timeout_s)
+        busy[0] = True  # the capture loop planned a frame for the link while the exchange ran
+        return out
+
+    uplink.probe = planned_meanwhile  # type: ignore[method-assign]
+    link = LinkEstimator(clock=clock)
+    sent: list[int] = []
+    session = OffloadSession(EdgeConfig(bundle="b", source="s"), "sha256:fake", link, client=uplink,  # type: ignore[arg-type]
+                             clock=clock)
+    session._callbacks = SessionCallbacks(lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True,
+                                          frames_on_link=lambda: busy[0],
+                                          probe_sent=lambda size, transfer_ms, after_ms: sent.append(size))
+    session.maybe_probe()
+    assert uplink.bulk_starts == [] and sent == []
+    assert link.estimate().rtt_ms == pytest.approx(10.0)  # the exchange's reading is kept
+
+
 def _reprobes(uplink: SteppedUplink) -> list[float]:
     """Bulk starts that came sooner than a probe period after the one before: re-probes."""
     return [b for a, b in pairwise(uplink.bulk_starts) if b - a < 0.5 - 1e-6]
