@@ -177,8 +177,13 @@ class EdgeAgent:
         """Describe the server; a digest mismatch is fatal (ConfigError), an unreachable server is not."""
         return self.session.check_server()
 
-    def run(self, source: FrameSource) -> RunSummary:
-        """Process every frame of `source`; returns when each has its record."""
+    def run(self, source: FrameSource, on_ready: Callable[[], None] | None = None) -> RunSummary:
+        """Process every frame of `source`; returns when each has its record. `on_ready`: called
+        once the agent has started (the session's first probe done), right before the first
+        frame is asked for - when a paced source's clock starts. A driver that replays a link
+        trace restarts it then (`splitpoint edge --events`): told before the first probe, every
+        adaptive run met the trace shifted by that probe's time (0.1-0.5 s) against the fixed
+        runs, which do not probe."""
         t0 = time.perf_counter()
         if self.config.mode == "latency" and self.ledger.window > 1 and not getattr(source, "paced", False):
             # An unpaced source (files; synthetic frames without fps) is read when a slot frees and
@@ -189,6 +194,8 @@ class EdgeAgent:
             self._one_in_flight = True
         try:  # everything after this point is undone by close(), also when a check fails
             self.start()
+            if on_ready is not None:
+                on_ready()
             self.capture.resume(source, self._done_at_start)
             if self.config.capture == "live":
                 self.capture.live(source)

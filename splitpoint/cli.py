@@ -139,9 +139,11 @@ def cmd_edge(args: argparse.Namespace) -> int:
         agent.on_reload(lambda: cfg.load(EdgeConfig, args, args.config).policy)
         signal.signal(signal.SIGHUP, lambda *_: agent.request_reload())
     with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps) as source:
+        ready = None
         if args.events:  # the explicit start signal a driver waits for (not a log line: those get reworded)
-            write_event(args.events, "source-open", source=str(getattr(source, "description", conf.source)))
-        summary = agent.run(source)
+            def ready() -> None:  # the source is open and the agent started: its first frame is next
+                write_event(args.events, "source-open", source=str(getattr(source, "description", conf.source)))
+        summary = agent.run(source, on_ready=ready)
     acc = f", accuracy {summary.accuracy:.1%}" if summary.accuracy is not None else ""
     med = summary.median_ms()
     print(

@@ -174,7 +174,8 @@ def build_parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
         if name == "edge":  # for programs that drive the agent (splitpoint bench); not a config key
             p.add_argument("--events", metavar="FILE",
                            help='append one JSON line per milestone here: {"event": "source-open", ...} when the '
-                                "frame source has opened, right before the first frame")
+                                "frame source has opened and the agent has started (its first link probe "
+                                "done), right before the first frame")
         cfg.add_arguments(p, cls)
     _add_profile(_command(sub, "profile", commands["profile"]))
     _add_policy(_command(sub, "policy", commands["policy"]), commands["policy"])

@@ -4,8 +4,9 @@ Which runs: every trace of --traces (default: every *.up file of the traces dire
 longer than --trace-long-s in --trace-slices slices at offsets spread over it (a slice is the
 trace rotated to start at its offset); each slice at every RTT of --trace-rtt. Each run replays the same slice of the trace: the link gets the trace when the run starts and
 gets it again, from its t = 0, when the agent signals (`splitpoint edge --events`, line
-`source-open`) that its frame source has opened, right before its first frame. So every run,
-fixed or adaptive, meets the same capacity at the same frame whatever its start-up took.
+`source-open`) that its frame source has opened and it has started (an adaptive agent's first
+probe done), right before its first frame. So every run, fixed or adaptive, meets the same
+capacity at the same frame whatever its start-up took.
 Each frame's latency counts from the time the camera would have taken it. The best fixed split
 in hindsight is the one with the lowest mean; the clairvoyant bound (clairvoyant.py) is the best
 mean any scheduler knowing the trace's future could reach. The peers' rules (peer_runs.py) pick

@@ -180,8 +180,9 @@ class EdgeWorker:
 class SourceOpenWatch:
     """Calls `on_open()` once, when the agent's `--events` file gets its `source-open` line.
 
-    `splitpoint edge` writes that line right after opening its frame source, before its first
-    frame (only the server check and the first probe come between), so a trace restarted then
+    `splitpoint edge` writes that line once its frame source is open and the agent has started
+    (the server check and an adaptive agent's first probe are done: EdgeAgent.run's on_ready),
+    right before its first frame is asked for, so a trace restarted then
     meets every run, fixed or adaptive, at the same frame whatever the run's start-up took. It is
     an explicit signal: no log line is read, so rewording the agent's logs cannot break it.
     Without the line (an agent that failed before opening its source) nothing is called.

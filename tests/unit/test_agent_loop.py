@@ -629,6 +629,33 @@ def test_survey_run_with_a_read_failure(tmp_path: Path) -> None:
     assert h.session.closed_with is False and h.local.closed
 
 
+def test_on_ready_comes_after_the_sessions_start_and_before_the_first_frame(tmp_path: Path) -> None:
+    """A driver restarts a link trace on it: it must come after the session's first probe
+    (session.start), or an adaptive run meets the trace shifted by that probe's time, and
+    before the first frame is asked for (when a paced source's clock starts)."""
+    h = Harness(tmp_path / "r.jsonl", executor=ImmediateExecutor())
+    h.policy.k = K
+    order: list[str] = []
+    start = h.session.start
+
+    def starting(callbacks: SessionCallbacks) -> None:
+        order.append("session started")
+        start(callbacks)
+
+    h.session.start = starting  # type: ignore[method-assign]
+
+    class Source:
+        description = "fake"
+
+        def __iter__(self) -> Any:
+            order.append("first frame asked for")
+            return iter([Frame(0, np.zeros((2, 2, 1), np.uint8), None, "fake#0", time.time_ns())])
+
+    h.agent.run(Source(), on_ready=lambda: order.append("ready"))
+    assert order == ["session started", "ready", "first frame asked for"]
+    assert [r["frame_id"] for r in h.records] == [0]
+
+
 class PlanningPolicy(FakePolicy):
     """Plans paths as an adaptive policy does (it has a link estimate); remembers next_arrival."""
 
