@@ -206,7 +206,7 @@ class CloudPaths:
         now = self.clock()
         self.observe(FrameOutcome(
             p.frame.index, p.split, "cloud", True, p.head_ms, p.wire_bytes, rpc_ms, t.queue_ms, t.compute_ms, t.total_ms,
-            resp.load.queued, hedged=hedged, late_ms=max(0.0, (now - p.deadline) * 1000), at=now,
+            resp.load.queued, hedged=hedged, late_ms=max(0.0, (now - p.deadline) * 1000), at=now, raced=p.raced,
         ))
         if p.hedge.predicted_ms is not None and p.hedge.basis != "deadline":
             # censored, as a hedged frame's: a raced frame's local result may have stood in for it
@@ -242,12 +242,13 @@ class CloudPaths:
         lost = self.ledger.claim_where(lambda p: p.stream is stream)
         reason = f"stream ended before the answer ({error.code.name if error else 'closed by server'})"
         with self._lock:  # no answer can come on this stream any more
-            gone = [fid for fid, p in self._late.items() if p.stream is stream]
-            for fid in gone:
+            gone = [(fid, p) for fid, p in self._late.items() if p.stream is stream]
+            for fid, _ in gone:
                 del self._late[fid]
         now = self.clock()
-        for fid in gone + [fid for fid, _ in lost]:
+        for fid, p in dict(gone + lost).items():  # a hedged frame may be both held and late
             self.timeline.link_done(fid, now, answered=False)
+            self._raced_lost(p, now)
         for _, p in lost:
             self.fallback(p, reason)
         return len(lost)
@@ -267,7 +268,8 @@ class CloudPaths:
         log.debug("frame %d hedged after %.0f ms: %s", fid, p.hedge.budget_ms, p.hedge.reason())
         self.timeline.link_hedged(fid)  # the planner sees the stall until its answer (scheduler/risk.py)
         # the policy counts it (scheduler/risk.py): no rpc_ms, nothing crossed the link yet
-        self.observe(FrameOutcome(fid, p.split, "cloud", False, p.head_ms, p.wire_bytes, hedged=True, at=self.clock()))
+        self.observe(FrameOutcome(fid, p.split, "cloud", False, p.head_ms, p.wire_bytes, hedged=True, at=self.clock(),
+                                  raced=p.raced))
         if not p.raced:
             self.edge.run_local(p.frame, p.x, p.split, p.preprocess_ms, reason=p.hedge.reason(), head_ms=p.head_ms,
                                 pending=p)
@@ -282,11 +284,20 @@ class CloudPaths:
         (frame_deadline_ms) ran out, so twice that is ample."""
         horizon = 2 * self.config.frame_deadline_ms / 1000
         with self._lock:
-            gone = [fid for fid, p in self._late.items() if now - p.sent > horizon]
-            for fid in gone:
+            gone = [(fid, p) for fid, p in self._late.items() if now - p.sent > horizon]
+            for fid, _ in gone:
                 del self._late[fid]
-        for fid in gone:
+        for fid, p in gone:
             self.timeline.link_done(fid, now, answered=False)
+            self._raced_lost(p, now)
+
+    def _raced_lost(self, p: Pending, now: float) -> None:
+        """A hedged raced frame's answer will never come: the hit its hedge did not count."""
+        with self._lock:
+            hedged = p.hedged
+        if p.raced and hedged:
+            self.observe(FrameOutcome(p.frame.index, p.split, "cloud", False, p.head_ms, p.wire_bytes, hedged=True,
+                                      at=now, raced=True, lost=True))
 
     def take_and_fallback(self, frame_id: int, reason: str) -> None:
         p = self.ledger.claim(frame_id)

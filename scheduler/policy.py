@@ -57,6 +57,12 @@ class FrameOutcome:
     #: a hedge the local run could not have won)
     late_ms: float = 0.0
     at: float | None = None  # when (the agent's clock, s): what scheduler.risk counts in its window
+    #: sent as k = 0 beside its own local run (a race): its hedge firing is news of a stall for
+    #: the planner, not a hit; its answer counts by how late it came, as a plain late answer's
+    raced: bool = False
+    #: a hedged raced frame whose answer will never come (its stream ended, or it was forgotten):
+    #: that counts as the hit its hedge did not
+    lost: bool = False
 
 
 class SplitPolicy(Protocol):
@@ -368,14 +374,18 @@ class AdaptivePolicy:
         if outcome.rpc_ms is not None:
             self.link.observe_transfer(outcome.wire_bytes, outcome.rpc_ms, outcome.server_total_ms or 0.0,
                                        outcome.server_queue_ms)
-        if outcome.at is not None:
-            if outcome.rpc_ms is None:  # a hedge firing
-                if outcome.hedged:
-                    self.risk.hit(outcome.at)
-            elif not outcome.hedged:  # an answer; a hedged frame's was counted when its hedge fired
-                # late by head(K) or more costs what a hit does; less, that share of one
-                local_ms = self.cost.edge.latency_ms(self.cost.num_layers, self.cost.stat)
-                self.risk.add(outcome.at, outcome.late_ms / local_ms if local_ms > 0 else float(outcome.late_ms > 0))
+        if outcome.at is None:
+            return
+        if outcome.rpc_ms is None:  # a hedge firing, or a raced frame's answer given up
+            if outcome.hedged and (not outcome.raced or outcome.lost):
+                self.risk.hit(outcome.at)
+        elif not outcome.hedged or outcome.raced:
+            # an answer; a plain hedged frame's was counted when its hedge fired. A raced frame's
+            # hedge is not a hit: the race could not cost its frame, and its k = 0 answer a few ms
+            # late (27.6 kB on a 3 Mbps link) counted as one kept TMobile-LTE-short on the edge for
+            # its first 4-8 s. Late by head(K) or more costs what a hit does; less, that share of one
+            local_ms = self.cost.edge.latency_ms(self.cost.num_layers, self.cost.stat)
+            self.risk.add(outcome.at, outcome.late_ms / local_ms if local_ms > 0 else float(outcome.late_ms > 0))
 
     def describe(self) -> str:
         return f"{self.name} (margin {self.cfg.margin:.0%}, dwell {self.cfg.min_dwell_frames} frames)"

@@ -35,7 +35,11 @@ offload in the window p is 0 again: the link gets another chance, as after a pro
 
 With no offload in the window p reads 0 - the link gets another chance - but that chance is a
 frame sent blind; racing (scheduler/policy.py: the frame run here and sent as k = 0 at once)
-is weighed with `untried_share`, which assumes half a hit beside the clean prior.
+is weighed with `untried_share`, which assumes half a hit beside the clean prior. A raced
+frame's hedge is no hit (the race could not cost its frame); its answer counts by how late it
+came, as a plain late answer's, and one that never comes counts as a hit then
+(AdaptivePolicy.observe). Counted at its hedge time as a whole hit, a k = 0 answer 6 ms late
+kept TMobile-LTE-short on the edge for its first 4 s (RTT 10 ms, 792d828).
 
 What the window cannot say is that the link is stalled *now*: the planner takes p as 1 while a
 hedged frame's answer is still out (`Timeline.hedged_in_flight`, scheduler/paths.py).

@@ -488,7 +488,8 @@ def test_a_raced_frame_past_its_hedge_time_runs_once_and_tells_the_planner(h: Ha
     h.hedge_time_passes()
     assert len(h.local.jobs) == 1 and h.agent.timeline.hedged_in_flight() == 1
     h.agent.timeline.edge_done(99, h.clock.t)
-    assert [(o.where, o.hedged, o.rpc_ms) for o in h.policy.observed] == [("cloud", True, None)]
+    # reported raced: the policy counts its lateness when the answer comes (scheduler/policy.py)
+    assert [(o.where, o.hedged, o.rpc_ms, o.raced) for o in h.policy.observed] == [("cloud", True, None, True)]
     h.local.run_all()
     r = h.by_id()[0]
     assert (r["where"], r["raced"], r["hedged"]) == ("local", True, True) and "fallback_reason" not in r
@@ -500,12 +501,26 @@ def test_a_raced_frame_past_its_hedge_time_runs_once_and_tells_the_planner(h: Ha
     h.clock.t += 2 * h.config.frame_deadline_ms / 1000  # never answered: forgotten, the link freed
     h.agent.watchdog.tick()
     assert h.booked() == ([], []) and h.idle() and h.finishes == {0: 1, 1: 1}
+    # ... and each counts then as the hit its hedge did not
+    assert sorted(o.frame_id for o in h.policy.observed if o.lost) == [0, 1]
+
+
+def test_a_hedged_raced_frame_whose_stream_ends_counts_one_hit(h: Harness) -> None:
+    """Held in the ledger and in the late frames at once: the stream's end gives up its answer
+    once, and the policy hears of it once."""
+    h.feed(0, raced=True)
+    h.hedge_time_passes()
+    h.session.end(h.session.streams[0])
+    assert [o.frame_id for o in h.policy.observed if o.lost] == [0]
+    h.local.run_all()
+    assert h.finishes == {0: 1} and h.idle() and h.booked() == ([], [])
 
 
 def test_a_raced_frame_loses_its_stream_or_has_none_and_runs_once(h: Harness) -> None:
     h.feed(0, raced=True)
     h.session.end(h.session.streams[0])
     assert h.session.lost == [1] and len(h.local.jobs) == 1  # no fallback run beside the raced one
+    assert not any(o.lost for o in h.policy.observed)  # not hedged: its lateness was never news
     h.session.available = False
     h.feed(1, raced=True)  # backing off: the local run the plan booked is all there is
     h.local.run_all()

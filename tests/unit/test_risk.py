@@ -80,6 +80,23 @@ def test_many_clean_answers_outweigh_one_hit_and_late_answers_count_by_how_late(
     assert policy.risk.counts(2.2) == pytest.approx((2.25, 17.75))
 
 
+def test_a_raced_frames_lateness_counts_by_how_late_its_answer_came_not_as_a_hit() -> None:
+    """A race cannot cost its frame: its hedge firing is no hit; its answer counts as a plain
+    late answer does (late_ms against head(K) = 60 ms). One that never comes is a whole hit."""
+    policy = three_split_policy("min-latency")
+    policy.observe(FrameOutcome(0, 0, "cloud", False, 0.0, 50_096, hedged=True, at=0.1, raced=True))
+    assert policy.risk.counts(0.1) == (0, 0)
+    policy.observe(FrameOutcome(0, 0, "cloud", True, 0.0, 50_096, rpc_ms=95.0, server_total_ms=10.0, hedged=True,
+                                late_ms=6.0, at=0.12, raced=True))
+    assert policy.risk.counts(0.12) == pytest.approx((0.1, 0.9))
+    policy.observe(FrameOutcome(1, 0, "cloud", True, 0.0, 50_096, rpc_ms=60.0, server_total_ms=10.0, at=0.2,
+                                raced=True))  # in time: clean
+    assert policy.risk.counts(0.2) == pytest.approx((0.1, 1.9))
+    policy.observe(FrameOutcome(2, 0, "cloud", False, 0.0, 50_096, hedged=True, at=0.3, raced=True))
+    policy.observe(FrameOutcome(2, 0, "cloud", False, 0.0, 50_096, hedged=True, at=2.3, raced=True, lost=True))
+    assert policy.risk.counts(2.3) == pytest.approx((1.1, 1.9))
+
+
 def test_with_frames_following_a_hit_also_costs_them_the_edge() -> None:
     """Paced: the hedged frame's local run takes head(K) of edge time from the frames behind it."""
     policy = three_split_policy("min-latency", race=False)
