@@ -182,8 +182,8 @@ class EdgeAgent:
         once the agent has started (the session's first probe done), right before the first
         frame is asked for - when a paced source's clock starts. A driver that replays a link
         trace restarts it then (`splitpoint edge --events`): told before the first probe, every
-        adaptive run met the trace shifted by that probe's time (0.1-0.5 s) against the fixed
-        runs, which do not probe."""
+        adaptive run met the trace shifted by that probe's time (tens of ms to over a second)
+        against the fixed runs, which do not probe."""
         t0 = time.perf_counter()
         if self.config.mode == "latency" and self.ledger.window > 1 and not getattr(source, "paced", False):
             # An unpaced source (files; synthetic frames without fps) is read when a slot frees and
