@@ -57,6 +57,33 @@ def three_split_policy(name: str, deadline_ms: float | None = None, clock: Manua
     return AdaptivePolicy(cfg, CostModel(edge, cloud, energy), est)
 
 
+def cost_model(wire: list[int], head: list[float], tail: list[float], head_w: list[float] | None = None) -> Any:
+    """A CostModel from constant per-split figures: cut bytes, edge head ms, cloud tail ms (index =
+    split); `head_w`: edge watts per split for an energy model (None: none)."""
+    from scheduler.cost import CostModel, EnergyModel
+    from scheduler.profiles import Profile, SplitProfile, StageStats
+
+    def profile(side: str, times: list[float]) -> Profile:
+        return Profile(side, "sha256:paths", "synthetic", {},
+                       {k: SplitProfile(k, wire[k], StageStats.constant(t)) for k, t in enumerate(times)})
+
+    energy = None
+    if head_w is not None:
+        energy = EnergyModel(head_power=lambda k: head_w[k], idle_w=1.0, tx_watts=lambda bps: 2.0)
+    return CostModel(profile("edge", head), profile("cloud", tail), energy)
+
+
+def policy_for(cost: Any, name: str = "min-latency", bw: float = 1.2e6, rtt_ms: float = 50.0, **cfg: Any) -> Any:
+    """An AdaptivePolicy over `cost` with its link estimate forced to `bw` and `rtt_ms`."""
+    from scheduler.link import LinkEstimator
+    from scheduler.objectives import PolicyConfig
+    from scheduler.policy import AdaptivePolicy
+
+    link = LinkEstimator()
+    link.force(bandwidth_bps=bw, rtt_ms=rtt_ms)
+    return AdaptivePolicy(PolicyConfig(name=name, edge_profile="e", cloud_profile="c", **cfg), cost, link)
+
+
 def cli_env() -> dict[str, str]:
     """os.environ for a `python -m splitpoint` subprocess: this checkout first on PYTHONPATH
     (the code under test, not an installed copy), TensorFlow's C++ chatter off, output unbuffered

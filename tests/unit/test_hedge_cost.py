@@ -5,7 +5,7 @@ the run saves the hedged frame (tests/unit/test_agent_loop.py has the watchdog's
 from __future__ import annotations
 
 import pytest
-from test_paths import cost_model, policy_for
+from helpers import cost_model, policy_for
 
 from scheduler.paths import Timeline, delay_of_edge_run
 

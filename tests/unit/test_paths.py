@@ -15,41 +15,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
+from helpers import cost_model, policy_for
 
-from scheduler.cost import CostModel, EnergyModel
-from scheduler.link import LinkEstimator, LinkState
-from scheduler.objectives import PolicyConfig
+from scheduler.cost import CostModel
+from scheduler.link import LinkState
 from scheduler.paths import PathChoice, Timeline, evaluate, path_times, race_times
 from scheduler.policy import AdaptivePolicy, FixedPolicy, FrameOutcome
-from scheduler.profiles import Profile, SplitProfile, StageStats
 
 pytestmark = pytest.mark.edge_side  # no TensorFlow
 
-DIGEST = "sha256:paths"
 BW = 1.2e6
 RTT = 50.0
-
-
-def cost_model(wire: list[int], head: list[float], tail: list[float], head_w: list[float] | None = None) -> CostModel:
-    def profile(side: str, times: list[float]) -> Profile:
-        return Profile(side, DIGEST, "synthetic", {},
-                       {k: SplitProfile(k, wire[k], StageStats.constant(t)) for k, t in enumerate(times)})
-
-    energy = None
-    if head_w is not None:
-        energy = EnergyModel(head_power=lambda k: head_w[k], idle_w=1.0, tx_watts=lambda bps: 2.0)
-    return CostModel(profile("edge", head), profile("cloud", tail), energy)
 
 
 def issue_model(**kw) -> CostModel:
     """k = 0 (send the input, 184 ms at 1.2 Mbps) or K = 1 (125 ms on the edge)."""
     return cost_model([27_504, 0], [0.0, 125.0], [10.0, 0.0], **kw)
-
-
-def policy_for(cost: CostModel, name: str = "min-latency", bw: float = BW, **cfg) -> AdaptivePolicy:
-    link = LinkEstimator()
-    link.force(bandwidth_bps=bw, rtt_ms=RTT)
-    return AdaptivePolicy(PolicyConfig(name=name, edge_profile="e", cloud_profile="c", **cfg), cost, link)
 
 
 # --------------------------------------------------------------------------- the timeline
