@@ -42,24 +42,20 @@ def three_split_policy(name: str, deadline_ms: float | None = None, clock: Manua
     """An AdaptivePolicy over a made-up model of three splits (k = 0: 50 kB cut, 1 ms head,
     10 ms tail; k = 1: 10 kB, 20 ms, 5 ms; k = 2 = all-edge: 60 ms) on an 8 Mbps, 20 ms link;
     `clock`: its link estimator's; `race`: PolicyConfig.race."""
-    from scheduler.cost import CostModel, EnergyModel
     from scheduler.link import LinkEstimator
     from scheduler.objectives import PolicyConfig
     from scheduler.policy import AdaptivePolicy
-    from scheduler.profiles import Profile, SplitProfile, StageStats
 
-    wire, head, tail = [50_000, 10_000, 0], [1.0, 20.0, 60.0], [10.0, 5.0, 0.0]
-    edge = Profile("edge", "d", "m", {}, {k: SplitProfile(k, wire[k], StageStats.constant(head[k])) for k in range(3)})
-    cloud = Profile("cloud", "d", "m", {}, {k: SplitProfile(k, wire[k], StageStats.constant(tail[k])) for k in range(3)})
-    energy = EnergyModel(head_power=lambda k: 3.0, idle_w=1.0, tx_watts=lambda bps: 1.0)
+    cost = cost_model([50_000, 10_000, 0], [1.0, 20.0, 60.0], [10.0, 5.0, 0.0], head_w=[3.0] * 3, tx_w=1.0)
     cfg = PolicyConfig(name=name, deadline_ms=deadline_ms, edge_profile="e", cloud_profile="c", race=race)
     est = LinkEstimator(initial_bandwidth_bps=8e6, initial_rtt_ms=20.0, clock=clock or ManualClock())
-    return AdaptivePolicy(cfg, CostModel(edge, cloud, energy), est)
+    return AdaptivePolicy(cfg, cost, est)
 
 
-def cost_model(wire: list[int], head: list[float], tail: list[float], head_w: list[float] | None = None) -> Any:
+def cost_model(wire: list[int], head: list[float], tail: list[float], head_w: list[float] | None = None,
+               tx_w: float = 2.0) -> Any:
     """A CostModel from constant per-split figures: cut bytes, edge head ms, cloud tail ms (index =
-    split); `head_w`: edge watts per split for an energy model (None: none)."""
+    split); `head_w`: edge watts per split for an energy model (None: none), `tx_w` the radio's."""
     from scheduler.cost import CostModel, EnergyModel
     from scheduler.profiles import Profile, SplitProfile, StageStats
 
@@ -69,7 +65,7 @@ def cost_model(wire: list[int], head: list[float], tail: list[float], head_w: li
 
     energy = None
     if head_w is not None:
-        energy = EnergyModel(head_power=lambda k: head_w[k], idle_w=1.0, tx_watts=lambda bps: 2.0)
+        energy = EnergyModel(head_power=lambda k: head_w[k], idle_w=1.0, tx_watts=lambda bps: tx_w)
     return CostModel(profile("edge", head), profile("cloud", tail), energy)
 
 
