@@ -133,12 +133,14 @@ class OffloadSession:
         self._backoff = BACKOFF_START_S
         self._reached: set[str] = set()  # addresses that answered anything
         self._last_probe = 0.0
-        #: the wait before the next idle probe: probe_first_s after a frame crossed the link and
-        #: while the camera keeps giving frames that run on the edge (the link is the path they
-        #: may be missing: a link that came back is seen within probe_first_s, not probe_idle_s);
-        #: doubling up to probe_idle_s while neither happens (no frames: nothing to gain).
-        #: _probed_traffic is the link's last_traffic right after our own last probe: when it
-        #: moves, a frame crossed since; _probed_frames the agent's frames_planned() at that probe.
+        #: the wait before the next idle probe: probe_first_s after a frame measured the link's
+        #: rate and while the camera keeps giving frames that do not (they run on the edge, or
+        #: are cuts too quick on the wire to measure it: the link is the path, or the payload,
+        #: they may be missing; a link that came back is seen within probe_first_s, not
+        #: probe_idle_s); doubling up to probe_idle_s while neither happens (no frames: nothing
+        #: to gain). _probed_traffic is the link's last_rate_sample right after our own last
+        #: probe: when it moves, a frame measured the rate since; _probed_frames the agent's
+        #: frames_planned() at that probe.
         self._probe_gap = 0.0
         self._reprobe = False  # the last probe read a rise: the next one is due now
         self._streams_handed = 0  # frames given a stream to be sent on (current_stream)
@@ -248,7 +250,7 @@ class OffloadSession:
     # ------------------------------------------------------------------ probes
 
     def _probe_loop(self) -> None:
-        """Background thread: probe whenever no frame has crossed the link for a while
+        """Background thread: probe whenever no frame has measured the link's rate for a while
         (probe_first_s; doubling up to probe_idle_s once frames stop coming)."""
         policy = self.config.policy
         poll_s = min(0.1, policy.probe_first_s / 4, policy.probe_idle_s / 4)
@@ -263,7 +265,10 @@ class OffloadSession:
                 log.debug("link probe ended: %s", err)
 
     def maybe_probe(self) -> float:
-        """Measure the link when no frame has crossed it for a while (and at start). Returns
+        """Measure the link when no frame has measured its rate for a while (and at start): none
+        was sent, or every one was on the wire for less than an RTT (scheduler/link.py: such a
+        reading is only a lower bound, and an agent sending small cuts on a fast link would
+        never see that a larger payload had become the quicker path). Returns
         the seconds until the next probe could fall due (the prober's wait; frames may push it)."""
         callbacks = self._callbacks
         if callbacks is None or not callbacks.wants_probes():  # also after a reload to fixed
@@ -274,7 +279,7 @@ class OffloadSession:
         planned = callbacks.frames_planned()
         frames_on_link = callbacks.frames_on_link()  # asked before the lock: the session's is a leaf
         with self._lock:
-            frame_crossed = self.link.last_traffic != self._probed_traffic
+            frame_crossed = self.link.last_rate_sample != self._probed_traffic  # and measured the rate
             if frame_crossed or self._streams_handed != self._probed_sends:
                 # Frames are crossing (or on their way): they measure the link, and a re-probe
                 # beside them delays them (in a step-only run, most likely what pushed one of
@@ -284,7 +289,7 @@ class OffloadSession:
                 self._probe_gap = first
             gap = self._probe_gap
             if self._last_probe and not self._reprobe:
-                # The spell is timed from the last frame that crossed, or, when only our probes
+                # The spell is timed from the last frame that measured the rate, or, when only our probes
                 # did, from the last probe's start: timed from its end, every probe's own
                 # transfer (130 ms for 32 KiB at 2 Mbps) stretched the period by that much.
                 # Probes keep the link at most half busy: a slow one waits twice its length.
@@ -338,7 +343,7 @@ class OffloadSession:
             # after it look like a drop, which the hedge risk would count against offloading.
             sample_bps = self.link.observe_probe(size, bulk_ms, resp.server_time_ms, judged=not reprobing)
             with self._lock:
-                self._probed_traffic = self.link.last_traffic
+                self._probed_traffic = self.link.last_rate_sample
                 self._probe_took_s = self._clock() - now
                 # A link that rose during the probe: the reading blends the old rate and the new
                 # (a 32 KiB probe at 2 Mbps that a rise to 50 Mbps hits half way through reads
