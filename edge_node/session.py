@@ -311,6 +311,14 @@ class OffloadSession:
                 return first
             self._last_probe = now
             reprobing, self._reprobe = self._reprobe, False
+            # Frames sent since the last probe: the agent is offloading (cuts too quick on the
+            # wire to measure the rate), and its frames' own outcomes (hedges, late answers) are
+            # its risk evidence (scheduler/risk.py); a probe is judged for the link's drops only
+            # for an agent that has none. Judged beside the frames (TMobile-LTE-short, RTT 10 ms,
+            # one run), an agent that had offloaded every frame ran 30 of its 200 on the edge,
+            # each ~15 ms slower than the k = 89 it had been sending - most likely held there by
+            # the drops its probes met (the reasons are not logged).
+            offloading = self._streams_handed != self._probed_sends
             self._probed_sends = self._streams_handed
             # Frames planned since the last probe ran on the edge (none crossed): the camera is
             # live, so keep watching the link at probe_first_s. Costs up to one probe (32-48 KiB)
@@ -341,7 +349,8 @@ class OffloadSession:
             # A re-probe is not judged for drops: its prediction is the one reading it repeats,
             # and a noisy high one (48 KiB is 8 ms on the wire at 50 Mbps) made the re-probe
             # after it look like a drop, which the hedge risk would count against offloading.
-            sample_bps = self.link.observe_probe(size, bulk_ms, resp.server_time_ms, judged=not reprobing)
+            sample_bps = self.link.observe_probe(size, bulk_ms, resp.server_time_ms,
+                                                 judged=not reprobing and not offloading)
             with self._lock:
                 self._probed_traffic = self.link.last_rate_sample
                 self._probe_took_s = self._clock() - now

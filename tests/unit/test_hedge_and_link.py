@@ -454,6 +454,46 @@ def test_small_cuts_quick_on_the_wire_do_not_hold_off_the_probes() -> None:
     assert run(104.125, 27_744, 40.0) == []  # 30 ms on the wire: each frame measured the rate
 
 
+def test_probes_beside_offloaded_frames_are_not_judged_for_drops() -> None:
+    """An offloading agent learns its risk from its frames' outcomes (hedges, late answers); the
+    link's drops are the evidence of an agent that has none. A probe that meets a drop counts
+    for an all-edge agent, not for one that sent frames since its last probe."""
+    from types import SimpleNamespace
+
+    from edge_node.config import EdgeConfig
+    from edge_node.session import OffloadSession, SessionCallbacks
+    from splitpoint.v1 import offload_pb2
+
+    def drops_seen(offloading: bool) -> tuple[int, int]:
+        clock = Clock()
+        link = LinkEstimator(clock=clock, initial_rtt_ms=10.0)
+        rates = iter([8e6, 8e6, 0.5e6, 8e6, 8e6])  # the third probe lands in a drop
+
+        def probe(size: int, _tail: int, timeout_s: float) -> tuple[float, offload_pb2.ProbeResponse]:
+            return 10.0 + size * 8 / (next(rates) if size else 1.0) * 1000, offload_pb2.ProbeResponse()
+
+        stream = SimpleNamespace(accepting=True, age_s=0.0)
+        client = SimpleNamespace(address="fake:1", probe=probe, open_stream=lambda *a: stream)
+        cfg = EdgeConfig(bundle="b", source="s")
+        cfg.policy.probe_first_s, cfg.policy.probe_idle_s = 0.5, 2.0
+        session = OffloadSession(cfg, "sha256:fake", link, client=client, clock=clock)
+        planned = [0]
+        session._callbacks = SessionCallbacks(lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True,
+                                              frames_planned=lambda: planned[0])
+        for _ in range(5):
+            session.maybe_probe()
+            for _ in range(4):  # four frames until the next probe is due (1/8 s: exact in binary)
+                clock.t += 0.125
+                planned[0] += 1
+                if offloading:  # a cut sent (and quick on the wire: it does not hold off the probes)
+                    assert session.current_stream() is stream
+        return link.drop_counts(10.0)
+
+    # all-edge: judged, but not the first (against a guess) nor the last (the re-probe of the rise)
+    assert drops_seen(offloading=False) == (1, 3)
+    assert drops_seen(offloading=True) == (0, 0)
+
+
 class SteppedUplink:
     """A fake client whose uplink rate steps at given times: a probe takes the clock along for
     its round trip and its bulk transfer, at whatever rate holds while each bit is sent."""
