@@ -55,7 +55,7 @@ from typing import Protocol
 import grpc
 
 from scheduler.cost import transfer_ms
-from scheduler.link import LinkEstimator, probe_bytes
+from scheduler.link import PROBE_TARGET_MS, LinkEstimator, probe_bytes
 from splitpoint.errors import ConfigError, RemoteError, status_code_from_int
 from splitpoint.v1 import offload_pb2
 
@@ -278,6 +278,8 @@ class OffloadSession:
         first = min(policy.probe_first_s, policy.probe_idle_s)
         planned = callbacks.frames_planned()
         frames_on_link = callbacks.frames_on_link()  # asked before the lock: the session's is a leaf
+        before = self.link.estimate()  # likewise (the link's lock)
+        size = min(PROBE_BYTES, probe_bytes(before.bandwidth_bps))  # ~50 ms of traffic, bounded
         with self._lock:
             frame_crossed = self.link.last_rate_sample != self._probed_traffic  # and measured the rate
             if frame_crossed or self._streams_handed != self._probed_sends:
@@ -309,6 +311,17 @@ class OffloadSession:
                 # and their answers restart the spell: look again a poll later, not in 5 ms steps
                 # for as long as a stalled frame holds the link.
                 return first
+            if (self._streams_handed != self._probed_sends and not self._reprobe
+                    and transfer_ms(size, before.bandwidth_bps) > PROBE_TARGET_MS):
+                # Frames are being sent, as cuts too quick on the wire to measure the rate: a
+                # probe beside them is what could show that a larger payload has become the
+                # quicker path, but it holds the link they use. Only while it is cheap (its
+                # bytes in PROBE_TARGET_MS at the estimate: 32 KiB needs 5.2 Mbps): sent at
+                # 4 Mbps beside TMobile-LTE-short's k = 89 frames (RTT 10 ms, one run), 32 KiB
+                # held the link for ~65 ms of every 0.5 s, delayed frames by up to 22 ms and sent
+                # others to the edge (1.026x the best fixed split, 1.009x without them), where no
+                # larger payload could have won.
+                return first
             self._last_probe = now
             reprobing, self._reprobe = self._reprobe, False
             # Frames sent since the last probe: the agent is offloading (cuts too quick on the
@@ -326,9 +339,7 @@ class OffloadSession:
             camera_live = planned != self._probed_frames
             self._probed_frames = planned
             self._probe_gap = first if camera_live else min(policy.probe_idle_s, 2 * gap)
-        before = self.link.estimate()
         before_bps, measured = before.bandwidth_bps, before.samples > 0
-        size = min(PROBE_BYTES, probe_bytes(before_bps))  # ~50 ms of traffic, bounded
         timeout_s = self.config.connect_timeout_s + max(1.0, size * 8 / 100e3)  # 100 kbps floor
         try:
             rtt_ms, resp = self.client.probe(0, 0, timeout_s=timeout_s)

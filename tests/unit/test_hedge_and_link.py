@@ -494,6 +494,50 @@ def test_probes_beside_offloaded_frames_are_not_judged_for_drops() -> None:
     assert drops_seen(offloading=True) == (0, 0)
 
 
+def test_probes_beside_offloaded_cuts_only_while_they_are_cheap() -> None:
+    """Beside frames sent as quick cuts a probe holds the link they use: it is sent while its
+    bytes cross in PROBE_TARGET_MS at the estimate (32 KiB: 5.2 Mbps), not on a slower link,
+    where the all-edge agent's probes (no frame sent) still go out every probe_first_s."""
+    from types import SimpleNamespace
+
+    from edge_node.config import EdgeConfig
+    from edge_node.session import OffloadSession, SessionCallbacks
+    from splitpoint.v1 import offload_pb2
+
+    def probe_times(link_bps: float, offloading: bool) -> list[float]:
+        clock = Clock()
+        link = LinkEstimator(clock=clock, initial_rtt_ms=10.0)
+        bulks: list[float] = []
+
+        def probe(size: int, _tail: int, timeout_s: float) -> tuple[float, offload_pb2.ProbeResponse]:
+            if size:
+                bulks.append(clock.t)
+            return 10.0 + size * 8 / link_bps * 1000, offload_pb2.ProbeResponse()
+
+        stream = SimpleNamespace(accepting=True, age_s=0.0)
+        client = SimpleNamespace(address="fake:1", probe=probe, open_stream=lambda *a: stream)
+        cfg = EdgeConfig(bundle="b", source="s")
+        cfg.policy.probe_first_s, cfg.policy.probe_idle_s = 0.5, 2.0
+        session = OffloadSession(cfg, "sha256:fake", link, client=client, clock=clock)
+        planned = [0]
+        session._callbacks = SessionCallbacks(lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True,
+                                              frames_planned=lambda: planned[0])
+        while clock.t < 103.0:
+            session.maybe_probe()
+            clock.t += 0.125
+            planned[0] += 1
+            if offloading:  # a 4.7 KB cut, under 10 ms on the wire of a 10 ms RTT: a lower bound only
+                assert session.current_stream() is stream
+                link.observe_transfer(4704, 10.5 + 4704 * 8 / link_bps * 1000)
+        return [t - 100.0 for t in bulks]
+
+    # the one at start, a second after it (no frame had been planned by then), then every 0.5 s
+    every_half_second = [0.0, 1.0, 1.5, 2.0, 2.5]
+    assert probe_times(8e6, offloading=True) == every_half_second
+    assert probe_times(4e6, offloading=True) == [0.0]  # the one at start: no frame had been sent
+    assert probe_times(4e6, offloading=False) == every_half_second
+
+
 class SteppedUplink:
     """A fake client whose uplink rate steps at given times: a probe takes the clock along for
     its round trip and its bulk transfer, at whatever rate holds while each bit is sent."""
