@@ -320,7 +320,11 @@ class OffloadSession:
                 # 4 Mbps beside TMobile-LTE-short's k = 89 frames (RTT 10 ms, one run), 32 KiB
                 # held the link for ~65 ms of every 0.5 s, delayed frames by up to 22 ms and sent
                 # others to the edge (1.026x the best fixed split, 1.009x without them), where no
-                # larger payload could have won.
+                # larger payload could have won. "Being sent" is since this look, not since the
+                # last probe: counted from the last probe, an agent that went all-edge with a low
+                # estimate stayed "offloading" and was never probed again (15a619b: the whole
+                # 50 Mbps phase of the step on the edge, and Verizon-LTE-short's last 2 s).
+                self._probed_sends = self._streams_handed
                 return first
             self._last_probe = now
             reprobing, self._reprobe = self._reprobe, False

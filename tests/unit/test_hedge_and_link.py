@@ -504,7 +504,7 @@ def test_probes_beside_offloaded_cuts_only_while_they_are_cheap() -> None:
     from edge_node.session import OffloadSession, SessionCallbacks
     from splitpoint.v1 import offload_pb2
 
-    def probe_times(link_bps: float, offloading: bool) -> list[float]:
+    def probe_times(link_bps: float, offloading: bool, frames_until: float = 103.0) -> list[float]:
         clock = Clock()
         link = LinkEstimator(clock=clock, initial_rtt_ms=10.0)
         bulks: list[float] = []
@@ -526,7 +526,7 @@ def test_probes_beside_offloaded_cuts_only_while_they_are_cheap() -> None:
             session.maybe_probe()
             clock.t += 0.125
             planned[0] += 1
-            if offloading:  # a 4.7 KB cut, under 10 ms on the wire of a 10 ms RTT: a lower bound only
+            if offloading and clock.t < frames_until:  # a 4.7 KB cut, under 10 ms on the wire of a 10 ms RTT
                 assert session.current_stream() is stream
                 link.observe_transfer(4704, 10.5 + 4704 * 8 / link_bps * 1000)
         return [t - 100.0 for t in bulks]
@@ -535,6 +535,8 @@ def test_probes_beside_offloaded_cuts_only_while_they_are_cheap() -> None:
     every_half_second = [0.0, 1.0, 1.5, 2.0, 2.5]
     assert probe_times(8e6, offloading=True) == every_half_second
     assert probe_times(4e6, offloading=True) == [0.0]  # the one at start: no frame had been sent
+    # frames stop (the agent went all-edge): the probes resume at once, not never
+    assert probe_times(4e6, offloading=True, frames_until=101.5) == [0.0, 1.5, 2.0, 2.5]
     assert probe_times(4e6, offloading=False) == every_half_second
 
 
