@@ -55,7 +55,7 @@ from typing import Protocol
 import grpc
 
 from scheduler.cost import transfer_ms
-from scheduler.link import LinkEstimator, probe_bytes
+from scheduler.link import PROBE_TARGET_MS, LinkEstimator, probe_bytes
 from splitpoint.errors import ConfigError, RemoteError, status_code_from_int
 from splitpoint.v1 import offload_pb2
 
@@ -133,12 +133,14 @@ class OffloadSession:
         self._backoff = BACKOFF_START_S
         self._reached: set[str] = set()  # addresses that answered anything
         self._last_probe = 0.0
-        #: the wait before the next idle probe: probe_first_s after a frame crossed the link and
-        #: while the camera keeps giving frames that run on the edge (the link is the path they
-        #: may be missing: a link that came back is seen within probe_first_s, not probe_idle_s);
-        #: doubling up to probe_idle_s while neither happens (no frames: nothing to gain).
-        #: _probed_traffic is the link's last_traffic right after our own last probe: when it
-        #: moves, a frame crossed since; _probed_frames the agent's frames_planned() at that probe.
+        #: the wait before the next idle probe: probe_first_s after a frame measured the link's
+        #: rate and while the camera keeps giving frames that do not (they run on the edge, or
+        #: are cuts too quick on the wire to measure it: the link is the path, or the payload,
+        #: they may be missing; a link that came back is seen within probe_first_s, not
+        #: probe_idle_s); doubling up to probe_idle_s while neither happens (no frames: nothing
+        #: to gain). _probed_traffic is the link's last_rate_sample right after our own last
+        #: probe: when it moves, a frame measured the rate since; _probed_frames the agent's
+        #: frames_planned() at that probe.
         self._probe_gap = 0.0
         self._reprobe = False  # the last probe read a rise: the next one is due now
         self._streams_handed = 0  # frames given a stream to be sent on (current_stream)
@@ -248,7 +250,7 @@ class OffloadSession:
     # ------------------------------------------------------------------ probes
 
     def _probe_loop(self) -> None:
-        """Background thread: probe whenever no frame has crossed the link for a while
+        """Background thread: probe whenever no frame has measured the link's rate for a while
         (probe_first_s; doubling up to probe_idle_s once frames stop coming)."""
         policy = self.config.policy
         poll_s = min(0.1, policy.probe_first_s / 4, policy.probe_idle_s / 4)
@@ -263,7 +265,10 @@ class OffloadSession:
                 log.debug("link probe ended: %s", err)
 
     def maybe_probe(self) -> float:
-        """Measure the link when no frame has crossed it for a while (and at start). Returns
+        """Measure the link when no frame has measured its rate for a while (and at start): none
+        was sent, or every one was on the wire for less than an RTT (scheduler/link.py: such a
+        reading is only a lower bound, and an agent sending small cuts on a fast link would
+        never see that a larger payload had become the quicker path). Returns
         the seconds until the next probe could fall due (the prober's wait; frames may push it)."""
         callbacks = self._callbacks
         if callbacks is None or not callbacks.wants_probes():  # also after a reload to fixed
@@ -273,8 +278,10 @@ class OffloadSession:
         first = min(policy.probe_first_s, policy.probe_idle_s)
         planned = callbacks.frames_planned()
         frames_on_link = callbacks.frames_on_link()  # asked before the lock: the session's is a leaf
+        before = self.link.estimate()  # likewise (the link's lock)
+        size = min(PROBE_BYTES, probe_bytes(before.bandwidth_bps))  # ~50 ms of traffic, bounded
         with self._lock:
-            frame_crossed = self.link.last_traffic != self._probed_traffic
+            frame_crossed = self.link.last_rate_sample != self._probed_traffic  # and measured the rate
             if frame_crossed or self._streams_handed != self._probed_sends:
                 # Frames are crossing (or on their way): they measure the link, and a re-probe
                 # beside them delays them (in a step-only run, most likely what pushed one of
@@ -284,7 +291,7 @@ class OffloadSession:
                 self._probe_gap = first
             gap = self._probe_gap
             if self._last_probe and not self._reprobe:
-                # The spell is timed from the last frame that crossed, or, when only our probes
+                # The spell is timed from the last frame that measured the rate, or, when only our probes
                 # did, from the last probe's start: timed from its end, every probe's own
                 # transfer (130 ms for 32 KiB at 2 Mbps) stretched the period by that much.
                 # Probes keep the link at most half busy: a slow one waits twice its length.
@@ -304,8 +311,31 @@ class OffloadSession:
                 # and their answers restart the spell: look again a poll later, not in 5 ms steps
                 # for as long as a stalled frame holds the link.
                 return first
+            if (self._streams_handed != self._probed_sends and not self._reprobe
+                    and transfer_ms(size, before.bandwidth_bps) > PROBE_TARGET_MS):
+                # Frames are being sent, as cuts too quick on the wire to measure the rate: a
+                # probe beside them is what could show that a larger payload has become the
+                # quicker path, but it holds the link they use. Only while it is cheap (its
+                # bytes in PROBE_TARGET_MS at the estimate: 32 KiB needs 5.2 Mbps): sent at
+                # 4 Mbps beside TMobile-LTE-short's k = 89 frames (RTT 10 ms, one run), 32 KiB
+                # held the link for ~65 ms of every 0.5 s, delayed frames by up to 22 ms and sent
+                # others to the edge (1.026x the best fixed split, 1.009x without them), where no
+                # larger payload could have won. "Being sent" is since this look, not since the
+                # last probe: counted from the last probe, an agent that went all-edge with a low
+                # estimate stayed "offloading" and was never probed again (15a619b: the whole
+                # 50 Mbps phase of the step on the edge, and Verizon-LTE-short's last 2 s).
+                self._probed_sends = self._streams_handed
+                return first
             self._last_probe = now
             reprobing, self._reprobe = self._reprobe, False
+            # Frames sent since the last probe: the agent is offloading (cuts too quick on the
+            # wire to measure the rate), and its frames' own outcomes (hedges, late answers) are
+            # its risk evidence (scheduler/risk.py); a probe is judged for the link's drops only
+            # for an agent that has none. Judged beside the frames (TMobile-LTE-short, RTT 10 ms,
+            # one run), an agent that had offloaded every frame ran 30 of its 200 on the edge,
+            # each ~15 ms slower than the k = 89 it had been sending - most likely held there by
+            # the drops its probes met (the reasons are not logged).
+            offloading = self._streams_handed != self._probed_sends
             self._probed_sends = self._streams_handed
             # Frames planned since the last probe ran on the edge (none crossed): the camera is
             # live, so keep watching the link at probe_first_s. Costs up to one probe (32-48 KiB)
@@ -313,9 +343,7 @@ class OffloadSession:
             camera_live = planned != self._probed_frames
             self._probed_frames = planned
             self._probe_gap = first if camera_live else min(policy.probe_idle_s, 2 * gap)
-        before = self.link.estimate()
         before_bps, measured = before.bandwidth_bps, before.samples > 0
-        size = min(PROBE_BYTES, probe_bytes(before_bps))  # ~50 ms of traffic, bounded
         timeout_s = self.config.connect_timeout_s + max(1.0, size * 8 / 100e3)  # 100 kbps floor
         try:
             rtt_ms, resp = self.client.probe(0, 0, timeout_s=timeout_s)
@@ -336,9 +364,10 @@ class OffloadSession:
             # A re-probe is not judged for drops: its prediction is the one reading it repeats,
             # and a noisy high one (48 KiB is 8 ms on the wire at 50 Mbps) made the re-probe
             # after it look like a drop, which the hedge risk would count against offloading.
-            sample_bps = self.link.observe_probe(size, bulk_ms, resp.server_time_ms, judged=not reprobing)
+            sample_bps = self.link.observe_probe(size, bulk_ms, resp.server_time_ms,
+                                                 judged=not reprobing and not offloading)
             with self._lock:
-                self._probed_traffic = self.link.last_traffic
+                self._probed_traffic = self.link.last_rate_sample
                 self._probe_took_s = self._clock() - now
                 # A link that rose during the probe: the reading blends the old rate and the new
                 # (a 32 KiB probe at 2 Mbps that a rise to 50 Mbps hits half way through reads

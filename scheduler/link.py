@@ -142,14 +142,16 @@ class LinkEstimator:
         self._n = 0
         self._forced: tuple[float | None, float | None] = (None, None)
         self._lock = threading.Lock()
-        self.last_traffic = float("-inf")  # never: the first frame triggers a probe
+        #: when a sample last measured the rate: a probe, or a frame on the wire for an RTT or
+        #: more (edge_node/session.py probes when none has for a while); never: the first
+        #: frame triggers a probe
+        self.last_rate_sample = float("-inf")
 
     def observe_rtt(self, rtt_ms: float) -> None:
         """A small exchange (a probe, a tiny frame): its time is the round trip."""
         with self._lock:
             self._rtt_samples.append(rtt_ms)
             self._rtt = min(self._rtt_samples)  # the least-queued recent round trip
-            self.last_traffic = self._clock()
 
     def observe_transfer(self, wire_bytes: int, rpc_ms: float, server_ms: float = 0.0, server_queue_ms: float | None = None) -> None:
         """One answered frame: `rpc_ms` from send to answer, `server_ms` spent inside the server."""
@@ -160,19 +162,30 @@ class LinkEstimator:
             if server_queue_ms is not None:
                 self._queue = (1 - self.alpha) * self._queue + self.alpha * server_queue_ms
             if wire_bytes >= SMALL_BYTES:
-                # A small payload, or a transfer shorter on the wire than one round trip, measures
-                # the link's timing more than its rate: a burst allowance lets it through at once,
-                # or it waits for the next delivery slot (a 2.3 KB cut that waited 25 ms on a
-                # 3 Mbps cellular link "measures" 0.7 Mbps). It feeds the estimate but is not
-                # judged as a surprise (error, collapse); hedges and scheduler.risk see those frames.
-                judged = wire_bytes >= JUDGED_MIN_BYTES and self._long_on_wire(transfer)
-                self._add_bandwidth(self._wire_rate(wire_bytes, transfer), judged=judged)
-            self.last_traffic = self._clock()
+                sample_bps = self._wire_rate(wire_bytes, transfer)
+                if self._long_on_wire(transfer):
+                    # A small payload measures the link's timing more than its rate: it waits for
+                    # the next delivery slot (a 2.3 KB cut that waited 25 ms on a 3 Mbps cellular
+                    # link "measures" 0.7 Mbps). It feeds the estimate but is not judged as a
+                    # surprise (error, collapse); hedges and scheduler.risk see those frames.
+                    self._add_bandwidth(sample_bps, judged=wire_bytes >= JUDGED_MIN_BYTES)
+                    self.last_rate_sample = self._clock()
+                elif sample_bps > self._base():
+                    # On the wire for less than one RTT: its time is mostly the link's timing (a
+                    # burst allowance, the wait for a delivery slot), which only adds to it, so
+                    # its reading is a lower bound on the rate. Fed as a sample, a 4.7 KB cut's
+                    # 6 ms on an 8 Mbps cellular uplink (RTT 10 ms) read 6.3 Mbps; with the 20th
+                    # percentile of such readings the agent planned with 3-4 Mbps and kept k = 53
+                    # where the 27 KB input (k = 0) would have been 10 ms sooner on most frames
+                    # (Verizon-LTE-short, docs/benchmarks.md). A reading above the estimate
+                    # raises it; one below says nothing, and the probes (which such frames do
+                    # not hold off: last_rate_sample) measure the rate.
+                    self._add_bandwidth(sample_bps, judged=False)
 
     def observe_probe(self, wire_bytes: int, rpc_ms: float, server_ms: float = 0.0, judged: bool = True) -> float:
-        """A bulk probe, sent because no frame crossed the link for a while: what was learnt before
-        is stale, so the bandwidth estimate restarts from this measurement (samples, errors and
-        any censored cap). Without the restart an agent that ran all-edge while the link was bad
+        """A bulk probe, sent because no frame measured the link's rate for a while: what was
+        learnt before is stale (or, beside small cuts, lower bounds), so the bandwidth estimate
+        restarts from this measurement (samples, errors and any censored cap). Without the restart an agent that ran all-edge while the link was bad
         needed many probes (seconds apart) before it offloaded again once the link recovered.
         A probe not `judged` (a re-probe: its prediction is one reading), or on the wire for less
         than one RTT, leaves no drop record.
@@ -186,7 +199,7 @@ class LinkEstimator:
             # the only samples judged there, must have left the drops that held it (not logged).
             judged = judged and self._long_on_wire(transfer)
             self._add_bandwidth(sample_bps, restart=True, judged=judged)
-            self.last_traffic = self._clock()
+            self.last_rate_sample = self._clock()
         return sample_bps
 
     def drop_counts(self, window_s: float) -> tuple[int, int]:
@@ -285,7 +298,8 @@ class LinkEstimator:
             self._forced = (bandwidth_bps, rtt_ms)
 
     def idle_s(self) -> float:
-        return self._clock() - self.last_traffic
+        """Seconds since a sample last measured the rate (`last_rate_sample`)."""
+        return self._clock() - self.last_rate_sample
 
     def estimate(self) -> LinkState:
         with self._lock:

@@ -149,8 +149,29 @@ def test_small_or_quick_transfers_are_not_judged() -> None:
         return 0.7 * base_bps + 0.3 * wire_bytes * 8 / (on_wire_ms / 1000)
 
     assert after(2304, 25.0, 10.0, 5e6) == pytest.approx(fed(2304, 25.0, 5e6))  # small
-    assert after(27_648, 45.0, 50.0, 50e6) == pytest.approx(fed(27_648, 45.0, 50e6))  # within one RTT
+    assert after(27_648, 45.0, 50.0, 50e6) == pytest.approx(50e6)  # within one RTT: a lower bound
     assert after(27_648, 116.0, 50.0, 50e6) == pytest.approx(27_648 * 8 / 0.116)  # judged: capped at it
+
+
+def test_a_transfer_shorter_on_the_wire_than_an_rtt_is_a_lower_bound_on_the_rate() -> None:
+    """A 4.7 KB cut 6 ms on the wire of an 8 Mbps uplink (RTT 10 ms) reads 6.3 Mbps: the wait
+    for a delivery slot only adds time. Below the estimate it leaves it alone (fed in, such
+    readings held the planned rate at 3-4 Mbps, and the agent on a small cut); above, it raises
+    it. Neither holds off the probes: it did not measure the rate (`last_rate_sample`)."""
+    clock = Clock()
+    est = LinkEstimator(percentile=20.0, initial_rtt_ms=10.0, clock=clock)
+    est.observe_probe(49_152, rpc_ms=10.0 + 49_152 * 8 / 8e6 * 1000)  # 8 Mbps
+    probed_at = est.last_rate_sample
+    clock.t += 1.0
+    for _ in range(20):
+        est.observe_transfer(4704, rpc_ms=16.0)  # 6 ms on the wire: reads 6.3 Mbps
+    assert est.estimate().bandwidth_bps == pytest.approx(8e6)
+    assert est.last_rate_sample == probed_at and est.idle_s() == pytest.approx(1.0)
+    est.observe_transfer(4704, rpc_ms=13.0)  # 3 ms: at least 12.5 Mbps
+    assert est.estimate().bandwidth_bps == pytest.approx(0.7 * 8e6 + 0.3 * 4704 * 8 / 0.003)
+    est.observe_transfer(4704, rpc_ms=47.0)  # 37 ms on the wire, longer than an RTT: 1 Mbps, fed
+    assert est.estimate().bandwidth_bps < 8e6
+    assert est.last_rate_sample == clock.t
 
 
 def test_a_faster_link_than_predicted_is_not_discounted() -> None:
@@ -387,6 +408,136 @@ def test_idle_probes_keep_to_probe_first_s_while_frames_run_on_the_edge() -> Non
     link.observe_transfer(30_000, 44.0)  # the last frame that crossed, at t = 100.125
     assert run(104.125, frames=True) == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]  # all-edge, camera live
     assert run(110.125, frames=False) == [0.0, 0.5, 1.5, 3.5, 5.5]  # camera stopped: backs off
+
+
+def test_small_cuts_quick_on_the_wire_do_not_hold_off_the_probes() -> None:
+    """Frames that crossed in less than an RTT on the wire did not measure the rate: an agent
+    sending them keeps being probed every probe_first_s, as an all-edge one is; a frame that
+    measured the rate starts an idle spell as before."""
+    from types import SimpleNamespace
+
+    from edge_node.config import EdgeConfig
+    from edge_node.session import OffloadSession, SessionCallbacks
+    from splitpoint.v1 import offload_pb2
+
+    clock = Clock()
+    link = LinkEstimator(clock=clock, initial_rtt_ms=10.0)
+    probes: list[float] = []
+    planned = [0]
+
+    def probe(size: int, _tail: int, timeout_s: float) -> tuple[float, offload_pb2.ProbeResponse]:
+        if size:
+            probes.append(clock.t)
+        return 10.0 + size * 8 / 8e6 * 1000, offload_pb2.ProbeResponse()
+
+    cfg = EdgeConfig(bundle="b", source="s")
+    cfg.policy.probe_first_s, cfg.policy.probe_idle_s = 0.5, 2.0
+    session = OffloadSession(cfg, "sha256:fake", link, client=SimpleNamespace(address="fake:1", probe=probe), clock=clock)
+    session._callbacks = SessionCallbacks(lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True,
+                                          frames_planned=lambda: planned[0])
+
+    def run(until: float, wire_bytes: int, rpc_ms: float) -> list[float]:
+        """Probe times after now up to `until`, a frame sent every 1/8 s with this time on the link."""
+        start = clock.t
+        while clock.t < until:
+            session.maybe_probe()
+            clock.t += 0.125
+            if wire_bytes:
+                planned[0] += 1
+                link.observe_transfer(wire_bytes, rpc_ms)
+        return [t - start for t in probes if t >= start]
+
+    assert run(100.125, 0, 0.0) == [0.0]  # at start
+    # 6 ms on the wire of a 10 ms RTT: the first probe a second after the one at start (no frame
+    # was planned by then: the gap had doubled), then every probe_first_s
+    assert run(102.125, 4704, 16.0) == [0.875, 1.375, 1.875]
+    assert run(104.125, 27_744, 40.0) == []  # 30 ms on the wire: each frame measured the rate
+
+
+def test_probes_beside_offloaded_frames_are_not_judged_for_drops() -> None:
+    """An offloading agent learns its risk from its frames' outcomes (hedges, late answers); the
+    link's drops are the evidence of an agent that has none. A probe that meets a drop counts
+    for an all-edge agent, not for one that sent frames since its last probe."""
+    from types import SimpleNamespace
+
+    from edge_node.config import EdgeConfig
+    from edge_node.session import OffloadSession, SessionCallbacks
+    from splitpoint.v1 import offload_pb2
+
+    def drops_seen(offloading: bool) -> tuple[int, int]:
+        clock = Clock()
+        link = LinkEstimator(clock=clock, initial_rtt_ms=10.0)
+        rates = iter([8e6, 8e6, 0.5e6, 8e6, 8e6])  # the third probe lands in a drop
+
+        def probe(size: int, _tail: int, timeout_s: float) -> tuple[float, offload_pb2.ProbeResponse]:
+            return 10.0 + size * 8 / (next(rates) if size else 1.0) * 1000, offload_pb2.ProbeResponse()
+
+        stream = SimpleNamespace(accepting=True, age_s=0.0)
+        client = SimpleNamespace(address="fake:1", probe=probe, open_stream=lambda *a: stream)
+        cfg = EdgeConfig(bundle="b", source="s")
+        cfg.policy.probe_first_s, cfg.policy.probe_idle_s = 0.5, 2.0
+        session = OffloadSession(cfg, "sha256:fake", link, client=client, clock=clock)
+        planned = [0]
+        session._callbacks = SessionCallbacks(lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True,
+                                              frames_planned=lambda: planned[0])
+        for _ in range(5):
+            session.maybe_probe()
+            for _ in range(4):  # four frames until the next probe is due (1/8 s: exact in binary)
+                clock.t += 0.125
+                planned[0] += 1
+                if offloading:  # a cut sent (and quick on the wire: it does not hold off the probes)
+                    assert session.current_stream() is stream
+        return link.drop_counts(10.0)
+
+    # all-edge: judged, but not the first (against a guess) nor the last (the re-probe of the rise)
+    assert drops_seen(offloading=False) == (1, 3)
+    assert drops_seen(offloading=True) == (0, 0)
+
+
+def test_probes_beside_offloaded_cuts_only_while_they_are_cheap() -> None:
+    """Beside frames sent as quick cuts a probe holds the link they use: it is sent while its
+    bytes cross in PROBE_TARGET_MS at the estimate (32 KiB: 5.2 Mbps), not on a slower link,
+    where the all-edge agent's probes (no frame sent) still go out every probe_first_s."""
+    from types import SimpleNamespace
+
+    from edge_node.config import EdgeConfig
+    from edge_node.session import OffloadSession, SessionCallbacks
+    from splitpoint.v1 import offload_pb2
+
+    def probe_times(link_bps: float, offloading: bool, frames_until: float = 103.0) -> list[float]:
+        clock = Clock()
+        link = LinkEstimator(clock=clock, initial_rtt_ms=10.0)
+        bulks: list[float] = []
+
+        def probe(size: int, _tail: int, timeout_s: float) -> tuple[float, offload_pb2.ProbeResponse]:
+            if size:
+                bulks.append(clock.t)
+            return 10.0 + size * 8 / link_bps * 1000, offload_pb2.ProbeResponse()
+
+        stream = SimpleNamespace(accepting=True, age_s=0.0)
+        client = SimpleNamespace(address="fake:1", probe=probe, open_stream=lambda *a: stream)
+        cfg = EdgeConfig(bundle="b", source="s")
+        cfg.policy.probe_first_s, cfg.policy.probe_idle_s = 0.5, 2.0
+        session = OffloadSession(cfg, "sha256:fake", link, client=client, clock=clock)
+        planned = [0]
+        session._callbacks = SessionCallbacks(lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True,
+                                              frames_planned=lambda: planned[0])
+        while clock.t < 103.0:
+            session.maybe_probe()
+            clock.t += 0.125
+            planned[0] += 1
+            if offloading and clock.t < frames_until:  # a 4.7 KB cut, under 10 ms on the wire of a 10 ms RTT
+                assert session.current_stream() is stream
+                link.observe_transfer(4704, 10.5 + 4704 * 8 / link_bps * 1000)
+        return [t - 100.0 for t in bulks]
+
+    # the one at start, a second after it (no frame had been planned by then), then every 0.5 s
+    every_half_second = [0.0, 1.0, 1.5, 2.0, 2.5]
+    assert probe_times(8e6, offloading=True) == every_half_second
+    assert probe_times(4e6, offloading=True) == [0.0]  # the one at start: no frame had been sent
+    # frames stop (the agent went all-edge): the probes resume at once, not never
+    assert probe_times(4e6, offloading=True, frames_until=101.5) == [0.0, 1.5, 2.0, 2.5]
+    assert probe_times(4e6, offloading=False) == every_half_second
 
 
 class SteppedUplink:
