@@ -454,14 +454,30 @@ def test_small_cuts_quick_on_the_wire_do_not_hold_off_the_probes() -> None:
     assert run(104.125, 27_744, 40.0) == []  # 30 ms on the wire: each frame measured the rate
 
 
-def test_probes_beside_offloaded_frames_are_not_judged_for_drops() -> None:
-    """An offloading agent learns its risk from its frames' outcomes (hedges, late answers); the
-    link's drops are the evidence of an agent that has none. A probe that meets a drop counts
-    for an all-edge agent, not for one that sent frames since its last probe."""
+def _session_with_fake_probes(clock, link, probe):  # noqa: ANN001, ANN202 - test fakes
+    """An OffloadSession whose client answers probes with `probe(size, tail, timeout_s)` and hands
+    out one fake stream; probes every 0.5 s while frames come (2 s idle). Returns the session, its
+    stream and the agent's frames-planned counter (a one-item list the test bumps)."""
     from types import SimpleNamespace
 
     from edge_node.config import EdgeConfig
     from edge_node.session import OffloadSession, SessionCallbacks
+
+    stream = SimpleNamespace(accepting=True, age_s=0.0)
+    client = SimpleNamespace(address="fake:1", probe=probe, open_stream=lambda *a: stream)
+    cfg = EdgeConfig(bundle="b", source="s")
+    cfg.policy.probe_first_s, cfg.policy.probe_idle_s = 0.5, 2.0
+    session = OffloadSession(cfg, "sha256:fake", link, client=client, clock=clock)
+    planned = [0]
+    session._callbacks = SessionCallbacks(lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True,
+                                          frames_planned=lambda: planned[0])
+    return session, stream, planned
+
+
+def test_probes_beside_offloaded_frames_are_not_judged_for_drops() -> None:
+    """An offloading agent learns its risk from its frames' outcomes (hedges, late answers); the
+    link's drops are the evidence of an agent that has none. A probe that meets a drop counts
+    for an all-edge agent, not for one that sent frames since its last probe."""
     from splitpoint.v1 import offload_pb2
 
     def drops_seen(offloading: bool) -> tuple[int, int]:
@@ -472,14 +488,7 @@ def test_probes_beside_offloaded_frames_are_not_judged_for_drops() -> None:
         def probe(size: int, _tail: int, timeout_s: float) -> tuple[float, offload_pb2.ProbeResponse]:
             return 10.0 + size * 8 / (next(rates) if size else 1.0) * 1000, offload_pb2.ProbeResponse()
 
-        stream = SimpleNamespace(accepting=True, age_s=0.0)
-        client = SimpleNamespace(address="fake:1", probe=probe, open_stream=lambda *a: stream)
-        cfg = EdgeConfig(bundle="b", source="s")
-        cfg.policy.probe_first_s, cfg.policy.probe_idle_s = 0.5, 2.0
-        session = OffloadSession(cfg, "sha256:fake", link, client=client, clock=clock)
-        planned = [0]
-        session._callbacks = SessionCallbacks(lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True,
-                                              frames_planned=lambda: planned[0])
+        session, stream, planned = _session_with_fake_probes(clock, link, probe)
         for _ in range(5):
             session.maybe_probe()
             for _ in range(4):  # four frames until the next probe is due (1/8 s: exact in binary)
@@ -498,10 +507,7 @@ def test_probes_beside_offloaded_cuts_only_while_they_are_cheap() -> None:
     """Beside frames sent as quick cuts a probe holds the link they use: it is sent while its
     bytes cross in PROBE_TARGET_MS at the estimate (32 KiB: 5.2 Mbps), not on a slower link,
     where the all-edge agent's probes (no frame sent) still go out every probe_first_s."""
-    from types import SimpleNamespace
 
-    from edge_node.config import EdgeConfig
-    from edge_node.session import OffloadSession, SessionCallbacks
     from splitpoint.v1 import offload_pb2
 
     def probe_times(link_bps: float, offloading: bool, frames_until: float = 103.0) -> list[float]:
@@ -514,14 +520,7 @@ def test_probes_beside_offloaded_cuts_only_while_they_are_cheap() -> None:
                 bulks.append(clock.t)
             return 10.0 + size * 8 / link_bps * 1000, offload_pb2.ProbeResponse()
 
-        stream = SimpleNamespace(accepting=True, age_s=0.0)
-        client = SimpleNamespace(address="fake:1", probe=probe, open_stream=lambda *a: stream)
-        cfg = EdgeConfig(bundle="b", source="s")
-        cfg.policy.probe_first_s, cfg.policy.probe_idle_s = 0.5, 2.0
-        session = OffloadSession(cfg, "sha256:fake", link, client=client, clock=clock)
-        planned = [0]
-        session._callbacks = SessionCallbacks(lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True,
-                                              frames_planned=lambda: planned[0])
+        session, stream, planned = _session_with_fake_probes(clock, link, probe)
         while clock.t < 103.0:
             session.maybe_probe()
             clock.t += 0.125
