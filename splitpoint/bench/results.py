@@ -179,6 +179,8 @@ class TraceRunResult:
     end_to_end_ms: list[float] = field(default_factory=list)
     switches: int | None = None
     split_counts: dict[str, int] = field(default_factory=dict)
+    #: median latency of the last KEEP_UP_FRAMES counted frames over that of the first (None: too few)
+    last_over_first_median: float | None = None
     error: str | None = None
     skipped: str | None = None
     reused_from: str | None = None   # a peer rule's row: the fixed run of its split in this replay ("k=89")
@@ -254,6 +256,7 @@ class TraceResult:
     warmup: int = 0
     rtt_ms: float = 0.0
     deadline_ms: float = 0.0
+    edge_alone_ms: float | None = None  # head(K), the edge device's profile: over 1000 / fps, it cannot keep up alone
     trace_mean_mbps: float | None = None
     slice_mean_mbps: float | None = None
     slice_rates_mbps: list[float | None] = field(default_factory=list)

@@ -28,6 +28,21 @@ def median(values: list[float]) -> float | None:
     return rnd(statistics.median(values)) if values else None
 
 
+#: how many frames at each end of a run `last_over_first_median` compares (issue 10: "the median
+#: latency of its last 50 frames is within 1.5x that of its first 50")
+KEEP_UP_FRAMES = 50
+
+
+def last_over_first_median(latencies_ms: list[float], n: int = KEEP_UP_FRAMES) -> float | None:
+    """The median of the last `n` latencies (in frame order) over the median of the first `n`:
+    about 1 for a run that keeps up with its camera, growing with the backlog of one that does
+    not. None with fewer than 2n values (the two ends would overlap)."""
+    if len(latencies_ms) < 2 * n:
+        return None
+    first, last = statistics.median(latencies_ms[:n]), statistics.median(latencies_ms[-n:])
+    return rnd(last / first, 4) if first > 0 else None
+
+
 def ok_records(records: list[dict[str, Any]], warmup: int = 0) -> list[dict[str, Any]]:
     return sorted((r for r in records if r.get("status") == "ok" and r["frame_id"] >= warmup), key=lambda r: r["frame_id"])
 

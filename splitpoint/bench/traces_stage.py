@@ -24,7 +24,14 @@ import numpy as np
 
 from splitpoint.bench import peer_runs
 from splitpoint.bench.results import ClairvoyantBound, TraceResult, TraceRunResult
-from splitpoint.bench.stats import completion_ns, count_switches, latency_stats, ok_records, rnd
+from splitpoint.bench.stats import (
+    completion_ns,
+    count_switches,
+    last_over_first_median,
+    latency_stats,
+    ok_records,
+    rnd,
+)
 from splitpoint.bench.worker_client import RunOutcome, SourceOpenWatch
 from splitpoint.traces import BandwidthTrace
 
@@ -94,6 +101,7 @@ def replay(b: Bench, whole: BandwidthTrace, path: Path, offset: float, rtt: floa
     slice_rate = trace.bits_between(0, seconds) / seconds / 1e6
     entry = TraceResult(trace=path.name, path=str(path), offset_s=offset, trace_duration_s=rnd(whole.duration_s),
                         seconds=seconds, fps=fps, frames=n, warmup=warm, rtt_ms=rtt, deadline_ms=deadline,
+                        edge_alone_ms=rnd(b.edge_ms.get(b.K)),
                         trace_mean_mbps=rnd(whole.mean_bps / 1e6), slice_mean_mbps=rnd(slice_rate),
                         slice_rates_mbps=[rnd(trace.bits_between(t, t + 0.5) / 0.5 / 1e6)
                                           for t in np.arange(0, seconds, 0.5)])
@@ -155,6 +163,7 @@ def trace_stats(out: RunOutcome, k: int | None, warm: int, deadline: float, t_se
     s.deadline_misses = sum(1 for r in counted if r.get("status") != "ok" or r["timings_ms"]["end_to_end"] > deadline)
     s.counted_frames = len(counted)
     s.fallbacks = sum(1 for r in recs if r.get("fallback_reason"))
+    s.last_over_first_median = last_over_first_median([r["timings_ms"]["end_to_end"] for r in recs])
     if recs_all and recs_all[0].get("capture_time_unix_ns"):
         s.first_frame_after_trace_start_s = rnd((recs_all[0]["capture_time_unix_ns"] - t_set) / 1e9)
         last = max(completion_ns(r) for r in recs_all if r.get("status") == "ok") if recs else t_set

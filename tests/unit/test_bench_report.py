@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 import pytest
@@ -99,6 +100,40 @@ def test_where_the_clairvoyant_bound_leaves_room_the_trace_target_asks_a_tenth_o
     t = verdict(trace_result(mixed, 9.5, bound=8.5), "trace t.up")
     assert t.status == "MISS" and "over 0.9x (the bound is 0.85x)" in t.shortfall
     assert verdict(trace_result(mixed, 9.0, bound=8.5), "trace t.up").status == "PASS"
+
+
+def test_the_last_fifty_frames_median_is_read_against_the_first_fifty() -> None:
+    from splitpoint.bench.stats import last_over_first_median
+
+    steady = [50.0, 60.0] * 60
+    assert last_over_first_median(steady) == 1.0
+    falling_behind = [50.0] * 60 + [50.0 + 10 * i for i in range(60)]  # a backlog that grows
+    assert last_over_first_median(falling_behind) == round(statistics.median(falling_behind[-50:]) / 50.0, 4)
+    assert last_over_first_median([50.0] * 99) is None  # the two ends would overlap
+
+
+def keep_up(edge_alone_ms: float | None, drift: float | None, mean: float) -> dict[str, Any]:
+    r = trace_result([0, 155] * 50, mean)
+    tr = r["traces"][0]
+    tr.update(fps=10.0, edge_alone_ms=edge_alone_ms, offset_s=0.0, seconds=20.0, rtt_ms=50.0)
+    tr["runs"]["adaptive"]["last_over_first_median"] = drift
+    tr["runs"]["k=155"] = {"split": 155, "mean_ms": 900.0, "p95_ms": 1500.0, "deadline_misses": 190}
+    return r
+
+
+def test_an_edge_too_slow_for_the_camera_must_keep_up_by_mixing_paths() -> None:
+    name = "keeps up on t.up"
+    t = verdict(keep_up(125.0, 1.41, 9.0), name)
+    assert t.status == "PASS" and "last/first 50 median 1.41x" in t.measured and "k=8 10.0 ms" in t.measured
+    t = verdict(keep_up(125.0, 1.6, 9.0), name)
+    assert t.status == "MISS" and t.shortfall == "median drift 10 pts over 1.5x"
+    t = verdict(keep_up(125.0, 1.2, 10.0), name)  # no better than the best fixed split
+    assert t.status == "MISS" and "mean 0.0 ms above k=8's" in t.shortfall
+    assert verdict(keep_up(125.0, None, 9.0), name).status == "N/A"  # a run too short to tell
+    # an edge that keeps up alone (77 ms at 10 fps), or one whose speed is not recorded: no such target
+    for edge in (77.0, None):
+        targets = evaluate_targets(from_dict(BenchResult, keep_up(edge, 1.6, 9.0)))
+        assert not [x for x in targets if x.name.startswith(name)]
 
 
 def test_trace_plots_are_one_figure_per_rtt_named_by_it(tmp_path: Any) -> None:

@@ -76,3 +76,21 @@ def test_the_summary_has_a_row_per_run_with_the_bound_and_the_peer_columns() -> 
     # a peer's run is never the "best fixed" split, and each run has its own target
     names = [t.name for t in evaluate_targets(r)]
     assert names == ["trace long.up (0-20 s, RTT 10 ms)", "trace long.up (496.25-516.25 s, RTT 50 ms)"]
+
+
+def test_a_runs_last_fifty_counted_frames_are_read_against_its_first_fifty() -> None:
+    from splitpoint.bench.traces_stage import trace_stats
+    from splitpoint.bench.worker_client import RunOutcome
+
+    def record(i: int, ms: float, status: str = "ok") -> dict[str, object]:
+        return {"frame_id": i, "status": status, "split": 0, "capture_time_unix_ns": 10**18 + i * 10**8,
+                "timings_ms": {"end_to_end": ms}}
+
+    # 3 warm-up frames at 900 ms (not counted), 50 at 60 ms, a failed frame, then a backlog: 50 at 120 ms
+    recs = [record(i, 900.0) for i in range(3)] + [record(i, 60.0) for i in range(3, 53)]
+    recs += [record(53, 0.0, "failed")] + [record(i, 120.0) for i in range(54, 104)]
+    out = RunOutcome(recs, 0, 12.0, None, None, Path("r.jsonl"))
+    s = trace_stats(out, None, 3, 100.0, 10**18)
+    assert s.last_over_first_median == 2.0 and s.counted_frames == 101
+    assert trace_stats(RunOutcome(recs[:90], 0, 9.0, None, None, Path("r.jsonl")), None, 3, 100.0,
+                       10**18).last_over_first_median is None  # 86 frames: the two ends would overlap
