@@ -99,8 +99,12 @@ def _trace_target(tr: TraceResult) -> Target:
         measured.append(f"misses {a.deadline_misses} vs {best.deadline_misses}")
         if a.deadline_misses > best.deadline_misses:
             short.append(f"{a.deadline_misses - best.deadline_misses} more deadline misses")
-    if bound_x is not None:
-        measured.append(f"bound {bound_x:.2f}x")
+    if cv is not None and bound_x is not None:
+        text = f"bound {bound_x:.2f}x"
+        if cv.mean_with_overhead_ms and cv.offload_overhead_ms is not None:
+            text += (f" ({cv.mean_with_overhead_ms / best.mean_ms:.2f}x with the {cv.offload_overhead_ms:.1f} ms "
+                     "per offload the fixed runs show over its model)")
+        measured.append(text)
     if a.splits and set(a.splits) == {best.split}:
         # Two runs of one split: whatever separates them is run-to-run spread, not adaptation.
         measured.append(f"the agent ran k={best.split} on every frame")

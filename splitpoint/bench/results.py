@@ -210,6 +210,10 @@ class ClairvoyantBound:
     max_front: int = 0
     paths: list[BoundPath] = field(default_factory=list)
     adaptive_over_clairvoyant: float | None = None   # the regret
+    #: the smallest excess of a fixed cloud run's measured mean over the model's (clairvoyant.py:
+    #: offload_overhead_ms), and the bound with it added to every offload; no target reads them
+    offload_overhead_ms: float | None = None
+    mean_with_overhead_ms: float | None = None
     error: str | None = None             # not computed, and why
 
 

@@ -202,8 +202,10 @@ def _clairvoyant(b: Bench, trace: Any, entry: TraceResult) -> ClairvoyantBound:
     paths = cv.paths_from_profiles(b.splits, b.K, head, tail, b.wire, queue)
     a = entry.runs.get("adaptive")
     try:
+        fixed = {r.split: r.mean_ms for lbl, r in entry.runs.items()
+                 if lbl.startswith("k=") and r.split is not None and r.mean_ms is not None}
         return cv.trace_bound(trace, paths, entry.fps, entry.frames, entry.rtt_ms, entry.warmup, entry.deadline_ms,
-                              a.mean_ms if a is not None else None)
+                              a.mean_ms if a is not None else None, fixed)
     except ValueError as exc:
         return ClairvoyantBound(error=str(exc))
 

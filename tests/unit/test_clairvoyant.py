@@ -18,6 +18,7 @@ from splitpoint.bench.clairvoyant import (
     paths_from_profiles,
     trace_bound,
 )
+from splitpoint.bench.results import ClairvoyantBound
 from splitpoint.traces import BandwidthTrace, constant, step
 
 MBPS8 = constant(8)  # 1 byte per microsecond: n bytes take n microseconds
@@ -156,6 +157,26 @@ def test_trace_bound_reports_the_regret() -> None:
     out = trace_bound(MBPS8, paths, fps=10, frames=5, rtt_ms=20.0, warmup=1, deadline_ms=100.0, adaptive_mean_ms=50.0)
     assert out.kind == "exact optimum" and out.mean_ms == 40.0 and out.frames == 4
     assert out.adaptive_over_clairvoyant == 1.25 and out.split_counts == {"1": 4}  # the counted frames
+
+
+def test_the_overhead_the_fixed_runs_show_over_the_model_is_reported_beside_the_bound() -> None:
+    paths = [PathCost(1, 5.0, 10_000, 5.0), PathCost(2, 1.0, 30_000, 5.0), PathCost(9, 50.0)]  # k=1: 40 ms, k=2: 56
+
+    def bound(fixed: dict[int, float] | None) -> ClairvoyantBound:
+        return trace_bound(MBPS8, paths, fps=10, frames=5, rtt_ms=20.0, warmup=1, deadline_ms=100.0, fixed_means_ms=fixed)
+
+    # measured 6 ms over the model on k=1, 9 on k=2 (and all-edge, not an offload, 20): the smallest, 6
+    out = bound({1: 46.0, 2: 65.0, 9: 70.0})
+    assert out.mean_ms == 40.0 and out.offload_overhead_ms == 6.0 and out.mean_with_overhead_ms == 46.0
+    # 12 ms over on the only cloud split run: k=1 would take 52 ms, so the padded bound runs local (50)
+    out = bound({1: 52.0})
+    assert out.offload_overhead_ms == 12.0 and out.mean_with_overhead_ms == 50.0
+    # a run faster than the model: said as it is, and nothing is padded
+    out = bound({1: 39.0, 2: 60.0})
+    assert out.offload_overhead_ms == -1.0 and out.mean_with_overhead_ms is None
+    assert bound(None).offload_overhead_ms is None and bound({9: 60.0}).offload_overhead_ms is None
+    # a run over the 100 ms deadline has a backlog: its excess is not one frame's overhead
+    assert bound({1: 46.0, 2: 130.0}).offload_overhead_ms == 6.0 and bound({2: 130.0}).offload_overhead_ms is None
 
 
 def test_the_report_shows_the_bound_next_to_the_runs_and_the_regret() -> None:
