@@ -4,7 +4,8 @@
     harness.py      the driver: set-up (profiles, server, link emulator), the stages in order
     worker_client.py  the harness's side of the edge worker; the agent's source-open signal
     conditions.py, step.py, traces_stage.py, throughput.py   one stage each
-    results.py      the typed results (JSON written and read back by typed_json.py); stats.py, machine.py: helpers
+    results.py      the typed results (JSON written and read back by typed_json.py); trace_results.py: the
+                    trace stage's (replays, peers' picks, the clairvoyant bound); stats.py, machine.py: helpers
     edge_worker.py  the edge process (`python -m splitpoint.bench.edge_worker`)
     overhead.py     what splitpoint adds per frame over a raw gRPC stream
     report.py       targets (PASS/MISS), markdown tables, PNG plots

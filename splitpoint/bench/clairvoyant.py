@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from scheduler.cost import bits, wire_bytes
-from splitpoint.bench.results import BoundPath, ClairvoyantBound, ConditionResult, TraceResult
+from splitpoint.bench.results import ConditionResult
+from splitpoint.bench.trace_results import BoundPath, ClairvoyantBound, TraceResult
 from splitpoint.traces import BandwidthTrace
 
 __all__ = ["Capacity", "ClairvoyantResult", "PathCost", "clairvoyant", "markdown_row", "measured_stage_times",

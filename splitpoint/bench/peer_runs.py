@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from splitpoint.bench import peers
-from splitpoint.bench.results import PeerPickResult, TraceResult, TraceRunResult
+from splitpoint.bench.trace_results import PeerPickResult, TraceResult, TraceRunResult
 from splitpoint.errors import ConfigError
 from splitpoint.traces import BandwidthTrace
 

@@ -13,15 +13,9 @@ from pathlib import Path
 
 from splitpoint.bench.report_plots import render_plots
 from splitpoint.bench.report_tables import render_markdown
-from splitpoint.bench.results import (
-    BenchResult,
-    ConditionResult,
-    StepChange,
-    StepResult,
-    Target,
-    TraceResult,
-)
+from splitpoint.bench.results import BenchResult, ConditionResult, StepChange, StepResult, Target
 from splitpoint.bench.stats import KEEP_UP_FRAMES
+from splitpoint.bench.trace_results import TraceResult
 
 __all__ = ["evaluate_targets", "render_markdown", "render_plots"]
 

@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from splitpoint.bench.results import BenchResult, ConditionResult, StepResult, TraceResult
+from splitpoint.bench.results import BenchResult, ConditionResult, StepResult
+from splitpoint.bench.trace_results import TraceResult
 
 
 def _plot_tag(r: BenchResult) -> str:

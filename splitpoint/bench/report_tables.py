@@ -6,15 +6,8 @@ from typing import Any
 
 from splitpoint.bench import clairvoyant
 from splitpoint.bench.emulation import header_lines
-from splitpoint.bench.results import (
-    PEER_RULES,
-    BenchResult,
-    ClairvoyantBound,
-    ConditionResult,
-    FixedRun,
-    TraceResult,
-    TraceRunResult,
-)
+from splitpoint.bench.results import BenchResult, ConditionResult, FixedRun
+from splitpoint.bench.trace_results import PEER_RULES, ClairvoyantBound, TraceResult, TraceRunResult
 
 
 def _f(x: Any, nd: int = 1) -> str:

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from splitpoint.bench import peer_runs
-from splitpoint.bench.results import ClairvoyantBound, TraceResult, TraceRunResult
 from splitpoint.bench.stats import (
     completion_ns,
     count_switches,
@@ -32,6 +31,7 @@ from splitpoint.bench.stats import (
     ok_records,
     rnd,
 )
+from splitpoint.bench.trace_results import ClairvoyantBound, TraceResult, TraceRunResult
 from splitpoint.bench.worker_client import RunOutcome, SourceOpenWatch
 from splitpoint.traces import BandwidthTrace
 

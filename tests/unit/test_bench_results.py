@@ -15,13 +15,11 @@ from splitpoint.bench.results import (
     ConditionResult,
     EnergyResult,
     FixedRun,
-    PeerPickResult,
     StepChange,
     StepOracle,
     StepResult,
-    TraceResult,
-    TraceRunResult,
 )
+from splitpoint.bench.trace_results import PeerPickResult, TraceResult, TraceRunResult
 
 pytestmark = pytest.mark.edge_side  # no TensorFlow needed
 

@@ -9,13 +9,8 @@ import pytest
 from splitpoint import cli
 from splitpoint.bench.options import load_options
 from splitpoint.bench.report import evaluate_targets, render_markdown
-from splitpoint.bench.results import (
-    PEER_RULES,
-    BenchResult,
-    ClairvoyantBound,
-    TraceResult,
-    TraceRunResult,
-)
+from splitpoint.bench.results import BenchResult
+from splitpoint.bench.trace_results import PEER_RULES, ClairvoyantBound, TraceResult, TraceRunResult
 from splitpoint.bench.traces_stage import rotated, slice_offsets
 from splitpoint.traces import BandwidthTrace
 

@@ -18,7 +18,7 @@ from splitpoint.bench.clairvoyant import (
     paths_from_profiles,
     trace_bound,
 )
-from splitpoint.bench.results import ClairvoyantBound
+from splitpoint.bench.trace_results import ClairvoyantBound
 from splitpoint.traces import BandwidthTrace, constant, step
 
 MBPS8 = constant(8)  # 1 byte per microsecond: n bytes take n microseconds

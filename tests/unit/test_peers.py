@@ -29,13 +29,8 @@ from splitpoint.bench.peers import (
     fixed_from_startup,
     startup_bandwidth_bps,
 )
-from splitpoint.bench.results import (
-    PEER_RULES,
-    FixedRun,
-    PeerPickResult,
-    TraceResult,
-    TraceRunResult,
-)
+from splitpoint.bench.results import FixedRun
+from splitpoint.bench.trace_results import PEER_RULES, PeerPickResult, TraceResult, TraceRunResult
 from splitpoint.errors import ConfigError
 from splitpoint.traces import constant, step
 
