@@ -97,8 +97,10 @@ def main(argv: list[str], doc: Path = DOC, img: Path = IMG) -> int:
     for run, r in runs:
         if r is None:  # the rows its published column fills
             keys = [n for n in old_names if old_cells.get(run["title"], {}).get(n, "-") != "-"]
-        else:  # one row per throughput split, goodput, added cost and trace file (its slices and RTTs in one cell)
-            keys = [t.name.split(" (")[0] if t.name.startswith(("throughput", "goodput", "added", "trace")) else t.name
+        else:  # one row per throughput split, goodput, added cost and trace file (its slices and RTTs in one
+            # cell; the keeps-up target likewise)
+            keys = [t.name.split(" (")[0] if t.name.startswith(("throughput", "goodput", "added", "trace", "keeps up"))
+                    else t.name
                     for t in r.targets]
         names += [key for key in dict.fromkeys(keys) if key not in names]
     out.append("| target | " + " | ".join(f"[{run['title']}](#{anchor(run['title'])})" for run, _ in runs) + " |")
@@ -110,7 +112,7 @@ def main(argv: list[str], doc: Path = DOC, img: Path = IMG) -> int:
                 cells.append(old_cells.get(run["title"], {}).get(name, "-"))
                 continue
             found = [t for t in r.targets if t.name == name or t.name.startswith(name + " (")]
-            if len(found) > 1 and name.startswith("trace"):  # its slices and RTTs: how many passed
+            if len(found) > 1 and name.startswith(("trace", "keeps up")):  # its slices and RTTs: how many passed
                 cells.append(f"{sum(t.status == 'PASS' for t in found)} of {len(found)} PASS"
                              + "".join(f", {n} {st}" for st in ("MISS", "N/A")
                                        if (n := sum(t.status == st for t in found))))
