@@ -80,6 +80,10 @@ from .watchdog import DeadlineWatchdog
 
 log = logging.getLogger(__name__)
 
+#: the quantile of recent (actual - predicted) cloud latencies an offload's gain must exceed
+#: (experiment exp-overrun: chosen from a what-if over the recorded runs of docs/benchmarks.md)
+OVERRUN_QUANTILE = 0.75
+
 
 class CloudNotReachedError(SplitpointError):
     """require_cloud is set and no cloud server answered during the run."""
@@ -128,6 +132,7 @@ class EdgeAgent:
         self.local = local
         #: the margin a predicted latency gets before the frame is hedged, learnt from cloud answers
         self.margin = MarginLearner(config.hedge_margin)
+        self._attach_overrun(self.policy)
         self.edge = EdgeWork(m, heads, self.ledger, recorder, local, self._observe, self.fallback_digest,
                              self.timeline, clock)
         self.cloud = CloudPaths(config, m, session, self.ledger, self.edge, self.metrics, self.margin,
@@ -315,6 +320,7 @@ class EdgeAgent:
             log.error("policy reload refused, keeping %s: %s", _describe(self.policy), err)
             return
         log.info("policy reloaded: %s -> %s", _describe(self.policy), _describe(new))
+        self._attach_overrun(new)
         self.policy = new
 
     def _plans_with_link(self) -> bool:
@@ -330,6 +336,11 @@ class EdgeAgent:
 
     def _observe(self, outcome: FrameOutcome) -> None:
         self.policy.observe(outcome)  # the policy of now: a reload may have swapped it
+
+    def _attach_overrun(self, policy: SplitPolicy) -> None:
+        """An adaptive policy weighs offloading against a usual overrun: the margin learner's."""
+        if hasattr(policy, "overrun_ms"):
+            policy.overrun_ms = lambda: self.margin.quantile_ms(OVERRUN_QUANTILE)
 
     def _hedge_delay_ms(self, now: float, run_ms: float) -> float:
         """What a hedge's local run queued now costs the following frames, by the policy of now

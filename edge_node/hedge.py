@@ -69,6 +69,11 @@ class MarginLearner:
                 return self.floor_ms
             return max(self.floor_ms, percentile(self._errors, self.quantile * 100))
 
+    def quantile_ms(self, quantile: float) -> float:
+        """The `quantile` of the recent errors, no floor (0 before any answer)."""
+        with self._lock:
+            return percentile(self._errors, quantile * 100) if self._errors else 0.0
+
     @property
     def samples(self) -> int:
         with self._lock:

@@ -132,6 +132,8 @@ class AdaptivePolicy:
         self._last_objective = cfg.name
         #: plan(): how often offloaded frames were hedged lately (what a cloud path risks)
         self.risk = OffloadRisk()
+        #: a usual overrun of the cloud path over its prediction (ms; the agent sets it: its margin learner)
+        self.overrun_ms: Callable[[], float] = lambda: 0.0
         #: plan(): the last frame's arrival and the learnt camera spacing (s)
         self._last_arrived: float | None = None
         self._spacing: float | None = None
@@ -217,6 +219,14 @@ class AdaptivePolicy:
                 held = self._hold(self._cloud, decide(offload, name, self.cfg), offload,
                                   [p.split for p in offload], name, state)
                 paths.append(effective[held])
+            if len(paths) == 2 and name == "min-latency":
+                # offload instead of running here only for a gain that survives a usual overrun: the
+                # cloud path's latency plus the OVERRUN_QUANTILE of recent (actual - predicted)
+                # (the agent's margin learner); a few ms' gain is otherwise a coin toss against a
+                # local run that varies by under a ms (experiment: docs/benchmarks.md)
+                allowance = max(0.0, self.overrun_ms())
+                if allowance > 0:
+                    paths[1] = paths[1].with_latency(paths[1].latency_ms + allowance)
             decision = decide(paths, name, self.cfg,
                               tie=lambda p: (options[p.split].times.finish_s, p.split != local_k, p.split))
             chosen = options[decision.split]

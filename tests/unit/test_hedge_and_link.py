@@ -791,3 +791,14 @@ def test_a_re_probe_is_dropped_once_a_frame_is_sent() -> None:
     assert session.current_stream() is not None  # ... and a frame is sent on the new estimate
     run_until(clock.t + 0.3)
     assert _reprobes(uplink) == [], uplink.bulk_starts
+
+
+def test_the_margin_learner_gives_an_unfloored_quantile_for_the_planner() -> None:
+    from edge_node.hedge import MarginLearner
+
+    learner = MarginLearner(floor_ms=20.0)
+    assert learner.quantile_ms(0.75) == 0.0  # nothing learnt: no allowance
+    for actual in (51.0, 52.0, 53.0, 58.0):
+        learner.observe(actual, 50.0)
+    assert learner.quantile_ms(0.75) == pytest.approx(np.percentile([1, 2, 3, 8], 75))
+    assert learner.margin_ms() == 20.0  # the hedge's margin keeps its floor

@@ -151,3 +151,16 @@ def test_probes_that_keep_landing_in_drops_keep_a_marginal_frame_on_the_edge() -
     assert steady.plan(1, [0, 1, 2], now, Timeline(), next_arrival=math.inf).split == 1
     choice = flaky.plan(1, [0, 1, 2], now, Timeline(), next_arrival=math.inf)
     assert choice.split == 2 and "hedge risk 14 ms (3 of 11 recent link samples dropped)" in choice.reason
+
+
+def test_an_offload_must_gain_more_than_a_usual_overrun() -> None:
+    """k = 1 is predicted 55 ms, local 60 ms: with recent answers 4 ms over their predictions it
+    still gains; 6 ms over, the 5 ms it would gain is within what the link usually adds."""
+    policy = three_split_policy("min-latency", race=False)
+    policy.link.force(bandwidth_bps=8e6, rtt_ms=20.0)
+    policy.overrun_ms = lambda: 4.0
+    assert policy.plan(1, [0, 1, 2], 0.0, Timeline(), next_arrival=math.inf).split == 1
+    policy.overrun_ms = lambda: 6.0
+    assert policy.plan(2, [0, 1, 2], 0.1, Timeline(), next_arrival=math.inf).split == 2
+    policy.overrun_ms = lambda: -30.0  # answers quicker than predicted: no bonus either
+    assert policy.plan(3, [0, 1, 2], 0.2, Timeline(), next_arrival=math.inf).split == 1
