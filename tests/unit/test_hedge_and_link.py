@@ -373,27 +373,18 @@ def test_idle_probes_start_soon_after_the_last_frame_and_back_off_to_probe_idle_
 def test_idle_probes_keep_to_probe_first_s_while_frames_run_on_the_edge() -> None:
     """An all-edge agent whose camera keeps giving frames probes every probe_first_s (a link that
     came back is seen within that), and backs off to probe_idle_s only once frames stop."""
-    from types import SimpleNamespace
-
-    from edge_node.config import EdgeConfig
-    from edge_node.session import OffloadSession, SessionCallbacks
     from splitpoint.v1 import offload_pb2
 
     clock = Clock()
     link = LinkEstimator(clock=clock)
     probes: list[float] = []
-    planned = [0]
 
     def probe(size: int, _tail: int, timeout_s: float) -> tuple[float, offload_pb2.ProbeResponse]:
         if size:
             probes.append(clock.t)
         return 20.0 + size * 8 / 10e6 * 1000, offload_pb2.ProbeResponse()
 
-    cfg = EdgeConfig(bundle="b", source="s")
-    cfg.policy.probe_first_s, cfg.policy.probe_idle_s = 0.5, 2.0
-    session = OffloadSession(cfg, "sha256:fake", link, client=SimpleNamespace(address="fake:1", probe=probe), clock=clock)
-    session._callbacks = SessionCallbacks(lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True,
-                                          frames_planned=lambda: planned[0])
+    session, _, planned = _session_with_fake_probes(clock, link, probe)
 
     def run(until: float, frames: bool) -> list[float]:
         """Probe times after now up to `until`, a frame planned (run locally) every 1/8 s if `frames`."""
@@ -414,27 +405,18 @@ def test_small_cuts_quick_on_the_wire_do_not_hold_off_the_probes() -> None:
     """Frames that crossed in less than an RTT on the wire did not measure the rate: an agent
     sending them keeps being probed every probe_first_s, as an all-edge one is; a frame that
     measured the rate starts an idle spell as before."""
-    from types import SimpleNamespace
-
-    from edge_node.config import EdgeConfig
-    from edge_node.session import OffloadSession, SessionCallbacks
     from splitpoint.v1 import offload_pb2
 
     clock = Clock()
     link = LinkEstimator(clock=clock, initial_rtt_ms=10.0)
     probes: list[float] = []
-    planned = [0]
 
     def probe(size: int, _tail: int, timeout_s: float) -> tuple[float, offload_pb2.ProbeResponse]:
         if size:
             probes.append(clock.t)
         return 10.0 + size * 8 / 8e6 * 1000, offload_pb2.ProbeResponse()
 
-    cfg = EdgeConfig(bundle="b", source="s")
-    cfg.policy.probe_first_s, cfg.policy.probe_idle_s = 0.5, 2.0
-    session = OffloadSession(cfg, "sha256:fake", link, client=SimpleNamespace(address="fake:1", probe=probe), clock=clock)
-    session._callbacks = SessionCallbacks(lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True,
-                                          frames_planned=lambda: planned[0])
+    session, _, planned = _session_with_fake_probes(clock, link, probe)
 
     def run(until: float, wire_bytes: int, rpc_ms: float) -> list[float]:
         """Probe times after now up to `until`, a frame sent every 1/8 s with this time on the link."""
