@@ -373,18 +373,10 @@ def test_idle_probes_start_soon_after_the_last_frame_and_back_off_to_probe_idle_
 def test_idle_probes_keep_to_probe_first_s_while_frames_run_on_the_edge() -> None:
     """An all-edge agent whose camera keeps giving frames probes every probe_first_s (a link that
     came back is seen within that), and backs off to probe_idle_s only once frames stop."""
-    from splitpoint.v1 import offload_pb2
-
     clock = Clock()
     link = LinkEstimator(clock=clock)
     probes: list[float] = []
-
-    def probe(size: int, _tail: int, timeout_s: float) -> tuple[float, offload_pb2.ProbeResponse]:
-        if size:
-            probes.append(clock.t)
-        return 20.0 + size * 8 / 10e6 * 1000, offload_pb2.ProbeResponse()
-
-    session, _, planned = _session_with_fake_probes(clock, link, probe)
+    session, _, planned = _session_with_fake_probes(clock, link, _steady_probe(clock, 20.0, 10e6, probes))
 
     def run(until: float, frames: bool) -> list[float]:
         """Probe times after now up to `until`, a frame planned (run locally) every 1/8 s if `frames`."""
@@ -405,18 +397,10 @@ def test_small_cuts_quick_on_the_wire_do_not_hold_off_the_probes() -> None:
     """Frames that crossed in less than an RTT on the wire did not measure the rate: an agent
     sending them keeps being probed every probe_first_s, as an all-edge one is; a frame that
     measured the rate starts an idle spell as before."""
-    from splitpoint.v1 import offload_pb2
-
     clock = Clock()
     link = LinkEstimator(clock=clock, initial_rtt_ms=10.0)
     probes: list[float] = []
-
-    def probe(size: int, _tail: int, timeout_s: float) -> tuple[float, offload_pb2.ProbeResponse]:
-        if size:
-            probes.append(clock.t)
-        return 10.0 + size * 8 / 8e6 * 1000, offload_pb2.ProbeResponse()
-
-    session, _, planned = _session_with_fake_probes(clock, link, probe)
+    session, _, planned = _session_with_fake_probes(clock, link, _steady_probe(clock, 10.0, 8e6, probes))
 
     def run(until: float, wire_bytes: int, rpc_ms: float) -> list[float]:
         """Probe times after now up to `until`, a frame sent every 1/8 s with this time on the link."""
@@ -434,6 +418,19 @@ def test_small_cuts_quick_on_the_wire_do_not_hold_off_the_probes() -> None:
     # was planned by then: the gap had doubled), then every probe_first_s
     assert run(102.125, 4704, 16.0) == [0.875, 1.375, 1.875]
     assert run(104.125, 27_744, 40.0) == []  # 30 ms on the wire: each frame measured the rate
+
+
+def _steady_probe(clock, rtt_ms: float, bps: float, bulks: list[float]):  # noqa: ANN001, ANN202 - test fake
+    """A client's probe on a steady link: the RTT exchange (size 0) takes rtt_ms, a bulk probe
+    rtt_ms + its bytes at `bps`; each bulk probe's start time is appended to `bulks`."""
+    from splitpoint.v1 import offload_pb2
+
+    def probe(size: int, _tail: int, timeout_s: float) -> tuple[float, offload_pb2.ProbeResponse]:
+        if size:
+            bulks.append(clock.t)
+        return rtt_ms + size * 8 / bps * 1000, offload_pb2.ProbeResponse()
+
+    return probe
 
 
 def _session_with_fake_probes(clock, link, probe):  # noqa: ANN001, ANN202 - test fakes
@@ -490,19 +487,11 @@ def test_probes_beside_offloaded_cuts_only_while_they_are_cheap() -> None:
     bytes cross in PROBE_TARGET_MS at the estimate (32 KiB: 5.2 Mbps), not on a slower link,
     where the all-edge agent's probes (no frame sent) still go out every probe_first_s."""
 
-    from splitpoint.v1 import offload_pb2
-
     def probe_times(link_bps: float, offloading: bool, frames_until: float = 103.0) -> list[float]:
         clock = Clock()
         link = LinkEstimator(clock=clock, initial_rtt_ms=10.0)
         bulks: list[float] = []
-
-        def probe(size: int, _tail: int, timeout_s: float) -> tuple[float, offload_pb2.ProbeResponse]:
-            if size:
-                bulks.append(clock.t)
-            return 10.0 + size * 8 / link_bps * 1000, offload_pb2.ProbeResponse()
-
-        session, stream, planned = _session_with_fake_probes(clock, link, probe)
+        session, stream, planned = _session_with_fake_probes(clock, link, _steady_probe(clock, 10.0, link_bps, bulks))
         while clock.t < 103.0:
             session.maybe_probe()
             clock.t += 0.125
