@@ -11,10 +11,14 @@ RUNS.toml lists the runs in the order they appear:
     drop = ["step", "traces"]   # optional: stages of this JSON not to report (say why in the intro)
     plot_tag = "agent-new"      # optional: appended to this run's plot file names; needed when two
                                 # runs would otherwise write the same plots (same model and device)
+    current = true              # optional: this run is the latest of main's agent for its stages;
+    label = "conditions, step"  # its targets make the first table, "Where the targets stand",
+                                # one row each, the run named by `label` (default: its title)
 
 Everything after the marker line `<!-- results below ... -->` in docs/benchmarks.md is
-replaced: a summary table of every target across the runs, then per run the intro, the
-plots (re-rendered into docs/img/) and the report of `splitpoint.bench.report`.
+replaced: where each target stands (every target of the `current` runs, with its figures), a
+summary table of every target across the runs, then per run the intro, the plots (re-rendered
+into docs/img/) and the report of `splitpoint.bench.report`.
 
 A run whose JSON is not on this machine (the runs before docs/bench-data/ kept them lived under
 /tmp) keeps what the page already shows for it: its section as written and its column of the
@@ -69,6 +73,29 @@ def published(results: str) -> tuple[dict[str, list[str]], dict[str, dict[str, s
     return sections, cells, names
 
 
+def cell(text: str) -> str:
+    """Text safe inside a markdown table cell."""
+    return text.replace("|", "/").replace("\n", " ") or "-"
+
+
+def standing(current: list[tuple[dict, BenchResult | None]]) -> list[str]:
+    """The first table: every target of the runs marked current, one row each, with its figures."""
+    if not current:
+        return []
+    out = ["## Where the targets stand", "",
+           "Every target, as the latest run of main's agent on each stage measured it (the runs marked "
+           "`current` in docs/bench-runs.toml; one run each unless the run's section says otherwise). "
+           "What was missed is said in the last column, why in the run's section.", "",
+           "| target | verdict | measured | missed by | run |", "| --- | --- | --- | --- | --- |"]
+    for run, r in current:
+        assert r is not None
+        link = f"[{run.get('label', run['title'])}](#{anchor(run['title'])})"
+        for t in r.targets:
+            out.append(f"| {cell(t.name)} | {t.status} | {cell(t.measured)} | "
+                       f"{cell(t.shortfall if t.status == 'MISS' else '')} | {link} |")
+    return out + [""]
+
+
 def main(argv: list[str], doc: Path = DOC, img: Path = IMG) -> int:
     spec_path = Path(argv[1])
     spec = read_toml(spec_path)
@@ -90,7 +117,13 @@ def main(argv: list[str], doc: Path = DOC, img: Path = IMG) -> int:
             r.drop(stage)
         r.targets = evaluate_targets(r)
         runs.append((run, r))
-    out = [MARKER, "", "## Summary of the latest runs", "",
+    current = [(run, r) for run, r in runs if run.get("current")]
+    if any(r is None for _, r in current):
+        gone = next(run["title"] for run, r in current if r is None)
+        print(f"{gone!r} is marked current but its JSON is not here: the current figures come from it", file=sys.stderr)
+        return 2
+    out = [MARKER, ""] + standing(current)
+    out += ["## Summary of the latest runs", "",
            "Every target of the issue, per run (PASS, MISS, or N/A where the run could not test it; the "
            "sections below give the figures and the shortfalls).", ""]
     names: list[str] = []

@@ -47,6 +47,13 @@ def _t(name: str, target: str, measured: str, ok: bool | None, shortfall: str = 
     return Target(name, target, measured, "N/A" if ok is None else "PASS" if ok else "MISS", shortfall, detail)
 
 
+def _pts(excess: float) -> str:
+    """A ratio's excess over its target in percentage points: one decimal, two under 0.1 point
+    (a p95 of 1.0204x against 1.02x read "0.0 pts over", which says nothing was missed)."""
+    pts = excess * 100
+    return f"{pts:.2f}" if abs(pts) < 0.1 else f"{pts:.1f}"
+
+
 def _at_least(name: str, of_what: str, measured: str, fraction: float | None, minimum: float) -> Target:
     """A target met when `fraction` (measured / its bound) reaches `minimum`."""
     if fraction is None:
@@ -82,13 +89,13 @@ def _trace_target(tr: TraceResult) -> Target:
     measured = [f"mean {a.mean_ms:.1f} vs {tr.best_fixed} {best.mean_ms:.1f} ms = {mean_x:.3f}x"]
     short = []
     if mean_x > mean_max:
-        short.append(f"mean {(mean_x - mean_max) * 100:.1f} pts over {mean_max}x"
+        short.append(f"mean {_pts(mean_x - mean_max)} pts over {mean_max}x"
                      + (f" (the bound is {bound_x:.2f}x)" if room else ""))
     if a.p95_ms and best.p95_ms:
         p95_x = a.p95_ms / best.p95_ms
         measured.append(f"p95 {a.p95_ms:.1f} vs {best.p95_ms:.1f} ms = {p95_x:.3f}x")
         if p95_x > TRACE_SPREAD:
-            short.append(f"p95 {(p95_x - TRACE_SPREAD) * 100:.1f} pts over {TRACE_SPREAD}x")
+            short.append(f"p95 {_pts(p95_x - TRACE_SPREAD)} pts over {TRACE_SPREAD}x")
     if a.deadline_misses is not None and best.deadline_misses is not None:
         measured.append(f"misses {a.deadline_misses} vs {best.deadline_misses}")
         if a.deadline_misses > best.deadline_misses:

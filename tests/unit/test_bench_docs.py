@@ -116,3 +116,29 @@ def test_a_tagged_run_never_overwrites_the_untagged_plots_of_a_kept_run(tmp_path
         assert (img / name).read_bytes() == b"the kept run's plot"
         tagged = img / f"{Path(name).stem}-v2{Path(name).suffix}"
         assert tagged.exists() and f"(img/{tagged.name})" in doc.read_text()
+
+
+def test_the_current_runs_make_the_first_table_one_row_per_target_with_its_figures(tmp_path: Path) -> None:
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(PAGE)
+    result = from_dict(BenchResult, step_result(best_hi=0, best_lo=8, ended=(8, 0), settle=(2, 9), switches=(1, 1)))
+    (tmp_path / "new.json").write_text(result.to_json())
+    spec = write_runs(tmp_path, [{"json": "new.json", "title": "new run", "intro": "x", "current": True,
+                                  "label": "the step"},
+                                 {"json": "gone.json", "title": "old run", "intro": "x"}])
+    assert bench_docs.main(["bench_docs", str(spec)], doc=doc, img=tmp_path / "img") == 0
+    text = doc.read_text()
+    standing = text[text.index("## Where the targets stand"):text.index("## Summary of the latest runs")]
+    rows = [line for line in standing.splitlines() if line.startswith("| settle")]
+    assert len(rows) == 1  # the new run's target; the old run is not current
+    name, verdict, measured, missed, run = (c.strip() for c in rows[0].strip("|").split(" | "))
+    assert verdict == "MISS" and "9" in measured and missed != "-" and run == "[the step](#results-new-run)"
+    assert "| chosen/oracle |" not in standing
+
+
+def test_a_current_run_without_its_json_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(PAGE)
+    spec = write_runs(tmp_path, [{"json": "gone.json", "title": "old run", "intro": "x", "current": True}])
+    assert bench_docs.main(["bench_docs", str(spec)], doc=doc, img=tmp_path / "img") == 2
+    assert "old run" in capsys.readouterr().err and doc.read_text() == PAGE
