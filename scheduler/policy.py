@@ -260,6 +260,11 @@ class AdaptivePolicy:
             reason = (("raced: run here and sent as k = 0 at once; " if raced else "") +
                       f"{decision.reason}; edge free in {(t_e - now) * 1000:.0f} ms, "
                       f"link in {(t_l - now) * 1000:.0f} ms" + (f", hedge risk {risk_ms:.0f} ms ({risk_why})" if risk_ms else ""))
+            if log.isEnabledFor(logging.DEBUG):  # `splitpoint -v edge`: why each frame went where it did
+                log.debug("frame %d: k=%d%s, %s; weighed %s ms (its wait, what it adds to the next frames, the risk%s)",
+                          frame_id, p.split, " raced" if raced else "", reason,
+                          ", ".join(f"k={q.split} {q.latency_ms:.1f}" for q in paths),
+                          ", the overrun allowance" if name == "min-latency" and len(paths) == 2 else "")
             return PathChoice(frame_id, p.split, t.finish_s, chosen.latency_ms, t.head_start_s,
                               sent.transfer_start_s, p, local, reason, raced)
 

@@ -35,6 +35,16 @@ def test_with_no_offload_in_the_window_the_links_drops_fill_in() -> None:
     assert max(risk.shares(1.0, link=(0, 0))) == pytest.approx(1 / 3)
 
 
+def test_a_debug_log_says_why_each_frame_went_where_it_did(caplog: pytest.LogCaptureFixture) -> None:
+    policy = three_split_policy("min-latency", race=False)
+    policy.link.force(bandwidth_bps=8e6, rtt_ms=20.0)
+    _hedge_fired(policy, 0.1)
+    with caplog.at_level("DEBUG", logger="scheduler.policy"):
+        policy.plan(7, [0, 1, 2], 0.2, Timeline(), next_arrival=math.inf)
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("frame 7:"))
+    assert line.startswith("frame 7: k=2, ") and "hedge risk 20 ms" in line and "weighed k=2 60.0, k=1 75.1 ms" in line
+
+
 def test_bad_parameters_are_refused() -> None:
     with pytest.raises(ValueError, match="window_s"):
         OffloadRisk(window_s=0)
