@@ -37,6 +37,7 @@ import numpy as np
 
 from scheduler.cost import bits, wire_bytes
 from splitpoint.bench.results import ConditionResult
+from splitpoint.bench.stats import last_over_first_median
 from splitpoint.bench.trace_results import BoundPath, ClairvoyantBound, TraceResult
 from splitpoint.traces import BandwidthTrace
 
@@ -84,7 +85,8 @@ class ClairvoyantResult:
                                 deadline_misses=self.deadline_misses, frames=self.frames,
                                 kind="exact optimum" if self.exact else "lower bound", exact=self.exact,
                                 split_counts=dict(sorted(counts.items(), key=lambda kv: int(kv[0]))),
-                                max_front=self.max_front)
+                                max_front=self.max_front,
+                                last_over_first_median=last_over_first_median(self.latencies_ms[self.warmup:]))
 
 
 class Capacity:

@@ -127,8 +127,10 @@ def _keep_up_target(tr: TraceResult) -> Target | None:
         return _t(name, target, f"fewer than {2 * KEEP_UP_FRAMES} frames counted", None)
     lowest = min(fixed, key=lambda lbl: fixed[lbl].mean_ms or 0.0)
     low_ms = fixed[lowest].mean_ms or 0.0
-    measured = (f"last/first {KEEP_UP_FRAMES} median {a.last_over_first_median:.2f}x; mean {a.mean_ms:.1f} ms vs "
-                f"the lowest fixed {lowest} {low_ms:.1f} ms ({len(fixed)} fixed runs)")
+    measured = (f"last/first {KEEP_UP_FRAMES} median {a.last_over_first_median:.2f}x"
+                + (f" (the clairvoyant schedule's own: {cv_x:.2f}x, what the link alone moves it)"
+                   if tr.clairvoyant and (cv_x := tr.clairvoyant.last_over_first_median) else "")
+                + f"; mean {a.mean_ms:.1f} ms vs the lowest fixed {lowest} {low_ms:.1f} ms ({len(fixed)} fixed runs)")
     short = []
     if a.last_over_first_median > KEEP_UP_DRIFT:
         short.append(f"median drift {(a.last_over_first_median - KEEP_UP_DRIFT) * 100:.0f} pts over {KEEP_UP_DRIFT}x")

@@ -61,6 +61,9 @@ class ClairvoyantBound:
     max_front: int = 0
     paths: list[BoundPath] = field(default_factory=list)
     adaptive_over_clairvoyant: float | None = None   # the regret
+    #: the median of the schedule's last KEEP_UP_FRAMES counted frames over its first's (exact
+    #: only): how far the link alone moves the keeps-up target's figure (bench/stats.py)
+    last_over_first_median: float | None = None
     #: the smallest excess of a fixed cloud run's measured mean over the model's (clairvoyant.py:
     #: offload_overhead_ms), and the bound with it added to every offload; no target reads them
     offload_overhead_ms: float | None = None

@@ -138,6 +138,11 @@ def test_an_edge_too_slow_for_the_camera_must_keep_up_by_mixing_paths() -> None:
     t = verdict(keep_up(125.0, 1.2, 10.0), name)  # no better than the best fixed split
     assert t.status == "MISS" and "mean 0.0 ms above k=8's" in t.shortfall
     assert verdict(keep_up(125.0, None, 9.0), name).status == "N/A"  # a run too short to tell
+    # beside it, how far the link alone moved the clairvoyant schedule's figure; the verdict is the agent's
+    r = keep_up(125.0, 1.6, 9.0)
+    r["traces"][0]["clairvoyant"] = {"mean_ms": 8.0, "last_over_first_median": 1.38}
+    t = verdict(r, name)
+    assert t.status == "MISS" and "(the clairvoyant schedule's own: 1.38x, what the link alone moves it)" in t.measured
     # an edge that keeps up alone (77 ms at 10 fps), or one whose speed is not recorded: no such target
     for edge in (77.0, None):
         targets = evaluate_targets(from_dict(BenchResult, keep_up(edge, 1.6, 9.0)))

@@ -159,6 +159,20 @@ def test_trace_bound_reports_the_regret() -> None:
     assert out.adaptive_over_clairvoyant == 1.25 and out.split_counts == {"1": 4}  # the counted frames
 
 
+def test_the_bound_records_how_far_the_link_alone_moves_the_keeps_up_figure() -> None:
+    """A link that falls from 8 to 2 Mbps half way: the schedule's last 50 frames take longer than
+    its first 50 whatever it does, and the record says by how much (the agent's is judged beside it)."""
+    paths = [PathCost(0, 0.1, 20_000, 5.0), PathCost(9, 90.0)]
+    falling = step([(0.0, 8.0), (6.0, 2.0)])
+    out = trace_bound(falling, paths, fps=10, frames=120, rtt_ms=20.0, warmup=10, deadline_ms=100.0)
+    assert out.kind == "exact optimum" and out.last_over_first_median is not None
+    assert out.last_over_first_median > 1.5  # 8 Mbps: 45 ms a frame; 2 Mbps: the edge's 90 ms
+    assert trace_bound(MBPS8, paths, fps=10, frames=120, rtt_ms=20.0, warmup=10,
+                       deadline_ms=100.0).last_over_first_median == 1.0
+    assert trace_bound(MBPS8, paths, fps=10, frames=60, rtt_ms=20.0, warmup=0,
+                       deadline_ms=100.0).last_over_first_median is None  # too few frames to tell
+
+
 def test_the_overhead_the_fixed_runs_show_over_the_model_is_reported_beside_the_bound() -> None:
     paths = [PathCost(1, 5.0, 10_000, 5.0), PathCost(2, 1.0, 30_000, 5.0), PathCost(9, 50.0)]  # k=1: 40 ms, k=2: 56
 
