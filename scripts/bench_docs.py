@@ -45,8 +45,15 @@ MARKER = "<!-- results below are generated from the runs' JSON by `python script
 SECTION = "## Results: "
 
 
+def slug(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, every character but letters, digits, `_`,
+    `-` and spaces dropped, each space a `-` (a repeated heading gets -1, -2, ...: not needed here)."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
 def anchor(title: str) -> str:
-    return "results-" + "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-").replace("--", "-")
+    """The anchor of a run's results section."""
+    return slug(SECTION[3:] + title)
 
 
 def published(results: str) -> tuple[dict[str, list[str]], dict[str, dict[str, str]], list[str]]:
