@@ -81,7 +81,7 @@ from .watchdog import DeadlineWatchdog
 log = logging.getLogger(__name__)
 
 #: the quantile of recent (actual - predicted) cloud latencies an offload's gain must exceed
-#: (experiment exp-overrun: chosen from a what-if over the recorded runs of docs/benchmarks.md)
+#: (experiment exp-overrun: chosen from a what-if over the recorded runs, docs/agent-experiments.md)
 OVERRUN_QUANTILE = 0.75
 
 

@@ -16,7 +16,7 @@ the frames held in the ledger:
   the frames that follow (`hedge_delay_ms`: the policy's charge for keeping the edge busy,
   scheduler/paths.py `delay_of_edge_run`): on an edge that needs 77 of every 100 ms, a hedge
   that saved its frame nothing (the answer came 40 ms into the run) or that the answer would
-  have matched made the next two frames late (docs/benchmarks.md). On a dead link the saving
+  have matched made the next two frames late (docs/agent-experiments.md). On a dead link the saving
   grows by a ms per ms of silence while the cost is at most a few head(K)s, so the hedge fires
   at most about head(K) + the edge's queue + that cost after its hedge time;
 - hedge = "off": a frame past frame_deadline_ms is claimed and falls back, as before hedging.

@@ -47,7 +47,7 @@ the fall of a 50 -> 2 -> 50 Mbps step kept the agent on the edge after the rise 
 frames at 50 Mbps are too quick to be judged, the slow ones at 2 Mbps are). A drop is deeper
 than a collapse (1.5x under, max_error): counted at 1.5x, a fast, noisy LTE uplink came in that
 far under often enough that the agent ran 5 s of Verizon-LTE-short on the edge where the
-earlier agent had offloaded without a hedge (one paired run; docs/benchmarks.md).
+earlier agent had offloaded without a hedge (one paired run; docs/agent-experiments.md).
 
 A frame under JUDGED_MIN_BYTES, or whose time on the wire was shorter than one RTT, measures
 the link's timing (a burst allowance, the wait for a delivery slot) more than its rate: its
@@ -177,7 +177,7 @@ class LinkEstimator:
                     # 6 ms on an 8 Mbps cellular uplink (RTT 10 ms) read 6.3 Mbps; with the 20th
                     # percentile of such readings the agent planned with 3-4 Mbps and kept k = 53
                     # where the 27 KB input (k = 0) would have been 10 ms sooner on most frames
-                    # (Verizon-LTE-short, docs/benchmarks.md). A reading above the estimate
+                    # (Verizon-LTE-short, docs/agent-experiments.md). A reading above the estimate
                     # raises it; one below says nothing, and the probes (which such frames do
                     # not hold off: last_rate_sample) measure the rate.
                     self._add_bandwidth(sample_bps, judged=False)

@@ -223,7 +223,7 @@ class AdaptivePolicy:
                 # offload instead of running here only for a gain that survives a usual overrun: the
                 # cloud path's latency plus the OVERRUN_QUANTILE of recent (actual - predicted)
                 # (the agent's margin learner); a few ms' gain is otherwise a coin toss against a
-                # local run that varies by under a ms (experiment: docs/benchmarks.md)
+                # local run that varies by under a ms (experiment: docs/agent-experiments.md)
                 allowance = max(0.0, self.overrun_ms())
                 if allowance > 0:
                     paths[1] = paths[1].with_latency(paths[1].latency_ms + allowance)
@@ -234,7 +234,7 @@ class AdaptivePolicy:
             # cloud path with the risk of an untried link (scheduler/risk.py, untried_share). No
             # threshold: what it saves in expectation is small, what it saves is the frames an
             # outage would make late (a margin of 10% stopped it after ~17 clean answers, and the
-            # next frame was caught: docs/benchmarks.md)
+            # next frame was caught: docs/agent-experiments.md)
             against = effective[decision.split].latency_ms
             if decision.split != local_k:
                 against += untried_ms - risk_ms
