@@ -48,10 +48,11 @@ def _t(name: str, target: str, measured: str, ok: bool | None, shortfall: str = 
 
 
 def _pts(excess: float) -> str:
-    """A ratio's excess over its target in percentage points: one decimal, two under 0.1 point
-    (a p95 of 1.0204x against 1.02x read "0.0 pts over", which says nothing was missed)."""
+    """A ratio's excess over its target in percentage points: one decimal, two under 0.1 point,
+    "under 0.01" below that (a p95 of 1.0200x-and-a-bit against 1.02x read "0.0 pts over", which
+    says nothing was missed)."""
     pts = excess * 100
-    return f"{pts:.2f}" if abs(pts) < 0.1 else f"{pts:.1f}"
+    return "under 0.01" if abs(pts) < 0.01 else f"{pts:.2f}" if abs(pts) < 0.1 else f"{pts:.1f}"
 
 
 def _at_least(name: str, of_what: str, measured: str, fraction: float | None, minimum: float) -> Target:

@@ -88,6 +88,8 @@ def test_a_trace_target_asks_mean_p95_and_misses_no_worse_than_the_best_fixed_sp
     # a sliver over says how much, not "0.0 pts"
     t = verdict(trace_result(mixed, 9.0, p95=20.408), "trace t.up")
     assert t.status == "MISS" and t.shortfall == "p95 0.04 pts over 1.02x"
+    t = verdict(trace_result(mixed, 9.0, p95=20.4008), "trace t.up")
+    assert t.status == "MISS" and t.shortfall == "p95 under 0.01 pts over 1.02x"
     t = verdict(trace_result(mixed, 9.0, misses=3), "trace t.up")
     assert t.status == "MISS" and "1 more deadline misses" in t.shortfall
     # the same split on every frame: the figures are compared all the same, and the text says so
