@@ -19,7 +19,10 @@ dropout, not a new level), over the same window (`LinkEstimator.drop_counts`,
 scheduler/link.py), with the same prior. The planner takes
 the larger of the two:
 
-    p = max(hits / (events + prior_clean), drops / (samples + prior_clean))
+    p = max(hits / (events + prior_clean), drops / (samples + cleans + prior_clean))
+
+(cleans: the offloads answered in time, which say the link delivered as well as a sample that
+did not drop does).
 
 Without it an agent that had sat on the edge for 10 s through a link that kept dropping out
 read p = 0 at the first good probe, offloaded two frames for a predicted 7 ms gain, and both
@@ -96,9 +99,15 @@ class OffloadRisk:
 
     def shares(self, now: float, link: tuple[int, int] = (0, 0)) -> tuple[float, float]:
         """(the share of offloads hedged, the share of the link's samples dropped) at `now`;
-        `link`: the link's (drops, judged samples) over the same window. p is the larger."""
+        `link`: the link's (drops, judged samples) over the same window. p is the larger.
+        Offloads answered clean count among the link's samples as ones that did not drop: an
+        agent sending cuts too small to be judged (scheduler/link.py) adds no judged sample, and
+        without them two drops of its last large frames held p at 2 / 22 for the whole window
+        while 25 cuts came back in time (the slow device on Verizon-LTE-short: every other frame
+        run here, 25 ms behind the one before)."""
         hits, cleans = self.counts(now)
-        return self._share(hits, hits + cleans), self._share(*link)
+        drops, samples = link
+        return self._share(hits, hits + cleans), self._share(drops, samples + cleans)
 
     def untried_share(self, now: float, prior_hit: float = RACE_PRIOR_HIT) -> float:
         """The share of offloads hedged with `prior_hit` hits assumed beside the clean prior:

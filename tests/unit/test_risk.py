@@ -45,6 +45,18 @@ def test_a_debug_log_says_why_each_frame_went_where_it_did(caplog: pytest.LogCap
     assert line.startswith("frame 7: k=2, ") and "hedge risk 20 ms" in line and "weighed k=2 60.0, k=1 75.1 ms" in line
 
 
+def test_offloads_answered_in_time_dilute_the_links_drops() -> None:
+    """Cuts too small to be judged add no link sample; their clean answers must still count
+    against two drops of the large frames before them, or those hold p for the whole window."""
+    risk = OffloadRisk(window_s=10.0, prior_clean=2.0)
+    assert risk.shares(1.0, link=(2, 20)) == pytest.approx((0.0, 2 / 22))
+    for i in range(25):
+        risk.clean(1.0 + i / 10)
+    assert risk.shares(3.5, link=(2, 20)) == pytest.approx((0.0, 2 / 47))
+    risk.hit(3.6)  # a hit is no clean answer: the hedged share rises, the drop share is as it was
+    assert risk.shares(3.6, link=(2, 20)) == pytest.approx((1 / 28, 2 / 47))
+
+
 def test_bad_parameters_are_refused() -> None:
     with pytest.raises(ValueError, match="window_s"):
         OffloadRisk(window_s=0)
