@@ -5,19 +5,14 @@ rule, and every link to a heading with an apostrophe or "): " in it led nowhere.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.edge_side
+from tests.unit.test_bench_docs import ROOT, bench_docs
 
-ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("bench_docs", ROOT / "scripts" / "bench_docs.py")
-assert spec and spec.loader
-bench_docs = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bench_docs)
+pytestmark = pytest.mark.edge_side
 
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
