@@ -291,10 +291,12 @@ class AdaptivePolicy:
             drops, samples = self.link.drop_counts(self.risk.window_s)
             hedged, dropped = self.risk.shares(now, (drops, samples))
             p = max(hedged, dropped)
-            cleans = self.risk.counts(now)[1]
-            why = (f"{hedged:.0%} of recent offloads hedged" if hedged >= dropped
-                   else f"{drops} of {samples} recent link samples dropped"
-                   + (f", {cleans:.0f} offloads in time" if cleans >= 0.5 else ""))
+            if hedged >= dropped:
+                why = f"{hedged:.0%} of recent offloads hedged"
+            else:  # the offloads in time are counted again only for this text, not on every plan
+                cleans = self.risk.counts(now)[1]
+                why = (f"{drops} of {samples} recent link samples dropped"
+                       + (f", {cleans:.0f} offloads in time" if cleans >= 0.5 else ""))
         local = next((q.head_ms for q in preds if q.split == local_k), None)
         if local is None or not math.isfinite(local):
             return 0.0, "", 0.0
