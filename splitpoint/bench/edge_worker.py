@@ -205,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--device", default=None, metavar="FILE",
                       help="device-profile mode: each head of split k lasts split k's time in FILE (an edge "
                            "profile JSON, or a TOML of all_edge_ms + shape); the same on any machine")
+    parser.add_argument("--plan-log", action="store_true",
+                        help="log every plan of the adaptive agent (logger scheduler.policy at debug) to stderr")
     args = parser.parse_args(argv)
     _die_with_parent()
     pinning = pin_to_cpu(args.cpu)
@@ -235,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     import edge_node.agent  # noqa: F401
     import splitpoint.runtime.litert  # noqa: F401
     from splitpoint import cli  # the agent's and the profiler's imports, paid once
+
+    if args.plan_log:  # the logger's own level: each command's setup_logging sets only the root's
+        logging.getLogger("scheduler.policy").setLevel(logging.DEBUG)
 
     slowdown = max(1.0, args.slowdown)
     overruns = OverrunCounter()

@@ -298,7 +298,7 @@ class Bench:
         if self.device_path is not None:  # before the worker starts: a mismatch is the options' error
             emulation.check_device(self.device_path, m.model_name, self.splits)
         self.worker = EdgeWorker(pinning.get("edge_cpu"), self.runs_dir / "edge-worker.log", opts.edge_slowdown,
-                                 self.device_path)
+                                 self.device_path, plan_log=opts.plan_log)
         ready = self.worker.start()
         self.result.machine["emulation"] = ready.get("emulation") or {"mode": "native"}
         if self.device_path is not None:

@@ -113,6 +113,9 @@ class BenchOptions:
     plots: str | None = option(None, "write PNG plots here (needs matplotlib: the bench extra)", group=OUT)
     cache_dir: str | None = option(None, "digits bundle and profiles (default ~/.cache/splitpoint/bench)", group=OUT)
     keep_runs: str | None = option(None, "keep every run's results log and the edge worker's log here", group=OUT)
+    plan_log: bool = option(False, "log every plan of the adaptive agent (its path, reason and the figures it weighed, "
+                                   "as `splitpoint -v edge` does) into the edge worker's log; needs --keep-runs",
+                            group=OUT)
 
     def validate(self) -> None:
         for key, values in (("bandwidths", self.bandwidths), ("rtts", self.rtts), ("step_rates", self.step_rates)):
@@ -145,6 +148,9 @@ class BenchOptions:
                 raise ConfigError(key, v, "expected a positive number")
         if self.deadline_ms is not None and not self.deadline_ms > 0:
             raise ConfigError("deadline_ms", self.deadline_ms, "expected a positive number of ms")
+        if self.plan_log and self.keep_runs is None:
+            raise ConfigError("plan_log", True, "the plans are logged into the edge worker's log, which is kept only "
+                                                "with --keep-runs DIR: give one")
         if self.warm_tails < 0 or self.step_rtt < 0:
             raise ConfigError("warm_tails", self.warm_tails, "warm_tails and step_rtt must be >= 0")
 

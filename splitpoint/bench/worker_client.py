@@ -47,8 +47,10 @@ class RunOutcome:
 class EdgeWorker:
     """The pinned edge process; runs `splitpoint` command lines one at a time."""
 
-    def __init__(self, cpu: int | None, log_path: Path, slowdown: float = 1.0, device: Path | None = None):
+    def __init__(self, cpu: int | None, log_path: Path, slowdown: float = 1.0, device: Path | None = None,
+                 plan_log: bool = False):
         self.cpu = cpu
+        self.plan_log = plan_log
         self.slowdown = slowdown
         self.device = device
         #: the last `done` answer's emulation report (device mode: head runs slower than the device)
@@ -70,6 +72,8 @@ class EdgeWorker:
             cmd += ["--device", str(self.device)]
         elif self.slowdown != 1.0:
             cmd += ["--slowdown", repr(self.slowdown)]
+        if self.plan_log:
+            cmd += ["--plan-log"]
         env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
         root = str(Path(splitpoint.__file__).resolve().parents[1])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

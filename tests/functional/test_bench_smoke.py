@@ -43,7 +43,8 @@ def test_bench_smoke_writes_every_figure(tmp_path: Path, shared_file: Callable[[
     t0 = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "splitpoint", "bench", "--smoke", "--json", str(out), "--markdown", str(md),
-         "--cache-dir", str(tmp_path / "cache"), "--traces-dir", str(traces)],
+         "--cache-dir", str(tmp_path / "cache"), "--traces-dir", str(traces), "--keep-runs", str(tmp_path / "runs"),
+         "--plan-log"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     wall = time.monotonic() - t0
@@ -137,6 +138,12 @@ def test_bench_smoke_writes_every_figure(tmp_path: Path, shared_file: Callable[[
     assert "| target |" in text and ("PASS" in text or "MISS" in text)
     assert f"| {rules[0]} (k={trace['peers'][0]['split']}; the k=" in text and "not metered" in text
 
+    # --plan-log: every adaptive plan is in the edge worker's log, with its path and why
+    plans = [line for line in (tmp_path / "runs" / "edge-worker.log").read_text().splitlines()
+             if "DEBUG" in line and "scheduler.policy: frame " in line]
+    adaptive_frames = sum(c["adaptive"]["frames"] for c in conds) + len(adaptive["splits"])
+    assert len(plans) >= adaptive_frames and all(" k=" in line and "weighed k=" in line for line in plans)
+
 
 @pytest.mark.slow
 def test_sigterm_stops_the_bench_and_its_edge_worker_mid_command(tmp_path: Path,
@@ -149,7 +156,8 @@ def test_sigterm_stops_the_bench_and_its_edge_worker_mid_command(tmp_path: Path,
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.Popen(
         [sys.executable, "-m", "splitpoint", "bench", "--smoke", "--json", str(out), "--keep-runs", str(runs),
-         "--cache-dir", str(tmp_path / "cache"), "--traces-dir", str(traces)],
+         "--cache-dir", str(tmp_path / "cache"), "--traces-dir", str(traces), "--keep-runs", str(tmp_path / "runs"),
+         "--plan-log"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         worker = None

@@ -22,7 +22,7 @@ DOCUMENTED_FLAGS = (
     "--bandwidths", "--rtts", "--step-fps", "--step-frames", "--tp-frames", "--overhead-frames", "--traces-dir",
     "--traces", "--trace-seconds", "--trace-fps", "--trace-rtt", "--deadline-ms", "--edge-cpu", "--edge-slowdown",
     "--edge-device", "--peer-nominal-mbps", "--power-table", "--radio-link", "--profile-runs", "--reprofile", "--warm-tails", "--json", "--markdown",
-    "--plots", "--cache-dir", "--keep-runs",
+    "--plots", "--cache-dir", "--keep-runs", "--plan-log",
 )
 
 
@@ -90,6 +90,7 @@ def test_print_config_round_trips_through_the_file(tmp_path: Path, capsys: pytes
     (["--frames", "0"], "frames"),
     (["--splits", "3-x"], "splits"),
     (["--peer-nominal-mbps", "0"], "peer_nominal_mbps"),
+    (["--plan-log"], "plan_log"),  # its log would go to a temporary directory, removed at the end
 ])
 def test_bad_values_name_the_key(argv: list[str], key: str) -> None:
     with pytest.raises(ConfigError) as exc:
