@@ -14,15 +14,20 @@ RUNS.toml lists the runs in the order they appear:
     current = true              # optional: this run is the latest of main's agent for its stages;
     label = "conditions, step"  # its targets make the first table, "Where the targets stand",
                                 # one row each, the run named by `label` (default: its title)
+    archived = true             # optional: shown on docs/bench-history.md, not on benchmarks.md
+                                # (never together with `current`)
 
 Everything after the marker line `<!-- results below ... -->` in docs/benchmarks.md is
 replaced: where each target stands (every target of the `current` runs, with its figures), a
-summary table of every target across the runs, then per run the intro, the plots (re-rendered
-into docs/img/) and the report of `splitpoint.bench.report`.
+summary table of every target across the page's runs, then per run the intro, the plots
+(re-rendered into docs/img/) and the report of `splitpoint.bench.report`. The same after the
+marker of docs/bench-history.md, for the archived runs (no first table there). Both pages are
+written only once both are rendered.
 
 A run whose JSON is not on this machine (the runs before docs/bench-data/ kept them lived under
-/tmp) keeps what the page already shows for it: its section as written and its column of the
-summary table, found by its title. A run neither on disk nor on the page is an error.
+/tmp) keeps what either page already shows for it: its section as written and its column of a
+summary table, found by its title (so it can move between the pages). A run neither on disk
+nor on a page is an error.
 """
 
 from __future__ import annotations
@@ -40,9 +45,11 @@ from splitpoint.errors import SplitpointError
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
+HISTORY = "bench-history.md"  # the archived runs' page, beside DOC
 IMG = ROOT / "docs" / "img"
 MARKER = "<!-- results below are generated from the runs' JSON by `python scripts/bench_docs.py` -->"
 SECTION = "## Results: "
+SUMMARY = "## Summary of the "  # each page's summary table: "the latest runs", "the earlier runs"
 
 
 def slug(heading: str) -> str:
@@ -67,7 +74,9 @@ def published(results: str) -> tuple[dict[str, list[str]], dict[str, dict[str, s
             sections[title] = []
         if title is not None:
             sections[title].append(line)
-    table = [line for line in results.split(SECTION, 1)[0].splitlines() if line.startswith("| ")]
+    # the summary table only: "Where the targets stand" (another table) comes before it
+    part = results.split(SECTION, 1)[0].partition(SUMMARY)[2]
+    table = [line for line in part.splitlines() if line.startswith("| ")]
     cells: dict[str, dict[str, str]] = {}
     names: list[str] = []
     if table and table[0].startswith("| target |"):
@@ -103,34 +112,10 @@ def standing(current: list[tuple[dict, BenchResult | None]]) -> list[str]:
     return out + [""]
 
 
-def main(argv: list[str], doc: Path = DOC, img: Path = IMG) -> int:
-    spec_path = Path(argv[1])
-    spec = read_toml(spec_path)
-    text = doc.read_text()
-    head, _, results = text.partition("<!-- results below")
-    sections, old_cells, old_names = published(results)
-    runs: list[tuple[dict, BenchResult | None]] = []
-    for run in spec["run"]:
-        path = spec_path.parent / run["json"]
-        if not path.exists():
-            if run["title"] not in sections:
-                print(f"{path}: not found, and the page has no section {run['title']!r} to keep", file=sys.stderr)
-                return 2
-            print(f"{path}: not found; keeping the page's section {run['title']!r}")
-            runs.append((run, None))
-            continue
-        r = BenchResult.load(path)
-        for stage in run.get("drop", []):
-            r.drop(stage)
-        r.targets = evaluate_targets(r)
-        runs.append((run, r))
-    current = [(run, r) for run, r in runs if run.get("current")]
-    if any(r is None for _, r in current):
-        gone = next(run["title"] for run, r in current if r is None)
-        print(f"{gone!r} is marked current but its JSON is not here: the current figures come from it", file=sys.stderr)
-        return 2
-    out = [MARKER, ""] + standing(current)
-    out += ["## Summary of the latest runs", "",
+def summary(runs: list[tuple[dict, BenchResult | None]], heading: str, old_cells: dict[str, dict[str, str]],
+            old_names: list[str]) -> list[str]:
+    """The summary table of a page: every target of its runs, one column per run."""
+    out = [heading, "",
            "Every target of the issue, per run (PASS, MISS, or N/A where the run could not test it; the "
            "sections below give the figures and the shortfalls).", ""]
     names: list[str] = []
@@ -160,8 +145,15 @@ def main(argv: list[str], doc: Path = DOC, img: Path = IMG) -> int:
             cells.append(", ".join(t.status + (f" ({t.measured.split(' = ')[-1]})" if "throughput" in name else "")
                                    for t in found) or "-")
         out.append(f"| {name} | " + " | ".join(cells) + " |")
-    out.append("")
-    written: dict[str, str] = {}  # plot file -> the run that wrote it (or shows it, when kept)
+    return out + [""]
+
+
+def sections_of(runs: list[tuple[dict, BenchResult | None]], sections: dict[str, list[str]], img: Path,
+                written: dict[str, str]) -> list[str] | None:
+    """Each run's section: as published when its JSON is gone, else its intro, plots and report.
+    `written`: plot file -> the run that wrote it (or shows it), across pages; None: two runs
+    would write one plot (said on stderr)."""
+    out: list[str] = []
     for run, r in runs:
         if r is None:
             section = sections[run["title"]]
@@ -171,9 +163,9 @@ def main(argv: list[str], doc: Path = DOC, img: Path = IMG) -> int:
                 # rendered aside, then renamed: the untagged names may be another run's plots
                 with tempfile.TemporaryDirectory() as aside:
                     plots = []
-                    for p in map(Path, render_plots(r, Path(aside))):
-                        dest = img / f"{p.stem}-{run['plot_tag']}{p.suffix}"
-                        shutil.move(p, dest)
+                    for rendered in map(Path, render_plots(r, Path(aside))):
+                        dest = img / f"{rendered.stem}-{run['plot_tag']}{rendered.suffix}"
+                        shutil.move(rendered, dest)
                         plots.append(str(dest))
             else:
                 plots = render_plots(r, img)
@@ -181,7 +173,7 @@ def main(argv: list[str], doc: Path = DOC, img: Path = IMG) -> int:
             if Path(p).name in written:
                 print(f"{run['title']!r} and {written[Path(p).name]!r} both write {Path(p).name}: "
                       "give one of them a plot_tag", file=sys.stderr)
-                return 2
+                return None
             written[Path(p).name] = run["title"]
         if r is None:
             out += section + ([""] if section[-1].strip() else [])  # as published, blank lines and all
@@ -195,8 +187,73 @@ def main(argv: list[str], doc: Path = DOC, img: Path = IMG) -> int:
         for line in md[1:]:
             out.append("#" + line if line.startswith("### ") else line)
         out.append("")
-    doc.write_text(head + "\n".join(out).rstrip() + "\n")
-    print(f"{doc}: {len(runs)} runs ({sum(r is None for _, r in runs)} kept as published), plots in {img}")
+    return out
+
+
+def main(argv: list[str], doc: Path = DOC, img: Path = IMG) -> int:
+    history = doc.with_name(HISTORY)  # beside the page: a test's page in a temporary directory has its own
+    spec_path = Path(argv[1])
+    spec = read_toml(spec_path)
+    pages = {doc: doc.read_text().partition("<!-- results below")}
+    if history.exists():
+        pages[history] = history.read_text().partition("<!-- results below")
+    if any(not marker for _, marker, _ in pages.values()):
+        bad = next(page for page, (_, marker, _) in pages.items() if not marker)
+        print(f"{bad}: no marker line; its hand-written part ends with {MARKER}", file=sys.stderr)
+        return 2
+    sections: dict[str, list[str]] = {}
+    old_cells: dict[str, dict[str, str]] = {}
+    old_names: list[str] = []
+    for _, _, results in pages.values():  # a run may move between the pages: look in both
+        s, c, n = published(results)
+        sections.update(s)
+        old_cells.update(c)
+        old_names += [name for name in n if name not in old_names]
+    runs: list[tuple[dict, BenchResult | None]] = []
+    for run in spec["run"]:
+        if run.get("archived") and run.get("current"):
+            print(f"{run['title']!r} is both current and archived: the current runs stay on {doc.name}", file=sys.stderr)
+            return 2
+        path = spec_path.parent / run["json"]
+        if not path.exists():
+            if run["title"] not in sections:
+                print(f"{path}: not found, and no page has a section {run['title']!r} to keep", file=sys.stderr)
+                return 2
+            print(f"{path}: not found; keeping the published section {run['title']!r}")
+            runs.append((run, None))
+            continue
+        r = BenchResult.load(path)
+        for stage in run.get("drop", []):
+            r.drop(stage)
+        r.targets = evaluate_targets(r)
+        runs.append((run, r))
+    current = [(run, r) for run, r in runs if run.get("current")]
+    if any(r is None for _, r in current):
+        gone = next(run["title"] for run, r in current if r is None)
+        print(f"{gone!r} is marked current but its JSON is not here: the current figures come from it", file=sys.stderr)
+        return 2
+    latest = [(run, r) for run, r in runs if not run.get("archived")]
+    archived = [(run, r) for run, r in runs if run.get("archived")]
+    if archived and history not in pages:
+        print(f"{history}: not found; archived runs go there (a hand-written part, then the marker line "
+              f"{MARKER})", file=sys.stderr)
+        return 2
+    written: dict[str, str] = {}
+    out = [MARKER, ""] + standing(current) + summary(latest, SUMMARY + "latest runs", old_cells, old_names)
+    body = sections_of(latest, sections, img, written)
+    if body is None:
+        return 2
+    texts = {doc: pages[doc][0] + "\n".join(out + body).rstrip() + "\n"}
+    if history in pages:
+        out = [MARKER, ""] + (summary(archived, SUMMARY + "earlier runs", old_cells, old_names) if archived else [])
+        body = sections_of(archived, sections, img, written)
+        if body is None:
+            return 2
+        texts[history] = pages[history][0] + "\n".join(out + body).rstrip() + "\n"
+    for page, text in texts.items():  # written once both rendered: an error leaves both pages as they were
+        page.write_text(text)
+    print(f"{doc}: {len(latest)} runs, {history.name}: {len(archived)} runs "
+          f"({sum(r is None for _, r in runs)} kept as published), plots in {img}")
     return 0
 
 

@@ -142,3 +142,54 @@ def test_a_current_run_without_its_json_is_an_error(tmp_path: Path, capsys: pyte
     spec = write_runs(tmp_path, [{"json": "gone.json", "title": "old run", "intro": "x", "current": True}])
     assert bench_docs.main(["bench_docs", str(spec)], doc=doc, img=tmp_path / "img") == 2
     assert "old run" in capsys.readouterr().err and doc.read_text() == PAGE
+
+
+HISTORY = f"""# Benchmark history
+
+Hand-written part of the history page.
+
+{bench_docs.MARKER}
+"""
+
+
+def test_an_archived_run_moves_to_the_history_page_with_its_summary_column(tmp_path: Path) -> None:
+    """A run kept as published moves from benchmarks.md to bench-history.md and back, its section
+    and its summary column intact, beside a page whose first table (the current runs') precedes
+    its summary table."""
+    doc, history = tmp_path / "benchmarks.md", tmp_path / "bench-history.md"
+    doc.write_text(PAGE)
+    history.write_text(HISTORY)
+    result = from_dict(BenchResult, step_result(best_hi=0, best_lo=8, ended=(8, 0), settle=(2, 3), switches=(1, 1)))
+    (tmp_path / "new.json").write_text(result.to_json())
+    new = {"json": "new.json", "title": "new run", "intro": "Fresh.", "current": True}
+    old = {"json": "gone.json", "title": "old run", "intro": "x"}
+    spec = write_runs(tmp_path, [new, {**old, "archived": True}])
+    for _ in range(2):  # the second time, the old run's section is read back from the history page
+        assert bench_docs.main(["bench_docs", str(spec)], doc=doc, img=tmp_path / "img") == 0
+        text, past = doc.read_text(), history.read_text()
+        assert "## Where the targets stand" in text and "## Results: new run" in text
+        assert "old run" not in text and "Hand-written part." in text
+        assert past.startswith(HISTORY) and "Written long ago" in past and "![old-step](img/old-step.png)" in past
+        assert "| target | [old run](#results-old-run) |" in past and "| chosen/oracle | PASS |" in past
+        assert "## Summary of the earlier runs" in past and "## Where the targets stand" not in past
+    spec = write_runs(tmp_path, [new, old])  # un-archived: back on the first page, as published
+    assert bench_docs.main(["bench_docs", str(spec)], doc=doc, img=tmp_path / "img") == 0
+    text = doc.read_text()
+    assert "| target | [new run](#results-new-run) | [old run](#results-old-run) |" in text
+    assert "| chosen/oracle | - | PASS |" in text and "Written long ago" in text
+    assert history.read_text() == HISTORY.rstrip() + "\n"
+
+
+def test_an_archived_run_needs_the_history_page_and_cannot_be_current(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    doc, history = tmp_path / "benchmarks.md", tmp_path / "bench-history.md"
+    doc.write_text(PAGE)
+    spec = write_runs(tmp_path, [{"json": "gone.json", "title": "old run", "intro": "x", "archived": True}])
+    assert bench_docs.main(["bench_docs", str(spec)], doc=doc, img=tmp_path / "img") == 2
+    assert "bench-history.md: not found" in capsys.readouterr().err and doc.read_text() == PAGE
+    history.write_text(HISTORY)
+    spec = write_runs(tmp_path, [{"json": "gone.json", "title": "old run", "intro": "x", "archived": True,
+                                  "current": True}])
+    assert bench_docs.main(["bench_docs", str(spec)], doc=doc, img=tmp_path / "img") == 2
+    assert "both current and archived" in capsys.readouterr().err
+    assert doc.read_text() == PAGE and history.read_text() == HISTORY
