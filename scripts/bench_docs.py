@@ -239,18 +239,18 @@ def main(argv: list[str], doc: Path = DOC, img: Path = IMG) -> int:
               f"{MARKER})", file=sys.stderr)
         return 2
     written: dict[str, str] = {}
-    out = [MARKER, ""] + standing(current) + summary(latest, SUMMARY + "latest runs", old_cells, old_names)
-    body = sections_of(latest, sections, img, written)
-    if body is None:
-        return 2
-    texts = {doc: pages[doc][0] + "\n".join(out + body).rstrip() + "\n"}
-    if history in pages:
-        out = [MARKER, ""] + (summary(archived, SUMMARY + "earlier runs", old_cells, old_names) if archived else [])
-        body = sections_of(archived, sections, img, written)
+    texts: dict[Path, str] = {}
+    for page, first, page_runs, heading in ((doc, standing(current), latest, "latest runs"),
+                                            (history, [], archived, "earlier runs")):
+        if page not in pages:  # no history page, and no archived run (checked above)
+            continue
+        body = sections_of(page_runs, sections, img, written)
         if body is None:
             return 2
-        texts[history] = pages[history][0] + "\n".join(out + body).rstrip() + "\n"
+        table = summary(page_runs, SUMMARY + heading, old_cells, old_names) if page_runs else []
+        texts[page] = pages[page][0] + "\n".join([MARKER, ""] + first + table + body).rstrip() + "\n"
     for page, text in texts.items():  # written once both rendered: an error leaves both pages as they were
+        # (not the plots: those rendered before it stay in img/)
         page.write_text(text)
     print(f"{doc}: {len(latest)} runs, {history.name}: {len(archived)} runs "
           f"({sum(r is None for _, r in runs)} kept as published), plots in {img}")
