@@ -156,8 +156,7 @@ def test_sigterm_stops_the_bench_and_its_edge_worker_mid_command(tmp_path: Path,
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.Popen(
         [sys.executable, "-m", "splitpoint", "bench", "--smoke", "--json", str(out), "--keep-runs", str(runs),
-         "--cache-dir", str(tmp_path / "cache"), "--traces-dir", str(traces), "--keep-runs", str(tmp_path / "runs"),
-         "--plan-log"],
+         "--cache-dir", str(tmp_path / "cache"), "--traces-dir", str(traces)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         worker = None
