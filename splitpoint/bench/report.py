@@ -107,10 +107,22 @@ def _trace_target(tr: TraceResult) -> Target:
             text += (f" ({cv.mean_with_overhead_ms / best.mean_ms:.2f}x with the {cv.offload_overhead_ms:.1f} ms "
                      "per offload the fixed runs show over its model)")
         measured.append(text)
+    if tr.switched_in_hindsight_ms:
+        measured.append(_switched_text(tr, best.mean_ms))
     if a.splits and set(a.splits) == {best.split}:
         # Two runs of one split: whatever separates them is run-to-run spread, not adaptation.
         measured.append(f"the agent ran k={best.split} on every frame")
     return _t(name, target, "; ".join(measured), not short, "; ".join(short))
+
+
+def _switched_text(tr: TraceResult, best_mean_ms: float) -> str:
+    """The fixed runs switched in hindsight (bench/hindsight.py), against the best fixed split."""
+    def every(frames: int) -> str:
+        return "frame" if frames == 1 else (f"{frames / tr.fps:g} s" if tr.fps else f"{frames} frames")
+
+    items = sorted(tr.switched_in_hindsight_ms.items(), key=lambda kv: int(kv[0]))
+    return ("the fixed runs switched in hindsight every " + " / ".join(every(int(w)) for w, _ in items)
+            + ": " + " / ".join(f"{ms / best_mean_ms:.2f}x" for _, ms in items))
 
 
 def _keep_up_target(tr: TraceResult) -> Target | None:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from splitpoint.bench import peer_runs
+from splitpoint.bench import hindsight, peer_runs
 from splitpoint.bench.stats import (
     completion_ns,
     count_switches,
@@ -175,6 +175,9 @@ def trace_stats(out: RunOutcome, k: int | None, warm: int, deadline: float, t_se
         s.end_to_end_ms = [r["timings_ms"]["end_to_end"] for r in ok_all]
         s.switches = count_switches(s.splits)
         s.split_counts = {str(a): c for a, c in sorted(Counter(s.splits).items())}
+    else:
+        s.counted_ms = [r["timings_ms"]["end_to_end"] if r.get("status") == "ok" else None
+                        for r in sorted(counted, key=lambda r: r["frame_id"])]
     if out.error or out.rc:
         s.error = out.error or f"exit {out.rc}"
     return s
@@ -192,6 +195,8 @@ def _summarise(entry: TraceResult) -> None:
     a, best_mean = entry.runs.get("adaptive"), fixed[best].mean_ms
     if a is not None and a.mean_ms and best_mean:
         entry.adaptive_over_best_fixed = rnd(a.mean_ms / best_mean, 4)
+    entry.switched_in_hindsight_ms = hindsight.switched_means(
+        {lbl: r.counted_ms for lbl, r in fixed.items() if r.counted_ms})
 
 
 def _clairvoyant(b: Bench, trace: Any, entry: TraceResult) -> ClairvoyantBound:

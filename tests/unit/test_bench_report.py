@@ -110,6 +110,11 @@ def test_where_the_clairvoyant_bound_leaves_room_the_trace_target_asks_a_tenth_o
     r["traces"][0]["clairvoyant"].update(offload_overhead_ms=0.5, mean_with_overhead_ms=8.9)
     t = verdict(r, "trace t.up")
     assert t.status == "MISS" and "bound 0.85x (0.89x with the 0.5 ms per offload the fixed runs show" in t.measured
+    # so are the fixed runs switched in hindsight (bench/hindsight.py), every frame and every 0.5 s
+    r["traces"][0].update(fps=10.0, switched_in_hindsight_ms={"5": 9.4, "1": 8.8})
+    t = verdict(r, "trace t.up")
+    assert t.status == "MISS"
+    assert "the fixed runs switched in hindsight every frame / 0.5 s: 0.88x / 0.94x" in t.measured
 
 
 def test_the_last_fifty_frames_median_is_read_against_the_first_fifty() -> None:

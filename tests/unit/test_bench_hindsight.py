@@ -1,0 +1,78 @@
+"""The fixed runs switched in hindsight (splitpoint.bench.hindsight): worked by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from splitpoint.bench.hindsight import switched_mean, switched_means
+
+pytestmark = pytest.mark.edge_side  # no TensorFlow needed
+
+
+def test_each_window_takes_the_run_that_was_quickest_over_it() -> None:
+    runs = {"k=0": [40.0, 40.0, 200.0, 200.0], "k=9": [60.0, 60.0, 60.0, 60.0]}
+    # windows of 2: k=0 over the first (40 + 40), k=9 over the second (60 + 60)
+    assert switched_mean(runs, 2) == 50.0
+    # one window: the best fixed run's own mean
+    assert switched_mean(runs, 4) == 60.0
+    # frame by frame each frame gets the lower of the two, here as by windows of 2
+    assert switched_mean(runs, 1) == 50.0
+
+
+def test_a_window_is_judged_on_its_sum_not_on_its_first_frame() -> None:
+    runs = {"k=0": [30.0, 150.0], "k=9": [50.0, 50.0]}
+    assert switched_mean(runs, 2) == 50.0   # k=0's 90 ms mean loses the window despite its first frame
+    assert switched_mean(runs, 1) == 40.0
+
+
+def test_a_run_missing_a_frame_cannot_be_taken_for_that_window() -> None:
+    runs = {"k=0": [10.0, None, 10.0, 10.0], "k=9": [50.0, 50.0, 50.0, 50.0]}
+    assert switched_mean(runs, 2) == 30.0   # (50 + 50 + 10 + 10) / 4
+    assert switched_mean({"k=0": [10.0, None]}, 2) is None  # no run answered that window in full
+    assert switched_mean({}, 5) is None and switched_mean({"k=0": []}, 5) is None
+
+
+def test_runs_of_different_lengths_are_read_over_the_frames_all_have() -> None:
+    assert switched_mean({"k=0": [10.0, 10.0, 10.0], "k=9": [20.0, 20.0]}, 1) == 10.0
+    with pytest.raises(ValueError, match="window"):
+        switched_mean({"k=0": [1.0]}, 0)
+
+
+def test_the_bench_records_every_window_it_can_figure() -> None:
+    runs = {"k=0": [40.0] * 5 + [200.0] * 5, "k=9": [60.0] * 10}
+    assert switched_means(runs) == {"1": 50.0, "5": 50.0, "10": 60.0}
+    assert switched_means({"k=0": [None] * 10}) == {}
+
+
+def test_a_fixed_runs_frames_are_kept_in_frame_order_with_gaps_where_it_had_no_answer() -> None:
+    from splitpoint.bench.traces_stage import trace_stats
+    from splitpoint.bench.worker_client import RunOutcome
+
+    def record(i: int, ms: float, status: str = "ok") -> dict[str, object]:
+        return {"frame_id": i, "status": status, "split": 0, "capture_time_unix_ns": 10**18 + i * 10**8,
+                "timings_ms": {"end_to_end": ms}}
+
+    recs = [record(4, 44.0), record(0, 900.0), record(3, 0.0, "failed"), record(2, 22.0), record(1, 11.0)]
+    out = RunOutcome(recs, 0, 1.0, None, None, Path("r.jsonl"))
+    fixed = trace_stats(out, 0, 1, 100.0, 10**18)
+    assert fixed.counted_ms == [11.0, 22.0, None, 44.0]  # frame 0 is the warm-up
+    assert fixed.end_to_end_ms == []
+    adaptive = trace_stats(out, None, 1, 100.0, 10**18)
+    assert adaptive.counted_ms == [] and adaptive.end_to_end_ms == [900.0, 11.0, 22.0, 44.0]
+
+
+def test_a_replays_summary_switches_its_fixed_runs_not_the_agent_or_a_peers_row() -> None:
+    from splitpoint.bench.trace_results import TraceResult, TraceRunResult
+    from splitpoint.bench.traces_stage import _summarise
+
+    entry = TraceResult(trace="t.up", fps=10.0, runs={
+        "adaptive": TraceRunResult(mean_ms=1.0, end_to_end_ms=[1.0] * 10),
+        "k=0": TraceRunResult(split=0, mean_ms=120.0, counted_ms=[40.0] * 5 + [200.0] * 5),
+        "k=9": TraceRunResult(split=9, mean_ms=60.0, counted_ms=[60.0] * 10),
+        "fixed from start-up bandwidth": TraceRunResult(split=0, mean_ms=1.0, counted_ms=[1.0] * 10),
+        "k=5": TraceRunResult(split=5, skipped="wire time too long"),
+    })
+    _summarise(entry)
+    assert entry.best_fixed == "k=9" and entry.switched_in_hindsight_ms == {"1": 50.0, "5": 50.0, "10": 60.0}
