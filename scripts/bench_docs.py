@@ -80,7 +80,10 @@ def published(results: str) -> tuple[dict[str, list[str]], dict[str, dict[str, s
     cells: dict[str, dict[str, str]] = {}
     names: list[str] = []
     if table and table[0].startswith("| target |"):
-        titles = [re.sub(r"^\[(.*)\]\(#[^)]*\)$", r"\1", c.strip()) for c in table[0].strip("|").split(" | ")[1:]]
+        # a column is headed by the run's label or title, linked to its section: the link says whose
+        by_anchor = {anchor(t): t for t in sections}
+        heads = [re.fullmatch(r"\[(.*)\]\(#([^)]*)\)", c.strip()) for c in table[0].strip("|").split(" | ")[1:]]
+        titles = [by_anchor.get(m[2], m[1]) if m else "" for m in heads]
         for row in table[2:]:
             name, *values = (c.strip() for c in row.strip()[2:-2].split(" | "))
             names.append(name)
@@ -128,7 +131,9 @@ def summary(runs: list[tuple[dict, BenchResult | None]], heading: str, old_cells
                     else t.name
                     for t in r.targets]
         names += [key for key in dict.fromkeys(keys) if key not in names]
-    out.append("| target | " + " | ".join(f"[{run['title']}](#{anchor(run['title'])})" for run, _ in runs) + " |")
+    # headed by the run's label where it has one: the full titles made the table pages wide
+    out.append("| target | " + " | ".join(f"[{run.get('label', run['title'])}](#{anchor(run['title'])})"
+                                         for run, _ in runs) + " |")
     out.append("| --- |" + " --- |" * len(runs))
     for name in names:
         cells = []

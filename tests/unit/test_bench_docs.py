@@ -134,6 +134,20 @@ def test_the_current_runs_make_the_first_table_one_row_per_target_with_its_figur
     name, verdict, measured, missed, run = (c.strip() for c in rows[0].strip("|").split(" | "))
     assert verdict == "MISS" and "9" in measured and missed != "-" and run == "[the step](#results-new-run)"
     assert "| chosen/oracle |" not in standing
+    # the summary's column is headed by the label too, linked to the run's section
+    assert "| target | [the step](#results-new-run) | [old run](#results-old-run) |" in text
+
+
+def test_a_kept_runs_labelled_column_is_read_back_by_its_link(tmp_path: Path) -> None:
+    """A run kept as published whose column shows its label, not its title, keeps its cells."""
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(PAGE)
+    spec = write_runs(tmp_path, [{"json": "gone.json", "title": "old run", "intro": "x", "label": "the old one"}])
+    for _ in range(2):  # the second time the column is headed "the old one"
+        assert bench_docs.main(["bench_docs", str(spec)], doc=doc, img=tmp_path / "img") == 0
+        text = doc.read_text()
+        assert "| target | [the old one](#results-old-run) |" in text
+        assert "| settle after a step change | MISS |" in text and "| chosen/oracle | PASS |" in text
 
 
 def test_a_current_run_without_its_json_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
