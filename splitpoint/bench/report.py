@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from splitpoint.bench import hindsight
 from splitpoint.bench.report_plots import render_plots
 from splitpoint.bench.report_tables import render_markdown
 from splitpoint.bench.results import BenchResult, ConditionResult, StepChange, StepResult, Target
@@ -107,8 +108,9 @@ def _trace_target(tr: TraceResult) -> Target:
             text += (f" ({cv.mean_with_overhead_ms / best.mean_ms:.2f}x with the {cv.offload_overhead_ms:.1f} ms "
                      "per offload the fixed runs show over its model)")
         measured.append(text)
-    if tr.switched_in_hindsight_ms:
-        measured.append(_switched_text(tr, best.mean_ms))
+    switched = _switched_text(tr, best.mean_ms)
+    if switched:
+        measured.append(switched)
     if a.splits and set(a.splits) == {best.split}:
         # Two runs of one split: whatever separates them is run-to-run spread, not adaptation.
         measured.append(f"the agent ran k={best.split} on every frame")
@@ -116,13 +118,23 @@ def _trace_target(tr: TraceResult) -> Target:
 
 
 def _switched_text(tr: TraceResult, best_mean_ms: float) -> str:
-    """The fixed runs switched in hindsight (bench/hindsight.py), against the best fixed split."""
+    """The fixed runs switched by window (bench/hindsight.py) against the best fixed split; ""
+    when the runs' frames were not recorded (JSON before 2026-12-06)."""
+    figures = hindsight.by_window({lbl: r.counted_ms for lbl, r in tr.runs.items()
+                                   if lbl.startswith("k=") and r.mean_ms is not None and r.counted_ms})
+    if not figures:
+        return ""
+
     def every(frames: int) -> str:
         return "frame" if frames == 1 else (f"{frames / tr.fps:g} s" if tr.fps else f"{frames} frames")
 
-    items = sorted(tr.switched_in_hindsight_ms.items(), key=lambda kv: int(kv[0]))
-    return ("the fixed runs switched in hindsight every " + " / ".join(every(int(w)) for w, _ in items)
-            + ": " + " / ".join(f"{ms / best_mean_ms:.2f}x" for _, ms in items))
+    def ratio(ms: float | None) -> str:
+        return "-" if ms is None else f"{ms / best_mean_ms:.2f}x"
+
+    windows = " / ".join(every(w) for w, _, _ in figures)
+    return (f"the fixed runs switched every {windows} to the quickest over the window (hindsight): "
+            + " / ".join(ratio(s) for _, s, _ in figures) + "; to the quickest over the window before: "
+            + " / ".join(ratio(f) for _, _, f in figures))
 
 
 def _keep_up_target(tr: TraceResult) -> Target | None:

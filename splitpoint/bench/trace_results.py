@@ -28,8 +28,9 @@ class TraceRunResult:
     splits: list[int] = field(default_factory=list)
     t_s: list[float | None] = field(default_factory=list)
     end_to_end_ms: list[float] = field(default_factory=list)
-    #: a fixed split's latency per counted frame, in frame order (None: no answer); empty for the
-    #: adaptive run (end_to_end_ms) and in JSON written before 2026-12-06
+    #: a fixed split's latency per counted frame, in frame order (None: no answer; the report
+    #: switches the fixed runs by window from these: hindsight.py); empty for the adaptive run
+    #: (end_to_end_ms) and in JSON written before 2026-12-06
     counted_ms: list[float | None] = field(default_factory=list)
     switches: int | None = None
     split_counts: dict[str, int] = field(default_factory=dict)
@@ -128,8 +129,6 @@ class TraceResult:
     best_fixed_p95_ms: float | None = None
     best_fixed_misses: int | None = None
     adaptive_over_best_fixed: float | None = None
-    #: the fixed runs switched in hindsight (hindsight.py): window length in frames ("5") -> mean ms
-    switched_in_hindsight_ms: dict[str, float] = field(default_factory=dict)
     clairvoyant: ClairvoyantBound | None = None
     error: str | None = None
 

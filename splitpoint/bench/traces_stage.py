@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from splitpoint.bench import hindsight, peer_runs
+from splitpoint.bench import peer_runs
 from splitpoint.bench.stats import (
     completion_ns,
     count_switches,
@@ -195,8 +195,6 @@ def _summarise(entry: TraceResult) -> None:
     a, best_mean = entry.runs.get("adaptive"), fixed[best].mean_ms
     if a is not None and a.mean_ms and best_mean:
         entry.adaptive_over_best_fixed = rnd(a.mean_ms / best_mean, 4)
-    entry.switched_in_hindsight_ms = hindsight.switched_means(
-        {lbl: r.counted_ms for lbl, r in fixed.items() if r.counted_ms})
 
 
 def _clairvoyant(b: Bench, trace: Any, entry: TraceResult) -> ClairvoyantBound:

@@ -1,4 +1,4 @@
-"""The fixed runs switched in hindsight (splitpoint.bench.hindsight): worked by hand."""
+"""The fixed runs switched by window (splitpoint.bench.hindsight): worked by hand."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from splitpoint.bench.hindsight import switched_mean, switched_means
+from splitpoint.bench.hindsight import by_window, followed_mean, switched_mean
 
 pytestmark = pytest.mark.edge_side  # no TensorFlow needed
 
@@ -40,10 +40,28 @@ def test_runs_of_different_lengths_are_read_over_the_frames_all_have() -> None:
         switched_mean({"k=0": [1.0]}, 0)
 
 
-def test_the_bench_records_every_window_it_can_figure() -> None:
+def test_a_follower_takes_the_run_that_was_quickest_over_the_window_before() -> None:
+    runs = {"k=0": [40.0, 40.0, 200.0, 200.0, 40.0, 40.0], "k=9": [60.0] * 6}
+    # k=9 is the best fixed run (60 against 93.3): first window k=9 (60, 60), then k=0, which was
+    # quickest over the first (200, 200), then k=9, quickest over the second (60, 60)
+    assert followed_mean(runs, 2) == (60 + 60 + 200 + 200 + 60 + 60) / 6
+    assert switched_mean(runs, 2) == (40 + 40 + 60 + 60 + 40 + 40) / 6
+    # one window: both are the best fixed run
+    assert followed_mean(runs, 6) == switched_mean(runs, 6) == 60.0
+
+
+def test_a_follower_without_the_frames_it_needs_gives_no_figure() -> None:
+    # k=0 quickest over the first window, then missing a frame in the second
+    assert followed_mean({"k=0": [10.0, 10.0, None, 10.0], "k=9": [50.0] * 4}, 2) is None
+    assert followed_mean({}, 2) is None and followed_mean({"k=0": [None, 1.0]}, 2) is None
+
+
+def test_every_window_the_hindsight_figure_exists_for_is_reported() -> None:
     runs = {"k=0": [40.0] * 5 + [200.0] * 5, "k=9": [60.0] * 10}
-    assert switched_means(runs) == {"1": 50.0, "5": 50.0, "10": 60.0}
-    assert switched_means({"k=0": [None] * 10}) == {}
+    # following frame by frame: 60 (k=9 first), 4 x 40, then 200 once before it turns back to k=9;
+    # by 0.5 s: k=9's 60s, then k=0's 200s
+    assert by_window(runs) == [(1, 50.0, 66.0), (5, 50.0, 130.0), (10, 60.0, 60.0)]
+    assert by_window({"k=0": [None] * 10}) == []
 
 
 def test_a_fixed_runs_frames_are_kept_in_frame_order_with_gaps_where_it_had_no_answer() -> None:
@@ -61,18 +79,3 @@ def test_a_fixed_runs_frames_are_kept_in_frame_order_with_gaps_where_it_had_no_a
     assert fixed.end_to_end_ms == []
     adaptive = trace_stats(out, None, 1, 100.0, 10**18)
     assert adaptive.counted_ms == [] and adaptive.end_to_end_ms == [900.0, 11.0, 22.0, 44.0]
-
-
-def test_a_replays_summary_switches_its_fixed_runs_not_the_agent_or_a_peers_row() -> None:
-    from splitpoint.bench.trace_results import TraceResult, TraceRunResult
-    from splitpoint.bench.traces_stage import _summarise
-
-    entry = TraceResult(trace="t.up", fps=10.0, runs={
-        "adaptive": TraceRunResult(mean_ms=1.0, end_to_end_ms=[1.0] * 10),
-        "k=0": TraceRunResult(split=0, mean_ms=120.0, counted_ms=[40.0] * 5 + [200.0] * 5),
-        "k=9": TraceRunResult(split=9, mean_ms=60.0, counted_ms=[60.0] * 10),
-        "fixed from start-up bandwidth": TraceRunResult(split=0, mean_ms=1.0, counted_ms=[1.0] * 10),
-        "k=5": TraceRunResult(split=5, skipped="wire time too long"),
-    })
-    _summarise(entry)
-    assert entry.best_fixed == "k=9" and entry.switched_in_hindsight_ms == {"1": 50.0, "5": 50.0, "10": 60.0}

@@ -110,11 +110,17 @@ def test_where_the_clairvoyant_bound_leaves_room_the_trace_target_asks_a_tenth_o
     r["traces"][0]["clairvoyant"].update(offload_overhead_ms=0.5, mean_with_overhead_ms=8.9)
     t = verdict(r, "trace t.up")
     assert t.status == "MISS" and "bound 0.85x (0.89x with the 0.5 ms per offload the fixed runs show" in t.measured
-    # so are the fixed runs switched in hindsight (bench/hindsight.py), every frame and every 0.5 s
-    r["traces"][0].update(fps=10.0, switched_in_hindsight_ms={"5": 9.4, "1": 8.8})
+    # so are the fixed runs switched by window (bench/hindsight.py), from their frames: k=8 has
+    # the lowest mean, k=0 the quicker second half second
+    r["traces"][0]["fps"] = 10.0
+    r["traces"][0]["runs"]["k=0"]["counted_ms"] = [50.0] * 5 + [6.0] * 5
+    r["traces"][0]["runs"]["k=8"]["counted_ms"] = [10.0] * 10
     t = verdict(r, "trace t.up")
-    assert t.status == "MISS"
-    assert "the fixed runs switched in hindsight every frame / 0.5 s: 0.88x / 0.94x" in t.measured
+    assert t.status == "MISS" and ("the fixed runs switched every frame / 0.5 s / 1 s to the quickest over the "
+                                   "window (hindsight): 0.80x / 0.80x / 1.00x; to the quickest over the window "
+                                   "before: 0.84x / 1.00x / 1.00x") in t.measured  # k=0 from the 7th frame on
+    # JSON written before the runs kept their frames: nothing said
+    assert "switched" not in verdict(trace_result(mixed, 9.5, bound=8.5), "trace t.up").measured
 
 
 def test_the_last_fifty_frames_median_is_read_against_the_first_fifty() -> None:
