@@ -219,6 +219,23 @@ class BenchOptions:
         if self.traces_dir is None and "traces" not in self.skip and not default_traces_dir().is_dir():
             raise ConfigError("--traces-dir", str(default_traces_dir()),
                               "no traces there; give --traces-dir DIR or --skip traces")
+        if "traces" not in self.skip:
+            self._check_traces()
+
+    def _check_traces(self) -> None:
+        """Every trace to replay exists and loads: a misspelt name is an error now, not after the
+        minutes of profiling and the stages before the trace stage."""
+        from splitpoint.traces import load_trace
+
+        tdir = self.traces_path()
+        there = sorted(p.name for p in tdir.glob("*.up")) if tdir.is_dir() else []
+        if not self.trace_names():
+            raise ConfigError("--traces-dir", str(tdir), "no *.up traces there; give --traces-dir DIR or --skip traces")
+        for name in self.trace_names():
+            if not (tdir / name).is_file():
+                raise ConfigError("--traces", name, f"not found in {tdir}"
+                                  + (f"; there: {', '.join(there)}" if there else ""))
+            load_trace(tdir / name)  # a malformed file is its own error (ConfigError naming it)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

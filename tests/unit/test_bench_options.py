@@ -168,3 +168,25 @@ def test_a_device_file_is_checked_against_the_bundle_before_the_worker_starts(tm
     copy.write_bytes(doc.read_bytes())
     assert profile_suffix(copy, 1.0) == profile_suffix(doc, 1.0) != profile_suffix(DEVICES_DIR / "mobilenetv2-96-slow125.toml", 1.0)
     assert profile_suffix(None, 75.0) == "-x75" and profile_suffix(None, 1.0) == ""
+
+
+def test_a_trace_that_is_not_there_is_an_error_before_anything_starts(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a.up").write_text("0\n5\n")
+    (tmp_path / "b.up").write_text("0\n7\n")
+    options("--traces-dir", str(tmp_path), "--traces", "a.up,b.up").check_inputs()  # both load
+    with pytest.raises(ConfigError) as exc:
+        options("--traces-dir", str(tmp_path), "--traces", "a.up,Verizon.up").check_inputs()
+    assert "Verizon.up" in str(exc.value) and "there: a.up, b.up" in str(exc.value)
+    options("--traces-dir", str(tmp_path), "--traces", "nope.up", "--skip", "traces").check_inputs()  # not replayed
+    (tmp_path / "bad.up").write_text("0\nten\n")
+    with pytest.raises(ConfigError, match="bad.up"):  # a malformed file names itself
+        options("--traces-dir", str(tmp_path), "--traces", "bad.up").check_inputs()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match="no \\*.up traces"):
+        options("--traces-dir", str(empty)).check_inputs()
+    # from the command line: exit 2, one line naming it, before the bundle is even opened
+    assert cli.main(["bench", "--traces-dir", str(tmp_path), "--traces", "Verizon.up"]) == 2
+    err = capsys.readouterr().err
+    assert '--traces = "Verizon.up": not found in' in err and "Traceback" not in err
