@@ -9,7 +9,7 @@ from __future__ import annotations
 import grpc
 import numpy as np
 
-from splitpoint.bundle import Manifest, SplitSpec, TensorSpec
+from splitpoint.bundle import Manifest, SplitSpec, TensorSpec, split_ranges
 from splitpoint.codec import decode, dtype_name
 from splitpoint.errors import RequestError, TensorError
 from splitpoint.v1 import offload_pb2, tensor_pb2
@@ -36,7 +36,7 @@ def validate_tensors(req: offload_pb2.InferRequest, manifest: Manifest,
     try:
         spec = manifest.split(k)
     except Exception:
-        raise RequestError(grpc.StatusCode.NOT_FOUND, f"split {k} is not in the bundle; splits: {manifest.split_ids}") from None
+        raise RequestError(grpc.StatusCode.NOT_FOUND, f"split {k} is not in the bundle; its splits: {split_ranges(manifest.split_ids)}") from None
     if spec.tail is None:
         raise RequestError(
             grpc.StatusCode.INVALID_ARGUMENT, f"split {k} runs the whole model on the edge; there is no tail to run"

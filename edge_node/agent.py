@@ -56,7 +56,7 @@ from scheduler.objectives import PolicyConfig
 from scheduler.paths import Timeline
 from scheduler.planner import build_policy
 from scheduler.policy import FrameOutcome, SplitPolicy
-from splitpoint.bundle import load_bundle
+from splitpoint.bundle import load_bundle, split_ranges
 from splitpoint.errors import ConfigError, ResultsWriteError, SplitpointError
 from splitpoint.metrics import serve_metrics
 
@@ -155,7 +155,7 @@ class EdgeAgent:
         for wanted in config.splits:
             if wanted not in m.split_ids:
                 raise ConfigError("splits", config.splits,
-                                  f"{wanted} is not a split of {m.model_name}; candidates: {m.split_ids}")
+                                  f"{wanted} is not a split of {m.model_name}; its splits: {split_ranges(m.split_ids)}")
         loaded = sorted(set(config.splits) | {m.num_layers}) if config.splits else m.split_ids
         for key, k in (("split", config.split), ("policy.split", config.policy.split)):
             if k is not None and k not in loaded:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from splitpoint.bundle import Bundle, SplitSpec
+from splitpoint.bundle import Bundle, SplitSpec, split_ranges
 from splitpoint.codec import Quantization
 from splitpoint.errors import BackendUnavailableError, EdgeTpuUnavailableError, SplitpointError
 from splitpoint.runtime.litert import Device, HeadRunner, load_edgetpu_delegate
@@ -68,7 +68,7 @@ class EdgeHeads:
         zero = np.zeros((m.preprocessing.height, m.preprocessing.width, m.preprocessing.channels), np.uint8)
         for k in self._runners:  # first inference loads weights onto the TPU: do it now
             self.run(k, self.preprocess(zero))
-        log.info("heads %s loaded on %s in %.2fs", list(self._runners), self.device, time.perf_counter() - t0)
+        log.info("heads %s loaded on %s in %.2fs", split_ranges(self._runners), self.device, time.perf_counter() - t0)
 
     def _load(self, spec: SplitSpec, delegate: object, num_threads: int | None, cpu_fallback: bool) -> HeadRunner:
         assert spec.head is not None

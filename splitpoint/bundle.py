@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,20 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 #: on-chip parameter cache of the Edge TPU; weights beyond it stream over USB every inference
 EDGETPU_CACHE_BYTES = 8 * 1024 * 1024
+
+
+def split_ranges(splits: Iterable[int]) -> str:
+    """Split numbers as a reader takes them in: [0, 1, 2, 3, 8, 17, 18] -> "0-3, 8, 17-18" (a
+    MobileNetV2 bundle's 156 splits are "0-155", not a line of 156 numbers); "none" when empty.
+    The inverse of the `--splits` syntax (splitpoint.partition.parse_splits)."""
+    ks = sorted(set(splits))
+    runs: list[list[int]] = []
+    for k in ks:
+        if runs and k == runs[-1][1] + 1:
+            runs[-1][1] = k
+        else:
+            runs.append([k, k])
+    return ", ".join(f"{lo}" if lo == hi else f"{lo}-{hi}" for lo, hi in runs) or "none"
 
 
 def sha256_file(path: Path) -> str:
@@ -193,7 +208,7 @@ class Manifest:
         for s in self.splits:
             if s.split == k:
                 return s
-        raise BundleError(f"split {k} is not in the bundle; candidates: {self.split_ids}")
+        raise BundleError(f"split {k} is not in the bundle; its splits: {split_ranges(self.split_ids)}")
 
     @property
     def split_ids(self) -> list[int]:

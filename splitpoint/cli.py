@@ -180,7 +180,9 @@ def _split_list(text: str, split_ids: list[int]) -> list[int]:
         except ValueError:
             raise ConfigError("--splits", text, f"{part.strip()!r} is not a split number; e.g. --splits 0,8,155") from None
         if k not in split_ids:
-            raise ConfigError("--splits", text, f"{k} is not a split of this bundle; its splits: {split_ids}")
+            from splitpoint.bundle import split_ranges
+
+            raise ConfigError("--splits", text, f"{k} is not a split of this bundle; its splits: {split_ranges(split_ids)}")
         out.append(k)
     return out
 

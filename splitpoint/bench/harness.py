@@ -271,7 +271,7 @@ class Bench:
         from cloud_server.config import CloudConfig
         from cloud_server.server import CloudServer
         from scheduler.profiles import load_profile
-        from splitpoint.bundle import load_bundle
+        from splitpoint.bundle import load_bundle, split_ranges
         from splitpoint.linkemu import LinkEmulator
 
         opts = self.opts
@@ -284,7 +284,7 @@ class Bench:
         if subset:
             bad = [k for k in subset if k not in m.split_ids]
             if bad:
-                raise ConfigError("--splits", bad, f"not splits of {m.model_name}: {m.split_ids}")
+                raise ConfigError("--splits", bad, f"not splits of {m.model_name}: {split_ranges(m.split_ids)}")
             self.splits = sorted(set(subset) | {0, self.K})
         else:
             self.splits = list(m.split_ids)

@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from splitpoint.bundle import Bundle
+from splitpoint.bundle import Bundle, split_ranges
 from splitpoint.errors import BackendUnavailableError, ConfigError, RequestError
 from splitpoint.runtime.tf import import_tensorflow
 
@@ -87,9 +87,9 @@ class TailPool:
             ids = bundle.manifest.split_ids
             unknown = sorted({k for k in splits if k not in ids})
             if unknown:
-                raise ConfigError("splits", unknown, f"not splits of {bundle.manifest.model_name}; its splits: {ids}")
+                raise ConfigError("splits", unknown, f"not splits of {bundle.manifest.model_name}; its splits: {split_ranges(ids)}")
             self.servable = [k for k in self.servable if k in set(splits)]
-            log.info("serving splits %s only (tails loaded: %s)", sorted(set(splits)), self.servable)
+            log.info("serving splits %s only (tails loaded: %s)", split_ranges(splits), split_ranges(self.servable))
         if preload:
             for k in self.servable if budget <= 0 else self.servable[-budget:]:
                 self.get(k)

@@ -52,7 +52,7 @@ def test_the_agent_loads_only_the_splits_asked_for(digits_bundle: Path, tmp_path
         assert agent.heads.splits == [0, k, m.num_layers]  # K always: every fallback runs it
     finally:
         agent.close()
-    with pytest.raises(ConfigError, match="999 is not a split of"):
+    with pytest.raises(ConfigError, match=rf"999 is not a split of digits-cnn; its splits: 0-{m.num_layers}$"):
         EdgeAgent.from_config(EdgeConfig(bundle=str(digits_bundle), source="synthetic:2", splits=[0, 999], insecure=True))
     with pytest.raises(ConfigError, match=r"split = \d+: not a split loaded here"):
         EdgeAgent.from_config(EdgeConfig(bundle=str(digits_bundle), source="synthetic:2", splits=[0], split=k, insecure=True))
