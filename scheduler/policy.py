@@ -219,6 +219,7 @@ class AdaptivePolicy:
                 held = self._hold(self._cloud, decide(offload, name, self.cfg), offload,
                                   [p.split for p in offload], name, state)
                 paths.append(effective[held])
+            allowance = 0.0
             if len(paths) == 2 and name == "min-latency":
                 # offload instead of running here only for a gain that survives a usual overrun: the
                 # cloud path's latency plus the OVERRUN_QUANTILE of recent (actual - predicted)
@@ -261,10 +262,14 @@ class AdaptivePolicy:
                       f"{decision.reason}; edge free in {(t_e - now) * 1000:.0f} ms, "
                       f"link in {(t_l - now) * 1000:.0f} ms" + (f", hedge risk {risk_ms:.0f} ms ({risk_why})" if risk_ms else ""))
             if log.isEnabledFor(logging.DEBUG):  # `splitpoint -v edge`: why each frame went where it did
-                log.debug("frame %d: k=%d%s, %s; weighed %s ms (its wait, what it adds to the next frames, the risk%s)",
+                # with the estimate and the allowance, so that a cloud path weighed far above what it
+                # measures can be taken apart (docs/agent-experiments.md, the long slices at 549d331)
+                log.debug("frame %d: k=%d%s, %s; weighed %s ms (its wait, what it adds to the next frames, the risk%s);"
+                          " link estimate %s%s",
                           frame_id, p.split, " raced" if raced else "", reason,
                           ", ".join(f"k={q.split} {q.latency_ms:.1f}" for q in paths),
-                          ", the overrun allowance" if name == "min-latency" and len(paths) == 2 else "")
+                          ", the overrun allowance" if name == "min-latency" and len(paths) == 2 else "",
+                          state, f"; overrun allowance {allowance:.1f} ms" if allowance > 0 else "")
             return PathChoice(frame_id, p.split, t.finish_s, chosen.latency_ms, t.head_start_s,
                               sent.transfer_start_s, p, local, reason, raced)
 

@@ -43,6 +43,13 @@ def test_a_debug_log_says_why_each_frame_went_where_it_did(caplog: pytest.LogCap
         policy.plan(7, [0, 1, 2], 0.2, Timeline(), next_arrival=math.inf)
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("frame 7:"))
     assert line.startswith("frame 7: k=2, ") and "hedge risk 20 ms" in line and "weighed k=2 60.0, k=1 75.1 ms" in line
+    # the link estimate the paths were predicted with; no allowance learnt yet, none shown
+    assert line.endswith("; link estimate 8.00 Mbps, RTT 20.0 ms, queue 0.0 ms")
+    policy.overrun_ms = lambda: 12.0  # the agent's margin learner: a usual overrun of 12 ms
+    with caplog.at_level("DEBUG", logger="scheduler.policy"):
+        policy.plan(8, [0, 1, 2], 0.3, Timeline(), next_arrival=math.inf)
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("frame 8:"))
+    assert "k=1 87.1 ms" in line and line.endswith("queue 0.0 ms; overrun allowance 12.0 ms")
 
 
 def test_offloads_answered_in_time_dilute_the_links_drops() -> None:
