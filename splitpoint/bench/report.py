@@ -120,8 +120,7 @@ def _trace_target(tr: TraceResult) -> Target:
 def _switched_text(tr: TraceResult, best_mean_ms: float) -> str:
     """The fixed runs switched by window (bench/hindsight.py) against the best fixed split; ""
     when the runs' frames were not recorded (JSON before 2026-12-06)."""
-    figures = hindsight.by_window({lbl: r.counted_ms for lbl, r in tr.runs.items()
-                                   if lbl.startswith("k=") and r.mean_ms is not None and r.counted_ms})
+    figures = hindsight.by_window({lbl: r.counted_ms for lbl, r in tr.fixed_runs().items() if r.counted_ms})
     if not figures:
         return ""
 
@@ -145,7 +144,7 @@ def _keep_up_target(tr: TraceResult) -> Target | None:
     target = (f"median of the last {KEEP_UP_FRAMES} frames <= {KEEP_UP_DRIFT} x the first {KEEP_UP_FRAMES}'s; "
               "mean below every fixed split's")
     a = tr.runs.get("adaptive")
-    fixed = {lbl: r for lbl, r in tr.runs.items() if lbl.startswith("k=") and r.mean_ms is not None}
+    fixed = tr.fixed_runs()
     if a is None or a.mean_ms is None or not fixed:
         return _t(name, target, "not measured", None)
     if a.last_over_first_median is None:

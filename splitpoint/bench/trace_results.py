@@ -135,3 +135,8 @@ class TraceResult:
     @property
     def slice_label(self) -> str:
         return f"{self.offset_s:g}-{self.offset_s + self.seconds:g} s"
+
+    def fixed_runs(self) -> dict[str, TraceRunResult]:
+        """The fixed splits' runs that measured a mean ("k=3" -> run): not the adaptive run, not a
+        peer's row, not a split skipped or failed."""
+        return {lbl: r for lbl, r in self.runs.items() if lbl.startswith("k=") and r.mean_ms is not None}

@@ -184,7 +184,7 @@ def trace_stats(out: RunOutcome, k: int | None, warm: int, deadline: float, t_se
 
 
 def _summarise(entry: TraceResult) -> None:
-    fixed = {lbl: r for lbl, r in entry.runs.items() if lbl.startswith("k=") and r.mean_ms is not None}
+    fixed = entry.fixed_runs()
     if not fixed:
         return
     best = min(fixed, key=lambda lbl: fixed[lbl].mean_ms or 0.0)
@@ -205,8 +205,7 @@ def _clairvoyant(b: Bench, trace: Any, entry: TraceResult) -> ClairvoyantBound:
     paths = cv.paths_from_profiles(b.splits, b.K, head, tail, b.wire, queue)
     a = entry.runs.get("adaptive")
     try:
-        fixed = {r.split: r.mean_ms for lbl, r in entry.runs.items()
-                 if lbl.startswith("k=") and r.split is not None and r.mean_ms is not None}
+        fixed = {r.split: r.mean_ms for r in entry.fixed_runs().values() if r.split is not None and r.mean_ms is not None}
         return cv.trace_bound(trace, paths, entry.fps, entry.frames, entry.rtt_ms, entry.warmup, entry.deadline_ms,
                               a.mean_ms if a is not None else None, fixed)
     except ValueError as exc:
