@@ -227,12 +227,12 @@ class BenchOptions:
         minutes of profiling and the stages before the trace stage."""
         from splitpoint.traces import load_trace
 
-        tdir = self.traces_path()
-        there = sorted(p.name for p in tdir.glob("*.up")) if tdir.is_dir() else []
-        if not self.trace_names():
+        tdir, names = self.traces_path(), self.trace_names()
+        if not names:
             raise ConfigError("--traces-dir", str(tdir), "no *.up traces there; give --traces-dir DIR or --skip traces")
-        for name in self.trace_names():
+        for name in names:
             if not (tdir / name).is_file():
+                there = sorted(p.name for p in tdir.glob("*.up")) if tdir.is_dir() else []
                 raise ConfigError("--traces", name, f"not found in {tdir}"
                                   + (f"; there: {', '.join(there)}" if there else ""))
             load_trace(tdir / name)  # a malformed file is its own error (ConfigError naming it)
