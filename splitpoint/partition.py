@@ -40,7 +40,15 @@ from typing import Any
 import numpy as np
 
 import splitpoint
-from splitpoint.bundle import MANIFEST, Artifact, Manifest, SplitSpec, TensorSpec, load_bundle, split_ranges
+from splitpoint.bundle import (
+    MANIFEST,
+    Artifact,
+    Manifest,
+    SplitSpec,
+    TensorSpec,
+    load_bundle,
+    split_ranges,
+)
 from splitpoint.codec import Quantization
 from splitpoint.cut_points import as_functional, find_cut_points, tensor_name
 from splitpoint.detection_config import check_against_model
@@ -148,8 +156,8 @@ def partition(
     if opts.splits is not None:
         bad = [k for k in opts.splits if k not in wanted]
         if bad:
-            raise PartitionError(f"--splits: {split_ranges(bad)} {'is not a candidate split' if len(bad) == 1 else 'are not candidate splits'}"
-                                 f" of {src.name}; candidates: {split_ranges(available)}")
+            what = "is not a candidate split" if len(bad) == 1 else "are not candidate splits"
+            raise PartitionError(f"--splits: {split_ranges(bad)} {what} of {src.name}; candidates: {split_ranges(available)}")
         wanted = set(opts.splits) | {0, K}  # all-cloud and all-edge are always there
     splits = sorted(wanted)
     detection = opts.detection if opts.detection is not None else src.detection
