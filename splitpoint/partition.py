@@ -156,7 +156,7 @@ def partition(
     if opts.splits is not None:
         bad = [k for k in opts.splits if k not in wanted]
         if bad:
-            what = "is not a candidate split" if len(bad) == 1 else "are not candidate splits"
+            what = "is not a candidate split" if len(set(bad)) == 1 else "are not candidate splits"
             raise PartitionError(f"--splits: {split_ranges(bad)} {what} of {src.name}; candidates: {split_ranges(available)}")
         wanted = set(opts.splits) | {0, K}  # all-cloud and all-edge are always there
     splits = sorted(wanted)
