@@ -152,12 +152,14 @@ def fraction(text: str) -> float:
 
 def build_parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
     """The whole grammar; `commands` maps each command name to the function that runs it."""
-    parser = _Parser(prog="splitpoint", usage="splitpoint [-v] COMMAND [options]",
-                                     description=overview(), formatter_class=_Formatter)
+    # the overview says the usage and lists the commands: argparse's own usage line and
+    # COMMAND list would say both again (`splitpoint --help`)
+    parser = _Parser(prog="splitpoint", usage=argparse.SUPPRESS, description=overview(), formatter_class=_Formatter)
     parser.add_argument("--version", action="version", version=f"splitpoint {splitpoint.__version__}")
     parser.add_argument("--verbose", "-v", action="store_true",
                         help="debug logging, and the native libraries' own logs (TensorFlow, LiteRT, OpenCV)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", prog="splitpoint", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", prog="splitpoint", parser_class=_Parser,
+                                help=argparse.SUPPRESS)
     _add_demo(_command(sub, "demo", commands["demo"]))
     _add_partition(_command(sub, "partition", commands["partition"],
                             "Partition a model into a bundle: int8 heads for the edge, float tails for the server."))

@@ -114,6 +114,16 @@ def test_help_groups_marks_required_and_gives_examples(command: str) -> None:
     assert len([ln for ln in examples.splitlines() if ln.strip().startswith("splitpoint ")]) >= 2
 
 
+def test_the_top_level_help_says_the_usage_and_each_command_once() -> None:
+    proc = splitpoint("--help")
+    assert proc.returncode == 0
+    out = proc.stdout
+    assert out.count("usage:") == 1, out  # argparse's own usage line and COMMAND list are left out
+    for command in COMMANDS:
+        assert len(re.findall(rf"^  {command}\b", out, flags=re.M)) == 1, (command, out)
+    assert "--verbose, -v" in out and "--version" in out
+
+
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c not in ("edge", "cloud")])
 def test_every_other_command_has_examples(command: str) -> None:
     argv = [command, "explain", "--help"] if command == "policy" else [command, "--help"]
