@@ -165,10 +165,11 @@ def partition(
     _check_decoder(model, src, detection, opts.labels)
     # Only now touch the output: a bad --splits must not leave (or, with --force, destroy) a bundle.
     _prepare_output(out, opts.force)
-    (out / "edge").mkdir(parents=True, exist_ok=True)
-    (out / "cloud").mkdir(parents=True, exist_ok=True)
-    (out / "data").mkdir(parents=True, exist_ok=True)
-    (out / ".work").mkdir(parents=True, exist_ok=True)
+    try:
+        for sub in ("edge", "cloud", "data", ".work"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a read-only or full file system, /proc, ...: say so before minutes of work
+        raise PartitionError(f"-o {out}: cannot create the bundle there: {err.strerror or err}") from err
     enforce = src.trained if opts.min_agreement is None else True
     default_agreement = DEFAULT_MIN_DETECTION_AGREEMENT if detection else DEFAULT_MIN_AGREEMENT
     min_agreement = default_agreement if opts.min_agreement is None else opts.min_agreement

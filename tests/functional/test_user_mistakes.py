@@ -132,6 +132,25 @@ def test_every_other_command_has_examples(command: str) -> None:
     assert "examples:" in proc.stdout and f"splitpoint {command}" in proc.stdout.split("examples:", 1)[1]
 
 
+def test_a_partition_output_that_cannot_be_made_names_it(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("a file, not a directory")
+    out = tmp_path / "file" / "bundle"
+    proc = splitpoint("partition", "digits-cnn", "-o", str(out), timeout=180)
+    assert proc.returncode == 2
+    line = error_line(proc)
+    assert f"-o {out}: cannot create the bundle there: Not a directory" in line
+
+
+def test_a_file_no_command_foresaw_failing_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """What a command does not check itself (here certs' output directory) still ends in one
+    line naming the file and the system's reason, exit 1."""
+    (tmp_path / "file").write_text("a file, not a directory")
+    out = tmp_path / "file" / "certs"
+    proc = splitpoint("certs", "--out", str(out))
+    assert proc.returncode == 1
+    assert error_line(proc) == f"splitpoint certs: error: {out}: Not a directory"
+
+
 def test_a_loadtest_against_nothing_says_so(digits_bundle: Path) -> None:
     proc = splitpoint("loadtest", "--bundle", str(digits_bundle), "--target", "127.0.0.1:1", "--agents", "2",
                       "--duration", "1", "--timeout-s", "2", "--insecure")
