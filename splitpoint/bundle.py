@@ -300,7 +300,8 @@ def load_bundle(root: str | Path, side: str = "all", verify: bool = True) -> Bun
         raise ValueError(f"side must be edge, cloud or all, not {side!r}")
     mpath = root / MANIFEST
     if not root.is_dir():
-        raise BundleError(f"bundle directory {root} does not exist")
+        what = "is a file, not a bundle directory" if root.exists() else "does not exist"
+        raise BundleError(f"bundle directory {root} {what}")
     if not mpath.is_file():
         raise BundleError(f"{mpath} is missing: not a bundle, or partitioning did not finish")
     try:

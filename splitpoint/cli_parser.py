@@ -269,7 +269,9 @@ def _add_profile(p: argparse.ArgumentParser) -> None:
 def _add_policy(p: argparse.ArgumentParser, func: Command) -> None:
     from scheduler.objectives import PolicyConfig
 
-    psub = p.add_subparsers(dest="policy_command", required=True, metavar="SUBCOMMAND", parser_class=_Parser)
+    # prog given: argparse would otherwise build it from the parent's usage line
+    psub = p.add_subparsers(dest="policy_command", required=True, metavar="SUBCOMMAND", parser_class=_Parser,
+                            prog="splitpoint policy")
     summary, usage, examples = COMMANDS["policy"]
     pe = psub.add_parser("explain", help="predicted latency and energy of every split, and the choice", usage=usage,
                          description="Predict every split's latency and edge energy for a given link, and show the "

@@ -127,7 +127,7 @@ class BenchOptions:
             raise ConfigError("step_rates", self.step_rates, "expected two rates: high, low")
         bad = sorted(set(self.skip) - set(STAGES))
         if bad:
-            raise ConfigError("skip", ",".join(self.skip), f"unknown stage(s) {bad}; stages: {', '.join(STAGES)}")
+            raise ConfigError("skip", ",".join(self.skip), f"unknown stage(s) {', '.join(bad)}; stages: {', '.join(STAGES)}")
         self.split_list()  # a bad list is an error now, not after the set-up
         if not (math.isfinite(self.edge_slowdown) and 1.0 <= self.edge_slowdown <= 10_000):
             raise ConfigError("edge_slowdown", self.edge_slowdown, "expected a factor from 1 (native) to 10000")

@@ -196,11 +196,13 @@ def test_cloud_bad_config_file_exits_2_naming_the_key(toml: str, names: list[str
 
 
 @pytest.mark.parametrize("command", ["edge", "cloud"])
-@pytest.mark.parametrize("kind", ["missing", "empty-dir"])
+@pytest.mark.parametrize("kind", ["missing", "empty-dir", "file"])
 def test_a_bad_bundle_dir_is_one_clear_line(command: str, kind: str, tmp_path: Path) -> None:
     bundle = tmp_path / "no-such-bundle"
     if kind == "empty-dir":
         bundle.mkdir()
+    elif kind == "file":
+        bundle.write_text("not a bundle")
     args = ["--source", "synthetic:3", "--results", str(tmp_path / "r.jsonl")] if command == "edge" \
         else ["--listen", "127.0.0.1:0"]
     proc = splitpoint(command, "--bundle", str(bundle), *args, cwd=tmp_path)
@@ -209,7 +211,8 @@ def test_a_bad_bundle_dir_is_one_clear_line(command: str, kind: str, tmp_path: P
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith(f"splitpoint {command}: error: ") and str(bundle) in lines[0]
-    assert ("does not exist" if kind == "missing" else "manifest.json is missing") in lines[0]
+    said = {"missing": "does not exist", "empty-dir": "manifest.json is missing", "file": "is a file, not a bundle directory"}
+    assert said[kind] in lines[0]
 
 
 # ---------------------------------------------------------------- serving

@@ -124,6 +124,13 @@ def test_the_top_level_help_says_the_usage_and_each_command_once() -> None:
     assert "--verbose, -v" in out and "--version" in out
 
 
+def test_a_policy_usage_error_names_the_subcommand_as_typed() -> None:
+    proc = splitpoint("policy", "explain", "--rtt", "10ms")
+    assert proc.returncode == 2
+    assert error_line(proc) == ("splitpoint policy explain: error: the following arguments are required: --bundle, "
+                                "--bandwidth (see splitpoint policy explain --help)")
+
+
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c not in ("edge", "cloud")])
 def test_every_other_command_has_examples(command: str) -> None:
     argv = [command, "explain", "--help"] if command == "policy" else [command, "--help"]

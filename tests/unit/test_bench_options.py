@@ -98,6 +98,12 @@ def test_bad_values_name_the_key(argv: list[str], key: str) -> None:
     assert key in str(exc.value)
 
 
+def test_unknown_stages_are_named_as_written() -> None:
+    with pytest.raises(ConfigError) as exc:
+        options("--skip", "conditions,nonsense,traces,bogus")
+    assert "unknown stage(s) bogus, nonsense; stages: conditions, step, traces, throughput, overhead" in str(exc.value)
+
+
 def test_a_bad_value_exits_2_with_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     conf = tmp_path / "bench.toml"
     conf.write_text('frames = "many"\n')
