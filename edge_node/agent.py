@@ -160,7 +160,7 @@ class EdgeAgent:
         for key, k in (("split", config.split), ("policy.split", config.policy.split)):
             if k is not None and k not in loaded:
                 raise ConfigError(key, k, f"not a split {'loaded here (splits)' if config.splits else 'of ' + m.model_name}; "
-                                          f"candidates: {loaded}")
+                                          f"candidates: {split_ranges(loaded)}")
         from .heads import EdgeHeads  # LiteRT: only the real agent needs it
 
         heads = EdgeHeads(bundle, config.device_spec, config.cpu_fallback, splits=config.splits or None,

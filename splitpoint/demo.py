@@ -21,7 +21,7 @@ from typing import Any
 
 from scheduler.paths import PathChoice
 from splitpoint import native_logs
-from splitpoint.errors import BundleError, SplitpointError
+from splitpoint.errors import BundleError, ConfigError, SplitpointError
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,24 @@ def ensure_bundle(path: Path, rebuild: bool = False, model: str = "digits-cnn") 
     return path
 
 
+def demo_bundle(workdir: Path, name: str, model: str, split: int | None, rebuild: bool) -> Path:
+    """The demo's bundle of `model` in `workdir`/`name`, after checking what the user gave:
+    --workdir a directory that can be made, --split one of the bundle's (before a server starts)."""
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError("--workdir", str(workdir), "is a file, not a directory")
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError("--workdir", str(workdir), f"cannot be created: {err.strerror or err}") from err
+    path = ensure_bundle(workdir / name, rebuild, model=model)
+    from splitpoint.bundle import load_bundle, split_ranges
+
+    m = load_bundle(path, side="edge", verify=False).manifest
+    if split is not None and split not in m.split_ids:
+        raise ConfigError("--split", split, f"not a split of {m.model_name}; its splits: {split_ranges(m.split_ids)}")
+    return path
+
+
 def start_server(bundle: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
     """`splitpoint cloud` in its own process; returns it and the address it printed."""
     cmd = [sys.executable, "-m", "splitpoint", "cloud", "--bundle", str(bundle), "--listen", "127.0.0.1:0", "--log-level", "warning",
@@ -111,8 +129,7 @@ def run_demo(workdir: Path, frames: int = 24, split: int | None = None, rebuild:
     from edge_node.config import EdgeConfig
     from edge_node.source_spec import open_source
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    bundle = ensure_bundle(workdir / "bundle", rebuild)
+    bundle = demo_bundle(workdir, "bundle", "digits-cnn", split, rebuild)
     results = workdir / "results.jsonl"
     results.unlink(missing_ok=True)
     print("starting the cloud server ...", flush=True)

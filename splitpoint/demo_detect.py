@@ -39,20 +39,16 @@ def run_detector_demo(workdir: Path, frames: int = 24, split: int | None = None,
     from edge_node.heads import EdgeHeads
     from edge_node.outputs import cut_request_tensors, decode_detections, local_outputs
     from edge_node.run_report import RunSummary
-    from splitpoint.bundle import load_bundle, split_ranges
-    from splitpoint.demo import ensure_bundle, start_server, stop_server
+    from splitpoint.bundle import load_bundle
+    from splitpoint.demo import demo_bundle, start_server, stop_server
     from splitpoint.detection import compact_records, detection_records
     from splitpoint.runtime.litert import Device
     from splitpoint.v1 import offload_pb2, offload_pb2_grpc
     from splitpoint.verify import detection_agreement
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    path = ensure_bundle(workdir / "bundle-detector", rebuild, model="digits-detector")
+    path = demo_bundle(workdir, "bundle-detector", "digits-detector", split, rebuild)
     bundle = load_bundle(path)
     m = bundle.manifest
-    if split is not None and split not in m.split_ids:
-        print(f"--split {split}: not a split of {m.model_name}; splits: {split_ranges(m.split_ids)}")
-        return 2
     raw, _ = bundle.validation_data()
     with np.load(bundle.path(m.validation)) as z:  # type: ignore[arg-type]
         truth = truth_by_frame(z["boxes"] if "boxes" in z.files else None, len(raw))

@@ -54,7 +54,7 @@ def test_the_agent_loads_only_the_splits_asked_for(digits_bundle: Path, tmp_path
         agent.close()
     with pytest.raises(ConfigError, match=rf"999 is not a split of digits-cnn; its splits: 0-{m.num_layers}$"):
         EdgeAgent.from_config(EdgeConfig(bundle=str(digits_bundle), source="synthetic:2", splits=[0, 999], insecure=True))
-    with pytest.raises(ConfigError, match=r"split = \d+: not a split loaded here"):
+    with pytest.raises(ConfigError, match=rf"split = {k}: not a split loaded here \(splits\); candidates: 0, {m.num_layers}$"):
         EdgeAgent.from_config(EdgeConfig(bundle=str(digits_bundle), source="synthetic:2", splits=[0], split=k, insecure=True))
 
 

@@ -158,6 +158,23 @@ def test_a_file_no_command_foresaw_failing_is_one_line_not_a_traceback(tmp_path:
     assert error_line(proc) == f"splitpoint certs: error: {out}: Not a directory"
 
 
+@pytest.mark.parametrize(("argv", "said"), [
+    (["--split", "99"], '--split = 99: not a split of digits-cnn; its splits: 0-7'),
+    (["--workdir", "FILE"], 'is a file, not a directory'),
+    (["--workdir", "FILE/sub"], 'cannot be created: Not a directory'),
+])
+def test_a_demo_given_a_bad_split_or_workdir_says_so_before_a_server_starts(argv: list[str], said: str,
+                                                                            tmp_path: Path) -> None:
+    (tmp_path / "FILE").write_text("a file")
+    argv = [a.replace("FILE", str(tmp_path / "FILE")) for a in argv]
+    if argv[0] == "--split":  # the demo's own bundle, made once for the session
+        argv += ["--workdir", str(tmp_path / "work")]
+    proc = splitpoint("demo", *argv, timeout=300)
+    assert proc.returncode == 2
+    assert said in error_line(proc)
+    assert "cloud server" not in proc.stdout  # none started, none to stop
+
+
 def test_a_loadtest_against_nothing_says_so(digits_bundle: Path) -> None:
     proc = splitpoint("loadtest", "--bundle", str(digits_bundle), "--target", "127.0.0.1:1", "--agents", "2",
                       "--duration", "1", "--timeout-s", "2", "--insecure")
