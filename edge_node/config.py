@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from scheduler.objectives import PolicyConfig
@@ -10,6 +11,12 @@ from splitpoint.errors import ConfigError
 from splitpoint.runtime.litert import Device
 from splitpoint.security import ClientSecurity
 from splitpoint.targets import parse_target
+
+#: LiteRT threads at the most: far more than any edge board's cores, far less than the
+#: thousands that exhaust the process
+MAX_THREADS = 256
+#: what gRPC accepts as a metadata value (the agent's name): printable ASCII, no outer spaces
+_METADATA_VALUE = re.compile(r"[!-~]([ -~]*[!-~])?")
 
 
 @dataclass
@@ -100,6 +107,14 @@ class EdgeConfig:
         for key in ("threads", "window", "frame_deadline_ms", "live_buffer"):
             if getattr(self, key) < 1:
                 raise ConfigError(key, getattr(self, key), "must be at least 1")
+        if self.threads > MAX_THREADS:  # 100000 spent 20 s failing pthread_create, then aborted
+            raise ConfigError("threads", self.threads, f"must be at most {MAX_THREADS}")
+        if not self.results.strip():
+            raise ConfigError("results", self.results, "give the results log's file name")
+        if self.agent_name and not _METADATA_VALUE.fullmatch(self.agent_name):
+            # sent as gRPC metadata, which gRPC refuses (every frame then fell back) unless it is this
+            raise ConfigError("agent_name", self.agent_name, "must be printable ASCII, without leading or trailing "
+                                                             "spaces (it is sent as gRPC metadata)")
         if self.fps is not None and self.fps <= 0:
             raise ConfigError("fps", self.fps, "must be > 0")
         if self.max_frames is not None and self.max_frames < 0:

@@ -12,6 +12,7 @@ from scheduler.link import LinkEstimator, LinkState
 from scheduler.objectives import Decision, PolicyConfig, decide
 from scheduler.policy import AdaptivePolicy, FixedPolicy, SplitPolicy
 from scheduler.profiles import Profile, load_profile
+from splitpoint.bundle import split_ranges
 from splitpoint.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -93,8 +94,17 @@ def build_policy(cfg: PolicyConfig, bundle_digest: str, num_layers: int, fixed_s
 
 
 def explain(cost: CostModel, cfg: PolicyConfig, link: LinkState, candidates: list[int] | None = None) -> tuple[list[Prediction], Decision]:
+    """Every candidate's prediction and the policy's choice; the fixed policy's is its split
+    (cfg.split, else K: all on the edge), shown beside the others' predictions."""
     preds = cost.predict_all(candidates or cost.splits, link)
-    return preds, decide(preds, cfg.name if cfg.name != "fixed" else "min-latency", cfg)
+    if cfg.name != "fixed":
+        return preds, decide(preds, cfg.name, cfg)
+    k = cost.num_layers if cfg.split is None else cfg.split
+    chosen = next((p for p in preds if p.split == k), None)
+    if chosen is None:
+        raise ConfigError("split", k, f"not a split of this bundle; its splits: {split_ranges(p.split for p in preds)}")
+    return preds, Decision(k, "fixed", chosen.latency_ms, True,
+                           "fixed split" + (" K, all on the edge" if cfg.split is None else ""))
 
 
 def explain_json(preds: list[Prediction], decision: Decision, link: LinkState, cfg: PolicyConfig) -> str:

@@ -100,8 +100,12 @@ class Profile:
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_suffix(p.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        tmp.replace(p)
+        try:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+            tmp.replace(p)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # no half-written profile left beside the target
+            raise
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "profile") -> Profile:
@@ -135,7 +139,7 @@ def load_profile(path: str | Path, side: str | None = None, bundle_digest: str |
         data = json.loads(p.read_text())
     except FileNotFoundError:
         raise ConfigError("profile", str(p), "file not found") from None
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError (not UTF-8 text)
         raise ConfigError("profile", str(p), f"unreadable ({exc})") from None
     prof = Profile.from_dict(data, str(p))
     if side is not None and prof.side != side:

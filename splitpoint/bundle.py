@@ -306,7 +306,7 @@ def load_bundle(root: str | Path, side: str = "all", verify: bool = True) -> Bun
         raise BundleError(f"{mpath} is missing: not a bundle, or partitioning did not finish")
     try:
         data = json.loads(mpath.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError (not UTF-8 text)
         raise BundleError(f"{mpath}: unreadable manifest ({exc})") from None
     manifest = Manifest.from_dict(data, str(mpath))
     if verify:

@@ -209,6 +209,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         return 0
     if not args.output:
         raise ConfigError("-o", None, "give the profile file to write with -o FILE")
+    if Path(args.output).is_dir():  # found now, not after every split is measured
+        raise ConfigError("-o", args.output, "is a directory; give the profile's file name")
     if args.side == "edge":
         from edge_node.heads import EdgeHeads
         from scheduler.power import find_meter

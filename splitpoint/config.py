@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import math
+import re
 import tomllib
 import types
 import typing
@@ -139,6 +142,8 @@ def _coerce(key: str, value: Any, tp: Any, choices: tuple | None) -> Any:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError
             out = float(value)
+            if not math.isfinite(out):  # `--grace-s nan`, TOML `inf`: every `x < bound` check passes them
+                raise ConfigError(key, value, "expected a finite number")
         elif base is str:
             if not isinstance(value, (str, int, float)) or isinstance(value, bool):
                 raise ValueError
@@ -201,6 +206,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError("--config", str(p), "file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("--config", str(p), f"not valid TOML ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("--config", str(p), f"not UTF-8 text, so not TOML (byte {exc.start})") from None
     except OSError as exc:
         raise ConfigError("--config", str(p), f"unreadable ({exc.strerror})") from None
 
@@ -261,8 +268,14 @@ def _toml_value(v: Any) -> str:
         return repr(v)
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    s = str(v).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{s}"'
+    # a TOML basic string: JSON's escapes are TOML's (\n, \", \\, \uXXXX), so a control
+    # character printed by --print-config reads back; TOML also wants DEL escaped, JSON does not
+    return json.dumps(str(v), ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+#: a host name or IPv4 address; an IPv6 address goes in brackets, so that its colons are not the port's
+_HOST = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_.])?")
+_BRACKETED_V6 = re.compile(r"\[[0-9A-Fa-f:.%A-Za-z]+\]")
 
 
 def parse_address(key: str, text: str, allow_zero_port: bool = True) -> tuple[str, int]:
@@ -270,6 +283,9 @@ def parse_address(key: str, text: str, allow_zero_port: bool = True) -> tuple[st
     host, sep, port_text = text.rpartition(":")
     if not sep or not host:
         raise ConfigError(key, text, "expected HOST:PORT, e.g. 127.0.0.1:50051")
+    if not (_HOST.fullmatch(host) or _BRACKETED_V6.fullmatch(host)):
+        raise ConfigError(key, text, f"{host!r} is not a host name or address (no scheme such as http://; "
+                                     "IPv6 in brackets: [::1]:50051)")
     try:
         port = int(port_text)
     except ValueError:

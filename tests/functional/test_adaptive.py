@@ -116,6 +116,31 @@ def test_policy_explain_json_marks_the_argmin(digits_bundle: Path, tmp_path: Pat
     assert results["1kbps"] == load_bundle(digits_bundle).manifest.num_layers
 
 
+def test_policy_explain_of_the_fixed_policy_chooses_its_split(digits_bundle: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    """It once explained min-latency's choice under the header 'policy fixed', and took any --split."""
+    edge, cloud = synthetic_profiles(digits_bundle)
+    edge.save(tmp_path / "e.json")
+    cloud.save(tmp_path / "c.json")
+    args = ["policy", "explain", "--bundle", str(digits_bundle), "--edge-profile", str(tmp_path / "e.json"),
+            "--cloud-profile", str(tmp_path / "c.json"), "--rtt", "5ms", "--bandwidth", "1000Mbps", "--json",
+            "--name", "fixed"]
+    K = load_bundle(digits_bundle).manifest.num_layers
+    for extra, chosen in (([], K), (["--split", "3"], 3)):  # min-latency would choose 0 on this link
+        capsys.readouterr()
+        assert main([*args, *extra]) == 0
+        assert json.loads(capsys.readouterr().out)["chosen"] == chosen
+    assert main([*args, "--split", "99"]) == 2
+    assert f"split = 99: not a split of this bundle; its splits: 0-{K}" in capsys.readouterr().err
+
+
+def test_a_profile_written_to_a_directory_is_refused_before_measuring(digits_bundle: Path, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    assert main(["profile", "cloud", "--bundle", str(digits_bundle), "--runs", "2", "-o", str(tmp_path)]) == 2
+    assert f'-o = "{tmp_path}": is a directory' in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # nothing measured, nothing left behind
+
+
 def test_agent_changes_split_when_its_bandwidth_estimate_changes(cloud_server, digits_bundle: Path, tmp_path: Path) -> None:
     edge, cloud = synthetic_profiles(digits_bundle)
     edge.save(tmp_path / "e.json")

@@ -52,6 +52,12 @@ def test_flags_override_file_and_file_overrides_defaults(tmp_path: Path) -> None
         ('fps = "10"', "fps", "10"),
         ('cpu_fallback = "yes"', "cpu_fallback", "yes"),
         ('policy.margin = "0.2"', "policy.margin", "0.2"),
+        # TOML's nan and inf pass every `x < bound` check unless refused as numbers
+        ("grace_s = nan", "grace_s", "nan"),
+        ("keepalive_s = inf", "keepalive_s", "inf"),
+        ("policy.deadline_ms = -inf", "policy.deadline_ms", "-inf"),
+        ('agent_name = "dröhne"', "agent_name", "dröhne"),  # gRPC metadata: printable ASCII
+        ("threads = 100000", "threads", 100000),
     ],
 )
 def test_bad_values_name_key_and_value(tmp_path: Path, text: str, key: str, value: object) -> None:
@@ -61,6 +67,9 @@ def test_bad_values_name_key_and_value(tmp_path: Path, text: str, key: str, valu
     with pytest.raises(ConfigError) as info:
         cfg.load(EdgeConfig, parse(EdgeConfig, []), path)
     assert info.value.key == key
+    if value in ("nan", "inf", "-inf"):
+        assert str(info.value) == f"{key} = {value}: expected a finite number"
+        return
     assert info.value.value == value
     # the value as the user wrote it in TOML, never a Python repr
     assert f"{key} = {show_value(value)}:" in str(info.value)
@@ -93,6 +102,29 @@ def test_bad_toml_and_missing_file_are_config_errors(tmp_path: Path) -> None:
         cfg.load(CloudConfig, parse(CloudConfig, []), tmp_path / "nope.toml")
 
 
+def test_flags_refuse_non_finite_numbers_too() -> None:
+    with pytest.raises(ConfigError, match=r"^hedge_margin = nan: expected a finite number$"):
+        cfg.load(EdgeConfig, parse(EdgeConfig, ["--bundle", "b", "--source", "s", "--hedge-margin", "nan"]))
+
+
+def test_an_empty_results_name_is_refused_not_opened_as_a_directory() -> None:
+    with pytest.raises(ConfigError, match=r"^results = \" \": give the results log's file name$"):
+        cfg.load(EdgeConfig, parse(EdgeConfig, ["--bundle", "b", "--source", "s", "--results", " "]))
+
+
+def test_a_config_file_that_is_not_text_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "conf.toml"
+    path.write_bytes(b"bundle = \"b\"\n\xff\xfe")
+    with pytest.raises(ConfigError, match=r"not UTF-8 text, so not TOML"):
+        cfg.load(CloudConfig, parse(CloudConfig, []), path)
+
+
+def test_print_config_round_trips_strings_with_quotes_and_control_characters(tmp_path: Path) -> None:
+    conf = cfg.load(EdgeConfig, parse(EdgeConfig, ["--bundle", 'dir "x"\\y', "--source", "a\tb\nc\x7f"]))
+    again = cfg.load(EdgeConfig, parse(EdgeConfig, []), write(tmp_path, cfg.to_toml(conf)))
+    assert (again.bundle, again.source) == ('dir "x"\\y', "a\tb\nc\x7f")
+
+
 def test_print_config_round_trips(tmp_path: Path) -> None:
     conf = cfg.load(EdgeConfig, parse(EdgeConfig, ["--bundle", "b", "--source", "camera:0", "--fps", "15"]))
     text = cfg.to_toml(conf)
@@ -107,3 +139,19 @@ def test_cloud_limits_validated() -> None:
     with pytest.raises(ConfigError) as info:
         cfg.load(CloudConfig, parse(CloudConfig, ["--bundle", "b", "--workers", "0"]))
     assert info.value.key == "workers"
+
+
+def test_a_metrics_address_in_use_is_named() -> None:
+    import socket
+
+    from prometheus_client import CollectorRegistry
+
+    from splitpoint.metrics import serve_metrics
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        with pytest.raises(ConfigError) as info:
+            serve_metrics(listen, CollectorRegistry())
+    assert str(info.value) == f'metrics_listen = "{listen}": cannot listen there: Address already in use'

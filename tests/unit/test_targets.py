@@ -23,7 +23,9 @@ def test_targets(text: str, target: str) -> None:
     assert parse_target("cloud", text) == target
 
 
-@pytest.mark.parametrize("text", ["", "nohostport", "a:1,b", "dns:///name:99999", "[::1]:1,10.0.0.1:2", "h:0"])
+@pytest.mark.parametrize("text", ["", "nohostport", "a:1,b", "dns:///name:99999", "[::1]:1,10.0.0.1:2", "h:0",
+                                  # each once passed, and every frame then fell back to a local run
+                                  "http://127.0.0.1:5", "a b:5", "127.0.0.1:5:7", "::1:5", "10.0.0.1:1,-x:2"])
 def test_bad_targets_name_the_key(text: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_target("cloud", text)
