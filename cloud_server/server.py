@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from concurrent import futures
 from typing import Any
 
@@ -48,9 +49,20 @@ CONTROL_THREADS = 32
 PERMITTED_PING_INTERVAL_MS = 5_000
 
 
+def _bind(add_port: Callable[[], int]) -> int:
+    """The port gRPC bound, 0 when it could not: older grpcio returns 0, newer raises
+    RuntimeError('Failed to bind ...'), which would be a traceback where the caller names
+    the address."""
+    try:
+        return add_port()
+    except RuntimeError:
+        return 0
+
+
 class CloudServer:
     def __init__(self, config: CloudConfig):
         self.config = config
+        config.security.check_files()  # a bad certificate named now, not as 'Failed to bind' after the tails load
         self.bundle = load_bundle(config.bundle, side="cloud")
         self.registry = CollectorRegistry()
         self.metrics = CloudMetrics(self.registry)
@@ -117,9 +129,9 @@ class CloudServer:
         if creds is None:
             log.warning("*** PLAINTEXT: serving without TLS (insecure = true): anyone on the network can read "
                         "and send frames. Use tls_cert/tls_key (and tls_client_ca) outside development. ***")
-            port = server.add_insecure_port(cfg.listen)
+            port = _bind(lambda: server.add_insecure_port(cfg.listen))
         else:
-            port = server.add_secure_port(cfg.listen, creds)
+            port = _bind(lambda: server.add_secure_port(cfg.listen, creds))
         if port == 0:
             raise SplitpointError(f'listen = "{cfg.listen}": cannot bind (address in use or not local)')
         if cfg.health_listen:
@@ -143,7 +155,7 @@ class CloudServer:
         It shares the HealthServicer, so it says NOT_SERVING as soon as a drain starts."""
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="health"))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        port = server.add_insecure_port(listen)
+        port = _bind(lambda: server.add_insecure_port(listen))
         if port == 0:
             raise SplitpointError(f'health_listen = "{listen}": cannot bind (address in use or not local)')
         server.start()

@@ -241,6 +241,8 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = MANIFEST) -> Manifest:
+        if not isinstance(d, dict):
+            raise BundleError(f"{where}: not a splitpoint bundle manifest (a JSON object is expected at the top)")
         if d.get("format") != FORMAT:
             raise BundleError(f"{where}: not a splitpoint bundle manifest (format = {d.get('format')!r})")
         if d.get("schema_version") != SCHEMA_VERSION:
@@ -266,7 +268,7 @@ class Manifest:
                 outputs=[TensorSpec.from_dict(t) for t in d.get("outputs") or [d["output"]]],
                 detection=d.get("detection"),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # AttributeError: a list where a table goes
             raise BundleError(f"{where}: malformed manifest ({type(exc).__name__}: {exc})") from None
 
     def write(self, root: Path) -> None:

@@ -126,6 +126,7 @@ def cmd_edge(args: argparse.Namespace) -> int:
         return 0
     assert isinstance(conf, EdgeConfig)
     setup_logging("debug" if args.verbose else conf.log_level)  # -v wins over the file
+    conf.security.check_files()  # a bad CA would fail every handshake, unnamed
     import signal
 
     from edge_node.agent import EdgeAgent
@@ -310,6 +311,11 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     from splitpoint.loadtest import LoadtestConfig, run_loadtest
 
     conf = cfg.load(LoadtestConfig, args, args.config)
+    conf.security.check_files()
+    if conf.json and (Path(conf.json).is_dir() or not Path(conf.json).parent.is_dir()):
+        # found now, not after the whole run's load
+        raise ConfigError("json", conf.json, "is a directory" if Path(conf.json).is_dir()
+                          else f"its directory {Path(conf.json).parent} does not exist")
     report = run_loadtest(conf)
     if report.connected == 0 and report.answered == 0:
         raise SplitpointError(f"no drone could open a stream to {conf.target} "

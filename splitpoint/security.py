@@ -19,6 +19,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import ssl
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,6 +61,37 @@ def read_token(key: str, path: str) -> str:
     except OSError:
         pass
     return token
+
+
+def check_key_pair(cert_key: str, cert: str, key_key: str, key: str) -> None:
+    """A certificate and its private key, as gRPC will need them: PEM, and the key the
+    certificate's. gRPC itself says only 'Failed to bind' (server) or fails every handshake
+    (client) - after the tails have loaded - so the files are read here first, by OpenSSL."""
+    if b"-----BEGIN CERTIFICATE-----" not in read_file(cert_key, cert):
+        raise ConfigError(cert_key, cert, "not a PEM certificate (no BEGIN CERTIFICATE block)")
+    try:  # read alone, so that a broken certificate is not blamed on its key
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cert)
+    except ssl.SSLError as exc:
+        raise ConfigError(cert_key, cert, f"OpenSSL cannot read the certificate in it ({exc})") from None
+    if b"PRIVATE KEY-----" not in read_file(key_key, key):
+        raise ConfigError(key_key, key, "not a PEM private key (no BEGIN ... PRIVATE KEY block)")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:  # a password callback: an encrypted key fails here instead of prompting on the terminal
+        context.load_cert_chain(cert, key, password=lambda: b"")
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise ConfigError(key_key, key, f"is not the private key of {cert_key} {cert}") from None
+        raise ConfigError(key_key, key, f"OpenSSL cannot use it with {cert_key} {cert} (an encrypted key? "
+                                        f"gRPC needs it unencrypted): {exc}") from None
+
+
+def check_ca(key: str, path: str) -> None:
+    """A CA file: at least one PEM certificate (OpenSSL reads it as gRPC will)."""
+    read_file(key, path)
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+    except ssl.SSLError:
+        raise ConfigError(key, path, "holds no PEM certificate; a CA certificate is needed here") from None
 
 
 def _check_pair(cert: str, key: str) -> None:
@@ -116,9 +148,19 @@ class ServerSecurity:
             return "PLAINTEXT"
         return "mutual TLS" if self.tls_client_ca else "TLS"
 
+    def check_files(self) -> None:
+        """Every file named is there and usable (ConfigError naming it): before the tails load."""
+        if self.tls_cert:
+            check_key_pair("tls_cert", self.tls_cert, "tls_key", self.tls_key)
+        if self.tls_client_ca:
+            check_ca("tls_client_ca", self.tls_client_ca)
+        if self.token_file:
+            read_token("token_file", self.token_file)
+
     def credentials(self) -> grpc.ServerCredentials | None:
         if self.insecure:
             return None
+        self.check_files()
         ca = read_file("tls_client_ca", self.tls_client_ca) if self.tls_client_ca else None
         pair = (read_file("tls_key", self.tls_key), read_file("tls_cert", self.tls_cert))
         return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
@@ -187,6 +229,16 @@ class ClientSecurity:
                     "or --insecure to talk plaintext (development only)")
         _check_plaintext_token(self.insecure, self.token_file, self.allow_plaintext_token, "sent")
 
+    def check_files(self) -> None:
+        """Every file named is there and usable (ConfigError naming it): a bad CA otherwise fails
+        every handshake, unnamed, until the run gives up."""
+        if self.tls_ca:
+            check_ca("tls_ca", self.tls_ca)
+        if self.tls_cert:
+            check_key_pair("tls_cert", self.tls_cert, "tls_key", self.tls_key)
+        if self.token_file:
+            read_token("token_file", self.token_file)
+
     def channel(self, address: str, options: list[tuple[str, Any]]) -> grpc.Channel:
         # checked here too: a caller that skipped validate() must not leak the token either
         _check_plaintext_token(self.insecure, self.token_file, self.allow_plaintext_token, "sent")
@@ -195,6 +247,7 @@ class ClientSecurity:
         if self.insecure:
             channel = grpc.insecure_channel(address, options=options)
         else:
+            self.check_files()
             creds = grpc.ssl_channel_credentials(
                 root_certificates=read_file("tls_ca", self.tls_ca),
                 private_key=read_file("tls_key", self.tls_key) if self.tls_key else None,

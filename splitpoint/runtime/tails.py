@@ -17,7 +17,7 @@ import grpc
 import numpy as np
 
 from splitpoint.bundle import Bundle, split_ranges
-from splitpoint.errors import BackendUnavailableError, ConfigError, RequestError
+from splitpoint.errors import BundleError, ConfigError, RequestError
 from splitpoint.runtime.tf import import_tensorflow
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,12 @@ class TailRunner:
         try:
             self.model = keras.models.load_model(path, compile=False)
         except Exception as exc:  # Keras raises many types for a bad file
-            raise BackendUnavailableError(f"cannot load tail {path}: {exc}") from None
+            # TensorFlow and Keras imported: the file is what is wrong (exit 2, as for a modified
+            # bundle); Keras calls a file that is not a zip archive 'File not found'
+            import zipfile
+
+            why = "not a .keras file (not a zip archive)" if path.is_file() and not zipfile.is_zipfile(path) else str(exc)
+            raise BundleError(f"cannot load tail {path}: {why}") from None
         self.split = split
         #: one shape per tail input: a multi-tensor cut hands the tail several tensors
         self.input_shapes = [tuple(t.shape[1:]) for t in self.model.inputs]

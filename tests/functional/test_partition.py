@@ -230,6 +230,30 @@ def test_truncated_manifest_is_refused(bundle_copy: Path):
         load_bundle(bundle_copy)
 
 
+@pytest.mark.parametrize("mangle", ["top-level list", "split not a table"])
+def test_a_manifest_of_the_wrong_shape_is_refused(bundle_copy: Path, mangle: str):
+    """Valid JSON of another shape once ended in AttributeError tracebacks (cloud, loadtest, doctor)."""
+    mpath = bundle_copy / MANIFEST
+    d = json.loads(mpath.read_text())
+    if mangle == "top-level list":
+        d = [d]
+    else:
+        d["splits"] = ["a"]
+    mpath.write_text(json.dumps(d))
+    with pytest.raises(BundleError, match="not a splitpoint bundle manifest|malformed manifest"):
+        load_bundle(bundle_copy)
+
+
+def test_a_tail_that_is_not_a_keras_file_is_a_bundle_error(tmp_path: Path):
+    """Exit 2 like any modified bundle, not 'File not found' for a file that is there (Keras' words)."""
+    from splitpoint.runtime.tails import TailRunner
+
+    bogus = tmp_path / "tail_2.keras"
+    bogus.write_bytes(b"\x00not a zip archive" * 10)
+    with pytest.raises(BundleError, match=r"tail_2\.keras: not a \.keras file \(not a zip archive\)$"):
+        TailRunner(bogus, 2)
+
+
 def test_missing_manifest_is_refused(bundle_copy: Path):
     (bundle_copy / MANIFEST).unlink()
     with pytest.raises(BundleError, match="manifest.json is missing"):

@@ -128,6 +128,49 @@ def test_bad_tls_settings_are_named(digits_bundle: Path, certs, tmp_path: Path) 
         start(digits_bundle, insecure=True, token_file=str(short), allow_plaintext_token=True)
 
 
+def test_unusable_certificate_files_are_named_before_the_tails_load(certs, tmp_path: Path) -> None:
+    """gRPC said only 'Failed to bind' (a traceback, exit 1) for a key of another certificate, a
+    garbage file or a key given as the CA; an agent with a bad CA failed every handshake."""
+    other = make_dev_certs(tmp_path / "other", ["localhost"])
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    placeholder = tmp_path / "placeholder.pem"  # as deploy/kubernetes/examples/secret.yaml has it
+    placeholder.write_text("-----BEGIN CERTIFICATE-----\n(the server certificate, PEM)\n-----END CERTIFICATE-----\n")
+    server = {"tls_cert": str(certs.server_cert), "tls_key": str(certs.server_key)}
+    cases = [
+        ({**server, "tls_key": str(other.server_key)}, "tls_key", "is not the private key of tls_cert"),
+        ({**server, "tls_cert": str(garbage)}, "tls_cert", "not a PEM certificate"),
+        ({**server, "tls_cert": str(placeholder)}, "tls_cert", "OpenSSL cannot read the certificate"),
+        ({**server, "tls_key": str(garbage)}, "tls_key", "not a PEM private key"),
+        ({**server, "tls_client_ca": str(certs.ca_key)}, "tls_client_ca", "holds no PEM certificate"),
+    ]
+    for settings, key, said in cases:
+        with pytest.raises(ConfigError) as info:  # from the constructor, before any tail is loaded
+            CloudServer(CloudConfig(bundle=str(tmp_path / "no-bundle-needed"), listen="127.0.0.1:0", **settings))
+        assert info.value.key == key and said in str(info.value), (settings, str(info.value))
+    client = ClientSecurity(tls_ca=str(garbage))
+    with pytest.raises(ConfigError, match="tls_ca .*holds no PEM certificate"):
+        client.channel("127.0.0.1:1", [])
+    mtls = ClientSecurity(tls_ca=str(certs.ca_cert), tls_cert=str(certs.client_cert), tls_key=str(other.client_key))
+    with pytest.raises(ConfigError, match="tls_key .*is not the private key of tls_cert"):
+        mtls.check_files()
+
+
+def test_a_listen_address_that_cannot_be_bound_is_one_line(digits_bundle: Path, tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        proc = subprocess.run([sys.executable, "-m", "splitpoint", "cloud", "--bundle", str(digits_bundle), "--listen",
+                               listen, "--insecure"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f'splitpoint cloud: error: listen = "{listen}": cannot bind (address in use or not local)' in proc.stderr
+
+
 def test_certs_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "c"
     assert main(["certs", "-o", str(out), "--server-name", "drone-server.local,10.0.0.5"]) == 0

@@ -183,6 +183,15 @@ def test_a_loadtest_against_nothing_says_so(digits_bundle: Path) -> None:
     assert "no drone could open a stream to 127.0.0.1:1" in line and "UNAVAILABLE" in line
 
 
+@pytest.mark.parametrize("where", ["missing-dir/x.json", "."])
+def test_a_loadtest_json_that_cannot_be_written_is_named_before_the_run(digits_bundle: Path, tmp_path: Path,
+                                                                          where: str) -> None:
+    proc = splitpoint("loadtest", "--bundle", str(digits_bundle), "--target", "127.0.0.1:1", "--agents", "1",
+                      "--duration", "30", "--insecure", "--json", where, cwd=tmp_path)
+    assert proc.returncode == 2  # at once: not after a 30 s run
+    assert f'json = "{where}": ' in error_line(proc)
+
+
 def test_profile_says_once_that_there_is_no_power_meter(digits_bundle: Path, tmp_path: Path) -> None:
     proc = splitpoint("profile", "edge", "--bundle", str(digits_bundle), "--runs", "2", "-o", str(tmp_path / "e.json"))
     assert proc.returncode == 0, proc.stderr
