@@ -10,6 +10,7 @@ import datetime as dt
 import ipaddress
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,15 +78,41 @@ def _write_cert(path: Path, cert: object) -> None:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))  # type: ignore[attr-defined]
 
 
+#: a DNS label; a name may start with one wildcard label (*.example.com)
+_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def _check_server_name(name: str) -> None:
+    """An IP address or a DNS name, as a certificate's subject alternative name must be: a
+    name written into the certificate that no client can dial only fails later, unnamed."""
+    try:
+        ipaddress.ip_address(name)
+        return
+    except ValueError:
+        pass
+    labels = name.split(".")
+    if labels[0] == "*":
+        labels = labels[1:]
+    if not labels or not all(_LABEL.fullmatch(x) for x in labels) or labels[-1].isdigit():
+        raise ConfigError("--server-name", name, "not an IP address or a DNS name (letters, digits and '-' between dots)")
+
+
 def make_dev_certs(out_dir: Path, server_names: list[str], client_name: str = "splitpoint-edge", force: bool = False) -> CertPaths:
     """A CA, a server certificate valid for `server_names` (DNS names or IPs) and a client certificate."""
     x509, hashes, _, ec, EKU, NameOID = _crypto()
     paths = CertPaths(*(out_dir / n for n in ("ca.pem", "ca.key", "server.pem", "server.key", "client.pem", "client.key")))
     if not server_names:
         raise ConfigError("--server-name", server_names, "give at least one DNS name or IP address for the server")
+    for n in server_names:
+        _check_server_name(n)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError("-o", str(out_dir), "is a file, not a directory")
     existing = [p for p in vars(paths).values() if p.exists()]
     if existing and not force:
         raise ConfigError("-o", str(out_dir), f"{existing[0].name} exists; use --force to replace the certificates")
+    for p in existing:  # checked before any file is replaced: a half-replaced set would not verify
+        if not p.is_file():
+            raise ConfigError("-o", str(out_dir), f"{p.name} is not a file; --force replaces only files")
     out_dir.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
 

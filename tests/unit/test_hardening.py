@@ -38,6 +38,32 @@ def token_file(tmp_path: Path) -> Path:
 # ---------------------------------------------------------------- certs --force
 
 
+@pytest.mark.parametrize("name", ["bad name!", "999.1.1.1", "-x.example", "a..b", "", "*"])
+def test_certs_refuse_a_server_name_no_client_could_dial(name: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        make_dev_certs(tmp_path / "c", ["localhost", name] if name else ["localhost", "."])
+    assert info.value.key == "--server-name"
+    assert not (tmp_path / "c").exists()  # nothing written
+
+
+def test_certs_accept_names_ips_and_a_wildcard(tmp_path: Path) -> None:
+    make_dev_certs(tmp_path / "c", ["*.drones.local", "10.0.0.1", "::1", "my-host", "splitpoint-cloud.ns.svc"])
+
+
+def test_certs_force_replaces_nothing_when_one_entry_is_not_a_file(tmp_path: Path) -> None:
+    out = tmp_path / "c"
+    make_dev_certs(out, ["localhost"])
+    before = (out / "ca.pem").read_bytes()
+    (out / "server.key").unlink()
+    (out / "server.key").mkdir()
+    with pytest.raises(ConfigError, match="server.key is not a file"):
+        make_dev_certs(out, ["localhost"], force=True)
+    assert (out / "ca.pem").read_bytes() == before  # the set stays one CA's
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a directory"):
+        make_dev_certs(tmp_path / "f", ["localhost"])
+
+
 def test_certs_force_makes_world_readable_keys_0600(tmp_path: Path) -> None:
     out = tmp_path / "c"
     make_dev_certs(out, ["localhost"])
