@@ -3,7 +3,9 @@
 `open_source(spec, preprocessing, bundle, fps)` (edge_node/source_spec.py) turns
 the `--source` string into a `FrameSource`:
 
-    DIR            every image / .npy file in DIR, sorted by name
+    DIR            every image / .npy file in DIR, sorted by name: regular files only (a
+                   named pipe, socket, device or subdirectory so named is left out with a
+                   warning: opening a pipe would block the agent beyond SIGTERM's reach)
     FILE.mp4       a video file (.mp4 .avi .mkv .mov .webm, or any other existing
                    file that is not an image), decoded with OpenCV
     camera:N       video device N (N >= 0), through OpenCV
@@ -17,7 +19,8 @@ fitted to the bundle's preprocessing size and channels (`fit_frame`), and whose
 fitting: a detector's boxes are given in that image's pixels.
 
 A source is a single-pass stream, like a camera: `iter(source)` returns the
-source itself. Reading one frame can fail without ending the stream: the
+source itself. Reading one frame can fail without ending the stream (a file that
+is no image, or one declaring more pixels than Pillow allows: a decompression bomb): the
 iterator then raises `FrameReadError` (carrying `index` and `origin`) for that
 frame, and the *next* call to `next()` continues with the following frame. A
 caller that records failures and carries on writes:

@@ -12,10 +12,12 @@ import logging
 import os
 import queue
 import signal
+import struct
 import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -180,3 +182,13 @@ class _QuietProgress:
 def quiet_progress(total: int) -> _QuietProgress:
     """`partition(..., progress=quiet_progress)`: progress to a debug log, not the terminal."""
     return _QuietProgress()
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A PNG that is only a header declaring `width` x `height`: Pillow reads the size when it
+    opens the file, so a decompression bomb costs a few bytes to make."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")

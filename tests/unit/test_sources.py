@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import glob
+import os
 import sys
+import threading
 import time
 import types
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import png_declaring
 from PIL import Image
 
 from edge_node.source_spec import open_source
@@ -132,6 +135,72 @@ def test_for_loop_resumes_after_frame_read_error(tmp_path: Path) -> None:
             except FrameReadError as exc:
                 failed.append(exc.index)
     assert seen == ["a.png", "c.png"] and failed == [1]
+
+
+def test_a_decompression_bomb_is_that_frames_read_error(tmp_path: Path) -> None:
+    Image.new("L", (8, 8), 1).save(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes(png_declaring(30000, 30000))  # 900 Mpixel: Pillow's bomb error
+    Image.new("L", (8, 8), 3).save(tmp_path / "c.png")
+    with open_source(str(tmp_path), GRAY8) as source:
+        frames = iter(source)
+        assert next(frames).origin == "a.png"
+        with pytest.raises(FrameReadError) as info:
+            next(frames)
+        assert (info.value.index, info.value.origin) == (1, "b.png")
+        assert "too large" in str(info.value) and "900000000 pixels" in str(info.value)
+        assert next(frames).origin == "c.png"
+
+
+def drain_within(source: FrameSource, timeout_s: float = 30.0) -> list[Frame | FrameReadError]:
+    """Every frame and read error of `source`, from a thread: a read that blocks fails the test."""
+    out: list[Frame | FrameReadError] = []
+
+    def run() -> None:
+        with source:
+            frames = iter(source)
+            while True:
+                try:
+                    out.append(next(frames))
+                except StopIteration:
+                    return
+                except FrameReadError as exc:
+                    out.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout_s)
+    assert not t.is_alive(), f"reading the source blocked; read so far: {out}"
+    return out
+
+
+def test_entries_that_are_not_regular_files_are_left_out_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    Image.new("L", (8, 8), 1).save(tmp_path / "a.png")
+    os.mkfifo(tmp_path / "b.png")  # open() of a pipe waits for a writer: it would hang the agent
+    (tmp_path / "c.png").mkdir()
+    (tmp_path / "d.png").symlink_to(tmp_path / "a.png")  # a link to a file is that file
+    out = drain_within(open_source(str(tmp_path), GRAY8))
+    assert [(f.index, f.origin) for f in out if isinstance(f, Frame)] == [(0, "a.png"), (1, "d.png")], out
+    (warning,) = [r.getMessage() for r in caplog.records if "not regular files" in r.getMessage()]
+    assert "2 entries left out" in warning and "b.png (a named pipe)" in warning and "c.png (a directory)" in warning
+
+
+def test_a_file_swapped_for_a_named_pipe_after_listing_is_that_frames_error(tmp_path: Path) -> None:
+    for name in ("a.png", "b.png", "c.png"):
+        Image.new("L", (8, 8), 1).save(tmp_path / name)
+    source = open_source(str(tmp_path), GRAY8)
+    (tmp_path / "b.png").unlink()
+    os.mkfifo(tmp_path / "b.png")
+    out = drain_within(source)
+    assert [type(f).__name__ for f in out] == ["Frame", "FrameReadError", "Frame"], out
+    assert "is a named pipe, not a regular file" in str(out[1])
+
+
+def test_a_directory_of_only_pipes_says_so(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "a.png")
+    with pytest.raises(ConfigError, match="in it; 1 entry named like one is not a regular file"):
+        open_source(str(tmp_path), GRAY8)
 
 
 def test_empty_directory_is_a_config_error(tmp_path: Path) -> None:
