@@ -24,7 +24,7 @@ import numpy as np
 
 from splitpoint.errors import ResultsWriteError
 
-from .results import ResultStore, backup_results, open_results
+from .results import ResultStore, open_results
 from .run_report import EdgeMetrics, RunSummary
 from .sources import Frame
 
@@ -50,13 +50,14 @@ class Recorder:
         self._lock = threading.Lock()
 
     def open(self, path: str, fmt: str, fsync: bool, resume: bool) -> set[int]:
-        """Open (or, without resume, first move aside) the log; the frame ids it already records."""
-        if not resume:
-            moved = backup_results(path)
-            if moved is not None:
-                log.warning("resume is off: the old results log %s was renamed to %s; starting over", path, moved)
-        self.results = open_results(path, fmt, fsync)
-        return self.results.done_ids() if resume else set()
+        """Open (or, without resume, first move aside) the log; the frame ids it already records.
+        The log is this agent's alone until `close()`: a second agent on it is refused (ConfigError)."""
+        results = open_results(path, fmt, fsync, fresh=not resume)
+        if results.moved_aside is not None:
+            log.warning("resume is off: the old results log %s was renamed to %s; starting over", path,
+                        results.moved_aside)
+        self.results = results
+        return results.done_ids() if resume else set()
 
     def close(self) -> None:
         with self._lock:

@@ -25,9 +25,16 @@ raises the same error without touching the file again. Scores and timings that
 are not finite are written as null, so the log is always valid JSON.
 
 `read_results(path)` reads either format (a SQLite file starts with the header
-"SQLite format 3\\0"). A crash can tear the last JSON line; reading ignores an
-unparsable final line with a warning, and opening such a log for appending cuts
-the torn tail off first, so the next record starts on a line of its own.
+"SQLite format 3\\0"). A crash can tear the last JSON line: the final line, without
+its newline (written last), starting with "{" like every record (or NUL bytes, what a
+power cut can leave). Reading ignores it with a warning; opening the log to append cuts
+it off first. Any other line that is not a JSON object with an integer frame_id means
+the file is not a results log (notes.md given as --results): `open_results` refuses it
+with one ConfigError naming the file and the line, before anything is written and
+without touching it; so it does a SQLite database that is not a results log, which
+opening would otherwise alter. It holds the file while the log is open
+(edge_node/results_file.py: a regular file, one agent at a time); with `fresh` (the
+agent's --no-resume) it moves an existing results log aside under that hold first.
 """
 
 from __future__ import annotations
@@ -41,14 +48,28 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from splitpoint.errors import ConfigError, ResultsWriteError
+from splitpoint.files import open_regular
+
+from .results_file import (
+    NOT_A_LOG,
+    SQLITE_HEADER,
+    LogHold,
+    backup_results,
+    check_sqlite_log,
+    hold,
+    is_sqlite,
+)
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("jsonl", "sqlite")
-SQLITE_HEADER = b"SQLite format 3\x00"
+
+#: a line longer than this is not a record (records are a few hundred bytes; detections a few
+#: kB): reading stops there instead of taking a whole binary file into memory
+MAX_LINE_BYTES = 16 << 20
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS results ("
@@ -66,14 +87,6 @@ class ResultStore(Protocol):
     def done_ids(self) -> set[int]: ...
 
     def close(self) -> None: ...
-
-
-def is_sqlite(path: str | Path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(len(SQLITE_HEADER)) == SQLITE_HEADER
-    except FileNotFoundError:
-        return False
 
 
 def _finite(value: Any) -> Any:
@@ -105,26 +118,35 @@ def describe_os_error(exc: BaseException) -> str:
 def _frame_id(record: dict[str, Any]) -> int:
     fid = record.get("frame_id")
     if isinstance(fid, bool) or not isinstance(fid, int):
-        raise ValueError(f"a result record needs an integer frame_id, not {fid!r}")
+        raise ValueError(f"a result record needs an integer frame_id, not {json.dumps(fid, default=str)}")
     return fid
 
 
-def _parse_jsonl(path: Path, raw: bytes) -> tuple[list[dict[str, Any]], int]:
-    """Records of a JSONL log and the byte length of its intact part (a torn final line excluded)."""
+def _parse_jsonl(path: Path, fh: IO[bytes]) -> tuple[list[dict[str, Any]], int]:
+    """Records of a JSONL log read from `fh` and the byte length of its intact part (a torn final
+    line excluded); ConfigError at the first line that shows the file is not a results log."""
     records: list[dict[str, Any]] = []
-    lines = raw.splitlines(keepends=True)
     good = 0
-    for n, line in enumerate(lines):
+    n = 0
+    while line := fh.readline(MAX_LINE_BYTES):
+        n += 1
+        whole = line.endswith(b"\n")
+        if not whole and len(line) == MAX_LINE_BYTES:
+            raise ConfigError("results", str(path), NOT_A_LOG.format(f"line {n} is longer than {MAX_LINE_BYTES >> 20} MiB"))
         if line.strip():
             try:
                 record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError("not a JSON object")
             except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-                if n == len(lines) - 1:
+                if not whole and (line.startswith(b"{") or not line.strip(b"\0")):  # a record cut short
                     log.warning("results log %s: ignoring a torn last line (%d bytes: %s)", path, len(line), exc)
                     break
-                raise ValueError(f"results log {path}: line {n + 1} is not a JSON record ({exc})") from None
+                raise ConfigError("results", str(path), NOT_A_LOG.format(f"line {n} is not JSON: {exc}")) from None
+            try:
+                if not isinstance(record, dict):
+                    raise ValueError(f"line {n} is not a JSON object")
+                _frame_id(record)
+            except ValueError as exc:  # whole JSON, so not torn: a file of something else
+                raise ConfigError("results", str(path), NOT_A_LOG.format(f"line {n}: {exc}")) from None
             records.append(record)
         good += len(line)
     return records, good
@@ -133,14 +155,19 @@ def _parse_jsonl(path: Path, raw: bytes) -> tuple[list[dict[str, Any]], int]:
 class _ResultLog:
     """What both formats share: one record per frame id, thread-safe writes, idempotent close.
 
-    A subclass opens its file, fills `_ids` with the ids already written and implements
-    `_is_open`, `_append` (store one record durably; False when the store itself already
-    has the id) and `_close`.
+    A subclass opens its file under `_held` (the agent's hold on it: see `open_results`),
+    fills `_ids` with the ids already written and implements `_is_open`, `_append` (store
+    one record durably; False when the store itself already has the id) and `_close`.
     """
 
     path: Path
 
-    def __init__(self) -> None:
+    def __init__(self, path: str | Path, held: LogHold | None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._held = held if held is not None else hold(self.path)
+        #: where `open_results(fresh=True)` moved the log it found, if it did
+        self.moved_aside: Path | None = None
         self._ids: set[int] = set()
         self._lock = threading.Lock()
         #: set by the first failed write; every later write raises it without touching the file
@@ -176,6 +203,7 @@ class _ResultLog:
         with self._lock:
             if self._is_open():
                 self._close()
+            self._held.release()  # after the file is closed: another agent may have it from now on
 
     def _is_open(self) -> bool:
         raise NotImplementedError
@@ -190,27 +218,44 @@ class _ResultLog:
 class JsonlResultLog(_ResultLog):
     """Append-only JSON Lines, fsynced per record when `fsync`. Thread-safe; `close()` is idempotent."""
 
-    def __init__(self, path: str | Path, fsync: bool = True):
-        super().__init__()
-        self.path = Path(path)
+    def __init__(self, path: str | Path, fsync: bool = True, held: LogHold | None = None):
+        super().__init__(path, held)
         self.fsync = fsync
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if is_sqlite(self.path):
-            raise ConfigError("results", str(self.path), "is a SQLite results log; set results_format = \"sqlite\" "
-                                                          "or give another file")
-        if self.path.exists():
-            raw = self.path.read_bytes()
-            records, good = _parse_jsonl(self.path, raw)
-            self._ids = {_frame_id(r) for r in records}
-            if good < len(raw):
-                with open(self.path, "r+b") as fh:  # drop the torn tail: the next record gets a line of its own
-                    fh.truncate(good)
-                    os.fsync(fh.fileno())
-            elif raw and not raw.endswith(b"\n"):  # a whole record whose newline was not written
-                with open(self.path, "ab") as fh:
-                    fh.write(b"\n")
+        self._fh: Any = None
+        try:
+            self._open()
+        except BaseException:
+            self._held.release()
+            raise
+
+    def _open(self) -> None:
+        fd = self._held.fd
+        assert fd is not None
+        with os.fdopen(os.dup(fd), "rb") as fh:  # the file held, whatever the name points at by now
+            if fh.read(len(SQLITE_HEADER)) == SQLITE_HEADER:
+                raise ConfigError("results", str(self.path), "is a SQLite results log; set results_format = "
+                                                              "\"sqlite\" or give another file")
+            fh.seek(0)
+            records, good = _parse_jsonl(self.path, fh)
+            size = fh.seek(0, os.SEEK_END)
+            last = b""
+            if good and good == size:
+                fh.seek(good - 1)
+                last = fh.read(1)
+        self._ids = {_frame_id(r) for r in records}
+        if good < size:  # drop the torn tail: the next record gets a line of its own
+            os.ftruncate(fd, good)
+            os.fsync(fd)
+        # O_APPEND (a file system without flock cannot keep a second writer out: lines may then
+        # interleave but never overwrite), and the same file as the one held and read.
+        append = open_regular(self.path, "results", os.O_WRONLY | os.O_APPEND)
+        if not os.path.samestat(os.fstat(append), os.fstat(fd)):
+            os.close(append)
+            raise ConfigError("results", str(self.path), "was replaced by another file while it was opened")
         # Unbuffered: a write that fails (a full disk) leaves nothing queued to be flushed at close.
-        self._fh: Any = open(self.path, "ab", buffering=0)
+        self._fh = os.fdopen(append, "ab", buffering=0)
+        if last and last != b"\n":  # a whole record whose newline was not written
+            self._fh.write(b"\n")
 
     def _is_open(self) -> bool:
         return self._fh is not None
@@ -247,22 +292,31 @@ ResultLog = JsonlResultLog
 class SqliteResultLog(_ResultLog):
     """One row per frame in a WAL-mode SQLite file; one connection shared by threads under a lock."""
 
-    def __init__(self, path: str | Path, fsync: bool = True):
-        super().__init__()
-        self.path = Path(path)
+    def __init__(self, path: str | Path, fsync: bool = True, held: LogHold | None = None):
+        super().__init__(path, held)
         self.fsync = fsync
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists() and self.path.stat().st_size > 0 and not is_sqlite(self.path):
+        self._db: sqlite3.Connection | None = None
+        try:
+            self._open()
+        except BaseException:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+            self._held.release()
+            raise
+
+    def _open(self) -> None:
+        if self._held.size() > 0 and not is_sqlite(self.path):
             raise ConfigError("results", str(self.path), "is not a SQLite database (a JSONL log?); set "
                                                           "results_format = \"jsonl\" or give another file")
         try:
             # autocommit (isolation_level None): every INSERT is its own transaction, durable on return
-            self._db: sqlite3.Connection | None = sqlite3.connect(
-                str(self.path), check_same_thread=False, isolation_level=None, timeout=10.0)
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=10.0)
+            check_sqlite_log(self.path, self._db)  # before WAL mode or the table change anything
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 log.warning("results log %s: SQLite refused WAL mode (journal_mode = %s)", self.path, mode)
-            self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
             self._db.execute(_SCHEMA)
             self._ids = {row[0] for row in self._db.execute("SELECT frame_id FROM results")}
         except sqlite3.OperationalError as exc:  # full, read-only, I/O error: the file, not the setting
@@ -288,42 +342,54 @@ class SqliteResultLog(_ResultLog):
         self._db = None
 
 
-def open_results(path: str | Path, fmt: str = "jsonl", fsync: bool = True) -> JsonlResultLog | SqliteResultLog:
-    """The results log at `path` in format `fmt` ("jsonl" or "sqlite"), created or opened for appending."""
+def _check_any_log(path: Path, held: LogHold) -> None:
+    """ConfigError unless the file held is a results log of either format (what --no-resume may move)."""
+    assert held.fd is not None
+    with os.fdopen(os.dup(held.fd), "rb") as fh:
+        if fh.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+            fh.seek(0)
+            _parse_jsonl(path, fh)
+            return
+    try:
+        db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=10.0)
+        try:
+            check_sqlite_log(path, db)
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError("results", str(path), f"cannot be used as a SQLite results log ({exc})") from None
+
+
+def open_results(path: str | Path, fmt: str = "jsonl", fsync: bool = True,
+                 fresh: bool = False) -> JsonlResultLog | SqliteResultLog:
+    """The results log at `path` in format `fmt` ("jsonl" or "sqlite"), created or opened for appending,
+    and held by this process until `close()` (ConfigError when another agent holds it, or the file is
+    not a regular file or not a results log). `fresh`: an existing log is first moved aside
+    (`backup_results`; where to is the log's `moved_aside`)."""
     if fmt not in FORMATS:
         raise ConfigError("results_format", fmt, f"must be one of {', '.join(FORMATS)}")
+    p = Path(path)
+    kind = JsonlResultLog if fmt == "jsonl" else SqliteResultLog
     try:
-        return JsonlResultLog(path, fsync) if fmt == "jsonl" else SqliteResultLog(path, fsync)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        held = hold(p)
+        moved = None
+        try:
+            if fresh and held.size() > 0:  # moved only while held: never a log another agent is writing
+                _check_any_log(p, held)
+                moved = backup_results(p)
+                if moved is not None:
+                    fresh_file = hold(p)  # the new file, held before the old one is let go
+                    held.release()
+                    held = fresh_file
+            store = kind(p, fsync, held)
+        except BaseException:
+            held.release()
+            raise
     except OSError as exc:  # e.g. a read-only directory: one clear error, not a traceback
         raise ResultsWriteError(path, describe_os_error(exc)) from None
-
-
-def backup_results(path: str | Path) -> Path | None:
-    """Move a non-empty log out of the way (`<name>.<unix time>.bak`); the path it went to, or None."""
-    p = Path(path)
-    if not p.exists() or p.stat().st_size == 0:
-        return None
-    if is_sqlite(p):  # fold the WAL into the file first, so the backup is one self-contained file
-        try:
-            db = sqlite3.connect(str(p), timeout=10.0)
-            try:
-                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            finally:
-                db.close()
-        except sqlite3.DatabaseError as exc:
-            log.warning("results log %s: checkpoint before the backup failed (%s)", p, exc)
-    stamp = int(time.time())
-    bak = p.with_name(f"{p.name}.{stamp}.bak")
-    n = 1
-    while bak.exists():
-        bak = p.with_name(f"{p.name}.{stamp}.{n}.bak")
-        n += 1
-    os.replace(p, bak)
-    for suffix in ("-wal", "-shm"):  # what is left of SQLite's side files travels with the database
-        side = p.with_name(p.name + suffix)
-        if side.exists():
-            os.replace(side, bak.with_name(bak.name + suffix))
-    return bak
+    store.moved_aside = moved
+    return store
 
 
 def read_results(path: str | Path) -> list[dict[str, Any]]:
@@ -340,4 +406,5 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
         finally:
             db.close()
         return [json.loads(text) for (text,) in rows]
-    return _parse_jsonl(p, p.read_bytes())[0]
+    with os.fdopen(open_regular(p, "results"), "rb") as fh:
+        return _parse_jsonl(p, fh)[0]

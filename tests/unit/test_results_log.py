@@ -1,17 +1,22 @@
-"""The results log's own guarantees: valid JSON whatever the values, a failed write is fatal and clear."""
+"""The results log's own guarantees: valid JSON whatever the values, a failed write is fatal and clear,
+a file that is not a results log (text, other JSON, another program's SQLite database, a named pipe)
+is refused and left as it was, and a log has one writer at a time."""
 
 from __future__ import annotations
 
 import errno
 import json
 import math
+import os
+import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from edge_node.results import open_results, read_results
-from splitpoint.errors import ResultsWriteError
+from splitpoint.errors import ConfigError, ResultsWriteError
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "sqlite"])
@@ -58,3 +63,119 @@ def test_a_write_cut_short_leaves_the_log_intact_and_every_later_write_fails(tmp
     log.close()
     assert path.read_text().count("\n") == 1  # the partial line was cut off
     assert read_results(path) == [{"frame_id": 0, "status": "ok"}]
+
+
+# ---------------------------------------------------------------- a file that is not a results log
+
+
+def snapshot(path: Path) -> tuple[bytes, int]:
+    return path.read_bytes(), path.stat().st_mtime_ns
+
+
+NOT_LOGS = {
+    "notes": b"# notes\nsome text\n",
+    "json without frame_id": b'{"a": 1}\n{"b": 2}\n',
+    "a frame_id that is a string": b'{"frame_id": "7"}\n',
+    "a JSON array": b'{"frame_id": 0}\n[1, 2]\n',
+    # a complete line is never torn: only a last line without its newline can be a write cut short
+    "one complete line": b"garbage\n",
+    # and a record cut short starts with "{": this is a file of something else
+    "one line without its newline": b"garbage",
+}
+
+
+@pytest.mark.parametrize("fresh", [False, True], ids=["resume", "no-resume"])
+@pytest.mark.parametrize("content", NOT_LOGS.values(), ids=NOT_LOGS.keys())
+def test_a_file_that_is_not_a_results_log_is_refused_untouched(tmp_path: Path, content: bytes, fresh: bool) -> None:
+    path = tmp_path / "notes.md"
+    path.write_bytes(content)
+    before = snapshot(path)
+    with pytest.raises(ConfigError) as info:
+        open_results(path, "jsonl", fresh=fresh)
+    assert str(info.value).startswith(f'results = "{path}": is not a results log (line '), info.value
+    assert "give --results another file" in str(info.value)
+    assert snapshot(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.md"]  # not moved aside either
+    with pytest.raises(ConfigError):
+        read_results(path)
+
+
+def test_a_torn_tail_of_nul_bytes_is_cut_off(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b'{"frame_id": 0}\n' + b"\0" * 40)  # a power cut: the size made it, the data did not
+    log = open_results(path, "jsonl")
+    assert log.done_ids() == {0}
+    log.close()
+    assert path.read_bytes() == b'{"frame_id": 0}\n'
+
+
+def other_database(path: Path, schema: str) -> None:
+    db = sqlite3.connect(path)
+    db.execute(schema)
+    db.commit()
+    db.close()
+
+
+@pytest.mark.parametrize("fresh", [False, True], ids=["resume", "no-resume"])
+@pytest.mark.parametrize("schema, said", [
+    ("CREATE TABLE contacts (name TEXT)", "a SQLite database with no results table: contacts"),
+    ("CREATE TABLE results (id INTEGER, score REAL)", "its results table has no column frame_id, record, "
+                                                      "written_unix_ns"),
+])
+def test_a_sqlite_database_that_is_not_a_results_log_is_refused_untouched(tmp_path: Path, schema: str, said: str,
+                                                                          fresh: bool) -> None:
+    path = tmp_path / "app.db"
+    other_database(path, schema)
+    before = snapshot(path)
+    with pytest.raises(ConfigError) as info:
+        open_results(path, "sqlite", fresh=fresh)
+    assert str(info.value) == f'results = "{path}": is not a results log ({said}); it was left as it is: give ' \
+                              "--results another file"
+    assert snapshot(path) == before  # not switched to WAL, no table added
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]
+
+
+def open_within(path: Path, fmt: str, timeout_s: float = 10.0) -> BaseException | None:
+    """What open_results(path) raised (None: nothing), from a thread: an open that blocks fails the test."""
+    box: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            open_results(path, fmt).close()
+            box.append(None)
+        except BaseException as exc:
+            box.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout_s)
+    assert not t.is_alive(), f"open_results({path}) blocked"
+    return box[0]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "sqlite"])
+def test_a_named_pipe_is_not_a_results_log(tmp_path: Path, fmt: str) -> None:
+    path = tmp_path / f"r.{fmt}"
+    os.mkfifo(path)  # opened for reading, it would wait for a writer forever
+    err = open_within(path, fmt)
+    assert isinstance(err, ConfigError), err
+    assert str(err) == (f'results = "{path}": is a named pipe, not a regular file: a results log must be a '
+                        "regular file (or not exist yet)")
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "sqlite"])
+def test_a_log_is_held_by_one_writer_until_closed(tmp_path: Path, fmt: str) -> None:
+    path = tmp_path / f"r.{fmt}"
+    first = open_results(path, fmt)
+    first.write({"frame_id": 0})
+    with pytest.raises(ConfigError) as info:
+        open_results(path, fmt)
+    assert str(info.value) == (f'results = "{path}": is in use by another agent (pid {os.getpid()}): one results '
+                               "log takes one agent; give this one another --results")
+    with pytest.raises(ConfigError, match="in use by another agent"):
+        open_results(path, fmt, fresh=True)  # nor moved aside under the writer's feet
+    assert not list(tmp_path.glob("*.bak"))
+    first.close()
+    second = open_results(path, fmt)
+    assert second.done_ids() == {0}
+    second.close()

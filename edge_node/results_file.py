@@ -1,0 +1,164 @@
+"""The results log's file: a regular file, held by one agent at a time.
+
+`hold(path)` opens (creating if need be) the file a results log lives in and takes an
+exclusive, non-blocking `flock` on it for as long as the agent has the log open. Why:
+
+* Only a regular file can be a results log. A named pipe would block the agent in open()
+  beyond the reach of SIGTERM; /dev/zero or /dev/full would be read forever (gigabytes of
+  memory in seconds) when the log's ids are read back. Anything else is refused with one
+  ConfigError naming the file (exit 2); the file is opened with O_NONBLOCK so that even
+  the refusal cannot hang. (A directory keeps failing as a log that cannot be opened.)
+* Two agents appending to one log interleave their records: two runs of the same source
+  wrote 78 records for 40 frame ids. The second agent is refused at once, naming the pid
+  of the one holding the log when /proc/locks tells it.
+
+The lock is advisory (only splitpoint agents take it) and sits on the log itself, so no
+lock file is left behind; the kernel drops it when the descriptor closes, including when
+the process dies, so a killed agent never leaves a stale lock. SQLite's own locks are
+POSIX record locks, which on Linux do not interact with flock. A file system without
+flock (some network and FUSE file systems answer ENOLCK or EOPNOTSUPP) keeps the log
+usable: the agent warns that it cannot guard against a second agent and goes on.
+
+Also here, what needs no more than the file: telling a SQLite log (`is_sqlite`) and a
+SQLite database that is not a results log (`check_sqlite_log`), and moving a log aside
+for --no-resume (`backup_results`).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import sqlite3
+import stat
+import time
+from pathlib import Path
+
+from splitpoint.errors import ConfigError
+from splitpoint.files import open_regular
+
+log = logging.getLogger(__name__)
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+#: what a results log that is not one is told
+NOT_A_LOG = "is not a results log ({}); it was left as it is: give --results another file"
+
+#: flock errors that mean "this file system has no such locks", not "someone holds it"
+_NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL)
+
+
+class LogHold:
+    """An open descriptor of the results log's file with the agent's lock on it."""
+
+    def __init__(self, path: Path, fd: int):
+        self.path = path
+        self.fd: int | None = fd
+
+    def size(self) -> int:
+        assert self.fd is not None
+        return os.fstat(self.fd).st_size
+
+    def release(self) -> None:
+        """Close the descriptor, which drops the lock; may be called more than once."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def hold(path: Path) -> LogHold:
+    """`path` (created empty when missing) opened and locked for this agent alone.
+
+    ConfigError when it is not a regular file or another agent holds it; OSError as opening
+    it for writing raises it."""
+    fd = open_regular(path, "results", os.O_RDWR | os.O_CREAT,
+                      why=": a results log must be a regular file (or not exist yet)")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = _holder(os.fstat(fd))
+        os.close(fd)
+        raise ConfigError("results", str(path), f"is in use by another agent{f' (pid {pid})' if pid else ''}: "
+                                                "one results log takes one agent; give this one another --results") from None
+    except OSError as exc:
+        if exc.errno not in _NO_FLOCK:
+            os.close(fd)
+            raise
+        log.warning("results log %s: the file system cannot lock it (%s); nothing stops a second agent from "
+                    "writing to it at the same time", path, os.strerror(exc.errno or 0))
+    except BaseException:
+        os.close(fd)
+        raise
+    return LogHold(path, fd)
+
+
+def _holder(st: os.stat_result) -> int | None:
+    """The pid holding a flock on the file of `st`, from /proc/locks (Linux); None when unknown."""
+    want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks") as fh:
+            for line in fh:
+                fields = line.split()  # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:7604389 0 EOF"
+                if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == want:
+                    pid = int(fields[4])
+                    return pid if pid > 0 else None  # 0 or less: a process of another pid namespace
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def is_sqlite(path: str | Path) -> bool:
+    """A regular file starting with SQLite's header (a named pipe is not opened to look)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        with open(path, "rb") as fh:
+            return fh.read(len(SQLITE_HEADER)) == SQLITE_HEADER
+    except FileNotFoundError:
+        return False
+
+
+def check_sqlite_log(path: Path, db: sqlite3.Connection) -> None:
+    """ConfigError unless the database is empty or has a results table of this log's columns:
+    anything else is someone else's database, which opening it as a log would alter."""
+    tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    if not tables:
+        return
+    if "results" not in tables:
+        shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+        raise ConfigError("results", str(path), NOT_A_LOG.format(f"a SQLite database with no results table: {shown}"))
+    missing = {"frame_id", "record", "written_unix_ns"} - {row[1] for row in db.execute("PRAGMA table_info(results)")}
+    if missing:
+        raise ConfigError("results", str(path),
+                          NOT_A_LOG.format(f"its results table has no column {', '.join(sorted(missing))}"))
+    if db.execute("SELECT 1 FROM results WHERE typeof(frame_id) != 'integer' LIMIT 1").fetchone():
+        raise ConfigError("results", str(path), NOT_A_LOG.format("its results table has a frame_id that is not an integer"))
+
+
+def backup_results(path: str | Path) -> Path | None:
+    """Move a non-empty log out of the way (`<name>.<unix time>.bak`); the path it went to, or None."""
+    p = Path(path)
+    if not p.exists() or p.stat().st_size == 0:
+        return None
+    if is_sqlite(p):  # fold the WAL into the file first, so the backup is one self-contained file
+        try:
+            db = sqlite3.connect(str(p), timeout=10.0)
+            try:
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                db.close()
+        except sqlite3.DatabaseError as exc:
+            log.warning("results log %s: checkpoint before the backup failed (%s)", p, exc)
+    stamp = int(time.time())
+    bak = p.with_name(f"{p.name}.{stamp}.bak")
+    n = 1
+    while bak.exists():
+        bak = p.with_name(f"{p.name}.{stamp}.{n}.bak")
+        n += 1
+    os.replace(p, bak)
+    for suffix in ("-wal", "-shm"):  # what is left of SQLite's side files travels with the database
+        side = p.with_name(p.name + suffix)
+        if side.exists():
+            os.replace(side, bak.with_name(bak.name + suffix))
+    return bak
