@@ -369,8 +369,6 @@ def _main(argv: list[str] | None) -> int:
     except SplitpointError as err:  # exit 2: fix the command, config or input; 1: the run failed
         print(f"splitpoint {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code
-    except BrokenPipeError:  # `splitpoint inspect B | head`: the reader left; nothing to tell it
-        return 1
     except OSError as err:  # what no command foresaw (a disk filling mid-write): one line, not a traceback
         log.debug("%s failed", args.command, exc_info=True)  # -v: where
         where = f"{err.filename}: " if err.filename else ""
