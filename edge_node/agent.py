@@ -267,10 +267,12 @@ class EdgeAgent:
     def stop(self) -> None:
         """Ask `run` to stop after the current frame; frames in flight get `grace_s` to finish.
 
-        Safe from a signal handler: it only sets two fields."""
+        Safe from a signal handler: it only sets two fields and the session's interrupt flag
+        (a Describe or probe at start-up is given up at once, not at its deadline)."""
         if self._stop_at is None:
             self._stop_at = self.clock()
         self._stop.set()
+        self.session.interrupt()
 
     def _grace_left(self) -> float:
         return float("inf") if self._stop_at is None else self._stop_at + self.config.grace_s - self.clock()
@@ -295,7 +297,8 @@ class EdgeAgent:
         self.local.close()  # the local run in progress ends; queued ones are abandoned
         self.capture.close()
         # abandoned frames: their answers could not be recorded any more, so their stream is cancelled
-        self.session.close(abandon=self.ledger.open_frames > 0)
+        # a half-closed stream gets what is left of the grace period to end (2 s when not stopping)
+        self.session.close(abandon=self.ledger.open_frames > 0, timeout_s=min(2.0, max(0.0, self._grace_left())))
         self.recorder.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()

@@ -7,6 +7,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 
@@ -20,6 +21,16 @@ log = logging.getLogger(__name__)
 
 #: how long a keepalive ping may go unanswered before the link is declared dead
 KEEPALIVE_TIMEOUT_S = 10.0
+#: how often a Describe or a probe in progress looks whether it was interrupted: a blocking
+#: call would hold SIGTERM's handler until its deadline (connect_timeout_s, 27 s seen)
+INTERRUPT_POLL_S = 0.1
+
+
+class Interrupted(RemoteError):
+    """A call given up because the agent was told to stop (`OffloadClient.interrupted`)."""
+
+    def __init__(self) -> None:
+        super().__init__(grpc.StatusCode.CANCELLED, "given up: the agent was told to stop")
 
 
 class OffloadClient:
@@ -51,21 +62,35 @@ class OffloadClient:
             ],
         )
         self.stub = offload_pb2_grpc.OffloadStub(self.channel)
+        #: set (from a signal handler too: it only sets a flag) to give up Describe and probes at
+        #: once; frames' streams are not touched (they get the grace period)
+        self.interrupted = threading.Event()
+
+    def _unary(self, method: Any, request: Any, timeout_s: float) -> Any:
+        """method(request) with its deadline, waited for in steps so that `interrupted` ends it."""
+        if self.interrupted.is_set():
+            raise Interrupted
+        future = method.future(request, timeout=timeout_s)
+        while True:
+            try:
+                return future.result(timeout=INTERRUPT_POLL_S)
+            except grpc.FutureTimeoutError:
+                if self.interrupted.is_set():
+                    future.cancel()
+                    raise Interrupted from None
+            except grpc.FutureCancelledError:
+                raise Interrupted from None
+            except grpc.RpcError as err:
+                raise RemoteError.from_rpc_error(err) from None
 
     def describe(self, timeout_s: float | None = None) -> offload_pb2.BundleInfo:
-        try:
-            return self.stub.Describe(offload_pb2.DescribeRequest(), timeout=timeout_s or self.timeout_s)
-        except grpc.RpcError as err:
-            raise RemoteError.from_rpc_error(err) from None
+        return self._unary(self.stub.Describe, offload_pb2.DescribeRequest(), timeout_s or self.timeout_s)
 
     def probe(self, payload_bytes: int = 0, response_bytes: int = 0, timeout_s: float | None = None) -> tuple[float, offload_pb2.ProbeResponse]:
         """(round-trip ms, response) for a probe carrying payload_bytes up and response_bytes down."""
         req = offload_pb2.ProbeRequest(payload=b"\0" * payload_bytes, response_bytes=response_bytes)
         t0 = time.perf_counter()
-        try:
-            resp = self.stub.Probe(req, timeout=timeout_s or self.timeout_s)
-        except grpc.RpcError as err:
-            raise RemoteError.from_rpc_error(err) from None
+        resp = self._unary(self.stub.Probe, req, timeout_s or self.timeout_s)
         return (time.perf_counter() - t0) * 1000, resp
 
     def healthy(self, timeout_s: float = 1.0) -> bool:

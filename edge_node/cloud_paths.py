@@ -39,7 +39,7 @@ import numpy as np
 
 from scheduler.paths import Timeline
 from scheduler.policy import FrameOutcome
-from splitpoint.errors import RemoteError, status_code_from_int
+from splitpoint.errors import RemoteError, peer_text, status_code_from_int
 from splitpoint.v1 import offload_pb2
 
 from .config import EdgeConfig
@@ -177,8 +177,9 @@ class CloudPaths:
         if resp.HasField("error") and resp.error.code != 0:
             code = status_code_from_int(resp.error.code)
             self.metrics.errors.labels(code.name).inc()
-            log.warning("frame %d failed in the cloud: %s %s", p.frame.index, code.name, resp.error.message)
-            self.fallback(p, f"cloud {code.name}: {resp.error.message}")
+            message = peer_text(resp.error.message)  # the server's words: escaped and cut short
+            log.warning("frame %d failed in the cloud: %s %s", p.frame.index, code.name, message)
+            self.fallback(p, f"cloud {code.name}: {message}")
             return
         outputs, problem = self.outputs(resp)
         if problem is not None:

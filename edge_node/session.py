@@ -56,10 +56,10 @@ import grpc
 
 from scheduler.cost import transfer_ms
 from scheduler.link import PROBE_TARGET_MS, LinkEstimator, probe_bytes
-from splitpoint.errors import ConfigError, RemoteError, status_code_from_int
+from splitpoint.errors import ConfigError, RemoteError, peer_text, status_code_from_int
 from splitpoint.v1 import offload_pb2
 
-from .client import InferStream, OffloadClient
+from .client import InferStream, Interrupted, OffloadClient
 from .config import EdgeConfig
 
 log = logging.getLogger("edge_node.agent")  # the agent's logger: users filter on one name
@@ -107,7 +107,9 @@ class Session(Protocol):
 
     def reached(self) -> bool: ...
 
-    def close(self, abandon: bool) -> None: ...
+    def close(self, abandon: bool, timeout_s: float = 2.0) -> None: ...
+
+    def interrupt(self) -> None: ...
 
 
 class OffloadSession:
@@ -160,18 +162,21 @@ class OffloadSession:
         unreachable server is not (frames run locally until one answers)."""
         try:
             info = self.client.describe()
+        except Interrupted:
+            return None  # told to stop while asking: nothing to report
         except RemoteError as err:
             log.warning("cloud %s not reachable (%s); frames run locally until it is", self.address, err)
             return None
         if info.model_digest != self.model_digest:
             raise ConfigError(
                 "cloud", self.address,
-                f"the server runs bundle {info.model_name} {info.model_digest}, this agent {self.model_digest}: "
+                f"the server runs bundle {peer_text(info.model_name)} {peer_text(info.model_digest)}, "
+                f"this agent {self.model_digest}: "
                 "partition once and deploy the same bundle to both",
             )
         with self._lock:
             self._reached.add(self.address)
-        log.info("cloud %s serves %s; warm tails %s", self.address, info.model_name,
+        log.info("cloud %s serves %s; warm tails %s", self.address, peer_text(info.model_name),
                  [s.split for s in info.splits if s.warm])
         return info
 
@@ -200,9 +205,17 @@ class OffloadSession:
         with self._lock:
             return bool(self._reached)
 
-    def close(self, abandon: bool) -> None:
+    def interrupt(self) -> None:
+        """Give up the Describe or probe in progress, and any later one, at once: the agent was
+        told to stop (SIGTERM), and those calls would otherwise hold it until their deadline.
+        Safe from a signal handler: it sets an Event."""
+        self.client.interrupted.set()
+
+    def close(self, abandon: bool, timeout_s: float = 2.0) -> None:
         """End the session; `abandon`: frames are still in flight and their answers cannot be
-        recorded any more, so the stream is cancelled rather than half-closed."""
+        recorded any more, so the stream is cancelled rather than half-closed. `timeout_s`: how
+        long a half-closed stream may take to end (what is left of the grace period); a server
+        that never ends it is cut off then."""
         self._stop.set()
         if self._prober.is_alive():
             self._prober.join(1.0)  # a probe in flight ends at its deadline or when the channel closes
@@ -213,7 +226,7 @@ class OffloadSession:
                 stream.cancel()
             else:
                 stream.close()
-            stream.ended.wait(2.0)
+            stream.ended.wait(max(0.0, timeout_s))
         self.client.close()
 
     # ------------------------------------------------------------------ the streams' side

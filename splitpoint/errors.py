@@ -110,13 +110,31 @@ class RequestError(SplitpointError):
         super().__init__(message)
 
 
+#: how much of a peer's message is kept (records, logs): enough for any real error
+PEER_TEXT_CHARS = 300
+
+
+def peer_text(text: str, limit: int = PEER_TEXT_CHARS) -> str:
+    """A message the other side sent (a gRPC status's details, an answer's error), made safe
+    to log and record: characters that are not printable (newlines, terminal escapes, NUL,
+    bidirectional overrides) escaped, so that it cannot forge log lines, and cut to `limit`
+    characters, so that a server sending 4 MiB messages cannot fill the agent's disk through
+    every fallback record (it did: 126 MB of results for 30 frames)."""
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text)} characters)"
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 class RemoteError(SplitpointError):
-    """A call to the server failed; `code` is the grpc.StatusCode it failed with."""
+    """A call to the server failed; `code` is the grpc.StatusCode it failed with. The message
+    is the server's, so it passes through `peer_text`."""
 
     def __init__(self, code: grpc.StatusCode, message: str):
         self.code = code
         self.status_code = code
-        super().__init__(f"{code.name}: {message}")
+        super().__init__(f"{code.name}: {peer_text(message)}")
 
     @classmethod
     def from_rpc_error(cls, err: grpc.RpcError) -> RemoteError:

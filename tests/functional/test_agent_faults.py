@@ -10,7 +10,10 @@ What is checked:
     answers) ends the agent within its grace period; so does stop() in live capture
     with a camera hung in a read;
   * keepalive: an agent with a frame every few seconds and pings in between keeps
-    its one stream (intervals scaled down by configuration).
+    its one stream (intervals scaled down by configuration);
+  * a server that misbehaves: SIGTERM while Describe hangs ends the agent within its
+    grace, not at connect_timeout_s; one that never ends a half-closed stream does not
+    stretch the grace; its error messages reach the log and the records escaped and cut.
 """
 
 from __future__ import annotations
@@ -455,3 +458,102 @@ def test_stop_with_a_hung_camera_in_live_capture_ends_within_grace(digits_bundle
     summary = box["summary"]  # the frames read before the hang have their records (unpaced: some dropped)
     assert summary.frames == 3 and summary.local + summary.dropped == 3
     assert sorted(r["frame_id"] for r in read_results(tmp_path / "r.jsonl")) == [0, 1, 2]
+
+
+# ---------------------------------------------------------------- a server that misbehaves
+
+
+class HangingDescribe(FakeOffload):
+    """Accepts Describe and never answers it (until the test ends)."""
+
+    def __init__(self, bundle: Path):
+        super().__init__(bundle, lambda req: None)
+        self.asked = threading.Event()
+        self.release = threading.Event()
+
+    def Describe(self, request: Any, context: Any) -> offload_pb2.BundleInfo:  # noqa: N802 - gRPC's name
+        self.asked.set()
+        self.release.wait(EVENT_TIMEOUT_S)
+        return self.info
+
+
+def test_sigterm_while_describe_hangs_ends_within_grace_not_the_connect_timeout(digits_bundle: Path,
+                                                                                 fake_server: Any,
+                                                                                 tmp_path: Path) -> None:
+    """The first Describe blocked the agent until connect_timeout_s (27.6 s after SIGTERM with
+    30 s): a blocking gRPC call holds the signal handler's effect until it returns."""
+    servicer = HangingDescribe(digits_bundle)
+    address = fake_server(servicer)
+    grace_s = 1.0
+    proc = edge_process(digits_bundle, tmp_path, "--source", "synthetic:10", "--cloud", address, "--split", "3",
+                        "--connect-timeout-s", "60", "--grace-s", str(grace_s), "--results", str(tmp_path / "r.jsonl"))
+    try:
+        assert servicer.asked.wait(EVENT_TIMEOUT_S), "the agent never asked Describe"
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = finish(proc, timeout_s=30)
+        elapsed = time.monotonic() - t0
+    finally:
+        servicer.release.set()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "Traceback" not in err, (proc.returncode, err)
+    assert elapsed < grace_s + 4.0, f"the agent took {elapsed:.1f} s to stop (grace {grace_s} s, connect timeout 60 s)"
+    assert "not reachable" not in err, err  # told to stop, not a link problem
+
+
+class NeverEndsTheStream(FakeOffload):
+    """Answers every frame with an error (it falls back locally) and, once the agent half-closes
+    its stream, never ends the call."""
+
+    def __init__(self, bundle: Path, message: str = "busy"):
+        super().__init__(bundle, lambda req: offload_pb2.InferResponse(
+            frame_id=req.frame_id, error=offload_pb2.FrameError(code=14, message=message)))
+        self.release = threading.Event()
+
+    def Infer(self, request_iterator: Iterator[offload_pb2.InferRequest], context: Any) -> Iterator[offload_pb2.InferResponse]:  # noqa: N802
+        yield from super().Infer(request_iterator, context)
+        self.release.wait(EVENT_TIMEOUT_S)  # the agent closed its side; this one stays open
+
+
+def test_a_server_that_never_ends_the_stream_does_not_stretch_the_grace(digits_bundle: Path, fake_server: Any,
+                                                                        tmp_path: Path) -> None:
+    servicer = NeverEndsTheStream(digits_bundle)
+    address = fake_server(servicer)
+    grace_s = 0.5
+    proc = edge_process(digits_bundle, tmp_path, "--source", "synthetic:100000", "--fps", "20", "--cloud", address,
+                        "--split", "3", "--grace-s", str(grace_s), "--results", str(tmp_path / "r.jsonl"))
+    try:
+        servicer.wait_received(5)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = finish(proc, timeout_s=30)
+        elapsed = time.monotonic() - t0
+    finally:
+        servicer.release.set()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "Traceback" not in err, (proc.returncode, err)
+    # the half-closed stream got what was left of the grace, not 2 s more on top of it
+    assert elapsed < grace_s + 1.2, f"the agent took {elapsed:.1f} s to stop (grace {grace_s} s)"
+
+
+def test_a_servers_error_message_cannot_forge_log_lines_or_fill_the_disk(digits_bundle: Path, fake_server: Any,
+                                                                         tmp_path: Path) -> None:
+    message = "x\n12:00:00 CRITICAL edge_node.agent: forged\x1b[31m\x00\u202e" + "y" * 1_000_000
+    servicer = NeverEndsTheStream(digits_bundle, message)
+    servicer.release.set()  # this one ends its streams
+    address = fake_server(servicer)
+    results = tmp_path / "r.jsonl"
+    proc = edge_process(digits_bundle, tmp_path, "--source", "synthetic:5", "--cloud", address, "--split", "3",
+                        "--results", str(results))
+    out, err = finish(proc)
+    assert proc.returncode == 0, err
+    assert "forged" in err and not any(line.startswith("12:00:00 CRITICAL") for line in err.splitlines()), err[-2000:]
+    assert "\x1b" not in err and "\x00" not in err and "\u202e" not in err
+    assert len(err) < 20_000, len(err)  # 5 frames' warnings, not 5 MB
+    records = read_results(results)
+    assert len(records) == 5 and all(r["where"] == "local" for r in records)
+    reason = records[0]["fallback_reason"]
+    assert reason.startswith("cloud UNAVAILABLE: x\\n12:00:00 CRITICAL") and reason.endswith(f"... ({len(message)} characters)")
+    assert results.stat().st_size < 20_000

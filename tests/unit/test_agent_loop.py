@@ -174,8 +174,12 @@ class FakeSession:
     def reached(self) -> bool:
         return False
 
-    def close(self, abandon: bool) -> None:
+    def close(self, abandon: bool, timeout_s: float = 2.0) -> None:
         self.closed_with = abandon
+        self.close_timeout_s = timeout_s
+
+    def interrupt(self) -> None:
+        self.interrupted = True
 
     # ------------------------------------------------------------------ what the test makes the cloud do
 
