@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,25 @@ def split_ranges(splits: Iterable[int]) -> str:
         else:
             runs.append([k, k])
     return ", ".join(f"{lo}" if lo == hi else f"{lo}-{hi}" for lo, hi in runs) or "none"
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _count(value: Any, what: str) -> int:
+    """A whole number as JSON has it (not "3", not true)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{what} {json.dumps(value, default=str)} is not an integer")
+    return value
+
+
+def _table(value: Any, what: str) -> dict[str, Any]:
+    """A JSON object, or {} when absent or null."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} {json.dumps(value, default=str)[:80]} is not a table")
+    return value
 
 
 def sha256_file(path: Path) -> str:
@@ -93,7 +113,18 @@ class Artifact:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> Artifact | None:
-        return cls(d["path"], d["sha256"], int(d["bytes"])) if d else None
+        if not d:
+            return None
+        path, digest, size = d["path"], d["sha256"], d["bytes"]
+        if not isinstance(path, str) or not path or PurePosixPath(path).is_absolute() or ".." in PurePosixPath(path).parts:
+            # a manifest naming /etc/hostname or ../x would have the loader read (and a head or
+            # tail runner execute) a file outside the bundle that the digest then vouches for
+            raise ValueError(f"artifact path {json.dumps(path)} is not a path inside the bundle")
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise ValueError(f"artifact {path}: sha256 {json.dumps(digest)} is not 64 hex digits")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ValueError(f"artifact {path}: bytes {json.dumps(size)} is not a byte count")
+        return cls(path, digest, size)
 
     @classmethod
     def of(cls, root: Path, rel: str) -> Artifact:
@@ -138,7 +169,7 @@ class SplitSpec:
         edgetpu = dict(d.get("edgetpu") or {"status": "not compiled"})
         edgetpu_head = Artifact.from_dict(edgetpu.pop("head", None))
         return cls(
-            split=int(d["split"]),
+            split=_count(d["split"], "split"),
             after_layer=d.get("after_layer"),
             cut=[TensorSpec.from_dict(t) for t in d["cut"]],
             head=Artifact.from_dict(d.get("head")),
@@ -146,7 +177,7 @@ class SplitSpec:
             edgetpu=edgetpu,
             edgetpu_head=edgetpu_head,
             tail=Artifact.from_dict(d.get("tail")),
-            verification=d.get("verification", {}),
+            verification=_table(d.get("verification"), "verification"),
         )
 
 
@@ -267,9 +298,31 @@ class Manifest:
                 created_by=d.get("created_by", ""),
                 outputs=[TensorSpec.from_dict(t) for t in d.get("outputs") or [d["output"]]],
                 detection=d.get("detection"),
-            )
+            )._checked()
         except (KeyError, TypeError, ValueError, AttributeError) as exc:  # AttributeError: a list where a table goes
             raise BundleError(f"{where}: malformed manifest ({type(exc).__name__}: {exc})") from None
+
+    def _checked(self) -> Manifest:
+        """What the agent and the server rely on (ValueError naming it): splits 0..K, each once,
+        K among them (every fallback runs head K), a head for each k > 0, a tail for each k < K,
+        one label per class."""
+        K = self.num_layers
+        ids = self.split_ids
+        if not ids:
+            raise ValueError("no splits")
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"splits listed twice: {split_ranges(k for k in set(ids) if ids.count(k) > 1)}")
+        if K < 1 or any(not 0 <= k <= K for k in ids) or K not in ids:
+            raise ValueError(f"splits {split_ranges(ids)} are not among 0-{K} with {K} (all on the edge) among them")
+        for s in self.splits:
+            if s.split > 0 and s.head is None:
+                raise ValueError(f"split {s.split} has no head")
+            if s.split < K and s.tail is None:
+                raise ValueError(f"split {s.split} has no tail")
+        classes = self.outputs[0].shape[-1] if len(self.outputs) == 1 and self.outputs[0].shape else None
+        if self.labels and self.detection is None and classes is not None and len(self.labels) != classes:
+            raise ValueError(f"{len(self.labels)} labels for {classes} classes")
+        return self
 
     def write(self, root: Path) -> None:
         tmp = root / (MANIFEST + ".tmp")
@@ -308,8 +361,8 @@ def load_bundle(root: str | Path, side: str = "all", verify: bool = True) -> Bun
         raise BundleError(f"{mpath} is missing: not a bundle, or partitioning did not finish")
     try:
         data = json.loads(mpath.read_text())
-    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError (not UTF-8 text)
-        raise BundleError(f"{mpath}: unreadable manifest ({exc})") from None
+    except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, nesting
+        raise BundleError(f"{mpath}: unreadable manifest ({type(exc).__name__}: {exc})") from None
     manifest = Manifest.from_dict(data, str(mpath))
     if verify:
         wanted: list[Artifact] = []

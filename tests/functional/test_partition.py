@@ -16,6 +16,7 @@ import shutil
 import stat
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -227,6 +228,45 @@ def test_truncated_manifest_is_refused(bundle_copy: Path):
     text = mpath.read_text()
     mpath.write_text(text[: len(text) // 2])
     with pytest.raises(BundleError, match="unreadable manifest"):
+        load_bundle(bundle_copy)
+
+
+def _mangle_first_head(d: dict, key: str, value: object) -> None:
+    head = next(s["head"] for s in d["splits"] if s["head"])
+    head[key] = value
+
+
+@pytest.mark.parametrize(("mangle", "said"), [
+    # a manifest must not make the loader read, and a runner execute, a file outside the bundle
+    (lambda d: _mangle_first_head(d, "path", "/etc/hostname"), 'artifact path "/etc/hostname" is not a path inside'),
+    (lambda d: _mangle_first_head(d, "path", "../../outside.tflite"), "is not a path inside the bundle"),
+    (lambda d: _mangle_first_head(d, "path", None), "artifact path null"),
+    (lambda d: _mangle_first_head(d, "sha256", None), "sha256 null is not 64 hex digits"),
+    (lambda d: _mangle_first_head(d, "bytes", "5"), 'bytes "5" is not a byte count'),
+    (lambda d: d["splits"].__setitem__(slice(None), []), "no splits"),
+    (lambda d: d["splits"].append(dict(d["splits"][1])), "splits listed twice: 1"),
+    (lambda d: d["splits"][1].__setitem__("split", "1"), 'split "1" is not an integer'),
+    (lambda d: d["splits"][1].__setitem__("split", 999), "are not among 0-"),
+    (lambda d: d["splits"].pop(), "with 7 (all on the edge) among them"),
+    (lambda d: d["splits"][2].__setitem__("head", None), "split 2 has no head"),
+    (lambda d: d["splits"][2].__setitem__("verification", [1]), "verification [1] is not a table"),
+    (lambda d: d["model"].__setitem__("labels", ["one"]), "1 labels for 10 classes"),
+])
+def test_a_manifest_that_loads_but_is_wrong_is_refused(bundle_copy: Path, mangle: Any, said: str):
+    """Each of these once loaded, `inspect` saying 'all artifacts present', and failed later
+    (a bench traceback on no splits) or read a file outside the bundle."""
+    mpath = bundle_copy / MANIFEST
+    d = json.loads(mpath.read_text())
+    mangle(d)
+    mpath.write_text(json.dumps(d))
+    with pytest.raises(BundleError, match="malformed manifest") as info:
+        load_bundle(bundle_copy)
+    assert said in str(info.value)
+
+
+def test_a_manifest_nested_too_deep_is_unreadable_not_a_recursion_traceback(bundle_copy: Path):
+    (bundle_copy / MANIFEST).write_text("[" * 100_000)
+    with pytest.raises(BundleError, match="unreadable manifest .RecursionError"):
         load_bundle(bundle_copy)
 
 
