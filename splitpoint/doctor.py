@@ -278,12 +278,15 @@ def check_cloud(make_client: Callable[[], Any], digest: str | None, transport: s
 
 
 def check_secret_files(files: dict[str, str]) -> list[Check]:
-    """Keys and tokens other users can read: a warning each (missing files FAIL in the cloud check)."""
+    """Keys and tokens: FAIL when missing (the agent would refuse to start, with or without a
+    server to check), a warning each when other users can read them."""
     out = []
     for key, path in files.items():
         try:
             mode = os.stat(path).st_mode
-        except OSError:
+        except OSError as exc:
+            out.append(Check("FAIL", "secrets", f"{key} {path}: {exc.strerror or _plain(exc)} "
+                                                "(`splitpoint edge` would refuse to start)"))
             continue
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             out.append(Check("warn", "secrets", f"{key} {path} is readable by other users "
@@ -305,6 +308,11 @@ def check_disk(path: str) -> list[Check]:
         note = f" ({target} does not exist yet; it is created when the agent starts, e.g. by systemd's StateDirectory=)"
     while not target.exists() and target != target.parent:
         target = target.parent
+    if not target.is_dir():  # notes.png/results.jsonl: nothing can be created under a file
+        return [Check("FAIL", "results log", f"{p} cannot be created: {target} is a file, not a directory")]
+    if p.exists() and not p.is_file() and not p.is_dir():
+        return [Check("FAIL", "results log", f"{p} is not a regular file (a named pipe or a device): "
+                                             "`splitpoint edge` would refuse it")]
     try:
         usage = shutil.disk_usage(target)
     except OSError as exc:

@@ -143,9 +143,18 @@ def test_guarded_secrets_and_disk(tmp_path: Path) -> None:
     key.write_text("k")
     key.chmod(0o600)
     checks = doctor.check_secret_files({"token_file": str(token), "tls_key": str(key), "tls_ca": str(tmp_path / "no")})
-    assert [(c.status, "chmod 600" in c.detail) for c in checks] == [("warn", True), ("ok", False)]
+    assert [(c.status, "chmod 600" in c.detail) for c in checks] == [("warn", True), ("ok", False), ("FAIL", False)]
+    assert checks[2].detail.startswith(f"tls_ca {tmp_path / 'no'}: No such file or directory")  # ignored once
     disk = doctor.check_disk(str(tmp_path / "not" / "yet" / "results.jsonl"))
     assert disk[0].status == "ok" and str(tmp_path) in disk[0].detail
+    # a results log under a file: 'no problems found' once
+    (under_file,) = doctor.check_disk(str(token / "results.jsonl"))
+    assert under_file.status == "FAIL" and f"{token} is a file, not a directory" in under_file.detail
+    import os
+
+    os.mkfifo(tmp_path / "pipe.jsonl")
+    (pipe,) = doctor.check_disk(str(tmp_path / "pipe.jsonl"))
+    assert pipe.status == "FAIL" and "not a regular file" in pipe.detail
 
 
 def test_cloud_over_mutual_tls_with_a_token(digits_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
