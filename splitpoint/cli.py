@@ -374,6 +374,11 @@ def _main(argv: list[str] | None) -> int:
         where = f"{err.filename}: " if err.filename else ""
         print(f"splitpoint {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
         return 1
+    except MemoryError:  # numpy asked for more than there is (a size or count too large for this machine)
+        log.debug("%s ran out of memory", args.command, exc_info=True)
+        print(f"splitpoint {args.command}: error: out of memory: a size or count given is too large for this "
+              "machine", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
