@@ -208,6 +208,10 @@ class BenchOptions:
 
     def check_inputs(self) -> None:
         """What the file system must offer before a run starts (not checked by --print-config)."""
+        for key in ("json", "markdown", "keep_runs"):  # found now, not after minutes of profiling
+            value = getattr(self, key)
+            if value:
+                _check_can_create(key, value, is_dir=key == "keep_runs")
         if self.edge_device:
             from splitpoint.bench.device import load_device
 
@@ -257,3 +261,16 @@ def load_options(args: argparse.Namespace) -> BenchOptions:
         if hasattr(args, name):
             merged[name] = getattr(args, name)
     return cfg.build(BenchOptions, merged)
+
+
+def _check_can_create(key: str, path: str, is_dir: bool) -> None:
+    """ConfigError unless `path` (a file, or with `is_dir` a directory) can be there: nothing of
+    the other kind in its place, and no file where one of its parent directories would go."""
+    p = Path(path)
+    if p.exists() and p.is_dir() != is_dir:
+        raise ConfigError(key, path, "is a directory" if p.is_dir() else "is a file, not a directory")
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(key, path, f"cannot be created: {parent} is a file, not a directory")

@@ -196,3 +196,19 @@ def test_a_trace_that_is_not_there_is_an_error_before_anything_starts(tmp_path: 
     assert cli.main(["bench", "--traces-dir", str(tmp_path), "--traces", "Verizon.up"]) == 2
     err = capsys.readouterr().err
     assert '--traces = "Verizon.up": not found in' in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("key", "value", "said"), [
+    ("--json", "FILE/x.json", "cannot be created: {tmp}/FILE is a file, not a directory"),
+    ("--json", "DIR", "is a directory"),
+    ("--markdown", "FILE/r.md", "cannot be created"),
+    ("--keep-runs", "FILE", "is a file, not a directory"),
+])
+def test_outputs_that_cannot_be_written_are_named_before_the_run(key: str, value: str, said: str,
+                                                                 tmp_path: Path) -> None:
+    (tmp_path / "FILE").write_text("x")
+    (tmp_path / "DIR").mkdir()
+    o = options(key, str(tmp_path / value), "--skip", "traces")
+    with pytest.raises(ConfigError) as exc:
+        o.check_inputs()  # before any profiling: the JSON was written only after minutes of it
+    assert said.format(tmp=tmp_path) in str(exc.value) and exc.value.key == key.lstrip("-").replace("-", "_")
