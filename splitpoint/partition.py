@@ -163,7 +163,9 @@ def partition(
     detection = opts.detection if opts.detection is not None else src.detection
     labels = opts.labels if opts.labels is not None else src.labels
     _check_decoder(model, src, detection, opts.labels)
-    # Only now touch the output: a bad --splits must not leave (or, with --force, destroy) a bundle.
+    # Read (and judge) the frames before the output is touched: a set that cannot calibrate writes nothing.
+    cal_raw, val_raw, val_labels = load_calibration(src, opts.calibration_dir, opts.calibration_random)
+    # Only now touch the output: bad --splits or frames must not leave (or, with --force, destroy) a bundle.
     _prepare_output(out, opts.force)
     try:
         for sub in ("edge", "cloud", "data", ".work"):
@@ -176,7 +178,6 @@ def partition(
     if not enforce:
         log.warning("%s has random weights: split agreement is recorded, not enforced", src.name)
 
-    cal_raw, val_raw, val_labels = load_calibration(src, opts.calibration_dir, opts.calibration_random)
     pre = src.preprocessing
     calibration = pre.apply_batch(cal_raw)
     validation = pre.apply_batch(val_raw)

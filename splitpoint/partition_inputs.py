@@ -12,7 +12,7 @@ import numpy as np
 from splitpoint.bundle import Preprocessing
 from splitpoint.cut_points import as_functional
 from splitpoint.errors import PartitionError
-from splitpoint.images import list_frame_files, read_frame_file
+from splitpoint.images import list_frame_files, read_frame_file_sized
 from splitpoint.models import BUILTIN, ModelSource, reference_model
 from splitpoint.runtime.tf import import_tensorflow
 
@@ -106,9 +106,10 @@ def load_calibration(
         return frames.reshape((len(frames), *shape))
 
     if calibration_dir is not None:
-        frames = np.stack([read_frame_file(p, pre) for p in list_frame_files(calibration_dir, "--calibration")])
+        frames = np.stack([_calibration_frame(p, pre) for p in list_frame_files(calibration_dir, "--calibration")])
         if len(frames) < 2:
             raise PartitionError(f"--calibration {calibration_dir}: need at least 2 frames (some are held out to verify)")
+        _check_calibration_set(calibration_dir, frames)
         held = max(1, len(frames) // 5)
         return frames[:-held], frames[-held:], None
     if calibration_random is not None or src.calibration is None:
@@ -125,3 +126,37 @@ def load_calibration(
         return cal, val, None
     assert src.validation is not None
     return fit(src.calibration), fit(src.validation), src.validation_labels
+
+
+#: what a calibration set must at least hold; see _check_calibration_set
+MIN_DISTINCT_FRAMES = 2
+_GIVE_INSTEAD = ("give frames like those the model will see in use (a few dozen real images), "
+                 "or --calibration-random N")
+
+
+def _calibration_frame(path: Path, pre: Preprocessing) -> np.ndarray:
+    """One frame of --calibration DIR; an empty file image is refused by name, not stretched into a
+    blank frame (Pillow resizes a 0x0 array to a black one without complaint)."""
+    frame, (w, h) = read_frame_file_sized(path, pre)
+    if w * h == 0:
+        raise PartitionError(f"--calibration {path}: a frame of size {w}x{h} (no pixels); {_GIVE_INSTEAD}")
+    return frame
+
+
+def _check_calibration_set(directory: Path, frames: np.ndarray) -> None:
+    """Refuse a set that cannot calibrate: int8 ranges are taken from what the set spans.
+
+    One value everywhere (all-black frames) makes the input's range a point: the scale comes out
+    ~1e-8 and every real frame saturates, while verification on more such frames still passes.
+    Copies of one frame are no better: every activation's range is that one input's, and the
+    held-out frames verify nothing new. So: at least MIN_DISTINCT_FRAMES different frames - the
+    least that gives a range (and the least the hold-out already asks for) - and more than one
+    value. A narrow but real range (a dark or low-contrast camera) is the user's data: allowed.
+    """
+    if int(frames.max()) == int(frames.min()):
+        raise PartitionError(f"--calibration {directory}: every pixel of all {len(frames)} frames is "
+                             f"{int(frames.min())}, which gives int8 quantization no range; {_GIVE_INSTEAD}")
+    distinct = len(np.unique(frames.reshape(len(frames), -1), axis=0))
+    if distinct < MIN_DISTINCT_FRAMES:
+        raise PartitionError(f"--calibration {directory}: the {len(frames)} frames are copies of {distinct} "
+                             f"frame(s); need at least {MIN_DISTINCT_FRAMES} different ones; {_GIVE_INSTEAD}")

@@ -1,0 +1,86 @@
+"""What `splitpoint partition` refuses, and what a refusal or a failure leaves behind.
+
+Each case is a hostile or mistaken input from an audit of the command: it must end in exit 2
+and one line naming the bad value, flag or file - never a traceback, never exit 0 with a
+bundle that is wrong - and it must not leave (or, with --force, destroy) anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+layers = keras.layers
+
+from splitpoint.cli import main  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """main() reconfigures the root logger onto the captured stderr; put it back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """Run `splitpoint partition ARGV`; it must exit 2 with one line and no traceback: that line."""
+    code = 0
+    try:
+        code = main(["partition", *argv])
+    except SystemExit as exc:  # argparse's own refusals
+        code = int(exc.code or 0)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err.strip()
+
+
+# --------------------------------------------------------------------------- calibration sets
+
+
+def test_all_black_calibration_frames_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Constant frames once gave an input scale of 7.8e-09 and a bundle that 'verified' on two black
+    frames but agreed with the float model on 10.5% of real digits."""
+    from PIL import Image
+
+    frames = tmp_path / "black"
+    frames.mkdir()
+    for i in range(10):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(frames / f"{i}.png")
+    out = tmp_path / "b"
+    err = refused(capsys, "digits-cnn", "-o", str(out), "--calibration", str(frames))
+    assert f"--calibration {frames}: every pixel of all 10 frames is 0" in err
+    assert "real images" in err and "--calibration-random" in err  # what to give instead
+    assert not out.exists()
+
+
+def test_copies_of_one_frame_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    frames = tmp_path / "same"
+    frames.mkdir()
+    frame = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4  # a real range of values, but one frame
+    for i in range(6):
+        np.save(frames / f"{i}.npy", frame)
+    err = refused(capsys, "digits-cnn", "-o", str(tmp_path / "b"), "--calibration", str(frames))
+    assert "the 6 frames are copies of 1 frame(s); need at least 2 different ones" in err
+
+
+def test_a_zero_size_frame_is_refused_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Zero-size .npy frames were resized into black ones and gave a bundle 'verified' on one of them."""
+    frames = tmp_path / "zero"
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        np.save(frames / f"{i}.npy", rng.integers(0, 256, (8, 8), dtype=np.uint8))
+    np.save(frames / "2.npy", np.zeros((0, 0), np.uint8))
+    out = tmp_path / "b"
+    err = refused(capsys, "digits-cnn", "-o", str(out), "--calibration", str(frames))
+    assert f"--calibration {frames / '2.npy'}: a frame of size 0x0 (no pixels)" in err
+    assert not out.exists()
