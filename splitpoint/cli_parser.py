@@ -216,7 +216,8 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
 
 def _add_partition(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and output")
-    g.add_argument("model", help="a .keras/.h5 file, a SavedModel directory, or a built-in: "
+    g.add_argument("model", help="a .keras/.h5 file (not a SavedModel directory: save it with "
+                                 "model.save(\"m.keras\")), or a built-in: "
                                  "digits-cnn, vgg16, mobilenetv2, resnet50")
     g.add_argument("-o", "--output", required=True, metavar="BUNDLE", help="REQUIRED: bundle directory to write")
     g.add_argument("--input-size", type=positive_int, metavar="PX",

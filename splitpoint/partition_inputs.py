@@ -1,11 +1,10 @@
-"""What the partitioner reads: the model (a built-in, a .keras/.h5 file or a SavedModel) and the
+"""What the partitioner reads: the model (a built-in or a .keras/.h5 file) and the
 frames it calibrates and verifies on. Every way these can be wrong is a PartitionError naming it."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -20,28 +19,26 @@ log = logging.getLogger("splitpoint.partition")  # the partitioner's logger: use
 
 
 def load_model_source(spec: str, input_size: int | None = None) -> ModelSource:
-    """A built-in name, a .keras/.h5 file, or a SavedModel directory."""
+    """A built-in name or a .keras/.h5 file (a SavedModel directory is refused: _saved_model_refusal)."""
     if spec in BUILTIN:
         return reference_model(spec, input_size)
     path = Path(spec)
     if not path.exists():
-        raise PartitionError(f"model {spec!r} is neither a file, a SavedModel directory nor a built-in ({', '.join(BUILTIN)})")
+        raise PartitionError(f"model {spec!r} is neither a .keras/.h5 file nor a built-in ({', '.join(BUILTIN)})")
+    if path.is_dir():
+        raise PartitionError(_saved_model_refusal(path))  # before TensorFlow's import, like a wrong file
     if path.suffix in (".keras", ".h5"):
         _check_model_file(path)  # before TensorFlow's import: a wrong file is told in a moment
     import_tensorflow()
     import keras
 
-    if path.is_dir():
-        if not (path / "saved_model.pb").exists():
-            raise PartitionError(f"{path} is a directory without saved_model.pb: not a SavedModel")
-        model = _saved_model_as_keras(path)
-    elif path.suffix in (".keras", ".h5"):
+    if path.suffix in (".keras", ".h5"):
         try:
             model = keras.models.load_model(path, compile=False)
         except Exception as exc:  # Keras raises many types for a bad file
             raise PartitionError(f"cannot load Keras model {path}: {exc}") from None
     else:
-        raise PartitionError(f"{path}: unknown model format (expected .keras, .h5 or a SavedModel directory)")
+        raise PartitionError(f"{path}: unknown model format (expected a .keras or .h5 file)")
     model = as_functional(model)
     shape = model.inputs[0].shape
     if len(shape) != 4 or None in shape[1:]:
@@ -51,6 +48,20 @@ def load_model_source(spec: str, input_size: int | None = None) -> ModelSource:
         raise PartitionError(f"model input has {c} channels; splitpoint feeds 1 (grayscale) or 3 (RGB)")
     pre = Preprocessing(height=int(h), width=int(w), channels=int(c), scale=1.0 / 255.0, offset=0.0)
     return ModelSource(name=path.stem, source=str(path), model=model, preprocessing=pre, labels=[], trained=True)
+
+
+def _saved_model_refusal(path: Path) -> str:
+    """Why a directory is not a model splitpoint takes, and what to give instead.
+
+    A SavedModel keeps a traced graph, not Keras layers: Keras 3 reads it back only as one opaque
+    TFSMLayer, which has no layer boundaries to cut at (and whose signature the old wrapper read
+    from a private attribute, an AttributeError in current Keras). Splitting needs the layers.
+    """
+    if not (path / "saved_model.pb").exists():
+        return f"{path} is a directory, not a model: give a .keras or .h5 file (model.save(\"m.keras\"))"
+    return (f"{path} is a SavedModel, which keeps a traced graph but not the Keras layers splitpoint splits "
+            "between: in the program that builds the model, save it with model.save(\"m.keras\") and "
+            "partition m.keras")
 
 
 def _check_model_file(path: Path) -> None:
@@ -70,29 +81,6 @@ def _check_model_file(path: Path) -> None:
     if path.suffix == ".h5" and magic != b"\x89HDF\r\n\x1a\n":
         raise PartitionError(f"{path} is not a Keras model: a .h5 file is HDF5 written by model.save('name.h5'), "
                              "and this one is not")
-
-
-def _saved_model_as_keras(path: Path) -> Any:
-    """A SavedModel has no layer structure Keras 3 can read back: wrap it as one opaque layer.
-
-    Only k = 0 and k = K are then candidates; save the model as .keras for finer splits.
-    """
-    import keras
-
-    try:
-        layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
-    except Exception as exc:
-        raise PartitionError(f"cannot load SavedModel {path}: {exc}") from None
-    spec = layer._endpoint_signatures["serving_default"].structured_input_signature[1]  # type: ignore[attr-defined]
-    (name, tspec), = spec.items()
-    inp = keras.Input(batch_shape=tuple(tspec.shape), name=name)
-    out = layer(inp)
-    if isinstance(out, dict):
-        if len(out) != 1:
-            raise PartitionError(f"SavedModel {path} has {len(out)} outputs; splitpoint needs one")
-        out = next(iter(out.values()))
-    log.warning("%s is a SavedModel: its layers are not visible, so only k = 0 and k = K can be offered", path)
-    return keras.Model(inp, out, name=path.name)
 
 
 def load_calibration(

@@ -84,3 +84,23 @@ def test_a_zero_size_frame_is_refused_naming_it(tmp_path: Path, capsys: pytest.C
     err = refused(capsys, "digits-cnn", "-o", str(out), "--calibration", str(frames))
     assert f"--calibration {frames / '2.npy'}: a frame of size 0x0 (no pixels)" in err
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def test_a_saved_model_directory_is_refused_saying_how_to_save_it(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """model.export(dir) once crashed with "'TFSMLayer' object has no attribute '_endpoint_signatures'"."""
+    inp = keras.Input((8, 8, 1))
+    model = keras.Model(inp, layers.Dense(3)(layers.Flatten()(layers.Conv2D(4, 3)(inp))))
+    exported = tmp_path / "exported"
+    model.export(str(exported), verbose=False)
+    capsys.readouterr()
+    out = tmp_path / "b"
+    err = refused(capsys, str(exported), "-o", str(out))
+    assert f"{exported} is a SavedModel" in err and 'save it with model.save("m.keras")' in err
+    (tmp_path / "plain").mkdir()
+    err = refused(capsys, str(tmp_path / "plain"), "-o", str(out))
+    assert f"{tmp_path / 'plain'} is a directory, not a model: give a .keras or .h5 file" in err
+    assert not out.exists()
