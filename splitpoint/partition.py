@@ -41,7 +41,6 @@ import numpy as np
 
 import splitpoint
 from splitpoint.bundle import (
-    MANIFEST,
     Artifact,
     Manifest,
     SplitSpec,
@@ -56,6 +55,7 @@ from splitpoint.edgetpu_compile import EDGETPU_COMPILER, compile_edgetpu, find_e
 from splitpoint.errors import ConfigError, PartitionError, VerificationError
 from splitpoint.models import ModelSource
 from splitpoint.partition_inputs import load_calibration, load_model_source
+from splitpoint.partition_output import staged_output
 from splitpoint.runtime.tf import import_tensorflow
 from splitpoint.split_build import Job, Shared, build_split, init_worker, use_in_process
 
@@ -148,7 +148,6 @@ def partition(
     """Partition `src` into a bundle at opts.output; returns the manifest written."""
     t_start = time.perf_counter()
     tf = import_tensorflow()
-    out = opts.output
     model = as_functional(src.model)
     cuts, K = find_cut_points(model, opts.max_cut_tensors)
     available = [c.split for c in cuts]
@@ -166,135 +165,132 @@ def partition(
     # Read (and judge) the frames before the output is touched: a set that cannot calibrate writes nothing.
     cal_raw, val_raw, val_labels = load_calibration(src, opts.calibration_dir, opts.calibration_random)
     # Only now touch the output: bad --splits or frames must not leave (or, with --force, destroy) a bundle.
-    _prepare_output(out, opts.force)
-    try:
+    with staged_output(opts.output, opts.force) as out:
         for sub in ("edge", "cloud", "data", ".work"):
-            (out / sub).mkdir(parents=True, exist_ok=True)
-    except OSError as err:  # a read-only or full file system, /proc, ...: say so before minutes of work
-        raise PartitionError(f"-o {out}: cannot create the bundle there: {err.strerror or err}") from err
-    enforce = src.trained if opts.min_agreement is None else True
-    default_agreement = DEFAULT_MIN_DETECTION_AGREEMENT if detection else DEFAULT_MIN_AGREEMENT
-    min_agreement = default_agreement if opts.min_agreement is None else opts.min_agreement
-    if not enforce:
-        log.warning("%s has random weights: split agreement is recorded, not enforced", src.name)
+            (out / sub).mkdir()
+        enforce = src.trained if opts.min_agreement is None else True
+        default_agreement = DEFAULT_MIN_DETECTION_AGREEMENT if detection else DEFAULT_MIN_AGREEMENT
+        min_agreement = default_agreement if opts.min_agreement is None else opts.min_agreement
+        if not enforce:
+            log.warning("%s has random weights: split agreement is recorded, not enforced", src.name)
 
-    pre = src.preprocessing
-    calibration = pre.apply_batch(cal_raw)
-    validation = pre.apply_batch(val_raw)
-    predicted = model.predict(validation, verbose=0, batch_size=32)
-    if len(model.outputs) == 1:  # a classifier's scores, flat as a single-output manifest has always had them
-        reference = [np.asarray(predicted).reshape(len(validation), -1)]
-    else:
-        reference = [np.asarray(p) for p in predicted]
-    truth = src.validation_boxes if opts.calibration_dir is None else None
-    accuracy = _detection_accuracy(reference, detection, truth) if detection else None
-    extra: dict[str, np.ndarray] = {"labels": val_labels} if val_labels is not None else {}
-    if src.validation_boxes is not None and opts.calibration_dir is None:
-        # ground truth of a detector's held-out frames: rows (frame, class, x0, y0, x1, y1), input pixels
-        extra["boxes"] = np.array([[i, o["class"], *o["box"]] for i, objs in enumerate(src.validation_boxes) for o in objs],
-                                  np.float32).reshape(-1, 6)
-    save_npz: Any = np.savez_compressed  # numpy's stub reads **arrays as its allow_pickle flag
-    save_npz(out / "data" / "validation.npz", inputs=val_raw, **extra)
-    digest = model_digest(model)
+        pre = src.preprocessing
+        calibration = pre.apply_batch(cal_raw)
+        validation = pre.apply_batch(val_raw)
+        predicted = model.predict(validation, verbose=0, batch_size=32)
+        if len(model.outputs) == 1:  # a classifier's scores, flat as a single-output manifest has always had them
+            reference = [np.asarray(predicted).reshape(len(validation), -1)]
+        else:
+            reference = [np.asarray(p) for p in predicted]
+        truth = src.validation_boxes if opts.calibration_dir is None else None
+        accuracy = _detection_accuracy(reference, detection, truth) if detection else None
+        extra: dict[str, np.ndarray] = {"labels": val_labels} if val_labels is not None else {}
+        if src.validation_boxes is not None and opts.calibration_dir is None:
+            # ground truth of a detector's held-out frames: rows (frame, class, x0, y0, x1, y1), input pixels
+            extra["boxes"] = np.array([[i, o["class"], *o["box"]] for i, objs in enumerate(src.validation_boxes) for o in objs],
+                                      np.float32).reshape(-1, 6)
+        save_npz: Any = np.savez_compressed  # numpy's stub reads **arrays as its allow_pickle flag
+        save_npz(out / "data" / "validation.npz", inputs=val_raw, **extra)
+        digest = model_digest(model)
 
-    # The full float model is tail_0; workers load it from there.
-    model_path = out / "cloud" / "tail_0.keras"
-    model.save(model_path)
-    work = out / ".work"
-    np.save(work / "cal.npy", calibration)
-    np.save(work / "val.npy", validation)
-    save_npz(work / "ref.npz", **{f"out_{i}": r for i, r in enumerate(reference)})
-    params = model.count_params()
-    jobs = opts.jobs or (1 if params < 5_000_000 else min(2, os.cpu_count() or 1))
-    bar = (progress or (lambda n: Progress(n)))(len(splits))
-    log.info("partitioning %s: %d layers, %d candidate splits, building %s with %d job(s)", src.name, K, len(available), splits, jobs)
+        # The full float model is tail_0; workers load it from there.
+        model_path = out / "cloud" / "tail_0.keras"
+        model.save(model_path)
+        work = out / ".work"
+        np.save(work / "cal.npy", calibration)
+        np.save(work / "val.npy", validation)
+        save_npz(work / "ref.npz", **{f"out_{i}": r for i, r in enumerate(reference)})
+        params = model.count_params()
+        jobs = opts.jobs or (1 if params < 5_000_000 else min(2, os.cpu_count() or 1))
+        bar = (progress or (lambda n: Progress(n)))(len(splits))
+        log.info("partitioning %s: %d layers, %d candidate splits, building %s with %d job(s)", src.name, K, len(available), splits, jobs)
 
-    def make_jobs(input_quant: dict | None) -> Iterable[Job]:
-        for k in splits:
-            yield Job(out, k, K, input_quant, min_agreement, enforce, opts.edgetpu_compiler)
+        def make_jobs(input_quant: dict | None) -> Iterable[Job]:
+            for k in splits:
+                yield Job(out, k, K, input_quant, min_agreement, enforce, opts.edgetpu_compiler)
 
-    results: dict[int, dict] = {}
-    init_args = (str(model_path), pre.to_dict(), str(work / "cal.npy"), str(work / "val.npy"), str(work / "ref.npz"),
-                 opts.max_cut_tensors, detection)
-    # head_K first: its input quantization is what the edge uses to send k = 0.
-    all_jobs = list(make_jobs(None))
-    last = all_jobs.pop(-1)
-    if jobs == 1:
-        use_in_process(Shared(model, {c.split: c for c in cuts}, pre, calibration, validation, reference, detection))
-        results[K] = build_split(last)
-        bar.update(f"split {K}")
-        input_quant = results[K]["input_quantization"]
-        for job in all_jobs:
-            job.input_quant = input_quant
-            results[job.split] = build_split(job)
-            bar.update(f"split {job.split}")
-    else:
-        ctx = multiprocessing.get_context("spawn")  # TensorFlow does not survive fork
-        with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=init_worker, initargs=init_args) as pool:
-            results[K] = pool.submit(build_split, last).result()
+        results: dict[int, dict] = {}
+        init_args = (str(model_path), pre.to_dict(), str(work / "cal.npy"), str(work / "val.npy"), str(work / "ref.npz"),
+                     opts.max_cut_tensors, detection)
+        # head_K first: its input quantization is what the edge uses to send k = 0.
+        all_jobs = list(make_jobs(None))
+        last = all_jobs.pop(-1)
+        if jobs == 1:
+            use_in_process(Shared(model, {c.split: c for c in cuts}, pre, calibration, validation, reference, detection))
+            results[K] = build_split(last)
             bar.update(f"split {K}")
             input_quant = results[K]["input_quantization"]
-            futures = {}
             for job in all_jobs:
                 job.input_quant = input_quant
-                futures[pool.submit(build_split, job)] = job.split
-            for fut in cf.as_completed(futures):
-                results[futures[fut]] = fut.result()
-                bar.update(f"split {futures[fut]}")
-    shutil.rmtree(work, ignore_errors=True)
+                results[job.split] = build_split(job)
+                bar.update(f"split {job.split}")
+        else:
+            ctx = multiprocessing.get_context("spawn")  # TensorFlow does not survive fork
+            with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=init_worker, initargs=init_args) as pool:
+                results[K] = pool.submit(build_split, last).result()
+                bar.update(f"split {K}")
+                input_quant = results[K]["input_quantization"]
+                futures = {}
+                for job in all_jobs:
+                    job.input_quant = input_quant
+                    futures[pool.submit(build_split, job)] = job.split
+                for fut in cf.as_completed(futures):
+                    results[futures[fut]] = fut.result()
+                    bar.update(f"split {futures[fut]}")
+        shutil.rmtree(work, ignore_errors=True)
 
-    specs = [SplitSpec.from_dict(results[k]["spec"]) for k in splits]
-    failed = [s for s in specs if not s.verification["passed"]]
-    input_q = Quantization.from_dict(input_quant)
-    in_shape = (1, pre.height, pre.width, pre.channels)
-    if len(reference) == 1:
-        out_specs = [TensorSpec("output", (1, reference[0].shape[1]), "float32", None)]
-    else:
-        out_specs = [TensorSpec(tensor_name(t), (1, *r.shape[1:]), "float32", None)
-                     for t, r in zip(model.outputs, reference, strict=True)]
-    manifest = Manifest(
-        model_name=src.name,
-        model_digest=digest,
-        num_layers=K,
-        source=src.source,
-        labels=labels,
-        input=TensorSpec("input", in_shape, "float32", None),
-        input_wire=TensorSpec("input", in_shape, "uint8", input_q),
-        preprocessing=pre,
-        output=out_specs[0],
-        outputs=out_specs,
-        detection=detection,
-        splits=specs,
-        validation=Artifact.of(out, "data/validation.npz"),
-        partition={
-            "candidate_splits": available,
-            "max_cut_tensors": opts.max_cut_tensors,
-            **({"accuracy": accuracy} if accuracy else {}),
-            "cut_tensors": {str(c.split): len(c.tensors) for c in cuts if 0 < c.split < K},
-            "calibration": (
-                f"dir:{opts.calibration_dir}" if opts.calibration_dir else
-                f"random:{len(cal_raw)}" if (opts.calibration_random or src.calibration is None) else f"builtin:{len(cal_raw)}"
-            ),
-            "min_agreement": min_agreement,
-            "agreement_enforced": enforce,
-            "edgetpu_compiler": opts.edgetpu_compiler or None,
-            "jobs": jobs,
-            "seconds": round(time.perf_counter() - t_start, 2),
-            "tensorflow": tf.__version__,
-        },
-        created_by=f"splitpoint {splitpoint.__version__}",
-    )
-    if enforce and failed:
-        worst = min(failed, key=lambda s: s.verification["agreement"])
-        raise VerificationError(
-            f"{len(failed)} split(s) agree with the float model on fewer than {min_agreement:.0%} of "
-            f"{worst.verification['samples']} held-out inputs: "
-            + ", ".join(f"k={s.split}: {s.verification['agreement']:.1%}" for s in failed)
-            + f" (worst k={worst.split}). Give better calibration data (--calibration DIR) or lower --min-agreement. "
-            "No manifest was written."
+        specs = [SplitSpec.from_dict(results[k]["spec"]) for k in splits]
+        failed = [s for s in specs if not s.verification["passed"]]
+        input_q = Quantization.from_dict(input_quant)
+        in_shape = (1, pre.height, pre.width, pre.channels)
+        if len(reference) == 1:
+            out_specs = [TensorSpec("output", (1, reference[0].shape[1]), "float32", None)]
+        else:
+            out_specs = [TensorSpec(tensor_name(t), (1, *r.shape[1:]), "float32", None)
+                         for t, r in zip(model.outputs, reference, strict=True)]
+        manifest = Manifest(
+            model_name=src.name,
+            model_digest=digest,
+            num_layers=K,
+            source=src.source,
+            labels=labels,
+            input=TensorSpec("input", in_shape, "float32", None),
+            input_wire=TensorSpec("input", in_shape, "uint8", input_q),
+            preprocessing=pre,
+            output=out_specs[0],
+            outputs=out_specs,
+            detection=detection,
+            splits=specs,
+            validation=Artifact.of(out, "data/validation.npz"),
+            partition={
+                "candidate_splits": available,
+                "max_cut_tensors": opts.max_cut_tensors,
+                **({"accuracy": accuracy} if accuracy else {}),
+                "cut_tensors": {str(c.split): len(c.tensors) for c in cuts if 0 < c.split < K},
+                "calibration": (
+                    f"dir:{opts.calibration_dir}" if opts.calibration_dir else
+                    f"random:{len(cal_raw)}" if (opts.calibration_random or src.calibration is None) else f"builtin:{len(cal_raw)}"
+                ),
+                "min_agreement": min_agreement,
+                "agreement_enforced": enforce,
+                "edgetpu_compiler": opts.edgetpu_compiler or None,
+                "jobs": jobs,
+                "seconds": round(time.perf_counter() - t_start, 2),
+                "tensorflow": tf.__version__,
+            },
+            created_by=f"splitpoint {splitpoint.__version__}",
         )
-    manifest.write(out)
-    load_bundle(out)  # what we wrote must load and verify
+        if enforce and failed:
+            worst = min(failed, key=lambda s: s.verification["agreement"])
+            raise VerificationError(
+                f"{len(failed)} split(s) agree with the float model on fewer than {min_agreement:.0%} of "
+                f"{worst.verification['samples']} held-out inputs: "
+                + ", ".join(f"k={s.split}: {s.verification['agreement']:.1%}" for s in failed)
+                + f" (worst k={worst.split}). Give better calibration data (--calibration DIR) or lower --min-agreement. "
+                "No manifest was written."
+            )
+        manifest.write(out)
+        load_bundle(out)  # what we wrote must load and verify
     return manifest
 
 
@@ -320,15 +316,3 @@ def _check_decoder(model: Any, src: ModelSource, detection: dict | None, labels:
     elif labels is not None and len(shapes) == 1 and len(labels) != shapes[0][-1]:
         raise ConfigError("labels", labels, f"{src.name} has {shapes[0][-1]} classes; give one label per class")
 
-
-def _prepare_output(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise PartitionError(f"-o {out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise PartitionError(f"-o {out}: directory is not empty; use --force to replace the bundle in it")
-        if not (out / MANIFEST).exists() and not (out / "edge").exists():
-            raise PartitionError(f"-o {out}: not empty and not a bundle; refusing to delete it even with --force")
-        (out / MANIFEST).unlink(missing_ok=True)  # invalid first, so a crash below leaves no stale bundle
-        for sub in ("edge", "cloud", "data", ".work"):
-            shutil.rmtree(out / sub, ignore_errors=True)

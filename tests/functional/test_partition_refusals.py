@@ -7,7 +7,9 @@ bundle that is wrong - and it must not leave (or, with --force, destroy) anythin
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import pytest
 keras = pytest.importorskip("keras")
 layers = keras.layers
 
+from splitpoint.bundle import load_bundle  # noqa: E402
 from splitpoint.cli import main  # noqa: E402
 
 
@@ -31,7 +34,8 @@ def restore_logging() -> Iterator[None]:
 
 
 def refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    """Run `splitpoint partition ARGV`; it must exit 2 with one line and no traceback: that line."""
+    """Run `splitpoint partition ARGV`; it must exit 2 with one error line and no traceback: that line.
+    (Progress and warnings, logged before the refusal, may come first.)"""
     code = 0
     try:
         code = main(["partition", *argv])
@@ -39,8 +43,9 @@ def refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
         code = int(exc.code or 0)
     err = capsys.readouterr().err
     assert code == 2, err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    return err.strip()
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert "Traceback" not in err and len(errors) == 1 and err.strip().endswith(errors[0]), err
+    return errors[0]
 
 
 # --------------------------------------------------------------------------- calibration sets
@@ -104,3 +109,52 @@ def test_a_saved_model_directory_is_refused_saying_how_to_save_it(tmp_path: Path
     err = refused(capsys, str(tmp_path / "plain"), "-o", str(out))
     assert f"{tmp_path / 'plain'} is a directory, not a model: give a .keras or .h5 file" in err
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- --force
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def bundle_copy(digits_bundle: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "bundle"
+    shutil.copytree(digits_bundle, dst)
+    return dst
+
+
+def test_a_failed_force_run_leaves_the_old_bundle_untouched(bundle_copy: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """--force once deleted the old manifest and heads first, so a run failing verification lost both."""
+    inp = keras.Input((4, 4, 1))
+    dense = layers.Dense(2, name="logits")
+    model = keras.Model(inp, dense(layers.Flatten(name="flatten")(inp)))
+    w = np.ones((16, 2), np.float32)  # two logits 0.1% apart: int8 cannot tell them apart
+    w[0, 1] += 1e-3
+    w[1, 1] -= 1e-3
+    dense.set_weights([w, np.zeros(2, np.float32)])
+    model.save(tmp_path / "tied.keras")
+    before = _tree(bundle_copy)
+    err = refused(capsys, str(tmp_path / "tied.keras"), "-o", str(bundle_copy), "--force",
+                  "--calibration-random", "16")
+    assert "agree with the float model on fewer than 98%" in err
+    assert _tree(bundle_copy) == before
+    load_bundle(bundle_copy)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "tied.keras"]  # the staging is gone
+
+
+def test_force_replaces_the_bundle_once_the_new_one_is_verified(bundle_copy: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["partition", "digits-cnn", "-o", str(bundle_copy), "--force", "--splits", "4"]) == 0
+    assert f"bundle written to {bundle_copy}" in capsys.readouterr().out
+    assert load_bundle(bundle_copy).manifest.split_ids == [0, 4, 7]
+    assert sorted(p.name for p in (bundle_copy / "edge").iterdir()) == ["head_4.tflite", "head_7.tflite"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # neither the old one nor the staging
+    # A directory that is not a bundle is still refused, even with --force, and kept.
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    assert "not empty and not a bundle" in refused(capsys, "digits-cnn", "-o", str(tmp_path / "mine"), "--force")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
