@@ -21,6 +21,7 @@ from splitpoint.codec import Quantization
 from splitpoint.convert import convert_head, tflite_param_bytes
 from splitpoint.cut_points import CutPoint, as_functional, find_cut_points, tensor_name
 from splitpoint.edgetpu_compile import compile_edgetpu
+from splitpoint.errors import PartitionError
 from splitpoint.runtime.tf import import_tensorflow
 from splitpoint.verify import verify_outputs
 
@@ -110,7 +111,13 @@ def build_split(job: Job) -> dict:
 
         runner = HeadRunner(job.bundle / rel)
         in_q = runner.input_quantization
-        assert in_q is not None and all(q is not None for q in runner.output_quantizations)
+        if in_q is None or any(q is None for q in runner.output_quantizations):
+            # The converter quantizes only what computes: layers that pass their input through (a
+            # linear Activation, Dropout at inference) leave a float graph with no int8 op in it.
+            raise PartitionError(
+                f"{sh.model.name}: its first {k} layer(s) (up to {cut.layer!r}) convert to no int8 computation "
+                "(they pass the input through unchanged), so there is nothing to run on the edge; "
+                "partition a model with layers that compute (Conv2D, Dense, ...)")
         input_quant = in_q.to_dict()
         per_frame = [runner.run_all(in_q.quantize(x[None], runner.input_dtype)) for x in sh.validation]
         head_out_val = [q.dequantize(np.concatenate([f[i] for f in per_frame]))  # type: ignore[union-attr]

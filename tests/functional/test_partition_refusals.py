@@ -111,6 +111,19 @@ def test_a_saved_model_directory_is_refused_saying_how_to_save_it(tmp_path: Path
     assert not out.exists()
 
 
+def test_a_model_that_computes_nothing_is_refused_and_leaves_nothing(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A single linear Activation once ended in an AssertionError (exit 1) and a partial directory."""
+    inp = keras.Input((8, 8, 1))
+    path = tmp_path / "identity.keras"
+    keras.Model(inp, layers.Activation("linear", name="same")(inp)).save(path)
+    out = tmp_path / "b"
+    err = refused(capsys, str(path), "-o", str(out), "--calibration-random", "8")
+    assert "first 1 layer(s) (up to 'same') convert to no int8 computation" in err
+    assert "nothing to run on the edge" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["identity.keras"]  # no partial bundle, no staging
+
+
 # --------------------------------------------------------------------------- --force
 
 
