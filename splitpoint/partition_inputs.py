@@ -104,6 +104,10 @@ def load_calibration(
         n = calibration_random or 32
         if n < 1:
             raise PartitionError(f"--calibration-random {n}: must be at least 1")
+        most = max_calibration_frames(shape)
+        if n > most:
+            raise PartitionError(f"--calibration-random {n}: at most {most} frames of {'x'.join(map(str, shape))} "
+                                 "(their float copy must fit in memory); a few hundred calibrate int8 well")
         if src.trained and calibration_random is None:
             log.warning("no calibration data given: calibrating %s on %d random frames (quantization will be poor)", src.name, n)
         rng = np.random.default_rng(seed)
@@ -114,6 +118,19 @@ def load_calibration(
         return cal, val, None
     assert src.validation is not None
     return fit(src.calibration), fit(src.validation), src.validation_labels
+
+
+#: --calibration-random's bounds. Int8 calibration settles within a few hundred frames (TFLite's own
+#: guidance is 100-500); past that, more frames add converter minutes, not accuracy. The partitioner
+#: holds the frames as uint8 and as float32, so the float copy is what runs out of memory: 4 GiB of it
+#: is ~7000 frames at 224x224x3. 99999999999 frames ended in a numpy MemoryError traceback.
+MAX_CALIBRATION_FRAMES = 10_000
+MAX_CALIBRATION_FLOAT_BYTES = 4 << 30
+
+
+def max_calibration_frames(shape: tuple[int, ...]) -> int:
+    """The most random calibration frames of `shape` (H, W, C) the partitioner takes."""
+    return max(1, min(MAX_CALIBRATION_FRAMES, MAX_CALIBRATION_FLOAT_BYTES // (4 * int(np.prod(shape)))))
 
 
 #: what a calibration set must at least hold; see _check_calibration_set

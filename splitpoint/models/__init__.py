@@ -38,6 +38,10 @@ DIGITS_HOLDOUT = 360
 
 BUILTIN = ("digits-cnn", "digits-detector", "vgg16", "mobilenetv2", "resnet50", "centernet-fpn")
 _DEFAULT_SIZE = {"vgg16": 224, "mobilenetv2": 224, "resnet50": 224, "centernet-fpn": 256}
+#: --input-size's ceiling. These architectures are used at 96-600 px (ImageNet 224, detectors
+#: 256-512); one 1024x1024 frame already takes ~0.5 GB of activations in MobileNetV2's first
+#: layers, and 100000 ended in a numpy MemoryError traceback.
+MAX_INPUT_SIZE = 1024
 
 
 @dataclass
@@ -141,6 +145,8 @@ def reference_model(name: str, input_size: int | None = None, seed: int = 0) -> 
     size = input_size or _DEFAULT_SIZE[name]
     if size < 32:
         raise PartitionError(f"--input-size {size} is too small for {name} (at least 32)")
+    if size > MAX_INPUT_SIZE:
+        raise PartitionError(f"--input-size {size} is too large for {name} (at most {MAX_INPUT_SIZE})")
     keras.utils.set_random_seed(seed)
     # Random weights: preprocessing maps 0..255 to [-1, 1] as MobileNetV2 expects.
     pre = Preprocessing(height=size, width=size, channels=3, scale=1.0 / 127.5, offset=-1.0)

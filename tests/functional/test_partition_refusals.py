@@ -171,3 +171,21 @@ def test_force_replaces_the_bundle_once_the_new_one_is_verified(bundle_copy: Pat
     (tmp_path / "mine" / "notes.txt").write_text("mine")
     assert "not empty and not a bundle" in refused(capsys, "digits-cnn", "-o", str(tmp_path / "mine"), "--force")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+
+
+# --------------------------------------------------------------------------- sizes
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["digits-cnn", "--calibration-random", "99999999999"],
+     "--calibration-random 99999999999: at most 10000 frames of 8x8x1"),
+    (["mobilenetv2", "--input-size", "224", "--calibration-random", "9000"],
+     "--calibration-random 9000: at most 7133 frames of 224x224x3"),
+    (["mobilenetv2", "--input-size", "100000"], "--input-size 100000 is too large for mobilenetv2 (at most 1024)"),
+])
+def test_sizes_that_cannot_fit_in_memory_are_refused_naming_the_flag(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], said: str) -> None:
+    """Both once ended in numpy _ArrayMemoryError tracebacks."""
+    out = tmp_path / "b"
+    assert said in refused(capsys, *argv, "-o", str(out))
+    assert not out.exists()
