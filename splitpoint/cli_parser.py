@@ -215,13 +215,16 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
 
 
 def _add_partition(p: argparse.ArgumentParser) -> None:
+    # The one list of built-ins, not a copy here that falls behind it.
+    from splitpoint.models import BUILTIN, MAX_INPUT_SIZE, SIZED
+
     g = p.add_argument_group("model and output")
     g.add_argument("model", help="a .keras/.h5 file (not a SavedModel directory: save it with "
-                                 "model.save(\"m.keras\")), or a built-in: "
-                                 "digits-cnn, vgg16, mobilenetv2, resnet50")
+                                 f"model.save(\"m.keras\")), or a built-in: {', '.join(BUILTIN)}")
     g.add_argument("-o", "--output", required=True, metavar="BUNDLE", help="REQUIRED: bundle directory to write")
     g.add_argument("--input-size", type=positive_int, metavar="PX",
-                   help="input size for vgg16/mobilenetv2/resnet50 (default 224)")
+                   help=f"input size, 32-{MAX_INPUT_SIZE}, of {', '.join(f'{k} (default {v})' for k, v in SIZED.items())}; "
+                        "a model file's own input shape decides its size")
     g.add_argument("--force", action="store_true", help="replace an existing bundle in BUNDLE")
     g = p.add_argument_group("calibration (int8 quantization)")
     cal = g.add_mutually_exclusive_group()

@@ -37,7 +37,8 @@ DIGITS_DETECTOR = DATA_DIR / "digits_detector.keras"
 DIGITS_HOLDOUT = 360
 
 BUILTIN = ("digits-cnn", "digits-detector", "vgg16", "mobilenetv2", "resnet50", "centernet-fpn")
-_DEFAULT_SIZE = {"vgg16": 224, "mobilenetv2": 224, "resnet50": 224, "centernet-fpn": 256}
+#: the built-ins made at any --input-size, and their default size
+SIZED = {"vgg16": 224, "mobilenetv2": 224, "resnet50": 224, "centernet-fpn": 256}
 #: --input-size's ceiling. These architectures are used at 96-600 px (ImageNet 224, detectors
 #: 256-512); one 1024x1024 frame already takes ~0.5 GB of activations in MobileNetV2's first
 #: layers, and 100000 ended in a numpy MemoryError traceback.
@@ -140,9 +141,9 @@ def reference_model(name: str, input_size: int | None = None, seed: int = 0) -> 
         )
     if name == "digits-detector":
         return _digits_detector(input_size)
-    if name not in _DEFAULT_SIZE:
+    if name not in SIZED:
         raise PartitionError(f"unknown built-in model {name!r}; built-in models: {', '.join(BUILTIN)}")
-    size = input_size or _DEFAULT_SIZE[name]
+    size = input_size or SIZED[name]
     if size < 32:
         raise PartitionError(f"--input-size {size} is too small for {name} (at least 32)")
     if size > MAX_INPUT_SIZE:

@@ -189,3 +189,15 @@ def test_sizes_that_cannot_fit_in_memory_are_refused_naming_the_flag(
     out = tmp_path / "b"
     assert said in refused(capsys, *argv, "-o", str(out))
     assert not out.exists()
+
+
+def test_help_lists_every_built_in(capsys: pytest.CaptureFixture[str]) -> None:
+    """The help once listed four of the six built-ins README names."""
+    from splitpoint.models import BUILTIN
+
+    with pytest.raises(SystemExit):
+        main(["partition", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines anywhere
+    listed = text.split("or a built-in:", 1)[1].split("-o BUNDLE")[0]
+    assert [name for name in BUILTIN if name in listed.replace(",", " ").split()] == list(BUILTIN)
+    assert len(BUILTIN) == 6
