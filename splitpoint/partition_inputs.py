@@ -44,6 +44,10 @@ def load_model_source(spec: str, input_size: int | None = None) -> ModelSource:
     if len(shape) != 4 or None in shape[1:]:
         raise PartitionError(f"model input shape {tuple(shape)} is not an image batch (N, H, W, C) with a static size")
     _, h, w, c = shape
+    if input_size is not None and (h, w) != (input_size, input_size):
+        # Only a built-in is built at a size; a file's weights and layers were made for its own.
+        raise PartitionError(f"--input-size {input_size} does not apply to {path}: its own input shape "
+                             f"({h}x{w}) decides; leave the flag out")
     if c not in (1, 3):
         raise PartitionError(f"model input has {c} channels; splitpoint feeds 1 (grayscale) or 3 (RGB)")
     pre = Preprocessing(height=int(h), width=int(w), channels=int(c), scale=1.0 / 255.0, offset=0.0)

@@ -201,3 +201,14 @@ def test_help_lists_every_built_in(capsys: pytest.CaptureFixture[str]) -> None:
     listed = text.split("or a built-in:", 1)[1].split("-o BUNDLE")[0]
     assert [name for name in BUILTIN if name in listed.replace(",", " ").split()] == list(BUILTIN)
     assert len(BUILTIN) == 6
+
+
+def test_input_size_on_a_model_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It was silently ignored, where the built-ins refuse a size they do not take."""
+    inp = keras.Input((8, 8, 1))
+    path = tmp_path / "mine.keras"
+    keras.Model(inp, layers.Dense(3)(layers.Flatten()(layers.Conv2D(4, 3)(inp)))).save(path)
+    out = tmp_path / "b"
+    err = refused(capsys, str(path), "-o", str(out), "--input-size", "64", "--calibration-random", "8")
+    assert f"--input-size 64 does not apply to {path}: its own input shape (8x8) decides" in err
+    assert not out.exists()
