@@ -311,6 +311,12 @@ def _check_decoder(model: Any, src: ModelSource, detection: dict | None, labels:
     """A detection block and labels that do not fit the model are refused before anything is written."""
     shapes = [tuple(o.shape) for o in model.outputs]
     pre = src.preprocessing
+    if detection is not None and len(shapes) < 2:
+        # said before check_against_model blames 'size = 1' on --detection, which the user of
+        # --score-threshold on a classifier never gave
+        raise ConfigError("detection settings", None,
+                          f"{src.name} has one output, a classifier's; --detection and the detection flags "
+                          "(--score-threshold, --nms-iou, ...) are for a detector, with heatmap and size outputs")
     if detection is not None:
         check_against_model(detection, labels, shapes, (pre.height, pre.width))
     elif labels is not None and len(shapes) == 1 and len(labels) != shapes[0][-1]:

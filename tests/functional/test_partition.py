@@ -927,3 +927,12 @@ def test_split_0_does_not_wait_for_the_accelerator(digits_bundle: Path) -> None:
         assert done[0].wait(10.0), "k = 0 waited for the accelerator"
         assert not done[3].wait(0.2)  # head 3 waits for the run to end
     assert done[3].wait(10.0)
+
+
+def test_detection_flags_on_a_classifier_are_named_as_given(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It once said '--detection: size = 1: the model has 1 output(s)', a flag never given."""
+    out = tmp_path / "b"
+    assert main(["partition", "digits-cnn", "-o", str(out), "--score-threshold", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "detection settings: digits-cnn has one output, a classifier's" in err and "--score-threshold" in err
+    assert "--detection:" not in err and not out.exists()
