@@ -192,3 +192,21 @@ def png_declaring(width: int, height: int) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def finish_process(proc: subprocess.Popen[str], timeout_s: float = 60.0) -> tuple[str, str]:
+    """(stdout, stderr) once `proc` exits; a hang fails with every thread's stack (run it with
+    PYTHONFAULTHANDLER=1: SIGABRT then prints them), not just a timeout."""
+    try:
+        return proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            _, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            err = "(no stack dump within 10 s)"
+        raise AssertionError(f"the process did not exit within {timeout_s:g} s; its threads:\n{err[-10000:]}") from None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

@@ -34,6 +34,7 @@ import grpc
 import numpy as np
 import pytest
 from helpers import cli_env
+from helpers import finish_process as finish
 
 from edge_node.results import read_results
 from splitpoint.bundle import load_bundle
@@ -54,23 +55,6 @@ def edge_process(bundle: Path, cwd: Path, *args: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env() | {"PYTHONFAULTHANDLER": "1"},
         cwd=cwd,
     )
-
-
-def finish(proc: subprocess.Popen[str], timeout_s: float = PROC_TIMEOUT_S) -> tuple[str, str]:
-    """The agent's output once it exits; a hang fails with every thread's stack, not just a timeout."""
-    try:
-        return proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGABRT)
-        try:
-            _, err = proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            err = "(no stack dump within 10 s)"
-        raise AssertionError(f"the agent did not exit within {timeout_s:g} s; its threads:\n{err[-10000:]}") from None
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
 
 
 class FakeOffload(offload_pb2_grpc.OffloadServicer):
@@ -463,6 +447,21 @@ def test_stop_with_a_hung_camera_in_live_capture_ends_within_grace(digits_bundle
 # ---------------------------------------------------------------- a server that misbehaves
 
 
+def sigterm_when(proc: subprocess.Popen[str], ready: Callable[[], bool], release: threading.Event) -> tuple[str, str, float]:
+    """SIGTERM `proc` once `ready()` says the server holds it where the test wants it; (stdout,
+    stderr, seconds from the signal to the exit). `release` lets the fake server go at the end."""
+    try:
+        assert ready(), "the agent never got where the signal was to find it"
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = finish(proc, timeout_s=30)
+        return out, err, time.monotonic() - t0
+    finally:
+        release.set()
+        if proc.poll() is None:
+            proc.kill()
+
+
 class HangingDescribe(FakeOffload):
     """Accepts Describe and never answers it (until the test ends)."""
 
@@ -487,16 +486,7 @@ def test_sigterm_while_describe_hangs_ends_within_grace_not_the_connect_timeout(
     grace_s = 1.0
     proc = edge_process(digits_bundle, tmp_path, "--source", "synthetic:10", "--cloud", address, "--split", "3",
                         "--connect-timeout-s", "60", "--grace-s", str(grace_s), "--results", str(tmp_path / "r.jsonl"))
-    try:
-        assert servicer.asked.wait(EVENT_TIMEOUT_S), "the agent never asked Describe"
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        out, err = finish(proc, timeout_s=30)
-        elapsed = time.monotonic() - t0
-    finally:
-        servicer.release.set()
-        if proc.poll() is None:
-            proc.kill()
+    out, err, elapsed = sigterm_when(proc, lambda: servicer.asked.wait(EVENT_TIMEOUT_S), servicer.release)
     assert proc.returncode == 0 and "Traceback" not in err, (proc.returncode, err)
     assert elapsed < grace_s + 4.0, f"the agent took {elapsed:.1f} s to stop (grace {grace_s} s, connect timeout 60 s)"
     assert "not reachable" not in err, err  # told to stop, not a link problem
@@ -523,16 +513,7 @@ def test_a_server_that_never_ends_the_stream_does_not_stretch_the_grace(digits_b
     grace_s = 0.5
     proc = edge_process(digits_bundle, tmp_path, "--source", "synthetic:100000", "--fps", "20", "--cloud", address,
                         "--split", "3", "--grace-s", str(grace_s), "--results", str(tmp_path / "r.jsonl"))
-    try:
-        servicer.wait_received(5)
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        out, err = finish(proc, timeout_s=30)
-        elapsed = time.monotonic() - t0
-    finally:
-        servicer.release.set()
-        if proc.poll() is None:
-            proc.kill()
+    out, err, elapsed = sigterm_when(proc, lambda: servicer.wait_received(5) or True, servicer.release)
     assert proc.returncode == 0 and "Traceback" not in err, (proc.returncode, err)
     # the half-closed stream got what was left of the grace, not 2 s more on top of it
     assert elapsed < grace_s + 1.2, f"the agent took {elapsed:.1f} s to stop (grace {grace_s} s)"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -29,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import cli_env, png_declaring
+from helpers import finish_process as finish
 from PIL import Image
 
 from edge_node.results import read_results
 
-PROC_TIMEOUT_S = 60.0
 EVENT_TIMEOUT_S = 30.0
 
 
@@ -46,23 +45,6 @@ def edge(bundle: Path, cwd: Path, *args: str) -> subprocess.Popen[str]:
         # 2 GiB of address space (an agent maps under 1 GiB): reading /dev/zero fails fast, not the machine
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30)),
     )
-
-
-def finish(proc: subprocess.Popen[str], timeout_s: float = PROC_TIMEOUT_S) -> tuple[str, str]:
-    """The agent's output once it exits; a hang fails with every thread's stack."""
-    try:
-        return proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGABRT)
-        try:
-            _, err = proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            err = "(no stack dump within 10 s)"
-        raise AssertionError(f"the agent did not exit within {timeout_s:g} s; its threads:\n{err[-10000:]}") from None
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
 
 
 def one_error_line(err: str) -> str:
