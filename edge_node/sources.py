@@ -89,7 +89,7 @@ ACCEPTED_FORMS = (
 #: what `_Source._read` returns: (raw fitted frame, label, origin, (width, height) before fitting)
 _Read = tuple[np.ndarray, int | None, str, tuple[int, int]]
 
-# What a single unreadable frame file can raise (besides ConfigError from read_frame_file).
+# What a single unreadable frame file can raise (besides ConfigError from read_frame_file_sized).
 _FILE_ERRORS = (ConfigError, OSError, ValueError, SyntaxError, EOFError)
 
 

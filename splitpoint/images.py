@@ -96,11 +96,6 @@ def _resize_convert(frame: np.ndarray, pre: Preprocessing) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def read_frame_file(path: Path, pre: Preprocessing) -> np.ndarray:
-    """One image or .npy file -> raw uint8 frame of the bundle's size."""
-    return read_frame_file_sized(path, pre)[0]
-
-
 def read_frame_file_sized(path: Path, pre: Preprocessing) -> tuple[np.ndarray, tuple[int, int]]:
     """One image or .npy file -> (raw uint8 frame of the bundle's size, (width, height) of the file's
     image before it was fitted): a detector's boxes are mapped back to the latter."""

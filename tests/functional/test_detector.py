@@ -154,7 +154,7 @@ def test_boxes_are_in_the_original_images_pixels_through_real_processes(detector
     from PIL import Image
 
     from edge_node.results import read_results
-    from splitpoint.images import read_frame_file
+    from splitpoint.images import read_frame_file_sized
 
     bundle = load_bundle(detector_bundle)
     m = bundle.manifest
@@ -177,7 +177,7 @@ def test_boxes_are_in_the_original_images_pixels_through_real_processes(detector
         for i in candidates:
             path = source / f"{n:02d}_{w}x{h}.png"
             Image.fromarray(raw[i][..., 0]).resize((w, h), Image.Resampling.BILINEAR).save(path)
-            fitted = read_frame_file(path, pre)
+            fitted, _ = read_frame_file_sized(path, pre)
             outs = model.predict(pre.apply_batch(fitted[None]), verbose=0)
             found = decode_frame([o[0] for o in outs], m.detection)
             recall, precision, _ = detection_agreement([truth[i]], [found])

@@ -67,5 +67,5 @@ def test_missing_pillow_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tm
     assert str(err.value) == f"resizing frames needs Pillow: {install_hint('edge', 'pillow')}"
     (tmp_path / "a.png").write_bytes(b"\x89PNG")
     with pytest.raises(BackendUnavailableError) as err:
-        images.read_frame_file(tmp_path / "a.png", pre)
+        images.read_frame_file_sized(tmp_path / "a.png", pre)
     assert str(err.value) == f"reading image files needs Pillow: {install_hint('edge', 'pillow')}"
