@@ -120,7 +120,7 @@ class EdgeAgent:
         self._reload: Callable[[], PolicyConfig] | None = None
         self._reload_requested = threading.Event()
         self._stop_at: float | None = None  # when stop() was first called (the grace period starts)
-        self._done_at_start: set[int] = set()  # frame ids the log recorded before this run
+        self._done_at_start: dict[int, str | None] = {}  # frame id -> origin the log recorded before this run
         self._wanted_cloud = 0  # frames whose split sent (or meant to send) them to the cloud
         self._planned = 0  # frames planned (any path): the session probes faster while it moves
         self.fallback_digest = FallbackDigest()

@@ -11,7 +11,9 @@ Resume: the results log is durable and holds one record per frame id (= the sour
 frame index); on start the frames it already records are skipped, so an agent killed
 and restarted continues where it stopped. Frames that were read but not finished have
 no record and run again. A camera numbers its frames from 0 each time it opens: there
-the new frames are numbered after the largest recorded id instead.
+the new frames are numbered after the largest recorded id instead. A log whose records
+name other frames than the source has at those ids (another source's log, or a directory
+whose files changed) is refused rather than skipped by id.
 
 Locks: none of its own (the ledger's and the live buffer's are leaves).
 """
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from splitpoint.errors import ConfigError
 
@@ -51,10 +53,13 @@ class Capture:
         self._reader: threading.Thread | None = None
         self._reader_error: BaseException | None = None
 
-    def resume(self, source: FrameSource, done: set[int]) -> None:
-        """Skip what the log already records (`done`), or, for a camera, number after it."""
+    def resume(self, source: FrameSource, done: Mapping[int, str | None]) -> None:
+        """Skip what the log already records (`done`: frame id -> the origin its record names),
+        or, for a camera, number after it. ConfigError when the records name other frames than
+        the source has at those ids: skipping by id would leave the source's frames unrun."""
         if not done:
             return
+        self._check_origins(source, done)
         if getattr(source, "restarts_numbering", False):
             first = max(done) + 1
             number_from = getattr(source, "number_from", None)
@@ -67,10 +72,29 @@ class Capture:
             return
         skip = getattr(source, "skip", None)
         if skip is not None:
-            skip(done)
+            skip(set(done))
         else:
-            self._skip_ids = done
+            self._skip_ids = set(done)
         log.info("resuming %s: %d frames already have a record and are skipped", self.config.results, len(done))
+
+    def _check_origins(self, source: FrameSource, done: Mapping[int, str | None]) -> None:
+        """ConfigError when a record's origin is not what the source has at that frame id: a log
+        of another source (a directory's, given a video), or a directory whose files changed so
+        that names moved to other positions. Ids the source cannot name (a camera, past the
+        end of a directory) are not checked."""
+        origin_of = getattr(source, "origin_of", None)
+        if origin_of is None:
+            return
+        differ = [(fid, recorded, expected) for fid, recorded in sorted(done.items())
+                  if recorded is not None and (expected := origin_of(fid)) is not None and expected != recorded]
+        if not differ:
+            return
+        fid, recorded, expected = differ[0]
+        raise ConfigError("resume", True, (
+            f"{self.config.results} records frame {fid} as {recorded!r}, but {source.description} has "
+            f"{expected!r} there ({len(differ)} of {len(done)} records name other frames): the log is of "
+            "another source, or the files changed since; give --results another file, or --no-resume to "
+            "move this log aside and start over"))
 
     def _next_frame(self, it: Iterator[Frame]) -> Frame:
         """next(it), passing over frames already recorded (sources without skip())."""

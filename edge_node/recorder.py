@@ -49,15 +49,16 @@ class Recorder:
         self._closed = False
         self._lock = threading.Lock()
 
-    def open(self, path: str, fmt: str, fsync: bool, resume: bool) -> set[int]:
-        """Open (or, without resume, first move aside) the log; the frame ids it already records.
+    def open(self, path: str, fmt: str, fsync: bool, resume: bool) -> dict[int, str | None]:
+        """Open (or, without resume, first move aside) the log; the frame ids it already records,
+        each with the origin its record names.
         The log is this agent's alone until `close()`: a second agent on it is refused (ConfigError)."""
         results = open_results(path, fmt, fsync, fresh=not resume)
         if results.moved_aside is not None:
             log.warning("resume is off: the old results log %s was renamed to %s; starting over", path,
                         results.moved_aside)
         self.results = results
-        return results.done_ids() if resume else set()
+        return results.done_origins() if resume else {}
 
     def close(self) -> None:
         with self._lock:

@@ -16,7 +16,8 @@ Two formats, chosen by `results_format`:
 Both keep the ids already written (read back when an existing log is opened)
 and refuse a second record for the same frame id: that is a bug upstream, so it
 is logged as an error and the first record is kept. `done_ids()` is what an
-agent restarting on the same log skips.
+agent restarting on the same log skips; `done_origins()` says where each of those
+frames came from (what a resumed run checks against its source).
 
 A store that cannot be written (ENOSPC, EIO, a read-only file system) raises
 ResultsWriteError naming the file and the error; the records written before
@@ -42,19 +43,17 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import math
 import os
 import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 from splitpoint.errors import ConfigError, ResultsWriteError
 from splitpoint.files import open_regular
 
 from .results_file import (
-    NOT_A_LOG,
     SQLITE_HEADER,
     LogHold,
     backup_results,
@@ -62,14 +61,11 @@ from .results_file import (
     hold,
     is_sqlite,
 )
+from .results_records import dumps, frame_id, origin, parse_jsonl
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("jsonl", "sqlite")
-
-#: a line longer than this is not a record (records are a few hundred bytes; detections a few
-#: kB): reading stops there instead of taking a whole binary file into memory
-MAX_LINE_BYTES = 16 << 20
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS results ("
@@ -86,25 +82,9 @@ class ResultStore(Protocol):
 
     def done_ids(self) -> set[int]: ...
 
+    def done_origins(self) -> dict[int, str | None]: ...
+
     def close(self) -> None: ...
-
-
-def _finite(value: Any) -> Any:
-    """`value` with every non-finite float replaced by None (JSON has no Infinity or NaN)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _dumps(record: dict[str, Any]) -> str:
-    try:
-        return json.dumps(record, separators=(",", ":"), default=float, allow_nan=False)
-    except ValueError:  # a bare NaN/Infinity would make the line unreadable to strict JSON readers
-        return json.dumps(_finite(record), separators=(",", ":"), default=float, allow_nan=False)
 
 
 def describe_os_error(exc: BaseException) -> str:
@@ -115,48 +95,11 @@ def describe_os_error(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _frame_id(record: dict[str, Any]) -> int:
-    fid = record.get("frame_id")
-    if isinstance(fid, bool) or not isinstance(fid, int):
-        raise ValueError(f"a result record needs an integer frame_id, not {json.dumps(fid, default=str)}")
-    return fid
-
-
-def _parse_jsonl(path: Path, fh: IO[bytes]) -> tuple[list[dict[str, Any]], int]:
-    """Records of a JSONL log read from `fh` and the byte length of its intact part (a torn final
-    line excluded); ConfigError at the first line that shows the file is not a results log."""
-    records: list[dict[str, Any]] = []
-    good = 0
-    n = 0
-    while line := fh.readline(MAX_LINE_BYTES):
-        n += 1
-        whole = line.endswith(b"\n")
-        if not whole and len(line) == MAX_LINE_BYTES:
-            raise ConfigError("results", str(path), NOT_A_LOG.format(f"line {n} is longer than {MAX_LINE_BYTES >> 20} MiB"))
-        if line.strip():
-            try:
-                record = json.loads(line)
-            except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-                if not whole and (line.startswith(b"{") or not line.strip(b"\0")):  # a record cut short
-                    log.warning("results log %s: ignoring a torn last line (%d bytes: %s)", path, len(line), exc)
-                    break
-                raise ConfigError("results", str(path), NOT_A_LOG.format(f"line {n} is not JSON: {exc}")) from None
-            try:
-                if not isinstance(record, dict):
-                    raise ValueError(f"line {n} is not a JSON object")
-                _frame_id(record)
-            except ValueError as exc:  # whole JSON, so not torn: a file of something else
-                raise ConfigError("results", str(path), NOT_A_LOG.format(f"line {n}: {exc}")) from None
-            records.append(record)
-        good += len(line)
-    return records, good
-
-
 class _ResultLog:
     """What both formats share: one record per frame id, thread-safe writes, idempotent close.
 
     A subclass opens its file under `_held` (the agent's hold on it: see `open_results`),
-    fills `_ids` with the ids already written and implements `_is_open`, `_append` (store
+    fills `_ids` with the ids already written (and `_origins` with their origins) and implements `_is_open`, `_append` (store
     one record durably; False when the store itself already has the id) and `_close`.
     """
 
@@ -169,6 +112,8 @@ class _ResultLog:
         #: where `open_results(fresh=True)` moved the log it found, if it did
         self.moved_aside: Path | None = None
         self._ids: set[int] = set()
+        #: frame id -> origin of the records found when the log was opened (not kept up to date)
+        self._origins: dict[int, str | None] = {}
         self._lock = threading.Lock()
         #: set by the first failed write; every later write raises it without touching the file
         self.failed: ResultsWriteError | None = None
@@ -177,8 +122,8 @@ class _ResultLog:
         """Store `record`; False (and an error logged) when its frame id is already in the log.
 
         Raises ResultsWriteError when the store cannot be written (then and ever after)."""
-        fid = _frame_id(record)
-        text = _dumps(record)
+        fid = frame_id(record)
+        text = dumps(record)
         with self._lock:
             if not self._is_open():
                 raise ValueError(f"results log {self.path} is closed")
@@ -198,6 +143,11 @@ class _ResultLog:
     def done_ids(self) -> set[int]:
         with self._lock:
             return set(self._ids)
+
+    def done_origins(self) -> dict[int, str | None]:
+        """Frame id -> origin of each record the log held when it was opened."""
+        with self._lock:
+            return dict(self._origins)
 
     def close(self) -> None:
         with self._lock:
@@ -236,13 +186,14 @@ class JsonlResultLog(_ResultLog):
                 raise ConfigError("results", str(self.path), "is a SQLite results log; set results_format = "
                                                               "\"sqlite\" or give another file")
             fh.seek(0)
-            records, good = _parse_jsonl(self.path, fh)
+            records, good = parse_jsonl(self.path, fh)
             size = fh.seek(0, os.SEEK_END)
             last = b""
             if good and good == size:
                 fh.seek(good - 1)
                 last = fh.read(1)
-        self._ids = {_frame_id(r) for r in records}
+        self._origins = {frame_id(r): origin(r) for r in records}
+        self._ids = set(self._origins)
         if good < size:  # drop the torn tail: the next record gets a line of its own
             os.ftruncate(fd, good)
             os.fsync(fd)
@@ -318,7 +269,9 @@ class SqliteResultLog(_ResultLog):
                 log.warning("results log %s: SQLite refused WAL mode (journal_mode = %s)", self.path, mode)
             self._db.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
             self._db.execute(_SCHEMA)
-            self._ids = {row[0] for row in self._db.execute("SELECT frame_id FROM results")}
+            self._origins = {fid: _origin_of_text(text)
+                             for fid, text in self._db.execute("SELECT frame_id, record FROM results")}
+            self._ids = set(self._origins)
         except sqlite3.OperationalError as exc:  # full, read-only, I/O error: the file, not the setting
             raise ResultsWriteError(self.path, describe_os_error(exc)) from None
         except sqlite3.DatabaseError as exc:
@@ -342,13 +295,21 @@ class SqliteResultLog(_ResultLog):
         self._db = None
 
 
+def _origin_of_text(text: str) -> str | None:
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    return origin(record) if isinstance(record, dict) else None
+
+
 def _check_any_log(path: Path, held: LogHold) -> None:
     """ConfigError unless the file held is a results log of either format (what --no-resume may move)."""
     assert held.fd is not None
     with os.fdopen(os.dup(held.fd), "rb") as fh:
         if fh.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
             fh.seek(0)
-            _parse_jsonl(path, fh)
+            parse_jsonl(path, fh)
             return
     try:
         db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=10.0)
@@ -407,4 +368,4 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
             db.close()
         return [json.loads(text) for (text,) in rows]
     with os.fdopen(open_regular(p, "results"), "rb") as fh:
-        return _parse_jsonl(p, fh)[0]
+        return parse_jsonl(p, fh)[0]

@@ -53,6 +53,9 @@ A resumed agent (see `edge_node.agent`) calls, before the first frame:
     source.number_from(first)   only where `restarts_numbering` is true (cameras: the
                                 index restarts at 0 each time the device is opened):
                                 frame indices (and origins) start at `first`
+    source.origin_of(index)     the origin frame `index` will have, without reading it
+                                (None where it cannot be known: a camera, past the end);
+                                a resumed run checks the log's records against it
 """
 
 from __future__ import annotations
@@ -190,6 +193,10 @@ class _Source:
         """Pass over the frames with these indices (already recorded by an earlier run)."""
         self._skip = frozenset(indices)
 
+    def origin_of(self, index: int) -> str | None:
+        """The origin frame `index` has, known without reading it; None where it is not."""
+        return None
+
     def number_from(self, first: int) -> None:
         """Number frames from `first` instead of 0 (before the first frame is read)."""
         if self._next_index:
@@ -301,6 +308,9 @@ class DirectorySource(_Source):
         self._key = key
         super().__init__(f"directory {directory} ({len(self.files)} files)", fps)
 
+    def origin_of(self, index: int) -> str | None:
+        return self.files[index].name if 0 <= index < len(self.files) else None
+
     def _read(self, i: int) -> _Read:
         if i >= len(self.files):
             raise StopIteration
@@ -343,6 +353,9 @@ class SyntheticSource(_Source):
         super().__init__(
             f"synthetic:{count} (cycling {len(inputs)} {labelled} validation inputs)", fps
         )
+
+    def origin_of(self, index: int) -> str | None:
+        return f"synthetic#{index}" if 0 <= index < self._count else None
 
     def _read(self, i: int) -> _Read:
         if i >= self._count:

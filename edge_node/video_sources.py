@@ -85,6 +85,9 @@ class VideoSource(_OpenCVSource):
         self._reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         super().__init__(cv2, cap, f"video {path}", pre, fps, key)
 
+    def origin_of(self, index: int) -> str | None:
+        return f"{self.path.name}#{index}" if index >= 0 else None
+
     def _read(self, i: int) -> _Read:
         origin = f"{self.path.name}#{i}"
         grabbed = self._grab(i, origin) if self._cap is not None else None

@@ -36,6 +36,7 @@ from edge_node.config import EdgeConfig
 from edge_node.heads import EdgeHeads
 from edge_node.results import is_sqlite, open_results, read_results
 from edge_node.source_spec import open_source
+from splitpoint.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT_TIMEOUT_S = 60.0
@@ -299,3 +300,62 @@ def test_survey_capture_drops_nothing(digits_bundle: Path, cloud_server: Any, tm
     assert all(r["status"] == "ok" for r in records)
     assert summary.dropped == 0 and summary.frames == FRAMES
     assert not agent.registry.get_sample_value("splitpoint_edge_dropped_frames_total")
+
+
+# ---------------------------------------------------------------- resume onto the wrong log
+
+
+def write_frames(directory: Path, names: list[str]) -> None:
+    directory.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in names:
+        np.save(directory / name, rng.integers(0, 256, (28, 28, 1), dtype=np.uint8))
+
+
+def origins(records: list[dict[str, Any]]) -> list[str]:
+    """The records' origins in frame-id order (records are written as frames end)."""
+    return [r["origin"] for r in sorted(records, key=lambda r: r["frame_id"])]
+
+
+def dir_agent(digits_bundle: Path, address: str, source: Path, results: Path, fmt: str) -> EdgeAgent:
+    conf = EdgeConfig(bundle=str(digits_bundle), source=str(source), cloud=address, split=3, insecure=True,
+                      results=str(results), results_format=fmt)
+    conf.validate()
+    return EdgeAgent.from_config(conf)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "sqlite"])
+def test_resume_onto_a_log_of_another_source_is_refused(digits_bundle: Path, cloud_server: Any, tmp_path: Path,
+                                                         fmt: str) -> None:
+    # The log of a synthetic run, resumed with a directory: frame ids 0-2 are recorded, but not for these
+    # files. Skipping by id alone said "all 3 frames already recorded" and ran nothing.
+    results = tmp_path / f"r.{fmt}"
+    log = open_results(results, fmt)
+    for record in records_for(3):
+        log.write(record)
+    log.close()
+    before = read_results(results)
+    write_frames(tmp_path / "frames", ["a.npy", "b.npy", "c.npy"])
+    with pytest.raises(ConfigError, match=r"records frame 0 as 'synthetic#0', but directory .*frames.* has "
+                                          r"'a.npy' there \(3 of 3 records name other frames\).*--no-resume"):
+        run_agent(dir_agent(digits_bundle, cloud_server.address, tmp_path / "frames", results, fmt))
+    assert read_results(results) == before
+
+
+def test_resume_after_the_directory_changed_is_refused(digits_bundle: Path, cloud_server: Any, tmp_path: Path) -> None:
+    # A file added in the middle moves every later name to another id: resuming by id would leave
+    # b.npy unrun and take c.npy for done.
+    frames, results = tmp_path / "frames", tmp_path / "r.jsonl"
+    write_frames(frames, ["a.npy", "c.npy"])
+    summary, records = run_agent(dir_agent(digits_bundle, cloud_server.address, frames, results, "jsonl"))
+    assert summary.frames == 2 and origins(records) == ["a.npy", "c.npy"]
+    write_frames(frames, ["b.npy"])
+    with pytest.raises(ConfigError, match=r"records frame 1 as 'c.npy', but .* has 'b.npy' there \(1 of 2 "):
+        run_agent(dir_agent(digits_bundle, cloud_server.address, frames, results, "jsonl"))
+    assert read_results(results) == records
+    # the same directory resumed as it was recorded skips what is done and runs the rest
+    (frames / "b.npy").unlink()
+    write_frames(frames, ["d.npy"])
+    summary, records = run_agent(dir_agent(digits_bundle, cloud_server.address, frames, results, "jsonl"))
+    assert summary.skipped == 2 and summary.frames == 1
+    assert origins(records) == ["a.npy", "c.npy", "d.npy"]

@@ -89,7 +89,10 @@ def test_directory_gray_images_become_rgb_8x8(tmp_path: Path) -> None:
 def test_directory_of_npy_arrays(tmp_path: Path) -> None:
     np.save(tmp_path / "0.npy", np.full((8, 8), 5, np.uint8))
     np.save(tmp_path / "1.npy", np.full((16, 16, 3), 200, np.uint8))
-    frames = drain(open_source(str(tmp_path), GRAY8))
+    source = open_source(str(tmp_path), GRAY8)
+    # what a resumed run checks a log's records against: the origin a frame will have, before it is read
+    assert [source.origin_of(i) for i in (-1, 0, 1, 2)] == [None, "0.npy", "1.npy", None]  # type: ignore[attr-defined]
+    frames = drain(source)
     assert [f.origin for f in frames] == ["0.npy", "1.npy"]
     assert np.all(frames[0].raw == 5) and frames[0].raw.shape == (8, 8, 1)
     assert np.all(frames[1].raw == 200) and frames[1].raw.shape == (8, 8, 1)

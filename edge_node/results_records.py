@@ -1,0 +1,86 @@
+"""A results record as the log stores it: one JSON object per frame, with an integer frame_id.
+
+`dumps` writes a record as one line of strict JSON (a score or timing that is not finite
+becomes null: the log stays readable to any JSON reader); `parse_jsonl` reads a JSONL log
+back, telling a torn last line (what a crash leaves: ignored) from a file that is not a
+results log (ConfigError naming the line); `origin` is where a record says its frame came
+from, what a resumed run checks against its source (edge_node/capture.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import IO, Any
+
+from splitpoint.errors import ConfigError
+
+from .results_file import NOT_A_LOG
+
+log = logging.getLogger("edge_node.results")
+
+#: a line longer than this is not a record (records are a few hundred bytes; detections a few
+#: kB): reading stops there instead of taking a whole binary file into memory
+MAX_LINE_BYTES = 16 << 20
+
+def finite(value: Any) -> Any:
+    """`value` with every non-finite float replaced by None (JSON has no Infinity or NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def dumps(record: dict[str, Any]) -> str:
+    try:
+        return json.dumps(record, separators=(",", ":"), default=float, allow_nan=False)
+    except ValueError:  # a bare NaN/Infinity would make the line unreadable to strict JSON readers
+        return json.dumps(finite(record), separators=(",", ":"), default=float, allow_nan=False)
+
+
+def frame_id(record: dict[str, Any]) -> int:
+    fid = record.get("frame_id")
+    if isinstance(fid, bool) or not isinstance(fid, int):
+        raise ValueError(f"a result record needs an integer frame_id, not {json.dumps(fid, default=str)}")
+    return fid
+
+
+def parse_jsonl(path: Path, fh: IO[bytes]) -> tuple[list[dict[str, Any]], int]:
+    """Records of a JSONL log read from `fh` and the byte length of its intact part (a torn final
+    line excluded); ConfigError at the first line that shows the file is not a results log."""
+    records: list[dict[str, Any]] = []
+    good = 0
+    n = 0
+    while line := fh.readline(MAX_LINE_BYTES):
+        n += 1
+        whole = line.endswith(b"\n")
+        if not whole and len(line) == MAX_LINE_BYTES:
+            raise ConfigError("results", str(path), NOT_A_LOG.format(f"line {n} is longer than {MAX_LINE_BYTES >> 20} MiB"))
+        if line.strip():
+            try:
+                record = json.loads(line)
+            except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+                if not whole and (line.startswith(b"{") or not line.strip(b"\0")):  # a record cut short
+                    log.warning("results log %s: ignoring a torn last line (%d bytes: %s)", path, len(line), exc)
+                    break
+                raise ConfigError("results", str(path), NOT_A_LOG.format(f"line {n} is not JSON: {exc}")) from None
+            try:
+                if not isinstance(record, dict):
+                    raise ValueError(f"line {n} is not a JSON object")
+                frame_id(record)
+            except ValueError as exc:  # whole JSON, so not torn: a file of something else
+                raise ConfigError("results", str(path), NOT_A_LOG.format(f"line {n}: {exc}")) from None
+            records.append(record)
+        good += len(line)
+    return records, good
+
+
+def origin(record: dict[str, Any]) -> str | None:
+    """The record's `origin` (file name, "clip.mp4#12", "synthetic#3"), None where it has none."""
+    value = record.get("origin")
+    return value if isinstance(value, str) else None
