@@ -55,7 +55,7 @@ from scheduler.link import LinkEstimator
 from scheduler.objectives import PolicyConfig
 from scheduler.paths import Timeline
 from scheduler.planner import build_policy
-from scheduler.policy import FrameOutcome, SplitPolicy
+from scheduler.policy_base import FrameOutcome, SplitPolicy
 from splitpoint.bundle import load_bundle, split_ranges
 from splitpoint.errors import ConfigError, ResultsWriteError, SplitpointError
 from splitpoint.metrics import serve_metrics

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from scheduler.paths import Timeline
-from scheduler.policy import FrameOutcome
+from scheduler.policy_base import FrameOutcome
 from splitpoint.errors import RemoteError, peer_text, status_code_from_int
 from splitpoint.v1 import offload_pb2
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from scheduler.paths import Timeline
-from scheduler.policy import FrameOutcome
+from scheduler.policy_base import FrameOutcome
 from splitpoint.detection import compact_records, detection_records
 
 from .ledger import FrameLedger

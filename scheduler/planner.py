@@ -10,7 +10,8 @@ from dataclasses import asdict
 from scheduler.cost import CostModel, EnergyModel, Prediction
 from scheduler.link import LinkEstimator, LinkState
 from scheduler.objectives import Decision, PolicyConfig, decide
-from scheduler.policy import AdaptivePolicy, FixedPolicy, SplitPolicy
+from scheduler.policy import AdaptivePolicy
+from scheduler.policy_base import FixedPolicy, SplitPolicy
 from scheduler.profiles import Profile, load_profile
 from splitpoint.bundle import split_ranges
 from splitpoint.errors import ConfigError

@@ -14,6 +14,9 @@ whichever wins under the objective, with no hysteresis: a frame never queues beh
 busy link to honour a dwell. Under min-latency a frame may also be raced - run here and sent
 as k = 0 at once, the first result counts - when that finishes it sooner on a risky or
 untried link (`_races`, paths.race_times, risk.untried_share).
+
+What every policy is - the `SplitPolicy` protocol and the `FrameOutcome` it learns
+from - and the fixed policy are in scheduler/policy_base.py.
 """
 
 from __future__ import annotations
@@ -22,82 +25,16 @@ import logging
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
 
 from scheduler.cost import CostModel, Prediction
 from scheduler.link import LinkEstimator, LinkState
 from scheduler.objectives import Decision, PolicyConfig, decide, objective_of
 from scheduler.paths import PathChoice, Timeline, delay_of_edge_run, evaluate, path_times
+from scheduler.policy_base import FrameOutcome
 from scheduler.risk import OffloadRisk
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class FrameOutcome:
-    """What the agent learned from one finished frame."""
-
-    frame_id: int
-    split: int
-    where: str  # "cloud" or "local"
-    ok: bool
-    head_ms: float = 0.0
-    wire_bytes: int = 0
-    rpc_ms: float | None = None  # send -> response, as the agent saw it
-    server_queue_ms: float | None = None
-    server_compute_ms: float | None = None
-    server_total_ms: float | None = None
-    server_queued: int | None = None
-    extra: dict = field(default_factory=dict)
-    #: the frame's hedge fired: reported when it fires (no rpc_ms: nothing crossed yet), and
-    #: again, for the link's sake only, if its answer comes
-    hedged: bool = False
-    #: how long after the frame's hedge time its answer came (0: in time; hedged or not: without
-    #: a hedge the local run could not have won)
-    late_ms: float = 0.0
-    at: float | None = None  # when (the agent's clock, s): what scheduler.risk counts in its window
-    #: sent as k = 0 beside its own local run (a race): its hedge firing is news of a stall for
-    #: the planner, not a hit; its answer counts by how late it came, as a plain late answer's
-    raced: bool = False
-    #: a hedged raced frame whose answer will never come (its stream ended, or it was forgotten):
-    #: that counts as the hit its hedge did not
-    lost: bool = False
-
-
-class SplitPolicy(Protocol):
-    name: str
-
-    def choose(self, candidates: list[int]) -> int: ...
-
-    def plan(self, frame_id: int, candidates: list[int], now: float, timeline: Timeline,
-             arrived: float | None = None, next_arrival: float | None = None) -> PathChoice: ...
-
-    def observe(self, outcome: FrameOutcome) -> None: ...
-
-
-class FixedPolicy:
-    """Always the same split."""
-
-    name = "fixed"
-
-    def __init__(self, split: int):
-        self.split = split
-
-    def choose(self, candidates: list[int]) -> int:
-        return self.split
-
-    def plan(self, frame_id: int, candidates: list[int], now: float, timeline: Timeline,
-             arrived: float | None = None, next_arrival: float | None = None) -> PathChoice:
-        """Always the fixed split (the benchmark's fixed splits must stay fixed); books nothing,
-        it has no profiles to predict with."""
-        return PathChoice(frame_id, self.split, reason=f"fixed split {self.split}")
-
-    def observe(self, outcome: FrameOutcome) -> None:
-        pass
-
-    def describe(self) -> str:
-        return f"fixed split {self.split}"
 
 
 #: how fast the learnt camera spacing follows a change of frame rate

@@ -20,7 +20,8 @@ from helpers import cost_model, policy_for
 from scheduler.cost import CostModel
 from scheduler.link import LinkState
 from scheduler.paths import PathChoice, Timeline, evaluate, path_times, race_times
-from scheduler.policy import AdaptivePolicy, FixedPolicy, FrameOutcome
+from scheduler.policy import AdaptivePolicy
+from scheduler.policy_base import FixedPolicy, FrameOutcome
 
 pytestmark = pytest.mark.edge_side  # no TensorFlow
 

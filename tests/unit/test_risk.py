@@ -8,7 +8,7 @@ import pytest
 from helpers import ManualClock, three_split_policy
 
 from scheduler.paths import Timeline
-from scheduler.policy import FrameOutcome
+from scheduler.policy_base import FrameOutcome
 from scheduler.risk import OffloadRisk
 
 
