@@ -6,7 +6,7 @@
 
 The agent composes its collaborators and takes them as constructor arguments, so
 that unit tests drive it with fakes (tests/unit/test_agent_loop.py); `from_config`
-builds the real ones from an EdgeConfig:
+builds the real ones from an EdgeConfig (edge_node/assembly.py). The collaborators:
 
     capture.py      the capture loops (survey, live) and resume; each frame -> `process`
     session.py      the cloud: channel, streams, failover, backoff, probes (`Session` protocol)
@@ -56,8 +56,7 @@ from scheduler.objectives import PolicyConfig
 from scheduler.paths import Timeline
 from scheduler.planner import build_policy
 from scheduler.policy_base import FrameOutcome, SplitPolicy
-from splitpoint.bundle import load_bundle, split_ranges
-from splitpoint.errors import ConfigError, ResultsWriteError, SplitpointError
+from splitpoint.errors import ResultsWriteError, SplitpointError
 from splitpoint.metrics import serve_metrics
 
 from .capture import SLOT_POLL_S, Capture
@@ -66,7 +65,6 @@ from .config import EdgeConfig
 from .edge_work import EdgeWork, Executor
 from .hedge import MarginLearner, plan_hedge
 from .ledger import FrameLedger
-from .local_executor import LocalExecutor
 from .notices import FallbackDigest, nothing_to_do_message, unreached_message
 from .recorder import DROP_REASON as DROP_REASON  # re-exported: tests and users import it from here
 from .recorder import Recorder
@@ -74,7 +72,7 @@ from .results import ResultStore
 from .run_report import EdgeMetrics
 from .run_report import RunSummary as RunSummary  # re-exported: tests import it from here
 from .session import MOVE_ON_CODES as MOVE_ON_CODES  # re-exported
-from .session import OffloadSession, Session
+from .session import Session
 from .sources import Frame, FrameSource
 from .watchdog import DeadlineWatchdog
 
@@ -148,33 +146,10 @@ class EdgeAgent:
     @classmethod
     def from_config(cls, config: EdgeConfig, policy: SplitPolicy | None = None,
                     on_result: Callable[[dict[str, Any]], None] | None = None) -> EdgeAgent:
-        """The agent with its real collaborators: the bundle's heads (LiteRT), a gRPC session,
-        the policy of `config` (or `policy`), the results log, one local executor."""
-        bundle = load_bundle(config.bundle, side="edge")
-        m = bundle.manifest
-        for wanted in config.splits:
-            if wanted not in m.split_ids:
-                raise ConfigError("splits", config.splits,
-                                  f"{wanted} is not a split of {m.model_name}; its splits: {split_ranges(m.split_ids)}")
-        loaded = sorted(set(config.splits) | {m.num_layers}) if config.splits else m.split_ids
-        for key, k in (("split", config.split), ("policy.split", config.policy.split)):
-            if k is not None and k not in loaded:
-                raise ConfigError(key, k, f"not a split {'loaded here (splits)' if config.splits else 'of ' + m.model_name}; "
-                                          f"candidates: {split_ranges(loaded)}")
-        from .heads import EdgeHeads  # LiteRT: only the real agent needs it
+        """The agent with its real collaborators (edge_node/assembly.py)."""
+        from .assembly import build_agent  # it imports this module
 
-        heads = EdgeHeads(bundle, config.device_spec, config.cpu_fallback, splits=config.splits or None,
-                          num_threads=config.threads)
-        link = LinkEstimator()
-        if policy is None:
-            policy = _build_policy(config, m, config.policy, link)
-        registry = CollectorRegistry()
-        recorder = Recorder(m.labels, EdgeMetrics(registry), on_fatal=lambda: None, on_result=on_result)
-        # One channel for every configured server: gRPC spreads streams over them (round_robin)
-        # and skips a replica whose health is not SERVING, so a draining server loses its streams.
-        session = OffloadSession(config, m.model_digest, link)
-        return cls(config, bundle=bundle, heads=heads, session=session, link=link, policy=policy, recorder=recorder,
-                   local=LocalExecutor(), registry=registry)
+        return build_agent(config, policy, on_result)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -318,7 +293,7 @@ class EdgeAgent:
             return
         self._reload_requested.clear()
         try:
-            new = _build_policy(self.config, self.bundle.manifest, self._reload(), self.link)
+            new = policy_for(self.config, self.bundle.manifest, self._reload(), self.link)
         except SplitpointError as err:
             log.error("policy reload refused, keeping %s: %s", _describe(self.policy), err)
             return
@@ -417,7 +392,8 @@ def _plans_paths(policy: SplitPolicy) -> bool:
     return hasattr(policy, "link")
 
 
-def _build_policy(config: EdgeConfig, manifest: Any, pcfg: PolicyConfig, link: LinkEstimator) -> SplitPolicy:
+def policy_for(config: EdgeConfig, manifest: Any, pcfg: PolicyConfig, link: LinkEstimator) -> SplitPolicy:
+    """The policy `pcfg` asks for, on this bundle (at start and on a reload)."""
     K = manifest.num_layers
     if pcfg.name == "fixed" and pcfg.split is None and config.split is None:
         log.info("no split given: every frame runs wholly on the edge (k = %d)", K)
