@@ -10,6 +10,9 @@
         raced (k = 0)        -> the local run is queued as soon as the frame is sent; the first
                                 result is recorded; a hedge then only tells the planner of the stall
         no stream (backoff)  -> local run at once
+        silent stream        -> a frame waited frame_deadline_ms and its stream answered nothing
+                                since it was sent: the session gives the stream up (its frames
+                                fall back, as at a stream end) and backs off (`check_silence`)
 
 A held frame is claimed from the ledger by exactly one of the answer thread and the
 stream-end handler (and the watchdog with hedge = "off"), which then owns it: whatever
@@ -22,16 +25,24 @@ when none will: the send failed, the stream ended, a hedged frame's answer is fo
 A frame left booked would look like a stalled transfer for ever. The session's bulk probes
 are booked the same way (`probe_sent` to `probe_done`, from the session's callbacks).
 
-Locks: `CloudPaths._lock` (the `_late` frames, `Pending.hedged`) is a leaf; nothing else is
+A server that takes frames and answers none - hung, or behind a link that died without a
+reset - would otherwise cost every frame its whole frame_deadline_ms, for ever: a fixed
+policy has no estimate to learn the silence from, and the stream never fails. A stream
+silent that long is given up like a failed one (reconnect backoff, frames local meanwhile);
+any answer, an error answer too, shows the server is alive.
+
+Locks: `CloudPaths._lock` (the `_late` frames, `Pending.hedged`, the streams' last answers) is a leaf; nothing else is
 taken while it is held. The session's callbacks run on gRPC receive threads.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,6 +112,9 @@ class CloudPaths:
         self._lock = threading.Lock()  # _late and Pending.hedged (a leaf)
         #: hedged frames whose cloud answer may still come: it teaches the estimates, not the log
         self._late: dict[int, Pending] = {}
+        #: when each stream last answered anything (clock()); the streams given up as silent
+        self._answered_at: weakref.WeakKeyDictionary[Stream, float] = weakref.WeakKeyDictionary()
+        self._silenced: weakref.WeakKeyDictionary[Stream, str] = weakref.WeakKeyDictionary()
 
     def callbacks(self, wants_probes: Callable[[], bool], frames_planned: Callable[[], int]) -> SessionCallbacks:
         # looked up now, not bound at construction: tests spy on these methods
@@ -160,7 +174,10 @@ class CloudPaths:
     # ------------------------------------------------------------------ answers
 
     def on_answer(self, stream: Stream, resp: offload_pb2.InferResponse) -> None:
-        self.timeline.link_done(resp.frame_id, self.clock())  # its bytes are through, whoever wins
+        now = self.clock()
+        with self._lock:
+            self._answered_at[stream] = now  # the server is alive, whatever the answer holds
+        self.timeline.link_done(resp.frame_id, now)  # its bytes are through, whoever wins
         p = self.ledger.claim(resp.frame_id)
         with self._lock:
             late = self._late.pop(resp.frame_id, None)
@@ -243,6 +260,7 @@ class CloudPaths:
         lost = self.ledger.claim_where(lambda p: p.stream is stream)
         reason = f"stream ended before the answer ({error.code.name if error else 'closed by server'})"
         with self._lock:  # no answer can come on this stream any more
+            reason = self._silenced.get(stream, reason)
             gone = [(fid, p) for fid, p in self._late.items() if p.stream is stream]
             for fid, _ in gone:
                 del self._late[fid]
@@ -274,6 +292,27 @@ class CloudPaths:
         if not p.raced:
             self.edge.run_local(p.frame, p.x, p.split, p.preprocess_ms, reason=p.hedge.reason(), head_ms=p.head_ms,
                                 pending=p)
+
+    def check_silence(self, now: float, given_up: Sequence[Pending] = ()) -> None:
+        """Give up every stream on which a frame has waited frame_deadline_ms while the stream
+        answered nothing since that frame was sent (see the module doc): the frames held or late,
+        and `given_up`, those the watchdog has just stopped waiting for (hedge = "off")."""
+        limit_s = self.config.frame_deadline_ms / 1000
+        waiting = ({p.frame.index: p for p in given_up} | {fid: p for fid, p in self.ledger.held()}
+                   | {p.frame.index: p for p in self.late_frames()})
+        silent: dict[Stream, list[Pending]] = {}
+        with self._lock:
+            for p in waiting.values():
+                if (now - p.sent >= limit_s and p.stream not in self._silenced
+                        and self._answered_at.get(p.stream, -math.inf) < p.sent):
+                    silent.setdefault(p.stream, []).append(p)
+            for stream, frames in silent.items():
+                first = min(p.sent for p in frames)
+                self._silenced[stream] = (f"nothing came back on its stream for {(now - first) * 1000:.0f} ms "
+                                          f"(frame_deadline_ms = {self.config.frame_deadline_ms}): server or link stalled")
+        for stream, frames in silent.items():
+            self.session.give_up(stream, f"{len(frames)} frame(s) waited frame_deadline_ms = "
+                                         f"{self.config.frame_deadline_ms} and nothing came back")
 
     def late_frames(self) -> list[Pending]:
         """Frames whose local run is queued or done and whose cloud answer may still come."""

@@ -10,6 +10,8 @@ gRPC: unit tests hand it a fake session (tests/unit/test_agent_loop.py).
     reached() -> bool                     has any server answered anything this run
     address                               what the session connects to (for messages)
     close(abandon)                        end the streams (cancel them when frames are abandoned)
+    give_up(stream, why)                  the stream answered nothing for frame_deadline_ms: cancel
+                                          it (its frames fall back) and back off as after an error
 
 and what it reports to the agent (`SessionCallbacks`), each on a gRPC receive thread:
 
@@ -36,7 +38,8 @@ half-closed (its frames still get their answers) and the next frame opens a new 
 answer with RESOURCE_EXHAUSTED or UNAVAILABLE half-closes its stream, so the next frame
 lands on another replica. A stream that ends with an error starts a reconnect backoff
 with full jitter (0.5 s doubling to 5 s), reset by the next answer; during it
-`current_stream` is None (the agent runs frames locally).
+`current_stream` is None (the agent runs frames locally). So does a stream the agent
+gives up because it answered nothing for frame_deadline_ms (`give_up`).
 
 Locks: `OffloadSession._lock` (stream, backoff, reached) is a leaf; callbacks run without it.
 """
@@ -81,6 +84,8 @@ class Stream(Protocol):
 
     def send(self, req: offload_pb2.InferRequest) -> bool: ...
 
+    def cancel(self) -> None: ...
+
 
 @dataclass(frozen=True)
 class SessionCallbacks:
@@ -110,6 +115,8 @@ class Session(Protocol):
     def close(self, abandon: bool, timeout_s: float = 2.0) -> None: ...
 
     def interrupt(self) -> None: ...
+
+    def give_up(self, stream: Stream, why: str) -> None: ...
 
 
 class OffloadSession:
@@ -228,6 +235,17 @@ class OffloadSession:
                 stream.close()
             stream.ended.wait(max(0.0, timeout_s))
         self.client.close()
+
+    def give_up(self, stream: Stream, why: str) -> None:
+        """A server that takes frames and answers nothing is treated as one that failed: the
+        stream is cancelled (stream_ended falls its frames back) and the backoff starts."""
+        with self._lock:
+            wait = self._jitter(self._backoff)
+            self._retry_at = self._clock() + wait
+            self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
+        log.warning("stream to %s given up: %s; frames run here, a new stream in %.1f s",
+                    stream.replica or self.address, why, wait)
+        stream.cancel()
 
     # ------------------------------------------------------------------ the streams' side
 

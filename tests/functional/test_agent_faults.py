@@ -8,7 +8,8 @@ What is checked:
     frame runs locally (one record, the reason says why) and the run goes on;
   * SIGTERM while the link is stalled (a server that takes the stream and never
     answers) ends the agent within its grace period; so does stop() in live capture
-    with a camera hung in a read;
+    with a camera hung in a read; such a server's stream is given up after
+    frame_deadline_ms, and the agent backs off instead of sending it every frame;
   * keepalive: an agent with a frame every few seconds and pings in between keeps
     its one stream (intervals scaled down by configuration);
   * a server that misbehaves: SIGTERM while Describe hangs ends the agent within its
@@ -227,6 +228,31 @@ def test_sigterm_while_the_link_is_stalled_ends_within_grace(digits_bundle: Path
     assert elapsed < grace_s + 4.0, f"the agent took {elapsed:.1f} s to stop (grace {grace_s} s)"
     assert "4 frames in flight got no answer within grace_s" in err, err
     assert read_results(tmp_path / "r.jsonl") == []  # unanswered frames have no record: resume runs them again
+
+
+def test_a_server_that_takes_frames_and_answers_none_is_backed_off(digits_bundle: Path, fake_server: Any,
+                                                                   tmp_path: Path) -> None:
+    """A fixed split against a server that accepts every frame and answers none (hung): every
+    frame used to wait its whole frame_deadline_ms, for ever - 60 frames sent, 7.5 s for a 3 s
+    source. The silent stream is now given up like a failed one: backoff, frames local meanwhile."""
+    servicer = FakeOffload(digits_bundle, lambda req: None)
+    address = fake_server(servicer)
+    frames = 60
+    proc = edge_process(digits_bundle, tmp_path, "--source", f"synthetic:{frames}", "--fps", "20", "--cloud", address,
+                        "--split", "3", "--frame-deadline-ms", "500", "--results", str(tmp_path / "r.jsonl"))
+    try:
+        out, err = finish(proc, timeout_s=PROC_TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    records = read_results(tmp_path / "r.jsonl")
+    assert sorted(r["frame_id"] for r in records) == list(range(frames))
+    assert {r["where"] for r in records} == {"local"}
+    assert "given up: " in err and "waited frame_deadline_ms = 500 and nothing came back" in err, err
+    reasons = {r["fallback_reason"] for r in records}
+    assert "cloud unreachable (waiting to reconnect)" in reasons, reasons  # the backoff's frames ran at once
+    assert len(servicer.received) < frames / 2, f"{len(servicer.received)} of {frames} frames were sent to it"
 
 
 # ---------------------------------------------------------------- keepalive

@@ -147,6 +147,9 @@ class FakeStream:
         self.sent.append(req)
         return True
 
+    def cancel(self) -> None:
+        self.open = False
+
 
 class FakeSession:
     address = "fake:1"
@@ -157,6 +160,7 @@ class FakeSession:
         self.callbacks: SessionCallbacks | None = None
         self.closed_with: bool | None = None
         self.lost: list[int] = []
+        self.given_up: list[tuple[FakeStream, str]] = []
 
     def check_server(self) -> None:
         return None
@@ -180,6 +184,13 @@ class FakeSession:
 
     def interrupt(self) -> None:
         self.interrupted = True
+
+    def give_up(self, stream: FakeStream, why: str) -> None:
+        """As OffloadSession: the stream is cancelled (it ends, CANCELLED) and no new one is
+        handed out while backing off (here: until the test makes one available again)."""
+        self.given_up.append((stream, why))
+        self.available = False
+        self.end(stream, grpc.StatusCode.CANCELLED)
 
     # ------------------------------------------------------------------ what the test makes the cloud do
 
@@ -580,6 +591,52 @@ def test_no_stream_while_backing_off_runs_locally(h: Harness) -> None:
     assert h.booked() == ([], [])  # the transfer the plan booked never happened: released at the frame's end
 
 
+def test_a_stream_that_answers_nothing_for_the_frame_deadline_is_given_up(h: Harness) -> None:
+    """A server that takes frames and never answers: without this every frame waited its whole
+    frame_deadline_ms, for ever (a fixed policy learns nothing from the silence)."""
+    h.feed(0)
+    h.clock.t += 0.5
+    h.feed(1)
+    h.clock.t += 0.5 - 0.001  # frame 0 has waited just under frame_deadline_ms (1000 ms)
+    h.agent.watchdog.tick()  # both are hedged (their local runs queued), the stream is kept
+    assert not h.session.given_up
+    h.feed(2)
+    h.clock.t += 0.002
+    h.agent.watchdog.tick()
+    ((stream, why),) = h.session.given_up
+    assert stream is h.session.streams[0] and "1 frame(s) waited frame_deadline_ms = 1000" in why
+    assert h.session.lost == [3]  # the stream ended: frame 2, not hedged yet, falls back at once
+    h.local.run_all()
+    by_id = h.by_id()
+    assert by_id[0]["hedged"] is True and by_id[1]["hedged"] is True  # their hedges' local runs
+    assert by_id[2]["fallback_reason"] == ("nothing came back on its stream for 1001 ms "
+                                           "(frame_deadline_ms = 1000): server or link stalled")
+    assert h.idle() and h.booked() == ([], [])
+    h.feed(3)  # backing off: no stream, the frame runs here at once
+    h.local.run_all()
+    assert h.by_id()[3]["fallback_reason"] == "cloud unreachable (waiting to reconnect)"
+
+
+def test_a_slow_stream_that_answers_something_is_not_given_up(h: Harness) -> None:
+    """Any answer after a frame was sent - an error answer too - shows the server is alive."""
+    h.feed(0)
+    h.feed(1)
+    h.clock.t += 0.3
+    h.session.answer(1, "RESOURCE_EXHAUSTED")
+    h.clock.t += 1.0
+    h.agent.watchdog.tick()
+    assert not h.session.given_up and h.session.streams[0].open
+    h.session.answer(0)
+    h.local.run_all()
+    assert h.by_id()[0]["where"] == "cloud"
+    # an answer from before a frame was sent does not vouch for it
+    h.clock.t += 0.1
+    h.feed(2)
+    h.clock.t += 1.0
+    h.agent.watchdog.tick()
+    assert [s for s, _ in h.session.given_up] == [h.session.streams[0]]
+
+
 def test_a_stream_closed_before_the_send_falls_back(h: Harness) -> None:
     h.session.current_stream().open = False
     h.session.current_stream = lambda: h.session.streams[0]  # type: ignore[method-assign]
@@ -601,6 +658,7 @@ def test_hedge_off_gives_up_at_frame_deadline(tmp_path: Path) -> None:
     r = h.by_id()[0]
     assert (r["where"], r["fallback_reason"]) == ("local", "no answer within frame_deadline_ms = 300")
     assert h.idle() and h.booked() == ([], [])
+    assert [s for s, _ in h.session.given_up] == [h.session.streams[0]]  # it answered nothing meanwhile
     h.agent.close()
 
 
@@ -765,6 +823,13 @@ def test_the_session_moves_off_a_busy_replica_and_backs_off_after_a_stream_error
     assert session._backoff == 2 * BACKOFF_START_S
     session._on_response(second, offload_pb2.InferResponse(frame_id=8))  # the link works again
     assert session._backoff == BACKOFF_START_S
+    # a stream given up as silent is cancelled, and the session backs off as after an error
+    session._retry_at = 0.0
+    third = session.current_stream()
+    third.cancel = lambda: setattr(third, "accepting", False)
+    session.give_up(third, "1 frame(s) waited frame_deadline_ms = 2000 and nothing came back")
+    assert not third.accepting and session.current_stream() is None
+    assert session._backoff == 2 * BACKOFF_START_S
 
 
 # ---------------------------------------------------------------------- random interleavings
@@ -812,6 +877,11 @@ class AgentLoopMachine(RuleBasedStateMachine):
     @rule()
     def hedge_time_passes(self) -> None:
         self.h.hedge_time_passes()
+
+    @rule()
+    def frame_deadline_passes(self) -> None:  # a stream still owing its frames is given up
+        self.h.clock.t += self.h.config.frame_deadline_ms / 1000 + 0.001
+        self.h.agent.watchdog.tick()
 
     @rule()
     def run_a_local_job(self) -> None:
