@@ -15,8 +15,10 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 from splitpoint.bundle import Preprocessing
 from splitpoint.errors import BackendUnavailableError, ConfigError
@@ -100,12 +102,12 @@ def read_frame_file_sized(path: Path, pre: Preprocessing) -> tuple[np.ndarray, t
     """One image or .npy file -> (raw uint8 frame of the bundle's size, (width, height) of the file's
     image before it was fitted): a detector's boxes are mapped back to the latter."""
     if path.suffix.lower() == ".npy":
+        arr = read_npy_frame(path)
         try:
-            with os.fdopen(open_regular(path, "source"), "rb") as fh:
-                arr = np.load(fh, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise ConfigError("source", str(path), f"unreadable .npy file ({exc})") from None
-        return fit_frame(arr, pre), image_size(arr)
+            return fit_frame(arr, pre), image_size(arr)
+        except ConfigError as exc:  # fit_frame knows the array, not the file: name both
+            raise ConfigError("source", str(path), f"holds {_array_words(arr)}, which is not a frame: "
+                              f"{exc.reason}") from None
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
@@ -124,3 +126,73 @@ def image_size(frame: np.ndarray) -> tuple[int, int]:
     """(width, height) of an (H, W) or (H, W, C) array; (0, 0) for anything else (fit_frame refuses it)."""
     shape = np.shape(frame)
     return (int(shape[1]), int(shape[0])) if len(shape) in (2, 3) else (0, 0)
+
+
+_NPY_MAGIC = b"\x93NUMPY"
+_SAVE_FRAMES = "save each frame as a uint8 image array with np.save(path, frame)"
+
+
+def read_npy_frame(path: Path) -> np.ndarray:
+    """The array in a .npy file, never unpickled. Whatever is wrong with the file - empty, not a .npy
+    at all (a pickle, an .npz, an image), an object array, a cut-short header or data - is a
+    ConfigError naming the file and saying which, not numpy's EOFError or its advice to unpickle."""
+    try:
+        with os.fdopen(open_regular(path, "source"), "rb") as fh:
+            return _npy_array(fh, os.fstat(fh.fileno()).st_size)
+    except _NotAFrameArray as exc:
+        raise ConfigError("source", str(path), str(exc)) from None
+    except OSError as exc:
+        raise ConfigError("source", str(path), f"cannot read it: {exc.strerror or exc}") from None
+
+
+class _NotAFrameArray(Exception):
+    """What is wrong with a .npy file, in words; read_npy_frame adds its name."""
+
+
+def _npy_array(fh: Any, size: int) -> np.ndarray:
+    if size == 0:
+        raise _NotAFrameArray(f"an empty file (0 bytes), not a .npy array; {_SAVE_FRAMES}")
+    start = fh.read(len(_NPY_MAGIC))
+    if start != _NPY_MAGIC:
+        raise _NotAFrameArray(f"not a .npy array: {_what_it_is(start)}; {_SAVE_FRAMES}")
+    fh.seek(0)
+    try:
+        version = npy_format.read_magic(fh)
+        # 2.0 and 3.0 share a layout (3.0 only allows UTF-8 in the header, which no frame's has)
+        read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+        shape, _, dtype = read_header(fh)
+    except ValueError as exc:  # numpy's words for a cut-short or garbled header
+        raise _NotAFrameArray(f"a .npy file whose header is cut short or damaged ({exc}); {_SAVE_FRAMES}") from None
+    if dtype.hasobject:  # np.load would refuse it too, then suggest allow_pickle=True: never
+        raise _NotAFrameArray(f"holds Python objects (dtype {dtype}, stored pickled), which splitpoint never "
+                              f"loads; {_SAVE_FRAMES}")
+    need = int(np.prod(shape, dtype=object)) * dtype.itemsize  # a Python int: a forged shape cannot overflow
+    have = size - fh.tell()
+    if have < need:
+        raise _NotAFrameArray(f"truncated: its header says {_array_words_of(shape, dtype)}, {need} bytes of "
+                              f"data, but only {have} follow")
+    fh.seek(0)
+    try:
+        return np.asarray(np.load(fh, allow_pickle=False))
+    except ValueError as exc:
+        raise _NotAFrameArray(f"an unreadable .npy array ({exc})") from None
+
+
+def _what_it_is(start: bytes) -> str:
+    if start.startswith(b"PK"):
+        return "a zip archive (np.savez writes those, as .npz)"
+    if start[:1] == b"\x80":
+        return "a Python pickle, which splitpoint never loads"
+    if start.startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM")):
+        return "an image file; give it its image suffix (.png, .jpg, ...)"
+    return f"it does not start with the .npy signature \\x93NUMPY (it starts {start[:6]!r})"
+
+
+def _array_words(arr: np.ndarray) -> str:
+    return _array_words_of(arr.shape, arr.dtype)
+
+
+def _array_words_of(shape: tuple[int, ...], dtype: np.dtype) -> str:
+    """'a float32 array of shape (8, 8)', 'an int16 array of shape (64,)'"""
+    article = "an" if str(dtype)[:1] in "aeio" else "a"
+    return f"{article} {dtype} array of shape {tuple(int(n) for n in shape)}"

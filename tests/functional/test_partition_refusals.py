@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +88,42 @@ def test_a_zero_size_frame_is_refused_naming_it(tmp_path: Path, capsys: pytest.C
     out = tmp_path / "b"
     err = refused(capsys, "digits-cnn", "-o", str(out), "--calibration", str(frames))
     assert f"--calibration {frames / '2.npy'}: a frame of size 0x0 (no pixels)" in err
+    assert not out.exists()
+
+
+def _truncated(path: Path) -> None:
+    np.save(path, np.arange(64, dtype=np.uint8).reshape(8, 8))
+    path.write_bytes(path.read_bytes()[:-10])
+
+
+def _object_array(path: Path) -> None:
+    np.save(path, np.array([{"pixels": 1}, None], dtype=object), allow_pickle=True)
+
+
+@pytest.mark.parametrize(("make", "said"), [
+    (_truncated, "truncated: its header says a uint8 array of shape (8, 8), 64 bytes of data, but only 54 follow"),
+    (lambda p: p.write_bytes(b""), "an empty file (0 bytes), not a .npy array"),
+    (lambda p: np.save(p, np.zeros((8, 8), np.float32)),
+     "holds a float32 array of shape (8, 8), which is not a frame: frames must be uint8 images"),
+    (lambda p: np.save(p, np.zeros((8, 8, 2), np.uint8)),
+     "holds a uint8 array of shape (8, 8, 2), which is not a frame: expected an image of shape (H, W)"),
+    (_object_array, "holds Python objects (dtype object, stored pickled), which splitpoint never loads"),
+    (lambda p: p.write_bytes(b"\x80\x04\x95" + bytes(20)), "not a .npy array: a Python pickle, which splitpoint never loads"),
+], ids=["truncated", "empty", "float32", "two-channel", "object-array", "pickle"])
+def test_a_bad_npy_frame_is_refused_naming_the_file_and_the_problem(
+        make: Callable[[Path], None], said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A wrong shape or dtype was refused as 'frame = [8, 8, 2]: ...' without the file's name, an empty
+    file ended in an EOFError traceback (exit 1), and a pickle's message suggested allow_pickle."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        np.save(frames / f"{i}.npy", rng.integers(0, 256, (8, 8), dtype=np.uint8))
+    make(frames / "2.npy")
+    out = tmp_path / "b"
+    err = refused(capsys, "digits-cnn", "-o", str(out), "--calibration", str(frames))
+    assert f"--calibration {frames / '2.npy'}: {said}" in err
+    assert "allow_pickle" not in err
     assert not out.exists()
 
 
