@@ -219,7 +219,7 @@ def partition(
             use_in_process(Shared(model, {c.split: c for c in cuts}, pre, calibration, validation, reference, detection))
             results[K] = build_split(last)
             bar.update(f"split {K}")
-            input_quant = results[K]["input_quantization"]
+            input_quant = _whole_model_head(src.name, K, results[K])
             for job in all_jobs:
                 job.input_quant = input_quant
                 results[job.split] = build_split(job)
@@ -229,7 +229,7 @@ def partition(
             with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=init_worker, initargs=init_args) as pool:
                 results[K] = pool.submit(build_split, last).result()
                 bar.update(f"split {K}")
-                input_quant = results[K]["input_quantization"]
+                input_quant = _whole_model_head(src.name, K, results[K])
                 futures = {}
                 for job in all_jobs:
                     job.input_quant = input_quant
@@ -239,6 +239,8 @@ def partition(
                     bar.update(f"split {futures[fut]}")
         shutil.rmtree(work, ignore_errors=True)
 
+        skipped = _skip_empty_heads(src.name, results, opts.splits)
+        splits = [k for k in splits if k not in skipped]
         specs = [SplitSpec.from_dict(results[k]["spec"]) for k in splits]
         failed = [s for s in specs if not s.verification["passed"]]
         input_q = Quantization.from_dict(input_quant)
@@ -267,6 +269,7 @@ def partition(
                 "max_cut_tensors": opts.max_cut_tensors,
                 **({"accuracy": accuracy} if accuracy else {}),
                 "cut_tensors": {str(c.split): len(c.tensors) for c in cuts if 0 < c.split < K},
+                **({"skipped_splits": {str(k): why for k, why in skipped.items()}} if skipped else {}),
                 "calibration": (
                     f"dir:{opts.calibration_dir}" if opts.calibration_dir else
                     f"random:{len(cal_raw)}" if (opts.calibration_random or src.calibration is None) else f"builtin:{len(cal_raw)}"
@@ -292,6 +295,40 @@ def partition(
         manifest.write(out)
         load_bundle(out)  # what we wrote must load and verify
     return manifest
+
+
+_NO_INT8 = "convert to no int8 computation (they pass the input through unchanged)"
+
+
+def _whole_model_head(name: str, K: int, result: dict) -> dict:
+    """head_K's input quantization (how the edge sends k = 0); a model whose every layer passes its
+    input through has nothing to run on the edge at all: refused."""
+    if "skipped" in result:
+        raise PartitionError(f"{name}: its first {K} layer(s) (up to {result['skipped']!r}) {_NO_INT8}, so "
+                             "there is nothing to run on the edge; partition a model with layers that compute "
+                             "(Conv2D, Dense, ...)")
+    quant: dict = result["input_quantization"]
+    return quant
+
+
+def _skip_empty_heads(name: str, results: dict[int, dict], asked: list[int] | None) -> dict[int, str]:
+    """Splits whose heads compute nothing (a leading Dropout, linear Activation, Reshape): they would
+    send what k = 0 sends, so they are left out, with a log line - unless --splits asked for one,
+    which is refused naming it. Returns {split: why} for the manifest's partition.skipped_splits."""
+    empty = {k: r["skipped"] for k, r in sorted(results.items()) if "skipped" in r}
+    wanted = sorted(set(empty) & set(asked or ()))
+    if wanted:
+        k = wanted[-1]
+        raise PartitionError(f"--splits: split {split_ranges(wanted)} of {name} computes nothing on the edge: its "
+                             f"first {k} layer(s) (up to {empty[k]!r}) {_NO_INT8}, so it would send what split 0 "
+                             "sends; leave it out of --splits")
+    if empty:
+        last = max(empty)
+        one = len(empty) == 1
+        log.info("%s: skipped split%s %s: the layers up to %r %s, so %s would only send what split 0 sends",
+                 name, "" if one else "s", split_ranges(sorted(empty)), empty[last], _NO_INT8,
+                 "its head" if one else "their heads")
+    return {k: f"computes nothing: the layers up to {layer!r} {_NO_INT8}" for k, layer in empty.items()}
 
 
 def _detection_accuracy(reference: list[np.ndarray], detection: dict, truth: list | None) -> dict | None:

@@ -21,7 +21,6 @@ from splitpoint.codec import Quantization
 from splitpoint.convert import convert_head, tflite_param_bytes
 from splitpoint.cut_points import CutPoint, as_functional, find_cut_points, tensor_name
 from splitpoint.edgetpu_compile import compile_edgetpu
-from splitpoint.errors import PartitionError
 from splitpoint.runtime.tf import import_tensorflow
 from splitpoint.verify import verify_outputs
 
@@ -78,7 +77,8 @@ def use_in_process(shared: Shared) -> None:
 
 
 def build_split(job: Job) -> dict:
-    """Convert, save, compile and verify one split; returns its SplitSpec as a dict + timings."""
+    """Convert, save, compile and verify one split; returns its SplitSpec as a dict + timings, or
+    {"skipped": last edge layer} when its head computes nothing (converts to no int8 operation)."""
     assert _shared is not None, "worker not initialised"
     t0 = time.perf_counter()
     tf = import_tensorflow()
@@ -114,10 +114,10 @@ def build_split(job: Job) -> dict:
         if in_q is None or any(q is None for q in runner.output_quantizations):
             # The converter quantizes only what computes: layers that pass their input through (a
             # linear Activation, Dropout at inference) leave a float graph with no int8 op in it.
-            raise PartitionError(
-                f"{sh.model.name}: its first {k} layer(s) (up to {cut.layer!r}) convert to no int8 computation "
-                "(they pass the input through unchanged), so there is nothing to run on the edge; "
-                "partition a model with layers that compute (Conv2D, Dense, ...)")
+            # Such a head would only send what k = 0 sends; the driver skips it or, for k = K or a
+            # split asked for by --splits, refuses (splitpoint/partition.py, _skip_empty_heads).
+            (job.bundle / rel).unlink()
+            return {"skipped": cut.layer, "input_quantization": None, "seconds": time.perf_counter() - t0}
         input_quant = in_q.to_dict()
         per_frame = [runner.run_all(in_q.quantize(x[None], runner.input_dtype)) for x in sh.validation]
         head_out_val = [q.dequantize(np.concatenate([f[i] for f in per_frame]))  # type: ignore[union-attr]

@@ -160,6 +160,30 @@ def test_a_model_that_computes_nothing_is_refused_and_leaves_nothing(tmp_path: P
     assert sorted(p.name for p in tmp_path.iterdir()) == ["identity.keras"]  # no partial bundle, no staging
 
 
+def test_splits_whose_heads_compute_nothing_are_skipped_unless_asked_for(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A Sequential model starting with Dropout once failed as a whole: its split 1 converts to no
+    int8 computation. Split 1 would only send what split 0 sends, so it is left out and said so;
+    asked for with --splits, it is refused by number."""
+    path = tmp_path / "drop.keras"
+    keras.Sequential([keras.Input((8, 8, 1)), layers.Dropout(0.2, name="drop"), layers.Conv2D(4, 3, name="conv"),
+                      layers.Flatten(), layers.Dense(3)]).save(path)
+    out = tmp_path / "b"
+    assert main(["partition", str(path), "-o", str(out), "--calibration-random", "16"]) == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert ("drop: skipped split 1: the layers up to 'drop' convert to no int8 computation (they pass the input "
+            "through unchanged), so its head would only send what split 0 sends") in err
+    manifest = load_bundle(out).manifest
+    assert manifest.split_ids == [0, 2, 3, 4]
+    assert list(manifest.partition["skipped_splits"]) == ["1"]
+    assert sorted(p.name for p in (out / "edge").iterdir()) == ["head_2.tflite", "head_3.tflite", "head_4.tflite"]
+
+    err = refused(capsys, str(path), "-o", str(tmp_path / "asked"), "--calibration-random", "16", "--splits", "1,3")
+    assert "--splits: split 1 of drop computes nothing on the edge: its first 1 layer(s) (up to 'drop')" in err
+    assert "leave it out of --splits" in err
+    assert not (tmp_path / "asked").exists()
+
+
 # --------------------------------------------------------------------------- --force
 
 
