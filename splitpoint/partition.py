@@ -11,7 +11,8 @@ the bundle valid.
 This module is the driver: which splits, the reference outputs, the workers, the
 manifest. What it reads is in splitpoint/partition_inputs.py; one split is built in
 splitpoint/split_build.py (conversion: splitpoint/convert.py; the Edge TPU compile:
-splitpoint/edgetpu_compile.py); a detector's decoder settings are checked against the
+splitpoint/edgetpu_compile.py), in this process or in workers that may crash
+(splitpoint/split_workers.py); a detector's decoder settings are checked against the
 model by splitpoint/detection_config.py before anything is written.
 
 Candidate splits are cuts whose frontier is at most --max-cut-tensors tensors
@@ -23,16 +24,14 @@ one output per cut tensor.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import hashlib
 import logging
-import multiprocessing
 import os
 import re
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +56,8 @@ from splitpoint.models import ModelSource
 from splitpoint.partition_inputs import load_calibration, load_model_source
 from splitpoint.partition_output import staged_output
 from splitpoint.runtime.tf import import_tensorflow
-from splitpoint.split_build import Job, Shared, build_split, init_worker, use_in_process
+from splitpoint.split_build import Job, Shared, build_split, use_in_process
+from splitpoint.split_workers import Build, InProcess, Workers, control_flow_ops, converter_advice
 
 # Re-exported: callers and tests import these from the partitioner.
 __all__ = ["EDGETPU_COMPILER", "PartitionOptions", "Progress", "as_functional", "compile_edgetpu",
@@ -143,9 +143,11 @@ class Progress:
 
 
 def partition(
-    src: ModelSource, opts: PartitionOptions, progress: Callable[[int], Progress] | None = None
+    src: ModelSource, opts: PartitionOptions, progress: Callable[[int], Progress] | None = None,
+    build: Build = build_split,
 ) -> Manifest:
-    """Partition `src` into a bundle at opts.output; returns the manifest written."""
+    """Partition `src` into a bundle at opts.output; returns the manifest written. `build` builds one
+    split (in this process or a worker, which gets it pickled): tests pass one that dies by a signal."""
     t_start = time.perf_counter()
     tf = import_tensorflow()
     model = as_functional(src.model)
@@ -202,41 +204,37 @@ def partition(
         save_npz(work / "ref.npz", **{f"out_{i}": r for i, r in enumerate(reference)})
         params = model.count_params()
         jobs = opts.jobs or (1 if params < 5_000_000 else min(2, os.cpu_count() or 1))
+        # A crash of the converter (a signal, not an exception) is survived and told only in a worker
+        # process; one costs ~5 s, so small models without control flow stay in this process
+        # (splitpoint/split_workers.py says why and what was measured).
+        flow = control_flow_ops(tf, model)
+        isolated = jobs > 1 or bool(flow)
         bar = (progress or (lambda n: Progress(n)))(len(splits))
-        log.info("partitioning %s: %d layers, %d candidate splits, building %s with %d job(s)", src.name, K, len(available), splits, jobs)
-
-        def make_jobs(input_quant: dict | None) -> Iterable[Job]:
-            for k in splits:
-                yield Job(out, k, K, input_quant, min_agreement, enforce, opts.edgetpu_compiler)
+        log.info("partitioning %s: %d layers, %d candidate splits, building %s with %d job(s)%s", src.name, K,
+                 len(available), splits, jobs,
+                 f" in a worker process (control flow: {', '.join(sorted(flow))})" if flow and jobs == 1 else "")
 
         results: dict[int, dict] = {}
         init_args = (str(model_path), pre.to_dict(), str(work / "cal.npy"), str(work / "val.npy"), str(work / "ref.npz"),
                      opts.max_cut_tensors, detection)
-        # head_K first: its input quantization is what the edge uses to send k = 0.
-        all_jobs = list(make_jobs(None))
+        all_jobs = [Job(out, k, K, None, min_agreement, enforce, opts.edgetpu_compiler) for k in splits]
         last = all_jobs.pop(-1)
-        if jobs == 1:
+        shown = src.name if src.source.startswith("builtin:") else src.source
+        if not isolated:
             use_in_process(Shared(model, {c.split: c for c in cuts}, pre, calibration, validation, reference, detection))
-            results[K] = build_split(last)
-            bar.update(f"split {K}")
+        runner = (Workers(jobs, init_args, work, shown, converter_advice(flow), build) if isolated
+                  else InProcess(build))
+        with runner:
+            # head_K first: its input quantization is what the edge uses to send k = 0.
+            for k, result in runner.run([last]):
+                results[k] = result
+                bar.update(f"split {k}")
             input_quant = _whole_model_head(src.name, K, results[K])
             for job in all_jobs:
                 job.input_quant = input_quant
-                results[job.split] = build_split(job)
-                bar.update(f"split {job.split}")
-        else:
-            ctx = multiprocessing.get_context("spawn")  # TensorFlow does not survive fork
-            with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=init_worker, initargs=init_args) as pool:
-                results[K] = pool.submit(build_split, last).result()
-                bar.update(f"split {K}")
-                input_quant = _whole_model_head(src.name, K, results[K])
-                futures = {}
-                for job in all_jobs:
-                    job.input_quant = input_quant
-                    futures[pool.submit(build_split, job)] = job.split
-                for fut in cf.as_completed(futures):
-                    results[futures[fut]] = fut.result()
-                    bar.update(f"split {futures[fut]}")
+            for k, result in runner.run(all_jobs):
+                results[k] = result
+                bar.update(f"split {k}")
         shutil.rmtree(work, ignore_errors=True)
 
         skipped = _skip_empty_heads(src.name, results, opts.splits)

@@ -2,8 +2,9 @@
 its Edge TPU compile (splitpoint/edgetpu_compile.py), the float tail, and the verification of
 head -> dequantize -> tail against the float model (splitpoint/verify.py).
 
-Workers are spawned processes (TensorFlow does not survive fork) or, with one job, the
-partitioner's own process; `_shared` holds what every split of one model needs.
+Workers are spawned processes (TensorFlow does not survive fork) or the partitioner's own process
+(splitpoint/split_workers.py decides, and turns a worker's death into an error naming its split);
+`_shared` holds what every split of one model needs.
 """
 
 from __future__ import annotations

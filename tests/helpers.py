@@ -184,6 +184,18 @@ def quiet_progress(total: int) -> _QuietProgress:
     return _QuietProgress()
 
 
+def build_dying_at(job: Any, split: int, sig: int = signal.SIGSEGV) -> dict:
+    """`partition(..., build=functools.partial(build_dying_at, split=k))`: builds every split as usual
+    except `split`, where the worker process kills itself with `sig` - a real death by a signal, as
+    the TFLite converter's own SIGSEGV is, without depending on a TensorFlow bug. Module-level, so
+    that a spawned worker can unpickle it (pyproject.toml puts tests/ on sys.path)."""
+    if job.split == split:
+        os.kill(os.getpid(), sig)
+    from splitpoint.split_build import build_split
+
+    return build_split(job)
+
+
 def png_declaring(width: int, height: int) -> bytes:
     """A PNG that is only a header declaring `width` x `height`: Pillow reads the size when it
     opens the file, so a decompression bomb costs a few bytes to make."""
