@@ -310,7 +310,7 @@ def _whole_model_head(name: str, K: int, result: dict) -> dict:
 
 
 def _skip_empty_heads(name: str, results: dict[int, dict], asked: list[int] | None) -> dict[int, str]:
-    """Splits whose heads compute nothing (a leading Dropout, linear Activation, Reshape): they would
+    """Splits whose heads compute nothing (a leading Dropout, a linear Activation): they would
     send what k = 0 sends, so they are left out, with a log line - unless --splits asked for one,
     which is refused naming it. Returns {split: why} for the manifest's partition.skipped_splits."""
     empty = {k: r["skipped"] for k, r in sorted(results.items()) if "skipped" in r}
