@@ -59,9 +59,15 @@ class WorkerCrashError(PartitionError):
 
 
 def control_flow_ops(tf: Any, model: Any) -> set[str]:
-    """The control-flow operation types in `model`'s traced graph (every head is a part of it)."""
-    fn = tf.function(lambda x: model(x, training=False))
-    graph = fn.get_concrete_function(tf.TensorSpec((1, *model.inputs[0].shape[1:]), tf.float32)).graph
+    """The control-flow operation types in `model`'s traced graph (every head is a part of it).
+    A model this trace cannot take is looked at no further (none found: built in-process, as
+    before): the trace only chooses where to build, and the build says what is wrong."""
+    try:
+        fn = tf.function(lambda x: model(x, training=False))
+        graph = fn.get_concrete_function(tf.TensorSpec((1, *model.inputs[0].shape[1:]), tf.float32)).graph
+    except Exception as exc:  # noqa: BLE001 - a hint, never a reason to fail
+        log.debug("could not trace the model for control flow (%s: %s); building in-process", type(exc).__name__, exc)
+        return set()
     return {op.type for op in graph.get_operations()} & CONTROL_FLOW_OPS
 
 
