@@ -9,6 +9,7 @@ dataclasses (splitpoint/config.py), each under the heading of its `group`.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -109,10 +110,53 @@ def overview() -> str:
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage errors in one line, like every other error, with where to look."""
+    """Usage errors in one line, like every other error, with where to look; a value that
+    begins with '-' taken as the value it is (`--bandwidth -5Mbps`)."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        # every parser of the grammar, subcommands' included, parses its own part here
+        argv = sys.argv[1:] if args is None else list(args)
+        return super().parse_known_args(self._values_attached(argv), namespace)
+
+    def _values_attached(self, argv: list[str]) -> list[str]:
+        """`--opt VALUE` as `--opt=VALUE` where VALUE begins with '-' and is no option of this parser.
+
+        argparse takes any such word for an option (only a plain negative number like -5 is let
+        through), so `--bandwidth -5Mbps` failed with "expected one argument" instead of the
+        message about -5Mbps that `--bandwidth=-5Mbps` gets. Stops at `--` and at a
+        subcommand's name: what follows is the subcommand's to parse."""
+        takes_value = {s for a in self._actions if a.nargs in (None, 1) for s in a.option_strings}
+        options = [s for a in self._actions for s in a.option_strings]
+        commands = {c for a in self._actions if a.nargs == argparse.PARSER for c in (a.choices or ())}
+
+        def named(word: str) -> list[str]:  # the options `word` alone names: itself, or what it abbreviates
+            if word in options:
+                return [word]
+            return [s for s in options if s.startswith(word) and s.startswith("--")] if (
+                word.startswith("--") and self.allow_abbrev) else []
+
+        def is_option(word: str) -> bool:  # as argparse reads it: -o, --opt, --opt=..., an abbreviation, -oVALUE
+            return bool(named(word.split("=", 1)[0]) or word[:2] in options)
+
+        out: list[str] = []
+        i = 0
+        while i < len(argv):
+            word = argv[i]
+            if word == "--" or word in commands:
+                return out + argv[i:]
+            nxt = argv[i + 1] if i + 1 < len(argv) else None
+            wants = named(word)
+            if (len(wants) == 1 and wants[0] in takes_value and nxt is not None and nxt.startswith("-")
+                    and nxt not in ("-", "--") and not is_option(nxt)):
+                out.append(f"{word}={nxt}")
+                i += 2
+                continue
+            out.append(word)
+            i += 1
+        return out
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):

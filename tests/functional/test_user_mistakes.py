@@ -131,6 +131,25 @@ def test_a_policy_usage_error_names_the_subcommand_as_typed() -> None:
                                 "--bandwidth (see splitpoint policy explain --help)")
 
 
+@pytest.mark.parametrize(("flag", "value", "said"), [
+    ("--bandwidth", "-5Mbps", '--bandwidth = "-5Mbps": expected a rate like 5Mbps'),
+    ("--rtt", "-40ms", '--rtt = "-40ms": expected a duration like 40ms'),
+])
+def test_a_value_beginning_with_a_dash_gets_the_message_about_the_value(digits_bundle: Path, tmp_path: Path,
+                                                                        flag: str, value: str, said: str) -> None:
+    """Not argparse's "expected one argument", which `--bandwidth -5Mbps` got while
+    `--bandwidth=-5Mbps` got this."""
+    from scheduler.reference_profiles import write_reference_profiles
+    from splitpoint.bundle import load_bundle
+
+    edge, cloud, _ = write_reference_profiles(load_bundle(digits_bundle, verify=False).manifest, tmp_path)
+    link = {"--bandwidth": "5Mbps", "--rtt": "40ms", flag: value}
+    proc = splitpoint("policy", "explain", "--bundle", str(digits_bundle), "--edge-profile", str(edge),
+                      "--cloud-profile", str(cloud), *(w for kv in link.items() for w in kv))
+    assert proc.returncode == 2
+    assert said in error_line(proc)
+
+
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c not in ("edge", "cloud")])
 def test_every_other_command_has_examples(command: str) -> None:
     argv = [command, "explain", "--help"] if command == "policy" else [command, "--help"]

@@ -27,3 +27,44 @@ def test_an_error_no_command_foresaw_is_one_line_exit_1(exc: BaseException, line
     assert cli.main(["inspect", "somewhere"]) == 1
     err = capsys.readouterr().err
     assert err.strip().splitlines() == [line]
+
+
+# ---------------------------------------------------------------- values that begin with '-'
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    return cli.build_parser().parse_args(list(argv))
+
+
+@pytest.mark.parametrize(("argv", "key", "value"), [
+    (["policy", "explain", "--bundle", "b", "--bandwidth", "-5Mbps", "--rtt", "10ms"], "bandwidth", "-5Mbps"),
+    (["policy", "explain", "--bundle", "b", "--bandwidth", "5Mbps", "--rtt", "-1.5e3ms"], "rtt", "-1.5e3ms"),
+    (["policy", "explain", "--bundle", "b", "--band", "-5Mbps", "--rtt", "10ms"], "bandwidth", "-5Mbps"),  # abbreviated
+    (["edge", "--bundle", "b", "--source", "-frames-"], "source", "-frames-"),
+    (["profile", "edge", "--bundle", "b", "-o", "-p.json"], "output", "-p.json"),
+    (["edge", "--bundle", "b", "--policy-margin", "-0.5"], "policy.margin", -0.5),  # a plain number, as before
+])
+def test_a_value_that_begins_with_a_dash_is_the_options_value(argv: list[str], key: str, value: object) -> None:
+    """`--bandwidth -5Mbps` failed with "expected one argument" (argparse takes any word that
+    begins with '-' for an option, unless it is a plain negative number), where
+    `--bandwidth=-5Mbps` reached the message about the value."""
+    assert getattr(_parse(*argv), key) == value
+
+
+@pytest.mark.parametrize("argv", [
+    ["edge", "--bundle", "--insecure"],   # a forgotten value before the next option
+    ["edge", "--bundle", "--insec"],      # ... given abbreviated
+    ["edge", "--bundle", "-h"],
+    ["profile", "edge", "--bundle", "-ob.json"],  # -o with its value attached
+])
+def test_an_option_after_an_option_that_wants_a_value_is_still_an_option(argv: list[str],
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        _parse(*argv)
+    assert exit_.value.code == 2
+    assert "argument --bundle: expected one argument" in capsys.readouterr().err
+
+
+def test_words_after_double_dash_are_left_alone() -> None:
+    assert _parse("profile", "show", "--", "-x.json").file == "-x.json"
+
