@@ -24,11 +24,21 @@ import numpy as np
 import splitpoint
 from splitpoint.bundle import Bundle
 from splitpoint.errors import ConfigError
+from splitpoint.files import check_replaceable, json_format_is, write_replacing
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 FORMAT = "splitpoint-profile"
+WHAT = "a splitpoint profile"
+#: an earlier profile (any schema version), which writing a new one to its path may replace
+is_profile = json_format_is(FORMAT)
+
+
+def check_output(path: str | Path, key: str = "profile") -> None:
+    """ConfigError, naming `key` and the file, unless a profile may be written to `path`: nothing
+    there, or an earlier profile (`Profile.save` replaces only that). Checked before measuring."""
+    check_replaceable(path, key, WHAT, is_profile)
 
 
 @dataclass
@@ -96,16 +106,10 @@ class Profile:
             "splits": [asdict(s) for s in sorted(self.splits.values(), key=lambda s: s.split)],
         }
 
-    def save(self, path: str | Path) -> None:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(p.suffix + ".tmp")
-        try:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-            tmp.replace(p)
-        except OSError:
-            tmp.unlink(missing_ok=True)  # no half-written profile left beside the target
-            raise
+    def save(self, path: str | Path, key: str = "profile") -> None:
+        """Write the profile to `path`, atomically; an existing file there must be an earlier
+        profile (or empty): anything else is refused, naming `key` and the file, and left as it is."""
+        write_replacing(path, json.dumps(self.to_dict(), indent=2) + "\n", key, WHAT, is_profile)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "profile") -> Profile:

@@ -26,8 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from scheduler.profiles import Profile, SplitProfile, StageStats
+from scheduler.profiles import Profile, SplitProfile, StageStats, check_output
 from splitpoint.bundle import EDGETPU_CACHE_BYTES, Manifest
+from splitpoint.files import check_replaceable, json_object, write_replacing
 
 PI_MACS_PER_S = 1.0e9  # TFLite int8 on a Pi 3B+'s four A53 cores, roughly
 EDGETPU_SPEEDUP = 6.0  # the paper: mean execution time with the Coral about 1/6
@@ -36,6 +37,8 @@ SERVER_MACS_PER_S = 200e9  # a server CPU with oneDNN, float32
 IDLE_W = 2.0  # Pi 3B+ idle with the accelerator attached
 TPU_COMPUTE_W = 4.5  # Pi + Edge TPU computing (USB accelerator about 2 W at full load)
 TPU_STREAM_W = 3.5  # Pi + Edge TPU waiting on USB transfers
+TABLE_SOURCE = "reference model shaped like the drone paper"  # how the power table's "source" begins
+REFERENCE_TABLE = "a reference power table (splitpoint profile reference)"
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,7 @@ def reference_profiles(m: Manifest) -> tuple[Profile, Profile, dict]:
     edge = Profile("edge", m.model_digest, m.model_name, device, edge_splits, IDLE_W, "reference table (model)")
     cloud = Profile("cloud", m.model_digest, m.model_name, {"device": "reference server", "cpu": "model"}, cloud_splits)
     table = {
-        "source": "reference model shaped like the drone paper (scheduler/reference_profiles.py), not a measurement",
+        "source": f"{TABLE_SOURCE} (scheduler/reference_profiles.py), not a measurement",
         "device": device["device"],
         "idle_w": IDLE_W,
         "head_w": head_w,
@@ -105,13 +108,22 @@ def reference_profiles(m: Manifest) -> tuple[Profile, Profile, dict]:
     return edge, cloud, table
 
 
-def write_reference_profiles(m: Manifest, out_dir: Path) -> tuple[Path, Path, Path]:
+def is_reference_table(data: bytes) -> bool:
+    """An earlier reference power table (what `write_reference_profiles` may replace), not one measured."""
+    return str((json_object(data) or {}).get("source", "")).startswith(TABLE_SOURCE)
+
+
+def write_reference_profiles(m: Manifest, out_dir: Path, key: str = "-o") -> tuple[Path, Path, Path]:
+    """edge-profile.json, cloud-profile.json and power-table.json in `out_dir`. Each may replace
+    only an earlier one of its kind: all three are checked before any is written."""
     import json
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     edge, cloud, table = reference_profiles(m)
     paths = (out_dir / "edge-profile.json", out_dir / "cloud-profile.json", out_dir / "power-table.json")
-    edge.save(paths[0])
-    cloud.save(paths[1])
-    paths[2].write_text(json.dumps(table, indent=2) + "\n")
+    check_output(paths[0], key)
+    check_output(paths[1], key)
+    check_replaceable(paths[2], key, REFERENCE_TABLE, is_reference_table)
+    edge.save(paths[0], key)
+    cloud.save(paths[1], key)
+    write_replacing(paths[2], json.dumps(table, indent=2) + "\n", key, REFERENCE_TABLE, is_reference_table)
     return paths

@@ -189,7 +189,13 @@ def _split_list(text: str, split_ids: list[int]) -> list[int]:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from scheduler.profiles import format_profile, load_profile, profile_cloud, profile_edge
+    from scheduler.profiles import (
+        check_output,
+        format_profile,
+        load_profile,
+        profile_cloud,
+        profile_edge,
+    )
     from splitpoint.bundle import load_bundle
 
     if args.side == "show":
@@ -210,8 +216,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         return 0
     if not args.output:
         raise ConfigError("-o", None, "give the profile file to write with -o FILE")
-    if Path(args.output).is_dir():  # found now, not after every split is measured
-        raise ConfigError("-o", args.output, "is a directory; give the profile's file name")
+    # found now, not after every split is measured: -o bundle/manifest.json or notes.md is refused
+    check_output(args.output, "-o")
     if args.side == "edge":
         from edge_node.heads import EdgeHeads
         from scheduler.power import find_meter
@@ -226,7 +232,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     else:
         bundle = load_bundle(args.bundle, side="cloud")
         prof = profile_cloud(bundle, runs=args.runs)
-    prof.save(args.output)
+    prof.save(args.output, "-o")
     print(format_profile(prof))
     print(f"\nwritten to {args.output}")
     return 0

@@ -6,13 +6,20 @@ stopped), and reading /dev/zero never ends. Everything splitpoint reads or appen
 by name - frame files, the results log - is opened here first: with O_NONBLOCK, so
 opening never waits, then checked with fstat on the descriptor itself (not the name,
 which could be swapped in between) to be a regular file.
+
+What splitpoint writes by name - a profile, a report - replaces only an earlier one of its
+kind (`check_replaceable`, `write_replacing`): `-o bundle/manifest.json` or `-o notes.md`
+must not destroy the file that is there.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from splitpoint.errors import ConfigError
 
@@ -51,3 +58,69 @@ def open_regular(path: str | Path, key: str, flags: int = os.O_RDONLY, why: str 
         os.close(fd)
         raise ConfigError(key, str(path), f"is {file_kind(kind)}, not a regular file{why}")
     return fd
+
+
+#: the most of a file read to tell whether it is an earlier output (profiles and reports are far smaller)
+RECOGNISE_LIMIT_BYTES = 64 * 1024 * 1024
+
+
+def check_replaceable(path: str | Path, key: str, what: str, is_ours: Callable[[bytes], bool]) -> None:
+    """ConfigError unless writing `path` can lose nothing but an earlier output of its kind:
+    nothing is there yet, or an empty file, or a regular file `is_ours(its bytes)` recognises as
+    `what` ("a splitpoint profile"). A directory, a named pipe or a device, or any other file
+    (a bundle's manifest, someone's notes) is named and left as it is.
+
+    Called before a command does its work (found now, not after minutes of measuring) and again
+    by `write_replacing` just before the file is replaced."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return  # a broken symlink too: replacing it replaces the link, not what it named
+    if stat.S_ISDIR(st.st_mode):
+        raise ConfigError(key, str(path), f"is a directory; give the file name of {what}")
+    fd = open_regular(path, key, why=f"; give the file name of {what}")
+    with os.fdopen(fd, "rb") as fh:  # a larger file is not ours, and is not read into memory to say so
+        data = fh.read(RECOGNISE_LIMIT_BYTES + 1)
+    if data.strip() and (len(data) > RECOGNISE_LIMIT_BYTES or not is_ours(data)):
+        raise ConfigError(key, str(path), f"exists and is not {what}; it is left as it is: give another file name, "
+                                          "or move the file away first")
+
+
+def write_replacing(path: str | Path, text: str, key: str, what: str, is_ours: Callable[[bytes], bool]) -> None:
+    """Write `text` to `path` (its directories made) as `check_replaceable` allows, atomically:
+    a new file beside it, fsynced and renamed over it, so a reader sees the old file or the new
+    one, never half of either, and a full disk leaves the old one as it was."""
+    p = Path(path)
+    check_replaceable(p, key, what, is_ours)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)  # left by a crashed run of this pid; O_EXCL below never follows a link
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def json_format_is(fmt: str) -> Callable[[bytes], bool]:
+    """`is_ours` for JSON outputs that say what they are: an object whose "format" is `fmt`."""
+    def is_ours(data: bytes) -> bool:
+        return (json_object(data) or {}).get("format") == fmt
+
+    return is_ours
+
+
+def json_object(data: bytes) -> dict[str, Any] | None:
+    """`data` as a JSON object, or None when it is not one (not JSON, not UTF-8, a list)."""
+    if not data.lstrip().startswith(b"{"):
+        return None  # not worth parsing: a model, an image, notes
+    try:
+        value = json.loads(data)
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        return None
+    return value if isinstance(value, dict) else None

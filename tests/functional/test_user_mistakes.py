@@ -211,6 +211,30 @@ def test_a_loadtest_json_that_cannot_be_written_is_named_before_the_run(digits_b
     assert f'json = "{where}": ' in error_line(proc)
 
 
+def test_profile_replaces_an_earlier_profile_and_nothing_else(digits_bundle: Path, tmp_path: Path) -> None:
+    """`-o bundle/manifest.json` replaced the bundle's manifest with a profile, `-o notes.md` the notes."""
+    manifest = tmp_path / "bundle" / "manifest.json"  # a copy: the session's bundle is not put at risk
+    manifest.parent.mkdir()
+    manifest.write_bytes((digits_bundle / "manifest.json").read_bytes())
+    notes = tmp_path / "notes.md"
+    notes.write_text("# field notes\n")
+    for target in (manifest, notes):
+        before = target.read_bytes()
+        proc = splitpoint("profile", "edge", "--bundle", str(digits_bundle), "--runs", "2", "-o", str(target))
+        assert proc.returncode == 2
+        assert error_line(proc) == (f'splitpoint profile: error: -o = "{target}": exists and is not a splitpoint '
+                                    "profile; it is left as it is: give another file name, or move the file away first")
+        assert target.read_bytes() == before
+    profile = tmp_path / "edge-profile.json"
+    for _ in range(2):  # the second run replaces the first one's profile
+        proc = splitpoint("profile", "edge", "--bundle", str(digits_bundle), "--runs", "2", "-o", str(profile))
+        assert proc.returncode == 0, proc.stderr
+    for _ in range(2):  # and `profile reference` its own three files
+        proc = splitpoint("profile", "reference", "--bundle", str(digits_bundle), "-o", str(tmp_path / "ref"))
+        assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "edge-profile.json", "notes.md", "ref"]
+
+
 def test_profile_says_once_that_there_is_no_power_meter(digits_bundle: Path, tmp_path: Path) -> None:
     proc = splitpoint("profile", "edge", "--bundle", str(digits_bundle), "--runs", "2", "-o", str(tmp_path / "e.json"))
     assert proc.returncode == 0, proc.stderr

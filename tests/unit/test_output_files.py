@@ -1,0 +1,132 @@
+"""Files a command writes by name replace only an earlier output of their kind (splitpoint/files.py).
+
+`splitpoint profile -o bundle/manifest.json` replaced the bundle's manifest, `-o notes.md` the
+notes; `bench --json/--markdown` and `loadtest --json` did the same. Each now refuses any file
+that is not an earlier profile, result or report (or empty), names it, and leaves it as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from scheduler.profiles import Profile, SplitProfile, StageStats, check_output, load_profile
+from splitpoint.errors import ConfigError
+from splitpoint.files import check_replaceable, write_replacing
+
+pytestmark = pytest.mark.edge_side  # no TensorFlow
+
+MANIFEST = '{\n  "format": "splitpoint-bundle",\n  "schema_version": 3,\n  "model": {"name": "digits-cnn"}\n}\n'
+
+
+def profile(median_ms: float = 1.0) -> Profile:
+    return Profile("edge", "sha256:abc", "digits-cnn", {"cpu": "test"},
+                   {0: SplitProfile(0, 100, StageStats.constant(median_ms))})
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("manifest.json", MANIFEST),                      # a bundle's manifest: JSON, but not a profile
+    ("notes.md", "# notes\nthe Pi at the north field runs hot\n"),
+    ("other.json", '{"format": "splitpoint-bench", "schema_version": 2}'),  # another kind of ours
+    ("list.json", "[1, 2, 3]\n"),
+    ("binary.bin", "\x00\x01\x02 not text"),
+])
+def test_a_profile_does_not_replace_a_file_that_is_not_one(tmp_path: Path, name: str, text: str) -> None:
+    target = tmp_path / name
+    target.write_text(text)
+    before = target.stat()
+    for attempt in (lambda: check_output(target, "-o"), lambda: profile().save(target, "-o")):
+        with pytest.raises(ConfigError) as exc:
+            attempt()
+        assert str(exc.value) == (f'-o = "{target}": exists and is not a splitpoint profile; it is left as it is: '
+                                  "give another file name, or move the file away first")
+    assert target.read_text() == text and target.stat().st_mtime_ns == before.st_mtime_ns
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no temporary file left beside it
+
+
+def test_a_profile_replaces_an_earlier_profile_atomically(tmp_path: Path) -> None:
+    target = tmp_path / "edge-profile.json"
+    profile(1.0).save(target)
+    old = json.loads(target.read_text())
+    old["schema_version"] = 0  # one of an older schema is still a profile to replace
+    target.write_text(json.dumps(old))
+    inode = target.stat().st_ino
+    check_output(target, "-o")
+    profile(2.0).save(target, "-o")
+    assert load_profile(target).latency_ms(0) == 2.0
+    assert target.stat().st_ino != inode  # a new file renamed over the old one, not the old one rewritten
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["edge-profile.json"]
+
+
+def test_an_empty_file_or_nothing_may_be_written(tmp_path: Path) -> None:
+    (tmp_path / "empty.json").touch()  # mktemp's, say: nothing to lose
+    for name in ("empty.json", "new.json", "sub/dir/new.json"):
+        profile().save(tmp_path / name)
+        assert load_profile(tmp_path / name).side == "edge"
+
+
+def test_a_directory_pipe_or_device_is_named_not_opened(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # opening it to read would wait for a writer forever
+    for path, said in ((tmp_path, "is a directory; give the file name of a splitpoint profile"),
+                       (fifo, "is a named pipe, not a regular file"), (Path("/dev/null"), "is a character device")):
+        with pytest.raises(ConfigError) as exc:
+            profile().save(path, "-o")
+        assert said in str(exc.value), exc.value
+
+
+def test_a_symlink_to_a_file_that_is_not_ours_is_refused(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.md"
+    notes.write_text("notes\n")
+    (tmp_path / "link.json").symlink_to(notes)
+    with pytest.raises(ConfigError):
+        profile().save(tmp_path / "link.json")
+    assert notes.read_text() == "notes\n"
+
+
+def test_a_failed_write_leaves_the_earlier_file_and_no_temporary_one(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "p.json"
+    profile(1.0).save(target)
+
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError):
+        profile(2.0).save(target)
+    assert load_profile(target).latency_ms(0) == 1.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.json"]
+
+
+def test_reference_profiles_check_all_three_files_before_writing_any(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from scheduler import reference_profiles as ref
+
+    table = {"source": f"{ref.TABLE_SOURCE} (scheduler/reference_profiles.py), not a measurement", "idle_w": 2.0}
+    monkeypatch.setattr(ref, "reference_profiles", lambda m: (profile(), profile(), table))
+    ref.write_reference_profiles(None, tmp_path)  # type: ignore[arg-type]
+    ref.write_reference_profiles(None, tmp_path)  # type: ignore[arg-type]  # again: its own files are replaced
+    (tmp_path / "edge-profile.json").unlink()
+    (tmp_path / "power-table.json").write_text('{"idle_w": 2.4, "head_w": {"0": 2.4}}\n')  # one measured here
+    with pytest.raises(ConfigError) as exc:
+        ref.write_reference_profiles(None, tmp_path)  # type: ignore[arg-type]
+    assert "power-table.json" in str(exc.value) and "reference power table" in str(exc.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cloud-profile.json", "power-table.json"]  # none written
+    assert json.loads((tmp_path / "power-table.json").read_text())["idle_w"] == 2.4
+
+
+def test_one_rule_for_every_kind(tmp_path: Path) -> None:
+    """write_replacing is check_replaceable, then an atomic write: the kind is the caller's."""
+    target = tmp_path / "x.txt"
+    target.write_text("mine\n")
+    with pytest.raises(ConfigError) as exc:
+        write_replacing(target, "new\n", "--out", "a thing", lambda data: data.startswith(b"thing"))
+    assert str(exc.value).startswith(f'--out = "{target}": exists and is not a thing;')
+    target.write_text("thing 1\n")
+    check_replaceable(target, "--out", "a thing", lambda data: data.startswith(b"thing"))
+    write_replacing(target, "thing 2\n", "--out", "a thing", lambda data: data.startswith(b"thing"))
+    assert target.read_text() == "thing 2\n"
