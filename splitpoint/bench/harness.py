@@ -45,9 +45,11 @@ from scheduler.link import LinkState
 from splitpoint.bench import conditions, emulation, step, throughput, traces_stage
 from splitpoint.bench.machine import machine_description, pin_harness
 from splitpoint.bench.options import STAGES, BenchOptions
-from splitpoint.bench.results import BenchResult, BundleInfo, SplitInfo
+from splitpoint.bench.report_tables import REPORT, is_report
+from splitpoint.bench.results import RESULT, BenchResult, BundleInfo, SplitInfo, is_result
 from splitpoint.bench.worker_client import BenchError, EdgeWorker, RunOutcome
 from splitpoint.errors import ConfigError, SplitpointError
+from splitpoint.files import write_replacing
 
 log = logging.getLogger("splitpoint.bench")
 
@@ -98,11 +100,7 @@ class Bench:
     def save(self) -> None:
         self.result.wall_time_s = round(time.monotonic() - self.t0, 2)
         if self.opts.json is not None:
-            p = Path(self.opts.json)
-            p.parent.mkdir(parents=True, exist_ok=True)
-            tmp = p.with_suffix(p.suffix + ".tmp")
-            tmp.write_text(self.result.to_json())
-            tmp.replace(p)
+            write_replacing(self.opts.json, self.result.to_json(), "json", RESULT, is_result)
 
     # ------------------------------------------------------------------ the cost model
 
@@ -392,8 +390,7 @@ def run_bench(opts: BenchOptions, argv: list[str] | None = None) -> BenchResult:
         bench.say(f"JSON: {opts.json}")
     md = render_markdown(result)
     if opts.markdown is not None:
-        Path(opts.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(opts.markdown).write_text(md)
+        write_replacing(opts.markdown, md, "markdown", REPORT, is_report)
         bench.say(f"markdown: {opts.markdown}")
     print(md, flush=True)
     bench.say(f"done in {result.wall_time_s} s")

@@ -208,10 +208,17 @@ class BenchOptions:
 
     def check_inputs(self) -> None:
         """What the file system must offer before a run starts (not checked by --print-config)."""
+        from splitpoint.bench.report_tables import REPORT, is_report
+        from splitpoint.bench.results import RESULT, is_result
+        from splitpoint.files import check_replaceable
+
         for key in ("json", "markdown", "keep_runs"):  # found now, not after minutes of profiling
             value = getattr(self, key)
             if value:
                 _check_can_create(key, value, is_dir=key == "keep_runs")
+        for key, what, is_ours in (("json", RESULT, is_result), ("markdown", REPORT, is_report)):
+            if getattr(self, key):  # an earlier one of its kind, or nothing: not someone's notes.md
+                check_replaceable(getattr(self, key), key, what, is_ours)
         if self.edge_device:
             from splitpoint.bench.device import load_device
 

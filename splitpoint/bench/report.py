@@ -13,10 +13,12 @@ from pathlib import Path
 
 from splitpoint.bench import hindsight
 from splitpoint.bench.report_plots import render_plots
-from splitpoint.bench.report_tables import render_markdown
+from splitpoint.bench.report_tables import REPORT, is_report, render_markdown
 from splitpoint.bench.results import BenchResult, ConditionResult, StepChange, StepResult, Target
 from splitpoint.bench.stats import KEEP_UP_FRAMES
 from splitpoint.bench.trace_results import TraceResult
+from splitpoint.errors import ConfigError
+from splitpoint.files import write_replacing
 
 __all__ = ["evaluate_targets", "render_markdown", "render_plots"]
 
@@ -283,7 +285,10 @@ def main(argv: list[str] | None = None) -> int:
         r.plots = render_plots(r, Path(args.plots))
     md = render_markdown(r)
     if args.markdown:
-        Path(args.markdown).write_text(md)
+        try:  # an earlier report, or nothing: not the notes the name was meant for
+            write_replacing(args.markdown, md, "--markdown", REPORT, is_report)
+        except ConfigError as exc:
+            ap.error(str(exc))
     else:
         print(md)
     return 0

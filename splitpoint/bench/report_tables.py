@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from splitpoint.bench import clairvoyant
@@ -16,6 +17,16 @@ def _f(x: Any, nd: int = 1) -> str:
     if isinstance(x, float):
         return f"{x:.{nd}f}"
     return str(x)
+
+
+REPORT = "a splitpoint bench report (markdown)"
+#: how every report begins (_header): "## `model`: splitpoint bench ...", a blank line, "- bundle: `..."
+_REPORT_START = re.compile(rb"## `[^`\n]*`: [^\n]*\n\n- bundle: `")
+
+
+def is_report(data: bytes) -> bool:
+    """An earlier report, which `--markdown` may replace (and nothing else: splitpoint/files.py)."""
+    return _REPORT_START.match(data) is not None
 
 
 def render_markdown(r: BenchResult) -> str:

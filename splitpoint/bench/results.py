@@ -18,9 +18,13 @@ from typing import Any
 
 from splitpoint.bench.trace_results import PeerPickResult, TraceResult
 from splitpoint.bench.typed_json import from_dict, jsonable
+from splitpoint.files import json_format_is
 
 FORMAT = "splitpoint-bench"
 SCHEMA_VERSION = 2
+RESULT = "a splitpoint bench result (JSON)"
+#: an earlier result, which `--json` may replace (and nothing else: splitpoint/files.py)
+is_result = json_format_is(FORMAT)
 
 
 @dataclass

@@ -212,3 +212,24 @@ def test_outputs_that_cannot_be_written_are_named_before_the_run(key: str, value
     with pytest.raises(ConfigError) as exc:
         o.check_inputs()  # before any profiling: the JSON was written only after minutes of it
     assert said.format(tmp=tmp_path) in str(exc.value) and exc.value.key == key.lstrip("-").replace("-", "_")
+
+
+@pytest.mark.parametrize("key", ["--json", "--markdown"])
+def test_outputs_replace_only_an_earlier_result_or_report(key: str, tmp_path: Path) -> None:
+    """`--json notes.md` or `--markdown README.md` replaced the file after the run; now refused
+    before it, naming the file. An earlier result or report, or an empty file, is replaced."""
+    from splitpoint.bench.report_tables import render_markdown
+    from splitpoint.bench.results import BenchResult
+
+    notes = tmp_path / "notes.md"
+    notes.write_text("# notes\nthe north field\n")
+    with pytest.raises(ConfigError) as exc:
+        options(key, str(notes), "--skip", "traces").check_inputs()
+    assert str(exc.value).startswith(f'{key[2:]} = "{notes}": exists and is not a splitpoint bench')
+    assert notes.read_text() == "# notes\nthe north field\n"
+    earlier = tmp_path / "earlier"
+    result = BenchResult(command=["splitpoint", "bench", "--smoke"])
+    earlier.write_text(result.to_json() if key == "--json" else render_markdown(result))
+    (tmp_path / "empty").touch()
+    for path in (earlier, tmp_path / "empty", tmp_path / "new"):
+        options(key, str(path), "--skip", "traces").check_inputs()

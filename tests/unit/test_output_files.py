@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from scheduler.profiles import Profile, SplitProfile, StageStats, check_output, load_profile
+from splitpoint.bench.report_tables import is_report, render_markdown
+from splitpoint.bench.results import BenchResult, is_result
 from splitpoint.errors import ConfigError
 from splitpoint.files import check_replaceable, write_replacing
 
@@ -117,6 +119,18 @@ def test_reference_profiles_check_all_three_files_before_writing_any(tmp_path: P
     assert "power-table.json" in str(exc.value) and "reference power table" in str(exc.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cloud-profile.json", "power-table.json"]  # none written
     assert json.loads((tmp_path / "power-table.json").read_text())["idle_w"] == 2.4
+
+
+# ---------------------------------------------------------------- bench and loadtest
+
+
+def test_bench_outputs_recognise_their_own_earlier_files() -> None:
+    result = BenchResult(command=["splitpoint", "bench", "--smoke"])
+    assert is_result(result.to_json().encode())
+    assert is_report(render_markdown(result).encode())
+    assert is_report(render_markdown(BenchResult()).encode())  # an old result without its command line
+    for other in (MANIFEST, "# Benchmarks\n\nnotes\n", "## `x`: splitpoint bench\n\nsomeone's notes\n"):
+        assert not is_result(other.encode()) and not is_report(other.encode())
 
 
 def test_one_rule_for_every_kind(tmp_path: Path) -> None:
