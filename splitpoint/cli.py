@@ -314,14 +314,15 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
-    from splitpoint.loadtest import LoadtestConfig, run_loadtest
+    from splitpoint.files import check_replaceable
+    from splitpoint.loadtest import REPORT, LoadtestConfig, is_report, run_loadtest
 
     conf = cfg.load(LoadtestConfig, args, args.config)
     conf.security.check_files()
-    if conf.json and (Path(conf.json).is_dir() or not Path(conf.json).parent.is_dir()):
-        # found now, not after the whole run's load
-        raise ConfigError("json", conf.json, "is a directory" if Path(conf.json).is_dir()
-                          else f"its directory {Path(conf.json).parent} does not exist")
+    if conf.json:  # found now, not after the whole run's load
+        check_replaceable(conf.json, "json", REPORT, is_report)  # a directory, or someone's file
+        if not Path(conf.json).parent.is_dir():
+            raise ConfigError("json", conf.json, f"its directory {Path(conf.json).parent} does not exist")
     report = run_loadtest(conf)
     if report.connected == 0 and report.answered == 0:
         raise SplitpointError(f"no drone could open a stream to {conf.target} "

@@ -39,6 +39,7 @@ import numpy as np
 from splitpoint.bundle import load_bundle
 from splitpoint.config import option
 from splitpoint.errors import ConfigError, status_code_from_int
+from splitpoint.files import json_object, write_replacing
 from splitpoint.security import ClientSecurity
 from splitpoint.targets import balanced_options, parse_target
 from splitpoint.v1 import offload_pb2, offload_pb2_grpc
@@ -47,6 +48,8 @@ from splitpoint.wire_metadata import AGENT_METADATA_KEY, REPLICA_METADATA_KEY
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+FORMAT = "splitpoint-loadtest"
+REPORT = "a splitpoint loadtest report (JSON)"
 #: how many distinct frames each drone cycles through (precomputed cut tensors)
 DISTINCT_FRAMES = 16
 
@@ -115,7 +118,7 @@ class LoadReport:
         return self.answered / self.seconds if self.seconds > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "frames_per_s": self.frames_per_s}
+        return {"format": FORMAT, **asdict(self), "frames_per_s": self.frames_per_s}
 
     def text(self) -> str:
         lines = [f"{len(self.per_agent_answered)} drones for {self.seconds:.1f}s: {self.sent} frames sent, "
@@ -135,6 +138,13 @@ class LoadReport:
             lines.append(f"answered per drone: min {min(self.per_agent_answered)}, mean {mean:.1f}, "
                          f"max {max(self.per_agent_answered)}")
         return "\n".join(lines)
+
+
+def is_report(data: bytes) -> bool:
+    """An earlier report, which `--json` may replace (and nothing else: splitpoint/files.py); one
+    written before reports said their format is known by its keys."""
+    report = json_object(data) or {}
+    return report.get("format") == FORMAT or {"config", "seconds", "per_agent_answered", "frames_per_s"} <= set(report)
 
 
 def _percentile(values: list[float], p: float) -> float:
@@ -324,6 +334,5 @@ def run_loadtest(conf: LoadtestConfig) -> LoadReport:
                     "mean": statistics.fmean(lat)} if lat else {},
     )
     if conf.json:
-        with open(conf.json, "w") as fh:
-            json.dump(report.to_dict(), fh, indent=2)
+        write_replacing(conf.json, json.dumps(report.to_dict(), indent=2), "json", REPORT, is_report)
     return report

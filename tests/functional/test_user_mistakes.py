@@ -202,13 +202,15 @@ def test_a_loadtest_against_nothing_says_so(digits_bundle: Path) -> None:
     assert "no drone could open a stream to 127.0.0.1:1" in line and "UNAVAILABLE" in line
 
 
-@pytest.mark.parametrize("where", ["missing-dir/x.json", "."])
+@pytest.mark.parametrize("where", ["missing-dir/x.json", ".", "notes.md"])
 def test_a_loadtest_json_that_cannot_be_written_is_named_before_the_run(digits_bundle: Path, tmp_path: Path,
                                                                           where: str) -> None:
+    (tmp_path / "notes.md").write_text("notes\n")
     proc = splitpoint("loadtest", "--bundle", str(digits_bundle), "--target", "127.0.0.1:1", "--agents", "1",
                       "--duration", "30", "--insecure", "--json", where, cwd=tmp_path)
     assert proc.returncode == 2  # at once: not after a 30 s run
     assert f'json = "{where}": ' in error_line(proc)
+    assert (tmp_path / "notes.md").read_text() == "notes\n"  # not a loadtest report: not replaced
 
 
 def test_profile_replaces_an_earlier_profile_and_nothing_else(digits_bundle: Path, tmp_path: Path) -> None:

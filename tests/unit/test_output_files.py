@@ -18,6 +18,8 @@ from splitpoint.bench.report_tables import is_report, render_markdown
 from splitpoint.bench.results import BenchResult, is_result
 from splitpoint.errors import ConfigError
 from splitpoint.files import check_replaceable, write_replacing
+from splitpoint.loadtest import LoadReport
+from splitpoint.loadtest import is_report as is_loadtest_report
 
 pytestmark = pytest.mark.edge_side  # no TensorFlow
 
@@ -131,6 +133,16 @@ def test_bench_outputs_recognise_their_own_earlier_files() -> None:
     assert is_report(render_markdown(BenchResult()).encode())  # an old result without its command line
     for other in (MANIFEST, "# Benchmarks\n\nnotes\n", "## `x`: splitpoint bench\n\nsomeone's notes\n"):
         assert not is_result(other.encode()) and not is_report(other.encode())
+
+
+def test_loadtest_json_recognises_its_reports_old_and_new() -> None:
+    report = LoadReport(config={"agents": 2}, seconds=1.0, per_agent_answered=[1, 1])
+    new = report.to_dict()
+    assert new["format"] == "splitpoint-loadtest"
+    assert is_loadtest_report(json.dumps(new).encode())
+    old = {k: v for k, v in new.items() if k != "format"}  # written before reports said their format
+    assert is_loadtest_report(json.dumps(old).encode())
+    assert not is_loadtest_report(MANIFEST.encode()) and not is_loadtest_report(b"notes")
 
 
 def test_one_rule_for_every_kind(tmp_path: Path) -> None:
