@@ -26,6 +26,7 @@ from splitpoint import cli_parser
 from splitpoint import config as cfg
 from splitpoint.cli_logging import logging_restored, setup_logging
 from splitpoint.cli_parser import Command
+from splitpoint.cli_signals import HELD, AgentStop
 from splitpoint.errors import ConfigError, SplitpointError
 
 log = logging.getLogger("splitpoint")
@@ -121,21 +122,28 @@ def cmd_cloud(args: argparse.Namespace) -> int:
 def cmd_edge(args: argparse.Namespace) -> int:
     from edge_node.config import EdgeConfig
 
+    # SIGTERM and Ctrl-C both stop after the current frame; frames in flight still get records.
+    # Caught from here on (and held since the process began): one that comes while the agent is
+    # still starting ends it before its first frame, not the process with no word said.
+    stop = AgentStop().install()
     conf = _load_side_config(EdgeConfig, args)
     if args.print_config:
         return 0
     assert isinstance(conf, EdgeConfig)
     setup_logging("debug" if args.verbose else conf.log_level)  # -v wins over the file
     conf.security.check_files()  # a bad CA would fail every handshake, unnamed
+    if stop.signum is not None:  # no bundle and heads loaded for nothing
+        return _stopped_before_the_first_frame(stop, conf.results)
     import signal
 
     from edge_node.agent import EdgeAgent
     from edge_node.source_spec import open_source
 
     agent = EdgeAgent.from_config(conf)
-    # SIGTERM and Ctrl-C both stop after the current frame; frames in flight still get records.
-    signal.signal(signal.SIGTERM, lambda *_: agent.stop())
-    signal.signal(signal.SIGINT, lambda *_: agent.stop())
+    stop.agent_stop = agent.stop
+    if stop.signum is not None:  # it came while the bundle, LiteRT and the heads loaded
+        agent.close()
+        return _stopped_before_the_first_frame(stop, conf.results)
     if hasattr(signal, "SIGHUP"):  # re-read [policy] from the config file, swap between frames
         agent.on_reload(lambda: cfg.load(EdgeConfig, args, args.config).policy)
         signal.signal(signal.SIGHUP, lambda *_: agent.request_reload())
@@ -158,6 +166,13 @@ def cmd_edge(args: argparse.Namespace) -> int:
         + f"; results in {conf.results}"
     )
     return 0 if summary.failed == 0 else 1
+
+
+def _stopped_before_the_first_frame(stop: AgentStop, results: str) -> int:
+    """A stop as any other (exit 0), said in one line: nothing was read, the results log not opened."""
+    print(f"stopped before the first frame: {stop.name} came while the agent was starting; no frame was read "
+          f"and the results log {results} was not touched")
+    return 0
 
 
 def write_event(path: str | Path, event: str, **fields: object) -> None:
@@ -372,6 +387,8 @@ def _main(argv: list[str] | None) -> int:
         return 0
     setup_logging("debug" if args.verbose else "warning" if args.command == "demo" else "info")
     try:
+        if args.command != "edge":  # it takes the signals over; the others get Python's defaults back
+            HELD.release()  # and a signal held while the command line was read acts as it always did
         return int(args.func(args) or 0)
     except SplitpointError as err:  # exit 2: fix the command, config or input; 1: the run failed
         print(f"splitpoint {args.command}: error: {err}", file=sys.stderr)
@@ -398,7 +415,12 @@ def run() -> None:
     channels and servers shut down), so interpreter shutdown has nothing left to do - and with
     gRPC's threads still winding down it once hung an agent for good after it had printed its
     fatal results-log error (seen once in CI, tests/functional/test_agent_faults.py; root cause
-    not found). A process whose command has finished must end."""
+    not found). A process whose command has finished must end.
+
+    SIGTERM and SIGINT are held from here until the command says what they mean
+    (splitpoint/cli_signals.py): `splitpoint edge` stops before its first frame on one that
+    came while it was starting."""
+    HELD.hold()
     code = main()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):

@@ -255,6 +255,81 @@ def test_a_server_that_takes_frames_and_answers_none_is_backed_off(digits_bundle
     assert len(servicer.received) < frames / 2, f"{len(servicer.received)} of {frames} frames were sent to it"
 
 
+# ---------------------------------------------------------------- stop while the agent is starting
+
+#: `splitpoint edge` through its real entry (splitpoint.cli.run), held at one point of its start-up
+#: until the test has sent its signal: it says "paused" on stderr and waits for a line on stdin
+PAUSED_AGENT = """
+import sys
+
+from edge_node.agent import EdgeAgent
+from splitpoint import cli
+
+
+def paused(real):
+    def wait_for_the_signal(*args, **kwargs):
+        print("paused", file=sys.stderr, flush=True)
+        sys.stdin.readline()
+        return real(*args, **kwargs)
+
+    return wait_for_the_signal
+
+
+if sys.argv.pop(1) == "reading-the-command-line":  # the gRPC and config classes import
+    cli.build_parser = paused(cli.build_parser)
+else:  # the agent being made: bundle checked, LiteRT imported, heads loaded
+    EdgeAgent.from_config = paused(EdgeAgent.from_config)
+cli.run()
+"""
+
+
+def wait_for_line(proc: subprocess.Popen[str], text: str) -> None:
+    """Read `proc`'s stderr up to the line `text`; a process that ends or stalls before it fails."""
+    timer = threading.Timer(EVENT_TIMEOUT_S, proc.kill)
+    timer.start()
+    seen: list[str] = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if line.strip() == text:
+                return
+            seen.append(line)
+        raise AssertionError(f"no {text!r} line from the agent (exit {proc.wait()}): {''.join(seen)[-3000:]}")
+    finally:
+        timer.cancel()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("where", ["reading-the-command-line", "making-the-agent"])
+def test_a_stop_while_the_agent_starts_ends_it_before_the_first_frame(digits_bundle: Path, tmp_path: Path,
+                                                                     where: str, sig: signal.Signals) -> None:
+    """Before the CLI had its handlers, SIGTERM killed the agent (exit 143) and Ctrl-C raised
+    KeyboardInterrupt wherever it landed, with no word said; a stop is exit 0 and a line."""
+    results = tmp_path / "r.jsonl"
+    earlier = json.dumps({"frame_id": 0, "status": "ok", "split": 7, "where": "local", "label": 3}) + "\n"
+    results.write_text(earlier)  # an earlier run's log: left exactly as it was
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PAUSED_AGENT, where, "edge", "--insecure", "--bundle", str(digits_bundle),
+         "--source", "synthetic:5", "--results", str(results)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=cli_env() | {"PYTHONFAULTHANDLER": "1"}, cwd=tmp_path)
+    try:
+        wait_for_line(proc, "paused")
+        proc.send_signal(sig)
+        assert proc.stdin is not None
+        proc.stdin.write("go on\n")  # the signal is sent (a dead agent: a broken pipe, failing the test)
+        proc.stdin.flush()
+        out, err = finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, (proc.returncode, err[-3000:])
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert out.splitlines() == [f"stopped before the first frame: {sig.name} came while the agent was starting; "
+                                f"no frame was read and the results log {results} was not touched"]
+    assert results.read_text() == earlier
+
+
 # ---------------------------------------------------------------- keepalive
 
 

@@ -1,0 +1,68 @@
+"""SIGTERM and SIGINT held from the process's entry until the command says what they mean
+(splitpoint/cli_signals.py); the real-process tests are in tests/functional/test_agent_faults.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from splitpoint.cli_signals import HELD, AgentStop, Held
+
+pytestmark = pytest.mark.edge_side  # no TensorFlow
+
+
+@pytest.fixture(autouse=True)
+def restore_signals() -> Iterator[None]:
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for s, h in saved.items():
+        signal.signal(s, h)
+    HELD.take()
+
+
+def test_a_signal_held_while_the_command_line_is_read_reaches_what_was_there_on_release() -> None:
+    """Every command but `edge` gets Python's defaults back, and the held signal with them."""
+    got: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))  # stands in for SIG_DFL: it would end pytest
+    held = Held()
+    held.hold()
+    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signal.SIGINT)
+    assert got == [] and held.signum == signal.SIGTERM  # held, the first one
+    held.release()
+    assert got == [signal.SIGTERM]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_held_sigint_is_a_keyboard_interrupt_once_released() -> None:
+    held = Held()
+    held.hold()
+    os.kill(os.getpid(), signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        held.release()
+
+
+def test_the_agents_handler_takes_the_held_signal_over_and_stops_the_agent_once_it_exists() -> None:
+    HELD.hold()
+    os.kill(os.getpid(), signal.SIGINT)
+    stop = AgentStop().install()
+    assert stop.signum == signal.SIGINT and stop.name == "SIGINT"  # came while the command line was read
+    assert signal.getsignal(signal.SIGTERM) is stop and HELD.signum is None
+    stopped: list[Any] = []
+    stop.agent_stop = lambda: stopped.append(True)
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert stopped == [True] and stop.signum == signal.SIGINT
+
+
+def test_each_run_in_one_process_gets_its_own_stop() -> None:
+    """The bench's edge worker runs `splitpoint edge` again and again in one process: a stop
+    meant for an earlier run must not end the next one before it starts."""
+    first = AgentStop().install()
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert first.signum == signal.SIGTERM
+    second = AgentStop().install()  # not installed by `run()`: nothing held
+    assert second.signum is None
