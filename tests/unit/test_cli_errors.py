@@ -30,12 +30,14 @@ def test_an_error_no_command_foresaw_is_one_line_exit_1(exc: BaseException, line
 
 
 # ---------------------------------------------------------------- values that begin with '-'
+# edge_side: also run on Python 3.13 (scripts/ci_edge_py313.sh), whose argparse differs inside
 
 
 def _parse(*argv: str) -> argparse.Namespace:
     return cli.build_parser().parse_args(list(argv))
 
 
+@pytest.mark.edge_side
 @pytest.mark.parametrize(("argv", "key", "value"), [
     (["policy", "explain", "--bundle", "b", "--bandwidth", "-5Mbps", "--rtt", "10ms"], "bandwidth", "-5Mbps"),
     (["policy", "explain", "--bundle", "b", "--bandwidth", "5Mbps", "--rtt", "-1.5e3ms"], "rtt", "-1.5e3ms"),
@@ -51,6 +53,7 @@ def test_a_value_that_begins_with_a_dash_is_the_options_value(argv: list[str], k
     assert getattr(_parse(*argv), key) == value
 
 
+@pytest.mark.edge_side
 @pytest.mark.parametrize("argv", [
     ["edge", "--bundle", "--insecure"],   # a forgotten value before the next option
     ["edge", "--bundle", "--insec"],      # ... given abbreviated
@@ -65,6 +68,7 @@ def test_an_option_after_an_option_that_wants_a_value_is_still_an_option(argv: l
     assert "argument --bundle: expected one argument" in capsys.readouterr().err
 
 
+@pytest.mark.edge_side
 def test_words_after_double_dash_are_left_alone() -> None:
     assert _parse("profile", "show", "--", "-x.json").file == "-x.json"
 
