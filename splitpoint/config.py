@@ -237,6 +237,15 @@ def load(cls: type[T], args: argparse.Namespace, config_path: str | Path | None 
     return build(cls, values)
 
 
+def load_printed(cls: type[T], args: argparse.Namespace) -> T:
+    """`load` from the command's --config and flags; with --print-config the result is also
+    printed as TOML (the command then stops)."""
+    conf = load(cls, args, args.config)
+    if args.print_config:
+        print(to_toml(conf), end="")
+    return conf
+
+
 def to_toml(obj: Any, table: str = "") -> str:
     """The effective config as TOML (secrets masked); `--print-config` shows this."""
     lines: list[str] = []

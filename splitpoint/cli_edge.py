@@ -1,0 +1,88 @@
+"""`splitpoint edge`: the agent from its configuration, its signals, its one summary line.
+
+SIGTERM and Ctrl-C stop the agent after the current frame (exit 0), from the moment the
+command starts (splitpoint/cli_signals.py): one that comes while the bundle and heads load
+ends it before its first frame, in one line. SIGHUP re-reads [policy]. `--events FILE`
+gets a `source-open` line when the first frame is next (what a driver waits for).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+from splitpoint import config as cfg
+from splitpoint.cli_logging import setup_logging
+from splitpoint.cli_signals import AgentStop
+from splitpoint.errors import ConfigError
+
+
+def cmd_edge(args: argparse.Namespace) -> int:
+    from edge_node.config import EdgeConfig
+
+    # SIGTERM and Ctrl-C both stop after the current frame; frames in flight still get records.
+    # Caught from here on (and held since the process began): one that comes while the agent is
+    # still starting ends it before its first frame, not the process with no word said.
+    stop = AgentStop().install()
+    conf = cfg.load_printed(EdgeConfig, args)
+    if args.print_config:
+        return 0
+    assert isinstance(conf, EdgeConfig)
+    setup_logging("debug" if args.verbose else conf.log_level)  # -v wins over the file
+    conf.security.check_files()  # a bad CA would fail every handshake, unnamed
+    if stop.signum is not None:  # no bundle and heads loaded for nothing
+        return _stopped_before_the_first_frame(stop, conf.results)
+    import signal
+
+    from edge_node.agent import EdgeAgent
+    from edge_node.source_spec import open_source
+
+    agent = EdgeAgent.from_config(conf)
+    stop.agent_stop = agent.stop
+    if stop.signum is not None:  # it came while the bundle, LiteRT and the heads loaded
+        agent.close()
+        return _stopped_before_the_first_frame(stop, conf.results)
+    if hasattr(signal, "SIGHUP"):  # re-read [policy] from the config file, swap between frames
+        agent.on_reload(lambda: cfg.load(EdgeConfig, args, args.config).policy)
+        signal.signal(signal.SIGHUP, lambda *_: agent.request_reload())
+    with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps) as source:
+        ready = None
+        if args.events:  # the explicit start signal a driver waits for (not a log line: those get reworded)
+            def ready() -> None:  # the source is open and the agent started: its first frame is next
+                write_event(args.events, "source-open", source=str(getattr(source, "description", conf.source)))
+        summary = agent.run(source, on_ready=ready)
+    acc = f", accuracy {summary.accuracy:.1%}" if summary.accuracy is not None else ""
+    med = summary.median_ms()
+    print(
+        f"{summary.frames} frames in {summary.seconds:.1f}s: {summary.cloud} cloud, {summary.local} local "
+        f"({summary.fallbacks} fallbacks), {summary.failed} failed, {summary.dropped} dropped, "
+        f"{summary.skipped} skipped (already recorded){acc}"
+        + (f", median end-to-end {med:.1f} ms" if med is not None else "")
+        + (f", {summary.abandoned} unfinished at stop (they run again on resume)" if summary.abandoned else "")
+        + (f"; never reached the cloud at {', '.join(summary.unreached)}" if summary.unreached else "")
+        + (f"; {dets}" if (dets := summary.detection_summary()) else "")
+        + f"; results in {conf.results}"
+    )
+    return 0 if summary.failed == 0 else 1
+
+
+def _stopped_before_the_first_frame(stop: AgentStop, results: str) -> int:
+    """A stop as any other (exit 0), said in one line: nothing was read, the results log not opened."""
+    print(f"stopped before the first frame: {stop.name} came while the agent was starting; no frame was read "
+          f"and the results log {results} was not touched")
+    return 0
+
+
+def write_event(path: str | Path, event: str, **fields: object) -> None:
+    """Append `{"event": ..., "t_unix_ns": ..., **fields}` as one line to `path` (`splitpoint edge --events`).
+
+    One write of a whole line, flushed: a reader polling the file sees a line complete or not at all."""
+    line = json.dumps({"event": event, "t_unix_ns": time.time_ns(), "pid": os.getpid(), **fields}) + "\n"
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+    except OSError as exc:
+        raise ConfigError("--events", str(path), f"cannot write the events file ({exc.strerror})") from None
