@@ -200,7 +200,10 @@ class EdgeAgent:
             served = serve_metrics(cfg.metrics_listen, self.registry)
             if served:
                 self._metrics_server = served[0]
-        self.session.check_server()
+        if self._may_offload() or cfg.require_cloud:
+            self.session.check_server()
+        else:  # no frame will ask the server anything: no "not reachable" warning about it either
+            log.debug("the policy runs every frame on the edge: the server is not described")
         self.watchdog.start()
         self.session.start(self.cloud.callbacks(self._plans_with_link, lambda: self._planned))
 
@@ -230,14 +233,14 @@ class EdgeAgent:
         if s.abandoned:
             log.warning("stopped: %d frames in flight got no answer within grace_s = %s; they have no record "
                         "and run again on resume", s.abandoned, cfg.grace_s)
-        if self.session.reached() or s.frames == 0:
+        # an all-edge run (k = K) never needed a server: nothing to say, unless one was required
+        if self.session.reached() or s.frames == 0 or not (self._wanted_cloud or cfg.require_cloud):
             return
         s.unreached = [self.session.address]
         message = unreached_message(s.unreached, s.local)
         if cfg.require_cloud:
             raise CloudNotReachedError(f"require_cloud: {message}; results in {cfg.results}")
-        if self._wanted_cloud:  # an all-edge run (k = K) never needed a server: no warning
-            log.warning("%s", message)
+        log.warning("%s", message)
 
     def stop(self) -> None:
         """Ask `run` to stop after the current frame; frames in flight get `grace_s` to finish.
@@ -300,6 +303,10 @@ class EdgeAgent:
         log.info("policy reloaded: %s -> %s", _describe(self.policy), _describe(new))
         self._attach_overrun(new)
         self.policy = new
+
+    def _may_offload(self) -> bool:
+        """False for a fixed policy at k = K (all on the edge); a reload may change it."""
+        return _plans_paths(self.policy) or getattr(self.policy, "split", None) != self.bundle.manifest.num_layers
 
     def _plans_with_link(self) -> bool:
         return _plans_paths(self.policy)  # a fixed policy does not plan with estimates
