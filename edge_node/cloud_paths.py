@@ -10,9 +10,9 @@
         raced (k = 0)        -> the local run is queued as soon as the frame is sent; the first
                                 result is recorded; a hedge then only tells the planner of the stall
         no stream (backoff)  -> local run at once
-        silent stream        -> a frame waited frame_deadline_ms and its stream answered nothing
-                                since it was sent: the session gives the stream up (its frames
-                                fall back, as at a stream end) and backs off (`check_silence`)
+        silent stream        -> its stream answered nothing for 2 x frame_deadline_ms since a frame
+                                was sent on it: the session gives the stream up (its frames fall
+                                back, as at a stream end) and backs off (`check_silence`)
 
 A held frame is claimed from the ledger by exactly one of the answer thread and the
 stream-end handler (and the watchdog with hedge = "off"), which then owns it: whatever
@@ -28,8 +28,11 @@ are booked the same way (`probe_sent` to `probe_done`, from the session's callba
 A server that takes frames and answers none - hung, or behind a link that died without a
 reset - would otherwise cost every frame its whole frame_deadline_ms, for ever: a fixed
 policy has no estimate to learn the silence from, and the stream never fails. A stream
-silent that long is given up like a failed one (reconnect backoff, frames local meanwhile);
-any answer, an error answer too, shows the server is alive.
+that has answered nothing for 2 x frame_deadline_ms (the horizon after which no answer is
+expected: the server drops a frame whose budget ran out) while frames sent on it wait is
+given up like a failed one (reconnect backoff, frames local meanwhile); any answer, an
+error answer too, shows the server is alive. A server merely slower than the deadline
+keeps answering within the horizon and keeps its stream.
 
 Locks: `CloudPaths._lock` (the `_late` frames, `Pending.hedged`, the streams' last answers) is a leaf; nothing else is
 taken while it is held. The session's callbacks run on gRPC receive threads.
@@ -38,11 +41,10 @@ taken while it is held. The session's callbacks run on gRPC receive threads.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,8 +114,9 @@ class CloudPaths:
         self._lock = threading.Lock()  # _late and Pending.hedged (a leaf)
         #: hedged frames whose cloud answer may still come: it teaches the estimates, not the log
         self._late: dict[int, Pending] = {}
-        #: when each stream last answered anything (clock()); the streams given up as silent
-        self._answered_at: weakref.WeakKeyDictionary[Stream, float] = weakref.WeakKeyDictionary()
+        #: per stream, since its last answer of any kind: (when the first frame after it was sent,
+        #: frames sent since); the streams given up as silent, with the reason their frames get
+        self._owed: weakref.WeakKeyDictionary[Stream, tuple[float, int]] = weakref.WeakKeyDictionary()
         self._silenced: weakref.WeakKeyDictionary[Stream, str] = weakref.WeakKeyDictionary()
 
     def callbacks(self, wants_probes: Callable[[], bool], frames_planned: Callable[[], int]) -> SessionCallbacks:
@@ -161,6 +164,9 @@ class CloudPaths:
             with self._lock:  # its answer teaches the estimates even when the local result wins
                 self._late[frame.index] = p
         self.timeline.link_sent(frame.index, wire, now)
+        with self._lock:
+            since, sent = self._owed.get(stream, (now, 0))
+            self._owed[stream] = (since, sent + 1)
         if stream.send(req):
             self.metrics.bytes_sent.inc(wire)
         else:
@@ -176,7 +182,7 @@ class CloudPaths:
     def on_answer(self, stream: Stream, resp: offload_pb2.InferResponse) -> None:
         now = self.clock()
         with self._lock:
-            self._answered_at[stream] = now  # the server is alive, whatever the answer holds
+            self._owed.pop(stream, None)  # the server is alive, whatever the answer holds
         self.timeline.link_done(resp.frame_id, now)  # its bytes are through, whoever wins
         p = self.ledger.claim(resp.frame_id)
         with self._lock:
@@ -261,6 +267,7 @@ class CloudPaths:
         reason = f"stream ended before the answer ({error.code.name if error else 'closed by server'})"
         with self._lock:  # no answer can come on this stream any more
             reason = self._silenced.get(stream, reason)
+            self._owed.pop(stream, None)
             gone = [(fid, p) for fid, p in self._late.items() if p.stream is stream]
             for fid, _ in gone:
                 del self._late[fid]
@@ -293,26 +300,26 @@ class CloudPaths:
             self.edge.run_local(p.frame, p.x, p.split, p.preprocess_ms, reason=p.hedge.reason(), head_ms=p.head_ms,
                                 pending=p)
 
-    def check_silence(self, now: float, given_up: Sequence[Pending] = ()) -> None:
-        """Give up every stream on which a frame has waited frame_deadline_ms while the stream
-        answered nothing since that frame was sent (see the module doc): the frames held or late,
-        and `given_up`, those the watchdog has just stopped waiting for (hedge = "off")."""
-        limit_s = self.config.frame_deadline_ms / 1000
-        waiting = ({p.frame.index: p for p in given_up} | {fid: p for fid, p in self.ledger.held()}
-                   | {p.frame.index: p for p in self.late_frames()})
-        silent: dict[Stream, list[Pending]] = {}
+    def check_silence(self, now: float) -> None:
+        """Give up every stream that has answered nothing - not even an error - for twice
+        frame_deadline_ms (the horizon after which no answer is expected: `forget_late`) since a
+        frame was sent on it (see the module doc). The watchdog calls it every tick."""
+        horizon_s = self._answer_horizon_s()
         with self._lock:
-            for p in waiting.values():
-                if (now - p.sent >= limit_s and p.stream not in self._silenced
-                        and self._answered_at.get(p.stream, -math.inf) < p.sent):
-                    silent.setdefault(p.stream, []).append(p)
-            for stream, frames in silent.items():
-                first = min(p.sent for p in frames)
-                self._silenced[stream] = (f"nothing came back on its stream for {(now - first) * 1000:.0f} ms "
-                                          f"(frame_deadline_ms = {self.config.frame_deadline_ms}): server or link stalled")
-        for stream, frames in silent.items():
-            self.session.give_up(stream, f"{len(frames)} frame(s) waited frame_deadline_ms = "
-                                         f"{self.config.frame_deadline_ms} and nothing came back")
+            silent = {stream: owed for stream, owed in self._owed.items()
+                      if now - owed[0] >= horizon_s and stream not in self._silenced}
+            for stream, (since, _) in silent.items():
+                self._silenced[stream] = (f"nothing came back on its stream for {(now - since) * 1000:.0f} ms "
+                                          f"(2 x frame_deadline_ms = {self.config.frame_deadline_ms}): "
+                                          "server or link stalled")
+        for stream, (since, sent) in silent.items():
+            self.session.give_up(stream, f"nothing came back for {(now - since) * 1000:.0f} ms (2 x frame_deadline_ms) "
+                                         f"while {sent} frame(s) sent on it waited")
+
+    def _answer_horizon_s(self) -> float:
+        """How long after its send an answer is still expected: the server drops a frame whose
+        budget (frame_deadline_ms) ran out, so twice that is ample."""
+        return 2 * self.config.frame_deadline_ms / 1000
 
     def late_frames(self) -> list[Pending]:
         """Frames whose local run is queued or done and whose cloud answer may still come."""
@@ -320,9 +327,8 @@ class CloudPaths:
             return list(self._late.values())
 
     def forget_late(self, now: float) -> None:
-        """Hedged frames whose answer is no longer expected: the server drops a frame whose budget
-        (frame_deadline_ms) ran out, so twice that is ample."""
-        horizon = 2 * self.config.frame_deadline_ms / 1000
+        """Hedged frames whose answer is no longer expected (`_answer_horizon_s`)."""
+        horizon = self._answer_horizon_s()
         with self._lock:
             gone = [(fid, p) for fid, p in self._late.items() if now - p.sent > horizon]
             for fid, _ in gone:

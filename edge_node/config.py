@@ -48,7 +48,8 @@ class EdgeConfig:
     fps: float | None = option(None, "pace the source like a camera at this rate", group="input")
     max_frames: int | None = option(None, "stop after this many frames", group="input")
     frame_deadline_ms: int = option(2000, "a frame not answered this long after it was sent runs locally; a stream that "
-                                          "answered nothing meanwhile is given up and the agent backs off", group="cloud link")
+                                          "answers nothing for twice this is given up and the agent backs off",
+                                    group="cloud link")
     hedge: str = option("auto", "auto: an offloaded frame not answered by its hedge time (the policy's predicted latency "
                                 "+ a margin learnt from recent errors; min-energy: deadline_ms; fixed: frame_deadline_ms) "
                                 "also runs locally and the first result wins; off: wait for frame_deadline_ms",

@@ -10,8 +10,8 @@ gRPC: unit tests hand it a fake session (tests/unit/test_agent_loop.py).
     reached() -> bool                     has any server answered anything this run
     address                               what the session connects to (for messages)
     close(abandon)                        end the streams (cancel them when frames are abandoned)
-    give_up(stream, why)                  the stream answered nothing for frame_deadline_ms: cancel
-                                          it (its frames fall back) and back off as after an error
+    give_up(stream, why)                  the stream answered nothing for 2 x frame_deadline_ms:
+                                          cancel it (its frames fall back), back off as after an error
 
 and what it reports to the agent (`SessionCallbacks`), each on a gRPC receive thread:
 
@@ -39,7 +39,7 @@ answer with RESOURCE_EXHAUSTED or UNAVAILABLE half-closes its stream, so the nex
 lands on another replica. A stream that ends with an error starts a reconnect backoff
 with full jitter (0.5 s doubling to 5 s), reset by the next answer; during it
 `current_stream` is None (the agent runs frames locally). So does a stream the agent
-gives up because it answered nothing for frame_deadline_ms (`give_up`).
+gives up because it answered nothing for 2 x frame_deadline_ms (`give_up`).
 
 Locks: `OffloadSession._lock` (stream, backoff, reached) is a leaf; callbacks run without it.
 """

@@ -20,7 +20,7 @@ the frames held in the ledger:
   grows by a ms per ms of silence while the cost is at most a few head(K)s, so the hedge fires
   at most about head(K) + the edge's queue + that cost after its hedge time;
 - hedge = "off": a frame past frame_deadline_ms is claimed and falls back, as before hedging;
-- a stream on which a frame waited frame_deadline_ms with no answer of any kind since is
+- a stream that answered nothing for 2 x frame_deadline_ms while frames sent on it wait is
   given up (CloudPaths.check_silence: the session backs off, its frames run here).
 
 The loop sleeps until the next check is due (`tick` returns how long): the period, or less,
@@ -105,17 +105,15 @@ class DeadlineWatchdog:
             def past_deadline(p: Pending) -> bool:
                 return now > p.deadline
 
-            given_up = self.ledger.claim_where(past_deadline)
-            for _, p in given_up:
+            for _, p in self.ledger.claim_where(past_deadline):
                 self.cloud.fallback(p, p.hedge.reason())
-            self.cloud.check_silence(now, [p for _, p in given_up])
         else:
             # a raced frame's local run is queued already: its hedge is news for the planner
             # only, at its hedge time, also when its local result has been recorded
             for fid, p in overdue.items():
                 if not p.hedged and (p.raced or self._hedge_pays(p, now)):
                     self.cloud.hedge(fid, p)
-            self.cloud.check_silence(now)
+        self.cloud.check_silence(now)
         self.cloud.forget_late(now)
         return self._next_wait(now)
 

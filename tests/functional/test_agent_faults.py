@@ -233,13 +233,13 @@ def test_sigterm_while_the_link_is_stalled_ends_within_grace(digits_bundle: Path
 def test_a_server_that_takes_frames_and_answers_none_is_backed_off(digits_bundle: Path, fake_server: Any,
                                                                    tmp_path: Path) -> None:
     """A fixed split against a server that accepts every frame and answers none (hung): every
-    frame used to wait its whole frame_deadline_ms, for ever - 60 frames sent, 7.5 s for a 3 s
-    source. The silent stream is now given up like a failed one: backoff, frames local meanwhile."""
+    frame used to be sent to it and wait its whole frame_deadline_ms, for ever. A stream silent
+    for 2 x frame_deadline_ms is now given up like a failed one: backoff, frames local meanwhile."""
     servicer = FakeOffload(digits_bundle, lambda req: None)
     address = fake_server(servicer)
     frames = 60
     proc = edge_process(digits_bundle, tmp_path, "--source", f"synthetic:{frames}", "--fps", "20", "--cloud", address,
-                        "--split", "3", "--frame-deadline-ms", "500", "--results", str(tmp_path / "r.jsonl"))
+                        "--split", "3", "--frame-deadline-ms", "250", "--results", str(tmp_path / "r.jsonl"))
     try:
         out, err = finish(proc, timeout_s=PROC_TIMEOUT_S)
     finally:
@@ -249,10 +249,10 @@ def test_a_server_that_takes_frames_and_answers_none_is_backed_off(digits_bundle
     records = read_results(tmp_path / "r.jsonl")
     assert sorted(r["frame_id"] for r in records) == list(range(frames))
     assert {r["where"] for r in records} == {"local"}
-    assert "given up: " in err and "waited frame_deadline_ms = 500 and nothing came back" in err, err
+    assert "given up: nothing came back for " in err and "(2 x frame_deadline_ms) while " in err, err
     reasons = {r["fallback_reason"] for r in records}
     assert "cloud unreachable (waiting to reconnect)" in reasons, reasons  # the backoff's frames ran at once
-    assert len(servicer.received) < frames / 2, f"{len(servicer.received)} of {frames} frames were sent to it"
+    assert len(servicer.received) < frames, "every frame was sent to a server that answers none"
 
 
 # ---------------------------------------------------------------- stop while the agent is starting
@@ -425,7 +425,8 @@ def test_a_rerun_with_every_frame_recorded_says_how_to_start_over(digits_bundle:
     proc = edge_process(digits_bundle, tmp_path, *args)  # all on the edge (no split): no server needed
     out, err = finish(proc)
     assert proc.returncode == 0 and "nothing to do" not in err, err
-    assert "never reached" not in err, err  # an all-edge run did not need a server
+    # an all-edge run did not need a server: it neither asks one nor says it never reached one
+    assert "never reached" not in err + out and "not reachable" not in err, (out, err)
     proc = edge_process(digits_bundle, tmp_path, *args)
     out, err = finish(proc)
     assert proc.returncode == 0 and "Traceback" not in err, err

@@ -701,8 +701,11 @@ def test_agent_runs_locally_when_nothing_listens(digits_bundle: Path, reference:
 def test_agent_falls_back_on_missed_deadlines_and_ignores_late_answers(
     digits_bundle: Path, cloud_server: CloudServer, reference: Reference, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    frames, deadline_ms = 6, 100
-    slow_tails(monkeypatch, 0.5)  # every answer comes 400+ ms after the frame's deadline
+    # every computed answer comes about 100 ms after the frame's deadline, within 2 x frame_deadline_ms:
+    # a server that slow still answers, so its stream is kept (a silent one is given up:
+    # tests/functional/test_agent_faults.py)
+    frames, deadline_ms = 6, 200
+    slow_tails(monkeypatch, 0.3)
     agent = make_agent(digits_bundle, cloud_server.address, 2, frames, tmp_path / "r.jsonl",
                        frame_deadline_ms=deadline_ms, window=2)
     answers: list[offload_pb2.InferResponse] = []

@@ -591,26 +591,28 @@ def test_no_stream_while_backing_off_runs_locally(h: Harness) -> None:
     assert h.booked() == ([], [])  # the transfer the plan booked never happened: released at the frame's end
 
 
-def test_a_stream_that_answers_nothing_for_the_frame_deadline_is_given_up(h: Harness) -> None:
+def test_a_stream_that_answers_nothing_for_twice_the_frame_deadline_is_given_up(h: Harness) -> None:
     """A server that takes frames and never answers: without this every frame waited its whole
-    frame_deadline_ms, for ever (a fixed policy learns nothing from the silence)."""
+    frame_deadline_ms, for ever (a fixed policy learns nothing from the silence). The horizon is
+    2 x frame_deadline_ms (1000 ms here), as for a hedged frame's late answer."""
     h.feed(0)
-    h.clock.t += 0.5
+    h.clock.t += 1.5
     h.feed(1)
-    h.clock.t += 0.5 - 0.001  # frame 0 has waited just under frame_deadline_ms (1000 ms)
+    h.clock.t += 0.5 - 0.001  # frame 0 has waited just under 2 s
     h.agent.watchdog.tick()  # both are hedged (their local runs queued), the stream is kept
     assert not h.session.given_up
     h.feed(2)
     h.clock.t += 0.002
     h.agent.watchdog.tick()
     ((stream, why),) = h.session.given_up
-    assert stream is h.session.streams[0] and "1 frame(s) waited frame_deadline_ms = 1000" in why
+    assert stream is h.session.streams[0]
+    assert why == "nothing came back for 2001 ms (2 x frame_deadline_ms) while 3 frame(s) sent on it waited"
     assert h.session.lost == [3]  # the stream ended: frame 2, not hedged yet, falls back at once
     h.local.run_all()
     by_id = h.by_id()
     assert by_id[0]["hedged"] is True and by_id[1]["hedged"] is True  # their hedges' local runs
-    assert by_id[2]["fallback_reason"] == ("nothing came back on its stream for 1001 ms "
-                                           "(frame_deadline_ms = 1000): server or link stalled")
+    assert by_id[2]["fallback_reason"] == ("nothing came back on its stream for 2001 ms "
+                                           "(2 x frame_deadline_ms = 1000): server or link stalled")
     assert h.idle() and h.booked() == ([], [])
     h.feed(3)  # backing off: no stream, the frame runs here at once
     h.local.run_all()
@@ -618,21 +620,24 @@ def test_a_stream_that_answers_nothing_for_the_frame_deadline_is_given_up(h: Har
 
 
 def test_a_slow_stream_that_answers_something_is_not_given_up(h: Harness) -> None:
-    """Any answer after a frame was sent - an error answer too - shows the server is alive."""
+    """Any answer - an error answer too - shows the server is alive; the frames sent after it
+    start the count again."""
     h.feed(0)
     h.feed(1)
-    h.clock.t += 0.3
-    h.session.answer(1, "RESOURCE_EXHAUSTED")
+    h.clock.t += 1.9
+    h.session.answer(1, "RESOURCE_EXHAUSTED")  # frame 0 is still owed, but the server is alive
     h.clock.t += 1.0
     h.agent.watchdog.tick()
     assert not h.session.given_up and h.session.streams[0].open
     h.session.answer(0)
     h.local.run_all()
-    assert h.by_id()[0]["where"] == "cloud"
-    # an answer from before a frame was sent does not vouch for it
-    h.clock.t += 0.1
-    h.feed(2)
-    h.clock.t += 1.0
+    r = h.by_id()[0]
+    assert (r["where"], r["hedged"]) == ("cloud", True)  # its hedge's local run had not run yet
+    h.feed(2)  # sent after the last answer: 2 s of silence from here give the stream up
+    h.clock.t += 2.0 - 0.001
+    h.agent.watchdog.tick()
+    assert not h.session.given_up
+    h.clock.t += 0.002
     h.agent.watchdog.tick()
     assert [s for s, _ in h.session.given_up] == [h.session.streams[0]]
 
@@ -658,7 +663,13 @@ def test_hedge_off_gives_up_at_frame_deadline(tmp_path: Path) -> None:
     r = h.by_id()[0]
     assert (r["where"], r["fallback_reason"]) == ("local", "no answer within frame_deadline_ms = 300")
     assert h.idle() and h.booked() == ([], [])
-    assert [s for s, _ in h.session.given_up] == [h.session.streams[0]]  # it answered nothing meanwhile
+    assert not h.session.given_up  # the stream answered (late) within 2 x frame_deadline_ms
+    h.feed(1)
+    h.clock.t += 0.6  # hedge off too: a stream silent for 2 x frame_deadline_ms is given up
+    h.agent.watchdog.tick()
+    assert [s for s, _ in h.session.given_up] == [h.session.streams[0]]
+    h.local.run_all()
+    assert h.by_id()[1]["fallback_reason"] == "no answer within frame_deadline_ms = 300"  # claimed at 300 ms
     h.agent.close()
 
 
