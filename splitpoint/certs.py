@@ -9,12 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from splitpoint.errors import BackendUnavailableError, ConfigError
+from splitpoint.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -47,30 +47,9 @@ def _write_key(path: Path, key: object) -> None:
     data = key.private_bytes(  # type: ignore[attr-defined]
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    _write_private(path, data)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write `data` to `path` with mode 0600, atomically.
-
-    Opening the old file with O_TRUNC would keep its mode (an old 0644 key stays
-    world-readable), and a chmod afterwards leaves a window. A new temp file created 0600
-    in the same directory, fsynced and renamed over `path`, is never readable by others
-    and never half-written.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)  # left by a run that crashed; O_EXCL below never follows a link
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o600)  # the umask only removes bits; say the result outright
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    # Opening the old file with O_TRUNC would keep its mode (an old 0644 key stays
+    # world-readable), and a chmod afterwards leaves a window: a new file made 0600 is renamed over it.
+    write_atomically(path, data, private=True)
 
 
 def _write_cert(path: Path, cert: object) -> None:

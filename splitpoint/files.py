@@ -93,15 +93,25 @@ def write_replacing(path: str | Path, text: str, key: str, what: str, is_ours: C
     p = Path(path)
     check_replaceable(p, key, what, is_ours)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    write_atomically(p, text.encode("utf-8"))
+
+
+def write_atomically(path: Path, data: bytes, private: bool = False) -> None:
+    """Replace `path` with `data`: a new file beside it, fsynced and renamed over it, so a reader
+    sees the old file or the new one, never half of either, and a full disk leaves the old one
+    as it was. `private`: the new file is mode 0600 from its creation (a key), never readable by
+    others for an instant; else 0666 less the umask."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)  # left by a crashed run of this pid; O_EXCL below never follows a link
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600 if private else 0o666)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            if private:
+                os.fchmod(fh.fileno(), 0o600)  # the umask only removes bits; say the result outright
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, p)
+        os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
