@@ -173,6 +173,8 @@ class CloudPaths:
             self.timeline.link_done(frame.index, self.clock(), answered=False)
             with self._lock:
                 self._late.pop(frame.index, None)
+                # closed (perhaps ended) before the send: nothing more is owed on it that we wait for
+                self._owed.pop(stream, None)
             self.take_and_fallback(frame.index, "stream closed before the frame was sent")
         if raced:  # sent first: the transfer is the longer of the two, and k = 0 needs no accelerator
             self.edge.run_local(frame, x, k, preprocess_ms, reason=None, pending=p)

@@ -649,6 +649,9 @@ def test_a_stream_closed_before_the_send_falls_back(h: Harness) -> None:
     h.local.run_all()
     assert h.by_id()[0]["fallback_reason"] == "stream closed before the frame was sent" and h.idle()
     assert h.booked() == ([], [])
+    h.clock.t += 10.0  # the stream may have ended already: its silence is no reason to back off
+    h.agent.watchdog.tick()
+    assert not h.session.given_up
 
 
 def test_hedge_off_gives_up_at_frame_deadline(tmp_path: Path) -> None:
