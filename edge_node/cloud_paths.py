@@ -312,7 +312,7 @@ class CloudPaths:
                       if now - owed[0] >= horizon_s and stream not in self._silenced}
             for stream, (since, _) in silent.items():
                 self._silenced[stream] = (f"nothing came back on its stream for {(now - since) * 1000:.0f} ms "
-                                          f"(2 x frame_deadline_ms = {self.config.frame_deadline_ms}): "
+                                          f"(over twice frame_deadline_ms = {self.config.frame_deadline_ms}): "
                                           "server or link stalled")
         for stream, (since, sent) in silent.items():
             self.session.give_up(stream, f"nothing came back for {(now - since) * 1000:.0f} ms (2 x frame_deadline_ms) "

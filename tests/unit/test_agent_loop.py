@@ -612,7 +612,7 @@ def test_a_stream_that_answers_nothing_for_twice_the_frame_deadline_is_given_up(
     by_id = h.by_id()
     assert by_id[0]["hedged"] is True and by_id[1]["hedged"] is True  # their hedges' local runs
     assert by_id[2]["fallback_reason"] == ("nothing came back on its stream for 2001 ms "
-                                           "(2 x frame_deadline_ms = 1000): server or link stalled")
+                                           "(over twice frame_deadline_ms = 1000): server or link stalled")
     assert h.idle() and h.booked() == ([], [])
     h.feed(3)  # backing off: no stream, the frame runs here at once
     h.local.run_all()
