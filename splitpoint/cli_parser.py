@@ -117,6 +117,22 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        # argparse reports words no parser took from the top-level parser ("splitpoint: error:
+        # unrecognized arguments: --bogus (see splitpoint --help)"); the command's own parser
+        # knows its options, so the error is its: "splitpoint edge: error: ... splitpoint edge --help"
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser: argparse.ArgumentParser = self
+            while True:
+                sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+                chosen = getattr(parsed, sub.dest, None) if sub is not None else None
+                if sub is None or chosen not in sub.choices:
+                    break
+                parser = sub.choices[chosen]
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         # every parser of the grammar, subcommands' included, parses its own part here
         argv = sys.argv[1:] if args is None else list(args)

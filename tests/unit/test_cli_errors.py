@@ -98,3 +98,18 @@ def test_policy_explain_examples_run_and_its_help_gives_its_own_defaults() -> No
     explain = _subparser(cli.build_parser(), "policy", "explain")
     name = next(a for a in explain._actions if "--name" in a.option_strings)
     assert "(default: min-latency" in (name.help or "")  # not the agent's "(default: fixed)"
+
+
+@pytest.mark.parametrize(("argv", "line"), [
+    (["edge", "--bogus", "1"], "splitpoint edge: error: unrecognized arguments: --bogus 1 (see splitpoint edge --help)"),
+    (["policy", "explain", "--bundle", "b", "--bandwidth", "1Mbps", "--rtt", "1ms", "--bogus"],
+     "splitpoint policy explain: error: unrecognized arguments: --bogus (see splitpoint policy explain --help)"),
+    (["--bogus"], "splitpoint: error: unrecognized arguments: --bogus (see splitpoint --help)"),
+])
+def test_an_unknown_flag_is_reported_by_the_command_it_was_given_to(argv: list[str], line: str,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # it was "splitpoint: error: ... (see splitpoint --help)", which does not list the command's options
+    with pytest.raises(SystemExit) as exit_:
+        cli.build_parser().parse_args(argv)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip() == line
