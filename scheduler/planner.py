@@ -66,8 +66,14 @@ def energy_model(cfg: PolicyConfig, edge: Profile) -> EnergyModel | None:
 
 
 def build_cost_model(cfg: PolicyConfig, bundle_digest: str) -> CostModel:
-    edge = load_profile(cfg.edge_profile, "edge", bundle_digest)
-    cloud = load_profile(cfg.cloud_profile, "cloud", bundle_digest)
+    # PolicyConfig asks for both unless name = "fixed"; `policy explain --name fixed` still
+    # predicts every split, and Path("") would be read as the directory "."
+    for side, path in (("edge", cfg.edge_profile), ("cloud", cfg.cloud_profile)):
+        if not path:
+            raise ConfigError(f"policy.{side}_profile", path,
+                              f"is required to predict latency (measure it with `splitpoint profile {side}`)")
+    edge = load_profile(cfg.edge_profile, "edge", bundle_digest, key="policy.edge_profile")
+    cloud = load_profile(cfg.cloud_profile, "cloud", bundle_digest, key="policy.cloud_profile")
     energy = energy_model(cfg, edge)
     if energy is None and cfg.needs_energy:
         raise ConfigError(

@@ -136,21 +136,23 @@ class Profile:
             raise ConfigError(where, "(file)", f"malformed profile: {type(exc).__name__}: {exc}") from None
 
 
-def load_profile(path: str | Path, side: str | None = None, bundle_digest: str | None = None) -> Profile:
-    """Read a profile; refuse the wrong side or a profile of another bundle, naming both."""
+def load_profile(path: str | Path, side: str | None = None, bundle_digest: str | None = None,
+                 key: str = "profile") -> Profile:
+    """Read a profile; refuse the wrong side or a profile of another bundle, naming both (and
+    `key`, the config key or flag that named the file)."""
     p = Path(path)
     try:
         data = json.loads(p.read_text())
     except FileNotFoundError:
-        raise ConfigError("profile", str(p), "file not found") from None
+        raise ConfigError(key, str(p), "file not found") from None
     except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError (not UTF-8 text)
-        raise ConfigError("profile", str(p), f"unreadable ({exc})") from None
+        raise ConfigError(key, str(p), f"unreadable ({exc})") from None
     prof = Profile.from_dict(data, str(p))
     if side is not None and prof.side != side:
-        raise ConfigError("profile", str(p), f"is a {prof.side} profile; a {side} profile is needed here")
+        raise ConfigError(key, str(p), f"is {_an(prof.side)} profile; {_an(side)} profile is needed here")
     if bundle_digest is not None and prof.bundle_digest != bundle_digest:
         raise ConfigError(
-            "profile", str(p),
+            key, str(p),
             f"was measured for bundle digest {prof.bundle_digest}, not this bundle's {bundle_digest}: profile again",
         )
     return prof
@@ -280,3 +282,6 @@ def format_profile(p: Profile) -> str:
         )
     return "\n".join(lines)
 
+
+def _an(word: str) -> str:
+    return ("an " if word[:1] in "aeiou" else "a ") + word

@@ -22,7 +22,7 @@ Command = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "demo": (
         "partition the bundled digits model, start a server and an agent on loopback, stream frames",
-        "splitpoint demo [--frames N] [--split K] [--workdir DIR]",
+        "splitpoint demo [--model M] [--frames N] [--split K] [--workdir DIR] [--rebuild]",
         ("splitpoint demo", "splitpoint demo --frames 50 --split 3"),
     ),
     "partition": (
@@ -65,7 +65,8 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "policy": (
         "explain what a split policy would choose",
         "splitpoint policy explain --bundle DIR --bandwidth RATE --rtt TIME [options]",
-        ("splitpoint policy explain --bundle bundle/ --bandwidth 5Mbps --rtt 40ms",
+        ("splitpoint policy explain --bundle bundle/ --edge-profile edge-profile.json "
+         "--cloud-profile cloud-profile.json --bandwidth 5Mbps --rtt 40ms",
          "splitpoint policy explain --bundle bundle/ --edge-profile edge-profile.json "
          "--cloud-profile cloud-profile.json --bandwidth 2Mbps --rtt 80ms --policy min-energy --deadline-ms 200"),
     ),
@@ -115,6 +116,22 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        # argparse reports words no parser took from the top-level parser ("splitpoint: error:
+        # unrecognized arguments: --bogus (see splitpoint --help)"); the command's own parser
+        # knows its options, so the error is its: "splitpoint edge: error: ... splitpoint edge --help"
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser: argparse.ArgumentParser = self
+            while True:
+                sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+                chosen = getattr(parsed, sub.dest, None) if sub is not None else None
+                if sub is None or chosen not in sub.choices:
+                    break
+                parser = sub.choices[chosen]
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         # every parser of the grammar, subcommands' included, parses its own part here
@@ -334,6 +351,11 @@ def _add_policy(p: argparse.ArgumentParser, func: Command) -> None:
     g.add_argument("--policy", dest="name", choices=("min-latency", "min-energy", "weighted"),
                    default=argparse.SUPPRESS, help="the policy to explain (same as --name; default min-latency)")
     cfg.add_arguments(pe, PolicyConfig, groups={"other options": pe.add_argument_group("policy options")})
+    for action in pe._actions:  # the agent's defaults (fixed, its --split) are not explain's
+        if action.dest == "name" and "--name" in action.option_strings:
+            action.help = "the policy to explain (default: min-latency; fixed: the choice is --split)"
+        elif action.dest == "split":
+            action.help = "the split of the fixed policy (--name fixed; default: K, all on the edge)"
     pe.set_defaults(func=func)
 
 

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from splitpoint import cli
+from splitpoint import cli, cli_parser
 
 
 def _failing(exc: BaseException):  # type: ignore[no-untyped-def]
@@ -72,3 +72,44 @@ def test_an_option_after_an_option_that_wants_a_value_is_still_an_option(argv: l
 def test_words_after_double_dash_are_left_alone() -> None:
     assert _parse("profile", "show", "--", "-x.json").file == "-x.json"
 
+
+
+# ---------------------------------------------------------------- help that a user copies
+
+
+def _subparser(parser: argparse.ArgumentParser, *path: str) -> argparse.ArgumentParser:
+    for name in path:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = sub.choices[name]
+    return parser
+
+
+def test_the_demo_usage_line_names_every_option() -> None:
+    demo = _subparser(cli.build_parser(), "demo")
+    usage = cli_parser.COMMANDS["demo"][1]
+    flags = [a.option_strings[-1] for a in demo._actions if a.option_strings and a.dest != "help"]
+    assert [f for f in flags if f not in usage] == []
+
+
+def test_policy_explain_examples_run_and_its_help_gives_its_own_defaults() -> None:
+    # the first example had no profiles, which every policy needs: it could only fail (exit 2)
+    for example in cli_parser.COMMANDS["policy"][2]:
+        assert "--edge-profile" in example and "--cloud-profile" in example, example
+    explain = _subparser(cli.build_parser(), "policy", "explain")
+    name = next(a for a in explain._actions if "--name" in a.option_strings)
+    assert "(default: min-latency" in (name.help or "")  # not the agent's "(default: fixed)"
+
+
+@pytest.mark.parametrize(("argv", "line"), [
+    (["edge", "--bogus", "1"], "splitpoint edge: error: unrecognized arguments: --bogus 1 (see splitpoint edge --help)"),
+    (["policy", "explain", "--bundle", "b", "--bandwidth", "1Mbps", "--rtt", "1ms", "--bogus"],
+     "splitpoint policy explain: error: unrecognized arguments: --bogus (see splitpoint policy explain --help)"),
+    (["--bogus"], "splitpoint: error: unrecognized arguments: --bogus (see splitpoint --help)"),
+])
+def test_an_unknown_flag_is_reported_by_the_command_it_was_given_to(argv: list[str], line: str,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # it was "splitpoint: error: ... (see splitpoint --help)", which does not list the command's options
+    with pytest.raises(SystemExit) as exit_:
+        cli.build_parser().parse_args(argv)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip() == line

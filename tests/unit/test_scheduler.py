@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import math
 import random
+from pathlib import Path
 
 import pytest
 
@@ -133,6 +134,21 @@ def test_profiles_of_different_bundles_are_refused() -> None:
     other.bundle_digest = "sha256:other"
     with pytest.raises(ConfigError, match="another bundle"):
         CostModel(profile("edge", HEAD_MS), other)
+
+
+def test_a_fixed_policy_explained_without_profiles_names_the_missing_key(tmp_path: Path) -> None:
+    # `splitpoint policy explain --name fixed` without profiles: PolicyConfig lets a fixed policy
+    # go without them, and the empty path used to be read as the directory "." (Errno 21)
+    from scheduler.planner import build_cost_model
+
+    edge = tmp_path / "e.json"
+    profile("edge", HEAD_MS).save(edge)
+    with pytest.raises(ConfigError, match=r"^policy\.edge_profile: is required"):
+        build_cost_model(PolicyConfig(name="fixed"), DIGEST)
+    with pytest.raises(ConfigError, match=r"^policy\.cloud_profile: is required"):
+        build_cost_model(PolicyConfig(name="fixed", edge_profile=str(edge)), DIGEST)
+    with pytest.raises(ConfigError, match=r'^policy\.cloud_profile = ".*e\.json": is an edge profile; a cloud'):
+        build_cost_model(PolicyConfig(name="fixed", edge_profile=str(edge), cloud_profile=str(edge)), DIGEST)
 
 
 def replay(policy: AdaptivePolicy, est: LinkEstimator, bandwidths_mbps: list[float], rng: random.Random | None = None,
