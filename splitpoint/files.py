@@ -60,6 +60,19 @@ def open_regular(path: str | Path, key: str, flags: int = os.O_RDONLY, why: str 
     return fd
 
 
+def check_can_create(key: str, path: str, is_dir: bool) -> None:
+    """ConfigError unless `path` (a file, or with `is_dir` a directory) can be there: nothing of
+    the other kind in its place, and no file where one of its parent directories would go."""
+    p = Path(path)
+    if p.exists() and p.is_dir() != is_dir:
+        raise ConfigError(key, path, "is a directory" if p.is_dir() else "is a file, not a directory")
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(key, path, f"cannot be created: {parent} is a file, not a directory")
+
+
 #: the most of a file read to tell whether it is an earlier output (profiles and reports are far smaller)
 RECOGNISE_LIMIT_BYTES = 64 * 1024 * 1024
 

@@ -210,12 +210,18 @@ class BenchOptions:
         """What the file system must offer before a run starts (not checked by --print-config)."""
         from splitpoint.bench.report_tables import REPORT, is_report
         from splitpoint.bench.results import RESULT, is_result
-        from splitpoint.files import check_replaceable
+        from splitpoint.files import check_can_create, check_replaceable
 
-        for key in ("json", "markdown", "keep_runs"):  # found now, not after minutes of profiling
+        for key in ("json", "markdown", "keep_runs", "plots"):  # found now, not after minutes of profiling
             value = getattr(self, key)
             if value:
-                _check_can_create(key, value, is_dir=key == "keep_runs")
+                check_can_create(key, value, is_dir=key in ("keep_runs", "plots"))
+        if self.keep_runs and Path(self.keep_runs).is_dir() and any(Path(self.keep_runs).iterdir()):
+            # Runs are numbered from 0001 and the worker's log has a fixed name: an earlier run's
+            # files would be overwritten one by one, and the ones the new run does not reach
+            # would stay, read as its own.
+            raise ConfigError("keep_runs", self.keep_runs, "is not empty: give a new or empty directory "
+                                                           "(an earlier run's files are left as they are)")
         for key, what, is_ours in (("json", RESULT, is_result), ("markdown", REPORT, is_report)):
             if getattr(self, key):  # an earlier one of its kind, or nothing: not someone's notes.md
                 check_replaceable(getattr(self, key), key, what, is_ours)
@@ -269,15 +275,3 @@ def load_options(args: argparse.Namespace) -> BenchOptions:
             merged[name] = getattr(args, name)
     return cfg.build(BenchOptions, merged)
 
-
-def _check_can_create(key: str, path: str, is_dir: bool) -> None:
-    """ConfigError unless `path` (a file, or with `is_dir` a directory) can be there: nothing of
-    the other kind in its place, and no file where one of its parent directories would go."""
-    p = Path(path)
-    if p.exists() and p.is_dir() != is_dir:
-        raise ConfigError(key, path, "is a directory" if p.is_dir() else "is a file, not a directory")
-    parent = p.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ConfigError(key, path, f"cannot be created: {parent} is a file, not a directory")

@@ -18,7 +18,7 @@ from splitpoint.bench.results import BenchResult, ConditionResult, StepChange, S
 from splitpoint.bench.stats import KEEP_UP_FRAMES
 from splitpoint.bench.trace_results import TraceResult
 from splitpoint.errors import ConfigError
-from splitpoint.files import write_replacing
+from splitpoint.files import check_can_create, write_replacing
 
 __all__ = ["evaluate_targets", "render_markdown", "render_plots"]
 
@@ -282,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"{args.result}: {exc}")
     r.targets = evaluate_targets(r)
     if args.plots:
+        try:
+            check_can_create("--plots", args.plots, is_dir=True)
+        except ConfigError as exc:
+            ap.error(str(exc))
         r.plots = render_plots(r, Path(args.plots))
     md = render_markdown(r)
     if args.markdown:

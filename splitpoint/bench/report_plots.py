@@ -38,6 +38,15 @@ def render_plots(r: BenchResult, out_dir: Path) -> list[str]:
         print("plots skipped: matplotlib is not installed (pip install '.[bench]' from a splitpoint checkout,"
               " or the splitpoint wheel with [bench])", file=sys.stderr)
         return []
+    written: list[str] = []
+    try:  # after a run of hours the markdown still comes: a plot that cannot be written is named
+        _render(plt, r, out_dir, written)
+    except OSError as exc:
+        print(f"plots: {out_dir} could not be written ({exc}); {len(written)} written before it", file=sys.stderr)
+    return written
+
+
+def _render(plt: Any, r: BenchResult, out_dir: Path, written: list[str]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     model = r.bundle.model
     slowdown = r.machine.get("pinning", {}).get("edge_slowdown")
@@ -47,7 +56,6 @@ def render_plots(r: BenchResult, out_dir: Path) -> list[str]:
         model = f"{model} (edge device: {_device_name(r)})"
     tag = _plot_tag(r)
     K = r.bundle.num_layers or 1
-    written = []
     if r.conditions:
         written.append(_latency_vs_split(plt, r.conditions, model, tag, K, out_dir))
     if r.step and r.step.frames:
@@ -56,7 +64,6 @@ def render_plots(r: BenchResult, out_dir: Path) -> list[str]:
     # one figure per trace RTT (a run replays every slice at each): the file names say which
     for rtt in sorted({t.rtt_ms for t in traces}):
         written.append(_traces_plot(plt, [t for t in traces if t.rtt_ms == rtt], model, tag, K, out_dir))
-    return written
 
 
 def _latency_vs_split(plt: Any, conds: list[ConditionResult], model: str, tag: str, K: int, out_dir: Path) -> str:
@@ -188,8 +195,10 @@ def _traces_plot(plt: Any, traces: list[TraceResult], model: str, tag: str, K: i
 
 
 def _save(plt: Any, fig: Any, title: str, path: Path) -> str:
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    try:
+        fig.suptitle(title)
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+    finally:
+        plt.close(fig)
     return str(path)

@@ -203,11 +203,16 @@ def test_a_trace_that_is_not_there_is_an_error_before_anything_starts(tmp_path: 
     ("--json", "DIR", "is a directory"),
     ("--markdown", "FILE/r.md", "cannot be created"),
     ("--keep-runs", "FILE", "is a file, not a directory"),
+    ("--keep-runs", "FULL", "is not empty: give a new or empty directory"),
+    ("--plots", "FILE", "is a file, not a directory"),
+    ("--plots", "FILE/img", "cannot be created: {tmp}/FILE is a file, not a directory"),
 ])
 def test_outputs_that_cannot_be_written_are_named_before_the_run(key: str, value: str, said: str,
                                                                  tmp_path: Path) -> None:
     (tmp_path / "FILE").write_text("x")
     (tmp_path / "DIR").mkdir()
+    (tmp_path / "FULL").mkdir()
+    (tmp_path / "FULL" / "0001-k=0.jsonl").write_text("{}\n")  # an earlier run's, which would be overwritten
     o = options(key, str(tmp_path / value), "--skip", "traces")
     with pytest.raises(ConfigError) as exc:
         o.check_inputs()  # before any profiling: the JSON was written only after minutes of it

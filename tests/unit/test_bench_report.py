@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from typing import Any
 
@@ -178,3 +179,32 @@ def test_trace_plots_are_one_figure_per_rtt_named_by_it(tmp_path: Any) -> None:
     written = render_plots(r, tmp_path)
     assert sorted(p.split("/")[-1] for p in written) == ["bench-m-traces-rtt10.png", "bench-m-traces-rtt50.png"]
     assert all((tmp_path / p.split("/")[-1]).stat().st_size > 0 for p in written)
+
+
+def test_a_plot_that_cannot_be_written_is_named_and_the_report_goes_on(tmp_path: Any,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    # after a run of hours, --plots naming a directory that cannot hold them must not cost the markdown
+    pytest.importorskip("matplotlib")
+    from splitpoint.bench.report import render_plots
+
+    adaptive = {"split": None, "mean_ms": 50.0, "t_s": [0.0, 0.1], "splits": [0, 8], "end_to_end_ms": [40.0, 50.0]}
+    trace = {"trace": "t.up", "offset_s": 0, "seconds": 0.2, "fps": 10.0, "rtt_ms": 10, "deadline_ms": 100.0,
+             "slice_rates_mbps": [3.0], "runs": {"adaptive": adaptive}, "best_fixed": "k=8", "best_fixed_mean_ms": 60.0}
+    r = from_dict(BenchResult, {"bundle": {"model": "m", "num_layers": 8}, "traces": [trace]})
+    (tmp_path / "bench-m-traces-rtt10.png").mkdir()  # where the plot's file would go
+    assert render_plots(r, tmp_path) == []
+    err = capsys.readouterr().err
+    assert f"plots: {tmp_path} could not be written" in err and "0 written before it" in err
+
+
+def test_rerendering_with_plots_into_a_file_is_one_line(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from splitpoint.bench.report import main
+
+    result = tmp_path / "r.json"
+    result.write_text(json.dumps({"format": "splitpoint-bench", "bundle": {"model": "m", "num_layers": 8}}))
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(SystemExit) as exc:
+        main([str(result), "--plots", str(tmp_path / "afile")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f'--plots = "{tmp_path / "afile"}": is a file, not a directory' in err and "Traceback" not in err
