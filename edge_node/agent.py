@@ -54,7 +54,6 @@ from prometheus_client import CollectorRegistry
 from scheduler.link import LinkEstimator
 from scheduler.objectives import PolicyConfig
 from scheduler.paths import Timeline
-from scheduler.planner import build_policy
 from scheduler.policy_base import FrameOutcome, SplitPolicy
 from splitpoint.errors import ResultsWriteError, SplitpointError
 from splitpoint.metrics import serve_metrics
@@ -94,12 +93,14 @@ def _describe(policy: SplitPolicy) -> str:
 class EdgeAgent:
     def __init__(self, config: EdgeConfig, *, bundle: Any, heads: Any, session: Session, link: LinkEstimator,
                  policy: SplitPolicy, recorder: Recorder, local: Executor, registry: CollectorRegistry | None = None,
-                 clock: Callable[[], float] = time.monotonic, watchdog_period_s: float | None = 0.02):
+                 clock: Callable[[], float] = time.monotonic, watchdog_period_s: float | None = 0.02,
+                 build_policy: Callable[[PolicyConfig], SplitPolicy] | None = None):
         """`bundle`: anything with the edge bundle's `manifest`; `heads`: `splits`, `preprocess`,
         `run(k, x)`, `run_local_all(x)` (edge_node/heads.py); `recorder`: its `on_fatal` is
         rebound here (a results write error stops the agent); `clock`: monotonic seconds for
         send times and hedge times; `watchdog_period_s` None: no watchdog thread, the caller
-        ticks `watchdog.tick()`."""
+        ticks `watchdog.tick()`; `build_policy`: a reload's [policy] table to a policy on this
+        bundle, raising SplitpointError to refuse it (edge_node/assembly.policy_for)."""
         self.config = config
         self.bundle = bundle
         m = bundle.manifest
@@ -116,6 +117,7 @@ class EdgeAgent:
         self._stop = threading.Event()
         recorder.on_fatal = self._stop.set
         self._reload: Callable[[], PolicyConfig] | None = None
+        self._build_policy = build_policy
         self._reload_requested = threading.Event()
         self._stop_at: float | None = None  # when stop() was first called (the grace period starts)
         self._done_at_start: dict[int, str | None] = {}  # frame id -> origin the log recorded before this run
@@ -292,11 +294,11 @@ class EdgeAgent:
         self._reload_requested.set()
 
     def _maybe_reload(self) -> None:
-        if not self._reload_requested.is_set() or self._reload is None:
+        if not self._reload_requested.is_set() or self._reload is None or self._build_policy is None:
             return
         self._reload_requested.clear()
         try:
-            new = policy_for(self.config, self.bundle.manifest, self._reload(), self.link)
+            new = self._build_policy(self._reload())
         except SplitpointError as err:
             log.error("policy reload refused, keeping %s: %s", _describe(self.policy), err)
             return
@@ -398,10 +400,3 @@ def _plans_paths(policy: SplitPolicy) -> bool:
     frames may be in flight on the link while the next runs on the edge, also in latency mode."""
     return hasattr(policy, "link")
 
-
-def policy_for(config: EdgeConfig, manifest: Any, pcfg: PolicyConfig, link: LinkEstimator) -> SplitPolicy:
-    """The policy `pcfg` asks for, on this bundle (at start and on a reload)."""
-    K = manifest.num_layers
-    if pcfg.name == "fixed" and pcfg.split is None and config.split is None:
-        log.info("no split given: every frame runs wholly on the edge (k = %d)", K)
-    return build_policy(pcfg, manifest.model_digest, K, config.split, link)

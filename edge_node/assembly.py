@@ -6,22 +6,27 @@ pass fakes); `EdgeAgent.from_config` is `build_agent`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from scheduler.link import LinkEstimator
+from scheduler.objectives import PolicyConfig
+from scheduler.planner import build_policy
 from scheduler.policy_base import SplitPolicy
 from splitpoint.bundle import load_bundle, split_ranges
 from splitpoint.errors import ConfigError
 
-from .agent import EdgeAgent, policy_for
+from .agent import EdgeAgent
 from .config import EdgeConfig
 from .local_executor import LocalExecutor
 from .recorder import Recorder
 from .run_report import EdgeMetrics
 from .session import OffloadSession
+
+log = logging.getLogger("edge_node.agent")  # the agent's logger: users filter on one name
 
 
 def build_agent(config: EdgeConfig, policy: SplitPolicy | None = None,
@@ -34,22 +39,33 @@ def build_agent(config: EdgeConfig, policy: SplitPolicy | None = None,
         if wanted not in m.split_ids:
             raise ConfigError("splits", config.splits,
                               f"{wanted} is not a split of {m.model_name}; its splits: {split_ranges(m.split_ids)}")
-    loaded = sorted(set(config.splits) | {m.num_layers}) if config.splits else m.split_ids
-    for key, k in (("split", config.split), ("policy.split", config.policy.split)):
-        if k is not None and k not in loaded:
-            raise ConfigError(key, k, f"not a split {'loaded here (splits)' if config.splits else 'of ' + m.model_name}; "
-                                      f"candidates: {split_ranges(loaded)}")
+    link = LinkEstimator()
+    if policy is None:  # its splits checked before the heads take seconds to load
+        policy = policy_for(config, m, config.policy, link)
     from .heads import EdgeHeads  # LiteRT: only the real agent needs it
 
     heads = EdgeHeads(bundle, config.device_spec, config.cpu_fallback, splits=config.splits or None,
                       num_threads=config.threads)
-    link = LinkEstimator()
-    if policy is None:
-        policy = policy_for(config, m, config.policy, link)
     registry = CollectorRegistry()
     recorder = Recorder(m.labels, EdgeMetrics(registry), on_fatal=lambda: None, on_result=on_result)
     # One channel for every configured server: gRPC spreads streams over them (round_robin)
     # and skips a replica whose health is not SERVING, so a draining server loses its streams.
     session = OffloadSession(config, m.model_digest, link)
     return EdgeAgent(config, bundle=bundle, heads=heads, session=session, link=link, policy=policy, recorder=recorder,
-                     local=LocalExecutor(), registry=registry)
+                     local=LocalExecutor(), registry=registry,
+                     build_policy=lambda pcfg: policy_for(config, m, pcfg, link))
+
+
+def policy_for(config: EdgeConfig, manifest: Any, pcfg: PolicyConfig, link: LinkEstimator) -> SplitPolicy:
+    """The policy `pcfg` asks for, on this bundle and the splits this agent loads: at start, and
+    on a reload, where a split that is not loaded must be refused (the running policy kept)
+    rather than accepted and then fail every frame."""
+    loaded = sorted(set(config.splits) | {manifest.num_layers}) if config.splits else manifest.split_ids
+    for key, k in (("split", config.split), ("policy.split", pcfg.split)):
+        if k is not None and k not in loaded:
+            where = "loaded here (splits)" if config.splits else "of " + manifest.model_name
+            raise ConfigError(key, k, f"not a split {where}; candidates: {split_ranges(loaded)}")
+    K = manifest.num_layers
+    if pcfg.name == "fixed" and pcfg.split is None and config.split is None:
+        log.info("no split given: every frame runs wholly on the edge (k = %d)", K)
+    return build_policy(pcfg, manifest.model_digest, K, config.split, link)

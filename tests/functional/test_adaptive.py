@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -223,6 +224,30 @@ def test_a_bad_reload_keeps_the_running_policy(digits_bundle: Path, tmp_path: Pa
         agent.request_reload()
         agent._maybe_reload()
         assert agent.policy is before
+    finally:
+        agent.close()
+
+
+def test_a_reload_to_a_split_not_loaded_is_refused_and_the_running_policy_kept(
+        digits_bundle: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # accepted, it failed every later frame ("policy fixed chose split 99, not loaded here") and
+    # the agent exited 1; the docs promise a bad table is refused and the running policy kept
+    conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:1", cloud="127.0.0.1:9", split=3, insecure=True,
+                      splits=[3], results=str(tmp_path / "r.jsonl"))
+    agent = EdgeAgent.from_config(conf)
+    try:
+        before = agent.policy
+        for split in (99, 5):  # not a split of the model; a split the agent did not load (splits = [3])
+            agent.on_reload(lambda split=split: PolicyConfig(name="fixed", split=split))
+            agent.request_reload()
+            with caplog.at_level(logging.ERROR, logger="edge_node.agent"):
+                agent._maybe_reload()
+            assert agent.policy is before
+            assert f'policy.split = {split}: not a split loaded here (splits); candidates:' in caplog.text
+        agent.on_reload(lambda: PolicyConfig(name="fixed", split=7))  # K: always loaded
+        agent.request_reload()
+        agent._maybe_reload()
+        assert agent.policy is not before and agent.policy.choose([3, 7]) == 7
     finally:
         agent.close()
 
