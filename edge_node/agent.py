@@ -194,10 +194,11 @@ class EdgeAgent:
         return self.summary
 
     def start(self) -> None:
-        """Open the results log and the metrics endpoint, check the server, start the watchdog
-        and the session; `process` may then be given admitted frames."""
+        """Open the metrics endpoint, check the server, open the results log, start the watchdog
+        and the session; `process` may then be given admitted frames. The log is opened last:
+        with resume off it moves an earlier log aside, which a refusal after it (a metrics port
+        in use, the server's other bundle) would have done for a run that never ran."""
         cfg = self.config
-        self._done_at_start = self.recorder.open(cfg.results, cfg.results_format, cfg.results_fsync, cfg.resume)
         if self.registry is not None:
             served = serve_metrics(cfg.metrics_listen, self.registry)
             if served:
@@ -206,6 +207,7 @@ class EdgeAgent:
             self.session.check_server()
         else:  # no frame will ask the server anything: no "not reachable" warning about it either
             log.debug("the policy runs every frame on the edge: the server is not described")
+        self._done_at_start = self.recorder.open(cfg.results, cfg.results_format, cfg.results_fsync, cfg.resume)
         self.watchdog.start()
         self.session.start(self.cloud.callbacks(self._plans_with_link, lambda: self._planned))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -189,3 +190,23 @@ def test_a_second_agent_on_the_same_log_is_refused(digits_bundle: Path, tmp_path
     ids = Counter(r["frame_id"] for r in read_results(results))
     assert set(ids.values()) == {1}, "a frame id recorded twice"
     assert len(ids) == len(done) + 5
+
+
+def test_a_run_refused_at_start_leaves_the_earlier_log_where_it_was(digits_bundle: Path, tmp_path: Path) -> None:
+    # --no-resume moves an earlier log aside (<name>.<time>.bak); it did so before the metrics
+    # endpoint was bound, so a port in use refused the run and still renamed the log
+    results = tmp_path / "r.jsonl"
+    done = edge(digits_bundle, tmp_path, "--source", "synthetic:2", "--split", "7", "--results", str(results))
+    finish(done)
+    assert done.returncode == 0
+    before = results.read_bytes()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        again = edge(digits_bundle, tmp_path, "--source", "synthetic:2", "--split", "7", "--results", str(results),
+                     "--no-resume", "--metrics-listen", f"127.0.0.1:{port}")
+        out, err = finish(again)
+    assert again.returncode == 2, (out, err)
+    assert f"127.0.0.1:{port}" in one_error_line(err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.jsonl"] and results.read_bytes() == before
