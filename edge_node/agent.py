@@ -241,7 +241,7 @@ class EdgeAgent:
         if self.session.reached() or s.frames == 0 or not (self._wanted_cloud or cfg.require_cloud):
             return
         s.unreached = [self.session.address]
-        message = unreached_message(s.unreached, s.local)
+        message = unreached_message(s.unreached, s.local, self.session.last_error(), cfg.require_cloud)
         if cfg.require_cloud:
             raise CloudNotReachedError(f"require_cloud: {message}; results in {cfg.results}")
         log.warning("%s", message)

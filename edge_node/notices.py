@@ -15,6 +15,9 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 
+from splitpoint.errors import RemoteError
+from splitpoint.remote_hints import is_refusal, remote_hint
+
 log = logging.getLogger("edge_node.agent")  # the agent's logger: users filter on one name
 
 #: seconds between two digests of the frames that ran locally
@@ -72,12 +75,20 @@ class FallbackDigest:
         self._since = None
 
 
-def unreached_message(addresses: Sequence[str], local: int) -> str:
-    """The end-of-run line of an agent that never reached a server."""
+def unreached_message(addresses: Sequence[str], local: int, error: RemoteError | None = None,
+                      require_cloud: bool = False) -> str:
+    """The end-of-run line of an agent that no server answered: what the last failure said and
+    what it most likely means (a refused token is not a server that is down)."""
     where = ", ".join(addresses)
     servers = "the cloud server" if len(addresses) == 1 else "any of the cloud servers"
-    return (f"never reached {servers} at {where}: all {local} frames ran locally on the edge "
-            "(check --cloud and that the server is running; --require-cloud makes this an error)")
+    if error is not None and is_refusal(error):
+        head = f"{servers} at {where} refused this agent ({error})"
+    else:
+        head = f"never reached {servers} at {where}" + (f" (last error: {error})" if error is not None else "")
+    advice = (remote_hint(error) if error is not None else "") or "check --cloud and that the server is running"
+    if not require_cloud:
+        advice += "; --require-cloud makes this an error"
+    return f"{head}: all {local} frames ran locally on the edge ({advice})"
 
 
 def nothing_to_do_message(results: str, skipped: int) -> str:

@@ -8,6 +8,7 @@ gRPC: unit tests hand it a fake session (tests/unit/test_agent_loop.py).
     start(callbacks)                      take the agent's callbacks; first probe; prober thread
     current_stream() -> Stream | None     the stream to send the next frame on; None: backing off
     reached() -> bool                     has any server answered anything this run
+    last_error() -> RemoteError | None    the last call or stream that failed (for the end-of-run line)
     address                               what the session connects to (for messages)
     close(abandon)                        end the streams (cancel them when frames are abandoned)
     give_up(stream, why)                  the stream answered nothing for 2 x frame_deadline_ms:
@@ -60,6 +61,7 @@ import grpc
 from scheduler.cost import transfer_ms
 from scheduler.link import PROBE_TARGET_MS, LinkEstimator, probe_bytes
 from splitpoint.errors import ConfigError, RemoteError, peer_text, status_code_from_int
+from splitpoint.remote_hints import is_refusal, remote_hint
 from splitpoint.v1 import offload_pb2
 
 from .client import InferStream, Interrupted, OffloadClient
@@ -112,6 +114,8 @@ class Session(Protocol):
 
     def reached(self) -> bool: ...
 
+    def last_error(self) -> RemoteError | None: ...
+
     def close(self, abandon: bool, timeout_s: float = 2.0) -> None: ...
 
     def interrupt(self) -> None: ...
@@ -141,6 +145,7 @@ class OffloadSession:
         self._retry_at = 0.0
         self._backoff = BACKOFF_START_S
         self._reached: set[str] = set()  # addresses that answered anything
+        self._last_error: RemoteError | None = None  # what the last failed call or stream said
         self._last_probe = 0.0
         #: the wait before the next idle probe: probe_first_s after a frame measured the link's
         #: rate and while the camera keeps giving frames that do not (they run on the edge, or
@@ -172,7 +177,12 @@ class OffloadSession:
         except Interrupted:
             return None  # told to stop while asking: nothing to report
         except RemoteError as err:
-            log.warning("cloud %s not reachable (%s); frames run locally until it is", self.address, err)
+            self._failed(err)
+            hint = remote_hint(err)
+            refused = is_refusal(err)
+            log.warning("cloud %s %s (%s)%s; frames run locally until it %s", self.address,
+                        "refused this agent" if refused else "not reachable", err, f"; {hint}" if hint else "",
+                        "accepts it" if refused else "is")
             return None
         if info.model_digest != self.model_digest:
             raise ConfigError(
@@ -211,6 +221,14 @@ class OffloadSession:
     def reached(self) -> bool:
         with self._lock:
             return bool(self._reached)
+
+    def last_error(self) -> RemoteError | None:
+        with self._lock:
+            return self._last_error
+
+    def _failed(self, err: RemoteError) -> None:
+        with self._lock:
+            self._last_error = err
 
     def interrupt(self) -> None:
         """Give up the Describe or probe in progress, and any later one, at once: the agent was
@@ -273,6 +291,7 @@ class OffloadSession:
             log.debug("idle stream closed by the server: %s", error)
             return
         log.warning("stream to %s ended: %s", stream.replica or self.address, error)
+        self._failed(error)
         # the next stream is placed by round_robin on a replica that is SERVING, if any
         with self._lock:
             self._retry_at = self._clock() + self._jitter(self._backoff)
@@ -408,5 +427,7 @@ class OffloadSession:
                 self._reprobe = sample_bps > REPROBE_RISE * before_bps and not reprobing and measured
             log.debug("probe: %s", self.link.estimate())
         except RemoteError as err:
+            if not isinstance(err, Interrupted):
+                self._failed(err)
             log.info("link probe failed: %s", err)
         return 0.0  # look again at once: what is due next is worked out there

@@ -62,7 +62,7 @@ def cmd_edge(args: argparse.Namespace) -> int:
         f"{summary.skipped} skipped (already recorded){acc}"
         + (f", median end-to-end {med:.1f} ms" if med is not None else "")
         + (f", {summary.abandoned} unfinished at stop (they run again on resume)" if summary.abandoned else "")
-        + (f"; never reached the cloud at {', '.join(summary.unreached)}" if summary.unreached else "")
+        + (f"; no answer from the cloud at {', '.join(summary.unreached)}" if summary.unreached else "")
         + (f"; {dets}" if (dets := summary.detection_summary()) else "")
         + f"; results in {conf.results}"
     )

@@ -27,6 +27,7 @@ from typing import Any
 
 from splitpoint.doctor_checks import Check, _plain, guarded
 from splitpoint.doctor_device import check_edgetpu, check_runtimes
+from splitpoint.remote_hints import remote_hint
 
 log = logging.getLogger(__name__)
 
@@ -174,46 +175,6 @@ def bundle_digest(path: str) -> str | None:
 
 # ---------------------------------------------------------------- cloud
 
-#: (words in an UNAVAILABLE message, what they mean), first match wins
-_UNAVAILABLE_HINTS = (
-    (("connection refused",), "nothing listens there: is `splitpoint cloud` running, on that port, and listening on "
-                              "an address this host can reach (listen = \"0.0.0.0:PORT\", not 127.0.0.1)?"),
-    (("wrong_version_number",), "the server speaks plaintext (it runs with insecure = true) while this side uses TLS: "
-                                "give the server tls_cert/tls_key, or set insecure = true here for a bench test"),
-    (("hostname verification", "hostname mismatch", "peer name"),
-     "the server's certificate does not name the host dialled: set tls_server_name to a name the certificate "
-     "holds, or reissue it for that host (splitpoint certs --server-name HOST)"),
-    (("bad_signature", "certificate verify failed", "certificate signature failure", "unable to get local issuer",
-      "certificate_verify_failed"),
-     "the server's certificate is not signed by tls_ca: give the CA that issued it"),
-    (("socket closed", "connection reset"),
-     "the server hung up during the handshake: it expects TLS while this side is plaintext, or mutual TLS while this "
-     "side has no tls_cert/tls_key (or ones its tls_client_ca did not sign)"),
-    (("ssl", "tls", "handshake", "certificate"),
-     "TLS failed: check tls_ca, tls_server_name and, for mutual TLS, tls_cert/tls_key against the server's settings"),
-    (("no route", "unreachable", "name resolution", "dns", "timed out", "timeout"),
-     "the host cannot be reached: check the address, DNS, routing and firewalls"),
-)
-
-_REMOTE_HINTS = {
-    "UNAVAILABLE": "cannot reach the server: is `splitpoint cloud` running there, the port open in its firewall, "
-                   "and TLS set on both sides or on neither?",
-    "DEADLINE_EXCEEDED": "no answer in time: the server is down, overloaded, or a firewall drops the packets",
-    "UNAUTHENTICATED": "the server refused the token: token_file must hold the token the server expects",
-    "PERMISSION_DENIED": "the server refused this client",
-}
-
-
-def _remote_hint(err: Exception) -> str:
-    code = getattr(getattr(err, "code", None), "name", "")
-    if code == "UNAVAILABLE":
-        text = str(err).lower()
-        for words, hint in _UNAVAILABLE_HINTS:
-            if any(w in text for w in words):
-                return hint
-    return _REMOTE_HINTS.get(code, "")
-
-
 def _is_loopback(address: str) -> bool:
     host = address.rpartition(":")[0].strip("[]")
     if host == "localhost":
@@ -242,7 +203,7 @@ def check_cloud(make_client: Callable[[], Any], digest: str | None, transport: s
         rtt_ms, probe = client.probe(0, 0)
         t1 = time.time_ns()
     except RemoteError as err:
-        hint = _remote_hint(err)
+        hint = remote_hint(err)
         return [Check("FAIL", "cloud", f"{address}: {_plain(err)}" + (f" -- {hint}" if hint else ""))]
     except Exception as exc:
         return [Check("FAIL", "cloud", f"{address}: the call failed ({type(exc).__name__}: {_plain(exc)})")]

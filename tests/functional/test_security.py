@@ -203,3 +203,36 @@ def test_agent_over_mutual_tls_with_a_token(digits_bundle: Path, certs, token_fi
         assert len(records) == 5 and all(r["where"] == "cloud" for r in records)
     finally:
         server.stop()
+
+
+def test_an_agent_whose_token_is_refused_says_so(digits_bundle: Path, certs, token_file: Path, tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    # it said "not reachable" at start and "never reached the cloud server ... (check --cloud and that
+    # the server is running)" at the end: a server that was reached, and refused the token
+    from edge_node.agent import EdgeAgent
+    from edge_node.config import EdgeConfig
+    from edge_node.source_spec import open_source
+
+    wrong = tmp_path / "wrong-token"
+    wrong.write_text("not-the-token-but-long-enough\n")
+    wrong.chmod(0o600)
+    server = start(digits_bundle, insecure=False, tls_cert=str(certs.server_cert), tls_key=str(certs.server_key),
+                   token_file=str(token_file))
+    try:
+        conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:3", cloud=server.address, split=3,
+                          results=str(tmp_path / "r.jsonl"), tls_ca=str(certs.ca_cert), token_file=str(wrong))
+        conf.validate()
+        agent = EdgeAgent.from_config(conf)
+        with caplog.at_level(logging.WARNING, logger="edge_node.agent"), \
+                open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle) as source:
+            summary = agent.run(source)
+    finally:
+        server.stop()
+    assert summary.local == 3
+    said = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith(f"cloud {server.address} refused this agent (UNAUTHENTICATED") and
+               "token_file must hold the token the server expects" in m for m in said), said
+    end = [m for m in said if "frames ran locally on the edge" in m]
+    assert len(end) == 1 and end[0].startswith(f"the cloud server at {server.address} refused this agent"), said
+    assert "token_file must hold the token" in end[0] and "never reached" not in end[0]
+    assert "not-the-token" not in " ".join(said)

@@ -178,6 +178,9 @@ class FakeSession:
     def reached(self) -> bool:
         return False
 
+    def last_error(self) -> None:
+        return None
+
     def close(self, abandon: bool, timeout_s: float = 2.0) -> None:
         self.closed_with = abandon
         self.close_timeout_s = timeout_s

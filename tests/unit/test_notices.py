@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 
+import grpc
 import pytest
 from helpers import ManualClock as Clock
 
 from edge_node.notices import FallbackDigest, nothing_to_do_message, unreached_message
+from splitpoint.errors import RemoteError
 
 
 def info_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -45,3 +47,17 @@ def test_messages_name_the_addresses_the_file_and_the_way_out() -> None:
     assert "any of the cloud servers at a:1, b:2" in unreached_message(["a:1", "b:2"], 0)
     msg = nothing_to_do_message("out/r.jsonl", 12)
     assert "12 frames" in msg and "out/r.jsonl" in msg and "--no-resume" in msg and "--results" in msg
+
+
+def test_the_unreached_line_says_what_the_last_failure_most_likely_means() -> None:
+    refused = RemoteError(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+    line = unreached_message(["a:1"], 4, refused)
+    assert line.startswith("the cloud server at a:1 refused this agent (UNAUTHENTICATED: missing or invalid")
+    assert "token_file must hold the token the server expects" in line and "check --cloud" not in line
+    down = RemoteError(grpc.StatusCode.UNAVAILABLE, "failed to connect: Connection refused")
+    line = unreached_message(["a:1"], 4, down)
+    assert line.startswith("never reached the cloud server at a:1 (last error: UNAVAILABLE: failed to connect")
+    assert "nothing listens there" in line and line.endswith("--require-cloud makes this an error)")
+    # with require_cloud set, the line is its error: no advice to set what is set
+    assert "--require-cloud" not in unreached_message(["a:1"], 4, down, require_cloud=True)
+    assert "--require-cloud" not in unreached_message(["a:1"], 4, None, require_cloud=True)

@@ -1,0 +1,55 @@
+"""What a failed call to the server most likely means, in words a user can act on.
+
+One table for `splitpoint doctor` (its cloud check) and the agent (its start-up warning and its
+end-of-run line when no server answered): an agent whose token the server refuses should say
+so, not "check that the server is running".
+"""
+
+from __future__ import annotations
+
+#: (words in an UNAVAILABLE message, what they mean), first match wins
+_UNAVAILABLE_HINTS = (
+    (("connection refused",), "nothing listens there: is `splitpoint cloud` running, on that port, and listening on "
+                              "an address this host can reach (listen = \"0.0.0.0:PORT\", not 127.0.0.1)?"),
+    (("wrong_version_number",), "the server speaks plaintext (it runs with insecure = true) while this side uses TLS: "
+                                "give the server tls_cert/tls_key, or set insecure = true here for a bench test"),
+    (("hostname verification", "hostname mismatch", "peer name"),
+     "the server's certificate does not name the host dialled: set tls_server_name to a name the certificate "
+     "holds, or reissue it for that host (splitpoint certs --server-name HOST)"),
+    (("bad_signature", "certificate verify failed", "certificate signature failure", "unable to get local issuer",
+      "certificate_verify_failed"),
+     "the server's certificate is not signed by tls_ca: give the CA that issued it"),
+    (("socket closed", "connection reset"),
+     "the server hung up during the handshake: it expects TLS while this side is plaintext, or mutual TLS while this "
+     "side has no tls_cert/tls_key (or ones its tls_client_ca did not sign)"),
+    (("ssl", "tls", "handshake", "certificate"),
+     "TLS failed: check tls_ca, tls_server_name and, for mutual TLS, tls_cert/tls_key against the server's settings"),
+    (("no route", "unreachable", "name resolution", "dns", "timed out", "timeout"),
+     "the host cannot be reached: check the address, DNS, routing and firewalls"),
+)
+
+_REMOTE_HINTS = {
+    "UNAVAILABLE": "cannot reach the server: is `splitpoint cloud` running there, the port open in its firewall, "
+                   "and TLS set on both sides or on neither?",
+    "DEADLINE_EXCEEDED": "no answer in time: the server is down, overloaded, or a firewall drops the packets",
+    "UNAUTHENTICATED": "the server refused the token: token_file must hold the token the server expects",
+    "PERMISSION_DENIED": "the server refused this client",
+}
+
+
+def remote_hint(err: Exception) -> str:
+    """What a failed call's status (and, for UNAVAILABLE, its words) most likely means, and what
+    to set: "" when nothing specific is known."""
+    code = getattr(getattr(err, "code", None), "name", "")
+    if code == "UNAVAILABLE":
+        text = str(err).lower()
+        for words, hint in _UNAVAILABLE_HINTS:
+            if any(w in text for w in words):
+                return hint
+    return _REMOTE_HINTS.get(code, "")
+
+
+def is_refusal(err: Exception) -> bool:
+    """The server was reached and refused this client (its token, or its permissions): not a
+    server that is down, and not fixed by waiting."""
+    return getattr(getattr(err, "code", None), "name", "") in ("UNAUTHENTICATED", "PERMISSION_DENIED")
