@@ -10,6 +10,7 @@ accepted finish (within the grace period), then the gRPC server stops.
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import sys
 import threading
@@ -21,6 +22,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
+from splitpoint import native_logs
 from splitpoint.bundle import load_bundle
 from splitpoint.config import parse_address
 from splitpoint.errors import SplitpointError
@@ -49,14 +51,26 @@ CONTROL_THREADS = 32
 PERMITTED_PING_INTERVAL_MS = 5_000
 
 
-def _bind(add_port: Callable[[], int]) -> int:
-    """The port gRPC bound, 0 when it could not: older grpcio returns 0, newer raises
-    RuntimeError('Failed to bind ...'), which would be a traceback where the caller names
-    the address."""
-    try:
-        return add_port()
-    except RuntimeError:
-        return 0
+#: gRPC's own line when a port cannot be bound, and the system's reason in it
+_ADD_PORT_FAILED = re.compile(r"Failed to add port")
+_BIND_REASON = re.compile(r"Error in bind for address '[^']*': ([^)]*)\)")
+
+
+def _bind(add_port: Callable[[], int], key: str, listen: str) -> int:
+    """The port gRPC bound. When it could not (older grpcio returns 0, newer raises
+    RuntimeError('Failed to bind ...')): one SplitpointError naming `key` and the system's
+    reason, which gRPC writes to stderr natively ("E1206 ... add_port.cc:83] Failed to add
+    port ... Address already in use") - taken from there, not printed above our own line."""
+    said: list[str] = []
+    with native_logs.filtered_stderr(taken=_ADD_PORT_FAILED, into=said):
+        try:
+            port = add_port()
+        except RuntimeError:
+            port = 0
+    if port == 0:
+        reasons = [m.group(1) for line in said if (m := _BIND_REASON.search(line))]
+        raise SplitpointError(f'{key} = "{listen}": cannot bind ({reasons[0] if reasons else "address in use or not local"})')
+    return port
 
 
 class CloudServer:
@@ -129,11 +143,9 @@ class CloudServer:
         if creds is None:
             log.warning("*** PLAINTEXT: serving without TLS (insecure = true): anyone on the network can read "
                         "and send frames. Use tls_cert/tls_key (and tls_client_ca) outside development. ***")
-            port = _bind(lambda: server.add_insecure_port(cfg.listen))
+            port = _bind(lambda: server.add_insecure_port(cfg.listen), "listen", cfg.listen)
         else:
-            port = _bind(lambda: server.add_secure_port(cfg.listen, creds))
-        if port == 0:
-            raise SplitpointError(f'listen = "{cfg.listen}": cannot bind (address in use or not local)')
+            port = _bind(lambda: server.add_secure_port(cfg.listen, creds), "listen", cfg.listen)
         if cfg.health_listen:
             self._health_server, self.health_port = self._start_health_server(cfg.health_listen)
         server.start()
@@ -155,9 +167,7 @@ class CloudServer:
         It shares the HealthServicer, so it says NOT_SERVING as soon as a drain starts."""
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="health"))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        port = _bind(lambda: server.add_insecure_port(listen))
-        if port == 0:
-            raise SplitpointError(f'health_listen = "{listen}": cannot bind (address in use or not local)')
+        port = _bind(lambda: server.add_insecure_port(listen), "health_listen", listen)
         server.start()
         host, _ = parse_address("health_listen", listen)
         log.info("health checks (grpc.health.v1 only, plaintext) on %s:%d", host, port)

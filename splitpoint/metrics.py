@@ -9,7 +9,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, start_http_server
 
 from splitpoint.config import parse_address
-from splitpoint.errors import ConfigError
+from splitpoint.errors import SplitpointError
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +24,8 @@ def serve_metrics(listen: str, registry: CollectorRegistry, key: str = "metrics_
     host, port = parse_address(key, listen)
     try:
         server, _thread = start_http_server(port, addr=host, registry=registry)
-    except OSError as err:  # in use, or not an address of this host: say which, as for --listen
-        raise ConfigError(key, listen, f"cannot listen there: {err.strerror or err}") from err
+    except OSError as err:  # in use, or not an address of this host: say which, as for --listen (exit 1)
+        raise SplitpointError(f'{key} = "{listen}": cannot listen there: {err.strerror or err}') from err
     bound = server.server_port
     log.info("metrics on http://%s:%d/metrics", host, bound)
     return server, bound

@@ -92,12 +92,15 @@ def child_env(env: dict[str, str] | None = None) -> dict[str, str]:
 
 
 @contextmanager
-def filtered_stderr() -> Iterator[None]:
+def filtered_stderr(taken: re.Pattern[str] | None = None, into: list[str] | None = None) -> Iterator[None]:
     """Around one native call that prints: drop its known chatter from fd 2, replay the rest.
 
     Everything is replayed if the call raises, so a failure keeps its native
     explanation. Other threads' stderr output during the call is delayed, not
     lost. Nested uses (interpreter creation importing TensorFlow) capture once.
+    Lines matching `taken` are not replayed but appended to `into`: the caller says
+    what they meant in its own one-line error (gRPC's "Failed to add port ... Address
+    already in use" before "listen = ...: cannot bind").
     """
     global _depth
     if verbose():
@@ -135,14 +138,19 @@ def filtered_stderr() -> Iterator[None]:
                 os.dup2(saved, 2)
                 os.close(saved)
                 capture.seek(0)
-                _replay(capture.read(), everything=raised)
+                _replay(capture.read(), everything=raised, taken=taken, into=into)
 
 
-def _replay(data: bytes, everything: bool) -> None:
+def _replay(data: bytes, everything: bool, taken: re.Pattern[str] | None = None, into: list[str] | None = None) -> None:
     if not data:
         return
     if not everything:
         lines = data.decode("utf-8", errors="replace").splitlines(keepends=True)
+        if taken is not None:
+            mine = [line for line in lines if taken.search(line)]
+            if into is not None:
+                into.extend(line.rstrip("\n") for line in mine)
+            lines = [line for line in lines if line not in mine]
         kept = [line for line in lines if not CHATTER.match(line)]
         if len(kept) < len(lines):
             log.debug("dropped %d lines of native library chatter (splitpoint -v shows them)", len(lines) - len(kept))

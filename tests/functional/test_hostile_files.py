@@ -207,6 +207,6 @@ def test_a_run_refused_at_start_leaves_the_earlier_log_where_it_was(digits_bundl
         again = edge(digits_bundle, tmp_path, "--source", "synthetic:2", "--split", "7", "--results", str(results),
                      "--no-resume", "--metrics-listen", f"127.0.0.1:{port}")
         out, err = finish(again)
-    assert again.returncode == 2, (out, err)
-    assert f"127.0.0.1:{port}" in one_error_line(err)
+    assert again.returncode == 1, (out, err)  # a port in use: exit 1, as for the server's listen
+    assert f'metrics_listen = "127.0.0.1:{port}": cannot listen there: Address already in use' in one_error_line(err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.jsonl"] and results.read_bytes() == before

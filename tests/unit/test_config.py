@@ -10,7 +10,7 @@ import pytest
 from cloud_server.config import CloudConfig
 from edge_node.config import EdgeConfig
 from splitpoint import config as cfg
-from splitpoint.errors import ConfigError, show_value
+from splitpoint.errors import ConfigError, SplitpointError, show_value
 
 pytestmark = pytest.mark.edge_side  # no TensorFlow: CI also runs it from the wheel on Python 3.13
 
@@ -152,6 +152,8 @@ def test_a_metrics_address_in_use_is_named() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         listen = f"127.0.0.1:{taken.getsockname()[1]}"
-        with pytest.raises(ConfigError) as info:
+        with pytest.raises(SplitpointError) as info:
             serve_metrics(listen, CollectorRegistry())
     assert str(info.value) == f'metrics_listen = "{listen}": cannot listen there: Address already in use'
+    # a port in use is not a wrong value: exit 1, as for listen and health_listen (docs/configuration.md)
+    assert not isinstance(info.value, ConfigError)
