@@ -7,6 +7,12 @@ in a sibling (same file system: the final step is a rename), removes it on any f
 only then swaps it in: -o holds the old bundle or the new one, never neither, except for the
 moment between two renames (a crash there leaves both, named, beside -o). A replacement needs
 room for both bundles until the swap.
+
+A run killed outright (SIGKILL, the OOM killer, a converter that segfaults in-process) cannot
+remove its build directory. The directory's name carries the run's pid
+(`.NAME.partial-PID-HEX`), so the next run to the same -o removes the ones whose process is
+gone, saying so. A verified bundle that could not be moved into place is renamed
+`.NAME.verified-HEX` (the message names it) and never removed.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -41,8 +48,9 @@ def staged_output(out: Path, force: bool) -> Iterator[Path]:
     """Yield a fresh directory to build the bundle in; on a clean exit it becomes `out`."""
     check_output(out, force)
     real = Path(os.path.realpath(out))  # a symlinked -o: build beside, and replace, what it points to
+    _remove_dead_builds(real)
     # Named here, not by tempfile.mkdtemp: that makes it 0700, and the bundle must keep the umask's mode.
-    build = real.parent / f".{real.name}.partial-{secrets.token_hex(4)}"
+    build = real.parent / f".{real.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
     try:
         if not real.parent.exists():
             real.parent.mkdir(parents=True)
@@ -57,6 +65,43 @@ def staged_output(out: Path, force: bool) -> Iterator[Path]:
     except BaseException:  # an error, Ctrl-C: nothing of this run stays behind
         shutil.rmtree(build, ignore_errors=True)
         raise
+
+
+def _remove_dead_builds(real: Path) -> None:
+    """Remove the build directories beside `real` of runs whose process is gone."""
+    pattern = re.compile(rf"\.{re.escape(real.name)}\.partial-(\d+)-[0-9a-f]+")
+    try:
+        siblings = list(real.parent.iterdir()) if real.parent.is_dir() else []
+    except OSError:
+        return  # not listable: creating the build directory next says why
+    for path in siblings:
+        m = pattern.fullmatch(path.name)
+        if m is None or not path.is_dir() or path.is_symlink() or _alive(int(m.group(1))):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        log.info("removed %s: the partial build of an earlier run that ended without cleaning up (pid %s)",
+                 path, m.group(1))
+
+
+def _alive(pid: int) -> bool:
+    """Is there a process `pid` (ours or not: a pid reused since keeps its directory, harmlessly)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, as another user's
+        return True
+    return True
+
+
+def _keep(build: Path, real: Path) -> Path:
+    """The verified bundle, renamed so that no later run takes it for a dead partial build."""
+    kept = real.parent / f".{real.name}.verified-{secrets.token_hex(4)}"
+    try:
+        os.rename(build, kept)
+    except OSError:
+        return build
+    return kept
 
 
 def _install(build: Path, real: Path, out: Path) -> None:
@@ -74,13 +119,13 @@ def _install(build: Path, real: Path, out: Path) -> None:
         os.rename(real, old)
     except OSError as err:  # the new bundle is complete and verified: leave it for the user, say where
         raise _KeepBuild(f"-o {out}: cannot move the old bundle aside ({err.strerror or err}); it is "
-                         f"untouched, and the new, verified bundle is in {build}") from err
+                         f"untouched, and the new, verified bundle is in {_keep(build, real)}") from err
     try:
         os.rename(build, real)
     except OSError as err:
         os.rename(old, real)
         raise _KeepBuild(f"-o {out}: cannot put the new bundle in place ({err.strerror or err}); the old "
-                         f"one is back, and the new, verified bundle is in {build}") from err
+                         f"one is back, and the new, verified bundle is in {_keep(build, real)}") from err
     shutil.rmtree(old, ignore_errors=True)
     log.info("replaced the bundle in %s", out)
 

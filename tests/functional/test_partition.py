@@ -436,7 +436,7 @@ def test_fake_edgetpu_compiler_is_recorded(fake_compiler: tuple[Path, Path], tmp
     partition(reference_model("digits-cnn"), opts, progress=quiet)
     calls = sorted(log.read_text().splitlines())
     # the bundle is built beside -o (.b.partial-*) and moved into place once verified
-    staged = re.escape(str(tmp_path)) + r"/\.b\.partial-[0-9a-f]+"
+    staged = re.escape(str(tmp_path)) + r"/\.b\.partial-\d+-[0-9a-f]+"
     assert len(calls) == 2
     for call, k in zip(calls, (3, DIGITS_K), strict=True):
         assert re.fullmatch(f"-s -o ({staged})/edge \\1/edge/head_{k}\\.tflite", call), call
