@@ -71,7 +71,7 @@ from .results import ResultStore
 from .run_report import EdgeMetrics
 from .run_report import RunSummary as RunSummary  # re-exported: tests import it from here
 from .session import MOVE_ON_CODES as MOVE_ON_CODES  # re-exported
-from .session import Session
+from .session_api import Session
 from .sources import Frame, FrameSource
 from .watchdog import DeadlineWatchdog
 

@@ -62,7 +62,7 @@ from .hedge import HedgePlan, MarginLearner
 from .ledger import FrameLedger
 from .outputs import cut_request_tensors, decode_detections, decode_outputs
 from .run_report import EdgeMetrics
-from .session import Session, SessionCallbacks, Stream
+from .session_api import Session, SessionCallbacks, Stream
 from .sources import Frame
 
 log = logging.getLogger("edge_node.agent")  # the agent's logger: users filter on one name
