@@ -51,15 +51,14 @@ def serve(config: CloudConfig, signals: CommandSignals) -> int:
     (`stop`, idempotent) on a thread of its own: a handler must not block for grace_s."""
     from cloud_server.server import CloudServer
 
-    server = CloudServer(config)
-    if signals.signum is None:
-        server.start()
-
     def on_stop(signum: int) -> None:
         log.info("received %s", signal.Signals(signum).name)
         threading.Thread(target=server.stop, name="shutdown", daemon=True).start()
 
-    signals.on_stop = on_stop
+    server = CloudServer(config)
+    if signals.signum is None:
+        server.start()
+        signals.on_stop = on_stop
     if signals.signum is not None:  # it came before serving, or while start() bound the ports
         if server.port is not None:
             server.stop()  # unbinds what start() bound; answers what it took in those milliseconds
