@@ -5,14 +5,13 @@ which), loads and warms the tails, and serves Offload plus grpc.health.v1.
 `stop()` is idempotent and graceful: health goes NOT_SERVING and open health
 Watch streams end, new frames are refused with UNAVAILABLE, frames already
 accepted finish (within the grace period), then the gRPC server stops.
+`splitpoint cloud` (splitpoint/cli_cloud.py) runs one and calls `stop()` on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import signal
-import sys
 import threading
 from collections.abc import Callable
 from concurrent import futures
@@ -202,27 +201,3 @@ class CloudServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def serve(config: CloudConfig, ready: Any = None) -> int:
-    """Run until SIGTERM/SIGINT; returns the exit code. Prints the bound address on stdout."""
-    server = CloudServer(config).start()
-    print(f"splitpoint cloud listening on {server.address}", flush=True)
-    if server.health_port:
-        host = parse_address("health_listen", config.health_listen)[0]
-        print(f"health checks (grpc.health.v1, plaintext) on {host}:{server.health_port}", flush=True)
-    if server.metrics_port:
-        print(f"metrics on http://{parse_address('metrics_listen', config.metrics_listen)[0]}:{server.metrics_port}/metrics", flush=True)
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("received %s", signal.Signals(signum).name)
-        threading.Thread(target=server.stop, name="shutdown", daemon=True).start()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    if ready is not None:
-        ready(server)
-    while not server._stopped.wait(0.5):
-        pass
-    sys.stdout.flush()
-    return 0

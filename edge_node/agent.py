@@ -310,7 +310,7 @@ class EdgeAgent:
 
     def _may_offload(self) -> bool:
         """False for a fixed policy at k = K (all on the edge); a reload may change it."""
-        return _plans_paths(self.policy) or getattr(self.policy, "split", None) != self.bundle.manifest.num_layers
+        return may_offload(self.policy, self.K)
 
     def _plans_with_link(self) -> bool:
         return _plans_paths(self.policy)  # a fixed policy does not plan with estimates
@@ -395,6 +395,11 @@ class EdgeAgent:
         head_start = head_end - out.head_ms / 1000
         self.cloud.offload(frame, x, out, preprocess_ms, head_start, hedge,
                            0.0 if prediction is None else prediction[2], raced=raced)
+
+
+def may_offload(policy: SplitPolicy, K: int) -> bool:
+    """Whether `policy` may send a frame to a server: all but a fixed policy at k = K."""
+    return _plans_paths(policy) or getattr(policy, "split", None) != K
 
 
 def _plans_paths(policy: SplitPolicy) -> bool:

@@ -19,7 +19,8 @@ from scheduler.policy_base import SplitPolicy
 from splitpoint.bundle import load_bundle, split_ranges
 from splitpoint.errors import ConfigError
 
-from .agent import EdgeAgent
+from .agent import EdgeAgent, may_offload
+from .client import NoLink
 from .config import EdgeConfig
 from .local_executor import LocalExecutor
 from .recorder import Recorder
@@ -42,6 +43,8 @@ def build_agent(config: EdgeConfig, policy: SplitPolicy | None = None,
     link = LinkEstimator()
     if policy is None:  # its splits checked before the heads take seconds to load
         policy = policy_for(config, m, config.policy, link)
+    # TLS or plaintext, when the agent may talk to a server: known now (K), before LiteRT and the heads load
+    config.check_transport(may_offload(policy, m.num_layers))
     from .heads import EdgeHeads  # LiteRT: only the real agent needs it
 
     heads = EdgeHeads(bundle, config.device_spec, config.cpu_fallback, splits=config.splits or None,
@@ -50,10 +53,20 @@ def build_agent(config: EdgeConfig, policy: SplitPolicy | None = None,
     recorder = Recorder(m.labels, EdgeMetrics(registry), on_fatal=lambda: None, on_result=on_result)
     # One channel for every configured server: gRPC spreads streams over them (round_robin)
     # and skips a replica whose health is not SERVING, so a draining server loses its streams.
-    session = OffloadSession(config, m.model_digest, link)
+    # An all-edge agent given neither TLS nor plaintext gets no channel at all (NoLink).
+    session = OffloadSession(config, m.model_digest, link, client=None if config.security.chosen else
+                             NoLink(config.cloud))
     return EdgeAgent(config, bundle=bundle, heads=heads, session=session, link=link, policy=policy, recorder=recorder,
                      local=LocalExecutor(), registry=registry,
-                     build_policy=lambda pcfg: policy_for(config, m, pcfg, link))
+                     build_policy=lambda pcfg: reloaded_policy(config, m, pcfg, link))
+
+
+def reloaded_policy(config: EdgeConfig, manifest: Any, pcfg: PolicyConfig, link: LinkEstimator) -> SplitPolicy:
+    """A reload's policy: `policy_for`, refused (the running policy kept) when it would offload and
+    the agent started all on the edge with neither TLS nor plaintext chosen (it has no channel)."""
+    policy = policy_for(config, manifest, pcfg, link)
+    config.check_transport(may_offload(policy, manifest.num_layers), reload=True)
+    return policy
 
 
 def policy_for(config: EdgeConfig, manifest: Any, pcfg: PolicyConfig, link: LinkEstimator) -> SplitPolicy:

@@ -118,6 +118,44 @@ class OffloadClient:
         self.channel.close()
 
 
+class NoLink(OffloadClient):
+    """The client of an agent that contacts no server: a fixed policy at k = K, not require_cloud,
+    and neither TLS (tls_ca) nor plaintext (insecure) chosen. No channel is built - there are no
+    credentials to build one with, and a plaintext one is what nobody asked for. No call is made
+    (such an agent describes and probes nothing, and a reload that would offload is refused:
+    EdgeConfig.check_transport); one that were would fail as an unreachable server does."""
+
+    def __init__(self, address: str) -> None:  # noqa: D107 - not OffloadClient's: no channel, no stub
+        self.address = address
+        self.timeout_s = 0.0
+        self.metadata = []
+        self.interrupted = threading.Event()
+
+    def _refuse(self) -> RemoteError:
+        return RemoteError(grpc.StatusCode.UNAVAILABLE, "no cloud link: this agent runs every frame on the edge "
+                                                        "and was given neither tls_ca nor insecure")
+
+    def describe(self, timeout_s: float | None = None) -> offload_pb2.BundleInfo:
+        raise self._refuse()
+
+    def probe(self, payload_bytes: int = 0, response_bytes: int = 0,
+              timeout_s: float | None = None) -> tuple[float, offload_pb2.ProbeResponse]:
+        raise self._refuse()
+
+    def healthy(self, timeout_s: float = 1.0) -> bool:
+        return False
+
+    def infer_frame(self, req: offload_pb2.InferRequest, timeout_s: float) -> offload_pb2.InferResponse:
+        raise self._refuse()
+
+    def open_stream(self, lifetime_s: float, on_response: Callable[[InferStream, offload_pb2.InferResponse], None],
+                    on_end: Callable[[InferStream, RemoteError | None], None]) -> InferStream:
+        raise self._refuse()
+
+    def close(self) -> None:
+        pass
+
+
 class InferStream:
     """One Infer call: `send()` queues requests, a thread hands responses to `on_response`.
 

@@ -133,7 +133,9 @@ class EdgeConfig:
             raise ConfigError("stream_lifetime_s", self.stream_lifetime_s, "must be more than twice frame_deadline_ms")
         if not 0.001 <= self.max_message_mb <= 2047:
             raise ConfigError("max_message_mb", self.max_message_mb, "must be between 0.001 and 2047")
-        self.security.validate()  # last: value errors are named first
+        # last: value errors are named first. TLS or plaintext is required only of an agent that
+        # may contact a server, which the bundle's K tells (check_transport, when the agent is built)
+        self.security.validate(talks=False)
 
     @property
     def cloud_target(self) -> str:
@@ -144,6 +146,24 @@ class EdgeConfig:
     def security(self) -> ClientSecurity:
         return ClientSecurity(self.tls_ca, self.tls_cert, self.tls_key, self.tls_server_name, self.token_file,
                               self.insecure, self.allow_plaintext_token)
+
+    def check_transport(self, offloads: bool, reload: bool = False) -> None:
+        """TLS or plaintext must be chosen (ConfigError naming what to set) when the agent may contact
+        a server: its policy `offloads` (all but a fixed one at k = K), or require_cloud. An agent
+        that runs every frame on the drone asks no server anything (edge_node/agent.py, start) and
+        gets no channel (edge_node/assembly.py): inventing TLS settings for it would be pointless.
+
+        `reload`: a SIGHUP's new [policy] would offload. Only [policy] is re-read, so an agent that
+        started without TLS or plaintext cannot gain either: the reload is refused (the old policy
+        kept) rather than frames sent in plaintext nobody asked for, or to no server at all."""
+        if not (offloads or self.require_cloud) or self.security.chosen:
+            return
+        if reload:
+            raise ConfigError("policy", None, "the new policy sends frames to the cloud, and this agent started "
+                                              "running every frame on the edge without tls_ca or insecure: set "
+                                              "tls_ca (and tls_cert/tls_key for mutual TLS), or insecure = true "
+                                              "(development only), and restart the agent")
+        self.security.check_mode()
 
     @property
     def max_message_bytes(self) -> int:

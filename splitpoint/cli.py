@@ -2,7 +2,7 @@
 
     splitpoint partition MODEL -o BUNDLE      make a bundle (heads + tails + manifest)
     splitpoint inspect BUNDLE                 what a bundle holds
-    splitpoint cloud --bundle DIR ...         run the server
+    splitpoint cloud --bundle DIR ...         run the server (cli_cloud.py)
     splitpoint edge --bundle DIR ...          run the agent
     splitpoint demo                           all of it on loopback with the bundled digits model
 
@@ -23,6 +23,7 @@ from pathlib import Path
 
 from splitpoint import cli_parser
 from splitpoint import config as cfg
+from splitpoint.cli_cloud import cmd_cloud
 from splitpoint.cli_edge import cmd_edge
 from splitpoint.cli_logging import logging_restored, setup_logging
 from splitpoint.cli_parser import Command
@@ -96,19 +97,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- cloud / edge
-
-
-def cmd_cloud(args: argparse.Namespace) -> int:
-    from cloud_server.config import CloudConfig
-
-    conf = cfg.load_printed(CloudConfig, args)
-    if args.print_config:
-        return 0
-    assert isinstance(conf, CloudConfig)
-    setup_logging("debug" if args.verbose else conf.log_level)  # -v wins over the file
-    from cloud_server.server import serve
-
-    return serve(conf)
 
 
 def _split_list(text: str, split_ids: list[int]) -> list[int]:
@@ -311,8 +299,8 @@ def _main(argv: list[str] | None) -> int:
         return 0
     setup_logging("debug" if args.verbose else "warning" if args.command == "demo" else "info")
     try:
-        if args.command != "edge":  # it takes the signals over; the others get Python's defaults back
-            HELD.release()  # and a signal held while the command line was read acts as it always did
+        if args.command not in ("edge", "cloud"):  # they take the signals over; the others get Python's
+            HELD.release()  # defaults back, and a signal held while the command line was read acts as it always did
         return int(args.func(args) or 0)
     except SplitpointError as err:  # exit 2: fix the command, config or input; 1: the run failed
         print(f"splitpoint {args.command}: error: {err}", file=sys.stderr)
@@ -341,9 +329,9 @@ def run() -> None:
     fatal results-log error (seen once in CI, tests/functional/test_agent_faults.py; root cause
     not found). A process whose command has finished must end.
 
-    SIGTERM and SIGINT are held from here until the command says what they mean
-    (splitpoint/cli_signals.py): `splitpoint edge` stops before its first frame on one that
-    came while it was starting."""
+    SIGTERM, SIGINT and SIGHUP are held from here until the command says what they mean
+    (splitpoint/cli_signals.py): `splitpoint edge` stops before its first frame, and
+    `splitpoint cloud` before it serves, on a stop that came while it was starting."""
     HELD.hold()
     code = main()
     logging.shutdown()

@@ -2,7 +2,8 @@
 
 SIGTERM and Ctrl-C stop the agent after the current frame (exit 0), from the moment the
 command starts (splitpoint/cli_signals.py): one that comes while the bundle and heads load
-ends it before its first frame, in one line. SIGHUP re-reads [policy]. `--events FILE`
+ends it before its first frame, in one line. SIGHUP re-reads [policy], also one that came
+while the agent was being made (a reload once it exists). `--events FILE`
 gets a `source-open` line when the first frame is next (what a driver waits for).
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from splitpoint import config as cfg
 from splitpoint.cli_logging import setup_logging
-from splitpoint.cli_signals import AgentStop
+from splitpoint.cli_signals import CommandSignals
 from splitpoint.errors import ConfigError
 
 
@@ -26,7 +27,11 @@ def cmd_edge(args: argparse.Namespace) -> int:
     # SIGTERM and Ctrl-C both stop after the current frame; frames in flight still get records.
     # Caught from here on (and held since the process began): one that comes while the agent is
     # still starting ends it before its first frame, not the process with no word said.
-    stop = AgentStop().install()
+    stop = CommandSignals().install()
+    # A SIGHUP before the configuration is read is dropped: the read below sees the file as it is
+    # now, so there is nothing newer to re-read. One after it (while the bundle and heads load,
+    # seconds) is kept and becomes a reload request once the agent exists (reloads_to, below).
+    stop.reload_pending = False
     conf = cfg.load_printed(EdgeConfig, args)
     if args.print_config:
         return 0
@@ -35,19 +40,17 @@ def cmd_edge(args: argparse.Namespace) -> int:
     conf.security.check_files()  # a bad CA would fail every handshake, unnamed
     if stop.signum is not None:  # no bundle and heads loaded for nothing
         return _stopped_before_the_first_frame(stop, conf.results)
-    import signal
-
     from edge_node.agent import EdgeAgent
     from edge_node.source_spec import open_source
 
     agent = EdgeAgent.from_config(conf)
-    stop.agent_stop = agent.stop
+    stop.on_stop = lambda signum: agent.stop()
     if stop.signum is not None:  # it came while the bundle, LiteRT and the heads loaded
         agent.close()
         return _stopped_before_the_first_frame(stop, conf.results)
-    if hasattr(signal, "SIGHUP"):  # re-read [policy] from the config file, swap between frames
-        agent.on_reload(lambda: cfg.load(EdgeConfig, args, args.config).policy)
-        signal.signal(signal.SIGHUP, lambda *_: agent.request_reload())
+    # SIGHUP: re-read [policy] from the config file, swap between frames
+    agent.on_reload(lambda: cfg.load(EdgeConfig, args, args.config).policy)
+    stop.reloads_to(agent.request_reload)
     with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps) as source:
         ready = None
         if args.events:  # the explicit start signal a driver waits for (not a log line: those get reworded)
@@ -69,7 +72,7 @@ def cmd_edge(args: argparse.Namespace) -> int:
     return 0 if summary.failed == 0 else 1
 
 
-def _stopped_before_the_first_frame(stop: AgentStop, results: str) -> int:
+def _stopped_before_the_first_frame(stop: CommandSignals, results: str) -> int:
     """A stop as any other (exit 0), said in one line: nothing was read, the results log not opened."""
     print(f"stopped before the first frame: {stop.name} came while the agent was starting; no frame was read "
           f"and the results log {results} was not touched")

@@ -6,7 +6,9 @@
   The health service stays open so load balancers can probe it.
 - Client: the CA that signed the server's certificate, optionally its own
   certificate and key (mTLS), and the token file.
-- Plaintext only when asked with `insecure`; the server warns loudly when it runs so.
+- Plaintext only when asked with `insecure`; the server warns loudly when it runs so. An
+  agent whose policy runs every frame on the edge (and does not `require_cloud`) contacts no
+  server and need not choose either: it builds no channel (edge_node/config.py).
   A bearer token over plaintext can be read (and replayed) by anyone on the path, so
   `insecure` with a `token_file` is refused on both sides unless `allow_plaintext_token`
   says so too, and then each side warns loudly.
@@ -222,12 +224,25 @@ class ClientSecurity:
     insecure: bool = False
     allow_plaintext_token: bool = False
 
-    def validate(self) -> None:
+    def validate(self, talks: bool = True) -> None:
+        """`talks` False: the caller may never contact a server (an agent running every frame on
+        the edge), so TLS or plaintext need not be chosen yet; it calls `check_mode` once it
+        knows it will (edge_node/config.py, `EdgeConfig.check_transport`)."""
         _check_pair(self.tls_cert, self.tls_key)
+        if talks or self.chosen:  # both chosen is a contradiction whether or not a server is contacted
+            self.check_mode()
+        _check_plaintext_token(self.insecure, self.token_file, self.allow_plaintext_token, "sent")
+
+    @property
+    def chosen(self) -> bool:
+        """TLS (tls_ca) or plaintext (insecure) was asked for: a channel can be built."""
+        return bool(self.tls_ca) or self.insecure
+
+    def check_mode(self) -> None:
+        """Exactly one of TLS and plaintext, explicitly: a ConfigError naming what to set."""
         _check_mode("tls_ca", self.tls_ca, self.insecure,
                     "no tls_ca to verify the server with: give tls_ca (and tls_cert/tls_key for mutual TLS), "
                     "or --insecure to talk plaintext (development only)")
-        _check_plaintext_token(self.insecure, self.token_file, self.allow_plaintext_token, "sent")
 
     def check_files(self) -> None:
         """Every file named is there and usable (ConfigError naming it): a bad CA otherwise fails

@@ -188,8 +188,10 @@ def test_agent_over_mutual_tls_with_a_token(digits_bundle: Path, certs, token_fi
     from edge_node.results import read_results
     from edge_node.source_spec import open_source
 
+    # an agent that may offload (here k = 3) chooses TLS or plaintext; one all on the edge need not
+    # (tests/functional/test_edge_without_a_link.py)
     with pytest.raises(ConfigError) as info:
-        EdgeConfig(bundle=str(digits_bundle), source="synthetic:1").validate()
+        EdgeAgent.from_config(EdgeConfig(bundle=str(digits_bundle), source="synthetic:1", split=3))
     assert info.value.key == "insecure" and "tls_ca" in str(info.value)
     server = start(digits_bundle, insecure=False, tls_cert=str(certs.server_cert), tls_key=str(certs.server_key),
                    tls_client_ca=str(certs.ca_cert), token_file=str(token_file))
