@@ -23,6 +23,7 @@ import logging
 import os
 import ssl
 import stat
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,20 @@ def read_file(key: str, path: str) -> bytes:
     return data
 
 
+_warned_lock = threading.Lock()
+_warned_paths: set[str] = set()  # token files already warned about in this process
+
+
+def _first_time_for(path: str) -> bool:
+    """True once per path: the token is read by the file check, then for every channel and the
+    server's credentials, and the warning said three times (per channel, in a fleet) is noise."""
+    with _warned_lock:
+        if path in _warned_paths:
+            return False
+        _warned_paths.add(path)
+        return True
+
+
 def read_token(key: str, path: str) -> str:
     """The bearer token in `path` (first line). Warns when other users can read the file."""
     token = read_file(key, path).decode("utf-8", "replace").strip().splitlines()[0].strip()
@@ -58,7 +73,7 @@ def read_token(key: str, path: str) -> str:
         raise ConfigError(key, path, "the token is shorter than 16 characters")
     try:
         mode = os.stat(path).st_mode
-        if mode & (stat.S_IRGRP | stat.S_IROTH):
+        if mode & (stat.S_IRGRP | stat.S_IROTH) and _first_time_for(path):
             log.warning("token file %s is readable by other users: chmod 600 it", path)
     except OSError:
         pass

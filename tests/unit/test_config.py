@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,16 @@ def test_a_metrics_address_in_use_is_named() -> None:
     assert str(info.value) == f'metrics_listen = "{listen}": cannot listen there: Address already in use'
     # a port in use is not a wrong value: exit 1, as for listen and health_listen (docs/configuration.md)
     assert not isinstance(info.value, ConfigError)
+
+
+def test_a_token_file_others_can_read_is_warned_about_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # read by the file check, then for the channel (and the server's credentials): said three times
+    from splitpoint.security import read_token
+
+    token = tmp_path / "token"
+    token.write_text("0123456789abcdef0123\n")
+    token.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="splitpoint.security"):
+        for _ in range(3):
+            assert read_token("token_file", str(token)) == "0123456789abcdef0123"
+    assert [r.getMessage() for r in caplog.records] == [f"token file {token} is readable by other users: chmod 600 it"]
