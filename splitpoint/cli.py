@@ -192,14 +192,18 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from splitpoint import doctor
 
-    values, config_checks = doctor.resolve_settings(args.config, {k: getattr(args, k, None) for k in doctor.EDGE_KEYS})
+    flags = {k: getattr(args, k, None) for k in doctor.EDGE_KEYS}
+    values, config_checks = doctor.resolve_settings(args.config, flags)
     cloud = values.get("cloud") or None
+    # a server named on this command line is checked whatever the config's policy
+    no_server = doctor.contacts_no_server(args.config, flags) if args.config and not flags.get("cloud") else ""
     # the one client factory: OffloadClient(cloud, timeout_s=5, security=ClientSecurity(<the TLS keys>))
     make_client, transport = doctor.client_factory(cloud or "", {k: values.get(k) for k in doctor.TRANSPORT_KEYS})
     return doctor.run_doctor(values.get("bundle") or None, cloud, values["device"], values["results"],
                              make_client=make_client if cloud else None, transport=transport,
                              config_checks=config_checks,
-                             secrets={k: values[k] for k in ("tls_key", "token_file") if values.get(k)})
+                             secrets={k: values[k] for k in ("tls_key", "token_file") if values.get(k)},
+                             no_server=no_server)
 
 
 def cmd_certs(args: argparse.Namespace) -> int:

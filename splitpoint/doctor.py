@@ -100,6 +100,31 @@ def check_edge_config(path: str, values: dict[str, Any]) -> list[Check]:
     return [Check("ok", "config", f"{path} is a valid edge config")]
 
 
+def contacts_no_server(config_path: str, flags: dict[str, Any]) -> str:
+    """Why `splitpoint edge` with this config contacts no server ("" when it may): its policy runs
+    every frame on the edge (a fixed split at k = K), require_cloud is off, and neither TLS nor
+    plaintext is chosen - such an agent starts without either (docs/security.md), so a cloud
+    check failing for want of tls_ca would report a problem the agent does not have. With TLS or
+    insecure set the cloud is still checked: a SIGHUP reload may start offloading."""
+    from edge_node.agent import may_offload
+    from edge_node.config import EdgeConfig
+    from scheduler.planner import build_policy
+    from splitpoint.bundle import load_bundle
+    from splitpoint.config import build, read_toml
+
+    try:
+        conf = build(EdgeConfig, {**read_toml(config_path), **{k: v for k, v in flags.items() if v not in (None, "")}})
+        if conf.require_cloud or conf.security.chosen or conf.policy.name != "fixed":
+            return ""
+        K = load_bundle(conf.bundle, verify=False).manifest.num_layers
+        if may_offload(build_policy(conf.policy, "", K, conf.split), K):
+            return ""
+    except Exception:  # noqa: BLE001 - a config or bundle that does not load is reported by its own check
+        return ""
+    return ("the agent contacts no server: its policy runs every frame on the edge (k = K), require_cloud is off, "
+            "and neither tls_ca nor insecure is set")
+
+
 def resolve_settings(config_path: str | None, flags: dict[str, Any]) -> tuple[dict[str, Any], list[Check]]:
     """(the values the doctor checks, [config check]): agent defaults < the edge TOML < flags.
 
@@ -295,8 +320,9 @@ def check_disk(path: str) -> list[Check]:
 def run_doctor(bundle: str | None, cloud: str | None, device: str, results: str | None,
                make_client: Callable[[], Any] | None = None, transport: str = "",
                config_checks: list[Check] | None = None, out: Callable[[str], None] = print,
-               secrets: dict[str, str] | None = None) -> int:
-    """Every check, printed line by line as it finishes; 0 when nothing FAILed, 1 otherwise."""
+               secrets: dict[str, str] | None = None, no_server: str = "") -> int:
+    """Every check, printed line by line as it finishes; 0 when nothing FAILed, 1 otherwise.
+    `no_server`: why the agent contacts no server (`contacts_no_server`): the cloud is not checked."""
     checks: list[Check] = []
 
     def emit(new: list[Check]) -> None:
@@ -315,7 +341,9 @@ def run_doctor(bundle: str | None, cloud: str | None, device: str, results: str 
         emit([Check("skip", "bundle", "no bundle given (--bundle or `bundle` in --config)")])
     if secrets:
         emit(guarded("secrets", check_secret_files, secrets))
-    if cloud and make_client is not None:
+    if no_server:
+        emit([Check("skip", "cloud", no_server)])
+    elif cloud and make_client is not None:
         emit(guarded("cloud", check_cloud, make_client, digest, transport))
     else:
         emit([Check("skip", "cloud", "no server given (--cloud or `cloud` in --config)")])

@@ -259,3 +259,21 @@ def test_advice_is_marked_as_a_hint_not_as_a_finding() -> None:
     pairing = [c for c in doctor_device.check_runtimes() if c.name == "runtime/delegate pairing"]
     assert [c.status for c in pairing] == ["hint"]  # advice, not "[  ok]" as if something was checked
     assert pairing[0].line().startswith("[hint] ")
+
+
+def test_an_all_edge_config_without_tls_is_not_failed_for_a_server_it_never_contacts(
+        digits_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # the agent starts without tls_ca or insecure when every frame runs on the edge; the doctor
+    # FAILed the default cloud 127.0.0.1:50051 for want of a tls_ca
+    conf = tmp_path / "edge.toml"
+    base = f'bundle = "{digits_bundle}"\nsource = "synthetic:1"\nresults = "{tmp_path / "r.jsonl"}"\n'
+    conf.write_text(base)
+    assert main(["doctor", "--config", str(conf)]) == 0
+    out = capsys.readouterr().out
+    assert "the agent contacts no server: its policy runs every frame on the edge" in out and "no tls_ca" not in out
+    conf.write_text(base + "split = 3\n")  # this one offloads: TLS or plaintext must be chosen
+    assert main(["doctor", "--config", str(conf)]) == 1
+    assert "no tls_ca to verify the server with" in capsys.readouterr().out
+    conf.write_text(base + "require_cloud = true\n")
+    assert main(["doctor", "--config", str(conf)]) == 1
+    assert "no tls_ca to verify the server with" in capsys.readouterr().out
