@@ -69,12 +69,12 @@ MIN_TRANSFER_MS = 0.05
 #: a probe carries about this much time of traffic at the current estimate ...
 PROBE_TARGET_MS = 50.0
 #: ... within these bounds. The floor is set by the link's burst allowance, not the RTT: a
-#: shaper (a cellular scheduler, the link emulator's 15 KB bucket) lets its first tens of KB
+#: shaper (a cellular scheduler, tc's tbf `burst 15kb`) lets its first tens of KB
 #: through at once, so a 6 KB probe on a 0.5 Mbps link measured 40-90 Mbps; 32 KiB keeps that
 #: error under 2x. The cap keeps every probe cheaper than the 64 KiB ones used before.
 PROBE_MIN_BYTES, PROBE_MAX_BYTES = 32 * 1024, 48 * 1024
 #: frames smaller than this give samples that are not judged (no error, no collapse): above the
-#: emulator's 15 KB bucket, and half the probe floor (a 96 px input, 27 KB, is judged)
+#: 15 KB burst of such a shaper, and half the probe floor (a 96 px input, 27 KB, is judged)
 JUDGED_MIN_BYTES = 16 * 1024
 #: a judged sample under 1/DROP_FACTOR of its prediction, that the link came back from, is a drop
 DROP_FACTOR = 2.0

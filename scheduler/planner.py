@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from dataclasses import asdict
 
@@ -31,6 +32,8 @@ def parse_bandwidth(text: str, key: str = "--bandwidth") -> float:
     value = float(m.group(1)) * _BW_UNITS[unit]
     if value <= 0:
         raise ConfigError(key, text, "must be > 0")
+    if not math.isfinite(value):  # 1e400Mbps: inf, which `policy explain --json` wrote as Infinity
+        raise ConfigError(key, text, "is too large to be a rate")
     return value
 
 
@@ -39,7 +42,10 @@ def parse_duration_ms(text: str, key: str = "--rtt") -> float:
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(us|ms|s)?\s*", text)
     if not m:
         raise ConfigError(key, text, "expected a duration like 40ms or 0.04s")
-    return float(m.group(1)) * _TIME_UNITS[m.group(2) or "ms"]
+    value = float(m.group(1)) * _TIME_UNITS[m.group(2) or "ms"]
+    if not math.isfinite(value):  # 400 digits read as inf
+        raise ConfigError(key, text, "is too large to be a duration")
+    return value
 
 
 def energy_model(cfg: PolicyConfig, edge: Profile) -> EnergyModel | None:

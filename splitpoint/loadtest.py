@@ -124,6 +124,13 @@ class LoadReport:
         lines = [f"{len(self.per_agent_answered)} drones for {self.seconds:.1f}s: {self.sent} frames sent, "
                  f"{self.answered} answered ({self.frames_per_s:.1f} frames/s), {self.skipped} skipped (window full), "
                  f"{self.unanswered} unanswered"]
+        if self.connected < len(self.per_agent_answered):
+            # a drone refused its stream sends nothing: its camera's frames read as "skipped", and
+            # the figures are a smaller fleet's. Under mutual TLS every drone with the one client
+            # certificate is one agent to the server, so max_streams_per_agent caps the fleet.
+            lines.append(f"only {self.connected} of {len(self.per_agent_answered)} drones opened a stream "
+                         f"before the clock started" + (f"; last stream error: {self.last_error}"
+                                                        if self.last_error else ""))
         if self.latency_ms:
             lat = self.latency_ms
             lines.append(f"latency ms: p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  p99 {lat['p99']:.1f}  "

@@ -29,8 +29,16 @@ def parse_target(key: str, text: str) -> str:
     if not text:
         raise ConfigError(key, text, "give HOST:PORT, a comma-separated list of them, or dns:///NAME:PORT")
     if text.startswith(SCHEMES):
-        if text.startswith("dns:") and ":" in (name := text.rsplit("/", 1)[-1]):
-            parse_address(key, name, allow_zero_port=False)  # a port, when given, must be one
+        rest = text.split(":", 1)[1]
+        if text.startswith("dns:"):
+            # dns:NAME:PORT, dns:///NAME:PORT or dns://SERVER/NAME:PORT. Without a port gRPC dials
+            # 443, and an empty name only fails once every connection attempt has timed out.
+            name = rest.rsplit("/", 1)[-1] if rest.startswith("//") else rest
+            if not name.strip() or ":" not in name:
+                raise ConfigError(key, text, "expected dns:///NAME:PORT, e.g. dns:///splitpoint-cloud:50051")
+            parse_address(key, name, allow_zero_port=False)  # the port must be one
+        elif not rest.strip(" /"):
+            raise ConfigError(key, text, "names no address: give HOST:PORT or dns:///NAME:PORT")
         return text
     parts = [p.strip() for p in text.split(",") if p.strip()]
     for part in parts:

@@ -151,6 +151,17 @@ def test_a_fixed_policy_explained_without_profiles_names_the_missing_key(tmp_pat
         build_cost_model(PolicyConfig(name="fixed", edge_profile=str(edge), cloud_profile=str(edge)), DIGEST)
 
 
+@pytest.mark.parametrize(("parse", "text"), [("bandwidth", "1e400Mbps"), ("bandwidth", "9" * 400),
+                                             ("duration", "9" * 400), ("duration", "9" * 400 + "s")])
+def test_policy_explain_refuses_a_link_figure_too_large_to_be_finite(parse: str, text: str) -> None:
+    # `policy explain --bandwidth 1e400Mbps --json` planned with inf and printed `Infinity`, not JSON
+    from scheduler.planner import parse_bandwidth, parse_duration_ms
+
+    with pytest.raises(ConfigError, match="too large"):
+        (parse_bandwidth if parse == "bandwidth" else parse_duration_ms)(text)
+    assert parse_bandwidth("5Mbps") == 5e6 and parse_duration_ms("40") == 40.0
+
+
 def replay(policy: AdaptivePolicy, est: LinkEstimator, bandwidths_mbps: list[float], rng: random.Random | None = None,
            wire: int = 200_000) -> list[int]:
     """Feed one bandwidth sample per frame (with optional +-20% noise); return the split of each frame."""

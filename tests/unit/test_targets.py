@@ -18,6 +18,9 @@ pytestmark = pytest.mark.edge_side
     ("[::1]:1,[::2]:2", "ipv6:[::1]:1,[::2]:2"),
     ("dns:///splitpoint-cloud.drones.svc.cluster.local:50051", "dns:///splitpoint-cloud.drones.svc.cluster.local:50051"),
     ("ipv4:127.0.0.1:1,127.0.0.2:2", "ipv4:127.0.0.1:1,127.0.0.2:2"),
+    ("dns://8.8.8.8/name:5", "dns://8.8.8.8/name:5"),
+    ("dns:name:5", "dns:name:5"),
+    ("unix:/run/splitpoint.sock", "unix:/run/splitpoint.sock"),
 ])
 def test_targets(text: str, target: str) -> None:
     assert parse_target("cloud", text) == target
@@ -25,7 +28,9 @@ def test_targets(text: str, target: str) -> None:
 
 @pytest.mark.parametrize("text", ["", "nohostport", "a:1,b", "dns:///name:99999", "[::1]:1,10.0.0.1:2", "h:0",
                                   # each once passed, and every frame then fell back to a local run
-                                  "http://127.0.0.1:5", "a b:5", "127.0.0.1:5:7", "::1:5", "10.0.0.1:1,-x:2"])
+                                  "http://127.0.0.1:5", "a b:5", "127.0.0.1:5:7", "::1:5", "10.0.0.1:1,-x:2",
+                                  # gRPC took these, then dialled port 443 or timed every connection out
+                                  "dns:///", "dns:", "dns:///name", "dns://8.8.8.8/name", "ipv4:", "unix:"])
 def test_bad_targets_name_the_key(text: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_target("cloud", text)
