@@ -178,9 +178,12 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
     )
     from splitpoint.bundle import load_bundle
 
+    alias = args.policy_alias
+    if alias is not None and getattr(args, "name", alias) != alias:  # one was silently dropped
+        raise ConfigError("--policy", alias, f"and --name {args.name} name two policies: give one")
     bundle = load_bundle(args.bundle, verify=False)
     if not hasattr(args, "name"):
-        args.name = "min-latency"
+        args.name = alias or "min-latency"
     pcfg = cfg.load(PolicyConfig, args, None)
     link = LinkState(parse_bandwidth(args.bandwidth), parse_duration_ms(args.rtt), parse_duration_ms(args.queue, "--queue"))
     cost = build_cost_model(pcfg, bundle.manifest.model_digest)

@@ -91,8 +91,11 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "emulate a fleet of drones against a server or replicas: frames/s, latency, refusals, each replica's share",
         "splitpoint loadtest --bundle DIR --target T [--agents N] [--fps F] [--split K] [--duration S] [options]",
         ("splitpoint loadtest --bundle digits-bundle/ --target 127.0.0.1:50051 --agents 50 --fps 5 --insecure",
-         "splitpoint loadtest --bundle bundle/ --target dns:///splitpoint-cloud.drones.svc.cluster.local:50051 "
-         "--agents 200 --fps 10 --split 3 --duration 60 --json fleet.json --tls-ca certs/ca.pem"),
+         # the fleet of docs/scaling.md: mutual TLS and a bearer token (one client certificate is one
+         # agent to the server: see docs/scaling.md on max_streams_per_agent for a sizing run)
+         "splitpoint loadtest --bundle bundle/ --target dns:///splitpoint-cloud.splitpoint.svc.cluster.local:50051 "
+         "--agents 200 --fps 10 --split 3 --duration 60 --json fleet.json --tls-ca certs/ca.pem "
+         "--tls-cert certs/client.pem --tls-key certs/client.key --token-file certs/token"),
     ),
 }
 
@@ -332,7 +335,7 @@ def _add_profile(p: argparse.ArgumentParser) -> None:
 
 
 def _add_policy(p: argparse.ArgumentParser, func: Command) -> None:
-    from scheduler.objectives import PolicyConfig
+    from scheduler.objectives import POLICIES, PolicyConfig
 
     # prog given: argparse would otherwise build it from the parent's usage line
     psub = p.add_subparsers(dest="policy_command", required=True, metavar="SUBCOMMAND", parser_class=_Parser,
@@ -348,8 +351,8 @@ def _add_policy(p: argparse.ArgumentParser, func: Command) -> None:
     g.add_argument("--rtt", required=True, help="REQUIRED: round-trip time, e.g. 40ms")
     g.add_argument("--queue", default="0ms", help="server queue wait (default 0ms)")
     g.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    g.add_argument("--policy", dest="name", choices=("min-latency", "min-energy", "weighted"),
-                   default=argparse.SUPPRESS, help="the policy to explain (same as --name; default min-latency)")
+    g.add_argument("--policy", dest="policy_alias", choices=POLICIES, metavar="NAME", default=None,
+                   help="the policy to explain: " + ", ".join(POLICIES) + " (same as --name; default min-latency)")
     cfg.add_arguments(pe, PolicyConfig, groups={"other options": pe.add_argument_group("policy options")})
     for action in pe._actions:  # the agent's defaults (fixed, its --split) are not explain's
         if action.dest == "name" and "--name" in action.option_strings:

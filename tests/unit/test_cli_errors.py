@@ -113,3 +113,15 @@ def test_an_unknown_flag_is_reported_by_the_command_it_was_given_to(argv: list[s
         cli.build_parser().parse_args(argv)
     assert exit_.value.code == 2
     assert capsys.readouterr().err.strip() == line
+
+
+def test_policy_explain_takes_one_policy_by_either_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    # --policy min-latency --name min-energy explained min-energy without a word, and --policy
+    # refused "fixed", which --name (its documented twin) takes
+    explain = ["policy", "explain", "--bundle", "b", "--bandwidth", "5Mbps", "--rtt", "40ms"]
+    assert cli.main([*explain, "--policy", "min-latency", "--name", "min-energy"]) == 2
+    assert ('--policy = "min-latency": and --name min-energy name two policies: give one'
+            in capsys.readouterr().err)
+    assert _parse(*explain, "--policy", "fixed").policy_alias == "fixed"
+    assert cli.main([*explain, "--policy", "min-energy", "--name", "min-energy"]) == 2  # agrees: on to the bundle
+    assert '--policy' not in capsys.readouterr().err
