@@ -54,7 +54,7 @@ from prometheus_client import CollectorRegistry
 from scheduler.link import LinkEstimator
 from scheduler.objectives import PolicyConfig
 from scheduler.paths import Timeline
-from scheduler.policy_base import FrameOutcome, SplitPolicy
+from scheduler.policy_base import FrameOutcome, SplitPolicy, may_offload, plans_paths
 from splitpoint.errors import ResultsWriteError, SplitpointError
 from splitpoint.metrics import serve_metrics
 
@@ -126,7 +126,7 @@ class EdgeAgent:
         self.fallback_digest = FallbackDigest()
         #: when the edge and the uplink will be free: what the policy plans each frame's path with
         self.timeline = Timeline()
-        self.ledger = FrameLedger(config.window if _plans_paths(policy) else config.window_size)
+        self.ledger = FrameLedger(config.window if plans_paths(policy) else config.window_size)
         #: latency mode on an unpaced source: one frame in flight, and no next frame to plan for
         self._one_in_flight = False
         self.local = local
@@ -313,7 +313,7 @@ class EdgeAgent:
         return may_offload(self.policy, self.K)
 
     def _plans_with_link(self) -> bool:
-        return _plans_paths(self.policy)  # a fixed policy does not plan with estimates
+        return plans_paths(self.policy)  # a fixed policy does not plan with estimates
 
     def _arrived(self, frame: Frame, now: float) -> float:
         """When the frame came from the camera, on this agent's clock: its age from the capture
@@ -395,15 +395,4 @@ class EdgeAgent:
         head_start = head_end - out.head_ms / 1000
         self.cloud.offload(frame, x, out, preprocess_ms, head_start, hedge,
                            0.0 if prediction is None else prediction[2], raced=raced)
-
-
-def may_offload(policy: SplitPolicy, K: int) -> bool:
-    """Whether `policy` may send a frame to a server: all but a fixed policy at k = K."""
-    return _plans_paths(policy) or getattr(policy, "split", None) != K
-
-
-def _plans_paths(policy: SplitPolicy) -> bool:
-    """Whether the policy predicts (an adaptive one): it then plans each frame's path, and
-    frames may be in flight on the link while the next runs on the edge, also in latency mode."""
-    return hasattr(policy, "link")
 

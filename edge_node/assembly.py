@@ -15,11 +15,11 @@ from prometheus_client import CollectorRegistry
 from scheduler.link import LinkEstimator
 from scheduler.objectives import PolicyConfig
 from scheduler.planner import build_policy
-from scheduler.policy_base import SplitPolicy
+from scheduler.policy_base import SplitPolicy, may_offload
 from splitpoint.bundle import load_bundle, split_ranges
 from splitpoint.errors import ConfigError
 
-from .agent import EdgeAgent, may_offload
+from .agent import EdgeAgent
 from .client import NoLink
 from .config import EdgeConfig
 from .local_executor import LocalExecutor

@@ -78,3 +78,15 @@ class FixedPolicy:
 
     def describe(self) -> str:
         return f"fixed split {self.split}"
+
+
+def may_offload(policy: SplitPolicy, K: int) -> bool:
+    """Whether `policy` may send a frame to a server: all but a fixed policy at k = K (the agent
+    then asks no server anything and needs no TLS settings: edge_node/config.py)."""
+    return plans_paths(policy) or getattr(policy, "split", None) != K
+
+
+def plans_paths(policy: SplitPolicy) -> bool:
+    """Whether the policy predicts (an adaptive one): the agent then plans each frame's path, and
+    frames may be in flight on the link while the next runs on the edge, also in latency mode."""
+    return hasattr(policy, "link")

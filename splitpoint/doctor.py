@@ -106,9 +106,9 @@ def contacts_no_server(config_path: str, flags: dict[str, Any]) -> str:
     plaintext is chosen - such an agent starts without either (docs/security.md), so a cloud
     check failing for want of tls_ca would report a problem the agent does not have. With TLS or
     insecure set the cloud is still checked: a SIGHUP reload may start offloading."""
-    from edge_node.agent import may_offload
     from edge_node.config import EdgeConfig
     from scheduler.planner import build_policy
+    from scheduler.policy_base import may_offload
     from splitpoint.bundle import load_bundle
     from splitpoint.config import build, read_toml
 
