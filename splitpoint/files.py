@@ -36,8 +36,8 @@ def file_kind(mode: int) -> str:
 
 def open_regular(path: str | Path, key: str, flags: int = os.O_RDONLY, why: str = "", mode: int = 0o666) -> int:
     """A descriptor of `path`, which must be a regular file (following symlinks); else
-    ConfigError(key, path, "is a named pipe, not a regular file" + why). OSError as open() raises
-    it (a directory opened for writing: EISDIR). `mode`: of a file O_CREAT makes (umask applies).
+    ConfigError(key, path, "is a named pipe, not a regular file" + why; a directory likewise).
+    OSError as open() raises it. `mode`: of a file O_CREAT makes (umask applies).
 
     O_NONBLOCK only matters while opening (a named pipe would wait for its other end); on a
     regular file it changes nothing, so the descriptor is then used as any other."""
@@ -46,7 +46,9 @@ def open_regular(path: str | Path, key: str, flags: int = os.O_RDONLY, why: str 
     except OSError:
         pass  # not there (O_CREAT may make it) or not reachable: open() says why
     else:
-        if not (stat.S_ISREG(kind) or stat.S_ISDIR(kind)):  # a directory: open() says why
+        # a directory too: opened for writing, open() said only EISDIR, which callers reported as
+        # a file that could not be written (exit 1) rather than the wrong value it is (exit 2)
+        if not stat.S_ISREG(kind):
             raise ConfigError(key, str(path), f"is {file_kind(kind)}, not a regular file{why}")
     fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC, mode)
     try:

@@ -118,6 +118,8 @@ FILES = {
     "/dev/zero": (lambda d: Path("/dev/zero"), None, "jsonl", "is a character device, not a regular file"),
     "/dev/full": (lambda d: Path("/dev/full"), None, "jsonl", "is a character device, not a regular file"),
     "a named pipe": (lambda d: d / "p.jsonl", None, "jsonl", "is a named pipe, not a regular file"),
+    # was exit 1, "cannot be written: Is a directory (EISDIR)", as if a disk had failed
+    "a directory": (lambda d: d / "r.jsonl", None, "jsonl", "is a directory, not a regular file"),
 }
 #: --no-resume moves a log aside: never tried on a device node, which a regression would rename (as root)
 NO_RESUME = [pytest.param(case, "--no-resume", id=f"{case}-no-resume") for case in FILES if not case.startswith("/dev")]
@@ -134,6 +136,9 @@ def test_results_that_are_not_a_results_log_are_refused_untouched(digits_bundle:
         path.write_bytes(content)
     if case == "a named pipe":
         os.mkfifo(path)
+    if case == "a directory":
+        path.mkdir()
+        (path / "kept.txt").write_text("someone's file\n")
     if path.parent == where:
         before = {p.name: (p.read_bytes() if p.is_file() else b"", p.stat().st_mtime_ns) for p in where.iterdir()}
     events = tmp_path / "events.jsonl"
