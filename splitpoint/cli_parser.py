@@ -78,8 +78,10 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     ),
     "certs": (
         "make a development CA and server/client certificates for (mutual) TLS",
-        "splitpoint certs [-o DIR] [--server-name NAMES] [--force]",
-        ("splitpoint certs -o certs/ --server-name server.example,10.0.0.5",),
+        "splitpoint certs [-o DIR] [--server-name NAMES] [--clients NAMES] [--force]",
+        ("splitpoint certs -o certs/ --server-name server.example,10.0.0.5",
+         "splitpoint certs -o certs/ --server-name server.example --clients drone-01,drone-02,drone-03",
+         "splitpoint certs -o certs/ --clients \"$(seq -s, -f 'drone-%02g' 50)\"   # drone-01 ... drone-50"),
     ),
     "bench": (
         "measure every split's real end-to-end latency, the scheduler's choices, traces, throughput",
@@ -382,9 +384,13 @@ def _add_doctor(p: argparse.ArgumentParser) -> None:
 
 def _add_certs(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", default="certs", metavar="DIR", help="directory to write (default ./certs)")
-    p.add_argument("--server-name", default="localhost,127.0.0.1", metavar="NAMES",
+    p.add_argument("--server-name", metavar="NAMES",
                    help="comma-separated DNS names/IPs the server certificate is valid for (default localhost,127.0.0.1)")
-    p.add_argument("--force", action="store_true", help="replace existing files")
+    p.add_argument("--clients", metavar="NAMES",  # names, not a count: the server counts streams per name
+                   help="comma-separated drone names: a certificate each (CN = the name) in DIR/clients/NAME.pem, "
+                        "NAME.key; a CA already in DIR signs them and is kept, with server.pem")
+    p.add_argument("--force", action="store_true",
+                   help="replace existing files (with --clients and a CA in DIR: only the named drones' files)")
 
 
 def _add_bench(p: argparse.ArgumentParser) -> None:
