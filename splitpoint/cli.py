@@ -284,7 +284,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     from splitpoint.loadtest import REPORT, LoadtestConfig, is_report, run_loadtest
 
     conf = cfg.load(LoadtestConfig, args, args.config)
-    conf.security.check_files()
+    conf.check_files()
     if conf.json:  # found now, not after the whole run's load
         check_replaceable(conf.json, "json", REPORT, is_report)  # a directory, or someone's file
         if not Path(conf.json).parent.is_dir():
