@@ -93,11 +93,10 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "emulate a fleet of drones against a server or replicas: frames/s, latency, refusals, each replica's share",
         "splitpoint loadtest --bundle DIR --target T [--agents N] [--fps F] [--split K] [--duration S] [options]",
         ("splitpoint loadtest --bundle digits-bundle/ --target 127.0.0.1:50051 --agents 50 --fps 5 --insecure",
-         # the fleet of docs/scaling.md: mutual TLS and a bearer token (one client certificate is one
-         # agent to the server: see docs/scaling.md on max_streams_per_agent for a sizing run)
+         # the fleet of docs/scaling.md: mutual TLS, a certificate per drone (`certs --clients`), a token
          "splitpoint loadtest --bundle bundle/ --target dns:///splitpoint-cloud.splitpoint.svc.cluster.local:50051 "
          "--agents 200 --fps 10 --split 3 --duration 60 --json fleet.json --tls-ca certs/ca.pem "
-         "--tls-cert certs/client.pem --tls-key certs/client.key --token-file certs/token"),
+         "--tls-client-dir certs/clients --token-file certs/token"),
     ),
 }
 
