@@ -78,8 +78,10 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     ),
     "certs": (
         "make a development CA and server/client certificates for (mutual) TLS",
-        "splitpoint certs [-o DIR] [--server-name NAMES] [--force]",
-        ("splitpoint certs -o certs/ --server-name server.example,10.0.0.5",),
+        "splitpoint certs [-o DIR] [--server-name NAMES] [--clients NAMES] [--force]",
+        ("splitpoint certs -o certs/ --server-name server.example,10.0.0.5",
+         "splitpoint certs -o certs/ --server-name server.example --clients drone-01,drone-02,drone-03",
+         "splitpoint certs -o certs/ --clients \"$(seq -s, -f 'drone-%02g' 50)\"   # drone-01 ... drone-50"),
     ),
     "bench": (
         "measure every split's real end-to-end latency, the scheduler's choices, traces, throughput",
@@ -91,11 +93,10 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "emulate a fleet of drones against a server or replicas: frames/s, latency, refusals, each replica's share",
         "splitpoint loadtest --bundle DIR --target T [--agents N] [--fps F] [--split K] [--duration S] [options]",
         ("splitpoint loadtest --bundle digits-bundle/ --target 127.0.0.1:50051 --agents 50 --fps 5 --insecure",
-         # the fleet of docs/scaling.md: mutual TLS and a bearer token (one client certificate is one
-         # agent to the server: see docs/scaling.md on max_streams_per_agent for a sizing run)
+         # the fleet of docs/scaling.md: mutual TLS, a certificate per drone (`certs --clients`), a token
          "splitpoint loadtest --bundle bundle/ --target dns:///splitpoint-cloud.splitpoint.svc.cluster.local:50051 "
          "--agents 200 --fps 10 --split 3 --duration 60 --json fleet.json --tls-ca certs/ca.pem "
-         "--tls-cert certs/client.pem --tls-key certs/client.key --token-file certs/token"),
+         "--tls-client-dir certs/clients --token-file certs/token"),
     ),
 }
 
@@ -382,9 +383,13 @@ def _add_doctor(p: argparse.ArgumentParser) -> None:
 
 def _add_certs(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", default="certs", metavar="DIR", help="directory to write (default ./certs)")
-    p.add_argument("--server-name", default="localhost,127.0.0.1", metavar="NAMES",
+    p.add_argument("--server-name", metavar="NAMES",
                    help="comma-separated DNS names/IPs the server certificate is valid for (default localhost,127.0.0.1)")
-    p.add_argument("--force", action="store_true", help="replace existing files")
+    p.add_argument("--clients", metavar="NAMES",  # names, not a count: the server counts streams per name
+                   help="comma-separated drone names: a certificate each (CN = the name) in DIR/clients/NAME.pem, "
+                        "NAME.key; a CA already in DIR signs them and is kept, with server.pem")
+    p.add_argument("--force", action="store_true",
+                   help="replace existing files (with --clients and a CA in DIR: only the named drones' files)")
 
 
 def _add_bench(p: argparse.ArgumentParser) -> None:

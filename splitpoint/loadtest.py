@@ -14,6 +14,10 @@ with its stream (the stream's status code; the drone opens a new stream, which t
 channel may place on another replica). Frames still unanswered when the run ends count
 as `unanswered`.
 
+Under mutual TLS the server knows an agent by its client certificate's name, so drones given
+one certificate (`tls_cert`) are one agent to it, held together to `max_streams_per_agent`;
+`tls_client_dir` gives each drone its own (`splitpoint certs --clients`), in turn.
+
 One drone holds at most `window` frames in flight; a tick that finds the window full
 is counted as a skipped frame (the camera's frame that a real agent would run locally).
 """
@@ -30,17 +34,18 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import grpc
 import numpy as np
 
 from splitpoint.bundle import load_bundle
+from splitpoint.certs import client_pairs
 from splitpoint.config import option
 from splitpoint.errors import ConfigError, status_code_from_int
 from splitpoint.files import json_object, write_replacing
-from splitpoint.security import ClientSecurity
+from splitpoint.security import ClientSecurity, check_key_pair
 from splitpoint.targets import balanced_options, parse_target
 from splitpoint.v1 import offload_pb2, offload_pb2_grpc
 from splitpoint.wire_metadata import AGENT_METADATA_KEY, REPLICA_METADATA_KEY
@@ -73,6 +78,9 @@ class LoadtestConfig:
     tls_ca: str = option("", "CA (PEM) that signed the servers' certificates", group="security")
     tls_cert: str = option("", "client certificate (PEM) for mutual TLS", group="security")
     tls_key: str = option("", "private key (PEM) of tls_cert", group="security")
+    tls_client_dir: str = option("", "directory of NAME.pem/NAME.key pairs (`splitpoint certs --clients` writes "
+                                     "them): each drone presents its own, in turn, instead of tls_cert",
+                                 group="security")
     tls_server_name: str = option("", "name to verify in the servers' certificates", group="security")
     token_file: str = option("", "file holding the bearer token", group="security")
     insecure: bool = option(False, "plaintext (development only)", group="security")
@@ -89,7 +97,28 @@ class LoadtestConfig:
         if self.split < 0:
             raise ConfigError("split", self.split, "must be >= 0")
         parse_target("target", self.target)
+        if self.tls_client_dir:
+            for key in ("tls_cert", "tls_key", "insecure"):
+                if getattr(self, key):
+                    raise ConfigError("tls_client_dir", self.tls_client_dir, f"cannot be combined with {key}: "
+                                      "the drones present either tls_cert or their own from tls_client_dir, over TLS")
         self.security.validate()
+
+    def client_pairs(self) -> list[tuple[str, str]]:
+        """The drones' own (certificate, key) pairs; empty without tls_client_dir."""
+        return client_pairs("tls_client_dir", self.tls_client_dir) if self.tls_client_dir else []
+
+    def check_files(self) -> None:
+        """Every file named is usable (ConfigError naming it), before the heads run."""
+        self.security.check_files()
+        for cert, key in self.client_pairs():
+            check_key_pair("tls_client_dir", cert, "tls_client_dir", key)
+
+    def drone_security(self, pairs: list[tuple[str, str]], n: int) -> ClientSecurity:
+        if not pairs:
+            return self.security
+        cert, key = pairs[n % len(pairs)]
+        return replace(self.security, tls_cert=cert, tls_key=key)
 
     @property
     def security(self) -> ClientSecurity:
@@ -103,6 +132,7 @@ class LoadReport:
     seconds: float
     connected: int = 0  # drones whose stream was open when the clock started
     last_error: str = ""  # the latest stream failure, if any
+    certificates: int = 0  # distinct client certificates the drones presented (0: none)
     sent: int = 0
     answered: int = 0
     skipped: int = 0
@@ -126,11 +156,16 @@ class LoadReport:
                  f"{self.unanswered} unanswered"]
         if self.connected < len(self.per_agent_answered):
             # a drone refused its stream sends nothing: its camera's frames read as "skipped", and
-            # the figures are a smaller fleet's. Under mutual TLS every drone with the one client
-            # certificate is one agent to the server, so max_streams_per_agent caps the fleet.
+            # the figures are a smaller fleet's (e.g. drones sharing a certificate, held to
+            # max_streams_per_agent together)
             lines.append(f"only {self.connected} of {len(self.per_agent_answered)} drones opened a stream "
                          f"before the clock started" + (f"; last stream error: {self.last_error}"
                                                         if self.last_error else ""))
+        drones = len(self.per_agent_answered)
+        if 0 < self.certificates < drones:  # under mutual TLS: fewer agents than drones, said with the figures
+            lines.append(f"{drones} drones presented {self.certificates} client certificate"
+                         f"{'s' if self.certificates > 1 else ''}: drones sharing one are one agent to a server "
+                         "that asks for them (max_streams_per_agent, max_queue_per_agent)")
         if self.latency_ms:
             lat = self.latency_ms
             lines.append(f"latency ms: p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  p99 {lat['p99']:.1f}  "
@@ -174,9 +209,10 @@ class _Tally:
 class _Drone:
     """One emulated agent: a channel, a stream at a time, `window` frames in flight at most."""
 
-    def __init__(self, n: int, conf: LoadtestConfig, requests: list[offload_pb2.InferRequest], tally: _Tally):
+    def __init__(self, n: int, conf: LoadtestConfig, security: ClientSecurity,
+                 requests: list[offload_pb2.InferRequest], tally: _Tally):
         self.n, self.conf, self.requests, self.tally = n, conf, requests, tally
-        self.channel = conf.security.channel(parse_target("target", conf.target),
+        self.channel = security.channel(parse_target("target", conf.target),
                                              balanced_options(MAX_MESSAGE_BYTES, own_connection=True))
         self.stub = offload_pb2_grpc.OffloadStub(self.channel)
         self.answered = 0
@@ -302,7 +338,8 @@ def cut_requests(bundle_dir: str, split: int) -> list[offload_pb2.InferRequest]:
 def run_loadtest(conf: LoadtestConfig) -> LoadReport:
     requests = cut_requests(conf.bundle, conf.split)
     tally = _Tally()
-    drones = [_Drone(n, conf, requests, tally) for n in range(conf.agents)]
+    pairs = conf.client_pairs()
+    drones = [_Drone(n, conf, conf.drone_security(pairs, n), requests, tally) for n in range(conf.agents)]
     t0 = time.monotonic()
     for d in drones:
         d.start()
@@ -334,6 +371,7 @@ def run_loadtest(conf: LoadtestConfig) -> LoadReport:
     report = LoadReport(
         config={k: v for k, v in asdict(conf).items() if k not in ("token_file",)}, seconds=seconds,
         connected=ready, last_error=tally.last_error,
+        certificates=min(len(pairs), conf.agents) if pairs else int(bool(conf.tls_cert)),
         sent=tally.sent, answered=len(lat), skipped=tally.skipped, unanswered=unanswered,
         refused=dict(tally.refused), stream_failures=dict(tally.stream_failures), replicas=dict(tally.replicas),
         per_agent_answered=[d.answered for d in drones],
