@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from splitpoint.errors import ConfigError, ResultsWriteError
-from splitpoint.files import open_regular
+from splitpoint.files import check_parent_dirs, open_regular
 
 from .results_file import (
     SQLITE_HEADER,
@@ -331,6 +331,7 @@ def open_results(path: str | Path, fmt: str = "jsonl", fsync: bool = True,
         raise ConfigError("results_format", fmt, f"must be one of {', '.join(FORMATS)}")
     p = Path(path)
     kind = JsonlResultLog if fmt == "jsonl" else SqliteResultLog
+    check_parent_dirs("results", p)  # a file where a directory should be: a wrong value, named
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         held = hold(p)

@@ -68,11 +68,17 @@ def check_can_create(key: str, path: str, is_dir: bool) -> None:
     p = Path(path)
     if p.exists() and p.is_dir() != is_dir:
         raise ConfigError(key, path, "is a directory" if p.is_dir() else "is a file, not a directory")
-    parent = p.parent
+    check_parent_dirs(key, path)
+
+
+def check_parent_dirs(key: str, path: str | Path) -> None:
+    """ConfigError unless every directory above `path` is one or can be made: mkdir(parents=True)
+    said only "File exists" (EEXIST) when one of them is a file."""
+    parent = Path(path).parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise ConfigError(key, path, f"cannot be created: {parent} is a file, not a directory")
+        raise ConfigError(key, str(path), f"cannot be created: {parent} is a file, not a directory")
 
 
 #: the most of a file read to tell whether it is an earlier output (profiles and reports are far smaller)

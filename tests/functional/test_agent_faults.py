@@ -158,14 +158,17 @@ def test_a_full_results_disk_stops_the_agent_with_one_clear_error(digits_bundle:
 
 
 def test_an_unwritable_results_directory_is_one_clear_error(digits_bundle: Path, tmp_path: Path) -> None:
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    (locked / "r.jsonl").mkdir()  # a directory where the log file should be: cannot be opened, even as root
+    # a name the file system refuses (ENAMETOOLONG): cannot be opened, even as root. (A directory
+    # at the log's path, or a file where one of its directories should be, is a wrong value
+    # instead: exit 2, tests/functional/test_hostile_files.py.)
+    log = tmp_path / ("r" * 300 + ".jsonl")
     proc = edge_process(digits_bundle, tmp_path, "--source", "synthetic:3", "--cloud", "127.0.0.1:1",
-                        "--results", str(locked / "r.jsonl"))
+                        "--results", str(log))
     out, err = finish(proc)
     assert proc.returncode == 1 and "Traceback" not in err, err
-    assert err.strip().splitlines()[-1].startswith(f"splitpoint edge: error: results log {locked / 'r.jsonl'} cannot be written")
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"splitpoint edge: error: results log {log} cannot be written"), last
+    assert "File name too long" in last, last
 
 
 # ---------------------------------------------------------------- malformed answers

@@ -120,6 +120,8 @@ FILES = {
     "a named pipe": (lambda d: d / "p.jsonl", None, "jsonl", "is a named pipe, not a regular file"),
     # was exit 1, "cannot be written: Is a directory (EISDIR)", as if a disk had failed
     "a directory": (lambda d: d / "r.jsonl", None, "jsonl", "is a directory, not a regular file"),
+    # was exit 1, "cannot be written: File exists (EEXIST)": mkdir's word for a file in the way
+    "under a file": (lambda d: d / "notes.md" / "r.jsonl", None, "jsonl", "notes.md is a file, not a directory"),
 }
 #: --no-resume moves a log aside: never tried on a device node, which a regression would rename (as root)
 NO_RESUME = [pytest.param(case, "--no-resume", id=f"{case}-no-resume") for case in FILES if not case.startswith("/dev")]
@@ -136,6 +138,8 @@ def test_results_that_are_not_a_results_log_are_refused_untouched(digits_bundle:
         path.write_bytes(content)
     if case == "a named pipe":
         os.mkfifo(path)
+    if case == "under a file":
+        path.parent.write_text("# notes\n")
     if case == "a directory":
         path.mkdir()
         (path / "kept.txt").write_text("someone's file\n")
