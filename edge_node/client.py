@@ -173,6 +173,8 @@ class InferStream:
         self.id = next(self._ids)
         #: the replica that took the stream (its initial metadata), once known
         self.replica = ""
+        #: why the call ended, once it has (None while open, or after a clean end)
+        self.end_error: RemoteError | None = None
         self.opened = time.monotonic()
         self.lifetime_s = lifetime_s
         self._requests: queue.Queue = queue.Queue()
@@ -229,6 +231,7 @@ class InferStream:
             error = RemoteError(grpc.StatusCode.INTERNAL, f"response handling failed: {exc!r}")
         finally:
             with self._lock:
+                self.end_error = error
                 self._closed = True
             self.ended.set()
             on_end(self, error)

@@ -143,7 +143,7 @@ class CloudPaths:
             if raced:  # the local run the plan booked is all there is
                 self.edge.run_local(frame, x, k, preprocess_ms, reason=None)
                 return
-            self.edge.run_local(frame, x, k, preprocess_ms, reason="cloud unreachable (waiting to reconnect)",
+            self.edge.run_local(frame, x, k, preprocess_ms, reason=self.session.no_stream_reason(),
                                 head_ms=out.head_ms)
             return
         req = offload_pb2.InferRequest(
@@ -175,7 +175,9 @@ class CloudPaths:
                 self._late.pop(frame.index, None)
                 # closed (perhaps ended) before the send: nothing more is owed on it that we wait for
                 self._owed.pop(stream, None)
-            self.take_and_fallback(frame.index, "stream closed before the frame was sent")
+            ended = stream.end_error  # e.g. a server that refused the token ended it before the send
+            self.take_and_fallback(frame.index, "stream closed before the frame was sent" if ended is None
+                                   else f"stream ended before the frame was sent ({ended})")
         if raced:  # sent first: the transfer is the longer of the two, and k = 0 needs no accelerator
             self.edge.run_local(frame, x, k, preprocess_ms, reason=None, pending=p)
 

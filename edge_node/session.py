@@ -73,6 +73,7 @@ class OffloadSession:
         self._backoff = BACKOFF_START_S
         self._reached: set[str] = set()  # addresses that answered anything
         self._last_error: RemoteError | None = None  # what the last failed call or stream said
+        self._backoff_cause: RemoteError | None = None  # why the current backoff began (None: a give-up)
         self._last_probe = 0.0
         #: the wait before the next idle probe: probe_first_s after a frame measured the link's
         #: rate and while the camera keeps giving frames that do not (they run on the edge, or
@@ -153,6 +154,15 @@ class OffloadSession:
         with self._lock:
             return self._last_error
 
+    def no_stream_reason(self) -> str:
+        """Why current_stream() gave no stream (the backoff): the fallback_reason of the frames run
+        meanwhile. A server that refused this agent is named as such, not as unreachable."""
+        with self._lock:
+            cause = self._backoff_cause
+        if cause is not None and is_refusal(cause):
+            return f"cloud refused this agent ({cause.code.name}) (waiting to retry)"
+        return "cloud unreachable (waiting to reconnect)"
+
     def _failed(self, err: RemoteError) -> None:
         with self._lock:
             self._last_error = err
@@ -186,6 +196,7 @@ class OffloadSession:
         stream is cancelled (stream_ended falls its frames back) and the backoff starts."""
         with self._lock:
             wait = self._jitter(self._backoff)
+            self._backoff_cause = None
             self._retry_at = self._clock() + wait
             self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
         log.warning("stream to %s given up: %s; frames run here, a new stream in %.1f s",
@@ -221,6 +232,7 @@ class OffloadSession:
         self._failed(error)
         # the next stream is placed by round_robin on a replica that is SERVING, if any
         with self._lock:
+            self._backoff_cause = error
             self._retry_at = self._clock() + self._jitter(self._backoff)
             self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
 

@@ -46,6 +46,7 @@ from splitpoint.v1 import offload_pb2
 
 class Stream(Protocol):
     replica: str
+    end_error: RemoteError | None  # why the call ended, once it has (None while open or after a clean end)
 
     def send(self, req: offload_pb2.InferRequest) -> bool: ...
 
@@ -78,6 +79,8 @@ class Session(Protocol):
     def reached(self) -> bool: ...
 
     def last_error(self) -> RemoteError | None: ...
+
+    def no_stream_reason(self) -> str: ...
 
     def close(self, abandon: bool, timeout_s: float = 2.0) -> None: ...
 

@@ -215,6 +215,7 @@ def test_an_agent_whose_token_is_refused_says_so(digits_bundle: Path, certs, tok
     # the server is running)" at the end: a server that was reached, and refused the token
     from edge_node.agent import EdgeAgent
     from edge_node.config import EdgeConfig
+    from edge_node.results import read_results
     from edge_node.source_spec import open_source
 
     wrong = tmp_path / "wrong-token"
@@ -240,3 +241,6 @@ def test_an_agent_whose_token_is_refused_says_so(digits_bundle: Path, certs, tok
     assert len(end) == 1 and end[0].startswith(f"the cloud server at {server.address} refused this agent"), said
     assert "token_file must hold the token" in end[0] and "never reached" not in end[0]
     assert "not-the-token" not in " ".join(said)
+    # the records say so too: a frame sent on a refused stream, or one run during the backoff after it
+    reasons = [r["fallback_reason"] for r in read_results(tmp_path / "r.jsonl")]
+    assert reasons and all("UNAUTHENTICATED" in why and "unreachable" not in why for why in reasons), reasons

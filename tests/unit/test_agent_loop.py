@@ -138,6 +138,7 @@ class ImmediateExecutor(ManualExecutor):
 class FakeStream:
     def __init__(self, n: int) -> None:
         self.replica = f"replica-{n}"
+        self.end_error: RemoteError | None = None
         self.open = True
         self.sent: list[offload_pb2.InferRequest] = []
 
@@ -180,6 +181,9 @@ class FakeSession:
 
     def last_error(self) -> None:
         return None
+
+    def no_stream_reason(self) -> str:
+        return "cloud unreachable (waiting to reconnect)"
 
     def close(self, abandon: bool, timeout_s: float = 2.0) -> None:
         self.closed_with = abandon
@@ -645,6 +649,21 @@ def test_a_slow_stream_that_answers_something_is_not_given_up(h: Harness) -> Non
     assert [s for s, _ in h.session.given_up] == [h.session.streams[0]]
 
 
+def test_a_stream_that_ended_with_an_error_before_the_send_names_it(h: Harness) -> None:
+    # a server that refuses the token ends the stream at once: the frame's record said only
+    # "stream closed before the frame was sent", hiding the refusal the end-of-run line names
+    import grpc
+
+    stream = h.session.current_stream()
+    stream.open = False
+    stream.end_error = RemoteError(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+    h.session.current_stream = lambda: h.session.streams[0]  # type: ignore[method-assign]
+    h.feed(0)
+    h.local.run_all()
+    assert h.by_id()[0]["fallback_reason"] == ("stream ended before the frame was sent "
+                                               "(UNAUTHENTICATED: missing or invalid bearer token)") and h.idle()
+
+
 def test_a_stream_closed_before_the_send_falls_back(h: Harness) -> None:
     h.session.current_stream().open = False
     h.session.current_stream = lambda: h.session.streams[0]  # type: ignore[method-assign]
@@ -838,6 +857,10 @@ def test_the_session_moves_off_a_busy_replica_and_backs_off_after_a_stream_error
     session._on_stream_end(second, RemoteError(grpc.StatusCode.UNAVAILABLE, "connection reset"))
     assert session.current_stream() is None  # backing off
     assert session._backoff == 2 * BACKOFF_START_S
+    assert session.no_stream_reason() == "cloud unreachable (waiting to reconnect)"
+    session._on_stream_end(second, RemoteError(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token"))
+    # reached, and refused: not "unreachable" in the records of the frames run meanwhile
+    assert session.no_stream_reason() == "cloud refused this agent (UNAUTHENTICATED) (waiting to retry)"
     session._on_response(second, offload_pb2.InferResponse(frame_id=8))  # the link works again
     assert session._backoff == BACKOFF_START_S
     # a stream given up as silent is cancelled, and the session backs off as after an error
@@ -847,6 +870,7 @@ def test_the_session_moves_off_a_busy_replica_and_backs_off_after_a_stream_error
     session.give_up(third, "1 frame(s) waited frame_deadline_ms = 2000 and nothing came back")
     assert not third.accepting and session.current_stream() is None
     assert session._backoff == 2 * BACKOFF_START_S
+    assert session.no_stream_reason() == "cloud unreachable (waiting to reconnect)"  # silence: not the refusal
 
 
 # ---------------------------------------------------------------------- random interleavings
