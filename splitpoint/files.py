@@ -95,8 +95,9 @@ def check_replaceable(path: str | Path, key: str, what: str, is_ours: Callable[[
     by `write_replacing` just before the file is replaced."""
     try:
         st = os.stat(path)
-    except FileNotFoundError:
-        return  # a broken symlink too: replacing it replaces the link, not what it named
+    except (FileNotFoundError, NotADirectoryError):  # a broken symlink too: replacing it replaces the link
+        check_parent_dirs(key, path)  # a wrong value (exit 2) found now, not "Not a directory" at the end
+        return
     if stat.S_ISDIR(st.st_mode):
         raise ConfigError(key, str(path), f"is a directory; give the file name of {what}")
     fd = open_regular(path, key, why=f"; give the file name of {what}")

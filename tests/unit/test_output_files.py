@@ -82,6 +82,18 @@ def test_a_directory_pipe_or_device_is_named_not_opened(tmp_path: Path) -> None:
         assert said in str(exc.value), exc.value
 
 
+def test_a_path_under_a_file_is_a_wrong_value_found_before_the_work(tmp_path: Path) -> None:
+    # `profile cloud -o afile/x.json` said "afile/x.json: Not a directory", exit 1, as if a disk
+    # had failed, and bench/loadtest found it after their run; --results and partition -o say exit 2
+    (tmp_path / "afile").write_text("notes\n")
+    for path in (tmp_path / "afile" / "x.json", tmp_path / "afile" / "sub" / "x.json"):
+        for attempt in (lambda: check_output(path, "-o"), lambda: profile().save(path, "-o")):
+            with pytest.raises(ConfigError) as exc:
+                attempt()
+            assert str(exc.value) == f'-o = "{path}": cannot be created: {tmp_path / "afile"} is a file, not a directory'
+    assert (tmp_path / "afile").read_text() == "notes\n"
+
+
 def test_a_symlink_to_a_file_that_is_not_ours_is_refused(tmp_path: Path) -> None:
     notes = tmp_path / "notes.md"
     notes.write_text("notes\n")
