@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from splitpoint.errors import BackendUnavailableError, ConfigError
-from splitpoint.files import write_atomically
+from splitpoint.files import write_all_atomically
 
 log = logging.getLogger(__name__)
 
@@ -67,19 +67,20 @@ def _crypto():  # type: ignore[no-untyped-def]
     return x509, hashes, serialization, ec, ExtendedKeyUsageOID, NameOID
 
 
-def _write_key(path: Path, key: object) -> None:
+def _key_file(path: Path, key: object) -> tuple[Path, bytes, bool]:
+    """(path, PEM bytes, private) for write_all_atomically. Opening the old file with O_TRUNC
+    would keep its mode (an old 0644 key stays world-readable), and a chmod afterwards leaves a
+    window: a new file made 0600 is renamed over it."""
     _, _, serialization, _, _, _ = _crypto()
     data = key.private_bytes(  # type: ignore[attr-defined]
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    # Opening the old file with O_TRUNC would keep its mode (an old 0644 key stays
-    # world-readable), and a chmod afterwards leaves a window: a new file made 0600 is renamed over it.
-    write_atomically(path, data, private=True)
+    return path, data, True
 
 
-def _write_cert(path: Path, cert: object) -> None:
+def _cert_file(path: Path, cert: object) -> tuple[Path, bytes, bool]:
     _, _, serialization, _, _, _ = _crypto()
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))  # type: ignore[attr-defined]
+    return path, cert.public_bytes(serialization.Encoding.PEM), False  # type: ignore[attr-defined]
 
 
 #: a DNS label; a name may start with one wildcard label (*.example.com)
@@ -198,11 +199,10 @@ class _Issuer:
         )
         return cert, key
 
-    def write_leaf(self, cert_path: Path, key_path: Path, cn: str, sans: list[str] | tuple[str, ...],
-                   usage: Any) -> None:
+    def leaf_files(self, cert_path: Path, key_path: Path, cn: str, sans: list[str] | tuple[str, ...],
+                   usage: Any) -> list[tuple[Path, bytes, bool]]:
         cert, key = self.leaf(cn, sans, usage)
-        _write_cert(cert_path, cert)
-        _write_key(key_path, key)
+        return [_cert_file(cert_path, cert), _key_file(key_path, key)]
 
 
 def _check_out_dir(out_dir: Path, files: list[Path], force: bool, replace_what: str) -> None:
@@ -235,10 +235,12 @@ def make_dev_certs(out_dir: Path, server_names: list[str], client_name: str = "s
     _check_out_dir(out_dir, list(vars(paths).values()), force, "the certificates")
     out_dir.mkdir(parents=True, exist_ok=True)
     issuer = _Issuer.new()
-    _write_cert(paths.ca_cert, issuer.ca)
-    _write_key(paths.ca_key, issuer.key)
-    issuer.write_leaf(paths.server_cert, paths.server_key, server_names[0], server_names, EKU.SERVER_AUTH)
-    issuer.write_leaf(paths.client_cert, paths.client_key, client_name, [client_name], EKU.CLIENT_AUTH)
+    # all six or none: a disk that fills midway must not leave a new CA beside old keys
+    write_all_atomically([
+        _cert_file(paths.ca_cert, issuer.ca), _key_file(paths.ca_key, issuer.key),
+        *issuer.leaf_files(paths.server_cert, paths.server_key, server_names[0], server_names, EKU.SERVER_AUTH),
+        *issuer.leaf_files(paths.client_cert, paths.client_key, client_name, [client_name], EKU.CLIENT_AUTH),
+    ])
     log.info("development CA and certificates written to %s", out_dir)
     return paths
 
@@ -269,12 +271,13 @@ def make_client_certs(out_dir: Path, names: list[str], server_names: list[str] |
         _check_out_dir(out_dir, [ca_cert, ca_key, *server, *client_files], force, "the certificates")
         issuer = _Issuer.new()
     (out_dir / CLIENT_DIR).mkdir(parents=True, exist_ok=True)
+    files = []
     if server is not None:
-        _write_cert(ca_cert, issuer.ca)
-        _write_key(ca_key, issuer.key)
-        issuer.write_leaf(*server, sans[0], sans, EKU.SERVER_AUTH)
+        files = [_cert_file(ca_cert, issuer.ca), _key_file(ca_key, issuer.key),
+                 *issuer.leaf_files(*server, sans[0], sans, EKU.SERVER_AUTH)]
     for n, (cert_path, key_path) in clients.items():
-        issuer.write_leaf(cert_path, key_path, n, [n], EKU.CLIENT_AUTH)
+        files += issuer.leaf_files(cert_path, key_path, n, [n], EKU.CLIENT_AUTH)
+    write_all_atomically(files)  # the whole set or none of it
     log.info("%d client certificates written to %s", len(clients), out_dir / CLIENT_DIR)
     return ClientCerts(ca_cert, ca_key, server, clients)
 

@@ -123,19 +123,32 @@ def write_atomically(path: Path, data: bytes, private: bool = False) -> None:
     sees the old file or the new one, never half of either, and a full disk leaves the old one
     as it was. `private`: the new file is mode 0600 from its creation (a key), never readable by
     others for an instant; else 0666 less the umask."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)  # left by a crashed run of this pid; O_EXCL below never follows a link
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600 if private else 0o666)
+    write_all_atomically([(path, data, private)])
+
+
+def write_all_atomically(files: list[tuple[Path, bytes, bool]]) -> None:
+    """Replace every (path, data, private) of a set that only works whole (a CA with its key, a
+    certificate with its key): each new file is written and fsynced beside its path first, and
+    only then are they all renamed into place, so a full disk or a crash while writing leaves
+    the old set as it was, not new certificates beside old keys."""
+    written: list[tuple[Path, Path]] = []
     try:
-        with os.fdopen(fd, "wb") as fh:
-            if private:
-                os.fchmod(fh.fileno(), 0o600)  # the umask only removes bits; say the result outright
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        for path, data, private in files:
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.unlink(missing_ok=True)  # left by a crashed run of this pid; O_EXCL below never follows a link
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600 if private else 0o666)
+            written.append((tmp, path))
+            with os.fdopen(fd, "wb") as fh:
+                if private:
+                    os.fchmod(fh.fileno(), 0o600)  # the umask only removes bits; say the result outright
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        for tmp, path in written:
+            os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        for tmp, _ in written:
+            tmp.unlink(missing_ok=True)
         raise
 
 

@@ -14,7 +14,7 @@ from helpers import ManualClock
 
 from cloud_server.config import CloudConfig
 from edge_node.config import EdgeConfig
-from splitpoint.certs import make_dev_certs
+from splitpoint.certs import make_client_certs, make_dev_certs
 from splitpoint.cli import main
 from splitpoint.codec import decode, encode
 from splitpoint.config import build
@@ -62,6 +62,34 @@ def test_certs_force_replaces_nothing_when_one_entry_is_not_a_file(tmp_path: Pat
     (tmp_path / "f").write_text("x")
     with pytest.raises(ConfigError, match="is a file, not a directory"):
         make_dev_certs(tmp_path / "f", ["localhost"])
+
+
+def test_certs_force_on_a_full_disk_leaves_every_old_certificate_whole(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # certificates were written in place: a disk that filled midway left ca.pem or server.pem cut
+    # off (a server reading it at start refuses it) beside a key that no longer matched anything
+    out = tmp_path / "c"
+    make_dev_certs(out, ["localhost"])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    synced = []
+    real_fsync = os.fsync
+
+    def fills_at_the_fourth_file(fd: int) -> None:
+        synced.append(fd)
+        if len(synced) == 4:
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fills_at_the_fourth_file)
+    with pytest.raises(OSError, match="No space left"):
+        make_dev_certs(out, ["localhost"], force=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old set whole, no temporary file
+    synced.clear()
+    with pytest.raises(OSError, match="No space left"):  # and a fleet's drone certificates likewise
+        make_client_certs(out, ["drone-01", "drone-02"])
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert list((out / "clients").iterdir()) == []
 
 
 def test_certs_force_makes_world_readable_keys_0600(tmp_path: Path) -> None:
