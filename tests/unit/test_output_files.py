@@ -87,7 +87,7 @@ def test_a_path_under_a_file_is_a_wrong_value_found_before_the_work(tmp_path: Pa
     # had failed, and bench/loadtest found it after their run; --results and partition -o say exit 2
     (tmp_path / "afile").write_text("notes\n")
     for path in (tmp_path / "afile" / "x.json", tmp_path / "afile" / "sub" / "x.json"):
-        for attempt in (lambda: check_output(path, "-o"), lambda: profile().save(path, "-o")):
+        for attempt in (lambda p=path: check_output(p, "-o"), lambda p=path: profile().save(p, "-o")):
             with pytest.raises(ConfigError) as exc:
                 attempt()
             assert str(exc.value) == f'-o = "{path}": cannot be created: {tmp_path / "afile"} is a file, not a directory'
