@@ -203,7 +203,7 @@ class EdgeAgent:
             served = serve_metrics(cfg.metrics_listen, self.registry)
             if served:
                 self._metrics_server = served[0]
-        if self._may_offload() or cfg.require_cloud:
+        if cfg.contacts_server(self._may_offload()):
             self.session.check_server()
         else:  # no frame will ask the server anything: no "not reachable" warning about it either
             log.debug("the policy runs every frame on the edge: the server is not described")

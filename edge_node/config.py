@@ -147,6 +147,11 @@ class EdgeConfig:
         return ClientSecurity(self.tls_ca, self.tls_cert, self.tls_key, self.tls_server_name, self.token_file,
                               self.insecure, self.allow_plaintext_token)
 
+    def contacts_server(self, offloads: bool) -> bool:
+        """Whether the agent asks a server anything: its policy `offloads` (scheduler/policy_base.py,
+        may_offload), or require_cloud. The one rule for start-up (agent.py), TLS (below), doctor."""
+        return offloads or self.require_cloud
+
     def check_transport(self, offloads: bool, reload: bool = False) -> None:
         """TLS or plaintext must be chosen (ConfigError naming what to set) when the agent may contact
         a server: its policy `offloads` (all but a fixed one at k = K), or require_cloud. An agent
@@ -156,7 +161,7 @@ class EdgeConfig:
         `reload`: a SIGHUP's new [policy] would offload. Only [policy] is re-read, so an agent that
         started without TLS or plaintext cannot gain either: the reload is refused (the old policy
         kept) rather than frames sent in plaintext nobody asked for, or to no server at all."""
-        if not (offloads or self.require_cloud) or self.security.chosen:
+        if not self.contacts_server(offloads) or self.security.chosen:
             return
         if reload:
             raise ConfigError("policy", None, "the new policy sends frames to the cloud, and this agent started "

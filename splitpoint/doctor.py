@@ -114,10 +114,10 @@ def contacts_no_server(config_path: str, flags: dict[str, Any]) -> str:
 
     try:
         conf = build(EdgeConfig, {**read_toml(config_path), **{k: v for k, v in flags.items() if v not in (None, "")}})
-        if conf.require_cloud or conf.security.chosen or conf.policy.name != "fixed":
+        if conf.security.chosen or conf.policy.name != "fixed":
             return ""
         K = load_bundle(conf.bundle, verify=False).manifest.num_layers
-        if may_offload(build_policy(conf.policy, "", K, conf.split), K):
+        if conf.contacts_server(may_offload(build_policy(conf.policy, "", K, conf.split), K)):
             return ""
     except Exception:  # noqa: BLE001 - a config or bundle that does not load is reported by its own check
         return ""
