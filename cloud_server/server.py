@@ -73,7 +73,9 @@ def _bind(add_port: Callable[[], int], key: str, listen: str) -> int:
 
 
 class CloudServer:
-    def __init__(self, config: CloudConfig):
+    def __init__(self, config: CloudConfig, stopping: Callable[[], bool] = lambda: False):
+        """`stopping`: a stop came while the server starts (splitpoint/cli_cloud.py): the tails
+        still to load are left, and the caller does not start it."""
         self.config = config
         config.security.check_files()  # a bad certificate named now, not as 'Failed to bind' after the tails load
         self.bundle = load_bundle(config.bundle, side="cloud")
@@ -81,7 +83,7 @@ class CloudServer:
         self.metrics = CloudMetrics(self.registry)
         devices = tensorflow_devices()
         log.info("TensorFlow devices: %s", ", ".join(devices))
-        self.tails = TailPool(self.bundle, budget=config.warm_tails, splits=config.splits)
+        self.tails = TailPool(self.bundle, budget=config.warm_tails, splits=config.splits, stopping=stopping)
         self._trimmer = MemoryTrimmer()
         self.executor = TailExecutor(self.tails, config.workers, config.max_batch, config.max_queue,
                                      config.max_queue_per_agent)

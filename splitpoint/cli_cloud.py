@@ -55,7 +55,7 @@ def serve(config: CloudConfig, signals: CommandSignals) -> int:
         log.info("received %s", signal.Signals(signum).name)
         threading.Thread(target=server.stop, name="shutdown", daemon=True).start()
 
-    server = CloudServer(config)
+    server = CloudServer(config, stopping=lambda: signals.signum is not None)
     if signals.signum is None:
         server.start()
         signals.on_stop = on_stop

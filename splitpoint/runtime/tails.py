@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import grpc
@@ -81,7 +81,8 @@ class TailPool:
     benchmark of a few splits of a large model must not load every tail: minutes and gigabytes).
     """
 
-    def __init__(self, bundle: Bundle, budget: int = 0, preload: bool = True, splits: Sequence[int] = ()):
+    def __init__(self, bundle: Bundle, budget: int = 0, preload: bool = True, splits: Sequence[int] = (),
+                 stopping: Callable[[], bool] = lambda: False):
         self.bundle = bundle
         self.budget = budget
         self._runners: OrderedDict[int, TailRunner] = OrderedDict()
@@ -97,6 +98,9 @@ class TailPool:
             log.info("serving splits %s only (tails loaded: %s)", split_ranges(splits), split_ranges(self.servable))
         if preload:
             for k in self.servable if budget <= 0 else self.servable[-budget:]:
+                if stopping():  # SIGTERM while starting: a big bundle's tails take minutes, a pod's grace 30 s
+                    log.info("start-up stopped after %d of %d tails", len(self._runners), len(self.servable))
+                    break
                 self.get(k)
 
     def warm(self) -> list[int]:

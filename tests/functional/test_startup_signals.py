@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import cli_env
@@ -45,6 +46,10 @@ elif where == "tails-loaded":  # TensorFlow imported, the bundle checked, the ta
     from cloud_server.server import CloudServer
 
     CloudServer.__init__ = paused(CloudServer.__init__, after=True)
+elif where == "first-tail-loaded":  # the first tail warm; the others to load
+    from splitpoint.runtime import tails
+
+    tails.TailRunner.__init__ = paused(tails.TailRunner.__init__, after=True)  # pauses once: stdin then closes
 elif where == "bound":  # start() has bound and started the gRPC server, serve() has not looked yet
     from cloud_server.server import CloudServer
 
@@ -54,27 +59,30 @@ cli.run()
 
 
 class Proc:
-    """The paused command; stderr read on a thread, so that every wait for a line has its timeout."""
+    """The paused command; stdout and stderr read on threads, so that every wait for a line has its timeout."""
 
     def __init__(self, where: str, *argv: str, cwd: Path):
         self.proc = subprocess.Popen([sys.executable, "-c", PAUSED, where, *argv], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env=cli_env() | {"PYTHONFAULTHANDLER": "1"}, cwd=cwd)
+        self.out: list[str] = []
         self.err: list[str] = []
         self._lines: queue.Queue[str | None] = queue.Queue()
-        self._pumped = threading.Event()
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._pumped = [threading.Event(), threading.Event()]
+        self._ended = 0  # streams whose end wait_for has seen
+        for stream, into, done in ((self.proc.stdout, self.out, self._pumped[0]),
+                                   (self.proc.stderr, self.err, self._pumped[1])):
+            threading.Thread(target=self._pump, args=(stream, into, done), daemon=True).start()
 
-    def _pump(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.err.append(line)
+    def _pump(self, stream: Any, into: list[str], done: threading.Event) -> None:
+        for line in stream:
+            into.append(line)
             self._lines.put(line)
         self._lines.put(None)
-        self._pumped.set()
+        done.set()
 
     def wait_for(self, text: str) -> None:
-        """Up to the next stderr line containing `text`; a process that ends or stalls first fails."""
+        """Up to the next line (stdout or stderr) containing `text`; a process that ends or stalls first fails."""
         while True:
             try:
                 line = self._lines.get(timeout=LINE_TIMEOUT_S)
@@ -82,6 +90,9 @@ class Proc:
                 self.proc.kill()
                 raise AssertionError(f"no {text!r} within {LINE_TIMEOUT_S:g} s: {''.join(self.err)[-3000:]}") from None
             if line is None:
+                self._ended += 1
+                if self._ended < 2:
+                    continue
                 raise AssertionError(f"no {text!r} (exit {self.proc.wait(10)}): {''.join(self.err)[-3000:]}")
             if text in line:
                 return
@@ -100,11 +111,10 @@ class Proc:
         except subprocess.TimeoutExpired:
             self.proc.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: every thread's stack on stderr
             self.proc.wait(10)
-            self._pumped.wait(10)
+            self._pumped[1].wait(10)
             raise AssertionError(f"no exit within {timeout_s:g} s: {''.join(self.err)[-10000:]}") from None
-        out = self.proc.stdout.read()
-        assert self._pumped.wait(10), "stderr still open after the process ended"
-        return self.proc.returncode, out, "".join(self.err)
+        assert all(p.wait(10) for p in self._pumped), "stdout or stderr still open after the process ended"
+        return self.proc.returncode, "".join(self.out), "".join(self.err)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -137,6 +147,21 @@ def test_a_stop_while_the_server_starts_ends_it_before_it_serves(digits_bundle: 
     assert out.splitlines() == [f"stopped before serving ({sig.name} during start-up)"]
 
 
+def test_a_stop_while_the_tails_load_leaves_the_rest_unloaded(digits_bundle: Path, tmp_path: Path) -> None:
+    """Before, every tail was loaded and warmed first: minutes for a big bundle, past a pod's grace."""
+    proc = cloud("first-tail-loaded", digits_bundle, tmp_path)
+    try:
+        proc.wait_for("paused")
+        proc.proc.send_signal(signal.SIGTERM)
+        proc.go_on()
+        code, out, err = proc.finish()
+    finally:
+        proc.kill()
+    assert code == 0, (code, err[-3000:])
+    assert out.splitlines() == ["stopped before serving (SIGTERM during start-up)"]
+    assert err.count("loaded and warm") == 1 and "start-up stopped after 1 of 7 tails" in err, err[-3000:]
+
+
 def test_sighup_neither_ends_the_server_starting_nor_serving(digits_bundle: Path, tmp_path: Path) -> None:
     """Before, SIGHUP ended it at once (exit 129): undrained while it served. It has nothing to
     reload: logged and ignored, before it serves and after alike; SIGTERM still drains it."""
@@ -146,7 +171,9 @@ def test_sighup_neither_ends_the_server_starting_nor_serving(digits_bundle: Path
         proc.proc.send_signal(signal.SIGHUP)
         proc.go_on()
         proc.wait_for("SIGHUP ignored: the server has nothing to reload")
-        proc.wait_for("serving digits-cnn")
+        # serve()'s line, printed once its stop handler is in place ("serving ..." is logged by
+        # start(), before that: a SIGTERM then is a stop before serving, as the "bound" case checks)
+        proc.wait_for("splitpoint cloud listening on")
         proc.proc.send_signal(signal.SIGHUP)
         proc.wait_for("SIGHUP ignored: the server has nothing to reload")
         proc.proc.send_signal(signal.SIGTERM)
