@@ -196,10 +196,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from splitpoint import doctor
 
     flags = {k: getattr(args, k, None) for k in doctor.EDGE_KEYS}
-    values, config_checks = doctor.resolve_settings(args.config, flags)
+    values, config_checks, config = doctor.resolve_settings(args.config, flags)
     cloud = values.get("cloud") or None
     # a server named on this command line is checked whatever the config's policy
-    no_server = doctor.contacts_no_server(args.config, flags) if args.config and not flags.get("cloud") else ""
+    no_server = "" if flags.get("cloud") else doctor.contacts_no_server(config)
     # the one client factory: OffloadClient(cloud, timeout_s=5, security=ClientSecurity(<the TLS keys>))
     make_client, transport = doctor.client_factory(cloud or "", {k: values.get(k) for k in doctor.TRANSPORT_KEYS})
     return doctor.run_doctor(values.get("bundle") or None, cloud, values["device"], values["results"],

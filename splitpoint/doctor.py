@@ -23,7 +23,7 @@ import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from splitpoint.doctor_checks import Check, _plain, guarded
 from splitpoint.doctor_device import check_edgetpu, check_runtimes
@@ -87,46 +87,49 @@ def client_factory(address: str, transport: dict[str, Any] | None = None,
     return make, kind
 
 
-def check_edge_config(path: str, values: dict[str, Any]) -> list[Check]:
-    """Does the file load as `splitpoint edge --config` would load it?"""
+def check_edge_config(path: str, values: dict[str, Any], built: list[Any]) -> list[Check]:
+    """Does the file load as `splitpoint edge --config` would load it? The EdgeConfig goes into `built`."""
     from edge_node.config import EdgeConfig
     from splitpoint.config import build
     from splitpoint.errors import ConfigError
 
     try:
-        build(EdgeConfig, values)
+        built.append(build(EdgeConfig, values))
     except ConfigError as err:
         return [Check("FAIL", "config", f"{path}: {err} (`splitpoint edge` would refuse to start)")]
     return [Check("ok", "config", f"{path} is a valid edge config")]
 
 
-def contacts_no_server(config_path: str, flags: dict[str, Any]) -> str:
-    """Why `splitpoint edge` with this config contacts no server ("" when it may): its policy runs
+def contacts_no_server(conf: Any) -> str:
+    """Why `splitpoint edge` with this EdgeConfig contacts no server ("" when it may): its policy runs
     every frame on the edge (a fixed split at k = K), require_cloud is off, and neither TLS nor
     plaintext is chosen - such an agent starts without either (docs/security.md), so a cloud
     check failing for want of tls_ca would report a problem the agent does not have. With TLS or
     insecure set the cloud is still checked: a SIGHUP reload may start offloading."""
-    from edge_node.config import EdgeConfig
     from scheduler.planner import build_policy
     from scheduler.policy_base import may_offload
     from splitpoint.bundle import load_bundle
-    from splitpoint.config import build, read_toml
 
+    if conf is None or conf.security.chosen or conf.policy.name != "fixed":
+        return ""
     try:
-        conf = build(EdgeConfig, {**read_toml(config_path), **{k: v for k, v in flags.items() if v not in (None, "")}})
-        if conf.security.chosen or conf.policy.name != "fixed":
-            return ""
         K = load_bundle(conf.bundle, verify=False).manifest.num_layers
         if conf.contacts_server(may_offload(build_policy(conf.policy, "", K, conf.split), K)):
             return ""
-    except Exception:  # noqa: BLE001 - a config or bundle that does not load is reported by its own check
+    except Exception:  # noqa: BLE001 - a bundle that does not load is reported by its own check
         return ""
     return ("the agent contacts no server: its policy runs every frame on the edge (k = K), require_cloud is off, "
             "and neither tls_ca nor insecure is set")
 
 
-def resolve_settings(config_path: str | None, flags: dict[str, Any]) -> tuple[dict[str, Any], list[Check]]:
-    """(the values the doctor checks, [config check]): agent defaults < the edge TOML < flags.
+class Settings(NamedTuple):
+    values: dict[str, Any]  # what the doctor checks, as text and booleans
+    checks: list[Check]  # the config's own check
+    config: Any = None  # the EdgeConfig the file and flags build, when they do
+
+
+def resolve_settings(config_path: str | None, flags: dict[str, Any]) -> Settings:
+    """The values the doctor checks: agent defaults < the edge TOML < flags.
 
     Without a config file only the flags count (no cloud check unless --cloud). With one,
     the file plus the flags is validated as `splitpoint edge` would validate it, and the
@@ -138,6 +141,7 @@ def resolve_settings(config_path: str | None, flags: dict[str, Any]) -> tuple[di
     flags = {k: v for k, v in flags.items() if k in EDGE_KEYS and v not in (None, "")}
     checks: list[Check] = []
     values: dict[str, Any] = {}
+    conf = None
     if config_path:
         try:
             data = read_toml(config_path)
@@ -148,11 +152,13 @@ def resolve_settings(config_path: str | None, flags: dict[str, Any]) -> tuple[di
         else:
             defaults = {k: v for k, v in _edge_defaults().items() if k in EDGE_KEYS}
             values = {**defaults, **{k: v for k, v in data.items() if k in EDGE_KEYS}}
-            checks += guarded("config", check_edge_config, config_path, {**data, **flags})
+            built: list[Any] = []
+            checks += guarded("config", check_edge_config, config_path, {**data, **flags}, built)
+            conf = built[0] if built else None
     values.update(flags)
     values.setdefault("device", "cpu")
     values.setdefault("results", "results.jsonl")
-    return {k: _setting(k, v) for k, v in values.items()}, checks
+    return Settings({k: _setting(k, v) for k, v in values.items()}, checks, conf)
 
 
 def _setting(key: str, value: Any) -> Any:

@@ -115,18 +115,18 @@ def test_usb_device_node_and_the_settings_doctor_checks(tmp_path: Path) -> None:
 
     conf = tmp_path / "edge.toml"
     conf.write_text('bundle = "b"\nsource = "synthetic:1"\ntls_ca = "ca.pem"\n[policy]\nname = "fixed"\n')
-    values, checks = doctor.resolve_settings(str(conf), {"device": "edgetpu", "bundle": None, "results": ""})
+    values, checks, _ = doctor.resolve_settings(str(conf), {"device": "edgetpu", "bundle": None, "results": ""})
     assert [c.status for c in checks] == ["ok"]
     # the agent's defaults, the file, then flags
     assert values["cloud"] == "127.0.0.1:50051" and values["bundle"] == "b" and values["tls_ca"] == "ca.pem"
     assert values["device"] == "edgetpu" and values["results"] == "results.jsonl" and values["insecure"] is False
     conf.write_text('bundle = "b"\nsource = "synthetic:1"\nmode = "fast"\n')
-    _, checks = doctor.resolve_settings(str(conf), {})
+    _, checks, _ = doctor.resolve_settings(str(conf), {})
     assert checks[0].status == "FAIL" and "mode" in checks[0].detail and "fast" in checks[0].detail
     conf.write_text("bundle = [unclosed\n")
-    values, checks = doctor.resolve_settings(str(conf), {"cloud": "h:1"})
+    values, checks, _ = doctor.resolve_settings(str(conf), {"cloud": "h:1"})
     assert checks[0].status == "FAIL" and "not valid TOML" in checks[0].detail and values["cloud"] == "h:1"
-    values, checks = doctor.resolve_settings(None, {})
+    values, checks, _ = doctor.resolve_settings(None, {})
     assert checks == [] and "cloud" not in values  # no config, no --cloud: no cloud check
 
 
