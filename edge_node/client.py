@@ -7,7 +7,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
@@ -93,23 +93,6 @@ class OffloadClient:
         resp = self._unary(self.stub.Probe, req, timeout_s or self.timeout_s)
         return (time.perf_counter() - t0) * 1000, resp
 
-    def healthy(self, timeout_s: float = 1.0) -> bool:
-        """Does the server's health service say the Offload service is SERVING?"""
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        try:
-            resp = health_pb2_grpc.HealthStub(self.channel).Check(
-                health_pb2.HealthCheckRequest(service="splitpoint.v1.Offload"), timeout=timeout_s)
-        except grpc.RpcError:
-            return False
-        return resp.status == health_pb2.HealthCheckResponse.SERVING
-
-    def infer_frame(self, req: offload_pb2.InferRequest, timeout_s: float) -> offload_pb2.InferResponse:
-        try:
-            return self.stub.InferFrame(req, timeout=timeout_s)
-        except grpc.RpcError as err:
-            raise RemoteError.from_rpc_error(err) from None
-
     def open_stream(self, lifetime_s: float, on_response: Callable[[InferStream, offload_pb2.InferResponse], None],
                     on_end: Callable[[InferStream, RemoteError | None], None]) -> InferStream:
         return InferStream(self.stub, lifetime_s, on_response, on_end, self.metadata)
@@ -118,17 +101,33 @@ class OffloadClient:
         self.channel.close()
 
 
-class NoLink(OffloadClient):
+class CloudLink(Protocol):
+    """What the session (edge_node/session.py) asks of its client: OffloadClient, or NoLink."""
+
+    address: str
+    #: set (from a signal handler too) to give up Describe and probes at once
+    interrupted: threading.Event
+
+    def describe(self, timeout_s: float | None = None) -> offload_pb2.BundleInfo: ...
+
+    def probe(self, payload_bytes: int = 0, response_bytes: int = 0,
+              timeout_s: float | None = None) -> tuple[float, offload_pb2.ProbeResponse]: ...
+
+    def open_stream(self, lifetime_s: float, on_response: Callable[[InferStream, offload_pb2.InferResponse], None],
+                    on_end: Callable[[InferStream, RemoteError | None], None]) -> InferStream: ...
+
+    def close(self) -> None: ...
+
+
+class NoLink:
     """The client of an agent that contacts no server: a fixed policy at k = K, not require_cloud,
     and neither TLS (tls_ca) nor plaintext (insecure) chosen. No channel is built - there are no
     credentials to build one with, and a plaintext one is what nobody asked for. No call is made
     (such an agent describes and probes nothing, and a reload that would offload is refused:
     EdgeConfig.check_transport); one that were would fail as an unreachable server does."""
 
-    def __init__(self, address: str) -> None:  # noqa: D107 - not OffloadClient's: no channel, no stub
+    def __init__(self, address: str) -> None:
         self.address = address
-        self.timeout_s = 0.0
-        self.metadata = []
         self.interrupted = threading.Event()
 
     def _refuse(self) -> RemoteError:
@@ -140,12 +139,6 @@ class NoLink(OffloadClient):
 
     def probe(self, payload_bytes: int = 0, response_bytes: int = 0,
               timeout_s: float | None = None) -> tuple[float, offload_pb2.ProbeResponse]:
-        raise self._refuse()
-
-    def healthy(self, timeout_s: float = 1.0) -> bool:
-        return False
-
-    def infer_frame(self, req: offload_pb2.InferRequest, timeout_s: float) -> offload_pb2.InferResponse:
         raise self._refuse()
 
     def open_stream(self, lifetime_s: float, on_response: Callable[[InferStream, offload_pb2.InferResponse], None],

@@ -32,7 +32,7 @@ from splitpoint.errors import ConfigError, RemoteError, peer_text, status_code_f
 from splitpoint.remote_hints import is_refusal, remote_hint
 from splitpoint.v1 import offload_pb2
 
-from .client import InferStream, Interrupted, OffloadClient
+from .client import CloudLink, InferStream, Interrupted, OffloadClient
 from .config import EdgeConfig
 from .session_api import SessionCallbacks, Stream
 
@@ -54,14 +54,14 @@ class OffloadSession:
     """The real session: an OffloadClient and its Infer streams (see the module doc)."""
 
     def __init__(self, config: EdgeConfig, model_digest: str, link: LinkEstimator,
-                 client: OffloadClient | None = None,
+                 client: CloudLink | None = None,
                  jitter: Callable[[float], float] = lambda backoff: random.uniform(0, backoff),
                  clock: Callable[[], float] = time.monotonic):
         self.config = config
         self._clock = clock  # backoff and probe times (the link estimator keeps its own clock)
         self.model_digest = model_digest
         self.link = link
-        self.client = client or OffloadClient(
+        self.client: CloudLink = client or OffloadClient(
             config.cloud, config.max_message_bytes, config.connect_timeout_s, config.security,
             keepalive_s=config.keepalive_s, agent_name=config.agent_name)
         self.address = self.client.address
