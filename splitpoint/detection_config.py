@@ -14,7 +14,8 @@ against the model before anything is written.
     class_agnostic_nms = false
     labels = ["car", "person", "cow"]   # one per heatmap class, in class order
 
-(top level, or under a [detection] table; a .json file holds the same object). The
+(top level, or under a [detection] table, with `labels` in it or beside it; a .json file
+holds the same object). The
 flags --detection-kind, --score-threshold, --nms-iou, --max-detections, --box-format
 and --labels override the file, or make a detector without one. The block goes into
 the manifest's `detection`, the labels into `model.labels`.
@@ -37,38 +38,54 @@ from splitpoint.errors import ConfigError
 FLAG_KEYS = {"detection_kind": "kind", "score_threshold": "score_threshold", "nms_iou": "nms_iou",
              "max_detections": "max_detections", "box_format": "box_format"}
 FLAG_NAMES = {key: "--" + dest.replace("_", "-") for dest, key in FLAG_KEYS.items()}
+#: --labels VALUE is a file's name, never one label, when it ends so (or holds a /): a missing
+#: labels.txt is "no such file", not a model with the one class "labels.txt"
+LABEL_FILE_SUFFIXES = (".txt", ".names", ".labels")
+
+
+def _text(key: str, path: str) -> str:
+    """A settings or labels file's text (a UTF-8 byte-order mark, as Windows editors write, dropped)."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(key, path, "is a directory; give a file")
+    if not p.is_file():
+        raise ConfigError(key, path, "no such file")
+    try:
+        return p.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(key, path, f"cannot read it: {exc}") from None
 
 
 def read_file(path: str) -> dict[str, Any]:
     """The decoder settings in a .toml or .json file (keys as in the module docstring)."""
-    p = Path(path)
     key = "--detection"
-    if not p.is_file():
-        raise ConfigError(key, path, "no such file")
+    text = _text(key, path)
+    is_json = Path(path).suffix.lower() == ".json"
     try:
-        text = p.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(key, path, f"cannot read it: {exc}") from None
-    try:
-        data = json.loads(text) if p.suffix.lower() == ".json" else tomllib.loads(text)
+        data = json.loads(text) if is_json else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        kind = "JSON" if p.suffix.lower() == ".json" else "TOML (give a .json file for JSON)"
+        kind = "JSON" if is_json else "TOML (give a .json file for JSON)"
         raise ConfigError(key, path, f"not valid {kind}: {exc}") from None
-    if isinstance(data, dict) and isinstance(data.get("detection"), dict) and len(data) == 1:
-        data = data["detection"]
     if not isinstance(data, dict):
         raise ConfigError(key, path, "must hold a table (TOML) or an object (JSON) of decoder settings")
+    table = data.get("detection")
+    if isinstance(table, dict):  # the keys under [detection]; `labels` may sit beside the table
+        outside = sorted(set(data) - {"detection", "labels"})
+        if outside or ("labels" in data and "labels" in table):
+            k = outside[0] if outside else "labels"
+            raise ConfigError(f"{key} {path}: {k}", data[k],
+                              "is outside the [detection] table; put every setting in it (labels may be either side)")
+        data = dict(table, **{k: v for k, v in data.items() if k == "labels"})
     return data
 
 
 def parse_labels(text: str) -> list[str]:
     """--labels: a file with one label per line, or labels separated by commas."""
     p = Path(text)
-    if p.is_file():
-        try:
-            labels = [line.strip() for line in p.read_text().splitlines() if line.strip()]
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError("--labels", text, f"cannot read it: {exc}") from None
+    if p.is_file() or p.is_dir() or ("," not in text and (p.suffix.lower() in LABEL_FILE_SUFFIXES or "/" in text)):
+        labels = [line.strip() for line in _text("--labels", text).splitlines() if line.strip()]
+        if not labels:
+            raise ConfigError("--labels", text, "the file holds no labels; give one label per line")
     else:
         labels = [item.strip() for item in text.split(",")]
     if not labels or any(not label for label in labels):

@@ -247,6 +247,37 @@ def test_decoder_files_and_labels_that_cannot_be_read(tmp_path):
         parse_labels("car,,cow")
 
 
+def test_decoder_and_labels_files_as_users_write_them(tmp_path):
+    """A directory was 'no such file'; a missing labels.txt or a directory given to --labels became
+    one label of that name; a Notepad file's byte-order mark began the first label; `labels` beside
+    a [detection] table was 'detection = {...}: unknown key'."""
+    from splitpoint.detection_config import build, parse_labels
+    from splitpoint.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--detection = \".*\": is a directory; give a file"):
+        build(str(tmp_path), {}, None)
+    with pytest.raises(ConfigError, match=r"--labels = \".*\": is a directory; give a file"):
+        parse_labels(str(tmp_path))
+    with pytest.raises(ConfigError, match=r"--labels = \"labels.txt\": no such file"):
+        parse_labels("labels.txt")
+    with pytest.raises(ConfigError, match=r"--labels = \".*/classes\": no such file"):
+        parse_labels(str(tmp_path / "classes"))
+    (tmp_path / "empty.names").write_text("\n\n")
+    with pytest.raises(ConfigError, match="the file holds no labels"):
+        parse_labels(str(tmp_path / "empty.names"))
+    assert parse_labels("person") == ["person"]
+    (tmp_path / "bom.txt").write_bytes("\ufeffcar\r\nperson\r\n".encode())
+    assert parse_labels(str(tmp_path / "bom.txt")) == ["car", "person"]
+    (tmp_path / "bom.toml").write_bytes("\ufeffstride = 8\n".encode())
+    assert build(str(tmp_path / "bom.toml"), {}, None)[0]["stride"] == 8
+    (tmp_path / "beside.toml").write_text('labels = ["car", "person"]\n[detection]\nstride = 8\n')
+    cfg, labels = build(str(tmp_path / "beside.toml"), {}, None)
+    assert (cfg["stride"], labels) == (8, ["car", "person"])
+    (tmp_path / "outside.toml").write_text('stride = 8\n[detection]\nnms_iou = 0.4\n')
+    with pytest.raises(ConfigError, match=r"outside.toml: stride = 8: is outside the \[detection\] table"):
+        build(str(tmp_path / "outside.toml"), {}, None)
+
+
 @pytest.mark.parametrize(("cfg", "labels", "key", "reason"), [
     (config(heatmap=2, size=1), None, "heatmap = 2", "the model has 2 output(s), numbered 0 to 1"),
     (config(heatmap=1, size=0), None, "heatmap = 1", "not a map"),
