@@ -43,7 +43,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     labels = detection_config.parse_labels(args.labels) if args.labels is not None else None
-    detection, labels = detection_config.build(args.detection, vars(args), labels)  # checked before the model loads
+    detection, labels, origins = detection_config.build(args.detection, vars(args), labels)  # checked before the model loads
     src = load_model_source(args.model, args.input_size)
     opts = PartitionOptions(
         output=Path(args.output),
@@ -57,6 +57,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
         max_cut_tensors=args.max_cut_tensors,
         detection=detection,
         labels=labels,
+        detection_origins=origins,
     )
     manifest = partition(src, opts)
     print(_bundle_table(manifest))

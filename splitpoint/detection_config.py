@@ -94,11 +94,14 @@ def parse_labels(text: str) -> list[str]:
     return labels
 
 
-def build(file: str | None, flags: dict[str, Any], labels: list[str] | None) -> tuple[dict | None, list[str] | None]:
-    """(detection block or None, labels or None) from --detection FILE, the individual flags
-    (dest -> value, None when not given) and --labels; ConfigError naming the bad value."""
+def build(file: str | None, flags: dict[str, Any], labels: list[str] | None
+          ) -> tuple[dict | None, list[str] | None, dict[str, str]]:
+    """(detection block or None, labels or None, origins) from --detection FILE, the individual
+    flags (dest -> value, None when not given) and --labels; ConfigError naming the bad value.
+    `origins` names where each key and the labels came from, for check_against_model."""
     given = {key: flags[dest] for dest, key in FLAG_KEYS.items() if flags.get(dest) is not None}
-    where: dict[str, str] = {key: FLAG_NAMES[key] for key in given}
+    where = {key: f"{key} (the default; a --detection file sets it)" for key in detection.DEFAULTS}
+    where["labels"] = "--labels"
     settings: dict[str, Any] = {}
     if file is not None:
         data = read_file(file)
@@ -107,38 +110,44 @@ def build(file: str | None, flags: dict[str, Any], labels: list[str] | None) -> 
             if (not isinstance(file_labels, list) or not file_labels
                     or not all(isinstance(x, str) and x.strip() for x in file_labels)):
                 raise ConfigError(f"--detection {file}: labels", file_labels, "must be a list of non-empty strings")
-            labels = labels if labels is not None else [str(x) for x in file_labels]
+            if labels is None:
+                labels, where["labels"] = [str(x) for x in file_labels], f"--detection {file}: labels"
         settings.update(data)
-        where.update({k: f"--detection {file}: {k}" for k in data if k not in given})
+        where.update({k: f"--detection {file}: {k}" for k in [*detection.DEFAULTS, *data]})  # given or left out
+    where.update({key: FLAG_NAMES[key] for key in given})
     if file is None and not given:
-        return None, labels
+        return None, labels, where
     settings.update(given)
     try:
-        return detection.config(**settings), labels
+        return detection.config(**settings), labels, where
     except detection.DetectionConfigError as exc:
         raise ConfigError(where.get(exc.key, f"detection.{exc.key}"), exc.value, exc.reason) from None
 
 
 def check_against_model(cfg: dict, labels: list[str] | None, output_shapes: list[tuple],
-                        input_hw: tuple[int, int], source: str = "--detection") -> None:
+                        input_hw: tuple[int, int], origins: dict[str, str] | None = None) -> None:
     """The block must fit the model: its heatmap and size outputs exist and are maps of one grid,
-    `stride` times that grid is the input, and there is one label per heatmap class."""
+    `stride` times that grid is the input, and there is one label per heatmap class. A ConfigError
+    names the key as `origins` says where it came from (build's), else as `detection.KEY`."""
+    def name(key: str) -> str:
+        return (origins or {}).get(key, "labels" if key == "labels" else f"detection.{key}")
+
     n = len(output_shapes)
     for key in ("heatmap", "size"):
         if cfg[key] >= n:
-            raise ConfigError(f"{source}: {key}", cfg[key], f"the model has {n} output(s), numbered 0 to {n - 1}")
+            raise ConfigError(name(key), cfg[key], f"the model has {n} output(s), numbered 0 to {n - 1}")
     heat, size = (tuple(output_shapes[cfg[k]]) for k in ("heatmap", "size"))
     if len(heat) != 4:
-        raise ConfigError(f"{source}: heatmap", cfg["heatmap"],
+        raise ConfigError(name("heatmap"), cfg["heatmap"],
                           f"output {cfg['heatmap']} has shape {list(heat)}, not a map (N, H, W, classes)")
     if len(size) != 4 or size[-1] != 2 or size[1:3] != heat[1:3]:
-        raise ConfigError(f"{source}: size", cfg["size"],
+        raise ConfigError(name("size"), cfg["size"],
                           f"output {cfg['size']} has shape {list(size)}; the size map must be (N, {heat[1]}, "
                           f"{heat[2]}, 2) like the heatmap's grid")
     grid = (heat[1] * cfg["stride"], heat[2] * cfg["stride"])
     if grid != tuple(input_hw):
-        raise ConfigError(f"{source}: stride", cfg["stride"],
+        raise ConfigError(name("stride"), cfg["stride"],
                           f"a {heat[1]}x{heat[2]} heatmap at stride {cfg['stride']} covers {grid[0]}x{grid[1]} "
                           f"pixels, but the input is {input_hw[0]}x{input_hw[1]}")
     if labels is not None and len(labels) != heat[3]:
-        raise ConfigError("labels", labels, f"the heatmap has {heat[3]} classes; give one label per class")
+        raise ConfigError(name("labels"), labels, f"the heatmap has {heat[3]} classes; give one label per class")

@@ -883,19 +883,22 @@ def test_partition_a_detector_of_ones_own_with_a_decoder_file(own_detector: Path
     (["--max-detections", "0"], ["--max-detections = 0", "integer >= 1"]),
     (["--box-format", "xyxy"], ['--box-format = "xyxy"', "size_pixels"]),
     (["--detection-kind", "ssd"], ['--detection-kind = "ssd"', "supported: centernet"]),
-    (["--detection-kind", "centernet"], ["stride = 4", "covers 32x32 pixels, but the input is 16x16"]),
+    (["--detection-kind", "centernet"], ["stride (the default; a --detection file sets it) = 4",
+                                         "covers 32x32 pixels, but the input is 16x16"]),
+    (["--detection", "WIDE"], ["WIDE: stride = 4: a 8x8 heatmap at stride 4 covers 32x32 pixels"]),
     (["--detection-kind", "centernet", "--stride-typo"], ["unrecognized arguments: --stride-typo"]),
     (["--score-threshold", "high"], ["--score-threshold", "invalid float value: 'high'"]),
-    (["--detection", "GOOD", "--labels", "car,person"], ["labels = [\"car\", \"person\"]", "3 classes"]),
+    (["--detection", "GOOD", "--labels", "car,person"], ["--labels = [\"car\", \"person\"]", "3 classes"]),
     (["--detection", "BAD", "--labels", "a,b,c"], ["BAD: size = 0", "another output"]),
 ])
 def test_bad_decoder_settings_exit_2_naming_the_value(own_detector: Path, tmp_path: Path, extra: list[str],
                                                        names: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    files = {"BAD": tmp_path / "bad.toml", "GOOD": tmp_path / "good.toml"}
+    files = {"BAD": tmp_path / "bad.toml", "GOOD": tmp_path / "good.toml", "WIDE": tmp_path / "wide.toml"}
     files["BAD"].write_text("heatmap = 0\nsize = 0\n")
+    files["WIDE"].write_text("stride = 4\n")  # the docs' example: named as the file's key
     files["GOOD"].write_text("stride = 2\n")  # fits the model: the labels are what is wrong
     extra = [str(files[e]) if e in files else e for e in extra]
-    names = [n.replace("BAD", str(files["BAD"])) for n in names]
+    names = [n.replace("BAD", str(files["BAD"])).replace("WIDE", str(files["WIDE"])) for n in names]
     out = tmp_path / "b"
     with contextlib.suppress(SystemExit):  # argparse's own errors exit 2 by SystemExit
         assert main(["partition", str(own_detector), "-o", str(out), "--calibration-random", "8", *extra]) == 2

@@ -175,22 +175,22 @@ def test_decoder_settings_from_toml_json_and_flags(tmp_path):
 
     toml = tmp_path / "decoder.toml"
     toml.write_text(GOOD_TOML)
-    cfg, labels = build(str(toml), {}, None)
+    cfg, labels, _ = build(str(toml), {}, None)
     assert cfg == {"kind": "centernet", "heatmap": 1, "size": 0, "stride": 8, "box_format": "size_cells",
                    "score_threshold": 0.4, "nms_iou": 0.6, "max_detections": 5, "class_agnostic_nms": True}
     assert labels == ["car", "person"]
     # the same in JSON, and under a [detection] table
     (tmp_path / "d.json").write_text(json.dumps(dict(cfg, labels=labels)))
-    assert build(str(tmp_path / "d.json"), {}, None) == (cfg, labels)
+    assert build(str(tmp_path / "d.json"), {}, None)[:2] == (cfg, labels)
     (tmp_path / "t.toml").write_text("[detection]\n" + GOOD_TOML)
-    assert build(str(tmp_path / "t.toml"), {}, None) == (cfg, labels)
+    assert build(str(tmp_path / "t.toml"), {}, None)[:2] == (cfg, labels)
     # flags override the file; --labels overrides its labels
     flags = {"score_threshold": 0.25, "max_detections": 9, "nms_iou": None}
-    cfg2, labels2 = build(str(toml), flags, ["a", "b"])
+    cfg2, labels2, _ = build(str(toml), flags, ["a", "b"])
     assert (cfg2["score_threshold"], cfg2["max_detections"], cfg2["nms_iou"], labels2) == (0.25, 9, 0.6, ["a", "b"])
     # flags alone make a detector with the defaults; no file and no flags: not a detector
     assert build(None, {"box_format": "size_normalized"}, None)[0] == config(box_format="size_normalized")
-    assert build(None, {"score_threshold": None}, ["x"]) == (None, ["x"])
+    assert build(None, {"score_threshold": None}, ["x"])[:2] == (None, ["x"])
 
 
 @pytest.mark.parametrize(("text", "flags", "where", "value", "reason"), [
@@ -271,11 +271,39 @@ def test_decoder_and_labels_files_as_users_write_them(tmp_path):
     (tmp_path / "bom.toml").write_bytes("\ufeffstride = 8\n".encode())
     assert build(str(tmp_path / "bom.toml"), {}, None)[0]["stride"] == 8
     (tmp_path / "beside.toml").write_text('labels = ["car", "person"]\n[detection]\nstride = 8\n')
-    cfg, labels = build(str(tmp_path / "beside.toml"), {}, None)
+    cfg, labels, _ = build(str(tmp_path / "beside.toml"), {}, None)
     assert (cfg["stride"], labels) == (8, ["car", "person"])
     (tmp_path / "outside.toml").write_text('stride = 8\n[detection]\nnms_iou = 0.4\n')
     with pytest.raises(ConfigError, match=r"outside.toml: stride = 8: is outside the \[detection\] table"):
         build(str(tmp_path / "outside.toml"), {}, None)
+
+
+@pytest.mark.parametrize(("text", "flags", "labels", "shapes", "said"), [
+    ("stride = 8", {}, None, [(None, 16, 16, 3), (None, 16, 16, 2)],
+     "--detection decoder.toml: stride = 8: a 16x16 heatmap at stride 8 covers 128x128 pixels, but the input is 64x64"),
+    ("heatmap = 0", {}, None, [(None, 16, 16, 3), (None, 8, 8, 2)],
+     "--detection decoder.toml: size = 1: output 1 has shape [None, 8, 8, 2]"),
+    ('labels = ["a", "b"]', {}, None, [(None, 16, 16, 3), (None, 16, 16, 2)],
+     '--detection decoder.toml: labels = ["a", "b"]: the heatmap has 3 classes'),
+    ('labels = ["a", "b", "c"]', {}, ["a", "b"], [(None, 16, 16, 3), (None, 16, 16, 2)],
+     '--labels = ["a", "b"]: the heatmap has 3 classes'),
+    (None, {"score_threshold": 0.5}, None, [(None, 8, 8, 3), (None, 8, 8, 2)],
+     "stride (the default; a --detection file sets it) = 4: a 8x8 heatmap at stride 4 covers 32x32"),
+])
+def test_decoder_settings_that_do_not_fit_the_model_name_their_origin(tmp_path, text, flags, labels, shapes, said):
+    """They were all '--detection: KEY' (the file's name left out, as was the --labels flag, and a
+    default blamed on a --detection never given)."""
+    from splitpoint.detection_config import build, check_against_model
+    from splitpoint.errors import ConfigError
+
+    file = None
+    if text is not None:
+        file = str(tmp_path / "decoder.toml")
+        (tmp_path / "decoder.toml").write_text(text)
+    cfg, labels, origins = build(file, flags, labels)
+    with pytest.raises(ConfigError) as info:
+        check_against_model(cfg, labels, shapes, (64, 64), origins)
+    assert str(info.value).replace(str(tmp_path) + "/", "").startswith(said), str(info.value)
 
 
 @pytest.mark.parametrize(("cfg", "labels", "key", "reason"), [
