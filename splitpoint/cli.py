@@ -70,9 +70,13 @@ def _bundle_table(m: object) -> str:
     from splitpoint.bundle import EDGETPU_CACHE_BYTES, Manifest
 
     assert isinstance(m, Manifest)
-    rows = [("k", "after layer", "cut shape", "wire bytes", "head params", "edge tpu", "top-1 agree", "max err")]
+    # a detector's agreement is detection agreement (verify.py), which it has no top-1 of
+    agree = "det. agree" if m.detection else "top-1 agree"
+    rows = [("k", "after layer", "cut shape", "wire bytes", "head params", "edge tpu", agree, "max err")]
     for s in m.splits:
         cut = "x".join(map(str, s.cut[0].shape)) if s.cut else "-"
+        if len(s.cut) > 1:  # the wire bytes are every tensor's
+            cut += f" +{len(s.cut) - 1} more"
         params = f"{s.head_param_bytes / 1024:.0f} KiB" + (" >8MB!" if s.head_param_bytes > EDGETPU_CACHE_BYTES else "")
         tpu = s.edgetpu.get("status", "")
         if tpu == "compiled":
@@ -80,7 +84,7 @@ def _bundle_table(m: object) -> str:
         v = s.verification
         rows.append((
             str(s.split), s.after_layer or "(input)", cut, str(s.wire_bytes), params if s.head else "-", tpu,
-            f"{v.get('top1_agreement', 0):.1%}", f"{v.get('max_abs_error', 0):.4f}",
+            f"{v.get('agreement', v.get('top1_agreement', 0)):.1%}", f"{v.get('max_abs_error', 0):.4f}",
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]

@@ -321,3 +321,20 @@ def test_the_agent_on_a_hand_edited_detection_block(detector_bundle: Path, tmp_p
         assert proc.returncode == 0, proc.stderr[-3000:]
         records = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
         assert len(records) == 3 and all(r["status"] == "ok" and r["detections"] for r in records)
+
+
+def test_inspect_shows_a_detectors_agreement_and_every_cut_tensor(detector_bundle: Path,
+                                                                  capsys: pytest.CaptureFixture[str]):
+    """`splitpoint inspect` (and partition's table) said 'top-1 agree 0.0%' for every split of a
+    detector, which has no top-1 agreement, and showed only the first tensor of a multi-tensor cut
+    beside the wire bytes of all of them."""
+    from splitpoint.cli import main
+
+    m = load_bundle(detector_bundle).manifest
+    assert main(["inspect", str(detector_bundle)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "det. agree" in lines[1] and "top-1" not in lines[1]
+    rows = {int(line.split()[0]): line for line in lines[2:2 + len(m.splits)]}
+    for s in m.splits:
+        assert f"{s.verification['agreement']:.1%}" in rows[s.split], rows[s.split]
+        assert (f"+{len(s.cut) - 1} more" in rows[s.split]) == (len(s.cut) > 1), rows[s.split]
