@@ -45,6 +45,8 @@ def cmd_partition(args: argparse.Namespace) -> int:
     labels = detection_config.parse_labels(args.labels) if args.labels is not None else None
     detection, labels, origins = detection_config.build(args.detection, vars(args), labels)  # checked before the model loads
     src = load_model_source(args.model, args.input_size)
+    if src.detection and args.detection is None and detection is not None:  # flags adjust its own decoder
+        detection = detection_config.build(None, vars(args), None, base=src.detection)[0]
     opts = PartitionOptions(
         output=Path(args.output),
         calibration_dir=Path(args.calibration) if args.calibration else None,

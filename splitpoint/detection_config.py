@@ -94,15 +94,16 @@ def parse_labels(text: str) -> list[str]:
     return labels
 
 
-def build(file: str | None, flags: dict[str, Any], labels: list[str] | None
+def build(file: str | None, flags: dict[str, Any], labels: list[str] | None, base: dict | None = None
           ) -> tuple[dict | None, list[str] | None, dict[str, str]]:
     """(detection block or None, labels or None, origins) from --detection FILE, the individual
     flags (dest -> value, None when not given) and --labels; ConfigError naming the bad value.
-    `origins` names where each key and the labels came from, for check_against_model."""
+    `origins` names where each key and the labels came from, for check_against_model. Without a
+    file the flags adjust `base` (a built-in detector's own block) when given, else the defaults."""
     given = {key: flags[dest] for dest, key in FLAG_KEYS.items() if flags.get(dest) is not None}
     where = {key: f"{key} (the default; a --detection file sets it)" for key in detection.DEFAULTS}
     where["labels"] = "--labels"
-    settings: dict[str, Any] = {}
+    settings: dict[str, Any] = dict(base or {}) if file is None else {}
     if file is not None:
         data = read_file(file)
         file_labels = data.pop("labels", None)

@@ -939,3 +939,16 @@ def test_detection_flags_on_a_classifier_are_named_as_given(tmp_path: Path, caps
     err = capsys.readouterr().err
     assert "detection settings: digits-cnn has one output, a classifier's" in err and "--score-threshold" in err
     assert "--detection:" not in err and not out.exists()
+
+
+def test_detection_flags_adjust_a_built_in_detectors_own_settings(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`partition digits-detector --score-threshold 0.5` replaced the detector's own block by the
+    defaults with that one change: its class_agnostic_nms = true silently became false."""
+    from splitpoint.models import detector
+
+    out = tmp_path / "b"
+    argv = ["partition", "digits-detector", "-o", str(out), "--splits", "16", "--score-threshold", "0.5",
+            "--min-agreement", "0"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert load_bundle(out).manifest.detection == dict(detector.DETECTION, score_threshold=0.5)
