@@ -201,6 +201,7 @@ def test_decoder_settings_from_toml_json_and_flags(tmp_path):
     ("max_detections = 0", {}, "decoder.toml: max_detections", "0", "integer >= 1"),
     ("max_detections = 2.5", {}, "decoder.toml: max_detections", "2.5", "integer >= 1"),
     ('stride = "4"', {}, "decoder.toml: stride", '"4"', "integer >= 1"),
+    ("stride = 4.0", {}, "decoder.toml: stride", "4", "integer >= 1 written without a decimal point"),
     ("heatmap = -1", {}, "decoder.toml: heatmap", "-1", "integer >= 0"),
     ("heatmap = 1\nsize = 1", {}, "decoder.toml: size", "1", "another output"),
     ('box_format = "xyxy"', {}, "decoder.toml: box_format", '"xyxy"', "size_pixels, size_cells, size_normalized"),
