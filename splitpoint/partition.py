@@ -358,6 +358,9 @@ def _check_decoder(model: Any, src: ModelSource, detection: dict | None, labels:
                           "(--score-threshold, --nms-iou, ...) are for a detector, with heatmap and size outputs")
     if detection is not None:
         check_against_model(detection, labels, shapes, (pre.height, pre.width), origins)
-    elif labels is not None and len(shapes) == 1 and len(labels) != shapes[0][-1]:
-        raise ConfigError((origins or {}).get("labels", "labels"), labels, f"{src.name} has {shapes[0][-1]} classes; give one label per class")
+    elif labels is not None and (len(shapes) == 1 or len(shapes[0]) == 2) and len(labels) != shapes[0][-1]:
+        # several outputs: the first is what the records' label and score are taken from
+        first = " in its first output" if len(shapes) > 1 else ""
+        raise ConfigError((origins or {}).get("labels", "labels"), labels,
+                          f"{src.name} has {shapes[0][-1]} classes{first}; give one label per class")
 

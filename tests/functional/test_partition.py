@@ -952,3 +952,19 @@ def test_detection_flags_adjust_a_built_in_detectors_own_settings(tmp_path: Path
             "--min-agreement", "0"]
     assert main(argv) == 0, capsys.readouterr().err
     assert load_bundle(out).manifest.detection == dict(detector.DETECTION, score_threshold=0.5)
+
+
+def test_labels_that_do_not_match_a_two_output_classifiers_classes_are_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A classifier with an auxiliary output took '--labels a,b' for its 5 classes: the records
+    then named classes 2-4 '2', '3', '4'. The first output is the one records label."""
+    inp = keras.Input((16, 16, 1))
+    x = layers.Flatten()(layers.Conv2D(4, 3, strides=4)(inp))
+    path = tmp_path / "aux.keras"
+    keras.Model(inp, [layers.Dense(5, activation="softmax", name="main")(x),
+                      layers.Dense(3, activation="softmax", name="aux")(x)]).save(path)
+    out = tmp_path / "b"
+    assert main(["partition", str(path), "-o", str(out), "--calibration-random", "8", "--labels", "a,b"]) == 2
+    err = capsys.readouterr().err
+    assert '--labels = ["a", "b"]: aux has 5 classes in its first output; give one label per class' in err, err
+    assert not out.exists()
