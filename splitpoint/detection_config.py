@@ -48,8 +48,8 @@ def _text(key: str, path: str) -> str:
     p = Path(path)
     if p.is_dir():
         raise ConfigError(key, path, "is a directory; give a file")
-    if not p.is_file():
-        raise ConfigError(key, path, "no such file")
+    if not p.is_file():  # a named pipe would block the read
+        raise ConfigError(key, path, "not a regular file" if p.exists() else "no such file")
     try:
         return p.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:

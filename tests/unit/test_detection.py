@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -259,6 +260,9 @@ def test_decoder_and_labels_files_as_users_write_them(tmp_path):
         build(str(tmp_path), {}, None)
     with pytest.raises(ConfigError, match=r"--labels = \".*\": is a directory; give a file"):
         parse_labels(str(tmp_path))
+    os.mkfifo(tmp_path / "pipe.toml")  # was 'no such file' for a file that is there
+    with pytest.raises(ConfigError, match=r"--detection = \".*pipe.toml\": not a regular file"):
+        build(str(tmp_path / "pipe.toml"), {}, None)
     with pytest.raises(ConfigError, match=r"--labels = \"labels.txt\": no such file"):
         parse_labels("labels.txt")
     with pytest.raises(ConfigError, match=r"--labels = \".*/classes\": no such file"):
