@@ -27,12 +27,14 @@ flag), the value and why: the CLI exits 2 with that line.
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from splitpoint import detection
 from splitpoint.errors import ConfigError
+from splitpoint.files import open_regular
 
 #: the partition flags that set a detection key (argparse dest -> key)
 FLAG_KEYS = {"detection_kind": "kind", "score_threshold": "score_threshold", "nms_iou": "nms_iou",
@@ -44,14 +46,13 @@ LABEL_FILE_SUFFIXES = (".txt", ".names", ".labels")
 
 
 def _text(key: str, path: str) -> str:
-    """A settings or labels file's text (a UTF-8 byte-order mark, as Windows editors write, dropped)."""
-    p = Path(path)
-    if p.is_dir():
-        raise ConfigError(key, path, "is a directory; give a file")
-    if not p.is_file():  # a named pipe would block the read
-        raise ConfigError(key, path, "not a regular file" if p.exists() else "no such file")
+    """A settings or labels file's text (a UTF-8 byte-order mark, as Windows editors write, dropped);
+    a directory, a named pipe or a device is named as such (files.open_regular), never read."""
     try:
-        return p.read_text(encoding="utf-8-sig")
+        with os.fdopen(open_regular(path, key), "rb") as fh:
+            return fh.read().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(key, path, "no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(key, path, f"cannot read it: {exc}") from None
 
@@ -82,7 +83,7 @@ def read_file(path: str) -> dict[str, Any]:
 def parse_labels(text: str) -> list[str]:
     """--labels: a file with one label per line, or labels separated by commas."""
     p = Path(text)
-    if p.is_file() or p.is_dir() or ("," not in text and (p.suffix.lower() in LABEL_FILE_SUFFIXES or "/" in text)):
+    if p.exists() or ("," not in text and (p.suffix.lower() in LABEL_FILE_SUFFIXES or "/" in text)):
         labels = [line.strip() for line in _text("--labels", text).splitlines() if line.strip()]
         if not labels:
             raise ConfigError("--labels", text, "the file holds no labels; give one label per line")

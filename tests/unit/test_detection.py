@@ -256,13 +256,15 @@ def test_decoder_and_labels_files_as_users_write_them(tmp_path):
     from splitpoint.detection_config import build, parse_labels
     from splitpoint.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"--detection = \".*\": is a directory; give a file"):
+    with pytest.raises(ConfigError, match=r"--detection = \".*\": is a directory, not a regular file"):
         build(str(tmp_path), {}, None)
-    with pytest.raises(ConfigError, match=r"--labels = \".*\": is a directory; give a file"):
+    with pytest.raises(ConfigError, match=r"--labels = \".*\": is a directory, not a regular file"):
         parse_labels(str(tmp_path))
     os.mkfifo(tmp_path / "pipe.toml")  # was 'no such file' for a file that is there
-    with pytest.raises(ConfigError, match=r"--detection = \".*pipe.toml\": not a regular file"):
+    with pytest.raises(ConfigError, match=r"--detection = \".*pipe.toml\": is a named pipe, not a regular file"):
         build(str(tmp_path / "pipe.toml"), {}, None)
+    with pytest.raises(ConfigError, match=r"--labels = \"/dev/null\": is a character device, not a regular file"):
+        parse_labels("/dev/null")
     with pytest.raises(ConfigError, match=r"--labels = \"labels.txt\": no such file"):
         parse_labels("labels.txt")
     with pytest.raises(ConfigError, match=r"--labels = \".*/classes\": no such file"):
