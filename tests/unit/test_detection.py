@@ -330,3 +330,14 @@ def test_decoder_settings_that_do_not_fit_the_model(cfg, labels, key, reason):
     check_against_model(config(), ["a", "b", "c"], [(None, 16, 16, 3), (None, 16, 16, 2)], (64, 64))  # fits
     with pytest.raises(ConfigError, match=r"size = 1: output 1 has shape \[None, 8, 8, 2\]"):
         check_against_model(config(), None, [(None, 16, 16, 3), (None, 8, 8, 2)], (64, 64))
+
+
+def test_partition_help_gives_a_detectors_own_min_agreement_default(capsys):
+    """--help said 'default 0.98' alone, but a detector's default is 0.95 (README, the run's own error)."""
+    from splitpoint import cli
+    from splitpoint.partition import DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_DETECTION_AGREEMENT
+
+    with pytest.raises(SystemExit):
+        cli.main(["partition", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"(default {DEFAULT_MIN_AGREEMENT}, a detector's {DEFAULT_MIN_DETECTION_AGREEMENT};" in text, text
