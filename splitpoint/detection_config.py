@@ -72,10 +72,11 @@ def read_file(path: str) -> dict[str, Any]:
     table = data.get("detection")
     if isinstance(table, dict):  # the keys under [detection]; `labels` may sit beside the table
         outside = sorted(set(data) - {"detection", "labels"})
-        if outside or ("labels" in data and "labels" in table):
-            k = outside[0] if outside else "labels"
-            raise ConfigError(f"{key} {path}: {k}", data[k],
+        if outside:
+            raise ConfigError(f"{key} {path}: {outside[0]}", data[outside[0]],
                               "is outside the [detection] table; put every setting in it (labels may be either side)")
+        if "labels" in data and "labels" in table:
+            raise ConfigError(f"{key} {path}: labels", data["labels"], "given both in and beside [detection]; give it once")
         data = dict(table, **{k: v for k, v in data.items() if k == "labels"})
     return data
 

@@ -283,6 +283,9 @@ def test_decoder_and_labels_files_as_users_write_them(tmp_path):
     (tmp_path / "outside.toml").write_text('stride = 8\n[detection]\nnms_iou = 0.4\n')
     with pytest.raises(ConfigError, match=r"outside.toml: stride = 8: is outside the \[detection\] table"):
         build(str(tmp_path / "outside.toml"), {}, None)
+    (tmp_path / "twice.toml").write_text('labels = ["a"]\n[detection]\nlabels = ["b"]\n')
+    with pytest.raises(ConfigError, match=r'twice.toml: labels = \["a"\]: given both in and beside \[detection\]'):
+        build(str(tmp_path / "twice.toml"), {}, None)
 
 
 @pytest.mark.parametrize(("text", "flags", "labels", "shapes", "said"), [
