@@ -24,8 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from splitpoint import detection
 from splitpoint.codec import Quantization
-from splitpoint.errors import BundleError
+from splitpoint.detection_config import check_against_model
+from splitpoint.errors import BundleError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -305,7 +307,7 @@ class Manifest:
     def _checked(self) -> Manifest:
         """What the agent and the server rely on (ValueError naming it): splits 0..K, each once,
         K among them (every fallback runs head K), a head for each k > 0, a tail for each k < K,
-        one label per class."""
+        one label per class, a detection block that decodes these outputs (its defaults filled in)."""
         K = self.num_layers
         ids = self.split_ids
         if not ids:
@@ -322,6 +324,13 @@ class Manifest:
         classes = self.outputs[0].shape[-1] if len(self.outputs) == 1 and self.outputs[0].shape else None
         if self.labels and self.detection is None and classes is not None and len(self.labels) != classes:
             raise ValueError(f"{len(self.labels)} labels for {classes} classes")
+        if self.detection is not None:  # the agent and the server decode every frame with it (keys left out: defaults)
+            self.detection = detection.config(**self.detection)
+            try:
+                check_against_model(self.detection, self.labels or None, [o.shape for o in self.outputs],
+                                    (self.preprocessing.height, self.preprocessing.width))
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
         return self
 
     def write(self, root: Path) -> None:

@@ -43,8 +43,10 @@ def cmd_partition(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     labels = detection_config.parse_labels(args.labels) if args.labels is not None else None
-    detection, labels = detection_config.build(args.detection, vars(args), labels)  # checked before the model loads
+    detection, labels, origins = detection_config.build(args.detection, vars(args), labels)  # checked before the model loads
     src = load_model_source(args.model, args.input_size)
+    if src.detection and args.detection is None and detection is not None:  # flags adjust its own decoder
+        detection = detection_config.build(None, vars(args), None, base=src.detection)[0]
     opts = PartitionOptions(
         output=Path(args.output),
         calibration_dir=Path(args.calibration) if args.calibration else None,
@@ -57,6 +59,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
         max_cut_tensors=args.max_cut_tensors,
         detection=detection,
         labels=labels,
+        detection_origins=origins,
     )
     manifest = partition(src, opts)
     print(_bundle_table(manifest))
@@ -69,9 +72,13 @@ def _bundle_table(m: object) -> str:
     from splitpoint.bundle import EDGETPU_CACHE_BYTES, Manifest
 
     assert isinstance(m, Manifest)
-    rows = [("k", "after layer", "cut shape", "wire bytes", "head params", "edge tpu", "top-1 agree", "max err")]
+    # a detector's agreement is detection agreement (verify.py), which it has no top-1 of
+    agree = "det. agree" if m.detection else "top-1 agree"
+    rows = [("k", "after layer", "cut shape", "wire bytes", "head params", "edge tpu", agree, "max err")]
     for s in m.splits:
         cut = "x".join(map(str, s.cut[0].shape)) if s.cut else "-"
+        if len(s.cut) > 1:  # the wire bytes are every tensor's
+            cut += f" +{len(s.cut) - 1} more"
         params = f"{s.head_param_bytes / 1024:.0f} KiB" + (" >8MB!" if s.head_param_bytes > EDGETPU_CACHE_BYTES else "")
         tpu = s.edgetpu.get("status", "")
         if tpu == "compiled":
@@ -79,7 +86,7 @@ def _bundle_table(m: object) -> str:
         v = s.verification
         rows.append((
             str(s.split), s.after_layer or "(input)", cut, str(s.wire_bytes), params if s.head else "-", tpu,
-            f"{v.get('top1_agreement', 0):.1%}", f"{v.get('max_abs_error', 0):.4f}",
+            f"{v.get('agreement', v.get('top1_agreement', 0)):.1%}", f"{v.get('max_abs_error', 0):.4f}",
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]

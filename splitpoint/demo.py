@@ -73,11 +73,14 @@ def ensure_bundle(path: Path, rebuild: bool = False, model: str = "digits-cnn") 
 
     if not rebuild:
         try:
-            load_bundle(path)
-            print(f"using the bundle in {path}", flush=True)
-            return path
+            m = load_bundle(path).manifest
         except BundleError:
             pass
+        else:
+            if m.source == f"builtin:{model}":
+                print(f"using the bundle in {path}", flush=True)
+                return path
+            print(f"the bundle in {path} is of {m.source or m.model_name}, not {model}", flush=True)
     from splitpoint.partition import PartitionOptions, load_model_source, partition
 
     print(f"partitioning the bundled {model} into {path} ...", flush=True)

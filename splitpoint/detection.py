@@ -51,7 +51,9 @@ class DetectionConfigError(ValueError):
 
 def _integer(key: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise DetectionConfigError(key, value, f"must be an integer >= {minimum}")
+        # 4.0 is shown as 4 (errors.show_value): say why that is not an integer
+        point = " written without a decimal point" if isinstance(value, float) and value.is_integer() else ""
+        raise DetectionConfigError(key, value, f"must be an integer >= {minimum}{point}")
     return int(value)
 
 

@@ -14,7 +14,8 @@ against the model before anything is written.
     class_agnostic_nms = false
     labels = ["car", "person", "cow"]   # one per heatmap class, in class order
 
-(top level, or under a [detection] table; a .json file holds the same object). The
+(top level, or under a [detection] table, with `labels` in it or beside it; a .json file
+holds the same object). The
 flags --detection-kind, --score-threshold, --nms-iou, --max-detections, --box-format
 and --labels override the file, or make a detector without one. The block goes into
 the manifest's `detection`, the labels into `model.labels`.
@@ -26,49 +27,67 @@ flag), the value and why: the CLI exits 2 with that line.
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from splitpoint import detection
 from splitpoint.errors import ConfigError
+from splitpoint.files import open_regular
 
 #: the partition flags that set a detection key (argparse dest -> key)
 FLAG_KEYS = {"detection_kind": "kind", "score_threshold": "score_threshold", "nms_iou": "nms_iou",
              "max_detections": "max_detections", "box_format": "box_format"}
 FLAG_NAMES = {key: "--" + dest.replace("_", "-") for dest, key in FLAG_KEYS.items()}
+#: --labels VALUE is a file's name, never one label, when it ends so (or holds a /): a missing
+#: labels.txt is "no such file", not a model with the one class "labels.txt"
+LABEL_FILE_SUFFIXES = (".txt", ".names", ".labels")
+
+
+def _text(key: str, path: str) -> str:
+    """A settings or labels file's text (a UTF-8 byte-order mark, as Windows editors write, dropped);
+    a directory, a named pipe or a device is named as such (files.open_regular), never read."""
+    try:
+        with os.fdopen(open_regular(path, key), "rb") as fh:
+            return fh.read().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(key, path, "no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(key, path, f"cannot read it: {exc}") from None
 
 
 def read_file(path: str) -> dict[str, Any]:
     """The decoder settings in a .toml or .json file (keys as in the module docstring)."""
-    p = Path(path)
     key = "--detection"
-    if not p.is_file():
-        raise ConfigError(key, path, "no such file")
+    text = _text(key, path)
+    is_json = Path(path).suffix.lower() == ".json"
     try:
-        text = p.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(key, path, f"cannot read it: {exc}") from None
-    try:
-        data = json.loads(text) if p.suffix.lower() == ".json" else tomllib.loads(text)
+        data = json.loads(text) if is_json else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        kind = "JSON" if p.suffix.lower() == ".json" else "TOML (give a .json file for JSON)"
+        kind = "JSON" if is_json else "TOML (give a .json file for JSON)"
         raise ConfigError(key, path, f"not valid {kind}: {exc}") from None
-    if isinstance(data, dict) and isinstance(data.get("detection"), dict) and len(data) == 1:
-        data = data["detection"]
     if not isinstance(data, dict):
         raise ConfigError(key, path, "must hold a table (TOML) or an object (JSON) of decoder settings")
+    table = data.get("detection")
+    if isinstance(table, dict):  # the keys under [detection]; `labels` may sit beside the table
+        outside = sorted(set(data) - {"detection", "labels"})
+        if outside:
+            raise ConfigError(f"{key} {path}: {outside[0]}", data[outside[0]],
+                              "is outside the [detection] table; put every setting in it (labels may be either side)")
+        if "labels" in data and "labels" in table:
+            raise ConfigError(f"{key} {path}: labels", data["labels"], "given both in and beside [detection]; give it once")
+        data = dict(table, **{k: v for k, v in data.items() if k == "labels"})
     return data
 
 
 def parse_labels(text: str) -> list[str]:
     """--labels: a file with one label per line, or labels separated by commas."""
     p = Path(text)
-    if p.is_file():
-        try:
-            labels = [line.strip() for line in p.read_text().splitlines() if line.strip()]
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError("--labels", text, f"cannot read it: {exc}") from None
+    if p.exists() or ("," not in text and (p.suffix.lower() in LABEL_FILE_SUFFIXES or "/" in text)):
+        labels = [line.strip() for line in _text("--labels", text).splitlines() if line.strip()]
+        if not labels:
+            raise ConfigError("--labels", text, "the file holds no labels; give one label per line")
     else:
         labels = [item.strip() for item in text.split(",")]
     if not labels or any(not label for label in labels):
@@ -77,12 +96,16 @@ def parse_labels(text: str) -> list[str]:
     return labels
 
 
-def build(file: str | None, flags: dict[str, Any], labels: list[str] | None) -> tuple[dict | None, list[str] | None]:
-    """(detection block or None, labels or None) from --detection FILE, the individual flags
-    (dest -> value, None when not given) and --labels; ConfigError naming the bad value."""
+def build(file: str | None, flags: dict[str, Any], labels: list[str] | None, base: dict | None = None
+          ) -> tuple[dict | None, list[str] | None, dict[str, str]]:
+    """(detection block or None, labels or None, origins) from --detection FILE, the individual
+    flags (dest -> value, None when not given) and --labels; ConfigError naming the bad value.
+    `origins` names where each key and the labels came from, for check_against_model. Without a
+    file the flags adjust `base` (a built-in detector's own block) when given, else the defaults."""
     given = {key: flags[dest] for dest, key in FLAG_KEYS.items() if flags.get(dest) is not None}
-    where: dict[str, str] = {key: FLAG_NAMES[key] for key in given}
-    settings: dict[str, Any] = {}
+    where = {key: f"{key} (the default; a --detection file sets it)" for key in detection.DEFAULTS}
+    where["labels"] = "--labels"
+    settings: dict[str, Any] = dict(base or {}) if file is None else {}
     if file is not None:
         data = read_file(file)
         file_labels = data.pop("labels", None)
@@ -90,38 +113,44 @@ def build(file: str | None, flags: dict[str, Any], labels: list[str] | None) -> 
             if (not isinstance(file_labels, list) or not file_labels
                     or not all(isinstance(x, str) and x.strip() for x in file_labels)):
                 raise ConfigError(f"--detection {file}: labels", file_labels, "must be a list of non-empty strings")
-            labels = labels if labels is not None else [str(x) for x in file_labels]
+            if labels is None:
+                labels, where["labels"] = [str(x) for x in file_labels], f"--detection {file}: labels"
         settings.update(data)
-        where.update({k: f"--detection {file}: {k}" for k in data if k not in given})
+        where.update({k: f"--detection {file}: {k}" for k in [*detection.DEFAULTS, *data]})  # given or left out
+    where.update({key: FLAG_NAMES[key] for key in given})
     if file is None and not given:
-        return None, labels
+        return None, labels, where
     settings.update(given)
     try:
-        return detection.config(**settings), labels
+        return detection.config(**settings), labels, where
     except detection.DetectionConfigError as exc:
         raise ConfigError(where.get(exc.key, f"detection.{exc.key}"), exc.value, exc.reason) from None
 
 
 def check_against_model(cfg: dict, labels: list[str] | None, output_shapes: list[tuple],
-                        input_hw: tuple[int, int], source: str = "--detection") -> None:
+                        input_hw: tuple[int, int], origins: dict[str, str] | None = None) -> None:
     """The block must fit the model: its heatmap and size outputs exist and are maps of one grid,
-    `stride` times that grid is the input, and there is one label per heatmap class."""
+    `stride` times that grid is the input, and there is one label per heatmap class. A ConfigError
+    names the key as `origins` says where it came from (build's), else as `detection.KEY`."""
+    def name(key: str) -> str:
+        return (origins or {}).get(key, "labels" if key == "labels" else f"detection.{key}")
+
     n = len(output_shapes)
     for key in ("heatmap", "size"):
         if cfg[key] >= n:
-            raise ConfigError(f"{source}: {key}", cfg[key], f"the model has {n} output(s), numbered 0 to {n - 1}")
+            raise ConfigError(name(key), cfg[key], f"the model has {n} output(s), numbered 0 to {n - 1}")
     heat, size = (tuple(output_shapes[cfg[k]]) for k in ("heatmap", "size"))
     if len(heat) != 4:
-        raise ConfigError(f"{source}: heatmap", cfg["heatmap"],
+        raise ConfigError(name("heatmap"), cfg["heatmap"],
                           f"output {cfg['heatmap']} has shape {list(heat)}, not a map (N, H, W, classes)")
     if len(size) != 4 or size[-1] != 2 or size[1:3] != heat[1:3]:
-        raise ConfigError(f"{source}: size", cfg["size"],
+        raise ConfigError(name("size"), cfg["size"],
                           f"output {cfg['size']} has shape {list(size)}; the size map must be (N, {heat[1]}, "
                           f"{heat[2]}, 2) like the heatmap's grid")
     grid = (heat[1] * cfg["stride"], heat[2] * cfg["stride"])
     if grid != tuple(input_hw):
-        raise ConfigError(f"{source}: stride", cfg["stride"],
+        raise ConfigError(name("stride"), cfg["stride"],
                           f"a {heat[1]}x{heat[2]} heatmap at stride {cfg['stride']} covers {grid[0]}x{grid[1]} "
                           f"pixels, but the input is {input_hw[0]}x{input_hw[1]}")
     if labels is not None and len(labels) != heat[3]:
-        raise ConfigError("labels", labels, f"the heatmap has {heat[3]} classes; give one label per class")
+        raise ConfigError(name("labels"), labels, f"the heatmap has {heat[3]} classes; give one label per class")

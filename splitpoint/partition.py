@@ -118,6 +118,9 @@ class PartitionOptions:
     detection: dict | None = None
     #: class labels for the manifest; None: the model source's own
     labels: list[str] | None = None
+    #: where each detection key and the labels came from, to name them in an error (the CLI's
+    #: flags and file: detection_config.build's); None: `detection.KEY` and `labels`
+    detection_origins: dict[str, str] | None = None
 
 
 class Progress:
@@ -163,7 +166,7 @@ def partition(
     splits = sorted(wanted)
     detection = opts.detection if opts.detection is not None else src.detection
     labels = opts.labels if opts.labels is not None else src.labels
-    _check_decoder(model, src, detection, opts.labels)
+    _check_decoder(model, src, detection, opts.labels, opts.detection_origins)
     # Read (and judge) the frames before the output is touched: a set that cannot calibrate writes nothing.
     cal_raw, val_raw, val_labels = load_calibration(src, opts.calibration_dir, opts.calibration_random)
     # Only now touch the output: bad --splits or frames must not leave (or, with --force, destroy) a bundle.
@@ -342,7 +345,8 @@ def _detection_accuracy(reference: list[np.ndarray], detection: dict, truth: lis
             "objects": n, "recall": round(recall, 4), "precision": round(precision, 4)}
 
 
-def _check_decoder(model: Any, src: ModelSource, detection: dict | None, labels: list[str] | None) -> None:
+def _check_decoder(model: Any, src: ModelSource, detection: dict | None, labels: list[str] | None,
+                   origins: dict[str, str] | None) -> None:
     """A detection block and labels that do not fit the model are refused before anything is written."""
     shapes = [tuple(o.shape) for o in model.outputs]
     pre = src.preprocessing
@@ -353,7 +357,10 @@ def _check_decoder(model: Any, src: ModelSource, detection: dict | None, labels:
                           f"{src.name} has one output, a classifier's; --detection and the detection flags "
                           "(--score-threshold, --nms-iou, ...) are for a detector, with heatmap and size outputs")
     if detection is not None:
-        check_against_model(detection, labels, shapes, (pre.height, pre.width))
-    elif labels is not None and len(shapes) == 1 and len(labels) != shapes[0][-1]:
-        raise ConfigError("labels", labels, f"{src.name} has {shapes[0][-1]} classes; give one label per class")
+        check_against_model(detection, labels, shapes, (pre.height, pre.width), origins)
+    elif labels is not None and (len(shapes) == 1 or len(shapes[0]) == 2) and len(labels) != shapes[0][-1]:
+        # several outputs: the first is what the records' label and score are taken from
+        first = " in its first output" if len(shapes) > 1 else ""
+        raise ConfigError((origins or {}).get("labels", "labels"), labels,
+                          f"{src.name} has {shapes[0][-1]} classes{first}; give one label per class")
 

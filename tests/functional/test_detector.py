@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -266,3 +267,74 @@ def test_the_cloud_answers_with_compact_detections_smaller_than_the_raw_maps(det
     assert sizes
     for answer, maps_bytes in sizes:  # e.g. ~100-500 bytes against 12 KB of maps
         assert answer * 10 < maps_bytes, (answer, maps_bytes)
+
+
+@pytest.mark.parametrize(("mangle", "said"), [
+    (lambda d: d["detection"].__setitem__("heatmap", 5), "detection.heatmap = 5: the model has 2 output(s)"),
+    (lambda d: d["detection"].__setitem__("stride", 8), "detection.stride = 8: a 16x16 heatmap at stride 8 covers 128x128"),
+    (lambda d: d["detection"].__setitem__("kind", "yolo"), "detection.kind = 'yolo': unsupported"),
+    (lambda d: d["detection"].__setitem__("score_threshold", "x"), "detection.score_threshold = 'x'"),
+    (lambda d: d["model"].__setitem__("labels", ["a"]), 'labels = ["a"]: the heatmap has 10 classes'),
+    (lambda d: d.__setitem__("detection", [1]), "must be a mapping"),
+])
+def test_a_detection_block_the_decoder_cannot_use_is_refused_at_load(detector_bundle: Path, tmp_path: Path,
+                                                                      mangle: Any, said: str):
+    """Each once loaded ('inspect': all artifacts present); the agent then hung on its first frame."""
+    from splitpoint.errors import BundleError
+
+    copy = tmp_path / "b"
+    shutil.copytree(detector_bundle, copy)
+    d = json.loads((copy / "manifest.json").read_text())
+    mangle(d)
+    (copy / "manifest.json").write_text(json.dumps(d))
+    with pytest.raises(BundleError, match="malformed manifest") as info:
+        load_bundle(copy)
+    assert said in str(info.value)
+
+
+@pytest.mark.parametrize("case", ["heatmap out of range", "stride left out"])
+def test_the_agent_on_a_hand_edited_detection_block(detector_bundle: Path, tmp_path: Path, case: str):
+    """`splitpoint edge` (a real process) on a bundle whose detection block was edited: it hung with
+    an IndexError (or KeyError) traceback per frame from its local-run thread until killed. Now a
+    block it cannot decode with is exit 2 naming the key before any frame, and a key left out takes
+    the default as partition's own --detection file does."""
+    copy = tmp_path / "b"
+    shutil.copytree(detector_bundle, copy)
+    d = json.loads((copy / "manifest.json").read_text())
+    if case == "heatmap out of range":
+        d["detection"]["heatmap"] = 5
+    else:
+        del d["detection"]["stride"]
+    (copy / "manifest.json").write_text(json.dumps(d))
+    k = d["model"]["num_layers"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "splitpoint", "edge", "--bundle", str(copy), "--source", "synthetic:3",
+         "--split", str(k), "--results", str(tmp_path / "r.jsonl")],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    if case == "heatmap out of range":
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert "malformed manifest" in proc.stderr and "detection.heatmap = 5" in proc.stderr
+        assert not (tmp_path / "r.jsonl").exists()
+    else:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        records = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+        assert len(records) == 3 and all(r["status"] == "ok" and r["detections"] for r in records)
+
+
+def test_inspect_shows_a_detectors_agreement_and_every_cut_tensor(detector_bundle: Path,
+                                                                  capsys: pytest.CaptureFixture[str]):
+    """`splitpoint inspect` (and partition's table) said 'top-1 agree 0.0%' for every split of a
+    detector, which has no top-1 agreement, and showed only the first tensor of a multi-tensor cut
+    beside the wire bytes of all of them."""
+    from splitpoint.cli import main
+
+    m = load_bundle(detector_bundle).manifest
+    assert main(["inspect", str(detector_bundle)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "det. agree" in lines[1] and "top-1" not in lines[1]
+    rows = {int(line.split()[0]): line for line in lines[2:2 + len(m.splits)]}
+    for s in m.splits:
+        assert f"{s.verification['agreement']:.1%}" in rows[s.split], rows[s.split]
+        assert (f"+{len(s.cut) - 1} more" in rows[s.split]) == (len(s.cut) > 1), rows[s.split]

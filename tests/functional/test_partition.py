@@ -883,19 +883,22 @@ def test_partition_a_detector_of_ones_own_with_a_decoder_file(own_detector: Path
     (["--max-detections", "0"], ["--max-detections = 0", "integer >= 1"]),
     (["--box-format", "xyxy"], ['--box-format = "xyxy"', "size_pixels"]),
     (["--detection-kind", "ssd"], ['--detection-kind = "ssd"', "supported: centernet"]),
-    (["--detection-kind", "centernet"], ["stride = 4", "covers 32x32 pixels, but the input is 16x16"]),
+    (["--detection-kind", "centernet"], ["stride (the default; a --detection file sets it) = 4",
+                                         "covers 32x32 pixels, but the input is 16x16"]),
+    (["--detection", "WIDE"], ["WIDE: stride = 4: a 8x8 heatmap at stride 4 covers 32x32 pixels"]),
     (["--detection-kind", "centernet", "--stride-typo"], ["unrecognized arguments: --stride-typo"]),
     (["--score-threshold", "high"], ["--score-threshold", "invalid float value: 'high'"]),
-    (["--detection", "GOOD", "--labels", "car,person"], ["labels = [\"car\", \"person\"]", "3 classes"]),
+    (["--detection", "GOOD", "--labels", "car,person"], ["--labels = [\"car\", \"person\"]", "3 classes"]),
     (["--detection", "BAD", "--labels", "a,b,c"], ["BAD: size = 0", "another output"]),
 ])
 def test_bad_decoder_settings_exit_2_naming_the_value(own_detector: Path, tmp_path: Path, extra: list[str],
                                                        names: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    files = {"BAD": tmp_path / "bad.toml", "GOOD": tmp_path / "good.toml"}
+    files = {"BAD": tmp_path / "bad.toml", "GOOD": tmp_path / "good.toml", "WIDE": tmp_path / "wide.toml"}
     files["BAD"].write_text("heatmap = 0\nsize = 0\n")
+    files["WIDE"].write_text("stride = 4\n")  # the docs' example: named as the file's key
     files["GOOD"].write_text("stride = 2\n")  # fits the model: the labels are what is wrong
     extra = [str(files[e]) if e in files else e for e in extra]
-    names = [n.replace("BAD", str(files["BAD"])) for n in names]
+    names = [n.replace("BAD", str(files["BAD"])).replace("WIDE", str(files["WIDE"])) for n in names]
     out = tmp_path / "b"
     with contextlib.suppress(SystemExit):  # argparse's own errors exit 2 by SystemExit
         assert main(["partition", str(own_detector), "-o", str(out), "--calibration-random", "8", *extra]) == 2
@@ -936,3 +939,32 @@ def test_detection_flags_on_a_classifier_are_named_as_given(tmp_path: Path, caps
     err = capsys.readouterr().err
     assert "detection settings: digits-cnn has one output, a classifier's" in err and "--score-threshold" in err
     assert "--detection:" not in err and not out.exists()
+
+
+def test_detection_flags_adjust_a_built_in_detectors_own_settings(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`partition digits-detector --score-threshold 0.5` replaced the detector's own block by the
+    defaults with that one change: its class_agnostic_nms = true silently became false."""
+    from splitpoint.models import detector
+
+    out = tmp_path / "b"
+    argv = ["partition", "digits-detector", "-o", str(out), "--splits", "16", "--score-threshold", "0.5",
+            "--min-agreement", "0"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert load_bundle(out).manifest.detection == dict(detector.DETECTION, score_threshold=0.5)
+
+
+def test_labels_that_do_not_match_a_two_output_classifiers_classes_are_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A classifier with an auxiliary output took '--labels a,b' for its 5 classes: the records
+    then named classes 2-4 '2', '3', '4'. The first output is the one records label."""
+    inp = keras.Input((16, 16, 1))
+    x = layers.Flatten()(layers.Conv2D(4, 3, strides=4)(inp))
+    path = tmp_path / "aux.keras"
+    keras.Model(inp, [layers.Dense(5, activation="softmax", name="main")(x),
+                      layers.Dense(3, activation="softmax", name="aux")(x)]).save(path)
+    out = tmp_path / "b"
+    assert main(["partition", str(path), "-o", str(out), "--calibration-random", "8", "--labels", "a,b"]) == 2
+    err = capsys.readouterr().err
+    assert '--labels = ["a", "b"]: aux has 5 classes in its first output; give one label per class' in err, err
+    assert not out.exists()

@@ -194,6 +194,20 @@ def test_a_demo_given_a_bad_split_or_workdir_says_so_before_a_server_starts(argv
     assert "cloud server" not in proc.stdout  # none started, none to stop
 
 
+def test_the_detector_demo_does_not_reuse_another_models_bundle(digits_bundle: Path, tmp_path: Path) -> None:
+    """A valid bundle of another model at WORKDIR/bundle-detector was reused: the demo then said
+    '--split = 99: not a split of digits-cnn', or with a server up, 'outputs = [...]: a detector's
+    answer is one tensor named 'detections'' (exit 1)."""
+    import shutil
+
+    shutil.copytree(digits_bundle, tmp_path / "bundle-detector")
+    proc = splitpoint("demo", "--model", "digits-detector", "--workdir", str(tmp_path), "--split", "99", timeout=300)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"the bundle in {tmp_path / 'bundle-detector'} is of builtin:digits-cnn, not digits-detector" in proc.stdout
+    assert "partitioning the bundled digits-detector" in proc.stdout
+    assert "--split = 99: not a split of digits-detector" in error_line(proc)
+
+
 def test_a_loadtest_against_nothing_says_so(digits_bundle: Path) -> None:
     proc = splitpoint("loadtest", "--bundle", str(digits_bundle), "--target", "127.0.0.1:1", "--agents", "2",
                       "--duration", "1", "--timeout-s", "2", "--insecure")

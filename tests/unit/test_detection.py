@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -175,22 +176,22 @@ def test_decoder_settings_from_toml_json_and_flags(tmp_path):
 
     toml = tmp_path / "decoder.toml"
     toml.write_text(GOOD_TOML)
-    cfg, labels = build(str(toml), {}, None)
+    cfg, labels, _ = build(str(toml), {}, None)
     assert cfg == {"kind": "centernet", "heatmap": 1, "size": 0, "stride": 8, "box_format": "size_cells",
                    "score_threshold": 0.4, "nms_iou": 0.6, "max_detections": 5, "class_agnostic_nms": True}
     assert labels == ["car", "person"]
     # the same in JSON, and under a [detection] table
     (tmp_path / "d.json").write_text(json.dumps(dict(cfg, labels=labels)))
-    assert build(str(tmp_path / "d.json"), {}, None) == (cfg, labels)
+    assert build(str(tmp_path / "d.json"), {}, None)[:2] == (cfg, labels)
     (tmp_path / "t.toml").write_text("[detection]\n" + GOOD_TOML)
-    assert build(str(tmp_path / "t.toml"), {}, None) == (cfg, labels)
+    assert build(str(tmp_path / "t.toml"), {}, None)[:2] == (cfg, labels)
     # flags override the file; --labels overrides its labels
     flags = {"score_threshold": 0.25, "max_detections": 9, "nms_iou": None}
-    cfg2, labels2 = build(str(toml), flags, ["a", "b"])
+    cfg2, labels2, _ = build(str(toml), flags, ["a", "b"])
     assert (cfg2["score_threshold"], cfg2["max_detections"], cfg2["nms_iou"], labels2) == (0.25, 9, 0.6, ["a", "b"])
     # flags alone make a detector with the defaults; no file and no flags: not a detector
     assert build(None, {"box_format": "size_normalized"}, None)[0] == config(box_format="size_normalized")
-    assert build(None, {"score_threshold": None}, ["x"]) == (None, ["x"])
+    assert build(None, {"score_threshold": None}, ["x"])[:2] == (None, ["x"])
 
 
 @pytest.mark.parametrize(("text", "flags", "where", "value", "reason"), [
@@ -201,6 +202,7 @@ def test_decoder_settings_from_toml_json_and_flags(tmp_path):
     ("max_detections = 0", {}, "decoder.toml: max_detections", "0", "integer >= 1"),
     ("max_detections = 2.5", {}, "decoder.toml: max_detections", "2.5", "integer >= 1"),
     ('stride = "4"', {}, "decoder.toml: stride", '"4"', "integer >= 1"),
+    ("stride = 4.0", {}, "decoder.toml: stride", "4", "integer >= 1 written without a decimal point"),
     ("heatmap = -1", {}, "decoder.toml: heatmap", "-1", "integer >= 0"),
     ("heatmap = 1\nsize = 1", {}, "decoder.toml: size", "1", "another output"),
     ('box_format = "xyxy"', {}, "decoder.toml: box_format", '"xyxy"', "size_pixels, size_cells, size_normalized"),
@@ -247,6 +249,73 @@ def test_decoder_files_and_labels_that_cannot_be_read(tmp_path):
         parse_labels("car,,cow")
 
 
+def test_decoder_and_labels_files_as_users_write_them(tmp_path):
+    """A directory was 'no such file'; a missing labels.txt or a directory given to --labels became
+    one label of that name; a Notepad file's byte-order mark began the first label; `labels` beside
+    a [detection] table was 'detection = {...}: unknown key'."""
+    from splitpoint.detection_config import build, parse_labels
+    from splitpoint.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--detection = \".*\": is a directory, not a regular file"):
+        build(str(tmp_path), {}, None)
+    with pytest.raises(ConfigError, match=r"--labels = \".*\": is a directory, not a regular file"):
+        parse_labels(str(tmp_path))
+    os.mkfifo(tmp_path / "pipe.toml")  # was 'no such file' for a file that is there
+    with pytest.raises(ConfigError, match=r"--detection = \".*pipe.toml\": is a named pipe, not a regular file"):
+        build(str(tmp_path / "pipe.toml"), {}, None)
+    with pytest.raises(ConfigError, match=r"--labels = \"/dev/null\": is a character device, not a regular file"):
+        parse_labels("/dev/null")
+    with pytest.raises(ConfigError, match=r"--labels = \"labels.txt\": no such file"):
+        parse_labels("labels.txt")
+    with pytest.raises(ConfigError, match=r"--labels = \".*/classes\": no such file"):
+        parse_labels(str(tmp_path / "classes"))
+    (tmp_path / "empty.names").write_text("\n\n")
+    with pytest.raises(ConfigError, match="the file holds no labels"):
+        parse_labels(str(tmp_path / "empty.names"))
+    assert parse_labels("person") == ["person"]
+    (tmp_path / "bom.txt").write_bytes("\ufeffcar\r\nperson\r\n".encode())
+    assert parse_labels(str(tmp_path / "bom.txt")) == ["car", "person"]
+    (tmp_path / "bom.toml").write_bytes("\ufeffstride = 8\n".encode())
+    assert build(str(tmp_path / "bom.toml"), {}, None)[0]["stride"] == 8
+    (tmp_path / "beside.toml").write_text('labels = ["car", "person"]\n[detection]\nstride = 8\n')
+    cfg, labels, _ = build(str(tmp_path / "beside.toml"), {}, None)
+    assert (cfg["stride"], labels) == (8, ["car", "person"])
+    (tmp_path / "outside.toml").write_text('stride = 8\n[detection]\nnms_iou = 0.4\n')
+    with pytest.raises(ConfigError, match=r"outside.toml: stride = 8: is outside the \[detection\] table"):
+        build(str(tmp_path / "outside.toml"), {}, None)
+    (tmp_path / "twice.toml").write_text('labels = ["a"]\n[detection]\nlabels = ["b"]\n')
+    with pytest.raises(ConfigError, match=r'twice.toml: labels = \["a"\]: given both in and beside \[detection\]'):
+        build(str(tmp_path / "twice.toml"), {}, None)
+
+
+@pytest.mark.parametrize(("text", "flags", "labels", "shapes", "said"), [
+    ("stride = 8", {}, None, [(None, 16, 16, 3), (None, 16, 16, 2)],
+     "--detection decoder.toml: stride = 8: a 16x16 heatmap at stride 8 covers 128x128 pixels, but the input is 64x64"),
+    ("heatmap = 0", {}, None, [(None, 16, 16, 3), (None, 8, 8, 2)],
+     "--detection decoder.toml: size = 1: output 1 has shape [None, 8, 8, 2]"),
+    ('labels = ["a", "b"]', {}, None, [(None, 16, 16, 3), (None, 16, 16, 2)],
+     '--detection decoder.toml: labels = ["a", "b"]: the heatmap has 3 classes'),
+    ('labels = ["a", "b", "c"]', {}, ["a", "b"], [(None, 16, 16, 3), (None, 16, 16, 2)],
+     '--labels = ["a", "b"]: the heatmap has 3 classes'),
+    (None, {"score_threshold": 0.5}, None, [(None, 8, 8, 3), (None, 8, 8, 2)],
+     "stride (the default; a --detection file sets it) = 4: a 8x8 heatmap at stride 4 covers 32x32"),
+])
+def test_decoder_settings_that_do_not_fit_the_model_name_their_origin(tmp_path, text, flags, labels, shapes, said):
+    """They were all '--detection: KEY' (the file's name left out, as was the --labels flag, and a
+    default blamed on a --detection never given)."""
+    from splitpoint.detection_config import build, check_against_model
+    from splitpoint.errors import ConfigError
+
+    file = None
+    if text is not None:
+        file = str(tmp_path / "decoder.toml")
+        (tmp_path / "decoder.toml").write_text(text)
+    cfg, labels, origins = build(file, flags, labels)
+    with pytest.raises(ConfigError) as info:
+        check_against_model(cfg, labels, shapes, (64, 64), origins)
+    assert str(info.value).replace(str(tmp_path) + "/", "").startswith(said), str(info.value)
+
+
 @pytest.mark.parametrize(("cfg", "labels", "key", "reason"), [
     (config(heatmap=2, size=1), None, "heatmap = 2", "the model has 2 output(s), numbered 0 to 1"),
     (config(heatmap=1, size=0), None, "heatmap = 1", "not a map"),
@@ -264,3 +333,14 @@ def test_decoder_settings_that_do_not_fit_the_model(cfg, labels, key, reason):
     check_against_model(config(), ["a", "b", "c"], [(None, 16, 16, 3), (None, 16, 16, 2)], (64, 64))  # fits
     with pytest.raises(ConfigError, match=r"size = 1: output 1 has shape \[None, 8, 8, 2\]"):
         check_against_model(config(), None, [(None, 16, 16, 3), (None, 8, 8, 2)], (64, 64))
+
+
+def test_partition_help_gives_a_detectors_own_min_agreement_default(capsys):
+    """--help said 'default 0.98' alone, but a detector's default is 0.95 (README, the run's own error)."""
+    from splitpoint import cli
+    from splitpoint.partition import DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_DETECTION_AGREEMENT
+
+    with pytest.raises(SystemExit):
+        cli.main(["partition", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"(default {DEFAULT_MIN_AGREEMENT}, a detector's {DEFAULT_MIN_DETECTION_AGREEMENT};" in text, text
