@@ -124,13 +124,20 @@ class EdgeWork:
         # a detector's outputs become boxes in the frame's pixels; a classifier's are its scores.
         # The cloud answers a detector with its decoded detections (cloud_paths.outputs checked
         # them); a local run has the raw maps. Both give the same records, label and score too.
-        detections = None
-        if getattr(m, "detection", None):
-            detections = (compact_records(outputs[0], m, frame.source_size) if where == "cloud"
-                          else detection_records(outputs, m, frame.source_size))
-        record = self.recorder.ok(frame, split, where, outputs[0].reshape(-1), timings, fallback, replica,
-                                  hedge_ms=hedge_ms, hedged=hedged, predicted_ms=predicted_ms, detections=detections,
-                                  raced=pending is not None and pending.raced)
+        try:
+            detections = None
+            if getattr(m, "detection", None):
+                detections = (compact_records(outputs[0], m, frame.source_size) if where == "cloud"
+                              else detection_records(outputs, m, frame.source_size))
+            record = self.recorder.ok(frame, split, where, outputs[0].reshape(-1), timings, fallback, replica,
+                                      hedge_ms=hedge_ms, hedged=hedged, predicted_ms=predicted_ms,
+                                      detections=detections, raced=pending is not None and pending.raced)
+        except Exception as exc:  # noqa: BLE001 - a result no record can be made of (a decoder's bug, say)
+            # must still end its frame: raised here, it left the frame claimed and unfinished, and
+            # the agent waited for its window slot for ever
+            log.exception("frame %d: its %s result could not be made into a record", frame.index, where)
+            self.fail(frame, f"{where} result could not be recorded: {exc!r}")
+            return False
 
         def write() -> None:
             record()

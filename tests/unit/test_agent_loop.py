@@ -707,6 +707,25 @@ def test_a_local_run_that_fails_is_a_failure_record(h: Harness) -> None:
     assert h.booked() == ([], [])
 
 
+@pytest.mark.parametrize("k", [K, 1])
+def test_a_result_no_record_can_be_made_of_is_a_failure_record(h: Harness, monkeypatch: pytest.MonkeyPatch,
+                                                                k: int) -> None:
+    # a detector's decoder raising on a local run's maps (or on a cloud answer's boxes) left the
+    # frame claimed and unfinished: the agent hung on its window slot until killed
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise IndexError("list index out of range")
+
+    monkeypatch.setattr(h.agent.edge.recorder, "ok", broken)
+    h.feed(0, k=k)
+    if k != K:
+        h.session.answer(0)
+    h.local.run_all()
+    r = h.by_id()[0]
+    where = "local" if k == K else "cloud"
+    assert r["status"] == "failed" and r["error"] == f"{where} result could not be recorded: IndexError('list index out of range')"
+    assert h.idle() and h.booked() == ([], [])
+
+
 def test_survey_run_with_a_read_failure(tmp_path: Path) -> None:
     h = Harness(tmp_path / "r.jsonl", executor=ImmediateExecutor(), window=2)
     h.policy.k = K
