@@ -96,7 +96,8 @@ class Recorder:
             "split": split,
             "where": where,
             "label": label,
-            "label_name": self.labels[label] if 0 <= label < len(self.labels) else str(label),
+            # a detector's frame without a detection has label -1 and no name (it was "-1")
+            "label_name": self.labels[label] if 0 <= label < len(self.labels) else None if label < 0 else str(label),
             "score": round(score, 6) if np.isfinite(score) else None,
             "true_label": frame.label,
             "capture_time_unix_ns": frame.capture_time_ns,

@@ -137,6 +137,9 @@ def test_the_run_summary_counts_what_the_results_log_holds(tmp_path):
     assert s.detection_summary() == "4 detections in 2 of 3 frames (one: 2, zero: 2)"
     logged = sorted(read_results(str(tmp_path / "r.jsonl")), key=lambda r: r["frame_id"])
     assert sum(len(r["detections"]) for r in logged) == s.detections
+    # the record's own label is its top detection's; a frame without one has none (was "-1")
+    assert [(r["label"], r["label_name"], r["score"]) for r in logged] == [(1, "one", 0.9), (-1, None, 0.0),
+                                                                          (0, "zero", 0.9)]
 
     classifier = Recorder(["zero", "one"], EdgeMetrics(CollectorRegistry()), on_fatal=lambda: None)
     classifier.open(str(tmp_path / "c.jsonl"), "jsonl", False, resume=False)
