@@ -93,7 +93,17 @@ def parse_labels(text: str) -> list[str]:
     if not labels or any(not label for label in labels):
         raise ConfigError("--labels", text, "give a file with one label per line or labels separated by commas, "
                                             "none of them empty")
+    check_distinct("--labels", text, labels)
     return labels
+
+
+def check_distinct(key: str, value: Any, labels: list[str]) -> None:
+    """One class, one label: two classes of one name would be counted and shown as one."""
+    seen: set[str] = set()
+    for label in labels:
+        if label in seen:
+            raise ConfigError(key, value, f"{label!r} is given twice; each class needs a label of its own")
+        seen.add(label)
 
 
 def build(file: str | None, flags: dict[str, Any], labels: list[str] | None, base: dict | None = None
@@ -113,6 +123,7 @@ def build(file: str | None, flags: dict[str, Any], labels: list[str] | None, bas
             if (not isinstance(file_labels, list) or not file_labels
                     or not all(isinstance(x, str) and x.strip() for x in file_labels)):
                 raise ConfigError(f"--detection {file}: labels", file_labels, "must be a list of non-empty strings")
+            check_distinct(f"--detection {file}: labels", file_labels, file_labels)
             if labels is None:
                 labels, where["labels"] = [str(x) for x in file_labels], f"--detection {file}: labels"
         settings.update(data)

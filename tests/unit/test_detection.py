@@ -250,6 +250,12 @@ def test_decoder_files_and_labels_that_cannot_be_read(tmp_path):
     assert parse_labels(str(tmp_path / "labels.txt")) == ["car", "person"]
     with pytest.raises(ConfigError, match=r"--labels = \"car,,cow\": .*none of them empty"):
         parse_labels("car,,cow")
+    # two classes of one name were accepted, and the end-of-run counts then merged them
+    with pytest.raises(ConfigError, match=r"--labels = \"car,cow,car\": 'car' is given twice"):
+        parse_labels("car,cow,car")
+    (tmp_path / "twice.json").write_text('{"labels": ["a", "b", "a"]}')
+    with pytest.raises(ConfigError, match=r"twice.json: labels = .*'a' is given twice; each class needs a label"):
+        build(str(tmp_path / "twice.json"), {}, None)
 
 
 def test_decoder_and_labels_files_as_users_write_them(tmp_path):
