@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import ssl
-import stat
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +30,7 @@ import grpc
 
 from splitpoint.errors import ConfigError
 from splitpoint.ratelimited_log import RefusalLog, client_of
+from splitpoint.tokens import TokenFile, read_token, read_tokens
 
 log = logging.getLogger(__name__)
 
@@ -52,32 +50,6 @@ def read_file(key: str, path: str) -> bytes:
     return data
 
 
-_warned_lock = threading.Lock()
-_warned_paths: set[str] = set()  # token files already warned about in this process
-
-
-def _first_time_for(path: str) -> bool:
-    """True once per path: the token is read by the file check, then for every channel and the
-    server's credentials, and the warning said three times (per channel, in a fleet) is noise."""
-    with _warned_lock:
-        if path in _warned_paths:
-            return False
-        _warned_paths.add(path)
-        return True
-
-
-def read_token(key: str, path: str) -> str:
-    """The bearer token in `path` (first line). Warns when other users can read the file."""
-    token = read_file(key, path).decode("utf-8", "replace").strip().splitlines()[0].strip()
-    if len(token) < 16:
-        raise ConfigError(key, path, "the token is shorter than 16 characters")
-    try:
-        mode = os.stat(path).st_mode
-        if mode & (stat.S_IRGRP | stat.S_IROTH) and _first_time_for(path):
-            log.warning("token file %s is readable by other users: chmod 600 it", path)
-    except OSError:
-        pass
-    return token
 
 
 def check_key_pair(cert_key: str, cert: str, key_key: str, key: str) -> None:
@@ -172,7 +144,7 @@ class ServerSecurity:
         if self.tls_client_ca:
             check_ca("tls_client_ca", self.tls_client_ca)
         if self.token_file:
-            read_token("token_file", self.token_file)
+            read_tokens("token_file", self.token_file)
 
     def credentials(self) -> grpc.ServerCredentials | None:
         if self.insecure:
@@ -188,7 +160,7 @@ class ServerSecurity:
         _check_plaintext_token(self.insecure, self.token_file, self.allow_plaintext_token, "accepted")
         if self.insecure:
             _warn_plaintext_token("accepted")
-        return [TokenAuthInterceptor(read_token("token_file", self.token_file))]
+        return [TokenAuthInterceptor(TokenFile("token_file", self.token_file))]
 
 
 class TokenAuthInterceptor(grpc.ServerInterceptor):
@@ -197,8 +169,8 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
     Refusals are logged through a RefusalLog: one line per client per interval, with a count.
     """
 
-    def __init__(self, token: str, refusals: RefusalLog | None = None):
-        self._expected = f"Bearer {token}".encode()
+    def __init__(self, tokens: TokenFile, refusals: RefusalLog | None = None):
+        self._tokens = tokens  # every line of the file is accepted; read again when it changes
         self.refusals = refusals or RefusalLog(log)
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails) -> Any:
@@ -206,7 +178,9 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
         if handler is None or details.method.startswith(HEALTH_PREFIX):
             return handler
         got = next((v for k, v in (details.invocation_metadata or ()) if k == "authorization"), "")
-        if hmac.compare_digest(got.encode() if isinstance(got, str) else got, self._expected):
+        got = got.encode() if isinstance(got, str) else got
+        # every token compared (constant time each), so the time taken says nothing of which matched
+        if sum(hmac.compare_digest(got, f"Bearer {t}".encode()) for t in self._tokens.tokens()):
             return handler
         return _refusing(handler, details.method, self.refusals)
 
@@ -287,18 +261,18 @@ class ClientSecurity:
                 options = [*options, ("grpc.ssl_target_name_override", self.tls_server_name)]
             channel = grpc.secure_channel(address, creds, options=options)
         if self.token_file:
-            channel = grpc.intercept_channel(channel, _BearerToken(read_token("token_file", self.token_file)))
+            channel = grpc.intercept_channel(channel, _BearerToken(TokenFile("token_file", self.token_file)))
         return channel
 
 
 class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
     """Adds the token to every call (over TLS; over plaintext only with allow_plaintext_token)."""
 
-    def __init__(self, token: str):
-        self._header = ("authorization", f"Bearer {token}")
+    def __init__(self, token: TokenFile):
+        self._token = token  # its first line; read again when the file changes (a rotation)
 
     def _with_token(self, details: Any) -> Any:
-        metadata = list(details.metadata or []) + [self._header]
+        metadata = list(details.metadata or []) + [("authorization", f"Bearer {self._token.first()}")]
         return _CallDetails(details.method, details.timeout, metadata, details.credentials,
                             getattr(details, "wait_for_ready", None), getattr(details, "compression", None))
 

@@ -244,3 +244,47 @@ def test_an_agent_whose_token_is_refused_says_so(digits_bundle: Path, certs, tok
     # the records say so too: a frame sent on a refused stream, or one run during the backoff after it
     reasons = [r["fallback_reason"] for r in read_results(tmp_path / "r.jsonl")]
     assert reasons and all("UNAUTHENTICATED" in why and "unreachable" not in why for why in reasons), reasons
+
+
+def test_tokens_rotate_without_a_restart(digits_bundle: Path, certs, token_file: Path, tmp_path: Path) -> None:
+    """Each side read its token file once, at start: rotating a fleet's token meant restarting the
+    server and every drone, and refused frames between the two. Now the server accepts every line
+    of its file and both sides read their file again at the next call after it changed."""
+    def replace(path: Path, text: str) -> None:  # as Kubernetes and most tools do: a new file renamed over
+        new = path.with_name(path.name + ".new")
+        new.write_text(text)
+        new.chmod(0o600)
+        new.replace(path)
+
+    new_token = "n3w-token-0123456789abcdefghij"
+    drone, old_drone = tmp_path / "drone-token", tmp_path / "old-drone-token"
+    replace(drone, new_token + "\n")
+    replace(old_drone, TOKEN + "\n")  # a drone not yet given the new token
+    server = start(digits_bundle, insecure=False, tls_cert=str(certs.server_cert), tls_key=str(certs.server_key),
+                   token_file=str(token_file))
+    old_client = OffloadClient(server.address, timeout_s=3, security=ClientSecurity(tls_ca=str(certs.ca_cert),
+                                                                                     token_file=str(old_drone)))
+    new_client = OffloadClient(server.address, timeout_s=3, security=ClientSecurity(tls_ca=str(certs.ca_cert),
+                                                                                     token_file=str(drone)))
+    try:
+        with pytest.raises(RemoteError) as info:
+            new_client.describe()
+        assert info.value.code == grpc.StatusCode.UNAUTHENTICATED
+        replace(token_file, f"{TOKEN}\n{new_token}\n")  # 1. the server accepts both
+        assert new_client.describe().model_digest and old_client.describe().model_digest
+        replace(drone, "0ther-token-0123456789abcdefgh\n")  # a drone given a token the server does not hold
+        with pytest.raises(RemoteError) as info:
+            new_client.describe()
+        assert info.value.code == grpc.StatusCode.UNAUTHENTICATED
+        replace(drone, new_token + "\n")  # 2. the drone has the new one
+        assert new_client.describe().model_digest
+        replace(token_file, f"{new_token}\n")  # 3. the old one retired
+        with pytest.raises(RemoteError) as info:
+            old_client.describe()
+        assert info.value.code == grpc.StatusCode.UNAUTHENTICATED
+        replace(token_file, "")  # emptied by mistake: the tokens read before stay, no one locked out
+        assert new_client.describe().model_digest
+    finally:
+        old_client.close()
+        new_client.close()
+        server.stop()
