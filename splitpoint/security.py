@@ -149,10 +149,11 @@ class ServerSecurity:
     def credentials(self) -> grpc.ServerCredentials | None:
         if self.insecure:
             return None
+        from splitpoint.server_certs import ServerCertificates
+
         self.check_files()
-        ca = read_file("tls_client_ca", self.tls_client_ca) if self.tls_client_ca else None
-        pair = (read_file("tls_key", self.tls_key), read_file("tls_cert", self.tls_cert))
-        return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
+        # read again when they change: a renewed certificate is served without a restart
+        return ServerCertificates(self.tls_cert, self.tls_key, self.tls_client_ca).credentials()
 
     def interceptors(self) -> list[grpc.ServerInterceptor]:
         if not self.token_file:

@@ -69,7 +69,7 @@ def read_token(key: str, path: str) -> str:
     return read_tokens(key, path)[0]
 
 
-def _stamp(path: str) -> tuple[int, int, int, int] | None:
+def file_stamp(path: str) -> tuple[int, int, int, int] | None:
     try:
         st = os.stat(path)  # follows a symlink: Kubernetes swaps a Secret's files by one
     except OSError:
@@ -84,11 +84,11 @@ class TokenFile:
     def __init__(self, key: str, path: str):
         self.key, self.path = key, path
         self._lock = threading.Lock()  # _stamp, _tokens (a leaf)
-        self._stamp = _stamp(path)
+        self._stamp = file_stamp(path)
         self._tokens = read_tokens(key, path)  # a ConfigError now: the command refuses to start
 
     def tokens(self) -> tuple[str, ...]:
-        stamp = _stamp(self.path)
+        stamp = file_stamp(self.path)
         with self._lock:
             if stamp is None or stamp == self._stamp:  # unchanged, or gone for a moment: the last good ones
                 return self._tokens

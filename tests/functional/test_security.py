@@ -288,3 +288,46 @@ def test_tokens_rotate_without_a_restart(digits_bundle: Path, certs, token_file:
         old_client.close()
         new_client.close()
         server.stop()
+
+
+def test_a_renewed_server_certificate_is_served_without_a_restart(digits_bundle: Path, tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """The server read its certificate once: one renewed (cert-manager, a new `splitpoint certs`)
+    was served only after a restart. Now every new connection gets the files as they are, and a
+    set written half-way is never served."""
+    import shutil
+
+    old = make_dev_certs(tmp_path / "old", ["localhost", "127.0.0.1"])
+    new = make_dev_certs(tmp_path / "new", ["localhost", "127.0.0.1"])  # another CA: tells the two apart
+    served = tmp_path / "served"
+    served.mkdir()
+    for name in ("server.pem", "server.key"):
+        shutil.copy(old.ca_cert.parent / name, served / name)
+
+    def install(src: Path, name: str) -> None:  # a new file renamed over the served one
+        shutil.copy(src, served / f".{name}.new")
+        (served / f".{name}.new").replace(served / name)
+
+    def describes(ca: Path) -> bool:
+        client = OffloadClient(server.address, timeout_s=3, security=ClientSecurity(tls_ca=str(ca)))
+        try:
+            return bool(client.describe().model_digest)
+        except RemoteError as err:
+            assert err.code == grpc.StatusCode.UNAVAILABLE, err
+            return False
+        finally:
+            client.close()
+
+    server = start(digits_bundle, insecure=False, tls_cert=str(served / "server.pem"),
+                   tls_key=str(served / "server.key"))
+    try:
+        assert describes(old.ca_cert) and not describes(new.ca_cert)
+        with caplog.at_level(logging.WARNING, logger="splitpoint.security"):
+            install(new.server_cert, "server.pem")  # the certificate first, its key not yet: not served
+            assert describes(old.ca_cert) and not describes(new.ca_cert)
+        assert any("TLS files changed and cannot be used" in r.getMessage() and "is not the private key" in
+                   r.getMessage() for r in caplog.records), caplog.text
+        install(new.server_key, "server.key")
+        assert describes(new.ca_cert) and not describes(old.ca_cert)
+    finally:
+        server.stop()
