@@ -213,7 +213,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                              make_client=make_client if cloud else None, transport=transport,
                              config_checks=config_checks,
                              secrets={k: values[k] for k in ("tls_key", "token_file") if values.get(k)},
-                             no_server=no_server)
+                             no_server=no_server,
+                             certificates={k: values[k] for k in ("tls_ca", "tls_cert") if values.get(k)})
 
 
 def cmd_certs(args: argparse.Namespace) -> int:

@@ -38,6 +38,9 @@ def cmd_edge(args: argparse.Namespace) -> int:
     assert isinstance(conf, EdgeConfig)
     setup_logging("debug" if args.verbose else conf.log_level)  # -v wins over the file
     conf.security.check_files()  # a bad CA would fail every handshake, unnamed
+    from splitpoint.cert_validity import log_validity
+
+    log_validity({"tls_ca": conf.security.tls_ca, "tls_cert": conf.security.tls_cert})  # one ending soon, said now
     if stop.signum is not None:  # no bundle and heads loaded for nothing
         return _stopped_before_the_first_frame(stop, conf.results)
     from edge_node.agent import EdgeAgent

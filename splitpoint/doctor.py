@@ -288,6 +288,19 @@ def check_secret_files(files: dict[str, str]) -> list[Check]:
     return out
 
 
+def check_certificates(files: dict[str, str]) -> list[Check]:
+    """Each certificate file's dates against this clock (splitpoint/cert_validity.py): one past
+    its end, or not valid yet, FAILs the handshake it is for; one ending soon is a warning."""
+    from splitpoint.cert_validity import validity
+
+    out = []
+    for key, path in files.items():
+        v = validity(key, path, ca=key == "tls_ca")
+        if v is not None:  # unreadable: the cloud check says what the handshake makes of it
+            out.append(Check(v.status, "certificates", v.message))
+    return out
+
+
 # ---------------------------------------------------------------- disk
 
 
@@ -326,7 +339,8 @@ def check_disk(path: str) -> list[Check]:
 def run_doctor(bundle: str | None, cloud: str | None, device: str, results: str | None,
                make_client: Callable[[], Any] | None = None, transport: str = "",
                config_checks: list[Check] | None = None, out: Callable[[str], None] = print,
-               secrets: dict[str, str] | None = None, no_server: str = "") -> int:
+               secrets: dict[str, str] | None = None, no_server: str = "",
+               certificates: dict[str, str] | None = None) -> int:
     """Every check, printed line by line as it finishes; 0 when nothing FAILed, 1 otherwise.
     `no_server`: why the agent contacts no server (`contacts_no_server`): the cloud is not checked."""
     checks: list[Check] = []
@@ -347,6 +361,8 @@ def run_doctor(bundle: str | None, cloud: str | None, device: str, results: str 
         emit([Check("skip", "bundle", "no bundle given (--bundle or `bundle` in --config)")])
     if secrets:
         emit(guarded("secrets", check_secret_files, secrets))
+    if certificates:
+        emit(guarded("certificates", check_certificates, certificates))
     if no_server:
         emit([Check("skip", "cloud", no_server)])
     elif cloud and make_client is not None:

@@ -31,6 +31,7 @@ class ServerCertificates:
         self._lock = threading.Lock()  # _stamps
         self._stamps = self._now()
         self.initial = self._read()  # a ConfigError now: the server refuses to start
+        self._say_dates()
 
     def _paths(self) -> tuple[str, ...]:
         return (self.cert, self.key, self.client_ca) if self.client_ca else (self.cert, self.key)
@@ -65,7 +66,13 @@ class ServerCertificates:
             log.warning("TLS files changed and cannot be read (%s): still serving the certificate read before", err)
             return None
         log.info("TLS files read again: new connections get %s", self.cert)
+        self._say_dates()
         return config
+
+    def _say_dates(self) -> None:
+        from splitpoint.cert_validity import log_validity
+
+        log_validity({"tls_cert": self.cert, "tls_client_ca": self.client_ca})
 
     def credentials(self) -> grpc.ServerCredentials:
         return grpc.dynamic_ssl_server_credentials(self.initial, self.fetch,
