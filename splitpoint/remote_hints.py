@@ -16,12 +16,18 @@ _UNAVAILABLE_HINTS = (
     (("hostname verification", "hostname mismatch", "peer name"),
      "the server's certificate does not name the host dialled: set tls_server_name to a name the certificate "
      "holds, or reissue it for that host (splitpoint certs --server-name HOST)"),
+    (("certificate has expired",),
+     "the server's certificate has expired: renew it (docs/security.md, 'Renewing certificates'; the server "
+     "serves a renewed one without a restart)"),
+    (("certificate is not yet valid",),
+     "the server's certificate is not valid yet by this clock: set the time (NTP), or check the certificate's dates"),
     (("bad_signature", "certificate verify failed", "certificate signature failure", "unable to get local issuer",
       "certificate_verify_failed"),
      "the server's certificate is not signed by tls_ca: give the CA that issued it"),
     (("socket closed", "connection reset"),
      "the server hung up during the handshake: it expects TLS while this side is plaintext, or mutual TLS while this "
-     "side has no tls_cert/tls_key (or ones its tls_client_ca did not sign)"),
+     "side has no tls_cert/tls_key (or ones its tls_client_ca did not sign, or that have expired: doctor shows "
+     "their dates)"),
     (("ssl", "tls", "handshake", "certificate"),
      "TLS failed: check tls_ca, tls_server_name and, for mutual TLS, tls_cert/tls_key against the server's settings"),
     (("no route", "unreachable", "name resolution", "dns", "timed out", "timeout"),

@@ -61,3 +61,18 @@ def test_the_unreached_line_says_what_the_last_failure_most_likely_means() -> No
     # with require_cloud set, the line is its error: no advice to set what is set
     assert "--require-cloud" not in unreached_message(["a:1"], 4, down, require_cloud=True)
     assert "--require-cloud" not in unreached_message(["a:1"], 4, None, require_cloud=True)
+
+
+def test_an_expired_server_certificate_is_named_as_such() -> None:
+    # gRPC's words for it (seen against a server whose certificate had ended); it was explained
+    # as "not signed by tls_ca: give the CA that issued it", sending the user after the wrong file
+    from splitpoint.remote_hints import remote_hint
+
+    expired = RemoteError(grpc.StatusCode.UNAVAILABLE, (
+        "connections to all backends failing; last error: UNKNOWN: ipv4:127.0.0.1:40879: Tls handshake failed "
+        "(TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: error:1000007d:SSL routines:OPENSSL_internal:"
+        "CERTIFICATE_VERIFY_FAILED: certificate has expired: OK"))
+    assert remote_hint(expired).startswith("the server's certificate has expired: renew it")
+    unsigned = RemoteError(grpc.StatusCode.UNAVAILABLE, "SSL_ERROR_SSL: CERTIFICATE_VERIFY_FAILED: unable to get "
+                                                        "local issuer certificate")
+    assert remote_hint(unsigned).startswith("the server's certificate is not signed by tls_ca")
