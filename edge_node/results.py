@@ -129,6 +129,11 @@ class _ResultLog:
                 raise ValueError(f"results log {self.path} is closed")
             if self.failed is not None:
                 raise self.failed
+            if self._deleted():
+                self.failed = ResultsWriteError(
+                    self.path, "it was deleted while the agent ran, and records written to it now would be lost with "
+                               "it; stopping (the agent starts a new log at that path when it runs again)")
+                raise self.failed
             try:
                 stored = fid not in self._ids and self._append(fid, text)
             except (OSError, sqlite3.Error) as exc:
@@ -139,6 +144,16 @@ class _ResultLog:
                 log.error("bug: a second record for frame %d refused (the first is kept in %s): %s", fid, self.path, text)
             self._ids.add(fid)
         return stored
+
+    def _deleted(self) -> bool:
+        """The file was unlinked (`rm`) while the agent held it: writes would still succeed, into
+        a file nobody can read, gone when the agent closes it. (One moved or renamed is still
+        linked, and its records are kept where it went.) A stat of the held descriptor: ~1 us."""
+        fd = self._held.fd
+        try:
+            return fd is not None and os.fstat(fd).st_nlink == 0
+        except OSError:
+            return False
 
     def done_ids(self) -> set[int]:
         with self._lock:

@@ -65,6 +65,28 @@ def test_a_write_cut_short_leaves_the_log_intact_and_every_later_write_fails(tmp
     assert read_results(path) == [{"frame_id": 0, "status": "ok"}]
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "sqlite"])
+def test_a_log_deleted_while_written_stops_the_writes(tmp_path: Path, fmt: str) -> None:
+    """`rm results.jsonl` mid-run: every later record went into the unlinked file, lost when the
+    agent closed it, and the run ended saying "results in results.jsonl". Now the next write is
+    the fatal error a full disk is. One moved away is still written where it went."""
+    path = tmp_path / f"r.{fmt}"
+    log = open_results(path, fmt)
+    assert log.write({"frame_id": 0, "status": "ok"})
+    moved = tmp_path / f"moved.{fmt}"
+    path.rename(moved)  # logrotate's way: the records follow the file
+    assert log.write({"frame_id": 1, "status": "ok"})
+    moved.unlink()
+    with pytest.raises(ResultsWriteError) as info:
+        log.write({"frame_id": 2, "status": "ok"})
+    assert str(info.value) == (f"results log {path} cannot be written: it was deleted while the agent ran, and records "
+                               "written to it now would be lost with it; stopping (the agent starts a new log at that "
+                               "path when it runs again)")
+    with pytest.raises(ResultsWriteError):
+        log.write({"frame_id": 3, "status": "ok"})
+    log.close()
+
+
 # ---------------------------------------------------------------- a file that is not a results log
 
 
