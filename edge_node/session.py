@@ -42,6 +42,8 @@ log = logging.getLogger("edge_node.agent")  # the agent's logger: users filter o
 BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 5.0  # a drone should find a restarted server within seconds
 #: a frame answered with one of these moves the agent off that stream's replica
 MOVE_ON_CODES = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
+#: what a replica answers a frame of another bundle with (cloud_server/validation.py): backed off from
+OTHER_BUNDLE_CODE = grpc.StatusCode.FAILED_PRECONDITION
 #: the largest bandwidth probe (probes are sized to the estimate: scheduler.link.probe_bytes)
 PROBE_BYTES = 64 * 1024
 #: a probe that reads this many times the estimate it was sized by is repeated at once
@@ -161,6 +163,8 @@ class OffloadSession:
             cause = self._backoff_cause
         if cause is not None and is_refusal(cause):
             return f"cloud refused this agent ({cause.code.name}) (waiting to retry)"
+        if cause is not None and cause.code == OTHER_BUNDLE_CODE:
+            return "cloud runs another bundle (waiting to retry)"
         return "cloud unreachable (waiting to reconnect)"
 
     def _failed(self, err: RemoteError) -> None:
@@ -206,16 +210,29 @@ class OffloadSession:
     # ------------------------------------------------------------------ the streams' side
 
     def _on_response(self, stream: InferStream, resp: offload_pb2.InferResponse) -> None:
+        code = status_code_from_int(resp.error.code) if resp.HasField("error") and resp.error.code != 0 else None
         with self._lock:
             self._reached.add(self.address)
-            self._backoff = BACKOFF_START_S  # the link works
-        if resp.HasField("error") and resp.error.code != 0:
-            code = status_code_from_int(resp.error.code)
-            if code in MOVE_ON_CODES and stream.accepting:
-                # the replica is overloaded or draining: the next frame opens a new stream,
-                # which round_robin places on another replica
-                log.info("replica %s answered %s: moving to another stream", stream.replica or "?", code.name)
-                stream.close()
+            if code != OTHER_BUNDLE_CODE:
+                self._backoff = BACKOFF_START_S  # the link works
+        if code in MOVE_ON_CODES and stream.accepting:
+            # the replica is overloaded or draining: the next frame opens a new stream,
+            # which round_robin places on another replica
+            log.info("replica %s answered %s: moving to another stream", stream.replica or "?", code.name)
+            stream.close()
+        elif code == OTHER_BUNDLE_CODE and stream.accepting:
+            # it runs another bundle (restarted on a new one, or a rollout under way): every frame
+            # sent there would be refused, uplink and battery spent for nothing. Frames run here for
+            # a backoff that grows with each such answer, then a new stream (round_robin: perhaps
+            # another replica, one still on this bundle) tries again.
+            stream.close()
+            with self._lock:
+                self._backoff_cause = RemoteError(code, peer_text(resp.error.message))
+                wait = self._jitter(self._backoff)
+                self._retry_at = self._clock() + wait
+                self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
+            log.info("replica %s runs another bundle: frames run here, a new stream in %.1f s",
+                     stream.replica or self.address, wait)
         assert self._callbacks is not None
         self._callbacks.answer(stream, resp)
 

@@ -892,6 +892,40 @@ def test_the_session_moves_off_a_busy_replica_and_backs_off_after_a_stream_error
     assert session.no_stream_reason() == "cloud unreachable (waiting to reconnect)"  # silence: not the refusal
 
 
+def test_the_session_backs_off_from_a_server_on_another_bundle() -> None:
+    """A server restarted on another bundle refused every frame (FAILED_PRECONDITION), and the agent
+    went on sending each one - uplink and battery for nothing - since any answer reset its backoff."""
+    opened: list[Any] = []
+
+    def open_stream(lifetime: float, on_response: Any, on_end: Any) -> Any:
+        stream = SimpleNamespace(accepting=True, age_s=0.0, replica="r")
+        stream.close = lambda: setattr(stream, "accepting", False)
+        opened.append(stream)
+        return stream
+
+    clock = ManualClock(100.0)
+    session = OffloadSession(EdgeConfig(bundle="b", source="s"), "sha256:fake", LinkEstimator(),
+                             client=SimpleNamespace(address="fake:1", open_stream=open_stream),
+                             jitter=lambda backoff: backoff, clock=clock)
+    answers: list[int] = []
+    session.start(SessionCallbacks(lambda s, r: answers.append(r.frame_id), lambda s, e: 1))
+    refused = offload_pb2.InferResponse(frame_id=1)
+    refused.error.code = grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    refused.error.message = "model_digest 'sha256:fake' does not match the server's bundle"
+    waits = []
+    for _ in range(5):
+        stream = session.current_stream()
+        assert stream is not None
+        session._on_response(stream, refused)
+        assert not stream.accepting and session.current_stream() is None  # frames run here meanwhile
+        assert session.no_stream_reason() == "cloud runs another bundle (waiting to retry)"
+        waits.append(session._retry_at - clock.t)
+        clock.t = session._retry_at
+    assert waits == [0.5, 1.0, 2.0, 4.0, 5.0] and len(answers) == 5  # each refused frame still answered (falls back)
+    session._on_response(session.current_stream(), offload_pb2.InferResponse(frame_id=2))  # the bundle is back
+    assert session._backoff == BACKOFF_START_S and session.current_stream() is opened[-1]
+
+
 # ---------------------------------------------------------------------- random interleavings
 
 
