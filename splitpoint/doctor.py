@@ -94,10 +94,30 @@ def check_edge_config(path: str, values: dict[str, Any], built: list[Any]) -> li
     from splitpoint.errors import ConfigError
 
     try:
-        built.append(build(EdgeConfig, values))
+        conf = build(EdgeConfig, values)
+        built.append(conf)
+        _check_policy(conf)
     except ConfigError as err:
         return [Check("FAIL", "config", f"{path}: {err} (`splitpoint edge` would refuse to start)")]
     return [Check("ok", "config", f"{path} is a valid edge config")]
+
+
+def _check_policy(conf: Any) -> None:
+    """The agent's policy, built on the config's bundle as the agent builds it at start: its
+    profiles, power table and radio file read and checked, its splits among the bundle's, TLS
+    or plaintext chosen if it may offload (ConfigError naming what is wrong). Nothing when the
+    bundle does not load: the bundle's own check says why."""
+    from edge_node.assembly import policy_for
+    from scheduler.link import LinkEstimator
+    from scheduler.policy_base import may_offload
+    from splitpoint.bundle import load_bundle
+
+    try:
+        manifest = load_bundle(conf.bundle, verify=False).manifest
+    except Exception:  # noqa: BLE001 - reported by the bundle check
+        return
+    policy = policy_for(conf, manifest, conf.policy, LinkEstimator())
+    conf.check_transport(may_offload(policy, manifest.num_layers))
 
 
 def contacts_no_server(conf: Any) -> str:

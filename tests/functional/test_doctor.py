@@ -130,6 +130,24 @@ def test_usb_device_node_and_the_settings_doctor_checks(tmp_path: Path) -> None:
     assert checks == [] and "cloud" not in values  # no config, no --cloud: no cloud check
 
 
+@pytest.mark.parametrize(("policy", "said"), [
+    ('name = "min-latency"\nedge_profile = "nope-edge.json"\ncloud_profile = "nope-cloud.json"',
+     'policy.edge_profile = "nope-edge.json": file not found'),
+    ('name = "fixed"\nsplit = 99', "policy.split = 99: not a split of digits-cnn"),
+    ('name = "fixed"\nsplit = 3', "insecure = false: no tls_ca to verify the server with"),
+])
+def test_a_config_whose_policy_the_agent_refuses_fails_the_config_check(digits_bundle: Path, tmp_path: Path,
+                                                                       policy: str, said: str) -> None:
+    """doctor said "valid edge config" and "no problems found" for configs `splitpoint edge`
+    refuses at start (exit 2): a profile or power table missing, a split the bundle lacks, an
+    offloading policy with neither TLS nor plaintext chosen. It builds the policy now."""
+    conf = tmp_path / "edge.toml"
+    conf.write_text(f'bundle = "{digits_bundle}"\nsource = "synthetic:1"\n[policy]\n{policy}\n')
+    _, checks, _ = doctor.resolve_settings(str(conf), {})
+    assert [c.status for c in checks] == ["FAIL"] and said in checks[0].detail, checks
+    assert checks[0].detail.endswith("(`splitpoint edge` would refuse to start)")
+
+
 def test_guarded_secrets_and_disk(tmp_path: Path) -> None:
     def broken() -> list[Check]:
         raise KeyError("boom")
