@@ -95,15 +95,11 @@ def build_policy(cfg: PolicyConfig, bundle_digest: str, num_layers: int, fixed_s
     """The policy the agent runs; `fixed_split` is the agent's --split (a fixed policy's default)."""
     if cfg.name == "fixed":
         return FixedPolicy(cfg.split if cfg.split is not None else fixed_split if fixed_split is not None else num_layers)
-    from scheduler.power import read_battery_percent
+    from scheduler.power import BatteryGauge
 
     cost = build_cost_model(cfg, bundle_digest)
-
-    def battery() -> float | None:
-        level, _ = read_battery_percent(cfg.battery_file or None)
-        return level
-
-    return AdaptivePolicy(cfg, cost, link or LinkEstimator(), battery if cfg.battery_low_pct is not None else None)
+    battery = BatteryGauge(cfg.battery_file or None) if cfg.battery_low_pct is not None else None
+    return AdaptivePolicy(cfg, cost, link or LinkEstimator(), battery)
 
 
 def explain(cost: CostModel, cfg: PolicyConfig, link: LinkState, candidates: list[int] | None = None) -> tuple[list[Prediction], Decision]:

@@ -9,6 +9,10 @@ import contextlib
 import json
 import logging
 import math
+import os
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,7 @@ from typing import Any
 from scheduler.meters import POWER_SUPPLY_ROOT, _os_reason, _read_text
 from splitpoint.config import read_toml
 from splitpoint.errors import ConfigError
+from splitpoint.files import open_regular
 
 log = logging.getLogger(__name__)
 
@@ -230,8 +235,15 @@ class RadioModel:
 # --------------------------------------------------------------------------- battery
 
 
+#: a battery file holds a few characters ("73.5%"); a longer one is not a level (/dev/zero never ends)
+BATTERY_FILE_MAX_BYTES = 64
+
+
 def _parse_percent(key: str, text: str) -> float:
     raw = text.strip()
+    if not raw:  # what a writer that truncates and then writes leaves for a moment
+        raise ConfigError(key, None, "is empty: expected a battery level in percent (a number from 0 to 100), "
+                                     "written atomically (a temporary file, then rename)")
     try:
         value = float(raw[:-1] if raw.endswith("%") else raw)
     except ValueError:
@@ -241,14 +253,27 @@ def _parse_percent(key: str, text: str) -> float:
     return value
 
 
+def _read_battery_file(p: Path) -> str:
+    """The text of a battery file: a regular file (a named pipe would block its reader in open()
+    for as long as nothing writes to it), of at most BATTERY_FILE_MAX_BYTES."""
+    fd = open_regular(p, "battery_file", why=": the level is read from a file (write a temporary file, then rename it)")
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(BATTERY_FILE_MAX_BYTES + 1)
+    if len(data) > BATTERY_FILE_MAX_BYTES:
+        raise ConfigError(str(p), None, f"is longer than {BATTERY_FILE_MAX_BYTES} bytes: expected a battery level "
+                                        "in percent (a number from 0 to 100)")
+    return data.decode("ascii", errors="replace")
+
+
 def read_battery_percent(
     path: str | Path | None = None, *, power_supply_root: Path = POWER_SUPPLY_ROOT
 ) -> tuple[float | None, str]:
     """The battery level in percent and where it came from, or None and why there is none.
 
     With `path`: that file holds a number (optionally with '%'), e.g. written by a flight
-    controller bridge; a missing file is "no level yet" (None), bad content is a ConfigError
-    naming the file and the content, since it means the writer and reader disagree.
+    controller bridge; a missing file is "no level yet" (None), bad content (or a file that is
+    not a regular one) is a ConfigError naming the file and the content, since it means the
+    writer and reader disagree.
     Without: the first power_supply whose `type` is Battery and whose `scope` is not Device
     (a Bluetooth mouse's battery is not the drone's). A kernel battery whose capacity cannot
     be read is skipped, and said so.
@@ -256,7 +281,7 @@ def read_battery_percent(
     if path is not None:
         p = Path(path)
         try:
-            text = _read_text(p)
+            text = _read_battery_file(p)
         except FileNotFoundError:
             return None, f"battery file {p} does not exist (yet)"
         except OSError as exc:
@@ -289,3 +314,42 @@ def read_battery_percent(
     if skipped:
         why += f"; skipped {'; '.join(skipped)}"
     return None, why + "; give a file the flight controller writes the level into"
+
+
+class BatteryGauge:
+    """The battery level a running policy decides with: `read_battery_percent` at each call,
+    never an exception. A level that cannot be had (no file yet, unreadable, content that is
+    not a percentage) is None, "unknown", which does not switch to min-energy: a flight
+    controller bridge writing something odd must not fail the frames it is asked about. Why
+    is logged as a WARNING when the level becomes unknown, and when the reason changes at
+    most once every `quiet_s`; the level is logged (INFO) when first read and when it can be
+    read again."""
+
+    def __init__(self, path: str | Path | None = None, *, power_supply_root: Path = POWER_SUPPLY_ROOT,
+                 quiet_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self.path = path
+        self._root = power_supply_root
+        self.quiet_s = quiet_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._known: bool | None = None  # None: never read
+        self._why = ""
+        self._warned_at = -math.inf
+
+    def __call__(self) -> float | None:
+        try:
+            level, where = read_battery_percent(self.path, power_supply_root=self._root)
+        except ConfigError as exc:
+            level, where = None, str(exc)
+        with self._lock:
+            if level is not None:
+                if self._known is not True:
+                    log.info("battery level %g%% (%s)", level, where)
+                self._known = True
+                return level
+            now = self._clock()
+            if self._known is not False or (where != self._why and now - self._warned_at >= self.quiet_s):
+                log.warning("battery level unknown, so no switch to min-energy on a low battery: %s", where)
+                self._why, self._warned_at = where, now
+            self._known = False
+            return None
