@@ -52,13 +52,16 @@ def energy_model(cfg: PolicyConfig, edge: Profile) -> EnergyModel | None:
     """Watts from a power table when given, else from the edge profile's meter; None if neither."""
     from scheduler.power import PowerTable, RadioModel
 
-    radio = RadioModel.load(cfg.radio) if cfg.radio else RadioModel()
+    radio = RadioModel.load(cfg.radio, key="policy.radio") if cfg.radio else RadioModel()
+    if cfg.link not in radio.links:  # checked now: tx_watts would raise on every frame sent
+        raise ConfigError("policy.link", cfg.link, f"unknown link type; known: {', '.join(sorted(radio.links))}"
+                                                   + ("" if cfg.radio else " (a policy.radio file may add one)"))
 
     def tx(bps: float) -> float:
         return radio.tx_watts(bps, link=cfg.link)
 
     if cfg.power_table:
-        table = PowerTable.load(cfg.power_table)
+        table = PowerTable.load(cfg.power_table, key="policy.power_table")
         return EnergyModel(table.head_power, table.idle_w, tx, f"power table {cfg.power_table}")
     metered = {k: s.power_w for k, s in edge.splits.items() if s.power_w is not None}
     if metered and edge.idle_power_w is not None:
@@ -71,7 +74,9 @@ def energy_model(cfg: PolicyConfig, edge: Profile) -> EnergyModel | None:
     return None
 
 
-def build_cost_model(cfg: PolicyConfig, bundle_digest: str) -> CostModel:
+def build_cost_model(cfg: PolicyConfig, bundle_digest: str, candidates: list[int] | None = None) -> CostModel:
+    """The cost model of `cfg`'s profiles and power figures; ConfigError now, not on every frame,
+    when the power figures lack a split among `candidates` (default: every split both profiles cover)."""
     # PolicyConfig asks for both unless name = "fixed"; `policy explain --name fixed` still
     # predicts every split, and Path("") would be read as the directory "."
     for side, path in (("edge", cfg.edge_profile), ("cloud", cfg.cloud_profile)):
@@ -87,17 +92,22 @@ def build_cost_model(cfg: PolicyConfig, bundle_digest: str) -> CostModel:
             f"policy {cfg.name!r} needs power figures: the edge profile has no meter readings "
             "(no power meter was found when profiling); give a power table",
         )
-    return CostModel(edge, cloud, energy, stat="median_ms" if cfg.stat == "median" else "p95_ms")
+    cost = CostModel(edge, cloud, energy, stat="median_ms" if cfg.stat == "median" else "p95_ms")
+    if energy is not None:
+        for k in cost.splits if candidates is None else sorted(set(candidates) & set(cost.splits)):
+            energy.head_power(k)  # raises, naming the split, when it has no figure
+    return cost
 
 
 def build_policy(cfg: PolicyConfig, bundle_digest: str, num_layers: int, fixed_split: int | None,
-                 link: LinkEstimator | None = None) -> SplitPolicy:
-    """The policy the agent runs; `fixed_split` is the agent's --split (a fixed policy's default)."""
+                 link: LinkEstimator | None = None, candidates: list[int] | None = None) -> SplitPolicy:
+    """The policy the agent runs; `fixed_split` is the agent's --split (a fixed policy's default),
+    `candidates` the splits it loaded (default: every split of the profiles)."""
     if cfg.name == "fixed":
         return FixedPolicy(cfg.split if cfg.split is not None else fixed_split if fixed_split is not None else num_layers)
     from scheduler.power import BatteryGauge
 
-    cost = build_cost_model(cfg, bundle_digest)
+    cost = build_cost_model(cfg, bundle_digest, candidates)
     battery = BatteryGauge(cfg.battery_file or None) if cfg.battery_low_pct is not None else None
     return AdaptivePolicy(cfg, cost, link or LinkEstimator(), battery)
 

@@ -64,7 +64,7 @@ def find_meter(hwmon_root: Path = HWMON_ROOT, rapl_root: Path = POWERCAP_ROOT) -
         return meter, why
     why = (
         f"no power meter found: {' and '.join(reasons)}; "
-        "energy objectives need a power table (--power-table FILE)"
+        "energy objectives need a power table (policy.power_table = FILE in the agent's config; docs/power.md)"
     )
     log.info("power: %s", why)
     return None, why

@@ -90,9 +90,10 @@ class PowerTable:
     _KEYS = ("idle_w", "source", "device", "head_w", "default_head_w")
 
     @classmethod
-    def load(cls, path: str | Path) -> PowerTable:
-        """Read and check a power table (TOML, or JSON if the name ends in .json)."""
-        return cls.from_dict(_load_mapping(path, "--power-table"), where=f"power table {path}", path=str(path))
+    def load(cls, path: str | Path, key: str = "--power-table") -> PowerTable:
+        """Read and check a power table (TOML, or JSON if the name ends in .json); `key`: what
+        names the file in errors (the agent's policy.power_table, bench's --power-table)."""
+        return cls.from_dict(_load_mapping(path, key), where=f"power table {path}", path=str(path))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "power table", path: str | None = None) -> PowerTable:
@@ -183,14 +184,14 @@ class RadioModel:
         self.links: dict[str, RadioParams] = dict(RADIO_DEFAULTS if links is None else links)
 
     @classmethod
-    def load(cls, path: str | Path) -> RadioModel:
+    def load(cls, path: str | Path, key: str = "--radio") -> RadioModel:
         """Defaults overridden by a TOML/JSON file with one table per link type:
 
             [lte]
             alpha_mw_per_mbps = 500.0
             beta_mw = 1200.0
         """
-        return cls.from_dict(_load_mapping(path, "--radio"), where=f"radio model {path}")
+        return cls.from_dict(_load_mapping(path, key), where=f"radio model {path}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "radio model") -> RadioModel:

@@ -292,7 +292,7 @@ def test_find_meter_none_names_both_paths(tmp_path: Path) -> None:
     assert meter is None
     assert why.startswith("no power meter found: ")
     assert f"under {hw}" in why and f"under {pc}" in why
-    assert "--power-table FILE" in why
+    assert "policy.power_table = FILE" in why  # the agent's key: `splitpoint edge` has no --power-table
 
 
 def test_find_meter_prefers_hwmon_then_rapl(tmp_path: Path) -> None:
