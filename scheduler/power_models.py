@@ -242,15 +242,17 @@ BATTERY_FILE_MAX_BYTES = 64
 
 def _parse_percent(key: str, text: str) -> float:
     raw = text.strip()
+    if not raw.isprintable():  # a line break or escape in the file must not break (or forge) a log line
+        raw = raw.encode("unicode_escape").decode("ascii")
     if not raw:  # what a writer that truncates and then writes leaves for a moment
         raise ConfigError(key, None, "is empty: expected a battery level in percent (a number from 0 to 100), "
                                      "written atomically (a temporary file, then rename)")
     try:
         value = float(raw[:-1] if raw.endswith("%") else raw)
     except ValueError:
-        raise ConfigError(key, text, "expected a battery level in percent (a number from 0 to 100)") from None
+        raise ConfigError(key, raw, "expected a battery level in percent (a number from 0 to 100)") from None
     if not math.isfinite(value) or not 0 <= value <= 100:
-        raise ConfigError(key, text, "battery level must be between 0 and 100 (percent)")
+        raise ConfigError(key, raw, "battery level must be between 0 and 100 (percent)")
     return value
 
 

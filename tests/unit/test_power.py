@@ -520,6 +520,17 @@ def test_bad_battery_file(tmp_path: Path, content: str) -> None:
     assert err.value.key == str(path) and err.value.value == content
 
 
+def test_a_battery_file_is_shown_on_one_line(tmp_path: Path) -> None:
+    """Its newline made the WARNING two lines ("= \"150<newline>\": battery level ..."); a
+    line break inside could have forged a log line."""
+    path = tmp_path / "battery"
+    for content, shown in (("150\n", '"150"'), ("7\n12:00:00 CRITICAL x", '"7\\\\n12:00:00 CRITICAL x"')):
+        path.write_text(content)
+        with pytest.raises(ConfigError) as err:
+            read_battery_percent(path)
+        assert "\n" not in str(err.value) and f"{path} = {shown}: " in str(err.value), str(err.value)
+
+
 def test_an_empty_battery_file_says_it_is_empty(tmp_path: Path) -> None:
     """It said "expected a battery level", not naming what it found (the empty value is not shown)."""
     path = tmp_path / "battery"
