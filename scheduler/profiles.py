@@ -121,9 +121,12 @@ class Profile:
             splits = {}
             for s in d["splits"]:
                 sp = SplitProfile(int(s["split"]), int(s["wire_bytes"]), StageStats(**s["latency"]), s.get("power_w"))
-                if sp.latency.median_ms < 0 or not np.isfinite(sp.latency.median_ms):
-                    raise ConfigError(f"{where}: splits[{sp.split}].latency.median_ms", sp.latency.median_ms, "must be finite and >= 0")
+                at = f"{where}: splits[{sp.split}]"
+                for name, value in (("latency.median_ms", sp.latency.median_ms), ("latency.p95_ms", sp.latency.p95_ms),
+                                    ("wire_bytes", sp.wire_bytes), ("power_w", sp.power_w)):
+                    _check_figure(f"{at}.{name}", value, optional=name == "power_w")
                 splits[sp.split] = sp
+            _check_figure(f"{where}: idle_power_w", d.get("idle_power_w"), optional=True)
             side = d["side"]
             if side not in ("edge", "cloud"):
                 raise ConfigError(f"{where}: side", side, "must be edge or cloud")
@@ -134,6 +137,15 @@ class Profile:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(where, "(file)", f"malformed profile: {type(exc).__name__}: {exc}") from None
+
+
+def _check_figure(key: str, value: Any, optional: bool = False) -> None:
+    """What the planner computes with: a finite number >= 0 (None too when `optional`: not metered).
+    A NaN or negative watt figure was planned with: min-energy chose the split whose energy was -inf."""
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+        raise ConfigError(key, value, "must be finite and >= 0")
 
 
 def load_profile(path: str | Path, side: str | None = None, bundle_digest: str | None = None,

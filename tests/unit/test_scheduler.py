@@ -136,6 +136,40 @@ def test_profiles_of_different_bundles_are_refused() -> None:
         CostModel(profile("edge", HEAD_MS), other)
 
 
+@pytest.mark.parametrize(("where", "value", "key"), [
+    (("splits", 1, "power_w"), math.nan, "splits[1].power_w"),
+    (("splits", 1, "power_w"), -3, "splits[1].power_w"),
+    (("idle_power_w",), -math.inf, "idle_power_w"),
+    (("idle_power_w",), "2.0", "idle_power_w"),
+    (("splits", 1, "latency", "p95_ms"), math.nan, "splits[1].latency.p95_ms"),
+    (("splits", 1, "latency", "median_ms"), "5", "splits[1].latency.median_ms"),
+    (("splits", 1, "wire_bytes"), -1, "splits[1].wire_bytes"),
+])
+def test_a_profile_figure_the_planner_cannot_use_is_named(tmp_path: Path, where: tuple, value: object,
+                                                          key: str) -> None:
+    """A metered edge profile's NaN or negative watts (or idle -inf) were planned with: min-energy
+    chose the split whose predicted energy was -inf. Only median_ms was checked."""
+    import json
+
+    from scheduler.profiles import load_profile
+
+    metered = profile("edge", HEAD_MS)
+    metered.idle_power_w = 1.5
+    for sp in metered.splits.values():
+        sp.power_w = 4.0
+    path = tmp_path / "edge.json"
+    metered.save(path)
+    data = json.loads(path.read_text())
+    node = data
+    for step in where[:-1]:
+        node = node[step]
+    node[where[-1]] = value
+    path.write_text(json.dumps(data))  # NaN and -Infinity as Python's json writes them
+    with pytest.raises(ConfigError) as err:
+        load_profile(path, "edge", DIGEST)
+    assert str(err.value).startswith(f"{path}: {key} = ") and str(err.value).endswith(": must be finite and >= 0")
+
+
 def test_a_fixed_policy_explained_without_profiles_names_the_missing_key(tmp_path: Path) -> None:
     # `splitpoint policy explain --name fixed` without profiles: PolicyConfig lets a fixed policy
     # go without them, and the empty path used to be read as the directory "." (Errno 21)
