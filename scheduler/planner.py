@@ -74,9 +74,11 @@ def energy_model(cfg: PolicyConfig, edge: Profile) -> EnergyModel | None:
     return None
 
 
-def build_cost_model(cfg: PolicyConfig, bundle_digest: str, candidates: list[int] | None = None) -> CostModel:
+def build_cost_model(cfg: PolicyConfig, bundle_digest: str, candidates: list[int] | None = None,
+                     num_layers: int | None = None) -> CostModel:
     """The cost model of `cfg`'s profiles and power figures; ConfigError now, not on every frame,
-    when the power figures lack a split among `candidates` (default: every split both profiles cover)."""
+    when the power figures lack a split among `candidates` (default: every split both profiles cover),
+    or the edge profile lacks the bundle's K (`num_layers`): the model takes its highest split for K."""
     # PolicyConfig asks for both unless name = "fixed"; `policy explain --name fixed` still
     # predicts every split, and Path("") would be read as the directory "."
     for side, path in (("edge", cfg.edge_profile), ("cloud", cfg.cloud_profile)):
@@ -84,6 +86,10 @@ def build_cost_model(cfg: PolicyConfig, bundle_digest: str, candidates: list[int
             raise ConfigError(f"policy.{side}_profile", path,
                               f"is required to predict latency (measure it with `splitpoint profile {side}`)")
     edge = load_profile(cfg.edge_profile, "edge", bundle_digest, key="policy.edge_profile")
+    if num_layers is not None and num_layers not in edge.splits:
+        raise ConfigError("policy.edge_profile", cfg.edge_profile,
+                          f"has no figure for split {num_layers} (K, all on the edge), which `splitpoint profile edge` "
+                          "always measures: profile again")
     cloud = load_profile(cfg.cloud_profile, "cloud", bundle_digest, key="policy.cloud_profile")
     energy = energy_model(cfg, edge)
     if energy is None and cfg.needs_energy:
@@ -107,7 +113,7 @@ def build_policy(cfg: PolicyConfig, bundle_digest: str, num_layers: int, fixed_s
         return FixedPolicy(cfg.split if cfg.split is not None else fixed_split if fixed_split is not None else num_layers)
     from scheduler.power import BatteryGauge
 
-    cost = build_cost_model(cfg, bundle_digest, candidates)
+    cost = build_cost_model(cfg, bundle_digest, candidates, num_layers)
     battery = BatteryGauge(cfg.battery_file or None) if cfg.battery_low_pct is not None else None
     return AdaptivePolicy(cfg, cost, link or LinkEstimator(), battery)
 

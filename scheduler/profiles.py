@@ -127,6 +127,8 @@ class Profile:
                     _check_figure(f"{at}.{name}", value, optional=name == "power_w")
                 splits[sp.split] = sp
             _check_figure(f"{where}: idle_power_w", d.get("idle_power_w"), optional=True)
+            if not splits:  # the planner takes the highest split for K
+                raise ConfigError(f"{where}: splits", None, "no split was profiled")
             side = d["side"]
             if side not in ("edge", "cloud"):
                 raise ConfigError(f"{where}: side", side, "must be edge or cloud")

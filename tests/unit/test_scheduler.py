@@ -185,6 +185,26 @@ def test_a_fixed_policy_explained_without_profiles_names_the_missing_key(tmp_pat
         build_cost_model(PolicyConfig(name="fixed", edge_profile=str(edge), cloud_profile=str(edge)), DIGEST)
 
 
+def test_an_edge_profile_without_split_k_is_refused_not_taken_for_a_smaller_model(tmp_path: Path) -> None:
+    """The cost model takes the edge profile's highest split for K: a profile of splits 0 and 3
+    made `policy explain` show k = 3 as all on the edge (no bytes sent) and choose it; a profile
+    with no split at all was a ValueError traceback."""
+    from scheduler.planner import build_policy
+
+    edge, cloud = tmp_path / "e.json", tmp_path / "c.json"
+    profile("cloud", TAIL_MS).save(cloud)
+    cfg = PolicyConfig(name="min-latency", edge_profile=str(edge), cloud_profile=str(cloud))
+    partial = profile("edge", HEAD_MS)
+    partial.splits = {k: partial.splits[k] for k in (0, 3)}
+    partial.save(edge)
+    with pytest.raises(ConfigError, match=rf'^policy\.edge_profile = "{edge}": has no figure for split {K} \(K, all on'):
+        build_policy(cfg, DIGEST, K, None)
+    partial.splits = {}
+    partial.save(edge)
+    with pytest.raises(ConfigError, match=rf"^{edge}: splits: no split was profiled$"):
+        build_policy(cfg, DIGEST, K, None)
+
+
 @pytest.mark.parametrize(("parse", "text"), [("bandwidth", "1e400Mbps"), ("bandwidth", "9" * 400),
                                              ("duration", "9" * 400), ("duration", "9" * 400 + "s")])
 def test_policy_explain_refuses_a_link_figure_too_large_to_be_finite(parse: str, text: str) -> None:
