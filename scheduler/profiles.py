@@ -24,7 +24,7 @@ import numpy as np
 import splitpoint
 from splitpoint.bundle import Bundle
 from splitpoint.errors import ConfigError
-from splitpoint.files import check_replaceable, json_format_is, write_replacing
+from splitpoint.files import check_replaceable, json_format_is, open_regular, write_replacing
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +155,9 @@ def load_profile(path: str | Path, side: str | None = None, bundle_digest: str |
     """Read a profile; refuse the wrong side or a profile of another bundle, naming both (and
     `key`, the config key or flag that named the file)."""
     p = Path(path)
-    try:
-        data = json.loads(p.read_text())
+    try:  # a regular file only: a named pipe blocked the agent's start in open(), deaf to SIGTERM
+        with os.fdopen(open_regular(p, key), "rb") as fh:
+            data = json.loads(fh.read())
     except FileNotFoundError:
         raise ConfigError(key, str(p), "file not found") from None
     except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError (not UTF-8 text)

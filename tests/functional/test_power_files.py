@@ -8,6 +8,8 @@ What is checked:
   * a power table without a figure for a split the agent may choose: exit 2 before the first
     frame, naming the split, where every frame failed and the run exited 1; a reload to such a
     table is refused and the running policy kept;
+  * a power table, radio file or profile that is a named pipe: exit 2 at once, naming the key
+    (the agent waited in open() for ever, deaf to SIGTERM);
   * a link type a radio file adds (docs/power.md's [lora]) can be chosen with policy.link;
     errors about the power table and the radio file name the agent's keys, policy.power_table
     and policy.radio, not flags `splitpoint edge` does not have.
@@ -140,6 +142,20 @@ def test_a_reload_to_a_power_table_missing_a_split_keeps_the_running_policy(
         assert f"policy reload refused, keeping fixed split 3: head_w.1: split 1 has no figure in {table}" in caplog.text
     finally:
         agent.close()
+
+
+@pytest.mark.parametrize("key", ["power_table", "radio", "edge_profile"])
+def test_a_policy_file_that_is_a_named_pipe_is_refused_at_once(digits_bundle: Path, profiles: tuple[Path, Path, Path],
+                                                               tmp_path: Path, key: str) -> None:
+    """It was opened like a file: the agent waited in open() for a writer, for ever, and SIGTERM
+    did not end it (systemd's SIGKILL did, 30 s later, and then the next start hung too)."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    config = edge_config(tmp_path, digits_bundle, profiles, "")
+    proc = edge(config, f"--policy-{key.replace('_', '-')}", str(pipe))
+    _, err = finish(proc)
+    assert proc.returncode == 2, err
+    assert error_lines(err) == [f'splitpoint edge: error: policy.{key} = "{pipe}": is a named pipe, not a regular file']
 
 
 # ---------------------------------------------------------------- the radio model
