@@ -12,13 +12,13 @@ import math
 import os
 import threading
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from scheduler.meters import POWER_SUPPLY_ROOT, _os_reason, _read_text
+from splitpoint.config import read_toml
 from splitpoint.errors import ConfigError
 from splitpoint.files import open_regular
 
@@ -32,27 +32,20 @@ def _load_mapping(path: str | Path, key: str) -> dict[str, Any]:
     """A TOML or JSON file (by suffix: .json is JSON, anything else TOML) as a dict. Opened as
     a regular file only: a named pipe blocked the agent's start in open(), deaf to SIGTERM."""
     p = Path(path)
-    try:
-        with os.fdopen(open_regular(p, key), "rb") as fh:
-            raw = fh.read()
-    except FileNotFoundError:
-        raise ConfigError(key, str(p), "file not found") from None
-    except OSError as exc:
-        raise ConfigError(key, str(p), f"unreadable ({_os_reason(exc)})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(key, str(p), f"not UTF-8 text, so not {'JSON' if p.suffix.lower() == '.json' else 'TOML'} "
-                                       f"(byte {exc.start})") from None
     if p.suffix.lower() != ".json":
         try:
-            return tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(key, str(p), f"not valid TOML ({exc})") from None
+            return read_toml(p)
+        except ConfigError as exc:
+            raise ConfigError(key, str(p), exc.reason) from None
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
+        with os.fdopen(open_regular(p, key), "rb") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(key, str(p), "file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(key, str(p), f"not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(key, str(p), f"unreadable ({_os_reason(exc)})") from None
     if not isinstance(data, dict):
         raise ConfigError(key, str(p), "expected a JSON object at the top level")
     return data
