@@ -110,6 +110,11 @@ def build_policy(cfg: PolicyConfig, bundle_digest: str, num_layers: int, fixed_s
     """The policy the agent runs; `fixed_split` is the agent's --split (a fixed policy's default),
     `candidates` the splits it loaded (default: every split of the profiles)."""
     if cfg.name == "fixed":
+        unused = [key for key in ("deadline_ms", "energy_budget_mj", "battery_low_pct") if getattr(cfg, key) is not None]
+        if unused:  # e.g. a low battery that was meant to switch to min-energy: a fixed policy never does
+            log.warning("policy.%s ignored: the fixed policy never switches splits; set policy.name to min-latency, "
+                        "min-energy or weighted (with profiles) to use %s", ", policy.".join(unused),
+                        "it" if len(unused) == 1 else "them")
         return FixedPolicy(cfg.split if cfg.split is not None else fixed_split if fixed_split is not None else num_layers)
     from scheduler.power import BatteryGauge
 

@@ -185,6 +185,21 @@ def test_a_fixed_policy_explained_without_profiles_names_the_missing_key(tmp_pat
         build_cost_model(PolicyConfig(name="fixed", edge_profile=str(edge), cloud_profile=str(edge)), DIGEST)
 
 
+def test_a_fixed_policy_says_which_switching_keys_it_ignores(caplog: pytest.LogCaptureFixture) -> None:
+    """battery_low_pct = 30 under name = "fixed" was silently never acted on: the drone kept its
+    split at 10% battery with nothing in the log."""
+    import logging
+
+    from scheduler.planner import build_policy
+
+    with caplog.at_level(logging.WARNING, logger="scheduler.planner"):
+        assert build_policy(PolicyConfig(name="fixed", split=3), DIGEST, K, None).choose([3, K]) == 3
+        assert caplog.text == ""
+        build_policy(PolicyConfig(name="fixed", battery_low_pct=30, deadline_ms=200), DIGEST, K, 3)
+    assert ("policy.deadline_ms, policy.battery_low_pct ignored: the fixed policy never switches splits; set "
+            "policy.name to min-latency, min-energy or weighted (with profiles) to use them") in caplog.text
+
+
 def test_an_edge_profile_without_split_k_is_refused_not_taken_for_a_smaller_model(tmp_path: Path) -> None:
     """The cost model takes the edge profile's highest split for K: a profile of splits 0 and 3
     made `policy explain` show k = 3 as all on the edge (no bytes sent) and choose it; a profile
