@@ -237,7 +237,7 @@ class RadioModel:
 # --------------------------------------------------------------------------- battery
 
 
-#: a battery file holds a few characters ("73.5%"); a longer one is not a level (/dev/zero never ends)
+#: a battery file holds a few characters ("73.5%"); a longer one is not a level, and is not read whole
 BATTERY_FILE_MAX_BYTES = 64
 
 
