@@ -81,4 +81,4 @@ def policy_for(config: EdgeConfig, manifest: Any, pcfg: PolicyConfig, link: Link
     K = manifest.num_layers
     if pcfg.name == "fixed" and pcfg.split is None and config.split is None:
         log.info("no split given: every frame runs wholly on the edge (k = %d)", K)
-    return build_policy(pcfg, manifest.model_digest, K, config.split, link)
+    return build_policy(pcfg, manifest.model_digest, K, config.split, link, candidates=loaded)

@@ -67,6 +67,10 @@ from .sources import Frame
 
 log = logging.getLogger("edge_node.agent")  # the agent's logger: users filter on one name
 
+#: seconds between two WARNINGs about the server's error answers of one status code; every such
+#: frame runs locally and the fallback digest (edge_node/notices.py) counts them meanwhile
+ERROR_WARN_PERIOD_S = 60.0
+
 
 @dataclass
 class Pending:
@@ -118,6 +122,8 @@ class CloudPaths:
         #: frames sent since); the streams given up as silent, with the reason their frames get
         self._owed: weakref.WeakKeyDictionary[Stream, tuple[float, int]] = weakref.WeakKeyDictionary()
         self._silenced: weakref.WeakKeyDictionary[Stream, str] = weakref.WeakKeyDictionary()
+        #: status code -> when an error answer of that code was last logged as a WARNING
+        self._warned: dict[str, float] = {}
 
     def callbacks(self, wants_probes: Callable[[], bool], frames_planned: Callable[[], int]) -> SessionCallbacks:
         # looked up now, not bound at construction: tests spy on these methods
@@ -205,7 +211,8 @@ class CloudPaths:
             code = status_code_from_int(resp.error.code)
             self.metrics.errors.labels(code.name).inc()
             message = peer_text(resp.error.message)  # the server's words: escaped and cut short
-            log.warning("frame %d failed in the cloud: %s %s", p.frame.index, code.name, message)
+            log.log(self._error_level(code.name), "frame %d failed in the cloud: %s %s", p.frame.index, code.name,
+                    message)
             self.fallback(p, f"cloud {code.name}: {message}")
             return
         outputs, problem = self.outputs(resp)
@@ -225,6 +232,17 @@ class CloudPaths:
         p.settled.set()  # a hedged local run still queued need not run
         self.edge.complete(p.frame, p.split, "cloud", outputs, timings, None, replica=p.stream.replica, pending=p)
         self.learn(p, resp, rpc_ms)
+
+    def _error_level(self, code: str) -> int:
+        """WARNING for the first error answer of `code` in ERROR_WARN_PERIOD_S, DEBUG for the rest:
+        a server refusing every frame (another bundle's digest) wrote a WARNING per frame."""
+        now = self.clock()
+        with self._lock:
+            last = self._warned.get(code)
+            if last is not None and now - last < ERROR_WARN_PERIOD_S:
+                return logging.DEBUG
+            self._warned[code] = now
+        return logging.WARNING
 
     def learn(self, p: Pending, resp: offload_pb2.InferResponse, rpc_ms: float) -> None:
         """A cloud answer, recorded or late: the link estimate and the hedge margin learn from it."""

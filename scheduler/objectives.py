@@ -35,7 +35,7 @@ class PolicyConfig:
     cloud_profile: str = option("", "cloud profile JSON (splitpoint profile cloud)")
     power_table: str = option("", "power table (TOML/JSON) for energy when no meter was profiled")
     radio: str = option("", "radio power model file; default: built-in figures for `link`")
-    link: str = option("wifi", "uplink type for the radio power model", choices=("wifi", "lte"))
+    link: str = option("wifi", "uplink type for the radio power model: wifi, lte, or one the radio file adds")
     battery_file: str = option("", "battery level file (percent); default: /sys/class/power_supply/*/capacity")
     battery_low_pct: float | None = option(None, "below this battery level switch to min-energy (with deadline_ms if set)")
     probe_idle_s: float = option(2.0, "probe the link after this long without offloaded traffic (the longest gap)")

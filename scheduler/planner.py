@@ -52,13 +52,16 @@ def energy_model(cfg: PolicyConfig, edge: Profile) -> EnergyModel | None:
     """Watts from a power table when given, else from the edge profile's meter; None if neither."""
     from scheduler.power import PowerTable, RadioModel
 
-    radio = RadioModel.load(cfg.radio) if cfg.radio else RadioModel()
+    radio = RadioModel.load(cfg.radio, key="policy.radio") if cfg.radio else RadioModel()
+    if cfg.link not in radio.links:  # checked now: tx_watts would raise on every frame sent
+        raise ConfigError("policy.link", cfg.link, f"unknown link type; known: {', '.join(sorted(radio.links))}"
+                                                   + ("" if cfg.radio else " (a policy.radio file may add one)"))
 
     def tx(bps: float) -> float:
         return radio.tx_watts(bps, link=cfg.link)
 
     if cfg.power_table:
-        table = PowerTable.load(cfg.power_table)
+        table = PowerTable.load(cfg.power_table, key="policy.power_table")
         return EnergyModel(table.head_power, table.idle_w, tx, f"power table {cfg.power_table}")
     metered = {k: s.power_w for k, s in edge.splits.items() if s.power_w is not None}
     if metered and edge.idle_power_w is not None:
@@ -71,7 +74,11 @@ def energy_model(cfg: PolicyConfig, edge: Profile) -> EnergyModel | None:
     return None
 
 
-def build_cost_model(cfg: PolicyConfig, bundle_digest: str) -> CostModel:
+def build_cost_model(cfg: PolicyConfig, bundle_digest: str, candidates: list[int] | None = None,
+                     num_layers: int | None = None) -> CostModel:
+    """The cost model of `cfg`'s profiles and power figures; ConfigError now, not on every frame,
+    when the power figures lack a split among `candidates` (default: every split both profiles cover),
+    or the edge profile lacks the bundle's K (`num_layers`): the model takes its highest split for K."""
     # PolicyConfig asks for both unless name = "fixed"; `policy explain --name fixed` still
     # predicts every split, and Path("") would be read as the directory "."
     for side, path in (("edge", cfg.edge_profile), ("cloud", cfg.cloud_profile)):
@@ -79,6 +86,10 @@ def build_cost_model(cfg: PolicyConfig, bundle_digest: str) -> CostModel:
             raise ConfigError(f"policy.{side}_profile", path,
                               f"is required to predict latency (measure it with `splitpoint profile {side}`)")
     edge = load_profile(cfg.edge_profile, "edge", bundle_digest, key="policy.edge_profile")
+    if num_layers is not None and num_layers not in edge.splits:
+        raise ConfigError("policy.edge_profile", cfg.edge_profile,
+                          f"has no figure for split {num_layers} (K, all on the edge), which `splitpoint profile edge` "
+                          "always measures: profile again")
     cloud = load_profile(cfg.cloud_profile, "cloud", bundle_digest, key="policy.cloud_profile")
     energy = energy_model(cfg, edge)
     if energy is None and cfg.needs_energy:
@@ -87,23 +98,29 @@ def build_cost_model(cfg: PolicyConfig, bundle_digest: str) -> CostModel:
             f"policy {cfg.name!r} needs power figures: the edge profile has no meter readings "
             "(no power meter was found when profiling); give a power table",
         )
-    return CostModel(edge, cloud, energy, stat="median_ms" if cfg.stat == "median" else "p95_ms")
+    cost = CostModel(edge, cloud, energy, stat="median_ms" if cfg.stat == "median" else "p95_ms")
+    if energy is not None:
+        for k in cost.splits if candidates is None else sorted(set(candidates) & set(cost.splits)):
+            energy.head_power(k)  # raises, naming the split, when it has no figure
+    return cost
 
 
 def build_policy(cfg: PolicyConfig, bundle_digest: str, num_layers: int, fixed_split: int | None,
-                 link: LinkEstimator | None = None) -> SplitPolicy:
-    """The policy the agent runs; `fixed_split` is the agent's --split (a fixed policy's default)."""
+                 link: LinkEstimator | None = None, candidates: list[int] | None = None) -> SplitPolicy:
+    """The policy the agent runs; `fixed_split` is the agent's --split (a fixed policy's default),
+    `candidates` the splits it loaded (default: every split of the profiles)."""
     if cfg.name == "fixed":
+        unused = [key for key in ("deadline_ms", "energy_budget_mj", "battery_low_pct") if getattr(cfg, key) is not None]
+        if unused:  # e.g. a low battery that was meant to switch to min-energy: a fixed policy never does
+            log.warning("policy.%s ignored: the fixed policy never switches splits; set policy.name to min-latency, "
+                        "min-energy or weighted (with profiles) to use %s", ", policy.".join(unused),
+                        "it" if len(unused) == 1 else "them")
         return FixedPolicy(cfg.split if cfg.split is not None else fixed_split if fixed_split is not None else num_layers)
-    from scheduler.power import read_battery_percent
+    from scheduler.power import BatteryGauge
 
-    cost = build_cost_model(cfg, bundle_digest)
-
-    def battery() -> float | None:
-        level, _ = read_battery_percent(cfg.battery_file or None)
-        return level
-
-    return AdaptivePolicy(cfg, cost, link or LinkEstimator(), battery if cfg.battery_low_pct is not None else None)
+    cost = build_cost_model(cfg, bundle_digest, candidates, num_layers)
+    battery = BatteryGauge(cfg.battery_file or None) if cfg.battery_low_pct is not None else None
+    return AdaptivePolicy(cfg, cost, link or LinkEstimator(), battery)
 
 
 def explain(cost: CostModel, cfg: PolicyConfig, link: LinkState, candidates: list[int] | None = None) -> tuple[list[Prediction], Decision]:

@@ -29,6 +29,7 @@ from scheduler.hwmon import HwmonMeter, HwmonSensor, discover_hwmon_sensors
 from scheduler.meters import HWMON_ROOT, POWER_SUPPLY_ROOT, POWERCAP_ROOT, PowerMeter, PowerWindow
 from scheduler.power_models import (
     RADIO_DEFAULTS,
+    BatteryGauge,
     PowerTable,
     RadioModel,
     RadioParams,
@@ -37,7 +38,7 @@ from scheduler.power_models import (
 from scheduler.rapl import RaplMeter
 from splitpoint.errors import BackendUnavailableError
 
-__all__ = ["HWMON_ROOT", "POWERCAP_ROOT", "POWER_SUPPLY_ROOT", "RADIO_DEFAULTS", "HwmonMeter", "HwmonSensor",
+__all__ = ["HWMON_ROOT", "POWERCAP_ROOT", "POWER_SUPPLY_ROOT", "RADIO_DEFAULTS", "BatteryGauge", "HwmonMeter", "HwmonSensor",
            "PowerMeter", "PowerTable", "PowerWindow", "RadioModel", "RadioParams", "RaplMeter",
            "discover_hwmon_sensors", "find_meter", "read_battery_percent"]
 
@@ -63,7 +64,7 @@ def find_meter(hwmon_root: Path = HWMON_ROOT, rapl_root: Path = POWERCAP_ROOT) -
         return meter, why
     why = (
         f"no power meter found: {' and '.join(reasons)}; "
-        "energy objectives need a power table (--power-table FILE)"
+        "energy objectives need a power table (policy.power_table = FILE in the agent's config; docs/power.md)"
     )
     log.info("power: %s", why)
     return None, why

@@ -9,6 +9,10 @@ import contextlib
 import json
 import logging
 import math
+import os
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,7 @@ from typing import Any
 from scheduler.meters import POWER_SUPPLY_ROOT, _os_reason, _read_text
 from splitpoint.config import read_toml
 from splitpoint.errors import ConfigError
+from splitpoint.files import open_regular
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +29,8 @@ log = logging.getLogger(__name__)
 
 
 def _load_mapping(path: str | Path, key: str) -> dict[str, Any]:
-    """A TOML or JSON file (by suffix: .json is JSON, anything else TOML) as a dict."""
+    """A TOML or JSON file (by suffix: .json is JSON, anything else TOML) as a dict. Opened as
+    a regular file only: a named pipe blocked the agent's start in open(), deaf to SIGTERM."""
     p = Path(path)
     if p.suffix.lower() != ".json":
         try:
@@ -32,7 +38,7 @@ def _load_mapping(path: str | Path, key: str) -> dict[str, Any]:
         except ConfigError as exc:
             raise ConfigError(key, str(p), exc.reason) from None
     try:
-        with open(p, encoding="utf-8") as fh:
+        with os.fdopen(open_regular(p, key), "rb") as fh:
             data = json.load(fh)
     except FileNotFoundError:
         raise ConfigError(key, str(p), "file not found") from None
@@ -85,9 +91,10 @@ class PowerTable:
     _KEYS = ("idle_w", "source", "device", "head_w", "default_head_w")
 
     @classmethod
-    def load(cls, path: str | Path) -> PowerTable:
-        """Read and check a power table (TOML, or JSON if the name ends in .json)."""
-        return cls.from_dict(_load_mapping(path, "--power-table"), where=f"power table {path}", path=str(path))
+    def load(cls, path: str | Path, key: str = "--power-table") -> PowerTable:
+        """Read and check a power table (TOML, or JSON if the name ends in .json); `key`: what
+        names the file in errors (the agent's policy.power_table, bench's --power-table)."""
+        return cls.from_dict(_load_mapping(path, key), where=f"power table {path}", path=str(path))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "power table", path: str | None = None) -> PowerTable:
@@ -178,14 +185,14 @@ class RadioModel:
         self.links: dict[str, RadioParams] = dict(RADIO_DEFAULTS if links is None else links)
 
     @classmethod
-    def load(cls, path: str | Path) -> RadioModel:
+    def load(cls, path: str | Path, key: str = "--radio") -> RadioModel:
         """Defaults overridden by a TOML/JSON file with one table per link type:
 
             [lte]
             alpha_mw_per_mbps = 500.0
             beta_mw = 1200.0
         """
-        return cls.from_dict(_load_mapping(path, "--radio"), where=f"radio model {path}")
+        return cls.from_dict(_load_mapping(path, key), where=f"radio model {path}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "radio model") -> RadioModel:
@@ -230,15 +237,36 @@ class RadioModel:
 # --------------------------------------------------------------------------- battery
 
 
+#: a battery file holds a few characters ("73.5%"); a longer one is not a level, and is not read whole
+BATTERY_FILE_MAX_BYTES = 64
+
+
 def _parse_percent(key: str, text: str) -> float:
     raw = text.strip()
+    if not raw.isprintable():  # a line break or escape in the file must not break (or forge) a log line
+        raw = raw.encode("unicode_escape").decode("ascii")
+    if not raw:  # what a writer that truncates and then writes leaves for a moment
+        raise ConfigError(key, None, "is empty: expected a battery level in percent (a number from 0 to 100), "
+                                     "written atomically (a temporary file, then rename)")
     try:
         value = float(raw[:-1] if raw.endswith("%") else raw)
     except ValueError:
-        raise ConfigError(key, text, "expected a battery level in percent (a number from 0 to 100)") from None
+        raise ConfigError(key, raw, "expected a battery level in percent (a number from 0 to 100)") from None
     if not math.isfinite(value) or not 0 <= value <= 100:
-        raise ConfigError(key, text, "battery level must be between 0 and 100 (percent)")
+        raise ConfigError(key, raw, "battery level must be between 0 and 100 (percent)")
     return value
+
+
+def _read_battery_file(p: Path) -> str:
+    """The text of a battery file: a regular file (a named pipe would block its reader in open()
+    for as long as nothing writes to it), of at most BATTERY_FILE_MAX_BYTES."""
+    fd = open_regular(p, "battery_file", why=": the level is read from a file (write a temporary file, then rename it)")
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(BATTERY_FILE_MAX_BYTES + 1)
+    if len(data) > BATTERY_FILE_MAX_BYTES:
+        raise ConfigError(str(p), None, f"is longer than {BATTERY_FILE_MAX_BYTES} bytes: expected a battery level "
+                                        "in percent (a number from 0 to 100)")
+    return data.decode("ascii", errors="replace")
 
 
 def read_battery_percent(
@@ -247,8 +275,9 @@ def read_battery_percent(
     """The battery level in percent and where it came from, or None and why there is none.
 
     With `path`: that file holds a number (optionally with '%'), e.g. written by a flight
-    controller bridge; a missing file is "no level yet" (None), bad content is a ConfigError
-    naming the file and the content, since it means the writer and reader disagree.
+    controller bridge; a missing file is "no level yet" (None), bad content (or a file that is
+    not a regular one) is a ConfigError naming the file and the content, since it means the
+    writer and reader disagree.
     Without: the first power_supply whose `type` is Battery and whose `scope` is not Device
     (a Bluetooth mouse's battery is not the drone's). A kernel battery whose capacity cannot
     be read is skipped, and said so.
@@ -256,7 +285,7 @@ def read_battery_percent(
     if path is not None:
         p = Path(path)
         try:
-            text = _read_text(p)
+            text = _read_battery_file(p)
         except FileNotFoundError:
             return None, f"battery file {p} does not exist (yet)"
         except OSError as exc:
@@ -289,3 +318,42 @@ def read_battery_percent(
     if skipped:
         why += f"; skipped {'; '.join(skipped)}"
     return None, why + "; give a file the flight controller writes the level into"
+
+
+class BatteryGauge:
+    """The battery level a running policy decides with: `read_battery_percent` at each call,
+    never an exception. A level that cannot be had (no file yet, unreadable, content that is
+    not a percentage) is None, "unknown", which does not switch to min-energy: a flight
+    controller bridge writing something odd must not fail the frames it is asked about. Why
+    is logged as a WARNING when the level becomes unknown, and when the reason changes at
+    most once every `quiet_s`; the level is logged (INFO) when first read and when it can be
+    read again."""
+
+    def __init__(self, path: str | Path | None = None, *, power_supply_root: Path = POWER_SUPPLY_ROOT,
+                 quiet_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self.path = path
+        self._root = power_supply_root
+        self.quiet_s = quiet_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._known: bool | None = None  # None: never read
+        self._why = ""
+        self._warned_at = -math.inf
+
+    def __call__(self) -> float | None:
+        try:
+            level, where = read_battery_percent(self.path, power_supply_root=self._root)
+        except ConfigError as exc:
+            level, where = None, str(exc)
+        with self._lock:
+            if level is not None:
+                if self._known is not True:
+                    log.info("battery level %g%% (%s)", level, where)
+                self._known = True
+                return level
+            now = self._clock()
+            if self._known is not False or (where != self._why and now - self._warned_at >= self.quiet_s):
+                log.warning("battery level unknown, so no switch to min-energy on a low battery: %s", where)
+                self._why, self._warned_at = where, now
+            self._known = False
+            return None

@@ -24,7 +24,7 @@ import numpy as np
 import splitpoint
 from splitpoint.bundle import Bundle
 from splitpoint.errors import ConfigError
-from splitpoint.files import check_replaceable, json_format_is, write_replacing
+from splitpoint.files import check_replaceable, json_format_is, open_regular, write_replacing
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +121,14 @@ class Profile:
             splits = {}
             for s in d["splits"]:
                 sp = SplitProfile(int(s["split"]), int(s["wire_bytes"]), StageStats(**s["latency"]), s.get("power_w"))
-                if sp.latency.median_ms < 0 or not np.isfinite(sp.latency.median_ms):
-                    raise ConfigError(f"{where}: splits[{sp.split}].latency.median_ms", sp.latency.median_ms, "must be finite and >= 0")
+                at = f"{where}: splits[{sp.split}]"
+                for name, value in (("latency.median_ms", sp.latency.median_ms), ("latency.p95_ms", sp.latency.p95_ms),
+                                    ("wire_bytes", sp.wire_bytes), ("power_w", sp.power_w)):
+                    _check_figure(f"{at}.{name}", value, optional=name == "power_w")
                 splits[sp.split] = sp
+            _check_figure(f"{where}: idle_power_w", d.get("idle_power_w"), optional=True)
+            if not splits:  # the planner takes the highest split for K
+                raise ConfigError(f"{where}: splits", None, "no split was profiled")
             side = d["side"]
             if side not in ("edge", "cloud"):
                 raise ConfigError(f"{where}: side", side, "must be edge or cloud")
@@ -136,13 +141,23 @@ class Profile:
             raise ConfigError(where, "(file)", f"malformed profile: {type(exc).__name__}: {exc}") from None
 
 
+def _check_figure(key: str, value: Any, optional: bool = False) -> None:
+    """What the planner computes with: a finite number >= 0 (None too when `optional`: not metered).
+    A NaN or negative watt figure was planned with: min-energy chose the split whose energy was -inf."""
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+        raise ConfigError(key, value, "must be finite and >= 0")
+
+
 def load_profile(path: str | Path, side: str | None = None, bundle_digest: str | None = None,
                  key: str = "profile") -> Profile:
     """Read a profile; refuse the wrong side or a profile of another bundle, naming both (and
     `key`, the config key or flag that named the file)."""
     p = Path(path)
-    try:
-        data = json.loads(p.read_text())
+    try:  # a regular file only: a named pipe blocked the agent's start in open(), deaf to SIGTERM
+        with os.fdopen(open_regular(p, key), "rb") as fh:
+            data = json.loads(fh.read())
     except FileNotFoundError:
         raise ConfigError(key, str(p), "file not found") from None
     except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError (not UTF-8 text)

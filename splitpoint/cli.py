@@ -193,7 +193,7 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
         args.name = alias or "min-latency"
     pcfg = cfg.load(PolicyConfig, args, None)
     link = LinkState(parse_bandwidth(args.bandwidth), parse_duration_ms(args.rtt), parse_duration_ms(args.queue, "--queue"))
-    cost = build_cost_model(pcfg, bundle.manifest.model_digest)
+    cost = build_cost_model(pcfg, bundle.manifest.model_digest, num_layers=bundle.manifest.num_layers)
     preds, decision = explain(cost, pcfg, link)
     print(explain_json(preds, decision, link, pcfg) if args.json else explain_table(preds, decision, link, pcfg))
     return 0

@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import re
 import tomllib
 import types
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from splitpoint.errors import ConfigError, show_value
+from splitpoint.files import open_regular
 
 T = TypeVar("T")
 
@@ -199,8 +201,8 @@ def build(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
-    try:
-        with open(p, "rb") as fh:
+    try:  # a regular file only: a named pipe would block open() for ever, deaf to SIGTERM
+        with os.fdopen(open_regular(p, "--config"), "rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError("--config", str(p), "file not found") from None

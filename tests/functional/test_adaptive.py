@@ -295,3 +295,36 @@ def test_link_probes_never_delay_a_frame(cloud_server, digits_bundle: Path, tmp_
     assert slowest < 300, f"a frame took {slowest} ms: it waited for a probe"
     # no frame crossed the link: these bytes are the probes, sized to the estimate (at least PROBE_MIN_BYTES)
     assert uplink_bytes > 2 * PROBE_MIN_BYTES
+
+
+def test_a_reload_names_the_keys_outside_policy_it_does_not_apply(cloud_server, digits_bundle: Path,
+                                                                  tmp_path: Path) -> None:
+    """Only [policy] is re-read. An edit of the top-level `split` and `window` logged nothing but
+    "policy reloaded: fixed split 3 -> fixed split 3", as if it had been taken."""
+    conf_path = tmp_path / "edge.toml"
+    results = tmp_path / "r.jsonl"
+    body = (f'bundle = "{digits_bundle}"\nsource = "synthetic:400"\ncloud = "{cloud_server.address}"\n'
+            f'results = "{results}"\nfps = 40.0\ninsecure = true\n')
+    conf_path.write_text(body + "split = 3\nwindow = 4\n")
+    proc = subprocess.Popen([sys.executable, "-m", "splitpoint", "edge", "--config", str(conf_path)],
+                            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not results.exists() or len(results.read_text().splitlines()) < 10):
+            time.sleep(0.1)
+        conf_path.write_text(body + "split = 5\nwindow = 2\n")
+        proc.send_signal(signal.SIGHUP)
+        while time.monotonic() < deadline and len(results.read_text().splitlines()) < 30:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    warned = [line for line in err.splitlines() if "changed since the agent started" in line]
+    assert len(warned) == 1 and "WARNING" in warned[0], err
+    assert f"{conf_path}: split, window changed since the agent started; a reload re-reads only the [policy] table" \
+        in warned[0]
+    assert {r["split"] for r in read_results(results)} == {3}  # as the warning says: not applied

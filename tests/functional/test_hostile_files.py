@@ -10,7 +10,9 @@ What is checked:
     program's SQLite database: exit 2 and one line naming the file, before any frame is
     processed, the file left as it was (also with --no-resume, which would move a log aside);
   * two agents on one results log: the second exits 2 at once naming the first's pid, the
-    log keeps one record per frame id, and the lock goes with the first agent's death.
+    log keeps one record per frame id, and the lock goes with the first agent's death;
+  * --config naming a named pipe (edge, cloud, doctor): exit 2 at once, naming it (they waited
+    in open() for a writer, for ever, deaf to SIGTERM).
 """
 
 from __future__ import annotations
@@ -219,3 +221,23 @@ def test_a_run_refused_at_start_leaves_the_earlier_log_where_it_was(digits_bundl
     assert again.returncode == 1, (out, err)  # a port in use: exit 1, as for the server's listen
     assert f'metrics_listen = "127.0.0.1:{port}": cannot listen there: Address already in use' in one_error_line(err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.jsonl"] and results.read_bytes() == before
+
+
+# ---------------------------------------------------------------- the config file
+
+
+@pytest.mark.parametrize("command", ["edge", "cloud", "doctor"])
+def test_a_config_that_is_a_named_pipe_is_refused_at_once(tmp_path: Path, command: str) -> None:
+    pipe = tmp_path / "edge.toml"
+    os.mkfifo(pipe)  # nothing ever writes to it
+    proc = subprocess.Popen([sys.executable, "-m", "splitpoint", command, "--config", str(pipe)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env=cli_env() | {"PYTHONFAULTHANDLER": "1"})
+    out, err = finish(proc)
+    said = f'--config = "{pipe}": is a named pipe, not a regular file'
+    if command == "doctor":  # a FAIL line among its checks, exit 1
+        assert proc.returncode == 1, err
+        assert f"[FAIL] config: {said}" in out.splitlines()
+    else:
+        assert proc.returncode == 2, err
+        assert one_error_line(err) == f"splitpoint {command}: error: {said}"

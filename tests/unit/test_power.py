@@ -8,6 +8,7 @@ samples of a window are taken synchronously).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import threading
@@ -22,6 +23,7 @@ from scheduler import meters
 from scheduler import rapl as rapl_meter
 from scheduler.power import (
     RADIO_DEFAULTS,
+    BatteryGauge,
     HwmonMeter,
     PowerMeter,
     PowerTable,
@@ -290,7 +292,7 @@ def test_find_meter_none_names_both_paths(tmp_path: Path) -> None:
     assert meter is None
     assert why.startswith("no power meter found: ")
     assert f"under {hw}" in why and f"under {pc}" in why
-    assert "--power-table FILE" in why
+    assert "policy.power_table = FILE" in why  # the agent's key: `splitpoint edge` has no --power-table
 
 
 def test_find_meter_prefers_hwmon_then_rapl(tmp_path: Path) -> None:
@@ -509,13 +511,66 @@ def test_battery_from_file(tmp_path: Path, content: str, expected: float) -> Non
     assert percent == expected and str(path) in where
 
 
-@pytest.mark.parametrize("content", ["abc", "", "150", "-3", "nan"])
+@pytest.mark.parametrize("content", ["abc", "150", "-3", "nan"])
 def test_bad_battery_file(tmp_path: Path, content: str) -> None:
     path = tmp_path / "battery"
     path.write_text(content)
     with pytest.raises(ConfigError) as err:
         read_battery_percent(path)
     assert err.value.key == str(path) and err.value.value == content
+
+
+def test_a_battery_file_is_shown_on_one_line(tmp_path: Path) -> None:
+    """Its newline made the WARNING two lines ("= \"150<newline>\": battery level ..."); a
+    line break inside could have forged a log line."""
+    path = tmp_path / "battery"
+    for content, shown in (("150\n", '"150"'), ("7\n12:00:00 CRITICAL x", '"7\\\\n12:00:00 CRITICAL x"')):
+        path.write_text(content)
+        with pytest.raises(ConfigError) as err:
+            read_battery_percent(path)
+        assert "\n" not in str(err.value) and f"{path} = {shown}: " in str(err.value), str(err.value)
+
+
+def test_an_empty_battery_file_says_it_is_empty(tmp_path: Path) -> None:
+    """It said "expected a battery level", not naming what it found (the empty value is not shown)."""
+    path = tmp_path / "battery"
+    path.write_text("\n")
+    with pytest.raises(ConfigError, match=f"^{path}: is empty: expected a battery level"):
+        read_battery_percent(path)
+
+
+def test_a_battery_gauge_never_raises_and_says_why_once_per_change(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """What the running policy reads the level with: a bad battery file is "unknown" (no switch),
+    never an exception that fails the frame being planned."""
+    from helpers import ManualClock
+
+    path = tmp_path / "battery"
+    clock = ManualClock()
+    gauge = BatteryGauge(path, quiet_s=60.0, clock=clock)
+
+    def read(content: str | None) -> tuple[float | None, list[str]]:
+        if content is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_text(content)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="scheduler.power_models"):
+            level = gauge()
+        return level, [f"{r.levelname} {r.getMessage()}" for r in caplog.records]
+
+    assert read(None) == (None, [f"WARNING battery level unknown, so no switch to min-energy on a low battery: "
+                                 f"battery file {path} does not exist (yet)"])
+    assert read(None) == (None, [])  # the same reason: said once
+    clock.t += 10
+    assert read("150") == (None, [])  # another reason within quiet_s: not yet
+    clock.t += 60
+    level, said = read("151")
+    assert level is None and len(said) == 1 and f'{path} = "151": battery level must be between 0 and 100' in said[0]
+    assert read("73%") == (73.0, [f"INFO battery level 73% (battery file {path})"])
+    assert read("72") == (72.0, [])
+    level, said = read("")  # known -> unknown is said at once
+    assert level is None and len(said) == 1 and "is empty" in said[0]
 
 
 def test_battery_file_not_written_yet(tmp_path: Path) -> None:

@@ -136,6 +136,40 @@ def test_profiles_of_different_bundles_are_refused() -> None:
         CostModel(profile("edge", HEAD_MS), other)
 
 
+@pytest.mark.parametrize(("where", "value", "key"), [
+    (("splits", 1, "power_w"), math.nan, "splits[1].power_w"),
+    (("splits", 1, "power_w"), -3, "splits[1].power_w"),
+    (("idle_power_w",), -math.inf, "idle_power_w"),
+    (("idle_power_w",), "2.0", "idle_power_w"),
+    (("splits", 1, "latency", "p95_ms"), math.nan, "splits[1].latency.p95_ms"),
+    (("splits", 1, "latency", "median_ms"), "5", "splits[1].latency.median_ms"),
+    (("splits", 1, "wire_bytes"), -1, "splits[1].wire_bytes"),
+])
+def test_a_profile_figure_the_planner_cannot_use_is_named(tmp_path: Path, where: tuple, value: object,
+                                                          key: str) -> None:
+    """A metered edge profile's NaN or negative watts (or idle -inf) were planned with: min-energy
+    chose the split whose predicted energy was -inf. Only median_ms was checked."""
+    import json
+
+    from scheduler.profiles import load_profile
+
+    metered = profile("edge", HEAD_MS)
+    metered.idle_power_w = 1.5
+    for sp in metered.splits.values():
+        sp.power_w = 4.0
+    path = tmp_path / "edge.json"
+    metered.save(path)
+    data = json.loads(path.read_text())
+    node = data
+    for step in where[:-1]:
+        node = node[step]
+    node[where[-1]] = value
+    path.write_text(json.dumps(data))  # NaN and -Infinity as Python's json writes them
+    with pytest.raises(ConfigError) as err:
+        load_profile(path, "edge", DIGEST)
+    assert str(err.value).startswith(f"{path}: {key} = ") and str(err.value).endswith(": must be finite and >= 0")
+
+
 def test_a_fixed_policy_explained_without_profiles_names_the_missing_key(tmp_path: Path) -> None:
     # `splitpoint policy explain --name fixed` without profiles: PolicyConfig lets a fixed policy
     # go without them, and the empty path used to be read as the directory "." (Errno 21)
@@ -149,6 +183,41 @@ def test_a_fixed_policy_explained_without_profiles_names_the_missing_key(tmp_pat
         build_cost_model(PolicyConfig(name="fixed", edge_profile=str(edge)), DIGEST)
     with pytest.raises(ConfigError, match=r'^policy\.cloud_profile = ".*e\.json": is an edge profile; a cloud'):
         build_cost_model(PolicyConfig(name="fixed", edge_profile=str(edge), cloud_profile=str(edge)), DIGEST)
+
+
+def test_a_fixed_policy_says_which_switching_keys_it_ignores(caplog: pytest.LogCaptureFixture) -> None:
+    """battery_low_pct = 30 under name = "fixed" was silently never acted on: the drone kept its
+    split at 10% battery with nothing in the log."""
+    import logging
+
+    from scheduler.planner import build_policy
+
+    with caplog.at_level(logging.WARNING, logger="scheduler.planner"):
+        assert build_policy(PolicyConfig(name="fixed", split=3), DIGEST, K, None).choose([3, K]) == 3
+        assert caplog.text == ""
+        build_policy(PolicyConfig(name="fixed", battery_low_pct=30, deadline_ms=200), DIGEST, K, 3)
+    assert ("policy.deadline_ms, policy.battery_low_pct ignored: the fixed policy never switches splits; set "
+            "policy.name to min-latency, min-energy or weighted (with profiles) to use them") in caplog.text
+
+
+def test_an_edge_profile_without_split_k_is_refused_not_taken_for_a_smaller_model(tmp_path: Path) -> None:
+    """The cost model takes the edge profile's highest split for K: a profile of splits 0 and 3
+    made `policy explain` show k = 3 as all on the edge (no bytes sent) and choose it; a profile
+    with no split at all was a ValueError traceback."""
+    from scheduler.planner import build_policy
+
+    edge, cloud = tmp_path / "e.json", tmp_path / "c.json"
+    profile("cloud", TAIL_MS).save(cloud)
+    cfg = PolicyConfig(name="min-latency", edge_profile=str(edge), cloud_profile=str(cloud))
+    partial = profile("edge", HEAD_MS)
+    partial.splits = {k: partial.splits[k] for k in (0, 3)}
+    partial.save(edge)
+    with pytest.raises(ConfigError, match=rf'^policy\.edge_profile = "{edge}": has no figure for split {K} \(K, all on'):
+        build_policy(cfg, DIGEST, K, None)
+    partial.splits = {}
+    partial.save(edge)
+    with pytest.raises(ConfigError, match=rf"^{edge}: splits: no split was profiled$"):
+        build_policy(cfg, DIGEST, K, None)
 
 
 @pytest.mark.parametrize(("parse", "text"), [("bandwidth", "1e400Mbps"), ("bandwidth", "9" * 400),

@@ -1,0 +1,72 @@
+"""Updating the bundle as docs/field-deployment.md section 10 has it: the server restarts on the
+new bundle while an agent still runs the old one. The agent keeps running its frames locally
+(the server refuses them, FAILED_PRECONDITION); the journal gets one WARNING about it, then the
+fallback digest every 10 s - it got a WARNING per frame (twenty lines a second at 20 fps)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from helpers import cli_env, running_server
+from helpers import finish_process as finish
+
+from edge_node.results import read_results
+
+WAIT_S = 60.0
+REFUSED = 40  # frames the other bundle's server refuses before the agent is stopped
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, read back, closed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def refused(results: Path) -> int:
+    if not results.exists():
+        return 0
+    return sum("FAILED_PRECONDITION" in (r.get("fallback_reason") or "") for r in read_results(results))
+
+
+def test_a_server_restarted_on_another_bundle_costs_one_warning_not_one_per_frame(digits_bundle: Path,
+                                                                                   tmp_path: Path) -> None:
+    v2 = tmp_path / "bundle-v2"  # the same files under another model digest: what the server moved to
+    shutil.copytree(digits_bundle, v2)
+    manifest = json.loads((v2 / "manifest.json").read_text())
+    manifest["model"]["digest"] = "sha256:" + "2" * 64
+    (v2 / "manifest.json").write_text(json.dumps(manifest))
+    port = closed_port()  # the server is down when the agent starts: it checks no digest then
+    results = tmp_path / "r.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "splitpoint", "edge", "--insecure", "--bundle", str(digits_bundle),
+         "--source", "synthetic:100000", "--fps", "50", "--cloud", f"127.0.0.1:{port}", "--split", "3",
+         "--results", str(results)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env=cli_env() | {"PYTHONFAULTHANDLER": "1"},
+    )
+    try:
+        with running_server(v2, listen=f"127.0.0.1:{port}"):
+            deadline = time.monotonic() + WAIT_S
+            while refused(results) < REFUSED and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert refused(results) >= REFUSED, "the server of the other bundle refused too few frames"
+            proc.send_signal(signal.SIGTERM)
+            _, err = finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, err
+    said = [line for line in err.splitlines() if "failed in the cloud" in line]
+    assert len(said) == 1, said[:5]
+    assert "WARNING" in said[0] and "FAILED_PRECONDITION" in said[0] and "different bundles" in said[0]
+    records = read_results(results)
+    assert all(r["status"] == "ok" for r in records)  # every refused frame ran locally
