@@ -75,6 +75,14 @@ class Decision:
     reason: str
 
 
+def active_objective(cfg: PolicyConfig, battery_pct: float | None) -> str:
+    """The objective a policy decides with: min-energy while the battery is below
+    battery_low_pct (a level that cannot be read switches nothing), else its own."""
+    if cfg.battery_low_pct is not None and battery_pct is not None and battery_pct < cfg.battery_low_pct:
+        return "min-energy"
+    return cfg.name
+
+
 def objective_of(name: str, cfg: PolicyConfig) -> Callable[[Prediction], float]:
     if name == "min-latency":
         return lambda p: p.latency_ms

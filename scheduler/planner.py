@@ -10,7 +10,7 @@ from dataclasses import asdict
 
 from scheduler.cost import CostModel, EnergyModel, Prediction
 from scheduler.link import LinkEstimator, LinkState
-from scheduler.objectives import Decision, PolicyConfig, decide
+from scheduler.objectives import Decision, PolicyConfig, active_objective, decide
 from scheduler.policy import AdaptivePolicy
 from scheduler.policy_base import FixedPolicy, SplitPolicy
 from scheduler.profiles import Profile, load_profile
@@ -123,12 +123,14 @@ def build_policy(cfg: PolicyConfig, bundle_digest: str, num_layers: int, fixed_s
     return AdaptivePolicy(cfg, cost, link or LinkEstimator(), battery)
 
 
-def explain(cost: CostModel, cfg: PolicyConfig, link: LinkState, candidates: list[int] | None = None) -> tuple[list[Prediction], Decision]:
+def explain(cost: CostModel, cfg: PolicyConfig, link: LinkState, candidates: list[int] | None = None,
+            battery_pct: float | None = None) -> tuple[list[Prediction], Decision]:
     """Every candidate's prediction and the policy's choice; the fixed policy's is its split
-    (cfg.split, else K: all on the edge), shown beside the others' predictions."""
+    (cfg.split, else K: all on the edge), shown beside the others' predictions. `battery_pct`:
+    the level now, which below battery_low_pct makes an adaptive policy decide by min-energy."""
     preds = cost.predict_all(candidates or cost.splits, link)
     if cfg.name != "fixed":
-        return preds, decide(preds, cfg.name, cfg)
+        return preds, decide(preds, active_objective(cfg, battery_pct), cfg)
     k = cost.num_layers if cfg.split is None else cfg.split
     chosen = next((p for p in preds if p.split == k), None)
     if chosen is None:
@@ -137,10 +139,14 @@ def explain(cost: CostModel, cfg: PolicyConfig, link: LinkState, candidates: lis
                            "fixed split" + (" K, all on the edge" if cfg.split is None else ""))
 
 
-def explain_json(preds: list[Prediction], decision: Decision, link: LinkState, cfg: PolicyConfig) -> str:
+def explain_json(preds: list[Prediction], decision: Decision, link: LinkState, cfg: PolicyConfig,
+                 battery_pct: float | None = None) -> str:
     return json.dumps(
         {
             "policy": cfg.name,
+            "objective": active_objective(cfg, battery_pct) if cfg.name != "fixed" else "fixed",
+            "battery_pct": battery_pct,
+            "battery_low_pct": cfg.battery_low_pct,
             "link": asdict(link),
             "deadline_ms": cfg.deadline_ms,
             "energy_budget_mj": cfg.energy_budget_mj,
@@ -153,8 +159,14 @@ def explain_json(preds: list[Prediction], decision: Decision, link: LinkState, c
     )
 
 
-def explain_table(preds: list[Prediction], decision: Decision, link: LinkState, cfg: PolicyConfig) -> str:
-    rows = [f"link {link}; policy {cfg.name}"
+def explain_table(preds: list[Prediction], decision: Decision, link: LinkState, cfg: PolicyConfig,
+                  battery_pct: float | None = None) -> str:
+    battery = ""
+    if cfg.battery_low_pct is not None and cfg.name != "fixed":
+        level = "unknown" if battery_pct is None else f"{battery_pct:g}%"
+        battery = (f", battery {level} (battery_low_pct {cfg.battery_low_pct:g}%: deciding by "
+                   f"{active_objective(cfg, battery_pct)})")
+    rows = [f"link {link}; policy {cfg.name}" + battery
             + (f", deadline {cfg.deadline_ms:g} ms" if cfg.deadline_ms is not None else "")
             + (f", energy budget {cfg.energy_budget_mj:g} mJ" if cfg.energy_budget_mj is not None else "")]
     rows.append(f"  {'k':>3} {'wire KB':>9} {'head ms':>9} {'xfer ms':>9} {'rtt+q ms':>9} {'tail ms':>8} "

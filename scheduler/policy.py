@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from scheduler.cost import CostModel, Prediction
 from scheduler.link import LinkEstimator, LinkState
-from scheduler.objectives import Decision, PolicyConfig, decide, objective_of
+from scheduler.objectives import Decision, PolicyConfig, active_objective, decide, objective_of
 from scheduler.paths import PathChoice, Timeline, delay_of_edge_run, evaluate, path_times
 from scheduler.policy_base import FrameOutcome
 from scheduler.risk import OffloadRisk
@@ -96,11 +96,8 @@ class AdaptivePolicy:
         return self._cloud.current
 
     def _active_objective(self) -> str:
-        if self.cfg.battery_low_pct is not None and self.battery is not None:
-            level = self.battery()
-            if level is not None and level < self.cfg.battery_low_pct:
-                return "min-energy"
-        return self.cfg.name
+        level = self.battery() if self.cfg.battery_low_pct is not None and self.battery is not None else None
+        return active_objective(self.cfg, level)
 
     def choose(self, candidates: list[int]) -> int:
         with self._lock:

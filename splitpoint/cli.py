@@ -194,8 +194,14 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
     pcfg = cfg.load(PolicyConfig, args, None)
     link = LinkState(parse_bandwidth(args.bandwidth), parse_duration_ms(args.rtt), parse_duration_ms(args.queue, "--queue"))
     cost = build_cost_model(pcfg, bundle.manifest.model_digest, num_layers=bundle.manifest.num_layers)
-    preds, decision = explain(cost, pcfg, link)
-    print(explain_json(preds, decision, link, pcfg) if args.json else explain_table(preds, decision, link, pcfg))
+    level = None
+    if pcfg.battery_low_pct is not None:  # the level now, read as the agent reads it
+        from scheduler.power import BatteryGauge
+
+        level = BatteryGauge(pcfg.battery_file or None)()
+    preds, decision = explain(cost, pcfg, link, battery_pct=level)
+    print(explain_json(preds, decision, link, pcfg, level) if args.json
+          else explain_table(preds, decision, link, pcfg, level))
     return 0
 
 

@@ -328,3 +328,28 @@ def test_a_reload_names_the_keys_outside_policy_it_does_not_apply(cloud_server, 
     assert f"{conf_path}: split, window changed since the agent started; a reload re-reads only the [policy] table" \
         in warned[0]
     assert {r["split"] for r in read_results(results)} == {3}  # as the warning says: not applied
+
+
+def test_policy_explain_decides_with_the_battery_level_as_the_agent_would(digits_bundle: Path, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    """--battery-low-pct and --battery-file were accepted and ignored: the explanation showed
+    min-latency's choice while an agent on that battery would decide by min-energy."""
+    edge, cloud = synthetic_profiles(digits_bundle)
+    edge.save(tmp_path / "e.json")
+    cloud.save(tmp_path / "c.json")
+    (tmp_path / "power.toml").write_text('source = "test"\nidle_w = 1.0\ndefault_head_w = 6.0\n')
+    battery = tmp_path / "battery"
+    args = ["policy", "explain", "--bundle", str(digits_bundle), "--edge-profile", str(tmp_path / "e.json"),
+            "--cloud-profile", str(tmp_path / "c.json"), "--power-table", str(tmp_path / "power.toml"),
+            "--rtt", "5ms", "--bandwidth", "2Mbps", "--battery-low-pct", "20", "--battery-file", str(battery)]
+    for level, objective in (("90", "min-latency"), ("10", "min-energy")):
+        battery.write_text(level + "\n")
+        capsys.readouterr()
+        assert main([*args, "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert (out["objective"], out["battery_pct"], out["battery_low_pct"]) == (objective, float(level), 20.0)
+        key = "latency_ms" if objective == "min-latency" else "energy_mj"
+        assert out["chosen"] == min(out["splits"], key=lambda p: p[key])["split"]
+        assert main(args) == 0
+        header = capsys.readouterr().out.splitlines()[0]
+        assert f"policy min-latency, battery {level}% (battery_low_pct 20%: deciding by {objective})" in header
