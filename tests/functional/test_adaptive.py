@@ -181,28 +181,38 @@ def test_agent_changes_split_when_its_bandwidth_estimate_changes(cloud_server, d
     assert agent.policy.switches == 0 and agent.policy.cloud_path == 0
 
 
-def test_sighup_reloads_the_policy_without_dropping_frames(cloud_server, digits_bundle: Path, tmp_path: Path) -> None:
-    conf_path = tmp_path / "edge.toml"
-    results = tmp_path / "r.jsonl"
-    body = (f'bundle = "{digits_bundle}"\nsource = "synthetic:400"\ncloud = "{cloud_server.address}"\n'
-            f'results = "{results}"\nfps = 40.0\nmode = "latency"\ninsecure = true\n')
-    conf_path.write_text(body + "[policy]\nname = \"fixed\"\nsplit = 3\n")
+def run_with_a_reload(conf_path: Path, results: Path, before: str, after: str,
+                      reload_at: int, stop_at: int) -> tuple[int, str]:
+    """`splitpoint edge --config conf_path` with the file `before`, rewritten to `after` and
+    SIGHUP sent once `reload_at` records are in, SIGTERM once `stop_at` are: (exit code, stderr)."""
+    conf_path.write_text(before)
     proc = subprocess.Popen([sys.executable, "-m", "splitpoint", "edge", "--config", str(conf_path)],
                             cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and (not results.exists() or len(results.read_text().splitlines()) < 20):
+        while time.monotonic() < deadline and (not results.exists() or
+                                               len(results.read_text().splitlines()) < reload_at):
             time.sleep(0.1)
-        conf_path.write_text(body + "[policy]\nname = \"fixed\"\nsplit = 5\n")
+        conf_path.write_text(after)
         proc.send_signal(signal.SIGHUP)
-        while time.monotonic() < deadline and len(results.read_text().splitlines()) < 60:
+        while time.monotonic() < deadline and len(results.read_text().splitlines()) < stop_at:
             time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)  # stop after the current frame; in-flight frames finish
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
+    return proc.returncode, err
+
+
+def test_sighup_reloads_the_policy_without_dropping_frames(cloud_server, digits_bundle: Path, tmp_path: Path) -> None:
+    conf_path = tmp_path / "edge.toml"
+    results = tmp_path / "r.jsonl"
+    body = (f'bundle = "{digits_bundle}"\nsource = "synthetic:400"\ncloud = "{cloud_server.address}"\n'
+            f'results = "{results}"\nfps = 40.0\nmode = "latency"\ninsecure = true\n')
+    _, err = run_with_a_reload(conf_path, results, body + "[policy]\nname = \"fixed\"\nsplit = 3\n",
+                               body + "[policy]\nname = \"fixed\"\nsplit = 5\n", 20, 60)
     records = sorted(read_results(results), key=lambda r: r["frame_id"])
     ids = [r["frame_id"] for r in records]
     assert ids == list(range(len(ids))), "a frame was dropped or duplicated across the reload"
@@ -305,24 +315,9 @@ def test_a_reload_names_the_keys_outside_policy_it_does_not_apply(cloud_server, 
     results = tmp_path / "r.jsonl"
     body = (f'bundle = "{digits_bundle}"\nsource = "synthetic:400"\ncloud = "{cloud_server.address}"\n'
             f'results = "{results}"\nfps = 40.0\ninsecure = true\n')
-    conf_path.write_text(body + "split = 3\nwindow = 4\n")
-    proc = subprocess.Popen([sys.executable, "-m", "splitpoint", "edge", "--config", str(conf_path)],
-                            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and (not results.exists() or len(results.read_text().splitlines()) < 10):
-            time.sleep(0.1)
-        conf_path.write_text(body + "split = 5\nwindow = 2\n")
-        proc.send_signal(signal.SIGHUP)
-        while time.monotonic() < deadline and len(results.read_text().splitlines()) < 30:
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
+    code, err = run_with_a_reload(conf_path, results, body + "split = 3\nwindow = 4\n",
+                                  body + "split = 5\nwindow = 2\n", 10, 30)
+    assert code == 0, err
     warned = [line for line in err.splitlines() if "changed since the agent started" in line]
     assert len(warned) == 1 and "WARNING" in warned[0], err
     assert f"{conf_path}: split, window changed since the agent started; a reload re-reads only the [policy] table" \
