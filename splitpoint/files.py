@@ -169,3 +169,17 @@ def json_object(data: bytes) -> dict[str, Any] | None:
     except ValueError:  # JSONDecodeError, UnicodeDecodeError
         return None
     return value if isinstance(value, dict) else None
+
+
+def read_file(key: str, path: str) -> bytes:
+    """A small file the user named (a certificate, a key, a token): ConfigError naming `key`
+    when it is missing, unreadable or empty."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(key, path, "file not found") from None
+    except OSError as exc:
+        raise ConfigError(key, path, f"unreadable ({exc.strerror})") from None
+    if not data.strip():
+        raise ConfigError(key, path, "file is empty")
+    return data

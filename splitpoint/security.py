@@ -23,12 +23,12 @@ import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
 
 from splitpoint.errors import ConfigError
+from splitpoint.files import read_file
 from splitpoint.ratelimited_log import RefusalLog, client_of
 from splitpoint.tokens import TokenFile, read_token, read_tokens
 
@@ -36,20 +36,6 @@ log = logging.getLogger(__name__)
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 UNAUTHENTICATED_MESSAGE = "missing or invalid bearer token"
-
-
-def read_file(key: str, path: str) -> bytes:
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(key, path, "file not found") from None
-    except OSError as exc:
-        raise ConfigError(key, path, f"unreadable ({exc.strerror})") from None
-    if not data.strip():
-        raise ConfigError(key, path, "file is empty")
-    return data
-
-
 
 
 def check_key_pair(cert_key: str, cert: str, key_key: str, key: str) -> None:
@@ -151,8 +137,8 @@ class ServerSecurity:
             return None
         from splitpoint.server_certs import ServerCertificates
 
-        self.check_files()
-        # read again when they change: a renewed certificate is served without a restart
+        # checked as check_files does, and read again when they change: a renewed certificate is
+        # served without a restart
         return ServerCertificates(self.tls_cert, self.tls_key, self.tls_client_ca).credentials()
 
     def interceptors(self) -> list[grpc.ServerInterceptor]:

@@ -18,6 +18,8 @@ from typing import Any
 import grpc
 
 from splitpoint.errors import ConfigError
+from splitpoint.files import read_file
+from splitpoint.security import check_ca, check_key_pair
 from splitpoint.tokens import file_stamp
 
 log = logging.getLogger("splitpoint.security")
@@ -41,8 +43,6 @@ class ServerCertificates:
 
     def _read(self) -> Any:
         """The files as a gRPC certificate configuration, checked first (ConfigError naming one)."""
-        from splitpoint.security import check_ca, check_key_pair, read_file
-
         check_key_pair("tls_cert", self.cert, "tls_key", self.key)
         if self.client_ca:
             check_ca("tls_client_ca", self.client_ca)

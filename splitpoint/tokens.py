@@ -19,6 +19,7 @@ import stat
 import threading
 
 from splitpoint.errors import ConfigError
+from splitpoint.files import read_file
 
 log = logging.getLogger("splitpoint.security")
 
@@ -42,8 +43,6 @@ def _first_time_for(path: str) -> bool:
 def read_tokens(key: str, path: str) -> tuple[str, ...]:
     """Every token in `path`, one per non-empty line (ConfigError naming the file and the line
     when one is too short). Warns once when other users can read the file."""
-    from splitpoint.security import read_file
-
     text = read_file(key, path).decode("utf-8", "replace").lstrip("\ufeff")
     tokens = []
     for n, line in enumerate(text.splitlines(), 1):
