@@ -198,11 +198,7 @@ class OffloadSession:
     def give_up(self, stream: Stream, why: str) -> None:
         """A server that takes frames and answers nothing is treated as one that failed: the
         stream is cancelled (stream_ended falls its frames back) and the backoff starts."""
-        with self._lock:
-            wait = self._jitter(self._backoff)
-            self._backoff_cause = None
-            self._retry_at = self._clock() + wait
-            self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
+        wait = self._back_off(None)
         log.warning("stream to %s given up: %s; frames run here, a new stream in %.1f s",
                     stream.replica or self.address, why, wait)
         stream.cancel()
@@ -226,11 +222,7 @@ class OffloadSession:
             # a backoff that grows with each such answer, then a new stream (round_robin: perhaps
             # another replica, one still on this bundle) tries again.
             stream.close()
-            with self._lock:
-                self._backoff_cause = RemoteError(code, peer_text(resp.error.message))
-                wait = self._jitter(self._backoff)
-                self._retry_at = self._clock() + wait
-                self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
+            wait = self._back_off(RemoteError(code, peer_text(resp.error.message)))
             log.info("replica %s runs another bundle: frames run here, a new stream in %.1f s",
                      stream.replica or self.address, wait)
         assert self._callbacks is not None
@@ -248,10 +240,18 @@ class OffloadSession:
         log.warning("stream to %s ended: %s", stream.replica or self.address, error)
         self._failed(error)
         # the next stream is placed by round_robin on a replica that is SERVING, if any
+        self._back_off(error)
+
+    def _back_off(self, cause: RemoteError | None) -> float:
+        """No new stream for a random wait up to the backoff, which doubles (to BACKOFF_MAX_S)
+        until an answer resets it; `cause` (None: a stream given up as silent) names it in the
+        records of the frames run meanwhile (no_stream_reason). The wait, in seconds."""
         with self._lock:
-            self._backoff_cause = error
-            self._retry_at = self._clock() + self._jitter(self._backoff)
+            wait = self._jitter(self._backoff)
+            self._backoff_cause = cause
+            self._retry_at = self._clock() + wait
             self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
+        return wait
 
     # ------------------------------------------------------------------ probes
 
