@@ -51,6 +51,9 @@ def read_tokens(key: str, path: str) -> tuple[str, ...]:
             continue
         if len(token) < MIN_TOKEN_CHARS:
             raise ConfigError(key, path, f"the token on line {n} is shorter than {MIN_TOKEN_CHARS} characters")
+        if not (token.isascii() and token.isprintable()):  # gRPC fails every call: "Illegal header value"
+            raise ConfigError(key, path, f"the token on line {n} holds characters other than printable ASCII, which "
+                                         "a gRPC header cannot carry: make one with `head -c 32 /dev/urandom | base64`")
         tokens.append(token)
     if not tokens:
         raise ConfigError(key, path, "file is empty")

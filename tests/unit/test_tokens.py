@@ -31,6 +31,11 @@ def test_every_line_is_a_token_and_the_first_is_sent(tmp_path: Path) -> None:
     write(f, f"{A}\nshort\n")
     with pytest.raises(ConfigError, match=r"token_file = \".*\": the token on line 2 is shorter than 16 characters"):
         read_tokens("token_file", str(f))
+    # a header value cannot carry it: the server started, and every call failed "INTERNAL: Invalid metadata"
+    for bad in ("pässwörd-0123456789abc", "tab\tinside-0123456789", "\x1b[31m-escape-0123456789"):
+        write(f, bad + "\n")
+        with pytest.raises(ConfigError, match="the token on line 1 holds characters other than printable ASCII"):
+            read_tokens("token_file", str(f))
     for empty in ("", "\n \n", "\ufeff"):
         write(f, empty)
         with pytest.raises(ConfigError, match="file is empty"):
