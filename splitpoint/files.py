@@ -173,9 +173,11 @@ def json_object(data: bytes) -> dict[str, Any] | None:
 
 def read_file(key: str, path: str) -> bytes:
     """A small file the user named (a certificate, a key, a token): ConfigError naming `key`
-    when it is missing, unreadable or empty."""
+    when it is missing, unreadable, empty or not a regular file - a named pipe would hold the
+    reader in open() for ever: the server at start, or a gRPC handshake reading renewed files."""
     try:
-        data = Path(path).read_bytes()
+        with os.fdopen(open_regular(path, key), "rb") as fh:
+            data = fh.read()
     except FileNotFoundError:
         raise ConfigError(key, path, "file not found") from None
     except OSError as exc:

@@ -64,3 +64,19 @@ def test_a_token_file_is_read_again_when_it_changes(tmp_path: Path, caplog: pyte
 def test_a_token_file_that_is_bad_at_start_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="file not found"):
         TokenFile("token_file", str(tmp_path / "nope"))
+
+
+def test_a_named_pipe_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """read_file (tokens, certificates, keys) opened a named pipe and waited for a writer for ever:
+    the server at start, or a gRPC handshake reading a renewed certificate."""
+    import os
+
+    from splitpoint.server_certs import ServerCertificates
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match=r'token_file = ".*fifo": is a named pipe, not a regular file'):
+        read_tokens("token_file", str(fifo))
+    with pytest.raises(ConfigError, match=r'tls_cert = ".*fifo": is a named pipe, not a regular file'):
+        ServerCertificates(str(fifo), str(fifo))
+
