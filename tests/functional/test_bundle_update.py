@@ -57,6 +57,12 @@ def test_a_server_restarted_on_another_bundle_costs_one_warning_not_one_per_fram
         env=cli_env() | {"PYTHONFAULTHANDLER": "1"},
     )
     try:
+        # the agent running (past its start-up check, which would exit 2 on the other digest)
+        # before the server comes up: its first records, run here while nothing listens
+        deadline = time.monotonic() + WAIT_S
+        while len(reasons(results)) < 5 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(reasons(results)) >= 5, proc.communicate(timeout=10) if proc.poll() is not None else "no records"
         with running_server(v2, listen=f"127.0.0.1:{port}"):
             deadline = time.monotonic() + WAIT_S
             while backed_off(results) < BACKED_OFF and proc.poll() is None and time.monotonic() < deadline:
