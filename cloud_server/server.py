@@ -15,6 +15,7 @@ import re
 import threading
 from collections.abc import Callable
 from concurrent import futures
+from functools import partial
 from typing import Any
 
 import grpc
@@ -140,7 +141,11 @@ class CloudServer:
         server = grpc.server(pool, options=options, interceptors=security.interceptors())
         add_to_server(self.servicer, server)  # unparseable bytes: INVALID_ARGUMENT, no traceback
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        creds = security.credentials()
+        certs = security.certificates()
+        if certs is not None:
+            for key in certs.served_until:  # read at scrape time: a renewed certificate moves it
+                self.metrics.certificate_expiry.labels(key).set_function(partial(certs.ends, key))
+        creds = certs.credentials() if certs is not None else None
         if creds is None:
             log.warning("*** PLAINTEXT: serving without TLS (insecure = true): anyone on the network can read "
                         "and send frames. Use tls_cert/tls_key (and tls_client_ca) outside development. ***")

@@ -107,6 +107,10 @@ class CloudMetrics:
             "splitpoint_cloud_compute_seconds", "tail compute per batch", ["split"], buckets=LATENCY_BUCKETS, registry=registry
         )
         self.streams = Gauge("splitpoint_cloud_streams", "open Infer streams", registry=registry)
+        self.certificate_expiry = Gauge(
+            "splitpoint_cloud_certificate_expiry_timestamp_seconds",
+            "when the TLS certificate served now ends (file: tls_cert, tls_client_ca), Unix time", ["file"],
+            registry=registry)
 
 
 class OffloadServicer(offload_pb2_grpc.OffloadServicer):

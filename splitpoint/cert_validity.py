@@ -34,6 +34,17 @@ def _dates(path: str) -> list[tuple[dt.datetime, dt.datetime]]:
     return [(c.not_valid_before_utc, c.not_valid_after_utc) for c in certs]
 
 
+def not_after(path: str, ca: bool = False) -> dt.datetime | None:
+    """When the certificate in `path` ends (a CA file's: its latest one's); None if unreadable."""
+    try:
+        dates = _dates(path)
+    except Exception:  # noqa: BLE001 - unreadable or not PEM: the files' own checks name that
+        return None
+    if not dates:
+        return None
+    return max(d[1] for d in dates) if ca else dates[0][1]
+
+
 def validity(key: str, path: str, ca: bool = False, now: dt.datetime | None = None) -> Validity | None:
     """The dates of the certificate in `path` against the clock; None when the file cannot be
     read as PEM certificates (the files' own checks say so). A CA file (`ca`) may hold several

@@ -23,7 +23,7 @@ import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -31,6 +31,9 @@ from splitpoint.errors import ConfigError
 from splitpoint.files import read_file
 from splitpoint.ratelimited_log import RefusalLog, client_of
 from splitpoint.tokens import TokenFile, read_token, read_tokens
+
+if TYPE_CHECKING:
+    from splitpoint.server_certs import ServerCertificates
 
 log = logging.getLogger(__name__)
 
@@ -132,14 +135,14 @@ class ServerSecurity:
         if self.token_file:
             read_tokens("token_file", self.token_file)
 
-    def credentials(self) -> grpc.ServerCredentials | None:
+    def certificates(self) -> ServerCertificates | None:
+        """The TLS files as served (None: plaintext), checked as check_files does and read again
+        when they change: a renewed certificate is served without a restart."""
         if self.insecure:
             return None
         from splitpoint.server_certs import ServerCertificates
 
-        # checked as check_files does, and read again when they change: a renewed certificate is
-        # served without a restart
-        return ServerCertificates(self.tls_cert, self.tls_key, self.tls_client_ca).credentials()
+        return ServerCertificates(self.tls_cert, self.tls_key, self.tls_client_ca)
 
     def interceptors(self) -> list[grpc.ServerInterceptor]:
         if not self.token_file:

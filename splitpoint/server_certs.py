@@ -32,6 +32,9 @@ class ServerCertificates:
         self.cert, self.key, self.client_ca = cert, key, client_ca
         self._lock = threading.Lock()  # _stamps
         self._stamps = self._now()
+        #: when each file served now ends, as Unix time ("tls_cert", and "tls_client_ca" for mutual
+        #: TLS): the server's metrics export it, so that monitoring warns before clients are refused
+        self.served_until: dict[str, float] = {}
         self.initial = self._read()  # a ConfigError now: the server refuses to start
         self._say_dates()
 
@@ -70,9 +73,20 @@ class ServerCertificates:
         return config
 
     def _say_dates(self) -> None:
-        from splitpoint.cert_validity import log_validity
+        """Log a certificate ending soon (or ended), and note when each served file ends."""
+        from splitpoint.cert_validity import log_validity, not_after
 
-        log_validity({"tls_cert": self.cert, "tls_client_ca": self.client_ca})
+        files = {"tls_cert": self.cert, "tls_client_ca": self.client_ca}
+        log_validity(files)
+        until = {key: end.timestamp() for key, path in files.items()
+                 if path and (end := not_after(path, ca=key == "tls_client_ca")) is not None}
+        with self._lock:
+            self.served_until = until
+
+    def ends(self, key: str) -> float:
+        """When the served file `key` ends (Unix time), NaN if unknown: the metrics' gauge."""
+        with self._lock:
+            return self.served_until.get(key, float("nan"))
 
     def credentials(self) -> grpc.ServerCredentials:
         return grpc.dynamic_ssl_server_credentials(self.initial, self.fetch,

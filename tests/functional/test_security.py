@@ -291,13 +291,18 @@ def test_tokens_rotate_without_a_restart(digits_bundle: Path, certs, token_file:
 
 
 def test_a_renewed_server_certificate_is_served_without_a_restart(digits_bundle: Path, tmp_path: Path,
-                                                                   caplog: pytest.LogCaptureFixture) -> None:
+                                                                   caplog: pytest.LogCaptureFixture,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """The server read its certificate once: one renewed (cert-manager, a new `splitpoint certs`)
     was served only after a restart. Now every new connection gets the files as they are, and a
     set written half-way is never served."""
     import shutil
 
+    from splitpoint import certs as dev_certs
+    from splitpoint.cert_validity import not_after
+
     old = make_dev_certs(tmp_path / "old", ["localhost", "127.0.0.1"])
+    monkeypatch.setattr(dev_certs, "VALID_DAYS", 200)  # ends on another day: the metrics tell the two apart
     new = make_dev_certs(tmp_path / "new", ["localhost", "127.0.0.1"])  # another CA: tells the two apart
     served = tmp_path / "served"
     served.mkdir()
@@ -321,6 +326,8 @@ def test_a_renewed_server_certificate_is_served_without_a_restart(digits_bundle:
     server = start(digits_bundle, insecure=False, tls_cert=str(served / "server.pem"),
                    tls_key=str(served / "server.key"))
     try:
+        assert server.registry.get_sample_value("splitpoint_cloud_certificate_expiry_timestamp_seconds",
+                                                {"file": "tls_cert"}) == not_after(str(old.server_cert)).timestamp()
         assert describes(old.ca_cert) and not describes(new.ca_cert)
         with caplog.at_level(logging.WARNING, logger="splitpoint.security"):
             install(new.server_cert, "server.pem")  # the certificate first, its key not yet: not served
@@ -329,5 +336,9 @@ def test_a_renewed_server_certificate_is_served_without_a_restart(digits_bundle:
                    r.getMessage() for r in caplog.records), caplog.text
         install(new.server_key, "server.key")
         assert describes(new.ca_cert) and not describes(old.ca_cert)
+        # the metrics say when the certificate served now ends: monitoring warns before clients are refused
+        ends = server.registry.get_sample_value("splitpoint_cloud_certificate_expiry_timestamp_seconds",
+                                                {"file": "tls_cert"})
+        assert ends == not_after(str(new.server_cert)).timestamp() != not_after(str(old.server_cert)).timestamp()
     finally:
         server.stop()
