@@ -70,13 +70,28 @@ def test_a_named_pipe_is_refused_not_waited_on(tmp_path: Path) -> None:
     """read_file (tokens, certificates, keys) opened a named pipe and waited for a writer for ever:
     the server at start, or a gRPC handshake reading a renewed certificate."""
     import os
+    import threading
 
     from splitpoint.server_certs import ServerCertificates
 
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    with pytest.raises(ConfigError, match=r'token_file = ".*fifo": is a named pipe, not a regular file'):
-        read_tokens("token_file", str(fifo))
-    with pytest.raises(ConfigError, match=r'tls_cert = ".*fifo": is a named pipe, not a regular file'):
-        ServerCertificates(str(fifo), str(fifo))
+    said: list[str] = []
+
+    def read_both() -> None:
+        for attempt in (lambda: read_tokens("token_file", str(fifo)),
+                        lambda: ServerCertificates(str(fifo), str(fifo))):
+            try:
+                attempt()
+            except ConfigError as err:
+                said.append(str(err))
+
+    reader = threading.Thread(target=read_both, daemon=True)
+    reader.start()
+    reader.join(10.0)
+    if reader.is_alive():  # a regression: let the reader go (a writer opens and closes), then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("read_file waited on the named pipe")
+    assert said == [f'token_file = "{fifo}": is a named pipe, not a regular file',
+                    f'tls_cert = "{fifo}": is a named pipe, not a regular file'], said
 
