@@ -34,29 +34,33 @@ def _dates(path: str) -> list[tuple[dt.datetime, dt.datetime]]:
     return [(c.not_valid_before_utc, c.not_valid_after_utc) for c in certs]
 
 
-def not_after(path: str, ca: bool = False) -> dt.datetime | None:
-    """When the certificate in `path` ends (a CA file's: its latest one's); None if unreadable."""
+def _window(path: str, ca: bool) -> tuple[dt.datetime, dt.datetime] | None:
+    """(start, end) of the certificate that counts in `path`: the first (a leaf), or for a CA file,
+    which may hold several (a fleet moving to a new CA), the one ending last; None when the file
+    cannot be read as PEM certificates (check_key_pair/check_ca name that)."""
     try:
         dates = _dates(path)
-    except Exception:  # noqa: BLE001 - unreadable or not PEM: the files' own checks name that
+    except Exception:  # noqa: BLE001 - unreadable or not PEM
         return None
     if not dates:
         return None
-    return max(d[1] for d in dates) if ca else dates[0][1]
+    return max(dates, key=lambda d: d[1]) if ca else dates[0]
+
+
+def not_after(path: str, ca: bool = False) -> dt.datetime | None:
+    """When the certificate in `path` ends (a CA file's: its latest one's); None if unreadable."""
+    window = _window(path, ca)
+    return None if window is None else window[1]
 
 
 def validity(key: str, path: str, ca: bool = False, now: dt.datetime | None = None) -> Validity | None:
-    """The dates of the certificate in `path` against the clock; None when the file cannot be
-    read as PEM certificates (the files' own checks say so). A CA file (`ca`) may hold several
-    (a fleet moving to a new CA): it is good while its latest one is."""
-    try:
-        dates = _dates(path)
-    except Exception:  # noqa: BLE001 - unreadable or not PEM: check_key_pair/check_ca name that
+    """The dates of the certificate in `path` against the clock (a CA file is good while its
+    latest certificate is); None when the file cannot be read as PEM certificates."""
+    window = _window(path, ca)
+    if window is None:
         return None
-    if not dates:
-        return None
+    start, end = window
     now = now or dt.datetime.now(dt.UTC)
-    start, end = max(dates, key=lambda d: d[1]) if ca else dates[0]
     day = "%Y-%m-%d %H:%M UTC"
     if now < start:
         return Validity("FAIL", f"{key} {path} is not valid before {start:{day}}, and this clock says {now:{day}}: "
