@@ -278,7 +278,11 @@ def test_policy_table_is_a_config_section(tmp_path: Path) -> None:
 
 def test_link_probes_never_delay_a_frame(cloud_server, digits_bundle: Path, tmp_path: Path) -> None:
     """All-edge frames on a slow link: each probe (32 KiB here) takes about half a second on the
-    wire, and runs in the background; no frame waits for one (the agent once probed inside a frame)."""
+    wire, and runs in the background; no frame waits for one (the agent once probed inside a frame).
+    10 fps: a frame every 100 ms against a predicted 36 ms all-edge run, so the edge is free when
+    each comes; at 20 fps on a loaded machine a frame that found it still busy could be planned to
+    the cloud by finish time (split 0, once in seven CI runs), which is the planner's job, not this
+    test's subject."""
     from scheduler.link import PROBE_MIN_BYTES
     from splitpoint.linkemu import LinkEmulator
 
@@ -291,7 +295,7 @@ def test_link_probes_never_delay_a_frame(cloud_server, digits_bundle: Path, tmp_
         pcfg = PolicyConfig(name="min-latency", edge_profile=str(tmp_path / "e.json"),
                             cloud_profile=str(tmp_path / "c.json"), probe_idle_s=0.3)
         conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:50", cloud=link.address, insecure=True,
-                          results=str(tmp_path / "r.jsonl"), mode="latency", fps=20.0, policy=pcfg)
+                          results=str(tmp_path / "r.jsonl"), mode="latency", fps=10.0, policy=pcfg)
         agent = EdgeAgent.from_config(conf)
         with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps) as source:
             agent.run(source)
