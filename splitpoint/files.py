@@ -185,3 +185,33 @@ def read_file(key: str, path: str) -> bytes:
     if not data.strip():
         raise ConfigError(key, path, "file is empty")
     return data
+
+
+def file_stamp(path: str) -> tuple[int, int, int, int] | None:
+    """What changes when a file is replaced or written (None: not there now)."""
+    try:
+        st = os.stat(path)  # follows a symlink: Kubernetes swaps a Secret's files by one
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
+
+
+class FileChanges:
+    """Whether any of a set of files changed since it was last asked (a stat each): files read
+    again only when they changed - tokens, certificates - are read again here and only here.
+    A file gone for a moment (a tool or Kubernetes swapping it) is no change. Not locked: the
+    owner asks under its own lock."""
+
+    def __init__(self, *paths: str):
+        self.paths = tuple(p for p in paths if p)
+        self._stamps = self._now()
+
+    def _now(self) -> tuple[tuple[int, int, int, int] | None, ...]:
+        return tuple(file_stamp(p) for p in self.paths)
+
+    def changed(self) -> bool:
+        stamps = self._now()
+        if stamps == self._stamps or None in stamps:
+            return False
+        self._stamps = stamps
+        return True

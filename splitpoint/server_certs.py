@@ -18,9 +18,8 @@ from typing import Any
 import grpc
 
 from splitpoint.errors import ConfigError
-from splitpoint.files import read_file
+from splitpoint.files import FileChanges, read_file
 from splitpoint.security import check_ca, check_key_pair
-from splitpoint.tokens import file_stamp
 
 log = logging.getLogger("splitpoint.security")
 
@@ -30,19 +29,13 @@ class ServerCertificates:
 
     def __init__(self, cert: str, key: str, client_ca: str = ""):
         self.cert, self.key, self.client_ca = cert, key, client_ca
-        self._lock = threading.Lock()  # _stamps
-        self._stamps = self._now()
+        self._lock = threading.Lock()  # _changes, served_until (a leaf)
+        self._changes = FileChanges(cert, key, client_ca)
         #: when each file served now ends, as Unix time ("tls_cert", and "tls_client_ca" for mutual
         #: TLS): the server's metrics export it, so that monitoring warns before clients are refused
         self.served_until: dict[str, float] = {}
         self.initial = self._read()  # a ConfigError now: the server refuses to start
         self._say_dates()
-
-    def _paths(self) -> tuple[str, ...]:
-        return (self.cert, self.key, self.client_ca) if self.client_ca else (self.cert, self.key)
-
-    def _now(self) -> tuple[Any, ...]:
-        return tuple(file_stamp(p) for p in self._paths())
 
     def _read(self) -> Any:
         """The files as a gRPC certificate configuration, checked first (ConfigError naming one)."""
@@ -55,11 +48,9 @@ class ServerCertificates:
 
     def fetch(self) -> Any:
         """gRPC's question before a handshake: a new configuration, or None to keep the current one."""
-        stamps = self._now()
         with self._lock:
-            if stamps == self._stamps or None in stamps:  # unchanged, or a file gone for a moment
+            if not self._changes.changed():  # unchanged, or a file gone for a moment
                 return None
-            self._stamps = stamps
         try:
             config = self._read()
         except ConfigError as err:  # e.g. the certificate replaced, its key not yet

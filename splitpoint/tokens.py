@@ -19,7 +19,7 @@ import stat
 import threading
 
 from splitpoint.errors import ConfigError
-from splitpoint.files import read_file
+from splitpoint.files import FileChanges, read_file
 
 log = logging.getLogger("splitpoint.security")
 
@@ -71,30 +71,20 @@ def read_token(key: str, path: str) -> str:
     return read_tokens(key, path)[0]
 
 
-def file_stamp(path: str) -> tuple[int, int, int, int] | None:
-    try:
-        st = os.stat(path)  # follows a symlink: Kubernetes swaps a Secret's files by one
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
-
-
 class TokenFile:
     """The tokens of one file, as they are now: `tokens()` costs a stat, and reads the file
     again only when it changed. Safe from any thread (gRPC's, the agent's)."""
 
     def __init__(self, key: str, path: str):
         self.key, self.path = key, path
-        self._lock = threading.Lock()  # _stamp, _tokens (a leaf)
-        self._stamp = file_stamp(path)
+        self._lock = threading.Lock()  # _changes, _tokens (a leaf)
+        self._changes = FileChanges(path)
         self._tokens = read_tokens(key, path)  # a ConfigError now: the command refuses to start
 
     def tokens(self) -> tuple[str, ...]:
-        stamp = file_stamp(self.path)
         with self._lock:
-            if stamp is None or stamp == self._stamp:  # unchanged, or gone for a moment: the last good ones
+            if not self._changes.changed():  # unchanged, or gone for a moment: the last good ones
                 return self._tokens
-            self._stamp = stamp
             try:
                 tokens = read_tokens(self.key, self.path)
             except ConfigError as err:
