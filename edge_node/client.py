@@ -17,6 +17,8 @@ from splitpoint.targets import balanced_options, parse_target
 from splitpoint.v1 import offload_pb2, offload_pb2_grpc
 from splitpoint.wire_metadata import AGENT_METADATA_KEY, REPLICA_METADATA_KEY
 
+from .renewing_channel import RenewingChannel
+
 log = logging.getLogger(__name__)
 
 #: how long a keepalive ping may go unanswered before the link is declared dead
@@ -45,7 +47,9 @@ class OffloadClient:
         #: sent with every Infer stream: the server's fair share counts per agent
         self.metadata = [(AGENT_METADATA_KEY, agent_name)] if agent_name else []
         security = security or ClientSecurity(insecure=True)
-        self.channel = security.channel(
+        #: the channel new calls go on: built again when the TLS files are renewed
+        self.channels = RenewingChannel(
+            security,
             parse_target("cloud", address),
             [
                 # one connection per agent (a drone has its own), even when a process runs several
@@ -61,16 +65,26 @@ class OffloadClient:
                 ("grpc.http2.max_pings_without_data", 0),
             ],
         )
-        self.stub = offload_pb2_grpc.OffloadStub(self.channel)
         #: set (from a signal handler too: it only sets a flag) to give up Describe and probes at
         #: once; frames' streams are not touched (they get the grace period)
         self.interrupted = threading.Event()
 
-    def _unary(self, method: Any, request: Any, timeout_s: float) -> Any:
-        """method(request) with its deadline, waited for in steps so that `interrupted` ends it."""
+    @property
+    def channel(self) -> grpc.Channel:
+        """The channel new calls go on now."""
+        return self.channels.current
+
+    def _unary(self, name: str, request: Any, timeout_s: float) -> Any:
+        """The call `name`(request) with its deadline, waited for in steps so that `interrupted` ends it."""
         if self.interrupted.is_set():
             raise Interrupted
-        future = method.future(request, timeout=timeout_s)
+        channel = self.channels.acquire()
+        try:
+            return self._wait(getattr(offload_pb2_grpc.OffloadStub(channel), name).future(request, timeout=timeout_s))
+        finally:
+            self.channels.release(channel)
+
+    def _wait(self, future: Any) -> Any:
         while True:
             try:
                 return future.result(timeout=INTERRUPT_POLL_S)
@@ -84,21 +98,31 @@ class OffloadClient:
                 raise RemoteError.from_rpc_error(err) from None
 
     def describe(self, timeout_s: float | None = None) -> offload_pb2.BundleInfo:
-        return self._unary(self.stub.Describe, offload_pb2.DescribeRequest(), timeout_s or self.timeout_s)
+        return self._unary("Describe", offload_pb2.DescribeRequest(), timeout_s or self.timeout_s)
 
     def probe(self, payload_bytes: int = 0, response_bytes: int = 0, timeout_s: float | None = None) -> tuple[float, offload_pb2.ProbeResponse]:
         """(round-trip ms, response) for a probe carrying payload_bytes up and response_bytes down."""
         req = offload_pb2.ProbeRequest(payload=b"\0" * payload_bytes, response_bytes=response_bytes)
         t0 = time.perf_counter()
-        resp = self._unary(self.stub.Probe, req, timeout_s or self.timeout_s)
+        resp = self._unary("Probe", req, timeout_s or self.timeout_s)
         return (time.perf_counter() - t0) * 1000, resp
 
     def open_stream(self, lifetime_s: float, on_response: Callable[[InferStream, offload_pb2.InferResponse], None],
                     on_end: Callable[[InferStream, RemoteError | None], None]) -> InferStream:
-        return InferStream(self.stub, lifetime_s, on_response, on_end, self.metadata)
+        channel = self.channels.acquire()
+
+        def ended(stream: InferStream, error: RemoteError | None) -> None:
+            self.channels.release(channel)  # a replaced channel closes with its last stream
+            on_end(stream, error)
+
+        try:
+            return InferStream(offload_pb2_grpc.OffloadStub(channel), lifetime_s, on_response, ended, self.metadata)
+        except BaseException:
+            self.channels.release(channel)
+            raise
 
     def close(self) -> None:
-        self.channel.close()
+        self.channels.close()
 
 
 class CloudLink(Protocol):

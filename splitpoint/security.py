@@ -226,14 +226,20 @@ class ClientSecurity:
     def check_files(self) -> None:
         """Every file named is there and usable (ConfigError naming it): a bad CA otherwise fails
         every handshake, unnamed, until the run gives up."""
+        self.check_tls_files()
+        if self.token_file:
+            read_token("token_file", self.token_file)
+
+    def check_tls_files(self) -> None:
         if self.tls_ca:
             check_ca("tls_ca", self.tls_ca)
         if self.tls_cert:
             check_key_pair("tls_cert", self.tls_cert, "tls_key", self.tls_key)
-        if self.token_file:
-            read_token("token_file", self.token_file)
 
-    def channel(self, address: str, options: list[tuple[str, Any]]) -> grpc.Channel:
+    def channel(self, address: str, options: list[tuple[str, Any]], token: TokenFile | None = None) -> grpc.Channel:
+        """A channel to `address` with the TLS files as they are now; `token` the token file
+        already read (edge_node/renewing_channel.py builds a channel again with the same one),
+        else token_file is read here."""
         # checked here too: a caller that skipped validate() must not leak the token either
         _check_plaintext_token(self.insecure, self.token_file, self.allow_plaintext_token, "sent")
         if self.insecure and self.token_file:
@@ -241,7 +247,7 @@ class ClientSecurity:
         if self.insecure:
             channel = grpc.insecure_channel(address, options=options)
         else:
-            self.check_files()
+            self.check_tls_files()
             creds = grpc.ssl_channel_credentials(
                 root_certificates=read_file("tls_ca", self.tls_ca),
                 private_key=read_file("tls_key", self.tls_key) if self.tls_key else None,
@@ -251,7 +257,7 @@ class ClientSecurity:
                 options = [*options, ("grpc.ssl_target_name_override", self.tls_server_name)]
             channel = grpc.secure_channel(address, creds, options=options)
         if self.token_file:
-            channel = grpc.intercept_channel(channel, _BearerToken(TokenFile("token_file", self.token_file)))
+            channel = grpc.intercept_channel(channel, _BearerToken(token or TokenFile("token_file", self.token_file)))
         return channel
 
 

@@ -342,3 +342,45 @@ def test_a_renewed_server_certificate_is_served_without_a_restart(digits_bundle:
         assert ends == not_after(str(new.server_cert)).timestamp() != not_after(str(old.server_cert)).timestamp()
     finally:
         server.stop()
+
+
+def test_a_renewed_client_certificate_is_used_without_a_restart(digits_bundle: Path, tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """The agent read its tls_cert and tls_key once, at start: a drone whose certificate was
+    renewed (or replaced after it expired) was refused until it restarted. Now a new call after
+    the files changed builds its channel with them, and a set written half-way is never used."""
+    import shutil
+
+    site = make_dev_certs(tmp_path / "site", ["localhost", "127.0.0.1"])
+    other = make_dev_certs(tmp_path / "other", ["localhost", "127.0.0.1"])  # a CA the server does not trust
+    mine = tmp_path / "drone"
+    mine.mkdir()
+    shutil.copy(other.client_cert, mine / "client.pem")
+    shutil.copy(other.client_key, mine / "client.key")
+
+    def install(src: Path, name: str) -> None:  # a new file renamed over the one in use
+        shutil.copy(src, mine / f".{name}.new")
+        (mine / f".{name}.new").replace(mine / name)
+
+    server = start(digits_bundle, insecure=False, tls_cert=str(site.server_cert), tls_key=str(site.server_key),
+                   tls_client_ca=str(site.ca_cert))
+    client = OffloadClient(server.address, timeout_s=3, security=ClientSecurity(
+        tls_ca=str(site.ca_cert), tls_cert=str(mine / "client.pem"), tls_key=str(mine / "client.key")))
+    try:
+        with pytest.raises(RemoteError) as info:
+            client.describe()
+        assert info.value.code == grpc.StatusCode.UNAVAILABLE  # the server's handshake refuses it
+        with caplog.at_level(logging.INFO, logger="splitpoint.security"):
+            install(site.client_cert, "client.pem")  # the certificate renewed, its key not yet
+            with pytest.raises(RemoteError):
+                client.describe()
+            assert client.channels.renewals == 0
+            assert any("TLS files changed and cannot be used" in r.getMessage() and "client.key" in r.getMessage()
+                       for r in caplog.records), caplog.text
+            install(site.client_key, "client.key")
+            assert client.describe().model_digest  # the same client, no restart
+            assert client.channels.renewals == 1
+            assert any("TLS files read again" in r.getMessage() for r in caplog.records), caplog.text
+    finally:
+        client.close()
+        server.stop()
