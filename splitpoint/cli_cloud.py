@@ -14,12 +14,11 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import sys
 import threading
 from typing import TYPE_CHECKING
 
 from splitpoint import config as cfg
-from splitpoint.cli_logging import setup_logging
+from splitpoint.cli_logging import say, setup_logging
 from splitpoint.cli_signals import CommandSignals
 from splitpoint.config import parse_address
 
@@ -65,22 +64,21 @@ def serve(config: CloudConfig, signals: CommandSignals) -> int:
         else:
             server.executor.close(timeout=0)
         return _stopped_before_serving(signals)
-    print(f"splitpoint cloud listening on {server.address}", flush=True)
+    say(f"splitpoint cloud listening on {server.address}")
     if server.health_port:
         host = parse_address("health_listen", config.health_listen)[0]
-        print(f"health checks (grpc.health.v1, plaintext) on {host}:{server.health_port}", flush=True)
+        say(f"health checks (grpc.health.v1, plaintext) on {host}:{server.health_port}")
     if server.metrics_port:
-        print(f"metrics on http://{parse_address('metrics_listen', config.metrics_listen)[0]}:{server.metrics_port}"
-              "/metrics", flush=True)
+        say(f"metrics on http://{parse_address('metrics_listen', config.metrics_listen)[0]}:{server.metrics_port}"
+            "/metrics")
     while not server._stopped.wait(0.5):  # in steps: the main thread's wait must let the handlers run
         pass
-    sys.stdout.flush()
     return 0
 
 
 def _stopped_before_serving(signals: CommandSignals) -> int:
     """A stop as any other (exit 0), said in one line: no port bound, no frame taken."""
-    print(f"stopped before serving ({signals.name} during start-up)", flush=True)
+    say(f"stopped before serving ({signals.name} during start-up)")
     return 0
 
 

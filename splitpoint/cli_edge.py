@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from splitpoint import config as cfg
-from splitpoint.cli_logging import setup_logging
+from splitpoint.cli_logging import say, setup_logging
 from splitpoint.cli_signals import CommandSignals
 from splitpoint.errors import ConfigError
 
@@ -67,7 +67,7 @@ def cmd_edge(args: argparse.Namespace) -> int:
         summary = agent.run(source, on_ready=ready)
     acc = f", accuracy {summary.accuracy:.1%}" if summary.accuracy is not None else ""
     med = summary.median_ms()
-    print(
+    say(
         f"{summary.frames} frames in {summary.seconds:.1f}s: {summary.cloud} cloud, {summary.local} local "
         f"({summary.fallbacks} fallbacks), {summary.failed} failed, {summary.dropped} dropped, "
         f"{summary.skipped} skipped (already recorded){acc}"
@@ -99,8 +99,8 @@ def reread_policy(running: Any, args: argparse.Namespace) -> Any:
 
 def _stopped_before_the_first_frame(stop: CommandSignals, results: str) -> int:
     """A stop as any other (exit 0), said in one line: nothing was read, the results log not opened."""
-    print(f"stopped before the first frame: {stop.name} came while the agent was starting; no frame was read "
-          f"and the results log {results} was not touched")
+    say(f"stopped before the first frame: {stop.name} came while the agent was starting; no frame was read "
+        f"and the results log {results} was not touched")
     return 0
 
 

@@ -4,6 +4,7 @@ when an in-process main() returns (tests and scripts call it)."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,3 +54,22 @@ def logging_restored() -> Iterator[None]:
             if handler not in root.handlers:
                 root.addHandler(handler)
         root.setLevel(level)
+
+
+def say(text: str) -> None:
+    """One line on stdout for whoever reads it (the server's address, the agent's summary).
+
+    A reader that has gone (`splitpoint cloud | head -1` once it has the address, a `tee`
+    killed) must not stop a server or change a run's exit code: stdout is pointed at
+    /dev/null, the line is logged instead (stderr, the journal), and the work goes on."""
+    try:
+        print(text, flush=True)
+    except (BrokenPipeError, ValueError) as err:  # ValueError: stdout closed in this process
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # the interpreter's own flushes fail no more
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+        logging.getLogger("splitpoint").warning("stdout is closed (%s): %s", err.strerror or err if isinstance(
+            err, OSError) else err, text)

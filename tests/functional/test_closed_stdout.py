@@ -1,0 +1,77 @@
+"""A reader of stdout that goes away (`splitpoint cloud | head -1` once it has the address, a
+`tee` killed) stops neither a server nor a run: before, the server's listening line raised
+"error: Broken pipe" and it exited 1 without serving, and an agent's summary line turned a
+finished run into exit 1. Real processes, their stdout a pipe closed at once."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import grpc
+from helpers import cli_env
+
+from edge_node.results import read_results
+from splitpoint.v1 import offload_pb2, offload_pb2_grpc
+
+WAIT_S = 60.0
+
+
+def start(*args: str, cwd: Path) -> tuple[subprocess.Popen[str], list[str], threading.Event]:
+    proc = subprocess.Popen([sys.executable, "-m", "splitpoint", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=cwd)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader gone before anything is printed
+    said: list[str] = []
+    listening = threading.Event()
+
+    def pump() -> None:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            said.append(line)
+            if "stdout is closed" in line:
+                listening.set()
+        listening.set()  # ended: the waiter looks at what was said
+
+    threading.Thread(target=pump, daemon=True).start()
+    return proc, said, listening
+
+
+def test_the_server_serves_on_when_its_stdout_reader_is_gone(digits_bundle: Path, tmp_path: Path) -> None:
+    proc, said, listening = start("cloud", "--insecure", "--bundle", str(digits_bundle), "--listen", "127.0.0.1:0",
+                                  "--grace-s", "1", cwd=tmp_path)
+    try:
+        assert listening.wait(WAIT_S), "".join(said)
+        text = "".join(said)
+        assert proc.poll() is None, text  # still serving
+        assert "Traceback" not in text and "error: Broken pipe" not in text
+        address = re.search(r"stdout is closed \(Broken pipe\): splitpoint cloud listening on (\S+)", text)
+        assert address, text
+        with grpc.insecure_channel(address.group(1)) as channel:
+            info = offload_pb2_grpc.OffloadStub(channel).Describe(offload_pb2.DescribeRequest(), timeout=10)
+        assert info.model_digest
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(WAIT_S) == 0, "".join(said)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_an_agent_s_run_keeps_its_exit_code_when_its_summary_cannot_be_printed(digits_bundle: Path,
+                                                                              tmp_path: Path) -> None:
+    results = tmp_path / "r.jsonl"
+    proc, said, _ = start("edge", "--bundle", str(digits_bundle), "--source", "synthetic:5", "--split", "7",
+                          "--results", str(results), "--log-level", "warning", cwd=tmp_path)
+    try:
+        assert proc.wait(WAIT_S) == 0, "".join(said)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    text = "".join(said)
+    assert "Traceback" not in text and "stdout is closed (Broken pipe): 5 frames in" in text, text
+    assert len(read_results(results)) == 5
