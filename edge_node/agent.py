@@ -316,12 +316,11 @@ class EdgeAgent:
         return plans_paths(self.policy)  # a fixed policy does not plan with estimates
 
     def _arrived(self, frame: Frame, now: float) -> float:
-        """When the frame came from the camera, on this agent's clock: its age from the capture
-        time (wall clock) back from now; never in the future."""
+        """When the frame came from the camera, on this agent's clock: its age back from now;
+        never in the future."""
         if not frame.capture_time_ns:
             return now
-        age_s = max(0.0, (time.time_ns() - frame.capture_time_ns) / 1e9)
-        return now - age_s
+        return now - max(0.0, frame.age_ns() / 1e9)
 
     def _observe(self, outcome: FrameOutcome) -> None:
         self.policy.observe(outcome)  # the policy of now: a reload may have swapped it

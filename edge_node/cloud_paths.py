@@ -162,7 +162,7 @@ class CloudPaths:
         now = self.clock()
         # counted from the head's start, as the prediction is; never after the frame's deadline
         hedge_at = min(head_start + hedge.budget_ms / 1000, now + self.config.frame_deadline_ms / 1000)
-        since_capture_ms = (time.time_ns() - frame.capture_time_ns) / 1e6
+        since_capture_ms = frame.age_ns() / 1e6
         p = Pending(frame, k, x, out.head_ms, preprocess_ms, wire, now, hedge_at, stream, hedge,
                     since_capture_ms + (hedge_at - now) * 1000, server_ms, raced=raced)
         self.ledger.hold(frame.index, p)

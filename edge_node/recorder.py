@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -82,7 +81,7 @@ class Recorder:
         the latency (ms after capture) its plan expected of the offload, when the hedge was
         set from it - what the choice was made on, beside what it got; `raced`: it was run here and
         sent as k = 0 at once (the plan's choice), and `where` says which result came first."""
-        e2e_ms = (time.time_ns() - frame.capture_time_ns) / 1e6
+        e2e_ms = frame.age_ns() / 1e6
         if detections is not None:  # a detector: the record's label and score are its top detection's
             label = int(detections[0]["class"]) if detections else -1
             score = float(detections[0]["score"]) if detections else 0.0

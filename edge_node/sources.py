@@ -110,6 +110,17 @@ class Frame:
     #: (width, height) of the image as read (file, video frame, camera capture, validation input),
     #: before it was fitted to the bundle's input; None: the same as `raw`
     original_size: tuple[int, int] | None = None
+    #: time.monotonic_ns() at the same moment: what the frame's age and latency are measured from.
+    #: The wall clock steps when NTP sets it - a Pi has no battery-backed clock and sets its own
+    #: after boot, once a link is up, often mid-run - and a latency taken across a step is off by
+    #: it (hours). None (a frame made by hand): the wall clock is all there is.
+    capture_mono_ns: int | None = None
+
+    def age_ns(self) -> int:
+        """Nanoseconds since the frame was captured (or due), by the monotonic clock."""
+        if self.capture_mono_ns is None:
+            return time.time_ns() - self.capture_time_ns
+        return time.monotonic_ns() - self.capture_mono_ns
 
     @property
     def source_size(self) -> tuple[int, int]:
@@ -175,7 +186,6 @@ class _Source:
         self.description = description + (f" at {fps:g} fps" if fps else "")
         self._fps = fps
         self._start: float | None = None
-        self._start_unix_ns = 0
         self._next_index = 0  # position in the stream (what `_read` gets)
         self._first = 0  # index of position 0 (number_from)
         self._released = 0  # frames handed out or failed: the pacing schedule
@@ -222,7 +232,6 @@ class _Source:
         i = self._next_index
         if self._start is None:
             self._start = time.monotonic()
-            self._start_unix_ns = time.time_ns()
         slot = self._released
         if self._pace_before_read:
             self._pace(slot)
@@ -239,14 +248,19 @@ class _Source:
         self._released += 1
         if not self._pace_before_read:
             self._pace(slot)
-        return Frame(index=self._first + i, raw=raw, label=label, origin=origin, capture_time_ns=self._capture_ns(slot),
-                     original_size=size)
+        wall, mono = self._captured(slot)
+        return Frame(index=self._first + i, raw=raw, label=label, origin=origin, capture_time_ns=wall,
+                     original_size=size, capture_mono_ns=mono)
 
-    def _capture_ns(self, slot: int) -> int:
-        now = time.time_ns()
-        if self._fps is None:
-            return now
-        return min(now, self._start_unix_ns + int(slot / self._fps * 1e9))
+    def _captured(self, slot: int) -> tuple[int, int]:
+        """(wall, monotonic) ns of the frame's capture: now, or when a paced frame was due. The due
+        time is kept on the monotonic clock and the wall stamp taken back from now, so that a
+        step of the wall clock (NTP) mid-run moves no frame's latency."""
+        wall, mono = time.time_ns(), time.monotonic_ns()
+        if self._fps is None or self._start is None:
+            return wall, mono
+        due = min(mono, int((self._start + slot / self._fps) * 1e9))
+        return wall - (mono - due), due
 
     def _pace(self, slot: int) -> None:
         if self._fps is None or self._start is None:
