@@ -14,7 +14,7 @@ import numpy as np
 
 from splitpoint.bundle import Manifest, SplitSpec
 from splitpoint.codec import decode, encode
-from splitpoint.detection import COMPACT_NAME, from_compact, num_classes
+from splitpoint.detection import COMPACT_NAME, read_compact
 from splitpoint.errors import TensorError
 from splitpoint.v1 import offload_pb2, tensor_pb2
 
@@ -54,8 +54,9 @@ def decode_outputs(resp: offload_pb2.InferResponse, manifest: Manifest) -> list[
 
 def decode_detections(resp: offload_pb2.InferResponse, manifest: Manifest) -> np.ndarray:
     """A detector bundle's answer: its one tensor "detections", float32 (1, N, 6) with
-    N <= max_detections, finite values and each class an integer the model has
-    (splitpoint/detection.py). TensorError naming what is wrong otherwise."""
+    N <= max_detections and rows the decoder could give: finite, each class an integer the
+    model has, scores in [0, 1], x0 <= x1 and y0 <= y1, each box centred inside the input
+    (splitpoint/detection.py, from_compact). TensorError naming what is wrong otherwise."""
     names = [t.name for t in resp.outputs]
     if names != [COMPACT_NAME]:
         raise TensorError("outputs", names, f"a detector's answer is one tensor named {COMPACT_NAME!r}")
@@ -65,7 +66,7 @@ def decode_detections(resp: offload_pb2.InferResponse, manifest: Manifest) -> np
         raise TensorError(field, "quantized", "detections are plain float32")
     assert manifest.detection is not None
     try:
-        from_compact(msg.array, int(manifest.detection["max_detections"]), num_classes(manifest))
+        read_compact(msg.array, manifest)
     except ValueError as exc:
         raise TensorError(field, list(msg.array.shape), str(exc)) from None
     return msg.array
