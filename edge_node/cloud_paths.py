@@ -113,8 +113,6 @@ class CloudPaths:
         self.observe = observe  # the current policy's observe (a reload swaps the policy)
         self.clock = clock
         self.timeline = timeline  # the agent's one timeline: the planner reads what every path books
-        #: values in one answer's output tensor (a batch of one)
-        self._num_scores = int(np.prod([d for d in manifest.output.shape if d and d > 0], dtype=np.int64))
         self._lock = threading.Lock()  # _late and Pending.hedged (a leaf)
         #: hedged frames whose cloud answer may still come: it teaches the estimates, not the log
         self._late: dict[int, Pending] = {}
@@ -276,12 +274,9 @@ class CloudPaths:
             except Exception as exc:  # noqa: BLE001 - whatever the bytes hold, never a dead answer thread
                 return [], f"detections unreadable: {exc}"
         try:
-            outputs = decode_outputs(resp, self.manifest)
+            return decode_outputs(resp, self.manifest), None
         except Exception as exc:  # noqa: BLE001 - whatever the bytes hold, never a dead answer thread
             return [], f"output tensors unreadable: {exc}"
-        if len(outputs) == 1 and outputs[0].size != self._num_scores:
-            return [], f"output tensor of {outputs[0].size} values, expected {self._num_scores}"
-        return outputs, None
 
     def on_stream_end(self, stream: Stream, error: RemoteError | None) -> int:
         """No more answers come on `stream`: its frames fall back. Returns how many it held."""

@@ -31,24 +31,31 @@ def cut_request_tensors(out: HeadOutput, spec: SplitSpec) -> list[tensor_pb2.Ten
 def decode_outputs(resp: offload_pb2.InferResponse, manifest: Manifest) -> list[np.ndarray]:
     """Every output of a response as float32 of the manifest's shape, in the manifest's order.
 
-    Matched by name; a response with one unnamed or differently named output (servers
-    before several outputs) stands for the first. TensorError when one is missing or malformed.
+    The server sends each output as plain float32 of the manifest's shape (batch axis 1),
+    one tensor per output, matched by name; a response with one unnamed or differently named
+    output (servers before several outputs) stands for the first. Anything else - a tensor too
+    many, a name twice, another dtype, quantized, another shape even of the right size - is no
+    answer of this bundle's server: TensorError naming what is wrong (the frame runs locally).
     """
     specs = manifest.outputs
+    names = [t.name for t in resp.outputs]
+    missing = [s.name for s in specs if s.name not in names] if len(specs) > 1 else []
+    if missing:
+        raise TensorError("outputs", names, f"output {missing[0]!r} is missing")
+    if len(names) != len(specs):
+        raise TensorError("outputs", names, f"{len(names)} output tensors, the model has {len(specs)}")
     by_name = {t.name: t for t in resp.outputs}
-    if len(specs) == 1 and len(resp.outputs) == 1:
-        chosen = [resp.outputs[0]]
-    else:
-        missing = [s.name for s in specs if s.name not in by_name]
-        if missing:
-            raise TensorError("outputs", [t.name for t in resp.outputs], f"output {missing[0]!r} is missing")
-        chosen = [by_name[s.name] for s in specs]
+    chosen = [resp.outputs[0]] if len(specs) == 1 else [by_name[s.name] for s in specs]
     arrays = []
     for msg, spec in zip(chosen, specs, strict=True):
-        x = decode(msg, field=f"outputs[{spec.name!r}]").dequantized().astype(np.float32, copy=False)
-        if x.size != int(np.prod(spec.shape)):
-            raise TensorError(f"outputs[{spec.name!r}]", list(x.shape), f"the manifest says shape {list(spec.shape)}")
-        arrays.append(x.reshape(spec.shape))
+        field = f"outputs[{spec.name!r}]"
+        x = decode(msg, field=field)
+        if x.quantization is not None or x.array.dtype != np.float32:
+            raise TensorError(field, "quantized" if x.quantization is not None else str(x.array.dtype),
+                              "outputs are plain float32")
+        if tuple(x.array.shape) != tuple(spec.shape):
+            raise TensorError(field, list(x.array.shape), f"the manifest says shape {list(spec.shape)}")
+        arrays.append(x.array)
     return arrays
 
 
