@@ -60,7 +60,7 @@ from .edge_work import EdgeWork
 from .heads import HeadOutput
 from .hedge import HedgePlan, MarginLearner
 from .ledger import FrameLedger
-from .outputs import cut_request_tensors, decode_detections, decode_outputs
+from .outputs import cut_request_tensors, decode_detections, decode_outputs, timing_problem
 from .run_report import EdgeMetrics
 from .session_api import Session, SessionCallbacks, Stream
 from .sources import Frame
@@ -214,6 +214,7 @@ class CloudPaths:
             self.fallback(p, f"cloud {code.name}: {message}")
             return
         outputs, problem = self.outputs(resp)
+        problem = problem or timing_problem(resp.timing)
         if problem is not None:
             log.warning("frame %d: malformed answer from the cloud (%s); running it locally", p.frame.index, problem)
             self.fallback(p, f"malformed response: {problem}")
@@ -261,6 +262,8 @@ class CloudPaths:
         """The answer to a frame whose hedged local result was recorded first."""
         if resp.HasField("error") and resp.error.code != 0:
             return  # e.g. DEADLINE_EXCEEDED: the server gave up, nothing measured
+        if timing_problem(resp.timing) is not None:
+            return  # nothing to learn from: the figures it would learn are the unusable ones
         log.debug("frame %d: cloud answer after its hedge; used for the estimates only", p.frame.index)
         self.learn(p, resp, (self.clock() - p.sent) * 1000)
 

@@ -6,9 +6,12 @@ several tensors (the agent calls them; they hold no state).
 - `decode_outputs`: a response -> every model output as float32, in the manifest's order.
 - `decode_detections`: a detector's response -> its compact detections, checked.
 - `local_outputs`: the k = K head's output -> the same, when the edge ran everything.
+- `timing_problem`: what is wrong with an answer's server timing, if anything.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -77,6 +80,19 @@ def decode_detections(resp: offload_pb2.InferResponse, manifest: Manifest) -> np
     except ValueError as exc:
         raise TensorError(field, list(msg.array.shape), str(exc)) from None
     return msg.array
+
+
+def timing_problem(timing: offload_pb2.ServerTiming) -> str | None:
+    """Why an answer's server timing is unusable (None: it is not): each figure must be a finite
+    number >= 0. The link estimate learns from them - transfer = round trip - total_ms, and the
+    server's queue is an average of queue_ms - and one NaN left the queue estimate NaN for good
+    (every later prediction NaN) and read the link as 4800 Mbps; a negative queue_ms made the
+    cloud look faster than free for dozens of frames."""
+    for name in ("queue_ms", "compute_ms", "total_ms"):
+        value = getattr(timing, name)
+        if not math.isfinite(value) or value < 0:
+            return f"server timing {name} = {value!r}, not a finite number >= 0"
+    return None
 
 
 def local_outputs(out: HeadOutput, manifest: Manifest) -> list[np.ndarray]:
