@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from splitpoint.errors import RemoteError
 from splitpoint.security import ClientSecurity
@@ -24,6 +25,52 @@ KEEPALIVE_TIMEOUT_S = 10.0
 #: how often a Describe or a probe in progress looks whether it was interrupted: a blocking
 #: call would hold SIGTERM's handler until its deadline (connect_timeout_s, 27 s seen)
 INTERRUPT_POLL_S = 0.1
+
+
+class Unreadable:
+    """What a tolerant deserializer (`readable_or_not`) gives for bytes that are no message of
+    the expected type: the call that got it fails with `error()`, a plain RemoteError."""
+
+    def __init__(self, expected: str, size: int, why: str):
+        self.expected, self.size, self.why = expected, size, why
+
+    def error(self) -> RemoteError:
+        return RemoteError(grpc.StatusCode.INTERNAL,
+                           f"the server's answer ({self.size} bytes) is not a splitpoint.v1.{self.expected} "
+                           f"({self.why}): a server of another version, or another service on that address")
+
+
+def readable_or_not(message: Any) -> Callable[[bytes], Any]:
+    """A response deserializer for `message` (a protobuf class) that never raises: bytes that
+    do not parse become an `Unreadable`. gRPC's own logs each failure at ERROR with a Python
+    traceback ("Exception deserializing message!") - in the agent's output for every answer of
+    a broken or foreign server - and ends the call with the bare INTERNAL "Exception
+    deserializing response!"."""
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return message.FromString(data)
+        except DecodeError as err:
+            return Unreadable(message.DESCRIPTOR.name, len(data), str(err))
+
+    return deserialize
+
+
+def offload_stub(channel: grpc.Channel) -> offload_pb2_grpc.OffloadStub:
+    """The generated stub, its calls' answers read by `readable_or_not`."""
+    stub = offload_pb2_grpc.OffloadStub(channel)
+    service = "/splitpoint.v1.Offload/"
+    stub.Infer = channel.stream_stream(service + "Infer", request_serializer=offload_pb2.InferRequest.SerializeToString,
+                                       response_deserializer=readable_or_not(offload_pb2.InferResponse),
+                                       _registered_method=True)
+    stub.Describe = channel.unary_unary(service + "Describe",
+                                        request_serializer=offload_pb2.DescribeRequest.SerializeToString,
+                                        response_deserializer=readable_or_not(offload_pb2.BundleInfo),
+                                        _registered_method=True)
+    stub.Probe = channel.unary_unary(service + "Probe", request_serializer=offload_pb2.ProbeRequest.SerializeToString,
+                                     response_deserializer=readable_or_not(offload_pb2.ProbeResponse),
+                                     _registered_method=True)
+    return stub
 
 
 class Interrupted(RemoteError):
@@ -61,7 +108,7 @@ class OffloadClient:
                 ("grpc.http2.max_pings_without_data", 0),
             ],
         )
-        self.stub = offload_pb2_grpc.OffloadStub(self.channel)
+        self.stub = offload_stub(self.channel)
         #: set (from a signal handler too: it only sets a flag) to give up Describe and probes at
         #: once; frames' streams are not touched (they get the grace period)
         self.interrupted = threading.Event()
@@ -73,15 +120,19 @@ class OffloadClient:
         future = method.future(request, timeout=timeout_s)
         while True:
             try:
-                return future.result(timeout=INTERRUPT_POLL_S)
+                answer = future.result(timeout=INTERRUPT_POLL_S)
             except grpc.FutureTimeoutError:
                 if self.interrupted.is_set():
                     future.cancel()
                     raise Interrupted from None
+                continue  # not answered yet
             except grpc.FutureCancelledError:
                 raise Interrupted from None
             except grpc.RpcError as err:
                 raise RemoteError.from_rpc_error(err) from None
+            if isinstance(answer, Unreadable):
+                raise answer.error()
+            return answer
 
     def describe(self, timeout_s: float | None = None) -> offload_pb2.BundleInfo:
         return self._unary(self.stub.Describe, offload_pb2.DescribeRequest(), timeout_s or self.timeout_s)
@@ -216,6 +267,10 @@ class InferStream:
         try:
             self.replica = dict(self._call.initial_metadata() or ()).get(REPLICA_METADATA_KEY, "")
             for resp in self._call:
+                if isinstance(resp, Unreadable):  # no InferResponse: nothing more on this stream is trusted
+                    error = resp.error()
+                    self._call.cancel()
+                    break
                 on_response(self, resp)
         except grpc.RpcError as err:
             error = RemoteError.from_rpc_error(err)

@@ -1,0 +1,102 @@
+"""The agent's client against a server that answers in ways no splitpoint server does: real
+gRPC on loopback port 0, a fake server that sends raw bytes (generic handlers, so that it can
+send what no generated servicer would), the real OffloadClient and its streams.
+
+What is checked:
+  * bytes that are no InferResponse (or BundleInfo, ProbeResponse) end that call with one
+    plain error saying so - no Python traceback in the agent's log (gRPC logged one for every
+    such answer), no bare "Exception deserializing response!";
+  * the replica name a server puts in its initial metadata reaches the records cut short.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+import pytest
+
+from edge_node.client import OffloadClient
+from splitpoint.errors import RemoteError
+from splitpoint.v1 import offload_pb2
+
+EVENT_TIMEOUT_S = 30.0
+GARBAGE = b"\xff\xff\xff\x07no protobuf"
+
+
+def raw_server(infer: Callable[[Iterator[bytes], Any], Iterator[bytes]],
+               describe: Callable[[Any], bytes]) -> tuple[grpc.Server, str]:
+    """A server of splitpoint.v1.Offload's Infer and Describe whose handlers return raw bytes."""
+    handlers = {
+        "Infer": grpc.stream_stream_rpc_method_handler(infer),
+        "Describe": grpc.unary_unary_rpc_method_handler(lambda req, ctx: describe(ctx)),
+    }
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("splitpoint.v1.Offload", handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    assert port > 0
+    server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., str]]:
+    servers: list[grpc.Server] = []
+
+    def start(infer: Callable[[Iterator[bytes], Any], Iterator[bytes]],
+              describe: Callable[[Any], bytes] = lambda ctx: GARBAGE) -> str:
+        server, address = raw_server(infer, describe)
+        servers.append(server)
+        return address
+
+    yield start
+    for server in servers:
+        server.stop(0)
+
+
+class Ended:
+    """A stream's callbacks: the answers it handed on, and how it ended (an event to wait on)."""
+
+    def __init__(self) -> None:
+        self.answers: list[offload_pb2.InferResponse] = []
+        self.error: RemoteError | None = None
+        self.done = threading.Event()
+
+    def answer(self, stream: Any, resp: offload_pb2.InferResponse) -> None:
+        self.answers.append(resp)
+
+    def end(self, stream: Any, error: RemoteError | None) -> None:
+        self.error = error
+        self.done.set()
+
+
+def answers_garbage(requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
+    for _ in requests:
+        yield GARBAGE
+
+
+def test_answers_that_are_no_message_end_the_call_with_a_plain_error(serve: Callable[..., str],
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    client = OffloadClient(serve(answers_garbage), timeout_s=EVENT_TIMEOUT_S)
+    ended = Ended()
+    try:
+        with caplog.at_level(logging.DEBUG):
+            with pytest.raises(RemoteError) as info:
+                client.describe()
+            stream = client.open_stream(60.0, ended.answer, ended.end)
+            assert stream.send(offload_pb2.InferRequest(frame_id=1))
+            assert ended.done.wait(EVENT_TIMEOUT_S), "the stream did not end"
+    finally:
+        client.close()
+    assert info.value.code == grpc.StatusCode.INTERNAL
+    assert f"the server's answer ({len(GARBAGE)} bytes) is not a splitpoint.v1.BundleInfo" in str(info.value)
+    assert "another version, or another service on that address" in str(info.value)
+    assert ended.answers == [] and ended.error is not None and ended.error.code == grpc.StatusCode.INTERNAL
+    assert "is not a splitpoint.v1.InferResponse" in str(ended.error), ended.error
+    # gRPC's own "Exception deserializing message!" came with a traceback, at ERROR
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR], caplog.text
+
