@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import grpc
 from google.protobuf.message import DecodeError
 
-from splitpoint.errors import RemoteError
+from splitpoint.errors import RemoteError, peer_text
 from splitpoint.security import ClientSecurity
 from splitpoint.targets import balanced_options, parse_target
 from splitpoint.v1 import offload_pb2, offload_pb2_grpc
@@ -265,7 +265,8 @@ class InferStream:
     def _receive(self, on_response: Callable, on_end: Callable) -> None:
         error: RemoteError | None = None
         try:
-            self.replica = dict(self._call.initial_metadata() or ()).get(REPLICA_METADATA_KEY, "")
+            # in every cloud record and log line about the stream: the server's words, cut short
+            self.replica = peer_text(str(dict(self._call.initial_metadata() or ()).get(REPLICA_METADATA_KEY, "")))
             for resp in self._call:
                 if isinstance(resp, Unreadable):  # no InferResponse: nothing more on this stream is trusted
                     error = resp.error()

@@ -23,6 +23,7 @@ import pytest
 from edge_node.client import OffloadClient
 from splitpoint.errors import RemoteError
 from splitpoint.v1 import offload_pb2
+from splitpoint.wire_metadata import REPLICA_METADATA_KEY
 
 EVENT_TIMEOUT_S = 30.0
 GARBAGE = b"\xff\xff\xff\x07no protobuf"
@@ -100,3 +101,26 @@ def test_answers_that_are_no_message_end_the_call_with_a_plain_error(serve: Call
     # gRPC's own "Exception deserializing message!" came with a traceback, at ERROR
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR], caplog.text
 
+
+def test_a_replica_name_the_server_sends_is_cut_short(serve: Callable[..., str]) -> None:
+    """The replica that took a stream is in every cloud record: a server naming itself with 8 KB
+    of metadata wrote those 8 KB into each one."""
+    answer = offload_pb2.InferResponse(frame_id=1).SerializeToString()
+
+    def named(requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
+        context.send_initial_metadata([(REPLICA_METADATA_KEY, "r" * 8000)])
+        for _ in requests:
+            yield answer
+
+    client = OffloadClient(serve(named), timeout_s=EVENT_TIMEOUT_S)
+    ended = Ended()
+    try:
+        stream = client.open_stream(60.0, ended.answer, ended.end)
+        assert stream.send(offload_pb2.InferRequest(frame_id=1))
+        stream.close()
+        assert ended.done.wait(EVENT_TIMEOUT_S), "the stream did not end"
+    finally:
+        client.close()
+    assert ended.error is None and len(ended.answers) == 1
+    assert stream.replica.startswith("rrrr") and stream.replica.endswith("... (8000 characters)"), stream.replica
+    assert len(stream.replica) < 400
