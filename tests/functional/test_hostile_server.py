@@ -124,3 +124,31 @@ def test_a_replica_name_the_server_sends_is_cut_short(serve: Callable[..., str])
     assert ended.error is None and len(ended.answers) == 1
     assert stream.replica.startswith("rrrr") and stream.replica.endswith("... (8000 characters)"), stream.replica
     assert len(stream.replica) < 400
+
+
+def session_for(address: str) -> Any:
+    from edge_node.config import EdgeConfig
+    from edge_node.session import OffloadSession
+    from scheduler.link import LinkEstimator
+
+    conf = EdgeConfig(bundle="b", source="synthetic:1", cloud=address, insecure=True, split=1,
+                      connect_timeout_s=EVENT_TIMEOUT_S)
+    return OffloadSession(conf, "sha256:agent", LinkEstimator())
+
+
+def test_a_server_without_the_offload_service_is_named_as_such(serve: Callable[..., str],
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """A server that has no splitpoint.v1.Offload (another service, another protocol version)
+    answers Describe UNIMPLEMENTED: the agent said only "not reachable (UNIMPLEMENTED: Method
+    not found!)", as if it were down."""
+    def unimplemented(context: Any) -> bytes:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+
+    session = session_for(serve(answers_garbage, unimplemented))
+    try:
+        with caplog.at_level(logging.WARNING, logger="edge_node.agent"):
+            assert session.check_server() is None  # frames run locally meanwhile: not fatal
+    finally:
+        session.client.close()
+    (line,) = [r.getMessage() for r in caplog.records if "UNIMPLEMENTED" in r.getMessage()]
+    assert "does not serve splitpoint.v1.Offload" in line and "another protocol version" in line, line
