@@ -152,3 +152,26 @@ def test_a_server_without_the_offload_service_is_named_as_such(serve: Callable[.
         session.client.close()
     (line,) = [r.getMessage() for r in caplog.records if "UNIMPLEMENTED" in r.getMessage()]
     assert "does not serve splitpoint.v1.Offload" in line and "another protocol version" in line, line
+
+
+@pytest.mark.parametrize(("info", "needle"), [
+    (offload_pb2.BundleInfo(), "the server names no bundle in its Describe answer: a server of another protocol "
+                               "version, or not a splitpoint server"),
+    (offload_pb2.BundleInfo(model_name="other\x1b[2J", model_digest="sha256:other"),
+     "the server runs bundle other\\x1b[2J sha256:other, this agent sha256:agent: partition once"),
+])
+def test_a_server_on_another_bundle_or_none_stops_the_agent_with_one_line(serve: Callable[..., str],
+                                                                          info: offload_pb2.BundleInfo,
+                                                                          needle: str) -> None:
+    """Before, a Describe answer without a digest (what a server of another protocol version
+    answers if its fields moved) read "the server runs bundle  , this agent sha256:...".
+    ConfigError: `splitpoint edge` prints it as one line and exits 2."""
+    from splitpoint.errors import ConfigError
+
+    session = session_for(serve(answers_garbage, lambda ctx: info.SerializeToString()))
+    try:
+        with pytest.raises(ConfigError) as error:
+            session.check_server()
+    finally:
+        session.client.close()
+    assert needle in str(error.value), error.value
