@@ -191,6 +191,13 @@ class CloudPaths:
         now = self.clock()
         with self._lock:
             self._owed.pop(stream, None)  # the server is alive, whatever the answer holds
+            late = self._late.get(resp.frame_id)
+        held = dict(self.ledger.held()).get(resp.frame_id)
+        if any(p is not None and p.stream is not stream for p in (held, late)):
+            # sent on another stream (perhaps to another replica): this one never had it, so
+            # whatever it says is no answer - taken, it was recorded under the other's name
+            log.debug("answer for frame %d on a stream it was not sent on ignored", resp.frame_id)
+            return
         self.timeline.link_done(resp.frame_id, now)  # its bytes are through, whoever wins
         p = self.ledger.claim(resp.frame_id)
         with self._lock:

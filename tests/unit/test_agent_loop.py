@@ -316,6 +316,25 @@ def test_cloud_answer(h: Harness) -> None:
     assert len(h.records) == 1 and h.finishes == {0: 1}
 
 
+def test_an_answer_on_a_stream_the_frame_was_not_sent_on_is_ignored(h: Harness) -> None:
+    """Before, a stream (a replica) answering a frame sent on another had it recorded as its
+    own, with the other replica's name - or, malformed, ran it locally; it never had the frame."""
+    h.feed(0)
+    first = h.session.streams[0]
+    first.open = False  # e.g. half-closed after RESOURCE_EXHAUSTED: the next frame opens another
+    h.feed(1)
+    assert h.session.stream_of(1) is not first
+    resp = offload_pb2.InferResponse(frame_id=1)
+    resp.outputs.append(encode(SCORES, name="scores"))
+    assert h.session.callbacks is not None
+    h.session.callbacks.answer(first, resp)
+    assert 1 not in h.by_id() and not h.local.jobs  # still waiting for its own stream
+    h.session.answer(1)
+    assert h.by_id()[1]["replica"] == "replica-1"
+    h.session.answer(0)
+    assert h.by_id()[0]["replica"] == "replica-0" and h.idle()
+
+
 def test_all_on_the_edge(h: Harness) -> None:
     h.feed(0, k=K)
     assert not h.session.streams and not h.records  # the local run waits for the executor
