@@ -6,12 +6,15 @@ What is checked:
   * bytes that are no InferResponse (or BundleInfo, ProbeResponse) end that call with one
     plain error saying so - no Python traceback in the agent's log (gRPC logged one for every
     such answer), no bare "Exception deserializing response!";
-  * the replica name a server puts in its initial metadata reaches the records cut short.
+  * the replica name a server puts in its initial metadata reaches the records cut short;
+  * a probe answer whose server time is impossible fails the probe (it fed the link estimate);
+  * a server without the Offload service, or whose Describe names no bundle, is named as such.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -29,12 +32,13 @@ EVENT_TIMEOUT_S = 30.0
 GARBAGE = b"\xff\xff\xff\x07no protobuf"
 
 
-def raw_server(infer: Callable[[Iterator[bytes], Any], Iterator[bytes]],
-               describe: Callable[[Any], bytes]) -> tuple[grpc.Server, str]:
-    """A server of splitpoint.v1.Offload's Infer and Describe whose handlers return raw bytes."""
+def raw_server(infer: Callable[[Iterator[bytes], Any], Iterator[bytes]], describe: Callable[[Any], bytes],
+               probe: Callable[[Any], bytes]) -> tuple[grpc.Server, str]:
+    """A server of splitpoint.v1.Offload's Infer, Describe and Probe whose handlers return raw bytes."""
     handlers = {
         "Infer": grpc.stream_stream_rpc_method_handler(infer),
         "Describe": grpc.unary_unary_rpc_method_handler(lambda req, ctx: describe(ctx)),
+        "Probe": grpc.unary_unary_rpc_method_handler(lambda req, ctx: probe(ctx)),
     }
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("splitpoint.v1.Offload", handlers),))
@@ -49,8 +53,9 @@ def serve() -> Iterator[Callable[..., str]]:
     servers: list[grpc.Server] = []
 
     def start(infer: Callable[[Iterator[bytes], Any], Iterator[bytes]],
-              describe: Callable[[Any], bytes] = lambda ctx: GARBAGE) -> str:
-        server, address = raw_server(infer, describe)
+              describe: Callable[[Any], bytes] = lambda ctx: GARBAGE,
+              probe: Callable[[Any], bytes] = lambda ctx: GARBAGE) -> str:
+        server, address = raw_server(infer, describe, probe)
         servers.append(server)
         return address
 
@@ -175,3 +180,18 @@ def test_a_server_on_another_bundle_or_none_stops_the_agent_with_one_line(serve:
     finally:
         session.client.close()
     assert needle in str(error.value), error.value
+
+
+@pytest.mark.parametrize("server_ms", [math.nan, -5.0, 1e9])
+def test_a_probe_answer_with_an_impossible_server_time_fails_the_probe(serve: Callable[..., str],
+                                                                       server_ms: float) -> None:
+    """The link estimate takes the server's time off a probe's round trip: a NaN (or one longer
+    than the round trip) read a 48 KiB probe as 4800 Mbps and restarted the estimate there."""
+    answer = offload_pb2.ProbeResponse(server_time_ms=server_ms).SerializeToString()
+    client = OffloadClient(serve(answers_garbage, probe=lambda ctx: answer), timeout_s=EVENT_TIMEOUT_S)
+    try:
+        with pytest.raises(RemoteError) as info:
+            client.probe(32 * 1024)
+    finally:
+        client.close()
+    assert f"the probe's answer says the server took {server_ms!r} ms of a " in str(info.value), info.value
