@@ -195,3 +195,59 @@ def test_a_probe_answer_with_an_impossible_server_time_fails_the_probe(serve: Ca
     finally:
         client.close()
     assert f"the probe's answer says the server took {server_ms!r} ms of a " in str(info.value), info.value
+
+
+def refusing(code: grpc.StatusCode, details: str) -> Callable[[Iterator[bytes], Any], Iterator[bytes]]:
+    def infer(requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
+        next(requests, None)  # the first frame, then the refusal
+        context.abort(code, details)
+        yield b""  # never reached: a generator, as a stream handler is
+
+    return infer
+
+
+@pytest.mark.parametrize(("code", "details"), [
+    (grpc.StatusCode.RESOURCE_EXHAUSTED, "full\n" * 1000),
+    (grpc.StatusCode.INTERNAL, "\x1b[31mboom\u202e" + "é" * 2000),
+    (grpc.StatusCode.UNIMPLEMENTED, "Method not found!"),
+    (grpc.StatusCode.DATA_LOSS, "x" * 20_000),  # details over gRPC's metadata limit: it says so itself
+])
+def test_the_agent_runs_on_when_every_stream_is_refused(digits_bundle: Any, serve: Callable[..., str], tmp_path: Any,
+                                                        code: grpc.StatusCode, details: str) -> None:
+    """Already so (kept as a regression test): a server that answers Describe but ends every
+    Infer stream with an odd status: each frame one local record saying why, no hang."""
+    from edge_node.agent import EdgeAgent
+    from edge_node.config import EdgeConfig
+    from edge_node.results import read_results
+    from edge_node.source_spec import open_source
+    from splitpoint.bundle import load_bundle
+
+    m = load_bundle(digits_bundle, verify=False).manifest
+    info = offload_pb2.BundleInfo(model_name=m.model_name, model_digest=m.model_digest).SerializeToString()
+    address = serve(refusing(code, details), describe=lambda ctx: info)
+    conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:6", cloud=address, split=3, insecure=True,
+                      results=str(tmp_path / "r.jsonl"), grace_s=1.0)
+    conf.validate()
+    agent = EdgeAgent.from_config(conf)
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle) as source:
+            box["summary"] = agent.run(source)
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    runner.join(EVENT_TIMEOUT_S)
+    if runner.is_alive():
+        agent.stop()
+        runner.join(5.0)
+        pytest.fail("the agent did not finish 6 frames against a refusing server")
+    records = read_results(tmp_path / "r.jsonl")
+    assert sorted(r["frame_id"] for r in records) == list(range(6))
+    assert all(r["status"] == "ok" and r["where"] == "local" for r in records), records
+    reasons = {r["fallback_reason"] for r in records}
+    ways = ("cloud unreachable (waiting to reconnect)", "stream ended before the answer (",
+            "stream ended before the frame was sent (", "stream closed before the frame was sent")
+    assert all(r.startswith(ways) and len(r) < 400 for r in reasons), reasons
+    # the refusal's code (gRPC itself ends a stream whose details are too long RESOURCE_EXHAUSTED)
+    assert any(code.name in r or "RESOURCE_EXHAUSTED" in r for r in reasons), reasons
