@@ -174,8 +174,8 @@ def from_compact(arr: np.ndarray, max_detections: int, num_classes: int,
     locally rather than record what a broken or hostile server sent. `input_size`: the model
     input's (width, height).
 
-    Beyond its shape and finite values, each row must be one decode_frame can give: a score in
-    [0, 1] (a peak of a sigmoid heatmap), x0 <= x1 and y0 <= y1 (a box of a size >= 0 centred
+    Beyond its shape and finite values, each row must be one decode_frame can give: highest
+    score first, a score in [0, 1] (a peak of a sigmoid heatmap), x0 <= x1 and y0 <= y1 (a box of a size >= 0 centred
     on its cell) and that centre inside the input (a heatmap cell's); a class the model has."""
     if arr.dtype != np.float32:
         raise ValueError(f"dtype {arr.dtype}, expected float32")
@@ -195,6 +195,10 @@ def from_compact(arr: np.ndarray, max_detections: int, num_classes: int,
     bad = (scores < 0) | (scores > 1)
     if np.any(bad):
         raise ValueError(f"score {float(scores[np.argmax(bad)])!r} is not in [0, 1]")
+    rising = np.diff(scores) > 0
+    if np.any(rising):  # the record's label and score are its first row's: the top one
+        i = int(np.argmax(rising))
+        raise ValueError(f"not highest score first (row {i + 1}: {float(scores[i + 1])!r} after {float(scores[i])!r})")
     x0, y0, x1, y1 = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
     bad = (x0 > x1) | (y0 > y1)
     if np.any(bad):

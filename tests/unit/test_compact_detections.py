@@ -123,6 +123,8 @@ TEN = np.tile(np.asarray([1, 2, 3, 4, 0.5, 1], np.float32), (11, 1))[None]
     # rows no decoder gives (a sigmoid peak's score, a box of size >= 0 centred on a heatmap cell)
     ([encode(rows([1, 2, 3, 4, 1.5, 1]), name=COMPACT_NAME)], "score 1.5 is not in [0, 1]"),
     ([encode(rows([1, 2, 3, 4, 0.5, 1], [1, 2, 3, 4, -0.25, 1]), name=COMPACT_NAME)], "score -0.25 is not in [0, 1]"),
+    ([encode(rows([1, 2, 3, 4, 0.25, 1], [1, 2, 3, 4, 0.5, 1]), name=COMPACT_NAME)],
+     "not highest score first (row 1: 0.5 after 0.25)"),
     ([encode(rows([30, 2, 3, 4, 0.5, 1]), name=COMPACT_NAME)], "box [30.0, 2.0, 3.0, 4.0] has x0 > x1 or y0 > y1"),
     ([encode(rows([1, 40, 3, 4, 0.5, 1]), name=COMPACT_NAME)], "has x0 > x1 or y0 > y1"),
     ([encode(rows([1e6, 1e6, 2e6, 2e6, 0.5, 1]), name=COMPACT_NAME)], "is centred outside the 64x64 input"),
