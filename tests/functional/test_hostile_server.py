@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 import grpc
 import pytest
 
-from edge_node.client import OffloadClient
+from edge_node.client import INTERRUPT_POLL_S, OffloadClient
 from splitpoint.errors import RemoteError
 from splitpoint.v1 import offload_pb2
 from splitpoint.wire_metadata import REPLICA_METADATA_KEY
@@ -85,9 +86,16 @@ def answers_garbage(requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
         yield GARBAGE
 
 
+def slow_garbage(context: Any) -> bytes:
+    """Unreadable, after a few of the client's polls (INTERRUPT_POLL_S): an answer that waits
+    takes the client's other way through its wait."""
+    time.sleep(3 * INTERRUPT_POLL_S)
+    return GARBAGE
+
+
 def test_answers_that_are_no_message_end_the_call_with_a_plain_error(serve: Callable[..., str],
                                                                      caplog: pytest.LogCaptureFixture) -> None:
-    client = OffloadClient(serve(answers_garbage), timeout_s=EVENT_TIMEOUT_S)
+    client = OffloadClient(serve(answers_garbage, describe=slow_garbage), timeout_s=EVENT_TIMEOUT_S)
     ended = Ended()
     try:
         with caplog.at_level(logging.DEBUG):
