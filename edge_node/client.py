@@ -10,8 +10,9 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import grpc
+from google.protobuf.message import DecodeError
 
-from splitpoint.errors import RemoteError
+from splitpoint.errors import RemoteError, peer_text
 from splitpoint.security import ClientSecurity
 from splitpoint.targets import balanced_options, parse_target
 from splitpoint.v1 import offload_pb2, offload_pb2_grpc
@@ -26,6 +27,52 @@ KEEPALIVE_TIMEOUT_S = 10.0
 #: how often a Describe or a probe in progress looks whether it was interrupted: a blocking
 #: call would hold SIGTERM's handler until its deadline (connect_timeout_s, 27 s seen)
 INTERRUPT_POLL_S = 0.1
+
+
+class Unreadable:
+    """What a tolerant deserializer (`readable_or_not`) gives for bytes that are no message of
+    the expected type: the call that got it fails with `error()`, a plain RemoteError."""
+
+    def __init__(self, expected: str, size: int, why: str):
+        self.expected, self.size, self.why = expected, size, why
+
+    def error(self) -> RemoteError:
+        return RemoteError(grpc.StatusCode.INTERNAL,
+                           f"the server's answer ({self.size} bytes) is not a splitpoint.v1.{self.expected} "
+                           f"({self.why}): a server of another version, or another service on that address")
+
+
+def readable_or_not(message: Any) -> Callable[[bytes], Any]:
+    """A response deserializer for `message` (a protobuf class) that never raises: bytes that
+    do not parse become an `Unreadable`. gRPC's own logs each failure at ERROR with a Python
+    traceback ("Exception deserializing message!") - in the agent's output for every answer of
+    a broken or foreign server - and ends the call with the bare INTERNAL "Exception
+    deserializing response!"."""
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return message.FromString(data)
+        except DecodeError as err:
+            return Unreadable(message.DESCRIPTOR.name, len(data), str(err))
+
+    return deserialize
+
+
+def offload_stub(channel: grpc.Channel) -> offload_pb2_grpc.OffloadStub:
+    """The generated stub, its calls' answers read by `readable_or_not`."""
+    stub = offload_pb2_grpc.OffloadStub(channel)
+    service = "/splitpoint.v1.Offload/"
+    stub.Infer = channel.stream_stream(service + "Infer", request_serializer=offload_pb2.InferRequest.SerializeToString,
+                                       response_deserializer=readable_or_not(offload_pb2.InferResponse),
+                                       _registered_method=True)
+    stub.Describe = channel.unary_unary(service + "Describe",
+                                        request_serializer=offload_pb2.DescribeRequest.SerializeToString,
+                                        response_deserializer=readable_or_not(offload_pb2.BundleInfo),
+                                        _registered_method=True)
+    stub.Probe = channel.unary_unary(service + "Probe", request_serializer=offload_pb2.ProbeRequest.SerializeToString,
+                                     response_deserializer=readable_or_not(offload_pb2.ProbeResponse),
+                                     _registered_method=True)
+    return stub
 
 
 class Interrupted(RemoteError):
@@ -80,22 +127,26 @@ class OffloadClient:
             raise Interrupted
         channel = self.channels.acquire()
         try:
-            return self._wait(getattr(offload_pb2_grpc.OffloadStub(channel), name).future(request, timeout=timeout_s))
+            return self._wait(getattr(offload_stub(channel), name).future(request, timeout=timeout_s))
         finally:
             self.channels.release(channel)
 
     def _wait(self, future: Any) -> Any:
         while True:
             try:
-                return future.result(timeout=INTERRUPT_POLL_S)
+                answer = future.result(timeout=INTERRUPT_POLL_S)
             except grpc.FutureTimeoutError:
                 if self.interrupted.is_set():
                     future.cancel()
                     raise Interrupted from None
+                continue  # not answered yet
             except grpc.FutureCancelledError:
                 raise Interrupted from None
             except grpc.RpcError as err:
                 raise RemoteError.from_rpc_error(err) from None
+            if isinstance(answer, Unreadable):
+                raise answer.error()
+            return answer
 
     def describe(self, timeout_s: float | None = None) -> offload_pb2.BundleInfo:
         return self._unary("Describe", offload_pb2.DescribeRequest(), timeout_s or self.timeout_s)
@@ -105,7 +156,14 @@ class OffloadClient:
         req = offload_pb2.ProbeRequest(payload=b"\0" * payload_bytes, response_bytes=response_bytes)
         t0 = time.perf_counter()
         resp = self._unary("Probe", req, timeout_s or self.timeout_s)
-        return (time.perf_counter() - t0) * 1000, resp
+        rtt_ms = (time.perf_counter() - t0) * 1000
+        # The link estimate takes the server's time off the round trip: NaN read a 48 KiB probe as
+        # 4800 Mbps and restarted the estimate there (every frame then sent to the cloud); the
+        # server's time is part of the round trip, so it is a number from 0 to that.
+        if not 0 <= resp.server_time_ms <= rtt_ms:  # NaN fails too
+            raise RemoteError(grpc.StatusCode.INTERNAL, f"the probe's answer says the server took "
+                                                        f"{resp.server_time_ms!r} ms of a {rtt_ms:.1f} ms round trip")
+        return rtt_ms, resp
 
     def open_stream(self, lifetime_s: float, on_response: Callable[[InferStream, offload_pb2.InferResponse], None],
                     on_end: Callable[[InferStream, RemoteError | None], None]) -> InferStream:
@@ -116,7 +174,7 @@ class OffloadClient:
             on_end(stream, error)
 
         try:
-            return InferStream(offload_pb2_grpc.OffloadStub(channel), lifetime_s, on_response, ended, self.metadata)
+            return InferStream(offload_stub(channel), lifetime_s, on_response, ended, self.metadata)
         except BaseException:
             self.channels.release(channel)
             raise
@@ -238,8 +296,13 @@ class InferStream:
     def _receive(self, on_response: Callable, on_end: Callable) -> None:
         error: RemoteError | None = None
         try:
-            self.replica = dict(self._call.initial_metadata() or ()).get(REPLICA_METADATA_KEY, "")
+            # in every cloud record and log line about the stream: the server's words, cut short
+            self.replica = peer_text(str(dict(self._call.initial_metadata() or ()).get(REPLICA_METADATA_KEY, "")))
             for resp in self._call:
+                if isinstance(resp, Unreadable):  # no InferResponse: nothing more on this stream is trusted
+                    error = resp.error()
+                    self._call.cancel()
+                    break
                 on_response(self, resp)
         except grpc.RpcError as err:
             error = RemoteError.from_rpc_error(err)

@@ -60,7 +60,7 @@ from .edge_work import EdgeWork
 from .heads import HeadOutput
 from .hedge import HedgePlan, MarginLearner
 from .ledger import FrameLedger
-from .outputs import cut_request_tensors, decode_detections, decode_outputs
+from .outputs import cut_request_tensors, decode_detections, decode_outputs, timing_problem
 from .run_report import EdgeMetrics
 from .session_api import Session, SessionCallbacks, Stream
 from .sources import Frame
@@ -113,8 +113,6 @@ class CloudPaths:
         self.observe = observe  # the current policy's observe (a reload swaps the policy)
         self.clock = clock
         self.timeline = timeline  # the agent's one timeline: the planner reads what every path books
-        #: values in one answer's output tensor (a batch of one)
-        self._num_scores = int(np.prod([d for d in manifest.output.shape if d and d > 0], dtype=np.int64))
         self._lock = threading.Lock()  # _late and Pending.hedged (a leaf)
         #: hedged frames whose cloud answer may still come: it teaches the estimates, not the log
         self._late: dict[int, Pending] = {}
@@ -193,6 +191,13 @@ class CloudPaths:
         now = self.clock()
         with self._lock:
             self._owed.pop(stream, None)  # the server is alive, whatever the answer holds
+            late = self._late.get(resp.frame_id)
+        held = dict(self.ledger.held()).get(resp.frame_id)
+        if any(p is not None and p.stream is not stream for p in (held, late)):
+            # sent on another stream (perhaps to another replica): this one never had it, so
+            # whatever it says is no answer - taken, it was recorded under the other's name
+            log.debug("answer for frame %d on a stream it was not sent on ignored", resp.frame_id)
+            return
         self.timeline.link_done(resp.frame_id, now)  # its bytes are through, whoever wins
         p = self.ledger.claim(resp.frame_id)
         with self._lock:
@@ -216,6 +221,7 @@ class CloudPaths:
             self.fallback(p, f"cloud {code.name}: {message}")
             return
         outputs, problem = self.outputs(resp)
+        problem = problem or timing_problem(resp.timing)
         if problem is not None:
             log.warning("frame %d: malformed answer from the cloud (%s); running it locally", p.frame.index, problem)
             self.fallback(p, f"malformed response: {problem}")
@@ -263,6 +269,8 @@ class CloudPaths:
         """The answer to a frame whose hedged local result was recorded first."""
         if resp.HasField("error") and resp.error.code != 0:
             return  # e.g. DEADLINE_EXCEEDED: the server gave up, nothing measured
+        if timing_problem(resp.timing) is not None:
+            return  # nothing to learn from: the figures it would learn are the unusable ones
         log.debug("frame %d: cloud answer after its hedge; used for the estimates only", p.frame.index)
         self.learn(p, resp, (self.clock() - p.sent) * 1000)
 
@@ -276,12 +284,9 @@ class CloudPaths:
             except Exception as exc:  # noqa: BLE001 - whatever the bytes hold, never a dead answer thread
                 return [], f"detections unreadable: {exc}"
         try:
-            outputs = decode_outputs(resp, self.manifest)
+            return decode_outputs(resp, self.manifest), None
         except Exception as exc:  # noqa: BLE001 - whatever the bytes hold, never a dead answer thread
             return [], f"output tensors unreadable: {exc}"
-        if len(outputs) == 1 and outputs[0].size != self._num_scores:
-            return [], f"output tensor of {outputs[0].size} values, expected {self._num_scores}"
-        return outputs, None
 
     def on_stream_end(self, stream: Stream, error: RemoteError | None) -> int:
         """No more answers come on `stream`: its frames fall back. Returns how many it held."""

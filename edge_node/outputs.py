@@ -6,15 +6,18 @@ several tensors (the agent calls them; they hold no state).
 - `decode_outputs`: a response -> every model output as float32, in the manifest's order.
 - `decode_detections`: a detector's response -> its compact detections, checked.
 - `local_outputs`: the k = K head's output -> the same, when the edge ran everything.
+- `timing_problem`: what is wrong with an answer's server timing, if anything.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from splitpoint.bundle import Manifest, SplitSpec
 from splitpoint.codec import decode, encode
-from splitpoint.detection import COMPACT_NAME, from_compact, num_classes
+from splitpoint.detection import COMPACT_NAME, read_compact
 from splitpoint.errors import TensorError
 from splitpoint.v1 import offload_pb2, tensor_pb2
 
@@ -31,31 +34,39 @@ def cut_request_tensors(out: HeadOutput, spec: SplitSpec) -> list[tensor_pb2.Ten
 def decode_outputs(resp: offload_pb2.InferResponse, manifest: Manifest) -> list[np.ndarray]:
     """Every output of a response as float32 of the manifest's shape, in the manifest's order.
 
-    Matched by name; a response with one unnamed or differently named output (servers
-    before several outputs) stands for the first. TensorError when one is missing or malformed.
+    The server sends each output as plain float32 of the manifest's shape (batch axis 1),
+    one tensor per output, matched by name; a response with one unnamed or differently named
+    output (servers before several outputs) stands for the first. Anything else - a tensor too
+    many, a name twice, another dtype, quantized, another shape even of the right size - is no
+    answer of this bundle's server: TensorError naming what is wrong (the frame runs locally).
     """
     specs = manifest.outputs
+    names = [t.name for t in resp.outputs]
+    missing = [s.name for s in specs if s.name not in names] if len(specs) > 1 else []
+    if missing:
+        raise TensorError("outputs", names, f"output {missing[0]!r} is missing")
+    if len(names) != len(specs):
+        raise TensorError("outputs", names, f"{len(names)} output tensors, the model has {len(specs)}")
     by_name = {t.name: t for t in resp.outputs}
-    if len(specs) == 1 and len(resp.outputs) == 1:
-        chosen = [resp.outputs[0]]
-    else:
-        missing = [s.name for s in specs if s.name not in by_name]
-        if missing:
-            raise TensorError("outputs", [t.name for t in resp.outputs], f"output {missing[0]!r} is missing")
-        chosen = [by_name[s.name] for s in specs]
+    chosen = [resp.outputs[0]] if len(specs) == 1 else [by_name[s.name] for s in specs]
     arrays = []
     for msg, spec in zip(chosen, specs, strict=True):
-        x = decode(msg, field=f"outputs[{spec.name!r}]").dequantized().astype(np.float32, copy=False)
-        if x.size != int(np.prod(spec.shape)):
-            raise TensorError(f"outputs[{spec.name!r}]", list(x.shape), f"the manifest says shape {list(spec.shape)}")
-        arrays.append(x.reshape(spec.shape))
+        field = f"outputs[{spec.name!r}]"
+        x = decode(msg, field=field)
+        if x.quantization is not None or x.array.dtype != np.float32:
+            raise TensorError(field, "quantized" if x.quantization is not None else str(x.array.dtype),
+                              "outputs are plain float32")
+        if tuple(x.array.shape) != tuple(spec.shape):
+            raise TensorError(field, list(x.array.shape), f"the manifest says shape {list(spec.shape)}")
+        arrays.append(x.array)
     return arrays
 
 
 def decode_detections(resp: offload_pb2.InferResponse, manifest: Manifest) -> np.ndarray:
     """A detector bundle's answer: its one tensor "detections", float32 (1, N, 6) with
-    N <= max_detections, finite values and each class an integer the model has
-    (splitpoint/detection.py). TensorError naming what is wrong otherwise."""
+    N <= max_detections and rows the decoder could give: finite, each class an integer the
+    model has, scores in [0, 1], x0 <= x1 and y0 <= y1, each box centred inside the input
+    (splitpoint/detection.py, from_compact). TensorError naming what is wrong otherwise."""
     names = [t.name for t in resp.outputs]
     if names != [COMPACT_NAME]:
         raise TensorError("outputs", names, f"a detector's answer is one tensor named {COMPACT_NAME!r}")
@@ -65,10 +76,23 @@ def decode_detections(resp: offload_pb2.InferResponse, manifest: Manifest) -> np
         raise TensorError(field, "quantized", "detections are plain float32")
     assert manifest.detection is not None
     try:
-        from_compact(msg.array, int(manifest.detection["max_detections"]), num_classes(manifest))
+        read_compact(msg.array, manifest)
     except ValueError as exc:
         raise TensorError(field, list(msg.array.shape), str(exc)) from None
     return msg.array
+
+
+def timing_problem(timing: offload_pb2.ServerTiming) -> str | None:
+    """Why an answer's server timing is unusable (None: it is not): each figure must be a finite
+    number >= 0. The link estimate learns from them - transfer = round trip - total_ms, and the
+    server's queue is an average of queue_ms - and one NaN left the queue estimate NaN for good
+    (every later prediction NaN) and read the link as 4800 Mbps; a negative queue_ms made the
+    cloud look faster than free for dozens of frames."""
+    for name in ("queue_ms", "compute_ms", "total_ms"):
+        value = getattr(timing, name)
+        if not math.isfinite(value) or value < 0:
+            return f"server timing {name} = {value!r}, not a finite number >= 0"
+    return None
 
 
 def local_outputs(out: HeadOutput, manifest: Manifest) -> list[np.ndarray]:

@@ -114,6 +114,10 @@ class OffloadSession:
                         "refused this agent" if refused else "not reachable", err, f"; {hint}" if hint else "",
                         "accepts it" if refused else "is")
             return None
+        if not info.model_digest:  # every splitpoint.v1 server names its bundle
+            raise ConfigError("cloud", self.address, "the server names no bundle in its Describe answer: a server of "
+                                                     "another protocol version, or not a splitpoint server; run the "
+                                                     "same splitpoint version on both sides")
         if info.model_digest != self.model_digest:
             raise ConfigError(
                 "cloud", self.address,

@@ -167,10 +167,16 @@ def to_compact(dets: list[dict[str, Any]]) -> np.ndarray:
     return np.asarray(rows, np.float32).reshape(len(rows), COMPACT_COLUMNS)
 
 
-def from_compact(arr: np.ndarray, max_detections: int, num_classes: int) -> list[dict[str, Any]]:
+def from_compact(arr: np.ndarray, max_detections: int, num_classes: int,
+                 input_size: tuple[int, int]) -> list[dict[str, Any]]:
     """A compact answer's array ((1, N, 6) float32) -> decode_frame's detections (model-input
     pixels). ValueError saying what is wrong when it is not one: the agent then runs the frame
-    locally rather than record what a broken or hostile server sent."""
+    locally rather than record what a broken or hostile server sent. `input_size`: the model
+    input's (width, height).
+
+    Beyond its shape and finite values, each row must be one decode_frame can give: highest
+    score first, a score in [0, 1] (a peak of a sigmoid heatmap), x0 <= x1 and y0 <= y1 (a box of a size >= 0 centred
+    on its cell) and that centre inside the input (a heatmap cell's); a class the model has."""
     if arr.dtype != np.float32:
         raise ValueError(f"dtype {arr.dtype}, expected float32")
     if arr.ndim != 3 or arr.shape[0] != 1 or arr.shape[2] != COMPACT_COLUMNS:
@@ -185,7 +191,36 @@ def from_compact(arr: np.ndarray, max_detections: int, num_classes: int) -> list
     bad = (classes != np.round(classes)) | (classes < 0) | (classes >= num_classes)
     if np.any(bad):
         raise ValueError(f"class {float(classes[np.argmax(bad)])!r} is not an integer in [0, {num_classes})")
+    scores = rows[:, 4]
+    bad = (scores < 0) | (scores > 1)
+    if np.any(bad):
+        raise ValueError(f"score {float(scores[np.argmax(bad)])!r} is not in [0, 1]")
+    rising = np.diff(scores) > 0
+    if np.any(rising):  # the record's label and score are its first row's: the top one
+        i = int(np.argmax(rising))
+        raise ValueError(f"not highest score first (row {i + 1}: {float(scores[i + 1])!r} after {float(scores[i])!r})")
+    x0, y0, x1, y1 = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
+    bad = (x0 > x1) | (y0 > y1)
+    if np.any(bad):
+        raise ValueError(f"box {_box(rows[np.argmax(bad)])} has x0 > x1 or y0 > y1")
+    width, height = input_size
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    bad = (cx < 0) | (cx > width) | (cy < 0) | (cy > height)
+    if np.any(bad):
+        raise ValueError(f"box {_box(rows[np.argmax(bad)])} is centred outside the {width}x{height} input")
     return [{"class": int(r[5]), "score": float(r[4]), "box": [float(v) for v in r[:4]]} for r in rows]
+
+
+def _box(row: np.ndarray) -> list[float]:
+    """A row's box for a message (the server's numbers: rounded, so a message stays short)."""
+    return [round(float(v), 2) for v in row[:4]]
+
+
+def read_compact(arr: np.ndarray, manifest: Any) -> list[dict[str, Any]]:
+    """from_compact with the bundle's limits: its max_detections, classes and input size."""
+    pre = manifest.preprocessing
+    return from_compact(np.asarray(arr), int(manifest.detection["max_detections"]), num_classes(manifest),
+                        (pre.width, pre.height))
 
 
 def to_source_pixels(dets: list[dict[str, Any]], input_size: tuple[int, int], source_size: tuple[int, int],
@@ -221,8 +256,7 @@ def compact_records(compact: np.ndarray, manifest: Any, source_size: tuple[int, 
     """detection_records for a cloud answer: its compact array (already checked by the agent's
     decode_detections) -> the same records a local run of the frame gives."""
     pre = manifest.preprocessing
-    dets = from_compact(np.asarray(compact), int(manifest.detection["max_detections"]), num_classes(manifest))
-    return to_source_pixels(dets, (pre.width, pre.height), source_size, manifest.labels)
+    return to_source_pixels(read_compact(compact, manifest), (pre.width, pre.height), source_size, manifest.labels)
 
 
 def num_classes(manifest: Any) -> int:

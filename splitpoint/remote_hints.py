@@ -40,6 +40,9 @@ _REMOTE_HINTS = {
     "DEADLINE_EXCEEDED": "no answer in time: the server is down, overloaded, or a firewall drops the packets",
     "UNAUTHENTICATED": "the server refused the token: token_file must hold the token the server expects",
     "PERMISSION_DENIED": "the server refused this client",
+    # gRPC's answer for a service or method the server does not have
+    "UNIMPLEMENTED": "the server there does not serve splitpoint.v1.Offload: another service on that address, or a "
+                     "splitpoint server of another protocol version (run the same splitpoint version on both sides)",
 }
 
 

@@ -233,7 +233,7 @@ def test_the_cloud_answers_with_compact_detections_smaller_than_the_raw_maps(det
     from edge_node.heads import EdgeHeads
     from edge_node.outputs import cut_request_tensors, decode_detections
     from splitpoint.codec import encode
-    from splitpoint.detection import from_compact, num_classes
+    from splitpoint.detection import read_compact
     from splitpoint.runtime.litert import Device
     from splitpoint.v1 import offload_pb2, offload_pb2_grpc
 
@@ -256,7 +256,7 @@ def test_the_cloud_answers_with_compact_detections_smaller_than_the_raw_maps(det
                 resp = stub.InferFrame(req, timeout=60)
                 assert [t.name for t in resp.outputs] == ["detections"], s.split
                 compact = decode_detections(resp, m)
-                got = from_compact(compact, m.detection["max_detections"], num_classes(m))
+                got = read_compact(compact, m)
                 feed = [q.dequantize(a) for a, q in zip(out.arrays, out.quantizations, strict=True)]
                 maps = [np.asarray(o) for o in tail(feed if len(feed) > 1 else feed[0], training=False)]
                 want = decode_frame(maps, m.detection)

@@ -316,6 +316,25 @@ def test_cloud_answer(h: Harness) -> None:
     assert len(h.records) == 1 and h.finishes == {0: 1}
 
 
+def test_an_answer_on_a_stream_the_frame_was_not_sent_on_is_ignored(h: Harness) -> None:
+    """Before, a stream (a replica) answering a frame sent on another had it recorded as its
+    own, with the other replica's name - or, malformed, ran it locally; it never had the frame."""
+    h.feed(0)
+    first = h.session.streams[0]
+    first.open = False  # e.g. half-closed after RESOURCE_EXHAUSTED: the next frame opens another
+    h.feed(1)
+    assert h.session.stream_of(1) is not first
+    resp = offload_pb2.InferResponse(frame_id=1)
+    resp.outputs.append(encode(SCORES, name="scores"))
+    assert h.session.callbacks is not None
+    h.session.callbacks.answer(first, resp)
+    assert 1 not in h.by_id() and not h.local.jobs  # still waiting for its own stream
+    h.session.answer(1)
+    assert h.by_id()[1]["replica"] == "replica-1"
+    h.session.answer(0)
+    assert h.by_id()[0]["replica"] == "replica-0" and h.idle()
+
+
 def test_all_on_the_edge(h: Harness) -> None:
     h.feed(0, k=K)
     assert not h.session.streams and not h.records  # the local run waits for the executor
@@ -571,6 +590,36 @@ def test_malformed_answer_falls_back(h: Harness) -> None:
     assert r["fallback_reason"] == ("malformed response: output tensors unreadable: outputs['scores'] = [1, 3]: "
                                     "the manifest says shape [1, 4]")
     assert h.idle() and h.booked() == ([], [])
+
+
+def answer_with_timing(h: Harness, fid: int, **timing: float) -> None:
+    resp = offload_pb2.InferResponse(frame_id=fid)
+    resp.outputs.append(encode(SCORES, name="scores"))
+    resp.timing.total_ms, resp.timing.compute_ms = 5.0, 4.0
+    for name, value in timing.items():
+        setattr(resp.timing, name, value)
+    assert h.session.callbacks is not None
+    h.session.callbacks.answer(h.session.stream_of(fid), resp)
+
+
+@pytest.mark.parametrize("timing", [{"queue_ms": math.nan}, {"total_ms": math.inf}, {"compute_ms": -1.0},
+                                    {"queue_ms": -1e9}])
+def test_an_answer_with_unusable_server_timing_is_malformed(h: Harness, timing: dict[str, float]) -> None:
+    """The server's timing feeds the link estimate: one NaN queue_ms left it NaN for good. Such an
+    answer is that frame's local fallback, and a late one (after a hedge) teaches nothing."""
+    h.feed(0)
+    answer_with_timing(h, 0, **timing)
+    h.local.run_all()
+    r = h.by_id()[0]
+    (name, value), = timing.items()
+    assert r["where"] == "local" and r["fallback_reason"] == (
+        f"malformed response: server timing {name} = {value!r}, not a finite number >= 0"), r
+    h.feed(1)
+    h.hedge_time_passes()
+    h.local.run_all()  # the hedge's local run wins
+    answer_with_timing(h, 1, **timing)  # late, and unusable
+    assert h.by_id()[1]["where"] == "local" and h.idle()
+    assert not [o for o in h.policy.observed if o.rpc_ms is not None], h.policy.observed
 
 
 def test_stream_end_falls_back_every_frame_on_it(h: Harness) -> None:

@@ -90,6 +90,15 @@ def test_a_good_answer_is_accepted():
     np.testing.assert_array_equal(outputs[0][0, :, 5], [2, 0])
 
 
+def test_boxes_the_decoder_gives_at_the_edges_are_accepted():
+    """A peak in a corner cell with a box larger than the cell reaches past the input (the
+    records clip it), scores are 0..1 inclusive and a box may have no size."""
+    outputs, problem = check(answer(encode(rows([-10, -10, 14, 14, 1.0, 2], [62, 62, 62, 62, 0.0, 0]),
+                                           name=COMPACT_NAME)))
+    assert problem is None, problem
+    assert compact_records(outputs[0], MANIFEST, (64, 64))[0]["box"] == [0.0, 0.0, 14.0, 14.0]
+
+
 TEN = np.tile(np.asarray([1, 2, 3, 4, 0.5, 1], np.float32), (11, 1))[None]
 
 
@@ -111,6 +120,15 @@ TEN = np.tile(np.asarray([1, 2, 3, 4, 0.5, 1], np.float32), (11, 1))[None]
     ([encode(rows([1, 2, 3, 4, 0.5, -1]), name=COMPACT_NAME)], "not an integer in [0, 3)"),
     ([encode(rows([1, 2, 3, 4, 0.5, 1.5]), name=COMPACT_NAME)], "not an integer in [0, 3)"),
     ([encode(TEN, name=COMPACT_NAME)], "11 detections, over max_detections = 10"),
+    # rows no decoder gives (a sigmoid peak's score, a box of size >= 0 centred on a heatmap cell)
+    ([encode(rows([1, 2, 3, 4, 1.5, 1]), name=COMPACT_NAME)], "score 1.5 is not in [0, 1]"),
+    ([encode(rows([1, 2, 3, 4, 0.5, 1], [1, 2, 3, 4, -0.25, 1]), name=COMPACT_NAME)], "score -0.25 is not in [0, 1]"),
+    ([encode(rows([1, 2, 3, 4, 0.25, 1], [1, 2, 3, 4, 0.5, 1]), name=COMPACT_NAME)],
+     "not highest score first (row 1: 0.5 after 0.25)"),
+    ([encode(rows([30, 2, 3, 4, 0.5, 1]), name=COMPACT_NAME)], "box [30.0, 2.0, 3.0, 4.0] has x0 > x1 or y0 > y1"),
+    ([encode(rows([1, 40, 3, 4, 0.5, 1]), name=COMPACT_NAME)], "has x0 > x1 or y0 > y1"),
+    ([encode(rows([1e6, 1e6, 2e6, 2e6, 0.5, 1]), name=COMPACT_NAME)], "is centred outside the 64x64 input"),
+    ([encode(rows([-30, 2, -10, 4, 0.5, 1]), name=COMPACT_NAME)], "is centred outside the 64x64 input"),
 ])
 def test_a_malformed_answer_is_refused_so_the_frame_runs_locally(tensors, needle):
     outputs, problem = check(answer(*tensors))

@@ -93,6 +93,33 @@ def test_one_output_is_taken_whatever_its_name():
     assert decode_outputs(_response(("", [[1, 2, 3]])), one)[0].tolist() == [[1, 2, 3]]
 
 
+ONE = SimpleNamespace(outputs=[TensorSpec("output", (1, 3), "float32", None)])
+SCORES = np.array([[0.1, 0.7, 0.2]], np.float32)
+
+
+@pytest.mark.parametrize(("tensors", "manifest", "needle"), [
+    # a classifier's answer is one plain float32 tensor per output, of the manifest's shape
+    ([encode(SCORES, name="output")] * 2, ONE, "2 output tensors, the model has 1"),
+    ([encode(SCORES.astype(np.float64), name="output")], ONE, "float64"),
+    ([encode(np.array([[1, 7, 2]], np.int32), name="output")], ONE, "int32"),
+    ([encode(np.array([[1, 7, 2]], np.int8), name="output", quantization=Q)], ONE, "quantized"),
+    ([encode(SCORES.reshape(3, 1, 1), name="output")], ONE, "= [3, 1, 1]: the manifest says shape [1, 3]"),
+    ([encode(SCORES.reshape(3), name="output")], ONE, "the manifest says shape [1, 3]"),
+    ([encode(np.zeros((1, 2, 2, 3), np.float32), name="heatmap")] * 2 + [encode(np.zeros((1, 2, 2, 2), np.float32),
+                                                                              name="size")],
+     MANIFEST, "3 output tensors, the model has 2"),
+    ([encode(np.zeros((1, 2, 2, 3), np.float32), name="heatmap")] * 2, MANIFEST, "'size' is missing"),
+])
+def test_an_answer_that_is_not_this_bundles_outputs_is_refused(tensors, manifest, needle):
+    """Before, a second tensor, float64 or int32 scores, or scores of another shape but the
+    right size were recorded as the cloud's result; the server sends none of these."""
+    resp = offload_pb2.InferResponse(frame_id=1)
+    resp.outputs.extend(tensors)
+    with pytest.raises(TensorError) as info:
+        decode_outputs(resp, manifest)
+    assert needle in str(info.value), info.value
+
+
 def test_local_outputs_are_dequantized_in_manifest_shapes():
     arrays = [np.zeros((1, 2, 2, 3), np.int8), np.ones((1, 2, 2, 2), np.int8)]
     out = HeadOutput(9, arrays[0], Q, 0.1, arrays, [Q, Q])
