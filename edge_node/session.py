@@ -128,7 +128,7 @@ class OffloadSession:
         with self._lock:
             self._reached.add(self.address)
         log.info("cloud %s serves %s; warm tails %s", self.address, peer_text(info.model_name),
-                 [s.split for s in info.splits if s.warm])
+                 peer_text(str([s.split for s in info.splits if s.warm])))  # a Describe may list millions
         return info
 
     def start(self, callbacks: SessionCallbacks) -> None:
