@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from splitpoint.bundle import Preprocessing
-from splitpoint.cut_points import as_functional
+from splitpoint.cut_points import as_functional, layer_nodes
 from splitpoint.errors import ConfigError, PartitionError
 from splitpoint.images import list_frame_files, read_frame_file_sized
 from splitpoint.models import BUILTIN, ModelSource, reference_model
@@ -50,8 +51,30 @@ def load_model_source(spec: str, input_size: int | None = None) -> ModelSource:
                              f"({h}x{w}) decides; leave the flag out")
     if c not in (1, 3):
         raise PartitionError(f"model input has {c} channels; splitpoint feeds 1 (grayscale) or 3 (RGB)")
-    pre = Preprocessing(height=int(h), width=int(w), channels=int(c), scale=1.0 / 255.0, offset=0.0)
+    scale, why = _pixel_scale(model)
+    if why:
+        log.info("%s: %s, so frames go in as pixel values 0..255 (not pixel / 255)", path.name, why)
+    pre = Preprocessing(height=int(h), width=int(w), channels=int(c), scale=scale, offset=0.0)
     return ModelSource(name=path.stem, source=str(path), model=model, preprocessing=pre, labels=[], trained=True)
+
+
+def _pixel_scale(model: Any) -> tuple[float, str]:
+    """How a model file wants its pixels: (1.0, why) when it takes them as they are, else (1 / 255, "").
+
+    A model that scales its own input - an integer input, or every first layer a Rescaling, as in
+    keras.applications' MobileNetV3 and EfficientNet - expects 0..255. Fed pixel / 255, an integer
+    input truncated every frame to 0 and a Rescaling(1/127.5, offset=-1) saw -1..-0.99: the float
+    model and every split then agreed on nonsense, so verification passed and nothing said so.
+    """
+    import keras
+
+    inp = model.inputs[0]
+    if np.dtype(inp.dtype).kind in "iu":
+        return 1.0, f"its input is {np.dtype(inp.dtype).name}"
+    first = [n.operation for n in layer_nodes(model) if any(t is inp for t in n.input_tensors)]
+    if first and all(isinstance(layer, keras.layers.Rescaling) for layer in first):
+        return 1.0, f"it scales its own input (first layer {first[0].name!r} is a Rescaling)"
+    return 1.0 / 255.0, ""
 
 
 def _saved_model_refusal(path: Path) -> str:

@@ -1,0 +1,79 @@
+"""Models a user brings (`splitpoint partition my_model.keras`) that partition, and must come out
+computing what the model computes: the bundle's preprocessing, heads and tails against the model
+file itself on raw pixels. Refusals are in test_partition_refusals.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+layers = keras.layers
+
+from splitpoint.bundle import load_bundle  # noqa: E402
+from splitpoint.cli import main  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """main() reconfigures the root logger onto the captured stderr; put it back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def _rescaling_first() -> keras.Model:
+    """keras.applications' MobileNetV3 and EfficientNet begin so: the model takes pixels 0..255."""
+    inp = keras.Input((8, 8, 3))
+    x = layers.Rescaling(1 / 127.5, offset=-1, name="scale")(inp)
+    x = layers.Conv2D(4, 3, activation="relu")(x)
+    return keras.Model(inp, layers.Dense(3, activation="softmax")(layers.Flatten()(x)))
+
+
+def _uint8_input() -> keras.Model:
+    inp = keras.Input((8, 8, 3), dtype="uint8")
+    x = layers.Conv2D(4, 3, activation="relu")(layers.Rescaling(1 / 255)(inp))
+    return keras.Model(inp, layers.Dense(3, activation="softmax")(layers.Flatten()(x)))
+
+
+@pytest.mark.parametrize(("build", "why"), [
+    (_rescaling_first, "it scales its own input (first layer 'scale' is a Rescaling)"),
+    (_uint8_input, "its input is uint8"),
+], ids=["rescaling-first", "uint8-input"])
+def test_a_model_that_scales_its_own_input_gets_pixels(build: Callable[[], Any], why: str, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Both were fed pixel / 255: the uint8 input truncated every frame to zeros, the Rescaling saw
+    -1..-0.99; the float model and every split agreed on that, so the bundle verified and said
+    nothing. Now frames go in as pixels, with a log line saying why."""
+    model = build()
+    path = tmp_path / "mine.keras"
+    model.save(path)
+    out = tmp_path / "b"
+    assert main(["partition", str(path), "-o", str(out), "--calibration-random", "16", "--splits", "1",
+                 "--min-agreement", "0"]) == 0, capsys.readouterr().err
+    assert f"mine.keras: {why}, so frames go in as pixel values 0..255" in capsys.readouterr().err
+    bundle = load_bundle(out)
+    pre = bundle.manifest.preprocessing
+    frames = np.random.default_rng(1).integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    wanted = model.predict(frames.astype(model.inputs[0].dtype), verbose=0)
+    # what the server's tail_0 (the whole float model) gets from the agent's preprocessing
+    np.testing.assert_allclose(model.predict(pre.apply_batch(frames), verbose=0), wanted, atol=1e-6)
+    assert pre.scale == 1.0
+    # and the int8 head K, on the edge, agrees with the model on raw pixels
+    from splitpoint.runtime.litert import HeadRunner
+
+    last = bundle.manifest.splits[-1]
+    runner = HeadRunner(out / last.head.path)
+    q = runner.input_quantization
+    got = np.concatenate([runner.run_all(q.quantize(pre.apply_batch(f[None]), runner.input_dtype))[0]
+                          for f in frames])
+    scores = runner.output_quantization.dequantize(got)
+    assert np.abs(scores - wanted).max() < 0.1, (scores, wanted)
