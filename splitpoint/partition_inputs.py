@@ -40,7 +40,7 @@ def load_model_source(spec: str, input_size: int | None = None) -> ModelSource:
             raise PartitionError(f"cannot load Keras model {path}: {exc}") from None
     else:
         raise PartitionError(f"{path}: unknown model format (expected a .keras or .h5 file)")
-    model = as_functional(model)
+    model = as_functional(_in_float32(model, path))
     shape = model.inputs[0].shape
     if len(shape) != 4 or None in shape[1:]:
         raise PartitionError(f"model input shape {tuple(shape)} is not an image batch (N, H, W, C) with a static size")
@@ -56,6 +56,45 @@ def load_model_source(spec: str, input_size: int | None = None) -> ModelSource:
         log.info("%s: %s, so frames go in as pixel values 0..255 (not pixel / 255)", path.name, why)
     pre = Preprocessing(height=int(h), width=int(w), channels=int(c), scale=scale, offset=0.0)
     return ModelSource(name=path.stem, source=str(path), model=model, preprocessing=pre, labels=[], trained=True)
+
+
+#: dtype policies that compute in 16 bits; TFLite's int8 conversion takes float32 graphs only
+_HALF_POLICIES = frozenset({"mixed_float16", "mixed_bfloat16", "float16", "bfloat16"})
+
+
+def _in_float32(model: Any, path: Path) -> Any:
+    """`model` computing in float32, with the same weights, when some layers compute in 16 bits.
+
+    A model trained under keras.mixed_precision (mixed_float16) keeps that policy in its file, and
+    its heads reached the TFLite converter with float16 ops: "cannot convert head_3 to full-integer
+    TFLite: ... 'tf.Conv2D' op is neither a custom op nor a flex op", for every such model. Its
+    weights are float32 anyway (a mixed policy only computes in 16 bits), and int8 heads and float
+    tails are what the bundle holds, so the float32 model is the one to split.
+    """
+    import keras
+
+    config = keras.saving.serialize_keras_object(model)
+    half: set[str] = set()
+
+    def to_float32(node: Any) -> None:  # every layer's policy, nested models' too, is in the config
+        if isinstance(node, dict):
+            if node.get("class_name") == "DTypePolicy" and node.get("config", {}).get("name") in _HALF_POLICIES:
+                half.add(node["config"]["name"])
+                node["config"]["name"] = "float32"
+            for value in node.values():
+                to_float32(value)
+        elif isinstance(node, list):
+            for value in node:
+                to_float32(value)
+
+    to_float32(config)
+    if not half:
+        return model
+    rebuilt = keras.saving.deserialize_keras_object(config)
+    rebuilt.set_weights([w.astype(np.float32) if w.dtype.kind == "f" else w for w in model.get_weights()])
+    log.info("%s: layers compute in %s; partitioning it in float32 with the same weights (the int8 heads and "
+             "float tails do not keep 16-bit arithmetic)", path.name, " and ".join(sorted(half)))
+    return rebuilt
 
 
 def _pixel_scale(model: Any) -> tuple[float, str]:

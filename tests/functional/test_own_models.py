@@ -77,3 +77,24 @@ def test_a_model_that_scales_its_own_input_gets_pixels(build: Callable[[], Any],
                           for f in frames])
     scores = runner.output_quantization.dequantize(got)
     assert np.abs(scores - wanted).max() < 0.1, (scores, wanted)
+
+
+def test_a_mixed_precision_model_is_split_in_float32(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A model trained under mixed_float16 failed every time: "cannot convert head_3 to full-integer
+    TFLite: ... 'tf.Conv2D' op is neither a custom op nor a flex op". Its weights are float32; it is
+    now split as the float32 model they make, and says so."""
+    inp = keras.Input((8, 8, 3))
+    x = layers.Conv2D(4, 3, activation="relu", dtype="mixed_float16")(inp)
+    model = keras.Model(inp, layers.Dense(3, activation="softmax")(layers.Flatten(dtype="mixed_float16")(x)))
+    path = tmp_path / "half.keras"
+    model.save(path)
+    out = tmp_path / "b"
+    assert main(["partition", str(path), "-o", str(out), "--calibration-random", "16", "--splits", "1",
+                 "--min-agreement", "0"]) == 0, capsys.readouterr().err
+    assert "half.keras: layers compute in mixed_float16; partitioning it in float32" in capsys.readouterr().err
+    bundle = load_bundle(out)
+    assert bundle.manifest.split_ids == [0, 1, 3]
+    tail_0 = keras.models.load_model(out / "cloud" / "tail_0.keras", compile=False)
+    assert {layer.dtype_policy.name for layer in tail_0.layers} == {"float32"}
+    x = bundle.manifest.preprocessing.apply_batch(np.random.default_rng(2).integers(0, 256, (4, 8, 8, 3), np.uint8))
+    np.testing.assert_allclose(tail_0.predict(x, verbose=0), model.predict(x, verbose=0), atol=2e-3)
