@@ -37,7 +37,8 @@ def load_model_source(spec: str, input_size: int | None = None) -> ModelSource:
         try:
             model = keras.models.load_model(path, compile=False)
         except Exception as exc:  # Keras raises many types for a bad file
-            raise PartitionError(f"cannot load Keras model {path}: {exc}") from None
+            why = _foreign_layer(path)
+            raise PartitionError(f"cannot load Keras model {path}: {why or exc}") from None
     else:
         raise PartitionError(f"{path}: unknown model format (expected a .keras or .h5 file)")
     model = as_functional(_in_float32(model, path))
@@ -95,6 +96,61 @@ def _in_float32(model: Any, path: Path) -> Any:
     log.info("%s: layers compute in %s; partitioning it in float32 with the same weights (the int8 heads and "
              "float tails do not keep 16-bit arithmetic)", path.name, " and ".join(sorted(half)))
     return rebuilt
+
+
+def _foreign_layer(path: Path) -> str | None:
+    """Why `path` failed to load when a layer is one Keras cannot rebuild from the file, else None.
+
+    Keras' own words sent the user where a command line cannot go: a custom class was paragraphs of
+    config ending in "Could not locate class 'Twice'" or "use a custom_object_scope", a Lambda was
+    "pass safe_mode=False to the loading function". The server loads the tails the same way, so the
+    way out is in the user's program: built-in layers. Asked only after a load failed, so a file
+    this reads wrongly costs a plainer message, never a model.
+    """
+    import json
+    import zipfile
+
+    import keras
+
+    try:
+        if path.suffix == ".keras":
+            with zipfile.ZipFile(path) as z:
+                config = json.loads(z.read("config.json"))
+        else:
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                config = json.loads(f.attrs["model_config"])
+    except Exception:  # noqa: BLE001 - Keras' own message stands
+        return None
+
+    def layers_of(node: Any) -> Any:  # every layer entry, nested models' too
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "layers" and isinstance(value, list):
+                    yield from (entry for entry in value if isinstance(entry, dict))
+                yield from layers_of(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from layers_of(value)
+
+    for entry in layers_of(config):
+        cls, cfg = entry.get("class_name"), entry.get("config") or {}
+        name = cfg.get("name", entry.get("name", "?"))
+        code = cfg.get("function") if cls == "Lambda" else None
+        if isinstance(code, dict) and code.get("class_name") == "__lambda__":
+            return (f"layer {name!r} is a Lambda holding Python code, which Keras does not load from a file "
+                    "(it could run anything) and the server would not either: in the program that builds the "
+                    "model, replace it with built-in layers and save it again")
+        registered = entry.get("registered_name") or cls
+        if (str(entry.get("module") or "").startswith("keras") or cls == "Functional"
+                or hasattr(keras.layers, str(cls)) or hasattr(keras.models, str(cls))
+                or keras.saving.get_registered_object(registered) is not None):
+            continue
+        return (f"layer {name!r} is of class {registered}, which is not a Keras layer: splitpoint loads models of "
+                "built-in layers only (the server loads the tails the same way); in the program that builds the "
+                "model, use built-in layers and save it again")
+    return None
 
 
 def _pixel_scale(model: Any) -> tuple[float, str]:

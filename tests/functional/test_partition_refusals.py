@@ -12,6 +12,7 @@ import logging
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -144,6 +145,32 @@ def test_a_saved_model_directory_is_refused_saying_how_to_save_it(tmp_path: Path
     (tmp_path / "plain").mkdir()
     err = refused(capsys, str(tmp_path / "plain"), "-o", str(out))
     assert f"{tmp_path / 'plain'} is a directory, not a model: give a .keras or .h5 file" in err
+    assert not out.exists()
+
+
+def test_a_layer_keras_cannot_rebuild_is_refused_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A custom layer class was paragraphs of Keras config ending in "Could not locate class" (.keras)
+    or "use a custom_object_scope" (.h5); a Lambda was "pass safe_mode=False to the loading
+    function" - nothing a command line can do. Now one line naming the layer and the way out."""
+    @keras.saving.register_keras_serializable(package="mine")
+    class Twice(layers.Layer):
+        def call(self, x: Any) -> Any:
+            return x * 2
+
+    inp = keras.Input((8, 8, 1))
+    custom = tmp_path / "custom.h5"
+    keras.Model(inp, layers.Dense(3)(layers.Flatten()(Twice(name="twice")(inp)))).save(custom)
+    del keras.saving.get_custom_objects()["mine>Twice"]  # as in a process that never defined it
+    lam = tmp_path / "lam.keras"
+    keras.Model(inp, layers.Dense(3)(layers.Flatten()(layers.Lambda(lambda x: x * 2, name="double")(inp)))).save(lam)
+    capsys.readouterr()
+    out = tmp_path / "b"
+    err = refused(capsys, str(custom), "-o", str(out), "--calibration-random", "8")
+    assert (f"cannot load Keras model {custom}: layer 'twice' is of class mine>Twice, which is not a Keras layer: "
+            "splitpoint loads models of built-in layers only") in err
+    err = refused(capsys, str(lam), "-o", str(out), "--calibration-random", "8")
+    assert f"cannot load Keras model {lam}: layer 'double' is a Lambda holding Python code" in err
+    assert "replace it with built-in layers" in err and "safe_mode" not in err
     assert not out.exists()
 
 
