@@ -43,15 +43,12 @@ def load_model_source(spec: str, input_size: int | None = None) -> ModelSource:
         raise PartitionError(f"{path}: unknown model format (expected a .keras or .h5 file)")
     model = as_functional(_in_float32(model, path))
     shape = model.inputs[0].shape
-    if len(shape) != 4 or None in shape[1:]:
-        raise PartitionError(f"model input shape {tuple(shape)} is not an image batch (N, H, W, C) with a static size")
+    _check_input_shape(path, tuple(shape))
     _, h, w, c = shape
     if input_size is not None and (h, w) != (input_size, input_size):
         # Only a built-in is built at a size; a file's weights and layers were made for its own.
         raise PartitionError(f"--input-size {input_size} does not apply to {path}: its own input shape "
                              f"({h}x{w}) decides; leave the flag out")
-    if c not in (1, 3):
-        raise PartitionError(f"model input has {c} channels; splitpoint feeds 1 (grayscale) or 3 (RGB)")
     scale, why = _pixel_scale(model)
     if why:
         log.info("%s: %s, so frames go in as pixel values 0..255 (not pixel / 255)", path.name, why)
@@ -61,6 +58,27 @@ def load_model_source(spec: str, input_size: int | None = None) -> ModelSource:
 
 #: dtype policies that compute in 16 bits; TFLite's int8 conversion takes float32 graphs only
 _HALF_POLICIES = frozenset({"mixed_float16", "mixed_bfloat16", "float16", "bfloat16"})
+
+
+def _check_input_shape(path: Path, shape: tuple) -> None:
+    """The model's input must be one (N, H, W, 1|3) image of a fixed size; else say what it is and
+    what to build instead. A channels-first (N, 3, H, W) input was "model input has 16 channels", and
+    an input of any size (None, None, None, 3) "is not an image batch ... with a static size", which
+    gave no way out."""
+    rebuild = "in the program that builds the model, "
+    if len(shape) != 4:
+        raise PartitionError(f"{path}: its input {shape} is not an image batch (N, H, W, C); splitpoint splits "
+                             "image models (one input of height x width x 1 or 3 channels)")
+    _, h, w, c = shape
+    if c not in (1, 3) and shape[1] in (1, 3):
+        raise PartitionError(f"{path}: its input {shape} is channels-first (N, C, H, W); splitpoint feeds "
+                             f"channels-last images (N, H, W, C): {rebuild}use data_format='channels_last' "
+                             "(the Keras default) and save it again")
+    if c not in (1, 3):
+        raise PartitionError(f"{path}: its input has {c} channels; splitpoint feeds 1 (grayscale) or 3 (RGB)")
+    if h is None or w is None:
+        raise PartitionError(f"{path}: its input {shape} takes any height and width, but int8 heads have a fixed "
+                             f"size: {rebuild}give the input one, e.g. keras.Input((224, 224, {c})), and save it again")
 
 
 def _in_float32(model: Any, path: Path) -> Any:

@@ -174,6 +174,25 @@ def test_a_layer_keras_cannot_rebuild_is_refused_naming_it(tmp_path: Path, capsy
     assert not out.exists()
 
 
+def test_an_input_that_is_not_a_channels_last_image_is_refused_saying_what_to_build(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A channels-first model was "model input has 16 channels" (its width); a 1-D input was "not an
+    image batch (N, H, W, C) with a static size". Each now names the file, the shape and the way out."""
+    inp = keras.Input((3, 16, 16))
+    first = tmp_path / "first.keras"
+    keras.Model(inp, layers.Dense(3)(layers.Flatten()(layers.Conv2D(4, 3, data_format="channels_first")(inp)))).save(first)
+    flat = tmp_path / "flat.keras"
+    vec = keras.Input((20,))
+    keras.Model(vec, layers.Dense(3)(vec)).save(flat)
+    out = tmp_path / "b"
+    err = refused(capsys, str(first), "-o", str(out), "--calibration-random", "8")
+    assert (f"{first}: its input (None, 3, 16, 16) is channels-first (N, C, H, W); splitpoint feeds channels-last "
+            "images (N, H, W, C): in the program that builds the model, use data_format='channels_last'") in err
+    err = refused(capsys, str(flat), "-o", str(out), "--calibration-random", "8")
+    assert f"{flat}: its input (None, 20) is not an image batch (N, H, W, C); splitpoint splits image models" in err
+    assert not out.exists()
+
+
 def test_a_model_that_computes_nothing_is_refused_and_leaves_nothing(tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """A single linear Activation once ended in an AssertionError (exit 1) and a partial directory."""
