@@ -13,7 +13,7 @@ from splitpoint.bundle import Preprocessing
 from splitpoint.cut_points import as_functional, layer_nodes
 from splitpoint.errors import ConfigError, PartitionError
 from splitpoint.images import list_frame_files, read_frame_file_sized
-from splitpoint.models import BUILTIN, ModelSource, reference_model
+from splitpoint.models import BUILTIN, MAX_INPUT_SIZE, ModelSource, reference_model
 from splitpoint.runtime.tf import import_tensorflow
 
 log = logging.getLogger("splitpoint.partition")  # the partitioner's logger: users filter on one name
@@ -41,7 +41,7 @@ def load_model_source(spec: str, input_size: int | None = None) -> ModelSource:
             raise PartitionError(f"cannot load Keras model {path}: {why or exc}") from None
     else:
         raise PartitionError(f"{path}: unknown model format (expected a .keras or .h5 file)")
-    model = as_functional(_in_float32(model, path))
+    model = _at_input_size(as_functional(_in_float32(model, path)), path, input_size)
     shape = model.inputs[0].shape
     _check_input_shape(path, tuple(shape))
     _, h, w, c = shape
@@ -78,7 +78,28 @@ def _check_input_shape(path: Path, shape: tuple) -> None:
         raise PartitionError(f"{path}: its input has {c} channels; splitpoint feeds 1 (grayscale) or 3 (RGB)")
     if h is None or w is None:
         raise PartitionError(f"{path}: its input {shape} takes any height and width, but int8 heads have a fixed "
-                             f"size: {rebuild}give the input one, e.g. keras.Input((224, 224, {c})), and save it again")
+                             "size: give the size to build the bundle at with --input-size PX (square)")
+
+
+def _at_input_size(model: Any, path: Path, size: int | None) -> Any:
+    """A model that takes any height and width (a fully convolutional one), fixed at --input-size:
+    the same layers and weights on an input of that size. Other models are returned as they are."""
+    shape = tuple(model.inputs[0].shape)
+    if size is None or len(shape) != 4 or None not in shape[1:3]:
+        return model
+    if size > MAX_INPUT_SIZE:
+        raise PartitionError(f"--input-size {size} is too large (at most {MAX_INPUT_SIZE})")
+    import keras
+
+    _, h, w, c = shape
+    fixed = keras.Input((h or size, w or size, c), dtype=model.inputs[0].dtype, name=model.inputs[0].name)
+    try:
+        sized = keras.models.clone_model(model, input_tensors=fixed)
+    except Exception as exc:  # a size its layers cannot take (smaller than its kernels and strides need)
+        raise PartitionError(f"--input-size {size}: {path} cannot take {h or size}x{w or size} inputs "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    sized.set_weights(model.get_weights())
+    return sized
 
 
 def _in_float32(model: Any, path: Path) -> Any:

@@ -98,3 +98,26 @@ def test_a_mixed_precision_model_is_split_in_float32(tmp_path: Path, capsys: pyt
     assert {layer.dtype_policy.name for layer in tail_0.layers} == {"float32"}
     x = bundle.manifest.preprocessing.apply_batch(np.random.default_rng(2).integers(0, 256, (4, 8, 8, 3), np.uint8))
     np.testing.assert_allclose(tail_0.predict(x, verbose=0), model.predict(x, verbose=0), atol=2e-3)
+
+
+def test_a_model_of_any_input_size_is_built_at_input_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A fully convolutional model, Input((None, None, 1)), was refused ("is not an image batch ...
+    with a static size"), and --input-size, which could fix its size, was refused for any model file.
+    Now --input-size builds it at that size, with the same weights; without it, the refusal says so."""
+    inp = keras.Input((None, None, 1))
+    x = layers.GlobalAveragePooling2D()(layers.Conv2D(4, 3, activation="relu")(inp))
+    model = keras.Model(inp, layers.Dense(3, activation="softmax")(x))
+    path = tmp_path / "anysize.keras"
+    model.save(path)
+    out = tmp_path / "b"
+    assert main(["partition", str(path), "-o", str(out), "--calibration-random", "8"]) == 2
+    assert ("anysize.keras: its input (None, None, None, 1) takes any height and width, but int8 heads have a "
+            "fixed size: give the size to build the bundle at with --input-size PX") in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["partition", str(path), "-o", str(out), "--calibration-random", "8", "--input-size", "32",
+                 "--min-agreement", "0"]) == 0, capsys.readouterr().err
+    manifest = load_bundle(out).manifest
+    assert manifest.input.shape == (1, 32, 32, 1)
+    tail_0 = keras.models.load_model(out / "cloud" / "tail_0.keras", compile=False)
+    x = manifest.preprocessing.apply_batch(np.random.default_rng(3).integers(0, 256, (4, 32, 32), np.uint8))
+    np.testing.assert_allclose(tail_0.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
