@@ -28,19 +28,20 @@ def load_model_source(spec: str, input_size: int | None = None) -> ModelSource:
         raise PartitionError(f"model {spec!r} is neither a .keras/.h5 file nor a built-in ({', '.join(BUILTIN)})")
     if path.is_dir():
         raise PartitionError(_saved_model_refusal(path))  # before TensorFlow's import, like a wrong file
-    if path.suffix in (".keras", ".h5"):
-        _check_model_file(path)  # before TensorFlow's import: a wrong file is told in a moment
+    if path.suffix == ".tflite":  # the edge's kind of file, not one a split can be cut from
+        raise PartitionError(f"{path} is a TFLite model, already converted, with no Keras layers to split "
+                             "between: partition the .keras or .h5 model it was converted from")
+    if path.suffix not in (".keras", ".h5"):  # said before TensorFlow's import (seconds), like a wrong file
+        raise PartitionError(f"{path}: unknown model format (expected a .keras or .h5 file)")
+    _check_model_file(path)
     import_tensorflow()
     import keras
 
-    if path.suffix in (".keras", ".h5"):
-        try:
-            model = keras.models.load_model(path, compile=False)
-        except Exception as exc:  # Keras raises many types for a bad file
-            why = _foreign_layer(path)
-            raise PartitionError(f"cannot load Keras model {path}: {why or exc}") from None
-    else:
-        raise PartitionError(f"{path}: unknown model format (expected a .keras or .h5 file)")
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many types for a bad file
+        why = _foreign_layer(path)
+        raise PartitionError(f"cannot load Keras model {path}: {why or exc}") from None
     model = _at_input_size(as_functional(_in_float32(model, path)), path, input_size)
     shape = model.inputs[0].shape
     _check_input_shape(path, tuple(shape))
