@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from splitpoint.bundle import Preprocessing
-from splitpoint.cut_points import as_functional, layer_nodes
+from splitpoint.cut_points import as_functional, inline_nested, layer_nodes
 from splitpoint.errors import ConfigError, PartitionError
 from splitpoint.images import list_frame_files, read_frame_file_sized
 from splitpoint.models import BUILTIN, MAX_INPUT_SIZE, ModelSource, reference_model
@@ -42,7 +42,9 @@ def load_model_source(spec: str, input_size: int | None = None) -> ModelSource:
     except Exception as exc:  # Keras raises many types for a bad file
         why = _foreign_layer(path)
         raise PartitionError(f"cannot load Keras model {path}: {why or exc}") from None
-    model = _at_input_size(as_functional(_in_float32(model, path)), path, input_size)
+    model, nested = inline_nested(_at_input_size(as_functional(_in_float32(model, path)), path, input_size))
+    if nested:
+        log.info("%s: the layers of nested model(s) %s are split between like its own", path.name, ", ".join(nested))
     shape = model.inputs[0].shape
     _check_input_shape(path, tuple(shape))
     _, h, w, c = shape

@@ -121,3 +121,29 @@ def test_a_model_of_any_input_size_is_built_at_input_size(tmp_path: Path, capsys
     tail_0 = keras.models.load_model(out / "cloud" / "tail_0.keras", compile=False)
     x = manifest.preprocessing.apply_batch(np.random.default_rng(3).integers(0, 256, (4, 32, 32), np.uint8))
     np.testing.assert_allclose(tail_0.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_a_nested_backbone_is_split_inside(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A backbone called as one layer (transfer learning: base = MobileNetV2(include_top=False);
+    Dense(...)(GlobalAveragePooling2D()(base(inp)))) was one node to the cut search: no split fell
+    inside it, and its leading Rescaling went unseen, so frames went in as pixel / 255. Its layers
+    are now split between like the model's own."""
+    backbone = keras.Sequential([keras.Input((8, 8, 3)), layers.Rescaling(1 / 255, name="scale"),
+                                 layers.Conv2D(4, 3, activation="relu", name="conv_a"),
+                                 layers.Conv2D(4, 3, activation="relu", name="conv_b")], name="backbone")
+    inp = keras.Input((8, 8, 3))
+    model = keras.Model(inp, layers.Dense(3, activation="softmax", name="head")(layers.Flatten()(backbone(inp))))
+    path = tmp_path / "transfer.keras"
+    model.save(path)
+    out = tmp_path / "b"
+    assert main(["partition", str(path), "-o", str(out), "--calibration-random", "8", "--splits", "2",
+                 "--min-agreement", "0"]) == 0, capsys.readouterr().err
+    assert "transfer.keras: the layers of nested model(s) backbone are split between" in capsys.readouterr().err
+    manifest = load_bundle(out).manifest
+    assert manifest.num_layers == 5  # scale, conv_a, conv_b, flatten, head
+    assert [s.after_layer for s in manifest.splits] == [None, "conv_a", "head"]
+    assert manifest.preprocessing.scale == 1.0
+    tail_0 = keras.models.load_model(out / "cloud" / "tail_0.keras", compile=False)
+    frames = np.random.default_rng(4).integers(0, 256, (4, 8, 8, 3), np.uint8)
+    np.testing.assert_allclose(tail_0.predict(manifest.preprocessing.apply_batch(frames), verbose=0),
+                               model.predict(frames.astype(np.float32), verbose=0), atol=1e-6)
