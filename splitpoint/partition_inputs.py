@@ -59,24 +59,19 @@ def load_model_source(spec: str, input_size: int | None = None) -> ModelSource:
     return ModelSource(name=path.stem, source=str(path), model=model, preprocessing=pre, labels=[], trained=True)
 
 
-#: dtype policies that compute in 16 bits; TFLite's int8 conversion takes float32 graphs only
-_HALF_POLICIES = frozenset({"mixed_float16", "mixed_bfloat16", "float16", "bfloat16"})
-
-
 def _check_input_shape(path: Path, shape: tuple) -> None:
     """The model's input must be one (N, H, W, 1|3) image of a fixed size; else say what it is and
     what to build instead. A channels-first (N, 3, H, W) input was "model input has 16 channels", and
     an input of any size (None, None, None, 3) "is not an image batch ... with a static size", which
     gave no way out."""
-    rebuild = "in the program that builds the model, "
     if len(shape) != 4:
         raise PartitionError(f"{path}: its input {shape} is not an image batch (N, H, W, C); splitpoint splits "
                              "image models (one input of height x width x 1 or 3 channels)")
     _, h, w, c = shape
     if c not in (1, 3) and shape[1] in (1, 3):
         raise PartitionError(f"{path}: its input {shape} is channels-first (N, C, H, W); splitpoint feeds "
-                             f"channels-last images (N, H, W, C): {rebuild}use data_format='channels_last' "
-                             "(the Keras default) and save it again")
+                             "channels-last images (N, H, W, C): in the program that builds the model, use "
+                             "data_format='channels_last' (the Keras default) and save it again")
     if c not in (1, 3):
         raise PartitionError(f"{path}: its input has {c} channels; splitpoint feeds 1 (grayscale) or 3 (RGB)")
     if h is None or w is None:
@@ -103,6 +98,10 @@ def _at_input_size(model: Any, path: Path, size: int | None) -> Any:
                              f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     sized.set_weights(model.get_weights())
     return sized
+
+
+#: dtype policies that compute in 16 bits; TFLite's int8 conversion takes float32 graphs only
+_HALF_POLICIES = frozenset({"mixed_float16", "mixed_bfloat16", "float16", "bfloat16"})
 
 
 def _in_float32(model: Any, path: Path) -> Any:
