@@ -42,6 +42,10 @@ def load_model_source(spec: str, input_size: int | None = None) -> ModelSource:
     except Exception as exc:  # Keras raises many types for a bad file
         why = _foreign_layer(path)
         raise PartitionError(f"cannot load Keras model {path}: {why or exc}") from None
+    inputs = getattr(model, "inputs", None) or []  # none: subclassed or unbuilt, which as_functional names
+    if len(inputs) > 1:  # before anything rebuilds it from its first input; cut_points' refusal names the model
+        raise PartitionError(f"{path}: it has {len(inputs)} inputs ({', '.join(str(tuple(t.shape)) for t in inputs)}); "
+                             "splitpoint splits models with one image input")
     model, nested = inline_nested(_at_input_size(as_functional(_in_float32(model, path)), path, input_size))
     if nested:
         log.info("%s: the layers of nested model(s) %s are split between like its own", path.name, ", ".join(nested))

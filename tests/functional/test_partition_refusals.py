@@ -190,6 +190,12 @@ def test_an_input_that_is_not_a_channels_last_image_is_refused_saying_what_to_bu
             "images (N, H, W, C): in the program that builds the model, use data_format='channels_last'") in err
     err = refused(capsys, str(flat), "-o", str(out), "--calibration-random", "8")
     assert f"{flat}: its input (None, 20) is not an image batch (N, H, W, C); splitpoint splits image models" in err
+    a, b = keras.Input((8, 8, 3)), keras.Input((8, 8, 3))
+    two = tmp_path / "two.keras"
+    keras.Model([a, b], layers.Dense(3)(layers.Flatten()(layers.Concatenate()([a, b])))).save(two)
+    err = refused(capsys, str(two), "-o", str(out), "--calibration-random", "8")
+    assert err.endswith(f"{two}: it has 2 inputs ((None, 8, 8, 3), (None, 8, 8, 3)); splitpoint splits models with "
+                        "one image input"), err
     assert not out.exists()
 
 
