@@ -19,9 +19,10 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from splitpoint import cli_parser
+from splitpoint import cli_parser, partition_guard
 from splitpoint import config as cfg
 from splitpoint.cli_cloud import cmd_cloud
 from splitpoint.cli_edge import cmd_edge
@@ -351,10 +352,23 @@ def _main(argv: list[str] | None) -> int:
         print(cli_parser.overview())
         return 0
     setup_logging("debug" if args.verbose else "warning" if args.command == "demo" else "info")
+    return _command(args, lambda: _start(args))
+
+
+def _start(args: argparse.Namespace) -> int:
+    if args.command not in ("edge", "cloud"):  # they take the signals over; the others get Python's
+        HELD.release()  # defaults back, and a signal held while the command line was read acts as it always did
+    if args.command == "partition" and partition_guard.can_isolate():
+        # in a child, so that a native crash of the converter is one line, not a silent death
+        return partition_guard.isolated(lambda: _command(args, lambda: args.func(args)), args.model,
+                                        Path(args.output))
+    return int(args.func(args) or 0)
+
+
+def _command(args: argparse.Namespace, run: Callable[[], int]) -> int:
+    """run() with every error told in one line and its exit code."""
     try:
-        if args.command not in ("edge", "cloud"):  # they take the signals over; the others get Python's
-            HELD.release()  # defaults back, and a signal held while the command line was read acts as it always did
-        return int(args.func(args) or 0)
+        return int(run() or 0)
     except SplitpointError as err:  # exit 2: fix the command, config or input; 1: the run failed
         print(f"splitpoint {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code
@@ -385,6 +399,7 @@ def run() -> None:
     SIGTERM, SIGINT and SIGHUP are held from here until the command says what they mean
     (splitpoint/cli_signals.py): `splitpoint edge` stops before its first frame, and
     `splitpoint cloud` before it serves, on a stop that came while it was starting."""
+    partition_guard.ENTRY.set()  # this process is the command: `partition` may fork (partition_guard.py)
     HELD.hold()
     code = main()
     logging.shutdown()

@@ -50,6 +50,45 @@ def as_functional(model: Any) -> Any:
     return model
 
 
+def inline_nested(model: Any) -> tuple[Any, list[str]]:
+    """(`model` with every nested model's layers called in its own graph, the nested models' names).
+
+    A nested model - a keras.applications backbone called as one layer, the usual transfer-learning
+    build - is one node to the cut search, so no split fell inside it: MobileNetV2 under a
+    GlobalAveragePooling2D and a Dense offered splits 0, 1, 2, 3 - all of the backbone or none on
+    the edge. Re-running the outer graph with each nested model's own graph in its place gives the
+    same computation (the same layer objects and weights) with every layer a node. A model this
+    cannot rebuild (layer names that clash once side by side) is returned as it was.
+    """
+    import keras
+    from keras.src.models.functional import Functional
+
+    nested: list[str] = []
+
+    def inline(op: Any) -> Any:
+        if isinstance(op, keras.Sequential):
+            nested.append(op.name)
+
+            def chain(x: Any, **_: Any) -> Any:
+                for layer in op.layers:
+                    x = inline(layer)(x)
+                return x
+            return chain
+        if isinstance(op, Functional):
+            nested.append(op.name)
+            return lambda *args, **_: op._run_through_graph(args[0] if len(args) == 1 else args, operation_fn=inline)
+        return op
+
+    if not any(isinstance(layer, keras.Model) for layer in model.layers):
+        return model, []
+    x = keras.Input(batch_shape=model.inputs[0].shape, dtype=model.inputs[0].dtype, name=model.inputs[0].name)
+    try:
+        flat = keras.Model(x, model._run_through_graph(x, operation_fn=inline), name=model.name)
+    except Exception:  # noqa: BLE001 - the nested model stays one layer, as before
+        return model, []
+    return flat, list(dict.fromkeys(nested))  # a model called twice is named once
+
+
 def _node_key(tensor: Any) -> tuple[int, int]:
     op, node_index, _ = tensor._keras_history
     return id(op), node_index

@@ -207,9 +207,10 @@ def partition(
         save_npz(work / "ref.npz", **{f"out_{i}": r for i, r in enumerate(reference)})
         params = model.count_params()
         jobs = opts.jobs or (1 if params < 5_000_000 else min(2, os.cpu_count() or 1))
-        # A crash of the converter (a signal, not an exception) is survived and told only in a worker
-        # process; one costs ~5 s, so small models without control flow stay in this process
-        # (splitpoint/split_workers.py says why and what was measured).
+        # A crash of the converter (a signal, not an exception) is survived by the partitioner only in a
+        # worker process; one costs ~5 s, so small models without control flow stay in this process
+        # (splitpoint/split_workers.py says why and what was measured), whose own death the command
+        # line's parent process tells (splitpoint/partition_guard.py).
         flow = control_flow_ops(tf, model)
         isolated = jobs > 1 or bool(flow)
         bar = (progress or (lambda n: Progress(n)))(len(splits))

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from splitpoint.bundle import Preprocessing
-from splitpoint.cut_points import as_functional
+from splitpoint.cut_points import as_functional, inline_nested, layer_nodes
 from splitpoint.errors import ConfigError, PartitionError
 from splitpoint.images import list_frame_files, read_frame_file_sized
-from splitpoint.models import BUILTIN, ModelSource, reference_model
+from splitpoint.models import BUILTIN, MAX_INPUT_SIZE, ModelSource, reference_model
 from splitpoint.runtime.tf import import_tensorflow
 
 log = logging.getLogger("splitpoint.partition")  # the partitioner's logger: users filter on one name
@@ -27,31 +28,193 @@ def load_model_source(spec: str, input_size: int | None = None) -> ModelSource:
         raise PartitionError(f"model {spec!r} is neither a .keras/.h5 file nor a built-in ({', '.join(BUILTIN)})")
     if path.is_dir():
         raise PartitionError(_saved_model_refusal(path))  # before TensorFlow's import, like a wrong file
-    if path.suffix in (".keras", ".h5"):
-        _check_model_file(path)  # before TensorFlow's import: a wrong file is told in a moment
+    if path.suffix == ".tflite":  # the edge's kind of file, not one a split can be cut from
+        raise PartitionError(f"{path} is a TFLite model, already converted, with no Keras layers to split "
+                             "between: partition the .keras or .h5 model it was converted from")
+    if path.suffix not in (".keras", ".h5"):  # said before TensorFlow's import (seconds), like a wrong file
+        raise PartitionError(f"{path}: unknown model format (expected a .keras or .h5 file)")
+    _check_model_file(path)
     import_tensorflow()
     import keras
 
-    if path.suffix in (".keras", ".h5"):
-        try:
-            model = keras.models.load_model(path, compile=False)
-        except Exception as exc:  # Keras raises many types for a bad file
-            raise PartitionError(f"cannot load Keras model {path}: {exc}") from None
-    else:
-        raise PartitionError(f"{path}: unknown model format (expected a .keras or .h5 file)")
-    model = as_functional(model)
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many types for a bad file
+        why = _foreign_layer(path)
+        raise PartitionError(f"cannot load Keras model {path}: {why or exc}") from None
+    inputs = getattr(model, "inputs", None) or []  # none: subclassed or unbuilt, which as_functional names
+    if len(inputs) > 1:  # before anything rebuilds it from its first input; cut_points' refusal names the model
+        raise PartitionError(f"{path}: it has {len(inputs)} inputs ({', '.join(str(tuple(t.shape)) for t in inputs)}); "
+                             "splitpoint splits models with one image input")
+    model, nested = inline_nested(_at_input_size(as_functional(_in_float32(model, path)), path, input_size))
+    if nested:
+        log.info("%s: the layers of nested model(s) %s are split between like its own", path.name, ", ".join(nested))
     shape = model.inputs[0].shape
-    if len(shape) != 4 or None in shape[1:]:
-        raise PartitionError(f"model input shape {tuple(shape)} is not an image batch (N, H, W, C) with a static size")
+    _check_input_shape(path, tuple(shape))
     _, h, w, c = shape
     if input_size is not None and (h, w) != (input_size, input_size):
         # Only a built-in is built at a size; a file's weights and layers were made for its own.
         raise PartitionError(f"--input-size {input_size} does not apply to {path}: its own input shape "
                              f"({h}x{w}) decides; leave the flag out")
-    if c not in (1, 3):
-        raise PartitionError(f"model input has {c} channels; splitpoint feeds 1 (grayscale) or 3 (RGB)")
-    pre = Preprocessing(height=int(h), width=int(w), channels=int(c), scale=1.0 / 255.0, offset=0.0)
+    scale, why = _pixel_scale(model)
+    if why:
+        log.info("%s: %s, so frames go in as pixel values 0..255 (not pixel / 255)", path.name, why)
+    pre = Preprocessing(height=int(h), width=int(w), channels=int(c), scale=scale, offset=0.0)
     return ModelSource(name=path.stem, source=str(path), model=model, preprocessing=pre, labels=[], trained=True)
+
+
+def _check_input_shape(path: Path, shape: tuple) -> None:
+    """The model's input must be one (N, H, W, 1|3) image of a fixed size; else say what it is and
+    what to build instead. A channels-first (N, 3, H, W) input was "model input has 16 channels", and
+    an input of any size (None, None, None, 3) "is not an image batch ... with a static size", which
+    gave no way out."""
+    if len(shape) != 4:
+        raise PartitionError(f"{path}: its input {shape} is not an image batch (N, H, W, C); splitpoint splits "
+                             "image models (one input of height x width x 1 or 3 channels)")
+    _, h, w, c = shape
+    if c not in (1, 3) and shape[1] in (1, 3):
+        raise PartitionError(f"{path}: its input {shape} is channels-first (N, C, H, W); splitpoint feeds "
+                             "channels-last images (N, H, W, C): in the program that builds the model, use "
+                             "data_format='channels_last' (the Keras default) and save it again")
+    if c not in (1, 3):
+        raise PartitionError(f"{path}: its input has {c} channels; splitpoint feeds 1 (grayscale) or 3 (RGB)")
+    if h is None or w is None:
+        raise PartitionError(f"{path}: its input {shape} takes any height and width, but int8 heads have a fixed "
+                             "size: give the size to build the bundle at with --input-size PX (square)")
+
+
+def _at_input_size(model: Any, path: Path, size: int | None) -> Any:
+    """A model that takes any height and width (a fully convolutional one), fixed at --input-size:
+    the same layers and weights on an input of that size. Other models are returned as they are."""
+    shape = tuple(model.inputs[0].shape)
+    if size is None or len(shape) != 4 or None not in shape[1:3]:
+        return model
+    if size > MAX_INPUT_SIZE:
+        raise PartitionError(f"--input-size {size} is too large (at most {MAX_INPUT_SIZE})")
+    import keras
+
+    _, h, w, c = shape
+    fixed = keras.Input((h or size, w or size, c), dtype=model.inputs[0].dtype, name=model.inputs[0].name)
+    try:
+        sized = keras.models.clone_model(model, input_tensors=fixed)
+    except Exception as exc:  # a size its layers cannot take (smaller than its kernels and strides need)
+        raise PartitionError(f"--input-size {size}: {path} cannot take {h or size}x{w or size} inputs "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    sized.set_weights(model.get_weights())
+    return sized
+
+
+#: dtype policies that compute in 16 bits; TFLite's int8 conversion takes float32 graphs only
+_HALF_POLICIES = frozenset({"mixed_float16", "mixed_bfloat16", "float16", "bfloat16"})
+
+
+def _in_float32(model: Any, path: Path) -> Any:
+    """`model` computing in float32, with the same weights, when some layers compute in 16 bits.
+
+    A model trained under keras.mixed_precision (mixed_float16) keeps that policy in its file, and
+    its heads reached the TFLite converter with float16 ops: "cannot convert head_3 to full-integer
+    TFLite: ... 'tf.Conv2D' op is neither a custom op nor a flex op", for every such model. Its
+    weights are float32 anyway (a mixed policy only computes in 16 bits), and int8 heads and float
+    tails are what the bundle holds, so the float32 model is the one to split.
+    """
+    import keras
+
+    config = keras.saving.serialize_keras_object(model)
+    half: set[str] = set()
+
+    def to_float32(node: Any) -> None:  # every layer's policy, nested models' too, is in the config
+        if isinstance(node, dict):
+            if node.get("class_name") == "DTypePolicy" and node.get("config", {}).get("name") in _HALF_POLICIES:
+                half.add(node["config"]["name"])
+                node["config"]["name"] = "float32"
+            for value in node.values():
+                to_float32(value)
+        elif isinstance(node, list):
+            for value in node:
+                to_float32(value)
+
+    to_float32(config)
+    if not half:
+        return model
+    rebuilt = keras.saving.deserialize_keras_object(config)
+    rebuilt.set_weights([w.astype(np.float32) if w.dtype.kind == "f" else w for w in model.get_weights()])
+    log.info("%s: layers compute in %s; partitioning it in float32 with the same weights (the int8 heads and "
+             "float tails do not keep 16-bit arithmetic)", path.name, " and ".join(sorted(half)))
+    return rebuilt
+
+
+def _foreign_layer(path: Path) -> str | None:
+    """Why `path` failed to load when a layer is one Keras cannot rebuild from the file, else None.
+
+    Keras' own words sent the user where a command line cannot go: a custom class was paragraphs of
+    config ending in "Could not locate class 'Twice'" or "use a custom_object_scope", a Lambda was
+    "pass safe_mode=False to the loading function". The server loads the tails the same way, so the
+    way out is in the user's program: built-in layers. Asked only after a load failed, so a file
+    this reads wrongly costs a plainer message, never a model.
+    """
+    import json
+    import zipfile
+
+    import keras
+
+    try:
+        if path.suffix == ".keras":
+            with zipfile.ZipFile(path) as z:
+                config = json.loads(z.read("config.json"))
+        else:
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                config = json.loads(f.attrs["model_config"])
+    except Exception:  # noqa: BLE001 - Keras' own message stands
+        return None
+
+    def layers_of(node: Any) -> Any:  # every layer entry, nested models' too
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "layers" and isinstance(value, list):
+                    yield from (entry for entry in value if isinstance(entry, dict))
+                yield from layers_of(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from layers_of(value)
+
+    for entry in layers_of(config):
+        cls, cfg = entry.get("class_name"), entry.get("config") or {}
+        name = cfg.get("name", entry.get("name", "?"))
+        code = cfg.get("function") if cls == "Lambda" else None
+        if isinstance(code, dict) and code.get("class_name") == "__lambda__":
+            return (f"layer {name!r} is a Lambda holding Python code, which Keras does not load from a file "
+                    "(it could run anything) and the server would not either: in the program that builds the "
+                    "model, replace it with built-in layers and save it again")
+        registered = entry.get("registered_name") or cls
+        if (str(entry.get("module") or "").startswith("keras") or cls == "Functional"
+                or hasattr(keras.layers, str(cls)) or hasattr(keras.models, str(cls))
+                or keras.saving.get_registered_object(registered) is not None):
+            continue
+        return (f"layer {name!r} is of class {registered}, which is not a Keras layer: splitpoint loads models of "
+                "built-in layers only (the server loads the tails the same way); in the program that builds the "
+                "model, use built-in layers and save it again")
+    return None
+
+
+def _pixel_scale(model: Any) -> tuple[float, str]:
+    """How a model file wants its pixels: (1.0, why) when it takes them as they are, else (1 / 255, "").
+
+    A model that scales its own input - an integer input, or every first layer a Rescaling, as in
+    keras.applications' MobileNetV3 and EfficientNet - expects 0..255. Fed pixel / 255, an integer
+    input truncated every frame to 0 and a Rescaling(1/127.5, offset=-1) saw -1..-0.99: the float
+    model and every split then agreed on nonsense, so verification passed and nothing said so.
+    """
+    import keras
+
+    inp = model.inputs[0]
+    if np.dtype(inp.dtype).kind in "iu":
+        return 1.0, f"its input is {np.dtype(inp.dtype).name}"
+    first = [n.operation for n in layer_nodes(model) if any(t is inp for t in n.input_tensors)]
+    if first and all(isinstance(layer, keras.layers.Rescaling) for layer in first):
+        return 1.0, f"it scales its own input (first layer {first[0].name!r} is a Rescaling)"
+    return 1.0 / 255.0, ""
 
 
 def _saved_model_refusal(path: Path) -> str:

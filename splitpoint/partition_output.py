@@ -9,7 +9,8 @@ moment between two renames (a crash there leaves both, named, beside -o). A repl
 room for both bundles until the swap.
 
 A run killed outright (SIGKILL, the OOM killer, a converter that segfaults in-process) cannot
-remove its build directory. The directory's name carries the run's pid
+remove its build directory; under the command line its parent does (splitpoint/partition_guard.py),
+unless that dies too. The directory's name carries the run's pid
 (`.NAME.partial-PID-HEX`), so the next run to the same -o removes the ones whose process is
 gone, saying so. A verified bundle that could not be moved into place is renamed
 `.NAME.verified-HEX` (the message names it) and never removed.
@@ -67,8 +68,8 @@ def staged_output(out: Path, force: bool) -> Iterator[Path]:
         raise
 
 
-def _remove_dead_builds(real: Path) -> None:
-    """Remove the build directories beside `real` of runs whose process is gone."""
+def _builds(real: Path) -> Iterator[tuple[Path, int]]:
+    """The build directories beside `real`, each with the pid of the run that made it."""
     pattern = re.compile(rf"\.{re.escape(real.name)}\.partial-(\d+)-[0-9a-f]+")
     try:
         siblings = list(real.parent.iterdir()) if real.parent.is_dir() else []
@@ -76,11 +77,25 @@ def _remove_dead_builds(real: Path) -> None:
         return  # not listable: creating the build directory next says why
     for path in siblings:
         m = pattern.fullmatch(path.name)
-        if m is None or not path.is_dir() or path.is_symlink() or _alive(int(m.group(1))):
-            continue
-        shutil.rmtree(path, ignore_errors=True)
-        log.info("removed %s: the partial build of an earlier run that ended without cleaning up (pid %s)",
-                 path, m.group(1))
+        if m is not None and path.is_dir() and not path.is_symlink():
+            yield path, int(m.group(1))
+
+
+def _remove_dead_builds(real: Path) -> None:
+    """Remove the build directories beside `real` of runs whose process is gone."""
+    for path, pid in _builds(real):
+        if not _alive(pid):
+            shutil.rmtree(path, ignore_errors=True)
+            log.info("removed %s: the partial build of an earlier run that ended without cleaning up (pid %s)",
+                     path, pid)
+
+
+def discard_builds(out: Path, pid: int) -> None:
+    """Remove the build directories for -o `out` of run `pid`, which died without cleaning up
+    (splitpoint/partition_guard.py: a native crash in the partitioner's own process)."""
+    for path, of in _builds(Path(os.path.realpath(out))):
+        if of == pid:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:

@@ -18,8 +18,9 @@ many tests), would pay that on every run for a crash they cannot have. So `where
 them in-process unless their graph has control flow (While, If, Case: what the converter's
 calibration is known to crash on), found by tracing the model once (0.03 s for the digits CNN,
 0.2 s for a GRU model); --jobs 2 or more, the default over 5 M parameters, always builds in
-workers. A model without control flow that still crashes the converter in-process ends the
-process as before; --jobs 2 then isolates every conversion.
+workers. A model without control flow that still crashes the converter in-process ends that
+process, which under the command line is a forked child whose parent tells the death the same
+way (splitpoint/partition_guard.py: a fork before TensorFlow's import costs milliseconds).
 """
 
 from __future__ import annotations
@@ -83,6 +84,18 @@ def converter_advice(flow: set[str]) -> str:
     return ""
 
 
+def crash_error(code: int | None, dump: str, doing: str, converter_advice: str, who: str) -> WorkerCrashError:
+    """The one line for a process (`who`) that died `doing` something: `code` is its exit code, negative
+    for a signal; `dump` its faulthandler output, which says what crashed (the converter, ...)."""
+    how = _signal_name(-code) if code is not None and code < 0 else f"exit status {code}"
+    what = ("the TFLite converter" if "convert_head" in dump else
+            "the LiteRT interpreter" if "runtime/litert.py" in dump else who)
+    advice = (converter_advice if what == "the TFLite converter" and converter_advice else
+              "the kernel's out-of-memory killer sends SIGKILL: try fewer --jobs or more memory" if how == "SIGKILL"
+              else "-v shows the stack it crashed in")
+    return WorkerCrashError(f"{what} crashed ({how}) {doing}; {advice}")
+
+
 class InProcess:
     """Builds the splits one after another in this process (the caller has called use_in_process)."""
 
@@ -90,8 +103,13 @@ class InProcess:
         self.build = build
 
     def run(self, jobs: Iterable[Job]) -> Iterator[tuple[int, dict]]:
+        from splitpoint import partition_guard  # it imports this module
+
         for job in jobs:
-            yield job.split, self.build(job)
+            partition_guard.building(job.split)  # what the guard names if this process dies in it
+            result = self.build(job)
+            partition_guard.building(None)
+            yield job.split, result
 
     def __enter__(self) -> InProcess:
         return self
@@ -146,19 +164,13 @@ class Workers:
 
     def _died(self, w: _Worker) -> WorkerCrashError:
         w.proc.join(_EXIT_WAIT_S)
-        code = w.proc.exitcode
-        how = _signal_name(-code) if code is not None and code < 0 else f"exit status {code}"
         dump = w.fault.read_text(errors="replace").strip() if w.fault.exists() else ""
         if dump:
-            log.debug("worker %s (split %s) died of %s; its stack:\n%s", w.proc.name, w.job and w.job.split, how, dump)
-        what = ("the TFLite converter" if "convert_head" in dump else
-                "the LiteRT interpreter" if "runtime/litert.py" in dump else "a worker process")
+            log.debug("worker %s (split %s) died (exit code %s); its stack:\n%s", w.proc.name, w.job and w.job.split,
+                      w.proc.exitcode, dump)
         doing = (f"while building split {w.job.split} of {self.name}" if w.ready and w.job is not None
                  else f"while loading {self.name} to build its splits")
-        advice = (self.converter_advice if what == "the TFLite converter" and self.converter_advice else
-                  "the kernel's out-of-memory killer sends SIGKILL: try fewer --jobs or more memory" if how == "SIGKILL"
-                  else "-v shows the stack it crashed in")
-        return WorkerCrashError(f"{what} crashed ({how}) {doing}; {advice}")
+        return crash_error(w.proc.exitcode, dump, doing, self.converter_advice, "a worker process")
 
     def __enter__(self) -> Workers:
         ctx = multiprocessing.get_context("spawn")

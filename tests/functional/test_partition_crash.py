@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -77,3 +80,43 @@ def test_a_gru_model_that_crashes_the_converter_is_one_clear_line(tmp_path: Path
     assert errors[0].startswith(f"splitpoint partition: error: the TFLite converter crashed (SIGSEGV) while "
                                 f"building split 3 of {path}; the model runs a while loop"), errors[0]
     assert "unroll=True" in errors[0]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir() or not hasattr(os, "fork"), reason="needs fork and /proc")
+def test_a_native_crash_in_the_partitioners_own_process_is_one_line(tmp_path: Path) -> None:
+    """A small model without control flow is built in the partitioner's own process, where a native
+    crash of the converter ended `splitpoint partition` with no word (exit 139) and left its staging
+    directory. The command now runs in a forked child, and its parent tells the death. The crash is
+    made real: the child, caught building a split (its note, read while it is stopped), gets SIGSEGV."""
+    inp = keras.Input((8, 8, 1))
+    path = tmp_path / "model.keras"
+    keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(keras.layers.Conv2D(4, 3)(inp)))).save(path)
+    old = _old_bundle(tmp_path)
+    before = _tree(old)
+    notes_root = tmp_path / "tmp"  # where the guard keeps its notes (tempfile honours TMPDIR)
+    notes_root.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "splitpoint", "partition", str(path), "-o", str(old), "--force",
+                             "--calibration-random", "8"], stderr=subprocess.PIPE, text=True,
+                            env={**cli_env(), "TMPDIR": str(notes_root)}, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(n.read_text() for n in notes_root.glob("splitpoint-partition-*/building")):
+            assert proc.poll() is None and time.monotonic() < deadline, "no split was ever noted as building"
+            time.sleep(0.005)
+        child = int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0])
+        os.kill(child, signal.SIGSTOP)  # hold it where it is: the note read next is the one the parent reads
+        split = next(notes_root.glob("splitpoint-partition-*/building")).read_text()
+        os.kill(child, signal.SIGSEGV)
+        os.kill(child, signal.SIGCONT)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err, err
+    doing = f"building split {split} of" if split else "partitioning"
+    assert re.fullmatch(rf"splitpoint partition: error: (the TFLite converter|the LiteRT interpreter|the partitioner) "
+                        rf"crashed \(SIGSEGV\) while {doing} {re.escape(str(path))}; -v shows the stack it crashed in",
+                        err.strip().splitlines()[-1]), err
+    assert _tree(old) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "model.keras", "tmp"]  # no staging directory
+    assert not list(notes_root.glob("splitpoint-partition-*"))

@@ -12,6 +12,7 @@ import logging
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -144,6 +145,74 @@ def test_a_saved_model_directory_is_refused_saying_how_to_save_it(tmp_path: Path
     (tmp_path / "plain").mkdir()
     err = refused(capsys, str(tmp_path / "plain"), "-o", str(out))
     assert f"{tmp_path / 'plain'} is a directory, not a model: give a .keras or .h5 file" in err
+    assert not out.exists()
+
+
+def test_a_layer_keras_cannot_rebuild_is_refused_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A custom layer class was paragraphs of Keras config ending in "Could not locate class" (.keras)
+    or "use a custom_object_scope" (.h5); a Lambda was "pass safe_mode=False to the loading
+    function" - nothing a command line can do. Now one line naming the layer and the way out."""
+    @keras.saving.register_keras_serializable(package="mine")
+    class Twice(layers.Layer):
+        def call(self, x: Any) -> Any:
+            return x * 2
+
+    inp = keras.Input((8, 8, 1))
+    custom = tmp_path / "custom.h5"
+    keras.Model(inp, layers.Dense(3)(layers.Flatten()(Twice(name="twice")(inp)))).save(custom)
+    del keras.saving.get_custom_objects()["mine>Twice"]  # as in a process that never defined it
+    lam = tmp_path / "lam.keras"
+    keras.Model(inp, layers.Dense(3)(layers.Flatten()(layers.Lambda(lambda x: x * 2, name="double")(inp)))).save(lam)
+    capsys.readouterr()
+    out = tmp_path / "b"
+    err = refused(capsys, str(custom), "-o", str(out), "--calibration-random", "8")
+    assert (f"cannot load Keras model {custom}: layer 'twice' is of class mine>Twice, which is not a Keras layer: "
+            "splitpoint loads models of built-in layers only") in err
+    err = refused(capsys, str(lam), "-o", str(out), "--calibration-random", "8")
+    assert f"cannot load Keras model {lam}: layer 'double' is a Lambda holding Python code" in err
+    assert "replace it with built-in layers" in err and "safe_mode" not in err
+    assert not out.exists()
+
+
+def test_an_input_that_is_not_a_channels_last_image_is_refused_saying_what_to_build(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A channels-first model was "model input has 16 channels" (its width); a 1-D input was "not an
+    image batch (N, H, W, C) with a static size". Each now names the file, the shape and the way out."""
+    inp = keras.Input((3, 16, 16))
+    first = tmp_path / "first.keras"
+    keras.Model(inp, layers.Dense(3)(layers.Flatten()(layers.Conv2D(4, 3, data_format="channels_first")(inp)))).save(first)
+    flat = tmp_path / "flat.keras"
+    vec = keras.Input((20,))
+    keras.Model(vec, layers.Dense(3)(vec)).save(flat)
+    out = tmp_path / "b"
+    err = refused(capsys, str(first), "-o", str(out), "--calibration-random", "8")
+    assert (f"{first}: its input (None, 3, 16, 16) is channels-first (N, C, H, W); splitpoint feeds channels-last "
+            "images (N, H, W, C): in the program that builds the model, use data_format='channels_last'") in err
+    err = refused(capsys, str(flat), "-o", str(out), "--calibration-random", "8")
+    assert f"{flat}: its input (None, 20) is not an image batch (N, H, W, C); splitpoint splits image models" in err
+    a, b = keras.Input((8, 8, 3)), keras.Input((8, 8, 3))
+    two = tmp_path / "two.keras"
+    keras.Model([a, b], layers.Dense(3)(layers.Flatten()(layers.Concatenate()([a, b])))).save(two)
+    err = refused(capsys, str(two), "-o", str(out), "--calibration-random", "8")
+    assert err.endswith(f"{two}: it has 2 inputs ((None, 8, 8, 3), (None, 8, 8, 3)); splitpoint splits models with "
+                        "one image input"), err
+    assert not out.exists()
+
+
+def test_a_tflite_or_unknown_model_file_is_refused_before_tensorflow_loads(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A .tflite (a bundle's head, say) was "unknown model format", and that and any other unknown
+    file came after TensorFlow's import, 5-7 s. Now at once, and a .tflite is told what it is."""
+    tflite = tmp_path / "head.tflite"
+    tflite.write_bytes(b"TFL3" + bytes(60))
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"onnx")
+    out = tmp_path / "b"
+    err = refused(capsys, str(tflite), "-o", str(out), "--calibration-random", "8")
+    assert (f"{tflite} is a TFLite model, already converted, with no Keras layers to split between: partition "
+            "the .keras or .h5 model it was converted from") in err
+    err = refused(capsys, str(onnx), "-o", str(out))
+    assert f"{onnx}: unknown model format (expected a .keras or .h5 file)" in err
     assert not out.exists()
 
 
