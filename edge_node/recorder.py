@@ -129,7 +129,7 @@ class Recorder:
             s.cloud += where == "cloud"
             s.local += where == "local"
             s.by_split[split] = s.by_split.get(split, 0) + 1
-            s.end_to_end_ms.append(e2e_ms)
+            s.end_to_end.add(e2e_ms)
             if "detections" in record:  # a detector: counted from the record itself, so the two agree
                 s.count_detections(record["detections"])
             if frame.label is not None:

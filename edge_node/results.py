@@ -53,6 +53,7 @@ from typing import Any, Protocol
 from splitpoint.errors import ConfigError, ResultsWriteError
 from splitpoint.files import check_parent_dirs, open_regular
 
+from .bounded import IdRanges
 from .results_file import (
     SQLITE_HEADER,
     LogHold,
@@ -111,7 +112,8 @@ class _ResultLog:
         self._held = held if held is not None else hold(self.path)
         #: where `open_results(fresh=True)` moved the log it found, if it did
         self.moved_aside: Path | None = None
-        self._ids: set[int] = set()
+        #: every frame id in the log (bounded: consecutive ids are one range)
+        self._ids = IdRanges()
         #: frame id -> origin of the records found when the log was opened (not kept up to date)
         self._origins: dict[int, str | None] = {}
         self._lock = threading.Lock()
@@ -208,7 +210,7 @@ class JsonlResultLog(_ResultLog):
                 fh.seek(good - 1)
                 last = fh.read(1)
         self._origins = {frame_id(r): origin(r) for r in records}
-        self._ids = set(self._origins)
+        self._ids = IdRanges(self._origins)
         if good < size:  # drop the torn tail: the next record gets a line of its own
             os.ftruncate(fd, good)
             os.fsync(fd)
@@ -286,7 +288,7 @@ class SqliteResultLog(_ResultLog):
             self._db.execute(_SCHEMA)
             self._origins = {fid: _origin_of_text(text)
                              for fid, text in self._db.execute("SELECT frame_id, record FROM results")}
-            self._ids = set(self._origins)
+            self._ids = IdRanges(self._origins)
         except sqlite3.OperationalError as exc:  # full, read-only, I/O error: the file, not the setting
             raise ResultsWriteError(self.path, describe_os_error(exc)) from None
         except sqlite3.DatabaseError as exc:

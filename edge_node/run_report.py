@@ -4,7 +4,6 @@ control flow so the agent module holds only the frame pipeline."""
 
 from __future__ import annotations
 
-import statistics
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from splitpoint.metrics import LATENCY_BUCKETS
 
+from .bounded import LatencyMedian
 from .sources import Frame
 
 
@@ -76,7 +76,8 @@ class RunSummary:
     correct: int = 0
     labelled: int = 0
     by_split: dict[int, int] = field(default_factory=dict)
-    end_to_end_ms: list[float] = field(default_factory=list)
+    #: every ok frame's end-to-end latency, for the median (bounded: a run may last weeks)
+    end_to_end: LatencyMedian = field(default_factory=LatencyMedian)
     seconds: float = 0.0
     #: the configured servers, when none of them answered anything during the run (else empty)
     unreached: list[str] = field(default_factory=list)
@@ -118,4 +119,4 @@ class RunSummary:
         return self.correct / self.labelled if self.labelled else None
 
     def median_ms(self) -> float | None:
-        return statistics.median(self.end_to_end_ms) if self.end_to_end_ms else None
+        return self.end_to_end.median()
