@@ -5,8 +5,7 @@ file itself on raw pixels. Refusals are in test_partition_refusals.py.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +17,6 @@ layers = keras.layers
 
 from splitpoint.bundle import load_bundle  # noqa: E402
 from splitpoint.cli import main  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """main() reconfigures the root logger onto the captured stderr; put it back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def _rescaling_first() -> keras.Model:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import os
 import re
 import shutil
@@ -556,17 +555,7 @@ def test_random_weights_agreement_is_recorded_not_enforced(tmp_path: Path):
 # --------------------------------------------------------------------------- CLI
 
 
-@pytest.fixture
-def restore_logging():
-    """main() reconfigures the root logger onto the captured stderr; put it back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-def test_cli_partition_missing_model(tmp_path: Path, capsys, restore_logging):
+def test_cli_partition_missing_model(tmp_path: Path, capsys):
     bad = tmp_path / "nonexistent.keras"
     out = tmp_path / "out"
     assert main(["partition", str(bad), "-o", str(out)]) == 2
@@ -578,7 +567,7 @@ def test_cli_partition_missing_model(tmp_path: Path, capsys, restore_logging):
 
 
 @pytest.mark.filterwarnings("ignore:You are saving a model that has not yet been built")
-def test_cli_partition_unbuilt_sequential(tmp_path: Path, capsys, restore_logging):
+def test_cli_partition_unbuilt_sequential(tmp_path: Path, capsys):
     path = tmp_path / "unbuilt.keras"
     keras.Sequential([layers.Conv2D(3, 3)], name="unbuilt").save(path)
     assert main(["partition", str(path), "-o", str(tmp_path / "out")]) == 2
@@ -590,7 +579,7 @@ def test_cli_partition_unbuilt_sequential(tmp_path: Path, capsys, restore_loggin
     ("splits", "expected"),
     [("2,x", "'x' is not a split number"), ("99", "99 is not a candidate split of digits-cnn; candidates: 0-7")],
 )
-def test_cli_partition_bad_splits(tmp_path: Path, capsys, restore_logging, splits: str, expected: str):
+def test_cli_partition_bad_splits(tmp_path: Path, capsys, splits: str, expected: str):
     out = tmp_path / "out"
     assert main(["partition", "digits-cnn", "-o", str(out), "--splits", splits]) == 2
     err = capsys.readouterr().err
@@ -608,7 +597,7 @@ def test_cli_min_agreement_out_of_range(tmp_path: Path, capsys, value: str):
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_inspect(digits_bundle: Path, capsys, restore_logging):
+def test_cli_inspect(digits_bundle: Path, capsys):
     assert main(["inspect", str(digits_bundle)]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
@@ -622,7 +611,7 @@ def test_cli_inspect(digits_bundle: Path, capsys, restore_logging):
     assert "all artifacts present and matching their sha256" in out
 
 
-def test_cli_inspect_tampered(bundle_copy: Path, capsys, restore_logging):
+def test_cli_inspect_tampered(bundle_copy: Path, capsys):
     (bundle_copy / "cloud" / "tail_4.keras").unlink()
     assert main(["inspect", str(bundle_copy)]) == 2  # an input the user named is wrong: the usage/input exit code
     err = capsys.readouterr().err
@@ -630,7 +619,7 @@ def test_cli_inspect_tampered(bundle_copy: Path, capsys, restore_logging):
 
 
 @pytest.mark.slow
-def test_cli_partition_and_force(tmp_path: Path, capsys, restore_logging):
+def test_cli_partition_and_force(tmp_path: Path, capsys):
     out = tmp_path / "b"
     assert main(["partition", "digits-cnn", "-o", str(out), "--splits", "4"]) == 0
     captured = capsys.readouterr()

@@ -8,9 +8,8 @@ bundle that is wrong - and it must not leave (or, with --force, destroy) anythin
 from __future__ import annotations
 
 import hashlib
-import logging
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +21,6 @@ layers = keras.layers
 
 from splitpoint.bundle import load_bundle  # noqa: E402
 from splitpoint.cli import main  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """main() reconfigures the root logger onto the captured stderr; put it back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
