@@ -71,5 +71,5 @@ def say(text: str) -> None:
             os.close(devnull)
         except (OSError, ValueError):
             pass
-        logging.getLogger("splitpoint").warning("stdout is closed (%s): %s", err.strerror or err if isinstance(
-            err, OSError) else err, text)
+        why = err.strerror if isinstance(err, OSError) and err.strerror else err
+        logging.getLogger("splitpoint").warning("stdout is closed (%s): %s", why, text)
