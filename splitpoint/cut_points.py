@@ -9,6 +9,7 @@ tail Model(cut tensors, outputs).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,8 @@ import numpy as np
 
 from splitpoint import cuts as cuts_mod
 from splitpoint.errors import PartitionError
+
+log = logging.getLogger("splitpoint.partition")  # the partitioner's logger: users filter on one name
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,14 @@ def inline_nested(model: Any) -> tuple[Any, list[str]]:
     cannot rebuild (layer names that clash once side by side) is returned as it was.
     """
     import keras
-    from keras.src.models.functional import Functional
 
+    if not any(isinstance(layer, keras.Model) for layer in model.layers):
+        return model, []
+    try:  # Keras' own class and graph walk (private): a Keras without them keeps nested models whole
+        from keras.src.models.functional import Functional
+    except ImportError:
+        log.debug("this Keras has no keras.src.models.functional: nested models stay one layer each")
+        return model, []
     nested: list[str] = []
 
     def inline(op: Any) -> Any:
@@ -79,12 +88,12 @@ def inline_nested(model: Any) -> tuple[Any, list[str]]:
             return lambda *args, **_: op._run_through_graph(args[0] if len(args) == 1 else args, operation_fn=inline)
         return op
 
-    if not any(isinstance(layer, keras.Model) for layer in model.layers):
-        return model, []
     x = keras.Input(batch_shape=model.inputs[0].shape, dtype=model.inputs[0].dtype, name=model.inputs[0].name)
     try:
         flat = keras.Model(x, model._run_through_graph(x, operation_fn=inline), name=model.name)
-    except Exception:  # noqa: BLE001 - the nested model stays one layer, as before
+    except Exception as exc:  # noqa: BLE001 - the nested model stays one layer, as before
+        log.info("nested model(s) kept whole, as one layer each (%s: %s): no split falls inside them",
+                 type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
         return model, []
     return flat, list(dict.fromkeys(nested))  # a model called twice is named once
 

@@ -287,3 +287,23 @@ def test_parse_splits_names_the_bad_item(text, bad):
 def test_parse_splits_backwards_range_says_so():
     with pytest.raises(PartitionError, match="runs backwards"):
         parse_splits("9-2")
+
+
+def _transfer_model() -> keras.Model:
+    backbone = keras.Sequential([keras.Input((8, 8, 3)), layers.Conv2D(4, 3, name="conv_a"),
+                                 layers.Conv2D(4, 3, name="conv_b")], name="backbone")
+    inp = keras.Input((8, 8, 3))
+    return keras.Model(inp, layers.Dense(3, name="head")(layers.Flatten()(backbone(inp))))
+
+
+def test_a_keras_without_its_private_functional_keeps_nested_models_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """inline_nested walks Keras' private graph API: a Keras that moved it must cost the splits
+    inside a backbone, not every partition of a model holding one (an ImportError)."""
+    import sys
+
+    from splitpoint.cut_points import inline_nested
+
+    model = _transfer_model()
+    assert inline_nested(model)[1] == ["backbone"]
+    monkeypatch.setitem(sys.modules, "keras.src.models.functional", None)  # import raises ImportError
+    assert inline_nested(model) == (model, [])
