@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from splitpoint import cli_parser, partition_guard
+from splitpoint import cli_parser, partition_guard, scratch_dir
 from splitpoint import config as cfg
 from splitpoint.cli_cloud import cmd_cloud
 from splitpoint.cli_edge import cmd_edge
@@ -401,7 +401,11 @@ def run() -> None:
     `splitpoint cloud` before it serves, on a stop that came while it was starting."""
     partition_guard.ENTRY.set()  # this process is the command: `partition` may fork (partition_guard.py)
     HELD.hold()
-    code = main()
+    scratch = scratch_dir.use_own()  # os._exit below runs no atexit: TensorFlow's temp files go with it
+    try:
+        code = main()
+    finally:
+        scratch_dir.remove(scratch)
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -18,6 +18,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from splitpoint import config as cfg
+from splitpoint import scratch_dir
 from splitpoint.cli_logging import say, setup_logging
 from splitpoint.cli_signals import CommandSignals
 from splitpoint.config import parse_address
@@ -64,6 +65,7 @@ def serve(config: CloudConfig, signals: CommandSignals) -> int:
         else:
             server.executor.close(timeout=0)
         return _stopped_before_serving(signals)
+    scratch_dir.stop_using()  # the tails are loaded: a server's later temp files must not outlive /tmp's cleaner
     say(f"splitpoint cloud listening on {server.address}")
     if server.health_port:
         host = parse_address("health_listen", config.health_listen)[0]
