@@ -93,19 +93,20 @@ def test_a_native_crash_in_the_partitioners_own_process_is_one_line(tmp_path: Pa
     keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(keras.layers.Conv2D(4, 3)(inp)))).save(path)
     old = _old_bundle(tmp_path)
     before = _tree(old)
-    notes_root = tmp_path / "tmp"  # where the guard keeps its notes (tempfile honours TMPDIR)
+    notes_root = tmp_path / "tmp"  # the guard keeps its notes under it (tempfile honours TMPDIR; the command's own
+    # temp directory, splitpoint/scratch_dir.py, is made there first)
     notes_root.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "splitpoint", "partition", str(path), "-o", str(old), "--force",
                              "--calibration-random", "8"], stderr=subprocess.PIPE, text=True,
                             env={**cli_env(), "TMPDIR": str(notes_root)}, cwd=tmp_path)
     try:
         deadline = time.monotonic() + 120
-        while not any(n.read_text() for n in notes_root.glob("splitpoint-partition-*/building")):
+        while not any(n.read_text() for n in notes_root.glob("*/splitpoint-partition-*/building")):
             assert proc.poll() is None and time.monotonic() < deadline, "no split was ever noted as building"
             time.sleep(0.005)
         child = int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0])
         os.kill(child, signal.SIGSTOP)  # hold it where it is: the note read next is the one the parent reads
-        split = next(notes_root.glob("splitpoint-partition-*/building")).read_text()
+        split = next(notes_root.glob("*/splitpoint-partition-*/building")).read_text()
         os.kill(child, signal.SIGSEGV)
         os.kill(child, signal.SIGCONT)
         err = proc.communicate(timeout=120)[1]
@@ -119,4 +120,4 @@ def test_a_native_crash_in_the_partitioners_own_process_is_one_line(tmp_path: Pa
                         err.strip().splitlines()[-1]), err
     assert _tree(old) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "model.keras", "tmp"]  # no staging directory
-    assert not list(notes_root.glob("splitpoint-partition-*"))
+    assert list(notes_root.iterdir()) == []  # the notes, and the command's temp directory they were in
