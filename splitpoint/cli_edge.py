@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from splitpoint import config as cfg
+from splitpoint import scratch_dir
 from splitpoint.cli_logging import say, setup_logging
 from splitpoint.cli_signals import CommandSignals
 from splitpoint.errors import ConfigError
@@ -59,6 +60,7 @@ def cmd_edge(args: argparse.Namespace) -> int:
     # SIGHUP: re-read [policy] from the config file, swap between frames
     agent.on_reload(lambda: reread_policy(conf, args))
     stop.reloads_to(agent.request_reload)
+    scratch_dir.stop_using()  # the heads are loaded: a run of weeks must not outlive /tmp's cleaner
     with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps) as source:
         ready = None
         if args.events:  # the explicit start signal a driver waits for (not a log line: those get reworded)

@@ -10,10 +10,11 @@ it holds, before the process ends. A forked child (splitpoint/partition_guard.py
 the same directory; processes spawned afresh (partition workers, the bench's edge workers)
 exit normally and clean up their own.
 
-A server runs for weeks, and /tmp's cleaner (systemd-tmpfiles: 10 days) would remove an idle
-directory under it, failing every later temp file: `splitpoint cloud` moves new temp files back
-to the system's temp directory once it serves (`stop_using`); what its start-up wrote (the tails'
-generated code, needed only while they load) stays in its own, removed at its end.
+A server or an agent runs for weeks, and /tmp's cleaner (systemd-tmpfiles: 10 days) would
+remove an idle directory under it, failing every later temp file: `splitpoint cloud` once it
+serves and `splitpoint edge` once its heads are loaded move new temp files back to the system's
+temp directory (`stop_using`); what their start-up wrote (the tails' generated code, needed only
+while they load) stays in their own, removed at their end.
 """
 
 from __future__ import annotations
@@ -34,18 +35,21 @@ def use_own() -> str | None:
     except OSError as err:  # a full or read-only /tmp: the command may not need it at all
         log.debug("no temp directory of this process's own (%s): using %s", err, tempfile.gettempdir())
         return None
-    global _before
-    _before = tempfile.tempdir
+    global _before, _own
+    _before, _own = tempfile.tempdir, path
     tempfile.tempdir = path
     return path
 
 
 _before: str | None = None  # Python's temp directory setting before use_own
+_own: str | None = None  # the directory use_own made
 
 
 def stop_using() -> None:
-    """New temp files go where they went before `use_own` (the directory made stays, for `remove`)."""
-    tempfile.tempdir = _before
+    """New temp files go where they went before `use_own` (the directory made stays, for `remove`);
+    nothing when use_own did not set it (a program calling splitpoint.cli.main)."""
+    if _own is not None and tempfile.tempdir == _own:
+        tempfile.tempdir = _before
 
 
 def remove(path: str | None) -> None:

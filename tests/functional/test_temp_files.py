@@ -51,3 +51,13 @@ def test_a_server_leaves_no_temp_file(digits_bundle: Path, tmp_path: Path) -> No
             proc.kill()
             proc.wait(10)
     assert sorted(os.listdir(tmp)) == []
+
+
+def test_an_agent_leaves_no_temp_file(digits_bundle: Path, tmp_path: Path) -> None:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    done = subprocess.run([sys.executable, "-m", "splitpoint", "edge", "--bundle", str(digits_bundle), "--source",
+                           "synthetic:3", "--split", "7", "--results", str(tmp_path / "r.jsonl")],
+                          capture_output=True, text=True, timeout=WAIT_S, env=cli_env() | {"TMPDIR": str(tmp)})
+    assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(tmp)) == []
