@@ -154,7 +154,15 @@ class LinkEstimator:
             self._rtt = min(self._rtt_samples)  # the least-queued recent round trip
 
     def observe_transfer(self, wire_bytes: int, rpc_ms: float, server_ms: float = 0.0, server_queue_ms: float | None = None) -> None:
-        """One answered frame: `rpc_ms` from send to answer, `server_ms` spent inside the server."""
+        """One answered frame: `rpc_ms` from send to answer, `server_ms` spent inside the server.
+
+        A server time longer than the round trip, or a queue time longer than the server time,
+        cannot be: such an answer's timing says nothing about the link and is left out. Taken,
+        its transfer time came out at the floor and read the link at gigabits per second (a
+        frame the agent then planned to offload at any size), and a queue of 10 s in it kept
+        the agent from offloading for dozens of frames."""
+        if server_ms > rpc_ms or (server_queue_ms is not None and server_queue_ms > server_ms):
+            return
         transfer = max(MIN_TRANSFER_MS, rpc_ms - server_ms)
         if wire_bytes < SMALL_BYTES:
             self.observe_rtt(transfer)

@@ -174,6 +174,24 @@ def test_a_transfer_shorter_on_the_wire_than_an_rtt_is_a_lower_bound_on_the_rate
     assert est.last_rate_sample == clock.t
 
 
+def test_an_answer_whose_server_time_exceeds_its_round_trip_teaches_nothing() -> None:
+    """A server that says it spent longer on a frame than the frame's whole round trip (or queued
+    it longer than it held it) gives timings no link can produce: the estimate is left as it was.
+    Taken, 30 kB answered in 40 ms with 45 ms "in the server" read the link at the transfer floor:
+    4.8 Gbps; a queue_ms of 10 s held the cloud's predicted latency 10 s high."""
+    est = LinkEstimator(percentile=None, initial_rtt_ms=10.0)
+    for _ in range(5):
+        est.observe_bandwidth(5e6)
+    est.observe_transfer(500, rpc_ms=12.0, server_ms=2.0, server_queue_ms=1.0)
+    before = est.estimate()
+    est.observe_transfer(30_000, rpc_ms=40.0, server_ms=45.0)
+    est.observe_transfer(30_000, rpc_ms=40.0, server_ms=5.0, server_queue_ms=10_000.0)
+    est.observe_transfer(500, rpc_ms=12.0, server_ms=30.0)  # a small frame: its RTT reading too
+    assert est.estimate() == before
+    est.observe_transfer(30_000, rpc_ms=40.0 + 48.0, server_ms=5.0)  # a consistent answer still counts
+    assert est.estimate().bandwidth_bps < before.bandwidth_bps
+
+
 def test_a_faster_link_than_predicted_is_not_discounted() -> None:
     est = estimator(percentile=None, horizon=5)
     est.observe_bandwidth(2e6)
