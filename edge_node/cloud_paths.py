@@ -291,7 +291,9 @@ class CloudPaths:
     def on_stream_end(self, stream: Stream, error: RemoteError | None) -> int:
         """No more answers come on `stream`: its frames fall back. Returns how many it held."""
         lost = self.ledger.claim_where(lambda p: p.stream is stream)
-        reason = f"stream ended before the answer ({error.code.name if error else 'closed by server'})"
+        # the server's words as well as the code (cut by RemoteError): "INTERNAL" alone did not
+        # say that the answer was bytes of another service, nor UNAVAILABLE that a proxy reset it
+        reason = f"stream ended before the answer ({error if error else 'closed by server'})"
         with self._lock:  # no answer can come on this stream any more
             reason = self._silenced.get(stream, reason)
             self._owed.pop(stream, None)

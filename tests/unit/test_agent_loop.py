@@ -631,7 +631,7 @@ def test_stream_end_falls_back_every_frame_on_it(h: Harness) -> None:
     h.local.run_all()
     by_id = h.by_id()
     assert by_id[1]["where"] == "cloud"
-    assert (by_id[0]["where"], by_id[0]["fallback_reason"]) == ("local", "stream ended before the answer (UNAVAILABLE)")
+    assert (by_id[0]["where"], by_id[0]["fallback_reason"]) == ("local", "stream ended before the answer (UNAVAILABLE: gone)")
     assert h.booked() == ([], [])
     h.feed(2)  # the next frame goes on a new stream
     assert [r.frame_id for r in h.session.streams[1].sent] == [2]
