@@ -119,12 +119,15 @@ def peer_text(text: str, limit: int = PEER_TEXT_CHARS) -> str:
     to log and record: characters that are not printable (newlines, terminal escapes, NUL,
     bidirectional overrides) escaped, so that it cannot forge log lines, and cut to `limit`
     characters, so that a server sending 4 MiB messages cannot fill the agent's disk through
-    every fallback record (it did: 126 MB of results for 30 frames)."""
-    if len(text) > limit:
-        text = f"{text[:limit]}... ({len(text)} characters)"
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    every fallback record (it did: 126 MB of results for 30 frames). The limit holds for what
+    is returned: cut before escaping, 300 newlines came out as 600 characters."""
+    size = len(text)
+    text = text[:limit]  # before escaping: no work on the rest of a 4 MiB message
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    if size > limit or len(text) > limit:
+        text = f"{text[:limit]}... ({size} characters)"
+    return text
 
 
 class RemoteError(SplitpointError):
