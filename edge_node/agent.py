@@ -58,6 +58,7 @@ from scheduler.policy_base import FrameOutcome, SplitPolicy, may_offload, plans_
 from splitpoint.errors import ResultsWriteError, SplitpointError
 from splitpoint.metrics import serve_metrics
 
+from .bounded import RecordedOrigins
 from .capture import SLOT_POLL_S, Capture
 from .cloud_paths import CloudPaths
 from .config import EdgeConfig
@@ -120,7 +121,7 @@ class EdgeAgent:
         self._build_policy = build_policy
         self._reload_requested = threading.Event()
         self._stop_at: float | None = None  # when stop() was first called (the grace period starts)
-        self._done_at_start: dict[int, str | None] = {}  # frame id -> origin the log recorded before this run
+        self._done_at_start = RecordedOrigins()  # frame id -> origin the log recorded before this run
         self._wanted_cloud = 0  # frames whose split sent (or meant to send) them to the cloud
         self._planned = 0  # frames planned (any path): the session probes faster while it moves
         self.fallback_digest = FallbackDigest()

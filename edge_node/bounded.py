@@ -7,7 +7,12 @@ out of memory. Both are kept here in bounded form:
 - `IdRanges`: a results log's frame ids as sorted disjoint ranges. A run's ids are consecutive
   but for the few in flight (answered out of order), so it holds a handful of ranges;
 - `LatencyMedian`: a run's latencies as counts in log-spaced bins 0.1% wide, so at most a few
-  thousand bins whatever the run's length, and a median within 0.05% of the exact one.
+  thousand bins whatever the run's length, and a median within 0.05% of the exact one;
+- `RecordedOrigins`: the origin each record of a resumed log names. Most name their frame by
+  number ("camera:0#1234", "clip.mp4#12", "synthetic#3"), held as ranges of ids per name; only
+  others (a directory's file names: one per file the source has anyway) are held one by one.
+  A dict of them (and the list of every record parsed to build it) took 2.1 GB to resume a
+  log of a million records - a day of a 10 fps camera - more memory than a Pi 4 of 2 GB has.
 
 Neither is locked: each has one owner that holds its own lock around it.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
+from itertools import chain
 
 
 class IdRanges:
@@ -70,6 +76,51 @@ class IdRanges:
     def ranges(self) -> int:
         """How many ranges are held: what the memory grows with."""
         return len(self._starts)
+
+    @property
+    def last(self) -> int | None:
+        """The largest id (None: empty)."""
+        return self._ends[-1] - 1 if self._ends else None
+
+    def copy(self) -> IdRanges:
+        other = IdRanges()
+        other._starts, other._ends, other._count = list(self._starts), list(self._ends), self._count
+        return other
+
+
+class RecordedOrigins:
+    """Frame id -> the origin its record names (None: none), for ids added once each."""
+
+    def __init__(self) -> None:
+        self._numbered: dict[str, IdRanges] = {}  # name -> ids whose origin is f"{name}#{id}"
+        self._named: dict[int, str | None] = {}  # every other origin, by id
+        self.ids = IdRanges()
+
+    def add(self, fid: int, origin: str | None) -> None:
+        if not self.ids.add(fid):
+            return
+        suffix = f"#{fid}"
+        if origin is not None and origin.endswith(suffix):
+            name = origin[: -len(suffix)]
+            ranges = self._numbered.get(name)
+            if ranges is None:
+                ranges = self._numbered[name] = IdRanges()
+            ranges.add(fid)
+        else:
+            self._named[fid] = origin
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def items(self) -> Iterator[tuple[int, str | None]]:
+        """(id, origin) of every id, not in id order."""
+        numbered = ((fid, f"{name}#{fid}") for name, ranges in self._numbered.items() for fid in ranges)
+        return chain(numbered, self._named.items())
+
+    @property
+    def held(self) -> int:
+        """How many entries are held: what the memory grows with."""
+        return len(self._named) + sum(r.ranges for r in self._numbered.values()) + self.ids.ranges
 
 
 class LatencyMedian:

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 
 from splitpoint.errors import ConfigError
 
+from .bounded import IdRanges, RecordedOrigins
 from .config import EdgeConfig
 from .ledger import FrameLedger
 from .recorder import Recorder
@@ -49,11 +50,11 @@ class Capture:
         self.grace_over = grace_over
         self.grace_left = grace_left
         self.filtered = 0  # frames passed over here for sources without skip()
-        self._skip_ids: set[int] = set()
+        self._skip_ids = IdRanges()
         self._reader: threading.Thread | None = None
         self._reader_error: BaseException | None = None
 
-    def resume(self, source: FrameSource, done: Mapping[int, str | None]) -> None:
+    def resume(self, source: FrameSource, done: RecordedOrigins) -> None:
         """Skip what the log already records (`done`: frame id -> the origin its record names),
         or, for a camera, number after it. ConfigError when the records name other frames than
         the source has at those ids: skipping by id would leave the source's frames unrun."""
@@ -61,7 +62,7 @@ class Capture:
             return
         self._check_origins(source, done)
         if getattr(source, "restarts_numbering", False):
-            first = max(done) + 1
+            first = (done.ids.last or 0) + 1
             number_from = getattr(source, "number_from", None)
             if number_from is None:
                 raise ConfigError("resume", True, f"{source.description} restarts its frame numbers and cannot renumber; "
@@ -72,12 +73,12 @@ class Capture:
             return
         skip = getattr(source, "skip", None)
         if skip is not None:
-            skip(set(done))
+            skip(done.ids)
         else:
-            self._skip_ids = set(done)
+            self._skip_ids = done.ids
         log.info("resuming %s: %d frames already have a record and are skipped", self.config.results, len(done))
 
-    def _check_origins(self, source: FrameSource, done: Mapping[int, str | None]) -> None:
+    def _check_origins(self, source: FrameSource, done: RecordedOrigins) -> None:
         """ConfigError when a record's origin is not what the source has at that frame id: a log
         of another source (a directory's, given a video), or a directory whose files changed so
         that names moved to other positions. Ids the source cannot name (a camera, past the
@@ -85,14 +86,19 @@ class Capture:
         origin_of = getattr(source, "origin_of", None)
         if origin_of is None:
             return
-        differ = [(fid, recorded, expected) for fid, recorded in sorted(done.items())
-                  if recorded is not None and (expected := origin_of(fid)) is not None and expected != recorded]
-        if not differ:
+        first: tuple[int, str, str] | None = None  # the lowest id whose origin differs
+        differ = 0
+        for fid, recorded in done.items():
+            if recorded is not None and (expected := origin_of(fid)) is not None and expected != recorded:
+                differ += 1
+                if first is None or fid < first[0]:
+                    first = (fid, recorded, expected)
+        if first is None:
             return
-        fid, recorded, expected = differ[0]
+        fid, recorded, expected = first
         raise ConfigError("resume", True, (
             f"{self.config.results} records frame {fid} as {recorded!r}, but {source.description} has "
-            f"{expected!r} there ({len(differ)} of {len(done)} records name other frames): the log is of "
+            f"{expected!r} there ({differ} of {len(done)} records name other frames): the log is of "
             "another source, or the files changed since; give --results another file, or --no-resume to "
             "move this log aside and start over"))
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from splitpoint.errors import ResultsWriteError
 
+from .bounded import RecordedOrigins
 from .results import ResultStore, open_results
 from .run_report import EdgeMetrics, RunSummary
 from .sources import Frame
@@ -48,7 +49,7 @@ class Recorder:
         self._closed = False
         self._lock = threading.Lock()
 
-    def open(self, path: str, fmt: str, fsync: bool, resume: bool) -> dict[int, str | None]:
+    def open(self, path: str, fmt: str, fsync: bool, resume: bool) -> RecordedOrigins:
         """Open (or, without resume, first move aside) the log; the frame ids it already records,
         each with the origin its record names.
         The log is this agent's alone until `close()`: a second agent on it is refused (ConfigError)."""
@@ -57,7 +58,7 @@ class Recorder:
             log.warning("resume is off: the old results log %s was renamed to %s; starting over", path,
                         results.moved_aside)
         self.results = results
-        return results.done_origins() if resume else {}
+        return results.done_origins() if resume else RecordedOrigins()
 
     def close(self) -> None:
         with self._lock:

@@ -53,7 +53,7 @@ from typing import Any, Protocol
 from splitpoint.errors import ConfigError, ResultsWriteError
 from splitpoint.files import check_parent_dirs, open_regular
 
-from .bounded import IdRanges
+from .bounded import IdRanges, RecordedOrigins
 from .results_file import (
     SQLITE_HEADER,
     LogHold,
@@ -62,7 +62,7 @@ from .results_file import (
     hold,
     is_sqlite,
 )
-from .results_records import dumps, frame_id, origin, parse_jsonl
+from .results_records import dumps, frame_id, origin, parse_jsonl, scan_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class ResultStore(Protocol):
 
     def done_ids(self) -> set[int]: ...
 
-    def done_origins(self) -> dict[int, str | None]: ...
+    def done_origins(self) -> RecordedOrigins: ...
 
     def close(self) -> None: ...
 
@@ -115,7 +115,7 @@ class _ResultLog:
         #: every frame id in the log (bounded: consecutive ids are one range)
         self._ids = IdRanges()
         #: frame id -> origin of the records found when the log was opened (not kept up to date)
-        self._origins: dict[int, str | None] = {}
+        self._origins = RecordedOrigins()
         self._lock = threading.Lock()
         #: set by the first failed write; every later write raises it without touching the file
         self.failed: ResultsWriteError | None = None
@@ -161,10 +161,9 @@ class _ResultLog:
         with self._lock:
             return set(self._ids)
 
-    def done_origins(self) -> dict[int, str | None]:
-        """Frame id -> origin of each record the log held when it was opened."""
-        with self._lock:
-            return dict(self._origins)
+    def done_origins(self) -> RecordedOrigins:
+        """Frame id -> origin of each record the log held when it was opened (not changed after)."""
+        return self._origins
 
     def close(self) -> None:
         with self._lock:
@@ -203,14 +202,13 @@ class JsonlResultLog(_ResultLog):
                 raise ConfigError("results", str(self.path), "is a SQLite results log; set results_format = "
                                                               "\"sqlite\" or give another file")
             fh.seek(0)
-            records, good = parse_jsonl(self.path, fh)
+            good = scan_jsonl(self.path, fh, lambda r: self._origins.add(frame_id(r), origin(r)))
             size = fh.seek(0, os.SEEK_END)
             last = b""
             if good and good == size:
                 fh.seek(good - 1)
                 last = fh.read(1)
-        self._origins = {frame_id(r): origin(r) for r in records}
-        self._ids = IdRanges(self._origins)
+        self._ids = self._origins.ids.copy()
         if good < size:  # drop the torn tail: the next record gets a line of its own
             os.ftruncate(fd, good)
             os.fsync(fd)
@@ -286,9 +284,9 @@ class SqliteResultLog(_ResultLog):
                 log.warning("results log %s: SQLite refused WAL mode (journal_mode = %s)", self.path, mode)
             self._db.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
             self._db.execute(_SCHEMA)
-            self._origins = {fid: _origin_of_text(text)
-                             for fid, text in self._db.execute("SELECT frame_id, record FROM results")}
-            self._ids = IdRanges(self._origins)
+            for fid, text in self._db.execute("SELECT frame_id, record FROM results ORDER BY frame_id"):
+                self._origins.add(fid, _origin_of_text(text))
+            self._ids = self._origins.ids.copy()
         except sqlite3.OperationalError as exc:  # full, read-only, I/O error: the file, not the setting
             raise ResultsWriteError(self.path, describe_os_error(exc)) from None
         except sqlite3.DatabaseError as exc:
@@ -326,7 +324,7 @@ def _check_any_log(path: Path, held: LogHold) -> None:
     with os.fdopen(os.dup(held.fd), "rb") as fh:
         if fh.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
             fh.seek(0)
-            parse_jsonl(path, fh)
+            scan_jsonl(path, fh, lambda r: None)
             return
     try:
         db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=10.0)

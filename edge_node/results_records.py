@@ -2,7 +2,7 @@
 
 `dumps` writes a record as one line of strict JSON (a score or timing that is not finite
 becomes null: the log stays readable to any JSON reader); `parse_jsonl` reads a JSONL log
-back, telling a torn last line (what a crash leaves: ignored) from a file that is not a
+back (`scan_jsonl` record by record), telling a torn last line (what a crash leaves: ignored) from a file that is not a
 results log (ConfigError naming the line); `origin` is where a record says its frame came
 from, what a resumed run checks against its source (edge_node/capture.py).
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -54,6 +55,12 @@ def parse_jsonl(path: Path, fh: IO[bytes]) -> tuple[list[dict[str, Any]], int]:
     """Records of a JSONL log read from `fh` and the byte length of its intact part (a torn final
     line excluded); ConfigError at the first line that shows the file is not a results log."""
     records: list[dict[str, Any]] = []
+    return records, scan_jsonl(path, fh, records.append)
+
+
+def scan_jsonl(path: Path, fh: IO[bytes], take: Callable[[dict[str, Any]], None]) -> int:
+    """`parse_jsonl` handing each record to `take` as it is read, none of them kept: a log of
+    a million records is read in the memory of one. Returns the intact part's byte length."""
     good = 0
     n = 0
     while line := fh.readline(MAX_LINE_BYTES):
@@ -75,9 +82,9 @@ def parse_jsonl(path: Path, fh: IO[bytes]) -> tuple[list[dict[str, Any]], int]:
                 frame_id(record)
             except ValueError as exc:  # whole JSON, so not torn: a file of something else
                 raise ConfigError("results", str(path), NOT_A_LOG.format(f"line {n}: {exc}")) from None
-            records.append(record)
+            take(record)
         good += len(line)
-    return records, good
+    return good
 
 
 def origin(record: dict[str, Any]) -> str | None:

@@ -189,7 +189,7 @@ class _Source:
         self._next_index = 0  # position in the stream (what `_read` gets)
         self._first = 0  # index of position 0 (number_from)
         self._released = 0  # frames handed out or failed: the pacing schedule
-        self._skip: frozenset[int] = frozenset()
+        self._skip: Collection[int] = frozenset()
         #: frames passed over because their index was in `skip(...)`
         self.skipped = 0
         self._done = False
@@ -200,8 +200,10 @@ class _Source:
         return self._fps is not None
 
     def skip(self, indices: Collection[int]) -> None:
-        """Pass over the frames with these indices (already recorded by an earlier run)."""
-        self._skip = frozenset(indices)
+        """Pass over the frames with these indices (already recorded by an earlier run). Kept,
+        not copied: a resumed log's ids come as ranges (edge_node/bounded.py), a handful where
+        a set of a day's frames took ~60 MB."""
+        self._skip = indices
 
     def origin_of(self, index: int) -> str | None:
         """The origin frame `index` has, known without reading it; None where it is not."""
