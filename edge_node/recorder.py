@@ -24,6 +24,7 @@ import numpy as np
 from splitpoint.errors import ResultsWriteError
 
 from .bounded import RecordedOrigins
+from .disk_space import DiskWatch
 from .results import ResultStore, open_results
 from .run_report import EdgeMetrics, RunSummary
 from .sources import Frame
@@ -44,6 +45,8 @@ class Recorder:
         self.summary = RunSummary()
         #: opened by `open`, once the source is open: a source that fails to open leaves no empty log
         self.results: ResultStore | None = None
+        #: the free space where the log is written, watched from `open`
+        self._disk: DiskWatch | None = None
         #: the first results write that failed
         self.fatal: ResultsWriteError | None = None
         self._closed = False
@@ -58,6 +61,7 @@ class Recorder:
             log.warning("resume is off: the old results log %s was renamed to %s; starting over", path,
                         results.moved_aside)
         self.results = results
+        self._disk = DiskWatch(path, self.metrics.results_disk_free)
         return results.done_origins() if resume else RecordedOrigins()
 
     def close(self) -> None:
@@ -172,11 +176,14 @@ class Recorder:
         if self.fatal is not None or self._closed or self.results is None:
             return False
         try:
-            return self.results.write(record)
+            written = self.results.write(record)
         except ResultsWriteError as err:
             self.fatal = err
             self.on_fatal()  # only sets an event: safe under the lock
             return False
+        if self._disk is not None:
+            self._disk.after_write()  # a statvfs every 30 s at most
+        return written
 
     def _tell(self, record: dict[str, Any]) -> None:
         if self.on_result is not None:

@@ -25,13 +25,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from edge_node.disk_space import LOW_FREE_BYTES
 from splitpoint.doctor_checks import Check, _plain, guarded
 from splitpoint.doctor_device import check_edgetpu, check_runtimes
 from splitpoint.remote_hints import remote_hint
 
 log = logging.getLogger(__name__)
 
-MIN_FREE_BYTES = 200 * 1024 * 1024
+#: the agent's own floor (it warns below it while it runs)
+MIN_FREE_BYTES = LOW_FREE_BYTES
 MAX_SKEW_S = 2.0
 CLOUD_TIMEOUT_S = 5.0
 #: the edge config keys that decide how the agent talks to the server (passed to the client factory)
