@@ -161,6 +161,25 @@ class LatencyMedian:
                 return (low + self._value(b)) / 2
         raise AssertionError("unreachable: the counts add up to count")
 
+    def merge(self, other: LatencyMedian) -> None:
+        """Add `other`'s latencies to these."""
+        for b, n in other._bins.items():
+            self._bins[b] = self._bins.get(b, 0) + n
+        self.count += other.count
+
+    def quantile(self, q: float) -> float | None:
+        """The nearest-rank q-quantile (0 < q <= 1: the smallest value with at least q of the
+        values at or below it), read as its bin's middle: within 0.05% of it."""
+        if not self.count:
+            return None
+        rank = max(1, math.ceil(q * self.count))
+        seen = 0
+        for b in sorted(self._bins):
+            seen += self._bins[b]
+            if seen >= rank:
+                return self._value(b)
+        raise AssertionError("unreachable: the counts add up to count")
+
     @property
     def bins(self) -> int:
         """How many bins are held: what the memory grows with."""

@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 #: what a results log that is not one is told
-NOT_A_LOG = "is not a results log ({}); it was left as it is: give --results another file"
+NOT_A_LOG_HINT = "; it was left as it is: give --results another file"
+NOT_A_LOG = "is not a results log ({})" + NOT_A_LOG_HINT
 
 #: flock errors that mean "this file system has no such locks", not "someone holds it"
 _NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL)

@@ -315,6 +315,12 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     return 0 if report.answered else 1
 
 
+def cmd_results(args: argparse.Namespace) -> int:
+    from splitpoint.results_report import run_report
+
+    return run_report(args.logs, args.json)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from splitpoint.demo import default_workdir, run_demo
 
@@ -329,7 +335,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Command] = {
     "demo": cmd_demo, "partition": cmd_partition, "inspect": cmd_inspect, "cloud": cmd_cloud, "edge": cmd_edge,
     "profile": cmd_profile, "policy": cmd_policy_explain, "doctor": cmd_doctor, "certs": cmd_certs, "bench": cmd_bench,
-    "loadtest": cmd_loadtest,
+    "loadtest": cmd_loadtest, "results": cmd_results,
 }
 
 

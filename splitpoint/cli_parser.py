@@ -55,6 +55,12 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
          "--policy-edge-profile edge-profile.json --policy-cloud-profile cloud-profile.json",
          "splitpoint edge --config /etc/splitpoint/edge.toml"),
     ),
+    "results": (
+        "what a run did, from its results logs: frames, where they ran, latency, fallbacks, failures",
+        "splitpoint results LOG [LOG ...] [--json]",
+        ("splitpoint results /var/lib/splitpoint/results.jsonl",
+         "splitpoint results drone-*/results.jsonl --json > site.json"),
+    ),
     "profile": (
         "measure every split's head (edge) or tail (cloud) latency; show a profile",
         "splitpoint profile {edge,cloud,reference} --bundle DIR -o FILE | splitpoint profile show FILE",
@@ -244,6 +250,12 @@ def build_parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
                                 "frame source has opened and the agent has started (its first link probe "
                                 "done), right before the first frame")
         cfg.add_arguments(p, cls)
+    p = _command(sub, "results", commands["results"], (
+        "Summarize results logs (JSONL or SQLite; one a running agent is writing too): frames by status and "
+        "where they ran, end-to-end latency percentiles, splits, why frames ran locally instead of in the "
+        "cloud, replicas, failures, accuracy where frames have labels. With several logs, each and then all."))
+    p.add_argument("logs", nargs="+", metavar="LOG", help="results log")
+    p.add_argument("--json", action="store_true", help="one JSON list of the summaries")
     _add_profile(_command(sub, "profile", commands["profile"]))
     _add_policy(_command(sub, "policy", commands["policy"]), commands["policy"])
     _add_doctor(_command(sub, "doctor", commands["doctor"], (

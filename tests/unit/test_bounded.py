@@ -4,6 +4,7 @@ bins. Before, a set of ids and a list of latencies held ~130 bytes a frame (340 
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 
@@ -148,3 +149,20 @@ def test_resuming_a_day_of_camera_frames_holds_a_handful_of_entries(tmp_path) ->
         assert dict(origins.items())[20_003] == "img_20003.png"
     finally:
         log.close()
+
+
+def test_quantiles_are_the_nearest_rank_within_their_bin() -> None:
+    rng = random.Random(3)
+    values = [rng.lognormvariate(4, 0.8) for _ in range(5001)]
+    lat = LatencyMedian()
+    for v in values:
+        lat.add(v)
+    ranked = sorted(values)
+    for q in (0.01, 0.5, 0.95, 0.99, 1.0):
+        exact = ranked[max(1, math.ceil(q * len(values))) - 1]
+        assert lat.quantile(q) == pytest.approx(exact, rel=5e-4), q
+    other = LatencyMedian()
+    other.add(1e6)
+    lat.merge(other)
+    assert lat.count == 5002 and lat.quantile(1.0) == pytest.approx(1e6, rel=5e-4)
+    assert LatencyMedian().quantile(0.5) is None

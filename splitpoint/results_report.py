@@ -1,0 +1,278 @@
+"""`splitpoint results LOG...`: what happened on a flight, from the agent's results logs.
+
+An operator copies a drone's log off after a flight (or reads a fleet's logs on a server)
+and wants to know how it went: how many frames, where they ran, which splits, how long
+they took, why frames ran locally instead of in the cloud, which replicas answered, how
+many failed. Each log is read record by record (a day of a 10 fps camera is a million
+records) into counts and latency bins (edge_node/bounded.py: percentiles within 0.05%),
+so memory does not grow with the log. Either format (JSONL, SQLite); a log an agent is
+still writing can be read (its torn last line, if any, is left out).
+
+Reasons are grouped by what comes before their details (the first " (" or ": "), numbers
+read as N: "stream ended before the answer (UNAVAILABLE: Socket closed)" and "... (INTERNAL:
+...)" are one line, "nothing came back on its stream for 2002 ms" and "... 2019 ms" another,
+each with its first text as the example.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_node.bounded import LatencyMedian
+from edge_node.results_file import NOT_A_LOG_HINT, check_sqlite_log, is_sqlite
+from edge_node.results_records import scan_jsonl
+from splitpoint.errors import ConfigError
+from splitpoint.files import open_regular
+
+#: reasons and errors shown per log, most frequent first; the rest are counted in one line
+SHOWN_REASONS = 8
+#: an example longer than this is cut (the --json output has it whole)
+EXAMPLE_CHARS = 160
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def reason_group(text: str) -> str:
+    """The part of a reason before its details."""
+    cut = [i for i in (text.find(" ("), text.find(": ")) if i > 0]
+    return _NUMBER.sub("N", text[: min(cut)] if cut else text)
+
+
+@dataclass
+class Grouped:
+    """Counts of texts by group, with each group's first text as its example."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def add(self, text: str) -> None:
+        group = reason_group(text)
+        self.counts[group] += 1
+        self.examples.setdefault(group, text)
+
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def merge(self, other: Grouped) -> None:
+        self.counts.update(other.counts)
+        for group, example in other.examples.items():
+            self.examples.setdefault(group, example)
+
+    def as_json(self) -> list[dict[str, Any]]:
+        return [{"reason": g, "frames": n, "example": self.examples[g]} for g, n in _ranked(self.counts)]
+
+
+@dataclass
+class LogSummary:
+    """What one log (or several, added together) says."""
+
+    name: str
+    frames: int = 0
+    status: Counter[str] = field(default_factory=Counter)
+    where: Counter[str] = field(default_factory=Counter)
+    splits: Counter[int] = field(default_factory=Counter)
+    fallbacks: Grouped = field(default_factory=Grouped)
+    errors: Grouped = field(default_factory=Grouped)
+    replicas: Counter[str] = field(default_factory=Counter)
+    hedged: int = 0
+    hedged_local_first: int = 0
+    raced: int = 0
+    labelled: int = 0
+    correct: int = 0
+    first_ns: int | None = None
+    last_ns: int | None = None
+    latency: LatencyMedian = field(default_factory=LatencyMedian)
+
+    def add(self, r: dict[str, Any]) -> None:
+        self.frames += 1
+        status = str(r.get("status", "?"))
+        self.status[status] += 1
+        stamp = r.get("capture_time_unix_ns")
+        if isinstance(stamp, int) and not isinstance(stamp, bool):
+            self.first_ns = stamp if self.first_ns is None else min(self.first_ns, stamp)
+            self.last_ns = stamp if self.last_ns is None else max(self.last_ns, stamp)
+        if status == "failed":
+            self.errors.add(str(r.get("error", "")))
+        if status != "ok":
+            return
+        self.where[str(r.get("where", "?"))] += 1
+        if isinstance(r.get("split"), int):
+            self.splits[r["split"]] += 1
+        if isinstance(r.get("fallback_reason"), str):
+            self.fallbacks.add(r["fallback_reason"])
+        if isinstance(r.get("replica"), str) and r["replica"]:
+            self.replicas[r["replica"]] += 1
+        if r.get("hedged") is True:
+            self.hedged += 1
+            self.hedged_local_first += r.get("where") == "local"
+        self.raced += r.get("raced") is True
+        e2e = (r.get("timings_ms") or {}).get("end_to_end") if isinstance(r.get("timings_ms"), dict) else None
+        if isinstance(e2e, (int, float)) and not isinstance(e2e, bool):
+            self.latency.add(float(e2e))
+        if r.get("true_label") is not None:
+            self.labelled += 1
+            self.correct += r.get("label") == r.get("true_label")
+
+    def merge(self, other: LogSummary) -> None:
+        """Add another log's summary to this one."""
+        self.frames += other.frames
+        self.status.update(other.status)
+        self.where.update(other.where)
+        self.splits.update(other.splits)
+        self.replicas.update(other.replicas)
+        self.fallbacks.merge(other.fallbacks)
+        self.errors.merge(other.errors)
+        self.hedged += other.hedged
+        self.hedged_local_first += other.hedged_local_first
+        self.raced += other.raced
+        self.labelled += other.labelled
+        self.correct += other.correct
+        stamps = [t for t in (self.first_ns, other.first_ns) if t is not None]
+        self.first_ns = min(stamps) if stamps else None
+        stamps = [t for t in (self.last_ns, other.last_ns) if t is not None]
+        self.last_ns = max(stamps) if stamps else None
+        self.latency.merge(other.latency)
+
+    def as_json(self) -> dict[str, Any]:
+        lat = self.latency
+        return {
+            "log": self.name, "frames": self.frames, "status": dict(self.status), "where": dict(self.where),
+            "splits": {str(k): n for k, n in sorted(self.splits.items())},
+            "end_to_end_ms": {"median": lat.median(), "p95": lat.quantile(0.95), "p99": lat.quantile(0.99),
+                              "max": lat.quantile(1.0)},
+            "fallbacks": self.fallbacks.as_json(), "errors": self.errors.as_json(),
+            "replicas": dict(_ranked(self.replicas)), "hedged": self.hedged,
+            "hedged_local_first": self.hedged_local_first, "raced": self.raced,
+            "labelled": self.labelled, "correct": self.correct,
+            "first_capture_unix_ns": self.first_ns, "last_capture_unix_ns": self.last_ns,
+        }
+
+
+def read_log(path: str | Path, take: Callable[[dict[str, Any]], None]) -> None:
+    """Every record of a results log of either format to `take`; ConfigError naming the file
+    when it is not one (exit 2), OSError when it cannot be read."""
+    p = Path(path)
+    try:
+        if is_sqlite(p):
+            _read_sqlite(p, take)
+            return
+        with os.fdopen(open_regular(p, "LOG"), "rb") as fh:
+            scan_jsonl(p, fh, take)
+    except ConfigError as err:
+        raise ConfigError("LOG", str(p), err.reason.removesuffix(NOT_A_LOG_HINT)) from None
+    except FileNotFoundError:  # a name given wrong: exit 2, as any bad input
+        raise ConfigError("LOG", str(p), "no such file") from None
+
+
+def _read_sqlite(p: Path, take: Callable[[dict[str, Any]], None]) -> None:
+    db = sqlite3.connect(p.resolve().as_uri() + "?mode=ro", uri=True, timeout=10.0)
+    try:
+        check_sqlite_log(p, db)
+        for (text,) in db.execute("SELECT record FROM results ORDER BY written_unix_ns, frame_id"):
+            try:
+                record = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                take(record)
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError("LOG", str(p), f"cannot be read as a SQLite results log ({exc})") from None
+    finally:
+        db.close()
+
+
+def summarize(paths: Iterable[str]) -> list[LogSummary]:
+    """One summary per log, and with several, one of all of them last."""
+    out = []
+    for path in paths:
+        s = LogSummary(str(path))
+        read_log(path, s.add)
+        out.append(s)
+    if len(out) > 1:
+        total = LogSummary(f"all {len(out)} logs")
+        for s in out:
+            total.merge(s)
+        out.append(total)
+    return out
+
+
+def _ranked(counts: Counter[Any]) -> list[tuple[Any, int]]:
+    """Most frequent first; ties by name, so that the same logs always print the same."""
+    return sorted(counts.items(), key=lambda item: (-item[1], str(item[0])))
+
+
+def _n(x: int) -> str:
+    return f"{x:,}"
+
+
+def _when(first_ns: int, last_ns: int) -> str:
+    """'2026-12-06 18:52:25 - 18:53:11 UTC (46 s)'; the second date only when it differs."""
+    first, last = time.gmtime(first_ns / 1e9), time.gmtime(last_ns / 1e9)
+    end = "%H:%M:%S" if first[:3] == last[:3] else "%Y-%m-%d %H:%M:%S"
+    h, rest = divmod(round((last_ns - first_ns) / 1e9), 3600)
+    m, s = divmod(rest, 60)
+    span = f"{h} h {m} min" if h else f"{m} min {s} s" if m else f"{s} s"
+    return f"{time.strftime('%Y-%m-%d %H:%M:%S', first)} - {time.strftime(end, last)} UTC ({span})"
+
+
+def _grouped(title: str, g: Grouped) -> list[str]:
+    if not g.counts:
+        return []
+    lines = [f"  {title}: {_n(g.total())} frames"]
+    width = len(_n(max(g.counts.values())))
+    common = _ranked(g.counts)
+    for group, n in common[:SHOWN_REASONS]:
+        example = g.examples[group]
+        if len(example) > EXAMPLE_CHARS:
+            example = example[:EXAMPLE_CHARS] + "..."
+        lines.append(f"    {_n(n):>{width}}  {group}" + (f'  e.g. "{example}"' if example != group else ""))
+    if len(common) > SHOWN_REASONS:
+        lines.append(f"    {_n(sum(n for _, n in common[SHOWN_REASONS:])):>{width}}  other reasons "
+                     f"({len(common) - SHOWN_REASONS}): --json lists them")
+    return lines
+
+
+def format_summary(s: LogSummary) -> str:
+    if not s.frames:
+        return f"{s.name}: no records"
+    head = f"{s.name}: {_n(s.frames)} frames"
+    if s.first_ns is not None and s.last_ns is not None:
+        head += f" captured {_when(s.first_ns, s.last_ns)}"
+    ok = s.status["ok"]
+    where = ", ".join(f"{w} {_n(n)}" for w, n in _ranked(s.where))
+    others = "".join(f" | {st} {_n(n)}" for st, n in _ranked(s.status) if st != "ok")
+    lines = [head, f"  ok {_n(ok)}" + (f" ({where})" if where else "") + others]
+    lat = s.latency
+    if lat.count:
+        lines.append(f"  end-to-end ms: median {lat.median():.1f}, p95 {lat.quantile(0.95):.1f}, "
+                     f"p99 {lat.quantile(0.99):.1f}, max {lat.quantile(1.0):.1f}")
+    if s.splits:
+        lines.append("  splits: " + ", ".join(f"k={k} {_n(n)} ({n / ok:.0%})" for k, n in _ranked(s.splits)))
+    lines += _grouped("ran locally instead of in the cloud", s.fallbacks)
+    if s.hedged or s.raced:
+        lines.append(f"  hedged {_n(s.hedged)} (the local result first in {_n(s.hedged_local_first)}), "
+                     f"raced {_n(s.raced)}")
+    if s.replicas:
+        lines.append("  answered by: " + ", ".join(f"{r} {_n(n)}" for r, n in _ranked(s.replicas)))
+    lines += _grouped("failed", s.errors)
+    if s.labelled:
+        lines.append(f"  accuracy against the true labels: {s.correct / s.labelled:.1%} "
+                     f"({_n(s.correct)}/{_n(s.labelled)})")
+    return "\n".join(lines)
+
+
+def run_report(paths: list[str], as_json: bool = False) -> int:
+    summaries = summarize(paths)
+    if as_json:
+        print(json.dumps([s.as_json() for s in summaries], indent=2))
+    else:
+        print("\n\n".join(format_summary(s) for s in summaries))
+    return 0

@@ -1,0 +1,124 @@
+"""`splitpoint results`: a flight's logs summarized - counts, latency percentiles, reasons grouped -
+from logs the agent's own stores wrote, and bad input named with exit 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+
+import pytest
+
+from edge_node.results import open_results
+from splitpoint.cli import main
+from splitpoint.results_report import reason_group, summarize
+
+pytestmark = pytest.mark.edge_side
+
+T0 = 1_796_583_145_000_000_000  # 2026-12-06 18:52:25 UTC
+
+
+def ok(fid: int, where: str, split: int, e2e: float, **extra) -> dict:
+    return {"frame_id": fid, "origin": f"camera:0#{fid}", "status": "ok", "split": split, "where": where,
+            "label": fid % 3, "true_label": 0, "capture_time_unix_ns": T0 + fid * 100_000_000,
+            "timings_ms": {"head": 1.0, "end_to_end": e2e}, **extra}
+
+
+def flight(path, fmt: str = "jsonl") -> None:
+    log = open_results(path, fmt, fsync=False)
+    for fid in range(100):  # 60 offloaded at k=53 (20..79 ms), 40 all-edge (80 ms)
+        if fid < 60:
+            log.write(ok(fid, "cloud", 53, 20.0 + fid, replica="cloud-0" if fid % 2 else "cloud-1"))
+        else:
+            log.write(ok(fid, "local", 155, 80.0))
+    log.write(ok(100, "local", 53, 300.0, fallback_reason="stream ended before the answer (UNAVAILABLE: Socket closed)"))
+    log.write(ok(101, "local", 53, 310.0, fallback_reason="stream ended before the answer (INTERNAL: garbage)"))
+    log.write(ok(102, "local", 53, 120.0, fallback_reason="no answer within frame_deadline_ms = 1000",
+                 hedged=True, hedge_ms=100.0))
+    log.write(ok(103, "local", 53, 90.0, fallback_reason="nothing came back on its stream for 2002 ms (over twice)"))
+    log.write(ok(104, "local", 53, 95.0, fallback_reason="nothing came back on its stream for 2019 ms (over twice)"))
+    log.write({"frame_id": 105, "origin": "camera:0#105", "status": "failed", "error": "bad frame: truncated",
+               "true_label": None})
+    log.write({"frame_id": 106, "origin": "camera:0#106", "status": "dropped", "reason": "live mode", "true_label": None})
+    log.close()
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "sqlite"])
+def test_a_flight_in_figures(tmp_path, fmt) -> None:
+    path = tmp_path / f"r.{fmt}"
+    flight(path, fmt)
+    (s,) = summarize([str(path)])
+    assert s.frames == 107 and dict(s.status) == {"ok": 105, "failed": 1, "dropped": 1}
+    assert dict(s.where) == {"cloud": 60, "local": 45}
+    assert dict(s.splits) == {53: 65, 155: 40}
+    assert dict(s.replicas) == {"cloud-0": 30, "cloud-1": 30}
+    assert dict(s.fallbacks.counts) == {"stream ended before the answer": 2, "no answer within frame_deadline_ms = N": 1,
+                                        "nothing came back on its stream for N ms": 2}
+    assert s.fallbacks.examples["stream ended before the answer"].endswith("(UNAVAILABLE: Socket closed)")
+    assert s.hedged == 1 and s.hedged_local_first == 1
+    assert s.labelled == 105 and s.correct == sum(1 for fid in range(105) if fid % 3 == 0)
+    latencies = sorted([20.0 + f for f in range(60)] + [80.0] * 40 + [300.0, 310.0, 120.0, 90.0, 95.0])
+    assert s.latency.median() == pytest.approx(latencies[52], rel=1e-3)
+    assert s.latency.quantile(0.95) == pytest.approx(latencies[99], rel=1e-3)  # nearest rank: ceil(0.95 * 105) = 100
+    assert s.latency.quantile(1.0) == pytest.approx(310.0, rel=1e-3)
+    assert s.first_ns == T0 and s.last_ns == T0 + 104 * 100_000_000  # failed and dropped records carry no capture time
+
+
+def test_the_command_prints_each_log_then_all(tmp_path, capsys) -> None:
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.db"
+    flight(a)
+    flight(b, "sqlite")
+    assert main(["results", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    blocks = out.split("\n\n")
+    assert [blk.split(":")[0] for blk in blocks] == [str(a), str(b), "all 2 logs"]
+    assert blocks[0].startswith(f"{a}: 107 frames captured 2026-12-06 18:52:25 - 18:52:35 UTC (10 s)"), blocks[0]
+    assert "ok 105 (cloud 60, local 45) | dropped 1 | failed 1" in blocks[0]
+    assert '2  stream ended before the answer  e.g. "stream ended before the answer (UNAVAILABLE: Socket closed)"' in out
+    assert "all 2 logs: 214 frames" in blocks[2] and "answered by: cloud-0 60, cloud-1 60" in blocks[2]
+    assert main(["results", str(a), "--json"]) == 0
+    (summary,) = json.loads(capsys.readouterr().out)
+    assert summary["frames"] == 107 and summary["splits"] == {"53": 65, "155": 40}
+    assert summary["errors"] == [{"reason": "bad frame", "frames": 1, "example": "bad frame: truncated"}]
+
+
+def test_a_log_still_being_written_is_read_up_to_its_torn_line(tmp_path, capsys) -> None:
+    path = tmp_path / "r.jsonl"
+    flight(path)
+    with path.open("a") as fh:
+        fh.write('{"frame_id": 107, "origin": "camer')  # the agent mid-write
+    assert main(["results", str(path)]) == 0
+    assert f"{path}: 107 frames" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda p: None, "no such file"),
+    (lambda p: p.mkdir(), "is a directory, not a regular file"),
+    (lambda p: p.write_text("# notes\n"), "is not a results log (line 1 is not JSON"),
+    (lambda p: p.write_text('{"frame_id": "seven"}\n'), "a result record needs an integer frame_id"),
+    (lambda p: os.mkfifo(p), "is a named pipe, not a regular file"),
+    (lambda p: sqlite3.connect(p).execute("CREATE TABLE t (x)").connection.commit(),
+     "a SQLite database with no results table: t"),
+])
+def test_what_is_not_a_results_log_is_named_with_exit_2(tmp_path, capsys, make, says) -> None:
+    path = tmp_path / "x.jsonl"
+    make(path)
+    assert main(["results", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'splitpoint results: error: LOG = "{path}": ') and says in err, err
+    assert "--results" not in err  # the agent's hint, not this command's
+    assert len(err.splitlines()) == 1
+
+
+def test_an_empty_log_has_no_records(tmp_path, capsys) -> None:
+    (tmp_path / "r.jsonl").touch()
+    assert main(["results", str(tmp_path / "r.jsonl")]) == 0
+    assert capsys.readouterr().out.strip() == f"{tmp_path / 'r.jsonl'}: no records"
+
+
+def test_reasons_are_grouped_by_what_comes_before_their_details() -> None:
+    assert reason_group("cloud unreachable (waiting to reconnect)") == "cloud unreachable"
+    assert reason_group("malformed response: server timing total_ms = nan") == "malformed response"
+    assert reason_group("cloud RESOURCE_EXHAUSTED: queue full") == "cloud RESOURCE_EXHAUSTED"
+    assert reason_group("hedged: no answer within 120 ms (predicted 80 ms + margin 40 ms)") == "hedged"
+    assert reason_group("stream closed before the frame was sent") == "stream closed before the frame was sent"
