@@ -26,6 +26,7 @@ from splitpoint.errors import ResultsWriteError
 from .bounded import RecordedOrigins
 from .disk_space import DiskWatch
 from .results import ResultStore, open_results
+from .results_records import reason_group
 from .run_report import EdgeMetrics, RunSummary
 from .sources import Frame
 
@@ -141,6 +142,8 @@ class Recorder:
                 s.labelled += 1
                 s.correct += int(label == frame.label)
         self.metrics.frames.labels(where, "ok").inc()
+        if "fallback_reason" in record:
+            self.metrics.fallbacks.labels(reason_group(record["fallback_reason"])).inc()
         for stage, ms in timings.items():
             self.metrics.stage_seconds.labels(stage).observe(ms / 1000)
         self.metrics.stage_seconds.labels("end_to_end").observe(e2e_ms / 1000)

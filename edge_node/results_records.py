@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -91,3 +92,16 @@ def origin(record: dict[str, Any]) -> str | None:
     """The record's `origin` (file name, "clip.mp4#12", "synthetic#3"), None where it has none."""
     value = record.get("origin")
     return value if isinstance(value, str) else None
+
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def reason_group(text: str) -> str:
+    """A fallback reason or error without its details: the part before the first " (" or ": ",
+    numbers read as N. "stream ended before the answer (UNAVAILABLE: Socket closed)" and
+    "... (INTERNAL: ...)" are one group, "nothing came back on its stream for 2002 ms" and
+    "... 2019 ms" another: a few dozen groups at most, where the texts are unbounded (the
+    server's words are in them). `splitpoint results` and the agent's fallback metric use it."""
+    cut = [i for i in (text.find(" ("), text.find(": ")) if i > 0]
+    return _NUMBER.sub("N", text[: min(cut)] if cut else text)

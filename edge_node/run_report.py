@@ -29,6 +29,9 @@ class EdgeMetrics:
         self.rtt = Gauge("splitpoint_edge_link_rtt_ms", "round-trip time estimate", registry=registry)
         self.queue = Gauge("splitpoint_edge_server_queue_ms", "server queue wait estimate", registry=registry)
         self.bytes_sent = Counter("splitpoint_edge_sent_bytes", "cut tensor bytes sent", registry=registry)
+        self.fallbacks = Counter("splitpoint_edge_fallbacks", "frames run locally instead of in the cloud, by "
+                                 "reason (its text without details: edge_node.results_records.reason_group)",
+                                 ["reason"], registry=registry)
         self.results_disk_free = Gauge("splitpoint_edge_results_disk_free_bytes",
                                        "free space where the results log is written", registry=registry)
         self.dropped = Counter("splitpoint_edge_dropped_frames", "frames dropped unprocessed by live capture (behind the camera)",

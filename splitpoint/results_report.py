@@ -8,17 +8,15 @@ records) into counts and latency bins (edge_node/bounded.py: percentiles within 
 so memory does not grow with the log. Either format (JSONL, SQLite); a log an agent is
 still writing can be read (its torn last line, if any, is left out).
 
-Reasons are grouped by what comes before their details (the first " (" or ": "), numbers
-read as N: "stream ended before the answer (UNAVAILABLE: Socket closed)" and "... (INTERNAL:
-...)" are one line, "nothing came back on its stream for 2002 ms" and "... 2019 ms" another,
-each with its first text as the example.
+Reasons and errors are grouped by what comes before their details
+(edge_node.results_records.reason_group, as the agent's fallback metric), each group with
+its first text as the example.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
 import time
 from collections import Counter
@@ -29,7 +27,7 @@ from typing import Any
 
 from edge_node.bounded import LatencyMedian
 from edge_node.results_file import NOT_A_LOG_HINT, check_sqlite_log, is_sqlite
-from edge_node.results_records import scan_jsonl
+from edge_node.results_records import reason_group, scan_jsonl
 from splitpoint.errors import ConfigError
 from splitpoint.files import open_regular
 
@@ -37,13 +35,6 @@ from splitpoint.files import open_regular
 SHOWN_REASONS = 8
 #: an example longer than this is cut (the --json output has it whole)
 EXAMPLE_CHARS = 160
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
-
-
-def reason_group(text: str) -> str:
-    """The part of a reason before its details."""
-    cut = [i for i in (text.find(" ("), text.find(": ")) if i > 0]
-    return _NUMBER.sub("N", text[: min(cut)] if cut else text)
 
 
 @dataclass

@@ -10,8 +10,9 @@ import sqlite3
 import pytest
 
 from edge_node.results import open_results
+from edge_node.results_records import reason_group
 from splitpoint.cli import main
-from splitpoint.results_report import reason_group, summarize
+from splitpoint.results_report import summarize
 
 pytestmark = pytest.mark.edge_side
 
@@ -122,3 +123,31 @@ def test_reasons_are_grouped_by_what_comes_before_their_details() -> None:
     assert reason_group("cloud RESOURCE_EXHAUSTED: queue full") == "cloud RESOURCE_EXHAUSTED"
     assert reason_group("hedged: no answer within 120 ms (predicted 80 ms + margin 40 ms)") == "hedged"
     assert reason_group("stream closed before the frame was sent") == "stream closed before the frame was sent"
+
+
+def test_the_agent_counts_its_fallbacks_by_the_same_groups(tmp_path) -> None:
+    """`splitpoint_edge_fallbacks_total{reason}`: one series per group, whatever the server said."""
+    import time
+
+    import numpy as np
+    from prometheus_client import CollectorRegistry
+
+    from edge_node.recorder import Recorder
+    from edge_node.run_report import EdgeMetrics
+    from edge_node.sources import Frame
+
+    registry = CollectorRegistry()
+    rec = Recorder(["a", "b"], EdgeMetrics(registry), on_fatal=lambda: None)
+    rec.open(str(tmp_path / "r.jsonl"), "jsonl", False, resume=False)
+    reasons = ["stream ended before the answer (UNAVAILABLE: Socket closed)",
+               "stream ended before the answer (INTERNAL: the server's answer (9 bytes) is not ...)",
+               "nothing came back on its stream for 2002 ms (over twice frame_deadline_ms = 1000): stalled",
+               "nothing came back on its stream for 2019 ms (over twice frame_deadline_ms = 1000): stalled", None]
+    for fid, reason in enumerate(reasons):
+        frame = Frame(fid, np.zeros((2, 2, 1), np.uint8), None, f"x#{fid}", time.time_ns(),
+                      capture_mono_ns=time.monotonic_ns())
+        rec.ok(frame, 1, "local", np.array([0.2, 0.8]), {"head": 0.5}, reason)()
+    rec.close()
+    counted = {s.labels["reason"]: s.value for m in registry.collect() if m.name == "splitpoint_edge_fallbacks"
+               for s in m.samples if s.name.endswith("_total")}
+    assert counted == {"stream ended before the answer": 2, "nothing came back on its stream for N ms": 2}
