@@ -62,7 +62,7 @@ DISTINCT_FRAMES = 16
 @dataclass
 class LoadtestConfig:
     bundle: str = option(help="bundle directory (the server's): frames, cut tensors, digest", group="target")
-    target: str = option(help="gRPC target: HOST:PORT, several comma-separated, ipv4:A:P,B:P, or dns:///NAME:PORT",
+    target: str = option(help="gRPC target: HOST:PORT, several IP:PORT comma-separated, ipv4:A:P,B:P, or dns:///NAME:PORT",
                          group="target")
     agents: int = option(10, "emulated drones, each its own channel and stream", group="load")
     fps: float = option(5.0, "frames per second per drone", group="load")
