@@ -10,7 +10,7 @@ from splitpoint.config import option, parse_address
 from splitpoint.errors import ConfigError
 from splitpoint.runtime.litert import Device
 from splitpoint.security import ClientSecurity
-from splitpoint.targets import parse_target
+from splitpoint.targets import check_tls_name, parse_target
 
 #: LiteRT threads at the most: far more than any edge board's cores, far less than the
 #: thousands that exhaust the process
@@ -136,6 +136,7 @@ class EdgeConfig:
         # last: value errors are named first. TLS or plaintext is required only of an agent that
         # may contact a server, which the bundle's K tells (check_transport, when the agent is built)
         self.security.validate(talks=False)
+        check_tls_name("cloud", self.cloud, bool(self.tls_ca), self.tls_server_name)
 
     @property
     def cloud_target(self) -> str:

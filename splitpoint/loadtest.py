@@ -46,7 +46,7 @@ from splitpoint.config import option
 from splitpoint.errors import ConfigError, status_code_from_int
 from splitpoint.files import json_object, write_replacing
 from splitpoint.security import ClientSecurity, check_key_pair
-from splitpoint.targets import balanced_options, parse_target
+from splitpoint.targets import balanced_options, check_tls_name, parse_target
 from splitpoint.v1 import offload_pb2, offload_pb2_grpc
 from splitpoint.wire_metadata import AGENT_METADATA_KEY, REPLICA_METADATA_KEY
 
@@ -103,6 +103,7 @@ class LoadtestConfig:
                     raise ConfigError("tls_client_dir", self.tls_client_dir, f"cannot be combined with {key}: "
                                       "the drones present either tls_cert or their own from tls_client_dir, over TLS")
         self.security.validate()
+        check_tls_name("target", self.target, bool(self.tls_ca), self.tls_server_name)
 
     def client_pairs(self) -> list[tuple[str, str]]:
         """The drones' own (certificate, key) pairs; empty without tls_client_dir."""

@@ -61,6 +61,23 @@ def parse_target(key: str, text: str) -> str:
     return ("ipv6:" if all(v6) else "ipv4:") + ",".join(parts)
 
 
+def check_tls_name(key: str, text: str, tls: bool, server_name: str) -> None:
+    """Over TLS, a list of addresses needs `tls_server_name` (ConfigError naming `key`).
+
+    gRPC verifies one name for every address of a channel; for an address list (ipv4:A,B) it is
+    the whole list, which no certificate holds: every handshake failed ("Hostname Verification
+    Check failed") and every frame ran locally. One address, or a dns:/// name, is verified as
+    written."""
+    if not tls or server_name:
+        return
+    target = parse_target(key, text)
+    if target.startswith(("ipv4:", "ipv6:")) and "," in target:
+        raise ConfigError(key, text, "lists several servers, and over TLS gRPC verifies one name for all of them: "
+                                     "set tls_server_name to a name every server's certificate holds (splitpoint "
+                                     "certs --server-name NAME,...), or give one name that resolves to every "
+                                     "server as dns:///NAME:PORT")
+
+
 def balanced_options(max_message_bytes: int, own_connection: bool = False) -> list[tuple[str, Any]]:
     """round_robin with client-side health checking; `own_connection` keeps gRPC from sharing
     one connection among channels of this process to the same target (emulated fleets)."""
