@@ -44,6 +44,9 @@ BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 5.0  # a drone should find a restarted ser
 MOVE_ON_CODES = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
 #: what a replica answers a frame of another bundle with (cloud_server/validation.py): backed off from
 OTHER_BUNDLE_CODE = grpc.StatusCode.FAILED_PRECONDITION
+#: a stream that ended with one of these may not have reached a server (refused connection, failed
+#: handshake, no channel); any other status is a server's own answer
+UNREACHED_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN)
 #: the largest bandwidth probe (probes are sized to the estimate: scheduler.link.probe_bytes)
 PROBE_BYTES = 64 * 1024
 #: a probe that reads this many times the estimate it was sized by is repeated at once
@@ -169,6 +172,9 @@ class OffloadSession:
             return f"cloud refused this agent ({cause.code.name}) (waiting to retry)"
         if cause is not None and cause.code == OTHER_BUNDLE_CODE:
             return "cloud runs another bundle (waiting to retry)"
+        if cause is not None and cause.code not in UNREACHED_CODES:
+            # e.g. RESOURCE_EXHAUSTED: over max_streams_per_agent (drones sharing a certificate)
+            return f"cloud refused the stream ({cause.code.name}) (waiting to retry)"
         return "cloud unreachable (waiting to reconnect)"
 
     def _failed(self, err: RemoteError) -> None:
@@ -241,7 +247,8 @@ class OffloadSession:
             # the server closed a stream we left idle: open a new one when needed, no backoff
             log.debug("idle stream closed by the server: %s", error)
             return
-        log.warning("stream to %s ended: %s", stream.replica or self.address, error)
+        hint = remote_hint(error) if error.code == grpc.StatusCode.RESOURCE_EXHAUSTED else ""
+        log.warning("stream to %s ended: %s%s", stream.replica or self.address, error, f"; {hint}" if hint else "")
         self._failed(error)
         # the next stream is placed by round_robin on a replica that is SERVING, if any
         self._back_off(error)
