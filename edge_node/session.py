@@ -47,6 +47,9 @@ OTHER_BUNDLE_CODE = grpc.StatusCode.FAILED_PRECONDITION
 #: a stream that ended with one of these may not have reached a server (refused connection, failed
 #: handshake, no channel); any other status is a server's own answer
 UNREACHED_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN)
+#: how gRPC ends a stream still open when its connection reaches the server's max_connection_age_s
+#: and the grace after it: a rotation the server asked for (deploy/kubernetes sets 600 s), not a failure
+CONNECTION_AGED = "UNAVAILABLE: max connection age"
 #: the largest bandwidth probe (probes are sized to the estimate: scheduler.link.probe_bytes)
 PROBE_BYTES = 64 * 1024
 #: a probe that reads this many times the estimate it was sized by is repeated at once
@@ -246,6 +249,13 @@ class OffloadSession:
         if error.code == grpc.StatusCode.DEADLINE_EXCEEDED and not lost:
             # the server closed a stream we left idle: open a new one when needed, no backoff
             log.debug("idle stream closed by the server: %s", error)
+            return
+        if str(error) == CONNECTION_AGED:
+            # Streams outlive the connection's grace (stream_lifetime_s 300 s, grace_s 10 s): the
+            # frames in flight fell back above; the next frame opens a stream on a new connection
+            # at once - a backoff ran frames locally and warned every max_connection_age_s.
+            log.info("stream to %s ended with its connection (the server's max_connection_age_s); %d frame(s) in "
+                     "flight ran here; a new stream on a new connection", stream.replica or self.address, lost)
             return
         hint = remote_hint(error) if error.code == grpc.StatusCode.RESOURCE_EXHAUSTED else ""
         log.warning("stream to %s ended: %s%s", stream.replica or self.address, error, f"; {hint}" if hint else "")

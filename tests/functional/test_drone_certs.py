@@ -173,7 +173,7 @@ def test_an_agent_over_its_share_of_streams_is_told_it_was_refused_and_what_to_d
             conf.validate()
             agent = EdgeAgent.from_config(conf)
             with caplog.at_level(logging.WARNING, logger="edge_node.agent"), \
-                    open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle) as source:
+                    open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps) as source:
                 agent.run(source)
         finally:
             held.cancel()
