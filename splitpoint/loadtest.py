@@ -43,8 +43,9 @@ import numpy as np
 from splitpoint.bundle import load_bundle
 from splitpoint.certs import client_pairs
 from splitpoint.config import option
-from splitpoint.errors import ConfigError, status_code_from_int
+from splitpoint.errors import ConfigError, RemoteError, status_code_from_int
 from splitpoint.files import json_object, write_replacing
+from splitpoint.remote_hints import remote_hint
 from splitpoint.security import ClientSecurity, check_key_pair
 from splitpoint.targets import balanced_options, check_tls_name, parse_target
 from splitpoint.v1 import offload_pb2, offload_pb2_grpc
@@ -150,6 +151,13 @@ class LoadReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, **asdict(self), "frames_per_s": self.frames_per_s}
+
+    def last_error_hint(self) -> str:
+        """What the last stream error most likely means, as the agent would say it (a refused token
+        is not "is the server running?")."""
+        code, _, details = self.last_error.partition(": ")
+        status = grpc.StatusCode.__members__.get(code)
+        return remote_hint(RemoteError(status, details)) if status else ""
 
     def text(self) -> str:
         lines = [f"{len(self.per_agent_answered)} drones for {self.seconds:.1f}s: {self.sent} frames sent, "
