@@ -348,6 +348,7 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
     def Describe(self, request: offload_pb2.DescribeRequest, context: grpc.ServicerContext) -> offload_pb2.BundleInfo:
         if isinstance(request, UnparseableMessage):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request.error()))
+        context.send_initial_metadata(((REPLICA_METADATA_KEY, self.replica),))  # who answered (agents name it)
         m = self.manifest
         warm = set(self.executor.tails.warm())
         info = offload_pb2.BundleInfo(

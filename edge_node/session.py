@@ -125,9 +125,12 @@ class OffloadSession:
                                                      "another protocol version, or not a splitpoint server; run the "
                                                      "same splitpoint version on both sides")
         if info.model_digest != self.model_digest:
+            # of several replicas, the one that answered (a rollout half done): the one to look at
+            replica = self.client.described_by
+            where = f" {replica}" if replica and replica != self.address else ""
             raise ConfigError(
                 "cloud", self.address,
-                f"the server runs bundle {peer_text(info.model_name)} {peer_text(info.model_digest)}, "
+                f"the server{where} runs bundle {peer_text(info.model_name)} {peer_text(info.model_digest)}, "
                 f"this agent {self.model_digest}: "
                 "partition once and deploy the same bundle to both",
             )
