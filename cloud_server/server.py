@@ -167,17 +167,25 @@ class CloudServer:
             port = _bind(lambda: server.add_insecure_port(cfg.listen), "listen", cfg.listen)
         else:
             port = _bind(lambda: server.add_secure_port(cfg.listen, creds), "listen", cfg.listen)
-        if cfg.health_listen:
-            self._health_server, self.health_port = self._start_health_server(cfg.health_listen)
+        try:
+            # every port bound before the server serves: metrics_listen in use stopped a server that
+            # had already answered SERVING and taken frames (and, under systemd, did so at each restart)
+            if cfg.health_listen:
+                self._health_server, self.health_port = self._start_health_server(cfg.health_listen)
+            served = serve_metrics(cfg.metrics_listen, self.registry)
+        except SplitpointError:
+            if self._health_server is not None:
+                self._health_server.stop(None)
+                self._health_server = None
+            raise
+        if served:
+            self._metrics_server, self.metrics_port = served
         server.start()
         self._trimmer.start()
         self._server, self.port = server, port
         self.servicer.replica = replica_name(cfg.listen, port)
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        served = serve_metrics(cfg.metrics_listen, self.registry)
-        if served:
-            self._metrics_server, self.metrics_port = served
         log.info("serving %s (%s) on %s with %s%s", self.bundle.manifest.model_name,
                  self.bundle.manifest.model_digest[:19], self.address, security.mode,
                  " and a bearer token" if cfg.token_file else "")

@@ -173,6 +173,34 @@ def test_a_listen_address_that_cannot_be_bound_is_one_line(digits_bundle: Path, 
     assert "add_port" not in proc.stderr and "Failed to add port" not in proc.stderr, proc.stderr
 
 
+def test_a_metrics_port_in_use_stops_the_server_before_it_serves(digits_bundle: Path) -> None:
+    """metrics_listen was bound after the server had started serving (health SERVING, frames
+    taken), which then ended with exit 1 - at every systemd restart. Now every port is bound first:
+    the server never serves: nothing is answered on its listen port."""
+    import socket
+
+    from splitpoint.errors import SplitpointError
+
+    with socket.socket() as taken, socket.socket() as probe:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        server = CloudServer(CloudConfig(bundle=str(digits_bundle), listen=f"127.0.0.1:{port}", insecure=True,
+                                         metrics_listen=f"127.0.0.1:{taken.getsockname()[1]}"))
+        with pytest.raises(SplitpointError, match="metrics_listen = .*: cannot listen there: Address already in use"):
+            server.start()
+    server.executor.close(timeout=0)
+    assert server.port is None
+    client = OffloadClient(f"127.0.0.1:{port}", timeout_s=2.0, security=ClientSecurity(insecure=True))
+    try:
+        with pytest.raises(RemoteError):  # it answered Describe (and took frames) before
+            client.describe()
+    finally:
+        client.close()
+
+
 def test_certs_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "c"
     assert main(["certs", "-o", str(out), "--server-name", "drone-server.local,10.0.0.5"]) == 0
