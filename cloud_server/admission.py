@@ -42,6 +42,14 @@ def agent_identity(context: grpc.ServicerContext) -> str:
     return "peer:" + context.peer()
 
 
+class StreamRefused(RequestError):
+    """An Infer stream over `limit` ("max_streams" or "max_streams_per_agent"): RESOURCE_EXHAUSTED."""
+
+    def __init__(self, limit: str, message: str):
+        super().__init__(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+        self.limit = limit
+
+
 class StreamAdmission:
     """Counts open Infer streams, in all and per agent identity."""
 
@@ -53,16 +61,14 @@ class StreamAdmission:
         self._lock = threading.Lock()
 
     def admit(self, agent: str) -> None:
-        """Count one more stream of `agent`, or raise RequestError(RESOURCE_EXHAUSTED)."""
+        """Count one more stream of `agent`, or raise StreamRefused naming the limit."""
         with self._lock:
             if self._total >= self.max_streams:
-                raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                   f"server has {self._total} Infer streams open (max_streams); "
-                                   "run frames locally or use another replica")
+                raise StreamRefused("max_streams", f"server has {self._total} Infer streams open (max_streams); "
+                                                   "run frames locally or use another replica")
             if self._open[agent] >= self.max_per_agent:
-                raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                   f"this agent already has {self._open[agent]} Infer streams open "
-                                   "(max_streams_per_agent)")
+                raise StreamRefused("max_streams_per_agent", f"this agent already has {self._open[agent]} Infer "
+                                                             "streams open (max_streams_per_agent)")
             self._open[agent] += 1
             self._total += 1
 

@@ -10,8 +10,10 @@ accepted finish (within the grace period), then the gRPC server stops.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
+import socket
 import threading
 from collections.abc import Callable
 from concurrent import futures
@@ -71,6 +73,19 @@ def _bind(add_port: Callable[[], int], key: str, listen: str) -> int:
         reasons = [m.group(1) for line in said if (m := _BIND_REASON.search(line))]
         raise SplitpointError(f'{key} = "{listen}": cannot bind ({reasons[0] if reasons else "address in use or not local"})')
     return port
+
+
+def replica_name(listen: str, port: int) -> str:
+    """How a server names itself to agents (each stream's `splitpoint-replica` metadata, the
+    `replica` of their records, loadtest's per-replica share): its listen address, unless that is
+    a wildcard (0.0.0.0, [::]: every pod of deployment.yaml), which every replica shares - then its
+    host name, on Kubernetes the pod's name."""
+    host, _ = parse_address("listen", listen)
+    try:
+        wildcard = ipaddress.ip_address(host).is_unspecified
+    except ValueError:  # a host name: it names this server
+        wildcard = False
+    return f"{socket.gethostname() if wildcard else host}:{port}"
 
 
 class CloudServer:
@@ -152,17 +167,25 @@ class CloudServer:
             port = _bind(lambda: server.add_insecure_port(cfg.listen), "listen", cfg.listen)
         else:
             port = _bind(lambda: server.add_secure_port(cfg.listen, creds), "listen", cfg.listen)
-        if cfg.health_listen:
-            self._health_server, self.health_port = self._start_health_server(cfg.health_listen)
+        try:
+            # every port bound before the server serves: metrics_listen in use stopped a server that
+            # had already answered SERVING and taken frames (and, under systemd, did so at each restart)
+            if cfg.health_listen:
+                self._health_server, self.health_port = self._start_health_server(cfg.health_listen)
+            served = serve_metrics(cfg.metrics_listen, self.registry)
+        except SplitpointError:
+            if self._health_server is not None:
+                self._health_server.stop(None)
+                self._health_server = None
+            raise
+        if served:
+            self._metrics_server, self.metrics_port = served
         server.start()
         self._trimmer.start()
         self._server, self.port = server, port
-        self.servicer.replica = self.address
+        self.servicer.replica = replica_name(cfg.listen, port)
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        served = serve_metrics(cfg.metrics_listen, self.registry)
-        if served:
-            self._metrics_server, self.metrics_port = served
         log.info("serving %s (%s) on %s with %s%s", self.bundle.manifest.model_name,
                  self.bundle.manifest.model_digest[:19], self.address, security.mode,
                  " and a bearer token" if cfg.token_file else "")

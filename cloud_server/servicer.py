@@ -25,7 +25,7 @@ from splitpoint.metrics import LATENCY_BUCKETS
 from splitpoint.v1 import offload_pb2, offload_pb2_grpc
 from splitpoint.wire_metadata import REPLICA_METADATA_KEY
 
-from .admission import InflightBytes, StreamAdmission, agent_identity
+from .admission import InflightBytes, StreamAdmission, StreamRefused, agent_identity
 from .executor import Postprocess, TailExecutor, TailResult
 from .validation import validate_tensors
 
@@ -107,6 +107,10 @@ class CloudMetrics:
             "splitpoint_cloud_compute_seconds", "tail compute per batch", ["split"], buckets=LATENCY_BUCKETS, registry=registry
         )
         self.streams = Gauge("splitpoint_cloud_streams", "open Infer streams", registry=registry)
+        # the agents refused a stream run their frames locally: without this, a server whose
+        # agents share a certificate (one agent to it) showed nothing on /metrics or in its log
+        self.refused_streams = Counter("splitpoint_cloud_refused_streams", "Infer streams refused, by the limit they hit",
+                                       ["limit"], registry=registry)
         self.certificate_expiry = Gauge(
             "splitpoint_cloud_certificate_expiry_timestamp_seconds",
             "when the TLS certificate served now ends (file: tls_cert, tls_client_ca), Unix time", ["file"],
@@ -230,7 +234,8 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
         agent = agent_identity(context)
         try:
             self.admission.admit(agent)
-        except RequestError as err:
+        except StreamRefused as err:
+            self.metrics.refused_streams.labels(err.limit).inc()
             context.abort(err.status_code, str(err))
         self.metrics.streams.inc()
         context.send_initial_metadata(((REPLICA_METADATA_KEY, self.replica),))  # who took the stream
@@ -343,6 +348,7 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
     def Describe(self, request: offload_pb2.DescribeRequest, context: grpc.ServicerContext) -> offload_pb2.BundleInfo:
         if isinstance(request, UnparseableMessage):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request.error()))
+        context.send_initial_metadata(((REPLICA_METADATA_KEY, self.replica),))  # who answered (agents name it)
         m = self.manifest
         warm = set(self.executor.tails.warm())
         info = offload_pb2.BundleInfo(

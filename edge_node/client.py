@@ -115,6 +115,8 @@ class OffloadClient:
         #: set (from a signal handler too: it only sets a flag) to give up Describe and probes at
         #: once; frames' streams are not touched (they get the grace period)
         self.interrupted = threading.Event()
+        #: the replica that answered the last Describe (its splitpoint-replica metadata; "" unknown)
+        self.described_by = ""
 
     @property
     def channel(self) -> grpc.Channel:
@@ -123,11 +125,16 @@ class OffloadClient:
 
     def _unary(self, name: str, request: Any, timeout_s: float) -> Any:
         """The call `name`(request) with its deadline, waited for in steps so that `interrupted` ends it."""
+        return self._call(name, request, timeout_s)[0]
+
+    def _call(self, name: str, request: Any, timeout_s: float) -> tuple[Any, Any]:
+        """(answer, the finished call) of `_unary`: the call holds the server's initial metadata."""
         if self.interrupted.is_set():
             raise Interrupted
         channel = self.channels.acquire()
         try:
-            return self._wait(getattr(offload_stub(channel), name).future(request, timeout=timeout_s))
+            future = getattr(offload_stub(channel), name).future(request, timeout=timeout_s)
+            return self._wait(future), future
         finally:
             self.channels.release(channel)
 
@@ -149,7 +156,10 @@ class OffloadClient:
             return answer
 
     def describe(self, timeout_s: float | None = None) -> offload_pb2.BundleInfo:
-        return self._unary("Describe", offload_pb2.DescribeRequest(), timeout_s or self.timeout_s)
+        info, call = self._call("Describe", offload_pb2.DescribeRequest(), timeout_s or self.timeout_s)
+        # which replica of the target answered: the one to fix when its bundle is not this agent's
+        self.described_by = peer_text(str(dict(call.initial_metadata() or ()).get(REPLICA_METADATA_KEY, "")))
+        return info
 
     def probe(self, payload_bytes: int = 0, response_bytes: int = 0, timeout_s: float | None = None) -> tuple[float, offload_pb2.ProbeResponse]:
         """(round-trip ms, response) for a probe carrying payload_bytes up and response_bytes down."""
@@ -189,6 +199,8 @@ class CloudLink(Protocol):
     address: str
     #: set (from a signal handler too) to give up Describe and probes at once
     interrupted: threading.Event
+    #: the replica that answered the last Describe ("" unknown)
+    described_by: str
 
     def describe(self, timeout_s: float | None = None) -> offload_pb2.BundleInfo: ...
 
@@ -211,6 +223,7 @@ class NoLink:
     def __init__(self, address: str) -> None:
         self.address = address
         self.interrupted = threading.Event()
+        self.described_by = ""
 
     def _refuse(self) -> RemoteError:
         return RemoteError(grpc.StatusCode.UNAVAILABLE, "no cloud link: this agent runs every frame on the edge "

@@ -10,7 +10,7 @@ from splitpoint.config import option, parse_address
 from splitpoint.errors import ConfigError
 from splitpoint.runtime.litert import Device
 from splitpoint.security import ClientSecurity
-from splitpoint.targets import parse_target
+from splitpoint.targets import check_tls_name, parse_target
 
 #: LiteRT threads at the most: far more than any edge board's cores, far less than the
 #: thousands that exhaust the process
@@ -23,7 +23,7 @@ _METADATA_VALUE = re.compile(r"[!-~]([ -~]*[!-~])?")
 class EdgeConfig:
     bundle: str = option(help="bundle directory made by `splitpoint partition`", group="input")
     source: str = option(help="frames: a directory of images, a video file, camera:N or synthetic:N", group="input")
-    cloud: str = option("127.0.0.1:50051", "the cloud server(s): HOST:PORT; several, comma-separated, or "
+    cloud: str = option("127.0.0.1:50051", "the cloud server(s): HOST:PORT; several by IP address, comma-separated, or "
                                             "dns:///NAME:PORT for every address NAME resolves to: streams are spread "
                                             "over them (round_robin) and a replica that is not SERVING is skipped",
                          group="cloud link")
@@ -136,6 +136,7 @@ class EdgeConfig:
         # last: value errors are named first. TLS or plaintext is required only of an agent that
         # may contact a server, which the bundle's K tells (check_transport, when the agent is built)
         self.security.validate(talks=False)
+        check_tls_name("cloud", self.cloud, bool(self.tls_ca), self.tls_server_name)
 
     @property
     def cloud_target(self) -> str:

@@ -44,6 +44,12 @@ BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 5.0  # a drone should find a restarted ser
 MOVE_ON_CODES = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
 #: what a replica answers a frame of another bundle with (cloud_server/validation.py): backed off from
 OTHER_BUNDLE_CODE = grpc.StatusCode.FAILED_PRECONDITION
+#: a stream that ended with one of these may not have reached a server (refused connection, failed
+#: handshake, no channel); any other status is a server's own answer
+UNREACHED_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN)
+#: how gRPC ends a stream still open when its connection reaches the server's max_connection_age_s
+#: and the grace after it: a rotation the server asked for (deploy/kubernetes sets 600 s), not a failure
+CONNECTION_AGED = "UNAVAILABLE: max connection age"
 #: the largest bandwidth probe (probes are sized to the estimate: scheduler.link.probe_bytes)
 PROBE_BYTES = 64 * 1024
 #: a probe that reads this many times the estimate it was sized by is repeated at once
@@ -119,9 +125,12 @@ class OffloadSession:
                                                      "another protocol version, or not a splitpoint server; run the "
                                                      "same splitpoint version on both sides")
         if info.model_digest != self.model_digest:
+            # of several replicas, the one that answered (a rollout half done): the one to look at
+            replica = self.client.described_by
+            where = f" {replica}" if replica and replica != self.address else ""
             raise ConfigError(
                 "cloud", self.address,
-                f"the server runs bundle {peer_text(info.model_name)} {peer_text(info.model_digest)}, "
+                f"the server{where} runs bundle {peer_text(info.model_name)} {peer_text(info.model_digest)}, "
                 f"this agent {self.model_digest}: "
                 "partition once and deploy the same bundle to both",
             )
@@ -169,6 +178,9 @@ class OffloadSession:
             return f"cloud refused this agent ({cause.code.name}) (waiting to retry)"
         if cause is not None and cause.code == OTHER_BUNDLE_CODE:
             return "cloud runs another bundle (waiting to retry)"
+        if cause is not None and cause.code not in UNREACHED_CODES:
+            # e.g. RESOURCE_EXHAUSTED: over max_streams_per_agent (drones sharing a certificate)
+            return f"cloud refused the stream ({cause.code.name}) (waiting to retry)"
         return "cloud unreachable (waiting to reconnect)"
 
     def _failed(self, err: RemoteError) -> None:
@@ -241,7 +253,15 @@ class OffloadSession:
             # the server closed a stream we left idle: open a new one when needed, no backoff
             log.debug("idle stream closed by the server: %s", error)
             return
-        log.warning("stream to %s ended: %s", stream.replica or self.address, error)
+        if str(error) == CONNECTION_AGED:
+            # Streams outlive the connection's grace (stream_lifetime_s 300 s, grace_s 10 s): the
+            # frames in flight fell back above; the next frame opens a stream on a new connection
+            # at once - a backoff ran frames locally and warned every max_connection_age_s.
+            log.info("stream to %s ended with its connection (the server's max_connection_age_s); %d frame(s) in "
+                     "flight ran here; a new stream on a new connection", stream.replica or self.address, lost)
+            return
+        hint = remote_hint(error) if error.code == grpc.StatusCode.RESOURCE_EXHAUSTED else ""
+        log.warning("stream to %s ended: %s%s", stream.replica or self.address, error, f"; {hint}" if hint else "")
         self._failed(error)
         # the next stream is placed by round_robin on a replica that is SERVING, if any
         self._back_off(error)

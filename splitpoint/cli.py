@@ -306,9 +306,9 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
             raise ConfigError("json", conf.json, f"its directory {Path(conf.json).parent} does not exist")
     report = run_loadtest(conf)
     if report.connected == 0 and report.answered == 0:
-        raise SplitpointError(f"no drone could open a stream to {conf.target} "
-                              f"({report.last_error or 'no answer'}): is the server running, and are the "
-                              "address and the TLS settings right? `splitpoint doctor --cloud ...` checks them")
+        hint = report.last_error_hint() or "is the server running, and are the address and the TLS settings right?"
+        raise SplitpointError(f"no drone could open a stream to {conf.target} ({report.last_error or 'no answer'}): "
+                              f"{hint} (`splitpoint doctor --cloud ...` checks them)")
     print(report.text())
     if conf.json:
         print(f"figures in {conf.json}")

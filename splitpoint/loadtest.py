@@ -43,10 +43,11 @@ import numpy as np
 from splitpoint.bundle import load_bundle
 from splitpoint.certs import client_pairs
 from splitpoint.config import option
-from splitpoint.errors import ConfigError, status_code_from_int
+from splitpoint.errors import ConfigError, RemoteError, status_code_from_int
 from splitpoint.files import json_object, write_replacing
+from splitpoint.remote_hints import remote_hint
 from splitpoint.security import ClientSecurity, check_key_pair
-from splitpoint.targets import balanced_options, parse_target
+from splitpoint.targets import balanced_options, check_tls_name, parse_target
 from splitpoint.v1 import offload_pb2, offload_pb2_grpc
 from splitpoint.wire_metadata import AGENT_METADATA_KEY, REPLICA_METADATA_KEY
 
@@ -62,7 +63,7 @@ DISTINCT_FRAMES = 16
 @dataclass
 class LoadtestConfig:
     bundle: str = option(help="bundle directory (the server's): frames, cut tensors, digest", group="target")
-    target: str = option(help="gRPC target: HOST:PORT, several comma-separated, ipv4:A:P,B:P, or dns:///NAME:PORT",
+    target: str = option(help="gRPC target: HOST:PORT, several IP:PORT comma-separated, ipv4:A:P,B:P, or dns:///NAME:PORT",
                          group="target")
     agents: int = option(10, "emulated drones, each its own channel and stream", group="load")
     fps: float = option(5.0, "frames per second per drone", group="load")
@@ -103,6 +104,7 @@ class LoadtestConfig:
                     raise ConfigError("tls_client_dir", self.tls_client_dir, f"cannot be combined with {key}: "
                                       "the drones present either tls_cert or their own from tls_client_dir, over TLS")
         self.security.validate()
+        check_tls_name("target", self.target, bool(self.tls_ca), self.tls_server_name)
 
     def client_pairs(self) -> list[tuple[str, str]]:
         """The drones' own (certificate, key) pairs; empty without tls_client_dir."""
@@ -149,6 +151,13 @@ class LoadReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, **asdict(self), "frames_per_s": self.frames_per_s}
+
+    def last_error_hint(self) -> str:
+        """What the last stream error most likely means, as the agent would say it (a refused token
+        is not "is the server running?")."""
+        code, _, details = self.last_error.partition(": ")
+        status = grpc.StatusCode.__members__.get(code)
+        return remote_hint(RemoteError(status, details)) if status else ""
 
     def text(self) -> str:
         lines = [f"{len(self.per_agent_answered)} drones for {self.seconds:.1f}s: {self.sent} frames sent, "

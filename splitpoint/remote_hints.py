@@ -46,10 +46,21 @@ _REMOTE_HINTS = {
 }
 
 
+#: (words in a RESOURCE_EXHAUSTED message, what they mean), first match wins
+_EXHAUSTED_HINTS = (
+    (("max_streams_per_agent",),
+     "every agent presenting this client certificate (or agent_name) is one agent to the server: give each drone "
+     "its own certificate (splitpoint certs --clients NAME), or raise the server's max_streams_per_agent"),
+)
+
+
 def remote_hint(err: Exception) -> str:
-    """What a failed call's status (and, for UNAVAILABLE, its words) most likely means, and what
-    to set: "" when nothing specific is known."""
+    """What a failed call's status (and, for UNAVAILABLE and RESOURCE_EXHAUSTED, its words) most
+    likely means, and what to set: "" when nothing specific is known."""
     code = getattr(getattr(err, "code", None), "name", "")
+    if code == "RESOURCE_EXHAUSTED":
+        text = str(err)
+        return next((hint for words, hint in _EXHAUSTED_HINTS if any(w in text for w in words)), "")
     if code == "UNAVAILABLE":
         text = str(err).lower()
         for words, hint in _UNAVAILABLE_HINTS:

@@ -3,7 +3,8 @@
 Agents and `splitpoint loadtest` accept the same `cloud`/`--target` text:
 
     HOST:PORT                       one server
-    HOST:PORT,HOST:PORT,...         several, balanced (becomes gRPC's ipv4:/ipv6: target)
+    IP:PORT,IP:PORT,...             several, balanced (becomes gRPC's ipv4:/ipv6: target, which
+                                    takes addresses only: it does not resolve names)
     ipv4:A:P,B:P  ipv6:[A]:P,...    gRPC's own address-list targets
     dns:///NAME:PORT                every address NAME resolves to (a Kubernetes headless Service)
 
@@ -14,6 +15,7 @@ draining after SIGTERM) out of the rotation: new streams go to the others at onc
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import Any
 
@@ -41,14 +43,39 @@ def parse_target(key: str, text: str) -> str:
             raise ConfigError(key, text, "names no address: give HOST:PORT or dns:///NAME:PORT")
         return text
     parts = [p.strip() for p in text.split(",") if p.strip()]
-    for part in parts:
-        parse_address(key, part, allow_zero_port=False)
+    hosts = [parse_address(key, part, allow_zero_port=False)[0] for part in parts]
     if len(parts) == 1:
         return parts[0]
+    for host in hosts:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            # gRPC's address list does not resolve names: the channel would fail to build, every
+            # frame would run locally and the agent would still exit 0
+            raise ConfigError(key, text, f"{host!r} is a name, and a list of servers takes IP addresses (gRPC "
+                                         "does not resolve names in one): list the servers' IP addresses, or give "
+                                         "one name that resolves to every server as dns:///NAME:PORT") from None
     v6 = [p.startswith("[") for p in parts]
     if any(v6) and not all(v6):
         raise ConfigError(key, text, "mixes IPv4 and IPv6 addresses: give one kind, or a dns:/// name")
     return ("ipv6:" if all(v6) else "ipv4:") + ",".join(parts)
+
+
+def check_tls_name(key: str, text: str, tls: bool, server_name: str) -> None:
+    """Over TLS, a list of addresses needs `tls_server_name` (ConfigError naming `key`).
+
+    gRPC verifies one name for every address of a channel; for an address list (ipv4:A,B) it is
+    the whole list, which no certificate holds: every handshake failed ("Hostname Verification
+    Check failed") and every frame ran locally. One address, or a dns:/// name, is verified as
+    written."""
+    if not tls or server_name:
+        return
+    target = parse_target(key, text)
+    if target.startswith(("ipv4:", "ipv6:")) and "," in target:
+        raise ConfigError(key, text, "lists several servers, and over TLS gRPC verifies one name for all of them: "
+                                     "set tls_server_name to a name every server's certificate holds (splitpoint "
+                                     "certs --server-name NAME,...), or give one name that resolves to every "
+                                     "server as dns:///NAME:PORT")
 
 
 def balanced_options(max_message_bytes: int, own_connection: bool = False) -> list[tuple[str, Any]]:

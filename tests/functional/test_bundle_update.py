@@ -83,3 +83,23 @@ def test_a_server_restarted_on_another_bundle_costs_one_warning_not_one_per_fram
     sent_and_refused = sum("FAILED_PRECONDITION" in why for why in reasons(results))
     # a stream now and then (the backoff doubles to 5 s) finds the server still on the other bundle
     assert 1 <= sent_and_refused < backed_off(results) / 2, (sent_and_refused, backed_off(results))
+
+
+def test_an_agent_started_mid_rollout_names_the_replica_on_another_bundle(digits_bundle: Path,
+                                                                          tmp_path: Path) -> None:
+    """An agent given several replicas (a rollout to a new bundle half done) exits 2 at start when
+    the one answering its Describe runs another bundle; the message said "the server runs bundle
+    ...", and with a list of replicas the operator could not tell which one."""
+    v2 = tmp_path / "bundle-v2"
+    shutil.copytree(digits_bundle, v2)
+    manifest = json.loads((v2 / "manifest.json").read_text())
+    manifest["model"]["digest"] = "sha256:" + "2" * 64
+    (v2 / "manifest.json").write_text(json.dumps(manifest))
+    with running_server(v2) as a, running_server(v2) as b:
+        proc = subprocess.run(
+            [sys.executable, "-m", "splitpoint", "edge", "--insecure", "--bundle", str(digits_bundle),
+             "--source", "synthetic:3", "--cloud", f"{a.address},{b.address}", "--split", "3",
+             "--results", str(tmp_path / "r.jsonl")],
+            capture_output=True, text=True, cwd=tmp_path, env=cli_env(), timeout=WAIT_S)
+    assert proc.returncode == 2, proc.stderr
+    assert any(f"the server {s.address} runs bundle digits-cnn sha256:2222" in proc.stderr for s in (a, b)), proc.stderr

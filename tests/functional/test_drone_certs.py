@@ -138,3 +138,52 @@ def test_tls_client_dir_is_checked_before_the_run(tmp_path: Path, capsys: pytest
                         (tmp_path / "none", "directory not found")):
         with pytest.raises(ConfigError, match=said):
             LoadtestConfig(**base, tls_client_dir=str(where)).check_files()  # type: ignore[arg-type]
+
+
+def test_an_agent_over_its_share_of_streams_is_told_it_was_refused_and_what_to_do(
+        digits_bundle: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Two drones given one certificate, the server holding each agent to one stream: the second
+    drone's frames were recorded "cloud unreachable (waiting to reconnect)" (45 of 60 in a run of
+    8 drones on one certificate) while the server answered it, and its warning said nothing of
+    the certificate. Now its records say the cloud refused the stream, and the warning what to do."""
+    import logging
+    import time
+
+    from edge_node.agent import EdgeAgent
+    from edge_node.client import OffloadClient
+    from edge_node.config import EdgeConfig
+    from edge_node.results import read_results
+    from edge_node.source_spec import open_source
+    from splitpoint.security import ClientSecurity
+
+    out = tmp_path / "certs"
+    assert main(["certs", "-o", str(out), "--clients", "drone-01"]) == 0
+    tls = {"tls_ca": str(out / "ca.pem"), "tls_cert": str(out / "clients" / "drone-01.pem"),
+           "tls_key": str(out / "clients" / "drone-01.key")}
+    with mtls_server(digits_bundle, out, per_agent=1) as server:
+        first = OffloadClient(server.address, security=ClientSecurity(**tls))
+        held = first.open_stream(60.0, lambda s, r: None, lambda s, e: None)  # the first drone's stream
+        deadline = time.monotonic() + 10.0
+        while server.servicer.admission.open_streams < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.servicer.admission.open_streams == 1
+        try:
+            conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:8", cloud=server.address, split=3,
+                              fps=20.0, results=str(tmp_path / "r.jsonl"), grace_s=1.0, **tls)
+            conf.validate()
+            agent = EdgeAgent.from_config(conf)
+            with caplog.at_level(logging.WARNING, logger="edge_node.agent"), \
+                    open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps) as source:
+                agent.run(source)
+        finally:
+            held.cancel()
+            first.close()
+    records = read_results(tmp_path / "r.jsonl")
+    assert sorted(r["frame_id"] for r in records) == list(range(8))
+    assert all(r["where"] == "local" for r in records), records
+    reasons = {r["fallback_reason"] for r in records}
+    assert "cloud refused the stream (RESOURCE_EXHAUSTED) (waiting to retry)" in reasons, reasons
+    assert not any("unreachable" in r for r in reasons), reasons
+    warned = [r.getMessage() for r in caplog.records if "ended: RESOURCE_EXHAUSTED" in r.getMessage()]
+    assert warned and "(max_streams_per_agent); every agent presenting this client certificate" in warned[0]
+    assert "splitpoint certs --clients NAME" in warned[0]

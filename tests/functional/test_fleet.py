@@ -294,3 +294,29 @@ def test_thirty_agents_behind_one_target_spread_and_move_off_a_draining_replica(
     late = [r for recs in second for r in recs[-15:]]  # the last 3 s of every agent: after the drain
     assert not [r for r in late if r.get("replica") == servers[0].address]
     assert sum(r["where"] == "cloud" for r in late) >= 0.9 * len(late)  # the others took them over
+
+
+def test_a_connection_the_server_ages_out_is_a_rotation_not_a_failure(cloud_process: Callable, digits_bundle: Path,
+                                                                      tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """max_connection_age_s (600 s in deploy/kubernetes) ends a connection after its grace, and with
+    it the agent's stream, which lives longer (stream_lifetime_s): every agent warned "stream ...
+    ended: UNAVAILABLE: max connection age" and backed off, running frames locally as if the
+    server were down ("cloud unreachable"). Now the next frame goes on a new stream at once."""
+    import logging
+
+    server = cloud_process("--max-connection-age-s", "1", "--grace-s", "1")  # a stream is cut at ~2 s
+    conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:40", cloud=server.address, split=3, fps=10.0,
+                      insecure=True, results=str(tmp_path / "r.jsonl"), grace_s=1.0)
+    conf.validate()
+    agent = EdgeAgent.from_config(conf)
+    with caplog.at_level(logging.INFO, logger="edge_node.agent"), \
+            open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps) as source:
+        agent.run(source)  # 4 s
+    said = [r for r in caplog.records if "max connection age" in r.getMessage()
+            or "max_connection_age_s" in r.getMessage()]
+    assert said, [r.getMessage() for r in caplog.records]
+    assert all(r.levelno == logging.INFO and "a new stream on a new connection" in r.getMessage() for r in said), \
+        [r.getMessage() for r in said]
+    records = read_results(tmp_path / "r.jsonl")
+    assert sorted(r["frame_id"] for r in records) == list(range(40))
+    assert not [r for r in records if "unreachable" in (r.get("fallback_reason") or "")]

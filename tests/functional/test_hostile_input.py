@@ -343,6 +343,15 @@ def test_idle_timeout_is_validated(digits_bundle: Path, value: float) -> None:
 # ---------------------------------------------------------------- 3. too many streams
 
 
+def refused_streams(server: CloudServer) -> dict[str, float]:
+    """splitpoint_cloud_refused_streams_total by limit, as /metrics serves it."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {s.labels["limit"]: s.value for family in text_string_to_metric_families(generate_latest(server.registry).decode())
+            for s in family.samples if s.name == "splitpoint_cloud_refused_streams_total"}
+
+
 def test_more_streams_than_max_streams(make_server: Callable[..., CloudServer], manifest: Manifest,
                                        raw_inputs: np.ndarray) -> None:
     server = make_server(max_streams=2)
@@ -363,6 +372,7 @@ def test_more_streams_than_max_streams(make_server: Callable[..., CloudServer], 
         with pytest.raises(grpc.RpcError) as info:
             list(stub.Infer(iter([good_frame(manifest, raw_inputs[2], 2)]), timeout=RPC_TIMEOUT_S))
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "max_streams" in info.value.details()
+        assert refused_streams(server) == {"max_streams": 1.0}  # the operator sees it on /metrics
         # only Infer streams count: a unary frame, health and Describe are answered at once
         assert stub.InferFrame(good_frame(manifest, raw_inputs[3], 3), timeout=RPC_TIMEOUT_S).error.code == 0
         health = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
@@ -399,6 +409,7 @@ def test_one_agent_cannot_take_every_stream(make_server: Callable[..., CloudServ
             list(stub.Infer(iter([good_frame(manifest, raw_inputs[2], 2)]), timeout=RPC_TIMEOUT_S, metadata=named))
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "max_streams_per_agent" in info.value.details()
+        assert refused_streams(server) == {"max_streams_per_agent": 1.0}
         # another agent (another name, or another connection without one) is served
         resp = list(offload_pb2_grpc.OffloadStub(other).Infer(iter([good_frame(manifest, raw_inputs[3], 3)]),
                                                                timeout=RPC_TIMEOUT_S, metadata=[("splitpoint-agent", "drone-8")]))

@@ -173,6 +173,34 @@ def test_a_listen_address_that_cannot_be_bound_is_one_line(digits_bundle: Path, 
     assert "add_port" not in proc.stderr and "Failed to add port" not in proc.stderr, proc.stderr
 
 
+def test_a_metrics_port_in_use_stops_the_server_before_it_serves(digits_bundle: Path) -> None:
+    """metrics_listen was bound after the server had started serving (health SERVING, frames
+    taken), which then ended with exit 1 - at every systemd restart. Now every port is bound first:
+    the server never serves: nothing is answered on its listen port."""
+    import socket
+
+    from splitpoint.errors import SplitpointError
+
+    with socket.socket() as taken, socket.socket() as probe:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        server = CloudServer(CloudConfig(bundle=str(digits_bundle), listen=f"127.0.0.1:{port}", insecure=True,
+                                         metrics_listen=f"127.0.0.1:{taken.getsockname()[1]}"))
+        with pytest.raises(SplitpointError, match="metrics_listen = .*: cannot listen there: Address already in use"):
+            server.start()
+    server.executor.close(timeout=0)
+    assert server.port is None
+    client = OffloadClient(f"127.0.0.1:{port}", timeout_s=2.0, security=ClientSecurity(insecure=True))
+    try:
+        with pytest.raises(RemoteError):  # it answered Describe (and took frames) before
+            client.describe()
+    finally:
+        client.close()
+
+
 def test_certs_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "c"
     assert main(["certs", "-o", str(out), "--server-name", "drone-server.local,10.0.0.5"]) == 0
@@ -384,3 +412,37 @@ def test_a_renewed_client_certificate_is_used_without_a_restart(digits_bundle: P
     finally:
         client.close()
         server.stop()
+
+
+def test_a_list_of_servers_over_tls_needs_the_name_to_verify(digits_bundle: Path, certs, tmp_path: Path) -> None:
+    """gRPC verifies one name for every address of a list (ipv4:A,B), by default the whole list,
+    which no certificate holds: every handshake failed, every frame ran locally, exit 0. Now the
+    agent (and loadtest) stop at start naming tls_server_name; with it, the list serves."""
+    from edge_node.agent import EdgeAgent
+    from edge_node.config import EdgeConfig
+    from edge_node.results import read_results
+    from edge_node.source_spec import open_source
+    from splitpoint.loadtest import LoadtestConfig
+
+    tls = {"tls_ca": str(certs.ca_cert), "tls_cert": str(certs.client_cert), "tls_key": str(certs.client_key)}
+    servers = [start(digits_bundle, insecure=False, tls_cert=str(certs.server_cert), tls_key=str(certs.server_key),
+                     tls_client_ca=str(certs.ca_cert)) for _ in range(2)]
+    try:
+        listed = ",".join(s.address for s in servers)
+        for conf in (EdgeConfig(bundle=str(digits_bundle), source="synthetic:4", cloud=listed, split=3, **tls),
+                     LoadtestConfig(bundle=str(digits_bundle), target=listed, split=3, **tls)):
+            with pytest.raises(ConfigError) as info:
+                conf.validate()
+            assert info.value.key in ("cloud", "target") and "set tls_server_name" in str(info.value)
+        conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:4", cloud=listed, split=3,
+                          results=str(tmp_path / "r.jsonl"), tls_server_name="localhost", **tls)
+        conf.validate()
+        agent = EdgeAgent.from_config(conf)
+        with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle) as source:
+            agent.run(source)
+        records = read_results(tmp_path / "r.jsonl")
+        assert [r["where"] for r in records] == ["cloud"] * 4
+        assert {r["replica"] for r in records} <= {s.address for s in servers}
+    finally:
+        for s in servers:
+            s.stop()

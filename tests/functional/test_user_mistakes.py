@@ -214,6 +214,25 @@ def test_a_loadtest_against_nothing_says_so(digits_bundle: Path) -> None:
     assert proc.returncode == 1  # the run failed: nothing to measure
     line = error_line(proc)
     assert "no drone could open a stream to 127.0.0.1:1" in line and "UNAVAILABLE" in line
+    assert "nothing listens there" in line  # what the agent says of the same error
+
+
+def test_a_loadtest_without_the_token_is_told_so(digits_bundle: Path, tmp_path: Path) -> None:
+    """It said "is the server running, and are the address and the TLS settings right?" of a
+    server that had answered, refusing the token."""
+    from helpers import running_server
+
+    token = tmp_path / "token"
+    token.write_text("a-token-of-more-than-16-characters\n")
+    token.chmod(0o600)
+    with running_server(digits_bundle, token_file=str(token), allow_plaintext_token=True) as server:
+        proc = splitpoint("loadtest", "--bundle", str(digits_bundle), "--target", server.address, "--agents", "2",
+                          "--duration", "1", "--timeout-s", "2", "--insecure")
+    assert proc.returncode == 1
+    line = error_line(proc)
+    assert "(UNAUTHENTICATED: missing or invalid bearer token): the server refused the token: token_file must hold " \
+           "the token the server expects" in line, line
+    assert "is the server running" not in line
 
 
 @pytest.mark.parametrize("where", ["missing-dir/x.json", ".", "notes.md"])

@@ -37,6 +37,17 @@ def test_bad_targets_name_the_key(text: str) -> None:
     assert info.value.key == "cloud"
 
 
+@pytest.mark.parametrize("text", ["a:50051,b:50051", "localhost:1,127.0.0.1:2", "server.example:50051,10.0.0.2:50051"])
+def test_a_list_of_names_is_refused_with_what_to_give(text: str) -> None:
+    """gRPC's address list (ipv4:A,B) does not resolve names: `cloud = "a:50051,b:50051"` was taken,
+    the channel then failed to build ("the target uri is not valid"), every frame ran locally and
+    the agent exited 0."""
+    with pytest.raises(ConfigError) as info:
+        parse_target("cloud", text)
+    assert info.value.key == "cloud"
+    assert "is a name" in str(info.value) and "dns:///NAME:PORT" in str(info.value)
+
+
 def test_balanced_options_ask_for_round_robin_and_health_checks() -> None:
     opts = dict(balanced_options(1024, own_connection=True))
     config = json.loads(opts["grpc.service_config"])
