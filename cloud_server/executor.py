@@ -30,6 +30,16 @@ from .fair_queue import FairQueue
 log = logging.getLogger(__name__)
 
 
+class QueueExpired(RequestError):
+    """A frame that waited in the queue past its budget: answered DEADLINE_EXCEEDED, not run.
+    Its wait still counts in the queue metric: by Little's law the metric's rate is the mean
+    queue length, which counting answered frames only read low exactly when frames expire."""
+
+    def __init__(self, waited_ms: float):
+        super().__init__(grpc.StatusCode.DEADLINE_EXCEEDED, f"frame waited {waited_ms:.0f} ms in the queue, over its budget")
+        self.waited_ms = waited_ms
+
+
 @dataclass
 class TailResult:
     #: one float32 array per model output, this frame's (no batch axis); with a postprocess,
@@ -129,10 +139,7 @@ class TailExecutor:
         live = []
         for item in batch:
             if item.expires is not None and start > item.expires:
-                waited = (start - item.received) * 1000
-                item.future.set_exception(
-                    RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, f"frame waited {waited:.0f} ms in the queue, over its budget")
-                )
+                item.future.set_exception(QueueExpired((start - item.received) * 1000))
             else:
                 live.append(item)
         if not live:

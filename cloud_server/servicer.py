@@ -26,7 +26,7 @@ from splitpoint.v1 import offload_pb2, offload_pb2_grpc
 from splitpoint.wire_metadata import REPLICA_METADATA_KEY
 
 from .admission import InflightBytes, StreamAdmission, StreamRefused, agent_identity
-from .executor import Postprocess, TailExecutor, TailResult
+from .executor import Postprocess, QueueExpired, TailExecutor, TailResult
 from .validation import validate_tensors
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,8 @@ class CloudMetrics:
         self.frames = Counter("splitpoint_cloud_frames", "frames answered", ["split", "status"], registry=registry)
         self.bytes_received = Counter("splitpoint_cloud_received_bytes", "cut tensor bytes received", registry=registry)
         self.queue_seconds = Histogram(
-            "splitpoint_cloud_queue_seconds", "wait before compute", buckets=LATENCY_BUCKETS, registry=registry
+            "splitpoint_cloud_queue_seconds", "wait before compute (or before a frame over its budget was refused)",
+            buckets=LATENCY_BUCKETS, registry=registry
         )
         self.compute_seconds = Histogram(
             "splitpoint_cloud_compute_seconds", "tail compute per batch", ["split"], buckets=LATENCY_BUCKETS, registry=registry
@@ -191,6 +192,8 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
             if exc is not None:
                 err = exc if isinstance(exc, SplitpointError) else RequestError(grpc.StatusCode.INTERNAL, repr(exc))
         if err is not None:
+            if isinstance(err, QueueExpired):  # it waited too: the queue metric counts every wait
+                self.metrics.queue_seconds.observe(err.waited_ms / 1000)
             resp.error.code = status_code_to_int(err.status_code)
             resp.error.message = str(err)
             self.metrics.frames.labels(self._split_label(req.split), err.status_code.name).inc()
