@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 
 from splitpoint import native_logs
 from splitpoint.bundle import load_bundle
-from splitpoint.config import parse_address
+from splitpoint.config import format_address, parse_address
 from splitpoint.errors import SplitpointError
 from splitpoint.metrics import serve_metrics
 from splitpoint.runtime.tails import TailPool, tensorflow_devices
@@ -85,7 +85,7 @@ def replica_name(listen: str, port: int) -> str:
         wildcard = ipaddress.ip_address(host).is_unspecified
     except ValueError:  # a host name: it names this server
         wildcard = False
-    return f"{socket.gethostname() if wildcard else host}:{port}"
+    return format_address(socket.gethostname() if wildcard else host, port)
 
 
 class CloudServer:
@@ -124,7 +124,7 @@ class CloudServer:
     @property
     def address(self) -> str:
         host, _ = parse_address("listen", self.config.listen)
-        return f"{host}:{self.port}"
+        return format_address(host, self.port or 0)
 
     def start(self) -> CloudServer:
         cfg = self.config

@@ -289,6 +289,12 @@ _HOST = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_.])?")
 _BRACKETED_V6 = re.compile(r"\[[0-9A-Fa-f:.%A-Za-z]+\]")
 
 
+def format_address(host: str, port: int) -> str:
+    """(host, port) -> 'HOST:PORT', an IPv6 address in brackets: what parse_address reads back
+    (a server on [::1] said it listened on "::1:50051", which no --cloud accepts)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def parse_address(key: str, text: str, allow_zero_port: bool = True) -> tuple[str, int]:
     """'HOST:PORT' or '[v6]:PORT' -> (host, port); names the key and value when malformed."""
     host, sep, port_text = text.rpartition(":")

@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from splitpoint.config import format_address
 from splitpoint.errors import ConfigError
 from splitpoint.linkemu import relay
 from splitpoint.linkemu.link import Link, LinkSpec, Outages, check_address, check_delay, check_link
@@ -157,7 +158,7 @@ class LinkEmulator:
     def address(self) -> str:
         """"HOST:PORT" to connect to (e.g. a gRPC target)."""
         host = self.listen[0]
-        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        return format_address(host, self.port)
 
     # ------------------------------------------------------------------ live changes
     def set_uplink(self, link: LinkSpec) -> None:
