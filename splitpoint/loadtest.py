@@ -19,7 +19,8 @@ one certificate (`tls_cert`) are one agent to it, held together to `max_streams_
 `tls_client_dir` gives each drone its own (`splitpoint certs --clients`), in turn.
 
 One drone holds at most `window` frames in flight; a tick that finds the window full
-is counted as a skipped frame (the camera's frame that a real agent would run locally).
+is counted as a skipped frame (the camera's frame that a real agent would run locally), and
+one that finds no stream open (refused, or between streams) as a frame with no stream.
 """
 
 from __future__ import annotations
@@ -138,6 +139,7 @@ class LoadReport:
     sent: int = 0
     answered: int = 0
     skipped: int = 0
+    no_stream: int = 0  # camera frames of drones with no stream open (refused, or between streams)
     unanswered: int = 0
     refused: dict[str, int] = field(default_factory=dict)  # per-frame error code -> frames
     stream_failures: dict[str, int] = field(default_factory=dict)  # stream status -> frames lost with it
@@ -162,9 +164,10 @@ class LoadReport:
     def text(self) -> str:
         lines = [f"{len(self.per_agent_answered)} drones for {self.seconds:.1f}s: {self.sent} frames sent, "
                  f"{self.answered} answered ({self.frames_per_s:.1f} frames/s), {self.skipped} skipped (window full), "
-                 f"{self.unanswered} unanswered"]
+                 + (f"{self.no_stream} with no stream open, " if self.no_stream else "")
+                 + f"{self.unanswered} unanswered"]
         if self.connected < len(self.per_agent_answered):
-            # a drone refused its stream sends nothing: its camera's frames read as "skipped", and
+            # a drone refused its stream sends nothing: its camera's frames have no stream, and
             # the figures are a smaller fleet's (e.g. drones sharing a certificate, held to
             # max_streams_per_agent together)
             lines.append(f"only {self.connected} of {len(self.per_agent_answered)} drones opened a stream "
@@ -211,7 +214,7 @@ class _Tally:
         self.refused: Counter[str] = Counter()
         self.stream_failures: Counter[str] = Counter()
         self.replicas: Counter[str] = Counter()
-        self.sent = self.skipped = 0
+        self.sent = self.skipped = self.no_stream = 0
         self.last_error = ""  # the latest stream failure, to tell a user why nothing connected
 
 
@@ -242,7 +245,10 @@ class _Drone:
         with self._lock:
             if self._feed is None or len(self._inflight) >= self.conf.window:
                 with self.tally.lock:
-                    self.tally.skipped += 1
+                    if self._feed is None:  # refused, or its next stream not open yet
+                        self.tally.no_stream += 1
+                    else:
+                        self.tally.skipped += 1
                 return
             fid = self._next_id
             self._next_id += 1
@@ -381,7 +387,8 @@ def run_loadtest(conf: LoadtestConfig) -> LoadReport:
         config={k: v for k, v in asdict(conf).items() if k not in ("token_file",)}, seconds=seconds,
         connected=ready, last_error=tally.last_error,
         certificates=min(len(pairs), conf.agents) if pairs else int(bool(conf.tls_cert)),
-        sent=tally.sent, answered=len(lat), skipped=tally.skipped, unanswered=unanswered,
+        sent=tally.sent, answered=len(lat), skipped=tally.skipped, no_stream=tally.no_stream,
+        unanswered=unanswered,
         refused=dict(tally.refused), stream_failures=dict(tally.stream_failures), replicas=dict(tally.replicas),
         per_agent_answered=[d.answered for d in drones],
         latency_ms={"p50": _percentile(lat, 50), "p95": _percentile(lat, 95), "p99": _percentile(lat, 99),
