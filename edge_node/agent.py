@@ -65,7 +65,7 @@ from .config import EdgeConfig
 from .edge_work import EdgeWork, Executor
 from .hedge import MarginLearner, plan_hedge
 from .ledger import FrameLedger
-from .notices import FallbackDigest, nothing_to_do_message, unreached_message
+from .notices import FallbackDigest, mostly_local_message, nothing_to_do_message, unreached_message
 from .recorder import DROP_REASON as DROP_REASON  # re-exported: tests and users import it from here
 from .recorder import Recorder
 from .results import ResultStore
@@ -239,6 +239,8 @@ class EdgeAgent:
             log.warning("stopped: %d frames in flight got no answer within grace_s = %s; they have no record "
                         "and run again on resume", s.abandoned, cfg.grace_s)
         # an all-edge run (k = K) never needed a server: nothing to say, unless one was required
+        if self.session.reached() and (mostly := mostly_local_message(s.local_instead, s.frames)):
+            log.warning("%s", mostly)
         if self.session.reached() or s.frames == 0 or not (self._wanted_cloud or cfg.require_cloud):
             return
         s.unreached = [self.session.address]

@@ -95,3 +95,18 @@ def nothing_to_do_message(results: str, skipped: int) -> str:
     """The end-of-run line of a resumed run that found every frame already recorded."""
     return (f"nothing to do: all {skipped} frames of the source are already recorded in {results}; "
             "to run them again, use --no-resume (the old log is renamed to .bak) or another --results file")
+
+
+def mostly_local_message(local_instead: dict[str, int], frames: int) -> str | None:
+    """The end-of-run line of an agent that reached its server and still ran most of its frames
+    here instead of there (a server on another bundle, refusing its streams, or a link that
+    kept failing): the summary said only "0 cloud, 500 local (500 fallbacks)". None when at
+    most half of the frames did."""
+    n = sum(local_instead.values())
+    if not frames or n * 2 <= frames:
+        return None
+    ranked = sorted(local_instead.items(), key=lambda kv: (-kv[1], kv[0]))
+    reasons = "; ".join(f"{count} x {group}" for group, count in ranked[:3])
+    more = f"; and {len(ranked) - 3} other reasons" if len(ranked) > 3 else ""
+    return (f"{n} of {frames} frames ran locally instead of in the cloud: {reasons}{more} "
+            "(the journal's warnings say more; splitpoint results LOG lists every reason)")

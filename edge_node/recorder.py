@@ -136,6 +136,9 @@ class Recorder:
             s.local += where == "local"
             s.by_split[split] = s.by_split.get(split, 0) + 1
             s.end_to_end.add(e2e_ms)
+            if "fallback_reason" in record:
+                group = reason_group(record["fallback_reason"])
+                s.local_instead[group] = s.local_instead.get(group, 0) + 1
             if "detections" in record:  # a detector: counted from the record itself, so the two agree
                 s.count_detections(record["detections"])
             if frame.label is not None:

@@ -78,6 +78,8 @@ class RunSummary:
     dropped: int = 0  # live capture: frames dropped unprocessed (each has a "dropped" record)
     skipped: int = 0  # resume: source frames passed over because the log already records them
     fallbacks: int = 0
+    #: ok frames run here instead of in the cloud, by reason group (results_records.reason_group)
+    local_instead: dict[str, int] = field(default_factory=dict)
     correct: int = 0
     labelled: int = 0
     by_split: dict[int, int] = field(default_factory=dict)

@@ -83,6 +83,11 @@ def test_a_server_restarted_on_another_bundle_costs_one_warning_not_one_per_fram
     sent_and_refused = sum("FAILED_PRECONDITION" in why for why in reasons(results))
     # a stream now and then (the backoff doubles to 5 s) finds the server still on the other bundle
     assert 1 <= sent_and_refused < backed_off(results) / 2, (sent_and_refused, backed_off(results))
+    # the end of the run says why no frame went to the cloud although it was reached: the summary
+    # line alone read "0 cloud, N local (N fallbacks)"
+    (end,) = [line for line in err.splitlines() if "frames ran locally instead of in the cloud" in line]
+    assert "WARNING" in end and f"{len(records)} of {len(records)} frames" in end, end
+    assert "x cloud runs another bundle" in end, end
 
 
 def test_an_agent_started_mid_rollout_names_the_replica_on_another_bundle(digits_bundle: Path,

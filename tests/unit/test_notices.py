@@ -8,7 +8,7 @@ import grpc
 import pytest
 from helpers import ManualClock as Clock
 
-from edge_node.notices import FallbackDigest, nothing_to_do_message, unreached_message
+from edge_node.notices import FallbackDigest, mostly_local_message, nothing_to_do_message, unreached_message
 from splitpoint.errors import RemoteError
 
 
@@ -76,3 +76,39 @@ def test_an_expired_server_certificate_is_named_as_such() -> None:
     unsigned = RemoteError(grpc.StatusCode.UNAVAILABLE, "SSL_ERROR_SSL: CERTIFICATE_VERIFY_FAILED: unable to get "
                                                         "local issuer certificate")
     assert remote_hint(unsigned).startswith("the server's certificate is not signed by tls_ca")
+
+
+def test_a_run_that_reached_its_server_and_ran_most_frames_here_says_why() -> None:
+    """A server on another bundle answers every frame FAILED_PRECONDITION: the agent reached it,
+    so no "never reached" line, and the summary said only "0 cloud, 500 local (500 fallbacks)"."""
+    assert mostly_local_message({"cloud runs another bundle": 480, "cloud FAILED_PRECONDITION": 20}, 500) == (
+        "500 of 500 frames ran locally instead of in the cloud: 480 x cloud runs another bundle; "
+        "20 x cloud FAILED_PRECONDITION (the journal's warnings say more; splitpoint results LOG lists every reason)")
+    many = {f"reason {c}": 10 for c in "abcde"}
+    assert mostly_local_message(many, 60).endswith(
+        "10 x reason a; 10 x reason b; 10 x reason c; and 2 other reasons (the journal's warnings say more; "
+        "splitpoint results LOG lists every reason)")
+    assert mostly_local_message({"hedged": 50}, 100) is None  # half: a bad link's share, said by the digests
+    assert mostly_local_message({}, 0) is None
+
+
+def test_the_recorder_counts_frames_run_here_instead_by_reason_group(tmp_path) -> None:
+    import time
+
+    import numpy as np
+    from prometheus_client import CollectorRegistry
+
+    from edge_node.recorder import Recorder
+    from edge_node.run_report import EdgeMetrics
+    from edge_node.sources import Frame
+
+    rec = Recorder(["a", "b"], EdgeMetrics(CollectorRegistry()), on_fatal=lambda: None)
+    rec.open(str(tmp_path / "r.jsonl"), "jsonl", False, resume=False)
+    for fid, reason in enumerate(["cloud runs another bundle (waiting to retry)",
+                                  "cloud runs another bundle (waiting to retry)", None,
+                                  "stream ended before the answer (UNAVAILABLE: Socket closed)"]):
+        frame = Frame(fid, np.zeros((2, 2, 1), np.uint8), None, f"x#{fid}", time.time_ns(),
+                      capture_mono_ns=time.monotonic_ns())
+        rec.ok(frame, 1, "local" if reason else "cloud", np.array([0.2, 0.8]), {"head": 0.5}, reason)()
+    rec.close()
+    assert rec.summary.local_instead == {"cloud runs another bundle": 2, "stream ended before the answer": 1}
