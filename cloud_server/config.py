@@ -28,8 +28,12 @@ class CloudConfig:
     stream_window_kb: int = option(1024, "HTTP/2 receive window of each stream, KiB: what an unread stream may hold "
                                          "in buffers; one stream's uplink is at most window / RTT", group="capacity")
     max_connection_age_s: float = option(0.0, "close each client connection after this long (GOAWAY; its streams get "
-                                              "grace_s to finish), so clients re-resolve a DNS target and find new "
-                                              "replicas; 0 = never", group="capacity")
+                                              "max_connection_age_grace_s to finish), so clients re-resolve a DNS "
+                                              "target and find new replicas; 0 = never", group="capacity")
+    max_connection_age_grace_s: float = option(
+        330.0, "how long the streams of a connection closed for its age may still run: longer than the agents' "
+               "stream_lifetime_s (300 s), each stream then ends as the agent replaces it and no frame is cut off",
+        group="capacity")
     warm_tails: int = option(0, "tails kept loaded (least recently used evicted); 0 keeps all", group="serving")
     splits: list[int] = option(default_factory=list, help="serve only these splits (e.g. 3,7): only their tails are "
                                "loaded, frames for others get NOT_FOUND; empty serves every split", group="serving")
@@ -82,6 +86,9 @@ class CloudConfig:
             raise ConfigError("max_inflight_mb", self.max_inflight_mb, "must be > 0")
         if not (math.isfinite(self.max_connection_age_s) and self.max_connection_age_s >= 0):
             raise ConfigError("max_connection_age_s", self.max_connection_age_s, "must be >= 0 and finite (0 = never)")
+        if not (math.isfinite(self.max_connection_age_grace_s) and self.max_connection_age_grace_s >= 1):
+            raise ConfigError("max_connection_age_grace_s", self.max_connection_age_grace_s,
+                              "must be a number of seconds >= 1")
         if self.grace_s < 0:
             raise ConfigError("grace_s", self.grace_s, "must be >= 0")
         self.security.validate()  # last: value errors are named first

@@ -148,7 +148,7 @@ class CloudServer:
         if cfg.max_connection_age_s > 0:
             # a scaled-up fleet is found by clients only when they reconnect and re-resolve
             options += [("grpc.max_connection_age_ms", int(cfg.max_connection_age_s * 1000)),
-                        ("grpc.max_connection_age_grace_ms", int(max(cfg.grace_s, 1.0) * 1000))]
+                        ("grpc.max_connection_age_grace_ms", int(cfg.max_connection_age_grace_s * 1000))]
         # Infer streams are admitted by the servicer (max_streams), not by gRPC's
         # maximum_concurrent_rpcs, which would count health checks with them.
         pool = futures.ThreadPoolExecutor(max_workers=2 * cfg.max_streams + CONTROL_THREADS, thread_name_prefix="grpc")

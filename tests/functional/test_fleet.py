@@ -304,7 +304,7 @@ def test_a_connection_the_server_ages_out_is_a_rotation_not_a_failure(cloud_proc
     server were down ("cloud unreachable"). Now the next frame goes on a new stream at once."""
     import logging
 
-    server = cloud_process("--max-connection-age-s", "1", "--grace-s", "1")  # a stream is cut at ~2 s
+    server = cloud_process("--max-connection-age-s", "1", "--max-connection-age-grace-s", "1")  # cut at ~2 s
     conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:40", cloud=server.address, split=3, fps=10.0,
                       insecure=True, results=str(tmp_path / "r.jsonl"), grace_s=1.0)
     conf.validate()
@@ -320,3 +320,26 @@ def test_a_connection_the_server_ages_out_is_a_rotation_not_a_failure(cloud_proc
     records = read_results(tmp_path / "r.jsonl")
     assert sorted(r["frame_id"] for r in records) == list(range(40))
     assert not [r for r in records if "unreachable" in (r.get("fallback_reason") or "")]
+
+
+def test_a_connection_aged_out_with_a_grace_longer_than_the_agents_streams_cuts_no_frame(
+        cloud_process: Callable, digits_bundle: Path, tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """With max_connection_age_grace_s above the agents' stream_lifetime_s (330 s against 300 s by
+    default) each stream ends when its agent replaces it: every frame is answered in the cloud.
+    The grace was grace_s (10 s), and every age-out cut the stream with the frames in flight."""
+    import logging
+
+    # grace_s (shutdown) short, as it was the age-out's grace too
+    server = cloud_process("--max-connection-age-s", "1", "--max-connection-age-grace-s", "4", "--grace-s", "1")
+    conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:40", cloud=server.address, split=3, fps=10.0,
+                      insecure=True, results=str(tmp_path / "r.jsonl"), grace_s=1.0, frame_deadline_ms=300,
+                      stream_lifetime_s=2.0)
+    conf.validate()
+    agent = EdgeAgent.from_config(conf)
+    with caplog.at_level(logging.INFO, logger="edge_node.agent"), \
+            open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps) as source:
+        agent.run(source)  # 4 s: four connections aged out under it
+    records = read_results(tmp_path / "r.jsonl")
+    assert sorted(r["frame_id"] for r in records) == list(range(40))
+    assert [r.get("fallback_reason") for r in records if r["where"] != "cloud"] == []
+    assert not [r for r in caplog.records if "ended with its connection" in r.getMessage()]

@@ -8,7 +8,12 @@ import grpc
 import pytest
 from helpers import ManualClock as Clock
 
-from edge_node.notices import FallbackDigest, mostly_local_message, nothing_to_do_message, unreached_message
+from edge_node.notices import (
+    FallbackDigest,
+    mostly_local_message,
+    nothing_to_do_message,
+    unreached_message,
+)
 from splitpoint.errors import RemoteError
 
 
