@@ -69,6 +69,7 @@ from .notices import FallbackDigest, mostly_local_message, nothing_to_do_message
 from .recorder import DROP_REASON as DROP_REASON  # re-exported: tests and users import it from here
 from .recorder import Recorder
 from .results import ResultStore
+from .results_records import ReadingStopped
 from .run_report import EdgeMetrics
 from .run_report import RunSummary as RunSummary  # re-exported: tests import it from here
 from .session import MOVE_ON_CODES as MOVE_ON_CODES  # re-exported
@@ -208,7 +209,12 @@ class EdgeAgent:
             self.session.check_server()
         else:  # no frame will ask the server anything: no "not reachable" warning about it either
             log.debug("the policy runs every frame on the edge: the server is not described")
-        self._done_at_start = self.recorder.open(cfg.results, cfg.results_format, cfg.results_fsync, cfg.resume)
+        try:
+            self._done_at_start = self.recorder.open(cfg.results, cfg.results_format, cfg.results_fsync, cfg.resume,
+                                                     stop=self._stop.is_set)
+        except ReadingStopped:  # told to stop while a long log was read: no frame is read (capture sees stop)
+            log.info("stopped while reading the results log %s; it is left as it was", cfg.results)
+            return
         self.watchdog.start()
         self.session.start(self.cloud.callbacks(self._plans_with_link, lambda: self._planned))
 

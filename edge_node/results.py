@@ -47,6 +47,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -62,7 +63,7 @@ from .results_file import (
     hold,
     is_sqlite,
 )
-from .results_records import dumps, frame_id, origin, parse_jsonl, scan_jsonl
+from .results_records import StopCheck, dumps, frame_id, origin, parse_jsonl, scan_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,9 @@ class _ResultLog:
 
     path: Path
 
-    def __init__(self, path: str | Path, held: LogHold | None) -> None:
+    def __init__(self, path: str | Path, held: LogHold | None, stop: Callable[[], bool] = lambda: False) -> None:
         self.path = Path(path)
+        self._stop_check = StopCheck(stop)  # while the records found are read
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._held = held if held is not None else hold(self.path)
         #: where `open_results(fresh=True)` moved the log it found, if it did
@@ -157,6 +159,11 @@ class _ResultLog:
         except OSError:
             return False
 
+    def _found(self, fid: int, origin: str | None) -> None:
+        """A record the log held when it was opened (`_open`, before any write)."""
+        self._stop_check()
+        self._origins.add(fid, origin)
+
     def done_ids(self) -> set[int]:
         with self._lock:
             return set(self._ids)
@@ -184,8 +191,9 @@ class _ResultLog:
 class JsonlResultLog(_ResultLog):
     """Append-only JSON Lines, fsynced per record when `fsync`. Thread-safe; `close()` is idempotent."""
 
-    def __init__(self, path: str | Path, fsync: bool = True, held: LogHold | None = None):
-        super().__init__(path, held)
+    def __init__(self, path: str | Path, fsync: bool = True, held: LogHold | None = None,
+                 stop: Callable[[], bool] = lambda: False):
+        super().__init__(path, held, stop)
         self.fsync = fsync
         self._fh: Any = None
         try:
@@ -202,7 +210,7 @@ class JsonlResultLog(_ResultLog):
                 raise ConfigError("results", str(self.path), "is a SQLite results log; set results_format = "
                                                               "\"sqlite\" or give another file")
             fh.seek(0)
-            good = scan_jsonl(self.path, fh, lambda r: self._origins.add(frame_id(r), origin(r)))
+            good = scan_jsonl(self.path, fh, lambda r: self._found(frame_id(r), origin(r)))
             size = fh.seek(0, os.SEEK_END)
             last = b""
             if good and good == size:
@@ -258,8 +266,9 @@ ResultLog = JsonlResultLog
 class SqliteResultLog(_ResultLog):
     """One row per frame in a WAL-mode SQLite file; one connection shared by threads under a lock."""
 
-    def __init__(self, path: str | Path, fsync: bool = True, held: LogHold | None = None):
-        super().__init__(path, held)
+    def __init__(self, path: str | Path, fsync: bool = True, held: LogHold | None = None,
+                 stop: Callable[[], bool] = lambda: False):
+        super().__init__(path, held, stop)
         self.fsync = fsync
         self._db: sqlite3.Connection | None = None
         try:
@@ -285,7 +294,7 @@ class SqliteResultLog(_ResultLog):
             self._db.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
             self._db.execute(_SCHEMA)
             for fid, text in self._db.execute("SELECT frame_id, record FROM results ORDER BY frame_id"):
-                self._origins.add(fid, _origin_of_text(text))
+                self._found(fid, _origin_of_text(text))
             self._ids = self._origins.ids.copy()
         except sqlite3.OperationalError as exc:  # full, read-only, I/O error: the file, not the setting
             raise ResultsWriteError(self.path, describe_os_error(exc)) from None
@@ -318,13 +327,14 @@ def _origin_of_text(text: str) -> str | None:
     return origin(record) if isinstance(record, dict) else None
 
 
-def _check_any_log(path: Path, held: LogHold) -> None:
+def _check_any_log(path: Path, held: LogHold, stop: Callable[[], bool]) -> None:
     """ConfigError unless the file held is a results log of either format (what --no-resume may move)."""
     assert held.fd is not None
     with os.fdopen(os.dup(held.fd), "rb") as fh:
         if fh.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
             fh.seek(0)
-            scan_jsonl(path, fh, lambda r: None)
+            check = StopCheck(stop)
+            scan_jsonl(path, fh, lambda r: check())  # checked, not kept
             return
     try:
         db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=10.0)
@@ -336,8 +346,8 @@ def _check_any_log(path: Path, held: LogHold) -> None:
         raise ConfigError("results", str(path), f"cannot be used as a SQLite results log ({exc})") from None
 
 
-def open_results(path: str | Path, fmt: str = "jsonl", fsync: bool = True,
-                 fresh: bool = False) -> JsonlResultLog | SqliteResultLog:
+def open_results(path: str | Path, fmt: str = "jsonl", fsync: bool = True, fresh: bool = False,
+                 stop: Callable[[], bool] = lambda: False) -> JsonlResultLog | SqliteResultLog:
     """The results log at `path` in format `fmt` ("jsonl" or "sqlite"), created or opened for appending,
     and held by this process until `close()` (ConfigError when another agent holds it, or the file is
     not a regular file or not a results log). `fresh`: an existing log is first moved aside
@@ -353,13 +363,13 @@ def open_results(path: str | Path, fmt: str = "jsonl", fsync: bool = True,
         moved = None
         try:
             if fresh and held.size() > 0:  # moved only while held: never a log another agent is writing
-                _check_any_log(p, held)
+                _check_any_log(p, held, stop)
                 moved = backup_results(p)
                 if moved is not None:
                     fresh_file = hold(p)  # the new file, held before the old one is let go
                     held.release()
                     held = fresh_file
-            store = kind(p, fsync, held)
+            store = kind(p, fsync, held, stop)
         except BaseException:
             held.release()
             raise

@@ -94,6 +94,28 @@ def origin(record: dict[str, Any]) -> str | None:
     return value if isinstance(value, str) else None
 
 
+#: records read between two looks at whether the agent was told to stop (a few ms of reading)
+STOP_CHECK_RECORDS = 4096
+
+
+class ReadingStopped(Exception):
+    """Opening the log was given up: the agent was told to stop while it read the records."""
+
+
+class StopCheck:
+    """Called once per record read: raises ReadingStopped once `stop()` says so. A log of months
+    takes minutes to read on a Pi, and SIGTERM must end the agent within grace_s (s31-soak: 15 s
+    with grace_s = 2 for 1,000,000 records, where the read alone takes 10 s)."""
+
+    def __init__(self, stop: Callable[[], bool]):
+        self._stop, self._read = stop, 0
+
+    def __call__(self) -> None:
+        self._read += 1
+        if self._read % STOP_CHECK_RECORDS == 0 and self._stop():
+            raise ReadingStopped
+
+
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 

@@ -201,3 +201,33 @@ def test_a_log_is_held_by_one_writer_until_closed(tmp_path: Path, fmt: str) -> N
     second = open_results(path, fmt)
     assert second.done_ids() == {0}
     second.close()
+
+
+# with --no-resume a JSONL log is read through before it is moved aside; a SQLite one is not read
+@pytest.mark.parametrize(("fmt", "fresh"), [("jsonl", False), ("sqlite", False), ("jsonl", True)])
+def test_reading_a_long_log_stops_when_the_agent_is_told_to(tmp_path: Path, fmt: str, fresh: bool) -> None:
+    """A resumed agent reads its whole log before its first frame (a minute for 1,000,000
+    records on a Pi, more for months): SIGTERM during that read ended the agent only once the
+    read was done - 15 s with grace_s = 2 for 1,000,000 records (s31-soak). The read now looks
+    at stop every few thousand records, gives up and leaves the log as it was, let go."""
+    from edge_node.results_records import STOP_CHECK_RECORDS, ReadingStopped
+
+    path = tmp_path / f"r.{fmt}"
+    log = open_results(path, fmt, fsync=False)
+    for fid in range(3 * STOP_CHECK_RECORDS):
+        log.write({"frame_id": fid, "origin": f"synthetic#{fid}", "status": "ok"})
+    log.close()
+    before = path.read_bytes()
+    asked: list[int] = []
+
+    def stop() -> bool:
+        asked.append(1)
+        return True  # told to stop before the read began
+
+    with pytest.raises(ReadingStopped):
+        open_results(path, fmt, fsync=False, fresh=fresh, stop=stop)
+    assert asked == [1]  # given up at the first look, a few thousand records in
+    assert path.read_bytes() == before and not list(tmp_path.glob("*.bak"))
+    again = open_results(path, fmt, fsync=False)  # let go: the next agent may have it
+    assert len(again.done_origins()) == 3 * STOP_CHECK_RECORDS
+    again.close()
