@@ -298,9 +298,13 @@ class InferStream:
     def close(self) -> None:
         """Half-close: no more requests; responses still arrive."""
         with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._requests.put(None)
+            self._end_requests()
+
+    def _end_requests(self) -> None:
+        """Under the lock: no more requests; the request iterator ends (once)."""
+        if not self._closed:
+            self._closed = True
+            self._requests.put(None)
 
     def cancel(self) -> None:
         self.close()
@@ -325,6 +329,9 @@ class InferStream:
         finally:
             with self._lock:
                 self.end_error = error
-                self._closed = True
+                # gRPC's thread reading the requests waits in _iter_requests until it gets the
+                # end: a call that ended with an error (the server gone, a reset) kept that
+                # thread, its queue and this stream for the rest of the run
+                self._end_requests()
             self.ended.set()
             on_end(self, error)
