@@ -34,8 +34,8 @@ link work (sends, answers) in cloud_paths.py and session.py.
 Locks, in the order they may be taken: the recorder's lock (summary, records) -> the
 results log's lock. Every other lock is a leaf, nothing else is taken while it is held:
 the agent's `_lock` (closing), the ledger's, the local executor's, CloudPaths' (late
-frames, `hedged`), the session's (stream, backoff, servers reached), the margin learner's,
-the heads' accelerator lock, the timeline's. The policy's lock is taken before the
+frames, `hedged`), the session's (stream, backoff, servers reached), its failed streams'
+(notices.StreamFailures), the margin learner's, the heads' accelerator lock, the timeline's. The policy's lock is taken before the
 timeline's (plan books while it holds it), never the other way round.
 """
 

@@ -22,6 +22,8 @@ log = logging.getLogger("edge_node.agent")  # the agent's logger: users filter o
 
 #: seconds between two digests of the frames that ran locally
 DIGEST_PERIOD_S = 10.0
+#: seconds between two lines about streams that keep failing
+FAILURE_PERIOD_S = 60.0
 
 
 class FallbackDigest:
@@ -73,6 +75,61 @@ class FallbackDigest:
                  f"; and {more} other reasons" if more > 0 else "")
         self._reasons.clear()
         self._since = None
+
+
+class StreamFailures:
+    """Streams that end with an error, told at a rate a journal holds. The first failure after a
+    working stream is a WARNING of its own; while streams keep failing (a server down for hours
+    is retried once per backoff, up to 5 s: ~24 WARNINGs a minute, 35,000 a day, measured in a
+    soak) one WARNING per period counts them and gives the last error; the first answer after
+    them is one INFO line. Every failure is still at DEBUG."""
+
+    def __init__(self, period_s: float = FAILURE_PERIOD_S, clock=time.monotonic):
+        self.period_s = period_s
+        self._clock = clock
+        self._lock = threading.Lock()  # every field below (a leaf)
+        self._failing_since: float | None = None  # the first failure since streams last worked
+        self._failed = 0  # failures since then
+        self._unreported = 0  # failures since the last line about them
+        self._last_line = 0.0
+        self._last = ""  # the last failure, as its line says it
+
+    def failed(self, what: str) -> None:
+        """A stream failed; `what` says so ("stream to ADDRESS ended: ...")."""
+        now = self._clock()
+        log.debug("%s", what)
+        with self._lock:
+            first = self._failing_since is None
+            if first:
+                self._failing_since, self._failed, self._unreported, self._last_line = now, 0, 0, now
+            self._failed += 1
+            self._last = what
+            if not first:
+                self._unreported += 1
+            due = not first and now - self._last_line >= self.period_s
+            if due:
+                self._last_line = now
+                count, self._unreported = self._unreported, 0
+        if first:
+            log.warning("%s (while streams keep failing, one line every %.0f s)", what, self.period_s)
+        elif due:
+            log.warning("%d more streams failed in the last %.0f s (last: %s)", count, self.period_s, what)
+
+    def answered(self) -> None:
+        """An answer came: streams work (again)."""
+        with self._lock:
+            since, failed = self._failing_since, self._failed
+            self._failing_since = None
+        if since is not None:
+            log.info("streams work again after %d failed in %.0f s", failed, self._clock() - since)
+
+    def flush(self) -> None:
+        """Say the failures not yet told (the end of the run)."""
+        with self._lock:
+            count, self._unreported = self._unreported, 0
+            span = self._clock() - self._last_line
+        if count:
+            log.warning("%d more streams failed in the last %.0f s (last: %s)", count, span, self._last)
 
 
 def unreached_message(addresses: Sequence[str], local: int, error: RemoteError | None = None,

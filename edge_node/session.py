@@ -10,7 +10,8 @@ answer with RESOURCE_EXHAUSTED or UNAVAILABLE half-closes its stream, so the nex
 lands on another replica. A stream that ends with an error starts a reconnect backoff
 with full jitter (0.5 s doubling to 5 s), reset by the next answer; during it
 `current_stream` is None (the agent runs frames locally). So does a stream the agent
-gives up because it answered nothing for 2 x frame_deadline_ms (`give_up`).
+gives up because it answered nothing for 2 x frame_deadline_ms (`give_up`). Failed streams are
+logged by `notices.StreamFailures`: the first at once, then one line a minute while they go on.
 
 Locks: `OffloadSession._lock` (stream, backoff, reached) is a leaf; callbacks run without it.
 """
@@ -34,6 +35,7 @@ from splitpoint.v1 import offload_pb2
 
 from .client import CloudLink, InferStream, Interrupted, OffloadClient
 from .config import EdgeConfig
+from .notices import StreamFailures
 from .session_api import SessionCallbacks, Stream
 
 log = logging.getLogger("edge_node.agent")  # the agent's logger: users filter on one name
@@ -82,6 +84,7 @@ class OffloadSession:
         self._reached: set[str] = set()  # addresses that answered anything
         self._last_error: RemoteError | None = None  # what the last failed call or stream said
         self._backoff_cause: RemoteError | None = None  # why the current backoff began (None: a give-up)
+        self._failures = StreamFailures(clock=clock)  # streams that failed: logged at a bounded rate
         self._last_probe = 0.0
         #: the wait before the next idle probe: probe_first_s after a frame measured the link's
         #: rate and while the camera keeps giving frames that do not (they run on the edge, or
@@ -210,13 +213,14 @@ class OffloadSession:
                 stream.close()
             stream.ended.wait(max(0.0, timeout_s))
         self.client.close()
+        self._failures.flush()
 
     def give_up(self, stream: Stream, why: str) -> None:
         """A server that takes frames and answers nothing is treated as one that failed: the
         stream is cancelled (stream_ended falls its frames back) and the backoff starts."""
         wait = self._back_off(None)
-        log.warning("stream to %s given up: %s; frames run here, a new stream in %.1f s",
-                    stream.replica or self.address, why, wait)
+        self._failures.failed(f"stream to {stream.replica or self.address} given up: {why}; frames run here, "
+                              f"a new stream in {wait:.1f} s")
         stream.cancel()
 
     # ------------------------------------------------------------------ the streams' side
@@ -227,6 +231,8 @@ class OffloadSession:
             self._reached.add(self.address)
             if code != OTHER_BUNDLE_CODE:
                 self._backoff = BACKOFF_START_S  # the link works
+        if code != OTHER_BUNDLE_CODE:
+            self._failures.answered()
         if code in MOVE_ON_CODES and stream.accepting:
             # the replica is overloaded or draining: the next frame opens a new stream,
             # which round_robin places on another replica
@@ -261,7 +267,7 @@ class OffloadSession:
                      "flight ran here; a new stream on a new connection", stream.replica or self.address, lost)
             return
         hint = remote_hint(error) if error.code == grpc.StatusCode.RESOURCE_EXHAUSTED else ""
-        log.warning("stream to %s ended: %s%s", stream.replica or self.address, error, f"; {hint}" if hint else "")
+        self._failures.failed(f"stream to {stream.replica or self.address} ended: {error}" + (f"; {hint}" if hint else ""))
         self._failed(error)
         # the next stream is placed by round_robin on a replica that is SERVING, if any
         self._back_off(error)

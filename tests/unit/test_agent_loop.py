@@ -10,6 +10,7 @@ says so. No sockets, no sleeps, no threads of the agent's own (the test ticks th
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import tempfile
@@ -939,6 +940,26 @@ def test_the_session_moves_off_a_busy_replica_and_backs_off_after_a_stream_error
     assert not third.accepting and session.current_stream() is None
     assert session._backoff == 2 * BACKOFF_START_S
     assert session.no_stream_reason() == "cloud unreachable (waiting to reconnect)"  # silence: not the refusal
+
+
+def test_the_session_logs_streams_that_keep_failing_at_a_bounded_rate(caplog: pytest.LogCaptureFixture) -> None:
+    """A server down for an hour, retried every 5 s: a WARNING per failed stream was ~24 lines a
+    minute in a soak (35,000 a day on a drone's journal); now one a minute, and a line when an
+    answer comes again."""
+    clock = ManualClock()
+    client = SimpleNamespace(address="fake:1", open_stream=None)
+    session = OffloadSession(EdgeConfig(bundle="b", source="s"), "sha256:fake", LinkEstimator(), client=client,
+                             clock=clock)
+    session.start(SessionCallbacks(lambda s, r: None, lambda s, e: 1))
+    stream = SimpleNamespace(replica="r", accepting=False)
+    with caplog.at_level(logging.INFO, logger="edge_node.agent"):
+        for _ in range(720):
+            session._on_stream_end(stream, RemoteError(grpc.StatusCode.UNAVAILABLE, "connection refused"))
+            clock.t += 5.0
+        session._on_response(stream, offload_pb2.InferResponse(frame_id=1))
+    lines = [r for r in caplog.records if r.name == "edge_node.agent"]
+    assert sum(r.levelno == logging.WARNING for r in lines) == 60, [r.getMessage() for r in lines]
+    assert lines[-1].getMessage() == "streams work again after 720 failed in 3600 s"
 
 
 def test_the_session_backs_off_from_a_server_on_another_bundle() -> None:

@@ -1,4 +1,5 @@
-"""The fallback digest: the first local run is said at once, then one INFO line per period."""
+"""The agent's notices: the fallback digest (the first local run said at once, then one INFO line per
+period), failed streams at a bounded rate, and the end-of-run messages."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from helpers import ManualClock as Clock
 
 from edge_node.notices import (
     FallbackDigest,
+    StreamFailures,
     mostly_local_message,
     nothing_to_do_message,
     unreached_message,
@@ -117,3 +119,29 @@ def test_the_recorder_counts_frames_run_here_instead_by_reason_group(tmp_path) -
         rec.ok(frame, 1, "local" if reason else "cloud", np.array([0.2, 0.8]), {"head": 0.5}, reason)()
     rec.close()
     assert rec.summary.local_instead == {"cloud runs another bundle": 2, "stream ended before the answer": 1}
+
+
+def test_streams_that_keep_failing_are_counted_not_logged_one_by_one(caplog: pytest.LogCaptureFixture) -> None:
+    """A server down for hours is retried once per backoff (up to 5 s): a WARNING per failed
+    stream was ~24 lines a minute in a soak, 35,000 a day on a drone's journal. Now the first
+    failure, one line per period while they go on, and one line when streams work again."""
+    clock = Clock()
+    failures = StreamFailures(period_s=60.0, clock=clock)
+    with caplog.at_level(logging.DEBUG, logger="edge_node.agent"):
+        for i in range(720):  # an hour, one failure every 5 s
+            failures.failed(f"stream to a:1 ended: UNAVAILABLE: attempt {i}")
+            clock.t += 5.0
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert warnings[0] == "stream to a:1 ended: UNAVAILABLE: attempt 0 (while streams keep failing, one line every 60 s)"
+        assert len(warnings) == 60, warnings  # the first, then one a minute
+        assert warnings[1] == "12 more streams failed in the last 60 s (last: stream to a:1 ended: UNAVAILABLE: attempt 12)"
+        failures.flush()  # the failures since the last line (the run ends)
+        assert caplog.records[-1].getMessage().startswith("11 more streams failed in the last 60 s (last: ")
+        failures.answered()
+        assert caplog.records[-1].levelno == logging.INFO
+        assert caplog.records[-1].getMessage() == "streams work again after 720 failed in 3600 s"
+        failures.answered()  # working streams say nothing more
+        failures.failed("stream to a:1 ended: UNAVAILABLE: again")  # a new spell: said at once
+        assert caplog.records[-1].levelno == logging.WARNING and "again (while streams" in caplog.records[-1].getMessage()
+    # every failure is still at DEBUG
+    assert sum(r.levelno == logging.DEBUG for r in caplog.records) == 721
