@@ -78,58 +78,61 @@ class FallbackDigest:
 
 
 class StreamFailures:
-    """Streams that end with an error, told at a rate a journal holds. The first failure after a
-    working stream is a WARNING of its own; while streams keep failing (a server down for hours
-    is retried once per backoff, up to 5 s: ~24 WARNINGs a minute, 35,000 a day, measured in a
-    soak) one WARNING per period counts them and gives the last error; the first answer after
-    them is one INFO line. Every failure is still at DEBUG."""
+    """Streams that end with an error, told at a rate a journal holds: at most one WARNING per
+    period - the failure itself, or how many failed since the last line and the last one's
+    error - and, after such a line, one INFO line when an answer comes again. A server down
+    for hours is retried once per backoff (up to 5 s) and a flapping link fails a stream
+    every few seconds: a WARNING each was ~24 lines a minute in a soak, 35,000 a day on a
+    drone's journal. Every failure is still at DEBUG."""
 
     def __init__(self, period_s: float = FAILURE_PERIOD_S, clock=time.monotonic):
         self.period_s = period_s
         self._clock = clock
         self._lock = threading.Lock()  # every field below (a leaf)
-        self._failing_since: float | None = None  # the first failure since streams last worked
-        self._failed = 0  # failures since then
-        self._unreported = 0  # failures since the last line about them
-        self._last_line = 0.0
+        self._last_line: float | None = None  # when a WARNING last said streams fail
+        self._unreported = 0  # failures since that line
         self._last = ""  # the last failure, as its line says it
+        self._told = 0  # failures since the first line no "work again" has answered (0: none told)
+        self._told_at = 0.0
 
     def failed(self, what: str) -> None:
         """A stream failed; `what` says so ("stream to ADDRESS ended: ...")."""
         now = self._clock()
         log.debug("%s", what)
         with self._lock:
-            first = self._failing_since is None
-            if first:
-                self._failing_since, self._failed, self._unreported, self._last_line = now, 0, 0, now
-            self._failed += 1
             self._last = what
-            if not first:
-                self._unreported += 1
-            due = not first and now - self._last_line >= self.period_s
-            if due:
-                self._last_line = now
-                count, self._unreported = self._unreported, 0
-        if first:
-            log.warning("%s (while streams keep failing, one line every %.0f s)", what, self.period_s)
-        elif due:
-            log.warning("%d more streams failed in the last %.0f s (last: %s)", count, self.period_s, what)
+            self._unreported += 1
+            if self._told:
+                self._told += 1
+            if self._last_line is not None and now - self._last_line < self.period_s:
+                return
+            count, self._unreported = self._unreported, 0
+            span = 0.0 if self._last_line is None else now - self._last_line
+            self._last_line = now
+            if not self._told:  # the failures this line tells of, since when
+                self._told, self._told_at = count, now if count == 1 else now - span
+        if count == 1:
+            log.warning("%s (further failures: one line every %.0f s at most)", what, self.period_s)
+        else:
+            log.warning("%d streams failed in the last %.0f s (last: %s)", count, span, what)
 
     def answered(self) -> None:
         """An answer came: streams work (again)."""
         with self._lock:
-            since, failed = self._failing_since, self._failed
-            self._failing_since = None
-        if since is not None:
-            log.info("streams work again after %d failed in %.0f s", failed, self._clock() - since)
+            told, since = self._told, self._told_at
+            self._told = 0
+        if told:
+            log.info("streams work again after %d failed in %.0f s", told, self._clock() - since)
 
     def flush(self) -> None:
         """Say the failures not yet told (the end of the run)."""
+        now = self._clock()
         with self._lock:
             count, self._unreported = self._unreported, 0
-            span = self._clock() - self._last_line
+            span = 0.0 if self._last_line is None else now - self._last_line
+            self._last_line = now
         if count:
-            log.warning("%d more streams failed in the last %.0f s (last: %s)", count, span, self._last)
+            log.warning("%d streams failed in the last %.0f s (last: %s)", count, span, self._last)
 
 
 def unreached_message(addresses: Sequence[str], local: int, error: RemoteError | None = None,

@@ -11,7 +11,7 @@ lands on another replica. A stream that ends with an error starts a reconnect ba
 with full jitter (0.5 s doubling to 5 s), reset by the next answer; during it
 `current_stream` is None (the agent runs frames locally). So does a stream the agent
 gives up because it answered nothing for 2 x frame_deadline_ms (`give_up`). Failed streams are
-logged by `notices.StreamFailures`: the first at once, then one line a minute while they go on.
+logged by `notices.StreamFailures`: one WARNING a minute at most.
 
 Locks: `OffloadSession._lock` (stream, backoff, reached) is a leaf; callbacks run without it.
 """

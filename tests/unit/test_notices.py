@@ -4,6 +4,7 @@ period), failed streams at a bounded rate, and the end-of-run messages."""
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 import grpc
 import pytest
@@ -123,8 +124,8 @@ def test_the_recorder_counts_frames_run_here_instead_by_reason_group(tmp_path) -
 
 def test_streams_that_keep_failing_are_counted_not_logged_one_by_one(caplog: pytest.LogCaptureFixture) -> None:
     """A server down for hours is retried once per backoff (up to 5 s): a WARNING per failed
-    stream was ~24 lines a minute in a soak, 35,000 a day on a drone's journal. Now the first
-    failure, one line per period while they go on, and one line when streams work again."""
+    stream was ~24 lines a minute in a soak, 35,000 a day on a drone's journal. Now one line a
+    period at most, and one line when streams work again."""
     clock = Clock()
     failures = StreamFailures(period_s=60.0, clock=clock)
     with caplog.at_level(logging.DEBUG, logger="edge_node.agent"):
@@ -132,16 +133,34 @@ def test_streams_that_keep_failing_are_counted_not_logged_one_by_one(caplog: pyt
             failures.failed(f"stream to a:1 ended: UNAVAILABLE: attempt {i}")
             clock.t += 5.0
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-        assert warnings[0] == "stream to a:1 ended: UNAVAILABLE: attempt 0 (while streams keep failing, one line every 60 s)"
+        assert warnings[0] == "stream to a:1 ended: UNAVAILABLE: attempt 0 (further failures: one line every 60 s at most)"
         assert len(warnings) == 60, warnings  # the first, then one a minute
-        assert warnings[1] == "12 more streams failed in the last 60 s (last: stream to a:1 ended: UNAVAILABLE: attempt 12)"
+        assert warnings[1] == "12 streams failed in the last 60 s (last: stream to a:1 ended: UNAVAILABLE: attempt 12)"
         failures.flush()  # the failures since the last line (the run ends)
-        assert caplog.records[-1].getMessage().startswith("11 more streams failed in the last 60 s (last: ")
+        assert caplog.records[-1].getMessage().startswith("11 streams failed in the last 60 s (last: ")
         failures.answered()
         assert caplog.records[-1].levelno == logging.INFO
         assert caplog.records[-1].getMessage() == "streams work again after 720 failed in 3600 s"
         failures.answered()  # working streams say nothing more
-        failures.failed("stream to a:1 ended: UNAVAILABLE: again")  # a new spell: said at once
-        assert caplog.records[-1].levelno == logging.WARNING and "again (while streams" in caplog.records[-1].getMessage()
+        clock.t += 60.0
+        failures.failed("stream to a:1 ended: UNAVAILABLE: again")  # a minute after the last line: said at once
+        assert caplog.records[-1].levelno == logging.WARNING and "again (further failures" in caplog.records[-1].getMessage()
     # every failure is still at DEBUG
     assert sum(r.levelno == logging.DEBUG for r in caplog.records) == 721
+
+
+def test_a_flapping_link_gets_two_lines_a_minute_at_most(caplog: pytest.LogCaptureFixture) -> None:
+    """A stream failing every 2 s and the next one answering: the failure and the recovery,
+    each said every time, would be two lines every 2 s."""
+    clock = Clock()
+    failures = StreamFailures(period_s=60.0, clock=clock)
+    with caplog.at_level(logging.INFO, logger="edge_node.agent"):
+        for i in range(300):  # ten minutes
+            failures.failed(f"stream to a:1 ended: UNAVAILABLE: reset {i}")
+            clock.t += 1.0
+            failures.answered()
+            clock.t += 1.0
+    levels = Counter(r.levelno for r in caplog.records)
+    assert levels[logging.WARNING] == 10 and levels[logging.INFO] == 10, [r.getMessage() for r in caplog.records]
+    assert caplog.records[2].getMessage() == "30 streams failed in the last 60 s (last: stream to a:1 ended: UNAVAILABLE: reset 30)"
+    assert caplog.records[3].getMessage() == "streams work again after 30 failed in 61 s"
