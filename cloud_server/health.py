@@ -90,7 +90,11 @@ class DrainingHealthServicer(health_pb2_grpc.HealthServicer):
 
     def _closed(self, service: str, watch: _EndOnce) -> None:
         with self._lock:
-            self._watches.get(service, set()).discard(watch)
+            watchers = self._watches.get(service)
+            if watchers is not None:
+                watchers.discard(watch)
+                if not watchers:  # a name any client may send: kept, every one ever watched stayed
+                    del self._watches[service]
         watch(None)
 
     def _notify(self, updates: list[tuple[str, int]]) -> None:
