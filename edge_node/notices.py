@@ -120,7 +120,8 @@ class StreamFailures:
         """An answer came: streams work (again)."""
         with self._lock:
             told, since = self._told, self._told_at
-            self._told = 0
+            if told:  # the failures not yet counted in a line are in this one's count
+                self._told = self._unreported = 0
         if told:
             log.info("streams work again after %d failed in %.0f s", told, self._clock() - since)
 

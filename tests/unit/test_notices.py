@@ -164,3 +164,20 @@ def test_a_flapping_link_gets_two_lines_a_minute_at_most(caplog: pytest.LogCaptu
     assert levels[logging.WARNING] == 10 and levels[logging.INFO] == 10, [r.getMessage() for r in caplog.records]
     assert caplog.records[2].getMessage() == "30 streams failed in the last 60 s (last: stream to a:1 ended: UNAVAILABLE: reset 30)"
     assert caplog.records[3].getMessage() == "streams work again after 30 failed in 61 s"
+
+
+def test_failures_told_in_the_recovery_line_are_not_told_again(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    failures = StreamFailures(period_s=60.0, clock=clock)
+    with caplog.at_level(logging.INFO, logger="edge_node.agent"):
+        failures.failed("stream to a:1 ended: first")
+        clock.t += 10.0
+        failures.failed("stream to a:1 ended: second")  # within the period: counted
+        clock.t += 10.0
+        failures.answered()
+        clock.t += 50.0
+        failures.failed("stream to a:1 ended: third")
+    assert [r.getMessage() for r in caplog.records] == [
+        "stream to a:1 ended: first (further failures: one line every 60 s at most)",
+        "streams work again after 2 failed in 20 s",
+        "stream to a:1 ended: third (further failures: one line every 60 s at most)"]
