@@ -24,6 +24,11 @@ log = logging.getLogger(__name__)
 
 #: how long a keepalive ping may go unanswered before the link is declared dead
 KEEPALIVE_TIMEOUT_S = 10.0
+#: the longest wait between gRPC's own attempts to connect again (its default is 120 s): the
+#: agent's backoff (session.py) only decides when to try a new stream, and a stream on a channel
+#: still waiting out gRPC's backoff fails at once - after a link loss of 4 minutes the first
+#: frame was offloaded 22 s after the link came back, up to 2 minutes after longer ones
+RECONNECT_MAX_S = 5.0
 #: how often a Describe or a probe in progress looks whether it was interrupted: a blocking
 #: call would hold SIGTERM's handler until its deadline (connect_timeout_s, 27 s seen)
 INTERRUPT_POLL_S = 0.1
@@ -110,6 +115,7 @@ class OffloadClient:
                 ("grpc.keepalive_permit_without_calls", 0),  # only while a stream is open
                 # No cap on pings between two frames: a frame every 40 s still has its link checked.
                 ("grpc.http2.max_pings_without_data", 0),
+                ("grpc.max_reconnect_backoff_ms", int(RECONNECT_MAX_S * 1000)),
             ],
         )
         #: set (from a signal handler too: it only sets a flag) to give up Describe and probes at

@@ -962,6 +962,21 @@ def test_the_session_logs_streams_that_keep_failing_at_a_bounded_rate(caplog: py
     assert lines[-1].getMessage() == "streams work again after 720 failed in 3600 s"
 
 
+def test_grpc_tries_to_connect_again_as_often_as_the_session_does() -> None:
+    """The session retries a failed stream within BACKOFF_MAX_S, but a stream opened while the
+    channel waits out gRPC's own reconnect backoff (120 s by default) fails at once: after a
+    4-minute link loss the first frame was offloaded 22 s after the link came back."""
+    from edge_node.client import OffloadClient
+    from edge_node.session import BACKOFF_MAX_S
+
+    client = OffloadClient("127.0.0.1:1")
+    try:
+        options = dict(client.channels._options)
+    finally:
+        client.close()
+    assert options.get("grpc.max_reconnect_backoff_ms", 120_000) <= BACKOFF_MAX_S * 1000
+
+
 def test_the_session_backs_off_from_a_server_on_another_bundle() -> None:
     """A server restarted on another bundle refused every frame (FAILED_PRECONDITION), and the agent
     went on sending each one - uplink and battery for nothing - since any answer reset its backoff."""
