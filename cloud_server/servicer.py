@@ -23,7 +23,7 @@ from splitpoint.detection import COMPACT_NAME, decode_batch, to_compact
 from splitpoint.errors import RequestError, SplitpointError, status_code_to_int
 from splitpoint.metrics import LATENCY_BUCKETS
 from splitpoint.v1 import offload_pb2, offload_pb2_grpc
-from splitpoint.wire_metadata import REPLICA_METADATA_KEY
+from splitpoint.wire_metadata import DRAINING_DETAILS, REPLICA_METADATA_KEY
 
 from .admission import InflightBytes, StreamAdmission, StreamRefused, agent_identity
 from .executor import Postprocess, QueueExpired, TailExecutor, TailResult
@@ -305,7 +305,7 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
                             # Shutdown ends the stream with a status (the contract), not OK:
                             # frames the client sent that got no response were not accepted.
                             context.set_code(grpc.StatusCode.UNAVAILABLE)
-                            context.set_details("server is shutting down; frames without a response were not accepted")
+                            context.set_details(f"{DRAINING_DETAILS}; frames without a response were not accepted")
                         break
                     idle_since = max(state["last_request"], last_response)
                 if idle_s > 0 and answered_all and time.monotonic() - idle_since >= idle_s:

@@ -32,6 +32,7 @@ from scheduler.link import PROBE_TARGET_MS, LinkEstimator, probe_bytes
 from splitpoint.errors import ConfigError, RemoteError, peer_text, status_code_from_int
 from splitpoint.remote_hints import is_refusal, remote_hint
 from splitpoint.v1 import offload_pb2
+from splitpoint.wire_metadata import DRAINING_DETAILS
 
 from .client import CloudLink, InferStream, Interrupted, OffloadClient
 from .config import EdgeConfig
@@ -49,9 +50,14 @@ OTHER_BUNDLE_CODE = grpc.StatusCode.FAILED_PRECONDITION
 #: a stream that ended with one of these may not have reached a server (refused connection, failed
 #: handshake, no channel); any other status is a server's own answer
 UNREACHED_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN)
-#: how gRPC ends a stream still open when its connection reaches the server's max_connection_age_s
-#: and the grace after it: a rotation the server asked for (deploy/kubernetes sets 600 s), not a failure
-CONNECTION_AGED = "UNAVAILABLE: max connection age"
+#: how a stream ends that the server ended on purpose (status text prefix -> what to say): a rotation,
+#: not a failure - the next frame opens a new stream at once, no backoff. gRPC ends a stream still
+#: open when its connection reaches max_connection_age_s and its grace (deploy/kubernetes: 600 s);
+#: a draining replica (SIGTERM, a rollout) ends its streams once their frames are answered, and
+#: health NOT_SERVING sends the next one to another replica (backed off, ~74 of 7,200 frames ran
+#: here over two drains in s31-fleet's run; with no other replica the new stream fails and backs off)
+ROTATIONS = {"UNAVAILABLE: max connection age": "with its connection (the server's max_connection_age_s)",
+             f"UNAVAILABLE: {DRAINING_DETAILS}": "as its replica drains (shutting down)"}
 #: the largest bandwidth probe (probes are sized to the estimate: scheduler.link.probe_bytes)
 PROBE_BYTES = 64 * 1024
 #: a probe that reads this many times the estimate it was sized by is repeated at once
@@ -259,12 +265,10 @@ class OffloadSession:
             # the server closed a stream we left idle: open a new one when needed, no backoff
             log.debug("idle stream closed by the server: %s", error)
             return
-        if str(error) == CONNECTION_AGED:
-            # Streams outlive the connection's grace (stream_lifetime_s 300 s, grace_s 10 s): the
-            # frames in flight fell back above; the next frame opens a stream on a new connection
-            # at once - a backoff ran frames locally and warned every max_connection_age_s.
-            log.info("stream to %s ended with its connection (the server's max_connection_age_s); %d frame(s) in "
-                     "flight ran here; a new stream on a new connection", stream.replica or self.address, lost)
+        rotation = next((why for text, why in ROTATIONS.items() if str(error).startswith(text)), None)
+        if rotation is not None:  # the frames in flight fell back above; a backoff would run more here
+            log.info("stream to %s ended %s; %d frame(s) in flight ran here; a new stream on a new connection",
+                     stream.replica or self.address, rotation, lost)
             return
         hint = remote_hint(error) if error.code == grpc.StatusCode.RESOURCE_EXHAUSTED else ""
         self._failures.failed(f"stream to {stream.replica or self.address} ended: {error}" + (f"; {hint}" if hint else ""))

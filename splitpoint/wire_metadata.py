@@ -9,4 +9,7 @@
 """
 
 AGENT_METADATA_KEY = "splitpoint-agent"
+#: how a draining server's Infer streams end (UNAVAILABLE, its details starting so): a stream the
+#: client may replace at once on another replica (health NOT_SERVING keeps new ones off this one)
+DRAINING_DETAILS = "server is shutting down"
 REPLICA_METADATA_KEY = "splitpoint-replica"

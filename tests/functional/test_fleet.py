@@ -343,3 +343,37 @@ def test_a_connection_aged_out_with_a_grace_longer_than_the_agents_streams_cuts_
     assert sorted(r["frame_id"] for r in records) == list(range(40))
     assert [r.get("fallback_reason") for r in records if r["where"] != "cloud"] == []
     assert not [r for r in caplog.records if "ended with its connection" in r.getMessage()]
+
+
+def test_a_replica_draining_under_an_agent_is_a_rotation_not_a_failure(cloud_process: Callable, digits_bundle: Path,
+                                                                         tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A replica told to stop (SIGTERM, a rollout) answers its streams' frames, then ends them
+    UNAVAILABLE "server is shutting down": the agent warned and backed off 0.5-5 s, running
+    frames here while the other replica was SERVING (~74 of 7,200 frames over two drains in a
+    fleet run). Now the next frame opens a stream on the other replica at once."""
+    import logging
+
+    servers = [cloud_process("--grace-s", "3", listen=f"127.0.0.{i}:0") for i in (1, 2)]
+    conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:60", cloud=",".join(s.address for s in servers),
+                      split=3, fps=20.0, insecure=True, results=str(tmp_path / "r.jsonl"), grace_s=1.0)
+    conf.validate()
+    drained = threading.Event()
+
+    def drain_the_one_answering(record: dict) -> None:
+        if record["frame_id"] >= 15 and record.get("replica") and not drained.is_set():
+            drained.set()
+            busy = next(s for s in servers if s.address == record["replica"])
+            threading.Thread(target=busy.stop, daemon=True).start()  # SIGTERM to the replica in use
+
+    agent = EdgeAgent.from_config(conf, on_result=drain_the_one_answering)
+    with caplog.at_level(logging.INFO, logger="edge_node.agent"), \
+            open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps) as source:
+        agent.run(source)  # 3 s
+    assert drained.is_set()
+    records = sorted(read_results(tmp_path / "r.jsonl"), key=lambda r: r["frame_id"])
+    assert [r["frame_id"] for r in records] == list(range(60))
+    said = [r.getMessage() for r in caplog.records if "as its replica drains" in r.getMessage()]
+    assert said and all("a new stream" in m for m in said), said
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "ended" in r.getMessage()]
+    waited = [r["frame_id"] for r in records if "waiting to" in (r.get("fallback_reason") or "")]
+    assert not waited, waited  # no frame ran here for a backoff
