@@ -1,7 +1,7 @@
 """Updating the bundle as docs/field-deployment.md section 10 has it: the server restarts on the
 new bundle while an agent still runs the old one. The agent keeps running its frames locally
 (the server refuses them, FAILED_PRECONDITION); the journal gets one WARNING about it, then the
-fallback digest every 10 s - it got a WARNING per frame (twenty lines a second at 20 fps). And it
+fallback digest once a minute - it got a WARNING per frame (twenty lines a second at 20 fps). And it
 backs off from that server rather than sending it every frame to be refused (uplink and battery
 for nothing): most frames are run here without being sent."""
 
