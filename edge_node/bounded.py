@@ -14,7 +14,8 @@ out of memory. Both are kept here in bounded form:
   A dict of them (and the list of every record parsed to build it) took 2.1 GB to resume a
   log of a million records - a day of a 10 fps camera - more memory than a Pi 4 of 2 GB has.
 
-Neither is locked: each has one owner that holds its own lock around it.
+None is locked: each has one owner that holds its own lock around it (a resumed log's
+`RecordedOrigins` is filled once, as the log is opened, then only read).
 """
 
 from __future__ import annotations

@@ -129,6 +129,8 @@ class Recorder:
 
     def _write_ok(self, record: dict[str, Any], frame: Frame, split: int, where: str, label: int,
                   timings: dict[str, float], e2e_ms: float) -> None:
+        # why it ran here instead of in the cloud, without the details: the summary's and the metric's key
+        group = reason_group(record["fallback_reason"]) if "fallback_reason" in record else None
         with self._lock:  # the log line and the summary change together
             if not self._write(record):  # fatal, closed, or a second record (a bug the log reports)
                 return
@@ -138,8 +140,7 @@ class Recorder:
             s.local += where == "local"
             s.by_split[split] = s.by_split.get(split, 0) + 1
             s.end_to_end.add(e2e_ms)
-            if "fallback_reason" in record:
-                group = reason_group(record["fallback_reason"])
+            if group is not None:
                 s.local_instead[group] = s.local_instead.get(group, 0) + 1
             if "detections" in record:  # a detector: counted from the record itself, so the two agree
                 s.count_detections(record["detections"])
@@ -147,8 +148,8 @@ class Recorder:
                 s.labelled += 1
                 s.correct += int(label == frame.label)
         self.metrics.frames.labels(where, "ok").inc()
-        if "fallback_reason" in record:
-            self.metrics.fallbacks.labels(reason_group(record["fallback_reason"])).inc()
+        if group is not None:
+            self.metrics.fallbacks.labels(group).inc()
         for stage, ms in timings.items():
             self.metrics.stage_seconds.labels(stage).observe(ms / 1000)
         self.metrics.stage_seconds.labels("end_to_end").observe(e2e_ms / 1000)

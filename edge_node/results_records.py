@@ -2,9 +2,10 @@
 
 `dumps` writes a record as one line of strict JSON (a score or timing that is not finite
 becomes null: the log stays readable to any JSON reader); `parse_jsonl` reads a JSONL log
-back (`scan_jsonl` record by record), telling a torn last line (what a crash leaves: ignored) from a file that is not a
-results log (ConfigError naming the line); `origin` is where a record says its frame came
-from, what a resumed run checks against its source (edge_node/capture.py).
+back (`scan_jsonl` record by record, in the memory of one), telling a torn last line (what a
+crash leaves: ignored) from a file that is not a results log (ConfigError naming the line);
+`origin` is where a record says its frame came from, what a resumed run checks against its
+source (edge_node/capture.py); `reason_group` is a fallback reason without its details.
 """
 
 from __future__ import annotations
