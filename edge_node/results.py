@@ -63,7 +63,7 @@ from .results_file import (
     hold,
     is_sqlite,
 )
-from .results_records import StopCheck, dumps, frame_id, origin, parse_jsonl, scan_jsonl
+from .results_records import StopCheck, dumps, frame_id, origin, scan_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -381,17 +381,32 @@ def open_results(path: str | Path, fmt: str = "jsonl", fsync: bool = True, fresh
 
 def read_results(path: str | Path) -> list[dict[str, Any]]:
     """Every record of a results log of either format, in the order written."""
+    records: list[dict[str, Any]] = []
+    each_result(path, records.append)
+    return records
+
+
+def each_result(path: str | Path, take: Callable[[dict[str, Any]], None]) -> None:
+    """Every record of a results log of either format to `take`, in the order written, one at a
+    time (a log of months in the memory of one record; a log an agent still writes, up to its
+    last whole record). ConfigError naming the file when it is not a results log, OSError when
+    it cannot be read."""
     p = Path(path)
-    if is_sqlite(p):
-        db = sqlite3.connect(str(p), timeout=10.0)
+    if not is_sqlite(p):
+        with os.fdopen(open_regular(p, "results"), "rb") as fh:
+            scan_jsonl(p, fh, take)
+        return
+    try:
+        db = sqlite3.connect(p.resolve().as_uri() + "?mode=ro", uri=True, timeout=10.0)
         try:
-            try:
-                rows = db.execute("SELECT record FROM results ORDER BY written_unix_ns, frame_id").fetchall()
-            except sqlite3.OperationalError as exc:  # e.g. no results table yet
-                log.warning("results log %s: %s", p, exc)
-                return []
+            check_sqlite_log(p, db)
+            for (text,) in db.execute("SELECT record FROM results ORDER BY written_unix_ns, frame_id"):
+                record = json.loads(text)
+                if isinstance(record, dict):
+                    take(record)
         finally:
             db.close()
-        return [json.loads(text) for (text,) in rows]
-    with os.fdopen(open_regular(p, "results"), "rb") as fh:
-        return parse_jsonl(p, fh)[0]
+    except sqlite3.OperationalError as exc:  # e.g. a log made and not written yet: no results table
+        log.warning("results log %s: %s", p, exc)
+    except (sqlite3.DatabaseError, ValueError) as exc:
+        raise ConfigError("results", str(p), f"cannot be read as a SQLite results log ({exc})") from None

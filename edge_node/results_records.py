@@ -1,8 +1,8 @@
 """A results record as the log stores it: one JSON object per frame, with an integer frame_id.
 
 `dumps` writes a record as one line of strict JSON (a score or timing that is not finite
-becomes null: the log stays readable to any JSON reader); `parse_jsonl` reads a JSONL log
-back (`scan_jsonl` record by record, in the memory of one), telling a torn last line (what a
+becomes null: the log stays readable to any JSON reader); `scan_jsonl` reads a JSONL log
+back record by record, in the memory of one, telling a torn last line (what a
 crash leaves: ignored) from a file that is not a results log (ConfigError naming the line);
 `origin` is where a record says its frame came from, what a resumed run checks against its
 source (edge_node/capture.py); `reason_group` is a fallback reason without its details.
@@ -53,16 +53,10 @@ def frame_id(record: dict[str, Any]) -> int:
     return fid
 
 
-def parse_jsonl(path: Path, fh: IO[bytes]) -> tuple[list[dict[str, Any]], int]:
-    """Records of a JSONL log read from `fh` and the byte length of its intact part (a torn final
-    line excluded); ConfigError at the first line that shows the file is not a results log."""
-    records: list[dict[str, Any]] = []
-    return records, scan_jsonl(path, fh, records.append)
-
-
 def scan_jsonl(path: Path, fh: IO[bytes], take: Callable[[dict[str, Any]], None]) -> int:
-    """`parse_jsonl` handing each record to `take` as it is read, none of them kept: a log of
-    a million records is read in the memory of one. Returns the intact part's byte length."""
+    """Each record of a JSONL log read from `fh` to `take`, none kept (a log of a million records
+    is read in the memory of one); returns the byte length of its intact part (a torn final line
+    excluded). ConfigError at the first line that shows the file is not a results log."""
     good = 0
     n = 0
     while line := fh.readline(MAX_LINE_BYTES):

@@ -16,8 +16,6 @@ its first text as the example.
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -26,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from edge_node.bounded import LatencyMedian
-from edge_node.results_file import NOT_A_LOG_HINT, check_sqlite_log, is_sqlite
-from edge_node.results_records import reason_group, scan_jsonl
+from edge_node.results import each_result
+from edge_node.results_file import NOT_A_LOG_HINT
+from edge_node.results_records import reason_group
 from splitpoint.errors import ConfigError
-from splitpoint.files import open_regular
 
 #: reasons and errors shown per log, most frequent first; the rest are counted in one line
 SHOWN_REASONS = 8
@@ -148,36 +146,14 @@ class LogSummary:
 
 
 def read_log(path: str | Path, take: Callable[[dict[str, Any]], None]) -> None:
-    """Every record of a results log of either format to `take`; ConfigError naming the file
-    when it is not one (exit 2), OSError when it cannot be read."""
-    p = Path(path)
+    """Every record of a results log of either format to `take` (edge_node.results.each_result);
+    ConfigError naming the file as this command's LOG when it is not one (exit 2)."""
     try:
-        if is_sqlite(p):
-            _read_sqlite(p, take)
-            return
-        with os.fdopen(open_regular(p, "LOG"), "rb") as fh:
-            scan_jsonl(p, fh, take)
+        each_result(path, take)
     except ConfigError as err:
-        raise ConfigError("LOG", str(p), err.reason.removesuffix(NOT_A_LOG_HINT)) from None
+        raise ConfigError("LOG", str(path), err.reason.removesuffix(NOT_A_LOG_HINT)) from None
     except FileNotFoundError:  # a name given wrong: exit 2, as any bad input
-        raise ConfigError("LOG", str(p), "no such file") from None
-
-
-def _read_sqlite(p: Path, take: Callable[[dict[str, Any]], None]) -> None:
-    db = sqlite3.connect(p.resolve().as_uri() + "?mode=ro", uri=True, timeout=10.0)
-    try:
-        check_sqlite_log(p, db)
-        for (text,) in db.execute("SELECT record FROM results ORDER BY written_unix_ns, frame_id"):
-            try:
-                record = json.loads(text)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                take(record)
-    except sqlite3.DatabaseError as exc:
-        raise ConfigError("LOG", str(p), f"cannot be read as a SQLite results log ({exc})") from None
-    finally:
-        db.close()
+        raise ConfigError("LOG", str(path), "no such file") from None
 
 
 def summarize(paths: Iterable[str]) -> list[LogSummary]:
