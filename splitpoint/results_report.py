@@ -103,7 +103,8 @@ class LogSummary:
             self.hedged += 1
             self.hedged_local_first += r.get("where") == "local"
         self.raced += r.get("raced") is True
-        e2e = (r.get("timings_ms") or {}).get("end_to_end") if isinstance(r.get("timings_ms"), dict) else None
+        timings = r.get("timings_ms")
+        e2e = timings.get("end_to_end") if isinstance(timings, dict) else None
         if isinstance(e2e, (int, float)) and not isinstance(e2e, bool):
             self.latency.add(float(e2e))
         if r.get("true_label") is not None:
