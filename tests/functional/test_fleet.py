@@ -314,9 +314,12 @@ def test_a_connection_the_server_ages_out_is_a_rotation_not_a_failure(cloud_proc
         agent.run(source)  # 4 s
     said = [r for r in caplog.records if "max connection age" in r.getMessage()
             or "max_connection_age_s" in r.getMessage()]
-    assert said, [r.getMessage() for r in caplog.records]
-    assert all(r.levelno == logging.INFO and "a new stream on a new connection" in r.getMessage() for r in said), \
-        [r.getMessage() for r in said]
+    stream_ends = [r for r in said if r.getMessage().startswith("stream to ")]
+    assert stream_ends, [r.getMessage() for r in caplog.records]
+    assert all("a new stream on a new connection" in r.getMessage() for r in stream_ends), \
+        [r.getMessage() for r in stream_ends]
+    # a frame in flight at the cut runs here and is noted at INFO too; nothing about it warns
+    assert all(r.levelno == logging.INFO for r in said), [(r.levelname, r.getMessage()) for r in said]
     records = read_results(tmp_path / "r.jsonl")
     assert sorted(r["frame_id"] for r in records) == list(range(40))
     assert not [r for r in records if "unreachable" in (r.get("fallback_reason") or "")]
