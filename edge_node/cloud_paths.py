@@ -2,7 +2,8 @@
 
     offload(frame) -> held in the ledger -> session stream -> one of:
         answer               -> recorded, where "cloud"; the link estimate and the hedge margin learn
-        error answer         -> local fallback (the session moves off a RESOURCE_EXHAUSTED/UNAVAILABLE replica)
+        error answer         -> local fallback (the session moves off a RESOURCE_EXHAUSTED/UNAVAILABLE replica;
+                                a draining replica's refusal is said at INFO, as its stream's end is)
         malformed answer     -> local fallback
         stream end           -> local fallback for every frame held on that stream
         hedge time passes    -> `hedge`: the local run is queued and the frame stays held; the first
@@ -48,12 +49,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 import numpy as np
 
 from scheduler.paths import Timeline
 from scheduler.policy_base import FrameOutcome
 from splitpoint.errors import RemoteError, peer_text, status_code_from_int
 from splitpoint.v1 import offload_pb2
+from splitpoint.wire_metadata import DRAINING_DETAILS
 
 from .config import EdgeConfig
 from .edge_work import EdgeWork
@@ -216,8 +219,15 @@ class CloudPaths:
             code = status_code_from_int(resp.error.code)
             self.metrics.errors.labels(code.name).inc()
             message = peer_text(resp.error.message)  # the server's words: escaped and cut short
-            log.log(self._error_level(code.name), "frame %d failed in the cloud: %s %s", p.frame.index, code.name,
-                    message)
+            if code == grpc.StatusCode.UNAVAILABLE and resp.error.message.startswith(DRAINING_DETAILS):
+                # sent as its replica began to drain (a rollout, a scale-in): routine, as the stream's
+                # end that follows is (the session's ROTATIONS); the next frame goes to another replica
+                log.log(min(logging.INFO, self._error_level("draining")),  # its own period: not UNAVAILABLE's
+                        "frame %d was refused by %s as it drains (%s); it runs here", p.frame.index,
+                        p.stream.replica or "its replica", message)
+            else:
+                log.log(self._error_level(code.name), "frame %d failed in the cloud: %s %s", p.frame.index,
+                        code.name, message)
             self.fallback(p, f"cloud {code.name}: {message}")
             return
         outputs, problem = self.outputs(resp)

@@ -205,7 +205,7 @@ class FakeSession:
     def stream_of(self, fid: int) -> FakeStream:
         return next(s for s in self.streams if any(r.frame_id == fid for r in s.sent))
 
-    def answer(self, fid: int, kind: str = "ok") -> None:
+    def answer(self, fid: int, kind: str = "ok", message: str = "busy") -> None:
         resp = offload_pb2.InferResponse(frame_id=fid)
         if kind == "ok":
             resp.outputs.append(encode(SCORES, name="scores"))
@@ -214,7 +214,7 @@ class FakeSession:
             resp.outputs.append(encode(np.zeros((1, 3), np.float32), name="scores"))
         else:  # an error answer: kind is the status code's name
             resp.error.code = grpc.StatusCode[kind].value[0]
-            resp.error.message = "busy"
+            resp.error.message = message
         assert self.callbacks is not None
         self.callbacks.answer(self.stream_of(fid), resp)
 
@@ -580,6 +580,24 @@ def test_error_answer_falls_back(h: Harness, code: str) -> None:
     r = h.by_id()[0]
     assert (r["where"], r["split"], r["fallback_reason"]) == ("local", 1, f"cloud {code}: busy")
     assert h.idle() and h.booked() == ([], []) and h.agent.metrics.errors.labels(code)._value.get() == 1
+
+
+def test_a_frame_a_draining_replica_refuses_runs_here_without_a_warning(h: Harness,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """A frame sent as its replica began to drain (every rollout) was a WARNING "failed in the
+    cloud", beside the INFO that the stream's end is; another refusal of that code still warns."""
+    h.feed(0)
+    h.feed(1)
+    with caplog.at_level(logging.DEBUG, logger="edge_node.agent"):
+        h.session.answer(0, "UNAVAILABLE", "server is shutting down; frame not accepted")
+        h.session.answer(1, "UNAVAILABLE", "overloaded")
+    h.local.run_all()
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.getMessage().startswith("frame ")]
+    assert said[0] == ("INFO", "frame 0 was refused by replica-0 as it drains (server is shutting down; frame not "
+                               "accepted); it runs here"), said
+    assert ("WARNING", "frame 1 failed in the cloud: UNAVAILABLE overloaded") in said, said
+    assert h.by_id()[0]["fallback_reason"] == "cloud UNAVAILABLE: server is shutting down; frame not accepted"
+    assert h.idle()
 
 
 def test_malformed_answer_falls_back(h: Harness) -> None:
