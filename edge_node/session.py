@@ -11,15 +11,16 @@ lands on another replica. A stream that ends with an error starts a reconnect ba
 with full jitter (0.5 s doubling to 5 s), reset by the next answer; during it
 `current_stream` is None (the agent runs frames locally). So does a stream the agent
 gives up because it answered nothing for 2 x frame_deadline_ms (`give_up`). Failed streams are
-logged by `notices.StreamFailures`: one WARNING a minute at most.
+logged by `notices.StreamFailures`: one WARNING a minute at most. The link's probes are the
+session's `LinkProber` (edge_node/link_prober.py), on the same channel.
 
-Locks: `OffloadSession._lock` (stream, backoff, reached) is a leaf; callbacks run without it.
+Locks: `OffloadSession._lock` (stream, backoff, reached, frames handed a stream) is a leaf;
+callbacks run without it, and the prober asks for what it needs before taking its own.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import random
 import threading
 import time
@@ -27,8 +28,7 @@ from collections.abc import Callable
 
 import grpc
 
-from scheduler.cost import transfer_ms
-from scheduler.link import PROBE_TARGET_MS, LinkEstimator, probe_bytes
+from scheduler.link import LinkEstimator
 from splitpoint.errors import ConfigError, RemoteError, peer_text, status_code_from_int
 from splitpoint.remote_hints import is_refusal, remote_hint
 from splitpoint.v1 import offload_pb2
@@ -36,6 +36,7 @@ from splitpoint.wire_metadata import DRAINING_DETAILS
 
 from .client import CloudLink, InferStream, Interrupted, OffloadClient
 from .config import EdgeConfig
+from .link_prober import LinkProber
 from .notices import StreamFailures
 from .session_api import SessionCallbacks, Stream
 
@@ -58,12 +59,6 @@ UNREACHED_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDE
 #: here over two drains in s31-fleet's run; with no other replica the new stream fails and backs off)
 ROTATIONS = {"UNAVAILABLE: max connection age": "with its connection (the server's max_connection_age_s)",
              f"UNAVAILABLE: {DRAINING_DETAILS}": "as its replica drains (shutting down)"}
-#: the largest bandwidth probe (probes are sized to the estimate: scheduler.link.probe_bytes)
-PROBE_BYTES = 64 * 1024
-#: a probe that reads this many times the estimate it was sized by is repeated at once
-REPROBE_RISE = 1.5
-#: the prober never waits less than this between looks (a probe just fell due: poll again soon)
-PROBE_WAKE_MIN_S = 0.005
 
 
 class OffloadSession:
@@ -83,7 +78,7 @@ class OffloadSession:
         self.address = self.client.address
         self._jitter = jitter  # the wait before reconnecting, given the backoff (full jitter)
         self._callbacks: SessionCallbacks | None = None
-        self._lock = threading.Lock()  # _stream, _retry_at, _backoff, _reached, the probe schedule (a leaf)
+        self._lock = threading.Lock()  # _stream, _retry_at, _backoff, _reached, _streams_handed (a leaf)
         self._stream: InferStream | None = None
         self._retry_at = 0.0
         self._backoff = BACKOFF_START_S
@@ -91,26 +86,9 @@ class OffloadSession:
         self._last_error: RemoteError | None = None  # what the last failed call or stream said
         self._backoff_cause: RemoteError | None = None  # why the current backoff began (None: a give-up)
         self._failures = StreamFailures(clock=clock)  # streams that failed: logged at a bounded rate
-        self._last_probe = 0.0
-        #: the wait before the next idle probe: probe_first_s after a frame measured the link's
-        #: rate and while the camera keeps giving frames that do not (they run on the edge, or
-        #: are cuts too quick on the wire to measure it: the link is the path, or the payload,
-        #: they may be missing; a link that came back is seen within probe_first_s, not
-        #: probe_idle_s); doubling up to probe_idle_s while neither happens (no frames: nothing
-        #: to gain). _probed_traffic is the link's last_rate_sample right after our own last
-        #: probe: when it moves, a frame measured the rate since; _probed_frames the agent's
-        #: frames_planned() at that probe.
-        self._probe_gap = 0.0
-        self._reprobe = False  # the last probe read a rise: the next one is due now
-        self._streams_handed = 0  # frames given a stream to be sent on (current_stream)
-        self._probed_sends = 0  # _streams_handed when the last probe started
-        self._probe_took_s = 0.0  # how long the last probe took (its RTT exchange and bulk)
-        self._probed_traffic: float | None = None
-        self._probed_frames = 0
-        self._stop = threading.Event()
-        # Probes run beside the frames, never in front of one: a 64 KiB probe on a 2 Mbps uplink
-        # takes a quarter of a second, which a frame waiting behind it would pay.
-        self._prober = threading.Thread(target=self._probe_loop, name="link-prober", daemon=True)
+        self._streams_handed = 0  # frames given a stream to be sent on (current_stream): the prober's
+        self.prober = LinkProber(config, link, self.client, sends=self._sends, backoff_until=self._backoff_until,
+                                 on_failure=self._failed, clock=clock)
 
     # ------------------------------------------------------------------ the agent's side
 
@@ -151,8 +129,7 @@ class OffloadSession:
 
     def start(self, callbacks: SessionCallbacks) -> None:
         self._callbacks = callbacks
-        self.maybe_probe()  # before the first frame is captured: a first estimate costs no frame
-        self._prober.start()  # idles while the policy is fixed (a reload may make it adaptive)
+        self.prober.start(callbacks)
 
     def current_stream(self) -> InferStream | None:
         """The open stream, a fresh one when it is old or gone, None while backing off."""
@@ -196,6 +173,14 @@ class OffloadSession:
         with self._lock:
             self._last_error = err
 
+    def _sends(self) -> int:
+        with self._lock:
+            return self._streams_handed
+
+    def _backoff_until(self) -> float:
+        with self._lock:
+            return self._retry_at
+
     def interrupt(self) -> None:
         """Give up the Describe or probe in progress, and any later one, at once: the agent was
         told to stop (SIGTERM), and those calls would otherwise hold it until their deadline.
@@ -207,9 +192,7 @@ class OffloadSession:
         recorded any more, so the stream is cancelled rather than half-closed. `timeout_s`: how
         long a half-closed stream may take to end (what is left of the grace period); a server
         that never ends it is cut off then."""
-        self._stop.set()
-        if self._prober.is_alive():
-            self._prober.join(1.0)  # a probe in flight ends at its deadline or when the channel closes
+        self.prober.stop()
         with self._lock:
             stream = self._stream
         if stream is not None:
@@ -286,138 +269,3 @@ class OffloadSession:
             self._retry_at = self._clock() + wait
             self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
         return wait
-
-    # ------------------------------------------------------------------ probes
-
-    def _probe_loop(self) -> None:
-        """Background thread: probe whenever no frame has measured the link's rate for a while
-        (probe_first_s; doubling up to probe_idle_s once frames stop coming)."""
-        policy = self.config.policy
-        poll_s = min(0.1, policy.probe_first_s / 4, policy.probe_idle_s / 4)
-        wait_s = poll_s
-        while not self._stop.wait(wait_s):
-            wait_s = poll_s
-            try:
-                # Wake when the next probe falls due rather than up to a poll later: with the
-                # camera live the probe period is what bounds how soon a risen link is seen.
-                wait_s = min(poll_s, max(PROBE_WAKE_MIN_S, self.maybe_probe()))
-            except Exception as err:  # noqa: BLE001 - e.g. the channel closed under a probe at shutdown
-                log.debug("link probe ended: %s", err)
-
-    def maybe_probe(self) -> float:
-        """Measure the link when no frame has measured its rate for a while (and at start): none
-        was sent, or every one was on the wire for less than an RTT (scheduler/link.py: such a
-        reading is only a lower bound, and an agent sending small cuts on a fast link would
-        never see that a larger payload had become the quicker path). Returns
-        the seconds until the next probe could fall due (the prober's wait; frames may push it)."""
-        callbacks = self._callbacks
-        if callbacks is None or not callbacks.wants_probes():  # also after a reload to fixed
-            return math.inf
-        policy = self.config.policy
-        now = self._clock()
-        first = min(policy.probe_first_s, policy.probe_idle_s)
-        planned = callbacks.frames_planned()
-        frames_on_link = callbacks.frames_on_link()  # asked before the lock: the session's is a leaf
-        before = self.link.estimate()  # likewise (the link's lock)
-        size = min(PROBE_BYTES, probe_bytes(before.bandwidth_bps))  # ~50 ms of traffic, bounded
-        with self._lock:
-            frame_crossed = self.link.last_rate_sample != self._probed_traffic  # and measured the rate
-            if frame_crossed or self._streams_handed != self._probed_sends:
-                # Frames are crossing (or on their way): they measure the link, and a re-probe
-                # beside them delays them (in a step-only run, most likely what pushed one of
-                # the first frames past its hedge time).
-                self._reprobe = False
-            if frame_crossed:  # a new idle spell
-                self._probe_gap = first
-            gap = self._probe_gap
-            if self._last_probe and not self._reprobe:
-                # The spell is timed from the last frame that measured the rate, or, when only our probes
-                # did, from the last probe's start: timed from its end, every probe's own
-                # transfer (130 ms for 32 KiB at 2 Mbps) stretched the period by that much.
-                # Probes keep the link at most half busy: a slow one waits twice its length.
-                wait = self._last_probe + max(gap, 2 * self._probe_took_s) - now
-                if frame_crossed:
-                    wait = max(wait, gap - self.link.idle_s())
-                if wait > 0:
-                    return wait
-            if now < self._retry_at:
-                return self._retry_at - now
-            if frames_on_link:
-                # A frame planned for the link (its head is running) would queue behind the probe:
-                # the plan booked its transfer on a link it saw free. In the trace stage (RTT 10 ms,
-                # 792d828) the one k = 89 frame sent after an all-edge spell on ATT-LTE-driving 0 s
-                # and on Verizon-EVDO 1045 s ended hedged at 257 ms (3 frames late behind it) where
-                # the fixed k = 89 run sent it in 27-29 ms. Frames on the link measure it anyway,
-                # and their answers restart the spell: look again a poll later, not in 5 ms steps
-                # for as long as a stalled frame holds the link.
-                return first
-            if (self._streams_handed != self._probed_sends and not self._reprobe
-                    and transfer_ms(size, before.bandwidth_bps) > PROBE_TARGET_MS):
-                # Frames are being sent, as cuts too quick on the wire to measure the rate: a
-                # probe beside them is what could show that a larger payload has become the
-                # quicker path, but it holds the link they use. Only while it is cheap (its
-                # bytes in PROBE_TARGET_MS at the estimate: 32 KiB needs 5.2 Mbps): sent at
-                # 4 Mbps beside TMobile-LTE-short's k = 89 frames (RTT 10 ms, one run), 32 KiB
-                # held the link for ~65 ms of every 0.5 s, delayed frames by up to 22 ms and sent
-                # others to the edge (1.026x the best fixed split, 1.009x without them), where no
-                # larger payload could have won. "Being sent" is since this look, not since the
-                # last probe: counted from the last probe, an agent that went all-edge with a low
-                # estimate stayed "offloading" and was never probed again (15a619b: the whole
-                # 50 Mbps phase of the step on the edge, and Verizon-LTE-short's last 2 s).
-                self._probed_sends = self._streams_handed
-                return first
-            self._last_probe = now
-            reprobing, self._reprobe = self._reprobe, False
-            # Frames sent since the last probe: the agent is offloading (cuts too quick on the
-            # wire to measure the rate), and its frames' own outcomes (hedges, late answers) are
-            # its risk evidence (scheduler/risk.py); a probe is judged for the link's drops only
-            # for an agent that has none. Judged beside the frames (TMobile-LTE-short, RTT 10 ms,
-            # one run), an agent that had offloaded every frame ran 30 of its 200 on the edge,
-            # each ~15 ms slower than the k = 89 it had been sending - most likely held there by
-            # the drops its probes met (the reasons are not logged).
-            offloading = self._streams_handed != self._probed_sends
-            self._probed_sends = self._streams_handed
-            # Frames planned since the last probe ran on the edge (none crossed): the camera is
-            # live, so keep watching the link at probe_first_s. Costs up to one probe (32-48 KiB)
-            # per probe_first_s while the agent is all-edge; no frames: back off.
-            camera_live = planned != self._probed_frames
-            self._probed_frames = planned
-            self._probe_gap = first if camera_live else min(policy.probe_idle_s, 2 * gap)
-        before_bps, measured = before.bandwidth_bps, before.samples > 0
-        timeout_s = self.config.connect_timeout_s + max(1.0, size * 8 / 100e3)  # 100 kbps floor
-        try:
-            rtt_ms, resp = self.client.probe(0, 0, timeout_s=timeout_s)
-            self.link.observe_rtt(max(0.01, rtt_ms - resp.server_time_ms))
-            if callbacks.frames_on_link():
-                # planned during the RTT exchange (an RTT or more: 10-70 ms): its plan did not see
-                # this probe, so the bulk would go ahead of it. Checked again here, the window in
-                # which a plan can miss a probe is the few microseconds to probe_sent below.
-                log.debug("probe: a frame was planned for the link during the RTT exchange; no bulk")
-                return 0.0
-            callbacks.probe_sent(size, transfer_ms(size, before_bps), before.rtt_ms)  # the cost model's time
-            answered = False
-            try:
-                bulk_ms, resp = self.client.probe(size, 0, timeout_s=timeout_s)
-                answered = True
-            finally:
-                callbacks.probe_done(answered)
-            # A re-probe is not judged for drops: its prediction is the one reading it repeats,
-            # and a noisy high one (48 KiB is 8 ms on the wire at 50 Mbps) made the re-probe
-            # after it look like a drop, which the hedge risk would count against offloading.
-            sample_bps = self.link.observe_probe(size, bulk_ms, resp.server_time_ms,
-                                                 judged=not reprobing and not offloading)
-            with self._lock:
-                self._probed_traffic = self.link.last_rate_sample
-                self._probe_took_s = self._clock() - now
-                # A link that rose during the probe: the reading blends the old rate and the new
-                # (a 32 KiB probe at 2 Mbps that a rise to 50 Mbps hits half way through reads
-                # 3.8 Mbps). Read it again at once rather than a probe period later; one
-                # re-probe per reading, so a noisy link costs at most twice the probes.
-                # Not after a first reading: the estimate it is compared with was a guess.
-                self._reprobe = sample_bps > REPROBE_RISE * before_bps and not reprobing and measured
-            log.debug("probe: %s", self.link.estimate())
-        except RemoteError as err:
-            if not isinstance(err, Interrupted):
-                self._failed(err)
-            log.info("link probe failed: %s", err)
-        return 0.0  # look again at once: what is due next is worked out there

@@ -370,13 +370,13 @@ def test_idle_probes_start_soon_after_the_last_frame_and_back_off_to_probe_idle_
     cfg = EdgeConfig(bundle="b", source="s")
     cfg.policy.probe_first_s, cfg.policy.probe_idle_s = 0.5, 2.0
     session = OffloadSession(cfg, "sha256:fake", link, client=client, clock=clock)
-    session._callbacks = SessionCallbacks(lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True)
+    session._callbacks = session.prober._callbacks = SessionCallbacks(lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True)
 
     def bulk_probe_times(until: float) -> list[float]:
         """Probe times (step 1/8 s: exact in binary) after the clock's now, up to `until`."""
         start = clock.t
         while clock.t < until:
-            session.maybe_probe()
+            session.prober.maybe_probe()
             clock.t += 0.125
         return [t - start for t, size in probes if size > 0 and t >= start]
 
@@ -400,7 +400,7 @@ def test_idle_probes_keep_to_probe_first_s_while_frames_run_on_the_edge() -> Non
         """Probe times after now up to `until`, a frame planned (run locally) every 1/8 s if `frames`."""
         start = clock.t
         while clock.t < until:
-            session.maybe_probe()
+            session.prober.maybe_probe()
             clock.t += 0.125
             planned[0] += frames
         return [t - start for t in probes if t >= start]
@@ -424,7 +424,7 @@ def test_small_cuts_quick_on_the_wire_do_not_hold_off_the_probes() -> None:
         """Probe times after now up to `until`, a frame sent every 1/8 s with this time on the link."""
         start = clock.t
         while clock.t < until:
-            session.maybe_probe()
+            session.prober.maybe_probe()
             clock.t += 0.125
             if wire_bytes:
                 planned[0] += 1
@@ -466,7 +466,7 @@ def _session_with_fake_probes(clock, link, probe):  # noqa: ANN001, ANN202 - tes
     cfg.policy.probe_first_s, cfg.policy.probe_idle_s = 0.5, 2.0
     session = OffloadSession(cfg, "sha256:fake", link, client=client, clock=clock)
     planned = [0]
-    session._callbacks = SessionCallbacks(lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True,
+    session._callbacks = session.prober._callbacks = SessionCallbacks(lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True,
                                           frames_planned=lambda: planned[0])
     return session, stream, planned
 
@@ -487,7 +487,7 @@ def test_probes_beside_offloaded_frames_are_not_judged_for_drops() -> None:
 
         session, stream, planned = _session_with_fake_probes(clock, link, probe)
         for _ in range(5):
-            session.maybe_probe()
+            session.prober.maybe_probe()
             for _ in range(4):  # four frames until the next probe is due (1/8 s: exact in binary)
                 clock.t += 0.125
                 planned[0] += 1
@@ -511,7 +511,7 @@ def test_probes_beside_offloaded_cuts_only_while_they_are_cheap() -> None:
         bulks: list[float] = []
         session, stream, planned = _session_with_fake_probes(clock, link, _steady_probe(clock, 10.0, link_bps, bulks))
         while clock.t < 103.0:
-            session.maybe_probe()
+            session.prober.maybe_probe()
             clock.t += 0.125
             planned[0] += 1
             if offloading and clock.t < frames_until:  # a 4.7 KB cut, under 10 ms on the wire of a 10 ms RTT
@@ -569,7 +569,8 @@ def _all_edge_session(uplink: SteppedUplink, link: LinkEstimator):
     """A session whose camera keeps giving frames that run on the edge (planned moves on every
     look), driven the way its prober thread drives it: wait what maybe_probe returns."""
     from edge_node.config import EdgeConfig
-    from edge_node.session import PROBE_WAKE_MIN_S, OffloadSession, SessionCallbacks
+    from edge_node.link_prober import PROBE_WAKE_MIN_S
+    from edge_node.session import OffloadSession, SessionCallbacks
 
     cfg = EdgeConfig(bundle="b", source="s")
     cfg.policy.probe_first_s, cfg.policy.probe_idle_s = 0.5, 2.0
@@ -580,12 +581,12 @@ def _all_edge_session(uplink: SteppedUplink, link: LinkEstimator):
         planned[0] += 1
         return planned[0]
 
-    session._callbacks = SessionCallbacks(lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True,
+    session._callbacks = session.prober._callbacks = SessionCallbacks(lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True,
                                           frames_planned=frames_planned)
 
     def run_until(until: float) -> None:
         while uplink.clock.t < until:
-            wait = min(0.1, max(PROBE_WAKE_MIN_S, session.maybe_probe()))  # moves the clock by its probe
+            wait = min(0.1, max(PROBE_WAKE_MIN_S, session.prober.maybe_probe()))  # moves the clock by its probe
             uplink.clock.t += wait
 
     run_until.session = session  # type: ignore[attr-defined]
@@ -611,11 +612,11 @@ def test_the_bulk_probe_is_reported_to_the_planner_while_it_holds_the_link() -> 
     events: list[tuple] = []
     session = OffloadSession(EdgeConfig(bundle="b", source="s"), "sha256:fake", link, client=uplink,  # type: ignore[arg-type]
                              clock=clock)
-    session._callbacks = SessionCallbacks(
+    session._callbacks = session.prober._callbacks = SessionCallbacks(
         lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True,
         probe_sent=lambda size, transfer_ms, after_ms: events.append(("sent", clock.t, size, transfer_ms, after_ms)),
         probe_done=lambda answered: events.append(("done", clock.t, answered)))
-    session.maybe_probe()
+    session.prober.maybe_probe()
     (_, sent_t, size, transfer_ms, after_ms), (_, done_t, answered) = events
     assert sent_t == pytest.approx(100.010)  # after the 10 ms RTT exchange
     assert size == PROBE_MIN_BYTES and transfer_ms == pytest.approx(cost_transfer_ms(size, 1.1e6))  # framing included
@@ -629,8 +630,8 @@ def test_the_bulk_probe_is_reported_to_the_planner_while_it_holds_the_link() -> 
 
     uplink.probe = broken  # type: ignore[method-assign]
     events.clear()
-    session._reprobe, clock.t = True, clock.t + 5.0
-    session.maybe_probe()
+    session.prober._reprobe, clock.t = True, clock.t + 5.0
+    session.prober.maybe_probe()
     assert [e[0] for e in events] == ["sent", "done"] and events[1][2] is False
 
 
@@ -647,11 +648,11 @@ def test_no_probe_starts_while_a_frame_is_planned_for_the_link() -> None:
     busy = [True]
     session = OffloadSession(EdgeConfig(bundle="b", source="s"), "sha256:fake", LinkEstimator(clock=clock),
                              client=uplink, clock=clock)  # type: ignore[arg-type]
-    session._callbacks = SessionCallbacks(lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True,
+    session._callbacks = session.prober._callbacks = SessionCallbacks(lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True,
                                           frames_on_link=lambda: busy[0])
-    assert session.maybe_probe() == 0.5 and uplink.bulk_starts == []  # probe_first_s
+    assert session.prober.maybe_probe() == 0.5 and uplink.bulk_starts == []  # probe_first_s
     busy[0] = False
-    session.maybe_probe()
+    session.prober.maybe_probe()
     assert uplink.bulk_starts == [pytest.approx(100.010)]
 
 
@@ -677,10 +678,10 @@ def test_no_bulk_probe_after_a_frame_was_planned_during_its_rtt_exchange() -> No
     sent: list[int] = []
     session = OffloadSession(EdgeConfig(bundle="b", source="s"), "sha256:fake", link, client=uplink,  # type: ignore[arg-type]
                              clock=clock)
-    session._callbacks = SessionCallbacks(lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True,
+    session._callbacks = session.prober._callbacks = SessionCallbacks(lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True,
                                           frames_on_link=lambda: busy[0],
                                           probe_sent=lambda size, transfer_ms, after_ms: sent.append(size))
-    session.maybe_probe()
+    session.prober.maybe_probe()
     assert uplink.bulk_starts == [] and sent == []
     assert link.estimate().rtt_ms == pytest.approx(10.0)  # the exchange's reading is kept
 
@@ -776,7 +777,7 @@ def test_a_re_probe_is_dropped_once_a_frame_is_sent() -> None:
     session = run_until.session  # type: ignore[attr-defined]
     while link.estimate().bandwidth_bps < 40e6:
         run_until(clock.t + 0.001)
-    assert session._reprobe  # the rise was read: a re-probe is due ...
+    assert session.prober._reprobe  # the rise was read: a re-probe is due ...
     assert session.current_stream() is not None  # ... and a frame is sent on the new estimate
     run_until(clock.t + 0.3)
     assert _reprobes(uplink) == [], uplink.bulk_starts
