@@ -38,7 +38,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from splitpoint.linkemu import LinkEmulator  # noqa: E402 - after the path fix above
+from splitpoint.bundle import load_bundle  # noqa: E402 - after the path fix above
+from splitpoint.errors import SplitpointError  # noqa: E402
+from splitpoint.linkemu import LinkEmulator  # noqa: E402
 
 SAMPLE_S = 15.0
 TOKENS = ("A" * 24, "B" * 24)  # the server accepts both; the agent's file alternates
@@ -204,6 +206,10 @@ class Soak:
                     self.server.wait(30)
                 except subprocess.TimeoutExpired:
                     self.server.kill()
+        if not (self.out / "results.jsonl").exists():
+            last = (self.out / "agent.log").read_text(errors="replace").strip().splitlines()[-1:]
+            print(f"the agent ended before writing a record (exit {rc}): {last[0] if last else 'no output'}")
+            return 1
         ids = [json.loads(line)["frame_id"] for line in open(self.out / "results.jsonl")]
         for label, row in (("first", rows[0]), ("last", rows[-1])) if rows else ():
             print(f"{label} sample: {json.dumps(row)}")
@@ -218,12 +224,21 @@ def main() -> int:
     ap.add_argument("--bundle", required=True)
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--fps", type=float, default=25.0)
-    ap.add_argument("--splits", type=lambda s: [int(x) for x in s.split(",")], default=[0, 20, 60],
-                    help="three splits the bundle has: served, and the two the reloads switch between (default 0,20,60)")
+    ap.add_argument("--splits", type=lambda s: [int(x) for x in s.split(",")], default=None,
+                    help="three splits the bundle has: served, and the two the reloads switch between "
+                         "(default: its first, one a third in and one two thirds in)")
     ap.add_argument("--kill-every", type=lambda s: tuple(float(x) for x in s.split(",")), default=(45.0, 75.0),
                     help="LO,HI: seconds of serving before each SIGKILL of the server; 0,0: never")
     ap.add_argument("--out", default=None, help="directory for logs, samples and results (default: a new temp directory)")
     args = ap.parse_args()
+    try:
+        have = [s.split for s in load_bundle(Path(args.bundle)).manifest.splits]
+    except SplitpointError as err:
+        ap.error(str(err))
+    if args.splits is None:
+        args.splits = [have[0], have[len(have) // 3], have[2 * len(have) // 3]]
+    if len(args.splits) != 3 or not set(args.splits) <= set(have):
+        ap.error(f"--splits {','.join(map(str, args.splits))}: three of the bundle's splits are needed; it has {have}")
     args.out = args.out or tempfile.mkdtemp(prefix="splitpoint-soak-")
     print(f"soak: {args.minutes:g} min in {args.out}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
