@@ -4,6 +4,8 @@ handed back to the system's for a long run's later files, removed whatever it ho
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -33,3 +35,44 @@ def test_no_own_directory_when_none_can_be_made(tmp_path: Path, monkeypatch: pyt
     assert scratch_dir.use_own() is None
     assert tempfile.tempdir == str(tmp_path / "missing")
     scratch_dir.remove(None)
+
+
+def hold_own_directory(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """A real process that made its own temp directory under tmp_path and lives on."""
+    code = ("import sys, tempfile; tempfile.tempdir = sys.argv[1]; from splitpoint import scratch_dir; "
+            "print(scratch_dir.use_own(), flush=True); sys.stdin.read()")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+    assert proc.stdout is not None
+    path = Path(proc.stdout.readline().strip())  # printed once its directory is made and locked
+    assert path.parent == tmp_path and (path / scratch_dir.OWNER_FILE).exists(), path
+    return proc, path
+
+
+def test_a_killed_processs_directory_is_removed_by_the_next_command(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """os._exit and SIGKILL leave the directory; a server restarted in a loop where /tmp stays
+    (a container's restart policy) left one per crash. The next command removes those whose
+    process is gone, and keeps a living one's and an older splitpoint's (no owner file)."""
+    killed, killed_dir = hold_own_directory(tmp_path)
+    (killed_dir / "__autograph_generated_file1.py").write_text("x = 1\n")
+    killed.kill()
+    killed.wait(10)
+    living, living_dir = hold_own_directory(tmp_path)
+    older = tmp_path / "splitpoint-123-abc_9"
+    older.mkdir()
+    elsewhere = tmp_path / "not-ours-1-abc"
+    (elsewhere / "sub").mkdir(parents=True)
+    try:
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+        own = scratch_dir.use_own()
+        assert own is not None
+        assert not killed_dir.exists()
+        assert living_dir.exists() and older.exists() and elsewhere.exists()
+        scratch_dir.stop_using()
+        scratch_dir.remove(own)
+    finally:
+        living.stdin.close()  # type: ignore[union-attr]
+        living.wait(10)
+    assert living_dir.exists()  # it ended without removing it (as a killed one): the next start will
+    assert scratch_dir.sweep(str(tmp_path), keep="") == 1 and not living_dir.exists()
