@@ -53,10 +53,18 @@ def frame_id(record: dict[str, Any]) -> int:
     return fid
 
 
-def scan_jsonl(path: Path, fh: IO[bytes], take: Callable[[dict[str, Any]], None]) -> int:
+#: how the agent writes a record's start (`dumps`, frame_id first): what `scan_jsonl` reads an id from
+#: without parsing the line
+_ID_START = re.compile(rb'\{"frame_id":(0|[1-9][0-9]*)[,}]')
+
+
+def scan_jsonl(path: Path, fh: IO[bytes], take: Callable[[dict[str, Any]], None],
+               take_id: Callable[[int], None] | None = None) -> int:
     """Each record of a JSONL log read from `fh` to `take`, none kept (a log of a million records
     is read in the memory of one); returns the byte length of its intact part (a torn final line
-    excluded). ConfigError at the first line that shows the file is not a results log."""
+    excluded). ConfigError at the first line that shows the file is not a results log.
+    `take_id`: only the frame ids are wanted - a whole line that starts as the agent writes a
+    record gives its id to take_id unparsed (a tenth of the time); any other line is read as above."""
     good = 0
     n = 0
     while line := fh.readline(MAX_LINE_BYTES):
@@ -64,7 +72,9 @@ def scan_jsonl(path: Path, fh: IO[bytes], take: Callable[[dict[str, Any]], None]
         whole = line.endswith(b"\n")
         if not whole and len(line) == MAX_LINE_BYTES:
             raise ConfigError("results", str(path), NOT_A_LOG.format(f"line {n} is longer than {MAX_LINE_BYTES >> 20} MiB"))
-        if line.strip():
+        if take_id is not None and whole and (start := _ID_START.match(line)) is not None:
+            take_id(int(start[1]))
+        elif line.strip():
             try:
                 record = json.loads(line)
             except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors

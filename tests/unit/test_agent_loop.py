@@ -856,6 +856,38 @@ def test_on_ready_comes_after_the_sessions_start_and_before_the_first_frame(tmp_
     assert [r["frame_id"] for r in h.records] == [0]
 
 
+class CameraLike:
+    """A source that numbers its frames from 0 each time it is opened, as a camera does."""
+
+    description = "fake camera"
+    restarts_numbering = True
+
+    def __init__(self, n: int) -> None:
+        self.n, self.first = n, 0
+
+    def number_from(self, first: int) -> None:
+        self.first = first
+
+    def __iter__(self) -> Any:
+        return iter([Frame(i, np.zeros((2, 2, 1), np.uint8), None, f"camera:9#{i}", time.time_ns())
+                     for i in range(self.first, self.first + self.n)])
+
+
+def test_a_camera_resumes_after_the_highest_id_read_without_origins(tmp_path: Path) -> None:
+    """A camera numbers after the log's highest id, all it needs of the log: read for ids alone
+    (and from a log that another run's records also fill, the highest of all)."""
+    log = tmp_path / "r.jsonl"
+    log.write_text("".join(f'{{"frame_id":{i},"origin":"camera:9#{i}","status":"ok"}}\n' for i in range(5))
+                   + '{"origin": "img_0.png", "frame_id": 40}\n')
+    h = Harness(log, executor=ImmediateExecutor())
+    h.policy.k = K
+    h.agent.run(CameraLike(3))
+    assert [r["frame_id"] for r in h.records] == [41, 42, 43]
+    done = h.agent._done_at_start
+    assert len(done) == 6 and list(done.items()) == []  # its ids, no origins
+    assert [json.loads(line)["frame_id"] for line in log.read_text().splitlines()] == [0, 1, 2, 3, 4, 40, 41, 42, 43]
+
+
 class PlanningPolicy(FakePolicy):
     """Plans paths as an adaptive policy does (it has a link estimate); remembers next_arrival."""
 
