@@ -123,8 +123,6 @@ class EdgeAgent:
         self._reload_requested = threading.Event()
         self._stop_at: float | None = None  # when stop() was first called (the grace period starts)
         self._done_at_start = RecordedOrigins()  # frame id -> origin the log recorded before this run
-        #: the source numbers its frames after the log's (a camera): its ids are all resume needs
-        self._resume_ids_only = False
         self._wanted_cloud = 0  # frames whose split sent (or meant to send) them to the cloud
         self._planned = 0  # frames planned (any path): the session probes faster while it moves
         self.fallback_digest = FallbackDigest()
@@ -178,9 +176,6 @@ class EdgeAgent:
             # fps) come whether or not the agent is ready: those may overlap on the two resources.
             self.ledger.narrow(1)
             self._one_in_flight = True
-        # A camera's resume needs only the log's highest id: read without origins, a day's log of a
-        # million records opens in a fraction of the time (docs/field-deployment.md)
-        self._resume_ids_only = bool(getattr(source, "restarts_numbering", False))
         try:  # everything after this point is undone by close(), also when a check fails
             self.start()
             if on_ready is not None:
@@ -216,7 +211,7 @@ class EdgeAgent:
             log.debug("the policy runs every frame on the edge: the server is not described")
         try:
             self._done_at_start = self.recorder.open(cfg.results, cfg.results_format, cfg.results_fsync, cfg.resume,
-                                                     stop=self._stop.is_set, ids_only=self._resume_ids_only)
+                                                     stop=self._stop.is_set)
         except ReadingStopped:  # told to stop while a long log was read: no frame is read (capture sees stop)
             log.info("stopped while reading the results log %s; it is left as it was", cfg.results)
             return

@@ -54,12 +54,12 @@ class Recorder:
         self._lock = threading.Lock()
 
     def open(self, path: str, fmt: str, fsync: bool, resume: bool,
-             stop: Callable[[], bool] = lambda: False, ids_only: bool = False) -> RecordedOrigins:
+             stop: Callable[[], bool] = lambda: False) -> RecordedOrigins:
         """Open (or, without resume, first move aside) the log; the frame ids it already records,
-        each with the origin its record names (`ids_only`: the ids alone). `stop`: once true,
-        reading the log is given up (results_records.ReadingStopped).
+        each with the origin its record names. `stop`: once true, reading the log is given up
+        (results_records.ReadingStopped).
         The log is this agent's alone until `close()`: a second agent on it is refused (ConfigError)."""
-        results = open_results(path, fmt, fsync, fresh=not resume, stop=stop, ids_only=ids_only)
+        results = open_results(path, fmt, fsync, fresh=not resume, stop=stop)
         if results.moved_aside is not None:
             log.warning("resume is off: the old results log %s was renamed to %s; starting over", path,
                         results.moved_aside)
