@@ -276,10 +276,13 @@ class _Drone:
             call = self.stub.Infer(self._requests(feed), metadata=[(AGENT_METADATA_KEY, f"loadtest-{self.n}")])
             code = "OK"
             try:
-                metadata = call.initial_metadata()
-                if not call.done():  # a call that failed to connect also "returns" its metadata
+                taken = dict(call.initial_metadata() or ()).get(REPLICA_METADATA_KEY)
+                if taken is not None:  # the server took the stream (it names itself only then)
                     self.ready.set()
-                replica = dict(metadata or ()).get(REPLICA_METADATA_KEY, "?")
+                # A call that failed to connect, or that the server refused (a token, a limit), also
+                # "returns" metadata, and done() could still be False then: the drone counted as
+                # connected and the run ended in figures of nothing instead of the refusal (a full test run, once).
+                replica = taken or "?"
                 for resp in call:
                     self._answer(resp, replica)
             except grpc.RpcError as err:

@@ -8,6 +8,11 @@ report read like 50 (the refused drones' frames counted as "skipped (window full
 
 from __future__ import annotations
 
+import threading
+from types import SimpleNamespace
+from typing import Any
+
+import grpc
 import pytest
 
 from splitpoint.loadtest import LoadReport
@@ -29,3 +34,51 @@ def test_a_fleet_partly_refused_says_how_many_drones_ran_and_why() -> None:
 def test_a_whole_fleet_says_nothing_more() -> None:
     report = LoadReport(config={}, seconds=5.0, connected=2, sent=10, answered=10, per_agent_answered=[5, 5])
     assert "opened a stream" not in report.text() and "no stream" not in report.text()
+
+
+class _Refused(grpc.RpcError):
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAUTHENTICATED
+
+    def details(self) -> str:
+        return "missing or invalid bearer token"
+
+
+class _Call:
+    """An Infer call as gRPC hands it back: metadata first, then the answers or the error."""
+
+    def __init__(self, metadata: tuple, iterated: threading.Event) -> None:
+        self.metadata, self.iterated = metadata, iterated
+
+    def initial_metadata(self) -> tuple:
+        return self.metadata
+
+    def done(self) -> bool:
+        return False  # a refused call's status may not have arrived when its metadata "returns"
+
+    def __iter__(self) -> Any:
+        self.iterated.set()
+        if not self.metadata:
+            raise _Refused()
+        return iter(())
+
+
+@pytest.mark.parametrize("taken", [False, True])
+def test_a_drone_is_connected_only_once_the_server_took_its_stream(taken: bool) -> None:
+    """A stream the server refused (a token, a limit) "returned" empty metadata before its status:
+    the drone counted as connected, and a loadtest without the token ended in figures of nothing
+    instead of the refusal (a full test run, once)."""
+    from splitpoint.loadtest import LoadtestConfig, _Drone, _Tally
+    from splitpoint.wire_metadata import REPLICA_METADATA_KEY
+
+    conf = LoadtestConfig(bundle="b", target="127.0.0.1:1", insecure=True)
+    tally = _Tally()
+    drone = _Drone(0, conf, conf.security, [], tally)
+    iterated = threading.Event()
+    call = _Call(((REPLICA_METADATA_KEY, "replica-a"),) if taken else (), iterated)
+    drone.stub = SimpleNamespace(Infer=lambda requests, metadata=None: call)  # type: ignore[assignment]
+    drone.start()
+    assert iterated.wait(5.0)
+    drone.stop()
+    assert drone.ready.is_set() == taken
+    assert tally.last_error == ("" if taken else "UNAUTHENTICATED: missing or invalid bearer token")
