@@ -71,7 +71,6 @@ class OffloadSession:
         self.config = config
         self._clock = clock  # backoff and probe times (the link estimator keeps its own clock)
         self.model_digest = model_digest
-        self.link = link
         self.client: CloudLink = client or OffloadClient(
             config.cloud, config.max_message_bytes, config.connect_timeout_s, config.security,
             keepalive_s=config.keepalive_s, agent_name=config.agent_name)
@@ -87,6 +86,7 @@ class OffloadSession:
         self._backoff_cause: RemoteError | None = None  # why the current backoff began (None: a give-up)
         self._failures = StreamFailures(clock=clock)  # streams that failed: logged at a bounded rate
         self._streams_handed = 0  # frames given a stream to be sent on (current_stream): the prober's
+        # `link` is the prober's: the estimate its probes feed (the agent's frames feed it too)
         self.prober = LinkProber(config, link, self.client, sends=self._sends, backoff_until=self._backoff_until,
                                  on_failure=self._failed, clock=clock)
 
