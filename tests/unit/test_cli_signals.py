@@ -19,6 +19,10 @@ pytestmark = pytest.mark.edge_side  # no TensorFlow
 @pytest.fixture(autouse=True)
 def restore_signals() -> Iterator[None]:
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    # SIGINT as Python sets it at start, whatever this process inherited: started in the background
+    # by a shell without job control, pytest has it ignored, and what Held gives back on release
+    # (what was there) is then SIG_IGN - two tests here failed in a CI run started that way
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     for s, h in saved.items():
         signal.signal(s, h)
