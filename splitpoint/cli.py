@@ -26,7 +26,7 @@ from splitpoint import cli_parser, partition_guard, scratch_dir
 from splitpoint import config as cfg
 from splitpoint.cli_cloud import cmd_cloud
 from splitpoint.cli_edge import cmd_edge
-from splitpoint.cli_logging import logging_restored, setup_logging
+from splitpoint.cli_logging import PIPE_CLOSED_EXIT, logging_restored, setup_logging, stdout_gone
 from splitpoint.cli_parser import Command
 from splitpoint.cli_signals import HELD
 from splitpoint.errors import ConfigError, SplitpointError
@@ -378,11 +378,12 @@ def _command(args: argparse.Namespace, run: Callable[[], int]) -> int:
     except SplitpointError as err:  # exit 2: fix the command, config or input; 1: the run failed
         print(f"splitpoint {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code
-    except OSError as err:  # what no command foresaw (a disk filling mid-write): one line, not a traceback
-        log.debug("%s failed", args.command, exc_info=True)  # -v: where
-        where = f"{err.filename}: " if err.filename else ""
-        print(f"splitpoint {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
-        return 1
+    except BrokenPipeError as err:
+        if stdout_gone():  # whoever read the output stopped (`splitpoint results LOG | head`): not an error
+            return PIPE_CLOSED_EXIT
+        return _os_error(args, err)
+    except OSError as err:
+        return _os_error(args, err)
     except MemoryError:  # numpy asked for more than there is (a size or count too large for this machine)
         log.debug("%s ran out of memory", args.command, exc_info=True)
         print(f"splitpoint {args.command}: error: out of memory: a size or count given is too large for this "
@@ -391,6 +392,14 @@ def _command(args: argparse.Namespace, run: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _os_error(args: argparse.Namespace, err: OSError) -> int:
+    """What no command foresaw (a disk filling mid-write): one line, not a traceback; exit 1."""
+    log.debug("%s failed", args.command, exc_info=True)  # -v: where
+    where = f"{err.filename}: " if err.filename else ""
+    print(f"splitpoint {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
+    return 1
 
 
 def run() -> None:

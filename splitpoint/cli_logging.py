@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,6 +57,34 @@ def logging_restored() -> Iterator[None]:
         root.setLevel(level)
 
 
+#: the exit code of a command whose output's reader went away, as of a process a closed pipe ends (SIGPIPE)
+PIPE_CLOSED_EXIT = 128 + 13
+
+
+def stdout_gone() -> bool:
+    """True when stdout's reader has gone (every read end of its pipe closed: POLLERR on the write
+    end); stdout then points at /dev/null, so that the interpreter's own flushes fail no more.
+    (A second flush cannot tell: the failed one dropped what was buffered, and succeeds.)"""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        gone = any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no fd (a test's capture), or no poll here
+        return False
+    if gone:
+        _stdout_to_devnull()
+    return gone
+
+
+def _stdout_to_devnull() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
 def say(text: str) -> None:
     """One line on stdout for whoever reads it (the server's address, the agent's summary).
 
@@ -65,11 +94,6 @@ def say(text: str) -> None:
     try:
         print(text, flush=True)
     except (BrokenPipeError, ValueError) as err:  # ValueError: stdout closed in this process
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())  # the interpreter's own flushes fail no more
-            os.close(devnull)
-        except (OSError, ValueError):
-            pass
+        _stdout_to_devnull()  # the interpreter's own flushes fail no more
         why = err.strerror if isinstance(err, OSError) and err.strerror else err
         logging.getLogger("splitpoint").warning("stdout is closed (%s): %s", why, text)

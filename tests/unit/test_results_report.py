@@ -151,3 +151,23 @@ def test_the_agent_counts_its_fallbacks_by_the_same_groups(tmp_path) -> None:
     counted = {s.labels["reason"]: s.value for m in registry.collect() if m.name == "splitpoint_edge_fallbacks"
                for s in m.samples if s.name.endswith("_total")}
     assert counted == {"stream ended before the answer": 2, "nothing came back on its stream for N ms": 2}
+
+
+def test_a_reader_that_stops_reading_ends_the_report_quietly(tmp_path) -> None:
+    """`splitpoint results LOG | head` (or a reader gone before it wrote): "splitpoint results:
+    error: Broken pipe" and exit 1, as if the report had failed. Now nothing is said and the exit
+    is 141, as of a process a closed pipe ends. A real process, its stdout a pipe already closed."""
+    import subprocess
+    import sys
+
+    from helpers import cli_env
+
+    flight(tmp_path / "r.jsonl")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone before a line is written
+    try:
+        proc = subprocess.run([sys.executable, "-m", "splitpoint", "results", str(tmp_path / "r.jsonl")],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, env=cli_env(), timeout=60)
+    finally:
+        os.close(write_end)
+    assert (proc.returncode, proc.stderr) == (141, "")
