@@ -213,7 +213,7 @@ class JsonlResultLog(_ResultLog):
             fh.seek(0)
             # lines as the agent writes them give their id and origin unparsed (results_records)
             good = scan_jsonl(self.path, fh, lambda r: self._found(frame_id(r), origin(r)),
-                              take_start=self._found, need_origin=True)
+                              take_start=self._found)
             size = fh.seek(0, os.SEEK_END)
             last = b""
             if good and good == size:

@@ -55,19 +55,19 @@ def frame_id(record: dict[str, Any]) -> int:
 
 #: how the agent writes a record's start (`dumps`: frame_id, then origin, a JSON string without
 #: escapes - non-ASCII is escaped - here): what `scan_jsonl` reads them from without parsing the line
-_RECORD_START = re.compile(rb'\{"frame_id":(0|[1-9][0-9]*)(?:,"origin":"([\x20\x21\x23-\x5b\x5d-\x7e]*)")?[,}]')
+_RECORD_START = re.compile(rb'\{"frame_id":(0|[1-9][0-9]*),"origin":"([\x20\x21\x23-\x5b\x5d-\x7e]*)"[,}]')
 
 
 def scan_jsonl(path: Path, fh: IO[bytes], take: Callable[[dict[str, Any]], None],
-               take_start: Callable[[int, str | None], None] | None = None, need_origin: bool = False) -> int:
+               take_start: Callable[[int, str], None] | None = None) -> int:
     """Each record of a JSONL log read from `fh` to `take`, none kept (a log of a million records
     is read in the memory of one); returns the byte length of its intact part (a torn final line
     excluded). ConfigError at the first line that shows the file is not a results log.
     `take_start`: only frame ids and origins are wanted - a whole line that starts as the agent
-    writes a record gives them to take_start(id, origin or None) unparsed (3x faster); with
-    `need_origin`, only one whose start names its origin. Any other line (another writer's, a
-    torn one) is read as above, with its checks: a line is not trusted to be a record unless
-    it begins as one, and what follows its origin is not looked at."""
+    writes a record gives them to take_start(id, origin) unparsed (3x faster). Any other line
+    (another writer's, a torn one, an origin null or with escapes) is read as above, with its
+    checks: a line is not trusted to be a record unless it begins as one, and what follows its
+    origin is not looked at."""
     good = 0
     n = 0
     while line := fh.readline(MAX_LINE_BYTES):
@@ -75,9 +75,8 @@ def scan_jsonl(path: Path, fh: IO[bytes], take: Callable[[dict[str, Any]], None]
         whole = line.endswith(b"\n")
         if not whole and len(line) == MAX_LINE_BYTES:
             raise ConfigError("results", str(path), NOT_A_LOG.format(f"line {n} is longer than {MAX_LINE_BYTES >> 20} MiB"))
-        if (take_start is not None and whole and (start := _RECORD_START.match(line)) is not None
-                and (start[2] is not None or not need_origin)):
-            take_start(int(start[1]), None if start[2] is None else start[2].decode("ascii"))
+        if take_start is not None and whole and (start := _RECORD_START.match(line)) is not None:
+            take_start(int(start[1]), start[2].decode("ascii"))
         elif line.strip():
             try:
                 record = json.loads(line)

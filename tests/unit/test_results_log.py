@@ -279,5 +279,5 @@ def test_a_records_start_read_unparsed_says_what_parsing_it_says(records: list[t
     data = "".join(dumps({"frame_id": fid, "origin": origin, "status": "ok"}) + "\n" for fid, origin in records)
     fast: dict[int, str | None] = {}
     scan_jsonl(Path("r.jsonl"), io.BytesIO(data.encode()), lambda r: fast.__setitem__(r["frame_id"], r["origin"]),
-               take_start=fast.__setitem__, need_origin=True)
+               take_start=fast.__setitem__)
     assert fast == dict(records)
