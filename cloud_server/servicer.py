@@ -172,7 +172,7 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
         """Validate and queue one frame; RequestError when refused."""
         received = time.monotonic()
         if self._draining.is_set():
-            raise RequestError(grpc.StatusCode.UNAVAILABLE, "server is shutting down; frame not accepted")
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, f"{DRAINING_DETAILS}; frame not accepted")
         try:
             spec, x = validate_tensors(req, self.manifest, self.max_tensor_bytes)
         except SplitpointError:

@@ -49,14 +49,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
 import numpy as np
 
 from scheduler.paths import Timeline
 from scheduler.policy_base import FrameOutcome
 from splitpoint.errors import RemoteError, peer_text, status_code_from_int
 from splitpoint.v1 import offload_pb2
-from splitpoint.wire_metadata import DRAINING_DETAILS
+from splitpoint.wire_metadata import is_draining
 
 from .config import EdgeConfig
 from .edge_work import EdgeWork
@@ -219,9 +218,9 @@ class CloudPaths:
             code = status_code_from_int(resp.error.code)
             self.metrics.errors.labels(code.name).inc()
             message = peer_text(resp.error.message)  # the server's words: escaped and cut short
-            if code == grpc.StatusCode.UNAVAILABLE and resp.error.message.startswith(DRAINING_DETAILS):
+            if is_draining(code, resp.error.message):
                 # sent as its replica began to drain (a rollout, a scale-in): routine, as the stream's
-                # end that follows is (the session's ROTATIONS); the next frame goes to another replica
+                # end that follows is (the session's `rotation`); the next frame goes to another replica
                 log.log(min(logging.INFO, self._error_level("draining")),  # its own period: not UNAVAILABLE's
                         "frame %d was refused by %s as it drains (%s); it runs here", p.frame.index,
                         p.stream.replica or "its replica", message)

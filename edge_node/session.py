@@ -32,7 +32,7 @@ from scheduler.link import LinkEstimator
 from splitpoint.errors import ConfigError, RemoteError, peer_text, status_code_from_int
 from splitpoint.remote_hints import is_refusal, remote_hint
 from splitpoint.v1 import offload_pb2
-from splitpoint.wire_metadata import DRAINING_DETAILS
+from splitpoint.wire_metadata import is_draining
 
 from .client import CloudLink, InferStream, Interrupted, OffloadClient
 from .config import EdgeConfig
@@ -51,14 +51,22 @@ OTHER_BUNDLE_CODE = grpc.StatusCode.FAILED_PRECONDITION
 #: a stream that ended with one of these may not have reached a server (refused connection, failed
 #: handshake, no channel); any other status is a server's own answer
 UNREACHED_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN)
-#: how a stream ends that the server ended on purpose (status text prefix -> what to say): a rotation,
-#: not a failure - the next frame opens a new stream at once, no backoff. gRPC ends a stream still
-#: open when its connection reaches max_connection_age_s and its grace (deploy/kubernetes: 600 s);
-#: a draining replica (SIGTERM, a rollout) ends its streams once their frames are answered, and
-#: health NOT_SERVING sends the next one to another replica (backed off, ~74 of 7,200 frames ran
-#: here over two drains in s31-fleet's run; with no other replica the new stream fails and backs off)
-ROTATIONS = {"UNAVAILABLE: max connection age": "with its connection (the server's max_connection_age_s)",
-             f"UNAVAILABLE: {DRAINING_DETAILS}": "as its replica drains (shutting down)"}
+#: the status text gRPC ends a stream with when its connection reaches max_connection_age_s and
+#: its grace (deploy/kubernetes: 600 s)
+MAX_AGE_DETAILS = "max connection age"
+
+
+def rotation(error: RemoteError) -> str | None:
+    """Why the server ended a stream on purpose (what to say), None when it failed: a rotation is
+    no failure - the next frame opens a new stream at once, no backoff. A draining replica (SIGTERM,
+    a rollout) ends its streams once their frames are answered, and health NOT_SERVING sends the
+    next one to another replica (backed off, ~74 of 7,200 frames ran here over two drains in
+    s31-fleet's run; with no other replica the new stream fails and backs off)."""
+    if error.code == grpc.StatusCode.UNAVAILABLE and error.details.startswith(MAX_AGE_DETAILS):
+        return "with its connection (the server's max_connection_age_s)"
+    if is_draining(error.code, error.details):
+        return "as its replica drains (shutting down)"
+    return None
 
 
 class OffloadSession:
@@ -248,10 +256,10 @@ class OffloadSession:
             # the server closed a stream we left idle: open a new one when needed, no backoff
             log.debug("idle stream closed by the server: %s", error)
             return
-        rotation = next((why for text, why in ROTATIONS.items() if str(error).startswith(text)), None)
-        if rotation is not None:  # the frames in flight fell back above; a backoff would run more here
+        why = rotation(error)
+        if why is not None:  # the frames in flight fell back above; a backoff would run more here
             log.info("stream to %s ended %s; %d frame(s) in flight ran here; a new stream on a new connection",
-                     stream.replica or self.address, rotation, lost)
+                     stream.replica or self.address, why, lost)
             return
         hint = remote_hint(error) if error.code == grpc.StatusCode.RESOURCE_EXHAUSTED else ""
         self._failures.failed(f"stream to {stream.replica or self.address} ended: {error}" + (f"; {hint}" if hint else ""))

@@ -137,7 +137,8 @@ class RemoteError(SplitpointError):
     def __init__(self, code: grpc.StatusCode, message: str):
         self.code = code
         self.status_code = code
-        super().__init__(f"{code.name}: {peer_text(message)}")
+        self.details = peer_text(message)  # the server's words (escaped, cut short)
+        super().__init__(f"{code.name}: {self.details}")
 
     @classmethod
     def from_rpc_error(cls, err: grpc.RpcError) -> RemoteError:

@@ -6,10 +6,23 @@
 - `splitpoint-replica` (server -> client, initial metadata of every Infer stream and Describe): the
   address of the replica that took the stream (its host name when it listens on 0.0.0.0 or [::]), so that clients can tell replicas apart
   behind one load-balanced target (`splitpoint loadtest` counts each replica's share by it).
+
+A draining server (SIGTERM, a rollout's scale-in) says so in the status of what it refuses: a
+frame's error answer and the end of its streams are UNAVAILABLE with details starting with
+DRAINING_DETAILS (`is_draining`), so that clients treat it as routine, not as a failure.
 """
+
+from __future__ import annotations
+
+import grpc
 
 AGENT_METADATA_KEY = "splitpoint-agent"
 #: how a draining server's Infer streams end (UNAVAILABLE, its details starting so): a stream the
 #: client may replace at once on another replica (health NOT_SERVING keeps new ones off this one)
 DRAINING_DETAILS = "server is shutting down"
 REPLICA_METADATA_KEY = "splitpoint-replica"
+
+
+def is_draining(code: grpc.StatusCode, details: str) -> bool:
+    """A frame's error answer or a stream's end that says its replica drains (see DRAINING_DETAILS)."""
+    return code == grpc.StatusCode.UNAVAILABLE and details.startswith(DRAINING_DETAILS)

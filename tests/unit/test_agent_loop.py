@@ -42,6 +42,7 @@ from splitpoint.bundle import TensorSpec
 from splitpoint.codec import Quantization, encode
 from splitpoint.errors import RemoteError
 from splitpoint.v1 import offload_pb2
+from splitpoint.wire_metadata import DRAINING_DETAILS
 
 K = 3  # the fake model's layers: split 1 goes to the cloud, split 3 runs wholly here
 Q = Quantization((0.5,), (0,), 0)
@@ -988,6 +989,27 @@ def test_the_session_moves_off_a_busy_replica_and_backs_off_after_a_stream_error
     assert not third.accepting and session.current_stream() is None
     assert session._backoff == 2 * BACKOFF_START_S
     assert session.no_stream_reason() == "cloud unreachable (waiting to reconnect)"  # silence: not the refusal
+
+
+@pytest.mark.parametrize("details, rotation", [
+    ("max connection age", True),
+    ("server is shutting down; frames without a response were not accepted", True),  # the servicer's words
+    ("connection reset", False), ("the server is shutting down", False)])
+def test_a_stream_the_server_ended_on_purpose_is_no_failure(details: str, rotation: bool,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """A stream aged out or ended by a draining replica is replaced at once (no backoff, an INFO);
+    any other UNAVAILABLE end backs off. The drain's status text is the server's DRAINING_DETAILS."""
+    assert DRAINING_DETAILS == "server is shutting down"  # the prefix agents of older versions match
+    client = SimpleNamespace(address="fake:1", open_stream=lambda *a: SimpleNamespace(accepting=True, age_s=0.0))
+    session = OffloadSession(EdgeConfig(bundle="b", source="s"), "sha256:fake", LinkEstimator(), client=client,
+                             jitter=lambda backoff: 60.0)
+    session.start(SessionCallbacks(lambda s, r: None, lambda s, e: 2))
+    stream = SimpleNamespace(replica="replica-0")
+    with caplog.at_level(logging.INFO, logger="edge_node.agent"):
+        session._on_stream_end(stream, RemoteError(grpc.StatusCode.UNAVAILABLE, details))
+    assert (session.current_stream() is not None) == rotation
+    ended = [r for r in caplog.records if "stream to replica-0 ended" in r.getMessage()]
+    assert [r.levelname for r in ended] == (["INFO"] if rotation else ["WARNING"]), [r.getMessage() for r in ended]
 
 
 def test_the_session_logs_streams_that_keep_failing_at_a_bounded_rate(caplog: pytest.LogCaptureFixture) -> None:
