@@ -129,7 +129,14 @@ class Capture:
             return False
         return True
 
+    def _watch_stop(self, source: FrameSource) -> None:
+        """Waits of the source's own (a camera opened again) end when the agent stops."""
+        stop_when = getattr(source, "stop_when", None)
+        if stop_when is not None:
+            stop_when(self.stop.is_set)
+
     def survey(self, source: FrameSource) -> None:
+        self._watch_stop(source)
         it = iter(source)
         count = 0
         while not self.stop.is_set():
@@ -154,6 +161,7 @@ class Capture:
 
     def live(self, source: FrameSource) -> None:
         """A reader thread keeps up with the source; this loop processes the newest frames it can."""
+        self._watch_stop(source)
         buffer = LiveBuffer(self.config.live_buffer)
         self._reader = threading.Thread(target=self._read_live, args=(iter(source), buffer), name="live-reader",
                                         daemon=True)

@@ -87,6 +87,9 @@ class EdgeConfig:
     require_cloud: bool = option(False, "exit with an error (1) when no cloud server was reached during the run, "
                                         "instead of a warning after running every frame locally", group="cloud link")
     live_buffer: int = option(2, "live capture: frames read ahead and waiting; when full the oldest is dropped", group="input")
+    camera_reopen_s: float = option(30.0, "camera: when it stops delivering frames (a USB reset, unplugged), open it "
+                                          "again every second for up to this long before the run ends (0: end at "
+                                          "once)", group="input")
     policy: PolicyConfig = option(default_factory=PolicyConfig, help="split policy: the [policy] table")
 
     @property
@@ -125,6 +128,8 @@ class EdgeConfig:
             raise ConfigError("hedge_margin", self.hedge_margin, "must be >= 0 (ms)")
         if self.grace_s < 0:
             raise ConfigError("grace_s", self.grace_s, "must be >= 0")
+        if self.camera_reopen_s < 0:
+            raise ConfigError("camera_reopen_s", self.camera_reopen_s, "must be >= 0 (seconds; 0: end at once)")
         if self.keepalive_s < 1:
             raise ConfigError("keepalive_s", self.keepalive_s, "must be at least 1 (the server permits one ping every 5 s)")
         if self.connect_timeout_s <= 0:

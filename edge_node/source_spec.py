@@ -45,8 +45,11 @@ def open_source(
     bundle: Bundle | None = None,
     fps: float | None = None,
     key: str = "source",
+    camera_reopen_s: float = 0.0,
 ) -> FrameSource:
     """Open the frame source described by `spec` (the --source flag); see the module docstring.
+    `camera_reopen_s`: how long a camera that stopped delivering is opened again before its
+    stream ends (edge_node/video_sources.py; 0: it ends at once).
 
     Raises ConfigError (naming `spec`) for a bad spec, a missing path, a camera
     that does not open or synthetic frames without a bundle, ConfigError("fps")
@@ -85,7 +88,7 @@ def open_source(
         from .video_sources import CameraSource  # OpenCV's sources, apart: they subclass _Source
 
         number = _count(spec, key, rest, 0, "the camera number")
-        source = CameraSource(number, preprocessing, fps, spec, key)
+        source = CameraSource(number, preprocessing, fps, spec, key, camera_reopen_s)
     else:
         path = Path(spec).expanduser()
         suffix = path.suffix.lower()

@@ -56,13 +56,17 @@ A resumed agent (see `edge_node.agent`) calls, before the first frame:
     source.origin_of(index)     the origin frame `index` will have, without reading it
                                 (None where it cannot be known: a camera, past the end);
                                 a resumed run checks the log's records against it
+
+and the capture loop (edge_node/capture.py) tells every source when to give up a wait of its
+own (`source.stop_when(check)`: a camera opened again after it stopped delivering, for up to
+camera_reopen_s, must not hold the agent past SIGTERM or a fatal error).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -194,6 +198,8 @@ class _Source:
         self.skipped = 0
         self._done = False
         self._closed = False
+        #: true once the agent stops: a source's own waits end then (stop_when)
+        self._stopping: Callable[[], bool] = lambda: False
 
     @property
     def paced(self) -> bool:
@@ -208,6 +214,11 @@ class _Source:
     def origin_of(self, index: int) -> str | None:
         """The origin frame `index` has, known without reading it; None where it is not."""
         return None
+
+    def stop_when(self, check: Callable[[], bool]) -> None:
+        """`check()` turns true when the reader stops (SIGTERM, a fatal error): a wait of the
+        source's own (a camera being opened again) ends then."""
+        self._stopping = check
 
     def number_from(self, first: int) -> None:
         """Number frames from `first` instead of 0 (before the first frame is read)."""
@@ -263,6 +274,13 @@ class _Source:
             return wall, mono
         due = min(mono, int((self._start + slot / self._fps) * 1e9))
         return wall - (mono - due), due
+
+    def _restart_pacing(self) -> None:
+        """Pace from now on: after a gap in the stream (a camera opened again), the next frame is
+        due now. The old schedule would stamp every later frame with a due time the gap left
+        behind, and every later latency would count the gap."""
+        if self._fps is not None:
+            self._start = time.monotonic() - self._released / self._fps
 
     def _pace(self, slot: int) -> None:
         if self._fps is None or self._start is None:

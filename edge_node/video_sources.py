@@ -4,6 +4,7 @@ the source protocol, and edge_node/source_spec.py: `open_source`, which picks th
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,11 @@ from splitpoint.images import fit_frame, image_size
 from .sources import ACCEPTED_FORMS, FrameReadError, _Read, _Source
 
 log = logging.getLogger("edge_node.sources")  # the sources' logger: users filter on one name
+
+#: a camera that stopped delivering is opened again this often (seconds) ...
+REOPEN_EVERY_S = 1.0
+#: ... and its wait looks at the reader's stop this often (SIGTERM must not wait for the next try)
+STOP_POLL_S = 0.05
 
 _OPENCV_HINT = ("pip install '.[video]' from a splitpoint checkout, or the splitpoint wheel with [video]"
                 " (package opencv-python-headless)")
@@ -110,7 +116,13 @@ class VideoSource(_OpenCVSource):
 
 
 class CameraSource(_OpenCVSource):
-    """A live camera. A failed capture raises FrameReadError once, then the stream ends."""
+    """A live camera. A capture that fails gives its frame a FrameReadError, and the camera is
+    opened again - a USB camera that reset or was plugged back, a V4L2 `select() timeout` - every
+    REOPEN_EVERY_S for up to `reopen_s` (camera_reopen_s) since it last delivered; the stream goes
+    on with the next frame. Not back by then (or reopen_s = 0), the stream ends. Asking a camera
+    that stopped delivering for more frames does not bring it back; opening it again does. An
+    agent that ended the run instead lost its frames for a restart: systemd's 2 s, then loading
+    the heads, connecting and probing again."""
 
     _pace_before_read = True
     restarts_numbering = True
@@ -119,7 +131,8 @@ class CameraSource(_OpenCVSource):
     def paced(self) -> bool:
         return True  # frames come at the camera's rate, whether or not fps is set
 
-    def __init__(self, number: int, pre: Preprocessing, fps: float | None, spec: str, key: str):
+    def __init__(self, number: int, pre: Preprocessing, fps: float | None, spec: str, key: str,
+                 reopen_s: float = 0.0):
         cv2 = _import_cv2(f"camera:{number}")
         cap = cv2.VideoCapture(number)
         if not cap.isOpened():
@@ -130,21 +143,66 @@ class CameraSource(_OpenCVSource):
                 f"camera {number} did not open (no such device, busy, or no permission to open /dev/video{number})",
             )
         self.number = number
+        self.reopen_s = reopen_s
+        self._lost: float | None = None  # when it stopped delivering (monotonic); None: it delivers
         super().__init__(cv2, cap, f"camera:{number}", pre, fps, key)
 
     def _read(self, i: int) -> _Read:
         n = self._first + i  # the frame's index (number_from)
         origin = f"camera:{self.number}#{n}"
+        if self._lost is not None:  # away since an earlier frame: this one is its first back
+            grabbed = self._reopened(n, origin)
+            if grabbed is None:
+                raise StopIteration
+            return grabbed[0], None, origin, grabbed[1]
         grabbed = self._grab(n, origin) if self._cap is not None else None
         if grabbed is None:
-            # A camera that stops delivering does not come back by asking again: report it, then end.
-            self._done = True
-            self._release()
-            log.warning("camera %d stopped delivering frames after %d", self.number, i)
+            self._release()  # a capture that failed may hold the device: let it go before opening it again
+            self._lost = time.monotonic()
+            log.warning("camera %d stopped delivering frames at frame %d%s", self.number, n,
+                        f"; opening it again for up to {self.reopen_s:g} s (camera_reopen_s)" if self.reopen_s > 0
+                        else "")
+            if self.reopen_s <= 0:
+                self._done = True
             raise FrameReadError(
                 n,
                 origin,
-                f"camera {self.number} stopped delivering frames; the stream ends here",
+                f"camera {self.number} stopped delivering frames; "
+                + ("opening it again" if self.reopen_s > 0 else "the stream ends here"),
                 self._key,
             )
         return grabbed[0], None, origin, grabbed[1]
+
+    def _reopened(self, n: int, origin: str) -> tuple[np.ndarray, tuple[int, int]] | None:
+        """Frame n from the camera opened again: tried every REOPEN_EVERY_S until it delivers, or
+        None once `reopen_s` has passed since it stopped or the reader stops. One that opens and
+        fails again (half there) is let go and tried at the next attempt: its outage has one
+        failed frame, not one per attempt."""
+        assert self._lost is not None
+        while not (self._closed or self._stopping()):
+            cap = self._cv2.VideoCapture(self.number)
+            if cap.isOpened():
+                self._cap = cap
+                self._restart_pacing()  # frame n is due now, not when the gap began
+                try:
+                    grabbed = self._grab(n, origin)
+                except FrameReadError:  # delivered, but not an image: the camera is back
+                    self._lost = None
+                    raise
+                if grabbed is not None:
+                    log.info("camera %d delivers frames again after %.1f s (from frame %d)", self.number,
+                             time.monotonic() - self._lost, n)
+                    self._lost = None
+                    return grabbed
+                self._release()
+            else:
+                cap.release()
+            left = self._lost + self.reopen_s - time.monotonic()
+            if left <= 0:
+                log.warning("camera %d did not deliver again within camera_reopen_s = %g s; the stream ends here",
+                            self.number, self.reopen_s)
+                return None
+            until = time.monotonic() + min(REOPEN_EVERY_S, left)
+            while not (self._closed or self._stopping()) and (wait := until - time.monotonic()) > 0:
+                time.sleep(min(wait, STOP_POLL_S))
+        return None

@@ -61,7 +61,8 @@ def cmd_edge(args: argparse.Namespace) -> int:
     agent.on_reload(lambda: reread_policy(conf, args))
     stop.reloads_to(agent.request_reload)
     scratch_dir.stop_using()  # the heads are loaded: a run of weeks must not outlive /tmp's cleaner
-    with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps) as source:
+    with open_source(conf.source, agent.bundle.manifest.preprocessing, agent.bundle, conf.fps,
+                     camera_reopen_s=conf.camera_reopen_s) as source:
         ready = None
         if args.events:  # the explicit start signal a driver waits for (not a log line: those get reworded)
             def ready() -> None:  # the source is open and the agent started: its first frame is next

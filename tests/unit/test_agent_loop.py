@@ -14,6 +14,7 @@ import logging
 import math
 import shutil
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -33,7 +34,7 @@ from edge_node.agent import EdgeAgent
 from edge_node.config import EdgeConfig
 from edge_node.heads import HeadOutput
 from edge_node.recorder import DROP_REASON, Recorder
-from edge_node.run_report import EdgeMetrics, LiveBuffer
+from edge_node.run_report import EdgeMetrics, LiveBuffer, RunSummary
 from edge_node.session import BACKOFF_START_S, OffloadSession, SessionCallbacks
 from edge_node.sources import Frame, FrameReadError
 from scheduler.link import LinkEstimator
@@ -885,6 +886,54 @@ def test_a_camera_resumes_after_the_highest_id_of_the_log(tmp_path: Path) -> Non
     h.agent.run(CameraLike(3))
     assert [r["frame_id"] for r in h.records] == [41, 42, 43]
     assert [json.loads(line)["frame_id"] for line in log.read_text().splitlines()] == [0, 1, 2, 3, 4, 40, 41, 42, 43]
+
+
+class AwayCamera:
+    """Two frames, then a wait of its own - a camera being opened again (edge_node/video_sources.py) -
+    that only the reader's stop ends (stop_when)."""
+
+    description = "fake camera, unplugged"
+
+    def __init__(self) -> None:
+        self.stopping: Any = lambda: False
+        self.away = threading.Event()
+
+    def stop_when(self, check: Any) -> None:
+        self.stopping = check
+
+    def __iter__(self) -> Any:
+        for i in range(2):
+            yield Frame(i, np.zeros((2, 2, 1), np.uint8), None, f"camera:9#{i}", time.time_ns())
+        self.away.set()
+        deadline = time.monotonic() + 10
+        while not self.stopping():
+            assert time.monotonic() < deadline, "the reader's stop never reached the source"
+            time.sleep(0.01)
+
+
+@pytest.mark.parametrize("capture", ["survey", "live"])
+def test_sigterm_while_the_camera_is_away_ends_the_run(tmp_path: Path, capture: str) -> None:
+    """A camera opened again for up to camera_reopen_s (30 s by default) waits inside the source:
+    the agent's stop must reach that wait, or SIGTERM would wait out the camera, past grace_s."""
+    h = Harness(tmp_path / "r.jsonl", executor=ImmediateExecutor(), capture=capture)
+    h.policy.k = K
+    camera = AwayCamera()
+    ended: list[object] = []
+
+    def go() -> None:
+        try:
+            ended.append(h.agent.run(camera))
+        except BaseException as exc:  # noqa: BLE001 - the test reads it
+            ended.append(exc)
+
+    run = threading.Thread(target=go, daemon=True)
+    run.start()
+    assert camera.away.wait(10)
+    h.agent.stop()
+    run.join(10)
+    assert not run.is_alive(), "the run did not end"
+    assert isinstance(ended[0], RunSummary), ended
+    assert sorted(r["frame_id"] for r in h.records) == [0, 1]
 
 
 class PlanningPolicy(FakePolicy):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import glob
+import itertools
+import logging
 import os
 import sys
 import threading
@@ -16,6 +18,7 @@ import pytest
 from helpers import png_declaring
 from PIL import Image
 
+from edge_node import video_sources
 from edge_node.source_spec import open_source
 from edge_node.sources import Frame, FrameReadError, FrameSource
 from splitpoint.bundle import Preprocessing
@@ -405,6 +408,112 @@ def test_camera_frames_bgr_to_rgb_then_error_then_end(monkeypatch: pytest.Monkey
     source.close()
     source.close()
     assert cv2.captures[0].released == 1
+
+
+def camera_that_comes_back(sessions: list[list[np.ndarray] | None]) -> Any:
+    """A cv2 whose VideoCapture number i opens when sessions[i] is a list (its frames, then a
+    failed read), and does not when it is None (unplugged); past the list, none opens."""
+    mod = fake_cv2([])
+    opened_at: list[int] = []  # monotonic ns of each successful open after the first
+    plain = mod.VideoCapture
+
+    class VideoCapture(plain):  # type: ignore[misc, valid-type]
+        def __init__(self, what: object) -> None:
+            super().__init__(what)
+            i = len(mod.captures) - 1
+            frames = sessions[i] if i < len(sessions) else None
+            self.opens, self.left = frames is not None, list(frames or [])
+            if self.opens and i:
+                opened_at.append(time.monotonic_ns())
+
+        def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
+            return self.opens
+
+    mod.VideoCapture = VideoCapture
+    mod.opened_at = opened_at
+    return mod
+
+
+def test_a_camera_that_stops_delivering_is_opened_again_and_numbering_goes_on(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A USB camera that reset (unplugged, a V4L2 select() timeout) ended the run: the agent
+    lost its frames until systemd had restarted it. Now its failed frame gets its record and the
+    camera is opened again until it delivers; frames go on numbered after it, and are due from
+    the moment it is back: stamped with the old schedule, every later latency counted the gap."""
+    monkeypatch.setattr(video_sources, "REOPEN_EVERY_S", 0.05)
+    frame = np.zeros((8, 8, 3), np.uint8)
+    cv2 = camera_that_comes_back([[frame, frame], None, None, [frame]])
+    monkeypatch.setitem(sys.modules, "cv2", cv2)
+    with caplog.at_level(logging.INFO, logger="edge_node.sources"):
+        with open_source("camera:1", GRAY8, fps=100, camera_reopen_s=30) as source:
+            frames = iter(source)
+            got = [next(frames).index, next(frames).index]
+            with pytest.raises(FrameReadError, match="camera 1 stopped delivering frames; opening it again") as info:
+                next(frames)
+            assert info.value.index == 2
+            back = next(frames)  # opened on the third try
+            with pytest.raises(FrameReadError):
+                next(frames)
+    assert got == [0, 1] and back.index == 3 and back.origin == "camera:1#3"
+    assert len(cv2.captures) == 4 and all(c.released == 1 for c in cv2.captures), [c.released for c in cv2.captures]
+    assert back.capture_mono_ns >= cv2.opened_at[0], "stamped with a due time from before the gap"
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.getMessage().startswith("camera 1 ")]
+    assert said[0] == ("WARNING", "camera 1 stopped delivering frames at frame 2; opening it again for up to 30 s "
+                                  "(camera_reopen_s)"), said
+    assert said[1][0] == "INFO" and said[1][1].startswith("camera 1 delivers frames again after "), said
+    assert said[1][1].endswith(" s (from frame 3)"), said
+    assert said[2] == ("WARNING", "camera 1 stopped delivering frames at frame 4; opening it again for up to 30 s "
+                                  "(camera_reopen_s)"), said
+
+
+def test_a_camera_that_does_not_come_back_ends_its_stream_within_camera_reopen_s(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The window counts from the last frame delivered: a camera that opens and fails again at
+    once (half there) does not restart it, it ends the stream as one that never opens does."""
+    monkeypatch.setattr(video_sources, "REOPEN_EVERY_S", 0.02)
+    frame = np.zeros((8, 8, 3), np.uint8)
+    for sessions in ([[frame]], [[frame]] + [[]] * 1000):
+        cv2 = camera_that_comes_back(sessions)
+        monkeypatch.setitem(sys.modules, "cv2", cv2)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="edge_node.sources"):
+            with open_source("camera:0", GRAY8, camera_reopen_s=0.3) as source:
+                frames = iter(source)
+                assert next(frames).index == 0
+                failed = []
+                while True:
+                    try:
+                        next(frames)
+                    except FrameReadError as err:
+                        failed.append(err.index)
+                    except StopIteration:
+                        break
+        assert failed == [1], "one failed frame for the outage, not one per attempt"
+        assert 3 < len(cv2.captures) < 40, "opened again far more often than every REOPEN_EVERY_S"
+        assert caplog.records[-1].getMessage() == ("camera 0 did not deliver again within camera_reopen_s = 0.3 s; "
+                                                   "the stream ends here")
+        assert all(c.released == 1 for c in cv2.captures)
+
+
+def test_a_camera_being_opened_again_gives_up_when_the_reader_stops(monkeypatch: pytest.MonkeyPatch,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """SIGTERM (or a fatal error) while the camera is away: the stream ends at the next try, not
+    after camera_reopen_s (an hour here), and without saying the camera did not come back."""
+    monkeypatch.setattr(video_sources, "REOPEN_EVERY_S", 0.01)
+    cv2 = camera_that_comes_back([[np.zeros((8, 8, 3), np.uint8)]])
+    monkeypatch.setitem(sys.modules, "cv2", cv2)
+    asked = itertools.count()
+    with caplog.at_level(logging.WARNING, logger="edge_node.sources"):
+        with open_source("camera:0", GRAY8, camera_reopen_s=3600) as source:
+            source.stop_when(lambda: next(asked) >= 20)  # the reader stops while the camera is tried again
+            frames = iter(source)
+            next(frames)
+            with pytest.raises(FrameReadError):
+                next(frames)
+            with pytest.raises(StopIteration):
+                next(frames)
+    assert 2 < len(cv2.captures) < 20
+    assert not [r for r in caplog.records if "did not deliver again" in r.getMessage()]
 
 
 def test_camera_gray_preprocessing(monkeypatch: pytest.MonkeyPatch) -> None:
