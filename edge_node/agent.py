@@ -169,6 +169,7 @@ class EdgeAgent:
         adaptive run met the trace shifted by that probe's time (tens of ms to over a second)
         against the fixed runs, which do not probe."""
         t0 = time.perf_counter()
+        self.capture.check(source)
         if self.config.mode == "latency" and self.ledger.window > 1 and not getattr(source, "paced", False):
             # An unpaced source (files; synthetic frames without fps) is read when a slot frees and
             # a frame's latency counts from its read: a frame read early only waits for the edge
@@ -211,7 +212,7 @@ class EdgeAgent:
             log.debug("the policy runs every frame on the edge: the server is not described")
         try:
             self._done_at_start = self.recorder.open(cfg.results, cfg.results_format, cfg.results_fsync, cfg.resume,
-                                                     stop=self._stop.is_set)
+                                                     stop=self._stop.is_set, rotate_s=cfg.results_rotate_h * 3600)
         except ReadingStopped:  # told to stop while a long log was read: no frame is read (capture sees stop)
             log.info("stopped while reading the results log %s; it is left as it was", cfg.results)
             return

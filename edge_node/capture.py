@@ -129,6 +129,16 @@ class Capture:
             return False
         return True
 
+    def check(self, source: FrameSource) -> None:
+        """ConfigError when the config cannot work with `source` (before the run starts): a rotated
+        results log (results_rotate_h) holds a camera's records, whose numbers a resumed run takes
+        after the newest log's; a directory's, video's or synthetic run resumes by skipping what its
+        one log records, and frames recorded in a rotated log would run again."""
+        if self.config.results_rotate_h and not getattr(source, "restarts_numbering", False):
+            raise ConfigError("results_rotate_h", self.config.results_rotate_h,
+                              f"rotates the results log of a camera's run only; {source.description} resumes "
+                              "from one log (frames recorded in a rotated one would run again): set it to 0")
+
     def _watch_stop(self, source: FrameSource) -> None:
         """Waits of the source's own (a camera opened again) end when the agent stops."""
         stop_when = getattr(source, "stop_when", None)
@@ -156,6 +166,7 @@ class Capture:
                 self.recorder.failed(err.index, err.origin, None, f"frame could not be read: {err}")
                 continue
             count += 1
+            self.recorder.rotate_if_due()
             self.ledger.admit(frame.index)
             self.process(frame)
 
@@ -175,6 +186,7 @@ class Capture:
             if frame is None:
                 self.ledger.release_unused()
                 break
+            self.recorder.rotate_if_due()
             self.ledger.admit(frame.index)
             self.process(frame)
         left = self.grace_left()  # inf until stop() is called

@@ -77,6 +77,9 @@ class EdgeConfig:
                                        "sqlite: synchronous = FULL, else NORMAL)", group="output")
     resume: bool = option(True, "continue an existing results log: skip frames it already records (camera: number "
                                 "after its last id); --no-resume renames the old log to NAME.TIMESTAMP.bak", group="output")
+    results_rotate_h: float = option(0.0, "a camera's run: start a new results log every this many hours; the old one "
+                                          "is closed and renamed NAME.<UTC time>Z.EXT, complete and safe to copy off "
+                                          "(0: never)", group="output")
     capture: str = option("survey", "survey: every frame is processed, none dropped; live: keep up with the camera, "
                                     "dropping (and recording) the oldest unprocessed frame when behind",
                           choices=("survey", "live"), group="input")
@@ -128,6 +131,8 @@ class EdgeConfig:
             raise ConfigError("hedge_margin", self.hedge_margin, "must be >= 0 (ms)")
         if self.grace_s < 0:
             raise ConfigError("grace_s", self.grace_s, "must be >= 0")
+        if self.results_rotate_h < 0:
+            raise ConfigError("results_rotate_h", self.results_rotate_h, "must be >= 0 (hours; 0: never)")
         if self.camera_reopen_s < 0:
             raise ConfigError("camera_reopen_s", self.camera_reopen_s, "must be >= 0 (seconds; 0: end at once)")
         if self.keepalive_s < 1:

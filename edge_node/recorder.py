@@ -8,6 +8,14 @@ ResultsWriteError is kept in `fatal`, `on_fatal` is called (the agent stops),
 and nothing more is written; `EdgeAgent.run` raises it. After `close()` nothing
 is written either (frames still ending then are abandoned, resume re-runs them).
 
+With `rotate_s` (results_rotate_h), `rotate_if_due` - called by the capture loop before each
+frame - starts a new log at the same path once the current one has been open that long: the
+old one is closed (complete, its last record durable) and renamed NAME.<UTC time>Z.EXT
+(results_file.rotate_results), so a run of weeks leaves day-sized logs, each safe to copy off
+and delete once renamed, and a restart resumes only the newest. Records wait on the lock while
+it happens: each is in exactly one log. A new log that cannot be made is fatal, as a write
+that fails is; the renamed one is intact.
+
 Lock order: `Recorder._lock` -> the results log's lock; callbacks (`on_result`,
 `on_fatal`) run outside the lock.
 """
@@ -16,16 +24,19 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from splitpoint.errors import ResultsWriteError
+from splitpoint.errors import ConfigError, ResultsWriteError
 
 from .bounded import RecordedOrigins
 from .disk_space import DiskWatch
-from .results import ResultStore, open_results
+from .results import ResultStore, describe_os_error, open_results
+from .results_file import rotate_results
 from .results_records import reason_group
 from .run_report import EdgeMetrics, RunSummary
 from .sources import Frame
@@ -38,7 +49,8 @@ DROP_REASON = "live mode: the agent fell behind the camera"
 
 class Recorder:
     def __init__(self, labels: list[str], metrics: EdgeMetrics, on_fatal: Callable[[], None],
-                 on_result: Callable[[dict[str, Any]], None] | None = None):
+                 on_result: Callable[[dict[str, Any]], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.labels = labels
         self.metrics = metrics
         self.on_fatal = on_fatal
@@ -52,9 +64,16 @@ class Recorder:
         self.fatal: ResultsWriteError | None = None
         self._closed = False
         self._lock = threading.Lock()
+        self._clock = clock  # when the log was opened, for rotate_if_due
+        #: how `open` opened the log (path, format, fsync), for a new one at the same path
+        self._opened_as: tuple[str, str, bool] | None = None
+        self._rotate_s = 0.0  # results_rotate_h in seconds; 0: never
+        self._log_opened_at = 0.0
+        #: where the logs rotated in this run went, oldest first
+        self.rotated: list[Path] = []
 
     def open(self, path: str, fmt: str, fsync: bool, resume: bool,
-             stop: Callable[[], bool] = lambda: False) -> RecordedOrigins:
+             stop: Callable[[], bool] = lambda: False, rotate_s: float = 0.0) -> RecordedOrigins:
         """Open (or, without resume, first move aside) the log; the frame ids it already records,
         each with the origin its record names. `stop`: once true, reading the log is given up
         (results_records.ReadingStopped).
@@ -65,7 +84,45 @@ class Recorder:
                         results.moved_aside)
         self.results = results
         self._disk = DiskWatch(path, self.metrics.results_disk_free)
+        self._opened_as, self._rotate_s, self._log_opened_at = (path, fmt, fsync), rotate_s, self._clock()
         return results.done_origins() if resume else RecordedOrigins()
+
+    def rotate_if_due(self) -> Path | None:
+        """A new log once the current one has been open rotate_s (see the module doc); where the
+        old one went, or None. A clock compare when none is due: the capture loop calls it per frame."""
+        if not self._rotate_s or self._clock() - self._log_opened_at < self._rotate_s:
+            return None
+        return self.rotate()
+
+    def rotate(self) -> Path | None:
+        """Close the log, rename it (rotate_results) and open a new one at its path; where the old
+        one went. None when there was nothing to rotate: closed, failed, or no record yet (its
+        time starts again)."""
+        with self._lock:
+            self._log_opened_at = self._clock()
+            if self._closed or self.fatal is not None or self.results is None or self._opened_as is None:
+                return None
+            old = self.results
+            if not len(old):
+                return None
+            path, fmt, fsync = self._opened_as
+            old.close()
+            self.results = None  # until the new one is open: a write meanwhile would be refused as closed
+            try:
+                moved = rotate_results(path)
+                self.results = open_results(path, fmt, fsync)
+            except OSError as exc:
+                self._fail(ResultsWriteError(path, f"the log could not be renamed to start a new one "
+                                                   f"(results_rotate_h): {describe_os_error(exc)}; its records "
+                                                   "stay intact"))
+                return None
+            except (ResultsWriteError, ConfigError) as err:
+                self._fail(err if isinstance(err, ResultsWriteError) else ResultsWriteError(path, str(err)))
+                return None
+            self.rotated.append(moved)
+        log.info("results log rotated (results_rotate_h): %s closed with %d records, complete and safe to copy "
+                 "off; new records go to a new %s", moved, len(old), path)
+        return moved
 
     def close(self) -> None:
         with self._lock:
@@ -187,12 +244,16 @@ class Recorder:
         try:
             written = self.results.write(record)
         except ResultsWriteError as err:
-            self.fatal = err
-            self.on_fatal()  # only sets an event: safe under the lock
+            self._fail(err)
             return False
         if self._disk is not None:
             self._disk.after_write()  # a statvfs every 30 s at most
         return written
+
+    def _fail(self, err: ResultsWriteError) -> None:
+        """The log cannot be written (the caller holds self._lock): fatal, the agent stops."""
+        self.fatal = err
+        self.on_fatal()  # only sets an event: safe under the lock
 
     def _tell(self, record: dict[str, Any]) -> None:
         if self.on_result is not None:

@@ -87,6 +87,8 @@ class ResultStore(Protocol):
 
     def done_origins(self) -> RecordedOrigins: ...
 
+    def __len__(self) -> int: ...
+
     def close(self) -> None: ...
 
 
@@ -168,6 +170,11 @@ class _ResultLog:
     def done_ids(self) -> set[int]:
         with self._lock:
             return set(self._ids)
+
+    def __len__(self) -> int:
+        """How many records the log holds (those found when it was opened, and written since)."""
+        with self._lock:
+            return len(self._ids)
 
     def done_origins(self) -> RecordedOrigins:
         """Frame id -> origin of each record the log held when it was opened (not changed after)."""

@@ -21,7 +21,7 @@ usable: the agent warns that it cannot guard against a second agent and goes on.
 
 Also here, what needs no more than the file: telling a SQLite log (`is_sqlite`) and a
 SQLite database that is not a results log (`check_sqlite_log`), and moving a log aside
-for --no-resume (`backup_results`).
+for --no-resume (`backup_results`) or once it is closed for a new one (`rotate_results`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import os
 import sqlite3
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from splitpoint.errors import ConfigError
@@ -142,7 +143,23 @@ def backup_results(path: str | Path) -> Path | None:
     p = Path(path)
     if not p.exists() or p.stat().st_size == 0:
         return None
-    if is_sqlite(p):  # fold the WAL into the file first, so the backup is one self-contained file
+    stamp = int(time.time())
+    return _move(p, lambda n: p.with_name(f"{p.name}.{stamp}{f'.{n}' if n else ''}.bak"))
+
+
+def rotate_results(path: str | Path) -> Path:
+    """Move a closed log to `<stem>.<UTC time>Z<suffix>` (results.20261207T022700Z.jsonl: a glob
+    of `results.*.jsonl` lists them in time order, and the suffix still says the format); the
+    path it went to. The agent's `results_rotate_h`."""
+    p = Path(path)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return _move(p, lambda n: p.with_name(f"{p.stem}.{stamp}{f'-{n}' if n else ''}{p.suffix}"))
+
+
+def _move(p: Path, name: Callable[[int], Path]) -> Path:
+    """Rename the log `p` to the first of name(0), name(1), ... that does not exist, with a SQLite
+    log's WAL folded in first and its side files moved along: one self-contained file."""
+    if is_sqlite(p):
         try:
             db = sqlite3.connect(str(p), timeout=10.0)
             try:
@@ -150,16 +167,13 @@ def backup_results(path: str | Path) -> Path | None:
             finally:
                 db.close()
         except sqlite3.DatabaseError as exc:
-            log.warning("results log %s: checkpoint before the backup failed (%s)", p, exc)
-    stamp = int(time.time())
-    bak = p.with_name(f"{p.name}.{stamp}.bak")
-    n = 1
-    while bak.exists():
-        bak = p.with_name(f"{p.name}.{stamp}.{n}.bak")
+            log.warning("results log %s: checkpoint before the move failed (%s)", p, exc)
+    n = 0
+    while (target := name(n)).exists():
         n += 1
-    os.replace(p, bak)
+    os.replace(p, target)
     for suffix in ("-wal", "-shm"):  # what is left of SQLite's side files travels with the database
         side = p.with_name(p.name + suffix)
         if side.exists():
-            os.replace(side, bak.with_name(bak.name + suffix))
-    return bak
+            os.replace(side, target.with_name(target.name + suffix))
+    return target

@@ -79,6 +79,8 @@ def cmd_edge(args: argparse.Namespace) -> int:
         + (f"; no answer from the cloud at {', '.join(summary.unreached)}" if summary.unreached else "")
         + (f"; {dets}" if (dets := summary.detection_summary()) else "")
         + f"; results in {conf.results}"
+        + (f" (and {len(rotated)} earlier log(s) rotated this run, the first {rotated[0]})"
+           if (rotated := agent.recorder.rotated) else "")
     )
     return 0 if summary.failed == 0 else 1
 

@@ -41,7 +41,7 @@ from scheduler.link import LinkEstimator
 from scheduler.paths import PathChoice, Timeline
 from splitpoint.bundle import TensorSpec
 from splitpoint.codec import Quantization, encode
-from splitpoint.errors import RemoteError
+from splitpoint.errors import ConfigError, RemoteError
 from splitpoint.v1 import offload_pb2
 from splitpoint.wire_metadata import DRAINING_DETAILS
 
@@ -886,6 +886,40 @@ def test_a_camera_resumes_after_the_highest_id_of_the_log(tmp_path: Path) -> Non
     h.agent.run(CameraLike(3))
     assert [r["frame_id"] for r in h.records] == [41, 42, 43]
     assert [json.loads(line)["frame_id"] for line in log.read_text().splitlines()] == [0, 1, 2, 3, 4, 40, 41, 42, 43]
+
+
+class HoursCamera(CameraLike):
+    """A camera whose frames come an hour apart on the agent's clock."""
+
+    def __init__(self, n: int, clock: ManualClock) -> None:
+        super().__init__(n)
+        self.clock = clock
+
+    def __iter__(self) -> Any:
+        for frame in super().__iter__():
+            yield frame
+            self.clock.t += 3600
+
+
+def test_a_cameras_run_rotates_its_log_and_resumes_after_the_newest(tmp_path: Path) -> None:
+    """results_rotate_h = 2: a log every two hours of frames, each frame in exactly one; a
+    restart numbers after the newest log's records, as after any resume."""
+    log = tmp_path / "r.jsonl"
+    h = Harness(log, executor=ImmediateExecutor(), results_rotate_h=2)
+    h.policy.k = K
+    h.agent.recorder._clock = h.clock
+    h.agent.run(HoursCamera(5, h.clock))
+    rotated = h.agent.recorder.rotated
+    assert len(rotated) == 2 and all(p.parent == tmp_path and p.suffix == ".jsonl" for p in rotated), rotated
+    logs = [[json.loads(line)["frame_id"] for line in p.read_text().splitlines()] for p in [*rotated, log]]
+    assert logs == [[0, 1], [2, 3], [4]], logs
+    again = Harness(log, executor=ImmediateExecutor(), results_rotate_h=2)
+    again.policy.k = K
+    again.agent.run(CameraLike(2))
+    assert [r["frame_id"] for r in again.records] == [5, 6]
+    with pytest.raises(ConfigError, match="rotates the results log of a camera's run only"):
+        Harness(tmp_path / "other.jsonl", executor=ImmediateExecutor(), results_rotate_h=2).agent.run(ListSource(2, False))
+    assert not (tmp_path / "other.jsonl").exists()  # refused before the log was made
 
 
 class AwayCamera:

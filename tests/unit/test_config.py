@@ -60,6 +60,7 @@ def test_flags_override_file_and_file_overrides_defaults(tmp_path: Path) -> None
         ('agent_name = "dröhne"', "agent_name", "dröhne"),  # gRPC metadata: printable ASCII
         ("threads = 100000", "threads", 100000),
         ("camera_reopen_s = -1", "camera_reopen_s", -1),
+        ("results_rotate_h = -24", "results_rotate_h", -24),
     ],
 )
 def test_bad_values_name_key_and_value(tmp_path: Path, text: str, key: str, value: object) -> None:
