@@ -26,8 +26,8 @@ stay intact (a JSONL line cut short is truncated away) and every later write
 raises the same error without touching the file again. Scores and timings that
 are not finite are written as null, so the log is always valid JSON.
 
-`read_results(path)` reads either format (a SQLite file starts with the header
-"SQLite format 3\\0"). A crash can tear the last JSON line: the final line, without
+`read_results(path)` (edge_node/results_records.py) reads either format (a SQLite file
+starts with the header "SQLite format 3\\0"). A crash can tear the last JSON line: the final line, without
 its newline (written last), starting with "{" like every record (or NUL bytes, what a
 power cut can leave). Reading ignores it with a warning; opening the log to append cuts
 it off first. Any other line that is not a JSON object with an integer frame_id means
@@ -65,6 +65,8 @@ from .results_file import (
     is_sqlite,
 )
 from .results_records import StopCheck, dumps, frame_id, origin, scan_jsonl
+from .results_records import each_result as each_result  # re-exported: where readers look for it
+from .results_records import read_results as read_results
 
 log = logging.getLogger(__name__)
 
@@ -387,36 +389,3 @@ def open_results(path: str | Path, fmt: str = "jsonl", fsync: bool = True, fresh
         raise ResultsWriteError(path, describe_os_error(exc)) from None
     store.moved_aside = moved
     return store
-
-
-def read_results(path: str | Path) -> list[dict[str, Any]]:
-    """Every record of a results log of either format, in the order written."""
-    records: list[dict[str, Any]] = []
-    each_result(path, records.append)
-    return records
-
-
-def each_result(path: str | Path, take: Callable[[dict[str, Any]], None]) -> None:
-    """Every record of a results log of either format to `take`, in the order written, one at a
-    time (a log of months in the memory of one record; a log an agent still writes, up to its
-    last whole record). ConfigError naming the file when it is not a results log, OSError when
-    it cannot be read."""
-    p = Path(path)
-    if not is_sqlite(p):
-        with os.fdopen(open_regular(p, "results"), "rb") as fh:
-            scan_jsonl(p, fh, take)
-        return
-    try:
-        db = sqlite3.connect(p.resolve().as_uri() + "?mode=ro", uri=True, timeout=10.0)
-        try:
-            check_sqlite_log(p, db)
-            for (text,) in db.execute("SELECT record FROM results ORDER BY written_unix_ns, frame_id"):
-                record = json.loads(text)
-                if isinstance(record, dict):
-                    take(record)
-        finally:
-            db.close()
-    except sqlite3.OperationalError as exc:  # e.g. a log made and not written yet: no results table
-        log.warning("results log %s: %s", p, exc)
-    except (sqlite3.DatabaseError, ValueError) as exc:
-        raise ConfigError("results", str(p), f"cannot be read as a SQLite results log ({exc})") from None

@@ -6,6 +6,7 @@ back record by record, in the memory of one, telling a torn last line (what a
 crash leaves: ignored) from a file that is not a results log (ConfigError naming the line);
 `origin` is where a record says its frame came from, what a resumed run checks against its
 source (edge_node/capture.py); `reason_group` is a fallback reason without its details.
+`each_result` and `read_results` read a log of either format (`splitpoint results`, the demo).
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 from splitpoint.errors import ConfigError
+from splitpoint.files import open_regular
 
-from .results_file import NOT_A_LOG
+from .results_file import NOT_A_LOG, check_sqlite_log, is_sqlite
 
 log = logging.getLogger("edge_node.results")
 
@@ -135,3 +139,36 @@ def reason_group(text: str) -> str:
     server's words are in them). `splitpoint results` and the agent's fallback metric use it."""
     cut = [i for i in (text.find(" ("), text.find(": ")) if i > 0]
     return _NUMBER.sub("N", text[: min(cut)] if cut else text)
+
+
+def read_results(path: str | Path) -> list[dict[str, Any]]:
+    """Every record of a results log of either format, in the order written."""
+    records: list[dict[str, Any]] = []
+    each_result(path, records.append)
+    return records
+
+
+def each_result(path: str | Path, take: Callable[[dict[str, Any]], None]) -> None:
+    """Every record of a results log of either format to `take`, in the order written, one at a
+    time (a log of months in the memory of one record; a log an agent still writes, up to its
+    last whole record). ConfigError naming the file when it is not a results log, OSError when
+    it cannot be read."""
+    p = Path(path)
+    if not is_sqlite(p):
+        with os.fdopen(open_regular(p, "results"), "rb") as fh:
+            scan_jsonl(p, fh, take)
+        return
+    try:
+        db = sqlite3.connect(p.resolve().as_uri() + "?mode=ro", uri=True, timeout=10.0)
+        try:
+            check_sqlite_log(p, db)
+            for (text,) in db.execute("SELECT record FROM results ORDER BY written_unix_ns, frame_id"):
+                record = json.loads(text)
+                if isinstance(record, dict):
+                    take(record)
+        finally:
+            db.close()
+    except sqlite3.OperationalError as exc:  # e.g. a log made and not written yet: no results table
+        log.warning("results log %s: %s", p, exc)
+    except (sqlite3.DatabaseError, ValueError) as exc:
+        raise ConfigError("results", str(p), f"cannot be read as a SQLite results log ({exc})") from None
