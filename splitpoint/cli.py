@@ -222,7 +222,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                              config_checks=config_checks,
                              secrets={k: values[k] for k in ("tls_key", "token_file") if values.get(k)},
                              no_server=no_server,
-                             certificates={k: values[k] for k in ("tls_ca", "tls_cert") if values.get(k)})
+                             certificates={k: values[k] for k in ("tls_ca", "tls_cert") if values.get(k)},
+                             source=values.get("source") or "")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -260,7 +260,7 @@ def build_parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
     _add_policy(_command(sub, "policy", commands["policy"]), commands["policy"])
     _add_doctor(_command(sub, "doctor", commands["doctor"], (
         "Check a field installation and print one line per finding; exit 1 when any says FAIL. With --config, "
-        "reads bundle, cloud, device, results and the TLS keys from the agent's TOML file (and validates the "
+        "reads bundle, source, cloud, device, results and the TLS keys from the agent's TOML file (and validates the "
         "whole file); flags override it. Run it as the agent's user, with the agent stopped (it holds the Edge TPU).")))
     _add_certs(_command(sub, "certs", commands["certs"]))
     _add_bench(_command(sub, "bench", commands["bench"], (
@@ -384,6 +384,8 @@ def _add_doctor(p: argparse.ArgumentParser) -> None:
                                     "a missing Edge TPU fails only when asked for")
     g.add_argument("--results", metavar="PATH",
                    help="results log path (free disk, write access; default results.jsonl)")
+    g.add_argument("--source", metavar="SPEC", help="the frame source to open and read a frame from "
+                                                    "(camera:N, a directory, a video file, synthetic:N)")
     g = p.add_argument_group("security")
     g.add_argument("--tls-ca", metavar="FILE", help="CA (PEM) that signed the server's certificate")
     g.add_argument("--tls-cert", metavar="FILE", help="this agent's certificate (PEM), for mutual TLS")

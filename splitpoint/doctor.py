@@ -3,6 +3,7 @@
 Checks: the edge config file; the Edge TPU on USB (ids 1a6e:089a before its
 firmware loads, 18d1:9302 after) or PCIe (/dev/apex_0); whether the delegate
 loads; runtime versions and the known bad pairs; the bundle's integrity; the
+frame source, opened and its first frame read (splitpoint/doctor_source.py); the
 cloud's reachability, transport (TLS, token) and bundle digest, with a hint for
 each way a TLS handshake fails; clock skew against the server (when the server
 reports its clock); secret file modes; free disk and write access for the
@@ -28,6 +29,7 @@ from typing import Any, NamedTuple
 from edge_node.disk_space import LOW_FREE_BYTES
 from splitpoint.doctor_checks import Check, _plain, guarded
 from splitpoint.doctor_device import check_edgetpu, check_runtimes
+from splitpoint.doctor_source import check_source
 from splitpoint.remote_hints import remote_hint
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ CLOUD_TIMEOUT_S = 5.0
 TRANSPORT_KEYS = ("tls_ca", "tls_cert", "tls_key", "tls_server_name", "token_file", "insecure", "allow_plaintext_token")
 _BOOL_KEYS = ("insecure", "allow_plaintext_token")
 #: every edge config key the doctor uses
-EDGE_KEYS = ("bundle", "cloud", "device", "results", *TRANSPORT_KEYS)
+EDGE_KEYS = ("bundle", "cloud", "device", "results", "source", *TRANSPORT_KEYS)
 
 
 # ---------------------------------------------------------------- config
@@ -362,7 +364,7 @@ def run_doctor(bundle: str | None, cloud: str | None, device: str, results: str 
                make_client: Callable[[], Any] | None = None, transport: str = "",
                config_checks: list[Check] | None = None, out: Callable[[str], None] = print,
                secrets: dict[str, str] | None = None, no_server: str = "",
-               certificates: dict[str, str] | None = None) -> int:
+               certificates: dict[str, str] | None = None, source: str = "") -> int:
     """Every check, printed line by line as it finishes; 0 when nothing FAILed, 1 otherwise.
     `no_server`: why the agent contacts no server (`contacts_no_server`): the cloud is not checked."""
     checks: list[Check] = []
@@ -381,6 +383,7 @@ def run_doctor(bundle: str | None, cloud: str | None, device: str, results: str 
         digest = bundle_digest(bundle)
     else:
         emit([Check("skip", "bundle", "no bundle given (--bundle or `bundle` in --config)")])
+    emit(guarded("source", check_source, source, bundle))
     if secrets:
         emit(guarded("secrets", check_secret_files, secrets))
     if certificates:

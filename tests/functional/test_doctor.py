@@ -295,3 +295,85 @@ def test_an_all_edge_config_without_tls_is_not_failed_for_a_server_it_never_cont
     conf.write_text(base + "require_cloud = true\n")
     assert main(["doctor", "--config", str(conf)]) == 1
     assert "no tls_ca to verify the server with" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- the frame source
+
+
+def fake_camera(monkeypatch: pytest.MonkeyPatch, opens: bool, read: object) -> None:
+    """A cv2 whose VideoCapture opens (or not) and whose read() is `read()`."""
+    import sys
+    import types
+
+    import numpy as np
+
+    mod: object = types.ModuleType("cv2")
+
+    class VideoCapture:
+        def __init__(self, what: object) -> None:
+            pass
+
+        def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
+            return opens
+
+        def read(self) -> object:
+            return read()  # type: ignore[operator]
+
+        def release(self) -> None:
+            pass
+
+    mod.VideoCapture = VideoCapture  # type: ignore[attr-defined]
+    mod.COLOR_BGR2GRAY = mod.COLOR_BGR2RGB = mod.COLOR_BGRA2GRAY = mod.COLOR_BGRA2RGB = 0  # type: ignore[attr-defined]
+    mod.cvtColor = lambda img, code: np.asarray(img)[..., 0]  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cv2", mod)
+
+
+def test_the_source_is_opened_and_its_first_frame_read(digits_bundle: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A camera the service user may not open, unplugged, or a directory without images stopped
+    the agent at its start after the doctor had said "no problems found"."""
+    import threading
+
+    import numpy as np
+    from PIL import Image
+
+    from splitpoint.doctor_source import check_source
+
+    bundle = str(digits_bundle)
+    Image.new("L", (40, 30), 7).save(tmp_path / "a.png")
+    [ok] = check_source(str(tmp_path), bundle)
+    assert (ok.status, ok.detail) == ("ok", f"directory {tmp_path} (1 files): frame 0 (a.png) read, 40x30"), ok
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    [none] = check_source(str(empty), bundle)
+    assert none.status == "FAIL" and "no image files" in none.detail
+    assert check_source("synthetic:2", bundle)[0].status == "ok"
+    assert check_source("", bundle)[0].status == "skip"
+    assert check_source("camera:0", None)[0].status == "skip"  # frames are fitted to the bundle's input
+    # cameras, through a stand-in for OpenCV
+    fake_camera(monkeypatch, True, lambda: (True, np.full((48, 64, 3), 9, np.uint8)))
+    [cam] = check_source("camera:0", bundle)
+    assert (cam.status, cam.detail) == ("ok", "camera:0: frame 0 (camera:0#0) read, 64x48"), cam
+    fake_camera(monkeypatch, True, lambda: (False, None))
+    [dead] = check_source("camera:0", bundle)
+    assert dead.status == "FAIL" and "stopped delivering frames" in dead.detail, dead
+    hung = threading.Event()
+    fake_camera(monkeypatch, True, lambda: (hung.wait(30), None))  # a read that never returns in time
+    [slow] = check_source("camera:0", bundle, timeout_s=0.2)
+    hung.set()
+    assert slow.status == "FAIL" and slow.detail.startswith("camera:0 opened but gave no frame within 0.2 s"), slow
+    fake_camera(monkeypatch, False, lambda: (False, None))
+    [unplugged] = check_source("camera:57", bundle)
+    assert unplugged.status == "FAIL" and unplugged.detail.endswith(
+        "-- there is no /dev/video57: is the camera plugged in? (`v4l2-ctl --list-devices` lists the devices)")
+
+
+def test_doctor_checks_the_configs_source(digits_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    conf = tmp_path / "edge.toml"
+    conf.write_text(f'bundle = "{digits_bundle}"\nsource = "{tmp_path / "nothing-here"}"\n'
+                    f'results = "{tmp_path / "r.jsonl"}"\n')
+    assert main(["doctor", "--config", str(conf)]) == 1
+    out = capsys.readouterr().out
+    assert f'[FAIL] source: source = "{tmp_path / "nothing-here"}": no such' in out, out
+    assert main(["doctor", "--config", str(conf), "--source", "synthetic:1"]) == 0  # the flag wins
+    assert "[  ok] source: synthetic:1" in capsys.readouterr().out
