@@ -110,14 +110,17 @@ class Recorder:
             self.results = None  # until the new one is open: a write meanwhile would be refused as closed
             try:
                 moved = rotate_results(path)
-                self.results = open_results(path, fmt, fsync)
             except OSError as exc:
                 self._fail(ResultsWriteError(path, f"the log could not be renamed to start a new one "
                                                    f"(results_rotate_h): {describe_os_error(exc)}; its records "
                                                    "stay intact"))
                 return None
+            try:
+                self.results = open_results(path, fmt, fsync)
             except (ResultsWriteError, ConfigError) as err:
-                self._fail(err if isinstance(err, ResultsWriteError) else ResultsWriteError(path, str(err)))
+                why = err.reason if isinstance(err, ResultsWriteError) else str(err)
+                self._fail(ResultsWriteError(path, f"no new log could be started after the old one was renamed "
+                                                   f"{moved.name} (results_rotate_h): {why}; its records stay intact"))
                 return None
             self.rotated.append(moved)
         log.info("results log rotated (results_rotate_h): %s closed with %d records, complete and safe to copy "

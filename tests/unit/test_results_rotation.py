@@ -150,3 +150,25 @@ def test_rotation_is_refused_for_a_source_that_resumes_by_skipping() -> None:
                                "/data/survey resumes from one log (frames recorded in a rotated one would run "
                                "again): set it to 0")
     capture.check(type("Camera", (), {"description": "camera:0", "restarts_numbering": True})())
+
+
+def test_a_new_log_that_cannot_be_made_is_fatal_and_names_where_the_old_one_went(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk (no inode left for the new file): the agent stops saying where its records are."""
+    from splitpoint.errors import ResultsWriteError
+
+    rec, path, _, fatal = make_recorder(tmp_path, "jsonl")
+    write(rec, 0)
+
+    def full(p: Any, *args: Any, **kwargs: Any) -> Any:
+        raise ResultsWriteError(p, "No space left on device (ENOSPC)")
+
+    monkeypatch.setattr(recorder_module, "open_results", full)
+    assert rec.rotate() is None and fatal == [True]
+    [moved] = [p for p in tmp_path.iterdir()]
+    assert ROTATED.match(moved.name) and ids_in(moved) == [0]
+    assert str(rec.fatal) == (f"results log {path} cannot be written: no new log could be started after the old one "
+                              f"was renamed {moved.name} (results_rotate_h): No space left on device (ENOSPC); its "
+                              "records stay intact")
+    write(rec, 1)  # nothing more is written, and nothing breaks
+    rec.close()
