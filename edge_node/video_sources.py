@@ -4,6 +4,7 @@ the source protocol, and edge_node/source_spec.py: `open_source`, which picks th
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,18 @@ class VideoSource(_OpenCVSource):
             raise StopIteration
 
 
+def why_camera_did_not_open(number: int) -> str:
+    """The likely reason camera:N did not open, from /dev/videoN as this user sees it (Linux)."""
+    dev = Path(f"/dev/video{number}")
+    if not Path("/dev").is_dir():  # not Linux: OpenCV numbers cameras its own way
+        return "no such camera, busy, or no permission to open it"
+    if not dev.exists():
+        return f"there is no {dev}: is the camera plugged in? (`v4l2-ctl --list-devices` lists the cameras)"
+    if not os.access(dev, os.R_OK | os.W_OK):
+        return f"this user may not open {dev}: add it to the video group (sudo usermod -aG video USER)"
+    return f"{dev} may be held by another program (a running agent?) or not be a capture device"
+
+
 class CameraSource(_OpenCVSource):
     """A live camera. A capture that fails gives its frame a FrameReadError, and the camera is
     opened again - a USB camera that reset or was plugged back, a V4L2 `select() timeout` - every
@@ -137,11 +150,7 @@ class CameraSource(_OpenCVSource):
         cap = cv2.VideoCapture(number)
         if not cap.isOpened():
             cap.release()
-            raise ConfigError(
-                key,
-                spec,
-                f"camera {number} did not open (no such device, busy, or no permission to open /dev/video{number})",
-            )
+            raise ConfigError(key, spec, f"camera {number} did not open: {why_camera_did_not_open(number)}")
         self.number = number
         self.reopen_s = reopen_s
         self._lost: float | None = None  # when it stopped delivering (monotonic); None: it delivers

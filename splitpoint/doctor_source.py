@@ -10,9 +10,7 @@ frame, with a time limit: a camera that opens and gives nothing must not hang th
 from __future__ import annotations
 
 import logging
-import os
 import threading
-from pathlib import Path
 from typing import Any
 
 from splitpoint.doctor_checks import Check, _plain
@@ -42,8 +40,8 @@ def check_source(spec: str, bundle: str | None, timeout_s: float = FIRST_FRAME_T
         source = open_source(spec, b.manifest.preprocessing, b)
     except BackendUnavailableError as err:
         return [Check("FAIL", "source", _plain(err))]
-    except ConfigError as err:
-        return [Check("FAIL", "source", _plain(err) + _camera_hint(spec))]
+    except ConfigError as err:  # a camera that did not open says why (edge_node/video_sources.py)
+        return [Check("FAIL", "source", _plain(err))]
     finally:
         sources_log.setLevel(level)
     got: dict[str, Any] = {}
@@ -61,7 +59,9 @@ def check_source(spec: str, bundle: str | None, timeout_s: float = FIRST_FRAME_T
     reader.join(timeout_s)
     if reader.is_alive():  # left to its read (a daemon thread): closing under it could crash OpenCV
         return [Check("FAIL", "source", f"{source.description} opened but gave no frame within {timeout_s:g} s"
-                                        + _camera_hint(spec, opened=True))]
+                                        + (" -- a camera that needs more time, or not a capture device "
+                                           "(`v4l2-ctl --list-devices` lists them)" if spec.startswith("camera:")
+                                           else ""))]
     source.close()
     if "error" in got:
         failure = got["error"]
@@ -75,18 +75,3 @@ def check_source(spec: str, bundle: str | None, timeout_s: float = FIRST_FRAME_T
         return [Check("FAIL", "source", f"{source.description} has no frames")]
     w, h = frame.original_size or (frame.raw.shape[1], frame.raw.shape[0])
     return [Check("ok", "source", f"{source.description}: frame {frame.index} ({frame.origin}) read, {w}x{h}")]
-
-
-def _camera_hint(spec: str, opened: bool = False) -> str:
-    """What most likely keeps camera:N from working, from /dev/videoN as this user sees it."""
-    if not spec.lower().startswith("camera:") or not spec[7:].isdigit():
-        return ""
-    dev = Path(f"/dev/video{int(spec[7:])}")
-    if opened:
-        return f" -- a camera that needs more time or another format, or {dev} is not a capture device " \
-               "(`v4l2-ctl --list-devices` lists them)"
-    if not dev.exists():
-        return f" -- there is no {dev}: is the camera plugged in? (`v4l2-ctl --list-devices` lists the devices)"
-    if not os.access(dev, os.R_OK | os.W_OK):
-        return f" -- this user may not open {dev}: add it to the `video` group (sudo usermod -aG video USER)"
-    return f" -- {dev} may be held by another program: a running agent holds it (stop it first)"

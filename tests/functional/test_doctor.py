@@ -364,8 +364,9 @@ def test_the_source_is_opened_and_its_first_frame_read(digits_bundle: Path, tmp_
     assert slow.status == "FAIL" and slow.detail.startswith("camera:0 opened but gave no frame within 0.2 s"), slow
     fake_camera(monkeypatch, False, lambda: (False, None))
     [unplugged] = check_source("camera:57", bundle)
-    assert unplugged.status == "FAIL" and unplugged.detail.endswith(
-        "-- there is no /dev/video57: is the camera plugged in? (`v4l2-ctl --list-devices` lists the devices)")
+    assert (unplugged.status, unplugged.detail) == ("FAIL", 'source = "camera:57": camera 57 did not open: there is '
+                                                            "no /dev/video57: is the camera plugged in? (`v4l2-ctl "
+                                                            "--list-devices` lists the cameras)"), unplugged
 
 
 def test_doctor_checks_the_configs_source(digits_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -523,6 +523,22 @@ def test_camera_gray_preprocessing(monkeypatch: pytest.MonkeyPatch) -> None:
     assert frame.raw.shape == (8, 8, 1) and np.all(frame.raw == 90)
 
 
+def test_a_camera_that_does_not_open_says_why_from_its_device_node(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    """"no such device, busy, or no permission" left the user to find out which; /dev/videoN as
+    this user sees it tells."""
+    real = Path
+    node = tmp_path / "video5"
+    node.write_text("")
+    monkeypatch.setattr(video_sources, "Path", lambda p: node if p == "/dev/video5" else real(p))
+    assert video_sources.why_camera_did_not_open(5).endswith("may be held by another program (a running agent?) "
+                                                             "or not be a capture device")
+    monkeypatch.setattr(video_sources.os, "access", lambda p, mode: False)
+    assert video_sources.why_camera_did_not_open(5) == (f"this user may not open {node}: add it to the video group "
+                                                        "(sudo usermod -aG video USER)")
+    assert video_sources.why_camera_did_not_open(6).startswith("there is no /dev/video6: is the camera plugged in?")
+
+
 def test_camera_that_does_not_open(monkeypatch: pytest.MonkeyPatch) -> None:
     cv2 = fake_cv2([], opens=False)
     monkeypatch.setitem(sys.modules, "cv2", cv2)
