@@ -82,7 +82,9 @@ def cmd_edge(args: argparse.Namespace) -> int:
         + (f" (and {len(rotated)} earlier log(s) rotated this run, the first {rotated[0]})"
            if (rotated := agent.recorder.rotated) else "")
     )
-    return 0 if summary.failed == 0 else 1
+    # a stop asked for (SIGTERM, Ctrl-C) is a success, as documented: a camera's run that survived an
+    # outage has its failed frame, and `systemctl stop` then left the unit "failed" (status=1)
+    return 0 if summary.failed == 0 or stop.signum is not None else 1
 
 
 def reread_policy(running: Any, args: argparse.Namespace) -> Any:

@@ -115,7 +115,7 @@ def test_a_camera_that_resets_is_opened_again_and_its_logs_rotate(digits_bundle:
     agent.wait_for("camera 0 delivers frames again after", times=2)
     agent.wait_for("results log rotated (results_rotate_h)")
     code, took, out = agent.stop()
-    assert code == 1, out  # the outages' frames failed: a run with a failed frame exits 1
+    assert code == 0, out  # a stop asked for, though the outages' frames failed (its last line counts them)
     records = agent.records()
     ids = [r["frame_id"] for r in records]
     assert sorted(ids) == list(range(len(ids))) and len(ids) >= 60, ids
@@ -133,7 +133,8 @@ def test_sigterm_while_the_camera_is_away_ends_the_agent_at_once(digits_bundle: 
     agent.wait_for("camera 0 stopped delivering frames at frame 5; opening it again for up to 3600 s")
     agent.wait_for("fake camera: not there", times=2)  # inside the wait for the camera, not before it
     code, took, out = agent.stop()
-    assert code == 1 and took < 5, (code, took, out)  # not the hour, nor the grace period
+    assert code == 0 and took < 5, (code, took, out)  # not the hour, nor the grace period
+    assert "1 failed" in out, out
     assert [r["status"] for r in sorted(agent.records(), key=lambda r: r["frame_id"])] == ["ok"] * 5 + ["failed"]
     assert "did not deliver again" not in "".join(agent.lines)
 
