@@ -24,7 +24,9 @@ to DIR/tracemalloc/snap-NNNN.tracemalloc and a line to DIR/tracemalloc/memory.js
 the traced total, glibc's mallinfo2, counts of gc-tracked objects by type). Compare two with
     a, b = (tracemalloc.Snapshot.load(p) for p in (FIRST, LAST))
     b.compare_to(a, "traceback")     # filter out tracemalloc's own and traced_agent.py's
-Traced memory flat while RSS grows: the growth is native (gRPC's C core, malloc). --agent-env
+Traced memory flat while RSS grows: the growth is native (gRPC's C core, malloc). The
+snapshots themselves leave tens of MB free in malloc's arenas (RSS under tracing is not the
+field's): --tracemalloc 0 writes memory.jsonl only, no tracing, to watch RSS against malloc. --agent-env
 NAME=VALUE sets a variable in the agent's environment only (MALLOC_ARENA_MAX=2, say).
 Tracing slows the agent; the default runs it as the field does.
 """
@@ -127,7 +129,7 @@ class Soak:
     def start_agent(self, link: LinkEmulator) -> subprocess.Popen:
         f = self.files
         entry = [sys.executable, "-m", "splitpoint"]
-        if self.args.tracemalloc:
+        if self.args.tracemalloc is not None:
             entry = [sys.executable, str(ROOT / "scripts" / "traced_agent.py"), "--frames", str(self.args.tracemalloc),
                      "--every", str(self.args.snapshot_every), "--out", str(self.out / "tracemalloc"), "--"]
         return subprocess.Popen(
@@ -244,9 +246,10 @@ def main() -> int:
                          "(default: its first, one a third in and one two thirds in)")
     ap.add_argument("--kill-every", type=lambda s: tuple(float(x) for x in s.split(",")), default=(45.0, 75.0),
                     help="LO,HI: seconds of serving before each SIGKILL of the server; 0,0: never")
-    ap.add_argument("--tracemalloc", type=int, default=0, metavar="N",
+    ap.add_argument("--tracemalloc", type=int, default=None, metavar="N",
                     help="run the agent under scripts/traced_agent.py with tracemalloc.start(N): snapshots and "
-                         "memory.jsonl in DIR/tracemalloc (default 0: the agent as it is run in the field)")
+                         "memory.jsonl in DIR/tracemalloc; 0: memory.jsonl only, untraced (default: the agent "
+                         "as it is run in the field)")
     ap.add_argument("--snapshot-every", type=float, default=60.0, metavar="S",
                     help="with --tracemalloc: seconds between snapshots (default 60)")
     ap.add_argument("--agent-env", action="append", default=[], metavar="NAME=VALUE",

@@ -4,7 +4,7 @@
 
 Starts tracemalloc.start(N) before splitpoint is imported, then runs splitpoint's own entry
 (splitpoint.cli.run, as `python -m splitpoint` does) with the argv after `--`. A daemon thread
-writes, every S seconds:
+writes, every S seconds (with --frames 0, no tracing: only the line of memory.jsonl):
 
 - DIR/snap-NNNN.tracemalloc: tracemalloc.take_snapshot() (written to a .tmp, then renamed),
   for snapshot.compare_to(older, 'traceback');
@@ -83,15 +83,17 @@ def watch(out: Path, every: float) -> None:
         while True:
             time.sleep(every)
             current, peak = tracemalloc.get_traced_memory()
-            row = {"t_s": round(time.monotonic() - t0, 1), "rss_kb": rss_kb(), "traced": current, "traced_peak": peak,
-                   "tracemalloc_overhead": tracemalloc.get_tracemalloc_memory(), "malloc": mallinfo()}
-            snap = tracemalloc.take_snapshot()
-            path = out / f"snap-{n:04d}.tracemalloc"
-            snap.dump(str(path) + ".tmp")
-            os.replace(str(path) + ".tmp", path)
-            del snap
+            row: dict[str, object] = {
+                "t_s": round(time.monotonic() - t0, 1), "rss_kb": rss_kb(), "traced": current, "traced_peak": peak,
+                "tracemalloc_overhead": tracemalloc.get_tracemalloc_memory(), "malloc": mallinfo()}
+            if tracemalloc.is_tracing():  # the snapshot's pickling leaves tens of MB free in malloc's arenas
+                snap = tracemalloc.take_snapshot()
+                path = out / f"snap-{n:04d}.tracemalloc"
+                snap.dump(str(path) + ".tmp")
+                os.replace(str(path) + ".tmp", path)
+                del snap
+                row["snapshot"] = path.name
             row["gc_objects"], row["types"], row["top_types"] = object_counts()
-            row["snapshot"] = path.name
             log.write(json.dumps(row) + "\n")
             log.flush()
             n += 1
@@ -103,11 +105,14 @@ def main() -> None:
         sys.exit("usage: traced_agent.py --frames N --every S --out DIR -- SPLITPOINT-ARGS...")
     cut = argv.index("--")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, default=10, help="frames kept per traceback (tracemalloc.start(N))")
+    ap.add_argument("--frames", type=int, default=10,
+                    help="frames kept per traceback (tracemalloc.start(N)); 0: no tracemalloc, no snapshots, only "
+                         "memory.jsonl (RSS and malloc's figures without tracing's own cost)")
     ap.add_argument("--every", type=float, default=60.0, help="seconds between snapshots")
     ap.add_argument("--out", required=True, help="directory for the snapshots and memory.jsonl")
     args = ap.parse_args(argv[:cut])
-    tracemalloc.start(args.frames)
+    if args.frames > 0:
+        tracemalloc.start(args.frames)
     threading.Thread(target=watch, args=(Path(args.out), args.every), name="traced-agent", daemon=True).start()
     sys.argv = ["splitpoint", *argv[cut + 1:]]
     sys.path.insert(0, str(ROOT))
