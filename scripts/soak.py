@@ -17,6 +17,18 @@ it ends by printing the first and last samples, the churn counted, how long SIGT
 whether every frame has exactly one record. Anything that grows with the churn is a defect
 for an agent that runs for months. Keep --fps moderate on a shared machine (the server and
 the agent each want most of a core). It needs `cryptography` (splitpoint certs).
+
+To ask where an agent's memory goes: --tracemalloc N runs it under scripts/traced_agent.py,
+which starts tracemalloc.start(N) and every --snapshot-every S seconds (60) writes a snapshot
+to DIR/tracemalloc/snap-NNNN.tracemalloc and a line to DIR/tracemalloc/memory.jsonl (VmRSS,
+the traced total, glibc's mallinfo2, counts of gc-tracked objects by type). Compare two with
+    a, b = (tracemalloc.Snapshot.load(p) for p in (FIRST, LAST))
+    b.compare_to(a, "traceback")     # filter out tracemalloc's own and traced_agent.py's
+Traced memory flat while RSS grows: the growth is native (gRPC's C core, malloc). The
+snapshots themselves leave tens of MB free in malloc's arenas (RSS under tracing is not the
+field's): --tracemalloc 0 writes memory.jsonl only, no tracing, to watch RSS against malloc. --agent-env
+NAME=VALUE sets a variable in the agent's environment only (MALLOC_ARENA_MAX=2, say).
+Tracing slows the agent; the default runs it as the field does.
 """
 
 from __future__ import annotations
@@ -116,14 +128,19 @@ class Soak:
 
     def start_agent(self, link: LinkEmulator) -> subprocess.Popen:
         f = self.files
+        entry = [sys.executable, "-m", "splitpoint"]
+        if self.args.tracemalloc is not None:
+            entry = [sys.executable, str(ROOT / "scripts" / "traced_agent.py"), "--frames", str(self.args.tracemalloc),
+                     "--every", str(self.args.snapshot_every), "--out", str(self.out / "tracemalloc"), "--"]
         return subprocess.Popen(
-            [sys.executable, "-m", "splitpoint", "edge", "--config", str(f["edge.toml"]), "--bundle", self.args.bundle,
+            [*entry, "edge", "--config", str(f["edge.toml"]), "--bundle", self.args.bundle,
              "--source", "synthetic:1000000000", "--fps", str(self.args.fps), "--cloud", link.address,
              "--splits", ",".join(map(str, self.args.splits)), "--stream-lifetime-s", "5", "--frame-deadline-ms", "1000",
              "--keepalive-s", "2", "--connect-timeout-s", "2", "--grace-s", "5", "--tls-ca", str(f["ca.pem"]),
              "--tls-cert", str(f["client.pem"]), "--tls-key", str(f["client.key"]), "--token-file", str(f["agent.token"]),
              "--results", str(self.out / "results.jsonl"), "--no-results-fsync"],
-            stdout=open(self.out / "agent.log", "ab"), stderr=subprocess.STDOUT, env=self.env)
+            stdout=open(self.out / "agent.log", "ab"), stderr=subprocess.STDOUT,
+            env=dict(self.env, **dict(kv.split("=", 1) for kv in self.args.agent_env)))
 
     def churn(self, link: LinkEmulator, agent: subprocess.Popen) -> None:
         rnd, t0 = random.Random(1), time.monotonic()
@@ -229,6 +246,14 @@ def main() -> int:
                          "(default: its first, one a third in and one two thirds in)")
     ap.add_argument("--kill-every", type=lambda s: tuple(float(x) for x in s.split(",")), default=(45.0, 75.0),
                     help="LO,HI: seconds of serving before each SIGKILL of the server; 0,0: never")
+    ap.add_argument("--tracemalloc", type=int, default=None, metavar="N",
+                    help="run the agent under scripts/traced_agent.py with tracemalloc.start(N): snapshots and "
+                         "memory.jsonl in DIR/tracemalloc; 0: memory.jsonl only, untraced (default: the agent "
+                         "as it is run in the field)")
+    ap.add_argument("--snapshot-every", type=float, default=60.0, metavar="S",
+                    help="with --tracemalloc: seconds between snapshots (default 60)")
+    ap.add_argument("--agent-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="set in the agent's environment only (e.g. MALLOC_ARENA_MAX=2); repeatable")
     ap.add_argument("--out", default=None, help="directory for logs, samples and results (default: a new temp directory)")
     args = ap.parse_args()
     try:
