@@ -236,6 +236,13 @@ class Soak:
         return 0 if rc == 0 and len(ids) == len(set(ids)) else 1
 
 
+def _name_value(text: str) -> str:
+    """--agent-env's NAME=VALUE, checked (argparse names the bad one)."""
+    if "=" not in text or not text.split("=", 1)[0]:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=VALUE (e.g. MALLOC_ARENA_MAX=2)")
+    return text
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", required=True)
@@ -252,7 +259,7 @@ def main() -> int:
                          "as it is run in the field)")
     ap.add_argument("--snapshot-every", type=float, default=60.0, metavar="S",
                     help="with --tracemalloc: seconds between snapshots (default 60)")
-    ap.add_argument("--agent-env", action="append", default=[], metavar="NAME=VALUE",
+    ap.add_argument("--agent-env", action="append", default=[], metavar="NAME=VALUE", type=_name_value,
                     help="set in the agent's environment only (e.g. MALLOC_ARENA_MAX=2); repeatable")
     ap.add_argument("--out", default=None, help="directory for logs, samples and results (default: a new temp directory)")
     args = ap.parse_args()
