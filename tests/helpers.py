@@ -222,3 +222,44 @@ def finish_process(proc: subprocess.Popen[str], timeout_s: float = 60.0) -> tupl
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def fake_cv2(frames: list[Any], opens: bool = True, read: Any = None) -> Any:
+    """Just enough of cv2 for CameraSource: VideoCapture, cvtColor and the constants it uses. Each
+    capture delivers `frames`, then fails a read; `read()`, when given, answers every read instead
+    (a read that hangs, say). `captures`: every VideoCapture made, with how often it was released."""
+    import types
+
+    import numpy as np
+
+    mod: Any = types.ModuleType("cv2")
+    mod.COLOR_BGR2RGB, mod.COLOR_BGR2GRAY, mod.COLOR_BGRA2RGB, mod.COLOR_BGRA2GRAY = 1, 2, 3, 4
+    mod.CAP_PROP_FRAME_COUNT = 7
+    mod.captures = []
+
+    def cvt(img: np.ndarray, code: int) -> np.ndarray:
+        rgb = img[..., 2::-1]
+        return rgb.mean(axis=-1).astype(np.uint8) if code in (2, 4) else np.ascontiguousarray(rgb)
+
+    class VideoCapture:
+        def __init__(self, what: object) -> None:
+            self.what, self.released, self.left = what, 0, list(frames)
+            mod.captures.append(self)
+
+        def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
+            return opens
+
+        def read(self) -> tuple[bool, np.ndarray | None]:
+            if read is not None:
+                return read()
+            return (True, self.left.pop(0)) if self.left else (False, None)
+
+        def get(self, prop: int) -> float:
+            return 0.0
+
+        def release(self) -> None:
+            self.released += 1
+
+    mod.VideoCapture = VideoCapture
+    mod.cvtColor = cvt
+    return mod

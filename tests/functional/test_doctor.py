@@ -301,31 +301,12 @@ def test_an_all_edge_config_without_tls_is_not_failed_for_a_server_it_never_cont
 
 
 def fake_camera(monkeypatch: pytest.MonkeyPatch, opens: bool, read: object) -> None:
-    """A cv2 whose VideoCapture opens (or not) and whose read() is `read()`."""
+    """cv2 as a camera that opens (or not) and whose every read() is `read()`."""
     import sys
-    import types
 
-    import numpy as np
+    from helpers import fake_cv2
 
-    mod: object = types.ModuleType("cv2")
-
-    class VideoCapture:
-        def __init__(self, what: object) -> None:
-            pass
-
-        def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
-            return opens
-
-        def read(self) -> object:
-            return read()  # type: ignore[operator]
-
-        def release(self) -> None:
-            pass
-
-    mod.VideoCapture = VideoCapture  # type: ignore[attr-defined]
-    mod.COLOR_BGR2GRAY = mod.COLOR_BGR2RGB = mod.COLOR_BGRA2GRAY = mod.COLOR_BGRA2RGB = 0  # type: ignore[attr-defined]
-    mod.cvtColor = lambda img, code: np.asarray(img)[..., 0]  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "cv2", mod)
+    monkeypatch.setitem(sys.modules, "cv2", fake_cv2([], opens=opens, read=read))
 
 
 def test_the_source_is_opened_and_its_first_frame_read(digits_bundle: Path, tmp_path: Path,

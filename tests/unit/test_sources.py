@@ -9,13 +9,12 @@ import os
 import sys
 import threading
 import time
-import types
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from helpers import png_declaring
+from helpers import fake_cv2, png_declaring
 from PIL import Image
 
 from edge_node import video_sources
@@ -351,39 +350,6 @@ def test_single_image_file_is_not_a_source(tmp_path: Path) -> None:
 
 
 # -- cameras -----------------------------------------------------------
-
-
-def fake_cv2(frames: list[np.ndarray], opens: bool = True) -> Any:
-    """Just enough of cv2 for CameraSource: VideoCapture, cvtColor and the constants it uses."""
-    mod: Any = types.ModuleType("cv2")
-    mod.COLOR_BGR2RGB, mod.COLOR_BGR2GRAY, mod.COLOR_BGRA2RGB, mod.COLOR_BGRA2GRAY = 1, 2, 3, 4
-    mod.CAP_PROP_FRAME_COUNT = 7
-    mod.captures = []
-
-    def cvt(img: np.ndarray, code: int) -> np.ndarray:
-        rgb = img[..., 2::-1]
-        return rgb.mean(axis=-1).astype(np.uint8) if code in (2, 4) else np.ascontiguousarray(rgb)
-
-    class VideoCapture:
-        def __init__(self, what: object) -> None:
-            self.what, self.released, self.left = what, 0, list(frames)
-            mod.captures.append(self)
-
-        def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
-            return opens
-
-        def read(self) -> tuple[bool, np.ndarray | None]:
-            return (True, self.left.pop(0)) if self.left else (False, None)
-
-        def get(self, prop: int) -> float:
-            return 0.0
-
-        def release(self) -> None:
-            self.released += 1
-
-    mod.VideoCapture = VideoCapture
-    mod.cvtColor = cvt
-    return mod
 
 
 def test_camera_frames_bgr_to_rgb_then_error_then_end(monkeypatch: pytest.MonkeyPatch) -> None:
