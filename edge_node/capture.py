@@ -11,7 +11,8 @@ Resume: the results log is durable and holds one record per frame id (= the sour
 frame index); on start the frames it already records are skipped, so an agent killed
 and restarted continues where it stopped. Frames that were read but not finished have
 no record and run again. A camera numbers its frames from 0 each time it opens: there
-the new frames are numbered after the largest recorded id instead. A log whose records
+the new frames are numbered after the largest recorded id instead (after the newest rotated
+log's, when a results_rotate_h rotation left the log without a record yet). A log whose records
 name other frames than the source has at those ids (another source's log, or a directory
 whose files changed) is refused rather than skipped by id.
 
@@ -30,6 +31,7 @@ from .bounded import IdRanges, RecordedOrigins
 from .config import EdgeConfig
 from .ledger import FrameLedger
 from .recorder import Recorder
+from .results_records import ReadingStopped
 from .run_report import LiveBuffer
 from .sources import Frame, FrameReadError, FrameSource
 
@@ -58,16 +60,15 @@ class Capture:
         """Skip what the log already records (`done`: frame id -> the origin its record names),
         or, for a camera, number after it. ConfigError when the records name other frames than
         the source has at those ids: skipping by id would leave the source's frames unrun."""
+        renumbers = getattr(source, "restarts_numbering", False)
         if not done:
+            if renumbers and self.config.resume:
+                self._number_after_rotated(source)
             return
         self._check_origins(source, done)
-        if getattr(source, "restarts_numbering", False):
+        if renumbers:
             first = (done.ids.last or 0) + 1
-            number_from = getattr(source, "number_from", None)
-            if number_from is None:
-                raise ConfigError("resume", True, f"{source.description} restarts its frame numbers and cannot renumber; "
-                                                  "use --no-resume or another results file")
-            number_from(first)
+            self._number_from(source, first)
             log.info("resuming %s (%d records): %s numbers its frames from %d", self.config.results, len(done),
                      source.description, first)
             return
@@ -77,6 +78,28 @@ class Capture:
         else:
             self._skip_ids = done.ids
         log.info("resuming %s: %d frames already have a record and are skipped", self.config.results, len(done))
+
+    def _number_after_rotated(self, source: FrameSource) -> None:
+        """A camera's log with no record yet may have been started by a rotation just before the
+        restart: number after the newest rotated log, or the ids would repeat from 0."""
+        try:
+            found = self.recorder.last_rotated_id(self.stop.is_set)
+        except ReadingStopped:  # told to stop while reading: no frame is read (the loops see stop)
+            return
+        if found is None:
+            return
+        rotated, last = found
+        self._number_from(source, last + 1)
+        log.info("resuming after the rotated log %s: %s numbers its frames from %d (%s has no record yet)",
+                 rotated, source.description, last + 1, self.config.results)
+
+    @staticmethod
+    def _number_from(source: FrameSource, first: int) -> None:
+        number_from = getattr(source, "number_from", None)
+        if number_from is None:
+            raise ConfigError("resume", True, f"{source.description} restarts its frame numbers and cannot renumber; "
+                                              "use --no-resume or another results file")
+        number_from(first)
 
     def _check_origins(self, source: FrameSource, done: RecordedOrigins) -> None:
         """ConfigError when a record's origin is not what the source has at that frame id: a log

@@ -12,7 +12,8 @@ With `rotate_s` (results_rotate_h), `rotate_if_due` - called by the capture loop
 frame - starts a new log at the same path once the current one has been open that long: the
 old one is closed (complete, its last record durable) and renamed NAME.<UTC time>Z.EXT
 (results_file.rotate_results), so a run of weeks leaves day-sized logs, each safe to copy off
-and delete once renamed, and a restart resumes only the newest. Records wait on the lock while
+and delete once renamed, and a restart resumes only the newest (or, when a restart came before
+the new log held a record, a camera numbers after the newest renamed one). Records wait on the lock while
 it happens: each is in exactly one log. A new log that cannot be made is fatal, as a write
 that fails is; the renamed one is intact.
 
@@ -36,8 +37,8 @@ from splitpoint.errors import ConfigError, ResultsWriteError
 from .bounded import RecordedOrigins
 from .disk_space import DiskWatch
 from .results import ResultStore, describe_os_error, open_results
-from .results_file import rotate_results
-from .results_records import reason_group
+from .results_file import rotate_results, rotated_logs
+from .results_records import last_frame_id, reason_group
 from .run_report import EdgeMetrics, RunSummary
 from .sources import Frame
 
@@ -126,6 +127,25 @@ class Recorder:
         log.info("results log rotated (results_rotate_h): %s closed with %d records, complete and safe to copy "
                  "off; new records go to a new %s", moved, len(old), path)
         return moved
+
+    def last_rotated_id(self, stop: Callable[[], bool] = lambda: False) -> tuple[Path, int] | None:
+        """The newest log rotated from this one (beside it, as rotate_results named it) that
+        records a frame, with its largest frame id: what a camera numbers after when this log has
+        no record yet (a restart between a rotation and the next record). One that cannot be
+        read is named in a warning and passed over; ReadingStopped once `stop()` says so."""
+        if self._opened_as is None:
+            return None
+        for older in reversed(rotated_logs(self._opened_as[0])):
+            try:
+                last = last_frame_id(older, stop)
+            except (OSError, ConfigError) as exc:
+                why = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+                log.warning("the rotated results log %s could not be read for its last frame id (%s): "
+                            "frame numbers may repeat ones it records", older, why)
+                continue
+            if last is not None:
+                return older, last
+        return None
 
     def close(self) -> None:
         with self._lock:

@@ -21,7 +21,8 @@ usable: the agent warns that it cannot guard against a second agent and goes on.
 
 Also here, what needs no more than the file: telling a SQLite log (`is_sqlite`) and a
 SQLite database that is not a results log (`check_sqlite_log`), and moving a log aside
-for --no-resume (`backup_results`) or once it is closed for a new one (`rotate_results`).
+for --no-resume (`backup_results`) or once it is closed for a new one (`rotate_results`),
+and finding the logs rotated from a path (`rotated_logs`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import errno
 import fcntl
 import logging
 import os
+import re
 import sqlite3
 import stat
 import time
@@ -150,10 +152,27 @@ def backup_results(path: str | Path) -> Path | None:
 def rotate_results(path: str | Path) -> Path:
     """Move a closed log to `<stem>.<UTC time>Z<suffix>` (results.20261207T022700Z.jsonl: a glob
     of `results.*.jsonl` lists them in time order, and the suffix still says the format); the
-    path it went to. The agent's `results_rotate_h`."""
+    path it went to. A second rotation within the same second is `...Z_1<suffix>`, which sorts
+    after it. The agent's `results_rotate_h`."""
     p = Path(path)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    return _move(p, lambda n: p.with_name(f"{p.stem}.{stamp}{f'-{n}' if n else ''}{p.suffix}"))
+    return _move(p, lambda n: p.with_name(f"{p.stem}.{stamp}{f'_{n}' if n else ''}{p.suffix}"))
+
+
+def rotated_logs(path: str | Path) -> list[Path]:
+    """The logs `rotate_results` made from `path` that are still beside it, oldest first (by the
+    time and number in their names, not by listing order)."""
+    p = Path(path)
+    named = re.compile(re.escape(p.stem) + r"\.(\d{8}T\d{6})Z(?:_(\d+))?" + re.escape(p.suffix))
+    found: list[tuple[str, int, Path]] = []
+    try:
+        with os.scandir(p.parent) as entries:
+            for entry in entries:
+                if (m := named.fullmatch(entry.name)) is not None and entry.is_file():
+                    found.append((m[1], int(m[2] or 0), Path(entry.path)))
+    except OSError:  # no such directory yet, or not readable: nothing rotated to be found
+        return []
+    return [q for _, _, q in sorted(found)]
 
 
 def _move(p: Path, name: Callable[[int], Path]) -> Path:

@@ -6,7 +6,8 @@ back record by record, in the memory of one, telling a torn last line (what a
 crash leaves: ignored) from a file that is not a results log (ConfigError naming the line);
 `origin` is where a record says its frame came from, what a resumed run checks against its
 source (edge_node/capture.py); `reason_group` is a fallback reason without its details.
-`each_result` and `read_results` read a log of either format (`splitpoint results`, the demo).
+`each_result` and `read_results` read a log of either format (`splitpoint results`, the demo);
+`last_frame_id` is the largest id one records (a camera's resume after a rotation).
 """
 
 from __future__ import annotations
@@ -172,3 +173,33 @@ def each_result(path: str | Path, take: Callable[[dict[str, Any]], None]) -> Non
         log.warning("results log %s: %s", p, exc)
     except (sqlite3.DatabaseError, ValueError) as exc:
         raise ConfigError("results", str(p), f"cannot be read as a SQLite results log ({exc})") from None
+
+
+def last_frame_id(path: str | Path, stop: Callable[[], bool] = lambda: False) -> int | None:
+    """The largest frame id a results log of either format records (None: none). ConfigError
+    naming the file when it is not a results log, OSError when it cannot be read,
+    ReadingStopped once `stop()` says so (a day's log takes seconds on a Pi)."""
+    p = Path(path)
+    largest: list[int] = []
+    check = StopCheck(stop)
+
+    def take_id(fid: int) -> None:
+        check()
+        if not largest or fid > largest[0]:
+            largest[:] = [fid]
+
+    if not is_sqlite(p):
+        with os.fdopen(open_regular(p, "results"), "rb") as fh:
+            scan_jsonl(p, fh, lambda record: take_id(frame_id(record)), lambda fid, _origin: take_id(fid))
+        return largest[0] if largest else None
+    try:
+        db = sqlite3.connect(p.resolve().as_uri() + "?mode=ro", uri=True, timeout=10.0)
+        try:
+            check_sqlite_log(p, db)
+            made = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'results'").fetchone()
+            value = db.execute("SELECT MAX(frame_id) FROM results").fetchone()[0] if made else None
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError("results", str(p), f"cannot be read as a SQLite results log ({exc})") from None
+    return value if isinstance(value, int) else None

@@ -34,6 +34,7 @@ from edge_node.agent import EdgeAgent
 from edge_node.config import EdgeConfig
 from edge_node.heads import HeadOutput
 from edge_node.recorder import DROP_REASON, Recorder
+from edge_node.results_file import rotate_results
 from edge_node.run_report import EdgeMetrics, LiveBuffer, RunSummary
 from edge_node.session import BACKOFF_START_S, OffloadSession, SessionCallbacks
 from edge_node.sources import Frame, FrameReadError
@@ -917,6 +918,18 @@ def test_a_cameras_run_rotates_its_log_and_resumes_after_the_newest(tmp_path: Pa
     again.policy.k = K
     again.agent.run(CameraLike(2))
     assert [r["frame_id"] for r in again.records] == [5, 6]
+    # stopped right after a rotation, before the new log had a record: numbered after the renamed log
+    rotate_results(log)
+    log.touch()
+    third = Harness(log, executor=ImmediateExecutor(), results_rotate_h=2)
+    third.policy.k = K
+    third.agent.run(CameraLike(2))
+    assert [r["frame_id"] for r in third.records] == [7, 8]
+    # ... and with resume off, from 0 as ever
+    fresh = Harness(tmp_path / "fresh.jsonl", executor=ImmediateExecutor(), results_rotate_h=2, resume=False)
+    fresh.policy.k = K
+    fresh.agent.run(CameraLike(1))
+    assert [r["frame_id"] for r in fresh.records] == [0]
     with pytest.raises(ConfigError, match="rotates the results log of a camera's run only"):
         Harness(tmp_path / "other.jsonl", executor=ImmediateExecutor(), results_rotate_h=2).agent.run(ListSource(2, False))
     assert not (tmp_path / "other.jsonl").exists()  # refused before the log was made

@@ -17,11 +17,13 @@ from prometheus_client import CollectorRegistry
 from edge_node import recorder as recorder_module
 from edge_node.recorder import Recorder
 from edge_node.results import read_results
+from edge_node.results_file import rotated_logs
+from edge_node.results_records import ReadingStopped, dumps, last_frame_id
 from edge_node.run_report import EdgeMetrics
 from edge_node.sources import Frame
 from splitpoint.errors import ConfigError
 
-ROTATED = re.compile(r"^r\.\d{8}T\d{6}Z(-\d+)?\.(jsonl|db)$")
+ROTATED = re.compile(r"^r\.\d{8}T\d{6}Z(_\d+)?\.(jsonl|db)$")
 
 
 class Clock:
@@ -172,3 +174,73 @@ def test_a_new_log_that_cannot_be_made_is_fatal_and_names_where_the_old_one_went
                               "records stay intact")
     write(rec, 1)  # nothing more is written, and nothing breaks
     rec.close()
+
+
+def test_rotations_within_one_second_are_named_and_listed_in_the_order_made(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ls r.*.jsonl` and rotated_logs list the logs oldest first, also for a rotation period under a
+    second (a second rotation in the same second gets a number that sorts after the first)."""
+    monkeypatch.setattr(time, "gmtime", lambda *a: time.struct_time((2026, 12, 7, 2, 27, 0, 0, 341, 0)))
+    rec, path, _, _ = make_recorder(tmp_path, "jsonl")
+    for fid in range(11):
+        write(rec, fid)
+        rec.rotate()
+    rec.close()
+    names = [p.name for p in rec.rotated]
+    assert names[:3] == ["r.20261207T022700Z.jsonl", "r.20261207T022700Z_1.jsonl", "r.20261207T022700Z_2.jsonl"]
+    assert sorted(names[:10]) == names[:10]  # as `ls` lists them, up to ten in one second
+    assert rotated_logs(path) == rec.rotated  # by number, also past ten
+    (tmp_path / "r.notes.jsonl").write_text("")  # not a rotated log's name
+    (tmp_path / "r.20261207T022700Z.jsonl.bak").write_text("")
+    assert rotated_logs(path) == rec.rotated
+    assert rotated_logs(tmp_path / "none" / "r.jsonl") == []
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "sqlite"])
+def test_the_last_frame_id_of_a_log_is_its_largest(tmp_path: Path, fmt: str) -> None:
+    """Records land in the order frames finish, not the order they were numbered."""
+    rec, path, _, _ = make_recorder(tmp_path, fmt)
+    assert last_frame_id(path) is None
+    for fid in (3, 7, 5, 6):
+        write(rec, fid)
+    rec.close()
+    assert last_frame_id(path) == 7
+
+
+def test_reading_a_long_log_for_its_last_id_stops_when_told(tmp_path: Path) -> None:
+    """SIGTERM while a day's log is read at start ends the agent within grace_s."""
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(dumps({"frame_id": i, "origin": f"camera:0#{i}"}) + "\n" for i in range(5000)))
+    assert last_frame_id(path) == 4999
+    with pytest.raises(ReadingStopped):
+        last_frame_id(path, stop=lambda: True)
+
+
+def test_a_log_that_is_not_one_is_named_when_its_last_id_is_read(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text("hello\n")
+    with pytest.raises(ConfigError, match="notes.jsonl.*line 1 is not JSON"):
+        last_frame_id(notes)
+
+
+def test_a_restart_before_the_new_log_has_a_record_numbers_after_the_newest_rotated_one(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The recorder finds the newest rotated log with a record; one it cannot read is warned about
+    and passed over, so frame numbers go on after what can be read."""
+    rec, path, _, _ = make_recorder(tmp_path, "jsonl")
+    for fid in range(4):
+        write(rec, fid)
+        if fid in (1, 2):
+            rec.rotate()
+    rec.close()  # logs: [0, 1], [2], [3] (current)
+    path.unlink()  # as if the agent stopped right after the rotation: the new log has no record
+    again, _, _, _ = make_recorder(tmp_path, "jsonl")
+    assert again.last_rotated_id() == (rec.rotated[-1], 2)
+    rec.rotated[-1].write_text("garbage\n")
+    with caplog.at_level("WARNING", logger="edge_node.agent"):
+        assert again.last_rotated_id() == (rec.rotated[0], 1)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the rotated results log {rec.rotated[-1]} could not be read for its last frame id (results = "
+        f"\"{rec.rotated[-1]}\": is not a results log (line 1 is not JSON: Expecting value: line 1 column 1 (char 0)); "
+        "it was left as it is: give --results another file): frame numbers may repeat ones it records"]
+    again.close()
