@@ -11,7 +11,8 @@ builds the real ones from an EdgeConfig (edge_node/assembly.py). The collaborato
     capture.py      the capture loops (survey, live) and resume; each frame -> `process`
     session.py      the cloud: channel, streams, failover, backoff, probes (`Session` protocol)
     cloud_paths.py  the link's work: send, answer, error, malformed, stream end, hedge, fallback
-    edge_work.py    the edge's work: local runs on the local executor, and the record ending a frame
+    edge_work.py    the edge's work: heads, local runs on the local executor, the record ending a frame
+    device_health.py  runs that fail in a row: a few stop the agent (the device is opened again on restart)
     watchdog.py     frames past their hedge time
     ledger.py       every frame admitted ends exactly once (record written, window slot freed)
     recorder.py     the results log, summary and metrics
@@ -35,7 +36,7 @@ Locks, in the order they may be taken: the recorder's lock (summary, records) ->
 results log's lock. Every other lock is a leaf, nothing else is taken while it is held:
 the agent's `_lock` (closing), the ledger's, the local executor's, CloudPaths' (late
 frames, `hedged`), the session's (stream, backoff, servers reached), its failed streams'
-(notices.StreamFailures), the margin learner's, the heads' accelerator lock, the timeline's. The policy's lock is taken before the
+(notices.StreamFailures), the margin learner's, the heads' accelerator lock, the timeline's, the device health's. The policy's lock is taken before the
 timeline's (plan books while it holds it), never the other way round.
 """
 
@@ -55,17 +56,19 @@ from scheduler.link import LinkEstimator
 from scheduler.objectives import PolicyConfig
 from scheduler.paths import Timeline
 from scheduler.policy_base import FrameOutcome, SplitPolicy, may_offload, plans_paths
-from splitpoint.errors import ResultsWriteError, SplitpointError
+from splitpoint.errors import SplitpointError
 from splitpoint.metrics import serve_metrics
 
 from .bounded import RecordedOrigins
 from .capture import SLOT_POLL_S, Capture
 from .cloud_paths import CloudPaths
 from .config import EdgeConfig
+from .device_health import DeviceHealth
 from .edge_work import EdgeWork, Executor
 from .hedge import MarginLearner, plan_hedge
 from .ledger import FrameLedger
-from .notices import FallbackDigest, mostly_local_message, nothing_to_do_message, unreached_message
+from .notices import CloudNotReachedError as CloudNotReachedError  # re-exported
+from .notices import FallbackDigest, report_end
 from .recorder import DROP_REASON as DROP_REASON  # re-exported: tests and users import it from here
 from .recorder import Recorder
 from .results import ResultStore
@@ -82,10 +85,6 @@ log = logging.getLogger(__name__)
 #: the quantile of recent (actual - predicted) cloud latencies an offload's gain must exceed
 #: (experiment exp-overrun: chosen from a what-if over the recorded runs, docs/agent-experiments.md)
 OVERRUN_QUANTILE = 0.75
-
-
-class CloudNotReachedError(SplitpointError):
-    """require_cloud is set and no cloud server answered during the run."""
 
 
 def _describe(policy: SplitPolicy) -> str:
@@ -136,7 +135,8 @@ class EdgeAgent:
         self.margin = MarginLearner(config.hedge_margin)
         self._attach_overrun(self.policy)
         self.edge = EdgeWork(m, heads, self.ledger, recorder, local, self._observe, self.fallback_digest,
-                             self.timeline, clock)
+                             self.timeline, DeviceHealth(str(getattr(heads, "device", "the edge")), self._stop.set),
+                             clock)
         self.cloud = CloudPaths(config, m, session, self.ledger, self.edge, self.metrics, self.margin,
                                 self._observe, self.timeline, clock)
         self.watchdog = DeadlineWatchdog(self.cloud, self.ledger, link, config.hedge, clock, self.timeline,
@@ -193,7 +193,9 @@ class EdgeAgent:
             self.summary.skipped = int(getattr(source, "skipped", 0) or 0) + self.capture.filtered
             if self._fatal is not None:
                 raise self._fatal  # one message (the CLI's), naming the file and the error; exit 1
-        self._report_end()  # not after an error: it would hide it
+        self.fallback_digest.flush()
+        # not after an error: it would hide it
+        report_end(self.summary, self.config, self.session, wanted_cloud=self._wanted_cloud > 0)
         return self.summary
 
     def start(self) -> None:
@@ -229,32 +231,9 @@ class EdgeAgent:
         return self.recorder.results
 
     @property
-    def _fatal(self) -> ResultsWriteError | None:
-        return self.recorder.fatal
-
-    def _report_end(self) -> None:
-        """The end-of-run notices: skipped, dropped, abandoned, never reached a server."""
-        s, cfg = self.summary, self.config
-        self.fallback_digest.flush()
-        if s.nothing_to_do:
-            log.warning("%s", nothing_to_do_message(cfg.results, s.skipped))
-        elif s.skipped:
-            log.info("resumed: %d frames already recorded in %s were skipped", s.skipped, cfg.results)
-        if s.dropped:
-            log.warning("live capture: %d frames dropped (the agent fell behind the source)", s.dropped)
-        if s.abandoned:
-            log.warning("stopped: %d frames in flight got no answer within grace_s = %s; they have no record "
-                        "and run again on resume", s.abandoned, cfg.grace_s)
-        # an all-edge run (k = K) never needed a server: nothing to say, unless one was required
-        if self.session.reached() and (mostly := mostly_local_message(s.local_instead, s.frames)):
-            log.warning("%s", mostly)
-        if self.session.reached() or s.frames == 0 or not (self._wanted_cloud or cfg.require_cloud):
-            return
-        s.unreached = [self.session.address]
-        message = unreached_message(s.unreached, s.local, self.session.last_error(), cfg.require_cloud)
-        if cfg.require_cloud:
-            raise CloudNotReachedError(f"require_cloud: {message}; results in {cfg.results}")
-        log.warning("%s", message)
+    def _fatal(self) -> SplitpointError | None:
+        """What stopped the run: the results log could not be written, or the edge device failed."""
+        return self.recorder.fatal or self.edge.health.fatal
 
     def stop(self) -> None:
         """Ask `run` to stop after the current frame; frames in flight get `grace_s` to finish.
@@ -392,12 +371,12 @@ class EdgeAgent:
             return
         self._wanted_cloud += 1
         hedge = plan_hedge(self.config.hedge, prediction, self.margin, self.config.frame_deadline_ms)
-        try:
-            out = self.heads.run(k, x)  # edge work ends here; the rest is the link's
-        finally:
-            head_end = self.clock()
-            if not raced:  # a raced frame's booking is its local run's (k = 0 takes no edge time)
-                self.timeline.edge_done(frame.index, head_end)
+        out = self.edge.run_head(frame, k, x)  # edge work ends here; the rest is the link's
+        if out is None:
+            return  # the head failed: the frame has its failure record
+        head_end = self.clock()
+        if not raced:  # a raced frame's booking is its local run's (k = 0 takes no edge time)
+            self.timeline.edge_done(frame.index, head_end)
         # the hedge time counts from when the head really started: a wait for the accelerator (a
         # local run in progress) is in the plan's queue, not in its prediction, and counting it
         # would hedge frames because the edge was busy - more local runs, a busier edge

@@ -16,6 +16,9 @@ run is booked when it is queued (a planned k = K run was booked by the plan), an
 it ends or is skipped; a frame's end also releases a transfer the plan booked but that
 never happened (no stream, a failure), unless a hedged frame's cloud answer may still come.
 
+A head or whole-model run that raises (a USB accelerator gone from the bus) ends its frame
+with a failure record; `health` counts such runs, and a few in a row stop the agent.
+
 Locks: none of its own. `complete` runs the recorder (its lock -> the results log's
 lock) inside `FrameLedger.finish`, which holds no lock while writing.
 """
@@ -33,6 +36,8 @@ from scheduler.paths import Timeline
 from scheduler.policy_base import FrameOutcome
 from splitpoint.detection import compact_records, detection_records
 
+from .device_health import DeviceHealth
+from .heads import HeadOutput
 from .ledger import FrameLedger
 from .notices import FallbackDigest
 from .recorder import Recorder
@@ -53,10 +58,11 @@ class Executor(Protocol):
 class EdgeWork:
     def __init__(self, manifest: Any, heads: Any, ledger: FrameLedger, recorder: Recorder, executor: Executor,
                  observe: Callable[[FrameOutcome], None], fallback_digest: FallbackDigest,
-                 timeline: Timeline, clock: Callable[[], float] = time.monotonic):
+                 timeline: Timeline, health: DeviceHealth, clock: Callable[[], float] = time.monotonic):
         self.manifest = manifest
         self.K = manifest.num_layers
         self.heads = heads
+        self.health = health  # counts the runs that fail in a row (edge_node/device_health.py)
         self.ledger = ledger
         self.recorder = recorder
         self.executor = executor
@@ -81,6 +87,17 @@ class EdgeWork:
         if pending is None or not pending.local_queued:
             self.timeline.link_done(frame_id, now, answered=False)  # a no-op after its answer came
 
+    def run_head(self, frame: Frame, k: int, x: np.ndarray) -> HeadOutput | None:
+        """Head k of a frame to be offloaded, on the calling (capture) thread; None when the run
+        raised: the frame has ended with a failure record (and what its plan booked is freed)."""
+        try:
+            out: HeadOutput = self.heads.run(k, x)
+        except Exception as exc:  # noqa: BLE001 - a device gone mid-run: this frame's failure, not the agent's death
+            self.fail(frame, self.health.failed(f"head {k}", exc))
+            return None
+        self.health.ok()
+        return out
+
     def run_local(self, frame: Frame, x: np.ndarray, split: int, preprocess_ms: float, reason: str | None,
                   head_ms: float = 0.0, pending: Pending | None = None) -> None:
         """Queue the frame's local run on the local executor; the calling thread goes on at once.
@@ -98,10 +115,14 @@ class EdgeWork:
             self.timeline.edge_done(frame.index, self.clock())
             return  # hedged, and the cloud answer was recorded while this waited in the queue
         try:
-            try:
-                arrays, local_ms = self.heads.run_local_all(x)
-            finally:
-                self.timeline.edge_done(frame.index, self.clock())
+            arrays, local_ms = self.heads.run_local_all(x)
+        except Exception as exc:  # noqa: BLE001 - the device failed the run: this frame's failure
+            self.fail(frame, self.health.failed("the whole model", exc))
+            return
+        finally:
+            self.timeline.edge_done(frame.index, self.clock())
+        self.health.ok()
+        try:
             outputs = [a.reshape(o.shape) for a, o in zip(arrays, self.manifest.outputs, strict=True)]
         except Exception as exc:  # the last resort must not lose the frame either
             log.exception("local run of frame %d failed", frame.index)

@@ -67,7 +67,12 @@ class EdgeHeads:
         self.splits = [k for k in wanted if k == 0 or k in self._runners]
         zero = np.zeros((m.preprocessing.height, m.preprocessing.width, m.preprocessing.channels), np.uint8)
         for k in self._runners:  # first inference loads weights onto the TPU: do it now
-            self.run(k, self.preprocess(zero))
+            try:
+                self.run(k, self.preprocess(zero))
+            except Exception as exc:  # noqa: BLE001 - a device that loads the head but cannot run it
+                raise BackendUnavailableError(
+                    f"head {k} was loaded on {self.device} but its first run failed: {exc!r}; check the "
+                    "device with `splitpoint doctor`") from exc
         log.info("heads %s loaded on %s in %.2fs", split_ranges(self._runners), self.device, time.perf_counter() - t0)
 
     def _load(self, spec: SplitSpec, delegate: object, num_threads: int | None, cpu_fallback: bool) -> HeadRunner:

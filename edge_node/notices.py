@@ -14,11 +14,21 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from splitpoint.errors import RemoteError
+from splitpoint.errors import RemoteError, SplitpointError
+
+if TYPE_CHECKING:
+    from .config import EdgeConfig
+    from .run_report import RunSummary
+    from .session_api import Session
 from splitpoint.remote_hints import is_refusal, remote_hint
 
 log = logging.getLogger("edge_node.agent")  # the agent's logger: users filter on one name
+
+class CloudNotReachedError(SplitpointError):
+    """require_cloud is set and no cloud server answered during the run."""
+
 
 #: seconds between two digests of the frames that ran locally
 DIGEST_PERIOD_S = 60.0  # as failed streams' WARNINGs: at 10 s a day-long outage was 8,640 lines (s31-soak)
@@ -171,3 +181,28 @@ def mostly_local_message(local_instead: dict[str, int], frames: int) -> str | No
     more = f"; and {len(ranked) - 3} other reasons" if len(ranked) > 3 else ""
     return (f"{n} of {frames} frames ran locally instead of in the cloud: {reasons}{more} "
             "(the journal's warnings say more; splitpoint results LOG lists every reason)")
+
+
+def report_end(s: RunSummary, cfg: EdgeConfig, session: Session, wanted_cloud: bool) -> None:
+    """The end-of-run notices of a run that ended without an error: skipped, dropped, abandoned,
+    mostly local, never reached a server. CloudNotReachedError when require_cloud is set and no
+    server was reached."""
+    if s.nothing_to_do:
+        log.warning("%s", nothing_to_do_message(cfg.results, s.skipped))
+    elif s.skipped:
+        log.info("resumed: %d frames already recorded in %s were skipped", s.skipped, cfg.results)
+    if s.dropped:
+        log.warning("live capture: %d frames dropped (the agent fell behind the source)", s.dropped)
+    if s.abandoned:
+        log.warning("stopped: %d frames in flight got no answer within grace_s = %s; they have no record "
+                    "and run again on resume", s.abandoned, cfg.grace_s)
+    # an all-edge run (k = K) never needed a server: nothing to say, unless one was required
+    if session.reached() and (mostly := mostly_local_message(s.local_instead, s.frames)):
+        log.warning("%s", mostly)
+    if session.reached() or s.frames == 0 or not (wanted_cloud or cfg.require_cloud):
+        return
+    s.unreached = [session.address]
+    message = unreached_message(s.unreached, s.local, session.last_error(), cfg.require_cloud)
+    if cfg.require_cloud:
+        raise CloudNotReachedError(f"require_cloud: {message}; results in {cfg.results}")
+    log.warning("%s", message)

@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry
 
 from edge_node.agent import EdgeAgent
 from edge_node.config import EdgeConfig
+from edge_node.device_health import DeviceFailedError, DeviceHealth
 from edge_node.heads import HeadOutput
 from edge_node.recorder import DROP_REASON, Recorder
 from edge_node.results_file import rotate_results
@@ -65,11 +66,14 @@ class FakeHeads:
     def __init__(self) -> None:
         self.local_runs = 0
         self.fail_local = False
+        self.fail_heads = False
 
     def preprocess(self, raw: np.ndarray) -> np.ndarray:
         return raw.astype(np.float32)[None]
 
     def run(self, k: int, x: np.ndarray) -> HeadOutput:
+        if self.fail_heads:
+            raise RuntimeError("Node number 3 (EdgeTpuDelegateForCustomOp) failed to invoke.")
         return HeadOutput(k, np.zeros((1, 2), np.int8), Q, 1.0)
 
     def run_local_all(self, x: np.ndarray) -> tuple[list[np.ndarray], float]:
@@ -776,6 +780,71 @@ def test_a_local_run_that_fails_is_a_failure_record(h: Harness) -> None:
     r = h.by_id()[0]
     assert r["status"] == "failed" and "accelerator gone" in r["error"] and h.idle()
     assert h.booked() == ([], [])
+
+
+def test_a_head_that_fails_is_its_frames_failure_record_and_the_run_goes_on(h: Harness) -> None:
+    """A head raising on the capture thread (an accelerator gone mid-run) killed the agent with a
+    traceback and left its frame without a record; now the frame fails and the next one runs."""
+    h.heads.fail_heads = True
+    h.feed(0, k=1)
+    r = h.by_id()[0]
+    assert r["status"] == "failed" and r["error"] == ("head 1 failed on the edge: RuntimeError('Node number 3 "
+                                                      "(EdgeTpuDelegateForCustomOp) failed to invoke.')"), r
+    assert h.idle() and h.booked() == ([], []) and not h.session.streams  # nothing was sent
+    h.heads.fail_heads = False
+    h.feed(1, k=1)
+    assert [req.frame_id for req in h.session.streams[0].sent] == [1]
+
+
+def test_runs_that_fail_in_a_row_end_the_run_with_one_message(tmp_path: Path) -> None:
+    """A device that fails every run (heads on the capture thread, whole-model runs on the local
+    executor) stops the agent after three in a row, rather than fail every frame of a flight;
+    a run that succeeds in between starts the count again."""
+    h = Harness(tmp_path / "r.jsonl", executor=ImmediateExecutor())
+    h.start()
+    h.heads.fail_heads = h.heads.fail_local = True
+    h.feed(0, k=1)
+    h.feed(1, k=K)
+    h.heads.fail_heads = h.heads.fail_local = False
+    h.feed(2, k=K)  # works: the count starts again
+    h.heads.fail_heads = h.heads.fail_local = True
+    h.feed(3, k=K)
+    h.feed(4, k=1)
+    assert h.agent._fatal is None and not h.agent._stop.is_set()
+    h.feed(5, k=1)
+    fatal = h.agent._fatal
+    assert isinstance(fatal, DeviceFailedError) and h.agent._stop.is_set()
+    assert str(fatal).startswith("the edge device (the edge) failed 3 runs in a row, the last: head 1 failed on the "
+                                 "edge: RuntimeError('Node number 3 (EdgeTpuDelegateForCustomOp) failed to invoke.'). "
+                                 "Restarting the agent loads the heads again"), fatal
+    assert [r["status"] for r in h.records] == ["failed", "failed", "ok", "failed", "failed", "failed"]
+    assert h.idle()
+    h.agent.close()
+
+
+def test_a_device_that_fails_every_run_stops_the_agent_with_exit_1(tmp_path: Path) -> None:
+    h = Harness(tmp_path / "r.jsonl", executor=ImmediateExecutor())
+    h.heads.fail_local = True
+    h.policy.k = K
+    with pytest.raises(DeviceFailedError) as info:
+        h.agent.run(ListSource(50, False))
+    assert info.value.exit_code == 1
+    assert [r["status"] for r in h.records] == ["failed"] * 3  # then it stopped reading frames
+
+
+def test_device_health_counts_failures_in_a_row_and_is_fatal_once() -> None:
+    told: list[bool] = []
+    health = DeviceHealth("edgetpu:usb:0", lambda: told.append(True), limit=2)
+    assert health.failed("head 4", OSError("x")) == "head 4 failed on edgetpu:usb:0: OSError('x')"
+    health.ok()
+    health.failed("head 4", OSError("x"))
+    assert health.fatal is None and not told
+    health.failed("the whole model", OSError("y"))
+    health.failed("the whole model", OSError("z"))
+    assert told == [True] and str(health.fatal).startswith(
+        "the edge device (edgetpu:usb:0) failed 2 runs in a row, the last: the whole model failed on edgetpu:usb:0: "
+        "OSError('y'). A USB accelerator that dropped off the bus fails every run until it is opened again: check "
+        "the power supply and cable")
 
 
 @pytest.mark.parametrize("k", [K, 1])
