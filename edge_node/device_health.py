@@ -12,7 +12,11 @@ Both edge paths report here: heads run by `EdgeAgent.process` on the capture thr
 whole-model runs on the local executor (edge_node/edge_work.py). Only the runs themselves
 are counted, not what is made of their outputs: a failure after the run is not the device's.
 
-Locks: `_lock` is a leaf; `on_fatal` (it sets the agent's stop event) runs outside it.
+The fatal message names the device, the last error and, on a Raspberry Pi that reports
+under-voltage, that too (splitpoint/power_supply.py).
+
+Locks: `_lock` is a leaf; the fatal message and `on_fatal` (it sets the agent's stop event)
+are made outside it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import threading
 from collections.abc import Callable
 
 from splitpoint.errors import SplitpointError
+from splitpoint.power_supply import power_note
 
 log = logging.getLogger("edge_node.agent")  # the agent's logger: users filter on one name
 
@@ -34,13 +39,18 @@ class DeviceFailedError(SplitpointError):
 
 
 class DeviceHealth:
-    def __init__(self, device: str, on_fatal: Callable[[], None], limit: int = FAILURES_FATAL):
+    def __init__(self, device: str, on_fatal: Callable[[], None], limit: int = FAILURES_FATAL,
+                 power: Callable[[], str] = power_note):
+        """`power`: a clause on the power supply for the fatal message (splitpoint/power_supply.py:
+        a Pi's under-voltage explains a USB accelerator gone), or ""."""
         self.device = device
         self.on_fatal = on_fatal
         self.limit = limit
-        #: set once `limit` runs in a row failed; the agent raises it when it stops
+        self.power = power
+        #: set once `limit` runs in a row failed, before on_fatal; the agent raises it when it stops
         self.fatal: DeviceFailedError | None = None
         self._in_a_row = 0
+        self._told = False  # the limit was reached (fatal is being made, or made)
         self._lock = threading.Lock()
 
     def ok(self) -> None:
@@ -55,13 +65,13 @@ class DeviceHealth:
         with self._lock:
             self._in_a_row += 1
             n = self._in_a_row
-            now_fatal = n >= self.limit and self.fatal is None
-            if now_fatal:
-                self.fatal = DeviceFailedError(f"the edge device ({self.device}) failed {n} runs in a row, the "
-                                               f"last: {message}. {self._advice()}")
+            now_fatal = n >= self.limit and not self._told
+            self._told = self._told or now_fatal
         # the frame's failure record is logged by the recorder; the traceback only with -v
         log.debug("%s (%d in a row; %d end the run)", message, n, self.limit, exc_info=exc)
-        if now_fatal:
+        if now_fatal:  # once; outside the lock: reading the power supply may run vcgencmd
+            self.fatal = DeviceFailedError(f"the edge device ({self.device}) failed {n} runs in a row, the last: "
+                                           f"{message}{self.power()}. {self._advice()}")
             self.on_fatal()
         return message
 

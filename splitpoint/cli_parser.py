@@ -77,7 +77,7 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
          "--cloud-profile cloud-profile.json --bandwidth 2Mbps --rtt 80ms --policy min-energy --deadline-ms 200"),
     ),
     "doctor": (
-        "check the Edge TPU, runtimes, bundle, cloud, TLS, clock and disk, in plain words",
+        "check the Edge TPU, power supply, runtimes, bundle, cloud, TLS, clock and disk, in plain words",
         "splitpoint doctor [--config FILE] [--bundle DIR] [--cloud HOST:PORT] [--device D] [options]",
         ("splitpoint doctor --config /etc/splitpoint/edge.toml",
          "splitpoint doctor --bundle bundle/ --device edgetpu --cloud server.example:50051 --tls-ca certs/ca.pem"),

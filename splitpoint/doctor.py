@@ -30,6 +30,7 @@ from edge_node.disk_space import LOW_FREE_BYTES
 from splitpoint.doctor_checks import Check, _plain, guarded
 from splitpoint.doctor_device import check_edgetpu, check_runtimes
 from splitpoint.doctor_source import check_source
+from splitpoint.power_supply import check_power
 from splitpoint.remote_hints import remote_hint
 
 log = logging.getLogger(__name__)
@@ -377,6 +378,7 @@ def run_doctor(bundle: str | None, cloud: str | None, device: str, results: str 
     emit(list(config_checks or []))
     emit(guarded("runtimes", check_runtimes))
     emit(guarded("Edge TPU", check_edgetpu, device))
+    emit(guarded("power supply", check_power))
     digest = None
     if bundle:
         emit(guarded("bundle", check_bundle, bundle, device))
