@@ -11,6 +11,8 @@ from edge_node.device_health import DeviceHealth
 from splitpoint import power_supply
 from splitpoint.power_supply import check_power, power_note, read_power
 
+pytestmark = pytest.mark.edge_side  # no TensorFlow: CI also runs it from the wheel on Python 3.13
+
 
 def vcgencmd(tmp_path: Path, body: str) -> str:
     script = tmp_path / "vcgencmd"

@@ -23,6 +23,8 @@ from edge_node.run_report import EdgeMetrics
 from edge_node.sources import Frame
 from splitpoint.errors import ConfigError
 
+pytestmark = pytest.mark.edge_side  # no TensorFlow: CI also runs it from the wheel on Python 3.13
+
 ROTATED = re.compile(r"^r\.\d{8}T\d{6}Z(_\d+)?\.(jsonl|db)$")
 
 
