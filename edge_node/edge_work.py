@@ -115,12 +115,13 @@ class EdgeWork:
             self.timeline.edge_done(frame.index, self.clock())
             return  # hedged, and the cloud answer was recorded while this waited in the queue
         try:
-            arrays, local_ms = self.heads.run_local_all(x)
+            try:
+                arrays, local_ms = self.heads.run_local_all(x)
+            finally:
+                self.timeline.edge_done(frame.index, self.clock())
         except Exception as exc:  # noqa: BLE001 - the device failed the run: this frame's failure
             self.fail(frame, self.health.failed("the whole model", exc))
             return
-        finally:
-            self.timeline.edge_done(frame.index, self.clock())
         self.health.ok()
         try:
             outputs = [a.reshape(o.shape) for a, o in zip(arrays, self.manifest.outputs, strict=True)]
