@@ -18,6 +18,7 @@ from scheduler.planner import build_policy
 from scheduler.policy_base import SplitPolicy, may_offload
 from splitpoint.bundle import load_bundle, split_ranges
 from splitpoint.errors import ConfigError
+from splitpoint.power_supply import read_power
 
 from .agent import EdgeAgent
 from .client import NoLink
@@ -49,6 +50,8 @@ def build_agent(config: EdgeConfig, policy: SplitPolicy | None = None,
 
     heads = EdgeHeads(bundle, config.device_spec, config.cpu_fallback, splits=config.splits or None,
                       num_threads=config.threads)
+    if heads.device.kind == "edgetpu":
+        warn_of_under_voltage()
     registry = CollectorRegistry()
     recorder = Recorder(m.labels, EdgeMetrics(registry), on_fatal=lambda: None, on_result=on_result)
     # One channel for every configured server: gRPC spreads streams over them (round_robin)
@@ -82,3 +85,14 @@ def policy_for(config: EdgeConfig, manifest: Any, pcfg: PolicyConfig, link: Link
     if pcfg.name == "fixed" and pcfg.split is None and config.split is None:
         log.info("no split given: every frame runs wholly on the edge (k = %d)", K)
     return build_policy(pcfg, manifest.model_digest, K, config.split, link, candidates=loaded)
+
+
+def warn_of_under_voltage() -> None:
+    """One warning at start when the Pi reports under-voltage (now or since boot): a USB
+    accelerator on a sagging supply drops off the bus and fails every run
+    (edge_node/device_health.py), and a restart after that is where the operator looks."""
+    state, _ = read_power(timeout_s=2.0)
+    if state is not None and state.under_voltage:
+        log.warning("the Pi reports %s: the Coral accelerator may drop off the USB bus and fail every run; use "
+                    "the Pi's official supply or a powered USB hub (docs/field-deployment.md, Power)",
+                    state.describe())

@@ -50,8 +50,8 @@ class PowerState:
 
 def read_power(vcgencmd: str | None = "", hwmon_root: Path = HWMON_ROOT,
                timeout_s: float = 5.0) -> tuple[PowerState | None, str]:
-    """(the supply's state, "") or (None, why it could not be read). `vcgencmd`: its path;
-    "" looks it up on PATH, None: do not use it."""
+    """(the supply's state, "") or (None, why it could not be read); never raises. `vcgencmd`:
+    its path; "" looks it up on PATH, None: do not use it."""
     why = []
     path = shutil.which("vcgencmd") if vcgencmd == "" else vcgencmd
     if path:
@@ -60,7 +60,7 @@ def read_power(vcgencmd: str | None = "", hwmon_root: Path = HWMON_ROOT,
                                   check=False)
             found = _THROTTLED.search(done.stdout)
             if done.returncode == 0 and found:
-                mask = int(found[1], 0)
+                mask = int(found[1], 16) if found[1].startswith("0x") else int(found[1])
                 bits = [text for bit, text in THROTTLED_BITS.items() if mask & (1 << bit)]
                 return PowerState(f"vcgencmd get_throttled = {mask:#x}", bits, bool(mask & UNDER_VOLTAGE)), ""
             said = " ".join((done.stdout + done.stderr).split())[:160] or f"exit {done.returncode}"
@@ -70,11 +70,15 @@ def read_power(vcgencmd: str | None = "", hwmon_root: Path = HWMON_ROOT,
     else:
         why.append("no vcgencmd")
     alarm = _rpi_volt_alarm(hwmon_root)
-    if alarm is not None:
+    if alarm is None:
+        why.append("no rpi_volt hwmon device")
+        return None, "; ".join(why)
+    try:
         low = alarm.read_text().strip() == "1"
-        return PowerState(f"{alarm} = {int(low)}", ["under-voltage now"] if low else [], low), ""
-    why.append("no rpi_volt hwmon device")
-    return None, "; ".join(why)
+    except (OSError, UnicodeDecodeError) as exc:
+        why.append(f"{alarm} could not be read ({exc})")
+        return None, "; ".join(why)
+    return PowerState(f"{alarm} = {int(low)}", ["under-voltage now"] if low else [], low), ""
 
 
 def _rpi_volt_alarm(root: Path) -> Path | None:
@@ -93,10 +97,7 @@ def _rpi_volt_alarm(root: Path) -> Path | None:
 def check_power(vcgencmd: str | None = "", hwmon_root: Path = HWMON_ROOT) -> list[Check]:
     """The doctor's line: warn on under-voltage or throttling, now or since boot; skip when
     there is nothing to read (not a Raspberry Pi)."""
-    try:
-        state, why = read_power(vcgencmd, hwmon_root)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        return [Check("warn", "power supply", f"could not be read: {exc}")]
+    state, why = read_power(vcgencmd, hwmon_root)
     if state is None:
         return [Check("skip", "power supply", f"nothing reports it here ({why}): not a Raspberry Pi?")]
     if state.under_voltage:
@@ -112,8 +113,5 @@ def check_power(vcgencmd: str | None = "", hwmon_root: Path = HWMON_ROOT) -> lis
 def power_note() -> str:
     """A clause for an error about a failing device: the supply's state when it reports one
     that explains it, else ""."""
-    try:
-        state, _ = read_power(timeout_s=2.0)
-    except (OSError, UnicodeDecodeError, ValueError):
-        return ""
+    state, _ = read_power(timeout_s=2.0)
     return f"; the Pi reports {state.describe()}" if state is not None and state.under_voltage else ""

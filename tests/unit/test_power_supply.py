@@ -45,6 +45,34 @@ def test_a_supply_that_never_sagged_is_ok(tmp_path: Path) -> None:
         "[  ok] power supply: no under-voltage or throttling (vcgencmd get_throttled = 0x0)"]
 
 
+def test_a_decimal_mask_is_read_too(tmp_path: Path) -> None:
+    state, _ = read_power(vcgencmd(tmp_path, 'echo "throttled=065536"'), hwmon(tmp_path, None))
+    assert state is not None and state.findings == ["under-voltage since boot"] and state.under_voltage
+
+
+def test_an_alarm_that_cannot_be_read_is_said(tmp_path: Path) -> None:
+    root = hwmon(tmp_path, "1")
+    (root / "hwmon1" / "in0_lcrit_alarm").unlink()
+    (root / "hwmon1" / "in0_lcrit_alarm").mkdir()  # exists, and reading it fails (EISDIR)
+    state, why = read_power(None, root)
+    assert state is None and why.startswith(f"no vcgencmd; {root}/hwmon1/in0_lcrit_alarm could not be read (")
+
+
+def test_the_agent_warns_at_start_of_a_pi_that_reports_under_voltage(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    from edge_node import assembly
+
+    script = vcgencmd(tmp_path, 'echo "throttled=0x50000"')
+    monkeypatch.setattr(power_supply.shutil, "which", lambda name: script)
+    with caplog.at_level("WARNING", logger="edge_node.agent"):
+        assembly.warn_of_under_voltage()
+    assert [r.getMessage() for r in caplog.records] == [
+        "the Pi reports under-voltage since boot, throttled since boot (vcgencmd get_throttled = 0x50000): the "
+        "Coral accelerator may drop off the USB bus and fail every run; use the Pi's official supply or a powered "
+        "USB hub (docs/field-deployment.md, Power)"]
+
+
 def test_throttling_alone_warns_of_slower_runs(tmp_path: Path) -> None:
     [check] = check_power(vcgencmd(tmp_path, 'echo "throttled=0x80008"'), hwmon(tmp_path, None))
     assert check.status == "warn" and check.detail == (
