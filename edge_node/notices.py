@@ -17,14 +17,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from splitpoint.errors import RemoteError, SplitpointError
+from splitpoint.remote_hints import is_refusal, remote_hint
 
 if TYPE_CHECKING:
     from .config import EdgeConfig
     from .run_report import RunSummary
     from .session_api import Session
-from splitpoint.remote_hints import is_refusal, remote_hint
 
 log = logging.getLogger("edge_node.agent")  # the agent's logger: users filter on one name
+
 
 class CloudNotReachedError(SplitpointError):
     """require_cloud is set and no cloud server answered during the run."""

@@ -56,8 +56,8 @@ def read_power(vcgencmd: str | None = "", hwmon_root: Path = HWMON_ROOT,
     path = shutil.which("vcgencmd") if vcgencmd == "" else vcgencmd
     if path:
         try:
-            done = subprocess.run([path, "get_throttled"], capture_output=True, text=True, timeout=timeout_s,
-                                  check=False)
+            done = subprocess.run([path, "get_throttled"], capture_output=True, text=True, errors="replace",
+                                  timeout=timeout_s, check=False)
             found = _THROTTLED.search(done.stdout)
             if done.returncode == 0 and found:
                 mask = int(found[1], 16) if found[1].startswith("0x") else int(found[1])

@@ -98,6 +98,11 @@ def test_nothing_to_read_is_said_plainly_as_a_skip(tmp_path: Path) -> None:
     assert [c.status for c in check_power(None, tmp_path / "none")] == ["skip"]
 
 
+def test_a_vcgencmd_that_answers_bytes_is_not_a_crash(tmp_path: Path) -> None:
+    state, why = read_power(vcgencmd(tmp_path, r"printf '\377\376 garbage'"), hwmon(tmp_path, None))
+    assert state is None and why.startswith("vcgencmd get_throttled said '\ufffd\ufffd garbage'"), why
+
+
 def test_a_vcgencmd_that_hangs_is_given_up(tmp_path: Path) -> None:
     state, why = read_power(vcgencmd(tmp_path, "exec sleep 30"), hwmon(tmp_path, None), timeout_s=0.5)
     assert state is None and why.startswith("vcgencmd could not run (Command ") and "timed out" in why
