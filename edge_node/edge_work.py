@@ -93,9 +93,10 @@ class EdgeWork:
         try:
             out: HeadOutput = self.heads.run(k, x)
         except Exception as exc:  # noqa: BLE001 - a device gone mid-run: this frame's failure, not the agent's death
-            self.fail(frame, self.health.failed(f"head {k}", exc))
+            self.fail(frame, self.health.failed(f"head {k}", exc) if k else f"quantizing the input failed: {exc!r}")
             return None
-        self.health.ok()
+        if k:  # k = 0 only quantizes the input on the CPU: it says nothing of the device
+            self.health.ok()
         return out
 
     def run_local(self, frame: Frame, x: np.ndarray, split: int, preprocess_ms: float, reason: str | None,

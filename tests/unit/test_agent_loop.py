@@ -822,6 +822,20 @@ def test_runs_that_fail_in_a_row_end_the_run_with_one_message(tmp_path: Path) ->
     h.agent.close()
 
 
+def test_frames_sent_whole_do_not_hide_a_device_that_fails_every_run(tmp_path: Path) -> None:
+    """k = 0 runs nothing on the device (it quantizes the input): frames sent whole between
+    failing local runs must not start the count again, or a dead accelerator behind an adaptive
+    policy that sends some frames whole would never be declared dead."""
+    h = Harness(tmp_path / "r.jsonl", executor=ImmediateExecutor())
+    h.start()
+    h.heads.fail_local = True
+    for fid in range(3):
+        h.feed(2 * fid, k=K)
+        h.feed(2 * fid + 1, k=0)
+    assert isinstance(h.agent._fatal, DeviceFailedError)
+    h.agent.close()
+
+
 def test_a_device_that_fails_every_run_stops_the_agent_with_exit_1(tmp_path: Path) -> None:
     h = Harness(tmp_path / "r.jsonl", executor=ImmediateExecutor())
     h.heads.fail_local = True
