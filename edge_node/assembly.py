@@ -18,7 +18,7 @@ from scheduler.planner import build_policy
 from scheduler.policy_base import SplitPolicy, may_offload
 from splitpoint.bundle import load_bundle, split_ranges
 from splitpoint.errors import ConfigError
-from splitpoint.power_supply import read_power
+from splitpoint.power_supply import UNDER_VOLTAGE_ADVICE, read_power
 
 from .agent import EdgeAgent
 from .client import NoLink
@@ -93,6 +93,4 @@ def warn_of_under_voltage() -> None:
     (edge_node/device_health.py), and a restart after that is where the operator looks."""
     state, _ = read_power(timeout_s=2.0)
     if state is not None and state.under_voltage:
-        log.warning("the Pi reports %s: the Coral accelerator may drop off the USB bus and fail every run; use "
-                    "the Pi's official supply or a powered USB hub (docs/field-deployment.md, Power)",
-                    state.describe())
+        log.warning("the Pi reports %s: %s", state.describe(), UNDER_VOLTAGE_ADVICE)

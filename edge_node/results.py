@@ -63,6 +63,7 @@ from .results_file import (
     check_sqlite_log,
     hold,
     is_sqlite,
+    read_only_sqlite,
 )
 from .results_records import StopCheck, dumps, frame_id, origin, scan_jsonl
 from .results_records import each_result as each_result  # re-exported: where readers look for it
@@ -349,11 +350,8 @@ def _check_any_log(path: Path, held: LogHold, stop: Callable[[], bool]) -> None:
             scan_jsonl(path, fh, lambda r: check())  # checked, not kept
             return
     try:
-        db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=10.0)
-        try:
-            check_sqlite_log(path, db)
-        finally:
-            db.close()
+        with read_only_sqlite(path):
+            pass  # opened and checked
     except sqlite3.DatabaseError as exc:
         raise ConfigError("results", str(path), f"cannot be used as a SQLite results log ({exc})") from None
 

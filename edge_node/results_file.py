@@ -20,13 +20,14 @@ flock (some network and FUSE file systems answer ENOLCK or EOPNOTSUPP) keeps the
 usable: the agent warns that it cannot guard against a second agent and goes on.
 
 Also here, what needs no more than the file: telling a SQLite log (`is_sqlite`) and a
-SQLite database that is not a results log (`check_sqlite_log`), and moving a log aside
+SQLite database that is not a results log (`check_sqlite_log`, `read_only_sqlite`), and moving a log aside
 for --no-resume (`backup_results`) or once it is closed for a new one (`rotate_results`),
 and finding the logs rotated from a path (`rotated_logs`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
@@ -35,7 +36,7 @@ import re
 import sqlite3
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from splitpoint.errors import ConfigError
@@ -140,6 +141,18 @@ def check_sqlite_log(path: Path, db: sqlite3.Connection) -> None:
         raise ConfigError("results", str(path), NOT_A_LOG.format("its results table has a frame_id that is not an integer"))
 
 
+@contextlib.contextmanager
+def read_only_sqlite(path: Path) -> Iterator[sqlite3.Connection]:
+    """A SQLite log opened read-only and checked to be a results log (check_sqlite_log); closed
+    after the block. sqlite3.DatabaseError as SQLite raises it, for the caller to name."""
+    db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=10.0)
+    try:
+        check_sqlite_log(path, db)
+        yield db
+    finally:
+        db.close()
+
+
 def backup_results(path: str | Path) -> Path | None:
     """Move a non-empty log out of the way (`<name>.<unix time>.bak`); the path it went to, or None."""
     p = Path(path)
@@ -163,6 +176,7 @@ def rotated_logs(path: str | Path) -> list[Path]:
     """The logs `rotate_results` made from `path` that are still beside it, oldest first (by the
     time and number in their names, not by listing order)."""
     p = Path(path)
+    # rotate_results' names: the stamp's "%Y%m%dT%H%M%SZ", then "_n" for the n-th in one second
     named = re.compile(re.escape(p.stem) + r"\.(\d{8}T\d{6})Z(?:_(\d+))?" + re.escape(p.suffix))
     found: list[tuple[str, int, Path]] = []
     try:

@@ -25,7 +25,7 @@ from typing import IO, Any
 from splitpoint.errors import ConfigError
 from splitpoint.files import open_regular
 
-from .results_file import NOT_A_LOG, check_sqlite_log, is_sqlite
+from .results_file import NOT_A_LOG, is_sqlite, read_only_sqlite
 
 log = logging.getLogger("edge_node.results")
 
@@ -160,15 +160,11 @@ def each_result(path: str | Path, take: Callable[[dict[str, Any]], None]) -> Non
             scan_jsonl(p, fh, take)
         return
     try:
-        db = sqlite3.connect(p.resolve().as_uri() + "?mode=ro", uri=True, timeout=10.0)
-        try:
-            check_sqlite_log(p, db)
+        with read_only_sqlite(p) as db:
             for (text,) in db.execute("SELECT record FROM results ORDER BY written_unix_ns, frame_id"):
                 record = json.loads(text)
                 if isinstance(record, dict):
                     take(record)
-        finally:
-            db.close()
     except sqlite3.OperationalError as exc:  # e.g. a log made and not written yet: no results table
         log.warning("results log %s: %s", p, exc)
     except (sqlite3.DatabaseError, ValueError) as exc:
@@ -193,13 +189,9 @@ def last_frame_id(path: str | Path, stop: Callable[[], bool] = lambda: False) ->
             scan_jsonl(p, fh, lambda record: take_id(frame_id(record)), lambda fid, _origin: take_id(fid))
         return largest[0] if largest else None
     try:
-        db = sqlite3.connect(p.resolve().as_uri() + "?mode=ro", uri=True, timeout=10.0)
-        try:
-            check_sqlite_log(p, db)
+        with read_only_sqlite(p) as db:
             made = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'results'").fetchone()
             value = db.execute("SELECT MAX(frame_id) FROM results").fetchone()[0] if made else None
-        finally:
-            db.close()
     except sqlite3.DatabaseError as exc:
         raise ConfigError("results", str(p), f"cannot be read as a SQLite results log ({exc})") from None
     return value if isinstance(value, int) else None

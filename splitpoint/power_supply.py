@@ -34,6 +34,9 @@ THROTTLED_BITS = {
     19: "soft temperature limit since boot",
 }
 UNDER_VOLTAGE = (1 << 0) | (1 << 16)
+#: what under-voltage means for splitpoint, and what to do
+UNDER_VOLTAGE_ADVICE = ("the Coral accelerator may drop off the USB bus and fail every run; use the Pi's official "
+                        "supply or a powered USB hub (docs/field-deployment.md, Power)")
 HWMON_ROOT = Path("/sys/class/hwmon")
 _THROTTLED = re.compile(r"throttled=(0x[0-9a-fA-F]+|\d+)")
 
@@ -101,9 +104,7 @@ def check_power(vcgencmd: str | None = "", hwmon_root: Path = HWMON_ROOT) -> lis
     if state is None:
         return [Check("skip", "power supply", f"nothing reports it here ({why}): not a Raspberry Pi?")]
     if state.under_voltage:
-        return [Check("warn", "power supply", f"{state.describe()}: the Coral accelerator may drop off the USB bus "
-                                              "and fail every run; use the Pi's official supply or a powered USB "
-                                              "hub (docs/field-deployment.md, Power)")]
+        return [Check("warn", "power supply", f"{state.describe()}: {UNDER_VOLTAGE_ADVICE}")]
     if state.findings:
         return [Check("warn", "power supply", f"{state.describe()}: heads and local runs are slower than "
                                               "profiled while the CPU is throttled; check cooling")]
