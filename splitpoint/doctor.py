@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from edge_node.disk_space import LOW_FREE_BYTES
+from splitpoint.doctor_bundle import bundle_digest, check_bundle
 from splitpoint.doctor_checks import Check, _plain, guarded
 from splitpoint.doctor_device import check_edgetpu, check_runtimes
 from splitpoint.doctor_source import check_source
@@ -193,40 +194,6 @@ def _setting(key: str, value: Any) -> Any:
 
 
 # ---------------------------------------------------------------- bundle
-
-
-def check_bundle(path: str, device: str = "cpu") -> list[Check]:
-    from splitpoint.bundle import load_bundle
-    from splitpoint.errors import BundleError
-
-    try:
-        b = load_bundle(path, side="edge")
-    except BundleError as err:
-        return [Check("FAIL", "bundle", f"{err}: copy the bundle again (the same one the server runs)")]
-    except OSError as err:
-        return [Check("FAIL", "bundle", f"{path}: cannot read it ({_plain(err)})")]
-    m = b.manifest
-    compiled = sum(1 for s in m.splits if s.edgetpu_head is not None)
-    heads = sum(1 for s in m.splits if s.head)
-    out = [Check("ok", "bundle", f"{path}: {m.model_name}, {len(m.splits)} splits, every edge file matches its sha256")]
-    on_tpu = device.strip().lower().startswith("edgetpu")
-    status = "ok" if compiled == heads or not on_tpu else "warn"
-    detail = f"{compiled} of {heads} heads compiled for the Edge TPU"
-    if compiled < heads:
-        detail += ("; uncompiled heads run on the CPU (run `splitpoint partition` where edgetpu_compiler is "
-                   "installed, x86-64 Linux)" if on_tpu else " (device = cpu: not used)")
-    out.append(Check(status, "bundle Edge TPU heads", detail))
-    return out
-
-
-def bundle_digest(path: str) -> str | None:
-    """The bundle's model digest from its manifest, or None when it cannot be read."""
-    from splitpoint.bundle import load_bundle
-
-    try:
-        return load_bundle(path, verify=False).manifest.model_digest
-    except Exception:
-        return None
 
 
 # ---------------------------------------------------------------- cloud

@@ -359,3 +359,63 @@ def test_doctor_checks_the_configs_source(digits_bundle: Path, tmp_path: Path, c
     assert f'[FAIL] source: source = "{tmp_path / "nothing-here"}": no such' in out, out
     assert main(["doctor", "--config", str(conf), "--source", "synthetic:1"]) == 0  # the flag wins
     assert "[  ok] source: synthetic:1" in capsys.readouterr().out
+
+
+def compiled_as(bundle_dir: Path, head: str) -> object:
+    """The digits bundle as if its head 1 had been compiled for the Edge TPU as `head`."""
+    from types import SimpleNamespace
+
+    from splitpoint.bundle import load_bundle
+
+    real = load_bundle(bundle_dir, side="edge")
+    return SimpleNamespace(manifest=SimpleNamespace(splits=[SimpleNamespace(split=0, edgetpu_head=None),
+                                                            SimpleNamespace(split=1, edgetpu_head=SimpleNamespace(
+                                                                path=head))]),
+                           path=real.path)
+
+
+def test_a_compiled_head_is_loaded_and_run_on_the_edge_tpu(digits_bundle: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The delegate stands in as None, so the real head file runs in LiteRT on the CPU: the
+    check's own path - load, run, time - is the real one."""
+    from splitpoint import doctor_bundle
+    from splitpoint.runtime import litert
+
+    monkeypatch.setattr(litert, "load_edgetpu_delegate", lambda device: None)
+    [check] = doctor_bundle.check_edgetpu_head(compiled_as(digits_bundle, "edge/head_1.tflite"), "edgetpu:usb:0")
+    assert check.status == "ok" and check.detail.startswith(
+        "head 1 (edge/head_1.tflite) loads and runs on edgetpu:usb:0: first run "), check
+
+
+def test_a_compiled_head_that_will_not_load_or_run_is_a_fail(digits_bundle: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a version mismatch between the compiler and the Pi's runtime looks like before the
+    flight, not at its start."""
+    from splitpoint import doctor_bundle
+    from splitpoint.runtime import litert
+
+    monkeypatch.setattr(litert, "load_edgetpu_delegate", lambda device: None)
+    bundle = compiled_as(digits_bundle, "manifest.json")  # a file that is not a model
+    [check] = doctor_bundle.check_edgetpu_head(bundle, "edgetpu")
+    assert check.status == "FAIL" and check.detail.startswith(f"cannot load head {digits_bundle}/manifest.json: "), check
+
+    def fails(self: object, x: object) -> None:
+        raise RuntimeError("Node number 3 (EdgeTpuDelegateForCustomOp) failed to invoke.")
+
+    monkeypatch.setattr(litert.HeadRunner, "run_all", fails)
+    [check] = doctor_bundle.check_edgetpu_head(compiled_as(digits_bundle, "edge/head_1.tflite"), "edgetpu")
+    assert check.line() == ("[FAIL] bundle on the Edge TPU: head 1 loaded on edgetpu but its run failed (RuntimeError: "
+                            "Node number 3 (EdgeTpuDelegateForCustomOp) failed to invoke.)")
+
+
+def test_no_head_is_tried_without_a_delegate_or_a_compiled_head(digits_bundle: Path) -> None:
+    """This machine has no libedgetpu: the delegate line says why, this one only that nothing was tried."""
+    from splitpoint import doctor_bundle
+
+    [check] = doctor_bundle.check_edgetpu_head(compiled_as(digits_bundle, "edge/head_1.tflite"), "edgetpu")
+    assert check.line() == ("[skip] bundle on the Edge TPU: the Edge TPU delegate did not load (above): no head "
+                            "was tried on it")
+    checks = doctor.check_bundle(str(digits_bundle), "edgetpu")
+    assert [c.line() for c in checks][-1] == ("[skip] bundle on the Edge TPU: no head of this bundle is compiled "
+                                              "for the Edge TPU")
+    assert [c.name for c in doctor.check_bundle(str(digits_bundle))] == ["bundle", "bundle Edge TPU heads"]
