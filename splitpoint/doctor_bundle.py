@@ -61,11 +61,14 @@ def bundle_digest(path: str) -> str | None:
 def check_edgetpu_head(bundle: Bundle, device: str) -> list[Check]:
     """The smallest compiled head of `bundle` (loaded and checked by check_bundle) loaded and run
     once on the Edge TPU `device` (see the module doc)."""
-    from splitpoint.errors import BackendUnavailableError, EdgeTpuUnavailableError
+    from splitpoint.errors import BackendUnavailableError, ConfigError, EdgeTpuUnavailableError
     from splitpoint.runtime.litert import Device, HeadRunner, load_edgetpu_delegate
 
     name = "bundle on the Edge TPU"
-    wanted = Device.parse(device, "device")
+    try:
+        wanted = Device.parse(device, "device")
+    except ConfigError:
+        return [Check("skip", name, "the device is not valid (above): no head was tried")]
     spec = next((s for s in bundle.manifest.splits if s.edgetpu_head is not None), None)
     if spec is None or spec.edgetpu_head is None:
         return [Check("skip", name, "no head of this bundle is compiled for the Edge TPU")]

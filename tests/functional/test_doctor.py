@@ -419,3 +419,5 @@ def test_no_head_is_tried_without_a_delegate_or_a_compiled_head(digits_bundle: P
     assert [c.line() for c in checks][-1] == ("[skip] bundle on the Edge TPU: no head of this bundle is compiled "
                                               "for the Edge TPU")
     assert [c.name for c in doctor.check_bundle(str(digits_bundle))] == ["bundle", "bundle Edge TPU heads"]
+    checks = doctor.check_bundle(str(digits_bundle), "edgetpu:nowhere")  # the Edge TPU check FAILs it
+    assert [c.status for c in checks] == ["ok", "warn", "skip"], checks
