@@ -14,8 +14,11 @@ gives up because it answered nothing for 2 x frame_deadline_ms (`give_up`). Fail
 logged by `notices.StreamFailures`: one WARNING a minute at most. The link's probes are the
 session's `LinkProber` (edge_node/link_prober.py), on the same channel.
 
-Locks: `OffloadSession._lock` (stream, backoff, reached, frames handed a stream) is a leaf;
-callbacks run without it, and the prober asks for what it needs before taking its own.
+Locks: `OffloadSession._lock` (stream, backoff, reached, frames handed a stream) is taken
+before a stream's lock (`current_stream` closes an old stream under it) and the renewing
+channel's (it opens the new one), both leaves; never the other way round: a stream calls its
+callbacks without its lock. Callbacks run without the session's lock, and the prober asks for
+what it needs before taking its own.
 """
 
 from __future__ import annotations
