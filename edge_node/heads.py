@@ -67,13 +67,30 @@ class EdgeHeads:
         self.splits = [k for k in wanted if k == 0 or k in self._runners]
         zero = np.zeros((m.preprocessing.height, m.preprocessing.width, m.preprocessing.channels), np.uint8)
         for k in self._runners:  # first inference loads weights onto the TPU: do it now
-            try:
-                self.run(k, self.preprocess(zero))
-            except Exception as exc:  # noqa: BLE001 - a device that loads the head but cannot run it
-                raise BackendUnavailableError(
-                    f"head {k} was loaded on {self.device} but its first run failed: {exc!r}; check the "
-                    "device with `splitpoint doctor`") from exc
+            self._warm_up(k, self.preprocess(zero), cpu_fallback, num_threads)
         log.info("heads %s loaded on %s in %.2fs", split_ranges(self._runners), self.device, time.perf_counter() - t0)
+
+    def _warm_up(self, k: int, x: np.ndarray, cpu_fallback: bool, num_threads: int | None) -> None:
+        """Head k's first run. One that fails on the Edge TPU (loaded and prepared, but the device
+        will not run it) runs on the CPU when cpu_fallback allows, as a head that will not
+        prepare does (`_load`); otherwise, or when the CPU head fails too, a BackendUnavailableError."""
+        runner = self._runners[k]
+        try:
+            self.run(k, x)
+            return
+        except Exception as exc:  # noqa: BLE001 - a device that loads the head but cannot run it
+            failed = f"head {k} was loaded on {self.device if runner.on_edgetpu else 'the CPU'} but its first run " \
+                     f"failed: {exc!r}"
+            if not (runner.on_edgetpu and cpu_fallback):
+                raise BackendUnavailableError(f"{failed}; check the device with `splitpoint doctor`") from exc
+        log.warning("%s; head %d runs on the CPU (cpu_fallback = true)", failed, k)
+        head = self.manifest.split(k).head
+        assert head is not None  # a runner was loaded from it
+        self._runners[k] = HeadRunner(self.bundle.path(head), None, num_threads)
+        try:
+            self.run(k, x)
+        except Exception as exc:  # noqa: BLE001
+            raise BackendUnavailableError(f"head {k}'s CPU head failed its first run too: {exc!r}") from exc
 
     def _load(self, spec: SplitSpec, delegate: object, num_threads: int | None, cpu_fallback: bool) -> HeadRunner:
         assert spec.head is not None

@@ -672,6 +672,53 @@ def test_a_tpu_head_that_will_not_prepare_falls_back_to_the_cpu_head_only_when_a
     assert heads.run(3, x).array.shape == tuple(bundle.manifest.split(3).cut[0].shape)
 
 
+def test_a_tpu_head_that_prepares_but_will_not_run_falls_back_to_the_cpu_head_only_when_allowed(
+        fake_compiler: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The head loads on the Edge TPU and its first run fails: one line saying so (it was a
+    traceback), or, with cpu_fallback, the same head on the CPU."""
+    import types
+
+    import edge_node.heads as heads_mod
+    import splitpoint.runtime.litert as litert
+    from splitpoint.errors import BackendUnavailableError
+    from splitpoint.runtime.litert import Device
+
+    compiler, _ = fake_compiler
+    out = tmp_path / "b"
+    partition(reference_model("digits-cnn"), PartitionOptions(output=out, splits=[3], edgetpu_compiler=str(compiler)),
+              progress=quiet)
+    bundle = load_bundle(out, side="edge")
+    real_module, backend = litert.interpreter_module()
+
+    class DeadDevice:  # prepares as the real one, fails every run
+        def __init__(self, real: object) -> None:
+            self._real = real
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._real, name)
+
+        def invoke(self) -> None:
+            raise RuntimeError("Node number 3 (EdgeTpuDelegateForCustomOp) failed to invoke.")
+
+    def interpreter(**kwargs: object) -> object:
+        on_tpu = kwargs.pop("experimental_delegates", None) is not None
+        real = real_module.Interpreter(**kwargs)
+        return DeadDevice(real) if on_tpu else real
+
+    monkeypatch.setattr(litert, "interpreter_module",
+                        lambda: (types.SimpleNamespace(Interpreter=interpreter), backend))
+    monkeypatch.setattr(heads_mod, "load_edgetpu_delegate", lambda device: object())
+    with pytest.raises(BackendUnavailableError) as info:
+        heads_mod.EdgeHeads(bundle, Device.parse("edgetpu:usb:0"), cpu_fallback=False)
+    assert str(info.value) == ("head 3 was loaded on edgetpu:usb:0 but its first run failed: RuntimeError('Node "
+                               "number 3 (EdgeTpuDelegateForCustomOp) failed to invoke.'); check the device with "
+                               "`splitpoint doctor`")
+    heads = heads_mod.EdgeHeads(bundle, Device.parse("edgetpu:usb:0"), cpu_fallback=True)
+    assert not heads._runners[3].on_edgetpu
+    x = heads.preprocess(np.zeros((8, 8, 1), np.uint8))
+    assert heads.run(3, x).array.shape == tuple(bundle.manifest.split(3).cut[0].shape)
+
+
 def test_delegate_errors_get_a_hint_that_names_the_fix() -> None:
     from splitpoint.runtime.litert import _delegate_hint
 
