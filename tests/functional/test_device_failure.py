@@ -89,6 +89,6 @@ def test_a_head_that_loads_but_cannot_run_is_one_line_at_start(digits_bundle: Pa
     code, err, records = run_agent(digits_bundle, tmp_path, k, 0)
     assert code == 1 and "Traceback" not in err, err[-3000:]
     assert err.strip().splitlines()[-1].startswith(
-        f"splitpoint edge: error: head {k} was loaded on cpu but its first run failed: RuntimeError('Node number 3 "
+        f"splitpoint edge: error: head {k} was loaded on the CPU but its first run failed: RuntimeError('Node number 3 "
         "(EdgeTpuDelegateForCustomOp) failed to invoke.'); check the device with `splitpoint doctor`"), err[-3000:]
     assert records == []
