@@ -632,6 +632,15 @@ def test_cli_partition_and_force(tmp_path: Path, capsys):
     assert load_bundle(out).manifest.split_ids == [0, 4, DIGITS_K]
 
 
+def compiled_at_3(fake_compiler: tuple[Path, Path], tmp_path: Path) -> Any:
+    """digits-cnn partitioned at split 3 by the fake compiler: head 3 has an Edge TPU twin."""
+    compiler, _ = fake_compiler
+    out = tmp_path / "b"
+    partition(reference_model("digits-cnn"), PartitionOptions(output=out, splits=[3], edgetpu_compiler=str(compiler)),
+              progress=quiet)
+    return load_bundle(out, side="edge")
+
+
 def test_a_tpu_head_that_will_not_prepare_falls_back_to_the_cpu_head_only_when_allowed(
         fake_compiler: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The delegate loads but a compiled head fails to prepare (libedgetpu and LiteRT from different
@@ -643,11 +652,7 @@ def test_a_tpu_head_that_will_not_prepare_falls_back_to_the_cpu_head_only_when_a
     from splitpoint.errors import BackendUnavailableError
     from splitpoint.runtime.litert import Device
 
-    compiler, _ = fake_compiler
-    out = tmp_path / "b"
-    partition(reference_model("digits-cnn"), PartitionOptions(output=out, splits=[3], edgetpu_compiler=str(compiler)),
-              progress=quiet)
-    bundle = load_bundle(out, side="edge")
+    bundle = compiled_at_3(fake_compiler, tmp_path)
     real_module, backend = litert.interpreter_module()
     opened: list[tuple[str, bool]] = []
 
@@ -683,11 +688,7 @@ def test_a_tpu_head_that_prepares_but_will_not_run_falls_back_to_the_cpu_head_on
     from splitpoint.errors import BackendUnavailableError
     from splitpoint.runtime.litert import Device
 
-    compiler, _ = fake_compiler
-    out = tmp_path / "b"
-    partition(reference_model("digits-cnn"), PartitionOptions(output=out, splits=[3], edgetpu_compiler=str(compiler)),
-              progress=quiet)
-    bundle = load_bundle(out, side="edge")
+    bundle = compiled_at_3(fake_compiler, tmp_path)
     real_module, backend = litert.interpreter_module()
 
     class DeadDevice:  # prepares as the real one, fails every run
