@@ -317,7 +317,7 @@ def _add_partition(p: argparse.ArgumentParser) -> None:
                         "the float model is below F (default 0.98, a detector's 0.95; "
                         "random-weight built-ins only record it unless this is given)")
     g.add_argument("--jobs", type=positive_int, metavar="N",
-                   help="splits converted in parallel (default: 1, or 2 for big models)")
+                   help="splits converted in parallel (default: 1, or 2 for big models; at most one per CPU)")
     g = p.add_argument_group(
         "a detector of one's own (decoder settings; docs/bundle.md, splitpoint/detection_config.py)")
     g.add_argument("--detection", metavar="FILE",

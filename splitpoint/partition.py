@@ -102,6 +102,23 @@ def parse_splits(text: str) -> list[int]:
 # --------------------------------------------------------------------------- driver
 
 
+def _workers_to_use(asked: int | None, params: int, splits: int) -> int:
+    """How many splits to convert at once (`asked`: --jobs; None: 1 for small models, 2 for big
+    ones): at most one per CPU this process may use (conversion is CPU-bound, and each worker holds
+    its own TensorFlow and model, ~0.5 GB) and one per split built after head K (which is built
+    alone, first). More only costs memory: `--jobs 100000` would start 100,000 processes. Asked
+    for more than one, the splits are still built in worker processes (a converter crash is survived)."""
+    get = getattr(os, "sched_getaffinity", None)
+    cpus = len(get(0)) if get is not None else (os.cpu_count() or 1)
+    most = max(1, min(cpus, splits - 1))
+    if asked is None:
+        return min(1 if params < 5_000_000 else 2, most)
+    if asked > most:
+        log.warning("--jobs %d: converting %d split(s) at once (%d CPU(s) here, %d split(s) after head K)",
+                    asked, most, cpus, splits - 1)
+    return min(asked, most)
+
+
 @dataclass
 class PartitionOptions:
     output: Path
@@ -206,13 +223,13 @@ def partition(
         np.save(work / "val.npy", validation)
         save_npz(work / "ref.npz", **{f"out_{i}": r for i, r in enumerate(reference)})
         params = model.count_params()
-        jobs = opts.jobs or (1 if params < 5_000_000 else min(2, os.cpu_count() or 1))
+        jobs = _workers_to_use(opts.jobs, params, len(splits))
         # A crash of the converter (a signal, not an exception) is survived by the partitioner only in a
         # worker process; one costs ~5 s, so small models without control flow stay in this process
         # (splitpoint/split_workers.py says why and what was measured), whose own death the command
         # line's parent process tells (splitpoint/partition_guard.py).
         flow = control_flow_ops(tf, model)
-        isolated = jobs > 1 or bool(flow)
+        isolated = jobs > 1 or (opts.jobs or 1) > 1 or bool(flow)  # --jobs 2 isolates even when capped to 1
         bar = (progress or (lambda n: Progress(n)))(len(splits))
         log.info("partitioning %s: %d layers, %d candidate splits, building %s with %d job(s)%s", src.name, K,
                  len(available), splits, jobs,
