@@ -112,18 +112,25 @@ class Profile:
         write_replacing(path, json.dumps(self.to_dict(), indent=2) + "\n", key, WHAT, is_profile)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str = "profile") -> Profile:
-        if d.get("format") != FORMAT:
-            raise ConfigError(where, d.get("format"), f"not a splitpoint profile (format must be {FORMAT!r})")
+    def from_dict(cls, d: Any, where: str = "profile") -> Profile:
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise ConfigError(where, d.get("format") if isinstance(d, dict) else "(file)",
+                              f"not a splitpoint profile (format must be {FORMAT!r})")
         if d.get("schema_version") != SCHEMA_VERSION:
             raise ConfigError(where, d.get("schema_version"), f"profile schema_version must be {SCHEMA_VERSION}")
         try:
-            splits = {}
-            for s in d["splits"]:
-                sp = SplitProfile(int(s["split"]), int(s["wire_bytes"]), StageStats(**s["latency"]), s.get("power_w"))
-                at = f"{where}: splits[{sp.split}]"
+            splits: dict[int, SplitProfile] = {}
+            if not isinstance(d["splits"], list) or not all(isinstance(s, dict) for s in d["splits"]):
+                raise ConfigError(f"{where}: splits", "(not a list of objects)", "must be a JSON list of one object per split")
+            for i, s in enumerate(d["splits"]):
+                k = _whole(f"{where}: splits[{i}].split", s["split"])
+                at = f"{where}: splits[{k}]"
+                if k in splits:
+                    raise ConfigError(at, k, "profiled twice: one entry per split")
+                sp = SplitProfile(k, _whole(f"{at}.wire_bytes", s["wire_bytes"]), StageStats(**s["latency"]),
+                                  s.get("power_w"))
                 for name, value in (("latency.median_ms", sp.latency.median_ms), ("latency.p95_ms", sp.latency.p95_ms),
-                                    ("wire_bytes", sp.wire_bytes), ("power_w", sp.power_w)):
+                                    ("power_w", sp.power_w)):
                     _check_figure(f"{at}.{name}", value, optional=name == "power_w")
                 splits[sp.split] = sp
             _check_figure(f"{where}: idle_power_w", d.get("idle_power_w"), optional=True)
@@ -132,13 +139,25 @@ class Profile:
             side = d["side"]
             if side not in ("edge", "cloud"):
                 raise ConfigError(f"{where}: side", side, "must be edge or cloud")
+            for key, kind in (("bundle_digest", str), ("model_name", str), ("device", dict), ("created", str)):
+                if key in d and not isinstance(d[key], kind):
+                    raise ConfigError(f"{where}: {key}", d[key], f"must be a JSON {'string' if kind is str else 'object'}")
             return cls(
                 side=side, bundle_digest=d["bundle_digest"], model_name=d.get("model_name", ""),
                 device=d.get("device", {}), splits=splits, idle_power_w=d.get("idle_power_w"),
-                power_source=d.get("power_source", "none"), created=d.get("created", ""),
+                power_source=str(d.get("power_source", "none")), created=d.get("created", ""),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except KeyError as exc:
+            raise ConfigError(where, "(file)", f"malformed profile: no {exc.args[0]!r} key") from None
+        except (TypeError, ValueError) as exc:
             raise ConfigError(where, "(file)", f"malformed profile: {type(exc).__name__}: {exc}") from None
+
+
+def _whole(key: str, value: Any) -> int:
+    """A split number or a byte count: a JSON integer >= 0 ("3" or 3.5 was read as 3 before)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(key, value, "must be a whole number >= 0")
+    return value
 
 
 def _check_figure(key: str, value: Any, optional: bool = False) -> None:

@@ -201,7 +201,9 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
         from scheduler.power import BatteryGauge
 
         level = BatteryGauge(pcfg.battery_file or None)()
-    preds, decision = explain(cost, pcfg, link, battery_pct=level)
+    # the bundle's splits, as the agent plans over them: a profile of another bundle of the same model
+    # (same digest, other --splits) may hold splits this one lacks
+    preds, decision = explain(cost, pcfg, link, candidates=bundle.manifest.split_ids, battery_pct=level)
     print(explain_json(preds, decision, link, pcfg, level) if args.json
           else explain_table(preds, decision, link, pcfg, level))
     return 0

@@ -135,6 +135,25 @@ def test_policy_explain_of_the_fixed_policy_chooses_its_split(digits_bundle: Pat
     assert f"split = 99: not a split of this bundle; its splits: 0-{K}" in capsys.readouterr().err
 
 
+def test_policy_explain_plans_over_the_bundles_splits_not_the_profiles(digits_bundle: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    """A profile of another bundle of the same model (same digest, other --splits) passes the digest
+    check: explain chose k = 3 of a bundle without it, and a profiled k = 99 that costs nothing."""
+    edge, cloud = synthetic_profiles(digits_bundle)
+    for p in (edge, cloud):
+        p.splits[99] = SplitProfile(99, 0, StageStats.constant(0.0))
+    edge.save(tmp_path / "e.json")
+    cloud.save(tmp_path / "c.json")
+    args = ["policy", "explain", "--bundle", str(digits_bundle), "--edge-profile", str(tmp_path / "e.json"),
+            "--cloud-profile", str(tmp_path / "c.json"), "--rtt", "5ms", "--bandwidth", "1000Mbps", "--json"]
+    capsys.readouterr()
+    assert main([*args, "--policy", "min-latency"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["chosen"] == 0 and sorted(p["split"] for p in out["splits"]) == load_bundle(digits_bundle).manifest.split_ids
+    assert main([*args, "--name", "fixed", "--split", "99"]) == 2
+    assert "split = 99: not a split of this bundle" in capsys.readouterr().err
+
+
 def test_a_profile_written_to_a_directory_is_refused_before_measuring(digits_bundle: Path, tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture) -> None:
     assert main(["profile", "cloud", "--bundle", str(digits_bundle), "--runs", "2", "-o", str(tmp_path)]) == 2

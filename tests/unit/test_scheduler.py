@@ -167,7 +167,34 @@ def test_a_profile_figure_the_planner_cannot_use_is_named(tmp_path: Path, where:
     path.write_text(json.dumps(data))  # NaN and -Infinity as Python's json writes them
     with pytest.raises(ConfigError) as err:
         load_profile(path, "edge", DIGEST)
-    assert str(err.value).startswith(f"{path}: {key} = ") and str(err.value).endswith(": must be finite and >= 0")
+    rule = "a whole number >= 0" if key.endswith("wire_bytes") else "finite and >= 0"
+    assert str(err.value).startswith(f"{path}: {key} = ") and str(err.value).endswith(f": must be {rule}")
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda d: [d], r'^{path} = "\(file\)": not a splitpoint profile'),
+    (lambda d: {**d, "bundle_digest": 5}, r"^{path}: bundle_digest = 5: must be a JSON string$"),
+    (lambda d: {**d, "device": "pi"}, r'^{path}: device = "pi": must be a JSON object$'),
+    (lambda d: {**d, "splits": None}, r"^{path}: splits = .*: must be a JSON list of one object per split$"),
+    (lambda d: {**d, "splits": [{**d["splits"][0], "split": "0"}]}, r'^{path}: splits\[0\]\.split = "0": must be a whole'),
+    (lambda d: {**d, "splits": [d["splits"][1], d["splits"][1]]}, r"^{path}: splits\[1\] = 1: profiled twice"),
+    (lambda d: {**d, "splits": [{k: v for k, v in d["splits"][0].items() if k != "latency"}]},
+     r"^{path} = \"\(file\)\": malformed profile: no 'latency' key$"),
+])
+def test_a_profile_of_the_wrong_shape_is_one_line_naming_what(tmp_path: Path, change: object, message: str) -> None:
+    """`profile show` and `policy explain` gave tracebacks on a profile that is a JSON list or has a
+    number for its digest, and took a split "3" (a string) or one listed twice without a word."""
+    import json
+    import re
+
+    from scheduler.profiles import load_profile
+
+    path = tmp_path / "edge.json"
+    profile("edge", HEAD_MS).save(path)
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))  # type: ignore[operator]
+    with pytest.raises(ConfigError) as err:
+        load_profile(path, "edge", DIGEST)
+    assert re.search(message.format(path=re.escape(str(path))), str(err.value)), str(err.value)
 
 
 def test_a_fixed_policy_explained_without_profiles_names_the_missing_key(tmp_path: Path) -> None:
