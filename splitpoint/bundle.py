@@ -24,10 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from splitpoint import detection
+from splitpoint import manifest_checks as fields
 from splitpoint.codec import Quantization
-from splitpoint.detection_config import check_against_model
-from splitpoint.errors import BundleError, ConfigError
+from splitpoint.errors import BundleError, TensorError
+from splitpoint.manifest_checks import REQUIRED as _REQUIRED
+from splitpoint.manifest_checks import check_consistency
 
 log = logging.getLogger(__name__)
 
@@ -53,22 +54,6 @@ def split_ranges(splits: Iterable[int]) -> str:
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-def _count(value: Any, what: str) -> int:
-    """A whole number as JSON has it (not "3", not true)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{what} {json.dumps(value, default=str)} is not an integer")
-    return value
-
-
-def _table(value: Any, what: str) -> dict[str, Any]:
-    """A JSON object, or {} when absent or null."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ValueError(f"{what} {json.dumps(value, default=str)[:80]} is not a table")
-    return value
 
 
 def sha256_file(path: Path) -> str:
@@ -99,9 +84,17 @@ class TensorSpec:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> TensorSpec:
-        q = d.get("quantization")
-        return cls(d["name"], tuple(int(x) for x in d["shape"]), d["dtype"], Quantization.from_dict(q) if q else None)
+    def from_dict(cls, d: dict[str, Any], at: str) -> TensorSpec:
+        """The tensor table `d`, found at `at` in the manifest (what errors name)."""
+        q = fields.table(d, "quantization", at)
+        spec = cls(fields.text(d, "name", at), fields.shape(d, "shape", at), fields.dtype(d, "dtype", at),
+                   Quantization.from_dict(q) if q else None)
+        if spec.quantization is not None:
+            try:
+                spec.quantization.validate(np.dtype(spec.dtype), spec.shape, f"{at}.quantization")
+            except TensorError as exc:  # a zero or NaN scale decoded every frame to garbage
+                raise ValueError(str(exc)) from None
+        return spec
 
 
 @dataclass(frozen=True)
@@ -114,10 +107,11 @@ class Artifact:
         return {"path": self.path, "sha256": self.sha256, "bytes": self.bytes}
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> Artifact | None:
+    def from_dict(cls, d: dict | None, at: str = "artifact") -> Artifact | None:
         if not d:
             return None
-        path, digest, size = d["path"], d["sha256"], d["bytes"]
+        d = fields.is_table(d, at)
+        path, digest, size = fields.text(d, "path", at, default=""), d.get("sha256"), d.get("bytes")
         if not isinstance(path, str) or not path or PurePosixPath(path).is_absolute() or ".." in PurePosixPath(path).parts:
             # a manifest naming /etc/hostname or ../x would have the loader read (and a head or
             # tail runner execute) a file outside the bundle that the digest then vouches for
@@ -167,19 +161,26 @@ class SplitSpec:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> SplitSpec:
-        edgetpu = dict(d.get("edgetpu") or {"status": "not compiled"})
-        edgetpu_head = Artifact.from_dict(edgetpu.pop("head", None))
+    def from_dict(cls, d: dict[str, Any], at: str = "split") -> SplitSpec:
+        k = fields.whole(d, "split", at)
+        at = f"splits[{k}]" if at.startswith("splits[") else at  # by split number from here
+        edgetpu = dict(fields.table(d, "edgetpu", at, default={"status": "not compiled"}))
+        fields.text(edgetpu, "status", f"{at}.edgetpu")
+        verification = fields.table(d, "verification", at)
+        for key in ("agreement", "top1_agreement", "max_abs_error"):  # what inspect prints as figures
+            if key in verification:
+                fields.number(verification, key, f"{at}.verification")
+        cut = fields.listed(d, "cut", at)
         return cls(
-            split=_count(d["split"], "split"),
-            after_layer=d.get("after_layer"),
-            cut=[TensorSpec.from_dict(t) for t in d["cut"]],
-            head=Artifact.from_dict(d.get("head")),
-            head_param_bytes=int(d.get("head_param_bytes", 0)),
+            split=k,
+            after_layer=fields.text(d, "after_layer", at, default="") or None,  # None: k = 0
+            cut=[TensorSpec.from_dict(fields.is_table(t, f"{at}.cut[{i}]"), f"{at}.cut[{i}]") for i, t in enumerate(cut)],
+            head=Artifact.from_dict(d.get("head"), f"{at}.head"),
+            head_param_bytes=fields.whole(d, "head_param_bytes", at, default=0),
             edgetpu=edgetpu,
-            edgetpu_head=edgetpu_head,
-            tail=Artifact.from_dict(d.get("tail")),
-            verification=_table(d.get("verification"), "verification"),
+            edgetpu_head=Artifact.from_dict(edgetpu.pop("head", None), f"{at}.edgetpu.head"),
+            tail=Artifact.from_dict(d.get("tail"), f"{at}.tail"),
+            verification=verification,
         )
 
 
@@ -197,9 +198,15 @@ class Preprocessing:
         return {"resize": [self.height, self.width], "channels": self.channels, "scale": self.scale, "offset": self.offset}
 
     @classmethod
-    def from_dict(cls, d: dict) -> Preprocessing:
-        h, w = d["resize"]
-        return cls(int(h), int(w), int(d["channels"]), float(d["scale"]), float(d["offset"]))
+    def from_dict(cls, d: dict[str, Any], at: str = "input.preprocessing") -> Preprocessing:
+        resize = fields.listed(d, "resize", at)
+        if len(resize) != 2:
+            raise fields.FieldError(f"{at}.resize", resize, "must be [height, width]")
+        h, w = (fields.is_whole(v, f"{at}.resize[{i}]", minimum=1) for i, v in enumerate(resize))
+        channels = fields.whole(d, "channels", at)
+        if channels not in (1, 3):
+            raise fields.FieldError(f"{at}.channels", channels, "must be 1 (grayscale) or 3 (RGB)")
+        return cls(h, w, channels, fields.number(d, "scale", at), fields.number(d, "offset", at))
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
         """Raw frame (H, W[, C]) already at the model's size -> float32 (1, H, W, C)."""
@@ -278,59 +285,40 @@ class Manifest:
             raise BundleError(f"{where}: not a splitpoint bundle manifest (a JSON object is expected at the top)")
         if d.get("format") != FORMAT:
             raise BundleError(f"{where}: not a splitpoint bundle manifest (format = {d.get('format')!r})")
-        if d.get("schema_version") != SCHEMA_VERSION:
+        if d.get("schema_version") != SCHEMA_VERSION or isinstance(d.get("schema_version"), bool):
             raise BundleError(
                 f"{where}: schema_version {d.get('schema_version')!r} is not supported (this splitpoint reads {SCHEMA_VERSION})"
             )
         try:
-            m = d["model"]
+            m, inp = fields.table(d, "model", default=_REQUIRED), fields.table(d, "input", default=_REQUIRED)
+            labels = fields.listed(m, "labels", "model", default=[])
+            splits = fields.listed(d, "splits")
+            outputs = fields.listed(d, "outputs", default=[fields.table(d, "output", default=_REQUIRED)])
             return cls(
-                model_name=m["name"],
-                model_digest=m["digest"],
-                num_layers=int(m["num_layers"]),
-                source=m.get("source", ""),
-                labels=list(m.get("labels", [])),
-                input=TensorSpec.from_dict(d["input"]["tensor"]),
-                input_wire=TensorSpec.from_dict(d["input"]["wire"]),
-                preprocessing=Preprocessing.from_dict(d["input"]["preprocessing"]),
-                output=TensorSpec.from_dict(d["output"]),
-                splits=[SplitSpec.from_dict(s) for s in d["splits"]],
-                validation=Artifact.from_dict(d.get("validation")),
-                partition=d.get("partition", {}),
-                created_by=d.get("created_by", ""),
-                outputs=[TensorSpec.from_dict(t) for t in d.get("outputs") or [d["output"]]],
-                detection=d.get("detection"),
+                model_name=fields.text(m, "name", "model"),
+                model_digest=fields.text(m, "digest", "model"),
+                num_layers=fields.whole(m, "num_layers", "model", minimum=1),
+                source=fields.text(m, "source", "model", default=""),
+                labels=[fields.is_text(label, f"model.labels[{i}]") for i, label in enumerate(labels)],
+                input=TensorSpec.from_dict(fields.table(inp, "tensor", "input", default=_REQUIRED), "input.tensor"),
+                input_wire=TensorSpec.from_dict(fields.table(inp, "wire", "input", default=_REQUIRED), "input.wire"),
+                preprocessing=Preprocessing.from_dict(fields.table(inp, "preprocessing", "input", default=_REQUIRED)),
+                output=TensorSpec.from_dict(fields.table(d, "output", default=_REQUIRED), "output"),
+                splits=[SplitSpec.from_dict(fields.is_table(s, f"splits[{i}]"), f"splits[{i}]") for i, s in enumerate(splits)],
+                validation=Artifact.from_dict(d.get("validation"), "validation"),
+                partition=fields.table(d, "partition"),
+                created_by=fields.text(d, "created_by", default=""),
+                outputs=[TensorSpec.from_dict(fields.is_table(t, f"outputs[{i}]"), f"outputs[{i}]")
+                         for i, t in enumerate(outputs)],
+                detection=fields.table(d, "detection") or None,
             )._checked()
+        except fields.FieldError as exc:
+            raise BundleError(f"{where}: malformed manifest: {exc}") from None
         except (KeyError, TypeError, ValueError, AttributeError) as exc:  # AttributeError: a list where a table goes
             raise BundleError(f"{where}: malformed manifest ({type(exc).__name__}: {exc})") from None
 
     def _checked(self) -> Manifest:
-        """What the agent and the server rely on (ValueError naming it): splits 0..K, each once,
-        K among them (every fallback runs head K), a head for each k > 0, a tail for each k < K,
-        one label per class, a detection block that decodes these outputs (its defaults filled in)."""
-        K = self.num_layers
-        ids = self.split_ids
-        if not ids:
-            raise ValueError("no splits")
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"splits listed twice: {split_ranges(k for k in set(ids) if ids.count(k) > 1)}")
-        if K < 1 or any(not 0 <= k <= K for k in ids) or K not in ids:
-            raise ValueError(f"splits {split_ranges(ids)} are not among 0-{K} with {K} (all on the edge) among them")
-        for s in self.splits:
-            if s.split > 0 and s.head is None:
-                raise ValueError(f"split {s.split} has no head")
-            if s.split < K and s.tail is None:
-                raise ValueError(f"split {s.split} has no tail")
-        classes = self.outputs[0].shape[-1] if len(self.outputs) == 1 and self.outputs[0].shape else None
-        if self.labels and self.detection is None and classes is not None and len(self.labels) != classes:
-            raise ValueError(f"{len(self.labels)} labels for {classes} classes")
-        if self.detection is not None:  # the agent and the server decode every frame with it (keys left out: defaults)
-            self.detection = detection.config(**self.detection)
-            try:
-                check_against_model(self.detection, self.labels or None, [o.shape for o in self.outputs],
-                                    (self.preprocessing.height, self.preprocessing.width))
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from None
+        check_consistency(self)
         return self
 
     def write(self, root: Path) -> None:
@@ -391,7 +379,9 @@ def load_bundle(root: str | Path, side: str = "all", verify: bool = True) -> Bun
 def _check_artifact(root: Path, art: Artifact) -> None:
     p = root / art.path
     if not p.is_file():
-        raise BundleError(f"{p} is missing from the bundle (partial copy?)")
+        what = "is not a regular file (a directory, a pipe or a device)" if p.exists() else \
+            "is missing from the bundle (partial copy?)"
+        raise BundleError(f"{p} {what}")
     size = p.stat().st_size
     if size != art.bytes:
         raise BundleError(f"{p} has {size} bytes, the manifest says {art.bytes}: truncated or modified")

@@ -275,7 +275,7 @@ def test_the_cloud_answers_with_compact_detections_smaller_than_the_raw_maps(det
     (lambda d: d["detection"].__setitem__("kind", "yolo"), "detection.kind = 'yolo': unsupported"),
     (lambda d: d["detection"].__setitem__("score_threshold", "x"), "detection.score_threshold = 'x'"),
     (lambda d: d["model"].__setitem__("labels", ["a"]), 'labels = ["a"]: the heatmap has 10 classes'),
-    (lambda d: d.__setitem__("detection", [1]), "must be a mapping"),
+    (lambda d: d.__setitem__("detection", [1]), "detection = [1]: must be a JSON object"),
 ])
 def test_a_detection_block_the_decoder_cannot_use_is_refused_at_load(detector_bundle: Path, tmp_path: Path,
                                                                       mangle: Any, said: str):

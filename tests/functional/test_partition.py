@@ -239,17 +239,34 @@ def _mangle_first_head(d: dict, key: str, value: object) -> None:
     # a manifest must not make the loader read, and a runner execute, a file outside the bundle
     (lambda d: _mangle_first_head(d, "path", "/etc/hostname"), 'artifact path "/etc/hostname" is not a path inside'),
     (lambda d: _mangle_first_head(d, "path", "../../outside.tflite"), "is not a path inside the bundle"),
-    (lambda d: _mangle_first_head(d, "path", None), "artifact path null"),
+    (lambda d: _mangle_first_head(d, "path", None), 'artifact path "" is not a path inside'),
     (lambda d: _mangle_first_head(d, "sha256", None), "sha256 null is not 64 hex digits"),
     (lambda d: _mangle_first_head(d, "bytes", "5"), 'bytes "5" is not a byte count'),
     (lambda d: d["splits"].__setitem__(slice(None), []), "no splits"),
     (lambda d: d["splits"].append(dict(d["splits"][1])), "splits listed twice: 1"),
-    (lambda d: d["splits"][1].__setitem__("split", "1"), 'split "1" is not an integer'),
+    (lambda d: d["splits"][1].__setitem__("split", "1"), 'splits[1].split = "1": must be a whole number >= 0'),
     (lambda d: d["splits"][1].__setitem__("split", 999), "are not among 0-"),
     (lambda d: d["splits"].pop(), "with 7 (all on the edge) among them"),
     (lambda d: d["splits"][2].__setitem__("head", None), "split 2 has no head"),
-    (lambda d: d["splits"][2].__setitem__("verification", [1]), "verification [1] is not a table"),
+    (lambda d: d["splits"][2].__setitem__("verification", [1]), "splits[2].verification = [1]: must be a JSON object"),
     (lambda d: d["model"].__setitem__("labels", ["one"]), "1 labels for 10 classes"),
+    # these once loaded and ended in a traceback in `inspect` or `profile` (a number where a string
+    # goes), or in an error blamed on the device (a head fed the wrong shape), or were never read
+    (lambda d: d["model"].__setitem__("digest", 5), "model.digest = 5: must be a string"),
+    (lambda d: d["model"].__setitem__("num_layers", "7"), 'model.num_layers = "7": must be a whole number >= 1'),
+    (lambda d: d["model"].__setitem__("labels", "0123456789"), 'model.labels = "0123456789": must be a JSON list'),
+    (lambda d: d["splits"][2].__setitem__("after_layer", 5), "splits[2].after_layer = 5: must be a string"),
+    (lambda d: d["splits"][2]["edgetpu"].__setitem__("status", 5), "splits[2].edgetpu.status = 5: must be a string"),
+    (lambda d: d["splits"][2]["verification"].__setitem__("max_abs_error", "x"),
+     'splits[2].verification.max_abs_error = "x": must be a finite number'),
+    (lambda d: d["splits"][2]["cut"][0].__setitem__("shape", [1, -8]), "splits[2].cut[0].shape[1] = -8: must be"),
+    (lambda d: d["input"]["preprocessing"].__setitem__("channels", 7), "input.preprocessing.channels = 7: must be 1"),
+    (lambda d: d["input"]["preprocessing"].__setitem__("resize", [0, 0]), "input.preprocessing.resize[0] = 0: must be"),
+    (lambda d: d["input"]["preprocessing"].__setitem__("resize", [4, 4]),
+     "input.preprocessing makes [1, 4, 4, 1] (resize 4x4, 1 channel(s)) but input.tensor.shape is [1, 8, 8, 1]"),
+    (lambda d: d["input"]["wire"]["quantization"].__setitem__("scale", [0.0]),
+     "input.wire.quantization.scale = 0.0: must be finite and > 0"),
+    (lambda d: d["input"]["wire"].__setitem__("quantization", None), "input.wire must be the quantized input tensor"),
 ])
 def test_a_manifest_that_loads_but_is_wrong_is_refused(bundle_copy: Path, mangle: Any, said: str):
     """Each of these once loaded, `inspect` saying 'all artifacts present', and failed later
@@ -261,6 +278,21 @@ def test_a_manifest_that_loads_but_is_wrong_is_refused(bundle_copy: Path, mangle
     with pytest.raises(BundleError, match="malformed manifest") as info:
         load_bundle(bundle_copy)
     assert said in str(info.value)
+
+
+def test_a_schema_version_of_true_is_not_1(bundle_copy: Path):
+    mpath = bundle_copy / MANIFEST
+    mpath.write_text(mpath.read_text().replace('"schema_version": 1', '"schema_version": true'))
+    with pytest.raises(BundleError, match="schema_version True is not supported"):
+        load_bundle(bundle_copy)
+
+
+def test_a_head_that_is_a_directory_is_not_called_missing(bundle_copy: Path):
+    head = next(p for p in (bundle_copy / "edge").iterdir())
+    head.unlink()
+    head.mkdir()
+    with pytest.raises(BundleError, match=r"is not a regular file \(a directory, a pipe or a device\)$"):
+        load_bundle(bundle_copy)
 
 
 def test_a_manifest_nested_too_deep_is_unreadable_not_a_recursion_traceback(bundle_copy: Path):
