@@ -9,6 +9,7 @@ from splitpoint.config import option, parse_address
 from splitpoint.errors import ConfigError
 from splitpoint.security import ServerSecurity
 
+MAX_STREAM_WINDOW_KB = 2**31 // 1024 - 1  # gRPC takes the window in bytes, a 32-bit int
 
 @dataclass
 class CloudConfig:
@@ -73,6 +74,8 @@ class CloudConfig:
                     "stream_window_kb"):
             if getattr(self, key) < 1:
                 raise ConfigError(key, getattr(self, key), "must be at least 1")
+        if self.stream_window_kb > MAX_STREAM_WINDOW_KB:  # 2097152 was an OverflowError once the tails had loaded
+            raise ConfigError("stream_window_kb", self.stream_window_kb, f"must be at most {MAX_STREAM_WINDOW_KB} (2 GiB)")
         bad = [k for k in self.splits if k < 0]
         if bad:
             raise ConfigError("splits", bad, "split numbers are >= 0")

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from scheduler.objectives import PolicyConfig
-from splitpoint.config import option, parse_address
+from splitpoint.config import MAX_SECONDS, option, parse_address
 from splitpoint.errors import ConfigError
 from splitpoint.runtime.litert import Device
 from splitpoint.security import ClientSecurity
@@ -15,6 +15,7 @@ from splitpoint.targets import check_tls_name, parse_target
 #: LiteRT threads at the most: far more than any edge board's cores, far less than the
 #: thousands that exhaust the process
 MAX_THREADS = 256
+MAX_AGENT_NAME = 128  # gRPC refuses metadata over 16 KiB in all; a drone's name is short
 #: what gRPC accepts as a metadata value (the agent's name): printable ASCII, no outer spaces
 _METADATA_VALUE = re.compile(r"[!-~]([ -~]*[!-~])?")
 
@@ -119,12 +120,14 @@ class EdgeConfig:
             raise ConfigError("threads", self.threads, f"must be at most {MAX_THREADS}")
         if not self.results.strip():
             raise ConfigError("results", self.results, "give the results log's file name")
+        if len(self.agent_name) > MAX_AGENT_NAME:  # 20,000 characters: the server refused every stream's metadata
+            raise ConfigError("agent_name", self.agent_name[:40] + "...", f"must be at most {MAX_AGENT_NAME} characters")
         if self.agent_name and not _METADATA_VALUE.fullmatch(self.agent_name):
             # sent as gRPC metadata, which gRPC refuses (every frame then fell back) unless it is this
             raise ConfigError("agent_name", self.agent_name, "must be printable ASCII, without leading or trailing "
                                                              "spaces (it is sent as gRPC metadata)")
-        if self.fps is not None and self.fps <= 0:
-            raise ConfigError("fps", self.fps, "must be > 0")
+        if self.fps is not None and not self.fps * MAX_SECONDS >= 1:  # a wait of 1/fps: 1e-300 overflowed sleep()
+            raise ConfigError("fps", self.fps, f"must be > 0, at least one frame per {MAX_SECONDS} s (24.8 days)")
         if self.max_frames is not None and self.max_frames < 0:
             raise ConfigError("max_frames", self.max_frames, "must be >= 0")
         if self.hedge_margin < 0:

@@ -5,7 +5,8 @@ the defaults, then the TOML file (`--config FILE`), then flags given on the
 command line; the result is checked field by field and by the class's
 `validate()`, and every problem is a ConfigError naming the key and the value.
 A nested dataclass field is a TOML table (`[policy]`) and its keys are flags
-with the table's name in front (`--policy-deadline-ms`).
+with the table's name in front (`--policy-deadline-ms`). A key named `..._s` or `..._ms` is a
+time, at most MAX_SECONDS (gRPC and Python's waits keep times in 32-bit milliseconds).
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ from splitpoint.errors import ConfigError, show_value
 from splitpoint.files import open_regular
 
 T = TypeVar("T")
+
+#: the longest time a key may give, in seconds: 2^31 - 1 ms, 24.8 days. gRPC keeps its times
+#: (keepalive, connection age, deadlines) in 32-bit milliseconds: --max-connection-age-s 3000000
+#: ended in an OverflowError traceback once the server had loaded, and grace_s = 1e300 in a
+#: shutdown that never ended (a wait past threading.TIMEOUT_MAX)
+MAX_SECONDS = 2_147_483
+_TIME_UNITS = {"_s": 1.0, "_ms": 1000.0}  # a key's suffix -> its unit per second
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | None = None,
@@ -163,6 +171,11 @@ def _coerce(key: str, value: Any, tp: Any, choices: tuple | None) -> Any:
         raise ConfigError(key, value, _expected(base, value)) from None
     if choices and out not in choices:
         raise ConfigError(key, value, f"must be one of {', '.join(map(str, choices))}")
+    per_second = next((u for suffix, u in _TIME_UNITS.items() if key.endswith(suffix)), None)
+    if per_second is not None and isinstance(out, (int, float)) and out > MAX_SECONDS * per_second:
+        unit = "s" if per_second == 1 else "ms"
+        raise ConfigError(key, value, f"must be at most {MAX_SECONDS * per_second:.0f} {unit} (24.8 days: gRPC "
+                                      "keeps times in 32-bit milliseconds)")
     return out
 
 

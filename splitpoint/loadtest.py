@@ -43,7 +43,7 @@ import numpy as np
 
 from splitpoint.bundle import load_bundle
 from splitpoint.certs import client_pairs
-from splitpoint.config import option
+from splitpoint.config import MAX_SECONDS, option
 from splitpoint.errors import ConfigError, RemoteError, status_code_from_int
 from splitpoint.files import json_object, write_replacing
 from splitpoint.remote_hints import remote_hint
@@ -55,6 +55,8 @@ from splitpoint.wire_metadata import AGENT_METADATA_KEY, REPLICA_METADATA_KEY
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+#: what one loadtest process emulates: a channel and a thread per drone, one pacer for all
+MAX_AGENTS, MAX_FRAMES_PER_S = 10_000, 100_000
 FORMAT = "splitpoint-loadtest"
 REPORT = "a splitpoint loadtest report (JSON)"
 #: how many distinct frames each drone cycles through (precomputed cut tensors)
@@ -96,6 +98,13 @@ class LoadtestConfig:
         for key in ("fps", "duration", "timeout_s"):
             if not getattr(self, key) > 0:
                 raise ConfigError(key, getattr(self, key), "must be > 0")
+        if self.agents > MAX_AGENTS:  # each is a channel and a thread: 100 million never started
+            raise ConfigError("agents", self.agents, f"must be at most {MAX_AGENTS} (run several loadtests for more)")
+        if self.agents * self.fps > MAX_FRAMES_PER_S:  # --fps 1e9 paced a billion frames for a 1 s run
+            raise ConfigError("fps", self.fps, f"x {self.agents} agents is more than one pacer sends (at most "
+                                               f"{MAX_FRAMES_PER_S} frames/s in all; run several loadtests for more)")
+        if self.duration > MAX_SECONDS:
+            raise ConfigError("duration", self.duration, f"must be at most {MAX_SECONDS} s")
         if self.split < 0:
             raise ConfigError("split", self.split, "must be >= 0")
         parse_target("target", self.target)

@@ -61,6 +61,12 @@ def test_flags_override_file_and_file_overrides_defaults(tmp_path: Path) -> None
         ("threads = 100000", "threads", 100000),
         ("camera_reopen_s = -1", "camera_reopen_s", -1),
         ("results_rotate_h = -24", "results_rotate_h", -24),
+        # past 32-bit milliseconds: OverflowError tracebacks in gRPC once running, or a sleep()
+        ("keepalive_s = 3e6", "keepalive_s", 3e6),
+        ("stream_lifetime_s = 1e12", "stream_lifetime_s", 1e12),
+        ("policy.deadline_ms = 3e12", "policy.deadline_ms", 3e12),
+        ("fps = 1e-300", "fps", 1e-300),
+        (f'agent_name = "{"a" * 129}"', "agent_name", "a" * 40 + "..."),
     ],
 )
 def test_bad_values_name_key_and_value(tmp_path: Path, text: str, key: str, value: object) -> None:
@@ -133,6 +139,25 @@ def test_print_config_round_trips(tmp_path: Path) -> None:
     text = cfg.to_toml(conf)
     again = cfg.load(EdgeConfig, parse(EdgeConfig, []), write(tmp_path, text))
     assert again == conf
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--max-connection-age-s", "3000000"),
+                                             ("--max-connection-age-grace-s", "1e300"), ("--grace-s", "1e300")])
+def test_a_server_time_past_32_bit_milliseconds_is_refused_before_the_tails_load(flag: str, value: str) -> None:
+    """30 days of connection age was an OverflowError traceback once TensorFlow and every tail had
+    loaded; grace_s = 1e300 a SIGTERM that never ended the server."""
+    with pytest.raises(ConfigError, match=r"must be at most 2147483 s \(24\.8 days"):
+        cfg.load(CloudConfig, parse(CloudConfig, ["--bundle", "b", flag, value]))
+    assert cfg.load(CloudConfig, parse(CloudConfig, ["--bundle", "b", "--max-connection-age-s", "2147483"]))
+
+
+def test_a_stream_window_past_2_gib_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"^stream_window_kb = 2097152: must be at most 2097151 \(2 GiB\)$"):
+        cfg.load(CloudConfig, parse(CloudConfig, ["--bundle", "b", "--stream-window-kb", "2097152"]))
+
+
+def test_a_huge_float_is_shown_as_written_not_as_300_digits() -> None:
+    assert show_value(1e300) == "1e+300" and show_value(-3.0) == "-3" and show_value(2147483.0) == "2147483"
 
 
 def test_cloud_limits_validated() -> None:

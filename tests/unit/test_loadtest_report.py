@@ -82,3 +82,21 @@ def test_a_drone_is_connected_only_once_the_server_took_its_stream(taken: bool) 
     drone.stop()
     assert drone.ready.is_set() == taken
     assert tally.last_error == ("" if taken else "UNAUTHENTICATED: missing or invalid bearer token")
+
+
+@pytest.mark.parametrize(("changes", "said"), [
+    ({"fps": 1e9}, "fps = 1000000000: x 10 agents is more than one pacer sends (at most 100000 frames/s in all"),
+    ({"agents": 100_000_000}, "agents = 100000000: must be at most 10000"),
+    ({"duration": 1e12}, "duration = 1000000000000: must be at most 2147483 s"),
+])
+def test_a_load_no_one_process_can_pace_is_refused_before_it_starts(changes: dict[str, Any], said: str) -> None:
+    """--fps 1e9 paced a billion frames for a 1 s run and --agents 100000000 made as many drones:
+    both hung past any timeout."""
+    from splitpoint.errors import ConfigError
+    from splitpoint.loadtest import LoadtestConfig
+
+    conf = LoadtestConfig(bundle="b", target="127.0.0.1:1", insecure=True, **changes)
+    with pytest.raises(ConfigError) as info:
+        conf.validate()
+    assert str(info.value).startswith(said), str(info.value)
+    LoadtestConfig(bundle="b", target="127.0.0.1:1", insecure=True, agents=10_000, fps=10).validate()
