@@ -228,20 +228,35 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
     # ------------------------------------------------------------------ RPCs
 
     def Infer(self, request_iterator: Iterator[offload_pb2.InferRequest], context: grpc.ServicerContext) -> Iterator[offload_pb2.InferResponse]:
-        done: queue.Queue = queue.Queue()
-        state: dict[str, Any] = {"accepted": 0, "ended": False, "last_request": time.monotonic(), "fault": None}
-        lock = threading.Lock()
-        room = threading.Semaphore(self.max_stream_backlog)  # one slot per frame without a response
-        closing = threading.Event()  # the response side is done: the reader stops waiting for room
-        peer = context.peer()
         agent = agent_identity(context)
         try:
             self.admission.admit(agent)
         except StreamRefused as err:
             self.metrics.refused_streams.labels(err.limit).inc()
             context.abort(err.status_code, str(err))
-        self.metrics.streams.inc()
-        context.send_initial_metadata(((REPLICA_METADATA_KEY, self.replica),))  # who took the stream
+        # The stream holds a slot from here, and gives it back exactly once whatever raises:
+        # send_initial_metadata raises for a call its client has already cancelled, and a slot
+        # kept then was never freed - enough cancels refused every agent until a restart.
+        try:
+            self.metrics.streams.inc()
+            try:
+                context.send_initial_metadata(((REPLICA_METADATA_KEY, self.replica),))  # who took the stream
+                yield from self._serve_stream(request_iterator, context, agent)
+            finally:
+                self.metrics.streams.dec()
+        finally:
+            self.admission.release(agent)
+            self.on_stream_end()
+
+    def _serve_stream(self, request_iterator: Iterator[offload_pb2.InferRequest], context: grpc.ServicerContext,
+                      agent: str) -> Iterator[offload_pb2.InferResponse]:
+        """An admitted Infer stream: a reader thread takes frames, this answers them."""
+        done: queue.Queue = queue.Queue()
+        state: dict[str, Any] = {"accepted": 0, "ended": False, "last_request": time.monotonic(), "fault": None}
+        lock = threading.Lock()
+        room = threading.Semaphore(self.max_stream_backlog)  # one slot per frame without a response
+        closing = threading.Event()  # the response side is done: the reader stops waiting for room
+        peer = context.peer()
 
         def read() -> None:
             try:
@@ -287,12 +302,12 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
                     state["ended"] = True
                 done.put(None)
 
-        reader = threading.Thread(target=read, name="infer-reader", daemon=True)
-        reader.start()
         sent = 0
         last_response = time.monotonic()
         idle_s = self.stream_idle_timeout_s
         try:
+            reader = threading.Thread(target=read, name="infer-reader", daemon=True)
+            reader.start()
             while True:
                 with lock:
                     answered_all = sent >= state["accepted"]
@@ -328,9 +343,6 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
                     last_response = time.monotonic()
         finally:
             closing.set()
-            self.admission.release(agent)
-            self.metrics.streams.dec()
-            self.on_stream_end()
 
     def InferFrame(self, request: offload_pb2.InferRequest, context: grpc.ServicerContext) -> offload_pb2.InferResponse:
         if isinstance(request, UnparseableMessage):

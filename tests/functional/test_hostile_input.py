@@ -13,6 +13,7 @@ test_serving.py; this file is about volume, idleness and limits):
   * more Infer streams than max_streams (or max_streams_per_agent for one agent): the
     extra one gets RESOURCE_EXHAUSTED naming the limit, health, Describe and unary
     frames are still answered, and the server keeps serving once a slot frees;
+  * streams cancelled before they start give their slots back (the agent is not locked out);
   * a client that sends and never reads: the server stops reading that stream
     (bounded backlog) instead of piling responses up, and cleans up on cancel.
 """
@@ -418,6 +419,45 @@ def test_one_agent_cannot_take_every_stream(make_server: Callable[..., CloudServ
             g.set()
         for c in calls:
             assert list(c) == []
+
+
+def test_streams_cancelled_before_they_start_do_not_keep_their_slots(
+        make_server: Callable[..., CloudServer], manifest: Manifest, raw_inputs: np.ndarray,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream its client cancels at once: gRPC raises from send_initial_metadata, and the slot
+    the stream was admitted to was kept - after max_streams_per_agent such cancels, the agent
+    was refused until a restart. Each handler here is held until the cancel has reached the
+    server, so that every stream takes that path (unheld, about 1 in 25 did on loopback)."""
+    import cloud_server.servicer as servicer_module
+
+    server = make_server(max_streams=8, max_streams_per_agent=2)
+    named = [("splitpoint-agent", "drone-7")]
+    entered, cancelled = threading.Event(), threading.Event()
+    real_identity = servicer_module.agent_identity
+
+    def held_identity(context: grpc.ServicerContext) -> str:
+        entered.set()
+        assert cancelled.wait(RPC_TIMEOUT_S)
+        wait_for(lambda: not context.is_active(), RPC_TIMEOUT_S, "the client's cancel to reach the server")
+        return real_identity(context)
+
+    monkeypatch.setattr(servicer_module, "agent_identity", held_identity)
+    with grpc.insecure_channel(server.address) as ch:
+        stub = offload_pb2_grpc.OffloadStub(ch)
+        for _ in range(3):  # more than max_streams_per_agent
+            entered.clear()
+            cancelled.clear()
+            call = stub.Infer(iter(()), timeout=RPC_TIMEOUT_S, metadata=named)
+            assert entered.wait(RPC_TIMEOUT_S), "the stream never reached the servicer"
+            call.cancel()
+            cancelled.set()
+            wait_for(lambda: server.servicer.admission.open_streams == 0, 5.0, "the cancelled stream's slot released")
+        assert streams_open(server) == 0
+        monkeypatch.undo()
+        resp = list(stub.Infer(iter([good_frame(manifest, raw_inputs[0], 0)]), timeout=RPC_TIMEOUT_S, metadata=named))
+        assert [r.frame_id for r in resp] == [0] and resp[0].error.code == 0  # admitted, and served
+    assert refused_streams(server) == {}
+    wait_for(lambda: streams_open(server) == 0, 5.0, "the last stream's slot released")
 
 
 # ---------------------------------------------------------------- 4. a client that never reads
