@@ -193,8 +193,11 @@ class CloudServer:
 
     def _start_health_server(self, listen: str) -> tuple[grpc.Server, int]:
         """grpc.health.v1 alone, in plaintext, for probes that cannot speak TLS (kubelet's).
-        It shares the HealthServicer, so it says NOT_SERVING as soon as a drain starts."""
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="health"))
+        It shares the HealthServicer, so it says NOT_SERVING as soon as a drain starts.
+        Without SO_REUSEPORT (gRPC sets it by default), as for listen: a second server on the same
+        port is refused (exit 1) instead of sharing it, and a dead server's probes answered by it."""
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="health"),
+                             options=[("grpc.so_reuseport", 0)])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         port = _bind(lambda: server.add_insecure_port(listen), "health_listen", listen)
         server.start()

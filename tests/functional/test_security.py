@@ -8,6 +8,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from helpers import running_server
 
 from cloud_server.config import CloudConfig
 from cloud_server.server import CloudServer
@@ -199,6 +200,29 @@ def test_a_metrics_port_in_use_stops_the_server_before_it_serves(digits_bundle: 
             client.describe()
     finally:
         client.close()
+
+
+def test_a_health_port_another_server_holds_is_not_shared(digits_bundle: Path) -> None:
+    """The health server was built without ("grpc.so_reuseport", 0), which the listen port has:
+    gRPC's default SO_REUSEPORT let a second server bind the same health_listen port, and probes
+    were answered by either process - a dead server's probe read SERVING. Now the second bind is
+    refused, with the line (and exit 1) any port in use gets (docs/configuration.md)."""
+    from splitpoint.errors import SplitpointError
+
+    with running_server(digits_bundle, health_listen="127.0.0.1:0") as first:
+        health = f"127.0.0.1:{first.health_port}"
+        second = CloudServer(CloudConfig(bundle=str(digits_bundle), listen="127.0.0.1:0", insecure=True,
+                                         health_listen=health))
+        try:
+            with pytest.raises(SplitpointError) as info:
+                second.start()
+        finally:
+            second.executor.close(timeout=0)
+        assert str(info.value) == f'health_listen = "{health}": cannot bind (Address already in use)'
+        assert second.port is None and second._health_server is None
+        with grpc.insecure_channel(health) as channel:  # the port is still the first server's alone
+            check = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+        assert check.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_certs_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
