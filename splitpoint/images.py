@@ -76,6 +76,8 @@ def fit_frame(frame: np.ndarray, pre: Preprocessing) -> np.ndarray:
         frame = frame[..., 0]
     if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[-1] != 3):
         raise ConfigError("frame", list(frame.shape), "expected an image of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)")
+    if 0 in frame.shape[:2]:  # resized from nothing, a (0, 8) array was classified like any frame
+        raise ConfigError("frame", list(frame.shape), "an empty image: it has no pixels")
     want_gray = pre.channels == 1
     if frame.shape[:2] != (pre.height, pre.width) or (frame.ndim == 3) == want_gray:
         frame = _resize_convert(frame, pre)

@@ -125,6 +125,15 @@ def test_unreadable_file_raises_frame_read_error_and_iteration_resumes(tmp_path:
             next(frames)
 
 
+@pytest.mark.parametrize("shape", [(0, 8), (8, 0, 3), (0, 0)])
+def test_an_array_with_no_pixels_is_that_frames_error_not_a_result(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    """A (0, 8) uint8 array was resized into a frame and recorded as a classification."""
+    np.save(tmp_path / "a.npy", np.zeros(shape, np.uint8))
+    with open_source(str(tmp_path), GRAY8) as source, pytest.raises(FrameReadError) as info:
+        next(iter(source))
+    assert info.value.origin == "a.npy" and "an empty image: it has no pixels" in str(info.value)
+
+
 def test_for_loop_resumes_after_frame_read_error(tmp_path: Path) -> None:
     Image.new("L", (8, 8), 1).save(tmp_path / "a.png")
     (tmp_path / "b.png").write_bytes(b"")
