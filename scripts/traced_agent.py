@@ -116,7 +116,7 @@ def main() -> None:
     threading.Thread(target=watch, args=(Path(args.out), args.every), name="traced-agent", daemon=True).start()
     sys.argv = ["splitpoint", *argv[cut + 1:]]
     sys.path.insert(0, str(ROOT))
-    from splitpoint.cli import run
+    from splitpoint.entry import run
 
     run()
 

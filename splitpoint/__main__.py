@@ -1,3 +1,3 @@
-from splitpoint.cli import run
+from splitpoint.entry import run
 
 run()

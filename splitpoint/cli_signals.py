@@ -8,9 +8,9 @@ the server went on to serve), without a word either way; SIGHUP killed it (exit 
 manager's stop, restart or reload, and Kubernetes stopping a pod still starting during a rollout
 or a scale-down, land there easily.
 
-So the process holds the three from its entry (`HELD`, by `splitpoint.cli.run`, as soon as
-Python has imported splitpoint.cli: about 0.1 s after the start on a PC) until the command says
-what they mean. `edge` and `cloud` take the held ones over into their `CommandSignals`,
+So the process holds the three from its entry (`HELD`, by `splitpoint.entry.run` before it
+imports anything heavy; `splitpoint.cli.run` holds them too when it is the entry, as in tests)
+until the command says what they mean. `edge` and `cloud` take the held ones over into their `CommandSignals`,
 installed before they load anything: a stop (SIGTERM, SIGINT) that came before their work
 exists ends them before it starts, exit 0 and one line; once it exists, `on_stop` stops it (the
 agent after the current frame, the server by draining). A SIGHUP goes to `on_reload` (edge: the
@@ -41,6 +41,9 @@ class Held:
         self._saved: dict[int, Any] = {}
 
     def hold(self) -> None:
+        """Hold the three (again a no-op: what the first hold replaced is what release puts back)."""
+        if self._saved:
+            return
         for sig in SIGNALS:
             self._saved[sig] = signal.signal(sig, self._keep)
 
@@ -72,7 +75,7 @@ class Held:
             signal.raise_signal(RELOAD)
 
 
-#: the process's hold, from `splitpoint.cli.run` until the command takes or releases it
+#: the process's hold, from `splitpoint.entry.run` until the command takes or releases it
 HELD = Held()
 
 

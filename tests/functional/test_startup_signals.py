@@ -5,6 +5,7 @@ SIGTERM/SIGINT at start-up: tests/functional/test_agent_faults.py."""
 
 from __future__ import annotations
 
+import os
 import queue
 import signal
 import subprocess
@@ -194,3 +195,39 @@ def test_a_sighup_while_the_agent_starts_is_a_reload_once_it_exists(digits_bundl
     assert code == 0, (code, err[-3000:])
     assert out.startswith("5 frames in ") and ", 0 failed" in out
     assert ("policy reloaded: fixed split 7 -> fixed split 7" in err) is reloaded, err
+
+
+#: sends the process a signal (argv of the test: SIGHUP or SIGTERM) when it first imports numpy
+SIGNAL_AT_NUMPY = """
+import os, signal, sys
+
+class _SignalAtNumpy:
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), getattr(signal, os.environ["SIGNAL_AT_NUMPY"]))
+        return None
+
+sys.meta_path.insert(0, _SignalAtNumpy())
+"""
+
+
+@pytest.mark.parametrize(("sig", "code", "said"), [
+    ("SIGHUP", 0, "5 frames in "),  # held, then dropped: no agent yet to reload
+    ("SIGTERM", 0, "stopped before the first frame"),
+])
+def test_a_signal_during_the_entrys_first_imports_is_held(digits_bundle: Path, tmp_path: Path, sig: str, code: int,
+                                                         said: str) -> None:
+    """Held only once splitpoint.cli (numpy, grpc: ~0.25 s on a PC, more on a Pi) had been imported,
+    a signal in that time met Python's defaults: a `systemctl reload` just after a restart ended
+    the agent (exit 129) without a word. A sitecustomize sends it as numpy is first imported."""
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(SIGNAL_AT_NUMPY)
+    env = cli_env()
+    env["PYTHONPATH"] = os.pathsep.join((str(tmp_path / "hook"), env["PYTHONPATH"]))
+    proc = subprocess.run([sys.executable, "-m", "splitpoint", "edge", "--bundle", str(digits_bundle), "--source",
+                           "synthetic:5", "--results", str(tmp_path / "r.jsonl")], capture_output=True, text=True,
+                          env=env | {"SIGNAL_AT_NUMPY": sig}, cwd=tmp_path, timeout=120)
+    assert proc.returncode == code, (proc.returncode, proc.stderr[-3000:])
+    assert said in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
