@@ -12,6 +12,7 @@ source (edge_node/capture.py); `reason_group` is a fallback reason without its d
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -195,3 +196,25 @@ def last_frame_id(path: str | Path, stop: Callable[[], bool] = lambda: False) ->
     except sqlite3.DatabaseError as exc:
         raise ConfigError("results", str(p), f"cannot be read as a SQLite results log ({exc})") from None
     return value if isinstance(value, int) else None
+
+
+#: how much of a JSONL log `check_log_start` reads: enough lines to tell a results log from another file
+_START_BYTES = 64 * 1024
+
+
+def check_log_start(path: str | Path) -> None:
+    """A quick look at an existing results log (`splitpoint doctor`): ConfigError naming the file when
+    its start shows it is not a results log of either format - another program's SQLite database, a
+    text file - as the agent would refuse it; OSError when it cannot be read. Only the first
+    64 KiB of a JSONL log are read (a day's log takes seconds to read whole on a Pi)."""
+    p = Path(path)
+    if is_sqlite(p):
+        try:
+            with read_only_sqlite(p):
+                return
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError("results", str(p), f"cannot be read as a SQLite results log ({exc})") from None
+    with os.fdopen(open_regular(p, "results"), "rb") as fh:
+        start = fh.read(_START_BYTES)
+    whole = start[: start.rfind(b"\n") + 1] if len(start) == _START_BYTES else start
+    scan_jsonl(p, io.BytesIO(whole), lambda record: None)

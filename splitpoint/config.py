@@ -158,6 +158,8 @@ def _coerce(key: str, value: Any, tp: Any, choices: tuple | None) -> Any:
             if not isinstance(value, (str, int, float)) or isinstance(value, bool):
                 raise ValueError
             out = str(value)
+            if "\0" in out:  # no file name, address or name holds one: os.stat raised ValueError, a traceback
+                raise ConfigError(key, value, "contains a NUL byte")
         elif typing.get_origin(base) is list:
             (item,) = typing.get_args(base)
             if isinstance(value, str):

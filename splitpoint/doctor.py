@@ -27,10 +27,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from edge_node.disk_space import LOW_FREE_BYTES
+from edge_node.results_records import check_log_start
 from splitpoint.doctor_bundle import bundle_digest, check_bundle
 from splitpoint.doctor_checks import Check, _plain, guarded
 from splitpoint.doctor_device import check_edgetpu, check_runtimes
 from splitpoint.doctor_source import check_source
+from splitpoint.errors import ConfigError
 from splitpoint.power_supply import check_power
 from splitpoint.remote_hints import remote_hint
 
@@ -97,7 +99,6 @@ def check_edge_config(path: str, values: dict[str, Any], built: list[Any]) -> li
     """Does the file load as `splitpoint edge --config` would load it? The EdgeConfig goes into `built`."""
     from edge_node.config import EdgeConfig
     from splitpoint.config import build
-    from splitpoint.errors import ConfigError
 
     try:
         conf = build(EdgeConfig, values)
@@ -297,9 +298,15 @@ def check_certificates(files: dict[str, str]) -> list[Check]:
 
 
 def check_disk(path: str) -> list[Check]:
-    """Free space where the results log goes (`path` is the log file, or a directory)."""
+    """Free space and write access where the results log `path` goes, and an existing log one the
+    agent would append to (not a directory, another program's file or another kind of file)."""
+    if "\0" in path:  # os.stat would raise ValueError: the agent's traceback once
+        return [Check("FAIL", "results log", f"{path!r} contains a NUL byte: not a file name")]
     p = Path(path).expanduser()
-    target = (p if p.is_dir() else p.parent).resolve()
+    if p.is_dir():
+        return [Check("FAIL", "results log", f"{p} is a directory: `results` names the log file itself "
+                                             f"(e.g. {p / 'results.jsonl'}); `splitpoint edge` would refuse it")]
+    target = p.parent.resolve()
     note = ""
     if not target.exists():
         note = f" ({target} does not exist yet; it is created when the agent starts, e.g. by systemd's StateDirectory=)"
@@ -310,6 +317,13 @@ def check_disk(path: str) -> list[Check]:
     if p.exists() and not p.is_file() and not p.is_dir():
         return [Check("FAIL", "results log", f"{p} is not a regular file (a named pipe or a device): "
                                              "`splitpoint edge` would refuse it")]
+    if p.is_file() and p.stat().st_size > 0:  # the agent appends to it: it must be a results log
+        try:
+            check_log_start(p)
+        except ConfigError as exc:
+            return [Check("FAIL", "results log", f"`splitpoint edge` would refuse it: {exc}")]
+        except OSError as exc:
+            return [Check("FAIL", "results log", f"{p} cannot be read ({_plain(exc)})")]
     try:
         usage = shutil.disk_usage(target)
     except OSError as exc:
@@ -363,7 +377,7 @@ def run_doctor(bundle: str | None, cloud: str | None, device: str, results: str 
         emit(guarded("cloud", check_cloud, make_client, digest, transport))
     else:
         emit([Check("skip", "cloud", "no server given (--cloud or `cloud` in --config)")])
-    emit(guarded("disk", check_disk, results or "."))
+    emit(guarded("disk", check_disk, results or "results.jsonl"))
     failed = [c for c in checks if c.status == "FAIL"]
     out(f"\n{len(failed)} problem(s) found" if failed else "\nno problems found")
     return 1 if failed else 0

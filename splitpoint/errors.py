@@ -9,6 +9,7 @@ matching message text).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import grpc
@@ -28,8 +29,9 @@ def show_value(value: Any) -> str:
     """A value as the user wrote it (TOML spelling): true, 4, "camera:0" - never None or False."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, str):  # control characters as TOML writes them: a NUL is "\u0000", not invisible
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return '"' + re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\u{ord(m[0]):04x}", escaped) + '"'
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
         return str(int(value))  # fps = -1 in the file is read as -1.0; show what was written (1e300 as 1e+300)
     if isinstance(value, (list, tuple)):

@@ -175,6 +175,27 @@ def test_guarded_secrets_and_disk(tmp_path: Path) -> None:
     assert pipe.status == "FAIL" and "not a regular file" in pipe.detail
 
 
+def test_doctor_refuses_a_results_log_the_agent_would_refuse(tmp_path: Path) -> None:
+    """A directory, a text file and another program's SQLite database each passed ('no problems
+    found'), and the agent then refused them: a service restarting every 2 s."""
+    import sqlite3
+
+    from splitpoint import doctor
+
+    (tmp_path / "notes.jsonl").write_text("hello\n")
+    db = sqlite3.connect(tmp_path / "other.db")
+    db.execute("CREATE TABLE x (a)")
+    db.commit()
+    db.close()
+    (tmp_path / "log.jsonl").write_text('{"frame_id":0,"origin":"a.png","status":"ok"}\n{"frame_id":1,"or')  # torn
+    for name, said in (("", f"{tmp_path} is a directory: `results` names the log file itself"),
+                       ("notes.jsonl", "would refuse it: results = "), ("other.db", "a SQLite database with no results table"),
+                       ("a\0b.jsonl", "contains a NUL byte")):
+        (check,) = doctor.check_disk(str(tmp_path / name) if name else str(tmp_path))
+        assert check.status == "FAIL" and check.name == "results log" and said in check.detail, check
+    assert [c.status for c in doctor.check_disk(str(tmp_path / "log.jsonl"))] == ["ok"]
+
+
 def test_cloud_over_mutual_tls_with_a_token(digits_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from cloud_server.config import CloudConfig
     from cloud_server.server import CloudServer

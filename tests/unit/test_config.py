@@ -160,6 +160,13 @@ def test_a_huge_float_is_shown_as_written_not_as_300_digits() -> None:
     assert show_value(1e300) == "1e+300" and show_value(-3.0) == "-3" and show_value(2147483.0) == "2147483"
 
 
+def test_a_nul_byte_in_a_string_is_refused_and_shown_as_toml_writes_it(tmp_path: Path) -> None:
+    """results = "a\\u0000b.jsonl" was an os.stat ValueError traceback (agent, server, doctor)."""
+    path = write(tmp_path, 'bundle = "b"\nsource = "synthetic:5"\nresults = "a\\u0000b.jsonl"\n')
+    with pytest.raises(ConfigError, match=r'^results = "a\\u0000b\.jsonl": contains a NUL byte$'):
+        cfg.load(EdgeConfig, parse(EdgeConfig, []), path)
+
+
 def test_cloud_limits_validated() -> None:
     with pytest.raises(ConfigError) as info:
         cfg.load(CloudConfig, parse(CloudConfig, ["--bundle", "b", "--listen", "127.0.0.1:99999"]))
