@@ -53,7 +53,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
         output=Path(args.output),
         calibration_dir=Path(args.calibration) if args.calibration else None,
         calibration_random=args.calibration_random,
-        splits=parse_splits(args.splits) if args.splits else None,
+        splits=parse_splits(args.splits) if args.splits is not None else None,
         min_agreement=args.min_agreement,
         jobs=args.jobs,
         input_size=args.input_size,

@@ -82,8 +82,14 @@ def model_digest(model: Any) -> str:
     return "sha256:" + h.hexdigest()
 
 
+#: the largest split number `--splits` takes (MobileNetV2 has 155 layers, a ResNet-152 about 500)
+MAX_SPLIT = 100_000
+
+
 def parse_splits(text: str) -> list[int]:
-    """'3,5,8-10' -> [3, 5, 8, 9, 10]; names the bad item otherwise."""
+    """'3,5,8-10' -> [3, 5, 8, 9, 10]; names the bad item otherwise. No split at all is an error
+    (`--splits ""` built every split), and so is a range longer than any model (`1-99999999999`
+    was expanded first: an out-of-memory exit 1)."""
     out: list[int] = []
     for item in text.split(","):
         item = item.strip()
@@ -95,7 +101,11 @@ def parse_splits(text: str) -> list[int]:
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
         if hi < lo:
             raise PartitionError(f"--splits: range {item!r} runs backwards")
+        if hi > MAX_SPLIT:
+            raise PartitionError(f"--splits: {hi} is more layers than any model has (at most {MAX_SPLIT})")
         out.extend(range(lo, hi + 1))
+    if not out:
+        raise PartitionError(f"--splits: {text!r} names no split; give numbers and ranges, e.g. --splits 3,5,8-10")
     return sorted(set(out))
 
 

@@ -258,7 +258,6 @@ def test_cut_points_are_deterministic(mobilenetv2):
         ("1-3,2-5", [1, 2, 3, 4, 5]),
         ("0", [0]),
         ("7,", [7]),
-        ("", []),
     ],
 )
 def test_parse_splits(text, expected):
@@ -275,6 +274,9 @@ def test_parse_splits(text, expected):
         ("2,3-4-5", "'3-4-5'"),
         ("5-3", "'5-3'"),
         ("1 2", "'1 2'"),
+        ("", "'' names no split"),  # --splits "" built every split
+        (" , ", "' , ' names no split"),
+        ("1-99999999999", "99999999999 is more layers than any model has"),  # expanded first: out of memory
     ],
 )
 def test_parse_splits_names_the_bad_item(text, bad):
