@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 import splitpoint
+from edge_node.config import MAX_THREADS
 from splitpoint import config as cfg
 
 Command = Callable[[argparse.Namespace], int]
@@ -201,14 +202,26 @@ def _command(sub: Any, name: str, func: Command, description: str = "") -> argpa
     return p
 
 
-def positive_int(text: str) -> int:
+def positive_int(text: str, most: int | None = None) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    if most is not None and value > most:
+        raise argparse.ArgumentTypeError(f"{value} must be at most {most}")
     return value
+
+
+def up_to(most: int) -> Callable[[str], int]:
+    """positive_int, at most `most`: `profile --threads 100000` segfaulted in LiteRT, and
+    `--runs 100000000000` ran for ever."""
+    def convert(text: str) -> int:
+        return positive_int(text, most)
+
+    convert.__name__ = "integer"  # argparse names the type in its message
+    return convert
 
 
 def fraction(text: str) -> float:
@@ -342,8 +355,8 @@ def _add_profile(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bundle", metavar="DIR", help="REQUIRED except with show: bundle directory")
     g.add_argument("-o", "--output", metavar="FILE", help="REQUIRED except with show: profile JSON to write")
     g.add_argument("--device", default="cpu", help="edge: cpu, edgetpu, edgetpu:usb:N (default cpu)")
-    g.add_argument("--threads", type=positive_int, default=1, help="edge: LiteRT threads (default 1)")
-    g.add_argument("--runs", type=positive_int, default=50, help="timed runs per split after warm-up (default 50)")
+    g.add_argument("--threads", type=up_to(MAX_THREADS), default=1, help="edge: LiteRT threads (default 1)")
+    g.add_argument("--runs", type=up_to(100_000), default=50, help="timed runs per split after warm-up (default 50)")
     g.add_argument("--splits", metavar="K,K,...", help="edge: profile only these splits (and K); default every split")
 
 

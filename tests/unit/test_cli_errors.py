@@ -125,3 +125,15 @@ def test_policy_explain_takes_one_policy_by_either_flag(capsys: pytest.CaptureFi
     assert _parse(*explain, "--policy", "fixed").policy_alias == "fixed"
     assert cli.main([*explain, "--policy", "min-energy", "--name", "min-energy"]) == 2  # agrees: on to the bundle
     assert '--policy' not in capsys.readouterr().err
+
+
+@pytest.mark.edge_side
+@pytest.mark.parametrize(("flag", "value", "most"), [("--threads", "100000", 256), ("--runs", "100000000000", 100000)])
+def test_profile_refuses_more_threads_or_runs_than_it_can_use(flag: str, value: str, most: int,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """--threads 100000 wrote the profile and then died by SIGSEGV in LiteRT; --runs 1e11 ran on for ever."""
+    with pytest.raises(SystemExit) as info:
+        _parse("profile", "edge", "--bundle", "b", "-o", "p.json", flag, value)
+    assert info.value.code == 2
+    assert f"argument {flag}: {value} must be at most {most}" in capsys.readouterr().err
+    assert getattr(_parse("profile", "edge", "--bundle", "b", "-o", "p.json", flag, str(most)), flag[2:]) == most
