@@ -95,6 +95,9 @@ class TailPool:
             if unknown:
                 raise ConfigError("splits", unknown, f"not splits of {bundle.manifest.model_name}; its splits: {split_ranges(ids)}")
             self.servable = [k for k in self.servable if k in set(splits)]
+            if not self.servable:  # --splits K (all on the edge, no tail): a server that answered no frame
+                raise ConfigError("splits", list(splits), f"no tail to serve: split {bundle.manifest.num_layers} runs "
+                                                          "wholly on the edge; give splits below it")
             log.info("serving splits %s only (tails loaded: %s)", split_ranges(splits), split_ranges(self.servable))
         if preload:
             for k in self.servable if budget <= 0 else self.servable[-budget:]:

@@ -71,6 +71,14 @@ def test_a_split_the_bundle_lacks_is_a_config_error(digits_bundle: Path) -> None
     assert neg.value.key == "splits"
 
 
+def test_only_split_k_leaves_no_tail_to_serve_and_is_refused(digits_bundle: Path) -> None:
+    """--splits 7 (K: all on the edge) started a server that logged 'tails loaded: none' at INFO
+    and answered NOT_FOUND to every frame."""
+    K = load_bundle(digits_bundle).manifest.num_layers
+    with pytest.raises(ConfigError, match=rf"^splits = \[{K}\]: no tail to serve: split {K} runs wholly on the edge"):
+        CloudServer(CloudConfig(bundle=str(digits_bundle), listen="127.0.0.1:0", insecure=True, splits=[K]))
+
+
 def test_cli_flag_and_its_errors(digits_bundle: Path, tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
     base = [sys.executable, "-m", "splitpoint", "cloud", "--insecure", "--bundle", str(digits_bundle),
