@@ -9,6 +9,10 @@ from pathlib import Path
 def cmd_certs(args: argparse.Namespace) -> int:
     from splitpoint import certs
 
+    from splitpoint.errors import ConfigError
+
+    if not args.output.strip():  # Path("") is ".": the CA's key and every other file went into the cwd unasked
+        raise ConfigError("--output", args.output, "give the directory to write (default ./certs)")
     names = None if args.server_name is None else [n.strip() for n in args.server_name.split(",") if n.strip()]
     out = Path(args.output)
     if args.clients is not None:

@@ -257,3 +257,14 @@ def test_trailing_data_after_the_zlib_stream_is_rejected(trailing: bytes) -> Non
 def test_an_exact_zlib_stream_still_decodes() -> None:
     out = decode(_zlib_tensor(b""))
     assert out.array.tolist() == np.arange(24, dtype=np.int8).reshape(2, 12).tolist()
+
+
+def test_certs_to_an_empty_output_is_refused_not_written_to_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`certs -o ""` wrote the CA's key and every certificate into the current directory."""
+    from splitpoint.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["certs", "-o", " "]) == 2
+    assert '--output = " ": give the directory to write' in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
