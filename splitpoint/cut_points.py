@@ -117,6 +117,7 @@ def find_cut_points(model: Any, max_cut_tensors: int = 1) -> tuple[list[CutPoint
     if max_cut_tensors < 1:
         raise PartitionError(f"--max-cut-tensors {max_cut_tensors}: must be at least 1")
     compute = layer_nodes(model)
+    check_splittable(model, f"model {model.name!r}", compute)
     graph, tensors = model_graph(model, compute)
     offered = cuts_mod.offered_cuts(graph, max_cut_tensors)
     out = [CutPoint(0, "", ())]
@@ -125,6 +126,45 @@ def find_cut_points(model: Any, max_cut_tensors: int = 1) -> tuple[list[CutPoint
         frontier = tuple(model.outputs) if c.size == len(compute) else tuple(tensors[t] for t in c.frontier)
         out.append(CutPoint(c.size, last, frontier))
     return out, len(compute)
+
+
+def check_splittable(model: Any, what: str, compute: list[Any] | None = None) -> None:
+    """Refuse, in one line starting with `what`, a one-input model whose graph no split can be cut from.
+
+    Each of these once got past the cut search and ended in a traceback (exit 1) while a split was
+    built: a layer called twice, or one output listed twice, made Keras refuse the tail ("Output with
+    path 0 is not connected to inputs": a tail built from cut tensors maps each cut tensor's layer to
+    the tail's input, all of its calls); an output that is the input itself cannot come out of a tail,
+    which never sees the image; a model with no layer at all failed an assertion building split 0.
+    `compute` is layer_nodes(model), when the caller has it.
+    """
+    import keras
+
+    nodes = layer_nodes(model) if compute is None else compute
+    if not nodes:
+        raise PartitionError(f"{what} has no layers: its output is its input, so there is nothing to split; "
+                             "partition a model with layers that compute (Conv2D, Dense, ...)")
+    seen: dict[tuple[int, int, int], int] = {}
+    for i, t in enumerate(model.outputs, 1):
+        op, node_index, tensor_index = t._keras_history
+        if isinstance(op, keras.layers.InputLayer):
+            raise PartitionError(f"{what}: its output {i} is its input, passed through unchanged, which no split's "
+                                 "tail can return (the tail never sees the image): in the program that builds the "
+                                 "model, leave that output out and save it again")
+        first = seen.setdefault((id(op), node_index, tensor_index), i)
+        if first != i:
+            raise PartitionError(f"{what}: its outputs {first} and {i} are one tensor (of layer {op.name!r}), which "
+                                 "a split's tail cannot return twice: in the program that builds the model, list "
+                                 "each output once and save it again")
+    calls: dict[int, int] = {}
+    for node in nodes:
+        calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
+    for node in nodes:
+        if calls[id(node.operation)] > 1:
+            raise PartitionError(f"{what}: layer {node.operation.name!r} is called {calls[id(node.operation)]} times "
+                                 "(a shared layer, or one of a nested model called more than once); splitpoint cuts "
+                                 "between layer calls and needs each layer called once: in the program that builds "
+                                 "the model, give each call its own layer and save it again")
 
 
 def layer_nodes(model: Any) -> list[Any]:

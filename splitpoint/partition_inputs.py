@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from splitpoint.bundle import Preprocessing
-from splitpoint.cut_points import as_functional, inline_nested, layer_nodes
+from splitpoint.cut_points import as_functional, check_splittable, inline_nested, layer_nodes
 from splitpoint.errors import ConfigError, PartitionError
 from splitpoint.images import list_frame_files, read_frame_file_sized
 from splitpoint.models import BUILTIN, MAX_INPUT_SIZE, ModelSource, reference_model
@@ -56,6 +56,7 @@ def load_model_source(spec: str, input_size: int | None = None) -> ModelSource:
         # Only a built-in is built at a size; a file's weights and layers were made for its own.
         raise PartitionError(f"--input-size {input_size} does not apply to {path}: its own input shape "
                              f"({h}x{w}) decides; leave the flag out")
+    check_splittable(model, str(path))  # here to name the file; find_cut_points names the model
     scale, why = _pixel_scale(model)
     if why:
         log.info("%s: %s, so frames go in as pixel values 0..255 (not pixel / 255)", path.name, why)

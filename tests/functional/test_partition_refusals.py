@@ -205,6 +205,35 @@ def test_a_tflite_or_unknown_model_file_is_refused_before_tensorflow_loads(
     assert not out.exists()
 
 
+def _shared(inp: Any) -> Any:
+    conv = layers.Conv2D(3, 3, padding="same", name="twice")
+    return keras.Model(inp, layers.Dense(5)(layers.Flatten()(conv(conv(inp)))))
+
+
+def _logits(inp: Any) -> Any:
+    return layers.Dense(5, name="logits")(layers.Flatten()(layers.Conv2D(4, 3)(inp)))
+
+
+@pytest.mark.parametrize(("build", "said"), [
+    (_shared, ": layer 'twice' is called 2 times (a shared layer, or one of a nested model called more than once)"),
+    (lambda inp: keras.Model(inp, [_logits(inp)] * 2),
+     ": its outputs 1 and 2 are one tensor (of layer 'logits'), which a split's tail cannot return twice"),
+    (lambda inp: keras.Model(inp, [_logits(inp), inp]),
+     ": its output 2 is its input, passed through unchanged, which no split's tail can return"),
+    (lambda inp: keras.Model(inp, inp), " has no layers: its output is its input, so there is nothing to split"),
+], ids=["shared-layer", "one-tensor-twice", "input-as-output", "no-layers"])
+def test_a_graph_no_split_can_be_cut_from_is_refused_naming_why(
+        build: Callable[[Any], Any], said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Valid Keras models of built-in layers that each ended in a traceback (exit 1) while a split was
+    built: a shared layer, one tensor listed as two outputs and the input passed through as an output
+    ("Output with path 0 is not connected to inputs"), a model with no layer (AssertionError)."""
+    path = tmp_path / "m.keras"
+    build(keras.Input((16, 16, 3))).save(path)
+    out = tmp_path / "b"
+    assert f"{path}{said}" in refused(capsys, str(path), "-o", str(out), "--calibration-random", "8")
+    assert not out.exists()
+
+
 def test_a_model_that_computes_nothing_is_refused_and_leaves_nothing(tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """A single linear Activation once ended in an AssertionError (exit 1) and a partial directory."""

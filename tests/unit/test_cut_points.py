@@ -155,6 +155,18 @@ def test_two_inputs_is_a_partition_error():
         find_cut_points(keras.Model([a, b], out, name="two_in"))
 
 
+def test_a_shared_layer_or_a_repeated_output_is_a_partition_error():
+    """find_cut_points refuses them too (a built-in, or partition() given a model), naming the model;
+    they once reached the tail's build and Keras' "Output with path 0 is not connected to inputs"."""
+    inp = keras.Input((4,))
+    dense = layers.Dense(4, name="twice")
+    with pytest.raises(PartitionError, match=r"^model 'shared': layer 'twice' is called 2 times"):
+        find_cut_points(keras.Model(inp, dense(dense(inp)), name="shared"))
+    out = layers.Dense(2, name="o")(inp)
+    with pytest.raises(PartitionError, match=r"^model 'dup': its outputs 1 and 2 are one tensor \(of layer 'o'\)"):
+        find_cut_points(keras.Model(inp, [out, out], name="dup"))
+
+
 def test_two_outputs_are_cut_before_both_heads():
     inp = keras.Input((4,))
     x = layers.Dense(4, name="trunk")(inp)
