@@ -57,6 +57,7 @@ def load_model_source(spec: str, input_size: int | None = None) -> ModelSource:
         raise PartitionError(f"--input-size {input_size} does not apply to {path}: its own input shape "
                              f"({h}x{w}) decides; leave the flag out")
     check_splittable(model, str(path))  # here to name the file; find_cut_points names the model
+    _check_finite_weights(model, path)
     scale, why = _pixel_scale(model)
     if why:
         log.info("%s: %s, so frames go in as pixel values 0..255 (not pixel / 255)", path.name, why)
@@ -82,6 +83,25 @@ def _check_input_shape(path: Path, shape: tuple) -> None:
     if h is None or w is None:
         raise PartitionError(f"{path}: its input {shape} takes any height and width, but int8 heads have a fixed "
                              "size: give the size to build the bundle at with --input-size PX (square)")
+
+
+def _check_finite_weights(model: Any, path: Path) -> None:
+    """A weight holding NaN or inf (a diverged training run) is refused, naming the layer and weight.
+
+    Such a model was split with exit 0: its float outputs were NaN, its int8 heads' garbage, and
+    verification passed because the argmax of NaN scores is 0 on both sides. A NaN bias on the last
+    layer was refused as layers that "convert to no int8 computation", which named the wrong cause.
+    """
+    for layer in model.layers:
+        for w, value in zip(layer.weights, layer.get_weights(), strict=True):
+            if value.dtype.kind != "f" or np.isfinite(value).all():
+                continue
+            nan, inf = int(np.isnan(value).sum()), int(np.isinf(value).sum())
+            held = " and ".join(f"{n} {kind}" for n, kind in ((nan, "NaN"), (inf, "inf")) if n)
+            name = w.path.removeprefix(f"{layer.name}/")  # a nested model kept whole: its inner layer/weight
+            raise PartitionError(f"{path}: layer {layer.name!r} has a non-finite weight: {name!r} holds {held} of "
+                                 f"its {value.size} values, so the model computes no usable output (a diverged "
+                                 "training run?): save it from a checkpoint whose weights are finite")
 
 
 def _at_input_size(model: Any, path: Path, size: int | None) -> Any:

@@ -234,6 +234,30 @@ def test_a_graph_no_split_can_be_cut_from_is_refused_naming_why(
     assert not out.exists()
 
 
+@pytest.mark.parametrize(("layer", "index", "values", "softmax", "said"), [
+    ("conv", 0, [np.nan] * 35 + [np.inf], True,
+     "layer 'conv' has a non-finite weight: 'kernel' holds 35 NaN and 1 inf of its 36 values"),
+    ("logits", 1, [np.nan] * 5, False, "layer 'logits' has a non-finite weight: 'bias' holds 5 NaN of its 5 values"),
+], ids=["nan-inf-kernel", "nan-bias"])
+def test_a_model_with_nan_or_inf_weights_is_refused_naming_the_layer(
+        layer: str, index: int, values: list[float], softmax: bool, said: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A NaN kernel under a softmax was split with exit 0 and heads computing garbage (verification
+    passed: the argmax of NaN scores is 0 on both sides); a NaN bias on the last layer was refused
+    as layers that "convert to no int8 computation", which they do not."""
+    model = keras.Sequential([keras.Input((16, 16, 1)), layers.Conv2D(4, 3, activation="relu", name="conv"),
+                              layers.Flatten(), layers.Dense(5, activation="softmax" if softmax else None, name="logits")])
+    weights = model.get_layer(layer).get_weights()
+    weights[index].reshape(-1)[:len(values)] = values
+    model.get_layer(layer).set_weights(weights)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    out = tmp_path / "b"
+    err = refused(capsys, str(path), "-o", str(out), "--calibration-random", "8")
+    assert f"{path}: {said}" in err and "no int8 computation" not in err
+    assert not out.exists()
+
+
 def test_a_model_that_computes_nothing_is_refused_and_leaves_nothing(tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """A single linear Activation once ended in an AssertionError (exit 1) and a partial directory."""
