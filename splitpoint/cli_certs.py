@@ -8,7 +8,6 @@ from pathlib import Path
 
 def cmd_certs(args: argparse.Namespace) -> int:
     from splitpoint import certs
-
     from splitpoint.errors import ConfigError
 
     if not args.output.strip():  # Path("") is ".": the CA's key and every other file went into the cwd unasked
