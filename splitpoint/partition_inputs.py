@@ -329,16 +329,14 @@ _GIVE_INSTEAD = ("give frames like those the model will see in use (a few dozen 
 
 def _calibration_frame(path: Path, pre: Preprocessing) -> np.ndarray:
     """One frame of --calibration DIR. Every way the file is wrong (unreadable, not an image or a uint8
-    image array, a pickle) is refused naming it; so is an empty image, not stretched into a blank
-    frame (Pillow resizes a 0x0 array to a black one without complaint)."""
+    image array, a pickle) is refused naming it; so is an empty image (fit_frame), not stretched
+    into a blank frame (Pillow resizes a 0x0 array to a black one without complaint)."""
     try:
-        frame, (w, h) = read_frame_file_sized(path, pre)
+        frame, _ = read_frame_file_sized(path, pre)
     except ConfigError as exc:  # keyed "source" for the agent; here the file came from --calibration
         raise PartitionError(f"--calibration {path}: {exc.reason}") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # what an image decoder may still raise
         raise PartitionError(f"--calibration {path}: not a readable frame ({type(exc).__name__}: {exc})") from None
-    if w * h == 0:
-        raise PartitionError(f"--calibration {path}: a frame of size {w}x{h} (no pixels); {_GIVE_INSTEAD}")
     return frame
 
 

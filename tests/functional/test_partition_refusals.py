@@ -77,7 +77,7 @@ def test_a_zero_size_frame_is_refused_naming_it(tmp_path: Path, capsys: pytest.C
     np.save(frames / "2.npy", np.zeros((0, 0), np.uint8))
     out = tmp_path / "b"
     err = refused(capsys, "digits-cnn", "-o", str(out), "--calibration", str(frames))
-    assert f"--calibration {frames / '2.npy'}: a frame of size 0x0 (no pixels)" in err
+    assert f"--calibration {frames / '2.npy'}: holds a uint8 array of shape (0, 0), which is not a frame: an empty image" in err
     assert not out.exists()
 
 
@@ -280,7 +280,9 @@ def test_splits_whose_heads_compute_nothing_are_skipped_unless_asked_for(
     keras.Sequential([keras.Input((8, 8, 1)), layers.Dropout(0.2, name="drop"), layers.Conv2D(4, 3, name="conv"),
                       layers.Flatten(), layers.Dense(3)]).save(path)
     out = tmp_path / "b"
-    assert main(["partition", str(path), "-o", str(out), "--calibration-random", "16"]) == 0, capsys.readouterr().err
+    # --min-agreement 0: random weights, so the 98% a model file is held to failed ~1 run in 8 (k=4: 93.8%)
+    assert main(["partition", str(path), "-o", str(out), "--calibration-random", "16", "--min-agreement", "0"]) == 0, \
+        capsys.readouterr().err
     err = capsys.readouterr().err
     assert ("drop: skipped split 1: the layers up to 'drop' convert to no int8 computation (they pass the input "
             "through unchanged), so its head would only send what split 0 sends") in err
