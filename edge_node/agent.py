@@ -179,7 +179,7 @@ class EdgeAgent:
             self._one_in_flight = True
         try:  # everything after this point is undone by close(), also when a check fails
             self.start()
-            if on_ready is not None:
+            if on_ready is not None and self.results is not None:  # not when stopped before the log opened
                 on_ready()
             self.capture.resume(source, self._done_at_start)
             if self.config.capture == "live":
@@ -199,10 +199,13 @@ class EdgeAgent:
         return self.summary
 
     def start(self) -> None:
-        """Open the metrics endpoint, check the server, open the results log, start the watchdog
-        and the session; `process` may then be given admitted frames. The log is opened last:
-        with resume off it moves an earlier log aside, which a refusal after it (a metrics port
-        in use, the server's other bundle) would have done for a run that never ran."""
+        """Open the metrics endpoint, check the server, start the watchdog and the session (its
+        first probe), then open the results log; `process` may then be given admitted frames.
+        The log is opened last: with resume off it moves an earlier log aside, and it cuts a torn
+        last line, which a refusal before it (a metrics port in use, the server's other bundle)
+        or a stop while the server was asked (a Describe or probe given up at SIGTERM) would have
+        done for a run that never ran. Told to stop before then, it leaves the log untouched
+        (`results` stays None: the command says "stopped before the first frame")."""
         cfg = self.config
         if self.registry is not None:
             served = serve_metrics(cfg.metrics_listen, self.registry)
@@ -212,14 +215,15 @@ class EdgeAgent:
             self.session.check_server()
         else:  # no frame will ask the server anything: no "not reachable" warning about it either
             log.debug("the policy runs every frame on the edge: the server is not described")
+        self.watchdog.start()
+        self.session.start(self.cloud.callbacks(self._plans_with_link, lambda: self._planned))
+        if self._stop.is_set():  # no frame is read (capture sees stop); close() ends the session
+            return
         try:
             self._done_at_start = self.recorder.open(cfg.results, cfg.results_format, cfg.results_fsync, cfg.resume,
                                                      stop=self._stop.is_set, rotate_s=cfg.results_rotate_h * 3600)
         except ReadingStopped:  # told to stop while a long log was read: no frame is read (capture sees stop)
             log.info("stopped while reading the results log %s; it is left as it was", cfg.results)
-            return
-        self.watchdog.start()
-        self.session.start(self.cloud.callbacks(self._plans_with_link, lambda: self._planned))
 
     @property
     def summary(self) -> RunSummary:

@@ -68,6 +68,8 @@ def cmd_edge(args: argparse.Namespace) -> int:
             def ready() -> None:  # the source is open and the agent started: its first frame is next
                 write_event(args.events, "source-open", source=str(getattr(source, "description", conf.source)))
         summary = agent.run(source, on_ready=ready)
+    if agent.results is None and stop.signum is not None:  # it came while the server was asked
+        return _stopped_before_the_first_frame(stop, conf.results)
     acc = f", accuracy {summary.accuracy:.1%}" if summary.accuracy is not None else ""
     med = summary.median_ms()
     say(

@@ -231,3 +231,36 @@ def test_a_signal_during_the_entrys_first_imports_is_held(digits_bundle: Path, t
     assert proc.returncode == code, (proc.returncode, proc.stderr[-3000:])
     assert said in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_stop_while_the_server_is_asked_leaves_the_results_log_untouched(digits_bundle: Path, tmp_path: Path) -> None:
+    """A server that takes the connection and never answers: SIGTERM while the agent asked it
+    (Describe, given up at once) then opened the log anyway - its torn last line cut, the file
+    changed - and printed '0 frames in 1.7s' instead of 'stopped before the first frame'."""
+    import socket
+
+    results = tmp_path / "r.jsonl"
+    before = b'{"frame_id":0,"origin":"synthetic:0","status":"ok"}\n{"frame_id":1,"ori'  # a torn last line
+    results.write_bytes(before)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        proc = subprocess.Popen([sys.executable, "-m", "splitpoint", "edge", "--bundle", str(digits_bundle), "--source",
+                                 "synthetic:5", "--results", str(results), "--cloud", f"127.0.0.1:{port}", "--insecure",
+                                 "--split", "0", "--connect-timeout-s", "60"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=tmp_path)
+        try:
+            listener.settimeout(LINE_TIMEOUT_S)
+            conn, _ = listener.accept()  # the agent is asking the server now (its bundle and heads loaded)
+            with conn:
+                proc.send_signal(signal.SIGTERM)
+                out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    assert proc.returncode == 0, err[-3000:]
+    assert "stopped before the first frame: SIGTERM came while the agent was starting" in out + err, out + err
+    assert results.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.jsonl"]
