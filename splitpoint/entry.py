@@ -14,6 +14,15 @@ from splitpoint.cli_signals import HELD
 
 def run() -> None:
     HELD.hold()
+    import sys
+
+    from splitpoint import native_logs
+
+    # gRPC reads its log level once, as it is imported (with splitpoint.cli, below): quiet it now
+    # unless -v asks for the native libraries' own logs (cli.main's native_logs.configure says so
+    # again for the libraries that load later)
+    if not {"-v", "--verbose"} & set(sys.argv[1:]):
+        native_logs.quiet_environment()
     from splitpoint.cli import run as run_command  # the heavy imports, with the signals held
 
     run_command()

@@ -44,6 +44,9 @@ VERBOSE_ENV = "SPLITPOINT_NATIVE_LOGS"
 _QUIET_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow C++: errors only
     "OPENCV_LOG_LEVEL": "ERROR",  # OpenCV: no "[ WARN:0@...] global cap_v4l.cpp" before our own error
+    # gRPC core: no INFO line per failed TLS handshake ("ssl_transport_security.cc ... Handshake
+    # failed"): any peer sending junk to the port wrote one each, unthrottled, to the journal
+    "GRPC_VERBOSITY": "ERROR",
 }
 
 #: lines known to be chatter; anything else captured is replayed

@@ -32,7 +32,7 @@ CHATTER = re.compile(
 def user_env(**extra: str) -> dict[str, str]:
     """The tests' subprocess environment without the knobs that would quiet the libraries."""
     env = cli_env()
-    for knob in ("TF_CPP_MIN_LOG_LEVEL", "OPENCV_LOG_LEVEL", "SPLITPOINT_NATIVE_LOGS"):
+    for knob in ("TF_CPP_MIN_LOG_LEVEL", "OPENCV_LOG_LEVEL", "SPLITPOINT_NATIVE_LOGS", "GRPC_VERBOSITY"):
         env.pop(knob, None)
     env.update(extra)
     return env
@@ -118,3 +118,33 @@ def test_filtered_stderr_drops_only_known_chatter(tmp_path: Path, mode: str) -> 
     else:  # a failing call keeps its native explanation; -v keeps everything
         assert len(lines) == 6 and "XNNPACK" in lines[2]
 
+
+
+def test_a_peer_sending_junk_to_the_tls_port_writes_no_line_per_handshake(digits_bundle: Path, tmp_path: Path) -> None:
+    """gRPC core logged an INFO line for every failed TLS handshake ('ssl_transport_security.cc ...
+    Handshake failed ... HTTP_REQUEST'): any peer could flood the journal. gRPC reads its log
+    level as it is imported, so splitpoint.entry sets it before that."""
+    import socket
+
+    from splitpoint.certs import make_dev_certs
+
+    certs = make_dev_certs(tmp_path / "certs", ["localhost", "127.0.0.1"])
+    proc = subprocess.Popen([sys.executable, "-m", "splitpoint", "cloud", "--bundle", str(digits_bundle), "--listen",
+                             "127.0.0.1:0", "--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=user_env(), cwd=tmp_path)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # "splitpoint cloud listening on HOST:PORT" (or EOF if it died)
+        assert "listening on" in line, line
+        port = int(line.rsplit(":", 1)[1])
+        for _ in range(5):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as peer:
+                peer.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                peer.settimeout(10)
+                while peer.recv(4096):  # until the server closes the failed handshake's connection
+                    pass
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    assert "Handshake failed" not in err, err[-3000:]
+    assert not re.search(r"^[IWEF]\d{4} \d\d:\d\d:\d\d", err, re.MULTILINE), err[-3000:]  # no native line at all
