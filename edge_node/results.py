@@ -218,6 +218,14 @@ class JsonlResultLog(_ResultLog):
         assert fd is not None
         with os.fdopen(os.dup(fd), "rb") as fh:  # the file held, whatever the name points at by now
             if fh.read(len(SQLITE_HEADER)) == SQLITE_HEADER:
+                # another program's database is named as such: "set results_format = sqlite" for one
+                # was advice that the next start then refused ("no results table")
+                try:
+                    with read_only_sqlite(self.path):
+                        pass
+                except sqlite3.DatabaseError as exc:
+                    raise ConfigError("results", str(self.path), f"cannot be read as a SQLite results log ({exc})") \
+                        from None
                 raise ConfigError("results", str(self.path), "is a SQLite results log; set results_format = "
                                                               "\"sqlite\" or give another file")
             fh.seek(0)

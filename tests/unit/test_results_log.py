@@ -141,6 +141,7 @@ def other_database(path: Path, schema: str) -> None:
     db.close()
 
 
+@pytest.mark.parametrize("fmt", ["sqlite", "jsonl"])
 @pytest.mark.parametrize("fresh", [False, True], ids=["resume", "no-resume"])
 @pytest.mark.parametrize("schema, said", [
     ("CREATE TABLE contacts (name TEXT)", "a SQLite database with no results table: contacts"),
@@ -148,12 +149,14 @@ def other_database(path: Path, schema: str) -> None:
                                                       "written_unix_ns"),
 ])
 def test_a_sqlite_database_that_is_not_a_results_log_is_refused_untouched(tmp_path: Path, schema: str, said: str,
-                                                                          fresh: bool) -> None:
+                                                                          fresh: bool, fmt: str) -> None:
+    """As a JSONL log (the default format) it was called 'a SQLite results log; set results_format =
+    "sqlite"', advice the next start then refused."""
     path = tmp_path / "app.db"
     other_database(path, schema)
     before = snapshot(path)
     with pytest.raises(ConfigError) as info:
-        open_results(path, "sqlite", fresh=fresh)
+        open_results(path, fmt, fresh=fresh)
     assert str(info.value) == f'results = "{path}": is not a results log ({said}); it was left as it is: give ' \
                               "--results another file"
     assert snapshot(path) == before  # not switched to WAL, no table added
