@@ -16,6 +16,7 @@ its first text as the example.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -85,7 +86,9 @@ class LogSummary:
         status = str(r.get("status", "?"))
         self.status[status] += 1
         stamp = r.get("capture_time_unix_ns")
-        if isinstance(stamp, int) and not isinstance(stamp, bool):
+        # a capture time between 1970 and 2262 (int64 ns): another writer's 1e23 once ended the report
+        # in "Value too large for defined data type", naming no file
+        if isinstance(stamp, int) and not isinstance(stamp, bool) and 0 <= stamp < 2**63:
             self.first_ns = stamp if self.first_ns is None else min(self.first_ns, stamp)
             self.last_ns = stamp if self.last_ns is None else max(self.last_ns, stamp)
         if status == "failed":
@@ -160,7 +163,18 @@ def read_log(path: str | Path, take: Callable[[dict[str, Any]], None]) -> None:
 def summarize(paths: Iterable[str]) -> list[LogSummary]:
     """One summary per log, and with several, one of all of them last."""
     out = []
+    seen: set[tuple[int, int]] = set()
     for path in paths:
+        if not str(path).strip():  # Path("") is the working directory: "is a directory" named nothing
+            raise ConfigError("LOG", str(path), "an empty name: give a results log's file name")
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None  # read_log names what is wrong with it
+        if st is not None and (st.st_dev, st.st_ino) in seen:  # its frames were counted twice in "all N logs"
+            raise ConfigError("LOG", str(path), "given twice (perhaps by another name): each log is read once")
+        if st is not None:
+            seen.add((st.st_dev, st.st_ino))
         s = LogSummary(str(path))
         read_log(path, s.add)
         out.append(s)

@@ -171,3 +171,27 @@ def test_a_reader_that_stops_reading_ends_the_report_quietly(tmp_path) -> None:
     finally:
         os.close(write_end)
     assert (proc.returncode, proc.stderr) == (141, "")
+
+
+def test_a_log_named_twice_or_an_empty_name_is_refused(tmp_path, capsys, monkeypatch) -> None:
+    """`results k.jsonl k.jsonl` counted every frame twice in "all 2 logs" (so did ./k.jsonl), and
+    `results ""` said only "is a directory" (the working directory)."""
+    flight(tmp_path / "k.jsonl")
+    monkeypatch.chdir(tmp_path)
+    assert main(["results", "k.jsonl", f"{tmp_path}/./k.jsonl"]) == 2
+    assert f'LOG = "{tmp_path}/./k.jsonl": given twice (perhaps by another name)' in capsys.readouterr().err
+    assert main(["results", ""]) == 2
+    assert "splitpoint results: error: LOG: an empty name: give a results log's file name" in capsys.readouterr().err
+
+
+def test_a_capture_time_no_clock_gives_is_left_out_not_an_error(tmp_path, capsys) -> None:
+    """A record with capture_time_unix_ns = 1e23 (another writer's) ended the report with 'Value too
+    large for defined data type', naming no file."""
+    log = open_results(tmp_path / "r.jsonl", "jsonl", fsync=False)
+    log.write(ok(0, "cloud", 3, 10.0))
+    log.write(ok(1, "cloud", 3, 12.0, capture_time_unix_ns=10**23))
+    log.write(ok(2, "cloud", 3, 14.0, capture_time_unix_ns=-(10**23)))
+    log.close()
+    (s,) = summarize([str(tmp_path / "r.jsonl")])
+    assert s.frames == 3 and s.first_ns == s.last_ns == T0
+    assert main(["results", str(tmp_path / "r.jsonl")]) == 0
