@@ -218,11 +218,14 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     try:  # a regular file only: a named pipe would block open() for ever, deaf to SIGTERM
         with os.fdopen(open_regular(p, "--config"), "rb") as fh:
-            return tomllib.load(fh)
+            data = fh.read()
+        return tomllib.loads(data.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError("--config", str(p), "file not found") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("--config", str(p), f"not valid TOML ({exc})") from None
+        bom = " - it starts with a byte-order mark (Windows Notepad's UTF-8): save it as UTF-8 without one" \
+            if data.startswith(b"\xef\xbb\xbf") else ""
+        raise ConfigError("--config", str(p), f"not valid TOML ({exc}){bom}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError("--config", str(p), f"not UTF-8 text, so not TOML (byte {exc.start})") from None
     except OSError as exc:

@@ -121,6 +121,13 @@ def test_an_empty_results_name_is_refused_not_opened_as_a_directory() -> None:
         cfg.load(EdgeConfig, parse(EdgeConfig, ["--bundle", "b", "--source", "s", "--results", " "]))
 
 
+def test_a_config_file_saved_with_a_byte_order_mark_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "edge.toml"
+    path.write_bytes(b'\xef\xbb\xbfbundle = "b"\n')  # Notepad's "UTF-8": TOML allows no BOM
+    with pytest.raises(ConfigError, match="starts with a byte-order mark .*: save it as UTF-8 without one$"):
+        cfg.load(EdgeConfig, parse(EdgeConfig, ["--source", "s"]), path)
+
+
 def test_a_config_file_that_is_not_text_is_named(tmp_path: Path) -> None:
     path = tmp_path / "conf.toml"
     path.write_bytes(b"bundle = \"b\"\n\xff\xfe")
