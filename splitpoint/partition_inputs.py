@@ -46,13 +46,14 @@ def load_model_source(spec: str, input_size: int | None = None) -> ModelSource:
     if len(inputs) > 1:  # before anything rebuilds it from its first input; cut_points' refusal names the model
         raise PartitionError(f"{path}: it has {len(inputs)} inputs ({', '.join(str(tuple(t.shape)) for t in inputs)}); "
                              "splitpoint splits models with one image input")
-    model, nested = inline_nested(_at_input_size(as_functional(_in_float32(model, path)), path, input_size))
+    model, sized = _at_input_size(as_functional(_in_float32(model, path)), path, input_size)
+    model, nested = inline_nested(model)
     if nested:
         log.info("%s: the layers of nested model(s) %s are split between like its own", path.name, ", ".join(nested))
     shape = model.inputs[0].shape
     _check_input_shape(path, tuple(shape))
     _, h, w, c = shape
-    if input_size is not None and (h, w) != (input_size, input_size):
+    if input_size is not None and not sized:
         # Only a built-in is built at a size; a file's weights and layers were made for its own.
         raise PartitionError(f"--input-size {input_size} does not apply to {path}: its own input shape "
                              f"({h}x{w}) decides; leave the flag out")
@@ -81,8 +82,11 @@ def _check_input_shape(path: Path, shape: tuple) -> None:
     if c not in (1, 3):
         raise PartitionError(f"{path}: its input has {c} channels; splitpoint feeds 1 (grayscale) or 3 (RGB)")
     if h is None or w is None:
-        raise PartitionError(f"{path}: its input {shape} takes any height and width, but int8 heads have a fixed "
-                             "size: give the size to build the bundle at with --input-size PX (square)")
+        open_ = "height and width" if h is None and w is None else \
+            f"height (its width is {w})" if h is None else f"width (its height is {h})"
+        fills = "(square)" if h is None and w is None else "(it sets the size left open)"
+        raise PartitionError(f"{path}: its input {shape} takes any {open_}, but int8 heads have a fixed "
+                             f"size: give the size to build the bundle at with --input-size PX {fills}")
 
 
 def _check_finite_weights(model: Any, path: Path) -> None:
@@ -104,12 +108,13 @@ def _check_finite_weights(model: Any, path: Path) -> None:
                                  "training run?): save it from a checkpoint whose weights are finite")
 
 
-def _at_input_size(model: Any, path: Path, size: int | None) -> Any:
-    """A model that takes any height and width (a fully convolutional one), fixed at --input-size:
-    the same layers and weights on an input of that size. Other models are returned as they are."""
+def _at_input_size(model: Any, path: Path, size: int | None) -> tuple[Any, bool]:
+    """A model that takes any height or width (a fully convolutional one), fixed at --input-size:
+    the same layers and weights on an input of that size (a dimension the model fixes kept), and
+    True. Other models are returned as they are, and False: --input-size did not apply."""
     shape = tuple(model.inputs[0].shape)
     if size is None or len(shape) != 4 or None not in shape[1:3]:
-        return model
+        return model, False
     if size > MAX_INPUT_SIZE:
         raise PartitionError(f"--input-size {size} is too large (at most {MAX_INPUT_SIZE})")
     import keras
@@ -122,7 +127,7 @@ def _at_input_size(model: Any, path: Path, size: int | None) -> Any:
         raise PartitionError(f"--input-size {size}: {path} cannot take {h or size}x{w or size} inputs "
                              f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     sized.set_weights(model.get_weights())
-    return sized
+    return sized, True
 
 
 #: dtype policies that compute in 16 bits; TFLite's int8 conversion takes float32 graphs only

@@ -112,6 +112,25 @@ def test_a_model_of_any_input_size_is_built_at_input_size(tmp_path: Path, capsys
     np.testing.assert_allclose(tail_0.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
 
 
+def test_a_model_with_one_open_dimension_takes_input_size_for_it(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Input((None, 16, 1)): the refusal said 'any height and width' and asked for --input-size PX
+    (square); --input-size 32 was then refused as not applying, 'its own input shape (32x16) decides'
+    - the 32 being the flag's. Only --input-size 16 went through, and nothing said so."""
+    inp = keras.Input((None, 16, 1))
+    x = layers.GlobalAveragePooling2D()(layers.Conv2D(4, 3, activation="relu")(inp))
+    path = tmp_path / "tall.keras"
+    keras.Model(inp, layers.Dense(3, activation="softmax")(x)).save(path)
+    out = tmp_path / "b"
+    assert main(["partition", str(path), "-o", str(out), "--calibration-random", "8"]) == 2
+    assert ("tall.keras: its input (None, None, 16, 1) takes any height (its width is 16), but int8 heads have a "
+            "fixed size: give the size to build the bundle at with --input-size PX (it sets the size left open)"
+            ) in capsys.readouterr().err
+    assert main(["partition", str(path), "-o", str(out), "--calibration-random", "8", "--input-size", "32",
+                 "--splits", "1", "--min-agreement", "0"]) == 0, capsys.readouterr().err
+    assert load_bundle(out).manifest.input.shape == (1, 32, 16, 1)
+
+
 def test_a_nested_backbone_is_split_inside(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A backbone called as one layer (transfer learning: base = MobileNetV2(include_top=False);
     Dense(...)(GlobalAveragePooling2D()(base(inp)))) was one node to the cut search: no split fell
