@@ -116,6 +116,13 @@ def test_flags_refuse_non_finite_numbers_too() -> None:
         cfg.load(EdgeConfig, parse(EdgeConfig, ["--bundle", "b", "--source", "s", "--hedge-margin", "nan"]))
 
 
+@pytest.mark.parametrize("cls", [EdgeConfig, CloudConfig])
+def test_an_empty_bundle_is_refused_by_its_key(cls: type) -> None:
+    """--bundle "" looked for manifest.json in the working directory and named no key."""
+    with pytest.raises(ConfigError, match=r'^bundle = " ": give the bundle directory'):
+        cfg.load(cls, parse(cls, ["--bundle", " ", "--source", "s"] if cls is EdgeConfig else ["--bundle", " "]))
+
+
 def test_an_empty_results_name_is_refused_not_opened_as_a_directory() -> None:
     with pytest.raises(ConfigError, match=r"^results = \" \": give the results log's file name$"):
         cfg.load(EdgeConfig, parse(EdgeConfig, ["--bundle", "b", "--source", "s", "--results", " "]))
