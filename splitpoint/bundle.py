@@ -87,8 +87,13 @@ class TensorSpec:
     def from_dict(cls, d: dict[str, Any], at: str) -> TensorSpec:
         """The tensor table `d`, found at `at` in the manifest (what errors name)."""
         q = fields.table(d, "quantization", at)
+        try:
+            quantization = Quantization.from_dict(q) if q else None
+        except (KeyError, TypeError, ValueError):  # "could not convert string to float" named no field
+            raise fields.FieldError(f"{at}.quantization", q, "must hold lists of numbers: scale and zero_point") \
+                from None
         spec = cls(fields.text(d, "name", at), fields.shape(d, "shape", at), fields.dtype(d, "dtype", at),
-                   Quantization.from_dict(q) if q else None)
+                   quantization)
         if spec.quantization is not None:
             try:
                 spec.quantization.validate(np.dtype(spec.dtype), spec.shape, f"{at}.quantization")

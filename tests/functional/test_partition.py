@@ -267,6 +267,8 @@ def _mangle_first_head(d: dict, key: str, value: object) -> None:
     (lambda d: d["input"]["wire"]["quantization"].__setitem__("scale", [0.0]),
      "input.wire.quantization.scale = 0.0: must be finite and > 0"),
     (lambda d: d["input"]["wire"].__setitem__("quantization", None), "input.wire must be the quantized input tensor"),
+    (lambda d: d["input"]["wire"]["quantization"].__setitem__("scale", ["x"]),
+     'input.wire.quantization = {"scale": ["x"], "zero_point": [0], "axis": 0}: must hold lists of numbers'),
 ])
 def test_a_manifest_that_loads_but_is_wrong_is_refused(bundle_copy: Path, mangle: Any, said: str):
     """Each of these once loaded, `inspect` saying 'all artifacts present', and failed later
