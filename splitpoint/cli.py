@@ -309,13 +309,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:  # --help prints here, and the bare command's overview below: `splitpoint --help | head`
+        args = parser.parse_args(argv)
+        if not args.command:  # bare `splitpoint`: say what there is
+            print(cli_parser.overview())
+            return 0
+    except BrokenPipeError:
+        if stdout_gone():  # the reader stopped: not an error (it was a traceback)
+            return PIPE_CLOSED_EXIT
+        raise
     from splitpoint import native_logs
 
     native_logs.configure(args.verbose)  # before any command loads TensorFlow, LiteRT or OpenCV
-    if not args.command:  # bare `splitpoint`: say what there is
-        print(cli_parser.overview())
-        return 0
     setup_logging("debug" if args.verbose else "warning" if args.command == "demo" else "info")
     return _command(args, lambda: _start(args))
 

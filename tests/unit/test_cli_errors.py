@@ -137,3 +137,26 @@ def test_profile_refuses_more_threads_or_runs_than_it_can_use(flag: str, value: 
     assert info.value.code == 2
     assert f"argument {flag}: {value} must be at most {most}" in capsys.readouterr().err
     assert getattr(_parse("profile", "edge", "--bundle", "b", "-o", "p.json", flag, str(most)), flag[2:]) == most
+
+
+@pytest.mark.edge_side
+@pytest.mark.parametrize("argv", [[], ["--help"], ["edge", "--help"]])
+def test_help_into_a_reader_that_is_gone_is_no_traceback(argv: list[str]) -> None:
+    """`splitpoint | head -2` (or `--help | head`) with the reader gone before the text is written
+    ended in a BrokenPipeError traceback: the commands' own output was handled, the help's not."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import cli_env
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "splitpoint", *argv], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, env=cli_env(), timeout=60)
+    finally:
+        os.close(write_end)
+    assert proc.stderr == "", proc.stderr[-2000:]
+    # argparse's --help exits 0 before its buffered text is flushed (and the failed flush is let go)
+    assert proc.returncode == (141 if not argv else 0)
