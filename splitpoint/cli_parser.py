@@ -311,6 +311,8 @@ def _add_doctor(p: argparse.ArgumentParser) -> None:
                                     "a missing Edge TPU fails only when asked for")
     g.add_argument("--results", metavar="PATH",
                    help="results log path (free disk, write access; default results.jsonl)")
+    g.add_argument("--results-format", choices=("jsonl", "sqlite"),
+                   help="the agent's results_format (default jsonl): an existing log must be of it")
     g.add_argument("--source", metavar="SPEC", help="the frame source to open and read a frame from "
                                                     "(camera:N, a directory, a video file, synthetic:N)")
     g = p.add_argument_group("security")

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from edge_node.disk_space import LOW_FREE_BYTES
+from edge_node.results_file import is_sqlite
 from edge_node.results_records import check_log_start
 from splitpoint.doctor_bundle import bundle_digest, check_bundle
 from splitpoint.doctor_checks import Check, _plain, guarded
@@ -46,7 +47,7 @@ CLOUD_TIMEOUT_S = 5.0
 TRANSPORT_KEYS = ("tls_ca", "tls_cert", "tls_key", "tls_server_name", "token_file", "insecure", "allow_plaintext_token")
 _BOOL_KEYS = ("insecure", "allow_plaintext_token")
 #: every edge config key the doctor uses
-EDGE_KEYS = ("bundle", "cloud", "device", "results", "source", *TRANSPORT_KEYS)
+EDGE_KEYS = ("bundle", "cloud", "device", "results", "results_format", "source", *TRANSPORT_KEYS)
 
 
 # ---------------------------------------------------------------- config
@@ -297,9 +298,13 @@ def check_certificates(files: dict[str, str]) -> list[Check]:
 # ---------------------------------------------------------------- disk
 
 
-def check_disk(path: str) -> list[Check]:
+_FORMAT_WORDS = {"sqlite": "a SQLite", "jsonl": "a JSONL"}
+
+
+def check_disk(path: str, fmt: str = "jsonl") -> list[Check]:
     """Free space and write access where the results log `path` goes, and an existing log one the
-    agent would append to (not a directory, another program's file or another kind of file)."""
+    agent would append to (not a directory, another program's file, a log of the other format
+    than `fmt`, the agent's results_format, or another kind of file)."""
     if "\0" in path:  # os.stat would raise ValueError: the agent's traceback once
         return [Check("FAIL", "results log", f"{path!r} contains a NUL byte: not a file name")]
     p = Path(path).expanduser()
@@ -324,6 +329,11 @@ def check_disk(path: str) -> list[Check]:
             return [Check("FAIL", "results log", f"`splitpoint edge` would refuse it: {exc}")]
         except OSError as exc:
             return [Check("FAIL", "results log", f"{p} cannot be read ({_plain(exc)})")]
+        found = "sqlite" if is_sqlite(p) else "jsonl"
+        if found != fmt:  # as the agent says it, then refuses to start
+            return [Check("FAIL", "results log", f"`splitpoint edge` would refuse it: {p} is {_FORMAT_WORDS[found]} "
+                                                 f"results log, and results_format is {fmt}: set results_format = "
+                                                 f'"{found}" or give another file')]
     try:
         usage = shutil.disk_usage(target)
     except OSError as exc:
@@ -331,6 +341,9 @@ def check_disk(path: str) -> list[Check]:
     ok = usage.free >= MIN_FREE_BYTES
     out = [Check("ok" if ok else "FAIL", "disk", f"{usage.free / 2**30:.1f} GiB free at {target}"
                  + ("" if ok else f"; the results log needs room (at least {MIN_FREE_BYTES // 2**20} MiB)") + note)]
+    if p.is_file():  # said, so that a log that was looked at reads differently from one never made
+        out.append(Check("ok", "results log", f"{p} is {_FORMAT_WORDS[fmt]} results log the agent will append to"
+                         if p.stat().st_size > 0 else f"{p} is empty: the agent will write it"))
     probe = p.resolve() if p.exists() else target
     if not os.access(probe, os.W_OK):
         out.append(Check("warn", "results log",
@@ -346,7 +359,7 @@ def run_doctor(bundle: str | None, cloud: str | None, device: str, results: str 
                make_client: Callable[[], Any] | None = None, transport: str = "",
                config_checks: list[Check] | None = None, out: Callable[[str], None] = print,
                secrets: dict[str, str] | None = None, no_server: str = "",
-               certificates: dict[str, str] | None = None, source: str = "") -> int:
+               certificates: dict[str, str] | None = None, source: str = "", results_format: str = "jsonl") -> int:
     """Every check, printed line by line as it finishes; 0 when nothing FAILed, 1 otherwise.
     `no_server`: why the agent contacts no server (`contacts_no_server`): the cloud is not checked."""
     checks: list[Check] = []
@@ -377,7 +390,7 @@ def run_doctor(bundle: str | None, cloud: str | None, device: str, results: str 
         emit(guarded("cloud", check_cloud, make_client, digest, transport))
     else:
         emit([Check("skip", "cloud", "no server given (--cloud or `cloud` in --config)")])
-    emit(guarded("disk", check_disk, results or "results.jsonl"))
+    emit(guarded("disk", check_disk, results or "results.jsonl", results_format or "jsonl"))
     failed = [c for c in checks if c.status == "FAIL"]
     out(f"\n{len(failed)} problem(s) found" if failed else "\nno problems found")
     return 1 if failed else 0

@@ -193,7 +193,20 @@ def test_doctor_refuses_a_results_log_the_agent_would_refuse(tmp_path: Path) -> 
                        ("a\0b.jsonl", "contains a NUL byte")):
         (check,) = doctor.check_disk(str(tmp_path / name) if name else str(tmp_path))
         assert check.status == "FAIL" and check.name == "results log" and said in check.detail, check
-    assert [c.status for c in doctor.check_disk(str(tmp_path / "log.jsonl"))] == ["ok"]
+    assert [(c.status, c.name) for c in doctor.check_disk(str(tmp_path / "log.jsonl"))] == [("ok", "disk"),
+                                                                                          ("ok", "results log")]
+    # a log of the other format than results_format: the agent refuses it too
+    (check,) = doctor.check_disk(str(tmp_path / "log.jsonl"), "sqlite")
+    assert check.status == "FAIL" and "is a JSONL results log, and results_format is sqlite" in check.detail
+    from edge_node.results import open_results
+
+    log = open_results(tmp_path / "log2.db", "sqlite", fsync=False)
+    log.write({"frame_id": 0, "origin": "a.png", "status": "ok"})
+    log.close()
+    (check,) = doctor.check_disk(str(tmp_path / "log2.db"))
+    assert check.status == "FAIL" and 'is a SQLite results log, and results_format is jsonl: set results_format = "sqlite"' \
+        in check.detail
+    assert [c.status for c in doctor.check_disk(str(tmp_path / "log2.db"), "sqlite")] == ["ok", "ok"]
 
 
 def test_cloud_over_mutual_tls_with_a_token(digits_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
