@@ -291,9 +291,8 @@ class Manifest:
         if d.get("format") != FORMAT:
             raise BundleError(f"{where}: not a splitpoint bundle manifest (format = {d.get('format')!r})")
         if d.get("schema_version") != SCHEMA_VERSION or isinstance(d.get("schema_version"), bool):
-            raise BundleError(
-                f"{where}: schema_version {d.get('schema_version')!r} is not supported (this splitpoint reads {SCHEMA_VERSION})"
-            )
+            raise BundleError(f"{where}: schema_version {json.dumps(d.get('schema_version'), default=str)[:40]} is not "
+                              f"supported (this splitpoint reads {SCHEMA_VERSION})")
         try:
             m, inp = fields.table(d, "model", default=_REQUIRED), fields.table(d, "input", default=_REQUIRED)
             labels = fields.listed(m, "labels", "model", default=[])
@@ -317,9 +316,9 @@ class Manifest:
                          for i, t in enumerate(outputs)],
                 detection=fields.table(d, "detection") or None,
             )._checked()
-        except fields.FieldError as exc:
+        except (fields.FieldError, ValueError) as exc:  # the checks' own words, naming the field
             raise BundleError(f"{where}: malformed manifest: {exc}") from None
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # AttributeError: a list where a table goes
+        except (KeyError, TypeError, AttributeError) as exc:  # AttributeError: a list where a table goes
             raise BundleError(f"{where}: malformed manifest ({type(exc).__name__}: {exc})") from None
 
     def _checked(self) -> Manifest:

@@ -285,7 +285,7 @@ def test_a_manifest_that_loads_but_is_wrong_is_refused(bundle_copy: Path, mangle
 def test_a_schema_version_of_true_is_not_1(bundle_copy: Path):
     mpath = bundle_copy / MANIFEST
     mpath.write_text(mpath.read_text().replace('"schema_version": 1', '"schema_version": true'))
-    with pytest.raises(BundleError, match="schema_version True is not supported"):
+    with pytest.raises(BundleError, match="schema_version true is not supported"):
         load_bundle(bundle_copy)
 
 
