@@ -61,9 +61,9 @@ from .results_file import (
     LogHold,
     backup_results,
     check_sqlite_log,
+    check_sqlite_results,
     hold,
     is_sqlite,
-    read_only_sqlite,
 )
 from .results_records import StopCheck, dumps, frame_id, origin, scan_jsonl
 from .results_records import each_result as each_result  # re-exported: where readers look for it
@@ -220,12 +220,7 @@ class JsonlResultLog(_ResultLog):
             if fh.read(len(SQLITE_HEADER)) == SQLITE_HEADER:
                 # another program's database is named as such: "set results_format = sqlite" for one
                 # was advice that the next start then refused ("no results table")
-                try:
-                    with read_only_sqlite(self.path):
-                        pass
-                except sqlite3.DatabaseError as exc:
-                    raise ConfigError("results", str(self.path), f"cannot be read as a SQLite results log ({exc})") \
-                        from None
+                check_sqlite_results(self.path)
                 raise ConfigError("results", str(self.path), "is a SQLite results log; set results_format = "
                                                               "\"sqlite\" or give another file")
             fh.seek(0)
@@ -357,11 +352,7 @@ def _check_any_log(path: Path, held: LogHold, stop: Callable[[], bool]) -> None:
             check = StopCheck(stop)
             scan_jsonl(path, fh, lambda r: check())  # checked, not kept
             return
-    try:
-        with read_only_sqlite(path):
-            pass  # opened and checked
-    except sqlite3.DatabaseError as exc:
-        raise ConfigError("results", str(path), f"cannot be used as a SQLite results log ({exc})") from None
+    check_sqlite_results(path)
 
 
 def open_results(path: str | Path, fmt: str = "jsonl", fsync: bool = True, fresh: bool = False,

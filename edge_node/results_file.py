@@ -153,6 +153,16 @@ def read_only_sqlite(path: Path) -> Iterator[sqlite3.Connection]:
         db.close()
 
 
+def check_sqlite_results(path: Path) -> None:
+    """ConfigError naming the file unless the SQLite database at `path` is a results log (or empty),
+    looked at read-only: nothing in it changes."""
+    try:
+        with read_only_sqlite(path):
+            pass
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError("results", str(path), f"cannot be read as a SQLite results log ({exc})") from None
+
+
 def backup_results(path: str | Path) -> Path | None:
     """Move a non-empty log out of the way (`<name>.<unix time>.bak`); the path it went to, or None."""
     p = Path(path)

@@ -26,7 +26,7 @@ from typing import IO, Any
 from splitpoint.errors import ConfigError
 from splitpoint.files import open_regular
 
-from .results_file import NOT_A_LOG, is_sqlite, read_only_sqlite
+from .results_file import NOT_A_LOG, check_sqlite_results, is_sqlite, read_only_sqlite
 
 log = logging.getLogger("edge_node.results")
 
@@ -202,19 +202,18 @@ def last_frame_id(path: str | Path, stop: Callable[[], bool] = lambda: False) ->
 _START_BYTES = 64 * 1024
 
 
-def check_log_start(path: str | Path) -> None:
-    """A quick look at an existing results log (`splitpoint doctor`): ConfigError naming the file when
-    its start shows it is not a results log of either format - another program's SQLite database, a
-    text file - as the agent would refuse it; OSError when it cannot be read. Only the first
-    64 KiB of a JSONL log are read (a day's log takes seconds to read whole on a Pi)."""
+def check_log_start(path: str | Path) -> str:
+    """A quick look at an existing results log (`splitpoint doctor`): its format, "sqlite" or
+    "jsonl"; ConfigError naming the file when its start shows it is not a results log of either
+    format - another program's SQLite database, a text file - as the agent would refuse it; OSError
+    when it cannot be read. Only the first 64 KiB of a JSONL log are read (a day's log takes
+    seconds to read whole on a Pi)."""
     p = Path(path)
     if is_sqlite(p):
-        try:
-            with read_only_sqlite(p):
-                return
-        except sqlite3.DatabaseError as exc:
-            raise ConfigError("results", str(p), f"cannot be read as a SQLite results log ({exc})") from None
+        check_sqlite_results(p)
+        return "sqlite"
     with os.fdopen(open_regular(p, "results"), "rb") as fh:
         start = fh.read(_START_BYTES)
     whole = start[: start.rfind(b"\n") + 1] if len(start) == _START_BYTES else start
     scan_jsonl(p, io.BytesIO(whole), lambda record: None)
+    return "jsonl"

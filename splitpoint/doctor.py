@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from edge_node.disk_space import LOW_FREE_BYTES
-from edge_node.results_file import is_sqlite
 from edge_node.results_records import check_log_start
 from splitpoint.doctor_bundle import bundle_digest, check_bundle
 from splitpoint.doctor_checks import Check, _plain, guarded
@@ -324,12 +323,11 @@ def check_disk(path: str, fmt: str = "jsonl") -> list[Check]:
                                              "`splitpoint edge` would refuse it")]
     if p.is_file() and p.stat().st_size > 0:  # the agent appends to it: it must be a results log
         try:
-            check_log_start(p)
+            found = check_log_start(p)
         except ConfigError as exc:
             return [Check("FAIL", "results log", f"`splitpoint edge` would refuse it: {exc}")]
         except OSError as exc:
             return [Check("FAIL", "results log", f"{p} cannot be read ({_plain(exc)})")]
-        found = "sqlite" if is_sqlite(p) else "jsonl"
         if found != fmt:  # as the agent says it, then refuses to start
             return [Check("FAIL", "results log", f"`splitpoint edge` would refuse it: {p} is {_FORMAT_WORDS[found]} "
                                                  f"results log, and results_format is {fmt}: set results_format = "

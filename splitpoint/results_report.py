@@ -170,10 +170,10 @@ def summarize(paths: Iterable[str]) -> list[LogSummary]:
         try:
             st = os.stat(path)
         except OSError:
-            st = None  # read_log names what is wrong with it
-        if st is not None and (st.st_dev, st.st_ino) in seen:  # its frames were counted twice in "all N logs"
-            raise ConfigError("LOG", str(path), "given twice (perhaps by another name): each log is read once")
-        if st is not None:
+            pass  # read_log names what is wrong with it
+        else:
+            if (st.st_dev, st.st_ino) in seen:  # its frames were counted twice in "all N logs"
+                raise ConfigError("LOG", str(path), "given twice (perhaps by another name): each log is read once")
             seen.add((st.st_dev, st.st_ino))
         s = LogSummary(str(path))
         read_log(path, s.add)
