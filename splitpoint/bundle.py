@@ -27,7 +27,6 @@ import numpy as np
 from splitpoint import manifest_checks as fields
 from splitpoint.codec import Quantization
 from splitpoint.errors import BundleError, TensorError
-from splitpoint.manifest_checks import REQUIRED as _REQUIRED
 from splitpoint.manifest_checks import check_consistency
 
 log = logging.getLogger(__name__)
@@ -294,20 +293,20 @@ class Manifest:
             raise BundleError(f"{where}: schema_version {json.dumps(d.get('schema_version'), default=str)[:40]} is not "
                               f"supported (this splitpoint reads {SCHEMA_VERSION})")
         try:
-            m, inp = fields.table(d, "model", default=_REQUIRED), fields.table(d, "input", default=_REQUIRED)
+            m, inp = fields.table(d, "model", default=fields.REQUIRED), fields.table(d, "input", default=fields.REQUIRED)
             labels = fields.listed(m, "labels", "model", default=[])
             splits = fields.listed(d, "splits")
-            outputs = fields.listed(d, "outputs", default=[fields.table(d, "output", default=_REQUIRED)])
+            outputs = fields.listed(d, "outputs", default=[fields.table(d, "output", default=fields.REQUIRED)])
             return cls(
                 model_name=fields.text(m, "name", "model"),
                 model_digest=fields.text(m, "digest", "model"),
                 num_layers=fields.whole(m, "num_layers", "model", minimum=1),
                 source=fields.text(m, "source", "model", default=""),
                 labels=[fields.is_text(label, f"model.labels[{i}]") for i, label in enumerate(labels)],
-                input=TensorSpec.from_dict(fields.table(inp, "tensor", "input", default=_REQUIRED), "input.tensor"),
-                input_wire=TensorSpec.from_dict(fields.table(inp, "wire", "input", default=_REQUIRED), "input.wire"),
-                preprocessing=Preprocessing.from_dict(fields.table(inp, "preprocessing", "input", default=_REQUIRED)),
-                output=TensorSpec.from_dict(fields.table(d, "output", default=_REQUIRED), "output"),
+                input=TensorSpec.from_dict(fields.table(inp, "tensor", "input", default=fields.REQUIRED), "input.tensor"),
+                input_wire=TensorSpec.from_dict(fields.table(inp, "wire", "input", default=fields.REQUIRED), "input.wire"),
+                preprocessing=Preprocessing.from_dict(fields.table(inp, "preprocessing", "input", default=fields.REQUIRED)),
+                output=TensorSpec.from_dict(fields.table(d, "output", default=fields.REQUIRED), "output"),
                 splits=[SplitSpec.from_dict(fields.is_table(s, f"splits[{i}]"), f"splits[{i}]") for i, s in enumerate(splits)],
                 validation=Artifact.from_dict(d.get("validation"), "validation"),
                 partition=fields.table(d, "partition"),
@@ -316,7 +315,7 @@ class Manifest:
                          for i, t in enumerate(outputs)],
                 detection=fields.table(d, "detection") or None,
             )._checked()
-        except (fields.FieldError, ValueError) as exc:  # the checks' own words, naming the field
+        except ValueError as exc:  # FieldError and the checks' own words, naming the field
             raise BundleError(f"{where}: malformed manifest: {exc}") from None
         except (KeyError, TypeError, AttributeError) as exc:  # AttributeError: a list where a table goes
             raise BundleError(f"{where}: malformed manifest ({type(exc).__name__}: {exc})") from None
