@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from helpers import cli_env, finish_process
+from helpers import cli_env
 
 from splitpoint.bundle import load_bundle
 
@@ -70,6 +70,7 @@ class Agent:
         env = cli_env()
         env["PYTHONPATH"] = f"{fake}:{env['PYTHONPATH']}"
         env["FAKE_CAMERA"] = camera
+        env["PYTHONFAULTHANDLER"] = "1"  # finish(): a hang ends with every thread's stack
         self.results = tmp_path / "r.jsonl"
         k = load_bundle(bundle).manifest.num_layers  # every frame on the edge: no server needed
         self.proc = subprocess.Popen(
@@ -95,12 +96,26 @@ class Agent:
                 raise AssertionError(f"no {times} x {text!r} within {timeout_s} s:\n{''.join(self.lines[-20:])}")
         assert sum(text in line for line in self.lines) >= times, "".join(self.lines[-20:])
 
+    def finish(self, timeout_s: float = 60.0) -> str:
+        """Its stdout once it exits, every stderr line in `lines`. Not communicate(): that reads
+        stderr too, beside _read, and a line it took was missing from `lines` (a flaky test)."""
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: its threads' stacks on stderr
+            self.proc.wait(10)
+            self._stderr.join(10)
+            raise AssertionError(f"no exit within {timeout_s:g} s:\n{''.join(self.lines[-100:])}") from None
+        assert self.proc.stdout is not None
+        out = self.proc.stdout.read()  # a summary line: it fits the pipe, so the exit did not wait for it
+        self._stderr.join(10)
+        return out
+
     def stop(self, timeout_s: float = 30.0) -> tuple[int, float, str]:
         """SIGTERM; (exit code, seconds it took, stdout)."""
         t0 = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
-        out, _ = finish_process(self.proc, timeout_s)
-        self._stderr.join(10)
+        out = self.finish(timeout_s)
         return self.proc.returncode, time.monotonic() - t0, out
 
     def records(self) -> list[dict]:
@@ -142,8 +157,7 @@ def test_sigterm_while_the_camera_is_away_ends_the_agent_at_once(digits_bundle: 
 def test_a_camera_that_does_not_come_back_ends_the_run_within_camera_reopen_s(digits_bundle: Path,
                                                                               tmp_path: Path) -> None:
     agent = Agent(digits_bundle, tmp_path, "5,-1", "--camera-reopen-s", "0.5")
-    out, _ = finish_process(agent.proc, 60)
-    agent._stderr.join(10)
+    out = agent.finish(60)
     assert agent.proc.returncode == 1, out
     assert "camera 0 did not deliver again within camera_reopen_s = 0.5 s; the stream ends here" in "".join(agent.lines)
     assert "6 frames" in out and "1 failed" in out, out
