@@ -65,8 +65,6 @@ class CloudConfig:
         return int(self.max_message_mb * 1024 * 1024)
 
     def validate(self) -> None:
-        if not self.bundle.strip():  # Path("") is the working directory: "manifest.json is missing" named no key
-            raise ConfigError("bundle", self.bundle, "give the bundle directory (made by splitpoint partition)")
         parse_address("listen", self.listen)
         if self.metrics_listen:
             parse_address("metrics_listen", self.metrics_listen)

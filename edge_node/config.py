@@ -118,8 +118,6 @@ class EdgeConfig:
                 raise ConfigError(key, getattr(self, key), "must be at least 1")
         if self.threads > MAX_THREADS:  # 100000 spent 20 s failing pthread_create, then aborted
             raise ConfigError("threads", self.threads, f"must be at most {MAX_THREADS}")
-        if not self.bundle.strip():  # Path("") is the working directory: "manifest.json is missing" named no key
-            raise ConfigError("bundle", self.bundle, "give the bundle directory (made by splitpoint partition)")
         if not self.results.strip():
             raise ConfigError("results", self.results, "give the results log's file name")
         if len(self.agent_name) > MAX_AGENT_NAME:  # 20,000 characters: the server refused every stream's metadata

@@ -189,6 +189,10 @@ def _expected(base: Any, value: Any) -> str:
     return f"expected {want}"
 
 
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
 def build(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
     """An instance of cls from a (TOML-shaped) dict; unknown keys and bad values are ConfigErrors."""
     known = {f.name: (f, tp) for f, tp in _fields(cls)}
@@ -205,7 +209,10 @@ def build(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
             kwargs[name] = build(tp, sub, prefix=key + ".")
         elif name in values:
             kwargs[name] = _coerce(key, values[name], tp, f.metadata.get("choices"))
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            if _required(f) and isinstance(kwargs[name], str) and not kwargs[name].strip():
+                # --bundle "": Path("") is the working directory, and "manifest.json is missing" named no key
+                raise ConfigError(key, values[name], f"give the {f.metadata.get('help') or 'value'}")
+        elif _required(f):
             raise ConfigError(key, None, f"is required: give the flag {_flag(key)} or the key {name} in the config file")
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
