@@ -123,6 +123,16 @@ def test_an_empty_bundle_is_refused_by_its_key(cls: type) -> None:
         cfg.load(cls, parse(cls, ["--bundle", " ", "--source", "s"] if cls is EdgeConfig else ["--bundle", " "]))
 
 
+def test_any_required_key_given_blank_is_refused_by_its_key() -> None:
+    """The rule is the config mechanism's: loadtest's bundle and target had no check of their own."""
+    from splitpoint.loadtest import LoadtestConfig
+
+    with pytest.raises(ConfigError, match=r"^bundle: give the bundle directory \(the server's\)"):
+        cfg.load(LoadtestConfig, parse(LoadtestConfig, ["--bundle", "", "--target", "127.0.0.1:1"]))
+    with pytest.raises(ConfigError, match=r'^target = " ": give the gRPC target'):
+        cfg.load(LoadtestConfig, parse(LoadtestConfig, ["--bundle", "b", "--target", " "]))
+
+
 def test_an_empty_results_name_is_refused_not_opened_as_a_directory() -> None:
     with pytest.raises(ConfigError, match=r"^results = \" \": give the results log's file name$"):
         cfg.load(EdgeConfig, parse(EdgeConfig, ["--bundle", "b", "--source", "s", "--results", " "]))
