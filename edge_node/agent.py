@@ -135,7 +135,7 @@ class EdgeAgent:
         self.margin = MarginLearner(config.hedge_margin)
         self._attach_overrun(self.policy)
         self.edge = EdgeWork(m, heads, self.ledger, recorder, local, self._observe, self.fallback_digest,
-                             self.timeline, DeviceHealth(str(getattr(heads, "device", "the edge")), self._stop.set),
+                             self.timeline, DeviceHealth(str(getattr(heads, "device", "the edge")), self.stop),
                              clock)
         self.cloud = CloudPaths(config, m, session, self.ledger, self.edge, self.metrics, self.margin,
                                 self._observe, self.timeline, clock)
@@ -253,13 +253,15 @@ class EdgeAgent:
         return float("inf") if self._stop_at is None else self._stop_at + self.config.grace_s - self.clock()
 
     def _grace_over(self) -> bool:
-        """Stop waiting for frames: the grace period after stop() is over, or the log cannot be written."""
-        return self._fatal is not None or self._grace_left() <= 0
+        """Stop waiting for frames: the grace period after stop() is over, or the log cannot be written.
+        A failed edge device is a stop (DeviceHealth calls stop()): the frames it has at the
+        cloud can still be answered and recorded, so they get grace_s as at SIGTERM."""
+        return self.recorder.fatal is not None or self._grace_left() <= 0
 
     def drain(self) -> None:
         """Wait for every frame in flight: answered, fallen back, or timed out; after stop()
-        for at most grace_s, after a fatal error not at all."""
-        if not self.ledger.wait_idle(self._grace_over, SLOT_POLL_S) and self._fatal is None:
+        for at most grace_s, after the results log failed not at all (nothing more can be recorded)."""
+        if not self.ledger.wait_idle(self._grace_over, SLOT_POLL_S) and self.recorder.fatal is None:
             self.summary.abandoned = self.ledger.open_frames
 
     def close(self) -> None:

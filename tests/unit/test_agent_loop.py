@@ -822,6 +822,25 @@ def test_runs_that_fail_in_a_row_end_the_run_with_one_message(tmp_path: Path) ->
     h.agent.close()
 
 
+def test_frames_at_the_cloud_when_the_device_fails_are_still_recorded(h: Harness) -> None:
+    """A failed device stops the agent as SIGTERM does: the results log still works, so a frame
+    the cloud has not answered yet gets grace_s for its answer. Waiting not at all (as for a log
+    that cannot be written) left it without a record (CI, stop 46: frame 4 lost between 3 and 5)."""
+    h.feed(0, k=1)  # at the cloud
+    h.heads.fail_heads = True
+    for fid in (1, 2, 3):
+        h.feed(fid, k=1)
+    assert isinstance(h.agent._fatal, DeviceFailedError) and h.agent._stop.is_set()
+    assert not h.agent._grace_over()  # frame 0 is waited for...
+    h.session.answer(0)
+    h.agent.drain()
+    assert h.agent.summary.abandoned == 0
+    assert [(fid, r["status"]) for fid, r in sorted(h.by_id().items())] == [(0, "ok"), (1, "failed"), (2, "failed"),
+                                                                            (3, "failed")]
+    h.clock.t += h.config.grace_s + 0.01
+    assert h.agent._grace_over()  # ...for grace_s at most
+
+
 def test_frames_sent_whole_do_not_hide_a_device_that_fails_every_run(tmp_path: Path) -> None:
     """k = 0 runs nothing on the device (it quantizes the input): frames sent whole between
     failing local runs must not start the count again, or a dead accelerator behind an adaptive
