@@ -29,7 +29,7 @@ from splitpoint.cli_cloud import cmd_cloud
 from splitpoint.cli_edge import cmd_edge
 from splitpoint.cli_logging import PIPE_CLOSED_EXIT, logging_restored, setup_logging, stdout_gone
 from splitpoint.cli_parser import Command
-from splitpoint.cli_signals import HELD
+from splitpoint.cli_signals import HELD, sigterm_interrupts
 from splitpoint.errors import ConfigError, SplitpointError
 
 log = logging.getLogger("splitpoint")
@@ -237,20 +237,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(cfg.to_toml(opts), end="")
         return 0
     opts.check_inputs()
-    import signal
-
-    # SIGTERM unwinds like Ctrl-C: the harness stops its edge worker, link emulator and server and
-    # saves what it measured (killed outright, it left the worker running its command)
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
+    # the harness stops its edge worker, link emulator and server and saves what it measured
+    # (killed outright, it left the worker running its command)
+    with sigterm_interrupts():
         result = run_bench(opts, sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == "bench" else [])
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     return 0 if result.complete and not result.errors else 1
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
@@ -283,12 +274,15 @@ def cmd_results(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from splitpoint.demo import default_workdir, run_demo
 
-    workdir = Path(args.workdir) if args.workdir else default_workdir()
-    if args.model == "digits-detector":
-        from splitpoint.demo_detect import run_detector_demo
+    if args.workdir == "":  # not "the default": a variable left empty, as elsewhere
+        raise ConfigError("--workdir", "", "give a directory (or leave the flag out for the user's cache)")
+    workdir = Path(args.workdir) if args.workdir is not None else default_workdir()
+    with sigterm_interrupts():  # the demo's server process is stopped, not left running
+        if args.model == "digits-detector":
+            from splitpoint.demo_detect import run_detector_demo
 
-        return run_detector_demo(workdir, frames=args.frames, split=args.split, rebuild=args.rebuild)
-    return run_demo(workdir, frames=args.frames, split=args.split, rebuild=args.rebuild)
+            return run_detector_demo(workdir, frames=args.frames, split=args.split, rebuild=args.rebuild)
+        return run_demo(workdir, frames=args.frames, split=args.split, rebuild=args.rebuild)
 
 
 COMMANDS: dict[str, Command] = {

@@ -21,6 +21,7 @@ from typing import Any
 
 from scheduler.paths import PathChoice
 from splitpoint import native_logs
+from splitpoint.cli_signals import Held
 from splitpoint.errors import BundleError, ConfigError, SplitpointError
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,13 @@ def ensure_bundle(path: Path, rebuild: bool = False, model: str = "digits-cnn") 
                 return path
             print(f"the bundle in {path} is of {m.source or m.model_name}, not {model}", flush=True)
     from splitpoint.partition import PartitionOptions, load_model_source, partition
+    from splitpoint.partition_output import check_output
 
+    try:  # partition's own words name its -o, which the demo has not
+        check_output(path, force=True)
+    except SplitpointError as err:
+        raise ConfigError("--workdir", str(path.parent), f"{path.name} in it is not a bundle; the demo leaves it as "
+                                                         "it is: move it away, or give another --workdir") from err
     print(f"partitioning the bundled {model} into {path} ...", flush=True)
     t0 = time.perf_counter()
     partition(load_model_source(model), PartitionOptions(output=path, force=True))
@@ -112,19 +119,53 @@ def start_server(bundle: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
     """`splitpoint cloud` in its own process; returns it and the address it printed."""
     cmd = [sys.executable, "-m", "splitpoint", "cloud", "--bundle", str(bundle), "--listen", "127.0.0.1:0", "--log-level", "warning",
            "--insecure"]  # loopback only: nothing leaves this machine
-    log_fh = open(log_path, "w")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_fh, text=True, env=native_logs.child_env(dict(os.environ, PYTHONUNBUFFERED="1")))
-    log_fh.close()
-    assert proc.stdout is not None
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        if line.startswith("splitpoint cloud listening on "):
-            return proc, line.rsplit(" ", 1)[1].strip()
+    proc: subprocess.Popen | None = None
+    # Ctrl-C or SIGTERM (cmd_demo makes it an interrupt) while it starts must not leave it running,
+    # nor one that lands inside Popen, after the fork: held there, it acts once `proc` is known
+    held = Held()
+    try:
+        held.hold()
+        try:
+            with open(log_path, "w") as log_fh:
+                proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_fh, text=True,
+                                        env=native_logs.child_env(dict(os.environ, PYTHONUNBUFFERED="1")))
+        finally:
+            held.release()
+        assert proc.stdout is not None
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith("splitpoint cloud listening on "):
+                return proc, line.rsplit(" ", 1)[1].strip()
+    except BaseException:
+        if proc is not None:
+            stop_server(proc)
+        raise
     proc.kill()
+    proc.wait(timeout=30)
     raise SplitpointError(f"the server did not start; its log: {log_path}\n{log_path.read_text()[-2000:]}")
+
+
+def clear_earlier_results(path: Path) -> None:
+    """Remove the results of the demo's earlier run at `path`. Anything else there (a directory,
+    someone's notes) is refused by name and left as it is: `--workdir` may be a directory the
+    user keeps other files in."""
+    from edge_node.results_records import check_log_start
+
+    if not os.path.lexists(path):
+        return
+    if path.is_dir() or not path.is_file():
+        raise ConfigError("--workdir", str(path.parent), f"{path.name} in it is not a file; the demo writes its "
+                                                         "results there: move it away, or give another --workdir")
+    if path.stat().st_size:
+        try:
+            check_log_start(path)  # a results log of either format, as the agent would read it
+        except ConfigError as err:
+            raise ConfigError("--workdir", str(path.parent), f"{path.name} in it is not the demo's results; it is "
+                                                             "left as it is: move it away, or give another --workdir") from err
+    path.unlink()
 
 
 def run_demo(workdir: Path, frames: int = 24, split: int | None = None, rebuild: bool = False) -> int:
@@ -134,7 +175,7 @@ def run_demo(workdir: Path, frames: int = 24, split: int | None = None, rebuild:
 
     bundle = demo_bundle(workdir, "bundle", "digits-cnn", split, rebuild)
     results = workdir / "results.jsonl"
-    results.unlink(missing_ok=True)
+    clear_earlier_results(results)
     print("starting the cloud server ...", flush=True)
     server, address = start_server(bundle, workdir / "cloud.log")
     try:

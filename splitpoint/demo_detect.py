@@ -40,7 +40,7 @@ def run_detector_demo(workdir: Path, frames: int = 24, split: int | None = None,
     from edge_node.outputs import cut_request_tensors, decode_detections, local_outputs
     from edge_node.run_report import RunSummary
     from splitpoint.bundle import load_bundle
-    from splitpoint.demo import demo_bundle, start_server, stop_server
+    from splitpoint.demo import clear_earlier_results, demo_bundle, start_server, stop_server
     from splitpoint.detection import compact_records, detection_records
     from splitpoint.runtime.litert import Device
     from splitpoint.v1 import offload_pb2, offload_pb2_grpc
@@ -56,6 +56,7 @@ def run_detector_demo(workdir: Path, frames: int = 24, split: int | None = None,
     splits = [split] if split is not None else m.split_ids
     size = (m.preprocessing.width, m.preprocessing.height)  # the canvases are the source images
     results = workdir / "results-detector.jsonl"
+    clear_earlier_results(results)
     print("starting the cloud server ...", flush=True)
     server, address = start_server(path, workdir / "cloud-detector.log")
     found_all: list[list[dict]] = []

@@ -181,6 +181,7 @@ def test_a_file_no_command_foresaw_failing_is_one_line_not_a_traceback(tmp_path:
     (["--split", "99"], '--split = 99: not a split of digits-cnn; its splits: 0-7'),
     (["--workdir", "FILE"], 'is a file, not a directory'),
     (["--workdir", "FILE/sub"], 'cannot be created: Not a directory'),
+    (["--workdir", ""], "--workdir: give a directory (or leave the flag out for the user's cache)"),  # was the cache
 ])
 def test_a_demo_given_a_bad_split_or_workdir_says_so_before_a_server_starts(argv: list[str], said: str,
                                                                             tmp_path: Path) -> None:

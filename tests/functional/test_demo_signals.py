@@ -1,0 +1,104 @@
+"""`splitpoint demo` stopped by SIGTERM or Ctrl-C, and a workdir holding what the demo did not write.
+
+The demo starts `splitpoint cloud` as a process of its own. SIGTERM met Python's default and
+ended the demo at once (exit -15, no word), and Ctrl-C while the server started raised outside
+the try that stops it: either way the server went on running, reparented to init. Real
+processes throughout: the demo, its server, the signals.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import cli_env, finish_process
+
+LINE_TIMEOUT_S = 300.0
+
+
+def servers_of(workdir: Path) -> list[int]:
+    """Pids of `splitpoint cloud` processes serving a bundle under `workdir` (the demo's only)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile
+            continue
+        if b"cloud" in argv and any(str(workdir).encode() in a for a in argv):
+            pids.append(int(entry.name))
+    return pids
+
+
+def start_demo(digits_bundle: Path, workdir: Path) -> subprocess.Popen[str]:
+    workdir.mkdir()
+    shutil.copytree(digits_bundle, workdir / "bundle")  # the demo's own bundle: no partitioning here
+    return subprocess.Popen([sys.executable, "-m", "splitpoint", "demo", "--workdir", str(workdir),
+                             "--frames", "1000000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=cli_env(), cwd=workdir)
+
+
+def read_until(proc: subprocess.Popen[str], start: str) -> str:
+    assert proc.stdout is not None
+    while line := proc.stdout.readline():
+        if line.startswith(start):
+            return line
+    raise AssertionError(f"the demo ended before printing {start!r}: {finish_process(proc, 30)}")
+
+
+@pytest.mark.parametrize(("sig", "when"), [
+    (signal.SIGTERM, "cloud server (pid"),  # while the agent runs frames
+    (signal.SIGINT, "starting the cloud server"),  # while the server starts (TensorFlow loading)
+])
+def test_a_stopped_demo_stops_its_server(digits_bundle: Path, tmp_path: Path, sig: int, when: str) -> None:
+    workdir = tmp_path / "work"
+    demo = start_demo(digits_bundle, workdir)
+    read_until(demo, when)
+    demo.send_signal(sig)
+    try:
+        out, err = finish_process(demo, 60)
+    finally:
+        left = servers_of(workdir)  # stopped and waited for by the demo: not even a zombie left
+        for pid in left:  # a failing run leaves nothing running either
+            os.kill(pid, signal.SIGKILL)
+    assert left == []
+    assert demo.returncode == 130, out[-2000:] + err[-3000:]
+    assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err, err[-3000:]
+
+
+@pytest.mark.parametrize(("place", "said"), [
+    ("bundle/notes.txt", "bundle in it is not a bundle; the demo leaves it as it is"),
+    ("results.jsonl", "results.jsonl in it is not the demo's results; it is left as it is"),
+])
+def test_the_demo_does_not_delete_what_it_did_not_write(digits_bundle: Path, tmp_path: Path, place: str,
+                                                        said: str) -> None:
+    """results.jsonl was deleted whatever it was; a non-bundle `bundle` directory was refused
+    naming `-o`, a flag the demo has not."""
+    workdir = tmp_path / "work"
+    if place.startswith("results"):
+        shutil.copytree(digits_bundle, workdir / "bundle")
+    (workdir / place).parent.mkdir(parents=True, exist_ok=True)
+    (workdir / place).write_text("my notes\n")
+    proc = subprocess.run([sys.executable, "-m", "splitpoint", "demo", "--workdir", str(workdir), "--frames", "2"],
+                          capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (f'splitpoint demo: error: --workdir = "{workdir}": {said}: '
+                                                   "move it away, or give another --workdir")
+    assert (workdir / place).read_text() == "my notes\n"
+    assert "cloud server" not in proc.stdout  # none started
+
+
+def test_the_demo_replaces_its_own_earlier_results(digits_bundle: Path, tmp_path: Path) -> None:
+    workdir = tmp_path / "work"
+    shutil.copytree(digits_bundle, workdir / "bundle")
+    for frames in ("3", "2"):
+        proc = subprocess.run([sys.executable, "-m", "splitpoint", "demo", "--workdir", str(workdir), "--frames", frames],
+                              capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len((workdir / "results.jsonl").read_text().splitlines()) == 2  # the second run's, not appended
