@@ -144,8 +144,16 @@ def check_sqlite_log(path: Path, db: sqlite3.Connection) -> None:
 @contextlib.contextmanager
 def read_only_sqlite(path: Path) -> Iterator[sqlite3.Connection]:
     """A SQLite log opened read-only and checked to be a results log (check_sqlite_log); closed
-    after the block. sqlite3.DatabaseError as SQLite raises it, for the caller to name."""
-    db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=10.0)
+    after the block. sqlite3.DatabaseError as SQLite raises it, for the caller to name.
+
+    With no `-wal` beside it, no agent has it open (an open WAL log always has one) and no record
+    waits in a WAL: the file alone is the log, and it is opened immutable. Opened `mode=ro`, SQLite
+    made an empty -wal and -shm beside every log read, and could not open one at all on a
+    read-only medium (an SD card taken from a drone): `splitpoint results` said "no records"."""
+    wal = path.with_name(path.name + "-wal")
+    # mode=ro: a log an agent still writes, read up to its last commit through the WAL it shares
+    db = sqlite3.connect(path.resolve().as_uri() + ("?mode=ro" if os.path.lexists(wal) else "?immutable=1"),
+                         uri=True, timeout=10.0)
     try:
         check_sqlite_log(path, db)
         yield db

@@ -162,14 +162,26 @@ def each_result(path: str | Path, take: Callable[[dict[str, Any]], None]) -> Non
         return
     try:
         with read_only_sqlite(p) as db:
+            if not _has_results_table(db):  # a log made and not written yet
+                return
             for (text,) in db.execute("SELECT record FROM results ORDER BY written_unix_ns, frame_id"):
                 record = json.loads(text)
                 if isinstance(record, dict):
                     take(record)
-    except sqlite3.OperationalError as exc:  # e.g. a log made and not written yet: no results table
-        log.warning("results log %s: %s", p, exc)
-    except (sqlite3.DatabaseError, ValueError) as exc:
-        raise ConfigError("results", str(p), f"cannot be read as a SQLite results log ({exc})") from None
+    except (sqlite3.DatabaseError, ValueError) as exc:  # "unable to open" too: never read as "no records"
+        raise ConfigError("results", str(p), f"cannot be read as a SQLite results log ({exc}){_wal_hint(p)}") from None
+
+
+def _has_results_table(db: sqlite3.Connection) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'results'").fetchone() is not None
+
+
+def _wal_hint(p: Path) -> str:
+    """Why a log with a -wal beside it may not open: SQLite must write its -shm to read a WAL."""
+    if os.path.lexists(p.with_name(p.name + "-wal")) and not os.access(p.parent, os.W_OK):
+        return (f"; its {p.name}-wal holds records SQLite can read only where it may write beside them: copy "
+                f"{p.name} with its -wal and -shm to a writable directory")
+    return ""
 
 
 def last_frame_id(path: str | Path, stop: Callable[[], bool] = lambda: False) -> int | None:
@@ -191,8 +203,7 @@ def last_frame_id(path: str | Path, stop: Callable[[], bool] = lambda: False) ->
         return largest[0] if largest else None
     try:
         with read_only_sqlite(p) as db:
-            made = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'results'").fetchone()
-            value = db.execute("SELECT MAX(frame_id) FROM results").fetchone()[0] if made else None
+            value = db.execute("SELECT MAX(frame_id) FROM results").fetchone()[0] if _has_results_table(db) else None
     except sqlite3.DatabaseError as exc:
         raise ConfigError("results", str(p), f"cannot be read as a SQLite results log ({exc})") from None
     return value if isinstance(value, int) else None

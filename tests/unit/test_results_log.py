@@ -284,3 +284,47 @@ def test_a_records_start_read_unparsed_says_what_parsing_it_says(records: list[t
     scan_jsonl(Path("r.jsonl"), io.BytesIO(data.encode()), lambda r: fast.__setitem__(r["frame_id"], r["origin"]),
                take_start=fast.__setitem__)
     assert fast == dict(records)
+
+
+def test_reading_a_closed_sqlite_log_leaves_nothing_beside_it(tmp_path: Path) -> None:
+    """Read mode=ro, every closed log got an empty -wal and -shm beside it, and on a read-only
+    medium (an SD card taken from a drone) none could be opened: `splitpoint results` said
+    "no records" of a log of thousands. A closed log (no -wal) is now read as the file it is."""
+    path = tmp_path / "r.db"
+    log = open_results(path, "sqlite")
+    for fid in range(3):
+        assert log.write({"frame_id": fid, "status": "ok"})
+    log.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.db"]
+    assert [r["frame_id"] for r in read_results(path)] == [0, 1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.db"]
+
+
+def test_a_sqlite_log_its_agent_still_writes_is_read_up_to_its_last_commit(tmp_path: Path) -> None:
+    """Its records are in the WAL until a checkpoint: read through the -wal, not the file alone."""
+    path = tmp_path / "r.db"
+    log = open_results(path, "sqlite")
+    try:
+        for fid in range(3):
+            assert log.write({"frame_id": fid, "status": "ok"})
+        assert (tmp_path / "r.db-wal").exists()
+        assert [r["frame_id"] for r in read_results(path)] == [0, 1, 2]
+    finally:
+        log.close()
+
+
+def test_a_sqlite_log_that_cannot_be_opened_is_an_error_not_an_empty_log(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import edge_node.results_file as results_file
+
+    path = tmp_path / "r.db"
+    log = open_results(path, "sqlite")
+    assert log.write({"frame_id": 0, "status": "ok"})
+    log.close()
+
+    def unable(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(results_file.sqlite3, "connect", unable)
+    with pytest.raises(ConfigError, match=r"cannot be read as a SQLite results log \(unable to open database file\)"):
+        read_results(path)
