@@ -30,6 +30,7 @@ from splitpoint.errors import ConfigError
 
 __all__ = [
     "MAHIMAHI_PACKET_BYTES",
+    "MAX_TRACE_S",
     "BandwidthTrace",
     "constant",
     "load_mahimahi",
@@ -42,6 +43,12 @@ __all__ = [
 MAHIMAHI_PACKET_BYTES = 1500
 
 _MAHIMAHI_SUFFIXES = (".up", ".down")
+
+#: the longest a trace file may last: 6 hours, 20 times the longest shipped trace (1065 s).
+#: A Mahimahi trace becomes one rate per 100 ms bin, so its length, not its line count, sets
+#: its memory: `0` then `1000000000` (11.6 days) asked for gigabytes and died out of memory,
+#: and a time past 2^63 ms ended in an OverflowError traceback.
+MAX_TRACE_S = 6 * 3600
 
 
 class BandwidthTrace:
@@ -231,6 +238,9 @@ def load_mahimahi(path: str | Path, bin_ms: float = 100.0) -> BandwidthTrace:
             raise _bad(path, lineno, raw, "expected one integer time in milliseconds per line (Mahimahi format)") from None
         if ms < 0:
             raise _bad(path, lineno, raw, "time must be >= 0 ms")
+        if ms > MAX_TRACE_S * 1000:
+            raise _bad(path, lineno, raw, f"time must be at most {MAX_TRACE_S * 1000} ms "
+                                          f"({MAX_TRACE_S // 3600} h, the longest trace read)")
         if ms < last:
             raise _bad(path, lineno, raw, f"times must not decrease (previous line: {last} ms)")
         last = ms
@@ -300,6 +310,9 @@ def load_simple(path: str | Path, repeat: bool = True) -> BandwidthTrace:
             raise _bad(path, lineno, raw, "mbps must be finite and >= 0")
         if points and t <= points[-1][0]:
             raise _bad(path, lineno, raw, f"times must increase (previous line: {points[-1][0]:g} s)")
+        if points and t - points[0][0] > MAX_TRACE_S:  # as a Mahimahi trace: the bench slices by length
+            raise _bad(path, lineno, raw, f"the trace may last at most {MAX_TRACE_S} s "
+                                          f"({MAX_TRACE_S // 3600} h) from its first line")
         points.append((t, mbps))
     if not points:
         raise ConfigError(str(path), "", "empty trace: no `time_s,mbps` lines")

@@ -39,6 +39,23 @@ SMOKE_VALUES: dict[str, Any] = {
     "step_fps": 20.0, "tp_frames": 40, "overhead_frames": 100, "profile_runs": 10,
 }
 
+#: the longest RTT of a condition, the step change or a trace run: a minute, 60 times a
+#: geostationary satellite hop's; 1e9 ms was accepted, a run no frame of which could end
+MAX_RTT_MS = 60_000.0
+
+
+def _upper_bounds() -> tuple[tuple[str, float, str], ...]:
+    """(key, most, why) of the options that set how long the bench runs or how much it holds: a
+    trace slice of 1e9 s was accepted (a list of its 0.5 s rates alone would not fit in memory)."""
+    from splitpoint.traces import MAX_TRACE_S  # numpy: not for --help
+
+    return (("trace_seconds", MAX_TRACE_S, "s, the longest trace read (6 h)"),
+            ("trace_long_s", MAX_TRACE_S, "s, the longest trace read (6 h)"),
+            ("trace_slices", 100, "slices (each is replayed by every split)"),
+            ("trace_fps", 1000, "frames per second, one a millisecond"),
+            ("step_fps", 1000, "frames per second, one a millisecond"))
+
+
 W, L, T, E, OUT = "what to measure", "link conditions", "uplink traces", "edge device and energy", "output"
 
 
@@ -118,11 +135,15 @@ class BenchOptions:
                             group=OUT)
 
     def validate(self) -> None:
-        for key, values in (("bandwidths", self.bandwidths), ("rtts", self.rtts), ("step_rates", self.step_rates)):
+        for key, values in (("bandwidths", self.bandwidths), ("step_rates", self.step_rates)):
             if not values or any(not (v > 0 and math.isfinite(v)) for v in values):
                 raise ConfigError(key, values, "expected positive numbers, e.g. 1,2,5")
-        if not self.trace_rtt or any(not (v >= 0 and math.isfinite(v)) for v in self.trace_rtt):
-            raise ConfigError("trace_rtt", self.trace_rtt, "expected RTTs in ms, 0 or more, e.g. 10,50")
+        if not self.rtts or any(not (0 < v <= MAX_RTT_MS) for v in self.rtts):  # a condition's RTT: never 0
+            raise ConfigError("rtts", self.rtts, f"expected RTTs above 0 and at most {MAX_RTT_MS:g} ms, e.g. 10,50")
+        if not self.trace_rtt or any(not (0 <= v <= MAX_RTT_MS) for v in self.trace_rtt):
+            raise ConfigError("trace_rtt", self.trace_rtt, f"expected RTTs from 0 to {MAX_RTT_MS:g} ms, e.g. 10,50")
+        if not 0 <= self.step_rtt <= MAX_RTT_MS:
+            raise ConfigError("step_rtt", self.step_rtt, f"expected an RTT from 0 to {MAX_RTT_MS:g} ms")
         if len(self.step_rates) != 2:
             raise ConfigError("step_rates", self.step_rates, "expected two rates: high, low")
         bad = sorted(set(self.skip) - set(STAGES))
@@ -137,8 +158,9 @@ class BenchOptions:
                               "give one way to emulate the edge device")
         if self.peer_nominal_mbps is not None and not (self.peer_nominal_mbps > 0 and math.isfinite(self.peer_nominal_mbps)):
             raise ConfigError("peer_nominal_mbps", self.peer_nominal_mbps, "expected a positive number of Mbps")
-        if self.frames < 1 or self.adaptive_frames < 2 or self.warmup < 0:
-            raise ConfigError("frames", self.frames, "need frames >= 1, adaptive_frames >= 2, warmup >= 0")
+        for key, least in (("frames", 1), ("adaptive_frames", 2), ("warmup", 0), ("warm_tails", 0)):
+            if getattr(self, key) < least:
+                raise ConfigError(key, getattr(self, key), f"expected an integer >= {least}")
         for key in ("step_frames", "tp_frames", "tp_window", "overhead_frames", "profile_runs", "trace_slices"):
             if getattr(self, key) < 1:
                 raise ConfigError(key, getattr(self, key), "expected a positive integer")
@@ -146,13 +168,14 @@ class BenchOptions:
             v = getattr(self, key)
             if not (v > 0 and math.isfinite(v)):
                 raise ConfigError(key, v, "expected a positive number")
+        for key, most, why in _upper_bounds():
+            if getattr(self, key) > most:
+                raise ConfigError(key, getattr(self, key), f"must be at most {most:g} {why}")
         if self.deadline_ms is not None and not self.deadline_ms > 0:
             raise ConfigError("deadline_ms", self.deadline_ms, "expected a positive number of ms")
         if self.plan_log and self.keep_runs is None:
             raise ConfigError("plan_log", True, "the plans are logged into the edge worker's log, which is kept only "
                                                 "with --keep-runs DIR: give one")
-        if self.warm_tails < 0 or self.step_rtt < 0:
-            raise ConfigError("warm_tails", self.warm_tails, "warm_tails and step_rtt must be >= 0")
 
     # ------------------------------------------------------------------ derived values
 

@@ -91,6 +91,18 @@ def test_print_config_round_trips_through_the_file(tmp_path: Path, capsys: pytes
     (["--splits", "3-x"], "splits"),
     (["--peer-nominal-mbps", "0"], "peer_nominal_mbps"),
     (["--plan-log"], "plan_log"),  # its log would go to a temporary directory, removed at the end
+    # no upper bound: a run that never ends, or a list of 2e9 slice rates
+    (["--rtts", "1e9"], "rtts"),
+    (["--trace-rtt", "60001"], "trace_rtt"),
+    (["--trace-slices", "1000000"], "trace_slices"),
+    (["--trace-seconds", "1e9"], "trace_seconds"),
+    (["--trace-fps", "1e6"], "trace_fps"),
+    (["--step-fps", "1001"], "step_fps"),
+    # named the wrong key: "frames = 5: need ...", "warm_tails = 0: ..."
+    (["--warmup", "-1"], "warmup = -1"),
+    (["--adaptive-frames", "1"], "adaptive_frames = 1"),
+    (["--step-rtt", "-1"], "step_rtt = -1"),
+    (["--step-rtt", "70000"], "step_rtt = 70000"),
 ])
 def test_bad_values_name_the_key(argv: list[str], key: str) -> None:
     with pytest.raises(ConfigError) as exc:

@@ -13,6 +13,7 @@ import pytest
 
 from splitpoint.errors import ConfigError, show_value
 from splitpoint.traces import (
+    MAX_TRACE_S,
     BandwidthTrace,
     constant,
     load_mahimahi,
@@ -130,6 +131,9 @@ def test_mahimahi_repeated_timestamps(tmp_path: Path) -> None:
         ("10\n20\n15\n", 3, "15", "decrease"),
         ("5\n-1\n", 2, "-1", ">= 0"),
         ("1\n\n2\n1 2\n", 4, "1 2", "integer"),
+        # past the 6 h cap: an OverflowError traceback, and gigabytes of 100 ms bins before dying
+        ("1\n99999999999999999999999\n", 2, "99999999999999999999999", "at most 21600000 ms"),
+        ("1\n1000000000\n", 2, "1000000000", "at most 21600000 ms"),
     ],
 )
 def test_bad_mahimahi_names_file_line_and_text(tmp_path: Path, text: str, lineno: int, bad: str, why: str) -> None:
@@ -140,6 +144,12 @@ def test_bad_mahimahi_names_file_line_and_text(tmp_path: Path, text: str, lineno
     assert err.value.value == bad
     assert why in err.value.reason
     assert str(path) in str(err.value) and show_value(bad) in str(err.value)
+
+
+def test_a_trace_as_long_as_the_cap_loads(tmp_path: Path) -> None:
+    trace = load_trace(write(tmp_path, "long.up", f"0\n{MAX_TRACE_S * 1000}\n"))
+    assert trace.duration_s == MAX_TRACE_S and len(trace.segments) == MAX_TRACE_S * 10
+    assert load_trace(write(tmp_path, "long.csv", f"7,1\n{MAX_TRACE_S + 7},2\n")).segments[-1][0] == MAX_TRACE_S
 
 
 @pytest.mark.parametrize("text", ["", "\n\n", "0\n0\n"])
@@ -195,6 +205,7 @@ def test_simple_without_repeat_holds_last_rate(tmp_path: Path) -> None:
         ("0,10\n1,-5\n", 2, "1,-5", ">= 0"),
         ("0,10\n1,nan\n", 2, "1,nan", "finite"),
         ("# c\n0,10\n-1,4\n", 3, "-1,4", ">= 0"),
+        ("5,10\n21606,4\n", 2, "21606,4", "at most 21600 s"),  # measured from the first line
     ],
 )
 def test_bad_simple_names_file_line_and_text(tmp_path: Path, text: str, lineno: int, bad: str, why: str) -> None:
