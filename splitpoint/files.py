@@ -71,6 +71,20 @@ def check_can_create(key: str, path: str, is_dir: bool) -> None:
     check_parent_dirs(key, path)
 
 
+def check_distinct(named: list[tuple[str, str]]) -> None:
+    """ConfigError unless the (key, path) outputs of one command are all different files: `--json
+    r.json --markdown r.json` wrote the JSON and then refused the markdown over it, after the
+    whole run. Compared as resolved paths (`./r.json`, a symlink to it) and, when both exist, by
+    identity (a hard link)."""
+    seen: list[tuple[str, str, Path]] = []
+    for key, path in named:
+        here = Path(path).resolve()
+        for other_key, other, there in seen:
+            if here == there or (here.exists() and there.exists() and os.path.samefile(here, there)):
+                raise ConfigError(key, path, f"is the same file as {other_key} = {other}: give each output its own")
+        seen.append((key, path, here))
+
+
 def check_parent_dirs(key: str, path: str | Path) -> None:
     """ConfigError unless every directory above `path` is one or can be made: mkdir(parents=True)
     said only "File exists" (EEXIST) when one of them is a file."""

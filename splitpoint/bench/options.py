@@ -233,9 +233,11 @@ class BenchOptions:
         """What the file system must offer before a run starts (not checked by --print-config)."""
         from splitpoint.bench.report_tables import REPORT, is_report
         from splitpoint.bench.results import RESULT, is_result
-        from splitpoint.files import check_can_create, check_replaceable
+        from splitpoint.files import check_can_create, check_distinct, check_replaceable
 
-        for key in ("json", "markdown", "keep_runs", "plots"):  # found now, not after minutes of profiling
+        outputs = ("json", "markdown", "keep_runs", "plots")
+        check_distinct([(key, getattr(self, key)) for key in outputs if getattr(self, key)])
+        for key in outputs:  # found now, not after minutes of profiling
             value = getattr(self, key)
             if value:
                 check_can_create(key, value, is_dir=key in ("keep_runs", "plots"))

@@ -231,6 +231,26 @@ def test_outputs_that_cannot_be_written_are_named_before_the_run(key: str, value
     assert said.format(tmp=tmp_path) in str(exc.value) and exc.value.key == key.lstrip("-").replace("-", "_")
 
 
+@pytest.mark.parametrize(("first", "second", "same"), [
+    ("--json", "--markdown", "new.json"),  # ran the whole bench, then refused the markdown over the JSON
+    ("--markdown", "--plots", "./out"),
+    ("--keep-runs", "--plots", "LINK"),  # a symlink to the same directory
+])
+def test_two_outputs_at_one_path_are_refused_before_the_run(first: str, second: str, same: str,
+                                                            tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "LINK").symlink_to(tmp_path / "out")
+    a = str(tmp_path / ("out" if same == "LINK" else same))
+    b = str(tmp_path / same)
+    with pytest.raises(ConfigError) as exc:
+        options(first, a, second, b, "--skip", "traces").check_inputs()
+    assert exc.value.key == second.lstrip("-").replace("-", "_")
+    assert f"is the same file as {first.lstrip('-').replace('-', '_')} = {a}" in str(exc.value)
+    assert not (tmp_path / "new.json").exists()
+    options("--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md"), "--plots", str(tmp_path / "img"),
+            "--skip", "traces").check_inputs()  # different files: fine
+
+
 @pytest.mark.parametrize("key", ["--json", "--markdown"])
 def test_outputs_replace_only_an_earlier_result_or_report(key: str, tmp_path: Path) -> None:
     """`--json notes.md` or `--markdown README.md` replaced the file after the run; now refused
