@@ -97,10 +97,26 @@ class Bench:
     def error(self, msg: str) -> None:
         self.result.errors.append(msg)
 
-    def save(self) -> None:
+    def save(self) -> bool:
+        """Write the JSON (if asked for); False when it could not be."""
         self.result.wall_time_s = round(time.monotonic() - self.t0, 2)
-        if self.opts.json is not None:
-            write_replacing(self.opts.json, self.result.to_json(), "json", RESULT, is_result)
+        return self.opts.json is None or self.write_output("json", self.opts.json, lambda path: write_replacing(
+            path, self.result.to_json(), "json", RESULT, is_result))
+
+    def write_output(self, key: str, path: str, write: Callable[[str], object]) -> bool:
+        """write(path) (atomic), failing alone: named in one line among the run's errors (exit 1),
+        while the stage goes on and the other outputs are written (a full disk failed the stage
+        being measured, its figures dropped, and the markdown was never written)."""
+        try:
+            write(path)
+        except (OSError, ConfigError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            msg = f"{key} = {path}: could not be written ({why}); what was there is left as it was"
+            if msg not in self.result.errors:  # the JSON is written after every run: said once
+                print(f"splitpoint bench: error: {msg}", file=sys.stderr, flush=True)
+                self.error(msg)
+            return False
+        return True
 
     # ------------------------------------------------------------------ the cost model
 
@@ -385,12 +401,11 @@ def run_bench(opts: BenchOptions, argv: list[str] | None = None) -> BenchResult:
     result = bench.run()
     if opts.plots is not None:
         result.plots = render_plots(result, Path(opts.plots))
-        bench.save()
-    if opts.json is not None:
+    if bench.save() and opts.json is not None:
         bench.say(f"JSON: {opts.json}")
     md = render_markdown(result)
-    if opts.markdown is not None:
-        write_replacing(opts.markdown, md, "markdown", REPORT, is_report)
+    if opts.markdown is not None and bench.write_output(
+            "markdown", opts.markdown, lambda path: write_replacing(path, md, "markdown", REPORT, is_report)):
         bench.say(f"markdown: {opts.markdown}")
     print(md, flush=True)
     bench.say(f"done in {result.wall_time_s} s")

@@ -281,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         ap.error(f"{args.result}: {exc}")
     r.targets = evaluate_targets(r)
+    errors_before = len(r.errors)
     if args.plots:
         try:
             check_can_create("--plots", args.plots, is_dir=True)
@@ -295,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(str(exc))
     else:
         print(md)
-    return 0
+    return 1 if len(r.errors) > errors_before else 0  # a plot could not be written
 
 
 if __name__ == "__main__":

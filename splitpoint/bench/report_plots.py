@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 from typing import Any
 
 from splitpoint.bench.results import BenchResult, ConditionResult, StepResult
 from splitpoint.bench.trace_results import TraceResult
+from splitpoint.files import write_atomically
 
 
 def _plot_tag(r: BenchResult) -> str:
@@ -42,7 +44,11 @@ def render_plots(r: BenchResult, out_dir: Path) -> list[str]:
     try:  # after a run of hours the markdown still comes: a plot that cannot be written is named
         _render(plt, r, out_dir, written)
     except OSError as exc:
-        print(f"plots: {out_dir} could not be written ({exc}); {len(written)} written before it", file=sys.stderr)
+        # among the run's errors: a full disk exited 0 with the plots missing
+        msg = (f"plots = {exc.filename or out_dir}: could not be written ({exc.strerror or exc}); "
+               f"{len(written)} written before it")
+        print(f"error: {msg}", file=sys.stderr)
+        r.errors.append(msg)
     return written
 
 
@@ -195,10 +201,15 @@ def _traces_plot(plt: Any, traces: list[TraceResult], model: str, tag: str, K: i
 
 
 def _save(plt: Any, fig: Any, title: str, path: Path) -> str:
+    png = io.BytesIO()
     try:
         fig.suptitle(title)
         fig.tight_layout()
-        fig.savefig(path, dpi=90)
+        fig.savefig(png, format="png", dpi=90)
     finally:
         plt.close(fig)
+    try:  # atomically: savefig straight to the file left a 0-byte PNG on a full disk
+        write_atomically(path, png.getvalue())
+    except OSError as exc:  # the PNG's own name, not the temporary file's
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     return str(path)

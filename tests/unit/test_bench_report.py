@@ -194,7 +194,29 @@ def test_a_plot_that_cannot_be_written_is_named_and_the_report_goes_on(tmp_path:
     (tmp_path / "bench-m-traces-rtt10.png").mkdir()  # where the plot's file would go
     assert render_plots(r, tmp_path) == []
     err = capsys.readouterr().err
-    assert f"plots: {tmp_path} could not be written" in err and "0 written before it" in err
+    said = f"plots = {tmp_path / 'bench-m-traces-rtt10.png'}: could not be written (Is a directory); 0 written before it"
+    assert said in err and r.errors == [said]  # among the errors: the run's exit is not 0
+
+
+def test_a_plot_on_a_full_disk_leaves_no_empty_png(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """savefig straight to the file left a 0-byte PNG and exited 0; now written beside it and
+    renamed, a full disk (fsync failing, as ENOSPC does on tmpfs) leaves nothing and is an error."""
+    pytest.importorskip("matplotlib")
+    import errno
+    import os
+
+    from splitpoint.bench.report import render_plots
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    r = from_dict(BenchResult, {"bundle": {"model": "m", "num_layers": 8}, "conditions": [
+        {"bw_mbps": 10.0, "rtt_ms": 10.0, "fixed": {"0": {"split": 0, "mean_ms": 5.0, "median_ms": 5.0}}}]})
+    assert render_plots(r, tmp_path) == []
+    assert list(tmp_path.iterdir()) == []
+    assert "could not be written (No space left on device)" in capsys.readouterr().err and len(r.errors) == 1
 
 
 def test_rerendering_with_plots_into_a_file_is_one_line(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
