@@ -45,7 +45,9 @@ class Sweep:
     energy_oracle_split: int | None = None
 
     def median(self, k: int | None) -> float | None:
-        return self.fixed[k].median_ms if k is not None and k in self.fixed else None
+        """Split k's median; None when not run, or when its frames fell back (not k's latency)."""
+        run = self.fixed.get(k) if k is not None else None
+        return run.median_ms if run is not None and not run.fell_back() else None
 
 
 def run(b: Bench) -> None:
@@ -82,16 +84,21 @@ def fixed_sweep(b: Bench, bw: float, rtt: float) -> Sweep:
         out = b.run_agent(f"fixed-k{k}-{bw:g}M-{rtt:g}ms", n, ["--split", str(k), "--mode", "latency"],
                           b.predict_ms(k, bw, rtt))
         sweep.fixed[k] = fixed_stats(b, k, out, bw)
-    measured = {k: v.median_ms for k, v in sweep.fixed.items() if v.median_ms is not None}
+    measured = {k: m for k in sweep.fixed if (m := sweep.median(k)) is not None}
+    fell_back = [k for k, v in sweep.fixed.items() if v.fell_back()]
+    caveats = [f"splits {fell_back} fell back to the edge in half or more of their frames: not candidates "
+               "for the oracle, nor all-cloud"] if fell_back else []
     if measured:
         oracle = min(measured, key=lambda k: (measured[k], k))
         sweep.oracle_split = oracle
         unsure = [k for k, v in sweep.fixed.items() if v.lower_bound_ms is not None and v.lower_bound_ms < measured[oracle]]
         if unsure:
-            sweep.oracle_caveat = f"splits {unsure} were not run and their lower bound is below the oracle's latency"
-        e = {k: v.energy_median_mj for k, v in sweep.fixed.items() if v.energy_median_mj is not None}
+            caveats.append(f"splits {unsure} were not run and their lower bound is below the oracle's latency")
+        e = {k: v.energy_median_mj for k, v in sweep.fixed.items()
+             if v.energy_median_mj is not None and k in measured}
         if e:
             sweep.energy_oracle_split = min(e, key=lambda k: (e[k], k))
+    sweep.oracle_caveat = "; ".join(caveats) or None
     b.fixed_cache[key] = sweep
     return sweep
 
@@ -154,7 +161,7 @@ def condition_result(b: Bench, sweep: Sweep, adaptive: AdaptiveRun) -> Condition
     oracle, chosen = sweep.oracle_split, adaptive.settled_split
 
     def p95(k: int | None) -> float | None:
-        return fixed[k].p95_ms if k is not None and k in fixed else None
+        return fixed[k].p95_ms if sweep.median(k) is not None and k is not None else None
 
     c, o = sweep.median(chosen), sweep.median(oracle)
     edge, cloud = sweep.median(b.K), sweep.median(0)
@@ -167,6 +174,8 @@ def condition_result(b: Bench, sweep: Sweep, adaptive: AdaptiveRun) -> Condition
         oracle_speedup_vs_all_edge=_ratio(edge, o, 3), oracle_speedup_vs_all_cloud=_ratio(cloud, o, 3))
     if chosen is not None and chosen not in fixed:
         cond.chosen_note = f"k={chosen} was not among the measured splits"
+    elif chosen is not None and fixed[chosen].fell_back():
+        cond.chosen_note = f"k={chosen}'s fixed run fell back to the edge: no latency of its own to compare"
     better = [x for x in (edge, cloud) if x is not None]
     if c and better:
         cond.better_of_edge_cloud_ms = min(better)
@@ -176,7 +185,7 @@ def condition_result(b: Bench, sweep: Sweep, adaptive: AdaptiveRun) -> Condition
 
 def energy_result(b: Bench, sweep: Sweep, adaptive: AdaptiveRun) -> EnergyResult:
     def e(k: int | None) -> float | None:
-        return sweep.fixed[k].energy_median_mj if k is not None and k in sweep.fixed else None
+        return sweep.fixed[k].energy_median_mj if sweep.median(k) is not None and k is not None else None
 
     oracle, chosen = sweep.energy_oracle_split, adaptive.settled_split
     c, o, edge, cloud = e(chosen), e(oracle), e(b.K), e(0)

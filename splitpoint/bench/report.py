@@ -179,7 +179,8 @@ def evaluate_targets(r: BenchResult) -> list[Target]:
                 "; ".join(f"{_cond_label(c)}: {c.chosen_over_oracle:.3f} (+{((c.chosen_over_oracle or 0.0) - CHOSEN_OVER_ORACLE_MAX) * 100:.1f} pts)"
                           for c in misses)))
             if len(conds) < len(r.conditions):
-                out[-1].detail = f"{len(r.conditions) - len(conds)} conditions without a ratio (a run failed)"
+                out[-1].detail = (f"{len(r.conditions) - len(conds)} conditions without a ratio (a run failed, or "
+                                 "fell back to the edge)")
             both = [c for c in conds if c.chosen_over_better_of_edge_cloud is not None]
             if both:
                 worst = max(both, key=lambda c: c.chosen_over_better_of_edge_cloud or 0.0)
@@ -191,7 +192,9 @@ def evaluate_targets(r: BenchResult) -> list[Target]:
                     "; ".join(f"{_cond_label(c)}: {((c.chosen_over_better_of_edge_cloud or 1.0) - 1) * 100:.1f}% slower"
                               for c in misses)))
         else:
-            out.append(_t("chosen/oracle latency", f"<= {CHOSEN_OVER_ORACLE_MAX} at every condition", "no condition measured", None))
+            none = (f"no ratio at any of the {len(r.conditions)} conditions (a run failed, or fell back to the edge)"
+                    if r.conditions else "no condition measured")
+            out.append(_t("chosen/oracle latency", f"<= {CHOSEN_OVER_ORACLE_MAX} at every condition", none, None))
         energy = [c.energy.chosen_over_oracle for c in r.conditions
                   if c.energy is not None and c.energy.chosen_over_oracle is not None]
         if energy:

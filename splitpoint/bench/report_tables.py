@@ -87,8 +87,8 @@ def energy_source(power: dict[str, Any] | None) -> str:
 def _fixed_cell(f: FixedRun | None) -> str:
     if f is None:
         return "-"
-    if f.median_ms is not None:
-        return _f(f.median_ms, 2)
+    if f.median_ms is not None:  # fallbacks shown: the frames were the edge's, not this split's
+        return _f(f.median_ms, 2) + (f" ({f.fallbacks}/{f.frames} fell back)" if f.fallbacks else "")
     return f">{f.lower_bound_ms:.0f} (not run)" if f.lower_bound_ms else "-"
 
 
@@ -105,7 +105,11 @@ def _conditions(conds: list[ConditionResult], power: dict[str, Any] | None = Non
             f"{_f(c.chosen_median_ms, 2)} / {_f(c.chosen_p95_ms, 2)} | {_f(c.chosen_over_oracle, 3)} | "
             f"{_f(c.speedup_vs_all_edge, 2)}x | {_f(c.speedup_vs_all_cloud, 2)}x | "
             f"{_f(c.all_edge_median_ms, 2)} | {_f(c.all_cloud_median_ms, 2)} | "
-            f"{_f(a.own_median_ms, 2)} | {_f(a.switches)} |")
+            f"{_f(a.own_median_ms, 2)} | {_f(a.switches)}"
+            + (f" ({a.fallbacks}/{a.frames} fell back)" if a.fallbacks else "") + " |")
+    notes = [f"- {c.bandwidth_mbps:g} Mbps / {c.rtt_ms:g} ms: {note}"
+             for c in conds for note in (c.oracle_caveat, c.chosen_note) if note]
+    lines += ["", *notes] if notes else []
     lines.append("")
     splits = sorted({int(k) for c in conds for k in c.fixed})
     lines += ["Median end-to-end latency (ms) of every fixed split; **bold** = oracle, _italic_ = the agent's "

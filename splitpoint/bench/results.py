@@ -56,6 +56,11 @@ class FixedRun:
     skipped: str | None = None
     lower_bound_ms: float | None = None
 
+    def fell_back(self) -> bool:
+        """Half or more of its counted frames fell back to the edge: its median is the edge's,
+        not this split's (at an RTT no frame could cross, k=0 measured 0.16 ms as "all-cloud")."""
+        return self.fallbacks > 0 and 2 * self.fallbacks >= self.frames
+
 
 @dataclass
 class AdaptiveRun:
