@@ -2,6 +2,7 @@
 
     options.py      BenchOptions: every option once (flags, --config TOML, --print-config)
     harness.py      the driver: set-up (profiles, server, link emulator), the stages in order
+    profiling.py    the profiles: measured once per bundle and machine, cached
     worker_client.py  the harness's side of the edge worker; the agent's source-open signal
     conditions.py, step.py, traces_stage.py, throughput.py   one stage each
     results.py      the typed results (JSON written and read back by typed_json.py); trace_results.py: the

@@ -8,7 +8,7 @@ trace) before each run and reads the agent's per-frame results log afterwards.
 
 Stages (each written into the JSON as soon as it is done), one module each:
 
-    profiles     `splitpoint profile edge` (in the pinned worker) and `profile cloud`, once per bundle (here)
+    profiles     `splitpoint profile edge` (in the pinned worker) and `profile cloud`, once per bundle (profiling.py)
     conditions   per (bandwidth, RTT): every split fixed -> oracle; the adaptive agent -> settled split
     step         50 -> 2 -> 50 Mbps while the adaptive agent runs: frames/seconds to settle, switches
     traces       real cellular uplink traces, frames paced like a camera: adaptive vs every fixed split
@@ -25,12 +25,8 @@ killed and restarted when one is exceeded), polls sleep, counts are fixed.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,12 +38,12 @@ from typing import Any
 import splitpoint
 from scheduler.cost import CostModel, EnergyModel, transfer_ms, wire_bytes
 from scheduler.link import LinkState
-from splitpoint.bench import conditions, emulation, step, throughput, traces_stage
+from splitpoint.bench import conditions, emulation, profiling, step, throughput, traces_stage
 from splitpoint.bench.machine import machine_description, pin_harness
 from splitpoint.bench.options import STAGES, BenchOptions
 from splitpoint.bench.report_tables import REPORT, is_report
 from splitpoint.bench.results import RESULT, BenchResult, BundleInfo, SplitInfo, is_result
-from splitpoint.bench.worker_client import BenchError, EdgeWorker, RunOutcome
+from splitpoint.bench.worker_client import EdgeWorker, RunOutcome
 from splitpoint.errors import ConfigError, SplitpointError
 from splitpoint.files import write_replacing
 
@@ -184,66 +180,6 @@ class Bench:
         self.say(f"no --bundle: the digits bundle in {path}")
         return ensure_bundle(path)
 
-    def _profiles(self, bundle_path: Path, digest: str) -> tuple[Path, Path]:
-        from scheduler.profiles import load_profile
-
-        pin = self.result.machine["pinning"]
-        key = f"{digest.split(':')[-1][:16]}-{platform.node()}-cpu{pin.get('edge_cpu')}-r{self.opts.profile_runs}"
-        pdir = self.opts.cache_path() / "profiles" / key
-        # An emulated edge device has an edge profile of its own; the server's tails are the same.
-        suffix = emulation.profile_suffix(self.device_path, self.opts.edge_slowdown, self.splits)
-        edge_dir = pdir.with_name(key + suffix) if suffix else pdir
-        edge_dir.mkdir(parents=True, exist_ok=True)
-        pdir.mkdir(parents=True, exist_ok=True)
-        edge, cloud = edge_dir / "edge-profile.json", pdir / "cloud-profile.json"
-        for p, side in ((edge, "edge"), (cloud, "cloud")):
-            if p.exists() and not self.opts.reprofile:
-                try:
-                    load_profile(p, side, digest)
-                    self.say(f"{side} profile: cached {p}")
-                    continue
-                except ConfigError:
-                    pass
-            t = time.monotonic()
-            runs = str(self.opts.profile_runs)
-            if side == "edge":
-                self.say(f"profiling the heads in the pinned edge worker ({runs} runs per split) ...")
-                assert self.worker is not None
-                # an emulated device's file covers the measured splits, not necessarily the bundle's
-                only = ["--splits", ",".join(map(str, self.splits))] if self.device_path is not None else []
-                rc, _, err, _ = self.worker.run(["profile", "edge", "--bundle", str(bundle_path), "--threads", "1",
-                                                 "--runs", runs, "-o", str(p), *only], timeout_s=3600)
-                if rc != 0:
-                    raise BenchError(f"splitpoint profile edge failed ({err or rc}); log: {self.worker.log_path}")
-                emulation.note_too_slow(self, "profile-edge", self.worker.last_emulation)
-            else:
-                self.say(f"profiling the tails ({runs} runs per split) ...")
-                # its own process (on the server's CPUs): the tails it loads are freed when it exits
-                cmd = [sys.executable, "-m", "splitpoint", "profile", "cloud", "--bundle", str(bundle_path),
-                       "--runs", runs, "-o", str(p)]
-                plog = self.runs_dir / "profile-cloud.log"
-                with open(plog, "w") as logf:
-                    try:
-                        rc = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, timeout=3600,
-                                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")).returncode
-                    except subprocess.TimeoutExpired:
-                        rc = -1
-                if rc != 0:
-                    raise BenchError(f"splitpoint profile cloud failed (exit {rc}); log: {plog}")
-            self.say(f"{side} profile written to {p} ({time.monotonic() - t:.1f}s)")
-        return edge, cloud
-
-    def _restricted_profiles(self, edge: Path, cloud: Path, splits: list[int]) -> tuple[Path, Path]:
-        """Profiles covering only the measured splits: the adaptive agent chooses among the same set."""
-        out = []
-        for p in (edge, cloud):
-            data = json.loads(p.read_text())
-            data["splits"] = [s for s in data["splits"] if s["split"] in splits]
-            q = self.runs_dir / f"{p.stem}-subset.json"
-            q.write_text(json.dumps(data, indent=2))
-            out.append(q)
-        return out[0], out[1]
-
     def _energy_model(self) -> EnergyModel:
         """The planner's energy model: --power-table (default: the shipped reference table, whose radio
         part is the LTE model) and the radio model of --radio-link. Modelled, never metered."""
@@ -325,7 +261,7 @@ class Bench:
             pinning["edge_slowdown"] = ready["slowdown"]
             self.say(f"edge worker emulates a device {ready['slowdown']:g}x slower than its core: every head "
                      "invocation lasts the factor x that head's median native time")
-        self.edge_profile, self.cloud_profile = self._profiles(self.bundle_path, m.model_digest)
+        self.edge_profile, self.cloud_profile = profiling.profiles(self, self.bundle_path, m.model_digest)
         ep, cp = load_profile(self.edge_profile), load_profile(self.cloud_profile)
         self.energy = self._energy_model()
         self.cost = CostModel(ep, cp, self.energy)
@@ -335,8 +271,8 @@ class Bench:
                                 "edge_device": ep.device, "edge_median_ms": {str(k): v for k, v in self.edge_ms.items()},
                                 "cloud_median_ms": {str(k): v for k, v in self.cloud_ms.items()}}
         if subset:
-            self.edge_profile, self.cloud_profile = self._restricted_profiles(self.edge_profile, self.cloud_profile,
-                                                                              self.splits)
+            self.edge_profile, self.cloud_profile = profiling.restricted_profiles(
+                self, self.edge_profile, self.cloud_profile, self.splits)
         self.say("starting the server (in this process) and the link emulator ...")
         self.server = CloudServer(CloudConfig(bundle=str(self.bundle_path), listen="127.0.0.1:0", insecure=True,
                                               log_level="warning", grace_s=5.0, warm_tails=opts.warm_tails,

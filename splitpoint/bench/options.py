@@ -233,7 +233,7 @@ class BenchOptions:
         """What the file system must offer before a run starts (not checked by --print-config)."""
         from splitpoint.bench.report_tables import REPORT, is_report
         from splitpoint.bench.results import RESULT, is_result
-        from splitpoint.files import check_can_create, check_distinct, check_replaceable
+        from splitpoint.files import check_can_create, check_distinct, check_replaceable, read_file
 
         outputs = ("json", "markdown", "keep_runs", "plots")
         check_distinct([(key, getattr(self, key)) for key in outputs if getattr(self, key)])
@@ -256,8 +256,10 @@ class BenchOptions:
             path = self.device_path()
             assert path is not None  # edge_device is set
             load_device(path)  # a bad file is an error before anything starts
-        if self.power_table is not None and not Path(self.power_table).is_file():
-            raise ConfigError("--power-table", self.power_table, "file not found")
+        if self.power_table is not None:  # not found, a directory, a pipe, empty: each named as what it is
+            read_file("--power-table", self.power_table)
+        if self.cache_dir is not None:  # a file there: mkdir said "File exists" after the set-up (exit 1)
+            check_can_create("cache_dir", self.cache_dir, is_dir=True)
         if self.traces_dir is None and "traces" not in self.skip and not default_traces_dir().is_dir():
             raise ConfigError("--traces-dir", str(default_traces_dir()),
                               "no traces there; give --traces-dir DIR or --skip traces")

@@ -218,6 +218,7 @@ def test_a_trace_that_is_not_there_is_an_error_before_anything_starts(tmp_path: 
     ("--keep-runs", "FULL", "is not empty: give a new or empty directory"),
     ("--plots", "FILE", "is a file, not a directory"),
     ("--plots", "FILE/img", "cannot be created: {tmp}/FILE is a file, not a directory"),
+    ("--cache-dir", "FILE", "is a file, not a directory"),  # exit 1 after the set-up, mkdir's "File exists"
 ])
 def test_outputs_that_cannot_be_written_are_named_before_the_run(key: str, value: str, said: str,
                                                                  tmp_path: Path) -> None:
@@ -249,6 +250,12 @@ def test_two_outputs_at_one_path_are_refused_before_the_run(first: str, second: 
     assert not (tmp_path / "new.json").exists()
     options("--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md"), "--plots", str(tmp_path / "img"),
             "--skip", "traces").check_inputs()  # different files: fine
+
+
+def test_a_power_table_that_is_a_directory_is_named_as_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as exc:  # it said "file not found"
+        options("--power-table", str(tmp_path), "--skip", "traces").check_inputs()
+    assert str(exc.value) == f'--power-table = "{tmp_path}": is a directory, not a regular file'
 
 
 @pytest.mark.parametrize("key", ["--json", "--markdown"])

@@ -40,3 +40,30 @@ def test_a_json_on_a_full_disk_is_one_error_and_the_markdown_is_still_written(
     assert capsys.readouterr().err.count(said) == 1  # said once, not after every run
     assert (tmp_path / "r.json").read_text() == earlier
     assert said in (tmp_path / "r.md").read_text()  # written, and says what is missing
+
+
+def test_a_cached_profile_that_is_not_one_is_named_with_why(tmp_path: Path) -> None:
+    """`garbage` in the cache: the worker's `profile -o` refused to replace it, and the bench said
+    only "profile edge failed (2); log: ..." naming a log deleted at the end."""
+    from splitpoint.bench.profiling import _cached
+    from splitpoint.errors import ConfigError
+
+    p = tmp_path / "edge-profile.json"
+    assert _cached(p, "edge", "sha256:x") is False  # nothing cached: profiled
+    p.write_text('{"format": "splitpoint-profile", "schema_version": 0}')
+    assert _cached(p, "edge", "sha256:x") is False  # an older profile: profiled again over it
+    p.write_text("garbage")
+    with pytest.raises(ConfigError) as exc:
+        _cached(p, "edge", "sha256:x")
+    assert str(exc.value).startswith(f'cached edge profile = "{p}": unreadable')
+    assert "move it away, or give another --cache-dir" in str(exc.value) and p.read_text() == "garbage"
+
+
+def test_a_failed_profile_run_says_the_cause_not_only_a_log_about_to_be_removed(tmp_path: Path) -> None:
+    from splitpoint.bench.profiling import _failed
+
+    log = tmp_path / "edge-worker.log"
+    log.write_text("12:00 INFO starting\nsplitpoint profile: error: -o = \"x\": exists and is not a profile\n\n")
+    gone = str(_failed("splitpoint profile edge", "exit 2", log, kept=False))
+    assert gone == 'splitpoint profile edge failed (exit 2): splitpoint profile: error: -o = "x": exists and is not a profile'
+    assert str(_failed("splitpoint profile edge", "exit 2", log, kept=True)).endswith(f"; log: {log}")
