@@ -230,3 +230,17 @@ def test_rerendering_with_plots_into_a_file_is_one_line(tmp_path: Any, capsys: p
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert f'--plots = "{tmp_path / "afile"}": is a file, not a directory' in err and "Traceback" not in err
+
+
+def test_rerendering_exits_1_when_a_plot_cannot_be_written(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    from splitpoint.bench.report import main
+
+    cond = {"bandwidth_mbps": 10.0, "rtt_ms": 10.0, "fixed": {"0": {"split": 0, "median_ms": 5.0}}}
+    result = tmp_path / "r.json"
+    result.write_text(json.dumps({"format": "splitpoint-bench", "bundle": {"model": "m", "num_layers": 8},
+                                  "conditions": [cond]}))
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "bench-m-latency-vs-split.png").mkdir()  # where the plot would go
+    assert main([str(result), "--plots", str(tmp_path / "img")]) == 1  # was 0, the plot missing
+    assert "bench-m-latency-vs-split.png: could not be written" in capsys.readouterr().err
