@@ -58,6 +58,12 @@ class PolicyConfig:
             raise ConfigError("policy.min_dwell_frames", self.min_dwell_frames, "must be >= 0")
         if self.battery_low_pct is not None and not 0 <= self.battery_low_pct <= 100:
             raise ConfigError("policy.battery_low_pct", self.battery_low_pct, "must be between 0 and 100")
+        if self.split is not None and self.name != "fixed":  # it was ignored without a word
+            raise ConfigError("policy.split", self.split, f"is the fixed policy's split, and policy.name is "
+                                                          f"{self.name}: set policy.name = \"fixed\", or leave policy.split out")
+        if self.name == "weighted" and self.latency_weight == 0 and self.energy_weight == 0:
+            raise ConfigError("policy.latency_weight", 0, "with policy.energy_weight = 0 too, every split costs the "
+                                                          "same (the choice was k = 0): give one of them > 0")
         if self.name != "fixed" and not (self.edge_profile and self.cloud_profile):
             raise ConfigError("policy.name", self.name, "needs policy.edge_profile and policy.cloud_profile (measure them with `splitpoint profile`)")
 

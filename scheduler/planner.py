@@ -20,20 +20,28 @@ from splitpoint.errors import ConfigError
 log = logging.getLogger(__name__)
 
 _BW_UNITS = {"bps": 1.0, "kbps": 1e3, "mbps": 1e6, "gbps": 1e9}
+#: the slowest uplink a plan is made for: below it a bare number is most likely Mbps without its
+#: unit (`--bandwidth 5` planned for 5 bit/s), and a plan is a page of 300-digit milliseconds
+MIN_BANDWIDTH_BPS = 1e3
 _TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
 def parse_bandwidth(text: str, key: str = "--bandwidth") -> float:
-    """'5Mbps', '500kbps', '2.5 mbps', '1e6' (bit/s) -> bit/s."""
+    """'5Mbps', '500kbps', '2.5 mbps', '1e6' (bit/s), '5MBps' or '5MB/s' (bytes: 40 Mbit/s) -> bit/s.
+    Case does not matter but for the B of bytes: '5MBps' was read as 5 Mbit/s, 8 times too slow."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([a-zA-Z/]*)\s*", text)
-    unit = (m.group(2).lower().replace("/s", "ps") if m else "") or "bps"
+    written = m.group(2).replace("/s", "ps") if m else ""
+    in_bytes = written.endswith("Bps")
+    unit = (written[:-3] + "bps" if in_bytes else written).lower() or "bps"
     if not m or unit not in _BW_UNITS:
-        raise ConfigError(key, text, "expected a rate like 5Mbps, 500kbps or 2e6 (bit/s)")
-    value = float(m.group(1)) * _BW_UNITS[unit]
-    if value <= 0:
-        raise ConfigError(key, text, "must be > 0")
+        raise ConfigError(key, text, "expected a rate like 5Mbps, 500kbps or 2e6 (bit/s), or 1MBps (bytes)")
+    value = float(m.group(1)) * _BW_UNITS[unit] * (8 if in_bytes else 1)
     if not math.isfinite(value):  # 1e400Mbps: inf, which `policy explain --json` wrote as Infinity
         raise ConfigError(key, text, "is too large to be a rate")
+    if value < MIN_BANDWIDTH_BPS:
+        unitless = "; a number alone is bit/s: give its unit, e.g. 5Mbps" if not m.group(2) else ""
+        raise ConfigError(key, text, f"is below {MIN_BANDWIDTH_BPS:g} bit/s (1kbps), slower than any uplink "
+                                     f"planned for{unitless}")
     return value
 
 

@@ -258,6 +258,39 @@ def test_policy_explain_refuses_a_link_figure_too_large_to_be_finite(parse: str,
     assert parse_bandwidth("5Mbps") == 5e6 and parse_duration_ms("40") == 40.0
 
 
+@pytest.mark.parametrize(("text", "bps"), [("5Mbps", 5e6), ("5 mbps", 5e6), ("500kbps", 5e5), ("2e6", 2e6),
+                                         ("5MBps", 40e6), ("5MB/s", 40e6), ("1kBps", 8e3), ("1Gbps", 1e9)])
+def test_a_rate_in_bytes_is_eight_times_its_bits(text: str, bps: float) -> None:
+    """'5MBps' (megabytes) was read as 5 Mbit/s: case was dropped, B of bytes with it."""
+    from scheduler.planner import parse_bandwidth
+
+    assert parse_bandwidth(text) == bps
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("5", "is below 1000 bit/s (1kbps), slower than any uplink planned for; a number alone is bit/s: give its "
+          "unit, e.g. 5Mbps"),  # planned for 5 bit/s: a header of "link 0.00 Mbps"
+    ("1e-300Mbps", "is below 1000 bit/s (1kbps), slower than any uplink planned for"),  # 300-digit figures
+    ("5 parsecs", "expected a rate like 5Mbps, 500kbps or 2e6 (bit/s), or 1MBps (bytes)"),
+])
+def test_a_rate_too_slow_to_plan_for_is_refused(text: str, said: str) -> None:
+    from scheduler.planner import parse_bandwidth
+
+    with pytest.raises(ConfigError) as info:
+        parse_bandwidth(text)
+    assert str(info.value).endswith(said), info.value
+
+
+@pytest.mark.parametrize(("conf", "said"), [
+    (dict(name="min-latency", split=3), 'policy.split = 3: is the fixed policy\'s split, and policy.name is min-latency'),
+    (dict(name="weighted", latency_weight=0.0, energy_weight=0.0), "policy.latency_weight = 0: with policy.energy_weight"),
+])
+def test_a_policy_key_its_policy_would_ignore_is_refused(conf: dict, said: str) -> None:
+    """`policy explain --split 3` planned min-latency without a word; both weights 0 chose k = 0."""
+    with pytest.raises(ConfigError, match="^" + said.replace("(", r"\(")):
+        PolicyConfig(edge_profile="e.json", cloud_profile="c.json", **conf).validate()
+
+
 def replay(policy: AdaptivePolicy, est: LinkEstimator, bandwidths_mbps: list[float], rng: random.Random | None = None,
            wire: int = 200_000) -> list[int]:
     """Feed one bandwidth sample per frame (with optional +-20% noise); return the split of each frame."""
