@@ -114,14 +114,14 @@ class Profile:
     @classmethod
     def from_dict(cls, d: Any, where: str = "profile") -> Profile:
         if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise ConfigError(where, d.get("format") if isinstance(d, dict) else "(file)",
+            raise ConfigError(where, d.get("format") if isinstance(d, dict) else None,
                               f"not a splitpoint profile (format must be {FORMAT!r})")
         if d.get("schema_version") != SCHEMA_VERSION:
             raise ConfigError(where, d.get("schema_version"), f"profile schema_version must be {SCHEMA_VERSION}")
         try:
             splits: dict[int, SplitProfile] = {}
             if not isinstance(d["splits"], list) or not all(isinstance(s, dict) for s in d["splits"]):
-                raise ConfigError(f"{where}: splits", "(not a list of objects)", "must be a JSON list of one object per split")
+                raise ConfigError(f"{where}: splits", None, "must be a JSON list of one object per split")
             for i, s in enumerate(d["splits"]):
                 k = _whole(f"{where}: splits[{i}].split", s["split"])
                 at = f"{where}: splits[{k}]"
@@ -148,9 +148,9 @@ class Profile:
                 power_source=str(d.get("power_source", "none")), created=d.get("created", ""),
             )
         except KeyError as exc:
-            raise ConfigError(where, "(file)", f"malformed profile: no {exc.args[0]!r} key") from None
+            raise ConfigError(where, None, f"malformed profile: no {exc.args[0]!r} key") from None
         except (TypeError, ValueError) as exc:
-            raise ConfigError(where, "(file)", f"malformed profile: {type(exc).__name__}: {exc}") from None
+            raise ConfigError(where, None, f"malformed profile: {type(exc).__name__}: {exc}") from None
 
 
 def _whole(key: str, value: Any) -> int:

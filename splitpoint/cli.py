@@ -141,10 +141,16 @@ def cmd_profile(args: argparse.Namespace) -> int:
         return 0
     if not args.bundle:
         raise ConfigError("--bundle", None, "give the bundle to profile")
+    if args.side != "edge":
+        for flag, value in (("--device", args.device), ("--threads", args.threads), ("--splits", args.splits)):
+            if value is not None:
+                raise ConfigError(flag, value, f"is for `profile edge`; `profile {args.side}` has no use for it")
     if args.side == "reference":
         from scheduler.reference_profiles import write_reference_profiles
 
-        out = Path(args.output or "reference-profiles")
+        if args.output == "":
+            raise ConfigError("-o", "", "give a directory (or leave -o out for ./reference-profiles)")
+        out = Path(args.output if args.output is not None else "reference-profiles")
         paths = write_reference_profiles(load_bundle(args.bundle, verify=False).manifest, out)
         for path in paths[:2]:
             print(format_profile(load_profile(path)), end="\n\n")
@@ -162,8 +168,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         bundle = load_bundle(args.bundle, side="edge")
         only = _split_list(args.splits, bundle.manifest.split_ids) if args.splits else None
         meter, _ = find_meter()  # logs what it found, or why there is none
-        heads = EdgeHeads(bundle, Device.parse(args.device, "--device"), cpu_fallback=False, splits=only,
-                          num_threads=args.threads)
+        heads = EdgeHeads(bundle, Device.parse(args.device or "cpu", "--device"), cpu_fallback=False, splits=only,
+                          num_threads=args.threads or 1)
         prof = profile_edge(heads, bundle, runs=args.runs, meter=meter)
     else:
         bundle = load_bundle(args.bundle, side="cloud")

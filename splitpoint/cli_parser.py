@@ -268,8 +268,9 @@ def _add_profile(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("measuring (edge, cloud, reference)")
     g.add_argument("--bundle", metavar="DIR", help="REQUIRED except with show: bundle directory")
     g.add_argument("-o", "--output", metavar="FILE", help="REQUIRED except with show: profile JSON to write")
-    g.add_argument("--device", default="cpu", help="edge: cpu, edgetpu, edgetpu:usb:N (default cpu)")
-    g.add_argument("--threads", type=up_to(MAX_THREADS), default=1, help="edge: LiteRT threads (default 1)")
+    # defaults None: given to another side than edge they are refused, not ignored (cmd_profile)
+    g.add_argument("--device", help="edge: cpu, edgetpu, edgetpu:usb:N (default cpu)")
+    g.add_argument("--threads", type=up_to(MAX_THREADS), help="edge: LiteRT threads (default 1)")
     g.add_argument("--runs", type=up_to(100_000), default=50, help="timed runs per split after warm-up (default 50)")
     g.add_argument("--splits", metavar="K,K,...", help="edge: profile only these splits (and K); default every split")
 

@@ -161,6 +161,23 @@ def test_a_profile_written_to_a_directory_is_refused_before_measuring(digits_bun
     assert list(tmp_path.iterdir()) == []  # nothing measured, nothing left behind
 
 
+@pytest.mark.parametrize(("argv", "said"), [
+    (["cloud", "--device", "edgetpu"], '--device = "edgetpu": is for `profile edge`; `profile cloud` has no use for it'),
+    (["cloud", "--splits", "1,2"], '--splits = "1,2": is for `profile edge`; `profile cloud` has no use for it'),
+    (["reference", "--threads", "2"], "--threads = 2: is for `profile edge`; `profile reference` has no use for it"),
+    (["reference", "-o", ""], "-o: give a directory (or leave -o out for ./reference-profiles)"),  # was the cwd
+])
+def test_a_profile_flag_its_side_has_no_use_for_is_refused(digits_bundle: Path, tmp_path: Path, argv: list[str],
+                                                           said: str, capsys: pytest.CaptureFixture,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """`profile cloud --device edgetpu` measured the tails as asked for nothing, without a word."""
+    monkeypatch.chdir(tmp_path)
+    out = [] if "-o" in argv else ["-o", str(tmp_path / "p.json")]
+    assert main(["profile", *argv, "--bundle", str(digits_bundle), "--runs", "2", *out]) == 2
+    assert capsys.readouterr().err.strip() == f"splitpoint profile: error: {said}"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_agent_changes_split_when_its_bandwidth_estimate_changes(cloud_server, digits_bundle: Path, tmp_path: Path) -> None:
     edge, cloud = synthetic_profiles(digits_bundle)
     edge.save(tmp_path / "e.json")

@@ -172,14 +172,14 @@ def test_a_profile_figure_the_planner_cannot_use_is_named(tmp_path: Path, where:
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    (lambda d: [d], r'^{path} = "\(file\)": not a splitpoint profile'),
+    (lambda d: [d], r"^{path}: not a splitpoint profile"),  # was `path = "(file)": ...`
     (lambda d: {**d, "bundle_digest": 5}, r"^{path}: bundle_digest = 5: must be a JSON string$"),
     (lambda d: {**d, "device": "pi"}, r'^{path}: device = "pi": must be a JSON object$'),
-    (lambda d: {**d, "splits": None}, r"^{path}: splits = .*: must be a JSON list of one object per split$"),
+    (lambda d: {**d, "splits": None}, r"^{path}: splits: must be a JSON list of one object per split$"),
     (lambda d: {**d, "splits": [{**d["splits"][0], "split": "0"}]}, r'^{path}: splits\[0\]\.split = "0": must be a whole'),
     (lambda d: {**d, "splits": [d["splits"][1], d["splits"][1]]}, r"^{path}: splits\[1\] = 1: profiled twice"),
     (lambda d: {**d, "splits": [{k: v for k, v in d["splits"][0].items() if k != "latency"}]},
-     r"^{path} = \"\(file\)\": malformed profile: no 'latency' key$"),
+     r"^{path}: malformed profile: no 'latency' key$"),
 ])
 def test_a_profile_of_the_wrong_shape_is_one_line_naming_what(tmp_path: Path, change: object, message: str) -> None:
     """`profile show` and `policy explain` gave tracebacks on a profile that is a JSON list or has a
