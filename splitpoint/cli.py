@@ -252,7 +252,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
     from splitpoint.files import check_replaceable
-    from splitpoint.loadtest import REPORT, LoadtestConfig, is_report, run_loadtest
+    from splitpoint.loadtest import LoadtestConfig, run_loadtest
+    from splitpoint.loadtest_report import REPORT, is_report
 
     conf = cfg.load(LoadtestConfig, args, args.config)
     conf.check_files()
@@ -260,14 +261,20 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         check_replaceable(conf.json, "json", REPORT, is_report)  # a directory, or someone's file
         if not Path(conf.json).parent.is_dir():
             raise ConfigError("json", conf.json, f"its directory {Path(conf.json).parent} does not exist")
-    report = run_loadtest(conf)
-    if report.connected == 0 and report.answered == 0:
-        hint = report.last_error_hint() or "is the server running, and are the address and the TLS settings right?"
-        raise SplitpointError(f"no drone could open a stream to {conf.target} ({report.last_error or 'no answer'}): "
-                              f"{hint} (`splitpoint doctor --cloud ...` checks them)")
-    print(report.text())
-    if conf.json:
-        print(f"figures in {conf.json}")
+    # SIGTERM as Ctrl-C, as for bench: the drones stop sending, the frames in flight get their
+    # answers (timeout_s at most), and the figures of the part run are printed and saved
+    with sigterm_interrupts():
+        report = run_loadtest(conf)
+        if report.complete and report.connected == 0 and report.answered == 0:
+            hint = report.last_error_hint() or "is the server running, and are the address and the TLS settings right?"
+            raise SplitpointError(f"no drone could open a stream to {conf.target} ({report.last_error or 'no answer'}): "
+                                  f"{hint} (`splitpoint doctor --cloud ...` checks them)")
+        print(report.text())  # before the JSON: a file that cannot be written loses no figure
+        if conf.json:
+            report.save(conf.json)
+            print(f"figures in {conf.json}")
+    if not report.complete:
+        raise KeyboardInterrupt  # ends as every interrupted command does (_command: "interrupted", exit 130)
     return 0 if report.answered else 1
 
 

@@ -26,27 +26,23 @@ one that finds no stream open (refused, or between streams) as a frame with no s
 from __future__ import annotations
 
 import heapq
-import json
 import logging
+import math
 import queue
 import random
-import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
 
 import grpc
-import numpy as np
 
 from splitpoint.bundle import load_bundle
 from splitpoint.certs import client_pairs
 from splitpoint.config import MAX_SECONDS, option
-from splitpoint.errors import ConfigError, RemoteError, status_code_from_int
-from splitpoint.files import json_object, write_replacing
-from splitpoint.remote_hints import remote_hint
+from splitpoint.errors import ConfigError, status_code_from_int
+from splitpoint.loadtest_report import LoadReport, latency_figures
 from splitpoint.security import ClientSecurity, check_key_pair
 from splitpoint.targets import balanced_options, check_tls_name, parse_target
 from splitpoint.v1 import offload_pb2, offload_pb2_grpc
@@ -57,8 +53,13 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 #: what one loadtest process emulates: a channel and a thread per drone, one pacer for all
 MAX_AGENTS, MAX_FRAMES_PER_S = 10_000, 100_000
-FORMAT = "splitpoint-loadtest"
-REPORT = "a splitpoint loadtest report (JSON)"
+#: how late the pacer may send a frame before the report says the figures are the load
+#: generator's: a tenth of a second is a frame late at 10 fps, and far more than the
+#: milliseconds a pacer with a core to itself is late
+PACER_MARGIN_S = 0.1
+#: how long the drones' channels get to close once the run is over (every wait is bounded: 1000
+#: drones each given 5 s to end their stream once kept a run going for minutes)
+CLOSE_S = 5.0
 #: how many distinct frames each drone cycles through (precomputed cut tensors)
 DISTINCT_FRAMES = 16
 
@@ -76,8 +77,8 @@ class LoadtestConfig:
                                     "replace streams; each new stream may land on another replica (0 = one stream)",
                                 group="load")
     duration: float = option(20.0, "seconds the drones send", group="load")
-    timeout_s: float = option(10.0, "a frame unanswered this long after the run ends counts as unanswered",
-                              group="load")
+    timeout_s: float = option(10.0, "seconds the drones get to connect before the clock starts; a frame "
+                                    "unanswered this long after the run ends counts as unanswered", group="load")
     json: str = option("", "write every figure here as JSON", group="output")
     tls_ca: str = option("", "CA (PEM) that signed the servers' certificates", group="security")
     tls_cert: str = option("", "client certificate (PEM) for mutual TLS", group="security")
@@ -103,6 +104,9 @@ class LoadtestConfig:
         if self.agents * self.fps > MAX_FRAMES_PER_S:  # --fps 1e9 paced a billion frames for a 1 s run
             raise ConfigError("fps", self.fps, f"x {self.agents} agents is more than one pacer sends (at most "
                                                f"{MAX_FRAMES_PER_S} frames/s in all; run several loadtests for more)")
+        if self.fps * self.duration < 1:  # each drone's first frame is due within one period of the start
+            raise ConfigError("duration", self.duration, f"is shorter than one frame at fps = {self.fps:g} (one "
+                                                         f"every {1 / self.fps:g} s): no drone would send a frame")
         if self.duration > MAX_SECONDS:
             raise ConfigError("duration", self.duration, f"must be at most {MAX_SECONDS} s")
         if self.split < 0:
@@ -136,82 +140,6 @@ class LoadtestConfig:
     def security(self) -> ClientSecurity:
         return ClientSecurity(self.tls_ca, self.tls_cert, self.tls_key, self.tls_server_name, self.token_file,
                               self.insecure)
-
-
-@dataclass
-class LoadReport:
-    config: dict[str, Any]
-    seconds: float
-    connected: int = 0  # drones whose stream was open when the clock started
-    last_error: str = ""  # the latest stream failure, if any
-    certificates: int = 0  # distinct client certificates the drones presented (0: none)
-    sent: int = 0
-    answered: int = 0
-    skipped: int = 0
-    no_stream: int = 0  # camera frames of drones with no stream open (refused, or between streams)
-    unanswered: int = 0
-    refused: dict[str, int] = field(default_factory=dict)  # per-frame error code -> frames
-    stream_failures: dict[str, int] = field(default_factory=dict)  # stream status -> frames lost with it
-    replicas: dict[str, int] = field(default_factory=dict)  # replica -> frames it answered
-    per_agent_answered: list[int] = field(default_factory=list)
-    latency_ms: dict[str, float] = field(default_factory=dict)  # p50, p95, p99, mean
-
-    @property
-    def frames_per_s(self) -> float:
-        return self.answered / self.seconds if self.seconds > 0 else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, **asdict(self), "frames_per_s": self.frames_per_s}
-
-    def last_error_hint(self) -> str:
-        """What the last stream error most likely means, as the agent would say it (a refused token
-        is not "is the server running?")."""
-        code, _, details = self.last_error.partition(": ")
-        status = grpc.StatusCode.__members__.get(code)
-        return remote_hint(RemoteError(status, details)) if status else ""
-
-    def text(self) -> str:
-        lines = [f"{len(self.per_agent_answered)} drones for {self.seconds:.1f}s: {self.sent} frames sent, "
-                 f"{self.answered} answered ({self.frames_per_s:.1f} frames/s), {self.skipped} skipped (window full), "
-                 + (f"{self.no_stream} with no stream open, " if self.no_stream else "")
-                 + f"{self.unanswered} unanswered"]
-        if self.connected < len(self.per_agent_answered):
-            # a drone refused its stream sends nothing: its camera's frames have no stream, and
-            # the figures are a smaller fleet's (e.g. drones sharing a certificate, held to
-            # max_streams_per_agent together)
-            lines.append(f"only {self.connected} of {len(self.per_agent_answered)} drones opened a stream "
-                         f"before the clock started" + (f"; last stream error: {self.last_error}"
-                                                        if self.last_error else ""))
-        drones = len(self.per_agent_answered)
-        if 0 < self.certificates < drones:  # under mutual TLS: fewer agents than drones, said with the figures
-            lines.append(f"{drones} drones presented {self.certificates} client certificate"
-                         f"{'s' if self.certificates > 1 else ''}: drones sharing one are one agent to a server "
-                         "that asks for them (max_streams_per_agent, max_queue_per_agent)")
-        if self.latency_ms:
-            lat = self.latency_ms
-            lines.append(f"latency ms: p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  p99 {lat['p99']:.1f}  "
-                         f"mean {lat['mean']:.1f}")
-        for title, counts in (("refused by the server", self.refused), ("lost with their stream", self.stream_failures)):
-            if counts:
-                lines.append(f"{title}: " + ", ".join(f"{code} {n}" for code, n in sorted(counts.items())))
-        for replica, n in sorted(self.replicas.items()):
-            lines.append(f"replica {replica}: {n} frames ({n / max(1, self.answered):.1%})")
-        if self.per_agent_answered:
-            mean = statistics.fmean(self.per_agent_answered)
-            lines.append(f"answered per drone: min {min(self.per_agent_answered)}, mean {mean:.1f}, "
-                         f"max {max(self.per_agent_answered)}")
-        return "\n".join(lines)
-
-
-def is_report(data: bytes) -> bool:
-    """An earlier report, which `--json` may replace (and nothing else: splitpoint/files.py); one
-    written before reports said their format is known by its keys."""
-    report = json_object(data) or {}
-    return report.get("format") == FORMAT or {"config", "seconds", "per_agent_answered", "frames_per_s"} <= set(report)
-
-
-def _percentile(values: list[float], p: float) -> float:
-    return float(np.percentile(np.asarray(values), p)) if values else 0.0
 
 
 class _Tally:
@@ -296,8 +224,9 @@ class _Drone:
                     self._answer(resp, replica)
             except grpc.RpcError as err:
                 code = err.code().name if err.code() else "UNKNOWN"
-                with self.tally.lock:
-                    self.tally.last_error = f"{code}: {err.details()}"
+                if not self._stop.is_set():  # not the cancel of its own close: the report said that was why
+                    with self.tally.lock:    # drones failed ("CANCELLED: ... Channel closed!")
+                        self.tally.last_error = f"{code}: {err.details()}"
             with self._lock:  # frames in flight on the ended stream end with it
                 lost, self._inflight = len(self._inflight), {}
                 self._feed = None
@@ -328,16 +257,21 @@ class _Drone:
             return len(self._inflight)
 
     def stop(self) -> int:
-        """End the drone; returns how many of its frames were never answered (each counted here
-        and nowhere else: an answer arriving now finds its frame gone)."""
+        """Stop the drone (it sends no more); returns how many of its frames were never answered
+        (each counted here and nowhere else: an answer arriving now finds its frame gone).
+        It does not wait: `close` does, for the whole fleet at once."""
         self._stop.set()
         with self._lock:
             unanswered, self._inflight = len(self._inflight), {}
             if self._feed is not None:
                 self._feed.put(None)  # half-close: the server ends the stream
-        self._reader.join(5)
-        self.channel.close()
         return unanswered
+
+    def close(self, deadline: float) -> None:
+        """Close the channel (its stream is cancelled: the reader ends) and wait for the reader
+        until `deadline` (monotonic) at most."""
+        self.channel.close()
+        self._reader.join(max(0.0, deadline - time.monotonic()))
 
 
 def cut_requests(bundle_dir: str, split: int) -> list[offload_pb2.InferRequest]:
@@ -362,50 +296,98 @@ def cut_requests(bundle_dir: str, split: int) -> list[offload_pb2.InferRequest]:
     return out
 
 
+@dataclass
+class Pacing:
+    """How the pacer kept its schedule."""
+
+    seconds: float  # the run's length: the duration, or until it was interrupted
+    complete: bool  # False: interrupted (KeyboardInterrupt: Ctrl-C, or SIGTERM as the CLI maps it)
+    late_s: float = 0.0  # the most a tick came after its time
+    unpaced: int = 0  # ticks due before the end that it never reached
+
+
+def pace(drones: Sequence[_Drone], fps: float, duration: float, clock: Callable[[], float] = time.monotonic,
+         sleep: Callable[[float], None] = time.sleep) -> Pacing:
+    """One pacer for every drone: drone n's frames are due at start + phase_n + i / fps, the
+    phases random (seeded) within one period. It ends at start + duration by the clock, not
+    once every frame due by then went out: a pacer starved by the drones' threads (1000 drones
+    on 2 cores) was 60 s behind, and the run took 161 s instead of 3. A KeyboardInterrupt ends
+    it too: what was sent is measured."""
+    period = 1.0 / fps
+    rng = random.Random(0)
+    start = clock()
+    due = [(start + rng.uniform(0, period), n) for n in range(len(drones))]
+    heapq.heapify(due)
+    end = start + duration
+    late = 0.0
+    try:
+        while due[0][0] < end:
+            t, n = due[0]
+            delay = t - clock()
+            if delay > 0:
+                sleep(delay)
+            now = clock()
+            late = max(late, now - t)
+            if now >= end:  # behind: this frame and those after it are counted, never sent
+                break
+            heapq.heapreplace(due, (t + period, n))
+            drones[n].tick()
+    except KeyboardInterrupt:
+        return Pacing(min(clock(), end) - start, False, late)
+    # each drone's frames still due before the end, from its next one
+    unpaced = sum(math.ceil((end - t) / period) for t, _ in due if t < end)
+    return Pacing(duration, True, late, unpaced)
+
+
 def run_loadtest(conf: LoadtestConfig) -> LoadReport:
+    """The run: the drones connect (timeout_s at most), send for `duration`, get timeout_s at
+    most for their last answers and CLOSE_S to close; the report of what they measured. A
+    KeyboardInterrupt (Ctrl-C; SIGTERM, as the CLI maps it) before the clock starts ends the
+    run with nothing measured (it is raised again); once it runs, it ends the sending, and the
+    report is of the part run (complete = False)."""
     requests = cut_requests(conf.bundle, conf.split)
     tally = _Tally()
     pairs = conf.client_pairs()
-    drones = [_Drone(n, conf, conf.drone_security(pairs, n), requests, tally) for n in range(conf.agents)]
-    t0 = time.monotonic()
-    for d in drones:
-        d.start()
-    # the fleet is connected before the clock starts: connection set-up is not load
-    for d in drones:
-        d.ready.wait(max(0.0, t0 + conf.timeout_s - time.monotonic()))
+    drones: list[_Drone] = []
+    try:
+        for n in range(conf.agents):
+            drones.append(_Drone(n, conf, conf.drone_security(pairs, n), requests, tally))
+        t0 = time.monotonic()
+        for d in drones:
+            d.start()
+        # the fleet is connected before the clock starts: connection set-up is not load
+        for d in drones:
+            d.ready.wait(max(0.0, t0 + conf.timeout_s - time.monotonic()))
+    except KeyboardInterrupt:
+        _close(drones)
+        raise
     ready = sum(d.ready.is_set() for d in drones)
     log.info("%d of %d drones connected in %.1fs", ready, len(drones), time.monotonic() - t0)
-    period = 1.0 / conf.fps
-    rng = random.Random(0)
-    start = time.monotonic()
-    # one pacer for every drone: drone n's frames are due at start + phase_n + i * period
-    due = [(start + rng.uniform(0, period), n) for n in range(conf.agents)]
-    heapq.heapify(due)
-    end = start + conf.duration
-    while due[0][0] < end:
-        t, n = heapq.heappop(due)
-        delay = t - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        drones[n].tick()
-        heapq.heappush(due, (t + period, n))
-    seconds = time.monotonic() - start
+    pacing = pace(drones, conf.fps, conf.duration)
+    complete = pacing.complete
     deadline = time.monotonic() + conf.timeout_s
-    while sum(d.outstanding() for d in drones) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    unanswered = sum(d.stop() for d in drones)
-    lat = tally.latencies
-    report = LoadReport(
-        config={k: v for k, v in asdict(conf).items() if k not in ("token_file",)}, seconds=seconds,
-        connected=ready, last_error=tally.last_error,
+    try:
+        while sum(d.outstanding() for d in drones) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    except KeyboardInterrupt:  # a second stop while the answers come: stop waiting for them
+        complete = False
+    unanswered = _close(drones)
+    return LoadReport(
+        config={k: v for k, v in asdict(conf).items() if k not in ("token_file",)}, seconds=pacing.seconds,
+        complete=complete, connected=ready, last_error=tally.last_error,
         certificates=min(len(pairs), conf.agents) if pairs else int(bool(conf.tls_cert)),
-        sent=tally.sent, answered=len(lat), skipped=tally.skipped, no_stream=tally.no_stream,
-        unanswered=unanswered,
+        sent=tally.sent, answered=len(tally.latencies), skipped=tally.skipped, no_stream=tally.no_stream,
+        unanswered=unanswered, unpaced=pacing.unpaced, pacer_late_ms=pacing.late_s * 1000,
+        pacer_behind=pacing.late_s > PACER_MARGIN_S,
         refused=dict(tally.refused), stream_failures=dict(tally.stream_failures), replicas=dict(tally.replicas),
-        per_agent_answered=[d.answered for d in drones],
-        latency_ms={"p50": _percentile(lat, 50), "p95": _percentile(lat, 95), "p99": _percentile(lat, 99),
-                    "mean": statistics.fmean(lat)} if lat else {},
+        per_agent_answered=[d.answered for d in drones], latency_ms=latency_figures(tally.latencies),
     )
-    if conf.json:
-        write_replacing(conf.json, json.dumps(report.to_dict(), indent=2), "json", REPORT, is_report)
-    return report
+
+
+def _close(drones: list[_Drone]) -> int:
+    """Stop every drone, then close them all within CLOSE_S; how many frames were never answered."""
+    unanswered = sum(d.stop() for d in drones)
+    deadline = time.monotonic() + CLOSE_S
+    for d in drones:
+        d.close(deadline)
+    return unanswered

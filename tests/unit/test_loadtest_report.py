@@ -9,13 +9,14 @@ report read like 50 (the refused drones' frames counted as "skipped (window full
 from __future__ import annotations
 
 import threading
+import time
 from types import SimpleNamespace
 from typing import Any
 
 import grpc
 import pytest
 
-from splitpoint.loadtest import LoadReport
+from splitpoint.loadtest_report import LoadReport
 
 pytestmark = pytest.mark.edge_side  # no TensorFlow
 
@@ -80,6 +81,7 @@ def test_a_drone_is_connected_only_once_the_server_took_its_stream(taken: bool) 
     drone.start()
     assert iterated.wait(5.0)
     drone.stop()
+    drone.close(time.monotonic() + 5.0)
     assert drone.ready.is_set() == taken
     assert tally.last_error == ("" if taken else "UNAUTHENTICATED: missing or invalid bearer token")
 

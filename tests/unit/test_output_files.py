@@ -18,8 +18,8 @@ from splitpoint.bench.report_tables import is_report, render_markdown
 from splitpoint.bench.results import BenchResult, is_result
 from splitpoint.errors import ConfigError
 from splitpoint.files import check_replaceable, write_replacing
-from splitpoint.loadtest import LoadReport
-from splitpoint.loadtest import is_report as is_loadtest_report
+from splitpoint.loadtest_report import LoadReport
+from splitpoint.loadtest_report import is_report as is_loadtest_report
 
 pytestmark = pytest.mark.edge_side  # no TensorFlow
 
