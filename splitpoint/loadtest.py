@@ -359,6 +359,8 @@ def run_loadtest(conf: LoadtestConfig) -> LoadReport:
         for d in drones:
             d.ready.wait(max(0.0, t0 + conf.timeout_s - time.monotonic()))
     except KeyboardInterrupt:
+        for d in drones:
+            d.stop()
         _close(drones)
         raise
     ready = sum(d.ready.is_set() for d in drones)
@@ -371,7 +373,8 @@ def run_loadtest(conf: LoadtestConfig) -> LoadReport:
             time.sleep(0.05)
     except KeyboardInterrupt:  # a second stop while the answers come: stop waiting for them
         complete = False
-    unanswered = _close(drones)
+    unanswered = sum(d.stop() for d in drones)  # counted before anything else can interrupt
+    complete = _close(drones) and complete
     return LoadReport(
         config={k: v for k, v in asdict(conf).items() if k not in ("token_file",)}, seconds=pacing.seconds,
         complete=complete, connected=ready, last_error=tally.last_error,
@@ -384,10 +387,13 @@ def run_loadtest(conf: LoadtestConfig) -> LoadReport:
     )
 
 
-def _close(drones: list[_Drone]) -> int:
-    """Stop every drone, then close them all within CLOSE_S; how many frames were never answered."""
-    unanswered = sum(d.stop() for d in drones)
+def _close(drones: list[_Drone]) -> bool:
+    """Close the stopped drones within CLOSE_S; False if a KeyboardInterrupt (a second stop)
+    cut that short: the figures are kept, the last channels close with the process."""
     deadline = time.monotonic() + CLOSE_S
-    for d in drones:
-        d.close(deadline)
-    return unanswered
+    try:
+        for d in drones:
+            d.close(deadline)
+    except KeyboardInterrupt:
+        return False
+    return True
