@@ -54,9 +54,9 @@ MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 #: what one loadtest process emulates: a channel and a thread per drone, one pacer for all
 MAX_AGENTS, MAX_FRAMES_PER_S = 10_000, 100_000
 #: how late the pacer may send a frame before the report says the figures are the load
-#: generator's: a tenth of a second is a frame late at 10 fps, and far more than the
-#: milliseconds a pacer with a core to itself is late
-PACER_MARGIN_S = 0.1
+#: generator's: a pacer with a core to itself is milliseconds late, one on a busy shared machine
+#: a hundred or two now and then; half a second late, it has held back frames of many drones
+PACER_MARGIN_S = 0.5
 #: how long the drones' channels get to close once the run is over (every wait is bounded: 1000
 #: drones each given 5 s to end their stream once kept a run going for minutes)
 CLOSE_S = 5.0
@@ -381,7 +381,7 @@ def run_loadtest(conf: LoadtestConfig) -> LoadReport:
         certificates=min(len(pairs), conf.agents) if pairs else int(bool(conf.tls_cert)),
         sent=tally.sent, answered=len(tally.latencies), skipped=tally.skipped, no_stream=tally.no_stream,
         unanswered=unanswered, unpaced=pacing.unpaced, pacer_late_ms=pacing.late_s * 1000,
-        pacer_behind=pacing.late_s > PACER_MARGIN_S,
+        pacer_behind=pacing.late_s > PACER_MARGIN_S or pacing.unpaced > 0,
         refused=dict(tally.refused), stream_failures=dict(tally.stream_failures), replicas=dict(tally.replicas),
         per_agent_answered=[d.answered for d in drones], latency_ms=latency_figures(tally.latencies),
     )

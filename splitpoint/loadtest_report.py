@@ -37,7 +37,7 @@ class LoadReport:
     unanswered: int = 0
     unpaced: int = 0  # camera frames due before the end that the pacer, behind its schedule, never reached
     pacer_late_ms: float = 0.0  # the most a frame was sent after its time
-    pacer_behind: bool = False  # pacer_late_ms over PACER_MARGIN_S: the figures are the generator's
+    pacer_behind: bool = False  # pacer_late_ms over PACER_MARGIN_S, or frames unpaced: the figures are the generator's
     refused: dict[str, int] = field(default_factory=dict)  # per-frame error code -> frames
     stream_failures: dict[str, int] = field(default_factory=dict)  # stream status -> frames lost with it
     replicas: dict[str, int] = field(default_factory=dict)  # replica -> frames it answered
