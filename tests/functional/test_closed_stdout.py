@@ -21,7 +21,7 @@ from splitpoint.v1 import offload_pb2, offload_pb2_grpc
 WAIT_S = 60.0
 
 
-def start(*args: str, cwd: Path) -> tuple[subprocess.Popen[str], list[str], threading.Event]:
+def start(*args: str, cwd: Path) -> tuple[subprocess.Popen[str], list[str], threading.Event, threading.Thread]:
     proc = subprocess.Popen([sys.executable, "-m", "splitpoint", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=cwd)
     assert proc.stdout is not None and proc.stderr is not None
@@ -36,12 +36,13 @@ def start(*args: str, cwd: Path) -> tuple[subprocess.Popen[str], list[str], thre
                 listening.set()
         listening.set()  # ended: the waiter looks at what was said
 
-    threading.Thread(target=pump, daemon=True).start()
-    return proc, said, listening
+    reader = threading.Thread(target=pump, daemon=True)  # joined for the whole of what was said
+    reader.start()
+    return proc, said, listening, reader
 
 
 def test_the_server_serves_on_when_its_stdout_reader_is_gone(digits_bundle: Path, tmp_path: Path) -> None:
-    proc, said, listening = start("cloud", "--insecure", "--bundle", str(digits_bundle), "--listen", "127.0.0.1:0",
+    proc, said, listening, _ = start("cloud", "--insecure", "--bundle", str(digits_bundle), "--listen", "127.0.0.1:0",
                                   "--grace-s", "1", cwd=tmp_path)
     try:
         assert listening.wait(WAIT_S), "".join(said)
@@ -64,7 +65,7 @@ def test_the_server_serves_on_when_its_stdout_reader_is_gone(digits_bundle: Path
 def test_an_agent_s_run_keeps_its_exit_code_when_its_summary_cannot_be_printed(digits_bundle: Path,
                                                                               tmp_path: Path) -> None:
     results = tmp_path / "r.jsonl"
-    proc, said, _ = start("edge", "--bundle", str(digits_bundle), "--source", "synthetic:5", "--split", "7",
+    proc, said, _, reader = start("edge", "--bundle", str(digits_bundle), "--source", "synthetic:5", "--split", "7",
                           "--results", str(results), "--log-level", "warning", cwd=tmp_path)
     try:
         assert proc.wait(WAIT_S) == 0, "".join(said)
@@ -72,6 +73,7 @@ def test_an_agent_s_run_keeps_its_exit_code_when_its_summary_cannot_be_printed(d
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+    reader.join(WAIT_S)  # the process has exited; its last line may still be on its way to `said`
     text = "".join(said)
     assert "Traceback" not in text and "stdout is closed (Broken pipe): 5 frames in" in text, text
     assert len(read_results(results)) == 5

@@ -31,7 +31,11 @@ from splitpoint.targets import balanced_options
 from splitpoint.v1 import offload_pb2, offload_pb2_grpc
 
 IDLE_STREAMS = 200
+#: health Checks while the idle streams hold their threads: nine in ten within HEALTH_BOUND_MS, and
+#: none stalled (a starved pool waits for a stream to end: seconds, or the call's deadline). The
+#: maximum alone failed once in six runs on a shared CPU at load 7 (280 ms; median 3.9 ms).
 HEALTH_BOUND_MS = 100.0
+HEALTH_STALL_MS = 2000.0
 
 
 def health_check_ms(stub: health_pb2_grpc.HealthStub) -> float:
@@ -83,7 +87,8 @@ def test_idle_streams_never_starve_health_or_a_good_agent(cloud_process: Callabl
     assert len(records) == 30 and all(r["where"] == "cloud" for r in records), [r["where"] for r in records]
     print(f"health Check with {IDLE_STREAMS} idle streams: median {statistics.median(times):.1f} ms, "
           f"max {max(times):.1f} ms over {len(times)} checks")
-    assert max(times) < HEALTH_BOUND_MS, sorted(times)[-5:]
+    assert statistics.quantiles(times, n=10)[-1] < HEALTH_BOUND_MS, sorted(times)
+    assert max(times) < HEALTH_STALL_MS, sorted(times)[-5:]
 
 
 def test_two_hundred_drones_overloading_one_server(cloud_process: Callable, digits_bundle: Path,
