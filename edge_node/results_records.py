@@ -177,11 +177,21 @@ def _has_results_table(db: sqlite3.Connection) -> bool:
 
 
 def _wal_hint(p: Path) -> str:
-    """Why a log with a -wal beside it may not open: SQLite must write its -shm to read a WAL."""
-    if os.path.lexists(p.with_name(p.name + "-wal")) and not os.access(p.parent, os.W_OK):
-        return (f"; its {p.name}-wal holds records SQLite can read only where it may write beside them: copy "
-                f"{p.name} with its -wal and -shm to a writable directory")
-    return ""
+    """Why a log with a -wal beside it may not open: SQLite must write its -shm to read a WAL (an
+    agent stopped by a full disk leaves one)."""
+    if not os.path.lexists(p.with_name(p.name + "-wal")):
+        return ""
+    try:
+        st = os.statvfs(p.parent)
+        full = st.f_bavail * st.f_frsize < FULL_DISK_BYTES
+    except OSError:
+        full = False
+    where = ("the disk it is on is full: free some space, or copy" if full else
+             "copy" if not os.access(p.parent, os.W_OK) else "")
+    if not where:
+        return ""
+    return (f"; its {p.name}-wal holds records SQLite can read only where it may write beside them: {where} "
+            f"{p.name} with its -wal and -shm to a writable directory")
 
 
 def last_frame_id(path: str | Path, stop: Callable[[], bool] = lambda: False) -> int | None:
@@ -208,6 +218,9 @@ def last_frame_id(path: str | Path, stop: Callable[[], bool] = lambda: False) ->
         raise ConfigError("results", str(p), f"cannot be read as a SQLite results log ({exc})") from None
     return value if isinstance(value, int) else None
 
+
+#: free space below which a SQLite log's WAL cannot be read where it is (its -shm needs a few pages)
+FULL_DISK_BYTES = 1 << 20
 
 #: how much of a JSONL log `check_log_start` reads: enough lines to tell a results log from another file
 _START_BYTES = 64 * 1024

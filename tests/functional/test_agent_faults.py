@@ -40,6 +40,7 @@ from helpers import finish_process as finish
 from edge_node.results import read_results
 from splitpoint.bundle import load_bundle
 from splitpoint.codec import encode
+from splitpoint.errors import ConfigError
 from splitpoint.v1 import offload_pb2, offload_pb2_grpc
 
 PROC_TIMEOUT_S = 60.0
@@ -109,13 +110,14 @@ def fake_server() -> Iterator[Callable[[FakeOffload], str]]:
 
 @pytest.fixture
 def full_disk(tmp_path: Path, fmt: str) -> Iterator[Path]:
-    """A 64 KiB tmpfs, filled but for room for a few records (SQLite needs a few pages to start)."""
-    room = 4096 if fmt == "jsonl" else 24 * 1024
+    """A 256 KiB tmpfs, filled but for room for a few records. SQLite needs its -shm (32 KiB) and
+    a WAL page per record: with 24 KiB it wrote none, and the test read an empty log."""
+    room = 4096 if fmt == "jsonl" else 96 * 1024
     mnt = tmp_path / "small"
     mnt.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True, text=True)
     if proc.returncode != 0:
-        pytest.skip(f"cannot mount a 64 KiB tmpfs to fill (needs root): {proc.stderr.strip()}")
+        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {proc.stderr.strip()}")
     try:
         filler = mnt / "filler"
         with open(filler, "wb", buffering=0) as fh:
@@ -146,7 +148,14 @@ def test_a_full_results_disk_stops_the_agent_with_one_clear_error(digits_bundle:
     assert len(lines) == 1, err  # one message, naming the file...
     assert lines[0].startswith("splitpoint edge: error: results log "), lines[0]
     assert "full" in lines[0] or "No space left" in lines[0], lines[0]  # ... and the error
+    if fmt == "sqlite":  # the agent left a -wal: reading it needs room for SQLite's -shm
+        try:
+            read_results(results)
+        except ConfigError as exc:  # not "no records", as before
+            assert "the disk it is on is full: free some space" in str(exc), exc
+    (full_disk / "filler").unlink()  # the operator frees space
     records = read_results(results)  # what was written stays a valid log
+    assert records, "the records written before the disk filled are gone"
     if fmt == "jsonl":
         raw = results.read_bytes()
         assert raw.endswith(b"\n") or not raw
