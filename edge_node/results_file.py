@@ -168,7 +168,34 @@ def check_sqlite_results(path: Path) -> None:
         with read_only_sqlite(path):
             pass
     except sqlite3.DatabaseError as exc:
-        raise ConfigError("results", str(path), f"cannot be read as a SQLite results log ({exc})") from None
+        raise unreadable_sqlite(path, exc) from None
+
+
+#: free space below which a SQLite log's WAL cannot be read where it is (its -shm needs a few pages)
+FULL_DISK_BYTES = 1 << 20
+
+
+def unreadable_sqlite(p: Path, exc: Exception) -> ConfigError:
+    """The error of a SQLite log SQLite would not read, with what to do when its WAL is why."""
+    return ConfigError("results", str(p), f"cannot be read as a SQLite results log ({exc}){_wal_hint(p)}")
+
+
+def _wal_hint(p: Path) -> str:
+    """Why a log with a -wal beside it may not open: SQLite must write its -shm to read a WAL (an
+    agent stopped by a full disk leaves one)."""
+    if not os.path.lexists(p.with_name(p.name + "-wal")):
+        return ""
+    try:
+        st = os.statvfs(p.parent)
+        full = st.f_bavail * st.f_frsize < FULL_DISK_BYTES
+    except OSError:
+        full = False
+    where = ("the disk it is on is full: free some space, or copy" if full else
+             "copy" if not os.access(p.parent, os.W_OK) else "")
+    if not where:
+        return ""
+    return (f"; its {p.name}-wal holds records SQLite can read only where it may write beside them: {where} "
+            f"{p.name} with its -wal and -shm to a writable directory")
 
 
 def backup_results(path: str | Path) -> Path | None:

@@ -26,7 +26,13 @@ from typing import IO, Any
 from splitpoint.errors import ConfigError
 from splitpoint.files import open_regular
 
-from .results_file import NOT_A_LOG, check_sqlite_results, is_sqlite, read_only_sqlite
+from .results_file import (
+    NOT_A_LOG,
+    check_sqlite_results,
+    is_sqlite,
+    read_only_sqlite,
+    unreadable_sqlite,
+)
 
 log = logging.getLogger("edge_node.results")
 
@@ -169,29 +175,11 @@ def each_result(path: str | Path, take: Callable[[dict[str, Any]], None]) -> Non
                 if isinstance(record, dict):
                     take(record)
     except (sqlite3.DatabaseError, ValueError) as exc:  # "unable to open" too: never read as "no records"
-        raise ConfigError("results", str(p), f"cannot be read as a SQLite results log ({exc}){_wal_hint(p)}") from None
+        raise unreadable_sqlite(p, exc) from None
 
 
 def _has_results_table(db: sqlite3.Connection) -> bool:
     return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'results'").fetchone() is not None
-
-
-def _wal_hint(p: Path) -> str:
-    """Why a log with a -wal beside it may not open: SQLite must write its -shm to read a WAL (an
-    agent stopped by a full disk leaves one)."""
-    if not os.path.lexists(p.with_name(p.name + "-wal")):
-        return ""
-    try:
-        st = os.statvfs(p.parent)
-        full = st.f_bavail * st.f_frsize < FULL_DISK_BYTES
-    except OSError:
-        full = False
-    where = ("the disk it is on is full: free some space, or copy" if full else
-             "copy" if not os.access(p.parent, os.W_OK) else "")
-    if not where:
-        return ""
-    return (f"; its {p.name}-wal holds records SQLite can read only where it may write beside them: {where} "
-            f"{p.name} with its -wal and -shm to a writable directory")
 
 
 def last_frame_id(path: str | Path, stop: Callable[[], bool] = lambda: False) -> int | None:
@@ -215,12 +203,9 @@ def last_frame_id(path: str | Path, stop: Callable[[], bool] = lambda: False) ->
         with read_only_sqlite(p) as db:
             value = db.execute("SELECT MAX(frame_id) FROM results").fetchone()[0] if _has_results_table(db) else None
     except sqlite3.DatabaseError as exc:
-        raise ConfigError("results", str(p), f"cannot be read as a SQLite results log ({exc})") from None
+        raise unreadable_sqlite(p, exc) from None
     return value if isinstance(value, int) else None
 
-
-#: free space below which a SQLite log's WAL cannot be read where it is (its -shm needs a few pages)
-FULL_DISK_BYTES = 1 << 20
 
 #: how much of a JSONL log `check_log_start` reads: enough lines to tell a results log from another file
 _START_BYTES = 64 * 1024
