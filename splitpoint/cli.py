@@ -264,7 +264,12 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     # SIGTERM as Ctrl-C, as for bench: the drones stop sending, the frames in flight get their
     # answers (timeout_s at most), and the figures of the part run are printed and saved
     with sigterm_interrupts():
-        report = run_loadtest(conf)
+        try:
+            report = run_loadtest(conf)
+        except KeyboardInterrupt:  # before the clock started: there is no figure to keep
+            print("stopped while the drones connected: nothing was measured"
+                  + (f", no report written to {conf.json}" if conf.json else ""), file=sys.stderr)
+            raise
         if report.complete and report.connected == 0 and report.answered == 0:
             hint = report.last_error_hint() or "is the server running, and are the address and the TLS settings right?"
             raise SplitpointError(f"no drone could open a stream to {conf.target} ({report.last_error or 'no answer'}): "
@@ -290,7 +295,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.workdir == "":  # not "the default": a variable left empty, as elsewhere
         raise ConfigError("--workdir", "", "give a directory (or leave the flag out for the user's cache)")
     workdir = Path(args.workdir) if args.workdir is not None else default_workdir()
-    with sigterm_interrupts():  # the demo's server process is stopped, not left running
+    with sigterm_interrupts(once=True):  # the demo's server process is stopped, not left running
         if args.model == "digits-detector":
             from splitpoint.demo_detect import run_detector_demo
 

@@ -136,15 +136,21 @@ class CommandSignals:
 
 
 @contextlib.contextmanager
-def sigterm_interrupts() -> Iterator[None]:
+def sigterm_interrupts(once: bool = False) -> Iterator[None]:
     """SIGTERM unwinds like Ctrl-C (KeyboardInterrupt: exit 130, "interrupted"), for a command
     that started processes of its own and must stop them: Python's default ends the process at
-    once and leaves them running."""
+    once and leaves them running. `once`: the first SIGTERM or Ctrl-C interrupts and later ones
+    are ignored, so that a second one cannot cut short the stopping of what the command started
+    (the demo's server was left running by a second Ctrl-C)."""
     def interrupt(signum: int, frame: object) -> None:
+        if once:
+            for sig in STOPS:
+                signal.signal(sig, signal.SIG_IGN)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (STOPS if once else (signal.SIGTERM,))}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

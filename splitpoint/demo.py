@@ -59,13 +59,21 @@ class TakeTurns:
 
 
 def stop_server(server: subprocess.Popen) -> int:
-    """SIGTERM the demo's server and wait for its drain; its exit code (-9 if it had to be killed)."""
-    server.send_signal(signal.SIGTERM)
+    """SIGTERM the demo's server and wait for its drain; its exit code (-9 if it had to be killed).
+    A second Ctrl-C or SIGTERM meanwhile is held until the server is gone, then acts (exit 130):
+    raised in the wait, it left the server running."""
+    held = Held()
+    held.hold()
     try:
-        return server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        return -9
+        server.send_signal(signal.SIGTERM)
+        try:
+            return server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=30)
+            return -9
+    finally:
+        held.release()
 
 
 def ensure_bundle(path: Path, rebuild: bool = False, model: str = "digits-cnn") -> Path:
@@ -149,23 +157,34 @@ def start_server(bundle: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
 
 
 def clear_earlier_results(path: Path) -> None:
-    """Remove the results of the demo's earlier run at `path`. Anything else there (a directory,
-    someone's notes) is refused by name and left as it is: `--workdir` may be a directory the
-    user keeps other files in."""
-    from edge_node.results_records import check_log_start
-
+    """Remove the results of the demo's earlier run at `path`, before anything else is done.
+    Anything else there (a directory, someone's notes, an agent's results log) is refused by name
+    and left as it is: `--workdir` may be a directory the user keeps other files in."""
     if not os.path.lexists(path):
         return
     if path.is_dir() or not path.is_file():
         raise ConfigError("--workdir", str(path.parent), f"{path.name} in it is not a file; the demo writes its "
                                                          "results there: move it away, or give another --workdir")
-    if path.stat().st_size:
-        try:
-            check_log_start(path)  # a results log of either format, as the agent would read it
-        except ConfigError as err:
-            raise ConfigError("--workdir", str(path.parent), f"{path.name} in it is not the demo's results; it is "
-                                                             "left as it is: move it away, or give another --workdir") from err
+    if path.stat().st_size and not _demo_wrote(path):
+        raise ConfigError("--workdir", str(path.parent), f"{path.name} in it is not the demo's results; it is "
+                                                         "left as it is: move it away, or give another --workdir")
     path.unlink()
+
+
+def _demo_wrote(path: Path) -> bool:
+    """`path` is a JSONL results log whose first record is of the demo's source (synthetic#N):
+    any results log would not do (an agent's own SQLite or JSONL log at that name was deleted)."""
+    from edge_node.results_records import check_log_start
+    from splitpoint.files import json_object
+
+    try:
+        if check_log_start(path) != "jsonl":
+            return False
+        with open(path, "rb") as fh:
+            first = json_object(fh.readline(64 * 1024)) or {}
+    except (ConfigError, OSError):
+        return False
+    return str(first.get("origin", "")).startswith("synthetic#")
 
 
 def run_demo(workdir: Path, frames: int = 24, split: int | None = None, rebuild: bool = False) -> int:
@@ -173,9 +192,9 @@ def run_demo(workdir: Path, frames: int = 24, split: int | None = None, rebuild:
     from edge_node.config import EdgeConfig
     from edge_node.source_spec import open_source
 
-    bundle = demo_bundle(workdir, "bundle", "digits-cnn", split, rebuild)
     results = workdir / "results.jsonl"
-    clear_earlier_results(results)
+    clear_earlier_results(results)  # refused now, not after minutes of partitioning
+    bundle = demo_bundle(workdir, "bundle", "digits-cnn", split, rebuild)
     print("starting the cloud server ...", flush=True)
     server, address = start_server(bundle, workdir / "cloud.log")
     try:

@@ -46,6 +46,8 @@ def run_detector_demo(workdir: Path, frames: int = 24, split: int | None = None,
     from splitpoint.v1 import offload_pb2, offload_pb2_grpc
     from splitpoint.verify import detection_agreement
 
+    results = workdir / "results-detector.jsonl"
+    clear_earlier_results(results)  # refused now, not after minutes of partitioning
     path = demo_bundle(workdir, "bundle-detector", "digits-detector", split, rebuild)
     bundle = load_bundle(path)
     m = bundle.manifest
@@ -55,8 +57,6 @@ def run_detector_demo(workdir: Path, frames: int = 24, split: int | None = None,
     heads = EdgeHeads(bundle, Device("cpu"))
     splits = [split] if split is not None else m.split_ids
     size = (m.preprocessing.width, m.preprocessing.height)  # the canvases are the source images
-    results = workdir / "results-detector.jsonl"
-    clear_earlier_results(results)
     print("starting the cloud server ...", flush=True)
     server, address = start_server(path, workdir / "cloud-detector.log")
     found_all: list[list[dict]] = []
@@ -90,7 +90,8 @@ def run_detector_demo(workdir: Path, frames: int = 24, split: int | None = None,
                 found_all.append(dets)
                 counts.count_detections(dets)
                 truth_all.append(truth[i])
-                record = {"frame_id": n, "split": k, "where": where, "wire_bytes": spec.wire_bytes,
+                # origin as the agent names a synthetic source's frame (the held-out inputs in turn)
+                record = {"frame_id": n, "origin": f"synthetic#{n}", "split": k, "where": where, "wire_bytes": spec.wire_bytes,
                           "cut_tensors": len(spec.cut), "e2e_ms": round(ms, 2), "detections": dets}
                 out.write(json.dumps(record) + "\n")
                 shown = ", ".join(f"{d['label_name']}@{d['score']:.2f}[{','.join(f'{v:.0f}' for v in d['box'])}]"

@@ -100,6 +100,12 @@ def test_demo_serves_every_split_with_the_float_models_detections(detector_bundl
                 assert 0 <= x0 < x1 <= size[0] and 0 <= y0 < y1 <= size[1]
                 assert d["label_name"] == str(d["class"]) and d["score"] >= m.detection["score_threshold"]
     assert np.isfinite([r["e2e_ms"] for r in records]).all()
+    # run again: its own earlier results are replaced (anything else at that name is refused)
+    again = subprocess.run(
+        [sys.executable, "-m", "splitpoint", "demo", "--model", "digits-detector", "--workdir", str(tmp_path),
+         "--frames", "1"], capture_output=True, text=True, timeout=600, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert len((tmp_path / "results-detector.jsonl").read_text().splitlines()) == 1
 
 
 def test_the_agent_records_detections_for_single_and_multi_tensor_splits(detector_bundle: Path, tmp_path: Path):
