@@ -60,8 +60,9 @@ class TakeTurns:
 
 def stop_server(server: subprocess.Popen) -> int:
     """SIGTERM the demo's server and wait for its drain; its exit code (-9 if it had to be killed).
-    A second Ctrl-C or SIGTERM meanwhile is held until the server is gone, then acts (exit 130):
-    raised in the wait, it left the server running."""
+    A Ctrl-C or SIGTERM meanwhile is held until the server is gone, then handled as it would have
+    been (the demo's first interrupts, exit 130; later ones are ignored: cmd_demo's
+    sigterm_interrupts(once=True)): raised in the wait, it left the server running."""
     held = Held()
     held.hold()
     try:
