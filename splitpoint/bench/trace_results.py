@@ -122,6 +122,7 @@ class TraceResult:
     trace_mean_mbps: float | None = None
     slice_mean_mbps: float | None = None
     slice_rates_mbps: list[float | None] = field(default_factory=list)
+    longest_outage_s: float | None = None  # set when the slice is dark for longer than --max-frame-s
     runs: dict[str, TraceRunResult] = field(default_factory=dict)   # "adaptive", "k=3", a PEER_RULES key
     peers: list[PeerPickResult] = field(default_factory=list)
     best_fixed: str | None = None

@@ -108,6 +108,7 @@ def replay(b: Bench, whole: BandwidthTrace, path: Path, offset: float, rtt: floa
     b.say(f"trace {path.name}: {entry.slice_label} (mean {slice_rate:.2f} Mbps; whole trace "
           f"{whole.mean_bps / 1e6:.2f}), {fps:g} fps, RTT {rtt:g} ms, deadline {deadline:g} ms: adaptive + "
           f"{len(b.splits)} fixed splits ...")
+    _say_outage(b, entry, trace)
     tag = f"{path.stem}-{offset:g}s-{rtt:g}ms"
     entry.peers = peer_runs.trace_picks(b, trace, whole, rtt, deadline)
     for p in entry.peers:
@@ -132,6 +133,20 @@ def replay(b: Bench, whole: BandwidthTrace, path: Path, offset: float, rtt: floa
           f"clairvoyant ({cv.error or cv.kind}) mean {cv.mean_ms} ms, adaptive/clairvoyant "
           f"{cv.adaptive_over_clairvoyant}")
     return entry
+
+
+def _say_outage(b: Bench, entry: TraceResult, trace: BandwidthTrace) -> None:
+    """Say up front when the slice goes dark for longer than a frame may take (--max-frame-s): a
+    fixed split's frames caught in it wait their frame_deadline_ms each, so its runs last minutes
+    where the slice lasts seconds, and may end at their timeout. Its mean rate does not show it."""
+    start, length = trace.longest_outage(0.0, entry.seconds)
+    if length <= b.opts.max_frame_s:
+        return
+    entry.longest_outage_s = rnd(length)
+    b.say(f"  the link is dark for {length:.1f} s from {start:.1f} s into the slice: a frame caught in it "
+          f"waits up to frame_deadline_ms ({b.frame_deadline_ms / 1000:g} s) unless the agent hedges or falls "
+          "back, so the fixed splits' runs take minutes and a run that passes its timeout is cut (its error "
+          "says so)")
 
 
 def _one_run(b: Bench, trace: BandwidthTrace, tag: str, label: str, k: int | None, n: int, warm: int,

@@ -89,3 +89,23 @@ def test_a_runs_last_fifty_counted_frames_are_read_against_its_first_fifty() -> 
     assert s.last_over_first_median == 2.0 and s.counted_frames == 101
     assert trace_stats(RunOutcome(recs[:90], 0, 9.0, None, None, Path("r.jsonl")), None, 3, 100.0,
                        10**18).last_over_first_median is None  # 86 frames: the two ends would overlap
+
+
+def test_a_slice_that_goes_dark_for_minutes_is_said_up_front() -> None:
+    """Its mean rate (2.4 Mbps over 1 s) hides a 10-minute outage; the fixed runs' frames then wait
+    their 20 s deadline each, and without a word the bench looked hung."""
+    from types import SimpleNamespace
+
+    from splitpoint.bench import traces_stage
+
+    said: list[str] = []
+    b = SimpleNamespace(opts=SimpleNamespace(max_frame_s=8.0), frame_deadline_ms=20000, say=said.append)
+    dark = BandwidthTrace([0.0, 0.2], [2.4e6 / 0.2, 0.0], duration_s=600.0, repeat=True, name="gap")
+    entry = TraceResult(trace="gap.up", seconds=1.0)
+    traces_stage._say_outage(b, entry, dark)  # type: ignore[arg-type]
+    assert entry.longest_outage_s == pytest.approx(599.8)
+    assert len(said) == 1 and "dark for 599.8 s from 0.2 s" in said[0] and "(20 s)" in said[0]
+    short = BandwidthTrace([0.0, 0.2, 8.0], [1e6, 0.0, 1e6], duration_s=20.0, repeat=True, name="short")
+    entry = TraceResult(trace="short.up", seconds=20.0)
+    traces_stage._say_outage(b, entry, short)  # type: ignore[arg-type]  # 7.8 s: within --max-frame-s
+    assert entry.longest_outage_s is None and len(said) == 1

@@ -107,6 +107,29 @@ def test_trace_repeats(real_trace: Callable[[str], Path]) -> None:
     assert trace.bits_between(0, 3 * d) == pytest.approx(3 * trace.bits_between(0, d))
 
 
+def test_the_longest_outage_a_slice_runs_into(tmp_path: Path, real_trace: Callable[[str], Path]) -> None:
+    # 199 packets in 199 ms, then nothing until 600 s: a 1 s slice averages 2.4 Mbps and goes dark
+    gap = load_trace(write(tmp_path, "gap.up", "".join(f"{ms}\n" for ms in range(1, 200)) + "600000\n"))
+    assert gap.bits_between(0, 1) / 1e6 == pytest.approx(2.39, abs=0.01)
+    start, length = gap.longest_outage(0.0, 1.0)
+    assert start == pytest.approx(0.2) and length == pytest.approx(599.7)
+    assert gap.longest_outage(0.0, 1.0, limit_s=10.0)[1] == pytest.approx(10.8)  # counted to 10 s past the slice
+    # a repeating trace wraps; the part before t0 is not counted; an outage starting at t1 is not the slice's
+    t = BandwidthTrace([0.0, 1.0, 2.0], [1e6, 0.0, 1e6], duration_s=3.0, repeat=True, name="t")
+    assert t.longest_outage(0.0, 3.0) == pytest.approx((1.0, 1.0))
+    assert t.longest_outage(1.5, 1.6) == pytest.approx((1.5, 0.5))
+    assert t.longest_outage(2.5, 4.5) == pytest.approx((4.0, 1.0))  # 1-2 s of the second period
+    assert t.longest_outage(2.5, 4.0) == (2.5, 0.0)  # it starts at t1
+    assert t.longest_outage(2.0, 4.0) == (2.0, 0.0)
+    assert constant(5).longest_outage(0.0, 100.0) == (0.0, 0.0)
+    dark_end = BandwidthTrace([0.0, 1.0], [1e6, 0.0], repeat=False, name="dies")  # the last rate holds
+    assert dark_end.longest_outage(0.0, 2.0, limit_s=30.0) == pytest.approx((1.0, 31.0))
+    # the real ATT trace's 78 s outage, inside none of the bench's default slices
+    att = load_mahimahi(real_trace("ATT-LTE-driving.up"))
+    assert att.longest_outage(0.0, att.duration_s, limit_s=0.0) == pytest.approx((787.6, 78.3), abs=0.05)
+    assert att.longest_outage(0.0, 20.0)[1] < 8.0
+
+
 # ---------------------------------------------------------------- small Mahimahi files
 def test_mahimahi_one_packet_per_ms_is_12_mbps(tmp_path: Path) -> None:
     trace = load_trace(write(tmp_path, "fixed.up", "1\n"))
