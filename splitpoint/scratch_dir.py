@@ -116,6 +116,14 @@ def stop_using() -> None:
         tempfile.tempdir = _before
 
 
+def shared_dir() -> str:
+    """The temp directory other processes see (what the process's own was made under): for what
+    two commands must find in one place, such as the bench's claim on its edge CPU."""
+    if _own is not None and tempfile.tempdir == _own:
+        return os.path.dirname(_own)
+    return tempfile.gettempdir()
+
+
 def remove(path: str | None) -> None:
     """Remove the directory `use_own` made (never raises: the process is ending)."""
     global _owner_fd

@@ -39,7 +39,7 @@ import splitpoint
 from scheduler.cost import CostModel, EnergyModel, transfer_ms, wire_bytes
 from scheduler.link import LinkState
 from splitpoint.bench import conditions, emulation, profiling, step, throughput, traces_stage
-from splitpoint.bench.machine import machine_description, pin_harness
+from splitpoint.bench.machine import EdgeCpuClaim, machine_description, pin_harness
 from splitpoint.bench.options import STAGES, BenchOptions
 from splitpoint.bench.report_tables import REPORT, is_report
 from splitpoint.bench.results import RESULT, BenchResult, BundleInfo, SplitInfo, is_result
@@ -83,6 +83,7 @@ class Bench:
         self.frame_deadline_ms = 0
         self.runs_dir = Path(".")
         self._tmp: tempfile.TemporaryDirectory | None = None
+        self.cpu_claim: EdgeCpuClaim | None = None  # held from run() to the end of run_bench
         self._run_no = 0
 
     # ------------------------------------------------------------------ output
@@ -198,6 +199,8 @@ class Bench:
     def run(self) -> BenchResult:
         opts = self.opts
         pinning = pin_harness(self.opts.edge_cpu)
+        if pinning.get("edge_cpu") is not None:  # before the JSON is first written: another bench's is kept
+            self.cpu_claim = EdgeCpuClaim(pinning["edge_cpu"]).take()
         self.result.machine = machine_description(pinning)
         self.say(pinning["note"])
         if opts.keep_runs is not None:
@@ -334,15 +337,19 @@ def run_bench(opts: BenchOptions, argv: list[str] | None = None) -> BenchResult:
     from splitpoint.bench.report import render_markdown, render_plots
 
     bench = Bench(opts, argv)
-    result = bench.run()
-    if opts.plots is not None:
-        result.plots = render_plots(result, Path(opts.plots))
-    if bench.save() and opts.json is not None:
-        bench.say(f"JSON: {opts.json}")
-    md = render_markdown(result)
-    if opts.markdown is not None and bench.write_output(
-            "markdown", opts.markdown, lambda path: write_replacing(path, md, "markdown", REPORT, is_report)):
-        bench.say(f"markdown: {opts.markdown}")
+    try:  # the edge CPU stays claimed until the outputs are written: a next bench writes after them
+        result = bench.run()
+        if opts.plots is not None:
+            result.plots = render_plots(result, Path(opts.plots))
+        if bench.save() and opts.json is not None:
+            bench.say(f"JSON: {opts.json}")
+        md = render_markdown(result)
+        if opts.markdown is not None and bench.write_output(
+                "markdown", opts.markdown, lambda path: write_replacing(path, md, "markdown", REPORT, is_report)):
+            bench.say(f"markdown: {opts.markdown}")
+    finally:
+        if bench.cpu_claim is not None:
+            bench.cpu_claim.release()
     print(md, flush=True)
     bench.say(f"done in {result.wall_time_s} s")
     return result

@@ -76,3 +76,64 @@ def pin_harness(edge_cpu: int | None) -> dict[str, Any]:
             pinning["server_applied"] = False
             pinning["note"] += f" (harness pinning refused: {exc})"
     return pinning
+
+
+class EdgeCpuClaim:
+    """This bench's claim on its edge worker's CPU, held until `release` (or the process ends: the
+    kernel drops a flock with its last descriptor, so a killed bench leaves no stale claim).
+
+    Two benches at once pinned their edge workers to the same CPU (the last allowed one, by
+    default), each measuring the other's heads, and both exited 0; at one --json the later
+    overwrote the earlier's figures. The claim is a lock file per CPU in the system's temporary
+    directory (the shared one, not the process's own: splitpoint/scratch_dir.py), shared by every
+    user's benches on the machine."""
+
+    def __init__(self, cpu: int, lock_dir: str | None = None):
+        self.cpu = cpu
+        from splitpoint import scratch_dir
+
+        self.path = Path(lock_dir or scratch_dir.shared_dir()) / f"splitpoint-bench-cpu{cpu}.lock"
+        self._fd: int | None = None
+
+    def take(self) -> EdgeCpuClaim:
+        """Claimed, or ConfigError naming the bench that holds the CPU. A lock file that cannot be
+        opened (another user's, read-only) is read-only locked instead; one that cannot be opened at
+        all leaves the CPU unclaimed rather than the bench refused."""
+        import fcntl
+
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError:
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return self
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = _read_pid(fd)
+            os.close(fd)
+            raise ConfigError("--edge-cpu", self.cpu, f"another `splitpoint bench`{holder} has its edge worker on "
+                                                      "this CPU: two benches on one core measure each other's "
+                                                      "heads; wait for it to end, or give --edge-cpu another CPU "
+                                                      f"(lock: {self.path})") from None
+        try:  # who holds it, for the next bench's message
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _read_pid(fd: int) -> str:
+    try:
+        pid = int(os.pread(fd, 32, 0).decode().strip())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return ""
+    return f" (pid {pid})"

@@ -67,3 +67,44 @@ def test_a_failed_profile_run_says_the_cause_not_only_a_log_about_to_be_removed(
     gone = str(_failed("splitpoint profile edge", "exit 2", log, kept=False))
     assert gone == 'splitpoint profile edge failed (exit 2): splitpoint profile: error: -o = "x": exists and is not a profile'
     assert str(_failed("splitpoint profile edge", "exit 2", log, kept=True)).endswith(f"; log: {log}")
+
+
+def test_a_second_bench_on_the_same_edge_cpu_is_refused_before_it_writes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two benches at once pinned their edge workers to one CPU (each measured the other's heads)
+    and both exited 0; at one --json the later overwrote the earlier's figures."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from splitpoint.bench.machine import EdgeCpuClaim, plan_pinning
+    from splitpoint.errors import ConfigError
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # this test's lock files, not the machine's
+    affinity = os.sched_getaffinity(0)  # Bench.run moves this process onto the server's CPUs
+    cpu = plan_pinning(None)["edge_cpu"]
+    if cpu is None:
+        pytest.skip("no CPU affinity here: the bench claims no CPU")
+    # the first bench: another process, which holds the claim until its stdin closes
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from splitpoint.bench.machine import EdgeCpuClaim; "
+                               f"EdgeCpuClaim({cpu}, sys.argv[1]).take(); print('held', flush=True); sys.stdin.read()",
+         str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        out = tmp_path / "r.json"
+        out.write_text("the first bench's figures")
+        with pytest.raises(ConfigError) as err:
+            harness.Bench(BenchOptions(json=str(out))).run()
+        assert f"--edge-cpu = {cpu}" in str(err.value) and f"(pid {holder.pid})" in str(err.value)
+        assert "give --edge-cpu another CPU" in str(err.value)
+        assert out.read_text() == "the first bench's figures"
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(10)
+        os.sched_setaffinity(0, affinity)
+    claim = EdgeCpuClaim(cpu).take()  # the first bench ended: the CPU is free again
+    assert claim.path.parent == tmp_path
+    claim.release()
