@@ -236,7 +236,8 @@ class BenchOptions:
         from splitpoint.files import check_can_create, check_distinct, check_replaceable, read_file
 
         outputs = ("json", "markdown", "keep_runs", "plots")
-        check_distinct([(key, getattr(self, key)) for key in outputs if getattr(self, key)])
+        # the cache too: `--markdown o.md --cache-dir o.md` made o.md the cache and lost the markdown at the end
+        check_distinct([(key, getattr(self, key)) for key in ("cache_dir", *outputs) if getattr(self, key)])
         for key in outputs:  # found now, not after minutes of profiling
             value = getattr(self, key)
             if value:

@@ -236,6 +236,7 @@ def test_outputs_that_cannot_be_written_are_named_before_the_run(key: str, value
     ("--json", "--markdown", "new.json"),  # ran the whole bench, then refused the markdown over the JSON
     ("--markdown", "--plots", "./out"),
     ("--keep-runs", "--plots", "LINK"),  # a symlink to the same directory
+    ("--cache-dir", "--markdown", "o.md"),  # made o.md the cache, then lost the markdown after the run
 ])
 def test_two_outputs_at_one_path_are_refused_before_the_run(first: str, second: str, same: str,
                                                             tmp_path: Path) -> None:
