@@ -30,12 +30,18 @@ log = logging.getLogger("edge_node.sources")  # the sources' logger: "frame sour
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)$", re.DOTALL)
 
 
-def _count(spec: str, key: str, text: str, minimum: int, what: str) -> int:
+#: OpenCV takes a camera number as a C int: past it, cv2.VideoCapture raised a traceback
+MAX_CAMERA_NUMBER = 2**31 - 1
+
+
+def _count(spec: str, key: str, text: str, minimum: int, what: str, maximum: int | None = None) -> int:
     text = text.strip()
     if not re.fullmatch(r"\d+", text) or int(text) < minimum:
         raise ConfigError(
             key, spec, f"{what} must be an integer >= {minimum}, not {text!r}; {ACCEPTED_FORMS}"
         )
+    if maximum is not None and int(text) > maximum:
+        raise ConfigError(key, spec, f"{what} must be at most {maximum}, not {text}; {ACCEPTED_FORMS}")
     return int(text)
 
 
@@ -87,7 +93,7 @@ def open_source(
     elif scheme == "camera":
         from .video_sources import CameraSource  # OpenCV's sources, apart: they subclass _Source
 
-        number = _count(spec, key, rest, 0, "the camera number")
+        number = _count(spec, key, rest, 0, "the camera number", MAX_CAMERA_NUMBER)
         source = CameraSource(number, preprocessing, fps, spec, key, camera_reopen_s)
     else:
         path = Path(spec).expanduser()

@@ -332,6 +332,8 @@ def test_bad_fps_is_a_config_error(tmp_path: Path, fps: float) -> None:
         "camera:x",
         "camera:",
         "camera:1.5",
+        "camera:2147483648",  # past a C int: cv2.VideoCapture raised a traceback
+        "camera:99999999999999999999",
         "webcam:0",
         "rtsp://example.invalid/stream",
         "definitely/not/here",
