@@ -31,6 +31,7 @@ from splitpoint.errors import SplitpointError
 from splitpoint.metrics import serve_metrics
 from splitpoint.runtime.tails import TailPool, tensorflow_devices
 from splitpoint.v1 import offload_pb2
+from splitpoint.wire_metadata import PERMITTED_PING_INTERVAL_MS
 
 from .admission import InflightBytes, StreamAdmission
 from .config import CloudConfig
@@ -47,10 +48,9 @@ SERVICE_NAME = offload_pb2.DESCRIPTOR.services_by_name["Offload"].full_name
 #: health Watch, which client-side health checking keeps open)
 CONTROL_THREADS = 32
 
-#: the shortest interval between two client keepalive pings with no data between them that the
-#: server accepts; faster pingers get GOAWAY too_many_pings. Agents ping after keepalive_s
-#: (default 20 s, at least this) without traffic, so a frame every 40 s keeps its stream.
-PERMITTED_PING_INTERVAL_MS = 5_000
+#: PERMITTED_PING_INTERVAL_MS (splitpoint/wire_metadata.py): the shortest ping
+#: interval without data the server accepts. Agents ping after keepalive_s (default 20 s, at
+#: least this) without traffic, so a frame every 40 s keeps its stream.
 
 
 #: gRPC's own line when a port cannot be bound, and the system's reason in it

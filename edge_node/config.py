@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from scheduler.objectives import PolicyConfig
+from splitpoint import wire_metadata
 from splitpoint.config import MAX_SECONDS, option, parse_address
 from splitpoint.errors import ConfigError
 from splitpoint.runtime.litert import Device
@@ -87,7 +88,7 @@ class EdgeConfig:
     grace_s: float = option(10.0, "SIGTERM/SIGINT: time frames in flight get to finish; then the agent exits anyway "
                                   "(unfinished frames have no record and run again on resume)", group="output")
     keepalive_s: float = option(20.0, "ping an open stream after this long without traffic, to notice a dead link; "
-                                      "the server permits one ping every 5 s, so keep it at 5 or more", group="cloud link")
+                                      "at least 5: the server permits one ping every 5 s", group="cloud link")
     require_cloud: bool = option(False, "exit with an error (1) when no cloud server was reached during the run, "
                                         "instead of a warning after running every frame locally", group="cloud link")
     live_buffer: int = option(2, "live capture: frames read ahead and waiting; when full the oldest is dropped", group="input")
@@ -138,8 +139,11 @@ class EdgeConfig:
             raise ConfigError("results_rotate_h", self.results_rotate_h, "must be >= 0 (hours; 0: never)")
         if self.camera_reopen_s < 0:
             raise ConfigError("camera_reopen_s", self.camera_reopen_s, "must be >= 0 (seconds; 0: end at once)")
-        if self.keepalive_s < 1:
-            raise ConfigError("keepalive_s", self.keepalive_s, "must be at least 1 (the server permits one ping every 5 s)")
+        permitted_s = wire_metadata.PERMITTED_PING_INTERVAL_MS / 1000
+        if not self.keepalive_s >= permitted_s:  # faster: the server closes the connection (too_many_pings)
+            raise ConfigError("keepalive_s", self.keepalive_s,
+                              f"must be at least {permitted_s:g} (s): the server permits one ping every {permitted_s:g} s "
+                              "and closes the connection of an agent that pings faster")
         if self.connect_timeout_s <= 0:
             raise ConfigError("connect_timeout_s", self.connect_timeout_s, "must be > 0")
         if self.stream_lifetime_s * 1000 <= 2 * self.frame_deadline_ms:

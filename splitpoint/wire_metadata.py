@@ -21,6 +21,10 @@ AGENT_METADATA_KEY = "splitpoint-agent"
 #: client may replace at once on another replica (health NOT_SERVING keeps new ones off this one)
 DRAINING_DETAILS = "server is shutting down"
 REPLICA_METADATA_KEY = "splitpoint-replica"
+#: the shortest interval between two client keepalive pings with no data between them that a
+#: server accepts (it sets gRPC's min_recv_ping_interval_without_data_ms to it); a client that
+#: pings faster gets GOAWAY too_many_pings. The agent's keepalive_s must be at least this.
+PERMITTED_PING_INTERVAL_MS = 5_000
 
 
 def is_draining(code: grpc.StatusCode, details: str) -> bool:

@@ -356,8 +356,10 @@ def test_an_agent_with_a_frame_every_few_seconds_keeps_its_stream(digits_bundle:
     from edge_node.agent import EdgeAgent
     from edge_node.config import EdgeConfig
     from edge_node.source_spec import open_source
+    from splitpoint import wire_metadata
 
     monkeypatch.setattr(server_module, "PERMITTED_PING_INTERVAL_MS", 500)
+    monkeypatch.setattr(wire_metadata, "PERMITTED_PING_INTERVAL_MS", 500)  # what the agent's config checks against
     server = CloudServer(CloudConfig(bundle=str(digits_bundle), listen="127.0.0.1:0", grace_s=5.0, insecure=True)).start()
     try:
         conf = EdgeConfig(bundle=str(digits_bundle), source="synthetic:4", cloud=server.address, split=3, insecure=True,
@@ -385,8 +387,8 @@ def test_an_agent_with_a_frame_every_few_seconds_keeps_its_stream(digits_bundle:
 
 
 def test_keepalive_defaults_are_compatible() -> None:
-    from cloud_server.server import PERMITTED_PING_INTERVAL_MS
     from edge_node.config import EdgeConfig
+    from splitpoint.wire_metadata import PERMITTED_PING_INTERVAL_MS
 
     conf = EdgeConfig(bundle="b", source="synthetic:1")
     assert conf.keepalive_s * 1000 >= 2 * PERMITTED_PING_INTERVAL_MS  # room for timer jitter on both sides

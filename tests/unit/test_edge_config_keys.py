@@ -18,7 +18,8 @@ def test_defaults() -> None:
     assert (c.grace_s, c.keepalive_s, c.require_cloud) == (10.0, 20.0, False)
 
 
-@pytest.mark.parametrize(("key", "value"), [("grace_s", -1.0), ("keepalive_s", 0.5), ("keepalive_s", 0.0)])
+@pytest.mark.parametrize(("key", "value"), [("grace_s", -1.0), ("keepalive_s", 0.5), ("keepalive_s", 0.0),
+                                                   ("keepalive_s", 4.9)])
 def test_bad_values_name_the_key_and_value(key: str, value: float) -> None:
     with pytest.raises(ConfigError) as info:
         conf(**{key: value}).validate()
