@@ -44,6 +44,8 @@ def cmd_edge(args: argparse.Namespace) -> int:
     assert isinstance(conf, EdgeConfig)
     setup_logging("debug" if args.verbose else conf.log_level)  # -v wins over the file
     conf.security.check_files()  # a bad CA would fail every handshake, unnamed
+    if args.events is not None:
+        check_events_file(args.events, conf.results)
     from splitpoint.cert_validity import log_validity
 
     log_validity({"tls_ca": conf.security.tls_ca, "tls_cert": conf.security.tls_cert})  # one ending soon, said now
@@ -111,6 +113,34 @@ def _stopped_before_the_first_frame(stop: CommandSignals, results: str) -> int:
     say(f"stopped before the first frame: {stop.name} came while the agent was starting; no frame was read "
         f"and the results log {results} was not touched")
     return 0
+
+
+def check_events_file(path: str, results: str) -> None:
+    """ConfigError unless `--events` can take event lines without harm: not empty, not the results
+    log, and not a file of something else. An event line appended to a results log (this run's, or
+    an older run's given by mistake) made that log one that resume and `splitpoint results` refuse,
+    and a systemd unit restarted into that refusal for good."""
+    from splitpoint.files import check_distinct, open_regular
+
+    if path == "":
+        raise ConfigError("--events", "", "give a file (or leave the flag out)")
+    check_distinct([("results", results), ("--events", path)])
+    try:  # a named pipe is refused, not waited on
+        with os.fdopen(open_regular(path, "--events"), "rb") as fh:
+            first = fh.readline(64 * 1024)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError("--events", path, f"cannot read it ({exc.strerror})") from None
+    if not first.strip():
+        return  # empty: as good as new
+    try:
+        ok = isinstance(event := json.loads(first), dict) and isinstance(event.get("event"), str)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError("--events", path, "holds something other than events (its first line is no "
+                                            '{"event": ...} line; a results log?): give a new file')
 
 
 def write_event(path: str | Path, event: str, **fields: object) -> None:

@@ -81,3 +81,26 @@ def test_an_unwritable_events_file_is_a_clear_error(digits_bundle: Path, cloud_s
                    "--events", str(tmp_path / "no" / "such" / "dir" / "events.jsonl")])
     err = capsys.readouterr().err
     assert rc == 2 and "--events" in err and "Traceback" not in err
+
+
+def test_an_events_file_that_is_a_results_log_is_refused_before_the_run(
+        digits_bundle: Path, cloud_server: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        restore_signals: None) -> None:
+    """`--events r.jsonl --results r.jsonl`, or an older run's log as --events, appended an event line
+    to a results log, which resume and `splitpoint results` then refused (a unit restarted for good)."""
+    older = tmp_path / "older.jsonl"
+    argv = ["edge", "--bundle", str(digits_bundle), "--source", "synthetic:2", "--cloud", cloud_server.address,
+            "--split", "3", "--insecure", "--log-level", "warning"]
+    assert cli.main([*argv, "--results", str(older)]) == 0
+    kept = older.read_bytes()
+    for events, why in ((older, "is the same file as results"), (older, "holds something other than events"),
+                        ("", "give a file")):
+        results = older if why.startswith("is the same") else tmp_path / "new.jsonl"
+        assert cli.main([*argv, "--results", str(results), "--events", str(events)]) == 2
+        err = capsys.readouterr().err
+        assert "--events" in err and why in err, err
+        assert older.read_bytes() == kept and not (tmp_path / "new.jsonl").exists()
+    events = tmp_path / "events.jsonl"  # an earlier run's events file takes more lines
+    for _ in range(2):
+        assert cli.main([*argv, "--results", str(tmp_path / "r2.jsonl"), "--no-resume", "--events", str(events)]) == 0
+    assert [json.loads(x)["event"] for x in events.read_text().splitlines()] == [SOURCE_OPEN, SOURCE_OPEN]
