@@ -7,6 +7,7 @@ pass fakes); `EdgeAgent.from_config` is `build_agent`.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from scheduler.link import LinkEstimator
 from scheduler.objectives import PolicyConfig
 from scheduler.planner import build_policy
-from scheduler.policy_base import SplitPolicy, may_offload
+from scheduler.policy_base import SplitPolicy, may_offload, plans_paths
 from splitpoint.bundle import load_bundle, split_ranges
 from splitpoint.errors import ConfigError
 from splitpoint.power_supply import UNDER_VOLTAGE_ADVICE, read_power
@@ -84,7 +85,36 @@ def policy_for(config: EdgeConfig, manifest: Any, pcfg: PolicyConfig, link: Link
     K = manifest.num_layers
     if pcfg.name == "fixed" and pcfg.split is None and config.split is None:
         log.info("no split given: every frame runs wholly on the edge (k = %d)", K)
-    return build_policy(pcfg, manifest.model_digest, K, config.split, link, candidates=loaded)
+    policy = build_policy(pcfg, manifest.model_digest, K, config.split, link, candidates=loaded)
+    check_message_size(config, manifest, policy, loaded)
+    return policy
+
+
+#: a request's fields besides the cut tensor (ids, times, shapes, quantization), with room to spare:
+#: a digits split-2 frame of 2,048 tensor bytes is a 2,177-byte message
+MESSAGE_HEADROOM_BYTES = 1024
+
+
+def check_message_size(config: EdgeConfig, manifest: Any, policy: SplitPolicy, loaded: list[int]) -> None:
+    """ConfigError unless every frame `policy` may send fits in max_message_mb. gRPC refuses a
+    larger message on the agent's own side ("Sent message larger than max"), and the frames then
+    fell back with "cloud refused the stream (RESOURCE_EXHAUSTED)": the agent's limit, blamed on
+    the server and never named."""
+    K = manifest.num_layers
+    fixed = None if plans_paths(policy) else getattr(policy, "split", None)
+    sendable = [k for k in ([fixed] if fixed is not None else loaded) if k != K]
+    sizes = {s.split: s.wire_bytes + MESSAGE_HEADROOM_BYTES for s in manifest.splits if s.split in sendable}
+    over = {k: n for k, n in sizes.items() if n > config.max_message_bytes}
+    if not over:
+        return
+    k, n = max(over.items(), key=lambda item: item[1])
+    need_mb = math.ceil(n / 2**20 * 1000) / 1000
+    fix = f"raise it to at least {need_mb:g}"
+    if fixed is None:
+        fix += f", or leave split{'s' if len(over) > 1 else ''} {split_ranges(sorted(over))} out (splits)"
+    raise ConfigError("max_message_mb", config.max_message_mb,
+                      f"split {k}'s frames take up to {n} bytes ({n / 2**20:.3g} MiB) in a message, more than "
+                      f"that: {fix}")
 
 
 def warn_of_under_voltage() -> None:

@@ -1,0 +1,42 @@
+"""A frame the agent may send must fit in its own max_message_mb: refused at start (and on a
+policy reload), naming the key and the split, not blamed on the server frame after frame."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from edge_node.assembly import MESSAGE_HEADROOM_BYTES, check_message_size
+from edge_node.config import EdgeConfig
+from splitpoint.errors import ConfigError
+
+pytestmark = pytest.mark.edge_side
+
+# splits 0-3 of a model with K = 3: 4000, 2048 and 100 tensor bytes
+MANIFEST = SimpleNamespace(num_layers=3, splits=[SimpleNamespace(split=k, wire_bytes=n)
+                                                 for k, n in ((0, 4000), (1, 2048), (2, 100), (3, 0))])
+FIXED = SimpleNamespace  # a fixed policy: a split and no link (scheduler/policy_base.plans_paths)
+
+
+def conf(mb: float) -> EdgeConfig:
+    return EdgeConfig(bundle="b", source="synthetic:1", max_message_mb=mb)
+
+
+def test_a_fixed_split_whose_frames_do_not_fit_is_refused_with_what_would() -> None:
+    with pytest.raises(ConfigError) as err:  # 2048 + headroom > 1048 bytes
+        check_message_size(conf(0.001), MANIFEST, FIXED(split=1), [0, 1, 2, 3])
+    assert err.value.key == "max_message_mb" and err.value.value == 0.001
+    assert f"split 1's frames take up to {2048 + MESSAGE_HEADROOM_BYTES} bytes" in str(err.value)
+    assert str(err.value).endswith("raise it to at least 0.003")
+    check_message_size(conf(0.001), MANIFEST, FIXED(split=3), [0, 1, 2, 3])  # all-edge sends nothing
+    check_message_size(conf(0.003), MANIFEST, FIXED(split=1), [0, 1, 2, 3])
+
+
+def test_an_adaptive_policy_names_every_split_it_may_send_that_does_not_fit() -> None:
+    adaptive = SimpleNamespace(link=object())
+    with pytest.raises(ConfigError) as err:
+        check_message_size(conf(0.002), MANIFEST, adaptive, [0, 1, 2, 3])
+    assert "split 0's frames take up to" in str(err.value)  # the largest
+    assert "raise it to at least 0.005, or leave splits 0-1 out (splits)" in str(err.value)
+    check_message_size(conf(0.002), MANIFEST, adaptive, [2, 3])  # the splits it loads all fit
