@@ -83,6 +83,10 @@ def policy_for(config: EdgeConfig, manifest: Any, pcfg: PolicyConfig, link: Link
             where = "loaded here (splits)" if config.splits else "of " + manifest.model_name
             raise ConfigError(key, k, f"not a split {where}; candidates: {split_ranges(loaded)}")
     K = manifest.num_layers
+    if pcfg.split is not None and config.split is not None and pcfg.split != config.split:
+        # `--split 3 --policy-split 5` ran split 5 without a word
+        log.warning("policy.split = %d is the split run; split = %d is only its default when policy.split is unset",
+                    pcfg.split, config.split)
     if pcfg.name == "fixed" and pcfg.split is None and config.split is None:
         log.info("no split given: every frame runs wholly on the edge (k = %d)", K)
     policy = build_policy(pcfg, manifest.model_digest, K, config.split, link, candidates=loaded)

@@ -40,3 +40,20 @@ def test_an_adaptive_policy_names_every_split_it_may_send_that_does_not_fit() ->
     assert "split 0's frames take up to" in str(err.value)  # the largest
     assert "raise it to at least 0.005, or leave splits 0-1 out (splits)" in str(err.value)
     check_message_size(conf(0.002), MANIFEST, adaptive, [2, 3])  # the splits it loads all fit
+
+
+def test_a_policy_split_over_another_top_level_split_is_said(caplog: pytest.LogCaptureFixture) -> None:
+    from edge_node.assembly import policy_for
+    from scheduler.link import LinkEstimator
+
+    manifest = SimpleNamespace(num_layers=3, split_ids=[0, 1, 2, 3], model_name="m", model_digest="sha256:0",
+                               splits=MANIFEST.splits)
+    c = EdgeConfig(bundle="b", source="synthetic:1", split=1)
+    c.policy.split = 2
+    policy = policy_for(c, manifest, c.policy, LinkEstimator())
+    assert getattr(policy, "split", None) == 2  # as documented: policy.split wins
+    assert "policy.split = 2 is the split run; split = 1 is only its default" in caplog.text
+    caplog.clear()
+    c.policy.split = 1
+    policy_for(c, manifest, c.policy, LinkEstimator())
+    assert "policy.split" not in caplog.text
