@@ -45,14 +45,18 @@ def parse_bandwidth(text: str, key: str = "--bandwidth") -> float:
     return value
 
 
-def parse_duration_ms(text: str, key: str = "--rtt") -> float:
-    """'40ms', '0.04s', '40' (ms) -> ms."""
+def parse_duration_ms(text: str, key: str = "--rtt", round_trip: bool = True) -> float:
+    """'40ms', '0.04s', '40' (ms) -> ms. A round trip given as a number alone under 1 (ms) is
+    refused: `--rtt 0.04` meant seconds and was planned as 0.04 ms (a queue wait may be that short)."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(us|ms|s)?\s*", text)
     if not m:
         raise ConfigError(key, text, "expected a duration like 40ms or 0.04s")
     value = float(m.group(1)) * _TIME_UNITS[m.group(2) or "ms"]
     if not math.isfinite(value):  # 400 digits read as inf
         raise ConfigError(key, text, "is too large to be a duration")
+    if round_trip and m.group(2) is None and 0 < value < 1:
+        raise ConfigError(key, text, "a number alone is milliseconds, and under 1 ms is no link's round trip: "
+                                     "give its unit, e.g. 40ms or 0.04s")
     return value
 
 

@@ -200,8 +200,11 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
     if not hasattr(args, "name"):
         args.name = alias or "min-latency"
     pcfg = cfg.load(PolicyConfig, args, None)
-    link = LinkState(parse_bandwidth(args.bandwidth), parse_duration_ms(args.rtt), parse_duration_ms(args.queue, "--queue"))
-    cost = build_cost_model(pcfg, bundle.manifest.model_digest, num_layers=bundle.manifest.num_layers)
+    link = LinkState(parse_bandwidth(args.bandwidth), parse_duration_ms(args.rtt), parse_duration_ms(args.queue, "--queue", round_trip=False))
+    try:
+        cost = build_cost_model(pcfg, bundle.manifest.model_digest, num_layers=bundle.manifest.num_layers)
+    except ConfigError as err:  # named as this command's flag (--power-table), not the agent's key
+        raise _as_explain_flag(err, args) from None
     level = None
     if pcfg.battery_low_pct is not None:  # the level now, read as the agent reads it
         from scheduler.power import BatteryGauge
@@ -213,6 +216,15 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
     print(explain_json(preds, decision, link, pcfg, level) if args.json
           else explain_table(preds, decision, link, pcfg, level))
     return 0
+
+
+def _as_explain_flag(err: ConfigError, args: argparse.Namespace) -> ConfigError:
+    """The error with `policy.power_table` named `--power-table` where `policy explain` has that flag:
+    "policy.power_table: ..." sent users looking for a config file they had not given."""
+    name = err.key.removeprefix("policy.")
+    if name != err.key and hasattr(args, name):
+        return ConfigError("--" + name.replace("_", "-"), err.value, err.reason)
+    return err
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -150,6 +150,22 @@ def test_a_value_beginning_with_a_dash_gets_the_message_about_the_value(digits_b
     assert said in error_line(proc)
 
 
+def test_policy_explain_names_its_own_flags_and_refuses_a_bare_sub_ms_rtt(digits_bundle: Path, tmp_path: Path) -> None:
+    """It said `policy.edge_profile = ...` (the agent's config key, not a flag it has), and took
+    `--rtt 0.04` as 0.04 ms."""
+    from scheduler.reference_profiles import write_reference_profiles
+    from splitpoint.bundle import load_bundle
+
+    edge, cloud, _ = write_reference_profiles(load_bundle(digits_bundle, verify=False).manifest, tmp_path)
+    (tmp_path / "broken.json").write_text("x")
+    base = ("policy", "explain", "--bundle", str(digits_bundle), "--cloud-profile", str(cloud), "--bandwidth", "5Mbps")
+    proc = splitpoint(*base, "--edge-profile", str(tmp_path / "broken.json"), "--rtt", "40ms")
+    assert proc.returncode == 2 and error_line(proc).startswith(
+        f'splitpoint policy: error: --edge-profile = "{tmp_path / "broken.json"}": unreadable'), error_line(proc)
+    proc = splitpoint(*base, "--edge-profile", str(edge), "--rtt", "0.04")
+    assert proc.returncode == 2 and "--rtt = \"0.04\": a number alone is milliseconds" in error_line(proc)
+
+
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c not in ("edge", "cloud")])
 def test_every_other_command_has_examples(command: str) -> None:
     argv = [command, "explain", "--help"] if command == "policy" else [command, "--help"]

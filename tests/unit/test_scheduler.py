@@ -258,6 +258,16 @@ def test_policy_explain_refuses_a_link_figure_too_large_to_be_finite(parse: str,
     assert parse_bandwidth("5Mbps") == 5e6 and parse_duration_ms("40") == 40.0
 
 
+def test_a_round_trip_given_as_a_number_alone_under_1_ms_is_refused() -> None:
+    # `policy explain --rtt 0.04` meant seconds and planned with a 0.04 ms round trip, said nowhere
+    from scheduler.planner import parse_duration_ms
+
+    with pytest.raises(ConfigError, match=r'^--rtt = "0.04": a number alone is milliseconds.*e\.g\. 40ms or 0\.04s$'):
+        parse_duration_ms("0.04")
+    assert parse_duration_ms("0.04s") == 40.0 and parse_duration_ms("0.5ms") == 0.5 and parse_duration_ms("0") == 0.0
+    assert parse_duration_ms("0.5", "--queue", round_trip=False) == 0.5  # a queue wait may be that short
+
+
 @pytest.mark.parametrize(("text", "bps"), [("5Mbps", 5e6), ("5 mbps", 5e6), ("500kbps", 5e5), ("2e6", 2e6),
                                          ("5MBps", 40e6), ("5MB/s", 40e6), ("1kBps", 8e3), ("1Gbps", 1e9)])
 def test_a_rate_in_bytes_is_eight_times_its_bits(text: str, bps: float) -> None:
