@@ -120,7 +120,9 @@ def read_frame_file_sized(path: Path, pre: Preprocessing) -> tuple[np.ndarray, t
             return fit_frame(np.asarray(img, dtype=np.uint8), pre), (int(img.width), int(img.height))
     except Image.DecompressionBombError as exc:  # not an OSError: it would end the run, not the frame
         raise ConfigError("source", str(path), f"not a readable image: too large ({exc})") from None
-    except (OSError, UnidentifiedImageError) as exc:
+    except UnidentifiedImageError:  # its message names the file handle ('<_io.BufferedReader name=19>')
+        raise ConfigError("source", str(path), "not a readable image: not an image file Pillow can read") from None
+    except OSError as exc:
         raise ConfigError("source", str(path), f"not a readable image ({exc})") from None
 
 

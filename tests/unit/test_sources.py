@@ -165,6 +165,15 @@ def test_a_decompression_bomb_is_that_frames_read_error(tmp_path: Path) -> None:
         assert next(frames).origin == "c.png"
 
 
+def test_a_file_pillow_cannot_identify_is_said_without_its_file_handle(tmp_path: Path) -> None:
+    """The reason read 'not a readable image (cannot identify image file <_io.BufferedReader name=19>)'."""
+    (tmp_path / "a.png").write_bytes(b"this is not a png")
+    with open_source(str(tmp_path), GRAY8) as source, pytest.raises(FrameReadError) as info:
+        next(iter(source))
+    assert info.value.reason == "frame 0 (a.png): not a readable image: not an image file Pillow can read"
+    assert "BufferedReader" not in str(info.value) and "name=" not in str(info.value)
+
+
 def drain_within(source: FrameSource, timeout_s: float = 30.0) -> list[Frame | FrameReadError]:
     """Every frame and read error of `source`, from a thread: a read that blocks fails the test."""
     out: list[Frame | FrameReadError] = []
