@@ -7,7 +7,8 @@ its name) is left out with one warning, as is a subdirectory - opening a named p
 wait for a writer forever, and a device may never end. A file is opened through
 `open_regular` all the same, so one swapped for a pipe after the listing is that frame's
 error, not a hang. An image whose header declares more pixels than Pillow allows (a
-decompression bomb) is that frame's error too, like any other unreadable image.
+decompression bomb) is that frame's error too, like any other unreadable image; so is a .npy
+whose header declares more, checked before its data is read.
 """
 
 from __future__ import annotations
@@ -170,6 +171,7 @@ def _npy_array(fh: Any, size: int) -> np.ndarray:
     if dtype.hasobject:  # np.load would refuse it too, then suggest allow_pickle=True: never
         raise _NotAFrameArray(f"holds Python objects (dtype {dtype}, stored pickled), which splitpoint never "
                               f"loads; {_SAVE_FRAMES}")
+    _check_pixels(shape, dtype)
     need = int(np.prod(shape, dtype=object)) * dtype.itemsize  # a Python int: a forged shape cannot overflow
     have = size - fh.tell()
     if have < need:
@@ -180,6 +182,32 @@ def _npy_array(fh: Any, size: int) -> np.ndarray:
         return np.asarray(np.load(fh, allow_pickle=False))
     except ValueError as exc:
         raise _NotAFrameArray(f"an unreadable .npy array ({exc})") from None
+
+
+# Pillow's default Image.MAX_IMAGE_PIXELS, for a .npy read where Pillow is not installed
+_PILLOW_MAX_IMAGE_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+
+
+def frame_pixel_limit() -> int | None:
+    """The most pixels a frame file may declare: Pillow refuses an image of more than twice
+    Image.MAX_IMAGE_PIXELS as a decompression bomb; None if that limit is switched off."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return 2 * _PILLOW_MAX_IMAGE_PIXELS
+    return None if Image.MAX_IMAGE_PIXELS is None else 2 * int(Image.MAX_IMAGE_PIXELS)
+
+
+def _check_pixels(shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """The image limit, from a .npy's header, before np.load allocates it: a 4 KB sparse file can
+    declare gigabytes. Pixels are H x W of a frame's shape, every value of any other shape."""
+    frame_like = len(shape) == 3 and 1 <= shape[-1] <= 4
+    pixels = int(np.prod(shape[:-1] if frame_like else shape, dtype=object))
+    limit = frame_pixel_limit()
+    if limit is not None and pixels > limit:
+        raise _NotAFrameArray(f"too large: its header says {_array_words_of(shape, dtype)}, {pixels} pixels, "
+                              f"over the limit of {limit} pixels a frame may have (Pillow's decompression-bomb "
+                              "limit, which images have too)")
 
 
 def _what_it_is(start: bytes) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from helpers import fake_cv2, png_declaring
+from numpy.lib import format as npy_format
 from PIL import Image
 
 from edge_node import video_sources
@@ -172,6 +173,48 @@ def test_a_file_pillow_cannot_identify_is_said_without_its_file_handle(tmp_path:
         next(iter(source))
     assert info.value.reason == "frame 0 (a.png): not a readable image: not an image file Pillow can read"
     assert "BufferedReader" not in str(info.value) and "name=" not in str(info.value)
+
+
+def npy_declaring(path: Path, shape: tuple[int, ...]) -> None:
+    """A uint8 .npy of `shape` whose data is a hole: a few KB on disk however large it says it is."""
+    with path.open("wb") as fh:
+        npy_format.write_array_header_1_0(fh, {"descr": "|u1", "fortran_order": False, "shape": shape})
+        fh.truncate(fh.tell() + int(np.prod(shape)))
+
+
+def test_a_npy_declaring_more_pixels_than_an_image_may_have_is_refused_before_it_is_loaded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sparse (20000, 20000, 3) .npy was loaded (3.2 GB of memory) and recorded ok, where an image
+    of that size is refused as a decompression bomb."""
+    npy_declaring(tmp_path / "a.npy", (20000, 20000, 3))
+    np.save(tmp_path / "b.npy", np.full((8, 8), 4, np.uint8))
+    loaded: list[object] = []
+    real_load = np.load
+    monkeypatch.setattr(np, "load", lambda *a, **k: loaded.append(a) or real_load(*a, **k))
+    with open_source(str(tmp_path), GRAY8) as source:
+        frames = iter(source)
+        with pytest.raises(FrameReadError) as info:
+            next(frames)
+        assert info.value.reason == (
+            "frame 0 (a.npy): too large: its header says a uint8 array of shape (20000, 20000, 3), 400000000 pixels, "
+            f"over the limit of {2 * Image.MAX_IMAGE_PIXELS} pixels a frame may have (Pillow's "  # type: ignore[operator]
+            "decompression-bomb limit, which images have too)")
+        assert loaded == []
+        assert np.all(next(frames).raw == 4)
+
+
+def test_the_npy_pixel_limit_follows_pillows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # refused above 2000 pixels, as images are
+    np.save(tmp_path / "a.npy", np.zeros((40, 50, 3), np.uint8))  # 2000: allowed
+    np.save(tmp_path / "b.npy", np.zeros((40, 51, 3), np.uint8))
+    Image.new("L", (51, 40)).save(tmp_path / "c.png")
+    with open_source(str(tmp_path), GRAY8) as source:
+        frames = iter(source)
+        assert next(frames).origin == "a.npy"
+        for name in ("b.npy", "c.png"):
+            with pytest.raises(FrameReadError) as info:
+                next(frames)
+            assert info.value.origin == name and "too large" in info.value.reason and "2000 pixels" in info.value.reason
 
 
 def drain_within(source: FrameSource, timeout_s: float = 30.0) -> list[Frame | FrameReadError]:
