@@ -9,6 +9,11 @@ wait for a writer forever, and a device may never end. A file is opened through
 error, not a hang. An image whose header declares more pixels than Pillow allows (a
 decompression bomb) is that frame's error too, like any other unreadable image; so is a .npy
 whose header declares more, checked before its data is read.
+
+Frames are 8-bit. A 16-bit image or uint16 array is scaled to 8 bits (value / 257, rounded);
+one whose range of values cannot be known (floating point, 32-bit integers) is refused rather
+than clipped: clipping made every 16-bit frame white and a 0..1 float frame black, each then
+classified as if it were a real frame.
 """
 
 from __future__ import annotations
@@ -67,10 +72,14 @@ def _kind(path: Path) -> str:
 
 
 def fit_frame(frame: np.ndarray, pre: Preprocessing) -> np.ndarray:
-    """Any uint8 frame (H, W), (H, W, 1|3|4) -> (pre.height, pre.width, pre.channels) uint8."""
+    """Any uint8 or uint16 frame (H, W), (H, W, 1|3|4) -> (pre.height, pre.width, pre.channels) uint8."""
     frame = np.asarray(frame)
+    if _is_uint16(frame.dtype):
+        frame = scale_16bit(frame)
     if frame.dtype != np.uint8:
-        raise ConfigError("frame", str(frame.dtype), "frames must be uint8 images (0..255)")
+        raise ConfigError("frame", str(frame.dtype), "frames must be uint8 images (0..255) or uint16 (0..65535, "
+                          f"scaled to 8 bits); the range of a {frame.dtype} array's values cannot be known: "
+                          "convert it to an 8-bit image (uint8)")
     if frame.ndim == 3 and frame.shape[-1] == 4:
         frame = frame[..., :3]
     if frame.ndim == 3 and frame.shape[-1] == 1:
@@ -101,6 +110,16 @@ def _resize_convert(frame: np.ndarray, pre: Preprocessing) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
+def _is_uint16(dtype: np.dtype) -> bool:
+    return dtype.kind == "u" and dtype.itemsize == 2  # either byte order: a .npy may be big-endian
+
+
+def scale_16bit(values: np.ndarray) -> np.ndarray:
+    """0..65535 -> 0..255 as round(value / 257): 65535 / 255 is exactly 257, so 8-bit values x257
+    (how 16-bit files widen them) come back unchanged. 257 is odd: no value falls on a tie."""
+    return ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
 def read_frame_file_sized(path: Path, pre: Preprocessing) -> tuple[np.ndarray, tuple[int, int]]:
     """One image or .npy file -> (raw uint8 frame of the bundle's size, (width, height) of the file's
     image before it was fitted): a detector's boxes are mapped back to the latter."""
@@ -117,14 +136,42 @@ def read_frame_file_sized(path: Path, pre: Preprocessing) -> tuple[np.ndarray, t
         raise BackendUnavailableError(f"reading image files needs Pillow: {install_hint('edge', 'pillow')}") from None
     try:
         with os.fdopen(open_regular(path, "source"), "rb") as fh, Image.open(fh) as opened:
-            img = opened.convert("L" if pre.channels == 1 else "RGB")
-            return fit_frame(np.asarray(img, dtype=np.uint8), pre), (int(img.width), int(img.height))
+            return fit_frame(_image_pixels(opened, path, pre), pre), (int(opened.width), int(opened.height))
     except Image.DecompressionBombError as exc:  # not an OSError: it would end the run, not the frame
         raise ConfigError("source", str(path), f"not a readable image: too large ({exc})") from None
     except UnidentifiedImageError:  # its message names the file handle ('<_io.BufferedReader name=19>')
         raise ConfigError("source", str(path), "not a readable image: not an image file Pillow can read") from None
     except OSError as exc:
         raise ConfigError("source", str(path), f"not a readable image ({exc})") from None
+
+
+def _image_pixels(opened: Any, path: Path, pre: Preprocessing) -> np.ndarray:
+    """An opened image's pixels: uint8 for 8-bit modes (converted to the bundle's channels), uint16
+    for a 16-bit single-channel image (fit_frame scales it). Pillow's convert() would clip every
+    value over 255 instead. Pillow itself brings 16-bit colour (48-bit PNG, ...) to 8-bit RGB."""
+    mode = str(opened.mode)
+    if mode not in ("I", "F") and not mode.startswith("I;16"):
+        return np.asarray(opened.convert("L" if pre.channels == 1 else "RGB"), dtype=np.uint8)
+    if mode == "F" or not _decoded_from_16_bits(opened):
+        raise ConfigError("source", str(path), f"an image of {_WIDE_MODES.get(mode, 'more than 8 bits per pixel')} "
+                          f"(Pillow mode {mode}): the range of its values cannot be known, so it cannot be "
+                          "made 8-bit; convert it to an 8-bit image")
+    return np.clip(np.asarray(opened), 0, 65535).astype(np.uint16)  # in range already: the clip only guards
+
+
+_WIDE_MODES = {"F": "floating-point pixels", "I": "32-bit integer pixels"}
+
+
+def _decoded_from_16_bits(opened: Any) -> bool:
+    """Whether the file holds 16-bit samples, from the raw mode Pillow decodes it with ('I;16B' for a
+    16-bit PNG or PGM, 'I;16' for a TIFF; a 12-bit TIFF's 'I;12' is not 0..65535): the mode alone does
+    not say, as Pillow opens a 16-bit PNG as mode I;16 (older Pillow: mode I) and a PGM with a maxval over
+    255 as mode I, its values scaled to 0..65535. Must run before the pixels are loaded: loading empties
+    `tile`."""
+    if opened.format == "PPM" and opened.mode == "I":
+        return True
+    rawmodes = [tile[3][0] if isinstance(tile[3], tuple) else tile[3] for tile in opened.tile]
+    return bool(rawmodes) and all(str(raw).startswith("I;16") for raw in rawmodes)
 
 
 def image_size(frame: np.ndarray) -> tuple[int, int]:

@@ -21,6 +21,7 @@ from PIL import Image
 from edge_node import video_sources
 from edge_node.source_spec import open_source
 from edge_node.sources import Frame, FrameReadError, FrameSource
+from splitpoint import images
 from splitpoint.bundle import Preprocessing
 from splitpoint.errors import BackendUnavailableError, ConfigError, show_value
 
@@ -173,6 +174,77 @@ def test_a_file_pillow_cannot_identify_is_said_without_its_file_handle(tmp_path:
         next(iter(source))
     assert info.value.reason == "frame 0 (a.png): not a readable image: not an image file Pillow can read"
     assert "BufferedReader" not in str(info.value) and "name=" not in str(info.value)
+
+
+def save_16bit(path: Path, pixels: np.ndarray) -> None:
+    """`pixels` widened to 16 bits as image tools do (x257: 255 -> 65535)."""
+    wide = pixels.astype(np.uint16) * 257
+    if path.suffix == ".pgm":  # Pillow opens a 16-bit PGM as mode I, not I;16
+        path.write_bytes(b"P5 %d %d 65535\n" % (wide.shape[1], wide.shape[0]) + wide.astype(">u2").tobytes())
+    else:
+        Image.fromarray(wide).save(path)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".pgm"])
+@pytest.mark.parametrize("pre", [GRAY8, RGB8], ids=["gray", "rgb"])
+def test_a_16_bit_image_gives_the_frame_of_its_8_bit_twin(tmp_path: Path, suffix: str, pre: Preprocessing) -> None:
+    """Pillow's convert('L') clipped every 16-bit value over 255: each frame came out all 255 (one
+    label for all of them), recorded ok."""
+    rng = np.random.default_rng(1)
+    twins = [rng.integers(0, 256, (8, 8), dtype=np.uint8) for _ in range(3)]
+    for i, pixels in enumerate(twins):
+        save_16bit(tmp_path / f"{i}{suffix}", pixels)
+    with Image.open(tmp_path / f"0{suffix}") as opened:
+        assert opened.mode in ("I;16", "I") and opened.mode == ("I" if suffix == ".pgm" else "I;16")
+    frames = drain(open_source(str(tmp_path), pre))
+    assert len(frames) == 3
+    for frame, pixels in zip(frames, twins, strict=True):
+        assert frame.raw.shape == (8, 8, pre.channels)
+        assert (frame.raw == pixels[..., None]).all()
+
+
+def test_16_bit_values_are_rounded_to_8_bits() -> None:
+    wide = np.array([[0, 128, 129, 385, 386, 32896, 65534, 65535]], np.uint16)
+    for arr in (wide, wide.astype(">u2")):  # a .npy written on a big-endian machine too
+        assert images.fit_frame(arr, Preprocessing(height=1, width=8, channels=1, scale=1.0, offset=0.0))[0, :, 0].tolist() \
+            == [0, 0, 1, 1, 2, 128, 255, 255]
+
+
+@pytest.mark.parametrize(("make", "said"), [
+    (lambda p: Image.fromarray(np.full((8, 8), 0.5, np.float32)).save(p),
+     "an image of floating-point pixels (Pillow mode F): the range of its values cannot be known"),
+    (lambda p: Image.fromarray(np.full((8, 8), 70000, np.int32)).save(p),
+     "an image of 32-bit integer pixels (Pillow mode I): the range of its values cannot be known"),
+], ids=["float", "int32"])
+def test_an_image_whose_range_cannot_be_known_is_that_frames_error(tmp_path: Path, make: Any, said: str) -> None:
+    """A 0..1 float TIFF was clipped to black and classified, recorded ok."""
+    make(tmp_path / "a.tif")
+    Image.new("L", (8, 8), 3).save(tmp_path / "b.png")
+    with open_source(str(tmp_path), GRAY8) as source:
+        frames = iter(source)
+        with pytest.raises(FrameReadError) as info:
+            next(frames)
+        assert info.value.origin == "a.tif"
+        assert said in info.value.reason and info.value.reason.endswith("; convert it to an 8-bit image")
+        assert np.all(next(frames).raw == 3)
+
+
+def test_a_uint16_npy_is_scaled_and_other_wide_arrays_are_refused(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    pixels = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+    np.save(tmp_path / "0.npy", pixels.astype(np.uint16) * 257)
+    np.save(tmp_path / "1.npy", np.full((8, 8), 0.5, np.float32))
+    np.save(tmp_path / "2.npy", np.full((8, 8), 7, np.int32))
+    np.save(tmp_path / "3.npy", pixels)  # uint8 as before: unchanged
+    with open_source(str(tmp_path), GRAY8) as source:
+        frames = iter(source)
+        assert (next(frames).raw[..., 0] == pixels).all()
+        for dtype in ("float32", "int32"):
+            with pytest.raises(FrameReadError) as info:
+                next(frames)
+            assert (f"the range of a {dtype} array's values cannot be known: convert it to an 8-bit image (uint8)"
+                    in info.value.reason)
+        assert (next(frames).raw[..., 0] == pixels).all()
 
 
 def npy_declaring(path: Path, shape: tuple[int, ...]) -> None:
