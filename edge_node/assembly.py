@@ -26,6 +26,7 @@ from .client import NoLink
 from .config import EdgeConfig
 from .local_executor import LocalExecutor
 from .recorder import Recorder
+from .results_records import model_tag
 from .run_report import EdgeMetrics
 from .session import OffloadSession
 
@@ -54,7 +55,8 @@ def build_agent(config: EdgeConfig, policy: SplitPolicy | None = None,
     if heads.device.kind == "edgetpu":
         warn_of_under_voltage()
     registry = CollectorRegistry()
-    recorder = Recorder(m.labels, EdgeMetrics(registry), on_fatal=lambda: None, on_result=on_result)
+    recorder = Recorder(m.labels, EdgeMetrics(registry), on_fatal=lambda: None, on_result=on_result,
+                        model=model_tag(m.model_name, m.model_digest))
     # One channel for every configured server: gRPC spreads streams over them (round_robin)
     # and skips a replica whose health is not SERVING, so a draining server loses its streams.
     # An all-edge agent given neither TLS nor plaintext gets no channel at all (NoLink).

@@ -96,10 +96,15 @@ class RecordedOrigins:
         self._numbered: dict[str, IdRanges] = {}  # name -> ids whose origin is f"{name}#{id}"
         self._named: dict[int, str | None] = {}  # every other origin, by id
         self.ids = IdRanges()
+        #: model -> (records naming it, the lowest id among them): one or two models, not one per record
+        self.models: dict[str, tuple[int, int]] = {}
 
-    def add(self, fid: int, origin: str | None) -> None:
+    def add(self, fid: int, origin: str | None, model: str | None = None) -> None:
         if not self.ids.add(fid):
             return
+        if model is not None:
+            count, first = self.models.get(model, (0, fid))
+            self.models[model] = (count + 1, min(first, fid))
         suffix = f"#{fid}"
         if origin is not None and origin.endswith(suffix):
             name = origin[: -len(suffix)]

@@ -66,6 +66,8 @@ class Capture:
                 self._number_after_rotated(source)
             return
         self._check_origins(source, done)
+        if not renumbers:  # a camera's new frames are numbered after the log's: nothing is skipped
+            self._check_model(done)
         if renumbers:
             first = (done.ids.last or 0) + 1
             self._number_from(source, first)
@@ -100,6 +102,20 @@ class Capture:
             raise ConfigError("resume", True, f"{source.description} restarts its frame numbers and cannot renumber; "
                                               "use --no-resume or another results file")
         number_from(first)
+
+    def _check_model(self, done: RecordedOrigins) -> None:
+        """ConfigError when records of the log name another model than this agent's: frames it
+        recorded would be skipped, never run by this one (a directory or synthetic frames resumed
+        with another bundle). Records without a model (logs before 2026-12-07) are not checked."""
+        ours = self.recorder.model
+        others = {m: seen for m, seen in done.models.items() if m != ours}
+        if ours is None or not others:
+            return
+        other, (count, first) = min(others.items(), key=lambda item: item[1][1])
+        raise ConfigError("resume", True, (
+            f"{self.config.results} records frame {first} as run by model {other} ({count} of {len(done)} records), "
+            f"but this agent runs {ours}: its frames would be skipped, not run by this model; give --results "
+            "another file, or --no-resume to move this log aside and start over"))
 
     def _check_origins(self, source: FrameSource, done: RecordedOrigins) -> None:
         """ConfigError when a record's origin is not what the source has at that frame id: a log

@@ -51,8 +51,11 @@ DROP_REASON = "live mode: the agent fell behind the camera"
 class Recorder:
     def __init__(self, labels: list[str], metrics: EdgeMetrics, on_fatal: Callable[[], None],
                  on_result: Callable[[dict[str, Any]], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, model: str | None = None):
         self.labels = labels
+        #: written in every record after its origin ("digits-cnn@sha256:f63acfb5b365", `model_tag`): a
+        #: resumed log of another model would have this one skip frames it never ran
+        self.model = model
         self.metrics = metrics
         self.on_fatal = on_fatal
         self.on_result = on_result
@@ -179,6 +182,7 @@ class Recorder:
         record: dict[str, Any] = {
             "frame_id": frame.index,
             "origin": frame.origin,
+            **self._model(),
             "status": "ok",
             "split": split,
             "where": where,
@@ -235,8 +239,12 @@ class Recorder:
         self.metrics.stage_seconds.labels("end_to_end").observe(e2e_ms / 1000)
         self._tell(record)
 
+    def _model(self) -> dict[str, str]:
+        return {} if self.model is None else {"model": self.model}
+
     def failed(self, frame_id: int, origin: str, true_label: int | None, error: str) -> None:
-        record = {"frame_id": frame_id, "origin": origin, "status": "failed", "error": error, "true_label": true_label}
+        record = {"frame_id": frame_id, "origin": origin, **self._model(), "status": "failed", "error": error,
+                  "true_label": true_label}
         with self._lock:
             if not self._write(record):
                 return
@@ -248,8 +256,8 @@ class Recorder:
 
     def dropped(self, frame: Frame) -> None:
         """Live capture fell behind: `frame` leaves the buffer unprocessed, with a record saying so."""
-        record = {"frame_id": frame.index, "origin": frame.origin, "status": "dropped", "reason": DROP_REASON,
-                  "true_label": frame.label}
+        record = {"frame_id": frame.index, "origin": frame.origin, **self._model(), "status": "dropped",
+                  "reason": DROP_REASON, "true_label": frame.label}
         with self._lock:
             if not self._write(record):
                 return

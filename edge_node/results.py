@@ -65,7 +65,7 @@ from .results_file import (
     hold,
     is_sqlite,
 )
-from .results_records import StopCheck, dumps, frame_id, origin, scan_jsonl
+from .results_records import StopCheck, dumps, frame_id, model, origin, scan_jsonl
 from .results_records import each_result as each_result  # re-exported: where readers look for it
 from .results_records import read_results as read_results
 
@@ -165,10 +165,10 @@ class _ResultLog:
         except OSError:
             return False
 
-    def _found(self, fid: int, origin: str | None) -> None:
+    def _found(self, fid: int, origin: str | None, model: str | None = None) -> None:
         """A record the log held when it was opened (`_open`, before any write)."""
         self._stop_check()
-        self._origins.add(fid, origin)
+        self._origins.add(fid, origin, model)
 
     def done_ids(self) -> set[int]:
         with self._lock:
@@ -225,7 +225,7 @@ class JsonlResultLog(_ResultLog):
                                                               "\"sqlite\" or give another file")
             fh.seek(0)
             # lines as the agent writes them give their id and origin unparsed (results_records)
-            good = scan_jsonl(self.path, fh, lambda r: self._found(frame_id(r), origin(r)),
+            good = scan_jsonl(self.path, fh, lambda r: self._found(frame_id(r), origin(r), model(r)),
                               take_start=self._found)
             size = fh.seek(0, os.SEEK_END)
             last = b""
@@ -310,7 +310,7 @@ class SqliteResultLog(_ResultLog):
             self._db.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
             self._db.execute(_SCHEMA)
             for fid, text in self._db.execute("SELECT frame_id, record FROM results ORDER BY frame_id"):
-                self._found(fid, _origin_of_text(text))
+                self._found(fid, *_origin_and_model(text))
             self._ids = self._origins.ids.copy()
         except sqlite3.OperationalError as exc:  # full, read-only, I/O error: the file, not the setting
             raise ResultsWriteError(self.path, describe_os_error(exc)) from None
@@ -335,12 +335,12 @@ class SqliteResultLog(_ResultLog):
         self._db = None
 
 
-def _origin_of_text(text: str) -> str | None:
+def _origin_and_model(text: str) -> tuple[str | None, str | None]:
     try:
         record = json.loads(text)
     except ValueError:
-        return None
-    return origin(record) if isinstance(record, dict) else None
+        return None, None
+    return (origin(record), model(record)) if isinstance(record, dict) else (None, None)
 
 
 def _check_any_log(path: Path, held: LogHold, stop: Callable[[], bool]) -> None:

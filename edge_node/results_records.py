@@ -65,18 +65,21 @@ def frame_id(record: dict[str, Any]) -> int:
     return fid
 
 
-#: how the agent writes a record's start (`dumps`: frame_id, then origin, a JSON string without
-#: escapes - non-ASCII is escaped - here): what `scan_jsonl` reads them from without parsing the line
-_RECORD_START = re.compile(rb'\{"frame_id":(0|[1-9][0-9]*),"origin":"([\x20\x21\x23-\x5b\x5d-\x7e]*)"[,}]')
+#: how the agent writes a record's start (`dumps`: frame_id, origin, then model if it names one; JSON
+#: strings without escapes - non-ASCII is escaped - here): what `scan_jsonl` reads them from without
+#: parsing the line
+_PLAIN = rb'"([\x20\x21\x23-\x5b\x5d-\x7e]*)"'
+_RECORD_START = re.compile(rb'\{"frame_id":(0|[1-9][0-9]*),"origin":' + _PLAIN + rb'(?:,"model":' + _PLAIN +
+                           rb')?(?!,"model":)[,}]')  # a model with escapes: the line is parsed
 
 
 def scan_jsonl(path: Path, fh: IO[bytes], take: Callable[[dict[str, Any]], None],
-               take_start: Callable[[int, str], None] | None = None) -> int:
+               take_start: Callable[[int, str, str | None], None] | None = None) -> int:
     """Each record of a JSONL log read from `fh` to `take`, none kept (a log of a million records
     is read in the memory of one); returns the byte length of its intact part (a torn final line
     excluded). ConfigError at the first line that shows the file is not a results log.
-    `take_start`: only frame ids and origins are wanted - a whole line that starts as the agent
-    writes a record gives them to take_start(id, origin) unparsed (3x faster). Any other line
+    `take_start`: only frame ids, origins and models are wanted - a whole line that starts as the
+    agent writes a record gives them to take_start(id, origin, model or None) unparsed (3x faster). Any other line
     (another writer's, a torn one, an origin null or with escapes) is read as above, with its
     checks: a line is not trusted to be a record unless it begins as one, and what follows its
     origin is not looked at."""
@@ -88,7 +91,7 @@ def scan_jsonl(path: Path, fh: IO[bytes], take: Callable[[dict[str, Any]], None]
         if not whole and len(line) == MAX_LINE_BYTES:
             raise ConfigError("results", str(path), NOT_A_LOG.format(f"line {n} is longer than {MAX_LINE_BYTES >> 20} MiB"))
         if take_start is not None and whole and (start := _RECORD_START.match(line)) is not None:
-            take_start(int(start[1]), start[2].decode("ascii"))
+            take_start(int(start[1]), start[2].decode("ascii"), None if start[3] is None else start[3].decode("ascii"))
         elif line.strip():
             try:
                 record = json.loads(line)
@@ -106,6 +109,18 @@ def scan_jsonl(path: Path, fh: IO[bytes], take: Callable[[dict[str, Any]], None]
             take(record)
         good += len(line)
     return good
+
+
+def model(record: dict[str, Any]) -> str | None:
+    """The record's `model` (`model_tag` of the agent's bundle), None where it has none (older logs)."""
+    value = record.get("model")
+    return value if isinstance(value, str) else None
+
+
+def model_tag(model_name: str, model_digest: str) -> str:
+    """What a record names its model by: "digits-cnn@sha256:f63acfb5b365" (the digest's first 12 hex
+    digits, as the server's log shows it)."""
+    return f"{model_name}@{model_digest[:19]}"
 
 
 def origin(record: dict[str, Any]) -> str | None:
@@ -197,7 +212,7 @@ def last_frame_id(path: str | Path, stop: Callable[[], bool] = lambda: False) ->
 
     if not is_sqlite(p):
         with os.fdopen(open_regular(p, "results"), "rb") as fh:
-            scan_jsonl(p, fh, lambda record: take_id(frame_id(record)), lambda fid, _origin: take_id(fid))
+            scan_jsonl(p, fh, lambda record: take_id(frame_id(record)), lambda fid, _origin, _model: take_id(fid))
         return largest[0] if largest else None
     try:
         with read_only_sqlite(p) as db:

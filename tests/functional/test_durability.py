@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -36,6 +37,7 @@ from edge_node.config import EdgeConfig
 from edge_node.heads import EdgeHeads
 from edge_node.results import is_sqlite, open_results, read_results
 from edge_node.source_spec import open_source
+from splitpoint.bundle import load_bundle
 from splitpoint.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -340,6 +342,37 @@ def test_resume_onto_a_log_of_another_source_is_refused(digits_bundle: Path, clo
                                           r"'a.npy' there \(3 of 3 records name other frames\).*--no-resume"):
         run_agent(dir_agent(digits_bundle, cloud_server.address, tmp_path / "frames", results, fmt))
     assert read_results(results) == before
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "sqlite"])
+def test_resume_onto_a_log_of_another_model_is_refused(digits_bundle: Path, cloud_server: Any, tmp_path: Path,
+                                                        fmt: str) -> None:
+    """The same directory resumed with another bundle: its records were taken for this model's, and
+    the frames were skipped, never run by it. Records say their model now; a log of records without
+    one (written before) resumes as it did."""
+    frames, results = tmp_path / "frames", tmp_path / f"r.{fmt}"
+    write_frames(frames, ["a.npy", "b.npy", "c.npy", "d.npy"])
+    m = load_bundle(digits_bundle, verify=False).manifest
+    ours = f"{m.model_name}@{m.model_digest[:19]}"
+    log = open_results(results, fmt)
+    for i, name in enumerate(["a.npy", "b.npy"]):
+        log.write({"frame_id": i, "origin": name, "model": "other-model@sha256:0123456789ab", "status": "ok"})
+    log.close()
+    before = read_results(results)
+    with pytest.raises(ConfigError, match=rf"records frame 0 as run by model other-model@sha256:0123456789ab \(2 of 2 "
+                                          rf"records\), but this agent runs {re.escape(ours)}: .*--no-resume"):
+        run_agent(dir_agent(digits_bundle, cloud_server.address, frames, results, fmt))
+    assert read_results(results) == before
+    older = tmp_path / f"older.{fmt}"  # no model in its records: resumed, the rest run and say their model
+    log = open_results(older, fmt)
+    for i, name in enumerate(["a.npy", "b.npy"]):
+        log.write({"frame_id": i, "origin": name, "status": "ok"})
+    log.close()
+    summary, records = run_agent(dir_agent(digits_bundle, cloud_server.address, frames, older, fmt))
+    assert summary.skipped == 2 and sorted(r["frame_id"] for r in records) == [0, 1, 2, 3]
+    assert [r.get("model") for r in sorted(records, key=lambda r: r["frame_id"])] == [None, None, ours, ours]
+    summary, records = run_agent(dir_agent(digits_bundle, cloud_server.address, frames, older, fmt))  # our own: fine
+    assert summary.skipped == 4 and len(records) == 4
 
 
 def test_resume_after_the_directory_changed_is_refused(digits_bundle: Path, cloud_server: Any, tmp_path: Path) -> None:

@@ -272,18 +272,22 @@ def test_a_file_that_begins_as_a_log_and_is_not_one_is_still_refused(tmp_path: P
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 2**63), st.one_of(st.none(), st.text())), max_size=8,
-                unique_by=lambda t: t[0]))
-def test_a_records_start_read_unparsed_says_what_parsing_it_says(records: list[tuple[int, str | None]]) -> None:
-    """Whatever the origin (quotes, backslashes, non-ASCII, control characters), reading the start of
-    a line the agent wrote gives the id and origin json.loads gives, or leaves the line to it."""
+@given(st.lists(st.tuples(st.integers(0, 2**63), st.one_of(st.none(), st.text()), st.one_of(st.none(), st.text())),
+                max_size=8, unique_by=lambda t: t[0]))
+def test_a_records_start_read_unparsed_says_what_parsing_it_says(
+        records: list[tuple[int, str | None, str | None]]) -> None:
+    """Whatever the origin and model (quotes, backslashes, non-ASCII, control characters), reading the
+    start of a line the agent wrote gives the id, origin and model json.loads gives, or leaves the line
+    to it. A record without a model (written before 2026-12-07) gives None."""
     from edge_node.results_records import dumps, scan_jsonl
 
-    data = "".join(dumps({"frame_id": fid, "origin": origin, "status": "ok"}) + "\n" for fid, origin in records)
-    fast: dict[int, str | None] = {}
-    scan_jsonl(Path("r.jsonl"), io.BytesIO(data.encode()), lambda r: fast.__setitem__(r["frame_id"], r["origin"]),
-               take_start=fast.__setitem__)
-    assert fast == dict(records)
+    data = "".join(dumps({"frame_id": fid, "origin": origin, **({} if model is None else {"model": model}),
+                          "status": "ok"}) + "\n" for fid, origin, model in records)
+    fast: dict[int, tuple[str | None, str | None]] = {}
+    scan_jsonl(Path("r.jsonl"), io.BytesIO(data.encode()),
+               lambda r: fast.__setitem__(r["frame_id"], (r["origin"], r.get("model"))),
+               take_start=lambda fid, origin, model: fast.__setitem__(fid, (origin, model)))
+    assert fast == {fid: (origin, model) for fid, origin, model in records}
 
 
 def test_reading_a_closed_sqlite_log_leaves_nothing_beside_it(tmp_path: Path) -> None:
