@@ -374,12 +374,13 @@ def load_bundle(root: str | Path, side: str = "all", verify: bool = True) -> Bun
             if side in ("cloud", "all") and s.tail:
                 wanted.append(s.tail)
         for art in wanted:
-            _check_artifact(root, art)
+            check_artifact(root, art)
     log.debug("loaded bundle %s (%s, %d splits)", root, manifest.model_name, len(manifest.splits))
     return Bundle(root, manifest)
 
 
-def _check_artifact(root: Path, art: Artifact) -> None:
+def check_artifact(root: Path, art: Artifact) -> None:
+    """BundleError unless root/art.path is a regular file of the manifest's size and sha256."""
     p = root / art.path
     if not p.is_file():
         what = "is not a regular file (a directory, a pipe or a device)" if p.exists() else \

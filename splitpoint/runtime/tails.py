@@ -7,6 +7,7 @@ choose. A runner is thread-safe: a tf.function may be called from many threads.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -16,7 +17,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from splitpoint.bundle import Bundle, split_ranges
+from splitpoint.bundle import Bundle, check_artifact, split_ranges
 from splitpoint.errors import BundleError, ConfigError, RequestError
 from splitpoint.runtime.tf import import_tensorflow
 
@@ -88,6 +89,10 @@ class TailPool:
         self._runners: OrderedDict[int, TailRunner] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[int, threading.Lock] = {}
+        #: split -> (its file's identity, the error) of a load that failed while serving: frames
+        #: for it fail with that error without hashing the file again until the file changes
+        self._failed: dict[int, tuple[tuple[int, ...] | None, BundleError]] = {}
+        self._serving = False  # set after preload: a load failing from then on is a bundle changed on disk
         self.servable = [s.split for s in bundle.manifest.splits if s.tail is not None]
         if splits:
             ids = bundle.manifest.split_ids
@@ -105,6 +110,7 @@ class TailPool:
                     log.info("start-up stopped after %d of %d tails", len(self._runners), len(self.servable))
                     break
                 self.get(k)
+        self._serving = True
 
     def warm(self) -> list[int]:
         with self._lock:
@@ -123,9 +129,7 @@ class TailPool:
             with self._lock:
                 if split in self._runners:
                     return self._runners[split]
-            spec = self.bundle.manifest.split(split)
-            assert spec.tail is not None
-            runner = TailRunner(self.bundle.path(spec.tail), split)
+            runner = self._load(split)
             with self._lock:
                 self._runners[split] = runner
                 while self.budget > 0 and len(self._runners) > self.budget:
@@ -133,3 +137,41 @@ class TailPool:
                     log.info("tail %d evicted (warm budget %d)", evicted, self.budget)
             return runner
 
+
+    def _load(self, split: int) -> TailRunner:
+        """The tail of `split`, its file checked against the manifest as at start (load_bundle).
+        A tail evicted (warm_tails) is read from disk again: a file replaced meanwhile by another
+        model of the same shapes answered frames wrongly with status OK. This runs on the thread
+        that needs the tail (a tail worker, or start-up), never on a gRPC thread: hashing a large
+        tail takes a second or more."""
+        spec = self.bundle.manifest.split(split)
+        assert spec.tail is not None
+        path = self.bundle.path(spec.tail)
+        before = _identity(path)
+        failed = self._failed.get(split)
+        if failed is not None and failed[0] == before:
+            raise failed[1]  # the same bad file: no hashing it again, nor a log line, for every frame
+        try:
+            check_artifact(self.bundle.root, spec.tail)
+            runner = TailRunner(path, split)
+            if _identity(path) != before:  # replaced between the check and the load: what ran is unknown
+                raise BundleError(f"{path} changed while it was loaded")
+        except BundleError as exc:
+            if not self._serving:
+                raise  # at start: the command's own error (exit 2), as for load_bundle's check
+            err = BundleError(f"tail of split {split} not loaded: {exc}; the bundle changed on disk since the "
+                              "server started: restart the server with the new bundle")
+            log.error("%s", err)
+            self._failed[split] = (before, err)
+            raise err from None
+        self._failed.pop(split, None)
+        return runner
+
+
+def _identity(path: Path) -> tuple[int, ...] | None:
+    """What changes when a file is replaced or rewritten (inode, size, modification time); None if absent."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
