@@ -10,12 +10,16 @@ from splitpoint.errors import ConfigError
 from splitpoint.security import ServerSecurity
 
 MAX_STREAM_WINDOW_KB = 2**31 // 1024 - 1  # gRPC takes the window in bytes, a 32-bit int
+#: workers start as threads at once: 30000 was a 'can't start new thread' traceback 50 s in, and a
+#: 20-digit count got the server OOM-killed. Tails are batched and TensorFlow spreads each batch over
+#: the cores itself, so past the core count more workers add memory, not throughput.
+MAX_WORKERS = 256
 
 @dataclass
 class CloudConfig:
     bundle: str = option(help="bundle directory made by `splitpoint partition`", group="serving")
     listen: str = option("127.0.0.1:50051", "HOST:PORT to serve on; port 0 picks a free port and prints it", group="serving")
-    workers: int = option(2, "threads running tails", group="capacity")
+    workers: int = option(2, "threads running tails (1 to 256)", group="capacity")
     max_batch: int = option(8, "frames of the same split run together when they queue up", group="capacity")
     max_queue: int = option(256, "frames waiting for a worker before new ones get RESOURCE_EXHAUSTED", group="capacity")
     max_streams: int = option(256, "Infer streams open at once, over all agents; more get RESOURCE_EXHAUSTED (health and "
@@ -74,6 +78,9 @@ class CloudConfig:
                     "stream_window_kb"):
             if getattr(self, key) < 1:
                 raise ConfigError(key, getattr(self, key), "must be at least 1")
+        if self.workers > MAX_WORKERS:
+            raise ConfigError("workers", self.workers, f"must be at most {MAX_WORKERS} (threads running tails; "
+                                                       "about the CPU cores or GPUs is enough)")
         if self.stream_window_kb > MAX_STREAM_WINDOW_KB:  # 2097152 was an OverflowError once the tails had loaded
             raise ConfigError("stream_window_kb", self.stream_window_kb, f"must be at most {MAX_STREAM_WINDOW_KB} (2 GiB)")
         bad = [k for k in self.splits if k < 0]

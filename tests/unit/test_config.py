@@ -200,6 +200,23 @@ def test_cloud_limits_validated() -> None:
     assert info.value.key == "workers"
 
 
+@pytest.mark.parametrize("workers", ["257", "30000", "99999999999999999999"])
+def test_workers_past_the_cap_are_refused_before_any_thread_starts(workers: str) -> None:
+    """--workers 30000 was a 'can't start new thread' traceback 50 s in, after the tails loaded;
+    workers = 99999999999999999999 in TOML got the server OOM-killed."""
+    with pytest.raises(ConfigError, match=r"^workers = \d+: must be at most 256 ") as info:
+        cfg.load(CloudConfig, parse(CloudConfig, ["--bundle", "b", "--workers", workers]))
+    assert info.value.key == "workers"
+
+
+def test_workers_from_toml_past_the_cap_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, 'bundle = "b"\nworkers = 99999999999999999999\n')
+    with pytest.raises(ConfigError) as info:
+        cfg.load(CloudConfig, parse(CloudConfig, []), path)
+    assert info.value.key == "workers"
+    cfg.load(CloudConfig, parse(CloudConfig, ["--bundle", "b", "--workers", "256"]))  # the cap itself is fine
+
+
 def test_a_metrics_address_in_use_is_named() -> None:
     import socket
 
