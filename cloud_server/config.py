@@ -34,7 +34,7 @@ class CloudConfig:
                                          "in buffers; one stream's uplink is at most window / RTT", group="capacity")
     max_connection_age_s: float = option(0.0, "close each client connection after this long (GOAWAY; its streams get "
                                               "max_connection_age_grace_s to finish), so clients re-resolve a DNS "
-                                              "target and find new replicas; 0 = never", group="capacity")
+                                              "target and find new replicas; 0 = never, else at least 1", group="capacity")
     max_connection_age_grace_s: float = option(
         330.0, "how long the streams of a connection closed for its age may still run: longer than the agents' "
                "stream_lifetime_s (300 s), each stream then ends as the agent replaces it and no frame is cut off",
@@ -96,6 +96,12 @@ class CloudConfig:
             raise ConfigError("max_inflight_mb", self.max_inflight_mb, "must be > 0")
         if not (math.isfinite(self.max_connection_age_s) and self.max_connection_age_s >= 0):
             raise ConfigError("max_connection_age_s", self.max_connection_age_s, "must be >= 0 and finite (0 = never)")
+        if 0 < self.max_connection_age_s < 1:
+            # it exists so that clients re-resolve now and then (docs/scaling.md); below 1 ms it was 0 ms
+            # to gRPC, and under a second a connection closes before an agent's handshake, Describe and
+            # first frames are through: every agent reconnecting all the time, as for no server at all
+            raise ConfigError("max_connection_age_s", self.max_connection_age_s,
+                              "must be 0 (never) or at least 1 s (the deployment's ConfigMap uses 600)")
         if not (math.isfinite(self.max_connection_age_grace_s) and self.max_connection_age_grace_s >= 1):
             raise ConfigError("max_connection_age_grace_s", self.max_connection_age_grace_s,
                               "must be a number of seconds >= 1")

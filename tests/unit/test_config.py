@@ -217,6 +217,17 @@ def test_workers_from_toml_past_the_cap_are_refused(tmp_path: Path) -> None:
     cfg.load(CloudConfig, parse(CloudConfig, ["--bundle", "b", "--workers", "256"]))  # the cap itself is fine
 
 
+@pytest.mark.parametrize("age", ["0.0001", "0.5", "0.999"])
+def test_a_connection_age_under_a_second_is_refused(age: str) -> None:
+    """max_connection_age_s = 0.0001 was 0 ms to gRPC (int(0.0001 * 1000)): every connection closed
+    at once; under a second none lives through an agent's handshake and first frames."""
+    with pytest.raises(ConfigError, match=r"must be 0 \(never\) or at least 1 s") as info:
+        cfg.load(CloudConfig, parse(CloudConfig, ["--bundle", "b", "--max-connection-age-s", age]))
+    assert info.value.key == "max_connection_age_s"
+    for fine in ("0", "1", "600"):
+        cfg.load(CloudConfig, parse(CloudConfig, ["--bundle", "b", "--max-connection-age-s", fine]))
+
+
 def test_a_metrics_address_in_use_is_named() -> None:
     import socket
 
