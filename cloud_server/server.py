@@ -202,7 +202,7 @@ class CloudServer:
         port = _bind(lambda: server.add_insecure_port(listen), "health_listen", listen)
         server.start()
         host, _ = parse_address("health_listen", listen)
-        log.info("health checks (grpc.health.v1 only, plaintext) on %s:%d", host, port)
+        log.info("health checks (grpc.health.v1 only, plaintext) on %s", format_address(host, port))
         return server, port
 
     def stop(self, grace: float | None = None) -> None:

@@ -21,7 +21,7 @@ from splitpoint import config as cfg
 from splitpoint import scratch_dir
 from splitpoint.cli_logging import say, setup_logging
 from splitpoint.cli_signals import CommandSignals
-from splitpoint.config import parse_address
+from splitpoint.config import format_address, parse_address
 
 if TYPE_CHECKING:
     from cloud_server.config import CloudConfig
@@ -68,11 +68,12 @@ def serve(config: CloudConfig, signals: CommandSignals) -> int:
     scratch_dir.stop_using()  # the tails are loaded: a server's later temp files must not outlive /tmp's cleaner
     say(f"splitpoint cloud listening on {server.address}")
     if server.health_port:
+        # format_address: an IPv6 host in brackets ("::1:38275" was no address anyone could use)
         host = parse_address("health_listen", config.health_listen)[0]
-        say(f"health checks (grpc.health.v1, plaintext) on {host}:{server.health_port}")
+        say(f"health checks (grpc.health.v1, plaintext) on {format_address(host, server.health_port)}")
     if server.metrics_port:
-        say(f"metrics on http://{parse_address('metrics_listen', config.metrics_listen)[0]}:{server.metrics_port}"
-            "/metrics")
+        host = parse_address("metrics_listen", config.metrics_listen)[0]
+        say(f"metrics on http://{format_address(host, server.metrics_port)}/metrics")
     while not server._stopped.wait(0.5):  # in steps: the main thread's wait must let the handlers run
         pass
     return 0

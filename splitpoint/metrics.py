@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from splitpoint.config import parse_address
+from splitpoint.config import format_address, parse_address
 from splitpoint.errors import SplitpointError
 
 log = logging.getLogger(__name__)
@@ -27,5 +27,5 @@ def serve_metrics(listen: str, registry: CollectorRegistry, key: str = "metrics_
     except OSError as err:  # in use, or not an address of this host: say which, as for --listen (exit 1)
         raise SplitpointError(f'{key} = "{listen}": cannot listen there: {err.strerror or err}') from err
     bound = server.server_port
-    log.info("metrics on http://%s:%d/metrics", host, bound)
+    log.info("metrics on http://%s/metrics", format_address(host, bound))  # [::1]:PORT, as a URL needs
     return server, bound
