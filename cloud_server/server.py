@@ -75,6 +75,18 @@ def _bind(add_port: Callable[[], int], key: str, listen: str) -> int:
     return port
 
 
+def check_resolves(key: str, listen: str) -> None:
+    """SplitpointError naming `key` when its host does not resolve: gRPC says only that it could not
+    bind ('address in use or not local' for nosuchhost.invalid or 256.1.1.1), and only after the
+    tails have loaded. Exit 1, as the metrics port says it: a name may resolve when DNS is back."""
+    host, port = parse_address(key, listen)
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:
+        raise SplitpointError(f'{key} = "{listen}": cannot listen there: {host} does not resolve '
+                              f"({err.strerror or err})") from None
+
+
 def replica_name(listen: str, port: int) -> str:
     """How a server names itself to agents (each stream's `splitpoint-replica` metadata, the
     `replica` of their records, loadtest's per-replica share): its listen address, unless that is
@@ -94,6 +106,9 @@ class CloudServer:
         still to load are left, and the caller does not start it."""
         self.config = config
         config.security.check_files()  # a bad certificate named now, not as 'Failed to bind' after the tails load
+        for key in ("listen", "health_listen", "metrics_listen"):  # as early, for a host that does not resolve
+            if getattr(config, key):
+                check_resolves(key, getattr(config, key))
         self.bundle = load_bundle(config.bundle, side="cloud")
         self.registry = CollectorRegistry()
         self.metrics = CloudMetrics(self.registry)
