@@ -64,12 +64,38 @@ def check_key_pair(cert_key: str, cert: str, key_key: str, key: str) -> None:
 
 
 def check_ca(key: str, path: str) -> None:
-    """A CA file: at least one PEM certificate (OpenSSL reads it as gRPC will)."""
-    read_file(key, path)
+    """A CA file: at least one PEM certificate (OpenSSL reads it as gRPC will), one of them a CA."""
+    data = read_file(key, path)
     try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
     except ssl.SSLError:
         raise ConfigError(key, path, "holds no PEM certificate; a CA certificate is needed here") from None
+    if not _holds_a_ca(data):  # OpenSSL takes a leaf as a trust anchor, then verifies no peer against it
+        raise ConfigError(key, path, "holds no CA certificate (basicConstraints CA:TRUE), only leaf certificates: "
+                                     "give the CA that signed the peers' certificates (ca.pem of `splitpoint certs`)")
+
+
+def _holds_a_ca(pem: bytes) -> bool:
+    """Whether any certificate in `pem` may sign others: basicConstraints CA:TRUE, or a self-signed
+    certificate without the extension (an X.509 v1 root, which OpenSSL takes as a CA). A leaf given
+    as tls_client_ca was accepted and every client then refused without a word (docs/security.md)."""
+    # a core dependency (`splitpoint certs`); imported here, only when TLS is used
+    from cryptography import x509
+
+    try:
+        certs = x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        return True  # a certificate OpenSSL reads but cryptography does not: gRPC (OpenSSL) is the judge
+    for cert in certs:
+        try:
+            if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+                return True
+        except x509.ExtensionNotFound:
+            if cert.issuer == cert.subject:
+                return True
+        except ValueError:  # a malformed extension: as above, not ours to refuse
+            return True
+    return False
 
 
 def _check_pair(cert: str, key: str) -> None:

@@ -152,6 +152,16 @@ def test_unusable_certificate_files_are_named_before_the_tails_load(certs, tmp_p
     client = ClientSecurity(tls_ca=str(garbage))
     with pytest.raises(ConfigError, match="tls_ca .*holds no PEM certificate"):
         client.channel("127.0.0.1:1", [])
+    # a leaf (CA:FALSE) as the CA was accepted, and every client (or server) was then refused without a word
+    with pytest.raises(ConfigError) as leaf:
+        CloudServer(CloudConfig(bundle=str(tmp_path / "no-bundle-needed"), listen="127.0.0.1:0", **server,
+                                tls_client_ca=str(certs.client_cert)))
+    assert leaf.value.key == "tls_client_ca" and "holds no CA certificate (basicConstraints CA:TRUE)" in str(leaf.value)
+    with pytest.raises(ConfigError, match=r"tls_ca .*holds no CA certificate \(basicConstraints CA:TRUE\)"):
+        ClientSecurity(tls_ca=str(certs.server_cert)).check_files()
+    both = tmp_path / "leaf-and-ca.pem"  # a bundle with the CA among leaves is fine
+    both.write_bytes(certs.client_cert.read_bytes() + certs.ca_cert.read_bytes())
+    ClientSecurity(tls_ca=str(both)).check_files()
     mtls = ClientSecurity(tls_ca=str(certs.ca_cert), tls_cert=str(certs.client_cert), tls_key=str(other.client_key))
     with pytest.raises(ConfigError, match="tls_key .*is not the private key of tls_cert"):
         mtls.check_files()
