@@ -76,9 +76,10 @@ def check_ca(key: str, path: str) -> None:
 
 
 def _holds_a_ca(pem: bytes) -> bool:
-    """Whether any certificate in `pem` may sign others: basicConstraints CA:TRUE, or a self-signed
-    certificate without the extension (an X.509 v1 root, which OpenSSL takes as a CA). A leaf given
-    as tls_client_ca was accepted and every client then refused without a word (docs/security.md)."""
+    """Whether any certificate in `pem` can be a trust anchor: basicConstraints CA:TRUE, or a
+    self-signed certificate whatever its extension says (a v1 root; or the peer's own self-signed
+    certificate, pinned: OpenSSL verifies a peer against it). A leaf signed by another CA, given as
+    tls_client_ca, was accepted and every client then refused without a word (docs/security.md)."""
     # a core dependency (`splitpoint certs`); imported here, only when TLS is used
     from cryptography import x509
 
@@ -87,12 +88,13 @@ def _holds_a_ca(pem: bytes) -> bool:
     except ValueError:
         return True  # a certificate OpenSSL reads but cryptography does not: gRPC (OpenSSL) is the judge
     for cert in certs:
+        if cert.issuer == cert.subject:
+            return True
         try:
             if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
                 return True
         except x509.ExtensionNotFound:
-            if cert.issuer == cert.subject:
-                return True
+            pass
         except ValueError:  # a malformed extension: as above, not ours to refuse
             return True
     return False

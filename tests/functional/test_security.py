@@ -480,3 +480,44 @@ def test_a_list_of_servers_over_tls_needs_the_name_to_verify(digits_bundle: Path
     finally:
         for s in servers:
             s.stop()
+
+
+def test_a_pinned_self_signed_certificate_is_a_ca_file_as_grpc_takes_it(tmp_path: Path) -> None:
+    """A server's own self-signed certificate (basicConstraints CA:FALSE) given to the agent as tls_ca:
+    gRPC verifies the server against it, so the check that refuses leaf-only CA files must not."""
+    import datetime
+    import ipaddress
+    from concurrent import futures
+
+    import grpc
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    (tmp_path / "pinned.pem").write_bytes(pem)
+    ClientSecurity(tls_ca=str(tmp_path / "pinned.pem")).check_files()
+    server = grpc.server(futures.ThreadPoolExecutor(1))
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key_pem, pem)]))
+    server.start()
+    try:
+        with grpc.secure_channel(f"127.0.0.1:{port}", grpc.ssl_channel_credentials(root_certificates=pem)) as ch:
+            reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        server.stop(None)
