@@ -273,7 +273,7 @@ def test_live_capture_drops_the_oldest_and_records_them(digits_bundle: Path, clo
     assert summary.frames == FRAMES and summary.cloud + summary.local + summary.dropped == FRAMES
     dropped = [r for r in records if r["status"] == "dropped"]
     assert all(r["reason"] == DROP_REASON and r["origin"] == f"synthetic#{r['frame_id']}" for r in dropped)
-    assert all(set(r) == {"frame_id", "origin", "status", "reason", "true_label"} for r in dropped)
+    assert all(set(r) == {"frame_id", "origin", "model", "status", "reason", "true_label"} for r in dropped)
     assert agent.registry.get_sample_value("splitpoint_edge_dropped_frames_total") == summary.dropped
     # the last frames of the source are the ones kept: the newest wins
     assert by_status["ok"] >= 3 and any(r["status"] == "ok" for r in records if r["frame_id"] >= FRAMES - 3)
