@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_node.bounded import LatencyMedian
+from edge_node.bounded import IdRanges, LatencyMedian
 from edge_node.results import each_result
 from edge_node.results_file import NOT_A_LOG_HINT
 from edge_node.results_records import reason_group
@@ -80,9 +80,19 @@ class LogSummary:
     first_ns: int | None = None
     last_ns: int | None = None
     latency: LatencyMedian = field(default_factory=LatencyMedian)
+    models: Counter[str] = field(default_factory=Counter)  # records by the model they name (since 2026-12-07)
+    #: records whose frame id an earlier record of the same log has: the agent writes one per frame,
+    #: so these are logs joined together or written by two runs; counted, not taken for more frames
+    repeated: int = 0
+    _ids: IdRanges = field(default_factory=IdRanges, repr=False)
 
     def add(self, r: dict[str, Any]) -> None:
         self.frames += 1
+        fid = r.get("frame_id")
+        if isinstance(fid, int) and not isinstance(fid, bool) and not self._ids.add(fid):
+            self.repeated += 1
+        if isinstance(r.get("model"), str):
+            self.models[r["model"]] += 1
         status = str(r.get("status", "?"))
         self.status[status] += 1
         stamp = r.get("capture_time_unix_ns")
@@ -115,8 +125,11 @@ class LogSummary:
             self.correct += r.get("label") == r.get("true_label")
 
     def merge(self, other: LogSummary) -> None:
-        """Add another log's summary to this one."""
+        """Add another log's summary to this one (ids repeated within each log are counted; ids in
+        two logs are not: rotated logs of a camera each number their own)."""
         self.frames += other.frames
+        self.models.update(other.models)
+        self.repeated += other.repeated
         self.status.update(other.status)
         self.where.update(other.where)
         self.splits.update(other.splits)
@@ -146,6 +159,7 @@ class LogSummary:
             "hedged_local_first": self.hedged_local_first, "raced": self.raced,
             "labelled": self.labelled, "correct": self.correct,
             "first_capture_unix_ns": self.first_ns, "last_capture_unix_ns": self.last_ns,
+            "models": dict(_ranked(self.models)), "repeated_frame_ids": self.repeated,
         }
 
 
@@ -226,12 +240,18 @@ def format_summary(s: LogSummary) -> str:
     if not s.frames:
         return f"{s.name}: no records"
     head = f"{s.name}: {_n(s.frames)} frames"
+    if s.repeated:
+        head = (f"{s.name}: {_n(s.frames)} records of {_n(s.frames - s.repeated)} frames ({_n(s.repeated)} repeat "
+                "a frame id of the same log: logs joined together, or two runs on one log)")
     if s.first_ns is not None and s.last_ns is not None:
         head += f" captured {_when(s.first_ns, s.last_ns)}"
     ok = s.status["ok"]
     where = ", ".join(f"{w} {_n(n)}" for w, n in _ranked(s.where))
     others = "".join(f" | {st} {_n(n)}" for st, n in _ranked(s.status) if st != "ok")
     lines = [head, f"  ok {_n(ok)}" + (f" ({where})" if where else "") + others]
+    if s.models:  # one model, or several in one log (resumed with another bundle before 2026-12-07)
+        lines.append(("  model: " if len(s.models) == 1 else "  models: ")
+                     + ", ".join(f"{m} {_n(n)}" for m, n in _ranked(s.models)))
     lat = s.latency
     if lat.count:
         lines.append(f"  end-to-end ms: median {lat.median():.1f}, p95 {lat.quantile(0.95):.1f}, "

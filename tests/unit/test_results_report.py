@@ -195,3 +195,28 @@ def test_a_capture_time_no_clock_gives_is_left_out_not_an_error(tmp_path, capsys
     (s,) = summarize([str(tmp_path / "r.jsonl")])
     assert s.frames == 3 and s.first_ns == s.last_ns == T0
     assert main(["results", str(tmp_path / "r.jsonl")]) == 0
+
+
+def test_repeated_frame_ids_and_models_are_said(tmp_path, capsys) -> None:
+    """Two logs joined with cat (the same 20 frame ids twice) were reported as 40 frames; a log of two
+    models' records (resumed with another bundle before records named their model) gave no hint."""
+    joined = tmp_path / "joined.jsonl"
+    with joined.open("w") as fh:
+        for model in ("digits-cnn@sha256:f63acfb5b365", "digits-det@sha256:0123456789ab"):
+            for fid in range(20):
+                fh.write(json.dumps(ok(fid, "cloud", 3, 10.0, model=model)) + "\n")
+    assert main(["results", str(joined)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{joined}: 40 records of 20 frames (20 repeat a frame id of the same log: logs joined "
+                          "together, or two runs on one log)"), out
+    assert "  models: digits-cnn@sha256:f63acfb5b365 20, digits-det@sha256:0123456789ab 20" in out
+    assert main(["results", str(joined), "--json"]) == 0
+    (summary,) = json.loads(capsys.readouterr().out)
+    assert summary["repeated_frame_ids"] == 20 and len(summary["models"]) == 2
+    one = tmp_path / "one.jsonl"  # an agent's own log: one record per frame, one model
+    one.write_text("".join(json.dumps(ok(fid, "cloud", 3, 10.0, model="m@sha256:0")) + "\n" for fid in range(3)))
+    assert main(["results", str(one), str(one.with_name("copy.jsonl"))]) == 2  # a missing second log: exit 2
+    capsys.readouterr()
+    assert main(["results", str(one)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{one}: 3 frames") and "  model: m@sha256:0 3" in out and "records of" not in out
