@@ -5,8 +5,8 @@ firmware loads, 18d1:9302 after) or PCIe (/dev/apex_0); whether the delegate
 loads; runtime versions and the known bad pairs; the bundle's integrity; the
 frame source, opened and its first frame read (splitpoint/doctor_source.py); the
 cloud's reachability, transport (TLS, token) and bundle digest, with a hint for
-each way a TLS handshake fails; clock skew against the server (when the server
-reports its clock); secret file modes; free disk and write access for the
+each way a TLS handshake fails, and clock skew against the server (when the server
+reports its clock) (splitpoint/doctor_cloud.py); secret file modes; free disk and write access for the
 results log.
 
 Every check returns a list of `Check` lines and never raises: a check that
@@ -15,13 +15,10 @@ breaks is itself reported as a FAIL line naming what went wrong.
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 import logging
 import os
 import shutil
 import stat
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -30,21 +27,17 @@ from edge_node.disk_space import LOW_FREE_BYTES
 from edge_node.results_records import check_log_start
 from splitpoint.doctor_bundle import bundle_digest, check_bundle
 from splitpoint.doctor_checks import Check, _plain, guarded
+from splitpoint.doctor_cloud import _BOOL_KEYS, TRANSPORT_KEYS, check_cloud
+from splitpoint.doctor_cloud import client_factory as client_factory  # the CLI's, re-exported
 from splitpoint.doctor_device import check_edgetpu, check_runtimes
 from splitpoint.doctor_source import check_source
 from splitpoint.errors import ConfigError
 from splitpoint.power_supply import check_power
-from splitpoint.remote_hints import remote_hint
 
 log = logging.getLogger(__name__)
 
 #: the agent's own floor (it warns below it while it runs)
 MIN_FREE_BYTES = LOW_FREE_BYTES
-MAX_SKEW_S = 2.0
-CLOUD_TIMEOUT_S = 5.0
-#: the edge config keys that decide how the agent talks to the server (passed to the client factory)
-TRANSPORT_KEYS = ("tls_ca", "tls_cert", "tls_key", "tls_server_name", "token_file", "insecure", "allow_plaintext_token")
-_BOOL_KEYS = ("insecure", "allow_plaintext_token")
 #: every edge config key the doctor uses
 EDGE_KEYS = ("bundle", "cloud", "device", "results", "results_format", "source", *TRANSPORT_KEYS)
 
@@ -59,40 +52,6 @@ def _edge_defaults() -> dict[str, Any]:
     from edge_node.config import EdgeConfig
 
     return {f.name: f.default for f in dataclasses.fields(EdgeConfig) if f.default is not dataclasses.MISSING}
-
-
-def client_factory(address: str, transport: dict[str, Any] | None = None,
-                   timeout_s: float = CLOUD_TIMEOUT_S) -> tuple[Callable[[], Any], str]:
-    """(a function making the OffloadClient the agent would make, how it talks: "TLS", "plaintext", ...).
-
-    The one place that turns config keys into a client: OffloadClient(address,
-    timeout_s=5, security=ClientSecurity(...)). `transport` holds the TLS/token keys
-    (TRANSPORT_KEYS); like the agent, the client talks plaintext only with insecure.
-    Errors (a bad address, TLS keys that contradict, missing certificate or token
-    files) surface when the function is called, so `check_cloud` reports them as a
-    FAIL line.
-    """
-    keys = {k: v for k, v in (transport or {}).items() if k in TRANSPORT_KEYS}
-    kind = "plaintext" if keys.get("insecure") else "mutual TLS" if keys.get("tls_cert") else "TLS"
-    if keys.get("token_file"):
-        kind += " with a bearer token"
-
-    def make() -> Any:
-        from edge_node.client import OffloadClient
-        from splitpoint.config import parse_address
-        from splitpoint.security import ClientSecurity
-
-        parse_address("cloud", address, allow_zero_port=False)
-        text = {k: str(keys.get(k) or "") for k in TRANSPORT_KEYS if k not in _BOOL_KEYS}
-        security = ClientSecurity(
-            tls_ca=text["tls_ca"], tls_cert=text["tls_cert"], tls_key=text["tls_key"],
-            tls_server_name=text["tls_server_name"], token_file=text["token_file"],
-            insecure=bool(keys.get("insecure")), allow_plaintext_token=bool(keys.get("allow_plaintext_token")),
-        )
-        security.validate()
-        return OffloadClient(address, timeout_s=timeout_s, security=security)
-
-    return make, kind
 
 
 def check_edge_config(path: str, values: dict[str, Any], built: list[Any]) -> list[Check]:
@@ -192,71 +151,6 @@ def _setting(key: str, value: Any) -> Any:
     if key in _BOOL_KEYS:
         return value is True or str(value).lower() in ("true", "yes", "1", "on")
     return "" if value is None else str(value)
-
-
-# ---------------------------------------------------------------- bundle
-
-
-# ---------------------------------------------------------------- cloud
-
-def _is_loopback(address: str) -> bool:
-    host = address.rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_cloud(make_client: Callable[[], Any], digest: str | None, transport: str = "") -> list[Check]:
-    """Describe and Probe the server: reachable, which model, same digest as here, clock skew.
-
-    `transport` names how the client talks ("TLS", "mutual TLS", "plaintext") for the report.
-    """
-    from splitpoint.errors import RemoteError
-
-    try:
-        client = make_client()
-    except Exception as exc:  # bad TLS files, a missing token file, a malformed address
-        return [Check("FAIL", "cloud", f"cannot set up the connection: {_plain(exc)}")]
-    address = getattr(client, "address", "the server")
-    try:
-        info = client.describe()
-        t0 = time.time_ns()
-        rtt_ms, probe = client.probe(0, 0)
-        t1 = time.time_ns()
-    except RemoteError as err:
-        hint = remote_hint(err)
-        return [Check("FAIL", "cloud", f"{address}: {_plain(err)}" + (f" -- {hint}" if hint else ""))]
-    except Exception as exc:
-        return [Check("FAIL", "cloud", f"{address}: the call failed ({type(exc).__name__}: {_plain(exc)})")]
-    finally:
-        with contextlib.suppress(Exception):
-            client.close()
-    via = f" over {transport}" if transport else ""
-    out = [Check("ok", "cloud", f"{address} serves {info.model_name}{via}; round trip {rtt_ms:.1f} ms")]
-    if transport == "plaintext" and not _is_loopback(address):
-        out.append(Check("warn", "cloud transport",
-                         "plaintext to a non-loopback address: anyone on the path can read and alter frames; "
-                         "set tls_ca (see docs/security.md)"))
-    if digest is not None:
-        same = info.model_digest == digest
-        out.append(Check("ok" if same else "FAIL", "cloud bundle",
-                         "same model digest as the local bundle" if same else
-                         f"server runs {info.model_digest[:23]}..., local bundle is {digest[:23]}...: "
-                         "deploy the same bundle to both"))
-    server_ns = int(getattr(probe, "server_unix_ns", 0) or 0)  # servers before this field answer 0
-    if server_ns:
-        skew = (server_ns - (t0 + t1) / 2) / 1e9
-        ok = abs(skew) < MAX_SKEW_S
-        out.append(Check("ok" if ok else "warn", "clock skew",
-                         f"{skew:+.3f} s against the server (±{(t1 - t0) / 2e6:.1f} ms)"
-                         + ("" if ok else ": timestamps in the results log and the server's logs will disagree; "
-                                          "run NTP (systemd-timesyncd or chrony) on both")))
-    else:
-        out.append(Check("skip", "clock skew", "the server does not report its clock (an older splitpoint)"))
-    return out
 
 
 # ---------------------------------------------------------------- secrets

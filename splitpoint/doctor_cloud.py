@@ -1,0 +1,115 @@
+"""The doctor's cloud check (`splitpoint doctor`): the client the agent would make, from the
+same config keys, and what the server says to it: reachable, its model's digest against the
+local bundle's, the transport, and clock skew against the server (when it reports its clock).
+A failed TLS handshake or call gets a hint (splitpoint/remote_hints.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import time
+from collections.abc import Callable
+from typing import Any
+
+from splitpoint.doctor_checks import Check, _plain
+from splitpoint.remote_hints import remote_hint
+
+MAX_SKEW_S = 2.0
+CLOUD_TIMEOUT_S = 5.0
+#: the edge config keys that decide how the agent talks to the server (passed to the client factory)
+TRANSPORT_KEYS = ("tls_ca", "tls_cert", "tls_key", "tls_server_name", "token_file", "insecure", "allow_plaintext_token")
+_BOOL_KEYS = ("insecure", "allow_plaintext_token")
+
+
+def client_factory(address: str, transport: dict[str, Any] | None = None,
+                   timeout_s: float = CLOUD_TIMEOUT_S) -> tuple[Callable[[], Any], str]:
+    """(a function making the OffloadClient the agent would make, how it talks: "TLS", "plaintext", ...).
+
+    The one place that turns config keys into a client: OffloadClient(address,
+    timeout_s=5, security=ClientSecurity(...)). `transport` holds the TLS/token keys
+    (TRANSPORT_KEYS); like the agent, the client talks plaintext only with insecure.
+    Errors (a bad address, TLS keys that contradict, missing certificate or token
+    files) surface when the function is called, so `check_cloud` reports them as a
+    FAIL line.
+    """
+    keys = {k: v for k, v in (transport or {}).items() if k in TRANSPORT_KEYS}
+    kind = "plaintext" if keys.get("insecure") else "mutual TLS" if keys.get("tls_cert") else "TLS"
+    if keys.get("token_file"):
+        kind += " with a bearer token"
+
+    def make() -> Any:
+        from edge_node.client import OffloadClient
+        from splitpoint.config import parse_address
+        from splitpoint.security import ClientSecurity
+
+        parse_address("cloud", address, allow_zero_port=False)
+        text = {k: str(keys.get(k) or "") for k in TRANSPORT_KEYS if k not in _BOOL_KEYS}
+        security = ClientSecurity(
+            tls_ca=text["tls_ca"], tls_cert=text["tls_cert"], tls_key=text["tls_key"],
+            tls_server_name=text["tls_server_name"], token_file=text["token_file"],
+            insecure=bool(keys.get("insecure")), allow_plaintext_token=bool(keys.get("allow_plaintext_token")),
+        )
+        security.validate()
+        return OffloadClient(address, timeout_s=timeout_s, security=security)
+
+    return make, kind
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_cloud(make_client: Callable[[], Any], digest: str | None, transport: str = "") -> list[Check]:
+    """Describe and Probe the server: reachable, which model, same digest as here, clock skew.
+
+    `transport` names how the client talks ("TLS", "mutual TLS", "plaintext") for the report.
+    """
+    from splitpoint.errors import RemoteError
+
+    try:
+        client = make_client()
+    except Exception as exc:  # bad TLS files, a missing token file, a malformed address
+        return [Check("FAIL", "cloud", f"cannot set up the connection: {_plain(exc)}")]
+    address = getattr(client, "address", "the server")
+    try:
+        info = client.describe()
+        t0 = time.time_ns()
+        rtt_ms, probe = client.probe(0, 0)
+        t1 = time.time_ns()
+    except RemoteError as err:
+        hint = remote_hint(err)
+        return [Check("FAIL", "cloud", f"{address}: {_plain(err)}" + (f" -- {hint}" if hint else ""))]
+    except Exception as exc:
+        return [Check("FAIL", "cloud", f"{address}: the call failed ({type(exc).__name__}: {_plain(exc)})")]
+    finally:
+        with contextlib.suppress(Exception):
+            client.close()
+    via = f" over {transport}" if transport else ""
+    out = [Check("ok", "cloud", f"{address} serves {info.model_name}{via}; round trip {rtt_ms:.1f} ms")]
+    if transport == "plaintext" and not _is_loopback(address):
+        out.append(Check("warn", "cloud transport",
+                         "plaintext to a non-loopback address: anyone on the path can read and alter frames; "
+                         "set tls_ca (see docs/security.md)"))
+    if digest is not None:
+        same = info.model_digest == digest
+        out.append(Check("ok" if same else "FAIL", "cloud bundle",
+                         "same model digest as the local bundle" if same else
+                         f"server runs {info.model_digest[:23]}..., local bundle is {digest[:23]}...: "
+                         "deploy the same bundle to both"))
+    server_ns = int(getattr(probe, "server_unix_ns", 0) or 0)  # servers before this field answer 0
+    if server_ns:
+        skew = (server_ns - (t0 + t1) / 2) / 1e9
+        ok = abs(skew) < MAX_SKEW_S
+        out.append(Check("ok" if ok else "warn", "clock skew",
+                         f"{skew:+.3f} s against the server (±{(t1 - t0) / 2e6:.1f} ms)"
+                         + ("" if ok else ": timestamps in the results log and the server's logs will disagree; "
+                                          "run NTP (systemd-timesyncd or chrony) on both")))
+    else:
+        out.append(Check("skip", "clock skew", "the server does not report its clock (an older splitpoint)"))
+    return out
