@@ -235,10 +235,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     cloud = values.get("cloud") or None
     # a server named on this command line is checked whatever the config's policy
     no_server = "" if flags.get("cloud") else doctor.contacts_no_server(config)
-    # the one client factory: OffloadClient(cloud, timeout_s=5, security=ClientSecurity(<the TLS keys>))
-    make_client, transport = doctor.client_factory(cloud or "", {k: values.get(k) for k in doctor.TRANSPORT_KEYS})
+    # the one client factory, one per replica of a list: OffloadClient(replica, timeout_s=5, security=ClientSecurity(...))
+    make_clients, transport = doctor.client_factories(cloud or "", {k: values.get(k) for k in doctor.TRANSPORT_KEYS})
     return doctor.run_doctor(values.get("bundle") or None, cloud, values["device"], values["results"],
-                             make_client=make_client if cloud else None, transport=transport,
+                             make_client=make_clients if cloud else None, transport=transport,
                              config_checks=config_checks,
                              secrets={k: values[k] for k in ("tls_key", "token_file") if values.get(k)},
                              no_server=no_server,

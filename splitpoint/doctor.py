@@ -28,7 +28,8 @@ from edge_node.results_records import check_log_start
 from splitpoint.doctor_bundle import bundle_digest, check_bundle
 from splitpoint.doctor_checks import Check, _plain, guarded
 from splitpoint.doctor_cloud import _BOOL_KEYS, TRANSPORT_KEYS, check_cloud
-from splitpoint.doctor_cloud import client_factory as client_factory  # the CLI's, re-exported
+from splitpoint.doctor_cloud import client_factories as client_factories  # the CLI's, re-exported
+from splitpoint.doctor_cloud import client_factory as client_factory
 from splitpoint.doctor_device import check_edgetpu, check_runtimes
 from splitpoint.doctor_source import check_source
 from splitpoint.errors import ConfigError
@@ -248,12 +249,13 @@ def check_disk(path: str, fmt: str = "jsonl") -> list[Check]:
 
 
 def run_doctor(bundle: str | None, cloud: str | None, device: str, results: str | None,
-               make_client: Callable[[], Any] | None = None, transport: str = "",
+               make_client: Callable[[], Any] | list[Callable[[], Any]] | None = None, transport: str = "",
                config_checks: list[Check] | None = None, out: Callable[[str], None] = print,
                secrets: dict[str, str] | None = None, no_server: str = "",
                certificates: dict[str, str] | None = None, source: str = "", results_format: str = "jsonl") -> int:
     """Every check, printed line by line as it finishes; 0 when nothing FAILed, 1 otherwise.
-    `no_server`: why the agent contacts no server (`contacts_no_server`): the cloud is not checked."""
+    `no_server`: why the agent contacts no server (`contacts_no_server`): the cloud is not checked.
+    `make_client`: one client factory, or one per replica of a list (`client_factories`), each checked."""
     checks: list[Check] = []
 
     def emit(new: list[Check]) -> None:
@@ -279,7 +281,9 @@ def run_doctor(bundle: str | None, cloud: str | None, device: str, results: str 
     if no_server:
         emit([Check("skip", "cloud", no_server)])
     elif cloud and make_client is not None:
-        emit(guarded("cloud", check_cloud, make_client, digest, transport))
+        makes = make_client if isinstance(make_client, list) else [make_client]
+        for make in makes:
+            emit(guarded("cloud", check_cloud, make, digest, transport, len(makes) > 1))
     else:
         emit([Check("skip", "cloud", "no server given (--cloud or `cloud` in --config)")])
     emit(guarded("disk", check_disk, results or "results.jsonl", results_format or "jsonl"))

@@ -21,42 +21,85 @@ TRANSPORT_KEYS = ("tls_ca", "tls_cert", "tls_key", "tls_server_name", "token_fil
 _BOOL_KEYS = ("insecure", "allow_plaintext_token")
 
 
+def replica_targets(cloud: str) -> list[str]:
+    """The targets the doctor checks for a `cloud` text, read as the agent reads it
+    (splitpoint/targets.py): each server of a list on its own, since the agent balances over
+    them all and each must answer (read as one HOST:PORT, a list was a FAIL); one target for a
+    single server or a dns:/// name (gRPC resolves it: its replicas cannot be listed here).
+    ConfigError naming `cloud` when the text is no target."""
+    from splitpoint.targets import SCHEMES, parse_target
+
+    scheme, _, rest = parse_target("cloud", cloud).partition(":")
+    if scheme not in ("ipv4", "ipv6") or "," not in rest:
+        return [cloud.strip()]
+    given = cloud.strip().startswith(SCHEMES)  # ipv4:A,B stays gRPC's form; A,B is shown as written
+    return [f"{scheme}:{part}" if given else part for part in rest.split(",")]
+
+
+def client_factories(cloud: str, transport: dict[str, Any] | None = None,
+                     timeout_s: float = CLOUD_TIMEOUT_S) -> tuple[list[Callable[[], Any]], str]:
+    """`client_factory` for each of `replica_targets(cloud)`. When the text is no target, or the
+    settings fail for every replica alike (a missing CA file, a list over TLS without
+    tls_server_name), one factory for the whole text, whose call raises it: one FAIL line."""
+    whole, kind = client_factory(cloud, transport, timeout_s)
+    try:
+        targets = replica_targets(cloud)
+        _security(cloud, _keys(transport), fleet=cloud)
+    except Exception:  # noqa: BLE001 - raised again by whole(), reported by check_cloud
+        return [whole], kind
+    return [client_factory(t, transport, timeout_s, fleet=cloud)[0] for t in targets], kind
+
+
+def _keys(transport: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (transport or {}).items() if k in TRANSPORT_KEYS}
+
+
+def _security(address: str, keys: dict[str, Any], fleet: str = "") -> Any:
+    """The agent's ClientSecurity from the transport keys, checked as the agent checks it."""
+    from splitpoint.security import ClientSecurity
+    from splitpoint.targets import check_tls_name, parse_target
+
+    parse_target("cloud", address)  # as the agent reads `cloud`: HOST:PORT, a list, dns:///NAME:PORT
+    text = {k: str(keys.get(k) or "") for k in TRANSPORT_KEYS if k not in _BOOL_KEYS}
+    security = ClientSecurity(
+        tls_ca=text["tls_ca"], tls_cert=text["tls_cert"], tls_key=text["tls_key"],
+        tls_server_name=text["tls_server_name"], token_file=text["token_file"],
+        insecure=bool(keys.get("insecure")), allow_plaintext_token=bool(keys.get("allow_plaintext_token")),
+    )
+    security.validate()
+    check_tls_name("cloud", fleet or address, bool(text["tls_ca"]), text["tls_server_name"])
+    return security
+
+
 def client_factory(address: str, transport: dict[str, Any] | None = None,
-                   timeout_s: float = CLOUD_TIMEOUT_S) -> tuple[Callable[[], Any], str]:
+                   timeout_s: float = CLOUD_TIMEOUT_S, fleet: str = "") -> tuple[Callable[[], Any], str]:
     """(a function making the OffloadClient the agent would make, how it talks: "TLS", "plaintext", ...).
 
     The one place that turns config keys into a client: OffloadClient(address,
     timeout_s=5, security=ClientSecurity(...)). `transport` holds the TLS/token keys
     (TRANSPORT_KEYS); like the agent, the client talks plaintext only with insecure.
-    Errors (a bad address, TLS keys that contradict, missing certificate or token
-    files) surface when the function is called, so `check_cloud` reports them as a
-    FAIL line.
+    `fleet`: the whole `cloud` text `address` is one replica of, whose TLS name is checked as
+    the agent checks it (a list over TLS needs tls_server_name). Errors (a bad address, TLS
+    keys that contradict, missing certificate or token files) surface when the function is
+    called, so `check_cloud` reports them as a FAIL line.
     """
-    keys = {k: v for k, v in (transport or {}).items() if k in TRANSPORT_KEYS}
+    keys = _keys(transport)
     kind = "plaintext" if keys.get("insecure") else "mutual TLS" if keys.get("tls_cert") else "TLS"
     if keys.get("token_file"):
         kind += " with a bearer token"
 
     def make() -> Any:
         from edge_node.client import OffloadClient
-        from splitpoint.config import parse_address
-        from splitpoint.security import ClientSecurity
 
-        parse_address("cloud", address, allow_zero_port=False)
-        text = {k: str(keys.get(k) or "") for k in TRANSPORT_KEYS if k not in _BOOL_KEYS}
-        security = ClientSecurity(
-            tls_ca=text["tls_ca"], tls_cert=text["tls_cert"], tls_key=text["tls_key"],
-            tls_server_name=text["tls_server_name"], token_file=text["token_file"],
-            insecure=bool(keys.get("insecure")), allow_plaintext_token=bool(keys.get("allow_plaintext_token")),
-        )
-        security.validate()
-        return OffloadClient(address, timeout_s=timeout_s, security=security)
+        return OffloadClient(address, timeout_s=timeout_s, security=_security(address, keys, fleet))
 
     return make, kind
 
 
 def _is_loopback(address: str) -> bool:
-    host = address.rpartition(":")[0].strip("[]")
+    host = address.rpartition(":")[0].rpartition("/")[2]  # dns:///NAME:PORT: the name
+    host = host.split(":", 1)[1] if host.startswith(("ipv4:", "ipv6:", "dns:")) else host
+    host = host.strip("[]")
     if host == "localhost":
         return True
     try:
@@ -65,10 +108,12 @@ def _is_loopback(address: str) -> bool:
         return False
 
 
-def check_cloud(make_client: Callable[[], Any], digest: str | None, transport: str = "") -> list[Check]:
+def check_cloud(make_client: Callable[[], Any], digest: str | None, transport: str = "",
+                replica: bool = False) -> list[Check]:
     """Describe and Probe the server: reachable, which model, same digest as here, clock skew.
 
-    `transport` names how the client talks ("TLS", "mutual TLS", "plaintext") for the report.
+    `transport` names how the client talks ("TLS", "mutual TLS", "plaintext") for the report;
+    `replica`: the server is one of a list, named on each line (replicas may differ in bundle and clock).
     """
     from splitpoint.errors import RemoteError
 
@@ -92,24 +137,25 @@ def check_cloud(make_client: Callable[[], Any], digest: str | None, transport: s
             client.close()
     via = f" over {transport}" if transport else ""
     out = [Check("ok", "cloud", f"{address} serves {info.model_name}{via}; round trip {rtt_ms:.1f} ms")]
+    named = f"{address}: " if replica else ""
     if transport == "plaintext" and not _is_loopback(address):
         out.append(Check("warn", "cloud transport",
                          "plaintext to a non-loopback address: anyone on the path can read and alter frames; "
                          "set tls_ca (see docs/security.md)"))
     if digest is not None:
         same = info.model_digest == digest
-        out.append(Check("ok" if same else "FAIL", "cloud bundle",
-                         "same model digest as the local bundle" if same else
+        out.append(Check("ok" if same else "FAIL", "cloud bundle", named +
+                         ("same model digest as the local bundle" if same else
                          f"server runs {info.model_digest[:23]}..., local bundle is {digest[:23]}...: "
-                         "deploy the same bundle to both"))
+                         "deploy the same bundle to both")))
     server_ns = int(getattr(probe, "server_unix_ns", 0) or 0)  # servers before this field answer 0
     if server_ns:
         skew = (server_ns - (t0 + t1) / 2) / 1e9
         ok = abs(skew) < MAX_SKEW_S
         out.append(Check("ok" if ok else "warn", "clock skew",
-                         f"{skew:+.3f} s against the server (±{(t1 - t0) / 2e6:.1f} ms)"
+                         f"{named}{skew:+.3f} s against the server (±{(t1 - t0) / 2e6:.1f} ms)"
                          + ("" if ok else ": timestamps in the results log and the server's logs will disagree; "
                                           "run NTP (systemd-timesyncd or chrony) on both")))
     else:
-        out.append(Check("skip", "clock skew", "the server does not report its clock (an older splitpoint)"))
+        out.append(Check("skip", "clock skew", f"{named}the server does not report its clock (an older splitpoint)"))
     return out

@@ -244,6 +244,49 @@ def test_cloud_over_mutual_tls_with_a_token(digits_bundle: Path, tmp_path: Path,
         plain.stop()
 
 
+def test_a_fleets_cloud_is_checked_replica_by_replica(cloud_server, digits_bundle: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    """The `cloud` forms `splitpoint edge` and docs/scaling.md accept: a list was read as one
+    HOST:PORT (`'127.0.0.1:A,127.0.0.1' is not a host name or address`, exit 1)."""
+    from helpers import running_server
+
+    def cloud_lines(argv: list[str], code: int = 0) -> list[str]:
+        assert main(["doctor", "--bundle", str(digits_bundle), "--results", str(tmp_path / "r.jsonl"), *argv]) == code
+        captured = capsys.readouterr()
+        assert "Traceback" not in captured.out + captured.err
+        return [line for line in captured.out.splitlines() if line.split("]")[-1].startswith((" cloud", " clock"))]
+
+    one = cloud_server.address
+    sock, dead = dead_address()
+    with running_server(digits_bundle) as other:
+        fleet = f"{one},{other.address}"
+        lines = cloud_lines(["--insecure", "--cloud", fleet])
+        assert [line.split(":")[0] for line in lines] == ["[  ok] cloud", "[  ok] cloud bundle", "[  ok] clock skew"] * 2
+        assert lines[0].startswith(f"[  ok] cloud: {one} serves") and lines[3].startswith(f"[  ok] cloud: {other.address} serves")
+        assert lines[1] == f"[  ok] cloud bundle: {one}: same model digest as the local bundle"
+        conf = tmp_path / "edge.toml"  # docs/scaling.md, step 5
+        conf.write_text(f'bundle = "{digits_bundle}"\ncloud = "{fleet}"\ninsecure = true\nsource = "synthetic:1"\n')
+        from_file = cloud_lines(["--config", str(conf)])
+        assert [line.split(" serves")[0] for line in from_file[::3]] == [f"[  ok] cloud: {one}",
+                                                                          f"[  ok] cloud: {other.address}"]
+        grpc_form = cloud_lines(["--insecure", "--cloud", f"ipv4:{fleet}"])  # gRPC's own form, as written
+        assert [line.split(" serves")[0] for line in grpc_form[::3]] == [f"[  ok] cloud: ipv4:{one}",
+                                                                          f"[  ok] cloud: ipv4:{other.address}"]
+        try:  # one replica down is a FAIL naming it; the other is still checked
+            down = cloud_lines(["--insecure", "--cloud", f"{one},{dead}"], code=1)
+        finally:
+            sock.close()
+        assert down[0].startswith(f"[  ok] cloud: {one} serves") and down[3].startswith(f"[FAIL] cloud: {dead}: UNAVAILABLE")
+    [dns, bundle, _] = cloud_lines(["--insecure", "--cloud", f"dns:///localhost:{cloud_server.port}"])  # one target
+    assert dns.startswith(f"[  ok] cloud: dns:///localhost:{cloud_server.port} serves"), dns
+    assert bundle == "[  ok] cloud bundle: same model digest as the local bundle"
+    # what is wrong for every replica is said once, as `splitpoint edge` says it
+    [tls] = cloud_lines(["--tls-ca", str(tmp_path / "ca.pem"), "--cloud", "127.0.0.1:1,127.0.0.1:2"], code=1)
+    assert "lists several servers, and over TLS gRPC verifies one name" in tls, tls
+    [names] = cloud_lines(["--insecure", "--cloud", "localhost:1,localhost:2"], code=1)
+    assert "'localhost' is a name, and a list of servers takes IP addresses" in names, names
+
+
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
