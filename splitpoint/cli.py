@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from splitpoint import cli_parser, partition_guard, scratch_dir
+from splitpoint import cli_logging, cli_parser, partition_guard, scratch_dir
 from splitpoint import config as cfg
 from splitpoint.cli_certs import cmd_certs
 from splitpoint.cli_cloud import cmd_cloud
@@ -402,6 +402,7 @@ def run() -> None:
     SIGTERM, SIGINT and SIGHUP are held from here until the command says what they mean
     (splitpoint/cli_signals.py): `splitpoint edge` stops before its first frame, and
     `splitpoint cloud` before it serves, on a stop that came while it was starting."""
+    cli_logging.closed_streams_to_devnull()  # `splitpoint cloud >&-`: before any file or socket can take fd 1
     partition_guard.ENTRY.set()  # this process is the command: `partition` may fork (partition_guard.py)
     HELD.hold()
     scratch = scratch_dir.use_own()  # os._exit below runs no atexit: TensorFlow's temp files go with it
@@ -412,7 +413,8 @@ def run() -> None:
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
+            if stream is not None:  # None: started without it, and /dev/null could not stand in
+                stream.flush()
         except (OSError, ValueError):  # a closed pipe: nothing more can be said
             pass
     os._exit(code)

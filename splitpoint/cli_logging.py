@@ -85,6 +85,31 @@ def _stdout_to_devnull() -> None:
         pass
 
 
+def closed_streams_to_devnull() -> None:
+    """stdout and stderr, when the process was started without them (`splitpoint cloud >&-`: fd 1
+    closed, sys.stdout None), onto /dev/null, as output no one reads: the process's final flush
+    met None (`AttributeError: 'NoneType' object has no attribute 'flush'`, a traceback and
+    exit 1 whatever the command did), and the first file or socket the command opened would
+    have taken fd 1, where a native library's print or a child process's output would then go.
+    Called first thing, before the command opens anything."""
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is not None:
+            continue
+        try:
+            os.fstat(fd)
+            continue  # open, but not Python's (an embedding): left alone
+        except OSError:
+            pass
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)  # the lowest free number: fd itself, unless 0 is closed too
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+            setattr(sys, name, open(fd, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False))
+        except OSError:  # no /dev/null: the flush below copes with None
+            pass
+
+
 def say(text: str) -> None:
     """One line on stdout for whoever reads it (the server's address, the agent's summary).
 

@@ -77,3 +77,62 @@ def test_an_agent_s_run_keeps_its_exit_code_when_its_summary_cannot_be_printed(d
     text = "".join(said)
     assert "Traceback" not in text and "stdout is closed (Broken pipe): 5 frames in" in text, text
     assert len(read_results(results)) == 5
+
+
+
+def without(stream: str, *args: str, cwd: Path) -> subprocess.Popen[str]:
+    """`splitpoint ARGS >&-` (or `2>&-`), through a shell as a user types it: the process starts
+    without that stream (Python's sys.stdout is None); the other comes back on the pipe."""
+    redirect = "2>&1 >&-" if stream == "stdout" else "2>&-"
+    return subprocess.Popen(["bash", "-c", f'exec "$@" {redirect}', "bash", sys.executable, "-m", "splitpoint", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env(), cwd=cwd)
+
+
+def test_a_command_started_without_stdout_or_stderr_ends_with_its_own_exit_code(digits_bundle: Path,
+                                                                                 tmp_path: Path) -> None:
+    """It ended in `AttributeError: 'NoneType' object has no attribute 'flush'`, exit 1, whatever
+    the command's own code was (the final flush met sys.stdout None)."""
+    results = str(tmp_path / "r.jsonl")
+    for stream in ("stdout", "stderr"):
+        for bundle, code in ((str(digits_bundle), 0), (str(tmp_path / "no-bundle"), 1)):  # 1: a FAIL line
+            proc = without(stream, "doctor", "--bundle", bundle, "--results", results, cwd=tmp_path)
+            out, _ = proc.communicate(timeout=WAIT_S)
+            assert proc.returncode == code and "Traceback" not in out, (stream, bundle, out)
+            if stream == "stderr":  # stdout still says it
+                assert ("no problems found" if code == 0 else "1 problem(s) found") in out, out
+
+
+#: the server's log line once it serves (stdout, where it says so too, is closed here)
+SERVING = re.compile(r"serving \S+ \(sha256:\w+\) on (\S+)")
+
+
+def test_a_server_started_without_stdout_serves_and_drains(digits_bundle: Path, tmp_path: Path) -> None:
+    proc = without("stdout", "cloud", "--insecure", "--bundle", str(digits_bundle), "--listen", "127.0.0.1:0",
+                   "--grace-s", "1", cwd=tmp_path)
+    said: list[str] = []
+    serving = threading.Event()
+
+    def pump() -> None:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            said.append(line)
+            if SERVING.search(line):
+                serving.set()
+        serving.set()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        assert serving.wait(WAIT_S), "".join(said)
+        address = SERVING.search("".join(said))
+        assert proc.poll() is None and address, "".join(said)
+        with grpc.insecure_channel(address.group(1)) as channel:
+            assert offload_pb2_grpc.OffloadStub(channel).Describe(offload_pb2.DescribeRequest(), timeout=10).model_digest
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(WAIT_S) == 0, "".join(said)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    reader.join(WAIT_S)
+    text = "".join(said)
+    assert "stopped" in text and "Traceback" not in text, text
