@@ -3,6 +3,7 @@ when an in-process main() returns (tests and scripts call it)."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
@@ -114,11 +115,23 @@ def say(text: str) -> None:
     """One line on stdout for whoever reads it (the server's address, the agent's summary).
 
     A reader that has gone (`splitpoint cloud | head -1` once it has the address, a `tee`
-    killed) must not stop a server or change a run's exit code: stdout is pointed at
-    /dev/null, the line is logged instead (stderr, the journal), and the work goes on."""
+    killed), or a file that takes no more (`>/dev/full`, a full disk or quota, an I/O error),
+    must not stop a server or change a run's exit code: stdout is pointed at /dev/null, the
+    line is logged instead (stderr, the journal), once, and the work goes on. (A full disk
+    under stdout stopped a server that was already serving, without a drain: `splitpoint
+    cloud: error: No space left on device`, exit 1.)"""
     try:
         print(text, flush=True)
-    except (BrokenPipeError, ValueError) as err:  # ValueError: stdout closed in this process
+    except ValueError as err:  # stdout closed in this process
         _stdout_to_devnull()  # the interpreter's own flushes fail no more
-        why = err.strerror if isinstance(err, OSError) and err.strerror else err
-        logging.getLogger("splitpoint").warning("stdout is closed (%s): %s", why, text)
+        logging.getLogger("splitpoint").warning("stdout is closed (%s): %s", err, text)
+    except OSError as err:
+        if err.errno not in _UNWRITABLE:
+            raise
+        _stdout_to_devnull()
+        state = "is closed" if err.errno == errno.EPIPE else "cannot be written"
+        logging.getLogger("splitpoint").warning("stdout %s (%s): %s", state, err.strerror or err, text)
+
+
+#: what a write to stdout fails with when no one will read it, or its file takes no more
+_UNWRITABLE = (errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)

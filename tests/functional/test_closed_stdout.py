@@ -136,3 +136,42 @@ def test_a_server_started_without_stdout_serves_and_drains(digits_bundle: Path, 
     reader.join(WAIT_S)
     text = "".join(said)
     assert "stopped" in text and "Traceback" not in text, text
+
+
+def test_a_server_whose_stdout_takes_no_more_serves_on(digits_bundle: Path, tmp_path: Path) -> None:
+    """stdout on a full device (`>/dev/full`; a full disk, an I/O error) stopped a server that was
+    already serving, with no drain: `splitpoint cloud: error: No space left on device`, exit 1.
+    Now one warning naming stdout, as for a reader gone, and it serves on."""
+    with open("/dev/full", "w") as full:
+        proc = subprocess.Popen([sys.executable, "-m", "splitpoint", "cloud", "--insecure", "--bundle", str(digits_bundle),
+                                 "--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0", "--grace-s", "1"],
+                                stdout=full, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=tmp_path)
+    said: list[str] = []
+    warned = threading.Event()
+
+    def pump() -> None:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            said.append(line)
+            if "stdout cannot be written" in line:
+                warned.set()
+        warned.set()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        assert warned.wait(WAIT_S), "".join(said)
+        address = re.search(r"stdout cannot be written \(No space left on device\): splitpoint cloud listening on (\S+)",
+                            "".join(said))
+        assert proc.poll() is None and address, "".join(said)  # still serving
+        with grpc.insecure_channel(address.group(1)) as channel:
+            assert offload_pb2_grpc.OffloadStub(channel).Describe(offload_pb2.DescribeRequest(), timeout=10).model_digest
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(WAIT_S) == 0, "".join(said)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    reader.join(WAIT_S)
+    text = "".join(said)
+    # once: the health line after it went to /dev/null
+    assert text.count("stdout cannot be written") == 1 and "stopped" in text and "error:" not in text, text
