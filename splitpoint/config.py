@@ -130,7 +130,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "", 
         heading(title + " options").add_argument(_flag(name), **kwargs)
 
 
-def _coerce(key: str, value: Any, tp: Any, choices: tuple | None) -> Any:
+def _coerce(key: str, value: Any, tp: Any, choices: tuple | None, listed: bool = False) -> Any:
     base, optional = _unwrap_optional(tp)
     if value is None or (optional and value == ""):
         if optional:
@@ -155,7 +155,10 @@ def _coerce(key: str, value: Any, tp: Any, choices: tuple | None) -> Any:
             if not math.isfinite(out):  # `--grace-s nan`, TOML `inf`: every `x < bound` check passes them
                 raise ConfigError(key, value, "expected a finite number")
         elif base is str:
-            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            # nor is a TOML number a string: `bundle = 5` was read as "5", and `tls_cert = 7` said
+            # "tls_key: tls_cert and tls_key go together"; a flag's value is text already. In a
+            # list, `listed`, a number stays an item (bench's `splits = [0, "4-5"]`)
+            if isinstance(value, bool) or not isinstance(value, (str, int, float) if listed else str):
                 raise ValueError
             out = str(value)
             if "\0" in out:  # no file name, address or name holds one: os.stat raised ValueError, a traceback
@@ -166,7 +169,7 @@ def _coerce(key: str, value: Any, tp: Any, choices: tuple | None) -> Any:
                 value = [v.strip() for v in value.split(",") if v.strip()]
             if not isinstance(value, list):
                 raise ValueError
-            out = [_coerce(f"{key}[{i}]", v, item, None) for i, v in enumerate(value)]
+            out = [_coerce(f"{key}[{i}]", v, item, None, listed=True) for i, v in enumerate(value)]
         else:
             out = value
     except (TypeError, ValueError):
@@ -186,6 +189,8 @@ def _expected(base: Any, value: Any) -> str:
         base, "a list" if typing.get_origin(base) is list else getattr(base, "__name__", str(base)))
     if isinstance(value, str) and base in (bool, int, float):
         return f"expected {want}, not a string: write it without quotes"
+    if base is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f'expected {want}, not a number: write it in quotes ("{value}")'
     return f"expected {want}"
 
 

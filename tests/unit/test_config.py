@@ -86,6 +86,29 @@ def test_bad_values_name_key_and_value(tmp_path: Path, text: str, key: str, valu
         assert "without quotes" in str(info.value)
 
 
+@pytest.mark.parametrize(("cls", "text", "key", "shown"), [
+    (EdgeConfig, 'bundle = 5\nsource = "synthetic:5"', "bundle", 'bundle = 5: expected a string, not a number: '
+                                                                   'write it in quotes ("5")'),  # was taken as "5"
+    (CloudConfig, "bundle = 5", "bundle", None),
+    # said "tls_key: tls_cert and tls_key go together", of a key the file never named
+    (CloudConfig, 'bundle = "b"\ntls_cert = 7\ntls_key = "k"', "tls_cert", None),
+    (EdgeConfig, 'bundle = "b"\nsource = "synthetic:5"\nagent_name = 2.5', "agent_name", None),
+    (EdgeConfig, 'bundle = "b"\nsource = "synthetic:5"\n[policy]\nedge_profile = 3', "policy.edge_profile", None),
+])
+def test_a_number_for_a_string_key_is_refused_naming_it(tmp_path: Path, cls: type, text: str, key: str,
+                                                        shown: str | None) -> None:
+    with pytest.raises(ConfigError) as info:
+        cfg.load(cls, parse(cls, []), write(tmp_path, text + "\n"))
+    assert info.value.key == key and 'not a number: write it in quotes ("' in str(info.value), info.value
+    assert shown is None or str(info.value) == shown
+
+
+def test_a_flag_that_reads_as_a_number_is_still_a_string() -> None:
+    conf = cfg.load(EdgeConfig, parse(EdgeConfig, ["--bundle", "5", "--source", "synthetic:5", "--agent-name", "7"]))
+    assert (conf.bundle, conf.agent_name) == ("5", "7")
+    assert cfg.load(CloudConfig, parse(CloudConfig, ["--bundle", "5"])).bundle == "5"
+
+
 def test_messages_never_show_python_values() -> None:
     assert str(ConfigError("bundle", None, "is required")) == "bundle: is required"
     assert str(ConfigError("insecure", False, "x")) == "insecure = false: x"
