@@ -350,6 +350,9 @@ def _main(argv: list[str] | None) -> int:
 
 
 def _start(args: argparse.Namespace) -> int:
+    if getattr(args, "config", None) == "":  # `--config "$CONF"` with CONF unset: not "no file", as elsewhere
+        # (edge and cloud ran on their defaults without a word, doctor checked no config)
+        raise ConfigError("--config", "", "give a file, or leave the flag out")
     if args.command not in ("edge", "cloud"):  # they take the signals over; the others get Python's
         HELD.release()  # defaults back, and a signal held while the command line was read acts as it always did
     if args.command == "partition" and partition_guard.can_isolate():

@@ -160,3 +160,17 @@ def test_help_into_a_reader_that_is_gone_is_no_traceback(argv: list[str]) -> Non
     assert proc.stderr == "", proc.stderr[-2000:]
     # argparse's --help exits 0 before its buffered text is flushed (and the failed flush is let go)
     assert proc.returncode == (141 if not argv else 0)
+
+
+@pytest.mark.parametrize("argv", [
+    ["edge", "--bundle", "/nonexistent", "--source", "synthetic:1"],
+    ["cloud", "--bundle", "/nonexistent"],
+    ["doctor", "--bundle", "/nonexistent"],
+    ["loadtest"],
+    ["bench", "--frames", "0"],
+])
+def test_an_empty_config_is_refused_naming_the_flag(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """`--config ""` (a variable left empty) ran edge and cloud on their defaults without a word."""
+    assert cli.main([*argv, "--config", ""]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"splitpoint {argv[0]}: error: --config: give a file, or leave the flag out"]
