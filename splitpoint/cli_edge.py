@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -119,17 +120,28 @@ def check_events_file(path: str, results: str) -> None:
     """ConfigError unless `--events` can take event lines without harm: not empty, not the results
     log, and not a file of something else. An event line appended to a results log (this run's, or
     an older run's given by mistake) made that log one that resume and `splitpoint results` refuse,
-    and a systemd unit restarted into that refusal for good."""
+    and a systemd unit restarted into that refusal for good. A stream (a pipe, /dev/stdout) is the
+    driver's to read and is taken as it is; a new file's directory must exist, as nothing makes it."""
     from splitpoint.files import check_distinct, open_regular
 
     if path == "":
         raise ConfigError("--events", "", "give a file (or leave the flag out)")
     check_distinct([("results", results), ("--events", path)])
-    try:  # a named pipe is refused, not waited on
-        with os.fdopen(open_regular(path, "--events"), "rb") as fh:
-            first = fh.readline(64 * 1024)
+    try:
+        mode = os.stat(path).st_mode
     except FileNotFoundError:
+        if not Path(path).parent.is_dir():
+            raise ConfigError("--events", path, f"its directory {Path(path).parent} does not exist") from None
         return
+    except OSError as exc:
+        raise ConfigError("--events", path, f"cannot be used ({exc.strerror})") from None
+    if not stat.S_ISREG(mode):
+        return  # a named pipe, /dev/stdout, /dev/null: written to as they are, never read here
+    try:
+        with os.fdopen(open_regular(path, "--events"), "rb") as fh:
+            first = b""
+            while not first.strip() and (line := fh.readline(64 * 1024)):
+                first = line  # the first line with something on it: a log may start with a blank one
     except OSError as exc:
         raise ConfigError("--events", path, f"cannot read it ({exc.strerror})") from None
     if not first.strip():

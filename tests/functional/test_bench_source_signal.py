@@ -8,6 +8,7 @@ given by --events, so rewording (or silencing) the log cannot break trace replay
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -100,6 +101,15 @@ def test_an_events_file_that_is_a_results_log_is_refused_before_the_run(
         err = capsys.readouterr().err
         assert "--events" in err and why in err, err
         assert older.read_bytes() == kept and not (tmp_path / "new.jsonl").exists()
+    blank_first = tmp_path / "blank-first.jsonl"  # a results log that starts with a blank line
+    blank_first.write_bytes(b"\n" + kept)
+    assert cli.main([*argv, "--results", str(tmp_path / "new.jsonl"), "--events", str(blank_first)]) == 2
+    assert "holds something other than events" in capsys.readouterr().err
+    missing_dir = tmp_path / "nodir" / "ev.jsonl"  # refused before the run, not after it
+    assert cli.main([*argv, "--results", str(tmp_path / "new.jsonl"), "--events", str(missing_dir)]) == 2
+    assert "does not exist" in capsys.readouterr().err and not (tmp_path / "new.jsonl").exists()
+    # a stream is the driver's to read: taken as it is (it was refused as "a named pipe")
+    assert cli.main([*argv, "--results", str(tmp_path / "r3.jsonl"), "--events", os.devnull]) == 0
     events = tmp_path / "events.jsonl"  # an earlier run's events file takes more lines
     for _ in range(2):
         assert cli.main([*argv, "--results", str(tmp_path / "r2.jsonl"), "--no-resume", "--events", str(events)]) == 0
