@@ -78,37 +78,51 @@ def pin_harness(edge_cpu: int | None) -> dict[str, Any]:
     return pinning
 
 
+#: where benches claim their edge CPUs: one directory for every user and every TMPDIR of the
+#: machine (a per-user TMPDIR let two benches pin one CPU); the system's temp directory where
+#: there is no /tmp
+LOCK_DIR = "/tmp"
+
+
 class EdgeCpuClaim:
     """This bench's claim on its edge worker's CPU, held until `release` (or the process ends: the
     kernel drops a flock with its last descriptor, so a killed bench leaves no stale claim).
 
     Two benches at once pinned their edge workers to the same CPU (the last allowed one, by
     default), each measuring the other's heads, and both exited 0; at one --json the later
-    overwrote the earlier's figures. The claim is a lock file per CPU in the system's temporary
-    directory (the shared one, not the process's own: splitpoint/scratch_dir.py), shared by every
-    user's benches on the machine."""
+    overwrote the earlier's figures. The claim is a lock file per CPU in LOCK_DIR, shared by every
+    user's benches on the machine. /tmp is everyone's: the file is opened without following a
+    symlink, and written (its holder's pid) only when it is a regular file of this user's."""
 
     def __init__(self, cpu: int, lock_dir: str | None = None):
         self.cpu = cpu
-        from splitpoint import scratch_dir
+        if lock_dir is None:
+            from splitpoint import scratch_dir
 
-        self.path = Path(lock_dir or scratch_dir.shared_dir()) / f"splitpoint-bench-cpu{cpu}.lock"
+            lock_dir = LOCK_DIR if os.path.isdir(LOCK_DIR) else scratch_dir.shared_dir()
+        self.path = Path(lock_dir) / f"splitpoint-bench-cpu{cpu}.lock"
         self._fd: int | None = None
 
     def take(self) -> EdgeCpuClaim:
         """Claimed, or ConfigError naming the bench that holds the CPU. A lock file that cannot be
-        opened (another user's, read-only) is read-only locked instead; one that cannot be opened at
-        all leaves the CPU unclaimed rather than the bench refused."""
+        opened for writing (another user's) is locked read-only; one that cannot be opened at all
+        (a symlink planted there, a directory) leaves the CPU unclaimed rather than the bench refused."""
         import fcntl
+        import stat
 
+        flags = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | flags, 0o666)
         except OSError:
             try:
-                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(self.path, os.O_RDONLY | flags)
             except OSError:
                 return self
         try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                os.close(fd)
+                return self
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             holder = _read_pid(fd)
@@ -117,11 +131,12 @@ class EdgeCpuClaim:
                                                       "this CPU: two benches on one core measure each other's "
                                                       "heads; wait for it to end, or give --edge-cpu another CPU "
                                                       f"(lock: {self.path})") from None
-        try:  # who holds it, for the next bench's message
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        except OSError:
-            pass
+        if st.st_uid == os.geteuid() and st.st_nlink == 1:  # ours, and no hard link to another file
+            try:  # who holds it, for the next bench's message
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            except OSError:
+                pass
         self._fd = fd
         return self
 

@@ -4,6 +4,7 @@ neither the stage being measured nor the markdown is lost to it."""
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -76,12 +77,12 @@ def test_a_second_bench_on_the_same_edge_cpu_is_refused_before_it_writes(
     import os
     import subprocess
     import sys
-    import tempfile
 
+    from splitpoint.bench import machine
     from splitpoint.bench.machine import EdgeCpuClaim, plan_pinning
     from splitpoint.errors import ConfigError
 
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # this test's lock files, not the machine's
+    monkeypatch.setattr(machine, "LOCK_DIR", str(tmp_path))  # this test's lock files, not the machine's
     affinity = os.sched_getaffinity(0)  # Bench.run moves this process onto the server's CPUs
     cpu = plan_pinning(None)["edge_cpu"]
     if cpu is None:
@@ -108,3 +109,25 @@ def test_a_second_bench_on_the_same_edge_cpu_is_refused_before_it_writes(
     claim = EdgeCpuClaim(cpu).take()  # the first bench ended: the CPU is free again
     assert claim.path.parent == tmp_path
     claim.release()
+
+
+def test_the_cpu_claim_in_a_shared_directory_follows_no_symlink(tmp_path: Path) -> None:
+    """/tmp is everyone's: a symlink planted at the lock's name had the bench truncate the file it
+    pointed to and write its pid there."""
+    from splitpoint.bench.machine import EdgeCpuClaim
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious data line\n")
+    (tmp_path / "splitpoint-bench-cpu0.lock").symlink_to(victim)
+    claim = EdgeCpuClaim(0, str(tmp_path)).take()  # not claimed, not refused either
+    claim.release()
+    assert victim.read_text() == "precious data line\n"
+    other = tmp_path / "other"
+    other.mkdir()
+    linked = other / "splitpoint-bench-cpu1.lock"  # a hard link to someone's file: locked, never written
+    hard_victim = tmp_path / "hard.txt"
+    hard_victim.write_text("kept\n")
+    os.link(hard_victim, linked)
+    claim = EdgeCpuClaim(1, str(other)).take()
+    claim.release()
+    assert hard_victim.read_text() == "kept\n"
