@@ -73,6 +73,11 @@ _RECORD_START = re.compile(rb'\{"frame_id":(0|[1-9][0-9]*),"origin":' + _PLAIN +
                            rb')?(?!,"model":)[,}]')  # a model with escapes: the line is parsed
 
 
+#: a model named elsewhere in the line than right after the origin (another writer's order):
+#: such a line is parsed, or its model would be read as none
+_MODEL_KEY = b'"model"'
+
+
 def scan_jsonl(path: Path, fh: IO[bytes], take: Callable[[dict[str, Any]], None],
                take_start: Callable[[int, str, str | None], None] | None = None) -> int:
     """Each record of a JSONL log read from `fh` to `take`, none kept (a log of a million records
@@ -90,7 +95,8 @@ def scan_jsonl(path: Path, fh: IO[bytes], take: Callable[[dict[str, Any]], None]
         whole = line.endswith(b"\n")
         if not whole and len(line) == MAX_LINE_BYTES:
             raise ConfigError("results", str(path), NOT_A_LOG.format(f"line {n} is longer than {MAX_LINE_BYTES >> 20} MiB"))
-        if take_start is not None and whole and (start := _RECORD_START.match(line)) is not None:
+        if (take_start is not None and whole and (start := _RECORD_START.match(line)) is not None
+                and (start[3] is not None or _MODEL_KEY not in line[start.end():])):  # a model further on: parsed
             take_start(int(start[1]), start[2].decode("ascii"), None if start[3] is None else start[3].decode("ascii"))
         elif line.strip():
             try:

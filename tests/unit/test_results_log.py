@@ -271,6 +271,18 @@ def test_a_file_that_begins_as_a_log_and_is_not_one_is_still_refused(tmp_path: P
     assert path.read_text() == '{"frame_id":0,"status":"ok"}\nnot JSON at all\n'
 
 
+def test_a_model_further_on_in_a_line_is_read_not_taken_for_none() -> None:
+    """Another writer's order (`model` after `status`): the fast path read the line's start, found no
+    model there and took none, so resume accepted another model's log written that way."""
+    from edge_node.results_records import scan_jsonl
+
+    data = b'{"frame_id":0,"origin":"a.png","status":"ok","model":"other@sha256:0"}\n'
+    seen: list[tuple[int, str | None, str | None]] = []
+    scan_jsonl(Path("r.jsonl"), io.BytesIO(data), lambda r: seen.append((r["frame_id"], r["origin"], r.get("model"))),
+               take_start=lambda fid, origin, model: seen.append((fid, origin, model)))
+    assert seen == [(0, "a.png", "other@sha256:0")]
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 2**63), st.one_of(st.none(), st.text()), st.one_of(st.none(), st.text())),
                 max_size=8, unique_by=lambda t: t[0]))
