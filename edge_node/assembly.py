@@ -25,6 +25,7 @@ from .agent import EdgeAgent
 from .client import NoLink
 from .config import EdgeConfig
 from .local_executor import LocalExecutor
+from .outputs import request_bytes
 from .recorder import Recorder
 from .results_records import model_tag
 from .run_report import EdgeMetrics
@@ -96,11 +97,6 @@ def policy_for(config: EdgeConfig, manifest: Any, pcfg: PolicyConfig, link: Link
     return policy
 
 
-#: a request's fields besides the cut tensor (ids, times, shapes, quantization), with room to spare:
-#: a digits split-2 frame of 2,048 tensor bytes is a 2,177-byte message
-MESSAGE_HEADROOM_BYTES = 1024
-
-
 def check_message_size(config: EdgeConfig, manifest: Any, policy: SplitPolicy, loaded: list[int]) -> None:
     """ConfigError unless every frame `policy` may send fits in max_message_mb. gRPC refuses a
     larger message on the agent's own side ("Sent message larger than max"), and the frames then
@@ -109,7 +105,7 @@ def check_message_size(config: EdgeConfig, manifest: Any, policy: SplitPolicy, l
     K = manifest.num_layers
     fixed = None if plans_paths(policy) else getattr(policy, "split", None)
     sendable = [k for k in ([fixed] if fixed is not None else loaded) if k != K]
-    sizes = {s.split: s.wire_bytes + MESSAGE_HEADROOM_BYTES for s in manifest.splits if s.split in sendable}
+    sizes = {k: request_bytes(manifest, k, config.frame_deadline_ms) for k in sendable}
     over = {k: n for k, n in sizes.items() if n > config.max_message_bytes}
     if not over:
         return
@@ -119,7 +115,7 @@ def check_message_size(config: EdgeConfig, manifest: Any, policy: SplitPolicy, l
     if fixed is None:
         fix += f", or leave split{'s' if len(over) > 1 else ''} {split_ranges(sorted(over))} out (splits)"
     raise ConfigError("max_message_mb", config.max_message_mb,
-                      f"split {k}'s frames take up to {n} bytes ({n / 2**20:.3g} MiB) in a message, more than "
+                      f"split {k}'s frames are messages of up to {n} bytes ({n / 2**20:.3g} MiB), more than "
                       f"that: {fix}")
 
 
