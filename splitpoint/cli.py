@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -199,32 +200,42 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle, verify=False)
     if not hasattr(args, "name"):
         args.name = alias or "min-latency"
-    pcfg = cfg.load(PolicyConfig, args, None)
-    link = LinkState(parse_bandwidth(args.bandwidth), parse_duration_ms(args.rtt), parse_duration_ms(args.queue, "--queue", round_trip=False))
-    try:
+    try:  # errors named as this command's flags (--power-table), not the agent's keys
+        pcfg = cfg.load(PolicyConfig, args, None)
+        link = LinkState(parse_bandwidth(args.bandwidth), parse_duration_ms(args.rtt),
+                         parse_duration_ms(args.queue, "--queue", round_trip=False))
         cost = build_cost_model(pcfg, bundle.manifest.model_digest, num_layers=bundle.manifest.num_layers)
-    except ConfigError as err:  # named as this command's flag (--power-table), not the agent's key
-        raise _as_explain_flag(err, args) from None
-    level = None
-    if pcfg.battery_low_pct is not None:  # the level now, read as the agent reads it
-        from scheduler.power import BatteryGauge
+        level = None
+        if pcfg.battery_low_pct is not None:  # the level now, read as the agent reads it
+            from scheduler.power import BatteryGauge
 
-        level = BatteryGauge(pcfg.battery_file or None)()
-    # the bundle's splits, as the agent plans over them: a profile of another bundle of the same model
-    # (same digest, other --splits) may hold splits this one lacks
-    preds, decision = explain(cost, pcfg, link, candidates=bundle.manifest.split_ids, battery_pct=level)
+            level = BatteryGauge(pcfg.battery_file or None)()
+        # the bundle's splits, as the agent plans over them: a profile of another bundle of the same model
+        # (same digest, other --splits) may hold splits this one lacks
+        preds, decision = explain(cost, pcfg, link, candidates=bundle.manifest.split_ids, battery_pct=level)
+    except ConfigError as err:
+        raise _as_explain_flags(err) from None
     print(explain_json(preds, decision, link, pcfg, level) if args.json
           else explain_table(preds, decision, link, pcfg, level))
     return 0
 
 
-def _as_explain_flag(err: ConfigError, args: argparse.Namespace) -> ConfigError:
-    """The error with `policy.power_table` named `--power-table` where `policy explain` has that flag:
-    "policy.power_table: ..." sent users looking for a config file they had not given."""
-    name = err.key.removeprefix("policy.")
-    if name != err.key and hasattr(args, name):
-        return ConfigError("--" + name.replace("_", "-"), err.value, err.reason)
-    return err
+def _as_explain_flags(err: ConfigError) -> ConfigError:
+    """The error with the agent's keys (`policy.power_table`, `split`) named as the flags `policy
+    explain` has for them (`--power-table`, `--split`), in its key and its words: "policy.margin
+    = -1" and "needs policy.edge_profile" sent users looking for a config file they had not given."""
+    import dataclasses
+
+    from scheduler.objectives import PolicyConfig
+
+    flags = {f.name for f in dataclasses.fields(PolicyConfig)}  # its flags (unset ones are not in args)
+
+    def flag(name: str) -> str | None:
+        return "--" + name.replace("_", "-") if name in flags else None
+
+    key = flag(err.key.removeprefix("policy.")) or err.key
+    reason = re.sub(r"\bpolicy\.([a-z_]+)", lambda m: flag(m[1]) or m[0], err.reason)
+    return err if (key, reason) == (err.key, err.reason) else ConfigError(key, err.value, reason)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -164,6 +164,10 @@ def test_policy_explain_names_its_own_flags_and_refuses_a_bare_sub_ms_rtt(digits
         f'splitpoint policy: error: --edge-profile = "{tmp_path / "broken.json"}": unreadable'), error_line(proc)
     proc = splitpoint(*base, "--edge-profile", str(edge), "--rtt", "0.04")
     assert proc.returncode == 2 and "--rtt = \"0.04\": a number alone is milliseconds" in error_line(proc)
+    proc = splitpoint(*base, "--edge-profile", str(edge), "--rtt", "40ms", "--margin", "-1")  # the policy's own checks
+    assert proc.returncode == 2 and error_line(proc) == "splitpoint policy: error: --margin = -1: must be >= 0"
+    proc = splitpoint("policy", "explain", "--bundle", str(digits_bundle), "--bandwidth", "5Mbps", "--rtt", "40ms")
+    assert proc.returncode == 2 and "needs --edge-profile and --cloud-profile" in error_line(proc), error_line(proc)
 
 
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c not in ("edge", "cloud")])
