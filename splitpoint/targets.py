@@ -41,6 +41,8 @@ def parse_target(key: str, text: str) -> str:
             parse_address(key, name, allow_zero_port=False)  # the port must be one
         elif not rest.strip(" /"):
             raise ConfigError(key, text, "names no address: give HOST:PORT or dns:///NAME:PORT")
+        elif text.startswith(("ipv4:", "ipv6:")):
+            _check_address_list(key, text, rest)
         return text
     parts = [p.strip() for p in text.split(",") if p.strip()]
     hosts = [parse_address(key, part, allow_zero_port=False)[0] for part in parts]
@@ -59,6 +61,20 @@ def parse_target(key: str, text: str) -> str:
     if any(v6) and not all(v6):
         raise ConfigError(key, text, "mixes IPv4 and IPv6 addresses: give one kind, or a dns:/// name")
     return ("ipv6:" if all(v6) else "ipv4:") + ",".join(parts)
+
+
+def _check_address_list(key: str, text: str, rest: str) -> None:
+    """ConfigError unless every item of an ipv4:/ipv6: list is an address: `ipv4:A,ipv4:B` (the scheme
+    given twice) or an empty item made gRPC refuse the channel ("Failed to create channel"), and the
+    agent then ran every frame locally and exited 0."""
+    scheme = text.split(":", 1)[0]
+    for item in rest.split(","):
+        item = item.strip()
+        if not item:
+            raise ConfigError(key, text, f"has an empty item: give {scheme}:ADDRESS:PORT,ADDRESS:PORT")
+        if item.startswith(SCHEMES):
+            raise ConfigError(key, text, f"gives a scheme again ({item.split(':', 1)[0]}:): the list takes it once, "
+                                         f"{scheme}:ADDRESS:PORT,ADDRESS:PORT")
 
 
 def check_tls_name(key: str, text: str, tls: bool, server_name: str) -> None:

@@ -30,7 +30,10 @@ def test_targets(text: str, target: str) -> None:
                                   # each once passed, and every frame then fell back to a local run
                                   "http://127.0.0.1:5", "a b:5", "127.0.0.1:5:7", "::1:5", "10.0.0.1:1,-x:2",
                                   # gRPC took these, then dialled port 443 or timed every connection out
-                                  "dns:///", "dns:", "dns:///name", "dns://8.8.8.8/name", "ipv4:", "unix:"])
+                                  "dns:///", "dns:", "dns:///name", "dns://8.8.8.8/name", "ipv4:", "unix:",
+                                  # gRPC refused these channels, and the agent ran every frame locally, exit 0
+                                  "ipv4:127.0.0.1:1,ipv4:127.0.0.2:2", "ipv4:127.0.0.1:1,,127.0.0.2:2",
+                                  "ipv6:[::1]:1,ipv4:127.0.0.1:2"])
 def test_bad_targets_name_the_key(text: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_target("cloud", text)
