@@ -250,8 +250,10 @@ def format_summary(s: LogSummary) -> str:
     others = "".join(f" | {st} {_n(n)}" for st, n in _ranked(s.status) if st != "ok")
     lines = [head, f"  ok {_n(ok)}" + (f" ({where})" if where else "") + others]
     if s.models:  # one model, or several in one log (resumed with another bundle before 2026-12-07)
+        unnamed = s.frames - sum(s.models.values())  # records written before records named their model
         lines.append(("  model: " if len(s.models) == 1 else "  models: ")
-                     + ", ".join(f"{m} {_n(n)}" for m, n in _ranked(s.models)))
+                     + ", ".join(f"{m} {_n(n)}" for m, n in _ranked(s.models))
+                     + (f" ({_n(unnamed)} records name none)" if unnamed else ""))
     lat = s.latency
     if lat.count:
         lines.append(f"  end-to-end ms: median {lat.median():.1f}, p95 {lat.quantile(0.95):.1f}, "

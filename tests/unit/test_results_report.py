@@ -219,4 +219,8 @@ def test_repeated_frame_ids_and_models_are_said(tmp_path, capsys) -> None:
     capsys.readouterr()
     assert main(["results", str(one)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"{one}: 3 frames") and "  model: m@sha256:0 3" in out and "records of" not in out
+    assert out.startswith(f"{one}: 3 frames") and "  model: m@sha256:0 3\n" in out and "records of" not in out
+    with one.open("a") as fh:  # an older run's records, resumed: they name no model
+        fh.write(json.dumps(ok(3, "cloud", 3, 10.0)) + "\n")
+    assert main(["results", str(one)]) == 0
+    assert "  model: m@sha256:0 3 (1 records name none)" in capsys.readouterr().out
