@@ -66,14 +66,13 @@ class Capture:
                 self._number_after_rotated(source)
             return
         self._check_origins(source, done)
-        if not renumbers:  # a camera's new frames are numbered after the log's: nothing is skipped
-            self._check_model(done)
-        if renumbers:
+        if renumbers:  # a camera's new frames are numbered after the log's: nothing is skipped, any model's
             first = (done.ids.last or 0) + 1
             self._number_from(source, first)
             log.info("resuming %s (%d records): %s numbers its frames from %d", self.config.results, len(done),
                      source.description, first)
             return
+        self._check_model(done)
         skip = getattr(source, "skip", None)
         if skip is not None:
             skip(done.ids)
