@@ -86,5 +86,5 @@ def test_only_splits_near_the_limit_are_encoded(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(assembly, "request_bytes", lambda m, k, d: encoded.append(k) or real(m, k, d))
     check_message_size(conf(32), MANIFEST, SimpleNamespace(link=object()), [0, 1, 2, 3])
     assert encoded == []
-    check_message_size(conf(0.07), MANIFEST, SimpleNamespace(link=object()), [0, 1, 2, 3])  # 73 KB: all near
+    check_message_size(conf(0.0625), MANIFEST, SimpleNamespace(link=object()), [0, 1, 2, 3])  # 64 KiB: all near
     assert encoded == [0, 1, 2]
