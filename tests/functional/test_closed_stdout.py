@@ -106,26 +106,27 @@ def test_a_command_started_without_stdout_or_stderr_ends_with_its_own_exit_code(
 SERVING = re.compile(r"serving \S+ \(sha256:\w+\) on (\S+)")
 
 
-def test_a_server_started_without_stdout_serves_and_drains(digits_bundle: Path, tmp_path: Path) -> None:
-    proc = without("stdout", "cloud", "--insecure", "--bundle", str(digits_bundle), "--listen", "127.0.0.1:0",
-                   "--grace-s", "1", cwd=tmp_path)
+def serve_then_stop(proc: subprocess.Popen[str], said_on: str, address: re.Pattern[str]) -> str:
+    """Read `said_on` (the server's stream still open) until `address` matches, ask the server at
+    that address for Describe, stop it with SIGTERM (exit 0) and return all it said."""
+    stream = getattr(proc, said_on)
     said: list[str] = []
-    serving = threading.Event()
+    found = threading.Event()
 
     def pump() -> None:
-        for line in proc.stdout:  # type: ignore[union-attr]
+        for line in stream:
             said.append(line)
-            if SERVING.search(line):
-                serving.set()
-        serving.set()
+            if address.search(line):
+                found.set()
+        found.set()  # ended: the waiter looks at what was said
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     try:
-        assert serving.wait(WAIT_S), "".join(said)
-        address = SERVING.search("".join(said))
-        assert proc.poll() is None and address, "".join(said)
-        with grpc.insecure_channel(address.group(1)) as channel:
+        assert found.wait(WAIT_S), "".join(said)
+        match = address.search("".join(said))
+        assert proc.poll() is None and match, "".join(said)  # serving
+        with grpc.insecure_channel(match.group(1)) as channel:
             assert offload_pb2_grpc.OffloadStub(channel).Describe(offload_pb2.DescribeRequest(), timeout=10).model_digest
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(WAIT_S) == 0, "".join(said)
@@ -134,7 +135,13 @@ def test_a_server_started_without_stdout_serves_and_drains(digits_bundle: Path, 
             proc.kill()
             proc.wait(10)
     reader.join(WAIT_S)
-    text = "".join(said)
+    return "".join(said)
+
+
+def test_a_server_started_without_stdout_serves_and_drains(digits_bundle: Path, tmp_path: Path) -> None:
+    proc = without("stdout", "cloud", "--insecure", "--bundle", str(digits_bundle), "--listen", "127.0.0.1:0",
+                   "--grace-s", "1", cwd=tmp_path)
+    text = serve_then_stop(proc, "stdout", SERVING)
     assert "stopped" in text and "Traceback" not in text, text
 
 
@@ -146,32 +153,7 @@ def test_a_server_whose_stdout_takes_no_more_serves_on(digits_bundle: Path, tmp_
         proc = subprocess.Popen([sys.executable, "-m", "splitpoint", "cloud", "--insecure", "--bundle", str(digits_bundle),
                                  "--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0", "--grace-s", "1"],
                                 stdout=full, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=tmp_path)
-    said: list[str] = []
-    warned = threading.Event()
-
-    def pump() -> None:
-        for line in proc.stderr:  # type: ignore[union-attr]
-            said.append(line)
-            if "stdout cannot be written" in line:
-                warned.set()
-        warned.set()
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    try:
-        assert warned.wait(WAIT_S), "".join(said)
-        address = re.search(r"stdout cannot be written \(No space left on device\): splitpoint cloud listening on (\S+)",
-                            "".join(said))
-        assert proc.poll() is None and address, "".join(said)  # still serving
-        with grpc.insecure_channel(address.group(1)) as channel:
-            assert offload_pb2_grpc.OffloadStub(channel).Describe(offload_pb2.DescribeRequest(), timeout=10).model_digest
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(WAIT_S) == 0, "".join(said)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-    reader.join(WAIT_S)
-    text = "".join(said)
+    text = serve_then_stop(proc, "stderr", re.compile(
+        r"stdout cannot be written \(No space left on device\): splitpoint cloud listening on (\S+)"))
     # once: the health line after it went to /dev/null
     assert text.count("stdout cannot be written") == 1 and "stopped" in text and "error:" not in text, text
