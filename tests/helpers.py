@@ -29,6 +29,21 @@ REPO = Path(__file__).resolve().parents[1]
 _LISTENING = "splitpoint cloud listening on "
 
 
+def zero_frame(bundle: Path, k: int) -> Any:
+    """A well-formed InferRequest for split k of `bundle`: zeros of its cut tensor's shape and dtype."""
+    import numpy as np
+
+    from splitpoint.bundle import load_bundle
+    from splitpoint.codec import encode
+    from splitpoint.v1 import offload_pb2
+
+    m = load_bundle(bundle, verify=False).manifest
+    (cut,) = m.split(k).cut
+    req = offload_pb2.InferRequest(frame_id=k, model_digest=m.model_digest, split=k)
+    req.tensors.append(encode(np.zeros(cut.shape, cut.dtype), name=cut.name, quantization=cut.quantization))
+    return req
+
+
 class ManualClock:
     """A clock the test moves by hand (`clock.t += 0.5`): for units that take `clock=`."""
 

@@ -11,13 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import numpy as np
 import pytest
+from helpers import zero_frame
 
 from cloud_server.config import CloudConfig
 from cloud_server.server import CloudServer
 from splitpoint.bundle import load_bundle
-from splitpoint.codec import encode
 from splitpoint.errors import ConfigError
 from splitpoint.v1 import offload_pb2, offload_pb2_grpc
 
@@ -33,15 +32,6 @@ def two_split_server(digits_bundle: Path) -> Iterator[CloudServer]:
         yield server
     finally:
         server.stop()
-
-
-def zero_frame(digits_bundle: Path, k: int) -> offload_pb2.InferRequest:
-    """A well-formed frame for split k: zeros of its cut tensor's shape and dtype."""
-    m = load_bundle(digits_bundle, verify=False).manifest
-    (cut,) = m.split(k).cut
-    req = offload_pb2.InferRequest(frame_id=k, model_digest=m.model_digest, split=k)
-    req.tensors.append(encode(np.zeros(cut.shape, cut.dtype), name=cut.name, quantization=cut.quantization))
-    return req
 
 
 def test_only_the_given_splits_are_loaded_and_served(two_split_server: CloudServer, digits_bundle: Path) -> None:

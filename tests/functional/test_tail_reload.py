@@ -10,23 +10,13 @@ import shutil
 from pathlib import Path
 
 import grpc
-import numpy as np
 import pytest
-from helpers import running_server
+from helpers import running_server, zero_frame
 
 from splitpoint.bundle import load_bundle
-from splitpoint.codec import encode
-from splitpoint.v1 import offload_pb2, offload_pb2_grpc
+from splitpoint.v1 import offload_pb2_grpc
 
 RPC_TIMEOUT_S = 30.0
-
-
-def zero_frame(bundle: Path, k: int) -> offload_pb2.InferRequest:
-    m = load_bundle(bundle, verify=False).manifest
-    (cut,) = m.split(k).cut
-    req = offload_pb2.InferRequest(frame_id=k, model_digest=m.model_digest, split=k)
-    req.tensors.append(encode(np.zeros(cut.shape, cut.dtype), name=cut.name, quantization=cut.quantization))
-    return req
 
 
 def other_weights(path: Path) -> None:
