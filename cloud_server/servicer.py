@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +26,7 @@ from splitpoint.wire_metadata import DRAINING_DETAILS, REPLICA_METADATA_KEY
 
 from .admission import InflightBytes, StreamAdmission, StreamRefused, agent_identity
 from .executor import Postprocess, QueueExpired, TailExecutor, TailResult
+from .infer_stream import StreamWakers, serve_stream
 from .validation import validate_tensors
 
 log = logging.getLogger(__name__)
@@ -153,12 +153,14 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
         else:
             self._answer_names = [spec.name for spec in manifest.outputs]
         self._draining = threading.Event()
+        self._wakers = StreamWakers()  # draining wakes every open stream's answering loop
 
     # ------------------------------------------------------------------ helpers
 
     def begin_drain(self) -> None:
         """Stop taking frames; frames already accepted still get their results."""
         self._draining.set()
+        self._wakers.wake_all()
 
     def _split_label(self, k: int) -> str:
         return self._split_labels.get(k, OTHER_SPLIT_LABEL)
@@ -241,108 +243,16 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
             self.metrics.streams.inc()
             try:
                 context.send_initial_metadata(((REPLICA_METADATA_KEY, self.replica),))  # who took the stream
-                yield from self._serve_stream(request_iterator, context, agent)
+                yield from serve_stream(
+                    request_iterator, context, agent, accept=self._accept, respond=self._safe_response,
+                    inflight=self.inflight, max_backlog=self.max_stream_backlog,
+                    idle_timeout_s=self.stream_idle_timeout_s, draining=self._draining, wakers=self._wakers,
+                    unparseable=UnparseableMessage)
             finally:
                 self.metrics.streams.dec()
         finally:
             self.admission.release(agent)
             self.on_stream_end()
-
-    def _serve_stream(self, request_iterator: Iterator[offload_pb2.InferRequest], context: grpc.ServicerContext,
-                      agent: str) -> Iterator[offload_pb2.InferResponse]:
-        """An admitted Infer stream: a reader thread takes frames, this answers them."""
-        done: queue.Queue = queue.Queue()
-        state: dict[str, Any] = {"accepted": 0, "ended": False, "last_request": time.monotonic(), "fault": None}
-        lock = threading.Lock()
-        room = threading.Semaphore(self.max_stream_backlog)  # one slot per frame without a response
-        closing = threading.Event()  # the response side is done: the reader stops waiting for room
-        peer = context.peer()
-
-        def read() -> None:
-            try:
-                for req in request_iterator:
-                    if isinstance(req, UnparseableMessage):
-                        # No frame_id to answer: a stream-level fault, like a message over the size
-                        # limit. The stream ends with the status once accepted frames are answered.
-                        with lock:
-                            state["fault"] = req.error()
-                        return
-                    # Backpressure: past max_stream_backlog unanswered frames, stop reading
-                    # until responses go out, so a client that never reads cannot fill memory.
-                    while not room.acquire(timeout=0.2):
-                        if closing.is_set():
-                            return
-                    # ... and, over all streams, past max_inflight_mb of frames not yet computed
-                    size = req.ByteSize()
-                    while not self.inflight.acquire(size, timeout=0.2):
-                        if closing.is_set():
-                            room.release()
-                            return
-                    with lock:
-                        state["accepted"] += 1
-                        state["last_request"] = time.monotonic()
-                    try:
-                        fut = self._accept(req, agent)
-                    except SplitpointError as err:
-                        self.inflight.release(size)
-                        done.put(self._safe_response(req, None, err))
-                        continue
-
-                    def finished(f: Future, r: offload_pb2.InferRequest = req, n: int = size) -> None:
-                        self.inflight.release(n)  # the frame's tensors are no longer held
-                        done.put(self._safe_response(r, f, None))
-
-                    fut.add_done_callback(finished)
-            except grpc.RpcError:
-                pass  # the client went away; frames already accepted still finish
-            except Exception:  # never let a reader die silently: end the stream
-                log.exception("stream reader from %s failed", peer)
-            finally:
-                with lock:
-                    state["ended"] = True
-                done.put(None)
-
-        sent = 0
-        last_response = time.monotonic()
-        idle_s = self.stream_idle_timeout_s
-        try:
-            reader = threading.Thread(target=read, name="infer-reader", daemon=True)
-            reader.start()
-            while True:
-                with lock:
-                    answered_all = sent >= state["accepted"]
-                    if (state["ended"] or self._draining.is_set()) and answered_all:
-                        fault = state["fault"]
-                        if fault is not None:
-                            context.set_code(fault.status_code)
-                            context.set_details(str(fault))
-                        elif not state["ended"]:
-                            # Shutdown ends the stream with a status (the contract), not OK:
-                            # frames the client sent that got no response were not accepted.
-                            context.set_code(grpc.StatusCode.UNAVAILABLE)
-                            context.set_details(f"{DRAINING_DETAILS}; frames without a response were not accepted")
-                        break
-                    idle_since = max(state["last_request"], last_response)
-                if idle_s > 0 and answered_all and time.monotonic() - idle_since >= idle_s:
-                    # A stream that never sends (or stopped sending) must not hold a max_streams
-                    # slot and two threads forever. Measured from the last request or response,
-                    # whichever is later: an agent waiting for a slow answer is not idle.
-                    context.set_code(grpc.StatusCode.DEADLINE_EXCEEDED)
-                    context.set_details(f"no frame for {idle_s:g} s: stream closed")
-                    break
-                try:
-                    item = done.get(timeout=0.1)
-                except queue.Empty:
-                    if not context.is_active():
-                        break
-                    continue
-                if item is not None:
-                    sent += 1
-                    room.release()
-                    yield item
-                    last_response = time.monotonic()
-        finally:
-            closing.set()
 
     def InferFrame(self, request: offload_pb2.InferRequest, context: grpc.ServicerContext) -> offload_pb2.InferResponse:
         if isinstance(request, UnparseableMessage):

@@ -1,9 +1,10 @@
 """The fleet figures of docs/benchmarks.md: `splitpoint loadtest` against real server processes.
 
     python scripts/fleet_figures.py --bundle BUNDLE --out DIR [--agents 1,10,50,100,200] [--fps 5]
-                                    [--split 3] [--duration 20] [--replicas 30]
+                                    [--split 3] [--duration 20] [--replicas 30] [--idle-streams 256]
 
-Starts one `splitpoint cloud` on 127.0.0.1 and runs the load test for each agent count,
+Starts one `splitpoint cloud` on 127.0.0.1, measures its CPU with `--idle-streams` Infer streams
+open and sending nothing (a parked fleet), then runs the load test for each agent count,
 then three servers on 127.0.0.1, 127.0.0.2 and 127.0.0.3 and runs `--replicas` agents
 against one target naming all three. Writes each run's JSON into DIR and prints the
 markdown table that goes into docs/benchmarks.md. Loopback only.
@@ -18,6 +19,7 @@ import platform
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -48,6 +50,47 @@ def stop(procs: list[subprocess.Popen]) -> None:
         p.wait(60)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu_percent(pid: int, seconds: float) -> float:
+    c0, t0 = cpu_seconds(pid), time.monotonic()
+    time.sleep(seconds)
+    return 100 * (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+
+
+def idle_streams_cpu(server: subprocess.Popen, address: str, n: int, seconds: float = 10.0) -> str:
+    """The server's CPU with no stream, then with n Infer streams open that send nothing."""
+    import grpc
+
+    from splitpoint.v1 import offload_pb2_grpc
+
+    quiet = server_cpu_percent(server.pid, seconds)
+    release = threading.Event()
+
+    def silent():  # sends nothing until released, then half-closes
+        release.wait(seconds + 60)
+        return
+        yield
+
+    channels = [grpc.insecure_channel(address) for _ in range(n)]
+    calls = [offload_pb2_grpc.OffloadStub(ch).Infer(silent(), metadata=(("splitpoint-agent", f"idle-{i}"),))
+             for i, ch in enumerate(channels)]
+    try:
+        time.sleep(3)  # every stream admitted and settled
+        alive = sum(1 for c in calls if c.is_active())
+        busy = server_cpu_percent(server.pid, seconds)
+    finally:
+        release.set()
+        for ch in channels:
+            ch.close()
+    return (f"{alive} idle Infer streams held {seconds:g} s: server CPU {busy:.1f}% of one core "
+            f"(no stream: {quiet:.1f}%)")
+
+
 def loadtest(bundle: str, target: str, agents: int, a: argparse.Namespace, out: Path) -> dict:
     cmd = [sys.executable, "-m", "splitpoint", "loadtest", "--bundle", bundle, "--target", target, "--insecure",
            "--agents", str(agents), "--fps", str(a.fps), "--split", str(a.split), "--duration", str(a.duration),
@@ -75,12 +118,17 @@ def main() -> None:
     ap.add_argument("--fps", type=float, default=5.0)
     ap.add_argument("--split", type=int, default=3)
     ap.add_argument("--duration", type=float, default=20.0)
+    ap.add_argument("--idle-streams", type=int, default=256, help="streams of the idle stage (0 = skip it)")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     server, address = start_cloud(a.bundle, "127.0.0.1:0", out / "cloud.log")
+    idle = ""
     try:
+        if a.idle_streams > 0:
+            idle = idle_streams_cpu(server, address, a.idle_streams)
+            print(idle, flush=True)
         for n in (int(x) for x in a.agents.split(",")):
             rows.append(row(f"{n} agents, 1 server", loadtest(a.bundle, address, n, a, out / f"one-{n}.json")))
             print(rows[-1], flush=True)
@@ -98,6 +146,8 @@ def main() -> None:
     print("| run | frames sent | answered/s | p50 ms | p95 ms | p99 ms | refused | lost | answered per agent | replica shares |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
+    if idle:
+        print(f"\n{idle}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from cloud_server.admission import StreamAdmission
+from cloud_server.infer_stream import SAFETY_WAKE_S
 from cloud_server.servicer import CloudMetrics, OffloadServicer
 from splitpoint.v1 import offload_pb2
 from splitpoint.wire_metadata import AGENT_METADATA_KEY
@@ -33,6 +34,16 @@ class FakeContext:
     def __init__(self, cancelled: bool = False) -> None:
         self.cancelled = cancelled
         self.code: grpc.StatusCode | None = None
+        self.callbacks: list = []
+
+    def add_callback(self, callback: object) -> bool:
+        self.callbacks.append(callback)
+        return True
+
+    def terminate(self) -> None:
+        """What gRPC does when the RPC ends: run its callbacks (which wake the stream)."""
+        for cb in self.callbacks:
+            cb()
 
     def peer(self) -> str:
         return "ipv4:127.0.0.1:1"
@@ -115,6 +126,8 @@ def test_a_stream_that_fails_midway_gives_its_slot_back_once() -> None:
         raise RuntimeError("is_active failed")
 
     context.is_active = broken  # type: ignore[method-assign]
+    # once the reader reads, the RPC ends: the woken stream asks is_active, which fails
+    threading.Thread(target=lambda: reading.wait(TIMEOUT_S) and context.terminate(), daemon=True).start()
     stream = slots.servicer.Infer(held(), context)  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="is_active failed"):
         next(stream)
@@ -135,3 +148,30 @@ def test_a_refused_stream_releases_nothing() -> None:
         next(slots.servicer.Infer(iter([]), context))  # type: ignore[arg-type]
     assert context.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert slots.admission.open_streams == 2 and slots.gauge == 0.0 and slots.ended == 0
+
+
+def test_draining_ends_an_idle_stream_at_once() -> None:
+    """begin_drain wakes every open stream: an idle one ends UNAVAILABLE now, not at its next
+    safety wake (SAFETY_WAKE_S), which would hold a terminating pod's drain."""
+    slots = Slots()
+    context = FakeContext()
+    reading, release, ended = threading.Event(), threading.Event(), threading.Event()
+
+    def idle() -> Iterator[offload_pb2.InferRequest]:
+        reading.set()  # the stream is admitted and its reader runs
+        release.wait(TIMEOUT_S)
+        yield from ()
+
+    def serve() -> None:
+        list(slots.servicer.Infer(idle(), context))  # type: ignore[arg-type]
+        ended.set()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        assert reading.wait(TIMEOUT_S)
+        slots.servicer.begin_drain()
+        assert ended.wait(SAFETY_WAKE_S / 2), "draining did not wake the idle stream"
+        assert context.code == grpc.StatusCode.UNAVAILABLE
+        assert slots.admission.open_streams == 0
+    finally:
+        release.set()
