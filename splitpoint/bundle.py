@@ -27,6 +27,7 @@ import numpy as np
 from splitpoint import manifest_checks as fields
 from splitpoint.codec import Quantization
 from splitpoint.errors import BundleError, TensorError
+from splitpoint.files import file_stamp
 from splitpoint.manifest_checks import check_consistency
 
 log = logging.getLogger(__name__)
@@ -336,6 +337,9 @@ class Bundle:
     def __init__(self, root: Path, manifest: Manifest):
         self.root = root
         self.manifest = manifest
+        #: artifact path -> file_identity when load_bundle checked its hash: a file not changed
+        #: since need not be hashed again at start (a big bundle's tails take seconds each)
+        self.checked: dict[str, tuple[int, ...]] = {}
 
     def path(self, artifact: Artifact) -> Path:
         return self.root / artifact.path
@@ -364,8 +368,8 @@ def load_bundle(root: str | Path, side: str = "all", verify: bool = True) -> Bun
     except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, nesting
         raise BundleError(f"{mpath}: unreadable manifest ({type(exc).__name__}: {exc})") from None
     manifest = Manifest.from_dict(data, str(mpath))
+    wanted: list[Artifact] = []
     if verify:
-        wanted: list[Artifact] = []
         if manifest.validation:
             wanted.append(manifest.validation)
         for s in manifest.splits:
@@ -373,10 +377,15 @@ def load_bundle(root: str | Path, side: str = "all", verify: bool = True) -> Bun
                 wanted += [a for a in (s.head, s.edgetpu_head) if a]
             if side in ("cloud", "all") and s.tail:
                 wanted.append(s.tail)
-        for art in wanted:
-            check_artifact(root, art)
+    bundle = Bundle(root, manifest)
+    for art in wanted:
+        before = file_stamp(root / art.path)
+        check_artifact(root, art)
+        if before is not None and file_stamp(root / art.path) == before:
+            bundle.checked[art.path] = before
     log.debug("loaded bundle %s (%s, %d splits)", root, manifest.model_name, len(manifest.splits))
-    return Bundle(root, manifest)
+    return bundle
+
 
 
 def check_artifact(root: Path, art: Artifact) -> None:

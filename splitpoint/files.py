@@ -201,7 +201,7 @@ def read_file(key: str, path: str) -> bytes:
     return data
 
 
-def file_stamp(path: str) -> tuple[int, int, int, int] | None:
+def file_stamp(path: str | Path) -> tuple[int, int, int, int] | None:
     """What changes when a file is replaced or written (None: not there now)."""
     try:
         st = os.stat(path)  # follows a symlink: Kubernetes swaps a Secret's files by one

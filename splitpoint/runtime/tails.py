@@ -7,7 +7,6 @@ choose. A runner is thread-safe: a tf.function may be called from many threads.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -19,6 +18,7 @@ import numpy as np
 
 from splitpoint.bundle import Bundle, check_artifact, split_ranges
 from splitpoint.errors import BundleError, ConfigError, RequestError
+from splitpoint.files import file_stamp
 from splitpoint.runtime.tf import import_tensorflow
 
 log = logging.getLogger(__name__)
@@ -147,14 +147,16 @@ class TailPool:
         spec = self.bundle.manifest.split(split)
         assert spec.tail is not None
         path = self.bundle.path(spec.tail)
-        before = _identity(path)
+        before = file_stamp(path)
         failed = self._failed.get(split)
         if failed is not None and failed[0] == before:
             raise failed[1]  # the same bad file: no hashing it again, nor a log line, for every frame
         try:
-            check_artifact(self.bundle.root, spec.tail)
+            # At start a file load_bundle has just hashed, unchanged since, is not hashed again.
+            if self._serving or before is None or self.bundle.checked.get(spec.tail.path) != before:
+                check_artifact(self.bundle.root, spec.tail)
             runner = TailRunner(path, split)
-            if _identity(path) != before:  # replaced between the check and the load: what ran is unknown
+            if file_stamp(path) != before:  # replaced between the check and the load: what ran is unknown
                 raise BundleError(f"{path} changed while it was loaded")
         except BundleError as exc:
             if not self._serving:
@@ -166,12 +168,3 @@ class TailPool:
             raise err from None
         self._failed.pop(split, None)
         return runner
-
-
-def _identity(path: Path) -> tuple[int, ...] | None:
-    """What changes when a file is replaced or rewritten (inode, size, modification time); None if absent."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)

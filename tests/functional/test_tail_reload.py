@@ -63,3 +63,31 @@ def test_a_tail_changed_on_disk_is_refused_when_loaded_again(digits_bundle: Path
         shutil.copyfile(digits_bundle / m.split(first).tail.path, tail)  # type: ignore[union-attr]
         stub.InferFrame(zero_frame(bundle, first), timeout=RPC_TIMEOUT_S)
         assert server.tails.warm() == [first]
+
+
+def test_each_tail_is_hashed_once_at_start_unless_it_changed_meanwhile(digits_bundle: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """load_bundle hashes every tail; the preload that follows does not hash them again (a big
+    bundle's tails take seconds each), except a file changed since load_bundle hashed it."""
+    import splitpoint.bundle
+    from splitpoint.errors import BundleError
+    from splitpoint.runtime.tails import TailPool
+
+    bundle_dir = tmp_path / "bundle"
+    shutil.copytree(digits_bundle, bundle_dir)
+    hashed: list[str] = []
+    real = splitpoint.bundle.sha256_file
+    monkeypatch.setattr(splitpoint.bundle, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
+    bundle = load_bundle(bundle_dir, side="cloud")
+    tails = [s.tail.path for s in bundle.manifest.splits if s.tail is not None]
+    names = sorted(Path(t).name for t in tails)
+    assert sorted(h for h in hashed if h in names) == names  # (and the validation data)
+    hashed.clear()
+    TailPool(bundle, preload=True)
+    assert hashed == []
+    # a tail rewritten between load_bundle and the preload is hashed again, and refused
+    bundle = load_bundle(bundle_dir, side="cloud")
+    (bundle_dir / tails[0]).write_bytes(b"not a zip")
+    hashed.clear()
+    with pytest.raises(BundleError, match="bytes, the manifest says"):
+        TailPool(bundle, preload=True)
