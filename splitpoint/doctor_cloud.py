@@ -97,15 +97,25 @@ def client_factory(address: str, transport: dict[str, Any] | None = None,
 
 
 def _is_loopback(address: str) -> bool:
-    host = address.rpartition(":")[0].rpartition("/")[2]  # dns:///NAME:PORT: the name
-    host = host.split(":", 1)[1] if host.startswith(("ipv4:", "ipv6:", "dns:")) else host
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
+    """Whether every server `address` names (HOST:PORT, a list, ipv4:/ipv6:/dns: forms) is this host."""
+    from splitpoint.targets import parse_target
+
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
+        target = parse_target("cloud", address)
+    except Exception:
         return False
+    if target.startswith(("ipv4:", "ipv6:", "dns:")):
+        target = target.split(":", 1)[1]
+    for item in target.split(","):
+        host = item.strip().rpartition(":")[0].rpartition("/")[2].strip("[]")  # dns:///NAME:PORT: the name
+        if host == "localhost":
+            continue
+        try:
+            if not ipaddress.ip_address(host).is_loopback:
+                return False
+        except ValueError:
+            return False
+    return True
 
 
 def check_cloud(make_client: Callable[[], Any], digest: str | None, transport: str = "",
