@@ -353,6 +353,8 @@ def _main(argv: list[str] | None) -> int:
         if stdout_gone():  # the reader stopped: not an error (it was a traceback)
             return PIPE_CLOSED_EXIT
         raise
+    except OSError as err:  # --help, --version or the overview to a full disk (a traceback, or exit 0)
+        return cli_logging.unwritten_output(err)
     from splitpoint import native_logs
 
     native_logs.configure(args.verbose)  # before any command loads TensorFlow, LiteRT or OpenCV
@@ -422,16 +424,12 @@ def run() -> None:
     scratch = scratch_dir.use_own()  # os._exit below runs no atexit: TensorFlow's temp files go with it
     try:
         code = main()
+    except SystemExit as exc:  # argparse: --help, --version, a usage error (its message said)
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
     finally:
         scratch_dir.remove(scratch)
     logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:  # None: started without it, and /dev/null could not stand in
-                stream.flush()
-        except (OSError, ValueError):  # a closed pipe: nothing more can be said
-            pass
-    os._exit(code)
+    os._exit(cli_logging.flush_output(code))
 
 
 if __name__ == "__main__":

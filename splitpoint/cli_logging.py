@@ -135,3 +135,31 @@ def say(text: str) -> None:
 
 #: what a write to stdout fails with when no one will read it, or its file takes no more
 _UNWRITABLE = (errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+
+
+def flush_output(code: int) -> int:
+    """Flush stdout and stderr before the process ends; the exit code to end with.
+
+    Output that could not be written fails a command that had succeeded: `splitpoint --version
+    > /dev/full` exited 0 with nothing written, where `inspect` said so and exited 1. A reader
+    that went away (EPIPE) keeps the command's code, as `say` does."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:  # None: started without it, and /dev/null could not stand in
+                stream.flush()
+        except ValueError:  # closed in this process: nothing more can be said
+            pass
+        except OSError as err:
+            if stream is sys.stdout and code == 0 and err.errno != errno.EPIPE:
+                code = unwritten_output(err)
+    return code
+
+
+def unwritten_output(err: OSError) -> int:
+    """Say that stdout could not be written (when stderr can be); exit code 1."""
+    try:
+        print(f"splitpoint: error: the output could not be written: {err.strerror or err}", file=sys.stderr,
+              flush=True)
+    except (OSError, ValueError):
+        pass
+    return 1

@@ -42,6 +42,12 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+    def _print_message(self, message: str, file: Any = None) -> None:
+        # argparse drops an OSError here: `--version > /dev/full` exited 0 with nothing written.
+        # It reaches cli._main now, which says so (exit 1; a reader gone is handled there too).
+        if message:
+            (file or sys.stderr).write(message)
+
     def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
         # argparse reports words no parser took from the top-level parser ("splitpoint: error:
         # unrecognized arguments: --bogus (see splitpoint --help)"); the command's own parser

@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 import grpc
+import pytest
 from helpers import cli_env
 
 from edge_node.results import read_results
@@ -136,3 +137,15 @@ def test_a_server_whose_stdout_takes_no_more_serves_on(digits_bundle: Path, tmp_
         r"stdout cannot be written \(No space left on device\): splitpoint cloud listening on (\S+)"))
     # once: the health line after it went to /dev/null
     assert text.count("stdout cannot be written") == 1 and "stopped" in text and "error:" not in text, text
+
+
+@pytest.mark.parametrize("args,unbuffered", [(["--version"], "1"), (["--version"], ""), ([], ""), (["edge", "--help"], "1")])
+def test_output_to_a_full_device_fails_the_command(args: list[str], unbuffered: str, tmp_path: Path) -> None:
+    """`splitpoint --version > /dev/full` exited 0 with nothing written (argparse drops the
+    OSError; buffered, the last flush's failure was ignored), and the bare overview was a
+    traceback. Each now says so and exits 1, as `inspect > /dev/full` did."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "splitpoint", *args], stdout=full, stderr=subprocess.PIPE,
+                              text=True, env=dict(cli_env(), PYTHONUNBUFFERED=unbuffered), cwd=tmp_path, timeout=WAIT_S)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip() == "splitpoint: error: the output could not be written: No space left on device"
