@@ -18,6 +18,7 @@ classified as if it were a real frame.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from pathlib import Path
@@ -67,8 +68,8 @@ def _entries(n: int) -> str:
 def _kind(path: Path) -> str:
     try:
         return file_kind(path.stat().st_mode)
-    except OSError:  # a broken symlink
-        return "a broken symlink"
+    except OSError as err:  # a symlink to nothing, or to itself (a loop)
+        return "a symlink loop" if err.errno == errno.ELOOP else "a broken symlink"
 
 
 def fit_frame(frame: np.ndarray, pre: Preprocessing) -> np.ndarray:

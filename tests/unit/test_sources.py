@@ -318,10 +318,13 @@ def test_entries_that_are_not_regular_files_are_left_out_with_a_warning(
     os.mkfifo(tmp_path / "b.png")  # open() of a pipe waits for a writer: it would hang the agent
     (tmp_path / "c.png").mkdir()
     (tmp_path / "d.png").symlink_to(tmp_path / "a.png")  # a link to a file is that file
+    (tmp_path / "e.png").symlink_to(tmp_path / "gone.png")
+    (tmp_path / "f.png").symlink_to(tmp_path / "f.png")  # a loop was "a broken symlink"
     out = drain_within(open_source(str(tmp_path), GRAY8))
     assert [(f.index, f.origin) for f in out if isinstance(f, Frame)] == [(0, "a.png"), (1, "d.png")], out
     (warning,) = [r.getMessage() for r in caplog.records if "not regular files" in r.getMessage()]
-    assert "2 entries left out" in warning and "b.png (a named pipe)" in warning and "c.png (a directory)" in warning
+    assert "4 entries left out" in warning and "b.png (a named pipe)" in warning and "c.png (a directory)" in warning
+    assert "e.png (a broken symlink)" in warning and "f.png (a symlink loop)" in warning
 
 
 def test_a_file_swapped_for_a_named_pipe_after_listing_is_that_frames_error(tmp_path: Path) -> None:
