@@ -310,7 +310,7 @@ class SqliteResultLog(_ResultLog):
             self._db.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
             self._db.execute(_SCHEMA)
             for fid, text in self._db.execute("SELECT frame_id, record FROM results ORDER BY frame_id"):
-                self._found(fid, *_origin_and_model(text))
+                self._found(fid, *_origin_and_model(self.path, fid, text))
             self._ids = self._origins.ids.copy()
         except sqlite3.OperationalError as exc:  # full, read-only, I/O error: the file, not the setting
             raise ResultsWriteError(self.path, describe_os_error(exc)) from None
@@ -335,12 +335,19 @@ class SqliteResultLog(_ResultLog):
         self._db = None
 
 
-def _origin_and_model(text: str) -> tuple[str | None, str | None]:
+def _origin_and_model(path: Path, fid: int, text: str) -> tuple[str | None, str | None]:
+    """A SQLite record's origin and model. ConfigError when it is not a record: `splitpoint
+    results` refused such a log while resume took the frame as done (a JSONL log's line that is
+    not a record is refused at start too)."""
     try:
         record = json.loads(text)
-    except ValueError:
-        return None, None
-    return (origin(record), model(record)) if isinstance(record, dict) else (None, None)
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+    except (TypeError, ValueError) as exc:
+        raise ConfigError("results", str(path), f"the record of frame {fid} is not a result record ({exc}): a "
+                                                "changed or damaged log; move it aside (--no-resume) or repair "
+                                                "that row") from None
+    return origin(record), model(record)
 
 
 def _check_any_log(path: Path, held: LogHold, stop: Callable[[], bool]) -> None:

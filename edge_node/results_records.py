@@ -191,10 +191,11 @@ def each_result(path: str | Path, take: Callable[[dict[str, Any]], None]) -> Non
         with read_only_sqlite(p) as db:
             if not _has_results_table(db):  # a log made and not written yet
                 return
-            for (text,) in db.execute("SELECT record FROM results ORDER BY written_unix_ns, frame_id"):
+            for fid, text in db.execute("SELECT frame_id, record FROM results ORDER BY written_unix_ns, frame_id"):
                 record = json.loads(text)
-                if isinstance(record, dict):
-                    take(record)
+                if not isinstance(record, dict):  # as a JSONL line that is no object: not skipped unsaid
+                    raise ValueError(f"the record of frame {fid} is not a JSON object")
+                take(record)
     except (sqlite3.DatabaseError, ValueError) as exc:  # "unable to open" too: never read as "no records"
         raise unreadable_sqlite(p, exc) from None
 

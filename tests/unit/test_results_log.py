@@ -344,3 +344,25 @@ def test_a_sqlite_log_that_cannot_be_opened_is_an_error_not_an_empty_log(tmp_pat
     monkeypatch.setattr(results_file.sqlite3, "connect", unable)
     with pytest.raises(ConfigError, match=r"cannot be read as a SQLite results log \(unable to open database file\)"):
         read_results(path)
+
+
+@pytest.mark.parametrize("bad", ["nope", "[1, 2]", '"text"'])
+def test_a_sqlite_row_that_is_no_record_is_refused_on_resume_as_results_refuses_it(tmp_path: Path, bad: Any) -> None:
+    """A row changed by hand (record = 'nope') was taken on resume as a frame done, while
+    `splitpoint results` refused the log; a JSONL line that is no record is refused at start too."""
+    path = tmp_path / "r.db"
+    log = open_results(path, "sqlite")
+    for fid in range(3):
+        assert log.write({"frame_id": fid, "status": "ok"})
+    log.close()
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE results SET record = ? WHERE frame_id = 1", (bad,))
+    db.close()
+    with pytest.raises(ConfigError, match=r"the record of frame 1 is not a result record .*move it aside \(--no-resume\)"):
+        open_results(path, "sqlite")
+    with pytest.raises(ConfigError, match="cannot be read as a SQLite results log"):
+        read_results(path)
+    moved = open_results(path, "sqlite", fresh=True)  # --no-resume moves it aside and starts afresh
+    assert moved.write({"frame_id": 0, "status": "ok"})
+    moved.close()
