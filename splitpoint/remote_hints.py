@@ -9,6 +9,10 @@ from __future__ import annotations
 
 #: (words in an UNAVAILABLE message, what they mean), first match wins
 _UNAVAILABLE_HINTS = (
+    # gRPC's resolver: "errors resolving HOST:PORT: ... Domain name not found" (c-ares), or "DNS resolution failed"
+    (("domain name not found", "errors resolving", "dns resolution failed", "name or service not known"),
+     "the server's host name does not resolve here: check the `cloud` address (a placeholder like server.example "
+     "left from the example config?) and this host's DNS"),
     (("connection refused",), "nothing listens there: is `splitpoint cloud` running, on that port, and listening on "
                               "an address this host can reach (listen = \"0.0.0.0:PORT\", not 127.0.0.1)?"),
     (("wrong_version_number",), "the server speaks plaintext (it runs with insecure = true) while this side uses TLS: "

@@ -86,6 +86,20 @@ def test_an_expired_server_certificate_is_named_as_such() -> None:
     assert remote_hint(unsigned).startswith("the server's certificate is not signed by tls_ca")
 
 
+def test_a_host_name_that_does_not_resolve_is_named_as_such() -> None:
+    """gRPC's words for it (doctor against the example config's server.example): the hint was "is
+    splitpoint cloud running there, the port open in its firewall ...", nothing about the name."""
+    from splitpoint.remote_hints import remote_hint
+
+    unresolved = RemoteError(grpc.StatusCode.UNAVAILABLE, (
+        "errors resolving server.example:50051: [field:hostname lookup error:address lookup failed for "
+        "server.example:50051: Domain name not found]"))
+    assert remote_hint(unresolved).startswith("the server's host name does not resolve here: check the `cloud` address")
+    refused = RemoteError(grpc.StatusCode.UNAVAILABLE, "ipv4:127.0.0.1:5: Failed to connect to remote host: "
+                                                       "Connection refused")
+    assert remote_hint(refused).startswith("nothing listens there")
+
+
 def test_a_run_that_reached_its_server_and_ran_most_frames_here_says_why() -> None:
     """A server on another bundle answers every frame FAILED_PRECONDITION: the agent reached it,
     so no "never reached" line, and the summary said only "0 cloud, 500 local (500 fallbacks)"."""
