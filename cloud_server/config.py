@@ -69,11 +69,8 @@ class CloudConfig:
         return int(self.max_message_mb * 1024 * 1024)
 
     def validate(self) -> None:
-        parse_address("listen", self.listen)
-        if self.metrics_listen:
-            parse_address("metrics_listen", self.metrics_listen)
-        if self.health_listen:
-            parse_address("health_listen", self.health_listen)
+        _check_distinct_ports([(key, getattr(self, key)) for key in ("listen", "health_listen", "metrics_listen")
+                               if getattr(self, key) or key == "listen"])
         for key in ("workers", "max_batch", "max_queue", "max_streams", "max_streams_per_agent", "max_queue_per_agent",
                     "stream_window_kb"):
             if getattr(self, key) < 1:
@@ -108,3 +105,19 @@ class CloudConfig:
         if self.grace_s < 0:
             raise ConfigError("grace_s", self.grace_s, "must be >= 0")
         self.security.validate()  # last: value errors are named first
+
+
+#: hosts that bind every address: a port bound there clashes with the same port on any host
+_WILDCARDS = ("0.0.0.0", "::", "")
+
+
+def _check_distinct_ports(listeners: list[tuple[str, str]]) -> None:
+    """ConfigError when a listener's address is malformed, or when two of the server's listeners
+    would take the same port: the second bind failed only after TensorFlow and every tail had
+    loaded (seconds to minutes), with "Address already in use" and no word that the other user
+    was this server itself."""
+    bound = [(key, text, parse_address(key, text)) for key, text in listeners]
+    for i, (key, text, (host, port)) in enumerate(bound):
+        for other, other_text, (other_host, other_port) in bound[:i]:
+            if port and port == other_port and (host == other_host or host in _WILDCARDS or other_host in _WILDCARDS):
+                raise ConfigError(key, text, f"is also this server's {other} ({other_text}): give each its own port")

@@ -296,3 +296,27 @@ def test_every_key_is_in_the_reference() -> None:
         # set in one of its examples (`split = 5`, or commented out) or named in its text
         missing = [k for k in keys if not re.search(rf"^#? ?{k} = ", reference, re.M) and f"`{k}`" not in reference]
         assert not missing, (cls.__name__, missing)
+
+
+@pytest.mark.parametrize(("flags", "key", "said"), [
+    (["--health-listen", "127.0.0.1:30711", "--metrics-listen", "127.0.0.1:30711"], "metrics_listen",
+     'metrics_listen = "127.0.0.1:30711": is also this server\'s health_listen (127.0.0.1:30711)'),
+    (["--listen", "127.0.0.1:30710", "--health-listen", "0.0.0.0:30710"], "health_listen",
+     'health_listen = "0.0.0.0:30710": is also this server\'s listen (127.0.0.1:30710)'),
+    (["--listen", "[::]:30710", "--metrics-listen", "[::1]:30710"], "metrics_listen", None),
+])
+def test_two_listeners_on_one_port_are_refused_before_anything_loads(flags: list[str], key: str,
+                                                                      said: str | None) -> None:
+    """The second bind failed after TensorFlow and every tail had loaded, "Address already in use"
+    with no word that this server itself held the port."""
+    with pytest.raises(ConfigError) as info:
+        cfg.load(CloudConfig, parse(CloudConfig, ["--bundle", "b", "--insecure", *flags]))
+    assert info.value.key == key and "give each its own port" in str(info.value)
+    assert said is None or str(info.value).startswith(said)
+
+
+def test_listeners_on_port_0_or_on_other_ports_or_hosts_are_taken() -> None:
+    for flags in (["--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"],
+                  ["--listen", "127.0.0.1:5", "--health-listen", "127.0.0.2:5"],
+                  ["--listen", "127.0.0.1:5", "--health-listen", "127.0.0.1:6", "--metrics-listen", "127.0.0.1:7"]):
+        cfg.load(CloudConfig, parse(CloudConfig, ["--bundle", "b", "--insecure", *flags]))  # validated: no error
