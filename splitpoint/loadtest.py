@@ -38,10 +38,10 @@ from dataclasses import asdict, dataclass, replace
 
 import grpc
 
-from splitpoint.bundle import load_bundle
 from splitpoint.certs import client_pairs
 from splitpoint.config import MAX_SECONDS, option
 from splitpoint.errors import ConfigError, status_code_from_int
+from splitpoint.loadtest_frames import MAX_MESSAGE_BYTES, check_server_bundle, cut_requests
 from splitpoint.loadtest_report import LoadReport, latency_figures
 from splitpoint.security import ClientSecurity, check_key_pair
 from splitpoint.targets import balanced_options, check_tls_name, parse_target
@@ -50,7 +50,6 @@ from splitpoint.wire_metadata import AGENT_METADATA_KEY, REPLICA_METADATA_KEY
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 #: what one loadtest process emulates: a channel and a thread per drone, one pacer for all
 MAX_AGENTS, MAX_FRAMES_PER_S = 10_000, 100_000
 #: how late the pacer may send a frame before the report says the figures are the load
@@ -60,8 +59,6 @@ PACER_MARGIN_S = 0.5
 #: how long the drones' channels get to close once the run is over (every wait is bounded: 1000
 #: drones each given 5 s to end their stream once kept a run going for minutes)
 CLOSE_S = 5.0
-#: how many distinct frames each drone cycles through (precomputed cut tensors)
-DISTINCT_FRAMES = 16
 
 
 @dataclass
@@ -274,28 +271,6 @@ class _Drone:
         self._reader.join(max(0.0, deadline - time.monotonic()))
 
 
-def cut_requests(bundle_dir: str, split: int) -> list[offload_pb2.InferRequest]:
-    """Requests for `split` made from the bundle's held-out frames by the real int8 heads."""
-    from edge_node.heads import EdgeHeads
-    from edge_node.outputs import cut_request_tensors
-    from splitpoint.runtime.litert import Device
-
-    bundle = load_bundle(bundle_dir, side="edge")
-    m = bundle.manifest
-    if split not in m.split_ids or split == m.num_layers:
-        raise ConfigError("split", split, f"must be a split the server runs: one of {m.split_ids[:-1]}")
-    raw, _ = bundle.validation_data()
-    heads = EdgeHeads(bundle, Device("cpu"), splits=[split])
-    spec = m.split(split)
-    out = []
-    for i in range(min(DISTINCT_FRAMES, len(raw))):
-        head = heads.run(split, heads.preprocess(raw[i]))
-        req = offload_pb2.InferRequest(model_digest=m.model_digest, split=split)
-        req.tensors.extend(cut_request_tensors(head, spec))  # every tensor of a multi-tensor cut
-        out.append(req)
-    return out
-
-
 @dataclass
 class Pacing:
     """How the pacer kept its schedule."""
@@ -348,6 +323,7 @@ def run_loadtest(conf: LoadtestConfig) -> LoadReport:
     requests = cut_requests(conf.bundle, conf.split)
     tally = _Tally()
     pairs = conf.client_pairs()
+    check_server_bundle(conf.target, conf.drone_security(pairs, 0), requests[0].model_digest, conf.timeout_s)
     drones: list[_Drone] = []
     try:
         for n in range(conf.agents):

@@ -26,7 +26,8 @@ from edge_node.config import EdgeConfig
 from edge_node.results import read_results
 from edge_node.source_spec import open_source
 from splitpoint.bundle import load_bundle
-from splitpoint.loadtest import LoadtestConfig, cut_requests, run_loadtest
+from splitpoint.loadtest import LoadtestConfig, run_loadtest
+from splitpoint.loadtest_frames import cut_requests
 from splitpoint.targets import balanced_options
 from splitpoint.v1 import offload_pb2, offload_pb2_grpc
 

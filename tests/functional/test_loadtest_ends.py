@@ -90,3 +90,23 @@ def test_a_json_that_cannot_be_written_names_its_file_after_the_summary(digits_b
     assert errors == [f'splitpoint loadtest: error: json = "{out}": the report could not be written (File too large); '
                       "its figures are the ones printed above"], stderr
     assert list(tmp_path.iterdir()) == []  # no half-written report, no temporary file left
+
+
+def test_a_server_on_another_bundle_is_refused_before_the_run(digits_bundle: Path, cloud_server: Any) -> None:
+    """Against a server on another bundle every frame was refused FAILED_PRECONDITION and the run
+    said only "0 answered; refused by the server: FAILED_PRECONDITION 20", exit 1."""
+    from splitpoint.bundle import load_bundle
+    from splitpoint.errors import ConfigError
+    from splitpoint.loadtest_frames import check_server_bundle
+    from splitpoint.security import ClientSecurity
+
+    address = f"127.0.0.1:{cloud_server.port}"
+    insecure = ClientSecurity(insecure=True)
+    digest = load_bundle(digits_bundle, verify=False).manifest.model_digest
+    check_server_bundle(address, insecure, digest, 10.0)  # the same bundle: on with the run
+    with pytest.raises(ConfigError) as info:
+        check_server_bundle(address, insecure, "sha256:" + "0" * 64, 10.0)
+    assert info.value.key == "target"
+    assert f"the server runs bundle digits-cnn {digest}, --bundle is sha256:000" in str(info.value)
+    assert "give the bundle the server runs" in str(info.value)
+    check_server_bundle("127.0.0.1:1", insecure, "sha256:" + "0" * 64, 2.0)  # not reached: the run says so
