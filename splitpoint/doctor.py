@@ -64,6 +64,7 @@ def check_edge_config(path: str, values: dict[str, Any], built: list[Any]) -> li
         conf = build(EdgeConfig, values)
         built.append(conf)
         _check_policy(conf)
+        conf.security.check_files()  # as `splitpoint edge` does before its bundle: a directory for tls_cert
     except ConfigError as err:
         return [Check("FAIL", "config", f"{path}: {err} (`splitpoint edge` would refuse to start)")]
     return [Check("ok", "config", f"{path} is a valid edge config")]

@@ -113,12 +113,15 @@ def test_usb_device_node_and_the_settings_doctor_checks(tmp_path: Path) -> None:
     assert doctor_device.usb_device_node(tmp_path / "3-1", Path("/dev/bus/usb")) == Path("/dev/bus/usb/003/012")
     assert doctor_device.usb_device_node(tmp_path / "nothing") is None
 
+    from splitpoint.certs import make_dev_certs
+
+    ca = make_dev_certs(tmp_path / "certs", ["localhost"]).ca_cert  # a CA the agent would take
     conf = tmp_path / "edge.toml"
-    conf.write_text('bundle = "b"\nsource = "synthetic:1"\ntls_ca = "ca.pem"\n[policy]\nname = "fixed"\n')
+    conf.write_text(f'bundle = "b"\nsource = "synthetic:1"\ntls_ca = "{ca}"\n[policy]\nname = "fixed"\n')
     values, checks, _ = doctor.resolve_settings(str(conf), {"device": "edgetpu", "bundle": None, "results": ""})
     assert [c.status for c in checks] == ["ok"]
     # the agent's defaults, the file, then flags
-    assert values["cloud"] == "127.0.0.1:50051" and values["bundle"] == "b" and values["tls_ca"] == "ca.pem"
+    assert values["cloud"] == "127.0.0.1:50051" and values["bundle"] == "b" and values["tls_ca"] == str(ca)
     assert values["device"] == "edgetpu" and values["results"] == "results.jsonl" and values["insecure"] is False
     conf.write_text('bundle = "b"\nsource = "synthetic:1"\nmode = "fast"\n')
     _, checks, _ = doctor.resolve_settings(str(conf), {})
@@ -145,6 +148,21 @@ def test_a_config_whose_policy_the_agent_refuses_fails_the_config_check(digits_b
     conf.write_text(f'bundle = "{digits_bundle}"\nsource = "synthetic:1"\n[policy]\n{policy}\n')
     _, checks, _ = doctor.resolve_settings(str(conf), {})
     assert [c.status for c in checks] == ["FAIL"] and said in checks[0].detail, checks
+    assert checks[0].detail.endswith("(`splitpoint edge` would refuse to start)")
+
+
+@pytest.mark.parametrize("files", ['tls_ca = "{d}"', 'tls_cert = "{d}"\ntls_key = "{d}"', 'token_file = "{d}"'])
+def test_a_config_whose_tls_or_token_file_the_agent_refuses_fails_the_config_check(digits_bundle: Path,
+                                                                                   tmp_path: Path, files: str) -> None:
+    """A directory given as tls_cert: `splitpoint edge` exits 2 naming it before its bundle loads;
+    doctor called the config valid and failed only the cloud line, "cannot set up the connection"."""
+    (tmp_path / "certdir.pem").mkdir()
+    conf = tmp_path / "edge.toml"
+    conf.write_text(f'bundle = "{digits_bundle}"\nsource = "synthetic:1"\ncloud = "127.0.0.1:5"\n'
+                    + files.format(d=tmp_path / "certdir.pem") + "\n")
+    _, checks, _ = doctor.resolve_settings(str(conf), {})
+    assert [c.status for c in checks] == ["FAIL"], checks
+    assert "certdir.pem\": is a directory" in checks[0].detail, checks
     assert checks[0].detail.endswith("(`splitpoint edge` would refuse to start)")
 
 
