@@ -90,7 +90,13 @@ def ensure_bundle(path: Path, rebuild: bool = False, model: str = "digits-cnn") 
             if m.source == f"builtin:{model}":
                 print(f"using the bundle in {path}", flush=True)
                 return path
-            print(f"the bundle in {path} is of {m.source or m.model_name}, not {model}", flush=True)
+            if not m.source.startswith("builtin:"):
+                # a bundle of the user's own model: not one the demo wrote (the README's promise),
+                # left as it is unless asked (it was replaced, and files put beside it with it)
+                raise ConfigError("--workdir", str(path.parent), f"{path.name} in it is a bundle of {m.source or m.model_name}, "
+                                  f"not one the demo wrote: the demo leaves it as it is; move it away, give another "
+                                  "--workdir, or --rebuild to replace it")
+            print(f"the bundle in {path} is of {m.source}, not {model}", flush=True)  # a demo's: rebuilt
     from splitpoint.partition import PartitionOptions, load_model_source, partition
     from splitpoint.partition_output import check_output
 

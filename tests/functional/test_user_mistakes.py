@@ -310,3 +310,22 @@ def test_the_demo_works_outside_the_repository(monkeypatch: pytest.MonkeyPatch, 
     assert default_workdir() == tmp_path / "cache" / "splitpoint" / "demo"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert default_workdir() == Path.home() / ".cache" / "splitpoint" / "demo"
+
+
+def test_the_demo_leaves_a_bundle_of_the_users_own_model_as_it_is(digits_bundle: Path, tmp_path: Path) -> None:
+    """A bundle of the user's model at WORKDIR/bundle was partitioned over, files beside it gone
+    with it, though the README says the demo refuses a bundle it did not write."""
+    import json
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(digits_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["model"]["source"] = "/home/me/good.keras"  # what `splitpoint partition good.keras` records
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    (bundle / "notes.txt").write_text("mine")
+    proc = splitpoint("demo", "--workdir", str(tmp_path), timeout=300)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "bundle in it is a bundle of /home/me/good.keras, not one the demo wrote" in error_line(proc)
+    assert "--rebuild to replace it" in error_line(proc)
+    assert (bundle / "notes.txt").read_text() == "mine" and "partitioning" not in proc.stdout
