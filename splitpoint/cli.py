@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from splitpoint import cli_logging, cli_parser, partition_guard, scratch_dir
 from splitpoint import config as cfg
@@ -33,6 +34,9 @@ from splitpoint.cli_parser import Command
 from splitpoint.cli_scheduler import cmd_policy_explain, cmd_profile
 from splitpoint.cli_signals import HELD, sigterm_interrupts
 from splitpoint.errors import ConfigError, SplitpointError
+
+if TYPE_CHECKING:
+    from splitpoint.bundle import Manifest
 
 log = logging.getLogger("splitpoint")
 
@@ -95,7 +99,20 @@ def _bundle_table(m: object) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     head = f"{m.model_name}: {m.num_layers} layers, digest {m.model_digest[:23]}..., source {m.source}"
-    return "\n".join([head, *lines])
+    return "\n".join([head, *lines, *_compile_failures(m)])
+
+
+def _compile_failures(m: Manifest) -> list[str]:
+    """Why heads failed to compile for the Edge TPU, one line per reason: the table said only
+    "failed", and the compiler's words were in the manifest alone."""
+    from splitpoint.bundle import split_ranges
+
+    by_reason: dict[str, list[int]] = {}
+    for s in m.splits:
+        if s.edgetpu.get("status") == "failed":
+            by_reason.setdefault(str(s.edgetpu.get("reason", "")), []).append(s.split)
+    return [f"edge tpu: head{'s' if len(ks) > 1 else ''} {split_ranges(ks)} failed to compile ({reason[:300]}); "
+            "those splits' heads run on the CPU" for reason, ks in by_reason.items()]
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

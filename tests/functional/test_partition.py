@@ -515,6 +515,11 @@ def test_failing_edgetpu_compiler_does_not_fail_partitioning(tmp_path: Path):
         assert s.verification["passed"] is True
     assert not list((out / "edge").glob("*_edgetpu.tflite"))
     load_bundle(out)
+    # the table partition and inspect print says why, not only "failed" (the reason was in the manifest alone)
+    from splitpoint.cli import _bundle_table
+
+    (line,) = [x for x in _bundle_table(manifest).splitlines() if x.startswith("edge tpu:")]
+    assert line.startswith(f"edge tpu: heads 2, {DIGITS_K} failed to compile (exit 1: ") and "FOO" in line, line
 
 
 @pytest.mark.parametrize(
