@@ -57,7 +57,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
         detection = detection_config.build(None, vars(args), None, base=src.detection)[0]
     opts = PartitionOptions(
         output=Path(args.output),
-        calibration_dir=Path(args.calibration) if args.calibration else None,
+        calibration_dir=_calibration_dir(args.calibration),
         calibration_random=args.calibration_random,
         splits=parse_splits(args.splits) if args.splits is not None else None,
         min_agreement=args.min_agreement,
@@ -74,6 +74,12 @@ def cmd_partition(args: argparse.Namespace) -> int:
     print(f"\nbundle written to {args.output} in {time.perf_counter() - t0:.1f}s "
           f"({len(manifest.splits)} splits, model digest {manifest.model_digest[:23]}...)")
     return 0
+
+
+def _calibration_dir(text: str | None) -> Path | None:
+    if text is not None and not text.strip():  # `--calibration "$DIR"` with DIR unset fell back to random frames
+        raise ConfigError("--calibration", text, "give a directory of frames, or leave the flag out for random ones")
+    return Path(text) if text else None
 
 
 def _bundle_table(m: object) -> str:

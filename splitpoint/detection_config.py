@@ -83,6 +83,8 @@ def read_file(path: str) -> dict[str, Any]:
 
 def parse_labels(text: str) -> list[str]:
     """--labels: a file with one label per line, or labels separated by commas."""
+    if not text.strip():  # "" is the current directory to Path: "no such file" named nothing given
+        raise ConfigError("--labels", text, "give a file with one label per line, or labels separated by commas")
     p = Path(text)
     if p.exists() or ("," not in text and (p.suffix.lower() in LABEL_FILE_SUFFIXES or "/" in text)):
         labels = [line.strip() for line in _text("--labels", text).splitlines() if line.strip()]

@@ -44,7 +44,7 @@ def list_frame_files(directory: Path, key: str = "source") -> list[Path]:
     Entries with a frame's suffix that are not regular files (after symlinks) are left out,
     with one warning naming them."""
     if not directory.is_dir():
-        raise ConfigError(key, str(directory), "not a directory")
+        raise ConfigError(key, str(directory), "not a directory" if directory.exists() else "no such directory")
     named = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES + ARRAY_SUFFIXES)
     files: list[Path] = []
     others: list[Path] = []

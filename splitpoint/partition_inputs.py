@@ -23,6 +23,8 @@ def load_model_source(spec: str, input_size: int | None = None) -> ModelSource:
     """A built-in name or a .keras/.h5 file (a SavedModel directory is refused: _saved_model_refusal)."""
     if spec in BUILTIN:
         return reference_model(spec, input_size)
+    if not spec.strip():  # Path("") is the current directory: ". is a directory" named nothing given
+        raise PartitionError(f"no model given: give a .keras or .h5 file, or a built-in ({', '.join(BUILTIN)})")
     path = Path(spec)
     if not path.exists():
         raise PartitionError(f"model {spec!r} is neither a .keras/.h5 file nor a built-in ({', '.join(BUILTIN)})")

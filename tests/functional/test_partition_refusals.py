@@ -385,3 +385,17 @@ def test_input_size_on_a_model_file_is_refused(tmp_path: Path, capsys: pytest.Ca
     err = refused(capsys, str(path), "-o", str(out), "--input-size", "64", "--calibration-random", "8")
     assert f"--input-size 64 does not apply to {path}: its own input shape (8x8) decides" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["", "-o", "OUT"], "no model given: give a .keras or .h5 file, or a built-in"),  # was ". is a directory"
+    (["digits-cnn", "-o", "OUT", "--calibration", ""], "--calibration: give a directory of frames"),  # was random frames
+    (["digits-cnn", "-o", "OUT", "--labels", ""], "--labels: give a file with one label per line"),  # "no such file"
+    (["digits-cnn", "-o", "OUT", "--calibration", "NOPE"], '"NOPE": no such directory'),  # "not a directory"
+])
+def test_empty_or_missing_inputs_are_named_as_such(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   argv: list[str], said: str) -> None:
+    out = tmp_path / "b"
+    argv = [str(out) if a == "OUT" else str(tmp_path / "nope") if a == "NOPE" else a for a in argv]
+    assert said.replace("NOPE", str(tmp_path / "nope")) in refused(capsys, *argv)
+    assert not out.exists()
