@@ -362,6 +362,8 @@ def load_bundle(root: str | Path, side: str = "all", verify: bool = True) -> Bun
         what = "is a file, not a bundle directory" if root.exists() else "does not exist"
         raise BundleError(f"bundle directory {root} {what}")
     if not mpath.is_file():
+        if mpath.exists():  # never opened: a named pipe would wait for a writer
+            raise BundleError(f"{mpath} is not a regular file (a directory, a pipe or a device): not a bundle")
         raise BundleError(f"{mpath} is missing: not a bundle, or partitioning did not finish")
     try:
         data = json.loads(mpath.read_text())

@@ -331,6 +331,9 @@ def test_missing_manifest_is_refused(bundle_copy: Path):
     (bundle_copy / MANIFEST).unlink()
     with pytest.raises(BundleError, match="manifest.json is missing"):
         load_bundle(bundle_copy)
+    os.mkfifo(bundle_copy / MANIFEST)  # was "is missing" too, of a file that is there
+    with pytest.raises(BundleError, match="manifest.json is not a regular file"):
+        load_bundle(bundle_copy)
 
 
 def test_edge_side_does_not_need_cloud_files(bundle_copy: Path):
