@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from splitpoint.bundle import Bundle, SplitSpec, split_ranges
+from splitpoint.artifact_shapes import check_head
+from splitpoint.bundle import Artifact, Bundle, SplitSpec, split_ranges
 from splitpoint.codec import Quantization
 from splitpoint.errors import BackendUnavailableError, EdgeTpuUnavailableError, SplitpointError
 from splitpoint.runtime.litert import Device, HeadRunner, load_edgetpu_delegate
@@ -86,7 +87,7 @@ class EdgeHeads:
         log.warning("%s; head %d runs on the CPU (cpu_fallback = true)", failed, k)
         head = self.manifest.split(k).head
         assert head is not None  # a runner was loaded from it
-        self._runners[k] = HeadRunner(self.bundle.path(head), None, num_threads)
+        self._runners[k] = self._checked(k, head, None, num_threads)
         try:
             self.run(k, x)
         except Exception as exc:  # noqa: BLE001
@@ -100,7 +101,7 @@ class EdgeHeads:
                             spec.split, spec.edgetpu.get("reason", spec.edgetpu.get("status")))
             else:
                 try:
-                    return HeadRunner(self.bundle.path(spec.edgetpu_head), delegate, num_threads)
+                    runner = HeadRunner(self.bundle.path(spec.edgetpu_head), delegate, num_threads)
                 except BackendUnavailableError as err:
                     # The delegate loaded but this head will not prepare on it (a version mismatch
                     # between libedgetpu, the compiler and the interpreter): the int8 CPU head computes
@@ -108,7 +109,18 @@ class EdgeHeads:
                     if not cpu_fallback:
                         raise
                     log.warning("%s; head %d runs on the CPU (cpu_fallback = true)", err, spec.split)
-        return HeadRunner(self.bundle.path(spec.head), None, num_threads)
+                else:
+                    check_head(spec.edgetpu_head.path, self.manifest, spec.split, runner.input_shapes,
+                               runner.output_shapes)
+                    return runner
+        return self._checked(spec.split, spec.head, None, num_threads)
+
+    def _checked(self, k: int, head: Artifact, delegate: object, num_threads: int | None) -> HeadRunner:
+        """The head loaded and checked against the manifest's shapes (BundleError naming the file):
+        a head of another split, its digest rewritten, failed every frame on reshaping its output."""
+        runner = HeadRunner(self.bundle.path(head), delegate, num_threads)
+        check_head(head.path, self.manifest, k, runner.input_shapes, runner.output_shapes)
+        return runner
 
     def preprocess(self, raw: np.ndarray) -> np.ndarray:
         """uint8 frame (H, W, C) -> float32 (1, H, W, C) model input."""

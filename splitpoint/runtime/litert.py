@@ -210,6 +210,8 @@ class HeadRunner:
         self._in_index = inp["index"]
         self.input_dtype = np.dtype(inp["dtype"])
         self.input_shape = tuple(int(d) for d in inp["shape"])
+        #: every input's shape: a head has one (a file with more is another model: artifact_shapes)
+        self.input_shapes = [tuple(int(x) for x in d["shape"]) for d in self._interp.get_input_details()]
         self.input_quantization = _quantization(inp)
         self._out_indices = [d["index"] for d in outs]
         self.output_dtypes = [np.dtype(d["dtype"]) for d in outs]

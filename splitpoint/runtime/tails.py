@@ -16,7 +16,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from splitpoint.bundle import Bundle, check_artifact, split_ranges
+from splitpoint.artifact_shapes import check_tail
+from splitpoint.bundle import Bundle, Manifest, check_artifact, split_ranges
 from splitpoint.errors import BundleError, ConfigError, RequestError
 from splitpoint.files import file_stamp
 from splitpoint.runtime.tf import import_tensorflow
@@ -30,9 +31,11 @@ def tensorflow_devices() -> list[str]:
 
 
 class TailRunner:
-    """One tail loaded and traced once for any batch size."""
+    """One tail loaded and traced once for any batch size. Given the manifest, the model's
+    inputs and outputs are checked against it before the tail is traced (BundleError naming
+    `name`, the file's path in the bundle)."""
 
-    def __init__(self, path: Path, split: int):
+    def __init__(self, path: Path, split: int, manifest: Manifest | None = None, name: str = ""):
         tf = import_tensorflow()
         import keras
 
@@ -47,6 +50,9 @@ class TailRunner:
             why = "not a .keras file (not a zip archive)" if path.is_file() and not zipfile.is_zipfile(path) else str(exc)
             raise BundleError(f"cannot load tail {path}: {why}") from None
         self.split = split
+        if manifest is not None:
+            check_tail(name or str(path), manifest, split, [tuple(t.shape) for t in self.model.inputs],
+                       [tuple(t.shape) for t in self.model.outputs])
         #: one shape per tail input: a multi-tensor cut hands the tail several tensors
         self.input_shapes = [tuple(t.shape[1:]) for t in self.model.inputs]
         self.input_shape = self.input_shapes[0]
@@ -64,15 +70,29 @@ class TailRunner:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """float32 (N, *cut shape) -> float32 (N, outputs): a tail with one input and one output."""
+        self._check_shapes([batch])
         return np.asarray(self._fn(self._tf.constant(batch, dtype=self._tf.float32)))
 
     def run_all(self, batches: list[np.ndarray]) -> list[np.ndarray]:
         """One float32 batch per tail input -> one float32 batch per model output, in the manifest's order."""
         if len(batches) == 1 and self.num_outputs == 1:
             return [self.run(batches[0])]
+        self._check_shapes(batches)
         out = self._fn(*(self._tf.constant(b, dtype=self._tf.float32) for b in batches))
         outs = out if isinstance(out, (list, tuple)) else [out]
         return [np.asarray(o) for o in outs]
+
+    def _check_shapes(self, batches: Sequence[np.ndarray]) -> None:
+        """RequestError (INTERNAL) for batches the tail does not take, before the tf.function
+        sees them: TensorFlow (2.21) keeps the function's lock when binding its inputs fails, so
+        the next call from another thread waited for ever (a tail worker lost, its frame never
+        answered)."""
+        got = [tuple(np.shape(b))[1:] for b in batches]
+        if len(got) != len(self.input_shapes) or not all(
+                len(g) == len(w) and all(d is None or d == e for e, d in zip(g, w, strict=True))
+                for g, w in zip(got, self.input_shapes, strict=True)):
+            raise RequestError(grpc.StatusCode.INTERNAL, f"tail {self.split} takes {self.input_shapes} per frame, "
+                                                         f"was given {got}")
 
 
 class TailPool:
@@ -155,14 +175,19 @@ class TailPool:
             # At start a file load_bundle has just hashed, unchanged since, is not hashed again.
             if self._serving or before is None or self.bundle.checked.get(spec.tail.path) != before:
                 check_artifact(self.bundle.root, spec.tail)
-            runner = TailRunner(path, split)
+            runner = TailRunner(path, split, self.bundle.manifest, spec.tail.path)
             if file_stamp(path) != before:  # replaced between the check and the load: what ran is unknown
                 raise BundleError(f"{path} changed while it was loaded")
         except BundleError as exc:
             if not self._serving:
                 raise  # at start: the command's own error (exit 2), as for load_bundle's check
-            err = BundleError(f"tail of split {split} not loaded: {exc}; the bundle changed on disk since the "
-                              "server started: restart the server with the new bundle")
+            if before is not None and self.bundle.checked.get(spec.tail.path) == before:
+                # the file hashed at start, unchanged, but not the manifest's model (artifact_shapes):
+                # the bundle was wrong from the start, not changed since
+                err = BundleError(f"tail of split {split} not loaded: {exc}")
+            else:
+                err = BundleError(f"tail of split {split} not loaded: {exc}; the bundle changed on disk since the "
+                                  "server started: restart the server with the new bundle")
             log.error("%s", err)
             self._failed[split] = (before, err)
             raise err from None
