@@ -348,8 +348,9 @@ class Bundle:
         """(raw inputs, labels or None) held out at partition time."""
         if self.manifest.validation is None:
             raise BundleError(f"{self.root}: the bundle has no validation data")
-        with np.load(self.path(self.manifest.validation)) as z:
-            return z["inputs"], (z["labels"] if "labels" in z.files else None)
+        from splitpoint.validation_archive import read_validation
+
+        return read_validation(self.path(self.manifest.validation))
 
 
 def load_bundle(root: str | Path, side: str = "all", verify: bool = True) -> Bundle:

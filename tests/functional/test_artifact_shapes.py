@@ -144,3 +144,38 @@ def test_the_agent_exits_2_naming_the_swapped_head(digits_bundle: Path, tmp_path
     proc = run_cli("edge", "--bundle", str(bundle), "--source", "synthetic:2", "--results", str(tmp_path / "r.jsonl"))
     assert proc.returncode == 2, proc.stderr
     assert "error: edge/head_7.tflite outputs" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _npz_bytes(**arrays: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("content, said", [
+    (b"not an npz\n", "not an npz (zip) archive"),
+    (_npz_bytes(frames=np.zeros((2, 8, 8), np.uint8)), "no 'inputs' array; it holds ['frames']"),
+    (_npz_bytes(inputs=np.array([{"a": 1}, None], dtype=object)), "its 'inputs' cannot be read"),
+    (_npz_bytes(inputs=np.zeros((3, 8, 8), np.uint8), labels=np.array(["a", "b", "c"])), "its 'labels' holds <U1"),
+    (_npz_bytes(inputs=np.zeros((3, 8, 8), np.uint8), labels=np.zeros(2, np.int64)), "3 inputs but labels of shape [2]"),
+    (_npz_bytes(inputs=np.zeros((0, 8, 8), np.uint8)), "its inputs have shape [0, 8, 8]"),
+])
+def test_a_validation_archive_that_is_not_one_is_named(digits_bundle: Path, tmp_path: Path, content: bytes,
+                                                      said: str) -> None:
+    rel = "data/validation.npz"
+    bundle = swapped(digits_bundle, tmp_path, rel, content)
+    with pytest.raises(BundleError) as err:
+        load_bundle(bundle, side="edge").validation_data()
+    assert str(err.value).startswith(f"{bundle / rel} is not a valid validation archive ("), err.value
+    assert said in str(err.value)
+
+
+def test_the_agent_exits_2_naming_a_validation_archive_that_is_not_one(digits_bundle: Path, tmp_path: Path) -> None:
+    rel = "data/validation.npz"
+    bundle = swapped(digits_bundle, tmp_path, rel, b"not an npz\n")
+    proc = run_cli("edge", "--bundle", str(bundle), "--source", "synthetic:2", "--results", str(tmp_path / "r.jsonl"))
+    assert proc.returncode == 2, proc.stderr
+    assert f"error: {bundle / rel} is not a valid validation archive (not an npz (zip) archive)" in proc.stderr
+    assert "Traceback" not in proc.stderr and "pickled" not in proc.stderr
