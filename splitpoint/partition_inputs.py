@@ -61,6 +61,7 @@ def load_model_source(spec: str, input_size: int | None = None) -> ModelSource:
                              f"({h}x{w}) decides; leave the flag out")
     check_splittable(model, str(path))  # here to name the file; find_cut_points names the model
     _check_finite_weights(model, path)
+    _check_integer_input_runs(model, path)
     scale, why = _pixel_scale(model)
     if why:
         log.info("%s: %s, so frames go in as pixel values 0..255 (not pixel / 255)", path.name, why)
@@ -89,6 +90,25 @@ def _check_input_shape(path: Path, shape: tuple) -> None:
         fills = "(square)" if h is None and w is None else "(it sets the size left open)"
         raise PartitionError(f"{path}: its input {shape} takes any {open_}, but int8 heads have a fixed "
                              f"size: give the size to build the bundle at with --input-size PX {fills}")
+
+
+def _check_integer_input_runs(model: Any, path: Path) -> None:
+    """A model with an integer input must compute on it: Keras casts integers for some layers
+    (Rescaling) but not others, and a uint8 input read directly by a Conv2D failed in the float
+    model's first prediction, a TensorFlow traceback (exit 1). One zero frame tells, before any
+    work; a float input is left alone (nothing to cast)."""
+    import re
+
+    dtype = np.dtype(model.inputs[0].dtype)
+    if dtype.kind not in "iu":
+        return
+    try:
+        model(np.zeros((1, *model.inputs[0].shape[1:]), dtype), training=False)
+    except Exception as exc:  # noqa: BLE001 - Keras and TensorFlow raise many types
+        called = re.search(r"Exception encountered when calling (\w+)\.call", str(exc))
+        who = f"its {called.group(1)} layer" if called else f"the model ({type(exc).__name__})"
+        raise PartitionError(f"{path}: its input is {dtype.name}, which {who} cannot compute on; give a model "
+                             "whose input is float32 (cast inside the model after the input)") from None
 
 
 def _check_finite_weights(model: Any, path: Path) -> None:

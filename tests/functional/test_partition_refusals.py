@@ -258,6 +258,18 @@ def test_a_model_with_nan_or_inf_weights_is_refused_naming_the_layer(
     assert not out.exists()
 
 
+def test_a_uint8_input_its_first_layer_cannot_take_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """keras.Input(dtype="uint8") straight into a Conv2D failed in the float model's first predict:
+    a TensorFlow traceback, exit 1. (A Rescaling after the input casts, and is partitioned.)"""
+    model = keras.Sequential([keras.Input((28, 28, 1), dtype="uint8"), layers.Conv2D(4, 3), layers.Flatten(),
+                              layers.Dense(5, activation="softmax")])
+    path = tmp_path / "u8.keras"
+    model.save(path)
+    err = refused(capsys, str(path), "-o", str(tmp_path / "b"), "--calibration-random", "8")
+    assert err.endswith(f"{path}: its input is uint8, which its Conv2D layer cannot compute on; give a model whose "
+                        "input is float32 (cast inside the model after the input)")
+
+
 def test_a_model_that_computes_nothing_is_refused_and_leaves_nothing(tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """A single linear Activation once ended in an AssertionError (exit 1) and a partial directory."""
