@@ -129,6 +129,12 @@ class TailExecutor:
                 return
             try:
                 self._run(batch)
+            except Exception:  # noqa: BLE001 - a bug past _run's own guard: the frames are still answered
+                log.exception("answering a batch of %d failed", len(batch))
+                err = RequestError(grpc.StatusCode.INTERNAL, "the server failed to answer this frame")
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(err)
             finally:
                 with self._cond:
                     self._running -= len(batch)
@@ -153,6 +159,8 @@ class TailExecutor:
             run_all = getattr(runner, "run_all", None)
             outs = run_all(batches) if run_all is not None else [runner.run(batches[0])]
             answers = self.postprocess([np.asarray(o) for o in outs])
+            if len(answers) != len(live):  # answered below, or a frame left unanswered (and a worker killed)
+                raise ValueError(f"the tail answered {len(answers)} of a batch of {len(live)} frames")
             compute_ms = (time.monotonic() - t0) * 1000
         except SplitpointError as exc:
             for item in live:

@@ -61,3 +61,27 @@ def test_a_frame_expired_in_the_queue_counts_its_wait() -> None:
     finally:
         runner.release.set()
         ex.close(timeout=TIMEOUT_S)
+
+
+class ShortRunner:
+    """A tail that answers fewer frames than it was given (a batch dimension it fixed itself)."""
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return np.zeros((1, 2), np.float32)
+
+
+def test_a_batch_the_tail_answers_short_fails_every_frame_and_keeps_the_worker() -> None:
+    """An answer per frame was indexed outside the guarded run: IndexError killed the worker
+    thread, and the frames of its batch were never answered."""
+    ex = TailExecutor(SimpleNamespace(get=lambda k: ShortRunner()), workers=1)
+    try:
+        with ex._cond:  # both frames queued before the worker takes them: one batch of two
+            futures = [ex.submit(1, np.zeros((1, 4), np.float32), time.monotonic()) for _ in range(2)]
+        for fut in futures:
+            with pytest.raises(Exception) as info:
+                fut.result(timeout=TIMEOUT_S)
+            assert getattr(info.value, "status_code", None) == grpc.StatusCode.INTERNAL
+        one = ex.submit(1, np.zeros((1, 4), np.float32), time.monotonic())
+        assert one.result(timeout=TIMEOUT_S).outputs[0].shape == (2,)  # the worker still serves
+    finally:
+        ex.close(TIMEOUT_S)
