@@ -50,6 +50,8 @@ def cmd_partition(args: argparse.Namespace) -> int:
     from splitpoint.partition import PartitionOptions, load_model_source, parse_splits, partition
 
     t0 = time.perf_counter()
+    if args.output == "":  # `-o "$OUT"` with OUT unset: Path("") is the current directory, which it replaced
+        raise ConfigError("-o", "", "give a directory for the bundle (it was empty: an unset variable?)")
     labels = detection_config.parse_labels(args.labels) if args.labels is not None else None
     detection, labels, origins = detection_config.build(args.detection, vars(args), labels)  # checked before the model loads
     src = load_model_source(args.model, args.input_size)

@@ -98,10 +98,10 @@ def ensure_bundle(path: Path, rebuild: bool = False, model: str = "digits-cnn") 
                                   "--workdir, or --rebuild to replace it")
             print(f"the bundle in {path} is of {m.source}, not {model}", flush=True)  # a demo's: rebuilt
     from splitpoint.partition import PartitionOptions, load_model_source, partition
-    from splitpoint.partition_output import check_output
+    from splitpoint.partition_target import check_target
 
     try:  # partition's own words name its -o, which the demo has not
-        check_output(path, force=True)
+        check_target(path, force=True)
     except SplitpointError as err:
         raise ConfigError("--workdir", str(path.parent), f"{path.name} in it is not a bundle; the demo leaves it as "
                                                          "it is: move it away, or give another --workdir") from err

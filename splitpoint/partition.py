@@ -197,7 +197,10 @@ def partition(
     # Read (and judge) the frames before the output is touched: a set that cannot calibrate writes nothing.
     cal_raw, val_raw, val_labels = load_calibration(src, opts.calibration_dir, opts.calibration_random)
     # Only now touch the output: bad --splits or frames must not leave (or, with --force, destroy) a bundle.
-    with staged_output(opts.output, opts.force) as out:
+    # -o must not hold what the run reads: with --force (or even empty) the bundle would replace it
+    inputs = [Path(src.source)] if not src.source.startswith("builtin:") else []
+    inputs += [opts.calibration_dir] if opts.calibration_dir is not None else []
+    with staged_output(opts.output, opts.force, inputs) as out:
         for sub in ("edge", "cloud", "data", ".work"):
             (out / sub).mkdir()
         enforce = src.trained if opts.min_agreement is None else True

@@ -353,7 +353,7 @@ def test_non_empty_output_without_force_is_refused(tmp_path: Path):
     (out / "notes.txt").write_text("mine")
     with pytest.raises(PartitionError, match="not empty.*--force"):
         partition(reference_model("digits-cnn"), PartitionOptions(output=out, edgetpu_compiler=None), progress=quiet)
-    with pytest.raises(PartitionError, match="not a bundle"):
+    with pytest.raises(PartitionError, match="not a splitpoint bundle"):
         partition(
             reference_model("digits-cnn"), PartitionOptions(output=out, force=True, edgetpu_compiler=None), progress=quiet
         )

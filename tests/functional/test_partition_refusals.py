@@ -354,8 +354,26 @@ def test_force_replaces_the_bundle_once_the_new_one_is_verified(bundle_copy: Pat
     # A directory that is not a bundle is still refused, even with --force, and kept.
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("mine")
-    assert "not empty and not a bundle" in refused(capsys, "digits-cnn", "-o", str(tmp_path / "mine"), "--force")
+    assert "not empty and not a splitpoint bundle" in refused(capsys, "digits-cnn", "-o", str(tmp_path / "mine"), "--force")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+
+
+def test_force_keeps_the_model_and_frames_it_was_given_inside_the_bundle(bundle_copy: Path, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """`partition proj/model.keras -o proj --force --calibration proj/frames` deleted both."""
+    inp = keras.Input((8, 8, 1))
+    keras.Model(inp, layers.Dense(3)(layers.Flatten()(layers.Conv2D(4, 3)(inp)))).save(bundle_copy / "model.keras")
+    (bundle_copy / "frames").mkdir()
+    for i in range(8):
+        np.save(bundle_copy / "frames" / f"{i}.npy", np.full((8, 8, 1), i * 30, np.uint8))
+    before = _tree(bundle_copy)
+    model = bundle_copy / "model.keras"
+    err = refused(capsys, str(model), "-o", str(bundle_copy), "--force", "--calibration", str(bundle_copy / "frames"))
+    assert f'-o = "{bundle_copy}": holds {model}, an input of this run, which the bundle would replace' in err
+    err = refused(capsys, "digits-cnn", "-o", str(bundle_copy / "frames"), "--calibration", str(bundle_copy / "frames"))
+    assert f"is {bundle_copy / 'frames'}, an input of this run" in err
+    assert _tree(bundle_copy) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
 
 
 # --------------------------------------------------------------------------- sizes

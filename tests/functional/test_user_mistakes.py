@@ -184,7 +184,7 @@ def test_a_partition_output_that_cannot_be_made_names_it(tmp_path: Path) -> None
     proc = splitpoint("partition", "digits-cnn", "-o", str(out), timeout=180)
     assert proc.returncode == 2
     line = error_line(proc)
-    assert f"-o {out}: cannot create the bundle there: Not a directory" in line
+    assert f"-o = \"{out}\": cannot create the bundle there: Not a directory" in line
 
 
 def test_a_file_no_command_foresaw_failing_is_one_line_not_a_traceback(tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ def test_a_verified_bundle_that_cannot_be_moved_in_is_kept_under_a_name_no_run_r
 
     out = tmp_path / "b"
     out.mkdir()
-    (out / "manifest.json").write_text("old")
+    (out / "manifest.json").write_text('{"format": "splitpoint-bundle", "old": true}')
     real_rename = os.rename
 
     def rename(src: object, dst: object) -> None:
@@ -61,7 +61,7 @@ def test_a_verified_bundle_that_cannot_be_moved_in_is_kept_under_a_name_no_run_r
     kept = [p for p in tmp_path.iterdir() if p.name.startswith(".b.verified-")]
     assert len(kept) == 1 and (kept[0] / "manifest.json").read_text() == "new"
     assert f"the new, verified bundle is in {kept[0]}" in str(info.value)
-    assert (out / "manifest.json").read_text() == "old"
+    assert "old" in (out / "manifest.json").read_text()
     with staged_output(tmp_path / "b", force=True) as build:  # the next run leaves it be
         (build / "manifest.json").write_text("newer")
     assert kept[0].is_dir()
