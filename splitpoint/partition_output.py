@@ -154,6 +154,8 @@ def _move_in(build: Path, t: Target) -> None:
     """-o was missing or empty: one rename, which fails rather than replace a directory someone
     filled meanwhile (POSIX: a directory renamed onto another replaces it only if it is empty)."""
     try:
+        if t.real == Path(os.getcwd()):  # `-o .`: renamed onto, the shell would be left in a deleted directory
+            raise OSError(errno.EBUSY, os.strerror(errno.EBUSY))
         os.rename(build, t.real)
         return
     except OSError as err:

@@ -230,6 +230,18 @@ def test_force_onto_a_mount_point_is_refused_before_the_run(tmp_path: Path, monk
     assert "is a mount point, which cannot be moved aside" in err and f"-o {out}/bundle" in err
 
 
+def test_the_current_directory_as_o_is_filled_not_swapped_out(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-o .` in an empty directory renamed the bundle onto it: the shell was left in a deleted one."""
+    monkeypatch.chdir(tmp_path)
+    inode = tmp_path.stat().st_ino
+    with staged_output(Path("."), force=False) as build:
+        build_into(build)
+    assert tmp_path.stat().st_ino == inode and Path.cwd().samefile(tmp_path)
+    assert json.loads((tmp_path / "manifest.json").read_text())["tag"] == "new"
+    assert sorted(p.name for p in tmp_path.parent.iterdir() if tmp_path.name in p.name) == [tmp_path.name]
+
+
 # ---------------------------------------------------------------- names and disks
 
 
