@@ -172,7 +172,7 @@ class SplitSpec:
         edgetpu = dict(fields.table(d, "edgetpu", at, default={"status": "not compiled"}))
         fields.text(edgetpu, "status", f"{at}.edgetpu")
         verification = fields.table(d, "verification", at)
-        for key in ("agreement", "top1_agreement", "max_abs_error"):  # what inspect prints as figures
+        for key in ("agreement", "top1_agreement", "value_agreement", "max_abs_error"):  # what inspect prints as figures
             if key in verification:
                 fields.number(verification, key, f"{at}.verification")
         cut = fields.listed(d, "cut", at)

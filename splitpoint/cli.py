@@ -89,7 +89,10 @@ def _bundle_table(m: object) -> str:
 
     assert isinstance(m, Manifest)
     # a detector's agreement is detection agreement (verify.py), which it has no top-1 of
-    agree = "det. agree" if m.detection else "top-1 agree"
+    # one value per frame (a sigmoid score, a regressor): value agreement, within a tolerance (verify.py)
+    kinds = {("top1_agreement" in s.verification, "value_agreement" in s.verification) for s in m.splits}
+    agree = ("det. agree" if m.detection else "value agree" if kinds == {(False, True)}
+             else "agree (top-1/value)" if (True, True) in kinds else "top-1 agree")
     rows = [("k", "after layer", "cut shape", "wire bytes", "head params", "edge tpu", agree, "max err")]
     for s in m.splits:
         cut = "x".join(map(str, s.cut[0].shape)) if s.cut else "-"

@@ -246,7 +246,8 @@ def _add_partition(p: argparse.ArgumentParser) -> None:
                    help="offer cuts whose frontier is up to N tensors (skip connections, feature pyramids); "
                         "1 = only points where one tensor carries everything (default 4)")
     g.add_argument("--min-agreement", type=fraction, metavar="F",
-                   help="fail when a split's top-1 agreement (a detector's: detection agreement, both ways) with "
+                   help="fail when a split's top-1 agreement (a detector's: detection agreement, both ways; "
+                        "one value per frame: within 5%% of the float values' range) with "
                         "the float model is below F (default 0.98, a detector's 0.95; "
                         "random-weight built-ins only record it unless this is given)")
     g.add_argument("--jobs", type=positive_int, metavar="N",

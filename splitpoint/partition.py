@@ -58,6 +58,7 @@ from splitpoint.partition_output import staged_output
 from splitpoint.runtime.tf import import_tensorflow
 from splitpoint.split_build import Job, Shared, build_split, use_in_process
 from splitpoint.split_workers import Build, InProcess, Workers, control_flow_ops, converter_advice
+from splitpoint.verify import agreement_rule, one_value
 
 # Re-exported: callers and tests import these from the partitioner.
 __all__ = ["EDGETPU_COMPILER", "PartitionOptions", "Progress", "as_functional", "compile_edgetpu",
@@ -217,6 +218,9 @@ def partition(
             reference = [np.asarray(predicted).reshape(len(validation), -1)]
         else:
             reference = [np.asarray(p) for p in predicted]
+        rule = agreement_rule(reference, detection)
+        if detection is None and any(one_value(r) for r in reference):  # not top-1: say what it is
+            log.info("%s: verifying splits by value agreement - %s", src.name, rule)
         truth = src.validation_boxes if opts.calibration_dir is None else None
         accuracy = _detection_accuracy(reference, detection, truth) if detection else None
         extra: dict[str, np.ndarray] = {"labels": val_labels} if val_labels is not None else {}
@@ -308,6 +312,7 @@ def partition(
                 ),
                 "min_agreement": min_agreement,
                 "agreement_enforced": enforce,
+                "agreement_rule": rule,
                 "edgetpu_compiler": opts.edgetpu_compiler or None,
                 "jobs": jobs,
                 "seconds": round(time.perf_counter() - t_start, 2),
@@ -321,7 +326,9 @@ def partition(
                 f"{len(failed)} split(s) agree with the float model on fewer than {min_agreement:.0%} of "
                 f"{worst.verification['samples']} held-out inputs: "
                 + ", ".join(f"k={s.split}: {s.verification['agreement']:.1%}" for s in failed)
-                + f" (worst k={worst.split}). Give better calibration data (--calibration DIR) or lower --min-agreement. "
+                + f" (worst k={worst.split}"
+                + (f"; {rule}" if "value_agreement" in worst.verification else "")
+                + "). Give better calibration data (--calibration DIR) or lower --min-agreement. "
                 "No manifest was written."
             )
         manifest.write(out)

@@ -1,7 +1,14 @@
 """How a split's outputs are compared with the float model's at partition time.
 
 A classifier: top-1 agreement (argmax per frame; for several outputs, the worst
-output's). A detector (the manifest has a `detection` block): detection agreement,
+output's). An output of one value per frame (a binary classifier's sigmoid score, a
+regressor's value) has no top-1 - its argmax is 0 on both sides, so it "agreed" 100% with
+a split whose int8 cut had destroyed it - and gets value agreement instead: the share of
+frames whose split value is within VALUE_TOLERANCE of the float model's, measured against
+the spread of the float model's values on the held-out frames; when those values all lie
+in [0, 1] (a probability), the split's must also fall on the same side of 0.5, the decision
+a binary classifier makes (as top-1 of a 2-way softmax would). A model with both kinds of
+outputs is held to the worst output's agreement. A detector (the manifest has a `detection` block): detection agreement,
 both ways - the fraction of the float model's detections that the split's match
 (IoU >= 0.5, same class) and the fraction of the split's that match a float one;
 `agreement` is the smaller, so --min-agreement bounds both.
@@ -16,6 +23,69 @@ import numpy as np
 #: detections match when their boxes overlap at least this much (and the class is the same)
 MATCH_IOU = 0.5
 
+#: a one-value output: a frame agrees when |split - float| <= this share of the range (max - min)
+#: of the float model's values over the held-out frames: about 13 steps of an int8 grid spanning
+#: them, far above the rounding of a healthy split, far below an output stuck at its middle
+VALUE_TOLERANCE = 0.05
+#: ... or this share of their largest |value|, when larger: a float output that barely varies
+#: over the frames (a constant one) is not held to a tolerance below what int8 can resolve
+VALUE_TOLERANCE_FLOOR = 0.01
+#: a one-value output whose float values all lie in [0, 1] is read as a probability: the
+#: split's must be on the same side of this as the float model's (value >= it: class 1)
+DECISION_THRESHOLD = 0.5
+
+
+def value_tolerance(reference: np.ndarray) -> float:
+    """The tolerance of a one-value output whose float values over the held-out frames are `reference`."""
+    r = np.asarray(reference, np.float64).ravel()
+    spread = float(r.max() - r.min()) if r.size else 0.0
+    largest = float(np.abs(r).max()) if r.size else 0.0
+    return max(VALUE_TOLERANCE * spread, VALUE_TOLERANCE_FLOOR * largest, 1e-6)
+
+
+def is_probability(reference: np.ndarray) -> bool:
+    """A one-value output whose float values all lie in [0, 1]: a sigmoid's score, decided at 0.5."""
+    r = np.asarray(reference).ravel()
+    return bool(r.size) and bool(np.all((r >= 0) & (r <= 1)))
+
+
+def value_agreement(got: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """(agreement, tolerance) of a one-value output: the share of frames within the tolerance
+    (and, for a probability, on the same side of DECISION_THRESHOLD)."""
+    g, r = np.asarray(got, np.float64).ravel(), np.asarray(reference, np.float64).ravel()
+    tol = value_tolerance(r)
+    agree = np.abs(g - r) <= tol
+    if is_probability(r):
+        agree &= (g >= DECISION_THRESHOLD) == (r >= DECISION_THRESHOLD)
+    return float(np.mean(agree)), tol
+
+
+def one_value(reference: np.ndarray) -> bool:
+    """An output of one value per frame (its reference is (frames, ...) with one value in each)."""
+    ref = np.asarray(reference)
+    return ref.ndim >= 1 and int(np.prod(ref.shape[1:], dtype=np.int64)) == 1
+
+
+def agreement_rule(reference: list[np.ndarray], detection: dict | None) -> str:
+    """How verify_outputs measures agreement for these float outputs, in words (the partition log,
+    the refusal): 'top-1' for a classifier; for a one-value output, its tolerance and decision."""
+    if detection is not None:
+        return f"detection agreement (both ways, IoU >= {MATCH_IOU}, same class)"
+    parts = []
+    for i, r in enumerate(reference):
+        name = f"output {i}: " if len(reference) > 1 else ""
+        if not one_value(r):
+            parts.append(f"{name}top-1 (argmax)")
+            continue
+        tol = value_tolerance(r)
+        part = (f"{name}one value per frame, a frame agrees when the split's value is within {tol:.4g} of the float "
+                f"model's ({VALUE_TOLERANCE:.0%} of its range on the held-out frames, at least "
+                f"{VALUE_TOLERANCE_FLOOR:.0%} of its largest |value|)")
+        if is_probability(r):
+            part += f" and on the same side of {DECISION_THRESHOLD} (values in [0, 1]: a probability)"
+        parts.append(part)
+    return "; ".join(parts)
+
 
 def verify_outputs(got: list[np.ndarray], reference: list[np.ndarray], detection: dict | None) -> dict[str, Any]:
     """Per-split verification record (without min_agreement / enforced / passed)."""
@@ -23,10 +93,16 @@ def verify_outputs(got: list[np.ndarray], reference: list[np.ndarray], detection
     max_err = max(float(np.max(np.abs(g - r))) for g, r in zip(got, reference, strict=True))
     record: dict[str, Any] = {"samples": int(n), "max_abs_error": round(max_err, 6)}
     if detection is None:
-        top1 = min(float(np.mean(np.argmax(g.reshape(n, -1), axis=1) == np.argmax(r.reshape(n, -1), axis=1)))
-                   for g, r in zip(got, reference, strict=True))
-        record["top1_agreement"] = round(top1, 6)
-        record["agreement"] = record["top1_agreement"]
+        top1 = [float(np.mean(np.argmax(g.reshape(n, -1), axis=1) == np.argmax(r.reshape(n, -1), axis=1)))
+                for g, r in zip(got, reference, strict=True) if not one_value(r)]
+        values = [value_agreement(g, r) for g, r in zip(got, reference, strict=True) if one_value(r)]
+        if top1:
+            record["top1_agreement"] = round(min(top1), 6)
+        if values:
+            worst, tol = min(values)
+            record["value_agreement"] = round(worst, 6)  # one value per frame: within value_tolerance
+            record["value_tolerance"] = round(tol, 6)
+        record["agreement"] = min(record.get("top1_agreement", 1.0), record.get("value_agreement", 1.0))
         return record
     from splitpoint.detection import decode_batch
 
