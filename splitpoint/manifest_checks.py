@@ -124,7 +124,7 @@ def dtype(d: dict[str, Any], key: str, at: str = "") -> str:
 def check_consistency(m: Any) -> None:
     """What the agent and the server rely on (ValueError naming it) in a Manifest `m`: splits 0..K,
     each once, K among them (every fallback runs head K), a head for each k > 0, a tail for each
-    k < K, one label per class, an input that preprocessing makes and the wire carries as it is,
+    k < K, one label per class and no two alike, an input that preprocessing makes and the wire carries as it is,
     a detection block that decodes these outputs (its defaults filled in)."""
     from splitpoint.bundle import split_ranges  # it imports this module
 
@@ -150,6 +150,10 @@ def check_consistency(m: Any) -> None:
         raise ValueError(f"input.wire must be the quantized input tensor: shape {list(m.input.shape)} with a "
                          f"quantization, not shape {list(m.input_wire.shape)}"
                          + ("" if m.input_wire.quantization else " without one"))
+    if m.labels:  # partition refuses two classes of one name (detection_config.check_distinct); a hand edit too
+        twice = sorted({label for label in m.labels if m.labels.count(label) > 1})
+        if twice:
+            raise FieldError("model.labels", m.labels, f"{twice[0]!r} is given twice; each class needs a label of its own")
     classes = m.outputs[0].shape[-1] if len(m.outputs) == 1 and m.outputs[0].shape else None
     if m.labels and m.detection is None and classes is not None and len(m.labels) != classes:
         raise ValueError(f"{len(m.labels)} labels for {classes} classes")

@@ -396,9 +396,19 @@ def _check_decoder(model: Any, src: ModelSource, detection: dict | None, labels:
                           "(--score-threshold, --nms-iou, ...) are for a detector, with heatmap and size outputs")
     if detection is not None:
         check_against_model(detection, labels, shapes, (pre.height, pre.width), origins)
-    elif labels is not None and (len(shapes) == 1 or len(shapes[0]) == 2) and len(labels) != shapes[0][-1]:
-        # several outputs: the first is what the records' label and score are taken from
-        first = " in its first output" if len(shapes) > 1 else ""
-        raise ConfigError((origins or {}).get("labels", "labels"), labels,
-                          f"{src.name} has {shapes[0][-1]} classes{first}; give one label per class")
+    elif labels is not None:
+        # several outputs: the first is what the records' label and score are taken from (its argmax)
+        dims = shapes[0][1:]
+        origin = (origins or {}).get("labels", "labels")
+        if len(shapes) > 1 and len(dims) != 1:
+            # an 8x8x3 map took '--labels a,b': records then said label 47, named "47"
+            raise ConfigError(origin, labels,
+                              f"{src.name}'s first output is {'x'.join(map(str, dims))}, not one score per class, "
+                              "so it has no classes to name (records would label a position in it); leave the "
+                              "labels out, or give --detection for a detector")
+        # one output is flattened (the manifest's output, what records index): one label per value
+        classes = int(np.prod(dims)) if all(isinstance(d, int) for d in dims) else None
+        if classes is not None and len(labels) != classes:
+            first = " in its first output" if len(shapes) > 1 else ""
+            raise ConfigError(origin, labels, f"{src.name} has {classes} classes{first}; give one label per class")
 

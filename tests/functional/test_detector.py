@@ -281,6 +281,8 @@ def test_the_cloud_answers_with_compact_detections_smaller_than_the_raw_maps(det
     (lambda d: d["detection"].__setitem__("kind", "yolo"), "detection.kind = 'yolo': unsupported"),
     (lambda d: d["detection"].__setitem__("score_threshold", "x"), "detection.score_threshold = 'x'"),
     (lambda d: d["model"].__setitem__("labels", ["a"]), 'labels = ["a"]: the heatmap has 10 classes'),
+    # partition refuses labels given twice; a hand-edited manifest loaded with them
+    (lambda d: d["model"]["labels"].__setitem__(1, d["model"]["labels"][0]), "model.labels = [\"0\", \"0\", \"2\", \"3\", \"4\", \"5\", \"6\", \"7\", \"8\", \"9\"]: '0' is given twice"),
     (lambda d: d.__setitem__("detection", [1]), "detection = [1]: must be a JSON object"),
 ])
 def test_a_detection_block_the_decoder_cannot_use_is_refused_at_load(detector_bundle: Path, tmp_path: Path,

@@ -250,6 +250,8 @@ def _mangle_first_head(d: dict, key: str, value: object) -> None:
     (lambda d: d["splits"][2].__setitem__("head", None), "split 2 has no head"),
     (lambda d: d["splits"][2].__setitem__("verification", [1]), "splits[2].verification = [1]: must be a JSON object"),
     (lambda d: d["model"].__setitem__("labels", ["one"]), "1 labels for 10 classes"),
+    (lambda d: d["model"].__setitem__("labels", list("0123456701")), "model.labels = [\"0\", \"1\", \"2\", \"3\", "
+     "\"4\", \"5\", \"6\", \"7\", \"0\", \"1\"]: '0' is given twice; each class needs a label of its own"),
     # these once loaded and ended in a traceback in `inspect` or `profile` (a number where a string
     # goes), or in an error blamed on the device (a head fed the wrong shape), or were never read
     (lambda d: d["model"].__setitem__("digest", 5), "model.digest = 5: must be a string"),
@@ -1046,4 +1048,20 @@ def test_labels_that_do_not_match_a_two_output_classifiers_classes_are_refused(
     assert main(["partition", str(path), "-o", str(out), "--calibration-random", "8", "--labels", "a,b"]) == 2
     err = capsys.readouterr().err
     assert '--labels = ["a", "b"]: aux has 5 classes in its first output; give one label per class' in err, err
+    assert not out.exists()
+
+
+def test_labels_for_a_multi_output_model_whose_first_output_is_a_map_are_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Not a detector, first output 8x8x3: '--labels a,b' was taken and never used, the records
+    saying label 47, named "47" (the argmax of the flattened map)."""
+    inp = keras.Input((16, 16, 1))
+    x = layers.Conv2D(3, 3, strides=2, padding="same", name="map")(inp)
+    path = tmp_path / "maps.keras"
+    keras.Model(inp, [x, layers.Dense(2, name="extra")(layers.Flatten()(x))]).save(path)
+    out = tmp_path / "b"
+    assert main(["partition", str(path), "-o", str(out), "--calibration-random", "8", "--labels", "a,b"]) == 2
+    err = capsys.readouterr().err
+    assert ('--labels = ["a", "b"]: maps\'s first output is 8x8x3, not one score per class, so it has no classes '
+            "to name") in err, err
     assert not out.exists()
