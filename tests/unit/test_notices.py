@@ -71,33 +71,25 @@ def test_the_unreached_line_says_what_the_last_failure_most_likely_means() -> No
     assert "--require-cloud" not in unreached_message(["a:1"], 4, None, require_cloud=True)
 
 
-def test_an_expired_server_certificate_is_named_as_such() -> None:
-    # gRPC's words for it (seen against a server whose certificate had ended); it was explained
-    # as "not signed by tls_ca: give the CA that issued it", sending the user after the wrong file
+@pytest.mark.parametrize(("words", "hint"), [
+    # gRPC's words for an expired server certificate: it was explained as "not signed by tls_ca:
+    # give the CA that issued it", sending the user after the wrong file
+    ("connections to all backends failing; last error: UNKNOWN: ipv4:127.0.0.1:40879: Tls handshake failed "
+     "(TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: error:1000007d:SSL routines:OPENSSL_internal:"
+     "CERTIFICATE_VERIFY_FAILED: certificate has expired: OK", "the server's certificate has expired: renew it"),
+    ("SSL_ERROR_SSL: CERTIFICATE_VERIFY_FAILED: unable to get local issuer certificate",
+     "the server's certificate is not signed by tls_ca"),
+    # a host name that does not resolve (doctor against the example config's server.example): the hint
+    # was "is splitpoint cloud running there, the port open in its firewall ...", nothing about the name
+    ("errors resolving server.example:50051: [field:hostname lookup error:address lookup failed for "
+     "server.example:50051: Domain name not found]",
+     "the server's host name does not resolve here: check the `cloud` address"),
+    ("ipv4:127.0.0.1:5: Failed to connect to remote host: Connection refused", "nothing listens there"),
+])
+def test_an_unavailable_server_gets_the_hint_its_words_call_for(words: str, hint: str) -> None:
     from splitpoint.remote_hints import remote_hint
 
-    expired = RemoteError(grpc.StatusCode.UNAVAILABLE, (
-        "connections to all backends failing; last error: UNKNOWN: ipv4:127.0.0.1:40879: Tls handshake failed "
-        "(TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: error:1000007d:SSL routines:OPENSSL_internal:"
-        "CERTIFICATE_VERIFY_FAILED: certificate has expired: OK"))
-    assert remote_hint(expired).startswith("the server's certificate has expired: renew it")
-    unsigned = RemoteError(grpc.StatusCode.UNAVAILABLE, "SSL_ERROR_SSL: CERTIFICATE_VERIFY_FAILED: unable to get "
-                                                        "local issuer certificate")
-    assert remote_hint(unsigned).startswith("the server's certificate is not signed by tls_ca")
-
-
-def test_a_host_name_that_does_not_resolve_is_named_as_such() -> None:
-    """gRPC's words for it (doctor against the example config's server.example): the hint was "is
-    splitpoint cloud running there, the port open in its firewall ...", nothing about the name."""
-    from splitpoint.remote_hints import remote_hint
-
-    unresolved = RemoteError(grpc.StatusCode.UNAVAILABLE, (
-        "errors resolving server.example:50051: [field:hostname lookup error:address lookup failed for "
-        "server.example:50051: Domain name not found]"))
-    assert remote_hint(unresolved).startswith("the server's host name does not resolve here: check the `cloud` address")
-    refused = RemoteError(grpc.StatusCode.UNAVAILABLE, "ipv4:127.0.0.1:5: Failed to connect to remote host: "
-                                                       "Connection refused")
-    assert remote_hint(refused).startswith("nothing listens there")
+    assert remote_hint(RemoteError(grpc.StatusCode.UNAVAILABLE, words)).startswith(hint)
 
 
 def test_a_run_that_reached_its_server_and_ran_most_frames_here_says_why() -> None:
