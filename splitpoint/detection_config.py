@@ -27,6 +27,7 @@ flag), the value and why: the CLI exits 2 with that line.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tomllib
 from pathlib import Path
@@ -167,3 +168,32 @@ def check_against_model(cfg: dict, labels: list[str] | None, output_shapes: list
                           f"pixels, but the input is {input_hw[0]}x{input_hw[1]}")
     if labels is not None and len(labels) != heat[3]:
         raise ConfigError(name("labels"), labels, f"the heatmap has {heat[3]} classes; give one label per class")
+
+
+def check_outputs(name: str, shapes: list[tuple], input_hw: tuple[int, int], detection: dict | None,
+                  labels: list[str] | None, origins: dict[str, str] | None) -> None:
+    """A detection block and labels that do not fit the model `name` (its outputs' `shapes`,
+    batch first, and its input's height and width) are refused before anything is written."""
+    if detection is not None and len(shapes) < 2:
+        # said before check_against_model blames 'size = 1' on --detection, which the user of
+        # --score-threshold on a classifier never gave
+        raise ConfigError("detection settings", None,
+                          f"{name} has one output, a classifier's; --detection and the detection flags "
+                          "(--score-threshold, --nms-iou, ...) are for a detector, with heatmap and size outputs")
+    if detection is not None:
+        check_against_model(detection, labels, shapes, input_hw, origins)
+    elif labels is not None:
+        # several outputs: the first is what the records' label and score are taken from (its argmax)
+        dims = shapes[0][1:]
+        origin = (origins or {}).get("labels", "labels")
+        if len(shapes) > 1 and len(dims) != 1:
+            # an 8x8x3 map took '--labels a,b': records then said label 47, named "47"
+            raise ConfigError(origin, labels,
+                              f"{name}'s first output is {'x'.join(map(str, dims))}, not one score per class, "
+                              "so it has no classes to name (records would label a position in it); leave the "
+                              "labels out, or give --detection for a detector")
+        # one output is flattened (the manifest's output, what records index): one label per value
+        classes = math.prod(dims) if all(isinstance(d, int) for d in dims) else None
+        if classes is not None and len(labels) != classes:
+            first = " in its first output" if len(shapes) > 1 else ""
+            raise ConfigError(origin, labels, f"{name} has {classes} classes{first}; give one label per class")

@@ -49,9 +49,9 @@ from splitpoint.bundle import (
 )
 from splitpoint.codec import Quantization
 from splitpoint.cut_points import as_functional, find_cut_points, tensor_name
-from splitpoint.detection_config import check_against_model
+from splitpoint.detection_config import check_outputs
 from splitpoint.edgetpu_compile import EDGETPU_COMPILER, compile_edgetpu, find_edgetpu_compiler
-from splitpoint.errors import ConfigError, PartitionError, VerificationError
+from splitpoint.errors import PartitionError, VerificationError
 from splitpoint.models import ModelSource
 from splitpoint.partition_inputs import load_calibration, load_model_source
 from splitpoint.partition_output import staged_output
@@ -194,7 +194,9 @@ def partition(
     splits = sorted(wanted)
     detection = opts.detection if opts.detection is not None else src.detection
     labels = opts.labels if opts.labels is not None else src.labels
-    _check_decoder(model, src, detection, opts.labels, opts.detection_origins)
+    check_outputs(src.name, [tuple(o.shape) for o in model.outputs],
+                  (src.preprocessing.height, src.preprocessing.width), detection, opts.labels,
+                  opts.detection_origins)
     # Read (and judge) the frames before the output is touched: a set that cannot calibrate writes nothing.
     cal_raw, val_raw, val_labels = load_calibration(src, opts.calibration_dir, opts.calibration_random)
     # Only now touch the output: bad --splits or frames must not leave (or, with --force, destroy) a bundle.
@@ -381,34 +383,3 @@ def _detection_accuracy(reference: list[np.ndarray], detection: dict, truth: lis
     recall, precision, n = detection_agreement(gt, decode_batch(reference, detection))
     return {"against": "synthetic ground truth of the held-out frames (IoU >= 0.5, same class)",
             "objects": n, "recall": round(recall, 4), "precision": round(precision, 4)}
-
-
-def _check_decoder(model: Any, src: ModelSource, detection: dict | None, labels: list[str] | None,
-                   origins: dict[str, str] | None) -> None:
-    """A detection block and labels that do not fit the model are refused before anything is written."""
-    shapes = [tuple(o.shape) for o in model.outputs]
-    pre = src.preprocessing
-    if detection is not None and len(shapes) < 2:
-        # said before check_against_model blames 'size = 1' on --detection, which the user of
-        # --score-threshold on a classifier never gave
-        raise ConfigError("detection settings", None,
-                          f"{src.name} has one output, a classifier's; --detection and the detection flags "
-                          "(--score-threshold, --nms-iou, ...) are for a detector, with heatmap and size outputs")
-    if detection is not None:
-        check_against_model(detection, labels, shapes, (pre.height, pre.width), origins)
-    elif labels is not None:
-        # several outputs: the first is what the records' label and score are taken from (its argmax)
-        dims = shapes[0][1:]
-        origin = (origins or {}).get("labels", "labels")
-        if len(shapes) > 1 and len(dims) != 1:
-            # an 8x8x3 map took '--labels a,b': records then said label 47, named "47"
-            raise ConfigError(origin, labels,
-                              f"{src.name}'s first output is {'x'.join(map(str, dims))}, not one score per class, "
-                              "so it has no classes to name (records would label a position in it); leave the "
-                              "labels out, or give --detection for a detector")
-        # one output is flattened (the manifest's output, what records index): one label per value
-        classes = int(np.prod(dims)) if all(isinstance(d, int) for d in dims) else None
-        if classes is not None and len(labels) != classes:
-            first = " in its first output" if len(shapes) > 1 else ""
-            raise ConfigError(origin, labels, f"{src.name} has {classes} classes{first}; give one label per class")
-
