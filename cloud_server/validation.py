@@ -13,6 +13,7 @@ from splitpoint.bundle import Manifest, SplitSpec, TensorSpec, split_ranges
 from splitpoint.codec import decode, dtype_name
 from splitpoint.errors import RequestError, TensorError
 from splitpoint.v1 import offload_pb2, tensor_pb2
+from splitpoint.wire_metadata import OTHER_BUNDLE_DETAILS
 
 
 def validate_request(req: offload_pb2.InferRequest, manifest: Manifest, max_tensor_bytes: int) -> tuple[SplitSpec, np.ndarray]:
@@ -30,7 +31,7 @@ def validate_tensors(req: offload_pb2.InferRequest, manifest: Manifest,
         raise RequestError(
             grpc.StatusCode.FAILED_PRECONDITION,
             f"model_digest {_short(req.model_digest) if req.model_digest else '(empty)'!r} does not match the server's bundle "
-            f"{manifest.model_digest!r} ({manifest.model_name}): agent and server run different bundles",
+            f"{manifest.model_digest!r} ({manifest.model_name}): {OTHER_BUNDLE_DETAILS}",
         )
     k = req.split
     try:

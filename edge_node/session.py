@@ -35,7 +35,7 @@ from scheduler.link import LinkEstimator
 from splitpoint.errors import ConfigError, RemoteError, peer_text, status_code_from_int
 from splitpoint.remote_hints import is_refusal, remote_hint
 from splitpoint.v1 import offload_pb2
-from splitpoint.wire_metadata import is_draining
+from splitpoint.wire_metadata import is_draining, is_other_bundle
 
 from .client import CloudLink, InferStream, Interrupted, OffloadClient
 from .config import EdgeConfig
@@ -49,8 +49,6 @@ log = logging.getLogger("edge_node.agent")  # the agent's logger: users filter o
 BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 5.0  # a drone should find a restarted server within seconds
 #: a frame answered with one of these moves the agent off that stream's replica
 MOVE_ON_CODES = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
-#: what a replica answers a frame of another bundle with (cloud_server/validation.py): backed off from
-OTHER_BUNDLE_CODE = grpc.StatusCode.FAILED_PRECONDITION
 #: a stream that ended with one of these may not have reached a server (refused connection, failed
 #: handshake, no channel); any other status is a server's own answer
 UNREACHED_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN)
@@ -173,7 +171,7 @@ class OffloadSession:
             cause = self._backoff_cause
         if cause is not None and is_refusal(cause):
             return f"cloud refused this agent ({cause.code.name}) (waiting to retry)"
-        if cause is not None and cause.code == OTHER_BUNDLE_CODE:
+        if cause is not None and is_other_bundle(cause.code, cause.details):
             return "cloud runs another bundle (waiting to retry)"
         if cause is not None and cause.code not in UNREACHED_CODES:
             # e.g. RESOURCE_EXHAUSTED: over max_streams_per_agent (drones sharing a certificate)
@@ -227,24 +225,27 @@ class OffloadSession:
 
     def _on_response(self, stream: InferStream, resp: offload_pb2.InferResponse) -> None:
         code = status_code_from_int(resp.error.code) if resp.HasField("error") and resp.error.code != 0 else None
+        # a replica on another bundle is backed off from; any other refusal (a tail of this bundle
+        # that cannot be loaded: FAILED_PRECONDITION too) is that frame's alone
+        other_bundle = is_other_bundle(code, resp.error.message)
         with self._lock:
             self._reached.add(self.address)
-            if code != OTHER_BUNDLE_CODE:
+            if not other_bundle:
                 self._backoff = BACKOFF_START_S  # the link works
-        if code != OTHER_BUNDLE_CODE:
+        if not other_bundle:
             self._failures.answered()
         if code in MOVE_ON_CODES and stream.accepting:
             # the replica is overloaded or draining: the next frame opens a new stream,
             # which round_robin places on another replica
             log.info("replica %s answered %s: moving to another stream", stream.replica or "?", code.name)
             stream.close()
-        elif code == OTHER_BUNDLE_CODE and stream.accepting:
+        elif other_bundle and stream.accepting:
             # it runs another bundle (restarted on a new one, or a rollout under way): every frame
             # sent there would be refused, uplink and battery spent for nothing. Frames run here for
             # a backoff that grows with each such answer, then a new stream (round_robin: perhaps
             # another replica, one still on this bundle) tries again.
             stream.close()
-            wait = self._back_off(RemoteError(code, peer_text(resp.error.message)))
+            wait = self._back_off(RemoteError(grpc.StatusCode.FAILED_PRECONDITION, peer_text(resp.error.message)))
             log.info("replica %s runs another bundle: frames run here, a new stream in %.1f s",
                      stream.replica or self.address, wait)
         assert self._callbacks is not None

@@ -10,6 +10,10 @@
 A draining server (SIGTERM, a rollout's scale-in) says so in the status of what it refuses: a
 frame's error answer and the end of its streams are UNAVAILABLE with details starting with
 DRAINING_DETAILS (`is_draining`), so that clients treat it as routine, not as a failure.
+
+A server refuses a frame of another bundle with FAILED_PRECONDITION, its details holding
+OTHER_BUNDLE_DETAILS (`is_other_bundle`): the client backs off that replica. Other
+FAILED_PRECONDITION answers (a tail of this very bundle that cannot be loaded) are that frame's alone.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ AGENT_METADATA_KEY = "splitpoint-agent"
 #: client may replace at once on another replica (health NOT_SERVING keeps new ones off this one)
 DRAINING_DETAILS = "server is shutting down"
 REPLICA_METADATA_KEY = "splitpoint-replica"
+#: in the details of a frame refused for naming another bundle (cloud_server/validation.py)
+OTHER_BUNDLE_DETAILS = "agent and server run different bundles"
 #: the shortest interval between two client keepalive pings with no data between them that a
 #: server accepts (it sets gRPC's min_recv_ping_interval_without_data_ms to it); a client that
 #: pings faster gets GOAWAY too_many_pings. The agent's keepalive_s must be at least this.
@@ -30,3 +36,8 @@ PERMITTED_PING_INTERVAL_MS = 5_000
 def is_draining(code: grpc.StatusCode, details: str) -> bool:
     """A frame's error answer or a stream's end that says its replica drains (see DRAINING_DETAILS)."""
     return code == grpc.StatusCode.UNAVAILABLE and details.startswith(DRAINING_DETAILS)
+
+
+def is_other_bundle(code: grpc.StatusCode | None, details: str) -> bool:
+    """A frame's error answer that says its replica runs another bundle (see OTHER_BUNDLE_DETAILS)."""
+    return code == grpc.StatusCode.FAILED_PRECONDITION and OTHER_BUNDLE_DETAILS in details

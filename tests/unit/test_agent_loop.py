@@ -1264,7 +1264,8 @@ def test_the_session_backs_off_from_a_server_on_another_bundle() -> None:
     session.start(SessionCallbacks(lambda s, r: answers.append(r.frame_id), lambda s, e: 1))
     refused = offload_pb2.InferResponse(frame_id=1)
     refused.error.code = grpc.StatusCode.FAILED_PRECONDITION.value[0]
-    refused.error.message = "model_digest 'sha256:fake' does not match the server's bundle"
+    refused.error.message = ("model_digest 'sha256:fake' does not match the server's bundle 'sha256:other' "
+                             "(digits-cnn): agent and server run different bundles")  # cloud_server/validation.py
     waits = []
     for _ in range(5):
         stream = session.current_stream()
@@ -1277,6 +1278,16 @@ def test_the_session_backs_off_from_a_server_on_another_bundle() -> None:
     assert waits == [0.5, 1.0, 2.0, 4.0, 5.0] and len(answers) == 5  # each refused frame still answered (falls back)
     session._on_response(session.current_stream(), offload_pb2.InferResponse(frame_id=2))  # the bundle is back
     assert session._backoff == BACKOFF_START_S and session.current_stream() is opened[-1]
+    # a tail of this bundle the server cannot load is FAILED_PRECONDITION too, and that frame's alone: it
+    # was taken for another bundle ("cloud runs another bundle") and every split backed off
+    bad_tail = offload_pb2.InferResponse(frame_id=3)
+    bad_tail.error.code = grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    bad_tail.error.message = ("tail of split 3 not loaded: cloud/tail_3.keras takes (None, 8, 8, 16), the manifest's "
+                              "split 3 cuts (1, 4, 4, 32): the file belongs to another split or bundle; partition again")
+    stream = session.current_stream()
+    session._on_response(stream, bad_tail)
+    assert stream.accepting and session.current_stream() is stream and len(answers) == 7  # answered: falls back
+    assert session._backoff == BACKOFF_START_S
 
 
 # ---------------------------------------------------------------------- random interleavings
