@@ -24,12 +24,12 @@ import numpy as np
 MATCH_IOU = 0.5
 
 #: a one-value output: a frame agrees when |split - float| <= this share of the range (max - min)
-#: of the float model's values over the held-out frames: about 13 steps of an int8 grid spanning
-#: them, far above the rounding of a healthy split, far below an output stuck at its middle
+#: of the float model's values over the held-out frames (of [0, 1] for a probability): about 13
+#: steps of an int8 grid spanning them, far above the rounding of a healthy split, far below an
+#: output stuck at its middle. No floor relative to the values' size: a regressor's values of
+#: 2990-3012 were given 1% of 3012 = 30, more than their whole range, and a split stuck at their
+#: middle "agreed". An output that barely varies over the frames is held to its own spread.
 VALUE_TOLERANCE = 0.05
-#: ... or this share of their largest |value|, when larger: a float output that barely varies
-#: over the frames (a constant one) is not held to a tolerance below what int8 can resolve
-VALUE_TOLERANCE_FLOOR = 0.01
 #: a one-value output whose float values all lie in [0, 1] is read as a probability: the
 #: split's must be on the same side of this as the float model's (value >= it: class 1)
 DECISION_THRESHOLD = 0.5
@@ -40,7 +40,8 @@ def value_tolerance(reference: np.ndarray) -> float:
     r = np.asarray(reference, np.float64).ravel()
     spread = float(r.max() - r.min()) if r.size else 0.0
     largest = float(np.abs(r).max()) if r.size else 0.0
-    return max(VALUE_TOLERANCE * spread, VALUE_TOLERANCE_FLOOR * largest, 1e-6)
+    scale = max(spread, 1.0) if is_probability(r) else spread  # a probability's range is [0, 1]
+    return max(VALUE_TOLERANCE * scale, 1e-6 * max(1.0, largest))  # the floor: float32's own rounding
 
 
 def is_probability(reference: np.ndarray) -> bool:
@@ -79,8 +80,8 @@ def agreement_rule(reference: list[np.ndarray], detection: dict | None) -> str:
             continue
         tol = value_tolerance(r)
         part = (f"{name}one value per frame, a frame agrees when the split's value is within {tol:.4g} of the float "
-                f"model's ({VALUE_TOLERANCE:.0%} of its range on the held-out frames, at least "
-                f"{VALUE_TOLERANCE_FLOOR:.0%} of its largest |value|)")
+                f"model's ({VALUE_TOLERANCE:.0%} of its range on the held-out frames"
+                f"{', of [0, 1] for a probability' if is_probability(r) else ''})")
         if is_probability(r):
             part += f" and on the same side of {DECISION_THRESHOLD} (values in [0, 1]: a probability)"
         parts.append(part)

@@ -22,7 +22,7 @@ def test_a_one_value_output_stuck_at_its_middle_does_not_agree() -> None:
 
 def test_a_one_value_output_agrees_within_5_percent_of_its_range() -> None:
     ref = np.linspace(100, 110, 20, dtype=np.float32).reshape(20, 1)  # a regressor's values
-    assert value_tolerance(ref) == pytest.approx(1.1)  # 1% of the largest |value| (110) beats 5% of the range (10)
+    assert value_tolerance(ref) == pytest.approx(0.5)  # 5% of the range, whatever the values' size
     ref = np.linspace(-10, 10, 20, dtype=np.float32).reshape(20, 1)
     assert value_tolerance(ref) == pytest.approx(1.0)  # 5% of the range
     got = ref + 0.9
@@ -62,3 +62,18 @@ def test_a_classifier_is_still_verified_by_top1() -> None:
     v = verify_outputs([got], [ref], None)
     assert (v["top1_agreement"], v["agreement"]) == (0.9, 0.9) and "value_agreement" not in v, v
     assert agreement_rule([ref], None) == "top-1 (argmax)"
+
+
+def test_a_regressor_far_from_zero_stuck_at_its_middle_does_not_agree() -> None:
+    """Values of 2990-3012 got a tolerance of 1% of 3012 (30), more than their range: a split
+    stuck at their middle, 11 off at most, 'agreed' on every frame."""
+    ref = np.linspace(2990, 3012, 20, dtype=np.float32).reshape(20, 1)
+    assert value_tolerance(ref) == pytest.approx(1.1)
+    v = verify_outputs([np.full_like(ref, 3001.0)], [ref], None)
+    assert v["value_agreement"] <= 0.15, v  # only the frames within 1.1 of the middle
+
+
+def test_a_probability_is_held_to_a_twentieth_of_its_unit_range() -> None:
+    ref = np.linspace(0.97, 0.99, 20, dtype=np.float32).reshape(20, 1)  # a confident classifier
+    assert value_tolerance(ref) == pytest.approx(0.05)  # not 5% of its 0.02 spread
+    assert verify_outputs([ref - 0.04], [ref], None)["value_agreement"] == 1.0
