@@ -114,6 +114,12 @@ def check_target(out: Path, force: bool, inputs: Iterable[Path] = ()) -> Target:
     """-o must be new, empty, or (with --force) a splitpoint bundle and nothing more; and it must
     not hold any of `inputs` (the model file, the calibration directory). Nothing else is ever
     replaced: a refusal says what is in the way."""
+    try:
+        os.stat(out)
+    except FileNotFoundError:
+        pass  # new: made at the end (a dangling symlink's target too)
+    except OSError as err:  # a symlink loop built the whole bundle, then blamed "another run"
+        raise refusal(out, f"cannot be used ({err.strerror or err}); choose another -o") from err
     real = Path(os.path.realpath(out))  # a symlinked -o: what it points to is checked, and replaced
     inside = _within(real, inputs)
     if inside is not None:
@@ -138,6 +144,11 @@ def check_target(out: Path, force: bool, inputs: Iterable[Path] = ()) -> Target:
                            "replaces only a bundle: move those out, or choose another -o")
     if not force:
         raise refusal(out, "directory is not empty: it holds a bundle; use --force to replace the bundle in it")
+    cwd = Path(os.getcwd())
+    if cwd == real or real in cwd.parents:
+        # moved aside and removed, it would leave this shell in a deleted directory
+        raise refusal(out, "holds the current directory, which --force would remove with the old bundle; run "
+                           "from outside it (cd ..)")
     if os.path.ismount(real):
         raise refusal(out, "is a mount point, which cannot be moved aside to swap the new bundle in; give a "
                            f"directory inside it (-o {out}/bundle), or empty it first")

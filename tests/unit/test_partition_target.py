@@ -272,3 +272,24 @@ def test_an_empty_o_is_refused_naming_it(tmp_path: Path, monkeypatch: pytest.Mon
     assert main(["partition", "digits-cnn", "-o", ""]) == 2
     assert "splitpoint partition: error: -o: give a directory for the bundle" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", [".", "edge"])
+def test_force_onto_the_directory_the_shell_is_in_is_refused(tmp_path: Path, where: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cd bundle; partition ... -o . --force` (or `-o ..` from edge/) renamed the current directory
+    aside and removed it: exit 0, 'bundle written to .', and the shell in a deleted directory."""
+    out = bundle_at(tmp_path / "b")
+    before = tree(out)
+    monkeypatch.chdir(out / where)
+    err = refused(Path("." if where == "." else ".."), force=True)
+    assert "holds the current directory, which --force would remove with the old bundle" in err
+    assert tree(out) == before
+
+
+def test_an_o_that_is_a_symlink_loop_is_refused_before_the_build(tmp_path: Path) -> None:
+    """It built the whole bundle, then said 'something was put there while the bundle was built'."""
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    err = refused(tmp_path / "a", force=False)
+    assert err == f'-o = "{tmp_path / "a"}": cannot be used (Too many levels of symbolic links); choose another -o'
