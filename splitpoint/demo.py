@@ -98,12 +98,16 @@ def ensure_bundle(path: Path, rebuild: bool = False, model: str = "digits-cnn") 
                                   "--workdir, or --rebuild to replace it")
             print(f"the bundle in {path} is of {m.source}, not {model}", flush=True)  # a demo's: rebuilt
     from splitpoint.partition import PartitionOptions, load_model_source, partition
-    from splitpoint.partition_target import check_target
+    from splitpoint.partition_target import check_target, is_splitpoint_manifest
 
     try:  # partition's own words name its -o, which the demo has not
         check_target(path, force=True)
     except SplitpointError as err:
-        raise ConfigError("--workdir", str(path.parent), f"{path.name} in it is not a bundle; the demo leaves it as "
+        # partition's words name -o and --force, flags the demo has not; and `--rebuild` on a bundle holding
+        # the user's notes was told "is not a bundle"
+        what = ("is a bundle that also holds other files" if is_splitpoint_manifest(path / "manifest.json")
+                else "is not a bundle")
+        raise ConfigError("--workdir", str(path.parent), f"{path.name} in it {what}; the demo leaves it as "
                                                          "it is: move it away, or give another --workdir") from err
     print(f"partitioning the bundled {model} into {path} ...", flush=True)
     t0 = time.perf_counter()

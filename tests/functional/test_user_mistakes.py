@@ -329,3 +329,7 @@ def test_the_demo_leaves_a_bundle_of_the_users_own_model_as_it_is(digits_bundle:
     assert "bundle in it is a bundle of /home/me/good.keras, not one the demo wrote" in error_line(proc)
     assert "--rebuild to replace it" in error_line(proc)
     assert (bundle / "notes.txt").read_text() == "mine" and "partitioning" not in proc.stdout
+    proc = splitpoint("demo", "--workdir", str(tmp_path), "--rebuild", timeout=300)  # was "is not a bundle"
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "bundle in it is a bundle that also holds other files; the demo leaves it as it is" in error_line(proc)
+    assert (bundle / "notes.txt").read_text() == "mine"
