@@ -42,7 +42,6 @@ agent's --no-resume) it moves an existing results log aside under that hold firs
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import sqlite3
@@ -65,7 +64,7 @@ from .results_file import (
     hold,
     is_sqlite,
 )
-from .results_records import StopCheck, dumps, frame_id, model, origin, scan_jsonl
+from .results_records import StopCheck, dumps, frame_id, model, origin, scan_jsonl, sqlite_record
 from .results_records import each_result as each_result  # re-exported: where readers look for it
 from .results_records import read_results as read_results
 
@@ -336,17 +335,14 @@ class SqliteResultLog(_ResultLog):
 
 
 def _origin_and_model(path: Path, fid: int, text: str) -> tuple[str | None, str | None]:
-    """A SQLite record's origin and model. ConfigError when it is not a record: `splitpoint
-    results` refused such a log while resume took the frame as done (a JSONL log's line that is
-    not a record is refused at start too)."""
+    """A SQLite record's origin and model. ConfigError when the row holds no record of its frame:
+    `splitpoint results` refused such a log while resume took the frame as done (a JSONL log's
+    line that is not a record is refused at start too)."""
     try:
-        record = json.loads(text)
-        if not isinstance(record, dict):
-            raise ValueError("not a JSON object")
-    except (TypeError, ValueError) as exc:
-        raise ConfigError("results", str(path), f"the record of frame {fid} is not a result record ({exc}): a "
-                                                "changed or damaged log; move it aside (--no-resume) or repair "
-                                                "that row") from None
+        record = sqlite_record(fid, text)
+    except ValueError as exc:
+        raise ConfigError("results", str(path), f"{exc}: a changed or damaged log; move it aside (--no-resume) "
+                                                "or repair that row") from None
     return origin(record), model(record)
 
 

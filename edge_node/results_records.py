@@ -177,6 +177,20 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+def sqlite_record(fid: int, text: Any) -> dict[str, Any]:
+    """The record in a SQLite log's row of frame `fid`; ValueError naming the frame when the row
+    holds no record of that frame (changed by hand): as a JSONL line that is none, not skipped unsaid."""
+    try:
+        record = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"the record of frame {fid} is not JSON ({exc})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"the record of frame {fid} is not a JSON object")
+    if record.get("frame_id") != fid:
+        raise ValueError(f"the record of frame {fid} names frame_id {json.dumps(record.get('frame_id'), default=str)}")
+    return record
+
+
 def each_result(path: str | Path, take: Callable[[dict[str, Any]], None]) -> None:
     """Every record of a results log of either format to `take`, in the order written, one at a
     time (a log of months in the memory of one record; a log an agent still writes, up to its
@@ -192,10 +206,7 @@ def each_result(path: str | Path, take: Callable[[dict[str, Any]], None]) -> Non
             if not _has_results_table(db):  # a log made and not written yet
                 return
             for fid, text in db.execute("SELECT frame_id, record FROM results ORDER BY written_unix_ns, frame_id"):
-                record = json.loads(text)
-                if not isinstance(record, dict):  # as a JSONL line that is no object: not skipped unsaid
-                    raise ValueError(f"the record of frame {fid} is not a JSON object")
-                take(record)
+                take(sqlite_record(fid, text))
     except (sqlite3.DatabaseError, ValueError) as exc:  # "unable to open" too: never read as "no records"
         raise unreadable_sqlite(p, exc) from None
 
