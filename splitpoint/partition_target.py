@@ -16,6 +16,7 @@ the one checked (another run, or a user, may have written -o since).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -116,10 +117,9 @@ def check_target(out: Path, force: bool, inputs: Iterable[Path] = ()) -> Target:
     replaced: a refusal says what is in the way."""
     try:
         os.stat(out)
-    except FileNotFoundError:
-        pass  # new: made at the end (a dangling symlink's target too)
-    except OSError as err:  # a symlink loop built the whole bundle, then blamed "another run"
-        raise refusal(out, f"cannot be used ({err.strerror or err}); choose another -o") from err
+    except OSError as err:  # missing (made at the end), under a file (said where it is made), ...
+        if err.errno == errno.ELOOP:  # ... but a symlink loop built the whole bundle, then blamed "another run"
+            raise refusal(out, f"cannot be used ({err.strerror or err}); choose another -o") from err
     real = Path(os.path.realpath(out))  # a symlinked -o: what it points to is checked, and replaced
     inside = _within(real, inputs)
     if inside is not None:
