@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import logging
 import os
 import re
@@ -105,7 +106,12 @@ def _builds(real: Path) -> Iterator[tuple[Path, int]]:
 
 
 def _remove_dead_builds(real: Path) -> None:
-    """Remove the build directories beside `real` of runs whose process is gone."""
+    """Remove the build directories beside `real` of runs whose process is gone, and name the
+    verified bundles kept beside it, which no run removes (they piled up unsaid)."""
+    kept = sorted(real.parent.glob(f".{glob.escape(_stem(real))}.verified-*")) if real.parent.is_dir() else []
+    if kept:
+        log.warning("%d verified bundle(s) of earlier runs to %s are kept beside it: %s (use one, or remove them)",
+                    len(kept), real.name, ", ".join(p.name for p in kept[:3]) + (", ..." if len(kept) > 3 else ""))
     for path, pid in _builds(real):
         if not _alive(pid):
             shutil.rmtree(path, ignore_errors=True)

@@ -118,7 +118,9 @@ def check_target(out: Path, force: bool, inputs: Iterable[Path] = ()) -> Target:
     try:
         os.stat(out)
     except OSError as err:  # missing (made at the end), under a file (said where it is made), ...
-        if err.errno == errno.ELOOP:  # ... but a symlink loop built the whole bundle, then blamed "another run"
+        # ... but a symlink loop built the whole bundle, then blamed "another run"; a name over
+        # NAME_MAX was a bare "File name too long" (exit 1) after the model loaded
+        if err.errno in (errno.ELOOP, errno.ENAMETOOLONG):
             raise refusal(out, f"cannot be used ({err.strerror or err}); choose another -o") from err
     real = Path(os.path.realpath(out))  # a symlinked -o: what it points to is checked, and replaced
     inside = _within(real, inputs)

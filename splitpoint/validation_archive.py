@@ -33,7 +33,7 @@ def _numeric(path: Path, z: np.lib.npyio.NpzFile, name: str) -> np.ndarray:
 
 def read_validation(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """(raw inputs, labels or None) from the validation archive at `path`; BundleError unless it
-    is an npz whose `inputs` are numeric frames (N, H, W[, C]), N >= 1, and whose `labels`, if
+    is an npz whose `inputs` are uint8 frames (N, H, W[, C]), N >= 1, and whose `labels`, if
     any, are N numbers."""
     if not zipfile.is_zipfile(path):  # np.load would try it as a pickle
         raise _invalid(path, "not an npz (zip) archive")
@@ -46,6 +46,8 @@ def read_validation(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
             raise _invalid(path, f"no 'inputs' array; it holds {sorted(z.files)}")
         inputs = _numeric(path, z, "inputs")
         labels = _numeric(path, z, "labels") if "labels" in z.files else None
+    if inputs.dtype != np.uint8:  # float frames passed here, then failed every frame ("frames must be uint8")
+        raise _invalid(path, f"its inputs are {inputs.dtype} values, not the uint8 frames partition writes")
     if inputs.ndim not in (3, 4) or len(inputs) == 0:
         raise _invalid(path, f"its inputs have shape {list(inputs.shape)}, not one or more frames (N, H, W[, C])")
     if labels is not None and (labels.ndim != 1 or len(labels) != len(inputs)):

@@ -161,6 +161,7 @@ def _npz_bytes(**arrays: np.ndarray) -> bytes:
     (_npz_bytes(inputs=np.zeros((3, 8, 8), np.uint8), labels=np.array(["a", "b", "c"])), "its 'labels' holds <U1"),
     (_npz_bytes(inputs=np.zeros((3, 8, 8), np.uint8), labels=np.zeros(2, np.int64)), "3 inputs but labels of shape [2]"),
     (_npz_bytes(inputs=np.zeros((0, 8, 8), np.uint8)), "its inputs have shape [0, 8, 8]"),
+    (_npz_bytes(inputs=np.zeros((3, 8, 8), np.float32)), "its inputs are float32 values, not the uint8 frames"),
 ])
 def test_a_validation_archive_that_is_not_one_is_named(digits_bundle: Path, tmp_path: Path, content: bytes,
                                                       said: str) -> None:

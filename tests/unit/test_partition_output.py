@@ -40,7 +40,7 @@ def test_a_killed_runs_build_is_removed_by_the_next_run_and_nothing_else(tmp_pat
 
 
 def test_a_verified_bundle_that_cannot_be_moved_in_is_kept_under_a_name_no_run_removes(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     from splitpoint import partition_output
     from splitpoint.errors import PartitionError
 
@@ -62,6 +62,10 @@ def test_a_verified_bundle_that_cannot_be_moved_in_is_kept_under_a_name_no_run_r
     assert len(kept) == 1 and (kept[0] / "manifest.json").read_text() == "new"
     assert f"the new, verified bundle is in {kept[0]}" in str(info.value)
     assert "old" in (out / "manifest.json").read_text()
-    with staged_output(tmp_path / "b", force=True) as build:  # the next run leaves it be
+    with caplog.at_level(logging.WARNING, logger="splitpoint.partition"), \
+            staged_output(tmp_path / "b", force=True) as build:  # the next run leaves it be, and says so
         (build / "manifest.json").write_text("newer")
     assert kept[0].is_dir()
+    said = [r.getMessage() for r in caplog.records if "verified bundle(s)" in r.getMessage()]
+    assert said == [f"1 verified bundle(s) of earlier runs to b are kept beside it: {kept[0].name} (use one, or "
+                    "remove them)"], said

@@ -293,3 +293,9 @@ def test_an_o_that_is_a_symlink_loop_is_refused_before_the_build(tmp_path: Path)
     (tmp_path / "b").symlink_to(tmp_path / "a")
     err = refused(tmp_path / "a", force=False)
     assert err == f'-o = "{tmp_path / "a"}": cannot be used (Too many levels of symbolic links); choose another -o'
+
+
+def test_an_o_whose_name_is_too_long_is_refused_naming_it(tmp_path: Path) -> None:
+    """A name over NAME_MAX was a bare "File name too long", exit 1, after the model had loaded."""
+    out = tmp_path / ("a" * 256)
+    assert refused(out, force=False) == f'-o = "{out}": cannot be used (File name too long); choose another -o'
