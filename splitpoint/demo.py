@@ -79,7 +79,7 @@ def stop_server(server: subprocess.Popen) -> int:
 
 def ensure_bundle(path: Path, rebuild: bool = False, model: str = "digits-cnn") -> Path:
     """The bundle of built-in `model` at `path`: reused when valid, else partitioned (once)."""
-    from splitpoint.bundle import load_bundle
+    from splitpoint.bundle import MANIFEST, load_bundle
 
     if not rebuild:
         try:
@@ -105,7 +105,7 @@ def ensure_bundle(path: Path, rebuild: bool = False, model: str = "digits-cnn") 
     except SplitpointError as err:
         # partition's words name -o and --force, flags the demo has not; and `--rebuild` on a bundle holding
         # the user's notes was told "is not a bundle"
-        what = ("is a bundle that also holds other files" if is_splitpoint_manifest(path / "manifest.json")
+        what = ("is a bundle that also holds other files" if is_splitpoint_manifest(path / MANIFEST)
                 else "is not a bundle")
         raise ConfigError("--workdir", str(path.parent), f"{path.name} in it {what}; the demo leaves it as "
                                                          "it is: move it away, or give another --workdir") from err

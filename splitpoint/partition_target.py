@@ -27,6 +27,7 @@ from pathlib import Path
 
 from splitpoint.bundle import FORMAT, MANIFEST
 from splitpoint.errors import PartitionError, show_value
+from splitpoint.files import file_stamp
 
 #: the files `partition` writes in each of a bundle's directories (manifest.json.tmp: a manifest
 #: being written when a run stopped); anything else in -o is someone else's
@@ -59,14 +60,12 @@ def refusal(out: Path | str, reason: str) -> PartitionError:
 
 
 def manifest_identity(root: Path) -> tuple[int, int, int, int] | None:
-    """What changes when root's manifest.json is written or replaced (None: no regular file)."""
-    try:
-        st = os.lstat(root / MANIFEST)
-    except OSError:
+    """What changes when root's manifest.json is written or replaced (None: no regular file; a
+    symlink is none: is_splitpoint_manifest refuses it too)."""
+    path = root / MANIFEST
+    if path.is_symlink() or not path.is_file():
         return None
-    if not stat.S_ISREG(st.st_mode):
-        return None
-    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
+    return file_stamp(path)
 
 
 def is_splitpoint_manifest(path: Path) -> bool:
