@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from splitpoint.errors import ConfigError, ResultsWriteError
+from splitpoint.verify import DECISION_THRESHOLD
 
 from .bounded import RecordedOrigins
 from .disk_space import DiskWatch
@@ -46,6 +47,18 @@ log = logging.getLogger("edge_node.agent")  # the agent's logger: users filter o
 
 #: the reason of a live-capture drop record
 DROP_REASON = "live mode: the agent fell behind the camera"
+
+
+def top_class(scores: np.ndarray, labels: int) -> tuple[int, float]:
+    """A classifier's label and its score: the argmax of its scores. One score and two labels
+    (partition checked it is a probability): a binary classifier's sigmoid, labels[1] from 0.5
+    up, scored as a 2-way softmax would be - its argmax was always 0, so every record said labels[0]."""
+    flat = np.asarray(scores).ravel()
+    if flat.size == 1 and labels == 2:
+        p = float(flat[0])
+        return (1, p) if p >= DECISION_THRESHOLD else (0, 1.0 - p)  # NaN: 0, its score not finite (null)
+    label = int(np.argmax(flat))
+    return label, float(flat[label])
 
 
 class Recorder:
@@ -177,8 +190,7 @@ class Recorder:
             label = int(detections[0]["class"]) if detections else -1
             score = float(detections[0]["score"]) if detections else 0.0
         else:
-            label = int(np.argmax(scores))
-            score = float(scores[label])
+            label, score = top_class(scores, len(self.labels))
         record: dict[str, Any] = {
             "frame_id": frame.index,
             "origin": frame.origin,

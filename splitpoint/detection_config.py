@@ -194,6 +194,25 @@ def check_outputs(name: str, shapes: list[tuple], input_hw: tuple[int, int], det
                               "labels out, or give --detection for a detector")
         # one output is flattened (the manifest's output, what records index): one label per value
         classes = math.prod(dims) if all(isinstance(d, int) for d in dims) else None
+        if classes == 1 and len(shapes) == 1 and len(labels) == 2:
+            return  # a binary classifier's one sigmoid score: labels[1] from 0.5 up (checked on its values later)
+        if classes == 1 and len(shapes) == 1:
+            raise ConfigError(origin, labels, f"{name} puts out one value per frame; give two labels for a binary "
+                                              "classifier's sigmoid score (the second names it from 0.5 up), or none")
         if classes is not None and len(labels) != classes:
             first = " in its first output" if len(shapes) > 1 else ""
             raise ConfigError(origin, labels, f"{name} has {classes} classes{first}; give one label per class")
+
+
+def check_binary_scores(name: str, scores: Any, labels: list[str], origin: str | None) -> None:
+    """Two labels on a one-value output name a sigmoid's two sides (records: labels[1] when the
+    score is >= 0.5). The float model's scores on the held-out frames must then be probabilities:
+    a logit or a regressor's value has no 0.5 to decide at, and every record would say one side."""
+    from splitpoint.verify import DECISION_THRESHOLD, is_probability
+
+    if not is_probability(scores):
+        lo, hi = float(scores.min()), float(scores.max())
+        raise ConfigError(origin or "labels", labels,
+                          f"{name}'s one value per frame ranges over {lo:.4g}..{hi:.4g} on the held-out frames, not "
+                          f"a probability in [0, 1], so two labels have no {DECISION_THRESHOLD} to decide at; end the "
+                          "model in a sigmoid, or leave the labels out")

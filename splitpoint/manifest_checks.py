@@ -155,7 +155,8 @@ def check_consistency(m: Any) -> None:
         if twice:
             raise FieldError("model.labels", m.labels, f"{twice[0]!r} is given twice; each class needs a label of its own")
     classes = m.outputs[0].shape[-1] if len(m.outputs) == 1 and m.outputs[0].shape else None
-    if m.labels and m.detection is None and classes is not None and len(m.labels) != classes:
+    binary = classes == 1 and len(m.labels) == 2  # a sigmoid score's two sides (recorder.top_class)
+    if m.labels and m.detection is None and classes is not None and len(m.labels) != classes and not binary:
         raise ValueError(f"{len(m.labels)} labels for {classes} classes")
     if m.detection is not None:  # the agent and the server decode every frame with it (keys left out: defaults)
         m.detection = detection.config(**m.detection)

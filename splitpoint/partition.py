@@ -49,7 +49,7 @@ from splitpoint.bundle import (
 )
 from splitpoint.codec import Quantization
 from splitpoint.cut_points import as_functional, find_cut_points, tensor_name
-from splitpoint.detection_config import check_outputs
+from splitpoint.detection_config import check_binary_scores, check_outputs
 from splitpoint.edgetpu_compile import EDGETPU_COMPILER, compile_edgetpu, find_edgetpu_compiler
 from splitpoint.errors import PartitionError, VerificationError
 from splitpoint.models import ModelSource
@@ -220,6 +220,8 @@ def partition(
             reference = [np.asarray(predicted).reshape(len(validation), -1)]
         else:
             reference = [np.asarray(p) for p in predicted]
+        if opts.labels is not None and detection is None and len(reference) == 1 and one_value(reference[0]):
+            check_binary_scores(src.name, reference[0], opts.labels, (opts.detection_origins or {}).get("labels"))
         rule = agreement_rule(reference, detection)
         if detection is None and any(one_value(r) for r in reference):  # not top-1: say what it is
             log.info("%s: verifying splits by value agreement - %s", src.name, rule)

@@ -67,3 +67,35 @@ def test_a_healthy_one_value_model_keeps_its_splits(final: str, tmp_path: Path,
         assert "top1_agreement" not in v and v["value_tolerance"] > 0
     assert "value agree" in said  # the table's column says which agreement it is
     assert "one value per frame" in m.partition["agreement_rule"]
+
+
+def _partition_labelled(model: keras.Model, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                        labels: str) -> tuple[int, str]:
+    path = tmp_path / "bin.keras"
+    model.save(path)
+    rc = main(["partition", str(path), "-o", str(tmp_path / "b"), "--calibration-random", "128",
+               "--splits", "2", "--labels", labels])
+    cap = capsys.readouterr()
+    return rc, cap.out + cap.err
+
+
+def test_two_labels_name_a_binary_classifiers_sides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--labels neg,pos` on a Dense(1, sigmoid) was refused ('1 classes'): a binary classifier
+    could not name its classes, and its records said label 0 whatever the score."""
+    rc, said = _partition_labelled(_binary(healthy=True), tmp_path, capsys, "neg,pos")
+    assert rc == 0, said
+    assert load_bundle(tmp_path / "b").manifest.labels == ["neg", "pos"]
+
+
+@pytest.mark.parametrize("labels, wanted", [
+    ("neg,pos", "ranges over"),  # a regressor's value (or a logit): no 0.5 to decide at
+    ("a,b,c", "give two labels for a binary classifier"),
+])
+def test_labels_a_one_value_output_cannot_take_are_refused(labels: str, wanted: str, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    final = "linear" if wanted == "ranges over" else "sigmoid"
+    rc, said = _partition_labelled(_binary(healthy=True, final=final), tmp_path, capsys, labels)
+    assert rc == 2, said
+    assert f"--labels {labels}" in said or "--labels" in said, said
+    assert wanted in said and "Traceback" not in said, said
+    assert not (tmp_path / "b" / "manifest.json").exists()

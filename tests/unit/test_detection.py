@@ -353,3 +353,27 @@ def test_partition_help_gives_a_detectors_own_min_agreement_default(capsys):
         cli.main(["partition", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert f"(default {DEFAULT_MIN_AGREEMENT}, a detector's {DEFAULT_MIN_DETECTION_AGREEMENT};" in text, text
+
+
+def test_a_binary_classifiers_record_decides_at_one_half(tmp_path):
+    """One sigmoid score and two labels: labels[1] from 0.5 up, scored as a 2-way softmax would
+    be. The record's label was the argmax of one value - 0, 'neg', for every frame."""
+    from prometheus_client import CollectorRegistry
+
+    from edge_node.recorder import Recorder, top_class
+    from edge_node.results import read_results
+    from edge_node.run_report import EdgeMetrics
+    from edge_node.sources import Frame
+
+    rec = Recorder(["neg", "pos"], EdgeMetrics(CollectorRegistry()), on_fatal=lambda: None)
+    rec.open(str(tmp_path / "r.jsonl"), "jsonl", False, resume=False)
+    for i, p in enumerate([0.8, 0.3, 0.5, float("nan")]):
+        rec.ok(Frame(i, np.zeros((8, 8, 1), np.uint8), 1, f"f{i}", 0), 2, "cloud", np.array([p], np.float32), {}, None)()
+    rec.close()
+    logged = sorted(read_results(str(tmp_path / "r.jsonl")), key=lambda r: r["frame_id"])
+    assert [(r["label"], r["label_name"], r["score"]) for r in logged] == [
+        (1, "pos", pytest.approx(0.8)), (0, "neg", pytest.approx(0.7)), (1, "pos", 0.5), (0, "neg", None)]
+    assert rec.summary.frames == 4
+    # one value without two labels (a regressor's) is reported as it is; several scores: the argmax
+    assert top_class(np.array([3.5]), 0) == (0, 3.5)
+    assert top_class(np.array([0.1, 0.7, 0.2]), 3) == (1, pytest.approx(0.7))
