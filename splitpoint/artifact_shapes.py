@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from splitpoint.bundle import Manifest, TensorSpec
+from splitpoint.bundle import Bundle, Manifest, TensorSpec
 from splitpoint.errors import BundleError
 
 Shape = Sequence[int | None]
@@ -54,3 +54,22 @@ def check_head(file: str, manifest: Manifest, split: int, inputs: Sequence[Shape
         _check(file, "outputs", outputs, f"split {split} (the whole model) outputs", manifest.outputs)
     else:
         _check(file, "outputs", outputs, f"split {split} cuts", manifest.split(split).cut)
+
+
+def check_head_files(bundle: Bundle) -> int:
+    """Every head file of `bundle`, CPU and Edge TPU, against the manifest's shapes, read from
+    the files without running them (inspect, doctor: a head swapped for another split's, its
+    digest rewritten, matched its sha256 and was 'ok' there until the agent refused it). The
+    number of files checked; a mismatch or an unreadable head is a BundleError, no LiteRT a
+    BackendUnavailableError."""
+    from splitpoint.runtime.litert import head_file_shapes
+
+    checked = 0
+    for spec in bundle.manifest.splits:
+        for head in (spec.head, spec.edgetpu_head):
+            if head is None:
+                continue
+            inputs, outputs = head_file_shapes(bundle.path(head))
+            check_head(head.path, bundle.manifest, spec.split, inputs, outputs)
+            checked += 1
+    return checked

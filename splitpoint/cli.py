@@ -127,11 +127,18 @@ def _compile_failures(m: Manifest) -> list[str]:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from splitpoint.artifact_shapes import check_head_files
     from splitpoint.bundle import load_bundle
+    from splitpoint.errors import BackendUnavailableError
 
     bundle = load_bundle(args.bundle)
+    try:
+        heads = f"; its {check_head_files(bundle)} head files take and make their splits' shapes"
+    except BackendUnavailableError as err:  # a machine without LiteRT still shows the bundle
+        heads = f"; head shapes not checked ({err})"
     print(_bundle_table(bundle.manifest))
-    print(f"\n{args.bundle}: all artifacts present and matching their sha256")
+    print(f"\n{args.bundle}: all artifacts present and matching their sha256{heads} "
+          "(the server checks each tail's when it loads it)")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""`splitpoint doctor`'s bundle checks: its files against their sha256, how many heads are
+"""`splitpoint doctor`'s bundle checks: its files against their sha256 and its heads against
+their splits' shapes (artifact_shapes.check_head_files, as the agent checks them), how many heads are
 compiled for the Edge TPU and, for an Edge TPU device, one compiled head loaded and run on it.
 
 The last is the one that finds a version mismatch between the heads' compiler and the Pi's
@@ -23,11 +24,17 @@ if TYPE_CHECKING:
 
 
 def check_bundle(path: str, device: str = "cpu") -> list[Check]:
+    from splitpoint.artifact_shapes import check_head_files
     from splitpoint.bundle import load_bundle
-    from splitpoint.errors import BundleError
+    from splitpoint.errors import BackendUnavailableError, BundleError
 
     try:
         b = load_bundle(path, side="edge")
+        shapes = " and each head its split's shapes"
+        try:
+            check_head_files(b)  # a head of another split matched its rewritten sha256: the agent refuses it
+        except BackendUnavailableError:  # no LiteRT: the runtime check says so
+            shapes = " (head shapes not checked: LiteRT did not load)"
     except BundleError as err:
         return [Check("FAIL", "bundle", f"{err}: copy the bundle again (the same one the server runs)")]
     except OSError as err:
@@ -35,7 +42,7 @@ def check_bundle(path: str, device: str = "cpu") -> list[Check]:
     m = b.manifest
     compiled = sum(1 for s in m.splits if s.edgetpu_head is not None)
     heads = sum(1 for s in m.splits if s.head)
-    out = [Check("ok", "bundle", f"{path}: {m.model_name}, {len(m.splits)} splits, every edge file matches its sha256")]
+    out = [Check("ok", "bundle", f"{path}: {m.model_name}, {len(m.splits)} splits, every edge file matches its sha256{shapes}")]
     on_tpu = device.strip().lower().startswith("edgetpu")
     status = "ok" if compiled == heads or not on_tpu else "warn"
     detail = f"{compiled} of {heads} heads compiled for the Edge TPU"

@@ -25,7 +25,12 @@ import numpy as np
 
 from splitpoint import native_logs
 from splitpoint.codec import Quantization
-from splitpoint.errors import BackendUnavailableError, ConfigError, EdgeTpuUnavailableError
+from splitpoint.errors import (
+    BackendUnavailableError,
+    BundleError,
+    ConfigError,
+    EdgeTpuUnavailableError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +247,21 @@ class HeadRunner:
             self._interp.set_tensor(self._in_index, x)
             self._interp.invoke()
             return [self._interp.get_tensor(i).copy() for i in self._out_indices]
+
+
+def head_file_shapes(path: Path) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+    """A head file's input and output shapes (outputs in the order it was built with), read
+    without allocating or running it: an Edge TPU head's custom op is resolved only then, so
+    this works without the delegate (inspect and doctor check files this way). No LiteRT:
+    BackendUnavailableError; a file it cannot read: BundleError."""
+    module, _ = interpreter_module()
+    try:
+        with native_logs.filtered_stderr():
+            interp = module.Interpreter(model_path=str(path))
+    except (ValueError, RuntimeError) as exc:
+        raise BundleError(f"cannot read head {path}: {exc}; partition again") from None
+    return ([tuple(int(x) for x in d["shape"]) for d in interp.get_input_details()],
+            [tuple(int(x) for x in d["shape"]) for d in _ordered_outputs(interp)])
 
 
 def _ordered_outputs(interp: Any) -> list[dict]:

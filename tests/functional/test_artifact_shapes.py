@@ -146,6 +146,23 @@ def test_the_agent_exits_2_naming_the_swapped_head(digits_bundle: Path, tmp_path
     assert "error: edge/head_7.tflite outputs" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_inspect_and_doctor_refuse_a_swapped_head(digits_bundle: Path, tmp_path: Path) -> None:
+    """They checked sha256 only: a head of another split, its digest rewritten, was 'ok' in doctor
+    and 'matching' in inspect, then refused by the agent at the start of the flight."""
+    from splitpoint.doctor_bundle import check_bundle
+
+    said = "edge/head_2.tflite outputs (1, 8, 8, 16), the manifest's split 2 cuts (1, 8, 8, 32)"
+    bundle = swapped(digits_bundle, tmp_path, "edge/head_2.tflite", "edge/head_1.tflite")
+    proc = run_cli("inspect", str(bundle))
+    assert proc.returncode == 2 and said in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    (check, *_) = check_bundle(str(bundle))
+    assert check.status == "FAIL" and said in check.detail, check
+    good = run_cli("inspect", str(digits_bundle))
+    assert good.returncode == 0 and "head files take and make their splits' shapes" in good.stdout, good
+    (ok, *_) = check_bundle(str(digits_bundle))
+    assert ok.status == "ok" and "each head its split's shapes" in ok.detail, ok
+
+
 def _npz_bytes(**arrays: np.ndarray) -> bytes:
     import io
 
