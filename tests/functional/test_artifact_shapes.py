@@ -197,3 +197,23 @@ def test_the_agent_exits_2_naming_a_validation_archive_that_is_not_one(digits_bu
     assert proc.returncode == 2, proc.stderr
     assert f"error: {bundle / rel} is not a valid validation archive (not an npz (zip) archive)" in proc.stderr
     assert "Traceback" not in proc.stderr and "pickled" not in proc.stderr
+
+
+def test_a_head_with_a_custom_op_is_read_without_its_delegate(tmp_path: Path) -> None:
+    """An Edge TPU head is one custom op (edgetpu-custom-op) that only the delegate resolves, and
+    only when tensors are allocated: inspect and doctor read its shapes without the delegate.
+    A custom op of our own (Digamma, no TFLite builtin) stands in for it."""
+    tf = pytest.importorskip("tensorflow")
+    from splitpoint.runtime.litert import HeadRunner, head_file_shapes
+
+    @tf.function(input_signature=[tf.TensorSpec((1, 8, 8, 3), tf.float32)])
+    def custom(x):
+        return tf.raw_ops.Digamma(x=x)[:, :4]
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([custom.get_concrete_function()])
+    converter.allow_custom_ops = True
+    path = tmp_path / "custom.tflite"
+    path.write_bytes(converter.convert())
+    assert head_file_shapes(path) == ([(1, 8, 8, 3)], [(1, 4, 8, 3)])
+    with pytest.raises(Exception, match="unresolved custom op"):  # what running it without the delegate does
+        HeadRunner(path)
