@@ -28,11 +28,14 @@ split's `edgetpu` block says why it was not compiled.
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("splitpoint.partition")
 
 EDGETPU_COMPILER = "edgetpu_compiler"
 
@@ -89,15 +92,31 @@ def tflite_io(path: Path) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]
             [shape(g.Outputs(j)) for j in range(g.OutputsLength())])
 
 
+#: one head's compile may take this long (a large head compiles in well under a minute)
+COMPILE_TIMEOUT_S = 600.0
+
+#: compilers that timed out in this process: every later head would wait its full timeout too (a
+#: partition of 60 heads stalled silently for hours), so they are not run again. A set of paths,
+#: only added to: a worker process builds its splits one after another.
+_TIMED_OUT: set[str] = set()
+
+
 def compile_edgetpu(compiler: str | None, head: Path, out_dir: Path) -> dict[str, Any]:
     """Run edgetpu_compiler on one head; record how many ops it mapped where."""
     if compiler is None:
         return {"status": "not compiled", "reason": f"{EDGETPU_COMPILER} not found on PATH (it runs on x86-64 Linux only)"}
+    if compiler in _TIMED_OUT:
+        return {"status": "failed", "reason": f"{compiler} not run: it ran out of its {COMPILE_TIMEOUT_S:.0f} s on an "
+                                              "earlier head"}
     try:
-        proc = subprocess.run(
-            [compiler, "-s", "-o", str(out_dir), str(head)], capture_output=True, text=True, timeout=600, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        proc = subprocess.run([compiler, "-s", "-o", str(out_dir), str(head)], capture_output=True, text=True,
+                              timeout=COMPILE_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        _TIMED_OUT.add(compiler)
+        log.warning("%s ran %.0f s on %s without finishing: stopped; the heads left are not compiled",
+                    compiler, COMPILE_TIMEOUT_S, head.name)
+        return {"status": "failed", "reason": f"{compiler} did not finish in {COMPILE_TIMEOUT_S:.0f} s"}
+    except OSError as exc:
         return {"status": "failed", "reason": f"{compiler}: {exc}"}
     compiled = out_dir / (head.stem + "_edgetpu.tflite")
     if proc.returncode != 0 or not compiled.exists():
@@ -112,4 +131,11 @@ def compile_edgetpu(compiler: str | None, head: Path, out_dir: Path) -> dict[str
         compiled.unlink(missing_ok=True)  # never offered to the edge: it would read the wrong tensors
         return {"status": "failed",
                 "reason": f"{compiled.name} has inputs {got[0]} and outputs {got[1]}; the head has {want[0]} and {want[1]}"}
+    if not (_TOTAL.search(proc.stdout) or _RUN_ON.search(proc.stdout)):
+        # it wrote a model but not the compiler's summary: nothing says what runs on the Edge TPU
+        # (it was recorded as 'compiled, 0/0 ops'), so the model is not offered to the edge
+        compiled.unlink(missing_ok=True)
+        said = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-3:]) or "nothing"
+        return {"status": "failed", "reason": f"{compiler} wrote {compiled.name} but not edgetpu_compiler's operation "
+                                              f"counts (it printed: {said[:200]})"}
     return {"status": "compiled", **parse_compiler_output(proc.stdout)}

@@ -533,8 +533,11 @@ def test_failing_edgetpu_compiler_does_not_fail_partitioning(tmp_path: Path):
         ("#!/bin/sh\necho 'Edge TPU Compiler version 16.0.384591705'\nexit 0\n", "exit 0"),  # no output file
         ("#!/bin/sh\necho 'Internal compiler error. Aborting!'\nexit 2\n", "Internal compiler error"),
         (None, "No such file"),
+        # wrote a model and said nothing: it was recorded "compiled, 0/0 ops" and offered to the edge
+        ('#!/bin/sh\nfor a; do h="$a"; done\ncp "$h" "$(dirname "$h")/head_1_edgetpu.tflite"\n',
+         "wrote head_1_edgetpu.tflite but not edgetpu_compiler's operation counts (it printed: nothing)"),
     ],
-    ids=["no-output", "exit-2", "missing"],
+    ids=["no-output", "exit-2", "missing", "silent"],
 )
 def test_compile_edgetpu_failures(digits_bundle: Path, tmp_path: Path, script: str | None, reason: str):
     head = tmp_path / "head_1.tflite"
@@ -544,7 +547,26 @@ def test_compile_edgetpu_failures(digits_bundle: Path, tmp_path: Path, script: s
         _script(compiler, script)
     result = compile_edgetpu(str(compiler), head, tmp_path)
     assert result["status"] == "failed"
-    assert reason in result["reason"]
+    assert reason in result["reason"], result
+    assert not (tmp_path / "head_1_edgetpu.tflite").exists()
+
+
+def test_a_compiler_that_hangs_is_not_run_again(digits_bundle: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each head waited the full timeout (600 s) of a compiler that hung, silently: after the
+    first, the rest are failed at once, and the user is told."""
+    from splitpoint import edgetpu_compile
+
+    monkeypatch.setattr(edgetpu_compile, "COMPILE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(edgetpu_compile, "_TIMED_OUT", set())
+    compiler = _script(tmp_path / "edgetpu_compiler", f"#!/bin/sh\necho run >> {tmp_path / 'runs'}\nexec sleep 30\n")
+    head = tmp_path / "head_1.tflite"
+    shutil.copyfile(digits_bundle / "edge" / "head_1.tflite", head)
+    first = compile_edgetpu(str(compiler), head, tmp_path)
+    second = compile_edgetpu(str(compiler), head, tmp_path)
+    assert first["status"] == "failed" and "did not finish in" in first["reason"], first
+    assert second["status"] == "failed" and "ran out of its" in second["reason"], second
+    assert (tmp_path / "runs").read_text() == "run\n"  # run once
 
 
 # --------------------------------------------------------------------------- verification
