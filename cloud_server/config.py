@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import socket
 from dataclasses import dataclass
 
 from splitpoint.config import option, parse_address
@@ -111,6 +112,16 @@ class CloudConfig:
 _WILDCARDS = ("0.0.0.0", "::", "")
 
 
+def _addresses(host: str) -> set[str]:
+    """The addresses `host` binds ("localhost": 127.0.0.1 and ::1), so that `localhost:P` and
+    `127.0.0.1:P` are seen to clash; asked only of two listeners on one port. A name that does
+    not resolve: none (the bind says why)."""
+    try:
+        return {str(info[4][0]) for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
+    except (OSError, UnicodeError):
+        return set()
+
+
 def _check_distinct_ports(listeners: list[tuple[str, str]]) -> None:
     """ConfigError when a listener's address is malformed, or when two of the server's listeners
     would take the same port: the second bind failed only after TensorFlow and every tail had
@@ -119,5 +130,6 @@ def _check_distinct_ports(listeners: list[tuple[str, str]]) -> None:
     bound = [(key, text, parse_address(key, text)) for key, text in listeners]
     for i, (key, text, (host, port)) in enumerate(bound):
         for other, other_text, (other_host, other_port) in bound[:i]:
-            if port and port == other_port and (host == other_host or host in _WILDCARDS or other_host in _WILDCARDS):
+            if port and port == other_port and (host == other_host or host in _WILDCARDS or other_host in _WILDCARDS
+                                                or _addresses(host) & _addresses(other_host)):
                 raise ConfigError(key, text, f"is also this server's {other} ({other_text}): give each its own port")

@@ -304,6 +304,9 @@ def test_every_key_is_in_the_reference() -> None:
     (["--listen", "127.0.0.1:30710", "--health-listen", "0.0.0.0:30710"], "health_listen",
      'health_listen = "0.0.0.0:30710": is also this server\'s listen (127.0.0.1:30710)'),
     (["--listen", "[::]:30710", "--metrics-listen", "[::1]:30710"], "metrics_listen", None),
+    # one host by two names: compared as written, it was taken, and failed after every tail loaded
+    (["--listen", "localhost:30710", "--metrics-listen", "127.0.0.1:30710"], "metrics_listen",
+     'metrics_listen = "127.0.0.1:30710": is also this server\'s listen (localhost:30710)'),
 ])
 def test_two_listeners_on_one_port_are_refused_before_anything_loads(flags: list[str], key: str,
                                                                       said: str | None) -> None:
