@@ -27,7 +27,7 @@ import numpy as np
 from splitpoint import manifest_checks as fields
 from splitpoint.codec import Quantization
 from splitpoint.errors import BundleError, TensorError
-from splitpoint.files import file_stamp
+from splitpoint.files import file_stamp, path_kind
 from splitpoint.manifest_checks import check_consistency
 
 log = logging.getLogger(__name__)
@@ -395,7 +395,8 @@ def check_artifact(root: Path, art: Artifact) -> None:
     """BundleError unless root/art.path is a regular file of the manifest's size and sha256."""
     p = root / art.path
     if not p.is_file():
-        what = "is not a regular file (a directory, a pipe or a device)" if p.exists() else \
+        what = f"is {path_kind(p)}, not a file" if p.is_symlink() else \
+            "is not a regular file (a directory, a pipe or a device)" if p.exists() else \
             "is missing from the bundle (partial copy?)"
         raise BundleError(f"{p} {what}")
     size = p.stat().st_size

@@ -14,6 +14,7 @@ must not destroy the file that is there.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -32,6 +33,15 @@ def file_kind(mode: int) -> str:
         if test(mode):
             return name
     return "not a regular file"
+
+
+def path_kind(path: str | Path) -> str:
+    """What `path` is, in words, following symlinks: "a regular file", "a directory", ..., or
+    for a symlink that leads nowhere "a symlink loop" or "a broken symlink"."""
+    try:
+        return file_kind(os.stat(path).st_mode)
+    except OSError as err:  # a symlink to nothing, or to itself (a loop)
+        return "a symlink loop" if err.errno == errno.ELOOP else "a broken symlink"
 
 
 def open_regular(path: str | Path, key: str, flags: int = os.O_RDONLY, why: str = "", mode: int = 0o666) -> int:

@@ -18,7 +18,6 @@ classified as if it were a real frame.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 from pathlib import Path
@@ -30,7 +29,7 @@ from numpy.lib import format as npy_format
 from splitpoint.bundle import Preprocessing
 from splitpoint.errors import BackendUnavailableError, ConfigError
 from splitpoint.extras import install_hint
-from splitpoint.files import file_kind, open_regular
+from splitpoint.files import open_regular, path_kind
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ def list_frame_files(directory: Path, key: str = "source") -> list[Path]:
         (files if p.is_file() else others).append(p)  # stat only: a named pipe is not opened here
     if others:
         log.warning("%s: %s left out, not regular files: %s", directory, _entries(len(others)),
-                    ", ".join(f"{p.name} ({_kind(p)})" for p in others[:5]) + (", ..." if len(others) > 5 else ""))
+                    ", ".join(f"{p.name} ({path_kind(p)})" for p in others[:5]) + (", ..." if len(others) > 5 else ""))
     if not files:
         raise ConfigError(key, str(directory), f"no image files ({', '.join(IMAGE_SUFFIXES)}) or .npy arrays in it"
                           + (f"; {_entries(len(others))} named like one "
@@ -63,13 +62,6 @@ def list_frame_files(directory: Path, key: str = "source") -> list[Path]:
 
 def _entries(n: int) -> str:
     return f"{n} entry" if n == 1 else f"{n} entries"
-
-
-def _kind(path: Path) -> str:
-    try:
-        return file_kind(path.stat().st_mode)
-    except OSError as err:  # a symlink to nothing, or to itself (a loop)
-        return "a symlink loop" if err.errno == errno.ELOOP else "a broken symlink"
 
 
 def fit_frame(frame: np.ndarray, pre: Preprocessing) -> np.ndarray:

@@ -222,6 +222,17 @@ def test_missing_tail_is_refused_naming_it(bundle_copy: Path):
         load_bundle(bundle_copy, side="cloud")
 
 
+@pytest.mark.parametrize("target, said", [("self", "is a symlink loop, not a file"),
+                                           ("nowhere", "is a broken symlink, not a file")])
+def test_an_artifact_that_is_a_symlink_to_nothing_is_named_as_one(bundle_copy: Path, target: str, said: str):
+    """It was 'missing from the bundle (partial copy?)', which sent the user looking for a copy fault."""
+    npz = bundle_copy / "data" / "validation.npz"
+    npz.unlink()
+    npz.symlink_to(npz if target == "self" else bundle_copy / "nowhere.npz")
+    with pytest.raises(BundleError, match=f"validation.npz {said}"):
+        load_bundle(bundle_copy)
+
+
 def test_truncated_manifest_is_refused(bundle_copy: Path):
     mpath = bundle_copy / MANIFEST
     text = mpath.read_text()
