@@ -15,14 +15,8 @@ from splitpoint.bundle import Bundle, Preprocessing
 from splitpoint.errors import ConfigError
 from splitpoint.images import ARRAY_SUFFIXES, IMAGE_SUFFIXES
 
-from .sources import (
-    ACCEPTED_FORMS,
-    VIDEO_SUFFIXES,
-    DirectorySource,
-    FrameSource,
-    SyntheticSource,
-    _Source,
-)
+from .file_sources import DirectorySource, SyntheticSource
+from .sources import ACCEPTED_FORMS, VIDEO_SUFFIXES, FrameSource, _Source
 
 log = logging.getLogger("edge_node.sources")  # the sources' logger: "frame source: ..." as before
 

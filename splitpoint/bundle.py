@@ -13,7 +13,6 @@ presence and hash: a partial or tampered bundle is refused naming the file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -27,7 +26,7 @@ import numpy as np
 from splitpoint import manifest_checks as fields
 from splitpoint.codec import Quantization
 from splitpoint.errors import BundleError, TensorError
-from splitpoint.files import file_stamp, path_kind
+from splitpoint.files import file_stamp, path_kind, sha256_file
 from splitpoint.manifest_checks import check_consistency
 
 log = logging.getLogger(__name__)
@@ -54,14 +53,6 @@ def split_ranges(splits: Iterable[int]) -> str:
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ must not destroy the file that is there.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import stat
@@ -23,6 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from splitpoint.errors import ConfigError
+
+
+def sha256_file(path: str | Path) -> str:
+    """The hex sha256 of a file's bytes, read 1 MiB at a time."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def file_kind(mode: int) -> str:
