@@ -22,6 +22,7 @@ from splitpoint.codec import Quantization
 from splitpoint.convert import convert_head, tflite_param_bytes
 from splitpoint.cut_points import CutPoint, as_functional, find_cut_points, tensor_name
 from splitpoint.edgetpu_compile import compile_edgetpu
+from splitpoint.errors import BackendUnavailableError
 from splitpoint.runtime.tf import import_tensorflow
 from splitpoint.verify import verify_outputs
 
@@ -110,7 +111,10 @@ def build_split(job: Job) -> dict:
         param_bytes = tflite_param_bytes(tflite)
         from splitpoint.runtime.litert import HeadRunner
 
-        runner = HeadRunner(job.bundle / rel)
+        try:
+            runner = HeadRunner(job.bundle / rel)
+        except BackendUnavailableError as err:  # named by its path in the staging directory, gone once this fails
+            raise BackendUnavailableError(str(err).replace(str(job.bundle / rel), f"{rel} (split {k})")) from None
         in_q = runner.input_quantization
         if in_q is None or any(q is None for q in runner.output_quantizations):
             # The converter quantizes only what computes: layers that pass their input through (a

@@ -1098,3 +1098,23 @@ def test_labels_for_a_multi_output_model_whose_first_output_is_a_map_are_refused
     assert ('--labels = ["a", "b"]: maps\'s first output is 8x8x3, not one score per class, so it has no classes '
             "to name") in err, err
     assert not out.exists()
+
+
+def test_a_head_litert_cannot_prepare_is_named_by_its_bundle_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The error named the head by its path in the staging directory, removed by the time it was read."""
+    import splitpoint.runtime.litert as litert
+    from splitpoint.errors import BackendUnavailableError
+
+    real = litert.HeadRunner
+
+    def refusing(path: Path, *args: object, **kwargs: object) -> object:
+        if Path(path).name == "head_2.tflite" and ".partial" in str(path):
+            raise BackendUnavailableError(f"cannot load head {path}: Failed to prepare XNNPACK delegate")
+        return real(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(litert, "HeadRunner", refusing)
+    rc = main(["partition", "digits-cnn", "-o", str(tmp_path / "b"), "--splits", "2", "--jobs", "1"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "cannot load head edge/head_2.tflite (split 2): Failed to prepare XNNPACK" in err, err
+    assert ".partial" not in err and "Traceback" not in err, err
