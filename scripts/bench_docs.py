@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
 HISTORY = "bench-history.md"  # the archived runs' page, beside DOC
 IMG = ROOT / "docs" / "img"
-MARKER = "<!-- results below are generated from the runs' JSON by `python scripts/bench_docs.py` -->"
+MARKER = "<!-- results below are generated from the runs' JSON by `python scripts/bench_docs.py docs/bench-runs.toml` -->"
 SECTION = "## Results: "
 SUMMARY = "## Summary of the "  # each page's summary table: "the latest runs", "the earlier runs"
 

@@ -60,7 +60,8 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         ("splitpoint policy explain --bundle bundle/ --edge-profile edge-profile.json "
          "--cloud-profile cloud-profile.json --bandwidth 5Mbps --rtt 40ms",
          "splitpoint policy explain --bundle bundle/ --edge-profile edge-profile.json "
-         "--cloud-profile cloud-profile.json --bandwidth 2Mbps --rtt 80ms --policy min-energy --deadline-ms 200"),
+         "--cloud-profile cloud-profile.json --bandwidth 2Mbps --rtt 80ms --policy min-energy --deadline-ms 200 "
+         "--power-table power.toml"),
     ),
     "doctor": (
         "check the Edge TPU, power supply, runtimes, bundle, cloud, TLS, clock and disk, in plain words",
