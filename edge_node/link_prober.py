@@ -216,8 +216,10 @@ class LinkProber:
                 # Not after a first reading: the estimate it is compared with was a guess.
                 self._reprobe = sample_bps > REPROBE_RISE * before_bps and not reprobing and measured
             log.debug("probe: %s", self.link.estimate())
+        except Interrupted:  # the agent was told to stop (session.interrupt), for good: probe no more
+            self._stop.set()  # every later probe was given up at once and logged, 47 in a long stop
+            return math.inf
         except RemoteError as err:
-            if not isinstance(err, Interrupted):
-                self._on_failure(err)
+            self._on_failure(err)
             log.info("link probe failed: %s", err)
         return 0.0  # look again at once: what is due next is worked out there

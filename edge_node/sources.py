@@ -272,12 +272,20 @@ class _Source:
         if self._fps is not None:
             self._start = time.monotonic() - self._released / self._fps
 
+    #: a paced wait looks at `_stopping` this often: a frame due in 100 s (--fps 0.01) held
+    #: SIGTERM for those 100 s
+    STOP_POLL_S = 0.1
+
     def _pace(self, slot: int) -> None:
+        """Wait until frame `slot` is due; StopIteration (the stream ends) once the reader stops."""
         if self._fps is None or self._start is None:
             return
         due = self._start + slot / self._fps
         while (wait := due - time.monotonic()) > 0:
-            time.sleep(wait)
+            if self._stopping():
+                self._done = True
+                raise StopIteration
+            time.sleep(min(wait, self.STOP_POLL_S))
 
     def _read(self, i: int) -> _Read:
         """(raw fitted frame, label, origin, (width, height) before fitting) of position i."""

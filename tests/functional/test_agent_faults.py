@@ -242,6 +242,29 @@ def test_sigterm_while_the_link_is_stalled_ends_within_grace(digits_bundle: Path
     assert read_results(tmp_path / "r.jsonl") == []  # unanswered frames have no record: resume runs them again
 
 
+def test_sigterm_between_slowly_paced_frames_ends_the_agent_at_once(digits_bundle: Path, tmp_path: Path) -> None:
+    """At --fps 0.01 the next frame is due 100 s after the first: SIGTERM in between was heard only
+    then (the hostile tester's agent exited 94 s after it, having run one more frame)."""
+    results = tmp_path / "r.jsonl"
+    proc = edge_process(digits_bundle, tmp_path, "--source", "synthetic:5", "--fps", "0.01", "--results", str(results))
+    try:
+        deadline = time.monotonic() + PROC_TIMEOUT_S
+        while not (results.exists() and read_results(results)) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the first frame, due at once, is recorded: the agent now waits for the next
+        assert read_results(results), "the first frame was never recorded"
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = finish(proc, timeout_s=30)
+        elapsed = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert elapsed < 5, f"the agent took {elapsed:.1f} s to stop"
+    assert [r["frame_id"] for r in read_results(results)] == [0]  # no frame run after the stop
+    assert "1 frames in" in out, out
+
+
 def test_a_server_that_takes_frames_and_answers_none_is_backed_off(digits_bundle: Path, fake_server: Any,
                                                                    tmp_path: Path) -> None:
     """A fixed split against a server that accepts every frame and answers none (hung): every

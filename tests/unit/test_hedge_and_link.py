@@ -792,3 +792,21 @@ def test_the_margin_learner_gives_an_unfloored_quantile_for_the_planner() -> Non
         learner.observe(actual, 50.0)
     assert learner.quantile_ms(0.75) == pytest.approx(np.percentile([1, 2, 3, 8], 75))
     assert learner.margin_ms() == 20.0  # the hedge's margin keeps its floor
+
+
+def test_the_prober_stops_probing_once_the_agent_is_told_to_stop() -> None:
+    """A probe given up at SIGTERM (Interrupted) was followed by another every poll until the
+    session closed, each logged ('link probe failed: CANCELLED: ...', 47 in a long stop): the
+    first one given up ends the prober."""
+    from edge_node.client import Interrupted
+
+    clock = Clock()
+    calls: list[int] = []
+
+    def probe(size: int, _tail: int, timeout_s: float):  # noqa: ANN202 - test fake
+        calls.append(size)
+        raise Interrupted()
+
+    session, _stream, _planned = _session_with_fake_probes(clock, LinkEstimator(clock=clock), probe)
+    assert session.prober.maybe_probe() == float("inf")
+    assert session.prober._stop.is_set() and len(calls) == 1

@@ -429,6 +429,37 @@ def test_a_late_read_frame_keeps_its_due_time_as_capture_time(tmp_path: Path) ->
     assert time.time_ns() - rest[-1].capture_time_ns > 0.14e9  # the wait is in the frame's age
 
 
+def test_a_paced_wait_ends_when_the_reader_stops(tmp_path: Path) -> None:
+    """At --fps 0.01 the next frame is due in 100 s, and the agent heard SIGTERM only then (94 s
+    late, after running that frame): the wait now ends the stream as soon as the stop is set."""
+    import threading
+
+    bundle = make_bundle(tmp_path)
+    source = open_source("synthetic:5", GRAY8, bundle=bundle, fps=0.01)  # type: ignore[arg-type]
+    stop = threading.Event()
+    source.stop_when(stop.is_set)
+    it = iter(source)
+    next(it)  # due at once
+    waiting, ended = threading.Event(), threading.Event()
+    got: list[object] = []
+
+    def read_second() -> None:
+        waiting.set()
+        try:
+            got.append(next(it))
+        except StopIteration:
+            ended.set()
+
+    reader = threading.Thread(target=read_second, daemon=True)
+    reader.start()
+    assert waiting.wait(5)
+    stop.set()
+    assert ended.wait(5), "the paced wait did not end at the stop"
+    assert got == []  # no frame handed out after the stop
+    with pytest.raises(StopIteration):  # and the stream stays ended
+        next(it)
+
+
 def test_no_fps_means_no_pacing_delay_floor(tmp_path: Path) -> None:
     bundle = make_bundle(tmp_path)
     frames = drain(open_source("synthetic:50", GRAY8, bundle=bundle))  # type: ignore[arg-type]
