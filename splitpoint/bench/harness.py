@@ -85,6 +85,10 @@ class Bench:
         self._tmp: tempfile.TemporaryDirectory | None = None
         self.cpu_claim: EdgeCpuClaim | None = None  # held from run() to the end of run_bench
         self._run_no = 0
+        # an earlier result at --json (check_inputs: a bench result or nothing): replaced only by
+        # this run's figures, and kept beside them (earlier_path) while they are partial
+        self.earlier_json = opts.json is not None and Path(opts.json).exists()
+        self.earlier_kept: Path | None = None
 
     # ------------------------------------------------------------------ output
 
@@ -95,10 +99,39 @@ class Bench:
         self.result.errors.append(msg)
 
     def save(self) -> bool:
-        """Write the JSON (if asked for); False when it could not be."""
+        """Write the JSON (if asked for); False when it could not be. An earlier result there stays
+        until this run has measured something (an interrupted profiling replaced a complete result
+        by `traces: null`), and a partial result over it keeps it beside, in earlier_path()."""
         self.result.wall_time_s = round(time.monotonic() - self.t0, 2)
-        return self.opts.json is None or self.write_output("json", self.opts.json, lambda path: write_replacing(
+        if self.opts.json is None:
+            return True
+        if self.earlier_json and not self.result.complete:
+            if not self.result.measured():
+                return True
+            if self.earlier_kept is None:
+                earlier, kept = Path(self.opts.json), earlier_path(self.opts.json)
+                if not self.write_output("json", str(kept), lambda path: write_replacing(
+                        path, earlier.read_text(), "json", RESULT, is_result)):
+                    return False  # no copy of the earlier result: it is not replaced
+                self.earlier_kept = kept
+        return self.write_output("json", self.opts.json, lambda path: write_replacing(
             path, self.result.to_json(), "json", RESULT, is_result))
+
+    def say_what_was_kept(self) -> None:
+        """At the end: where an earlier result at --json went; the copy kept beside a partial one
+        is removed once the run is complete (its result replaces the earlier one, as asked)."""
+        out = self.opts.json
+        if out is None or not self.earlier_json:
+            return
+        if self.result.complete:
+            if self.earlier_kept is not None:
+                self.earlier_kept.unlink(missing_ok=True)
+        elif self.earlier_kept is None and not self.result.measured():
+            md = f" (and {self.opts.markdown})" if self.opts.markdown and Path(self.opts.markdown).exists() else ""
+            self.say(f"stopped before anything was measured: {out}{md} left as it was")
+        elif self.earlier_kept is not None:
+            self.say(f"{out} holds this run's partial result (complete: false); the earlier result it replaced "
+                     f"is kept in {self.earlier_kept}")
 
     def write_output(self, key: str, path: str, write: Callable[[str], object]) -> bool:
         """write(path) (atomic), failing alone: named in one line among the run's errors (exit 1),
@@ -218,6 +251,7 @@ class Bench:
         finally:
             self._shutdown()
             self.save()
+            self.say_what_was_kept()
         return self.result
 
     def _setup(self, pinning: dict[str, Any]) -> None:
@@ -323,6 +357,13 @@ class Bench:
             self.server.stop(grace=2.0)
         if self._tmp is not None:
             self._tmp.cleanup()
+
+
+def earlier_path(path: str | Path) -> Path:
+    """Where an earlier result at `path` is kept while this run's partial one replaces it:
+    r.json -> r.earlier.json."""
+    p = Path(path)
+    return p.with_name(f"{p.stem}.earlier{p.suffix}")
 
 
 def _quiet_logging() -> None:

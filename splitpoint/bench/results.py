@@ -304,6 +304,11 @@ class BenchResult:
             return cls.from_json(gzip.decompress(path.read_bytes()).decode())
         return cls.from_json(path.read_text())
 
+    def measured(self) -> bool:
+        """Whether a stage has put a figure (or a run's error) in: a stage's empty start does not count."""
+        return bool(self.conditions or self.step or self.traces or (self.throughput and self.throughput.runs)
+                    or self.goodput or self.overhead)
+
     def drop(self, stage: str) -> None:
         """Leave a stage out of the report (bench_docs' `drop`)."""
         if not hasattr(self, stage) or stage in ("format", "schema_version"):

@@ -131,3 +131,58 @@ def test_the_cpu_claim_in_a_shared_directory_follows_no_symlink(tmp_path: Path) 
     claim = EdgeCpuClaim(1, str(other)).take()
     claim.release()
     assert hard_victim.read_text() == "kept\n"
+
+
+def _bench_stopping(monkeypatch: pytest.MonkeyPatch, stages: object) -> None:
+    """Bench.run with no set-up (no worker, no server), `stages` as its stages."""
+    monkeypatch.setattr(harness, "pin_harness", lambda cpu: {"edge_cpu": None, "note": "not pinned"})
+    monkeypatch.setattr(harness, "machine_description", lambda pinning: {})
+    monkeypatch.setattr(harness.Bench, "_setup", lambda self, pinning: None)
+    monkeypatch.setattr(harness.Bench, "_run_stages", stages)
+
+
+def test_an_interrupt_before_anything_is_measured_leaves_an_earlier_result_as_it_was(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C while profiling replaced a complete result by `complete: false, traces: null`."""
+    earlier = BenchResult(complete=True, command=["splitpoint", "bench", "--smoke"]).to_json()
+    (tmp_path / "r.json").write_text(earlier)
+
+    def interrupted(self: harness.Bench) -> None:
+        self.save()  # a stage's start: nothing measured yet
+        raise KeyboardInterrupt
+
+    _bench_stopping(monkeypatch, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        harness.Bench(BenchOptions(json=str(tmp_path / "r.json"))).run()
+    assert (tmp_path / "r.json").read_text() == earlier
+    assert not (tmp_path / "r.earlier.json").exists()
+    assert f"stopped before anything was measured: {tmp_path / 'r.json'} left as it was" in capsys.readouterr().out
+
+
+def test_a_partial_result_keeps_the_earlier_one_beside_it_until_the_run_is_complete(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from splitpoint.bench.trace_results import TraceResult
+
+    earlier = BenchResult(complete=True, command=["splitpoint", "bench", "--smoke"]).to_json()
+    out, kept = tmp_path / "r.json", tmp_path / "r.earlier.json"
+    out.write_text(earlier)
+    stop = [True]
+
+    def one_trace(self: harness.Bench) -> None:
+        self.result.traces = [TraceResult(trace="a.up")]
+        self.save()
+        if stop[0]:
+            raise KeyboardInterrupt
+
+    _bench_stopping(monkeypatch, one_trace)
+    with pytest.raises(KeyboardInterrupt):
+        harness.Bench(BenchOptions(json=str(out))).run()
+    partial = BenchResult.load(out)
+    assert not partial.complete and partial.traces is not None and partial.traces[0].trace == "a.up"
+    assert kept.read_text() == earlier
+    assert f"the earlier result it replaced is kept in {kept}" in capsys.readouterr().out
+    stop[0] = False  # the next run completes: its result replaces the partial one, the copy goes
+    out.write_text(earlier)
+    kept.unlink()
+    harness.Bench(BenchOptions(json=str(out))).run()
+    assert BenchResult.load(out).complete and not kept.exists()
