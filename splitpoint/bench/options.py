@@ -42,6 +42,13 @@ SMOKE_VALUES: dict[str, Any] = {
 #: the longest RTT of a condition, the step change or a trace run: a minute, 60 times a
 #: geostationary satellite hop's; 1e9 ms was accepted, a run no frame of which could end
 MAX_RTT_MS = 60_000.0
+#: the fastest uplink rate, Mbps: 10 Gbps, beyond what the userspace link emulator on 127.0.0.1 can
+#: shape; 1e308 Mbps was accepted and became an infinite rate the emulator refused mid-stage
+MAX_RATE_MBPS = 10_000.0
+#: the slowest camera of the trace and step runs, fps (a frame every 10 s), and the fewest frames a
+#: trace slice must hold (a run has 2 at least): at 0.0001 fps the bench waited 10,000 s a frame
+MIN_FPS = 0.1
+MIN_SLICE_FRAMES = 2
 
 
 def _upper_bounds() -> tuple[tuple[str, float, str], ...]:
@@ -136,8 +143,8 @@ class BenchOptions:
 
     def validate(self) -> None:
         for key, values in (("bandwidths", self.bandwidths), ("step_rates", self.step_rates)):
-            if not values or any(not (v > 0 and math.isfinite(v)) for v in values):
-                raise ConfigError(key, values, "expected positive numbers, e.g. 1,2,5")
+            if not values or any(not 0 < v <= MAX_RATE_MBPS for v in values):
+                raise ConfigError(key, values, f"expected rates above 0 and at most {MAX_RATE_MBPS:g} Mbps, e.g. 1,2,5")
         if not self.rtts or any(not (0 < v <= MAX_RTT_MS) for v in self.rtts):  # a condition's RTT: never 0
             raise ConfigError("rtts", self.rtts, f"expected RTTs above 0 and at most {MAX_RTT_MS:g} ms, e.g. 10,50")
         if not self.trace_rtt or any(not (0 <= v <= MAX_RTT_MS) for v in self.trace_rtt):
@@ -156,18 +163,27 @@ class BenchOptions:
             raise ConfigError("edge_device", self.edge_device,
                               f"--edge-device and --edge-slowdown {self.edge_slowdown:g} exclude each other: "
                               "give one way to emulate the edge device")
-        if self.peer_nominal_mbps is not None and not (self.peer_nominal_mbps > 0 and math.isfinite(self.peer_nominal_mbps)):
-            raise ConfigError("peer_nominal_mbps", self.peer_nominal_mbps, "expected a positive number of Mbps")
+        for key in ("tp_bandwidth", "peer_nominal_mbps"):
+            rate = getattr(self, key)
+            if rate is not None and not 0 < rate <= MAX_RATE_MBPS:
+                raise ConfigError(key, rate, f"expected a rate above 0 and at most {MAX_RATE_MBPS:g} Mbps")
         for key, least in (("frames", 1), ("adaptive_frames", 2), ("warmup", 0), ("warm_tails", 0)):
             if getattr(self, key) < least:
                 raise ConfigError(key, getattr(self, key), f"expected an integer >= {least}")
         for key in ("step_frames", "tp_frames", "tp_window", "overhead_frames", "profile_runs", "trace_slices"):
             if getattr(self, key) < 1:
                 raise ConfigError(key, getattr(self, key), "expected a positive integer")
-        for key in ("max_frame_s", "trace_seconds", "trace_long_s", "trace_fps", "step_fps", "tp_bandwidth"):
+        for key in ("max_frame_s", "trace_seconds", "trace_long_s", "trace_fps", "step_fps"):
             v = getattr(self, key)
             if not (v > 0 and math.isfinite(v)):
                 raise ConfigError(key, v, "expected a positive number")
+        for key in ("trace_fps", "step_fps"):
+            if getattr(self, key) < MIN_FPS:
+                raise ConfigError(key, getattr(self, key), f"must be at least {MIN_FPS:g} frames per second "
+                                                           f"(a frame every {1 / MIN_FPS:g} s)")
+        if self.trace_fps * self.trace_seconds < MIN_SLICE_FRAMES:
+            raise ConfigError("trace_fps", self.trace_fps, f"gives {self.trace_fps * self.trace_seconds:g} frames in "
+                              f"--trace-seconds {self.trace_seconds:g}: a slice must hold {MIN_SLICE_FRAMES} at least")
         for key, most, why in _upper_bounds():
             if getattr(self, key) > most:
                 raise ConfigError(key, getattr(self, key), f"must be at most {most:g} {why}")

@@ -98,6 +98,15 @@ def test_print_config_round_trips_through_the_file(tmp_path: Path, capsys: pytes
     (["--trace-seconds", "1e9"], "trace_seconds"),
     (["--trace-fps", "1e6"], "trace_fps"),
     (["--step-fps", "1001"], "step_fps"),
+    # rates: 1e308 Mbps passed --print-config, then the stage failed with a traceback (uplink = inf)
+    (["--bandwidths", "5,1e308"], "1e+308]: expected rates above 0 and at most 10000 Mbps"),
+    (["--step-rates", "50,10001"], "step_rates"),
+    (["--tp-bandwidth", "1e308"], "tp_bandwidth = 1e+308: expected a rate above 0 and at most 10000 Mbps"),
+    (["--peer-nominal-mbps", "1e308"], "peer_nominal_mbps"),
+    # cameras so slow the bench waited 10,000 s a frame
+    (["--trace-fps", "0.0001"], "trace_fps = 0.0001: must be at least 0.1 frames per second"),
+    (["--step-fps", "0.05"], "step_fps = 0.05: must be at least 0.1"),
+    (["--trace-fps", "0.5", "--trace-seconds", "3"], "trace_fps = 0.5: gives 1.5 frames in --trace-seconds 3"),
     # named the wrong key: "frames = 5: need ...", "warm_tails = 0: ..."
     (["--warmup", "-1"], "warmup = -1"),
     (["--adaptive-frames", "1"], "adaptive_frames = 1"),
@@ -108,6 +117,11 @@ def test_bad_values_name_the_key(argv: list[str], key: str) -> None:
     with pytest.raises(ConfigError) as exc:
         options(*argv)
     assert key in str(exc.value)
+
+
+def test_the_limits_themselves_are_accepted() -> None:
+    options("--bandwidths", "10000", "--step-rates", "10000,0.001", "--tp-bandwidth", "10000",
+            "--peer-nominal-mbps", "10000", "--step-fps", "0.1", "--trace-fps", "0.1", "--trace-seconds", "20")
 
 
 def test_unknown_stages_are_named_as_written() -> None:
