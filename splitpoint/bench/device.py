@@ -46,6 +46,10 @@ REFERENCE_POWER_TABLE = DATA_DIR / "power" / "pi4-coral-lte.toml"
 #: a head's file in a bundle: edge/head_<k>.tflite or edge/head_<k>_edgetpu.tflite
 _HEAD_NAME = re.compile(r"head_(\d+)(?:_edgetpu)?\.tflite$")
 _TOML_KEYS = ("device", "all_edge_ms", "shape")
+#: the longest head time of a device file, ms: 10 s, 130x the documented device's all-edge 77 ms.
+#: 1e308 ended in the worker's "timestamp out of range" (blamed on the device), and an hour per head
+#: kept the bench profiling until the worker's timeout
+MAX_HEAD_MS = 10_000.0
 
 
 def shipped_device(name: str) -> Path:
@@ -95,8 +99,8 @@ def _profile_times(path: Path, key: str) -> tuple[dict[int, float], str, str]:
     prof = load_profile(path, side="edge")
     times = {k: prof.latency_ms(k) for k in prof.splits}
     for k, t in times.items():
-        if not (math.isfinite(t) and t >= 0):
-            raise ConfigError(f"{key}: splits[{k}]", t, f"head time must be finite and >= 0 in {path}")
+        if not (math.isfinite(t) and 0 <= t <= MAX_HEAD_MS):
+            raise ConfigError(f"{key}: splits[{k}]", t, f"head time must be from 0 to {MAX_HEAD_MS:g} ms in {path}")
     desc = str(prof.device.get("device") or prof.device.get("cpu") or "edge profile")
     return times, prof.model_name, desc
 
@@ -122,8 +126,9 @@ def load_device(path: str | Path) -> DeviceProfile:
         if required not in data:
             raise ConfigError(required, None, f"is required in device file {p}")
     all_edge = data["all_edge_ms"]
-    if isinstance(all_edge, bool) or not isinstance(all_edge, (int, float)) or not math.isfinite(all_edge) or all_edge <= 0:
-        raise ConfigError("all_edge_ms", all_edge, f"must be a finite number of ms > 0 in device file {p}")
+    if isinstance(all_edge, bool) or not isinstance(all_edge, (int, float)) or not 0 < all_edge <= MAX_HEAD_MS:
+        raise ConfigError("all_edge_ms", all_edge, f"must be a number of ms above 0 and at most {MAX_HEAD_MS:g} "
+                                                   f"in device file {p}")
     shape_name = data["shape"]
     if not isinstance(shape_name, str) or not shape_name:
         raise ConfigError("shape", shape_name, f"must name an edge profile file in device file {p}")
@@ -134,6 +139,10 @@ def load_device(path: str | Path) -> DeviceProfile:
         raise ConfigError("shape", shape_name, f"its all-edge split k={k_all} takes 0 ms: nothing to scale from")
     scale = float(all_edge) / times[k_all]
     head = {k: round(t * scale, 4) for k, t in times.items()}
+    worst = max(head, key=head.__getitem__)
+    if head[worst] > MAX_HEAD_MS:  # a shape whose split takes longer than its all-edge one
+        raise ConfigError("all_edge_ms", all_edge, f"scales split {worst}'s head to {head[worst]:g} ms, above the "
+                                                   f"{MAX_HEAD_MS:g} ms a head may last, in device file {p}")
     desc = str(data.get("device") or f"all-edge {all_edge:g} ms, shaped like {shape.name}")
     return DeviceProfile(head, str(p), desc, model, f"scaled from {shape.name} to all-edge {all_edge:g} ms (x{scale:.4g})")
 

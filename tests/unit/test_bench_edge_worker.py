@@ -215,7 +215,12 @@ def test_scaling_file_resolves_its_shape_next_to_itself(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("text", "match"), [
     ('shape = "device.json"\n', "all_edge_ms: is required"),
-    ('all_edge_ms = -3\nshape = "device.json"\n', "all_edge_ms = -3: must be a finite number of ms > 0"),
+    ('all_edge_ms = -3\nshape = "device.json"\n', "all_edge_ms = -3: must be a number of ms above 0"),
+    # 1e308 ended in "timestamp out of range ...; check the device with splitpoint doctor", an hour
+    # per head in a bench profiling until the worker's timeout
+    ('all_edge_ms = 1e308\nshape = "device.json"\n', "all_edge_ms = 1e\\+308: .* at most 10000 in device file"),
+    ('all_edge_ms = 3600000\nshape = "device.json"\n', "all_edge_ms = 3600000: .* at most 10000"),
+    ('all_edge_ms = nan\nshape = "device.json"\n', "all_edge_ms = nan: must be a number of ms above 0"),
     ('all_edge_ms = 50\n', "shape: is required"),
     ('all_edge_ms = 50\nshape = "missing.json"\nx = 1\n', "x = 1: unknown key"),
     ('all_edge_ms = 50\nshape = "missing.json"\n', "file not found"),
@@ -230,6 +235,16 @@ def test_bad_device_files_are_config_errors_naming_the_key(tmp_path: Path, text:
         load_device(tmp_path / "nowhere.json")
     with pytest.raises(ConfigError, match="no such shipped device file; shipped: .*mobilenetv2-96-documented.json"):
         shipped_device("pi5.json")
+
+
+def test_head_times_beyond_ten_seconds_are_refused_naming_the_split(tmp_path: Path) -> None:
+    device_file(tmp_path, {1: 2.0, 3: 3_600_000.0})  # an hour per head
+    with pytest.raises(ConfigError, match=r"device: splits\[3\] = 3600000: head time must be from 0 to 10000 ms"):
+        load_device(tmp_path / "device.json")
+    device_file(tmp_path, {1: 5.0, 2: 1.0})  # split 1's head is slower than the all-edge split's
+    (tmp_path / "slow.toml").write_text('all_edge_ms = 9000\nshape = "device.json"\n')
+    with pytest.raises(ConfigError, match="all_edge_ms = 9000: scales split 1's head to 45000 ms, above the 10000"):
+        load_device(tmp_path / "slow.toml")
 
 
 def worker(*args: str) -> subprocess.Popen[str]:
