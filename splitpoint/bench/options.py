@@ -313,9 +313,15 @@ def load_options(args: argparse.Namespace) -> BenchOptions:
     smoke = getattr(args, "smoke", values.get("smoke", False))
     merged: dict[str, Any] = dict(SMOKE_VALUES) if smoke is True else {}
     merged.update(values)
-    for f in dataclasses.fields(BenchOptions):
-        name = f.name
-        if hasattr(args, name):
-            merged[name] = getattr(args, name)
+    flags = {f.name for f in dataclasses.fields(BenchOptions) if hasattr(args, f.name)}
+    for name in flags:
+        merged[name] = getattr(args, name)
+    for name, value in merged.items():
+        # `--json "$OUT"` with OUT unset ran the whole bench and saved nothing; `--bundle ""` measured
+        # digits, `--traces ""` replayed every trace. edge_device's default is "" (none), as the file says
+        if isinstance(value, str) and not value.replace(",", "").strip() and (name != "edge_device" or name in flags):
+            key = "--" + name.replace("_", "-") if name in flags else name
+            raise ConfigError(key, value, "is empty (an unset variable?): give a value, or leave "
+                                          f"{'the flag' if name in flags else 'the key'} out for the default")
     return cfg.build(BenchOptions, merged)
 

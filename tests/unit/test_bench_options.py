@@ -124,6 +124,25 @@ def test_the_limits_themselves_are_accepted() -> None:
             "--peer-nominal-mbps", "10000", "--step-fps", "0.1", "--trace-fps", "0.1", "--trace-seconds", "20")
 
 
+@pytest.mark.parametrize("flag", ["--json", "--markdown", "--bundle", "--traces", "--traces-dir", "--splits",
+                                  "--skip", "--keep-runs", "--cache-dir", "--plots", "--edge-device", "--power-table"])
+def test_an_empty_value_is_refused_naming_the_flag(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--json ""` ran the whole bench and saved nothing (exit 0); `--traces ""` replayed every trace."""
+    assert cli.main(["bench", flag, "", "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert f'{flag}: is empty (an unset variable?): give a value, or leave the flag out' in err
+    assert cli.main(["bench", flag, " , ", "--print-config"]) == 2
+
+
+def test_an_empty_key_in_the_config_file_is_refused_but_edge_device_may_be_empty(tmp_path: Path) -> None:
+    conf = tmp_path / "b.toml"
+    conf.write_text('json = ""\n')
+    with pytest.raises(ConfigError, match='json: is empty .* leave the key out'):
+        options("--config", str(conf))
+    conf.write_text('edge_device = ""\n')  # its default, as --print-config writes it
+    assert options("--config", str(conf)).edge_device == ""
+
+
 def test_unknown_stages_are_named_as_written() -> None:
     with pytest.raises(ConfigError) as exc:
         options("--skip", "conditions,nonsense,traces,bogus")
