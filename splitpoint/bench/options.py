@@ -292,6 +292,10 @@ class BenchOptions:
         if not names:
             raise ConfigError("--traces-dir", str(tdir), "no *.up traces there; give --traces-dir DIR or --skip traces")
         for name in names:
+            if os.path.lexists(tdir / name) and not (tdir / name).is_file():  # listed below as if missing
+                from splitpoint.files import path_kind
+
+                raise ConfigError("--traces", name, f"is {path_kind(tdir / name)} in {tdir}, not a trace file")
             if not (tdir / name).is_file():
                 there = sorted(p.name for p in tdir.glob("*.up")) if tdir.is_dir() else []
                 raise ConfigError("--traces", name, f"not found in {tdir}"

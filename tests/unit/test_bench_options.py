@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -233,6 +234,13 @@ def test_a_trace_that_is_not_there_is_an_error_before_anything_starts(tmp_path: 
     (tmp_path / "bad.up").write_text("0\nten\n")
     with pytest.raises(ConfigError, match="bad.up"):  # a malformed file names itself
         options("--traces-dir", str(tmp_path), "--traces", "bad.up").check_inputs()
+    # listed as "there" by the message saying it was not found
+    (tmp_path / "dir.up").mkdir()
+    os.mkfifo(tmp_path / "fifo.up")
+    for name, kind in (("dir.up", "a directory"), ("fifo.up", "a named pipe")):
+        with pytest.raises(ConfigError) as exc:
+            options("--traces-dir", str(tmp_path), "--traces", name).check_inputs()
+        assert str(exc.value) == f'--traces = "{name}": is {kind} in {tmp_path}, not a trace file'
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ConfigError, match="no \\*.up traces"):
