@@ -186,3 +186,28 @@ def test_a_partial_result_keeps_the_earlier_one_beside_it_until_the_run_is_compl
     kept.unlink()
     harness.Bench(BenchOptions(json=str(out))).run()
     assert BenchResult.load(out).complete and not kept.exists()
+
+
+def test_a_profile_subset_on_a_full_disk_is_named_and_leaves_no_empty_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--keep-runs full/keep` said only "No space left on device" and left a 0-byte subset."""
+    import json
+    from types import SimpleNamespace
+
+    from splitpoint import files
+    from splitpoint.bench.profiling import restricted_profiles
+
+    for side in ("edge", "cloud"):
+        (tmp_path / f"{side}-profile.json").write_text(json.dumps({"splits": [{"split": 0}, {"split": 3}]}))
+    keep = tmp_path / "keep"
+    keep.mkdir()
+
+    def disk_full(path: Path, data: bytes, private: bool = False) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")  # as write() raises it: no file name
+
+    monkeypatch.setattr(files, "write_atomically", disk_full)
+    bench = SimpleNamespace(runs_dir=keep)
+    with pytest.raises(OSError) as exc:
+        restricted_profiles(bench, tmp_path / "edge-profile.json", tmp_path / "cloud-profile.json", [0])  # type: ignore[arg-type]
+    assert exc.value.filename == str(keep / "edge-profile-subset.json") and exc.value.errno == errno.ENOSPC
+    assert list(keep.iterdir()) == []
