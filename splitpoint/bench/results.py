@@ -291,7 +291,10 @@ class BenchResult:
 
     @classmethod
     def from_json(cls, text: str) -> BenchResult:
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except RecursionError:  # [[[[...: a traceback
+            raise ValueError("not JSON this reader takes: nested too deeply") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} result (format {data.get('format') if isinstance(data, dict) else '?'!r})")
         return from_dict(cls, data)

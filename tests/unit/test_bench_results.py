@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -65,6 +66,34 @@ def test_a_file_without_newer_fields_still_loads_and_unknown_keys_are_ignored() 
 def test_something_else_is_refused_with_its_format() -> None:
     with pytest.raises(ValueError, match="not a splitpoint-bench result"):
         BenchResult.from_json('{"format": "other"}')
+
+
+@pytest.mark.parametrize(("edit", "said"), [
+    ({"traces": ["x"]}, "traces[0]: expected an object, got a string"),  # was "TraceResult: expected ..."
+    ({"traces": {"a": 1}}, "traces: expected a list, got an object"),     # was read as its keys
+    ({"conditions": [{"fixed": {"0": "fast"}}]}, "conditions[0].fixed.0: expected an object, got a string"),
+    ({"bundle": {"splits": [{"split": "x"}]}}, "bundle.splits[0].split: expected an integer, got a string"),
+    ({"bundle": {"splits": [{"cut_shape": 5}]}}, "bundle.splits[0].cut_shape: expected a list, got a number"),  # TypeError
+    ({"step": {"rtt_ms": True}}, "step.rtt_ms: expected a number, got true or false"),
+])
+def test_a_hand_edited_result_is_refused_naming_the_field(edit: dict, said: str, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from splitpoint.bench import report
+
+    data = json.loads(sample().to_json())
+    data.update(edit)
+    with pytest.raises(ValueError) as exc:
+        BenchResult.from_json(json.dumps(data))
+    assert str(exc.value) == said
+    (tmp_path / "r.json").write_text(json.dumps(data))
+    with pytest.raises(SystemExit) as stop:  # the re-render: one line naming the file and the field
+        report.main([str(tmp_path / "r.json")])
+    assert stop.value.code == 2 and capsys.readouterr().err.splitlines()[-1].endswith(f"r.json: {said}")
+
+
+def test_deeply_nested_json_is_refused_not_a_recursion_error() -> None:
+    with pytest.raises(ValueError, match="nested too deeply"):
+        BenchResult.from_json("[" * 100_000 + "]" * 100_000)
 
 
 def test_a_dropped_stage_leaves_the_report_and_its_targets() -> None:
