@@ -6,6 +6,7 @@ import math
 import socket
 from dataclasses import dataclass
 
+from splitpoint import wire_metadata
 from splitpoint.config import option, parse_address
 from splitpoint.errors import ConfigError
 from splitpoint.security import ServerSecurity
@@ -86,8 +87,8 @@ class CloudConfig:
             raise ConfigError("splits", bad, "split numbers are >= 0")
         if self.warm_tails < 0:
             raise ConfigError("warm_tails", self.warm_tails, "must be >= 0 (0 keeps all tails warm)")
-        if not 0.001 <= self.max_message_mb <= 2047:
-            raise ConfigError("max_message_mb", self.max_message_mb, "must be between 0.001 and 2047")
+        if not 0.001 <= self.max_message_mb <= wire_metadata.MAX_MESSAGE_MB:
+            raise ConfigError("max_message_mb", self.max_message_mb, f"must be between 0.001 and {wire_metadata.MAX_MESSAGE_MB}")
         if not (math.isfinite(self.stream_idle_timeout_s) and self.stream_idle_timeout_s >= 0):
             raise ConfigError("stream_idle_timeout_s", self.stream_idle_timeout_s, "must be >= 0 and finite (0 = never)")
         if not (math.isfinite(self.max_inflight_mb) and self.max_inflight_mb > 0):

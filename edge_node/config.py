@@ -148,8 +148,8 @@ class EdgeConfig:
             raise ConfigError("connect_timeout_s", self.connect_timeout_s, "must be > 0")
         if self.stream_lifetime_s * 1000 <= 2 * self.frame_deadline_ms:
             raise ConfigError("stream_lifetime_s", self.stream_lifetime_s, "must be more than twice frame_deadline_ms")
-        if not 0.001 <= self.max_message_mb <= 2047:
-            raise ConfigError("max_message_mb", self.max_message_mb, "must be between 0.001 and 2047")
+        if not 0.001 <= self.max_message_mb <= wire_metadata.MAX_MESSAGE_MB:
+            raise ConfigError("max_message_mb", self.max_message_mb, f"must be between 0.001 and {wire_metadata.MAX_MESSAGE_MB}")
         # last: value errors are named first. TLS or plaintext is required only of an agent that
         # may contact a server, which the bundle's K tells (check_transport, when the agent is built)
         self.security.validate(talks=False)

@@ -23,6 +23,8 @@ _BW_UNITS = {"bps": 1.0, "kbps": 1e3, "mbps": 1e6, "gbps": 1e9}
 #: the slowest uplink a plan is made for: below it a bare number is most likely Mbps without its
 #: unit (`--bandwidth 5` planned for 5 bit/s), and a plan is a page of 300-digit milliseconds
 MIN_BANDWIDTH_BPS = 1e3
+#: the fastest: above it a rate is a typo (`1e308`, bit/s, was planned with, and energies were inf)
+MAX_BANDWIDTH_BPS = 1e12
 _TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
@@ -36,8 +38,9 @@ def parse_bandwidth(text: str, key: str = "--bandwidth") -> float:
     if not m or unit not in _BW_UNITS:
         raise ConfigError(key, text, "expected a rate like 5Mbps, 500kbps or 2e6 (bit/s), or 1MBps (bytes)")
     value = float(m.group(1)) * _BW_UNITS[unit] * (8 if in_bytes else 1)
-    if not math.isfinite(value):  # 1e400Mbps: inf, which `policy explain --json` wrote as Infinity
-        raise ConfigError(key, text, "is too large to be a rate")
+    if not value <= MAX_BANDWIDTH_BPS:  # 1e400Mbps: inf, which `policy explain --json` wrote as Infinity
+        raise ConfigError(key, text, f"is too large to be a rate: above {MAX_BANDWIDTH_BPS:g} bit/s (1Tbps), "
+                                     "faster than any uplink planned for")
     if value < MIN_BANDWIDTH_BPS:
         unitless = "; a number alone is bit/s: give its unit, e.g. 5Mbps" if not m.group(2) else ""
         raise ConfigError(key, text, f"is below {MIN_BANDWIDTH_BPS:g} bit/s (1kbps), slower than any uplink "
@@ -90,19 +93,20 @@ def build_cost_model(cfg: PolicyConfig, bundle_digest: str, candidates: list[int
                      num_layers: int | None = None) -> CostModel:
     """The cost model of `cfg`'s profiles and power figures; ConfigError now, not on every frame,
     when the power figures lack a split among `candidates` (default: every split both profiles cover),
-    or the edge profile lacks the bundle's K (`num_layers`): the model takes its highest split for K."""
+    or the edge profile lacks the bundle's K (`num_layers`) or holds a split beyond it: the model
+    takes its highest split for K."""
     # PolicyConfig asks for both unless name = "fixed"; `policy explain --name fixed` still
     # predicts every split, and Path("") would be read as the directory "."
     for side, path in (("edge", cfg.edge_profile), ("cloud", cfg.cloud_profile)):
         if not path:
             raise ConfigError(f"policy.{side}_profile", path,
                               f"is required to predict latency (measure it with `splitpoint profile {side}`)")
-    edge = load_profile(cfg.edge_profile, "edge", bundle_digest, key="policy.edge_profile")
+    edge = load_profile(cfg.edge_profile, "edge", bundle_digest, key="policy.edge_profile", num_layers=num_layers)
     if num_layers is not None and num_layers not in edge.splits:
         raise ConfigError("policy.edge_profile", cfg.edge_profile,
                           f"has no figure for split {num_layers} (K, all on the edge), which `splitpoint profile edge` "
                           "always measures: profile again")
-    cloud = load_profile(cfg.cloud_profile, "cloud", bundle_digest, key="policy.cloud_profile")
+    cloud = load_profile(cfg.cloud_profile, "cloud", bundle_digest, key="policy.cloud_profile", num_layers=num_layers)
     energy = energy_model(cfg, edge)
     if energy is None and cfg.needs_energy:
         raise ConfigError(

@@ -15,16 +15,18 @@ import os
 import platform
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import splitpoint
+from scheduler.power_models import MAX_WATTS
 from splitpoint.bundle import Bundle
 from splitpoint.errors import ConfigError
 from splitpoint.files import check_replaceable, json_format_is, open_regular, write_replacing
+from splitpoint.wire_metadata import MAX_MESSAGE_MB
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +115,7 @@ class Profile:
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "profile") -> Profile:
+        """The profile in `d` (a file's JSON); ConfigError naming `where` and the field that is wrong."""
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise ConfigError(where, d.get("format") if isinstance(d, dict) else None,
                               f"not a splitpoint profile (format must be {FORMAT!r})")
@@ -127,13 +130,10 @@ class Profile:
                 at = f"{where}: splits[{k}]"
                 if k in splits:
                     raise ConfigError(at, k, "profiled twice: one entry per split")
-                sp = SplitProfile(k, _whole(f"{at}.wire_bytes", s["wire_bytes"]), StageStats(**s["latency"]),
-                                  s.get("power_w"))
-                for name, value in (("latency.median_ms", sp.latency.median_ms), ("latency.p95_ms", sp.latency.p95_ms),
-                                    ("power_w", sp.power_w)):
-                    _check_figure(f"{at}.{name}", value, optional=name == "power_w")
-                splits[sp.split] = sp
-            _check_figure(f"{where}: idle_power_w", d.get("idle_power_w"), optional=True)
+                splits[k] = SplitProfile(k, _whole(f"{at}.wire_bytes", s["wire_bytes"], MAX_WIRE_BYTES),
+                                         _stage_stats(f"{at}.latency", s["latency"]),
+                                         _figure(f"{at}.power_w", s.get("power_w"), MAX_WATTS, optional=True))
+            idle = _figure(f"{where}: idle_power_w", d.get("idle_power_w"), MAX_WATTS, optional=True)
             if not splits:  # the planner takes the highest split for K
                 raise ConfigError(f"{where}: splits", None, "no split was profiled")
             side = d["side"]
@@ -144,7 +144,7 @@ class Profile:
                     raise ConfigError(f"{where}: {key}", d[key], f"must be a JSON {'string' if kind is str else 'object'}")
             return cls(
                 side=side, bundle_digest=d["bundle_digest"], model_name=d.get("model_name", ""),
-                device=d.get("device", {}), splits=splits, idle_power_w=d.get("idle_power_w"),
+                device=d.get("device", {}), splits=splits, idle_power_w=idle,
                 power_source=str(d.get("power_source", "none")), created=d.get("created", ""),
             )
         except KeyError as exc:
@@ -153,26 +153,59 @@ class Profile:
             raise ConfigError(where, None, f"malformed profile: {type(exc).__name__}: {exc}") from None
 
 
-def _whole(key: str, value: Any) -> int:
-    """A split number or a byte count: a JSON integer >= 0 ("3" or 3.5 was read as 3 before)."""
+#: the longest stage time a profile may hold, ms (an hour): no split of a frame is planned with more
+MAX_STAGE_MS = 3_600_000.0
+#: the most bytes a split may put on the wire: the largest message either side can be set to take
+MAX_WIRE_BYTES = MAX_MESSAGE_MB << 20
+_STAGE_TIMES = tuple(f.name for f in fields(StageStats) if f.name.endswith("_ms"))
+
+
+def _whole(key: str, value: Any, most: int | None = None) -> int:
+    """A split number or a byte count: a JSON integer >= 0 ("3" or 3.5 was read as 3 before), at
+    most `most` (10**400 bytes was an OverflowError traceback in the planner)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(key, value, "must be a whole number >= 0")
+    if most is not None and value > most:
+        raise ConfigError(key, value if value < 10**20 else f"{str(value)[:8]}... ({len(str(value))} digits)",
+                          f"must be at most {most} ({most / (1 << 20):g} MiB, the largest message on the wire)")
     return value
 
 
-def _check_figure(key: str, value: Any, optional: bool = False) -> None:
-    """What the planner computes with: a finite number >= 0 (None too when `optional`: not metered).
-    A NaN or negative watt figure was planned with: min-energy chose the split whose energy was -inf."""
+def _figure(key: str, value: Any, most: float, optional: bool = False, unit: str = "W") -> Any:
+    """What the planner computes with: a finite number >= 0 and at most `most` (None too when
+    `optional`: not metered). A NaN or negative watt figure was planned with: min-energy chose the
+    split whose energy was -inf; a median of 1e308 ms was planned with and printed in 300 digits."""
     if optional and value is None:
-        return
+        return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
         raise ConfigError(key, value, "must be finite and >= 0")
+    if value > most:
+        raise ConfigError(key, value, f"must be at most {most:g} ({unit}): {_BOUNDS[unit]}")
+    return value
+
+
+_BOUNDS = {"W": "more than any edge board draws", "ms": "an hour, longer than any split of a frame takes"}
+
+
+def _stage_stats(at: str, d: Any) -> StageStats:
+    """A split's latency figures: each time finite, >= 0 and at most an hour, the sample count a
+    whole number, and the 95th percentile no less than the median."""
+    if not isinstance(d, dict):
+        raise ConfigError(at, d, f"must be a JSON object of {', '.join(_STAGE_TIMES)} and samples")
+    unknown = sorted(set(d) - set(_STAGE_TIMES) - {"samples"})
+    if unknown:
+        raise ConfigError(f"{at}.{unknown[0]}", d[unknown[0]], f"unknown key; known: {', '.join(_STAGE_TIMES)}, samples")
+    times = {name: float(_figure(f"{at}.{name}", d[name], MAX_STAGE_MS, unit="ms")) for name in _STAGE_TIMES}
+    if times["p95_ms"] < times["median_ms"]:
+        raise ConfigError(f"{at}.p95_ms", d["p95_ms"],
+                          f"is below median_ms ({d['median_ms']}): a 95th percentile is never below the median")
+    return StageStats(**times, samples=_whole(f"{at}.samples", d["samples"]))
 
 
 def load_profile(path: str | Path, side: str | None = None, bundle_digest: str | None = None,
-                 key: str = "profile") -> Profile:
+                 key: str = "profile", num_layers: int | None = None) -> Profile:
     """Read a profile; refuse the wrong side or a profile of another bundle, naming both (and
-    `key`, the config key or flag that named the file)."""
+    `key`, the config key or flag that named the file), or a split beyond the bundle's K (`num_layers`)."""
     p = Path(path)
     try:  # a regular file only: a named pipe blocked the agent's start in open(), deaf to SIGTERM
         with os.fdopen(open_regular(p, key), "rb") as fh:
@@ -189,6 +222,10 @@ def load_profile(path: str | Path, side: str | None = None, bundle_digest: str |
             key, str(p),
             f"was measured for bundle digest {prof.bundle_digest}, not this bundle's {bundle_digest}: profile again",
         )
+    if num_layers is not None:  # the planner takes the highest split for K: 999 made K an offload with an RTT
+        for i, entry in enumerate(data["splits"]):
+            if entry["split"] > num_layers:
+                raise ConfigError(f"{p}: splits[{i}].split", entry["split"], f"not a split of the bundle (0-{num_layers})")
     return prof
 
 

@@ -31,6 +31,9 @@ OTHER_BUNDLE_DETAILS = "agent and server run different bundles"
 #: server accepts (it sets gRPC's min_recv_ping_interval_without_data_ms to it); a client that
 #: pings faster gets GOAWAY too_many_pings. The agent's keepalive_s must be at least this.
 PERMITTED_PING_INTERVAL_MS = 5_000
+#: the largest max_message_mb either side may be set to (gRPC's message lengths are 32-bit):
+#: no frame on the wire is larger
+MAX_MESSAGE_MB = 2047
 
 
 def is_draining(code: grpc.StatusCode, details: str) -> bool:
