@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from splitpoint.errors import ConfigError
-from splitpoint.files import open_regular
+from splitpoint.files import open_regular, parse_json
 
 from .results_file import (
     NOT_A_LOG,
@@ -100,8 +100,8 @@ def scan_jsonl(path: Path, fh: IO[bytes], take: Callable[[dict[str, Any]], None]
             take_start(int(start[1]), start[2].decode("ascii"), None if start[3] is None else start[3].decode("ascii"))
         elif line.strip():
             try:
-                record = json.loads(line)
-            except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+                record = parse_json(line)
+            except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError, nested too deeply
                 if not whole and (line.startswith(b"{") or not line.strip(b"\0")):  # a record cut short
                     log.warning("results log %s: ignoring a torn last line (%d bytes: %s)", path, len(line), exc)
                     break
@@ -181,7 +181,7 @@ def sqlite_record(fid: int, text: Any) -> dict[str, Any]:
     """The record in a SQLite log's row of frame `fid`; ValueError naming the frame when the row
     holds no record of that frame (changed by hand): as a JSONL line that is none, not skipped unsaid."""
     try:
-        record = json.loads(text)
+        record = parse_json(text)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"the record of frame {fid} is not JSON ({exc})") from None
     if not isinstance(record, dict):

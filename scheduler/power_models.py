@@ -6,7 +6,6 @@ throughput, published figures: docs/power.md) and read_battery_percent (how much
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -20,7 +19,7 @@ from typing import Any
 from scheduler.meters import POWER_SUPPLY_ROOT, _os_reason, _read_text
 from splitpoint.config import read_toml
 from splitpoint.errors import ConfigError
-from splitpoint.files import open_regular
+from splitpoint.files import open_regular, parse_json
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +38,13 @@ def _load_mapping(path: str | Path, key: str) -> dict[str, Any]:
             raise ConfigError(key, str(p), exc.reason) from None
     try:
         with os.fdopen(open_regular(p, key), "rb") as fh:
-            data = json.load(fh)
+            data = parse_json(fh.read())
     except FileNotFoundError:
         raise ConfigError(key, str(p), "file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(key, str(p), f"not valid JSON ({exc})") from None
     except OSError as exc:
         raise ConfigError(key, str(p), f"unreadable ({_os_reason(exc)})") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, nested too deeply
+        raise ConfigError(key, str(p), f"not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(key, str(p), "expected a JSON object at the top level")
     return data

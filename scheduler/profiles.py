@@ -25,7 +25,13 @@ import splitpoint
 from scheduler.power_models import MAX_WATTS
 from splitpoint.bundle import Bundle
 from splitpoint.errors import ConfigError
-from splitpoint.files import check_replaceable, json_format_is, open_regular, write_replacing
+from splitpoint.files import (
+    check_replaceable,
+    json_format_is,
+    open_regular,
+    parse_json,
+    write_replacing,
+)
 from splitpoint.wire_metadata import MAX_MESSAGE_MB
 
 log = logging.getLogger(__name__)
@@ -209,10 +215,10 @@ def load_profile(path: str | Path, side: str | None = None, bundle_digest: str |
     p = Path(path)
     try:  # a regular file only: a named pipe blocked the agent's start in open(), deaf to SIGTERM
         with os.fdopen(open_regular(p, key), "rb") as fh:
-            data = json.loads(fh.read())
+            data = parse_json(fh.read())
     except FileNotFoundError:
         raise ConfigError(key, str(p), "file not found") from None
-    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError (not UTF-8 text)
+    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError (not UTF-8 text), too deep
         raise ConfigError(key, str(p), f"unreadable ({exc})") from None
     prof = Profile.from_dict(data, str(p))
     if side is not None and prof.side != side:

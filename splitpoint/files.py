@@ -194,12 +194,21 @@ def json_format_is(fmt: str) -> Callable[[bytes], bool]:
     return is_ours
 
 
+def parse_json(data: bytes | str) -> Any:
+    """json.loads, with JSON nested too deeply for the parser (100,000 `[`: a RecursionError
+    traceback) a ValueError like any other text that is not JSON, for the callers' "not JSON"."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply to be read") from None
+
+
 def json_object(data: bytes) -> dict[str, Any] | None:
     """`data` as a JSON object, or None when it is not one (not JSON, not UTF-8, a list)."""
     if not data.lstrip().startswith(b"{"):
         return None  # not worth parsing: a model, an image, notes
     try:
-        value = json.loads(data)
+        value = parse_json(data)
     except ValueError:  # JSONDecodeError, UnicodeDecodeError
         return None
     return value if isinstance(value, dict) else None
