@@ -27,13 +27,16 @@ from typing import Any
 from edge_node.bounded import IdRanges, LatencyMedian
 from edge_node.results import each_result
 from edge_node.results_file import NOT_A_LOG_HINT
-from edge_node.results_records import reason_group
+from edge_node.results_records import finite, reason_group
 from splitpoint.errors import ConfigError
 
 #: reasons and errors shown per log, most frequent first; the rest are counted in one line
 SHOWN_REASONS = 8
 #: an example longer than this is cut (the --json output has it whole)
 EXAMPLE_CHARS = 160
+#: the longest end-to-end time taken as a frame's, ms (an hour): a record's 1e308 made the median
+#: Infinity (not JSON) and its max wrong; longer, negative or not finite, it is left out and counted
+MAX_END_TO_END_MS = 3_600_000.0
 
 
 @dataclass
@@ -84,6 +87,9 @@ class LogSummary:
     #: records whose frame id an earlier record of the same log has: the agent writes one per frame,
     #: so these are logs joined together or written by two runs; counted, not taken for more frames
     repeated: int = 0
+    #: ok records whose end_to_end is no time a frame takes (negative, not finite, over an hour): another
+    #: writer's or a bad clock's; left out of the latency figures (a -5 was shown as 0.0) and counted
+    odd_latency: int = 0
     _ids: IdRanges = field(default_factory=IdRanges, repr=False)
 
     def add(self, r: dict[str, Any]) -> None:
@@ -119,7 +125,10 @@ class LogSummary:
         timings = r.get("timings_ms")
         e2e = timings.get("end_to_end") if isinstance(timings, dict) else None
         if isinstance(e2e, (int, float)) and not isinstance(e2e, bool):
-            self.latency.add(float(e2e))
+            if 0 <= e2e <= MAX_END_TO_END_MS:  # NaN too is not
+                self.latency.add(float(e2e))
+            else:
+                self.odd_latency += 1
         if r.get("true_label") is not None:
             self.labelled += 1
             self.correct += r.get("label") == r.get("true_label")
@@ -130,6 +139,7 @@ class LogSummary:
         self.frames += other.frames
         self.models.update(other.models)
         self.repeated += other.repeated
+        self.odd_latency += other.odd_latency
         self.status.update(other.status)
         self.where.update(other.where)
         self.splits.update(other.splits)
@@ -153,7 +163,7 @@ class LogSummary:
             "log": self.name, "frames": self.frames, "status": dict(self.status), "where": dict(self.where),
             "splits": {str(k): n for k, n in sorted(self.splits.items())},
             "end_to_end_ms": {"median": lat.median(), "p95": lat.quantile(0.95), "p99": lat.quantile(0.99),
-                              "max": lat.quantile(1.0)},
+                              "max": lat.quantile(1.0), "left_out": self.odd_latency},
             "fallbacks": self.fallbacks.as_json(), "errors": self.errors.as_json(),
             "replicas": dict(_ranked(self.replicas)), "hedged": self.hedged,
             "hedged_local_first": self.hedged_local_first, "raced": self.raced,
@@ -258,6 +268,9 @@ def format_summary(s: LogSummary) -> str:
     if lat.count:
         lines.append(f"  end-to-end ms: median {lat.median():.1f}, p95 {lat.quantile(0.95):.1f}, "
                      f"p99 {lat.quantile(0.99):.1f}, max {lat.quantile(1.0):.1f}")
+    if s.odd_latency:
+        lines.append(f"  end-to-end of {_n(s.odd_latency)} record{'s' if s.odd_latency > 1 else ''} left out: "
+                     "negative, not a number or over an hour")
     if s.splits:
         lines.append("  splits: " + ", ".join(f"k={k} {_n(n)} ({n / ok:.0%})" for k, n in _ranked(s.splits)))
     lines += _grouped("ran locally instead of in the cloud", s.fallbacks)
@@ -276,7 +289,8 @@ def format_summary(s: LogSummary) -> str:
 def run_report(paths: list[str], as_json: bool = False) -> int:
     summaries = summarize(paths)
     if as_json:
-        print(json.dumps([s.as_json() for s in summaries], indent=2))
+        # strict JSON: nothing here is Infinity or NaN, and were it ever, null rather than unreadable output
+        print(json.dumps(finite([s.as_json() for s in summaries]), indent=2, allow_nan=False))
     else:
         print("\n\n".join(format_summary(s) for s in summaries))
     return 0

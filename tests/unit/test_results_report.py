@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -224,3 +225,30 @@ def test_repeated_frame_ids_and_models_are_said(tmp_path, capsys) -> None:
         fh.write(json.dumps(ok(3, "cloud", 3, 10.0)) + "\n")
     assert main(["results", str(one)]) == 0
     assert "  model: m@sha256:0 3 (1 records name none)" in capsys.readouterr().out
+
+
+def test_an_end_to_end_no_frame_takes_is_left_out_and_counted(tmp_path: Path) -> None:
+    """Two records of 1e308 ms made `results --json` print "median": Infinity (not JSON) and a
+    wrong max; a -5 ms was shown as 0.0. Left out of the figures, counted, and the JSON strict."""
+    from splitpoint.results_report import format_summary
+
+    log = tmp_path / "r.jsonl"
+    lines = [{"frame_id": i, "status": "ok", "where": "cloud", "timings_ms": {"end_to_end": ms}}
+             for i, ms in enumerate([1e308, 1e308, -5, 12.0, 4e6])]
+    log.write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"frame_id":9,"status":"ok","timings_ms":{"end_to_end":NaN}}\n')
+    s, = summarize([str(log)])
+    text = format_summary(s)
+    assert "median 12.0, p95 12.0, p99 12.0, max 12.0" in text, text
+    assert "end-to-end of 5 records left out: negative, not a number or over an hour" in text, text
+    assert s.as_json()["end_to_end_ms"]["left_out"] == 5
+
+
+def test_results_json_is_strict_even_with_no_latency(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from splitpoint.results_report import run_report
+
+    log = tmp_path / "r.jsonl"
+    log.write_text('{"frame_id":1,"status":"ok","where":"cloud","timings_ms":{"end_to_end":1e308}}\n')
+    assert run_report([str(log)], as_json=True) == 0
+    out = capsys.readouterr().out
+    figures = json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in the JSON output"))[0]["end_to_end_ms"]
+    assert figures == {"median": None, "p95": None, "p99": None, "max": None, "left_out": 1}
