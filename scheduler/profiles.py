@@ -30,7 +30,7 @@ from splitpoint.files import (
     json_format_is,
     open_regular,
     parse_json,
-    write_replacing,
+    write_replacing_named,
 )
 from splitpoint.wire_metadata import MAX_MESSAGE_MB
 
@@ -116,8 +116,9 @@ class Profile:
 
     def save(self, path: str | Path, key: str = "profile") -> None:
         """Write the profile to `path`, atomically; an existing file there must be an earlier
-        profile (or empty): anything else is refused, naming `key` and the file, and left as it is."""
-        write_replacing(path, json.dumps(self.to_dict(), indent=2) + "\n", key, WHAT, is_profile)
+        profile (or empty): anything else is refused, naming `key` and the file, and left as it is;
+        a write that fails (a full disk) is named likewise (exit 1)."""
+        write_replacing_named(path, json.dumps(self.to_dict(), indent=2) + "\n", key, WHAT, is_profile)
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "profile") -> Profile:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from scheduler.profiles import Profile, SplitProfile, StageStats, check_output
 from splitpoint.bundle import EDGETPU_CACHE_BYTES, Manifest
-from splitpoint.files import check_replaceable, json_object, write_replacing
+from splitpoint.files import check_replaceable, json_object, write_replacing_named
 
 PI_MACS_PER_S = 1.0e9  # TFLite int8 on a Pi 3B+'s four A53 cores, roughly
 EDGETPU_SPEEDUP = 6.0  # the paper: mean execution time with the Coral about 1/6
@@ -125,5 +125,5 @@ def write_reference_profiles(m: Manifest, out_dir: Path, key: str = "-o") -> tup
     check_replaceable(paths[2], key, REFERENCE_TABLE, is_reference_table)
     edge.save(paths[0], key)
     cloud.save(paths[1], key)
-    write_replacing(paths[2], json.dumps(table, indent=2) + "\n", key, REFERENCE_TABLE, is_reference_table)
+    write_replacing_named(paths[2], json.dumps(table, indent=2) + "\n", key, REFERENCE_TABLE, is_reference_table)
     return paths

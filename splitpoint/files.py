@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from splitpoint.errors import ConfigError
+from splitpoint.errors import ConfigError, SplitpointError, show_value
 
 
 def sha256_file(path: str | Path) -> str:
@@ -150,6 +150,17 @@ def write_replacing(path: str | Path, text: str, key: str, what: str, is_ours: C
     check_replaceable(p, key, what, is_ours)
     p.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(p, text.encode("utf-8"))
+
+
+def write_replacing_named(path: str | Path, text: str, key: str, what: str, is_ours: Callable[[bytes], bool]) -> None:
+    """`write_replacing`, a write that fails (a full disk, a read-only one) named by `key` and the
+    file in one line (SplitpointError, exit 1): the OSError alone said only "No space left on
+    device", after every split had been measured."""
+    try:
+        write_replacing(path, text, key, what, is_ours)
+    except OSError as err:
+        raise SplitpointError(f"{key} = {show_value(str(path))}: could not be written ({err.strerror or err}); "
+                              "what was there is left as it was") from None
 
 
 def write_atomically(path: Path, data: bytes, private: bool = False) -> None:

@@ -110,3 +110,27 @@ def test_a_rate_faster_than_any_uplink_is_refused_with_or_without_its_unit(text:
     with pytest.raises(ConfigError, match=r"is too large to be a rate: above 1e\+12 bit/s \(1Tbps\)"):
         parse_bandwidth(text)
     assert parse_bandwidth("1e12") == parse_bandwidth("1000Gbps") == 1e12
+
+
+def test_a_profile_that_cannot_be_written_is_named_and_the_old_one_kept(tmp_path: Path) -> None:
+    """On a full disk `profile edge -o p.json` said only "No space left on device", after every
+    split was measured. A file-size limit makes the write fail for real (EFBIG), without root."""
+    import resource
+    import signal
+
+    from splitpoint.errors import SplitpointError
+
+    path = saved(tmp_path, "edge")
+    before = path.read_bytes()
+    big = profile("edge")
+    big.device = {"notes": "x" * 100_000}
+    limits, handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, limits[1]))
+    try:
+        with pytest.raises(SplitpointError) as err:
+            big.save(path, "-o")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert str(err.value) == (f'-o = "{path}": could not be written (File too large); what was there is left as it was')
+    assert err.value.exit_code == 1 and path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [path.name]
