@@ -16,7 +16,7 @@ import pytest
 from scheduler.profiles import Profile, SplitProfile, StageStats, check_output, load_profile
 from splitpoint.bench.report_tables import is_report, render_markdown
 from splitpoint.bench.results import BenchResult, is_result
-from splitpoint.errors import ConfigError
+from splitpoint.errors import ConfigError, SplitpointError
 from splitpoint.files import check_replaceable, write_replacing
 from splitpoint.loadtest_report import LoadReport
 from splitpoint.loadtest_report import is_report as is_loadtest_report
@@ -112,7 +112,7 @@ def test_a_failed_write_leaves_the_earlier_file_and_no_temporary_one(tmp_path: P
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", full)
-    with pytest.raises(OSError):
+    with pytest.raises(SplitpointError, match=r'^profile = ".*p\.json": could not be written \(No space left on device\)'):
         profile(2.0).save(target)
     assert load_profile(target).latency_ms(0) == 1.0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.json"]
