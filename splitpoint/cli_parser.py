@@ -278,7 +278,7 @@ def _add_profile(p: argparse.ArgumentParser) -> None:
     # defaults None: given to another side than edge they are refused, not ignored (cmd_profile)
     g.add_argument("--device", help="edge: cpu, edgetpu, edgetpu:usb:N (default cpu)")
     g.add_argument("--threads", type=up_to(MAX_THREADS), help="edge: LiteRT threads (default 1)")
-    g.add_argument("--runs", type=up_to(100_000), default=50, help="timed runs per split after warm-up (default 50)")
+    g.add_argument("--runs", type=up_to(100_000), help="timed runs per split after warm-up (default 50)")
     g.add_argument("--splits", metavar="K,K,...", help="edge: profile only these splits (and K); default every split")
 
 

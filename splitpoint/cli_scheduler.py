@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from splitpoint import config as cfg
+from splitpoint.cli_signals import sigterm_interrupts
 from splitpoint.errors import ConfigError
 
 
@@ -53,6 +54,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
         if args.output == "":
             raise ConfigError("-o", "", "give a directory (or leave -o out for ./reference-profiles)")
+        if args.runs is not None:  # it was ignored without a word: nothing is timed
+            raise ConfigError("--runs", args.runs, "is for `profile edge` and `profile cloud`; `profile reference` "
+                                                   "measures nothing (its figures are a model's)")
         out = Path(args.output if args.output is not None else "reference-profiles")
         paths = write_reference_profiles(load_bundle(args.bundle, verify=False).manifest, out)
         for path in paths[:2]:
@@ -61,23 +65,30 @@ def cmd_profile(args: argparse.Namespace) -> int:
         return 0
     if not args.output:
         raise ConfigError("-o", None, "give the profile file to write with -o FILE")
+    for flag, value, default in (("--splits", args.splits, "every split"), ("--device", args.device, "the CPU")):
+        if value == "":  # a variable left empty: not "the default" (it profiled every split, or the CPU)
+            raise ConfigError(flag, "", f"give a value (or leave the flag out for {default})")
     # found now, not after every split is measured: -o bundle/manifest.json or notes.md is refused
     check_output(args.output, "-o")
-    if args.side == "edge":
-        from edge_node.heads import EdgeHeads
-        from scheduler.power import find_meter
-        from splitpoint.runtime.litert import Device
+    # SIGTERM as Ctrl-C, as for bench: "interrupted", exit 130 (it was 143 without a word), and the
+    # earlier profile at -o left as it was (the new one is written whole or not at all)
+    runs = 50 if args.runs is None else args.runs
+    with sigterm_interrupts():
+        if args.side == "edge":
+            from edge_node.heads import EdgeHeads
+            from scheduler.power import find_meter
+            from splitpoint.runtime.litert import Device
 
-        bundle = load_bundle(args.bundle, side="edge")
-        only = _split_list(args.splits, bundle.manifest.split_ids) if args.splits else None
-        meter, _ = find_meter()  # logs what it found, or why there is none
-        heads = EdgeHeads(bundle, Device.parse(args.device or "cpu", "--device"), cpu_fallback=False, splits=only,
-                          num_threads=args.threads or 1)
-        prof = profile_edge(heads, bundle, runs=args.runs, meter=meter)
-    else:
-        bundle = load_bundle(args.bundle, side="cloud")
-        prof = profile_cloud(bundle, runs=args.runs)
-    prof.save(args.output, "-o")
+            bundle = load_bundle(args.bundle, side="edge")
+            only = _split_list(args.splits, bundle.manifest.split_ids) if args.splits else None
+            meter, _ = find_meter()  # logs what it found, or why there is none
+            heads = EdgeHeads(bundle, Device.parse(args.device or "cpu", "--device"), cpu_fallback=False, splits=only,
+                              num_threads=args.threads or 1)
+            prof = profile_edge(heads, bundle, runs=runs, meter=meter)
+        else:
+            bundle = load_bundle(args.bundle, side="cloud")
+            prof = profile_cloud(bundle, runs=runs)
+        prof.save(args.output, "-o")
     print(format_profile(prof))
     print(f"\nwritten to {args.output}")
     return 0

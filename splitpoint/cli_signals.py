@@ -16,8 +16,8 @@ exists ends them before it starts, exit 0 and one line; once it exists, `on_stop
 agent after the current frame, the server by draining). A SIGHUP goes to `on_reload` (edge: the
 agent re-reads [policy]; cloud: nothing to re-read, said in a log line), kept until the command
 sets one. Every other command gets Python's defaults back with the held signals delivered to
-them, as they would have been. `bench`, `loadtest` and `demo` then make SIGTERM a Ctrl-C
-(`sigterm_interrupts`): they stop what they started, keep what they measured and exit 130.
+them, as they would have been. `bench`, `loadtest`, `demo` and `profile` then make SIGTERM a
+Ctrl-C (`sigterm_interrupts`): they stop what they started, keep what they measured and exit 130.
 """
 
 from __future__ import annotations

@@ -166,6 +166,10 @@ def test_a_profile_written_to_a_directory_is_refused_before_measuring(digits_bun
     (["cloud", "--splits", "1,2"], '--splits = "1,2": is for `profile edge`; `profile cloud` has no use for it'),
     (["reference", "--threads", "2"], "--threads = 2: is for `profile edge`; `profile reference` has no use for it"),
     (["reference", "-o", ""], "-o: give a directory (or leave -o out for ./reference-profiles)"),  # was the cwd
+    (["reference"], "--runs = 2: is for `profile edge` and `profile cloud`; `profile reference` measures nothing "
+                    "(its figures are a model's)"),  # ignored without a word
+    (["edge", "--splits", ""], "--splits: give a value (or leave the flag out for every split)"),  # it profiled all
+    (["edge", "--device", ""], "--device: give a value (or leave the flag out for the CPU)"),  # a variable left empty
 ])
 def test_a_profile_flag_its_side_has_no_use_for_is_refused(digits_bundle: Path, tmp_path: Path, argv: list[str],
                                                            said: str, capsys: pytest.CaptureFixture,
