@@ -54,6 +54,8 @@ class PolicyConfig:
         for key in ("probe_idle_s", "probe_first_s"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"policy.{key}", getattr(self, key), "must be > 0")
+        if self.split is not None and self.split < 0:  # `--print-config` passed it; the agent refused it later
+            raise ConfigError("policy.split", self.split, "must be a split number >= 0")
         if self.min_dwell_frames < 0:
             raise ConfigError("policy.min_dwell_frames", self.min_dwell_frames, "must be >= 0")
         if self.battery_low_pct is not None and not 0 <= self.battery_low_pct <= 100:

@@ -134,3 +134,10 @@ def test_a_profile_that_cannot_be_written_is_named_and_the_old_one_kept(tmp_path
         signal.signal(signal.SIGXFSZ, handler)
     assert str(err.value) == (f'-o = "{path}": could not be written (File too large); what was there is left as it was')
     assert err.value.exit_code == 1 and path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_a_negative_policy_split_is_refused_when_the_config_is_read() -> None:
+    """`policy.split = -1` passed `--print-config`; only the agent's start refused it."""
+    with pytest.raises(ConfigError, match=r"^policy\.split = -1: must be a split number >= 0$"):
+        PolicyConfig(name="fixed", split=-1).validate()
+    PolicyConfig(name="fixed", split=0).validate()
