@@ -138,8 +138,11 @@ def test_policy_explain_of_the_fixed_policy_chooses_its_split(digits_bundle: Pat
 def test_policy_explain_plans_over_the_bundles_splits_not_the_profiles(digits_bundle: Path, tmp_path: Path,
                                                                        capsys: pytest.CaptureFixture) -> None:
     """A profile of another bundle of the same model (same digest, other --splits) passes the digest
-    check: explain chose k = 3 of a bundle without it, and a profiled k = 99 that costs nothing."""
+    check: explain chose k = 3 of a bundle without it, and a profiled k = 99 that costs nothing.
+    A split beyond the bundle's K is no split of any bundle of the model: refused, naming it (the
+    planner took the highest split for K)."""
     edge, cloud = synthetic_profiles(digits_bundle)
+    K = load_bundle(digits_bundle).manifest.num_layers
     for p in (edge, cloud):
         p.splits[99] = SplitProfile(99, 0, StageStats.constant(0.0))
     edge.save(tmp_path / "e.json")
@@ -147,6 +150,13 @@ def test_policy_explain_plans_over_the_bundles_splits_not_the_profiles(digits_bu
     args = ["policy", "explain", "--bundle", str(digits_bundle), "--edge-profile", str(tmp_path / "e.json"),
             "--cloud-profile", str(tmp_path / "c.json"), "--rtt", "5ms", "--bandwidth", "1000Mbps", "--json"]
     capsys.readouterr()
+    assert main([*args, "--policy", "min-latency"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        f"{tmp_path / 'e.json'}: splits[{len(edge.splits) - 1}].split = 99: not a split of the bundle (0-{K})")
+    for p in (edge, cloud):
+        del p.splits[99]
+    edge.save(tmp_path / "e.json")
+    cloud.save(tmp_path / "c.json")
     assert main([*args, "--policy", "min-latency"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["chosen"] == 0 and sorted(p["split"] for p in out["splits"]) == load_bundle(digits_bundle).manifest.split_ids
