@@ -240,6 +240,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError("--config", str(p), f"not valid TOML ({exc}){bom}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError("--config", str(p), f"not UTF-8 text, so not TOML (byte {exc.start})") from None
+    except RecursionError:  # 100,000 `[`: tomllib's parser recurses, and ended in a traceback
+        raise ConfigError("--config", str(p), "not valid TOML (nested too deeply to be read)") from None
     except OSError as exc:
         raise ConfigError("--config", str(p), f"unreadable ({exc.strerror})") from None
 

@@ -26,7 +26,6 @@ flag), the value and why: the CLI exits 2 with that line.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import tomllib
@@ -35,7 +34,7 @@ from typing import Any
 
 from splitpoint import detection
 from splitpoint.errors import ConfigError
-from splitpoint.files import open_regular
+from splitpoint.files import open_regular, parse_json
 
 #: the partition flags that set a detection key (argparse dest -> key)
 FLAG_KEYS = {"detection_kind": "kind", "score_threshold": "score_threshold", "nms_iou": "nms_iou",
@@ -64,8 +63,10 @@ def read_file(path: str) -> dict[str, Any]:
     text = _text(key, path)
     is_json = Path(path).suffix.lower() == ".json"
     try:
-        data = json.loads(text) if is_json else tomllib.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        data = parse_json(text) if is_json else tomllib.loads(text)
+    except RecursionError:  # tomllib's parser recurses (parse_json says so for JSON)
+        raise ConfigError(key, path, "not valid TOML (nested too deeply to be read)") from None
+    except ValueError as exc:  # JSONDecodeError, TOMLDecodeError, JSON nested too deeply
         kind = "JSON" if is_json else "TOML (give a .json file for JSON)"
         raise ConfigError(key, path, f"not valid {kind}: {exc}") from None
     if not isinstance(data, dict):

@@ -41,3 +41,18 @@ def test_a_results_line_nested_too_deeply_is_named_by_its_line(tmp_path: Path) -
     path.write_text('{"frame_id": 1, "origin": "a"}\n' + DEEP + "\n")
     with pytest.raises(ConfigError, match=rf'^results = "{path}": is not a results log \(line 2 is not JSON: nested too deeply'):
         read_results(path)
+
+
+@pytest.mark.parametrize("name", ["c.toml", "d.json"])
+def test_a_config_or_detection_file_nested_too_deeply_is_named(tmp_path: Path, name: str) -> None:
+    """tomllib's parser recurses too: `--config`, a TOML power table or radio file, `--detection`."""
+    from splitpoint.config import read_toml
+    from splitpoint.detection_config import read_file
+
+    path = tmp_path / name
+    path.write_text(("a = " + DEEP) if name.endswith(".toml") else DEEP)
+    if name.endswith(".toml"):
+        with pytest.raises(ConfigError, match=rf'^--config = "{path}": not valid TOML \(nested too deeply to be read\)$'):
+            read_toml(path)
+    with pytest.raises(ConfigError, match=rf'^--detection = "{path}": not valid (TOML|JSON)\b.*nested too deeply'):
+        read_file(str(path))
