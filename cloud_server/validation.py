@@ -13,7 +13,7 @@ from splitpoint.bundle import Manifest, SplitSpec, TensorSpec, split_ranges
 from splitpoint.codec import decode, dtype_name
 from splitpoint.errors import RequestError, TensorError
 from splitpoint.v1 import offload_pb2, tensor_pb2
-from splitpoint.wire_metadata import OTHER_BUNDLE_DETAILS
+from splitpoint.wire_metadata import NO_SUCH_SPLIT_DETAILS, OTHER_BUNDLE_DETAILS
 
 
 def validate_request(req: offload_pb2.InferRequest, manifest: Manifest, max_tensor_bytes: int) -> tuple[SplitSpec, np.ndarray]:
@@ -37,7 +37,7 @@ def validate_tensors(req: offload_pb2.InferRequest, manifest: Manifest,
     try:
         spec = manifest.split(k)
     except Exception:
-        raise RequestError(grpc.StatusCode.NOT_FOUND, f"split {k} is not in the bundle; its splits: {split_ranges(manifest.split_ids)}") from None
+        raise RequestError(grpc.StatusCode.NOT_FOUND, f"split {k} {NO_SUCH_SPLIT_DETAILS}; its splits: {split_ranges(manifest.split_ids)}") from None
     if spec.tail is None:
         raise RequestError(
             grpc.StatusCode.INVALID_ARGUMENT, f"split {k} runs the whole model on the edge; there is no tail to run"

@@ -55,7 +55,13 @@ from prometheus_client import CollectorRegistry
 from scheduler.link import LinkEstimator
 from scheduler.objectives import PolicyConfig
 from scheduler.paths import Timeline
-from scheduler.policy_base import FrameOutcome, SplitPolicy, may_offload, plans_paths
+from scheduler.policy_base import (
+    FrameOutcome,
+    SplitPolicy,
+    may_offload,
+    offload_splits,
+    plans_paths,
+)
 from splitpoint.errors import SplitpointError
 from splitpoint.metrics import serve_metrics
 
@@ -212,7 +218,7 @@ class EdgeAgent:
             if served:
                 self._metrics_server = served[0]
         if cfg.contacts_server(self._may_offload()):
-            self.session.check_server()
+            self.session.check_server(offload_splits(self.policy, self.heads.splits, self.K))
         else:  # no frame will ask the server anything: no "not reachable" warning about it either
             log.debug("the policy runs every frame on the edge: the server is not described")
         self.watchdog.start()

@@ -27,11 +27,12 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import grpc
 
 from scheduler.link import LinkEstimator
+from splitpoint.bundle import split_ranges
 from splitpoint.errors import ConfigError, RemoteError, peer_text, status_code_from_int
 from splitpoint.remote_hints import is_refusal, remote_hint
 from splitpoint.v1 import offload_pb2
@@ -101,9 +102,11 @@ class OffloadSession:
 
     # ------------------------------------------------------------------ the agent's side
 
-    def check_server(self) -> offload_pb2.BundleInfo | None:
+    def check_server(self, offloaded: Collection[int] = ()) -> offload_pb2.BundleInfo | None:
         """Describe the server (a replica of the target). A digest mismatch is fatal, an
-        unreachable server is not (frames run locally until one answers)."""
+        unreachable server is not (frames run locally until one answers). `offloaded`: the splits
+        this agent may send; a server of the same model without some of them (partitioned with
+        other --splits) is warned of, as frames sent there at those splits are refused."""
         try:
             info = self.client.describe()
         except Interrupted:
@@ -134,6 +137,15 @@ class OffloadSession:
             self._reached.add(self.address)
         log.info("cloud %s serves %s; warm tails %s", self.address, peer_text(info.model_name),
                  peer_text(str([s.split for s in info.splits if s.warm])))  # a Describe may list millions
+        served = {s.split for s in info.splits}
+        missing = sorted(k for k in offloaded if k not in served)
+        if missing:
+            # frames there were refused NOT_FOUND one by one, with no word at start (a replica
+            # partitioned with --splits 2,4 among replicas of the whole bundle)
+            replica = self.client.described_by or self.address
+            log.warning("cloud %s has no tail for split(s) %s of this bundle (it serves %s): frames sent there at "
+                        "those splits run here and the replica is backed off from; deploy one bundle to every "
+                        "replica", replica, split_ranges(missing), peer_text(split_ranges(served))[:200])
         return info
 
     def start(self, callbacks: SessionCallbacks) -> None:
@@ -245,9 +257,9 @@ class OffloadSession:
             # a backoff that grows with each such answer, then a new stream (round_robin: perhaps
             # another replica, one still on this bundle) tries again.
             stream.close()
-            wait = self._back_off(RemoteError(grpc.StatusCode.FAILED_PRECONDITION, peer_text(resp.error.message)))
-            log.info("replica %s runs another bundle: frames run here, a new stream in %.1f s",
-                     stream.replica or self.address, wait)
+            wait = self._back_off(RemoteError(code, peer_text(resp.error.message)))
+            log.info("replica %s runs another bundle (%s): frames run here, a new stream in %.1f s",
+                     stream.replica or self.address, peer_text(resp.error.message)[:200], wait)
         assert self._callbacks is not None
         self._callbacks.answer(stream, resp)
 

@@ -4,7 +4,7 @@ The agent (edge_node/agent.py) depends on the `Session` protocol below, not on
 gRPC: unit tests hand it a fake session (tests/unit/test_agent_loop.py).
 `OffloadSession` is the real one. Its interface, all of it:
 
-    check_server() -> BundleInfo | None   describe the server; digest mismatch: ConfigError
+    check_server(splits) -> BundleInfo | None  describe the server; digest mismatch: ConfigError
     start(callbacks)                      take the agent's callbacks; first probe; prober thread
     current_stream() -> Stream | None     the stream to send the next frame on; None: backing off
     reached() -> bool                     has any server answered anything this run
@@ -36,7 +36,7 @@ A `Stream` is what `current_stream` returns and the callbacks name: `send(req) -
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -70,7 +70,7 @@ class SessionCallbacks:
 class Session(Protocol):
     address: str
 
-    def check_server(self) -> offload_pb2.BundleInfo | None: ...
+    def check_server(self, offloaded: Collection[int] = ()) -> offload_pb2.BundleInfo | None: ...
 
     def start(self, callbacks: SessionCallbacks) -> None: ...
 

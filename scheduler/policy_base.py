@@ -86,6 +86,15 @@ def may_offload(policy: SplitPolicy, K: int) -> bool:
     return plans_paths(policy) or getattr(policy, "split", None) != K
 
 
+def offload_splits(policy: SplitPolicy, splits: list[int], K: int) -> list[int]:
+    """The splits `policy` may send to a server, of the bundle's `splits`: a fixed policy's own
+    (none at k = K), an adaptive one's every split but K."""
+    if plans_paths(policy):
+        return [k for k in splits if k != K]
+    split = getattr(policy, "split", None)
+    return [split] if isinstance(split, int) and split != K else []
+
+
 def plans_paths(policy: SplitPolicy) -> bool:
     """Whether the policy predicts (an adaptive one): the agent then plans each frame's path, and
     frames may be in flight on the link while the next runs on the edge, also in latency mode."""

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 from edge_node.disk_space import LOW_FREE_BYTES
 from edge_node.results_records import check_log_start
-from splitpoint.doctor_bundle import bundle_digest, check_bundle
+from splitpoint.doctor_bundle import bundle_identity, check_bundle
 from splitpoint.doctor_checks import Check, _plain, guarded
 from splitpoint.doctor_cloud import _BOOL_KEYS, TRANSPORT_KEYS, check_cloud
 from splitpoint.doctor_cloud import client_factories as client_factories  # the CLI's, re-exported
@@ -268,10 +268,10 @@ def run_doctor(bundle: str | None, cloud: str | None, device: str, results: str 
     emit(guarded("runtimes", check_runtimes))
     emit(guarded("Edge TPU", check_edgetpu, device))
     emit(guarded("power supply", check_power))
-    digest = None
+    identity = None
     if bundle:
         emit(guarded("bundle", check_bundle, bundle, device))
-        digest = bundle_digest(bundle)
+        identity = bundle_identity(bundle)
     else:
         emit([Check("skip", "bundle", "no bundle given (--bundle or `bundle` in --config)")])
     emit(guarded("source", check_source, source, bundle))
@@ -284,7 +284,7 @@ def run_doctor(bundle: str | None, cloud: str | None, device: str, results: str 
     elif cloud and make_client is not None:
         makes = make_client if isinstance(make_client, list) else [make_client]
         for make in makes:
-            emit(guarded("cloud", check_cloud, make, digest, transport, len(makes) > 1))
+            emit(guarded("cloud", check_cloud, make, identity, transport, len(makes) > 1))
     else:
         emit([Check("skip", "cloud", "no server given (--cloud or `cloud` in --config)")])
     emit(guarded("disk", check_disk, results or "results.jsonl", results_format or "jsonl"))

@@ -55,14 +55,16 @@ def check_bundle(path: str, device: str = "cpu") -> list[Check]:
     return out
 
 
-def bundle_digest(path: str) -> str | None:
-    """The bundle's model digest from its manifest, or None when it cannot be read."""
+def bundle_identity(path: str) -> tuple[str, list[int]] | None:
+    """The bundle's model digest and the splits it may send a server (every one but K), from its
+    manifest; None when it cannot be read."""
     from splitpoint.bundle import load_bundle
 
     try:
-        return load_bundle(path, verify=False).manifest.model_digest
+        m = load_bundle(path, verify=False).manifest
     except Exception:
         return None
+    return m.model_digest, [k for k in m.split_ids if k != m.num_layers]
 
 
 def check_edgetpu_head(bundle: Bundle, device: str) -> list[Check]:

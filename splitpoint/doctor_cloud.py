@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from splitpoint.bundle import split_ranges
 from splitpoint.doctor_checks import Check, _plain
 from splitpoint.remote_hints import remote_hint
 
@@ -118,9 +119,10 @@ def _is_loopback(address: str) -> bool:
     return True
 
 
-def check_cloud(make_client: Callable[[], Any], digest: str | None, transport: str = "",
+def check_cloud(make_client: Callable[[], Any], bundle: tuple[str, list[int]] | None, transport: str = "",
                 replica: bool = False) -> list[Check]:
-    """Describe and Probe the server: reachable, which model, same digest as here, clock skew.
+    """Describe and Probe the server: reachable, which model, same bundle as here (`bundle`: the
+    local one's digest and the splits it may send), clock skew.
 
     `transport` names how the client talks ("TLS", "mutual TLS", "plaintext") for the report;
     `replica`: the server is one of a list, named on each line (replicas may differ in bundle and clock).
@@ -152,12 +154,18 @@ def check_cloud(make_client: Callable[[], Any], digest: str | None, transport: s
         out.append(Check("warn", "cloud transport",
                          "plaintext to a non-loopback address: anyone on the path can read and alter frames; "
                          "set tls_ca (see docs/security.md)"))
-    if digest is not None:
-        same = info.model_digest == digest
-        out.append(Check("ok" if same else "FAIL", "cloud bundle", named +
-                         ("same model digest as the local bundle" if same else
-                         f"server runs {info.model_digest[:23]}..., local bundle is {digest[:23]}...: "
-                         "deploy the same bundle to both")))
+    if bundle is not None:
+        digest, splits = bundle
+        served = {s.split for s in info.splits}
+        missing = [k for k in splits if k not in served]
+        same = info.model_digest == digest and not missing
+        out.append(Check("ok" if same else "FAIL", "cloud bundle", named + (
+            "same model digest as the local bundle" if same else
+            f"server runs {info.model_digest[:23]}..., local bundle is {digest[:23]}...: deploy the same bundle to both"
+            if info.model_digest != digest else
+            # the same model partitioned with other --splits: frames at these splits are refused there
+            f"the same model, but the server has no tail for split(s) {split_ranges(missing)} of the local bundle "
+            f"(it serves {split_ranges(served)[:200]}): deploy the same bundle to both")))
     server_ns = int(getattr(probe, "server_unix_ns", 0) or 0)  # servers before this field answer 0
     if server_ns:
         skew = (server_ns - (t0 + t1) / 2) / 1e9

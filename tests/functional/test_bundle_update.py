@@ -108,3 +108,28 @@ def test_an_agent_started_mid_rollout_names_the_replica_on_another_bundle(digits
             capture_output=True, text=True, cwd=tmp_path, env=cli_env(), timeout=WAIT_S)
     assert proc.returncode == 2, proc.stderr
     assert any(f"the server {s.address} runs bundle digits-cnn sha256:2222" in proc.stderr for s in (a, b)), proc.stderr
+
+
+def test_a_replica_without_the_agents_split_is_warned_of_and_backed_off(digits_bundle: Path,
+                                                                        tmp_path: Path) -> None:
+    """A replica of the same model partitioned with other --splits (the same digest) answered every
+    frame at a split it lacks NOT_FOUND, one by one, for the stream's whole lifetime (5 minutes of
+    frames sent to be refused), with no word at start."""
+    partial = tmp_path / "bundle-no-3"
+    shutil.copytree(digits_bundle, partial)
+    manifest = json.loads((partial / "manifest.json").read_text())
+    manifest["splits"] = [s for s in manifest["splits"] if s["split"] != 3]
+    (partial / "manifest.json").write_text(json.dumps(manifest))
+    results = tmp_path / "r.jsonl"
+    with running_server(partial) as server:
+        proc = subprocess.run(
+            [sys.executable, "-m", "splitpoint", "edge", "--insecure", "--bundle", str(digits_bundle),
+             "--source", "synthetic:100", "--fps", "50", "--cloud", server.address, "--split", "3",
+             "--results", str(results)],
+            capture_output=True, text=True, cwd=tmp_path, env=cli_env(), timeout=WAIT_S)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"cloud {server.address} has no tail for split(s) 3 of this bundle" in proc.stderr, proc.stderr
+    records = read_results(results)
+    assert len(records) == 100 and all(r["status"] == "ok" and r["where"] == "local" for r in records)
+    refused = sum("NOT_FOUND" in why for why in reasons(results))
+    assert 1 <= refused <= 10 and backed_off(results) >= 80, (refused, backed_off(results))

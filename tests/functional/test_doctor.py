@@ -76,12 +76,16 @@ def test_cloud_checks(cloud_server, digits_bundle: Path, tmp_path: Path) -> None
     def client(addr: str):
         return lambda: OffloadClient(addr, timeout_s=3, security=ClientSecurity(insecure=True))
 
-    digest = doctor.bundle_digest(str(digits_bundle))
+    digest = doctor.bundle_identity(str(digits_bundle))
+    assert digest is not None and digest[1] == list(range(7))  # every split but K = 7
     ok = doctor.check_cloud(client(cloud_server.address), digest)
     assert [c.status for c in ok] == ["ok", "ok", "ok"]
     assert ok[2].name == "clock skew"
-    other = doctor.check_cloud(client(cloud_server.address), "sha256:other")
+    other = doctor.check_cloud(client(cloud_server.address), ("sha256:other", digest[1]))
     assert other[1].status == "FAIL" and "sha256:other" in other[1].detail
+    # the same model partitioned with other --splits: the digest matches, a split does not (was "ok")
+    fewer = doctor.check_cloud(client(cloud_server.address), (digest[0], [*digest[1], 9]))
+    assert fewer[1].status == "FAIL" and "has no tail for split(s) 9 of the local bundle" in fewer[1].detail
     sock, addr = dead_address()
     try:
         dead = doctor.check_cloud(client(addr), digest)

@@ -457,3 +457,15 @@ def test_the_planner_predicts_with_the_same_functions() -> None:
         assert p.energy_mj == pytest.approx(HEAD_W[k] * HEAD_MS[k] + tx * p.transfer_ms + 1.5 * (43.0 + TAIL_MS[k]))
     local = model.predict(len(WIRE) - 1, link)
     assert local.energy_mj == pytest.approx(HEAD_W[-1] * HEAD_MS[-1]) and local.transfer_ms == 0.0
+
+
+def test_the_splits_a_policy_may_send_are_a_fixed_ones_or_all_but_K() -> None:
+    """What the agent asks a server to have tails for (session.check_server warns of the rest)."""
+    from types import SimpleNamespace
+
+    from scheduler.policy_base import FixedPolicy, offload_splits
+
+    assert offload_splits(FixedPolicy(3), [0, 1, 3, 7], 7) == [3]
+    assert offload_splits(FixedPolicy(7), [0, 1, 3, 7], 7) == []  # all on the edge: nothing is sent
+    adaptive = SimpleNamespace(link=object())  # a policy that plans paths with a link estimate
+    assert offload_splits(adaptive, [0, 1, 3, 7], 7) == [0, 1, 3]  # type: ignore[arg-type]
