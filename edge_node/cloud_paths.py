@@ -341,15 +341,20 @@ class CloudPaths:
     def check_silence(self, now: float) -> None:
         """Give up every stream that has answered nothing - not even an error - for twice
         frame_deadline_ms (the horizon after which no answer is expected: `forget_late`) since a
-        frame was sent on it (see the module doc). The watchdog calls it every tick."""
+        frame was sent on it (see the module doc); at once frame_deadline_ms, set it aside (no new
+        frame on it: a hung replica got the frames after the first overdue one too, each waiting
+        its full deadline, while other replicas stood by). The watchdog calls it every tick."""
         horizon_s = self._answer_horizon_s()
         with self._lock:
+            overdue = [(stream, since) for stream, (since, _) in self._owed.items() if now - since >= horizon_s / 2]
             silent = {stream: owed for stream, owed in self._owed.items()
                       if now - owed[0] >= horizon_s and stream not in self._silenced}
             for stream, (since, _) in silent.items():
                 self._silenced[stream] = (f"nothing came back on its stream for {(now - since) * 1000:.0f} ms "
                                           f"(over twice frame_deadline_ms = {self.config.frame_deadline_ms}): "
                                           "server or link stalled")
+        for stream, since in overdue:
+            self.session.set_aside(stream, f"answered nothing for {(now - since) * 1000:.0f} ms (frame_deadline_ms)")
         for stream, (since, sent) in silent.items():
             self.session.give_up(stream, f"nothing came back for {(now - since) * 1000:.0f} ms (2 x frame_deadline_ms) "
                                          f"while {sent} frame(s) sent on it waited")

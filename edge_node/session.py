@@ -225,6 +225,13 @@ class OffloadSession:
         self.client.close()
         self._failures.flush()
 
+    def set_aside(self, stream: Stream, why: str) -> None:
+        """No new frame on `stream`; those on it may still be answered. The next frame opens a new
+        stream, which round_robin places on another replica (no backoff: others may be fine)."""
+        if isinstance(stream, InferStream) and stream.accepting:
+            log.info("stream to %s %s: new frames go on a new stream", stream.replica or self.address, why)
+            stream.close()
+
     def give_up(self, stream: Stream, why: str) -> None:
         """A server that takes frames and answers nothing is treated as one that failed: the
         stream is cancelled (stream_ended falls its frames back) and the backoff starts."""

@@ -11,6 +11,9 @@ gRPC: unit tests hand it a fake session (tests/unit/test_agent_loop.py).
     last_error() -> RemoteError | None    the last call or stream that failed (for the end-of-run line)
     address                               what the session connects to (for messages)
     close(abandon)                        end the streams (cancel them when frames are abandoned)
+    set_aside(stream, why)                the stream answered nothing for frame_deadline_ms: no new
+                                          frame on it (its own may still be answered); the next opens
+                                          a new stream, perhaps on another replica
     give_up(stream, why)                  the stream answered nothing for 2 x frame_deadline_ms:
                                           cancel it (its frames fall back), back off as after an error
 
@@ -85,5 +88,7 @@ class Session(Protocol):
     def close(self, abandon: bool, timeout_s: float = 2.0) -> None: ...
 
     def interrupt(self) -> None: ...
+
+    def set_aside(self, stream: Stream, why: str) -> None: ...
 
     def give_up(self, stream: Stream, why: str) -> None: ...

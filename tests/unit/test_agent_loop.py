@@ -148,6 +148,7 @@ class FakeStream:
         self.replica = f"replica-{n}"
         self.end_error: RemoteError | None = None
         self.open = True
+        self.accepting = True  # False: set aside, its frames may still be answered
         self.sent: list[offload_pb2.InferRequest] = []
 
     def send(self, req: offload_pb2.InferRequest) -> bool:
@@ -170,6 +171,7 @@ class FakeSession:
         self.closed_with: bool | None = None
         self.lost: list[int] = []
         self.given_up: list[tuple[FakeStream, str]] = []
+        self.set_aside_calls: list[tuple[FakeStream, str]] = []
 
     def check_server(self, offloaded: Any = ()) -> None:  # the splits the agent may send
         return None
@@ -180,7 +182,7 @@ class FakeSession:
     def current_stream(self) -> FakeStream | None:
         if not self.available:
             return None
-        if not self.streams or not self.streams[-1].open:
+        if not self.streams or not self.streams[-1].open or not self.streams[-1].accepting:
             self.streams.append(FakeStream(len(self.streams)))
         return self.streams[-1]
 
@@ -199,6 +201,12 @@ class FakeSession:
 
     def interrupt(self) -> None:
         self.interrupted = True
+
+    def set_aside(self, stream: FakeStream, why: str) -> None:
+        """As OffloadSession: no new frame on it; the next opens a new stream."""
+        if stream.accepting:
+            self.set_aside_calls.append((stream, why))
+            stream.accepting = False
 
     def give_up(self, stream: FakeStream, why: str) -> None:
         """As OffloadSession: the stream is cancelled (it ends, CANCELLED) and no new one is
@@ -681,20 +689,25 @@ def test_a_stream_that_answers_nothing_for_twice_the_frame_deadline_is_given_up(
     h.clock.t += 1.5
     h.feed(1)
     h.clock.t += 0.5 - 0.001  # frame 0 has waited just under 2 s
-    h.agent.watchdog.tick()  # both are hedged (their local runs queued), the stream is kept
+    h.agent.watchdog.tick()  # both are hedged (their local runs queued), the stream is kept ...
     assert not h.session.given_up
-    h.feed(2)
+    # ... but set aside: silent for over frame_deadline_ms, it took every next frame too (a hung
+    # replica among healthy ones held each for its full deadline)
+    ((aside, why),) = h.session.set_aside_calls
+    assert aside is h.session.streams[0] and why == "answered nothing for 1999 ms (frame_deadline_ms)"
+    h.feed(2)  # on a new stream: round_robin may place it on another replica
+    assert [r.frame_id for r in h.session.streams[1].sent] == [2]
     h.clock.t += 0.002
     h.agent.watchdog.tick()
     ((stream, why),) = h.session.given_up
     assert stream is h.session.streams[0]
-    assert why == "nothing came back for 2001 ms (2 x frame_deadline_ms) while 3 frame(s) sent on it waited"
-    assert h.session.lost == [3]  # the stream ended: frame 2, not hedged yet, falls back at once
+    assert why == "nothing came back for 2001 ms (2 x frame_deadline_ms) while 2 frame(s) sent on it waited"
+    assert h.session.lost == [2]  # the stream ended: its two hedged frames
+    h.session.answer(2)
     h.local.run_all()
     by_id = h.by_id()
     assert by_id[0]["hedged"] is True and by_id[1]["hedged"] is True  # their hedges' local runs
-    assert by_id[2]["fallback_reason"] == ("nothing came back on its stream for 2001 ms "
-                                           "(over twice frame_deadline_ms = 1000): server or link stalled")
+    assert by_id[2]["where"] == "cloud"
     assert h.idle() and h.booked() == ([], [])
     h.feed(3)  # backing off: no stream, the frame runs here at once
     h.local.run_all()
@@ -764,10 +777,11 @@ def test_hedge_off_gives_up_at_frame_deadline(tmp_path: Path) -> None:
     assert (r["where"], r["fallback_reason"]) == ("local", "no answer within frame_deadline_ms = 300")
     assert h.idle() and h.booked() == ([], [])
     assert not h.session.given_up  # the stream answered (late) within 2 x frame_deadline_ms
-    h.feed(1)
+    assert [s for s, _ in h.session.set_aside_calls] == [h.session.streams[0]]  # silent past the deadline
+    h.feed(1)  # on a new stream
     h.clock.t += 0.6  # hedge off too: a stream silent for 2 x frame_deadline_ms is given up
     h.agent.watchdog.tick()
-    assert [s for s, _ in h.session.given_up] == [h.session.streams[0]]
+    assert [s for s, _ in h.session.given_up] == [h.session.streams[1]]
     h.local.run_all()
     assert h.by_id()[1]["fallback_reason"] == "no answer within frame_deadline_ms = 300"  # claimed at 300 ms
     h.agent.close()
