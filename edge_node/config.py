@@ -147,7 +147,9 @@ class EdgeConfig:
         if self.connect_timeout_s <= 0:
             raise ConfigError("connect_timeout_s", self.connect_timeout_s, "must be > 0")
         if self.stream_lifetime_s * 1000 <= 2 * self.frame_deadline_ms:
-            raise ConfigError("stream_lifetime_s", self.stream_lifetime_s, "must be more than twice frame_deadline_ms")
+            raise ConfigError("stream_lifetime_s", self.stream_lifetime_s,
+                              f"must be more than twice frame_deadline_ms ({self.frame_deadline_ms} ms): above "
+                              f"{2 * self.frame_deadline_ms / 1000:g} s, or lower frame_deadline_ms")
         if not 0.001 <= self.max_message_mb <= wire_metadata.MAX_MESSAGE_MB:
             raise ConfigError("max_message_mb", self.max_message_mb, f"must be between 0.001 and {wire_metadata.MAX_MESSAGE_MB}")
         # last: value errors are named first. TLS or plaintext is required only of an agent that

@@ -323,3 +323,17 @@ def test_listeners_on_port_0_or_on_other_ports_or_hosts_are_taken() -> None:
                   ["--listen", "127.0.0.1:5", "--health-listen", "127.0.0.2:5"],
                   ["--listen", "127.0.0.1:5", "--health-listen", "127.0.0.1:6", "--metrics-listen", "127.0.0.1:7"]):
         cfg.load(CloudConfig, parse(CloudConfig, ["--bundle", "b", "--insecure", *flags]))  # validated: no error
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("stream_lifetime_s = 2", "stream_lifetime_s = 2: must be more than twice frame_deadline_ms (2000 ms): above 4 s, "
+                              "or lower frame_deadline_ms"),
+    ("stream_lifetime_s = 1\nframe_deadline_ms = 750", "stream_lifetime_s = 1: must be more than twice "
+                                                       "frame_deadline_ms (750 ms): above 1.5 s, or lower frame_deadline_ms"),
+])
+def test_a_stream_lifetime_too_short_gives_the_bound(tmp_path: Path, text: str, said: str) -> None:
+    """It said "must be more than twice frame_deadline_ms" and left the user to find that key's value."""
+    path = write(tmp_path, f'bundle = "b"\nsource = "synthetic:5"\n{text}\n')
+    with pytest.raises(ConfigError) as info:
+        cfg.load(EdgeConfig, parse(EdgeConfig, []), path)
+    assert str(info.value) == said
