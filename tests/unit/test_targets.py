@@ -18,9 +18,9 @@ pytestmark = pytest.mark.edge_side
     ("[::1]:1,[::2]:2", "ipv6:[::1]:1,[::2]:2"),
     ("dns:///splitpoint-cloud.drones.svc.cluster.local:50051", "dns:///splitpoint-cloud.drones.svc.cluster.local:50051"),
     ("ipv4:127.0.0.1:1,127.0.0.2:2", "ipv4:127.0.0.1:1,127.0.0.2:2"),
-    ("dns://8.8.8.8/name:5", "dns://8.8.8.8/name:5"),
     ("dns:name:5", "dns:name:5"),
-    ("unix:/run/splitpoint.sock", "unix:/run/splitpoint.sock"),
+    (" 127.0.0.1:5 ", "127.0.0.1:5"),
+    ("[::1]:1,[::1]:2", "ipv6:[::1]:1,[::1]:2"),  # one host, two servers
 ])
 def test_targets(text: str, target: str) -> None:
     assert parse_target("cloud", text) == target
@@ -33,7 +33,7 @@ def test_targets(text: str, target: str) -> None:
                                   "dns:///", "dns:", "dns:///name", "dns://8.8.8.8/name", "ipv4:", "unix:",
                                   # gRPC refused these channels, and the agent ran every frame locally, exit 0
                                   "ipv4:127.0.0.1:1,ipv4:127.0.0.2:2", "ipv4:127.0.0.1:1,,127.0.0.2:2",
-                                  "ipv6:[::1]:1,ipv4:127.0.0.1:2"])
+                                  "ipv6:[::1]:1,ipv4:127.0.0.1:2", "ipv4:[::1]:1"])
 def test_bad_targets_name_the_key(text: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_target("cloud", text)
@@ -58,3 +58,39 @@ def test_balanced_options_ask_for_round_robin_and_health_checks() -> None:
     assert config["healthCheckConfig"] == {"serviceName": ""}
     assert opts["grpc.use_local_subchannel_pool"] == 1 and opts["grpc.max_send_message_length"] == 1024
     assert "grpc.use_local_subchannel_pool" not in dict(balanced_options(1024))
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    # taken, and the server listed twice got twice the streams (73% against 27%)
+    ("127.0.0.1:41001,127.0.0.1:41001,127.0.0.1:41002", "lists the server 127.0.0.1:41001 twice"),
+    ("ipv4:127.0.0.1:1, 127.0.0.1:1", "lists the server 127.0.0.1:1 twice"),
+    ("[::1]:1,[0::1]:1", "lists the server [::1]:1 twice (as [::1]:1 and [0::1]:1)"),
+    # taken, an empty item dropped
+    ("127.0.0.1:1,", "has an empty item"),
+    (",127.0.0.1:1", "has an empty item"),
+    ("127.0.0.1:1,,127.0.0.2:1", "has an empty item"),
+    ("a:1,", "has an empty item"),
+])
+def test_a_server_listed_twice_or_an_empty_item_is_refused(text: str, said: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_target("cloud", text)
+    assert str(info.value).startswith(f'cloud = "{text}": {said}'), info.value
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    # said `cloud = "127.0.0.1:41001,127.0.0.1:41002": '127.0.0.1:41001,127.0.0.1' is not a host name ...`
+    ("dns:///127.0.0.1:41001,127.0.0.1:41002", "dns:/// takes one NAME:PORT"),
+    ("dns:///:41001", "expected dns:///NAME:PORT"),  # said `cloud = ":41001": ...`
+    ("dns:///name:99999", "name:99999: port 99999 is out of range"),
+    ("127.0.0.1:1,127.0.0.1:0", "127.0.0.1:0: port 0 is out of range"),  # said `cloud = "127.0.0.1:0": ...`
+    ("127.0.0.1:41001,127.0.0.1:41004x", "127.0.0.1:41004x: port '41004x' is not a number"),
+    ("127.0.0.1:0", "port 0 is out of range"),
+    # passed, then gRPC failed every stream ("Cannot parse authority"), recorded as refused by the cloud
+    ("dns://8.8.8.8/localhost:41001", "names a DNS server (8.8.8.8)"),
+    # passed, though no splitpoint server listens on a Unix socket
+    ("unix:/run/splitpoint.sock", "a Unix socket is no server"),
+])
+def test_errors_quote_the_value_as_written_and_name_the_bad_item(text: str, said: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_target("target", text)
+    assert str(info.value).startswith(f'target = "{text}": {said}'), info.value
