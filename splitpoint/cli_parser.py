@@ -314,7 +314,8 @@ def _add_doctor(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to check")
     g.add_argument("--config", metavar="FILE", help="the agent's TOML config, e.g. /etc/splitpoint/edge.toml")
     g.add_argument("--bundle", metavar="DIR", help="bundle directory (checks every edge file's sha256)")
-    g.add_argument("--cloud", metavar="HOST:PORT", help="the server to reach (Describe, Probe, digest, clock skew)")
+    g.add_argument("--cloud", metavar="HOST:PORT", help="the server to reach (Describe, Probe, digest, clock skew): "
+                                                             "HOST:PORT, IP:PORT,IP:PORT (each checked) or dns:///NAME:PORT")
     g.add_argument("--device", help="cpu, edgetpu, edgetpu:usb[:N], edgetpu:pci[:N] (default cpu): "
                                     "a missing Edge TPU fails only when asked for")
     g.add_argument("--results", metavar="PATH",

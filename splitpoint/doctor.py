@@ -122,10 +122,16 @@ def resolve_settings(config_path: str | None, flags: dict[str, Any]) -> Settings
     Without a config file only the flags count (no cloud check unless --cloud). With one,
     the file plus the flags is validated as `splitpoint edge` would validate it, and the
     keys the doctor needs fall back to the agent's defaults, as the agent's would.
+
+    A --cloud that is no target (empty too) is a usage error, as for `splitpoint edge` and `loadtest`: ConfigError
+    (exit 2), not a FAIL line and exit 1. The file's `cloud` is the config check's to report.
     """
     from splitpoint.config import read_toml
     from splitpoint.errors import ConfigError
+    from splitpoint.targets import parse_target
 
+    if flags.get("cloud") is not None:  # `--cloud ""` too: as edge says, not "no cloud check"
+        parse_target("cloud", str(flags["cloud"]))
     flags = {k: v for k, v in flags.items() if k in EDGE_KEYS and v not in (None, "")}
     checks: list[Check] = []
     values: dict[str, Any] = {}

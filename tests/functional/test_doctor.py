@@ -305,8 +305,15 @@ def test_a_fleets_cloud_is_checked_replica_by_replica(cloud_server, digits_bundl
     # what is wrong for every replica is said once, as `splitpoint edge` says it
     [tls] = cloud_lines(["--tls-ca", str(tmp_path / "ca.pem"), "--cloud", "127.0.0.1:1,127.0.0.1:2"], code=1)
     assert "lists several servers, and over TLS gRPC verifies one name" in tls, tls
-    [names] = cloud_lines(["--insecure", "--cloud", "localhost:1,localhost:2"], code=1)
+    conf = tmp_path / "names.toml"  # in the file, the config check and the cloud check say it
+    conf.write_text(f'bundle = "{digits_bundle}"\ncloud = "localhost:1,localhost:2"\ninsecure = true\n'
+                    'source = "synthetic:1"\n')
+    [names] = cloud_lines(["--config", str(conf)], code=1)
     assert "'localhost' is a name, and a list of servers takes IP addresses" in names, names
+    # as --cloud, a usage error (exit 2), as `splitpoint edge` says it: it was a FAIL line and exit 1
+    assert main(["doctor", "--bundle", str(digits_bundle), "--insecure", "--cloud", "localhost:1,localhost:2"]) == 2
+    assert capsys.readouterr().err.startswith('splitpoint doctor: error: cloud = "localhost:1,localhost:2": '
+                                              "'localhost' is a name")
 
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"

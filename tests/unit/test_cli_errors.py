@@ -174,3 +174,28 @@ def test_an_empty_config_is_refused_naming_the_flag(argv: list[str], capsys: pyt
     assert cli.main([*argv, "--config", ""]) == 2
     err = capsys.readouterr().err
     assert err.strip().splitlines() == [f"splitpoint {argv[0]}: error: --config: give a file, or leave the flag out"]
+
+
+@pytest.mark.parametrize(("value", "said"), [
+    ("127.0.0.1:41001,127.0.0.1:41004x", "127.0.0.1:41004x: port '41004x' is not a number"),
+    ("127.0.0.1:41001,127.0.0.1:41001", "lists the server 127.0.0.1:41001 twice"),
+    ("dns://127.0.0.1/localhost:41001", "names a DNS server (127.0.0.1)"),
+])
+@pytest.mark.parametrize("command", [["edge", "--cloud"], ["doctor", "--cloud"], ["loadtest", "--target"]])
+def test_a_bad_server_target_is_the_same_usage_error_for_every_command(command: list[str], value: str, said: str,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """doctor reported `[FAIL] cloud: cannot set up the connection: ...` and exited 1 where edge and
+    loadtest exited 2 for the same --cloud/--target: a bad value is a usage error, said the same way."""
+    key = command[1].removeprefix("--")
+    argv = [*command, value, "--bundle", "/nonexistent", "--insecure"]
+    if command[0] == "edge":
+        argv += ["--source", "synthetic:1", "--split", "3"]
+    assert cli.main(argv) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f'splitpoint {command[0]}: error: {key} = "{value}": {said}'), line
+
+
+def test_doctor_refuses_an_empty_cloud_as_edge_does(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--cloud ""` was taken as no --cloud: no cloud check and "no problems found"."""
+    assert cli.main(["doctor", "--bundle", "/nonexistent", "--cloud", ""]) == 2
+    assert capsys.readouterr().err.startswith("splitpoint doctor: error: cloud: give HOST:PORT")
