@@ -95,6 +95,8 @@ class OffloadSession:
         self._last_error: RemoteError | None = None  # what the last failed call or stream said
         self._backoff_cause: RemoteError | None = None  # why the current backoff began (None: a give-up)
         self._failures = StreamFailures(clock=clock)  # streams that failed: logged at a bounded rate
+        #: streams set aside for their silence and silent since (set_aside): ended with frames owed, a failure
+        self._silent_aside: dict[int, Stream] = {}  # by id(): held until it ends or answers
         self._streams_handed = 0  # frames given a stream to be sent on (current_stream): the prober's
         # `link` is the prober's: the estimate its probes feed (the agent's frames feed it too)
         self.prober = LinkProber(config, link, self.client, sends=self._sends, backoff_until=self._backoff_until,
@@ -230,6 +232,8 @@ class OffloadSession:
         stream, which round_robin places on another replica (no backoff: others may be fine)."""
         if isinstance(stream, InferStream) and stream.accepting:
             log.info("stream to %s %s: new frames go on a new stream", stream.replica or self.address, why)
+            with self._lock:
+                self._silent_aside[id(stream)] = stream
             stream.close()
 
     def give_up(self, stream: Stream, why: str) -> None:
@@ -248,6 +252,7 @@ class OffloadSession:
         # that cannot be loaded: FAILED_PRECONDITION too) is that frame's alone
         other_bundle = is_other_bundle(code, resp.error.message)
         with self._lock:
+            self._silent_aside.pop(id(stream), None)  # it answers after all
             self._reached.add(self.address)
             if not other_bundle:
                 self._backoff = BACKOFF_START_S  # the link works
@@ -273,6 +278,17 @@ class OffloadSession:
     def _on_stream_end(self, stream: InferStream, error: RemoteError | None) -> None:
         assert self._callbacks is not None
         lost = self._callbacks.stream_ended(stream, error)
+        with self._lock:
+            silent = self._silent_aside.pop(id(stream), None) is not None
+        if silent and lost and (error is None or error.code != grpc.StatusCode.CANCELLED):
+            # set aside as silent, then ended by the server with its frames unanswered (a server that
+            # takes frames and answers none, but ends the stream we half-closed): a failure, not a
+            # clean end - without a backoff every next frame went to it on a new stream
+            wait = self._back_off(error)
+            self._failures.failed(f"stream to {stream.replica or self.address} ended with {lost} frame(s) unanswered "
+                                  f"after answering nothing for frame_deadline_ms; frames run here, a new stream in "
+                                  f"{wait:.1f} s")
+            return
         if error is None or error.code == grpc.StatusCode.CANCELLED:
             return
         if error.code == grpc.StatusCode.DEADLINE_EXCEEDED and not lost:
