@@ -175,10 +175,14 @@ def write_all_atomically(files: list[tuple[Path, bytes, bool]]) -> None:
     """Replace every (path, data, private) of a set that only works whole (a CA with its key, a
     certificate with its key): each new file is written and fsynced beside its path first, and
     only then are they all renamed into place, so a full disk or a crash while writing leaves
-    the old set as it was, not new certificates beside old keys."""
+    the old set as it was, not new certificates beside old keys. An OSError names the file being
+    replaced, not its temporary one (write() errors carry no name at all: a full disk said only
+    "No space left on device")."""
     written: list[tuple[Path, Path]] = []
+    current: Path | None = None
     try:
         for path, data, private in files:
+            current = path
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             tmp.unlink(missing_ok=True)  # left by a crashed run of this pid; O_EXCL below never follows a link
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600 if private else 0o666)
@@ -190,10 +194,13 @@ def write_all_atomically(files: list[tuple[Path, bytes, bool]]) -> None:
                 fh.flush()
                 os.fsync(fh.fileno())
         for tmp, path in written:
+            current = path
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         for tmp, _ in written:
             tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and current is not None:
+            raise OSError(exc.errno, exc.strerror, str(current)) from None  # its subclass, by errno
         raise
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from splitpoint.bench import emulation
-from splitpoint.bench.typed_json import write_named
 from splitpoint.bench.worker_client import BenchError
 from splitpoint.errors import ConfigError
+from splitpoint.files import write_atomically
 
 if TYPE_CHECKING:
     from splitpoint.bench.harness import Bench
@@ -110,6 +110,6 @@ def restricted_profiles(b: Bench, edge: Path, cloud: Path, splits: list[int]) ->
         data = json.loads(p.read_text())
         data["splits"] = [s for s in data["splits"] if s["split"] in splits]
         q = b.runs_dir / f"{p.stem}-subset.json"
-        write_named(q, json.dumps(data, indent=2).encode())  # a full disk: named, no 0-byte file
+        write_atomically(q, json.dumps(data, indent=2).encode())  # a full disk: named, no 0-byte file
         out.append(q)
     return out[0], out[1]

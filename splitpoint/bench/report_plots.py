@@ -9,7 +9,7 @@ from typing import Any
 
 from splitpoint.bench.results import BenchResult, ConditionResult, StepResult
 from splitpoint.bench.trace_results import TraceResult
-from splitpoint.bench.typed_json import write_named
+from splitpoint.files import write_atomically
 
 
 def _plot_tag(r: BenchResult) -> str:
@@ -208,5 +208,5 @@ def _save(plt: Any, fig: Any, title: str, path: Path) -> str:
         fig.savefig(png, format="png", dpi=90)
     finally:
         plt.close(fig)
-    write_named(path, png.getvalue())  # atomically: savefig straight to the file left a 0-byte PNG on a full disk
+    write_atomically(path, png.getvalue())  # savefig straight to the file left a 0-byte PNG on a full disk; names it
     return str(path)

@@ -1,5 +1,4 @@
-"""Dataclasses from their JSON form and back: the generic half of splitpoint.bench.results; and
-`write_named`, how the bench writes a file of its own (a profile subset, a plot)."""
+"""Dataclasses from their JSON form and back: the generic half of splitpoint.bench.results."""
 
 from __future__ import annotations
 
@@ -65,17 +64,6 @@ def _convert(tp: Any, value: Any, at: str) -> Any:
         if not isinstance(value, ok) or (isinstance(value, bool) and tp is not bool):
             raise wrong(want)
     return value
-
-
-def write_named(path: Path, data: bytes) -> None:
-    """Write `path` atomically; an OSError names it: a full disk said only "No space left on
-    device" (write() errors carry no file name) and left a 0-byte file behind."""
-    from splitpoint.files import write_atomically
-
-    try:
-        write_atomically(path, data)
-    except OSError as exc:  # the file's own name, not the temporary file's
-        raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
 def jsonable(o: Any) -> Any:

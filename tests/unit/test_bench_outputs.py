@@ -202,10 +202,10 @@ def test_a_profile_subset_on_a_full_disk_is_named_and_leaves_no_empty_file(
     keep = tmp_path / "keep"
     keep.mkdir()
 
-    def disk_full(path: Path, data: bytes, private: bool = False) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")  # as write() raises it: no file name
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")  # as a write or fsync raises it: no file name
 
-    monkeypatch.setattr(files, "write_atomically", disk_full)
+    monkeypatch.setattr(files.os, "fsync", disk_full)
     bench = SimpleNamespace(runs_dir=keep)
     with pytest.raises(OSError) as exc:
         restricted_profiles(bench, tmp_path / "edge-profile.json", tmp_path / "cloud-profile.json", [0])  # type: ignore[arg-type]
