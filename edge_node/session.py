@@ -35,6 +35,7 @@ from scheduler.link import LinkEstimator
 from splitpoint.bundle import split_ranges
 from splitpoint.errors import ConfigError, RemoteError, peer_text, status_code_from_int
 from splitpoint.remote_hints import is_refusal, remote_hint
+from splitpoint.targets import may_be_several, parse_target
 from splitpoint.v1 import offload_pb2
 from splitpoint.wire_metadata import is_draining, is_other_bundle
 
@@ -85,6 +86,8 @@ class OffloadSession:
             config.cloud, config.max_message_bytes, config.connect_timeout_s, config.security,
             keepalive_s=config.keepalive_s, agent_name=config.agent_name)
         self.address = self.client.address
+        #: a list of replicas (or a name of several): a silent stream is set aside for another one
+        self._replicas = may_be_several(parse_target("cloud", self.address))
         self._jitter = jitter  # the wait before reconnecting, given the backoff (full jitter)
         self._callbacks: SessionCallbacks | None = None
         self._lock = threading.Lock()  # _stream, _retry_at, _backoff, _reached, _streams_handed (a leaf)
@@ -229,8 +232,9 @@ class OffloadSession:
 
     def set_aside(self, stream: Stream, why: str) -> None:
         """No new frame on `stream`; those on it may still be answered. The next frame opens a new
-        stream, which round_robin places on another replica (no backoff: others may be fine)."""
-        if isinstance(stream, InferStream) and stream.accepting:
+        stream, which round_robin places on another replica (no backoff: others may be fine). With
+        one server there is no other: the stream is kept until give_up, as before."""
+        if self._replicas and isinstance(stream, InferStream) and stream.accepting:
             log.info("stream to %s %s: new frames go on a new stream", stream.replica or self.address, why)
             with self._lock:
                 self._silent_aside[id(stream)] = stream

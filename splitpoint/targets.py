@@ -57,6 +57,12 @@ def parse_target(key: str, text: str) -> str:
     return ("ipv6:" if v6 else "ipv4:") + ",".join(parts)
 
 
+def may_be_several(target: str) -> bool:
+    """Whether a parsed target (parse_target's) may reach several servers: a list, or a dns: name
+    (a headless Service resolves to every replica). One HOST:PORT is one server."""
+    return target.startswith("dns:") or (target.startswith(("ipv4:", "ipv6:")) and "," in target)
+
+
 def _check_dns(key: str, written: str, rest: str) -> None:
     """dns:NAME:PORT or dns:///NAME:PORT (`rest`: what follows dns:). Without a port gRPC dials 443,
     an empty name only fails once every connection attempt has timed out, and a DNS server

@@ -265,15 +265,16 @@ def test_sigterm_between_slowly_paced_frames_ends_the_agent_at_once(digits_bundl
     assert "1 frames in" in out, out
 
 
+@pytest.mark.parametrize("replicas", [1, 2], ids=["one-server", "two-replicas"])
 def test_a_server_that_takes_frames_and_answers_none_is_backed_off(digits_bundle: Path, fake_server: Any,
-                                                                   tmp_path: Path) -> None:
+                                                                   tmp_path: Path, replicas: int) -> None:
     """A fixed split against a server that accepts every frame and answers none (hung): every
-    frame used to be sent to it and wait its whole frame_deadline_ms, for ever. A stream silent
-    for frame_deadline_ms is set aside (closed for new frames); this server then ends it, its
-    frames unanswered, which counts as a failure: backoff, frames local meanwhile. (One that keeps
-    the stream open is given up at 2 x frame_deadline_ms: test_agent_loop.)"""
-    servicer = FakeOffload(digits_bundle, lambda req: None)
-    address = fake_server(servicer)
+    frame used to be sent to it and wait its whole frame_deadline_ms, for ever. One server: a
+    stream silent for 2 x frame_deadline_ms is given up like a failed one (backoff, frames local
+    meanwhile). Replicas: at one frame_deadline_ms the stream is set aside for another replica;
+    these end a stream the agent half-closes, its frames unanswered, which counts as a failure."""
+    servicers = [FakeOffload(digits_bundle, lambda req: None) for _ in range(replicas)]
+    address = ",".join(fake_server(s) for s in servicers)
     frames = 60
     proc = edge_process(digits_bundle, tmp_path, "--source", f"synthetic:{frames}", "--fps", "20", "--cloud", address,
                         "--split", "3", "--frame-deadline-ms", "250", "--results", str(tmp_path / "r.jsonl"))
@@ -286,10 +287,15 @@ def test_a_server_that_takes_frames_and_answers_none_is_backed_off(digits_bundle
     records = read_results(tmp_path / "r.jsonl")
     assert sorted(r["frame_id"] for r in records) == list(range(frames))
     assert {r["where"] for r in records} == {"local"}
-    assert "unanswered after answering nothing for frame_deadline_ms; frames run here, a new stream in" in err, err
+    if replicas == 1:
+        assert "given up: nothing came back for " in err and "(2 x frame_deadline_ms) while " in err, err
+        assert "new frames go on a new stream" not in err, err  # no other server to go to
+    else:
+        assert "(frame_deadline_ms): new frames go on a new stream" in err, err
+        assert "unanswered after answering nothing for frame_deadline_ms; frames run here, a new stream in" in err, err
     reasons = {r["fallback_reason"] for r in records}
     assert "cloud unreachable (waiting to reconnect)" in reasons, reasons  # the backoff's frames ran at once
-    assert len(servicer.received) < frames, "every frame was sent to a server that answers none"
+    assert sum(len(s.received) for s in servicers) < frames, "every frame was sent to servers that answer none"
 
 
 # ---------------------------------------------------------------- stop while the agent is starting

@@ -94,3 +94,14 @@ def test_errors_quote_the_value_as_written_and_name_the_bad_item(text: str, said
     with pytest.raises(ConfigError) as info:
         parse_target("target", text)
     assert str(info.value).startswith(f'target = "{text}": {said}'), info.value
+
+
+@pytest.mark.parametrize(("text", "several"), [
+    ("127.0.0.1:5", False), ("server.example:50051", False), ("ipv4:127.0.0.1:5", False),
+    ("127.0.0.1:5,127.0.0.2:5", True), ("ipv6:[::1]:5,[::2]:5", True), ("dns:///splitpoint-cloud:50051", True),
+])
+def test_a_target_may_be_several_servers_when_a_list_or_a_name(text: str, several: bool) -> None:
+    """The session sets a silent stream aside for another replica only where there may be one."""
+    from splitpoint.targets import may_be_several
+
+    assert may_be_several(parse_target("cloud", text)) is several
