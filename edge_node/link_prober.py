@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 
 from scheduler.cost import transfer_ms
-from scheduler.link import PROBE_TARGET_MS, LinkEstimator, probe_bytes
+from scheduler.link import PROBE_TARGET_MS, LinkEstimator, LinkState, probe_bytes
 from splitpoint.errors import RemoteError
 
 from .client import CloudLink, Interrupted
@@ -48,8 +48,12 @@ class LinkProber:
 
     def __init__(self, config: EdgeConfig, link: LinkEstimator, client: CloudLink,
                  sends: Callable[[], int], backoff_until: Callable[[], float],
-                 on_failure: Callable[[RemoteError], None], clock: Callable[[], float] = time.monotonic):
+                 on_failure: Callable[[RemoteError], None], clock: Callable[[], float] = time.monotonic,
+                 several_servers: bool = False):
         self.config = config
+        #: the target may be several replicas (a list, a dns: name): a probe that round_robin put on
+        #: a hung one is given up at frame_deadline_ms past its prediction (`_timeout_s`)
+        self._several_servers = several_servers
         self.link = link
         self.client = client
         self._sends = sends  # how many frames the session has handed a stream (a count that moves)
@@ -102,6 +106,23 @@ class LinkProber:
                 wait_s = min(poll_s, max(PROBE_WAKE_MIN_S, self.maybe_probe()))
             except Exception as err:  # noqa: BLE001 - e.g. the channel closed under a probe at shutdown
                 log.debug("link probe ended: %s", err)
+
+    def _timeout_s(self, size: int, before: LinkState, bulk: bool) -> float:
+        """How long a probe of `size` bytes (its RTT exchange, or its `bulk`) may take:
+        connect_timeout_s + the bulk's bytes at 100 kbps (at least 1 s).
+
+        With one server, a probe that stalls is the link's evidence: its overdue booking holds
+        the planner's link (`Timeline.free_at`) until it ends. With several, round_robin may
+        have given it to a hung replica: held for its whole timeout (~9 s for 48 KiB), it kept
+        an adaptive agent on the edge while the other replicas stood idle (the fleet audit, one
+        of three replicas SIGSTOPped). There it is given up at frame_deadline_ms past what the
+        estimate predicts for it, as a silent stream is set aside; the next probe goes to the
+        next replica."""
+        timeout_s = self.config.connect_timeout_s + max(1.0, size * 8 / 100e3)
+        if self._several_servers:
+            predicted_ms = (transfer_ms(size, before.bandwidth_bps) if bulk else 0.0) + before.rtt_ms
+            timeout_s = min(timeout_s, (predicted_ms + self.config.frame_deadline_ms) / 1000)
+        return timeout_s
 
     def maybe_probe(self) -> float:
         """Measure the link when no frame has measured its rate for a while (and at start): none
@@ -184,9 +205,8 @@ class LinkProber:
             self._probed_frames = planned
             self._probe_gap = first if camera_live else min(policy.probe_idle_s, 2 * gap)
         before_bps, measured = before.bandwidth_bps, before.samples > 0
-        timeout_s = self.config.connect_timeout_s + max(1.0, size * 8 / 100e3)  # 100 kbps floor
         try:
-            rtt_ms, resp = self.client.probe(0, 0, timeout_s=timeout_s)
+            rtt_ms, resp = self.client.probe(0, 0, timeout_s=self._timeout_s(size, before, bulk=False))
             self.link.observe_rtt(max(0.01, rtt_ms - resp.server_time_ms))
             if callbacks.frames_on_link():
                 # planned during the RTT exchange (an RTT or more: 10-70 ms): its plan did not see
@@ -197,7 +217,7 @@ class LinkProber:
             callbacks.probe_sent(size, transfer_ms(size, before_bps), before.rtt_ms)  # the cost model's time
             answered = False
             try:
-                bulk_ms, resp = self.client.probe(size, 0, timeout_s=timeout_s)
+                bulk_ms, resp = self.client.probe(size, 0, timeout_s=self._timeout_s(size, before, bulk=True))
                 answered = True
             finally:
                 callbacks.probe_done(answered)

@@ -103,7 +103,7 @@ class OffloadSession:
         self._streams_handed = 0  # frames given a stream to be sent on (current_stream): the prober's
         # `link` is the prober's: the estimate its probes feed (the agent's frames feed it too)
         self.prober = LinkProber(config, link, self.client, sends=self._sends, backoff_until=self._backoff_until,
-                                 on_failure=self._failed, clock=clock)
+                                 on_failure=self._failed, clock=clock, several_servers=self._replicas)
 
     # ------------------------------------------------------------------ the agent's side
 

@@ -635,6 +635,57 @@ def test_the_bulk_probe_is_reported_to_the_planner_while_it_holds_the_link() -> 
     assert [e[0] for e in events] == ["sent", "done"] and events[1][2] is False
 
 
+@pytest.mark.parametrize("target", ["127.0.0.1:1", "127.0.0.1:1,127.0.0.1:2"], ids=["one-server", "two-replicas"])
+def test_a_bulk_probe_at_a_hung_replica_holds_the_link_only_frame_deadline_ms(target: str) -> None:
+    """A probe that never comes back holds the planner's link until it is given up (an overdue
+    booking is the link's evidence: the agent stays on the edge meanwhile). With one server that
+    is the link, kept for the probe's whole timeout; with several, round_robin may have put it
+    on a hung replica while the others stand idle: it is given up at frame_deadline_ms past what
+    the estimate predicts for it (it was held ~9 s, connect_timeout_s + 48 KiB at 100 kbps)."""
+    import grpc
+
+    from edge_node.config import EdgeConfig
+    from edge_node.session import OffloadSession, SessionCallbacks
+    from scheduler.cost import transfer_ms as cost_transfer_ms
+    from splitpoint.errors import RemoteError
+
+    clock = Clock()
+    clock.t = 100.0
+    uplink = SteppedUplink(clock, [(0.0, 8e6)], rtt_ms=10.0)
+    uplink.address = target
+    exchange = uplink.probe
+    timeouts: list[float] = []
+
+    def hung(size: int, tail: int, timeout_s: float) -> tuple[float, object]:
+        timeouts.append(timeout_s)
+        if not size:
+            return exchange(size, tail, timeout_s)
+        clock.t += timeout_s  # nothing comes back: the call ends at its deadline
+        raise RemoteError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+    uplink.probe = hung  # type: ignore[method-assign]
+    link = LinkEstimator(clock=clock, initial_bandwidth_bps=8e6, initial_rtt_ms=10.0)
+    held: list[float] = []
+    config = EdgeConfig(bundle="b", source="s", frame_deadline_ms=1500)
+    session = OffloadSession(config, "sha256:fake", link, client=uplink, clock=clock)  # type: ignore[arg-type]
+    session._callbacks = session.prober._callbacks = SessionCallbacks(
+        lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True,
+        probe_sent=lambda size, transfer_ms, after_ms: held.append(clock.t),
+        probe_done=lambda answered: held.append(clock.t) if not answered else None)
+    session.prober.maybe_probe()
+    sent_t, done_t = held
+    size = probe_bytes(8e6)
+    whole = config.connect_timeout_s + max(1.0, size * 8 / 100e3)
+    if "," not in target:
+        assert timeouts == [whole, whole] and done_t - sent_t == pytest.approx(whole)
+    else:
+        predicted_ms = cost_transfer_ms(size, 8e6) + 10.0
+        assert done_t - sent_t == pytest.approx((predicted_ms + 1500) / 1000)
+        assert timeouts[0] == pytest.approx((10.0 + 1500) / 1000)  # the RTT exchange: its round trip + the same
+    assert "Deadline Exceeded" in str(session.last_error())  # said, not taken for the link's rate
+    assert link.estimate().bandwidth_bps == 8e6
+
+
 def test_no_probe_starts_while_a_frame_is_planned_for_the_link() -> None:
     """A frame whose head is running has its transfer booked on a link the plan saw free: a
     probe started then would go ahead of it. The prober looks again a probe period later (its
