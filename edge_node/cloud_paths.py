@@ -130,9 +130,9 @@ class CloudPaths:
         return SessionCallbacks(self.on_answer, self.on_stream_end, wants_probes, frames_planned,
                                 self.on_probe_sent, self.on_probe_done, self.timeline.frames_on_link)
 
-    def on_probe_sent(self, wire_bytes: int, transfer_ms: float, after_ms: float) -> None:
+    def on_probe_sent(self, wire_bytes: int, transfer_ms: float, after_ms: float, stall_evidence: bool = True) -> None:
         """The session's bulk probe is on the link: frames planned meanwhile queue behind it."""
-        self.timeline.probe_sent(wire_bytes, self.clock(), transfer_ms, after_ms)
+        self.timeline.probe_sent(wire_bytes, self.clock(), transfer_ms, after_ms, stall_evidence)
 
     def on_probe_done(self, answered: bool) -> None:
         self.timeline.probe_done(self.clock(), answered)

@@ -214,7 +214,8 @@ class LinkProber:
                 # which a plan can miss a probe is the few microseconds to probe_sent below.
                 log.debug("probe: a frame was planned for the link during the RTT exchange; no bulk")
                 return 0.0
-            callbacks.probe_sent(size, transfer_ms(size, before_bps), before.rtt_ms)  # the cost model's time
+            # the cost model's time; overdue, a stall only with one server (`_timeout_s`)
+            callbacks.probe_sent(size, transfer_ms(size, before_bps), before.rtt_ms, not self._several_servers)
             answered = False
             try:
                 bulk_ms, resp = self.client.probe(size, 0, timeout_s=self._timeout_s(size, before, bulk=True))

@@ -27,9 +27,10 @@ and what it reports to the agent (`SessionCallbacks`), each on a gRPC receive th
     wants_probes() -> bool                does the policy plan with link estimates (else no probes)
     frames_planned() -> int               how many frames the agent has planned (any path): while
                                           the count moves, idle probes keep to probe_first_s
-    probe_sent(bytes, transfer_ms, after_ms), probe_done(answered)
+    probe_sent(bytes, transfer_ms, after_ms, stall_evidence), probe_done(answered)
                                           (on the prober thread) a bulk probe holds the link from
-                                          one to the other: frames planned meanwhile queue behind it
+                                          one to the other: frames planned meanwhile queue behind it;
+                                          overdue, it is a stall only with `stall_evidence` (one server)
     frames_on_link() -> bool              a frame is planned for or on the link: no probe starts
                                           (planned, its head still running, a probe would go first)
 
@@ -64,7 +65,7 @@ class SessionCallbacks:
     frames_planned: Callable[[], int] = lambda: 0
     #: the bulk probe went out (its bytes, predicted transfer ms, predicted ms after the transfer)
     #: and ended (True: its reply came): the planner books it on the link like a frame's transfer
-    probe_sent: Callable[[int, float, float], None] = lambda wire_bytes, transfer_ms, after_ms: None
+    probe_sent: Callable[[int, float, float, bool], None] = lambda wire_bytes, transfer_ms, after_ms, stall_evidence: None
     probe_done: Callable[[bool], None] = lambda answered: None
     #: a frame's transfer is planned or on the link: a probe started now would go ahead of it
     frames_on_link: Callable[[], bool] = lambda: False

@@ -48,6 +48,7 @@ class _Booking:
     wire_bytes: int = 0
     after_s: float = 0.0  # link: RTT + queue + tail predicted after the transfer, before the answer
     hedged: bool = False  # link: its hedge fired before the answer came (the link may be stalled)
+    stall_evidence: bool = True  # link: overdue, it shows the link stalled (not a probe to one of several replicas)
 
 
 class Timeline:
@@ -120,14 +121,23 @@ class Timeline:
                 # the bytes were through about `after_s` before the answer came back
                 self._link_free = max(self._link_free, min(now, max(b.ready_s, now - b.after_s)))
 
-    def probe_sent(self, wire_bytes: int, now: float, transfer_ms: float, after_ms: float) -> None:
+    def probe_sent(self, wire_bytes: int, now: float, transfer_ms: float, after_ms: float,
+                   stall_evidence: bool = True) -> None:
         """The session's bulk probe (`wire_bytes`, predicted `transfer_ms` on the wire and
         `after_ms` before its reply) went out at `now`: a frame sent now queues behind it, as a
         frame's transfer behind another's. Unbooked, a 32 KiB probe on a 1.1 Mbps uplink
         (240 ms, one every probe_first_s while the agent runs on the edge) let the plan send a
         k = 89 frame it predicted at 73 ms into a link busy for 130 ms more (a 205 ms answer, 3
-        frames late behind its hedge). At most one probe at a time (the session's prober)."""
+        frames late behind its hedge). At most one probe at a time (the session's prober).
+
+        Not `stall_evidence`: overdue, it holds the link no longer than predicted. A probe to
+        one of several replicas may be late because round_robin put it on a hung one, not
+        because the link stalled; counted as a stall it kept an adaptive agent on the edge
+        while the healthy replicas stood idle (the frames' own transfers still show a stall)."""
         self.link_sent(_PROBE, wire_bytes, now, transfer_ms, after_ms)
+        if not stall_evidence:
+            with self._lock:
+                self._link[_PROBE].stall_evidence = False
 
     def probe_done(self, now: float, answered: bool = True) -> None:
         """The probe's reply came (`answered`), or it failed: its bytes no longer hold the link."""
@@ -153,7 +163,7 @@ class Timeline:
             for b in sorted(self._link.values(), key=lambda b: (b.ready_s, b.seq)):
                 start = max(t_l, b.ready_s if b.sent else max(b.ready_s, now))
                 end = start + b.duration_s
-                if b.sent and now >= end + b.after_s and b.wire_bytes > 0:
+                if b.sent and now >= end + b.after_s and b.wire_bytes > 0 and b.stall_evidence:
                     end = now + _remaining_s(b, now - start - b.after_s, bandwidth_bps)
                 t_l = end
             return max(now, t_e), max(now, t_l)

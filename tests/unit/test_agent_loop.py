@@ -309,7 +309,7 @@ def test_the_sessions_probe_is_booked_on_the_agents_timeline(h: Harness) -> None
     """The session reports its bulk probe through the callbacks; the planner's timeline holds
     the link from probe_sent to probe_done (ms here are the clock's seconds x 1000)."""
     assert h.session.callbacks is not None
-    h.session.callbacks.probe_sent(32_768, 238.0, 10.0)
+    h.session.callbacks.probe_sent(32_768, 238.0, 10.0, True)
     assert h.agent.timeline.probing()
     assert h.agent.timeline.free_at(h.clock.t)[1] == pytest.approx(h.clock.t + 0.238)
     h.clock.t += 0.25

@@ -614,7 +614,7 @@ def test_the_bulk_probe_is_reported_to_the_planner_while_it_holds_the_link() -> 
                              clock=clock)
     session._callbacks = session.prober._callbacks = SessionCallbacks(
         lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True,
-        probe_sent=lambda size, transfer_ms, after_ms: events.append(("sent", clock.t, size, transfer_ms, after_ms)),
+        probe_sent=lambda size, transfer_ms, after_ms, stall_evidence: events.append(("sent", clock.t, size, transfer_ms, after_ms)),
         probe_done=lambda answered: events.append(("done", clock.t, answered)))
     session.prober.maybe_probe()
     (_, sent_t, size, transfer_ms, after_ms), (_, done_t, answered) = events
@@ -636,12 +636,12 @@ def test_the_bulk_probe_is_reported_to_the_planner_while_it_holds_the_link() -> 
 
 
 @pytest.mark.parametrize("target", ["127.0.0.1:1", "127.0.0.1:1,127.0.0.1:2"], ids=["one-server", "two-replicas"])
-def test_a_bulk_probe_at_a_hung_replica_holds_the_link_only_frame_deadline_ms(target: str) -> None:
-    """A probe that never comes back holds the planner's link until it is given up (an overdue
-    booking is the link's evidence: the agent stays on the edge meanwhile). With one server that
-    is the link, kept for the probe's whole timeout; with several, round_robin may have put it
-    on a hung replica while the others stand idle: it is given up at frame_deadline_ms past what
-    the estimate predicts for it (it was held ~9 s, connect_timeout_s + 48 KiB at 100 kbps)."""
+def test_a_bulk_probe_at_a_hung_replica_is_no_stall_and_is_given_up_at_frame_deadline_ms(target: str) -> None:
+    """A probe that never comes back: with one server that is the link, and the probe, overdue,
+    holds the planner's link as a stall for its whole timeout (the agent stays on the edge). With
+    several, round_robin may have put it on a hung replica while the others stand idle (the
+    fleet audit: ~9 s on the edge per such probe): overdue, it is no stall, and the call is
+    given up at frame_deadline_ms past what the estimate predicts for it."""
     import grpc
 
     from edge_node.config import EdgeConfig
@@ -666,11 +666,12 @@ def test_a_bulk_probe_at_a_hung_replica_holds_the_link_only_frame_deadline_ms(ta
     uplink.probe = hung  # type: ignore[method-assign]
     link = LinkEstimator(clock=clock, initial_bandwidth_bps=8e6, initial_rtt_ms=10.0)
     held: list[float] = []
+    evidence: list[bool] = []  # whether the planner may read the probe, overdue, as a stalled link
     config = EdgeConfig(bundle="b", source="s", frame_deadline_ms=1500)
     session = OffloadSession(config, "sha256:fake", link, client=uplink, clock=clock)  # type: ignore[arg-type]
     session._callbacks = session.prober._callbacks = SessionCallbacks(
         lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True,
-        probe_sent=lambda size, transfer_ms, after_ms: held.append(clock.t),
+        probe_sent=lambda size, transfer_ms, after_ms, stall_evidence: held.append(clock.t) or evidence.append(stall_evidence),
         probe_done=lambda answered: held.append(clock.t) if not answered else None)
     session.prober.maybe_probe()
     sent_t, done_t = held
@@ -678,10 +679,12 @@ def test_a_bulk_probe_at_a_hung_replica_holds_the_link_only_frame_deadline_ms(ta
     whole = config.connect_timeout_s + max(1.0, size * 8 / 100e3)
     if "," not in target:
         assert timeouts == [whole, whole] and done_t - sent_t == pytest.approx(whole)
+        assert evidence == [True]
     else:
         predicted_ms = cost_transfer_ms(size, 8e6) + 10.0
         assert done_t - sent_t == pytest.approx((predicted_ms + 1500) / 1000)
         assert timeouts[0] == pytest.approx((10.0 + 1500) / 1000)  # the RTT exchange: its round trip + the same
+        assert evidence == [False]  # and while it is out, it holds the planner's link only as predicted
     assert "Deadline Exceeded" in str(session.last_error())  # said, not taken for the link's rate
     assert link.estimate().bandwidth_bps == 8e6
 
@@ -731,7 +734,7 @@ def test_no_bulk_probe_after_a_frame_was_planned_during_its_rtt_exchange() -> No
                              clock=clock)
     session._callbacks = session.prober._callbacks = SessionCallbacks(lambda s, r: None, lambda s, e: 1, wants_probes=lambda: True,
                                           frames_on_link=lambda: busy[0],
-                                          probe_sent=lambda size, transfer_ms, after_ms: sent.append(size))
+                                          probe_sent=lambda size, transfer_ms, after_ms, stall_evidence: sent.append(size))
     session.prober.maybe_probe()
     assert uplink.bulk_starts == [] and sent == []
     assert link.estimate().rtt_ms == pytest.approx(10.0)  # the exchange's reading is kept

@@ -147,6 +147,19 @@ def test_a_stalled_probe_keeps_the_link_busy_as_a_stalled_frame_does() -> None:
     assert tl.free_at(0.5)[1] == pytest.approx(0.5 + 0.49)
 
 
+def test_a_late_probe_to_one_of_several_replicas_holds_the_link_only_for_its_prediction() -> None:
+    """round_robin may have put it on a hung replica: overdue, it is no stall (frames are the
+    link's evidence there), so from its predicted end the link is free for the next frame."""
+    tl = Timeline()
+    tl.probe_sent(32_768, 0.0, 238.0, 10.0, stall_evidence=False)
+    assert tl.free_at(0.1)[1] == pytest.approx(0.238)  # on the wire, as predicted: frames queue behind it
+    assert tl.free_at(0.5) == (0.5, 0.5) and tl.probing()  # still out, but no longer holding the link
+    tl.link_sent(5, 4_000, 0.5, 29.0, 13.5)
+    assert tl.free_at(0.5)[1] == pytest.approx(0.529)
+    tl.probe_done(2.0, answered=False)
+    assert not tl.probing()
+
+
 def test_the_plan_does_not_send_a_frame_into_a_link_a_probe_holds() -> None:
     """The case from the ATT-LTE-driving 496 s slice at RTT 10 ms: head(89) 38 ms + a small cut at
     1.1 Mbps + 13.5 ms beat head(K) 77 ms on a free link, but a 32 KiB probe had 130 ms to go."""
