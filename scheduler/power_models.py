@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scheduler.figures import bounded_figure
 from scheduler.meters import POWER_SUPPLY_ROOT, _os_reason, _read_text
 from splitpoint.config import read_toml
 from splitpoint.errors import ConfigError
@@ -57,15 +58,6 @@ MAX_WATTS = 1000.0
 #: the published LTE slope); at the fastest link planned for (1 Tbit/s) still a finite energy
 MAX_RADIO_MW = 1e6
 MAX_RADIO_MW_PER_MBPS = 1e5
-
-
-def _number(key: str, value: Any, where: str, unit: str, most: float) -> float:
-    """A finite, non-negative number (bools are not numbers here, though Python says so), at most `most`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ConfigError(key, value, f"must be a finite number >= 0 ({unit}) in {where}")
-    if value > most:
-        raise ConfigError(key, value, f"must be at most {most:g} ({unit}), more than any edge board or radio draws, in {where}")
-    return float(value)
 
 
 def _text(key: str, value: Any, where: str) -> str:
@@ -113,22 +105,22 @@ class PowerTable:
         for required in ("idle_w", "source"):
             if required not in data:
                 raise ConfigError(required, None, f"is required in {where}")
-        idle_w = _number("idle_w", data["idle_w"], where, "W", MAX_WATTS)
+        idle_w = bounded_figure("idle_w", data["idle_w"], MAX_WATTS, "W", where)
         source = _text("source", data["source"], where)
         device = _text("device", data["device"], where) if "device" in data else None
-        default = _number("default_head_w", data["default_head_w"], where, "W", MAX_WATTS) if "default_head_w" in data else None
+        default = bounded_figure("default_head_w", data["default_head_w"], MAX_WATTS, "W", where) if "default_head_w" in data else None
         raw = data.get("head_w", {})
         heads: dict[int, float] = {}
         if isinstance(raw, list):
             for k, v in enumerate(raw):
-                heads[k] = _number(f"head_w[{k}]", v, where, "W", MAX_WATTS)
+                heads[k] = bounded_figure(f"head_w[{k}]", v, MAX_WATTS, "W", where)
         elif isinstance(raw, dict):
             for k, v in raw.items():
                 if not (isinstance(k, str) and k.isascii() and k.isdigit()):
                     raise ConfigError(f"head_w.{k}", v, f"keys of head_w must be split numbers (\"0\", \"1\", ...) in {where}")
                 if int(k) in heads:  # "01" and "1": one of them was dropped without a word
                     raise ConfigError(f"head_w.{k}", v, f"split {int(k)} is given twice in {where}")
-                heads[int(k)] = _number(f"head_w.{k}", v, where, "W", MAX_WATTS)
+                heads[int(k)] = bounded_figure(f"head_w.{k}", v, MAX_WATTS, "W", where)
         else:
             raise ConfigError("head_w", raw, f"expected a table of split -> W or a list in {where}")
         if not heads and default is None:
@@ -222,8 +214,8 @@ class RadioModel:
             for name in ("alpha_mw_per_mbps", "beta_mw", "idle_mw"):
                 if name in table:
                     slope = name.startswith("alpha")
-                    values[name] = _number(f"{link}.{name}", table[name], where, "mW/Mbps" if slope else "mW",
-                                           MAX_RADIO_MW_PER_MBPS if slope else MAX_RADIO_MW)
+                    most, unit = (MAX_RADIO_MW_PER_MBPS, "mW/Mbps") if slope else (MAX_RADIO_MW, "mW")
+                    values[name] = bounded_figure(f"{link}.{name}", table[name], most, unit, where)
                 elif base is not None:
                     values[name] = getattr(base, name)
             values["source"] = _text(f"{link}.source", table["source"], where) if "source" in table else where

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 import splitpoint
+from scheduler.figures import bounded_figure
 from scheduler.power_models import MAX_WATTS
 from splitpoint.bundle import Bundle
 from splitpoint.errors import ConfigError
@@ -139,8 +140,8 @@ class Profile:
                     raise ConfigError(at, k, "profiled twice: one entry per split")
                 splits[k] = SplitProfile(k, _whole(f"{at}.wire_bytes", s["wire_bytes"], MAX_WIRE_BYTES),
                                          _stage_stats(f"{at}.latency", s["latency"]),
-                                         _figure(f"{at}.power_w", s.get("power_w"), MAX_WATTS, optional=True))
-            idle = _figure(f"{where}: idle_power_w", d.get("idle_power_w"), MAX_WATTS, optional=True)
+                                         _metered(f"{at}.power_w", s.get("power_w")))
+            idle = _metered(f"{where}: idle_power_w", d.get("idle_power_w"))
             if not splits:  # the planner takes the highest split for K
                 raise ConfigError(f"{where}: splits", None, "no split was profiled")
             side = d["side"]
@@ -178,20 +179,9 @@ def _whole(key: str, value: Any, most: int | None = None) -> int:
     return value
 
 
-def _figure(key: str, value: Any, most: float, optional: bool = False, unit: str = "W") -> Any:
-    """What the planner computes with: a finite number >= 0 and at most `most` (None too when
-    `optional`: not metered). A NaN or negative watt figure was planned with: min-energy chose the
-    split whose energy was -inf; a median of 1e308 ms was planned with and printed in 300 digits."""
-    if optional and value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
-        raise ConfigError(key, value, "must be finite and >= 0")
-    if value > most:
-        raise ConfigError(key, value, f"must be at most {most:g} ({unit}): {_BOUNDS[unit]}")
-    return value
-
-
-_BOUNDS = {"W": "more than any edge board draws", "ms": "an hour, longer than any split of a frame takes"}
+def _metered(key: str, value: Any) -> float | None:
+    """A power figure of a profile, W, or None: not metered."""
+    return None if value is None else bounded_figure(key, value, MAX_WATTS, "W")
 
 
 def _stage_stats(at: str, d: Any) -> StageStats:
@@ -202,7 +192,7 @@ def _stage_stats(at: str, d: Any) -> StageStats:
     unknown = sorted(set(d) - set(_STAGE_TIMES) - {"samples"})
     if unknown:
         raise ConfigError(f"{at}.{unknown[0]}", d[unknown[0]], f"unknown key; known: {', '.join(_STAGE_TIMES)}, samples")
-    times = {name: float(_figure(f"{at}.{name}", d[name], MAX_STAGE_MS, unit="ms")) for name in _STAGE_TIMES}
+    times = {name: bounded_figure(f"{at}.{name}", d[name], MAX_STAGE_MS, "ms") for name in _STAGE_TIMES}
     if times["p95_ms"] < times["median_ms"]:
         raise ConfigError(f"{at}.p95_ms", d["p95_ms"],
                           f"is below median_ms ({d['median_ms']}): a 95th percentile is never below the median")

@@ -22,7 +22,7 @@ from scheduler.link import LinkEstimator, LinkState
 from scheduler.objectives import PolicyConfig, decide
 from scheduler.policy import AdaptivePolicy
 from scheduler.profiles import Profile, SplitProfile, StageStats
-from splitpoint.errors import ConfigError
+from splitpoint.errors import ConfigError, show_value
 
 pytestmark = pytest.mark.edge_side  # no TensorFlow: CI also runs it from the wheel on Python 3.13
 
@@ -167,8 +167,9 @@ def test_a_profile_figure_the_planner_cannot_use_is_named(tmp_path: Path, where:
     path.write_text(json.dumps(data))  # NaN and -Infinity as Python's json writes them
     with pytest.raises(ConfigError) as err:
         load_profile(path, "edge", DIGEST)
-    rule = "a whole number >= 0" if key.endswith("wire_bytes") else "finite and >= 0"
-    assert str(err.value).startswith(f"{path}: {key} = ") and str(err.value).endswith(f": must be {rule}")
+    rule = ("a whole number >= 0" if key.endswith("wire_bytes")
+            else f"a finite number >= 0 ({'W' if key.endswith('power_w') else 'ms'})")
+    assert str(err.value) == f"{path}: {key} = {show_value(value)}: must be {rule}"
 
 
 @pytest.mark.parametrize(("change", "message"), [
