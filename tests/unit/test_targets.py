@@ -60,6 +60,7 @@ def test_balanced_options_ask_for_round_robin_and_health_checks() -> None:
     assert "grpc.use_local_subchannel_pool" not in dict(balanced_options(1024))
 
 
+@pytest.mark.parametrize("key", ["cloud", "target"])
 @pytest.mark.parametrize(("text", "said"), [
     # taken, and the server listed twice got twice the streams (73% against 27%)
     ("127.0.0.1:41001,127.0.0.1:41001,127.0.0.1:41002", "lists the server 127.0.0.1:41001 twice"),
@@ -70,14 +71,6 @@ def test_balanced_options_ask_for_round_robin_and_health_checks() -> None:
     (",127.0.0.1:1", "has an empty item"),
     ("127.0.0.1:1,,127.0.0.2:1", "has an empty item"),
     ("a:1,", "has an empty item"),
-])
-def test_a_server_listed_twice_or_an_empty_item_is_refused(text: str, said: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        parse_target("cloud", text)
-    assert str(info.value).startswith(f'cloud = "{text}": {said}'), info.value
-
-
-@pytest.mark.parametrize(("text", "said"), [
     # said `cloud = "127.0.0.1:41001,127.0.0.1:41002": '127.0.0.1:41001,127.0.0.1' is not a host name ...`
     ("dns:///127.0.0.1:41001,127.0.0.1:41002", "dns:/// takes one NAME:PORT"),
     ("dns:///:41001", "expected dns:///NAME:PORT"),  # said `cloud = ":41001": ...`
@@ -90,10 +83,13 @@ def test_a_server_listed_twice_or_an_empty_item_is_refused(text: str, said: str)
     # passed, though no splitpoint server listens on a Unix socket
     ("unix:/run/splitpoint.sock", "a Unix socket is no server"),
 ])
-def test_errors_quote_the_value_as_written_and_name_the_bad_item(text: str, said: str) -> None:
+def test_a_refused_target_is_quoted_as_written_under_its_key_with_the_bad_item_named(key: str, text: str,
+                                                                                      said: str) -> None:
+    """A server listed twice or an empty item was taken; other errors quoted a part of the value,
+    not the value as written. Whatever key names the target (cloud, target), it is the one quoted."""
     with pytest.raises(ConfigError) as info:
-        parse_target("target", text)
-    assert str(info.value).startswith(f'target = "{text}": {said}'), info.value
+        parse_target(key, text)
+    assert str(info.value).startswith(f'{key} = "{text}": {said}'), info.value
 
 
 @pytest.mark.parametrize(("text", "several"), [
