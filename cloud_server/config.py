@@ -16,20 +16,32 @@ MAX_STREAM_WINDOW_KB = 2**31 // 1024 - 1  # gRPC takes the window in bytes, a 32
 #: 20-digit count got the server OOM-killed. Tails are batched and TensorFlow spreads each batch over
 #: the cores itself, so past the core count more workers add memory, not throughput.
 MAX_WORKERS = 256
+#: the server's counts of frames and streams: far past any deployment, yet a typo such as 10**12
+#: is refused at start instead of sizing the gRPC thread pool (two threads a stream) for it, or
+#: letting one batch or queue hold frames until the memory is gone. (key, most, what it counts)
+MAX_BATCH = 1024
+MAX_QUEUE = 100_000
+MAX_STREAMS = 10_000
+_COUNT_BOUNDS = (("max_batch", MAX_BATCH, "frames run as one batch"),
+                 ("max_queue", MAX_QUEUE, "frames waiting"),
+                 ("max_queue_per_agent", MAX_QUEUE, "frames waiting"),
+                 ("max_streams", MAX_STREAMS, "Infer streams; the gRPC pool has two threads for each"),
+                 ("max_streams_per_agent", MAX_STREAMS, "Infer streams"))
 
 @dataclass
 class CloudConfig:
     bundle: str = option(help="bundle directory made by `splitpoint partition`", group="serving")
     listen: str = option("127.0.0.1:50051", "HOST:PORT to serve on; port 0 picks a free port and prints it", group="serving")
     workers: int = option(2, "threads running tails (1 to 256)", group="capacity")
-    max_batch: int = option(8, "frames of the same split run together when they queue up", group="capacity")
-    max_queue: int = option(256, "frames waiting for a worker before new ones get RESOURCE_EXHAUSTED", group="capacity")
+    max_batch: int = option(8, "frames of the same split run together when they queue up (1 to 1024)", group="capacity")
+    max_queue: int = option(256, "frames waiting for a worker before new ones get RESOURCE_EXHAUSTED (1 to 100000)",
+                            group="capacity")
     max_streams: int = option(256, "Infer streams open at once, over all agents; more get RESOURCE_EXHAUSTED (health and "
-                                   "control calls are never counted)", group="capacity")
+                                   "control calls are never counted; 1 to 10000)", group="capacity")
     max_streams_per_agent: int = option(4, "Infer streams one agent (client certificate, `splitpoint-agent` name, "
-                                           "or connection) may hold open", group="capacity")
+                                           "or connection) may hold open (1 to 10000)", group="capacity")
     max_queue_per_agent: int = option(16, "frames of one agent waiting for a worker (its fair share); more get "
-                                          "RESOURCE_EXHAUSTED", group="capacity")
+                                          "RESOURCE_EXHAUSTED (1 to 100000)", group="capacity")
     max_inflight_mb: float = option(256.0, "request bytes accepted but not yet computed, over all streams, MiB; "
                                            "past it streams are read no further until frames finish", group="capacity")
     stream_window_kb: int = option(1024, "HTTP/2 receive window of each stream, KiB: what an unread stream may hold "
@@ -80,6 +92,9 @@ class CloudConfig:
         if self.workers > MAX_WORKERS:
             raise ConfigError("workers", self.workers, f"must be at most {MAX_WORKERS} (threads running tails; "
                                                        "about the CPU cores or GPUs is enough)")
+        for key, most, what in _COUNT_BOUNDS:
+            if getattr(self, key) > most:
+                raise ConfigError(key, getattr(self, key), f"must be at most {most} ({what})")
         if self.stream_window_kb > MAX_STREAM_WINDOW_KB:  # 2097152 was an OverflowError once the tails had loaded
             raise ConfigError("stream_window_kb", self.stream_window_kb, f"must be at most {MAX_STREAM_WINDOW_KB} (2 GiB)")
         bad = [k for k in self.splits if k < 0]

@@ -240,6 +240,20 @@ def test_workers_from_toml_past_the_cap_are_refused(tmp_path: Path) -> None:
     cfg.load(CloudConfig, parse(CloudConfig, ["--bundle", "b", "--workers", "256"]))  # the cap itself is fine
 
 
+@pytest.mark.parametrize(("key", "most"), [("max_batch", 1024), ("max_queue", 100_000), ("max_queue_per_agent", 100_000),
+                                         ("max_streams", 10_000), ("max_streams_per_agent", 10_000)])
+def test_server_counts_past_their_cap_are_refused(tmp_path: Path, key: str, most: int) -> None:
+    """max_streams = 10**12 sized the gRPC thread pool for two threads a stream, and a queue or batch
+    of 10**12 frames held frames until the memory was gone: each count has a generous cap."""
+    flag = "--" + key.replace("_", "-")
+    with pytest.raises(ConfigError, match=rf"^{key} = {most + 1}: must be at most {most} \(") as info:
+        cfg.load(CloudConfig, parse(CloudConfig, ["--bundle", "b", flag, str(most + 1)]))
+    assert info.value.key == key
+    with pytest.raises(ConfigError, match=rf"^{key} = 1000000000000: must be at most {most} "):
+        cfg.load(CloudConfig, parse(CloudConfig, []), write(tmp_path, f'bundle = "b"\n{key} = 1_000_000_000_000\n'))
+    assert getattr(cfg.load(CloudConfig, parse(CloudConfig, ["--bundle", "b", flag, str(most)])), key) == most
+
+
 @pytest.mark.parametrize("age", ["0.0001", "0.5", "0.999"])
 def test_a_connection_age_under_a_second_is_refused(age: str) -> None:
     """max_connection_age_s = 0.0001 was 0 ms to gRPC (int(0.0001 * 1000)): every connection closed
