@@ -260,7 +260,7 @@ def _add_partition(p: argparse.ArgumentParser) -> None:
     g.add_argument("--detection-kind", metavar="KIND", help="how outputs decode: centernet (the default)")
     g.add_argument("--score-threshold", type=float, metavar="F", help="detections below F are dropped (default 0.3)")
     g.add_argument("--nms-iou", type=float, metavar="F", help="non-maximum suppression IoU (default 0.5)")
-    g.add_argument("--max-detections", type=int, metavar="N", help="at most N detections per frame (default 20)")
+    g.add_argument("--max-detections", type=int, metavar="N", help="at most N detections per frame, 1 to 10000 (default 20)")
     g.add_argument("--box-format", metavar="FMT",
                    help="the size map's unit: size_pixels (default), size_cells or size_normalized")
     g.add_argument("--labels", metavar="LIST|FILE",

@@ -39,6 +39,9 @@ BOX_FORMATS = ("size_pixels", "size_cells", "size_normalized")
 DEFAULTS: dict[str, Any] = {"kind": KIND, "heatmap": 0, "size": 1, "stride": 4, "box_format": "size_pixels",
                             "score_threshold": 0.3, "nms_iou": 0.5, "max_detections": 20,
                             "class_agnostic_nms": False}
+#: the most detections a frame may keep: COCO's detectors keep 100, YOLO's 300. A frame's records
+#: and its compact answer (24 bytes a row) hold each one, and 10**12 was accepted into a manifest
+MAX_DETECTIONS = 10_000
 
 
 class DetectionConfigError(ValueError):
@@ -49,11 +52,13 @@ class DetectionConfigError(ValueError):
         super().__init__(f"detection.{key} = {value!r}: {reason}")
 
 
-def _integer(key: str, value: Any, minimum: int) -> int:
+def _integer(key: str, value: Any, minimum: int, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         # 4.0 is shown as 4 (errors.show_value): say why that is not an integer
         point = " written without a decimal point" if isinstance(value, float) and value.is_integer() else ""
         raise DetectionConfigError(key, value, f"must be an integer >= {minimum}{point}")
+    if maximum is not None and value > maximum:
+        raise DetectionConfigError(key, value, f"must be at most {maximum}")
     return int(value)
 
 
@@ -84,7 +89,7 @@ def config(**overrides: Any) -> dict[str, Any]:
     if cfg["heatmap"] == cfg["size"]:
         raise DetectionConfigError("size", cfg["size"], "the size map must be another output than the heatmap")
     cfg["stride"] = _integer("stride", cfg["stride"], 1)
-    cfg["max_detections"] = _integer("max_detections", cfg["max_detections"], 1)
+    cfg["max_detections"] = _integer("max_detections", cfg["max_detections"], 1, MAX_DETECTIONS)
     cfg["score_threshold"] = _fraction("score_threshold", cfg["score_threshold"], True, True)
     cfg["nms_iou"] = _fraction("nms_iou", cfg["nms_iou"], True, False)
     if not isinstance(cfg["class_agnostic_nms"], bool):

@@ -10,7 +10,7 @@ against the model before anything is written.
     box_format = "size_pixels"    # or "size_cells", "size_normalized"
     score_threshold = 0.3
     nms_iou = 0.5
-    max_detections = 20
+    max_detections = 20           # 1 to 10000 (detection.MAX_DETECTIONS)
     class_agnostic_nms = false
     labels = ["car", "person", "cow"]   # one per heatmap class, in class order
 

@@ -215,6 +215,8 @@ def test_decoder_settings_from_toml_json_and_flags(tmp_path):
     ('labels = ["car", ""]', {}, "decoder.toml: labels", '["car", ""]', "list of non-empty strings"),
     ("", {"score_threshold": float("nan")}, "--score-threshold", "nan", "(0, 1)"),
     ("", {"max_detections": -3}, "--max-detections", "-3", "integer >= 1"),
+    ("", {"max_detections": 10**12}, "--max-detections", "1000000000000", "at most 10000"),
+    ("max_detections = 10001", {}, "decoder.toml: max_detections", "10001", "at most 10000"),
     ("", {"detection_kind": "ssd"}, "--detection-kind", '"ssd"', "supported: centernet"),
     ("", {"box_format": "cxcywh"}, "--box-format", '"cxcywh"', "must be one of"),
     ("", {"nms_iou": 2.0}, "--nms-iou", "2", "(0, 1]"),
@@ -377,3 +379,9 @@ def test_a_binary_classifiers_record_decides_at_one_half(tmp_path):
     # one value without two labels (a regressor's) is reported as it is; several scores: the argmax
     assert top_class(np.array([3.5]), 0) == (0, 3.5)
     assert top_class(np.array([0.1, 0.7, 0.2]), 3) == (1, pytest.approx(0.7))
+
+
+def test_max_detections_up_to_its_cap_is_taken():
+    from splitpoint.detection import MAX_DETECTIONS
+
+    assert config(max_detections=MAX_DETECTIONS)["max_detections"] == MAX_DETECTIONS == 10_000
