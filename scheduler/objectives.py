@@ -14,6 +14,10 @@ from splitpoint.config import option
 from splitpoint.errors import ConfigError
 
 POLICIES = ("fixed", "min-latency", "min-energy", "weighted")
+#: the longest deadline, ms: an hour, as a profile's stage times are bounded (profiles.MAX_STAGE_MS).
+#: No frame's split is planned to take longer, so a longer deadline only looked meaningful; up to
+#: 24.8 days (every time key's cap) was taken silently.
+MAX_DEADLINE_MS = 3_600_000.0
 
 
 @dataclass
@@ -22,7 +26,8 @@ class PolicyConfig:
 
     name: str = option("fixed", "fixed, min-latency, min-energy or weighted", choices=POLICIES)
     split: int | None = option(None, "the split of the fixed policy (default: the agent's --split, else K)")
-    deadline_ms: float | None = option(None, "latency bound: min-energy picks the least energy among splits under it")
+    deadline_ms: float | None = option(None, "latency bound: min-energy picks the least energy among splits under it "
+                                             "(above 0, at most 3600000: an hour)")
     energy_budget_mj: float | None = option(None, "edge energy bound per frame: min-latency picks the fastest split under it")
     latency_weight: float = option(1.0, "weighted: cost = latency_weight * ms + energy_weight * mJ")
     energy_weight: float = option(1.0, "weighted: see latency_weight")
@@ -46,6 +51,9 @@ class PolicyConfig:
     def validate(self) -> None:
         if self.deadline_ms is not None and self.deadline_ms <= 0:
             raise ConfigError("policy.deadline_ms", self.deadline_ms, "must be > 0")
+        if self.deadline_ms is not None and self.deadline_ms > MAX_DEADLINE_MS:
+            raise ConfigError("policy.deadline_ms", self.deadline_ms,
+                              f"must be at most {MAX_DEADLINE_MS:.0f} ms (an hour, the longest time a profile plans with)")
         if self.energy_budget_mj is not None and self.energy_budget_mj <= 0:
             raise ConfigError("policy.energy_budget_mj", self.energy_budget_mj, "must be > 0")
         for key in ("latency_weight", "energy_weight", "margin"):

@@ -113,7 +113,8 @@ class BenchOptions:
     trace_fps: float = option(10.0, "camera rate of the trace runs", group=T)
     trace_rtt: list[float] = option(help="RTTs of the trace runs in ms, each trace (slice) at each (default 10,50)",
                                     default_factory=lambda: list(DEFAULT_TRACE_RTTS_MS), group=T)
-    deadline_ms: float | None = option(None, "deadline of a trace frame (default one frame interval)", group=T)
+    deadline_ms: float | None = option(None, "deadline of a trace frame, ms, at most an hour (default one frame "
+                                             "interval)", group=T)
     edge_cpu: int | None = option(None, "CPU the edge worker is pinned to (default: the last allowed one)", group=E)
     edge_device: str = option("", "emulate the edge device of this file: each split's head lasts its time in it (a "
                                   "path, or a shipped name: mobilenetv2-96-documented.json, mobilenetv2-96-slow125.toml"
@@ -187,8 +188,12 @@ class BenchOptions:
         for key, most, why in _upper_bounds():
             if getattr(self, key) > most:
                 raise ConfigError(key, getattr(self, key), f"must be at most {most:g} {why}")
-        if self.deadline_ms is not None and not self.deadline_ms > 0:
-            raise ConfigError("deadline_ms", self.deadline_ms, "expected a positive number of ms")
+        from scheduler.objectives import MAX_DEADLINE_MS  # numpy: not for --help
+
+        if self.deadline_ms is not None and not 0 < self.deadline_ms <= MAX_DEADLINE_MS:
+            # the step stage hands it to the policy, which takes an hour at most: refused now, not there
+            raise ConfigError("deadline_ms", self.deadline_ms,
+                              f"expected a positive number of ms, at most {MAX_DEADLINE_MS:.0f} (an hour)")
         if self.plan_log and self.keep_runs is None:
             raise ConfigError("plan_log", True, "the plans are logged into the edge worker's log, which is kept only "
                                                 "with --keep-runs DIR: give one")

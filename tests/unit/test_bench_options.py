@@ -113,6 +113,8 @@ def test_print_config_round_trips_through_the_file(tmp_path: Path, capsys: pytes
     (["--adaptive-frames", "1"], "adaptive_frames = 1"),
     (["--step-rtt", "-1"], "step_rtt = -1"),
     (["--step-rtt", "70000"], "step_rtt = 70000"),
+    # the step stage hands it to the policy, which refused it there: an hour at most, as there
+    (["--deadline-ms", "3600001"], "deadline_ms = 3600001: expected a positive number of ms, at most 3600000"),
 ])
 def test_bad_values_name_the_key(argv: list[str], key: str) -> None:
     with pytest.raises(ConfigError) as exc:
@@ -122,7 +124,8 @@ def test_bad_values_name_the_key(argv: list[str], key: str) -> None:
 
 def test_the_limits_themselves_are_accepted() -> None:
     options("--bandwidths", "10000", "--step-rates", "10000,0.001", "--tp-bandwidth", "10000",
-            "--peer-nominal-mbps", "10000", "--step-fps", "0.1", "--trace-fps", "0.1", "--trace-seconds", "20")
+            "--peer-nominal-mbps", "10000", "--step-fps", "0.1", "--trace-fps", "0.1", "--trace-seconds", "20",
+            "--deadline-ms", "3600000")
 
 
 @pytest.mark.parametrize("flag", ["--json", "--markdown", "--bundle", "--traces", "--traces-dir", "--splits",

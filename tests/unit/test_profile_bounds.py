@@ -149,3 +149,15 @@ def test_a_negative_policy_split_is_refused_when_the_config_is_read() -> None:
     with pytest.raises(ConfigError, match=r"^policy\.split = -1: must be a split number >= 0$"):
         PolicyConfig(name="fixed", split=-1).validate()
     PolicyConfig(name="fixed", split=0).validate()
+
+
+def test_a_deadline_past_an_hour_is_refused_as_profile_times_are() -> None:
+    """deadline_ms took anything up to every time key's cap (24.8 days), though no split is planned
+    with a time past an hour (MAX_STAGE_MS): the deadline is bounded as the profiles' times are."""
+    from scheduler.objectives import MAX_DEADLINE_MS
+    from scheduler.profiles import MAX_STAGE_MS
+
+    assert MAX_DEADLINE_MS == MAX_STAGE_MS == 3_600_000
+    with pytest.raises(ConfigError, match=r"^policy\.deadline_ms = 3600001: must be at most 3600000 ms \(an hour"):
+        PolicyConfig(name="min-energy", deadline_ms=3_600_001, edge_profile="e", cloud_profile="c").validate()
+    PolicyConfig(name="min-energy", deadline_ms=3_600_000, edge_profile="e", cloud_profile="c").validate()
