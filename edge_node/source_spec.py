@@ -30,7 +30,7 @@ MAX_CAMERA_NUMBER = 2**31 - 1
 
 def _count(spec: str, key: str, text: str, minimum: int, what: str, maximum: int | None = None) -> int:
     text = text.strip()
-    if not re.fullmatch(r"\d+", text) or int(text) < minimum:
+    if not re.fullmatch(r"[0-9]+", text) or int(text) < minimum:  # ASCII: \d matches "\uff15" too
         raise ConfigError(
             key, spec, f"{what} must be an integer >= {minimum}, not {text!r}; {ACCEPTED_FORMS}"
         )

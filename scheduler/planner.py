@@ -31,7 +31,7 @@ _TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 def parse_bandwidth(text: str, key: str = "--bandwidth") -> float:
     """'5Mbps', '500kbps', '2.5 mbps', '1e6' (bit/s), '5MBps' or '5MB/s' (bytes: 40 Mbit/s) -> bit/s.
     Case does not matter but for the B of bytes: '5MBps' was read as 5 Mbit/s, 8 times too slow."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([a-zA-Z/]*)\s*", text)
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-zA-Z/]*)\s*", text)
     written = m.group(2).replace("/s", "ps") if m else ""
     in_bytes = written.endswith("Bps")
     unit = (written[:-3] + "bps" if in_bytes else written).lower() or "bps"

@@ -122,11 +122,16 @@ def _command(sub: Any, name: str, func: Command, description: str = "") -> argpa
     return p
 
 
-def positive_int(text: str, most: int | None = None) -> int:
+def integer(text: str) -> int:
+    """An integer flag (splitpoint.config.parse_int: ASCII digits, `--split \uff15` is refused)."""
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        return cfg.parse_int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive_int(text: str, most: int | None = None) -> int:
+    value = integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
     if most is not None and value > most:
@@ -144,11 +149,16 @@ def up_to(most: int) -> Callable[[str], int]:
     return convert
 
 
-def fraction(text: str) -> float:
+def number(text: str) -> float:
+    """A number flag (splitpoint.config.parse_float: ASCII alone)."""
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        return cfg.parse_float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def fraction(text: str) -> float:
+    value = number(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
     return value
@@ -217,7 +227,7 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
                    help="where the bundle and the results go (default: splitpoint/demo under the user's cache "
                         "directory, $XDG_CACHE_HOME or ~/.cache)")
     p.add_argument("--frames", type=positive_int, default=24, help="frames to stream (default 24)")
-    p.add_argument("--split", type=int, default=None, help="fixed split; default: take turns over every split")
+    p.add_argument("--split", type=integer, default=None, help="fixed split; default: take turns over every split")
     p.add_argument("--model", choices=("digits-cnn", "digits-detector"), default="digits-cnn",
                    help="the bundled classifier (default) or the digits detector: several outputs, "
                         "multi-tensor cuts, detections in source-image pixels")
@@ -258,9 +268,9 @@ def _add_partition(p: argparse.ArgumentParser) -> None:
                    help="TOML or JSON file: kind, heatmap, size, stride, box_format, score_threshold, nms_iou, "
                         "max_detections, class_agnostic_nms, labels; the flags below override it")
     g.add_argument("--detection-kind", metavar="KIND", help="how outputs decode: centernet (the default)")
-    g.add_argument("--score-threshold", type=float, metavar="F", help="detections below F are dropped (default 0.3)")
-    g.add_argument("--nms-iou", type=float, metavar="F", help="non-maximum suppression IoU (default 0.5)")
-    g.add_argument("--max-detections", type=int, metavar="N", help="at most N detections per frame, 1 to 10000 (default 20)")
+    g.add_argument("--score-threshold", type=number, metavar="F", help="detections below F are dropped (default 0.3)")
+    g.add_argument("--nms-iou", type=number, metavar="F", help="non-maximum suppression IoU (default 0.5)")
+    g.add_argument("--max-detections", type=integer, metavar="N", help="at most N detections per frame, 1 to 10000 (default 20)")
     g.add_argument("--box-format", metavar="FMT",
                    help="the size map's unit: size_pixels (default), size_cells or size_normalized")
     g.add_argument("--labels", metavar="LIST|FILE",

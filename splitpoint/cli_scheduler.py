@@ -17,7 +17,7 @@ def _split_list(text: str, split_ids: list[int]) -> list[int]:
     out = []
     for part in text.split(","):
         try:
-            k = int(part.strip())
+            k = cfg.parse_int(part.strip())
         except ValueError:
             raise ConfigError("--splits", text, f"{part.strip()!r} is not a split number; e.g. --splits 0,8,155") from None
         if k not in split_ids:

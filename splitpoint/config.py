@@ -36,6 +36,33 @@ MAX_SECONDS = 2_147_483
 _TIME_UNITS = {"_s": 1.0, "_ms": 1000.0}  # a key's suffix -> its unit per second
 
 
+#: an integer as a flag or an item of a list writes it: ASCII digits 0-9, a sign at most
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def parse_int(text: str) -> int:
+    """The integer a flag's text (or a list item, a split number) writes; ValueError naming the
+    text otherwise. Every integer of the command line is read here: Python's int() also reads
+    other scripts' digits, and `--runs \uff15` (a full-width 5) ran 5 runs, `--frames \u0665` (an
+    Arabic-Indic 5) five frames, though no key, log or message the user reads writes them so."""
+    stripped = text.strip(" \t")
+    if not _INTEGER.fullmatch(stripped):
+        digits = "" if text.isascii() else " (digits 0-9 only)"
+        raise ValueError(f"{text!r} is not an integer{digits}")
+    return int(stripped)
+
+
+def parse_float(text: str) -> float:
+    """A number as a flag writes it: float()'s syntax, in ASCII alone (float() reads other scripts'
+    digits too: `--grace-s \uff15` was 5 s). ValueError naming the text otherwise."""
+    if not text.isascii():
+        raise ValueError(f"{text!r} is not a number (digits 0-9 only)")
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+
+
 def option(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | None = None,
            default_factory: Any = dataclasses.MISSING, secret: bool = False, group: str = "") -> Any:
     """A config field. `secret` values are never printed (tokens, keys); `group` heads its flag in --help."""
@@ -81,9 +108,9 @@ def _flag_type(base: Any) -> Any:
 
     def convert(text: str) -> Any:
         try:
-            return base(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if base is int else 'a number'}") from None
+            return parse_int(text) if base is int else parse_float(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
     convert.__name__ = "integer" if base is int else "number"
     return convert

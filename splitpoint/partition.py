@@ -96,7 +96,7 @@ def parse_splits(text: str) -> list[int]:
         item = item.strip()
         if not item:
             continue
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?", item)
+        m = re.fullmatch(r"([0-9]+)(?:-([0-9]+))?", item)  # ASCII: \d also matches "\uff15"
         if not m:
             raise PartitionError(f"--splits: {item!r} is not a split number or a range like 3-7")
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))

@@ -199,3 +199,38 @@ def test_doctor_refuses_an_empty_cloud_as_edge_does(capsys: pytest.CaptureFixtur
     """`--cloud ""` was taken as no --cloud: no cloud check and "no problems found"."""
     assert cli.main(["doctor", "--bundle", "/nonexistent", "--cloud", ""]) == 2
     assert capsys.readouterr().err.startswith("splitpoint doctor: error: cloud: give HOST:PORT")
+
+
+@pytest.mark.edge_side
+@pytest.mark.parametrize(("argv", "flag", "value"), [
+    (["profile", "edge", "--bundle", "b", "-o", "p.json", "--runs", "\uff15"], "--runs", "\uff15"),  # full-width 5
+    (["demo", "--frames", "\u0665"], "--frames", "\u0665"),  # Arabic-Indic 5
+    (["demo", "--split", "\uff13"], "--split", "\uff13"),
+    (["partition", "m.keras", "-o", "b", "--max-detections", "\uff15"], "--max-detections", "\uff15"),
+    (["cloud", "--bundle", "b", "--max-batch", "\uff18"], "--max-batch", "\uff18"),  # config keys' flags
+    (["cloud", "--bundle", "b", "--splits", "3,\uff17"], "--splits", "\uff17"),
+    (["bench", "--frames", "\uff13\uff10"], "--frames", "\uff13\uff10"),
+    (["cloud", "--bundle", "b", "--grace-s", "\uff15"], "--grace-s", "\uff15"),  # numbers too
+    (["partition", "m.keras", "-o", "b", "--nms-iou", "\uff10.5"], "--nms-iou", "\uff10.5"),
+])
+def test_digits_of_other_scripts_are_refused_naming_the_flag(argv: list[str], flag: str, value: str,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Python's int() and float() read any script's digits: `--runs ５` ran 5 runs."""
+    with pytest.raises(SystemExit) as info:
+        _parse(*argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: {value!r} is not " in err and "(digits 0-9 only)" in err and err.count("\n") == 1, err
+
+
+@pytest.mark.edge_side
+def test_integers_are_ascii_digits_with_a_sign_at_most() -> None:
+    from splitpoint.config import parse_float, parse_int
+
+    assert [parse_int(t) for t in ("5", "-3", "+7", " 12 ", "007")] == [5, -3, 7, 12, 7]
+    for text in ("\uff15", "\u0665", "1_000", "5.0", "", "-", "0x10", "1e3"):
+        with pytest.raises(ValueError, match="is not an integer"):
+            parse_int(text)
+    assert parse_float("2.5e3") == 2500.0
+    with pytest.raises(ValueError, match=r"digits 0-9 only"):
+        parse_float("\uff12.5")

@@ -492,6 +492,8 @@ def test_bad_fps_is_a_config_error(tmp_path: Path, fps: float) -> None:
         "camera:1.5",
         "camera:2147483648",  # past a C int: cv2.VideoCapture raised a traceback
         "camera:99999999999999999999",
+        "synthetic:\uff15",  # a full-width 5: the pattern took it, as int() does, for 5 frames
+        "camera:\u0661",  # an Arabic-Indic 1
         "webcam:0",
         "rtsp://example.invalid/stream",
         "definitely/not/here",

@@ -20,3 +20,17 @@ def test_the_ranges_parse_back_as_the_same_splits() -> None:
 
     for ks in ([0, 8, 17, 26, 53, 89, 115, 142, 150, 154, 155], list(range(3, 40)), [1, 2, 4, 5, 7]):
         assert parse_splits(split_ranges(ks).replace(" ", "")) == ks
+
+
+@pytest.mark.parametrize("text", ["\uff13", "3,\uff15", "3-\uff17", "\u0663-7"])
+def test_split_numbers_are_ascii_digits(text: str) -> None:
+    """partition's and bench's --splits read `\\d`, profile's int(): both took a full-width 3 as 3."""
+    from splitpoint.cli_scheduler import _split_list
+    from splitpoint.errors import ConfigError, PartitionError
+    from splitpoint.partition import parse_splits
+
+    with pytest.raises(PartitionError, match="is not a split number"):
+        parse_splits(text)
+    if "-" not in text:
+        with pytest.raises(ConfigError, match=r"--splits = .* is not a split number"):
+            _split_list(text, [3, 5, 7])
