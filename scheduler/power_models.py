@@ -202,6 +202,9 @@ class RadioModel:
     def from_dict(cls, data: dict[str, Any], where: str = "radio model") -> RadioModel:
         links = dict(RADIO_DEFAULTS)
         for link, table in data.items():
+            if not link.strip():  # TOML's [""]: a link type `link = ""` alone could pick, never named in a message
+                raise ConfigError("link type", link, f"is empty in {where}: name each table after its link type, "
+                                                     "e.g. [lte] or [lora]")
             if not isinstance(table, dict):
                 raise ConfigError(link, table, f"expected a table of {', '.join(cls._FIELDS)} in {where}")
             _check_keys(table, cls._FIELDS, f"{link}.", where)

@@ -463,6 +463,20 @@ def test_radio_bad_values(tmp_path: Path, text: str, key: str, value: object) ->
         assert err.value.value == value
 
 
+@pytest.mark.parametrize(("text", "shown"), [('[""]\nalpha_mw_per_mbps = 1\nbeta_mw = 2', "link type: "),
+                                           ('[" "]\nalpha_mw_per_mbps = 1\nbeta_mw = 2', 'link type = " ": '),
+                                           ('[""]\nbeta_mw = 2', "link type: ")])
+def test_a_radio_link_type_without_a_name_is_refused_naming_the_file(tmp_path: Path, text: str, shown: str) -> None:
+    """[""] added a link type named "" (`link = ""` then planned with it), and with fields left
+    out said '.beta_mw: is required', naming no link."""
+    path = tmp_path / "radio.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        RadioModel.load(path)
+    assert str(err.value) == f"{shown}is empty in radio model {path}: name each table after its link type, e.g. [lte] or [lora]"
+    assert err.value.key == "link type"
+
+
 def test_radio_bad_arguments() -> None:
     radio = RadioModel()
     with pytest.raises(ConfigError) as err:
