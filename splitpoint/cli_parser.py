@@ -22,6 +22,8 @@ from splitpoint.cli_commands import (  # COMMANDS re-exported: tests read the ex
 )
 
 Command = Callable[[argparse.Namespace], int]
+#: `splitpoint demo --frames`' ceiling (~a minute to an hour of frames, a results log of tens of MB)
+MAX_DEMO_FRAMES = 100_000
 
 
 def overview() -> str:
@@ -226,7 +228,10 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", metavar="DIR",
                    help="where the bundle and the results go (default: splitpoint/demo under the user's cache "
                         "directory, $XDG_CACHE_HOME or ~/.cache)")
-    p.add_argument("--frames", type=positive_int, default=24, help="frames to stream (default 24)")
+    # a demo is a look, not a soak test: each frame is a printed line and a results record, and
+    # the detector demo holds every frame's detections for its summary (--frames 10**12 took all that)
+    p.add_argument("--frames", type=up_to(MAX_DEMO_FRAMES), default=24,
+                   help=f"frames to stream, 1 to {MAX_DEMO_FRAMES} (default 24)")
     p.add_argument("--split", type=integer, default=None, help="fixed split; default: take turns over every split")
     p.add_argument("--model", choices=("digits-cnn", "digits-detector"), default="digits-cnn",
                    help="the bundled classifier (default) or the digits detector: several outputs, "

@@ -45,7 +45,7 @@ def start_demo(digits_bundle: Path, workdir: Path) -> subprocess.Popen[str]:
     workdir.mkdir()
     shutil.copytree(digits_bundle, workdir / "bundle")  # the demo's own bundle: no partitioning here
     return subprocess.Popen([sys.executable, "-m", "splitpoint", "demo", "--workdir", str(workdir),
-                             "--frames", "1000000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             "--frames", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=cli_env(), cwd=workdir,
                             # SIGINT as a terminal's Ctrl-C delivers it, even under a runner that ignores it
                             # (a shell's background job starts with SIGINT ignored, and Python keeps that)

@@ -202,6 +202,18 @@ def test_doctor_refuses_an_empty_cloud_as_edge_does(capsys: pytest.CaptureFixtur
 
 
 @pytest.mark.edge_side
+def test_demo_refuses_more_frames_than_a_demo_shows(capsys: pytest.CaptureFixture[str]) -> None:
+    """--frames had no ceiling: 10**12 printed a line and wrote a record a frame for ever (the
+    detector demo also kept every frame's detections in memory)."""
+    for value in ("100001", "1000000000000"):
+        with pytest.raises(SystemExit) as info:
+            _parse("demo", "--frames", value)
+        assert info.value.code == 2
+        assert f"argument --frames: {value} must be at most 100000" in capsys.readouterr().err
+    assert _parse("demo", "--frames", "100000").frames == 100_000
+
+
+@pytest.mark.edge_side
 @pytest.mark.parametrize(("argv", "flag", "value"), [
     (["profile", "edge", "--bundle", "b", "-o", "p.json", "--runs", "\uff15"], "--runs", "\uff15"),  # full-width 5
     (["demo", "--frames", "\u0665"], "--frames", "\u0665"),  # Arabic-Indic 5
