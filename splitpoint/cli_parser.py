@@ -249,7 +249,8 @@ def _add_partition(p: argparse.ArgumentParser) -> None:
     g.add_argument("-o", "--output", required=True, metavar="BUNDLE", help="REQUIRED: bundle directory to write")
     g.add_argument("--input-size", type=positive_int, metavar="PX",
                    help=f"input size, 32-{MAX_INPUT_SIZE}, of {', '.join(f'{k} (default {v})' for k, v in SIZED.items())}; "
-                        "a model file's own input shape decides its size, unless it takes any size")
+                        "a model file's own input shape decides its size, unless it takes any size: then "
+                        f"1-{MAX_INPUT_SIZE}, as small as its layers can take")
     g.add_argument("--force", action="store_true", help="replace an existing bundle in BUNDLE")
     g = p.add_argument_group("calibration (int8 quantization)")
     cal = g.add_mutually_exclusive_group()

@@ -155,3 +155,24 @@ def test_a_nested_backbone_is_split_inside(tmp_path: Path, capsys: pytest.Captur
     frames = np.random.default_rng(4).integers(0, 256, (4, 8, 8, 3), np.uint8)
     np.testing.assert_allclose(tail_0.predict(manifest.preprocessing.apply_batch(frames), verbose=0),
                                model.predict(frames.astype(np.float32), verbose=0), atol=1e-6)
+
+
+def test_a_model_of_any_input_size_takes_sizes_under_32_its_layers_can_take(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The built-ins' least --input-size, 32, is keras.applications'; a model file of any size is
+    not bound by it (the digits models are 8x8): a size its layers take is built, one they cannot
+    (a 3x3 'valid' convolution on 2x2) is one line naming the size and why, exit 2."""
+    inp = keras.Input((None, None, 1))
+    x = layers.GlobalAveragePooling2D()(layers.Conv2D(4, 3, activation="relu")(inp))
+    path = tmp_path / "anysize.keras"
+    keras.Model(inp, layers.Dense(3, activation="softmax")(x)).save(path)
+    out = tmp_path / "b"
+    assert main(["partition", str(path), "-o", str(out), "--calibration-random", "8", "--input-size", "8",
+                 "--min-agreement", "0"]) == 0, capsys.readouterr().err
+    assert load_bundle(out).manifest.input.shape == (1, 8, 8, 1)
+    capsys.readouterr()
+    assert main(["partition", str(path), "-o", str(tmp_path / "c"), "--calibration-random", "8",
+                 "--input-size", "2"]) == 2
+    err = capsys.readouterr().err
+    assert f"--input-size 2: {path} cannot take 2x2 inputs (ValueError: Computed output size would be zero" in err
+    assert err.count("\n") == 1 and not (tmp_path / "c").exists()
