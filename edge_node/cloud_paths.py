@@ -2,7 +2,7 @@
 
     offload(frame) -> held in the ledger -> session stream -> one of:
         answer               -> recorded, where "cloud"; the link estimate and the hedge margin learn
-        error answer         -> local fallback (the session moves off a RESOURCE_EXHAUSTED/UNAVAILABLE replica;
+        error answer         -> local fallback, its record naming the replica (the session moves off a RESOURCE_EXHAUSTED/UNAVAILABLE replica;
                                 a draining replica's refusal is said at INFO, as its stream's end is)
         malformed answer     -> local fallback
         stream end           -> local fallback for every frame held on that stream
@@ -94,6 +94,7 @@ class Pending:
     raced: bool = False
     #: set by the cloud answer that won: a hedged local run still queued then does not run
     settled: threading.Event = field(default_factory=threading.Event)
+    refused_by: str = ""  # the replica whose error answer sent it here (its local record names it)
 
     @property
     def local_queued(self) -> bool:
@@ -218,6 +219,7 @@ class CloudPaths:
             code = status_code_from_int(resp.error.code)
             self.metrics.errors.labels(code.name).inc()
             message = peer_text(resp.error.message)  # the server's words: escaped and cut short
+            p.refused_by = p.stream.replica  # "" when its stream never said (an older server)
             if is_draining(code, resp.error.message):
                 # sent as its replica began to drain (a rollout, a scale-in): routine, as the stream's
                 # end that follows is (the session's `rotation`); the next frame goes to another replica

@@ -136,7 +136,9 @@ class EdgeWork:
 
     def complete(self, frame: Frame, split: int, where: str, outputs: list[np.ndarray], timings: dict[str, float],
                  fallback: str | None, replica: str = "", pending: Pending | None = None) -> bool:
-        """End `frame` with a result; False if another path ended it first (nothing written)."""
+        """End `frame` with a result; False if another path ended it first (nothing written). A frame
+        a replica refused names it, as an answered one does: `replica` is the stream's peer either way."""
+        replica = replica or (pending.refused_by if pending is not None else "")
         hedge_ms, hedged = (None, False) if pending is None else (pending.hedge_ms, pending.hedged)
         predicted_ms = None  # the plan's latency for the offload, ms after capture (its hedge time less the margin)
         if pending is not None and pending.hedge.basis == "predicted":

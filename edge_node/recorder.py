@@ -212,7 +212,7 @@ class Recorder:
             record["score_not_finite"] = str(score)
         if fallback:
             record["fallback_reason"] = fallback
-        if replica:  # which server answered (several behind one target)
+        if replica:  # which server answered (several behind one target); a local record: which refused it
             record["replica"] = replica
         if hedge_ms is not None:  # offloaded: when it would run (or ran) locally too, and whether it did
             record["hedge_ms"] = round(hedge_ms, 3)

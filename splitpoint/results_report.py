@@ -74,7 +74,8 @@ class LogSummary:
     splits: Counter[int] = field(default_factory=Counter)
     fallbacks: Grouped = field(default_factory=Grouped)
     errors: Grouped = field(default_factory=Grouped)
-    replicas: Counter[str] = field(default_factory=Counter)
+    replicas: Counter[str] = field(default_factory=Counter)  # cloud records: the replica that answered
+    refused_by: Counter[str] = field(default_factory=Counter)  # local records: the replica that refused
     hedged: int = 0
     hedged_local_first: int = 0
     raced: int = 0
@@ -116,8 +117,8 @@ class LogSummary:
             self.splits[r["split"]] += 1
         if isinstance(r.get("fallback_reason"), str):
             self.fallbacks.add(r["fallback_reason"])
-        if isinstance(r.get("replica"), str) and r["replica"]:
-            self.replicas[r["replica"]] += 1
+        if isinstance(r.get("replica"), str) and r["replica"]:  # a local record's refused the frame
+            (self.replicas if r.get("where") == "cloud" else self.refused_by)[r["replica"]] += 1
         if r.get("hedged") is True:
             self.hedged += 1
             self.hedged_local_first += r.get("where") == "local"
@@ -144,6 +145,7 @@ class LogSummary:
         self.where.update(other.where)
         self.splits.update(other.splits)
         self.replicas.update(other.replicas)
+        self.refused_by.update(other.refused_by)
         self.fallbacks.merge(other.fallbacks)
         self.errors.merge(other.errors)
         self.hedged += other.hedged
@@ -165,7 +167,7 @@ class LogSummary:
             "end_to_end_ms": {"median": lat.median(), "p95": lat.quantile(0.95), "p99": lat.quantile(0.99),
                               "max": lat.quantile(1.0), "left_out": self.odd_latency},
             "fallbacks": self.fallbacks.as_json(), "errors": self.errors.as_json(),
-            "replicas": dict(_ranked(self.replicas)), "hedged": self.hedged,
+            "replicas": dict(_ranked(self.replicas)), "refused_by": dict(_ranked(self.refused_by)), "hedged": self.hedged,
             "hedged_local_first": self.hedged_local_first, "raced": self.raced,
             "labelled": self.labelled, "correct": self.correct,
             "first_capture_unix_ns": self.first_ns, "last_capture_unix_ns": self.last_ns,
@@ -279,6 +281,8 @@ def format_summary(s: LogSummary) -> str:
                      f"raced {_n(s.raced)}")
     if s.replicas:
         lines.append("  answered by: " + ", ".join(f"{r} {_n(n)}" for r, n in _ranked(s.replicas)))
+    if s.refused_by:  # then run here: counted in the fallbacks above too
+        lines.append("  refused by: " + ", ".join(f"{r} {_n(n)}" for r, n in _ranked(s.refused_by)))
     lines += _grouped("failed", s.errors)
     if s.labelled:
         lines.append(f"  accuracy against the true labels: {s.correct / s.labelled:.1%} "

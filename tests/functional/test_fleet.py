@@ -298,7 +298,8 @@ def test_thirty_agents_behind_one_target_spread_and_move_off_a_draining_replica(
     assert all([r["frame_id"] for r in recs] == list(range(50)) for recs in second)
     assert all(r["status"] == "ok" for r in records)
     late = [r for recs in second for r in recs[-15:]]  # the last 3 s of every agent: after the drain
-    assert not [r for r in late if r.get("replica") == servers[0].address]
+    # answered by the drained one (a frame it refused names it too, and runs here)
+    assert not [r for r in late if r["where"] == "cloud" and r.get("replica") == servers[0].address]
     assert sum(r["where"] == "cloud" for r in late) >= 0.9 * len(late)  # the others took them over
 
 

@@ -594,7 +594,24 @@ def test_error_answer_falls_back(h: Harness, code: str) -> None:
     h.local.run_all()
     r = h.by_id()[0]
     assert (r["where"], r["split"], r["fallback_reason"]) == ("local", 1, f"cloud {code}: busy")
+    assert r["replica"] == "replica-0"  # the one that refused it, as the log line names it (it was null)
     assert h.idle() and h.booked() == ([], []) and h.agent.metrics.errors.labels(code)._value.get() == 1
+
+
+def test_a_refused_frame_names_the_replica_of_its_own_stream(h: Harness) -> None:
+    """Frames on two streams (two replicas), one refused by each: each record names its refuser;
+    a frame that ran here for another reason (its stream ended) names none."""
+    h.feed(0)
+    h.session.streams[0].accepting = False  # set aside: the next frame opens a new stream (another replica)
+    h.feed(1)
+    h.feed(2)
+    h.session.answer(1, "NOT_FOUND", "split 1 is not in the bundle")
+    h.session.answer(0, "RESOURCE_EXHAUSTED")
+    h.session.end(h.session.stream_of(2))
+    h.local.run_all()
+    got = {fid: (r["where"], r.get("replica")) for fid, r in h.by_id().items()}
+    assert got == {0: ("local", "replica-0"), 1: ("local", "replica-1"), 2: ("local", None)}, got
+    assert h.idle()
 
 
 def test_a_frame_a_draining_replica_refuses_runs_here_without_a_warning(h: Harness,
@@ -620,7 +637,7 @@ def test_malformed_answer_falls_back(h: Harness) -> None:
     h.session.answer(0, "malformed")
     h.local.run_all()
     r = h.by_id()[0]
-    assert r["where"] == "local"
+    assert r["where"] == "local" and "replica" not in r  # no refusal: only error answers name their replica
     assert r["fallback_reason"] == ("malformed response: output tensors unreadable: outputs['scores'] = [1, 3]: "
                                     "the manifest says shape [1, 4]")
     assert h.idle() and h.booked() == ([], [])

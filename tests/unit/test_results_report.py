@@ -252,3 +252,20 @@ def test_results_json_is_strict_even_with_no_latency(tmp_path: Path, capsys: pyt
     out = capsys.readouterr().out
     figures = json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in the JSON output"))[0]["end_to_end_ms"]
     assert figures == {"median": None, "p95": None, "p99": None, "max": None, "left_out": 1}
+
+
+def test_a_replica_that_refused_frames_is_not_counted_as_answering_them(tmp_path: Path) -> None:
+    """A refused frame's record (where local) names the replica that refused it: "answered by"
+    counts cloud records only, "refused by" the others."""
+    from splitpoint.results_report import format_summary
+
+    log = tmp_path / "r.jsonl"
+    lines = [ok(0, "cloud", 3, 10.0, replica="a:1"), ok(1, "cloud", 3, 11.0, replica="b:1"),
+             ok(2, "local", 3, 30.0, replica="b:1", fallback_reason="cloud NOT_FOUND: split 3 is not in the bundle"),
+             ok(3, "local", 3, 31.0, fallback_reason="stream ended before the answer (UNAVAILABLE: gone)")]
+    log.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    s, = summarize([str(log)])
+    assert dict(s.replicas) == {"a:1": 1, "b:1": 1} and dict(s.refused_by) == {"b:1": 1}
+    text = format_summary(s)
+    assert "  answered by: a:1 1, b:1 1\n" in text and "  refused by: b:1 1" in text, text
+    assert s.as_json()["refused_by"] == {"b:1": 1}
