@@ -12,7 +12,9 @@ and the replica that answered), refused by the server (the status code in its an
 e.g. RESOURCE_EXHAUSTED, after which a real agent runs the frame locally), or failed
 with its stream (the stream's status code; the drone opens a new stream, which the
 channel may place on another replica). Frames still unanswered when the run ends count
-as `unanswered`.
+as `unanswered`. Each frame not answered is also counted against the replica whose stream held
+it (`held`): a hung replica keeps its frames unanswered and its drones' windows full, and its
+share of the answers alone looked normal.
 
 Under mutual TLS the server knows an agent by its client certificate's name, so drones given
 one certificate (`tls_cert`) are one agent to it, held together to `max_streams_per_agent`;
@@ -20,7 +22,8 @@ one certificate (`tls_cert`) are one agent to it, held together to `max_streams_
 
 One drone holds at most `window` frames in flight; a tick that finds the window full
 is counted as a skipped frame (the camera's frame that a real agent would run locally), and
-one that finds no stream open (refused, or between streams) as a frame with no stream.
+one that finds no stream open (refused, or between streams) as a frame with no stream. A skipped
+frame is held against the replica of the stream whose frames fill the window.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import queue
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 
@@ -148,6 +151,9 @@ class _Tally:
         self.refused: Counter[str] = Counter()
         self.stream_failures: Counter[str] = Counter()
         self.replicas: Counter[str] = Counter()
+        #: replica -> its frames not answered: refused, lost (with its stream), unanswered, skipped (window
+        #: full of its frames); "?" a stream whose server never named itself (not taken, or hung before)
+        self.held: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self.sent = self.skipped = self.no_stream = 0
         self.last_error = ""  # the latest stream failure, to tell a user why nothing connected
 
@@ -165,6 +171,7 @@ class _Drone:
         self._inflight: dict[int, float] = {}  # frame id -> send time (monotonic)
         self._lock = threading.Lock()  # guards _inflight and _feed; taken before tally.lock
         self._feed: queue.Queue | None = None
+        self._replica = ""  # the current stream's replica, once its metadata named it; guarded by _lock
         self._next_id = 0
         self._on_stream = 0  # frames sent on the current stream
         self._stop = threading.Event()
@@ -181,8 +188,9 @@ class _Drone:
                 with self.tally.lock:
                     if self._feed is None:  # refused, or its next stream not open yet
                         self.tally.no_stream += 1
-                    else:
+                    else:  # the window is full of frames sent on the current stream: its replica's
                         self.tally.skipped += 1
+                        self.tally.held[self._replica or "?"]["skipped"] += 1
                 return
             fid = self._next_id
             self._next_id += 1
@@ -206,9 +214,9 @@ class _Drone:
         while not self._stop.is_set():
             feed: queue.Queue = queue.Queue()
             with self._lock:
-                self._feed, self._on_stream = feed, 0
+                self._feed, self._on_stream, self._replica = feed, 0, ""
             call = self.stub.Infer(self._requests(feed), metadata=[(AGENT_METADATA_KEY, f"loadtest-{self.n}")])
-            code = "OK"
+            code, replica = "OK", "?"
             try:
                 taken = dict(call.initial_metadata() or ()).get(REPLICA_METADATA_KEY)
                 if taken is not None:  # the server took the stream (it names itself only then)
@@ -217,6 +225,8 @@ class _Drone:
                 # "returns" metadata, and done() could still be False then: the drone counted as
                 # connected and the run ended in figures of nothing instead of the refusal (a full test run, once).
                 replica = taken or "?"
+                with self._lock:
+                    self._replica = replica
                 for resp in call:
                     self._answer(resp, replica)
             except grpc.RpcError as err:
@@ -231,6 +241,7 @@ class _Drone:
             if lost:
                 with self.tally.lock:
                     self.tally.stream_failures[code] += lost
+                    self.tally.held[replica]["lost"] += lost
             if code != "OK":
                 self._stop.wait(0.2)  # a failed stream: a moment before the next, which round_robin places
                                       # on a replica that reports SERVING
@@ -244,6 +255,7 @@ class _Drone:
         with self.tally.lock:
             if resp.error.code:
                 self.tally.refused[status_code_from_int(resp.error.code).name] += 1
+                self.tally.held[replica]["refused"] += 1
             else:
                 self.answered += 1
                 self.tally.latencies.append((now - sent) * 1000)
@@ -262,6 +274,9 @@ class _Drone:
             unanswered, self._inflight = len(self._inflight), {}
             if self._feed is not None:
                 self._feed.put(None)  # half-close: the server ends the stream
+            if unanswered:  # all sent on the current stream (the next opens once it ends)
+                with self.tally.lock:
+                    self.tally.held[self._replica or "?"]["unanswered"] += unanswered
         return unanswered
 
     def close(self, deadline: float) -> None:
@@ -359,6 +374,7 @@ def run_loadtest(conf: LoadtestConfig) -> LoadReport:
         unanswered=unanswered, unpaced=pacing.unpaced, pacer_late_ms=pacing.late_s * 1000,
         pacer_behind=pacing.late_s > PACER_MARGIN_S or pacing.unpaced > 0,
         refused=dict(tally.refused), stream_failures=dict(tally.stream_failures), replicas=dict(tally.replicas),
+        held={replica: dict(counts) for replica, counts in tally.held.items()},
         per_agent_answered=[d.answered for d in drones], latency_ms=latency_figures(tally.latencies),
     )
 

@@ -19,6 +19,8 @@ from splitpoint.files import json_object, write_replacing
 from splitpoint.remote_hints import remote_hint
 
 FORMAT = "splitpoint-loadtest"
+#: the ways a replica held a frame it did not answer, in the order the report says them
+HELD = ("unanswered", "skipped", "lost", "refused")
 REPORT = "a splitpoint loadtest report (JSON)"
 
 
@@ -41,6 +43,10 @@ class LoadReport:
     refused: dict[str, int] = field(default_factory=dict)  # per-frame error code -> frames
     stream_failures: dict[str, int] = field(default_factory=dict)  # stream status -> frames lost with it
     replicas: dict[str, int] = field(default_factory=dict)  # replica -> frames it answered
+    #: replica -> its frames not answered, by how: refused, lost (with its stream), unanswered (at the
+    #: end), skipped (the camera's frames while its frames filled a drone's window); "?": a stream
+    #: whose server never named itself (its metadata never came: not taken, or hung before it)
+    held: dict[str, dict[str, int]] = field(default_factory=dict)
     per_agent_answered: list[int] = field(default_factory=list)
     latency_ms: dict[str, float] = field(default_factory=dict)  # p50, p95, p99, mean
 
@@ -93,8 +99,12 @@ class LoadReport:
         for title, counts in (("refused by the server", self.refused), ("lost with their stream", self.stream_failures)):
             if counts:
                 lines.append(f"{title}: " + ", ".join(f"{code} {n}" for code, n in sorted(counts.items())))
-        for replica, n in sorted(self.replicas.items()):
-            lines.append(f"replica {replica}: {n} frames ({n / max(1, self.answered):.1%})")
+        for replica in sorted(self.replicas.keys() | self.held.keys()):
+            n = self.replicas.get(replica, 0)
+            # a hung replica answers nothing more, so its share alone looked normal: what it held says it
+            held = ", ".join(f"{self.held[replica][how]} {how}" for how in HELD if self.held.get(replica, {}).get(how))
+            lines.append(f"replica {replica}: {n} frames ({n / max(1, self.answered):.1%})"
+                         + (f"; not answered: {held}" if held else ""))
         if self.per_agent_answered:
             mean = statistics.fmean(self.per_agent_answered)
             lines.append(f"answered per drone: min {min(self.per_agent_answered)}, mean {mean:.1f}, "

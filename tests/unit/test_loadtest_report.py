@@ -102,3 +102,86 @@ def test_a_load_no_one_process_can_pace_is_refused_before_it_starts(changes: dic
         conf.validate()
     assert str(info.value).startswith(said), str(info.value)
     LoadtestConfig(bundle="b", target="127.0.0.1:1", insecure=True, agents=10_000, fps=10).validate()
+
+
+class _Lost(grpc.RpcError):
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self) -> str:
+        return "Socket closed"
+
+
+class _ScriptedCall:
+    """An Infer call taken by `replica` that answers each frame as `script` says: an error code, "ok",
+    "lose" (the stream fails with it in flight), or nothing (missing: a hung server)."""
+
+    def __init__(self, replica: str, script: dict[int, str], requests: Any) -> None:
+        self.replica, self.script, self.requests = replica, script, requests
+
+    def initial_metadata(self) -> tuple:
+        from splitpoint.wire_metadata import REPLICA_METADATA_KEY
+        return ((REPLICA_METADATA_KEY, self.replica),)
+
+    def __iter__(self) -> Any:
+        from splitpoint.v1 import offload_pb2
+        for req in self.requests:  # ends when the drone half-closes (stop)
+            how = self.script.get(req.frame_id)
+            if how == "lose":
+                raise _Lost()
+            if how is not None:
+                resp = offload_pb2.InferResponse(frame_id=req.frame_id)
+                if how != "ok":
+                    resp.error.code = grpc.StatusCode[how].value[0]
+                yield resp
+
+
+def _until(what: Any) -> None:
+    deadline = time.monotonic() + 5.0
+    while not what():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_frames_a_replica_held_unanswered_are_counted_against_it() -> None:
+    """A hung replica (SIGSTOP) answers nothing more: its drones' windows stay full (skipped) and
+    its frames end unanswered, and the report showed only its share of the answers, which looked
+    normal. Each frame not answered is now counted against the replica whose stream held it."""
+    from splitpoint.loadtest import LoadtestConfig, _Drone, _Tally
+    from splitpoint.v1 import offload_pb2
+
+    conf = LoadtestConfig(bundle="b", target="127.0.0.1:1", insecure=True, window=1, stream_frames=0)
+    tally = _Tally()
+    drone = _Drone(0, conf, conf.security, [offload_pb2.InferRequest(split=0)], tally)
+    calls = iter([("replica-a", {0: "RESOURCE_EXHAUSTED", 1: "ok", 2: "lose"}), ("replica-b", {})])
+
+    def infer(requests: Any, metadata: Any = None) -> _ScriptedCall:
+        replica, script = next(calls)
+        return _ScriptedCall(replica, script, requests)
+
+    drone.stub = SimpleNamespace(Infer=infer)  # type: ignore[assignment]
+    drone.start()
+    assert drone.ready.wait(5.0)
+    for _ in range(3):  # refused, answered, lost with its stream
+        drone.tick()
+        _until(lambda: drone.outstanding() == 0)
+    _until(lambda: drone._replica == "replica-b")  # the next stream, on the hung replica
+    for _ in range(4):  # one sent, three skipped: the window holds replica-b's unanswered frame
+        drone.tick()
+    assert drone.stop() == 1
+    drone.close(time.monotonic() + 5.0)
+    assert dict(tally.replicas) == {"replica-a": 1}
+    assert {r: dict(c) for r, c in tally.held.items()} == {"replica-a": {"refused": 1, "lost": 1},
+                                                          "replica-b": {"skipped": 3, "unanswered": 1}}
+    assert tally.skipped == 3 and dict(tally.stream_failures) == {"UNAVAILABLE": 1}
+
+
+def test_the_report_says_what_each_replica_held_unanswered() -> None:
+    report = LoadReport(config={}, seconds=5.0, connected=2, sent=60, answered=50, skipped=40, unanswered=2,
+                        replicas={"a:1": 25, "b:1": 25}, per_agent_answered=[25, 25],
+                        held={"b:1": {"unanswered": 2, "skipped": 40}, "?": {"lost": 1}})
+    lines = report.text().splitlines()
+    assert "replica a:1: 25 frames (50.0%)" in lines
+    assert "replica b:1: 25 frames (50.0%); not answered: 2 unanswered, 40 skipped" in lines, lines
+    assert "replica ?: 0 frames (0.0%); not answered: 1 lost" in lines, lines
+    assert report.to_dict()["held"]["b:1"] == {"unanswered": 2, "skipped": 40}
