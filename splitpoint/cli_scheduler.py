@@ -10,6 +10,7 @@ from pathlib import Path
 from splitpoint import config as cfg
 from splitpoint.cli_signals import sigterm_interrupts
 from splitpoint.errors import ConfigError
+from splitpoint.files import check_writable_dir
 
 
 def _split_list(text: str, split_ids: list[int]) -> list[int]:
@@ -70,6 +71,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
             raise ConfigError(flag, "", f"give a value (or leave the flag out for {default})")
     # found now, not after every split is measured: -o bundle/manifest.json or notes.md is refused
     check_output(args.output, "-o")
+    check_writable_dir("-o", args.output)  # a read-only directory: found now, not after measuring (exit 1)
     # SIGTERM as Ctrl-C, as for bench: "interrupted", exit 130 (it was 143 without a word), and the
     # earlier profile at -o left as it was (the new one is written whole or not at all)
     runs = 50 if args.runs is None else args.runs

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import stat
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,25 @@ def check_parent_dirs(key: str, path: str | Path) -> None:
         parent = parent.parent
     if not parent.is_dir():
         raise ConfigError(key, str(path), f"cannot be created: {parent} is a file, not a directory")
+
+
+def check_writable_dir(key: str, path: str | Path) -> None:
+    """ConfigError naming `key` and `path` unless a file can be made where `path` goes: its
+    directory (or, while that is still to be made, the nearest one above it that exists) is a
+    directory in which a temporary file can be created and removed. Tried, not asked: access()
+    says yes to root in a directory of mode 0555 and cannot know of a read-only mount or /sys;
+    `profile -o` found out only when it wrote, after minutes of measuring (exit 1)."""
+    check_parent_dirs(key, path)
+    parent = Path(path).parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".probe", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ConfigError(key, str(path), f"cannot be written: a file could not be made and removed in {parent} "
+                                          f"({err.strerror or err})") from None
 
 
 #: the most of a file read to tell whether it is an earlier output (profiles and reports are far smaller)

@@ -168,3 +168,77 @@ def test_one_rule_for_every_kind(tmp_path: Path) -> None:
     check_replaceable(target, "--out", "a thing", lambda data: data.startswith(b"thing"))
     write_replacing(target, "thing 2\n", "--out", "a thing", lambda data: data.startswith(b"thing"))
     assert target.read_text() == "thing 2\n"
+
+
+def _unwritable_dirs() -> list[str]:
+    """Directories no file can be made in, even by root (access() says yes to root everywhere):
+    /sys (EACCES, or EROFS in a container)."""
+    try:
+        fd = os.open("/sys/.splitpoint-probe", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:
+        return ["/sys"]
+    os.close(fd)  # a machine that lets anyone write /sys: nothing here to test with
+    os.unlink("/sys/.splitpoint-probe")
+    return []
+
+
+@pytest.fixture
+def no_measuring(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """`profile cloud` with its bundle and measuring stubbed: what it measured is listed."""
+    import scheduler.profiles
+    import splitpoint.bundle
+
+    measured: list[str] = []
+
+    def measure(bundle: object, runs: int) -> Profile:
+        measured.append("cloud")
+        return profile()
+
+    monkeypatch.setattr(splitpoint.bundle, "load_bundle", lambda *a, **k: object())
+    monkeypatch.setattr(scheduler.profiles, "profile_cloud", measure)
+    return measured
+
+
+@pytest.mark.parametrize("where", _unwritable_dirs())
+def test_profile_refuses_an_output_it_cannot_write_before_measuring(where: str, tmp_path: Path, no_measuring: list[str],
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`profile -o` into a directory no file can be made in measured every split (minutes on a
+    real model) and only then failed to write (exit 1). Now it is refused at once, exit 2, naming it."""
+    from splitpoint.cli import main
+
+    for out in (f"{where}/profile.json", f"{where}/new/dir/profile.json"):
+        assert main(["profile", "cloud", "--bundle", str(tmp_path), "-o", out]) == 2
+        err = capsys.readouterr().err
+        assert f'-o = "{out}": cannot be written: a file could not be made and removed in {where} (' in err, err
+    assert no_measuring == []
+
+
+def test_a_read_only_medium_is_refused_before_measuring(tmp_path: Path, no_measuring: list[str],
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The same on a read-only mount (EROFS), which no test can make without privileges: the probe
+    file's creation fails as it would there."""
+    import tempfile
+
+    from splitpoint.cli import main
+
+    def read_only(*args: object, **kwargs: object) -> tuple[int, str]:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    out = tmp_path / "p.json"
+    assert main(["profile", "cloud", "--bundle", str(tmp_path), "-o", str(out)]) == 2
+    assert (f'-o = "{out}": cannot be written: a file could not be made and removed in {tmp_path} '
+            "(Read-only file system)") in capsys.readouterr().err
+    assert no_measuring == [] and not out.exists()
+
+
+def test_a_writable_directory_is_probed_without_a_trace(tmp_path: Path, no_measuring: list[str]) -> None:
+    from splitpoint.cli import main
+
+    for name in ("p.json", "sub/dir/p.json"):  # directories still to be made are made, as before
+        assert main(["profile", "cloud", "--bundle", str(tmp_path), "-o", str(tmp_path / name)]) == 0
+        assert load_profile(tmp_path / name).side == "edge"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.json", "sub"]
+    assert sorted(p.name for p in (tmp_path / "sub" / "dir").iterdir()) == ["p.json"]
+    assert no_measuring == ["cloud", "cloud"]
