@@ -276,11 +276,14 @@ class OffloadServicer(offload_pb2_grpc.OffloadServicer):
         context.send_initial_metadata(((REPLICA_METADATA_KEY, self.replica),))  # who answered (agents name it)
         m = self.manifest
         warm = set(self.executor.tails.warm())
+        # the splits it serves: a server started with --splits 3 listed every split of the bundle,
+        # and an agent at split 5 had no word at start of the NOT_FOUND each of its frames got there
+        served = set(self.executor.tails.servable)
         info = offload_pb2.BundleInfo(
             model_name=m.model_name, model_digest=m.model_digest, num_layers=m.num_layers,
             server_version=splitpoint.__version__, max_message_bytes=self.max_message_bytes,
         )
-        for s in m.splits:
+        for s in (s for s in m.splits if s.split in served):
             si = info.splits.add(split=s.split, wire_bytes=s.wire_bytes, warm=s.split in warm)
             for t in s.cut:
                 ts = si.cut.add(name=t.name, dtype=dtype_enum(t.dtype), shape=list(t.shape))

@@ -161,7 +161,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                              secrets={k: values[k] for k in ("tls_key", "token_file") if values.get(k)},
                              no_server=no_server,
                              certificates={k: values[k] for k in ("tls_ca", "tls_cert") if values.get(k)},
-                             source=values.get("source") or "", results_format=values.get("results_format") or "jsonl")
+                             source=values.get("source") or "", results_format=values.get("results_format") or "jsonl",
+                             conf=config)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

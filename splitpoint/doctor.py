@@ -259,10 +259,12 @@ def run_doctor(bundle: str | None, cloud: str | None, device: str, results: str 
                make_client: Callable[[], Any] | list[Callable[[], Any]] | None = None, transport: str = "",
                config_checks: list[Check] | None = None, out: Callable[[str], None] = print,
                secrets: dict[str, str] | None = None, no_server: str = "",
-               certificates: dict[str, str] | None = None, source: str = "", results_format: str = "jsonl") -> int:
+               certificates: dict[str, str] | None = None, source: str = "", results_format: str = "jsonl",
+               conf: Any = None) -> int:
     """Every check, printed line by line as it finishes; 0 when nothing FAILed, 1 otherwise.
     `no_server`: why the agent contacts no server (`contacts_no_server`): the cloud is not checked.
-    `make_client`: one client factory, or one per replica of a list (`client_factories`), each checked."""
+    `make_client`: one client factory, or one per replica of a list (`client_factories`), each checked.
+    `conf`: the EdgeConfig, when there is one: a fixed policy's split is what the servers must serve."""
     checks: list[Check] = []
 
     def emit(new: list[Check]) -> None:
@@ -277,7 +279,7 @@ def run_doctor(bundle: str | None, cloud: str | None, device: str, results: str 
     identity = None
     if bundle:
         emit(guarded("bundle", check_bundle, bundle, device))
-        identity = bundle_identity(bundle)
+        identity = bundle_identity(bundle, conf)
     else:
         emit([Check("skip", "bundle", "no bundle given (--bundle or `bundle` in --config)")])
     emit(guarded("source", check_source, source, bundle))

@@ -13,7 +13,7 @@ where the delegate does not load (the Edge TPU check says why); device = cpu doe
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -55,16 +55,26 @@ def check_bundle(path: str, device: str = "cpu") -> list[Check]:
     return out
 
 
-def bundle_identity(path: str) -> tuple[str, list[int]] | None:
-    """The bundle's model digest and the splits it may send a server (every one but K), from its
-    manifest; None when it cannot be read."""
+def bundle_identity(path: str, conf: Any = None) -> tuple[str, list[int]] | None:
+    """The bundle's model digest and the splits an agent may send a server, from its manifest:
+    with the EdgeConfig `conf` of a fixed policy, its split (the agent's own `check_server` rule,
+    scheduler.policy_base.offload_splits: a server started with `cloud --splits 3` serves an
+    agent at split 3); else every one but K. None when the bundle cannot be read."""
+    from scheduler.planner import build_policy
+    from scheduler.policy_base import offload_splits
     from splitpoint.bundle import load_bundle
 
     try:
         m = load_bundle(path, verify=False).manifest
     except Exception:
         return None
-    return m.model_digest, [k for k in m.split_ids if k != m.num_layers]
+    splits = [k for k in m.split_ids if k != m.num_layers]
+    if conf is not None and conf.policy.name == "fixed":
+        try:
+            splits = offload_splits(build_policy(conf.policy, "", m.num_layers, conf.split), m.split_ids, m.num_layers)
+        except Exception:  # noqa: BLE001 - a split the bundle lacks is reported by the config's own check
+            pass
+    return m.model_digest, splits
 
 
 def check_edgetpu_head(bundle: Bundle, device: str) -> list[Check]:

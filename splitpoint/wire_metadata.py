@@ -30,6 +30,9 @@ OTHER_BUNDLE_DETAILS = "agent and server run different bundles"
 #: in the details of a frame refused for a split the replica's bundle lacks (the same model
 #: partitioned with other --splits: its digest matches, its splits do not)
 NO_SUCH_SPLIT_DETAILS = "is not in the bundle"
+#: in the details of a frame refused for a split of the bundle that the replica does not serve
+#: (started with `cloud --splits`): every frame sent there at that split is refused too
+NOT_SERVED_DETAILS = "has no tail on this server"
 #: the shortest interval between two client keepalive pings with no data between them that a
 #: server accepts (it sets gRPC's min_recv_ping_interval_without_data_ms to it); a client that
 #: pings faster gets GOAWAY too_many_pings. The agent's keepalive_s must be at least this.
@@ -46,7 +49,7 @@ def is_draining(code: grpc.StatusCode, details: str) -> bool:
 
 def is_other_bundle(code: grpc.StatusCode | None, details: str) -> bool:
     """A frame's error answer that says its replica runs another bundle (see OTHER_BUNDLE_DETAILS),
-    or one of the same model without the frame's split (NO_SUCH_SPLIT_DETAILS): every frame sent
-    there at that split would be refused too."""
+    one of the same model without the frame's split (NO_SUCH_SPLIT_DETAILS), or serves only other
+    splits (NOT_SERVED_DETAILS): every frame sent there at that split would be refused too."""
     return ((code == grpc.StatusCode.FAILED_PRECONDITION and OTHER_BUNDLE_DETAILS in details)
-            or (code == grpc.StatusCode.NOT_FOUND and NO_SUCH_SPLIT_DETAILS in details))
+            or (code == grpc.StatusCode.NOT_FOUND and (NO_SUCH_SPLIT_DETAILS in details or NOT_SERVED_DETAILS in details)))

@@ -21,6 +21,7 @@ from splitpoint.bundle import Bundle, Manifest, check_artifact, split_ranges
 from splitpoint.errors import BundleError, ConfigError, RequestError
 from splitpoint.files import file_stamp
 from splitpoint.runtime.tf import import_tensorflow
+from splitpoint.wire_metadata import NOT_SERVED_DETAILS
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ class TailPool:
                 self._runners.move_to_end(split)
                 return runner
             if split not in self.servable:
-                raise RequestError(grpc.StatusCode.NOT_FOUND, f"split {split} has no tail on this server; servable: {self.servable}")
+                raise RequestError(grpc.StatusCode.NOT_FOUND, f"split {split} {NOT_SERVED_DETAILS}; servable: {split_ranges(self.servable)}")
             load_lock = self._loading.setdefault(split, threading.Lock())
         with load_lock:  # one loader per split; other splits keep running meanwhile
             with self._lock:

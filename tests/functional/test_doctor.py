@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_node.config import EdgeConfig
 from splitpoint import doctor, doctor_device
 from splitpoint.cli import main
 from splitpoint.doctor_checks import Check, guarded
@@ -78,6 +79,10 @@ def test_cloud_checks(cloud_server, digits_bundle: Path, tmp_path: Path) -> None
 
     digest = doctor.bundle_identity(str(digits_bundle))
     assert digest is not None and digest[1] == list(range(7))  # every split but K = 7
+    fixed = EdgeConfig(bundle=str(digits_bundle), source="synthetic:1", split=3)
+    assert doctor.bundle_identity(str(digits_bundle), fixed) == (digest[0], [3])  # what this agent sends
+    fixed.policy.name = "min-latency"
+    assert doctor.bundle_identity(str(digits_bundle), fixed) == digest
     ok = doctor.check_cloud(client(cloud_server.address), digest)
     assert [c.status for c in ok] == ["ok", "ok", "ok"]
     assert ok[2].name == "clock skew"

@@ -4,6 +4,7 @@ and names a split the bundle does not have (exit 2 from the CLI, no traceback)."
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from helpers import zero_frame
+from helpers import cli_env, zero_frame
 
 from cloud_server.config import CloudConfig
 from cloud_server.server import CloudServer
@@ -41,15 +42,35 @@ def test_only_the_given_splits_are_loaded_and_served(two_split_server: CloudServ
     with grpc.insecure_channel(f"127.0.0.1:{two_split_server.port}") as channel:
         stub = offload_pb2_grpc.OffloadStub(channel)
         info = stub.Describe(offload_pb2.DescribeRequest(), timeout=RPC_TIMEOUT_S)
-        assert [s.split for s in info.splits if s.warm] == [0, 2]
+        assert [(s.split, s.warm) for s in info.splits] == [(0, True), (2, True)]  # what it serves, not the bundle
         resp = stub.InferFrame(zero_frame(digits_bundle, 2), timeout=RPC_TIMEOUT_S)
         assert resp.frame_id == 2 and len(resp.outputs) == 1
         other = next(s.split for s in m.splits if s.tail is not None and s.split not in (0, 2))
         with pytest.raises(grpc.RpcError) as err:
             stub.InferFrame(zero_frame(digits_bundle, other), timeout=RPC_TIMEOUT_S)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
-    assert f"split {other} has no tail on this server" in err.value.details() and "[0, 2]" in err.value.details()
+    assert err.value.details() == f"split {other} has no tail on this server; servable: 0, 2"
     assert sorted(two_split_server.tails.warm()) == [0, 2]  # the refused split was not loaded either
+
+
+def test_an_agent_at_a_split_the_server_does_not_serve_is_told_at_start_and_backs_off(
+        two_split_server: CloudServer, digits_bundle: Path, tmp_path: Path) -> None:
+    """An agent at split 3 against a server started with --splits 0,2: Describe listed every
+    split of the bundle, so it started with no word, and all 30 of its frames were sent there and
+    refused NOT_FOUND one by one. Now it is warned at start, and a refusal that says the split is
+    not served counts as another bundle's: a backoff, its frames run here meanwhile."""
+    results = tmp_path / "r.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-m", "splitpoint", "edge", "--insecure", "--bundle", str(digits_bundle), "--device", "cpu",
+         "--cloud", f"127.0.0.1:{two_split_server.port}", "--source", "synthetic:30", "--fps", "50", "--split", "3",
+         "--results", str(results)], capture_output=True, text=True, timeout=120, env=cli_env(), cwd=tmp_path)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert (f"cloud 127.0.0.1:{two_split_server.port} has no tail for split(s) 3 of this bundle (it serves 0, 2)"
+            in done.stderr), done.stderr
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert sorted(r["frame_id"] for r in records) == list(range(30)) and {r["where"] for r in records} == {"local"}
+    refused = [r for r in records if "has no tail on this server" in r.get("fallback_reason", "")]
+    assert 1 <= len(refused) <= 10, [r.get("fallback_reason") for r in records]  # was 30 of 30
 
 
 def test_a_split_the_bundle_lacks_is_a_config_error(digits_bundle: Path) -> None:

@@ -545,7 +545,7 @@ def test_describe_probe_and_health(cloud_server: CloudServer, channel: grpc.Chan
     assert (info.model_name, info.model_digest, info.num_layers) == (m.model_name, m.model_digest, m.num_layers)
     assert info.server_version == splitpoint.__version__
     assert info.max_message_bytes == cloud_server.config.max_message_bytes
-    assert [s.split for s in info.splits] == m.split_ids
+    assert [s.split for s in info.splits] == [k for k in m.split_ids if k != m.num_layers]  # K has no tail to serve
     for s in info.splits:
         spec = m.split(s.split)
         assert s.wire_bytes == spec.wire_bytes
@@ -554,7 +554,7 @@ def test_describe_probe_and_health(cloud_server: CloudServer, channel: grpc.Chan
             assert want.quantization is not None
             assert list(c.quantization.scale) == pytest.approx(list(want.quantization.scale))
             assert list(c.quantization.zero_point) == list(want.quantization.zero_point)
-        assert s.warm == (s.split < m.num_layers)  # every tail preloaded (warm_tails = 0); K has none
+        assert s.warm  # every tail preloaded (warm_tails = 0)
 
     resp = stub.Probe(offload_pb2.ProbeRequest(payload=b"\1" * 1000, response_bytes=5000), timeout=RPC_TIMEOUT_S)
     assert resp.received_bytes == 1000 and len(resp.payload) == 5000 and resp.server_time_ms >= 0
