@@ -37,12 +37,17 @@ def test_a_whole_fleet_says_nothing_more() -> None:
     assert "opened a stream" not in report.text() and "no stream" not in report.text()
 
 
-class _Refused(grpc.RpcError):
+class _RpcError(grpc.RpcError):
+    """An error as a gRPC call raises it: a status code and its details."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
     def code(self) -> grpc.StatusCode:
-        return grpc.StatusCode.UNAUTHENTICATED
+        return self._code
 
     def details(self) -> str:
-        return "missing or invalid bearer token"
+        return self._details
 
 
 class _Call:
@@ -60,7 +65,7 @@ class _Call:
     def __iter__(self) -> Any:
         self.iterated.set()
         if not self.metadata:
-            raise _Refused()
+            raise _RpcError(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
         return iter(())
 
 
@@ -104,14 +109,6 @@ def test_a_load_no_one_process_can_pace_is_refused_before_it_starts(changes: dic
     LoadtestConfig(bundle="b", target="127.0.0.1:1", insecure=True, agents=10_000, fps=10).validate()
 
 
-class _Lost(grpc.RpcError):
-    def code(self) -> grpc.StatusCode:
-        return grpc.StatusCode.UNAVAILABLE
-
-    def details(self) -> str:
-        return "Socket closed"
-
-
 class _ScriptedCall:
     """An Infer call taken by `replica` that answers each frame as `script` says: an error code, "ok",
     "lose" (the stream fails with it in flight), or nothing (missing: a hung server)."""
@@ -128,7 +125,7 @@ class _ScriptedCall:
         for req in self.requests:  # ends when the drone half-closes (stop)
             how = self.script.get(req.frame_id)
             if how == "lose":
-                raise _Lost()
+                raise _RpcError(grpc.StatusCode.UNAVAILABLE, "Socket closed")
             if how is not None:
                 resp = offload_pb2.InferResponse(frame_id=req.frame_id)
                 if how != "ok":
