@@ -18,6 +18,10 @@ POLICIES = ("fixed", "min-latency", "min-energy", "weighted")
 #: No frame's split is planned to take longer, so a longer deadline only looked meaningful; up to
 #: 24.8 days (every time key's cap) was taken silently.
 MAX_DEADLINE_MS = 3_600_000.0
+#: the largest energy budget of a frame, mJ: 1 kWh, the most any edge board draws (power_models.MAX_WATTS,
+#: 1 kW) for that hour. No board spends as much on a frame, so a larger budget only looked meaningful;
+#: 1e308 was taken silently.
+MAX_ENERGY_BUDGET_MJ = 3_600_000_000.0
 
 
 @dataclass
@@ -28,7 +32,8 @@ class PolicyConfig:
     split: int | None = option(None, "the split of the fixed policy (default: the agent's --split, else K)")
     deadline_ms: float | None = option(None, "latency bound: min-energy picks the least energy among splits under it "
                                              "(above 0, at most 3600000: an hour)")
-    energy_budget_mj: float | None = option(None, "edge energy bound per frame: min-latency picks the fastest split under it")
+    energy_budget_mj: float | None = option(None, "edge energy bound per frame: min-latency picks the fastest split under "
+                                                  "it (above 0, at most 3600000000: 1 kWh)")
     latency_weight: float = option(1.0, "weighted: cost = latency_weight * ms + energy_weight * mJ")
     energy_weight: float = option(1.0, "weighted: see latency_weight")
     margin: float = option(0.1, "switch only for a predicted gain above this fraction (hysteresis)")
@@ -56,6 +61,10 @@ class PolicyConfig:
                               f"must be at most {MAX_DEADLINE_MS:.0f} ms (an hour, the longest time a profile plans with)")
         if self.energy_budget_mj is not None and self.energy_budget_mj <= 0:
             raise ConfigError("policy.energy_budget_mj", self.energy_budget_mj, "must be > 0")
+        if self.energy_budget_mj is not None and self.energy_budget_mj > MAX_ENERGY_BUDGET_MJ:
+            raise ConfigError("policy.energy_budget_mj", self.energy_budget_mj,
+                              f"must be at most {MAX_ENERGY_BUDGET_MJ:.0f} mJ (1 kWh: 1 kW, more than any edge "
+                              f"board draws, for an hour, the longest a frame is planned to take)")
         for key in ("latency_weight", "energy_weight", "margin"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"policy.{key}", getattr(self, key), "must be >= 0")

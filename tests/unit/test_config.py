@@ -66,6 +66,7 @@ def test_flags_override_file_and_file_overrides_defaults(tmp_path: Path) -> None
         ("stream_lifetime_s = 1e12", "stream_lifetime_s", 1e12),
         ("policy.deadline_ms = 3e12", "policy.deadline_ms", 3e12),
         ("policy.deadline_ms = 3600001", "policy.deadline_ms", 3600001),  # past an hour, a profile's longest time
+        ("policy.energy_budget_mj = 3600000001", "policy.energy_budget_mj", 3600000001),  # past 1 kWh a frame
         ("fps = 1e-300", "fps", 1e-300),
         (f'agent_name = "{"a" * 129}"', "agent_name", "a" * 40 + "..."),
     ],

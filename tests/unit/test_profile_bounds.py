@@ -161,3 +161,17 @@ def test_a_deadline_past_an_hour_is_refused_as_profile_times_are() -> None:
     with pytest.raises(ConfigError, match=r"^policy\.deadline_ms = 3600001: must be at most 3600000 ms \(an hour"):
         PolicyConfig(name="min-energy", deadline_ms=3_600_001, edge_profile="e", cloud_profile="c").validate()
     PolicyConfig(name="min-energy", deadline_ms=3_600_000, edge_profile="e", cloud_profile="c").validate()
+
+
+def test_an_energy_budget_past_a_kilowatt_hour_is_refused() -> None:
+    """energy_budget_mj took any finite number (1e308): 1 kW, more than any edge board may draw
+    (MAX_WATTS), for an hour, the longest time a profile plans with, bounds it."""
+    from scheduler.objectives import MAX_ENERGY_BUDGET_MJ
+    from scheduler.power_models import MAX_WATTS
+    from scheduler.profiles import MAX_STAGE_MS
+
+    assert MAX_ENERGY_BUDGET_MJ == MAX_WATTS * MAX_STAGE_MS == 3_600_000_000
+    for budget in (3_600_000_001, 1e308):
+        with pytest.raises(ConfigError, match=r"^policy\.energy_budget_mj = \S+: must be at most 3600000000 mJ \(1 kWh"):
+            PolicyConfig(name="min-latency", energy_budget_mj=budget, edge_profile="e", cloud_profile="c").validate()
+    PolicyConfig(name="min-latency", energy_budget_mj=3_600_000_000, edge_profile="e", cloud_profile="c").validate()
