@@ -24,7 +24,8 @@ _METADATA_VALUE = re.compile(r"[!-~]([ -~]*[!-~])?")
 @dataclass
 class EdgeConfig:
     bundle: str = option(help="bundle directory made by `splitpoint partition`", group="input")
-    source: str = option(help="frames: a directory of images, a video file, camera:N or synthetic:N", group="input")
+    source: str = option(help="frames: a directory of images, a video file, camera:N or synthetic:N (N <= 10**9)",
+                         group="input")
     cloud: str = option("127.0.0.1:50051", "the cloud server(s): HOST:PORT; several by IP address, comma-separated, or "
                                             "dns:///NAME:PORT for every address NAME resolves to: streams are spread "
                                             "over them (round_robin) and a replica that is not SERVING is skipped",

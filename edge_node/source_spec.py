@@ -26,17 +26,27 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)$", re.DOTALL)
 
 #: OpenCV takes a camera number as a C int: past it, cv2.VideoCapture raised a traceback
 MAX_CAMERA_NUMBER = 2**31 - 1
+#: the most synthetic frames: a billion, over three years at 10 fps. Any count was taken (10**4000
+#: frames, a run that never ends); 4300 digits or more was a ValueError traceback from int()
+MAX_SYNTHETIC_FRAMES = 10**9
 
 
-def _count(spec: str, key: str, text: str, minimum: int, what: str, maximum: int | None = None) -> int:
+def _count(spec: str, key: str, text: str, minimum: int, what: str, maximum: int, why: str) -> int:
     text = text.strip()
-    if not re.fullmatch(r"[0-9]+", text) or int(text) < minimum:  # ASCII: \d matches "\uff15" too
+    if not re.fullmatch(r"[0-9]+", text):  # ASCII: \d matches "\uff15" too
         raise ConfigError(
             key, spec, f"{what} must be an integer >= {minimum}, not {text!r}; {ACCEPTED_FORMS}"
         )
-    if maximum is not None and int(text) > maximum:
-        raise ConfigError(key, spec, f"{what} must be at most {maximum}, not {text}; {ACCEPTED_FORMS}")
-    return int(text)
+    digits = text.lstrip("0") or "0"
+    if len(digits) > len(str(maximum)) or int(digits) > maximum:  # int() of 4300 digits is a ValueError
+        if len(text) > 20:  # the spec not shown in thousands of digits
+            spec = f"{spec[:spec.index(':') + 9]}... ({len(text)} digits)"
+        raise ConfigError(key, spec, f"{what} must be at most {maximum} ({why}); {ACCEPTED_FORMS}")
+    if int(digits) < minimum:
+        raise ConfigError(
+            key, spec, f"{what} must be an integer >= {minimum}, not {text!r}; {ACCEPTED_FORMS}"
+        )
+    return int(digits)
 
 
 def open_source(
@@ -76,7 +86,8 @@ def open_source(
     m = _SCHEME.match(spec)
     scheme, rest = (m.group(1).lower(), m.group(2)) if m else ("", "")
     if scheme == "synthetic":
-        count = _count(spec, key, rest, 1, "the number of synthetic frames")
+        count = _count(spec, key, rest, 1, "the number of synthetic frames", MAX_SYNTHETIC_FRAMES,
+                       "a billion: over three years at 10 fps")
         if bundle is None:
             raise ConfigError(
                 key,
@@ -87,7 +98,7 @@ def open_source(
     elif scheme == "camera":
         from .video_sources import CameraSource  # OpenCV's sources, apart: they subclass _Source
 
-        number = _count(spec, key, rest, 0, "the camera number", MAX_CAMERA_NUMBER)
+        number = _count(spec, key, rest, 0, "the camera number", MAX_CAMERA_NUMBER, "OpenCV's largest")
         source = CameraSource(number, preprocessing, fps, spec, key, camera_reopen_s)
     else:
         path = Path(spec).expanduser()

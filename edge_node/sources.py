@@ -82,7 +82,7 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 
 ACCEPTED_FORMS = (
     "a source is a directory of image/.npy files, a video file "
-    f"({' '.join(VIDEO_SUFFIXES)}), camera:N (N >= 0) or synthetic:N (N >= 1)"
+    f"({' '.join(VIDEO_SUFFIXES)}), camera:N (N >= 0) or synthetic:N (1 <= N <= 10**9)"
 )
 
 #: what `_Source._read` returns: (raw fitted frame, label, origin, (width, height) before fitting)

@@ -492,6 +492,7 @@ def test_bad_fps_is_a_config_error(tmp_path: Path, fps: float) -> None:
         "camera:1.5",
         "camera:2147483648",  # past a C int: cv2.VideoCapture raised a traceback
         "camera:99999999999999999999",
+        "synthetic:1000000001",  # past a billion frames: any count was taken
         "synthetic:\uff15",  # a full-width 5: the pattern took it, as int() does, for 5 frames
         "camera:\u0661",  # an Arabic-Indic 1
         "webcam:0",
@@ -512,6 +513,26 @@ def test_bad_spec_is_a_config_error_naming_it(tmp_path: Path, spec: str) -> None
         assert "synthetic:N" in err.reason and "camera:N" in err.reason  # lists the accepted forms
     else:
         assert str(err).startswith("--source: ")
+
+
+def test_synthetic_frames_are_bounded_at_a_billion(tmp_path: Path) -> None:
+    """Any count was taken, and one of 4300 digits or more was a ValueError traceback from int():
+    refused past a billion, the spec shown in a few digits."""
+    from edge_node.source_spec import MAX_SYNTHETIC_FRAMES
+
+    bundle = make_bundle(tmp_path)
+    assert MAX_SYNTHETIC_FRAMES == 10**9
+    with pytest.raises(ConfigError, match=r'^--source = "synthetic:1000000001": the number of synthetic frames '
+                                          r"must be at most 1000000000 \(a billion: over three years at 10 fps\); "):
+        open_source("synthetic:1000000001", GRAY8, bundle=bundle, key="--source")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError) as info:
+        open_source("synthetic:" + "9" * 5000, GRAY8, bundle=bundle, key="--source")  # type: ignore[arg-type]
+    assert str(info.value).startswith('--source = "synthetic:99999999... (5000 digits)": the number of synthetic '
+                                      "frames must be at most 1000000000")
+    with pytest.raises(ConfigError, match=r"camera number must be at most 2147483647"):
+        open_source("camera:" + "9" * 5000, GRAY8, key="--source")  # type: ignore[arg-type]
+    assert open_source("synthetic:1000000000", GRAY8, bundle=bundle).description.startswith("synthetic:1000000000 ")
+    assert open_source("synthetic:007", GRAY8, bundle=bundle).description.startswith("synthetic:7 ")
 
 
 def test_single_image_file_is_not_a_source(tmp_path: Path) -> None:
