@@ -49,18 +49,29 @@ MAX_RATE_MBPS = 10_000.0
 #: trace slice must hold (a run has 2 at least): at 0.0001 fps the bench waited 10,000 s a frame
 MIN_FPS = 0.1
 MIN_SLICE_FRAMES = 2
+#: the most frames of one run (and profiling runs of one split), as `splitpoint demo --frames` and
+#: `profile --runs`: each is repeated for every split and condition, and --frames 10**12 was accepted
+MAX_RUN_FRAMES = 100_000
 
 
 def _upper_bounds() -> tuple[tuple[str, float, str], ...]:
     """(key, most, why) of the options that set how long the bench runs or how much it holds: a
-    trace slice of 1e9 s was accepted (a list of its 0.5 s rates alone would not fit in memory)."""
+    trace slice of 1e9 s was accepted (a list of its 0.5 s rates alone would not fit in memory), and
+    frame counts of 10**12 (a run that never ends)."""
     from splitpoint.traces import MAX_TRACE_S  # numpy: not for --help
 
     return (("trace_seconds", MAX_TRACE_S, "s, the longest trace read (6 h)"),
             ("trace_long_s", MAX_TRACE_S, "s, the longest trace read (6 h)"),
             ("trace_slices", 100, "slices (each is replayed by every split)"),
             ("trace_fps", 1000, "frames per second, one a millisecond"),
-            ("step_fps", 1000, "frames per second, one a millisecond"))
+            ("step_fps", 1000, "frames per second, one a millisecond"),
+            ("frames", MAX_RUN_FRAMES, "frames (a run of every split at every condition)"),
+            ("warmup", MAX_RUN_FRAMES, "frames (before every run)"),
+            ("adaptive_frames", MAX_RUN_FRAMES, "frames (a run at every condition)"),
+            ("step_frames", MAX_RUN_FRAMES, "frames (each phase of the step change)"),
+            ("tp_frames", MAX_RUN_FRAMES, "frames (a throughput run of every split)"),
+            ("overhead_frames", MAX_RUN_FRAMES, "frames (each path of the overhead measurement)"),
+            ("profile_runs", MAX_RUN_FRAMES, "runs (of every split), as `splitpoint profile --runs`"))
 
 
 W, L, T, E, OUT = "what to measure", "link conditions", "uplink traces", "edge device and energy", "output"
@@ -85,7 +96,7 @@ class BenchOptions:
     splits: list[str] = option(help="measure only these splits, e.g. 0,4,8-10 (0 and K always; the adaptive agent "
                                     "then chooses among the same set)", default_factory=list, group=W)
     skip: list[str] = option(help="stages to skip: " + ",".join(STAGES), default_factory=list, group=W)
-    frames: int = option(30, "measured frames per fixed-split run", group=W)
+    frames: int = option(30, "measured frames per fixed-split run (at most 100000, as every frame count)", group=W)
     warmup: int = option(3, "warm-up frames excluded from each run", group=W)
     adaptive_frames: int = option(40, "frames of each adaptive run", group=W)
     max_frame_s: float = option(8.0, "do not run splits whose wire time alone exceeds this many seconds", group=W)

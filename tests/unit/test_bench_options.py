@@ -99,6 +99,15 @@ def test_print_config_round_trips_through_the_file(tmp_path: Path, capsys: pytes
     (["--trace-seconds", "1e9"], "trace_seconds"),
     (["--trace-fps", "1e6"], "trace_fps"),
     (["--step-fps", "1001"], "step_fps"),
+    # frame counts: --frames 10**12 was a run of every split that never ended
+    (["--frames", "100001"], "frames = 100001: must be at most 100000 frames (a run of every split at every"),
+    (["--frames", "1000000000000"], "frames = 1000000000000: must be at most 100000"),
+    (["--warmup", "100001"], "warmup = 100001: must be at most 100000"),
+    (["--adaptive-frames", "100001"], "adaptive_frames = 100001: must be at most 100000"),
+    (["--step-frames", "100001"], "step_frames = 100001: must be at most 100000"),
+    (["--tp-frames", "100001"], "tp_frames = 100001: must be at most 100000"),
+    (["--overhead-frames", "100001"], "overhead_frames = 100001: must be at most 100000"),
+    (["--profile-runs", "100001"], "profile_runs = 100001: must be at most 100000 runs"),
     # rates: 1e308 Mbps passed --print-config, then the stage failed with a traceback (uplink = inf)
     (["--bandwidths", "5,1e308"], "1e+308]: expected rates above 0 and at most 10000 Mbps"),
     (["--step-rates", "50,10001"], "step_rates"),
@@ -125,7 +134,9 @@ def test_bad_values_name_the_key(argv: list[str], key: str) -> None:
 def test_the_limits_themselves_are_accepted() -> None:
     options("--bandwidths", "10000", "--step-rates", "10000,0.001", "--tp-bandwidth", "10000",
             "--peer-nominal-mbps", "10000", "--step-fps", "0.1", "--trace-fps", "0.1", "--trace-seconds", "20",
-            "--deadline-ms", "3600000")
+            "--deadline-ms", "3600000", "--frames", "100000", "--warmup", "100000", "--adaptive-frames", "100000",
+            "--step-frames", "100000", "--tp-frames", "100000", "--overhead-frames", "100000",
+            "--profile-runs", "100000")
 
 
 @pytest.mark.parametrize("flag", ["--json", "--markdown", "--bundle", "--traces", "--traces-dir", "--splits",
