@@ -345,35 +345,6 @@ def test_power_table_json_list_and_default(tmp_path: Path) -> None:
     assert table.head_power(9) == 4.0
 
 
-@pytest.mark.parametrize(
-    ("text", "key", "value"),
-    [
-        ('source = "m"\nidle_w = -1\nhead_w = [1]', "idle_w", -1),
-        ('source = "m"\nidle_w = "3"\nhead_w = [1]', "idle_w", "3"),
-        ('source = "m"\nidle_w = true\nhead_w = [1]', "idle_w", True),
-        ('source = "m"\nidle_w = inf\nhead_w = [1]', "idle_w", math.inf),
-        ('source = "m"\nidle_w = 1\nhead_w = [1, -0.5]', "head_w[1]", -0.5),
-        ('source = "m"\nidle_w = 1\n[head_w]\n"3" = "x"', "head_w.3", "x"),
-        ('source = "m"\nidle_w = 1\n[head_w]\nfirst = 2.0', "head_w.first", 2.0),
-        ('source = "m"\nidle_w = 1\nhead_w = 3', "head_w", 3),
-        ('source = "m"\nidle_w = 1', "head_w", {}),
-        ('source = "m"\nidle_w = 1\ndefault_head_w = -2', "default_head_w", -2),
-        ('source = "m"\nidle_w = 1\nhead_w = [1]\nwatts = 3', "watts", 3),
-        ('idle_w = 1\nhead_w = [1]', "source", None),
-        ('source = "m"\nhead_w = [1]', "idle_w", None),
-        ('source = 5\nidle_w = 1\nhead_w = [1]', "source", 5),
-        ('source = "m"\ndevice = 1\nidle_w = 1\nhead_w = [1]', "device", 1),
-    ],
-)
-def test_power_table_bad_values(tmp_path: Path, text: str, key: str, value: object) -> None:
-    path = tmp_path / "t.toml"
-    path.write_text(text)
-    with pytest.raises(ConfigError) as err:
-        PowerTable.load(path)
-    assert err.value.key == key
-    assert err.value.value == value or (value is None and err.value.value is None)
-
-
 def test_power_table_nan_in_json(tmp_path: Path) -> None:
     path = tmp_path / "t.json"
     path.write_text('{"source": "m", "idle_w": 1, "head_w": {"0": NaN}}')
@@ -439,28 +410,51 @@ def test_radio_json(tmp_path: Path) -> None:
     assert radio.tx_watts(0, "wifi") == pytest.approx(0.2) and radio.idle_watts("wifi") == pytest.approx(0.05)
 
 
-@pytest.mark.parametrize(
-    ("text", "key", "value"),
-    [
+#: (file, text, key, value): a power table's or a radio file's bad figure or key, named with its value
+_BAD_VALUES = [
+    *[("t.toml", text, key, value) for text, key, value in [
+        ('source = "m"\nidle_w = -1\nhead_w = [1]', "idle_w", -1),
+        ('source = "m"\nidle_w = "3"\nhead_w = [1]', "idle_w", "3"),
+        ('source = "m"\nidle_w = true\nhead_w = [1]', "idle_w", True),
+        ('source = "m"\nidle_w = inf\nhead_w = [1]', "idle_w", math.inf),
+        ('source = "m"\nidle_w = 1\nhead_w = [1, -0.5]', "head_w[1]", -0.5),
+        ('source = "m"\nidle_w = 1\n[head_w]\n"3" = "x"', "head_w.3", "x"),
+        ('source = "m"\nidle_w = 1\n[head_w]\nfirst = 2.0', "head_w.first", 2.0),
+        ('source = "m"\nidle_w = 1\nhead_w = 3', "head_w", 3),
+        ('source = "m"\nidle_w = 1', "head_w", {}),
+        ('source = "m"\nidle_w = 1\ndefault_head_w = -2', "default_head_w", -2),
+        ('source = "m"\nidle_w = 1\nhead_w = [1]\nwatts = 3', "watts", 3),
+        ('idle_w = 1\nhead_w = [1]', "source", None),
+        ('source = "m"\nhead_w = [1]', "idle_w", None),
+        ('source = 5\nidle_w = 1\nhead_w = [1]', "source", 5),
+        ('source = "m"\ndevice = 1\nidle_w = 1\nhead_w = [1]', "device", 1),
+    ]],
+    *[("radio.toml", text, key, value) for text, key, value in [
         ("[lte]\nbeta_mw = -5", "lte.beta_mw", -5),
         ('[lte]\nalpha_mw_per_mbps = "fast"', "lte.alpha_mw_per_mbps", "fast"),
-        ("[wifi]\nidle_mw = nan", "wifi.idle_mw", None),  # nan != nan: checked below
+        ("[wifi]\nidle_mw = nan", "wifi.idle_mw", math.nan),
         ("[wifi]\npower = 3", "wifi.power", 3),
         ("lte = 5", "lte", 5),
         ("[sat]\nalpha_mw_per_mbps = 1", "sat.beta_mw", None),
         ("[lte]\nsource = 3", "lte.source", 3),
-    ],
-)
-def test_radio_bad_values(tmp_path: Path, text: str, key: str, value: object) -> None:
-    path = tmp_path / "radio.toml"
+    ]],
+]
+
+
+@pytest.mark.parametrize(("name", "text", "key", "value"), _BAD_VALUES)
+def test_bad_values_name_the_key_and_value(tmp_path: Path, name: str, text: str, key: str, value: object) -> None:
+    """A power table (t.toml) and a radio file (radio.toml) refuse a bad figure or key alike: a
+    ConfigError naming the key and the value as read (nan as nan: it equals nothing)."""
+    path = tmp_path / name
     path.write_text(text)
     with pytest.raises(ConfigError) as err:
-        RadioModel.load(path)
+        (PowerTable.load if name == "t.toml" else RadioModel.load)(path)
     assert err.value.key == key
-    if key == "wifi.idle_mw":
-        assert math.isnan(err.value.value)
+    got = err.value.value
+    if isinstance(value, float) and math.isnan(value):
+        assert isinstance(got, float) and math.isnan(got)
     else:
-        assert err.value.value == value
+        assert got == value and type(got) is type(value)
 
 
 @pytest.mark.parametrize(("text", "shown"), [('[""]\nalpha_mw_per_mbps = 1\nbeta_mw = 2', "link type: "),
