@@ -38,6 +38,8 @@ _TIME_UNITS = {"_s": 1.0, "_ms": 1000.0}  # a key's suffix -> its unit per secon
 
 #: an integer as a flag or an item of a list writes it: ASCII digits 0-9, a sign at most
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+#: more digits than any bound of an integer option has (each says its own bound below this)
+_MOST_DIGITS = 30
 
 
 def parse_int(text: str) -> int:
@@ -49,6 +51,8 @@ def parse_int(text: str) -> int:
     if not _INTEGER.fullmatch(stripped):
         digits = "" if text.isascii() else " (digits 0-9 only)"
         raise ValueError(f"{text!r} is not an integer{digits}")
+    if len(stripped.lstrip("+-").lstrip("0")) > _MOST_DIGITS:  # int() of 4300 digits: Python's limit message
+        raise ValueError(f"{stripped[:12]!r}... ({len(stripped)} characters) is far too large")
     return int(stripped)
 
 

@@ -243,6 +243,9 @@ def test_integers_are_ascii_digits_with_a_sign_at_most() -> None:
     for text in ("\uff15", "\u0665", "1_000", "5.0", "", "-", "0x10", "1e3"):
         with pytest.raises(ValueError, match="is not an integer"):
             parse_int(text)
+    assert parse_int("0" * 40 + "9" * 30) == int("9" * 30)
+    with pytest.raises(ValueError, match=r"^'999999999999'\.\.\. \(5000 characters\) is far too large$"):
+        parse_int("9" * 5000)  # not Python's "Exceeds the limit (4300 digits) ... set_int_max_str_digits()"
     assert parse_float("2.5e3") == 2500.0
     with pytest.raises(ValueError, match=r"digits 0-9 only"):
         parse_float("\uff12.5")
