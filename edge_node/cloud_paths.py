@@ -46,7 +46,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -63,6 +62,7 @@ from .heads import HeadOutput
 from .hedge import HedgePlan, MarginLearner
 from .ledger import FrameLedger
 from .outputs import cut_request_tensors, decode_detections, decode_outputs, timing_problem
+from .pending import Pending
 from .run_report import EdgeMetrics
 from .session_api import Session, SessionCallbacks, Stream
 from .sources import Frame
@@ -72,34 +72,6 @@ log = logging.getLogger("edge_node.agent")  # the agent's logger: users filter o
 #: seconds between two WARNINGs about the server's error answers of one status code; every such
 #: frame runs locally and the fallback digest (edge_node/notices.py) counts them meanwhile
 ERROR_WARN_PERIOD_S = 60.0
-
-
-@dataclass
-class Pending:
-    frame: Frame
-    split: int
-    x: np.ndarray  # preprocessed input, kept for a local re-run
-    head_ms: float
-    preprocess_ms: float
-    wire_bytes: int
-    sent: float  # clock()
-    deadline: float  # the hedge time (clock()); hedge = off: sent + frame_deadline_ms
-    stream: Stream
-    hedge: HedgePlan
-    hedge_ms: float  # the hedge time as ms after capture, for the record
-    server_ms: float  # the time the policy expects the server to take (queue + tail); 0 without a prediction
-    #: set by the watchdog when the hedge fired (the local run is queued); read by the other paths
-    hedged: bool = False
-    #: run locally and sent (k = 0) at once: its local run was queued when it was sent (the plan's)
-    raced: bool = False
-    #: set by the cloud answer that won: a hedged local run still queued then does not run
-    settled: threading.Event = field(default_factory=threading.Event)
-    refused_by: str = ""  # the replica whose error answer sent it here (its local record names it)
-
-    @property
-    def local_queued(self) -> bool:
-        """Its local run is queued (hedged or raced): no other path may queue another."""
-        return self.hedged or self.raced
 
 
 class CloudPaths:

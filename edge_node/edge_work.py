@@ -44,7 +44,7 @@ from .recorder import Recorder
 from .sources import Frame
 
 if TYPE_CHECKING:
-    from .cloud_paths import Pending
+    from .pending import Pending
 
 log = logging.getLogger("edge_node.agent")  # the agent's logger: users filter on one name
 

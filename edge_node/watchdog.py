@@ -45,8 +45,9 @@ from collections.abc import Callable
 from scheduler.link import LinkEstimator
 from scheduler.paths import Timeline
 
-from .cloud_paths import CloudPaths, Pending
+from .cloud_paths import CloudPaths
 from .ledger import FrameLedger
+from .pending import Pending
 
 log = logging.getLogger("edge_node.agent")  # the agent's logger: users filter on one name
 
