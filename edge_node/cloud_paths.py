@@ -10,6 +10,9 @@
                                 result is recorded (edge_node/watchdog.py calls it)
         raced (k = 0)        -> the local run is queued as soon as the frame is sent; the first
                                 result is recorded; a hedge then only tells the planner of the stall
+        hedged or raced, its local run fails -> it stays held for its answer (edge_node/pending.py):
+                                recorded "cloud" (`local_error`) if it comes; failed, with both
+                                reasons, at a stream end, error answer, the horizon, or the stop
         no stream (backoff)  -> local run at once
         silent stream        -> its stream answered nothing for 2 x frame_deadline_ms since a frame
                                 was sent on it: the session gives the stream up (its frames fall
@@ -62,7 +65,7 @@ from .heads import HeadOutput
 from .hedge import HedgePlan, MarginLearner
 from .ledger import FrameLedger
 from .outputs import cut_request_tensors, decode_detections, decode_outputs, timing_problem
-from .pending import Pending
+from .pending import Pending, failed_both
 from .run_report import EdgeMetrics
 from .session_api import Session, SessionCallbacks, Stream
 from .sources import Frame
@@ -158,7 +161,7 @@ class CloudPaths:
             self.take_and_fallback(frame.index, "stream closed before the frame was sent" if ended is None
                                    else f"stream ended before the frame was sent ({ended})")
         if raced:  # sent first: the transfer is the longer of the two, and k = 0 needs no accelerator
-            self.edge.run_local(frame, x, k, preprocess_ms, reason=None, pending=p)
+            self.edge.run_local(frame, x, k, preprocess_ms, reason=None, pending=p, beside=True)
 
     # ------------------------------------------------------------------ answers
 
@@ -310,7 +313,7 @@ class CloudPaths:
                                   raced=p.raced))
         if not p.raced:
             self.edge.run_local(p.frame, p.x, p.split, p.preprocess_ms, reason=p.hedge.reason(), head_ms=p.head_ms,
-                                pending=p)
+                                pending=p, beside=True)
 
     def check_silence(self, now: float) -> None:
         """Give up every stream that has answered nothing - not even an error - for twice
@@ -344,7 +347,8 @@ class CloudPaths:
             return list(self._late.values())
 
     def forget_late(self, now: float) -> None:
-        """Hedged frames whose answer is no longer expected (`_answer_horizon_s`)."""
+        """Hedged frames whose answer is no longer expected (`_answer_horizon_s`); those whose
+        local run failed end failed then."""
         horizon = self._answer_horizon_s()
         with self._lock:
             gone = [(fid, p) for fid, p in self._late.items() if now - p.sent > horizon]
@@ -353,6 +357,17 @@ class CloudPaths:
         for fid, p in gone:
             self.timeline.link_done(fid, now, answered=False)
             self._raced_lost(p, now)
+        self.give_up_failed(f"none within 2 x frame_deadline_ms = {2 * self.config.frame_deadline_ms:g} ms",
+                            lambda p: now - p.sent > horizon)
+
+    def stopped(self) -> None:
+        """The agent waits no longer (its grace is over, or it closes)."""
+        self.give_up_failed("the agent stopped before it came")
+
+    def give_up_failed(self, reason: str, which: Callable[[Pending], bool] = lambda p: True) -> None:
+        """End failed every held frame whose local run failed (and `which`): no answer came (`reason`)."""
+        for _, p in self.ledger.claim_where(lambda p: p.local_error is not None and which(p)):
+            self.fallback(p, reason)
 
     def _raced_lost(self, p: Pending, now: float) -> None:
         """A hedged raced frame's answer will never come: the hit its hedge did not count."""
@@ -371,6 +386,9 @@ class CloudPaths:
         """`p`, claimed from the ledger, runs locally instead of waiting for the cloud."""
         with self._lock:
             queued = p.local_queued
-        if queued:  # its local run is queued already
+        if queued:  # its local run is queued already: it ends the frame, unless it failed already
+            failed = p.left_to_local(reason)
+            if failed is not None:
+                self.edge.fail(p.frame, failed_both(failed, reason))
             return
         self.edge.run_local(p.frame, p.x, p.split, p.preprocess_ms, reason=reason, head_ms=p.head_ms, pending=p)

@@ -9,7 +9,10 @@ end it writes its record and frees its window slot; a later one writes nothing.
 A hedged or raced frame (edge_node/cloud_paths.py) is run here while it is still held
 for the cloud: if the cloud answer is recorded while the run waits in the queue, the
 run is skipped (`pending.settled`); if it is recorded during the run, the ledger
-discards the local result.
+discards the local result. If that run fails, the frame is not failed at once: its cloud
+answer may still come, so it stays held (edge_node/pending.py: `Pending.local_failed`) and
+ends failed only when no answer will come. Every other local run that fails (k = K, a
+fallback, a raced frame with no stream) ends its frame failed at once.
 
 The timeline (scheduler/paths.py) hears of the edge's use: a fallback's or a hedge's local
 run is booked when it is queued (a planned k = K run was booked by the plan), and freed when
@@ -28,7 +31,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -40,11 +43,9 @@ from .device_health import DeviceHealth
 from .heads import HeadOutput
 from .ledger import FrameLedger
 from .notices import FallbackDigest
+from .pending import Pending, failed_both
 from .recorder import Recorder
 from .sources import Frame
-
-if TYPE_CHECKING:
-    from .pending import Pending
 
 log = logging.getLogger("edge_node.agent")  # the agent's logger: users filter on one name
 
@@ -100,18 +101,21 @@ class EdgeWork:
         return out
 
     def run_local(self, frame: Frame, x: np.ndarray, split: int, preprocess_ms: float, reason: str | None,
-                  head_ms: float = 0.0, pending: Pending | None = None) -> None:
+                  head_ms: float = 0.0, pending: Pending | None = None, beside: bool = False) -> None:
         """Queue the frame's local run on the local executor; the calling thread goes on at once.
+        `beside`: a hedge's or race's run, while `pending`'s cloud answer may still come.
 
         After close() nothing is queued: the frame stays unfinished (abandoned; resume re-runs it)."""
         if reason is not None:  # a fallback or a hedge: a run the plan did not foresee
             self.timeline.edge_reserved(frame.index, self.clock(), self.local_ms_guess)
-        self.executor.submit(lambda: self._finish_local(frame, x, split, preprocess_ms, reason, head_ms, pending))
+        job = pending if beside else None
+        self.executor.submit(lambda: self._finish_local(frame, x, split, preprocess_ms, reason, head_ms, pending, job))
 
     def _finish_local(self, frame: Frame, x: np.ndarray, split: int, preprocess_ms: float, reason: str | None,
-                      head_ms: float, pending: Pending | None) -> None:
+                      head_ms: float, pending: Pending | None, beside: Pending | None = None) -> None:
         """Run the whole model here (k = K); `reason` set means a fallback from split `split`;
-        `pending`: the frame as it was sent (its hedge, and whether the cloud answered first)."""
+        `pending`: the frame as it was sent (its hedge, and whether the cloud answered first);
+        `beside`: the same, when its answer may still come (a failed run then leaves it waiting)."""
         if pending is not None and pending.settled.is_set():
             self.timeline.edge_done(frame.index, self.clock())
             return  # hedged, and the cloud answer was recorded while this waited in the queue
@@ -121,18 +125,29 @@ class EdgeWork:
             finally:
                 self.timeline.edge_done(frame.index, self.clock())
         except Exception as exc:  # noqa: BLE001 - the device failed the run: this frame's failure
-            self.fail(frame, self.health.failed("the whole model", exc))
+            self._local_failed(frame, beside, self.health.failed("the whole model", exc))
             return
         self.health.ok()
         try:
             outputs = [a.reshape(o.shape) for a, o in zip(arrays, self.manifest.outputs, strict=True)]
         except Exception as exc:  # the last resort must not lose the frame either
             log.exception("local run of frame %d failed", frame.index)
-            self.fail(frame, f"local run failed: {exc!r}")
+            self._local_failed(frame, beside, f"local run failed: {exc!r}")
             return
         timings = {"preprocess": preprocess_ms, "head": head_ms, "local": local_ms}
         self.complete(frame, self.K if reason is None else split, "local", outputs, timings, reason, pending=pending)
         self.observe(FrameOutcome(frame.index, split, "local", reason is None, head_ms, 0))
+
+    def _local_failed(self, frame: Frame, beside: Pending | None, error: str) -> None:
+        """A local run failed with `error`: the frame fails, unless it ran `beside` a cloud answer
+        that may still come - then it waits for that (see the module doc)."""
+        if beside is not None:
+            no_answer = beside.local_failed(error)
+            if no_answer is None:
+                log.warning("frame %d: its local run failed (%s); it waits for its cloud answer", frame.index, error)
+                return
+            error = failed_both(error, no_answer)
+        self.fail(frame, error)
 
     def complete(self, frame: Frame, split: int, where: str, outputs: list[np.ndarray], timings: dict[str, float],
                  fallback: str | None, replica: str = "", pending: Pending | None = None) -> bool:
@@ -156,7 +171,8 @@ class EdgeWork:
                               else detection_records(outputs, m, frame.source_size))
             record = self.recorder.ok(frame, split, where, outputs[0].reshape(-1), timings, fallback, replica,
                                       hedge_ms=hedge_ms, hedged=hedged, predicted_ms=predicted_ms,
-                                      detections=detections, raced=pending is not None and pending.raced)
+                                      detections=detections, raced=pending is not None and pending.raced,
+                                      local_error=None if pending is None or where != "cloud" else pending.local_error)
         except Exception as exc:  # noqa: BLE001 - a result no record can be made of (a decoder's bug, say)
             # must still end its frame: raised here, it left the frame claimed and unfinished, and
             # the agent waited for its window slot for ever

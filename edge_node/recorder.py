@@ -178,13 +178,15 @@ class Recorder:
     def ok(self, frame: Frame, split: int, where: str, scores: np.ndarray, timings: dict[str, float],
            fallback: str | None, replica: str = "", hedge_ms: float | None = None,
            hedged: bool = False, predicted_ms: float | None = None,
-           detections: list[dict[str, Any]] | None = None, raced: bool = False) -> Callable[[], None]:
+           detections: list[dict[str, Any]] | None = None, raced: bool = False,
+           local_error: str | None = None) -> Callable[[], None]:
         """The record of a result, as the write for the frame's `FrameLedger.finish`. `hedge_ms`:
         an offloaded frame's hedge time (ms after capture); `hedged`: it passed with no answer,
         so the frame also ran locally, and `where` says which result came first; `predicted_ms`:
         the latency (ms after capture) its plan expected of the offload, when the hedge was
         set from it - what the choice was made on, beside what it got; `raced`: it was run here and
-        sent as k = 0 at once (the plan's choice), and `where` says which result came first."""
+        sent as k = 0 at once (the plan's choice), and `where` says which result came first;
+        `local_error`: a hedged or raced frame's local run failed, and the cloud answer came after."""
         e2e_ms = frame.age_ns() / 1e6
         if detections is not None:  # a detector: the record's label and score are its top detection's
             label = int(detections[0]["class"]) if detections else -1
@@ -219,6 +221,8 @@ class Recorder:
             record["hedged"] = hedged
         if raced:
             record["raced"] = True
+        if local_error is not None:
+            record["local_error"] = local_error
         if predicted_ms is not None:
             record["predicted_ms"] = round(predicted_ms, 3)
         return lambda: self._write_ok(record, frame, split, where, label, timings, e2e_ms)

@@ -813,6 +813,149 @@ def test_a_local_run_that_fails_is_a_failure_record(h: Harness) -> None:
     assert h.booked() == ([], [])
 
 
+# ---------------------------------------------------------------------- a hedge's or race's local run that fails
+
+LOCAL_ERROR = "the whole model failed on the edge: RuntimeError('accelerator gone')"
+
+
+def local_run_fails_beside_the_cloud(h: Harness, raced: bool = False) -> None:
+    """Frame 0 offloaded (hedged, or raced) and its local run failed: it waits for its answer."""
+    h.feed(0, raced=raced)
+    if not raced:
+        h.hedge_time_passes()
+    h.heads.fail_local = True
+    h.local.run_all()
+    assert h.heads.local_runs == 1 and not h.records and h.finishes == {}  # no record yet: the cloud may answer
+    assert [fid for fid, _ in h.agent.ledger.held()] == [0] and h.agent.ledger.open_frames == 1
+
+
+def ends_once(h: Harness, metrics_where: str, status: str) -> dict[str, Any]:
+    """Frame 0's one record; its slot released once, nothing left booked, the summary and the
+    metrics counting it once."""
+    r = h.by_id()[0]
+    assert r["status"] == status and h.finishes == {0: 1} and h.idle() and h.booked() == ([], [])
+    s = h.agent.summary
+    assert (s.frames, s.failed, s.cloud, s.local, s.fallbacks) == (1, status == "failed", status == "ok", 0, 0)
+    assert h.agent.metrics.frames.labels(metrics_where, status)._value.get() == 1
+    return r
+
+
+@pytest.mark.parametrize("raced", [False, True])
+def test_a_hedged_frame_whose_local_run_fails_is_recorded_when_its_answer_comes(h: Harness, raced: bool) -> None:
+    """Failed at once, it lost a frame the cloud answered a moment later."""
+    local_run_fails_beside_the_cloud(h, raced)
+    h.session.answer(0)
+    r = ends_once(h, "cloud", "ok")
+    assert (r["where"], r["hedged"], r.get("raced", False), r["local_error"]) == ("cloud", not raced, raced, LOCAL_ERROR)
+    assert "fallback_reason" not in r
+    h.session.answer(0)  # a duplicate writes nothing
+    assert len(h.records) == 1 and h.finishes == {0: 1}
+
+
+@pytest.mark.parametrize("raced", [False, True])
+def test_a_hedged_frame_whose_local_run_failed_fails_when_its_stream_ends(h: Harness, raced: bool) -> None:
+    local_run_fails_beside_the_cloud(h, raced)
+    h.session.end(h.session.streams[0])
+    r = ends_once(h, "none", "failed")
+    assert r["error"] == f"{LOCAL_ERROR}; and no answer from the cloud: stream ended before the answer (UNAVAILABLE: gone)"
+    assert h.heads.local_runs == 1  # no second local run
+    h.session.answer(0)  # too late: nothing more
+    assert len(h.records) == 1 and h.finishes == {0: 1}
+
+
+@pytest.mark.parametrize("kind", ["RESOURCE_EXHAUSTED", "malformed"])
+def test_a_hedged_frame_whose_local_run_failed_fails_on_an_answer_that_is_none(h: Harness, kind: str) -> None:
+    local_run_fails_beside_the_cloud(h)
+    h.session.answer(0, kind)
+    r = ends_once(h, "none", "failed")
+    assert r["error"].startswith(f"{LOCAL_ERROR}; and no answer from the cloud: "), r
+    assert ("cloud RESOURCE_EXHAUSTED: busy" if kind != "malformed" else "malformed response") in r["error"]
+    assert not h.local.jobs and h.heads.local_runs == 1
+
+
+def test_a_hedged_frame_whose_local_run_failed_fails_at_the_answer_horizon(h: Harness) -> None:
+    """The stream answers other frames (it is not silent), but this frame's answer never comes:
+    past 2 x frame_deadline_ms after its send no answer is expected (forget_late), and it ends."""
+    local_run_fails_beside_the_cloud(h)
+    sent = dict(h.agent.ledger.held())[0].sent
+    h.feed(1)
+    h.clock.t = sent + 0.9
+    h.session.answer(1)  # the stream answers: it is alive, and stays (check_silence)
+    h.clock.t = sent + 2 * h.config.frame_deadline_ms / 1000 - 0.01
+    h.agent.watchdog.tick()
+    assert list(h.by_id()) == [1]  # frame 0 still within the horizon
+    h.clock.t += 0.02
+    h.agent.watchdog.tick()
+    assert not h.session.given_up
+    r = h.by_id()[0]
+    assert r["error"] == f"{LOCAL_ERROR}; and no answer from the cloud: none within 2 x frame_deadline_ms = 2000 ms"
+    assert h.finishes == {0: 1, 1: 1} and h.idle() and h.booked() == ([], [])
+    assert (h.agent.summary.failed, h.agent.summary.cloud) == (1, 1)
+    h.session.answer(0)
+    assert len(h.records) == 2 and h.finishes == {0: 1, 1: 1}
+
+
+def test_a_hedged_frame_whose_local_run_failed_is_answered_in_the_grace_or_fails_at_its_end(h: Harness) -> None:
+    """Stopped, the agent still waits grace_s for its frames at the cloud; this one then ends
+    failed, not abandoned (its local run is done and failed: a record says so)."""
+    local_run_fails_beside_the_cloud(h)
+    h.feed(1)
+    h.hedge_time_passes()
+    h.local.run_all()  # frame 1's local run fails too: both wait
+    h.agent.stop()
+    assert not h.agent._grace_over()
+    h.session.answer(1)  # within the grace: recorded
+    h.clock.t += h.config.grace_s + 0.01
+    h.agent.drain()
+    assert h.agent.summary.abandoned == 0
+    h.agent.close()
+    by_id = h.by_id()
+    assert (by_id[1]["where"], by_id[1]["local_error"]) == ("cloud", LOCAL_ERROR)
+    assert by_id[0]["error"] == f"{LOCAL_ERROR}; and no answer from the cloud: the agent stopped before it came"
+    assert h.finishes == {0: 1, 1: 1} and h.idle() and h.booked() == ([], [])
+
+
+def test_a_hedged_frame_whose_local_run_failed_ends_when_the_agent_closes(h: Harness) -> None:
+    """close() without a drain (the run ended by an error): the frame still ends, in one record."""
+    local_run_fails_beside_the_cloud(h)
+    h.agent.close()
+    r = ends_once(h, "none", "failed")
+    assert r["error"].endswith("no answer from the cloud: the agent stopped before it came")
+    h.agent.close()
+    assert len(h.records) == 1 and h.finishes == {0: 1}
+
+
+@pytest.mark.parametrize("raced", [False, True])
+def test_a_hedged_frame_given_up_on_before_its_local_run_fails_fails_then(h: Harness, raced: bool) -> None:
+    """The other order: its stream ends while the hedge's run is queued (the run is left to end
+    it), then the run fails: no answer can come any more, so it fails at once, with both reasons."""
+    h.feed(0, raced=raced)
+    if not raced:
+        h.hedge_time_passes()
+    h.session.end(h.session.streams[0])
+    assert not h.records and len(h.local.jobs) == 1
+    h.heads.fail_local = True
+    h.local.run_all()
+    r = ends_once(h, "none", "failed")
+    assert r["error"] == f"{LOCAL_ERROR}; and no answer from the cloud: stream ended before the answer (UNAVAILABLE: gone)"
+
+
+def test_a_local_run_no_cloud_answer_can_follow_fails_at_once(h: Harness) -> None:
+    """A fallback after an error answer, a run while backing off: nothing is left to wait for."""
+    h.heads.fail_local = True
+    h.feed(0)
+    h.session.answer(0, "RESOURCE_EXHAUSTED")
+    h.session.available = False
+    h.feed(1)
+    h.session.available = True
+    h.feed(2, raced=True)
+    h.session.end(h.session.streams[0])  # frame 2 raced, its stream gone before its local run
+    h.local.run_all()
+    assert {fid: r["error"] for fid, r in h.by_id().items()} == {0: LOCAL_ERROR, 1: LOCAL_ERROR, 2: (
+        f"{LOCAL_ERROR}; and no answer from the cloud: stream ended before the answer (UNAVAILABLE: gone)")}
+    assert h.finishes == {0: 1, 1: 1, 2: 1} and h.idle() and h.booked() == ([], [])
+
+
 def test_a_head_that_fails_is_its_frames_failure_record_and_the_run_goes_on(h: Harness) -> None:
     """A head raising on the capture thread (an accelerator gone mid-run) killed the agent with a
     traceback and left its frame without a record; now the frame fails and the next one runs."""
@@ -1326,8 +1469,9 @@ def test_the_session_backs_off_from_a_server_on_another_bundle() -> None:
 
 class AgentLoopMachine(RuleBasedStateMachine):
     """Frames fed, answered (well, with errors, malformed, twice), their streams ended, hedges
-    fired, local runs run, and stop - in any order. Every frame ends in at most one record,
-    and once everything settles in exactly one, with its slot released exactly once."""
+    fired, local runs run (or failed: the edge device errs), and stop - in any order. Every
+    frame ends in at most one record, and once everything settles in exactly one, with its slot
+    released exactly once."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -1357,6 +1501,13 @@ class AgentLoopMachine(RuleBasedStateMachine):
         if sent:
             self.h.session.answer(data.draw(st.sampled_from(sent)), kind)
 
+    @rule(data=st.data())
+    def answer_a_waiting_frame(self, data: st.DataObject) -> None:
+        """A frame still held for its answer gets it: also one hedged or raced whose local run failed."""
+        held = sorted(fid for fid, _ in self.h.agent.ledger.held())
+        if held:
+            self.h.session.answer(data.draw(st.sampled_from(held)))
+
     @rule(data=st.data(), code=st.sampled_from([grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, None]))
     def end_stream(self, data: st.DataObject, code: grpc.StatusCode | None) -> None:
         live = [s for s in self.h.session.streams if s.open]
@@ -1376,6 +1527,16 @@ class AgentLoopMachine(RuleBasedStateMachine):
     def run_a_local_job(self) -> None:
         if self.h.local.jobs:
             self.h.local.run_one()
+
+    @rule()
+    def hedges_fire_and_the_device_fails_the_queued_runs(self) -> None:
+        """The edge device errs on every local run queued once the hedges due have fired: a hedge's
+        or race's leaves its frame waiting for its answer, any other fails its frame; three in a
+        row stop the agent (its stop(), as SIGTERM)."""
+        self.h.hedge_time_passes()
+        self.h.heads.fail_local = True
+        self.h.local.run_all()
+        self.h.heads.fail_local = False
 
     @precondition(lambda self: not self.stopped)
     @rule()
