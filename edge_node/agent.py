@@ -36,7 +36,7 @@ Locks, in the order they may be taken: the recorder's lock (summary, records) ->
 results log's lock; the session's (stream, backoff, servers reached) -> a stream's and the
 renewing channel's (edge_node/session.py). Every other lock is a leaf, nothing else is taken
 while it is held: the agent's `_lock` (closing), the ledger's, the local executor's,
-CloudPaths' (late frames, `hedged`), the session's failed streams' (notices.StreamFailures), the margin learner's, the heads' accelerator lock, the timeline's, the device health's. The policy's lock is taken before the
+CloudPaths' (late frames, `hedged`), a held frame's (`Pending._ends`), the session's failed streams' (notices.StreamFailures), the margin learner's, the heads' accelerator lock, the timeline's, the device health's. The policy's lock is taken before the
 timeline's (plan books while it holds it), never the other way round.
 """
 
