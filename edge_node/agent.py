@@ -26,18 +26,17 @@ ends in exactly one record: a result from the cloud, a local result, an explicit
 failure, or (live capture) an explicit drop; the ledger enforces it.
 
 Where a frame's path is chosen: `choose_split`, by `policy.plan` over the timeline of
-the two resources. The timeline hears of every frame's use of them: the plan books the
-head (or the local run) and the transfer; the head's end (`process`), local runs
-(edge_work.py) and sends, answers, stream ends and given-up answers (cloud_paths.py)
-release them. Edge work (head and local runs) happens in `process` and edge_work.py,
-link work (sends, answers) in cloud_paths.py and session.py.
+the two resources. The plan books the head (or the local run) and the transfer; the
+head's end (`process`), local runs (edge_work.py) and sends, answers, stream ends and
+given-up answers (cloud_paths.py) release them.
 
 Locks, in the order they may be taken: the recorder's lock (summary, records) -> the
 results log's lock; the session's (stream, backoff, servers reached) -> a stream's and the
-renewing channel's (edge_node/session.py). Every other lock is a leaf, nothing else is taken
-while it is held: the agent's `_lock` (closing), the ledger's, the local executor's,
-CloudPaths' (late frames, `hedged`), a held frame's (`Pending._ends`), the session's failed streams' (notices.StreamFailures), the margin learner's, the heads' accelerator lock, the timeline's, the device health's. The policy's lock is taken before the
-timeline's (plan books while it holds it), never the other way round.
+renewing channel's (edge_node/session.py); the policy's -> the timeline's (plan books while
+it holds it). Every other lock is a leaf, nothing else is taken while it is held: the
+agent's `_lock` (closing), the ledger's, the local executor's, CloudPaths' (late frames,
+`hedged`), a held frame's (`Pending._ends`), the session's failed streams'
+(notices.StreamFailures), the margin learner's, the heads' accelerator lock, the device health's.
 """
 
 from __future__ import annotations
