@@ -14,9 +14,7 @@
                                 recorded "cloud" (`local_error`) if it comes; failed, with both
                                 reasons, at a stream end, error answer, the horizon, or the stop
         no stream (backoff)  -> local run at once
-        silent stream        -> its stream answered nothing for 2 x frame_deadline_ms since a frame
-                                was sent on it: the session gives the stream up (its frames fall
-                                back, as at a stream end) and backs off (`check_silence`)
+        silent stream        -> see below (`check_silence`)
 
 A held frame is claimed from the ledger by exactly one of the answer thread and the
 stream-end handler (and the watchdog with hedge = "off"), which then owns it: whatever
@@ -25,18 +23,16 @@ is kept in `_late` so that its cloud answer, should it come, still teaches the e
 
 The timeline (scheduler/paths.py) hears of the link's use: `link_sent` when the bytes go
 out, `link_done` when the answer comes (also a late one), and `link_done(answered=False)`
-when none will: the send failed, the stream ended, a hedged frame's answer is forgotten.
-A frame left booked would look like a stalled transfer for ever. The session's bulk probes
-are booked the same way (`probe_sent` to `probe_done`, from the session's callbacks).
+when none will: the send failed, the stream ended, a hedged frame's answer is forgotten or
+its stream set aside. A frame left booked would look like a stalled transfer for ever. The
+session's bulk probes are booked the same way (`probe_sent` to `probe_done`).
 
-A server that takes frames and answers none - hung, or behind a link that died without a
-reset - would otherwise cost every frame its whole frame_deadline_ms, for ever: a fixed
-policy has no estimate to learn the silence from, and the stream never fails. A stream
-that has answered nothing for 2 x frame_deadline_ms (the horizon after which no answer is
-expected: the server drops a frame whose budget ran out) while frames sent on it wait is
-given up like a failed one (reconnect backoff, frames local meanwhile); any answer, an
-error answer too, shows the server is alive. A server merely slower than the deadline
-keeps answering within the horizon and keeps its stream.
+A server that takes frames and answers none (hung, or behind a link that died without a
+reset) would otherwise cost every frame its whole frame_deadline_ms, for ever. A stream
+that has answered nothing - not even an error - for 2 x frame_deadline_ms (the horizon after
+which no answer is expected) while frames sent on it wait is given up like a failed one
+(backoff, frames local meanwhile); with several replicas it is set aside at once
+frame_deadline_ms. A server merely slower than the deadline answers within the horizon.
 
 Locks: `CloudPaths._lock` (the `_late` frames, `Pending.hedged`, the streams' last answers) is a leaf; nothing else is
 taken while it is held. The session's callbacks run on gRPC receive threads.
@@ -316,11 +312,10 @@ class CloudPaths:
                                 pending=p, beside=True)
 
     def check_silence(self, now: float) -> None:
-        """Give up every stream that has answered nothing - not even an error - for twice
-        frame_deadline_ms (the horizon after which no answer is expected: `forget_late`) since a
-        frame was sent on it (see the module doc); at once frame_deadline_ms, set it aside (no new
-        frame on it: a hung replica got the frames after the first overdue one too, each waiting
-        its full deadline, while other replicas stood by). The watchdog calls it every tick."""
+        """Give up every stream that has answered nothing for 2 x frame_deadline_ms since a frame
+        was sent on it (the module doc); at once frame_deadline_ms, set it aside (a hung replica
+        got the frames after the first overdue one too, each waiting its full deadline, while
+        other replicas stood by). The watchdog calls it every tick."""
         horizon_s = self._answer_horizon_s()
         with self._lock:
             overdue = [(stream, since) for stream, (since, _) in self._owed.items() if now - since >= horizon_s / 2]
@@ -331,10 +326,21 @@ class CloudPaths:
                                           f"(over twice frame_deadline_ms = {self.config.frame_deadline_ms}): "
                                           "server or link stalled")
         for stream, since in overdue:
-            self.session.set_aside(stream, f"answered nothing for {(now - since) * 1000:.0f} ms (frame_deadline_ms)")
+            if self.session.set_aside(stream, f"answered nothing for {(now - since) * 1000:.0f} ms (frame_deadline_ms)"):
+                self._not_the_link(stream, now)
         for stream, (since, sent) in silent.items():
             self.session.give_up(stream, f"nothing came back for {(now - since) * 1000:.0f} ms (2 x frame_deadline_ms) "
                                          f"while {sent} frame(s) sent on it waited")
+
+    def _not_the_link(self, stream: Stream, now: float) -> None:
+        """`stream` was set aside for another replica: its hedged frames, late on a replica left
+        behind, no longer hold the planner's link as a stall (a late answer still teaches the
+        estimates). Held to forget_late, they kept an adaptive agent on the edge 2 x
+        frame_deadline_ms when one of three replicas hung; a stalled link shows on the next transfer."""
+        with self._lock:
+            late = [fid for fid, p in self._late.items() if p.stream is stream]
+        for fid in late:
+            self.timeline.link_done(fid, now, answered=False)
 
     def _answer_horizon_s(self) -> float:
         """How long after its send an answer is still expected: the server drops a frame whose

@@ -230,15 +230,18 @@ class OffloadSession:
         self.client.close()
         self._failures.flush()
 
-    def set_aside(self, stream: Stream, why: str) -> None:
+    def set_aside(self, stream: Stream, why: str) -> bool:
         """No new frame on `stream`; those on it may still be answered. The next frame opens a new
         stream, which round_robin places on another replica (no backoff: others may be fine). With
-        one server there is no other: the stream is kept until give_up, as before."""
-        if self._replicas and isinstance(stream, InferStream) and stream.accepting:
-            log.info("stream to %s %s: new frames go on a new stream", stream.replica or self.address, why)
-            with self._lock:
-                self._silent_aside[id(stream)] = stream
-            stream.close()
+        one server there is no other: the stream is kept until give_up, as before. True when it
+        was set aside now."""
+        if not (self._replicas and isinstance(stream, InferStream) and stream.accepting):
+            return False
+        log.info("stream to %s %s: new frames go on a new stream", stream.replica or self.address, why)
+        with self._lock:
+            self._silent_aside[id(stream)] = stream
+        stream.close()
+        return True
 
     def give_up(self, stream: Stream, why: str) -> None:
         """A server that takes frames and answers nothing is treated as one that failed: the

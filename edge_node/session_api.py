@@ -11,9 +11,10 @@ gRPC: unit tests hand it a fake session (tests/unit/test_agent_loop.py).
     last_error() -> RemoteError | None    the last call or stream that failed (for the end-of-run line)
     address                               what the session connects to (for messages)
     close(abandon)                        end the streams (cancel them when frames are abandoned)
-    set_aside(stream, why)                the stream answered nothing for frame_deadline_ms: no new
+    set_aside(stream, why) -> bool        the stream answered nothing for frame_deadline_ms: no new
                                           frame on it (its own may still be answered); the next opens
-                                          a new stream, perhaps on another replica
+                                          a new stream, perhaps on another replica. False: not set
+                                          aside (one server: no other to go to; or it was already)
     give_up(stream, why)                  the stream answered nothing for 2 x frame_deadline_ms:
                                           cancel it (its frames fall back), back off as after an error
 
@@ -90,6 +91,6 @@ class Session(Protocol):
 
     def interrupt(self) -> None: ...
 
-    def set_aside(self, stream: Stream, why: str) -> None: ...
+    def set_aside(self, stream: Stream, why: str) -> bool: ...
 
     def give_up(self, stream: Stream, why: str) -> None: ...

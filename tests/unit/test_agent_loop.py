@@ -202,11 +202,13 @@ class FakeSession:
     def interrupt(self) -> None:
         self.interrupted = True
 
-    def set_aside(self, stream: FakeStream, why: str) -> None:
-        """As OffloadSession: no new frame on it; the next opens a new stream."""
-        if stream.accepting:
-            self.set_aside_calls.append((stream, why))
-            stream.accepting = False
+    def set_aside(self, stream: FakeStream, why: str) -> bool:
+        """As OffloadSession with several replicas: no new frame on it; the next opens a new stream."""
+        if not stream.accepting:
+            return False
+        self.set_aside_calls.append((stream, why))
+        stream.accepting = False
+        return True
 
     def give_up(self, stream: FakeStream, why: str) -> None:
         """As OffloadSession: the stream is cancelled (it ends, CANCELLED) and no new one is
@@ -712,6 +714,9 @@ def test_a_stream_that_answers_nothing_for_twice_the_frame_deadline_is_given_up(
     # replica among healthy ones held each for its full deadline)
     ((aside, why),) = h.session.set_aside_calls
     assert aside is h.session.streams[0] and why == "answered nothing for 1999 ms (frame_deadline_ms)"
+    # its hedged frames, late on a replica the agent has left, no longer hold the planner's link
+    # as a stall (they kept an adaptive agent on the edge until the stream was given up)
+    assert h.booked()[1] == [] and h.agent.timeline.hedged_in_flight() == 0
     h.feed(2)  # on a new stream: round_robin may place it on another replica
     assert [r.frame_id for r in h.session.streams[1].sent] == [2]
     h.clock.t += 0.002
