@@ -16,6 +16,10 @@ from splitpoint.targets import check_tls_name, parse_target
 #: LiteRT threads at the most: far more than any edge board's cores, far less than the
 #: thousands that exhaust the process
 MAX_THREADS = 256
+#: the most frames in flight (`window`) or waiting in live capture (`live_buffer`): each holds its
+#: camera image and input (a 224 px float32 input is 600 KB), and a server takes at most
+#: max_queue_per_agent (16 by default) of one agent's frames at once
+MAX_FRAMES_HELD = 1024
 MAX_AGENT_NAME = 128  # gRPC refuses metadata over 16 KiB in all; a drone's name is short
 #: what gRPC accepts as a metadata value (the agent's name): printable ASCII, no outer spaces
 _METADATA_VALUE = re.compile(r"[!-~]([ -~]*[!-~])?")
@@ -120,6 +124,10 @@ class EdgeConfig:
                 raise ConfigError(key, getattr(self, key), "must be at least 1")
         if self.threads > MAX_THREADS:  # 100000 spent 20 s failing pthread_create, then aborted
             raise ConfigError("threads", self.threads, f"must be at most {MAX_THREADS}")
+        for key in ("window", "live_buffer"):
+            if getattr(self, key) > MAX_FRAMES_HELD:
+                raise ConfigError(key, getattr(self, key), f"must be at most {MAX_FRAMES_HELD} frames (each holds "
+                                                           "its image and input in memory)")
         if not self.results.strip():
             raise ConfigError("results", self.results, "give the results log's file name")
         if len(self.agent_name) > MAX_AGENT_NAME:  # 20,000 characters: the server refused every stream's metadata
