@@ -266,10 +266,9 @@ class EdgeAgent:
     def drain(self) -> None:
         """Wait for every frame in flight: answered, fallen back, or timed out; after stop()
         for at most grace_s, after the results log failed not at all (nothing more can be recorded)."""
-        if not self.ledger.wait_idle(self._grace_over, SLOT_POLL_S):
-            self.cloud.stopped()  # a frame whose hedge's local run failed ends failed; the rest are abandoned
-            if self.recorder.fatal is None:
-                self.summary.abandoned = self.ledger.open_frames
+        if not self.ledger.wait_idle(self._grace_over, SLOT_POLL_S) and self.recorder.fatal is None:
+            # no record: resume runs them again (also a hedged frame whose local run failed)
+            self.summary.abandoned = self.ledger.open_frames
 
     def close(self) -> None:
         with self._lock:
@@ -279,7 +278,6 @@ class EdgeAgent:
         self.watchdog.stop()
         self._stop.set()
         self.local.close()  # the local run in progress ends; queued ones are abandoned
-        self.cloud.stopped()  # not drained (an error): a frame whose hedge's local run failed still ends failed
         self.capture.close()
         # abandoned frames: their answers could not be recorded any more, so their stream is cancelled
         # a half-closed stream gets what is left of the grace period to end (2 s when not stopping)

@@ -12,7 +12,8 @@
                                 result is recorded; a hedge then only tells the planner of the stall
         hedged or raced, its local run fails -> it stays held for its answer (edge_node/pending.py):
                                 recorded "cloud" (`local_error`) if it comes; failed, with both
-                                reasons, at a stream end, error answer, the horizon, or the stop
+                                reasons, at a stream end, error answer or the horizon (a stop:
+                                abandoned, no record, as every frame unanswered then: resume reruns it)
         no stream (backoff)  -> local run at once
         silent stream        -> see below (`check_silence`)
 
@@ -365,10 +366,6 @@ class CloudPaths:
             self._raced_lost(p, now)
         self.give_up_failed(f"none within 2 x frame_deadline_ms = {2 * self.config.frame_deadline_ms:g} ms",
                             lambda p: now - p.sent > horizon)
-
-    def stopped(self) -> None:
-        """The agent waits no longer (its grace is over, or it closes)."""
-        self.give_up_failed("the agent stopped before it came")
 
     def give_up_failed(self, reason: str, which: Callable[[Pending], bool] = lambda p: True) -> None:
         """End failed every held frame whose local run failed (and `which`): no answer came (`reason`)."""

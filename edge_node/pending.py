@@ -7,7 +7,8 @@ A hedged or raced frame also runs here while its answer may still come. When tha
 fails (the edge device raised), the frame keeps waiting for its answer: the cloud may still
 answer it. Two threads then decide its end, the local run's and the one path that claimed
 the frame from the ledger and gave up on its answer (a stream end, an error answer, the
-answer horizon, the agent's stop). Each tells the held frame what it knows under the frame's
+answer horizon; at the agent's stop it is abandoned with no record, as every frame still
+unanswered then, so that resume runs it again). Each tells the held frame what it knows under the frame's
 own lock (`local_failed`, `left_to_local`) and learns what the other told it, so exactly one
 of them ends the frame failed, with both reasons (`failed_both`); a cloud answer that comes
 first is recorded (`where: "cloud"`, `local_error` naming the failed run).
