@@ -217,7 +217,8 @@ class EdgeAgent:
             if served:
                 self._metrics_server = served[0]
         if cfg.contacts_server(self._may_offload()):
-            self.session.check_server(offload_splits(self.policy, self.heads.splits, self.K))
+            offloaded = offload_splits(self.policy, self.heads.splits, self.K)
+            self.cloud.served.described(self.session.check_server(offloaded), offloaded)
         else:  # no frame will ask the server anything: no "not reachable" warning about it either
             log.debug("the policy runs every frame on the edge: the server is not described")
         self.watchdog.start()
@@ -350,7 +351,8 @@ class EdgeAgent:
         self._planned += 1  # read by the session's prober (an int: no lock needed)
         # one frame in flight: the next is read only when this one ends, so a path that keeps the
         # edge busy delays no other frame (math.inf: no next frame to charge)
-        choice = self.policy.plan(frame.index, self.heads.splits, now, self.timeline, arrived=self._arrived(frame, now),
+        choice = self.policy.plan(frame.index, self.cloud.served.candidates(self.heads.splits, self.K), now,
+                                  self.timeline, arrived=self._arrived(frame, now),
                                   next_arrival=math.inf if self._one_in_flight else None)
         k = choice.split
         if choice.local_ms is not None:

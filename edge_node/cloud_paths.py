@@ -54,7 +54,7 @@ from scheduler.paths import Timeline
 from scheduler.policy_base import FrameOutcome
 from splitpoint.errors import RemoteError, peer_text, status_code_from_int
 from splitpoint.v1 import offload_pb2
-from splitpoint.wire_metadata import is_draining
+from splitpoint.wire_metadata import is_draining, is_split_not_served
 
 from .config import EdgeConfig
 from .edge_work import EdgeWork
@@ -64,6 +64,7 @@ from .ledger import FrameLedger
 from .outputs import cut_request_tensors, decode_detections, decode_outputs, timing_problem
 from .pending import Pending, failed_both
 from .run_report import EdgeMetrics
+from .served_splits import ServedSplits
 from .session_api import Session, SessionCallbacks, Stream
 from .sources import Frame
 
@@ -88,6 +89,7 @@ class CloudPaths:
         self.observe = observe  # the current policy's observe (a reload swaps the policy)
         self.clock = clock
         self.timeline = timeline  # the agent's one timeline: the planner reads what every path books
+        self.served = ServedSplits()  # splits the cloud refused as not served: an adaptive plan leaves them out
         self._lock = threading.Lock()  # _late and Pending.hedged (a leaf)
         #: hedged frames whose cloud answer may still come: it teaches the estimates, not the log
         self._late: dict[int, Pending] = {}
@@ -201,6 +203,8 @@ class CloudPaths:
             else:
                 log.log(self._error_level(code.name), "frame %d failed in the cloud: %s %s", p.frame.index,
                         code.name, message)
+                if is_split_not_served(code, resp.error.message):
+                    self.served.refused(p.split, p.stream.replica)
             self.fallback(p, f"cloud {code.name}: {message}")
             return
         outputs, problem = self.outputs(resp)
@@ -223,8 +227,7 @@ class CloudPaths:
         self.learn(p, resp, rpc_ms)
 
     def _error_level(self, code: str) -> int:
-        """WARNING for the first error answer of `code` in ERROR_WARN_PERIOD_S, DEBUG for the rest:
-        a server refusing every frame (another bundle's digest) wrote a WARNING per frame."""
+        """WARNING for the first error answer of `code` in ERROR_WARN_PERIOD_S, DEBUG for the rest."""
         now = self.clock()
         with self._lock:
             last = self._warned.get(code)

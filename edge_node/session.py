@@ -37,7 +37,7 @@ from splitpoint.errors import ConfigError, RemoteError, peer_text, status_code_f
 from splitpoint.remote_hints import is_refusal, remote_hint
 from splitpoint.targets import may_be_several, parse_target
 from splitpoint.v1 import offload_pb2
-from splitpoint.wire_metadata import is_draining, is_other_bundle
+from splitpoint.wire_metadata import is_draining, is_other_bundle, is_split_not_served
 
 from .client import CloudLink, InferStream, Interrupted, OffloadClient
 from .config import EdgeConfig
@@ -148,9 +148,10 @@ class OffloadSession:
             # frames there were refused NOT_FOUND one by one, with no word at start (a replica
             # partitioned with --splits 2,4 among replicas of the whole bundle)
             replica = self.client.described_by or self.address
-            log.warning("cloud %s has no tail for split(s) %s of this bundle (it serves %s): frames sent there at "
-                        "those splits run here and the replica is backed off from; deploy one bundle to every "
-                        "replica", replica, split_ranges(missing), peer_text(split_ranges(served))[:200])
+            log.warning("cloud %s has no tail for split(s) %s of this bundle (it serves %s): an adaptive policy plans "
+                        "without them for the rest of the run, a fixed one runs those frames here; serve them on "
+                        "every replica, or leave them out of this agent's splits", replica, split_ranges(missing),
+                        peer_text(split_ranges(served))[:200])
         return info
 
     def start(self, callbacks: SessionCallbacks) -> None:
@@ -188,6 +189,8 @@ class OffloadSession:
             cause = self._backoff_cause
         if cause is not None and is_refusal(cause):
             return f"cloud refused this agent ({cause.code.name}) (waiting to retry)"
+        if cause is not None and is_split_not_served(cause.code, cause.details):
+            return "cloud does not serve a split this agent sent (waiting to retry)"
         if cause is not None and is_other_bundle(cause.code, cause.details):
             return "cloud runs another bundle (waiting to retry)"
         if cause is not None and cause.code not in UNREACHED_CODES:
@@ -277,8 +280,9 @@ class OffloadSession:
             # another replica, one still on this bundle) tries again.
             stream.close()
             wait = self._back_off(RemoteError(code, peer_text(resp.error.message)))
-            log.info("replica %s runs another bundle (%s): frames run here, a new stream in %.1f s",
-                     stream.replica or self.address, peer_text(resp.error.message)[:200], wait)
+            log.info("replica %s %s (%s): frames run here, a new stream in %.1f s", stream.replica or self.address,
+                     "does not serve that split" if is_split_not_served(code, resp.error.message) else "runs another bundle",
+                     peer_text(resp.error.message)[:200], wait)
         assert self._callbacks is not None
         self._callbacks.answer(stream, resp)
 

@@ -57,9 +57,10 @@ def check_bundle(path: str, device: str = "cpu") -> list[Check]:
 
 def bundle_identity(path: str, conf: Any = None) -> tuple[str, list[int]] | None:
     """The bundle's model digest and the splits an agent may send a server, from its manifest:
-    with the EdgeConfig `conf` of a fixed policy, its split (the agent's own `check_server` rule,
-    scheduler.policy_base.offload_splits: a server started with `cloud --splits 3` serves an
-    agent at split 3); else every one but K. None when the bundle cannot be read."""
+    with the EdgeConfig `conf`, those of the splits it loads (`splits`) its policy may send
+    (the agent's own `check_server` rule, scheduler.policy_base.offload_splits: a server started
+    with `cloud --splits 3` serves an agent at split 3, or one with splits = [3]); without, every
+    one but K. None when the bundle cannot be read."""
     from scheduler.planner import build_policy
     from scheduler.policy_base import offload_splits
     from splitpoint.bundle import load_bundle
@@ -68,10 +69,11 @@ def bundle_identity(path: str, conf: Any = None) -> tuple[str, list[int]] | None
         m = load_bundle(path, verify=False).manifest
     except Exception:
         return None
-    splits = [k for k in m.split_ids if k != m.num_layers]
+    loaded = sorted(set(conf.splits) | {m.num_layers}) if conf is not None and conf.splits else m.split_ids
+    splits = [k for k in loaded if k != m.num_layers]  # an adaptive policy's: every split it loads but K
     if conf is not None and conf.policy.name == "fixed":
         try:
-            splits = offload_splits(build_policy(conf.policy, "", m.num_layers, conf.split), m.split_ids, m.num_layers)
+            splits = offload_splits(build_policy(conf.policy, "", m.num_layers, conf.split), loaded, m.num_layers)
         except Exception:  # noqa: BLE001 - a split the bundle lacks is reported by the config's own check
             pass
     return m.model_digest, splits

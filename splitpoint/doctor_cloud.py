@@ -165,7 +165,8 @@ def check_cloud(make_client: Callable[[], Any], bundle: tuple[str, list[int]] | 
             if info.model_digest != digest else
             # the same model partitioned with other --splits: frames at these splits are refused there
             f"the same model, but the server has no tail for split(s) {split_ranges(missing)} of the local bundle "
-            f"(it serves {split_ranges(served)[:200]}): deploy the same bundle to both")))
+            f"(it serves {split_ranges(served)[:200]}): serve them (a bundle partitioned with them, `cloud --splits` "
+            "naming them), or leave them out of this agent's splits")))
     server_ns = int(getattr(probe, "server_unix_ns", 0) or 0)  # servers before this field answer 0
     if server_ns:
         skew = (server_ns - (t0 + t1) / 2) / 1e9

@@ -51,5 +51,12 @@ def is_other_bundle(code: grpc.StatusCode | None, details: str) -> bool:
     """A frame's error answer that says its replica runs another bundle (see OTHER_BUNDLE_DETAILS),
     one of the same model without the frame's split (NO_SUCH_SPLIT_DETAILS), or serves only other
     splits (NOT_SERVED_DETAILS): every frame sent there at that split would be refused too."""
-    return ((code == grpc.StatusCode.FAILED_PRECONDITION and OTHER_BUNDLE_DETAILS in details)
-            or (code == grpc.StatusCode.NOT_FOUND and (NO_SUCH_SPLIT_DETAILS in details or NOT_SERVED_DETAILS in details)))
+    return (code == grpc.StatusCode.FAILED_PRECONDITION and OTHER_BUNDLE_DETAILS in details) or is_split_not_served(
+        code, details)
+
+
+def is_split_not_served(code: grpc.StatusCode | None, details: str) -> bool:
+    """A frame's error answer that says its replica does not serve the frame's split: the same
+    model partitioned with other --splits (NO_SUCH_SPLIT_DETAILS) or started with `cloud --splits`
+    (NOT_SERVED_DETAILS)."""
+    return code == grpc.StatusCode.NOT_FOUND and (NO_SUCH_SPLIT_DETAILS in details or NOT_SERVED_DETAILS in details)

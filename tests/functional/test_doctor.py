@@ -83,6 +83,8 @@ def test_cloud_checks(cloud_server, digits_bundle: Path, tmp_path: Path) -> None
     assert doctor.bundle_identity(str(digits_bundle), fixed) == (digest[0], [3])  # what this agent sends
     fixed.policy.name = "min-latency"
     assert doctor.bundle_identity(str(digits_bundle), fixed) == digest
+    fixed.splits = [3, 5]  # an adaptive agent that loads these: a server of 3 and 5 serves it
+    assert doctor.bundle_identity(str(digits_bundle), fixed) == (digest[0], [3, 5])
     ok = doctor.check_cloud(client(cloud_server.address), digest)
     assert [c.status for c in ok] == ["ok", "ok", "ok"]
     assert ok[2].name == "clock skew"

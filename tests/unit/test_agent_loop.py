@@ -1277,6 +1277,51 @@ class PlanningPolicy(FakePolicy):
         return super().plan(frame_id, candidates, now, timeline, arrived, next_arrival)
 
 
+class CandidatesPolicy(PlanningPolicy):
+    """An adaptive policy that remembers the splits each plan was offered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.offered: list[list[int]] = []
+
+    def plan(self, frame_id: int, candidates: list[int], now: float, timeline: Timeline,
+             arrived: float | None = None, next_arrival: float | None = None) -> PathChoice:
+        self.offered.append(list(candidates))
+        return super().plan(frame_id, candidates, now, timeline, arrived, next_arrival)
+
+
+def test_a_split_the_cloud_does_not_serve_is_left_out_of_the_plan(tmp_path: Path) -> None:
+    """An adaptive agent against a server started with `cloud --splits 0` kept planning split 1:
+    every frame was refused NOT_FOUND, ran here, and backed the agent off ("0 cloud, 200
+    local"). The refusal takes split 1 out of the plan for the rest of the run; K always stays."""
+    policy = CandidatesPolicy()
+    h = Harness(tmp_path / "r.jsonl", policy=policy).start()
+    try:
+        h.feed(0)
+        h.session.answer(0, "NOT_FOUND", "split 1 has no tail on this server; servable: 0")
+        h.local.run_all()
+        h.feed(1, k=0)
+        h.session.answer(1, "NOT_FOUND", "tail 0 not found")  # another NOT_FOUND: not a split left out
+        h.local.run_all()
+        h.feed(2, k=0)
+        assert policy.offered == [[0, 1, K], [0, K], [0, K]]
+        assert h.by_id()[0]["fallback_reason"] == "cloud NOT_FOUND: split 1 has no tail on this server; servable: 0"
+    finally:
+        h.agent.close()
+
+
+def test_splits_a_described_server_lacks_are_left_out_of_the_plan_from_the_start() -> None:
+    from edge_node.served_splits import ServedSplits
+
+    served = ServedSplits()
+    served.described(None, [0, 1, 2])  # not reached: nothing learnt
+    assert served.candidates([0, 1, 2, K], K) == [0, 1, 2, K]
+    served.described(SimpleNamespace(splits=[SimpleNamespace(split=1)]), [0, 1, 2])
+    assert served.candidates([0, 1, 2, K], K) == [1, K]
+    served.refused(1, "10.0.0.5:50051")
+    assert served.candidates([0, 1, 2, K], K) == [K]  # all on the edge: K is never left out
+
+
 class ListSource:
     def __init__(self, n: int, paced: bool) -> None:
         self.description = "fake"
