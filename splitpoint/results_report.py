@@ -79,6 +79,8 @@ class LogSummary:
     hedged: int = 0
     hedged_local_first: int = 0
     raced: int = 0
+    #: answered by the cloud after the local run beside it (a hedge's, a race's) failed: the device erred
+    local_errors: int = 0
     labelled: int = 0
     correct: int = 0
     first_ns: int | None = None
@@ -123,6 +125,7 @@ class LogSummary:
             self.hedged += 1
             self.hedged_local_first += r.get("where") == "local"
         self.raced += r.get("raced") is True
+        self.local_errors += isinstance(r.get("local_error"), str)
         timings = r.get("timings_ms")
         e2e = timings.get("end_to_end") if isinstance(timings, dict) else None
         if isinstance(e2e, (int, float)) and not isinstance(e2e, bool):
@@ -151,6 +154,7 @@ class LogSummary:
         self.hedged += other.hedged
         self.hedged_local_first += other.hedged_local_first
         self.raced += other.raced
+        self.local_errors += other.local_errors
         self.labelled += other.labelled
         self.correct += other.correct
         stamps = [t for t in (self.first_ns, other.first_ns) if t is not None]
@@ -168,7 +172,7 @@ class LogSummary:
                               "max": lat.quantile(1.0), "left_out": self.odd_latency},
             "fallbacks": self.fallbacks.as_json(), "errors": self.errors.as_json(),
             "replicas": dict(_ranked(self.replicas)), "refused_by": dict(_ranked(self.refused_by)), "hedged": self.hedged,
-            "hedged_local_first": self.hedged_local_first, "raced": self.raced,
+            "hedged_local_first": self.hedged_local_first, "raced": self.raced, "local_errors": self.local_errors,
             "labelled": self.labelled, "correct": self.correct,
             "first_capture_unix_ns": self.first_ns, "last_capture_unix_ns": self.last_ns,
             "models": dict(_ranked(self.models)), "repeated_frame_ids": self.repeated,
@@ -279,6 +283,9 @@ def format_summary(s: LogSummary) -> str:
     if s.hedged or s.raced:
         lines.append(f"  hedged {_n(s.hedged)} (the local result first in {_n(s.hedged_local_first)}), "
                      f"raced {_n(s.raced)}")
+    if s.local_errors:
+        lines.append(f"  local runs that failed beside the cloud's answer: {_n(s.local_errors)} (the edge device erred: "
+                     "`local_error` in those records)")
     if s.replicas:
         lines.append("  answered by: " + ", ".join(f"{r} {_n(n)}" for r, n in _ranked(s.replicas)))
     if s.refused_by:  # then run here: counted in the fallbacks above too

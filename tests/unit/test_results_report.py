@@ -269,3 +269,17 @@ def test_a_replica_that_refused_frames_is_not_counted_as_answering_them(tmp_path
     text = format_summary(s)
     assert "  answered by: a:1 1, b:1 1\n" in text and "  refused by: b:1 1" in text, text
     assert s.as_json()["refused_by"] == {"b:1": 1}
+
+
+def test_cloud_answers_whose_local_run_failed_are_counted(tmp_path: Path) -> None:
+    """A hedged frame whose local run failed and that the cloud then answered is a success, with
+    `local_error`: the summary said nothing of the device's failures."""
+    from splitpoint.results_report import format_summary
+
+    log = tmp_path / "r.jsonl"
+    lines = [ok(0, "cloud", 3, 10.0, hedged=True, local_error="the Edge TPU failed a run (whole model)"),
+             ok(1, "cloud", 3, 11.0, hedged=True), ok(2, "cloud", 3, 12.0, local_error=None)]
+    log.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    s, = summarize([str(log)])
+    assert s.local_errors == 1 and s.as_json()["local_errors"] == 1
+    assert "  local runs that failed beside the cloud's answer: 1 (the edge device erred" in format_summary(s)
