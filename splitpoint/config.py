@@ -61,6 +61,8 @@ def parse_float(text: str) -> float:
     digits too: `--grace-s \uff15` was 5 s). ValueError naming the text otherwise."""
     if not text.isascii():
         raise ValueError(f"{text!r} is not a number (digits 0-9 only)")
+    if "_" in text:  # float() reads "1_0" as 10; an integer flag refuses it
+        raise ValueError(f"{text!r} is not a number")
     try:
         return float(text)
     except ValueError:

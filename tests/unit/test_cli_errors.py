@@ -247,5 +247,7 @@ def test_integers_are_ascii_digits_with_a_sign_at_most() -> None:
     with pytest.raises(ValueError, match=r"^'999999999999'\.\.\. \(5000 characters\) is far too large$"):
         parse_int("9" * 5000)  # not Python's "Exceeds the limit (4300 digits) ... set_int_max_str_digits()"
     assert parse_float("2.5e3") == 2500.0
+    with pytest.raises(ValueError, match=r"^'1_0' is not a number$"):
+        parse_float("1_0")  # float() reads 10, where parse_int refuses "1_000"
     with pytest.raises(ValueError, match=r"digits 0-9 only"):
         parse_float("\uff12.5")
