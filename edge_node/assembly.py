@@ -80,7 +80,7 @@ def policy_for(config: EdgeConfig, manifest: Any, pcfg: PolicyConfig, link: Link
     """The policy `pcfg` asks for, on this bundle and the splits this agent loads: at start, and
     on a reload, where a split that is not loaded must be refused (the running policy kept)
     rather than accepted and then fail every frame."""
-    loaded = sorted(set(config.splits) | {manifest.num_layers}) if config.splits else manifest.split_ids
+    loaded = config.loaded_splits(manifest)
     for key, k in (("split", config.split), ("policy.split", pcfg.split)):
         if k is not None and k not in loaded:
             where = "loaded here (splits)" if config.splits else "of " + manifest.model_name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from scheduler.objectives import PolicyConfig
 from splitpoint import wire_metadata
@@ -105,6 +106,10 @@ class EdgeConfig:
     @property
     def window_size(self) -> int:
         return 1 if self.mode == "latency" else self.window
+
+    def loaded_splits(self, manifest: Any) -> list[int]:
+        """The splits this agent loads heads for, of the bundle's `manifest`: `splits` and K, or all."""
+        return sorted(set(self.splits) | {manifest.num_layers}) if self.splits else list(manifest.split_ids)
 
     @property
     def device_spec(self) -> Device:

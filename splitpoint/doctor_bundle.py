@@ -69,7 +69,7 @@ def bundle_identity(path: str, conf: Any = None) -> tuple[str, list[int]] | None
         m = load_bundle(path, verify=False).manifest
     except Exception:
         return None
-    loaded = sorted(set(conf.splits) | {m.num_layers}) if conf is not None and conf.splits else m.split_ids
+    loaded = m.split_ids if conf is None else conf.loaded_splits(m)
     splits = [k for k in loaded if k != m.num_layers]  # an adaptive policy's: every split it loads but K
     if conf is not None and conf.policy.name == "fixed":
         try:
