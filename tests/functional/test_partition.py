@@ -1001,7 +1001,7 @@ def test_partition_a_detector_of_ones_own_with_a_decoder_file(own_detector: Path
                                          "covers 32x32 pixels, but the input is 16x16"]),
     (["--detection", "WIDE"], ["WIDE: stride = 4: a 8x8 heatmap at stride 4 covers 32x32 pixels"]),
     (["--detection-kind", "centernet", "--stride-typo"], ["unrecognized arguments: --stride-typo"]),
-    (["--score-threshold", "high"], ["--score-threshold", "invalid float value: 'high'"]),
+    (["--score-threshold", "high"], ["argument --score-threshold: 'high' is not a number"]),
     (["--detection", "GOOD", "--labels", "car,person"], ["--labels = [\"car\", \"person\"]", "3 classes"]),
     (["--detection", "BAD", "--labels", "a,b,c"], ["BAD: size = 0", "another output"]),
 ])
