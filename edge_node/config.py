@@ -17,6 +17,9 @@ from splitpoint.targets import check_tls_name, parse_target
 #: LiteRT threads at the most: far more than any edge board's cores, far less than the
 #: thousands that exhaust the process
 MAX_THREADS = 256
+#: the most frames a run may be told to take (`max_frames`, `synthetic:N`): a billion, over three
+#: years at 10 fps. Any count was taken (synthetic:10**4000, a run that never ends)
+MAX_RUN_FRAMES = 10**9
 #: the most frames in flight (`window`) or waiting in live capture (`live_buffer`): each holds its
 #: camera image and input (a 224 px float32 input is 600 KB), and a server takes at most
 #: max_queue_per_agent (16 by default) of one agent's frames at once
@@ -143,8 +146,9 @@ class EdgeConfig:
                                                              "spaces (it is sent as gRPC metadata)")
         if self.fps is not None and not self.fps * MAX_SECONDS >= 1:  # a wait of 1/fps: 1e-300 overflowed sleep()
             raise ConfigError("fps", self.fps, f"must be > 0, at least one frame per {MAX_SECONDS} s (24.8 days)")
-        if self.max_frames is not None and self.max_frames < 0:
-            raise ConfigError("max_frames", self.max_frames, "must be >= 0")
+        if self.max_frames is not None and not 0 <= self.max_frames <= MAX_RUN_FRAMES:
+            raise ConfigError("max_frames", self.max_frames, f"must be from 0 to {MAX_RUN_FRAMES} (a billion "
+                                                             "frames: over three years at 10 fps); leave it out for no limit")
         if self.hedge_margin < 0:
             raise ConfigError("hedge_margin", self.hedge_margin, "must be >= 0 (ms)")
         if self.grace_s < 0:

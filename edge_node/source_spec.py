@@ -15,6 +15,7 @@ from splitpoint.bundle import Bundle, Preprocessing
 from splitpoint.errors import ConfigError
 from splitpoint.images import ARRAY_SUFFIXES, IMAGE_SUFFIXES
 
+from .config import MAX_RUN_FRAMES
 from .file_sources import DirectorySource, SyntheticSource
 from .sources import ACCEPTED_FORMS, VIDEO_SUFFIXES, FrameSource, _Source
 
@@ -26,9 +27,8 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)$", re.DOTALL)
 
 #: OpenCV takes a camera number as a C int: past it, cv2.VideoCapture raised a traceback
 MAX_CAMERA_NUMBER = 2**31 - 1
-#: the most synthetic frames: a billion, over three years at 10 fps. Any count was taken (10**4000
-#: frames, a run that never ends); 4300 digits or more was a ValueError traceback from int()
-MAX_SYNTHETIC_FRAMES = 10**9
+#: the most synthetic frames (edge_node/config.py); 4300 digits or more was a ValueError traceback from int()
+MAX_SYNTHETIC_FRAMES = MAX_RUN_FRAMES
 
 
 def _count(spec: str, key: str, text: str, minimum: int, what: str, maximum: int, why: str) -> int:

@@ -205,6 +205,9 @@ class RadioModel:
             if not link.strip():  # TOML's [""]: a link type `link = ""` alone could pick, never named in a message
                 raise ConfigError("link type", link, f"is empty in {where}: name each table after its link type, "
                                                      "e.g. [lte] or [lora]")
+            if not link.isprintable():  # ["\u200b"] looks empty in every message that names it
+                raise ConfigError("link type", link, f"holds characters that do not print in {where}: name each "
+                                                     "table after its link type, e.g. [lte] or [lora]")
             if not isinstance(table, dict):
                 raise ConfigError(link, table, f"expected a table of {', '.join(cls._FIELDS)} in {where}")
             _check_keys(table, cls._FIELDS, f"{link}.", where)

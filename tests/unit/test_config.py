@@ -60,6 +60,7 @@ def test_flags_override_file_and_file_overrides_defaults(tmp_path: Path) -> None
         ('agent_name = "dröhne"', "agent_name", "dröhne"),  # gRPC metadata: printable ASCII
         ("threads = 100000", "threads", 100000),
         ("window = 1025", "window", 1025),  # frames held in memory: each its image and input
+        ("max_frames = 1000000001", "max_frames", 1000000001),  # past a billion: leave it out for no limit
         ("live_buffer = 1000000000", "live_buffer", 1000000000),
         ("camera_reopen_s = -1", "camera_reopen_s", -1),
         ("results_rotate_h = -24", "results_rotate_h", -24),

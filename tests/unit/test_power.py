@@ -471,6 +471,13 @@ def test_a_radio_link_type_without_a_name_is_refused_naming_the_file(tmp_path: P
     assert err.value.key == "link type"
 
 
+def test_a_radio_link_type_that_does_not_print_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "radio.toml"
+    path.write_text('["\\u200b"]\nalpha_mw_per_mbps = 1\nbeta_mw = 2')  # a zero-width space: looks empty
+    with pytest.raises(ConfigError, match=r"holds characters that do not print in radio model .*radio\.toml"):
+        RadioModel.load(path)
+
+
 def test_radio_bad_arguments() -> None:
     radio = RadioModel()
     with pytest.raises(ConfigError) as err:
