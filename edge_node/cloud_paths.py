@@ -370,7 +370,7 @@ class CloudPaths:
         self.give_up_failed(f"none within 2 x frame_deadline_ms = {2 * self.config.frame_deadline_ms:g} ms",
                             lambda p: now - p.sent > horizon)
 
-    def give_up_failed(self, reason: str, which: Callable[[Pending], bool] = lambda p: True) -> None:
+    def give_up_failed(self, reason: str, which: Callable[[Pending], bool]) -> None:
         """End failed every held frame whose local run failed (and `which`): no answer came (`reason`)."""
         for _, p in self.ledger.claim_where(lambda p: p.local_error is not None and which(p)):
             self.fallback(p, reason)

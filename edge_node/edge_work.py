@@ -108,14 +108,13 @@ class EdgeWork:
         After close() nothing is queued: the frame stays unfinished (abandoned; resume re-runs it)."""
         if reason is not None:  # a fallback or a hedge: a run the plan did not foresee
             self.timeline.edge_reserved(frame.index, self.clock(), self.local_ms_guess)
-        job = pending if beside else None
-        self.executor.submit(lambda: self._finish_local(frame, x, split, preprocess_ms, reason, head_ms, pending, job))
+        self.executor.submit(lambda: self._finish_local(frame, x, split, preprocess_ms, reason, head_ms, pending, beside))
 
     def _finish_local(self, frame: Frame, x: np.ndarray, split: int, preprocess_ms: float, reason: str | None,
-                      head_ms: float, pending: Pending | None, beside: Pending | None = None) -> None:
+                      head_ms: float, pending: Pending | None, beside: bool = False) -> None:
         """Run the whole model here (k = K); `reason` set means a fallback from split `split`;
         `pending`: the frame as it was sent (its hedge, and whether the cloud answered first);
-        `beside`: the same, when its answer may still come (a failed run then leaves it waiting)."""
+        `beside`: its answer may still come (a failed run then leaves it waiting for that)."""
         if pending is not None and pending.settled.is_set():
             self.timeline.edge_done(frame.index, self.clock())
             return  # hedged, and the cloud answer was recorded while this waited in the queue
@@ -125,14 +124,14 @@ class EdgeWork:
             finally:
                 self.timeline.edge_done(frame.index, self.clock())
         except Exception as exc:  # noqa: BLE001 - the device failed the run: this frame's failure
-            self._local_failed(frame, beside, self.health.failed("the whole model", exc))
+            self._local_failed(frame, pending if beside else None, self.health.failed("the whole model", exc))
             return
         self.health.ok()
         try:
             outputs = [a.reshape(o.shape) for a, o in zip(arrays, self.manifest.outputs, strict=True)]
         except Exception as exc:  # the last resort must not lose the frame either
             log.exception("local run of frame %d failed", frame.index)
-            self._local_failed(frame, beside, f"local run failed: {exc!r}")
+            self._local_failed(frame, pending if beside else None, f"local run failed: {exc!r}")
             return
         timings = {"preprocess": preprocess_ms, "head": head_ms, "local": local_ms}
         self.complete(frame, self.K if reason is None else split, "local", outputs, timings, reason, pending=pending)
