@@ -58,9 +58,11 @@ def _upper_bounds() -> tuple[tuple[str, float, str], ...]:
     """(key, most, why) of the options that set how long the bench runs or how much it holds: a
     trace slice of 1e9 s was accepted (a list of its 0.5 s rates alone would not fit in memory), and
     frame counts of 10**12 (a run that never ends)."""
+    from edge_node.config import MAX_FRAMES_HELD
     from splitpoint.traces import MAX_TRACE_S  # numpy: not for --help
 
-    return (("trace_seconds", MAX_TRACE_S, "s, the longest trace read (6 h)"),
+    return (("tp_window", MAX_FRAMES_HELD, "frames in flight (it is the agent's --window)"),
+            ("trace_seconds", MAX_TRACE_S, "s, the longest trace read (6 h)"),
             ("trace_long_s", MAX_TRACE_S, "s, the longest trace read (6 h)"),
             ("trace_slices", 100, "slices (each is replayed by every split)"),
             ("trace_fps", 1000, "frames per second, one a millisecond"),

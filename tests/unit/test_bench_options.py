@@ -106,6 +106,7 @@ def test_print_config_round_trips_through_the_file(tmp_path: Path, capsys: pytes
     (["--adaptive-frames", "100001"], "adaptive_frames = 100001: must be at most 100000"),
     (["--step-frames", "100001"], "step_frames = 100001: must be at most 100000"),
     (["--tp-frames", "100001"], "tp_frames = 100001: must be at most 100000"),
+    (["--tp-window", "1025"], "tp_window = 1025: must be at most 1024 frames in flight (it is the agent's --window)"),
     (["--overhead-frames", "100001"], "overhead_frames = 100001: must be at most 100000"),
     (["--profile-runs", "100001"], "profile_runs = 100001: must be at most 100000 runs"),
     # rates: 1e308 Mbps passed --print-config, then the stage failed with a traceback (uplink = inf)
