@@ -137,7 +137,7 @@ class EdgeAgent:
         self._one_in_flight = False
         self.local = local
         #: the margin a predicted latency gets before the frame is hedged, learnt from cloud answers
-        self.margin = MarginLearner(config.hedge_margin)
+        self.margin = MarginLearner(config.hedge_margin, clock=clock)
         self._attach_overrun(self.policy)
         self.edge = EdgeWork(m, heads, self.ledger, recorder, local, self._observe, self.fallback_digest,
                              self.timeline, DeviceHealth(str(getattr(heads, "device", "the edge")), self.stop),

@@ -20,10 +20,12 @@ estimate and the margin. With `hedge = "off"` every frame waits for
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from scheduler.link import percentile
+from scheduler.link import ANSWER_MEMORY_S, percentile
 
 HEDGE_MODES = ("auto", "off")
 
@@ -34,23 +36,36 @@ class MarginLearner:
     `observe(actual, predicted)` after every cloud answer (late ones included); `margin_ms()`
     is max(`floor_ms`, the `quantile` of the last `window` errors actual - predicted). A
     link slower than planned widens it at once; a good stretch narrows it as the window
-    forgets. Thread-safe (answers arrive on gRPC threads, frames are planned on the main one)."""
+    forgets. Errors older than `memory_s` are forgotten too: only answers feed the window, and
+    an agent its errors keep on the edge gets none (scheduler.link.ANSWER_MEMORY_S). Thread-safe
+    (answers arrive on gRPC threads, frames are planned on the main one)."""
 
-    def __init__(self, floor_ms: float, quantile: float = 0.95, window: int = 50):
+    def __init__(self, floor_ms: float, quantile: float = 0.95, window: int = 50,
+                 memory_s: float = ANSWER_MEMORY_S, clock: Callable[[], float] = time.monotonic):
         if floor_ms < 0:
             raise ValueError(f"floor_ms must be >= 0, not {floor_ms}")
-        if not 0 < quantile <= 1 or window < 1:
-            raise ValueError(f"quantile must be in (0, 1] and window >= 1, not {quantile}, {window}")
+        if not 0 < quantile <= 1 or window < 1 or not memory_s > 0:
+            raise ValueError(f"quantile must be in (0, 1], window >= 1 and memory_s > 0, not {quantile}, {window}, "
+                             f"{memory_s}")
         self.floor_ms = floor_ms
         self.quantile = quantile
-        self._errors: deque[float] = deque(maxlen=window)
+        self.memory_s = memory_s
+        self._clock = clock
+        self._errors: deque[tuple[float, float]] = deque(maxlen=window)  # (when observed, error), oldest first
         self._lock = threading.Lock()
 
     def observe(self, actual_ms: float, predicted_ms: float, cap_ms: float | None = None) -> None:
         """One answer's error actual - predicted, counted at most `cap_ms` (see `late_cap_ms`)."""
         error = actual_ms - predicted_ms
         with self._lock:
-            self._errors.append(error if cap_ms is None else min(error, cap_ms))
+            self._errors.append((self._clock(), error if cap_ms is None else min(error, cap_ms)))
+
+    def _recent(self) -> list[float]:
+        """The errors of the last `memory_s` (the older ones dropped); under the lock."""
+        since = self._clock() - self.memory_s
+        while self._errors and self._errors[0][0] < since:
+            self._errors.popleft()
+        return [e for _, e in self._errors]
 
     @staticmethod
     def late_cap_ms(margin_ms: float) -> float:
@@ -65,19 +80,19 @@ class MarginLearner:
 
     def margin_ms(self) -> float:
         with self._lock:
-            if not self._errors:
-                return self.floor_ms
-            return max(self.floor_ms, percentile(self._errors, self.quantile * 100))
+            errors = self._recent()
+        return max(self.floor_ms, percentile(errors, self.quantile * 100)) if errors else self.floor_ms
 
     def quantile_ms(self, quantile: float) -> float:
-        """The `quantile` of the recent errors, no floor (0 before any answer)."""
+        """The `quantile` of the recent errors, no floor (0 before any answer, or none of late)."""
         with self._lock:
-            return percentile(self._errors, quantile * 100) if self._errors else 0.0
+            errors = self._recent()
+        return percentile(errors, quantile * 100) if errors else 0.0
 
     @property
     def samples(self) -> int:
         with self._lock:
-            return len(self._errors)
+            return len(self._recent())
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,13 @@ JUDGED_MIN_BYTES = 16 * 1024
 DROP_FACTOR = 2.0
 #: judged samples kept for `drop_counts` (at 10 fps of judged frames, the last ~25 s)
 DROP_HISTORY = 256
+#: what answers taught about the server's queue (here) and about how late the plan runs (the
+#: agent's margin, edge_node/hedge.MarginLearner) is forgotten after this many seconds without
+#: a newer answer: only answers teach either, and an agent they keep on the edge gets none. In a
+#: soak an agent ran on the edge for 29 minutes of a link as good as when it offloaded: a bad
+#: spell had left late answers in the margin (an allowance of 40 ms against a 40 ms local run).
+#: Far longer than the 50 answers of the margin's window take while offloading (2-5 s at 10-25 fps)
+ANSWER_MEMORY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,7 @@ class LinkEstimator:
         self._bw = initial_bandwidth_bps
         self._rtt = initial_rtt_ms
         self._queue = 0.0
+        self._queue_at: float | None = None  # when an answer last gave the queue (None: never)
         self._bw_samples: deque[float] = deque(maxlen=window)
         self._rtt_samples: deque[float] = deque(maxlen=window)
         #: relative over-predictions of the last `horizon` samples (0 when not over)
@@ -168,7 +176,8 @@ class LinkEstimator:
             self.observe_rtt(transfer)
         with self._lock:
             if server_queue_ms is not None:
-                self._queue = (1 - self.alpha) * self._queue + self.alpha * server_queue_ms
+                self._queue = (1 - self.alpha) * self._queue_now() + self.alpha * server_queue_ms
+                self._queue_at = self._clock()
             if wire_bytes >= SMALL_BYTES:
                 sample_bps = self._wire_rate(wire_bytes, transfer)
                 if self._long_on_wire(transfer):
@@ -309,6 +318,13 @@ class LinkEstimator:
         """Seconds since a sample last measured the rate (`last_rate_sample`)."""
         return self._clock() - self.last_rate_sample
 
+    def _queue_now(self) -> float:
+        """The queue estimate, back at its start (0) when no answer gave it for ANSWER_MEMORY_S;
+        under the lock."""
+        if self._queue_at is not None and self._clock() - self._queue_at > ANSWER_MEMORY_S:
+            self._queue, self._queue_at = 0.0, None
+        return self._queue
+
     def estimate(self) -> LinkState:
         with self._lock:
             bw, rtt = self._robust(), self._rtt
@@ -316,7 +332,7 @@ class LinkEstimator:
             return LinkState(
                 bandwidth_bps=fb if fb is not None else bw,
                 rtt_ms=fr if fr is not None else rtt,
-                server_queue_ms=self._queue,
+                server_queue_ms=self._queue_now(),
                 samples=self._n,
                 forced=fb is not None or fr is not None,
             )

@@ -60,7 +60,40 @@ def test_margin_forgets_old_errors_beyond_its_window() -> None:
     assert m.margin_ms() == pytest.approx(10.0)
 
 
-@pytest.mark.parametrize("bad", [{"floor_ms": -1.0}, {"floor_ms": 1.0, "quantile": 0.0}, {"floor_ms": 1.0, "window": 0}])
+def test_margin_forgets_errors_older_than_its_memory() -> None:
+    """Only answers feed the window: an agent its errors keep on the edge would keep them for ever."""
+    clock = Clock()
+    m = MarginLearner(floor_ms=5.0, quantile=1.0, memory_s=30.0, clock=clock)
+    m.observe(140.0, 100.0)
+    clock.t += 20.0
+    m.observe(120.0, 100.0)
+    assert (m.margin_ms(), m.quantile_ms(0.5), m.samples) == (40.0, 30.0, 2)
+    clock.t += 10.5  # the first error is 30.5 s old
+    assert (m.margin_ms(), m.quantile_ms(0.5), m.samples) == (20.0, 20.0, 1)
+    clock.t += 20.0
+    assert (m.margin_ms(), m.quantile_ms(0.5), m.samples) == (5.0, 0.0, 0)  # as before any answer
+
+
+def test_the_server_queue_estimate_is_forgotten_without_answers() -> None:
+    """The queue is learnt from answers only: a busy spell's reading must not hold an agent that
+    went to the edge off the cloud for good. After ANSWER_MEMORY_S it is back at its start."""
+    from scheduler.link import ANSWER_MEMORY_S
+
+    clock = Clock()
+    est = LinkEstimator(alpha=0.5, clock=clock)
+    est.observe_transfer(500, rpc_ms=30.0, server_ms=20.0, server_queue_ms=16.0)
+    est.observe_transfer(500, rpc_ms=30.0, server_ms=20.0, server_queue_ms=16.0)
+    assert est.estimate().server_queue_ms == pytest.approx(12.0)
+    clock.t += ANSWER_MEMORY_S - 1
+    assert est.estimate().server_queue_ms == pytest.approx(12.0)
+    clock.t += 2
+    assert est.estimate().server_queue_ms == 0.0
+    est.observe_transfer(500, rpc_ms=30.0, server_ms=20.0, server_queue_ms=4.0)
+    assert est.estimate().server_queue_ms == pytest.approx(2.0)  # the average starts again, as at first
+
+
+@pytest.mark.parametrize("bad", [{"floor_ms": -1.0}, {"floor_ms": 1.0, "quantile": 0.0}, {"floor_ms": 1.0, "window": 0},
+                                 {"floor_ms": 1.0, "memory_s": 0.0}])
 def test_margin_learner_refuses_bad_parameters(bad: dict) -> None:
     with pytest.raises(ValueError):
         MarginLearner(**bad)

@@ -193,3 +193,26 @@ def test_an_offload_must_gain_more_than_a_usual_overrun() -> None:
     assert policy.plan(2, [0, 1, 2], 0.1, Timeline(), next_arrival=math.inf).split == 2
     policy.overrun_ms = lambda: -30.0  # answers quicker than predicted: no bonus either
     assert policy.plan(3, [0, 1, 2], 0.2, Timeline(), next_arrival=math.inf).split == 1
+
+
+def test_a_bad_spells_overruns_hold_the_plan_on_the_edge_only_for_the_answer_memory() -> None:
+    """Only answers teach the margin learner, and once its overruns keep the plan on the edge
+    none come: a soak's agent (race off) ran 29 minutes on the edge of a link as good as when it
+    offloaded. Its errors now age out after ANSWER_MEMORY_S, and the plan offloads again."""
+    from edge_node.agent import OVERRUN_QUANTILE
+    from edge_node.hedge import MarginLearner
+    from scheduler.link import ANSWER_MEMORY_S
+
+    clock = ManualClock()
+    learner = MarginLearner(floor_ms=20.0, clock=clock)
+    policy = three_split_policy("min-latency", race=False)
+    policy.link.force(bandwidth_bps=8e6, rtt_ms=20.0)
+    policy.overrun_ms = lambda: learner.quantile_ms(OVERRUN_QUANTILE)  # as EdgeAgent._attach_overrun
+    assert policy.plan(1, [0, 1, 2], 0.0, Timeline(), next_arrival=math.inf).split == 1  # 55 ms against 60
+    for _ in range(20):
+        learner.observe(actual_ms=95.0, predicted_ms=55.0)  # a bad spell: answers 40 ms late
+    assert policy.plan(2, [0, 1, 2], 0.1, Timeline(), next_arrival=math.inf).split == 2
+    clock.t += ANSWER_MEMORY_S - 1  # no answer since: still the evidence there is
+    assert policy.plan(3, [0, 1, 2], 0.2, Timeline(), next_arrival=math.inf).split == 2
+    clock.t += 2
+    assert policy.plan(4, [0, 1, 2], 0.3, Timeline(), next_arrival=math.inf).split == 1
