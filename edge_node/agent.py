@@ -35,8 +35,9 @@ results log's lock; the session's (stream, backoff, servers reached) -> a stream
 renewing channel's (edge_node/session.py); the policy's -> the timeline's (plan books while
 it holds it). Every other lock is a leaf, nothing else is taken while it is held: the
 agent's `_lock` (closing), the ledger's, the local executor's, CloudPaths' (late frames,
-`hedged`), a held frame's (`Pending._ends`), the session's failed streams'
-(notices.StreamFailures), the margin learner's, the heads' accelerator lock, the device health's.
+`hedged`), a held frame's (`Pending._ends`), the session's failed streams' and the prober's
+failed probes' (notices.RepeatedFailures), the margin learner's, the heads' accelerator lock,
+the device health's.
 """
 
 from __future__ import annotations

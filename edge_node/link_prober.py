@@ -31,6 +31,7 @@ from splitpoint.errors import RemoteError
 
 from .client import CloudLink, Interrupted
 from .config import EdgeConfig
+from .notices import RepeatedFailures
 from .session_api import SessionCallbacks
 
 log = logging.getLogger("edge_node.agent")  # the agent's logger: users filter on one name
@@ -60,6 +61,9 @@ class LinkProber:
         self._backoff_until = backoff_until  # clock time the session's reconnect backoff ends
         self._on_failure = on_failure  # a probe that failed: the session's last error
         self._clock = clock
+        #: failed probes: logged as failed streams are, at INFO (a line each was 42 in a 21 s server
+        #: restart, up to 7,200 an hour of outage, with the agent probing every 0.5-2 s)
+        self._failures = RepeatedFailures("link probes", logging.INFO, clock=clock)
         self._callbacks: SessionCallbacks | None = None
         self._lock = threading.Lock()  # the probe schedule below (a leaf)
         self._last_probe = 0.0
@@ -91,6 +95,7 @@ class LinkProber:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(1.0)  # a probe in flight ends at its deadline or when the channel closes
+        self._failures.flush()  # the failed probes not yet told
 
     def _probe_loop(self) -> None:
         """Background thread: probe whenever no frame has measured the link's rate for a while
@@ -213,6 +218,7 @@ class LinkProber:
                 # this probe, so the bulk would go ahead of it. Checked again here, the window in
                 # which a plan can miss a probe is the few microseconds to probe_sent below.
                 log.debug("probe: a frame was planned for the link during the RTT exchange; no bulk")
+                self._failures.answered()  # the RTT exchange was answered: probes work
                 return 0.0
             # the cost model's time; overdue, a stall only with one server (`_timeout_s`)
             callbacks.probe_sent(size, transfer_ms(size, before_bps), before.rtt_ms, not self._several_servers)
@@ -237,10 +243,11 @@ class LinkProber:
                 # Not after a first reading: the estimate it is compared with was a guess.
                 self._reprobe = sample_bps > REPROBE_RISE * before_bps and not reprobing and measured
             log.debug("probe: %s", self.link.estimate())
+            self._failures.answered()
         except Interrupted:  # the agent was told to stop (session.interrupt), for good: probe no more
             self._stop.set()  # every later probe was given up at once and logged, 47 in a long stop
             return math.inf
         except RemoteError as err:
             self._on_failure(err)
-            log.info("link probe failed: %s", err)
+            self._failures.failed(f"link probe failed: {err}")  # at INFO, one line a period at most
         return 0.0  # look again at once: what is due next is worked out there

@@ -33,7 +33,7 @@ class CloudNotReachedError(SplitpointError):
 
 #: seconds between two digests of the frames that ran locally
 DIGEST_PERIOD_S = 60.0  # as failed streams' WARNINGs: at 10 s a day-long outage was 8,640 lines (s31-soak)
-#: seconds between two lines about streams that keep failing
+#: seconds between two lines about streams (or link probes) that keep failing
 FAILURE_PERIOD_S = 60.0
 
 
@@ -88,26 +88,29 @@ class FallbackDigest:
         self._since = None
 
 
-class StreamFailures:
-    """Streams that end with an error, told at a rate a journal holds: at most one WARNING per
-    period - the failure itself, or how many failed since the last line and the last one's
-    error - and, after such a line, one INFO line when an answer comes again. A server down
-    for hours is retried once per backoff (up to 5 s) and a flapping link fails a stream
-    every few seconds: a WARNING each was ~24 lines a minute in a soak, 35,000 a day on a
-    drone's journal. Every failure is still at DEBUG."""
+class RepeatedFailures:
+    """Something the agent keeps trying - streams, link probes - failing, told at a rate a journal
+    holds: at most one line per period at `level` - the failure itself, or how many `noun` failed
+    since the last line and the last one's error - and, after such a line, one INFO line when
+    one works again. A server down for hours is retried once per backoff (up to 5 s) and a
+    flapping link fails a stream every few seconds: a WARNING each was ~24 lines a minute in a
+    soak, 35,000 a day on a drone's journal; an adaptive agent probes the link every 0.5-2 s,
+    and a line per failed probe was 42 in a 21 s server restart. Every failure is still at DEBUG."""
 
-    def __init__(self, period_s: float = FAILURE_PERIOD_S, clock=time.monotonic):
+    def __init__(self, noun: str, level: int, period_s: float = FAILURE_PERIOD_S, clock=time.monotonic):
+        self.noun = noun  # what fails, plural: "N <noun> failed ...", "<noun> work again ..."
+        self.level = level  # of the failure lines (the "work again" line is at INFO)
         self.period_s = period_s
         self._clock = clock
         self._lock = threading.Lock()  # every field below (a leaf)
-        self._last_line: float | None = None  # when a WARNING last said streams fail
+        self._last_line: float | None = None  # when a line last said they fail
         self._unreported = 0  # failures since that line
         self._last = ""  # the last failure, as its line says it
         self._told = 0  # failures since the first line no "work again" has answered (0: none told)
         self._told_at = 0.0
 
     def failed(self, what: str) -> None:
-        """A stream failed; `what` says so ("stream to ADDRESS ended: ...")."""
+        """One failed; `what` says so ("stream to ADDRESS ended: ...", "link probe failed: ...")."""
         now = self._clock()
         log.debug("%s", what)
         with self._lock:
@@ -123,18 +126,18 @@ class StreamFailures:
             if not self._told:  # the failures this line tells of, since when
                 self._told, self._told_at = count, now if count == 1 else now - span
         if count == 1:
-            log.warning("%s (further failures: one line every %.0f s at most)", what, self.period_s)
+            log.log(self.level, "%s (further failures: one line every %.0f s at most)", what, self.period_s)
         else:
-            log.warning("%d streams failed in the last %.0f s (last: %s)", count, span, what)
+            self._log_count(count, span, what)
 
     def answered(self) -> None:
-        """An answer came: streams work (again)."""
+        """One worked (an answer came): they work (again)."""
         with self._lock:
             told, since = self._told, self._told_at
             if told:  # the failures not yet counted in a line are in this one's count
                 self._told = self._unreported = 0
         if told:
-            log.info("streams work again after %d failed in %.0f s", told, self._clock() - since)
+            log.info("%s work again after %d failed in %.0f s", self.noun, told, self._clock() - since)
 
     def flush(self) -> None:
         """Say the failures not yet told (the end of the run)."""
@@ -143,8 +146,12 @@ class StreamFailures:
             count, self._unreported = self._unreported, 0
             span = 0.0 if self._last_line is None else now - self._last_line
             self._last_line = now
+            last = self._last
         if count:
-            log.warning("%d streams failed in the last %.0f s (last: %s)", count, span, self._last)
+            self._log_count(count, span, last)
+
+    def _log_count(self, count: int, span: float, last: str) -> None:
+        log.log(self.level, "%d %s failed in the last %.0f s (last: %s)", count, self.noun, span, last)
 
 
 def unreached_message(addresses: Sequence[str], local: int, error: RemoteError | None = None,

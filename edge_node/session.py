@@ -11,8 +11,9 @@ lands on another replica. A stream that ends with an error starts a reconnect ba
 with full jitter (0.5 s doubling to 5 s), reset by the next answer; during it
 `current_stream` is None (the agent runs frames locally). So does a stream the agent
 gives up because it answered nothing for 2 x frame_deadline_ms (`give_up`). Failed streams are
-logged by `notices.StreamFailures`: one WARNING a minute at most. The link's probes are the
-session's `LinkProber` (edge_node/link_prober.py), on the same channel.
+logged by `notices.RepeatedFailures`: one WARNING a minute at most. The link's probes are the
+session's `LinkProber` (edge_node/link_prober.py), on the same channel; its failed probes are
+logged the same way, at INFO.
 
 Locks: `OffloadSession._lock` (stream, backoff, reached, frames handed a stream) is taken
 before a stream's lock (`current_stream` closes an old stream under it) and the renewing
@@ -42,7 +43,7 @@ from splitpoint.wire_metadata import is_draining, is_other_bundle, is_split_not_
 from .client import CloudLink, InferStream, Interrupted, OffloadClient
 from .config import EdgeConfig
 from .link_prober import LinkProber
-from .notices import StreamFailures
+from .notices import RepeatedFailures
 from .session_api import SessionCallbacks, Stream
 
 log = logging.getLogger("edge_node.agent")  # the agent's logger: users filter on one name
@@ -97,7 +98,7 @@ class OffloadSession:
         self._reached: set[str] = set()  # addresses that answered anything
         self._last_error: RemoteError | None = None  # what the last failed call or stream said
         self._backoff_cause: RemoteError | None = None  # why the current backoff began (None: a give-up)
-        self._failures = StreamFailures(clock=clock)  # streams that failed: logged at a bounded rate
+        self._failures = RepeatedFailures("streams", logging.WARNING, clock=clock)  # streams that failed: logged at a bounded rate
         #: streams set aside for their silence and silent since (set_aside): ended with frames owed, a failure
         self._silent_aside: dict[int, Stream] = {}  # by id(): held until it ends or answers
         self._streams_handed = 0  # frames given a stream to be sent on (current_stream): the prober's

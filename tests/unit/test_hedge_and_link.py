@@ -897,3 +897,57 @@ def test_the_prober_stops_probing_once_the_agent_is_told_to_stop() -> None:
     session, _stream, _planned = _session_with_fake_probes(clock, LinkEstimator(clock=clock), probe)
     assert session.prober.maybe_probe() == float("inf")
     assert session.prober._stop.is_set() and len(calls) == 1
+
+
+def test_failed_link_probes_are_logged_at_a_bounded_rate(caplog: pytest.LogCaptureFixture) -> None:
+    """A server down or restarting: the agent probes every 0.5-2 s and logged every failed probe
+    at INFO (42 lines in a 21 s restart, up to 7,200 an hour of outage, on a drone's journal).
+    Now as failed streams: the first at once, then one count a minute, one line when a probe is
+    answered again, and the count not yet told when the prober stops. Each is still the
+    session's last error, and at DEBUG."""
+    import logging
+
+    import grpc
+
+    from splitpoint.errors import RemoteError
+
+    clock = Clock()
+    down = [True]
+    failed: list[float] = []
+    answered = _steady_probe(clock, 10.0, 10e6, [])
+
+    def probe(size: int, tail: int, timeout_s: float):  # noqa: ANN202 - test fake
+        if down[0]:
+            failed.append(clock.t)
+            raise RemoteError(grpc.StatusCode.UNAVAILABLE, f"connection refused {len(failed)}")
+        return answered(size, tail, timeout_s)
+
+    session, _stream, _planned = _session_with_fake_probes(clock, LinkEstimator(clock=clock), probe)
+
+    def run_for(seconds: float) -> None:
+        end = clock.t + seconds
+        while clock.t < end:
+            session.prober.maybe_probe()
+            clock.t += 0.25
+
+    with caplog.at_level(logging.DEBUG, logger="edge_node.agent"):
+        run_for(90.0)  # the server is down for a minute and a half
+        outage = len(failed)
+        down[0] = False
+        run_for(10.0)  # it is back: probes are answered
+        down[0] = True
+        run_for(5.0)  # down again, within a minute of the last line: counted, not said
+        session.prober.stop()  # the run ends: the count not yet told is said
+    assert outage >= 45 and session.last_error() is not None  # every 2 s at most; the session still hears of each
+    lines = [r for r in caplog.records if r.levelno >= logging.INFO]
+    said = [r.getMessage() for r in lines]
+    assert all(r.levelno == logging.INFO for r in lines), said
+    counted = sum(failed[0] < t <= failed[0] + 60.0 for t in failed)  # told in the line a minute after the first
+    assert said == [
+        "link probe failed: UNAVAILABLE: connection refused 1 (further failures: one line every 60 s at most)",
+        f"{counted} link probes failed in the last 60 s (last: link probe failed: UNAVAILABLE: connection refused "
+        f"{counted + 1})",
+        f"link probes work again after {outage} failed in 90 s",
+        f"{len(failed) - outage} link probes failed in the last {clock.t - failed[0] - 60.0:.0f} s (last: link probe "
+        f"failed: UNAVAILABLE: connection refused {len(failed)})"], said
+    assert sum("link probe failed" in r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG) == len(failed)

@@ -1,5 +1,5 @@
 """The agent's notices: the fallback digest (the first local run said at once, then one INFO line per
-period), failed streams at a bounded rate, and the end-of-run messages."""
+period), failed streams and link probes at a bounded rate, and the end-of-run messages."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from helpers import ManualClock as Clock
 
 from edge_node.notices import (
     FallbackDigest,
-    StreamFailures,
+    RepeatedFailures,
     mostly_local_message,
     nothing_to_do_message,
     unreached_message,
@@ -133,7 +133,7 @@ def test_streams_that_keep_failing_are_counted_not_logged_one_by_one(caplog: pyt
     stream was ~24 lines a minute in a soak, 35,000 a day on a drone's journal. Now one line a
     period at most, and one line when streams work again."""
     clock = Clock()
-    failures = StreamFailures(period_s=60.0, clock=clock)
+    failures = RepeatedFailures("streams", logging.WARNING, period_s=60.0, clock=clock)
     with caplog.at_level(logging.DEBUG, logger="edge_node.agent"):
         for i in range(720):  # an hour, one failure every 5 s
             failures.failed(f"stream to a:1 ended: UNAVAILABLE: attempt {i}")
@@ -159,7 +159,7 @@ def test_a_flapping_link_gets_two_lines_a_minute_at_most(caplog: pytest.LogCaptu
     """A stream failing every 2 s and the next one answering: the failure and the recovery,
     each said every time, would be two lines every 2 s."""
     clock = Clock()
-    failures = StreamFailures(period_s=60.0, clock=clock)
+    failures = RepeatedFailures("streams", logging.WARNING, period_s=60.0, clock=clock)
     with caplog.at_level(logging.INFO, logger="edge_node.agent"):
         for i in range(300):  # ten minutes
             failures.failed(f"stream to a:1 ended: UNAVAILABLE: reset {i}")
@@ -174,7 +174,7 @@ def test_a_flapping_link_gets_two_lines_a_minute_at_most(caplog: pytest.LogCaptu
 
 def test_failures_told_in_the_recovery_line_are_not_told_again(caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
-    failures = StreamFailures(period_s=60.0, clock=clock)
+    failures = RepeatedFailures("streams", logging.WARNING, period_s=60.0, clock=clock)
     with caplog.at_level(logging.INFO, logger="edge_node.agent"):
         failures.failed("stream to a:1 ended: first")
         clock.t += 10.0
@@ -187,3 +187,32 @@ def test_failures_told_in_the_recovery_line_are_not_told_again(caplog: pytest.Lo
         "stream to a:1 ended: first (further failures: one line every 60 s at most)",
         "streams work again after 2 failed in 20 s",
         "stream to a:1 ended: third (further failures: one line every 60 s at most)"]
+
+
+def test_link_probes_that_keep_failing_are_counted_at_info(caplog: pytest.LogCaptureFixture) -> None:
+    """An adaptive agent probes every 0.5-2 s while its server is down: a line per failed probe
+    was 42 in a 21 s server restart, up to 7,200 an hour of outage. The same bounded lines as
+    failed streams, worded for probes and at INFO."""
+    clock = Clock()
+    probes = RepeatedFailures("link probes", logging.INFO, period_s=60.0, clock=clock)
+    with caplog.at_level(logging.DEBUG, logger="edge_node.agent"):
+        for i in range(42):  # a 21 s server restart, a probe every 0.5 s
+            probes.failed(f"link probe failed: UNAVAILABLE: restart {i}")
+            clock.t += 0.5
+        probes.answered()
+        clock.t += 600.0  # ten minutes of working probes
+        for i in range(1800):  # then an hour's outage, a probe every 2 s
+            probes.failed(f"link probe failed: UNAVAILABLE: down {i}")
+            clock.t += 2.0
+        probes.flush()  # the prober stops
+    lines = [r for r in caplog.records if r.levelno > logging.DEBUG]
+    assert all(r.levelno == logging.INFO for r in lines)
+    said = [r.getMessage() for r in lines]
+    assert said[:4] == [
+        "link probe failed: UNAVAILABLE: restart 0 (further failures: one line every 60 s at most)",
+        "link probes work again after 42 failed in 21 s",
+        "link probe failed: UNAVAILABLE: down 0 (further failures: one line every 60 s at most)",
+        "30 link probes failed in the last 60 s (last: link probe failed: UNAVAILABLE: down 30)"]
+    assert len(said) == 2 + 60 + 1, said  # the restart's two; the outage's first and one a minute; the flush
+    assert said[-1].startswith("29 link probes failed in the last 60 s (last: link probe failed: UNAVAILABLE: down ")
+    assert sum(r.levelno == logging.DEBUG for r in caplog.records) == 42 + 1800  # every failure still at DEBUG
