@@ -22,7 +22,8 @@ from .renewing_channel import RenewingChannel
 
 log = logging.getLogger(__name__)
 
-#: how long a keepalive ping may go unanswered before the link is declared dead
+#: gRPC's keepalive_timeout_ms, which gRPC 1.85 does not apply: an unanswered ping ends the
+#: connection after grpc.http2.ping_timeout_ms, 60 s (see the channel options below)
 KEEPALIVE_TIMEOUT_S = 10.0
 #: the longest wait between gRPC's own attempts to connect again (its default is 120 s): the
 #: agent's backoff (session.py) only decides when to try a new stream, and a stream on a channel
@@ -106,7 +107,13 @@ class OffloadClient:
             [
                 # one connection per agent (a drone has its own), even when a process runs several
                 *balanced_options(max_message_bytes, own_connection=True),
-                # Notice a dead link on an idle stream within keepalive_s + 10 s instead of hours.
+                # Notice a dead link on an idle stream within keepalive_s + 60 s instead of hours:
+                # gRPC 1.85 waits for a ping's ack for grpc.http2.ping_timeout_ms (60 s), not for
+                # keepalive_timeout_ms (measured: 62 s with keepalive 2 s against a SIGSTOPped
+                # server). Left at 60 s: a ping sent while a large cut is still going up on a
+                # slow uplink waits behind up to a stream window (1 MiB: 8 s at 1 Mbps) of it,
+                # and a shorter timeout would cut a live upload; a frame on a dead link is
+                # hedged and its stream given up by the agent first (session.give_up).
                 # The server must permit this rate: it accepts a ping every 5 s without data
                 # (cloud_server/server.py, PERMITTED_PING_INTERVAL_MS); pinging faster than the
                 # server permits gets the connection closed (GOAWAY too_many_pings).
