@@ -71,6 +71,10 @@ class CloudConfig:
     metrics_listen: str = option("", "HOST:PORT for Prometheus /metrics; empty = off", group="output")
     stream_idle_timeout_s: float = option(
         120.0, "an Infer stream with nothing in flight and no frame for this long ends with DEADLINE_EXCEEDED; 0 = never", group="capacity")
+    keepalive_s: float = option(
+        60.0, "ping each client connection after this long without traffic; one that does not answer within "
+              "min(keepalive_s, 10) s is closed, so a drone that vanished (power cut, link lost) frees its "
+              "connection then, not after gRPC's 2 h; 0 = gRPC's 2 h, else at least 1", group="capacity")
     log_level: str = option("info", "logging level", choices=("debug", "info", "warning", "error"), group="output")
 
     @property
@@ -106,6 +110,8 @@ class CloudConfig:
             raise ConfigError("max_message_mb", self.max_message_mb, f"must be between 0.001 and {wire_metadata.MAX_MESSAGE_MB}")
         if not (math.isfinite(self.stream_idle_timeout_s) and self.stream_idle_timeout_s >= 0):
             raise ConfigError("stream_idle_timeout_s", self.stream_idle_timeout_s, "must be >= 0 and finite (0 = never)")
+        if not (math.isfinite(self.keepalive_s) and (self.keepalive_s == 0 or self.keepalive_s >= 1)):
+            raise ConfigError("keepalive_s", self.keepalive_s, "must be 0 (gRPC's 2 h) or at least 1 s")
         if not (math.isfinite(self.max_inflight_mb) and self.max_inflight_mb > 0):
             raise ConfigError("max_inflight_mb", self.max_inflight_mb, "must be > 0")
         if not (math.isfinite(self.max_connection_age_s) and self.max_connection_age_s >= 0):

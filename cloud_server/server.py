@@ -47,6 +47,9 @@ SERVICE_NAME = offload_pb2.DESCRIPTOR.services_by_name["Offload"].full_name
 #: always find one (an Infer stream holds a thread for its life, and so does an agent's
 #: health Watch, which client-side health checking keeps open)
 CONTROL_THREADS = 32
+#: how long a client may leave the server's keepalive ping unanswered before its connection is
+#: closed (keepalive_s, when shorter, is the timeout: a ping is not outlived by the next)
+PEER_PING_TIMEOUT_S = 10.0
 
 #: PERMITTED_PING_INTERVAL_MS (splitpoint/wire_metadata.py): the shortest ping
 #: interval without data the server accepts. Agents ping after keepalive_s (default 20 s, at
@@ -160,6 +163,14 @@ class CloudServer:
             ("grpc.http2.min_ping_interval_without_data_ms", PERMITTED_PING_INTERVAL_MS),
             ("grpc.http2.max_ping_strikes", 2),
         ]
+        if cfg.keepalive_s > 0:
+            # The server's own pings: a client gone without a word (a drone's power cut, its link
+            # lost: no FIN) leaves an ESTABLISHED connection, its fd and its buffers, which gRPC's
+            # default pings (2 h) were the only thing to close; a fleet of short flights piles them
+            # up. Clients accept any rate of server pings; ours ping once a minute by default.
+            options += [("grpc.keepalive_time_ms", int(cfg.keepalive_s * 1000)),
+                        ("grpc.keepalive_timeout_ms", int(min(cfg.keepalive_s, PEER_PING_TIMEOUT_S) * 1000)),
+                        ("grpc.http2.ping_timeout_ms", int(min(cfg.keepalive_s, PEER_PING_TIMEOUT_S) * 1000))]
         if cfg.max_connection_age_s > 0:
             # a scaled-up fleet is found by clients only when they reconnect and re-resolve
             options += [("grpc.max_connection_age_ms", int(cfg.max_connection_age_s * 1000)),

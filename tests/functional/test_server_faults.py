@@ -96,3 +96,66 @@ def test_failover_to_the_next_healthy_server(digits_bundle: Path, tmp_path: Path
     assert all(r["status"] == "ok" for r in records)
     assert [r["where"] for r in records][-60:].count("cloud") == 60
     assert served_by_second >= 60
+
+
+def _established_to(port: int) -> int:
+    """Server-side TCP connections on `port` that are ESTABLISHED (this network namespace)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            if int(local.rsplit(":", 1)[1], 16) == port and state == "01":
+                count += 1
+    return count
+
+
+_CLIENT = """
+import sys, time, grpc
+channel = grpc.insecure_channel(sys.argv[1])
+grpc.channel_ready_future(channel).result(timeout=20)
+print("connected", flush=True)
+time.sleep(120)
+"""
+
+
+def test_the_server_closes_the_connection_of_a_client_gone_silent(digits_bundle: Path) -> None:
+    """A drone whose power is cut leaves its connection ESTABLISHED on the server (no FIN), with its
+    fd and buffers, until a ping goes unanswered: gRPC's default server ping is every 2 h. With
+    keepalive_s the server pings; a client stopped dead (SIGSTOP: its kernel still ACKs, nothing
+    answers a ping) loses its connection within keepalive_s + min(keepalive_s, 10) s, and a live
+    client that answers keeps its own through as many pings."""
+    import signal
+    import subprocess
+    import sys
+
+    server = CloudServer(CloudConfig(bundle=str(digits_bundle), listen="127.0.0.1:0", insecure=True,
+                                     keepalive_s=1.0)).start()
+    clients = []
+    try:
+        for _ in range(2):
+            clients.append(subprocess.Popen([sys.executable, "-c", _CLIENT, server.address], stdout=subprocess.PIPE,
+                                            text=True))
+        for c in clients:
+            assert c.stdout is not None and c.stdout.readline().strip() == "connected"
+        assert _established_to(server.port) == 2
+        stopped, live = clients
+        stopped.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 15  # 2 s of ping and timeout, with room for a loaded machine
+        while _established_to(server.port) > 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _established_to(server.port) == 1, "the silent client's connection is still open"
+        assert live.poll() is None
+        # the live one kept its connection through the pings that closed the other: still there
+        # after three more of its ping intervals
+        time.sleep(3)
+        assert _established_to(server.port) == 1
+    finally:
+        for c in clients:
+            c.send_signal(signal.SIGCONT)
+            c.kill()
+            c.wait(10)
+        server.stop()
