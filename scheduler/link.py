@@ -80,12 +80,13 @@ JUDGED_MIN_BYTES = 16 * 1024
 DROP_FACTOR = 2.0
 #: judged samples kept for `drop_counts` (at 10 fps of judged frames, the last ~25 s)
 DROP_HISTORY = 256
-#: what answers taught about the server's queue (here) and about how late the plan runs (the
-#: agent's margin, edge_node/hedge.MarginLearner) is forgotten after this many seconds without
-#: a newer answer: only answers teach either, and an agent they keep on the edge gets none. In a
-#: soak an agent ran on the edge for 29 minutes of a link as good as when it offloaded: a bad
-#: spell had left late answers in the margin (an allowance of 40 ms against a 40 ms local run).
-#: Far longer than the 50 answers of the margin's window take while offloading (2-5 s at 10-25 fps)
+#: how long answers speak for how late the plan runs (the agent's margin,
+#: edge_node/hedge.MarginLearner: each answer's error is dropped at this age) and for the
+#: server's queue (its average starts again once no answer has fed it for this long). Only
+#: answers teach either, and an agent they keep on the edge gets none: in a soak an agent ran on
+#: the edge for 29 minutes of a link as good as when it offloaded, a bad spell having left late
+#: answers in the margin (an allowance of 40 ms against a 40 ms local run). Far longer than the
+#: 50 answers of the margin's window take while offloading (2-5 s at 10-25 fps)
 ANSWER_MEMORY_S = 30.0
 
 
