@@ -168,9 +168,10 @@ class CloudServer:
             # lost: no FIN) leaves an ESTABLISHED connection, its fd and its buffers, which gRPC's
             # default pings (2 h) were the only thing to close; a fleet of short flights piles them
             # up. Clients accept any rate of server pings; ours ping once a minute by default.
+            # gRPC 1.85 waits for the ack for ping_timeout_ms (60 s by default), not keepalive_timeout_ms
+            ack_ms = int(min(cfg.keepalive_s, PEER_PING_TIMEOUT_S) * 1000)
             options += [("grpc.keepalive_time_ms", int(cfg.keepalive_s * 1000)),
-                        ("grpc.keepalive_timeout_ms", int(min(cfg.keepalive_s, PEER_PING_TIMEOUT_S) * 1000)),
-                        ("grpc.http2.ping_timeout_ms", int(min(cfg.keepalive_s, PEER_PING_TIMEOUT_S) * 1000))]
+                        ("grpc.keepalive_timeout_ms", ack_ms), ("grpc.http2.ping_timeout_ms", ack_ms)]
         if cfg.max_connection_age_s > 0:
             # a scaled-up fleet is found by clients only when they reconnect and re-resolve
             options += [("grpc.max_connection_age_ms", int(cfg.max_connection_age_s * 1000)),
